@@ -348,18 +348,36 @@ def _local_cluster(settings: DaskConfig) -> Iterator[str]:
                            host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING,
                            plugins=(BuildWorker(),), worker_class=_exit_noting_nanny())
     start = WorkerStart(cluster, settings.workers)
+    cluster.sync(_interrupts_left_to_the_build)  # before its nannies start their worker processes
     cluster.scale(settings.workers)
     start.watch()
     log.info("local Dask cluster at %s: %d workers x %d threads (its pages: %s)", cluster.scheduler_address,
              settings.workers, settings.threads_per_worker, cluster.dashboard_link)
     _STARTING[cluster.scheduler_address] = start
-    try:
-        with start.told():
+    with start.told():  # also while it closes: a start it cuts short fails too
+        try:
             yield cluster.scheduler_address
-    finally:
-        start.stop()
-        _STARTING.pop(cluster.scheduler_address, None)
-        cluster.close()
+        finally:
+            start.stop()
+            _STARTING.pop(cluster.scheduler_address, None)
+            cluster.close()
+
+
+async def _interrupts_left_to_the_build() -> None:
+    """Run on the cluster's event loop thread: SIGINT is blocked there, and so in the threads it
+    starts, the ones that start the worker processes, and in those processes, which keep the
+    mask (`BuildWorker.setup` then ignores it and unblocks it). Ctrl-C while a worker process was
+    still starting killed it in its imports, each printing its traceback and its nanny's failed
+    start another, above the build's one line; the build's process (whose main thread takes the
+    signal) closes the cluster, which ends the workers. A thread's mask changes nothing else: a
+    Python signal handler runs in the main thread only. multiprocessing's resource tracker is
+    started first: starting it (with the first worker process) unblocks SIGINT in the thread that
+    starts it."""
+    import signal
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
 def _exit_noting_nanny():
