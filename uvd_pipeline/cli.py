@@ -50,11 +50,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from uvd_pipeline.build import run_build
-    from uvd_pipeline.host_memory import process_ends_with_the_build
     from uvd_pipeline.summary import format_summary
     from uvd_pipeline.config import config_summary, load_config
-
-    process_ends_with_the_build()  # malloc settings that cannot be undone are this process's to make
 
     config = load_config(args.config, build_overrides(args))
     if args.runner:

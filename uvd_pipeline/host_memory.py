@@ -12,14 +12,12 @@ is kept (`M_TRIM_THRESHOLD`); after it, glibc's default values of both and of th
 (128 KiB) are set again and the kept memory handed back (`malloc_trim`). Not as before, though:
 setting any of them turns glibc's dynamic mmap threshold (raised to the size of the largest mmap'd
 block freed, up to 32 MiB) off for the rest of the process. A worker thread's own arena cannot
-hold a block over 64 MB: glibc still maps and unmaps those. The number of arenas is left alone
-in a library call (`run_build`): glibc fixes its limit the first time a thread needs a new arena,
-so one arena inside the block was one for good. The command line's `build`, whose process ends
-with the build, also limits the threads that start in the block to the arenas there are
-(`process_ends_with_the_build`): the blocks over 64 MB are then reused too.
-Measured (`uvd build`, 200 web images, tokenizer on, system CPU-s, medians of 3 interleaved runs
-at load 4-11): 1 worker in process 6.09 -> 1.19 without the arena limit (1.31 with it); 2 worker
-threads 6.84 -> 5.96 without it, where the command line's setting gave 8.25 -> 4.13 (one pair).
+hold a block over 64 MB: glibc still maps and unmaps those. The number of arenas is left alone:
+glibc fixes its limit the first time a thread needs a new arena, so one arena (`M_ARENA_MAX` 1,
+which kept those blocks too) inside the block was one for the rest of the process; in builds it
+bought nothing measurable. Measured (`uvd build`, 200 web images, tokenizer on, system CPU-s,
+medians of 3 interleaved runs at load 4-11): 1 worker in process 6.09 -> 1.19 (1.31 with one
+arena); 2 worker threads 6.84 -> 5.96 (6.76/6.84 -> 5.97/6.02 with one arena, 2 pairs).
 RSS stays near the run's peak meanwhile: up to +15% peak (1,479 -> 1,698 MiB, 200 web images,
 2 workers in the build's process; +6-9% with one). Processes forked before the run (the early
 render pool) keep the defaults: settings change in the process that makes them. The codes are the
@@ -42,10 +40,8 @@ from typing import Iterator, Mapping
 log = logging.getLogger(__name__)
 
 # <malloc.h>
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -3, -4, -8
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 KEEP = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**30))
-ONE_ARENA = ((M_ARENA_MAX, 1),)  # only in a process that ends with its build (`process_ends_with_the_build`)
-_ends_with_the_build = False
 # glibc's defaults (a fixed mmap threshold at its default: the dynamic one is not restorable)
 DEFAULTS = ((M_MMAP_MAX, 65536), (M_TRIM_THRESHOLD, 128 * 1024), (M_MMAP_THRESHOLD, 128 * 1024))
 OPT_OUT = "UVD_KEEP_FREED_MEMORY"  # "0": leave glibc's malloc as it is
@@ -76,14 +72,6 @@ def _libc():
     return libc
 
 
-def process_ends_with_the_build() -> None:
-    """Said by the command line's `build`, whose process ends when its build does: the block then
-    also keeps the threads that start in it on the arenas there are (`M_ARENA_MAX` 1, which cannot
-    be undone), so that a worker thread's blocks over 64 MB are reused too."""
-    global _ends_with_the_build
-    _ends_with_the_build = True
-
-
 @contextmanager
 def freed_memory_kept(enabled: bool = True) -> Iterator[bool]:
     """Within the block, freed memory is kept for reuse (see the module docstring); yields whether
@@ -95,7 +83,7 @@ def freed_memory_kept(enabled: bool = True) -> Iterator[bool]:
     if libc is None:
         yield False
         return
-    took = all(libc.mallopt(option, value) for option, value in KEEP + (ONE_ARENA if _ends_with_the_build else ()))
+    took = all(libc.mallopt(option, value) for option, value in KEEP)
     try:
         yield took
     finally:
