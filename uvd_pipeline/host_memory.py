@@ -18,8 +18,9 @@ which kept those blocks too) inside the block was one for the rest of the proces
 bought nothing measurable. Measured (`uvd build`, 200 web images, tokenizer on, system CPU-s,
 medians of 3 interleaved runs at load 4-11): 1 worker in process 6.09 -> 1.19 (1.31 with one
 arena); 2 worker threads 6.84 -> 5.96 (6.76/6.84 -> 5.97/6.02 with one arena, 2 pairs).
-RSS stays near the run's peak meanwhile: up to +15% peak (1,479 -> 1,698 MiB, 200 web images,
-2 workers in the build's process; +6-9% with one). Processes forked before the run (the early
+RSS stays near the run's peak meanwhile, and the peak rises (the same builds, medians): +16% with
+1 worker (1,035 -> 1,196 MiB), +13% with 2 threads (1,512 -> 1,704 MiB); the worst pair measured
++22% (1,030 -> 1,259 MiB, +229 MiB; 1 worker). Processes forked before the run (the early
 render pool) keep the defaults: settings change in the process that makes them. The codes are the
 same: only where freed memory goes changes.
 
