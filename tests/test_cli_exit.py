@@ -709,3 +709,19 @@ def test_a_dask_scheduler_lost_mid_build_is_one_line(tiny_config: Path, tmp_path
     assert main(["build", str(tiny_config), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == f"error: {message}" and "Traceback" not in err, err
+
+
+def test_an_interrupted_builds_counts_read_a_file_url_output_as_the_local_folder_it_is(mini_build):
+    """The interrupted build's last line counts what is committed in a local output; an output
+    given as a file:// URL (as fsspec takes it) is the same local folder and was counted as if
+    remote (no counts at all). A remote output is not listed after Ctrl-C."""
+    from uvd_pipeline.cli import committed_so_far
+
+    config, summary = mini_build
+    out = Path(config.output)
+    marks = len(list((out / "_units").glob("*/*.json")))
+    stats = len(list((out / "rendered").rglob("*.stats.json")))
+    assert marks > 0 and stats > 0
+    assert committed_so_far(str(out)) == (marks, stats)
+    assert committed_so_far(f"file://{out}") == (marks, stats)
+    assert committed_so_far("s3://bucket/out") is None

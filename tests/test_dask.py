@@ -350,6 +350,24 @@ def test_the_build_cluster_does_not_profile_its_tasks_or_poll_the_host_often():
     assert dask.config.get("distributed") == before
 
 
+def test_the_build_cluster_keeps_the_users_own_dask_settings(monkeypatch):
+    """A user who set how often Dask polls (in a config file, an environment variable or in code),
+    or turned the profiler on by name, keeps that on the build's own cluster: only settings left
+    at distributed's defaults are made quieter."""
+    import dask
+
+    from uvd_pipeline.config import DaskConfig
+    from uvd_pipeline.dask_cluster import scheduler
+
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "True")  # distributed's default, but said
+    with dask.config.set({"distributed.admin.tick.interval": "50ms", "distributed.admin.system-monitor.interval": "1s"}):
+        with scheduler(DaskConfig(workers=1)) as address:
+            with distributed.Client(address) as client:
+                client.wait_for_workers(1, timeout=120)
+                (worker,) = client.run(lambda dask_worker: _monitoring(dask_worker)).values()
+    assert worker["profile"] is not None and (worker["monitor"], worker["tick"]) == (1000, 50), worker
+
+
 @pytest.mark.parametrize("verbose", [False, True])
 def test_the_command_line_keeps_dasks_chatter_out_unless_verbose(verbose):
     """Importing distributed sets its loggers to INFO (whatever the command set before): a Dask
@@ -1089,7 +1107,7 @@ def test_ctrl_c_on_a_dask_build_is_one_line_and_the_rerun_gives_the_same_bytes(m
     flags = tmp_path / "flags"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO)]),
                DASK_DISTRIBUTED__WORKER__PRELOAD='["dask_sigint_at_commit"]', UVD_TEST_SIGNAL_FLAGS=str(flags),
-               UVD_TEST_SIGNAL_AFTER="2")
+               UVD_TEST_SIGNAL_AFTER="2", UVD_TEST_SIGNAL_WORKERS="2")  # both joined: a worker starting is another test
     proc = subprocess.Popen([sys.executable, "-m", "uvd_pipeline", "build", str(path)], cwd=REPO, env=env,
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -1154,3 +1172,57 @@ def test_a_cli_build_on_a_given_scheduler_survives_a_worker_killed_mid_build(min
         for process in processes:
             process.kill()
             process.wait()
+
+
+def _starting_workers(build) -> list:
+    """The build's worker processes that are still starting: spawned by multiprocessing, not yet
+    past the imports (a started worker's command line is the same: it is seen here first)."""
+    import psutil
+
+    try:
+        children = build.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for child in children:
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_local_clusters_workers_start_is_one_line(mini_corpus, tiny_tokenizer, tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) right after `uvd build` on its
+    own 2-worker local cluster has spawned the worker processes, before they joined: each worker
+    process died of the KeyboardInterrupt in its imports, printing its traceback, and each nanny's
+    failed start added tornado's "Nanny failed to start" traceback above the one "interrupted:"
+    line. Now the workers start with SIGINT left to the build's process, which closes the cluster."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from conftest import REPO
+
+    out = tmp_path / "out"
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, tiny_tokenizer,
+                        runner="dask", dask={"workers": 2, "threads_per_worker": 1, "memory_limit": "2GiB"})
+    proc = subprocess.Popen([sys.executable, "-m", "uvd_pipeline", "build", str(path), "--no-tokenize"], cwd=REPO,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    build = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    while len(_starting_workers(build)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = _starting_workers(build)
+    os.killpg(proc.pid, signal.SIGINT)
+    log, _ = proc.communicate(timeout=300)
+    assert len(workers) == 2, log[-3000:]
+    assert proc.returncode == 130, log[-3000:]
+    said = [line for line in log.splitlines() if line.startswith("interrupted")]
+    assert len(said) == 1, log[-3000:]
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log and "Nanny failed" not in log, log[-5000:]
+    assert not [worker for worker in workers if worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE]

@@ -1,9 +1,10 @@
 """The build keeps freed memory for reuse while its worker threads run the CPU tokenizer
-(`uvd_pipeline.host_memory`): a thread's second 128 MB buffer, allocated after the first was
+(`uvd_pipeline.host_memory`): a thread's second 48 MB buffer, allocated after the first was
 freed, is then the same memory again, not pages the kernel must zero-fill anew."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -14,8 +15,9 @@ from uvd_pipeline.config import load_config
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
 
-# a new thread (as Beam's workers are) allocates, frees and allocates again a 128 MB buffer, each
-# filled; prints the minor page faults of the second fill (resource.RUSAGE_THREAD)
+# a new thread (as Beam's workers are) allocates, frees and allocates again a 48 MB buffer, each
+# filled; prints the minor page faults of the second fill (resource.RUSAGE_THREAD). 48 MB: over
+# glibc's largest dynamic mmap threshold (32 MiB), under what a thread's own arena holds (64 MiB)
 PROBE = r"""
 import ctypes, resource, sys, threading
 from uvd_pipeline.host_memory import freed_memory_kept
@@ -23,7 +25,7 @@ from uvd_pipeline.host_memory import freed_memory_kept
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
-SIZE = 128 << 20
+SIZE = int(sys.argv[2]) << 20
 
 def second_fill(out):  # plain malloc, as torch's CPU allocator (numpy asks for huge pages)
     first = libc.malloc(SIZE); ctypes.memset(first, 1, SIZE); libc.free(first)
@@ -37,14 +39,15 @@ def faults():
     worker = threading.Thread(target=second_fill, args=(out,)); worker.start(); worker.join()
     return out[0]
 
-with freed_memory_kept(sys.argv[1] == "keep") as took:
+with freed_memory_kept(sys.argv[1] != "default") as took:
     inside = faults()
 print(took, inside, faults())
 """
 
 
-def probe(mode: str) -> tuple[str, int, int]:
-    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True).stdout
+def probe(mode: str, megabytes: int = 48, **env: str) -> tuple[str, int, int]:
+    out = subprocess.run([sys.executable, "-c", PROBE, mode, str(megabytes)], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env}).stdout
     took, inside, after = out.split()
     return took, int(inside), int(after)
 
@@ -53,7 +56,7 @@ def test_a_thread_reuses_freed_memory_inside_the_block_only():
     took, kept, after = probe("keep")
     _, default, _ = probe("default")
     assert took == "True"
-    # 128 MB is 32,768 pages of 4 KiB: glibc's default unmaps the freed buffer and the second one
+    # 48 MB is 12,288 pages of 4 KiB: glibc's default unmaps the freed buffer and the second one
     # faults in again; kept, it is the same memory
     assert default > 20 * max(kept, 50), (default, kept)
     assert after > 20 * max(kept, 50), (after, kept)  # the defaults are back after the block
@@ -72,3 +75,95 @@ tokenizer: {{enabled: {str(tokenize).lower()}}}
 beam: {{runner: DirectRunner, direct_num_workers: 2, direct_running_mode: {mode}}}
 """)
     assert tokenizes_in_process(load_config(str(config))) is expected
+
+
+@pytest.mark.parametrize("env", [{"UVD_KEEP_FREED_MEMORY": "0"}, {"MALLOC_ARENA_MAX": "2"},
+                                 {"MALLOC_TRIM_THRESHOLD_": "4194304"},
+                                 {"GLIBC_TUNABLES": "glibc.rtld.nns=4:glibc.malloc.mmap_threshold=4194304"}])
+def test_a_user_who_opts_out_or_tunes_malloc_himself_keeps_his_settings(env):
+    took, inside, _ = probe("keep", **env)
+    assert took == "False"
+    assert inside > 12_000, inside  # the 48 MB buffer faulted in again: nothing was changed
+
+
+def test_tunables_of_other_parts_of_glibc_do_not_turn_it_off():
+    took, kept, _ = probe("keep", GLIBC_TUNABLES="glibc.rtld.nns=4")
+    assert took == "True" and kept < 2_000, kept
+
+
+# how many malloc arenas 8 threads, each allocating while the others do, have after the block
+# (glibc fixes its limit on arenas the first time a thread needs a new one, for good)
+ARENAS = r"""
+import ctypes, os, re, tempfile, threading
+from uvd_pipeline.host_memory import freed_memory_kept
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.fdopen.restype = ctypes.c_void_p
+
+def arenas():
+    fd, path = tempfile.mkstemp()
+    stream = ctypes.c_void_p(libc.fdopen(fd, b"w"))
+    libc.malloc_info(0, stream); libc.fclose(stream)
+    with open(path) as report:
+        text = report.read()
+    os.unlink(path)
+    return len(re.findall(r'<heap nr="[0-9]+"', text))
+
+def allocate_together(threads):
+    start = threading.Barrier(threads)
+    def work():
+        start.wait()
+        for block in [libc.malloc(1000) for _ in range(2000)]:
+            libc.free(block)
+    running = [threading.Thread(target=work) for _ in range(threads)]
+    for thread in running: thread.start()
+    for thread in running: thread.join()
+
+with freed_memory_kept() as took:
+    allocate_together(4)  # a build's worker threads
+for _ in range(5):
+    allocate_together(8)
+print(took, arenas())
+"""
+
+
+def test_threads_after_the_block_still_get_arenas_of_their_own():
+    """Limiting glibc to one arena inside the block (M_ARENA_MAX 1) limited the whole process to
+    one for good, whatever was set after it: every later thread of a program that had called
+    run_build contended for one heap."""
+    took, arenas = subprocess.run([sys.executable, "-c", ARENAS], capture_output=True, text=True,
+                                  check=True).stdout.split()
+    assert took == "True"
+    assert int(arenas) > 1, arenas
+
+
+# whether a 512 KiB block is mmap'd (mallinfo2's hblks) after the block, under the user's settings
+USERS_THRESHOLD = r"""
+import ctypes
+from uvd_pipeline.host_memory import freed_memory_kept
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.mallinfo2.restype = MallInfo2
+
+with freed_memory_kept():
+    pass
+before = libc.mallinfo2().hblks
+block = libc.malloc(512 * 1024)
+print(libc.mallinfo2().hblks - before)
+"""
+
+
+def test_the_users_mmap_threshold_holds_after_the_block():
+    """A user's MALLOC_MMAP_THRESHOLD_ (1 MiB: a 512 KiB block comes from the heap) was replaced by
+    glibc's default after the block (128 KiB: the block mmap'd)."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+    mapped = subprocess.run([sys.executable, "-c", USERS_THRESHOLD], capture_output=True, text=True, check=True,
+                            env=env).stdout.split()
+    assert mapped == ["0"]

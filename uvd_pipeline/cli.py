@@ -120,13 +120,15 @@ def interrupted(stop: BaseException | None = None, output: str | None = None) ->
 
 def committed_so_far(output: str) -> tuple[int, int] | None:
     """(input units, rendered shards) committed in a local `output` (this run's and earlier runs'),
-    for the interrupted build's last line; None for a remote output (no listing over the network
-    after Ctrl-C) or one that cannot be listed."""
+    for the interrupted build's last line (a file:// URL is the local folder it names); None for a
+    remote output (no listing over the network after Ctrl-C) or one that cannot be listed."""
     from tokenizer.atomic import is_temporary
     from uvd_pipeline.rendered_shards import RENDERED_DIR, STATS_SUFFIX
     from uvd_pipeline.unit_store import MARK_SUFFIX, UNITS_DIR
 
-    if "://" in output:
+    if output.startswith("file://"):
+        output = output[len("file://"):]
+    elif "://" in output:
         return None
     try:
         units = sum(1 for source in os.scandir(os.path.join(output, UNITS_DIR)) if source.is_dir()

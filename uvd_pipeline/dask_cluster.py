@@ -302,7 +302,7 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
         return
     import dask
 
-    with dask.config.set(QUIET_CLUSTER):  # the scheduler's, the nannies' and (through them) the workers' config
+    with dask.config.set(quiet_cluster()):  # the scheduler's, the nannies' and (through them) the workers' config
         with _local_cluster(settings) as address:
             yield address
 
@@ -313,9 +313,24 @@ def scheduler(settings: DaskConfig) -> Iterator[str]:
 # CPU, memory and network every 0.5 s (system-monitor, 2 s here) and check the event loop every
 # 20 ms (tick, 200 ms here; it still names a loop blocked for seconds). On a 300-image build at
 # load 12 they took 2 of 13.6 CPU-s (A/B, median of 3; the workers' memory limit is watched as
-# before, by `distributed.worker.memory.monitor-interval`).
+# before, by `distributed.worker.memory.monitor-interval`). Only where the user left them alone
+# (`quiet_cluster`).
 QUIET_CLUSTER = {"distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.interval": "2s",
                  "distributed.admin.tick.interval": "200ms"}
+
+
+def quiet_cluster() -> dict:
+    """The settings of QUIET_CLUSTER the user left at distributed's defaults: one set otherwise
+    (in code, or named in a Dask config file or DASK_* variable, even to the default value) is
+    the user's, kept as it is."""
+    import dask
+
+    defaults = dask.config.merge(*dask.config.defaults)
+    named = dask.config.collect()  # the config files' and the environment's, without the defaults
+    missing = object()
+    return {key: value for key, value in QUIET_CLUSTER.items()
+            if dask.config.get(key, missing) == dask.config.get(key, missing, config=defaults)
+            and dask.config.get(key, missing, config=named) is missing}
 
 
 @contextmanager
@@ -333,18 +348,36 @@ def _local_cluster(settings: DaskConfig) -> Iterator[str]:
                            host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING,
                            plugins=(BuildWorker(),), worker_class=_exit_noting_nanny())
     start = WorkerStart(cluster, settings.workers)
+    cluster.sync(_interrupts_left_to_the_build)  # before its nannies start their worker processes
     cluster.scale(settings.workers)
     start.watch()
     log.info("local Dask cluster at %s: %d workers x %d threads (its pages: %s)", cluster.scheduler_address,
              settings.workers, settings.threads_per_worker, cluster.dashboard_link)
     _STARTING[cluster.scheduler_address] = start
-    try:
-        with start.told():
+    with start.told():  # also while it closes: a start it cuts short fails too
+        try:
             yield cluster.scheduler_address
-    finally:
-        start.stop()
-        _STARTING.pop(cluster.scheduler_address, None)
-        cluster.close()
+        finally:
+            start.stop()
+            _STARTING.pop(cluster.scheduler_address, None)
+            cluster.close()
+
+
+async def _interrupts_left_to_the_build() -> None:
+    """Run on the cluster's event loop thread: SIGINT is blocked there, and so in the threads it
+    starts, the ones that start the worker processes, and in those processes, which keep the
+    mask (`BuildWorker.setup` then ignores it and unblocks it). Ctrl-C while a worker process was
+    still starting killed it in its imports, each printing its traceback and its nanny's failed
+    start another, above the build's one line; the build's process (whose main thread takes the
+    signal) closes the cluster, which ends the workers. A thread's mask changes nothing else: a
+    Python signal handler runs in the main thread only. multiprocessing's resource tracker is
+    started first: starting it (with the first worker process) unblocks SIGINT in the thread that
+    starts it."""
+    import signal
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
 def _exit_noting_nanny():

@@ -24,7 +24,8 @@ plugin, `uvd_pipeline.dask_cluster.scheduler`): imported only where the dask ext
   the task, which fails with it as before.
 - Ctrl-C in a terminal reaches every process of its group: the workers died of it mid-task, each
   printing its tracebacks above the command's "interrupted:" line. The build's process owns it and
-  closes the cluster, which ends the workers; they ignore SIGINT.
+  closes the cluster, which ends the workers; they ignore SIGINT, and start with it blocked (a
+  Ctrl-C while they still import is not theirs either).
 - Ctrl-C, again: the cluster's close cancels the tasks each worker is running, and each worker
   logged "Async instruction for <Task cancelled ...> ended with CancelledError" (a warning that
   distributed says happens only in `Worker.close`) around the command's "interrupted:" line. A
@@ -79,6 +80,9 @@ class BuildWorker(WorkerPlugin):
         if multiprocessing.parent_process() is not None:  # a worker process of its own, never the build's
             if threading.current_thread() is threading.main_thread():  # Ctrl-C is the build's process's
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
+                # started with it blocked (`dask_cluster._interrupts_left_to_the_build`): ignored from
+                # now on, one that came meanwhile dropped, and the worker's own children as before
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             atexit.register(self._exit_at_once)  # before any module of the build registers its own: run after them
             util.Finalize(None, self._note_target_end, exitpriority=0)
             sys.unraisablehook = self._noting_failed_exit_functions(sys.unraisablehook)

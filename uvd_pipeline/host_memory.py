@@ -5,30 +5,60 @@ batch 16: tensors of 32-130 MB). glibc hands each one back to the kernel when it
 mmap'd block is unmapped; a worker thread's own arena cannot hold a block over 64 MB at all), and
 the kernel zero-fills it again at the next batch's first touch: 828,000 page faults and 28% of the
 encode's CPU (1.29 of 4.61 CPU-s for 64 images, all of it system time) in the sample build's
-Tokenize. Kept in one heap instead, the buffers are reused: 24,000 faults, 0.06 s. In a build
-the gain is smaller (sample build: 70 -> 63 system CPU-s; Tokenize alone 15.7 -> 9.2): not every
-worker thread ends up on the shared arena.
+Tokenize. Kept in a heap instead, the buffers are reused: 24,000 faults, 0.06 s.
 
-So while such a build's pipeline runs: threads that start now share the main arena (`M_ARENA_MAX`),
-which takes every block from its heap (`M_MMAP_MAX` 0) and keeps what is freed
-(`M_TRIM_THRESHOLD`); after it, glibc's defaults again and the kept memory handed back
-(`malloc_trim`). RSS stays near the run's peak meanwhile (+8% peak for the encode above). Processes
-forked before the run (the early render pool) keep the defaults: settings change in the process
-that makes them. The codes are the same: only where freed memory goes changes.
+So while such a build's pipeline runs: blocks come from a heap (`M_MMAP_MAX` 0) and freed memory
+is kept (`M_TRIM_THRESHOLD`); after it, glibc's default values of both and of the mmap threshold
+(128 KiB) are set again and the kept memory handed back (`malloc_trim`). Not as before, though:
+setting any of them turns glibc's dynamic mmap threshold (raised to the size of the largest mmap'd
+block freed, up to 32 MiB) off for the rest of the process. A worker thread's own arena cannot
+hold a block over 64 MB: glibc still maps and unmaps those. The number of arenas is left alone:
+glibc fixes its limit the first time a thread needs a new arena, so one arena (`M_ARENA_MAX` 1,
+which kept those blocks too) inside the block was one for the rest of the process; in builds it
+bought nothing measurable. Measured (`uvd build`, 200 web images, tokenizer on, system CPU-s,
+medians of 3 interleaved runs at load 4-11): 1 worker in process 6.09 -> 1.19 (1.31 with one
+arena); 2 worker threads 6.84 -> 5.96 (6.76/6.84 -> 5.97/6.02 with one arena, 2 pairs).
+RSS stays near the run's peak meanwhile, and the peak rises (the same builds, medians): +16% with
+1 worker (1,035 -> 1,196 MiB), +13% with 2 threads (1,512 -> 1,704 MiB); the worst pair measured
++22% (1,030 -> 1,259 MiB, +229 MiB; 1 worker). Processes forked before the run (the early
+render pool) keep the defaults: settings change in the process that makes them. The codes are the
+same: only where freed memory goes changes.
+
+Nothing is changed where the user tunes malloc (any `MALLOC_*` environment variable, or
+`GLIBC_TUNABLES` with `glibc.malloc.*`: those settings stay as given) or opts out
+(`UVD_KEEP_FREED_MEMORY=0`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
+import os
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Mapping
+
+log = logging.getLogger(__name__)
 
 # <malloc.h>
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -3, -4, -8
-KEEP = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**30))
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+KEEP = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**30))
 # glibc's defaults (a fixed mmap threshold at its default: the dynamic one is not restorable)
-DEFAULTS = ((M_ARENA_MAX, 0), (M_MMAP_MAX, 65536), (M_TRIM_THRESHOLD, 128 * 1024), (M_MMAP_THRESHOLD, 128 * 1024))
+DEFAULTS = ((M_MMAP_MAX, 65536), (M_TRIM_THRESHOLD, 128 * 1024), (M_MMAP_THRESHOLD, 128 * 1024))
+OPT_OUT = "UVD_KEEP_FREED_MEMORY"  # "0": leave glibc's malloc as it is
+
+
+def users_malloc_setting(environ: Mapping[str, str]) -> str | None:
+    """The environment variable by which the user tunes glibc's malloc (or opts out), if any:
+    the block would overwrite what it set, and could not give it back."""
+    if environ.get(OPT_OUT, "").strip() == "0":
+        return OPT_OUT
+    tuned = sorted(name for name in environ if name.startswith("MALLOC_"))
+    if tuned:
+        return tuned[0]
+    if "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""):
+        return "GLIBC_TUNABLES"
+    return None
 
 
 def _libc():
@@ -46,8 +76,11 @@ def _libc():
 @contextmanager
 def freed_memory_kept(enabled: bool = True) -> Iterator[bool]:
     """Within the block, freed memory is kept for reuse (see the module docstring); yields whether
-    the settings took (False: not asked, or no glibc)."""
-    libc = _libc() if enabled else None
+    the settings took (False: not asked, the user's own malloc settings, or no glibc)."""
+    users = users_malloc_setting(os.environ) if enabled else None
+    if users is not None:
+        log.debug("freed memory not kept for reuse: %s is set", users)
+    libc = _libc() if enabled and users is None else None
     if libc is None:
         yield False
         return
