@@ -254,7 +254,8 @@ class CheckedChunk:
         if self._pages is None:
             try:
                 self._pages = parquet_pages.chunk_pages(self._source, self._chunk)
-            except parquet_pages.PageHeaderError as exc:
+            except (ValueError, TypeError, AttributeError, IndexError) as exc:  # PageHeaderError, or a bug:
+                # never an AttributeError out of a property, which `__getattr__` would answer with the footer
                 raise pa.ArrowInvalid(f"column {self._chunk.path_in_schema}: {exc}") from exc
         return self._pages
 

@@ -59,8 +59,15 @@ class _Reader:
 
     def __init__(self, source: Any, start: int):
         self.source, self.position, self.buffer, self.offset = source, start, b"", 0
+        self.limit = start + MAX_HEADER_BYTES  # a header runs no further (pyarrow's limit)
+
+    def left(self) -> int:
+        """Bytes the header may still take: what bounds any count it declares."""
+        return self.limit - self.position
 
     def byte(self) -> int:
+        if self.position >= self.limit:
+            raise PageHeaderError(f"a page header runs past {MAX_HEADER_BYTES} bytes, pyarrow's limit")
         if self.offset >= len(self.buffer):
             self.source.seek(self.position)
             self.buffer, self.offset = self.source.read(_READ_AHEAD), 0
@@ -74,6 +81,8 @@ class _Reader:
     def skip(self, count: int) -> None:
         if count < 0:
             raise PageHeaderError(f"a page header holds a negative length ({count})")
+        if count > self.left():
+            raise PageHeaderError(f"a page header runs past {MAX_HEADER_BYTES} bytes, pyarrow's limit")
         left = len(self.buffer) - self.offset
         if count <= left:
             self.offset += count
@@ -123,11 +132,15 @@ def _skip(reader: _Reader, kind: int, depth: int) -> None:
         reader.skip(reader.varint())
     elif kind in (_LIST, _SET):
         head = reader.byte()
-        size = head >> 4 if head >> 4 != 15 else reader.varint()
+        size = _elements(reader, head >> 4 if head >> 4 != 15 else reader.varint())
+        element = head & 0x0F
         for _ in range(size):
-            _skip(reader, head & 0x0F, depth + 1)
+            if element in (_TRUE, _FALSE):  # a list's bools take a byte each
+                reader.skip(1)
+            else:
+                _skip(reader, element, depth + 1)
     elif kind == _MAP:
-        size = reader.varint()
+        size = _elements(reader, reader.varint())
         kinds = reader.byte() if size else 0
         for _ in range(size):
             _skip(reader, kinds >> 4, depth + 1)
@@ -136,6 +149,15 @@ def _skip(reader: _Reader, kind: int, depth: int) -> None:
         _struct(reader, {}, depth + 1)
     else:
         raise PageHeaderError(f"a page header holds a field of unknown type {kind}")
+
+
+def _elements(reader: _Reader, size: int) -> int:
+    """A container's declared size, refused where its elements (a byte each at least) could not fit
+    in what the header may still take: a 26-byte header declaring 2**40 bytes was walked for days."""
+    if size > reader.left():
+        raise PageHeaderError(f"a page header declares a container of {size} elements, more than its "
+                              f"{MAX_HEADER_BYTES}-byte limit could hold")
+    return size
 
 
 def _struct(reader: _Reader, wanted: dict[int, Any], depth: int) -> dict[int, Any]:
@@ -148,7 +170,7 @@ def _struct(reader: _Reader, wanted: dict[int, Any], depth: int) -> dict[int, An
         if kind == _STOP:
             return found
         last = number
-        if number in wanted and kind in (_I32, _I64):
+        if number in wanted and wanted[number] is int and kind in (_I32, _I64):
             found[number] = reader.integer()
         elif number in wanted and kind == _STRUCT and isinstance(wanted[number], dict):
             if depth > MAX_DEPTH:
@@ -174,6 +196,8 @@ def page_header(source: Any, start: int) -> PageHeader:
         raise PageHeaderError(f"the page header at byte {start} lacks its type or sizes")
     kind = fields[1]
     inner = fields.get({DATA_PAGE: 5, DICTIONARY_PAGE: 7, DATA_PAGE_V2: 8}.get(kind, 0), {})
+    if not isinstance(inner, dict) or not all(isinstance(fields[k], int) for k in (1, 2, 3)):
+        raise PageHeaderError(f"the page header at byte {start} types its fields otherwise than parquet.thrift")
     if fields[2] < 0 or fields[3] < 0 or inner.get(1, 0) < 0:
         raise PageHeaderError(f"the page header at byte {start} declares a negative size or count")
     return PageHeader(kind, fields[2], fields[3], inner.get(1, 0), size)

@@ -89,3 +89,41 @@ def test_a_chunk_of_too_many_pages_or_no_header_is_refused(monkeypatch):
         parquet_pages.page_header(io.BytesIO(b"\x15" + b"\xff" * 20), 0)
     with pytest.raises(parquet_pages.PageHeaderError, match="cut"):
         parquet_pages.page_header(io.BytesIO(data[:6]), 4)
+
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if not n:
+            return out + bytes([low])
+        out += bytes([low | 0x80])
+
+
+def _zigzag(n: int) -> bytes:
+    return _varint((n << 1) ^ (n >> 63))
+
+
+# PageHeader's type, uncompressed_page_size and compressed_page_size (i32 fields 1, 2, 3), as pyarrow writes them
+_HEAD = bytes([0x15]) + _zigzag(0) + bytes([0x15]) + _zigzag(10) + bytes([0x15]) + _zigzag(10)
+
+
+@pytest.mark.parametrize("element", [1, 3, 7, 12], ids=["bool", "byte", "double", "struct"])
+def test_a_header_declaring_a_huge_list_is_refused_at_once(element: int):
+    """A 26-byte header whose field 4 is a list of 2**40 bytes, bools or doubles (each costing the
+    reader no read) or of structs over a run of zeros: walked element by element it ran for days
+    (the final reader's hang.py); pyarrow's own Thrift reader caps containers. Refused before the
+    loop, as no list may hold more elements than the header bytes left."""
+    body = _HEAD + bytes([0x19, 0xF0 | element]) + _varint(1 << 40) + b"\x00" * 64
+    with pytest.raises(parquet_pages.PageHeaderError, match="elements"):
+        parquet_pages.page_header(io.BytesIO(body), 0)
+
+
+def test_a_header_whose_wanted_struct_is_typed_otherwise_is_passed_over_as_thrift_does():
+    """A data page header's field 5 (`data_page_header`, a struct) typed as an i32: read as an int
+    and then asked for its fields it raised AttributeError, which `CheckedChunk`'s `__getattr__`
+    took for a missing property and judged the chunk by its footer alone (the final reader's
+    craft.py). A field of another type than wanted is passed over, as Thrift's readers do."""
+    body = _HEAD + bytes([0x25]) + _zigzag(7) + b"\x00"  # field 5 as an i32, then STOP
+    header = parquet_pages.page_header(io.BytesIO(body), 0)
+    assert (header.type, header.uncompressed_page_size, header.num_values) == (0, 10, 0)
