@@ -188,8 +188,8 @@ def _json_size(value: Any, stop: int) -> int:
     size, pending = 0, [value]
     while pending and size <= stop:
         item = pending.pop()
-        if isinstance(item, str):
-            size += len(item) + 2
+        if isinstance(item, str):  # a non-ASCII character up to 6 bytes as JSON (`\\u4e2d`)
+            size += (len(item) if item.isascii() else 6 * len(item)) + 2
         elif isinstance(item, (dict, list, tuple)) and len(item) > stop // 2:  # each item 2 bytes or more
             size += stop + 1
         elif isinstance(item, dict):

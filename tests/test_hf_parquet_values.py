@@ -523,7 +523,8 @@ def test_a_rows_large_values_are_left_out_of_its_lineage_marked(tmp_path: Path):
                                   pa.array(list(embeddings), pa.list_(pa.float32())),
                                   pa.array([["ab"] * (500_000 if i == 3 else 3) for i in range(rows)],
                                            pa.list_(pa.string())),
-                                  pa.array(["n" * (LINEAGE_VALUE_BYTES + 10) if i == 5 else "short" for i in range(rows)]),
+                                  pa.array(["n" * (LINEAGE_VALUE_BYTES + 10) if i == 5 else "中" * 1000 if i == 6
+                                            else "short" for i in range(rows)]),
                                   pa.array(list(range(rows)))], schema=schema)
     (tmp_path / "data").mkdir()
     pq.write_table(table, tmp_path / "data" / "train-00000-of-00001.parquet")
@@ -534,4 +535,6 @@ def test_a_rows_large_values_are_left_out_of_its_lineage_marked(tmp_path: Path):
                                                "left out"}
     assert lineage[3]["tags"]["truncated"].startswith("a list of 500000 items")
     assert lineage[5]["note"]["truncated"].startswith(f"a text of {LINEAGE_VALUE_BYTES + 10} characters")
+    # 1,000 CJK characters are 6,000 bytes as escaped JSON (3,000 as UTF-8): counted as bytes, not characters
+    assert lineage[6]["note"]["truncated"].startswith("a text of 1000 characters")
     assert (lineage[4]["tags"], lineage[4]["note"], lineage[4]["label"]) == (["ab"] * 3, "short", 4)
