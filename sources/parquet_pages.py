@@ -9,12 +9,17 @@ pages a chunk.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 # pages walked in one column chunk: pyarrow writes a page per 1 MiB or 20,000 rows, so a 2 GiB chunk
 # (the most a row group may declare) has ~2,000; a chunk of more is refused, never walked to its end
 MAX_PAGES = 100_000
+# pages walked in one opened file, all its chunks together: a footer's 1,000 row groups may all point
+# at one chunk of 100,000 empty pages (0.7 s a walk); a wide honest file has some 100,000 in all
+MAX_FILE_PAGES = 1_000_000
+_walked: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()  # opened file -> pages
 # the most bytes one page header may take (pyarrow's own limit: `kDefaultMaxPageHeaderSize`)
 MAX_HEADER_BYTES = 16 << 20
 MAX_DEPTH = 16  # structs within structs in a header (a page's `Statistics` is the deepest, 2)
@@ -212,6 +217,17 @@ def chunk_start(chunk) -> int:
     return start
 
 
+def _count_page(source: Any) -> None:
+    """One more page walked in the file `source`; past `MAX_FILE_PAGES`, PageHeaderError."""
+    try:
+        walked = _walked.get(source, 0) + 1
+        _walked[source] = walked
+    except TypeError:  # a file object that takes no weak reference: its chunks' own bound holds
+        return
+    if walked > MAX_FILE_PAGES:
+        raise PageHeaderError(f"over {MAX_FILE_PAGES} pages in one file, its row groups all told")
+
+
 def chunk_pages(source: Any, chunk) -> ChunkPages:
     """The page headers of column chunk `chunk` (a `ColumnChunkMetaData`) of the file `source`,
     summed, walked as pyarrow reads them: from `chunk_start` while within the footer's stored size
@@ -225,6 +241,7 @@ def chunk_pages(source: Any, chunk) -> ChunkPages:
         while position < end and (pages == 0 or values < chunk.num_values):
             if pages >= MAX_PAGES:
                 raise PageHeaderError(f"column {chunk.path_in_schema} has over {MAX_PAGES} pages in one row group")
+            _count_page(source)
             header = page_header(source, position)
             pages += 1
             if header.type in (DATA_PAGE, DATA_PAGE_V2):

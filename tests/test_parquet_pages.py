@@ -85,6 +85,16 @@ def test_a_chunk_of_too_many_pages_or_no_header_is_refused(monkeypatch):
     monkeypatch.setattr(parquet_pages, "MAX_PAGES", 10)
     with pytest.raises(parquet_pages.PageHeaderError, match="over 10 pages"):
         parquet_pages.chunk_pages(io.BytesIO(data), chunk)
+    # a file's chunks all told: row groups of one footer may all point at the same many pages
+    monkeypatch.setattr(parquet_pages, "MAX_PAGES", 100_000)
+    pages = parquet_pages.chunk_pages(io.BytesIO(data), chunk).pages
+    monkeypatch.setattr(parquet_pages, "MAX_FILE_PAGES", 2 * pages)
+    opened = io.BytesIO(data)
+    for _ in range(2):
+        parquet_pages.chunk_pages(opened, chunk)
+    with pytest.raises(parquet_pages.PageHeaderError, match=f"over {2 * pages} pages in one file"):
+        parquet_pages.chunk_pages(opened, chunk)
+    assert parquet_pages.chunk_pages(io.BytesIO(data), chunk).pages > 10  # another file: its own count
     with pytest.raises(parquet_pages.PageHeaderError):
         parquet_pages.page_header(io.BytesIO(b"\x15" + b"\xff" * 20), 0)
     with pytest.raises(parquet_pages.PageHeaderError, match="cut"):
