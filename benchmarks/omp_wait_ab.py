@@ -6,8 +6,8 @@ round so machine load hits all alike, optionally next to `--load` busy Python lo
 laptop). Prints each run and the medians of wall and CPU seconds (user + sys of the child) and
 the last logged loss (equal across wait settings: they do not change the arithmetic).
 
-Variants: `passive` (what `trainer.omp_wait` sets), `spin` (libgomp's default, 300,000 rounds),
-`spin10k`. Not a `bench_*` script: it needs a finished build, so `make bench` leaves it out.
+Variants: `spin10k` (what `trainer.omp_wait` sets), `passive`, `spin` (libgomp's default,
+300,000 rounds). Not a `bench_*` script: it needs a finished build, so `make bench` leaves it out.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = {"passive": {}, "spin": {"GOMP_SPINCOUNT": "300000"}, "spin10k": {"GOMP_SPINCOUNT": "10000"}}
+VARIANTS = {"spin10k": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "spin": {"GOMP_SPINCOUNT": "300000"}}
 
 
 def fit_once(build: str, steps: int, env_extra: dict[str, str]) -> dict[str, float]:

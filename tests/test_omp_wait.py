@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from trainer.omp_wait import USER_WAIT_SETTINGS, prefer_passive_wait
+from trainer.omp_wait import USER_WAIT_SETTINGS, prefer_short_spin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,7 +30,7 @@ def libgomp_spincount(module: str, **env: str) -> str:
 
 @pytest.mark.parametrize("module", ["trainer.fit", "trainer.demo"])
 def test_trainer_pool_sleeps_when_idle(module: str) -> None:
-    assert libgomp_spincount(module) == "0"  # libgomp's default, the old behaviour, is 300000
+    assert libgomp_spincount(module) == "10000"  # libgomp's default, the old behaviour, is 300000
 
 
 @pytest.mark.parametrize("setting, spincount", [({"OMP_WAIT_POLICY": "ACTIVE"}, "30000000000"),
@@ -41,7 +41,7 @@ def test_users_wait_setting_wins(setting: dict[str, str], spincount: str) -> Non
 
 def test_nothing_set_once_torch_is_loaded() -> None:
     environ: dict[str, str] = {}
-    assert not prefer_passive_wait(environ, {"torch": object()})
+    assert not prefer_short_spin(environ, {"torch": object()})
     assert environ == {}
-    assert not prefer_passive_wait({"KMP_BLOCKTIME": "200"}, {})
-    assert prefer_passive_wait(environ, {}) and environ == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert not prefer_short_spin({"KMP_BLOCKTIME": "200"}, {})
+    assert prefer_short_spin(environ, {}) and environ == {"GOMP_SPINCOUNT": "10000"}

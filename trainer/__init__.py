@@ -1,5 +1,5 @@
 """The LLaMA-style trainer on token shards. Arrives with the trainer issue."""
 
-from .omp_wait import prefer_passive_wait
+from .omp_wait import prefer_short_spin
 
-prefer_passive_wait()  # before any trainer module imports torch: its OpenMP pool reads the env once
+prefer_short_spin()  # before any trainer module imports torch: its OpenMP pool reads the env once
