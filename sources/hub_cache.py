@@ -1,7 +1,7 @@
 """A Hugging Face Hub cache snapshot as `huggingface_hub` leaves it, read without `follow_links`.
 
-`snapshot_download` / `huggingface-cli download --repo-type dataset ORG/NAME` write
-`<cache>/datasets--ORG--NAME/snapshots/<commit>/<path in repo>` as a relative link to
+What the user's own Hub client fetched earlier (this project never downloads) lies at
+`<cache>/datasets--ORG--NAME/snapshots/<commit>/<path in repo>`, a relative link to
 `../../blobs/<etag>` (the repo's blob: the file's sha256, or its git sha1 for a small file), and
 with the cache's shared store (huggingface_hub 2.x, Xet files) that blob is itself a link to
 `<cache>/blobs/<xx>/<xet hash>` beside a `.huggingface-shared-blobs` marker (`file_download.py`,

@@ -1,5 +1,5 @@
-"""A Hugging Face Hub cache snapshot as users have it after `snapshot_download` /
-`huggingface-cli download --repo-type dataset`: every file a relative link to `../../blobs/<etag>`
+"""A Hugging Face Hub cache snapshot as users have it after their own Hub client fetched a dataset
+(nothing here downloads): every file a relative link to `../../blobs/<etag>`
 (and, with huggingface_hub 2.x's shared store, that blob a link to `<cache>/blobs/<xx>/<hash>`).
 The cache is written here by huggingface_hub's own cache-writing functions (offline: the download
 itself is replaced by writing the bytes where it writes them) and read back by its `scan_cache_dir`."""
