@@ -34,8 +34,9 @@ unique, so it is seeked by them):
   over the join, drops and mixes frames; the frames here are those the CLI shows of each part
   alone. Only MPEG-TS/PS here; other formats whose stamps may jump are refused, but for:
 - Chained Ogg Theora (`cat a.ogv b.ogv`): each part after the one before, its headers (packets
-  from FFmpeg's demuxer) hidden and sent to the decoder wherever they lie (`_chained_stamps`). Only
-  video alone: where the parts carry sound too, FFmpeg's demuxer stops at the second part (refused).
+  from FFmpeg's demuxer) hidden and sent to the decoder wherever they lie (`_chained_stamps`). Where
+  the parts carry sound too, FFmpeg's demuxer stops at the second part (`MultistreamChain`): the file
+  is then read through its video's pages alone (`sources.ogg_video_pages`, `VideoIndex.video_pages`).
 - Matroska written with negative first stamps (`-avoid_negative_ts disabled` after an `-ss` copy
   cut with B-frames; an HEVC cut so even by default): FFmpeg's demuxer gives no stamp to a block
   before its cluster's time zero, while the CLI decodes and shows those frames first (those its
@@ -68,6 +69,12 @@ class UnsupportedVideo(Exception):
         self.detail = detail
 
 
+class MultistreamChain(UnsupportedVideo):
+    """A chained Ogg whose links hold several streams, read as it is: FFmpeg's demuxer stops at the
+    second link. Read through `sources.ogg_video_pages.VideoPages` instead, it is a chain of video
+    alone (`VideoIndex.video_pages`)."""
+
+
 @dataclass(frozen=True)
 class VideoIndex:
     """Packets in decode order and the presented frames they hold."""
@@ -97,6 +104,9 @@ class VideoIndex:
     # headers): no frames (hidden), sent to the decoder wherever they lie, so it is configured as
     # the part that follows needs
     headers: tuple[int, ...] = ()
+    # read through `sources.ogg_video_pages.VideoPages` (the video's pages of a chained Ogg with
+    # sound): every open of the file for this index must read it so
+    video_pages: bool = False
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -122,13 +132,13 @@ class VideoIndex:
 
 
 def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int]], set[int]] | None = None,
-                decoder_order: Callable[[int], list[int]] | None = None) -> VideoIndex:
+                decoder_order: Callable[[int], list[int]] | None = None, video_pages: bool = False) -> VideoIndex:
     """Demux every packet of `stream` once (cheap: no decoding). `decoder_shows(index, positions)`:
     the stamps of the packets at `positions` (a cut's partial ones, shown in `index`) that the
     decoder outputs a frame for; those not are hidden (`_partial_shown_before`). Without it every
     such packet is hidden. `decoder_order(last)`: the positions of packets 0..last in the order the
     decoder outputs their frames (asked only of packets without stamps: Matroska, MPEG-TS/PS); without it such
-    a file is refused."""
+    a file is refused. `video_pages`: the container reads an Ogg's video pages alone (kept in the index)."""
     raw: list[int | None] = []
     dts: list[int | None] = []
     keyframe: list[bool] = []
@@ -152,7 +162,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
                 headers.append(len(raw) - 1)
     except Exception as exc:  # a truncated file ends the index early; the tail check finds the rest
         if container.format.name == "ogg" and getattr(exc, "errno", None) == AVERROR_PATCHWELCOME:
-            raise UnsupportedVideo("unsupported_container",
+            raise MultistreamChain("unsupported_container",
                                    f"ogg/{stream.codec_context.name}: a chained Ogg whose parts hold several "
                                    "streams (video with sound, the usual .ogv joined end to end): FFmpeg's demuxer "
                                    "stops where the second part begins (\"Changing stream parameters in multistream "
@@ -202,7 +212,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     index = VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), stream.time_base or Fraction(1),
                        clean, fmt, codec, in_decode_order, demuxed=tuple(raw) if restamped else (),
                        restamped=restamped, joins=tuple(joins) if restamped == "joined" else (),
-                       headers=tuple(headers) if restamped == "chained" else ())
+                       headers=tuple(headers) if restamped == "chained" else (), video_pages=video_pages)
     partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
     tail = [i for i in range(len(pts) - partial, len(pts)) if not discard[i]]
     if not tail:

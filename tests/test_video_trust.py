@@ -18,6 +18,7 @@ import video_zoo
 from sources import budget
 from sources.records import Reject, VideoRecord
 from sources.video import VideoSource, clip_frames, decord_available
+from sources.ogg_video_pages import VideoPages
 from sources.video_decode import decode_frames, probe, read_index
 
 DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
@@ -554,31 +555,70 @@ def test_chained_ogg_theora_gives_each_part_in_turn(tmp_path, sizes):
     assert record.clips[0].lineage["restamped"] == "chained"
 
 
-def test_a_chained_ogg_with_sound_is_a_counted_reject(tmp_path):
+def _ogv_with_sound(tmp_path: Path, k: int, size: str = "64:48") -> Path:
+    """Part `k` of a chain: the pattern's frames 30k.. (30 of them) in Theora, 1.2 s of Vorbis beside
+    them, as the CLI writes the usual `.ogv`."""
+    part = tmp_path / f"_{k}.ogv"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 30 * k + 30), "-f", "lavfi", "-i", "sine=f=440:d=1.2",
+                     "-map", "0:v", "-map", "1:a", "-vf", f"select=gte(n\\,{30 * k}),setpts=N/25/TB,scale={size}",
+                     "-frames:v", "30", "-c:v", "libtheora", "-q:v", "7", "-g", "10", "-c:a", "libvorbis",
+                     str(part))
+    with av.open(str(part)) as container:
+        assert len(container.streams.audio) == 1
+    return part
+
+
+@pytest.mark.parametrize("sizes", [("64:48", "64:48"), ("64:48", "96:64")])
+def test_a_chained_ogg_with_sound_gives_each_part_as_alone(tmp_path, sizes):
     """Two Theora+Vorbis files joined end to end (the usual `.ogv`, `cat a.ogv b.ogv`): FFmpeg's Ogg
     demuxer cannot go past the first part when a chain holds several streams ("Changing stream
     parameters in multistream ogg is not implemented"; the CLI shows the first part's 30 frames even
-    on one thread, then fails). That error was taken for a cut file: 30 of the 60 frames kept, no
-    reject. Now the file is refused `unsupported_container`, naming why."""
+    on one thread, then stops). That was a counted `unsupported_container`. Now the file is read
+    through its video's pages alone (`sources.ogg_video_pages`): 60 frames, each equal byte for byte
+    to the CLI's decode of its part alone (rgb24 framemd5), frames picked in the second part too."""
     video_zoo.require_ffmpeg()
-    parts = []
-    for k in range(2):
-        part = tmp_path / f"_{k}.ogv"
-        video_zoo.ffmpeg("-i", _source(tmp_path, 30 * k + 30), "-f", "lavfi", "-i", "sine=f=440:d=1.2",
-                         "-map", "0:v", "-map", "1:a", "-vf", f"select=gte(n\\,{30 * k}),setpts=N/25/TB,scale=64:48",
-                         "-frames:v", "30", "-c:v", "libtheora", "-q:v", "7", "-g", "10", "-c:a", "libvorbis",
-                         str(part))
-        with av.open(str(part)) as container:
-            assert len(container.streams.audio) == 1
-        parts.append(part)
+    parts = [_ogv_with_sound(tmp_path, k, size) for k, size in enumerate(sizes)]
     path = _joined(tmp_path, "chained_sound.ogv", parts)
     cli = subprocess.run(["ffmpeg", "-v", "error", "-threads", "1", "-i", str(path), "-map", "0:v:0",
                           "-f", "framemd5", "-"], capture_output=True, text=True)
     assert "patches welcome" in cli.stderr  # what makes the file: the CLI stops there too (exit status 0)
-    assert len([line for line in cli.stdout.splitlines() if line and not line.startswith("#")]) == 30
-    (reject,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
-    assert isinstance(reject, Reject), reject
-    assert reject.reason == "unsupported_container" and "chained Ogg" in reject.detail, reject
+    expected = _cli_md5s(parts[0]) + _cli_md5s(parts[1])
+    assert len(expected) == 60 and len(_cli_md5s(path)) == 30
+    info = probe(str(path))
+    assert (info.n_frames, info.restamped) == (60, "chained")
+    assert info.times[29:31] == (1.16, 1.2)  # the second part one frame after the first
+    assert _md5s(path, range(60)) == dict(enumerate(expected))
+    for wanted in ([31], [45, 59], [2, 40]):
+        assert _md5s(path, wanted, seek_bytes=0) == {i: expected[i] for i in wanted}
+    (record,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(record, VideoRecord) and record.n_frames == 60, record
+    assert record.clips[0].lineage["restamped"] == "chained"
+
+
+def test_a_chained_ogg_with_sound_resyncs_over_stray_bytes_and_ends_in_a_forged_page(tmp_path):
+    """The video's pages are found by the pages' own headers: 1,000 bytes that are no page between
+    the parts are skipped to the next page (as FFmpeg's demuxer resyncs), giving all 60 frames; a
+    page header forged to claim the longest body (65,025 bytes) with the file ending inside it
+    (after both parts, as a new link) ends the read there, never a hang. Of a chain of video
+    alone, the reader passes on every byte as stored."""
+    video_zoo.require_ffmpeg()
+    parts = [_ogv_with_sound(tmp_path, k) for k in range(2)]
+    expected = _cli_md5s(parts[0]) + _cli_md5s(parts[1])
+    stray = tmp_path / "stray.ogv"
+    stray.write_bytes(parts[0].read_bytes() + bytes(1000) + parts[1].read_bytes())
+    assert probe(str(stray)).n_frames == 60 and _md5s(stray, range(60)) == dict(enumerate(expected))
+    forged = tmp_path / "forged.ogv"
+    page = b"OggS\x00\x02" + bytes(8) + (7).to_bytes(4, "little") + bytes(8) + bytes([255]) + bytes([255]) * 255
+    forged.write_bytes(parts[0].read_bytes() + parts[1].read_bytes() + page + bytes(1000))
+    info = probe(str(forged))
+    assert (info.n_frames, info.restamped) == (60, "chained") and _md5s(forged, [5, 59]) == {5: expected[5],
+                                                                                              59: expected[59]}
+    video_only = tmp_path / "video_only.ogv"
+    for k, part in enumerate(parts):
+        video_zoo.ffmpeg("-i", str(part), "-map", "0:v", "-c", "copy", str(tmp_path / f"_v{k}.ogv"))
+    video_only.write_bytes((tmp_path / "_v0.ogv").read_bytes() + (tmp_path / "_v1.ogv").read_bytes())
+    with VideoPages(open(video_only, "rb")) as pages:
+        assert pages.read() == video_only.read_bytes()
 
 
 def _cli_listing(path: Path) -> tuple[list[float], list[str]]:
