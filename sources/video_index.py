@@ -144,6 +144,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     keyframe: list[bool] = []
     discard: list[bool] = []
     size: list[int] = []
+    pes: list[int | None] = []  # where the packet's stamp came from (MPEG-PS: its PES packet's position)
     corrupt: list[bool] = []
     headers: list[int] = []  # a chained Ogg's later Theora headers (`_theora_header`)
     chained = container.format.name == "ogg" and stream.codec_context.name == "theora"
@@ -157,6 +158,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
             keyframe.append(bool(packet.is_keyframe))
             discard.append(bool(packet.is_discard))
             size.append(int(packet.size))
+            pes.append(packet.pos if packet.pos is not None and packet.pos >= 0 else None)
             corrupt.append(bool(packet.is_corrupt))
             if chained and packet.is_keyframe and _theora_header(bytes(memoryview(packet)[:7])):
                 headers.append(len(raw) - 1)
@@ -175,7 +177,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     restamped = ""
     joins: list[int] = []
     if None in raw and fmt in JOINABLE:
-        pts = _stamp_split_access_units(raw, label, decoder_order)
+        pts = _stamp_split_access_units(_unstamp_repeated_pes(raw, pes), label, decoder_order)
         restamped = "split"
     elif None in raw:
         pts, dropped = _stamp_negative_blocks(raw, keyframe, label, decoder_order)
@@ -505,6 +507,19 @@ def _stamp_split_access_units(raw: list[int | None], label: str,
             run = []
         before = p
     return stamps
+
+
+def _unstamp_repeated_pes(raw: list[int | None], pes: list[int | None]) -> list[int | None]:
+    """The stamps with those the parser gave twice left out: two packets stamped alike from one PES
+    packet (the same stamp and position). A PES's stamp names the one access unit that starts in
+    it; FFmpeg's parser, cutting an MPEG-PS H.264 stream whose access units straddle 2 KB VOB packs,
+    gives it to the next packet too, so one of them carries another frame's stamp (x264 with
+    `aud=1`, `--tff` or `-preset veryslow` into `-f vob`: the decoder then gave stamped frames out
+    of their stamps' order and the file was refused, where the CLI shows every frame). Both are
+    placed by the decoder's output order instead (`_stamp_split_access_units`), as unstamped
+    packets are."""
+    seen = Counter((p, at) for p, at in zip(raw, pes) if p is not None and at is not None)
+    return [None if p is not None and at is not None and seen[p, at] > 1 else p for p, at in zip(raw, pes)]
 
 
 def _partial_shown_before(pts: list[int], corrupt: list[bool]) -> int:

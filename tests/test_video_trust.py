@@ -868,6 +868,37 @@ def test_an_mpeg_ts_whose_sei_follows_the_slice_gives_the_frames_the_cli_shows(t
     assert list(read_index(str(path)).pts) == _pes_stamps(path)
 
 
+@pytest.mark.parametrize("params", ["aud=1", "tff=1"])
+def test_h264_in_a_vob_whose_parser_gives_one_pes_stamp_twice_gives_the_frames_the_cli_shows(tmp_path, params):
+    """x264 into `-f vob` (a DVD rip, a camcorder writing H.264 in MPEG-PS): access units straddle
+    the 2 KB packs, and FFmpeg's parser gives one PES's stamp to two packets (same stamp, same
+    position), so one of them carries another frame's stamp. The decoder then gave stamped frames
+    out of their stamps' order and the file was refused (`unsupported_container`), where the CLI
+    shows every frame. Both packets are now placed by the decoder's output order: every frame
+    equals the CLI's (rgb24 framemd5; interlaced `tff=1` converted field by field, `scale=interl=1`),
+    and the frames are timed a frame apart, where the CLI repeats the misplaced stamp."""
+    from collections import Counter
+
+    video_zoo.require_ffmpeg()
+    path, n = tmp_path / f"{params[:3]}.vob", 150
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=25", "-frames:v", str(n),
+                    "-c:v", "libx264", "-threads", "1", "-x264-params", params, "-pix_fmt", "yuv420p", "-f", "vob", str(path)],
+                   check=True)
+    with av.open(str(path)) as container:  # what makes the file: one PES's stamp on two packets
+        stamps = Counter((p.pts, p.pos) for p in container.demux(video=0) if p.size and p.pts is not None)
+    assert max(stamps.values()) == 2  # (x264 on one thread: on several, its output varies between runs)
+    vf = ["-vf", "scale=interl=1"] if params == "tff=1" else []
+    listing = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", *vf, "-vsync", "passthrough",
+                              "-pix_fmt", "rgb24", "-f", "framemd5", "-"], capture_output=True, text=True,
+                             check=True).stdout
+    expected = [line.split(",")[5].strip() for line in listing.splitlines() if line and not line.startswith("#")]
+    info = probe(str(path))
+    assert (info.n_frames, info.restamped, len(expected)) == (n, "split", n)
+    assert info.times == tuple(round(k * 0.04, 6) for k in range(n))
+    assert _md5s(path, range(n)) == dict(enumerate(expected))
+    assert _md5s(path, [7, n - 40, n - 1]) == {i: expected[i] for i in (7, n - 40, n - 1)}
+
+
 def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monkeypatch):
     """An MPEG-TS whose unstamped packets are placed by the decoder (`restamped: split`) was
     decoded whole at every read of its index (each clip read by `read_clip_frames`, 1.2 s for 40 s
