@@ -473,10 +473,10 @@ def read_index(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = 
 
     video_pages = False
 
-    def order(last: int) -> list[int]:
+    def order(last: int, joins: tuple[int, ...] = ()) -> list[int]:
         nonlocal decoded
         decoded = True
-        return _decoder_order(uri, max_pixels, memory_mb, last, video_pages)
+        return _decoder_order(uri, max_pixels, memory_mb, last, video_pages, joins)
 
     try:
         try:
@@ -515,11 +515,13 @@ def _decoder_shows(uri: str, max_pixels: int, memory_mb: int, index: VideoIndex,
     return {shown[w] for w in got}
 
 
-def _decoder_order(uri: str, max_pixels: int, memory_mb: int, last: int, video_pages: bool = False) -> list[int]:
+def _decoder_order(uri: str, max_pixels: int, memory_mb: int, last: int, video_pages: bool = False,
+                   joins: tuple[int, ...] = ()) -> list[int]:
     """The positions (decode order) of packets 0..`last` in the order the decoder outputs their
     frames: each packet is stamped with its position before decoding (`build_index` asks it of
     Matroska blocks and MPEG-TS/PS packets the demuxer gives no stamp). Budgets judged first; a packet that does not
-    decode is missing from the list."""
+    decode is missing from the list. At each of `joins` (where a later part of a joined file begins)
+    the decoder is drained and flushed first, as the decoding session does there."""
     container, stream = open_stream(uri, video_pages)
     try:
         judge_stream(stream, max_pixels, memory_mb, convert=False)
@@ -534,18 +536,27 @@ def _decoder_order(uri: str, max_pixels: int, memory_mb: int, last: int, video_p
             position += 1
             if position > last:
                 break
+            if position in joins:
+                order += _drained(codec)
+                codec.flush_buffers()
             packet.pts, packet.dts = position, None
             try:
                 order += [frame.pts for frame in codec.decode(packet)]
             except Exception as exc:  # a damaged packet: its frame is missing from the order
                 log.debug("decode error at packet %d: %s", position, exc)
-        try:
-            order += [frame.pts for frame in codec.decode(None)]
-        except Exception as exc:
-            log.debug("flush error: %s", exc)
+        order += _drained(codec)
     finally:
         container.close()
     return [p for p in order if p is not None]
+
+
+def _drained(codec) -> list[int | None]:
+    """The stamps of the frames the decoder still holds, drained (none where draining fails)."""
+    try:
+        return [frame.pts for frame in codec.decode(None)]
+    except Exception as exc:
+        log.debug("flush error: %s", exc)
+        return []
 
 
 _REFORMATTER = None

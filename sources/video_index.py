@@ -45,7 +45,10 @@ unique, so it is seeked by them):
 - MPEG-TS/PS packets FFmpeg's parser cut out of PES packets without a stamp (an H.264 SEI after the
   slice, as `h264_metadata=sei_user_data=` puts it at x264's IDRs): the CLI shows their frames where
   its decoder outputs them, so the decoder's output order places each between its stamped
-  neighbours (`_stamp_split_access_units`).
+  neighbours (`_stamp_split_access_units`); so too two packets the parser gave one PES's stamp
+  (`_unstamp_repeated_pes`: x264 into `-f vob`). In files joined end to end, each part's packets are
+  so placed by the decoder's output order of that part alone, then the parts one after another
+  (`_joined_split_parts`).
 """
 
 from __future__ import annotations
@@ -132,7 +135,7 @@ class VideoIndex:
 
 
 def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int]], set[int]] | None = None,
-                decoder_order: Callable[[int], list[int]] | None = None, video_pages: bool = False) -> VideoIndex:
+                decoder_order: Callable[..., list[int]] | None = None, video_pages: bool = False) -> VideoIndex:
     """Demux every packet of `stream` once (cheap: no decoding). `decoder_shows(index, positions)`:
     the stamps of the packets at `positions` (a cut's partial ones, shown in `index`) that the
     decoder outputs a frame for; those not are hidden (`_partial_shown_before`). Without it every
@@ -176,8 +179,15 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     label = f"{fmt}/{codec}"
     restamped = ""
     joins: list[int] = []
-    if None in raw and fmt in JOINABLE:
-        pts = _stamp_split_access_units(_unstamp_repeated_pes(raw, pes), label, decoder_order)
+    known = _unstamp_repeated_pes(raw, pes) if fmt in JOINABLE else raw
+    starts = _split_part_starts(known, dts, keyframe, stream.time_base or Fraction(1)) \
+        if None in known and fmt in JOINABLE else []
+    if starts:  # MPEG-PS/TS parts joined end to end, with unstamped packets (x264 into .mpg/.vob)
+        pts, leading = _joined_split_parts(known, starts, keyframe, label, decoder_order)
+        discard = [d or i in leading for i, d in enumerate(discard)]
+        joins, restamped = starts, JOINED
+    elif None in known and fmt in JOINABLE:
+        pts = _stamp_split_access_units(known, label, decoder_order)
         restamped = "split"
     elif None in raw:
         pts, dropped = _stamp_negative_blocks(raw, keyframe, label, decoder_order)
@@ -289,13 +299,20 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
         # one part whose clock only jumps forward: no join, seekable by the demuxer's own stamps
         jumped_only = jumps and not wrapped and len(set(raw)) == len(raw)
         return stamps, set(), [], "" if stamps == raw else JUMPED if jumped_only else JOINED
+    placed, hidden = _parts_placed(stamps, starts, keyframe, label)
+    return placed, hidden, starts, JOINED
+
+
+def _parts_placed(stamps: list[int], starts: list[int], keyframe: list[bool], label: str) -> tuple[list[int], set[int]]:
+    """`stamps` (each part on its own clock) with each part from `starts` on moved after the one
+    before, and the positions of the packets to hide (see `_joined_stamps`)."""
     for i in starts:
         if not keyframe[i]:
             raise UnsupportedVideo("unsupported_container",
                                    f"{label}: the time stamps start again at packet {i}, which is not a key frame "
                                    "(files joined end to end, the later one cut mid-GOP): its frames cannot be "
                                    "placed")
-    bounds = [0, *starts, len(raw)]
+    bounds = [0, *starts, len(stamps)]
     placed = list(stamps[:bounds[1]])
     latest, step = max(placed), _frame_step(placed)  # of the part before: linear in the packets, however many parts
     hidden: set[int] = set()
@@ -309,7 +326,7 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
             hidden.add(a + j)
         placed += moved
         latest, step = max(moved), _frame_step([p for p in moved if p >= moved[0]])
-    return placed, hidden, starts, JOINED
+    return placed, hidden
 
 
 THEORA_HEADERS = (0x80, 0x81, 0x82)  # identification, comment, setup
@@ -507,6 +524,41 @@ def _stamp_split_access_units(raw: list[int | None], label: str,
             run = []
         before = p
     return stamps
+
+
+def _split_part_starts(known: list[int | None], dts: list[int | None], keyframe: list[bool],
+                       time_base: Fraction) -> list[int]:
+    """Where the later parts of MPEG-TS/PS files joined end to end begin, in a stream with unstamped
+    packets (`_stamp_split_access_units`): the stamped packets' clock falls there (`_joined_stamps`'s
+    test); the part begins at the first key frame after the last stamped packet of the part before
+    (an unstamped IDR starts it where its SEI left it unstamped), else at the packet that falls."""
+    stamped = [i for i, (p, d) in enumerate(zip(known, dts)) if p is not None and d is not None]
+    _, falls, _ = _unwrapped_parts([known[i] for i in stamped], [dts[i] for i in stamped],  # type: ignore[misc]
+                                   JOIN_FALL / time_base, MPEG_WRAP if time_base == MPEG_CLOCK else 0)
+    starts = []
+    for f in falls:
+        after, at = stamped[f - 1] + 1, stamped[f]
+        starts.append(next((i for i in range(after, at + 1) if keyframe[i]), at))
+    return starts
+
+
+def _joined_split_parts(known: list[int | None], starts: list[int], keyframe: list[bool], label: str,
+                        decoder_order: Callable[..., list[int]] | None) -> tuple[list[int], set[int]]:
+    """Stamps of MPEG-TS/PS parts joined end to end whose parser left packets unstamped: each part's
+    unstamped packets placed by the decoder's output order of that part alone (the decoder drained
+    and flushed where a part begins, as the decoding session does, `VideoIndex.joins`), then each
+    part moved after the one before (`_parts_placed`); and the positions to hide."""
+    if decoder_order is None:
+        raise UnsupportedVideo("unsupported_container", f"{label}: packets carry no time stamp, so decoded "
+                                                        "frames cannot be matched to their place")
+    order = decoder_order(len(known) - 1, tuple(starts))
+    bounds = [0, *starts, len(known)]
+    stamps: list[int] = []
+    for a, b in zip(bounds, bounds[1:]):
+        part = known[a:b]
+        local = [i - a for i in order if a <= i < b]
+        stamps += _stamp_split_access_units(part, label, lambda last: local) if None in part else part  # type: ignore[misc]
+    return _parts_placed(stamps, starts, keyframe, label)
 
 
 def _unstamp_repeated_pes(raw: list[int | None], pes: list[int | None]) -> list[int | None]:

@@ -899,6 +899,32 @@ def test_h264_in_a_vob_whose_parser_gives_one_pes_stamp_twice_gives_the_frames_t
     assert _md5s(path, [7, n - 40, n - 1]) == {i: expected[i] for i in (7, n - 40, n - 1)}
 
 
+@pytest.mark.parametrize("suffix", [".vob", ".mpg"])
+def test_h264_mpeg_ps_files_joined_end_to_end_give_each_part_as_alone(tmp_path, suffix: str):
+    """A camcorder's or a DVD recorder's H.264 MPEG-PS files joined by `cat` (the second's clock
+    starts again), x264 written so its parser leaves packets unstamped: refused before
+    (`unsupported_container`: "stamped frames out of their stamps' order", the second part's stamps
+    below the first's). Each part's unstamped packets are now placed by the decoder's output order of
+    that part alone, and the parts one after another: every frame, and frames picked across the
+    join, equal to the CLI's of each part alone (rgb24 framemd5), timed a frame apart at the join."""
+    video_zoo.require_ffmpeg()
+    encoder = ["-c:v", "libx264", "-threads", "1", "-preset", "ultrafast", "-g", "10", "-bf", "2",
+               "-x264-params", "aud=1"]
+    parts = [_part_of(tmp_path, f"_{k}{suffix}", encoder, 30 * k, 30, "-f", "vob" if suffix == ".vob" else "mpeg")
+             for k in range(2)]
+    path = _joined(tmp_path, suffix[1:] + suffix, parts)
+    with av.open(str(path)) as container:  # what makes the file: unstamped packets, a clock starting again
+        stamps = [p.pts for p in container.demux(video=0) if p.size]
+    assert None in stamps and min(p for p in stamps[30:] if p is not None) < max(p for p in stamps[:25] if p is not None)
+    expected = _cli_md5s(parts[0]) + _cli_md5s(parts[1])
+    assert len(expected) == 60
+    info = probe(str(path))
+    assert (info.n_frames, info.restamped) == (60, "joined")
+    assert info.times == tuple(round(k * 0.04, 6) for k in range(60))
+    assert _md5s(path, range(60)) == dict(enumerate(expected))
+    assert _md5s(path, [3, 29, 30, 44]) == {i: expected[i] for i in (3, 29, 30, 44)}
+
+
 def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monkeypatch):
     """An MPEG-TS whose unstamped packets are placed by the decoder (`restamped: split`) was
     decoded whole at every read of its index (each clip read by `read_clip_frames`, 1.2 s for 40 s
