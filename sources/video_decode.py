@@ -90,7 +90,9 @@ import numpy as np
 from sources import fsio
 from sources.budget import SEND_AHEAD_BYTES
 from sources.video_bitstream import ParameterSets, VP9Sizes, header_size
-from sources.video_index import JUMPED, Stretch, UnsupportedVideo, VideoIndex, build_index, decode_plan, key_of
+from sources.ogg_video_pages import VideoPages
+from sources.video_index import (JUMPED, MultistreamChain, Stretch, UnsupportedVideo, VideoIndex, build_index,
+                                 decode_plan, key_of)
 from sources.video_index_cache import IndexCache, file_identity
 from transforms import hdr as hdr_colour
 from transforms.errors import Rejected, exception_detail
@@ -180,12 +182,18 @@ def _quiet() -> None:
     av.logging.set_level(av.logging.FATAL)
 
 
-def open_stream(uri: str):
+def open_stream(uri: str, video_pages: bool = False):
+    """The file opened and its video stream (`video_stream`). `video_pages`: an Ogg read through
+    `VideoPages`, only its video's pages (a chained Ogg with sound, `VideoIndex.video_pages`)."""
     import av
 
     _quiet()
     try:
-        container = av.open(fsio.local_path(uri) or fsio.open_file(uri))
+        path = fsio.local_path(uri)
+        if video_pages:
+            container = av.open(VideoPages(open(path, "rb") if path else fsio.open_file(uri)), format="ogg")
+        else:
+            container = av.open(path or fsio.open_file(uri))
     except Exception as exc:
         if _machine_error(exc):  # PyAV's av.error.OSError (an OSError) with the errno FFmpeg met
             raise
@@ -447,7 +455,9 @@ _INDEXES = IndexCache()  # indexes this process built by decoding (`sources.vide
 def read_index(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> VideoIndex:
     """The file's index (`video_index.build_index`). One whose building decoded frames (unstamped
     packets placed by the decoder's output order; a cut file's partial packets) is kept for the
-    next read of the same local file in this process, keyed by its identity (`file_identity`)."""
+    next read of the same local file in this process, keyed by its identity (`file_identity`).
+    A chained Ogg whose links hold sound too, which FFmpeg's demuxer cannot read past its first
+    link, is indexed again through `VideoPages` (its video's pages alone: a chain FFmpeg reads)."""
     path = fsio.local_path(uri)
     identity = file_identity(path) if path else None
     key = (path, identity, max_pixels, memory_mb)
@@ -461,21 +471,32 @@ def read_index(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = 
         decoded = True
         return _decoder_shows(uri, max_pixels, memory_mb, index, positions)
 
-    def order(last: int) -> list[int]:
+    video_pages = False
+
+    def order(last: int, joins: tuple[int, ...] = ()) -> list[int]:
         nonlocal decoded
         decoded = True
-        return _decoder_order(uri, max_pixels, memory_mb, last)
+        return _decoder_order(uri, max_pixels, memory_mb, last, video_pages, joins)
 
-    container, stream = open_stream(uri)
     try:
-        index = build_index(container, stream, shows, order)
+        try:
+            index = _built_index(uri, shows, order, video_pages)
+        except MultistreamChain:
+            video_pages = True
+            index = _built_index(uri, shows, order, video_pages)
     except UnsupportedVideo as exc:
         raise VideoError(exc.reason, exc.detail) from None
-    finally:
-        container.close()
     if decoded and identity and file_identity(path) == identity:  # unchanged while indexed
         _INDEXES.put(key, index)
     return index
+
+
+def _built_index(uri: str, shows, order, video_pages: bool) -> VideoIndex:
+    container, stream = open_stream(uri, video_pages)
+    try:
+        return build_index(container, stream, shows, order, video_pages)
+    finally:
+        container.close()
 
 
 def _decoder_shows(uri: str, max_pixels: int, memory_mb: int, index: VideoIndex, positions: list[int]) -> set[int]:
@@ -494,12 +515,14 @@ def _decoder_shows(uri: str, max_pixels: int, memory_mb: int, index: VideoIndex,
     return {shown[w] for w in got}
 
 
-def _decoder_order(uri: str, max_pixels: int, memory_mb: int, last: int) -> list[int]:
+def _decoder_order(uri: str, max_pixels: int, memory_mb: int, last: int, video_pages: bool = False,
+                   joins: tuple[int, ...] = ()) -> list[int]:
     """The positions (decode order) of packets 0..`last` in the order the decoder outputs their
     frames: each packet is stamped with its position before decoding (`build_index` asks it of
     Matroska blocks and MPEG-TS/PS packets the demuxer gives no stamp). Budgets judged first; a packet that does not
-    decode is missing from the list."""
-    container, stream = open_stream(uri)
+    decode is missing from the list. At each of `joins` (where a later part of a joined file begins)
+    the decoder is drained and flushed first, as the decoding session does there."""
+    container, stream = open_stream(uri, video_pages)
     try:
         judge_stream(stream, max_pixels, memory_mb, convert=False)
         codec = stream.codec_context
@@ -513,18 +536,27 @@ def _decoder_order(uri: str, max_pixels: int, memory_mb: int, last: int) -> list
             position += 1
             if position > last:
                 break
+            if position in joins:
+                order += _drained(codec)
+                codec.flush_buffers()
             packet.pts, packet.dts = position, None
             try:
                 order += [frame.pts for frame in codec.decode(packet)]
             except Exception as exc:  # a damaged packet: its frame is missing from the order
                 log.debug("decode error at packet %d: %s", position, exc)
-        try:
-            order += [frame.pts for frame in codec.decode(None)]
-        except Exception as exc:
-            log.debug("flush error: %s", exc)
+        order += _drained(codec)
     finally:
         container.close()
     return [p for p in order if p is not None]
+
+
+def _drained(codec) -> list[int | None]:
+    """The stamps of the frames the decoder still holds, drained (none where draining fails)."""
+    try:
+        return [frame.pts for frame in codec.decode(None)]
+    except Exception as exc:
+        log.debug("flush error: %s", exc)
+        return []
 
 
 _REFORMATTER = None
@@ -665,7 +697,7 @@ class _Session:
         """The file opened, judged from its declaration the first time (`judge_stream`, raising
         when it cannot fit), its decoder told the largest frame that `max_pixels` and the memory
         budget admit (`fitting_pixels`): a frame over it is never allocated."""
-        container, stream = open_stream(self.uri)
+        container, stream = open_stream(self.uri, self.index.video_pages)
         if self.judgement is None:
             try:
                 self.judgement = judge_stream(stream, self.max_pixels, self.memory_mb, self.postprocess,
@@ -1026,7 +1058,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     judged = session.judgement
     full_size_fits = judged is not None and (judged.decoder_bytes + judged.width * judged.height * (
         RGB_CONVERSION_BYTES + 3)) <= (memory_mb - DECODER_BASE_MB) << 20
-    container, stream = open_stream(uri)
+    container, stream = open_stream(uri, index.video_pages)
     claimed = int(stream.frames or 0)
     declared_sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
     sar_text = f"{declared_sar.numerator}:{declared_sar.denominator}" if declared_sar and declared_sar != 1 else ""

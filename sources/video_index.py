@@ -34,8 +34,9 @@ unique, so it is seeked by them):
   over the join, drops and mixes frames; the frames here are those the CLI shows of each part
   alone. Only MPEG-TS/PS here; other formats whose stamps may jump are refused, but for:
 - Chained Ogg Theora (`cat a.ogv b.ogv`): each part after the one before, its headers (packets
-  from FFmpeg's demuxer) hidden and sent to the decoder wherever they lie (`_chained_stamps`). Only
-  video alone: where the parts carry sound too, FFmpeg's demuxer stops at the second part (refused).
+  from FFmpeg's demuxer) hidden and sent to the decoder wherever they lie (`_chained_stamps`). Where
+  the parts carry sound too, FFmpeg's demuxer stops at the second part (`MultistreamChain`): the file
+  is then read through its video's pages alone (`sources.ogg_video_pages`, `VideoIndex.video_pages`).
 - Matroska written with negative first stamps (`-avoid_negative_ts disabled` after an `-ss` copy
   cut with B-frames; an HEVC cut so even by default): FFmpeg's demuxer gives no stamp to a block
   before its cluster's time zero, while the CLI decodes and shows those frames first (those its
@@ -44,7 +45,10 @@ unique, so it is seeked by them):
 - MPEG-TS/PS packets FFmpeg's parser cut out of PES packets without a stamp (an H.264 SEI after the
   slice, as `h264_metadata=sei_user_data=` puts it at x264's IDRs): the CLI shows their frames where
   its decoder outputs them, so the decoder's output order places each between its stamped
-  neighbours (`_stamp_split_access_units`).
+  neighbours (`_stamp_split_access_units`); so too two packets the parser gave one PES's stamp
+  (`_unstamp_repeated_pes`: x264 into `-f vob`). In files joined end to end, each part's packets are
+  so placed by the decoder's output order of that part alone, then the parts one after another
+  (`_joined_split_parts`).
 """
 
 from __future__ import annotations
@@ -66,6 +70,12 @@ class UnsupportedVideo(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class MultistreamChain(UnsupportedVideo):
+    """A chained Ogg whose links hold several streams, read as it is: FFmpeg's demuxer stops at the
+    second link. Read through `sources.ogg_video_pages.VideoPages` instead, it is a chain of video
+    alone (`VideoIndex.video_pages`)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,9 @@ class VideoIndex:
     # headers): no frames (hidden), sent to the decoder wherever they lie, so it is configured as
     # the part that follows needs
     headers: tuple[int, ...] = ()
+    # read through `sources.ogg_video_pages.VideoPages` (the video's pages of a chained Ogg with
+    # sound): every open of the file for this index must read it so
+    video_pages: bool = False
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -122,18 +135,19 @@ class VideoIndex:
 
 
 def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int]], set[int]] | None = None,
-                decoder_order: Callable[[int], list[int]] | None = None) -> VideoIndex:
+                decoder_order: Callable[..., list[int]] | None = None, video_pages: bool = False) -> VideoIndex:
     """Demux every packet of `stream` once (cheap: no decoding). `decoder_shows(index, positions)`:
     the stamps of the packets at `positions` (a cut's partial ones, shown in `index`) that the
     decoder outputs a frame for; those not are hidden (`_partial_shown_before`). Without it every
     such packet is hidden. `decoder_order(last)`: the positions of packets 0..last in the order the
     decoder outputs their frames (asked only of packets without stamps: Matroska, MPEG-TS/PS); without it such
-    a file is refused."""
+    a file is refused. `video_pages`: the container reads an Ogg's video pages alone (kept in the index)."""
     raw: list[int | None] = []
     dts: list[int | None] = []
     keyframe: list[bool] = []
     discard: list[bool] = []
     size: list[int] = []
+    pes: list[int | None] = []  # where the packet's stamp came from (MPEG-PS: its PES packet's position)
     corrupt: list[bool] = []
     headers: list[int] = []  # a chained Ogg's later Theora headers (`_theora_header`)
     chained = container.format.name == "ogg" and stream.codec_context.name == "theora"
@@ -147,12 +161,13 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
             keyframe.append(bool(packet.is_keyframe))
             discard.append(bool(packet.is_discard))
             size.append(int(packet.size))
+            pes.append(packet.pos if packet.pos is not None and packet.pos >= 0 else None)
             corrupt.append(bool(packet.is_corrupt))
             if chained and packet.is_keyframe and _theora_header(bytes(memoryview(packet)[:7])):
                 headers.append(len(raw) - 1)
     except Exception as exc:  # a truncated file ends the index early; the tail check finds the rest
         if container.format.name == "ogg" and getattr(exc, "errno", None) == AVERROR_PATCHWELCOME:
-            raise UnsupportedVideo("unsupported_container",
+            raise MultistreamChain("unsupported_container",
                                    f"ogg/{stream.codec_context.name}: a chained Ogg whose parts hold several "
                                    "streams (video with sound, the usual .ogv joined end to end): FFmpeg's demuxer "
                                    "stops where the second part begins (\"Changing stream parameters in multistream "
@@ -164,8 +179,15 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     label = f"{fmt}/{codec}"
     restamped = ""
     joins: list[int] = []
-    if None in raw and fmt in JOINABLE:
-        pts = _stamp_split_access_units(raw, label, decoder_order)
+    known = _unstamp_repeated_pes(raw, pes) if fmt in JOINABLE else raw
+    starts = _split_part_starts(known, dts, keyframe, stream.time_base or Fraction(1)) \
+        if None in known and fmt in JOINABLE else []
+    if starts:  # MPEG-PS/TS parts joined end to end, with unstamped packets (x264 into .mpg/.vob)
+        pts, leading = _joined_split_parts(known, starts, keyframe, label, decoder_order)
+        discard = [d or i in leading for i, d in enumerate(discard)]
+        joins, restamped = starts, JOINED
+    elif None in known and fmt in JOINABLE:
+        pts = _stamp_split_access_units(known, label, decoder_order)
         restamped = "split"
     elif None in raw:
         pts, dropped = _stamp_negative_blocks(raw, keyframe, label, decoder_order)
@@ -202,7 +224,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     index = VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), stream.time_base or Fraction(1),
                        clean, fmt, codec, in_decode_order, demuxed=tuple(raw) if restamped else (),
                        restamped=restamped, joins=tuple(joins) if restamped == "joined" else (),
-                       headers=tuple(headers) if restamped == "chained" else ())
+                       headers=tuple(headers) if restamped == "chained" else (), video_pages=video_pages)
     partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
     tail = [i for i in range(len(pts) - partial, len(pts)) if not discard[i]]
     if not tail:
@@ -277,13 +299,20 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
         # one part whose clock only jumps forward: no join, seekable by the demuxer's own stamps
         jumped_only = jumps and not wrapped and len(set(raw)) == len(raw)
         return stamps, set(), [], "" if stamps == raw else JUMPED if jumped_only else JOINED
+    placed, hidden = _parts_placed(stamps, starts, keyframe, label)
+    return placed, hidden, starts, JOINED
+
+
+def _parts_placed(stamps: list[int], starts: list[int], keyframe: list[bool], label: str) -> tuple[list[int], set[int]]:
+    """`stamps` (each part on its own clock) with each part from `starts` on moved after the one
+    before, and the positions of the packets to hide (see `_joined_stamps`)."""
     for i in starts:
         if not keyframe[i]:
             raise UnsupportedVideo("unsupported_container",
                                    f"{label}: the time stamps start again at packet {i}, which is not a key frame "
                                    "(files joined end to end, the later one cut mid-GOP): its frames cannot be "
                                    "placed")
-    bounds = [0, *starts, len(raw)]
+    bounds = [0, *starts, len(stamps)]
     placed = list(stamps[:bounds[1]])
     latest, step = max(placed), _frame_step(placed)  # of the part before: linear in the packets, however many parts
     hidden: set[int] = set()
@@ -297,7 +326,7 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
             hidden.add(a + j)
         placed += moved
         latest, step = max(moved), _frame_step([p for p in moved if p >= moved[0]])
-    return placed, hidden, starts, JOINED
+    return placed, hidden
 
 
 THEORA_HEADERS = (0x80, 0x81, 0x82)  # identification, comment, setup
@@ -495,6 +524,54 @@ def _stamp_split_access_units(raw: list[int | None], label: str,
             run = []
         before = p
     return stamps
+
+
+def _split_part_starts(known: list[int | None], dts: list[int | None], keyframe: list[bool],
+                       time_base: Fraction) -> list[int]:
+    """Where the later parts of MPEG-TS/PS files joined end to end begin, in a stream with unstamped
+    packets (`_stamp_split_access_units`): the stamped packets' clock falls there (`_joined_stamps`'s
+    test); the part begins at the first key frame after the last stamped packet of the part before
+    (an unstamped IDR starts it where its SEI left it unstamped), else at the packet that falls."""
+    stamped = [i for i, (p, d) in enumerate(zip(known, dts)) if p is not None and d is not None]
+    _, falls, _ = _unwrapped_parts([known[i] for i in stamped], [dts[i] for i in stamped],  # type: ignore[misc]
+                                   JOIN_FALL / time_base, MPEG_WRAP if time_base == MPEG_CLOCK else 0)
+    starts = []
+    for f in falls:
+        after, at = stamped[f - 1] + 1, stamped[f]
+        starts.append(next((i for i in range(after, at + 1) if keyframe[i]), at))
+    return starts
+
+
+def _joined_split_parts(known: list[int | None], starts: list[int], keyframe: list[bool], label: str,
+                        decoder_order: Callable[..., list[int]] | None) -> tuple[list[int], set[int]]:
+    """Stamps of MPEG-TS/PS parts joined end to end whose parser left packets unstamped: each part's
+    unstamped packets placed by the decoder's output order of that part alone (the decoder drained
+    and flushed where a part begins, as the decoding session does, `VideoIndex.joins`), then each
+    part moved after the one before (`_parts_placed`); and the positions to hide."""
+    if decoder_order is None:
+        raise UnsupportedVideo("unsupported_container", f"{label}: packets carry no time stamp, so decoded "
+                                                        "frames cannot be matched to their place")
+    order = decoder_order(len(known) - 1, tuple(starts))
+    bounds = [0, *starts, len(known)]
+    stamps: list[int] = []
+    for a, b in zip(bounds, bounds[1:]):
+        part = known[a:b]
+        local = [i - a for i in order if a <= i < b]
+        stamps += _stamp_split_access_units(part, label, lambda last: local) if None in part else part  # type: ignore[misc]
+    return _parts_placed(stamps, starts, keyframe, label)
+
+
+def _unstamp_repeated_pes(raw: list[int | None], pes: list[int | None]) -> list[int | None]:
+    """The stamps with those the parser gave twice left out: two packets stamped alike from one PES
+    packet (the same stamp and position). A PES's stamp names the one access unit that starts in
+    it; FFmpeg's parser, cutting an MPEG-PS H.264 stream whose access units straddle 2 KB VOB packs,
+    gives it to the next packet too, so one of them carries another frame's stamp (x264 with
+    `aud=1`, `--tff` or `-preset veryslow` into `-f vob`: the decoder then gave stamped frames out
+    of their stamps' order and the file was refused, where the CLI shows every frame). Both are
+    placed by the decoder's output order instead (`_stamp_split_access_units`), as unstamped
+    packets are."""
+    seen = Counter((p, at) for p, at in zip(raw, pes) if p is not None and at is not None)
+    return [None if p is not None and at is not None and seen[p, at] > 1 else p for p, at in zip(raw, pes)]
 
 
 def _partial_shown_before(pts: list[int], corrupt: list[bool]) -> int:

@@ -18,6 +18,7 @@ import video_zoo
 from sources import budget
 from sources.records import Reject, VideoRecord
 from sources.video import VideoSource, clip_frames, decord_available
+from sources.ogg_video_pages import VideoPages
 from sources.video_decode import decode_frames, probe, read_index
 
 DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
@@ -554,31 +555,70 @@ def test_chained_ogg_theora_gives_each_part_in_turn(tmp_path, sizes):
     assert record.clips[0].lineage["restamped"] == "chained"
 
 
-def test_a_chained_ogg_with_sound_is_a_counted_reject(tmp_path):
+def _ogv_with_sound(tmp_path: Path, k: int, size: str = "64:48") -> Path:
+    """Part `k` of a chain: the pattern's frames 30k.. (30 of them) in Theora, 1.2 s of Vorbis beside
+    them, as the CLI writes the usual `.ogv`."""
+    part = tmp_path / f"_{k}.ogv"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 30 * k + 30), "-f", "lavfi", "-i", "sine=f=440:d=1.2",
+                     "-map", "0:v", "-map", "1:a", "-vf", f"select=gte(n\\,{30 * k}),setpts=N/25/TB,scale={size}",
+                     "-frames:v", "30", "-c:v", "libtheora", "-q:v", "7", "-g", "10", "-c:a", "libvorbis",
+                     str(part))
+    with av.open(str(part)) as container:
+        assert len(container.streams.audio) == 1
+    return part
+
+
+@pytest.mark.parametrize("sizes", [("64:48", "64:48"), ("64:48", "96:64")])
+def test_a_chained_ogg_with_sound_gives_each_part_as_alone(tmp_path, sizes):
     """Two Theora+Vorbis files joined end to end (the usual `.ogv`, `cat a.ogv b.ogv`): FFmpeg's Ogg
     demuxer cannot go past the first part when a chain holds several streams ("Changing stream
     parameters in multistream ogg is not implemented"; the CLI shows the first part's 30 frames even
-    on one thread, then fails). That error was taken for a cut file: 30 of the 60 frames kept, no
-    reject. Now the file is refused `unsupported_container`, naming why."""
+    on one thread, then stops). That was a counted `unsupported_container`. Now the file is read
+    through its video's pages alone (`sources.ogg_video_pages`): 60 frames, each equal byte for byte
+    to the CLI's decode of its part alone (rgb24 framemd5), frames picked in the second part too."""
     video_zoo.require_ffmpeg()
-    parts = []
-    for k in range(2):
-        part = tmp_path / f"_{k}.ogv"
-        video_zoo.ffmpeg("-i", _source(tmp_path, 30 * k + 30), "-f", "lavfi", "-i", "sine=f=440:d=1.2",
-                         "-map", "0:v", "-map", "1:a", "-vf", f"select=gte(n\\,{30 * k}),setpts=N/25/TB,scale=64:48",
-                         "-frames:v", "30", "-c:v", "libtheora", "-q:v", "7", "-g", "10", "-c:a", "libvorbis",
-                         str(part))
-        with av.open(str(part)) as container:
-            assert len(container.streams.audio) == 1
-        parts.append(part)
+    parts = [_ogv_with_sound(tmp_path, k, size) for k, size in enumerate(sizes)]
     path = _joined(tmp_path, "chained_sound.ogv", parts)
     cli = subprocess.run(["ffmpeg", "-v", "error", "-threads", "1", "-i", str(path), "-map", "0:v:0",
                           "-f", "framemd5", "-"], capture_output=True, text=True)
     assert "patches welcome" in cli.stderr  # what makes the file: the CLI stops there too (exit status 0)
-    assert len([line for line in cli.stdout.splitlines() if line and not line.startswith("#")]) == 30
-    (reject,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
-    assert isinstance(reject, Reject), reject
-    assert reject.reason == "unsupported_container" and "chained Ogg" in reject.detail, reject
+    expected = _cli_md5s(parts[0]) + _cli_md5s(parts[1])
+    assert len(expected) == 60 and len(_cli_md5s(path)) == 30
+    info = probe(str(path))
+    assert (info.n_frames, info.restamped) == (60, "chained")
+    assert info.times[29:31] == (1.16, 1.2)  # the second part one frame after the first
+    assert _md5s(path, range(60)) == dict(enumerate(expected))
+    for wanted in ([31], [45, 59], [2, 40]):
+        assert _md5s(path, wanted, seek_bytes=0) == {i: expected[i] for i in wanted}
+    (record,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(record, VideoRecord) and record.n_frames == 60, record
+    assert record.clips[0].lineage["restamped"] == "chained"
+
+
+def test_a_chained_ogg_with_sound_resyncs_over_stray_bytes_and_ends_in_a_forged_page(tmp_path):
+    """The video's pages are found by the pages' own headers: 1,000 bytes that are no page between
+    the parts are skipped to the next page (as FFmpeg's demuxer resyncs), giving all 60 frames; a
+    page header forged to claim the longest body (65,025 bytes) with the file ending inside it
+    (after both parts, as a new link) ends the read there, never a hang. Of a chain of video
+    alone, the reader passes on every byte as stored."""
+    video_zoo.require_ffmpeg()
+    parts = [_ogv_with_sound(tmp_path, k) for k in range(2)]
+    expected = _cli_md5s(parts[0]) + _cli_md5s(parts[1])
+    stray = tmp_path / "stray.ogv"
+    stray.write_bytes(parts[0].read_bytes() + bytes(1000) + parts[1].read_bytes())
+    assert probe(str(stray)).n_frames == 60 and _md5s(stray, range(60)) == dict(enumerate(expected))
+    forged = tmp_path / "forged.ogv"
+    page = b"OggS\x00\x02" + bytes(8) + (7).to_bytes(4, "little") + bytes(8) + bytes([255]) + bytes([255]) * 255
+    forged.write_bytes(parts[0].read_bytes() + parts[1].read_bytes() + page + bytes(1000))
+    info = probe(str(forged))
+    assert (info.n_frames, info.restamped) == (60, "chained") and _md5s(forged, [5, 59]) == {5: expected[5],
+                                                                                              59: expected[59]}
+    video_only = tmp_path / "video_only.ogv"
+    for k, part in enumerate(parts):
+        video_zoo.ffmpeg("-i", str(part), "-map", "0:v", "-c", "copy", str(tmp_path / f"_v{k}.ogv"))
+    video_only.write_bytes((tmp_path / "_v0.ogv").read_bytes() + (tmp_path / "_v1.ogv").read_bytes())
+    with VideoPages(open(video_only, "rb")) as pages:
+        assert pages.read() == video_only.read_bytes()
 
 
 def _cli_listing(path: Path) -> tuple[list[float], list[str]]:
@@ -826,6 +866,63 @@ def test_an_mpeg_ts_whose_sei_follows_the_slice_gives_the_frames_the_cli_shows(t
         assert _assert_frames_as_shown(record, reference, everything=reference, tolerance=0.5) > 60
     # the stamps given are the ones the parser lost: each PES's own PTS, read from the TS packets
     assert list(read_index(str(path)).pts) == _pes_stamps(path)
+
+
+@pytest.mark.parametrize("params", ["aud=1", "tff=1"])
+def test_h264_in_a_vob_whose_parser_gives_one_pes_stamp_twice_gives_the_frames_the_cli_shows(tmp_path, params):
+    """x264 into `-f vob` (a DVD rip, a camcorder writing H.264 in MPEG-PS): access units straddle
+    the 2 KB packs, and FFmpeg's parser gives one PES's stamp to two packets (same stamp, same
+    position), so one of them carries another frame's stamp. The decoder then gave stamped frames
+    out of their stamps' order and the file was refused (`unsupported_container`), where the CLI
+    shows every frame. Both packets are now placed by the decoder's output order: every frame
+    equals the CLI's (rgb24 framemd5; interlaced `tff=1` converted field by field, `scale=interl=1`),
+    and the frames are timed a frame apart, where the CLI repeats the misplaced stamp."""
+    from collections import Counter
+
+    video_zoo.require_ffmpeg()
+    path, n = tmp_path / f"{params[:3]}.vob", 150
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=25", "-frames:v", str(n),
+                    "-c:v", "libx264", "-threads", "1", "-x264-params", params, "-pix_fmt", "yuv420p", "-f", "vob", str(path)],
+                   check=True)
+    with av.open(str(path)) as container:  # what makes the file: one PES's stamp on two packets
+        stamps = Counter((p.pts, p.pos) for p in container.demux(video=0) if p.size and p.pts is not None)
+    assert max(stamps.values()) == 2  # (x264 on one thread: on several, its output varies between runs)
+    vf = ["-vf", "scale=interl=1"] if params == "tff=1" else []
+    listing = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", *vf, "-vsync", "passthrough",
+                              "-pix_fmt", "rgb24", "-f", "framemd5", "-"], capture_output=True, text=True,
+                             check=True).stdout
+    expected = [line.split(",")[5].strip() for line in listing.splitlines() if line and not line.startswith("#")]
+    info = probe(str(path))
+    assert (info.n_frames, info.restamped, len(expected)) == (n, "split", n)
+    assert info.times == tuple(round(k * 0.04, 6) for k in range(n))
+    assert _md5s(path, range(n)) == dict(enumerate(expected))
+    assert _md5s(path, [7, n - 40, n - 1]) == {i: expected[i] for i in (7, n - 40, n - 1)}
+
+
+@pytest.mark.parametrize("suffix", [".vob", ".mpg"])
+def test_h264_mpeg_ps_files_joined_end_to_end_give_each_part_as_alone(tmp_path, suffix: str):
+    """A camcorder's or a DVD recorder's H.264 MPEG-PS files joined by `cat` (the second's clock
+    starts again), x264 written so its parser leaves packets unstamped: refused before
+    (`unsupported_container`: "stamped frames out of their stamps' order", the second part's stamps
+    below the first's). Each part's unstamped packets are now placed by the decoder's output order of
+    that part alone, and the parts one after another: every frame, and frames picked across the
+    join, equal to the CLI's of each part alone (rgb24 framemd5), timed a frame apart at the join."""
+    video_zoo.require_ffmpeg()
+    encoder = ["-c:v", "libx264", "-threads", "1", "-preset", "ultrafast", "-g", "10", "-bf", "2",
+               "-x264-params", "aud=1"]
+    parts = [_part_of(tmp_path, f"_{k}{suffix}", encoder, 30 * k, 30, "-f", "vob" if suffix == ".vob" else "mpeg")
+             for k in range(2)]
+    path = _joined(tmp_path, suffix[1:] + suffix, parts)
+    with av.open(str(path)) as container:  # what makes the file: unstamped packets, a clock starting again
+        stamps = [p.pts for p in container.demux(video=0) if p.size]
+    assert None in stamps and min(p for p in stamps[30:] if p is not None) < max(p for p in stamps[:25] if p is not None)
+    expected = _cli_md5s(parts[0]) + _cli_md5s(parts[1])
+    assert len(expected) == 60
+    info = probe(str(path))
+    assert (info.n_frames, info.restamped) == (60, "joined")
+    assert info.times == tuple(round(k * 0.04, 6) for k in range(60))
+    assert _md5s(path, range(60)) == dict(enumerate(expected))
+    assert _md5s(path, [3, 29, 30, 44]) == {i: expected[i] for i in (3, 29, 30, 44)}
 
 
 def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monkeypatch):
