@@ -135,3 +135,33 @@ def test_sgbm_target_with_no_matched_pixel_is_an_empty_target(tmp_path):
     assert "sgbm" in flat.detail
     textured = rendered["kitti-000001_10-depth"]
     assert not isinstance(textured, Reject) and decode_png(textured.images[1]).any()
+
+
+@pytest.mark.parametrize("view", ["flat", "luma_flat"])
+def test_canny_target_with_no_edge_is_an_empty_target(tmp_path, view):
+    """A view Canny finds no edge in: one colour (ffmpeg's `color` source, a blank frame or a
+    fade), or a frame whose grey is flat though its colours are not (`eq=contrast=0.05` keeps
+    testsrc2's chroma): the all-black edge map was kept as the image's target, saying it has no
+    edge where Canny saw nothing (the second plainly has structure). As the sgbm labeler's
+    disparity that matched no pixel, it is now `empty_target`; a sharp frame beside it still draws."""
+    import subprocess
+
+    from sources.records import PairRecord, Reject
+    from uvd_pipeline.render import RenderSettings, decode_png
+    from uvd_pipeline.render_annotated import render_pair
+
+    filters = {"flat": ["color=c=0x336699:s=320x240"], "luma_flat": ["testsrc2=s=320x240", "-vf", "eq=contrast=0.05"],
+               "sharp": ["testsrc2=s=320x240"]}
+    rendered = {}
+    for name in (view, "sharp"):
+        path = tmp_path / f"{name}.jpg"
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", *filters[name], "-frames:v", "1",
+                        str(path)], check=True)
+        record = PairRecord(key=f"web-{name}-edges", source="web", group=name, task="edges", image_uri=str(path),
+                            annotation={"labeler": {"name": "canny"}})
+        rendered[name] = render_pair(record, RenderSettings(64, "squash", 0, 10**9, 1, 0, 0.0))
+    empty = rendered[view]
+    assert isinstance(empty, Reject) and (empty.stage, empty.reason) == ("annotation", "empty_target"), empty
+    assert "canny" in empty.detail
+    sharp = rendered["sharp"]
+    assert not isinstance(sharp, Reject) and decode_png(sharp.images[1]).any()

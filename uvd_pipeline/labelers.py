@@ -68,7 +68,15 @@ def labeler_params(spec: dict[str, Any]) -> Any:
 
 def _canny(spec: dict[str, Any]) -> Callable[[np.ndarray, LabelContext], np.ndarray]:
     sigma = labeler_params(spec).sigma
-    return lambda image, context: canny_edges(image, sigma)
+
+    def label(image: np.ndarray, context: LabelContext) -> np.ndarray:
+        edges = canny_edges(image, sigma)
+        if not edges.any():  # as sgbm's no match: an all-black map would say the image has no edge
+            raise NoLabel("the canny labeler found no edge in the image (one colour, a blank or faded frame, or "
+                          "a grey too flat for its thresholds)")
+        return edges
+
+    return label
 
 
 def sgbm_disparity(left: np.ndarray, right: np.ndarray, num_disparities: int = 64, block_size: int = 5) -> np.ndarray:
