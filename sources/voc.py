@@ -3,6 +3,8 @@
     VOCdevkit/VOC2012/JPEGImages/<id>.jpg               every image of every VOC task
     VOCdevkit/VOC2012/SegmentationClass/<id>.png        palette PNG: class index 0..20, 255 void
     VOCdevkit/VOC2012/ImageSets/Segmentation/<list>.txt train.txt, val.txt (trainval.txt: both), test.txt
+    VOCdevkit/VOC2012/SegmentationClassAug/<id>.png     SBD's maps as its converters write them (grey, 0..20)
+    VOCdevkit/VOC2012/ImageSets/Segmentation/<aug>.txt  train_aug.txt (DeepLab), trainaug.txt, aug.txt (mmseg)
     VOCdevkit/VOC2012/Annotations/<id>.xml              detection: <object><name><bndbox> (`voc_xml`)
     VOCdevkit/VOC2012/ImageSets/Main/<list>.txt         detection's train.txt, val.txt, test.txt
 
@@ -17,6 +19,12 @@ first of val, train, test (held out wins); an id in one task's train list and an
 test list is val for both (one split per image). test.txt names images whose annotations are withheld
 (VOC2012test.tar; VOC2007's test annotations were released): an id without its map or XML is one
 `unlabeled_split` reject, one with it a val pair. SegmentationObject/ (instance ids) is not read.
+
+SBD's augmented set (the 10,582 train images most VOC segmentation models train on): an id of an
+aug list is train, its map VOC's own where SegmentationClass has one (its void border), else
+SegmentationClassAug's. SegmentationClassAug also holds SBD's maps of VOC's val images, which the
+aug lists leave out so val stays held out: a map there no list names is not read and not counted.
+SegmentationClassAug without an aug list fails `check` (else its maps would pass over unsaid).
 """
 
 from __future__ import annotations
@@ -40,7 +48,11 @@ VOC_TASKS = {"segmentation": ("ImageSets/Segmentation", VOC_LABELS, ".png"),
 VOC_LISTS_FOLDER = VOC_TASKS["segmentation"][0]
 # the lists read, in the order an id listed twice is taken (held out first); trainval.txt is
 # train.txt and val.txt together, so it is not read
-VOC_SPLIT_LISTS = {"val.txt": "val", "train.txt": "train", "test.txt": "val"}
+VOC_AUG_LABELS = "SegmentationClassAug"
+# SBD's augmented train lists (segmentation only), as its converters name them: DeepLab-style repos'
+# train_aug.txt, mmseg's voc_aug.py trainaug.txt (train.txt's ids and SBD's) and aug.txt (SBD's)
+VOC_AUG_LISTS = ("train_aug.txt", "trainaug.txt", "aug.txt")
+VOC_SPLIT_LISTS = {"val.txt": "val", "train.txt": "train", **dict.fromkeys(VOC_AUG_LISTS, "train"), "test.txt": "val"}
 VOC_TEST_LIST = "test.txt"
 VOC_VOID = 255  # VOC's border round each object and its unlabelled pixels: drawn as unlabeled (0)
 # the split lists' budget, judged before a list's ids are taken: VOC2012's train.txt is 1,464 ids
@@ -136,6 +148,14 @@ class VocSegmentation:
                 raise missing_under(field, self.path, relative_input(fsio.join(root, lists, "train.txt"), self.path),
                                     f"voc layout, {task}: ", "; nor val.txt: the split lists say which images are "
                                     f"{task}'s")
+            if task == "segmentation" and fsio.isdir(fsio.join(root, VOC_AUG_LABELS)) and \
+                    not any(fsio.exists(fsio.join(root, lists, n)) for n in VOC_AUG_LISTS):
+                raise missing_under(field, self.path, relative_input(fsio.join(root, lists, VOC_AUG_LISTS[0]),
+                                                                     self.path),
+                                    f"voc layout: {VOC_AUG_LABELS}/ (SBD's maps) is there but ",
+                                    f"; nor {', '.join(VOC_AUG_LISTS[1:])}: put the aug list there (DeepLab's "
+                                    "train_aug.txt, mmseg's voc_aug.py writes trainaug.txt), or move "
+                                    f"{VOC_AUG_LABELS}/ aside to read train.txt alone")
 
     def _listed(self, root: str) -> tuple[dict[tuple[str, str], list[str]], list[str]]:
         """Each readable split list's ids by (task, list name), and every list there (its own
@@ -146,7 +166,7 @@ class VocSegmentation:
         for task in self.tasks:
             for list_name in VOC_SPLIT_LISTS:
                 uri = fsio.join(root, VOC_TASKS[task][0], list_name)
-                if not fsio.exists(uri):
+                if not fsio.exists(uri) or (list_name in VOC_AUG_LISTS and task != "segmentation"):
                     continue
                 list_uris.append(uri)
                 if path_problem(self.path, uri, self.follow_links) or set_aside_problem(self.path, uri):
@@ -231,6 +251,10 @@ class VocSegmentation:
             group = safe_key(self.name, image_id)
             key = f"{group}-{task}"
             annotation = fsio.join(image.rsplit("/", 2)[0], folder, image_id + suffix)
+            also = ""  # an aug list's id: VOC's own map, else SBD's
+            if list_name in VOC_AUG_LISTS and not fsio.exists(annotation):
+                annotation = fsio.join(image.rsplit("/", 2)[0], VOC_AUG_LABELS, image_id + suffix)
+                also = f" nor {VOC_AUG_LABELS}/{image_id}{suffix}"
             at = relative_input(image, fsio.listed_root(self.path))
             outside = path_problem(self.path, image, self.follow_links) or \
                 path_problem(self.path, annotation, self.follow_links)
@@ -249,7 +273,7 @@ class VocSegmentation:
             if not fsio.exists(annotation):
                 what = "label map" if task == "segmentation" else "annotation"
                 yield Reject(key, self.name, group, "read", "missing_annotation",
-                             f"{listed_as} lists {image_id}; no {what} {folder}/{image_id}{suffix}",
+                             f"{listed_as} lists {image_id}; no {what} {folder}/{image_id}{suffix}{also}",
                              split_hint=split, input=at)
                 continue
             lineage = {"file": f"{VOC_IMAGES}/{image_id}.jpg", "voc_list": f"{lists}/{list_name}"}

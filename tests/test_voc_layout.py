@@ -589,3 +589,103 @@ def test_voc_id_cap_holds_for_all_the_lists_a_run_reads_together(tmp_path: Path,
 
 def _stem(uri: str) -> str:
     return uri.rsplit("/", 1)[1].rsplit(".", 1)[0]
+
+
+def _sbd_cls_mat(path: Path, labels: np.ndarray) -> None:
+    """A class map as SBD's benchmark_RELEASE/dataset/cls/<id>.mat holds it: a GTcls struct of
+    Segmentation (uint8 class indices 0..20, no void border), Boundaries and CategoriesPresent."""
+    from scipy.io import savemat
+
+    classes = np.unique(labels[(labels > 0) & (labels < 255)]).astype(np.uint8)
+    boundaries = np.empty((len(classes), 1), object)
+    for n, cls in enumerate(classes):  # SBD's are sparse matrices of each class's edge pixels
+        boundaries[n, 0] = (labels == cls).astype(np.uint8)
+    savemat(str(path), {"GTcls": {"Segmentation": labels, "Boundaries": boundaries,
+                                  "CategoriesPresent": classes.reshape(-1, 1)}}, do_compression=True)
+
+
+def _mmseg_voc_aug(mat: Path, out: Path) -> None:
+    """mmsegmentation's tools/dataset_converters/voc_aug.py `convert_mat`, as it writes
+    VOC2012/SegmentationClassAug/<id>.png (a grey, mode L PNG)."""
+    from scipy.io import loadmat
+
+    mask = loadmat(str(mat))["GTcls"][0]["Segmentation"][0]
+    Image.fromarray(mask).save(out, "PNG")
+
+
+def _voc_aug_tree(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """VOCtrainval's tree (train.txt, val.txt, SegmentationClass) plus SBD's augmented set as
+    mmseg's voc_aug.py leaves it: SegmentationClassAug/ with every SBD map (a val image's too) and
+    ImageSets/Segmentation/trainaug.txt (train and SBD's, val left out) and aug.txt (SBD's alone)."""
+    made = _write_voc(tmp_path, {k: PAIRS[k] for k in ("2007_000032", "2007_000063")},
+                      {"train.txt": ["2007_000032"], "val.txt": ["2007_000063"]})
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    (voc / "SegmentationClassAug").mkdir()
+    sbd = {"2008_000008": ("rocket", 7), "2011_003271": ("camera", 20), "2007_000063": ("chelsea", 8)}
+    for n, (image_id, (photo, cls)) in enumerate(sbd.items()):
+        Image.fromarray(_photo(photo)).save(voc / "JPEGImages" / f"{image_id}.jpg", quality=90)
+        labels = np.where(_labels(cls, n + 3) == 255, cls, _labels(cls, n + 3)).astype(np.uint8)  # SBD: no void
+        _sbd_cls_mat(tmp_path / f"{image_id}.mat", labels)
+        _mmseg_voc_aug(tmp_path / f"{image_id}.mat", voc / "SegmentationClassAug" / f"{image_id}.png")
+        made.setdefault(image_id, labels)
+        made[f"aug:{image_id}"] = labels
+    lists = voc / "ImageSets" / "Segmentation"
+    (lists / "trainaug.txt").write_text("2007_000032\n2008_000008\n2011_003271\n")
+    (lists / "aug.txt").write_text("2008_000008\n2011_003271\n")
+    return voc, made
+
+
+def test_voc_augmented_with_sbd_reads_the_aug_list_as_train(tmp_path: Path):
+    """The set most VOC segmentation models train on: VOC2012 with SBD's maps, as mmseg's
+    voc_aug.py converts them (SegmentationClassAug/<id>.png, trainaug.txt, aug.txt) and
+    DeepLab-style repos ship them (train_aug.txt). Old code read train.txt alone: the 10,582 aug
+    ids became 1,464, the rest passed over without a word. Now each id of an aug list is a train
+    pair with its SegmentationClass map where VOC has one (its void border), else its
+    SegmentationClassAug map (read back with Pillow: mode L, the SBD .mat's indices); val stays
+    val.txt's with VOC's own maps, and an SBD map of a val image (no aug list names it) is not read."""
+    from transforms.annotations import palette
+
+    voc, made = _voc_aug_tree(tmp_path)
+    with Image.open(voc / "SegmentationClassAug" / "2011_003271.png") as written:
+        assert written.mode == "L" and np.array_equal(np.asarray(written), made["aug:2011_003271"])
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc"))
+    assert not [i for i in items if isinstance(i, Reject)], items
+    records = {i.key.split("-")[1]: i for i in items}
+    assert {k: (r.split_hint, r.lineage["voc_list"]) for k, r in records.items()} == {
+        "2007_000032": ("train", "ImageSets/Segmentation/train.txt"),
+        "2007_000063": ("val", "ImageSets/Segmentation/val.txt"),
+        "2008_000008": ("train", "ImageSets/Segmentation/trainaug.txt"),
+        "2011_003271": ("train", "ImageSets/Segmentation/trainaug.txt")}
+    assert records["2007_000063"].annotation["label_uri"].endswith("/SegmentationClass/2007_000063.png")
+    for image_id, record in records.items():
+        labels = made[image_id]
+        assert np.array_equal(_render_target(record), palette()[np.where(labels == 255, 0, labels)]), image_id
+    # DeepLab's name for the list, and an aug id whose map is in neither folder
+    lists = voc / "ImageSets" / "Segmentation"
+    (lists / "trainaug.txt").unlink()
+    (lists / "aug.txt").rename(lists / "train_aug.txt")
+    (voc / "SegmentationClassAug" / "2008_000008.png").unlink()
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc"))
+    rejects = [(r.reason, r.split_hint, r.detail) for r in items if isinstance(r, Reject)]
+    assert rejects == [("missing_annotation", "train", "ImageSets/Segmentation/train_aug.txt lists 2008_000008; no "
+                        "label map SegmentationClass/2008_000008.png nor SegmentationClassAug/2008_000008.png")]
+    assert sorted(i.key for i in items if isinstance(i, PairRecord)) == [
+        "voc-2007_000032-segmentation", "voc-2007_000063-segmentation", "voc-2011_003271-segmentation"]
+
+
+def test_voc_segmentation_class_aug_without_its_list_fails_check(tmp_path: Path):
+    """SegmentationClassAug/ unpacked without the aug list (mmseg's trainaug.txt, DeepLab's
+    train_aug.txt left above VOCdevkit/): old code read train.txt's 1,464 ids and said nothing of
+    the aug maps; now `check` fails naming `layout`, the lists it reads and where to put one."""
+    from uvd_pipeline.config import ConfigError, parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    voc, _ = _voc_aug_tree(tmp_path / "data")
+    for name in ("trainaug.txt", "aug.txt"):
+        (voc / "ImageSets" / "Segmentation" / name).unlink()
+    with pytest.raises(ConfigError) as info:
+        list_units(parse_config({"output": str(tmp_path / "out"), "sources": [
+            {"name": "s", "type": "segmentation", "path": str(tmp_path / "data"), "layout": "voc"}]}))
+    message = str(info.value)
+    assert "sources[0].layout (s)" in message and "SegmentationClassAug" in message
+    assert "ImageSets/Segmentation/train_aug.txt" in message and "trainaug.txt" in message
