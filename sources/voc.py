@@ -47,12 +47,15 @@ VOC_TASKS = {"segmentation": ("ImageSets/Segmentation", VOC_LABELS, ".png"),
              "detection": ("ImageSets/Main", VOC_XML, ".xml")}
 VOC_LISTS_FOLDER = VOC_TASKS["segmentation"][0]
 # the lists read, in the order an id listed twice is taken (held out first); trainval.txt is
-# train.txt and val.txt together, so it is not read
+# train.txt and val.txt together, so it is read only where neither is there (a set of one list, as
+# converters write it): its ids have no split of their own (None: hashed by split.val_fraction)
 VOC_AUG_LABELS = "SegmentationClassAug"
 # SBD's augmented train lists (segmentation only), as its converters name them: DeepLab-style repos'
 # train_aug.txt, mmseg's voc_aug.py trainaug.txt (train.txt's ids and SBD's) and aug.txt (SBD's)
 VOC_AUG_LISTS = ("train_aug.txt", "trainaug.txt", "aug.txt")
-VOC_SPLIT_LISTS = {"val.txt": "val", "train.txt": "train", **dict.fromkeys(VOC_AUG_LISTS, "train"), "test.txt": "val"}
+VOC_TRAINVAL_LIST = "trainval.txt"
+VOC_SPLIT_LISTS: dict[str, str | None] = {"val.txt": "val", "train.txt": "train", **dict.fromkeys(VOC_AUG_LISTS, "train"),
+                                          VOC_TRAINVAL_LIST: None, "test.txt": "val"}
 VOC_TEST_LIST = "test.txt"
 VOC_VOID = 255  # VOC's border round each object and its unlabelled pixels: drawn as unlabeled (0)
 # the split lists' budget, judged before a list's ids are taken: VOC2012's train.txt is 1,464 ids
@@ -139,15 +142,24 @@ class VocSegmentation:
         field = "layout" if self.tasks == ("segmentation",) else "tasks"
         for task in self.tasks:
             lists, folder, _ = VOC_TASKS[task]
+            present = {n for n in ("train.txt", "val.txt", VOC_TRAINVAL_LIST, VOC_TEST_LIST)
+                       if fsio.exists(fsio.join(root, lists, n))}
+            if present == {VOC_TEST_LIST}:
+                raise ConfiguredPathMissing(field, (
+                    f"voc layout, {task}: of the split lists, {relative_input(fsio.join(root, lists), self.path)}/ "
+                    "holds test.txt alone: VOC's test set, whose labels VOC2012test.tar withholds; unpack the "
+                    "VOCtrainval tar into the same VOCdevkit/ for its train.txt and val.txt (or, where the test "
+                    "labels are there, as VOC2007's, name its ids in val.txt)"))
             for needed in (VOC_IMAGES, folder):
                 if not fsio.isdir(fsio.join(root, needed)):
                     raise missing_under(field, self.path, relative_input(fsio.join(root, needed), self.path),
                                         f"voc layout, {task}: ", "; expected VOCdevkit/VOC<year>/ as VOCtrainval "
                                         "tars unpack")
-            if not any(fsio.exists(fsio.join(root, lists, n)) for n in ("train.txt", "val.txt")):
+            if not present - {VOC_TEST_LIST}:
                 raise missing_under(field, self.path, relative_input(fsio.join(root, lists, "train.txt"), self.path),
-                                    f"voc layout, {task}: ", "; nor val.txt: the split lists say which images are "
-                                    f"{task}'s")
+                                    f"voc layout, {task}: ", "; nor val.txt or trainval.txt: the split lists say which "
+                                    f"images are {task}'s (a list of another name, as CVAT's export writes "
+                                    "default.txt: rename it trainval.txt to split its ids by split.val_fraction)")
             if task == "segmentation" and fsio.isdir(fsio.join(root, VOC_AUG_LABELS)) and \
                     not any(fsio.exists(fsio.join(root, lists, n)) for n in VOC_AUG_LISTS):
                 raise missing_under(field, self.path, relative_input(fsio.join(root, lists, VOC_AUG_LISTS[0]),
@@ -157,6 +169,14 @@ class VocSegmentation:
                                     "train_aug.txt, mmseg's voc_aug.py writes trainaug.txt), or move "
                                     f"{VOC_AUG_LABELS}/ aside to read train.txt alone")
 
+    def _lists_read(self, root: str, task: str) -> list[str]:
+        """The split lists of `task` there that are read, in `VOC_SPLIT_LISTS`' order: the aug lists
+        for segmentation alone, trainval.txt only where neither train.txt nor val.txt is there."""
+        folder = fsio.join(root, VOC_TASKS[task][0])
+        there = [n for n in VOC_SPLIT_LISTS if fsio.exists(fsio.join(folder, n))
+                 and (n not in VOC_AUG_LISTS or task == "segmentation")]
+        return [n for n in there if n != VOC_TRAINVAL_LIST or not {"train.txt", "val.txt"} & set(there)]
+
     def _listed(self, root: str) -> tuple[dict[tuple[str, str], list[str]], list[str]]:
         """Each readable split list's ids by (task, list name), and every list there (its own
         unit reads each again for its reject)."""
@@ -164,10 +184,8 @@ class VocSegmentation:
         list_uris = []
         room = MAX_VOC_LIST_IDS  # the ids the lists read may hold together, judged before each list's are taken
         for task in self.tasks:
-            for list_name in VOC_SPLIT_LISTS:
+            for list_name in self._lists_read(root, task):
                 uri = fsio.join(root, VOC_TASKS[task][0], list_name)
-                if not fsio.exists(uri) or (list_name in VOC_AUG_LISTS and task != "segmentation"):
-                    continue
                 list_uris.append(uri)
                 if path_problem(self.path, uri, self.follow_links) or set_aside_problem(self.path, uri):
                     continue  # its own unit's reject
@@ -181,16 +199,21 @@ class VocSegmentation:
         units: list[tuple[str, tuple[str, ...]]] = []
         listed, list_uris = self._listed(root)
         # one split per image across the tasks, held out winning: an id of Segmentation/train.txt in
-        # Main/val.txt is val for both tasks (its `<task>:train.txt:val` units)
+        # Main/val.txt is val for both tasks (its `<task>:train.txt:val` units); an id of a trainval.txt
+        # read alone takes the split another task's list gives it (`<task>:trainval.txt:train`)
         held_out = {i for (_, list_name), ids in listed.items() if VOC_SPLIT_LISTS[list_name] == "val" for i in ids}
+        trained = {i for (_, list_name), ids in listed.items() if VOC_SPLIT_LISTS[list_name] == "train" for i in ids}
         for task in self.tasks:
             taken: set[str] = set()
             for list_name in VOC_SPLIT_LISTS:
                 ids = [i for i in dict.fromkeys(listed.get((task, list_name), ())) if i not in taken]
                 taken.update(ids)
-                moved = {i for i in ids if i in held_out} if VOC_SPLIT_LISTS[list_name] != "val" else set()
-                for folder, members in ((f"{task}:{list_name}", [i for i in ids if i not in moved]),
-                                        (f"{task}:{list_name}:{HELD_OUT}", [i for i in ids if i in moved])):
+                split = VOC_SPLIT_LISTS[list_name]
+                moved = {i for i in ids if i in held_out} if split != "val" else set()
+                to_train = {i for i in ids if i in trained and i not in moved} if split is None else set()
+                for folder, members in ((f"{task}:{list_name}", [i for i in ids if i not in moved | to_train]),
+                                        (f"{task}:{list_name}:{HELD_OUT}", [i for i in ids if i in moved]),
+                                        (f"{task}:{list_name}:train", [i for i in ids if i in to_train])):
                     images = [fsio.join(root, VOC_IMAGES, i + ".jpg") for i in members]
                     units += [(folder, tuple(images[i: i + FILES_PER_UNIT]))
                               for i in range(0, len(images), FILES_PER_UNIT)]
@@ -208,8 +231,8 @@ class VocSegmentation:
         elif folder == UNLISTED_UNIT:
             yield from self._read_unlisted(files)
         else:
-            task, list_name, *held_out = folder.split(":")
-            yield from self._read_listed(task, list_name, files, HELD_OUT if held_out else VOC_SPLIT_LISTS[list_name])
+            task, list_name, *moved = folder.split(":")  # moved: the split another list gives its ids
+            yield from self._read_listed(task, list_name, files, moved[0] if moved else VOC_SPLIT_LISTS[list_name])
 
     def _read_lists(self, uris: tuple[str, ...]) -> Iterator[Reject]:
         """A list that cannot be read, or has lines of another form: one `bad_split_list` reject
@@ -241,9 +264,10 @@ class VocSegmentation:
             yield Reject(key, self.name, key, "read", "unlisted_label_map",
                          f"{shown_name(fsio.basename(uri))}: no list of {VOC_LISTS_FOLDER}/ names it", input=at)
 
-    def _read_listed(self, task: str, list_name: str, images: tuple[str, ...], split: str) -> Iterator[SourceItem]:
+    def _read_listed(self, task: str, list_name: str, images: tuple[str, ...],
+                     split: str | None) -> Iterator[SourceItem]:
         """Each id a list names: a pair of its JPEG and its annotation, or a counted reject, in
-        `split` (its list's, or val where another task's list holds it out)."""
+        `split` (its list's, or val where another task's list holds it out; None: hashed)."""
         lists, folder, suffix = VOC_TASKS[task]
         listed_as = f"{lists}/{list_name}"
         for image in images:

@@ -689,3 +689,61 @@ def test_voc_segmentation_class_aug_without_its_list_fails_check(tmp_path: Path)
     message = str(info.value)
     assert "sources[0].layout (s)" in message and "SegmentationClassAug" in message
     assert "ImageSets/Segmentation/train_aug.txt" in message and "trainaug.txt" in message
+
+
+def test_voc_tree_with_trainval_txt_alone_splits_its_ids_by_val_fraction(tmp_path: Path):
+    """A VOC-format set whose lists hold trainval.txt alone (what many converters write for a
+    dataset of one set): old code failed `check` ("no train.txt ... nor val.txt") with no fix
+    named. Now its ids are the set, with no split of their own: each is hashed into val by
+    `split.val_fraction`, as a dataset without splits is; beside train.txt or val.txt it is
+    still not read. An id another task's list holds out is val, one it trains on train (one
+    split per image)."""
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    _write_voc(tmp_path / "data", PAIRS, {"trainval.txt": list(PAIRS)})
+    voc = tmp_path / "data" / "VOCdevkit" / "VOC2012"
+    items = _read_all(SegmentationSource("voc", str(tmp_path / "data"), "voc"))
+    assert not [i for i in items if isinstance(i, Reject)], items
+    assert {i.key: (i.split_hint, i.lineage["voc_list"]) for i in items} == {
+        f"voc-{k}-segmentation": (None, "ImageSets/Segmentation/trainval.txt") for k in PAIRS}
+    assert list_units(parse_config({"output": str(tmp_path / "out"), "sources": [
+        {"name": "s", "type": "segmentation", "path": str(tmp_path / "data"), "layout": "voc"}]}))
+    # detection's lists split two of the ids: the segmentation pairs follow
+    for image_id in PAIRS:
+        _voc_xml(voc / "Annotations" / f"{image_id}.xml", image_id, [("cat", (5, 5, 40, 40), 0)])
+    (voc / "ImageSets" / "Main").mkdir()
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("2007_000032\n")
+    (voc / "ImageSets" / "Main" / "val.txt").write_text("2007_000039\n")
+    items = _read_all(SegmentationSource("voc", str(tmp_path / "data"), "voc", tasks=("segmentation", "detection")))
+    splits = {i.key: i.split_hint for i in items if i.key.endswith("-segmentation")}
+    assert splits == {"voc-2007_000032-segmentation": "train", "voc-2007_000039-segmentation": "val",
+                      "voc-2007_000063-segmentation": None, "voc-2008_000008-segmentation": None,
+                      "voc-2011_003271-segmentation": None}
+
+
+@pytest.mark.parametrize("tasks", [["segmentation"], ["detection"]])
+def test_voc_test_tar_alone_fails_check_naming_the_fix(tmp_path: Path, tasks: list[str]):
+    """VOC2012test.tar unpacked alone: JPEGImages, Annotations without objects and test.txt lists
+    (no SegmentationClass, no train.txt or val.txt). Old code failed `check` on the missing
+    SegmentationClass or train.txt as if the tree were damaged; now the message says it is VOC's
+    test set and how to read a labelled one."""
+    from uvd_pipeline.config import ConfigError, parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    _write_voc(tmp_path / "data", PAIRS, {"test.txt": list(PAIRS)})
+    voc = tmp_path / "data" / "VOCdevkit" / "VOC2012"
+    for folder in ("SegmentationClass", "SegmentationObject"):
+        for file in (voc / folder).iterdir():
+            file.unlink()
+        (voc / folder).rmdir()
+    (voc / "ImageSets" / "Main").mkdir()
+    (voc / "ImageSets" / "Main" / "test.txt").write_text("".join(f"{i}\n" for i in PAIRS))
+    for image_id in PAIRS:
+        _voc_xml(voc / "Annotations" / f"{image_id}.xml", image_id, [])
+    with pytest.raises(ConfigError) as info:
+        list_units(parse_config({"output": str(tmp_path / "out"), "sources": [
+            {"name": "s", "type": "segmentation", "path": str(tmp_path / "data"), "layout": "voc", "tasks": tasks}]}))
+    message = str(info.value)
+    assert f"sources[0].{'layout' if tasks == ['segmentation'] else 'tasks'} (s)" in message
+    assert "test.txt alone" in message and "VOCtrainval" in message, message
