@@ -747,3 +747,82 @@ def test_voc_test_tar_alone_fails_check_naming_the_fix(tmp_path: Path, tasks: li
     message = str(info.value)
     assert f"sources[0].{'layout' if tasks == ['segmentation'] else 'tasks'} (s)" in message
     assert "test.txt alone" in message and "VOCtrainval" in message, message
+
+
+def _write_sbd(root: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """benchmark_RELEASE/dataset/ as SBD's benchmark.tgz unpacks: img/<id>.jpg, cls/<id>.mat (GTcls,
+    written by scipy's savemat, compressed as MATLAB's -v7 is), inst/ and train.txt, val.txt."""
+    dataset = root / "benchmark_RELEASE" / "dataset"
+    for folder in ("img", "cls", "inst"):
+        (dataset / folder).mkdir(parents=True)
+    made = {}
+    for n, (image_id, (photo, cls)) in enumerate(PAIRS.items()):
+        Image.fromarray(_photo(photo)).save(dataset / "img" / f"{image_id}.jpg", quality=90)
+        labels = made[image_id] = np.where(_labels(cls, n) == 255, cls, _labels(cls, n)).astype(np.uint8)
+        _sbd_cls_mat(dataset / "cls" / f"{image_id}.mat", labels)
+    (dataset / "train.txt").write_text("2007_000032\n2007_000039\n2008_000008\n")
+    (dataset / "val.txt").write_text("2007_000063\n2011_003271\n")
+    return dataset, made
+
+
+def test_sbd_layout_reads_gtcls_maps_as_torchvision_does(tmp_path: Path):
+    """SBD as its benchmark.tgz unpacks (`layout: sbd`; old code had none: the config refused it).
+    Each id of train.txt / val.txt is a pair in that split whose target draws GTcls.Segmentation,
+    the array torchvision's SBDataset and mmseg's voc_aug.py read with scipy's loadmat (read back
+    here the same way); from the folder above, benchmark_RELEASE/ or dataset/ alike."""
+    from scipy.io import loadmat
+
+    from transforms.annotations import palette
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    dataset, made = _write_sbd(tmp_path / "data")
+    for image_id, labels in made.items():
+        assert np.array_equal(loadmat(str(dataset / "cls" / f"{image_id}.mat"))["GTcls"][0]["Segmentation"][0], labels)
+    items = _read_all(SegmentationSource("sbd", str(tmp_path / "data"), "sbd"))
+    assert not [i for i in items if isinstance(i, Reject)], items
+    assert {i.key: i.split_hint for i in items} == {
+        "sbd-2007_000032-segmentation": "train", "sbd-2007_000039-segmentation": "train",
+        "sbd-2008_000008-segmentation": "train", "sbd-2007_000063-segmentation": "val",
+        "sbd-2011_003271-segmentation": "val"}
+    for record in items:
+        assert np.array_equal(_render_target(record), palette()[made[record.key.split("-")[1]]]), record.key
+    for path in (dataset.parent, dataset):
+        assert len(_read_all(SegmentationSource("sbd", str(path), "sbd"))) == 5
+    assert list_units(parse_config({"output": str(tmp_path / "out"), "sources": [
+        {"name": "s", "type": "segmentation", "path": str(tmp_path / "data"), "layout": "sbd"}]}))
+
+
+def test_sbd_maps_damaged_gone_or_unlisted_are_counted(tmp_path: Path):
+    """A class map cut short, one in MATLAB's v7.3 (HDF5, which scipy does not read), one holding
+    another struct, one whose variables inflate past the budget (judged before scipy reads it),
+    an id without its map, and a map no list names: each one counted reject, the rest drawn."""
+    from scipy.io import savemat
+
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.render_annotated import render_pair
+
+    dataset, made = _write_sbd(tmp_path)
+    cls = dataset / "cls"
+    whole = (cls / "2007_000032.mat").read_bytes()
+    (cls / "2007_000032.mat").write_bytes(whole[: len(whole) // 2])
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
+    v73 = header.ljust(116) + bytes(8) + (0x0200).to_bytes(2, "little") + b"IM"  # MATLAB's -v7.3 userblock
+    (cls / "2007_000039.mat").write_bytes(v73.ljust(512, b"\x00") + b"\x89HDF\r\n\x1a\n" + bytes(600))
+    savemat(str(cls / "2008_000008.mat"), {"GTinst": {"Segmentation": made["2008_000008"]}})
+    savemat(str(cls / "2007_000063.mat"), {"GTcls": {"Segmentation": np.zeros((9000, 9000), np.uint8)}},
+            do_compression=True)
+    (cls / "2011_003271.mat").rename(cls / "2012_000001.mat")
+    items = _read_all(SegmentationSource("sbd", str(tmp_path), "sbd"))
+    read_rejects = {(r.input, r.reason) for r in items if isinstance(r, Reject)}
+    assert read_rejects == {("benchmark_RELEASE/dataset/img/2011_003271.jpg", "missing_annotation"),
+                            ("benchmark_RELEASE/dataset/cls/2012_000001.mat", "unlisted_label_map")}
+    settings = RenderSettings(SIZE[1], "squash", 0, 10**9, 1, 0, 0.0)
+    rendered = {r.key.split("-")[1]: render_pair(r, settings) for r in items if isinstance(r, PairRecord)}
+    expected = {"2007_000032": ("bad_annotation", "not a readable MAT file ("),
+                "2007_000039": ("bad_annotation", "a MAT v7.3 (HDF5) file: save it in MATLAB's default -v7"),
+                "2008_000008": ("bad_annotation", "holds no GTcls.Segmentation map of class indices"),
+                "2007_000063": ("annotation_too_large", "its variables inflate past 64 MiB")}
+    assert {k: r.reason for k, r in rendered.items()} == {k: reason for k, (reason, _) in expected.items()}
+    for image_id, (_, detail) in expected.items():
+        assert rendered[image_id].detail.startswith(detail), rendered[image_id].detail

@@ -16,6 +16,7 @@ from sources.fsio import FileTooLarge
 from sources.multitask import DEPTH_SCALE, EDGE_THRESHOLD
 from sources.records import (FILE_TOO_LARGE, AnnotatedClipRecord, MultiViewRecord, PairRecord, Reject, TupleRecord,
                              read_input_bytes)
+from sources.sbd import MAX_SBD_MAT_BYTES, SbdMapError, sbd_class_map
 from transforms.annotations import (
     SKELETONS,
     Skeleton,
@@ -356,6 +357,8 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
         labels = _labels_from_segments(annotation, plan)
     elif "mask_uri" in annotation:
         labels = np.where(decode_map("decode_gray", _read(annotation["mask_uri"]), settings.decode_time_s) > 127, annotation.get("class_id", 1), 0)
+    elif "label_mat_uri" in annotation:  # SBD's cls/<id>.mat
+        labels = _sbd_class_map(annotation["label_mat_uri"])
     else:
         labels = decode_map("decode_label_map", _read(annotation["label_uri"]), settings.decode_time_s,
                             annotation.get("encoding", "ids"))
@@ -367,6 +370,19 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
         if divisor:  # things: class * divisor + instance; stuff up to `panoptic_stuff_max`: the class itself
             labels = np.where(labels > int(annotation.get("panoptic_stuff_max", 0)), labels // divisor, labels)
     return colourize_labels(_fit_map(plan, labels.astype(np.int32)))
+
+
+def _sbd_class_map(uri: str) -> np.ndarray:
+    """An SBD class map, the file's size and its variables' inflated size judged before scipy reads it."""
+    try:
+        return sbd_class_map(read_input_bytes(uri, MAX_SBD_MAT_BYTES))
+    except FileTooLarge:
+        raise AnnotationError("annotation_too_large", f"over the {MAX_SBD_MAT_BYTES >> 20} MiB an SBD class map "
+                                                      "may take") from None
+    except SbdMapError as exc:
+        raise AnnotationError(exc.reason, str(exc)[:200]) from None
+    except (OSError, ValueError) as exc:
+        raise AnnotationError("missing_annotation", exception_detail(exc)) from None
 
 
 def _ids_of_values(values: np.ndarray, ids: list[int] | tuple[int, ...]) -> np.ndarray:
