@@ -165,3 +165,34 @@ def test_canny_target_with_no_edge_is_an_empty_target(tmp_path, view):
     assert "canny" in empty.detail
     sharp = rendered["sharp"]
     assert not isinstance(sharp, Reject) and decode_png(sharp.images[1]).any()
+
+
+@pytest.mark.parametrize("labeled", ["canny labeler", "edges without a map"])
+def test_canny_edges_of_a_padded_canvas_are_the_images_not_the_letterboxs(tmp_path, labeled):
+    """`resize: pad` letterboxes a wide frame (ffmpeg: grey with a white box drawn on it) on a black
+    canvas; Canny ran on the whole canvas and drew a line the width of the canvas where the image
+    meets the pad (old code: rows 19 and 43 of 64 all edge), an edge of the letterbox, not of the
+    image. Now the edges are the image's alone: those of its own pixels on the canvas, nothing
+    in the pad or along its border."""
+    import subprocess
+
+    from sources.records import PairRecord, Reject
+    from transforms.annotations import canny_edges
+    from uvd_pipeline.render import RenderSettings, decode_png
+    from uvd_pipeline.render_annotated import render_pair
+
+    path = tmp_path / "wide.png"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=0x808080:s=640x240", "-vf",
+                    "drawbox=x=200:y=60:w=200:h=100:color=white:t=fill", "-frames:v", "1", str(path)], check=True)
+    annotation = {"labeler": {"name": "canny"}} if labeled == "canny labeler" else {}
+    record = PairRecord(key="w-edges", source="w", group="w", task="edges", image_uri=str(path), annotation=annotation)
+    rendered = render_pair(record, RenderSettings(64, "pad", 0, 10**9, 1, 0, 0.0))
+    assert not isinstance(rendered, Reject), rendered
+    image, target = (decode_png(i) for i in rendered.images)
+    rows = np.nonzero(image.any(axis=(1, 2)))[0]
+    top, bottom = rows[0], rows[-1] + 1  # the image's rows on the canvas: 240/640 of 64, centred
+    assert (top, bottom) == (20, 44)
+    expected = np.zeros_like(target)
+    expected[top:bottom] = canny_edges(image[top:bottom])
+    assert np.array_equal(target, expected)
+    assert not target[:top + 1].any() and not target[bottom - 1:].any() and target.any()

@@ -38,6 +38,20 @@ class NoLabel(ValueError):
 @dataclass(frozen=True)
 class LabelContext:
     right: np.ndarray | None = None  # the right view of a rectified stereo pair, on the same canvas
+    content: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 of the image's pixels on the canvas (pad: less)
+
+
+def canny_within(canvas: np.ndarray, content: tuple[int, int, int, int] | None,
+                 sigma: float = 0.33) -> np.ndarray:
+    """Canny edges of the image's own pixels on the canvas, none in a letterbox's pad: on the
+    whole canvas the pad's border with the image is drawn as an edge the canvas wide, and the pad's
+    black lowers the median grey the thresholds come from."""
+    if content is None:
+        return canny_edges(canvas, sigma)
+    x0, y0, x1, y1 = content
+    edges = np.zeros(canvas.shape[:2] + (3,), np.uint8)
+    edges[y0:y1, x0:x1] = canny_edges(canvas[y0:y1, x0:x1], sigma)
+    return edges
 
 
 def labeler_params(spec: dict[str, Any]) -> Any:
@@ -70,7 +84,7 @@ def _canny(spec: dict[str, Any]) -> Callable[[np.ndarray, LabelContext], np.ndar
     sigma = labeler_params(spec).sigma
 
     def label(image: np.ndarray, context: LabelContext) -> np.ndarray:
-        edges = canny_edges(image, sigma)
+        edges = canny_within(image, context.content, sigma)
         if not edges.any():  # as sgbm's no match: an all-black map would say the image has no edge
             raise NoLabel("the canny labeler found no edge in the image (one colour, a blank or faded frame, or "
                           "a grey too flat for its thresholds)")

@@ -20,7 +20,6 @@ from sources.sbd import MAX_SBD_MAT_BYTES, SbdMapError, sbd_class_map
 from transforms.annotations import (
     SKELETONS,
     Skeleton,
-    canny_edges,
     clip_to_rect,
     colourize_labels,
     depth_to_colour,
@@ -43,7 +42,7 @@ from transforms.maps import MapError, masked_depth
 from transforms.resize import ResizePlan
 from uvd_pipeline.image_decode import decode_map, decode_through, load_image
 from uvd_pipeline.keys import seed_for
-from uvd_pipeline.labelers import LabelContext, LabelerError, NoLabel, get_labeler
+from uvd_pipeline.labelers import LabelContext, LabelerError, NoLabel, canny_within, get_labeler
 from uvd_pipeline.render import RenderSettings, encode_png
 from uvd_pipeline.sentences import RenderedUnit, Sentence
 
@@ -473,7 +472,20 @@ def _edges(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, set
         edges = decode_map("decode_gray", _read(annotation["edges_uri"]), settings.decode_time_s)
         on = (edges > annotation.get("threshold", 0)).astype(np.float32)
         return edge_map_to_rgb(_fit_map(plan, on, nearest=False))
-    return canny_edges(canvas)
+    edges = canny_within(canvas, _content_box(plan))
+    if not edges.any():  # as the canny labeler's: an all-black map would say the image has no edge
+        raise AnnotationError("empty_target", "Canny found no edge in the image (one colour, a blank or faded "
+                                              "frame, or a grey too flat for its thresholds)")
+    return edges
+
+
+def _content_box(plan: ResizePlan) -> tuple[int, int, int, int] | None:
+    """x0, y0, x1, y1 of the image's pixels on the canvas, where the plan pads it (else None)."""
+    (x, y), (w, h) = plan.offset, plan.scaled
+    box = (max(x, 0), max(y, 0), min(x + w, plan.size), min(y + h, plan.size))
+    if box == (0, 0, plan.size, plan.size) or box[0] >= box[2] or box[1] >= box[3]:
+        return None
+    return box
 
 
 def _stereo(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
@@ -495,7 +507,8 @@ def target_for(task: str, annotation: dict[str, Any], canvas: np.ndarray, plan: 
     annotation names one, else the task's entry of `TARGETS`."""
     if "labeler" in annotation:
         try:
-            return canvas, get_labeler(annotation["labeler"])(canvas, LabelContext(right=right))
+            return canvas, get_labeler(annotation["labeler"])(canvas, LabelContext(right=right,
+                                                                                   content=_content_box(plan)))
         except LabelerError as exc:
             raise AnnotationError("labeler_failed", str(exc)[:200]) from None
         except NoLabel as exc:
