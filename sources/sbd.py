@@ -114,7 +114,8 @@ class SbdSegmentation:
             units += [(list_name, tuple(images[i: i + FILES_PER_UNIT])) for i in range(0, len(images), FILES_PER_UNIT)]
         unlisted = [u for u in fsio.list_files(fsio.join(root, SBD_LABELS), (".mat",), links=True)
                     if fsio.basename(u).rsplit(".", 1)[0] not in taken]
-        units += [(UNLISTED_UNIT, tuple(unlisted[i: i + FILES_PER_UNIT])) for i in range(0, len(unlisted), FILES_PER_UNIT)]
+        units += [(UNLISTED_UNIT, tuple(unlisted[i: i + FILES_PER_UNIT]))
+                  for i in range(0, len(unlisted), FILES_PER_UNIT)]
         return units + ([(LIST_UNIT, tuple(list_uris))] if list_uris else [])
 
     def read(self, unit: tuple[str, tuple[str, ...]]) -> Iterator[SourceItem]:
@@ -167,7 +168,8 @@ class SbdSegmentation:
                 yield Reject(key, self.name, group, "read", outside.reason, outside.detail, split_hint=split, input=at)
             elif not fsio.exists(image):
                 yield Reject(key, self.name, group, "read", "missing_image",
-                             f"{list_name} lists {image_id}; no {SBD_IMAGES}/{image_id}.jpg", split_hint=split, input=at)
+                             f"{list_name} lists {image_id}; no {SBD_IMAGES}/{image_id}.jpg", split_hint=split,
+                             input=at)
             elif not fsio.exists(annotation):
                 yield Reject(key, self.name, group, "read", "missing_annotation",
                              f"{list_name} lists {image_id}; no class map {SBD_LABELS}/{image_id}.mat",

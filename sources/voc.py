@@ -46,16 +46,17 @@ VOC_XML = "Annotations"
 VOC_TASKS = {"segmentation": ("ImageSets/Segmentation", VOC_LABELS, ".png"),
              "detection": ("ImageSets/Main", VOC_XML, ".xml")}
 VOC_LISTS_FOLDER = VOC_TASKS["segmentation"][0]
-# the lists read, in the order an id listed twice is taken (held out first); trainval.txt is
-# train.txt and val.txt together, so it is read only where neither is there (a set of one list, as
-# converters write it): its ids have no split of their own (None: hashed by split.val_fraction)
 VOC_AUG_LABELS = "SegmentationClassAug"
 # SBD's augmented train lists (segmentation only), as its converters name them: DeepLab-style repos'
 # train_aug.txt, mmseg's voc_aug.py trainaug.txt (train.txt's ids and SBD's) and aug.txt (SBD's)
 VOC_AUG_LISTS = ("train_aug.txt", "trainaug.txt", "aug.txt")
 VOC_TRAINVAL_LIST = "trainval.txt"
-VOC_SPLIT_LISTS: dict[str, str | None] = {"val.txt": "val", "train.txt": "train", **dict.fromkeys(VOC_AUG_LISTS, "train"),
-                                          VOC_TRAINVAL_LIST: None, "test.txt": "val"}
+# the lists read, in the order an id listed twice is taken (held out first); trainval.txt is
+# train.txt and val.txt together, so it is read only where neither is there (a set of one list, as
+# converters write it): its ids have no split of their own (None: hashed by split.val_fraction)
+VOC_SPLIT_LISTS: dict[str, str | None] = {"val.txt": "val", "train.txt": "train",
+                                          **dict.fromkeys(VOC_AUG_LISTS, "train"), VOC_TRAINVAL_LIST: None,
+                                          "test.txt": "val"}
 VOC_TEST_LIST = "test.txt"
 VOC_VOID = 255  # VOC's border round each object and its unlabelled pixels: drawn as unlabeled (0)
 # the split lists' budget, judged before a list's ids are taken: VOC2012's train.txt is 1,464 ids
