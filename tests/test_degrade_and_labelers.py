@@ -196,3 +196,40 @@ def test_canny_edges_of_a_padded_canvas_are_the_images_not_the_letterboxs(tmp_pa
     expected[top:bottom] = canny_edges(image[top:bottom])
     assert np.array_equal(target, expected)
     assert not target[:top + 1].any() and not target[bottom - 1:].any() and target.any()
+
+
+def test_sgbm_depth_of_a_padded_stereo_pair_stays_on_the_image(tmp_path):
+    """A KITTI-layout stereo pair (Middlebury's motorcycle, 372x112) under `resize: pad`: semi-global
+    matching ran on the whole letterboxed canvas, and its disparity bled into the pad (old code:
+    1,010 pad pixels of a 128 canvas drew depth where there is no image). Now it matches the
+    image's own pixels alone: the target inside them is the labeler's depth of the two views'
+    pixels, the pad black (no depth)."""
+    from PIL import Image
+
+    from sources.records import Reject
+    from sources.stereo import StereoSource
+    from transforms.annotations import depth_to_colour
+    from uvd_pipeline.render import RenderSettings, decode_png
+    from uvd_pipeline.render_annotated import render_pair
+
+    training = tmp_path / "training"
+    for folder, view in (("image_2", "left"), ("image_3", "right")):
+        (training / folder).mkdir(parents=True)
+        with Image.open(media.package_file("skimage", f"data/motorcycle_{view}.png")) as image:
+            image.convert("RGB").resize((372, 112), Image.BILINEAR).save(training / folder / "000001_10.png")
+    source = StereoSource("kitti", str(tmp_path), tasks=("depth",), labeler=(("name", "sgbm"),))
+    [record] = [i for u in source.units() for i in source.read(u)]
+    rendered = render_pair(record, RenderSettings(128, "pad", 0, 10**9, 1, 0, 0.0))
+    assert not isinstance(rendered, Reject), rendered
+    left, target = (decode_png(i) for i in rendered.images)
+    rows = np.nonzero(left.any(axis=(1, 2)))[0]
+    top, bottom = rows[0], rows[-1] + 1
+    assert (top, bottom) == (44, 83)
+    assert not target[:top].any() and not target[bottom:].any()
+    right = render_pair(record.__class__(**{**record.__dict__, "key": "r", "task": "colorization",
+                                            "image_uri": record.annotation["right_uri"],
+                                            "annotation": {"synthetic": "colorization"}}),  # target: the view
+                        RenderSettings(128, "pad", 0, 10**9, 1, 0, 0.0))
+    expected = depth_to_colour(sgbm_disparity(left[top:bottom], decode_png(right.images[1])[top:bottom]),
+                               disparity=True)
+    assert np.array_equal(target[top:bottom], expected) and expected.any()

@@ -49,9 +49,15 @@ def canny_within(canvas: np.ndarray, content: tuple[int, int, int, int] | None,
     if content is None:
         return canny_edges(canvas, sigma)
     x0, y0, x1, y1 = content
-    edges = np.zeros(canvas.shape[:2] + (3,), np.uint8)
-    edges[y0:y1, x0:x1] = canny_edges(canvas[y0:y1, x0:x1], sigma)
-    return edges
+    return on_canvas(canny_edges(canvas[y0:y1, x0:x1], sigma), canvas.shape, content)
+
+
+def on_canvas(part: np.ndarray, shape: tuple[int, ...], content: tuple[int, int, int, int]) -> np.ndarray:
+    """A target made of the image's own pixels, placed where they lie on a black canvas."""
+    x0, y0, x1, y1 = content
+    target = np.zeros(shape[:2] + (3,), np.uint8)
+    target[y0:y1, x0:x1] = part
+    return target
 
 
 def labeler_params(spec: dict[str, Any]) -> Any:
@@ -117,11 +123,14 @@ def _sgbm(spec: dict[str, Any]) -> Callable[[np.ndarray, LabelContext], np.ndarr
     def label(image: np.ndarray, context: LabelContext) -> np.ndarray:
         if context.right is None:
             raise LabelerError("the sgbm labeler needs the right view of a stereo pair")
-        disparity = sgbm_disparity(image, context.right, num_disparities, block_size)
+        x0, y0, x1, y1 = context.content or (0, 0, image.shape[1], image.shape[0])
+        # the views' own pixels: matched on the padded canvas, the disparity bled into the pad
+        disparity = sgbm_disparity(image[y0:y1, x0:x1], context.right[y0:y1, x0:x1], num_disparities, block_size)
         if not (disparity > 0).any():  # depth_to_colour's valid pixels: none would draw all black
             raise NoLabel("the sgbm labeler matched no pixel of the pair (a view without texture, or views "
                           "that are not a rectified pair)")
-        return depth_to_colour(disparity, disparity=True)
+        colour = depth_to_colour(disparity, disparity=True)
+        return colour if context.content is None else on_canvas(colour, image.shape, context.content)
 
     return label
 
