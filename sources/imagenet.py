@@ -45,7 +45,10 @@ nor a val image without a label, and no reason to need LOC_val_solution.csv.
 
 When val/ holds flat images, LOC_val_solution.csv is the val set's index: an image it lists
 that val/ lacks (a cut download or extraction) is a `missing_image` reject (a unit of its own,
-the CSV's), as a row of any other index would be.
+the CSV's), as a row of any other index would be. Without the CSV, the official devkit
+(ILSVRC2012_devkit_t12.tar.gz unpacked beside val/) is that index, read as torchvision reads it:
+line n of data/ILSVRC2012_validation_ground_truth.txt is ILSVRC2012_val_<n>'s ILSVRC2012_ID, which
+data/meta.mat's `synsets` map to a wnid (the .mat's size and inflation judged before scipy reads it).
 
 Names are compared and keyed in Unicode NFC: a folder copied off a Mac names its files in NFD,
 while the index files (and the same set stored elsewhere) say NFC.
@@ -61,8 +64,11 @@ import tarfile
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
+
 from sources import fsio
 from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
+from sources.mat_files import MatUnreadable, mat_inflated_bytes, scipy_read
 from sources.paths import NOT_A_FILE, path_problem, relative_to_root, set_aside, set_aside_problem, shown_name
 from sources.records import (MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, name_text, nfc, read_input_bytes,
                              safe_key, units_cut_by_name)
@@ -73,6 +79,10 @@ from transforms.errors import exception_detail
 
 SYNSET_FILE = "LOC_synset_mapping.txt"
 VAL_LABELS_FILE = "LOC_val_solution.csv"
+DEVKIT_DATA = "ILSVRC2012_devkit_t12/data"  # the official devkit, unpacked beside val/
+DEVKIT_GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"  # line n: ILSVRC2012_val_<n>'s ILSVRC2012_ID
+DEVKIT_META = "meta.mat"  # synsets: ILSVRC2012_ID -> WNID (the devkit's is 1,860 synsets, 0.4 MB)
+MAX_DEVKIT_META_BYTES, MAX_DEVKIT_META_INFLATED = 16 << 20, 64 << 20
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 VAL_LABELS_HEADER = ("ImageId", "PredictionString")
 KAGGLE_IMAGES = ("ILSVRC", "Data", "CLS-LOC")  # where Kaggle's download keeps train/, val/ and test/
@@ -183,9 +193,57 @@ def read_synsets(uri: str) -> dict[str, str]:
     return mapping
 
 
+def _devkit_ids(uri: str) -> dict[int, str]:
+    """ILSVRC2012_ID -> WNID of the devkit's meta.mat `synsets`, judged before scipy reads it."""
+    from scipy.io import loadmat
+
+    try:
+        data = read_input_bytes(uri, MAX_DEVKIT_META_BYTES)
+    except fsio.FileTooLarge:
+        raise AnnotationFileError(uri, f"is over {MAX_DEVKIT_META_BYTES >> 20} MiB (the devkit's is 0.4 MB)") from None
+    except FileNotFoundError:
+        raise AnnotationFileError(uri, "is not there: the devkit's ground truth names its synsets by ILSVRC2012_ID")
+    try:
+        inflated = mat_inflated_bytes(data, MAX_DEVKIT_META_INFLATED)
+    except ValueError as exc:
+        raise AnnotationFileError(uri, f"is not a readable MAT file: {exc}") from None
+    if inflated > MAX_DEVKIT_META_INFLATED:
+        raise AnnotationFileError(uri, f"inflates past {MAX_DEVKIT_META_INFLATED >> 20} MiB (the devkit's: 1 MB)")
+    try:
+        found = scipy_read(lambda: loadmat(io.BytesIO(data), struct_as_record=False, squeeze_me=True,
+                                           variable_names=["synsets"]))
+    except MatUnreadable as exc:
+        raise AnnotationFileError(uri, f"is {exc}") from None
+    try:
+        return {int(s.ILSVRC2012_ID): nfc(str(s.WNID)) for s in np.atleast_1d(found["synsets"])}
+    except (KeyError, AttributeError, TypeError, ValueError):
+        raise AnnotationFileError(uri, "holds no synsets struct of ILSVRC2012_ID and WNID (the devkit's "
+                                       "data/meta.mat)") from None
+
+
+def _devkit_val_labels(uri: str) -> dict[str, str]:
+    """val image id -> wnid from the devkit: line n of its ground truth is ILSVRC2012_val_<n>'s id."""
+    wnids = _devkit_ids(uri.rsplit("/", 1)[0] + "/" + DEVKIT_META)
+    labels: dict[str, str] = {}
+    for number, line in enumerate(_index_text(uri).splitlines(), 1):
+        word = line.strip()
+        if not word:
+            continue
+        wnid = wnids.get(int(word)) if word.isdigit() and len(word) < 10 else None
+        if wnid is None:
+            raise AnnotationFileError(uri, f"line {number}: {shown_name(word, 40)} is no ILSVRC2012_ID of {DEVKIT_META}")
+        labels[f"ILSVRC2012_val_{number:08d}"] = wnid
+    if not labels:
+        raise AnnotationFileError(uri, "holds no line")
+    return labels
+
+
 @fsio.cached_input(maxsize=8)
 def read_val_labels(uri: str) -> dict[str, str]:
-    """val image id -> wnid: the first wnid of each PredictionString in LOC_val_solution.csv."""
+    """val image id -> wnid: the first wnid of each PredictionString in LOC_val_solution.csv (or
+    the devkit's, `_devkit_val_labels`, where `uri` is its ground truth)."""
+    if fsio.basename(uri) == DEVKIT_GROUND_TRUTH:
+        return _devkit_val_labels(uri)
     labels: dict[str, str] = {}
     reader = csv.DictReader(io.StringIO(_index_text(uri)))
     rows = 0
@@ -222,7 +280,10 @@ class ImageNetSource:
 
     @property
     def val_labels_uri(self) -> str:
-        return fsio.join(self.path, VAL_LABELS_FILE)
+        """The flat val images' index: LOC_val_solution.csv, else the devkit's ground truth where it is there."""
+        csv_uri = fsio.join(self.path, VAL_LABELS_FILE)
+        devkit = fsio.join(self.path, *DEVKIT_DATA.split("/"), DEVKIT_GROUND_TRUTH)
+        return devkit if not fsio.exists(csv_uri) and fsio.exists(devkit) else csv_uri
 
     @property
     def images_root(self) -> str:
@@ -297,8 +358,8 @@ class ImageNetSource:
                 f"{self.name}: {shown}/ holds images without class folders but {VAL_LABELS_FILE} "
                 f"is missing from {self.path}: put Kaggle's {VAL_LABELS_FILE} there, sort {shown}/ into "
                 f"{shown}/<wnid>/ folders (as the devkit's valprep.sh does), or leave {split} out of "
-                f"`splits`; the devkit's ILSVRC2012_validation_ground_truth.txt is not read (its class "
-                f"ids follow the devkit's meta.mat, not the sorted wnids)"
+                f"`splits`, or unpack the devkit (ILSVRC2012_devkit_t12.tar.gz) there: its "
+                f"{DEVKIT_DATA}/{DEVKIT_GROUND_TRUTH} and {DEVKIT_META} are read"
             )
         units.extend(Unit(split, None, chunk, folder=place) for chunk in _flat_chunks(flat))
         return units
@@ -372,7 +433,7 @@ class ImageNetSource:
                 continue
             taken[key] = fsio.basename(uri)
             if wnid is None:
-                yield Reject(key, self.name, key, "read", "missing_label", f"{stem} not in {VAL_LABELS_FILE}",
+                yield Reject(key, self.name, key, "read", "missing_label", f"{stem} not in {fsio.basename(self.val_labels_uri)}",
                              split_hint=unit.split, input=at)
                 continue
             if synsets and wnid not in synsets:
@@ -510,7 +571,7 @@ class ImageNetSource:
             if image_id not in present:
                 key = safe_key(self.name, split, wnid, image_id)
                 yield Reject(key, self.name, key, "read", "missing_image", f"{image_id} is listed in "
-                             f"{VAL_LABELS_FILE}, but {split}/ holds no image of that name", split_hint=split,
+                             f"{fsio.basename(self.val_labels_uri)}, but {split}/ holds no image of that name", split_hint=split,
                              input=f"{relative_to_root(self.path, self.val_labels_uri)} {image_id}")
 
     def _not_an_image(self, unit: Unit, uri: str) -> Reject:

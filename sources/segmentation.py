@@ -1,6 +1,7 @@
 """Semantic segmentation label maps: ADE20K (SceneParsing), Cityscapes and PASCAL VOC layouts.
 
-PASCAL VOC (`layout: voc`) is read by `sources.voc`, whose split lists, not folders, name the pairs.
+PASCAL VOC (`layout: voc`) is read by `sources.voc`, whose split lists, not folders, name the pairs;
+SBD (`layout: sbd`, class maps in .mat files) by `sources.sbd`.
 
 A pair is an image and its label PNG, matched by name; a missing label is a counted reject.
 What operating systems and tools leave (a Mac's `._x.png`, `__MACOSX/`, `@eaDir/`, `.git/`) is one
@@ -17,10 +18,11 @@ from sources import fsio
 from sources.paths import (ConfiguredPathMissing, collapse_set_aside, missing_under, names_below, path_problem,
                            set_aside_problem, shown_name)
 from sources.records import PairRecord, Reject, SourceItem, relative_input, safe_key
+from sources.sbd import SbdSegmentation
 from sources.voc import VocSegmentation
 from transforms.maps import ADE_FULL_ENCODING
 
-Layout = Literal["ade20k", "ade20k_full", "cityscapes", "voc"]
+Layout = Literal["ade20k", "ade20k_full", "cityscapes", "voc", "sbd"]
 ADE_SPLITS = {"training": "train", "validation": "val"}
 CITYSCAPES_SPLITS = {"train": "train", "val": "val"}
 # leftImg8bit folders without fine labels, and the split their rejects count in: each image one
@@ -97,6 +99,8 @@ class SegmentationSource:
     def units(self) -> list[tuple[str, tuple[str, ...]]]:
         if self.layout == "voc":
             return self._voc().units()
+        if self.layout == "sbd":
+            return SbdSegmentation(self.name, self.path, self.follow_links).units()
         images_root, labels_root, splits = self._pairs_root()
         if self.layout == "ade20k" and not fsio.isdir(labels_root) and self._full_ade_release_marked():
             raise self._full_ade_release()
@@ -280,6 +284,9 @@ class SegmentationSource:
     def read(self, unit: tuple[str, tuple[str, ...]]) -> Iterator[SourceItem]:
         if self.layout == "voc":
             yield from self._voc().read(unit)
+            return
+        if self.layout == "sbd":
+            yield from SbdSegmentation(self.name, self.path, self.follow_links).read(unit)
             return
         folder, files = unit
         unlabeled = self.layout == "cityscapes" and folder in CITYSCAPES_UNLABELED_SPLITS

@@ -3,6 +3,8 @@
     VOCdevkit/VOC2012/JPEGImages/<id>.jpg               every image of every VOC task
     VOCdevkit/VOC2012/SegmentationClass/<id>.png        palette PNG: class index 0..20, 255 void
     VOCdevkit/VOC2012/ImageSets/Segmentation/<list>.txt train.txt, val.txt (trainval.txt: both), test.txt
+    VOCdevkit/VOC2012/SegmentationClassAug/<id>.png     SBD's maps as its converters write them (grey, 0..20)
+    VOCdevkit/VOC2012/ImageSets/Segmentation/<aug>.txt  train_aug.txt (DeepLab), trainaug.txt, aug.txt (mmseg)
     VOCdevkit/VOC2012/Annotations/<id>.xml              detection: <object><name><bndbox> (`voc_xml`)
     VOCdevkit/VOC2012/ImageSets/Main/<list>.txt         detection's train.txt, val.txt, test.txt
 
@@ -17,6 +19,12 @@ first of val, train, test (held out wins); an id in one task's train list and an
 test list is val for both (one split per image). test.txt names images whose annotations are withheld
 (VOC2012test.tar; VOC2007's test annotations were released): an id without its map or XML is one
 `unlabeled_split` reject, one with it a val pair. SegmentationObject/ (instance ids) is not read.
+
+SBD's augmented set (the 10,582 train images most VOC segmentation models train on): an id of an
+aug list is train, its map VOC's own where SegmentationClass has one (its void border), else
+SegmentationClassAug's. SegmentationClassAug also holds SBD's maps of VOC's val images, which the
+aug lists leave out so val stays held out: a map there no list names is not read and not counted.
+SegmentationClassAug without an aug list fails `check` (else its maps would pass over unsaid).
 """
 
 from __future__ import annotations
@@ -38,9 +46,17 @@ VOC_XML = "Annotations"
 VOC_TASKS = {"segmentation": ("ImageSets/Segmentation", VOC_LABELS, ".png"),
              "detection": ("ImageSets/Main", VOC_XML, ".xml")}
 VOC_LISTS_FOLDER = VOC_TASKS["segmentation"][0]
+VOC_AUG_LABELS = "SegmentationClassAug"
+# SBD's augmented train lists (segmentation only), as its converters name them: DeepLab-style repos'
+# train_aug.txt, mmseg's voc_aug.py trainaug.txt (train.txt's ids and SBD's) and aug.txt (SBD's)
+VOC_AUG_LISTS = ("train_aug.txt", "trainaug.txt", "aug.txt")
+VOC_TRAINVAL_LIST = "trainval.txt"
 # the lists read, in the order an id listed twice is taken (held out first); trainval.txt is
-# train.txt and val.txt together, so it is not read
-VOC_SPLIT_LISTS = {"val.txt": "val", "train.txt": "train", "test.txt": "val"}
+# train.txt and val.txt together, so it is read only where neither is there (a set of one list, as
+# converters write it): its ids have no split of their own (None: hashed by split.val_fraction)
+VOC_SPLIT_LISTS: dict[str, str | None] = {"val.txt": "val", "train.txt": "train",
+                                          **dict.fromkeys(VOC_AUG_LISTS, "train"), VOC_TRAINVAL_LIST: None,
+                                          "test.txt": "val"}
 VOC_TEST_LIST = "test.txt"
 VOC_VOID = 255  # VOC's border round each object and its unlabelled pixels: drawn as unlabeled (0)
 # the split lists' budget, judged before a list's ids are taken: VOC2012's train.txt is 1,464 ids
@@ -127,15 +143,40 @@ class VocSegmentation:
         field = "layout" if self.tasks == ("segmentation",) else "tasks"
         for task in self.tasks:
             lists, folder, _ = VOC_TASKS[task]
+            present = {n for n in ("train.txt", "val.txt", VOC_TRAINVAL_LIST, VOC_TEST_LIST)
+                       if fsio.exists(fsio.join(root, lists, n))}
+            if present == {VOC_TEST_LIST}:
+                raise ConfiguredPathMissing(field, (
+                    f"voc layout, {task}: of the split lists, {relative_input(fsio.join(root, lists), self.path)}/ "
+                    "holds test.txt alone: VOC's test set, whose labels VOC2012test.tar withholds; unpack the "
+                    "VOCtrainval tar into the same VOCdevkit/ for its train.txt and val.txt (or, where the test "
+                    "labels are there, as VOC2007's, name its ids in val.txt)"))
             for needed in (VOC_IMAGES, folder):
                 if not fsio.isdir(fsio.join(root, needed)):
                     raise missing_under(field, self.path, relative_input(fsio.join(root, needed), self.path),
                                         f"voc layout, {task}: ", "; expected VOCdevkit/VOC<year>/ as VOCtrainval "
                                         "tars unpack")
-            if not any(fsio.exists(fsio.join(root, lists, n)) for n in ("train.txt", "val.txt")):
+            if not present - {VOC_TEST_LIST}:
                 raise missing_under(field, self.path, relative_input(fsio.join(root, lists, "train.txt"), self.path),
-                                    f"voc layout, {task}: ", "; nor val.txt: the split lists say which images are "
-                                    f"{task}'s")
+                                    f"voc layout, {task}: ", "; nor val.txt or trainval.txt: the split lists say which "
+                                    f"images are {task}'s (a list of another name, as CVAT's export writes "
+                                    "default.txt: rename it trainval.txt to split its ids by split.val_fraction)")
+            if task == "segmentation" and fsio.isdir(fsio.join(root, VOC_AUG_LABELS)) and \
+                    not any(fsio.exists(fsio.join(root, lists, n)) for n in VOC_AUG_LISTS):
+                raise missing_under(field, self.path, relative_input(fsio.join(root, lists, VOC_AUG_LISTS[0]),
+                                                                     self.path),
+                                    f"voc layout: {VOC_AUG_LABELS}/ (SBD's maps) is there but ",
+                                    f"; nor {', '.join(VOC_AUG_LISTS[1:])}: put the aug list there (DeepLab's "
+                                    "train_aug.txt, mmseg's voc_aug.py writes trainaug.txt), or move "
+                                    f"{VOC_AUG_LABELS}/ aside to read train.txt alone")
+
+    def _lists_read(self, root: str, task: str) -> list[str]:
+        """The split lists of `task` there that are read, in `VOC_SPLIT_LISTS`' order: the aug lists
+        for segmentation alone, trainval.txt only where neither train.txt nor val.txt is there."""
+        folder = fsio.join(root, VOC_TASKS[task][0])
+        there = [n for n in VOC_SPLIT_LISTS if fsio.exists(fsio.join(folder, n))
+                 and (n not in VOC_AUG_LISTS or task == "segmentation")]
+        return [n for n in there if n != VOC_TRAINVAL_LIST or not {"train.txt", "val.txt"} & set(there)]
 
     def _listed(self, root: str) -> tuple[dict[tuple[str, str], list[str]], list[str]]:
         """Each readable split list's ids by (task, list name), and every list there (its own
@@ -144,10 +185,8 @@ class VocSegmentation:
         list_uris = []
         room = MAX_VOC_LIST_IDS  # the ids the lists read may hold together, judged before each list's are taken
         for task in self.tasks:
-            for list_name in VOC_SPLIT_LISTS:
+            for list_name in self._lists_read(root, task):
                 uri = fsio.join(root, VOC_TASKS[task][0], list_name)
-                if not fsio.exists(uri):
-                    continue
                 list_uris.append(uri)
                 if path_problem(self.path, uri, self.follow_links) or set_aside_problem(self.path, uri):
                     continue  # its own unit's reject
@@ -161,16 +200,21 @@ class VocSegmentation:
         units: list[tuple[str, tuple[str, ...]]] = []
         listed, list_uris = self._listed(root)
         # one split per image across the tasks, held out winning: an id of Segmentation/train.txt in
-        # Main/val.txt is val for both tasks (its `<task>:train.txt:val` units)
+        # Main/val.txt is val for both tasks (its `<task>:train.txt:val` units); an id of a trainval.txt
+        # read alone takes the split another task's list gives it (`<task>:trainval.txt:train`)
         held_out = {i for (_, list_name), ids in listed.items() if VOC_SPLIT_LISTS[list_name] == "val" for i in ids}
+        trained = {i for (_, list_name), ids in listed.items() if VOC_SPLIT_LISTS[list_name] == "train" for i in ids}
         for task in self.tasks:
             taken: set[str] = set()
             for list_name in VOC_SPLIT_LISTS:
                 ids = [i for i in dict.fromkeys(listed.get((task, list_name), ())) if i not in taken]
                 taken.update(ids)
-                moved = {i for i in ids if i in held_out} if VOC_SPLIT_LISTS[list_name] != "val" else set()
-                for folder, members in ((f"{task}:{list_name}", [i for i in ids if i not in moved]),
-                                        (f"{task}:{list_name}:{HELD_OUT}", [i for i in ids if i in moved])):
+                split = VOC_SPLIT_LISTS[list_name]
+                moved = {i for i in ids if i in held_out} if split != "val" else set()
+                to_train = {i for i in ids if i in trained and i not in moved} if split is None else set()
+                for folder, members in ((f"{task}:{list_name}", [i for i in ids if i not in moved | to_train]),
+                                        (f"{task}:{list_name}:{HELD_OUT}", [i for i in ids if i in moved]),
+                                        (f"{task}:{list_name}:train", [i for i in ids if i in to_train])):
                     images = [fsio.join(root, VOC_IMAGES, i + ".jpg") for i in members]
                     units += [(folder, tuple(images[i: i + FILES_PER_UNIT]))
                               for i in range(0, len(images), FILES_PER_UNIT)]
@@ -188,8 +232,8 @@ class VocSegmentation:
         elif folder == UNLISTED_UNIT:
             yield from self._read_unlisted(files)
         else:
-            task, list_name, *held_out = folder.split(":")
-            yield from self._read_listed(task, list_name, files, HELD_OUT if held_out else VOC_SPLIT_LISTS[list_name])
+            task, list_name, *moved = folder.split(":")  # moved: the split another list gives its ids
+            yield from self._read_listed(task, list_name, files, moved[0] if moved else VOC_SPLIT_LISTS[list_name])
 
     def _read_lists(self, uris: tuple[str, ...]) -> Iterator[Reject]:
         """A list that cannot be read, or has lines of another form: one `bad_split_list` reject
@@ -221,9 +265,10 @@ class VocSegmentation:
             yield Reject(key, self.name, key, "read", "unlisted_label_map",
                          f"{shown_name(fsio.basename(uri))}: no list of {VOC_LISTS_FOLDER}/ names it", input=at)
 
-    def _read_listed(self, task: str, list_name: str, images: tuple[str, ...], split: str) -> Iterator[SourceItem]:
+    def _read_listed(self, task: str, list_name: str, images: tuple[str, ...],
+                     split: str | None) -> Iterator[SourceItem]:
         """Each id a list names: a pair of its JPEG and its annotation, or a counted reject, in
-        `split` (its list's, or val where another task's list holds it out)."""
+        `split` (its list's, or val where another task's list holds it out; None: hashed)."""
         lists, folder, suffix = VOC_TASKS[task]
         listed_as = f"{lists}/{list_name}"
         for image in images:
@@ -231,6 +276,10 @@ class VocSegmentation:
             group = safe_key(self.name, image_id)
             key = f"{group}-{task}"
             annotation = fsio.join(image.rsplit("/", 2)[0], folder, image_id + suffix)
+            also = ""  # an aug list's id: VOC's own map, else SBD's
+            if list_name in VOC_AUG_LISTS and not fsio.exists(annotation):
+                annotation = fsio.join(image.rsplit("/", 2)[0], VOC_AUG_LABELS, image_id + suffix)
+                also = f" nor {VOC_AUG_LABELS}/{image_id}{suffix}"
             at = relative_input(image, fsio.listed_root(self.path))
             outside = path_problem(self.path, image, self.follow_links) or \
                 path_problem(self.path, annotation, self.follow_links)
@@ -249,7 +298,7 @@ class VocSegmentation:
             if not fsio.exists(annotation):
                 what = "label map" if task == "segmentation" else "annotation"
                 yield Reject(key, self.name, group, "read", "missing_annotation",
-                             f"{listed_as} lists {image_id}; no {what} {folder}/{image_id}{suffix}",
+                             f"{listed_as} lists {image_id}; no {what} {folder}/{image_id}{suffix}{also}",
                              split_hint=split, input=at)
                 continue
             lineage = {"file": f"{VOC_IMAGES}/{image_id}.jpg", "voc_list": f"{lists}/{list_name}"}

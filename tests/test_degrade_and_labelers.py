@@ -135,3 +135,101 @@ def test_sgbm_target_with_no_matched_pixel_is_an_empty_target(tmp_path):
     assert "sgbm" in flat.detail
     textured = rendered["kitti-000001_10-depth"]
     assert not isinstance(textured, Reject) and decode_png(textured.images[1]).any()
+
+
+@pytest.mark.parametrize("view", ["flat", "luma_flat"])
+def test_canny_target_with_no_edge_is_an_empty_target(tmp_path, view):
+    """A view Canny finds no edge in: one colour (ffmpeg's `color` source, a blank frame or a
+    fade), or a frame whose grey is flat though its colours are not (`eq=contrast=0.05` keeps
+    testsrc2's chroma): the all-black edge map was kept as the image's target, saying it has no
+    edge where Canny saw nothing (the second plainly has structure). As the sgbm labeler's
+    disparity that matched no pixel, it is now `empty_target`; a sharp frame beside it still draws."""
+    import subprocess
+
+    from sources.records import PairRecord, Reject
+    from uvd_pipeline.render import RenderSettings, decode_png
+    from uvd_pipeline.render_annotated import render_pair
+
+    filters = {"flat": ["color=c=0x336699:s=320x240"], "luma_flat": ["testsrc2=s=320x240", "-vf", "eq=contrast=0.05"],
+               "sharp": ["testsrc2=s=320x240"]}
+    rendered = {}
+    for name in (view, "sharp"):
+        path = tmp_path / f"{name}.jpg"
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", *filters[name], "-frames:v", "1",
+                        str(path)], check=True)
+        record = PairRecord(key=f"web-{name}-edges", source="web", group=name, task="edges", image_uri=str(path),
+                            annotation={"labeler": {"name": "canny"}})
+        rendered[name] = render_pair(record, RenderSettings(64, "squash", 0, 10**9, 1, 0, 0.0))
+    empty = rendered[view]
+    assert isinstance(empty, Reject) and (empty.stage, empty.reason) == ("annotation", "empty_target"), empty
+    assert "canny" in empty.detail
+    sharp = rendered["sharp"]
+    assert not isinstance(sharp, Reject) and decode_png(sharp.images[1]).any()
+
+
+@pytest.mark.parametrize("labeled", ["canny labeler", "edges without a map"])
+def test_canny_edges_of_a_padded_canvas_are_the_images_not_the_letterboxs(tmp_path, labeled):
+    """`resize: pad` letterboxes a wide frame (ffmpeg: grey with a white box drawn on it) on a black
+    canvas; Canny ran on the whole canvas and drew a line the width of the canvas where the image
+    meets the pad (old code: rows 19 and 43 of 64 all edge), an edge of the letterbox, not of the
+    image. Now the edges are the image's alone: those of its own pixels on the canvas, nothing
+    in the pad or along its border."""
+    import subprocess
+
+    from sources.records import PairRecord, Reject
+    from transforms.annotations import canny_edges
+    from uvd_pipeline.render import RenderSettings, decode_png
+    from uvd_pipeline.render_annotated import render_pair
+
+    path = tmp_path / "wide.png"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=0x808080:s=640x240", "-vf",
+                    "drawbox=x=200:y=60:w=200:h=100:color=white:t=fill", "-frames:v", "1", str(path)], check=True)
+    annotation = {"labeler": {"name": "canny"}} if labeled == "canny labeler" else {}
+    record = PairRecord(key="w-edges", source="w", group="w", task="edges", image_uri=str(path), annotation=annotation)
+    rendered = render_pair(record, RenderSettings(64, "pad", 0, 10**9, 1, 0, 0.0))
+    assert not isinstance(rendered, Reject), rendered
+    image, target = (decode_png(i) for i in rendered.images)
+    rows = np.nonzero(image.any(axis=(1, 2)))[0]
+    top, bottom = rows[0], rows[-1] + 1  # the image's rows on the canvas: 240/640 of 64, centred
+    assert (top, bottom) == (20, 44)
+    expected = np.zeros_like(target)
+    expected[top:bottom] = canny_edges(image[top:bottom])
+    assert np.array_equal(target, expected)
+    assert not target[:top + 1].any() and not target[bottom - 1:].any() and target.any()
+
+
+def test_sgbm_depth_of_a_padded_stereo_pair_stays_on_the_image(tmp_path):
+    """A KITTI-layout stereo pair (Middlebury's motorcycle, 372x112) under `resize: pad`: semi-global
+    matching ran on the whole letterboxed canvas, and its disparity bled into the pad (old code:
+    1,010 pad pixels of a 128 canvas drew depth where there is no image). Now it matches the
+    image's own pixels alone: the target inside them is the labeler's depth of the two views'
+    pixels, the pad black (no depth)."""
+    from PIL import Image
+
+    from sources.records import Reject
+    from sources.stereo import StereoSource
+    from transforms.annotations import depth_to_colour
+    from uvd_pipeline.render import RenderSettings, decode_png
+    from uvd_pipeline.render_annotated import render_pair
+
+    training = tmp_path / "training"
+    for folder, view in (("image_2", "left"), ("image_3", "right")):
+        (training / folder).mkdir(parents=True)
+        with Image.open(media.package_file("skimage", f"data/motorcycle_{view}.png")) as image:
+            image.convert("RGB").resize((372, 112), Image.BILINEAR).save(training / folder / "000001_10.png")
+    source = StereoSource("kitti", str(tmp_path), tasks=("depth",), labeler=(("name", "sgbm"),))
+    [record] = [i for u in source.units() for i in source.read(u)]
+    rendered = render_pair(record, RenderSettings(128, "pad", 0, 10**9, 1, 0, 0.0))
+    assert not isinstance(rendered, Reject), rendered
+    left, target = (decode_png(i) for i in rendered.images)
+    rows = np.nonzero(left.any(axis=(1, 2)))[0]
+    top, bottom = rows[0], rows[-1] + 1
+    assert (top, bottom) == (44, 83)
+    assert not target[:top].any() and not target[bottom:].any()
+    right = render_pair(record.__class__(**{**record.__dict__, "key": "r", "task": "colorization",
+                                            "image_uri": record.annotation["right_uri"],
+                                            "annotation": {"synthetic": "colorization"}}),  # target: the view
+                        RenderSettings(128, "pad", 0, 10**9, 1, 0, 0.0))
+    expected = depth_to_colour(sgbm_disparity(left[top:bottom], decode_png(right.images[1])[top:bottom]),
+                               disparity=True)
+    assert np.array_equal(target[top:bottom], expected) and expected.any()

@@ -923,3 +923,57 @@ def test_one_image_added_to_the_flat_val_folder_changes_only_its_unit():
     assert max(map(len, after)) <= FOLDER_UNIT_MOST * FOLDER_FILES_PER_UNIT
     twins = _flat_chunks(sorted(files + [f.replace(".JPEG", ".png") for f in files]))
     assert all(len({u.rsplit(".", 1)[0] for u in chunk}) * 2 == len(chunk) for chunk in twins)
+
+
+def _devkit_meta(path: Path, synsets: list[tuple[int, str, str, int]]) -> None:
+    """ILSVRC2012_devkit_t12/data/meta.mat: the `synsets` struct array with the devkit's fields, in
+    its order (ILSVRC2012_ID, WNID, words, gloss, num_children, children, wordnet_height,
+    num_train_images), written by scipy's savemat as MATLAB -v5 does."""
+    from scipy.io import savemat
+
+    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
+              "num_train_images"]
+    table = np.empty(len(synsets), dtype=[(f, object) for f in fields])
+    for n, (ilsvrc_id, wnid, words, children) in enumerate(synsets):
+        table[n] = (ilsvrc_id, wnid, words, f"gloss of {words}", children,
+                    np.arange(1, children + 1, dtype=np.uint16), 0 if not children else 2, 1300 if not children else 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    savemat(str(path), {"synsets": table.reshape(-1, 1)})
+
+
+def test_flat_val_with_the_ilsvrc2012_devkit_reads_its_ground_truth(tmp_path: Path):
+    """The official download: ILSVRC2012_img_val.tar's flat val/ and ILSVRC2012_devkit_t12.tar.gz
+    unpacked beside it, whose data/ILSVRC2012_validation_ground_truth.txt gives each val image (line
+    n: ILSVRC2012_val_<n, 8 digits>) an ILSVRC2012_ID that data/meta.mat's synsets map to a wnid.
+    Old code refused it ("LOC_val_solution.csv is missing"); now each image takes the wnid
+    torchvision's parse_meta_mat / parse_val_groundtruth_txt give it (their steps, with scipy's
+    loadmat, read back here), a listed image not on disk is `missing_image` naming the ground truth
+    file, and a ground truth line that is no id of meta.mat stops `check` naming the file."""
+    from scipy.io import loadmat
+
+    from sources.annotation_files import AnnotationFileError
+
+    root = tmp_path / "inet"
+    data = root / "ILSVRC2012_devkit_t12" / "data"
+    _devkit_meta(data / "meta.mat", [(1, "n01440764", "tench", 0), (361, "n01693334", "green lizard", 0),
+                                     (490, "n01751748", "sea snake", 0), (1001, "n00001740", "entity", 3)])
+    (data / "ILSVRC2012_validation_ground_truth.txt").write_text("490\n361\n1\n490\n")
+    for n, shade in ((1, 40), (2, 120), (3, 200)):
+        _jpeg(root / "val" / f"ILSVRC2012_val_{n:08d}.JPEG", shade)
+    # torchvision's steps: the leaves of meta.mat (num_children == 0), then line n's id
+    meta = loadmat(str(data / "meta.mat"), squeeze_me=True)["synsets"]
+    leaves = [meta[i] for i, children in enumerate(list(zip(*meta))[4]) if children == 0]
+    wnid_of = dict(zip(*list(zip(*leaves))[:2]))
+    truth = [wnid_of[int(line)] for line in (data / "ILSVRC2012_validation_ground_truth.txt").read_text().split()]
+    source = ImageNetSource("inet", str(root), ("val",))
+    items = [i for u in source.units() for i in source.read(u)]
+    records = {i.lineage["file"].rsplit("/", 1)[1]: i.label for i in items if isinstance(i, ImageRecord)}
+    assert records == {f"ILSVRC2012_val_{n:08d}": truth[n - 1] for n in (1, 2, 3)}
+    assert records["ILSVRC2012_val_00000001"] == "n01751748"
+    rejects = [(r.reason, r.detail) for r in items if isinstance(r, Reject)]
+    assert rejects == [("missing_image", "ILSVRC2012_val_00000004 is listed in ILSVRC2012_validation_ground_truth.txt, "
+                                         "but val/ holds no image of that name")]
+    (data / "ILSVRC2012_validation_ground_truth.txt").write_text("490\n361\n7\n")
+    with pytest.raises(AnnotationFileError, match=r"ILSVRC2012_validation_ground_truth.txt.*line 3: '7' is no "
+                                                  r"ILSVRC2012_ID of meta.mat"):
+        ImageNetSource("inet2", str(root), ("val",)).units()

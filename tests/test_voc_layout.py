@@ -589,3 +589,240 @@ def test_voc_id_cap_holds_for_all_the_lists_a_run_reads_together(tmp_path: Path,
 
 def _stem(uri: str) -> str:
     return uri.rsplit("/", 1)[1].rsplit(".", 1)[0]
+
+
+def _sbd_cls_mat(path: Path, labels: np.ndarray) -> None:
+    """A class map as SBD's benchmark_RELEASE/dataset/cls/<id>.mat holds it: a GTcls struct of
+    Segmentation (uint8 class indices 0..20, no void border), Boundaries and CategoriesPresent."""
+    from scipy.io import savemat
+
+    classes = np.unique(labels[(labels > 0) & (labels < 255)]).astype(np.uint8)
+    boundaries = np.empty((len(classes), 1), object)
+    for n, cls in enumerate(classes):  # SBD's are sparse matrices of each class's edge pixels
+        boundaries[n, 0] = (labels == cls).astype(np.uint8)
+    savemat(str(path), {"GTcls": {"Segmentation": labels, "Boundaries": boundaries,
+                                  "CategoriesPresent": classes.reshape(-1, 1)}}, do_compression=True)
+
+
+def _mmseg_voc_aug(mat: Path, out: Path) -> None:
+    """mmsegmentation's tools/dataset_converters/voc_aug.py `convert_mat`, as it writes
+    VOC2012/SegmentationClassAug/<id>.png (a grey, mode L PNG)."""
+    from scipy.io import loadmat
+
+    mask = loadmat(str(mat))["GTcls"][0]["Segmentation"][0]
+    Image.fromarray(mask).save(out, "PNG")
+
+
+def _voc_aug_tree(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """VOCtrainval's tree (train.txt, val.txt, SegmentationClass) plus SBD's augmented set as
+    mmseg's voc_aug.py leaves it: SegmentationClassAug/ with every SBD map (a val image's too) and
+    ImageSets/Segmentation/trainaug.txt (train and SBD's, val left out) and aug.txt (SBD's alone)."""
+    made = _write_voc(tmp_path, {k: PAIRS[k] for k in ("2007_000032", "2007_000063")},
+                      {"train.txt": ["2007_000032"], "val.txt": ["2007_000063"]})
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    (voc / "SegmentationClassAug").mkdir()
+    sbd = {"2008_000008": ("rocket", 7), "2011_003271": ("camera", 20), "2007_000063": ("chelsea", 8)}
+    for n, (image_id, (photo, cls)) in enumerate(sbd.items()):
+        Image.fromarray(_photo(photo)).save(voc / "JPEGImages" / f"{image_id}.jpg", quality=90)
+        labels = np.where(_labels(cls, n + 3) == 255, cls, _labels(cls, n + 3)).astype(np.uint8)  # SBD: no void
+        _sbd_cls_mat(tmp_path / f"{image_id}.mat", labels)
+        _mmseg_voc_aug(tmp_path / f"{image_id}.mat", voc / "SegmentationClassAug" / f"{image_id}.png")
+        made.setdefault(image_id, labels)
+        made[f"aug:{image_id}"] = labels
+    lists = voc / "ImageSets" / "Segmentation"
+    (lists / "trainaug.txt").write_text("2007_000032\n2008_000008\n2011_003271\n")
+    (lists / "aug.txt").write_text("2008_000008\n2011_003271\n")
+    return voc, made
+
+
+def test_voc_augmented_with_sbd_reads_the_aug_list_as_train(tmp_path: Path):
+    """The set most VOC segmentation models train on: VOC2012 with SBD's maps, as mmseg's
+    voc_aug.py converts them (SegmentationClassAug/<id>.png, trainaug.txt, aug.txt) and
+    DeepLab-style repos ship them (train_aug.txt). Old code read train.txt alone: the 10,582 aug
+    ids became 1,464, the rest passed over without a word. Now each id of an aug list is a train
+    pair with its SegmentationClass map where VOC has one (its void border), else its
+    SegmentationClassAug map (read back with Pillow: mode L, the SBD .mat's indices); val stays
+    val.txt's with VOC's own maps, and an SBD map of a val image (no aug list names it) is not read."""
+    from transforms.annotations import palette
+
+    voc, made = _voc_aug_tree(tmp_path)
+    with Image.open(voc / "SegmentationClassAug" / "2011_003271.png") as written:
+        assert written.mode == "L" and np.array_equal(np.asarray(written), made["aug:2011_003271"])
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc"))
+    assert not [i for i in items if isinstance(i, Reject)], items
+    records = {i.key.split("-")[1]: i for i in items}
+    assert {k: (r.split_hint, r.lineage["voc_list"]) for k, r in records.items()} == {
+        "2007_000032": ("train", "ImageSets/Segmentation/train.txt"),
+        "2007_000063": ("val", "ImageSets/Segmentation/val.txt"),
+        "2008_000008": ("train", "ImageSets/Segmentation/trainaug.txt"),
+        "2011_003271": ("train", "ImageSets/Segmentation/trainaug.txt")}
+    assert records["2007_000063"].annotation["label_uri"].endswith("/SegmentationClass/2007_000063.png")
+    for image_id, record in records.items():
+        labels = made[image_id]
+        assert np.array_equal(_render_target(record), palette()[np.where(labels == 255, 0, labels)]), image_id
+    # DeepLab's name for the list, and an aug id whose map is in neither folder
+    lists = voc / "ImageSets" / "Segmentation"
+    (lists / "trainaug.txt").unlink()
+    (lists / "aug.txt").rename(lists / "train_aug.txt")
+    (voc / "SegmentationClassAug" / "2008_000008.png").unlink()
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc"))
+    rejects = [(r.reason, r.split_hint, r.detail) for r in items if isinstance(r, Reject)]
+    assert rejects == [("missing_annotation", "train", "ImageSets/Segmentation/train_aug.txt lists 2008_000008; no "
+                        "label map SegmentationClass/2008_000008.png nor SegmentationClassAug/2008_000008.png")]
+    assert sorted(i.key for i in items if isinstance(i, PairRecord)) == [
+        "voc-2007_000032-segmentation", "voc-2007_000063-segmentation", "voc-2011_003271-segmentation"]
+
+
+def test_voc_segmentation_class_aug_without_its_list_fails_check(tmp_path: Path):
+    """SegmentationClassAug/ unpacked without the aug list (mmseg's trainaug.txt, DeepLab's
+    train_aug.txt left above VOCdevkit/): old code read train.txt's 1,464 ids and said nothing of
+    the aug maps; now `check` fails naming `layout`, the lists it reads and where to put one."""
+    from uvd_pipeline.config import ConfigError, parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    voc, _ = _voc_aug_tree(tmp_path / "data")
+    for name in ("trainaug.txt", "aug.txt"):
+        (voc / "ImageSets" / "Segmentation" / name).unlink()
+    with pytest.raises(ConfigError) as info:
+        list_units(parse_config({"output": str(tmp_path / "out"), "sources": [
+            {"name": "s", "type": "segmentation", "path": str(tmp_path / "data"), "layout": "voc"}]}))
+    message = str(info.value)
+    assert "sources[0].layout (s)" in message and "SegmentationClassAug" in message
+    assert "ImageSets/Segmentation/train_aug.txt" in message and "trainaug.txt" in message
+
+
+def test_voc_tree_with_trainval_txt_alone_splits_its_ids_by_val_fraction(tmp_path: Path):
+    """A VOC-format set whose lists hold trainval.txt alone (what many converters write for a
+    dataset of one set): old code failed `check` ("no train.txt ... nor val.txt") with no fix
+    named. Now its ids are the set, with no split of their own: each is hashed into val by
+    `split.val_fraction`, as a dataset without splits is; beside train.txt or val.txt it is
+    still not read. An id another task's list holds out is val, one it trains on train (one
+    split per image)."""
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    _write_voc(tmp_path / "data", PAIRS, {"trainval.txt": list(PAIRS)})
+    voc = tmp_path / "data" / "VOCdevkit" / "VOC2012"
+    items = _read_all(SegmentationSource("voc", str(tmp_path / "data"), "voc"))
+    assert not [i for i in items if isinstance(i, Reject)], items
+    assert {i.key: (i.split_hint, i.lineage["voc_list"]) for i in items} == {
+        f"voc-{k}-segmentation": (None, "ImageSets/Segmentation/trainval.txt") for k in PAIRS}
+    assert list_units(parse_config({"output": str(tmp_path / "out"), "sources": [
+        {"name": "s", "type": "segmentation", "path": str(tmp_path / "data"), "layout": "voc"}]}))
+    # detection's lists split two of the ids: the segmentation pairs follow
+    for image_id in PAIRS:
+        _voc_xml(voc / "Annotations" / f"{image_id}.xml", image_id, [("cat", (5, 5, 40, 40), 0)])
+    (voc / "ImageSets" / "Main").mkdir()
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("2007_000032\n")
+    (voc / "ImageSets" / "Main" / "val.txt").write_text("2007_000039\n")
+    items = _read_all(SegmentationSource("voc", str(tmp_path / "data"), "voc", tasks=("segmentation", "detection")))
+    splits = {i.key: i.split_hint for i in items if i.key.endswith("-segmentation")}
+    assert splits == {"voc-2007_000032-segmentation": "train", "voc-2007_000039-segmentation": "val",
+                      "voc-2007_000063-segmentation": None, "voc-2008_000008-segmentation": None,
+                      "voc-2011_003271-segmentation": None}
+
+
+@pytest.mark.parametrize("tasks", [["segmentation"], ["detection"]])
+def test_voc_test_tar_alone_fails_check_naming_the_fix(tmp_path: Path, tasks: list[str]):
+    """VOC2012test.tar unpacked alone: JPEGImages, Annotations without objects and test.txt lists
+    (no SegmentationClass, no train.txt or val.txt). Old code failed `check` on the missing
+    SegmentationClass or train.txt as if the tree were damaged; now the message says it is VOC's
+    test set and how to read a labelled one."""
+    from uvd_pipeline.config import ConfigError, parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    _write_voc(tmp_path / "data", PAIRS, {"test.txt": list(PAIRS)})
+    voc = tmp_path / "data" / "VOCdevkit" / "VOC2012"
+    for folder in ("SegmentationClass", "SegmentationObject"):
+        for file in (voc / folder).iterdir():
+            file.unlink()
+        (voc / folder).rmdir()
+    (voc / "ImageSets" / "Main").mkdir()
+    (voc / "ImageSets" / "Main" / "test.txt").write_text("".join(f"{i}\n" for i in PAIRS))
+    for image_id in PAIRS:
+        _voc_xml(voc / "Annotations" / f"{image_id}.xml", image_id, [])
+    with pytest.raises(ConfigError) as info:
+        list_units(parse_config({"output": str(tmp_path / "out"), "sources": [
+            {"name": "s", "type": "segmentation", "path": str(tmp_path / "data"), "layout": "voc", "tasks": tasks}]}))
+    message = str(info.value)
+    assert f"sources[0].{'layout' if tasks == ['segmentation'] else 'tasks'} (s)" in message
+    assert "test.txt alone" in message and "VOCtrainval" in message, message
+
+
+def _write_sbd(root: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """benchmark_RELEASE/dataset/ as SBD's benchmark.tgz unpacks: img/<id>.jpg, cls/<id>.mat (GTcls,
+    written by scipy's savemat, compressed as MATLAB's -v7 is), inst/ and train.txt, val.txt."""
+    dataset = root / "benchmark_RELEASE" / "dataset"
+    for folder in ("img", "cls", "inst"):
+        (dataset / folder).mkdir(parents=True)
+    made = {}
+    for n, (image_id, (photo, cls)) in enumerate(PAIRS.items()):
+        Image.fromarray(_photo(photo)).save(dataset / "img" / f"{image_id}.jpg", quality=90)
+        labels = made[image_id] = np.where(_labels(cls, n) == 255, cls, _labels(cls, n)).astype(np.uint8)
+        _sbd_cls_mat(dataset / "cls" / f"{image_id}.mat", labels)
+    (dataset / "train.txt").write_text("2007_000032\n2007_000039\n2008_000008\n")
+    (dataset / "val.txt").write_text("2007_000063\n2011_003271\n")
+    return dataset, made
+
+
+def test_sbd_layout_reads_gtcls_maps_as_torchvision_does(tmp_path: Path):
+    """SBD as its benchmark.tgz unpacks (`layout: sbd`; old code had none: the config refused it).
+    Each id of train.txt / val.txt is a pair in that split whose target draws GTcls.Segmentation,
+    the array torchvision's SBDataset and mmseg's voc_aug.py read with scipy's loadmat (read back
+    here the same way); from the folder above, benchmark_RELEASE/ or dataset/ alike."""
+    from scipy.io import loadmat
+
+    from transforms.annotations import palette
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    dataset, made = _write_sbd(tmp_path / "data")
+    for image_id, labels in made.items():
+        assert np.array_equal(loadmat(str(dataset / "cls" / f"{image_id}.mat"))["GTcls"][0]["Segmentation"][0], labels)
+    items = _read_all(SegmentationSource("sbd", str(tmp_path / "data"), "sbd"))
+    assert not [i for i in items if isinstance(i, Reject)], items
+    assert {i.key: i.split_hint for i in items} == {
+        "sbd-2007_000032-segmentation": "train", "sbd-2007_000039-segmentation": "train",
+        "sbd-2008_000008-segmentation": "train", "sbd-2007_000063-segmentation": "val",
+        "sbd-2011_003271-segmentation": "val"}
+    for record in items:
+        assert np.array_equal(_render_target(record), palette()[made[record.key.split("-")[1]]]), record.key
+    for path in (dataset.parent, dataset):
+        assert len(_read_all(SegmentationSource("sbd", str(path), "sbd"))) == 5
+    assert list_units(parse_config({"output": str(tmp_path / "out"), "sources": [
+        {"name": "s", "type": "segmentation", "path": str(tmp_path / "data"), "layout": "sbd"}]}))
+
+
+def test_sbd_maps_damaged_gone_or_unlisted_are_counted(tmp_path: Path):
+    """A class map cut short, one in MATLAB's v7.3 (HDF5, which scipy does not read), one holding
+    another struct, one whose variables inflate past the budget (judged before scipy reads it),
+    an id without its map, and a map no list names: each one counted reject, the rest drawn."""
+    from scipy.io import savemat
+
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.render_annotated import render_pair
+
+    dataset, made = _write_sbd(tmp_path)
+    cls = dataset / "cls"
+    whole = (cls / "2007_000032.mat").read_bytes()
+    (cls / "2007_000032.mat").write_bytes(whole[: len(whole) // 2])
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
+    v73 = header.ljust(116) + bytes(8) + (0x0200).to_bytes(2, "little") + b"IM"  # MATLAB's -v7.3 userblock
+    (cls / "2007_000039.mat").write_bytes(v73.ljust(512, b"\x00") + b"\x89HDF\r\n\x1a\n" + bytes(600))
+    savemat(str(cls / "2008_000008.mat"), {"GTinst": {"Segmentation": made["2008_000008"]}})
+    savemat(str(cls / "2007_000063.mat"), {"GTcls": {"Segmentation": np.zeros((9000, 9000), np.uint8)}},
+            do_compression=True)
+    (cls / "2011_003271.mat").rename(cls / "2012_000001.mat")
+    items = _read_all(SegmentationSource("sbd", str(tmp_path), "sbd"))
+    read_rejects = {(r.input, r.reason) for r in items if isinstance(r, Reject)}
+    assert read_rejects == {("benchmark_RELEASE/dataset/img/2011_003271.jpg", "missing_annotation"),
+                            ("benchmark_RELEASE/dataset/cls/2012_000001.mat", "unlisted_label_map")}
+    settings = RenderSettings(SIZE[1], "squash", 0, 10**9, 1, 0, 0.0)
+    rendered = {r.key.split("-")[1]: render_pair(r, settings) for r in items if isinstance(r, PairRecord)}
+    expected = {"2007_000032": ("bad_annotation", "not a readable MAT file ("),
+                "2007_000039": ("bad_annotation", "a MAT v7.3 (HDF5) file: save it in MATLAB's default -v7"),
+                "2008_000008": ("bad_annotation", "holds no GTcls.Segmentation map of class indices"),
+                "2007_000063": ("annotation_too_large", "its variables inflate past 64 MiB")}
+    assert {k: r.reason for k, r in rendered.items()} == {k: reason for k, (reason, _) in expected.items()}
+    for image_id, (_, detail) in expected.items():
+        assert rendered[image_id].detail.startswith(detail), rendered[image_id].detail

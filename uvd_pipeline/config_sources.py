@@ -172,7 +172,7 @@ class MpiiSourceConfig(SourceBase, LinkOptions, PairSource):
 class SegmentationSourceConfig(SourceBase, LinkOptions, PairSource, LaterFields):
     LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"tasks": ("segmentation",)}
     type: Literal["segmentation"]
-    layout: Literal["ade20k", "ade20k_full", "cityscapes", "voc"] = "ade20k"
+    layout: Literal["ade20k", "ade20k_full", "cityscapes", "voc", "sbd"] = "ade20k"
     tasks: tuple[Literal["segmentation", "detection"], ...] = Field(
         ("segmentation",), min_length=1, description="voc only: also detection, the boxes of Annotations/<id>.xml "
         "for the ids of ImageSets/Main/")

@@ -38,6 +38,26 @@ class NoLabel(ValueError):
 @dataclass(frozen=True)
 class LabelContext:
     right: np.ndarray | None = None  # the right view of a rectified stereo pair, on the same canvas
+    content: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 of the image's pixels on the canvas (pad: less)
+
+
+def canny_within(canvas: np.ndarray, content: tuple[int, int, int, int] | None,
+                 sigma: float = 0.33) -> np.ndarray:
+    """Canny edges of the image's own pixels on the canvas, none in a letterbox's pad: on the
+    whole canvas the pad's border with the image is drawn as an edge the canvas wide, and the pad's
+    black lowers the median grey the thresholds come from."""
+    if content is None:
+        return canny_edges(canvas, sigma)
+    x0, y0, x1, y1 = content
+    return on_canvas(canny_edges(canvas[y0:y1, x0:x1], sigma), canvas.shape, content)
+
+
+def on_canvas(part: np.ndarray, shape: tuple[int, ...], content: tuple[int, int, int, int]) -> np.ndarray:
+    """A target made of the image's own pixels, placed where they lie on a black canvas."""
+    x0, y0, x1, y1 = content
+    target = np.zeros(shape[:2] + (3,), np.uint8)
+    target[y0:y1, x0:x1] = part
+    return target
 
 
 def labeler_params(spec: dict[str, Any]) -> Any:
@@ -68,7 +88,15 @@ def labeler_params(spec: dict[str, Any]) -> Any:
 
 def _canny(spec: dict[str, Any]) -> Callable[[np.ndarray, LabelContext], np.ndarray]:
     sigma = labeler_params(spec).sigma
-    return lambda image, context: canny_edges(image, sigma)
+
+    def label(image: np.ndarray, context: LabelContext) -> np.ndarray:
+        edges = canny_within(image, context.content, sigma)
+        if not edges.any():  # as sgbm's no match: an all-black map would say the image has no edge
+            raise NoLabel("the canny labeler found no edge in the image (one colour, a blank or faded frame, or "
+                          "a grey too flat for its thresholds)")
+        return edges
+
+    return label
 
 
 def sgbm_disparity(left: np.ndarray, right: np.ndarray, num_disparities: int = 64, block_size: int = 5) -> np.ndarray:
@@ -95,11 +123,14 @@ def _sgbm(spec: dict[str, Any]) -> Callable[[np.ndarray, LabelContext], np.ndarr
     def label(image: np.ndarray, context: LabelContext) -> np.ndarray:
         if context.right is None:
             raise LabelerError("the sgbm labeler needs the right view of a stereo pair")
-        disparity = sgbm_disparity(image, context.right, num_disparities, block_size)
+        x0, y0, x1, y1 = context.content or (0, 0, image.shape[1], image.shape[0])
+        # the views' own pixels: matched on the padded canvas, the disparity bled into the pad
+        disparity = sgbm_disparity(image[y0:y1, x0:x1], context.right[y0:y1, x0:x1], num_disparities, block_size)
         if not (disparity > 0).any():  # depth_to_colour's valid pixels: none would draw all black
             raise NoLabel("the sgbm labeler matched no pixel of the pair (a view without texture, or views "
                           "that are not a rectified pair)")
-        return depth_to_colour(disparity, disparity=True)
+        colour = depth_to_colour(disparity, disparity=True)
+        return colour if context.content is None else on_canvas(colour, image.shape, context.content)
 
     return label
 

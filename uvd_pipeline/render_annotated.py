@@ -16,10 +16,10 @@ from sources.fsio import FileTooLarge
 from sources.multitask import DEPTH_SCALE, EDGE_THRESHOLD
 from sources.records import (FILE_TOO_LARGE, AnnotatedClipRecord, MultiViewRecord, PairRecord, Reject, TupleRecord,
                              read_input_bytes)
+from sources.sbd import MAX_SBD_MAT_BYTES, SbdMapError, sbd_class_map
 from transforms.annotations import (
     SKELETONS,
     Skeleton,
-    canny_edges,
     clip_to_rect,
     colourize_labels,
     depth_to_colour,
@@ -42,7 +42,7 @@ from transforms.maps import MapError, masked_depth
 from transforms.resize import ResizePlan
 from uvd_pipeline.image_decode import decode_map, decode_through, load_image
 from uvd_pipeline.keys import seed_for
-from uvd_pipeline.labelers import LabelContext, LabelerError, NoLabel, get_labeler
+from uvd_pipeline.labelers import LabelContext, LabelerError, NoLabel, canny_within, get_labeler
 from uvd_pipeline.render import RenderSettings, encode_png
 from uvd_pipeline.sentences import RenderedUnit, Sentence
 
@@ -356,6 +356,8 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
         labels = _labels_from_segments(annotation, plan)
     elif "mask_uri" in annotation:
         labels = np.where(decode_map("decode_gray", _read(annotation["mask_uri"]), settings.decode_time_s) > 127, annotation.get("class_id", 1), 0)
+    elif "label_mat_uri" in annotation:  # SBD's cls/<id>.mat
+        labels = _sbd_class_map(annotation["label_mat_uri"])
     else:
         labels = decode_map("decode_label_map", _read(annotation["label_uri"]), settings.decode_time_s,
                             annotation.get("encoding", "ids"))
@@ -367,6 +369,19 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
         if divisor:  # things: class * divisor + instance; stuff up to `panoptic_stuff_max`: the class itself
             labels = np.where(labels > int(annotation.get("panoptic_stuff_max", 0)), labels // divisor, labels)
     return colourize_labels(_fit_map(plan, labels.astype(np.int32)))
+
+
+def _sbd_class_map(uri: str) -> np.ndarray:
+    """An SBD class map, the file's size and its variables' inflated size judged before scipy reads it."""
+    try:
+        return sbd_class_map(read_input_bytes(uri, MAX_SBD_MAT_BYTES))
+    except FileTooLarge:
+        raise AnnotationError("annotation_too_large", f"over the {MAX_SBD_MAT_BYTES >> 20} MiB an SBD class map "
+                                                      "may take") from None
+    except SbdMapError as exc:
+        raise AnnotationError(exc.reason, str(exc)[:200]) from None
+    except (OSError, ValueError) as exc:
+        raise AnnotationError("missing_annotation", exception_detail(exc)) from None
 
 
 def _ids_of_values(values: np.ndarray, ids: list[int] | tuple[int, ...]) -> np.ndarray:
@@ -457,7 +472,20 @@ def _edges(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, set
         edges = decode_map("decode_gray", _read(annotation["edges_uri"]), settings.decode_time_s)
         on = (edges > annotation.get("threshold", 0)).astype(np.float32)
         return edge_map_to_rgb(_fit_map(plan, on, nearest=False))
-    return canny_edges(canvas)
+    edges = canny_within(canvas, _content_box(plan))
+    if not edges.any():  # as the canny labeler's: an all-black map would say the image has no edge
+        raise AnnotationError("empty_target", "Canny found no edge in the image (one colour, a blank or faded "
+                                              "frame, or a grey too flat for its thresholds)")
+    return edges
+
+
+def _content_box(plan: ResizePlan) -> tuple[int, int, int, int] | None:
+    """x0, y0, x1, y1 of the image's pixels on the canvas, where the plan pads it (else None)."""
+    (x, y), (w, h) = plan.offset, plan.scaled
+    box = (max(x, 0), max(y, 0), min(x + w, plan.size), min(y + h, plan.size))
+    if box == (0, 0, plan.size, plan.size) or box[0] >= box[2] or box[1] >= box[3]:
+        return None
+    return box
 
 
 def _stereo(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
@@ -479,7 +507,8 @@ def target_for(task: str, annotation: dict[str, Any], canvas: np.ndarray, plan: 
     annotation names one, else the task's entry of `TARGETS`."""
     if "labeler" in annotation:
         try:
-            return canvas, get_labeler(annotation["labeler"])(canvas, LabelContext(right=right))
+            return canvas, get_labeler(annotation["labeler"])(canvas, LabelContext(right=right,
+                                                                                   content=_content_box(plan)))
         except LabelerError as exc:
             raise AnnotationError("labeler_failed", str(exc)[:200]) from None
         except NoLabel as exc:
