@@ -18,11 +18,15 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
-import numpy as np
-from PIL import Image
+from .omp_wait import prefer_short_spin
 
-from .checkpoint import CheckpointError
-from .codec import Tokenizer
+prefer_short_spin()  # before torch loads: libgomp reads its environment once (`tokenizer.omp_wait`)
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from .checkpoint import CheckpointError  # noqa: E402
+from .codec import Tokenizer  # noqa: E402
 from .config import UsageError
 from .data import IMAGE_SUFFIXES, ImageRef, find_images, iter_images
 from .metrics import (codebook_usage, colour_shift_per_image, perplexity, psnr_per_image, ssim_per_image,

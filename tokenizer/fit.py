@@ -26,9 +26,13 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from .omp_wait import prefer_short_spin
+
+prefer_short_spin()  # before torch loads: libgomp reads its environment once (`tokenizer.omp_wait`)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from . import checkpoint
 from .atomic import atomic_path

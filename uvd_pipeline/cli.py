@@ -245,6 +245,9 @@ def with_runner(config, runner: str):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from tokenizer.omp_wait import prefer_short_spin
+
+    prefer_short_spin()  # before the reconstructions load torch (`tokenizer.omp_wait`)
     from uvd_pipeline.report import write_report
     from uvd_pipeline.verify import UNFINISHED, OutputUnfinished
 

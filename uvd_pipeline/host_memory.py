@@ -11,7 +11,12 @@ So while such a build's pipeline runs: blocks come from a heap (`M_MMAP_MAX` 0) 
 is kept (`M_TRIM_THRESHOLD`); after it, glibc's default values of both and of the mmap threshold
 (128 KiB) are set again and the kept memory handed back (`malloc_trim`). Not as before, though:
 setting any of them turns glibc's dynamic mmap threshold (raised to the size of the largest mmap'd
-block freed, up to 32 MiB) off for the rest of the process. A worker thread's own arena cannot
+block freed, up to 32 MiB) off for the rest of the process. Nothing can give the caller that
+back: glibc's `mallopt` of any of these settings sets its internal `no_dyn_threshold` flag, which
+only a new process clears, and no call reads the threshold the dynamic rule had reached (probing by
+allocation cannot tell either: a block over the threshold still comes from the heap's top when the
+top is large enough). A library caller that needs it runs `run_build` in a child process or opts
+out (below). A worker thread's own arena cannot
 hold a block over 64 MB: glibc still maps and unmaps those. The number of arenas is left alone:
 glibc fixes its limit the first time a thread needs a new arena, so one arena (`M_ARENA_MAX` 1,
 which kept those blocks too) inside the block was one for the rest of the process; in builds it
