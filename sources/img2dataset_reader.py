@@ -170,7 +170,7 @@ class Img2datasetReader(WebReader):
         import pyarrow.parquet as pq
 
         column = _image_column(uri)
-        with fsio.open_file(uri) as handle:
+        with fsio.open_file(uri, read_ahead=False) as handle:
             batches = hf_parquet.row_batches(pq.ParquetFile(handle, pre_buffer=False), f"{shard}.parquet", ("key",),
                                              source=handle)
             at = self._at(uri)
