@@ -1210,3 +1210,60 @@ def test_a_gnu_tar_of_nested_folders_and_dotted_names_keys_as_webdataset_does(tm
         assert records[key].data == image, key
         assert records[key].lineage.get("caption") == (sample["txt"].decode() if "txt" in sample else None), key
     assert records["a/b/c"].lineage["classes"] == {"cls": int(theirs["a/b/c"]["cls"])}
+
+
+def test_every_image_of_a_multi_image_sample_is_read_under_a_key_of_its_own(tmp_path: Path, monkeypatch):
+    """Samples of several images as webdataset's users write them: an interleaved document (MMC4- or
+    OBELICS-style: `doc.0.jpg`, `doc.1.png`, `doc.2.jpg` and its `doc.json`), a stereo pair
+    (`pair.left.png`, `pair.right.png`). Each image but the first was a `duplicate_key` reject: a
+    document's pictures were lost. Each is now an image of its own, keyed by its member's name,
+    its sample's group (one split), its sample's caption and json; as webdataset reads them, in a
+    whole tar, in parts and extracted by GNU tar as a files-layout folder. Twins without a second
+    extension (`x.jpg` beside `x.png`) stay one image and a `duplicate_key`."""
+    import subprocess
+
+    from sources import web_units
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    samples = [{"__key__": "doc", "0.jpg": _image(seed=1), "1.png": _image("PNG", seed=2), "2.jpg": _image(seed=3),
+                "json": {"texts": ["intro", None, "middle", None]}, "txt": "a page"},
+               {"__key__": "pair", "left.png": _image("PNG", seed=4), "right.png": _image("PNG", seed=5)},
+               {"__key__": "x", "jpg": _image(seed=6), "png": _image("PNG", seed=7), "txt": "twins"}]
+    samples += [{"__key__": f"pad{i}", "jpg": _image(size=(64, 64), seed=10 + i)} for i in range(6)]
+    with wds.TarWriter(str(shards / "00000.tar")) as sink:
+        for sample in samples:
+            sink.write(sample)
+    theirs = {(s["__key__"], name): value for s in wds.WebDataset(str(shards / "00000.tar"), shardshuffle=False)
+              for name, value in s.items() if name.rsplit(".", 1)[-1] in ("jpg", "png")}
+    assert len(theirs) == 3 + 2 + 2 + 6
+
+    def read(layout: str = "webdataset") -> tuple[dict, list]:
+        items = _read_all(LaionSource("web", str(shards), layout))
+        records = {(r.lineage["sample_key"], r.lineage["file_ext"]): r for r in items if isinstance(r, ImageRecord)}
+        return records, sorted((r.key, r.reason, r.input) for r in items if isinstance(r, Reject))
+
+    records, rejects = read()
+    assert len(records) == 12 and sorted(records) == sorted(k for k in theirs if k != ("x", "png"))
+    assert all(records[k].data == theirs[k] for k in records)
+    assert rejects == [("web-00000-x", "duplicate_key", "00000.tar:x.png")]
+    doc = [records["doc", ext] for ext in ("0.jpg", "1.png", "2.jpg")]
+    assert len({r.key for r in doc}) == 3 and {r.group for r in doc} == {data_key("web", "00000", "doc")}
+    assert {records["pair", "left.png"].group} == {records["pair", "right.png"].group} != {doc[0].group}
+    assert all(r.lineage["caption"] == "a page" and r.lineage["img2dataset"]["texts"][2] == "middle" for r in doc)
+    assert records["x", "jpg"].key == data_key("web", "00000", "x")  # one image: its sample's key, as before
+    again, _ = read()
+    assert {k: r.key for k, r in again.items()} == {k: r.key for k, r in records.items()}
+
+    monkeypatch.setattr(web_units, "TAR_PART_BYTES", (shards / "00000.tar").stat().st_size // 4)
+    source = LaionSource("web", str(shards), "webdataset")
+    assert len(source.units()) >= 3
+    parts = [i for unit in source.units() for i in source.read(unit)]
+    assert sorted(r.key for r in parts if isinstance(r, ImageRecord)) == sorted(r.key for r in records.values())
+
+    (shards / "00000.tar").rename(tmp_path / "00000.tar")
+    (shards / "00000").mkdir()
+    subprocess.run(["tar", "-xf", str(tmp_path / "00000.tar"), "-C", str(shards / "00000")], check=True)
+    files, rejected = read("files")
+    assert {k: (r.key, r.group) for k, r in files.items()} == {k: (r.key, r.group) for k, r in records.items()}
+    assert [(key, reason) for key, reason, _ in rejected] == [("web-00000-x", "duplicate_key")]
