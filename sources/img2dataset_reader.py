@@ -197,7 +197,7 @@ class Img2datasetReader(WebReader):
                     if state != "success":
                         yield self._reject(key, "download", state, str(row.get("error_message") or ""), where=where)
                         continue
-                    if not data:
+                    if data is None:  # b"" (a 0-byte body img2dataset stored) is the decoder's `empty_file`, as in a tar
                         yield self._reject(key, "read", "missing_image", f"{shard}.parquet row without {column} bytes",
                                            where=where)
                         continue
