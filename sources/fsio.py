@@ -490,12 +490,18 @@ def refuse_special(uri: str) -> None:
         raise NotAFile(uri, kind)
 
 
-def open_file(uri: str, mode: str = "rb") -> IO[bytes]:
-    """An open file; a local fifo, socket or device raises `NotAFile` unopened (`refuse_special`)."""
+def open_file(uri: str, mode: str = "rb", read_ahead: bool = True) -> IO[bytes]:
+    """An open file; a local fifo, socket or device raises `NotAFile` unopened (`refuse_special`).
+    Without `read_ahead`, a remote file fetches just the bytes each read asks for (fsspec's
+    `cache_type="none"`), not its block (5 MiB) beyond them: a reader that seeks to what it
+    needs (a parquet's page headers, its column chunks) fetched most of the file twice."""
     _opened(uri)
     if "r" in mode:
         refuse_special(uri)
-    return fsspec.open(uri, mode).open()
+    if read_ahead:
+        return fsspec.open(uri, mode).open()
+    fs, path = filesystem(uri)
+    return fs.open(path, mode, cache_type="none")  # an open's keyword, not the filesystem's (`fsspec.open`)
 
 
 class FileTooLarge(ValueError):

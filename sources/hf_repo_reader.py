@@ -62,7 +62,7 @@ class HfRepoReader(CardSplits):
                                where=self._at(uri))
             return
         hint = hf_parquet.split_hint(split)
-        with fsio.open_file(uri) as handle:
+        with fsio.open_file(uri, read_ahead=False) as handle:
             parquet = pq.ParquetFile(handle, pre_buffer=False)
             try:
                 image, caption = self._hf_columns(parquet.schema_arrow, name)

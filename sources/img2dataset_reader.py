@@ -19,7 +19,7 @@ from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_
 from sources.web_format import image_column as _image_column
 from sources.web_reader import WebReader, row_lists as _row_lists
 from sources.web_samples import (SAMPLE_SIDECARS, image_members as _image_members, sample_classes as _classes,
-                                 sample_lineage as _lineage)
+                                 sample_lineage as _lineage, several_images as _several_images)
 
 
 class Img2datasetReader(WebReader):
@@ -70,21 +70,25 @@ class Img2datasetReader(WebReader):
             yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(members)) or 'none'}",
                                where=at)
             return
-        image_ext = images[0]
-        for extra in images[1:]:
-            yield self._reject(key, "read", "duplicate_key",
-                               f"{named(extra)}: key {sample_key} already has an image ({named(image_ext)})",
-                               where=f"{tar}:{named(extra)}")
+        each = _several_images(images)
+        if not each:
+            for extra in images[1:]:
+                yield self._reject(key, "read", "duplicate_key",
+                                   f"{named(extra)}: key {sample_key} already has an image ({named(images[0])})",
+                                   where=f"{tar}:{named(extra)}")
         yield from self._unexpected_members(key, members, images, named, lambda ext: f"{tar}:{named(ext)}")
-        changed = hash_problem({**(listing.rows.get(sample_key) or {}), **parse_json(members.get("json"))},
-                               members[image_ext], f"{sample_key}.{image_ext}")
-        if changed:
-            yield self._reject(key, "read", HASH_MISMATCH, changed, where=f"{tar}:{named(image_ext)}")
-            return
-        lineage = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
-        lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext, **_classes(members)})
-        yield ImageRecord(key=key, source=self.name, group=key, data=members[image_ext], lineage=lineage,
-                          input=f"{tar}:{named(image_ext)}")
+        for image_ext in images if each else images[:1]:
+            # an image of several: its own key (no sample's key holds a dot in its name), its sample's group
+            own = self._key(shard, f"{sample_key}.{image_ext}") if each else key
+            changed = hash_problem({**(listing.rows.get(sample_key) or {}), **parse_json(members.get("json"))},
+                                   members[image_ext], f"{sample_key}.{image_ext}")
+            if changed:
+                yield self._reject(own, "read", HASH_MISMATCH, changed, where=f"{tar}:{named(image_ext)}")
+                continue
+            lineage = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
+            lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext, **_classes(members)})
+            yield ImageRecord(key=own, source=self.name, group=key, data=members[image_ext], lineage=lineage,
+                              input=f"{tar}:{named(image_ext)}")
 
     def _unexpected_members(self, key: str, members: dict[str, Any], images: list[str],
                             named: Callable[[str], str], at: Callable[[str], str]) -> Iterator[Reject]:
@@ -134,23 +138,27 @@ class Img2datasetReader(WebReader):
                     yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(files))}",
                                        where=self._at(next(iter(sorted(files.values())))))
                 continue
-            for extra in images[1:]:
-                yield self._reject(key, "read", "duplicate_key",
-                                   f"{fsio.basename(files[extra])}: key {sample_key} already has an image "
-                                   f"({fsio.basename(files[images[0]])})", where=self._at(files[extra]))
+            each = _several_images(images)
+            if not each:
+                for extra in images[1:]:
+                    yield self._reject(key, "read", "duplicate_key",
+                                       f"{fsio.basename(files[extra])}: key {sample_key} already has an image "
+                                       f"({fsio.basename(files[images[0]])})", where=self._at(files[extra]))
             yield from self._unexpected_members(key, files, images, lambda ext: fsio.basename(files[ext]),
                                                 lambda ext: self._at(files[ext]))
             texts, unread = self._sidecar_texts({e: files[e] for e in SAMPLE_SIDECARS if e in files}, lambda _: key)
             yield from unread
             recorded = {**(listing.rows.get(sample_key) or {}), **parse_json(texts.get("json"))}
-            data, changed = self._checked_file(recorded, files[images[0]])
-            if changed:
-                yield self._reject(key, "read", HASH_MISMATCH, changed, where=self._at(files[images[0]]))
-                continue
-            lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key))
-            lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": images[0], **_classes(texts)})
-            yield ImageRecord(key=key, source=self.name, group=key, lineage=lineage,
-                              **({"data": data} if data is not None else {"uri": files[images[0]]}))
+            for image_ext in images if each else images[:1]:
+                own = self._key(shard, f"{sample_key}.{image_ext}") if each else key  # as a tar's (`_sample`)
+                data, changed = self._checked_file(recorded, files[image_ext])
+                if changed:
+                    yield self._reject(own, "read", HASH_MISMATCH, changed, where=self._at(files[image_ext]))
+                    continue
+                lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key))
+                lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext, **_classes(texts)})
+                yield ImageRecord(key=own, source=self.name, group=key, lineage=lineage,
+                                  **({"data": data} if data is not None else {"uri": files[image_ext]}))
         yield from missing_rejects(self.name, listing, shard, set(by_key) | refused, f"folder {shard}/",
                                    self._at(folder) + "/")
 
@@ -170,7 +178,7 @@ class Img2datasetReader(WebReader):
         import pyarrow.parquet as pq
 
         column = _image_column(uri)
-        with fsio.open_file(uri) as handle:
+        with fsio.open_file(uri, read_ahead=False) as handle:
             batches = hf_parquet.row_batches(pq.ParquetFile(handle, pre_buffer=False), f"{shard}.parquet", ("key",),
                                              source=handle)
             at = self._at(uri)
@@ -189,7 +197,7 @@ class Img2datasetReader(WebReader):
                     if state != "success":
                         yield self._reject(key, "download", state, str(row.get("error_message") or ""), where=where)
                         continue
-                    if not data:
+                    if data is None:  # b"" (a 0-byte body img2dataset stored) is the decoder's `empty_file`, as in a tar
                         yield self._reject(key, "read", "missing_image", f"{shard}.parquet row without {column} bytes",
                                            where=where)
                         continue

@@ -30,7 +30,8 @@ once, by `scan`, which keeps what the read needs of each (`KeptHeaders`: name, t
 never the pax records) within `MAX_KEPT_HEADER_BYTES`, judged before each is kept; past it, and for
 a compressed tar, the read reads the headers again. A gzipped tar that inflates clean within that
 budget is inflated once, by `scan`, and read from its inflated copy (`small_gzip`); a larger one
-into an unnamed temporary file within a disk budget (`spooled_gzip`); one past that, damaged or cut
+into an unnamed temporary file within a disk budget (`spooled_gzip`), as a remote plain tar is
+copied (`spooled_copy`: fetched once, not for the scan and again for the read); one past that, damaged or cut
 is streamed through `GzipStream` (both read every gzip member and check each one's CRC; what
 follows a tar's end is inflated only within `GZIP_TAIL_FLOOR` or the tar's size, streamed or not: `_drain`,
 `check_end_marker`; damage there cuts no sample: `AfterTheEnd`; a CRC or length failing once the
@@ -49,6 +50,7 @@ import io
 import os
 import posixpath
 import re
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -571,7 +573,13 @@ class Layout:
     headers: "KeptHeaders | None" = None  # a plain tar's member headers as `scan` read them: the read walks them
     inflated: bytes | None = None  # a small gzipped tar as `scan` inflated it (`small_gzip`): the read reads it
     spool: IO[bytes] | None = None  # a larger one as `scan` inflated it (`spooled_gzip`): the read reads it
+    copied: bool = False  # the spool is a remote plain tar's copy (`spooled_copy`), read as the file it copies
     damaged: bool = False  # the scan met a cut or unreadable header, or more than `MAX_TAR_MEMBERS`
+
+    @property
+    def inflated_copy(self) -> bool:
+        """Whether the tar read is a gzipped one's inflated copy (`check_end_marker`'s `gzipped`)."""
+        return (self.inflated is not None or self.spool is not None) and not self.copied
 
     def let_go(self) -> None:
         """Close the spool (its file is unnamed: closing it frees its room)."""
@@ -799,6 +807,29 @@ def spooled_gzip(handle: IO[bytes]) -> IO[bytes] | None:
     return None
 
 
+def spooled_copy(handle: IO[bytes]) -> IO[bytes] | None:
+    """A remote plain tar copied once into an unnamed temporary file within `spool_budget`: its scan
+    and its read take the copy. Read from the remote file, each fetched it whole (the scan's header
+    reads through fsspec's 5 MiB read-ahead, the read's data): 2.00x its bytes. None where its size
+    is unknown, past the budget, or the copy fails (the file is then read twice, as before)."""
+    size = _file_size(handle)
+    folder = tempfile.gettempdir()
+    if size is None or spool_budget(folder, size) < size:
+        return None
+    try:
+        spool = tempfile.TemporaryFile(dir=folder)
+    except OSError:
+        return None
+    try:
+        handle.seek(0)
+        shutil.copyfileobj(handle, spool, 1 << 20)
+        spool.seek(0)
+        return spool
+    except OSError:  # the disk filled, the remote file failed: read from it, as before (and its error said)
+        spool.close()
+        return None
+
+
 GZIP_TAR_SUFFIXES = (".gz", ".tgz")  # the names whose tars `scan` tries to inflate once
 
 
@@ -825,6 +856,14 @@ def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
         except (OSError, ValueError) as exc:
             raise_machine_error(exc, uri)  # too many open files, no memory: the machine's, no archive's
             inflated = None  # the scan below meets it again and says it
+    elif fsio.local_path(uri) is None:  # a remote plain tar: fetched once, not for the scan and again for the read
+        try:
+            with fsio.open_file(uri) as handle:
+                spool = spooled_copy(handle)
+        except (OSError, ValueError) as exc:
+            raise_machine_error(exc, uri)
+        if spool is not None:  # the same bytes as the file: the same verdicts, damaged or not
+            return _scan(uri, keyed, Layout(spool=spool, copied=True))
     if inflated is not None or spool is not None:
         layout = _scan(uri, keyed, Layout(inflated=inflated, spool=spool))
         if layout.headers is not None and layout.headers.error is None:
@@ -920,7 +959,7 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layou
                 if not info.isdir():
                     index.add(info, ordinal, keyed)
             if layout.headers is not None:
-                check_end_marker(tar, handle, layout.inflated is not None or layout.spool is not None)
+                check_end_marker(tar, handle, layout.inflated_copy)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise_machine_error(exc, uri)
         layout.damaged = True
@@ -984,7 +1023,7 @@ def read_members(uri: str, mode: Callable[[IO[bytes]], str],
                 yield from visit(tar, info) if replaced is None else shadowed(info, replaced)
                 tar.members.clear()  # tarfile keeps each header read (for `getmember`): none is wanted again
             if kept is None:
-                check_end_marker(tar, handle, layout.inflated is not None or layout.spool is not None)
+                check_end_marker(tar, handle, layout.inflated_copy)
             elif kept.error is not None:
                 raise kept.error
     except (tarfile.TarError, EOFError, OSError) as exc:

@@ -10,13 +10,13 @@ from typing import Any, Callable, Iterator
 
 from sources import fsio, hf_parquet, imagefolder
 from sources.img2dataset_listing import parse_json
+from sources.hf_repo_reader import lineage_value
 from sources.imagefolder import EXTRA_IMAGE, UNLISTED_IMAGE
 from sources.paths import PathProblem, path_problem, relative_to_root, shown_name, twin_to_read
 from sources.records import ImageRecord, Reject, SourceItem, nfc, path_key, twin_detail
 from sources.web_card import CardAnswer, CardSplits
 from sources.web_samples import (METADATA_SIDECAR, SIDECARS, TOOL_SIDECARS, TAKEOUT_JSON as _TAKEOUT_JSON,
-                                 caption_text as _caption_text, ext_of as _ext_of, folder_groups,
-                                 jsonable as _jsonable)
+                                 caption_text as _caption_text, ext_of as _ext_of, folder_groups)
 from sources.web_units import Unit
 
 # the kind of a slice of an image folder by (whether its images take their metadata row, where
@@ -152,7 +152,7 @@ class FolderReader(CardSplits):
             return split
         lineage = {**lineage, **({"caption": text} if text else {}), "file": row["file"], "row": row["row"],
                    **({"hf_split": split} if split else {}),
-                   "huggingface": {k: _jsonable(v) for k, v in sorted(values.items())}}
+                   "huggingface": {k: lineage_value(v) for k, v in sorted(values.items())}}  # capped as a parquet row's
         return ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage,
                            split_hint=hf_parquet.split_hint(split))
 

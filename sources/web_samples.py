@@ -68,6 +68,15 @@ def image_members(members: dict[str, Any]) -> list[str]:
     return images + dotted or sorted(e for e in members if e not in SAMPLE_SIDECARS)[:1]
 
 
+def several_images(images: list[str]) -> bool:
+    """Whether a sample's `image_members` are each a picture of its own: two or more, every one
+    named with a second extension (`doc.0.jpg`, `doc.1.png` of an interleaved document, MMC4- or
+    OBELICS-style; `pair.left.png`, `pair.right.png` of a stereo pair), as webdataset's users name
+    several images of one sample. Twins without one (`x.jpg` beside `x.png`) stay one image and a
+    `duplicate_key`: two encodings of the sample's one picture."""
+    return len(images) > 1 and all("." in ext for ext in images)
+
+
 def sample_classes(members: dict[str, Any]) -> dict[str, dict[str, int | str]]:
     """{"classes": {member: label}} of a sample's `LABEL_MEMBERS` (an integer, as webdataset
     decodes it, or else the text), or {} without any."""

@@ -726,3 +726,36 @@ def test_a_download_really_killed_in_a_shard_builds_the_ended_ones_and_its_rerun
     fresh, fresh_out = _build(downloads, "killed", tmp_path / "fresh")
     assert fresh["totals"] == finished["totals"] and "unfinished_download" not in str(_rejects(out, "killed"))
     assert shard_digests(out) == shard_digests(fresh_out)
+
+
+def test_a_0_byte_body_is_an_empty_file_in_every_output_format(tmp_path: Path):
+    """A server answering 200 with a 0-byte body: img2dataset 1.47 (`--disable_all_reencoding`)
+    counts it a success and stores b"" (a 0-byte `.jpg` member or file, an empty `jpg` cell). Its
+    tar and files layouts built it as the decoder's `empty_file`; its parquet layout said
+    `missing_image` ("row without jpg bytes"), as if img2dataset had stored nothing. Each layout
+    now says `empty_file`; every listed row is a sentence or a reject."""
+    _require_img2dataset()
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "ok.jpg").write_bytes(_jpeg(_halves(48, 64, seed=9)))
+    (folder / "empty.jpg").write_bytes(b"")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    downloads = {"root": tmp_path}
+    try:
+        url_list = _url_list(tmp_path / "urls.csv", f"http://127.0.0.1:{server.server_address[1]}",
+                             ["ok.jpg", "empty.jpg", "gone.jpg"])
+        for layout in ("webdataset", "files", "parquet"):
+            downloads[layout] = tmp_path / layout
+            _download(url_list, downloads[layout], "--output_format", layout, "--resize_mode", "no",
+                      "--disable_all_reencoding", "True")
+    finally:
+        server.shutdown()
+    for layout in ("webdataset", "files", "parquet"):
+        rows = _parquet_rows(downloads[layout])
+        assert Counter(r["status"] for r in rows) == {"success": 2, "failed_to_download": 1}
+        summary, out = _build(downloads, layout)
+        rejects = {r["key"].rsplit("-", 1)[1]: (r["stage"], r["reason"]) for r in _rejects(out, layout).values()}
+        empty = next(r["key"] for r in rows if r["url"].endswith("/empty.jpg"))
+        assert rejects[empty] == ("decode", "empty_file"), (layout, rejects)
+        assert summary["sources"][layout]["sentences"] + len(rejects) == len(rows) == 3, (layout, rejects)

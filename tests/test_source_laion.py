@@ -853,6 +853,40 @@ def _image_folder(root: Path, fmt: str = "jsonl", broken: bool = True) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_an_imagefolder_rows_large_values_are_left_out_of_its_lineage_marked(tmp_path: Path, fmt: str):
+    """An ImageFolder's metadata row rode whole in its image's lineage (a 768-float CLIP embedding,
+    a 20,000-character OCR text), where a `datasets` parquet row's values past `LINEAGE_VALUE_BYTES`
+    are left out, marked `truncated`: now capped the same way (`hf_repo_reader.lineage_value`).
+    Written as users write them: a `json.dumps` a line, the csv module."""
+    import csv
+
+    from sources.hf_repo_reader import LINEAGE_VALUE_BYTES
+
+    for index in range(2):
+        (tmp_path / f"{index}.png").write_bytes(_image_bytes(index + 1))
+    embedding = [round(float(v), 6) for v in np.random.default_rng(0).random(768)]
+    rows = [{"file_name": "0.png", "text": "a cat", "ocr": "x" * 20_000, "emb": embedding, "likes": 3},
+            {"file_name": "1.png", "text": "a dog", "ocr": "short", "emb": embedding[:4], "likes": 1}]
+    if fmt == "jsonl":
+        (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    else:  # a CSV cell is text: the embedding as its JSON
+        with open(tmp_path / "metadata.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows({**row, "emb": json.dumps(row["emb"])} for row in rows)
+    records = sorted((i for i in _read_all(LaionSource("imgs", str(tmp_path))) if isinstance(i, ImageRecord)),
+                     key=lambda r: r.lineage["path"])
+    lineage = [r.lineage["huggingface"] for r in records]
+    assert [r.lineage["caption"] for r in records] == ["a cat", "a dog"]
+    assert lineage[0]["ocr"] == {"truncated": f"a text of 20000 characters, over the {LINEAGE_VALUE_BYTES} byte "
+                                              "budget of a lineage value: left out"}
+    assert lineage[0]["emb"]["truncated"].startswith("a list of 768 items" if fmt == "jsonl" else "a text of ")
+    assert (lineage[1]["ocr"], lineage[1]["emb"]) == ("short", embedding[:4] if fmt == "jsonl" else
+                                                      json.dumps(embedding[:4]))
+    assert lineage[1]["likes"] == (1 if fmt == "jsonl" else "1")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_an_image_folder_with_metadata_takes_each_images_row(tmp_path: Path, fmt: str):
     """A Hub ImageFolder: its metadata file was one `not_an_image` reject and every caption lost.
     Each image now takes the row naming it (caption from `text`, other columns under

@@ -1210,3 +1210,118 @@ def test_a_gnu_tar_of_nested_folders_and_dotted_names_keys_as_webdataset_does(tm
         assert records[key].data == image, key
         assert records[key].lineage.get("caption") == (sample["txt"].decode() if "txt" in sample else None), key
     assert records["a/b/c"].lineage["classes"] == {"cls": int(theirs["a/b/c"]["cls"])}
+
+
+def test_every_image_of_a_multi_image_sample_is_read_under_a_key_of_its_own(tmp_path: Path, monkeypatch):
+    """Samples of several images as webdataset's users write them: an interleaved document (MMC4- or
+    OBELICS-style: `doc.0.jpg`, `doc.1.png`, `doc.2.jpg` and its `doc.json`), a stereo pair
+    (`pair.left.png`, `pair.right.png`). Each image but the first was a `duplicate_key` reject: a
+    document's pictures were lost. Each is now an image of its own, keyed by its member's name,
+    its sample's group (one split), its sample's caption and json; as webdataset reads them, in a
+    whole tar, in parts and extracted by GNU tar as a files-layout folder. Twins without a second
+    extension (`x.jpg` beside `x.png`) stay one image and a `duplicate_key`."""
+    import subprocess
+
+    from sources import web_units
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    samples = [{"__key__": "doc", "0.jpg": _image(seed=1), "1.png": _image("PNG", seed=2), "2.jpg": _image(seed=3),
+                "json": {"texts": ["intro", None, "middle", None]}, "txt": "a page"},
+               {"__key__": "pair", "left.png": _image("PNG", seed=4), "right.png": _image("PNG", seed=5)},
+               {"__key__": "x", "jpg": _image(seed=6), "png": _image("PNG", seed=7), "txt": "twins"}]
+    samples += [{"__key__": f"pad{i}", "jpg": _image(size=(64, 64), seed=10 + i)} for i in range(6)]
+    with wds.TarWriter(str(shards / "00000.tar")) as sink:
+        for sample in samples:
+            sink.write(sample)
+    theirs = {(s["__key__"], name): value for s in wds.WebDataset(str(shards / "00000.tar"), shardshuffle=False)
+              for name, value in s.items() if name.rsplit(".", 1)[-1] in ("jpg", "png")}
+    assert len(theirs) == 3 + 2 + 2 + 6
+
+    def read(layout: str = "webdataset") -> tuple[dict, list]:
+        items = _read_all(LaionSource("web", str(shards), layout))
+        records = {(r.lineage["sample_key"], r.lineage["file_ext"]): r for r in items if isinstance(r, ImageRecord)}
+        return records, sorted((r.key, r.reason, r.input) for r in items if isinstance(r, Reject))
+
+    records, rejects = read()
+    assert len(records) == 12 and sorted(records) == sorted(k for k in theirs if k != ("x", "png"))
+    assert all(records[k].data == theirs[k] for k in records)
+    assert rejects == [("web-00000-x", "duplicate_key", "00000.tar:x.png")]
+    doc = [records["doc", ext] for ext in ("0.jpg", "1.png", "2.jpg")]
+    assert len({r.key for r in doc}) == 3 and {r.group for r in doc} == {data_key("web", "00000", "doc")}
+    assert {records["pair", "left.png"].group} == {records["pair", "right.png"].group} != {doc[0].group}
+    assert all(r.lineage["caption"] == "a page" and r.lineage["img2dataset"]["texts"][2] == "middle" for r in doc)
+    assert records["x", "jpg"].key == data_key("web", "00000", "x")  # one image: its sample's key, as before
+    again, _ = read()
+    assert {k: r.key for k, r in again.items()} == {k: r.key for k, r in records.items()}
+
+    monkeypatch.setattr(web_units, "TAR_PART_BYTES", (shards / "00000.tar").stat().st_size // 4)
+    source = LaionSource("web", str(shards), "webdataset")
+    assert len(source.units()) >= 3
+    parts = [i for unit in source.units() for i in source.read(unit)]
+    assert sorted(r.key for r in parts if isinstance(r, ImageRecord)) == sorted(r.key for r in records.values())
+
+    (shards / "00000.tar").rename(tmp_path / "00000.tar")
+    (shards / "00000").mkdir()
+    subprocess.run(["tar", "-xf", str(tmp_path / "00000.tar"), "-C", str(shards / "00000")], check=True)
+    files, rejected = read("files")
+    assert {k: (r.key, r.group) for k, r in files.items()} == {k: (r.key, r.group) for k, r in records.items()}
+    assert [(key, reason) for key, reason, _ in rejected] == [("web-00000-x", "duplicate_key")]
+
+
+class _RemoteTar:
+    """The local disk read as a remote store (fsspec's buffered file, as HTTP's and S3's: a 5 MiB
+    read-ahead cache), its fetched bytes counted."""
+
+    fetched: list[int] = []
+
+    @classmethod
+    def register(cls) -> None:
+        import fsspec
+        from fsspec.implementations.local import LocalFileSystem
+        from fsspec.spec import AbstractBufferedFile
+
+        class File(AbstractBufferedFile):
+            def _fetch_range(self, start: int, end: int) -> bytes:
+                with open(self.path, "rb") as handle:
+                    handle.seek(start)
+                    data = handle.read(end - start)
+                cls.fetched.append(len(data))
+                return data
+
+        class FileSystem(LocalFileSystem):
+            protocol = "uvdremotetar"
+
+            def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None, **kwargs):
+                path = self._strip_protocol(path)
+                return File(self, path, mode, block_size=block_size or "default", cache_options=cache_options,
+                            size=os.path.getsize(path), **kwargs)
+
+        fsspec.register_implementation("uvdremotetar", FileSystem, clobber=True)
+
+
+def test_a_remote_tar_is_fetched_once_and_read_as_the_local_one(tmp_path: Path):
+    """A webdataset shard on a remote store was fetched whole twice (2.00x of an img2dataset
+    shard): its scan's header reads went through fsspec's read-ahead, then its read fetched it
+    again. It is copied once into a temporary file now (`tar_members.spooled_copy`) and its items
+    are those of the local file, a cut one's rejects too."""
+    _RemoteTar.register()
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with wds.TarWriter(str(shards / "00000.tar")) as sink:
+        for i in range(40):
+            sink.write({"__key__": f"{i:05d}", "jpg": _image(size=(200, 150), seed=i), "txt": f"caption {i}"})
+    tar = shards / "00000.tar"
+
+    def both() -> tuple[list[str], list[str]]:
+        _RemoteTar.fetched = []
+        remote = [repr(i) for i in _read_all(LaionSource("web", f"uvdremotetar://{shards}", "webdataset"))]
+        return remote, [repr(i) for i in _read_all(LaionSource("web", str(shards), "webdataset"))]
+
+    remote, local = both()
+    assert remote == local and sum("ImageRecord" in r for r in remote) == 40
+    assert sum(_RemoteTar.fetched) <= 1.05 * tar.stat().st_size, (sum(_RemoteTar.fetched), tar.stat().st_size)
+    data = tar.read_bytes()
+    tar.write_bytes(data[: data.find(b"00031.jpg") + tarfile.BLOCKSIZE + 300])  # cut inside a member
+    remote, local = both()
+    assert remote == local and "truncated_sample" in " ".join(remote) and "corrupt_archive" in " ".join(remote)
