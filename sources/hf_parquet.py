@@ -57,6 +57,19 @@ _IN_NAME = {split: re.compile(rf"(?:.*{_SEP})?(?:{'|'.join(words)}){_SEP}.*")
             for split, words in SPLIT_KEYWORDS.items()}
 
 
+def open_parquet(source: Any, **options: Any):
+    """`pyarrow.parquet.ParquetFile(source, **options)` of a file pyarrow can be trusted to open:
+    an encrypted one (`parquet_pages.encryption_problem`) is ArrowInvalid, as a damaged one is
+    (its `bad_parquet`), never opened: pyarrow aborts the whole process on a column of one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    problem = parquet_pages.encryption_problem(source)
+    if problem:
+        raise pa.ArrowInvalid(f"the file {problem}")
+    return pq.ParquetFile(source, **options)
+
+
 def image_columns(schema) -> list[str]:
     """The columns holding a `datasets` `Image` feature: a struct of `bytes` (binary) and `path`
     (string). A struct column the `huggingface` metadata calls something else (`Audio` has the

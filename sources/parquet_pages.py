@@ -9,6 +9,8 @@ pages a chunk.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -254,3 +256,125 @@ def chunk_pages(source: Any, chunk) -> ChunkPages:
         return ChunkPages(values, dictionary, uncompressed, compressed, pages)
     finally:
         source.seek(kept)
+
+
+# Parquet Modular Encryption: a file whose footer is encrypted ends in "PARE"; one with a plaintext
+# footer ends in "PAR1" and its `FileMetaData` says so (field 8, `encryption_algorithm`), each of its
+# encrypted columns in its `ColumnChunk` (field 8, `crypto_metadata`). pyarrow, given no key,
+# answers the first with an OSError but aborts the whole process (C++ `terminate`) on the second as
+# soon as a column chunk's metadata is asked for: the footer is walked here before pyarrow reads it.
+ENCRYPTED_FOOTER_MAGIC, PLAIN_MAGIC = b"PARE", b"PAR1"
+_FILE_ENCRYPTION, _FILE_ROW_GROUPS, _GROUP_COLUMNS, _CHUNK_CRYPTO = 8, 4, 1, 8
+# footers already walked, by digest: a file is opened a few times a build (its format, its claimed
+# paths, its rows) and a footer of 40,000 column chunks (4 MB) takes ~1 s to walk in Python
+_FOOTERS_KEPT = 256
+_NO_KEY = "the build holds no key, never reads it; decrypt it first (pyarrow: decryption_properties), write it plain"
+_walked_footers: dict[bytes, bool] = {}
+
+
+class EncryptedParquet(ValueError):
+    """A parquet file written with Parquet Modular Encryption: this build holds no key to read it."""
+
+
+def _list_size(reader: _Reader) -> tuple[int, int]:
+    """(element count, element type) of a compact-protocol list or set."""
+    head = reader.byte()
+    return _elements(reader, head >> 4 if head >> 4 != 15 else reader.varint()), head & 0x0F
+
+
+def _encrypted_columns(reader: _Reader) -> int:
+    """How many `ColumnChunk`s of a `FileMetaData`'s row groups carry `crypto_metadata`; the
+    footer's own `encryption_algorithm` counts as one more. Other fields are passed over."""
+    found, last = 0, 0
+    while True:
+        number, kind = _field(reader, last)
+        if kind == _STOP:
+            return found
+        last = number
+        if number == _FILE_ENCRYPTION:
+            found += 1
+            _skip(reader, kind, 0)
+        elif number == _FILE_ROW_GROUPS and kind == _LIST:
+            groups, element = _list_size(reader)
+            for _ in range(groups):
+                if element != _STRUCT:
+                    _skip(reader, element, 1)
+                    continue
+                found += _group_encrypted_columns(reader)
+        else:
+            _skip(reader, kind, 0)
+
+
+def _group_encrypted_columns(reader: _Reader) -> int:
+    """A `RowGroup`'s `ColumnChunk`s (its field 1) that carry `crypto_metadata`."""
+    found, last = 0, 0
+    while True:
+        number, kind = _field(reader, last)
+        if kind == _STOP:
+            return found
+        last = number
+        if number == _GROUP_COLUMNS and kind == _LIST:
+            chunks, element = _list_size(reader)
+            for _ in range(chunks):
+                if element != _STRUCT:
+                    _skip(reader, element, 2)
+                    continue
+                chunk_last = 0
+                while True:
+                    field, field_kind = _field(reader, chunk_last)
+                    if field_kind == _STOP:
+                        break
+                    chunk_last = field
+                    found += field == _CHUNK_CRYPTO
+                    _skip(reader, field_kind, 3)
+        else:
+            _skip(reader, kind, 1)
+
+
+def _encrypted_footer(data: bytes) -> bool:
+    """Whether a plaintext `FileMetaData` (its bytes) names an encryption algorithm or encrypted
+    column chunks; one that cannot be walked is not judged here (False)."""
+    reader = _Reader(io.BytesIO(data), 0)
+    reader.limit, reader.buffer = len(data), data  # all of it in hand: never read again
+    try:
+        return _encrypted_columns(reader) > 0
+    except PageHeaderError:
+        return False
+
+
+def encryption_problem(source: Any) -> str | None:
+    """Why pyarrow must not open the parquet file `source` (seekable, binary): it is encrypted
+    (an encrypted footer, or a plaintext footer naming an encryption algorithm or encrypted column
+    chunks), else None. A footer that cannot be walked is left to pyarrow, which says why; the
+    file's position is kept."""
+    kept = source.tell()
+    try:
+        size = source.seek(0, 2)
+        if size < 12:
+            return None
+        source.seek(size - 8)
+        tail = source.read(8)
+        if tail[4:] == ENCRYPTED_FOOTER_MAGIC:
+            return f"is encrypted (Parquet Modular Encryption, its footer too: PARE): {_NO_KEY}"
+        length = int.from_bytes(tail[:4], "little")
+        if tail[4:] != PLAIN_MAGIC or not 0 < length <= size - 12:
+            return None
+        source.seek(size - 8 - length)
+        data = source.read(length)
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        if digest not in _walked_footers:
+            if len(_walked_footers) >= _FOOTERS_KEPT:
+                _walked_footers.pop(next(iter(_walked_footers)))
+            _walked_footers[digest] = _encrypted_footer(data)
+        if _walked_footers[digest]:
+            return f"is encrypted (Parquet Modular Encryption, plaintext footer): {_NO_KEY}"
+        return None
+    finally:
+        source.seek(kept)
+
+
+def refuse_encrypted(source: Any) -> None:
+    """Raise `EncryptedParquet` for an encrypted parquet file `source` (`encryption_problem`)."""
+    problem = encryption_problem(source)
+    if problem:
+        raise EncryptedParquet(f"the file {problem}")
