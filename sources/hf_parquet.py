@@ -620,18 +620,48 @@ def _handed_over(batch, first: int, where: str, key_columns: tuple[str, ...]) ->
     (`python_bytes`): within `ROW_GROUP_BYTES` whole; else a row at a time, a row over it a
     `TooLarge` of its `key_columns`."""
     if sum(python_bytes(c) for c in batch.columns) <= ROW_GROUP_BYTES:
-        yield first, batch.to_pylist()
-        return
+        try:
+            rows = batch.to_pylist()
+        except UnicodeDecodeError:  # a string not UTF-8 in some row: the others are read, a row at a time
+            rows = None
+        if rows is not None:
+            yield first, rows
+            return
     keys = [c for c in key_columns if c in batch.schema.names]
     for offset in range(batch.num_rows):
         row = batch.slice(offset, 1)
         held = sum(python_bytes(c) for c in row.columns)
         if held <= ROW_GROUP_BYTES:
-            yield first + offset, row.to_pylist()
+            yield _row_or_reject(row, first + offset, where, keys)
         else:
             yield TooLarge(first + offset, row.select(keys).to_pylist() if keys else [{}],
                            f"{where}: row {first + offset} holds {held} bytes as Python values (each an object), over "
                            f"the {ROW_GROUP_BYTES} byte budget of one row group: not read", ROW_GROUP_TOO_LARGE)
+
+
+TEXT_NOT_UTF8 = "text_not_utf8"
+
+
+def _row_or_reject(row, index: int, where: str, keys: list[str]) -> tuple[int, list[dict]] | TooLarge:
+    """One row (a one-row table or batch) as Python, or, where a string of it is not UTF-8 (pyarrow
+    writes what it is given, and reads it back unchecked: Python cannot), `TEXT_NOT_UTF8` naming
+    the columns; the other rows of its file are read (the whole file was a `bad_parquet`)."""
+    try:
+        return index, row.to_pylist()
+    except UnicodeDecodeError:
+        pass
+    bad = []
+    for name in row.schema.names:
+        try:
+            row.column(name).to_pylist()
+        except UnicodeDecodeError:
+            bad.append(name)
+    try:
+        named = row.select([k for k in keys if k not in bad]).to_pylist() if keys else [{}]
+    except UnicodeDecodeError:
+        named = [{}]
+    return TooLarge(index, named, f"{where}: row {index}: column {', '.join(map(repr, bad))[:120]} holds text "
+                    "that is not UTF-8 (a string column must be): the row is not read", TEXT_NOT_UTF8)
 
 
 def _all_null(group, image: str) -> bool:

@@ -215,3 +215,44 @@ def test_null_images_of_many_row_groups_are_listed_a_bounded_count_per_file(tmp_
                     if "this one reject for them all" in r.detail)
     assert len(singles) + stood_for == groups * rows - images  # every null row accounted, once
     assert len(rejects) <= 30 + groups
+
+
+def _not_utf8_strings(values: list[bytes]) -> pa.Array:
+    """A pyarrow `string` array holding `values` unchecked (as a C++ or Rust writer may hand pyarrow
+    bytes it never decoded): pyarrow writes and reads it; Python cannot decode it."""
+    offsets = [0]
+    for value in values:
+        offsets.append(offsets[-1] + len(value))
+    return pa.Array.from_buffers(pa.string(), len(values), [None, pa.array(offsets, pa.int32()).buffers()[1],
+                                                             pa.py_buffer(b"".join(values))])
+
+
+@pytest.mark.parametrize("dictionary", [True, False])
+def test_a_caption_that_is_not_utf8_is_its_rows_reject_and_the_other_rows_are_built(tmp_path: Path,
+                                                                                     dictionary: bool):
+    """A `datasets` parquet whose `text` column holds Latin-1 bytes in one row of 6 (dictionary-
+    encoded, as pyarrow writes by default, or plain): the whole file was one `bad_parquet`
+    (UnicodeDecodeError), its 5 good rows lost. Now that row is a `text_not_utf8` naming the
+    column and the others are images with their captions."""
+    from sources.laion import LaionSource
+    from sources.records import ImageRecord, Reject
+
+    png = _png()
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", image), ("text", pa.string())], metadata=HF_FEATURES)
+    captions = [b"a red square", b"red", b"caf\xe9 cr\xe8me", b"red", b"a red square", b"square"]
+    table = pa.Table.from_arrays([pa.array([{"bytes": png, "path": None}] * 6, image), _not_utf8_strings(captions)],
+                                 schema=schema)
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "data" / "train-00000-of-00001.parquet"
+    pq.write_table(table, path, use_dictionary=dictionary)
+    assert ("RLE_DICTIONARY" in pq.ParquetFile(path).metadata.row_group(0).column(2).encodings) == dictionary
+    with pytest.raises(UnicodeDecodeError):
+        pq.read_table(path).to_pylist()
+    source = LaionSource("hf", str(tmp_path))
+    items = [item for unit in source.units() for item in source.read(unit)]
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert [(r.reason, r.input) for r in rejects] == [("text_not_utf8", "data/train-00000-of-00001.parquet row 2")]
+    assert "'text'" in rejects[0].detail and "\\xe9" not in rejects[0].detail
+    built = [i for i in items if isinstance(i, ImageRecord)]
+    assert len(built) == 5 and all(i.data == png for i in built)
