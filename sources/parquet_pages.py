@@ -269,11 +269,7 @@ _FILE_ENCRYPTION, _FILE_ROW_GROUPS, _GROUP_COLUMNS, _CHUNK_CRYPTO = 8, 4, 1, 8
 # paths, its rows) and a footer of 40,000 column chunks (4 MB) takes ~1 s to walk in Python
 _FOOTERS_KEPT = 256
 _NO_KEY = "the build holds no key, never reads it; decrypt it first (pyarrow: decryption_properties), write it plain"
-_walked_footers: dict[bytes, bool] = {}
-
-
-class EncryptedParquet(ValueError):
-    """A parquet file written with Parquet Modular Encryption: this build holds no key to read it."""
+_walked_footers: dict[bytes, str | None] = {}
 
 
 def _list_size(reader: _Reader) -> tuple[int, int]:
@@ -331,21 +327,26 @@ def _group_encrypted_columns(reader: _Reader) -> int:
             _skip(reader, kind, 1)
 
 
-def _encrypted_footer(data: bytes) -> bool:
-    """Whether a plaintext `FileMetaData` (its bytes) names an encryption algorithm or encrypted
-    column chunks; one that cannot be walked is not judged here (False)."""
+def _footer_problem(data: bytes) -> str | None:
+    """Why a plaintext `FileMetaData` (its bytes) must not reach pyarrow: it names an encryption
+    algorithm or encrypted column chunks, or nests deeper than this walk goes (pyarrow's Thrift
+    goes to 64 levels: what it holds there is unknown; no writer nests past 6). A footer that is
+    cut or no Thrift is left to pyarrow, which says why."""
     reader = _Reader(io.BytesIO(data), 0)
     reader.limit, reader.buffer = len(data), data  # all of it in hand: never read again
     try:
-        return _encrypted_columns(reader) > 0
-    except PageHeaderError:
-        return False
+        if _encrypted_columns(reader):
+            return f"is encrypted (Parquet Modular Encryption, plaintext footer): {_NO_KEY}"
+    except PageHeaderError as exc:
+        if "nests past" in str(exc):
+            return f"has a footer whose structs nest past {MAX_DEPTH} levels (no writer's do): not opened"
+    return None
 
 
 def encryption_problem(source: Any) -> str | None:
     """Why pyarrow must not open the parquet file `source` (seekable, binary): it is encrypted
     (an encrypted footer, or a plaintext footer naming an encryption algorithm or encrypted column
-    chunks), else None. A footer that cannot be walked is left to pyarrow, which says why; the
+    chunks, `_footer_problem`), else None. A footer that is cut or no Thrift is left to pyarrow; the
     file's position is kept."""
     kept = source.tell()
     try:
@@ -365,16 +366,8 @@ def encryption_problem(source: Any) -> str | None:
         if digest not in _walked_footers:
             if len(_walked_footers) >= _FOOTERS_KEPT:
                 _walked_footers.pop(next(iter(_walked_footers)))
-            _walked_footers[digest] = _encrypted_footer(data)
-        if _walked_footers[digest]:
-            return f"is encrypted (Parquet Modular Encryption, plaintext footer): {_NO_KEY}"
-        return None
+            _walked_footers[digest] = _footer_problem(data)
+        return _walked_footers[digest]
     finally:
         source.seek(kept)
 
-
-def refuse_encrypted(source: Any) -> None:
-    """Raise `EncryptedParquet` for an encrypted parquet file `source` (`encryption_problem`)."""
-    problem = encryption_problem(source)
-    if problem:
-        raise EncryptedParquet(f"the file {problem}")

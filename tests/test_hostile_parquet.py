@@ -175,6 +175,26 @@ def test_honest_files_are_not_called_encrypted(tmp_path: Path):
     assert parquet_pages.encryption_problem(io.BytesIO(b"PAR1" + b"\xff" * 40 + b"PAR1")) is None
 
 
+def test_a_footer_nesting_past_the_walk_is_refused_where_pyarrow_would_read_it(tmp_path: Path):
+    """pyarrow's Thrift reader skips a field it does not know, nested up to 64 structs deep: a
+    footer with such a field 20 deep could hide a column's `crypto_metadata` from a walk that gives
+    up at 16 and let pyarrow abort. It is refused, not waved through."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"n": [1, 2, 3]}), buffer)
+    data = buffer.getvalue()
+    length = int.from_bytes(data[-8:-4], "little")
+    footer = data[-8 - length:-8]
+    assert footer[-1] == 0  # the FileMetaData's STOP
+    deep = 20
+    extra = b"\x0c" + bytes([200 << 1 & 0x7F | 0x80, 200 >> 6]) + b"\x1c" * (deep - 1) + b"\x00" * deep
+    patched = footer[:-1] + extra + b"\x00"
+    path = tmp_path / "deep.parquet"
+    path.write_bytes(data[:-8 - length] + patched + len(patched).to_bytes(4, "little") + b"PAR1")
+    assert pq.read_table(path).column("n").to_pylist() == [1, 2, 3]  # pyarrow reads it
+    with open(path, "rb") as source:
+        assert "nest past" in parquet_pages.encryption_problem(source)
+
+
 def _null_image_file(path: Path, groups: int, rows: int, statistics: bool, jpeg: bytes | None = None) -> None:
     """A `datasets` parquet of `groups` row groups of `rows` rows whose `Image` cell is null (the
     last row of each group an image when `jpeg` is given)."""
