@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -270,6 +271,7 @@ _FILE_ENCRYPTION, _FILE_ROW_GROUPS, _GROUP_COLUMNS, _CHUNK_CRYPTO = 8, 4, 1, 8
 _FOOTERS_KEPT = 256
 _NO_KEY = "the build holds no key, never reads it; decrypt it first (pyarrow: decryption_properties), write it plain"
 _walked_footers: dict[bytes, str | None] = {}
+_walked_lock = threading.Lock()  # a runner's threads share the cache
 
 
 def _list_size(reader: _Reader) -> tuple[int, int]:
@@ -363,11 +365,15 @@ def encryption_problem(source: Any) -> str | None:
         source.seek(size - 8 - length)
         data = source.read(length)
         digest = hashlib.blake2b(data, digest_size=16).digest()
-        if digest not in _walked_footers:
-            if len(_walked_footers) >= _FOOTERS_KEPT:
+        with _walked_lock:
+            if digest in _walked_footers:
+                return _walked_footers[digest]
+        problem = _footer_problem(data)
+        with _walked_lock:
+            while len(_walked_footers) >= _FOOTERS_KEPT:
                 _walked_footers.pop(next(iter(_walked_footers)))
-            _walked_footers[digest] = _footer_problem(data)
-        return _walked_footers[digest]
+            _walked_footers[digest] = problem
+        return problem
     finally:
         source.seek(kept)
 
