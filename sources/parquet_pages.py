@@ -269,6 +269,9 @@ _FILE_ENCRYPTION, _FILE_ROW_GROUPS, _GROUP_COLUMNS, _CHUNK_CRYPTO = 8, 4, 1, 8
 # footers already walked, by digest: a file is opened a few times a build (its format, its claimed
 # paths, its rows) and a footer of 40,000 column chunks (4 MB) takes ~1 s to walk in Python
 _FOOTERS_KEPT = 256
+# the most bytes a footer may take: it is read whole (by pyarrow too) and walked here at ~0.2 s a MB;
+# pyarrow's footer of 40,000 column chunks (200 row groups of 200 columns) is 4.3 MB
+MAX_FOOTER_BYTES = 64 << 20
 _NO_KEY = "the build holds no key, never reads it; decrypt it first (pyarrow: decryption_properties), write it plain"
 _walked_footers: dict[bytes, str | None] = {}
 _walked_lock = threading.Lock()  # a runner's threads share the cache
@@ -362,6 +365,8 @@ def encryption_problem(source: Any) -> str | None:
         length = int.from_bytes(tail[:4], "little")
         if tail[4:] != PLAIN_MAGIC or not 0 < length <= size - 12:
             return None
+        if length > MAX_FOOTER_BYTES:
+            return f"has a footer of {length} bytes, over the {MAX_FOOTER_BYTES}-byte budget of one: not opened"
         source.seek(size - 8 - length)
         data = source.read(length)
         digest = hashlib.blake2b(data, digest_size=16).digest()

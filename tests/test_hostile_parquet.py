@@ -134,7 +134,8 @@ def test_an_encrypted_img2dataset_listing_leaves_its_tar_built(tmp_path: Path, v
     png = _png()
     with tarfile.open(tmp_path / "00000.tar", "w") as tar:
         for key in ("000000000", "000000001"):
-            for suffix, data in ((".png", png), (".txt", b"a red square"), (".json", json.dumps({"key": key}).encode())):
+            sidecar = json.dumps({"key": key}).encode()
+            for suffix, data in ((".png", png), (".txt", b"a red square"), (".json", sidecar)):
                 member = tarfile.TarInfo(key + suffix)
                 member.size = len(data)
                 tar.addfile(member, io.BytesIO(data))
@@ -276,3 +277,17 @@ def test_a_caption_that_is_not_utf8_is_its_rows_reject_and_the_other_rows_are_bu
     assert "'text'" in rejects[0].detail and "\\xe9" not in rejects[0].detail
     built = [i for i in items if isinstance(i, ImageRecord)]
     assert len(built) == 5 and all(i.data == png for i in built)
+
+
+def test_a_footer_over_its_budget_is_refused_before_it_is_read(tmp_path: Path, monkeypatch):
+    """A footer is read whole (by pyarrow and by the walk) before any check of what it holds: one
+    of 7 MB (3 MB of schema metadata, kept twice), over a budget patched to 1 MiB, is refused from its declared
+    length (`MAX_FOOTER_BYTES`, 64 MiB), its bytes never read; the same file under the budget passes."""
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"n": [1]}).replace_schema_metadata({"note": "x" * (3 << 20)}), path)
+    monkeypatch.setattr(parquet_pages, "MAX_FOOTER_BYTES", 1 << 20, raising=False)
+    with open(path, "rb") as source:
+        assert "over the 1048576-byte budget" in (parquet_pages.encryption_problem(source) or "")
+    monkeypatch.setattr(parquet_pages, "MAX_FOOTER_BYTES", 16 << 20)  # 7 MB: kept twice (key-value, ARROW:schema)
+    with open(path, "rb") as source:
+        assert parquet_pages.encryption_problem(source) is None
