@@ -57,6 +57,19 @@ _IN_NAME = {split: re.compile(rf"(?:.*{_SEP})?(?:{'|'.join(words)}){_SEP}.*")
             for split, words in SPLIT_KEYWORDS.items()}
 
 
+def open_parquet(source: Any, **options: Any):
+    """`pyarrow.parquet.ParquetFile(source, **options)` of a file pyarrow can be trusted to open:
+    an encrypted one (`parquet_pages.encryption_problem`) is ArrowInvalid, as a damaged one is
+    (its `bad_parquet`), never opened: pyarrow aborts the whole process on a column of one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    problem = parquet_pages.encryption_problem(source)
+    if problem:
+        raise pa.ArrowInvalid(f"the file {problem}")
+    return pq.ParquetFile(source, **options)
+
+
 def image_columns(schema) -> list[str]:
     """The columns holding a `datasets` `Image` feature: a struct of `bytes` (binary) and `path`
     (string). A struct column the `huggingface` metadata calls something else (`Audio` has the
@@ -497,13 +510,14 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
     an honest image parquet was read twice)."""
     meta = parquet.metadata
     key_columns = tuple(c for c in key_columns if c in parquet.schema_arrow.names)
-    first = 0
+    first, listing = 0, ListedRows()
     for index in range(meta.num_row_groups):
         group = checked_group(parquet, index, source)
-        if image is not None and group.num_rows > MAX_LISTED_ROWS and _all_null(group, image):
+        if image is not None and group.num_rows > listing.left and _all_null(group, image):
             yield from too_large(parquet, index, first, key_columns, source,
                                  f"{name}: row group {index}: the {image!r} of each of its {group.num_rows} rows is "
-                                 "null (no bytes, no path), as its footer's statistics say: not read", MISSING_IMAGE)
+                                 "null (no bytes, no path), as its footer's statistics say: not read", MISSING_IMAGE,
+                                 listing)
             first += group.num_rows
             continue
         declared = declared_bytes(group, columns)
@@ -520,12 +534,12 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
                                  f"{name}: row group {index} {said} for its {group.num_rows} rows, over the "
                                  f"{ROW_GROUP_BYTES} byte budget of one row group: not read; write it with "
                                  "smaller row groups (pyarrow.parquet.write_table(..., row_group_size=100))",
-                                 ROW_GROUP_TOO_LARGE)
+                                 ROW_GROUP_TOO_LARGE, listing)
         else:
             batches = (table.slice(start, BATCH_ROWS) for start in range(0, table.num_rows, BATCH_ROWS)) \
                 if table is not None else parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[index],
                                                                columns=columns, use_threads=False)
-            start, nulls = first, _NullImages(image, first)
+            start, nulls = first, _NullImages(image, first, listing)
             for batch in batches:
                 for offset, run in nulls.kept_runs(batch):
                     yield from _handed_over(run, start + offset, f"{name}: row group {index}", key_columns)
@@ -536,18 +550,34 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
                 yield TooLarge(nulls.first_dropped, [{}], f"{nulls.dropped} rows from row {nulls.first_dropped} to "
                                f"{nulls.last_dropped} (this one reject for them all) of {name}: row group {index}: "
                                f"their {image!r} is null (no bytes, no path), past the first {MAX_LISTED_ROWS} "
-                               "such rows of the group", MISSING_IMAGE)
+                               "rows of the file listed one reject each", MISSING_IMAGE)
         first += group.num_rows
+
+
+class ListedRows:
+    """How many more rows of one file may each be a reject of their own, its row groups together
+    (`MAX_LISTED_ROWS` in all): capped a group at a time, 100 groups of 10,000 null images (a 43 KB
+    file) gave 10**6 rejects (12.9 CPU-s). Past it, each group's rest is one reject."""
+
+    def __init__(self) -> None:
+        self.left = MAX_LISTED_ROWS
+
+    def take(self, rows: int) -> int:
+        """Of `rows` more, how many are listed one a reject."""
+        taken = max(0, min(rows, self.left))
+        self.left -= taken
+        return taken
 
 
 class _NullImages:
     """The rows of one row group whose `image` is null (the cell, or both its bytes and its path),
-    counted as its batches are read: its first `MAX_LISTED_ROWS` are handed over (each its own
-    `missing_image`), the rest left out and counted (`dropped`: one reject for them all). A file
-    without statistics, or of one image and 1,999,999 nulls, gave 2,000,000 rejects (23 CPU-s)."""
+    counted as its batches are read: as many as `listing` still lists are handed over (each its
+    own `missing_image`), the rest left out and counted (`dropped`: one reject for them all). A
+    file without statistics, or of one image and 1,999,999 nulls, gave 2,000,000 rejects (23 CPU-s)."""
 
-    def __init__(self, image: str | None, first: int):
-        self.image, self.first, self.listed, self.dropped = image, first, 0, 0
+    def __init__(self, image: str | None, first: int, listing: ListedRows | None = None):
+        self.image, self.first, self.dropped = image, first, 0
+        self.listing = ListedRows() if listing is None else listing
         self.first_dropped = self.last_dropped = -1
 
     def kept_runs(self, batch) -> Iterator[tuple[int, Any]]:
@@ -567,13 +597,13 @@ class _NullImages:
             null = pc.or_(null, pc.and_(pc.is_null(pc.struct_field(cell, "bytes")),
                                         pc.is_null(pc.struct_field(cell, "path"))))
         null = np.asarray(null.to_numpy(zero_copy_only=False), dtype=bool)
-        room = MAX_LISTED_ROWS - self.listed
+        room = self.listing.left
         if int(null.sum()) <= room:
-            self.listed += int(null.sum())
+            self.listing.take(int(null.sum()))
             yield 0, batch
             return
         drop = null & (np.cumsum(null) > room)
-        self.listed = MAX_LISTED_ROWS
+        self.listing.take(room)
         dropped = np.flatnonzero(drop)
         if not self.dropped:
             self.first_dropped = start + int(dropped[0])
@@ -590,18 +620,48 @@ def _handed_over(batch, first: int, where: str, key_columns: tuple[str, ...]) ->
     (`python_bytes`): within `ROW_GROUP_BYTES` whole; else a row at a time, a row over it a
     `TooLarge` of its `key_columns`."""
     if sum(python_bytes(c) for c in batch.columns) <= ROW_GROUP_BYTES:
-        yield first, batch.to_pylist()
-        return
+        try:
+            rows = batch.to_pylist()
+        except UnicodeDecodeError:  # a string not UTF-8 in some row: the others are read, a row at a time
+            rows = None
+        if rows is not None:
+            yield first, rows
+            return
     keys = [c for c in key_columns if c in batch.schema.names]
     for offset in range(batch.num_rows):
         row = batch.slice(offset, 1)
         held = sum(python_bytes(c) for c in row.columns)
         if held <= ROW_GROUP_BYTES:
-            yield first + offset, row.to_pylist()
+            yield _row_or_reject(row, first + offset, where, keys)
         else:
             yield TooLarge(first + offset, row.select(keys).to_pylist() if keys else [{}],
                            f"{where}: row {first + offset} holds {held} bytes as Python values (each an object), over "
                            f"the {ROW_GROUP_BYTES} byte budget of one row group: not read", ROW_GROUP_TOO_LARGE)
+
+
+TEXT_NOT_UTF8 = "text_not_utf8"
+
+
+def _row_or_reject(row, index: int, where: str, keys: list[str]) -> tuple[int, list[dict]] | TooLarge:
+    """One row (a one-row table or batch) as Python, or, where a string of it is not UTF-8 (pyarrow
+    writes what it is given, and reads it back unchecked: Python cannot), `TEXT_NOT_UTF8` naming
+    the columns; the other rows of its file are read (the whole file was a `bad_parquet`)."""
+    try:
+        return index, row.to_pylist()
+    except UnicodeDecodeError:
+        pass
+    bad = []
+    for name in row.schema.names:
+        try:
+            row.column(name).to_pylist()
+        except UnicodeDecodeError:
+            bad.append(name)
+    try:
+        named = row.select([k for k in keys if k not in bad]).to_pylist() if keys else [{}]
+    except UnicodeDecodeError:
+        named = [{}]
+    return TooLarge(index, named, f"{where}: row {index}: column {', '.join(map(repr, bad))[:120]} holds text "
+                    "that is not UTF-8 (a string column must be): the row is not read", TEXT_NOT_UTF8)
 
 
 def _all_null(group, image: str) -> bool:
@@ -622,18 +682,20 @@ MAX_LISTED_ROWS = 10_000
 
 
 def too_large(parquet, index: int, first: int, key_columns: tuple[str, ...], source: Any,
-              detail: str, reason: str) -> Iterator[TooLarge]:
+              detail: str, reason: str, listing: ListedRows | None = None) -> Iterator[TooLarge]:
     """Row group `index` (its first row `first`), not read: as `TooLarge` (`reason`) of its first
-    `MAX_LISTED_ROWS` rows, then, if it has more, one more standing for all the rest (the row
-    after them, its detail naming them and how many). Each row's `key_columns` are read if they
-    hold no more than `ROW_GROUP_BYTES` (`value_bytes`), else it is an empty row."""
+    rows, as many as `listing` (the file's, by default a fresh one) still lists, then, if it has
+    more, one more standing for all the rest (the row after them, its detail naming them and how
+    many). Each row's `key_columns` are read if they hold no more than `ROW_GROUP_BYTES`
+    (`value_bytes`), else it is an empty row."""
     rows = parquet.metadata.row_group(index).num_rows
-    listed = min(rows, MAX_LISTED_ROWS)
+    listed = (ListedRows() if listing is None else listing).take(rows)
     keys = [{} for _ in range(min(rows, listed + 1))]
     if key_columns and (source is None or value_bytes(source, parquet, index, list(key_columns)) <= ROW_GROUP_BYTES):
         keys = parquet.read_row_group(index, columns=list(key_columns), use_threads=False) \
             .slice(0, len(keys)).to_pylist()
-    yield TooLarge(first, keys[:listed], detail, reason)
+    if listed:
+        yield TooLarge(first, keys[:listed], detail, reason)
     if rows > listed:
         yield TooLarge(first + listed, keys[listed:], f"rows {first + listed} to {first + rows - 1} "
                        f"({rows - listed} rows, this one reject for them all) of {detail}", reason)

@@ -49,8 +49,6 @@ class HfRepoReader(CardSplits):
     def _hf_items(self, uri: str, shard: str) -> Iterator[SourceItem]:
         """The rows of a `datasets` parquet: each an image record (its bytes, or the file its
         `path` names inside the root) or a reject keyed by the file and the row's index."""
-        import pyarrow.parquet as pq
-
         name = f"{shard}.parquet"
         try:
             split = hf_card.file_split(self.path, relative_to_root(self.path, uri), self.hf_config, self.follow_links)
@@ -63,7 +61,7 @@ class HfRepoReader(CardSplits):
             return
         hint = hf_parquet.split_hint(split)
         with fsio.open_file(uri, read_ahead=False) as handle:
-            parquet = pq.ParquetFile(handle, pre_buffer=False)
+            parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
             try:
                 image, caption = self._hf_columns(parquet.schema_arrow, name)
             except hf_parquet.MissingColumns as exc:

@@ -205,10 +205,9 @@ def _parquet_rows(data: bytes, parsed: Metadata) -> Iterator[Row]:
     is one whose rows kept as text pass `MAX_METADATA_BYTES` (`_add_row`: a value repeated in every
     row is stored once in the file, so its footer's sizes do not bound the text)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(pa.BufferReader(data))
+        parquet = hf_parquet.open_parquet(pa.BufferReader(data))
         meta = parquet.metadata
         declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
         if declared > MAX_METADATA_PARQUET_BYTES:

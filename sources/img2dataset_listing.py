@@ -274,10 +274,8 @@ def _parquet_rows(parquet_uri: str) -> dict[str, dict[str, Any]]:
     footer's sizes, or for a dictionary-encoded column what each row points at): past
     `MAX_LISTING_BYTES` it is a ValueError (the shard's `bad_parquet`), never read whole (it was,
     binary columns and all)."""
-    import pyarrow.parquet as pq
-
     with fsio.open_file(parquet_uri) as handle:
-        parquet = pq.ParquetFile(handle, pre_buffer=False)
+        parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
         schema = parquet.schema_arrow
         if "key" not in schema.names:
             return {}

@@ -175,12 +175,10 @@ class Img2datasetReader(WebReader):
         return data, hash_problem(recorded, data, fsio.basename(uri))
 
     def _parquet_items(self, uri: str, shard: str) -> Iterator[SourceItem]:
-        import pyarrow.parquet as pq
-
         column = _image_column(uri)
         with fsio.open_file(uri, read_ahead=False) as handle:
-            batches = hf_parquet.row_batches(pq.ParquetFile(handle, pre_buffer=False), f"{shard}.parquet", ("key",),
-                                             source=handle)
+            parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
+            batches = hf_parquet.row_batches(parquet, f"{shard}.parquet", ("key",), source=handle)
             at = self._at(uri)
             for first, rows in _row_lists(batches):
                 for offset, row in enumerate(rows):

@@ -9,6 +9,9 @@ pages a chunk.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -254,3 +257,128 @@ def chunk_pages(source: Any, chunk) -> ChunkPages:
         return ChunkPages(values, dictionary, uncompressed, compressed, pages)
     finally:
         source.seek(kept)
+
+
+# Parquet Modular Encryption: a file whose footer is encrypted ends in "PARE"; one with a plaintext
+# footer ends in "PAR1" and its `FileMetaData` says so (field 8, `encryption_algorithm`), each of its
+# encrypted columns in its `ColumnChunk` (field 8, `crypto_metadata`). pyarrow, given no key,
+# answers the first with an OSError but aborts the whole process (C++ `terminate`) on the second as
+# soon as a column chunk's metadata is asked for: the footer is walked here before pyarrow reads it.
+ENCRYPTED_FOOTER_MAGIC, PLAIN_MAGIC = b"PARE", b"PAR1"
+_FILE_ENCRYPTION, _FILE_ROW_GROUPS, _GROUP_COLUMNS, _CHUNK_CRYPTO = 8, 4, 1, 8
+# footers already walked, by digest: a file is opened a few times a build (its format, its claimed
+# paths, its rows) and a footer of 40,000 column chunks (4 MB) takes ~1 s to walk in Python
+_FOOTERS_KEPT = 256
+# the most bytes a footer may take: it is read whole (by pyarrow too) and walked here at ~0.2 s a MB;
+# pyarrow's footer of 40,000 column chunks (200 row groups of 200 columns) is 4.3 MB
+MAX_FOOTER_BYTES = 64 << 20
+_NO_KEY = "the build holds no key, never reads it; decrypt it first (pyarrow: decryption_properties), write it plain"
+_walked_footers: dict[bytes, str | None] = {}
+_walked_lock = threading.Lock()  # a runner's threads share the cache
+
+
+def _list_size(reader: _Reader) -> tuple[int, int]:
+    """(element count, element type) of a compact-protocol list or set."""
+    head = reader.byte()
+    return _elements(reader, head >> 4 if head >> 4 != 15 else reader.varint()), head & 0x0F
+
+
+def _encrypted_columns(reader: _Reader) -> int:
+    """How many `ColumnChunk`s of a `FileMetaData`'s row groups carry `crypto_metadata`; the
+    footer's own `encryption_algorithm` counts as one more. Other fields are passed over."""
+    found, last = 0, 0
+    while True:
+        number, kind = _field(reader, last)
+        if kind == _STOP:
+            return found
+        last = number
+        if number == _FILE_ENCRYPTION:
+            found += 1
+            _skip(reader, kind, 0)
+        elif number == _FILE_ROW_GROUPS and kind == _LIST:
+            groups, element = _list_size(reader)
+            for _ in range(groups):
+                if element != _STRUCT:
+                    _skip(reader, element, 1)
+                    continue
+                found += _group_encrypted_columns(reader)
+        else:
+            _skip(reader, kind, 0)
+
+
+def _group_encrypted_columns(reader: _Reader) -> int:
+    """A `RowGroup`'s `ColumnChunk`s (its field 1) that carry `crypto_metadata`."""
+    found, last = 0, 0
+    while True:
+        number, kind = _field(reader, last)
+        if kind == _STOP:
+            return found
+        last = number
+        if number == _GROUP_COLUMNS and kind == _LIST:
+            chunks, element = _list_size(reader)
+            for _ in range(chunks):
+                if element != _STRUCT:
+                    _skip(reader, element, 2)
+                    continue
+                chunk_last = 0
+                while True:
+                    field, field_kind = _field(reader, chunk_last)
+                    if field_kind == _STOP:
+                        break
+                    chunk_last = field
+                    found += field == _CHUNK_CRYPTO
+                    _skip(reader, field_kind, 3)
+        else:
+            _skip(reader, kind, 1)
+
+
+def _footer_problem(data: bytes) -> str | None:
+    """Why a plaintext `FileMetaData` (its bytes) must not reach pyarrow: it names an encryption
+    algorithm or encrypted column chunks, or nests deeper than this walk goes (pyarrow's Thrift
+    goes to 64 levels: what it holds there is unknown; no writer nests past 6). A footer that is
+    cut or no Thrift is left to pyarrow, which says why."""
+    reader = _Reader(io.BytesIO(data), 0)
+    reader.limit, reader.buffer = len(data), data  # all of it in hand: never read again
+    try:
+        if _encrypted_columns(reader):
+            return f"is encrypted (Parquet Modular Encryption, plaintext footer): {_NO_KEY}"
+    except PageHeaderError as exc:
+        if "nests past" in str(exc):
+            return f"has a footer whose structs nest past {MAX_DEPTH} levels (no writer's do): not opened"
+    return None
+
+
+def encryption_problem(source: Any) -> str | None:
+    """Why pyarrow must not open the parquet file `source` (seekable, binary): it is encrypted
+    (an encrypted footer, or a plaintext footer naming an encryption algorithm or encrypted column
+    chunks, `_footer_problem`), else None. A footer that is cut or no Thrift is left to pyarrow; the
+    file's position is kept."""
+    kept = source.tell()
+    try:
+        size = source.seek(0, 2)
+        if size < 12:
+            return None
+        source.seek(size - 8)
+        tail = source.read(8)
+        if tail[4:] == ENCRYPTED_FOOTER_MAGIC:
+            return f"is encrypted (Parquet Modular Encryption, its footer too: PARE): {_NO_KEY}"
+        length = int.from_bytes(tail[:4], "little")
+        if tail[4:] != PLAIN_MAGIC or not 0 < length <= size - 12:
+            return None
+        if length > MAX_FOOTER_BYTES:
+            return f"has a footer of {length} bytes, over the {MAX_FOOTER_BYTES}-byte budget of one: not opened"
+        source.seek(size - 8 - length)
+        data = source.read(length)
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        with _walked_lock:
+            if digest in _walked_footers:
+                return _walked_footers[digest]
+        problem = _footer_problem(data)
+        with _walked_lock:
+            while len(_walked_footers) >= _FOOTERS_KEPT:
+                _walked_footers.pop(next(iter(_walked_footers)))
+            _walked_footers[digest] = problem
+        return problem
+    finally:
+        source.seek(kept)
+

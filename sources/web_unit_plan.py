@@ -165,7 +165,6 @@ class UnitPlanner(MetadataReader, HfRepoReader):
         of the listing). A parquet not read here (a link out, damaged, without its Image column)
         claims nothing: its unit says why, and the images are rejects of their own."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         claimed: set[str] = set()
         for uri in shards:
@@ -173,7 +172,7 @@ class UnitPlanner(MetadataReader, HfRepoReader):
                 continue
             try:
                 with fsio.open_file(uri) as handle:
-                    parquet = pq.ParquetFile(handle, pre_buffer=False)
+                    parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
                     image, _ = self._hf_columns(parquet.schema_arrow, fsio.basename(uri))
                     for named in hf_parquet.named_paths(parquet, image, handle):
                         relative = self._inside(named)

@@ -1,0 +1,293 @@
+"""Parquet files written with pyarrow's Parquet Modular Encryption (`pyarrow.parquet.encryption`,
+an in-memory KMS client as pyarrow's own tests use) among a build's inputs: with no key, pyarrow
+answers an encrypted footer ("PARE") with an OSError but aborts the whole process (C++
+`terminate`, exit 134) on the first column chunk metadata of a plaintext-footer file. Each source
+that opens parquet is run in a child process here, so the old abort is a failed test, not a dead
+pytest."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pyarrow.parquet.encryption as pe
+import pytest
+
+from sources import parquet_pages
+
+REPO = Path(__file__).resolve().parents[1]
+HF_FEATURES = {b"huggingface": json.dumps({"info": {"features": {
+    "image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"}}}}).encode()}
+
+
+class _InMemoryKms(pe.KmsClient):
+    """A KMS that 'wraps' a key by base64 (pyarrow's test client): enough to write real files."""
+
+    def __init__(self, config):
+        pe.KmsClient.__init__(self)
+
+    def wrap_key(self, key_bytes, master_key_identifier):
+        return base64.b64encode(key_bytes)
+
+    def unwrap_key(self, wrapped_key, master_key_identifier):
+        return base64.b64decode(wrapped_key)
+
+
+def _png() -> bytes:
+    return subprocess.run(["convert", "-size", "8x8", "xc:red", "png:-"], capture_output=True, check=True).stdout
+
+
+def _write_encrypted(table: pa.Table, path: Path, column: str, plaintext_footer: bool) -> None:
+    config = pe.KmsConnectionConfig(custom_kms_conf={"footer": "0123456789012345", "col": "1234567890123450"})
+    encryption = pe.EncryptionConfiguration(footer_key="footer", column_keys={"col": [column]},
+                                            plaintext_footer=plaintext_footer, double_wrapping=False)
+    properties = pe.CryptoFactory(_InMemoryKms).file_encryption_properties(config, encryption)
+    with pq.ParquetWriter(path, table.schema, encryption_properties=properties) as writer:
+        writer.write_table(table)
+
+
+def _hf_table(png: bytes, captions: str) -> pa.Table:
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", image), ("text", pa.string())], metadata=HF_FEATURES)
+    return pa.Table.from_pylist([{"image": {"bytes": png, "path": None}, "text": c} for c in captions], schema=schema)
+
+
+def _without_file_algorithm(path: Path) -> None:
+    """Rewrite a plaintext-footer file's `FileMetaData` without its fields 8 and 9 (the file's
+    encryption algorithm and signing key): only its column chunks still say they are encrypted."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[-8:-4], "little")
+    footer = data[-8 - length:-8]
+    reader = parquet_pages._Reader(io.BytesIO(footer), 0)
+    reader.limit, reader.buffer = length, footer
+    last, cut = 0, None
+    while True:
+        at = reader.position
+        number, kind = parquet_pages._field(reader, last)
+        if kind == parquet_pages._STOP:
+            break
+        cut = at if number == 8 and cut is None else cut
+        last = number
+        parquet_pages._skip(reader, kind, 0)
+    assert cut is not None
+    kept = footer[:cut] + b"\x00"
+    path.write_bytes(data[:-8 - length] + kept + len(kept).to_bytes(4, "little") + b"PAR1")
+    assert pq.ParquetFile(path).metadata.num_rows == 3  # pyarrow still reads the footer
+
+
+VARIANTS = ("encrypted footer", "plaintext footer", "encrypted columns only")
+
+
+def _encrypted_file(path: Path, table: pa.Table, column: str, variant: str) -> None:
+    _write_encrypted(table, path, column, plaintext_footer=variant != "encrypted footer")
+    assert path.read_bytes()[-4:] == (b"PARE" if variant == "encrypted footer" else b"PAR1")
+    if variant == "encrypted columns only":
+        _without_file_algorithm(path)
+
+
+_READ_ALL = """
+import json, sys
+from sources.laion import LaionSource
+source = LaionSource("x", sys.argv[1], format=sys.argv[2])
+for unit in source.units():
+    for item in source.read(unit):
+        print(json.dumps([type(item).__name__, getattr(item, "reason", None), getattr(item, "detail", None)]))
+"""
+
+
+def _read_in_child(root: Path, layout: str) -> list[list]:
+    done = subprocess.run([sys.executable, "-c", _READ_ALL, str(root), layout], capture_output=True, text=True,
+                          cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/local/bin:/usr/bin:/bin"},
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_an_encrypted_datasets_parquet_is_one_bad_parquet_and_its_neighbour_is_built(tmp_path: Path, variant: str):
+    """A `datasets` repo of two parquet files, the first with its image column encrypted: the
+    build aborted (exit 134) on the plaintext-footer variants; now that file is one `bad_parquet`
+    saying it is encrypted, and the other file's three rows are images."""
+    png = _png()
+    (tmp_path / "data").mkdir()
+    _encrypted_file(tmp_path / "data" / "train-00000-of-00002.parquet", _hf_table(png, "abc"), "image", variant)
+    pq.write_table(_hf_table(png, "def"), tmp_path / "data" / "train-00001-of-00002.parquet")
+    items = _read_in_child(tmp_path, "huggingface")
+    rejects = [i for i in items if i[0] == "Reject"]
+    assert [i[0] for i in items].count("ImageRecord") == 3, items
+    assert [r[1] for r in rejects] == ["bad_parquet"], items
+    assert "encrypted" in rejects[0][2] and "train-00000-of-00002.parquet" in rejects[0][2]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_an_encrypted_img2dataset_listing_leaves_its_tar_built(tmp_path: Path, variant: str):
+    """An img2dataset shard whose `00000.parquet` listing has its `url` column encrypted: the
+    listing is the shard's `bad_parquet` (encrypted) and the tar's two images are still built."""
+    import tarfile
+
+    png = _png()
+    with tarfile.open(tmp_path / "00000.tar", "w") as tar:
+        for key in ("000000000", "000000001"):
+            sidecar = json.dumps({"key": key}).encode()
+            for suffix, data in ((".png", png), (".txt", b"a red square"), (".json", sidecar)):
+                member = tarfile.TarInfo(key + suffix)
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+    listing = pa.table({"key": ["000000000", "000000001", "000000002"], "status": ["success", "success", "failed"],
+                        "url": ["http://a/0.png", "http://a/1.png", "http://a/2.png"]})
+    _encrypted_file(tmp_path / "00000.parquet", listing, "url", variant)
+    (tmp_path / "00000_stats.json").write_text(json.dumps({"count": 3, "successes": 2, "failed_to_download": 1}))
+    items = _read_in_child(tmp_path, "webdataset")
+    assert [i[0] for i in items].count("ImageRecord") == 2, items
+    bad = [i for i in items if i[1] == "bad_parquet"]
+    assert len(bad) == 1 and "encrypted" in bad[0][2], items
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_an_encrypted_imagefolder_metadata_parquet_is_bad_metadata(tmp_path: Path, variant: str):
+    """A Hugging Face ImageFolder whose `metadata.parquet` has its `text` column encrypted: the
+    metadata file is `bad_metadata` saying it is encrypted, never a dead build."""
+    png = _png()
+    for name in ("0.png", "1.png"):
+        (tmp_path / name).write_bytes(png)
+    _encrypted_file(tmp_path / "metadata.parquet", pa.table({"file_name": ["0.png", "1.png", "0.png"],
+                                                             "text": ["a", "b", "c"]}), "text", variant)
+    items = _read_in_child(tmp_path, "folder")
+    bad = [i for i in items if i[1] == "bad_metadata"]
+    assert bad and all("encrypted" in i[2] for i in bad), items
+
+
+def test_honest_files_are_not_called_encrypted(tmp_path: Path):
+    """Files pyarrow writes without encryption (with a page index, statistics, key-value metadata,
+    many row groups) pass; so does a file that is no parquet (pyarrow says why)."""
+    table = pa.table({"n": list(range(1000)), "s": [str(i) for i in range(1000)]})
+    for options in ({}, {"write_page_index": True, "row_group_size": 10}, {"write_statistics": False}):
+        buffer = io.BytesIO()
+        pq.write_table(table.replace_schema_metadata({"k": "v" * 1000}), buffer, **options)
+        assert parquet_pages.encryption_problem(io.BytesIO(buffer.getvalue())) is None
+        assert parquet_pages.encryption_problem(pa.BufferReader(buffer.getvalue())) is None
+    assert parquet_pages.encryption_problem(io.BytesIO(b"not a parquet file at all")) is None
+    assert parquet_pages.encryption_problem(io.BytesIO(b"PAR1" + b"\xff" * 40 + b"PAR1")) is None
+
+
+def test_a_footer_nesting_past_the_walk_is_refused_where_pyarrow_would_read_it(tmp_path: Path):
+    """pyarrow's Thrift reader skips a field it does not know, nested up to 64 structs deep: a
+    footer with such a field 20 deep could hide a column's `crypto_metadata` from a walk that gives
+    up at 16 and let pyarrow abort. It is refused, not waved through."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"n": [1, 2, 3]}), buffer)
+    data = buffer.getvalue()
+    length = int.from_bytes(data[-8:-4], "little")
+    footer = data[-8 - length:-8]
+    assert footer[-1] == 0  # the FileMetaData's STOP
+    deep = 20
+    extra = b"\x0c" + bytes([200 << 1 & 0x7F | 0x80, 200 >> 6]) + b"\x1c" * (deep - 1) + b"\x00" * deep
+    patched = footer[:-1] + extra + b"\x00"
+    path = tmp_path / "deep.parquet"
+    path.write_bytes(data[:-8 - length] + patched + len(patched).to_bytes(4, "little") + b"PAR1")
+    assert pq.read_table(path).column("n").to_pylist() == [1, 2, 3]  # pyarrow reads it
+    with open(path, "rb") as source:
+        assert "nest past" in parquet_pages.encryption_problem(source)
+
+
+def _null_image_file(path: Path, groups: int, rows: int, statistics: bool, jpeg: bytes | None = None) -> None:
+    """A `datasets` parquet of `groups` row groups of `rows` rows whose `Image` cell is null (the
+    last row of each group an image when `jpeg` is given)."""
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    cells = [None] * (rows - 1) + [{"bytes": jpeg, "path": None} if jpeg else None]
+    schema = pa.schema([("image", image)], metadata={b"huggingface": json.dumps(
+        {"info": {"features": {"image": {"_type": "Image"}}}}).encode()})
+    table = pa.Table.from_arrays([pa.array(cells * groups, image)], schema=schema)
+    pq.write_table(table, path, row_group_size=rows, write_statistics=statistics)
+
+
+@pytest.mark.parametrize("written", ["statistics say all null", "no statistics", "an image a group"])
+def test_null_images_of_many_row_groups_are_listed_a_bounded_count_per_file(tmp_path: Path, monkeypatch,
+                                                                            written: str):
+    """The cap of `MAX_LISTED_ROWS` rejects one a row held per row group: pyarrow writes 10**6 null
+    images in 100 groups of 10,000 as a 43 KB file, and it gave 10**6 `missing_image` rejects
+    (12.9 CPU-s; 10**8 rows, 4 MB: ~20 minutes and 10**8 lines of rejects). The cap now holds for
+    the file, its groups together: 25 groups of 40 null rows, capped at 30, give 30 rejects one a
+    row and then one per group for the rest of it, each naming how many rows it stands for."""
+    from sources import hf_parquet
+    from sources.laion import LaionSource
+    from sources.records import ImageRecord, Reject
+
+    monkeypatch.setattr(hf_parquet, "MAX_LISTED_ROWS", 30)
+    groups, rows = 25, 40
+    (tmp_path / "data").mkdir()
+    _null_image_file(tmp_path / "data" / "train-00000-of-00001.parquet", groups, rows,
+                     statistics=written != "no statistics", jpeg=_png() if written == "an image a group" else None)
+    source = LaionSource("hf", str(tmp_path))
+    items = [item for unit in source.units() for item in source.read(unit)]
+    images = groups if written == "an image a group" else 0
+    assert sum(isinstance(i, ImageRecord) for i in items) == images
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert {r.reason for r in rejects} == {"missing_image"}
+    singles = [r for r in rejects if "this one reject for them all" not in r.detail]
+    assert len(singles) == 30, len(singles)
+    stood_for = sum(int(r.detail.split(" rows", 1)[0].split("(")[-1].split()[-1]) for r in rejects
+                    if "this one reject for them all" in r.detail)
+    assert len(singles) + stood_for == groups * rows - images  # every null row accounted, once
+    assert len(rejects) <= 30 + groups
+
+
+def _not_utf8_strings(values: list[bytes]) -> pa.Array:
+    """A pyarrow `string` array holding `values` unchecked (as a C++ or Rust writer may hand pyarrow
+    bytes it never decoded): pyarrow writes and reads it; Python cannot decode it."""
+    offsets = [0]
+    for value in values:
+        offsets.append(offsets[-1] + len(value))
+    return pa.Array.from_buffers(pa.string(), len(values), [None, pa.array(offsets, pa.int32()).buffers()[1],
+                                                             pa.py_buffer(b"".join(values))])
+
+
+@pytest.mark.parametrize("dictionary", [True, False])
+def test_a_caption_that_is_not_utf8_is_its_rows_reject_and_the_other_rows_are_built(tmp_path: Path,
+                                                                                     dictionary: bool):
+    """A `datasets` parquet whose `text` column holds Latin-1 bytes in one row of 6 (dictionary-
+    encoded, as pyarrow writes by default, or plain): the whole file was one `bad_parquet`
+    (UnicodeDecodeError), its 5 good rows lost. Now that row is a `text_not_utf8` naming the
+    column and the others are images with their captions."""
+    from sources.laion import LaionSource
+    from sources.records import ImageRecord, Reject
+
+    png = _png()
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", image), ("text", pa.string())], metadata=HF_FEATURES)
+    captions = [b"a red square", b"red", b"caf\xe9 cr\xe8me", b"red", b"a red square", b"square"]
+    table = pa.Table.from_arrays([pa.array([{"bytes": png, "path": None}] * 6, image), _not_utf8_strings(captions)],
+                                 schema=schema)
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "data" / "train-00000-of-00001.parquet"
+    pq.write_table(table, path, use_dictionary=dictionary)
+    assert ("RLE_DICTIONARY" in pq.ParquetFile(path).metadata.row_group(0).column(2).encodings) == dictionary
+    with pytest.raises(UnicodeDecodeError):
+        pq.read_table(path).to_pylist()
+    source = LaionSource("hf", str(tmp_path))
+    items = [item for unit in source.units() for item in source.read(unit)]
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert [(r.reason, r.input) for r in rejects] == [("text_not_utf8", "data/train-00000-of-00001.parquet row 2")]
+    assert "'text'" in rejects[0].detail and "\\xe9" not in rejects[0].detail
+    built = [i for i in items if isinstance(i, ImageRecord)]
+    assert len(built) == 5 and all(i.data == png for i in built)
+
+
+def test_a_footer_over_its_budget_is_refused_before_it_is_read(tmp_path: Path, monkeypatch):
+    """A footer is read whole (by pyarrow and by the walk) before any check of what it holds: one
+    of 7 MB (3 MB of schema metadata, kept twice), over a budget patched to 1 MiB, is refused from its declared
+    length (`MAX_FOOTER_BYTES`, 64 MiB), its bytes never read; the same file under the budget passes."""
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"n": [1]}).replace_schema_metadata({"note": "x" * (3 << 20)}), path)
+    monkeypatch.setattr(parquet_pages, "MAX_FOOTER_BYTES", 1 << 20, raising=False)
+    with open(path, "rb") as source:
+        assert "over the 1048576-byte budget" in (parquet_pages.encryption_problem(source) or "")
+    monkeypatch.setattr(parquet_pages, "MAX_FOOTER_BYTES", 16 << 20)  # 7 MB: kept twice (key-value, ARROW:schema)
+    with open(path, "rb") as source:
+        assert parquet_pages.encryption_problem(source) is None
