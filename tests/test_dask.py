@@ -368,6 +368,44 @@ def test_the_build_cluster_keeps_the_users_own_dask_settings(monkeypatch):
     assert worker["profile"] is not None and (worker["monitor"], worker["tick"]) == (1000, 50), worker
 
 
+# What distributed's nanny writes into its own process's environment as it starts a worker process
+NANNY_WRITES = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "PYTHONHASHSEED", "__DASK_PARENT_PID")
+
+
+def test_the_build_cluster_gives_back_the_callers_environment(monkeypatch):
+    """distributed's nannies wrote MALLOC_TRIM_THRESHOLD_=65536, OMP/MKL/OPENBLAS_NUM_THREADS=1,
+    PYTHONHASHSEED=6640 and __DASK_PARENT_PID into the build's process and left them there: a
+    program that ran a Dask build had them afterwards, and so every process it started. The
+    workers still get them, also one that the nanny starts again after its worker was killed;
+    after the cluster the caller's environment is as it was, but for what the caller itself set
+    meanwhile (MKL_NUM_THREADS here), and its own value (OMP_NUM_THREADS=3) reaches the workers."""
+    from uvd_pipeline.config import DaskConfig
+    from uvd_pipeline.dask_cluster import scheduler
+
+    for name in NANNY_WRITES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    before = dict(os.environ)
+    with scheduler(DaskConfig(workers=1)) as address:
+        with distributed.Client(address) as client:
+            client.wait_for_workers(1, timeout=120)
+            (first,) = client.run(lambda: {name: os.environ.get(name) for name in NANNY_WRITES}).values()
+            (killed, pid), = client.run(os.getpid).items()
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.time() + 120
+            while time.time() < deadline and set(client.scheduler_info()["workers"]) - {killed} == set():
+                time.sleep(0.1)
+            new = sorted(set(client.scheduler_info()["workers"]) - {killed})
+            (again,) = client.run(lambda: {name: os.environ.get(name) for name in NANNY_WRITES}, workers=new).values()
+        monkeypatch.setenv("MKL_NUM_THREADS", "2")  # the caller's own, set while the cluster lives
+    assert first["MALLOC_TRIM_THRESHOLD_"] == "65536" and first["PYTHONHASHSEED"] == "6640", first
+    assert first["OMP_NUM_THREADS"] == "3" and first["MKL_NUM_THREADS"] == "1", first
+    assert {k: v for k, v in again.items() if k != "__DASK_PARENT_PID"} == \
+        {k: v for k, v in first.items() if k != "__DASK_PARENT_PID"}, again
+    assert dict(os.environ) == dict(before, MKL_NUM_THREADS="2")
+
+
 @pytest.mark.parametrize("verbose", [False, True])
 def test_the_command_line_keeps_dasks_chatter_out_unless_verbose(verbose):
     """Importing distributed sets its loggers to INFO (whatever the command set before): a Dask
