@@ -320,9 +320,11 @@ QUIET_CLUSTER = {"distributed.worker.profile.enabled": False, "distributed.admin
 
 
 def quiet_cluster() -> dict:
-    """The settings of QUIET_CLUSTER the user left at distributed's defaults: one set otherwise
-    (in code, or named in a Dask config file or DASK_* variable, even to the default value) is
-    the user's, kept as it is."""
+    """The settings of QUIET_CLUSTER the user left at distributed's defaults: one set in code to
+    another value, or named in a Dask config file or DASK_* variable (even to the default value),
+    is the user's, kept as it is. One set in code to distributed's default cannot be told from it
+    (`dask.config.set` keeps no record of what it set, only the values), so it is made quieter
+    like the default: a user who wants distributed's default names it in a file or variable."""
     import dask
 
     defaults = dask.config.merge(*dask.config.defaults)
