@@ -406,6 +406,28 @@ def test_the_build_cluster_gives_back_the_callers_environment(monkeypatch):
     assert dict(os.environ) == dict(before, MKL_NUM_THREADS="2")
 
 
+def test_two_local_clusters_side_by_side_give_the_environment_back_when_the_last_closes(monkeypatch):
+    """Two builds in threads of one program, each with its own local cluster: the first to end
+    must not take back what the other's nannies still need for a worker they start again; the
+    last to end gives back the caller's environment, but not a variable the program set itself."""
+    from uvd_pipeline.dask_environ import callers_environment_kept, note_nanny_writes
+
+    for name in NANNY_WRITES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    before = dict(os.environ)
+    first, second = callers_environment_kept(), callers_environment_kept()
+    first.__enter__()
+    note_nanny_writes({"MALLOC_TRIM_THRESHOLD_": "65536", "OMP_NUM_THREADS": "4", "PYTHONHASHSEED": "6640"})
+    os.environ.update(MALLOC_TRIM_THRESHOLD_="65536", PYTHONHASHSEED="6640", __DASK_PARENT_PID=str(os.getpid()))
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536" and os.environ["PYTHONHASHSEED"] == "6640"
+    monkeypatch.setenv("PYTHONHASHSEED", "1")  # the program's own, set while the second cluster lives
+    second.__exit__(None, None, None)
+    assert dict(os.environ) == dict(before, PYTHONHASHSEED="1")
+
+
 def test_a_build_workers_imports_run_without_the_cyclic_collector_and_stay_frozen():
     """A worker of the build's cluster imports Beam and the build's steps (~1,900 modules) before
     it joins; the cyclic collector scanned their objects again and again as they piled up (371
