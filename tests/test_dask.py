@@ -368,6 +368,93 @@ def test_the_build_cluster_keeps_the_users_own_dask_settings(monkeypatch):
     assert worker["profile"] is not None and (worker["monitor"], worker["tick"]) == (1000, 50), worker
 
 
+# What distributed's nanny writes into its own process's environment as it starts a worker process
+NANNY_WRITES = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "PYTHONHASHSEED", "__DASK_PARENT_PID")
+
+
+def test_the_build_cluster_gives_back_the_callers_environment(monkeypatch):
+    """distributed's nannies wrote MALLOC_TRIM_THRESHOLD_=65536, OMP/MKL/OPENBLAS_NUM_THREADS=1,
+    PYTHONHASHSEED=6640 and __DASK_PARENT_PID into the build's process and left them there: a
+    program that ran a Dask build had them afterwards, and so every process it started. The
+    workers still get them, also one that the nanny starts again after its worker was killed;
+    after the cluster the caller's environment is as it was, but for what the caller itself set
+    meanwhile (MKL_NUM_THREADS here), and its own value (OMP_NUM_THREADS=3) reaches the workers."""
+    from uvd_pipeline.config import DaskConfig
+    from uvd_pipeline.dask_cluster import scheduler
+
+    for name in NANNY_WRITES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    before = dict(os.environ)
+    with scheduler(DaskConfig(workers=1)) as address:
+        with distributed.Client(address) as client:
+            client.wait_for_workers(1, timeout=120)
+            (first,) = client.run(lambda: {name: os.environ.get(name) for name in NANNY_WRITES}).values()
+            (killed, pid), = client.run(os.getpid).items()
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.time() + 120
+            while time.time() < deadline and set(client.scheduler_info()["workers"]) - {killed} == set():
+                time.sleep(0.1)
+            new = sorted(set(client.scheduler_info()["workers"]) - {killed})
+            (again,) = client.run(lambda: {name: os.environ.get(name) for name in NANNY_WRITES}, workers=new).values()
+        monkeypatch.setenv("MKL_NUM_THREADS", "2")  # the caller's own, set while the cluster lives
+    assert first["MALLOC_TRIM_THRESHOLD_"] == "65536" and first["PYTHONHASHSEED"] == "6640", first
+    assert first["OMP_NUM_THREADS"] == "3" and first["MKL_NUM_THREADS"] == "1", first
+    assert {k: v for k, v in again.items() if k != "__DASK_PARENT_PID"} == \
+        {k: v for k, v in first.items() if k != "__DASK_PARENT_PID"}, again
+    assert dict(os.environ) == dict(before, MKL_NUM_THREADS="2")
+
+
+def test_two_local_clusters_side_by_side_give_the_environment_back_when_the_last_closes(monkeypatch):
+    """Two builds in threads of one program, each with its own local cluster: the first to end
+    must not take back what the other's nannies still need for a worker they start again; the
+    last to end gives back the caller's environment, but not a variable the program set itself."""
+    from uvd_pipeline.dask_environ import callers_environment_kept, note_nanny_writes
+
+    for name in NANNY_WRITES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    before = dict(os.environ)
+    first, second = callers_environment_kept(), callers_environment_kept()
+    first.__enter__()
+    note_nanny_writes({"MALLOC_TRIM_THRESHOLD_": "65536", "OMP_NUM_THREADS": "4", "PYTHONHASHSEED": "6640"})
+    os.environ.update(MALLOC_TRIM_THRESHOLD_="65536", PYTHONHASHSEED="6640", __DASK_PARENT_PID=str(os.getpid()))
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536" and os.environ["PYTHONHASHSEED"] == "6640"
+    monkeypatch.setenv("PYTHONHASHSEED", "1")  # the program's own, set while the second cluster lives
+    second.__exit__(None, None, None)
+    assert dict(os.environ) == dict(before, PYTHONHASHSEED="1")
+
+
+def test_a_build_workers_imports_run_without_the_cyclic_collector_and_stay_frozen():
+    """A worker of the build's cluster imports Beam and the build's steps (~1,900 modules) before
+    it joins; the cyclic collector scanned their objects again and again as they piled up (371
+    young, 33 middle, 3 full collections a worker; 0.22 of its 1.35 CPU-s to join at load 15).
+    Now none runs during those imports, what they made is frozen, and the collector is on after,
+    as before, for the tasks' garbage. (A fresh interpreter, as a worker process is.)"""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    probe = ("import gc, json\n"
+             "from uvd_pipeline.dask_worker import import_ahead\n"
+             "before = [s['collections'] for s in gc.get_stats()]\n"
+             "import_ahead(('apache_beam', 'uvd_pipeline.graph'))\n"
+             "after = [s['collections'] for s in gc.get_stats()]\n"
+             "import sys\n"
+             "print(json.dumps({'collections': [a - b for a, b in zip(after, before)], 'frozen': gc.get_freeze_count(),\n"
+             "                  'enabled': gc.isenabled(), 'graph': 'uvd_pipeline.graph' in sys.modules}))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["graph"] and seen["enabled"], seen
+    assert seen["collections"] == [0, 0, 0] and seen["frozen"] > 100_000, seen
+
+
 @pytest.mark.parametrize("verbose", [False, True])
 def test_the_command_line_keeps_dasks_chatter_out_unless_verbose(verbose):
     """Importing distributed sets its loggers to INFO (whatever the command set before): a Dask

@@ -320,9 +320,11 @@ QUIET_CLUSTER = {"distributed.worker.profile.enabled": False, "distributed.admin
 
 
 def quiet_cluster() -> dict:
-    """The settings of QUIET_CLUSTER the user left at distributed's defaults: one set otherwise
-    (in code, or named in a Dask config file or DASK_* variable, even to the default value) is
-    the user's, kept as it is."""
+    """The settings of QUIET_CLUSTER the user left at distributed's defaults: one set in code to
+    another value, or named in a Dask config file or DASK_* variable (even to the default value),
+    is the user's, kept as it is. One set in code to distributed's default cannot be told from it
+    (`dask.config.set` keeps no record of what it set, only the values), so it is made quieter
+    like the default: a user who wants distributed's default names it in a file or variable."""
     import dask
 
     defaults = dask.config.merge(*dask.config.defaults)
@@ -335,6 +337,15 @@ def quiet_cluster() -> dict:
 
 @contextmanager
 def _local_cluster(settings: DaskConfig) -> Iterator[str]:
+    from uvd_pipeline.dask_environ import callers_environment_kept
+
+    with callers_environment_kept():  # what its nannies write into this process's environment
+        with _started_local_cluster(settings) as address:
+            yield address
+
+
+@contextmanager
+def _started_local_cluster(settings: DaskConfig) -> Iterator[str]:
     from distributed import LocalCluster
 
     from uvd_pipeline.dask_worker import BuildWorker
@@ -383,11 +394,18 @@ async def _interrupts_left_to_the_build() -> None:
 def _exit_noting_nanny():
     """distributed's Nanny that keeps its worker process's exit status (`exit_status`): where a
     process dies as it starts, the nanny's own failure says only "Nanny failed to start worker
-    process", and the status (or the signal that killed it) is the one clue to why."""
+    process", and the status (or the signal that killed it) is the one clue to why. It also notes
+    what it writes into this process's environment (`dask_environ`)."""
     from distributed import Nanny
+
+    from uvd_pipeline.dask_environ import note_nanny_writes
 
     class ExitNotingNanny(Nanny):
         exit_status: int | None = None
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            note_nanny_writes(getattr(self, "pre_spawn_env", {}))  # given back after the cluster
 
         def _on_worker_exit_sync(self, exitcode):
             self.exit_status = exitcode
