@@ -1036,3 +1036,12 @@ def test_a_choice_by_another_common_name_is_told_its_name_here(section, value, m
     field, given = next(iter(value.items()))
     message = _error({**BASE, section: value})
     assert f"{section}.{field}: got {given!r}; did you mean {meant!r}? allowed:" in message
+
+
+def test_the_summary_tells_train_and_val_shard_counts_apart():
+    """`check` printed `[4 shards/split]` for a source of 4 train shards and 1 val shard."""
+    from uvd_pipeline.config import config_summary
+
+    source = {"name": "web", "type": "laion", "path": "data/laion", "num_shards": 4, "num_val_shards": 1}
+    summary = config_summary(parse_config({**BASE, "sources": [source]}))
+    assert summary.splitlines()[2].endswith("data/laion [4 train + 1 val shards]")
