@@ -107,6 +107,18 @@ def _is_class_archive(uri: str) -> bool:
     return name.lower().endswith(ARCHIVE_SUFFIX) and not set_aside(name) and not _is_outer_archive(name)
 
 
+def _img2dataset_listing(archives: list[str], files: list[str]) -> str | None:
+    """The `<shard>_stats.json` img2dataset writes beside one of `archives`, if any: that folder is
+    a web-image download (`type: laion`), whose `00000.tar` shards would pass for `<wnid>.tar` class
+    archives, each shard a "class" of unrelated images."""
+    names = {fsio.basename(f) for f in files}
+    for uri in archives:
+        listing = fsio.basename(uri)[: -len(ARCHIVE_SUFFIX)] + "_stats.json"
+        if listing in names:
+            return listing
+    return None
+
+
 def _is_image_name(uri: str) -> bool:
     return uri.lower().endswith(IMAGE_SUFFIXES) and not set_aside(fsio.basename(uri))
 
@@ -391,12 +403,17 @@ class ImageNetSource:
         """The train split of class archives at the top of `path` (`archives_at_top`): a unit for
         each (or its parts), and one reject for each other tar there (a Mac's `._n0.tar`, ILSVRC's
         outer archive). Other files there (index files, a README) are no split's, as beside train/."""
+        tars = fsio.list_files(self.path, (ARCHIVE_SUFFIX,), links=True)
+        archives = [f for f in tars if _is_class_archive(f)]
+        listing = _img2dataset_listing(archives, fsio.list_files(self.path, links=True))
+        if listing:
+            raise FileNotFoundError(
+                f"{self.name}: {self.path} holds img2dataset output ({listing} beside its shard), web images "
+                f"rather than <wnid>{ARCHIVE_SUFFIX} class archives: read it as `type: laion`")
         if split != "train":
             raise FileNotFoundError(
                 f"{self.name}: {self.path} holds <wnid>{ARCHIVE_SUFFIX} class archives at its top, as ImageNet-21k's "
                 f"download lies, read as the train split, and no {split}/ folder: set `splits: [train]`")
-        tars = fsio.list_files(self.path, (ARCHIVE_SUFFIX,), links=True)
-        archives = [f for f in tars if _is_class_archive(f)]
         others = [f for f in tars if f not in archives]
         return ([u for uri in archives for u in _archive_units(split, uri, self.path)]
                 + [Unit(split, None, chunk) for chunk in _flat_chunks(others)])

@@ -1021,3 +1021,27 @@ def test_an_output_path_with_bytes_that_are_not_utf8_names_the_field_and_the_fix
         assert f"--set {field}: {tmp_path}/caf\\xe9 holds bytes that are not UTF-8" in err, err
         assert "rename the folder to a UTF-8 name" in err and "YAML" not in err.replace("JSON, YAML and Arrow", "")
     assert not os.path.exists(os.fsencode(latin1))
+
+
+@pytest.mark.parametrize("section,value,meant", [
+    ("tokenizer", {"device": "gpu"}, "cuda"),
+    ("tokenizer", {"device": "GPU"}, "cuda"),
+    ("tokenizer", {"precision": "float32"}, "fp32"),
+    ("tokenizer", {"precision": "float16"}, "fp16"),
+    ("tokenizer", {"precision": "bfloat16"}, "bf16"),
+])
+def test_a_choice_by_another_common_name_is_told_its_name_here(section, value, meant):
+    """`device: gpu` is a newcomer's word for CUDA, and `float32` is trainer.fit's and torch's name
+    of fp32: the message names the choice meant, not the nearest spelling (`gpu` is one letter off `cpu`)."""
+    field, given = next(iter(value.items()))
+    message = _error({**BASE, section: value})
+    assert f"{section}.{field}: got {given!r}; did you mean {meant!r}? allowed:" in message
+
+
+def test_the_summary_tells_train_and_val_shard_counts_apart():
+    """`check` printed `[4 shards/split]` for a source of 4 train shards and 1 val shard."""
+    from uvd_pipeline.config import config_summary
+
+    source = {"name": "web", "type": "laion", "path": "data/laion", "num_shards": 4, "num_val_shards": 1}
+    summary = config_summary(parse_config({**BASE, "sources": [source]}))
+    assert summary.splitlines()[2].endswith("data/laion [4 train + 1 val shards]")

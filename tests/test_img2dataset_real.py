@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import threading
 from collections import Counter
@@ -759,3 +760,23 @@ def test_a_0_byte_body_is_an_empty_file_in_every_output_format(tmp_path: Path):
         empty = next(r["key"] for r in rows if r["url"].endswith("/empty.jpg"))
         assert rejects[empty] == ("decode", "empty_file"), (layout, rejects)
         assert summary["sources"][layout]["sentences"] + len(rejects) == len(rows) == 3, (layout, rejects)
+
+
+@pytest.mark.parametrize("splits", [None, ["train"]])
+def test_a_download_read_as_imagenet_is_refused_naming_type_laion(downloads, tmp_path, splits):
+    """A newcomer's slip: `type: imagenet` on an img2dataset download. Its `00000.tar` shards would
+    pass for ImageNet-21k's `<wnid>.tar` class archives, each shard a "class" of unrelated web
+    images (and without `splits` the error sent the user to `splits: [train]`, into that trap):
+    `check` refuses it before anything is read, naming the field and `type: laion`."""
+    source = {"name": "web", "type": "imagenet", "path": str(downloads["raw"])}
+    if splits:
+        source["splits"] = splits
+    config = tmp_path / "web.yaml"
+    config.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"), "sources": [source]}))
+    done = subprocess.run([sys.executable, "-m", "uvd_pipeline", "check", str(config)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "config OK" not in done.stdout
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert error.startswith("error: sources[0].path (web): /") and "(web): web:" not in error
+    assert "img2dataset" in error and "00000_stats.json" in error and "type: laion" in error
+    assert "splits: [train]" not in error

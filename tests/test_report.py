@@ -796,3 +796,21 @@ def test_report_of_an_output_folder_whose_name_is_not_utf8_is_refused_with_the_f
     err = capsys.readouterr().err
     assert f"report OUT: {tmp_path}/caf\\xe9out holds bytes that are not UTF-8" in err and "Traceback" not in err
     assert os.listdir(os.fsencode(latin1)) == []
+
+
+def test_the_report_logs_each_phase_and_each_source_it_decodes(report_build, report_data, caplog):
+    """`report OUT` said nothing for minutes (over 4 on the sample build under load) until its last
+    two lines: it logs each phase, and each source whose sample it decodes, as it goes."""
+    import logging
+
+    config, _ = report_build
+    with caplog.at_level(logging.INFO, logger="uvd_pipeline.report"):
+        write_report(config.output, max_sentences_per_group=1)
+    said = [r.getMessage() for r in caplog.records if r.name == "uvd_pipeline.report"]
+    assert said[0] == f"report: checking {config.output} against its summary and stats files"
+    assert said[1] == "report: counts, histograms and contact sheets"
+    decoded = sorted(report_data["tokenizer"]["reconstruction"])
+    assert said[2].startswith("report: token statistics; decoding a sample of each source") and decoded
+    for source in decoded:
+        psnr = report_data["tokenizer"]["reconstruction"][source]["psnr"]
+        assert f"report: decoded {source}: PSNR {psnr:.2f} dB" in said

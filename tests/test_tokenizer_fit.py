@@ -490,3 +490,18 @@ def test_a_config_flag_naming_no_config_file_is_refused_before_reading(tmp_path,
     assert err.startswith(f"error: --config {path}: {path}: ") and err.count("\n") == 1, err
     assert ("2147483648 bytes, more than the 4 MiB" if make == "sparse" else "a character device") in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_fit_ends_with_a_summary_naming_the_tokenizer_it_wrote(tmp_path, capsys):
+    """The run's last words say where the tokenizer is and how the last step went (trainer.fit ends
+    with such a `done:` line; this one ended on a JSON record). Stdout stays JSON lines, for `jq`."""
+    out, ship = tmp_path / "o", tmp_path / "ship"
+    assert fit_cli.main(["--data", PHOTOS, "--out", str(out), "--max-steps", "2", "--batch-size", "1",
+                         "--crop", "32", "--log-every", "1", "--export", str(ship)]) == 0
+    said = capsys.readouterr()
+    assert all(json.loads(line) for line in said.out.splitlines())
+    last = _log(out)[-1]
+    assert said.err.splitlines()[-1] == (
+        f"done: step 2/2, loss {last['loss']:.4f}, PSNR {last['psnr']:.2f} dB; tokenizer (config.json + "
+        f"pytorch_model.bin) in {out}, exported to {ship}")
+    assert load(out).config == load(ship).config

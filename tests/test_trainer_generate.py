@@ -319,3 +319,16 @@ def test_a_model_without_special_ids_is_refused_with_bos_and_prompted_without(tm
     assert err.count("\n") == 1 and not (tmp_path / "strip.png").exists()
     assert main(argv + ["--stream", "--codes-out", str(tmp_path / "codes.npy")]) == 0
     assert np.load(tmp_path / "codes.npy").max() < 8192
+
+
+def test_a_model_folder_that_is_not_there_is_named_as_such(tmp_path: Path, capsys):
+    """`--checkpoint runs/tyni` (a typo) said "runs/tyni: no weights; expected model.safetensors, ...",
+    as if the folder were there and empty."""
+    missing = tmp_path / "runs" / "tyni"
+    assert main(["--checkpoint", str(missing), "--tokenizer", str(tmp_path), "--out", str(tmp_path / "s.png")]) == 2
+    assert capsys.readouterr().err == (f"error: {missing} does not exist; give a model folder (ours, a fit run's "
+                                       "--out, or a Hugging Face Llama folder)\n")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert main(["--checkpoint", str(tmp_path / "model.safetensors"), "--tokenizer", str(tmp_path),
+                 "--out", str(tmp_path / "s.png")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'model.safetensors'} is a file; give the folder")

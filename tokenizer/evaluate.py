@@ -161,8 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True, help="muse-format folder (config.json + pytorch_model.bin)")
     p.add_argument("--data", action="append", required=True, help="glob of tars, images or folders (repeatable)")
     p.add_argument("--limit", type=int, help="evaluate at most this many images")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--out", default="tokenizer_eval.json", help="JSON summary path")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--out", default="tokenizer_eval.json", help="JSON summary path (default: %(default)s)")
     p.add_argument("--sheet", help="also write an original-vs-reconstruction sheet (PNG) here")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder/decoder (on CUDA with "

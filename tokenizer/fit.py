@@ -383,14 +383,26 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
     return last
 
 
+def summary_line(options: FitOptions, last: dict) -> str:
+    """The run's last words: how its last logged step went and where the tokenizer is. On stderr,
+    since stdout carries the JSON log records."""
+    how = f"done: step {last.get('step', 0)}/{options.max_steps}"
+    if "loss" in last:
+        how += f", loss {last['loss']:.4f}" + (f", PSNR {last['psnr']:.2f} dB" if "psnr" in last else "")
+    where = f"tokenizer (config.json + pytorch_model.bin) in {options.out}"
+    return f"{how}; {where}" + (f", exported to {options.export}" if options.export else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit 2 with one `error:` line naming the flag for a run refused for its flags or the files they
     name (`UsageError`); any other error is a bug and keeps its traceback."""
     try:
-        fit(parse_args(argv))
+        options = parse_args(argv)
+        last = fit(options)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(summary_line(options, last), file=sys.stderr)
     return 0
 
 

@@ -114,6 +114,9 @@ def json_file(path: Path, **bounds: Any) -> Any:
 def resolve_folder(folder: str | os.PathLike[str]) -> Path:
     """A model folder itself, or for a fit run's output folder its newest complete step folder."""
     root = Path(folder)
+    if not root.is_dir():  # a typo or a weights file: said as such, not as a folder without weights
+        what = "is a file; give the folder that holds it" if root.exists() else "does not exist; give a model folder"
+        raise CheckpointError(f"{folder} {what} (ours, a fit run's --out, or a Hugging Face Llama folder)")
     if not (root / CONFIG_NAME).is_file() and (root / CHECKPOINTS).is_dir():
         newest = latest_checkpoint(str(root))
         if newest is None:

@@ -160,13 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("output", help="a finished build's output folder (with tokens/)")
     parser.add_argument("--tokenizer", help="the build's tokenizer folder (default: the embedded one)")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--seq-len", type=int, default=1024)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--context-images", type=int, default=3)
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int)
+    parser.add_argument("--steps", type=int, default=300, help="fit steps (default: %(default)s)")
+    parser.add_argument("--seq-len", type=int, default=1024, help="tokens per window (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=4, help="windows per step (default: %(default)s)")
+    parser.add_argument("--context-images", type=int, default=3,
+                        help="prompt images before each generated one (default: %(default)s)")
+    parser.add_argument("--preset", default="tiny", help="model size, as trainer.fit's (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own count)")
     args = parser.parse_args(argv)
     from tokenizer.checkpoint import embedded_checkpoint
 

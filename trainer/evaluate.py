@@ -283,14 +283,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="model folder (ours or an HF Llama folder)")
     parser.add_argument("--data", required=True, nargs="+", help="token shard globs or folders")
-    parser.add_argument("--split", default="val", help="split to evaluate; 'all' for every row")
+    parser.add_argument("--split", default="val", help="split to evaluate; 'all' for every row (default: %(default)s)")
     parser.add_argument("--shots", type=_ints, default=None, help="k values for k_shot (default 1..tuples-1)")
-    parser.add_argument("--contexts", type=_ints, default=list(DEFAULT_CONTEXTS), help="context frames for next_frame")
+    parser.add_argument("--contexts", type=_ints, default=list(DEFAULT_CONTEXTS),
+                        help=f"context frames for next_frame (default: {','.join(map(str, DEFAULT_CONTEXTS))})")
     parser.add_argument("--stream", action="store_true", help="no BOS (the released code's stream mode)")
-    parser.add_argument("--batch-size", type=int, default=4, help="sentences per forward")
+    parser.add_argument("--batch-size", type=int, default=4, help="sentences per forward (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many sentences per (source, kind, task)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    parser.add_argument("--dtype", default="auto", help="float32 | bfloat16 | float16 | auto (bf16 on CUDA, else fp32)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: %(default)s)")
+    parser.add_argument("--dtype", default="auto",
+                        help="float32 | bfloat16 | float16 | auto: bf16 on CUDA, else fp32 (default: %(default)s)")
     parser.add_argument("--out", default=None, help="write the JSON result here")
     args = parser.parse_args(argv)
 

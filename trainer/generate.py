@@ -205,17 +205,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="model folder (ours or an HF Llama folder)")
     parser.add_argument("--tokenizer", required=True, help="VQGAN folder (muse format)")
     parser.add_argument("--prompt", nargs="*", default=[], help="prompt image files, in order")
-    parser.add_argument("--n", type=int, default=1, help="images to generate")
+    parser.add_argument("--n", type=int, default=1, help="images to generate (default: %(default)s)")
     parser.add_argument("--out", required=True, help="PNG strip of prompt (grey frames) + generated (red frames)")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0, help="0: no top-k")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)")
+    parser.add_argument("--top-k", type=int, default=0,
+                        help="sample among the k likeliest codes; 0: no top-k (default: %(default)s)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus mass; 1.0: no top-p (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--stream", action="store_true", help="no BOS (the released code's stream mode)")
-    parser.add_argument("--window", type=int, default=WINDOW_IMAGES, help="context images kept (LVM: 15)")
-    parser.add_argument("--resize", default="center_crop", choices=("squash", "center_crop", "pad"))
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    parser.add_argument("--dtype", default="auto", help="float32 | bfloat16 | float16 | auto (bf16 on CUDA, else fp32)")
+    parser.add_argument("--window", type=int, default=WINDOW_IMAGES,
+                        help="context images kept (default: %(default)s, as LVM)")
+    parser.add_argument("--resize", default="center_crop", choices=("squash", "center_crop", "pad"),
+                        help="how a prompt image becomes a square (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: %(default)s)")
+    parser.add_argument("--dtype", default="auto",
+                        help="float32 | bfloat16 | float16 | auto: bf16 on CUDA, else fp32 (default: %(default)s)")
     parser.add_argument("--codes-out", default=None, help="also save the generated codes (.npy)")
     args = parser.parse_args(argv)
     if args.n < 1:

@@ -78,17 +78,23 @@ def import_hf(hf_folder: str | os.PathLike[str], out: str | os.PathLike[str], *,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.interop", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    export = commands.add_parser("export", help="our checkpoint -> HF LlamaForCausalLM folder")
+    export_help = "our checkpoint -> HF LlamaForCausalLM folder"
+    export = commands.add_parser("export", help=export_help, description=export_help)
     export.add_argument("--checkpoint", required=True,
                         help="our checkpoint folder (config.json + weights) or a fit run's --out (newest step)")
     export.add_argument("--out", required=True, help="the HF folder to write (replaced as a whole)")
-    export.add_argument("--dtype", default="auto", help="float32 | bfloat16 | float16 | auto (keep stored)")
-    export.add_argument("--max-shard-size", default=DEFAULT_SHARD_SIZE, help="e.g. 5GB, 500MB, 2GiB")
-    imp = commands.add_parser("import", help="HF Llama folder -> our checkpoint")
+    export.add_argument("--dtype", default="auto",
+                        help="float32 | bfloat16 | float16 | auto: keep stored (default: %(default)s)")
+    export.add_argument("--max-shard-size", default=DEFAULT_SHARD_SIZE,
+                        help="e.g. 5GB, 500MB, 2GiB (default: %(default)s)")
+    import_help = "HF Llama folder -> our checkpoint"
+    imp = commands.add_parser("import", help=import_help, description=import_help)
     imp.add_argument("--hf", required=True, help="HF folder (config.json + safetensors or pytorch_model.bin)")
     imp.add_argument("--out", required=True, help="our checkpoint folder to write (replaced as a whole)")
-    imp.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 | auto (keep stored)")
-    imp.add_argument("--max-shard-size", default=DEFAULT_SHARD_SIZE, help="e.g. 5GB, 500MB, 2GiB")
+    imp.add_argument("--dtype", default="float32",
+                     help="float32 | bfloat16 | float16 | auto: keep stored (default: %(default)s)")
+    imp.add_argument("--max-shard-size", default=DEFAULT_SHARD_SIZE,
+                     help="e.g. 5GB, 500MB, 2GiB (default: %(default)s)")
     args = parser.parse_args(argv)
     source = args.checkpoint if args.command == "export" else args.hf
     if not Path(source, CONFIG_NAME).is_file() and not Path(source, "checkpoints").is_dir():

@@ -66,7 +66,7 @@ class _ShardProgress:
     def _run(self) -> None:
         seen = None
         started = time.perf_counter()
-        of = f"/{self.most}" if self.most else ""
+        of = f" of at most {self.most}" if self.most else ""  # a shard no input lands in is never written
         while not self._stop.wait(self.interval):
             try:
                 count = (len(stats_files(self.output)), len(token_stats_files(self.output)) if self.tokens else 0)

@@ -22,6 +22,7 @@ from uvd_pipeline.refusals import refusal
 from uvd_pipeline.shards import JsonlError, NotFound, ShardDamaged
 
 DEFAULT_SAMPLE_DIR = os.path.join("data", "sample")
+DEFAULT_SHOWN = " (default: %(default)s)"  # an option's help ends with its default (tests/test_cli_help.py)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -323,15 +324,18 @@ def parser() -> argparse.ArgumentParser:
                    help="debug logs (Beam's too), and the traceback behind an operating system's error line")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("sample", help="write the embedded sample corpus (once; reused afterwards)")
+    sample_help = "write the embedded sample corpus (once; reused afterwards)"
+    s = sub.add_parser("sample", help=sample_help, description=sample_help)
     s.add_argument("out", nargs="?", default=DEFAULT_SAMPLE_DIR,
-                   help="a new or empty folder, or an earlier sample corpus (it is replaced as a whole)")
+                   help="a new or empty folder, or an earlier sample corpus (it is replaced as a whole)"
+                        + DEFAULT_SHOWN)
     s.add_argument("--seed", type=int, default=0,
                    help="random seed of the corpus (default 0; a seed always gives the same bytes)")
     s.add_argument("--force", action="store_true", help="rewrite even if a complete corpus is there")
     s.set_defaults(func=cmd_sample)
 
-    b = sub.add_parser("build", help="run the Beam build described by a config file")
+    build_help = "run the Beam build described by a config file"
+    b = sub.add_parser("build", help=build_help, description=build_help)
     b.add_argument("config", help="the YAML config file (configs/sample.yaml is one; docs/config.md lists every field)")
     b.add_argument("--output", help="override the config's output location (relative to the current folder)")
     b.add_argument("--runner", help="override beam.runner: DirectRunner, dask (beam.dask, or a 2-worker local "
@@ -370,30 +374,37 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--sentences", type=int, default=4, help="sentences per kind/task in the contact sheets (default 4)")
     r.set_defaults(func=cmd_report)
 
-    e = sub.add_parser("export-jsonl", help="token shards -> LVM/EasyLM JSONL ({'tokens': base64 int32})")
+    export_help = "token shards -> LVM/EasyLM JSONL ({'tokens': base64 int32})"
+    e = sub.add_parser("export-jsonl", help=export_help, description=export_help)
     e.add_argument("shards", nargs="+", help="token shard files, globs or folders")
     e.add_argument("--out", required=True, help="the JSONL file to write")
     e.set_defaults(func=cmd_export_jsonl)
 
-    i = sub.add_parser("import-jsonl", help="LVM/EasyLM JSONL -> one token shard")
+    import_help = "LVM/EasyLM JSONL -> one token shard"
+    i = sub.add_parser("import-jsonl", help=import_help, description=import_help)
     i.add_argument("jsonl", help="LVM/EasyLM JSONL, one {'tokens': base64 int32} per line")
     i.add_argument("--out", required=True, help="the token shard to write (a name ending in .arrow)")
-    i.add_argument("--source", default="jsonl", help="source name (lower_snake_case), the start of every sentence id")
+    i.add_argument("--source", default="jsonl",
+                   help="source name (lower_snake_case), the start of every sentence id" + DEFAULT_SHOWN)
     i.add_argument("--split", default="train", choices=["train", "val"],
                    help="the split its sentences are in (default train)")
     i.add_argument("--kind", default="image", help="sentence kind: image, video, multiview, category, pairs, "
-                   "multitask or annotated_video")
-    i.add_argument("--tokenizer-name", default="vqgan-f16-8192-laion", help="name of the tokenizer that made the codes")
-    i.add_argument("--tokenizer-hash", default="unknown", help="weights hash of the tokenizer that made the codes")
+                   "multitask or annotated_video" + DEFAULT_SHOWN)
+    i.add_argument("--tokenizer-name", default="vqgan-f16-8192-laion",
+                   help="name of the tokenizer that made the codes" + DEFAULT_SHOWN)
+    i.add_argument("--tokenizer-hash", default="unknown",
+                   help="weights hash of the tokenizer that made the codes" + DEFAULT_SHOWN)
     # bounds are the library's (`check_import`): the command names the flag of a value it refuses
     i.add_argument("--codebook-size", type=int, default=8192,
-                   help="codes of the tokenizer that made the tokens (at most 65536: shards store uint16)")
+                   help="codes of the tokenizer that made the tokens (at most 65536: shards store uint16)"
+                        + DEFAULT_SHOWN)
     i.add_argument("--tokens-per-image", type=int, default=256, help="codes per image (default 256: 16x16)")
     i.add_argument("--image-size", type=int, default=256,
                    help="side in pixels of the images the codes decode to (default 256)")
     i.set_defaults(func=cmd_import_jsonl)
 
-    c = sub.add_parser("check", help="validate a config file, its sources and its tokenizer; print what it would build")
+    check_help = "validate a config file, its sources and its tokenizer; print what it would build"
+    c = sub.add_parser("check", help=check_help, description=check_help)
     c.add_argument("config", help="the YAML config file (configs/sample.yaml is one; docs/config.md lists every field)")
     _add_set_option(c)
     c.set_defaults(func=cmd_check)

@@ -78,7 +78,7 @@ def load_config(path: str, overrides: dict[str, Any] | None = None) -> BuildConf
 def config_summary(config: BuildConfig) -> str:
     lines = [f"output: {config.output}", f"image: {config.image.size}px {config.image.resize}"]
     for s in config.enabled_sources:
-        lines.append(f"source {s.name} ({s.type}) <- {s.path} [{s.num_shards} shards/split]")
+        lines.append(f"source {s.name} ({s.type}) <- {s.path} [{s.num_shards} train + {s.num_val_shards} val shards]")
     beam = config.beam
     if beam.local:
         how = {"in_memory": "in this process", "multi_threading": "as threads of this process",

@@ -104,7 +104,8 @@ def _describe(error: dict[str, Any], data: Any) -> str:
         return f"{where}: required field is missing"
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
-        guess = _closest(error.get("input"), re.findall(r"'([^']*)'", expected))
+        choices = re.findall(r"'([^']*)'", expected)
+        guess = _meant(error.get("input"), choices) or _closest(error.get("input"), choices)
         return f"{where}: got {error.get('input')!r}; " + (f"did you mean {guess!r}? " if guess else "") + f"allowed: {expected}"
     if kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NAME_PATTERN:
         return f"{where}: got {error.get('input')!r}; use lower_snake_case (a-z, 0-9, _) starting with a letter"
@@ -113,6 +114,18 @@ def _describe(error: dict[str, Any], data: Any) -> str:
         return message  # a check of the whole config that names its field itself
     shown = repr(error.get("input"))
     return f"{where}: {message}" + (f" (got {shown})" if len(shown) <= 60 and shown not in message else "")
+
+
+# What people call a choice elsewhere (torch's dtype names, the trainer's --dtype, plain speech),
+# told before the nearest spelling: `gpu` is one letter off `cpu`, and `float32` near no choice.
+OTHER_NAMES = {"gpu": "cuda", "float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16",
+               "tensorfloat32": "tf32"}
+
+
+def _meant(word: Any, choices: list[str]) -> str | None:
+    """The choice `word` names by another common name, if it is among `choices`."""
+    meant = OTHER_NAMES.get(word.lower()) if isinstance(word, str) else None
+    return meant if meant in choices else None
 
 
 def _number_as_text(value: Any, whole: bool) -> str | None:

@@ -21,6 +21,7 @@ This module puts the page together; the figures come from `report_data`, the pic
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ from uvd_pipeline.output_lock import lock_uri
 from uvd_pipeline.verify import OutputUnfinished, no_output
 
 REPORT_DIR = "report"
+log = logging.getLogger(__name__)  # one line per phase: decoding the samples takes minutes on a CPU
 
 
 def tokenizer_section(output: str, report_dir: str,
@@ -65,6 +67,8 @@ def tokenizer_section(output: str, report_dir: str,
                                              f"{section['weights_hash'][:16]}")
         return section
     reconstruction, psnrs, ssims = {}, [], []
+    log.info("report: token statistics; decoding a sample of each source (%d) with the build's tokenizer "
+             "for PSNR/SSIM", len(shards_of))
     for sample in reconstructions(output, tok, shards_of, sample_images):
         source = sample["source"]
         psnrs += list(sample["psnr"])
@@ -75,6 +79,7 @@ def tokenizer_section(output: str, report_dir: str,
                                   "shards": [p.rsplit("/", 1)[-1] for p in sample["used"]],
                                   "psnr": round(float(np.mean(sample["psnr"])), 4),
                                   "ssim": round(float(np.mean(sample["ssim"])), 5), "sheet": name}
+        log.info("report: decoded %s: PSNR %.2f dB", source, reconstruction[source]["psnr"])
     if reconstruction:
         section["reconstruction"] = reconstruction
         section["sample_psnr"] = round(float(np.mean(psnrs)), 2)
@@ -165,6 +170,7 @@ def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str
     except ValueError as exc:
         problems = [(summary_uri, f"unreadable JSON ({exc})"[:200])]
     else:
+        log.info("report: checking %s against its summary and stats files", output)
         problems = output_problems(output, summary)
     try:
         if not problems:
@@ -183,6 +189,7 @@ def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str
 
 def _write_pages(output: str, summary: dict[str, Any], report_dir: str, max_sentences_per_group: int) -> dict[str, str]:
     """The report of an intact output (`write_report`)."""
+    log.info("report: counts, histograms and contact sheets")
     data = report_data(output, summary)
     sheets = contact_sheets(output, summary, report_dir, max_sentences_per_group)
     data["contact_sheets"] = sheets

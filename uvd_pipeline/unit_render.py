@@ -253,7 +253,8 @@ def list_units(config: BuildConfig) -> dict[str, list]:
             units[source_config.name] = make_source(source_config, config.seed, config.image.max_pixels).units()
         except (FileNotFoundError, NotADirectoryError, AnnotationFileError, ConfiguredValueMismatch) as exc:
             field = getattr(exc, "field", "path")  # sources.paths.ConfiguredPathMissing names its own
-            problem = root_problem(source_config.path) or exc
+            # a reader's message may start with the source's name, which the field's line names already
+            problem = root_problem(source_config.path) or str(exc).removeprefix(f"{source_config.name}: ")
             raise ConfigError(f"sources[{index}].{field} ({source_config.name}): {problem}") from None
         except PermissionError as exc:  # the root, or an index file, that this user may not read
             raise ConfigError(f"sources[{index}].path ({source_config.name}): cannot read {exc.filename} "
