@@ -819,10 +819,50 @@ def test_sbd_maps_damaged_gone_or_unlisted_are_counted(tmp_path: Path):
                             ("benchmark_RELEASE/dataset/cls/2012_000001.mat", "unlisted_label_map")}
     settings = RenderSettings(SIZE[1], "squash", 0, 10**9, 1, 0, 0.0)
     rendered = {r.key.split("-")[1]: render_pair(r, settings) for r in items if isinstance(r, PairRecord)}
-    expected = {"2007_000032": ("bad_annotation", "not a readable MAT file ("),
+    expected = {"2007_000032": ("bad_annotation", "not a readable MAT file"),
                 "2007_000039": ("bad_annotation", "a MAT v7.3 (HDF5) file: save it in MATLAB's default -v7"),
                 "2008_000008": ("bad_annotation", "holds no GTcls.Segmentation map of class indices"),
                 "2007_000063": ("annotation_too_large", "its variables inflate past 64 MiB")}
     assert {k: r.reason for k, r in rendered.items()} == {k: reason for k, (reason, _) in expected.items()}
     for image_id, (_, detail) in expected.items():
         assert rendered[image_id].detail.startswith(detail), rendered[image_id].detail
+
+
+def test_sbd_map_with_millions_of_boundary_cells_is_refused_before_scipy_builds_them(tmp_path: Path):
+    """A cls/<id>.mat whose GTcls.Boundaries is a cell of 200,000 empty matrices: 3 KB on disk, 1.6 MB
+    inflated (far within the 64 MiB budget), but scipy built an ndarray of each (old code drew it;
+    at 8M cells, a 93 KB file, a worker grew by 1.3 GB over 19 s). SBD's Boundaries is 20 x 1 at
+    most: the cells are counted from the headers first, and the map is `annotation_too_large`."""
+    from mat_forge import EMPTY, MI_UINT8, MX_CELL, MX_STRUCT, MX_UINT8, element, mat_file, matrix, struct_body
+
+    from sources.sbd import SbdMapError, sbd_class_map
+
+    labels = np.arange(16, dtype=np.uint8).reshape(4, 4) % 21
+    segmentation = matrix(MX_UINT8, [4, 4], b"", element(MI_UINT8, labels.T.tobytes()))  # MATLAB: column-major
+
+    def gtcls(cells: int) -> bytes:
+        boundaries = matrix(MX_CELL, [cells, 1], b"", EMPTY * cells)
+        return mat_file(matrix(MX_STRUCT, [1, 1], b"GTcls", struct_body([b"Segmentation", b"Boundaries"],
+                                                                         segmentation + boundaries)))
+
+    assert np.array_equal(sbd_class_map(gtcls(20)), labels)
+    bomb = gtcls(200_000)
+    assert len(bomb) < 4096
+    with pytest.raises(SbdMapError) as caught:
+        sbd_class_map(bomb)
+    assert caught.value.reason == "annotation_too_large"
+    assert str(caught.value).startswith("GTcls holds more than 100000 cells and fields")
+
+
+def test_sbd_map_one_row_high_stays_two_dimensional(tmp_path: Path):
+    """A 1 x W class map (a strip image) read with squeeze_me=True became 1-D and was refused as
+    `bad_annotation`; read unsqueezed, as torchvision's `GTcls[0]["Segmentation"][0]`, it is drawn."""
+    from scipy.io import loadmat
+
+    from sources.sbd import sbd_class_map
+
+    labels = np.array([[0, 3, 3, 0, 15, 15, 0, 0]], np.uint8)
+    _sbd_cls_mat(tmp_path / "strip.mat", labels)
+    torchvision = loadmat(str(tmp_path / "strip.mat"))["GTcls"][0]["Segmentation"][0]
+    assert torchvision.shape == (1, 8)
+    assert np.array_equal(sbd_class_map((tmp_path / "strip.mat").read_bytes()), torchvision)
