@@ -233,3 +233,28 @@ def test_sgbm_depth_of_a_padded_stereo_pair_stays_on_the_image(tmp_path):
     expected = depth_to_colour(sgbm_disparity(left[top:bottom], decode_png(right.images[1])[top:bottom]),
                                disparity=True)
     assert np.array_equal(target[top:bottom], expected) and expected.any()
+
+
+def test_sgbm_on_a_pair_too_narrow_on_its_padded_canvas_is_an_empty_target(tmp_path):
+    """A portrait stereo pair (24x600, made by ffmpeg's testsrc2, the right view shifted by 4 px)
+    under `resize: pad` on a 256 canvas: the views are 10 px wide there, narrower than semi-global
+    matching's least search (16 px), and OpenCV failed to allocate 18446744073709550089 bytes: the
+    build's `internal_error` (narrower still, the process crashed). Now it is `empty_target`
+    naming the width; the same pair drawn squashed still has depth."""
+    import subprocess
+
+    from sources.records import PairRecord, Reject
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.render_annotated import render_pair
+
+    left, right = tmp_path / "left.png", tmp_path / "right.png"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=s=24x600", "-frames:v", "1",
+                    str(left)], check=True)
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(left), "-vf", "crop=20:600:4:0,pad=24:600:0:0",
+                    str(right)], check=True)
+    record = PairRecord(key="k-n-depth", source="k", group="n", task="depth", image_uri=str(left),
+                        annotation={"labeler": {"name": "sgbm"}, "right_uri": str(right)})
+    narrow = render_pair(record, RenderSettings(256, "pad", 0, 10**9, 1, 0, 0.0))
+    assert isinstance(narrow, Reject) and (narrow.stage, narrow.reason) == ("annotation", "empty_target")
+    assert "wider than 16 px; the image is 10 px wide" in narrow.detail
+    assert not isinstance(render_pair(record, RenderSettings(64, "squash", 0, 10**9, 1, 0, 0.0)), Reject)
