@@ -137,13 +137,15 @@ def test_sgbm_target_with_no_matched_pixel_is_an_empty_target(tmp_path):
     assert not isinstance(textured, Reject) and decode_png(textured.images[1]).any()
 
 
+@pytest.mark.parametrize("asked", ["labeler", "edges without a map"])
 @pytest.mark.parametrize("view", ["flat", "luma_flat"])
-def test_canny_target_with_no_edge_is_an_empty_target(tmp_path, view):
+def test_canny_target_with_no_edge_is_an_empty_target(tmp_path, view, asked):
     """A view Canny finds no edge in: one colour (ffmpeg's `color` source, a blank frame or a
     fade), or a frame whose grey is flat though its colours are not (`eq=contrast=0.05` keeps
     testsrc2's chroma): the all-black edge map was kept as the image's target, saying it has no
     edge where Canny saw nothing (the second plainly has structure). As the sgbm labeler's
-    disparity that matched no pixel, it is now `empty_target`; a sharp frame beside it still draws."""
+    disparity that matched no pixel, it is now `empty_target`; a sharp frame beside it still draws.
+    So for the canny labeler and for an edges pair without a map (`{}`: Canny of the input) alike."""
     import subprocess
 
     from sources.records import PairRecord, Reject
@@ -158,11 +160,11 @@ def test_canny_target_with_no_edge_is_an_empty_target(tmp_path, view):
         subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", *filters[name], "-frames:v", "1",
                         str(path)], check=True)
         record = PairRecord(key=f"web-{name}-edges", source="web", group=name, task="edges", image_uri=str(path),
-                            annotation={"labeler": {"name": "canny"}})
+                            annotation={"labeler": {"name": "canny"}} if asked == "labeler" else {})
         rendered[name] = render_pair(record, RenderSettings(64, "squash", 0, 10**9, 1, 0, 0.0))
     empty = rendered[view]
     assert isinstance(empty, Reject) and (empty.stage, empty.reason) == ("annotation", "empty_target"), empty
-    assert "canny" in empty.detail
+    assert "canny" in empty.detail.lower()
     sharp = rendered["sharp"]
     assert not isinstance(sharp, Reject) and decode_png(sharp.images[1]).any()
 
