@@ -22,7 +22,7 @@ from sources import fsio
 from sources.mat_files import MatTooLarge, MatUnreadable, read_mat_variable
 from sources.paths import ConfiguredPathMissing, missing_under, path_problem, set_aside_problem, shown_name
 from sources.records import PairRecord, Reject, SourceItem, relative_input, safe_key
-from sources.voc import FILES_PER_UNIT, MAX_VOC_LIST_IDS, read_voc_list
+from sources.voc import FILES_PER_UNIT, MAX_VOC_LIST_IDS, read_voc_list, split_list_rejects
 
 SBD_IMAGES, SBD_LABELS = "img", "cls"
 SBD_SPLIT_LISTS = {"val.txt": "val", "train.txt": "train"}  # the order an id listed twice is taken: held out first
@@ -126,19 +126,9 @@ class SbdSegmentation:
             yield from self._read_listed(folder, files)
 
     def _read_lists(self, uris: tuple[str, ...]) -> Iterator[Reject]:
-        """A list that cannot be read, or has lines of another form: one `bad_split_list` reject."""
-        room = MAX_VOC_LIST_IDS  # judged in the order `units` took them: the id cap refuses the same list
-        for uri in uris:
-            key = safe_key(self.name, fsio.basename(uri))
-            at = relative_input(uri, fsio.listed_root(self.path))
-            problem = set_aside_problem(self.path, uri) or path_problem(self.path, uri, self.follow_links)
-            if problem:
-                yield Reject(key, self.name, key, "read", problem.reason, problem.detail, input=at)
-                continue
-            _, detail, used = read_voc_list(uri, room)
-            room -= used
-            if detail:
-                yield Reject(key, self.name, key, "read", "bad_split_list", detail[:200], input=at)
+        """The lists' `bad_split_list` rejects (`split_list_rejects`), judged in `units`' order."""
+        yield from split_list_rejects(self.name, self.path, self.follow_links, uris,
+                                      lambda uri: safe_key(self.name, fsio.basename(uri)))
 
     def _read_unlisted(self, uris: tuple[str, ...]) -> Iterator[Reject]:
         labels = fsio.listed_root(fsio.join(self.root(), SBD_LABELS))

@@ -673,22 +673,65 @@ def test_voc_augmented_with_sbd_reads_the_aug_list_as_train(tmp_path: Path):
         "voc-2007_000032-segmentation", "voc-2007_000063-segmentation", "voc-2011_003271-segmentation"]
 
 
-def test_voc_segmentation_class_aug_without_its_list_fails_check(tmp_path: Path):
-    """SegmentationClassAug/ unpacked without the aug list (mmseg's trainaug.txt, DeepLab's
-    train_aug.txt left above VOCdevkit/): old code read train.txt's 1,464 ids and said nothing of
-    the aug maps; now `check` fails naming `layout`, the lists it reads and where to put one."""
-    from uvd_pipeline.config import ConfigError, parse_config
+def test_voc_segmentation_class_aug_with_its_list_beside_vocdevkit_or_none(tmp_path: Path):
+    """DeepLab-style repos ship train_aug.txt beside VOCdevkit/, not in ImageSets/Segmentation/, in
+    their form (`/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png` a line). Such a tree built
+    before aug lists were read (train.txt's ids); the last code failed its `check`. Now the list
+    beside VOCdevkit/ is the aug list: its ids are train. Without any aug list the tree reads as it
+    did, and each SegmentationClassAug map whose id no list names is an `unlisted_label_map`
+    reject naming the fix (an SBD map of a val image, which val.txt names, is not one)."""
+    from uvd_pipeline.config import parse_config
     from uvd_pipeline.unit_render import list_units
 
     voc, _ = _voc_aug_tree(tmp_path / "data")
     for name in ("trainaug.txt", "aug.txt"):
         (voc / "ImageSets" / "Segmentation" / name).unlink()
-    with pytest.raises(ConfigError) as info:
-        list_units(parse_config({"output": str(tmp_path / "out"), "sources": [
-            {"name": "s", "type": "segmentation", "path": str(tmp_path / "data"), "layout": "voc"}]}))
-    message = str(info.value)
-    assert "sources[0].layout (s)" in message and "SegmentationClassAug" in message
-    assert "ImageSets/Segmentation/train_aug.txt" in message and "trainaug.txt" in message
+    config = parse_config({"output": str(tmp_path / "out"), "sources": [
+        {"name": "s", "type": "segmentation", "path": str(tmp_path / "data"), "layout": "voc"}]})
+    assert list_units(config)
+    items = _read_all(SegmentationSource("s", str(tmp_path / "data"), "voc"))
+    assert {i.key: i.split_hint for i in items if isinstance(i, PairRecord)} == {
+        "s-2007_000032-segmentation": "train", "s-2007_000063-segmentation": "val"}
+    rejects = sorted((r.input, r.reason, r.detail) for r in items if isinstance(r, Reject))
+    assert [(at, reason) for at, reason, _ in rejects] == [
+        ("VOCdevkit/VOC2012/SegmentationClassAug/2008_000008.png", "unlisted_label_map"),
+        ("VOCdevkit/VOC2012/SegmentationClassAug/2011_003271.png", "unlisted_label_map")]
+    assert "no list of ImageSets/Segmentation/ names it (SBD's map: an aug list, DeepLab's train_aug.txt" in rejects[0][2]
+    (tmp_path / "data" / "train_aug.txt").write_text("".join(
+        f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png\n" for i in ("2007_000032", "2008_000008", "2011_003271")))
+    assert list_units(config)
+    items = _read_all(SegmentationSource("s", str(tmp_path / "data"), "voc"))
+    assert not [i for i in items if isinstance(i, Reject)], items
+    assert {i.key: (i.split_hint, i.lineage["voc_list"]) for i in items} == {
+        "s-2007_000032-segmentation": ("train", "ImageSets/Segmentation/train.txt"),
+        "s-2007_000063-segmentation": ("val", "ImageSets/Segmentation/val.txt"),
+        "s-2008_000008-segmentation": ("train", "train_aug.txt"),
+        "s-2011_003271-segmentation": ("train", "train_aug.txt")}
+
+
+def test_voc_deeplab_aug_list_of_image_and_map_paths_is_read(tmp_path: Path):
+    """DeepLab's train_aug.txt (DeepLab-v2, kazuto1011/deeplab-pytorch, DrSleep's) names each pair
+    by its two paths, `/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png`: old code made the list
+    one `bad_split_list` reject and read none of its ids (10,582 of them; here 2). Now the id is the
+    line's, and a line of another form is still one reject naming it."""
+    voc, _ = _voc_aug_tree(tmp_path)
+    lists = voc / "ImageSets" / "Segmentation"
+    for name in ("trainaug.txt", "aug.txt"):
+        (lists / name).unlink()
+    (lists / "train_aug.txt").write_text("/JPEGImages/2008_000008.jpg /SegmentationClassAug/2008_000008.png\n"
+                                         "JPEGImages/2011_003271.jpg  SegmentationClassAug/2011_003271.png\n")
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc"))
+    assert not [i for i in items if isinstance(i, Reject)], items
+    assert {i.key: i.split_hint for i in items} == {
+        "voc-2007_000032-segmentation": "train", "voc-2007_000063-segmentation": "val",
+        "voc-2008_000008-segmentation": "train", "voc-2011_003271-segmentation": "train"}
+    (lists / "train_aug.txt").write_text("/JPEGImages/2008_000008.jpg /SegmentationClassAug/2011_003271.png\n"
+                                         "2011_003271\n")
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc"))
+    rejects = sorted((r.reason, r.detail) for r in items if isinstance(r, Reject))
+    assert [reason for reason, _ in rejects] == ["bad_split_list", "unlisted_label_map"]
+    assert rejects[0][1].startswith("1 line is not an image id (line 1: '/JPEGImages/2008_000008.jpg /Segmentation")
+    assert rejects[1][1].startswith("'2008_000008.png': no list of ImageSets/Segmentation/ names it (SBD's map")
 
 
 def test_voc_tree_with_trainval_txt_alone_splits_its_ids_by_val_fraction(tmp_path: Path):
