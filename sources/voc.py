@@ -4,7 +4,8 @@
     VOCdevkit/VOC2012/SegmentationClass/<id>.png        palette PNG: class index 0..20, 255 void
     VOCdevkit/VOC2012/ImageSets/Segmentation/<list>.txt train.txt, val.txt (trainval.txt: both), test.txt
     VOCdevkit/VOC2012/SegmentationClassAug/<id>.png     SBD's maps as its converters write them (grey, 0..20)
-    VOCdevkit/VOC2012/ImageSets/Segmentation/<aug>.txt  train_aug.txt (DeepLab; or beside VOCdevkit/), trainaug.txt,
+    VOCdevkit/VOC2012/ImageSets/Segmentation/<aug>.txt  train_aug.txt (DeepLab; or in ImageSets/SegmentationAug/,
+                                                        or beside VOCdevkit/), trainaug.txt,
                                                         aug.txt (mmseg)
     VOCdevkit/VOC2012/Annotations/<id>.xml              detection: <object><name><bndbox> (`voc_xml`)
     VOCdevkit/VOC2012/ImageSets/Main/<list>.txt         detection's train.txt, val.txt, test.txt
@@ -23,8 +24,8 @@ test list is val for both (one split per image). test.txt names images whose ann
 
 SBD's augmented set (the 10,582 train images most VOC segmentation models train on): an id of an
 aug list is train, its map VOC's own where SegmentationClass has one (its void border), else
-SegmentationClassAug's. The aug list may lie beside VOCdevkit/ (DeepLab-style repos ship
-train_aug.txt there), its lines DeepLab's pairs of paths. SegmentationClassAug also holds SBD's maps
+SegmentationClassAug's. The aug list may lie in ImageSets/SegmentationAug/ or beside VOCdevkit/
+(where DeepLab-style repos ship train_aug.txt), its lines DeepLab's pairs of paths. SegmentationClassAug also holds SBD's maps
 of VOC's val images, which the aug lists leave out so val stays held out (val.txt names them); a map
 there whose id no list names is counted (`unlisted_label_map`): without an aug list, every SBD map.
 """
@@ -52,6 +53,7 @@ VOC_AUG_LABELS = "SegmentationClassAug"
 # SBD's augmented train lists (segmentation only), as its converters name them: DeepLab-style repos'
 # train_aug.txt, mmseg's voc_aug.py trainaug.txt (train.txt's ids and SBD's) and aug.txt (SBD's)
 VOC_AUG_LISTS = ("train_aug.txt", "trainaug.txt", "aug.txt")
+VOC_AUG_LISTS_FOLDER = "ImageSets/SegmentationAug"  # kazuto1011/deeplab-pytorch's, of DeepLab's two-column lists
 VOC_TRAINVAL_LIST = "trainval.txt"
 # the lists read, in the order an id listed twice is taken (held out first); trainval.txt is
 # train.txt and val.txt together, so it is read only where neither is there (a set of one list, as
@@ -191,13 +193,16 @@ class VocSegmentation:
                                     "default.txt: rename it trainval.txt to split its ids by split.val_fraction)")
 
     def _list_uri(self, root: str, task: str, name: str) -> str:
-        """Where list `name` of `task` is: ImageSets/<task's>/; an aug list not there may also lie
-        beside VOCdevkit/, as DeepLab-style repos ship train_aug.txt (within `path`)."""
+        """Where list `name` of `task` is: ImageSets/<task's>/; an aug list not there may lie in
+        ImageSets/SegmentationAug/ (kazuto1011/deeplab-pytorch) or beside VOCdevkit/ (DeepLab-v2,
+        DrSleep's), within `path`."""
         uri = fsio.join(root, VOC_TASKS[task][0], name)
-        if name in VOC_AUG_LISTS and not fsio.exists(uri) and fsio.join(self.path, "VOCdevkit") == root.rsplit("/", 1)[0]:
-            beside = fsio.join(self.path, name)
-            return beside if fsio.exists(beside) else uri
-        return uri
+        if name not in VOC_AUG_LISTS or fsio.exists(uri):
+            return uri
+        elsewhere = [fsio.join(root, VOC_AUG_LISTS_FOLDER, name)]
+        if fsio.join(self.path, "VOCdevkit") == root.rsplit("/", 1)[0]:
+            elsewhere.append(fsio.join(self.path, name))
+        return next((u for u in elsewhere if fsio.exists(u)), uri)
 
     def _lists_read(self, root: str, task: str) -> list[str]:
         """The split lists of `task` there that are read, in `VOC_SPLIT_LISTS`' order: the aug lists

@@ -720,11 +720,20 @@ def test_voc_deeplab_aug_list_of_image_and_map_paths_is_read(tmp_path: Path):
         (lists / name).unlink()
     (lists / "train_aug.txt").write_text("/JPEGImages/2008_000008.jpg /SegmentationClassAug/2008_000008.png\n"
                                          "JPEGImages/2011_003271.jpg  SegmentationClassAug/2011_003271.png\n")
+    expected = {"voc-2007_000032-segmentation": ("train", "ImageSets/Segmentation/train.txt"),
+                "voc-2007_000063-segmentation": ("val", "ImageSets/Segmentation/val.txt"),
+                "voc-2008_000008-segmentation": ("train", "ImageSets/Segmentation/train_aug.txt"),
+                "voc-2011_003271-segmentation": ("train", "ImageSets/Segmentation/train_aug.txt")}
     items = _read_all(SegmentationSource("voc", str(tmp_path), "voc"))
     assert not [i for i in items if isinstance(i, Reject)], items
-    assert {i.key: i.split_hint for i in items} == {
-        "voc-2007_000032-segmentation": "train", "voc-2007_000063-segmentation": "val",
-        "voc-2008_000008-segmentation": "train", "voc-2011_003271-segmentation": "train"}
+    assert {i.key: (i.split_hint, i.lineage["voc_list"]) for i in items} == expected
+    (voc / "ImageSets" / "SegmentationAug").mkdir()  # where kazuto1011/deeplab-pytorch keeps it
+    (lists / "train_aug.txt").rename(voc / "ImageSets" / "SegmentationAug" / "train_aug.txt")
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc"))
+    assert {i.key: (i.split_hint, i.lineage["voc_list"]) for i in items} == {
+        **expected, **{k: ("train", "VOCdevkit/VOC2012/ImageSets/SegmentationAug/train_aug.txt")
+                       for k in ("voc-2008_000008-segmentation", "voc-2011_003271-segmentation")}}
+    (voc / "ImageSets" / "SegmentationAug" / "train_aug.txt").rename(lists / "train_aug.txt")
     (lists / "train_aug.txt").write_text("/JPEGImages/2008_000008.jpg /SegmentationClassAug/2011_003271.png\n"
                                          "2011_003271\n")
     items = _read_all(SegmentationSource("voc", str(tmp_path), "voc"))
