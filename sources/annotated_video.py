@@ -35,7 +35,7 @@ import numpy as np
 
 from sources import fsio
 from sources.annotation_files import BAD_ANNOTATION
-from sources.mat_files import MatUnreadable, mat_inflated_bytes, scipy_read
+from sources.mat_files import MatTooLarge, MatUnreadable, mat_inflated_bytes, read_mat_variable, scipy_read
 from sources.paths import (OutsideRoot, check_inside, names_below, path_problem, set_aside, set_aside_problem,
                            shown_name)
 from sources.records import AnnotatedClipRecord, Reject, SourceItem, read_input_bytes, relative_input, safe_key
@@ -151,12 +151,15 @@ def load_jhmdb_points(data: bytes) -> np.ndarray:
 
     The file is judged before scipy reads its data (`_check_inflation`, `_pos_img_frames`); a file
     scipy cannot read is a `Rejected` naming the problem, never scipy's exception."""
-    from scipy.io import loadmat
-
     _check_inflation(data)
     frames = _pos_img_frames(data)
+    try:  # a numeric array: one object (`read_mat_variable`)
+        pos = read_mat_variable(data, "pos_img", MAX_JOINTS_INFLATED_BYTES, 1, squeeze_me=False)
+    except MatTooLarge as exc:
+        raise Rejected("annotation_too_large", str(exc)) from None
+    except MatUnreadable as exc:
+        raise Rejected(BAD_ANNOTATION, str(exc)) from None
     try:
-        pos = loadmat(io.BytesIO(data), variable_names=["pos_img"])["pos_img"]
         if np.iscomplexobj(pos):
             raise Rejected(BAD_ANNOTATION, "pos_img holds complex numbers")
         return np.asarray(pos, dtype=np.float64).reshape(2, 15, frames).transpose(2, 1, 0) - MATLAB_OFFSET

@@ -48,7 +48,8 @@ that val/ lacks (a cut download or extraction) is a `missing_image` reject (a un
 the CSV's), as a row of any other index would be. Without the CSV, the official devkit
 (ILSVRC2012_devkit_t12.tar.gz unpacked beside val/) is that index, read as torchvision reads it:
 line n of data/ILSVRC2012_validation_ground_truth.txt is ILSVRC2012_val_<n>'s ILSVRC2012_ID, which
-data/meta.mat's `synsets` map to a wnid (the .mat's size and inflation judged before scipy reads it).
+data/meta.mat's leaf `synsets` (num_children 0, the 1,000 classes) map to a wnid (the .mat's size,
+inflation and struct elements judged before scipy reads it).
 
 Names are compared and keyed in Unicode NFC: a folder copied off a Mac names its files in NFD,
 while the index files (and the same set stored elsewhere) say NFC.
@@ -68,7 +69,7 @@ import numpy as np
 
 from sources import fsio
 from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
-from sources.mat_files import MatUnreadable, mat_inflated_bytes, scipy_read
+from sources.mat_files import MatTooLarge, MatUnreadable, read_mat_variable
 from sources.paths import NOT_A_FILE, path_problem, relative_to_root, set_aside, set_aside_problem, shown_name
 from sources.records import (MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, name_text, nfc, read_input_bytes,
                              safe_key, units_cut_by_name)
@@ -83,6 +84,9 @@ DEVKIT_DATA = "ILSVRC2012_devkit_t12/data"  # the official devkit, unpacked besi
 DEVKIT_GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"  # line n: ILSVRC2012_val_<n>'s ILSVRC2012_ID
 DEVKIT_META = "meta.mat"  # synsets: ILSVRC2012_ID -> WNID (the devkit's is 1,860 synsets, 0.4 MB)
 MAX_DEVKIT_META_BYTES, MAX_DEVKIT_META_INFLATED = 16 << 20, 64 << 20
+# the cells and fields scipy makes of `synsets` (1,860 x 1 of 8 fields: 16,741): 200k is about 34 MiB
+MAX_DEVKIT_META_OBJECTS = 200_000
+DEVKIT_FIX = "re-extract data/meta.mat from ILSVRC2012_devkit_t12.tar.gz"
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 VAL_LABELS_HEADER = ("ImageId", "PredictionString")
 KAGGLE_IMAGES = ("ILSVRC", "Data", "CLS-LOC")  # where Kaggle's download keeps train/, val/ and test/
@@ -206,9 +210,8 @@ def read_synsets(uri: str) -> dict[str, str]:
 
 
 def _devkit_ids(uri: str) -> dict[int, str]:
-    """ILSVRC2012_ID -> WNID of the devkit's meta.mat `synsets`, judged before scipy reads it."""
-    from scipy.io import loadmat
-
+    """ILSVRC2012_ID -> WNID of the devkit's meta.mat `synsets`, its leaves alone (num_children 0:
+    the 1,000 classes, as torchvision's parse_meta_mat keeps them), judged before scipy reads it."""
     try:
         data = read_input_bytes(uri, MAX_DEVKIT_META_BYTES)
     except fsio.FileTooLarge:
@@ -216,21 +219,16 @@ def _devkit_ids(uri: str) -> dict[int, str]:
     except FileNotFoundError:
         raise AnnotationFileError(uri, "is not there: the devkit's ground truth names its synsets by ILSVRC2012_ID")
     try:
-        inflated = mat_inflated_bytes(data, MAX_DEVKIT_META_INFLATED)
-    except ValueError as exc:
-        raise AnnotationFileError(uri, f"is not a readable MAT file: {exc}") from None
-    if inflated > MAX_DEVKIT_META_INFLATED:
-        raise AnnotationFileError(uri, f"inflates past {MAX_DEVKIT_META_INFLATED >> 20} MiB (the devkit's: 1 MB)")
-    try:
-        found = scipy_read(lambda: loadmat(io.BytesIO(data), struct_as_record=False, squeeze_me=True,
-                                           variable_names=["synsets"]))
+        synsets = read_mat_variable(data, "synsets", MAX_DEVKIT_META_INFLATED, MAX_DEVKIT_META_OBJECTS)
+    except MatTooLarge as exc:
+        raise AnnotationFileError(uri, f"is too large: {exc} (the devkit's: 1,860 synsets of 8 fields)") from None
     except MatUnreadable as exc:
-        raise AnnotationFileError(uri, f"is {exc}") from None
+        raise AnnotationFileError(uri, f"is {exc}; {DEVKIT_FIX}") from None
     try:
-        return {int(s.ILSVRC2012_ID): nfc(str(s.WNID)) for s in np.atleast_1d(found["synsets"])}
-    except (KeyError, AttributeError, TypeError, ValueError):
-        raise AnnotationFileError(uri, "holds no synsets struct of ILSVRC2012_ID and WNID (the devkit's "
-                                       "data/meta.mat)") from None
+        return {int(s.ILSVRC2012_ID): nfc(str(s.WNID)) for s in np.atleast_1d(synsets) if int(s.num_children) == 0}
+    except (AttributeError, TypeError, ValueError):
+        raise AnnotationFileError(uri, "holds no synsets struct of ILSVRC2012_ID, WNID and num_children (the devkit's "
+                                       f"data/meta.mat); {DEVKIT_FIX}") from None
 
 
 def _devkit_val_labels(uri: str) -> dict[str, str]:

@@ -20,7 +20,8 @@ its inflated bytes (one of the real compressed size, 12.6 MB, with random coordi
 to about 150 MiB, 1.28 times under the budget). That is not the worst: scipy builds nested 1 x 1 structs (one person of one
 point per image) at 4.0 times their inflated bytes, and the entries made of them take as much
 again (a 314 KB file of 100k such images, 53 MiB inflated: +422 MiB, 7.9 times; by that ratio, at the old 512 MiB
-budget, 3.7 GiB). So the inflated bytes are held to `MAX_RELEASE_INFLATED_BYTES`, and images and
+budget, 3.7 GiB). So the inflated bytes are held to `MAX_RELEASE_INFLATED_BYTES`, the cells and
+fields scipy would make of them to `MAX_RELEASE_OBJECTS` (counted from the headers), and images and
 people are counted before entries are made (`MAX_RELEASE_IMAGES`, `MAX_RELEASE_PEOPLE`; entries
 `KEPT_ENTRY_BYTES` each): a 1.8 MB file of that shape at the edge (190 MiB inflated, 50k entries)
 peaks at +785 MiB, its entries made after scipy's own peak has passed.
@@ -28,7 +29,6 @@ peaks at +785 MiB, its entries made after scipy's own peak has passed.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -37,12 +37,17 @@ import numpy as np
 
 from sources.annotation_files import AnnotationFileError
 from sources.fsio import FileTooLarge
-from sources.mat_files import MatUnreadable, mat_inflated_bytes, scipy_read
+from sources.mat_files import MatTooLarge, MatUnreadable, read_mat_variable
 from sources.records import read_input_bytes
 
 MPII_JOINTS = 16
 MAX_RELEASE_FILE_BYTES = 64 << 20  # the release is 12.5 MB
 MAX_RELEASE_INFLATED_BYTES = 192 << 20  # its variables inflated (a synthetic one of its counts and size: ~150 MiB)
+# the cells and fields scipy makes of RELEASE, counted from its headers before it reads them
+# (`read_mat_variable`): a synthetic release of 24,987 images and 33,555 people holds 3.42M (scipy
+# read it in +312 MiB), the real one's 40k people about 4.1M; 6M cost at most about 1 GiB (176 B
+# each, a cell of empty matrices), where a 93 KB file of 8M such cells took 1.3 GB
+MAX_RELEASE_OBJECTS = 6_000_000
 MAX_RELEASE_IMAGES = 50_000  # about twice the release's 24,987 images, counted before entries are made
 MAX_RELEASE_PEOPLE = 80_000  # about twice its 40k people (`annorect`s)
 KEPT_ENTRY_BYTES = 3072  # what one entry kept takes (a dict of 16 joints: 2.8 KiB measured, read or parsed from JSON)
@@ -96,27 +101,19 @@ def _number(value: Any) -> float | None:
 
 def _release(uri: str) -> Any:
     """The file's `RELEASE`, its size and inflation judged first."""
-    from scipy.io import loadmat
-
     try:
         data = read_input_bytes(uri, MAX_RELEASE_FILE_BYTES)
     except FileTooLarge:
         raise AnnotationFileError(uri, f"is over {MAX_RELEASE_FILE_BYTES >> 20} MiB (MPII's release is 12.5 MB)") from None
     try:
-        inflated = mat_inflated_bytes(data, MAX_RELEASE_INFLATED_BYTES)
-    except ValueError as exc:
-        raise AnnotationFileError(uri, f"is not a readable MAT file: {exc}") from None
-    if inflated > MAX_RELEASE_INFLATED_BYTES:
-        raise AnnotationFileError(uri, f"inflates past {MAX_RELEASE_INFLATED_BYTES >> 20} MiB "
-                                       "(the memory budget of one MPII release)")
-    try:
-        found = scipy_read(lambda: loadmat(io.BytesIO(data), struct_as_record=False, squeeze_me=True,
-                                           variable_names=["RELEASE"]))
+        release = read_mat_variable(data, "RELEASE", MAX_RELEASE_INFLATED_BYTES, MAX_RELEASE_OBJECTS)
+    except MatTooLarge as exc:
+        raise AnnotationFileError(uri, f"is over the memory budget of one MPII release: {exc}") from None
     except MatUnreadable as exc:
         raise AnnotationFileError(uri, f"is {exc}") from None
-    if "RELEASE" not in found:
+    if release is None:
         raise AnnotationFileError(uri, "holds no RELEASE struct (MPII's mpii_human_pose_v1_u12_1.mat)")
-    return found["RELEASE"]
+    return release
 
 
 def read_release(uri: str) -> list[ReleaseEntry | UnannotatedImage]:

@@ -13,17 +13,16 @@ an id of train.txt is train, of val.txt val (in both: val); a class map no list 
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
 from sources import fsio
-from sources.mat_files import MatUnreadable, mat_inflated_bytes, scipy_read
+from sources.mat_files import MatTooLarge, MatUnreadable, read_mat_variable
 from sources.paths import ConfiguredPathMissing, missing_under, path_problem, set_aside_problem, shown_name
 from sources.records import PairRecord, Reject, SourceItem, relative_input, safe_key
-from sources.voc import FILES_PER_UNIT, MAX_VOC_LIST_IDS, read_voc_list
+from sources.voc import FILES_PER_UNIT, MAX_VOC_LIST_IDS, read_voc_list, split_list_rejects
 
 SBD_IMAGES, SBD_LABELS = "img", "cls"
 SBD_SPLIT_LISTS = {"val.txt": "val", "train.txt": "train"}  # the order an id listed twice is taken: held out first
@@ -32,6 +31,9 @@ LIST_UNIT, UNLISTED_UNIT = "sbd:lists", "sbd:unlisted"
 # (a 500x500 uint8 map and its boundary cells); 64 MiB inflated is an 8k x 8k map
 MAX_SBD_MAT_BYTES = 16 << 20
 MAX_SBD_MAT_INFLATED = 64 << 20
+# the cells and fields scipy makes of GTcls: SBD's are under 30 (Boundaries, 20 x 1 at most, and
+# three fields); 100k is about 17 MiB as scipy reads them
+MAX_SBD_MAT_OBJECTS = 100_000
 
 
 class SbdMapError(ValueError):
@@ -43,23 +45,19 @@ class SbdMapError(ValueError):
 
 
 def sbd_class_map(data: bytes) -> np.ndarray:
-    """`GTcls.Segmentation` of an SBD cls/<id>.mat: a 2-D array of class indices. What its variables
-    inflate to is counted first (`annotation_too_large` past `MAX_SBD_MAT_INFLATED`); a file that is
-    no MAT file, or holds no such array, is `bad_annotation`."""
-    from scipy.io import loadmat
-
+    """`GTcls.Segmentation` of an SBD cls/<id>.mat: a 2-D array of class indices. The file is judged
+    first (`read_mat_variable`): past what its variables may inflate to or the cells and fields
+    scipy would make of GTcls, `annotation_too_large`; a file that is no MAT file, or holds no such
+    array, is `bad_annotation`. Read unsqueezed, as torchvision does (`GTcls[0, 0]`): a 1 x W map
+    stays 2-D."""
     try:
-        inflated = mat_inflated_bytes(data, MAX_SBD_MAT_INFLATED)
-    except ValueError as exc:
-        raise SbdMapError("bad_annotation", f"not a readable MAT file: {exc}") from None
-    if inflated > MAX_SBD_MAT_INFLATED:
-        raise SbdMapError("annotation_too_large", f"its variables inflate past {MAX_SBD_MAT_INFLATED >> 20} MiB")
-    try:
-        found = scipy_read(lambda: loadmat(io.BytesIO(data), struct_as_record=False, squeeze_me=True,
-                                           variable_names=["GTcls"]))
+        gtcls = read_mat_variable(data, "GTcls", MAX_SBD_MAT_INFLATED, MAX_SBD_MAT_OBJECTS, squeeze_me=False)
+    except MatTooLarge as exc:
+        raise SbdMapError("annotation_too_large", str(exc)) from None
     except MatUnreadable as exc:
         raise SbdMapError("bad_annotation", str(exc)) from None
-    labels = getattr(found.get("GTcls"), "Segmentation", None)
+    first = gtcls.flat[0] if isinstance(gtcls, np.ndarray) and gtcls.dtype == object and gtcls.size else None
+    labels = getattr(first, "Segmentation", None)
     if not isinstance(labels, np.ndarray) or labels.ndim != 2 or labels.dtype.kind not in "iub" or 0 in labels.shape:
         raise SbdMapError("bad_annotation", "holds no GTcls.Segmentation map of class indices (SBD's cls/<id>.mat)")
     if labels.dtype.kind == "i" and labels.size and int(labels.min()) < 0:
@@ -128,19 +126,9 @@ class SbdSegmentation:
             yield from self._read_listed(folder, files)
 
     def _read_lists(self, uris: tuple[str, ...]) -> Iterator[Reject]:
-        """A list that cannot be read, or has lines of another form: one `bad_split_list` reject."""
-        room = MAX_VOC_LIST_IDS  # judged in the order `units` took them: the id cap refuses the same list
-        for uri in uris:
-            key = safe_key(self.name, fsio.basename(uri))
-            at = relative_input(uri, fsio.listed_root(self.path))
-            problem = set_aside_problem(self.path, uri) or path_problem(self.path, uri, self.follow_links)
-            if problem:
-                yield Reject(key, self.name, key, "read", problem.reason, problem.detail, input=at)
-                continue
-            _, detail, used = read_voc_list(uri, room)
-            room -= used
-            if detail:
-                yield Reject(key, self.name, key, "read", "bad_split_list", detail[:200], input=at)
+        """The lists' `bad_split_list` rejects (`split_list_rejects`), judged in `units`' order."""
+        yield from split_list_rejects(self.name, self.path, self.follow_links, uris,
+                                      lambda uri: safe_key(self.name, fsio.basename(uri)))
 
     def _read_unlisted(self, uris: tuple[str, ...]) -> Iterator[Reject]:
         labels = fsio.listed_root(fsio.join(self.root(), SBD_LABELS))

@@ -4,7 +4,9 @@
     VOCdevkit/VOC2012/SegmentationClass/<id>.png        palette PNG: class index 0..20, 255 void
     VOCdevkit/VOC2012/ImageSets/Segmentation/<list>.txt train.txt, val.txt (trainval.txt: both), test.txt
     VOCdevkit/VOC2012/SegmentationClassAug/<id>.png     SBD's maps as its converters write them (grey, 0..20)
-    VOCdevkit/VOC2012/ImageSets/Segmentation/<aug>.txt  train_aug.txt (DeepLab), trainaug.txt, aug.txt (mmseg)
+    VOCdevkit/VOC2012/ImageSets/Segmentation/<aug>.txt  train_aug.txt (DeepLab; or in ImageSets/SegmentationAug/,
+                                                        or beside VOCdevkit/), trainaug.txt,
+                                                        aug.txt (mmseg)
     VOCdevkit/VOC2012/Annotations/<id>.xml              detection: <object><name><bndbox> (`voc_xml`)
     VOCdevkit/VOC2012/ImageSets/Main/<list>.txt         detection's train.txt, val.txt, test.txt
 
@@ -22,16 +24,17 @@ test list is val for both (one split per image). test.txt names images whose ann
 
 SBD's augmented set (the 10,582 train images most VOC segmentation models train on): an id of an
 aug list is train, its map VOC's own where SegmentationClass has one (its void border), else
-SegmentationClassAug's. SegmentationClassAug also holds SBD's maps of VOC's val images, which the
-aug lists leave out so val stays held out: a map there no list names is not read and not counted.
-SegmentationClassAug without an aug list fails `check` (else its maps would pass over unsaid).
+SegmentationClassAug's. The aug list may lie in ImageSets/SegmentationAug/ or beside VOCdevkit/
+(where DeepLab-style repos ship train_aug.txt), its lines DeepLab's pairs of paths. SegmentationClassAug also holds SBD's maps
+of VOC's val images, which the aug lists leave out so val stays held out (val.txt names them); a map
+there whose id no list names is counted (`unlisted_label_map`): without an aug list, every SBD map.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sources import fsio
 from sources.paths import ConfiguredPathMissing, missing_under, path_problem, set_aside_problem, shown_name
@@ -50,6 +53,7 @@ VOC_AUG_LABELS = "SegmentationClassAug"
 # SBD's augmented train lists (segmentation only), as its converters name them: DeepLab-style repos'
 # train_aug.txt, mmseg's voc_aug.py trainaug.txt (train.txt's ids and SBD's) and aug.txt (SBD's)
 VOC_AUG_LISTS = ("train_aug.txt", "trainaug.txt", "aug.txt")
+VOC_AUG_LISTS_FOLDER = "ImageSets/SegmentationAug"  # kazuto1011/deeplab-pytorch's, of DeepLab's two-column lists
 VOC_TRAINVAL_LIST = "trainval.txt"
 # the lists read, in the order an id listed twice is taken (held out first); trainval.txt is
 # train.txt and val.txt together, so it is read only where neither is there (a set of one list, as
@@ -67,16 +71,22 @@ VOC_VOID = 255  # VOC's border round each object and its unlabelled pixels: draw
 MAX_VOC_LIST_BYTES = 64 << 20
 MAX_VOC_LIST_IDS = 4_000_000
 VOC_ID = re.compile(r"[A-Za-z0-9_-]+")  # 2007_000032 (2012), 000032 (2007): a file's stem, never a path
+# DeepLab's lists (train_aug.txt, its val.txt): the image and its map, a line
+# `/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png`: the id is the line's
+DEEPLAB_LINE = re.compile(r"/?JPEGImages/(?P<id>[A-Za-z0-9_-]+)\.jpg\s+/?(?:SegmentationClass|SegmentationClassAug)/"
+                          r"(?P=id)\.png")
 FILES_PER_UNIT = 256
 LIST_UNIT = "voc:lists"
 HELD_OUT = "val"  # the split of an id a val or test list of any task names
 UNLISTED_UNIT = "voc:unlisted"
+UNLISTED_AUG_UNIT = "voc:unlisted_aug"
 
 
 def read_voc_list(uri: str, room: int | None = None) -> tuple[list[str], str, int]:
     """One VOC split list: its ids in order, what is wrong with it ('' when nothing), and how many
     of the run's ids it takes (its lines, 0 when refused). A line is one id (a file stem); a line
-    of another form (two words, a path) is left out and named. `room`: the ids left of
+    of DeepLab's form, the image's path and its map's, is the image's id; a line of another form
+    (two words, a path) is left out and named. `room`: the ids left of
     `MAX_VOC_LIST_IDS` after the lists read before it (None: all of them)."""
     room = MAX_VOC_LIST_IDS if room is None else room
     try:
@@ -100,8 +110,9 @@ def read_voc_list(uri: str, room: int | None = None) -> tuple[list[str], str, in
         word = line.strip()
         if not word:
             continue
-        if VOC_ID.fullmatch(word):
-            ids.append(word)
+        pair = DEEPLAB_LINE.fullmatch(word)
+        if VOC_ID.fullmatch(word) or pair:
+            ids.append(pair["id"] if pair else word)
         else:
             bad.append((number, word))
     problem = ""
@@ -109,6 +120,25 @@ def read_voc_list(uri: str, room: int | None = None) -> tuple[list[str], str, in
         problem = (f"{len(bad)} line{'s are' if len(bad) > 1 else ' is'} not an image id "
                    f"(line {bad[0][0]}: {bad[0][1][:60]!r})")
     return ids, problem, lines
+
+
+def split_list_rejects(source: str, path: str, follow_links: bool, uris: tuple[str, ...],
+                       key_of: Callable[[str], str]) -> Iterator[Reject]:
+    """Each split list of `uris` that cannot be read, or has lines of another form: one
+    `bad_split_list` reject (the ids it gave are read all the same); a good list is nothing. The
+    lists are judged in the order their reader took them, so the id cap they share refuses the same one."""
+    room = MAX_VOC_LIST_IDS
+    for uri in uris:
+        key = key_of(uri)
+        at = relative_input(uri, fsio.listed_root(path))
+        problem = set_aside_problem(path, uri) or path_problem(path, uri, follow_links)
+        if problem:
+            yield Reject(key, source, key, "read", problem.reason, problem.detail, input=at)
+            continue
+        _, detail, taken = read_voc_list(uri, room)
+        room -= taken
+        if detail:
+            yield Reject(key, source, key, "read", "bad_split_list", detail[:200], input=at)
 
 
 @dataclass(frozen=True)
@@ -161,21 +191,24 @@ class VocSegmentation:
                                     f"voc layout, {task}: ", "; nor val.txt or trainval.txt: the split lists say which "
                                     f"images are {task}'s (a list of another name, as CVAT's export writes "
                                     "default.txt: rename it trainval.txt to split its ids by split.val_fraction)")
-            if task == "segmentation" and fsio.isdir(fsio.join(root, VOC_AUG_LABELS)) and \
-                    not any(fsio.exists(fsio.join(root, lists, n)) for n in VOC_AUG_LISTS):
-                raise missing_under(field, self.path, relative_input(fsio.join(root, lists, VOC_AUG_LISTS[0]),
-                                                                     self.path),
-                                    f"voc layout: {VOC_AUG_LABELS}/ (SBD's maps) is there but ",
-                                    f"; nor {', '.join(VOC_AUG_LISTS[1:])}: put the aug list there (DeepLab's "
-                                    "train_aug.txt, mmseg's voc_aug.py writes trainaug.txt), or move "
-                                    f"{VOC_AUG_LABELS}/ aside to read train.txt alone")
+
+    def _list_uri(self, root: str, task: str, name: str) -> str:
+        """Where list `name` of `task` is: ImageSets/<task's>/; an aug list not there may lie in
+        ImageSets/SegmentationAug/ (kazuto1011/deeplab-pytorch) or beside VOCdevkit/ (DeepLab-v2,
+        DrSleep's), within `path`."""
+        uri = fsio.join(root, VOC_TASKS[task][0], name)
+        if name not in VOC_AUG_LISTS or fsio.exists(uri):
+            return uri
+        elsewhere = [fsio.join(root, VOC_AUG_LISTS_FOLDER, name)]
+        if fsio.join(self.path, "VOCdevkit") == root.rsplit("/", 1)[0]:
+            elsewhere.append(fsio.join(self.path, name))
+        return next((u for u in elsewhere if fsio.exists(u)), uri)
 
     def _lists_read(self, root: str, task: str) -> list[str]:
         """The split lists of `task` there that are read, in `VOC_SPLIT_LISTS`' order: the aug lists
         for segmentation alone, trainval.txt only where neither train.txt nor val.txt is there."""
-        folder = fsio.join(root, VOC_TASKS[task][0])
-        there = [n for n in VOC_SPLIT_LISTS if fsio.exists(fsio.join(folder, n))
-                 and (n not in VOC_AUG_LISTS or task == "segmentation")]
+        there = [n for n in VOC_SPLIT_LISTS if (n not in VOC_AUG_LISTS or task == "segmentation")
+                 and fsio.exists(self._list_uri(root, task, n))]
         return [n for n in there if n != VOC_TRAINVAL_LIST or not {"train.txt", "val.txt"} & set(there)]
 
     def _listed(self, root: str) -> tuple[dict[tuple[str, str], list[str]], list[str]]:
@@ -186,7 +219,7 @@ class VocSegmentation:
         room = MAX_VOC_LIST_IDS  # the ids the lists read may hold together, judged before each list's are taken
         for task in self.tasks:
             for list_name in self._lists_read(root, task):
-                uri = fsio.join(root, VOC_TASKS[task][0], list_name)
+                uri = self._list_uri(root, task, list_name)
                 list_uris.append(uri)
                 if path_problem(self.path, uri, self.follow_links) or set_aside_problem(self.path, uri):
                     continue  # its own unit's reject
@@ -218,10 +251,12 @@ class VocSegmentation:
                     images = [fsio.join(root, VOC_IMAGES, i + ".jpg") for i in members]
                     units += [(folder, tuple(images[i: i + FILES_PER_UNIT]))
                               for i in range(0, len(images), FILES_PER_UNIT)]
-            if task == "segmentation":
-                unlisted = [u for u in fsio.list_files(fsio.join(root, VOC_LABELS), (".png",), links=True)
+            for labels, unit in ((VOC_LABELS, UNLISTED_UNIT), (VOC_AUG_LABELS, UNLISTED_AUG_UNIT)):
+                if task != "segmentation" or not fsio.isdir(fsio.join(root, labels)):
+                    continue
+                unlisted = [u for u in fsio.list_files(fsio.join(root, labels), (".png",), links=True)
                             if fsio.basename(u).rsplit(".", 1)[0] not in taken]
-                units += [(UNLISTED_UNIT, tuple(unlisted[i: i + FILES_PER_UNIT]))
+                units += [(unit, tuple(unlisted[i: i + FILES_PER_UNIT]))
                           for i in range(0, len(unlisted), FILES_PER_UNIT)]
         return units + ([(LIST_UNIT, tuple(list_uris))] if list_uris else [])
 
@@ -229,41 +264,32 @@ class VocSegmentation:
         folder, files = unit
         if folder == LIST_UNIT:
             yield from self._read_lists(files)
-        elif folder == UNLISTED_UNIT:
-            yield from self._read_unlisted(files)
+        elif folder in (UNLISTED_UNIT, UNLISTED_AUG_UNIT):
+            yield from self._read_unlisted(files, VOC_LABELS if folder == UNLISTED_UNIT else VOC_AUG_LABELS)
         else:
             task, list_name, *moved = folder.split(":")  # moved: the split another list gives its ids
             yield from self._read_listed(task, list_name, files, moved[0] if moved else VOC_SPLIT_LISTS[list_name])
 
     def _read_lists(self, uris: tuple[str, ...]) -> Iterator[Reject]:
-        """A list that cannot be read, or has lines of another form: one `bad_split_list` reject
-        (the ids it gave are read all the same); a good list is nothing. The lists are judged in
-        the order `_listed` took them, so the id cap they share refuses the same one."""
-        room = MAX_VOC_LIST_IDS
-        for uri in uris:
-            key = safe_key(self.name, *uri[len(uri.rsplit("/", 3)[0]) + 1:].split("/"))
-            at = relative_input(uri, fsio.listed_root(self.path))
-            problem = set_aside_problem(self.path, uri) or path_problem(self.path, uri, self.follow_links)
-            if problem:
-                yield Reject(key, self.name, key, "read", problem.reason, problem.detail, input=at)
-                continue
-            _, detail, taken = read_voc_list(uri, room)
-            room -= taken
-            if detail:
-                yield Reject(key, self.name, key, "read", "bad_split_list", detail[:200], input=at)
+        """The lists' `bad_split_list` rejects (`split_list_rejects`), judged in `_listed`'s order."""
+        yield from split_list_rejects(self.name, self.path, self.follow_links, uris,
+                                      lambda uri: safe_key(self.name, *uri[len(uri.rsplit("/", 3)[0]) + 1:].split("/")))
 
-    def _read_unlisted(self, uris: tuple[str, ...]) -> Iterator[Reject]:
-        """A label map no list names (`unlisted_label_map`), or what an operating system left there."""
-        labels = fsio.listed_root(fsio.join(self.root(), VOC_LABELS))
+    def _read_unlisted(self, uris: tuple[str, ...], folder: str) -> Iterator[Reject]:
+        """A label map of `folder` no list names (`unlisted_label_map`), or what an operating system
+        left there."""
+        labels = fsio.listed_root(fsio.join(self.root(), folder))
+        fix = "" if folder == VOC_LABELS else (" (SBD's map: an aug list, DeepLab's train_aug.txt or mmseg's trainaug.txt, "
+                                               f"in {VOC_LISTS_FOLDER}/ or beside VOCdevkit/ trains on it)")
         for uri in uris:
-            key = safe_key(self.name, VOC_LABELS, fsio.basename(uri))
+            key = safe_key(self.name, folder, fsio.basename(uri))
             at = relative_input(uri, fsio.listed_root(self.path))
             aside = set_aside_problem(labels, uri)
             if aside:
                 yield Reject(key, self.name, key, "read", aside.reason, aside.detail, input=at)
                 continue
             yield Reject(key, self.name, key, "read", "unlisted_label_map",
-                         f"{shown_name(fsio.basename(uri))}: no list of {VOC_LISTS_FOLDER}/ names it", input=at)
+                         f"{shown_name(fsio.basename(uri))}: no list of {VOC_LISTS_FOLDER}/ names it{fix}", input=at)
 
     def _read_listed(self, task: str, list_name: str, images: tuple[str, ...],
                      split: str | None) -> Iterator[SourceItem]:
@@ -271,6 +297,9 @@ class VocSegmentation:
         `split` (its list's, or val where another task's list holds it out; None: hashed)."""
         lists, folder, suffix = VOC_TASKS[task]
         listed_as = f"{lists}/{list_name}"
+        if list_name in VOC_AUG_LISTS and images:  # beside VOCdevkit/ (`_list_uri`): named where it is
+            uri = self._list_uri(images[0].rsplit("/", 2)[0], task, list_name)
+            listed_as = listed_as if uri.endswith("/" + listed_as) else relative_input(uri, fsio.listed_root(self.path))
         for image in images:
             image_id = fsio.basename(image).rsplit(".", 1)[0]
             group = safe_key(self.name, image_id)
@@ -301,7 +330,7 @@ class VocSegmentation:
                              f"{listed_as} lists {image_id}; no {what} {folder}/{image_id}{suffix}{also}",
                              split_hint=split, input=at)
                 continue
-            lineage = {"file": f"{VOC_IMAGES}/{image_id}.jpg", "voc_list": f"{lists}/{list_name}"}
+            lineage = {"file": f"{VOC_IMAGES}/{image_id}.jpg", "voc_list": listed_as}
             if task == "segmentation":
                 yield PairRecord(key=key, source=self.name, group=group, task=task, image_uri=image,
                                  annotation={"label_uri": annotation, "unlabeled_ids": (VOC_VOID,)}, split_hint=split,

@@ -897,7 +897,7 @@ def test_mpii_release_is_judged_before_scipy_reads_it(tmp_path: Path, monkeypatc
     monkeypatch.setattr(mpii_release, "MAX_RELEASE_INFLATED_BYTES", inflated - 1)
     with pytest.raises(ConfiguredValueMismatch) as caught:
         MpiiSource("mpii", str(tmp_path), annotation_file="mpii_human_pose_v1_u12_1.mat").units()
-    assert caught.value.field == "annotation_file" and "inflates past" in str(caught.value)
+    assert caught.value.field == "annotation_file" and "inflate past" in str(caught.value)
 
 
 def _inflating_release(path: Path, inflated: int) -> None:
@@ -937,7 +937,25 @@ def test_mpii_release_budget_holds_its_worst_shape(tmp_path: Path):
     assert mat_inflated_bytes((tmp_path / "release.mat").read_bytes(), 1 << 30) >= 200 << 20
     with pytest.raises(ConfiguredValueMismatch) as caught:
         MpiiSource("mpii", str(tmp_path), annotation_file="release.mat").units()
-    assert caught.value.field == "annotation_file" and "inflates past 192 MiB" in str(caught.value)
+    assert caught.value.field == "annotation_file" and "inflate past 192 MiB" in str(caught.value)
+
+
+def test_mpii_release_of_many_empty_cells_is_refused_before_scipy_builds_them(tmp_path: Path, monkeypatch):
+    """A RELEASE that is a cell of empty matrices inflates to 8 bytes a cell, but scipy built an
+    ndarray of each (a 93 KB file of 8M: 1.3 GB, 19 s, within the inflated budget). Its cells are
+    counted from the headers before scipy reads it: past `MAX_RELEASE_OBJECTS`, `check` names the file."""
+    from mat_forge import EMPTY, MX_CELL, mat_file, matrix
+
+    from sources import mpii_release
+    from sources.mpii import MpiiSource
+    from sources.paths import ConfiguredValueMismatch
+
+    _mpii_images(tmp_path, ["a.jpg"])
+    monkeypatch.setattr(mpii_release, "MAX_RELEASE_OBJECTS", 5000)
+    (tmp_path / "release.mat").write_bytes(mat_file(matrix(MX_CELL, [1, 6000], b"RELEASE", EMPTY * 6000)))
+    with pytest.raises(ConfiguredValueMismatch) as caught:
+        MpiiSource("mpii", str(tmp_path), annotation_file="release.mat").units()
+    assert caught.value.field == "annotation_file" and "RELEASE holds more than 5000 cells and fields" in str(caught.value)
 
 
 @pytest.mark.parametrize("cap, outcome", [("MAX_RELEASE_IMAGES", "lists 3 images, over the 2"),

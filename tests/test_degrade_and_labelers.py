@@ -137,13 +137,15 @@ def test_sgbm_target_with_no_matched_pixel_is_an_empty_target(tmp_path):
     assert not isinstance(textured, Reject) and decode_png(textured.images[1]).any()
 
 
+@pytest.mark.parametrize("asked", ["labeler", "edges without a map"])
 @pytest.mark.parametrize("view", ["flat", "luma_flat"])
-def test_canny_target_with_no_edge_is_an_empty_target(tmp_path, view):
+def test_canny_target_with_no_edge_is_an_empty_target(tmp_path, view, asked):
     """A view Canny finds no edge in: one colour (ffmpeg's `color` source, a blank frame or a
     fade), or a frame whose grey is flat though its colours are not (`eq=contrast=0.05` keeps
     testsrc2's chroma): the all-black edge map was kept as the image's target, saying it has no
     edge where Canny saw nothing (the second plainly has structure). As the sgbm labeler's
-    disparity that matched no pixel, it is now `empty_target`; a sharp frame beside it still draws."""
+    disparity that matched no pixel, it is now `empty_target`; a sharp frame beside it still draws.
+    So for the canny labeler and for an edges pair without a map (`{}`: Canny of the input) alike."""
     import subprocess
 
     from sources.records import PairRecord, Reject
@@ -158,11 +160,11 @@ def test_canny_target_with_no_edge_is_an_empty_target(tmp_path, view):
         subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", *filters[name], "-frames:v", "1",
                         str(path)], check=True)
         record = PairRecord(key=f"web-{name}-edges", source="web", group=name, task="edges", image_uri=str(path),
-                            annotation={"labeler": {"name": "canny"}})
+                            annotation={"labeler": {"name": "canny"}} if asked == "labeler" else {})
         rendered[name] = render_pair(record, RenderSettings(64, "squash", 0, 10**9, 1, 0, 0.0))
     empty = rendered[view]
     assert isinstance(empty, Reject) and (empty.stage, empty.reason) == ("annotation", "empty_target"), empty
-    assert "canny" in empty.detail
+    assert "canny" in empty.detail.lower()
     sharp = rendered["sharp"]
     assert not isinstance(sharp, Reject) and decode_png(sharp.images[1]).any()
 
@@ -233,3 +235,28 @@ def test_sgbm_depth_of_a_padded_stereo_pair_stays_on_the_image(tmp_path):
     expected = depth_to_colour(sgbm_disparity(left[top:bottom], decode_png(right.images[1])[top:bottom]),
                                disparity=True)
     assert np.array_equal(target[top:bottom], expected) and expected.any()
+
+
+def test_sgbm_on_a_pair_too_narrow_on_its_padded_canvas_is_an_empty_target(tmp_path):
+    """A portrait stereo pair (24x600, made by ffmpeg's testsrc2, the right view shifted by 4 px)
+    under `resize: pad` on a 256 canvas: the views are 10 px wide there, narrower than semi-global
+    matching's least search (16 px), and OpenCV failed to allocate 18446744073709550089 bytes: the
+    build's `internal_error` (narrower still, the process crashed). Now it is `empty_target`
+    naming the width; the same pair drawn squashed still has depth."""
+    import subprocess
+
+    from sources.records import PairRecord, Reject
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.render_annotated import render_pair
+
+    left, right = tmp_path / "left.png", tmp_path / "right.png"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=s=24x600", "-frames:v", "1",
+                    str(left)], check=True)
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(left), "-vf", "crop=20:600:4:0,pad=24:600:0:0",
+                    str(right)], check=True)
+    record = PairRecord(key="k-n-depth", source="k", group="n", task="depth", image_uri=str(left),
+                        annotation={"labeler": {"name": "sgbm"}, "right_uri": str(right)})
+    narrow = render_pair(record, RenderSettings(256, "pad", 0, 10**9, 1, 0, 0.0))
+    assert isinstance(narrow, Reject) and (narrow.stage, narrow.reason) == ("annotation", "empty_target")
+    assert "wider than 16 px; the image is 10 px wide" in narrow.detail
+    assert not isinstance(render_pair(record, RenderSettings(64, "squash", 0, 10**9, 1, 0, 0.0)), Reject)

@@ -977,3 +977,51 @@ def test_flat_val_with_the_ilsvrc2012_devkit_reads_its_ground_truth(tmp_path: Pa
     with pytest.raises(AnnotationFileError, match=r"ILSVRC2012_validation_ground_truth.txt.*line 3: '7' is no "
                                                   r"ILSVRC2012_ID of meta.mat"):
         ImageNetSource("inet2", str(root), ("val",)).units()
+
+
+def _devkit_tree(root: Path, ground_truth: str) -> Path:
+    """The devkit's data/ beside a flat val/ of three images: meta.mat's synsets with a non-leaf
+    (1001, entity, as the devkit's 860 inner nodes of WordNet are) and the ground truth's lines."""
+    data = root / "ILSVRC2012_devkit_t12" / "data"
+    _devkit_meta(data / "meta.mat", [(1, "n01440764", "tench", 0), (361, "n01693334", "green lizard", 0),
+                                     (490, "n01751748", "sea snake", 0), (1001, "n00001740", "entity", 3)])
+    (data / "ILSVRC2012_validation_ground_truth.txt").write_text(ground_truth)
+    for n, shade in ((1, 40), (2, 120), (3, 200)):
+        _jpeg(root / "val" / f"ILSVRC2012_val_{n:08d}.JPEG", shade)
+    return data
+
+
+def test_devkit_meta_of_millions_of_synsets_is_refused_before_scipy_builds_them(tmp_path: Path):
+    """meta.mat whose synsets is a 400,000 x 1 struct of empty fields: 4 KB on disk, 6 MB inflated
+    (under the 64 MiB budget), but scipy built a mat_struct and arrays for each (old code; at 4M,
+    `check` took 100 s and 2.1 GB before its error). The devkit's is 1,860 x 1: counted from the
+    headers first, `check` names the file and what to do."""
+    from mat_forge import EMPTY, MX_STRUCT, mat_file, matrix, struct_body
+
+    from sources.annotation_files import AnnotationFileError
+
+    data = _devkit_tree(tmp_path / "inet", "490\n361\n1\n")
+    count = 400_000
+    synsets = matrix(MX_STRUCT, [count, 1], b"synsets",
+                     struct_body([b"ILSVRC2012_ID", b"WNID", b"num_children"], EMPTY * (3 * count)))
+    (data / "meta.mat").write_bytes(mat_file(synsets))
+    assert (data / "meta.mat").stat().st_size < 16384
+    with pytest.raises(AnnotationFileError, match=r"meta.mat.*too large: synsets holds more than 200000 cells"):
+        ImageNetSource("inet", str(tmp_path / "inet"), ("val",)).units()
+
+
+def test_devkit_ground_truth_naming_a_non_leaf_synset_or_a_cut_meta_mat_stops_check(tmp_path: Path):
+    """The devkit's meta.mat holds WordNet's 860 inner synsets beside the 1,000 classes (ids 1001..1860,
+    num_children > 0); torchvision keeps the leaves alone. Old code took an inner id as a label; now
+    a ground truth line naming one is no ILSVRC2012_ID. A meta.mat cut short names the fix."""
+    from sources.annotation_files import AnnotationFileError
+
+    root = tmp_path / "inet"
+    data = _devkit_tree(root, "490\n361\n1001\n")
+    with pytest.raises(AnnotationFileError, match=r"line 3: '1001' is no ILSVRC2012_ID of meta.mat"):
+        ImageNetSource("inet", str(root), ("val",)).units()
+    (data / "ILSVRC2012_validation_ground_truth.txt").write_text("490\n361\n1\n")
+    whole = (data / "meta.mat").read_bytes()
+    (data / "meta.mat").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(AnnotationFileError, match=r"meta.mat.*re-extract data/meta.mat from ILSVRC2012_devkit_t12.tar.gz"):
+        ImageNetSource("inet2", str(root), ("val",)).units()

@@ -673,22 +673,74 @@ def test_voc_augmented_with_sbd_reads_the_aug_list_as_train(tmp_path: Path):
         "voc-2007_000032-segmentation", "voc-2007_000063-segmentation", "voc-2011_003271-segmentation"]
 
 
-def test_voc_segmentation_class_aug_without_its_list_fails_check(tmp_path: Path):
-    """SegmentationClassAug/ unpacked without the aug list (mmseg's trainaug.txt, DeepLab's
-    train_aug.txt left above VOCdevkit/): old code read train.txt's 1,464 ids and said nothing of
-    the aug maps; now `check` fails naming `layout`, the lists it reads and where to put one."""
-    from uvd_pipeline.config import ConfigError, parse_config
+def test_voc_segmentation_class_aug_with_its_list_beside_vocdevkit_or_none(tmp_path: Path):
+    """DeepLab-style repos ship train_aug.txt beside VOCdevkit/, not in ImageSets/Segmentation/, in
+    their form (`/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png` a line). Such a tree built
+    before aug lists were read (train.txt's ids); the last code failed its `check`. Now the list
+    beside VOCdevkit/ is the aug list: its ids are train. Without any aug list the tree reads as it
+    did, and each SegmentationClassAug map whose id no list names is an `unlisted_label_map`
+    reject naming the fix (an SBD map of a val image, which val.txt names, is not one)."""
+    from uvd_pipeline.config import parse_config
     from uvd_pipeline.unit_render import list_units
 
     voc, _ = _voc_aug_tree(tmp_path / "data")
     for name in ("trainaug.txt", "aug.txt"):
         (voc / "ImageSets" / "Segmentation" / name).unlink()
-    with pytest.raises(ConfigError) as info:
-        list_units(parse_config({"output": str(tmp_path / "out"), "sources": [
-            {"name": "s", "type": "segmentation", "path": str(tmp_path / "data"), "layout": "voc"}]}))
-    message = str(info.value)
-    assert "sources[0].layout (s)" in message and "SegmentationClassAug" in message
-    assert "ImageSets/Segmentation/train_aug.txt" in message and "trainaug.txt" in message
+    config = parse_config({"output": str(tmp_path / "out"), "sources": [
+        {"name": "s", "type": "segmentation", "path": str(tmp_path / "data"), "layout": "voc"}]})
+    assert list_units(config)
+    items = _read_all(SegmentationSource("s", str(tmp_path / "data"), "voc"))
+    assert {i.key: i.split_hint for i in items if isinstance(i, PairRecord)} == {
+        "s-2007_000032-segmentation": "train", "s-2007_000063-segmentation": "val"}
+    rejects = sorted((r.input, r.reason, r.detail) for r in items if isinstance(r, Reject))
+    assert [(at, reason) for at, reason, _ in rejects] == [
+        ("VOCdevkit/VOC2012/SegmentationClassAug/2008_000008.png", "unlisted_label_map"),
+        ("VOCdevkit/VOC2012/SegmentationClassAug/2011_003271.png", "unlisted_label_map")]
+    assert "no list of ImageSets/Segmentation/ names it (SBD's map: an aug list, DeepLab's train_aug.txt" in rejects[0][2]
+    (tmp_path / "data" / "train_aug.txt").write_text("".join(
+        f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png\n" for i in ("2007_000032", "2008_000008", "2011_003271")))
+    assert list_units(config)
+    items = _read_all(SegmentationSource("s", str(tmp_path / "data"), "voc"))
+    assert not [i for i in items if isinstance(i, Reject)], items
+    assert {i.key: (i.split_hint, i.lineage["voc_list"]) for i in items} == {
+        "s-2007_000032-segmentation": ("train", "ImageSets/Segmentation/train.txt"),
+        "s-2007_000063-segmentation": ("val", "ImageSets/Segmentation/val.txt"),
+        "s-2008_000008-segmentation": ("train", "train_aug.txt"),
+        "s-2011_003271-segmentation": ("train", "train_aug.txt")}
+
+
+def test_voc_deeplab_aug_list_of_image_and_map_paths_is_read(tmp_path: Path):
+    """DeepLab's train_aug.txt (DeepLab-v2, kazuto1011/deeplab-pytorch, DrSleep's) names each pair
+    by its two paths, `/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png`: old code made the list
+    one `bad_split_list` reject and read none of its ids (10,582 of them; here 2). Now the id is the
+    line's, and a line of another form is still one reject naming it."""
+    voc, _ = _voc_aug_tree(tmp_path)
+    lists = voc / "ImageSets" / "Segmentation"
+    for name in ("trainaug.txt", "aug.txt"):
+        (lists / name).unlink()
+    (lists / "train_aug.txt").write_text("/JPEGImages/2008_000008.jpg /SegmentationClassAug/2008_000008.png\n"
+                                         "JPEGImages/2011_003271.jpg  SegmentationClassAug/2011_003271.png\n")
+    expected = {"voc-2007_000032-segmentation": ("train", "ImageSets/Segmentation/train.txt"),
+                "voc-2007_000063-segmentation": ("val", "ImageSets/Segmentation/val.txt"),
+                "voc-2008_000008-segmentation": ("train", "ImageSets/Segmentation/train_aug.txt"),
+                "voc-2011_003271-segmentation": ("train", "ImageSets/Segmentation/train_aug.txt")}
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc"))
+    assert not [i for i in items if isinstance(i, Reject)], items
+    assert {i.key: (i.split_hint, i.lineage["voc_list"]) for i in items} == expected
+    (voc / "ImageSets" / "SegmentationAug").mkdir()  # where kazuto1011/deeplab-pytorch keeps it
+    (lists / "train_aug.txt").rename(voc / "ImageSets" / "SegmentationAug" / "train_aug.txt")
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc"))
+    assert {i.key: (i.split_hint, i.lineage["voc_list"]) for i in items} == {
+        **expected, **{k: ("train", "VOCdevkit/VOC2012/ImageSets/SegmentationAug/train_aug.txt")
+                       for k in ("voc-2008_000008-segmentation", "voc-2011_003271-segmentation")}}
+    (voc / "ImageSets" / "SegmentationAug" / "train_aug.txt").rename(lists / "train_aug.txt")
+    (lists / "train_aug.txt").write_text("/JPEGImages/2008_000008.jpg /SegmentationClassAug/2011_003271.png\n"
+                                         "2011_003271\n")
+    items = _read_all(SegmentationSource("voc", str(tmp_path), "voc"))
+    rejects = sorted((r.reason, r.detail) for r in items if isinstance(r, Reject))
+    assert [reason for reason, _ in rejects] == ["bad_split_list", "unlisted_label_map"]
+    assert rejects[0][1].startswith("1 line is not an image id (line 1: '/JPEGImages/2008_000008.jpg /Segmentation")
+    assert rejects[1][1].startswith("'2008_000008.png': no list of ImageSets/Segmentation/ names it (SBD's map")
 
 
 def test_voc_tree_with_trainval_txt_alone_splits_its_ids_by_val_fraction(tmp_path: Path):
@@ -819,10 +871,50 @@ def test_sbd_maps_damaged_gone_or_unlisted_are_counted(tmp_path: Path):
                             ("benchmark_RELEASE/dataset/cls/2012_000001.mat", "unlisted_label_map")}
     settings = RenderSettings(SIZE[1], "squash", 0, 10**9, 1, 0, 0.0)
     rendered = {r.key.split("-")[1]: render_pair(r, settings) for r in items if isinstance(r, PairRecord)}
-    expected = {"2007_000032": ("bad_annotation", "not a readable MAT file ("),
+    expected = {"2007_000032": ("bad_annotation", "not a readable MAT file"),
                 "2007_000039": ("bad_annotation", "a MAT v7.3 (HDF5) file: save it in MATLAB's default -v7"),
                 "2008_000008": ("bad_annotation", "holds no GTcls.Segmentation map of class indices"),
                 "2007_000063": ("annotation_too_large", "its variables inflate past 64 MiB")}
     assert {k: r.reason for k, r in rendered.items()} == {k: reason for k, (reason, _) in expected.items()}
     for image_id, (_, detail) in expected.items():
         assert rendered[image_id].detail.startswith(detail), rendered[image_id].detail
+
+
+def test_sbd_map_with_millions_of_boundary_cells_is_refused_before_scipy_builds_them(tmp_path: Path):
+    """A cls/<id>.mat whose GTcls.Boundaries is a cell of 200,000 empty matrices: 3 KB on disk, 1.6 MB
+    inflated (far within the 64 MiB budget), but scipy built an ndarray of each (old code drew it;
+    at 8M cells, a 93 KB file, a worker grew by 1.3 GB over 19 s). SBD's Boundaries is 20 x 1 at
+    most: the cells are counted from the headers first, and the map is `annotation_too_large`."""
+    from mat_forge import EMPTY, MI_UINT8, MX_CELL, MX_STRUCT, MX_UINT8, element, mat_file, matrix, struct_body
+
+    from sources.sbd import SbdMapError, sbd_class_map
+
+    labels = np.arange(16, dtype=np.uint8).reshape(4, 4) % 21
+    segmentation = matrix(MX_UINT8, [4, 4], b"", element(MI_UINT8, labels.T.tobytes()))  # MATLAB: column-major
+
+    def gtcls(cells: int) -> bytes:
+        boundaries = matrix(MX_CELL, [cells, 1], b"", EMPTY * cells)
+        return mat_file(matrix(MX_STRUCT, [1, 1], b"GTcls", struct_body([b"Segmentation", b"Boundaries"],
+                                                                         segmentation + boundaries)))
+
+    assert np.array_equal(sbd_class_map(gtcls(20)), labels)
+    bomb = gtcls(200_000)
+    assert len(bomb) < 4096
+    with pytest.raises(SbdMapError) as caught:
+        sbd_class_map(bomb)
+    assert caught.value.reason == "annotation_too_large"
+    assert str(caught.value).startswith("GTcls holds more than 100000 cells and fields")
+
+
+def test_sbd_map_one_row_high_stays_two_dimensional(tmp_path: Path):
+    """A 1 x W class map (a strip image) read with squeeze_me=True became 1-D and was refused as
+    `bad_annotation`; read unsqueezed, as torchvision's `GTcls[0]["Segmentation"][0]`, it is drawn."""
+    from scipy.io import loadmat
+
+    from sources.sbd import sbd_class_map
+
+    labels = np.array([[0, 3, 3, 0, 15, 15, 0, 0]], np.uint8)
+    _sbd_cls_mat(tmp_path / "strip.mat", labels)
+    torchvision = loadmat(str(tmp_path / "strip.mat"))["GTcls"][0]["Segmentation"][0]
+    assert torchvision.shape == (1, 8)
+    assert np.array_equal(sbd_class_map((tmp_path / "strip.mat").read_bytes()), torchvision)

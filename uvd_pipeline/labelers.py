@@ -24,6 +24,7 @@ import numpy as np
 from transforms.annotations import COCO17, canny_edges, depth_to_colour, draw_skeletons
 
 LABELER_TASKS = {"canny": "edges", "sgbm": "depth", "mmpose": "pose"}
+SGBM_LEAST_DISPARITIES = 16  # OpenCV's StereoSGBM searches a multiple of 16, and needs views wider than it
 
 
 class LabelerError(ValueError):
@@ -102,10 +103,15 @@ def _canny(spec: dict[str, Any]) -> Callable[[np.ndarray, LabelContext], np.ndar
 def sgbm_disparity(left: np.ndarray, right: np.ndarray, num_disparities: int = 64, block_size: int = 5) -> np.ndarray:
     """Semi-global block matching on a rectified pair: disparity in pixels, <= 0 where unknown.
 
-    The search range is capped at half the image width (OpenCV needs it below the width).
+    The search range is capped at half the image width (OpenCV needs it below the width). A view
+    no wider than the least range, 16 px (a portrait image padded onto a small canvas), is
+    `NoLabel`: OpenCV asked for 2^64 bytes there, or crashed the process.
     """
-    cap = max(16, (left.shape[1] // 2) // 16 * 16)
-    num_disparities = min(max(16, int(np.ceil(num_disparities / 16)) * 16), cap)
+    if left.shape[1] <= SGBM_LEAST_DISPARITIES:
+        raise NoLabel(f"the sgbm labeler needs views wider than {SGBM_LEAST_DISPARITIES} px; the image is "
+                      f"{left.shape[1]} px wide on the canvas (a larger image.size, or resize: crop, draws it wider)")
+    cap = max(SGBM_LEAST_DISPARITIES, (left.shape[1] // 2) // 16 * 16)
+    num_disparities = min(max(SGBM_LEAST_DISPARITIES, int(np.ceil(num_disparities / 16)) * 16), cap)
     matcher = cv2.StereoSGBM_create(
         minDisparity=0, numDisparities=num_disparities, blockSize=block_size,
         P1=8 * 3 * block_size**2, P2=32 * 3 * block_size**2, disp12MaxDiff=1,
