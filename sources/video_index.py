@@ -78,6 +78,13 @@ class MultistreamChain(UnsupportedVideo):
     alone (`VideoIndex.video_pages`)."""
 
 
+def multistream_detail(codec: str) -> str:
+    """Why a chained Ogg whose parts hold several streams cannot be read (its video's codec named)."""
+    return (f"ogg/{codec}: a chained Ogg whose parts hold several streams (video with sound, the usual .ogv "
+            "joined end to end): FFmpeg's demuxer stops where the second part begins (\"Changing stream "
+            "parameters in multistream ogg is not implemented\"), so the later parts' frames cannot be read")
+
+
 @dataclass(frozen=True)
 class VideoIndex:
     """Packets in decode order and the presented frames they hold."""
@@ -167,11 +174,9 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
                 headers.append(len(raw) - 1)
     except Exception as exc:  # a truncated file ends the index early; the tail check finds the rest
         if container.format.name == "ogg" and getattr(exc, "errno", None) == AVERROR_PATCHWELCOME:
-            raise MultistreamChain("unsupported_container",
-                                   f"ogg/{stream.codec_context.name}: a chained Ogg whose parts hold several "
-                                   "streams (video with sound, the usual .ogv joined end to end): FFmpeg's demuxer "
-                                   "stops where the second part begins (\"Changing stream parameters in multistream "
-                                   "ogg is not implemented\"), so the later parts' frames cannot be read") from exc
+            # only Theora is read again through its pages alone (`VideoPages` keeps Theora alone)
+            refusal = MultistreamChain if chained else UnsupportedVideo
+            raise refusal("unsupported_container", multistream_detail(stream.codec_context.name)) from exc
         log.debug("demux stopped early: %s", exc)
         clean = False
     fmt = container.format.name
