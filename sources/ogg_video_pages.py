@@ -196,8 +196,8 @@ class VideoPages(io.RawIOBase):
             packet = page[HEADER_BYTES + page[26]:]
             other = foreign_video(packet)
             if other is not None:
-                self._refuse(f"a part holds {other} (FFmpeg reads only a chain's Theora part by part, through its "
-                             "video's pages alone)")
+                self._refuse(f"a part holds {other}, and only Theora is read part by part through the video's "
+                             "pages alone")
             elif packet.startswith(THEORA_ID) and (self._best is None or theora_pixels(packet) > self._best[0]):
                 self._best = (theora_pixels(packet), serial, page)
             return b""
