@@ -35,8 +35,9 @@ unique, so it is seeked by them):
   alone. Only MPEG-TS/PS here; other formats whose stamps may jump are refused, but for:
 - Chained Ogg Theora (`cat a.ogv b.ogv`): each part after the one before, its headers (packets
   from FFmpeg's demuxer) hidden and sent to the decoder wherever they lie (`_chained_stamps`). Where
-  the parts carry sound too, FFmpeg's demuxer stops at the second part (`MultistreamChain`): the file
-  is then read through its video's pages alone (`sources.ogg_video_pages`, `VideoIndex.video_pages`).
+  the parts carry sound too, FFmpeg's demuxer stops at the second part (`MultistreamChain`: Theora's
+  only; VP8 and others are refused): the file is then read through its video's pages alone
+  (`sources.ogg_video_pages`, `VideoIndex.video_pages`; a part holding other video refuses it there).
 - Matroska written with negative first stamps (`-avoid_negative_ts disabled` after an `-ss` copy
   cut with B-frames; an HEVC cut so even by default): FFmpeg's demuxer gives no stamp to a block
   before its cluster's time zero, while the CLI decodes and shows those frames first (those its
