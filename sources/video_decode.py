@@ -92,6 +92,7 @@ from sources.budget import SEND_AHEAD_BYTES
 from sources.video_bitstream import ParameterSets, VP9Sizes, header_size
 from sources.ogg_video_pages import VideoPages
 from sources.video_index import (JUMPED, MultistreamChain, Stretch, UnsupportedVideo, VideoIndex, build_index,
+                                  multistream_detail,
                                  decode_plan, key_of)
 from sources.video_index_cache import IndexCache, file_identity
 from transforms import hdr as hdr_colour
@@ -188,15 +189,16 @@ def open_stream(uri: str, video_pages: bool = False):
     import av
 
     _quiet()
+    pages = None
     try:
         path = fsio.local_path(uri)
-        if video_pages:
-            container = av.open(VideoPages(open(path, "rb") if path else fsio.open_file(uri)), format="ogg")
-        else:
-            container = av.open(path or fsio.open_file(uri))
+        pages = VideoPages(open(path, "rb") if path else fsio.open_file(uri)) if video_pages else None
+        container = av.open(pages, format="ogg") if pages else av.open(path or fsio.open_file(uri))
     except Exception as exc:
         if _machine_error(exc):  # PyAV's av.error.OSError (an OSError) with the errno FFmpeg met
             raise
+        if pages is not None and pages.refusal:
+            raise VideoError("unsupported_container", _pages_refusal_detail(pages.refusal)) from None
         raise VideoError("unreadable", exception_detail(exc)) from None
     stream = video_stream(container)
     if stream is None:
@@ -217,6 +219,18 @@ def open_stream(uri: str, video_pages: bool = False):
     # would leave the picture off its 32-byte alignment (H.264 `crop_left=8`: 8 columns too many)
     stream.codec_context.flags |= av.codec.context.Flags.unaligned
     return container, stream
+
+
+def _pages_refusal_detail(refusal: str) -> str:
+    return f"{multistream_detail('theora')}; {refusal}"
+
+
+def _raise_pages_refusal(container) -> None:
+    """The file's refusal where `container` reads it through `VideoPages` and that view refused it
+    (a part holding video other than Theora, junk past its cap): its frames so read are not the file's."""
+    pages = getattr(container.file, "file", None)  # PyAV's wrapper of a Python file, then that file
+    if isinstance(pages, VideoPages) and pages.refusal:
+        raise UnsupportedVideo("unsupported_container", _pages_refusal_detail(pages.refusal))
 
 
 def _streams_held(container) -> str:
@@ -481,9 +495,14 @@ def read_index(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = 
     try:
         try:
             index = _built_index(uri, shows, order, video_pages)
-        except MultistreamChain:
+        except MultistreamChain as chain:
             video_pages = True
-            index = _built_index(uri, shows, order, video_pages)
+            try:
+                index = _built_index(uri, shows, order, video_pages)
+            except VideoError as exc:
+                if exc.reason not in ("unreadable", "no_video_stream"):
+                    raise
+                raise chain from None  # no Theora found through its pages: the file as FFmpeg reads it
     except UnsupportedVideo as exc:
         raise VideoError(exc.reason, exc.detail) from None
     if decoded and identity and file_identity(path) == identity:  # unchanged while indexed
@@ -494,7 +513,13 @@ def read_index(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = 
 def _built_index(uri: str, shows, order, video_pages: bool) -> VideoIndex:
     container, stream = open_stream(uri, video_pages)
     try:
-        return build_index(container, stream, shows, order, video_pages)
+        try:
+            index = build_index(container, stream, shows, order, video_pages)
+        except UnsupportedVideo:
+            _raise_pages_refusal(container)  # the cause, where the view was refused
+            raise
+        _raise_pages_refusal(container)
+        return index
     finally:
         container.close()
 

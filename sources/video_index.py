@@ -35,8 +35,9 @@ unique, so it is seeked by them):
   alone. Only MPEG-TS/PS here; other formats whose stamps may jump are refused, but for:
 - Chained Ogg Theora (`cat a.ogv b.ogv`): each part after the one before, its headers (packets
   from FFmpeg's demuxer) hidden and sent to the decoder wherever they lie (`_chained_stamps`). Where
-  the parts carry sound too, FFmpeg's demuxer stops at the second part (`MultistreamChain`): the file
-  is then read through its video's pages alone (`sources.ogg_video_pages`, `VideoIndex.video_pages`).
+  the parts carry sound too, FFmpeg's demuxer stops at the second part (`MultistreamChain`: Theora's
+  only; VP8 and others are refused): the file is then read through its video's pages alone
+  (`sources.ogg_video_pages`, `VideoIndex.video_pages`; a part holding other video refuses it there).
 - Matroska written with negative first stamps (`-avoid_negative_ts disabled` after an `-ss` copy
   cut with B-frames; an HEVC cut so even by default): FFmpeg's demuxer gives no stamp to a block
   before its cluster's time zero, while the CLI decodes and shows those frames first (those its
@@ -76,6 +77,13 @@ class MultistreamChain(UnsupportedVideo):
     """A chained Ogg whose links hold several streams, read as it is: FFmpeg's demuxer stops at the
     second link. Read through `sources.ogg_video_pages.VideoPages` instead, it is a chain of video
     alone (`VideoIndex.video_pages`)."""
+
+
+def multistream_detail(codec: str) -> str:
+    """Why a chained Ogg whose parts hold several streams cannot be read (its video's codec named)."""
+    return (f"ogg/{codec}: a chained Ogg whose parts hold several streams (video with sound, the usual .ogv "
+            "joined end to end): FFmpeg's demuxer stops where the second part begins (\"Changing stream "
+            "parameters in multistream ogg is not implemented\"), so the later parts' frames cannot be read")
 
 
 @dataclass(frozen=True)
@@ -167,11 +175,9 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
                 headers.append(len(raw) - 1)
     except Exception as exc:  # a truncated file ends the index early; the tail check finds the rest
         if container.format.name == "ogg" and getattr(exc, "errno", None) == AVERROR_PATCHWELCOME:
-            raise MultistreamChain("unsupported_container",
-                                   f"ogg/{stream.codec_context.name}: a chained Ogg whose parts hold several "
-                                   "streams (video with sound, the usual .ogv joined end to end): FFmpeg's demuxer "
-                                   "stops where the second part begins (\"Changing stream parameters in multistream "
-                                   "ogg is not implemented\"), so the later parts' frames cannot be read") from exc
+            # only Theora is read again through its pages alone (`VideoPages` keeps Theora alone)
+            refusal = MultistreamChain if chained else UnsupportedVideo
+            raise refusal("unsupported_container", multistream_detail(stream.codec_context.name)) from exc
         log.debug("demux stopped early: %s", exc)
         clean = False
     fmt = container.format.name

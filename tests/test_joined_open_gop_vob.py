@@ -1,0 +1,47 @@
+"""A VOB of x264 with open GOPs cut by a stream copy (`-ss 1.5 -c copy`, what users do to trim a
+recording) and joined end to end (`cat part part`): its packets carry few stamps (x264 into MPEG-PS),
+so the index asks the decoder the order it outputs them (`video_decode._decoder_order`), and the
+later part opens with an open GOP. There the decoder must be drained and flushed first, as the
+decoding session does at the join: carried over, the first part's frames fed its leading B-frames
+and the file was refused ("the decoder gives 3 of them no frame").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+
+import video_zoo
+
+from sources.video_decode import decode_frames, probe
+
+
+def _cli_md5s(path) -> list[str]:
+    listing = subprocess.run(["ffmpeg", "-v", "error", "-threads", "1", "-i", str(path), "-map", "0:v:0",
+                              "-autoscale", "0", "-vsync", "passthrough", "-pix_fmt", "rgb24", "-f", "framemd5", "-"],
+                             capture_output=True, text=True, check=True).stdout
+    return [line.split(",")[5].strip() for line in listing.splitlines() if line and not line.startswith("#")]
+
+
+def test_a_vob_joined_to_its_open_gop_cut_gives_each_part_as_alone(tmp_path):
+    """80 frames of x264 (`open-gop=1`, a key frame every 10, 2 B-frames, AUDs as DVD authoring
+    writes) into VOB, cut at 1.5 s by a stream copy: the cut opens with an open GOP (a key frame that
+    is no IDR, its leading B-frames hidden as at a file's start). The cut joined to itself gives each
+    part's 40 frames as the CLI shows the cut alone, frames picked across the join too."""
+    video_zoo.require_ffmpeg()
+    whole, part = tmp_path / "whole.vob", tmp_path / "cut.vob"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120:r=25", "-frames:v", "80", "-c:v", "libx264",
+                     "-threads", "1", "-pix_fmt", "yuv420p", "-g", "10", "-bf", "2",
+                     "-x264-params", "aud=1:open-gop=1:keyint=10:min-keyint=10:scenecut=0", "-f", "vob", str(whole))
+    video_zoo.ffmpeg("-ss", "1.5", "-i", str(whole), "-c", "copy", "-f", "vob", str(part))
+    joined = tmp_path / "joined.vob"
+    joined.write_bytes(part.read_bytes() * 2)
+    expected = _cli_md5s(part) * 2
+    assert len(expected) == 80
+    info = probe(str(joined))
+    assert (info.n_frames, info.restamped) == (80, "joined")
+    got = {i: hashlib.md5(f.tobytes()).hexdigest() for i, f in decode_frames(str(joined), range(80))}
+    assert got == dict(enumerate(expected))
+    picked = [39, 40, 41, 79]
+    got = {i: hashlib.md5(f.tobytes()).hexdigest() for i, f in decode_frames(str(joined), picked, seek_bytes=0)}
+    assert got == {i: expected[i] for i in picked}
