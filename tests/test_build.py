@@ -627,9 +627,32 @@ def test_in_process_workers_run_numpy_blas_on_one_thread(monkeypatch, tmp_path):
         with open_runner(config(direct_num_workers=4)):  # processes: they read the variable
             assert set(_blas_threads()) == {2}
             assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+        assert "OPENBLAS_NUM_THREADS" not in os.environ  # given back after each build
         monkeypatch.setattr(build_runner, "_USER_BLAS_THREADS", "2")  # the process started with it
         with one_thread_numerics(in_process=True):
             assert set(_blas_threads()) == {2}
+
+
+def test_a_local_build_gives_the_callers_environment_back(monkeypatch):
+    """A program that calls `run_build` found `OPENBLAS_NUM_THREADS=1` set afterwards (written for
+    the build's worker processes), and every process it started later ran one-thread BLAS. It is
+    taken back when the outermost block ends (the build nests two), not where the program set the
+    variable itself meanwhile, and never where the program had its own value."""
+    from uvd_pipeline.build import one_thread_numerics
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    before = dict(os.environ)
+    with one_thread_numerics(in_process=False):
+        with one_thread_numerics(in_process=False):
+            assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+        assert os.environ["OPENBLAS_NUM_THREADS"] == "1"  # the outer block's workers still start
+    assert dict(os.environ) == before
+    with one_thread_numerics(in_process=False):
+        os.environ["OPENBLAS_NUM_THREADS"] = "3"  # the program's own, set while the build runs
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "3"
+    with one_thread_numerics(in_process=False):
+        assert os.environ["OPENBLAS_NUM_THREADS"] == "3"
+    assert dict(os.environ) == dict(before, OPENBLAS_NUM_THREADS="3")
 
 
 class _Run:

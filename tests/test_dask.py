@@ -428,6 +428,28 @@ def test_two_local_clusters_side_by_side_give_the_environment_back_when_the_last
     assert dict(os.environ) == dict(before, PYTHONHASHSEED="1")
 
 
+def test_a_value_the_program_set_while_a_cluster_lived_stays_when_a_second_nanny_copies_it(monkeypatch):
+    """A nanny reads its variables from the environment as it is made: the program set
+    `OMP_NUM_THREADS=4` while cluster A lived, then cluster B's nanny copied that 4. It was noted as
+    a nanny's write and deleted when the last cluster closed (the review's side-by-side proof):
+    only a value the environment does not already hold is a write."""
+    from uvd_pipeline.dask_environ import callers_environment_kept, note_nanny_writes
+
+    for name in NANNY_WRITES:
+        monkeypatch.delenv(name, raising=False)
+    before = dict(os.environ)
+    first, second = callers_environment_kept(), callers_environment_kept()
+    first.__enter__()
+    note_nanny_writes({"OMP_NUM_THREADS": "1"})
+    os.environ.update(OMP_NUM_THREADS="1", __DASK_PARENT_PID=str(os.getpid()))
+    os.environ["OMP_NUM_THREADS"] = "4"  # the program's own
+    second.__enter__()
+    note_nanny_writes({"OMP_NUM_THREADS": "4"})  # B's nanny read the program's value
+    first.__exit__(None, None, None)
+    second.__exit__(None, None, None)
+    assert dict(os.environ) == dict(before, OMP_NUM_THREADS="4")
+
+
 def test_a_build_workers_imports_run_without_the_cyclic_collector_and_stay_frozen():
     """A worker of the build's cluster imports Beam and the build's steps (~1,900 modules) before
     it joins; the cyclic collector scanned their objects again and again as they piled up (371

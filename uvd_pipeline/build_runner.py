@@ -9,6 +9,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, Iterator
 
 from uvd_pipeline.config import BuildConfig, ConfigError
+from uvd_pipeline.environ_loan import EnvironmentLoan
 
 
 def pipeline_options(config: BuildConfig, dask_address: str | None = None):
@@ -69,24 +70,29 @@ WORKER_ENVIRON = {"OPENBLAS_NUM_THREADS": "1"}
 # The user's choice for this process's own BLAS pool, if any: read before any build here sets the
 # variable for its worker processes.
 _USER_BLAS_THREADS = os.environ.get("OPENBLAS_NUM_THREADS")
+_WORKER_LOAN = EnvironmentLoan()  # WORKER_ENVIRON, taken back after the build (`environ_loan`)
 
 
 @contextmanager
 def one_thread_numerics(in_process: bool) -> Iterator[None]:
     """Worker processes are started from this process's environment: set what they inherit (a
-    value the user set is kept). The in-process modes (`in_memory`, `multi_threading`) run the
-    workers in this process, whose numpy has already read its environment: its BLAS pool is set to
-    one thread for the run instead (with `multi_threading` on 2 cores, 900 images with dedup took
-    12.4 s and 19.8 CPU-s with OpenBLAS's own 2 threads, 7.3 s and 10.2 CPU-s without)."""
-    for name, value in WORKER_ENVIRON.items():
-        os.environ.setdefault(name, value)
-    if not in_process or _USER_BLAS_THREADS is not None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
+    value the user set is kept), and take it back when the outermost block ends, so that a program
+    calling `run_build` keeps its own environment (`environ_loan`). The in-process modes
+    (`in_memory`, `multi_threading`) run the workers in this process, whose numpy has already read
+    its environment: its BLAS pool is set to one thread for the run instead (with
+    `multi_threading` on 2 cores, 900 images with dedup took 12.4 s and 19.8 CPU-s with OpenBLAS's
+    own 2 threads, 7.3 s and 10.2 CPU-s without)."""
+    with _WORKER_LOAN.kept():  # the caller's environment as it was after the last block ends
+        _WORKER_LOAN.note({name: value for name, value in WORKER_ENVIRON.items() if name not in os.environ})
+        for name, value in WORKER_ENVIRON.items():
+            os.environ.setdefault(name, value)
+        if not in_process or _USER_BLAS_THREADS is not None:
+            yield
+            return
+        from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
 
 
 def worker_numerics(config: BuildConfig):
