@@ -196,6 +196,77 @@ def test_a_footer_nesting_past_the_walk_is_refused_where_pyarrow_would_read_it(t
         assert "nest past" in parquet_pages.encryption_problem(source)
 
 
+
+_SIGNATURE_BYTES = 28  # a plaintext footer's nonce and GCM tag after its FileMetaData (Parquet encryption spec)
+
+
+def _crafted(path: Path, how: str) -> None:
+    """Rewrite a plaintext-footer encrypted file the way a hostile or odd writer might, each a shape
+    pyarrow still parses (and aborts on): cut to its footer alone or with 3 bytes before it (no
+    leading `PAR1`: pyarrow needs only `length <= size - 8`); a `FileMetaData` with one more field
+    of Thrift's UUID type (compact type 13, 16 bytes, which pyarrow's Thrift passes over); its
+    `row_groups` list naming i32 elements (Thrift's generated reader reads each as a struct anyway)."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[-8:-4], "little")
+    body, footer = data[:-8 - length], data[-8 - length:-8]
+    assert footer[-1 - _SIGNATURE_BYTES] == 0  # the FileMetaData's STOP
+    if how.startswith("footer"):
+        path.write_bytes((b"PAR" if how == "footer and 3 bytes" else b"") + data[-8 - length:])
+        return
+    if how == "a UUID field":
+        cut = len(footer) - 1 - _SIGNATURE_BYTES
+        footer = footer[:cut] + bytes([0x0D, 30 << 1]) + bytes(range(16)) + footer[cut:]  # field 30, type 13
+    else:
+        reader = parquet_pages._Reader(io.BytesIO(footer), 0)
+        reader.limit, reader.buffer = len(footer), footer
+        last = 0
+        while True:
+            number, kind = parquet_pages._field(reader, last)
+            if number == 4:
+                break
+            last = number
+            parquet_pages._skip(reader, kind, 0)
+        assert footer[reader.position] & 0x0F == 12  # field 4, row_groups: a list of structs
+        footer = footer[:reader.position] + bytes([footer[reader.position] & 0xF0 | 5]) + footer[reader.position + 1:]
+    path.write_bytes(body + footer + len(footer).to_bytes(4, "little") + b"PAR1")
+
+
+@pytest.mark.parametrize("how", ["footer alone", "footer and 3 bytes", "a UUID field", "row groups listed as i32"])
+def test_an_encrypted_footer_pyarrow_parses_past_the_old_walk_is_a_bad_parquet(tmp_path: Path, how: str):
+    """Encrypted files the footer walk let through to pyarrow, which then aborted the build (exit
+    -6): a file of just its footer (the walk wanted 4 bytes more than pyarrow does), a footer
+    field of a type the walk did not know (it gave up and waved the file through), a list whose
+    declared element type the walk believed. Each is now the one `bad_parquet` of its repo, its
+    neighbour built."""
+    png = _png()
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "data" / "train-00000-of-00002.parquet"
+    _write_encrypted(_hf_table(png, "abc"), path, "image", plaintext_footer=True)
+    _crafted(path, how)
+    assert pq.ParquetFile(path).schema_arrow.names == ["image", "text"]  # pyarrow parses the footer
+    pq.write_table(_hf_table(png, "def"), tmp_path / "data" / "train-00001-of-00002.parquet")
+    items = _read_in_child(tmp_path, "huggingface")
+    rejects = [i for i in items if i[0] == "Reject"]
+    assert [i[0] for i in items].count("ImageRecord") == 3, items
+    assert [r[1] for r in rejects] == ["bad_parquet"], items
+    assert "encrypted" in rejects[0][2] and "train-00000-of-00002.parquet" in rejects[0][2], rejects
+
+
+def test_a_footer_the_walk_cannot_read_to_its_end_is_refused(tmp_path: Path):
+    """A footer cut short, or holding a field of a type Thrift does not know (14), is refused by
+    the walk (pyarrow refuses it too): never waved through to pyarrow unread."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"n": [1, 2, 3]}), buffer)
+    data = buffer.getvalue()
+    length = int.from_bytes(data[-8:-4], "little")
+    body, footer = data[:-8 - length], data[-8 - length:-8]
+    for patched in (footer[:length // 2], footer[:-1] + bytes([0x0E, 60]) + b"\x00" * 20 + b"\x00"):
+        damaged = body + patched + len(patched).to_bytes(4, "little") + b"PAR1"
+        with pytest.raises(OSError):
+            pq.read_table(io.BytesIO(damaged))
+        assert "cannot be read to its end" in (parquet_pages.encryption_problem(io.BytesIO(damaged)) or "")
+
+
 def _null_image_file(path: Path, groups: int, rows: int, statistics: bool, jpeg: bytes | None = None) -> None:
     """A `datasets` parquet of `groups` row groups of `rows` rows whose `Image` cell is null (the
     last row of each group an image when `jpeg` is given)."""
