@@ -309,6 +309,40 @@ def test_null_images_of_many_row_groups_are_listed_a_bounded_count_per_file(tmp_
     assert len(rejects) <= 30 + groups
 
 
+
+def test_row_groups_too_large_are_listed_a_bounded_count_per_file(tmp_path: Path, monkeypatch):
+    """`row_group_too_large` is capped per file as `missing_image` is: 25 groups of 40 rows, each
+    over a budget patched to 1,000 bytes and a cap patched to 30, give 30 rejects one a row (the
+    file's first 30 rows) and then one per group standing for the rest, every row accounted once
+    (capped a group at a time, they were 25 x 30 one a row)."""
+    from sources import hf_parquet
+    from sources.laion import LaionSource
+    from sources.records import ImageRecord, Reject
+
+    monkeypatch.setattr(hf_parquet, "MAX_LISTED_ROWS", 30)
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 1000)
+    groups, rows = 25, 40
+    png = _png()
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", image), ("text", pa.string())], metadata=HF_FEATURES)
+    table = pa.Table.from_pylist([{"image": {"bytes": png + bytes([i % 256]), "path": None}, "text": f"row {i}"}
+                                  for i in range(groups * rows)], schema=schema)
+    (tmp_path / "data").mkdir()
+    pq.write_table(table, tmp_path / "data" / "train-00000-of-00001.parquet", row_group_size=rows,
+                   use_dictionary=False)
+    source = LaionSource("hf", str(tmp_path))
+    items = [item for unit in source.units() for item in source.read(unit)]
+    assert not any(isinstance(i, ImageRecord) for i in items)
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert {r.reason for r in rejects} == {"row_group_too_large"}
+    singles = [r.input.rsplit(" row ", 1)[1] for r in rejects if "this one reject for them all" not in r.detail]
+    assert singles == [str(i) for i in range(30)], singles
+    stood_for = sum(int(r.detail.split(" rows", 1)[0].split("(")[-1].split()[-1]) for r in rejects
+                    if "this one reject for them all" in r.detail)
+    assert len(singles) + stood_for == groups * rows
+    assert len(rejects) == 30 + groups  # group 0: 30 singles and one for its rest; groups 1-24 one each
+
+
 def _not_utf8_strings(values: list[bytes]) -> pa.Array:
     """A pyarrow `string` array holding `values` unchecked (as a C++ or Rust writer may hand pyarrow
     bytes it never decoded): pyarrow writes and reads it; Python cannot decode it."""
@@ -348,6 +382,58 @@ def test_a_caption_that_is_not_utf8_is_its_rows_reject_and_the_other_rows_are_bu
     assert "'text'" in rejects[0].detail and "\\xe9" not in rejects[0].detail
     built = [i for i in items if isinstance(i, ImageRecord)]
     assert len(built) == 5 and all(i.data == png for i in built)
+
+
+
+def test_rows_around_text_not_utf8_are_read_whole_and_come_as_a_row_at_a_time_would(tmp_path: Path, monkeypatch):
+    """A file whose batches each hold a bad caption was read a row at a time (100,000 rows of 10
+    string columns: 25 CPU-s against 1.98 honest). Now each column is read whole and a failing one
+    halved to its bad rows: only the bad rows are judged one at a time, and what comes is what the
+    row-at-a-time read gave: the good rows' values, each bad row's `text_not_utf8` naming its
+    columns (a caption, an image's `path` inside its struct) and its good keys."""
+    from sources import hf_parquet
+
+    rows = 150
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    captions = [b"caf\xe9" if i % 64 in (3, 4, 40) else b"caption %d" % i for i in range(rows)]
+    paths = [b"\xff.png" if i in (4, 70) else b"%d.png" % i for i in range(rows)]
+    cells = pa.StructArray.from_arrays([pa.array([b"\x89PNG%d" % i for i in range(rows)]), _not_utf8_strings(paths)],
+                                       fields=list(image))
+    keys = [b"k%d" % i if i != 3 else b"k\xe9" for i in range(rows)]
+    table = pa.table({"key": _not_utf8_strings(keys), "image": cells, "text": _not_utf8_strings(captions),
+                      "n": list(range(rows))})
+    path = tmp_path / "bad.parquet"
+    pq.write_table(table, path, row_group_size=rows)
+
+    def read(parquet_path: Path) -> list:
+        with open(parquet_path, "rb") as handle:
+            parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
+            return list(hf_parquet.row_batches(parquet, "bad.parquet", ("key",), source=handle))
+
+    judged = []
+    row_or_reject = hf_parquet._row_or_reject
+    monkeypatch.setattr(hf_parquet, "_row_or_reject", lambda row, *a: judged.append(a[0]) or row_or_reject(row, *a))
+    items = read(path)
+    bad_rows = [3, 4, 40, 67, 68, 70, 104, 131, 132]
+    assert judged == bad_rows  # one at a time: the bad rows alone (each of the 150 before)
+    expected, rejects = {}, {}
+    for i in range(rows):  # the row-at-a-time read, by hand
+        if i not in bad_rows:
+            expected[i] = {"key": f"k{i}", "image": {"bytes": b"\x89PNG%d" % i, "path": f"{i}.png"},
+                           "text": f"caption {i}", "n": i}
+    got = {}
+    for item in items:
+        if isinstance(item, hf_parquet.TooLarge):
+            assert item.reason == "text_not_utf8" and item.first_row not in rejects
+            rejects[item.first_row] = (item.rows, item.detail.split(": column ")[1].split(" holds")[0])
+        else:
+            got.update({item[0] + offset: row for offset, row in enumerate(item[1])})
+    assert got == expected
+    assert rejects == {3: ([{}], "'key', 'text'"), 4: ([{"key": "k4"}], "'image', 'text'"),
+                       40: ([{"key": "k40"}], "'text'"), 67: ([{"key": "k67"}], "'text'"),
+                       68: ([{"key": "k68"}], "'text'"), 70: ([{"key": "k70"}], "'image'"),
+                       104: ([{"key": "k104"}], "'text'"), 131: ([{"key": "k131"}], "'text'"),
+                       132: ([{"key": "k132"}], "'text'")}
 
 
 def test_a_footer_over_its_budget_is_refused_before_it_is_read(tmp_path: Path, monkeypatch):
