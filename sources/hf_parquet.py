@@ -70,6 +70,12 @@ def open_parquet(source: Any, **options: Any):
     return pq.ParquetFile(source, **options)
 
 
+def read_schema(source: Any):
+    """`pyarrow.parquet.read_schema(source)` of a file `open_parquet` opens (a layout is judged by
+    a file's schema before its unit reads it: its footer is checked first there too)."""
+    return open_parquet(source).schema_arrow
+
+
 def image_columns(schema) -> list[str]:
     """The columns holding a `datasets` `Image` feature: a struct of `bytes` (binary) and `path`
     (string). A struct column the `huggingface` metadata calls something else (`Audio` has the

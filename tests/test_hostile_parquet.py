@@ -267,6 +267,28 @@ def test_a_footer_the_walk_cannot_read_to_its_end_is_refused(tmp_path: Path):
         assert "cannot be read to its end" in (parquet_pages.encryption_problem(io.BytesIO(damaged)) or "")
 
 
+
+def test_a_layout_is_judged_by_checked_footers_alone(tmp_path: Path, monkeypatch):
+    """The layout's detection read each parquet's schema with `pq.read_schema`, past the footer
+    check: an encrypted file's schema was taken for its repo's, and a footer over its budget read
+    whole. Now the first file whose footer passes speaks for the repo, the other is its unit's
+    `bad_parquet`, and a footer over the budget is refused unread."""
+    from sources import web_format
+
+    png = _png()
+    encrypted, honest = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    _write_encrypted(_hf_table(png, "abc"), encrypted, "image", plaintext_footer=True)
+    pq.write_table(_hf_table(png, "def"), honest)
+    found = web_format.first_schema(str(tmp_path), [str(encrypted), str(honest)], False)
+    assert found is not None and found[0] == str(honest)
+    shard = tmp_path / "00000.parquet"  # img2dataset's output_format=parquet, 2 MB of schema metadata
+    pq.write_table(pa.table({"key": ["0"], "jpg": [png]}).replace_schema_metadata({"note": "x" * (2 << 20)}), shard)
+    assert web_format.image_column(str(shard)) == "jpg"
+    monkeypatch.setattr(parquet_pages, "MAX_FOOTER_BYTES", 1 << 20)
+    with pytest.raises(pa.ArrowInvalid, match="over the 1048576-byte budget"):
+        web_format.image_column(str(shard))
+
+
 def _null_image_file(path: Path, groups: int, rows: int, statistics: bool, jpeg: bytes | None = None) -> None:
     """A `datasets` parquet of `groups` row groups of `rows` rows whose `Image` cell is null (the
     last row of each group an image when `jpeg` is given)."""
