@@ -70,6 +70,12 @@ def open_parquet(source: Any, **options: Any):
     return pq.ParquetFile(source, **options)
 
 
+def read_schema(source: Any):
+    """`pyarrow.parquet.read_schema(source)` of a file `open_parquet` opens (a layout is judged by
+    a file's schema before its unit reads it: its footer is checked first there too)."""
+    return open_parquet(source).schema_arrow
+
+
 def image_columns(schema) -> list[str]:
     """The columns holding a `datasets` `Image` feature: a struct of `bytes` (binary) and `path`
     (string). A struct column the `huggingface` metadata calls something else (`Audio` has the
@@ -622,11 +628,13 @@ def _handed_over(batch, first: int, where: str, key_columns: tuple[str, ...]) ->
     if sum(python_bytes(c) for c in batch.columns) <= ROW_GROUP_BYTES:
         try:
             rows = batch.to_pylist()
-        except UnicodeDecodeError:  # a string not UTF-8 in some row: the others are read, a row at a time
+        except UnicodeDecodeError:  # a string not UTF-8 in some row: the others are read around it
             rows = None
         if rows is not None:
             yield first, rows
             return
+        yield from _around_text_not_utf8(batch, first, where, [c for c in key_columns if c in batch.schema.names])
+        return
     keys = [c for c in key_columns if c in batch.schema.names]
     for offset in range(batch.num_rows):
         row = batch.slice(offset, 1)
@@ -640,6 +648,42 @@ def _handed_over(batch, first: int, where: str, key_columns: tuple[str, ...]) ->
 
 
 TEXT_NOT_UTF8 = "text_not_utf8"
+
+
+def _around_text_not_utf8(batch, first: int, where: str, keys: list[str]) -> Iterator[tuple[int, list[dict]]
+                                                                                    | TooLarge]:
+    """A batch (its first row `first`) some string of which is not UTF-8, as `_row_or_reject` gives
+    it a row at a time (each run of good rows as one batch, each bad row its `TEXT_NOT_UTF8`), but
+    each column read whole and a failing one halved down to its bad rows: a row at a time, a file
+    with a bad caption in every batch (100,000 rows of 10 string columns) took 12x an honest one's."""
+    columns, bad = [], set()
+    for column in batch.columns:
+        values, failing = _readable_values(column)
+        columns.append(values)
+        bad.update(failing)
+    names = batch.schema.names
+    start = 0
+    for row in sorted(bad) + [batch.num_rows]:
+        if row > start:
+            yield first + start, [{name: values[index] for name, values in zip(names, columns)}
+                                  for index in range(start, row)]
+        if row < batch.num_rows:
+            yield _row_or_reject(batch.slice(row, 1), first + row, where, keys)
+        start = row + 1
+
+
+def _readable_values(column) -> tuple[list[Any], list[int]]:
+    """A column's values as Python (None where a row's value cannot be) and the rows whose value
+    holds text that is not UTF-8: halved until each failing part is one row."""
+    try:
+        return column.to_pylist(), []
+    except UnicodeDecodeError:
+        if len(column) == 1:
+            return [None], [0]
+    middle = len(column) // 2
+    head, head_bad = _readable_values(column.slice(0, middle))
+    tail, tail_bad = _readable_values(column.slice(middle))
+    return head + tail, head_bad + [middle + row for row in tail_bad]
 
 
 def _row_or_reject(row, index: int, where: str, keys: list[str]) -> tuple[int, list[dict]] | TooLarge:

@@ -29,8 +29,9 @@ MAX_DEPTH = 16  # structs within structs in a header (a page's `Statistics` is t
 _READ_AHEAD = 256  # bytes read at a time for a header (a binary field past them is skipped by seeking)
 
 DATA_PAGE, INDEX_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 1, 2, 3
-# compact protocol field types
-_STOP, _TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT = range(13)
+# compact protocol field types (`_UUID`: Thrift 0.19's, 16 bytes, which pyarrow's Thrift passes over)
+_STOP, _TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT, _UUID = range(14)
+_UUID_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,8 @@ def _skip(reader: _Reader, kind: int, depth: int) -> None:
         reader.varint()
     elif kind == _DOUBLE:
         reader.skip(8)
+    elif kind == _UUID:
+        reader.skip(_UUID_BYTES)
     elif kind == _BINARY:
         reader.skip(reader.varint())
     elif kind in (_LIST, _SET):
@@ -265,6 +268,7 @@ def chunk_pages(source: Any, chunk) -> ChunkPages:
 # answers the first with an OSError but aborts the whole process (C++ `terminate`) on the second as
 # soon as a column chunk's metadata is asked for: the footer is walked here before pyarrow reads it.
 ENCRYPTED_FOOTER_MAGIC, PLAIN_MAGIC = b"PARE", b"PAR1"
+_TAIL_BYTES = 8  # the footer's length and the magic: pyarrow parses any footer of `length <= size - 8`
 _FILE_ENCRYPTION, _FILE_ROW_GROUPS, _GROUP_COLUMNS, _CHUNK_CRYPTO = 8, 4, 1, 8
 # footers already walked, by digest: a file is opened a few times a build (its format, its claimed
 # paths, its rows) and a footer of 40,000 column chunks (4 MB) takes ~1 s to walk in Python
@@ -296,11 +300,8 @@ def _encrypted_columns(reader: _Reader) -> int:
             found += 1
             _skip(reader, kind, 0)
         elif number == _FILE_ROW_GROUPS and kind == _LIST:
-            groups, element = _list_size(reader)
-            for _ in range(groups):
-                if element != _STRUCT:
-                    _skip(reader, element, 1)
-                    continue
+            groups, _ = _list_size(reader)  # each read as a `RowGroup`, whatever type the list names,
+            for _ in range(groups):          # as Thrift's generated reader does
                 found += _group_encrypted_columns(reader)
         else:
             _skip(reader, kind, 0)
@@ -315,11 +316,8 @@ def _group_encrypted_columns(reader: _Reader) -> int:
             return found
         last = number
         if number == _GROUP_COLUMNS and kind == _LIST:
-            chunks, element = _list_size(reader)
+            chunks, _ = _list_size(reader)  # each read as a `ColumnChunk`, as pyarrow reads them
             for _ in range(chunks):
-                if element != _STRUCT:
-                    _skip(reader, element, 2)
-                    continue
                 chunk_last = 0
                 while True:
                     field, field_kind = _field(reader, chunk_last)
@@ -335,8 +333,10 @@ def _group_encrypted_columns(reader: _Reader) -> int:
 def _footer_problem(data: bytes) -> str | None:
     """Why a plaintext `FileMetaData` (its bytes) must not reach pyarrow: it names an encryption
     algorithm or encrypted column chunks, or nests deeper than this walk goes (pyarrow's Thrift
-    goes to 64 levels: what it holds there is unknown; no writer nests past 6). A footer that is
-    cut or no Thrift is left to pyarrow, which says why."""
+    goes to 64 levels: what it holds there is unknown; no writer nests past 6), or this walk cannot
+    read it to its end (cut, no Thrift, a type it does not know): what pyarrow would read past that
+    point is unknown, and it aborts on an encrypted column it finds there (pyarrow refuses a cut
+    or garbage footer itself: the file is its `bad_parquet` either way)."""
     reader = _Reader(io.BytesIO(data), 0)
     reader.limit, reader.buffer = len(data), data  # all of it in hand: never read again
     try:
@@ -345,25 +345,28 @@ def _footer_problem(data: bytes) -> str | None:
     except PageHeaderError as exc:
         if "nests past" in str(exc):
             return f"has a footer whose structs nest past {MAX_DEPTH} levels (no writer's do): not opened"
+        return (f"has a footer that cannot be read to its end as parquet's FileMetaData (it stops at byte "
+                f"{reader.position} of {len(data)}: cut, not Thrift, or a type Thrift does not know): not opened")
     return None
 
 
 def encryption_problem(source: Any) -> str | None:
     """Why pyarrow must not open the parquet file `source` (seekable, binary): it is encrypted
     (an encrypted footer, or a plaintext footer naming an encryption algorithm or encrypted column
-    chunks, `_footer_problem`), else None. A footer that is cut or no Thrift is left to pyarrow; the
-    file's position is kept."""
+    chunks, `_footer_problem`; one it cannot read too), else None. A file pyarrow refuses before it
+    parses a footer (shorter than its 8-byte tail, no `PAR1`, a length past the file's start) is
+    left to pyarrow, which says why; the file's position is kept."""
     kept = source.tell()
     try:
         size = source.seek(0, 2)
-        if size < 12:
+        if size < _TAIL_BYTES:
             return None
         source.seek(size - 8)
         tail = source.read(8)
         if tail[4:] == ENCRYPTED_FOOTER_MAGIC:
             return f"is encrypted (Parquet Modular Encryption, its footer too: PARE): {_NO_KEY}"
         length = int.from_bytes(tail[:4], "little")
-        if tail[4:] != PLAIN_MAGIC or not 0 < length <= size - 12:
+        if tail[4:] != PLAIN_MAGIC or length > size - _TAIL_BYTES:  # pyarrow's bound: no leading PAR1 needed
             return None
         if length > MAX_FOOTER_BYTES:
             return f"has a footer of {length} bytes, over the {MAX_FOOTER_BYTES}-byte budget of one: not opened"

@@ -20,10 +20,8 @@ LaionFormat = Literal["auto", "webdataset", "files", "parquet", "huggingface", "
 
 def image_column(parquet_uri: str) -> str | None:
     """The binary image column of an `output_format=parquet` shard, if it has one."""
-    import pyarrow.parquet as pq
-
     with fsio.open_file(parquet_uri) as handle:
-        schema = pq.read_schema(handle)
+        schema = hf_parquet.read_schema(handle)
     for field in schema:
         if field.name in IMAGE_EXTENSIONS and hf_parquet.is_binary(field.type):
             return field.name
@@ -95,17 +93,16 @@ def _is_hf_parquet(root: str, uris: list[str], follow_links: bool) -> bool:
 
 def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8) -> tuple[str, Any] | None:
     """(file, Arrow schema) of the first of `uris` whose footer reads (of the first `tries`; a
-    damaged or empty one is its unit's `bad_parquet` reject, a link out of `root` its
-    `outside_root` one, never opened here), or None."""
+    damaged, empty or encrypted one, or one whose footer is over its budget, is its unit's
+    `bad_parquet` reject, a link out of `root` its `outside_root` one, never opened here), or None."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     for uri in uris[:tries]:
         if path_problem(root, uri, follow_links):
             continue
         try:
             with fsio.open_file(uri) as handle:
-                return uri, pq.read_schema(handle)
+                return uri, hf_parquet.read_schema(handle)
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise_machine_error(exc, uri)
     return None

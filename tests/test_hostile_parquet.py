@@ -196,6 +196,99 @@ def test_a_footer_nesting_past_the_walk_is_refused_where_pyarrow_would_read_it(t
         assert "nest past" in parquet_pages.encryption_problem(source)
 
 
+
+_SIGNATURE_BYTES = 28  # a plaintext footer's nonce and GCM tag after its FileMetaData (Parquet encryption spec)
+
+
+def _crafted(path: Path, how: str) -> None:
+    """Rewrite a plaintext-footer encrypted file the way a hostile or odd writer might, each a shape
+    pyarrow still parses (and aborts on): cut to its footer alone or with 3 bytes before it (no
+    leading `PAR1`: pyarrow needs only `length <= size - 8`); a `FileMetaData` with one more field
+    of Thrift's UUID type (compact type 13, 16 bytes, which pyarrow's Thrift passes over); its
+    `row_groups` list naming i32 elements (Thrift's generated reader reads each as a struct anyway)."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[-8:-4], "little")
+    body, footer = data[:-8 - length], data[-8 - length:-8]
+    assert footer[-1 - _SIGNATURE_BYTES] == 0  # the FileMetaData's STOP
+    if how.startswith("footer"):
+        path.write_bytes((b"PAR" if how == "footer and 3 bytes" else b"") + data[-8 - length:])
+        return
+    if how == "a UUID field":
+        cut = len(footer) - 1 - _SIGNATURE_BYTES
+        footer = footer[:cut] + bytes([0x0D, 30 << 1]) + bytes(range(16)) + footer[cut:]  # field 30, type 13
+    else:
+        reader = parquet_pages._Reader(io.BytesIO(footer), 0)
+        reader.limit, reader.buffer = len(footer), footer
+        last = 0
+        while True:
+            number, kind = parquet_pages._field(reader, last)
+            if number == 4:
+                break
+            last = number
+            parquet_pages._skip(reader, kind, 0)
+        assert footer[reader.position] & 0x0F == 12  # field 4, row_groups: a list of structs
+        footer = footer[:reader.position] + bytes([footer[reader.position] & 0xF0 | 5]) + footer[reader.position + 1:]
+    path.write_bytes(body + footer + len(footer).to_bytes(4, "little") + b"PAR1")
+
+
+@pytest.mark.parametrize("how", ["footer alone", "footer and 3 bytes", "a UUID field", "row groups listed as i32"])
+def test_an_encrypted_footer_pyarrow_parses_past_the_old_walk_is_a_bad_parquet(tmp_path: Path, how: str):
+    """Encrypted files the footer walk let through to pyarrow, which then aborted the build (exit
+    -6): a file of just its footer (the walk wanted 4 bytes more than pyarrow does), a footer
+    field of a type the walk did not know (it gave up and waved the file through), a list whose
+    declared element type the walk believed. Each is now the one `bad_parquet` of its repo, its
+    neighbour built."""
+    png = _png()
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "data" / "train-00000-of-00002.parquet"
+    _write_encrypted(_hf_table(png, "abc"), path, "image", plaintext_footer=True)
+    _crafted(path, how)
+    assert pq.ParquetFile(path).schema_arrow.names == ["image", "text"]  # pyarrow parses the footer
+    pq.write_table(_hf_table(png, "def"), tmp_path / "data" / "train-00001-of-00002.parquet")
+    items = _read_in_child(tmp_path, "huggingface")
+    rejects = [i for i in items if i[0] == "Reject"]
+    assert [i[0] for i in items].count("ImageRecord") == 3, items
+    assert [r[1] for r in rejects] == ["bad_parquet"], items
+    assert "encrypted" in rejects[0][2] and "train-00000-of-00002.parquet" in rejects[0][2], rejects
+
+
+def test_a_footer_the_walk_cannot_read_to_its_end_is_refused(tmp_path: Path):
+    """A footer cut short, or holding a field of a type Thrift does not know (14), is refused by
+    the walk (pyarrow refuses it too): never waved through to pyarrow unread."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"n": [1, 2, 3]}), buffer)
+    data = buffer.getvalue()
+    length = int.from_bytes(data[-8:-4], "little")
+    body, footer = data[:-8 - length], data[-8 - length:-8]
+    for patched in (footer[:length // 2], footer[:-1] + bytes([0x0E, 60]) + b"\x00" * 20 + b"\x00"):
+        damaged = body + patched + len(patched).to_bytes(4, "little") + b"PAR1"
+        with pytest.raises(OSError):
+            pq.read_table(io.BytesIO(damaged))
+        assert "cannot be read to its end" in (parquet_pages.encryption_problem(io.BytesIO(damaged)) or "")
+
+
+
+def test_a_layout_is_judged_by_checked_footers_alone(tmp_path: Path, monkeypatch):
+    """The layout's detection read each parquet's schema with `pq.read_schema`, past the footer
+    check: an encrypted file's schema was taken for its repo's, and a footer over its budget read
+    whole. Now the first file whose footer passes speaks for the repo, the other is its unit's
+    `bad_parquet`, and a footer over the budget is refused unread."""
+    from sources import web_format
+
+    png = _png()
+    encrypted, honest = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    _write_encrypted(_hf_table(png, "abc"), encrypted, "image", plaintext_footer=True)
+    pq.write_table(_hf_table(png, "def"), honest)
+    found = web_format.first_schema(str(tmp_path), [str(encrypted), str(honest)], False)
+    assert found is not None and found[0] == str(honest)
+    shard = tmp_path / "00000.parquet"  # img2dataset's output_format=parquet, 2 MB of schema metadata
+    pq.write_table(pa.table({"key": ["0"], "jpg": [png]}).replace_schema_metadata({"note": "x" * (2 << 20)}), shard)
+    assert web_format.image_column(str(shard)) == "jpg"
+    monkeypatch.setattr(parquet_pages, "MAX_FOOTER_BYTES", 1 << 20)
+    with pytest.raises(pa.ArrowInvalid, match="over the 1048576-byte budget"):
+        web_format.image_column(str(shard))
+
+
 def _null_image_file(path: Path, groups: int, rows: int, statistics: bool, jpeg: bytes | None = None) -> None:
     """A `datasets` parquet of `groups` row groups of `rows` rows whose `Image` cell is null (the
     last row of each group an image when `jpeg` is given)."""
@@ -238,6 +331,40 @@ def test_null_images_of_many_row_groups_are_listed_a_bounded_count_per_file(tmp_
     assert len(rejects) <= 30 + groups
 
 
+
+def test_row_groups_too_large_are_listed_a_bounded_count_per_file(tmp_path: Path, monkeypatch):
+    """`row_group_too_large` is capped per file as `missing_image` is: 25 groups of 40 rows, each
+    over a budget patched to 1,000 bytes and a cap patched to 30, give 30 rejects one a row (the
+    file's first 30 rows) and then one per group standing for the rest, every row accounted once
+    (capped a group at a time, they were 25 x 30 one a row)."""
+    from sources import hf_parquet
+    from sources.laion import LaionSource
+    from sources.records import ImageRecord, Reject
+
+    monkeypatch.setattr(hf_parquet, "MAX_LISTED_ROWS", 30)
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 1000)
+    groups, rows = 25, 40
+    png = _png()
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", image), ("text", pa.string())], metadata=HF_FEATURES)
+    table = pa.Table.from_pylist([{"image": {"bytes": png + bytes([i % 256]), "path": None}, "text": f"row {i}"}
+                                  for i in range(groups * rows)], schema=schema)
+    (tmp_path / "data").mkdir()
+    pq.write_table(table, tmp_path / "data" / "train-00000-of-00001.parquet", row_group_size=rows,
+                   use_dictionary=False)
+    source = LaionSource("hf", str(tmp_path))
+    items = [item for unit in source.units() for item in source.read(unit)]
+    assert not any(isinstance(i, ImageRecord) for i in items)
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert {r.reason for r in rejects} == {"row_group_too_large"}
+    singles = [r.input.rsplit(" row ", 1)[1] for r in rejects if "this one reject for them all" not in r.detail]
+    assert singles == [str(i) for i in range(30)], singles
+    stood_for = sum(int(r.detail.split(" rows", 1)[0].split("(")[-1].split()[-1]) for r in rejects
+                    if "this one reject for them all" in r.detail)
+    assert len(singles) + stood_for == groups * rows
+    assert len(rejects) == 30 + groups  # group 0: 30 singles and one for its rest; groups 1-24 one each
+
+
 def _not_utf8_strings(values: list[bytes]) -> pa.Array:
     """A pyarrow `string` array holding `values` unchecked (as a C++ or Rust writer may hand pyarrow
     bytes it never decoded): pyarrow writes and reads it; Python cannot decode it."""
@@ -277,6 +404,58 @@ def test_a_caption_that_is_not_utf8_is_its_rows_reject_and_the_other_rows_are_bu
     assert "'text'" in rejects[0].detail and "\\xe9" not in rejects[0].detail
     built = [i for i in items if isinstance(i, ImageRecord)]
     assert len(built) == 5 and all(i.data == png for i in built)
+
+
+
+def test_rows_around_text_not_utf8_are_read_whole_and_come_as_a_row_at_a_time_would(tmp_path: Path, monkeypatch):
+    """A file whose batches each hold a bad caption was read a row at a time (100,000 rows of 10
+    string columns: 25 CPU-s against 1.98 honest). Now each column is read whole and a failing one
+    halved to its bad rows: only the bad rows are judged one at a time, and what comes is what the
+    row-at-a-time read gave: the good rows' values, each bad row's `text_not_utf8` naming its
+    columns (a caption, an image's `path` inside its struct) and its good keys."""
+    from sources import hf_parquet
+
+    rows = 150
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    captions = [b"caf\xe9" if i % 64 in (3, 4, 40) else b"caption %d" % i for i in range(rows)]
+    paths = [b"\xff.png" if i in (4, 70) else b"%d.png" % i for i in range(rows)]
+    cells = pa.StructArray.from_arrays([pa.array([b"\x89PNG%d" % i for i in range(rows)]), _not_utf8_strings(paths)],
+                                       fields=list(image))
+    keys = [b"k%d" % i if i != 3 else b"k\xe9" for i in range(rows)]
+    table = pa.table({"key": _not_utf8_strings(keys), "image": cells, "text": _not_utf8_strings(captions),
+                      "n": list(range(rows))})
+    path = tmp_path / "bad.parquet"
+    pq.write_table(table, path, row_group_size=rows)
+
+    def read(parquet_path: Path) -> list:
+        with open(parquet_path, "rb") as handle:
+            parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
+            return list(hf_parquet.row_batches(parquet, "bad.parquet", ("key",), source=handle))
+
+    judged = []
+    row_or_reject = hf_parquet._row_or_reject
+    monkeypatch.setattr(hf_parquet, "_row_or_reject", lambda row, *a: judged.append(a[0]) or row_or_reject(row, *a))
+    items = read(path)
+    bad_rows = [3, 4, 40, 67, 68, 70, 104, 131, 132]
+    assert judged == bad_rows  # one at a time: the bad rows alone (each of the 150 before)
+    expected, rejects = {}, {}
+    for i in range(rows):  # the row-at-a-time read, by hand
+        if i not in bad_rows:
+            expected[i] = {"key": f"k{i}", "image": {"bytes": b"\x89PNG%d" % i, "path": f"{i}.png"},
+                           "text": f"caption {i}", "n": i}
+    got = {}
+    for item in items:
+        if isinstance(item, hf_parquet.TooLarge):
+            assert item.reason == "text_not_utf8" and item.first_row not in rejects
+            rejects[item.first_row] = (item.rows, item.detail.split(": column ")[1].split(" holds")[0])
+        else:
+            got.update({item[0] + offset: row for offset, row in enumerate(item[1])})
+    assert got == expected
+    assert rejects == {3: ([{}], "'key', 'text'"), 4: ([{"key": "k4"}], "'image', 'text'"),
+                       40: ([{"key": "k40"}], "'text'"), 67: ([{"key": "k67"}], "'text'"),
+                       68: ([{"key": "k68"}], "'text'"), 70: ([{"key": "k70"}], "'image'"),
+                       104: ([{"key": "k104"}], "'text'"), 131: ([{"key": "k131"}], "'text'"),
+                       132: ([{"key": "k132"}], "'text'")}
 
 
 def test_a_footer_over_its_budget_is_refused_before_it_is_read(tmp_path: Path, monkeypatch):
