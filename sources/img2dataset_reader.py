@@ -83,7 +83,7 @@ class Img2datasetReader(WebReader):
             changed = hash_problem({**(listing.rows.get(sample_key) or {}), **parse_json(members.get("json"))},
                                    members[image_ext], f"{sample_key}.{image_ext}")
             if changed:
-                yield self._reject(own, "read", HASH_MISMATCH, changed, where=f"{tar}:{named(image_ext)}")
+                yield self._reject(own, "read", HASH_MISMATCH, changed, where=f"{tar}:{named(image_ext)}", group=key)
                 continue
             lineage = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
             lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext, **_classes(members)})
@@ -153,7 +153,8 @@ class Img2datasetReader(WebReader):
                 own = self._key(shard, f"{sample_key}.{image_ext}") if each else key  # as a tar's (`_sample`)
                 data, changed = self._checked_file(recorded, files[image_ext])
                 if changed:
-                    yield self._reject(own, "read", HASH_MISMATCH, changed, where=self._at(files[image_ext]))
+                    yield self._reject(own, "read", HASH_MISMATCH, changed, where=self._at(files[image_ext]),
+                                       group=key)
                     continue
                 lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key))
                 lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext, **_classes(texts)})

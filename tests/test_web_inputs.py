@@ -1260,6 +1260,7 @@ def test_every_image_of_a_multi_image_sample_is_read_under_a_key_of_its_own(tmp_
     assert len(source.units()) >= 3
     parts = [i for unit in source.units() for i in source.read(unit)]
     assert sorted(r.key for r in parts if isinstance(r, ImageRecord)) == sorted(r.key for r in records.values())
+    assert sorted((r.key, r.reason, r.input) for r in parts if isinstance(r, Reject)) == rejects
 
     (shards / "00000.tar").rename(tmp_path / "00000.tar")
     (shards / "00000").mkdir()
@@ -1325,3 +1326,34 @@ def test_a_remote_tar_is_fetched_once_and_read_as_the_local_one(tmp_path: Path):
     tar.write_bytes(data[: data.find(b"00031.jpg") + tarfile.BLOCKSIZE + 300])  # cut inside a member
     remote, local = both()
     assert remote == local and "truncated_sample" in " ".join(remote) and "corrupt_archive" in " ".join(remote)
+
+
+def test_a_multi_image_samples_hash_mismatches_are_kept_when_its_tar_is_read_in_parts(tmp_path: Path, monkeypatch):
+    """A document's images each checked against the sha256 its `.json` records (img2dataset with
+    --disable_all_reencoding): each other image is a `hash_mismatch`, keyed by its own key. Read
+    in parts (a big tar), those rejects were lost: a part keeps what its sample's group owns, and
+    they carried their own key as their group. Now each carries its sample's group, as its images
+    do: the parts yield what the whole tar yields, rejects too."""
+    import hashlib
+
+    from sources import web_units
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with wds.TarWriter(str(shards / "00000.tar")) as sink:
+        for d in range(24):
+            images = {f"{i}.jpg": _image(size=(64, 48), seed=d * 10 + i) for i in range(3)}
+            sink.write({"__key__": f"doc{d:03d}", **images,
+                        "json": {"width": None, "sha256": hashlib.sha256(images["0.jpg"]).hexdigest()}})
+
+    def read() -> tuple[list, list]:
+        items = _read_all(LaionSource("web", str(shards), "webdataset"))
+        return (sorted((r.key, r.group) for r in items if isinstance(r, ImageRecord)),
+                sorted((r.key, r.group, r.reason, r.input) for r in items if isinstance(r, Reject)))
+
+    records, rejects = read()
+    assert len(records) == 24 and len(rejects) == 48 and {r[2] for r in rejects} == {"hash_mismatch"}
+    assert {group for _, group, _, _ in rejects} == {group for _, group in records}  # each its sample's group
+    monkeypatch.setattr(web_units, "TAR_PART_BYTES", (shards / "00000.tar").stat().st_size // 4)
+    assert len(LaionSource("web", str(shards), "webdataset").units()) >= 3
+    assert read() == (records, rejects)
