@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Callable
 
 from sources.img2dataset_listing import parse_json
 from sources.paths import relative_to_root
@@ -103,9 +103,11 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def sample_lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] | None = None) -> dict:
+def sample_lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] | None = None,
+                   value: Callable[[Any], Any] = jsonable) -> dict:
     """Caption and URL at the top (as before), and everything img2dataset recorded under
-    `img2dataset`: its parquet row, overlaid by the sample's `.json`."""
+    `img2dataset`: its parquet row, overlaid by the sample's `.json`; each recorded value as
+    `value` makes it (`hf_repo_reader.lineage_value`: capped)."""
     lineage: dict = {}
     if text:
         lineage["caption"] = text.decode("utf-8", errors="replace").strip()
@@ -113,9 +115,9 @@ def sample_lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] |
     recorded = {**(row or {}), **parsed}
     for field in ("url", "caption", "original_width", "original_height"):
         if recorded.get(field) is not None and field not in lineage:
-            lineage[field] = jsonable(recorded[field])
+            lineage[field] = value(recorded[field])
     if recorded:
-        lineage["img2dataset"] = {k: jsonable(v) for k, v in sorted(recorded.items())}
+        lineage["img2dataset"] = {k: value(v) for k, v in sorted(recorded.items())}
         width, height = recorded.get("width"), recorded.get("height")
         original = (recorded.get("original_width"), recorded.get("original_height"))
         if width and height and all(original) and (width, height) != original:

@@ -1357,3 +1357,28 @@ def test_a_multi_image_samples_hash_mismatches_are_kept_when_its_tar_is_read_in_
     monkeypatch.setattr(web_units, "TAR_PART_BYTES", (shards / "00000.tar").stat().st_size // 4)
     assert len(LaionSource("web", str(shards), "webdataset").units()) >= 3
     assert read() == (records, rejects)
+
+
+def test_a_documents_large_json_is_capped_in_each_of_its_images_lineage(tmp_path: Path):
+    """An interleaved document's `.json` (MMC4- or OBELICS-style: its whole text, its similarity
+    matrix) rode whole in the lineage of each of its images: 500 images of a 550 KiB json held
+    269 MiB of lineage. Each value past `LINEAGE_VALUE_BYTES` is now left out, marked `truncated`,
+    as a parquet row's and an ImageFolder row's are; small values stay."""
+    from sources.hf_repo_reader import LINEAGE_VALUE_BYTES
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    texts = [("lorem ipsum dolor sit amet " * 40) if i % 2 else None for i in range(200)]
+    doc = {"__key__": "doc", **{f"{i}.jpg": _image(seed=i) for i in range(20)},
+           "json": {"texts": texts, "url": "http://x/doc", "similarity_matrix": [[0.1] * 8] * 20}, "txt": "a page"}
+    with wds.TarWriter(str(shards / "00000.tar")) as sink:
+        sink.write(doc)
+    records = [i for i in _read_all(LaionSource("web", str(shards), "webdataset")) if isinstance(i, ImageRecord)]
+    assert len(records) == 20
+    for record in records:
+        recorded = record.lineage["img2dataset"]
+        assert recorded["texts"] == {"truncated": f"a list of 200 items, over the {LINEAGE_VALUE_BYTES} byte "
+                                                  "budget of a lineage value: left out"}
+        assert recorded["similarity_matrix"] == [[0.1] * 8] * 20 and recorded["url"] == "http://x/doc"
+        assert (record.lineage["url"], record.lineage["caption"]) == ("http://x/doc", "a page")
+        assert len(json.dumps(record.lineage)) < 2 * LINEAGE_VALUE_BYTES
