@@ -13,7 +13,7 @@ from sources import fsio, hf_parquet
 from sources.hf_repo_reader import lineage_value
 from sources.img2dataset_listing import (HASH_MISMATCH, ShardListing, download_status, hash_problem, listing_rejects,
                                          missing_rejects, parse_json, recorded_hash, shard_of)
-from sources.paths import path_problem
+from sources.paths import collapse_set_aside, path_problem, relative_to_root
 from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, nfc, read_input_bytes
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, split_member,
                                  tar_mode)
@@ -118,12 +118,16 @@ class Img2datasetReader(WebReader):
             return
         by_key: dict[str, dict[str, str]] = {}
         refused: set[str] = set()  # samples with a file that links out of the root (never read)
-        for uri in fsio.list_files(folder, links=True):
-            aside = self._set_aside(lambda: self._key(shard, fsio.basename(uri)), folder, uri)
+        # walked below: a webdataset tar whose keys hold a folder (`sub/b.jpg`), extracted by GNU tar,
+        # is keyed by each file's path in the folder, as its tar's members are (`split_member`)
+        for uri in collapse_set_aside(folder, fsio.list_files(folder, recursive=True, follow_links=self.follow_links,
+                                                              links=True)):
+            relative = relative_to_root(folder, uri)
+            aside = self._set_aside(lambda: self._key(shard, relative), folder, uri)
             if aside:  # a Mac's `._00000.jpg` beside `00000.jpg`: no sample of key ''
                 yield aside
                 continue
-            key, ext = split_member(fsio.basename(uri))
+            key, ext = split_member(relative)
             problem = path_problem(self.path, uri, self.follow_links)
             if problem:
                 yield self._reject(self._key(shard, key), "read", problem.reason, problem.detail, where=self._at(uri))
@@ -131,7 +135,7 @@ class Img2datasetReader(WebReader):
                 continue
             if ext in by_key.setdefault(key, {}):
                 yield self._reject(self._key(shard, key), "read", "duplicate_key",
-                                   f"{fsio.basename(uri)}: key {key} already has a {ext} file", where=self._at(uri))
+                                   f"{relative}: key {key} already has a {ext} file", where=self._at(uri))
                 continue
             by_key[key][ext] = uri
         for sample_key in sorted(by_key):

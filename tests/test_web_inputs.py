@@ -1382,3 +1382,35 @@ def test_a_documents_large_json_is_capped_in_each_of_its_images_lineage(tmp_path
         assert recorded["similarity_matrix"] == [[0.1] * 8] * 20 and recorded["url"] == "http://x/doc"
         assert (record.lineage["url"], record.lineage["caption"]) == ("http://x/doc", "a page")
         assert len(json.dumps(record.lineage)) < 2 * LINEAGE_VALUE_BYTES
+
+
+def test_a_files_shard_extracted_with_subfolders_reads_every_image_as_its_tar_does(tmp_path: Path):
+    """A webdataset tar whose keys hold a folder (`sub/b`, `v1.2/pair`), extracted by GNU tar into
+    an `output_format=files` shard folder: the images in its subfolders were dropped without a
+    reject (the folder was listed one level deep). It is walked below now, each file keyed by its
+    path in the folder as the tar's member is, so the folder reads as the tar does; a set-aside
+    subfolder (a Mac's `__MACOSX/`) is one counted reject."""
+    import subprocess
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with wds.TarWriter(str(shards / "00000.tar")) as sink:
+        for index, key in enumerate(("a", "sub/b", "sub/c", "v1.2/pair", "sub/deep/d")):
+            sink.write({"__key__": key, "jpg": _image(seed=index), "txt": f"caption {key}"})
+
+    def read(layout: str) -> tuple[dict, list]:
+        items = _read_all(LaionSource("web", str(shards), layout))
+        records = {r.key: (r.lineage["sample_key"], r.lineage.get("caption"), r.data or Path(r.uri).read_bytes())
+                   for r in items if isinstance(r, ImageRecord)}
+        return records, sorted((r.reason, r.input) for r in items if isinstance(r, Reject))
+
+    whole, none = read("webdataset")
+    assert len(whole) == 5 and none == []
+    (shards / "00000.tar").rename(tmp_path / "00000.tar")
+    (shards / "00000").mkdir()
+    subprocess.run(["tar", "-xf", str(tmp_path / "00000.tar"), "-C", str(shards / "00000")], check=True)
+    (shards / "00000" / "__MACOSX" / "sub").mkdir(parents=True)
+    (shards / "00000" / "__MACOSX" / "sub" / "._b.jpg").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    files, rejects = read("files")
+    assert files == whole
+    assert [reason for reason, _ in rejects] == ["os_metadata"] and rejects[0][1].startswith("00000/__MACOSX")
