@@ -1414,3 +1414,33 @@ def test_a_files_shard_extracted_with_subfolders_reads_every_image_as_its_tar_do
     files, rejects = read("files")
     assert files == whole
     assert [reason for reason, _ in rejects] == ["os_metadata"] and rejects[0][1].startswith("00000/__MACOSX")
+
+
+def test_a_remote_plain_tar_padded_with_zeros_reads_as_the_local_one(tmp_path: Path):
+    """A plain tar followed by 70 MB of zeros (padded to a fixed size, as `tar -b` with a big
+    record does) is read from its local copy (`spooled_copy`) when remote: that copy is the file's
+    bytes, judged as a plain tar, never as a gzipped tar's inflated copy, whose tail past the
+    end is judged within a budget (`Layout.copied`): the same items as the local file."""
+    import fsspec
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with wds.TarWriter(str(shards / "00000.tar")) as sink:
+        for i in range(5):
+            sink.write({"__key__": f"{i:05d}", "jpg": _image(seed=i)})
+    with open(shards / "00000.tar", "ab") as handle:
+        handle.write(bytes(70 << 20))
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/padded47/shards/00000.tar", (shards / "00000.tar").read_bytes())
+
+    def items(root: str) -> list[tuple]:  # a local tar this big is read in parts: in another order
+        return sorted((type(i).__name__, i.key, getattr(i, "reason", ""), getattr(i, "data", b""))
+                      for i in _read_all(LaionSource("web", root, "webdataset")))
+
+    try:
+        remote = items("memory://padded47/shards")
+    finally:
+        memory.rm("/padded47", recursive=True)
+    local = items(str(shards))
+    assert [i[:2] for i in local] == [("ImageRecord", f"web-00000-{i:05d}") for i in range(5)]
+    assert remote == local
