@@ -27,6 +27,13 @@ from sources.web_samples import (SAMPLE_SIDECARS, image_members as _image_member
 _lineage = functools.partial(sample_lineage, value=lineage_value)
 
 
+# a sample's members are held until its last one (its `.json` may come last; each image's lineage
+# and hash check take it): at most this many bytes, as their headers declare, judged before each is
+# read; past it, `SAMPLE_TOO_LARGE` (2,000 images of 250 KB in one document peaked at 544 MiB)
+MAX_SAMPLE_BYTES = MAX_INPUT_FILE_BYTES
+SAMPLE_TOO_LARGE = "sample_too_large"
+
+
 class Img2datasetReader(WebReader):
     """The items of one img2dataset shard, by its layout (`LaionSource.read` picks the reader)."""
 
@@ -54,15 +61,27 @@ class Img2datasetReader(WebReader):
 
     def _keep_member(self, shard: str, owns: Callable[[str], bool] | None, where: str, tar: tarfile.TarFile,
                      info: tarfile.TarInfo, sample: Sample, ext: str) -> Reject | None:
-        """A member's bytes (`tar_members.Keep`); one over `MAX_INPUT_FILE_BYTES` drops its sample
-        whole, never read into memory; a sample another part owns keeps b"" (that part reads it)."""
+        """A member's bytes (`tar_members.Keep`); one over `MAX_INPUT_FILE_BYTES`, or that would take
+        its sample past `MAX_SAMPLE_BYTES`, drops its sample whole, never read into memory (what
+        the sample kept is let go); a sample another part owns keeps b"" (that part reads it)."""
         too_large = member_too_large(info, MAX_INPUT_FILE_BYTES)
         if too_large:
             sample.dropped = True
             return self._reject(self._key(shard, sample.key), "read", MEMBER_TOO_LARGE, too_large,
                                 where=f"{where}:{info.name}")
-        theirs = owns is not None and not owns(self._key(shard, sample.key))
-        sample.members[ext] = b"" if theirs else member_bytes(tar, info)
+        if owns is not None and not owns(self._key(shard, sample.key)):
+            sample.members[ext] = b""
+            return None
+        if sample.kept_bytes + info.size > MAX_SAMPLE_BYTES:
+            sample.dropped = True
+            sample.members = dict.fromkeys(sample.members, b"")  # its bytes let go, its members' names kept
+            return self._reject(self._key(shard, sample.key), "read", SAMPLE_TOO_LARGE,
+                                f"key {sample.key}: its members pass the {MAX_SAMPLE_BYTES} byte budget of one sample "
+                                f"at {info.name} ({len(sample.members) + 1} members, {sample.kept_bytes + info.size} "
+                                "bytes): not read; write a document's images as samples of their own, or fewer in "
+                                "each", where=f"{where}:{info.name}")
+        sample.kept_bytes += info.size
+        sample.members[ext] = member_bytes(tar, info)
         return None
 
     def _sample(self, shard: str, sample_key: str, members: dict[str, bytes],

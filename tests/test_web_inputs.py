@@ -1444,3 +1444,37 @@ def test_a_remote_plain_tar_padded_with_zeros_reads_as_the_local_one(tmp_path: P
     local = items(str(shards))
     assert [i[:2] for i in local] == [("ImageRecord", f"web-00000-{i:05d}") for i in range(5)]
     assert remote == local
+
+
+def test_a_sample_whose_members_pass_the_sample_budget_is_one_reject_its_bytes_let_go(tmp_path: Path, monkeypatch):
+    """A sample is held whole until its last member (its `.json` may come last, and each image's
+    lineage and hash check take it): an interleaved document of 2,000 images of 250 KB peaked at
+    544 MiB, no budget judged. Each member's size is now judged on its header, before it is read,
+    against `MAX_SAMPLE_BYTES` for its sample: past it, the sample is one `sample_too_large` reject
+    naming the fix, what it held let go, its later members unread; the samples around it are read,
+    whole or in parts."""
+    from sources import img2dataset_reader, web_units
+
+    monkeypatch.setattr(img2dataset_reader, "MAX_SAMPLE_BYTES", 40_000, raising=False)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with wds.TarWriter(str(shards / "00000.tar")) as sink:
+        sink.write({"__key__": "before", "0.jpg": _image(seed=1), "1.jpg": _image(seed=2)})
+        sink.write({"__key__": "book", **{f"{i:03d}.jpg": _image(size=(96, 96), seed=10 + i) + bytes(4000)
+                                          for i in range(12)}, "json": {"url": "http://x/book"}})
+        sink.write({"__key__": "after", "jpg": _image(seed=3), "txt": "after"})
+
+    def read() -> tuple[list, list]:
+        items = _read_all(LaionSource("web", str(shards), "webdataset"))
+        return (sorted(r.lineage["sample_key"] + "." + r.lineage["file_ext"] for r in items
+                       if isinstance(r, ImageRecord)),
+                sorted((r.key, r.reason, r.input, r.detail) for r in items if isinstance(r, Reject)))
+
+    records, rejects = read()
+    assert records == ["after.jpg", "before.0.jpg", "before.1.jpg"]
+    [(key, reason, where, detail)] = rejects
+    assert (key, reason) == (data_key("web", "00000", "book"), "sample_too_large")
+    assert where.startswith("00000.tar:book.") and "40000 byte budget" in detail and "samples of their own" in detail
+    monkeypatch.setattr(web_units, "TAR_PART_BYTES", (shards / "00000.tar").stat().st_size // 3)
+    assert len(LaionSource("web", str(shards), "webdataset").units()) >= 2
+    assert read() == (records, rejects)
