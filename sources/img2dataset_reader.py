@@ -20,7 +20,7 @@ from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_
 from sources.web_format import image_column as _image_column
 from sources.web_reader import WebReader, row_lists as _row_lists
 from sources.web_samples import (SAMPLE_SIDECARS, image_members as _image_members, sample_classes as _classes,
-                                 sample_lineage, several_images as _several_images)
+                                 sample_lineage, sample_pictures as _pictures)
 
 # each value recorded capped as a parquet row's: a document's json (550 KiB) rode whole in the
 # lineage of each of its images (500 of them: 269 MiB)
@@ -94,16 +94,15 @@ class Img2datasetReader(WebReader):
             yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(members)) or 'none'}",
                                where=at)
             return
-        each = _several_images(images)
-        if not each:
-            for extra in images[1:]:
-                yield self._reject(key, "read", "duplicate_key",
-                                   f"{named(extra)}: key {sample_key} already has an image ({named(images[0])})",
-                                   where=f"{tar}:{named(extra)}")
+        pictures, twins = _pictures(images)
+        for extra in twins:
+            yield self._reject(key, "read", "duplicate_key",
+                               f"{named(extra)}: key {sample_key} already has an image ({named(pictures[0])})",
+                               where=f"{tar}:{named(extra)}")
         yield from self._unexpected_members(key, members, images, named, lambda ext: f"{tar}:{named(ext)}")
-        for image_ext in images if each else images[:1]:
-            # an image of several: its own key (no sample's key holds a dot in its name), its sample's group
-            own = self._key(shard, f"{sample_key}.{image_ext}") if each else key
+        for image_ext in pictures:
+            # a page of several: its own key (no sample's key holds a dot in its name), its sample's group
+            own = _own_key(self._key, shard, sample_key, image_ext, pictures)
             changed = hash_problem({**(listing.rows.get(sample_key) or {}), **parse_json(members.get("json"))},
                                    members[image_ext], f"{sample_key}.{image_ext}")
             if changed:
@@ -166,19 +165,18 @@ class Img2datasetReader(WebReader):
                     yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(files))}",
                                        where=self._at(next(iter(sorted(files.values())))))
                 continue
-            each = _several_images(images)
-            if not each:
-                for extra in images[1:]:
-                    yield self._reject(key, "read", "duplicate_key",
-                                       f"{fsio.basename(files[extra])}: key {sample_key} already has an image "
-                                       f"({fsio.basename(files[images[0]])})", where=self._at(files[extra]))
+            pictures, twins = _pictures(images)
+            for extra in twins:
+                yield self._reject(key, "read", "duplicate_key",
+                                   f"{fsio.basename(files[extra])}: key {sample_key} already has an image "
+                                   f"({fsio.basename(files[pictures[0]])})", where=self._at(files[extra]))
             yield from self._unexpected_members(key, files, images, lambda ext: fsio.basename(files[ext]),
                                                 lambda ext: self._at(files[ext]))
             texts, unread = self._sidecar_texts({e: files[e] for e in SAMPLE_SIDECARS if e in files}, lambda _: key)
             yield from unread
             recorded = {**(listing.rows.get(sample_key) or {}), **parse_json(texts.get("json"))}
-            for image_ext in images if each else images[:1]:
-                own = self._key(shard, f"{sample_key}.{image_ext}") if each else key  # as a tar's (`_sample`)
+            for image_ext in pictures:
+                own = _own_key(self._key, shard, sample_key, image_ext, pictures)  # as a tar's (`_sample`)
                 data, changed = self._checked_file(recorded, files[image_ext])
                 if changed:
                     yield self._reject(own, "read", HASH_MISMATCH, changed, where=self._at(files[image_ext]),
@@ -235,6 +233,14 @@ class Img2datasetReader(WebReader):
                     lineage = _lineage(caption.encode() if caption else None, None, row)
                     lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": column})
                     yield ImageRecord(key=key, source=self.name, group=key, data=data, lineage=lineage, input=where)
+
+
+def _own_key(keyed: Callable[[str, str], str], shard: str, sample_key: str, image_ext: str,
+             pictures: list[str]) -> str:
+    """The key of picture `image_ext` of a sample read as `pictures`: a page of several (`0.jpg`)
+    its own, from its member's name; the sample's one picture, or its cover (`jpg`), the sample's."""
+    return keyed(shard, f"{sample_key}.{image_ext}") if len(pictures) > 1 and "." in image_ext else \
+        keyed(shard, sample_key)
 
 
 def _read_mode(handle, owns: Callable[[str], bool] | None) -> str:

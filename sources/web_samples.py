@@ -68,13 +68,17 @@ def image_members(members: dict[str, Any]) -> list[str]:
     return images + dotted or sorted(e for e in members if e not in SAMPLE_SIDECARS)[:1]
 
 
-def several_images(images: list[str]) -> bool:
-    """Whether a sample's `image_members` are each a picture of its own: two or more, every one
-    named with a second extension (`doc.0.jpg`, `doc.1.png` of an interleaved document, MMC4- or
-    OBELICS-style; `pair.left.png`, `pair.right.png` of a stereo pair), as webdataset's users name
-    several images of one sample. Twins without one (`x.jpg` beside `x.png`) stay one image and a
-    `duplicate_key`: two encodings of the sample's one picture."""
-    return len(images) > 1 and all("." in ext for ext in images)
+def sample_pictures(images: list[str]) -> tuple[list[str], list[str]]:
+    """(the pictures read, the twins that are `duplicate_key` rejects) of a sample's `image_members`.
+    Members named with a second extension (`doc.0.jpg`, `doc.1.png` of an interleaved document,
+    MMC4- or OBELICS-style; `pair.left.png`, `pair.right.png` of a stereo pair) are each a picture
+    of its own, as webdataset's users name several images of one sample, and so is a cover beside
+    them (`mix.jpg` with `mix.0.jpg`: webdataset reads all three). Twins without a second extension
+    (`x.jpg` beside `x.png`) are two encodings of the sample's one picture: the first is read."""
+    plain = [e for e in images if "." not in e]
+    if len(images) < 2 or len(plain) == len(images):
+        return images[:1], images[1:]
+    return plain[:1] + [e for e in images if "." in e], plain[1:]
 
 
 def sample_classes(members: dict[str, Any]) -> dict[str, dict[str, int | str]]:

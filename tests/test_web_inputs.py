@@ -1478,3 +1478,39 @@ def test_a_sample_whose_members_pass_the_sample_budget_is_one_reject_its_bytes_l
     monkeypatch.setattr(web_units, "TAR_PART_BYTES", (shards / "00000.tar").stat().st_size // 3)
     assert len(LaionSource("web", str(shards), "webdataset").units()) >= 2
     assert read() == (records, rejects)
+
+
+def test_a_cover_beside_its_pages_is_read_with_them_as_webdataset_reads_them(tmp_path: Path):
+    """A sample of a cover and its pages (`mix.jpg`, `mix.0.jpg`, `mix.1.jpg`): webdataset reads all
+    three (fields `jpg`, `0.jpg`, `1.jpg`), where the pages were `duplicate_key` rejects. The cover
+    keeps its sample's key (as a sample's one image does), each page is keyed by its member's name,
+    all in the sample's group; a twin of the cover (`mix2.png` beside `mix2.jpg`) stays a
+    `duplicate_key`. In a tar and extracted by GNU tar alike."""
+    import subprocess
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    samples = [{"__key__": "mix", "jpg": _image(seed=1), "0.jpg": _image(seed=2), "1.jpg": _image(seed=3),
+                "txt": "a cover"},
+               {"__key__": "mix2", "jpg": _image(seed=4), "png": _image("PNG", seed=5), "0.jpg": _image(seed=6)}]
+    with wds.TarWriter(str(shards / "00000.tar")) as sink:
+        for sample in samples:
+            sink.write(sample)
+    theirs = {(s["__key__"], name) for s in wds.WebDataset(str(shards / "00000.tar"), shardshuffle=False)
+              for name in s if name.rsplit(".", 1)[-1] in ("jpg", "png")}
+
+    def read(layout: str) -> tuple[dict, list]:
+        items = _read_all(LaionSource("web", str(shards), layout))
+        return ({(r.lineage["sample_key"], r.lineage["file_ext"]): (r.key, r.group) for r in items
+                 if isinstance(r, ImageRecord)}, sorted((r.key, r.reason) for r in items if isinstance(r, Reject)))
+
+    records, rejects = read("webdataset")
+    assert sorted(records) == sorted(theirs - {("mix2", "png")})
+    assert records["mix", "jpg"] == (data_key("web", "00000", "mix"),) * 2
+    assert records["mix", "0.jpg"][1] == records["mix", "1.jpg"][1] == data_key("web", "00000", "mix")
+    assert len({key for key, _ in records.values()}) == 5
+    assert rejects == [(data_key("web", "00000", "mix2"), "duplicate_key")]
+    (shards / "00000.tar").rename(tmp_path / "00000.tar")
+    (shards / "00000").mkdir()
+    subprocess.run(["tar", "-xf", str(tmp_path / "00000.tar"), "-C", str(shards / "00000")], check=True)
+    assert read("files") == (records, rejects)
