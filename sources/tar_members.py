@@ -78,6 +78,7 @@ class Sample:
     dropped: bool = False  # rejected whole by `Keep` (a member over the cap): its later members are not read
     cut: bool = False  # the tar ends inside it: its `truncated_sample` is said (unless dropped), never a record
     names: dict[str, str] = field(default_factory=dict)  # extension -> the member's name, where not `key.ext`
+    kept_bytes: int = 0  # what its source kept so far, as the members' headers declare (its `Keep`'s count)
 
     def member_name(self, ext: str) -> str:
         """The name in the tar of this sample's member `ext` (`X.JPG`, `./x.jpg`: `members` keys its

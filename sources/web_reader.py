@@ -37,8 +37,10 @@ class WebReader:
         return data_key(self.name, shard)
 
     def _reject(self, key: str, stage: str, reason: str, detail: str, split_hint: str | None = None,
-                where: str = "") -> Reject:
-        return Reject(key, self.name, key, stage, reason, detail[:300], split_hint=split_hint, input=where)
+                where: str = "", group: str | None = None) -> Reject:
+        """A reject grouped by its own key, or by `group` (an image of a multi-image sample's: the
+        sample's, which a part of a big tar owns or not as a whole)."""
+        return Reject(key, self.name, group or key, stage, reason, detail[:300], split_hint=split_hint, input=where)
 
     def _at(self, uri: str) -> str:
         """A reject's `input`: the file at `uri` as the source's root sees it, spelt as on disk."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Callable
 
 from sources.img2dataset_listing import parse_json
 from sources.paths import relative_to_root
@@ -68,13 +68,17 @@ def image_members(members: dict[str, Any]) -> list[str]:
     return images + dotted or sorted(e for e in members if e not in SAMPLE_SIDECARS)[:1]
 
 
-def several_images(images: list[str]) -> bool:
-    """Whether a sample's `image_members` are each a picture of its own: two or more, every one
-    named with a second extension (`doc.0.jpg`, `doc.1.png` of an interleaved document, MMC4- or
-    OBELICS-style; `pair.left.png`, `pair.right.png` of a stereo pair), as webdataset's users name
-    several images of one sample. Twins without one (`x.jpg` beside `x.png`) stay one image and a
-    `duplicate_key`: two encodings of the sample's one picture."""
-    return len(images) > 1 and all("." in ext for ext in images)
+def sample_pictures(images: list[str]) -> tuple[list[str], list[str]]:
+    """(the pictures read, the twins that are `duplicate_key` rejects) of a sample's `image_members`.
+    Members named with a second extension (`doc.0.jpg`, `doc.1.png` of an interleaved document,
+    MMC4- or OBELICS-style; `pair.left.png`, `pair.right.png` of a stereo pair) are each a picture
+    of its own, as webdataset's users name several images of one sample, and so is a cover beside
+    them (`mix.jpg` with `mix.0.jpg`: webdataset reads all three). Twins without a second extension
+    (`x.jpg` beside `x.png`) are two encodings of the sample's one picture: the first is read."""
+    plain = [e for e in images if "." not in e]
+    if len(images) < 2 or len(plain) == len(images):
+        return images[:1], images[1:]
+    return plain[:1] + [e for e in images if "." in e], plain[1:]
 
 
 def sample_classes(members: dict[str, Any]) -> dict[str, dict[str, int | str]]:
@@ -103,9 +107,11 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def sample_lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] | None = None) -> dict:
+def sample_lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] | None = None,
+                   value: Callable[[Any], Any] = jsonable) -> dict:
     """Caption and URL at the top (as before), and everything img2dataset recorded under
-    `img2dataset`: its parquet row, overlaid by the sample's `.json`."""
+    `img2dataset`: its parquet row, overlaid by the sample's `.json`; each recorded value as
+    `value` makes it (`hf_repo_reader.lineage_value`: capped)."""
     lineage: dict = {}
     if text:
         lineage["caption"] = text.decode("utf-8", errors="replace").strip()
@@ -113,9 +119,9 @@ def sample_lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] |
     recorded = {**(row or {}), **parsed}
     for field in ("url", "caption", "original_width", "original_height"):
         if recorded.get(field) is not None and field not in lineage:
-            lineage[field] = jsonable(recorded[field])
+            lineage[field] = value(recorded[field])
     if recorded:
-        lineage["img2dataset"] = {k: jsonable(v) for k, v in sorted(recorded.items())}
+        lineage["img2dataset"] = {k: value(v) for k, v in sorted(recorded.items())}
         width, height = recorded.get("width"), recorded.get("height")
         original = (recorded.get("original_width"), recorded.get("original_height"))
         if width and height and all(original) and (width, height) != original:

@@ -1260,6 +1260,7 @@ def test_every_image_of_a_multi_image_sample_is_read_under_a_key_of_its_own(tmp_
     assert len(source.units()) >= 3
     parts = [i for unit in source.units() for i in source.read(unit)]
     assert sorted(r.key for r in parts if isinstance(r, ImageRecord)) == sorted(r.key for r in records.values())
+    assert sorted((r.key, r.reason, r.input) for r in parts if isinstance(r, Reject)) == rejects
 
     (shards / "00000.tar").rename(tmp_path / "00000.tar")
     (shards / "00000").mkdir()
@@ -1325,3 +1326,191 @@ def test_a_remote_tar_is_fetched_once_and_read_as_the_local_one(tmp_path: Path):
     tar.write_bytes(data[: data.find(b"00031.jpg") + tarfile.BLOCKSIZE + 300])  # cut inside a member
     remote, local = both()
     assert remote == local and "truncated_sample" in " ".join(remote) and "corrupt_archive" in " ".join(remote)
+
+
+def test_a_multi_image_samples_hash_mismatches_are_kept_when_its_tar_is_read_in_parts(tmp_path: Path, monkeypatch):
+    """A document's images each checked against the sha256 its `.json` records (img2dataset with
+    --disable_all_reencoding): each other image is a `hash_mismatch`, keyed by its own key. Read
+    in parts (a big tar), those rejects were lost: a part keeps what its sample's group owns, and
+    they carried their own key as their group. Now each carries its sample's group, as its images
+    do: the parts yield what the whole tar yields, rejects too."""
+    import hashlib
+
+    from sources import web_units
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with wds.TarWriter(str(shards / "00000.tar")) as sink:
+        for d in range(24):
+            images = {f"{i}.jpg": _image(size=(64, 48), seed=d * 10 + i) for i in range(3)}
+            sink.write({"__key__": f"doc{d:03d}", **images,
+                        "json": {"width": None, "sha256": hashlib.sha256(images["0.jpg"]).hexdigest()}})
+
+    def read() -> tuple[list, list]:
+        items = _read_all(LaionSource("web", str(shards), "webdataset"))
+        return (sorted((r.key, r.group) for r in items if isinstance(r, ImageRecord)),
+                sorted((r.key, r.group, r.reason, r.input) for r in items if isinstance(r, Reject)))
+
+    records, rejects = read()
+    assert len(records) == 24 and len(rejects) == 48 and {r[2] for r in rejects} == {"hash_mismatch"}
+    assert {group for _, group, _, _ in rejects} == {group for _, group in records}  # each its sample's group
+    monkeypatch.setattr(web_units, "TAR_PART_BYTES", (shards / "00000.tar").stat().st_size // 4)
+    assert len(LaionSource("web", str(shards), "webdataset").units()) >= 3
+    assert read() == (records, rejects)
+
+
+def test_a_documents_large_json_is_capped_in_each_of_its_images_lineage(tmp_path: Path):
+    """An interleaved document's `.json` (MMC4- or OBELICS-style: its whole text, its similarity
+    matrix) rode whole in the lineage of each of its images: 500 images of a 550 KiB json held
+    269 MiB of lineage. Each value past `LINEAGE_VALUE_BYTES` is now left out, marked `truncated`,
+    as a parquet row's and an ImageFolder row's are; small values stay."""
+    from sources.hf_repo_reader import LINEAGE_VALUE_BYTES
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    texts = [("lorem ipsum dolor sit amet " * 40) if i % 2 else None for i in range(200)]
+    doc = {"__key__": "doc", **{f"{i}.jpg": _image(seed=i) for i in range(20)},
+           "json": {"texts": texts, "url": "http://x/doc", "similarity_matrix": [[0.1] * 8] * 20}, "txt": "a page"}
+    with wds.TarWriter(str(shards / "00000.tar")) as sink:
+        sink.write(doc)
+    records = [i for i in _read_all(LaionSource("web", str(shards), "webdataset")) if isinstance(i, ImageRecord)]
+    assert len(records) == 20
+    for record in records:
+        recorded = record.lineage["img2dataset"]
+        assert recorded["texts"] == {"truncated": f"a list of 200 items, over the {LINEAGE_VALUE_BYTES} byte "
+                                                  "budget of a lineage value: left out"}
+        assert recorded["similarity_matrix"] == [[0.1] * 8] * 20 and recorded["url"] == "http://x/doc"
+        assert (record.lineage["url"], record.lineage["caption"]) == ("http://x/doc", "a page")
+        assert len(json.dumps(record.lineage)) < 2 * LINEAGE_VALUE_BYTES
+
+
+def test_a_files_shard_extracted_with_subfolders_reads_every_image_as_its_tar_does(tmp_path: Path):
+    """A webdataset tar whose keys hold a folder (`sub/b`, `v1.2/pair`), extracted by GNU tar into
+    an `output_format=files` shard folder: the images in its subfolders were dropped without a
+    reject (the folder was listed one level deep). It is walked below now, each file keyed by its
+    path in the folder as the tar's member is, so the folder reads as the tar does; a set-aside
+    subfolder (a Mac's `__MACOSX/`) is one counted reject."""
+    import subprocess
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with wds.TarWriter(str(shards / "00000.tar")) as sink:
+        for index, key in enumerate(("a", "sub/b", "sub/c", "v1.2/pair", "sub/deep/d")):
+            sink.write({"__key__": key, "jpg": _image(seed=index), "txt": f"caption {key}"})
+
+    def read(layout: str) -> tuple[dict, list]:
+        items = _read_all(LaionSource("web", str(shards), layout))
+        records = {r.key: (r.lineage["sample_key"], r.lineage.get("caption"), r.data or Path(r.uri).read_bytes())
+                   for r in items if isinstance(r, ImageRecord)}
+        return records, sorted((r.reason, r.input) for r in items if isinstance(r, Reject))
+
+    whole, none = read("webdataset")
+    assert len(whole) == 5 and none == []
+    (shards / "00000.tar").rename(tmp_path / "00000.tar")
+    (shards / "00000").mkdir()
+    subprocess.run(["tar", "-xf", str(tmp_path / "00000.tar"), "-C", str(shards / "00000")], check=True)
+    (shards / "00000" / "__MACOSX" / "sub").mkdir(parents=True)
+    (shards / "00000" / "__MACOSX" / "sub" / "._b.jpg").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    files, rejects = read("files")
+    assert files == whole
+    assert [reason for reason, _ in rejects] == ["os_metadata"] and rejects[0][1].startswith("00000/__MACOSX")
+
+
+def test_a_remote_plain_tar_padded_with_zeros_reads_as_the_local_one(tmp_path: Path):
+    """A plain tar followed by 70 MB of zeros (padded to a fixed size, as `tar -b` with a big
+    record does) is read from its local copy (`spooled_copy`) when remote: that copy is the file's
+    bytes, judged as a plain tar, never as a gzipped tar's inflated copy, whose tail past the
+    end is judged within a budget (`Layout.copied`): the same items as the local file."""
+    import fsspec
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with wds.TarWriter(str(shards / "00000.tar")) as sink:
+        for i in range(5):
+            sink.write({"__key__": f"{i:05d}", "jpg": _image(seed=i)})
+    with open(shards / "00000.tar", "ab") as handle:
+        handle.write(bytes(70 << 20))
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/padded47/shards/00000.tar", (shards / "00000.tar").read_bytes())
+
+    def items(root: str) -> list[tuple]:  # a local tar this big is read in parts: in another order
+        return sorted((type(i).__name__, i.key, getattr(i, "reason", ""), getattr(i, "data", b""))
+                      for i in _read_all(LaionSource("web", root, "webdataset")))
+
+    try:
+        remote = items("memory://padded47/shards")
+    finally:
+        memory.rm("/padded47", recursive=True)
+    local = items(str(shards))
+    assert [i[:2] for i in local] == [("ImageRecord", f"web-00000-{i:05d}") for i in range(5)]
+    assert remote == local
+
+
+def test_a_sample_whose_members_pass_the_sample_budget_is_one_reject_its_bytes_let_go(tmp_path: Path, monkeypatch):
+    """A sample is held whole until its last member (its `.json` may come last, and each image's
+    lineage and hash check take it): an interleaved document of 2,000 images of 250 KB peaked at
+    544 MiB, no budget judged. Each member's size is now judged on its header, before it is read,
+    against `MAX_SAMPLE_BYTES` for its sample: past it, the sample is one `sample_too_large` reject
+    naming the fix, what it held let go, its later members unread; the samples around it are read,
+    whole or in parts."""
+    from sources import img2dataset_reader, web_units
+
+    monkeypatch.setattr(img2dataset_reader, "MAX_SAMPLE_BYTES", 40_000, raising=False)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with wds.TarWriter(str(shards / "00000.tar")) as sink:
+        sink.write({"__key__": "before", "0.jpg": _image(seed=1), "1.jpg": _image(seed=2)})
+        sink.write({"__key__": "book", **{f"{i:03d}.jpg": _image(size=(96, 96), seed=10 + i) + bytes(4000)
+                                          for i in range(12)}, "json": {"url": "http://x/book"}})
+        sink.write({"__key__": "after", "jpg": _image(seed=3), "txt": "after"})
+
+    def read() -> tuple[list, list]:
+        items = _read_all(LaionSource("web", str(shards), "webdataset"))
+        return (sorted(r.lineage["sample_key"] + "." + r.lineage["file_ext"] for r in items
+                       if isinstance(r, ImageRecord)),
+                sorted((r.key, r.reason, r.input, r.detail) for r in items if isinstance(r, Reject)))
+
+    records, rejects = read()
+    assert records == ["after.jpg", "before.0.jpg", "before.1.jpg"]
+    [(key, reason, where, detail)] = rejects
+    assert (key, reason) == (data_key("web", "00000", "book"), "sample_too_large")
+    assert where.startswith("00000.tar:book.") and "40000 byte budget" in detail and "samples of their own" in detail
+    monkeypatch.setattr(web_units, "TAR_PART_BYTES", (shards / "00000.tar").stat().st_size // 3)
+    assert len(LaionSource("web", str(shards), "webdataset").units()) >= 2
+    assert read() == (records, rejects)
+
+
+def test_a_cover_beside_its_pages_is_read_with_them_as_webdataset_reads_them(tmp_path: Path):
+    """A sample of a cover and its pages (`mix.jpg`, `mix.0.jpg`, `mix.1.jpg`): webdataset reads all
+    three (fields `jpg`, `0.jpg`, `1.jpg`), where the pages were `duplicate_key` rejects. The cover
+    keeps its sample's key (as a sample's one image does), each page is keyed by its member's name,
+    all in the sample's group; a twin of the cover (`mix2.png` beside `mix2.jpg`) stays a
+    `duplicate_key`. In a tar and extracted by GNU tar alike."""
+    import subprocess
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    samples = [{"__key__": "mix", "jpg": _image(seed=1), "0.jpg": _image(seed=2), "1.jpg": _image(seed=3),
+                "txt": "a cover"},
+               {"__key__": "mix2", "jpg": _image(seed=4), "png": _image("PNG", seed=5), "0.jpg": _image(seed=6)}]
+    with wds.TarWriter(str(shards / "00000.tar")) as sink:
+        for sample in samples:
+            sink.write(sample)
+    theirs = {(s["__key__"], name) for s in wds.WebDataset(str(shards / "00000.tar"), shardshuffle=False)
+              for name in s if name.rsplit(".", 1)[-1] in ("jpg", "png")}
+
+    def read(layout: str) -> tuple[dict, list]:
+        items = _read_all(LaionSource("web", str(shards), layout))
+        return ({(r.lineage["sample_key"], r.lineage["file_ext"]): (r.key, r.group) for r in items
+                 if isinstance(r, ImageRecord)}, sorted((r.key, r.reason) for r in items if isinstance(r, Reject)))
+
+    records, rejects = read("webdataset")
+    assert sorted(records) == sorted(theirs - {("mix2", "png")})
+    assert records["mix", "jpg"] == (data_key("web", "00000", "mix"),) * 2
+    assert records["mix", "0.jpg"][1] == records["mix", "1.jpg"][1] == data_key("web", "00000", "mix")
+    assert len({key for key, _ in records.values()}) == 5
+    assert rejects == [(data_key("web", "00000", "mix2"), "duplicate_key")]
+    (shards / "00000.tar").rename(tmp_path / "00000.tar")
+    (shards / "00000").mkdir()
+    subprocess.run(["tar", "-xf", str(tmp_path / "00000.tar"), "-C", str(shards / "00000")], check=True)
+    assert read("files") == (records, rejects)
