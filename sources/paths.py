@@ -341,6 +341,10 @@ def relative_to_root(root: str, path: str) -> str:
     root = root.rstrip("/\\")
     if path.startswith(root + "/") or path.startswith(root + os.sep):
         return path[len(root) + 1:]
+    if "://" in root and "://" in path:  # as listed: `memory://r` lists `memory:///r/x`
+        listed = fsio.listed_root(root)
+        if path.startswith(listed + "/"):
+            return path[len(listed) + 1:]
     if root and "://" not in root and "://" not in path:
         # a root given relative (fsspec lists absolute names, `..` left in: /cwd/../data/...) or with `..`,
         # `./`, `//`: both compared normalised

@@ -1514,3 +1514,31 @@ def test_a_cover_beside_its_pages_is_read_with_them_as_webdataset_reads_them(tmp
     (shards / "00000").mkdir()
     subprocess.run(["tar", "-xf", str(tmp_path / "00000.tar"), "-C", str(shards / "00000")], check=True)
     assert read("files") == (records, rejects)
+
+
+def test_a_remote_roots_items_name_their_input_as_a_local_roots_do(tmp_path: Path):
+    """Records and rejects name their input below the source's root (`paths.relative_to_root`), so
+    that they never publish where the data lies: on `memory://r/shards` (fsspec lists
+    `memory:///r/...`, one more slash than the root was given with) they named the whole URL,
+    `memory:///r/shards/00000.tar:00001.jpg`, where a local root gives `00000.tar:00001.jpg`."""
+    import fsspec
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with wds.TarWriter(str(shards / "00000.tar")) as sink:
+        sink.write({"__key__": "00000", "jpg": _image(seed=1)})
+        sink.write({"__key__": "00001", "jpg": _image(seed=2), "png": _image("PNG", seed=3)})  # duplicate_key
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/inputs47/shards/00000.tar", (shards / "00000.tar").read_bytes())
+
+    def inputs(root: str) -> list[tuple[str, str, str]]:
+        return sorted((type(i).__name__, i.key, i.input) for i in _read_all(LaionSource("web", root, "webdataset")))
+
+    try:
+        remote = inputs("memory://inputs47/shards")
+    finally:
+        memory.rm("/inputs47", recursive=True)
+    local = inputs(str(shards))
+    assert {kind for kind, _, _ in local} == {"ImageRecord", "Reject"}
+    assert all(where.startswith("00000.tar:") for _, _, where in local), local
+    assert remote == local
