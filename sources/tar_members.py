@@ -42,11 +42,13 @@ any cut tar, and a stream's skip ends at its end (`_stream_seek`), never spinnin
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import functools
 import gzip
 import hashlib
 import io
+import lzma
 import os
 import posixpath
 import re
@@ -63,7 +65,7 @@ import numpy as np
 
 from sources import fsio
 from sources.paths import NOT_A_FILE, set_aside_problem
-from sources.records import Reject, bounded, data_key, nfc, raise_machine_error
+from sources.records import MAX_INPUT_FILE_BYTES, Reject, bounded, data_key, nfc, raise_machine_error
 from transforms.errors import exception_detail
 
 MEMBER_TOO_LARGE = "member_too_large"  # a tar member over MAX_INPUT_FILE_BYTES, judged on its header
@@ -161,6 +163,7 @@ class CappedTarInfo(tarfile.TarInfo):
         member = super()._proc_member(tar) if kind is None else self._proc_extended(tar, kind)
         if not getattr(tar, "_extended_run", 0):  # the member itself, what its extended headers say applied
             _bound_data(tar, member)
+            tar._walked = member  # type: ignore[attr-defined]  # whose data a skip passes over (`SkipBudget`)
         return member
 
     def _proc_extended(self, tar: tarfile.TarFile, kind: str) -> tarfile.TarInfo:
@@ -368,16 +371,83 @@ def _file_size(handle: Any) -> int | None:
     return size
 
 
-def _stream_seek(stream: Any, pos: int) -> int:
+def _stream_seek(stream: Any, pos: int, budget: "SkipBudget | None" = None) -> int:
     """tarfile's `_Stream.seek` (a stream skips forward by reading), ending at the stream's end
     with tarfile's own `ReadError`: tarfile's read nothing there once per 10 KiB left to skip, so
-    a compressed tar's member declaring 2**66 bytes spun forever."""
+    a compressed tar's member declaring 2**66 bytes spun forever. What it skips of a member's data
+    is held to `budget` (`SkipBudget`: a compressed tar's data is skipped by inflating it)."""
     if pos < stream.pos:
         raise tarfile.StreamError("seeking backwards is not allowed")
+    member = budget.counted() if budget is not None else None
     while stream.pos < pos:
-        if not stream.read(min(pos - stream.pos, stream.bufsize)):
+        chunk = stream.read(min(pos - stream.pos, stream.bufsize))
+        if not chunk:
             raise tarfile.ReadError("unexpected end of data")
+        if member is not None:
+            budget.spend(len(chunk), member)  # type: ignore[union-attr]
     return stream.pos
+
+
+# A compressed tar is streamed, so passing over a member's data means inflating it: a member over
+# the cap, never read, was inflated whole to reach the next header (an 8 MB GNU `tar -czf` shard
+# hiding an 8 GiB `truncate -s 8G` member, 1027:1, cost 17.5 CPU-s; 1 GB of one ~35 CPU-minutes).
+# The bytes inflated passing over data no source reads are held, per reading of the archive, to
+# `SKIP_FLOOR` plus `SKIP_RATIO` times the compressed bytes read so far; past it the rest of the
+# archive is not read (`InflationRefused`). Honest tars measured (gzip -6/-9, bzip2 -9, xz -6 of
+# GNU tars of 24 frames each): JPEG 1.1:1, PNG 1.0, BMP/PPM/uncompressed TIFF of fractal renders
+# 1.0-1.3, 1024x768 uncompressed TIFF renders of ImageMagick's `logo:` (a white ground) 14-22,
+# flat-colour 256x256 PPM/BMP/TIFF frames 500-700 (gzip) and 2,000-4,400 (bzip2, xz): so no ratio
+# tells a bomb (gzip of zeros: 1,030:1; bzip2 1.4M:1; xz 6,900:1) from flat frames, and only data
+# that is never read is held to it (a member over the cap in the scan, which reads every member's
+# data through; in the read, any member's data its source left unread), read data never is.
+SKIP_FLOOR = 1 << 30
+SKIP_RATIO = 64
+INFLATION_BUDGET = "inflation_budget"
+
+
+class InflationRefused(tarfile.ReadError):
+    """Passing over a compressed tar's unread data inflated past `SkipBudget`'s bound: the rest of
+    the archive is not read (what was read before stands: no sample is cut by it but the one held
+    open), one `inflation_budget` reject naming the member."""
+
+    reason = INFLATION_BUDGET
+
+
+@dataclass
+class SkipBudget:
+    """The inflated bytes a reading of a compressed tar spends passing over member data no source
+    reads (see `SKIP_FLOOR`); `compressed` tells the compressed bytes read so far."""
+
+    tar: tarfile.TarFile
+    compressed: Callable[[], int]
+    every_member: bool  # the read: every member's skipped data counts; the scan: a member's over the cap
+    skipped: int = 0
+
+    def counted(self) -> tarfile.TarInfo | None:
+        """The member whose data a skip now passes over, when its bytes count; else None."""
+        member = getattr(self.tar, "_walked", None)
+        if member is None or not (self.every_member or member.size > MAX_INPUT_FILE_BYTES):
+            return None
+        return member
+
+    def spend(self, inflated: int, member: tarfile.TarInfo) -> None:
+        self.skipped += inflated
+        compressed = self.compressed()
+        if self.skipped > SKIP_FLOOR + SKIP_RATIO * compressed:
+            raise InflationRefused(
+                f"{member.name[:100]}: passing over its data (never read) inflated {self.skipped} bytes from "
+                f"{compressed} compressed, past {SKIP_FLOOR} + {SKIP_RATIO}x them: the rest of the archive is "
+                "not read (a compression bomb?); extract it, or repack it without that member")
+
+
+def _position(handle: Any) -> Callable[[], int]:
+    """How far `handle` (the compressed file) has been read; 0 where it cannot tell."""
+    def told() -> int:
+        try:
+            return int(handle.tell())
+        except (AttributeError, OSError, ValueError):
+            return 0
+    return told
 
 
 class GzipStream:
@@ -423,16 +493,55 @@ def _is_gzip(handle: IO[bytes]) -> bool:
     return head == b"\x1f\x8b"
 
 
-def open_tar(handle: IO[bytes], mode: str) -> tarfile.TarFile:
+def open_tar(handle: IO[bytes], mode: str, every_member: bool = False) -> tarfile.TarFile:
     """`tarfile.open` on an opened file, its extended headers judged before they are read and each
-    member's size held to the file (`CappedTarInfo`); a stream's skip ends at its end (`_stream_seek`).
-    A gzipped tar streamed (`r|*`, `r|gz`) is inflated by `GzipStream` (every gzip member read)."""
+    member's size held to the file (`CappedTarInfo`); a stream's skip ends at its end and passes
+    over unread data within `SkipBudget` (`every_member`: each member's data unread counts, else a
+    member's over the cap) (`_stream_seek`). A gzipped tar streamed (`r|*`, `r|gz`) is inflated by
+    `GzipStream` (every gzip member read), a bzip2 or xz one (`r|*`) by `UnpackedStream`."""
+    raw = handle
     if mode in ("r|*", "r|gz") and _is_gzip(handle):
         handle, mode = GzipStream(handle), "r|"
+    elif mode == "r|*" and (kind := _bz2_or_xz(handle)) is not None:
+        handle, mode = UnpackedStream(handle, kind), "r|"
     tar = tarfile.open(fileobj=handle, mode=mode, tarinfo=CappedTarInfo)
     if isinstance(tar.fileobj, tarfile._Stream):
-        tar.fileobj.seek = functools.partial(_stream_seek, tar.fileobj)  # type: ignore[method-assign]
+        budget = SkipBudget(tar, _position(raw), every_member)
+        tar.fileobj.seek = functools.partial(_stream_seek, tar.fileobj, budget=budget)  # type: ignore[method-assign]
     return tar
+
+
+class UnpackedStream(GzipStream):
+    """A bzip2 or xz tar's unpacked bytes, read forward only, for tarfile's `r|`, a bounded step
+    at a time (`BZ2File`, `LZMAFile`: every stream of a file read, trailing junk ignored, as
+    `bzip2 -d` and `xz -d` read them). tarfile's own `r|*` unpacked each 10 KiB it read whole
+    (bzip2 packs 1 GiB of zeros into 785 bytes: GiBs at once) and cut what it held by copying the
+    rest each read (64 MiB of zeros took 63 s). Damage ends the bytes where it lies (`error`)."""
+
+    def __init__(self, handle: IO[bytes], kind: str) -> None:  # pylint: disable=super-init-not-called
+        self._inflated = bz2.BZ2File(handle) if kind == "bz2" else lzma.LZMAFile(handle)  # type: ignore[assignment]
+        self.error = None
+
+    def read(self, size: int = -1) -> bytes:
+        if self.error is not None:
+            return b""
+        try:
+            return self._inflated.read1(size)
+        except (OSError, EOFError, lzma.LZMAError) as exc:
+            self.error = tarfile.ReadError(f"the compressed stream is damaged or cut short: {exception_detail(exc)}")
+            return b""
+
+
+def _bz2_or_xz(handle: IO[bytes]) -> str | None:
+    """"bz2" or "xz" when a seekable `handle` starts with that magic (its position put back), else None."""
+    try:
+        if not handle.seekable():
+            return None
+        head = handle.read(6)
+        handle.seek(0)
+    except (AttributeError, OSError, ValueError):
+        return None
+    return "bz2" if head.startswith(b"BZh") else "xz" if head == b"\xfd7zXZ\x00" else None
 
 
 def member_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
@@ -1015,7 +1124,8 @@ def read_members(uri: str, mode: Callable[[IO[bytes]], str],
     layout = scan(uri) if layout is None else layout
     kept = layout.headers
     try:
-        with _opened(uri, layout) as handle, open_tar(handle, "r:" if kept is not None else mode(handle)) as tar:
+        with _opened(uri, layout) as handle, open_tar(handle, "r:" if kept is not None else mode(handle),
+                                                      every_member=True) as tar:
             for ordinal, info in enumerate(tar if kept is None else kept.members(tar)):
                 if ordinal >= MAX_TAR_MEMBERS:
                     raise too_many_members()
@@ -1166,6 +1276,7 @@ class _Runs:
             self.scattered.clear()
             yield shard_reject(self.name, self.key(), "read", "corrupt_archive", exception_detail(exc), self.at())
             return
+        reason = exc.reason if isinstance(exc, InflationRefused) else "corrupt_archive"
         current = [] if self.sample is None or self.repeated else [self.sample]
         self.sample = None
         for sample in current + list(self.held.values()) + [Sample(key, dropped=True) for key in self.scattered]:
@@ -1176,7 +1287,7 @@ class _Runs:
             yield sample
         self.held.clear()
         self.scattered.clear()
-        yield shard_reject(self.name, self.key(), "read", "corrupt_archive", exception_detail(exc), self.at())
+        yield shard_reject(self.name, self.key(), "read", reason, exception_detail(exc), self.at())
 
     def end(self) -> Iterator[Sample]:
         if self.sample is not None and not self.repeated:
