@@ -952,10 +952,12 @@ def _opened(uri: str, layout: Layout) -> Any:
     return fsio.open_file(uri)
 
 
-def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
+def scan(uri: str, keyed: Callable[[str], str] | None = None,
+         mode: Callable[[IO[bytes]], str] | None = None) -> Layout:
     """`_scan`, a small gzipped tar inflated once: its scan and its read take the inflated tar
     (`small_gzip`) where that scan keeps every header and meets no damage; any other is scanned
-    (and read) from its file as before, so that its items, order and rejects stay the same."""
+    (and read) from its file as before, so that its items, order and rejects stay the same.
+    `mode` is the read's (`read_members`): a compressed tar it reads plain is scanned plain (`_scan_mode`)."""
     inflated, spool = None, None
     if uri.lower().endswith(GZIP_TAR_SUFFIXES):  # a plain tar is opened once, not also to look for gzip
         try:
@@ -972,15 +974,26 @@ def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
         except (OSError, ValueError) as exc:
             raise_machine_error(exc, uri)
         if spool is not None:  # the same bytes as the file: the same verdicts, damaged or not
-            return _scan(uri, keyed, Layout(spool=spool, copied=True))
+            return _scan(uri, keyed, Layout(spool=spool, copied=True), mode)
     if inflated is not None or spool is not None:
-        layout = _scan(uri, keyed, Layout(inflated=inflated, spool=spool))
+        layout = _scan(uri, keyed, Layout(inflated=inflated, spool=spool), mode)
         if layout.headers is not None and layout.headers.error is None:
             return layout
         if spool is not None and not layout.damaged:  # headers past the kept budget: read again, from the spool
             return layout
         layout.let_go()
-    return _scan(uri, keyed, Layout())
+    return _scan(uri, keyed, Layout(), mode)
+
+
+def _scan_mode(handle: IO[bytes], mode: Callable[[IO[bytes]], str] | None) -> str:
+    """tarfile's mode for `scan`: `tar_mode`, but plain (`r:`) for a compressed tar whose read opens
+    it plain (an ImageNet class archive's `r|`, a video2dataset shard's `r:`): that read finds no
+    header in it (its `corrupt_archive`), so inflating it whole in the scan (a `tar -czf` named
+    `.tar`, its members of zeros under the cap: `SkipBudget` holds none of them) was all waste."""
+    scanned = tar_mode(handle)
+    if scanned == "r:" or mode is None:
+        return scanned
+    return scanned if mode(handle) in ("r|*", "r|gz") else "r:"
 
 
 _DIGEST = 16  # bytes of `_digest`
@@ -1043,7 +1056,8 @@ def _repeated(digests: bytearray) -> tuple[int, list[tuple[bytes, np.ndarray]]]:
     return len(starts), repeated
 
 
-def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layout:
+def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout,
+          mode: Callable[[IO[bytes]], str] | None = None) -> Layout:
     """The `Layout` of the tar at `uri` from its member headers (data skipped; a compressed tar is
     read through); `keyed` gives a member name's sample key (webdataset shards), None for archives
     read member by member. A cut or unreadable tar gives what its headers before the damage say
@@ -1054,7 +1068,7 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layou
     (a rerun redoes the unit: the state of its inputs is recorded)."""
     index = _Index()
     try:
-        with _opened(uri, layout) as handle, open_tar(handle, tar_mode(handle)) as tar:
+        with _opened(uri, layout) as handle, open_tar(handle, _scan_mode(handle, mode)) as tar:
             layout.headers = KeptHeaders() if tar.fileobj is handle else None  # a compressed tar is a stream
             for ordinal, info in enumerate(tar):
                 tar.members.clear()
@@ -1121,7 +1135,7 @@ def read_members(uri: str, mode: Callable[[IO[bytes]], str],
     is the machine's `MachineError`. A plain tar's headers the scan kept are walked, not read again
     (`KeptHeaders`); else a member's header is let go once visited (kept, `tarfile` held every
     header to the end: with its pax records, as much memory as the archive's headers)."""
-    layout = scan(uri) if layout is None else layout
+    layout = scan(uri, mode=mode) if layout is None else layout
     kept = layout.headers
     try:
         with _opened(uri, layout) as handle, open_tar(handle, "r:" if kept is not None else mode(handle),
@@ -1151,7 +1165,7 @@ def samples(uri: str, name: str, shard: str, keep: Keep,
     `tar -r` appended is the last of its name: it replaces the first, `Layout`); it is handed over
     once its last member is read (a cut one with `cut` set, before the shard's `corrupt_archive`).
     Rejects name their input under `where`, the tar as its source's root sees it (default its name)."""
-    layout = scan(uri, lambda member: split_member(member)[0])
+    layout = scan(uri, lambda member: split_member(member)[0], mode)
     runs = _Runs(name, shard, fsio.basename(uri), keep, layout, where or fsio.basename(uri))
     yield from read_members(uri, mode, runs.member, runs.cut, runs.shadowed, layout)
     yield from runs.end()

@@ -1084,3 +1084,30 @@ def test_a_member_over_the_cap_of_real_data_is_skipped_whole_and_the_rest_built(
     assert built == {"web-00000-000000000": extracted["000000000.jpg"],
                      "web-00000-000000002": extracted["000000002.jpg"]}, items
     assert [item.reason for item in items if type(item).__name__ == "Reject"] == ["member_too_large"]
+
+
+def test_a_compressed_tar_its_reader_reads_plain_is_not_inflated_by_the_scan(tmp_path, monkeypatch):
+    """An ImageNet class archive made by GNU `tar -czf` under the plain `n01440764.tar` name, of
+    members of zeros under the cap (no `SkipBudget` holds them): its read opens it plain (`r|`) and
+    finds no header (one `corrupt_archive`), but its scan inflated it whole first (48 MiB here; an
+    8 MB one hides 8 GiB). Now the scan opens it as its read does: nothing is inflated, the same items."""
+    from sources import tar_members
+    from sources.imagenet import ImageNetSource
+
+    require_archivers("tar", "truncate")
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(3):
+        subprocess.run(["truncate", "-s", str(16 << 20), str(images / f"n01440764_{index}.JPEG")], check=True)
+    archive = tmp_path / "inet" / "train" / "n01440764.tar"
+    archive.parent.mkdir(parents=True)
+    subprocess.run(["tar", "-czf", str(archive), "-C", str(images), "."], check=True)
+    inflated = []
+    read = tar_members.GzipStream.read
+    monkeypatch.setattr(tar_members.GzipStream, "read", lambda self, size=-1: inflated.append(len(
+        chunk := read(self, size))) or chunk)
+    source = ImageNetSource("inet", str(tmp_path / "inet"), ("train",))
+    items = [item for unit in source.units() for item in source.read(unit)]
+    assert [item.reason for item in items] == ["corrupt_archive"], items
+    assert "invalid header" in items[0].detail or "ReadError" in items[0].detail, items[0].detail
+    assert sum(inflated) == 0, sum(inflated)
