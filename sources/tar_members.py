@@ -411,6 +411,7 @@ class InflationRefused(tarfile.ReadError):
     open), one `inflation_budget` reject naming the member."""
 
     reason = INFLATION_BUDGET
+    member_offset = -1  # the header of the member whose data was being skipped
 
 
 @dataclass
@@ -434,10 +435,11 @@ class SkipBudget:
         self.skipped += inflated
         compressed = self.compressed()
         if self.skipped > SKIP_FLOOR + SKIP_RATIO * compressed:
-            raise InflationRefused(
-                f"{member.name[:100]}: passing over its data (never read) inflated {self.skipped} bytes from "
-                f"{compressed} compressed, past {SKIP_FLOOR} + {SKIP_RATIO}x them: the rest of the archive is "
-                "not read (a compression bomb?); extract it, or repack it without that member")
+            refused = InflationRefused(
+                f"{member.name[:32]}: skipping unread data inflated {self.skipped} B from {compressed} compressed, "
+                f"over {SKIP_FLOOR} + {SKIP_RATIO}x: rest not read; extract it or repack without the member")
+            refused.member_offset = member.offset
+            raise refused
 
 
 def _position(handle: Any) -> Callable[[], int]:
@@ -684,6 +686,9 @@ class Layout:
     spool: IO[bytes] | None = None  # a larger one as `scan` inflated it (`spooled_gzip`): the read reads it
     copied: bool = False  # the spool is a remote plain tar's copy (`spooled_copy`), read as the file it copies
     damaged: bool = False  # the scan met a cut or unreadable header, or more than `MAX_TAR_MEMBERS`
+    # what stopped the scan skipping a member's data (`InflationRefused`): the read, which counts at
+    # least as much, stops there too once that member is visited, without inflating its data again
+    refused: "InflationRefused | None" = None
 
     @property
     def inflated_copy(self) -> bool:
@@ -1086,6 +1091,8 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout,
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise_machine_error(exc, uri)
         layout.damaged = True
+        if isinstance(exc, InflationRefused):
+            layout.refused = _bare(exc)  # type: ignore[assignment]
         if isinstance(exc, ValueError):  # no error the read catches: it reads the headers again, as before
             layout.headers = None
         elif layout.headers is not None:
@@ -1145,6 +1152,8 @@ def read_members(uri: str, mode: Callable[[IO[bytes]], str],
                     raise too_many_members()
                 replaced = layout.visit(info)
                 yield from visit(tar, info) if replaced is None else shadowed(info, replaced)
+                if layout.refused is not None and info.offset == layout.refused.member_offset:
+                    raise layout.refused  # the scan's verdict on skipping this member: not inflated twice
                 tar.members.clear()  # tarfile keeps each header read (for `getmember`): none is wanted again
             if kept is None:
                 check_end_marker(tar, handle, layout.inflated_copy)

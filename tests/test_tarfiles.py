@@ -1051,6 +1051,10 @@ def test_a_member_over_the_cap_hiding_zeros_is_inflated_only_within_the_skip_bud
     monkeypatch.setattr(tar_members, "SKIP_FLOOR", 4 << 20, raising=False)
     shard, extracted = _shard_hiding(tmp_path, name, compress, 64 << 20, "zeros")
     assert shard.stat().st_size < 1 << 20  # a bomb: 64 MiB of zeros in less than 1 MiB
+    streamed = []  # bytes the scan and the read inflated streaming it
+    for kind in {tar_members.GzipStream, getattr(tar_members, "UnpackedStream", tar_members.GzipStream)}:
+        monkeypatch.setattr(kind, "read", lambda self, size=-1, read=kind.read: streamed.append(len(
+            chunk := read(self, size))) or chunk)
     source = LaionSource("web", str(shard.parent), "webdataset")
     items = [item for unit in source.units() for item in source.read(unit)]
     built = {item.key: item.data for item in items if type(item).__name__ == "ImageRecord"}
@@ -1059,9 +1063,10 @@ def test_a_member_over_the_cap_hiding_zeros_is_inflated_only_within_the_skip_bud
     assert reasons["web-00000-000000001"][0] == "member_too_large"
     reason, detail = reasons["web-00000"]
     assert reason == "inflation_budget" and detail.startswith("InflationRefused: 000000001.jpg: "), detail
-    inflated, compressed = (int(n) for n in re.search(r"inflated (\d+) bytes from (\d+) compressed", detail).groups())
+    inflated, compressed = (int(n) for n in re.search(r"inflated (\d+) B from (\d+) compressed", detail).groups())
     assert 4 << 20 < inflated <= (4 << 20) + 64 * compressed + (1 << 20) < 64 << 20, detail
-    assert len(reasons) == 2, reasons
+    assert sum(streamed) < inflated + (1 << 20), (sum(streamed), inflated)  # the read stops at the scan's verdict
+    assert len(reasons) == 2 and detail.endswith("repack without the member"), reasons
 
 
 @pytest.mark.parametrize("name,compress", BOMBS)
