@@ -37,7 +37,11 @@ follows a tar's end is inflated only within `GZIP_TAIL_FLOOR` or the tar's size,
 `check_end_marker`; damage there cuts no sample: `AfterTheEnd`; a CRC or length failing once the
 tar ended whole says a byte read is wrong, member unknown: `ChecksumFails`). A member's declared size is held to the file
 (`_bound_data`): a negative one is refused; one past the end of the file ends the walk there as on
-any cut tar, and a stream's skip ends at its end (`_stream_seek`), never spinning there.
+any cut tar, and a stream's skip ends at its end (`_stream_seek`), never spinning there. A
+compressed tar's skip over data no source reads inflates within `SkipBudget` (`SKIP_FLOOR` plus
+`SKIP_RATIO` times the compressed bytes read; past it `InflationRefused`, the `inflation_budget`
+reject); a bzip2 or xz one is unpacked a bounded step at a time (`UnpackedStream`), and one whose
+read opens it plain is scanned plain (`_scan_mode`).
 """
 
 from __future__ import annotations
