@@ -403,7 +403,8 @@ def _stream_seek(stream: Any, pos: int, budget: "SkipBudget | None" = None) -> i
 # flat-colour 256x256 PPM/BMP/TIFF frames 500-700 (gzip) and 2,000-4,400 (bzip2, xz): so no ratio
 # tells a bomb (gzip of zeros: 1,030:1; bzip2 1.4M:1; xz 6,900:1) from flat frames, and only data
 # that is never read is held to it (a member over the cap in the scan, which reads every member's
-# data through; in the read, any member's data its source left unread), read data never is.
+# data through; in the read, any member's data its source left unread), read data never is. The
+# 8 GiB one now costs 1.7 CPU-s (one `inflation_budget` reject), a 9,761-byte `tar -cjf` of it 3.3.
 SKIP_FLOOR = 1 << 30
 SKIP_RATIO = 64
 INFLATION_BUDGET = "inflation_budget"
