@@ -37,16 +37,22 @@ follows a tar's end is inflated only within `GZIP_TAIL_FLOOR` or the tar's size,
 `check_end_marker`; damage there cuts no sample: `AfterTheEnd`; a CRC or length failing once the
 tar ended whole says a byte read is wrong, member unknown: `ChecksumFails`). A member's declared size is held to the file
 (`_bound_data`): a negative one is refused; one past the end of the file ends the walk there as on
-any cut tar, and a stream's skip ends at its end (`_stream_seek`), never spinning there.
+any cut tar, and a stream's skip ends at its end (`_stream_seek`), never spinning there. A
+compressed tar's skip over data no source reads inflates within `SkipBudget` (`SKIP_FLOOR` plus
+`SKIP_RATIO` times the compressed bytes read; past it `InflationRefused`, the `inflation_budget`
+reject); a bzip2 or xz one is unpacked a bounded step at a time (`UnpackedStream`), and one whose
+read opens it plain is scanned plain (`_scan_mode`).
 """
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import functools
 import gzip
 import hashlib
 import io
+import lzma
 import os
 import posixpath
 import re
@@ -63,7 +69,7 @@ import numpy as np
 
 from sources import fsio
 from sources.paths import NOT_A_FILE, set_aside_problem
-from sources.records import Reject, bounded, data_key, nfc, raise_machine_error
+from sources.records import MAX_INPUT_FILE_BYTES, Reject, bounded, data_key, nfc, raise_machine_error
 from transforms.errors import exception_detail
 
 MEMBER_TOO_LARGE = "member_too_large"  # a tar member over MAX_INPUT_FILE_BYTES, judged on its header
@@ -162,6 +168,7 @@ class CappedTarInfo(tarfile.TarInfo):
         member = super()._proc_member(tar) if kind is None else self._proc_extended(tar, kind)
         if not getattr(tar, "_extended_run", 0):  # the member itself, what its extended headers say applied
             _bound_data(tar, member)
+            tar._walked = member  # type: ignore[attr-defined]  # whose data a skip passes over (`SkipBudget`)
         return member
 
     def _proc_extended(self, tar: tarfile.TarFile, kind: str) -> tarfile.TarInfo:
@@ -369,16 +376,86 @@ def _file_size(handle: Any) -> int | None:
     return size
 
 
-def _stream_seek(stream: Any, pos: int) -> int:
+def _stream_seek(stream: Any, pos: int, budget: "SkipBudget | None" = None) -> int:
     """tarfile's `_Stream.seek` (a stream skips forward by reading), ending at the stream's end
     with tarfile's own `ReadError`: tarfile's read nothing there once per 10 KiB left to skip, so
-    a compressed tar's member declaring 2**66 bytes spun forever."""
+    a compressed tar's member declaring 2**66 bytes spun forever. What it skips of a member's data
+    is held to `budget` (`SkipBudget`: a compressed tar's data is skipped by inflating it)."""
     if pos < stream.pos:
         raise tarfile.StreamError("seeking backwards is not allowed")
+    member = budget.counted() if budget is not None else None
     while stream.pos < pos:
-        if not stream.read(min(pos - stream.pos, stream.bufsize)):
+        chunk = stream.read(min(pos - stream.pos, stream.bufsize))
+        if not chunk:
             raise tarfile.ReadError("unexpected end of data")
+        if member is not None:
+            budget.spend(len(chunk), member)  # type: ignore[union-attr]
     return stream.pos
+
+
+# A compressed tar is streamed, so passing over a member's data means inflating it: a member over
+# the cap, never read, was inflated whole to reach the next header (an 8 MB GNU `tar -czf` shard
+# hiding an 8 GiB `truncate -s 8G` member, 1027:1, cost 17.5 CPU-s; 1 GB of one ~35 CPU-minutes).
+# The bytes inflated passing over data no source reads are held, per reading of the archive, to
+# `SKIP_FLOOR` plus `SKIP_RATIO` times the compressed bytes read so far; past it the rest of the
+# archive is not read (`InflationRefused`). Honest tars measured (gzip -6/-9, bzip2 -9, xz -6 of
+# GNU tars of 24 frames each): JPEG 1.1:1, PNG 1.0, BMP/PPM/uncompressed TIFF of fractal renders
+# 1.0-1.3, 1024x768 uncompressed TIFF renders of ImageMagick's `logo:` (a white ground) 14-22,
+# flat-colour 256x256 PPM/BMP/TIFF frames 500-700 (gzip) and 2,000-4,400 (bzip2, xz): so no ratio
+# tells a bomb (gzip of zeros: 1,030:1; bzip2 1.4M:1; xz 6,900:1) from flat frames, and only data
+# that is never read is held to it (a member over the cap in the scan, which reads every member's
+# data through; in the read, any member's data its source left unread), read data never is. The
+# 8 GiB one now costs 1.7 CPU-s (one `inflation_budget` reject), a 9,761-byte `tar -cjf` of it 3.3.
+SKIP_FLOOR = 1 << 30
+SKIP_RATIO = 64
+INFLATION_BUDGET = "inflation_budget"
+
+
+class InflationRefused(tarfile.ReadError):
+    """Passing over a compressed tar's unread data inflated past `SkipBudget`'s bound: the rest of
+    the archive is not read (what was read before stands: no sample is cut by it but the one held
+    open), one `inflation_budget` reject naming the member."""
+
+    reason = INFLATION_BUDGET
+    member_offset = -1  # the header of the member whose data was being skipped
+
+
+@dataclass
+class SkipBudget:
+    """The inflated bytes a reading of a compressed tar spends passing over member data no source
+    reads (see `SKIP_FLOOR`); `compressed` tells the compressed bytes read so far."""
+
+    tar: tarfile.TarFile
+    compressed: Callable[[], int]
+    every_member: bool  # the read: every member's skipped data counts; the scan: a member's over the cap
+    skipped: int = 0
+
+    def counted(self) -> tarfile.TarInfo | None:
+        """The member whose data a skip now passes over, when its bytes count; else None."""
+        member = getattr(self.tar, "_walked", None)
+        if member is None or not (self.every_member or member.size > MAX_INPUT_FILE_BYTES):
+            return None
+        return member
+
+    def spend(self, inflated: int, member: tarfile.TarInfo) -> None:
+        self.skipped += inflated
+        compressed = self.compressed()
+        if self.skipped > SKIP_FLOOR + SKIP_RATIO * compressed:
+            refused = InflationRefused(
+                f"{member.name[:32]}: skipping unread data inflated {self.skipped} B from {compressed} compressed, "
+                f"over {SKIP_FLOOR} + {SKIP_RATIO}x: rest not read; extract it or repack without the member")
+            refused.member_offset = member.offset
+            raise refused
+
+
+def _position(handle: Any) -> Callable[[], int]:
+    """How far `handle` (the compressed file) has been read; 0 where it cannot tell."""
+    def told() -> int:
+        try:
+            return int(handle.tell())
+        except (AttributeError, OSError, ValueError):
+            return 0
+    return told
 
 
 class GzipStream:
@@ -424,16 +501,55 @@ def _is_gzip(handle: IO[bytes]) -> bool:
     return head == b"\x1f\x8b"
 
 
-def open_tar(handle: IO[bytes], mode: str) -> tarfile.TarFile:
+def open_tar(handle: IO[bytes], mode: str, every_member: bool = False) -> tarfile.TarFile:
     """`tarfile.open` on an opened file, its extended headers judged before they are read and each
-    member's size held to the file (`CappedTarInfo`); a stream's skip ends at its end (`_stream_seek`).
-    A gzipped tar streamed (`r|*`, `r|gz`) is inflated by `GzipStream` (every gzip member read)."""
+    member's size held to the file (`CappedTarInfo`); a stream's skip ends at its end and passes
+    over unread data within `SkipBudget` (`every_member`: each member's data unread counts, else a
+    member's over the cap) (`_stream_seek`). A gzipped tar streamed (`r|*`, `r|gz`) is inflated by
+    `GzipStream` (every gzip member read), a bzip2 or xz one (`r|*`) by `UnpackedStream`."""
+    raw = handle
     if mode in ("r|*", "r|gz") and _is_gzip(handle):
         handle, mode = GzipStream(handle), "r|"
+    elif mode == "r|*" and (kind := _bz2_or_xz(handle)) is not None:
+        handle, mode = UnpackedStream(handle, kind), "r|"
     tar = tarfile.open(fileobj=handle, mode=mode, tarinfo=CappedTarInfo)
     if isinstance(tar.fileobj, tarfile._Stream):
-        tar.fileobj.seek = functools.partial(_stream_seek, tar.fileobj)  # type: ignore[method-assign]
+        budget = SkipBudget(tar, _position(raw), every_member)
+        tar.fileobj.seek = functools.partial(_stream_seek, tar.fileobj, budget=budget)  # type: ignore[method-assign]
     return tar
+
+
+class UnpackedStream(GzipStream):
+    """A bzip2 or xz tar's unpacked bytes, read forward only, for tarfile's `r|`, a bounded step
+    at a time (`BZ2File`, `LZMAFile`: every stream of a file read, trailing junk ignored, as
+    `bzip2 -d` and `xz -d` read them). tarfile's own `r|*` unpacked each 10 KiB it read whole
+    (bzip2 packs 1 GiB of zeros into 785 bytes: GiBs at once) and cut what it held by copying the
+    rest each read (64 MiB of zeros took 63 s). Damage ends the bytes where it lies (`error`)."""
+
+    def __init__(self, handle: IO[bytes], kind: str) -> None:  # pylint: disable=super-init-not-called
+        self._inflated = bz2.BZ2File(handle) if kind == "bz2" else lzma.LZMAFile(handle)  # type: ignore[assignment]
+        self.error = None
+
+    def read(self, size: int = -1) -> bytes:
+        if self.error is not None:
+            return b""
+        try:
+            return self._inflated.read1(size)
+        except (OSError, EOFError, lzma.LZMAError) as exc:
+            self.error = tarfile.ReadError(f"the compressed stream is damaged or cut short: {exception_detail(exc)}")
+            return b""
+
+
+def _bz2_or_xz(handle: IO[bytes]) -> str | None:
+    """"bz2" or "xz" when a seekable `handle` starts with that magic (its position put back), else None."""
+    try:
+        if not handle.seekable():
+            return None
+        head = handle.read(6)
+        handle.seek(0)
+    except (AttributeError, OSError, ValueError):
+        return None
+    return "bz2" if head.startswith(b"BZh") else "xz" if head == b"\xfd7zXZ\x00" else None
 
 
 def member_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
@@ -576,6 +692,9 @@ class Layout:
     spool: IO[bytes] | None = None  # a larger one as `scan` inflated it (`spooled_gzip`): the read reads it
     copied: bool = False  # the spool is a remote plain tar's copy (`spooled_copy`), read as the file it copies
     damaged: bool = False  # the scan met a cut or unreadable header, or more than `MAX_TAR_MEMBERS`
+    # what stopped the scan skipping a member's data (`InflationRefused`): the read, which counts at
+    # least as much, stops there too once that member is visited, without inflating its data again
+    refused: "InflationRefused | None" = None
 
     @property
     def inflated_copy(self) -> bool:
@@ -844,10 +963,12 @@ def _opened(uri: str, layout: Layout) -> Any:
     return fsio.open_file(uri)
 
 
-def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
+def scan(uri: str, keyed: Callable[[str], str] | None = None,
+         mode: Callable[[IO[bytes]], str] | None = None) -> Layout:
     """`_scan`, a small gzipped tar inflated once: its scan and its read take the inflated tar
     (`small_gzip`) where that scan keeps every header and meets no damage; any other is scanned
-    (and read) from its file as before, so that its items, order and rejects stay the same."""
+    (and read) from its file as before, so that its items, order and rejects stay the same.
+    `mode` is the read's (`read_members`): a compressed tar it reads plain is scanned plain (`_scan_mode`)."""
     inflated, spool = None, None
     if uri.lower().endswith(GZIP_TAR_SUFFIXES):  # a plain tar is opened once, not also to look for gzip
         try:
@@ -864,15 +985,26 @@ def scan(uri: str, keyed: Callable[[str], str] | None = None) -> Layout:
         except (OSError, ValueError) as exc:
             raise_machine_error(exc, uri)
         if spool is not None:  # the same bytes as the file: the same verdicts, damaged or not
-            return _scan(uri, keyed, Layout(spool=spool, copied=True))
+            return _scan(uri, keyed, Layout(spool=spool, copied=True), mode)
     if inflated is not None or spool is not None:
-        layout = _scan(uri, keyed, Layout(inflated=inflated, spool=spool))
+        layout = _scan(uri, keyed, Layout(inflated=inflated, spool=spool), mode)
         if layout.headers is not None and layout.headers.error is None:
             return layout
         if spool is not None and not layout.damaged:  # headers past the kept budget: read again, from the spool
             return layout
         layout.let_go()
-    return _scan(uri, keyed, Layout())
+    return _scan(uri, keyed, Layout(), mode)
+
+
+def _scan_mode(handle: IO[bytes], mode: Callable[[IO[bytes]], str] | None) -> str:
+    """tarfile's mode for `scan`: `tar_mode`, but plain (`r:`) for a compressed tar whose read opens
+    it plain (an ImageNet class archive's `r|`, a video2dataset shard's `r:`): that read finds no
+    header in it (its `corrupt_archive`), so inflating it whole in the scan (a `tar -czf` named
+    `.tar`, its members of zeros under the cap: `SkipBudget` holds none of them) was all waste."""
+    scanned = tar_mode(handle)
+    if scanned == "r:" or mode is None:
+        return scanned
+    return scanned if mode(handle) in ("r|*", "r|gz") else "r:"
 
 
 _DIGEST = 16  # bytes of `_digest`
@@ -935,7 +1067,8 @@ def _repeated(digests: bytearray) -> tuple[int, list[tuple[bytes, np.ndarray]]]:
     return len(starts), repeated
 
 
-def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layout:
+def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout,
+          mode: Callable[[IO[bytes]], str] | None = None) -> Layout:
     """The `Layout` of the tar at `uri` from its member headers (data skipped; a compressed tar is
     read through); `keyed` gives a member name's sample key (webdataset shards), None for archives
     read member by member. A cut or unreadable tar gives what its headers before the damage say
@@ -946,7 +1079,7 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layou
     (a rerun redoes the unit: the state of its inputs is recorded)."""
     index = _Index()
     try:
-        with _opened(uri, layout) as handle, open_tar(handle, tar_mode(handle)) as tar:
+        with _opened(uri, layout) as handle, open_tar(handle, _scan_mode(handle, mode)) as tar:
             layout.headers = KeptHeaders() if tar.fileobj is handle else None  # a compressed tar is a stream
             for ordinal, info in enumerate(tar):
                 tar.members.clear()
@@ -964,6 +1097,8 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout) -> Layou
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise_machine_error(exc, uri)
         layout.damaged = True
+        if isinstance(exc, InflationRefused):
+            layout.refused = _bare(exc)  # type: ignore[assignment]
         if isinstance(exc, ValueError):  # no error the read catches: it reads the headers again, as before
             layout.headers = None
         elif layout.headers is not None:
@@ -1013,15 +1148,18 @@ def read_members(uri: str, mode: Callable[[IO[bytes]], str],
     is the machine's `MachineError`. A plain tar's headers the scan kept are walked, not read again
     (`KeptHeaders`); else a member's header is let go once visited (kept, `tarfile` held every
     header to the end: with its pax records, as much memory as the archive's headers)."""
-    layout = scan(uri) if layout is None else layout
+    layout = scan(uri, mode=mode) if layout is None else layout
     kept = layout.headers
     try:
-        with _opened(uri, layout) as handle, open_tar(handle, "r:" if kept is not None else mode(handle)) as tar:
+        with _opened(uri, layout) as handle, open_tar(handle, "r:" if kept is not None else mode(handle),
+                                                      every_member=True) as tar:
             for ordinal, info in enumerate(tar if kept is None else kept.members(tar)):
                 if ordinal >= MAX_TAR_MEMBERS:
                     raise too_many_members()
                 replaced = layout.visit(info)
                 yield from visit(tar, info) if replaced is None else shadowed(info, replaced)
+                if layout.refused is not None and info.offset == layout.refused.member_offset:
+                    raise layout.refused  # the scan's verdict on skipping this member: not inflated twice
                 tar.members.clear()  # tarfile keeps each header read (for `getmember`): none is wanted again
             if kept is None:
                 check_end_marker(tar, handle, layout.inflated_copy)
@@ -1042,7 +1180,7 @@ def samples(uri: str, name: str, shard: str, keep: Keep,
     `tar -r` appended is the last of its name: it replaces the first, `Layout`); it is handed over
     once its last member is read (a cut one with `cut` set, before the shard's `corrupt_archive`).
     Rejects name their input under `where`, the tar as its source's root sees it (default its name)."""
-    layout = scan(uri, lambda member: split_member(member)[0])
+    layout = scan(uri, lambda member: split_member(member)[0], mode)
     runs = _Runs(name, shard, fsio.basename(uri), keep, layout, where or fsio.basename(uri))
     yield from read_members(uri, mode, runs.member, runs.cut, runs.shadowed, layout)
     yield from runs.end()
@@ -1167,6 +1305,7 @@ class _Runs:
             self.scattered.clear()
             yield shard_reject(self.name, self.key(), "read", "corrupt_archive", exception_detail(exc), self.at())
             return
+        reason = exc.reason if isinstance(exc, InflationRefused) else "corrupt_archive"
         current = [] if self.sample is None or self.repeated else [self.sample]
         self.sample = None
         for sample in current + list(self.held.values()) + [Sample(key, dropped=True) for key in self.scattered]:
@@ -1177,7 +1316,7 @@ class _Runs:
             yield sample
         self.held.clear()
         self.scattered.clear()
-        yield shard_reject(self.name, self.key(), "read", "corrupt_archive", exception_detail(exc), self.at())
+        yield shard_reject(self.name, self.key(), "read", reason, exception_detail(exc), self.at())
 
     def end(self) -> Iterator[Sample]:
         if self.sample is not None and not self.repeated:

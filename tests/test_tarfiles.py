@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -996,3 +997,123 @@ def test_the_scans_index_of_names_and_keys_takes_its_few_bytes_a_member(tmp_path
     assert not layout.damaged and layout.keys == count
     assert list(layout.copies.values()) == [[1, count * 512]]  # the appended copy's header offset
     assert sorted(layout.key_ends.values()) == [count, count + 1]  # keys 7 and 3: their members lie apart
+
+
+def _shard_hiding(tmp_path, name: str, compress: str, hidden: int, fill: str) -> tuple[Path, dict[str, bytes]]:
+    """An img2dataset-like shard `name` compressed by `compress` (a GNU tar flag, or a command the
+    plain tar is piped through) of three samples, the middle one's `.jpg` `hidden` bytes of zeros
+    (`truncate -s`: a sparse file, as a bomb is made) or of random bytes; and the other members'
+    bytes as GNU tar extracts them."""
+    require_archivers("tar")
+    files = tmp_path / f"files-{fill}"
+    files.mkdir()
+    rng = np.random.default_rng(3)
+    for index in range(3):
+        (files / f"{index:09d}.jpg").write_bytes(b"\xff\xd8\xff" + rng.bytes(5000))
+        (files / f"{index:09d}.txt").write_text(f"image {index}")
+    bomb = files / "000000001.jpg"
+    if fill == "zeros":
+        bomb.unlink()
+        subprocess.run(["truncate", "-s", str(hidden), str(bomb)], check=True)
+    else:
+        bomb.write_bytes(rng.bytes(hidden))
+    shard = tmp_path / fill / name
+    shard.parent.mkdir()
+    names = sorted(p.name for p in files.iterdir())
+    if compress.startswith("-"):
+        subprocess.run(["tar", compress, "-cf", str(shard), "-C", str(files), *names], check=True)
+    else:
+        subprocess.run(f"tar -cf - -C {files} {' '.join(names)} | {compress} > {shard}", shell=True, check=True)
+    extracted = {n: subprocess.run(["tar", "-xOf", str(shard), n], check=True, capture_output=True).stdout
+                 for n in names if n != bomb.name}
+    return shard, extracted
+
+
+BOMBS = [("00000.tar.gz", "-z"), ("00000.tgz", "gzip -9"), ("00000.tar", "-j"), ("00000.tar", "-J")]
+
+
+@pytest.mark.parametrize("name,compress", BOMBS)
+def test_a_member_over_the_cap_hiding_zeros_is_inflated_only_within_the_skip_budget(tmp_path, monkeypatch, name,
+                                                                                     compress):
+    """A compressed shard (GNU tar -czf, gzip -9, and a `.tar` GNU tar wrote with -j or -J, which
+    the reader streams too) hiding a member of zeros over the member cap (64 MiB at a 1 MiB cap here,
+    as an 8 MB .tar.gz hides 8 GiB) was inflated in full twice to skip it (8 GiB: 17.5 CPU-s; 1 GB
+    of gzip would cost ~35 CPU-minutes), and the sample after it built. Now passing over data no
+    source reads inflates at most `SKIP_FLOOR` plus `SKIP_RATIO` times the compressed bytes read:
+    the member's own `member_too_large`, then one `inflation_budget` reject naming it and the bytes
+    inflated stands for the rest of the archive; the sample before it is built as GNU tar extracts it."""
+    from sources import img2dataset_reader, tar_members
+    from sources.laion import LaionSource
+
+    cap = 1 << 20
+    monkeypatch.setattr(img2dataset_reader, "MAX_INPUT_FILE_BYTES", cap)
+    monkeypatch.setattr(tar_members, "MAX_INPUT_FILE_BYTES", cap, raising=False)
+    monkeypatch.setattr(tar_members, "SKIP_FLOOR", 4 << 20, raising=False)
+    shard, extracted = _shard_hiding(tmp_path, name, compress, 64 << 20, "zeros")
+    assert shard.stat().st_size < 1 << 20  # a bomb: 64 MiB of zeros in less than 1 MiB
+    streamed = []  # bytes the scan and the read inflated streaming it
+    for kind in {tar_members.GzipStream, getattr(tar_members, "UnpackedStream", tar_members.GzipStream)}:
+        monkeypatch.setattr(kind, "read", lambda self, size=-1, read=kind.read: streamed.append(len(
+            chunk := read(self, size))) or chunk)
+    source = LaionSource("web", str(shard.parent), "webdataset")
+    items = [item for unit in source.units() for item in source.read(unit)]
+    built = {item.key: item.data for item in items if type(item).__name__ == "ImageRecord"}
+    reasons = {item.key: (item.reason, item.detail) for item in items if type(item).__name__ == "Reject"}
+    assert built == {"web-00000-000000000": extracted["000000000.jpg"]}, built.keys()
+    assert reasons["web-00000-000000001"][0] == "member_too_large"
+    reason, detail = reasons["web-00000"]
+    assert reason == "inflation_budget" and detail.startswith("InflationRefused: 000000001.jpg: "), detail
+    inflated, compressed = (int(n) for n in re.search(r"inflated (\d+) B from (\d+) compressed", detail).groups())
+    assert 4 << 20 < inflated <= (4 << 20) + 64 * compressed + (1 << 20) < 64 << 20, detail
+    # streamed by the scan to the budget, then the read stops at the scan's verdict: not inflated twice
+    assert inflated <= sum(streamed) < inflated + (1 << 20), (sum(streamed), inflated)
+    assert len(reasons) == 2 and detail.endswith("repack without the member"), reasons
+
+
+@pytest.mark.parametrize("name,compress", BOMBS)
+def test_a_member_over_the_cap_of_real_data_is_skipped_whole_and_the_rest_built(tmp_path, monkeypatch, name,
+                                                                                 compress):
+    """The same shards with the member over the cap random bytes (as a video or a JPEG is, ~1:1)
+    skip it within the budget and build every sample after it, as GNU tar extracts them."""
+    from sources import img2dataset_reader, tar_members
+    from sources.laion import LaionSource
+
+    cap = 1 << 20
+    monkeypatch.setattr(img2dataset_reader, "MAX_INPUT_FILE_BYTES", cap)
+    monkeypatch.setattr(tar_members, "MAX_INPUT_FILE_BYTES", cap, raising=False)
+    monkeypatch.setattr(tar_members, "SKIP_FLOOR", 4 << 20, raising=False)
+    monkeypatch.setattr(tar_members, "spooled_gzip", lambda handle: None)  # streamed, as past the spool budget
+    shard, extracted = _shard_hiding(tmp_path, name, compress, 3 << 20, "random")
+    source = LaionSource("web", str(shard.parent), "webdataset")
+    items = [item for unit in source.units() for item in source.read(unit)]
+    built = {item.key: item.data for item in items if type(item).__name__ == "ImageRecord"}
+    assert built == {"web-00000-000000000": extracted["000000000.jpg"],
+                     "web-00000-000000002": extracted["000000002.jpg"]}, items
+    assert [item.reason for item in items if type(item).__name__ == "Reject"] == ["member_too_large"]
+
+
+def test_a_compressed_tar_its_reader_reads_plain_is_not_inflated_by_the_scan(tmp_path, monkeypatch):
+    """An ImageNet class archive made by GNU `tar -czf` under the plain `n01440764.tar` name, of
+    members of zeros under the cap (no `SkipBudget` holds them): its read opens it plain (`r|`) and
+    finds no header (one `corrupt_archive`), but its scan inflated it whole first (48 MiB here; an
+    8 MB one hides 8 GiB). Now the scan opens it as its read does: nothing is inflated, the same items."""
+    from sources import tar_members
+    from sources.imagenet import ImageNetSource
+
+    require_archivers("tar", "truncate")
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(3):
+        subprocess.run(["truncate", "-s", str(16 << 20), str(images / f"n01440764_{index}.JPEG")], check=True)
+    archive = tmp_path / "inet" / "train" / "n01440764.tar"
+    archive.parent.mkdir(parents=True)
+    subprocess.run(["tar", "-czf", str(archive), "-C", str(images), "."], check=True)
+    inflated = []
+    read = tar_members.GzipStream.read
+    monkeypatch.setattr(tar_members.GzipStream, "read", lambda self, size=-1: inflated.append(len(
+        chunk := read(self, size))) or chunk)
+    source = ImageNetSource("inet", str(tmp_path / "inet"), ("train",))
+    items = [item for unit in source.units() for item in source.read(unit)]
+    assert [item.reason for item in items] == ["corrupt_archive"], items
+    assert "invalid header" in items[0].detail or "ReadError" in items[0].detail, items[0].detail
+    assert sum(inflated) == 0, sum(inflated)
