@@ -89,7 +89,14 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb"}
 # KITTI's rules per frame; a depth or SGBM target with no valid pixel `empty_target`; one split per
 # VOC image; a killed img2dataset download's half-written shards left out; tar members named
 # `/x.jpg` keyed as extracted; Hugging Face lineage values over 4 KiB left out, marked.
-RENDER_REVISION = 12
+# 13 (2026-12-06): chained Ogg with sound and H.264 in MPEG-PS/VOB (whole or joined end to end)
+# read as the CLI shows each part; a link's largest Theora kept; canny and SGBM targets drawn on
+# the image's own pixels of a padded canvas, an edge map with no edge `empty_target`; SBD's
+# augmented VOC and `layout: sbd`; VOC trees with trainval.txt alone; ImageNet val by the devkit;
+# every image of a multi-image webdataset sample (cover and pages) read; files shards read with
+# their subfolders; img2dataset and ImageFolder lineage values over 4 KiB left out, marked; a
+# 0-byte parquet cell `empty_file`; samples over 256 MiB `sample_too_large`.
+RENDER_REVISION = 13
 
 
 class BuildConfig(Strict):
