@@ -489,16 +489,21 @@ class GzipStream:
             return b""
 
 
-def _is_gzip(handle: IO[bytes]) -> bool:
-    """Whether a seekable `handle` starts with gzip's magic (its position put back at the start)."""
+def _head(handle: IO[bytes], size: int) -> bytes | None:
+    """The first `size` bytes of a seekable `handle` (its position put back at the start), else None."""
     try:
         if not handle.seekable():
-            return False
-        head = handle.read(2)
+            return None
+        head = handle.read(size)
         handle.seek(0)
     except (AttributeError, OSError, ValueError):
-        return False
-    return head == b"\x1f\x8b"
+        return None
+    return head
+
+
+def _is_gzip(handle: IO[bytes]) -> bool:
+    """Whether a seekable `handle` starts with gzip's magic."""
+    return _head(handle, 2) == b"\x1f\x8b"
 
 
 def open_tar(handle: IO[bytes], mode: str, every_member: bool = False) -> tarfile.TarFile:
@@ -541,14 +546,8 @@ class UnpackedStream(GzipStream):
 
 
 def _bz2_or_xz(handle: IO[bytes]) -> str | None:
-    """"bz2" or "xz" when a seekable `handle` starts with that magic (its position put back), else None."""
-    try:
-        if not handle.seekable():
-            return None
-        head = handle.read(6)
-        handle.seek(0)
-    except (AttributeError, OSError, ValueError):
-        return None
+    """"bz2" or "xz" when a seekable `handle` starts with that magic, else None."""
+    head = _head(handle, 6) or b""
     return "bz2" if head.startswith(b"BZh") else "xz" if head == b"\xfd7zXZ\x00" else None
 
 
