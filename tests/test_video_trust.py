@@ -544,13 +544,19 @@ def test_chained_ogg_theora_gives_each_part_in_turn(tmp_path, sizes):
                              capture_output=True, text=True, check=True).stdout
     assert [line.split(",")[5].strip() for line in listing.splitlines() if line and not line.startswith("#")] \
         == expected
+    _assert_two_parts_chained(path, expected)
+
+
+def _assert_two_parts_chained(path: Path, expected: list[str]) -> None:
+    """A chain of two 30-frame parts at 25 fps gives `expected` (the CLI's framemd5 of each part
+    alone): probed, decoded whole, picked after seeks, and read as one video by its source."""
     info = probe(str(path))
     assert (info.n_frames, info.restamped) == (60, "chained")
     assert info.times[29:31] == (1.16, 1.2)  # the second part one frame after the first
     assert _md5s(path, range(60)) == dict(enumerate(expected))
     for wanted in ([31], [45, 59], [2, 40]):
         assert _md5s(path, wanted, seek_bytes=0) == {i: expected[i] for i in wanted}
-    (record,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
+    (record,) = list(VideoSource("trust", str(path.parent), strides=(1,)).read(str(path)))
     assert isinstance(record, VideoRecord) and record.n_frames == 60, record
     assert record.clips[0].lineage["restamped"] == "chained"
 
@@ -584,15 +590,7 @@ def test_a_chained_ogg_with_sound_gives_each_part_as_alone(tmp_path, sizes):
     assert "patches welcome" in cli.stderr  # what makes the file: the CLI stops there too (exit status 0)
     expected = _cli_md5s(parts[0]) + _cli_md5s(parts[1])
     assert len(expected) == 60 and len(_cli_md5s(path)) == 30
-    info = probe(str(path))
-    assert (info.n_frames, info.restamped) == (60, "chained")
-    assert info.times[29:31] == (1.16, 1.2)  # the second part one frame after the first
-    assert _md5s(path, range(60)) == dict(enumerate(expected))
-    for wanted in ([31], [45, 59], [2, 40]):
-        assert _md5s(path, wanted, seek_bytes=0) == {i: expected[i] for i in wanted}
-    (record,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
-    assert isinstance(record, VideoRecord) and record.n_frames == 60, record
-    assert record.clips[0].lineage["restamped"] == "chained"
+    _assert_two_parts_chained(path, expected)
 
 
 def test_a_chained_ogg_with_sound_resyncs_over_stray_bytes_and_ends_in_a_forged_page(tmp_path):
