@@ -14,7 +14,7 @@ import io
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 # pages walked in one column chunk: pyarrow writes a page per 1 MiB or 20,000 rows, so a 2 GiB chunk
 # (the most a row group may declare) has ~2,000; a chunk of more is refused, never walked to its end
@@ -287,15 +287,23 @@ def _list_size(reader: _Reader) -> tuple[int, int]:
     return _elements(reader, head >> 4 if head >> 4 != 15 else reader.varint()), head & 0x0F
 
 
-def _encrypted_columns(reader: _Reader) -> int:
-    """How many `ColumnChunk`s of a `FileMetaData`'s row groups carry `crypto_metadata`; the
-    footer's own `encryption_algorithm` counts as one more. Other fields are passed over."""
-    found, last = 0, 0
+def _fields(reader: _Reader) -> Iterator[tuple[int, int]]:
+    """A struct's (field id, compact type) in order, up to its stop: the caller reads or skips each
+    field's value before it asks for the next."""
+    last = 0
     while True:
         number, kind = _field(reader, last)
         if kind == _STOP:
-            return found
+            return
         last = number
+        yield number, kind
+
+
+def _encrypted_columns(reader: _Reader) -> int:
+    """How many `ColumnChunk`s of a `FileMetaData`'s row groups carry `crypto_metadata`; the
+    footer's own `encryption_algorithm` counts as one more. Other fields are passed over."""
+    found = 0
+    for number, kind in _fields(reader):
         if number == _FILE_ENCRYPTION:
             found += 1
             _skip(reader, kind, 0)
@@ -305,29 +313,22 @@ def _encrypted_columns(reader: _Reader) -> int:
                 found += _group_encrypted_columns(reader)
         else:
             _skip(reader, kind, 0)
+    return found
 
 
 def _group_encrypted_columns(reader: _Reader) -> int:
     """A `RowGroup`'s `ColumnChunk`s (its field 1) that carry `crypto_metadata`."""
-    found, last = 0, 0
-    while True:
-        number, kind = _field(reader, last)
-        if kind == _STOP:
-            return found
-        last = number
+    found = 0
+    for number, kind in _fields(reader):
         if number == _GROUP_COLUMNS and kind == _LIST:
             chunks, _ = _list_size(reader)  # each read as a `ColumnChunk`, as pyarrow reads them
             for _ in range(chunks):
-                chunk_last = 0
-                while True:
-                    field, field_kind = _field(reader, chunk_last)
-                    if field_kind == _STOP:
-                        break
-                    chunk_last = field
+                for field, field_kind in _fields(reader):
                     found += field == _CHUNK_CRYPTO
                     _skip(reader, field_kind, 3)
         else:
             _skip(reader, kind, 1)
+    return found
 
 
 def _footer_problem(data: bytes) -> str | None:
