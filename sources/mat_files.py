@@ -70,7 +70,9 @@ MI_INT8, MI_INT32, MI_UINT32, MI_MATRIX, MI_UTF8 = 1, 5, 6, 14, 16
 # the data types scipy reads numbers of, by their size; scipy looks a type up in a table without a
 # bounds check, so a number element of any other type can kill its reader (a segfault)
 NUMBER_SIZES = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 4, 9: 8, 12: 8, 13: 8}
-CHARACTER_TYPES = {1, 2, 3, 4, 16, 17, 18}  # as scipy decodes characters: ascii, uint16, utf-8/16/32
+CHARACTER_TYPES = frozenset({1, 2, 3, 4, 16, 17, 18})  # as scipy decodes characters: ascii, uint16, utf-8/16/32
+INT_TYPES = frozenset({MI_INT32, MI_UINT32})  # dimensions and a struct's field name length
+STRING_TYPES = frozenset({MI_INT8, MI_UTF8})  # names
 MX_CELL, MX_STRUCT, MX_OBJECT, MX_CHAR, MX_SPARSE = 1, 2, 3, 4, 5
 MX_NUMBERS = range(6, 16)  # double, single, int8 ... uint64
 MX_FUNCTION, MX_OPAQUE = 16, 17  # MATLAB's function handles and objects: not read here
@@ -115,32 +117,48 @@ def _element(data: bytes, order: str, position: int) -> tuple[int, int, int, int
 
 class _Walker:
     """Walks one variable's miMATRIX by its content, as scipy's reader does (a nested matrix's byte
-    count is not what scipy follows), counting the objects scipy would build and rebuilding the
-    matrix from exactly what was walked, so that scipy, handed the rebuilt bytes, can read nothing
-    that was not counted and checked."""
+    count is not what scipy follows), counting the objects scipy would build and checking each
+    element scipy would read. Every matrix's byte count must be what it holds, so the walked bytes
+    are the variable's bytes exactly: scipy, handed those alone, can read nothing that was not
+    counted and checked (the array flags' tag, which scipy skips unread, is the one thing not checked)."""
 
     def __init__(self, data: bytes, order: str, cap: int):
-        self.data, self.order, self.cap = data, order, cap
+        self.data, self.order, self.cap, self.size = data, order, cap, len(data)
         self.objects = 1  # the variable
-        self.out: list[bytes] = []
+        self.word = struct.Struct(order + "I").unpack_from
+        self.words = struct.Struct(order + "II").unpack_from
+        self.two_ints = struct.Struct(order + "ii").unpack_from
 
     def count(self, objects: int) -> None:
         self.objects += objects
         if self.objects > self.cap:
             raise _OverCap
 
-    def copy(self, position: int, mdtypes: set[int] | dict[int, int], what: str) -> tuple[int, int, int, int]:
-        """The element at `position` (`_element`), whose type must be one of `mdtypes`, copied out."""
-        element = _element(self.data, self.order, position)
+    def copy(self, position: int, mdtypes: frozenset[int] | dict[int, int], what: str) -> tuple[int, int, int, int]:
+        """The element at `position` (`_element`, inlined: it is most of the walk), whose type must
+        be one of `mdtypes`."""
+        if position + 8 > self.size:
+            raise ValueError("a variable's headers are cut short")
+        word = self.word(self.data, position)[0]
+        if word >> 16:
+            if word >> 16 > 4:
+                raise ValueError("a variable's small data element is malformed")
+            element = word & 0xFFFF, position + 4, word >> 16, position + 8
+        else:
+            nbytes = self.words(self.data, position)[1]
+            element = word, position + 8, nbytes, position + 8 + nbytes + (-nbytes) % 8
+            if element[3] > self.size:
+                raise ValueError("a variable's data runs past its bounds")
         if element[0] not in mdtypes:
             raise ValueError(f"a variable's {what}: a wrong data type")
-        self.out.append(self.data[position:element[3]])
         return element
 
     def ints(self, position: int, what: str) -> tuple[tuple[int, ...], int]:
-        mdtype, at, nbytes, following = self.copy(position, {MI_INT32, MI_UINT32}, what)
+        mdtype, at, nbytes, following = self.copy(position, INT_TYPES, what)
         if nbytes % 4:
             raise ValueError(f"a variable's {what} is malformed")
+        if nbytes == 8:  # most: two dimensions
+            return self.two_ints(self.data, at), following
         return struct.unpack_from(f"{self.order}{nbytes // 4}i", self.data, at), following
 
     def numbers(self, position: int, count: int | None) -> int:
@@ -152,30 +170,24 @@ class _Walker:
         return following
 
     def matrix(self, position: int, depth: int) -> int:
-        """The miMATRIX at `position`, walked and rebuilt; where the next element starts."""
+        """The miMATRIX at `position`, walked; where the next element starts."""
         if depth > MAX_NESTING:
             raise ValueError(f"a variable nests cells or structs more than {MAX_NESTING} deep")
-        if position + 8 > len(self.data):
+        if position + 8 > self.size:
             raise ValueError("a variable's headers are cut short")
-        mdtype, nbytes = struct.unpack_from(self.order + "II", self.data, position)
+        mdtype, nbytes = self.words(self.data, position)
         if mdtype != MI_MATRIX:
             raise ValueError("a variable's element is not a matrix")
-        tag_at = len(self.out)
-        self.out.append(b"")
         if nbytes == 0:  # an empty matrix: scipy reads nothing more
-            self.out[tag_at] = self.data[position:position + 8]
             return position + 8
-        if nbytes < 16 or position + 24 > len(self.data):
+        if nbytes < 16 or position + 24 > self.size:
             raise ValueError("a variable's array header is cut short")
         # the array flags: scipy reads 8 bytes of tag (ignored) and 8 of flags, whatever the tag says
-        flags = self.data[position + 16:position + 24]
-        self.out.append(struct.pack(self.order + "II", 6, 8) + flags)
-        word = struct.unpack_from(self.order + "I", flags)[0]
+        word = self.word(self.data, position + 16)[0]
         kind, is_complex = word & 0xFF, bool(word >> 11 & 1)  # scipy reads 2 parts where set, logical or not
         following = self.body(position + 24, kind, is_complex, depth)
         if following - position - 8 != nbytes:
             raise ValueError("a matrix's byte count is not what it holds")
-        self.out[tag_at] = struct.pack(self.order + "II", MI_MATRIX, nbytes)
         return following
 
     def body(self, position: int, kind: int, is_complex: bool, depth: int) -> int:
@@ -187,12 +199,11 @@ class _Walker:
         dims, position = self.ints(position, "dimensions")
         if not 2 <= len(dims) <= 32 or min(dims) < 0:
             raise ValueError("a variable's dimensions are malformed (negative, or fewer than 2)")
-        position = self.copy(position, {MI_INT8, MI_UTF8}, "name")[3]
+        position = self.copy(position, STRING_TYPES, "name")[3]
         declared = math.prod(dims)
         if kind in MX_NUMBERS:
-            for _ in range(2 if is_complex else 1):
-                position = self.numbers(position, declared)
-            return position
+            position = self.numbers(position, declared)
+            return self.numbers(position, declared) if is_complex else position
         if kind == MX_CHAR:
             return self.copy(position, CHARACTER_TYPES, "characters")[3]
         if kind == MX_SPARSE:
@@ -201,11 +212,10 @@ class _Walker:
                 position = self.numbers(position, None)
             return position
         if kind == MX_OBJECT:
-            position = self.copy(position, {MI_INT8, MI_UTF8}, "class name")[3]
+            position = self.copy(position, STRING_TYPES, "class name")[3]
         if kind != MX_CELL:
             (length, *more), position = self.ints(position, "field name length")
-            names_bytes = _element(self.data, self.order, position)[2]
-            position = self.copy(position, {MI_INT8, MI_UTF8}, "field names")[3]
+            _, _, names_bytes, position = self.copy(position, STRING_TYPES, "field names")
             if more or length <= 0:
                 raise ValueError("a struct's field name length is malformed")
             fields = names_bytes // length
@@ -218,10 +228,10 @@ class _Walker:
         return position
 
 
-def _variables(data: bytes, max_inflated: int) -> Iterator[tuple[bytes, str, str]]:
+def _variables(data: bytes, max_inflated: int) -> Iterator[tuple[bytes, str, str, slice]]:
     """Each top-level variable of a file scipy reads as MAT v5 (`mat_v5_order`): (its miMATRIX
-    bytes, inflated where compressed, no further than just past `max_inflated`; byte order; name).
-    Nothing for other files (MAT v4, v7.3, not MAT at all)."""
+    bytes, inflated where compressed, no further than just past `max_inflated`; byte order; name;
+    where its element lies in `data`). Nothing for other files (MAT v4, v7.3, not MAT at all)."""
     order = mat_v5_order(data)
     if order is None:
         return
@@ -229,6 +239,7 @@ def _variables(data: bytes, max_inflated: int) -> Iterator[tuple[bytes, str, str
     while position + 8 <= len(data):
         mdtype, nbytes = struct.unpack_from(order + "II", data, position)
         payload = data[position + 8: position + 8 + nbytes]
+        where = slice(position, position + 8 + nbytes)
         position += 8 + nbytes
         if mdtype == MI_COMPRESSED:
             try:
@@ -246,13 +257,15 @@ def _variables(data: bytes, max_inflated: int) -> Iterator[tuple[bytes, str, str
         if payload[16 + (0 if order == "<" else 3)] != MX_OPAQUE:
             after = _element(payload, order, after)[3]  # past the dimensions
         _, name_at, name_bytes, _ = _element(payload, order, after)
-        yield payload, order, payload[name_at: name_at + name_bytes].decode("latin-1")
+        yield payload, order, payload[name_at: name_at + name_bytes].decode("latin-1"), where
 
 
 def _walked(data: bytes, name: str, cap: int, max_inflated: int) -> tuple[int, bytes | None]:
-    """Variable `name`'s objects (`_Walker`, no further than just past `cap`) and its miMATRIX
-    rebuilt from what was walked (None past the cap, or where the file has no such variable: 0)."""
-    for payload, order, found in _variables(data, max_inflated):
+    """Variable `name`'s objects (`_Walker`, no further than just past `cap`) and its top-level
+    element as the file holds it (None past the cap, or where the file has no such variable: 0).
+    What that element holds (inflated, where compressed) is exactly what was walked: every
+    matrix's byte count is what it holds, the variable's too."""
+    for payload, order, found, where in _variables(data, max_inflated):
         if found == name:
             walker = _Walker(payload, order, cap)
             try:
@@ -261,7 +274,7 @@ def _walked(data: bytes, name: str, cap: int, max_inflated: int) -> tuple[int, b
                 return walker.objects, None
             except (struct.error, IndexError):
                 raise ValueError("a variable's headers are cut short") from None
-            return walker.objects, b"".join(walker.out)
+            return walker.objects, data[where]
     return 0, None
 
 
@@ -278,7 +291,7 @@ def mat_objects(data: bytes, name: str, cap: int, max_inflated: int) -> int:
 
 
 def _mat_file(matrix: bytes, order: str) -> bytes:
-    """A MAT v5 file of one uncompressed variable."""
+    """A MAT v5 file of one variable's element (compressed or not): scipy reads no other."""
     version = b"\x00\x01IM" if order == "<" else b"\x01\x00MI"
     return b"MATLAB 5.0 MAT-file, rebuilt of what was judged".ljust(116) + bytes(8) + version + matrix
 
@@ -292,8 +305,8 @@ def read_mat_variable(data: bytes, name: str, max_inflated: int, max_objects: in
     where the file has none; judged first, so that memory stays bounded: what its compressed
     variables inflate to (`MatTooLarge` past `max_inflated`) and the Python objects scipy would make
     of `name`'s cells and structs (`MatTooLarge` past `max_objects`, `MAT_OBJECT_BYTES` each: a 93 KB
-    file of 8M empty cells took 1.3 GB). scipy reads a MAT v5 variable rebuilt of what was walked
-    (`_Walker`), never the file itself. A file scipy cannot read, or whose headers are malformed, is
+    file of 8M empty cells took 1.3 GB). scipy reads a MAT v5 file of that variable's element alone,
+    whose content was walked as scipy reads it (`_Walker`), never the file itself. A file scipy cannot read, or whose headers are malformed, is
     `MatUnreadable`."""
     from scipy.io import loadmat
 
@@ -313,6 +326,7 @@ def read_mat_variable(data: bytes, name: str, max_inflated: int, max_objects: in
     if order is not None and matrix is None:
         return None
     rebuilt = data if order is None else _mat_file(matrix, order)
+    del matrix
     found = scipy_read(lambda: loadmat(io.BytesIO(rebuilt), struct_as_record=False, squeeze_me=squeeze_me,
                                        variable_names=[name]))
     return found.get(name)
