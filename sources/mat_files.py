@@ -134,7 +134,7 @@ class _Walker:
         if self.objects > self.cap:
             raise _OverCap
 
-    def copy(self, position: int, mdtypes: frozenset[int] | dict[int, int], what: str) -> tuple[int, int, int, int]:
+    def checked(self, position: int, mdtypes: frozenset[int] | dict[int, int], what: str) -> tuple[int, int, int, int]:
         """The element at `position` (`_element`, inlined: it is most of the walk), whose type must
         be one of `mdtypes`."""
         if position + 8 > self.size:
@@ -154,7 +154,7 @@ class _Walker:
         return element
 
     def ints(self, position: int, what: str) -> tuple[tuple[int, ...], int]:
-        mdtype, at, nbytes, following = self.copy(position, INT_TYPES, what)
+        mdtype, at, nbytes, following = self.checked(position, INT_TYPES, what)
         if nbytes % 4:
             raise ValueError(f"a variable's {what} is malformed")
         if nbytes == 8:  # most: two dimensions
@@ -163,7 +163,7 @@ class _Walker:
 
     def numbers(self, position: int, count: int | None) -> int:
         """A number element (a numeric or sparse array's part): a type scipy reads, `count` values."""
-        mdtype, _, nbytes, following = self.copy(position, NUMBER_SIZES, "numbers")
+        mdtype, _, nbytes, following = self.checked(position, NUMBER_SIZES, "numbers")
         size = NUMBER_SIZES[mdtype]
         if nbytes % size or (count is not None and nbytes // size != count):
             raise ValueError("a variable's numbers do not match its dimensions")
@@ -199,23 +199,23 @@ class _Walker:
         dims, position = self.ints(position, "dimensions")
         if not 2 <= len(dims) <= 32 or min(dims) < 0:
             raise ValueError("a variable's dimensions are malformed (negative, or fewer than 2)")
-        position = self.copy(position, STRING_TYPES, "name")[3]
+        position = self.checked(position, STRING_TYPES, "name")[3]
         declared = math.prod(dims)
         if kind in MX_NUMBERS:
             position = self.numbers(position, declared)
             return self.numbers(position, declared) if is_complex else position
         if kind == MX_CHAR:
-            return self.copy(position, CHARACTER_TYPES, "characters")[3]
+            return self.checked(position, CHARACTER_TYPES, "characters")[3]
         if kind == MX_SPARSE:
             self.count(SPARSE_EXTRA_OBJECTS)
             for _ in range(4 if is_complex else 3):  # row indices, column starts, values (real, imaginary)
                 position = self.numbers(position, None)
             return position
         if kind == MX_OBJECT:
-            position = self.copy(position, STRING_TYPES, "class name")[3]
+            position = self.checked(position, STRING_TYPES, "class name")[3]
         if kind != MX_CELL:
             (length, *more), position = self.ints(position, "field name length")
-            _, _, names_bytes, position = self.copy(position, STRING_TYPES, "field names")
+            _, _, names_bytes, position = self.checked(position, STRING_TYPES, "field names")
             if more or length <= 0:
                 raise ValueError("a struct's field name length is malformed")
             fields = names_bytes // length

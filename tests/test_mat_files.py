@@ -210,3 +210,18 @@ def test_a_flipped_complex_flag_is_refused_before_scipy_can_crash():
                           env={**os.environ, "PYTHONPATH": root})
     assert done.returncode == 0, done.stderr[-400:]
     assert "refused: not a readable MAT file: a variable's numbers: a wrong data type" in done.stdout
+
+
+def test_cells_nested_past_the_limit_are_unreadable_not_a_recursion_error():
+    """Cells inside cells, 200 deep (a 2 KB file): walked by content, each level is a call; past
+    `MAX_NESTING` the file is refused by name instead of running into Python's recursion limit."""
+    from sources.mat_files import MAX_NESTING
+
+    inner = EMPTY
+    for _ in range(200):
+        inner = matrix(MX_CELL, [1, 1], b"", inner)
+    variable = matrix(MX_CELL, [1, 1], b"v", inner)
+    with pytest.raises(MatUnreadable, match=f"more than {MAX_NESTING} deep"):
+        read_mat_variable(mat_file(variable), "v", 1 << 20, 1000)
+    shallow = matrix(MX_CELL, [1, 1], b"v", matrix(MX_CELL, [1, 1], b"", EMPTY))
+    assert read_mat_variable(mat_file(shallow), "v", 1 << 20, 1000, squeeze_me=False)[0, 0].shape == (1, 1)
