@@ -11,18 +11,28 @@ from typing import Any, Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 
-MAT_V5, MI_COMPRESSED = 0x0100, 15
+MI_COMPRESSED = 15
 INFLATE_CHUNK = 1 << 20
+
+
+def mat_v5_order(data: bytes) -> str | None:
+    """The byte order of a file scipy reads as MAT v5, decided as scipy's loadmat decides it: no
+    zero in its first 4 bytes (else MAT v4), major version 1 at bytes 124-125 (the byte after 'I'
+    is the major one), and big-endian unless bytes 126-128 are `IM`; None for any other file."""
+    if len(data) < 128 or 0 in data[:4]:
+        return None
+    major = data[125] if data[126] == ord("I") else data[124]
+    if major != 1:
+        return None
+    return "<" if data[126:128] == b"IM" else ">"
 
 
 def mat_inflated_bytes(data: bytes, cap: int) -> int:
     """What a MAT v5 file's compressed top-level variables inflate to, counted a chunk at a time and
     no further than just past `cap`. Other files (MAT v4, v7.3, not MAT at all) hold no compressed
     variable scipy would inflate: 0. Raises ValueError where a compressed variable is not zlib data."""
-    if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
-        return 0
-    order = "<" if data[126:128] == b"IM" else ">"
-    if struct.unpack_from(order + "H", data, 124)[0] != MAT_V5:
+    order = mat_v5_order(data)
+    if order is None:
         return 0
     position, total = 128, 0
     while position + 8 <= len(data) and total <= cap:
@@ -56,13 +66,25 @@ def scipy_read(read: Callable[[], T]) -> T:
         raise MatUnreadable(f"not a readable MAT file ({type(exc).__name__})") from None
 
 
-MI_INT8, MI_INT32, MI_UINT32, MI_MATRIX = 1, 5, 6, 14
-MX_CELL, MX_STRUCT, MX_OBJECT = 1, 2, 3
+MI_INT8, MI_INT32, MI_UINT32, MI_MATRIX, MI_UTF8 = 1, 5, 6, 14, 16
+# the data types scipy reads numbers of, by their size; scipy looks a type up in a table without a
+# bounds check, so a number element of any other type can kill its reader (a segfault)
+NUMBER_SIZES = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 4, 9: 8, 12: 8, 13: 8}
+CHARACTER_TYPES = frozenset({1, 2, 3, 4, 16, 17, 18})  # as scipy decodes characters: ascii, uint16, utf-8/16/32
+INT_TYPES = frozenset({MI_INT32, MI_UINT32})  # dimensions and a struct's field name length
+STRING_TYPES = frozenset({MI_INT8, MI_UTF8})  # names
+MX_CELL, MX_STRUCT, MX_OBJECT, MX_CHAR, MX_SPARSE = 1, 2, 3, 4, 5
+MX_NUMBERS = range(6, 16)  # double, single, int8 ... uint64
+MX_FUNCTION, MX_OPAQUE = 16, 17  # MATLAB's function handles and objects: not read here
+MAX_NESTING = 64  # cells and structs inside each other; scipy's reader recurses in C
 # what scipy builds for one element of a cell or struct array, or one field of a struct element:
 # an ndarray (or mat_struct) object and its headers. Measured: a cell of 8M empty matrices (93 KB
 # compressed, 64 MB inflated) took 1.3 GB (163 B each); a struct array of 4M elements of 2 empty
 # fields 2.1 GB (175 B per field, the mat_struct beside them)
 MAT_OBJECT_BYTES = 176
+# a sparse matrix costs more: scipy's csc_matrix and its 3 arrays, ~939 B measured (1.2M sparse cells
+# of an MPII-like release: +909 MB), so it counts as this many objects more than its slot
+SPARSE_EXTRA_OBJECTS = 5
 
 
 class MatTooLarge(ValueError):
@@ -70,85 +92,154 @@ class MatTooLarge(ValueError):
     scipy reads it."""
 
 
+class _OverCap(Exception):
+    """The object count went past its cap while walking: stop there."""
+
+
 def _element(data: bytes, order: str, position: int) -> tuple[int, int, int, int]:
-    """A data element at `position`: (type, where its data starts, its byte count, where the next
-    element starts). Small data elements (count and type in one word, data in the next 4 bytes)
-    as MATLAB writes names and short arrays."""
+    """A data element at `position`, read as scipy reads it: (type, where its data starts, its byte
+    count, where the next element starts). Small data elements (count and type in one word, data in
+    the next 4 bytes) as MATLAB writes names and short arrays. Raises ValueError where it runs past
+    the data."""
+    if position + 8 > len(data):
+        raise ValueError("a variable's headers are cut short")
     word = struct.unpack_from(order + "I", data, position)[0]
     if word >> 16:
+        if word >> 16 > 4:
+            raise ValueError("a variable's small data element is malformed")
         return word & 0xFFFF, position + 4, word >> 16, position + 8
     nbytes = struct.unpack_from(order + "I", data, position + 4)[0]
-    return word, position + 8, nbytes, position + 8 + nbytes + (-nbytes) % 8
+    following = position + 8 + nbytes + (-nbytes) % 8
+    if following > len(data):
+        raise ValueError("a variable's data runs past its bounds")
+    return word, position + 8, nbytes, following
 
 
-def _objects(data: bytes, order: str, start: int, end: int, cap: int) -> int:
-    """The Python objects scipy makes of the miMATRIX element at `start` (a variable) and what it
-    holds, counted from the headers alone, no further than just past `cap`: 1 for the variable, and
-    for each cell or struct array its declared elements (times its fields and one more for a
-    struct's: its mat_struct), so that a cell which declares 10^9 elements and holds none is counted
-    by what scipy allocates for it. Raises ValueError where a header runs past its bounds."""
-    tag = struct.Struct(order + "II")
-    total, containers, position = 1, [], start  # each container: (where its first element is, where it ends)
-    while total <= cap:
-        if position is None:
-            if not containers:
-                return total
-            position, end = containers.pop()
-            continue
-        mdtype, nbytes = tag.unpack_from(data, position)
-        following = position + 8 + nbytes
-        if mdtype != MI_MATRIX or following > end:
-            raise ValueError("a variable's headers run past its bounds")
-        if nbytes:
-            # a matrix's array flags: always a full miUINT32 element of 8 bytes (too long for a small one)
-            flags_type, flags_bytes = tag.unpack_from(data, position + 8)
-            if flags_type != MI_UINT32 or flags_bytes != 8:
-                raise ValueError("a variable's array header is malformed")
-            if data[position + 16 + (0 if order == "<" else 3)] in (MX_CELL, MX_STRUCT, MX_OBJECT):
-                total += _declared(data, order, position + 24, following, containers)
-        position = following if following < end else None
-    return total
+class _Walker:
+    """Walks one variable's miMATRIX by its content, as scipy's reader does (a nested matrix's byte
+    count is not what scipy follows), counting the objects scipy would build and checking each
+    element scipy would read. Every matrix's byte count must be what it holds, so the walked bytes
+    are the variable's bytes exactly: scipy, handed those alone, can read nothing that was not
+    counted and checked (the array flags' tag, which scipy skips unread, is the one thing not checked)."""
+
+    def __init__(self, data: bytes, order: str, cap: int):
+        self.data, self.order, self.cap, self.size = data, order, cap, len(data)
+        self.objects = 1  # the variable
+        self.word = struct.Struct(order + "I").unpack_from
+        self.words = struct.Struct(order + "II").unpack_from
+        self.two_ints = struct.Struct(order + "ii").unpack_from
+
+    def count(self, objects: int) -> None:
+        self.objects += objects
+        if self.objects > self.cap:
+            raise _OverCap
+
+    def checked(self, position: int, mdtypes: frozenset[int] | dict[int, int], what: str) -> tuple[int, int, int, int]:
+        """The element at `position` (`_element`, inlined: it is most of the walk), whose type must
+        be one of `mdtypes`."""
+        if position + 8 > self.size:
+            raise ValueError("a variable's headers are cut short")
+        word = self.word(self.data, position)[0]
+        if word >> 16:
+            if word >> 16 > 4:
+                raise ValueError("a variable's small data element is malformed")
+            element = word & 0xFFFF, position + 4, word >> 16, position + 8
+        else:
+            nbytes = self.words(self.data, position)[1]
+            element = word, position + 8, nbytes, position + 8 + nbytes + (-nbytes) % 8
+            if element[3] > self.size:
+                raise ValueError("a variable's data runs past its bounds")
+        if element[0] not in mdtypes:
+            raise ValueError(f"a variable's {what}: a wrong data type")
+        return element
+
+    def ints(self, position: int, what: str) -> tuple[tuple[int, ...], int]:
+        mdtype, at, nbytes, following = self.checked(position, INT_TYPES, what)
+        if nbytes % 4:
+            raise ValueError(f"a variable's {what} is malformed")
+        if nbytes == 8:  # most: two dimensions
+            return self.two_ints(self.data, at), following
+        return struct.unpack_from(f"{self.order}{nbytes // 4}i", self.data, at), following
+
+    def numbers(self, position: int, count: int | None) -> int:
+        """A number element (a numeric or sparse array's part): a type scipy reads, `count` values."""
+        mdtype, _, nbytes, following = self.checked(position, NUMBER_SIZES, "numbers")
+        size = NUMBER_SIZES[mdtype]
+        if nbytes % size or (count is not None and nbytes // size != count):
+            raise ValueError("a variable's numbers do not match its dimensions")
+        return following
+
+    def matrix(self, position: int, depth: int) -> int:
+        """The miMATRIX at `position`, walked; where the next element starts."""
+        if depth > MAX_NESTING:
+            raise ValueError(f"a variable nests cells or structs more than {MAX_NESTING} deep")
+        if position + 8 > self.size:
+            raise ValueError("a variable's headers are cut short")
+        mdtype, nbytes = self.words(self.data, position)
+        if mdtype != MI_MATRIX:
+            raise ValueError("a variable's element is not a matrix")
+        if nbytes == 0:  # an empty matrix: scipy reads nothing more
+            return position + 8
+        if nbytes < 16 or position + 24 > self.size:
+            raise ValueError("a variable's array header is cut short")
+        # the array flags: scipy reads 8 bytes of tag (ignored) and 8 of flags, whatever the tag says
+        word = self.word(self.data, position + 16)[0]
+        kind, is_complex = word & 0xFF, bool(word >> 11 & 1)  # scipy reads 2 parts where set, logical or not
+        following = self.body(position + 24, kind, is_complex, depth)
+        if following - position - 8 != nbytes:
+            raise ValueError("a matrix's byte count is not what it holds")
+        return following
+
+    def body(self, position: int, kind: int, is_complex: bool, depth: int) -> int:
+        """A matrix's dimensions, name and content after its flags, by its class."""
+        if kind in (MX_FUNCTION, MX_OPAQUE):
+            raise ValueError("a variable holds a MATLAB function handle or object, not read here")
+        if not MX_CELL <= kind <= MX_NUMBERS[-1]:
+            raise ValueError("a variable's array class is unknown")
+        dims, position = self.ints(position, "dimensions")
+        if not 2 <= len(dims) <= 32 or min(dims) < 0:
+            raise ValueError("a variable's dimensions are malformed (negative, or fewer than 2)")
+        position = self.checked(position, STRING_TYPES, "name")[3]
+        declared = math.prod(dims)
+        if kind in MX_NUMBERS:
+            position = self.numbers(position, declared)
+            return self.numbers(position, declared) if is_complex else position
+        if kind == MX_CHAR:
+            return self.checked(position, CHARACTER_TYPES, "characters")[3]
+        if kind == MX_SPARSE:
+            self.count(SPARSE_EXTRA_OBJECTS)
+            for _ in range(4 if is_complex else 3):  # row indices, column starts, values (real, imaginary)
+                position = self.numbers(position, None)
+            return position
+        if kind == MX_OBJECT:
+            position = self.checked(position, STRING_TYPES, "class name")[3]
+        if kind != MX_CELL:
+            (length, *more), position = self.ints(position, "field name length")
+            _, _, names_bytes, position = self.checked(position, STRING_TYPES, "field names")
+            if more or length <= 0:
+                raise ValueError("a struct's field name length is malformed")
+            fields = names_bytes // length
+            self.count(declared * (fields + 1))
+            declared *= fields
+        else:
+            self.count(declared)
+        for _ in range(declared):
+            position = self.matrix(position, depth + 1)
+        return position
 
 
-def _declared(data: bytes, order: str, after: int, end: int, containers: list[tuple[int, int]]) -> int:
-    """A cell's or struct's declared elements (`_objects`), read from its header after the array
-    flags; where its elements start is put on `containers`."""
-    kind = data[after - 8 + (0 if order == "<" else 3)]
-    dims_type, dims_at, dims_bytes, after = _element(data, order, after)
-    if dims_type != MI_INT32 or after > end:
-        raise ValueError("a variable's array header is malformed")
-    dims = struct.unpack_from(f"{order}{dims_bytes // 4}i", data, dims_at)
-    if min(dims, default=0) < 0:
-        raise ValueError("a variable declares a negative dimension")
-    declared = math.prod(dims)
-    after = _element(data, order, after)[3]  # its name
-    if kind == MX_OBJECT:
-        after = _element(data, order, after)[3]  # its class name
-    if kind != MX_CELL:
-        _, length_at, _, after = _element(data, order, after)
-        _, _, names_bytes, after = _element(data, order, after)
-        field_length = struct.unpack_from(order + "i", data, length_at)[0]
-        declared *= (names_bytes // field_length if field_length > 0 else 0) + 1
-    if after > end:
-        raise ValueError("a variable's array header is malformed")
-    if after < end:
-        containers.append((after, end))
-    return declared
-
-
-def _variables(data: bytes, max_inflated: int) -> Iterator[tuple[bytes, str, str]]:
-    """Each top-level variable of a MAT v5 file: (its miMATRIX bytes, inflated where compressed,
-    no further than just past `max_inflated`; byte order; name). Nothing for other files (MAT v4,
-    v7.3, not MAT at all)."""
-    if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
-        return
-    order = "<" if data[126:128] == b"IM" else ">"
-    if struct.unpack_from(order + "H", data, 124)[0] != MAT_V5:
+def _variables(data: bytes, max_inflated: int) -> Iterator[tuple[bytes, str, str, slice]]:
+    """Each top-level variable of a file scipy reads as MAT v5 (`mat_v5_order`): (its miMATRIX
+    bytes, inflated where compressed, no further than just past `max_inflated`; byte order; name;
+    where its element lies in `data`). Nothing for other files (MAT v4, v7.3, not MAT at all)."""
+    order = mat_v5_order(data)
+    if order is None:
         return
     position = 128
     while position + 8 <= len(data):
         mdtype, nbytes = struct.unpack_from(order + "II", data, position)
         payload = data[position + 8: position + 8 + nbytes]
+        where = slice(position, position + 8 + nbytes)
         position += 8 + nbytes
         if mdtype == MI_COMPRESSED:
             try:
@@ -159,28 +250,54 @@ def _variables(data: bytes, max_inflated: int) -> Iterator[tuple[bytes, str, str
         elif mdtype == MI_MATRIX:
             payload = data[position - 8 - nbytes: position]
         else:
-            continue
-        try:
-            _, body, _, _ = _element(payload, order, 0)
-            after = _element(payload, order, _element(payload, order, body)[3])[3]
-            _, name_at, name_bytes, _ = _element(payload, order, after)
-            name = payload[name_at: name_at + name_bytes].decode("latin-1")
-        except struct.error:
-            raise ValueError("a variable's header is cut short") from None
-        yield payload, order, name
+            raise ValueError("a top-level element is not a variable")  # scipy stops there too
+        if len(payload) < 24 or struct.unpack_from(order + "I", payload)[0] != MI_MATRIX:
+            raise ValueError("a variable's header is cut short")
+        after = 24  # past the flags: 8 + 8 bytes, as scipy reads them; an opaque class's name is next
+        if payload[16 + (0 if order == "<" else 3)] != MX_OPAQUE:
+            after = _element(payload, order, after)[3]  # past the dimensions
+        _, name_at, name_bytes, _ = _element(payload, order, after)
+        yield payload, order, payload[name_at: name_at + name_bytes].decode("latin-1"), where
+
+
+def _walked(data: bytes, name: str, cap: int, max_inflated: int) -> tuple[int, bytes | None]:
+    """Variable `name`'s objects (`_Walker`, no further than just past `cap`) and its top-level
+    element as the file holds it (None past the cap, or where the file has no such variable: 0).
+    What that element holds (inflated, where compressed) is exactly what was walked: every
+    matrix's byte count is what it holds, the variable's too."""
+    for payload, order, found, where in _variables(data, max_inflated):
+        if found == name:
+            walker = _Walker(payload, order, cap)
+            try:
+                walker.matrix(0, 0)
+            except _OverCap:
+                return walker.objects, None
+            except (struct.error, IndexError):
+                raise ValueError("a variable's headers are cut short") from None
+            return walker.objects, data[where]
+    return 0, None
 
 
 def mat_objects(data: bytes, name: str, cap: int, max_inflated: int) -> int:
-    """The objects scipy would make reading variable `name` of a MAT v5 file (`_objects`), no further
-    than just past `cap`; 0 where the file is no MAT v5 file or has no such variable. A variable
-    inflating past `max_inflated` is read that far (judge `mat_inflated_bytes` first)."""
-    for payload, order, found in _variables(data, max_inflated):
-        if found == name:
-            try:
-                return _objects(payload, order, 0, len(payload), cap)
-            except struct.error:
-                raise ValueError("a variable's headers are cut short") from None
-    return 0
+    """The objects scipy would make reading variable `name` of a MAT v5 file, counted from its
+    headers walked as scipy reads them, no further than just past `cap`: 1 for the variable, and
+    for each cell or struct array its declared elements (times its fields and one more for a
+    struct's: its mat_struct), so that a cell which declares 10^9 elements and holds none is counted
+    by what scipy allocates for it, and `SPARSE_EXTRA_OBJECTS` more for each sparse matrix. 0 where
+    the file is no MAT v5 file or has no such variable. A variable inflating past `max_inflated` is
+    read that far (judge `mat_inflated_bytes` first). Raises ValueError where its headers are
+    malformed or cut short."""
+    return _walked(data, name, cap, max_inflated)[0]
+
+
+def _mat_file(matrix: bytes, order: str) -> bytes:
+    """A MAT v5 file of one variable's element (compressed or not): scipy reads no other."""
+    version = b"\x00\x01IM" if order == "<" else b"\x01\x00MI"
+    return b"MATLAB 5.0 MAT-file, rebuilt of what was judged".ljust(116) + bytes(8) + version + matrix
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes >> 20} MiB" if nbytes >= 1 << 20 else f"{nbytes >> 10} KiB"
 
 
 def read_mat_variable(data: bytes, name: str, max_inflated: int, max_objects: int, squeeze_me: bool = True) -> Any:
@@ -188,22 +305,28 @@ def read_mat_variable(data: bytes, name: str, max_inflated: int, max_objects: in
     where the file has none; judged first, so that memory stays bounded: what its compressed
     variables inflate to (`MatTooLarge` past `max_inflated`) and the Python objects scipy would make
     of `name`'s cells and structs (`MatTooLarge` past `max_objects`, `MAT_OBJECT_BYTES` each: a 93 KB
-    file of 8M empty cells took 1.3 GB). A file scipy cannot read, or whose headers are malformed,
-    is `MatUnreadable`."""
+    file of 8M empty cells took 1.3 GB). scipy reads a MAT v5 file of that variable's element alone,
+    whose content was walked as scipy reads it (`_Walker`), never the file itself. A file scipy cannot read, or whose headers are malformed, is
+    `MatUnreadable`."""
     from scipy.io import loadmat
 
     try:
         inflated = mat_inflated_bytes(data, max_inflated)
         if inflated > max_inflated:
-            raise MatTooLarge(f"its variables inflate past {max_inflated >> 20} MiB")
-        objects = mat_objects(data, name, max_objects, max_inflated)
+            raise MatTooLarge(f"its variables inflate past {_size(max_inflated)}")
+        objects, matrix = _walked(data, name, max_objects, max_inflated)
     except MatTooLarge:
         raise
     except ValueError as exc:
         raise MatUnreadable(f"not a readable MAT file: {exc}") from None
     if objects > max_objects:
         raise MatTooLarge(f"{name} holds more than {max_objects} cells and fields (about "
-                          f"{max_objects * MAT_OBJECT_BYTES >> 20} MiB as scipy reads them)")
-    found = scipy_read(lambda: loadmat(io.BytesIO(data), struct_as_record=False, squeeze_me=squeeze_me,
+                          f"{_size(max_objects * MAT_OBJECT_BYTES)} as scipy reads them)")
+    order = mat_v5_order(data)
+    if order is not None and matrix is None:
+        return None
+    rebuilt = data if order is None else _mat_file(matrix, order)
+    del matrix
+    found = scipy_read(lambda: loadmat(io.BytesIO(rebuilt), struct_as_record=False, squeeze_me=squeeze_me,
                                        variable_names=[name]))
     return found.get(name)

@@ -46,7 +46,8 @@ MAX_RELEASE_INFLATED_BYTES = 192 << 20  # its variables inflated (a synthetic on
 # the cells and fields scipy makes of RELEASE, counted from its headers before it reads them
 # (`read_mat_variable`): a synthetic release of 24,987 images and 33,555 people holds 3.42M (scipy
 # read it in +312 MiB), the real one's 40k people about 4.1M; 6M cost at most about 1 GiB (176 B
-# each, a cell of empty matrices), where a 93 KB file of 8M such cells took 1.3 GB
+# each, a cell of empty matrices, where a 93 KB file of 8M such cells took 1.3 GB; a sparse matrix,
+# ~939 B measured, counts as 1 + SPARSE_EXTRA_OBJECTS)
 MAX_RELEASE_OBJECTS = 6_000_000
 MAX_RELEASE_IMAGES = 50_000  # about twice the release's 24,987 images, counted before entries are made
 MAX_RELEASE_PEOPLE = 80_000  # about twice its 40k people (`annorect`s)

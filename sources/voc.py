@@ -273,7 +273,11 @@ class VocSegmentation:
     def _read_lists(self, uris: tuple[str, ...]) -> Iterator[Reject]:
         """The lists' `bad_split_list` rejects (`split_list_rejects`), judged in `_listed`'s order."""
         yield from split_list_rejects(self.name, self.path, self.follow_links, uris,
-                                      lambda uri: safe_key(self.name, *uri[len(uri.rsplit("/", 3)[0]) + 1:].split("/")))
+                                      lambda uri: safe_key(self.name, *self._under_path(uri).split("/")[-3:]))
+
+    def _under_path(self, uri: str) -> str:
+        """`uri` relative to the source's path: a key made of it stays the same when the dataset moves."""
+        return relative_input(uri, fsio.listed_root(self.path))
 
     def _read_unlisted(self, uris: tuple[str, ...], folder: str) -> Iterator[Reject]:
         """A label map of `folder` no list names (`unlisted_label_map`), or what an operating system

@@ -918,3 +918,20 @@ def test_sbd_map_one_row_high_stays_two_dimensional(tmp_path: Path):
     torchvision = loadmat(str(tmp_path / "strip.mat"))["GTcls"][0]["Segmentation"][0]
     assert torchvision.shape == (1, 8)
     assert np.array_equal(sbd_class_map((tmp_path / "strip.mat").read_bytes()), torchvision)
+
+
+def test_a_bad_list_beside_vocdevkit_keeps_its_key_when_the_dataset_moves(tmp_path: Path):
+    """A train_aug.txt beside VOCdevkit/ with a bad line: its `bad_split_list` key was made of the
+    last 3 folders of its absolute path, the user's own folders above the source's path, so moving
+    the dataset changed it. Now it is made of the path under the source's path."""
+    keys = []
+    for where in (tmp_path / "a" / "data", tmp_path / "b" / "moved" / "elsewhere"):
+        voc, _ = _voc_aug_tree(where)
+        for name in ("trainaug.txt", "aug.txt"):
+            (voc / "ImageSets" / "Segmentation" / name).unlink()
+        (where / "train_aug.txt").write_text("/JPEGImages/2008_000008.jpg /SegmentationClassAug/2008_000008.png\n"
+                                             "not an id line\n")
+        items = _read_all(SegmentationSource("s", str(where), "voc"))
+        keys += [(r.key, r.input) for r in items if isinstance(r, Reject) and r.reason == "bad_split_list"]
+    assert len(keys) == 2 and keys[0] == keys[1], keys
+    assert keys[0][1] == "train_aug.txt" and "data" not in keys[0][0] and "moved" not in keys[0][0]
