@@ -128,12 +128,12 @@ def test_other_declarations_match_ffmpeg_too(hdr_clips: dict[str, Path], tmp_pat
 def test_tone_mapping_is_the_same_in_any_band_of_rows_and_when_scaled(hdr_clips: dict[str, Path], monkeypatch):
     import av
 
-    from sources import video_decode
+    from sources import video_decode, video_display
 
     with av.open(str(hdr_clips["hlg"])) as container:
         frame = next(container.decode(video=0))
         whole = video_decode.display(frame, (0, False), hdr="hlg")
-        monkeypatch.setattr(video_decode, "HDR_BAND_PIXELS", W * 7)  # 7 rows a band, the last one short
+        monkeypatch.setattr(video_display, "HDR_BAND_PIXELS", W * 7)  # 7 rows a band, the last one short
         assert np.array_equal(video_decode.display(frame, (0, False), hdr="hlg"), whole)
         half = video_decode.display(frame, (1, False), (W // 2, H // 2), hdr="hlg")  # working size, turned
     assert half.shape == (W // 2, H // 2, 3)

@@ -1,6 +1,6 @@
 """A VOB of x264 with open GOPs cut by a stream copy (`-ss 1.5 -c copy`, what users do to trim a
 recording) and joined end to end (`cat part part`): its packets carry few stamps (x264 into MPEG-PS),
-so the index asks the decoder the order it outputs them (`video_decode._decoder_order`), and the
+so the index asks the decoder the order it outputs them (`video_packet_order._decoder_order`), and the
 later part opens with an open GOP. There the decoder must be drained and flushed first, as the
 decoding session does at the join: carried over, the first part's frames fed its leading B-frames
 and the file was refused ("the decoder gives 3 of them no frame").

@@ -727,11 +727,11 @@ def test_a_clock_jumping_forward_is_still_seeked(tmp_path, monkeypatch, first: i
     times, expected = _cli_listing(path)
     assert len(expected) == 90 and times == [round(i * 0.04, 6) for i in range(90)]
     assert probe(str(path)).restamped == "jumped"
-    from sources.video_decode import _Session
+    from sources.video_session import DecodeSession
 
     seeks = []
-    real_seek = _Session._seek
-    monkeypatch.setattr(_Session, "_seek", lambda self, stream, target: seeks.append(target) or
+    real_seek = DecodeSession._seek
+    monkeypatch.setattr(DecodeSession, "_seek", lambda self, stream, target: seeks.append(target) or
                         real_seek(self, stream, target))
     for wanted in ([5, 70], [85], [30, 44, 46, 60, 89]):
         assert _md5s(path, wanted, seek_bytes=0) == {i: expected[i] for i in wanted}
@@ -930,7 +930,7 @@ def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monk
     index; the file written anew (other bytes, same size) is indexed afresh."""
     import os
 
-    from sources import video_decode
+    from sources import video_packet_order
 
     video_zoo.require_ffmpeg()
     path = tmp_path / "sei_after_slice.ts"
@@ -938,8 +938,8 @@ def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monk
                      "aud=0", "-pix_fmt", "yuv420p", "-bsf:v",
                      "h264_metadata=sei_user_data=086f3693-b7b3-4f2c-9653-21492feee5b8+hello", str(path))
     decodes = []
-    order = video_decode._decoder_order
-    monkeypatch.setattr(video_decode, "_decoder_order", lambda *args: decodes.append(args) or order(*args))
+    order = video_packet_order._decoder_order
+    monkeypatch.setattr(video_packet_order, "_decoder_order", lambda *args: decodes.append(args) or order(*args))
     first = read_index(str(path))
     assert first.restamped == "split" and len(decodes) == 1
     assert read_index(str(path)) == first and len(decodes) == 1

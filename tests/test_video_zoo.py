@@ -927,7 +927,7 @@ def test_a_stream_growing_to_a_size_that_fits_only_reduced_converts_it_at_the_wo
     640x480 frames converted at the canvas's working size but not at full size: the grown size is
     judged again, so every frame decodes and those after the growth are converted reduced (judged
     only by the declared 64x48 they were converted at full size, over the budget)."""
-    from sources import video_decode
+    from sources import video_session
     from transforms.resize import Canvas
 
     video_zoo.require_ffmpeg()
@@ -935,13 +935,13 @@ def test_a_stream_growing_to_a_size_that_fits_only_reduced_converts_it_at_the_wo
     path = _joined(tmp_path, [(20, (64, 48)), (20, (640, 480))], tmp_path / "grown.mkv",
                    {**video_zoo.X264, "level": "3.0"})
     sizes: dict[tuple[int, int], tuple[int, int] | None] = {}
-    convert = video_decode.display
+    convert = video_session.display
 
     def spying(frame, turns_mirrored=None, size=None, *args, **kwargs):
         sizes[frame.width, frame.height] = size
         return convert(frame, turns_mirrored, size, *args, **kwargs)
 
-    monkeypatch.setattr(video_decode, "display", spying)
+    monkeypatch.setattr(video_session, "display", spying)
     canvas = Canvas(32, "squash")
     fits_reduced = 277  # MiB: 640x480 fits converted at 32x32 (276..278), not at full size (279 on)
     got = list(decode_frames(str(path), range(40), 40, canvas, memory_mb=fits_reduced))

@@ -36,10 +36,10 @@ decoder: a matrix profile of those primaries, the gAMA's power its curve whateve
 rule there), sRGB's without one; `chromaticity_conversion`, computed here in floating point from 8
 or 16-bit samples), where ImageMagick 6.9.11 and libpng apply none: an Adobe RGB cHRM was read as
 sRGB, up to 31 levels from colorimetry's conversion, now within 1.
-The colour is decoded before its alpha is composited on white (`transforms.decode.to_rgb_array`,
+The colour is decoded before its alpha is composited on white (`transforms.rgb_array.to_rgb_array`,
 `_converted_on_white`; an RGB ICC profile's too, as ImageMagick's `-profile` then `-alpha remove`),
 and 16-bit samples from their 16 bits: grey ones as Pillow holds them, colour and grey+alpha ones,
-which Pillow cuts to 8 bits on load, from OpenCV's decode (`transforms.decode._wide`).
+which Pillow cuts to 8 bits on load, from OpenCV's decode (`transforms.image_colour._wide`).
 """
 
 from __future__ import annotations

@@ -17,6 +17,11 @@ class Rejected(Exception):
         self.detail = detail
 
 
+class DecodeError(Rejected):
+    """An input that cannot become an image; `reason` is a short stable code for reports
+    (raised by `transforms.decode` and its parts, which all import it from here)."""
+
+
 def exception_detail(exc: BaseException, prefix: str = "", limit: int | None = DETAIL_CHARS) -> str:
     """`{prefix}{ExceptionType}: {message}` cut to `limit` characters: the detail of a reject that an
     unexpected exception caused. A path the exception carries (an OSError's or FFmpeg's `filename`)

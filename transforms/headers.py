@@ -12,7 +12,7 @@ The decode budgets are judged on these facts, before Pillow or libjpeg touch a p
 - the colour an AVIF or HEIF declares by its `colr` box of type nclx (primaries, transfer,
   matrix, range: PQ or HLG for HDR photos), which Pillow does not report;
 - the size a PNG or a still WebP declares, from the fixed place its first chunk keeps it: with the
-  file's length and a JPEG's scans, what its decode time is judged on (`transforms.decode`);
+  file's length and a JPEG's scans, what its decode time is judged on (`transforms.decode_budget`);
 - how many pages a TIFF or frames a GIF or APNG holds (its IFD chain, its image descriptors, its
   fcTL chunks), for the record of what the first page left out: walked in bounded steps, never
   by decoding a frame.

@@ -14,8 +14,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from transforms.decode import DEFAULT_MAX_DECODE_BYTES, decode_cost, pixels_judged_here, without_png_text
+from transforms.decode import DEFAULT_MAX_DECODE_BYTES, pixels_judged_here
+from transforms.decode_budget import decode_cost
 from transforms.errors import Rejected
+from transforms.png_chunks import without_png_text
 
 MAP_WORK_BYTES = 8  # per pixel beyond the decoded buffer: the float32 / int32 copies a map goes through
 

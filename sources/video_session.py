@@ -1,0 +1,337 @@
+"""One decoding pass over one file (`DecodeSession`): the packet stretches a plan wants sent to
+the decoder, gaps seeked over and checked against the index, each decoded frame named by its
+stamp (or its place in the decoder's output order) and delivered at the size judged for it.
+Part of `sources.video_decode`."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Iterator
+
+import numpy as np
+
+from sources.video_display import cropped_off_alignment, display, guessed_matrix, orientation
+from sources.video_index import JUMPED, Stretch, VideoIndex
+from sources.video_memory import (DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB, Judgement, decoder_max_pixels,
+                                  fitting_pixels, frames_too_large, judge_stream, sample_aspect_ratio, sar_width,
+                                  stream_hdr)
+from sources.video_open import VideoError, open_stream
+
+log = logging.getLogger(__name__)
+
+
+COLLECT_PIXELS = 1 << 20  # a first frame this large is freed at once (its side data ties it in a cycle)
+
+
+@dataclass
+class DecodeSession:
+    """One decoding pass over one file."""
+
+    uri: str
+    index: VideoIndex
+    wanted: dict[int, int]  # pts -> presented index, still to deliver
+    postprocess: Callable[[np.ndarray], np.ndarray] | None
+    skip_nonref: bool
+    seek_bytes: int
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    memory_mb: int = DEFAULT_MEMORY_MB
+    convert: bool = True  # False: deliver each frame's display (height, width), no pixels (the probe)
+    _container: object = None
+    orientation: tuple[int, bool] | None = None  # read from the first frame delivered
+    judgement: Judgement | None = None
+    _collect: bool = False
+    _working: tuple[int, int] | None = None  # (w, h) frames are converted at, coded orientation
+    sar: Fraction | None = None  # the stream's pixel aspect ratio, applied in the conversion
+    hdr: str | None = None  # the stream's HDR transfer ("pq", "hlg"): frames are tone-mapped
+    interlaced: bool = False  # a delivered frame was coded as two fields
+    cropped_left: bool = False  # the first delivered frame is cropped off alignment (`cropped_off_alignment`)
+    matrix_guessed: str = ""  # "bt709": a delivered frame declares no matrix and is HD (`guessed_matrix`)
+    _last_pts: int | None = None  # the stamp of the decoder's last output in this run (they must rise)
+    _outputs: int = 0  # frames the decoder gave since the stream's start (`decode_order_stamps`)
+    _shown: tuple[int, ...] = ()
+    _stream: object = None
+    _working_for: tuple[int, int] | None = None  # the frame size `_working` was chosen for
+    too_large: VideoError | None = None  # the stream grew past max_pixels: those frames never decoded
+    _limit: int = 0  # the largest frame decoded: max_pixels, or less where the memory budget says so
+
+    def run(self, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
+        self._shown = self.index.presented
+        self._container, stream = self._open()
+        try:
+            self.sar = sample_aspect_ratio(stream)
+            self.hdr = stream_hdr(stream)
+            yield from self._run(stream, plan)
+        finally:
+            self._container.close()
+
+    def _open(self):
+        """The file opened, judged from its declaration the first time (`judge_stream`, raising
+        when it cannot fit), its decoder told the largest frame that `max_pixels` and the memory
+        budget admit (`fitting_pixels`): a frame over it is never allocated."""
+        container, stream = open_stream(self.uri, self.index.video_pages)
+        if self.judgement is None:
+            try:
+                self.judgement = judge_stream(stream, self.max_pixels, self.memory_mb, self.postprocess,
+                                              self.convert)
+            except VideoError:
+                container.close()
+                raise
+            self._limit = fitting_pixels(stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert)
+        stream.codec_context.options = {"max_pixels": str(decoder_max_pixels(self._limit))}
+        self._stream = stream
+        return container, stream
+
+    def _refusal(self, width: int, height: int) -> VideoError:
+        """Why frames of a size past `_limit` are not decoded: over `max_pixels`, or the memory
+        budget's judgement of that size."""
+        if width * height > self.max_pixels:
+            return frames_too_large(width, height, self.max_pixels)
+        try:
+            judge_stream(self._stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert,
+                         (width, height))
+        except VideoError as exc:
+            return exc
+        return frames_too_large(width, height, self._limit, self.memory_mb)  # another shape than declared
+
+    def _note_too_large(self, codec) -> None:
+        """After a decode error: a new size past `_limit` that the decoder refused to allocate
+        (its context holds the size). Frames named by output order cannot be named past it: the
+        decode ends there."""
+        if self.too_large is None and codec.width * codec.height > self._limit:
+            self.too_large = self._refusal(codec.width, codec.height)
+        if self.too_large is not None and self.index.decode_order_stamps:
+            raise self.too_large
+
+    def _name(self, frame) -> int | None:
+        """The stamp that names a decoded frame in the index: its own, checked to rise within the
+        run, or with `decode_order_stamps` that of its place in the decoder's output order."""
+        if self.index.decode_order_stamps:
+            k, self._outputs = self._outputs, self._outputs + 1
+            if k >= len(self._shown):
+                raise VideoError("unsupported_container", f"{self.index.container}/{self.index.codec}: the decoder "
+                                 f"gives more frames than the {len(self._shown)} the stream holds")
+            return self._shown[k]
+        pts = frame.pts
+        if pts is None:
+            return None
+        if self._last_pts is not None and pts <= self._last_pts:
+            raise VideoError("unsupported_container", f"{self.index.container}/{self.index.codec}: the decoder gives "
+                             f"the frame stamped {pts} after the one stamped {self._last_pts}: the stamps are not "
+                             "presentation times, so decoded frames cannot be matched to their place")
+        self._last_pts = pts
+        return pts
+
+    def _restart(self) -> None:
+        """The decoder was flushed or reopened: a new run of rising stamps begins."""
+        self._last_pts = None
+
+    def _deliver(self, frames, trust: dict[int, int | None]) -> Iterator[tuple[int, np.ndarray]]:
+        for frame in frames:
+            pts = self._name(frame)
+            w = self.wanted.get(pts)
+            if w is None:
+                continue
+            floor = trust.get(pts)
+            if floor is not None and pts < floor:
+                continue  # a leading frame whose references were skipped: not trusted
+            if frame.width * frame.height > self._limit:  # within the decoder's alignment room
+                self.too_large = self.too_large or self._refusal(frame.width, frame.height)
+                continue
+            del self.wanted[pts]
+            self.interlaced = self.interlaced or frame.interlaced_frame
+            if self.hdr is None:  # tone-mapped frames take `hdr.luma_coefficients`, never the guess
+                self.matrix_guessed = self.matrix_guessed or guessed_matrix(frame) or ""
+            judged = self.judgement
+            if judged is not None and frame.width * frame.height > judged.width * judged.height:
+                # larger than declared (a new SPS mid-stream): judged again; over the memory budget the
+                # decode ends here (the frames before delivered), `video_too_large`
+                try:
+                    judged = self.judgement = judge_stream(self._stream, self.max_pixels, self.memory_mb,
+                                                           self.postprocess, self.convert, (frame.width, frame.height))
+                except VideoError as exc:
+                    self.too_large = exc
+                    raise
+            if self.orientation is None:  # once: reading side data keeps the frame until a collection
+                self.orientation = orientation(frame)
+                self.cropped_left = cropped_off_alignment(frame)
+                # worth a full collection (10 ms in a decoding process) only for a large frame
+                self._collect = frame.width * frame.height >= COLLECT_PIXELS
+            turns, _ = self.orientation
+            shown = sar_width(frame.width, self.sar)  # coded orientation, square pixels
+            if not self.convert:
+                shape = (frame.height, shown) if turns % 2 == 0 else (shown, frame.height)
+                yield w, shape
+                continue
+            size = None if shown == frame.width else (shown, frame.height)
+            if judged is not None and judged.reduce:
+                if self._working_for != (frame.width, frame.height):  # once per frame size
+                    h, wd = (frame.height, shown) if turns % 2 == 0 else (shown, frame.height)
+                    ww, wh = self.postprocess.working_size(h, wd)  # type: ignore[union-attr]
+                    self._working = (ww, wh) if turns % 2 == 0 else (wh, ww)
+                    self._working_for = (frame.width, frame.height)
+                size = self._working
+            pixels = display(frame, self.orientation, size, self.hdr)
+            yield w, self.postprocess(pixels) if self.postprocess else pixels
+
+    def _after(self) -> None:
+        if self._collect:  # the first frame's side data cycle: free that frame now
+            self._collect = False
+            gc.collect()
+
+    def _run(self, stream, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
+        index, codec = self.index, stream.codec_context
+        packets = self._container.demux(stream)
+        position = -1
+        trust: dict[int, int | None] = {}
+        seeked = False  # after a seek, packets are matched to the index by time stamp
+        position_of = _positions_by_demuxed_stamp(index)
+        # the demuxer's stamps repeat or are missing: read on, never seek (but where only forward jumps
+        # were closed: matched by the demuxer's stamp, given the index's)
+        restamped = bool(index.demuxed) and index.restamped != JUMPED
+        joins = set(index.joins)  # a later part of a joined file begins: the decoder starts afresh
+        headers = set(index.headers)  # decoder headers sent as packets: fed wherever they lie
+        fed = False  # packets were sent to the decoder since it last started afresh
+        for stretch in plan:
+            if not self.wanted:
+                break
+            if 0 <= position and position + 1 < stretch.first:
+                # a gap: the decoder starts afresh at the stretch's key frame (carried over the gap, it
+                # may give frames out of order), its held frames drained first
+                yield from self._deliver(codec.decode(None), trust)
+                codec.flush_buffers()
+                self._restart()
+                fed = False
+            if position + 1 < stretch.first and not restamped and \
+                    sum(index.size[position + 1:stretch.first]) > self.seek_bytes:
+                landed = self._seek(stream, stretch.first)
+                if landed is None:
+                    packets, position, stream, codec = self._reopen()
+                else:
+                    packets, position = landed
+                    seeked = True
+            while position < stretch.last and self.wanted:  # nothing left to deliver: stop reading
+                packet = next(packets, None)
+                if packet is None:
+                    break
+                if packet.size == 0 or (packet.pts is None and not restamped):
+                    continue
+                if restamped:
+                    at = _restamp(index, packet, position + 1)
+                else:
+                    at = position_of.get(packet.pts)
+                    if at is not None and index.size[at] != packet.size:
+                        at = None  # same time stamp, other bytes: after a seek, MPEG-PS can misplace stamps
+                    if at is not None and index.demuxed:
+                        at = _restamp(index, packet, at)
+                if at != position + 1:
+                    if not seeked:
+                        raise VideoError("decode_failed",
+                                         f"packet {position + 1} differs from the index (pts {packet.pts})")
+                    if at is not None and at < stretch.first:
+                        position = at  # still before the stretch: follow the demuxer
+                        continue
+                    if position + 1 < stretch.first and at is None:
+                        continue
+                    # the demuxer resumed in a way the index cannot follow: read from the start
+                    yield from self._deliver(codec.decode(None), trust)
+                    packets, position, stream, codec = self._reopen()
+                    self._restart()
+                    seeked = fed = False
+                    continue
+                position = at
+                if position < stretch.first:
+                    if position in headers:  # the decoder is configured for the part that follows
+                        self._configure(codec, packet)
+                    continue
+                if position in joins and fed:  # each part decoded as it is alone (`VideoIndex.joins`)
+                    yield from self._deliver(codec.decode(None), trust)
+                    codec.flush_buffers()
+                    self._restart()
+                fed = True
+                trust[packet.pts] = stretch.trusted_from
+                if self.skip_nonref and not index.decode_order_stamps:  # a skipped frame would shift the names
+                    codec.skip_frame = "DEFAULT" if packet.pts in self.wanted else "NONREF"
+                try:
+                    frames = codec.decode(packet)
+                except Exception as exc:  # a damaged packet: its frame (and dependants) will be missing
+                    log.debug("decode error at packet %d: %s", position, exc)
+                    self._note_too_large(codec)
+                    continue
+                yield from self._deliver(frames, trust)
+                if self._collect:
+                    del frames
+                    self._after()
+        if self.wanted:
+            codec.skip_frame = "DEFAULT"
+            try:
+                yield from self._deliver(codec.decode(None), trust)
+            except Exception as exc:
+                log.debug("flush error: %s", exc)
+                self._note_too_large(codec)
+
+    @staticmethod
+    def _configure(codec, packet) -> None:
+        """Send the decoder a header packet (`VideoIndex.headers`) met outside the wanted stretches:
+        it gives no frame, and one it does not take (Theora's comment header) changes nothing."""
+        codec.skip_frame = "DEFAULT"
+        try:
+            codec.decode(packet)
+        except Exception as exc:
+            log.debug("header packet not taken: %s", exc)
+
+    def _reopen(self):
+        """Start over from the beginning of the file, without seeking from here on."""
+        self._container.close()
+        self._container, stream = self._open()
+        self.seek_bytes = 1 << 62
+        self._outputs = 0
+        return self._container.demux(stream), -1, stream, stream.codec_context
+
+    def _seek(self, stream, target: int):
+        """Seek so that reading resumes at or before packet `target`, checked against the index
+        (MPEG-TS/PS seeks can land after it: then retry from earlier key frames). Returns the packet
+        iterator and the position before its first packet, or None when no attempt lands."""
+        index = self.index
+        position_of = _positions_by_demuxed_stamp(index)
+        stamps = index.demuxed or index.pts  # the demuxer's: what the container seeks by
+        keys = [i for i, k in enumerate(index.keyframe) if k and i <= target]
+        for attempt in range(3):
+            key = keys[max(0, len(keys) - 1 - 2 * attempt)]
+            try:
+                self._container.seek(stamps[key], stream=stream, backward=True, any_frame=False)
+            except Exception as exc:
+                log.debug("seek failed: %s", exc)
+                return None
+            packets = self._container.demux(stream)
+            for packet in packets:
+                if packet.size and packet.pts in position_of and index.size[position_of[packet.pts]] == packet.size:
+                    at = position_of[packet.pts]
+                    if at <= target:
+                        return _prepend(packet, packets), at - 1
+                    break
+        return None
+
+
+def _positions_by_demuxed_stamp(index: VideoIndex) -> dict[int | None, int]:
+    """Each packet's position by the stamp the demuxer gives it (seeking matches packets so)."""
+    return {p: i for i, p in enumerate(index.demuxed or index.pts)}
+
+
+def _restamp(index: VideoIndex, packet, at: int) -> int | None:
+    """`at` when the packet is the index's packet there (the demuxer's stamp and its size), given
+    the index's stamp (its decode stamp moved alike); None when it is not."""
+    if at >= len(index.pts) or index.demuxed[at] != packet.pts or index.size[at] != packet.size:
+        return None
+    stamp = index.pts[at]
+    if packet.pts is not None and packet.dts is not None:
+        packet.dts = packet.dts + stamp - packet.pts
+    packet.pts = stamp
+    return at
+
+
+def _prepend(first, rest):
+    yield first
+    yield from rest

@@ -1,0 +1,262 @@
+"""What decoding an opened image costs, judged from what it declares before any pixel is decoded:
+its memory (`decode_cost`, `_held`: what each decoder holds besides Pillow's buffer, refused
+`image_too_large` over the budget by `_check_budget`) and its time (`declared_decode_s`). Part of `transforms.decode`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+from PIL import Image
+
+from transforms import hdr
+from transforms.errors import DecodeError
+from transforms.headers import (
+    avif_planes,
+    coefficient_bytes,
+    embedded_images,
+    jpeg_layout,
+    marker_lossless,
+    png_header,
+    png_size,
+    webp_still_size,
+)
+from transforms.image_colour import _wide_colour, hdr_colour
+from transforms.rgb_array import STRIP_PIXELS
+
+
+# bytes a pixel takes in Pillow's buffer, by mode (Pillow pads 3-channel and 2-channel modes to 4)
+_STORAGE = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+_STRIP_COST = STRIP_PIXELS * 24  # the largest per-strip temporaries (int64 / uint16 working copies)
+
+
+# Decoder working memory beyond Pillow's buffer, bytes a pixel, measured as the rise of Pillow's
+# load in a fresh process (3000 x 2000 and 6000 x 6000 RGB): libwebp's animation decoder, which
+# Pillow uses for every WebP, keeps two RGBA canvases and hands a third copy over (16 in all, 4 of
+# them Pillow's); OpenJPEG decodes into 32-bit samples, one per component, plus its tile buffers
+# (19.4 for RGB). Before, 6000 x 6000 was judged 264 MB and took 554 and 669.
+_WORKING = {"WEBP": lambda bands: 12, "JPEG2000": lambda bands: 4 * bands + 4}
+
+
+# libavif (dav1d, one thread) holds each AV1 bitstream's YUV planes (`Av1Planes.bytes_per_pixel`),
+# dav1d about a byte a pixel more per bitstream, and the 8-bit RGB(A) copy handed to Pillow, plus
+# a few MiB whatever the size: measured as the rise of Pillow's load in a fresh process at 1000 x
+# 750, 3000 x 2000 and 6000 x 4000 (RGB 4:2:0 8-bit: 5.0 bytes a pixel over Pillow's buffer at
+# 6000 x 4000; 4:4:4: 6.5; 10-bit 4:2:0: 6.2; with alpha: 7.3; 12-bit 4:4:4 at 3000 x 2000: 9.9).
+# An AVIF whose av1C boxes cannot be read is judged as 12-bit 4:4:4 with a 12-bit alpha.
+_AV1_DECODER_BYTES = 1
+_AVIF_FIXED = 8 << 20
+_AVIF_UNREAD = (6 + 1) + (2 + 1)
+
+
+# An icon's embedded image: Pillow holds it in 4 bytes a pixel; a bitmap icon also gets an RGBA
+# copy and a one-byte mask (IcoFile.frame), a JPEG 2000 one OpenJPEG's buffers for 4 components.
+_EMBEDDED_EXTRA = {"BMP": 5, "JPEG 2000": 20}
+
+
+# Scans a JPEG may have. Each scan walks every block of its components, so decode time grows with
+# the scan count, and a scan of EOB runs costs a few bytes (12 ms a scan at 8000 x 8000, measured):
+# a 435 KB file of 3200 scans held a worker 49 s. libjpeg's standard progressive scripts write at
+# most 6 scans a component (10 for colour, 6 for grey, 18 for CMYK); "hard to imagine any
+# real-world application needing more than 100" (https://bugzilla.redhat.com/1344214, the report
+# behind libjpeg-turbo's `-maxscans` and TJPARAM_SCANLIMIT). At 100, a max_pixels image of
+# hostile scans decodes in seconds.
+MAX_JPEG_SCANS = 100
+
+
+# CPU seconds a decode takes at most, judged from what the file declares (`declared_decode_s`), for
+# the formats whose decoders' work that bounds: per pixel (the decoder's output, our conversion and
+# resize), per pixel and scan of a multi-scan JPEG, and per byte of the file (entropy-coded data,
+# and the chunk or segment loops Pillow and this module run in Python). The worst cases measured
+# (`load_image` on 3000 x 3000 noise, CPU time, 2026-12-05, fast and full-size decodes alike): a
+# lossy WebP with alpha 140 ns a pixel, a progressive q100 4:4:4 JPEG 63, a 16-bit RGBA PNG 48;
+# a PNG of a million empty chunks 400 ns a byte, a JPEG of a million empty COM segments 390; a
+# progressive JPEG's scans of content about 3.3 ns a pixel each (a 99-scan EOB-run bomb 0.1).
+# Then the safety factor: another machine's slower or busier cores.
+DECODE_PIXEL_NS, DECODE_SCAN_NS, DECODE_BYTE_NS = 150, 5, 400
+DECODE_TIME_SAFETY = 4
+
+
+# what libjpeg decodes at 1/2, 1/4 or 1/8 scale: Pillow opens a JPEG that carries an MPF index (a
+# camera's MPO, a phone's Ultra HDR photo and its gain map) as MPO, and decodes its first image
+_DCT_SCALED = ("JPEG", "MPO")
+_HUFFMAN_SOF = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman-coded frames
+
+
+@dataclass(frozen=True)
+class Held:
+    """Bytes a decoder holds besides Pillow's buffer, whatever the output scale, and what they are."""
+
+    bytes: int = 0
+    what: str = ""
+
+
+# What each number a TIFF's first IFD holds (`tiff_values`) costs Pillow opening it: about 400
+# bytes a strip (its offset and byte count as ints of tuples, an uncompressed strip's own tile). A
+# TIFF whose numbers cost more than the decoder's memory budget is refused before `Image.open`
+# (the default budget: 4 Mi numbers; a 2 x 4,000,000 TIFF of a row a strip took 1.59 GB opening).
+# Writers make far fewer: libtiff's 8 KiB strips give a 13,000 x 13,000 RGB photo 13,000 strips;
+# 256 x 256 tiles a few thousand; tifffile's 16 x 16 tiles of a 12,000 x 12,000 scan 1.1 Mi numbers
+# (refused by the flat 2**20 this was).
+TIFF_VALUE_BYTES = 200
+
+
+def declared_decode_s(data: bytes, over: float = math.inf) -> float | None:
+    """At most how many CPU seconds `load_image` or `decode_through` spends on these bytes, from what
+    they declare (`DECODE_*`): a Huffman-coded JPEG's frame size and scans, a PNG's or a still
+    WebP's size, and the file's length. None for the other formats, whose headers do not bound
+    their decoders' work (JPEG 2000's code blocks and layers, AV1 and HEVC, TIFF's codecs, GIF's
+    frames, ...), and for a JPEG whose frame is not found. Counting a JPEG's scans walks its
+    segments: a file whose length alone puts it over `over` seconds is not walked (inf)."""
+    by_bytes = len(data) * DECODE_BYTE_NS
+    if DECODE_TIME_SAFETY * by_bytes * 1e-9 > over:
+        return math.inf
+    scans = 1
+    if data[:3] == b"\xff\xd8\xff":  # what Pillow opens as a JPEG
+        layout = jpeg_layout(data)
+        if layout is None or layout.sof not in _HUFFMAN_SOF:
+            return None
+        size: tuple[int, int] | None = (layout.width, layout.height)
+        scans = max(1, layout.scans)
+    else:
+        size = png_size(data) or webp_still_size(data)
+    if size is None:
+        return None
+    pixels = size[0] * size[1]
+    return DECODE_TIME_SAFETY * (pixels * (DECODE_PIXEL_NS + DECODE_SCAN_NS * scans) + by_bytes) * 1e-9
+
+
+def decode_cost(width: int, height: int, mode: str, transposed: bool = False, held: int = 0) -> int:
+    """Bytes a decode of this size and mode holds at its peak: Pillow's buffer, the RGB array,
+    when EXIF orientation applies the transposed copy of the buffer, and `held`: what the decoder
+    itself keeps whatever the output size (`Held`)."""
+    storage = _STORAGE.get(mode, 4)
+    return width * height * (storage + 3 + (storage if transposed else 0)) + _STRIP_COST + held
+
+
+def _check_budget(image: Image.Image, orientation: int, budget: int, held: Held = Held(),
+                  copied: bool = False) -> None:
+    w, h = image.size  # a clean-aperture crop, or Pillow's own turn, copies the buffer like ours
+    cost = decode_cost(w, h, image.mode, orientation != 1 or copied, held.bytes)
+    if cost > budget:
+        of_which = f": {held.bytes >> 20} MiB are {held.what}" if held.bytes else ""
+        raise DecodeError("image_too_large", f"{w}x{h} {image.mode} needs about {cost >> 20} MiB to decode, "
+                                             f"over the budget of {budget >> 20} MiB{of_which}")
+
+
+def _check_embedded(data: bytes, max_pixels: int, budget: int) -> None:
+    """An icon container judged on the images it embeds, as their own headers declare them: Pillow
+    sizes an ICO or ICNS from its directory, then decodes the embedded PNG or bitmap whatever its
+    size (inside `pixels_judged_here`, its own bomb check in IcoFile.frame is lifted)."""
+    for image in embedded_images(data):
+        w, h = image.width, image.height
+        if w * h > max_pixels:
+            raise DecodeError("decompression_bomb", f"an embedded {image.kind} of {w}x{h} exceeds max_pixels={max_pixels}")
+        cost = decode_cost(w, h, "RGBA", held=w * h * _EMBEDDED_EXTRA.get(image.kind, 0))
+        if cost > budget:
+            raise DecodeError("image_too_large", f"an embedded {image.kind} of {w}x{h} needs about {cost >> 20} MiB "
+                                                 f"to decode, over the budget of {budget >> 20} MiB")
+
+
+def _jpeg_held(data: bytes) -> Held:
+    """A JPEG's coefficient buffer (`coefficient_bytes`); a JPEG of more than `MAX_JPEG_SCANS`
+    scans is refused here, before its decode time is spent."""
+    layout = jpeg_layout(data)
+    if layout is None:
+        return Held()
+    if layout.scans > MAX_JPEG_SCANS:
+        raise DecodeError("too_many_scans", f"a {layout.width}x{layout.height} JPEG of more than {MAX_JPEG_SCANS} "
+                                            f"scans (real encoders write at most a few dozen)")
+    kind = "progressive" if layout.progressive else "multi-scan"
+    return Held(coefficient_bytes(layout), f"the DCT coefficients of a {layout.width}x{layout.height} {kind} JPEG, "
+                                           f"held at any decode scale")
+
+
+def _dct_scalable(image: Image.Image, data: bytes) -> bool:
+    """Whether libjpeg can decode this image at 1/2, 1/4 or 1/8 scale: a JPEG (or MPO) whose frame is
+    DCT-coded. A lossless JPEG has no DCT: asked for a reduced decode, libjpeg-turbo wrote its
+    full-size rows into Pillow's reduced buffer (the decoding process died, or read garbage)."""
+    if image.format not in _DCT_SCALED:
+        return False
+    layout = jpeg_layout(data)
+    return layout is not None and not marker_lossless(layout.sof)
+
+
+def _avif_held(image: Image.Image, data: bytes) -> Held:
+    planes = avif_planes(data)
+    per_pixel = sum(p.bytes_per_pixel + _AV1_DECODER_BYTES for p in planes) if planes else _AVIF_UNREAD
+    w, h = image.size
+    return Held(int(w * h * (per_pixel + len(image.getbands()))) + _AVIF_FIXED + _tone_map_bytes(image, data),
+                "the AVIF decoder's working buffers (YUV planes, the RGB copy)")
+
+
+def _tone_map_bytes(image: Image.Image, data: bytes) -> int:
+    """What tone-mapping an HDR AVIF/HEIF adds (`_in_srgb`): its output and one float32 band."""
+    w, h = image.size
+    return w * h * 3 + hdr.BAND_BYTES if hdr_colour(image, data) else 0
+
+
+_TILE_WIDTH, _TILE_LENGTH, _BITS_PER_SAMPLE, _SAMPLES_PER_PIXEL = 322, 323, 258, 277
+
+
+def _tag_numbers(value: object) -> tuple[int, ...]:
+    """A TIFF tag's value as Pillow parsed it (a number, or a tuple of them) as whole numbers."""
+    values = value if isinstance(value, tuple) else (value,)
+    try:
+        return tuple(max(0, int(v)) for v in values)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return ()
+
+
+def _tiff_pixel_bytes(tags: Mapping[int, object]) -> int:
+    """The bytes of one pixel of a TIFF's tile as libtiff sizes it (TIFFTileSize): the widest
+    BitsPerSample times SamplesPerPixel (by default, one sample a BitsPerSample value), or the 4 of
+    libtiff's RGBA reading, whichever is more. BitsPerSample may be written once for all samples
+    (count 1): a 16-bit RGBA tile so written was judged at 4 bytes a pixel, where libtiff holds 8."""
+    bits = _tag_numbers(tags.get(_BITS_PER_SAMPLE, 8)) or (8,)
+    samples = (_tag_numbers(tags.get(_SAMPLES_PER_PIXEL, len(bits))) or (len(bits),))[0]
+    return max(4, -(-max(bits) * samples // 8))
+
+
+def _tiff_held(image: Image.Image) -> Held:
+    """The tile Pillow's libtiff decoder (every compressed TIFF) decodes a tiled TIFF into: one whole
+    tile of the declared TileWidth x TileLength whatever the image's size, at `_tiff_pixel_bytes`.
+    libtiff fills a tile its data falls short of, so a 120 x 90 TIFF declaring 16384 x 16384 tiles
+    (a mutation fuzz) took 800 MB to decode, judged 25. Uncompressed tiles Pillow reads itself,
+    clipped to the image; a strip libtiff sizes to the image's rows."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None or _TILE_WIDTH not in tags or not image.tile or image.tile[0][0] != "libtiff":
+        return Held()
+    width, length = (sum(_tag_numbers(tags.get(tag))) for tag in (_TILE_WIDTH, _TILE_LENGTH))
+    return Held(width * length * _tiff_pixel_bytes(tags), f"the {width}x{length} tile libtiff decodes this TIFF into")
+
+
+def _held(image: Image.Image, data: bytes) -> Held:
+    """What the decoder of this opened image holds besides Pillow's buffer (`Held`)."""
+    if image.format in _DCT_SCALED:
+        return _jpeg_held(data)
+    if image.format == "TIFF":
+        return _tiff_held(image)
+    if image.format == "AVIF":
+        return _avif_held(image, data)
+    if image.format == "HEIF":  # libheif's own buffers are not judged; an HDR photo's tone-mapping is
+        tone_map = _tone_map_bytes(image, data)
+        return Held(tone_map, "the HDR tone-mapping (output, float32 band)") if tone_map else Held()
+    if image.format == "PNG":
+        return _wide_held(image, data)
+    working = _WORKING.get(image.format or "")
+    if working is None:
+        return Held()
+    w, h = image.size
+    return Held(w * h * working(len(image.getbands())), f"the {image.format} decoder's working buffers")
+
+
+def _wide_held(image: Image.Image, data: bytes) -> Held:
+    """What `_wide` holds: OpenCV's 16-bit samples (2 bytes each, alpha included) and, for an
+    image EXIF turns, the turned copy of its result."""
+    if _wide_colour(image, data) is None:
+        return Held()
+    w, h = image.size
+    return Held(w * h * (2 * (3 if png_header(data) == (16, 2) else 4) + 3),
+                "the 16-bit samples of a gAMA, cHRM or grey-profiled PNG (OpenCV's decode)")

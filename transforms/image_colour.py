@@ -1,0 +1,194 @@
+"""A loaded image's colour taken to sRGB (`_srgb_array`): its ICC profile, a PNG's gAMA and cHRM
+(from its 16-bit samples where Pillow cuts them to 8: `_wide`), an HDR AVIF/HEIF tone-mapped,
+before its alpha is composited on white. Part of `transforms.decode`."""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from transforms import hdr
+from transforms.colour_profile import (
+    PrimariesConversion,
+    chromaticity_conversion,
+    cmyk_to_srgb,
+    convert_to_srgb,
+    gamma_table,
+    grey_profile,
+    grey_table,
+    srgb_conversion,
+)
+from transforms.headers import nclx_colour, png_header
+from transforms.image_orientation import _TURNS
+from transforms.rgb_array import STRIP_PIXELS, WHITE, _GREY_PROFILED_MODES, _has_alpha, _on_white, pixels, to_rgb_array
+
+
+# modes whose pixels an RGB ICC profile describes (CMYK ones: `_srgb_array`; grey ones: `_GREY_PROFILED_MODES`)
+_RGB_PROFILED_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})  # grey: `_GREY_PROFILED_MODES`
+
+
+def hdr_colour(image: Image.Image, data: bytes) -> tuple[str, np.ndarray | None] | None:
+    """("pq" or "hlg", its primaries' matrix to BT.709) for an AVIF or HEIF photo that declares an
+    HDR transfer by its nclx colour box and carries no ICC profile (which would say how to show it
+    instead), else None. One walk of the file's boxes."""
+    if image.format not in ("AVIF", "HEIF") or image.info.get("icc_profile"):
+        return None
+    nclx = nclx_colour(data)
+    transfer = hdr.transfer_name(nclx.transfer) if nclx is not None else None
+    return (transfer, hdr.primaries_matrix(nclx.primaries)) if transfer and nclx else None
+
+
+def _png_gamma(image: Image.Image) -> float | None:
+    """The gamma a PNG's gAMA declares, when no iCCP or sRGB chunk (which take precedence) does."""
+    if image.format != "PNG" or image.info.get("icc_profile") or "srgb" in image.info:
+        return None
+    gamma = image.info.get("gamma")
+    return float(gamma) if isinstance(gamma, (int, float)) else None
+
+
+def _png_chromaticities(image: Image.Image) -> PrimariesConversion | None:
+    """The conversion a colour PNG's cHRM (with its gAMA) asks for when no iCCP or sRGB chunk
+    (which take precedence) is there (`colour_profile.chromaticity_conversion`): its primaries
+    were read as sRGB's, an Adobe RGB cHRM's colours dull, where Chromium converts them."""
+    if image.format != "PNG" or image.mode not in _RGB_PROFILED_MODES or image.info.get("icc_profile") \
+            or "srgb" in image.info:
+        return None
+    chromaticities = image.info.get("chromaticity")  # Pillow's read of the cHRM chunk at open
+    if not isinstance(chromaticities, tuple) or len(chromaticities) != 8:
+        chromaticities = None  # none, or a chunk of another length
+    return chromaticity_conversion(chromaticities, _png_gamma(image))
+
+
+def _converted_on_white(image: Image.Image, convert: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """A loaded image's colour taken to sRGB by `convert` ((h, W, 3) uint8 -> uint8), then its
+    alpha composited on white, strip by strip: as ImageMagick's `-profile` then `-alpha remove`
+    and browsers show it. Composited first, the conversion bent the mix with white: a 50%-alpha
+    Adobe RGB green came out 127 levels from ImageMagick's, a ProPhoto cHRM one 60."""
+    w, h = image.size
+    alpha = _has_alpha(image)
+    rows = max(1, STRIP_PIXELS // max(1, w))
+    out = np.empty((h, w, 3), np.uint8)
+    for y in range(0, h, rows):
+        strip = image.crop((0, y, w, min(h, y + rows)))
+        if "transparency" in image.info:
+            strip.info["transparency"] = image.info["transparency"]
+        if alpha:
+            rgba = pixels(strip.convert("RGBA"))
+            out[y : y + strip.height] = _on_white(convert(np.ascontiguousarray(rgba[..., :3])), rgba[..., 3:4])
+        else:
+            out[y : y + strip.height] = convert(pixels(strip if strip.mode == "RGB" else strip.convert("RGB")))
+    return out
+
+
+def _in_srgb(image: Image.Image, data: bytes = b"") -> tuple[np.ndarray, str]:
+    """The loaded image's pixels (`to_rgb_array`) converted from its embedded RGB profile to sRGB,
+    the colour before its alpha is composited (`_converted_on_white`), and the profile's
+    description ("" when there was nothing to convert). A PQ or HLG AVIF/HEIF (`hdr_colour`) is
+    tone-mapped to SDR as HDR video is (`transforms.hdr`): its decoder gives the non-linear HDR
+    signal, shown as is it looks washed out and dim. (A PNG's gAMA and cHRM: `_srgb_array`.)"""
+    if image.mode not in _RGB_PROFILED_MODES:
+        return to_rgb_array(image), ""
+    colour = hdr_colour(image, data)
+    if colour is not None:
+        transfer, primaries = colour
+        return (hdr.tone_map_pixels(to_rgb_array(image), transfer, primaries),
+                f"HDR {transfer.upper()} (nclx), tone-mapped")
+    conversion = srgb_conversion(image.info.get("icc_profile"))
+    if conversion.transform is not None and _has_alpha(image):
+        return _converted_on_white(image, functools.partial(convert_to_srgb, conversion=conversion)), \
+            conversion.description
+    return convert_to_srgb(to_rgb_array(image), conversion), conversion.description
+
+
+# PNG colour types whose 16-bit samples Pillow cuts to 8 bits as it loads them: RGB, grey+alpha, RGBA
+_CUT_TO_8 = (2, 4, 6)
+_GREY_ALPHA = 4  # the PNG colour type Pillow opens as "RGBA" at 16 bits (its grey profile: `_wide_colour`)
+
+
+# 16-bit (h, W, 3) RGB samples (grey ones repeated) -> uint8 sRGB, and what it converts from
+WideColour = tuple[Callable[[np.ndarray], np.ndarray], str]
+
+
+def _through(table: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Samples mapped by a `Curve`'s table: of levels (1-D), or of a grey's colours (2-D)."""
+    return (lambda samples: table[samples]) if table.ndim == 1 else (lambda samples: table[samples[..., 0]])
+
+
+def _wide_colour(image: Image.Image, data: bytes) -> WideColour | None:
+    """How a 16-bit RGB, RGBA or grey+alpha PNG that Pillow cuts to 8 bits (`_CUT_TO_8`, no tRNS
+    colour key) is taken to sRGB from its 16 bits: by its cHRM (`_png_chromaticities`), its gAMA
+    (`_png_gamma`), or a grey+alpha one's grey ICC profile; None for none of them."""
+    header = png_header(data) if image.format == "PNG" else None
+    if header is None or header[0] != 16 or header[1] not in _CUT_TO_8 or "transparency" in image.info:
+        return None
+    primaries = _png_chromaticities(image)
+    if primaries is not None:
+        return functools.partial(primaries.apply, bits=16), primaries.description
+    gamma = _png_gamma(image)
+    table = gamma_table(gamma, 16) if gamma is not None else None
+    if table is not None:
+        return _through(table), f"PNG gAMA {gamma:g}"
+    icc = image.info.get("icc_profile")
+    grey = grey_profile(icc) if header[1] == _GREY_ALPHA and isinstance(icc, bytes) else ""
+    table = grey_table(icc, 16) if grey else None  # type: ignore[arg-type]
+    return (_through(table), grey) if table is not None else None
+
+
+def _wide(image: Image.Image, data: bytes, orientation: int) -> tuple[np.ndarray, str] | None:
+    """A 16-bit RGB, RGBA or grey+alpha PNG's colour taken to sRGB from its 16-bit samples
+    (`_wide_colour`; OpenCV decodes them as stored: no gamma, no EXIF turn), then its 16-bit alpha
+    composited on white, then turned by `orientation`, and what it was converted from: Pillow
+    hands over 8-bit samples, whose linear shadows (gAMA 1.0) came out up to 12 levels from the
+    specification's decoding (a ProPhoto cHRM's 9, a linear grey profile's 29). None when none
+    applies or OpenCV does not give 16-bit samples (the 8-bit path then converts)."""
+    found = _wide_colour(image, data)
+    if found is None:
+        return None
+    colour, description = found
+    wide = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if wide is None or wide.dtype != np.uint16 or wide.ndim != 3 or wide.shape[2] not in (3, 4):
+        return None
+    h, w = wide.shape[:2]
+    out = np.empty((h, w, 3), np.uint8)
+    rows = max(1, STRIP_PIXELS // max(1, w))
+    for y in range(0, h, rows):
+        strip = wide[y : y + rows]
+        shown = colour(strip[..., 2::-1])  # OpenCV's BGR(A)
+        if strip.shape[2] == 4:
+            alpha = strip[..., 3:4].astype(np.uint32)
+            shown = ((shown * alpha + WHITE * (0xFFFF - alpha) + 0x7FFF) // 0xFFFF).astype(np.uint8)
+        out[y : y + rows] = shown
+    del wide
+    turned = out if orientation == 1 else np.asarray(Image.fromarray(out).transpose(_TURNS[orientation]))
+    return turned, description
+
+
+def _srgb_array(image: Image.Image, data: bytes) -> tuple[np.ndarray, str]:
+    """The loaded image as (H, W, 3) uint8 sRGB (`to_rgb_array`, `_in_srgb`) and the profile it
+    was converted from; a CMYK image with a CMYK profile converted by it
+    (`transforms.colour_profile`): Pillow's conversion ignores the profile. A PNG's cHRM, or its
+    gAMA, when it has no profile and no sRGB chunk, is applied to its colour (grey ones too)
+    before its alpha is composited (`to_rgb_array`, `_converted_on_white`), as is a grey image's
+    grey ICC profile (`colour_profile.grey_table`: it was ignored, a linear grey shown up to 70
+    levels too dark). (A 16-bit PNG's samples that Pillow cuts to 8 bits are converted from their
+    16 bits before this, by `_wide`: here only when OpenCV could not decode them.)"""
+    if image.mode == "CMYK":
+        conversion = srgb_conversion(image.info.get("icc_profile"), "CMYK")
+        if conversion.transform is not None:
+            return cmyk_to_srgb(image, conversion), conversion.description
+    primaries = _png_chromaticities(image)
+    if primaries is not None:  # the gAMA is its curve
+        return _converted_on_white(image, functools.partial(primaries.apply, bits=8)), primaries.description
+    gamma = _png_gamma(image)
+    if gamma and gamma_table(gamma) is not None:
+        return to_rgb_array(image, functools.partial(gamma_table, gamma)), f"PNG gAMA {gamma:g}"
+    icc = image.info.get("icc_profile")
+    grey_samples = image.mode in _GREY_PROFILED_MODES or (image.format == "PNG" and png_header(data) == (16, _GREY_ALPHA))
+    grey = grey_profile(icc) if grey_samples and isinstance(icc, bytes) else ""
+    if grey:
+        return to_rgb_array(image, functools.partial(grey_table, icc)), grey
+    return _in_srgb(image, data)

@@ -1,0 +1,80 @@
+"""What a file Pillow does not open is, by its first bytes (`sniff_format`: a real format this
+build cannot decode, not junk), and whether it is cut short of what its container declares. Part of `transforms.decode`."""
+
+from __future__ import annotations
+
+from transforms.errors import DecodeError
+from transforms.headers import JPEG_LS_SOF, camera_raw, declared_length, jpeg_layout, tiff_samples
+
+
+_FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC",
+                b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF",
+                b"crx ": "CR3 (Canon camera raw)", b"qt  ": "QuickTime video (an iPhone Live Photo's, or a clip)",
+                b"mp41": "MP4 video", b"mp42": "MP4 video", b"isom": "MP4 video", b"M4V ": "MP4 video"}
+
+
+# what ImageMagick, image editors and HDR tools write that Pillow does not read, by their first
+# bytes: such a file was `not_an_image` ("no image format recognises these bytes")
+_OTHER_MAGICS = ((b"v/1\x01", "OpenEXR"), (b"#?RADIANCE", "Radiance HDR"), (b"#?RGBE", "Radiance HDR"),
+                 (b"id=ImageMagick", "MIFF (ImageMagick)"), (b"SDPX", "DPX"), (b"XPDS", "DPX"),
+                 (b"gimp xcf", "XCF (GIMP)"))
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The name of a real image format recognised by its first bytes, for formats that Pillow may
+    not open (vector, HEIF family, JPEG XL, PDF, TIFF variants): such a file is a picture we
+    cannot use, not junk, and its reject says which format it is."""
+    head = data[:512]
+    if head[:3] == b"\xff\xd8\xff":
+        return _undecodable_jpeg(data)
+    if head[4:8] == b"ftyp":
+        return _FTYP_BRANDS.get(head[8:12], f"ISO media ({head[8:12].decode('latin-1')!r} brand)")
+    raw = camera_raw(data)
+    if raw:
+        return raw
+    if head[:4] in (b"II*\x00", b"MM\x00*"):  # the samples named: a float RGB TIFF's said nothing of float
+        samples = tiff_samples(data)
+        return f"TIFF ({samples + ', ' if samples else ''}a sample layout Pillow cannot read)"
+    if head[:2] == b"\xff\x0a" or head[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
+        return "JPEG XL"
+    if head[:5] == b"%PDF-":
+        return "PDF"
+    for magic, name in _OTHER_MAGICS:
+        if head.startswith(magic):
+            return name
+    if head[:2] in (b"PF", b"Pf") and head[2:3].isspace():
+        return "PFM (portable float map)"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head.lower()):
+        return "SVG (vector graphics)"
+    if text.startswith(b"<!doctype svg") or text.startswith(b"<!-- ") and b"<svg" in head.lower():
+        return "SVG (vector graphics)"
+    return None
+
+
+def _undecodable_jpeg(data: bytes) -> str | None:
+    """What a JPEG Pillow does not open is, when its frame says it is a real one it cannot decode:
+    a JPEG-LS, or samples of other than 8 bits (12-bit, 16-bit lossless); None for one broken or
+    cut before its frame."""
+    layout = jpeg_layout(data)
+    if layout is None:
+        return None
+    if layout.sof == JPEG_LS_SOF:
+        return "JPEG-LS"
+    return f"JPEG ({layout.precision}-bit samples)" if layout.precision != 8 else None
+
+
+def _cut_short(data: bytes) -> bool:
+    """Whether the file is shorter than its container says (`declared_length`)."""
+    declared = declared_length(data)
+    return declared is not None and declared > len(data)
+
+
+def _raise_if_cut_short(data: bytes) -> None:
+    """`truncated` for a file shorter than its container says (`declared_length`): what Pillow
+    says of a cut WebP, AVIF, TIFF or icon names no truncation ("could not create decoder object",
+    or no format at all)."""
+    declared = declared_length(data)
+    if declared is not None and declared > len(data):
+        raise DecodeError("truncated", f"the file is cut short: it holds {len(data)} of the {declared} or more "
+                                       f"bytes it declares")
