@@ -403,8 +403,11 @@ def _stream_seek(stream: Any, pos: int, budget: "SkipBudget | None" = None) -> i
 # 1.0-1.3, 1024x768 uncompressed TIFF renders of ImageMagick's `logo:` (a white ground) 14-22,
 # flat-colour 256x256 PPM/BMP/TIFF frames 500-700 (gzip) and 2,000-4,400 (bzip2, xz): so no ratio
 # tells a bomb (gzip of zeros: 1,030:1; bzip2 1.4M:1; xz 6,900:1) from flat frames, and only data
-# that is never read is held to it (a member over the cap in the scan, which reads every member's
-# data through; in the read, any member's data its source left unread), read data never is. The
+# that is never read is held to it: a member's over the cap, passed over by the scan (which reads
+# every other member's data through), read data never is. A read spends no more than the scan did,
+# and stops where the scan's verdict stands: counting in a read what its source leaves unread made
+# each part of a shard read in parts (each passing over the samples other parts own) stop at its
+# own place, and lose what followed with no reject of its own. The
 # 8 GiB one now costs 1.7 CPU-s (one `inflation_budget` reject), a 9,761-byte `tar -cjf` of it 3.3.
 SKIP_FLOOR = 1 << 30
 SKIP_RATIO = 64
@@ -427,13 +430,12 @@ class SkipBudget:
 
     tar: tarfile.TarFile
     compressed: Callable[[], int]
-    every_member: bool  # the read: every member's skipped data counts; the scan: a member's over the cap
     skipped: int = 0
 
     def counted(self) -> tarfile.TarInfo | None:
         """The member whose data a skip now passes over, when its bytes count; else None."""
         member = getattr(self.tar, "_walked", None)
-        if member is None or not (self.every_member or member.size > MAX_INPUT_FILE_BYTES):
+        if member is None or member.size <= MAX_INPUT_FILE_BYTES:
             return None
         return member
 
@@ -506,11 +508,10 @@ def _is_gzip(handle: IO[bytes]) -> bool:
     return _head(handle, 2) == b"\x1f\x8b"
 
 
-def open_tar(handle: IO[bytes], mode: str, every_member: bool = False) -> tarfile.TarFile:
+def open_tar(handle: IO[bytes], mode: str) -> tarfile.TarFile:
     """`tarfile.open` on an opened file, its extended headers judged before they are read and each
     member's size held to the file (`CappedTarInfo`); a stream's skip ends at its end and passes
-    over unread data within `SkipBudget` (`every_member`: each member's data unread counts, else a
-    member's over the cap) (`_stream_seek`). A gzipped tar streamed (`r|*`, `r|gz`) is inflated by
+    over a member's data over the cap within `SkipBudget` (`_stream_seek`). A gzipped tar streamed (`r|*`, `r|gz`) is inflated by
     `GzipStream` (every gzip member read), a bzip2 or xz one (`r|*`) by `UnpackedStream`."""
     raw = handle
     if mode in ("r|*", "r|gz") and _is_gzip(handle):
@@ -519,20 +520,29 @@ def open_tar(handle: IO[bytes], mode: str, every_member: bool = False) -> tarfil
         handle, mode = UnpackedStream(handle, kind), "r|"
     tar = tarfile.open(fileobj=handle, mode=mode, tarinfo=CappedTarInfo)
     if isinstance(tar.fileobj, tarfile._Stream):
-        budget = SkipBudget(tar, _position(raw), every_member)
+        budget = SkipBudget(tar, _position(raw))
         tar.fileobj.seek = functools.partial(_stream_seek, tar.fileobj, budget=budget)  # type: ignore[method-assign]
     return tar
 
 
 class UnpackedStream(GzipStream):
     """A bzip2 or xz tar's unpacked bytes, read forward only, for tarfile's `r|`, a bounded step
-    at a time (`BZ2File`, `LZMAFile`: every stream of a file read, trailing junk ignored, as
-    `bzip2 -d` and `xz -d` read them). tarfile's own `r|*` unpacked each 10 KiB it read whole
+    at a time (`BZ2File`, `LZMAFile`: every stream of a file read, as `bzip2 -d` and `xz -d` read
+    them; an xz file's Stream Padding, zeros after its last stream, as `xz -d` allows it, which
+    `LZMAFile` took for a cut stream). tarfile's own `r|*` unpacked each 10 KiB it read whole
     (bzip2 packs 1 GiB of zeros into 785 bytes: GiBs at once) and cut what it held by copying the
-    rest each read (64 MiB of zeros took 63 s). Damage ends the bytes where it lies (`error`)."""
+    rest each read (64 MiB of zeros took 63 s). Damage ends the bytes where it lies (`error`);
+    junk after the last stream is passed over as the base reader did (`xz -t` calls it corrupt)."""
 
     def __init__(self, handle: IO[bytes], kind: str) -> None:  # pylint: disable=super-init-not-called
-        self._inflated = bz2.BZ2File(handle) if kind == "bz2" else lzma.LZMAFile(handle)  # type: ignore[assignment]
+        if kind == "bz2":
+            self._inflated = bz2.BZ2File(handle)  # type: ignore[assignment]
+        else:
+            try:
+                end: int | None = _size(handle) - _xz_padding(handle)
+            except (AttributeError, OSError, ValueError):
+                end = None  # read whole: padding, if any, then reads as damage
+            self._inflated = lzma.LZMAFile(handle if end is None else _Prefix(handle, end))  # type: ignore[assignment]
         self.error = None
 
     def read(self, size: int = -1) -> bytes:
@@ -543,6 +553,40 @@ class UnpackedStream(GzipStream):
         except (OSError, EOFError, lzma.LZMAError) as exc:
             self.error = tarfile.ReadError(f"the compressed stream is damaged or cut short: {exception_detail(exc)}")
             return b""
+
+
+MAX_XZ_PADDING = 1 << 20  # zeros looked for at an xz file's end: padding (a multiple of 4) is what
+# concatenating to a block size leaves; past this, what is left reads as damage, as before
+
+
+def _size(handle: IO[bytes]) -> int:
+    """A seekable `handle`'s size (its position put back at the start)."""
+    end = handle.seek(0, os.SEEK_END)
+    handle.seek(0)
+    return end
+
+
+def _xz_padding(handle: IO[bytes]) -> int:
+    """How many bytes at the end of a seekable xz `handle` are Stream Padding (zeros, a multiple of
+    4: a stream itself ends in its footer's `YZ`), at most `MAX_XZ_PADDING` looked at."""
+    end = _size(handle)
+    handle.seek(max(0, end - MAX_XZ_PADDING))
+    tail = handle.read(MAX_XZ_PADDING)
+    handle.seek(0)
+    zeros = len(tail) - len(tail.rstrip(b"\0"))
+    return zeros - zeros % 4
+
+
+class _Prefix:
+    """The first `end` bytes of `handle`, read forward."""
+
+    def __init__(self, handle: IO[bytes], end: int) -> None:
+        self._handle, self._left = handle, end
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(self._left if size < 0 else min(size, self._left))
+        self._left -= len(data)
+        return data
 
 
 def _bz2_or_xz(handle: IO[bytes]) -> str | None:
@@ -1150,8 +1194,7 @@ def read_members(uri: str, mode: Callable[[IO[bytes]], str],
     layout = scan(uri, mode=mode) if layout is None else layout
     kept = layout.headers
     try:
-        with _opened(uri, layout) as handle, open_tar(handle, "r:" if kept is not None else mode(handle),
-                                                      every_member=True) as tar:
+        with _opened(uri, layout) as handle, open_tar(handle, "r:" if kept is not None else mode(handle)) as tar:
             for ordinal, info in enumerate(tar if kept is None else kept.members(tar)):
                 if ordinal >= MAX_TAR_MEMBERS:
                     raise too_many_members()

@@ -1117,3 +1117,72 @@ def test_a_compressed_tar_its_reader_reads_plain_is_not_inflated_by_the_scan(tmp
     assert [item.reason for item in items] == ["corrupt_archive"], items
     assert "invalid header" in items[0].detail or "ReadError" in items[0].detail, items[0].detail
     assert sum(inflated) == 0, sum(inflated)
+
+
+@pytest.mark.parametrize("flag", ["-cJf", "-cjf"])
+def test_a_compressed_tar_of_flat_frames_read_in_parts_reads_as_whole(tmp_path, monkeypatch, flag):
+    """A `.tar` GNU tar compressed (-J, -j) of flat-colour BMP frames (~1,000:1) is read in parts
+    once it passes the part size; each part passes over the samples other parts own. The read
+    counted those against the skip budget, so each part stopped at its own place and every part but
+    one lost the samples after it with no reject (3 parts: 10 of 40 built, one `inflation_budget`).
+    Only the scan's verdict stops a read now: the parts build what the whole read builds. (Scaled:
+    a 1 MiB floor for the real 1 GiB, parts of 1,000 bytes for the real 64 MiB.)"""
+    from PIL import Image
+
+    from sources import tar_members, web_units
+    from sources.laion import LaionSource
+
+    files, shards = tmp_path / "files", tmp_path / "web"
+    files.mkdir()
+    shards.mkdir()
+    for i in range(40):
+        Image.fromarray(np.full((256, 256, 3), (i * 6, 100, 200 - i * 4), np.uint8)).save(files / f"{i:09d}.bmp")
+        (files / f"{i:09d}.txt").write_text(f"caption {i}")
+    subprocess.run(["tar", flag, str(shards / "00000.tar"), "-C", str(files), *sorted(os.listdir(files))], check=True)
+    monkeypatch.setattr(tar_members, "SKIP_FLOOR", 1 << 20)
+
+    def items(part_bytes: int) -> tuple[int, list, list]:
+        monkeypatch.setattr(web_units, "TAR_PART_BYTES", part_bytes)
+        source = LaionSource("web", str(shards), "webdataset")
+        units = list(source.units())
+        read = [item for unit in units for item in source.read(unit)]
+        return (len(units), sorted((i.key, i.data) for i in read if type(i).__name__ == "ImageRecord"),
+                sorted((i.key, i.reason) for i in read if type(i).__name__ == "Reject"))
+
+    (whole_units, whole, whole_rejects), (part_units, parts, part_rejects) = items(64 << 20), items(1000)
+    assert (whole_units, len(whole), whole_rejects) == (1, 40, [])
+    assert part_units > 1 and parts == whole and part_rejects == whole_rejects
+
+
+def test_an_xz_tar_with_stream_padding_reads_as_without(tmp_path):
+    """xz allows Stream Padding, zeros (a multiple of 4) after a stream, as concatenating to a block
+    size leaves them: `xz -t` passes such a file and `tar -tJf` lists every member. Python's
+    `LZMAFile` takes them for a cut stream, so the streamed read gave a `corrupt_archive` reject
+    beside its samples. Now the padding is passed over: the same items as the file without it;
+    zeros that are no multiple of 4 are still damage, as `xz -t` says."""
+    from sources.laion import LaionSource
+
+    files = tmp_path / "files"
+    files.mkdir()
+    for i in range(6):
+        (files / f"{i:09d}.jpg").write_bytes(os.urandom(900))  # what a reader keeps: its bytes
+        (files / f"{i:09d}.txt").write_text(f"caption {i}")
+    folders = {}
+    for name, padding in (("plain", b""), ("padded", bytes(4096)), ("odd", bytes(4097))):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        shard = folders[name] / "00000.tar"
+        subprocess.run(["tar", "-cJf", str(shard), "-C", str(files), *sorted(os.listdir(files))], check=True)
+        with open(shard, "ab") as handle:
+            handle.write(padding)
+    assert subprocess.run(["xz", "-t", str(folders["padded"] / "00000.tar")]).returncode == 0
+    assert subprocess.run(["xz", "-t", str(folders["odd"] / "00000.tar")], capture_output=True).returncode != 0
+
+    def items(folder) -> list[tuple]:
+        source = LaionSource("web", str(folder), "webdataset")
+        return sorted((type(i).__name__, i.key, getattr(i, "reason", "")) for u in source.units() for i in source.read(u))
+
+    plain = items(folders["plain"])
+    assert [kind for kind, _, _ in plain] == ["ImageRecord"] * 6
+    assert items(folders["padded"]) == plain
+    assert ("Reject", "web-00000", "corrupt_archive") in items(folders["odd"])
