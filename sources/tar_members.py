@@ -956,18 +956,7 @@ def spooled_gzip(handle: IO[bytes]) -> IO[bytes] | None:
     budget = spool_budget(folder, _file_size(handle) or 0)
     if budget <= MAX_KEPT_HEADER_BYTES:
         return None
-    try:
-        spool = tempfile.TemporaryFile(dir=folder)
-    except OSError:
-        return None
-    try:
-        if _inflate_members(handle, spool.write, budget):
-            spool.seek(0)
-            return spool
-    except OSError:  # the disk filled meanwhile, a quota: streamed instead
-        pass
-    spool.close()
-    return None
+    return _spooled(folder, lambda spool: _inflate_members(handle, spool.write, budget))
 
 
 def spooled_copy(handle: IO[bytes]) -> IO[bytes] | None:
@@ -979,18 +968,31 @@ def spooled_copy(handle: IO[bytes]) -> IO[bytes] | None:
     folder = tempfile.gettempdir()
     if size is None or spool_budget(folder, size) < size:
         return None
+
+    def copied(spool: IO[bytes]) -> bool:
+        handle.seek(0)
+        shutil.copyfileobj(handle, spool, 1 << 20)
+        return True
+
+    return _spooled(folder, copied)
+
+
+def _spooled(folder: str, fill: Callable[[IO[bytes]], bool]) -> IO[bytes] | None:
+    """An unnamed temporary file in `folder` that `fill` wrote whole (True), at its start; None
+    where it cannot be made or `fill` fails (the disk filled meanwhile, a quota, the remote file
+    failed: the tar is then read from the file, as before, and its error said there)."""
     try:
         spool = tempfile.TemporaryFile(dir=folder)
     except OSError:
         return None
     try:
-        handle.seek(0)
-        shutil.copyfileobj(handle, spool, 1 << 20)
-        spool.seek(0)
-        return spool
-    except OSError:  # the disk filled, the remote file failed: read from it, as before (and its error said)
-        spool.close()
-        return None
+        if fill(spool):
+            spool.seek(0)
+            return spool
+    except OSError:
+        pass
+    spool.close()
+    return None
 
 
 GZIP_TAR_SUFFIXES = (".gz", ".tgz")  # the names whose tars `scan` tries to inflate once
