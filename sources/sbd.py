@@ -22,7 +22,7 @@ from sources import fsio
 from sources.mat_files import MatTooLarge, MatUnreadable, read_mat_variable
 from sources.paths import ConfiguredPathMissing, missing_under, path_problem, set_aside_problem, shown_name
 from sources.records import PairRecord, Reject, SourceItem, relative_input, safe_key
-from sources.voc import FILES_PER_UNIT, MAX_VOC_LIST_IDS, read_voc_list, split_list_rejects
+from sources.voc import MAX_VOC_LIST_IDS, read_voc_list, split_list_rejects, unlisted_files, units_of
 
 SBD_IMAGES, SBD_LABELS = "img", "cls"
 SBD_SPLIT_LISTS = {"val.txt": "val", "train.txt": "train"}  # the order an id listed twice is taken: held out first
@@ -108,12 +108,8 @@ class SbdSegmentation:
             room -= used
             ids = [i for i in dict.fromkeys(ids) if i not in taken]
             taken.update(ids)
-            images = [fsio.join(root, SBD_IMAGES, i + ".jpg") for i in ids]
-            units += [(list_name, tuple(images[i: i + FILES_PER_UNIT])) for i in range(0, len(images), FILES_PER_UNIT)]
-        unlisted = [u for u in fsio.list_files(fsio.join(root, SBD_LABELS), (".mat",), links=True)
-                    if fsio.basename(u).rsplit(".", 1)[0] not in taken]
-        units += [(UNLISTED_UNIT, tuple(unlisted[i: i + FILES_PER_UNIT]))
-                  for i in range(0, len(unlisted), FILES_PER_UNIT)]
+            units += units_of(list_name, [fsio.join(root, SBD_IMAGES, i + ".jpg") for i in ids])
+        units += units_of(UNLISTED_UNIT, unlisted_files(fsio.join(root, SBD_LABELS), ".mat", taken))
         return units + ([(LIST_UNIT, tuple(list_uris))] if list_uris else [])
 
     def read(self, unit: tuple[str, tuple[str, ...]]) -> Iterator[SourceItem]:

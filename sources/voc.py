@@ -141,6 +141,16 @@ def split_list_rejects(source: str, path: str, follow_links: bool, uris: tuple[s
             yield Reject(key, source, key, "read", "bad_split_list", detail[:200], input=at)
 
 
+
+def units_of(name: str, files: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """`files` as units named `name`, `FILES_PER_UNIT` to a unit, in their order."""
+    return [(name, tuple(files[i: i + FILES_PER_UNIT])) for i in range(0, len(files), FILES_PER_UNIT)]
+
+
+def unlisted_files(folder: str, suffix: str, taken: set[str]) -> list[str]:
+    """The `suffix` files of `folder` (links listed, judged when read) whose id no list took."""
+    return [u for u in fsio.list_files(folder, (suffix,), links=True) if fsio.basename(u).rsplit(".", 1)[0] not in taken]
+
 @dataclass(frozen=True)
 class VocSegmentation:
     """The reader behind `SegmentationSource(layout="voc")`: units are split lists' ids, not files."""
@@ -248,16 +258,11 @@ class VocSegmentation:
                 for folder, members in ((f"{task}:{list_name}", [i for i in ids if i not in moved | to_train]),
                                         (f"{task}:{list_name}:{HELD_OUT}", [i for i in ids if i in moved]),
                                         (f"{task}:{list_name}:train", [i for i in ids if i in to_train])):
-                    images = [fsio.join(root, VOC_IMAGES, i + ".jpg") for i in members]
-                    units += [(folder, tuple(images[i: i + FILES_PER_UNIT]))
-                              for i in range(0, len(images), FILES_PER_UNIT)]
+                    units += units_of(folder, [fsio.join(root, VOC_IMAGES, i + ".jpg") for i in members])
             for labels, unit in ((VOC_LABELS, UNLISTED_UNIT), (VOC_AUG_LABELS, UNLISTED_AUG_UNIT)):
                 if task != "segmentation" or not fsio.isdir(fsio.join(root, labels)):
                     continue
-                unlisted = [u for u in fsio.list_files(fsio.join(root, labels), (".png",), links=True)
-                            if fsio.basename(u).rsplit(".", 1)[0] not in taken]
-                units += [(unit, tuple(unlisted[i: i + FILES_PER_UNIT]))
-                          for i in range(0, len(unlisted), FILES_PER_UNIT)]
+                units += units_of(unit, unlisted_files(fsio.join(root, labels), ".png", taken))
         return units + ([(LIST_UNIT, tuple(list_uris))] if list_uris else [])
 
     def read(self, unit: tuple[str, tuple[str, ...]]) -> Iterator[SourceItem]:
