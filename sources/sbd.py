@@ -20,9 +20,10 @@ import numpy as np
 
 from sources import fsio
 from sources.mat_files import MatTooLarge, MatUnreadable, read_mat_variable
-from sources.paths import ConfiguredPathMissing, missing_under, path_problem, set_aside_problem, shown_name
+from sources.paths import ConfiguredPathMissing, missing_under, path_problem, set_aside_problem
 from sources.records import PairRecord, Reject, SourceItem, relative_input, safe_key
-from sources.voc import MAX_VOC_LIST_IDS, read_voc_list, split_list_rejects, unlisted_files, units_of
+from sources.voc import (MAX_VOC_LIST_IDS, read_voc_list, split_list_rejects, unlisted_files, unlisted_map_rejects,
+                         units_of)
 
 SBD_IMAGES, SBD_LABELS = "img", "cls"
 SBD_SPLIT_LISTS = {"val.txt": "val", "train.txt": "train"}  # the order an id listed twice is taken: held out first
@@ -127,16 +128,8 @@ class SbdSegmentation:
                                       lambda uri: safe_key(self.name, fsio.basename(uri)))
 
     def _read_unlisted(self, uris: tuple[str, ...]) -> Iterator[Reject]:
-        labels = fsio.listed_root(fsio.join(self.root(), SBD_LABELS))
-        for uri in uris:
-            key = safe_key(self.name, SBD_LABELS, fsio.basename(uri))
-            at = relative_input(uri, fsio.listed_root(self.path))
-            aside = set_aside_problem(labels, uri)
-            if aside:
-                yield Reject(key, self.name, key, "read", aside.reason, aside.detail, input=at)
-                continue
-            yield Reject(key, self.name, key, "read", "unlisted_label_map",
-                         f"{shown_name(fsio.basename(uri))}: neither train.txt nor val.txt names it", input=at)
+        yield from unlisted_map_rejects(self.name, self.path, fsio.join(self.root(), SBD_LABELS), SBD_LABELS, uris,
+                                        "neither train.txt nor val.txt names it")
 
     def _read_listed(self, list_name: str, images: tuple[str, ...]) -> Iterator[SourceItem]:
         split = SBD_SPLIT_LISTS[list_name]

@@ -151,6 +151,21 @@ def unlisted_files(folder: str, suffix: str, taken: set[str]) -> list[str]:
     """The `suffix` files of `folder` (links listed, judged when read) whose id no list took."""
     return [u for u in fsio.list_files(folder, (suffix,), links=True) if fsio.basename(u).rsplit(".", 1)[0] not in taken]
 
+
+def unlisted_map_rejects(name: str, path: str, labels: str, folder: str, uris: tuple[str, ...],
+                         why: str) -> Iterator[Reject]:
+    """A label map of the folder `labels` (`folder` below the dataset) that no list names:
+    `unlisted_label_map` saying `why`, or the reject of what an operating system left there."""
+    listed = fsio.listed_root(labels)
+    for uri in uris:
+        key = safe_key(name, folder, fsio.basename(uri))
+        at = relative_input(uri, fsio.listed_root(path))
+        aside = set_aside_problem(listed, uri)
+        if aside:
+            yield Reject(key, name, key, "read", aside.reason, aside.detail, input=at)
+            continue
+        yield Reject(key, name, key, "read", "unlisted_label_map", f"{shown_name(fsio.basename(uri))}: {why}", input=at)
+
 @dataclass(frozen=True)
 class VocSegmentation:
     """The reader behind `SegmentationSource(layout="voc")`: units are split lists' ids, not files."""
@@ -287,18 +302,10 @@ class VocSegmentation:
     def _read_unlisted(self, uris: tuple[str, ...], folder: str) -> Iterator[Reject]:
         """A label map of `folder` no list names (`unlisted_label_map`), or what an operating system
         left there."""
-        labels = fsio.listed_root(fsio.join(self.root(), folder))
         fix = "" if folder == VOC_LABELS else (" (SBD's map: an aug list, DeepLab's train_aug.txt or mmseg's trainaug.txt, "
                                                f"in {VOC_LISTS_FOLDER}/ or beside VOCdevkit/ trains on it)")
-        for uri in uris:
-            key = safe_key(self.name, folder, fsio.basename(uri))
-            at = relative_input(uri, fsio.listed_root(self.path))
-            aside = set_aside_problem(labels, uri)
-            if aside:
-                yield Reject(key, self.name, key, "read", aside.reason, aside.detail, input=at)
-                continue
-            yield Reject(key, self.name, key, "read", "unlisted_label_map",
-                         f"{shown_name(fsio.basename(uri))}: no list of {VOC_LISTS_FOLDER}/ names it{fix}", input=at)
+        yield from unlisted_map_rejects(self.name, self.path, fsio.join(self.root(), folder), folder, uris,
+                                        f"no list of {VOC_LISTS_FOLDER}/ names it{fix}")
 
     def _read_listed(self, task: str, list_name: str, images: tuple[str, ...],
                      split: str | None) -> Iterator[SourceItem]:
