@@ -363,10 +363,13 @@ def _local_files(path: str, recursive: bool, follow_links: bool, suffixes: tuple
     whatever their names: their reader rejects them (`paths.LinkLoop`), never walked, never dropped."""
     found: list[str] = []
     stack: list[tuple[str, frozenset[str]]] = [(path, frozenset())]
+    start = os.path.realpath(path)
     while stack:
         folder, above = stack.pop()
         real = os.path.realpath(folder)
-        if real in above:  # a followed link back to a folder above: a cycle, never walked
+        if real in above or (folder != path and _holds(real, start)):
+            # a followed link back to a folder above, walked from here or above where the walk
+            # began (`up -> ..` in a shard folder walked alone): a cycle, never walked
             found.append(folder)
             continue
         above = above | {real}
@@ -424,6 +427,11 @@ def list_dirs(uri: str, links: bool = False, loops: bool = False) -> list[str]:
     # it (every one a unit's `read` records: loops are listed by `units()` alone) keeps its key
     key = ("dirs", uri, links, True) if loops else ("dirs", uri, links)
     return _listed(key, sorted(_unstrip(fs, n.rstrip("/"), uri) for n in names))
+
+
+def _holds(folder: str, inner: str) -> bool:
+    """Whether the real folder `folder` is `inner` or lies above it."""
+    return inner == folder or inner.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _loops(link: str) -> bool:

@@ -1542,3 +1542,26 @@ def test_a_remote_roots_items_name_their_input_as_a_local_roots_do(tmp_path: Pat
     assert {kind for kind, _, _ in local} == {"ImageRecord", "Reject"}
     assert all(where.startswith("00000.tar:") for _, _, where in local), local
     assert remote == local
+
+
+def test_a_files_shards_link_to_a_folder_above_it_is_a_link_loop_when_links_are_followed(tmp_path: Path):
+    """A files shard is walked below (`output_format=files` extracted with its subfolders); with
+    `follow_links: true` a link in it to a folder above the shard (`up -> ..`, the source root) was
+    followed, since the walk knew only the folders it had walked from the shard: the other shards
+    were read again under new keys and a folder became an image record (the final reader's proof).
+    Such a link is now one `link_loop` reject, as its path check names it; the rest reads as
+    without it, links followed or not."""
+    shards = tmp_path / "shards"
+    for index in range(2):
+        shard = shards / f"{index:05d}"
+        shard.mkdir(parents=True)
+        for k in range(2):
+            (shard / f"{index:05d}{k:04d}.jpg").write_bytes(_image(seed=10 * index + k))
+    plain = {follow: _read_all(LaionSource("web", str(shards), "files", follow_links=follow)) for follow in (False, True)}
+    (shards / "00000" / "up").symlink_to("..")
+    for follow in (False, True):
+        items = _read_all(LaionSource("web", str(shards), "files", follow_links=follow))
+        records = sorted((r.key, r.uri) for r in items if isinstance(r, ImageRecord))
+        assert records == sorted((r.key, r.uri) for r in plain[follow] if isinstance(r, ImageRecord))
+        assert len(records) == 4, records
+        assert [(r.reason, r.input) for r in items if isinstance(r, Reject)] == [("link_loop", "00000/up")], follow
