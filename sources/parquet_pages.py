@@ -239,6 +239,8 @@ def chunk_pages(source: Any, chunk) -> ChunkPages:
     summed, walked as pyarrow reads them: from `chunk_start` while within the footer's stored size
     and until the footer's `num_values` are seen. Never more than `MAX_PAGES` (`PageHeaderError`);
     the file's position is kept."""
+    if chunk.num_values == 0 and chunk.data_page_offset == 0:
+        return ChunkPages(0, 0, 0, 0, 0)  # pyarrow's chunk of a 0-row group: no page, never read
     kept = source.tell()
     try:
         position = start = chunk_start(chunk)

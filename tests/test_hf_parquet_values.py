@@ -643,3 +643,27 @@ def test_a_remote_parquet_of_100_row_groups_is_fetched_in_few_fetches(tmp_path: 
     size = path.stat().st_size
     assert sum(_RemoteFile.fetched) <= 1.2 * size, (sum(_RemoteFile.fetched), size)
     assert len(_RemoteFile.fetched) <= size / (1 << 20) + 8, (len(_RemoteFile.fetched), size)
+
+
+@pytest.mark.parametrize("parts", [("empty", "rows"), ("rows", "empty"), ("empty",)])
+def test_a_row_group_of_no_rows_pyarrow_writes_is_read_past(tmp_path: Path, parts):
+    """pyarrow writes a row group of 0 rows for an empty table (`ParquetWriter.write_table` of one,
+    `pq.write_table` or pandas' `to_parquet` of an empty frame), its chunks' first data page at byte
+    0 and `num_values` 0; pyarrow reads the file and never reads that group. The page walk read the
+    file's `PAR1` as a page header: the file was one `bad_parquet`, its rows after the group lost
+    (the final reader's proof). A chunk of no values has no page to walk: every row is read."""
+    data = tmp_path / "data"
+    data.mkdir()
+    jpeg = subprocess.run(["convert", "-size", "8x8", "xc:red", "jpg:-"], capture_output=True, check=True).stdout
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", image), ("text", pa.string())])
+    rows = pa.Table.from_pylist([{"image": {"bytes": jpeg, "path": f"{i}.jpg"}, "text": f"t{i}"} for i in range(5)],
+                                schema=schema)
+    path = data / "train-00000-of-00001.parquet"
+    with pq.ParquetWriter(path, schema) as writer:
+        for part in parts:
+            writer.write_table(rows if part == "rows" else rows.slice(0, 0))
+    assert 0 in [pq.ParquetFile(path).metadata.row_group(g).num_rows for g in range(len(parts))]
+    items = list(_read(LaionSource("s", str(data))))
+    assert all(isinstance(item, ImageRecord) for item in items), items
+    assert len(items) == pq.read_table(path).num_rows == (5 if "rows" in parts else 0)
