@@ -306,8 +306,10 @@ def read_mat_variable(data: bytes, name: str, max_inflated: int, max_objects: in
     variables inflate to (`MatTooLarge` past `max_inflated`) and the Python objects scipy would make
     of `name`'s cells and structs (`MatTooLarge` past `max_objects`, `MAT_OBJECT_BYTES` each: a 93 KB
     file of 8M empty cells took 1.3 GB). scipy reads a MAT v5 file of that variable's element alone,
-    whose content was walked as scipy reads it (`_Walker`), never the file itself. A file scipy cannot read, or whose headers are malformed, is
-    `MatUnreadable`."""
+    whose content was walked as scipy reads it (`_Walker`), never the file itself; the variables
+    before it are judged by their inflated size and name only (a header of theirs scipy would
+    refuse is not refused here). A file scipy cannot read, or whose walked headers are malformed,
+    is `MatUnreadable`."""
     from scipy.io import loadmat
 
     try:
