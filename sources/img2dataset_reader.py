@@ -100,16 +100,18 @@ class Img2datasetReader(WebReader):
                                f"{named(extra)}: key {sample_key} already has an image ({named(pictures[0])})",
                                where=f"{tar}:{named(extra)}")
         yield from self._unexpected_members(key, members, images, named, lambda ext: f"{tar}:{named(ext)}")
+        # the sample's json and lineage made once, not for each of a document's (500) images
+        recorded = {**(listing.rows.get(sample_key) or {}), **parse_json(members.get("json"))}
+        shared = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
+        classes = _classes(members)
         for image_ext in pictures:
             # a page of several: its own key (no sample's key holds a dot in its name), its sample's group
             own = _own_key(self._key, shard, sample_key, image_ext, pictures)
-            changed = hash_problem({**(listing.rows.get(sample_key) or {}), **parse_json(members.get("json"))},
-                                   members[image_ext], f"{sample_key}.{image_ext}")
+            changed = hash_problem(recorded, members[image_ext], f"{sample_key}.{image_ext}")
             if changed:
                 yield self._reject(own, "read", HASH_MISMATCH, changed, where=f"{tar}:{named(image_ext)}", group=key)
                 continue
-            lineage = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
-            lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext, **_classes(members)})
+            lineage = {**shared, "shard": shard, "sample_key": sample_key, "file_ext": image_ext, **classes}
             yield ImageRecord(key=own, source=self.name, group=key, data=members[image_ext], lineage=lineage,
                               input=f"{tar}:{named(image_ext)}")
 
