@@ -421,11 +421,12 @@ class ImageNetSource:
             items = self._read_archive(unit)
             yield from items if unit.parts == 1 else (item for item in items if unit.owns(item.key))
             return
-        if unit.uris == (self.val_labels_uri,):
-            yield from self._listed_missing(unit.split)
+        index = self.val_labels_uri  # looked for once: the CSV, else the devkit's ground truth
+        if unit.uris == (index,):
+            yield from self._listed_missing(unit.split, index)
             return
         synsets = read_synsets(self.synsets_uri) if fsio.exists(self.synsets_uri) else {}
-        labels = read_val_labels(self.val_labels_uri) if _needs_labels(unit) else {}
+        labels = read_val_labels(index) if _needs_labels(unit) else {}
         taken: dict[str, str] = {}  # key -> the file that has it
         for uri in unit.uris:
             stem = _stem(uri)
@@ -448,7 +449,7 @@ class ImageNetSource:
                 continue
             taken[key] = fsio.basename(uri)
             if wnid is None:
-                yield Reject(key, self.name, key, "read", "missing_label", f"{stem} not in {fsio.basename(self.val_labels_uri)}",
+                yield Reject(key, self.name, key, "read", "missing_label", f"{stem} not in {fsio.basename(index)}",
                              split_hint=unit.split, input=at)
                 continue
             if synsets and wnid not in synsets:
@@ -572,22 +573,24 @@ class ImageNetSource:
             return reject(key, MEMBER_TOO_LARGE, too_large)
         return None
 
-    def _listed_missing(self, split: str) -> Iterator[Reject]:
-        """A reject for each image LOC_val_solution.csv lists that the split's folder lacks, flat or
-        in a class folder inside the root (a val set reorganised by hand in part), or in a further
-        held-out folder read as val (`more_held_out`)."""
+    def _listed_missing(self, split: str, index: str) -> Iterator[Reject]:
+        """A reject for each image the val index (`index`: LOC_val_solution.csv or the devkit's ground
+        truth) lists that the split's folder lacks, flat or in a class folder inside the root (a val
+        set reorganised by hand in part), or in a further held-out folder read as val
+        (`more_held_out`)."""
         present: set[str] = set()
         for split_dir in [self.split_dir(split)] + self.more_held_out(split):
             present |= {_stem(f) for f in fsio.list_files(split_dir, links=True) if _is_image_name(f)}
             for folder in fsio.list_dirs(split_dir, links=True):
                 if not set_aside(fsio.basename(folder)) and not path_problem(self.path, folder, self.follow_links):
                     present |= {_stem(f) for f in fsio.list_files(folder, links=True) if _is_image_name(f)}
-        for image_id, wnid in sorted(read_val_labels(self.val_labels_uri).items()):
+        at = relative_to_root(self.path, index)
+        for image_id, wnid in sorted(read_val_labels(index).items()):
             if image_id not in present:
                 key = safe_key(self.name, split, wnid, image_id)
                 yield Reject(key, self.name, key, "read", "missing_image", f"{image_id} is listed in "
-                             f"{fsio.basename(self.val_labels_uri)}, but {split}/ holds no image of that name", split_hint=split,
-                             input=f"{relative_to_root(self.path, self.val_labels_uri)} {image_id}")
+                             f"{fsio.basename(index)}, but {split}/ holds no image of that name", split_hint=split,
+                             input=f"{at} {image_id}")
 
     def _not_an_image(self, unit: Unit, uri: str) -> Reject:
         """An entry that is no image: an operating system's metadata (`os_metadata`), a hidden file
