@@ -13,6 +13,7 @@ from array import array
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 from sources import fsio
 from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
@@ -187,7 +188,7 @@ def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
         seen_images: dict[Id, int] = {}  # id -> index of its first entry in this file
         for index, image in enumerate(_list(uri, data, "images")):
             image_id = _id_field(uri, "images", index, image, "id")
-            name = image.get("file_name")
+            name = file_name_of(image)
             file_key = key_of(name)
             if image_id in seen_images:
                 problems.setdefault(image_id, f"{short} images[{seen_images[image_id]}] and images[{index}] "
@@ -271,6 +272,38 @@ def category_shift(categories: dict[int, dict[str, Any]], annotations: dict[Id, 
     placeholder = name.lower() in BACKGROUND_NAMES or any(c.get("supercategory") == name
                                                          for k, c in categories.items() if k != 0)
     return 0 if placeholder else 1
+
+
+def file_name_of(image: dict[str, Any]) -> Any:
+    """An image entry's file under the images folder: its `file_name`; where it has none (LVIS v1
+    writes only `coco_url`, `http://images.cocodataset.org/val2017/000000397133.jpg`), the URL's
+    last folder and file (`val2017/000000397133.jpg`), as detectron2's and MMDetection's LVIS
+    readers take it: `images_dir` is then the folder holding COCO's `train2017/` and `val2017/`
+    (LVIS's val images come from both). None where neither names one."""
+    name = image.get("file_name")
+    if name not in (None, "") or "coco_url" not in image:
+        return name
+    url = image["coco_url"]
+    parts = [part for part in urlsplit(url).path.split("/") if part] if isinstance(url, str) else []
+    return "/".join(parts[-2:]) if len(parts) >= 2 else None
+
+
+# LVIS's per-image category lists: a class not exhaustively labelled there (its unlabelled pixels
+# may be that class) and classes verified absent; they ride in the lineage for a trainer to use
+LVIS_IMAGE_LISTS = ("not_exhaustive_category_ids", "neg_category_ids")
+
+
+def lvis_lineage(image: dict[str, Any]) -> dict[str, Any]:
+    """An LVIS image's category lists as written (ids up to the palette's count, else marked)."""
+    kept: dict[str, Any] = {}
+    for name in LVIS_IMAGE_LISTS:
+        if name not in image:
+            continue
+        ids = image[name]
+        ids = [as_int(v) for v in ids] if isinstance(ids, list) and len(ids) <= MAX_CLASS_ID else None
+        kept[name] = ids if ids is not None and None not in ids else \
+            {"truncated": f"not a list of at most {MAX_CLASS_ID} category ids: left out"}
+    return kept
 
 
 def image_path(images_uri: str, name: str) -> str:
@@ -714,14 +747,16 @@ class CocoSource:
                                                                    f"{anns[0][AT]}{more} name it", at)
                 continue
             image = index.images[image_id]
+            name = file_name_of(image)
             # the pair's width/height are the decoded image's (render_pair), never the JSON's
-            lineage = {"image_id": image_id, "file": image.get("file_name")}
-            if not isinstance(image.get("file_name"), str) or not image["file_name"]:
-                yield from self._every_task(group, BAD_ANNOTATION, f"image {image_id}: file_name is not a text", at)
+            lineage = {"image_id": image_id, "file": name, **lvis_lineage(image)}
+            if not isinstance(name, str) or not name:
+                why = "file_name is not a text, nor does a coco_url end in <folder>/<file> (as LVIS's name COCO's)"
+                yield from self._every_task(group, BAD_ANNOTATION, f"image {image_id}: {why}", at)
                 continue
-            at += f": {image['file_name']}"
+            at += f": {name}"
             try:  # file_name comes from the JSON: it must name a file inside the images folder
-                image_uri = image_path(images_uri, image["file_name"])
+                image_uri = image_path(images_uri, name)
                 check_inside(images_uri, image_uri, self.follow_links)
             except OutsideRoot as exc:
                 yield from self._every_task(group, exc.reason, f"image {image_id}: {exc.detail}", at)

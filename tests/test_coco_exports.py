@@ -1454,3 +1454,45 @@ def test_boxes_are_held_compact_and_read_back_as_pycocotools_reads_them(tmp_path
     assert isinstance(held[2]["bbox"], list)  # ints beside floats: kept as parsed
     for ann_id, ann in held.items():
         assert repr(expanded(ann)["bbox"]) == repr(reference.anns[ann_id]["bbox"]), ann_id
+
+
+# -- LVIS ------------------------------------------------------------------------------------------
+def lvis_image(image_id: int, folder: str, **fields) -> dict:
+    """An `images` entry as LVIS v1 writes it: no `file_name`, the picture named by its `coco_url`."""
+    return {"date_captured": "2013-11-14 11:18:45", "neg_category_ids": [12, 1200], "id": image_id, "license": 3,
+            "height": H, "width": W, "flickr_url": f"http://farm4.staticflickr.com/1/{image_id}_x_z.jpg",
+            "coco_url": f"http://images.cocodataset.org/{folder}/{image_id:012d}.jpg",
+            "not_exhaustive_category_ids": [1203], **fields}
+
+
+def test_lvis_v1_images_named_by_their_coco_url_are_read_from_cocos_folders(tmp_path: Path):
+    """LVIS v1's `lvis_v1_val.json` names no `file_name`: each image is its `coco_url`'s
+    `<train2017|val2017>/<name>` under COCO's folder (as detectron2's and MMDetection's LVIS readers
+    take it; its val images come from both). Every pair was a `bad_annotation` ('file_name is not a
+    text'). Its 1,203 categories keep their ids; its objects carry no `iscrowd`; the image's
+    not-exhaustive and negative category ids ride in the lineage."""
+    lvis = {"info": {}, "licenses": [],
+            "images": [lvis_image(391895, "train2017"), lvis_image(397133, "val2017"),
+                       lvis_image(5, "val2017", coco_url="000000000005.jpg"), {"id": 6, "height": H, "width": W}],
+            "categories": [{"frequency": "f", "synset": f"s{i}.n.01", "synonyms": [f"s{i}"], "def": "", "id": i,
+                            "name": f"s{i}", "image_count": 1, "instance_count": 1} for i in range(1, 1204)],
+            "annotations": [{"area": 400.0, "id": n, "image_id": image_id, "category_id": category,
+                             "bbox": [10.0, 10.0, 20.0, 30.0],
+                             "segmentation": [[10.0, 10.0, 30.0, 10.0, 30.0, 40.0, 10.0, 40.0]]}
+                            for n, (image_id, category) in enumerate(((391895, 1203), (397133, 3), (5, 3), (6, 3)), 1)]}
+    for image in lvis["images"][:2]:
+        write_dataset(tmp_path / image["coco_url"].split("/")[-2],
+                      {"images": [{"file_name": image["coco_url"].split("/")[-1]}]})
+    root = write_dataset(tmp_path, lvis)
+    pairs = read(root, ("detection", "segmentation"))
+    train = pairs["coco-391895-segmentation"]
+    assert train.image_uri == str(root / "train2017" / "000000391895.jpg")
+    assert train.lineage == {"image_id": 391895, "file": "train2017/000000391895.jpg",
+                             "not_exhaustive_category_ids": [1203], "neg_category_ids": [12, 1200]}
+    assert_matches_pycocotools(train, root, 391895)
+    assert pairs["coco-397133-detection"].image_uri == str(root / "val2017" / "000000397133.jpg")
+    assert pairs["coco-397133-detection"].annotation["boxes"] == [[10.0, 10.0, 20.0, 30.0]]
+    assert outcome(pairs["coco-397133-detection"]) == "rendered"
+    for image_id in (5, 6):  # a coco_url without its folder, no name at all: counted, saying why
+        reject = pairs[f"coco-{image_id}-detection"]
+        assert (reject.reason, "coco_url" in reject.detail) == ("bad_annotation", True), reject
