@@ -306,6 +306,19 @@ def lvis_lineage(image: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+# where Label Studio's COCO export without its images names each: the server's upload or local storage
+LABEL_STUDIO_SERVER_PATHS = ("/data/upload/", "/data/local-files/")
+
+
+def server_path_fix(name: str) -> str:
+    """What to do about a `file_name` that is a Label Studio server's path, to add to its reject."""
+    if not name.startswith(LABEL_STUDIO_SERVER_PATHS):
+        return ""
+    return ("; Label Studio's COCO export names an image by its server path where it leaves the images out: "
+            "export it with its images (its result.json names images/<name>) and set annotation_files: "
+            "[result.json], images_dir: .")
+
+
 def image_path(images_uri: str, name: str) -> str:
     """The file `CocoSource.read` opens for a `file_name`; `OutsideRoot` for one outside the folder."""
     return join_inside(images_uri, windows_name(images_uri, name))
@@ -759,7 +772,8 @@ class CocoSource:
                 image_uri = image_path(images_uri, name)
                 check_inside(images_uri, image_uri, self.follow_links)
             except OutsideRoot as exc:
-                yield from self._every_task(group, exc.reason, f"image {image_id}: {exc.detail}", at)
+                detail = f"image {image_id}: {exc.detail}{server_path_fix(name)}"
+                yield from self._every_task(group, exc.reason, detail, at)
                 continue
             for task in self.tasks:
                 key = f"{group}-{task}"

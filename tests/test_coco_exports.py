@@ -1496,3 +1496,15 @@ def test_lvis_v1_images_named_by_their_coco_url_are_read_from_cocos_folders(tmp_
     for image_id in (5, 6):  # a coco_url without its folder, no name at all: counted, saying why
         reject = pairs[f"coco-{image_id}-detection"]
         assert (reject.reason, "coco_url" in reject.detail) == ("bad_annotation", True), reject
+
+
+@pytest.mark.parametrize("name", ["/data/upload/3/5e0c7a8f-cat.jpg", "/data/local-files/?d=photos/cat.jpg"])
+def test_label_studio_server_paths_are_counted_naming_the_export_that_holds_the_images(tmp_path: Path, name: str):
+    """Label Studio's COCO export without its images names each by the server's path (an upload, or
+    a local-storage file): each pair was `outside_root` saying only that the name is absolute,
+    which sent users looking for the folder on their own disk; it now names the export to make."""
+    root = write_dataset(tmp_path, {"info": {"contributor": "Label Studio"}, "categories": categories(0),
+                                    "images": [{"id": 0, "file_name": name, "width": W, "height": H}],
+                                    "annotations": [obj(0, 0, 0)]})
+    reject = read(root, ("detection",))["coco-0-detection"]
+    assert reject.reason == "outside_root" and "export it with its images" in reject.detail, reject.detail
