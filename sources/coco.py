@@ -291,18 +291,21 @@ def file_name_of(image: dict[str, Any]) -> Any:
 # LVIS's per-image category lists: a class not exhaustively labelled there (its unlabelled pixels
 # may be that class) and classes verified absent; they ride in the lineage for a trainer to use
 LVIS_IMAGE_LISTS = ("not_exhaustive_category_ids", "neg_category_ids")
+# ids of one list kept in the lineage (~4 KiB as JSON, a lineage value's budget elsewhere; LVIS v1
+# lists a few dozen at most): each record's lineage is held until its unit ends
+MAX_LINEAGE_IDS = 512
 
 
 def lvis_lineage(image: dict[str, Any]) -> dict[str, Any]:
-    """An LVIS image's category lists as written (ids up to the palette's count, else marked)."""
+    """An LVIS image's category lists as written (a list past `MAX_LINEAGE_IDS`, or not of ids, marked)."""
     kept: dict[str, Any] = {}
     for name in LVIS_IMAGE_LISTS:
         if name not in image:
             continue
         ids = image[name]
-        ids = [as_int(v) for v in ids] if isinstance(ids, list) and len(ids) <= MAX_CLASS_ID else None
+        ids = [as_int(v) for v in ids] if isinstance(ids, list) and len(ids) <= MAX_LINEAGE_IDS else None
         kept[name] = ids if ids is not None and None not in ids else \
-            {"truncated": f"not a list of at most {MAX_CLASS_ID} category ids: left out"}
+            {"truncated": f"not a list of at most {MAX_LINEAGE_IDS} category ids: left out"}
     return kept
 
 

@@ -1473,13 +1473,15 @@ def test_lvis_v1_images_named_by_their_coco_url_are_read_from_cocos_folders(tmp_
     not-exhaustive and negative category ids ride in the lineage."""
     lvis = {"info": {}, "licenses": [],
             "images": [lvis_image(391895, "train2017"), lvis_image(397133, "val2017"),
-                       lvis_image(5, "val2017", coco_url="000000000005.jpg"), {"id": 6, "height": H, "width": W}],
+                       lvis_image(5, "val2017", coco_url="000000000005.jpg"), {"id": 6, "height": H, "width": W},
+                       lvis_image(7, "val2017", neg_category_ids=list(range(1, 1204)))],
             "categories": [{"frequency": "f", "synset": f"s{i}.n.01", "synonyms": [f"s{i}"], "def": "", "id": i,
                             "name": f"s{i}", "image_count": 1, "instance_count": 1} for i in range(1, 1204)],
             "annotations": [{"area": 400.0, "id": n, "image_id": image_id, "category_id": category,
                              "bbox": [10.0, 10.0, 20.0, 30.0],
                              "segmentation": [[10.0, 10.0, 30.0, 10.0, 30.0, 40.0, 10.0, 40.0]]}
-                            for n, (image_id, category) in enumerate(((391895, 1203), (397133, 3), (5, 3), (6, 3)), 1)]}
+                            for n, (image_id, category) in enumerate(((391895, 1203), (397133, 3), (5, 3), (6, 3), (7, 3)),
+                                                                     1)]}
     for image in lvis["images"][:2]:
         write_dataset(tmp_path / image["coco_url"].split("/")[-2],
                       {"images": [{"file_name": image["coco_url"].split("/")[-1]}]})
@@ -1493,6 +1495,8 @@ def test_lvis_v1_images_named_by_their_coco_url_are_read_from_cocos_folders(tmp_
     assert pairs["coco-397133-detection"].image_uri == str(root / "val2017" / "000000397133.jpg")
     assert pairs["coco-397133-detection"].annotation["boxes"] == [[10.0, 10.0, 20.0, 30.0]]
     assert outcome(pairs["coco-397133-detection"]) == "rendered"
+    assert pairs["coco-7-detection"].lineage["neg_category_ids"] == {  # past a lineage value's budget
+        "truncated": "not a list of at most 512 category ids: left out"}
     for image_id in (5, 6):  # a coco_url without its folder, no name at all: counted, saying why
         reject = pairs[f"coco-{image_id}-detection"]
         assert (reject.reason, "coco_url" in reject.detail) == ("bad_annotation", True), reject
