@@ -4,6 +4,8 @@ to SDR (`tone_mapped`). Part of `sources.video_decode`."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from sources.video_open import VideoError
@@ -16,7 +18,10 @@ UNTAGGED_MATRICES = (2, 3)  # AVColorSpace UNSPECIFIED, RESERVED: no matrix decl
 SWS_CS_ITU709 = 1  # swscale's BT.709 matrix, told to the RGB conversion of a guessed frame
 CROP_ALIGN = 32  # bytes: a plane cropped off this alignment is one decord's FFmpeg leaves uncropped
 HDR_BAND_PIXELS = hdr_colour.BAND_PIXELS  # pixels tone-mapped at once
+# a planar YCbCr format deeper than 8 bits -> its 8-bit twin (`eight_bit_format`)
+_DEEP_YUV = re.compile(r"(yuva?4[024][024]p)(9|10|12|14|16)(le|be)")
 _REFORMATTER = None
+_DEPTH_REFORMATTER = None  # its own scaler context: one shared with the RGB step would be set up anew each frame
 
 
 # the display matrix's 2x2 part (signs of a, b, c, d) -> (quarter turns counterclockwise, mirror
@@ -34,6 +39,18 @@ def guessed_matrix(frame) -> str | None:
     if frame.colorspace not in UNTAGGED_MATRICES or frame.format.is_rgb or len(frame.format.components) < 3:
         return None  # RGB, grey or paletted: no matrix to apply
     return "bt709" if frame.width >= HD_WIDTH or frame.height > SD_LINES else None
+
+
+def eight_bit_format(pix_fmt: str | None) -> str | None:
+    """The 8-bit format of the same chroma layout for a planar YCbCr `pix_fmt` deeper than 8 bits
+    (yuv420p10le -> yuv420p: HEVC Main10, ProRes, 10-bit H.264), else None.
+
+    Why: the swscale PyAV bundles (libswscale 9) converts such frames to RGB with its chroma
+    interpolated across each colour edge (a red/black edge 67-79 levels off in the pair of columns
+    before it), where the ffmpeg CLI, and the same swscale on 8-bit frames, keep the edge; reduced
+    to 8 bits first (no chroma resampling), the frame converts as the CLI shows it."""
+    match = _DEEP_YUV.fullmatch(pix_fmt or "")
+    return match.group(1) if match else None
 
 
 def cropped_off_alignment(frame) -> bool:
@@ -70,12 +87,16 @@ def display(frame, turns_mirrored: tuple[int, bool] | None = None, size: tuple[i
     (one per core) only add hand-offs on small frames and on a busy machine (512 frames of 320x240:
     0.021 s against 0.037 s, 0.1 s when other processes run; the same pixels). `hdr`: "pq" or
     "hlg": the frame is tone-mapped to SDR (`tone_mapped`)."""
-    global _REFORMATTER
+    global _REFORMATTER, _DEPTH_REFORMATTER
     if _REFORMATTER is None:
         from av.video.reformatter import VideoReformatter
 
-        _REFORMATTER = VideoReformatter()
+        _REFORMATTER, _DEPTH_REFORMATTER = VideoReformatter(), VideoReformatter()
     matrix = SWS_CS_ITU709 if hdr is None and guessed_matrix(frame) else None  # None: the frame's own
+    turns, mirrored = orientation(frame) if turns_mirrored is None else turns_mirrored
+    eight_bit = eight_bit_format(frame.format.name) if hdr is None else None
+    if eight_bit is not None:  # matrix and range tags travel with the frame
+        frame = _DEPTH_REFORMATTER.reformat(frame, format=eight_bit, threads=1)
     if hdr is not None:
         rgb = tone_mapped(frame, hdr, size)
     elif size is None or size == (frame.width, frame.height):
@@ -83,7 +104,6 @@ def display(frame, turns_mirrored: tuple[int, bool] | None = None, size: tuple[i
     else:
         rgb = _REFORMATTER.reformat(frame, format="rgb24", width=size[0], height=size[1], src_colorspace=matrix,
                                     interpolation="AREA", threads=1).to_ndarray()
-    turns, mirrored = orientation(frame) if turns_mirrored is None else turns_mirrored
     if mirrored:
         rgb = rgb[:, ::-1]
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns or mirrored else rgb
