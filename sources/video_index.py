@@ -186,6 +186,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     restamped = ""
     joins: list[int] = []
     known = _unstamp_repeated_pes(raw, pes) if fmt in JOINABLE else raw
+    if None in known and fmt in JOINABLE and stream.time_base == MPEG_CLOCK:
+        known = _unwrapped_stamps(known)
     starts = _split_part_starts(known, dts, keyframe, stream.time_base or Fraction(1)) \
         if None in known and fmt in JOINABLE else []
     if starts:  # MPEG-PS/TS parts joined end to end, with unstamped packets (x264 into .mpg/.vob)
@@ -579,6 +581,22 @@ def _joined_split_parts(known: list[int | None], starts: list[int], keyframe: li
             stamps += part  # type: ignore[arg-type]
     placed, hidden = _parts_placed(stamps, starts, keyframe, label)
     return placed, hidden | dropped
+
+
+def _unwrapped_stamps(known: list[int | None]) -> list[int | None]:
+    """MPEG stamps with each wrap of the 33-bit clock undone: every stamp moved by whole wraps to lie
+    nearest the stamp before it (a part recorded across the wrap, 26.5 hours into a broadcast's
+    clock, rises on; a later part that starts again still falls). FFmpeg undoes a wrap only
+    relative to the file's first stamp, so a later part of a joined file keeps it; the stamps of
+    files whose parser leaves packets unstamped are placed by their order (`_stamp_split_access_units`)."""
+    unwrapped: list[int | None] = []
+    previous: int | None = None
+    for p in known:
+        if p is not None and previous is not None:
+            p += round(Fraction(previous - p, MPEG_WRAP)) * MPEG_WRAP
+        unwrapped.append(p)
+        previous = p if p is not None else previous
+    return unwrapped
 
 
 def _unstamp_repeated_pes(raw: list[int | None], pes: list[int | None]) -> list[int | None]:

@@ -923,6 +923,31 @@ def test_h264_mpeg_ps_files_joined_end_to_end_give_each_part_as_alone(tmp_path, 
     assert _md5s(path, [3, 29, 30, 44]) == {i: expected[i] for i in (3, 29, 30, 44)}
 
 
+def test_h264_vob_joined_to_a_part_whose_clock_wraps_inside_gives_each_part_as_alone(tmp_path):
+    """A broadcast or camcorder recording's 33-bit clock wraps every 26.5 hours: a VOB part written
+    just before it (`-output_ts_offset`, 0.7 s before 2^33 ticks) wraps inside, and joined after
+    another part (`cat`), x264 written so its parser leaves packets unstamped. Refused before
+    ("the decoder outputs stamped frames out of their stamps' order": that part's stamps placed
+    without undoing the wrap); now every frame, and frames picked across the join and the wrap,
+    equal to the CLI's of each part alone, timed a frame apart."""
+    video_zoo.require_ffmpeg()
+    encoder = ["-c:v", "libx264", "-threads", "1", "-preset", "ultrafast", "-g", "10", "-bf", "2",
+               "-x264-params", "aud=1"]
+    parts = [_part_of(tmp_path, "_0.vob", encoder, 0, 30, "-f", "vob"),
+             _part_of(tmp_path, "_1.vob", encoder, 30, 30, "-output_ts_offset", "95443.0", "-f", "vob")]
+    path = _joined(tmp_path, "wrapped.vob", parts)
+    with av.open(str(path)) as container:  # what makes the file: unstamped packets, a wrap inside the later part
+        stamps = [p.pts for p in container.demux(video=0) if p.size]
+    known = [p for p in stamps if p is not None]
+    assert None in stamps and max(known) > (1 << 33) - 90000 > known[-1] > 0
+    expected = _cli_md5s(parts[0]) + _cli_md5s(parts[1])
+    assert len(expected) == 60
+    info = probe(str(path))
+    assert (info.n_frames, info.restamped) == (60, "joined")
+    assert info.times == tuple(round(k * 0.04, 6) for k in range(60))
+    assert _md5s(path, range(60)) == dict(enumerate(expected))
+    assert _md5s(path, [29, 30, 49, 59]) == {i: expected[i] for i in (29, 30, 49, 59)}
+
 
 def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monkeypatch):
     """An MPEG-TS whose unstamped packets are placed by the decoder (`restamped: split`) was
