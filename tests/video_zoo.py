@@ -239,13 +239,18 @@ def sequential(path: Path) -> list[np.ndarray]:
 
 def coded(path: Path) -> list[np.ndarray]:
     """Every decodable frame in coded order by PyAV, no edit list or rotation applied (a truncated
-    file just ends early): the pixels as the stream holds them."""
+    file just ends early): the pixels as the stream holds them (a frame deeper than 8 bits reduced
+    to 8 first, as `sources.video_display.display` converts it)."""
     import av
+
+    from sources.video_display import eight_bit_format
 
     frames = []
     with av.open(str(path)) as container:
         try:
             for frame in container.decode(video=0):
+                eight_bit = eight_bit_format(frame.format.name)
+                frame = frame.reformat(format=eight_bit) if eight_bit else frame
                 frames.append(frame.to_ndarray(format="rgb24"))
         except av.error.FFmpegError:
             pass
