@@ -21,7 +21,6 @@ HDR_BAND_PIXELS = hdr_colour.BAND_PIXELS  # pixels tone-mapped at once
 # a planar YCbCr format deeper than 8 bits -> its 8-bit twin (`eight_bit_format`)
 _DEEP_YUV = re.compile(r"(yuva?4[024][024]p)(9|10|12|14|16)(le|be)")
 _REFORMATTER = None
-_DEPTH_REFORMATTER = None  # its own scaler context: one shared with the RGB step would be set up anew each frame
 
 
 # the display matrix's 2x2 part (signs of a, b, c, d) -> (quarter turns counterclockwise, mirror
@@ -48,9 +47,29 @@ def eight_bit_format(pix_fmt: str | None) -> str | None:
     Why: the swscale PyAV bundles (libswscale 9) converts such frames to RGB with its chroma
     interpolated across each colour edge (a red/black edge 67-79 levels off in the pair of columns
     before it), where the ffmpeg CLI, and the same swscale on 8-bit frames, keep the edge; reduced
-    to 8 bits first (no chroma resampling), the frame converts as the CLI shows it."""
+    to 8 bits first (`eight_bit_copy`), the frame converts as 8-bit frames do."""
     match = _DEEP_YUV.fullmatch(pix_fmt or "")
     return match.group(1) if match else None
+
+
+def eight_bit_copy(frame, pix_fmt: str):
+    """The frame's planes rounded to 8 bits (half up, no dither: swscale's own reduction dithers,
+    4 levels off the CLI's RGB in flat colour where rounding is 2), as a `pix_fmt` frame with the
+    frame's matrix and range. Transient memory: the frame in `pix_fmt` and 2 bytes a luma sample."""
+    import av
+
+    shift = frame.format.components[0].bits - 8
+    order = ">u2" if frame.format.name.endswith("be") else "<u2"
+    copy = av.VideoFrame(frame.width, frame.height, pix_fmt)
+    for deep, plane in zip(frame.planes, copy.planes):
+        samples = np.frombuffer(deep, order).reshape(deep.height, deep.line_size // 2)[:, :plane.width]
+        rounded = samples >> (shift - 1)  # (v + half) >> shift without overflowing 16 bits
+        rounded += 1
+        rounded >>= 1
+        np.minimum(rounded, 255, out=rounded)
+        np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :plane.width] = rounded
+    copy.colorspace, copy.color_range = frame.colorspace, frame.color_range
+    return copy
 
 
 def cropped_off_alignment(frame) -> bool:
@@ -87,16 +106,16 @@ def display(frame, turns_mirrored: tuple[int, bool] | None = None, size: tuple[i
     (one per core) only add hand-offs on small frames and on a busy machine (512 frames of 320x240:
     0.021 s against 0.037 s, 0.1 s when other processes run; the same pixels). `hdr`: "pq" or
     "hlg": the frame is tone-mapped to SDR (`tone_mapped`)."""
-    global _REFORMATTER, _DEPTH_REFORMATTER
+    global _REFORMATTER
     if _REFORMATTER is None:
         from av.video.reformatter import VideoReformatter
 
-        _REFORMATTER, _DEPTH_REFORMATTER = VideoReformatter(), VideoReformatter()
+        _REFORMATTER = VideoReformatter()
     matrix = SWS_CS_ITU709 if hdr is None and guessed_matrix(frame) else None  # None: the frame's own
     turns, mirrored = orientation(frame) if turns_mirrored is None else turns_mirrored
     eight_bit = eight_bit_format(frame.format.name) if hdr is None else None
     if eight_bit is not None:  # matrix and range tags travel with the frame
-        frame = _DEPTH_REFORMATTER.reformat(frame, format=eight_bit, threads=1)
+        frame = eight_bit_copy(frame, eight_bit)
     if hdr is not None:
         rgb = tone_mapped(frame, hdr, size)
     elif size is None or size == (frame.width, frame.height):

@@ -157,8 +157,9 @@ def judge_memory(width: int, height: int, pix_fmt: str | None, codec: str, level
     decoder = frame_bytes(width, height, pix_fmt) * held
     per_pixel = (HDR_CONVERSION_BYTES if hdr else RGB_CONVERSION_BYTES) + (3 if rotated else 0)  # turned: copied
     eight_bit = None if hdr else eight_bit_format(pix_fmt)
-    # whatever the working size: one float32 band (HDR), or the full-size 8-bit copy (deeper SDR)
-    band = HDR_BAND_BYTES if hdr and convert else frame_bytes(width, height, eight_bit) if eight_bit and convert else 0
+    # whatever the working size: one float32 band (HDR), or the full-size 8-bit copy and its rounding (deeper SDR)
+    band = HDR_BAND_BYTES if hdr and convert else \
+        frame_bytes(width, height, eight_bit) + 2 * width * height if eight_bit and convert else 0
     full = int(width * max(1.0, stretch)) * height * per_pixel + band if convert else 0  # stretched by the SAR
     budget = (memory_mb - DECODER_BASE_MB) << 20
     if decoder + full <= budget:
