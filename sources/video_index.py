@@ -511,7 +511,7 @@ def _stamp_split_access_units(raw: list[int | None], label: str,
         raise UnsupportedVideo("unsupported_container",
                                f"{label}: {len(missing)} packets carry no time stamp and the decoder outputs "
                                "stamped frames out of their stamps' order, so they cannot be placed")
-    step = _frame_step(stamped)
+    step = _output_step(outputs) or _frame_step(stamped)
     stamps: list[int] = [p for p in raw]  # type: ignore[misc]
     run: list[int] = []  # unstamped positions output since the last stamped frame
     before: int | None = None
@@ -539,6 +539,23 @@ def _stamp_split_access_units(raw: list[int | None], label: str,
     for rank, i in enumerate(dropped):  # its own stamp may now be another frame's
         stamps[i] = first - (len(dropped) - rank) * step
     return stamps, set(dropped)
+
+
+def _output_step(outputs: list[int | None]) -> int:
+    """A frame's duration from the decoder's output order: the smallest gap between two stamped
+    frames divided among the frames output between them and the later one (0 when no two stamped
+    frames come out). Where few packets carry a stamp (x264 into VOB: one in 9 or more), the gaps
+    between stamped frames alone span many frames."""
+    steps = []
+    before, between = None, 0
+    for p in outputs:
+        if p is None:
+            between += 1
+            continue
+        if before is not None and p > before:
+            steps.append((p - before) // (between + 1))
+        before, between = p, 0
+    return max(1, min(steps)) if steps else 0
 
 
 def _split_part_starts(known: list[int | None], dts: list[int | None], keyframe: list[bool],

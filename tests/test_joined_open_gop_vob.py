@@ -52,7 +52,8 @@ def test_an_open_gop_vob_cut_whose_stamped_leading_frame_is_dropped_gives_the_cl
     cut at 1.5 s by a stream copy: the cut's one leading B-frame that carries a stamp (most carry
     none) references the GOP cut away, and the decoder gives it no frame, as the CLI shows none.
     It was counted and named all the same (41 frames where the CLI shows 40, the 17th missing
-    when decoded); it is hidden, and the cut joined to itself gives each part as the cut alone."""
+    when decoded); it is hidden, and the cut joined to itself gives each part as the cut alone. The
+    frames are timed a frame apart (the step taken from the decoder's output order)."""
     video_zoo.require_ffmpeg()
     whole, part = tmp_path / "whole.vob", tmp_path / "cut.vob"
     video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120:r=25", "-frames:v", "80", "-c:v", "libx264",
@@ -63,6 +64,7 @@ def test_an_open_gop_vob_cut_whose_stamped_leading_frame_is_dropped_gives_the_cl
     assert len(expected) == 40
     info = probe(str(part))
     assert (info.n_frames, info.restamped) == (40, "split")
+    assert info.times == tuple(round(k * 0.04, 6) for k in range(40))  # 1 packet in 9 stamped: 0.36 s apart before
     got = {i: hashlib.md5(f.tobytes()).hexdigest() for i, f in decode_frames(str(part), range(40))}
     assert got == dict(enumerate(expected))
     joined = tmp_path / "joined.vob"
