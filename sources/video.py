@@ -63,9 +63,10 @@ from transforms.errors import exception_detail
 
 log = logging.getLogger(__name__)
 
-# with what cameras, discs and older phones write: AVCHD/Blu-ray (.mts, .m2ts), DVD (.vob), 3GPP, Windows Media
+# with what cameras, discs and older phones write: AVCHD/Blu-ray (.mts, .m2ts), DVD (.vob), 3GPP, Windows Media;
+# and animated GIF (TGIF and other GIF datasets: FFmpeg's GIF demuxer gives each frame its delay)
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".ogv",
-                    ".mts", ".m2ts", ".vob", ".3gp", ".wmv")
+                    ".mts", ".m2ts", ".vob", ".3gp", ".wmv", ".gif")
 DecoderChoice = Literal["auto", "decord", "pyav"]
 PAPER_STRIDES = (10, 20, 30)
 __all__ = ["MachineError", "VideoError", "VideoSource", "plan_clips", "probe_video", "clip_frames", "read_clip_frames"]

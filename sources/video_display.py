@@ -4,6 +4,8 @@ to SDR (`tone_mapped`). Part of `sources.video_decode`."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from sources.video_open import VideoError
@@ -16,6 +18,8 @@ UNTAGGED_MATRICES = (2, 3)  # AVColorSpace UNSPECIFIED, RESERVED: no matrix decl
 SWS_CS_ITU709 = 1  # swscale's BT.709 matrix, told to the RGB conversion of a guessed frame
 CROP_ALIGN = 32  # bytes: a plane cropped off this alignment is one decord's FFmpeg leaves uncropped
 HDR_BAND_PIXELS = hdr_colour.BAND_PIXELS  # pixels tone-mapped at once
+# a planar YCbCr format deeper than 8 bits -> its 8-bit twin (`eight_bit_format`)
+_DEEP_YUV = re.compile(r"(yuva?4[024][024]p)(9|10|12|14|16)(le|be)")
 _REFORMATTER = None
 
 
@@ -34,6 +38,38 @@ def guessed_matrix(frame) -> str | None:
     if frame.colorspace not in UNTAGGED_MATRICES or frame.format.is_rgb or len(frame.format.components) < 3:
         return None  # RGB, grey or paletted: no matrix to apply
     return "bt709" if frame.width >= HD_WIDTH or frame.height > SD_LINES else None
+
+
+def eight_bit_format(pix_fmt: str | None) -> str | None:
+    """The 8-bit format of the same chroma layout for a planar YCbCr `pix_fmt` deeper than 8 bits
+    (yuv420p10le -> yuv420p: HEVC Main10, ProRes, 10-bit H.264), else None.
+
+    Why: the swscale PyAV bundles (libswscale 9) converts such frames to RGB with its chroma
+    interpolated across each colour edge (a red/black edge 67-79 levels off in the pair of columns
+    before it), where the ffmpeg CLI, and the same swscale on 8-bit frames, keep the edge; reduced
+    to 8 bits first (`eight_bit_copy`), the frame converts as 8-bit frames do."""
+    match = _DEEP_YUV.fullmatch(pix_fmt or "")
+    return match.group(1) if match else None
+
+
+def eight_bit_copy(frame, pix_fmt: str):
+    """The frame's planes rounded to 8 bits (half up, no dither: swscale's own reduction dithers,
+    4 levels off the CLI's RGB in flat colour where rounding is 2), as a `pix_fmt` frame with the
+    frame's matrix and range. Transient memory: the frame in `pix_fmt` and 2 bytes a luma sample."""
+    import av
+
+    shift = frame.format.components[0].bits - 8
+    order = ">u2" if frame.format.name.endswith("be") else "<u2"
+    copy = av.VideoFrame(frame.width, frame.height, pix_fmt)
+    for deep, plane in zip(frame.planes, copy.planes):
+        samples = np.frombuffer(deep, order).reshape(deep.height, deep.line_size // 2)[:, :plane.width]
+        rounded = samples >> (shift - 1)  # (v + half) >> shift without overflowing 16 bits
+        rounded += 1
+        rounded >>= 1
+        np.minimum(rounded, 255, out=rounded)
+        np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :plane.width] = rounded
+    copy.colorspace, copy.color_range = frame.colorspace, frame.color_range
+    return copy
 
 
 def cropped_off_alignment(frame) -> bool:
@@ -76,6 +112,10 @@ def display(frame, turns_mirrored: tuple[int, bool] | None = None, size: tuple[i
 
         _REFORMATTER = VideoReformatter()
     matrix = SWS_CS_ITU709 if hdr is None and guessed_matrix(frame) else None  # None: the frame's own
+    turns, mirrored = orientation(frame) if turns_mirrored is None else turns_mirrored
+    eight_bit = eight_bit_format(frame.format.name) if hdr is None else None
+    if eight_bit is not None:  # matrix and range tags travel with the frame
+        frame = eight_bit_copy(frame, eight_bit)
     if hdr is not None:
         rgb = tone_mapped(frame, hdr, size)
     elif size is None or size == (frame.width, frame.height):
@@ -83,7 +123,6 @@ def display(frame, turns_mirrored: tuple[int, bool] | None = None, size: tuple[i
     else:
         rgb = _REFORMATTER.reformat(frame, format="rgb24", width=size[0], height=size[1], src_colorspace=matrix,
                                     interpolation="AREA", threads=1).to_ndarray()
-    turns, mirrored = orientation(frame) if turns_mirrored is None else turns_mirrored
     if mirrored:
         rgb = rgb[:, ::-1]
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns or mirrored else rgb

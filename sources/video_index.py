@@ -186,6 +186,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     restamped = ""
     joins: list[int] = []
     known = _unstamp_repeated_pes(raw, pes) if fmt in JOINABLE else raw
+    if None in known and fmt in JOINABLE and stream.time_base == MPEG_CLOCK:
+        known = _unwrapped_stamps(known)
     starts = _split_part_starts(known, dts, keyframe, stream.time_base or Fraction(1)) \
         if None in known and fmt in JOINABLE else []
     if starts:  # MPEG-PS/TS parts joined end to end, with unstamped packets (x264 into .mpg/.vob)
@@ -193,7 +195,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         discard = [d or i in leading for i, d in enumerate(discard)]
         joins, restamped = starts, JOINED
     elif None in known and fmt in JOINABLE:
-        pts = _stamp_split_access_units(known, label, decoder_order)
+        pts, dropped = _stamp_split_access_units(known, label, decoder_order)
+        discard = [d or i in dropped for i, d in enumerate(discard)]
         restamped = "split"
     elif None in raw:
         pts, dropped = _stamp_negative_blocks(raw, keyframe, label, decoder_order)
@@ -474,7 +477,7 @@ def _stamp_negative_blocks(raw: list[int | None], keyframe: list[bool], label: s
 
 
 def _stamp_split_access_units(raw: list[int | None], label: str,
-                              decoder_order: Callable[[int], list[int]] | None) -> list[int]:
+                              decoder_order: Callable[[int], list[int]] | None) -> tuple[list[int], set[int]]:
     """Stamps for MPEG-TS/PS packets that FFmpeg's parser cut out of the PES packets without one.
 
     An H.264 SEI after a slice (`h264_metadata=sei_user_data=` at x264's IDRs with `aud=0`) ends
@@ -486,7 +489,9 @@ def _stamp_split_access_units(raw: list[int | None], label: str,
     output before and after it (one frame between two stamps a frame apart: the lost stamp
     itself). Accepted only where that is all it can be: every unstamped packet gives exactly one
     frame, and the stamped frames come out in their stamps' order with room between them; anything
-    else is refused: its frames cannot be named."""
+    else is refused: its frames cannot be named. Also returned: the positions of stamped packets
+    the decoder gives no frame (an open-GOP cut's leading B-frame whose references were cut away,
+    which the CLI does not show either), restamped before all others and to be hidden."""
     missing = [i for i, p in enumerate(raw) if p is None]
     stamped = [p for p in raw if p is not None]
     if decoder_order is None or not stamped:
@@ -506,7 +511,7 @@ def _stamp_split_access_units(raw: list[int | None], label: str,
         raise UnsupportedVideo("unsupported_container",
                                f"{label}: {len(missing)} packets carry no time stamp and the decoder outputs "
                                "stamped frames out of their stamps' order, so they cannot be placed")
-    step = _frame_step(stamped)
+    step = _output_step(outputs) or _frame_step(stamped)
     stamps: list[int] = [p for p in raw]  # type: ignore[misc]
     run: list[int] = []  # unstamped positions output since the last stamped frame
     before: int | None = None
@@ -529,7 +534,28 @@ def _stamp_split_access_units(raw: list[int | None], label: str,
                 stamps[at] = stamp
             run = []
         before = p
-    return stamps
+    dropped = sorted(set(range(len(raw))) - set(order))  # all stamped: each unstamped one gives a frame
+    first = min(stamps[i] for i in order)
+    for rank, i in enumerate(dropped):  # its own stamp may now be another frame's
+        stamps[i] = first - (len(dropped) - rank) * step
+    return stamps, set(dropped)
+
+
+def _output_step(outputs: list[int | None]) -> int:
+    """A frame's duration from the decoder's output order: the smallest gap between two stamped
+    frames divided among the frames output between them and the later one (0 when no two stamped
+    frames come out). Where few packets carry a stamp (x264 into VOB: one in 9 or more), the gaps
+    between stamped frames alone span many frames."""
+    steps = []
+    before, between = None, 0
+    for p in outputs:
+        if p is None:
+            between += 1
+            continue
+        if before is not None and p > before:
+            steps.append((p - before) // (between + 1))
+        before, between = p, 0
+    return max(1, min(steps)) if steps else 0
 
 
 def _split_part_starts(known: list[int | None], dts: list[int | None], keyframe: list[bool],
@@ -560,11 +586,34 @@ def _joined_split_parts(known: list[int | None], starts: list[int], keyframe: li
     order = decoder_order(len(known) - 1, tuple(starts))
     bounds = [0, *starts, len(known)]
     stamps: list[int] = []
+    dropped: set[int] = set()
     for a, b in zip(bounds, bounds[1:]):
         part = known[a:b]
         local = [i - a for i in order if a <= i < b]
-        stamps += _stamp_split_access_units(part, label, lambda last: local) if None in part else part  # type: ignore[misc]
-    return _parts_placed(stamps, starts, keyframe, label)
+        if None in part:
+            placed, lost = _stamp_split_access_units(part, label, lambda last: local)
+            stamps += placed
+            dropped |= {a + i for i in lost}
+        else:
+            stamps += part  # type: ignore[arg-type]
+    placed, hidden = _parts_placed(stamps, starts, keyframe, label)
+    return placed, hidden | dropped
+
+
+def _unwrapped_stamps(known: list[int | None]) -> list[int | None]:
+    """MPEG stamps with each wrap of the 33-bit clock undone: every stamp moved by whole wraps to lie
+    nearest the stamp before it (a part recorded across the wrap, 26.5 hours into a broadcast's
+    clock, rises on; a later part that starts again still falls). FFmpeg undoes a wrap only
+    relative to the file's first stamp, so a later part of a joined file keeps it; the stamps of
+    files whose parser leaves packets unstamped are placed by their order (`_stamp_split_access_units`)."""
+    unwrapped: list[int | None] = []
+    previous: int | None = None
+    for p in known:
+        if p is not None and previous is not None:
+            p += round(Fraction(previous - p, MPEG_WRAP)) * MPEG_WRAP
+        unwrapped.append(p)
+        previous = p if p is not None else previous
+    return unwrapped
 
 
 def _unstamp_repeated_pes(raw: list[int | None], pes: list[int | None]) -> list[int | None]:

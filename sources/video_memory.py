@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from sources.budget import SEND_AHEAD_BYTES
+from sources.video_display import eight_bit_format
 from sources.video_open import VideoError
 from transforms import hdr as hdr_colour
 
@@ -146,7 +147,8 @@ def judge_memory(width: int, height: int, pix_fmt: str | None, codec: str, level
 
     `working`: (w, h) a frame may be converted at (display orientation), when the caller resizes
     anyway; `convert`: False when no frame is converted at all (the probe only looks at shapes);
-    `hdr`: frames are tone-mapped (`HDR_CONVERSION_BYTES` a pixel and one float32 band)."""
+    `hdr`: frames are tone-mapped (`HDR_CONVERSION_BYTES` a pixel and one float32 band); an SDR
+    frame deeper than 8 bits is first reduced to 8 bits at full size (`eight_bit_format`)."""
     what = f"{width}x{height} {pix_fmt or '?'} {codec}"
     if width * height > max_pixels:
         raise VideoError("video_too_large", f"{what}: frames of {width * height} pixels exceed "
@@ -154,7 +156,10 @@ def judge_memory(width: int, height: int, pix_fmt: str | None, codec: str, level
     held = frames_held(codec, level, width, height)
     decoder = frame_bytes(width, height, pix_fmt) * held
     per_pixel = (HDR_CONVERSION_BYTES if hdr else RGB_CONVERSION_BYTES) + (3 if rotated else 0)  # turned: copied
-    band = HDR_BAND_BYTES if hdr and convert else 0
+    eight_bit = None if hdr else eight_bit_format(pix_fmt)
+    # whatever the working size: one float32 band (HDR), or the full-size 8-bit copy and its rounding (deeper SDR)
+    band = HDR_BAND_BYTES if hdr and convert else \
+        frame_bytes(width, height, eight_bit) + 2 * width * height if eight_bit and convert else 0
     full = int(width * max(1.0, stretch)) * height * per_pixel + band if convert else 0  # stretched by the SAR
     budget = (memory_mb - DECODER_BASE_MB) << 20
     if decoder + full <= budget:

@@ -45,3 +45,32 @@ def test_a_vob_joined_to_its_open_gop_cut_gives_each_part_as_alone(tmp_path):
     picked = [39, 40, 41, 79]
     got = {i: hashlib.md5(f.tobytes()).hexdigest() for i, f in decode_frames(str(joined), picked, seek_bytes=0)}
     assert got == {i: expected[i] for i in picked}
+
+
+def test_an_open_gop_vob_cut_whose_stamped_leading_frame_is_dropped_gives_the_cli_frames(tmp_path):
+    """x264 with open GOPs, 3 B-frames in a pyramid, a key frame every 20 (`-g 20 -bf 3`), into VOB,
+    cut at 1.5 s by a stream copy: the cut's one leading B-frame that carries a stamp (most carry
+    none) references the GOP cut away, and the decoder gives it no frame, as the CLI shows none.
+    It was counted and named all the same (41 frames where the CLI shows 40, the 17th missing
+    when decoded); it is hidden, and the cut joined to itself gives each part as the cut alone. The
+    frames are timed a frame apart (the step taken from the decoder's output order)."""
+    video_zoo.require_ffmpeg()
+    whole, part = tmp_path / "whole.vob", tmp_path / "cut.vob"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120:r=25", "-frames:v", "80", "-c:v", "libx264",
+                     "-threads", "1", "-pix_fmt", "yuv420p", "-g", "20", "-bf", "3",
+                     "-x264-params", "open-gop=1:scenecut=0", "-f", "vob", str(whole))
+    video_zoo.ffmpeg("-ss", "1.5", "-i", str(whole), "-c", "copy", "-f", "vob", str(part))
+    expected = _cli_md5s(part)
+    assert len(expected) == 40
+    info = probe(str(part))
+    assert (info.n_frames, info.restamped) == (40, "split")
+    assert info.times == tuple(round(k * 0.04, 6) for k in range(40))  # 1 packet in 9 stamped: 0.36 s apart before
+    got = {i: hashlib.md5(f.tobytes()).hexdigest() for i, f in decode_frames(str(part), range(40))}
+    assert got == dict(enumerate(expected))
+    joined = tmp_path / "joined.vob"
+    joined.write_bytes(part.read_bytes() * 2)
+    info = probe(str(joined))
+    assert (info.n_frames, info.restamped) == (80, "joined")
+    picked = [0, 16, 39, 40, 56, 79]
+    got = {i: hashlib.md5(f.tobytes()).hexdigest() for i, f in decode_frames(str(joined), picked)}
+    assert got == {i: (expected * 2)[i] for i in picked}

@@ -923,6 +923,32 @@ def test_h264_mpeg_ps_files_joined_end_to_end_give_each_part_as_alone(tmp_path, 
     assert _md5s(path, [3, 29, 30, 44]) == {i: expected[i] for i in (3, 29, 30, 44)}
 
 
+def test_h264_vob_joined_to_a_part_whose_clock_wraps_inside_gives_each_part_as_alone(tmp_path):
+    """A broadcast or camcorder recording's 33-bit clock wraps every 26.5 hours: a VOB part written
+    just before it (`-output_ts_offset`, 0.7 s before 2^33 ticks) wraps inside, and joined after
+    another part (`cat`), x264 written so its parser leaves packets unstamped. Refused before
+    ("the decoder outputs stamped frames out of their stamps' order": that part's stamps placed
+    without undoing the wrap); now every frame, and frames picked across the join and the wrap,
+    equal to the CLI's of each part alone, timed a frame apart."""
+    video_zoo.require_ffmpeg()
+    encoder = ["-c:v", "libx264", "-threads", "1", "-preset", "ultrafast", "-g", "10", "-bf", "2",
+               "-x264-params", "aud=1"]
+    parts = [_part_of(tmp_path, "_0.vob", encoder, 0, 30, "-f", "vob"),
+             _part_of(tmp_path, "_1.vob", encoder, 30, 30, "-output_ts_offset", "95443.0", "-f", "vob")]
+    path = _joined(tmp_path, "wrapped.vob", parts)
+    with av.open(str(path)) as container:  # what makes the file: unstamped packets, a wrap inside the later part
+        stamps = [p.pts for p in container.demux(video=0) if p.size]
+    known = [p for p in stamps if p is not None]
+    assert None in stamps and max(known) > (1 << 33) - 90000 > known[-1] > 0
+    expected = _cli_md5s(parts[0]) + _cli_md5s(parts[1])
+    assert len(expected) == 60
+    info = probe(str(path))
+    assert (info.n_frames, info.restamped) == (60, "joined")
+    assert info.times == tuple(round(k * 0.04, 6) for k in range(60))
+    assert _md5s(path, range(60)) == dict(enumerate(expected))
+    assert _md5s(path, [29, 30, 49, 59]) == {i: expected[i] for i in (29, 30, 49, 59)}
+
+
 def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monkeypatch):
     """An MPEG-TS whose unstamped packets are placed by the decoder (`restamped: split`) was
     decoded whole at every read of its index (each clip read by `read_clip_frames`, 1.2 s for 40 s
@@ -1184,3 +1210,64 @@ def test_interlaced_mpeg2_is_woven_as_the_cli_converts_its_fields(tmp_path, suff
     assert info.n_frames == 20 and info.interlaced
     got = dict(decode_frames(str(path), range(0, 20, 3)))
     assert sorted(got) == list(range(0, 20, 3)) and all(np.array_equal(got[i], fields[i]) for i in got)
+
+
+def _rgb_from_planes(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded 10-bit YCbCr frame as RGB by its tagged matrix (BT.709 or BT.601) and range, in
+    NumPy: each chroma sample held over the luma samples it covers (co-sited, as swscale's 8-bit
+    conversion and the CLI's keep an edge)."""
+    planes = [np.frombuffer(p, np.uint16).reshape(p.height, p.line_size // 2)[:, :p.width].astype(float)
+              for p in frame.planes]
+    y, cb, cr = (plane.repeat(frame.height // plane.shape[0], 0).repeat(frame.width // plane.shape[1], 1)
+                 for plane in planes)
+    if frame.color_range == 2:  # full
+        y, cb, cr = y / 1023, (cb - 512) / 1023, (cr - 512) / 1023
+    else:
+        y, cb, cr = (y - 64) / 876, (cb - 512) / 896, (cr - 512) / 896
+    kr, kb = (0.2126, 0.0722) if frame.colorspace == 1 else (0.299, 0.114)
+    r, b = y + 2 * (1 - kr) * cr, y + 2 * (1 - kb) * cb
+    g = (y - kr * r - kb * b) / (1 - kr - kb)
+    return np.clip(np.round(np.stack([r, g, b], axis=-1) * 255), 0, 255)
+
+
+TEN_BIT = {
+    "main10_bt709.mp4": ["-c:v", "libx265", "-x265-params", "log-level=error", "-pix_fmt", "yuv420p10le",
+                         "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"],
+    "main10_full_range.mp4": ["-c:v", "libx265", "-x265-params", "log-level=error", "-pix_fmt", "yuv420p10le",
+                              "-colorspace", "bt709", "-color_range", "pc"],
+    "prores_422.mov": ["-c:v", "prores_ks", "-profile:v", "2", "-pix_fmt", "yuv422p10le", "-colorspace", "smpte170m"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEN_BIT))
+def test_ten_bit_frames_keep_their_colour_edges(tmp_path, name: str):
+    """HEVC Main10 (phones, cameras; limited and full range) and ProRes 422 (4:2:2): each frame is
+    its decoded planes converted by the tagged matrix and range (`_rgb_from_planes`) within 4
+    levels, sharp colour edges included. The swscale PyAV bundles, given 10-bit frames, smeared
+    each edge's chroma over the columns before it (155 levels off there; mean 5.7 where the CLI
+    is 2.7); 8-bit frames it converts as the CLI does (`AUDITED` above)."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / name
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:d=0.12",
+                    *TEN_BIT[name], str(path)], check=True)
+    with av.open(str(path)) as container:
+        references = [_rgb_from_planes(frame) for frame in container.decode(video=0)]
+    got = dict(decode_frames(str(path), range(len(references))))
+    assert len(references) == 3 and sorted(got) == [0, 1, 2]
+    for i, reference in enumerate(references):
+        off = np.abs(got[i].astype(int) - reference)
+        assert off.max() <= 4 and off.mean() < 1.5, (i, off.max(), off.mean())
+
+
+def test_a_ten_bit_frame_is_judged_with_its_eight_bit_copy():
+    """The 8-bit copy a 10-bit SDR frame is reduced to before its RGB conversion is counted at full
+    size, even where the conversion itself is reduced; an HDR frame (tone-mapped from 16 bits) has none."""
+    from sources.video_decode import HDR_BAND_BYTES, judge_memory
+
+    ten, eight = (judge_memory(1920, 1080, fmt, "hevc", 153, True) for fmt in ("yuv422p10le", "yuv422p"))
+    assert ten.conversion_bytes - eight.conversion_bytes == 1920 * 1080 * (2 + 2)  # the copy, its rounding
+    reduced = judge_memory(1920, 1080, "yuv420p10le", "hevc", 153, True, working=(455, 256), memory_mb=390)
+    copy = 1920 * 1080 * 3 // 2 + 1920 * 1080 * 2
+    assert reduced.reduce and reduced.conversion_bytes == 455 * 256 * (6 + 3) + copy
+    hdr = judge_memory(1920, 1080, "yuv420p10le", "hevc", 153, True, hdr=True)
+    assert hdr.conversion_bytes == 1920 * 1080 * 12 + HDR_BAND_BYTES

@@ -35,7 +35,7 @@ ZOO = ["h264_bframes.mp4", "h264_longgop.mkv", "h264_16f.mp4", "h264_10bit.mov",
        "mpeg2_gop15.mpg", "mpeg2_gop15.mpeg", "editlist.mp4", "x264_headcut.ts", "mpeg2_headcut.mpg",
        "mpeg2_elementary.mpg", "h264_bframes.avi", "h264_ipp.avi", "h264_bframes_cut.avi", "h264_opengop.mp4",
        "mpeg4_bframes.mp4", "h264_late_bframes.avi", "xvid_packed.avi", "avchd.mts", "bluray.m2ts", "dvd.vob",
-       "phone.3gp", "windows.wmv"]
+       "phone.3gp", "windows.wmv", "anim.gif"]
 DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
 STRIDES = (1, 3, 10, 20, 30)
 SETTINGS = RenderSettings(size=64, resize="squash", pad_value=0, max_pixels=10**8, png_compression=1, seed=0,
@@ -734,12 +734,12 @@ def test_interlaced_frames_are_woven_with_each_fields_chroma_by_either_decoder(t
 
 
 def test_ten_bit_frames_match_the_cli_in_flat_colour_and_differ_only_at_chroma_edges(tmp_path):
-    """x264 10-bit 4:2:0: no 8-bit shortcut in swscale, so its general path upsamples the chroma,
-    placed differently by PyAV's bilinear context and by the CLI (default bicubic, or bilinear):
-    a legitimate difference of scalers, not of matrix, range or bit depth. Where the chroma is flat
-    the frames equal the CLI's to a level or two; the difference is confined to the pixel pairs
-    beside a chroma edge (on testsrc2 up to 116 levels, a yellow/blue bar border, where one
-    scaler takes a chroma sample whole and the other blends a quarter of its neighbour in)."""
+    """x264 10-bit 4:2:0: the CLI's swscale upsamples its chroma (default bicubic, or bilinear),
+    where ours, reduced to 8 bits first (`sources.video_display.eight_bit_copy`), takes each chroma
+    sample whole, as 8-bit frames are converted by both (tests/test_video_trust.py checks it against
+    the tagged matrix's RGB): a difference of scalers, not of matrix, range or bit depth. Where the
+    chroma is flat the frames equal the CLI's to a level or two (8-bit rounding); the difference is
+    confined to the pixel pairs beside a chroma edge."""
     from scipy import ndimage
 
     video_zoo.require_ffmpeg()
@@ -1269,3 +1269,30 @@ def test_a_build_of_the_zoo_gives_the_same_bytes_as_threads(zoo, tmp_path, caplo
                 assert np.array_equal(pillow, decode_png(png)) and set(png_row_filters(png)) == {3}
                 frames += 1
     assert frames == 16 * counters["zoo.rendered_sentences"]
+
+
+def test_a_folder_of_animated_gifs_is_read_as_videos_with_their_delays(tmp_path):
+    """TGIF and other GIF datasets are folders of animated GIFs: none was listed ("no videos"). The
+    CLI's GIF and ImageMagick's transparency-optimised copy of it with two delays (frames that only
+    paint what changed over the frame before): each frame is what Pillow composites, and each
+    frame's time the sum of the delays before it. (Read and rendered: the zoo's `anim.gif` above.)"""
+    import subprocess
+
+    from PIL import Image, ImageSequence
+
+    video_zoo.require_ffmpeg()
+    folder = tmp_path / "tgif"
+    folder.mkdir()
+    cli, optimised = folder / "tumblr_a.gif", folder / "tumblr_b.gif"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x48:r=25", "-frames:v", "20", "-f", "gif", str(cli))
+    subprocess.run(["convert", str(cli), "-coalesce", "-layers", "OptimizeTransparency", "-set", "delay",
+                    "%[fx:t<12?4:10]", str(optimised)], check=True)
+    assert sorted(Path(uri).name for uri in VideoSource("tgif", str(folder)).units()) == [cli.name, optimised.name]
+    for path, delays in ((cli, [0.04] * 20), (optimised, [0.04] * 12 + [0.1] * 8)):
+        with Image.open(path) as image:
+            expected = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)]
+        info = probe(str(path))
+        assert info.n_frames == len(expected) == 20
+        assert info.times == pytest.approx([sum(delays[:i]) for i in range(20)])
+        got = dict(decode_frames(str(path), range(20)))
+        assert all(np.array_equal(got[i], expected[i]) for i in range(20)), path.name

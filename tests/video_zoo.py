@@ -164,6 +164,8 @@ def build_zoo(root: Path, names: Sequence[str] | None = None) -> dict[str, Path]
         "dvd.vob": lambda p: _from_cli(root, p, ["-c:v", "mpeg2video", "-g", "15", "-bf", "2", "-q:v", "4"], n=50),
         "phone.3gp": lambda p: _from_cli(root, p, [*X264_CLI, "-g", "30", "-bf", "2"], n=40),
         "windows.wmv": lambda p: _from_cli(root, p, ["-c:v", "wmv2", "-g", "12", "-q:v", "4"], n=40),
+        # an animated GIF (TGIF's clips): the CLI's palette, a frame every 4 centiseconds
+        "anim.gif": lambda p: _gif(root, p, 30),
     }
     wanted = list(names) if names is not None else list(makers) + list(cli)
     paths = {}
@@ -212,6 +214,11 @@ def _from_cli(root: Path, out: Path, codec_args: list[str], n: int) -> Path:
     return out
 
 
+def _gif(root: Path, out: Path, n: int) -> Path:
+    ffmpeg("-i", str(_source(root, n)), "-f", "gif", str(out))
+    return out
+
+
 def _edit_list(root: Path, out: Path) -> Path:
     """A stream copy cut at a non-key time: the mp4 keeps the GOP's pre-roll behind an edit list."""
     src = root / "_editlist_src.mp4"
@@ -239,13 +246,18 @@ def sequential(path: Path) -> list[np.ndarray]:
 
 def coded(path: Path) -> list[np.ndarray]:
     """Every decodable frame in coded order by PyAV, no edit list or rotation applied (a truncated
-    file just ends early): the pixels as the stream holds them."""
+    file just ends early): the pixels as the stream holds them (a frame deeper than 8 bits reduced
+    to 8 first, as `sources.video_display.display` converts it)."""
     import av
+
+    from sources.video_display import eight_bit_copy, eight_bit_format
 
     frames = []
     with av.open(str(path)) as container:
         try:
             for frame in container.decode(video=0):
+                eight_bit = eight_bit_format(frame.format.name)
+                frame = eight_bit_copy(frame, eight_bit) if eight_bit else frame
                 frames.append(frame.to_ndarray(format="rgb24"))
         except av.error.FFmpegError:
             pass
