@@ -188,7 +188,9 @@ def misfit(source_type: str, path: str) -> str | None:
             return None
         if marks:
             return _message(source_type, path, *marks[0])
-        other = web or images_below(g)
+        # a listing alone is no image: video2dataset writes `_stats.json` and parquet too, and a
+        # shard whose first members are failed downloads (`.txt`, `.json`) shows no video
+        other = (web if web and not web.endswith(("_stats.json", ".parquet", "_tmp")) else None) or images_below(g)
         return _message(source_type, path, "laion", other) if other else None
     own = [mark for kind, mark in marks if kind == source_type]
     if own or source_type not in ("coco", "imagenet", "co3d", "objaverse"):

@@ -55,6 +55,19 @@ def trees(tmp_path_factory) -> dict[str, Path]:
     (web / "00000_stats.json").write_text(json.dumps({"count": 1, "successes": 1}))
     subprocess.run(["rm", "-r", str(members)], check=True)
 
+    failed = root / "failed_first"  # video2dataset: a failed download's sample is its .txt and .json alone
+    members = failed / "members"
+    members.mkdir(parents=True)
+    names = []
+    for n in range(5):
+        (members / f"{n:09d}.txt").write_text("a caption")
+        (members / f"{n:09d}.json").write_text(json.dumps({"status": "failed_to_download"}))
+        names += [f"{n:09d}.txt", f"{n:09d}.json"]
+    (members / "000000005.mp4").write_bytes((videos / "clip.mp4").read_bytes())
+    subprocess.run(["tar", "-cf", str(failed / "00000.tar"), "-C", str(members), *names, "000000005.mp4"], check=True)
+    (failed / "00000_stats.json").write_text(json.dumps({"count": 6, "successes": 1}))
+    subprocess.run(["rm", "-r", str(members)], check=True)
+
     coco = root / "coco"
     _jpeg(coco / "images" / "val2017" / "000000000001.jpg")
     (coco / "annotations").mkdir()
@@ -71,7 +84,7 @@ def trees(tmp_path_factory) -> dict[str, Path]:
     _jpeg(co3d / "ball" / "1_2_3" / "images" / "frame000001.jpg")
     with gzip.open(co3d / "ball" / "frame_annotations.jgz", "wt") as handle:
         json.dump([], handle)
-    return {p.name: p for p in (photos, videos, mixed, web, coco, objaverse, co3d)}
+    return {p.name: p for p in (photos, videos, mixed, web, failed, coco, objaverse, co3d)}
 
 
 def _check(tmp_path: Path, source: dict) -> int:
@@ -104,7 +117,7 @@ def test_a_type_that_does_not_fit_its_path_fails_check_naming_the_one_that_does(
 
 @pytest.mark.parametrize("source_type, tree, extra", [
     ("laion", "mixed", {}), ("video", "mixed", {}), ("laion", "photos", {}), ("video", "videos", {}),
-    ("laion", "web", {}), ("objaverse", "objaverse", {"views": 2}),
+    ("laion", "web", {}), ("objaverse", "objaverse", {"views": 2}), ("video", "failed_first", {}),
 ])
 def test_a_type_that_fits_or_a_mixed_folder_passes(trees, tmp_path, capsys, source_type, tree, extra):
     assert _check(tmp_path, {"type": source_type, "path": str(trees[tree]), **extra}) == 0, capsys.readouterr().err
