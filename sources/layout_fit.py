@@ -192,9 +192,11 @@ def misfit(source_type: str, path: str) -> str | None:
         # shard whose first members are failed downloads (`.txt`, `.json`) shows no video
         other = (web if web and not web.endswith(("_stats.json", ".parquet", "_tmp")) else None) or images_below(g)
         return _message(source_type, path, "laion", other) if other else None
-    own = [mark for kind, mark in marks if kind == source_type]
-    if own or source_type not in ("coco", "imagenet", "co3d", "objaverse"):
-        return None  # the other readers find their own index files or folders, and name what they lack
+    own = [mark for kind, mark in marks if kind == source_type] or ("frame_annotations.jgz" in g.top) * [source_type]
+    if own or source_type not in ("co3d", "objaverse"):
+        # the other readers find their own index files and folders and name what they lack (COCO
+        # exports name theirs in `annotation_files`, beside the images: no mark of their own here)
+        return None
     others = [(kind, mark) for kind, mark in marks if kind != source_type]
     if others:
         return _message(source_type, path, *others[0])

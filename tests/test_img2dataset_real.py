@@ -777,6 +777,6 @@ def test_a_download_read_as_imagenet_is_refused_naming_type_laion(downloads, tmp
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "config OK" not in done.stdout
     (error,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert error.startswith("error: sources[0].type (web): ") and "(web): web:" not in error
+    assert error.startswith("error: sources[0].path (web): /") and "(web): web:" not in error
     assert "img2dataset" in error and "00000_stats.json" in error and "type: laion" in error
     assert "splits: [train]" not in error
