@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from tokenizer.progress import Progress
 from uvd_pipeline.quality import ASPECT_EDGES, SIDE_EDGES
 from uvd_pipeline.render import decode_png
 from uvd_pipeline.report import write_report
@@ -66,7 +67,11 @@ def test_report_counts_and_sheets(report_build):
     earlier = Path(config.output, "report")
     earlier.mkdir(exist_ok=True)
     (earlier / "contact_pairs_depth.png").write_bytes(b"a sheet of a group this build does not have")
-    paths = write_report(config.output, max_sentences_per_group=2)
+    progress = Progress("report", "shards", every_s=0.0, stream=io.StringIO())  # a line per shard checked
+    paths = write_report(config.output, max_sentences_per_group=2, progress=progress)
+    shards = [*Path(config.output).glob("rendered/*/*/*.stats.json"), *Path(config.output).glob("tokens/*/*/*.stats.json")]
+    assert progress.total == progress.count == len(shards) > 0
+    assert progress.stream.getvalue().count("progress: report: ") == len(shards)
     data = json.loads(Path(paths["json"]).read_text())
     assert data["totals"] == summary["totals"]
     web = summary["sources"]["web"]["sentences"]

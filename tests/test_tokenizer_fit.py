@@ -355,6 +355,7 @@ def test_evaluate_skips_unreadable_images_counting_their_reasons(tiny_tokenizer,
     assert f"skipped {folder / 'c.png'}: not_an_image: UnidentifiedImageError" in captured.err
     assert f"skipped {folder / 'd.png'}: truncated: " in captured.err
     assert "1 not_an_image, 1 truncated" in captured.out
+    assert "tokenizer evaluate: 2 images in " in captured.err and "/s), 2 skipped\n" in captured.err  # its summary
     clean = evaluate_cli.evaluate(Tokenizer.from_pretrained(tiny_tokenizer), find_images(str(folder / "[ab].*")))
     assert clean.summary()["psnr"] == summary["psnr"] and clean.summary()["skipped"] == {}
     limited = evaluate_cli.evaluate(Tokenizer.from_pretrained(tiny_tokenizer), find_images(str(folder / "*")), limit=2)

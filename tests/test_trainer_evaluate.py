@@ -172,8 +172,9 @@ def test_cli_writes_json_and_table(tmp_path: Path, capsys):
     result = json.loads(out.read_text())
     assert [(g["context"], g["instances"]) for g in result["groups"]] == [(1, 2), (3, 2)]
     assert result["skipped"] == {}  # context 7 is not offered by 4-image sentences
-    table = capsys.readouterr().out
-    assert "clips" in table and "next_frame" in table
+    captured = capsys.readouterr()
+    assert "clips" in captured.out and "next_frame" in captured.out
+    assert "trainer evaluate: 2 sentences in " in captured.err and "1 shard(s), 4 instances scored" in captured.err
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "nowhere" / "*.arrow")])
 

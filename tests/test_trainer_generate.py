@@ -164,7 +164,7 @@ def test_generate_api_resizes_encodes_and_decodes(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_cli_writes_the_strip(tmp_path: Path, tiny_tokenizer: Path):
+def test_cli_writes_the_strip(tmp_path: Path, tiny_tokenizer: Path, capsys):
     rng = np.random.default_rng(0)
     sizes = [(100, 150), (300, 200), (256, 256)]
     paths = []
@@ -183,6 +183,7 @@ def test_cli_writes_the_strip(tmp_path: Path, tiny_tokenizer: Path):
     assert tuple(strip[0, 0]) == PROMPT_FRAME and tuple(strip[0, 3 * 268 + 1]) == GENERATED_FRAME
     saved = np.load(tmp_path / "codes.npy")
     assert saved.shape == (1, TPI) and saved.max() < 8192
+    assert f"trainer generate: {TPI} tokens in " in capsys.readouterr().err  # its summary, on stderr
     assert main(["--checkpoint", str(tmp_path / "ckpt"), "--tokenizer", str(tiny_tokenizer),
                  "--prompt", str(tmp_path / "missing.png"), "--out", str(out)]) == 2
 

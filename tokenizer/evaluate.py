@@ -31,6 +31,7 @@ from .config import UsageError
 from .data import IMAGE_SUFFIXES, ImageRef, find_images, iter_images
 from .metrics import (codebook_usage, colour_shift_per_image, perplexity, psnr_per_image, ssim_per_image,
                       usage_histogram)
+from .progress import Progress
 
 
 @dataclass
@@ -64,9 +65,10 @@ class Evaluation:
 
 
 def evaluate(tokenizer: Tokenizer, refs: Iterable[ImageRef], limit: int | None = None,
-             batch_size: int = 16, keep: int = 8) -> Evaluation:
+             batch_size: int = 16, keep: int = 8, progress: Progress | None = None) -> Evaluation:
     """Encode and decode every image (centre square at the tokenizer's resolution); one that
-    cannot be read is skipped and counted with its reason (`Evaluation.skipped`)."""
+    cannot be read is skipped and counted with its reason (`Evaluation.skipped`). `progress`
+    counts each batch's images as it is measured."""
     size = tokenizer.image_size
     hist = np.zeros(tokenizer.codebook_size, dtype=np.int64)
     psnrs: list[np.ndarray] = []
@@ -88,6 +90,8 @@ def evaluate(tokenizer: Tokenizer, refs: Iterable[ImageRef], limit: int | None =
         if room > 0:
             kept_in.append(images[:room])
             kept_out.append(recon[:room])
+        if progress is not None:
+            progress.advance(len(batch), f"{len(skipped)} skipped")
         batch.clear()
 
     count = 0
@@ -182,9 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheckpointError as exc:
         return _fail(f"--checkpoint: {exc}")
     try:
-        result = evaluate(tokenizer, refs, limit=args.limit, batch_size=args.batch_size)
+        progress = Progress("tokenizer evaluate", "images", min(len(refs), args.limit or len(refs)))
+        result = evaluate(tokenizer, refs, limit=args.limit, batch_size=args.batch_size, progress=progress)
     except UsageError as exc:
         return _fail(f"--data {' '.join(args.data)}: {exc}")
+    progress.done(f"{len(result.skipped)} skipped")
     for ref, reason, detail in result.skipped:
         print(f"skipped {ref}: {reason}: {detail}", file=sys.stderr)
     summary = result.summary()

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tokenizer.progress import Progress
 from uvd_pipeline.shards import ShardDamaged, TokenShardMeta, find_shards, read_token_shard, sentence_tokens
 
 from .config import BOS_ID, CODEBOOK_SIZE, PAD_ID, TOKENS_PER_IMAGE, UsageError
@@ -241,13 +242,16 @@ def shard_tokens_per_image(paths: Sequence[str]) -> int:
 
 def evaluate(model: LVMTransformer, shard_paths: Sequence[str], *, split: str | None = "val", bos: bool = True,
              shots: Sequence[int] | None = None, contexts: Sequence[int] = DEFAULT_CONTEXTS, batch_size: int = 4,
-             limit: int | None = None) -> dict[str, Any]:
-    """Perplexities of every protocol instance in the shards, grouped (see the module docstring)."""
+             limit: int | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Perplexities of every protocol instance in the shards, grouped (see the module docstring);
+    `progress` counts the sentences read."""
     evaluator = Evaluator(model, bos=bos, shots=shots, contexts=contexts, batch_size=batch_size,
                           tokens_per_image=shard_tokens_per_image(shard_paths))
     model.eval()
     for source, kind, task, tokens, lineage in iter_sentences(shard_paths, split, limit):
         evaluator.add_sentence(source, kind, task, tokens, lineage)
+        if progress is not None:
+            progress.advance()
     return evaluator.result()
 
 
@@ -303,11 +307,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--data {' '.join(args.data)}: no committed token shards (.arrow with .stats.json) found")
     try:
         model = load_pretrained(args.checkpoint, device=device, dtype=dtype)
+        progress = Progress("trainer evaluate", "sentences")
         result = evaluate(model, paths, split=None if args.split == "all" else args.split, bos=not args.stream,
-                          shots=args.shots, contexts=args.contexts, batch_size=args.batch_size, limit=args.limit)
+                          shots=args.shots, contexts=args.contexts, batch_size=args.batch_size, limit=args.limit,
+                          progress=progress)
     except (UsageError, CheckpointError, ShardDamaged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    progress.done(f"{len(paths)} shard(s), {sum(g['instances'] for g in result['groups'])} instances scored")
     result.update(checkpoint=args.checkpoint, data=paths, split=args.split, dtype=dtype)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:

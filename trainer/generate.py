@@ -21,6 +21,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from tokenizer.progress import Progress
+
 from .config import BOS_ID, CODEBOOK_SIZE, TOKENS_PER_IMAGE, UsageError
 from .model import KVCache, LVMTransformer
 
@@ -66,10 +68,12 @@ def generate_codes(model: LVMTransformer, prompt: np.ndarray, n: int = 1, *, tem
                    top_k: int = 0, top_p: float = 1.0, seed: int = 0, bos: bool = True,
                    window: int = WINDOW_IMAGES, codebook_size: int = CODEBOOK_SIZE,
                    tokens_per_image: int = TOKENS_PER_IMAGE,
-                   on_rebuild: Callable[[int, int], None] | None = None) -> np.ndarray:
+                   on_rebuild: Callable[[int, int], None] | None = None,
+                   progress: Progress | None = None) -> np.ndarray:
     """Sample `n` images of codes after the prompt codes (P, tokens_per_image) -> (n, tokens_per_image) uint16.
 
-    `on_rebuild(first_image, n_images)` is told each time the cache is (re)built from a window."""
+    `on_rebuild(first_image, n_images)` is told each time the cache is (re)built from a window;
+    `progress` counts the tokens sampled (a 7B model on a CPU takes minutes an image)."""
     prompt = np.asarray(prompt, dtype=np.int64).reshape(-1, tokens_per_image)
     if prompt.size and (prompt.min() < 0 or prompt.max() >= codebook_size):
         raise UsageError(f"prompt codes must lie in [0, {codebook_size}), got {prompt.min()}..{prompt.max()}")
@@ -106,6 +110,8 @@ def generate_codes(model: LVMTransformer, prompt: np.ndarray, n: int = 1, *, tem
         for t in range(tokens_per_image):
             codes[t] = sample_token(logits, generator, allowed=codebook_size, temperature=temperature,
                                     top_k=top_k, top_p=top_p)
+            if progress is not None:
+                progress.advance()
             if t < tokens_per_image - 1:
                 logits = logits_of([int(codes[t])])
         images.append(codes)
@@ -236,12 +242,14 @@ def main(argv: list[str] | None = None) -> int:
         prompt = prepare_images(files, size, args.resize, names=args.prompt)
         model = load_pretrained(args.checkpoint, device=device, dtype=dtype)
         tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=device)
+        progress = Progress("trainer generate", "tokens", args.n * tokenizer.tokens_per_image)
         codes, images = generate_pixels(model, tokenizer, prompt, args.n, temperature=args.temperature,
                                         top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                                        bos=not args.stream, window=args.window)
+                                        bos=not args.stream, window=args.window, progress=progress)
     except (UsageError, CheckpointError, TokenizerCheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    progress.done(f"{len(images)} images")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     Image.fromarray(make_strip(prompt, images)).save(args.out)
     if args.codes_out:

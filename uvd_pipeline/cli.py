@@ -249,6 +249,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from tokenizer.omp_wait import prefer_short_spin
 
     prefer_short_spin()  # before the reconstructions load torch (`tokenizer.omp_wait`)
+    from tokenizer.progress import Progress
     from uvd_pipeline.report import write_report
     from uvd_pipeline.verify import UNFINISHED, OutputUnfinished
 
@@ -257,10 +258,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     if any("\ud800" <= c <= "\udfff" for c in args.out):  # report.json is UTF-8: it crashed writing the name
         raise ConfigError(not_utf8("report OUT", args.out))
     try:
-        paths = write_report(args.out, max_sentences_per_group=args.sentences)
+        progress = Progress("report", "shards")
+        paths = write_report(args.out, max_sentences_per_group=args.sentences, progress=progress)
     except OutputUnfinished as exc:  # not damage: the exit code verify gives it
         print(f"error: {exc}", file=sys.stderr)
         return UNFINISHED
+    progress.done("each checked against its stats; pages written")
     print(f"report: {paths['html']}")
     print(f"report data: {paths['json']}")
     return 0

@@ -28,6 +28,7 @@ import numpy as np
 
 from sources import fsio
 from tokenizer.atomic import write_bytes
+from tokenizer.progress import Progress
 from uvd_pipeline.rendered_shards import read_stats
 from uvd_pipeline.report_data import (RECONSTRUCTION_IMAGES, TRAINER_DIR, build_tokenizer, output_problems,
                                       pick_sentences, reconstructions, report_data, token_usage, trainer_demo,
@@ -147,11 +148,11 @@ def write_damaged(output: str, report_dir: str, problems: list[tuple[str, str]])
     return {"html": html_uri, "json": json_uri}
 
 
-def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str]:
+def write_report(output: str, max_sentences_per_group: int = 4, progress: Progress | None = None) -> dict[str, str]:
     """report/report.html, report/report.json and their pictures for a finished build at `output`:
     {"html": uri, "json": uri}. A damaged or unfinished output gets a page that says what is wrong
     instead of the summary's numbers, and `ShardDamaged` naming the first problem; an unfinished or
-    held one (intact) `OutputUnfinished`."""
+    held one (intact) `OutputUnfinished`. `progress` counts the shards checked."""
     from uvd_pipeline.build import BUILD_FILE
 
     summary_uri = fsio.join(output, SUMMARY_FILE)
@@ -171,7 +172,7 @@ def write_report(output: str, max_sentences_per_group: int = 4) -> dict[str, str
         problems = [(summary_uri, f"unreadable JSON ({exc})"[:200])]
     else:
         log.info("report: checking %s against its summary and stats files", output)
-        problems = output_problems(output, summary)
+        problems = output_problems(output, summary, progress)
     try:
         if not problems:
             return _write_pages(output, summary, report_dir, max_sentences_per_group)

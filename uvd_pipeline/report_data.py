@@ -11,6 +11,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from sources import fsio
+from tokenizer.progress import Progress
 from uvd_pipeline.quality import INPUT_BINS, STAGES, merge_lengths, sorted_lengths
 from uvd_pipeline.render import decode_png
 from uvd_pipeline.rendered_shards import (RENDERED_DIR, STATS_SUFFIX, TAR_SUFFIX, iter_shard, read_json, read_stats,
@@ -32,16 +33,17 @@ RECONSTRUCTION_PER_SENTENCE = 2
 RECONSTRUCTION_THREADS = 2
 
 
-def output_problems(output: str, summary: dict[str, Any]) -> list[tuple[str, str]]:
+def output_problems(output: str, summary: dict[str, Any], progress: Progress | None = None) -> list[tuple[str, str]]:
     """(file, why) for everything that makes the summary's numbers untrue of the files now: a
     committed file missing or of another size (`verify --quick`: no file is read; the files the
     report reads are hashed as it reads them), a build holding the output, committed shards of
     this config that summary.json does not list (a build stopped before its summary). The unit
-    store is left out: it is the build's cache, none of the report's numbers come from it."""
+    store is left out: it is the build's cache, none of the report's numbers come from it.
+    `progress` counts the shards checked."""
     from uvd_pipeline.output_lock import lock_uri
     from uvd_pipeline.verify import verify_output
 
-    result = verify_output(output, quick=True, units=False, mixture=False)
+    result = verify_output(output, quick=True, units=False, mixture=False, progress=progress)
     problems = list(result.damaged)
     if result.holder_gone:
         problems.append((lock_uri(output), f"the build that held this output ({result.holder}) is gone, killed or "

@@ -237,6 +237,7 @@ def list_units(config: BuildConfig) -> dict[str, list]:
     """Every source's work units, listed before anything is written: a wrong path fails here,
     naming the config field."""
     from sources.annotation_files import AnnotationFileError
+    from sources.layout_fit import misfit
     from sources.paths import ConfiguredValueMismatch
     from uvd_pipeline.labelers import LabelerError, check_spec
 
@@ -249,6 +250,9 @@ def list_units(config: BuildConfig) -> dict[str, list]:
                 check_spec(spec, task)
             except LabelerError as exc:
                 raise ConfigError(f"sources[{index}].{field} ({source_config.name}): {exc}") from None
+        problem = misfit(source_config.type, source_config.path)
+        if problem:
+            raise ConfigError(f"sources[{index}].type ({source_config.name}): {problem}")
         try:
             units[source_config.name] = make_source(source_config, config.seed, config.image.max_pixels).units()
         except (FileNotFoundError, NotADirectoryError, AnnotationFileError, ConfiguredValueMismatch) as exc:

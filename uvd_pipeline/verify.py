@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from sources import fsio
+from tokenizer.progress import Progress
 from uvd_pipeline.integrity import Recorded, check_file, named_files, rendered_files, token_file
 from uvd_pipeline.shards import NotFound
 from uvd_pipeline.state_files import StateFileRefused, read_state_json
@@ -319,8 +320,9 @@ def no_output(output: str, why: str) -> NotFound:
 
 def verify_output(output: str, quick: bool = False,
                   on_damage: Callable[[str, str], None] | None = None, units: bool = True,
-                  mixture: bool = True) -> VerifyResult:
-    """Check every committed file of `output`; `on_damage(file, why)` is told of each damaged one.
+                  mixture: bool = True, progress: Progress | None = None) -> VerifyResult:
+    """Check every committed file of `output`; `on_damage(file, why)` is told of each damaged one;
+    `progress` counts the shards checked (their stats files: thousands on a big build).
     `units`: the unit store too (the build's cache: a mark read per input unit; the report, whose
     numbers do not come from it, leaves it out); `mixture`: that `mixture.yaml` is there (the
     trainer's file: the report shows the mix from the summary)."""
@@ -387,8 +389,13 @@ def verify_output(output: str, quick: bool = False,
     # each shard folder listed once: its stats files, then (below) the files no stats file names
     found = {folder: listed(lambda out: files_below(out, folder), folder) for folder in (RENDERED_DIR, TOKENS_DIR)}
     result.stats = stats_among(found[RENDERED_DIR])
-    for listing, kind in ((result.stats, "rendered"), (stats_among(found[TOKENS_DIR]), "token")):
+    token_stats = stats_among(found[TOKENS_DIR])
+    if progress is not None:
+        progress.total = len(result.stats) + len(token_stats)
+    for listing, kind in ((result.stats, "rendered"), (token_stats, "token")):
         for uri in listing:
+            if progress is not None:
+                progress.advance()
             result.files += 1
             claimed.add(uri)
             try:

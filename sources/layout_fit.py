@@ -1,0 +1,212 @@
+"""Whether a source's `type` fits what its `path` holds, judged from a bounded glance.
+
+Every reader takes what it finds: a web source reads any folder of images (a COCO tree, CO3D's
+frames, an ImageNet download), the video source any `NNNNN.tar` (an img2dataset download), the
+Objaverse reader any folder of folders. A wrong `type` then built 0 sentences or thousands of
+rejects, and `check` said "config OK". This module looks at the path's top folder and a few of
+its sub-folders (at most `TOP_ENTRIES` and `SUB_ENTRIES` names each, `SUB_FOLDERS` folders, the
+first members of one tar: never a full walk, never a decode) for the marks each published layout
+leaves, and names the type that fits when the configured one's marks are absent. A folder that
+holds marks of both (images beside videos) fits both."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tarfile
+from dataclasses import dataclass, field
+from itertools import islice
+
+from sources import fsio
+from sources.video import VIDEO_EXTENSIONS
+from sources.web_samples import IMAGE_EXTENSIONS
+
+TOP_ENTRIES = 2000  # names read from the path's own folder (a 1M-file folder: its first 2000)
+SUB_ENTRIES = 200  # names read from each sub-folder looked into
+SUB_FOLDERS = 8  # sub-folders looked into (the named ones of `LOOK_INTO` first)
+TAR_MEMBERS = 8  # headers read from the first shard tar
+LOOK_INTO = ("annotations", "train", "val", "training")  # where COCO's, MPII's, ImageNet's and KITTI's marks lie
+
+WEB_TYPES = ("laion", "synthetic", "pseudo_labeled")  # readers of web images (`sources.web_reader`)
+IMAGES = tuple(f".{e}" for e in IMAGE_EXTENSIONS)
+SHARD = re.compile(r"\d+(\.tar|\.tar\.gz|\.tgz|\.parquet|_stats\.json)?")  # img2dataset's / video2dataset's names
+WNID = re.compile(r"n\d{8}(\.tar)?")
+COCO_INDEX = re.compile(r"(instances|person_keypoints)_.+\.json")
+VIEW_CAMERA = re.compile(r"\d{3}\.npy")
+
+
+@dataclass
+class Glance:
+    """Names seen: the top folder's (name -> is a folder) and each looked-into sub-folder's."""
+
+    top: dict[str, bool]
+    sub: dict[str, dict[str, bool]] = field(default_factory=dict)
+    tar: str = ""  # the first shard tar's name, whose first members `tar_members` are
+    tar_members: list[str] = field(default_factory=list)
+
+
+def _entries(path: str, limit: int) -> dict[str, bool] | None:
+    """At most `limit` names of a folder with whether each is a folder (links judged by their
+    target); None when it is no folder or cannot be listed (the reader then says why)."""
+    local = fsio.local_path(path)
+    try:
+        if local is not None:
+            with os.scandir(local) as listing:
+                return {e.name: e.is_dir() for e in islice(listing, limit)}
+        fs, inner = fsio.filesystem(path)
+        return {fsio.basename(e["name"].rstrip("/")): e["type"] == "directory"
+                for e in islice(fs.ls(inner, detail=True), limit)}
+    except (OSError, ValueError, ImportError):
+        return None
+
+
+def _tar_members(uri: str) -> list[str]:
+    """The first member names of a plain tar (headers only; a fifo or device is never opened)."""
+    local = fsio.local_path(uri)
+    try:
+        if local is not None and not stat.S_ISREG(os.stat(local).st_mode):
+            return []
+        fs, inner = fsio.filesystem(uri)
+        with fs.open(inner, "rb") as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
+            return [m.name for m in islice(tar, TAR_MEMBERS)]
+    except (OSError, tarfile.TarError, ValueError, EOFError):
+        return []
+
+
+def glance(path: str) -> Glance | None:
+    """What `path` holds, bounded (see the module's docstring); None when it is no folder."""
+    top = _entries(path, TOP_ENTRIES)
+    if top is None:
+        return None
+    folders = sorted(n for n, is_dir in top.items() if is_dir and not n.startswith("."))
+    chosen = [n for n in LOOK_INTO if n in top and top[n]] + [n for n in folders if n not in LOOK_INTO]
+    sub = {}
+    for name in chosen[:SUB_FOLDERS]:
+        entries = _entries(fsio.join(path, name), SUB_ENTRIES)
+        if entries is not None:
+            sub[name] = entries
+    tars = sorted(n for n, is_dir in top.items() if not is_dir and SHARD.fullmatch(n) and n.endswith(".tar"))
+    members = _tar_members(fsio.join(path, tars[0])) if tars else []
+    return Glance(top, sub, tars[0] if tars else "", members)
+
+
+def _files(entries: dict[str, bool], suffixes: tuple[str, ...]) -> list[str]:
+    return [n for n, is_dir in entries.items() if not is_dir and n.lower().endswith(suffixes)]
+
+
+def dataset_marks(g: Glance) -> list[tuple[str, str]]:
+    """(type, the mark seen) of each annotated layout whose mark the glance holds."""
+    marks = []
+    coco = [n for n in g.sub.get("annotations", {}) if COCO_INDEX.fullmatch(n)]
+    if coco:
+        marks.append(("coco", f"annotations/{sorted(coco)[0]}"))
+    imagenet = sorted(n for n in g.top if n.startswith(("LOC_synset_mapping", "LOC_val_solution"))
+                      or n in ("ILSVRC", "ILSVRC2012_devkit_t12"))
+    imagenet += [f"{s}/{n}" for s in ("train", "val") for n in sorted(g.sub.get(s, {})) if WNID.fullmatch(n)][:1]
+    imagenet += sorted(n for n, is_dir in g.top.items() if not is_dir and WNID.fullmatch(n))[:1]
+    if imagenet:
+        marks.append(("imagenet", imagenet[0]))
+    co3d = sorted(f"{s}/frame_annotations.jgz" for s, names in g.sub.items() if "frame_annotations.jgz" in names)
+    if co3d:
+        marks.append(("co3d", co3d[0]))
+    objaverse = sorted(f"{s}/{n}" for s, names in g.sub.items() for n in names if VIEW_CAMERA.fullmatch(n))
+    if objaverse:
+        marks.append(("objaverse", objaverse[0]))
+    mpii = sorted(n for n in g.sub.get("annotations", {}) if n.startswith("mpii_") and n.endswith(".json"))
+    if mpii:
+        marks.append(("mpii", f"annotations/{mpii[0]}"))
+    stereo = sorted(n for n in g.sub.get("training", {}) if n in ("disp_noc_0", "disp_occ_0", "disp_noc", "disp_occ"))
+    if stereo:
+        marks.append(("stereo", f"training/{stereo[0]}"))
+    labels = sorted(n for n in ("ADEChallengeData2016", "gtFine", "SegmentationClass") if g.top.get(n))
+    if labels:
+        marks.append(("segmentation", f"{labels[0]}/"))
+    domains = sorted(f"{s}/{d}" for s, names in g.sub.items() if names.get("rgb")
+                     for d in ("normal", "depth_zbuffer", "edge_occlusion", "segment_semantic") if names.get(d))
+    if domains:
+        marks.append(("multitask", domains[0] + "/"))
+    clips = sorted(n for n in ("panomasks", "joint_positions") if g.top.get(n))
+    if clips:
+        marks.append(("annotated_video", f"{clips[0]}/"))
+    return marks
+
+
+def video_mark(g: Glance) -> str | None:
+    """A video file at the top or one folder down, or a video in the first shard's members."""
+    for where, entries in (("", g.top), *((f"{s}/", e) for s, e in g.sub.items())):
+        videos = sorted(_files(entries, VIDEO_EXTENSIONS))
+        if videos:
+            return where + videos[0]
+    videos = [m for m in g.tar_members if m.lower().endswith(VIDEO_EXTENSIONS)]
+    return f"{g.tar} holding {videos[0]}" if videos else None
+
+
+def web_mark(g: Glance) -> str | None:
+    """An image at the top, a shard tar holding images, an img2dataset listing or `_tmp/`, parquet
+    files: the shapes a web source reads at its root."""
+    images = sorted(_files(g.top, IMAGES))
+    if images:
+        return images[0]
+    pictures = [m for m in g.tar_members if m.lower().endswith(IMAGES)]
+    stats = sorted(n for n in g.top if n.endswith("_stats.json"))
+    if pictures:
+        return f"{g.tar} holding {pictures[0]}" + (f" beside {stats[0]} (img2dataset output)" if stats else "")
+    listings = sorted(n for n in g.top if n.endswith(("_stats.json", ".parquet")) or n == "_tmp")
+    if listings and not video_mark(g):
+        return listings[0]
+    return None
+
+
+def images_below(g: Glance) -> str | None:
+    """An image one folder down (a folder of folders of images, as a web source walks it)."""
+    found = sorted(f"{s}/{n}" for s, e in g.sub.items() for n in _files(e, IMAGES))
+    return found[0] if found else None
+
+
+def misfit(source_type: str, path: str) -> str | None:
+    """Why `source_type` does not fit what `path` holds, naming the type that does; None when it
+    fits, when another type's marks are not seen either, or when `path` is no folder."""
+    g = glance(path)
+    if g is None:
+        return None
+    marks = dataset_marks(g)
+    video = video_mark(g)
+    web = web_mark(g)
+    if source_type in WEB_TYPES:
+        if web:
+            return None
+        if marks:
+            kind, mark = marks[0]
+            return _message(source_type, path, kind, mark, " (to read its images alone as web images, point path at "
+                            "the folder holding them)")
+        if video and not images_below(g):
+            return _message(source_type, path, "video", video)
+        return None
+    if source_type == "video":
+        if video:
+            return None
+        if marks:
+            return _message(source_type, path, *marks[0])
+        # a listing alone is no image: video2dataset writes `_stats.json` and parquet too, and a
+        # shard whose first members are failed downloads (`.txt`, `.json`) shows no video
+        other = (web if web and not web.endswith(("_stats.json", ".parquet", "_tmp")) else None) or images_below(g)
+        return _message(source_type, path, "laion", other) if other else None
+    own = [mark for kind, mark in marks if kind == source_type] or ("frame_annotations.jgz" in g.top) * [source_type]
+    if own or source_type not in ("co3d", "objaverse"):
+        # the other readers find their own index files and folders and name what they lack (COCO
+        # exports name theirs in `annotation_files`, beside the images: no mark of their own here)
+        return None
+    others = [(kind, mark) for kind, mark in marks if kind != source_type]
+    if others:
+        return _message(source_type, path, *others[0])
+    if web:
+        return _message(source_type, path, "laion", web)
+    if video:
+        return _message(source_type, path, "video", video)
+    return None
+
+
+def _message(source_type: str, path: str, kind: str, mark: str, hint: str = "") -> str:
+    return (f"type: {source_type}, but {path} holds {mark}, the layout of type: {kind}, and no mark of "
+            f"{source_type}'s (docs/layouts.md); did you mean type: {kind}?{hint}")
