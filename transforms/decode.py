@@ -70,6 +70,7 @@ from transforms.errors import DecodeError, exception_detail
 from transforms.headers import Pages, camera_raw, heif_size, tiff_samples, tiff_values
 from transforms.image_colour import WideColour, _srgb_array, _wide, hdr_colour
 from transforms.image_format import _cut_short, _raise_if_cut_short, sniff_format
+from transforms.xpm_colours import xpm_for_pillow
 from transforms.image_orientation import (
     EXIF_ORIENTATION,
     _aperture,
@@ -191,7 +192,7 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
                                              f"offsets and byte counts), about {numbers * TIFF_VALUE_BYTES >> 20} MiB "
                                              f"opening it, over the budget of {max_bytes >> 20} MiB: Pillow holds each "
                                              "as an object and an uncompressed strip as a tile of its own")
-    opened = without_png_text(data)  # outside the try: its own `corrupt_header` stands as it is
+    opened = xpm_for_pillow(without_png_text(data))  # outside the try: its own `corrupt_header` stands as it is
     try:
         image = Image.open(io.BytesIO(opened))
     except UnidentifiedImageError:

@@ -44,12 +44,30 @@ def sniff_format(data: bytes) -> str | None:
             return name
     if head[:2] in (b"PF", b"Pf") and head[2:3].isspace():
         return "PFM (portable float map)"
+    if head[:2] == b"P7" and head[2:3].isspace():  # Netpbm's PAM: ImageMagick's `convert x.png x.pam`
+        return "PAM (portable arbitrary map)"
+    if head[:4] == b"8BPS":
+        return _photoshop(head)
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head.lower()):
         return "SVG (vector graphics)"
     if text.startswith(b"<!doctype svg") or text.startswith(b"<!-- ") and b"<svg" in head.lower():
         return "SVG (vector graphics)"
     return None
+
+
+_PSD_MODES = {0: "bitmap", 1: "greyscale", 2: "indexed", 3: "RGB", 4: "CMYK", 7: "multichannel", 8: "duotone",
+              9: "Lab"}
+
+
+def _photoshop(head: bytes) -> str:
+    """A Photoshop file Pillow does not open, named by its header: Pillow reads PSD (version 1)
+    of 8 bits a channel; ImageMagick writes a 16-bit image's PSD in 16 (`convert x16.png x.psd`),
+    and PSB (version 2) is Photoshop's large document format."""
+    version, depth = int.from_bytes(head[4:6], "big"), int.from_bytes(head[22:24], "big")
+    mode = _PSD_MODES.get(int.from_bytes(head[24:26], "big"), "an unknown colour mode")
+    kind = "PSB (Photoshop large document" if version == 2 else "PSD (Photoshop"
+    return f"{kind}, {mode}, {depth} bits a channel)"
 
 
 def _undecodable_jpeg(data: bytes) -> str | None:
