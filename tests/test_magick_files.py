@@ -63,7 +63,9 @@ TOLERANCE = {"png16_rgba.png": 2, "png16_greya.png": 2, "jpeg_cmyk_icc.jpg": 20}
 UNSUPPORTED = {"exr.exr": "OpenEXR", "hdr.hdr": "Radiance HDR", "miff.miff": "MIFF (ImageMagick)",
                "pfm.pfm": "PFM (portable float map)", "dpx.dpx": "DPX", "tiff_float.tif": "TIFF",
                "tiff_half_grey.tif": "TIFF", "pam.pam": "PAM (portable arbitrary map)",
-               "psd16.psd": "PSD (Photoshop, RGB, 16 bits a channel)"}
+               "psd16.psd": "PSD (Photoshop, RGB, 16 bits a channel)",
+               "fits16.fits": "FITS (BITPIX 16, BZERO 3.276800E+04, BSCALE 1.000000E+00: Pillow reads the stored "
+                              "numbers without them)"}
 
 
 # PNGs declaring their samples' gamma by a gAMA chunk and no sRGB or iCCP chunk; ImageMagick reads

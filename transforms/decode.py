@@ -69,7 +69,7 @@ from transforms.decode_budget import (
 from transforms.errors import DecodeError, exception_detail
 from transforms.headers import Pages, camera_raw, heif_size, tiff_samples, tiff_values
 from transforms.image_colour import WideColour, _srgb_array, _wide, hdr_colour
-from transforms.image_format import _cut_short, _raise_if_cut_short, sniff_format
+from transforms.image_format import _cut_short, _raise_if_cut_short, fits_misread, sniff_format
 from transforms.xpm_colours import xpm_for_pillow
 from transforms.image_orientation import (
     EXIF_ORIENTATION,
@@ -210,6 +210,9 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
         if known and (known.startswith("TIFF") or "camera raw" in known):  # a layout Pillow has no raw mode for
             raise DecodeError("unsupported_format", exception_detail(exc, f"{known}: ")) from None
         raise DecodeError("corrupt_header", exception_detail(exc)) from None
+    misread = fits_misread(data) if image.format == "FITS" else None
+    if misread:
+        raise DecodeError("unsupported_format", f"{misread}: a real image format this build cannot decode")
     raw = camera_raw(data) if image.format == "TIFF" else None
     if raw:  # Pillow opened the camera's preview in IFD0: never the photo, whatever its size
         raise DecodeError("unsupported_format", f"{raw}: a camera raw this build cannot develop "

@@ -70,6 +70,35 @@ def _photoshop(head: bytes) -> str:
     return f"{kind}, {mode}, {depth} bits a channel)"
 
 
+_FITS_CARD = 80  # a FITS header is cards of 80 characters, `KEYWORD = value / comment`, up to `END`
+_FITS_HEADER_CARDS = 36 * 16  # cards looked at: 16 blocks of 2880 bytes (ImageMagick writes one)
+
+
+def fits_misread(data: bytes) -> str | None:
+    """What Pillow would misread in a FITS file it opens, named for its `unsupported_format`, else
+    None. Pillow reads the stored integers as they are, without BZERO and BSCALE: ImageMagick stores
+    16-bit samples as FITS does unsigned ones (BITPIX 16, BZERO 32768), which Pillow read wrapped
+    (a red plane of mean 68 of 255 came out 124, without a word). Only 8-bit samples (BITPIX 8)
+    with no offset or scale are read as stored; any other layout is named."""
+    cards: dict[str, str] = {}
+    for at in range(0, min(len(data), _FITS_CARD * _FITS_HEADER_CARDS), _FITS_CARD):
+        card = data[at:at + _FITS_CARD].decode("latin-1")
+        key = card[:8].strip()
+        if key == "END":
+            break
+        if card[8:10] == "= ":
+            cards[key] = card[10:].split("/")[0].strip()
+    bits = cards.get("BITPIX", "")
+    zero, scale = cards.get("BZERO", "0"), cards.get("BSCALE", "1")
+    try:
+        plain = int(bits) == 8 and float(zero) == 0 and float(scale) == 1
+    except ValueError:
+        plain = False
+    if plain:
+        return None
+    return f"FITS (BITPIX {bits or '?'}, BZERO {zero}, BSCALE {scale}: Pillow reads the stored numbers without them)"
+
+
 def _undecodable_jpeg(data: bytes) -> str | None:
     """What a JPEG Pillow does not open is, when its frame says it is a real one it cannot decode:
     a JPEG-LS, or samples of other than 8 bits (12-bit, 16-bit lossless); None for one broken or
