@@ -709,3 +709,15 @@ def test_xpm_colours_of_every_x11_width_decode_as_imagemagick_reads_them():
            b'"a c #808080",\n"b c #123456789",\n" c #a",\n"ab#cc"\n};\n')
     imagemagick = bytes.fromhex("ff0000 00ff00 ff0000 0000ff 808080 808080 124578 0000ff 00ff00 00ff00")
     assert decode_rgb(xpm).tobytes() == imagemagick
+
+
+def test_a_cut_psd_of_a_layout_pillow_reads_is_a_corrupt_header_not_a_missing_format():
+    """An 8-bit PSD cut short (a partial download) was `not_an_image` on main ("no image format
+    recognises these bytes"); the same file whole decodes (checked against ImageMagick above), so
+    cut it is damaged: `corrupt_header` naming it. A 16-bit one is a format this build lacks."""
+    data = (MAGICK / "psd8.psd").read_bytes()
+    with pytest.raises(DecodeError) as caught:
+        load_image(data[:len(data) // 2], 32, "squash")
+    assert (caught.value.reason, caught.value.detail) == (
+        "corrupt_header", "PSD (Photoshop, RGB, 8 bits a channel): damaged or cut short (Pillow reads this layout, "
+                          "not this file)")

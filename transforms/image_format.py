@@ -70,6 +70,18 @@ def _photoshop(head: bytes) -> str:
     return f"{kind}, {mode}, {depth} bits a channel)"
 
 
+# (colour mode, bits a channel) of the PSDs Pillow reads (its PsdImagePlugin's MODES)
+_PILLOW_PSD = {(0, 1), (1, 8), (2, 8), (3, 8), (4, 8), (7, 8), (8, 8), (9, 8)}
+
+
+def pillow_reads_psd(data: bytes) -> bool:
+    """Whether `data` is a PSD of a layout Pillow reads: one it cannot open is damaged or cut short
+    (its `corrupt_header`), not a format this build lacks."""
+    head = data[:26]
+    layout = (int.from_bytes(head[24:26], "big"), int.from_bytes(head[22:24], "big"))
+    return head[:6] == b"8BPS\x00\x01" and len(head) == 26 and layout in _PILLOW_PSD
+
+
 _FITS_CARD = 80  # a FITS header is cards of 80 characters, `KEYWORD = value / comment`, up to `END`
 _FITS_HEADER_CARDS = 36 * 16  # cards looked at: 16 blocks of 2880 bytes (ImageMagick writes one)
 
