@@ -1607,3 +1607,24 @@ def test_a_files_shards_link_to_a_folder_above_it_is_a_link_loop_when_links_are_
         assert records == sorted((r.key, r.uri) for r in plain[follow] if isinstance(r, ImageRecord))
         assert len(records) == 4, records
         assert [(r.reason, r.input) for r in items if isinstance(r, Reject)] == [("link_loop", "00000/up")], follow
+
+
+def test_hard_links_past_the_names_a_tar_may_link_to_are_rejects_not_held(tmp_path: Path, monkeypatch):
+    """The names hard links link to are held for the whole read (`tar_members.MAX_LINK_TARGETS`):
+    past the cap (here 1) a link is a `not_a_file` reject saying so, and the links within it read."""
+    from sources import tar_members
+
+    monkeypatch.setattr(tar_members, "MAX_LINK_TARGETS", 1)
+    links = []
+    for target in ("a.jpg", "b.jpg"):
+        link = tarfile.TarInfo()
+        link.type, link.linkname = tarfile.LNKTYPE, target
+        links.append(link)
+    _tar(tmp_path / "00000.tar", [("a.jpg", _image(seed=1)), ("b.jpg", _image(seed=2)), ("la.jpg", links[0]),
+                                  ("lb.jpg", links[1])])
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    assert {i.key: i.data for i in items if isinstance(i, ImageRecord)} == {
+        "web-00000-a": _image(seed=1), "web-00000-b": _image(seed=2), "web-00000-la": _image(seed=1)}
+    assert [(i.key, i.reason, i.detail) for i in items if isinstance(i, Reject)] == [
+        ("web-00000-lb", "not_a_file", "lb.jpg: tar member of type hard link to b.jpg (over the 1 names links of one "
+                                       "archive may link to)")]
