@@ -725,6 +725,33 @@ def test_each_member_of_a_class_archive_is_an_image_of_its_class_or_a_reject(tmp
     assert len({i.key for i in records + rejects}) == len(records) + len(rejects)
 
 
+@pytest.mark.parametrize("headers_kept", [True, False])
+def test_a_hard_linked_photo_in_a_class_archive_is_its_targets_image(tmp_path: Path, monkeypatch, headers_kept: bool):
+    """GNU tar of a class folder where one photo is a hard link to another (`ln`): the link is the
+    image `tar -x` gives, whether the read walks the scan's kept headers (seekably) or, past their
+    budget, streams the archive (`r|`): the target is read from the file under the stream, which
+    then reads on from where it was."""
+    import subprocess
+
+    from sources import tar_members
+
+    if not headers_kept:
+        monkeypatch.setattr(tar_members, "MAX_KEPT_HEADER_BYTES", 0)
+    wnid, photos = WNIDS[0], _photos()
+    folder = tmp_path / "made"
+    folder.mkdir()
+    (folder / f"{wnid}_1.JPEG").write_bytes(photos[0])
+    os.link(folder / f"{wnid}_1.JPEG", folder / f"{wnid}_2.JPEG")
+    (folder / f"{wnid}_3.JPEG").write_bytes(photos[1])
+    (tmp_path / "inet" / "train").mkdir(parents=True)
+    subprocess.run(["tar", "-cf", str(tmp_path / "inet" / "train" / f"{wnid}.tar"), "-C", str(folder),
+                    f"{wnid}_1.JPEG", f"{wnid}_2.JPEG", f"{wnid}_3.JPEG"], check=True)
+    records, rejects = _items_of(tmp_path / "inet")
+    assert rejects == []
+    assert [(r.lineage["file"], r.data) for r in records] == [
+        (f"train/{wnid}_1", photos[0]), (f"train/{wnid}_2", photos[0]), (f"train/{wnid}_3", photos[1])]
+
+
 def _three_photo_tar(path: Path) -> bytes:
     """A class archive of three photos, as GNU tar writes it; its bytes."""
     folder = path.parent / "made" / path.stem
