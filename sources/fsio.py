@@ -60,6 +60,11 @@ class InputsRead:
     files: a rerun compares the value, so an edit that leaves it alone changes no unit."""
 
     files: set[str] = field(default_factory=set)
+    # each file's state (`file_state`) when it was first opened: the manifest records it, not the
+    # state at the unit's commit, so that a file rewritten while its unit was read or rendered (a
+    # download still writing it, an editor saving it) reads as changed on the rerun; taken at
+    # commit, the new state was recorded beside what the old bytes rendered, and kept for good
+    states: dict[str, list] = field(default_factory=dict)
     listings: dict[tuple, str] = field(default_factory=dict)  # (uri, options...) -> digest of names
     absent: set[str] = field(default_factory=set)  # probed with `exists` and not there
     derived: dict[tuple, Any] = field(default_factory=dict)  # (name, *args) -> its value, as JSON has it
@@ -85,7 +90,8 @@ def recording_inputs(rename: Callable[[str], str] | None = None) -> Iterator[Inp
 
 def _opened(uri: str) -> None:
     record = _RECORDING.get()
-    if record is not None:
+    if record is not None and uri not in record.files:
+        record.states[uri] = file_state(uri)  # before it is read (`InputsRead.states`)
         record.files.add(uri)
 
 

@@ -554,7 +554,7 @@ class ImageNetSource:
         if info.isdir() or "/" in name:
             return reject(whole, "unexpected_file", f"{name}{'/' if info.isdir() else ''} is "
                           f"{'a folder' if info.isdir() else 'in a folder'}: class archives are read flat")
-        if not info.isfile():  # links, devices, fifos: counted, never followed
+        if not info.isfile():  # symlinks, devices, fifos, a hard link to nothing earlier: counted, never followed
             return reject(whole, NOT_A_FILE, f"{name}: tar member of type {member_type(info)}")
         if not _is_image_name(name):
             return reject(whole, "unexpected_file", f"{name} is not one of {', '.join(IMAGE_SUFFIXES)}"

@@ -5,7 +5,8 @@ Both downloaders write the same layout (webdataset's TarWriter): a sample is the
 names share a key (the path up to the first dot of the file name: `split_member`), a run of them
 or, as extracting gathers them, wherever they lie (held open within `MAX_HELD_BYTES`). The walk
 counts what is no member of a sample (a folder is skipped; a Mac's `._x.jpg` is its `os_metadata`
-reject; a link, device or fifo its `not_a_file` reject, never followed), a copy of a member that a
+reject; a symlink, device or fifo its `not_a_file` reject, never followed; a hard link the bytes of
+the earlier member it names, as extracting gives it: `HardLinks`), a copy of a member that a
 later copy of its name replaces (`duplicate_member`: `tar -r` appended it; GNU tar and bsdtar
 extract the last, and so the walk builds it: `Layout`, from a first pass over the headers), an
 extension given twice to a key (`duplicate_key`: `café.jpg` in NFC and NFD), and a cut tar
@@ -118,7 +119,10 @@ def split_member(name: str) -> tuple[str, str]:
 
 
 def member_type(info: tarfile.TarInfo) -> str:
-    for test, name in ((info.issym, "symlink"), (info.islnk, "hard link"), (info.ischr, "character device"),
+    if info.islnk():
+        why = getattr(info, "why", "")
+        return f"hard link to {info.linkname[:100]}" + (f" ({why})" if why else "")
+    for test, name in ((info.issym, "symlink"), (info.ischr, "character device"),
                        (info.isblk, "block device"), (info.isfifo, "fifo")):
         if test():
             return name
@@ -596,7 +600,16 @@ def _bz2_or_xz(handle: IO[bytes]) -> str | None:
 
 
 def member_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
-    """A regular member's bytes (the caller has judged its size)."""
+    """A regular member's bytes (the caller has judged its size); a hard link resolved to its
+    target's (`HardLinks.resolve`), read from the plain file under the tar and its place kept
+    (a stream's file is read on from there)."""
+    if getattr(info, "linked", False):
+        handle = _plain_file(tar.fileobj)
+        here = handle.tell()
+        try:
+            return tarfile._FileInFile(handle, info.offset_data, info.size, info.sparse).read()
+        finally:
+            handle.seek(here)
     extracted = tar.extractfile(info)
     return extracted.read() if extracted is not None else b""
 
@@ -715,6 +728,66 @@ def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).digest()
 
 
+# Names hard link members of one tar link to, at most: each is kept (a 16-byte digest and, once its
+# file is read, where its bytes lie: ~200 bytes), so a tar of more is read with the links past it
+# rejected, not held. A deduplicated dataset links one file a duplicate; 65,536 hold ~13 MB.
+MAX_LINK_TARGETS = 1 << 16
+
+
+@dataclass
+class HardLinks:
+    """A tar's hard link members read as GNU tar and bsdtar extract them: a link (`ln a.jpg b.jpg;
+    tar -cf x.tar .` stores `b.jpg` as one, of size 0) is the file its target name held when the
+    link was met, the latest earlier member of that name (a copy `tar -r` appends later replaces
+    the name, not what was linked). `scan` gathers the names links link to (`wanted`); the read
+    notes where each such member's bytes lie as it passes (`seen`) and hands a link over as a
+    regular member at its target's bytes (`resolve`), read within the same caps. A link to a name
+    no earlier member holds (after it, `tar --delete`d, outside the archive: `/etc/passwd`) stays
+    a link, with `why` it is no file: its source's `not_a_file` reject, as extraction fails on it;
+    so is one in a compressed tar read as a stream, whose target's bytes lie behind it."""
+
+    targets: dict[bytes, "tuple[int, int, Any] | None"] = field(default_factory=dict)  # digest -> where its bytes lie
+    full: bool = False  # a link past `MAX_LINK_TARGETS` names was met
+
+    def wanted(self, info: tarfile.TarInfo) -> None:
+        """`scan` meets hard link `info`: the name it links to is noted."""
+        digest = _digest(extracted_name(info.linkname))
+        if digest in self.targets:
+            return
+        if len(self.targets) >= MAX_LINK_TARGETS:
+            self.full = True
+            return
+        self.targets[digest] = None
+
+    def seen(self, info: tarfile.TarInfo) -> None:
+        """The read has passed `info` (a link resolved): where a name links ask for now lies."""
+        if not self.targets or info.isdir():
+            return
+        digest = _digest(extracted_name(info.name))
+        if digest in self.targets:
+            self.targets[digest] = (info.offset_data, info.size, info.sparse) if info.isreg() else None
+
+    def resolve(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> tarfile.TarInfo:
+        """Hard link `info` as the regular member it extracts to (`linked` set: `member_bytes` reads
+        it where its target lies), else `info` itself with `why` it is none (`member_type` says it)."""
+        digest = _digest(extracted_name(info.linkname))
+        target = self.targets.get(digest)
+        if target is None:
+            info.why = (f"over the {MAX_LINK_TARGETS} names links of one archive may link to" if self.full
+                        and digest not in self.targets else "no earlier member is a file of that name: "
+                        "GNU tar cannot extract it either")  # type: ignore[attr-defined]
+            return info
+        if _plain_file(tar.fileobj) is None:
+            info.why = ("its target's bytes lie behind in a compressed tar read as a stream: extract it, or keep "
+                        "the tar uncompressed")  # type: ignore[attr-defined]
+            return info
+        linked = tar.tarinfo(info.name)
+        linked.offset, linked.linkname = info.offset, info.linkname
+        linked.offset_data, linked.size, linked.sparse = target
+        linked.linked = True  # type: ignore[attr-defined]
+        return linked
+
+
 @dataclass
 class Layout:
     """What a first pass over a tar's headers (`scan`) tells its read: which members a later copy
@@ -735,6 +808,7 @@ class Layout:
     spool: IO[bytes] | None = None  # a larger one as `scan` inflated it (`spooled_gzip`): the read reads it
     copied: bool = False  # the spool is a remote plain tar's copy (`spooled_copy`), read as the file it copies
     damaged: bool = False  # the scan met a cut or unreadable header, or more than `MAX_TAR_MEMBERS`
+    links: "HardLinks" = field(default_factory=lambda: HardLinks())  # the names hard link members link to
     # what stopped the scan skipping a member's data (`InflationRefused`): the read, which counts at
     # least as much, stops there too once that member is visited, without inflating its data again
     refused: "InflationRefused | None" = None
@@ -790,6 +864,7 @@ MAX_KEPT_HEADER_BYTES = 8 << 20
 MAX_KEPT_MEMBER_BYTES = 4096 + 128
 _KEPT_NUMBERS = 3  # offset, offset_data, size
 _KEPT_FIXED_BYTES = 8 * _KEPT_NUMBERS + 1 + 8 + 15  # the numbers, the type byte, the name's slot, arrays' spare room
+_KEPT_LINK_BYTES = 100  # a hard link's entry in `KeptHeaders.links` besides its target's name (int, dict slot)
 _TYPE_BYTES = [bytes((value,)) for value in range(256)]  # a kept type byte as `TarInfo.type` holds it
 
 
@@ -804,6 +879,7 @@ class KeptHeaders:
     names: list[str] = field(default_factory=list)
     types: bytearray = field(default_factory=bytearray)
     numbers: array = field(default_factory=lambda: array("q"))
+    links: dict[int, str] = field(default_factory=dict)  # a hard link member's index -> the name it links to
     held: int = 0  # bytes, as `cost` judged them
     error: BaseException | None = None
 
@@ -814,6 +890,8 @@ class KeptHeaders:
         if info.sparse is not None or len(info.type) != 1 or not 0 <= info.size < 1 << 63:
             return None
         cost = _KEPT_FIXED_BYTES + sys.getsizeof(info.name)
+        if info.islnk():
+            cost += _KEPT_LINK_BYTES + sys.getsizeof(info.linkname)
         return cost if cost <= MAX_KEPT_MEMBER_BYTES else None
 
     def keep(self, info: tarfile.TarInfo) -> bool:
@@ -822,6 +900,8 @@ class KeptHeaders:
         if cost is None or self.held + cost > MAX_KEPT_HEADER_BYTES:
             return False
         self.held += cost
+        if info.islnk():
+            self.links[len(self.names)] = info.linkname
         self.names.append(info.name)
         self.types += info.type
         self.numbers.extend((info.offset, info.offset_data, info.size))
@@ -835,6 +915,7 @@ class KeptHeaders:
             info = tar.tarinfo(name)
             info.type = _TYPE_BYTES[self.types[index]]
             info.offset, info.offset_data, info.size = numbers[3 * index:3 * index + 3]
+            info.linkname = self.links.get(index, "")
             yield info
 
 
@@ -1137,6 +1218,8 @@ def _scan(uri: str, keyed: Callable[[str], str] | None, layout: Layout,
                     layout.headers = None  # let go at once: the read reads the headers again
                 if not info.isdir():
                     index.add(info, ordinal, keyed)
+                if info.islnk():
+                    layout.links.wanted(info)
             if layout.headers is not None:
                 check_end_marker(tar, handle, layout.inflated_copy)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
@@ -1200,8 +1283,11 @@ def read_members(uri: str, mode: Callable[[IO[bytes]], str],
             for ordinal, info in enumerate(tar if kept is None else kept.members(tar)):
                 if ordinal >= MAX_TAR_MEMBERS:
                     raise too_many_members()
+                if info.islnk():
+                    info = layout.links.resolve(tar, info)
                 replaced = layout.visit(info)
                 yield from visit(tar, info) if replaced is None else shadowed(info, replaced)
+                layout.links.seen(info)
                 if layout.refused is not None and info.offset == layout.refused.member_offset:
                     raise layout.refused  # the scan's verdict on skipping this member: not inflated twice
                 tar.members.clear()  # tarfile keeps each header read (for `getmember`): none is wanted again

@@ -32,6 +32,9 @@ def _quiet() -> None:
     av.logging.set_level(av.logging.FATAL)
 
 
+UNREADABLE_FILE = "unreadable_file"  # the operating system refused to open it: the file's reject, as a picture's
+
+
 def open_stream(uri: str, video_pages: bool = False):
     """The file opened and its video stream (`video_stream`). `video_pages`: an Ogg read through
     `VideoPages`, only its video's pages (a chained Ogg with sound, `VideoIndex.video_pages`)."""
@@ -48,6 +51,9 @@ def open_stream(uri: str, video_pages: bool = False):
             raise
         if pages is not None and pages.refusal:
             raise VideoError("unsupported_container", _pages_refusal_detail(pages.refusal)) from None
+        if isinstance(exc, PermissionError):  # mode 000, another user's: no container the demuxer refused
+            raise VideoError(UNREADABLE_FILE, f"{exception_detail(exc)}: give this user read access to it "
+                                              "(chmod a+r)") from None
         raise VideoError("unreadable", exception_detail(exc)) from None
     stream = video_stream(container)
     if stream is None:

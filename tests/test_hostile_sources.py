@@ -888,6 +888,51 @@ def test_folders_this_user_cannot_list_are_rejects_and_an_unreadable_root_names_
                           "access to it (chmod a+rX), or name another folder"), root_error
 
 
+_UNPRIVILEGED_VIDEO = """
+import json, sys
+from sources.video import VideoSource
+from uvd_pipeline.render_annotated import AnnotationError, _read
+source = VideoSource("vid", sys.argv[1], strides=(1,), frames=2)
+items = [item for unit in source.units() for item in source.read(unit)]
+print(json.dumps([[type(i).__name__, getattr(i, "reason", ""), getattr(i, "detail", "")] for i in items]))
+try:
+    _read(sys.argv[2])
+except AnnotationError as exc:
+    print(json.dumps([exc.reason, exc.detail]))
+"""
+
+
+def test_a_video_or_label_map_this_user_may_not_read_is_an_unreadable_file(tmp_path: Path):
+    """A mode-000 video (ffmpeg's, `chmod 000`) was the `unreadable` reject, the reason of a file
+    no container demuxer opens (a text file named `.mp4`), and a mode-000 label map (an ADE20K
+    annotation PNG) `missing_annotation`, though it was there: their details said PermissionError,
+    their reasons sent the user looking elsewhere. Each is `unreadable_file`, as a picture's; read
+    by root without its power over file modes."""
+    import subprocess
+    import sys
+
+    import video_zoo
+    from conftest import without_root_powers
+
+    video_zoo.require_ffmpeg()
+    folder = tmp_path / "vid"
+    folder.mkdir()
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=5", "-frames:v", "3", "-pix_fmt", "yuv420p",
+                     str(folder / "a.mp4"))
+    (folder / "a.mp4").chmod(0)
+    label_map = tmp_path / "ADE_train_00000001.png"
+    _png(label_map, np.zeros((4, 4, 3), np.uint8))
+    label_map.chmod(0)
+    proc = subprocess.run([*without_root_powers(), sys.executable, "-c", _UNPRIVILEGED_VIDEO, str(folder),
+                           str(label_map)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    video, annotation = proc.stdout.splitlines()
+    assert json.loads(video) == [["Reject", "unreadable_file", "PermissionError: [Errno 13] Permission denied: "
+                                  "'a.mp4': give this user read access to it (chmod a+r)"]]
+    assert json.loads(annotation) == ["unreadable_file", "PermissionError: [Errno 13] Permission denied: "
+                                                         "'ADE_train_00000001.png'"]
+
+
 def _tar_of_extended_headers(path: Path, headers: list[tuple[bytes, bytes]], name: str, data: bytes) -> None:
     """A tar whose member `name` follows `headers` ((type, block) pairs: GNU long-name 'L', pax 'x'
     blocks), each written with `tarfile`'s own header function."""

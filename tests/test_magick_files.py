@@ -62,7 +62,10 @@ TOLERANCE = {"png16_rgba.png": 2, "png16_greya.png": 2, "jpeg_cmyk_icc.jpg": 20}
 # real image formats this build cannot decode, by what the reject names them
 UNSUPPORTED = {"exr.exr": "OpenEXR", "hdr.hdr": "Radiance HDR", "miff.miff": "MIFF (ImageMagick)",
                "pfm.pfm": "PFM (portable float map)", "dpx.dpx": "DPX", "tiff_float.tif": "TIFF",
-               "tiff_half_grey.tif": "TIFF"}
+               "tiff_half_grey.tif": "TIFF", "pam.pam": "PAM (portable arbitrary map)",
+               "psd16.psd": "PSD (Photoshop, RGB, 16 bits a channel)",
+               "fits16.fits": "FITS (BITPIX 16, BZERO 3.276800E+04, BSCALE 1.000000E+00: Pillow reads the stored "
+                              "numbers without them)"}
 
 
 # PNGs declaring their samples' gamma by a gAMA chunk and no sRGB or iCCP chunk; ImageMagick reads
@@ -695,3 +698,26 @@ def test_an_mpo_and_an_icon_count_their_pictures_in_the_header():
         reserved, kind, count = struct.unpack("<HHH", icon[:6])
         assert (reserved, kind) == (0, 1) and count > 1
         assert _render_member(icon)["pages"] == count
+
+
+def test_xpm_colours_of_every_x11_width_decode_as_imagemagick_reads_them():
+    """An XPM's `#` colours in 4, 8, 12 and 16 bits a channel (X11 allows each; ImageMagick writes
+    a 16-bit image's in 16) were read by Pillow as 8 bits whatever their length. The reference
+    is `convert t.xpm -depth 8 rgb:-` (ImageMagick 6.9.11), frozen below; the pixel row ` c #a`
+    (keys that look like a colour) is left as it is: only the colour table is read as colours."""
+    xpm = (b'/* XPM */\nstatic char *t[] = {\n"5 2 5 1",\n"  c #f00",\n"c c #0000FFFF0000",\n"# c #00F",\n'
+           b'"a c #808080",\n"b c #123456789",\n" c #a",\n"ab#cc"\n};\n')
+    imagemagick = bytes.fromhex("ff0000 00ff00 ff0000 0000ff 808080 808080 124578 0000ff 00ff00 00ff00")
+    assert decode_rgb(xpm).tobytes() == imagemagick
+
+
+def test_a_cut_psd_of_a_layout_pillow_reads_is_a_corrupt_header_not_a_missing_format():
+    """An 8-bit PSD cut short (a partial download) was `not_an_image` on main ("no image format
+    recognises these bytes"); the same file whole decodes (checked against ImageMagick above), so
+    cut it is damaged: `corrupt_header` naming it. A 16-bit one is a format this build lacks."""
+    data = (MAGICK / "psd8.psd").read_bytes()
+    with pytest.raises(DecodeError) as caught:
+        load_image(data[:len(data) // 2], 32, "squash")
+    assert (caught.value.reason, caught.value.detail) == (
+        "corrupt_header", "PSD (Photoshop, RGB, 8 bits a channel): damaged or cut short (Pillow reads this layout, "
+                          "not this file)")

@@ -633,3 +633,28 @@ def test_a_moved_memory_folders_units_are_found_again_in_the_store(tmp_path):
         assert units and all(UnitStore(str(tmp_path), "web", "h", new, old).load(u) is not None for u in units)
     finally:
         fs.rm(top, recursive=True)
+
+
+def test_a_file_rewritten_while_its_unit_is_read_is_noticed_on_rerun(tmp_path):
+    """An image a download or an editor rewrites after its unit read it, before the unit commits
+    (ImageMagick's `convert` writing it again): its state was taken at the commit, the new one
+    recorded beside what the old bytes rendered, so no rerun saw a change and the output kept
+    the old picture for good. The state is the one the file had when the unit opened it."""
+    import subprocess
+
+    from sources import fsio
+    from sources.laion import LaionSource
+    from uvd_pipeline.unit_store import changed_input, input_manifest
+
+    folder = tmp_path / "web"
+    folder.mkdir()
+    image = folder / "a.png"
+    subprocess.run(["convert", "-size", "16x12", "xc:red", str(image)], check=True)
+    source = LaionSource("web", str(folder), format="folder")
+    (unit,) = source.units()
+    with fsio.recording_inputs() as record:
+        (item,) = source.read(unit)
+        read = item.read_bytes()
+        subprocess.run(["convert", "-size", "16x12", "xc:blue", str(image)], check=True)  # while it renders
+    assert image.read_bytes() != read
+    assert changed_input(input_manifest(record, unit)) == f"{image} changed"

@@ -672,8 +672,9 @@ def _items_of(root: Path) -> tuple[list[ImageRecord], list[Reject]]:
 
 def test_each_member_of_a_class_archive_is_an_image_of_its_class_or_a_reject(tmp_path: Path):
     """A class archive holding what archives made by hand and on Macs hold (macOS tar's AppleDouble
-    `._x` members, a `.DS_Store`, a caption, a folder, links, a fifo, a member named for another
-    class, two members of one stem, a name in NFD) and, last, a member whose header declares 300 MiB
+    `._x` members, a `.DS_Store`, a caption, a folder, a symlink, a hard link (its target's image), a
+    fifo, a member named for another class, two members of one stem, a name in NFD) and, last, a
+    member whose header declares 300 MiB
     in a tar cut right after it: every member is an image of the class or one reject with its
     reason; the large one is judged on its header, never read (no `truncated_sample`)."""
     wnid, photos = WNIDS[0], _photos()
@@ -704,6 +705,7 @@ def test_each_member_of_a_class_archive_is_an_image_of_its_class_or_a_reject(tmp
     assert [(r.key, r.label, r.lineage["file"], r.data) for r in records] == [
         (f"inet-train-{wnid}-{wnid}_1", wnid, f"train/{wnid}_1", photos[0]),
         (f"inet-train-{wnid}-{wnid}_2", wnid, f"train/{wnid}_2", photos[1]),
+        (f"inet-train-{wnid}-{wnid}_5", wnid, f"train/{wnid}_5", photos[0]),  # a hard link: its target's bytes
         (safe_key("inet", "train", wnid, f"{wnid}_caf\u00e9"), wnid, f"train/{wnid}_caf\u00e9", photos[5])]  # NFC
     shown = f"train/{wnid}.tar: "
     assert [(r.reason, r.detail.removeprefix(shown)) for r in rejects] == [
@@ -713,7 +715,6 @@ def test_each_member_of_a_class_archive_is_an_image_of_its_class_or_a_reject(tmp
         ("unexpected_file", f"{wnid}_3.txt is not one of .jpeg, .jpg, .png"),
         ("wrong_class", f"n02123045_9.JPEG is named for class n02123045, not {wnid}"),
         ("not_a_file", f"{wnid}_4.JPEG: tar member of type symlink"),
-        ("not_a_file", f"{wnid}_5.JPEG: tar member of type hard link"),
         ("not_a_file", f"{wnid}_6.JPEG: tar member of type fifo"),
         ("unexpected_file", "extra/ is a folder: class archives are read flat"),
         ("unexpected_file", f"extra/{wnid}_7.JPEG is in a folder: class archives are read flat"),
@@ -722,6 +723,33 @@ def test_each_member_of_a_class_archive_is_an_image_of_its_class_or_a_reject(tmp
     assert all(r.detail.startswith(shown) and r.split_hint == "train" for r in rejects)
     assert len(records) + len(rejects) == 14 + 1  # every member, and the cut archive
     assert len({i.key for i in records + rejects}) == len(records) + len(rejects)
+
+
+@pytest.mark.parametrize("headers_kept", [True, False])
+def test_a_hard_linked_photo_in_a_class_archive_is_its_targets_image(tmp_path: Path, monkeypatch, headers_kept: bool):
+    """GNU tar of a class folder where one photo is a hard link to another (`ln`): the link is the
+    image `tar -x` gives, whether the read walks the scan's kept headers (seekably) or, past their
+    budget, streams the archive (`r|`): the target is read from the file under the stream, which
+    then reads on from where it was."""
+    import subprocess
+
+    from sources import tar_members
+
+    if not headers_kept:
+        monkeypatch.setattr(tar_members, "MAX_KEPT_HEADER_BYTES", 0)
+    wnid, photos = WNIDS[0], _photos()
+    folder = tmp_path / "made"
+    folder.mkdir()
+    (folder / f"{wnid}_1.JPEG").write_bytes(photos[0])
+    os.link(folder / f"{wnid}_1.JPEG", folder / f"{wnid}_2.JPEG")
+    (folder / f"{wnid}_3.JPEG").write_bytes(photos[1])
+    (tmp_path / "inet" / "train").mkdir(parents=True)
+    subprocess.run(["tar", "-cf", str(tmp_path / "inet" / "train" / f"{wnid}.tar"), "-C", str(folder),
+                    f"{wnid}_1.JPEG", f"{wnid}_2.JPEG", f"{wnid}_3.JPEG"], check=True)
+    records, rejects = _items_of(tmp_path / "inet")
+    assert rejects == []
+    assert [(r.lineage["file"], r.data) for r in records] == [
+        (f"train/{wnid}_1", photos[0]), (f"train/{wnid}_2", photos[0]), (f"train/{wnid}_3", photos[1])]
 
 
 def _three_photo_tar(path: Path) -> bytes:

@@ -304,7 +304,7 @@ def test_non_regular_tar_members_are_rejects(tmp_path: Path):
     fifo = tarfile.TarInfo()
     fifo.type = tarfile.FIFOTYPE
     hard = tarfile.TarInfo()
-    hard.type, hard.linkname = tarfile.LNKTYPE, "a.jpg"
+    hard.type, hard.linkname = tarfile.LNKTYPE, "/etc/passwd"
     _tar(tmp_path / "00000.tar", [("a.jpg", _image()), ("l.jpg", link), ("f.jpg", fifo), ("h.jpg", hard),
                                   ("b.jpg", _image(seed=1))])
     items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
@@ -313,7 +313,49 @@ def test_non_regular_tar_members_are_rejects(tmp_path: Path):
     assert {r.reason for r in items if isinstance(r, Reject)} == {"not_a_file"}
     assert rejects == {"web-00000-l": "l.jpg: tar member of type symlink",
                        "web-00000-f": "f.jpg: tar member of type fifo",
-                       "web-00000-h": "h.jpg: tar member of type hard link"}
+                       "web-00000-h": "h.jpg: tar member of type hard link to /etc/passwd (no earlier member is a "
+                                      "file of that name: GNU tar cannot extract it either)"}
+
+
+def test_hard_linked_members_are_read_as_gnu_tar_extracts_them(tmp_path: Path):
+    """A deduplicated folder (`ln 0.jpg 1.jpg`) tarred by GNU tar stores `1.jpg` as a hard link
+    member of size 0: it is the image `tar -x` extracts (its target's bytes), and so is a link to
+    that link; the same shard with its target `tar --delete`d holds a link to nothing, and a
+    gzipped one cut in its trailer is streamed, the target behind: each a `not_a_file` reject."""
+    import shutil
+    import subprocess
+
+    files, web = tmp_path / "files", tmp_path / "web"
+    files.mkdir()
+    web.mkdir()
+    (files / "0.jpg").write_bytes(_image(seed=3))
+    (files / "0.txt").write_text("a cat")
+    os.link(files / "0.jpg", files / "1.jpg")
+    (files / "1.txt").write_text("the same cat")
+    os.link(files / "0.jpg", files / "2.jpg")
+    subprocess.run(["tar", "-cf", str(web / "00000.tar"), "-C", str(files), "0.jpg", "0.txt", "1.jpg", "1.txt",
+                    "2.jpg"], check=True)
+    listed = subprocess.run(["tar", "-tvf", str(web / "00000.tar")], capture_output=True, text=True, check=True)
+    assert "1.jpg link to 0.jpg" in listed.stdout and "2.jpg link to 0.jpg" in listed.stdout
+    shutil.copy(web / "00000.tar", web / "00001.tar")
+    subprocess.run(["tar", "--delete", "-f", str(web / "00001.tar"), "0.jpg"], check=True)
+    packed = subprocess.run(["gzip", "-c", str(web / "00000.tar")], capture_output=True, check=True).stdout
+    (web / "00002.tar.gz").write_bytes(packed[:-8])  # its CRC and length cut off: streamed, not spooled
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(["tar", "-xf", str(web / "00000.tar"), "-C", str(out)], check=True)
+    items = _read_all(LaionSource("web", str(web), "webdataset"))
+    records = {i.key: i.data for i in items if isinstance(i, ImageRecord)}
+    extracted = {f"web-00000-{n}": (out / f"{n}.jpg").read_bytes() for n in "012"}
+    assert {k: v for k, v in records.items() if k.startswith("web-00000-")} == extracted
+    assert records["web-00002-0"] == extracted["web-00000-0"]
+    rejects = sorted((i.key, i.reason, i.detail.split(" (")[-1]) for i in items if isinstance(i, Reject)
+                     if i.reason == "not_a_file")
+    lost = "no earlier member is a file of that name: GNU tar cannot extract it either)"
+    streamed = ("its target's bytes lie behind in a compressed tar read as a stream: extract it, or keep the tar "
+                "uncompressed)")
+    assert rejects == [("web-00001-1", "not_a_file", lost), ("web-00001-2", "not_a_file", lost),
+                       ("web-00002-1", "not_a_file", streamed), ("web-00002-2", "not_a_file", streamed)]
 
 
 # -- 3. a cut img2dataset tar: every success accounted ------------------------------------------
@@ -1565,3 +1607,24 @@ def test_a_files_shards_link_to_a_folder_above_it_is_a_link_loop_when_links_are_
         assert records == sorted((r.key, r.uri) for r in plain[follow] if isinstance(r, ImageRecord))
         assert len(records) == 4, records
         assert [(r.reason, r.input) for r in items if isinstance(r, Reject)] == [("link_loop", "00000/up")], follow
+
+
+def test_hard_links_past_the_names_a_tar_may_link_to_are_rejects_not_held(tmp_path: Path, monkeypatch):
+    """The names hard links link to are held for the whole read (`tar_members.MAX_LINK_TARGETS`):
+    past the cap (here 1) a link is a `not_a_file` reject saying so, and the links within it read."""
+    from sources import tar_members
+
+    monkeypatch.setattr(tar_members, "MAX_LINK_TARGETS", 1)
+    links = []
+    for target in ("a.jpg", "b.jpg"):
+        link = tarfile.TarInfo()
+        link.type, link.linkname = tarfile.LNKTYPE, target
+        links.append(link)
+    _tar(tmp_path / "00000.tar", [("a.jpg", _image(seed=1)), ("b.jpg", _image(seed=2)), ("la.jpg", links[0]),
+                                  ("lb.jpg", links[1])])
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    assert {i.key: i.data for i in items if isinstance(i, ImageRecord)} == {
+        "web-00000-a": _image(seed=1), "web-00000-b": _image(seed=2), "web-00000-la": _image(seed=1)}
+    assert [(i.key, i.reason, i.detail) for i in items if isinstance(i, Reject)] == [
+        ("web-00000-lb", "not_a_file", "lb.jpg: tar member of type hard link to b.jpg (over the 1 names links of one "
+                                       "archive may link to)")]

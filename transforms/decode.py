@@ -69,7 +69,8 @@ from transforms.decode_budget import (
 from transforms.errors import DecodeError, exception_detail
 from transforms.headers import Pages, camera_raw, heif_size, tiff_samples, tiff_values
 from transforms.image_colour import WideColour, _srgb_array, _wide, hdr_colour
-from transforms.image_format import _cut_short, _raise_if_cut_short, sniff_format
+from transforms.image_format import _cut_short, _raise_if_cut_short, fits_misread, pillow_reads_psd, sniff_format
+from transforms.xpm_colours import xpm_for_pillow
 from transforms.image_orientation import (
     EXIF_ORIENTATION,
     _aperture,
@@ -191,12 +192,15 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
                                              f"offsets and byte counts), about {numbers * TIFF_VALUE_BYTES >> 20} MiB "
                                              f"opening it, over the budget of {max_bytes >> 20} MiB: Pillow holds each "
                                              "as an object and an uncompressed strip as a tile of its own")
-    opened = without_png_text(data)  # outside the try: its own `corrupt_header` stands as it is
+    opened = xpm_for_pillow(without_png_text(data))  # outside the try: its own `corrupt_header` stands as it is
     try:
         image = Image.open(io.BytesIO(opened))
     except UnidentifiedImageError:
         _raise_if_cut_short(data)
         known = sniff_format(data)
+        if known and pillow_reads_psd(data):
+            raise DecodeError("corrupt_header", f"{known}: damaged or cut short (Pillow reads this layout, not this "
+                                                "file)") from None
         if known:
             raise DecodeError("unsupported_format", f"{known}: a real image format this build cannot decode") from None
         if data.startswith(_PNG_SIGNATURE):  # Pillow's PNG reader refused it (a critical chunk's bad CRC)
@@ -209,6 +213,9 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
         if known and (known.startswith("TIFF") or "camera raw" in known):  # a layout Pillow has no raw mode for
             raise DecodeError("unsupported_format", exception_detail(exc, f"{known}: ")) from None
         raise DecodeError("corrupt_header", exception_detail(exc)) from None
+    misread = fits_misread(data) if image.format == "FITS" else None
+    if misread:
+        raise DecodeError("unsupported_format", f"{misread}: a real image format this build cannot decode")
     raw = camera_raw(data) if image.format == "TIFF" else None
     if raw:  # Pillow opened the camera's preview in IFD0: never the photo, whatever its size
         raise DecodeError("unsupported_format", f"{raw}: a camera raw this build cannot develop "

@@ -44,12 +44,71 @@ def sniff_format(data: bytes) -> str | None:
             return name
     if head[:2] in (b"PF", b"Pf") and head[2:3].isspace():
         return "PFM (portable float map)"
+    if head[:2] == b"P7" and head[2:3].isspace():  # Netpbm's PAM: ImageMagick's `convert x.png x.pam`
+        return "PAM (portable arbitrary map)"
+    if head[:4] == b"8BPS":
+        return _photoshop(head)
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head.lower()):
         return "SVG (vector graphics)"
     if text.startswith(b"<!doctype svg") or text.startswith(b"<!-- ") and b"<svg" in head.lower():
         return "SVG (vector graphics)"
     return None
+
+
+_PSD_MODES = {0: "bitmap", 1: "greyscale", 2: "indexed", 3: "RGB", 4: "CMYK", 7: "multichannel", 8: "duotone",
+              9: "Lab"}
+
+
+def _photoshop(head: bytes) -> str:
+    """A Photoshop file Pillow does not open, named by its header: Pillow reads PSD (version 1)
+    of 8 bits a channel; ImageMagick writes a 16-bit image's PSD in 16 (`convert x16.png x.psd`),
+    and PSB (version 2) is Photoshop's large document format."""
+    version, depth = int.from_bytes(head[4:6], "big"), int.from_bytes(head[22:24], "big")
+    mode = _PSD_MODES.get(int.from_bytes(head[24:26], "big"), "an unknown colour mode")
+    kind = "PSB (Photoshop large document" if version == 2 else "PSD (Photoshop"
+    return f"{kind}, {mode}, {depth} bits a channel)"
+
+
+# (colour mode, bits a channel) of the PSDs Pillow reads (its PsdImagePlugin's MODES)
+_PILLOW_PSD = {(0, 1), (1, 8), (2, 8), (3, 8), (4, 8), (7, 8), (8, 8), (9, 8)}
+
+
+def pillow_reads_psd(data: bytes) -> bool:
+    """Whether `data` is a PSD of a layout Pillow reads: one it cannot open is damaged or cut short
+    (its `corrupt_header`), not a format this build lacks."""
+    head = data[:26]
+    layout = (int.from_bytes(head[24:26], "big"), int.from_bytes(head[22:24], "big"))
+    return head[:6] == b"8BPS\x00\x01" and len(head) == 26 and layout in _PILLOW_PSD
+
+
+_FITS_CARD = 80  # a FITS header is cards of 80 characters, `KEYWORD = value / comment`, up to `END`
+_FITS_HEADER_CARDS = 36 * 16  # cards looked at: 16 blocks of 2880 bytes (ImageMagick writes one)
+
+
+def fits_misread(data: bytes) -> str | None:
+    """What Pillow would misread in a FITS file it opens, named for its `unsupported_format`, else
+    None. Pillow reads the stored integers as they are, without BZERO and BSCALE: ImageMagick stores
+    16-bit samples as FITS does unsigned ones (BITPIX 16, BZERO 32768), which Pillow read wrapped
+    (a red plane of mean 68 of 255 came out 124, without a word). Only 8-bit samples (BITPIX 8)
+    with no offset or scale are read as stored; any other layout is named."""
+    cards: dict[str, str] = {}
+    for at in range(0, min(len(data), _FITS_CARD * _FITS_HEADER_CARDS), _FITS_CARD):
+        card = data[at:at + _FITS_CARD].decode("latin-1")
+        key = card[:8].strip()
+        if key == "END":
+            break
+        if card[8:10] == "= ":
+            cards[key] = card[10:].split("/")[0].strip()
+    bits = cards.get("BITPIX", "")
+    zero, scale = cards.get("BZERO", "0"), cards.get("BSCALE", "1")
+    try:
+        plain = int(bits) == 8 and float(zero) == 0 and float(scale) == 1
+    except ValueError:
+        plain = False
+    if plain:
+        return None
+    return f"FITS (BITPIX {bits or '?'}, BZERO {zero}, BSCALE {scale}: Pillow reads the stored numbers without them)"
 
 
 def _undecodable_jpeg(data: bytes) -> str | None:

@@ -79,7 +79,16 @@ def _read(uri: str) -> bytes:
     except FileTooLarge as exc:
         raise AnnotationError("annotation_too_large", str(exc)) from None
     except (OSError, ValueError) as exc:
-        raise AnnotationError("missing_annotation", exception_detail(exc)) from None
+        raise AnnotationError(_unread_reason(exc), exception_detail(exc)) from None
+
+
+def _unread_reason(exc: BaseException) -> str:
+    """The reject of an annotation file that could not be read: `missing_annotation` where it is
+    not there, `unreadable_file` where it is but may not be read (mode 000, another user's) or the
+    disk failed (EIO): a label map this user may not read was `missing_annotation`, sending the
+    user to look for a file that was there."""
+    gone = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+    return "missing_annotation" if isinstance(exc, gone) or not isinstance(exc, OSError) else "unreadable_file"
 
 
 def _fit_map(plan: ResizePlan, values: np.ndarray, *, nearest: bool = True) -> np.ndarray:
@@ -381,7 +390,7 @@ def _sbd_class_map(uri: str) -> np.ndarray:
     except SbdMapError as exc:
         raise AnnotationError(exc.reason, str(exc)[:200]) from None
     except (OSError, ValueError) as exc:
-        raise AnnotationError("missing_annotation", exception_detail(exc)) from None
+        raise AnnotationError(_unread_reason(exc), exception_detail(exc)) from None
 
 
 def _ids_of_values(values: np.ndarray, ids: list[int] | tuple[int, ...]) -> np.ndarray:

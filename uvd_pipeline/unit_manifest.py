@@ -27,11 +27,12 @@ def _same(value: Any) -> Any:
 
 
 def input_manifest(record: fsio.InputsRead, unit: Any, named: Callable[[Any], Any] = _same) -> dict[str, Any]:
-    """Each file the reading opened with its state now, each path it found absent as "missing"
+    """Each file the reading opened with its state when first opened (`fsio.InputsRead.states`; a
+    path the unit names, opened outside `fsio`, its state now), each path it found absent as "missing"
     (as it was when probed: one that appears before a rerun changes the unit), each listing.
     `named`: paths as the store names them (`UnitStore.named`; listings' names: `InputsRead.rename`)."""
     files = sorted(record.files | set(unit_paths(unit)))
-    states = {named(uri): fsio.file_state(uri) for uri in files}
+    states = {named(uri): record.states[uri] if uri in record.states else fsio.file_state(uri) for uri in files}
     states.update({named(uri): ["missing"] for uri in sorted(record.absent) if named(uri) not in states})
     manifest = {"files": dict(sorted(states.items())),
                 "listings": sorted([named(list(key)), digest] for key, digest in record.listings.items())}
