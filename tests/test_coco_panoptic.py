@@ -193,6 +193,7 @@ def test_a_png_that_disagrees_with_its_json_is_a_counted_reject(release: Path, t
     }[case]()
     result = render_pair(dataclasses.replace(pair, annotation={**pair.annotation, "panoptic_uri": made}), SQUARE)
     assert isinstance(result, Reject) and result.reason == reason, result
+    assert Path(made).name in result.detail  # the reject's input is the image: its detail names the PNG
     if case == "unlisted":
         assert "12345" in result.detail  # 57 + 256 * 48
     if case == "absent":

@@ -379,8 +379,12 @@ def _panoptic_classes(annotation: dict[str, Any], plan: ResizePlan, settings: Re
     (`panoptic_unlisted_segment`) and a listed segment the PNG does not hold
     (`panoptic_missing_segment`) reject the pair: the PNG and its JSON disagree."""
     _check_declared_size(annotation, plan.in_h, plan.in_w)
-    ids = decode_map("decode_panoptic_ids", _read(annotation["panoptic_uri"]), settings.decode_time_s,
-                     plan.in_h, plan.in_w)
+    png = annotation["panoptic_uri"].rsplit("/", 1)[-1]  # the reject's `input` is the image: name the PNG
+    try:
+        ids = decode_map("decode_panoptic_ids", _read(annotation["panoptic_uri"]), settings.decode_time_s,
+                         plan.in_h, plan.in_w)
+    except MapError as exc:
+        raise AnnotationError(exc.reason, f"{png}: {exc.detail}" if exc.detail else png) from None
     listed = np.asarray(annotation["segment_ids"], np.int32)
     order = np.argsort(listed, kind="stable")
     listed, classes = listed[order], np.asarray(annotation["segment_categories"], np.int32)[order]
@@ -392,7 +396,7 @@ def _panoptic_classes(annotation: dict[str, Any], plan: ResizePlan, settings: Re
     unlisted = ~found & (ids != 0)
     if unlisted.any():
         shown = np.unique(ids[unlisted])
-        raise AnnotationError("panoptic_unlisted_segment", f"the PNG holds segment id(s) "
+        raise AnnotationError("panoptic_unlisted_segment", f"{png} holds segment id(s) "
                               f"{', '.join(map(str, shown[:5].tolist()))}{' ...' if len(shown) > 5 else ''} "
                               f"({len(shown)} in all) that segments_info does not list")
     counts = np.bincount(at[found & (ids != 0)], minlength=len(listed))
@@ -400,10 +404,10 @@ def _panoptic_classes(annotation: dict[str, Any], plan: ResizePlan, settings: Re
     if absent.size:
         raise AnnotationError("panoptic_missing_segment", f"segments_info lists segment id(s) "
                               f"{', '.join(map(str, absent[:5].tolist()))}{' ...' if absent.size > 5 else ''} "
-                              f"({absent.size} in all) that the PNG does not hold")
+                              f"({absent.size} in all) that {png} does not hold")
     labels = np.where(found, classes[at], 0).astype(np.int32, copy=False)
     if not labels.any():
-        raise AnnotationError("empty_target", "every pixel of the panoptic PNG is void (id 0)")
+        raise AnnotationError("empty_target", f"every pixel of {png} is void (id 0)")
     return labels
 
 
