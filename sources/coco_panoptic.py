@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from sources.annotation_files import as_int
+from transforms.annotations import MAX_CLASS_ID
 
 # where an index keeps an image's panoptic entry among its annotations (no instance annotation
 # shares its index: a panoptic file is read alone, `load_index`)
@@ -45,8 +46,9 @@ def segments(entry: dict[str, Any]) -> list[Any]:
 
 def segments_problem(entry: dict[str, Any], categories: dict[int, dict[str, Any]]) -> str | None:
     """What makes an entry's segments unreadable, as panopticapi would fail on it: no PNG name, no
-    list of segments, a segment without a positive integer id (0 is void) or used twice, or a
-    category the file does not declare (its `categories[category_id]` raises KeyError)."""
+    list of segments, a segment without a positive integer id (0 is void) or used twice, a
+    category the file does not declare (its `categories[category_id]` raises KeyError), or one
+    outside the target palette's 1..MAX_CLASS_ID."""
     if png_name(entry) is None:
         return "file_name (its PNG) is not a text"
     if not isinstance(entry.get("segments_info"), list):
@@ -63,6 +65,9 @@ def segments_problem(entry: dict[str, Any], categories: dict[int, dict[str, Any]
         if category is None or category not in categories:
             return f"segments_info[{i}] (id {ident}) has category_id {segment.get('category_id')!r}, " \
                    f"which categories does not list"
+        if not 1 <= category <= MAX_CLASS_ID:  # its colour: 0 is void's black, past the palette another's
+            return f"segments_info[{i}] (id {ident}) has category_id {category}, outside 1..{MAX_CLASS_ID} " \
+                   f"(the ids the target palette colours)"
     return None
 
 

@@ -211,17 +211,25 @@ def test_a_panoptic_png_over_the_memory_budget_is_refused_on_its_header(monkeypa
     assert caught.value.reason == "annotation_too_large"
 
 
+def _segments(data: dict) -> list[dict]:
+    return data["annotations"][0]["segments_info"]
+
+
 @pytest.mark.parametrize("change, detail", [
-    (lambda s: s[0].update(id=0), "segments_info[0] has no segment id"),
-    (lambda s: s[1].update(id=s[0]["id"]), "segments_info[1] repeats segment id"),
-    (lambda s: s[2].update(category_id=5), "segments_info[2]"),
+    (lambda d: _segments(d)[0].update(id=0), "segments_info[0] has no segment id"),
+    (lambda d: _segments(d)[1].update(id=_segments(d)[0]["id"]), "segments_info[1] repeats segment id"),
+    (lambda d: _segments(d)[2].update(category_id=5), "segments_info[2] (id"),
+    (lambda d: _segments(d)[3].update(category_id=0), "outside 1..65535"),
+    (lambda d: d["annotations"].append(d["annotations"][0]), "both give image 139 a panoptic PNG"),
 ])
 def test_segments_info_that_panopticapi_cannot_read_rejects_its_image(release: Path, tmp_path: Path, change,
                                                                       detail: str):
-    """A segment of id 0 (void), an id listed twice, a category the file does not declare: each
-    a bad_annotation of that image's pairs, the PNGs found through `panoptic_dir`."""
+    """A segment of id 0 (void), an id listed twice, a category the file does not declare or one the
+    palette draws black (0), two entries of one image: each a bad_annotation of that image's pairs,
+    the PNGs found through `panoptic_dir`."""
     data = json.loads((release / PANOPTIC).read_text())
-    change(data["annotations"][0]["segments_info"])
+    data["categories"].append({"id": 0, "name": "void?", "isthing": 0, "color": [0, 0, 0]})
+    change(data)
     bad = tmp_path / "panoptic_bad.json"
     bad.write_text(json.dumps(data))
     pairs = _pairs(release, (str(bad),), panoptic_dir="annotations/panoptic_val2017")
