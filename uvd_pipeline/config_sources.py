@@ -154,7 +154,8 @@ class CocoSourceConfig(SourceBase, LinkOptions, PairSource, LaterFields):
     # (panoptic_dir likewise, at its first default)
     LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"index_memory_mb": 6144, "panoptic_dir": None}
     type: Literal["coco"]
-    split: str = Field("val2017", min_length=1, description="names the files: instances_<split>.json, images")
+    split: str = Field("val2017", min_length=1,
+                       description="names the files: instances_<split>.json (else panoptic_<split>.json), images")
     annotation_files: tuple[str, ...] = Field((), description="default: annotations/{instances,person_keypoints}_<split>.json")
     images_dir: str | None = Field(None, description="default: images/<split> or <split>")
     tasks: tuple[Literal["detection", "segmentation", "pose"], ...] = ("detection", "segmentation", "pose")
