@@ -1,4 +1,5 @@
-"""COCO-format annotations: detection boxes, instance segmentation (polygons and RLE), keypoints.
+"""COCO-format annotations: detection boxes, instance segmentation (polygons and RLE), keypoints;
+COCO panoptic files (their PNGs' segments, `coco_panoptic`).
 
 One `PairRecord` per (image, task). The annotation files are parsed once per worker process
 (COCO train's instances JSON is large) and every unit is a slice of image ids. What a parse
