@@ -1,4 +1,5 @@
-"""COCO-format annotations: detection boxes, instance segmentation (polygons and RLE), keypoints.
+"""COCO-format annotations: detection boxes, instance segmentation (polygons and RLE), keypoints;
+COCO panoptic files (their PNGs' segments, `coco_panoptic`).
 
 One `PairRecord` per (image, task). The annotation files are parsed once per worker process
 (COCO train's instances JSON is large) and every unit is a slice of image ids. What a parse
@@ -16,6 +17,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from sources import fsio
+from sources import coco_panoptic as panoptic
 from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
                                       numbers, where)
 from sources.paths import ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under, relative_to_root, shown_name
@@ -60,6 +62,7 @@ class CocoIndex:
     # rejected, naming both (`key_twins`), the twin under a key of its own (`CocoSource.group`)
     twin_of: dict[Id, Id] = field(default_factory=dict)
     image_at: dict[Id, str] = field(default_factory=dict)  # image id -> "file images[i]" of its entry kept
+    panoptic_files: tuple[str, ...] = ()  # the COCO panoptic files among the annotation files (`coco_panoptic`)
 
 
 AT = "_at"  # where an annotation came from ("instances.json annotations[12]"), for reject details
@@ -153,7 +156,7 @@ def id_order(value: Id) -> tuple[bool, int, str]:
 
 
 class PanopticFile(AnnotationFileError):
-    """A COCO panoptic file given as a COCO annotation file: its annotations have no ids of their own."""
+    """A COCO panoptic file given beside instance annotation files: it is read alone."""
 
 
 @fsio.cached_input(maxsize=4, max_bytes=CACHED_INDEX_FILE_BYTES)
@@ -179,6 +182,7 @@ def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
     categories: dict[int, dict[str, Any]] = {}
     problems: dict[Id, str] = {}
     label_studio = False
+    panoptic_files: list[str] = []
     for uri in annotation_uris:
         data = load_json(uri, object_hook=compact_lists)
         if not isinstance(data, dict):
@@ -209,11 +213,10 @@ def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
         # took 8% of a file of small boxes at the peak)
         seen_anns: dict[Id, int] = {}
         entries = _list(uri, data, "annotations")
-        if entries and isinstance(entries[0], dict) and "segments_info" in entries[0] and "id" not in entries[0]:
-            raise PanopticFile(uri, "is a COCO panoptic file (an annotation per image with segments_info, the masks "
-                                    "PNGs in panoptic_<split>/); this reader takes instances_<split>.json and "
-                                    "person_keypoints_<split>.json (panopticapi's panoptic2detection_coco_format "
-                                    "writes the instances form of a panoptic file)")
+        if panoptic.is_panoptic_file(entries):
+            panoptic_files.append(uri)
+            _index_panoptic(uri, entries, annotations, named_at, problems)
+            continue
         for index, ann in enumerate(entries):
             image_id = _id_field(uri, "annotations", index, ann, "image_id")
             ann_id = _id_field(uri, "annotations", index, ann, "id")
@@ -231,13 +234,35 @@ def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
             if kept is not ann:
                 kept.update(ann)
             kept[AT] = f"{short} {where('annotations', index, ann)}"
+    if panoptic_files and len(panoptic_files) != len(annotation_uris):
+        others = ", ".join(fsio.basename(u) for u in annotation_uris if u not in panoptic_files)
+        raise PanopticFile(panoptic_files[0], f"is a COCO panoptic file, given beside {others}: its PNGs draw the "
+                                              "segmentation and detection pairs, so it is read alone; give the "
+                                              "others to a source of their own")
     shift = category_shift(categories, annotations, label_studio)
     twin_of = key_twins([*images, *annotations])
     for other, first in twin_of.items():  # the first problem found is the one reported
         problems.setdefault(first, _twin_problem(first, other, image_at, named_at))
         problems.setdefault(other, _twin_problem(first, other, image_at, named_at))
     return CocoIndex(images, {k: [v[i] for i in sorted(v, key=id_order)] for k, v in annotations.items()}, categories,
-                     problems, shift, twin_of, image_at)
+                     problems, shift, twin_of, image_at, tuple(panoptic_files))
+
+
+def _index_panoptic(uri: str, entries: list[Any], annotations: dict[Id, dict[Id, dict[str, Any]]],
+                    named_at: dict[Id, str], problems: dict[Id, str]) -> None:
+    """A panoptic file's entries, each under its image id (`panoptic.PANOPTIC_KEY`), its PNG folder
+    beside it; two entries of one image (which PNG is it?) are a problem of that image."""
+    short = fsio.basename(uri)
+    for index, entry in enumerate(entries):
+        image_id = _id_field(uri, "annotations", index, entry, "image_id")
+        named_at.setdefault(image_id, f"{short} annotations[{index}]")
+        kept = annotations[image_id].setdefault(panoptic.PANOPTIC_KEY, entry)
+        if kept is not entry:
+            problems.setdefault(image_id, f"{kept[AT]} and {short} annotations[{index}] both give image {image_id} "
+                                          f"a panoptic PNG")
+            continue
+        entry[AT] = f"{short} annotations[{index}]"
+        entry[panoptic.PNG_DIR] = panoptic.default_png_dir(uri)
 
 
 # what a category 0 that no annotation uses is called where it names no class
@@ -432,6 +457,30 @@ def _detection_payload(anns: list[dict[str, Any]], image: dict[str, Any], shift:
     if any(mask_only(a) for a in kept):
         payload["box_masks"] = [a["segmentation"] if mask_only(a) else None for a in kept]
     return payload
+
+
+def _panoptic_payload(task: str, entry: dict[str, Any], image: dict[str, Any], index: CocoIndex,
+                      png_uri: str | None) -> dict | str:
+    """A panoptic entry's pair: segmentation draws its PNG's segments by category; detection the
+    boxes of its thing segments as an instances pair draws objects (each segment checked as an
+    object is, crowd regions left out); it has no keypoints."""
+    problem = panoptic.segments_problem(entry, index.categories)
+    if problem or png_uri is None:
+        return f"{entry[AT]}: {problem or 'file_name (its PNG) is not a text'}"
+    if task == "pose":
+        return Missing("has none (a panoptic file has no keypoints)")
+    size_problem = declared_size_problem(image)
+    if task == "segmentation":
+        if size_problem:
+            return f"image {image.get('id')}: {size_problem}"
+        return {**declared_size(image), **panoptic.segmentation_payload(entry, png_uri)}
+    things = [{**expanded(s), AT: f"{entry[AT]} segments_info[{i}]"}
+              for i, s in enumerate(panoptic.segments(entry)) if panoptic.is_thing(s, index.categories)]
+    for thing in things:
+        problem = detection_problem(thing, 0) if is_object(thing) else "has no bbox"
+        if problem:
+            return f"{thing[AT]}: {problem}"
+    return _detection_payload(things, image, 0, size_problem)
 
 
 class Missing(str):
@@ -700,6 +749,9 @@ class CocoSource:
     tasks: tuple[str, ...] = COCO_TASKS
     follow_links: bool = False  # read image files that are links leading out of the images folder
     index_memory_mb: int = INDEX_MEMORY_MB  # what the parsed annotation files may take (`check_index_memory`)
+    # a COCO panoptic file's PNG folder, relative to path (or a URL); None: beside each panoptic
+    # JSON, named as it is without `.json` (`coco_panoptic.default_png_dir`)
+    panoptic_dir: str | None = None
 
     def _uris(self) -> tuple[str, ...]:
         return tuple(f if "://" in f or f.startswith("/") else fsio.join(self.path, f) for f in self.annotation_files)
@@ -721,7 +773,32 @@ class CocoSource:
         ids = sorted(set(index.images) | set(index.annotations), key=id_order)
         if not fsio.isdir(self._images_uri()):  # else every pair is a missing image
             raise missing_under("images_dir", self.path, self.images_dir, "COCO: ")
+        self._check_png_dirs(index)
         return [tuple(ids[i : i + IMAGES_PER_UNIT]) for i in range(0, len(ids), IMAGES_PER_UNIT)]
+
+    def _png_dir(self, default: str) -> str:
+        """The PNG folder of a panoptic file whose own is `default` (`panoptic_dir` where set)."""
+        d = self.panoptic_dir
+        if d is None:
+            return default
+        return d if "://" in d or d.startswith("/") else fsio.join(self.path, d)
+
+    def _check_png_dirs(self, index: CocoIndex) -> None:
+        """A panoptic file's PNG folder must be there: else every pair would be a missing PNG."""
+        for uri in index.panoptic_files:
+            folder = self._png_dir(panoptic.default_png_dir(uri))
+            if not fsio.isdir(folder):
+                name = self.panoptic_dir or relative_to_root(self.path, folder)
+                raise missing_under("panoptic_dir", self.path, name, "COCO: ",
+                                    f"; {fsio.basename(uri)}'s PNGs (the official panoptic_<split>.zip unpacks to "
+                                    f"annotations/panoptic_<split>/): unzip it there or set panoptic_dir")
+
+    def _png_uri(self, entry: dict[str, Any]) -> str:
+        """The file of a panoptic entry's PNG (`OutsideRoot` for one outside its folder)."""
+        folder = self._png_dir(entry[panoptic.PNG_DIR])
+        uri = join_inside(folder, panoptic.png_name(entry) or "")
+        check_inside(folder, uri, self.follow_links)
+        return uri
 
     def check_index_memory(self) -> None:
         """Refuse, before any process parses them, annotation files whose index would take more
@@ -778,9 +855,16 @@ class CocoSource:
                 detail = f"image {image_id}: {exc.detail}{server_path_fix(name)}"
                 yield from self._every_task(group, exc.reason, detail, at)
                 continue
+            png_uri = None
+            if anns and panoptic.PNG_DIR in anns[0] and panoptic.png_name(anns[0]):
+                try:  # the PNG's name comes from the JSON too
+                    png_uri = self._png_uri(anns[0])
+                except OutsideRoot as exc:
+                    yield from self._every_task(group, exc.reason, f"image {image_id}: panoptic PNG {exc.detail}", at)
+                    continue
             for task in self.tasks:
                 key = f"{group}-{task}"
-                payload = self._payload(task, anns, image, index)
+                payload = self._payload(task, anns, image, index, png_uri)
                 if isinstance(payload, Missing):
                     detail = f"image {image_id} has none" if payload == "has none" else f"image {image_id}: {payload}"
                     yield Reject(key, self.name, group, "read", f"no_{task}_annotations", detail, input=at)
@@ -792,7 +876,14 @@ class CocoSource:
                     continue
                 yield PairRecord(key=key, source=self.name, group=group, task=task,
                                  image_uri=image_uri, input=folder_input(image_uri, self.path, images_uri),
-                                 annotation=payload, lineage={**lineage, **_left_out(task, anns)})
+                                 annotation=payload, lineage={**lineage, **_left_out(task, self._objects(anns))})
+
+    @staticmethod
+    def _objects(anns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """An image's objects: its annotations, or its panoptic entry's segments."""
+        if anns and panoptic.PNG_DIR in anns[0]:
+            return [s for s in panoptic.segments(anns[0]) if isinstance(s, dict)]
+        return anns
 
     def _every_task(self, group: str, reason: str, detail: str, at: str) -> Iterator[Reject]:
         """A reject for each task's pair of an image none of whose pairs can be made (every pair
@@ -801,11 +892,13 @@ class CocoSource:
             yield Reject(f"{group}-{task}", self.name, group, "read", reason, detail, input=at)
 
     @staticmethod
-    def _payload(task: str, anns: list[dict], image: dict, index: CocoIndex) -> dict | str:
+    def _payload(task: str, anns: list[dict], image: dict, index: CocoIndex, png_uri: str | None = None) -> dict | str:
         """The pair's annotation; a `Missing` when the image has nothing to draw for `task`; a
         text naming the entry when one of them is malformed (that pair is rejected, nothing else)."""
         if task not in COCO_TASKS:
             raise ValueError(f"unknown COCO task {task!r}; allowed: {', '.join(COCO_TASKS)}")
+        if anns and panoptic.PNG_DIR in anns[0]:
+            return _panoptic_payload(task, anns[0], image, index, png_uri)
         shift = index.category_shift
         check = {"detection": lambda a: detection_problem(a, shift),
                  "segmentation": lambda a: segmentation_problem(a, shift),

@@ -1013,40 +1013,6 @@ def test_mpii_entries_kept_parsed_count_what_they_hold(tmp_path: Path, kind):
     assert mpii._load_entries.weight(str(uri)) >= held
 
 
-def test_coco_panoptic_file_is_named_for_what_it_is(tmp_path: Path):
-    """COCO panoptic as downloaded (`annotations/panoptic_val2017.json`, its annotations one per image
-    with `segments_info`, the masks PNGs in `annotations/panoptic_val2017/`, ids as R + 256 G + 256^2 B)
-    given as an annotation file stopped `check` with "annotations[0] has no 'id'", as if the file were
-    damaged. The message now says it is a panoptic file and what this reader takes instead."""
-    from PIL import Image
-
-    from uvd_pipeline.config import parse_config
-    from uvd_pipeline.unit_render import list_units
-
-    (tmp_path / "val2017").mkdir()
-    Image.fromarray(np.full((8, 8, 3), 80, np.uint8)).save(tmp_path / "val2017" / "000000000139.jpg")
-    segment = 3226956
-    (tmp_path / "annotations" / "panoptic_val2017").mkdir(parents=True)
-    ids = np.zeros((8, 8, 3), np.uint8)
-    ids[2:5, 2:5] = (segment % 256, segment // 256 % 256, segment // 65536)
-    Image.fromarray(ids).save(tmp_path / "annotations" / "panoptic_val2017" / "000000000139.png")
-    panoptic = {"info": {}, "licenses": [],
-                "images": [{"id": 139, "file_name": "000000000139.jpg", "width": 8, "height": 8}],
-                "annotations": [{"image_id": 139, "file_name": "000000000139.png",
-                                 "segments_info": [{"id": segment, "category_id": 1, "iscrowd": 0,
-                                                    "bbox": [2, 2, 3, 3], "area": 9}]}],
-                "categories": [{"id": 1, "name": "person", "supercategory": "person", "isthing": 1,
-                                "color": [220, 20, 60]}]}
-    (tmp_path / "annotations" / "panoptic_val2017.json").write_text(json.dumps(panoptic))
-    config = parse_config({"output": str(tmp_path.parent / "out"), "sources": [
-        {"name": "coco", "type": "coco", "path": str(tmp_path), "images_dir": "val2017",
-         "annotation_files": ["annotations/panoptic_val2017.json"]}]})
-    with pytest.raises(ConfigError) as caught:
-        list_units(config)
-    assert str(caught.value).startswith("sources[0].annotation_files (coco): annotation file ")
-    assert "is a COCO panoptic file" in str(caught.value) and "instances_<split>.json" in str(caught.value)
-
-
 @pytest.mark.parametrize("release, outcome", [
     (5.0, "RELEASE has no annolist or img_train"),
     ({"annolist": "text", "img_train": np.array([[1.0]])}, "bad_annotation"),

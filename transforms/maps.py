@@ -156,6 +156,45 @@ def decode_label_map(data: bytes, encoding: str = "ids") -> np.ndarray:
     return array.astype(np.int32)
 
 
+# per pixel beyond the decoded buffer while a panoptic PNG becomes class ids: its int32 ids, the
+# int64 segment positions `render_annotated` looks them up at, masks, the int32 class map; a
+# 1600x1200 PNG of 39 segments peaked at 23 bytes a pixel all told, its decoded RGB included
+# (tracemalloc), charged 7 + 24 here
+PANOPTIC_WORK_BYTES = 24
+
+
+def decode_panoptic_ids(data: bytes, height: int, width: int) -> np.ndarray:
+    """A COCO panoptic PNG (panopticapi's, 8-bit RGB) -> int32 segment ids, read as panopticapi's
+    `rgb2id` reads them: R + 256 G + 256^2 B (0: void). Judged on its header before any decode:
+    an image of another mode (grey, palette, RGBA, 16-bit) holds no such ids (`bad_panoptic_png`),
+    one of another size than its image (`height` x `width`) names other pixels
+    (`annotation_size_mismatch`), one over the memory budget is `annotation_too_large`."""
+    if not data:
+        raise MapError("empty_annotation")
+    declared = _declared(data)
+    if declared is None or not data.startswith(_PNG_SIGNATURE):
+        raise MapError("bad_panoptic_png", "not a PNG (panopticapi writes its segment ids as RGB PNGs)")
+    w, h, mode = declared
+    if mode != "RGB":
+        raise MapError("bad_panoptic_png", f"a {mode} PNG; a panoptic PNG is 8-bit RGB, its ids R + 256 G + 256^2 B")
+    if (h, w) != (height, width):
+        raise MapError("annotation_size_mismatch", f"panoptic PNG {w}x{h} vs image {width}x{height}")
+    cost = decode_cost(w, h, mode) + w * h * PANOPTIC_WORK_BYTES
+    if cost > DEFAULT_MAX_DECODE_BYTES:
+        raise MapError("annotation_too_large", f"{w}x{h} panoptic PNG needs about {cost >> 20} MiB, "
+                                               f"over the budget of {DEFAULT_MAX_DECODE_BYTES >> 20} MiB")
+    array = _opencv_decode(data)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:  # Pillow calls 16-bit RGB "RGB" too
+        raise MapError("bad_panoptic_png", f"a panoptic PNG is 8-bit RGB, got {array.dtype} "
+                                           f"{array.shape[2] if array.ndim == 3 else 1} channel(s)")
+    ids = array[..., 0].astype(np.int32)  # OpenCV's BGR: B is [..., 0]
+    ids <<= 8
+    ids += array[..., 1]
+    ids <<= 8
+    ids += array[..., 2]
+    return ids
+
+
 def read_pfm(data: bytes) -> np.ndarray:
     """Portable float map (SceneFlow, Middlebury): header, dims, scale (sign = endianness), rows bottom-up."""
     stream = io.BytesIO(data)

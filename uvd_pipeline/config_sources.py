@@ -151,12 +151,16 @@ class Co3dSourceConfig(SourceBase, LinkOptions):
 class CocoSourceConfig(SourceBase, LinkOptions, PairSource, LaterFields):
     # index_memory_mb is not in the content hash (`RUN_ONLY_FIELDS`); left out of the saved config at
     # its first default so that a build record from before it still reads as the same configuration
-    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"index_memory_mb": 6144}
+    # (panoptic_dir likewise, at its first default)
+    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"index_memory_mb": 6144, "panoptic_dir": None}
     type: Literal["coco"]
-    split: str = Field("val2017", min_length=1, description="names the files: instances_<split>.json, images")
+    split: str = Field("val2017", min_length=1,
+                       description="names the files: instances_<split>.json (else panoptic_<split>.json), images")
     annotation_files: tuple[str, ...] = Field((), description="default: annotations/{instances,person_keypoints}_<split>.json")
     images_dir: str | None = Field(None, description="default: images/<split> or <split>")
     tasks: tuple[Literal["detection", "segmentation", "pose"], ...] = ("detection", "segmentation", "pose")
+    panoptic_dir: str | None = Field(None, description="a COCO panoptic file's PNG folder; default: beside the JSON, "
+                                     "its name without .json (annotations/panoptic_<split>/)")
     index_memory_mb: StrictInt = Field(INDEX_MEMORY_MB, ge=64, le=1_048_576, description="memory the parsed annotation files "
                                  "may take in each worker process, judged before any parse from their sizes (about "
                                  "9x; over it the build stops naming the files): COCO train2017's two files take "

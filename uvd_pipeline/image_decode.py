@@ -109,7 +109,8 @@ def decode_through(data: bytes, plan: ResizePlan, decode_time_s: float = DEFAULT
                  pad_value=pad_value)
 
 
-MAP_DECODERS = ("decode_label_map", "decode_depth", "decode_normals", "decode_gray", "decode_depth_mask")
+MAP_DECODERS = ("decode_label_map", "decode_depth", "decode_normals", "decode_gray", "decode_depth_mask",
+                "decode_panoptic_ids")
 NUMPY_MAP_FORMATS = ("npy", "pfm")  # parsed by NumPy: the work is a copy of the file's bytes
 
 

@@ -363,6 +363,8 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
     other value, an ignore mark, is drawn as 0)."""
     if "segments" in annotation:
         labels = _labels_from_segments(annotation, plan)
+    elif "panoptic_uri" in annotation:
+        labels = _panoptic_classes(annotation, plan, settings)
     elif "mask_uri" in annotation:
         labels = np.where(decode_map("decode_gray", _read(annotation["mask_uri"]), settings.decode_time_s) > 127, annotation.get("class_id", 1), 0)
     elif "label_mat_uri" in annotation:  # SBD's cls/<id>.mat
@@ -378,6 +380,44 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
         if divisor:  # things: class * divisor + instance; stuff up to `panoptic_stuff_max`: the class itself
             labels = np.where(labels > int(annotation.get("panoptic_stuff_max", 0)), labels // divisor, labels)
     return colourize_labels(_fit_map(plan, labels.astype(np.int32)))
+
+
+def _panoptic_classes(annotation: dict[str, Any], plan: ResizePlan, settings: RenderSettings) -> np.ndarray:
+    """A COCO panoptic PNG's segments as their categories (void, id 0, as 0). As panopticapi's
+    `pq_compute` fails on them, an id the PNG holds that `segments_info` does not list
+    (`panoptic_unlisted_segment`) and a listed segment the PNG does not hold
+    (`panoptic_missing_segment`) reject the pair: the PNG and its JSON disagree."""
+    _check_declared_size(annotation, plan.in_h, plan.in_w)
+    png = annotation["panoptic_uri"].rsplit("/", 1)[-1]  # the reject's `input` is the image: name the PNG
+    try:
+        ids = decode_map("decode_panoptic_ids", _read(annotation["panoptic_uri"]), settings.decode_time_s,
+                         plan.in_h, plan.in_w)
+    except MapError as exc:
+        raise AnnotationError(exc.reason, f"{png}: {exc.detail}" if exc.detail else png) from None
+    listed = np.asarray(annotation["segment_ids"], np.int32)
+    order = np.argsort(listed, kind="stable")
+    listed, classes = listed[order], np.asarray(annotation["segment_categories"], np.int32)[order]
+    if not len(listed):
+        listed, classes = np.zeros(1, np.int32), np.zeros(1, np.int32)  # void alone: id 0 is no segment
+    at = np.searchsorted(listed, ids)
+    np.minimum(at, len(listed) - 1, out=at)
+    found = listed[at] == ids
+    unlisted = ~found & (ids != 0)
+    if unlisted.any():
+        shown = np.unique(ids[unlisted])
+        raise AnnotationError("panoptic_unlisted_segment", f"{png} holds segment id(s) "
+                              f"{', '.join(map(str, shown[:5].tolist()))}{' ...' if len(shown) > 5 else ''} "
+                              f"({len(shown)} in all) that segments_info does not list")
+    counts = np.bincount(at[found & (ids != 0)], minlength=len(listed))
+    absent = listed[(counts == 0) & (listed != 0)]
+    if absent.size:
+        raise AnnotationError("panoptic_missing_segment", f"segments_info lists segment id(s) "
+                              f"{', '.join(map(str, absent[:5].tolist()))}{' ...' if absent.size > 5 else ''} "
+                              f"({absent.size} in all) that {png} does not hold")
+    labels = np.where(found, classes[at], 0).astype(np.int32, copy=False)
+    if not labels.any():
+        raise AnnotationError("empty_target", f"every pixel of {png} is void (id 0)")
+    return labels
 
 
 def _sbd_class_map(uri: str) -> np.ndarray:

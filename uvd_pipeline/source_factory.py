@@ -36,9 +36,11 @@ def _coco_files(c) -> tuple[tuple[str, ...], str]:
     if not files:
         candidates = (f"annotations/instances_{c.split}.json", f"annotations/person_keypoints_{c.split}.json")
         files = tuple(f for f in candidates if fsio.exists(fsio.join(c.path, f)))
+        panoptic = f"annotations/panoptic_{c.split}.json"  # read alone, where neither of the others is there
+        files = files or tuple(f for f in (panoptic,) if fsio.exists(fsio.join(c.path, f)))
         if not files:  # the split names the default files
             raise missing_under("split", c.path, candidates[0], "COCO: ",
-                                f"; nor {candidates[1]}: set split or annotation_files")
+                                f"; nor {candidates[1]}, nor {panoptic}: set split or annotation_files")
     images = c.images_dir
     if images is None:
         nested = f"images/{c.split}"
@@ -69,7 +71,8 @@ def _web_images(c) -> LaionSource:
 
 def _coco(c, seed: int, max_pixels: int | None) -> CocoSource:
     files, images = _coco_files(c)
-    return CocoSource(c.name, c.path, files, images, tuple(c.tasks), c.follow_links, c.index_memory_mb)
+    return CocoSource(c.name, c.path, files, images, tuple(c.tasks), c.follow_links, c.index_memory_mb,
+                      c.panoptic_dir)
 
 
 def _video(c, seed: int, max_pixels: int | None) -> VideoSource:
