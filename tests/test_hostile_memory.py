@@ -517,7 +517,8 @@ def _avif(path: Path, variant: str) -> Path | None:
     Image.fromarray(photo).save(source)
     pix = {"ten_bit": "yuv420p10le", "twelve_bit_444": "yuv444p12le"}[variant]
     subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-i", str(source), "-pix_fmt", pix, "-c:v", "libaom-av1",
-                    "-cpu-used", "8", "-still-picture", "1", "-crf", "30", str(path)], check=True, timeout=300)
+                    "-usage", "allintra", "-cpu-used", "8", "-still-picture", "1", "-crf", "30", str(path)],
+                   check=True, timeout=300)  # libaom's mode for stills (avifenc's): a fifth of the CPU of `good`
     return path
 
 

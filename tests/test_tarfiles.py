@@ -907,7 +907,9 @@ def test_a_webdataset_shard_of_its_default_maxcount_with_many_fields_is_read_who
     from sources import tar_members
 
     pattern = str(tmp_path / "shard-%06d.tar")
-    with wds.ShardWriter(pattern, verbose=0) as sink:  # its defaults: maxcount 100,000
+    # its defaults (maxcount 100,000), with a fixed whole-second mtime as for reproducible shards:
+    # the member count is the case, and a float mtime's pax header a member would double its cost
+    with wds.ShardWriter(pattern, verbose=0, mtime=1_700_000_000) as sink:
         for index in range(84_000):
             sink.write({"__key__": f"{index:09d}", "jpg": b"\xff\xd8\xff", "txt": b"c", "json": b"{}",
                         "cls": b"1", "npy": b"x", "seg.png": b"p"})
