@@ -284,7 +284,7 @@ def _parquet_rows(parquet_uri: str) -> tuple[dict[str, dict[str, Any]], list[int
     binary columns and all). A value that is not UTF-8 in a string column (a Latin-1 caption that
     a writer handed pyarrow unchecked) is None in its row alone: it made the whole listing a
     `bad_parquet`, its failed downloads and recorded hashes lost."""
-    with fsio.open_file(parquet_uri) as handle:
+    with fsio.open_file(parquet_uri, read_ahead=False) as handle:
         parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
         schema = parquet.schema_arrow
         if "key" not in schema.names:
