@@ -2331,3 +2331,32 @@ def test_a_webdataset_download_of_a_latin1_url_list_says_its_listing_lists_none(
     assert items[0].detail.startswith("00000_stats.json counts 2 successes, 00000.parquet lists 0 and 00000.tar "
                                       "holds 0: 2 downloaded samples were written nowhere"), items[0].detail
     assert "captions are not all UTF-8" in items[0].detail
+
+
+@pytest.mark.parametrize("algorithm", ["md5", "sha512"])
+def test_a_download_hashed_with_another_compute_hash_is_checked_with_it(tmp_path: Path, algorithm: str):
+    """`img2dataset --compute_hash md5` (or sha512) with `--disable_all_reencoding True` records
+    that hash instead of sha256, in its listing and in each sample's `.json` (`output_format=files`,
+    laid out as img2dataset 1.47 writes it): a stored image changed since is a `hash_mismatch`
+    naming that algorithm, the unchanged one is built."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = [_encoded("JPEG", 50), _encoded("JPEG", 51)]
+    meta = [{"caption": f"c{i}", "url": f"http://127.0.0.1:8000/{i}.jpg", "key": f"00000000{i}", "status": "success",
+             "error_message": None, "width": None, "height": None, "original_width": None, "original_height": None,
+             "exif": "{}", algorithm: hashlib.new(algorithm, images[i]).hexdigest()} for i in range(2)]
+    pq.write_table(pa.Table.from_pylist(meta), tmp_path / "00000.parquet")
+    shard = tmp_path / "00000"
+    shard.mkdir()
+    for i, row in enumerate(meta):
+        (shard / f"{row['key']}.jpg").write_bytes(images[i] + b"\x00" * i)  # the second changed since
+        (shard / f"{row['key']}.txt").write_text(row["caption"])
+        (shard / f"{row['key']}.json").write_text(json.dumps(row, indent=4))
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert [(type(i).__name__, i.key) for i in items] == [("ImageRecord", "web-00000-000000000"),
+                                                          ("Reject", "web-00000-000000001")]
+    assert items[0].data == images[0] and items[1].reason == "hash_mismatch"
+    assert items[1].detail.startswith(f"000000001.jpg: {algorithm} of its {len(images[1]) + 1} bytes is ")
