@@ -21,7 +21,11 @@ LaionFormat = Literal["auto", "webdataset", "files", "parquet", "huggingface", "
 def image_column(parquet_uri: str) -> str | None:
     """The binary image column of an `output_format=parquet` shard, if it has one."""
     with fsio.open_file(parquet_uri, read_ahead=False) as handle:
-        schema = hf_parquet.read_schema(handle)
+        return schema_image_column(hf_parquet.read_schema(handle))
+
+
+def schema_image_column(schema: Any) -> str | None:
+    """The binary image column of an `output_format=parquet` shard's Arrow schema, if it has one."""
     for field in schema:
         if field.name in IMAGE_EXTENSIONS and hf_parquet.is_binary(field.type):
             return field.name

@@ -699,7 +699,8 @@ def test_a_remote_parquets_footer_is_fetched_once_per_open(tmp_path: Path, layou
     which a read before it misses (4 fetches reaching the end of a 13 KB img2dataset listing for one
     open; 3 of a 10 MB `output_format=parquet` shard over its 2 opens). Every parquet of a web
     source (its layout detected, its listing and notices read, its rows read) now fetches the
-    footer once per open, and the file's bytes about once in all."""
+    footer once per open (and a unit's read opens it once: an `output_format=parquet` shard's
+    opened it twice, once for its image column's name)."""
     from sources import fsio
 
     fsspec.register_implementation("uvdremote", _RemoteFileSystem, clobber=True)
@@ -724,7 +725,10 @@ def test_a_remote_parquets_footer_is_fetched_once_per_open(tmp_path: Path, layou
             (tmp_path / member).unlink()
     _RemoteFile.fetched, _RemoteFile.ranges, _RemoteFileSystem.opened = [], [], []
     source = LaionSource("web", f"uvdremote://{tmp_path}")
-    items = list(_read(source))
+    units = source.units()
+    before = len(_RemoteFileSystem.opened)
+    items = [item for unit in units for item in source.read(unit)]
+    assert _RemoteFileSystem.opened[before:].count(path.name) == 1  # a unit opens its parquet once
     assert source.notices() is not None
     assert sum(isinstance(i, ImageRecord) for i in items) == 300, [i for i in items if isinstance(i, Reject)][:3]
     size, name = path.stat().st_size, path.name
