@@ -230,8 +230,8 @@ def missing_rejects(name: str, listing: ShardListing, shard: str, seen: set[str]
         if listing.parquet_read:  # img2dataset counts a success before writing it: its writer raised on these
             why = (f"{shard}_stats.json counts {listing.stats_successes} successes, {shard}.parquet lists "
                    f"{len(listed)} and {archive} holds {len(seen)}: {lost} downloaded samples were written "
-                   "nowhere (img2dataset's sample writer failed on them; see its log; e.g. a URL list whose captions are "
-                   "not all UTF-8 fails every one)")
+                   "nowhere (img2dataset's sample writer failed on them; see its log; e.g. a URL list whose "
+                   "captions are not all UTF-8 fails every one)")
         else:
             why = (f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} holds {len(seen)}; "
                    f"without {shard}.parquet the missing keys are unknown")

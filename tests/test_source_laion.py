@@ -2360,3 +2360,36 @@ def test_a_download_hashed_with_another_compute_hash_is_checked_with_it(tmp_path
                                                           ("Reject", "web-00000-000000001")]
     assert items[0].data == images[0] and items[1].reason == "hash_mismatch"
     assert items[1].detail.startswith(f"000000001.jpg: {algorithm} of its {len(images[1]) + 1} bytes is ")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_an_imagefolder_metadata_line_that_is_not_utf8_is_that_rows_problem_alone(tmp_path: Path, fmt: str):
+    """A `metadata.csv` saved by Excel on Windows is Windows-1252 (`café`: byte 0xe9), as is a
+    JSONL written in a Latin-1 locale: one accented caption made the whole file unread, and every
+    image beside it an `unlisted_image` (none built). Now that line alone is a `bad_metadata`
+    naming it (its image `unlisted_image`); the other rows are read with their captions. A header
+    that is not UTF-8 still leaves the whole file unread (its column names are unknown)."""
+    import csv
+
+    rows = [("0.png", "plain"), ("1.png", "caf\u00e9 cr\u00e8me"), ("2.png", "third")]
+    for i, (name, _) in enumerate(rows):
+        (tmp_path / name).write_bytes(_encoded("PNG", 60 + i, size=8))
+    path = tmp_path / f"metadata.{fmt}"
+    with open(path, "w", encoding="cp1252", newline="") as handle:  # Excel's CSV: the system code page, CRLF
+        if fmt == "csv":
+            csv.writer(handle).writerows([("file_name", "text"), *rows])
+        else:
+            handle.writelines(json.dumps({"file_name": n, "text": t}, ensure_ascii=False) + "\n" for n, t in rows)
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    assert sorted((r.reason, r.detail) for r in items if isinstance(r, Reject)) == [
+        ("bad_metadata", f"metadata.{fmt} line {2 if fmt == 'jsonl' else 3}: not UTF-8 text (save the file as "
+                         "UTF-8): not read"),
+        ("unlisted_image", "'1.png': no row of a metadata file (metadata.jsonl, .csv, .parquet) in its folder or "
+                           "above names it; datasets' ImageFolder leaves it out too")]
+    assert sorted((r.lineage["path"], r.lineage["caption"]) for r in items if isinstance(r, ImageRecord)) == [
+        ("0.png", "plain"), ("2.png", "third")]
+    if fmt == "csv":
+        path.write_bytes("file_name,l\u00e9gende\r\n0.png,plain\r\n".encode("cp1252"))
+        items = _read_all(LaionSource("imgs", str(tmp_path)))
+        assert ("bad_metadata", "metadata.csv: not UTF-8 text (byte 11): not read") in {
+            (r.reason, r.detail) for r in items if isinstance(r, Reject)}
