@@ -20,7 +20,7 @@ from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_
 from sources.web_format import schema_image_column as _image_column
 from sources.web_reader import WebReader, row_lists as _row_lists
 from sources.web_samples import (SAMPLE_SIDECARS, image_members as _image_members, sample_classes as _classes,
-                                 sample_lineage, sample_pictures as _pictures)
+                                 sample_lineage, sample_pictures as _pictures, utf8_text)
 
 # each value recorded capped as a parquet row's: a document's json (550 KiB) rode whole in the
 # lineage of each of its images (500 of them: 269 MiB)
@@ -219,9 +219,9 @@ class Img2datasetReader(WebReader):
                         yield self._reject(key, "read", first.reason, first.detail, where=where)
                         continue
                     data = row.pop(column, None) if column else None
-                    caption = _text(row.pop("txt", None))
+                    caption = utf8_text(row.pop("txt", None))
                     if "caption" in row:
-                        row["caption"] = _text(row["caption"])
+                        row["caption"] = utf8_text(row["caption"])
                     state = download_status(row)
                     if state != "success":
                         yield self._reject(key, "download", state, str(row.get("error_message") or ""), where=where)
@@ -237,19 +237,6 @@ class Img2datasetReader(WebReader):
                     lineage = _lineage(caption.encode() if caption else None, None, row)
                     lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": column})
                     yield ImageRecord(key=key, source=self.name, group=key, data=data, lineage=lineage, input=where)
-
-
-def _text(value: Any) -> Any:
-    """A caption cell as text. img2dataset keeps a URL list's caption column as pyarrow's CSV reader
-    typed it: `binary` when any caption in the list is not UTF-8 (a Latin-1 CSV), and every caption
-    was then lost (bytes are no lineage value). A cell that is UTF-8 is its text, one that is not
-    None (its row's caption alone lost); any other value as it is."""
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    return value
 
 
 def _own_key(keyed: Callable[[str, str], str], shard: str, sample_key: str, image_ext: str,

@@ -2393,3 +2393,21 @@ def test_an_imagefolder_metadata_line_that_is_not_utf8_is_that_rows_problem_alon
         items = _read_all(LaionSource("imgs", str(tmp_path)))
         assert ("bad_metadata", "metadata.csv: not UTF-8 text (byte 11): not read") in {
             (r.reason, r.detail) for r in items if isinstance(r, Reject)}
+
+
+def test_a_datasets_parquet_caption_column_of_bytes_is_read_as_text(tmp_path: Path):
+    """A `datasets` parquet whose caption column is `binary` (`Value("binary")`, or a webdataset's
+    `txt` members kept as bytes by a converter): each caption was its Python repr (`b'plain'`). Now
+    one that is UTF-8 is its text, one that is not none (its image still built)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    png = _encoded("PNG", 70, size=8)
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    rows = [{"image": {"bytes": png, "path": None}, "text": text} for text in (b"plain", b"caf\xe9", "\u2603".encode())]
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([("image", image), ("text", pa.binary())])),
+                   tmp_path / "data" / "train-00000-of-00001.parquet")
+    items = _read_all(LaionSource("hf", str(tmp_path)))
+    assert [(type(i).__name__, i.lineage.get("caption")) for i in items] == [
+        ("ImageRecord", "plain"), ("ImageRecord", None), ("ImageRecord", "\u2603")]
