@@ -658,7 +658,7 @@ def _around_text_not_utf8(batch, first: int, where: str, keys: list[str]) -> Ite
     with a bad caption in every batch (100,000 rows of 10 string columns) took 12x an honest one's."""
     columns, bad = [], set()
     for column in batch.columns:
-        values, failing = _readable_values(column)
+        values, failing = readable_values(column)
         columns.append(values)
         bad.update(failing)
     names = batch.schema.names
@@ -672,7 +672,7 @@ def _around_text_not_utf8(batch, first: int, where: str, keys: list[str]) -> Ite
         start = row + 1
 
 
-def _readable_values(column) -> tuple[list[Any], list[int]]:
+def readable_values(column) -> tuple[list[Any], list[int]]:
     """A column's values as Python (None where a row's value cannot be) and the rows whose value
     holds text that is not UTF-8: halved until each failing part is one row."""
     try:
@@ -681,8 +681,8 @@ def _readable_values(column) -> tuple[list[Any], list[int]]:
         if len(column) == 1:
             return [None], [0]
     middle = len(column) // 2
-    head, head_bad = _readable_values(column.slice(0, middle))
-    tail, tail_bad = _readable_values(column.slice(middle))
+    head, head_bad = readable_values(column.slice(0, middle))
+    tail, tail_bad = readable_values(column.slice(middle))
     return head + tail, head_bad + [middle + row for row in tail_bad]
 
 

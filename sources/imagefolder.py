@@ -94,7 +94,7 @@ def _kept_weight(parsed: Metadata) -> int:
 @fsio.cached_input(maxsize=4, max_bytes=CACHED_METADATA_BYTES, weigh=_kept_weight)
 def read_metadata(uri: str) -> Metadata:
     """Parse one metadata file; a file over `MAX_METADATA_BYTES` (judged by its declared size
-    before it is read), unreadable, not UTF-8 or without a `file_name` column gives no rows and
+    before it is read), unreadable, with a CSV header not UTF-8 or without a `file_name` column gives no rows and
     says why (cached as a good file is: not read again for each of its images)."""
     size = fsio.file_state(uri)[0]
     if isinstance(size, int) and size > MAX_METADATA_BYTES:
@@ -128,8 +128,26 @@ def _rows(uri: str, data: bytes, parsed: Metadata) -> Iterator["Row"]:
     """The rows of a metadata file's bytes, by its kind (a row keeps its own text, never the file's)."""
     if uri.endswith(".parquet"):
         return _parquet_rows(data, parsed)
-    text = data.decode("utf-8-sig")
+    if uri.endswith(".csv"):
+        data.split(b"\n", 1)[0].decode("utf-8-sig")  # a header not UTF-8: its columns unknown, the file unread
+    # a line not UTF-8 (a CSV Excel saved in Windows-1252: `caf\xe9`) is its row's problem alone
+    # (`_undecodable`); it left the whole file unread, every image beside it `unlisted_image`
+    text = data.decode("utf-8-sig", errors="surrogateescape")
     return _csv_rows(text, parsed) if uri.endswith(".csv") else _jsonl_rows(text, parsed)
+
+
+NOT_UTF8_LINE = "not UTF-8 text (save the file as UTF-8): not read"
+
+
+def _undecodable(text: str) -> bool:
+    """Whether text decoded with `surrogateescape` holds bytes that were not UTF-8."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def lead_column(columns: list[str]) -> str | None:
@@ -240,6 +258,9 @@ def _jsonl_rows(text: str, parsed: Metadata) -> Iterator[Row]:
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
+        if _undecodable(line):
+            parsed.problems.append((number, BAD_METADATA, f"line {number}: {NOT_UTF8_LINE}"))
+            continue
         try:
             value = json.loads(line)
         except (ValueError, RecursionError) as exc:  # RecursionError: nested past Python's limit
@@ -266,6 +287,8 @@ def _csv_rows(text: str, parsed: Metadata) -> Iterator[Row]:
             if record and len(record) != len(header):
                 parsed.problems.append((start, BAD_METADATA, f"line {start}: {len(record)} fields, the header has "
                                                              f"{len(header)}"))
+            elif record and any(map(_undecodable, record)):
+                parsed.problems.append((start, BAD_METADATA, f"line {start}: {NOT_UTF8_LINE}"))
             elif record:
                 yield start, parsed.values(tuple(record)), tuple(record)
             start = reader.line_num + 1

@@ -140,6 +140,7 @@ class ShardListing:
     rows: dict[str, dict[str, Any]]
     stats_successes: int | None
     problems: tuple[tuple[str, str, str], ...] = ()  # (reason, detail, its file from the root): listing files unused
+    parquet_read: bool = False  # its parquet was read (it may list no row: img2dataset's writer failed on each)
 
     @classmethod
     def read(cls, parquet_uri: str, stats_uri: str, root: str, follow_links: bool = False) -> "ShardListing":
@@ -150,19 +151,24 @@ class ShardListing:
 
         rows: dict[str, dict[str, Any]] = {}
         parquet_problems: list[tuple[str, str]] = []
+        parquet_read = False
         if _listing_file(parquet_uri, root, follow_links, parquet_problems):
             try:
-                rows = _parquet_rows(parquet_uri)
+                rows, unkeyed = _parquet_rows(parquet_uri)
             except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
                 raise_machine_error(exc, parquet_uri)  # too many open files, no memory: the machine's
                 parquet_problems.append((BAD_PARQUET, parquet_problem(parquet_uri, exc,
                                                                       "the shard's failed downloads are unknown")))
+            else:
+                parquet_read = True
+                if unkeyed:
+                    parquet_problems.append((hf_parquet.TEXT_NOT_UTF8, _unkeyed_detail(parquet_uri, unkeyed)))
         successes, stats_problems = None, []
         if _listing_file(stats_uri, root, follow_links, stats_problems):
             successes = _stats_successes(stats_uri, stats_problems)
         found = ((parquet_uri, parquet_problems), (stats_uri, stats_problems))
         return cls(rows, successes, tuple((reason, detail, relative_to_root(root, uri))
-                                          for uri, problems in found for reason, detail in problems))
+                                          for uri, problems in found for reason, detail in problems), parquet_read)
 
     def successes(self) -> list[str]:
         return [k for k, row in self.rows.items() if download_status(row) == "success"]
@@ -221,10 +227,11 @@ def missing_rejects(name: str, listing: ShardListing, shard: str, seen: set[str]
                                f"{where}{sample_key}" if where else "")
     lost = unlisted_successes(listing, listed, seen)
     if lost:
-        if listing.rows:  # img2dataset counts a success before writing it: its writer raised on these
+        if listing.parquet_read:  # img2dataset counts a success before writing it: its writer raised on these
             why = (f"{shard}_stats.json counts {listing.stats_successes} successes, {shard}.parquet lists "
                    f"{len(listed)} and {archive} holds {len(seen)}: {lost} downloaded samples were written "
-                   "nowhere (img2dataset's sample writer failed on them; see its log)")
+                   "nowhere (img2dataset's sample writer failed on them; see its log; e.g. a URL list whose "
+                   "captions are not all UTF-8 fails every one)")
         else:
             why = (f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} holds {len(seen)}; "
                    f"without {shard}.parquet the missing keys are unknown")
@@ -268,24 +275,42 @@ LISTING_COLUMNS = ("key", "status", "error_message", "url", "caption", "width", 
                    "original_height", *HASH_COLUMNS)
 
 
-def _parquet_rows(parquet_uri: str) -> dict[str, dict[str, Any]]:
-    """An img2dataset listing's rows by key, of its `LISTING_COLUMNS` alone (others never read).
-    Judged before any row is read on the values those columns hold (`hf_parquet.value_bytes`: its
-    footer's sizes, or for a dictionary-encoded column what each row points at): past
+def _parquet_rows(parquet_uri: str) -> tuple[dict[str, dict[str, Any]], list[int]]:
+    """An img2dataset listing's rows by key, of its `LISTING_COLUMNS` alone (others never read),
+    and the indexes of the rows left out for a key that is not UTF-8 (no sample can be matched to
+    them). Judged before any row is read on the values those columns hold (`hf_parquet.value_bytes`:
+    its footer's sizes, or for a dictionary-encoded column what each row points at): past
     `MAX_LISTING_BYTES` it is a ValueError (the shard's `bad_parquet`), never read whole (it was,
-    binary columns and all)."""
-    with fsio.open_file(parquet_uri) as handle:
+    binary columns and all). A value that is not UTF-8 in a string column (a Latin-1 caption that
+    a writer handed pyarrow unchecked) is None in its row alone: it made the whole listing a
+    `bad_parquet`, its failed downloads and recorded hashes lost."""
+    with fsio.open_file(parquet_uri, read_ahead=False) as handle:
         parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
         schema = parquet.schema_arrow
         if "key" not in schema.names:
-            return {}
+            return {}, []
         keep = [c for c in LISTING_COLUMNS if c in schema.names and not hf_parquet.is_binary(schema.field(c).type)]
         held = sum(hf_parquet.value_bytes(handle, parquet, index, keep) for index in range(parquet.num_row_groups))
         if held > MAX_LISTING_BYTES:
             raise ValueError(f"its rows hold {held} bytes of values, over the {MAX_LISTING_BYTES} byte budget of a "
                              "listing: not read")
         table = parquet.read(columns=keep, use_threads=False)
-    return {nfc(str(row["key"])): row for row in table.to_pylist()}
+    try:
+        rows = table.to_pylist()
+    except UnicodeDecodeError:  # a cell not UTF-8: each column read on its own, its bad cells None
+        columns = {name: hf_parquet.readable_values(table.column(name)) for name in table.column_names}
+        unkeyed = set(columns["key"][1])
+        rows = [{name: values[index] for name, (values, _) in columns.items()}
+                for index in range(table.num_rows) if index not in unkeyed]
+        return {nfc(str(row["key"])): row for row in rows}, sorted(unkeyed)
+    return {nfc(str(row["key"])): row for row in rows}, []
+
+
+def _unkeyed_detail(parquet_uri: str, rows: list[int]) -> str:
+    """The `text_not_utf8` detail of a listing's rows whose key is not UTF-8 (never the bytes)."""
+    shown = ", ".join(map(str, rows[:5])) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    return (f"{fsio.basename(parquet_uri)}: row{'s' * (len(rows) > 1)} {shown}: column 'key' holds text that is not "
+            "UTF-8 (a string column must be): not listed, their downloads' outcome unknown")
 
 
 def download_status(row: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reenc
 def first_decoded_row(parquet_uri: str) -> dict[str, Any] | None:
     """The first success row img2dataset decoded (its `width` recorded), read a batch at a time; a
     row group whose values pass `hf_parquet.ROW_GROUP_BYTES` is passed over, as the read passes it."""
-    with fsio.open_file(parquet_uri) as handle:
+    with fsio.open_file(parquet_uri, read_ahead=False) as handle:
         parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
         for index in range(parquet.num_row_groups):
             if hf_parquet.value_bytes(handle, parquet, index) > hf_parquet.ROW_GROUP_BYTES:
@@ -34,7 +34,7 @@ LISTING_NOTICE_COLUMNS = ("status", "width", "height", "original_width", "origin
 def listing_rows(parquet_uri: str) -> list[dict[str, Any]]:
     """The columns of an img2dataset listing the notices judge (`resized_samples`,
     `decoded_samples`), those it has, read once."""
-    with fsio.open_file(parquet_uri) as handle:
+    with fsio.open_file(parquet_uri, read_ahead=False) as handle:
         parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
         columns = [c for c in LISTING_NOTICE_COLUMNS if c in parquet.schema_arrow.names]
         held = sum(hf_parquet.value_bytes(handle, parquet, index, columns) for index in range(parquet.num_row_groups))

@@ -17,10 +17,10 @@ from sources.paths import collapse_set_aside, path_problem, relative_to_root
 from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, nfc, read_input_bytes
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, split_member,
                                  tar_mode)
-from sources.web_format import image_column as _image_column
+from sources.web_format import schema_image_column as _image_column
 from sources.web_reader import WebReader, row_lists as _row_lists
 from sources.web_samples import (SAMPLE_SIDECARS, image_members as _image_members, sample_classes as _classes,
-                                 sample_lineage, sample_pictures as _pictures)
+                                 sample_lineage, sample_pictures as _pictures, utf8_text)
 
 # each value recorded capped as a parquet row's: a document's json (550 KiB) rode whole in the
 # lineage of each of its images (500 of them: 269 MiB)
@@ -204,9 +204,9 @@ class Img2datasetReader(WebReader):
         return data, hash_problem(recorded, data, fsio.basename(uri))
 
     def _parquet_items(self, uri: str, shard: str) -> Iterator[SourceItem]:
-        column = _image_column(uri)
-        with fsio.open_file(uri, read_ahead=False) as handle:
+        with fsio.open_file(uri, read_ahead=False) as handle:  # opened once: its column named from its schema
             parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
+            column = _image_column(parquet.schema_arrow)
             batches = hf_parquet.row_batches(parquet, f"{shard}.parquet", ("key",), source=handle)
             at = self._at(uri)
             for first, rows in _row_lists(batches):
@@ -219,7 +219,9 @@ class Img2datasetReader(WebReader):
                         yield self._reject(key, "read", first.reason, first.detail, where=where)
                         continue
                     data = row.pop(column, None) if column else None
-                    caption = row.pop("txt", None)
+                    caption = utf8_text(row.pop("txt", None))
+                    if "caption" in row:
+                        row["caption"] = utf8_text(row["caption"])
                     state = download_status(row)
                     if state != "success":
                         yield self._reject(key, "download", state, str(row.get("error_message") or ""), where=where)

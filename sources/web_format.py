@@ -20,8 +20,12 @@ LaionFormat = Literal["auto", "webdataset", "files", "parquet", "huggingface", "
 
 def image_column(parquet_uri: str) -> str | None:
     """The binary image column of an `output_format=parquet` shard, if it has one."""
-    with fsio.open_file(parquet_uri) as handle:
-        schema = hf_parquet.read_schema(handle)
+    with fsio.open_file(parquet_uri, read_ahead=False) as handle:
+        return schema_image_column(hf_parquet.read_schema(handle))
+
+
+def schema_image_column(schema: Any) -> str | None:
+    """The binary image column of an `output_format=parquet` shard's Arrow schema, if it has one."""
     for field in schema:
         if field.name in IMAGE_EXTENSIONS and hf_parquet.is_binary(field.type):
             return field.name
@@ -101,7 +105,7 @@ def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8)
         if path_problem(root, uri, follow_links):
             continue
         try:
-            with fsio.open_file(uri) as handle:
+            with fsio.open_file(uri, read_ahead=False) as handle:
                 return uri, hf_parquet.read_schema(handle)
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise_machine_error(exc, uri)

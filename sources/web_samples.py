@@ -130,8 +130,23 @@ def sample_lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] |
 
 
 def caption_text(text: Any) -> str | None:
-    """A caption cell as text: of several captions (COCO's five) the first, blank as none."""
+    """A caption cell as text: of several captions (COCO's five) the first, blank as none; bytes
+    (a `binary` column) as `utf8_text` makes them (they were their Python repr, `b'...'`)."""
     if isinstance(text, list):
         text = next((t for t in text if isinstance(t, str) and t.strip()), None)
+    text = utf8_text(text)
     return str(text).strip() or None if text is not None else None
+
+
+def utf8_text(value: Any) -> Any:
+    """Bytes (a caption or URL cell of a `binary` column) as the text they hold in UTF-8, None when
+    they are not UTF-8 (that cell alone lost); any other value as it is. img2dataset keeps a URL
+    list's caption column as pyarrow's CSV reader typed it: `binary` when one caption of a Latin-1
+    CSV is not UTF-8, and every caption was lost (bytes are no lineage value)."""
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return value
 

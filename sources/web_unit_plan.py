@@ -171,7 +171,7 @@ class UnitPlanner(MetadataReader, HfRepoReader):
             if path_problem(self.path, uri, self.follow_links):
                 continue
             try:
-                with fsio.open_file(uri) as handle:
+                with fsio.open_file(uri, read_ahead=False) as handle:
                     parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
                     image, _ = self._hf_columns(parquet.schema_arrow, fsio.basename(uri))
                     for named in hf_parquet.named_paths(parquet, image, handle):

@@ -548,22 +548,26 @@ class _RemoteFile(AbstractBufferedFile):
     whose fetches are counted."""
 
     fetched: list[int] = []
+    ranges: list[tuple[str, int, int]] = []  # (file name, start, end) of each fetch
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         with open(self.path, "rb") as handle:
             handle.seek(start)
             data = handle.read(end - start)
         self.fetched.append(len(data))
+        self.ranges.append((os.path.basename(self.path), start, start + len(data)))
         return data
 
 
 class _RemoteFileSystem(LocalFileSystem):
-    """The local disk read as a remote store (`_RemoteFile`)."""
+    """The local disk read as a remote store (`_RemoteFile`), its opens counted by file name."""
 
     protocol = "uvdremote"
+    opened: list[str] = []
 
     def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None, **kwargs):
         path = self._strip_protocol(path)
+        self.opened.append(os.path.basename(path))
         return _RemoteFile(self, path, mode, block_size=block_size or "default", cache_options=cache_options,
                            size=os.path.getsize(path), **kwargs)
 
@@ -686,3 +690,62 @@ def test_a_remote_file_read_without_read_ahead_holds_at_most_its_block_budget(tm
             assert handle.read(1000) == path.read_bytes()[start:start + 1000]
         held = handle.cache._fetch_block_cached.cache_info()
     assert 0 < held.currsize <= 3, held
+
+
+@pytest.mark.parametrize("layout", ["webdataset", "parquet", "huggingface"])
+def test_a_remote_parquets_footer_is_fetched_once_per_open(tmp_path: Path, layout: str):
+    """Opening a remote parquet fetched its last bytes again and again: the encryption check's
+    8-byte trailer, pyarrow's footer read, its schema, each through fsspec's read-ahead window,
+    which a read before it misses (4 fetches reaching the end of a 13 KB img2dataset listing for one
+    open; 3 of a 10 MB `output_format=parquet` shard over its 2 opens). Every parquet of a web
+    source (its layout detected, its listing and notices read, its rows read) now fetches the
+    footer once per open (and a unit's read opens it once: an `output_format=parquet` shard's
+    opened it twice, once for its image column's name)."""
+    from sources import fsio
+
+    fsspec.register_implementation("uvdremote", _RemoteFileSystem, clobber=True)
+    if layout == "huggingface":
+        path = tmp_path / "data" / "train-00000-of-00001.parquet"
+        path.parent.mkdir()
+        kind = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+        image = _jpeg()
+        pq.write_table(pa.Table.from_pylist([{"image": {"bytes": image, "path": None}, "text": f"c{i}"}
+                                             for i in range(300)],
+                                            schema=pa.schema([("image", kind), ("text", pa.string())])), path,
+                       row_group_size=100)
+    else:
+        path = _img2dataset_parquet(tmp_path, 300, _jpeg())
+    if layout == "webdataset":  # the listing of a shard's tar: its rows without the images
+        pq.write_table(pq.read_table(path).drop_columns(["jpg"]), path, row_group_size=100)
+        members, image = [f"{i:09d}.jpg" for i in range(300)], _jpeg()
+        for member in members:
+            (tmp_path / member).write_bytes(image)
+        subprocess.run(["tar", "-cf", str(tmp_path / "00000.tar"), "-C", str(tmp_path), *members], check=True)
+        for member in members:
+            (tmp_path / member).unlink()
+    _RemoteFile.fetched, _RemoteFile.ranges, _RemoteFileSystem.opened = [], [], []
+    source = LaionSource("web", f"uvdremote://{tmp_path}")
+    units = source.units()
+    before = len(_RemoteFileSystem.opened)
+    items = [item for unit in units for item in source.read(unit)]
+    assert _RemoteFileSystem.opened[before:].count(path.name) == 1  # a unit opens its parquet once
+    assert source.notices() is not None
+    assert sum(isinstance(i, ImageRecord) for i in items) == 300, [i for i in items if isinstance(i, Reject)][:3]
+    size, name = path.stat().st_size, path.name
+    opens = _RemoteFileSystem.opened.count(name)
+    # fetches of the footer: those from within the file's last 64 KiB (pyarrow's first footer read)
+    tails = [r for r in _RemoteFile.ranges if r[0] == name and r[1] >= size - (64 << 10)]
+    assert 0 < len(tails) <= opens, (tails, opens)
+
+
+def test_the_worker_memory_plan_counts_a_remote_files_block_cache():
+    """README "What a worker needs per shard" counts what a remote parquet's open file holds
+    (`fsio.open_file(read_ahead=False)`: its blocks and its footer), from the figures the code uses."""
+    from sources import fsio
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    plan = " ".join(readme.split("### What a worker needs per shard", 1)[1].split("\n## ", 1)[0].split())
+    blocks = fsio.SEEKING_BLOCK_BYTES * fsio.SEEKING_BLOCKS
+    assert (f"up to {blocks >> 20} MiB of fetched blocks ({fsio.SEEKING_BLOCKS} of "
+            f"{fsio.SEEKING_BLOCK_BYTES >> 20} MiB) and its footer (up to {fsio.MAX_TAIL_BYTES >> 20} MiB)") in plan
+    assert f"row group it decodes (up to {hf_parquet.ROW_GROUP_BYTES >> 20} MiB" in plan

@@ -2234,3 +2234,180 @@ def test_a_listing_of_100k_camera_photos_is_read_its_unused_columns_never(tmp_pa
     web_source = LaionSource("web", str(tmp_path), "webdataset")
     records = [i for u in web_source.units() for i in web_source.read(u) if isinstance(i, ImageRecord)]
     assert [r.lineage["img2dataset"]["exif"] for r in records] == [meta[0]["exif"], meta[1]["exif"]]
+
+
+def test_a_listing_caption_that_is_not_utf8_loses_that_rows_caption_not_the_listing(tmp_path: Path):
+    """A listing whose `caption` (a string column) holds Latin-1 bytes in one row (a URL list read
+    from a Latin-1 CSV, its bytes handed to pyarrow unchecked, as a C++ or Rust writer does: pyarrow
+    writes and reads them, Python cannot decode them) was one `bad_parquet`: the shard's failed
+    download and the hash it recorded for each sample were lost. Now only that cell is lost; a
+    row whose key is not UTF-8 (no sample can be matched to it) is one `text_not_utf8` reject."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = [_encoded("JPEG", 40), _encoded("JPEG", 41)]
+    keys = [b"000000000", b"000000001", b"000000002", b"00000\xff003"]
+    captions = [b"plain", b"caf\xe9 au lait", b"gone", b"odd"]
+    status = ["success", "success", "failed_to_download", "failed_to_download"]
+    digests = [hashlib.sha256(images[0]).hexdigest(), hashlib.sha256(images[1]).hexdigest(), None, None]
+    table = pa.table({"caption": pa.array(captions, pa.binary()).view(pa.string()),
+                      "url": [f"http://x.invalid/{i}.jpg" for i in range(4)],
+                      "key": pa.array(keys, pa.binary()).view(pa.string()), "status": status,
+                      "error_message": [None, None, "<urlopen error timed out>", "HTTP Error 404"],
+                      "width": pa.array([None] * 4, pa.int32()), "sha256": digests})
+    pq.write_table(table, tmp_path / "00000.parquet")
+    with pytest.raises(UnicodeDecodeError):
+        pq.read_table(tmp_path / "00000.parquet").to_pylist()
+    members = tmp_path / "members"
+    members.mkdir()
+    (members / "000000000.jpg").write_bytes(images[0])
+    (members / "000000000.txt").write_bytes(b"plain")
+    (members / "000000001.jpg").write_bytes(images[1][:-2] + b"\x00\xd9")  # changed since img2dataset hashed it
+    (members / "000000001.txt").write_bytes(b"caf\xe9 au lait")
+    subprocess.run(["tar", "-cf", str(tmp_path / "00000.tar"), "-C", str(members), *sorted(os.listdir(members))],
+                   check=True)
+    shutil.rmtree(members)
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    rejects = sorted((r.reason, r.key, r.input) for r in items if isinstance(r, Reject))
+    assert rejects == [("failed_to_download", "web-00000-000000002",
+                        "00000.parquet key 000000002: http://x.invalid/2.jpg"),
+                       ("hash_mismatch", "web-00000-000000001", "00000.tar:000000001.jpg"),
+                       ("text_not_utf8", "web-00000", "00000.parquet")]
+    unread = next(r for r in items if isinstance(r, Reject) and r.reason == "text_not_utf8")
+    assert "row 3" in unread.detail and "'key'" in unread.detail and "\\xff" not in unread.detail
+    records = [r for r in items if isinstance(r, ImageRecord)]
+    assert [(r.key, r.lineage["caption"], r.lineage["img2dataset"]["sha256"]) for r in records] == [
+        ("web-00000-000000000", "plain", digests[0])]
+
+
+def test_an_img2dataset_parquet_of_a_latin1_url_list_keeps_each_utf8_caption(tmp_path: Path):
+    """img2dataset 1.47 reads a URL list from a Latin-1 CSV (`caf\\xe9` in one caption) with
+    pyarrow's CSV reader, which makes the whole caption column `binary`; its `output_format=parquet`
+    shard keeps that column as it is (what `img2dataset --url_list l.csv --input_format csv
+    --caption_col caption --output_format parquet` writes, schema and all). Each caption was
+    dropped (bytes are no lineage value). Now each caption that is UTF-8 is its row's text; the
+    Latin-1 one alone is lost, and every image is built."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = [_encoded("JPEG", 42 + i) for i in range(3)]
+    rows = {"caption": [b"plain one", b"caf\xe9 au lait", "third \u2603".encode()],
+            "url": [f"http://127.0.0.1:8000/{i}.jpg" for i in range(3)], "key": [f"00000000{i}" for i in range(3)],
+            "status": ["success"] * 3, "error_message": [None] * 3, "width": [None] * 3, "height": [None] * 3,
+            "original_width": [None] * 3, "original_height": [None] * 3, "exif": ["{}"] * 3, "sha256": [None] * 3,
+            "jpg": images}
+    schema = pa.schema([("caption", pa.binary()), ("url", pa.string()), ("key", pa.string()), ("status", pa.string()),
+                        ("error_message", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+                        ("original_width", pa.int32()), ("original_height", pa.int32()), ("exif", pa.string()),
+                        ("sha256", pa.string()), ("jpg", pa.binary())])
+    pq.write_table(pa.table(rows, schema), tmp_path / "00000.parquet")
+    (tmp_path / "00000_stats.json").write_text(json.dumps({"count": 3, "successes": 3}))
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert all(isinstance(i, ImageRecord) for i in items), items
+    assert [(i.data == images[n], i.lineage.get("caption"), i.lineage["img2dataset"]["caption"])
+            for n, i in enumerate(items)] == [(True, "plain one", "plain one"), (True, None, None),
+                                              (True, "third \u2603", "third \u2603")]
+
+
+def test_a_webdataset_download_of_a_latin1_url_list_says_its_listing_lists_none(tmp_path: Path):
+    """The same Latin-1 URL list downloaded in webdataset format: img2dataset's writer fails each
+    sample on its `binary` caption (`json.dumps` of bytes), so its tar is empty and its listing a
+    parquet of no rows, while `_stats.json` counts every success. Each is a `missing_from_archive`
+    reject; the detail said `without 00000.parquet` of a parquet that is there, and now says it
+    lists none, naming the cause."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("caption", pa.binary()), ("url", pa.string()), ("key", pa.string()), ("status", pa.string()),
+                        ("error_message", pa.string()), ("width", pa.int32()), ("sha256", pa.string())])
+    pq.write_table(schema.empty_table(), tmp_path / "00000.parquet")
+    (tmp_path / "00000_stats.json").write_text(json.dumps({"count": 2, "successes": 2, "failed_to_download": 0}))
+    subprocess.run(["tar", "-cf", str(tmp_path / "00000.tar"), "-T", "/dev/null"], check=True)
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    assert [(r.reason, r.key) for r in items] == [("missing_from_archive", "web-00000-missing-1"),
+                                                  ("missing_from_archive", "web-00000-missing-2")]
+    assert items[0].detail.startswith("00000_stats.json counts 2 successes, 00000.parquet lists 0 and 00000.tar "
+                                      "holds 0: 2 downloaded samples were written nowhere"), items[0].detail
+    assert "captions are not all UTF-8" in items[0].detail
+
+
+@pytest.mark.parametrize("algorithm", ["md5", "sha512"])
+def test_a_download_hashed_with_another_compute_hash_is_checked_with_it(tmp_path: Path, algorithm: str):
+    """`img2dataset --compute_hash md5` (or sha512) with `--disable_all_reencoding True` records
+    that hash instead of sha256, in its listing and in each sample's `.json` (`output_format=files`,
+    laid out as img2dataset 1.47 writes it): a stored image changed since is a `hash_mismatch`
+    naming that algorithm, the unchanged one is built."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = [_encoded("JPEG", 50), _encoded("JPEG", 51)]
+    meta = [{"caption": f"c{i}", "url": f"http://127.0.0.1:8000/{i}.jpg", "key": f"00000000{i}", "status": "success",
+             "error_message": None, "width": None, "height": None, "original_width": None, "original_height": None,
+             "exif": "{}", algorithm: hashlib.new(algorithm, images[i]).hexdigest()} for i in range(2)]
+    pq.write_table(pa.Table.from_pylist(meta), tmp_path / "00000.parquet")
+    shard = tmp_path / "00000"
+    shard.mkdir()
+    for i, row in enumerate(meta):
+        (shard / f"{row['key']}.jpg").write_bytes(images[i] + b"\x00" * i)  # the second changed since
+        (shard / f"{row['key']}.txt").write_text(row["caption"])
+        (shard / f"{row['key']}.json").write_text(json.dumps(row, indent=4))
+    items = _read_all(LaionSource("web", str(tmp_path)))
+    assert [(type(i).__name__, i.key) for i in items] == [("ImageRecord", "web-00000-000000000"),
+                                                          ("Reject", "web-00000-000000001")]
+    assert items[0].data == images[0] and items[1].reason == "hash_mismatch"
+    assert items[1].detail.startswith(f"000000001.jpg: {algorithm} of its {len(images[1]) + 1} bytes is ")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_an_imagefolder_metadata_line_that_is_not_utf8_is_that_rows_problem_alone(tmp_path: Path, fmt: str):
+    """A `metadata.csv` saved by Excel on Windows is Windows-1252 (`café`: byte 0xe9), as is a
+    JSONL written in a Latin-1 locale: one accented caption made the whole file unread, and every
+    image beside it an `unlisted_image` (none built). Now that line alone is a `bad_metadata`
+    naming it (its image `unlisted_image`); the other rows are read with their captions. A header
+    that is not UTF-8 still leaves the whole file unread (its column names are unknown)."""
+    import csv
+
+    rows = [("0.png", "plain"), ("1.png", "caf\u00e9 cr\u00e8me"), ("2.png", "third")]
+    for i, (name, _) in enumerate(rows):
+        (tmp_path / name).write_bytes(_encoded("PNG", 60 + i, size=8))
+    path = tmp_path / f"metadata.{fmt}"
+    with open(path, "w", encoding="cp1252", newline="") as handle:  # Excel's CSV: the system code page, CRLF
+        if fmt == "csv":
+            csv.writer(handle).writerows([("file_name", "text"), *rows])
+        else:
+            handle.writelines(json.dumps({"file_name": n, "text": t}, ensure_ascii=False) + "\n" for n, t in rows)
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    assert sorted((r.reason, r.detail) for r in items if isinstance(r, Reject)) == [
+        ("bad_metadata", f"metadata.{fmt} line {2 if fmt == 'jsonl' else 3}: not UTF-8 text (save the file as "
+                         "UTF-8): not read"),
+        ("unlisted_image", "'1.png': no row of a metadata file (metadata.jsonl, .csv, .parquet) in its folder or "
+                           "above names it; datasets' ImageFolder leaves it out too")]
+    assert sorted((r.lineage["path"], r.lineage["caption"]) for r in items if isinstance(r, ImageRecord)) == [
+        ("0.png", "plain"), ("2.png", "third")]
+    if fmt == "csv":
+        path.write_bytes("file_name,l\u00e9gende\r\n0.png,plain\r\n".encode("cp1252"))
+        items = _read_all(LaionSource("imgs", str(tmp_path)))
+        assert ("bad_metadata", "metadata.csv: not UTF-8 text (byte 11): not read") in {
+            (r.reason, r.detail) for r in items if isinstance(r, Reject)}
+
+
+def test_a_datasets_parquet_caption_column_of_bytes_is_read_as_text(tmp_path: Path):
+    """A `datasets` parquet whose caption column is `binary` (`Value("binary")`, or a webdataset's
+    `txt` members kept as bytes by a converter): each caption was its Python repr (`b'plain'`). Now
+    one that is UTF-8 is its text, one that is not none (its image still built)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    png = _encoded("PNG", 70, size=8)
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    rows = [{"image": {"bytes": png, "path": None}, "text": text} for text in (b"plain", b"caf\xe9", "\u2603".encode())]
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([("image", image), ("text", pa.binary())])),
+                   tmp_path / "data" / "train-00000-of-00001.parquet")
+    items = _read_all(LaionSource("hf", str(tmp_path)))
+    assert [(type(i).__name__, i.lineage.get("caption")) for i in items] == [
+        ("ImageRecord", "plain"), ("ImageRecord", None), ("ImageRecord", "\u2603")]
