@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import av
 import numpy as np
@@ -356,27 +357,35 @@ def _part_of(tmp_path: Path, name: str, encoder: list[str], first: int, n: int, 
     return path
 
 
-def _shift_pes_dts(data: bytes, nth: int, ticks: int) -> bytes:
-    """The MPEG-TS bytes with the decode stamp of the `nth` video PES moved by `ticks` (90 kHz):
-    one stamp astray, as a faulty muxer or a broadcast glitch leaves it."""
-    out = bytearray(data)
-    seen = -1
+def _video_pes_heads(out: bytearray) -> Iterator[int]:
+    """Where each video PES header of the MPEG-TS bytes `out` starts (stream ids 0xE0-0xEF), in order."""
     for at in range(0, len(out) - 187, 188):
         if out[at] != 0x47 or not out[at + 1] & 0x40:  # a packet that starts a PES
             continue
         head = at + 4 + (1 + out[at + 4] if out[at + 3] & 0x20 else 0)
-        if out[head:head + 3] != b"\x00\x00\x01" or not 0xE0 <= out[head + 3] <= 0xEF:
-            continue
-        seen += 1
-        if seen < nth:
-            continue
-        assert out[head + 7] >> 6 == 3, "that PES carries no decode stamp"
-        f = out[head + 14:head + 19]
-        stamp = ((f[0] >> 1) & 7) << 30 | (f[1] << 8 | f[2]) >> 1 << 15 | (f[3] << 8 | f[4]) >> 1
-        stamp = (stamp + ticks) % (1 << 33)
-        out[head + 14:head + 19] = bytes([0x10 | (stamp >> 30 & 7) << 1 | 1, stamp >> 22 & 0xFF,
-                                          (stamp >> 15 & 0x7F) << 1 | 1, stamp >> 7 & 0xFF, (stamp & 0x7F) << 1 | 1])
-        return bytes(out)
+        if out[head:head + 3] == b"\x00\x00\x01" and 0xE0 <= out[head + 3] <= 0xEF:
+            yield head
+
+
+def _moved_stamp(field: bytes, ticks: int) -> bytes:
+    """A PES header's 5-byte PTS or DTS field with its stamp moved by `ticks` (90 kHz, modulo 2^33),
+    its 4-bit prefix kept."""
+    f = field
+    stamp = ((f[0] >> 1) & 7) << 30 | (f[1] << 8 | f[2]) >> 1 << 15 | (f[3] << 8 | f[4]) >> 1
+    stamp = (stamp + ticks) % (1 << 33)
+    return bytes([(f[0] & 0xF0) | (stamp >> 30 & 7) << 1 | 1, stamp >> 22 & 0xFF, (stamp >> 15 & 0x7F) << 1 | 1,
+                  stamp >> 7 & 0xFF, (stamp & 0x7F) << 1 | 1])
+
+
+def _shift_pes_dts(data: bytes, nth: int, ticks: int) -> bytes:
+    """The MPEG-TS bytes with the decode stamp of the `nth` video PES moved by `ticks` (90 kHz):
+    one stamp astray, as a faulty muxer or a broadcast glitch leaves it."""
+    out = bytearray(data)
+    for seen, head in enumerate(_video_pes_heads(out)):
+        if seen == nth:
+            assert out[head + 7] >> 6 == 3, "that PES carries no decode stamp"
+            out[head + 14:head + 19] = _moved_stamp(out[head + 14:head + 19], ticks)
+            return bytes(out)
     raise ValueError(f"no video PES {nth}")
 
 
@@ -660,22 +669,10 @@ def _shift_pes_stamps_from(data: bytes, first: int, ticks: int) -> bytes:
     moved by `ticks` (90 kHz): one recording whose clock jumps mid-stream, as a DVD's between cells
     or a broadcast's at a splice."""
     out = bytearray(data)
-    seen = -1
-    for at in range(0, len(out) - 187, 188):
-        if out[at] != 0x47 or not out[at + 1] & 0x40:
-            continue
-        head = at + 4 + (1 + out[at + 4] if out[at + 3] & 0x20 else 0)
-        if out[head:head + 3] != b"\x00\x00\x01" or not 0xE0 <= out[head + 3] <= 0xEF:
-            continue
-        seen += 1
-        if seen < first:
-            continue
-        for o in range(head + 9, head + 9 + 5 * (2 if out[head + 7] >> 6 == 3 else 1), 5):
-            f = out[o:o + 5]
-            stamp = ((f[0] >> 1) & 7) << 30 | (f[1] << 8 | f[2]) >> 1 << 15 | (f[3] << 8 | f[4]) >> 1
-            stamp = (stamp + ticks) % (1 << 33)
-            out[o:o + 5] = bytes([(f[0] & 0xF0) | (stamp >> 30 & 7) << 1 | 1, stamp >> 22 & 0xFF,
-                                  (stamp >> 15 & 0x7F) << 1 | 1, stamp >> 7 & 0xFF, (stamp & 0x7F) << 1 | 1])
+    for seen, head in enumerate(_video_pes_heads(out)):
+        if seen >= first:
+            for o in range(head + 9, head + 9 + 5 * (2 if out[head + 7] >> 6 == 3 else 1), 5):
+                out[o:o + 5] = _moved_stamp(out[o:o + 5], ticks)
     return bytes(out)
 
 
