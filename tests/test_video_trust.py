@@ -489,6 +489,16 @@ def _reads_as_each_part_alone(path: Path, parts: list[Path]) -> list[str]:
     return expected
 
 
+def _joined_to_a_cut(tmp_path: Path, name: str, encoder: list[str], frames: int, seek: str) -> tuple[Path, Path, Path]:
+    """30 frames encoded apart, joined to a recording of `frames` cut at `seek` seconds by
+    `-ss SEEK -c copy` (at its first key frame from there): the joined file and its two parts."""
+    first = _part_of(tmp_path, "_a.ts", encoder, 0, 30)
+    whole = _part_of(tmp_path, "_whole.ts", encoder, 0, frames)
+    cut = tmp_path / "_cut.ts"
+    video_zoo.ffmpeg("-ss", seek, "-i", str(whole), "-c", "copy", str(cut))
+    return _joined(tmp_path, name, [first, cut]), first, cut
+
+
 def test_mpeg_ts_joined_to_an_h264_open_gop_gives_each_part_as_alone(tmp_path):
     """A later part starting at an x264 `open-gop` key frame (a recovery point, no IDR; `-ss 1.7
     -c copy` of such a stream): the CLI's one decoder shows 60 frames where the parts alone show
@@ -498,11 +508,7 @@ def test_mpeg_ts_joined_to_an_h264_open_gop_gives_each_part_as_alone(tmp_path):
     video_zoo.require_ffmpeg()
     encoder = [*video_zoo.X264_CLI, "-g", "12", "-bf", "2",
                "-x264-params", "open-gop=1:keyint=12:min-keyint=12:scenecut=0"]
-    first = _part_of(tmp_path, "_a.ts", encoder, 0, 30)
-    whole = _part_of(tmp_path, "_whole.ts", encoder, 0, 90)
-    cut = tmp_path / "_cut.ts"
-    video_zoo.ffmpeg("-ss", "1.7", "-i", str(whole), "-c", "copy", str(cut))
-    path = _joined(tmp_path, "opengop.ts", [first, cut])
+    path, first, cut = _joined_to_a_cut(tmp_path, "opengop.ts", encoder, 90, "1.7")
     assert len(_cli_md5s(path)) == 60
     assert len(_reads_as_each_part_alone(path, [first, cut])) == 72
     (record,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
@@ -518,11 +524,7 @@ def test_mpeg_ts_joined_to_an_hevc_cra_gives_each_part_as_alone(tmp_path):
     hidden."""
     video_zoo.require_ffmpeg()
     x265 = ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error"]
-    first = _part_of(tmp_path, "_a.ts", x265, 0, 30)
-    whole = _part_of(tmp_path, "_whole.ts", x265, 0, 260)
-    cut = tmp_path / "_cut.ts"
-    video_zoo.ffmpeg("-ss", "9.9", "-i", str(whole), "-c", "copy", str(cut))
-    path = _joined(tmp_path, "cra.ts", [first, cut])
+    path, first, cut = _joined_to_a_cut(tmp_path, "cra.ts", x265, 260, "9.9")
     assert len(_cli_md5s(path)) == 41
     assert len(_reads_as_each_part_alone(path, [first, cut])) == 40
 
