@@ -922,6 +922,18 @@ def test_h264_mpeg_ps_files_joined_end_to_end_give_each_part_as_alone(tmp_path, 
     assert _md5s(path, [3, 29, 30, 44]) == {i: expected[i] for i in (3, 29, 30, 44)}
 
 
+def _sei_after_slice_ts(tmp_path: Path) -> Path:
+    """60 frames of H.264 in MPEG-TS with user data SEI written after each slice (the CLI's
+    `h264_metadata` filter): the parser leaves packets unstamped (`restamped: split`), so the index
+    is built by decoding the whole stream."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / "sei_after_slice.ts"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 60), *video_zoo.X264_CLI, "-g", "12", "-bf", "3", "-x264-params",
+                     "aud=0", "-pix_fmt", "yuv420p", "-bsf:v",
+                     "h264_metadata=sei_user_data=086f3693-b7b3-4f2c-9653-21492feee5b8+hello", str(path))
+    return path
+
+
 def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monkeypatch):
     """An MPEG-TS whose unstamped packets are placed by the decoder (`restamped: split`) was
     decoded whole at every read of its index (each clip read by `read_clip_frames`, 1.2 s for 40 s
@@ -931,11 +943,7 @@ def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monk
 
     from sources import video_packet_order
 
-    video_zoo.require_ffmpeg()
-    path = tmp_path / "sei_after_slice.ts"
-    video_zoo.ffmpeg("-i", _source(tmp_path, 60), *video_zoo.X264_CLI, "-g", "12", "-bf", "3", "-x264-params",
-                     "aud=0", "-pix_fmt", "yuv420p", "-bsf:v",
-                     "h264_metadata=sei_user_data=086f3693-b7b3-4f2c-9653-21492feee5b8+hello", str(path))
+    path = _sei_after_slice_ts(tmp_path)
     decodes = []
     order = video_packet_order._decoder_order
     monkeypatch.setattr(video_packet_order, "_decoder_order", lambda *args: decodes.append(args) or order(*args))
@@ -949,6 +957,39 @@ def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monk
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))  # even the same modification time
     assert read_index(str(path)) != first and len(decodes) == 3
 
+
+
+def test_an_index_built_by_decoding_is_handed_from_the_probe_to_the_clips_decode(tmp_path, monkeypatch):
+    """A build probes a video in one decoding process and decodes its clips in another (each its
+    own index cache), so a file whose index needs a decode (`restamped: split`) was decoded whole
+    twice per build. The probe's index now rides with the record to the clips' decode, which uses
+    it and decodes nothing for the index: the same frames. A file written anew since is indexed
+    afresh."""
+    import hashlib
+    import os
+    import pickle
+
+    from sources import video_packet_order
+    from sources.video_index_cache import IndexCache
+
+    path = _sei_after_slice_ts(tmp_path)
+    record = _read(path, strides=(20,))  # the probe in its decoding process
+    assert record.kept_index is not None and record.kept_index.index == read_index(str(path))
+    assert read_index(str(path)).restamped == "split"
+    expected = _md5s(path, [0, 30, 59])
+    decodes = []
+    order = video_packet_order._decoder_order
+    monkeypatch.setattr(video_packet_order, "_decoder_order", lambda *args: decodes.append(args) or order(*args))
+    monkeypatch.setattr(video_packet_order, "_INDEXES", IndexCache())  # another process: nothing kept
+    kept = pickle.loads(pickle.dumps(record.kept_index))  # as it travels between processes
+    got = {i: hashlib.md5(f.tobytes()).hexdigest() for i, f in decode_frames(str(path), [0, 30, 59], 60, kept=kept)}
+    assert got == expected and decodes == []
+    monkeypatch.setattr(video_packet_order, "_INDEXES", IndexCache())
+    data = path.read_bytes()
+    path.write_bytes(data[:-188] + bytes(188))  # written anew: its last packet zeroed
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))
+    list(decode_frames(str(path), [0], kept=kept))
+    assert len(decodes) == 1
 
 def _pes_stamps(path: Path) -> list[int]:
     """The PTS of each video PES packet (PID 0x100, where FFmpeg's muxer puts the video), in file order."""
