@@ -295,6 +295,9 @@ class VideoRecord:
     n_frames: int  # presented frames when planned: a file that has changed since is refused
     limits: Budget = Budget()  # the source's time and memory budget for decoding this video
     member: TarMember | None = None  # the video is this member of the tar `uri`
+    # the index its probe built by decoding (`sources.video_index_cache.KeptIndex`), handed to the
+    # clips' decoding process so the file is decoded for its index once per build; None for most
+    kept_index: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

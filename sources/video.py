@@ -451,9 +451,10 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
             raise MachineError(f"decoding {fsio.basename(shown)}: {exc}") from exc
         if uri is not None:
             # each frame is read into one reused buffer and copied straight into the clips that use it
+            handed = {"kept": record.kept_index} if record.kept_index is not None and job_name == "decode_frames" else {}
             job = budget.run(f"sources.video_decode:{job_name}", uri, sorted(users), record.n_frames, postprocess,
                              max_pixels=max_pixels, memory_mb=record.limits.memory_mb, budget=record.limits,
-                             pool=record.decoder, scratch=True)  # decord's libraries stay in its own process
+                             pool=record.decoder, scratch=True, **handed)  # decord's libraries stay in its own process
             try:
                 for i, pixels in job:
                     got.add(i)
@@ -662,4 +663,5 @@ class VideoSource:
             )
             for plan in plans
         )
-        yield VideoRecord(video, self.name, video, uri, clips, probe.decoder, probe.n_frames, self.limits, member)
+        kept = probe.info.kept_index if member is None else None  # a member's copy is another file each time
+        yield VideoRecord(video, self.name, video, uri, clips, probe.decoder, probe.n_frames, self.limits, member, kept)

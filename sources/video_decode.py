@@ -102,7 +102,8 @@ from sources.video_memory import (DECODER_BASE_MB, DECODER_PIXEL_FLOOR, DECODER_
                                   frame_bytes, frames_held, frames_too_large, judge_memory, judge_stream,
                                   sample_aspect_ratio, sar_width, stream_hdr)
 from sources.video_open import DECODER_MACHINE_ERRNOS, STILL_CODECS, VideoError, open_stream, video_stream
-from sources.video_packet_order import read_index
+from sources.video_index_cache import KeptIndex
+from sources.video_packet_order import keep_index, read_index
 from sources.video_probe import (INTERLACED_FIELD_ORDERS, Probe, decode_frames_indexed, probe)
 from sources.video_session import COLLECT_PIXELS, DecodeSession
 
@@ -126,15 +127,18 @@ SEEK_BYTES = 8 << 20  # a gap holding more packet bytes than this is seeked over
 def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None = None,
                   postprocess: Callable[[np.ndarray], np.ndarray] | None = None, skip_nonref: bool = True,
                   seek_bytes: int = SEEK_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
-                  memory_mb: int = DEFAULT_MEMORY_MB) -> Iterator[tuple[int, np.ndarray]]:
+                  memory_mb: int = DEFAULT_MEMORY_MB, kept: KeptIndex | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (presented index, RGB frame) for every index in `wanted`, in decoding order.
 
     `expected_frames`: the count the file was planned with; a file that changed since is refused.
     Frames that do not decode are simply not yielded: the caller names what is missing.
     `postprocess` runs on each frame as it decodes; one with a `working_size` (a
     `transforms.resize.Canvas`) lets a stream too large to convert at full size be converted at
-    the working size instead. `max_pixels`, `memory_mb`: see `judge_memory`.
+    the working size instead. `max_pixels`, `memory_mb`: see `judge_memory`. `kept`: the index
+    the probe's process built by decoding (`Probe.kept_index`), used while the file is unchanged.
     """
+    if kept is not None:
+        keep_index(kept)
     index = read_index(uri, max_pixels, memory_mb)
     shown = index.presented
     if expected_frames is not None and len(shown) < expected_frames:
@@ -147,9 +151,3 @@ def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None =
     yield from session.run(decode_plan(index, wanted))
     if session.wanted and session.too_large is not None:  # the frames a growth past max_pixels cost
         raise session.too_large
-
-
-    # jumping forward over 10 s, closed), "negative" (Matroska before zero), "split" (MPEG-TS/PS
-    # packets the parser left unstamped), "chained" (chained Ogg Theora)
-
-

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Hashable
 
 from sources.video_index import VideoIndex
@@ -31,6 +32,17 @@ def file_identity(path: str) -> tuple[int, ...] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+@dataclass(frozen=True)
+class KeptIndex:
+    """An index one process built by decoding, with the key it keeps it under (the file's path and
+    identity, the budgets it was judged with): handed to another process that reads the same file
+    (a build probes a video in one decoding process and decodes its clips in another), which keeps
+    it as its own while the file is still that version (`video_packet_order.keep_index`)."""
+
+    key: tuple
+    index: VideoIndex
 
 
 class IndexCache:

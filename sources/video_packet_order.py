@@ -8,7 +8,7 @@ import logging
 
 from sources import fsio
 from sources.video_index import MultistreamChain, UnsupportedVideo, VideoIndex, build_index, decode_plan
-from sources.video_index_cache import IndexCache, file_identity
+from sources.video_index_cache import IndexCache, KeptIndex, file_identity
 from sources.video_memory import (DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB, decoder_max_pixels, fitting_pixels,
                                   judge_stream)
 from sources.video_open import VideoError, _raise_pages_refusal, open_stream
@@ -26,9 +26,8 @@ def read_index(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = 
     next read of the same local file in this process, keyed by its identity (`file_identity`).
     A chained Ogg whose links hold sound too, which FFmpeg's demuxer cannot read past its first
     link, is indexed again through `VideoPages` (its video's pages alone: a chain FFmpeg reads)."""
-    path = fsio.local_path(uri)
-    identity = file_identity(path) if path else None
-    key = (path, identity, max_pixels, memory_mb)
+    key = _key(uri, max_pixels, memory_mb)
+    path, identity = key[0], key[1]
     cached = _INDEXES.get(key) if identity else None
     if cached is not None:
         return cached
@@ -62,6 +61,31 @@ def read_index(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = 
     if decoded and identity and file_identity(path) == identity:  # unchanged while indexed
         _INDEXES.put(key, index)
     return index
+
+
+def _key(uri: str, max_pixels: int, memory_mb: int) -> tuple:
+    """What an index of `uri` is kept under: its local path, the file's identity (None for a file
+    that is not local or cannot be read: never kept), and the budgets its decode was judged with."""
+    path = fsio.local_path(uri)
+    return path, file_identity(path) if path else None, max_pixels, memory_mb
+
+
+def kept_index(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> KeptIndex | None:
+    """The index of `uri` this process built by decoding and keeps (`read_index`), to hand to
+    another process reading the same file; None where it keeps none (most files: their index
+    comes from demuxing alone)."""
+    key = _key(uri, max_pixels, memory_mb)
+    index = _INDEXES.get(key) if key[1] else None
+    return KeptIndex(key, index) if index is not None else None
+
+
+def keep_index(kept: KeptIndex) -> None:
+    """Keep an index another process built by decoding (`kept_index`), as if this one had: its
+    next `read_index` of the same file and budgets decodes nothing. Not kept when the file is
+    not the version it was built for (written anew since)."""
+    path, identity = kept.key[0], kept.key[1]
+    if identity and file_identity(path) == identity:
+        _INDEXES.put(kept.key, kept.index)
 
 
 def _built_index(uri: str, shows, order, video_pages: bool) -> VideoIndex:

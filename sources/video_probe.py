@@ -4,7 +4,7 @@ rate, orientation and what makes decord read it differently. Part of `sources.vi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Sequence
 
@@ -12,7 +12,8 @@ from sources.video_index import Stretch, VideoIndex, decode_plan, key_of
 from sources.video_memory import (DECODER_BASE_MB, DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB, RGB_CONVERSION_BYTES,
                                   stream_hdr)
 from sources.video_open import VideoError, open_stream
-from sources.video_packet_order import read_index
+from sources.video_index_cache import KeptIndex
+from sources.video_packet_order import kept_index, read_index
 from sources.video_session import DecodeSession
 
 
@@ -50,6 +51,11 @@ class Probe:
     cropped_left: bool = False  # a left crop off alignment (decord shows the columns it hides)
     matrix_guessed: str = ""  # "bt709": untagged HD, converted as players show it (`guessed_matrix`)
     restamped: str = ""  # "joined" (MPEG-TS/PS parts joined end to end), "jumped" (an MPEG-TS/PS clock
+    # jumping forward over 10 s, closed), "negative" (Matroska before zero), "split" (MPEG-TS/PS
+    # packets the parser left unstamped), "chained" (chained Ogg Theora)
+    # the index, where building it decoded frames (`restamped: split`), for the clips' decoding
+    # process to keep instead of decoding the file for it again (`video_packet_order.keep_index`)
+    kept_index: KeptIndex | None = field(default=None, compare=False, repr=False)
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
@@ -105,7 +111,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
                  full_size_fits, sar_text,
                  session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer,
                  video_streams, interlaced, size_changes, session.cropped_left,
-                 session.matrix_guessed, index.restamped)
+                 session.matrix_guessed, index.restamped, kept_index(uri, max_pixels, memory_mb))
 
 
 def _mean_rate(stamps: Sequence[int], time_base: Fraction) -> Fraction | None:

@@ -114,3 +114,27 @@ def test_same_bytes_on_every_run(sample_corpus: Path, tmp_path: Path):
     assert len(first) > 300 and first.keys() == second.keys()
     differing = sorted(name for name in first if first[name] != second[name])
     assert differing == []
+
+
+def _family_writer(name: str):
+    def write(root: str, seed: int) -> dict:
+        os.makedirs(root)
+        (Path(root) / "seed.txt").write_text(f"{name} {seed}")
+        return {"files": 1, "pid": os.getpid()}
+    return write
+
+
+def test_families_are_written_by_two_processes_into_one_corpus(tmp_path: Path, monkeypatch):
+    """The families share nothing, so two forked processes write them side by side (the corpus took
+    20 s of one core before the build): each family's folder and summary as one process writes them,
+    the summaries in the families' own order whatever order the processes finish in."""
+    import uvd_pipeline.sample as sample
+
+    names = ("b_slow", "a", "c")
+    monkeypatch.setattr(sample, "_families", lambda: {n: _family_writer(n) for n in names})
+    monkeypatch.setattr(sample, "LONGEST_FIRST", ("b_slow", "c", "a"))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    written = sample._written_families(str(tmp_path), 7)
+    assert [name for name, _ in written] == list(names)
+    assert len({summary["pid"] for _, (summary, _) in written} - {os.getpid()}) == 2
+    assert {n: (tmp_path / n / "seed.txt").read_text() for n in names} == {n: f"{n} 7" for n in names}

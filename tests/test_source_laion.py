@@ -2109,20 +2109,27 @@ def test_the_resize_notice_never_reads_a_listing_past_its_budget(tmp_path: Path,
     assert source.notices() == []
 
 
+def _shard_to_pack_again(sample_corpus: Path, tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """The sample's shard 00000 (tar, parquet, stats) in `original/`, its tar extracted by GNU tar
+    into `x/`, and `name/` holding the same shard but its tar, for the test to pack again."""
+    original, again = tmp_path / "original", tmp_path / name
+    original.mkdir()
+    for file in ("00000.tar", "00000.parquet", "00000_stats.json"):
+        shutil.copy(sample_corpus / "laion" / file, original / file)
+    shutil.copytree(original, again)
+    (tmp_path / "x").mkdir()
+    subprocess.run(["tar", "-xf", str(original / "00000.tar"), "-C", str(tmp_path / "x")], check=True)
+    (again / "00000.tar").unlink()
+    return original, again
+
+
 def test_a_shard_retarred_with_dot_slash_names_reads_as_the_shard_img2dataset_wrote(sample_corpus: Path,
                                                                                   tmp_path: Path):
     """A shard extracted and packed again with GNU tar (`tar -C dir -cf 00000.tar .`) names its
     members `./000000001.jpg`: the keys were `./000000001`, so each sample was built under another
     key and also counted `missing_from_archive` against the parquet. The leading `./` is no part
     of the key: the same records and rejects as the shard img2dataset wrote."""
-    original, retarred = tmp_path / "original", tmp_path / "retarred"
-    original.mkdir()
-    for name in ("00000.tar", "00000.parquet", "00000_stats.json"):
-        shutil.copy(sample_corpus / "laion" / name, original / name)
-    shutil.copytree(original, retarred)
-    (tmp_path / "x").mkdir()
-    subprocess.run(["tar", "-xf", str(original / "00000.tar"), "-C", str(tmp_path / "x")], check=True)
-    (retarred / "00000.tar").unlink()
+    original, retarred = _shard_to_pack_again(sample_corpus, tmp_path, "retarred")
     subprocess.run(["tar", "-C", str(tmp_path / "x"), "-cf", str(retarred / "00000.tar"), "."], check=True)
     assert subprocess.run(["tar", "-tf", str(retarred / "00000.tar")], capture_output=True, text=True,
                           check=True).stdout.splitlines()[1].startswith("./0000")
@@ -2155,14 +2162,7 @@ def test_a_shard_packed_with_absolute_names_reads_as_the_shard_img2dataset_wrote
     `/000000001` (records keyed `web-00000-000000001_<hash>`, each also `missing_from_archive`
     against the parquet). The leading `/` is no part of the key: the same records and rejects as
     the shard img2dataset wrote."""
-    original, packed = tmp_path / "original", tmp_path / "packed"
-    original.mkdir()
-    for name in ("00000.tar", "00000.parquet", "00000_stats.json"):
-        shutil.copy(sample_corpus / "laion" / name, original / name)
-    shutil.copytree(original, packed)
-    (tmp_path / "x").mkdir()
-    subprocess.run(["tar", "-xf", str(original / "00000.tar"), "-C", str(tmp_path / "x")], check=True)
-    (packed / "00000.tar").unlink()
+    original, packed = _shard_to_pack_again(sample_corpus, tmp_path, "packed")
     members = sorted(str(p) for p in (tmp_path / "x").iterdir())
     subprocess.run(["tar", "-P", "--transform", r"s,^/.*/,/,", "-cf", str(packed / "00000.tar"), *members], check=True)
     names = [m.name for m in tarfile.open(packed / "00000.tar")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import av
 import numpy as np
@@ -356,27 +357,35 @@ def _part_of(tmp_path: Path, name: str, encoder: list[str], first: int, n: int, 
     return path
 
 
-def _shift_pes_dts(data: bytes, nth: int, ticks: int) -> bytes:
-    """The MPEG-TS bytes with the decode stamp of the `nth` video PES moved by `ticks` (90 kHz):
-    one stamp astray, as a faulty muxer or a broadcast glitch leaves it."""
-    out = bytearray(data)
-    seen = -1
+def _video_pes_heads(out: bytearray) -> Iterator[int]:
+    """Where each video PES header of the MPEG-TS bytes `out` starts (stream ids 0xE0-0xEF), in order."""
     for at in range(0, len(out) - 187, 188):
         if out[at] != 0x47 or not out[at + 1] & 0x40:  # a packet that starts a PES
             continue
         head = at + 4 + (1 + out[at + 4] if out[at + 3] & 0x20 else 0)
-        if out[head:head + 3] != b"\x00\x00\x01" or not 0xE0 <= out[head + 3] <= 0xEF:
-            continue
-        seen += 1
-        if seen < nth:
-            continue
-        assert out[head + 7] >> 6 == 3, "that PES carries no decode stamp"
-        f = out[head + 14:head + 19]
-        stamp = ((f[0] >> 1) & 7) << 30 | (f[1] << 8 | f[2]) >> 1 << 15 | (f[3] << 8 | f[4]) >> 1
-        stamp = (stamp + ticks) % (1 << 33)
-        out[head + 14:head + 19] = bytes([0x10 | (stamp >> 30 & 7) << 1 | 1, stamp >> 22 & 0xFF,
-                                          (stamp >> 15 & 0x7F) << 1 | 1, stamp >> 7 & 0xFF, (stamp & 0x7F) << 1 | 1])
-        return bytes(out)
+        if out[head:head + 3] == b"\x00\x00\x01" and 0xE0 <= out[head + 3] <= 0xEF:
+            yield head
+
+
+def _moved_stamp(field: bytes, ticks: int) -> bytes:
+    """A PES header's 5-byte PTS or DTS field with its stamp moved by `ticks` (90 kHz, modulo 2^33),
+    its 4-bit prefix kept."""
+    f = field
+    stamp = ((f[0] >> 1) & 7) << 30 | (f[1] << 8 | f[2]) >> 1 << 15 | (f[3] << 8 | f[4]) >> 1
+    stamp = (stamp + ticks) % (1 << 33)
+    return bytes([(f[0] & 0xF0) | (stamp >> 30 & 7) << 1 | 1, stamp >> 22 & 0xFF, (stamp >> 15 & 0x7F) << 1 | 1,
+                  stamp >> 7 & 0xFF, (stamp & 0x7F) << 1 | 1])
+
+
+def _shift_pes_dts(data: bytes, nth: int, ticks: int) -> bytes:
+    """The MPEG-TS bytes with the decode stamp of the `nth` video PES moved by `ticks` (90 kHz):
+    one stamp astray, as a faulty muxer or a broadcast glitch leaves it."""
+    out = bytearray(data)
+    for seen, head in enumerate(_video_pes_heads(out)):
+        if seen == nth:
+            assert out[head + 7] >> 6 == 3, "that PES carries no decode stamp"
+            out[head + 14:head + 19] = _moved_stamp(out[head + 14:head + 19], ticks)
+            return bytes(out)
     raise ValueError(f"no video PES {nth}")
 
 
@@ -480,6 +489,16 @@ def _reads_as_each_part_alone(path: Path, parts: list[Path]) -> list[str]:
     return expected
 
 
+def _joined_to_a_cut(tmp_path: Path, name: str, encoder: list[str], frames: int, seek: str) -> tuple[Path, Path, Path]:
+    """30 frames encoded apart, joined to a recording of `frames` cut at `seek` seconds by
+    `-ss SEEK -c copy` (at its first key frame from there): the joined file and its two parts."""
+    first = _part_of(tmp_path, "_a.ts", encoder, 0, 30)
+    whole = _part_of(tmp_path, "_whole.ts", encoder, 0, frames)
+    cut = tmp_path / "_cut.ts"
+    video_zoo.ffmpeg("-ss", seek, "-i", str(whole), "-c", "copy", str(cut))
+    return _joined(tmp_path, name, [first, cut]), first, cut
+
+
 def test_mpeg_ts_joined_to_an_h264_open_gop_gives_each_part_as_alone(tmp_path):
     """A later part starting at an x264 `open-gop` key frame (a recovery point, no IDR; `-ss 1.7
     -c copy` of such a stream): the CLI's one decoder shows 60 frames where the parts alone show
@@ -489,11 +508,7 @@ def test_mpeg_ts_joined_to_an_h264_open_gop_gives_each_part_as_alone(tmp_path):
     video_zoo.require_ffmpeg()
     encoder = [*video_zoo.X264_CLI, "-g", "12", "-bf", "2",
                "-x264-params", "open-gop=1:keyint=12:min-keyint=12:scenecut=0"]
-    first = _part_of(tmp_path, "_a.ts", encoder, 0, 30)
-    whole = _part_of(tmp_path, "_whole.ts", encoder, 0, 90)
-    cut = tmp_path / "_cut.ts"
-    video_zoo.ffmpeg("-ss", "1.7", "-i", str(whole), "-c", "copy", str(cut))
-    path = _joined(tmp_path, "opengop.ts", [first, cut])
+    path, first, cut = _joined_to_a_cut(tmp_path, "opengop.ts", encoder, 90, "1.7")
     assert len(_cli_md5s(path)) == 60
     assert len(_reads_as_each_part_alone(path, [first, cut])) == 72
     (record,) = list(VideoSource("trust", str(tmp_path), strides=(1,)).read(str(path)))
@@ -509,11 +524,7 @@ def test_mpeg_ts_joined_to_an_hevc_cra_gives_each_part_as_alone(tmp_path):
     hidden."""
     video_zoo.require_ffmpeg()
     x265 = ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error"]
-    first = _part_of(tmp_path, "_a.ts", x265, 0, 30)
-    whole = _part_of(tmp_path, "_whole.ts", x265, 0, 260)
-    cut = tmp_path / "_cut.ts"
-    video_zoo.ffmpeg("-ss", "9.9", "-i", str(whole), "-c", "copy", str(cut))
-    path = _joined(tmp_path, "cra.ts", [first, cut])
+    path, first, cut = _joined_to_a_cut(tmp_path, "cra.ts", x265, 260, "9.9")
     assert len(_cli_md5s(path)) == 41
     assert len(_reads_as_each_part_alone(path, [first, cut])) == 40
 
@@ -660,22 +671,10 @@ def _shift_pes_stamps_from(data: bytes, first: int, ticks: int) -> bytes:
     moved by `ticks` (90 kHz): one recording whose clock jumps mid-stream, as a DVD's between cells
     or a broadcast's at a splice."""
     out = bytearray(data)
-    seen = -1
-    for at in range(0, len(out) - 187, 188):
-        if out[at] != 0x47 or not out[at + 1] & 0x40:
-            continue
-        head = at + 4 + (1 + out[at + 4] if out[at + 3] & 0x20 else 0)
-        if out[head:head + 3] != b"\x00\x00\x01" or not 0xE0 <= out[head + 3] <= 0xEF:
-            continue
-        seen += 1
-        if seen < first:
-            continue
-        for o in range(head + 9, head + 9 + 5 * (2 if out[head + 7] >> 6 == 3 else 1), 5):
-            f = out[o:o + 5]
-            stamp = ((f[0] >> 1) & 7) << 30 | (f[1] << 8 | f[2]) >> 1 << 15 | (f[3] << 8 | f[4]) >> 1
-            stamp = (stamp + ticks) % (1 << 33)
-            out[o:o + 5] = bytes([(f[0] & 0xF0) | (stamp >> 30 & 7) << 1 | 1, stamp >> 22 & 0xFF,
-                                  (stamp >> 15 & 0x7F) << 1 | 1, stamp >> 7 & 0xFF, (stamp & 0x7F) << 1 | 1])
+    for seen, head in enumerate(_video_pes_heads(out)):
+        if seen >= first:
+            for o in range(head + 9, head + 9 + 5 * (2 if out[head + 7] >> 6 == 3 else 1), 5):
+                out[o:o + 5] = _moved_stamp(out[o:o + 5], ticks)
     return bytes(out)
 
 
@@ -949,6 +948,18 @@ def test_h264_vob_joined_to_a_part_whose_clock_wraps_inside_gives_each_part_as_a
     assert _md5s(path, [29, 30, 49, 59]) == {i: expected[i] for i in (29, 30, 49, 59)}
 
 
+def _sei_after_slice_ts(tmp_path: Path) -> Path:
+    """60 frames of H.264 in MPEG-TS with user data SEI written after each slice (the CLI's
+    `h264_metadata` filter): the parser leaves packets unstamped (`restamped: split`), so the index
+    is built by decoding the whole stream."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / "sei_after_slice.ts"
+    video_zoo.ffmpeg("-i", _source(tmp_path, 60), *video_zoo.X264_CLI, "-g", "12", "-bf", "3", "-x264-params",
+                     "aud=0", "-pix_fmt", "yuv420p", "-bsf:v",
+                     "h264_metadata=sei_user_data=086f3693-b7b3-4f2c-9653-21492feee5b8+hello", str(path))
+    return path
+
+
 def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monkeypatch):
     """An MPEG-TS whose unstamped packets are placed by the decoder (`restamped: split`) was
     decoded whole at every read of its index (each clip read by `read_clip_frames`, 1.2 s for 40 s
@@ -958,11 +969,7 @@ def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monk
 
     from sources import video_packet_order
 
-    video_zoo.require_ffmpeg()
-    path = tmp_path / "sei_after_slice.ts"
-    video_zoo.ffmpeg("-i", _source(tmp_path, 60), *video_zoo.X264_CLI, "-g", "12", "-bf", "3", "-x264-params",
-                     "aud=0", "-pix_fmt", "yuv420p", "-bsf:v",
-                     "h264_metadata=sei_user_data=086f3693-b7b3-4f2c-9653-21492feee5b8+hello", str(path))
+    path = _sei_after_slice_ts(tmp_path)
     decodes = []
     order = video_packet_order._decoder_order
     monkeypatch.setattr(video_packet_order, "_decoder_order", lambda *args: decodes.append(args) or order(*args))
@@ -976,6 +983,39 @@ def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monk
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))  # even the same modification time
     assert read_index(str(path)) != first and len(decodes) == 3
 
+
+
+def test_an_index_built_by_decoding_is_handed_from_the_probe_to_the_clips_decode(tmp_path, monkeypatch):
+    """A build probes a video in one decoding process and decodes its clips in another (each its
+    own index cache), so a file whose index needs a decode (`restamped: split`) was decoded whole
+    twice per build. The probe's index now rides with the record to the clips' decode, which uses
+    it and decodes nothing for the index: the same frames. A file written anew since is indexed
+    afresh."""
+    import hashlib
+    import os
+    import pickle
+
+    from sources import video_packet_order
+    from sources.video_index_cache import IndexCache
+
+    path = _sei_after_slice_ts(tmp_path)
+    record = _read(path, strides=(20,))  # the probe in its decoding process
+    assert record.kept_index is not None and record.kept_index.index == read_index(str(path))
+    assert read_index(str(path)).restamped == "split"
+    expected = _md5s(path, [0, 30, 59])
+    decodes = []
+    order = video_packet_order._decoder_order
+    monkeypatch.setattr(video_packet_order, "_decoder_order", lambda *args: decodes.append(args) or order(*args))
+    monkeypatch.setattr(video_packet_order, "_INDEXES", IndexCache())  # another process: nothing kept
+    kept = pickle.loads(pickle.dumps(record.kept_index))  # as it travels between processes
+    got = {i: hashlib.md5(f.tobytes()).hexdigest() for i, f in decode_frames(str(path), [0, 30, 59], 60, kept=kept)}
+    assert got == expected and decodes == []
+    monkeypatch.setattr(video_packet_order, "_INDEXES", IndexCache())
+    data = path.read_bytes()
+    path.write_bytes(data[:-188] + bytes(188))  # written anew: its last packet zeroed
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))
+    list(decode_frames(str(path), [0], kept=kept))
+    assert len(decodes) == 1
 
 def _pes_stamps(path: Path) -> list[int]:
     """The PTS of each video PES packet (PID 0x100, where FFmpeg's muxer puts the video), in file order."""
