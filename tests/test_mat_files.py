@@ -272,6 +272,18 @@ def test_malformed_leaves_of_the_inline_path_are_refused_as_the_element_walk_ref
         mat_objects(mat_file(variable), "v", 100, 1 << 20)
 
 
+def test_a_cut_compressed_variable_before_the_one_read_is_passed_by_its_whole_name():
+    """A compressed variable cut short (its stream has no end: a write that stopped) whose name of
+    4,072 characters ends past the 4 KiB first read, before the variable wanted: zlib took all the
+    input and still held the name's last 24 bytes, so the peek stopped short of it and the file
+    was refused ("data runs past its bounds"). scipy passes it by and reads the one wanted; so here."""
+    wanted = matrix(MX_DOUBLE, [1, 1], b"wanted", element(MI_DOUBLE, struct.pack("<d", 7.0)))
+    cut = zlib.compress(matrix(MX_DOUBLE, [1, 1], b"n" * 4072, b""), 9)[:-5]  # its checksum and last byte gone
+    data = mat_file(wanted)[:128] + struct.pack("<II", 15, len(cut)) + cut + mat_file(wanted)[128:]
+    assert loadmat(io.BytesIO(data), variable_names=["wanted"])["wanted"].tolist() == [[7.0]]
+    assert read_mat_variable(data, "wanted", 1 << 20, 100) == 7.0
+
+
 def test_a_compressed_variable_before_the_one_read_is_passed_by_its_name_not_held_inflated():
     """scipy's savemat of a 32 MiB array before the variable wanted (a release saved with its
     images' data first): to be passed by, it was inflated whole and held (a peak of 32 MiB more);
