@@ -1510,6 +1510,30 @@ def test_lvis_v1_images_named_by_their_coco_url_are_read_from_cocos_folders(tmp_
         assert (reject.reason, "coco_url" in reject.detail) == ("bad_annotation", True), reject
 
 
+@pytest.mark.parametrize("coco_url, refusal", [
+    ("data:image/jpeg;base64," + "/9j/4AAQSkZJRgABAQ" * 200, "its coco_url is a 'data' URL"),
+    ("file:///srv/coco/val2017/000000000001.jpg", "its coco_url is a 'file' URL"),
+    ("ftp://images.cocodataset.org/val2017/000000000001.jpg", "its coco_url is a 'ftp' URL"),
+    ("http://[::1/val2017/000000000001.jpg", "its coco_url is no URL"),  # an IPv6 host left open
+    ("s3://coco/val2017/000000000001.jpg", None), ("gs://coco/val2017/000000000001.jpg", None),
+], ids=["data", "file", "ftp", "open-ipv6", "s3", "gs"])
+def test_lvis_coco_urls_of_other_schemes_name_no_file(tmp_path: Path, coco_url: str, refusal: str | None):
+    """An LVIS-style entry's coco_url names its file by its last folder and file where it is an http,
+    https, s3 or gs URL (or a path): a `data:` URI's base64 became the file's name (in its lineage
+    and reject detail, whatever its size), a `file:` or `ftp:` URL a file under the images folder,
+    and an IPv6 host left open stopped the build (urlsplit's ValueError). Each is `bad_annotation`,
+    naming only the scheme."""
+    write_dataset(tmp_path / "val2017", {"images": [{"file_name": "000000000001.jpg"}]})
+    root = write_dataset(tmp_path, {"images": [lvis_image(1, "val2017", coco_url=coco_url)], "categories": categories(1),
+                                    "annotations": [obj(0, 1, 1)]})
+    item = read(root, ("detection",))["coco-1-detection"]
+    if refusal is None:
+        assert item.image_uri == str(root / "val2017" / "000000000001.jpg"), item
+        return
+    assert isinstance(item, Reject) and item.reason == "bad_annotation", item
+    assert refusal in item.detail and "base64" not in item.detail + item.input and len(item.detail) < 200, item.detail
+
+
 @pytest.mark.parametrize("name", ["/data/upload/3/5e0c7a8f-cat.jpg", "/data/local-files/?d=photos/cat.jpg"])
 def test_label_studio_server_paths_are_counted_naming_the_export_that_holds_the_images(tmp_path: Path, name: str):
     """Label Studio's COCO export without its images names each by the server's path (an upload, or
