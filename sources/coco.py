@@ -318,22 +318,36 @@ def _coco_url_file(url: Any) -> tuple[str | None, str]:
 # LVIS's per-image category lists: a class not exhaustively labelled there (its unlabelled pixels
 # may be that class) and classes verified absent; they ride in the lineage for a trainer to use
 LVIS_IMAGE_LISTS = ("not_exhaustive_category_ids", "neg_category_ids")
-# ids of one list kept in the lineage (~4 KiB as JSON, a lineage value's budget elsewhere; LVIS v1
-# lists a few dozen at most): each record's lineage is held until its unit ends
+# ids of one list kept in the lineage, and their bytes as JSON (a lineage value's budget elsewhere;
+# LVIS v1 lists a few dozen ids under 1,204 at most): each record's lineage is held until its unit ends
 MAX_LINEAGE_IDS = 512
+MAX_LINEAGE_BYTES = 4096
 
 
 def lvis_lineage(image: dict[str, Any]) -> dict[str, Any]:
-    """An LVIS image's category lists as written (a list past `MAX_LINEAGE_IDS`, or not of ids, marked)."""
+    """An LVIS image's category lists as written (a list past `MAX_LINEAGE_IDS` or
+    `MAX_LINEAGE_BYTES`, or not of ids, marked)."""
     kept: dict[str, Any] = {}
     for name in LVIS_IMAGE_LISTS:
         if name not in image:
             continue
         ids = image[name]
         ids = [as_int(v) for v in ids] if isinstance(ids, list) and len(ids) <= MAX_LINEAGE_IDS else None
-        kept[name] = ids if ids is not None and None not in ids else \
-            {"truncated": f"not a list of at most {MAX_LINEAGE_IDS} category ids: left out"}
+        kept[name] = ids if ids is not None and None not in ids and _json_bytes_within(ids) else \
+            {"truncated": f"not a list of at most {MAX_LINEAGE_IDS} category ids ({MAX_LINEAGE_BYTES} bytes as JSON): "
+                          "left out"}
     return kept
+
+
+def _json_bytes_within(ids: list[int]) -> bool:
+    """Whether `ids` take at most `MAX_LINEAGE_BYTES` as JSON (`[1, 2]`), counted until past it (an id
+    may have thousands of digits: the first such ends the count)."""
+    size = 2 - 2 * bool(ids)
+    for value in ids:
+        size += len(str(value)) + 2
+        if size > MAX_LINEAGE_BYTES:
+            return False
+    return True
 
 
 # where Label Studio's COCO export without its images names each: the server's upload or local storage

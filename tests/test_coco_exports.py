@@ -1498,13 +1498,13 @@ def test_lvis_v1_images_named_by_their_coco_url_are_read_from_cocos_folders(tmp_
     assert pairs["coco-397133-detection"].annotation["boxes"] == [[10.0, 10.0, 20.0, 30.0]]
     assert outcome(pairs["coco-397133-detection"]) == "rendered"
     assert pairs["coco-7-detection"].lineage["neg_category_ids"] == {  # past a lineage value's budget
-        "truncated": "not a list of at most 512 category ids: left out"}
+        "truncated": "not a list of at most 512 category ids (4096 bytes as JSON): left out"}
     # file_name "" (as some converters write): the coco_url's path names the file, its query and fragment not
     queried = pairs["coco-8-detection"]
     assert queried.image_uri == str(root / "val2017" / "000000000008.jpg") and outcome(queried) == "rendered", queried
     assert queried.lineage == {"image_id": 8, "file": "val2017/000000000008.jpg", "neg_category_ids": [12, 1200],
                                "not_exhaustive_category_ids": {  # a text among the ids
-                                   "truncated": "not a list of at most 512 category ids: left out"}}
+                                   "truncated": "not a list of at most 512 category ids (4096 bytes as JSON): left out"}}
     for image_id in (5, 6):  # a coco_url without its folder, no name at all: counted, saying why
         reject = pairs[f"coco-{image_id}-detection"]
         assert (reject.reason, "coco_url" in reject.detail) == ("bad_annotation", True), reject
@@ -1532,6 +1532,19 @@ def test_lvis_coco_urls_of_other_schemes_name_no_file(tmp_path: Path, coco_url: 
         return
     assert isinstance(item, Reject) and item.reason == "bad_annotation", item
     assert refusal in item.detail and "base64" not in item.detail + item.input and len(item.detail) < 200, item.detail
+
+
+def test_lvis_category_lists_are_kept_within_a_lineage_values_bytes():
+    """The lineage keeps up to 512 ids a list, which was meant as ~4 KiB of JSON; ids of 4,299 digits
+    (as many as json.loads parses) made it 2.2 MB an image, held until its unit ends. A list over
+    4,096 bytes as JSON is left out, marked; LVIS's own (a few dozen ids under 1,204) are kept."""
+    from sources.coco import lvis_lineage
+
+    lvis = lvis_image(1, "val2017", neg_category_ids=[int("9" * 4299)] * 512, not_exhaustive_category_ids=[1203] * 512)
+    kept = lvis_lineage(json.loads(json.dumps(lvis)))
+    assert kept["neg_category_ids"] == {"truncated": "not a list of at most 512 category ids (4096 bytes as JSON): "
+                                                     "left out"}
+    assert kept["not_exhaustive_category_ids"] == [1203] * 512 and len(json.dumps(kept)) < 4200
 
 
 @pytest.mark.parametrize("name", ["/data/upload/3/5e0c7a8f-cat.jpg", "/data/local-files/?d=photos/cat.jpg"])
