@@ -342,9 +342,9 @@ def lvis_lineage(image: dict[str, Any]) -> dict[str, Any]:
 def _json_bytes_within(ids: list[int]) -> bool:
     """Whether `ids` take at most `MAX_LINEAGE_BYTES` as JSON (`[1, 2]`), counted until past it (an id
     may have thousands of digits: the first such ends the count)."""
-    size = 2 - 2 * bool(ids)
+    size = 0
     for value in ids:
-        size += len(str(value)) + 2
+        size += len(str(value)) + 2  # its ", " (the last one's, the brackets')
         if size > MAX_LINEAGE_BYTES:
             return False
     return True

@@ -1545,6 +1545,9 @@ def test_lvis_category_lists_are_kept_within_a_lineage_values_bytes():
     assert kept["neg_category_ids"] == {"truncated": "not a list of at most 512 category ids (4096 bytes as JSON): "
                                                      "left out"}
     assert kept["not_exhaustive_category_ids"] == [1203] * 512 and len(json.dumps(kept)) < 4200
+    at_most = [100000] * 512  # 4,096 bytes as JSON, kept; one digit more is past it
+    assert len(json.dumps(at_most)) == 4096 and lvis_lineage({"neg_category_ids": at_most}) == {"neg_category_ids": at_most}
+    assert "truncated" in lvis_lineage({"neg_category_ids": [1000000] + at_most[1:]})["neg_category_ids"]
 
 
 @pytest.mark.parametrize("name", ["/data/upload/3/5e0c7a8f-cat.jpg", "/data/local-files/?d=photos/cat.jpg"])
