@@ -299,39 +299,80 @@ def category_shift(categories: dict[int, dict[str, Any]], annotations: dict[Id, 
     return 0 if placeholder else 1
 
 
+# a coco_url's schemes whose path's last folder and file name an image (LVIS's are http); no other
+# names one (a `data:` URI's base64 is no file name, a `file:` URL's folder not images_dir's)
+COCO_URL_SCHEMES = frozenset({"", "http", "https", "s3", "gs"})
+
+
 def file_name_of(image: dict[str, Any]) -> Any:
     """An image entry's file under the images folder: its `file_name`; where it has none (LVIS v1
     writes only `coco_url`, `http://images.cocodataset.org/val2017/000000397133.jpg`), the URL's
     last folder and file (`val2017/000000397133.jpg`), as detectron2's and MMDetection's LVIS
     readers take it: `images_dir` is then the folder holding COCO's `train2017/` and `val2017/`
-    (LVIS's val images come from both). None where neither names one."""
+    (LVIS's val images come from both). None where neither names one (`no_file_named`)."""
     name = image.get("file_name")
     if name not in (None, "") or "coco_url" not in image:
         return name
-    url = image["coco_url"]
-    parts = [part for part in urlsplit(url).path.split("/") if part] if isinstance(url, str) else []
-    return "/".join(parts[-2:]) if len(parts) >= 2 else None
+    return _coco_url_file(image["coco_url"])[0]
+
+
+def no_file_named(image: dict[str, Any]) -> str:
+    """Why an entry names no file (`file_name_of` gave none), for its reject: a coco_url's scheme
+    alone is named, never the URL (a `data:` URI holds a whole image)."""
+    why = "file_name is not a text, nor does a coco_url end in <folder>/<file> (as LVIS's name COCO's)"
+    if image.get("file_name") not in (None, "") or "coco_url" not in image:
+        return why
+    return _coco_url_file(image["coco_url"])[1] or why
+
+
+def _coco_url_file(url: Any) -> tuple[str | None, str]:
+    """A coco_url's last folder and file, or None and why it names none (empty where it has no folder)."""
+    if not isinstance(url, str):
+        return None, ""
+    try:
+        split = urlsplit(url)
+    except ValueError:  # an IPv6 host left open, `http://[::1/x.jpg`
+        return None, "file_name is not a text, and its coco_url is no URL"
+    if split.scheme not in COCO_URL_SCHEMES:
+        return None, (f"file_name is not a text, and its coco_url is a {ascii(split.scheme[:20])} URL: only http, "
+                      "https, s3 and gs URLs (or a path) name a file under images_dir")
+    parts = [part for part in split.path.split("/") if part]
+    return ("/".join(parts[-2:]), "") if len(parts) >= 2 else (None, "")
 
 
 # LVIS's per-image category lists: a class not exhaustively labelled there (its unlabelled pixels
 # may be that class) and classes verified absent; they ride in the lineage for a trainer to use
 LVIS_IMAGE_LISTS = ("not_exhaustive_category_ids", "neg_category_ids")
-# ids of one list kept in the lineage (~4 KiB as JSON, a lineage value's budget elsewhere; LVIS v1
-# lists a few dozen at most): each record's lineage is held until its unit ends
+# ids of one list kept in the lineage, and their bytes as JSON (a lineage value's budget elsewhere;
+# LVIS v1 lists a few dozen ids under 1,204 at most): each record's lineage is held until its unit ends
 MAX_LINEAGE_IDS = 512
+MAX_LINEAGE_BYTES = 4096
 
 
 def lvis_lineage(image: dict[str, Any]) -> dict[str, Any]:
-    """An LVIS image's category lists as written (a list past `MAX_LINEAGE_IDS`, or not of ids, marked)."""
+    """An LVIS image's category lists as written (a list past `MAX_LINEAGE_IDS` or
+    `MAX_LINEAGE_BYTES`, or not of ids, marked)."""
     kept: dict[str, Any] = {}
     for name in LVIS_IMAGE_LISTS:
         if name not in image:
             continue
         ids = image[name]
         ids = [as_int(v) for v in ids] if isinstance(ids, list) and len(ids) <= MAX_LINEAGE_IDS else None
-        kept[name] = ids if ids is not None and None not in ids else \
-            {"truncated": f"not a list of at most {MAX_LINEAGE_IDS} category ids: left out"}
+        kept[name] = ids if ids is not None and None not in ids and _json_bytes_within(ids) else \
+            {"truncated": f"not a list of at most {MAX_LINEAGE_IDS} category ids ({MAX_LINEAGE_BYTES} bytes as JSON): "
+                          "left out"}
     return kept
+
+
+def _json_bytes_within(ids: list[int]) -> bool:
+    """Whether `ids` take at most `MAX_LINEAGE_BYTES` as JSON (`[1, 2]`), counted until past it (an id
+    may have thousands of digits: the first such ends the count)."""
+    size = 0
+    for value in ids:
+        size += len(str(value)) + 2  # its ", " (the last one's, the brackets')
+        if size > MAX_LINEAGE_BYTES:
+            return False
+    return True
 
 
 # where Label Studio's COCO export without its images names each: the server's upload or local storage
@@ -844,8 +885,7 @@ class CocoSource:
             # the pair's width/height are the decoded image's (render_pair), never the JSON's
             lineage = {"image_id": image_id, "file": name, **lvis_lineage(image)}
             if not isinstance(name, str) or not name:
-                why = "file_name is not a text, nor does a coco_url end in <folder>/<file> (as LVIS's name COCO's)"
-                yield from self._every_task(group, BAD_ANNOTATION, f"image {image_id}: {why}", at)
+                yield from self._every_task(group, BAD_ANNOTATION, f"image {image_id}: {no_file_named(image)}", at)
                 continue
             at += f": {name}"
             try:  # file_name comes from the JSON: it must name a file inside the images folder

@@ -268,12 +268,15 @@ NAME_PREFIX_BYTES = 4096  # inflated of a compressed variable to read its name: 
 
 def _inflated_head(inflater: Any, compressed: bytes, order: str, max_inflated: int) -> bytes:
     """A compressed variable's first inflated bytes, enough for its headers up to its name (more
-    where a long name or many dimensions need it), never past `max_inflated` + 1."""
+    where a long name or many dimensions need it), never past `max_inflated` + 1. Inflated on until a
+    chunk comes back shorter than asked: zlib can have taken all the input and still hold output
+    (a cut stream's last match), so an empty `unconsumed_tail` is not the end."""
     head, pending, want = b"", compressed, NAME_PREFIX_BYTES
     while True:
-        head += inflater.decompress(pending, max(1, min(want, max_inflated + 1) - len(head)))
-        pending = inflater.unconsumed_tail
-        if not pending or len(head) > max_inflated or _name_fits(head, order):
+        asked = max(1, min(want, max_inflated + 1) - len(head))
+        chunk = inflater.decompress(pending, asked)
+        head, pending = head + chunk, inflater.unconsumed_tail
+        if len(chunk) < asked or len(head) > max_inflated or _name_fits(head, order):
             return head
         want *= 2
 

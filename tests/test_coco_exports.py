@@ -1470,22 +1470,24 @@ def test_lvis_v1_images_named_by_their_coco_url_are_read_from_cocos_folders(tmp_
     `<train2017|val2017>/<name>` under COCO's folder (as detectron2's and MMDetection's LVIS readers
     take it; its val images come from both). Every pair was a `bad_annotation` ('file_name is not a
     text'). Its 1,203 categories keep their ids; its objects carry no `iscrowd`; the image's
-    not-exhaustive and negative category ids ride in the lineage."""
+    not-exhaustive and negative category ids ride in the lineage. A `file_name` of "" defers to the
+    coco_url too, whose query and fragment are no part of the file's name."""
     lvis = {"info": {}, "licenses": [],
             "images": [lvis_image(391895, "train2017"), lvis_image(397133, "val2017"),
                        lvis_image(5, "val2017", coco_url="000000000005.jpg"), {"id": 6, "height": H, "width": W},
-                       lvis_image(7, "val2017", neg_category_ids=list(range(1, 1204)))],
+                       lvis_image(7, "val2017", neg_category_ids=list(range(1, 1204))),
+                       lvis_image(8, "val2017", file_name="", not_exhaustive_category_ids=[1203, "3"],
+                                  coco_url="https://images.cocodataset.org/val2017/000000000008.jpg?raw=1&x=/y#frag")],
             "categories": [{"frequency": "f", "synset": f"s{i}.n.01", "synonyms": [f"s{i}"], "def": "", "id": i,
                             "name": f"s{i}", "image_count": 1, "instance_count": 1} for i in range(1, 1204)],
             "annotations": [{"area": 400.0, "id": n, "image_id": image_id, "category_id": category,
                              "bbox": [10.0, 10.0, 20.0, 30.0],
                              "segmentation": [[10.0, 10.0, 30.0, 10.0, 30.0, 40.0, 10.0, 40.0]]}
-                            for n, (image_id, category) in enumerate(((391895, 1203), (397133, 3), (5, 3), (6, 3), (7, 3)),
-                                                                     1)]}
-    for image in lvis["images"][:2]:
-        write_dataset(tmp_path / image["coco_url"].split("/")[-2],
-                      {"images": [{"file_name": image["coco_url"].split("/")[-1]}]})
-    root = write_dataset(tmp_path, lvis)
+                            for n, (image_id, category) in enumerate(((391895, 1203), (397133, 3), (5, 3), (6, 3), (7, 3),
+                                                                      (8, 3)), 1)]}
+    for folder, name in (("train2017", "000000391895.jpg"), ("val2017", "000000397133.jpg"), ("val2017", "000000000008.jpg")):
+        write_dataset(tmp_path / folder, {"images": [{"file_name": name}]})
+    root = write_dataset(tmp_path, lvis, skip=("",))
     pairs = read(root, ("detection", "segmentation"))
     train = pairs["coco-391895-segmentation"]
     assert train.image_uri == str(root / "train2017" / "000000391895.jpg")
@@ -1496,10 +1498,56 @@ def test_lvis_v1_images_named_by_their_coco_url_are_read_from_cocos_folders(tmp_
     assert pairs["coco-397133-detection"].annotation["boxes"] == [[10.0, 10.0, 20.0, 30.0]]
     assert outcome(pairs["coco-397133-detection"]) == "rendered"
     assert pairs["coco-7-detection"].lineage["neg_category_ids"] == {  # past a lineage value's budget
-        "truncated": "not a list of at most 512 category ids: left out"}
+        "truncated": "not a list of at most 512 category ids (4096 bytes as JSON): left out"}
+    # file_name "" (as some converters write): the coco_url's path names the file, its query and fragment not
+    queried = pairs["coco-8-detection"]
+    assert queried.image_uri == str(root / "val2017" / "000000000008.jpg") and outcome(queried) == "rendered", queried
+    assert queried.lineage == {"image_id": 8, "file": "val2017/000000000008.jpg", "neg_category_ids": [12, 1200],
+                               "not_exhaustive_category_ids": {  # a text among the ids
+                                   "truncated": "not a list of at most 512 category ids (4096 bytes as JSON): left out"}}
     for image_id in (5, 6):  # a coco_url without its folder, no name at all: counted, saying why
         reject = pairs[f"coco-{image_id}-detection"]
         assert (reject.reason, "coco_url" in reject.detail) == ("bad_annotation", True), reject
+
+
+@pytest.mark.parametrize("coco_url, refusal", [
+    ("data:image/jpeg;base64," + "/9j/4AAQSkZJRgABAQ" * 200, "its coco_url is a 'data' URL"),
+    ("file:///srv/coco/val2017/000000000001.jpg", "its coco_url is a 'file' URL"),
+    ("ftp://images.cocodataset.org/val2017/000000000001.jpg", "its coco_url is a 'ftp' URL"),
+    ("http://[::1/val2017/000000000001.jpg", "its coco_url is no URL"),  # an IPv6 host left open
+    ("s3://coco/val2017/000000000001.jpg", None), ("gs://coco/val2017/000000000001.jpg", None),
+], ids=["data", "file", "ftp", "open-ipv6", "s3", "gs"])
+def test_lvis_coco_urls_of_other_schemes_name_no_file(tmp_path: Path, coco_url: str, refusal: str | None):
+    """An LVIS-style entry's coco_url names its file by its last folder and file where it is an http,
+    https, s3 or gs URL (or a path): a `data:` URI's base64 became the file's name (in its lineage
+    and reject detail, whatever its size), a `file:` or `ftp:` URL a file under the images folder,
+    and an IPv6 host left open stopped the build (urlsplit's ValueError). Each is `bad_annotation`,
+    naming only the scheme."""
+    write_dataset(tmp_path / "val2017", {"images": [{"file_name": "000000000001.jpg"}]})
+    root = write_dataset(tmp_path, {"images": [lvis_image(1, "val2017", coco_url=coco_url)], "categories": categories(1),
+                                    "annotations": [obj(0, 1, 1)]})
+    item = read(root, ("detection",))["coco-1-detection"]
+    if refusal is None:
+        assert item.image_uri == str(root / "val2017" / "000000000001.jpg"), item
+        return
+    assert isinstance(item, Reject) and item.reason == "bad_annotation", item
+    assert refusal in item.detail and "base64" not in item.detail + item.input and len(item.detail) < 200, item.detail
+
+
+def test_lvis_category_lists_are_kept_within_a_lineage_values_bytes():
+    """The lineage keeps up to 512 ids a list, which was meant as ~4 KiB of JSON; ids of 4,299 digits
+    (as many as json.loads parses) made it 2.2 MB an image, held until its unit ends. A list over
+    4,096 bytes as JSON is left out, marked; LVIS's own (a few dozen ids under 1,204) are kept."""
+    from sources.coco import lvis_lineage
+
+    lvis = lvis_image(1, "val2017", neg_category_ids=[int("9" * 4299)] * 512, not_exhaustive_category_ids=[1203] * 512)
+    kept = lvis_lineage(lvis)
+    assert kept["neg_category_ids"] == {"truncated": "not a list of at most 512 category ids (4096 bytes as JSON): "
+                                                     "left out"}
+    assert kept["not_exhaustive_category_ids"] == [1203] * 512 and len(json.dumps(kept)) < 4200
+    at_most = [100000] * 512  # 4,096 bytes as JSON, kept; one digit more is past it
+    assert len(json.dumps(at_most)) == 4096 and lvis_lineage({"neg_category_ids": at_most}) == {"neg_category_ids": at_most}
+    assert "truncated" in lvis_lineage({"neg_category_ids": [1000000] + at_most[1:]})["neg_category_ids"]
 
 
 @pytest.mark.parametrize("name", ["/data/upload/3/5e0c7a8f-cat.jpg", "/data/local-files/?d=photos/cat.jpg"])
