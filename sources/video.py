@@ -57,6 +57,7 @@ from sources.web_units import Unit
 from sources.paths import collapse_set_aside, path_problem, relative_to_root, set_aside_problem, twin_to_read
 from sources.records import (MachineError, Reject, SourceItem, TarMember, VideoClipRecord, VideoRecord,
                              is_machine_error, nfc, safe_key, twin_detail, twin_groups)
+from sources.video_webp import is_webp
 from sources.video_decode import (DECODER_MACHINE_ERRNOS, DEFAULT_MAX_PIXELS, FRAME_SIZE_CHANGES, Probe, VideoError,
                                   decord_exact)
 from transforms.errors import exception_detail
@@ -64,9 +65,10 @@ from transforms.errors import exception_detail
 log = logging.getLogger(__name__)
 
 # with what cameras, discs and older phones write: AVCHD/Blu-ray (.mts, .m2ts), DVD (.vob), 3GPP, Windows Media;
-# and animated GIF (TGIF and other GIF datasets: FFmpeg's GIF demuxer gives each frame its delay)
+# and animated GIF (TGIF and other GIF datasets: FFmpeg's GIF demuxer gives each frame its delay) and
+# animated WebP (GIPHY-style and web-crawled clips: read through Pillow, `sources.video_webp`)
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".ogv",
-                    ".mts", ".m2ts", ".vob", ".3gp", ".wmv", ".gif")
+                    ".mts", ".m2ts", ".vob", ".3gp", ".wmv", ".gif", ".webp")
 DecoderChoice = Literal["auto", "decord", "pyav"]
 PAPER_STRIDES = (10, 20, 30)
 __all__ = ["MachineError", "VideoError", "VideoSource", "plan_clips", "probe_video", "clip_frames", "read_clip_frames"]
@@ -369,13 +371,17 @@ def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budg
                 max_pixels: int = DEFAULT_MAX_PIXELS, member: TarMember | None = None) -> VideoProbe:
     """Count the presented frames of `uri` (of its tar `member`) and choose who decodes it.
     Raises VideoError."""
+    webp = is_webp(member.name if member is not None else uri)
     with _worker_uri(uri, member) as local:  # an OSError here is the machine's: the unit fails
         try:
-            info: Probe = budget.call("sources.video_decode:probe", local, max_pixels, limits.memory_mb,
-                                      budget=limits)
-            why = _decord_refusal(local, info, max_pixels, limits) if decoder == "decord" else None
+            info: Probe = budget.call(f"sources.{'video_webp' if webp else 'video_decode'}:probe", local, max_pixels,
+                                      limits.memory_mb, budget=limits)
+            why = None if webp else _decord_refusal(local, info, max_pixels, limits) if decoder == "decord" else None
         except (BudgetExceeded, JobError) as exc:
             raise _job_error(exc) from None
+    if webp:  # FFmpeg has no animated WebP decoder, nor so decord
+        note = "decord does not read WebP: Pillow decodes" if decoder == "decord" else ""
+        return VideoProbe("pillow", info.n_frames, info.claimed, info.fps, info, note)
     chosen, note = "pyav", ""
     if decoder == "decord":
         if why is None:
@@ -440,6 +446,7 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     got: set[int] = set()
     done = [False] * len(record.clips)
     job_name = "decord_frames" if record.decoder == "decord" else "decode_frames"
+    module = "video_webp" if record.decoder == "pillow" else "video_decode"
     failure: VideoError | None = None
     shown = record.member.name if record.member else record.uri  # what an error names: the member, not its copy
     with contextlib.ExitStack() as spill:
@@ -452,9 +459,10 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
         if uri is not None:
             # each frame is read into one reused buffer and copied straight into the clips that use it
             handed = {"kept": record.kept_index} if record.kept_index is not None and job_name == "decode_frames" else {}
-            job = budget.run(f"sources.video_decode:{job_name}", uri, sorted(users), record.n_frames, postprocess,
+            job = budget.run(f"sources.{module}:{job_name}", uri, sorted(users), record.n_frames, postprocess,
                              max_pixels=max_pixels, memory_mb=record.limits.memory_mb, budget=record.limits,
-                             pool=record.decoder, scratch=True, **handed)  # decord's libraries stay in its own process
+                             # decord's libraries stay in its own process; Pillow's WebP shares PyAV's
+                             pool="pyav" if record.decoder == "pillow" else record.decoder, scratch=True, **handed)
             try:
                 for i, pixels in job:
                     got.add(i)

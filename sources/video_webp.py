@@ -1,0 +1,212 @@
+"""Animated WebP (GIPHY-style and web-crawled clips) read as video through Pillow's WebP plugin.
+
+The FFmpeg PyAV bundles has no animated WebP decoder ("Invalid data found" at avcodec_send_packet),
+so `.webp` files take this path instead of `sources.video_decode`: the same jobs (`probe`,
+`decode_frames`), run in the same budgeted worker, giving the same `Probe` and frames.
+
+Before any frame is decoded, the file's RIFF chunks are walked (`read_layout`): the canvas
+(VP8X), each ANMF frame's rectangle and duration, or the one frame of a still file. A chunk cut
+short, or a frame lying outside the canvas, is `unreadable` (libwebp's demuxer would refuse the
+file); a canvas over `max_pixels`, or one whose decoding would not fit the memory budget, is
+`video_too_large`. Only then does Pillow decode, frame after frame: libwebp's WebPAnimDecoder
+composites each frame onto the canvas (blend, dispose to transparent), as browsers show it.
+Frames are RGB laid on black by their alpha (`on_black`): a pixel left transparent is black,
+whatever colour a lossless encoder stored under it. Frame i's time is the sum of the ANMF
+durations before it, as stored (what Pillow gives as info['duration'] and `webpmux -info` lists;
+no minimum is imposed, as browsers impose one). The probe decodes the first frame only: a frame
+damaged inside its bitstream ends the decode there, and the clips needing it or a later frame
+are `decode_failed` (the clips before it are kept). A still WebP is one frame, as a one-frame GIF.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from typing import IO, Callable, Iterator, Sequence
+
+import numpy as np
+
+from sources import fsio
+from sources.video_memory import DECODER_BASE_MB, DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB
+from sources.video_open import UNREADABLE_FILE, VideoError
+from sources.video_probe import Probe
+from transforms.errors import exception_detail
+
+WEBP_SUFFIX = ".webp"
+# per canvas pixel while decoding: libwebp's canvas and its disposed copy (RGBA, 4 + 4), the canvas
+# Pillow is handed as bytes and its image of it (4 + 4), laying it on black (6 + 3), a postprocessed copy (3)
+CANVAS_BYTES_PER_PIXEL = 28
+FILE_COPIES = 3  # the file's bytes: read, Pillow's copy, libwebp's demuxer's copy
+ANIMATION_FLAG = 0x02  # VP8X flags: an animation (ANIM + ANMF chunks)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What the RIFF chunks declare, read before decoding."""
+
+    width: int  # canvas
+    height: int
+    durations: tuple[int, ...]  # each frame's, in milliseconds (a still: one frame, 0)
+    animated: bool
+    file_bytes: int
+
+
+def is_webp(uri: str) -> bool:
+    """Whether `uri` is read by this module (by its name, as files are listed)."""
+    return uri.lower().endswith(WEBP_SUFFIX)
+
+
+def _u24(data: bytes, at: int) -> int:
+    return data[at] | data[at + 1] << 8 | data[at + 2] << 16
+
+
+def read_layout(handle: IO[bytes], file_bytes: int) -> Layout:
+    """Walk the RIFF chunks of a WebP file (`handle`, `file_bytes` long) without decoding; raises
+    VideoError `unreadable` for a file cut short, a frame outside the canvas, or no frame."""
+    head = handle.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        raise VideoError("unreadable", "not a WebP file (no RIFF/WEBP header)")
+    declared = struct.unpack("<I", head[4:8])[0] + 8
+    if declared > file_bytes:
+        raise VideoError("unreadable", f"cut: the RIFF header declares {declared} bytes, the file holds {file_bytes}")
+    width = height = 0
+    animated = False
+    durations: list[int] = []
+    at = 12
+    while at + 8 <= declared:
+        handle.seek(at)
+        fourcc, size = struct.unpack("<4sI", handle.read(8))
+        end = at + 8 + size
+        if end > declared:
+            raise VideoError("unreadable", f"cut: chunk {fourcc.decode('latin-1')!r} at byte {at} declares {size} "
+                                           f"bytes, {declared - at - 8} are left")
+        body = handle.read(min(size, 30))
+        if fourcc == b"VP8X" and size >= 10:
+            animated = bool(body[0] & ANIMATION_FLAG)
+            width, height = _u24(body, 4) + 1, _u24(body, 7) + 1
+        elif fourcc == b"ANMF" and size >= 16:
+            x, y = 2 * _u24(body, 0), 2 * _u24(body, 3)
+            w, h = _u24(body, 6) + 1, _u24(body, 9) + 1
+            if not animated or x + w > width or y + h > height:
+                raise VideoError("unreadable", f"frame {len(durations)} ({w}x{h} at {x},{y}) lies outside the "
+                                               f"{width}x{height} canvas")
+            durations.append(_u24(body, 12))
+        elif fourcc in (b"VP8 ", b"VP8L") and not animated:
+            if not width:  # a simple file: the size is the bitstream's
+                width, height = _bitstream_size(fourcc, body)
+            durations = [0]
+            break
+        at = end + (size & 1)
+    if not durations:
+        raise VideoError("unreadable", "no frame: no ANMF, VP8 or VP8L chunk")
+    return Layout(width, height, tuple(durations), animated, file_bytes)
+
+
+def _bitstream_size(fourcc: bytes, body: bytes) -> tuple[int, int]:
+    """A still's size from its VP8 key frame header or VP8L header."""
+    if fourcc == b"VP8 " and len(body) >= 10 and body[3:6] == b"\x9d\x01\x2a":
+        w, h = struct.unpack("<HH", body[6:10])
+        return w & 0x3FFF, h & 0x3FFF
+    if fourcc == b"VP8L" and len(body) >= 5 and body[0] == 0x2F:
+        bits = struct.unpack("<I", body[1:5])[0]
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    raise VideoError("unreadable", f"a {fourcc.decode('latin-1').strip()} chunk without its frame header")
+
+
+def judge(layout: Layout, max_pixels: int, memory_mb: int) -> None:
+    """Raise `video_too_large` when the canvas exceeds `max_pixels` or its decoding (the canvas's
+    buffers, the file's copies) would not fit `memory_mb`: judged before any frame is decoded."""
+    pixels = layout.width * layout.height
+    if pixels > max_pixels:
+        raise VideoError("video_too_large", f"{layout.width}x{layout.height} canvas: {pixels} pixels > max_pixels "
+                                            f"{max_pixels}")
+    cost = (DECODER_BASE_MB << 20) + pixels * CANVAS_BYTES_PER_PIXEL + layout.file_bytes * FILE_COPIES
+    if cost > memory_mb << 20:
+        raise VideoError("video_too_large", f"{layout.width}x{layout.height} canvas, {layout.file_bytes} bytes: "
+                                            f"decoding needs {cost >> 20} MiB > memory_budget_mb {memory_mb}")
+
+
+def _layout_and_bytes(uri: str, max_pixels: int, memory_mb: int) -> tuple[Layout, bytes]:
+    """The file's layout, judged (`judge`), then its bytes: nothing is decoded before the judgement."""
+    try:
+        path = fsio.local_path(uri)
+        with (open(path, "rb") if path else fsio.open_file(uri)) as handle:
+            file_bytes = handle.seek(0, io.SEEK_END)
+            handle.seek(0)
+            layout = read_layout(handle, file_bytes)
+            judge(layout, max_pixels, memory_mb)
+            handle.seek(0)
+            return layout, handle.read(file_bytes)
+    except PermissionError as exc:  # mode 000, another user's: the file's reject, as for other videos
+        raise VideoError(UNREADABLE_FILE, f"{exception_detail(exc)}: give this user read access to it "
+                                          "(chmod a+r)") from None
+    except FileNotFoundError as exc:
+        raise VideoError("unreadable", exception_detail(exc)) from None
+
+
+def _composited(data: bytes, count: int) -> Iterator[np.ndarray]:
+    """Frames 0..count-1 as libwebp's WebPAnimDecoder composites them (through Pillow), RGB; stops
+    with VideoError at a frame that does not decode (the frames before it delivered)."""
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(data), formats=["WEBP"])
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise VideoError("unreadable", f"libwebp refuses it: {exception_detail(exc)}") from None
+    with image:
+        for i in range(min(count, getattr(image, "n_frames", 1))):
+            try:
+                image.seek(i)
+                image.load()
+            except (OSError, EOFError, ValueError) as exc:
+                raise VideoError("decode_failed", f"frame {i} does not decode: {exception_detail(exc)}") from None
+            yield on_black(np.asarray(image))
+
+
+def on_black(canvas: np.ndarray) -> np.ndarray:
+    """An RGB frame of libwebp's composited canvas (RGB, or RGBA not premultiplied): laid on black
+    by its alpha, so a pixel left transparent is black whatever colour the encoder stored under it
+    (lossless WebP may change it: `cwebp -exact` keeps it)."""
+    if canvas.shape[2] == 3:
+        return canvas
+    alpha = canvas[..., 3]
+    if alpha.min() == 255:
+        return np.ascontiguousarray(canvas[..., :3])
+    return ((canvas[..., :3] * alpha[..., None].astype(np.uint16) + 127) // 255).astype(np.uint8)
+
+
+def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
+    """What planning needs (`sources.video_probe.Probe`) of a WebP file: its frames and their times
+    from the chunks, the canvas judged, and the first frame decoded."""
+    layout, data = _layout_and_bytes(uri, max_pixels, memory_mb)
+    n = len(layout.durations)
+    next(_composited(data, 1))
+    times = tuple(round(sum(layout.durations[:i]) / 1000, 6) for i in range(n))
+    fps = (n - 1) / times[-1] if n > 1 and times[-1] > 0 else 0.0
+    return Probe(n, n, n, times, layout.width, layout.height, fps, "webp", "webp", 1, 0, 0, False, "rgba")
+
+
+def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None = None,
+                  postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB,
+                  **_: object) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (index, RGB frame) for every index in `wanted`, decoding the frames in order up to
+    the last wanted (each composited onto the ones before it). A file holding fewer frames than
+    `expected_frames` is `changed_file`; frames that do not decode are not yielded."""
+    layout, data = _layout_and_bytes(uri, max_pixels, memory_mb)
+    n = len(layout.durations)
+    if expected_frames is not None and n < expected_frames:
+        raise VideoError("changed_file", f"{n} frames now, {expected_frames} when planned")
+    wanted_set = set(wanted)
+    if not wanted_set:
+        return
+    if min(wanted_set) < 0 or max(wanted_set) >= n:
+        raise VideoError("decode_failed", f"frame {max(wanted_set)} is past the last of {n}")
+    try:
+        for i, frame in enumerate(_composited(data, max(wanted_set) + 1)):
+            if i in wanted_set:
+                yield i, postprocess(frame) if postprocess is not None else frame
+    except VideoError as exc:
+        if exc.reason != "decode_failed":
+            raise

@@ -1,0 +1,187 @@
+"""Animated WebP read as video (`sources.video_webp`): GIPHY-style and web-crawled video datasets
+ship it, and the FFmpeg PyAV bundles cannot decode it. Files made as the world makes them
+(libwebp's img2webp and gif2webp, or ImageMagick where those are missing; Pillow's writer), read
+back against ImageMagick's own compositing (`convert x.webp -coalesce`) and `webpmux -info`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from sources.budget import Budget
+from sources.records import Reject, VideoRecord
+from sources.video import VideoSource, read_clip_frames
+from uvd_pipeline.render import RenderSettings, decode_png, render_clip
+
+N = 18  # frames of each animation: one 16-frame clip at stride 1
+
+
+def _pngs(folder: Path) -> list[Path]:
+    """Opaque frames of a square moving over a background, a dot jumping about."""
+    paths = []
+    for i in range(N):
+        image = Image.new("RGB", (40, 30), (10, 20, 120))
+        draw = ImageDraw.Draw(image)
+        draw.rectangle([i, 5, i + 8, 15], fill=(250, 220, 0))
+        draw.point((i % 7, 20 + i % 5), fill=(255, 0, 0))
+        paths.append(folder / f"f{i:02d}.png")
+        image.save(paths[-1])
+    return paths
+
+
+def _img2webp(pngs: list[Path], out: Path) -> None:
+    """Two delays (40 ms, then 100 ms): libwebp's img2webp, else ImageMagick (both WebPAnimEncoder)."""
+    if shutil.which("img2webp"):
+        subprocess.run(["img2webp", "-lossless", "-d", "40", *map(str, pngs[:10]), "-d", "100",
+                        *map(str, pngs[10:]), "-o", str(out)], check=True, capture_output=True)
+    else:
+        subprocess.run(["convert", "-delay", "4", *map(str, pngs[:10]), "-delay", "10", *map(str, pngs[10:]),
+                        "-define", "webp:lossless=true", str(out)], check=True)
+
+
+def _gif2webp(pngs: list[Path], out: Path) -> None:
+    """An ImageMagick transparency-optimised GIF (frames painting only what changed) made WebP."""
+    gif = out.with_suffix(".gif")
+    subprocess.run(["convert", "-delay", "4", *map(str, pngs), "-layers", "OptimizeTransparency", str(gif)], check=True)
+    if shutil.which("gif2webp"):
+        subprocess.run(["gif2webp", "-quiet", str(gif), "-o", str(out)], check=True)
+    else:
+        subprocess.run(["convert", str(gif), "-define", "webp:lossless=true", str(out)], check=True)
+    gif.unlink()
+
+
+def _pillow(out: Path) -> list[np.ndarray]:
+    """Pillow's writer, transparent canvas: frames disposed to the background (`webpmux -info`);
+    the frames given to it, laid on black."""
+    frames = []
+    for i in range(N):
+        image = Image.new("RGBA", (32, 24), (0, 0, 0, 0))
+        draw = ImageDraw.Draw(image)
+        draw.rectangle([i, 4 + i % 3, i + 6, 12 + i % 3], fill=(250, 40, 30, 255))
+        draw.point((31 - i, 20), fill=(0, 200, 0, 255))
+        frames.append(image)
+    frames[0].save(out, save_all=True, append_images=frames[1:], duration=[30 + 10 * (i % 2) for i in range(N)],
+                   lossless=True)
+    return [np.asarray(frame.convert("RGB")) for frame in frames]  # transparent pixels are (0, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def webps(tmp_path_factory) -> tuple[Path, dict[str, list[np.ndarray]]]:
+    """The folder of animations, and the frames each was made of (lossless: what must come back)."""
+    root = tmp_path_factory.mktemp("webp")
+    pngs = _pngs(root)
+    folder = root / "giphy"
+    folder.mkdir()
+    _img2webp(pngs, folder / "img2webp.webp")
+    _gif2webp(pngs, folder / "gif2webp.webp")
+    made = [np.asarray(Image.open(p).convert("RGB")) for p in pngs]
+    return folder, {"img2webp.webp": made, "gif2webp.webp": made, "pillow.webp": _pillow(folder / "pillow.webp")}
+
+
+def _coalesced(path: Path, tmp: Path) -> list[np.ndarray]:
+    """ImageMagick's composite of every frame, laid on black."""
+    subprocess.run(["convert", str(path), "-coalesce", "-background", "black", "-alpha", "remove",
+                    str(tmp / f"{path.stem}_%02d.png")], check=True)
+    return [np.asarray(Image.open(p).convert("RGB")) for p in sorted(tmp.glob(f"{path.stem}_*.png"))]
+
+
+def _durations(path: Path) -> list[int]:
+    """Each frame's duration (ms) as `webpmux -info` lists it, else as Pillow gives it."""
+    if shutil.which("webpmux"):
+        text = subprocess.run(["webpmux", "-info", str(path)], check=True, capture_output=True, text=True).stdout
+        return [int(m.group(1)) for m in re.finditer(r"^\s*\d+:\s+\d+\s+\d+\s+\w+\s+\d+\s+\d+\s+(\d+)", text, re.M)]
+    with Image.open(path) as image:
+        durations = []
+        for i in range(image.n_frames):
+            image.seek(i)
+            image.load()
+            durations.append(image.info["duration"])
+        return durations
+
+
+def test_a_folder_of_animated_webp_is_read_as_videos_as_libwebp_composites_them(webps, tmp_path):
+    """Each frame equal to the frame the lossless file was made of (blended, disposed to the
+    background; transparency on black) and, for the opaque ones, to ImageMagick's composite; each
+    frame's time the sum of the durations `webpmux -info` lists before it. On the old code the
+    folder held "no videos". (ImageMagick 6's `-coalesce` of Pillow's file leaves a disposed
+    frame's red on frames 11-15: it is not the reference there.)"""
+    webps, made = webps
+    source = VideoSource("giphy", str(webps), strides=(1,))
+    units = source.units()
+    assert sorted(Path(u).name for u in units) == ["gif2webp.webp", "img2webp.webp", "pillow.webp"]
+    assert _durations(webps / "img2webp.webp") == [40] * 10 + [100] * (N - 10)
+    if shutil.which("webpmux"):  # Pillow's file disposes frames to the (transparent) background
+        info = subprocess.run(["webpmux", "-info", str(webps / "pillow.webp")], capture_output=True, text=True)
+        assert " background " in info.stdout
+    for uri in units:
+        path = Path(uri)
+        (record,) = list(source.read(uri))
+        assert isinstance(record, VideoRecord), record
+        (clip,) = record.clips
+        expected = made[path.name]
+        durations = _durations(path)
+        assert len(expected) == len(durations) == record.n_frames == N
+        assert clip.frame_times == pytest.approx([sum(durations[:i]) / 1000 for i in range(16)])
+        assert clip.decoder == "pillow" and clip.lineage["container"] == "webp"
+        frames = read_clip_frames(clip)
+        assert all(np.array_equal(frames[k], expected[k]) for k in range(16)), path.name
+        if path.name != "pillow.webp":
+            coalesced = _coalesced(path, tmp_path)
+            assert all(np.array_equal(frames[k], coalesced[k]) for k in range(16)), path.name
+    settings = RenderSettings(size=32, resize="squash", pad_value=0, max_pixels=10**8, png_compression=1, seed=0,
+                              val_fraction=0.0)
+    sentence = render_clip(clip, settings)
+    assert len(sentence.images) == 16 and sentence.meta["decoder"] == "pillow"
+    assert decode_png(sentence.images[3]).shape == (32, 32, 3)
+
+
+def _chunks(data: bytes) -> list[tuple[bytes, int, int]]:
+    """(fourcc, offset, size) of each top-level RIFF chunk."""
+    out, at = [], 12
+    while at + 8 <= len(data):
+        fourcc, size = struct.unpack("<4sI", data[at:at + 8])
+        out.append((fourcc, at, size))
+        at += 8 + size + (size & 1)
+    return out
+
+
+def test_damaged_or_oversized_webp_are_counted_rejects_and_a_still_is_one_frame(webps, tmp_path):
+    """A download cut short, a frame placed outside the canvas, a canvas past `max_pixels` or the
+    memory budget (judged from the VP8X chunk before a frame is decoded): each its own reject, the
+    good file beside them still read. A still WebP is one frame, as a one-frame GIF."""
+    webps, _ = webps
+    data = (webps / "img2webp.webp").read_bytes()
+    folder = tmp_path / "crawl"
+    folder.mkdir()
+    (folder / "good.webp").write_bytes(data)
+    (folder / "cut.webp").write_bytes(data[:len(data) - 40])
+    anmf = [offset for fourcc, offset, _ in _chunks(data) if fourcc == b"ANMF"]
+    outside = bytearray(data)
+    outside[anmf[3] + 8:anmf[3] + 11] = (20).to_bytes(3, "little")  # x offset 40 on a 40-wide canvas
+    (folder / "outside.webp").write_bytes(bytes(outside))
+    (vp8x,) = [offset for fourcc, offset, _ in _chunks(data) if fourcc == b"VP8X"]
+    huge = bytearray(data)
+    huge[vp8x + 12:vp8x + 18] = (16383).to_bytes(3, "little") * 2  # a 16384 x 16384 canvas: 268M pixels
+    (folder / "huge.webp").write_bytes(bytes(huge))
+    wide = bytearray(data)
+    wide[vp8x + 12:vp8x + 18] = (8191).to_bytes(3, "little") * 2  # 67M pixels: under max_pixels, not the budget
+    (folder / "wide.webp").write_bytes(bytes(wide))
+    Image.open(webps.parent / "f00.png").save(folder / "still.webp", lossless=True)
+    source = VideoSource("crawl", str(folder), strides=(1,), limits=Budget(60, 1024))
+    got = {Path(u).name: list(source.read(u)) for u in source.units()}
+    assert isinstance(got.pop("good.webp")[0], VideoRecord)
+    reasons = {name: (items[0].reason, items[0].detail) for name, items in got.items() if isinstance(items[0], Reject)}
+    assert reasons.keys() == got.keys()
+    assert reasons["cut.webp"][0] == "unreadable" and "cut" in reasons["cut.webp"][1]
+    assert reasons["outside.webp"][0] == "unreadable" and "outside the 40x30 canvas" in reasons["outside.webp"][1]
+    assert reasons["huge.webp"][0] == "video_too_large" and "max_pixels" in reasons["huge.webp"][1]
+    assert reasons["wide.webp"][0] == "video_too_large" and "memory_budget_mb 1024" in reasons["wide.webp"][1]
+    assert reasons["still.webp"] == ("too_few_frames", "1 decodable frames < 16")
