@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 from dataclasses import dataclass
 from typing import IO, Callable, Iterator, Sequence
 
@@ -151,7 +152,11 @@ def _composited(data: bytes, count: int) -> Iterator[np.ndarray]:
     from PIL import Image
 
     try:
-        image = Image.open(io.BytesIO(data), formats=["WEBP"])
+        with warnings.catch_warnings():  # the canvas is judged already (`judge`): not Pillow's to warn of
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=["WEBP"])
+    except Image.DecompressionBombError as exc:  # max_pixels set past Pillow's own limit
+        raise VideoError("video_too_large", exception_detail(exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise VideoError("unreadable", f"libwebp refuses it: {exception_detail(exc)}") from None
     with image:

@@ -48,9 +48,10 @@ def _img2webp(pngs: list[Path], out: Path) -> None:
 
 
 def _gif2webp(pngs: list[Path], out: Path) -> None:
-    """An ImageMagick transparency-optimised GIF (frames painting only what changed) made WebP."""
+    """An ImageMagick-optimised GIF (`-layers Optimize`: frames cropped to what changed, painting
+    only that) made WebP."""
     gif = out.with_suffix(".gif")
-    subprocess.run(["convert", "-delay", "4", *map(str, pngs), "-layers", "OptimizeTransparency", str(gif)], check=True)
+    subprocess.run(["convert", "-delay", "4", *map(str, pngs), "-layers", "Optimize", str(gif)], check=True)
     if shutil.which("gif2webp"):
         subprocess.run(["gif2webp", "-quiet", str(gif), "-o", str(out)], check=True)
     else:
