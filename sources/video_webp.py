@@ -1,8 +1,10 @@
 """Animated WebP (GIPHY-style and web-crawled clips) read as video through Pillow's WebP plugin.
 
 The FFmpeg PyAV bundles has no animated WebP decoder ("Invalid data found" at avcodec_send_packet),
-so `.webp` files take this path instead of `sources.video_decode`: the same jobs (`probe`,
-`decode_frames`), run in the same budgeted worker, giving the same `Probe` and frames.
+so WebP files take this path instead of `sources.video_decode`: the same jobs (`probe`,
+`decode_frames`), run in the same budgeted worker, giving the same `Probe` and frames. What a file
+is comes from its first bytes, for `.webp` and `.gif` names alike (`may_be_webp`): crawls save
+each under the other's name.
 
 Before any frame is decoded, the file's RIFF chunks are walked (`read_layout`): the canvas
 (VP8X), each ANMF frame's rectangle and duration, or the one frame of a still file. A chunk cut
@@ -32,6 +34,7 @@ from sources import fsio
 from sources.video_memory import DECODER_BASE_MB, DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB
 from sources.video_open import UNREADABLE_FILE, VideoError
 from sources.video_probe import Probe
+from sources.video_probe import probe as ffmpeg_probe
 from transforms.errors import exception_detail
 
 WEBP_SUFFIX = ".webp"
@@ -53,9 +56,27 @@ class Layout:
     file_bytes: int
 
 
-def is_webp(uri: str) -> bool:
-    """Whether `uri` is read by this module (by its name, as files are listed)."""
-    return uri.lower().endswith(WEBP_SUFFIX)
+WEBP_CONTAINER = "webp"  # `Probe.container` of a file this module reads (FFmpeg's still WebP demuxer: "webp_pipe")
+# names whose content is sniffed: web crawls save a GIF as `.webp`, and a WebP as `.gif` (GIF CDNs
+# answer a browser's Accept: image/webp with WebP whatever the URL's name)
+SNIFFED_SUFFIXES = (WEBP_SUFFIX, ".gif")
+
+
+def may_be_webp(name: str) -> bool:
+    """Whether a file of this name is probed here (`probe`), which reads it if its content is WebP."""
+    return name.lower().endswith(SNIFFED_SUFFIXES)
+
+
+def _is_riff_webp(uri: str) -> bool:
+    """Whether the file starts as WebP does (RIFF, size, WEBP)."""
+    try:
+        path = fsio.local_path(uri)
+        with (open(path, "rb") if path else fsio.open_file(uri)) as handle:
+            head = handle.read(12)
+    except PermissionError as exc:  # mode 000, another user's: the file's reject, as for other videos
+        raise VideoError(UNREADABLE_FILE, f"{exception_detail(exc)}: give this user read access to it "
+                                          "(chmod a+r)") from None
+    return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
 
 
 def _u24(data: bytes, at: int) -> int:
@@ -183,13 +204,16 @@ def on_black(canvas: np.ndarray) -> np.ndarray:
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
     """What planning needs (`sources.video_probe.Probe`) of a WebP file: its frames and their times
-    from the chunks, the canvas judged, and the first frame decoded."""
+    from the chunks, the canvas judged, and the first frame decoded. A file that is no WebP (a GIF
+    named `.webp`) is FFmpeg's to probe (`sources.video_probe.probe`)."""
+    if not _is_riff_webp(uri):
+        return ffmpeg_probe(uri, max_pixels, memory_mb)
     layout, data = _layout_and_bytes(uri, max_pixels, memory_mb)
     n = len(layout.durations)
     next(_composited(data, 1))
     times = tuple(round(sum(layout.durations[:i]) / 1000, 6) for i in range(n))
     fps = (n - 1) / times[-1] if n > 1 and times[-1] > 0 else 0.0
-    return Probe(n, n, n, times, layout.width, layout.height, fps, "webp", "webp", 1, 0, 0, False, "rgba")
+    return Probe(n, n, n, times, layout.width, layout.height, fps, WEBP_CONTAINER, "webp", 1, 0, 0, False, "rgba")
 
 
 def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None = None,

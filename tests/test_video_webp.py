@@ -50,13 +50,12 @@ def _img2webp(pngs: list[Path], out: Path) -> None:
 def _gif2webp(pngs: list[Path], out: Path) -> None:
     """An ImageMagick-optimised GIF (`-layers Optimize`: frames cropped to what changed, painting
     only that) made WebP."""
-    gif = out.with_suffix(".gif")
+    gif = out.parent.parent / "optimised.gif"  # kept, outside the folder: a GIF named .webp below
     subprocess.run(["convert", "-delay", "4", *map(str, pngs), "-layers", "Optimize", str(gif)], check=True)
     if shutil.which("gif2webp"):
         subprocess.run(["gif2webp", "-quiet", str(gif), "-o", str(out)], check=True)
     else:
         subprocess.run(["convert", str(gif), "-define", "webp:lossless=true", str(out)], check=True)
-    gif.unlink()
 
 
 def _pillow(out: Path) -> list[np.ndarray]:
@@ -186,3 +185,19 @@ def test_damaged_or_oversized_webp_are_counted_rejects_and_a_still_is_one_frame(
     assert reasons["huge.webp"][0] == "video_too_large" and "max_pixels" in reasons["huge.webp"][1]
     assert reasons["wide.webp"][0] == "video_too_large" and "memory_budget_mb 1024" in reasons["wide.webp"][1]
     assert reasons["still.webp"] == ("too_few_frames", "1 decodable frames < 16")
+
+
+def test_what_a_webp_or_gif_is_comes_from_its_bytes_not_its_name(webps, tmp_path):
+    """Crawls save a GIF as `.webp`, and a WebP as `.gif` (GIF CDNs answer a browser's
+    Accept: image/webp with WebP): each read by its content, where one was `unreadable`."""
+    webps, made = webps
+    folder = tmp_path / "crawl"
+    folder.mkdir()
+    shutil.copy(webps.parent / "optimised.gif", folder / "gif_named.webp")
+    shutil.copy(webps / "img2webp.webp", folder / "webp_named.gif")
+    source = VideoSource("crawl", str(folder), strides=(1,))
+    for name, decoder in (("gif_named.webp", "pyav"), ("webp_named.gif", "pillow")):
+        (record,) = list(source.read(str(folder / name)))
+        assert isinstance(record, VideoRecord), record
+        assert record.decoder == decoder and record.n_frames == N
+        assert np.array_equal(read_clip_frames(record.clips[0])[5], made["img2webp.webp"][5])
