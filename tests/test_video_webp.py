@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 from sources.budget import Budget
 from sources.records import Reject, VideoRecord
 from sources.video import VideoSource, read_clip_frames
+from sources.video_open import VideoError
 from uvd_pipeline.render import RenderSettings, decode_png, render_clip
 
 N = 18  # frames of each animation: one 16-frame clip at stride 1
@@ -201,3 +202,17 @@ def test_what_a_webp_or_gif_is_comes_from_its_bytes_not_its_name(webps, tmp_path
         assert isinstance(record, VideoRecord), record
         assert record.decoder == decoder and record.n_frames == N
         assert np.array_equal(read_clip_frames(record.clips[0])[5], made["img2webp.webp"][5])
+
+
+def test_a_frame_count_past_the_memory_budget_is_judged_before_decoding():
+    """Each frame costs a record (its duration, its time; libwebp's demuxer's own): a file of many
+    tiny frames is judged by their count too, not by its canvas alone (1x1 here)."""
+    from sources.video_memory import DECODER_BASE_MB
+    from sources.video_webp import FRAME_BYTES, Layout, judge
+
+    budget_mb = DECODER_BASE_MB + 16
+    fits = (16 << 20) // FRAME_BYTES - 1000
+    judge(Layout(1, 1, (40,) * fits, True, 1000), 10**8, budget_mb)
+    with pytest.raises(VideoError) as refused:
+        judge(Layout(1, 1, (40,) * (fits + 2000), True, 1000), 10**8, budget_mb)
+    assert refused.value.reason == "video_too_large" and f"{fits + 2000} frames" in refused.value.detail
