@@ -114,7 +114,9 @@ def read_layout(handle: IO[bytes], file_bytes: int) -> Layout:
         elif fourcc == b"ANMF" and size >= 16:
             x, y = 2 * _u24(body, 0), 2 * _u24(body, 3)
             w, h = _u24(body, 6) + 1, _u24(body, 9) + 1
-            if not animated or x + w > width or y + h > height:
+            if not animated:
+                raise VideoError("unreadable", "an ANMF frame in a file whose VP8X chunk declares no animation")
+            if x + w > width or y + h > height:
                 raise VideoError("unreadable", f"frame {len(durations)} ({w}x{h} at {x},{y}) lies outside the "
                                                f"{width}x{height} canvas")
             durations.append(_u24(body, 12))
