@@ -57,9 +57,9 @@ def tiny_tokenizer(tmp_path_factory) -> Path:
     embedded trained one, so the build's tokenize stage runs in every end-to-end test."""
     from tokenizer import TINY, build, save
 
-    folder = tmp_path_factory.mktemp("tokenizer") / "tiny-seed0"
-    save(build(TINY, seed=0), folder)
-    return folder
+    shared = made_once_for_all_workers(tmp_path_factory, "tokenizer",
+                                       lambda folder: save(build(TINY, seed=0), folder / "tiny-seed0"))
+    return shared / "tiny-seed0"
 
 
 def made_once_for_all_workers(tmp_path_factory, name: str, make) -> Path:
@@ -93,10 +93,14 @@ def sample_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mini_corpus(sample_corpus: Path, tmp_path_factory) -> Path:
     """A small slice of the sample corpus in the same layouts, for fast end-to-end builds:
-    one img2dataset shard, two ImageNet classes (train and their val images), five videos."""
-    root = tmp_path_factory.mktemp("mini")
+    one img2dataset shard, two ImageNet classes (train and their val images), five videos (once
+    for both test workers; tests only read it)."""
+    return made_once_for_all_workers(tmp_path_factory, "mini", lambda root: _write_mini_corpus(sample_corpus, root))
+
+
+def _write_mini_corpus(sample_corpus: Path, root: Path) -> None:
     laion = root / "laion"
-    laion.mkdir()
+    laion.mkdir(parents=True)
     for name in (f"{MINI_LAION_SHARD:05d}.tar", f"{MINI_LAION_SHARD:05d}.parquet", f"{MINI_LAION_SHARD:05d}_stats.json"):
         shutil.copy(sample_corpus / "laion" / name, laion / name)
     imagenet = root / "imagenet"
@@ -116,7 +120,6 @@ def mini_corpus(sample_corpus: Path, tmp_path_factory) -> Path:
     video.mkdir()
     for name in ("short_20f.webm", "clip_40f.avi", "short_10f.mp4", "truncated_faststart.mp4", "not_a_video.mp4"):
         shutil.copy(sample_corpus / "video" / name, video / name)
-    return root
 
 
 def write_config(path: Path, corpus: Path, output: Path, tokenizer: Path | str, **beam) -> Path:
@@ -159,17 +162,37 @@ def build_web_source(tmp_path: Path, name: str, path: Path, size: int = 32) -> d
 @pytest.fixture(scope="session")
 def mini_build(mini_corpus: Path, tiny_tokenizer: Path, tmp_path_factory):
     """One finished in-process build of the mini corpus, shared by read-only tests (checked
-    unchanged, file by file, when the session ends)."""
+    unchanged, file by file, when the session ends). Built once for both test workers: the other
+    reads the config, the summary (kept as JSON) and the digests the builder took."""
+    import json
+
+    from uvd_pipeline.config import load_config
+
+    work = made_once_for_all_workers(tmp_path_factory, "mini_build",
+                                     lambda folder: _build_mini(folder, mini_corpus, tiny_tokenizer))
+    config = load_config(str(work / "config.yaml"))
+    summary = json.loads((work / "summary.json").read_text())
+    before = json.loads((work / "digests.json").read_text())
+    yield config, summary
+    changed = sorted(set(before.items()) ^ set(file_digests(Path(config.output)).items()))
+    assert not changed, f"a test wrote into the shared mini_build (use mini_build_copy): {changed[:5]}"
+
+
+def _build_mini(work: Path, corpus: Path, tokenizer: Path) -> None:
+    """The mini build into `work/out`, with its config, its summary as JSON (the same dict read
+    back, or this fails) and the digests of its files beside it."""
+    import json
+
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import load_config
 
-    work = tmp_path_factory.mktemp("mini_build")
-    config = load_config(str(write_config(work / "config.yaml", mini_corpus, work / "out", tiny_tokenizer)))
-    result = run_build(config)
-    before = file_digests(Path(config.output))
-    yield config, result.summary
-    changed = sorted(set(before.items()) ^ set(file_digests(Path(config.output)).items()))
-    assert not changed, f"a test wrote into the shared mini_build (use mini_build_copy): {changed[:5]}"
+    work.mkdir()
+    config = load_config(str(write_config(work / "config.yaml", corpus, work / "out", tokenizer)))
+    summary = run_build(config).summary
+    text = json.dumps(summary)
+    assert json.loads(text) == summary, "the mini build's summary does not read back equal from JSON"
+    (work / "summary.json").write_text(text)
+    (work / "digests.json").write_text(json.dumps(file_digests(Path(config.output))))
 
 
 @pytest.fixture

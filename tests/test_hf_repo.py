@@ -489,14 +489,14 @@ def test_a_hub_snapshots_card_still_gives_the_splits(tmp_path: Path):
 
 def test_the_card_cache_keeps_configs_and_features_not_the_whole_parse(tmp_path: Path):
     """The parse cache kept each card's whole YAML: two 1 MiB cards of small mappings (within the
-    card budget) held 24.7 MiB after they were read, two of 260 KB 6 MiB. Only the configs and each
+    card budget) held 24.7 MiB after they were read, two of 100 KB 2.7 MiB. Only the configs and each
     config's features are kept now; the labels and configs read as before."""
     import gc
     import tracemalloc
 
     from sources import hf_card
 
-    junk = "".join(f"- {{a: {i}, b: x}}\n" for i in range(15000))
+    junk = "".join(f"- {{a: {i}, b: x}}\n" for i in range(6000))
     head = ("---\nconfigs:\n- config_name: default\n  data_files: '*.parquet'\ndataset_info:\n  features:\n"
             "  - name: label\n    dtype:\n      class_label:\n        names:\n          '0': cat\n          '1': dog\n"
             "junk:\n")
