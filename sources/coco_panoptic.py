@@ -68,12 +68,24 @@ def segments_problem(entry: dict[str, Any], categories: dict[int, dict[str, Any]
         if not 1 <= category <= MAX_CLASS_ID:  # its colour: 0 is void's black, past the palette another's
             return f"segments_info[{i}] (id {ident}) has category_id {category}, outside 1..{MAX_CLASS_ID} " \
                    f"(the ids the target palette colours)"
+        if thing_flag(categories[category]) is None:
+            return f"segments_info[{i}] (id {ident}): category {category} has isthing " \
+                   f"{categories[category].get('isthing')!r}, neither 0/false (stuff) nor 1/true (thing)"
     return None
 
 
+def thing_flag(category: dict[str, Any]) -> bool | None:
+    """A category's `isthing`: 0 or JSON false is stuff, 1 or true a thing (panopticapi compares it
+    to 0 and 1, and `json.dump` writes Python's False as false); absent, a thing; else None."""
+    value = category.get("isthing", 1)
+    if isinstance(value, bool):
+        return value
+    return {0: False, 1: True}.get(as_int(value))  # type: ignore[arg-type]
+
+
 def is_thing(segment: dict[str, Any], categories: dict[int, dict[str, Any]]) -> bool:
-    """A segment of a thing category (an object with a box); `isthing` 0 is stuff (sky, road)."""
-    return as_int(categories.get(as_int(segment.get("category_id")), {}).get("isthing", 1)) != 0
+    """A segment of a thing category (an object with a box); `isthing` 0/false is stuff (sky, road)."""
+    return thing_flag(categories.get(as_int(segment.get("category_id")), {})) is not False
 
 
 def segmentation_payload(entry: dict[str, Any], png_uri: str) -> dict[str, Any]:

@@ -155,6 +155,22 @@ def test_panoptic_detection_draws_its_things_as_the_instances_pair_does(release:
     assert isinstance(pairs["pose"], Reject) and pairs["pose"].reason == "no_pose_annotations"
 
 
+def test_isthing_written_as_json_booleans_is_read_as_panopticapi_reads_it(release: Path, tmp_path: Path):
+    """`json.dump` writes Python's False as `false`: sky (`"isthing": false`) was read as a thing
+    and drawn as a box; panopticapi compares isthing to 0/1, so false is stuff, true a thing."""
+    data = json.loads((release / PANOPTIC).read_text())
+    for category in data["categories"]:
+        category["isthing"] = bool(category["isthing"])
+    written = tmp_path / "panoptic_bool.json"
+    with open(written, "w") as f:
+        json.dump(data, f)
+    assert '"isthing": false' in written.read_text()
+    pairs = _pairs(release, (str(written),), ("detection",), panoptic_dir="annotations/panoptic_val2017")
+    instances = _pairs(release, ("annotations/instances_val2017.json",), ("detection",))
+    assert pairs["detection"].annotation["categories"] == [PERSON, PERSON]
+    assert (_target(pairs["detection"]) == _target(instances["detection"])).all()
+
+
 def test_panoptic_ids_are_read_as_rgb2id_reads_them():
     """Every byte of each channel counts in its place (R + 256 G + 256^2 B), up to id 2^24 - 1."""
     rgb = np.random.default_rng(1).integers(0, 256, (7, 9, 3), np.uint8)
@@ -221,6 +237,7 @@ def _segments(data: dict) -> list[dict]:
     (lambda d: _segments(d)[2].update(category_id=5), "segments_info[2] (id"),
     (lambda d: _segments(d)[3].update(category_id=0), "outside 1..65535"),
     (lambda d: d["annotations"].append(d["annotations"][0]), "both give image 139 a panoptic PNG"),
+    (lambda d: d["categories"][1].update(isthing="no"), "neither 0/false (stuff) nor 1/true (thing)"),
 ])
 def test_segments_info_that_panopticapi_cannot_read_rejects_its_image(release: Path, tmp_path: Path, change,
                                                                       detail: str):
