@@ -227,6 +227,50 @@ def test_a_panoptic_png_over_the_memory_budget_is_refused_on_its_header(monkeypa
     assert caught.value.reason == "annotation_too_large"
 
 
+def _peak_rss_growth(work) -> int:
+    """Bytes the process's peak resident memory rises by during `work()` (Linux: the peak is reset
+    through /proc/self/clear_refs), what a worker's memory limit sees: NumPy's own C++ allocations
+    included, which tracemalloc does not trace."""
+    def status(field: str) -> int:
+        return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field)) * 1024
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = status("VmRSS:")
+    work()
+    return status("VmHWM:") - before
+
+
+def test_a_png_of_millions_of_unlisted_ids_stays_within_its_charge(tmp_path: Path):
+    """np.unique on the unlisted ids hashed them: 69 bytes a pixel of a 2048x2048 PNG of 4M ids
+    (37 charged), 43 s at 4096x4096; sorted, they stay within decode_cost + PANOPTIC_WORK_BYTES."""
+    import types
+
+    import cv2
+
+    from transforms.decode_budget import decode_cost
+    from uvd_pipeline import render_annotated
+
+    n = 2048
+    ids = (np.arange(n * n, dtype=np.uint32) * 7919 % (1 << 24)).reshape(n, n)  # each pixel its own id
+    rgb = np.dstack([ids & 255, ids >> 8 & 255, ids >> 16]).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "many.png"), rgb[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    del ids, rgb
+    annotation = {"panoptic_uri": str(tmp_path / "many.png"), "segment_ids": [1], "segment_categories": [1]}
+    caught = []
+
+    def work():
+        try:
+            render_annotated._panoptic_classes(annotation, types.SimpleNamespace(in_h=n, in_w=n), SQUARE)
+        except render_annotated.AnnotationError as exc:
+            caught.append(exc)
+
+    growth = _peak_rss_growth(work)
+    assert caught and caught[0].reason == "panoptic_unlisted_segment"
+    assert "8, 9, 17, 18, 26 ... (4194303 in all)" in caught[0].detail  # id 0 is void: 2^22 - 1 unlisted
+    assert growth <= decode_cost(n, n, "RGB") + n * n * maps.PANOPTIC_WORK_BYTES, growth / n / n
+
+
 def _segments(data: dict) -> list[dict]:
     return data["annotations"][0]["segments_info"]
 
