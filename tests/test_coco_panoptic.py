@@ -187,13 +187,14 @@ def _png(rgb: np.ndarray, path: Path) -> str:
 @pytest.mark.parametrize("case, reason", [
     ("missing", "missing_annotation"), ("unlisted", "panoptic_unlisted_segment"),
     ("absent", "panoptic_missing_segment"), ("size", "annotation_size_mismatch"),
-    ("rgba", "bad_panoptic_png"), ("grey", "bad_panoptic_png"), ("palette", "bad_panoptic_png"),
+    ("rgba", "bad_panoptic_png"), ("grey", "bad_panoptic_png"), ("palette", "panoptic_unlisted_segment"),
 ])
 def test_a_png_that_disagrees_with_its_json_is_a_counted_reject(release: Path, tmp_path: Path, case: str,
                                                                 reason: str):
     """As panopticapi's pq_compute fails on them: an id the PNG holds that segments_info does not
     list, a listed segment the PNG lacks; and a PNG missing, of another size than its image, or
-    not RGB (no R + 256 G + 256^2 B ids in it)."""
+    not RGB (no R + 256 G + 256^2 B ids in it); a palette of other colours (a lossy quantize) holds
+    other ids."""
     pair = _pairs(release, (PANOPTIC,), ("segmentation",))["segmentation"]
     rgb = np.asarray(Image.open(pair.annotation["panoptic_uri"]))
     ids = rgb2id(rgb)
@@ -205,7 +206,7 @@ def test_a_png_that_disagrees_with_its_json_is_a_counted_reject(release: Path, t
         "size": lambda: _png(rgb[:32], tmp_path / "s.png"),
         "rgba": lambda: _png(np.dstack([rgb, np.full((64, 64), 255, np.uint8)]), tmp_path / "r.png"),
         "grey": lambda: _png(rgb[..., 0], tmp_path / "g.png"),
-        "palette": lambda: Image.fromarray(rgb).quantize(8).save(tmp_path / "p.png") or str(tmp_path / "p.png"),
+        "palette": lambda: Image.fromarray(rgb).quantize(3).save(tmp_path / "p.png") or str(tmp_path / "p.png"),
     }[case]()
     result = render_pair(dataclasses.replace(pair, annotation={**pair.annotation, "panoptic_uri": made}), SQUARE)
     assert isinstance(result, Reject) and result.reason == reason, result
@@ -214,6 +215,37 @@ def test_a_png_that_disagrees_with_its_json_is_a_counted_reject(release: Path, t
         assert "12345" in result.detail  # 57 + 256 * 48
     if case == "absent":
         assert str(pair.annotation["segment_ids"][1]) in result.detail
+
+
+def test_imagemagick_palette_resave_is_read_through_its_palette(release: Path, tmp_path: Path):
+    """`convert pan.png -strip out.png` writes a PNG of few colours as a palette (colour type 3):
+    it was bad_panoptic_png, while detectron2, Mask2Former and MMDetection read it as RGB; its
+    ids are now its palette's colours', the target the RGB PNG's byte for byte."""
+    import subprocess
+
+    pair = _pairs(release, (PANOPTIC,), ("segmentation",))["segmentation"]
+    resaved = tmp_path / "resaved.png"
+    subprocess.run(["convert", pair.annotation["panoptic_uri"], "-strip", str(resaved)], check=True)
+    assert resaved.read_bytes()[25] == 3  # IHDR colour type: palette
+    as_rgb = rgb2id(np.asarray(Image.open(resaved).convert("RGB")))  # detectron2's read_image(..., "RGB")
+    assert (maps.decode_panoptic_ids(resaved.read_bytes(), 64, 64) == as_rgb).all()
+    again = dataclasses.replace(pair, annotation={**pair.annotation, "panoptic_uri": str(resaved)})
+    assert (_target(again) == _target(pair)).all()
+
+
+def test_a_16_bit_rgb_png_is_refused_on_its_header(release: Path, tmp_path: Path, monkeypatch):
+    """ImageMagick's `-depth 16 PNG48:` (Pillow calls it "RGB" too): refused from IHDR's bit depth,
+    never decoded, as docs/rejects.md says."""
+    import subprocess
+
+    pair = _pairs(release, (PANOPTIC,), ("segmentation",))["segmentation"]
+    deep = tmp_path / "deep.png"
+    subprocess.run(["convert", pair.annotation["panoptic_uri"], "-depth", "16", f"PNG48:{deep}"], check=True)
+    assert deep.read_bytes()[24:26] == bytes([16, 2])  # IHDR: 16-bit, truecolour
+    monkeypatch.setattr(maps, "_opencv_decode", lambda data: pytest.fail("decoded before its header was judged"))
+    with pytest.raises(maps.MapError) as caught:
+        maps.decode_panoptic_ids(deep.read_bytes(), 64, 64)
+    assert caught.value.reason == "bad_panoptic_png" and "16-bit RGB" in caught.value.detail
 
 
 def test_a_panoptic_png_over_the_memory_budget_is_refused_on_its_header(monkeypatch):
