@@ -516,7 +516,7 @@ def _panoptic_payload(task: str, entry: dict[str, Any], image: dict[str, Any], i
             return f"image {image.get('id')}: {size_problem}"
         return {**declared_size(image), **panoptic.segmentation_payload(entry, png_uri)}
     things = [{**expanded(s), AT: f"{entry[AT]} segments_info[{i}]"}
-              for i, s in enumerate(panoptic.segments(entry)) if panoptic.is_thing(s, index.categories)]
+              for i, s in panoptic.indexed_segments(entry) if panoptic.is_thing(s, index.categories)]
     for thing in things:
         problem = detection_problem(thing, 0) if is_object(thing) else "has no bbox"
         if problem:

@@ -39,9 +39,20 @@ def png_name(entry: dict[str, Any]) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def segments(entry: dict[str, Any]) -> list[Any]:
+def indexed_segments(entry: dict[str, Any]) -> list[tuple[int, Any]]:
+    """Its segments with their places in `segments_info`, one per id: an id listed twice (of one
+    category: detection2panoptic_coco_format gives two stuff objects of a category its one colour)
+    is one segment, its last entry, as panopticapi's `{el['id']: el for el in segments_info}`."""
     value = entry.get("segments_info")
-    return value if isinstance(value, list) else []
+    if not isinstance(value, list):
+        return []
+    ident = [as_int(s.get("id")) if isinstance(s, dict) else None for s in value]
+    last = {key: i for i, key in enumerate(ident) if key is not None}
+    return [(i, s) for i, s in enumerate(value) if ident[i] is None or last[ident[i]] == i]
+
+
+def segments(entry: dict[str, Any]) -> list[Any]:
+    return [segment for _, segment in indexed_segments(entry)]
 
 
 def segments_problem(entry: dict[str, Any], categories: dict[int, dict[str, Any]]) -> str | None:
@@ -53,14 +64,15 @@ def segments_problem(entry: dict[str, Any], categories: dict[int, dict[str, Any]
         return "file_name (its PNG) is not a text"
     if not isinstance(entry.get("segments_info"), list):
         return "segments_info is not a list"
-    seen: set[int] = set()
+    seen: dict[int, Any] = {}
     for i, segment in enumerate(entry["segments_info"]):
         ident = as_int(segment.get("id")) if isinstance(segment, dict) else None
         if ident is None or not 0 < ident < 1 << 24:
             return f"segments_info[{i}] has no segment id 1..16777215 (R + 256 G + 256^2 B; 0 is void)"
-        if ident in seen:
-            return f"segments_info[{i}] repeats segment id {ident}"
-        seen.add(ident)
+        if ident in seen and as_int(seen[ident]) != as_int(segment.get("category_id")):
+            return f"segments_info[{i}] repeats segment id {ident} with another category_id " \
+                   f"({segment.get('category_id')!r}, not {seen[ident]!r})"
+        seen[ident] = segment.get("category_id")
         category = as_int(segment.get("category_id"))
         if category is None or category not in categories:
             return f"segments_info[{i}] (id {ident}) has category_id {segment.get('category_id')!r}, " \

@@ -171,6 +171,33 @@ def test_isthing_written_as_json_booleans_is_read_as_panopticapi_reads_it(releas
     assert (_target(pairs["detection"]) == _target(instances["detection"])).all()
 
 
+def test_the_converters_empty_and_shared_segments_draw_what_the_instances_pair_draws(release: Path, tmp_path: Path):
+    """detection2panoptic_coco_format lists a sub-pixel object (pycocotools draws no pixel of it)
+    as a segment its PNG does not hold, and gives two stuff objects of one category one id: the
+    pair was panoptic_missing_segment, then bad_annotation; now it draws what the detection-format
+    file's instances pair draws, the empty segment counted in its lineage."""
+    from pycocotools import mask as mask_utils
+
+    detection = json.loads((release / "annotations" / "detection_val2017.json").read_text())
+    for category, polygon in ((PERSON, [10.2, 40.1, 10.6, 40.1, 10.6, 40.5]), (SKY, [24, 30, 28, 30, 28, 48, 24, 48])):
+        rle = mask_utils.merge(mask_utils.frPyObjects([polygon], 64, 64))
+        detection["annotations"].append({"id": len(detection["annotations"]) + 1, "image_id": 139, "iscrowd": 0,
+                                         "category_id": category, "segmentation": [polygon],
+                                         "bbox": mask_utils.toBbox(rle).tolist(), "area": int(mask_utils.area(rle))})
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "val2017").symlink_to(release / "val2017")
+    (tmp_path / "annotations" / "detection_val2017.json").write_text(json.dumps(detection))
+    _to_panoptic(tmp_path / "annotations" / "detection_val2017.json", tmp_path / PANOPTIC)
+    listed = _segments(json.loads((tmp_path / PANOPTIC).read_text()))
+    assert listed[4]["area"] == 0 and listed[5]["id"] == listed[3]["id"]  # the empty person; the second sky
+    pair = _pairs(tmp_path, (PANOPTIC,), ("segmentation",))["segmentation"]
+    instances = _pairs(tmp_path, ("annotations/detection_val2017.json",), ("segmentation",))["segmentation"]
+    rendered = render_pair(pair, SQUARE)
+    assert not isinstance(rendered, Reject), rendered
+    assert rendered.members[0]["panoptic_segments_without_pixels"] == 1
+    assert (decode_png(rendered.images[1]) == _target(instances)).all()
+
+
 def test_panoptic_ids_are_read_as_rgb2id_reads_them():
     """Every byte of each channel counts in its place (R + 256 G + 256^2 B), up to id 2^24 - 1."""
     rgb = np.random.default_rng(1).integers(0, 256, (7, 9, 3), np.uint8)
@@ -185,14 +212,13 @@ def _png(rgb: np.ndarray, path: Path) -> str:
 
 
 @pytest.mark.parametrize("case, reason", [
-    ("missing", "missing_annotation"), ("unlisted", "panoptic_unlisted_segment"),
-    ("absent", "panoptic_missing_segment"), ("size", "annotation_size_mismatch"),
+    ("missing", "missing_annotation"), ("unlisted", "panoptic_unlisted_segment"), ("size", "annotation_size_mismatch"),
     ("rgba", "bad_panoptic_png"), ("grey", "bad_panoptic_png"), ("palette", "panoptic_unlisted_segment"),
 ])
 def test_a_png_that_disagrees_with_its_json_is_a_counted_reject(release: Path, tmp_path: Path, case: str,
                                                                 reason: str):
     """As panopticapi's pq_compute fails on them: an id the PNG holds that segments_info does not
-    list, a listed segment the PNG lacks; and a PNG missing, of another size than its image, or
+    list; and a PNG missing, of another size than its image, or
     not RGB (no R + 256 G + 256^2 B ids in it); a palette of other colours (a lossy quantize) holds
     other ids."""
     pair = _pairs(release, (PANOPTIC,), ("segmentation",))["segmentation"]
@@ -201,8 +227,6 @@ def test_a_png_that_disagrees_with_its_json_is_a_counted_reject(release: Path, t
     made = {
         "missing": lambda: str(tmp_path / "gone.png"),
         "unlisted": lambda: _png(np.where((ids == 0)[..., None], np.uint8([57, 48, 0]), rgb), tmp_path / "u.png"),
-        "absent": lambda: _png(np.where((ids == pair.annotation["segment_ids"][1])[..., None], np.uint8(0), rgb),
-                               tmp_path / "a.png"),
         "size": lambda: _png(rgb[:32], tmp_path / "s.png"),
         "rgba": lambda: _png(np.dstack([rgb, np.full((64, 64), 255, np.uint8)]), tmp_path / "r.png"),
         "grey": lambda: _png(rgb[..., 0], tmp_path / "g.png"),
@@ -213,8 +237,6 @@ def test_a_png_that_disagrees_with_its_json_is_a_counted_reject(release: Path, t
     assert Path(made).name in result.detail  # the reject's input is the image: its detail names the PNG
     if case == "unlisted":
         assert "12345" in result.detail  # 57 + 256 * 48
-    if case == "absent":
-        assert str(pair.annotation["segment_ids"][1]) in result.detail
 
 
 def test_imagemagick_palette_resave_is_read_through_its_palette(release: Path, tmp_path: Path):
@@ -309,7 +331,7 @@ def _segments(data: dict) -> list[dict]:
 
 @pytest.mark.parametrize("change, detail", [
     (lambda d: _segments(d)[0].update(id=0), "segments_info[0] has no segment id"),
-    (lambda d: _segments(d)[1].update(id=_segments(d)[0]["id"]), "segments_info[1] repeats segment id"),
+    (lambda d: _segments(d)[3].update(id=_segments(d)[0]["id"]), "segments_info[3] repeats segment id"),
     (lambda d: _segments(d)[2].update(category_id=5), "segments_info[2] (id"),
     (lambda d: _segments(d)[3].update(category_id=0), "outside 1..65535"),
     (lambda d: d["annotations"].append(d["annotations"][0]), "both give image 139 a panoptic PNG"),
@@ -317,7 +339,7 @@ def _segments(data: dict) -> list[dict]:
 ])
 def test_segments_info_that_panopticapi_cannot_read_rejects_its_image(release: Path, tmp_path: Path, change,
                                                                       detail: str):
-    """A segment of id 0 (void), an id listed twice, a category the file does not declare or one the
+    """A segment of id 0 (void), an id listed twice with another category, a category the file does not declare or one the
     palette draws black (0), two entries of one image: each a bad_annotation of that image's pairs,
     the PNGs found through `panoptic_dir`."""
     data = json.loads((release / PANOPTIC).read_text())

@@ -60,6 +60,9 @@ RLE_DIGITS = 6  # 5-bit digits of one compressed RLE count: 30 bits hold any cou
 # clip), each joint and limb an OpenCV call, each turned outline visits every canvas pixel of its
 # window (~0.1 us a pixel): a file of 5M boxes or people for one image (which the annotation size
 # cap allows) drew for hours
+# where a pair's render writes what its lineage gains (a dict in its annotation's copy, `render_pair`)
+RENDER_NOTES = "_render_notes"
+PANOPTIC_EMPTY_SEGMENTS = "panoptic_segments_without_pixels"  # listed segments its PNG does not hold
 MAX_BOXES = 20_000  # boxes, or people, of one target
 MAX_POSE_STEPS = 400_000  # joints and limbs of one pose target, all its people
 MAX_MASK_TEXT = 4_000_000  # RLE counts' characters or run lengths one segmentation target reads (~1.5 s)
@@ -383,10 +386,12 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
 
 
 def _panoptic_classes(annotation: dict[str, Any], plan: ResizePlan, settings: RenderSettings) -> np.ndarray:
-    """A COCO panoptic PNG's segments as their categories (void, id 0, as 0). As panopticapi's
-    `pq_compute` fails on them, an id the PNG holds that `segments_info` does not list
-    (`panoptic_unlisted_segment`) and a listed segment the PNG does not hold
-    (`panoptic_missing_segment`) reject the pair: the PNG and its JSON disagree."""
+    """A COCO panoptic PNG's segments as their categories (void, id 0, as 0). An id the PNG holds
+    that `segments_info` does not list rejects the pair (`panoptic_unlisted_segment`: the PNG and
+    its JSON disagree, as panopticapi's `pq_compute` fails on a prediction's). A listed segment no
+    pixel holds draws nothing: panopticapi's detection2panoptic_coco_format writes one for each
+    sub-pixel object (area 0); the pair's lineage counts them (`PANOPTIC_EMPTY_SEGMENTS`, through
+    the annotation's `RENDER_NOTES`)."""
     _check_declared_size(annotation, plan.in_h, plan.in_w)
     png = annotation["panoptic_uri"].rsplit("/", 1)[-1]  # the reject's `input` is the image: name the PNG
     try:
@@ -410,11 +415,9 @@ def _panoptic_classes(annotation: dict[str, Any], plan: ResizePlan, settings: Re
                               f"{', '.join(map(str, shown))}{' ...' if count > 5 else ''} "
                               f"({count} in all) that segments_info does not list")
     counts = np.bincount(at[found & (ids != 0)], minlength=len(listed))
-    absent = listed[(counts == 0) & (listed != 0)]
-    if absent.size:
-        raise AnnotationError("panoptic_missing_segment", f"segments_info lists segment id(s) "
-                              f"{', '.join(map(str, absent[:5].tolist()))}{' ...' if absent.size > 5 else ''} "
-                              f"({absent.size} in all) that {png} does not hold")
+    absent = int(np.count_nonzero((counts == 0) & (listed != 0)))
+    if absent and RENDER_NOTES in annotation:
+        annotation[RENDER_NOTES][PANOPTIC_EMPTY_SEGMENTS] = absent
     labels = np.where(found, classes[at], 0).astype(np.int32, copy=False)
     if not labels.any():
         raise AnnotationError("empty_target", f"every pixel of {png} is void (id 0)")
@@ -627,8 +630,9 @@ def render_pair(record: PairRecord, settings: RenderSettings) -> RenderedUnit | 
         right = None
         if "right_uri" in record.annotation:
             right = _decode_on(decoded.plan, _read(record.annotation["right_uri"]), settings)
-        source, target = target_for(record.task, record.annotation, decoded.pixels, decoded.plan, settings,
-                                    record.key, right)
+        notes: dict[str, Any] = {}
+        source, target = target_for(record.task, {**record.annotation, RENDER_NOTES: notes}, decoded.pixels,
+                                    decoded.plan, settings, record.key, right)
         if record.task == "pose" and not target.any():  # a black target teaches nothing of pose
             raise AnnotationError("empty_target", "no labelled joint lies inside the image")
     except AnnotationError as exc:
@@ -637,7 +641,7 @@ def render_pair(record: PairRecord, settings: RenderSettings) -> RenderedUnit | 
         return reject("annotation", exc.reason, exc.detail)
     # the input's width/height are what was decoded, whatever a lineage says (a COCO JSON's
     # `height: "abc"` or 9999 must not reach the report's histograms)
-    member = {"key": record.key, "task": record.task, "role": "input", **record.lineage,
+    member = {"key": record.key, "task": record.task, "role": "input", **record.lineage, **notes,
               "width": decoded.width, "height": decoded.height}
     pngs = (encode_png(source, settings.png_compression), encode_png(target, settings.png_compression))
     return RenderedUnit(record.key, record.source, split, record.group, pngs,
