@@ -271,10 +271,15 @@ def test_a_16_bit_rgb_png_is_refused_on_its_header(release: Path, tmp_path: Path
 
 
 def test_a_panoptic_png_over_the_memory_budget_is_refused_on_its_header(monkeypatch):
-    """Judged on the header's size before any decode: OpenCV never sees it."""
+    """Judged on the header's size before any decode: OpenCV never sees it. The budget lies between
+    the decode's own cost and that plus the ids' work (`PANOPTIC_WORK_BYTES`): refused only while
+    the work is charged."""
+    from transforms.decode_budget import decode_cost
+
     out = io.BytesIO()
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(out, format="PNG")
-    monkeypatch.setattr(maps, "DEFAULT_MAX_DECODE_BYTES", 64 * 64 * maps.PANOPTIC_WORK_BYTES)
+    monkeypatch.setattr(maps, "DEFAULT_MAX_DECODE_BYTES",
+                        decode_cost(64, 64, "RGB") + 64 * 64 * maps.PANOPTIC_WORK_BYTES // 2)
     monkeypatch.setattr(maps, "_opencv_decode", lambda data: pytest.fail("decoded past its budget"))
     with pytest.raises(maps.MapError) as caught:
         maps.decode_panoptic_ids(out.getvalue(), 64, 64)
