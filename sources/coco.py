@@ -825,7 +825,13 @@ class CocoSource:
         return d if "://" in d or d.startswith("/") else fsio.join(self.path, d)
 
     def _check_png_dirs(self, index: CocoIndex) -> None:
-        """A panoptic file's PNG folder must be there: else every pair would be a missing PNG."""
+        """A panoptic file's PNG folder must be there: else every pair would be a missing PNG; and
+        `panoptic_dir` names one only beside a panoptic file (else it is read for nothing)."""
+        if self.panoptic_dir is not None and not index.panoptic_files:
+            raise ConfiguredValueMismatch(
+                "panoptic_dir", f"COCO: {self.panoptic_dir!r} is set, but {', '.join(self.annotation_files)} "
+                f"holds no COCO panoptic file (annotations with segments_info) whose PNGs it would hold: "
+                f"remove panoptic_dir, or list the panoptic_<split>.json in annotation_files")
         for uri in index.panoptic_files:
             folder = self._png_dir(panoptic.default_png_dir(uri))
             if not fsio.isdir(folder):

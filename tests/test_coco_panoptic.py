@@ -383,3 +383,6 @@ def test_check_finds_the_panoptic_download_and_names_what_is_missing(release: Pa
     with pytest.raises(ConfigError) as caught:
         units(annotation_files=[PANOPTIC, "annotations/instances_val2017.json"])
     assert str(caught.value).startswith("sources[0].annotation_files (coco): ") and "read alone" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:  # was read for nothing: the instances file draws without it
+        units(annotation_files=["annotations/instances_val2017.json"], panoptic_dir="annotations/panoptic_val2017")
+    assert str(caught.value).startswith("sources[0].panoptic_dir (coco): ") and "remove panoptic_dir" in str(caught.value)
