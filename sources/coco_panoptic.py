@@ -4,7 +4,7 @@ The JSON holds one annotation per image: `file_name` (its PNG in the PNG folder)
 `segments_info` (each segment's `id`, `category_id`, `iscrowd`, `bbox`, `area`); the PNG holds
 each pixel's segment id as R + 256 G + 256^2 B, 0 void. A segmentation pair draws each segment
 in its category's colour (as a COCO instances pair draws its objects), a detection pair the boxes
-of its thing segments (`isthing` 1), crowd regions left out as an instances pair leaves them.
+of its thing segments (`isthing` 1 or true), crowd regions left out as an instances pair leaves them.
 """
 
 from __future__ import annotations

@@ -358,6 +358,19 @@ def test_segments_info_that_panopticapi_cannot_read_rejects_its_image(release: P
         assert isinstance(pair, Reject) and pair.reason == "bad_annotation" and detail in pair.detail, pair
 
 
+def test_folders_given_as_file_urls_are_those_folders(release: Path):
+    """`panoptic_dir: file:///...` made every pair outside_root, `images_dir: file:///...` stopped
+    `check` with a traceback (OutsideRoot): join_inside normalised `file:///x` to `file:/x`, a
+    folder under the working directory. A file:// URL is its local folder, as fsspec reads it."""
+    load_index.cache_clear()
+    source = CocoSource("coco", str(release), (PANOPTIC,), f"file://{release / 'val2017'}", ("segmentation",),
+                        panoptic_dir=f"file://{release / 'annotations' / 'panoptic_val2017'}")
+    pairs = [record for unit in source.units() for record in source.read(unit)]
+    assert len(pairs) == 1 and isinstance(pairs[0], PairRecord), pairs
+    as_relative = _pairs(release, (PANOPTIC,), ("segmentation",))["segmentation"]
+    assert (_target(pairs[0]) == _target(as_relative)).all()
+
+
 def test_check_finds_the_panoptic_download_and_names_what_is_missing(release: Path, tmp_path: Path):
     """`split` alone finds `annotations/panoptic_<split>.json` where no instances file is there; a
     PNG folder not unzipped stops `check` naming `panoptic_dir`; a panoptic file beside an
