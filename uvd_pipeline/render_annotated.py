@@ -54,15 +54,15 @@ POLYGON_POINT_BYTES = 24
 MAX_OUTLINE_POINTS = DEFAULT_MAX_DECODE_BYTES // POLYGON_POINT_BYTES  # one target's polygons (~2.5 s)
 POLYGON_REACH = 16  # how far past the border (in the image's longer side) a polygon's vertex may lie
 RLE_DIGITS = 6  # 5-bit digits of one compressed RLE count: 30 bits hold any count of a budgeted map
+# where a pair's render writes what its lineage gains (a dict in its annotation's copy, `render_pair`)
+RENDER_NOTES = "_render_notes"
+PANOPTIC_EMPTY_SEGMENTS = "panoptic_segments_without_pixels"  # listed segments its PNG does not hold
 # VIPSeg's panomask: a value up to 124 is a stuff class id as it stands (0: void); above, a thing's
 # class * 100 + instance (its README: person 61 -> 6100, 6101, ...)
 # a target's drawing work: each box is a Python step (~0.1 ms flat, ~0.05 ms more to turn and
 # clip), each joint and limb an OpenCV call, each turned outline visits every canvas pixel of its
 # window (~0.1 us a pixel): a file of 5M boxes or people for one image (which the annotation size
 # cap allows) drew for hours
-# where a pair's render writes what its lineage gains (a dict in its annotation's copy, `render_pair`)
-RENDER_NOTES = "_render_notes"
-PANOPTIC_EMPTY_SEGMENTS = "panoptic_segments_without_pixels"  # listed segments its PNG does not hold
 MAX_BOXES = 20_000  # boxes, or people, of one target
 MAX_POSE_STEPS = 400_000  # joints and limbs of one pose target, all its people
 MAX_MASK_TEXT = 4_000_000  # RLE counts' characters or run lengths one segmentation target reads (~1.5 s)
