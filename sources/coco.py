@@ -516,7 +516,7 @@ def _panoptic_payload(task: str, entry: dict[str, Any], image: dict[str, Any], i
             return f"image {image.get('id')}: {size_problem}"
         return {**declared_size(image), **panoptic.segmentation_payload(entry, png_uri)}
     things = [{**expanded(s), AT: f"{entry[AT]} segments_info[{i}]"}
-              for i, s in enumerate(panoptic.segments(entry)) if panoptic.is_thing(s, index.categories)]
+              for i, s in panoptic.indexed_segments(entry) if panoptic.is_thing(s, index.categories)]
     for thing in things:
         problem = detection_problem(thing, 0) if is_object(thing) else "has no bbox"
         if problem:
@@ -794,12 +794,15 @@ class CocoSource:
     # JSON, named as it is without `.json` (`coco_panoptic.default_png_dir`)
     panoptic_dir: str | None = None
 
+    def _under_path(self, name: str) -> str:
+        """A configured file or folder: an absolute path or a URL as it is, else under `path`."""
+        return name if "://" in name or name.startswith("/") else fsio.join(self.path, name)
+
     def _uris(self) -> tuple[str, ...]:
-        return tuple(f if "://" in f or f.startswith("/") else fsio.join(self.path, f) for f in self.annotation_files)
+        return tuple(self._under_path(f) for f in self.annotation_files)
 
     def _images_uri(self) -> str:
-        d = self.images_dir
-        return d if "://" in d or d.startswith("/") else fsio.join(self.path, d)
+        return self._under_path(self.images_dir)
 
     def units(self) -> list[tuple[Id, ...]]:
         for name, uri in zip(self.annotation_files, self._uris()):
@@ -819,13 +822,16 @@ class CocoSource:
 
     def _png_dir(self, default: str) -> str:
         """The PNG folder of a panoptic file whose own is `default` (`panoptic_dir` where set)."""
-        d = self.panoptic_dir
-        if d is None:
-            return default
-        return d if "://" in d or d.startswith("/") else fsio.join(self.path, d)
+        return default if self.panoptic_dir is None else self._under_path(self.panoptic_dir)
 
     def _check_png_dirs(self, index: CocoIndex) -> None:
-        """A panoptic file's PNG folder must be there: else every pair would be a missing PNG."""
+        """A panoptic file's PNG folder must be there: else every pair would be a missing PNG; and
+        `panoptic_dir` names one only beside a panoptic file (else it is read for nothing)."""
+        if self.panoptic_dir is not None and not index.panoptic_files:
+            raise ConfiguredValueMismatch(
+                "panoptic_dir", f"COCO: {self.panoptic_dir!r} is set, but {', '.join(self.annotation_files)} "
+                f"holds no COCO panoptic file (annotations with segments_info) whose PNGs it would hold: "
+                f"remove panoptic_dir, or list the panoptic_<split>.json in annotation_files")
         for uri in index.panoptic_files:
             folder = self._png_dir(panoptic.default_png_dir(uri))
             if not fsio.isdir(folder):

@@ -4,7 +4,7 @@ The JSON holds one annotation per image: `file_name` (its PNG in the PNG folder)
 `segments_info` (each segment's `id`, `category_id`, `iscrowd`, `bbox`, `area`); the PNG holds
 each pixel's segment id as R + 256 G + 256^2 B, 0 void. A segmentation pair draws each segment
 in its category's colour (as a COCO instances pair draws its objects), a detection pair the boxes
-of its thing segments (`isthing` 1), crowd regions left out as an instances pair leaves them.
+of its thing segments (`isthing` 1 or true), crowd regions left out as an instances pair leaves them.
 """
 
 from __future__ import annotations
@@ -39,9 +39,20 @@ def png_name(entry: dict[str, Any]) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def segments(entry: dict[str, Any]) -> list[Any]:
+def indexed_segments(entry: dict[str, Any]) -> list[tuple[int, Any]]:
+    """Its segments with their places in `segments_info`, one per id: an id listed twice (of one
+    category: detection2panoptic_coco_format gives two stuff objects of a category its one colour)
+    is one segment, its last entry, as panopticapi's `{el['id']: el for el in segments_info}`."""
     value = entry.get("segments_info")
-    return value if isinstance(value, list) else []
+    if not isinstance(value, list):
+        return []
+    ident = [as_int(s.get("id")) if isinstance(s, dict) else None for s in value]
+    last = {key: i for i, key in enumerate(ident) if key is not None}
+    return [(i, s) for i, s in enumerate(value) if ident[i] is None or last[ident[i]] == i]
+
+
+def segments(entry: dict[str, Any]) -> list[Any]:
+    return [segment for _, segment in indexed_segments(entry)]
 
 
 def segments_problem(entry: dict[str, Any], categories: dict[int, dict[str, Any]]) -> str | None:
@@ -53,14 +64,15 @@ def segments_problem(entry: dict[str, Any], categories: dict[int, dict[str, Any]
         return "file_name (its PNG) is not a text"
     if not isinstance(entry.get("segments_info"), list):
         return "segments_info is not a list"
-    seen: set[int] = set()
+    seen: dict[int, Any] = {}
     for i, segment in enumerate(entry["segments_info"]):
         ident = as_int(segment.get("id")) if isinstance(segment, dict) else None
         if ident is None or not 0 < ident < 1 << 24:
             return f"segments_info[{i}] has no segment id 1..16777215 (R + 256 G + 256^2 B; 0 is void)"
-        if ident in seen:
-            return f"segments_info[{i}] repeats segment id {ident}"
-        seen.add(ident)
+        if ident in seen and as_int(seen[ident]) != as_int(segment.get("category_id")):
+            return f"segments_info[{i}] repeats segment id {ident} with another category_id " \
+                   f"({segment.get('category_id')!r}, not {seen[ident]!r})"
+        seen[ident] = segment.get("category_id")
         category = as_int(segment.get("category_id"))
         if category is None or category not in categories:
             return f"segments_info[{i}] (id {ident}) has category_id {segment.get('category_id')!r}, " \
@@ -68,12 +80,24 @@ def segments_problem(entry: dict[str, Any], categories: dict[int, dict[str, Any]
         if not 1 <= category <= MAX_CLASS_ID:  # its colour: 0 is void's black, past the palette another's
             return f"segments_info[{i}] (id {ident}) has category_id {category}, outside 1..{MAX_CLASS_ID} " \
                    f"(the ids the target palette colours)"
+        if thing_flag(categories[category]) is None:
+            return f"segments_info[{i}] (id {ident}): category {category} has isthing " \
+                   f"{categories[category].get('isthing')!r}, neither 0/false (stuff) nor 1/true (thing)"
     return None
 
 
+def thing_flag(category: dict[str, Any]) -> bool | None:
+    """A category's `isthing`: 0 or JSON false is stuff, 1 or true a thing (panopticapi compares it
+    to 0 and 1, and `json.dump` writes Python's False as false); absent, a thing; else None."""
+    value = category.get("isthing", 1)
+    if isinstance(value, bool):
+        return value
+    return {0: False, 1: True}.get(as_int(value))  # type: ignore[arg-type]
+
+
 def is_thing(segment: dict[str, Any], categories: dict[int, dict[str, Any]]) -> bool:
-    """A segment of a thing category (an object with a box); `isthing` 0 is stuff (sky, road)."""
-    return as_int(categories.get(as_int(segment.get("category_id")), {}).get("isthing", 1)) != 0
+    """A segment of a thing category (an object with a box); `isthing` 0/false is stuff (sky, road)."""
+    return thing_flag(categories.get(as_int(segment.get("category_id")), {})) is not False
 
 
 def segmentation_payload(entry: dict[str, Any], png_uri: str) -> dict[str, Any]:

@@ -261,7 +261,8 @@ def join_inside(root: str, name: str) -> str:
         if not _within(base, joined, "/"):
             raise OutsideRoot(f"{shown_name(name)} climbs out of the source root")
         return f"{root.split('://', 1)[0]}://{joined}"
-    joined = os.path.normpath(os.path.join(root, name))
+    local_root = root[len("file://"):] if root.startswith("file://") else root  # normpath makes file:///x file:/x
+    joined = os.path.normpath(os.path.join(local_root, name))
     if not _within(_local(root), _local(joined), os.sep):
         raise OutsideRoot(f"{shown_name(name)} climbs out of the source root")
     return joined

@@ -155,6 +155,49 @@ def test_panoptic_detection_draws_its_things_as_the_instances_pair_does(release:
     assert isinstance(pairs["pose"], Reject) and pairs["pose"].reason == "no_pose_annotations"
 
 
+def test_isthing_written_as_json_booleans_is_read_as_panopticapi_reads_it(release: Path, tmp_path: Path):
+    """`json.dump` writes Python's False as `false`: sky (`"isthing": false`) was read as a thing
+    and drawn as a box; panopticapi compares isthing to 0/1, so false is stuff, true a thing."""
+    data = json.loads((release / PANOPTIC).read_text())
+    for category in data["categories"]:
+        category["isthing"] = bool(category["isthing"])
+    written = tmp_path / "panoptic_bool.json"
+    with open(written, "w") as f:
+        json.dump(data, f)
+    assert '"isthing": false' in written.read_text()
+    pairs = _pairs(release, (str(written),), ("detection",), panoptic_dir="annotations/panoptic_val2017")
+    instances = _pairs(release, ("annotations/instances_val2017.json",), ("detection",))
+    assert pairs["detection"].annotation["categories"] == [PERSON, PERSON]
+    assert (_target(pairs["detection"]) == _target(instances["detection"])).all()
+
+
+def test_the_converters_empty_and_shared_segments_draw_what_the_instances_pair_draws(release: Path, tmp_path: Path):
+    """detection2panoptic_coco_format lists a sub-pixel object (pycocotools draws no pixel of it)
+    as a segment its PNG does not hold, and gives two stuff objects of one category one id: the
+    pair was panoptic_missing_segment, then bad_annotation; now it draws what the detection-format
+    file's instances pair draws, the empty segment counted in its lineage."""
+    from pycocotools import mask as mask_utils
+
+    detection = json.loads((release / "annotations" / "detection_val2017.json").read_text())
+    for category, polygon in ((PERSON, [10.2, 40.1, 10.6, 40.1, 10.6, 40.5]), (SKY, [24, 30, 28, 30, 28, 48, 24, 48])):
+        rle = mask_utils.merge(mask_utils.frPyObjects([polygon], 64, 64))
+        detection["annotations"].append({"id": len(detection["annotations"]) + 1, "image_id": 139, "iscrowd": 0,
+                                         "category_id": category, "segmentation": [polygon],
+                                         "bbox": mask_utils.toBbox(rle).tolist(), "area": int(mask_utils.area(rle))})
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "val2017").symlink_to(release / "val2017")
+    (tmp_path / "annotations" / "detection_val2017.json").write_text(json.dumps(detection))
+    _to_panoptic(tmp_path / "annotations" / "detection_val2017.json", tmp_path / PANOPTIC)
+    listed = _segments(json.loads((tmp_path / PANOPTIC).read_text()))
+    assert listed[4]["area"] == 0 and listed[5]["id"] == listed[3]["id"]  # the empty person; the second sky
+    pair = _pairs(tmp_path, (PANOPTIC,), ("segmentation",))["segmentation"]
+    instances = _pairs(tmp_path, ("annotations/detection_val2017.json",), ("segmentation",))["segmentation"]
+    rendered = render_pair(pair, SQUARE)
+    assert not isinstance(rendered, Reject), rendered
+    assert rendered.members[0]["panoptic_segments_without_pixels"] == 1
+    assert (decode_png(rendered.images[1]) == _target(instances)).all()
+
+
 def test_panoptic_ids_are_read_as_rgb2id_reads_them():
     """Every byte of each channel counts in its place (R + 256 G + 256^2 B), up to id 2^24 - 1."""
     rgb = np.random.default_rng(1).integers(0, 256, (7, 9, 3), np.uint8)
@@ -169,46 +212,123 @@ def _png(rgb: np.ndarray, path: Path) -> str:
 
 
 @pytest.mark.parametrize("case, reason", [
-    ("missing", "missing_annotation"), ("unlisted", "panoptic_unlisted_segment"),
-    ("absent", "panoptic_missing_segment"), ("size", "annotation_size_mismatch"),
-    ("rgba", "bad_panoptic_png"), ("grey", "bad_panoptic_png"), ("palette", "bad_panoptic_png"),
+    ("missing", "missing_annotation"), ("unlisted", "panoptic_unlisted_segment"), ("size", "annotation_size_mismatch"),
+    ("rgba", "bad_panoptic_png"), ("grey", "bad_panoptic_png"), ("palette", "panoptic_unlisted_segment"),
 ])
 def test_a_png_that_disagrees_with_its_json_is_a_counted_reject(release: Path, tmp_path: Path, case: str,
                                                                 reason: str):
     """As panopticapi's pq_compute fails on them: an id the PNG holds that segments_info does not
-    list, a listed segment the PNG lacks; and a PNG missing, of another size than its image, or
-    not RGB (no R + 256 G + 256^2 B ids in it)."""
+    list; and a PNG missing, of another size than its image, or
+    not RGB (no R + 256 G + 256^2 B ids in it); a palette of other colours (a lossy quantize) holds
+    other ids."""
     pair = _pairs(release, (PANOPTIC,), ("segmentation",))["segmentation"]
     rgb = np.asarray(Image.open(pair.annotation["panoptic_uri"]))
     ids = rgb2id(rgb)
     made = {
         "missing": lambda: str(tmp_path / "gone.png"),
         "unlisted": lambda: _png(np.where((ids == 0)[..., None], np.uint8([57, 48, 0]), rgb), tmp_path / "u.png"),
-        "absent": lambda: _png(np.where((ids == pair.annotation["segment_ids"][1])[..., None], np.uint8(0), rgb),
-                               tmp_path / "a.png"),
         "size": lambda: _png(rgb[:32], tmp_path / "s.png"),
         "rgba": lambda: _png(np.dstack([rgb, np.full((64, 64), 255, np.uint8)]), tmp_path / "r.png"),
         "grey": lambda: _png(rgb[..., 0], tmp_path / "g.png"),
-        "palette": lambda: Image.fromarray(rgb).quantize(8).save(tmp_path / "p.png") or str(tmp_path / "p.png"),
+        "palette": lambda: Image.fromarray(rgb).quantize(3).save(tmp_path / "p.png") or str(tmp_path / "p.png"),
     }[case]()
     result = render_pair(dataclasses.replace(pair, annotation={**pair.annotation, "panoptic_uri": made}), SQUARE)
     assert isinstance(result, Reject) and result.reason == reason, result
     assert Path(made).name in result.detail  # the reject's input is the image: its detail names the PNG
     if case == "unlisted":
         assert "12345" in result.detail  # 57 + 256 * 48
-    if case == "absent":
-        assert str(pair.annotation["segment_ids"][1]) in result.detail
+
+
+def test_imagemagick_palette_resave_is_read_through_its_palette(release: Path, tmp_path: Path):
+    """`convert pan.png -strip out.png` writes a PNG of few colours as a palette (colour type 3):
+    it was bad_panoptic_png, while detectron2, Mask2Former and MMDetection read it as RGB; its
+    ids are now its palette's colours', the target the RGB PNG's byte for byte."""
+    import subprocess
+
+    pair = _pairs(release, (PANOPTIC,), ("segmentation",))["segmentation"]
+    resaved = tmp_path / "resaved.png"
+    subprocess.run(["convert", pair.annotation["panoptic_uri"], "-strip", str(resaved)], check=True)
+    assert resaved.read_bytes()[25] == 3  # IHDR colour type: palette
+    as_rgb = rgb2id(np.asarray(Image.open(resaved).convert("RGB")))  # detectron2's read_image(..., "RGB")
+    assert (maps.decode_panoptic_ids(resaved.read_bytes(), 64, 64) == as_rgb).all()
+    again = dataclasses.replace(pair, annotation={**pair.annotation, "panoptic_uri": str(resaved)})
+    assert (_target(again) == _target(pair)).all()
+
+
+def test_a_16_bit_rgb_png_is_refused_on_its_header(release: Path, tmp_path: Path, monkeypatch):
+    """ImageMagick's `-depth 16 PNG48:` (Pillow calls it "RGB" too): refused from IHDR's bit depth,
+    never decoded, as docs/rejects.md says."""
+    import subprocess
+
+    pair = _pairs(release, (PANOPTIC,), ("segmentation",))["segmentation"]
+    deep = tmp_path / "deep.png"
+    subprocess.run(["convert", pair.annotation["panoptic_uri"], "-depth", "16", f"PNG48:{deep}"], check=True)
+    assert deep.read_bytes()[24:26] == bytes([16, 2])  # IHDR: 16-bit, truecolour
+    monkeypatch.setattr(maps, "_opencv_decode", lambda data: pytest.fail("decoded before its header was judged"))
+    with pytest.raises(maps.MapError) as caught:
+        maps.decode_panoptic_ids(deep.read_bytes(), 64, 64)
+    assert caught.value.reason == "bad_panoptic_png" and "16-bit RGB" in caught.value.detail
 
 
 def test_a_panoptic_png_over_the_memory_budget_is_refused_on_its_header(monkeypatch):
-    """Judged on the header's size before any decode: OpenCV never sees it."""
+    """Judged on the header's size before any decode: OpenCV never sees it. The budget lies between
+    the decode's own cost and that plus the ids' work (`PANOPTIC_WORK_BYTES`): refused only while
+    the work is charged."""
+    from transforms.decode_budget import decode_cost
+
     out = io.BytesIO()
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(out, format="PNG")
-    monkeypatch.setattr(maps, "DEFAULT_MAX_DECODE_BYTES", 64 * 64 * maps.PANOPTIC_WORK_BYTES)
+    monkeypatch.setattr(maps, "DEFAULT_MAX_DECODE_BYTES",
+                        decode_cost(64, 64, "RGB") + 64 * 64 * maps.PANOPTIC_WORK_BYTES // 2)
     monkeypatch.setattr(maps, "_opencv_decode", lambda data: pytest.fail("decoded past its budget"))
     with pytest.raises(maps.MapError) as caught:
         maps.decode_panoptic_ids(out.getvalue(), 64, 64)
     assert caught.value.reason == "annotation_too_large"
+
+
+def _peak_rss_growth(work) -> int:
+    """Bytes the process's peak resident memory rises by during `work()` (Linux: the peak is reset
+    through /proc/self/clear_refs), what a worker's memory limit sees: NumPy's own C++ allocations
+    included, which tracemalloc does not trace."""
+    def status(field: str) -> int:
+        return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field)) * 1024
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = status("VmRSS:")
+    work()
+    return status("VmHWM:") - before
+
+
+def test_a_png_of_millions_of_unlisted_ids_stays_within_its_charge(tmp_path: Path):
+    """np.unique on the unlisted ids hashed them: 60-69 bytes a pixel of a 1536x1536 PNG of 2.4M
+    ids (41 charged; 69 B/px and 43 s at 4096x4096); sorted (17 B/px), they stay within
+    decode_cost + PANOPTIC_WORK_BYTES."""
+    import types
+
+    import cv2
+
+    from transforms.decode_budget import decode_cost
+    from uvd_pipeline import render_annotated
+
+    n = 1536
+    ids = (np.arange(n * n, dtype=np.uint32) * 7919 % (1 << 24)).reshape(n, n)  # each pixel its own id
+    rgb = np.dstack([ids & 255, ids >> 8 & 255, ids >> 16]).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "many.png"), rgb[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    del ids, rgb
+    annotation = {"panoptic_uri": str(tmp_path / "many.png"), "segment_ids": [1], "segment_categories": [1]}
+    caught = []
+
+    def work():
+        try:
+            render_annotated._panoptic_classes(annotation, types.SimpleNamespace(in_h=n, in_w=n), SQUARE)
+        except render_annotated.AnnotationError as exc:
+            caught.append(exc)
+
+    growth = _peak_rss_growth(work)
+    assert caught and caught[0].reason == "panoptic_unlisted_segment"
+    assert "9, 18, 27, 28, 37 ... (2359295 in all)" in caught[0].detail  # id 0 is void: all other ids unlisted
+    assert growth <= decode_cost(n, n, "RGB") + n * n * maps.PANOPTIC_WORK_BYTES, growth / n / n
 
 
 def _segments(data: dict) -> list[dict]:
@@ -217,14 +337,15 @@ def _segments(data: dict) -> list[dict]:
 
 @pytest.mark.parametrize("change, detail", [
     (lambda d: _segments(d)[0].update(id=0), "segments_info[0] has no segment id"),
-    (lambda d: _segments(d)[1].update(id=_segments(d)[0]["id"]), "segments_info[1] repeats segment id"),
+    (lambda d: _segments(d)[3].update(id=_segments(d)[0]["id"]), "segments_info[3] repeats segment id"),
     (lambda d: _segments(d)[2].update(category_id=5), "segments_info[2] (id"),
     (lambda d: _segments(d)[3].update(category_id=0), "outside 1..65535"),
     (lambda d: d["annotations"].append(d["annotations"][0]), "both give image 139 a panoptic PNG"),
+    (lambda d: d["categories"][1].update(isthing="no"), "neither 0/false (stuff) nor 1/true (thing)"),
 ])
 def test_segments_info_that_panopticapi_cannot_read_rejects_its_image(release: Path, tmp_path: Path, change,
                                                                       detail: str):
-    """A segment of id 0 (void), an id listed twice, a category the file does not declare or one the
+    """A segment of id 0 (void), an id listed twice with another category, a category the file does not declare or one the
     palette draws black (0), two entries of one image: each a bad_annotation of that image's pairs,
     the PNGs found through `panoptic_dir`."""
     data = json.loads((release / PANOPTIC).read_text())
@@ -235,6 +356,19 @@ def test_segments_info_that_panopticapi_cannot_read_rejects_its_image(release: P
     pairs = _pairs(release, (str(bad),), panoptic_dir="annotations/panoptic_val2017")
     for pair in pairs.values():
         assert isinstance(pair, Reject) and pair.reason == "bad_annotation" and detail in pair.detail, pair
+
+
+def test_folders_given_as_file_urls_are_those_folders(release: Path):
+    """`panoptic_dir: file:///...` made every pair outside_root, `images_dir: file:///...` stopped
+    `check` with a traceback (OutsideRoot): join_inside normalised `file:///x` to `file:/x`, a
+    folder under the working directory. A file:// URL is its local folder, as fsspec reads it."""
+    load_index.cache_clear()
+    source = CocoSource("coco", str(release), (PANOPTIC,), f"file://{release / 'val2017'}", ("segmentation",),
+                        panoptic_dir=f"file://{release / 'annotations' / 'panoptic_val2017'}")
+    pairs = [record for unit in source.units() for record in source.read(unit)]
+    assert len(pairs) == 1 and isinstance(pairs[0], PairRecord), pairs
+    as_relative = _pairs(release, (PANOPTIC,), ("segmentation",))["segmentation"]
+    assert (_target(pairs[0]) == _target(as_relative)).all()
 
 
 def test_check_finds_the_panoptic_download_and_names_what_is_missing(release: Path, tmp_path: Path):
@@ -263,3 +397,6 @@ def test_check_finds_the_panoptic_download_and_names_what_is_missing(release: Pa
     with pytest.raises(ConfigError) as caught:
         units(annotation_files=[PANOPTIC, "annotations/instances_val2017.json"])
     assert str(caught.value).startswith("sources[0].annotation_files (coco): ") and "read alone" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:  # was read for nothing: the instances file draws without it
+        units(annotation_files=["annotations/instances_val2017.json"], panoptic_dir="annotations/panoptic_val2017")
+    assert str(caught.value).startswith("sources[0].panoptic_dir (coco): ") and "remove panoptic_dir" in str(caught.value)

@@ -159,32 +159,41 @@ def decode_label_map(data: bytes, encoding: str = "ids") -> np.ndarray:
 # per pixel beyond the decoded buffer while a panoptic PNG becomes class ids: its int32 ids, the
 # int64 segment positions `render_annotated` looks them up at, masks, the int32 class map; a
 # 1600x1200 PNG of 39 segments peaked at 23 bytes a pixel all told, its decoded RGB included
-# (tracemalloc), charged 7 + 24 here
+# (tracemalloc), charged 7 + 24 here; one of ids none listed (a 2048x2048 PNG of 2^22), the ids,
+# its mask, their sorted copy and its boundary mask (`_first_distinct`): 17.4 (peak RSS)
 PANOPTIC_WORK_BYTES = 24
 
 
 def decode_panoptic_ids(data: bytes, height: int, width: int) -> np.ndarray:
     """A COCO panoptic PNG (panopticapi's, 8-bit RGB) -> int32 segment ids, read as panopticapi's
-    `rgb2id` reads them: R + 256 G + 256^2 B (0: void). Judged on its header before any decode:
-    an image of another mode (grey, palette, RGBA, 16-bit) holds no such ids (`bad_panoptic_png`),
-    one of another size than its image (`height` x `width`) names other pixels
-    (`annotation_size_mismatch`), one over the memory budget is `annotation_too_large`."""
+    `rgb2id` reads them: R + 256 G + 256^2 B (0: void). A palette PNG (ImageMagick's lossless
+    re-save of one of at most 256 colours, `convert pan.png -strip out.png`) is read through its
+    palette, as detectron2, Mask2Former and MMDetection read it (as RGB). Judged on its header
+    before any decode: an image of another mode (grey, RGBA, 16-bit RGB: IHDR's bit depth and
+    colour type) holds no such ids (`bad_panoptic_png`), one of another size than its image
+    (`height` x `width`) names other pixels (`annotation_size_mismatch`), one over the memory
+    budget is `annotation_too_large`."""
     if not data:
         raise MapError("empty_annotation")
     declared = _declared(data)
     if declared is None or not data.startswith(_PNG_SIGNATURE):
         raise MapError("bad_panoptic_png", "not a PNG (panopticapi writes its segment ids as RGB PNGs)")
     w, h, mode = declared
-    if mode != "RGB":
-        raise MapError("bad_panoptic_png", f"a {mode} PNG; a panoptic PNG is 8-bit RGB, its ids R + 256 G + 256^2 B")
+    depth, colour_type = _png_depth_and_colour_type(data)
+    if mode not in ("RGB", "P") or (colour_type == _PNG_RGB and depth != 8):
+        shown = f"{depth}-bit {mode}" if mode == "RGB" else mode
+        raise MapError("bad_panoptic_png", f"a {shown} PNG; a panoptic PNG is 8-bit RGB (or a palette of its "
+                                           f"colours), its ids R + 256 G + 256^2 B")
     if (h, w) != (height, width):
         raise MapError("annotation_size_mismatch", f"panoptic PNG {w}x{h} vs image {width}x{height}")
     cost = decode_cost(w, h, mode) + w * h * PANOPTIC_WORK_BYTES
     if cost > DEFAULT_MAX_DECODE_BYTES:
         raise MapError("annotation_too_large", f"{w}x{h} panoptic PNG needs about {cost >> 20} MiB, "
                                                f"over the budget of {DEFAULT_MAX_DECODE_BYTES >> 20} MiB")
+    if mode == "P":
+        return _palette_panoptic_ids(data)
     array = _opencv_decode(data)
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:  # Pillow calls 16-bit RGB "RGB" too
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:  # a header that lied
         raise MapError("bad_panoptic_png", f"a panoptic PNG is 8-bit RGB, got {array.dtype} "
                                            f"{array.shape[2] if array.ndim == 3 else 1} channel(s)")
     ids = array[..., 0].astype(np.int32)  # OpenCV's BGR: B is [..., 0]
@@ -193,6 +202,34 @@ def decode_panoptic_ids(data: bytes, height: int, width: int) -> np.ndarray:
     ids <<= 8
     ids += array[..., 2]
     return ids
+
+
+_PNG_RGB = 2  # IHDR colour type of truecolour without alpha
+
+
+def _png_depth_and_colour_type(data: bytes) -> tuple[int, int]:
+    """IHDR's bit depth and colour type (PNG spec: the first chunk, bytes 24 and 25): Pillow names
+    a 16-bit RGB PNG "RGB" as it does an 8-bit one."""
+    if len(data) < 26 or data[12:16] != b"IHDR":
+        raise MapError("corrupt_annotation", "PNG without IHDR as its first chunk")
+    return data[24], data[25]
+
+
+def _palette_panoptic_ids(data: bytes) -> np.ndarray:
+    """A palette PNG's ids: each index's colour as R + 256 G + 256^2 B, what its RGB read holds
+    (Pillow's `convert("RGB")`: an index past the palette black, transparency dropped), looked up
+    from its 1-byte indices without an RGB copy (within `decode_cost` of P)."""
+    try:
+        with pixels_judged_here(), Image.open(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False))) as image:
+            indices = np.asarray(image)
+            entries = image.getpalette("RGB") or []
+    except Exception as exc:  # a truncated or corrupt file: name the error only, never its bytes
+        raise MapError("corrupt_annotation", f"palette PNG: {type(exc).__name__}") from None
+    colours = np.zeros((256, 3), np.int32)
+    given = np.asarray(entries[: min(len(entries), 768) // 3 * 3], np.int32).reshape(-1, 3)
+    colours[: len(given)] = given
+    table = colours[:, 0] + 256 * colours[:, 1] + 256 * 256 * colours[:, 2]
+    return table[indices]
 
 
 def read_pfm(data: bytes) -> np.ndarray:
