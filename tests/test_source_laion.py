@@ -2307,8 +2307,44 @@ def test_an_img2dataset_parquet_of_a_latin1_url_list_keeps_each_utf8_caption(tmp
     items = _read_all(LaionSource("web", str(tmp_path)))
     assert all(isinstance(i, ImageRecord) for i in items), items
     assert [(i.data == images[n], i.lineage.get("caption"), i.lineage["img2dataset"]["caption"])
-            for n, i in enumerate(items)] == [(True, "plain one", "plain one"), (True, None, None),
+            for n, i in enumerate(items)] == [(True, "plain one", "plain one"),
+                                              (True, "caf\ufffd au lait", "caf\ufffd au lait"),
                                               (True, "third \u2603", "third \u2603")]
+
+
+def test_an_img2dataset_files_download_of_a_latin1_url_list_reads_its_bytes_captions(tmp_path: Path):
+    """The same mixed URL list (one Latin-1 line) downloaded by img2dataset 1.47 in
+    `output_format=files`, laid out as it writes it: each `.txt` is `str(bytes)` (`b'caf\\xe9 au
+    lait'`), no `.json` (its writer failed on the bytes), a listing holding only the failed row. Each
+    caption was its Python repr (`b'plain one'`), each image unhashed without a word. Now each caption
+    is the text the literal spells (a Latin-1 byte as U+FFFD, as a `.txt` member's), and the source
+    says its captions were bytes and its images are not hash-checked."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("caption", pa.binary()), ("url", pa.string()), ("key", pa.string()), ("status", pa.string()),
+                        ("error_message", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+                        ("original_width", pa.int32()), ("original_height", pa.int32()), ("exif", pa.string()),
+                        ("sha256", pa.string())])
+    pq.write_table(pa.Table.from_pylist([{"caption": b"gone", "url": "http://127.0.0.1:8000/missing.jpg",
+                                          "key": "000000003", "status": "failed_to_download",
+                                          "error_message": "HTTP Error 404: File not found"}], schema),
+                   tmp_path / "00000.parquet")
+    (tmp_path / "00000_stats.json").write_text(json.dumps({"count": 4, "successes": 3, "failed_to_download": 1}))
+    shard = tmp_path / "00000"
+    shard.mkdir()
+    captions = [b"plain one", b"caf\xe9 au lait", "third \u2603".encode()]
+    for i, caption in enumerate(captions):
+        (shard / f"00000000{i}.jpg").write_bytes(_encoded("JPEG", 60 + i))
+        (shard / f"00000000{i}.txt").write_text(str(caption))  # as img2dataset 1.47 writes it
+    source = LaionSource("web", str(tmp_path))
+    items = _read_all(source)
+    assert [(type(i).__name__, i.lineage.get("caption") if isinstance(i, ImageRecord) else i.reason)
+            for i in items] == [("Reject", "failed_to_download"), ("ImageRecord", "plain one"),
+                                ("ImageRecord", "caf\ufffd au lait"), ("ImageRecord", "third \u2603")]
+    notices = source.notices()
+    assert "captions of 00000.parquet as bytes" in notices[0] and "U+FFFD" in notices[0], notices
+    assert "3 of the 3 images in 00000/ are not hash-checked: 00000.parquet lists 0 successes" in notices[1], notices
 
 
 def test_a_webdataset_download_of_a_latin1_url_list_says_its_listing_lists_none(tmp_path: Path):
