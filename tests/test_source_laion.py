@@ -2431,10 +2431,47 @@ def test_an_imagefolder_metadata_line_that_is_not_utf8_is_that_rows_problem_alon
             (r.reason, r.detail) for r in items if isinstance(r, Reject)}
 
 
+def test_an_imagefolder_jsonl_caption_holding_a_unicode_line_separator_is_one_row(tmp_path: Path):
+    """`json.dumps(ensure_ascii=False)` writes U+2028, U+2029 and U+0085 raw inside a string, and
+    pyarrow and `datasets` read such a JSONL line as one row; `str.splitlines` cut it there, each
+    half a `bad_metadata` and its image an `unlisted_image`. Now lines end at "\\n" alone."""
+    import pyarrow.json as pj
+
+    captions = ["plain", "line\u2028sep", "para\u2029sep", "nel\u0085x"]
+    for i in range(len(captions)):
+        (tmp_path / f"{i}.png").write_bytes(_encoded("PNG", 70 + i, size=8))
+    lines = [json.dumps({"file_name": f"{i}.png", "text": t}, ensure_ascii=False) for i, t in enumerate(captions)]
+    (tmp_path / "metadata.jsonl").write_bytes(("\r\n".join(lines) + "\r\n\n").encode())
+    assert pj.read_json(tmp_path / "metadata.jsonl").column("text").to_pylist() == captions  # the world reads 4 rows
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    assert sorted((type(i).__name__, i.lineage.get("caption") if isinstance(i, ImageRecord) else i.detail)
+                  for i in items) == sorted(("ImageRecord", t) for t in captions)
+
+
+def test_an_imagefolder_csv_saved_by_excel_for_mac_keeps_its_utf8_rows(tmp_path: Path):
+    """Excel for Mac's "CSV (Macintosh)" ends lines with "\\r" alone and writes Mac Roman
+    (`café`: byte 0x8e). The header was judged as the file's first "\\n" line, here the whole
+    file: one accented row left every row unread. Now the header is the first CSV record: that row
+    alone is a `bad_metadata` and the others keep their captions."""
+    import csv
+
+    rows = [("file_name", "text"), ("0.png", "plain"), ("1.png", "caf\u00e9"), ("2.png", "third")]
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(_encoded("PNG", 80 + i, size=8))
+    (tmp_path / "metadata.csv").write_bytes("\r".join(",".join(r) for r in rows).encode("mac_roman") + b"\r")
+    assert len(list(csv.reader(io.StringIO((tmp_path / "metadata.csv").read_text("mac_roman"), newline="")))) == 4
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    assert sorted((r.reason, r.detail.split(":")[0]) for r in items if isinstance(r, Reject)) == [
+        ("bad_metadata", "metadata.csv line 3"), ("unlisted_image", "'1.png'")]
+    assert sorted((r.lineage["path"], r.lineage["caption"]) for r in items if isinstance(r, ImageRecord)) == [
+        ("0.png", "plain"), ("2.png", "third")]
+
+
 def test_a_datasets_parquet_caption_column_of_bytes_is_read_as_text(tmp_path: Path):
     """A `datasets` parquet whose caption column is `binary` (`Value("binary")`, or a webdataset's
     `txt` members kept as bytes by a converter): each caption was its Python repr (`b'plain'`). Now
-    one that is UTF-8 is its text, one that is not none (its image still built)."""
+    one that is UTF-8 is its text; one that is not keeps each UTF-8 letter, a byte that is not as
+    U+FFFD (as a webdataset `.txt` member's: one rule; it was None, all its text lost)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -2446,4 +2483,4 @@ def test_a_datasets_parquet_caption_column_of_bytes_is_read_as_text(tmp_path: Pa
                    tmp_path / "data" / "train-00000-of-00001.parquet")
     items = _read_all(LaionSource("hf", str(tmp_path)))
     assert [(type(i).__name__, i.lineage.get("caption")) for i in items] == [
-        ("ImageRecord", "plain"), ("ImageRecord", None), ("ImageRecord", "\u2603")]
+        ("ImageRecord", "plain"), ("ImageRecord", "caf\ufffd"), ("ImageRecord", "\u2603")]
