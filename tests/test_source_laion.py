@@ -2369,6 +2369,24 @@ def test_a_webdataset_download_of_a_latin1_url_list_says_its_listing_lists_none(
     assert "captions are not all UTF-8" in items[0].detail
 
 
+def test_a_shard_parquet_without_a_key_column_is_not_said_to_list_none(tmp_path: Path):
+    """A parquet without a `key` column beside a tar (another tool's table, the URL list itself)
+    is no img2dataset listing: the successes `_stats.json` counts that the tar lacks were said
+    "written nowhere" by img2dataset's writer, as if the parquet listed none; now the detail says it
+    has no key column and the missing keys are unknown."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"url": ["http://x.invalid/0.jpg", "http://x.invalid/1.jpg"], "caption": ["a", "b"]}),
+                   tmp_path / "00000.parquet")
+    (tmp_path / "00000_stats.json").write_text(json.dumps({"count": 2, "successes": 2}))
+    subprocess.run(["tar", "-cf", str(tmp_path / "00000.tar"), "-T", "/dev/null"], check=True)
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    assert [(r.reason, r.detail) for r in items] == [
+        ("missing_from_archive", "00000_stats.json counts 2 successes, 00000.tar holds 0; 00000.parquet has no key "
+                                 "column (no img2dataset listing): the missing keys are unknown")] * 2
+
+
 @pytest.mark.parametrize("algorithm", ["md5", "sha512"])
 def test_a_download_hashed_with_another_compute_hash_is_checked_with_it(tmp_path: Path, algorithm: str):
     """`img2dataset --compute_hash md5` (or sha512) with `--disable_all_reencoding True` records
