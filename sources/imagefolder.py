@@ -128,12 +128,25 @@ def _rows(uri: str, data: bytes, parsed: Metadata) -> Iterator["Row"]:
     """The rows of a metadata file's bytes, by its kind (a row keeps its own text, never the file's)."""
     if uri.endswith(".parquet"):
         return _parquet_rows(data, parsed)
-    if uri.endswith(".csv"):
-        data.split(b"\n", 1)[0].decode("utf-8-sig")  # a header not UTF-8: its columns unknown, the file unread
     # a line not UTF-8 (a CSV Excel saved in Windows-1252: `caf\xe9`) is its row's problem alone
     # (`_undecodable`); it left the whole file unread, every image beside it `unlisted_image`
     text = data.decode("utf-8-sig", errors="surrogateescape")
+    if uri.endswith(".csv"):
+        _utf8_header(text)
     return _csv_rows(text, parsed) if uri.endswith(".csv") else _jsonl_rows(text, parsed)
+
+
+def _utf8_header(text: str) -> None:
+    """Raise UnicodeDecodeError when a CSV's header, its first record (ended by "\r\n", "\n" or,
+    as Excel for Mac saves, "\r" alone), is not UTF-8: its columns unknown, the file unread. The
+    first "\n" line was judged, which in a CR-only file is the whole file: one row not UTF-8 left
+    every row unread."""
+    try:
+        header = ",".join(next(csv.reader(io.StringIO(text, newline="")), []))
+    except csv.Error:  # a NUL byte, a field past csv's limit: `_csv_rows` says so
+        return
+    if _undecodable(header):
+        header.encode("utf-8", errors="surrogateescape").decode("utf-8")
 
 
 NOT_UTF8_LINE = "not UTF-8 text (save the file as UTF-8): not read"
@@ -254,8 +267,11 @@ def _json_value(value: Any) -> Any:
 
 
 def _jsonl_rows(text: str, parsed: Metadata) -> Iterator[Row]:
-    """Each JSON Lines line that is a JSON object; another line is a problem."""
-    for number, line in enumerate(text.splitlines(), 1):
+    """Each JSON Lines line that is a JSON object; another line is a problem. Lines end at "\n"
+    alone (a "\r" before it dropped), as `datasets` and pyarrow read them: `str.splitlines` also cut
+    at U+2028, U+2029 and U+0085, which `json.dumps(ensure_ascii=False)` writes raw in a string."""
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         if _undecodable(line):

@@ -141,6 +141,7 @@ class ShardListing:
     stats_successes: int | None
     problems: tuple[tuple[str, str, str], ...] = ()  # (reason, detail, its file from the root): listing files unused
     parquet_read: bool = False  # its parquet was read (it may list no row: img2dataset's writer failed on each)
+    keyless: bool = False  # its parquet was read but has no `key` column: no img2dataset listing, lists nothing
 
     @classmethod
     def read(cls, parquet_uri: str, stats_uri: str, root: str, follow_links: bool = False) -> "ShardListing":
@@ -151,16 +152,16 @@ class ShardListing:
 
         rows: dict[str, dict[str, Any]] = {}
         parquet_problems: list[tuple[str, str]] = []
-        parquet_read = False
+        parquet_read = keyless = False
         if _listing_file(parquet_uri, root, follow_links, parquet_problems):
             try:
-                rows, unkeyed = _parquet_rows(parquet_uri)
+                keyed, unkeyed = _parquet_rows(parquet_uri)
             except (OSError, ValueError, pa.ArrowException) as exc:  # damaged, cut or empty
                 raise_machine_error(exc, parquet_uri)  # too many open files, no memory: the machine's
                 parquet_problems.append((BAD_PARQUET, parquet_problem(parquet_uri, exc,
                                                                       "the shard's failed downloads are unknown")))
             else:
-                parquet_read = True
+                parquet_read, keyless, rows = keyed is not None, keyed is None, keyed or {}
                 if unkeyed:
                     parquet_problems.append((hf_parquet.TEXT_NOT_UTF8, _unkeyed_detail(parquet_uri, unkeyed)))
         successes, stats_problems = None, []
@@ -168,7 +169,8 @@ class ShardListing:
             successes = _stats_successes(stats_uri, stats_problems)
         found = ((parquet_uri, parquet_problems), (stats_uri, stats_problems))
         return cls(rows, successes, tuple((reason, detail, relative_to_root(root, uri))
-                                          for uri, problems in found for reason, detail in problems), parquet_read)
+                                          for uri, problems in found for reason, detail in problems), parquet_read,
+                   keyless)
 
     def successes(self) -> list[str]:
         return [k for k, row in self.rows.items() if download_status(row) == "success"]
@@ -232,6 +234,9 @@ def missing_rejects(name: str, listing: ShardListing, shard: str, seen: set[str]
                    f"{len(listed)} and {archive} holds {len(seen)}: {lost} downloaded samples were written "
                    "nowhere (img2dataset's sample writer failed on them; see its log; e.g. a URL list whose "
                    "captions are not all UTF-8 fails every one)")
+        elif listing.keyless:  # a table of another tool beside the archive: it names no sample
+            why = (f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} holds {len(seen)}; "
+                   f"{shard}.parquet has no key column (no img2dataset listing): the missing keys are unknown")
         else:
             why = (f"{shard}_stats.json counts {listing.stats_successes} successes, {archive} holds {len(seen)}; "
                    f"without {shard}.parquet the missing keys are unknown")
@@ -275,8 +280,9 @@ LISTING_COLUMNS = ("key", "status", "error_message", "url", "caption", "width", 
                    "original_height", *HASH_COLUMNS)
 
 
-def _parquet_rows(parquet_uri: str) -> tuple[dict[str, dict[str, Any]], list[int]]:
-    """An img2dataset listing's rows by key, of its `LISTING_COLUMNS` alone (others never read),
+def _parquet_rows(parquet_uri: str) -> tuple[dict[str, dict[str, Any]] | None, list[int]]:
+    """An img2dataset listing's rows by key (None: a parquet without a `key` column, no listing),
+    of its `LISTING_COLUMNS` alone (others never read),
     and the indexes of the rows left out for a key that is not UTF-8 (no sample can be matched to
     them). Judged before any row is read on the values those columns hold (`hf_parquet.value_bytes`:
     its footer's sizes, or for a dictionary-encoded column what each row points at): past
@@ -288,7 +294,7 @@ def _parquet_rows(parquet_uri: str) -> tuple[dict[str, dict[str, Any]], list[int
         parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
         schema = parquet.schema_arrow
         if "key" not in schema.names:
-            return {}, []
+            return None, []
         keep = [c for c in LISTING_COLUMNS if c in schema.names and not hf_parquet.is_binary(schema.field(c).type)]
         held = sum(hf_parquet.value_bytes(handle, parquet, index, keep) for index in range(parquet.num_row_groups))
         if held > MAX_LISTING_BYTES:

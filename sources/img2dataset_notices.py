@@ -1,6 +1,7 @@
 """What img2dataset did to the images it stored, read from a shard's listing: resized them,
 decoded and re-encoded them (losing transparency, 16-bit depth and EXIF), dropped their EXIF
-rotation. The laion source warns of it once per build (`LaionSource.notices`)."""
+rotation; stored captions as bytes (a URL list not in UTF-8) and wrote no listing row for the
+images of a files-layout folder. The laion source warns of it once per build (`LaionSource.notices`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 from sources import fsio, hf_parquet
 from sources.img2dataset_listing import MAX_LISTING_BYTES, download_status, parse_json
+from sources.tar_members import split_member
+from sources.web_samples import IMAGE_EXTENSIONS
 
 RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reencoding True "
                  "(README: Getting LAION with img2dataset)")
@@ -82,3 +85,29 @@ def rotation_clause(rotated: int) -> str:
         return ""
     return (f"; {rotated} of them img2dataset's exif column records with an EXIF orientation that "
             "re-encoding drops: re-encoded, they are stored, and built, as shot (sideways or mirrored)")
+
+
+def binary_captions(parquet_uri: str) -> bool:
+    """Whether a listing's `caption` column is `binary`: img2dataset read its URL list with
+    pyarrow's CSV reader, which types the whole column so when one caption is not UTF-8 (a
+    Latin-1 CSV); each caption is then read by `web_samples.caption_from_bytes` (U+FFFD for a
+    byte that is not UTF-8). Its schema alone is read."""
+    import pyarrow as pa
+
+    with fsio.open_file(parquet_uri, read_ahead=False) as handle:
+        schema = hf_parquet.open_parquet(handle, pre_buffer=False).schema_arrow
+    return "caption" in schema.names and pa.types.is_binary(schema.field("caption").type)
+
+
+def unlisted_images(parquet_uri: str, rows: list[dict[str, Any]]) -> tuple[int, int] | None:
+    """(images, listed successes) when the `output_format=files` folder beside a listing holds
+    more images than it lists successes: img2dataset 1.47 writes a sample's file, then fails its
+    `.json` and its listing row on a caption of bytes (a Latin-1 URL list). Those images carry no
+    hash to check and no metadata. One listing of the folder; `rows` as `listing_rows` read them."""
+    folder = parquet_uri.removesuffix(".parquet")
+    if not fsio.isdir(folder):
+        return None
+    images = {split_member(fsio.basename(f))[0] for f in fsio.list_files(folder)
+              if split_member(fsio.basename(f))[1] in IMAGE_EXTENSIONS}
+    listed = sum(1 for r in rows if r.get("status") == "success")
+    return (len(images), listed) if len(images) > listed else None

@@ -234,7 +234,7 @@ class Img2datasetReader(WebReader):
                     if changed:
                         yield self._reject(key, "read", HASH_MISMATCH, changed, where=where)
                         continue
-                    lineage = _lineage(caption.encode() if caption else None, None, row)
+                    lineage = _lineage(caption.encode() if caption else None, None, row, txt_file=False)
                     lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": column})
                     yield ImageRecord(key=key, source=self.name, group=key, data=data, lineage=lineage, input=where)
 

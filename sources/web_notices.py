@@ -10,8 +10,9 @@ from typing import Any
 
 from sources import fsio
 from sources.img2dataset_listing import hash_problem, recorded_hash
-from sources.img2dataset_notices import (RESIZE_ADVICE, decoded_samples, first_decoded_row as _first_decoded_row,
-                                         listing_rows, resized_samples, rotation_clause as _rotation_clause)
+from sources.img2dataset_notices import (RESIZE_ADVICE, binary_captions, decoded_samples,
+                                         first_decoded_row as _first_decoded_row, listing_rows, resized_samples,
+                                         rotation_clause as _rotation_clause, unlisted_images)
 from sources.paths import path_problem, set_aside
 from sources.records import MAX_INPUT_FILE_BYTES, raise_machine_error
 from sources.tar_members import open_tar, split_member
@@ -31,10 +32,12 @@ class Img2datasetNotices(WebReader):
 
         listed = [p for p in fsio.list_files(self.path, (".parquet",), links=True)  # its unit rejects the others
                   if path_problem(self.path, p, self.follow_links) is None and not set_aside(fsio.basename(p))]
+        said: list[str] = []  # of the caption bytes and the unlisted images, from the first listing that shows them
         for parquet in listed[:2]:
             try:
                 rows = listing_rows(parquet)
                 resized, decoded = resized_samples(rows), decoded_samples(rows)
+                said = said or self._caption_notices(parquet, binary_captions(parquet), unlisted_images(parquet, rows))
             except (OSError, ValueError, pa.ArrowException) as exc:  # unreadable: its unit rejects it
                 raise_machine_error(exc, parquet)  # too many open files: never a warning left out unsaid
                 continue
@@ -43,14 +46,28 @@ class Img2datasetNotices(WebReader):
                 count, total, example = resized
                 return [f"{self.name}: img2dataset resized {count} of {total} images in "
                         f"{fsio.basename(parquet)} (e.g. stored {example}); the build then sees its "
-                        f"letterboxed or re-encoded pixels, not the originals{rotated}: {RESIZE_ADVICE}"]
+                        f"letterboxed or re-encoded pixels, not the originals{rotated}: {RESIZE_ADVICE}"] + said
             if decoded and not self._kept_as_downloaded(parquet):
                 count, total, _ = decoded
                 return [f"{self.name}: img2dataset decoded and re-encoded {count} of {total} images in "
                         f"{fsio.basename(parquet)} itself (sizes kept; each it encoded again, all but what "
                         f"--skip_reencode True kept as downloaded, lost transparency (flattened on white), "
-                        f"16-bit depth and EXIF){rotated}: {RESIZE_ADVICE}"]
-        return []
+                        f"16-bit depth and EXIF){rotated}: {RESIZE_ADVICE}"] + said
+        return said
+
+    def _caption_notices(self, parquet: str, binary: bool, unlisted: tuple[int, int] | None) -> list[str]:
+        """That img2dataset stored a listing's captions as bytes, and that its files-layout folder
+        holds images the listing does not list (`img2dataset_notices`)."""
+        name = fsio.basename(parquet)
+        said = [f"{self.name}: img2dataset stored the captions of {name} as bytes (its URL list is not all "
+                "UTF-8, as a Latin-1 CSV): each is read as UTF-8, a byte that is not as U+FFFD; convert the "
+                "list to UTF-8 and download again to keep every letter"] if binary else []
+        if unlisted:
+            images, successes = unlisted
+            said.append(f"{self.name}: {images - successes} of the {images} images in {name.removesuffix('.parquet')}/ "
+                        f"are not hash-checked: {name} lists {successes} successes (img2dataset wrote no row nor "
+                        ".json for the others, as it does for a caption of bytes)")
+        return said
 
     def _kept_as_downloaded(self, parquet: str) -> bool:
         """Whether the first image img2dataset decoded in this shard is stored as downloaded (its

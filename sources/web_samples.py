@@ -5,6 +5,7 @@ never read; a folder's files paired into samples by stem; and the lineage a samp
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 from typing import Any, Callable
@@ -108,13 +109,15 @@ def jsonable(value: Any) -> Any:
 
 
 def sample_lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] | None = None,
-                   value: Callable[[Any], Any] = jsonable) -> dict:
+                   value: Callable[[Any], Any] = jsonable, txt_file: bool = True) -> dict:
     """Caption and URL at the top (as before), and everything img2dataset recorded under
     `img2dataset`: its parquet row, overlaid by the sample's `.json`; each recorded value as
-    `value` makes it (`hf_repo_reader.lineage_value`: capped)."""
+    `value` makes it (`hf_repo_reader.lineage_value`: capped). A `.txt` (`txt_file`) of a sample
+    without `.json` that is one bytes literal is the caption it spells (`bytes_literal`)."""
     lineage: dict = {}
     if text:
-        lineage["caption"] = text.decode("utf-8", errors="replace").strip()
+        literal = bytes_literal(text) if meta is None and txt_file else None
+        lineage["caption"] = caption_from_bytes(text if literal is None else literal).strip()
     parsed = parse_json(meta)
     recorded = {**(row or {}), **parsed}
     for field in ("url", "caption", "original_width", "original_height"):
@@ -129,6 +132,32 @@ def sample_lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] |
     return lineage
 
 
+def caption_from_bytes(raw: bytes) -> str:
+    """The one rule for caption bytes in every layout (a `.txt` member or file, a `binary` caption
+    cell, a `.txt` img2dataset wrote as a bytes literal): UTF-8, each byte that is not UTF-8 as
+    U+FFFD (`caf\\xe9 au lait` keeps all but one letter; `img2dataset_notices.binary_captions` says so)."""
+    return raw.decode("utf-8", errors="replace")
+
+
+# img2dataset 1.47's files format writes a caption of a `binary` column (a URL list read from a
+# non-UTF-8 CSV) as `str(bytes)`, `b'caf\xe9 au lait'`, and no `.json` (its writer failed there):
+# read back as the bytes it spells, at most this many characters (a longer `.txt` is text as it is)
+MAX_BYTES_LITERAL_CHARS = 1 << 16
+_BYTES_LITERAL = re.compile(rb"b(['\"]).*\1", re.DOTALL)
+
+
+def bytes_literal(text: bytes) -> bytes | None:
+    """The bytes a `.txt` spells when it is exactly one Python bytes literal (`b'...'` or
+    `b"..."`, parsed with `ast.literal_eval`: no code runs), else None."""
+    if len(text) > MAX_BYTES_LITERAL_CHARS or not _BYTES_LITERAL.fullmatch(text):
+        return None
+    try:
+        value = ast.literal_eval(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, bytes) else None
+
+
 def caption_text(text: Any) -> str | None:
     """A caption cell as text: of several captions (COCO's five) the first, blank as none; bytes
     (a `binary` column) as `utf8_text` makes them (they were their Python repr, `b'...'`)."""
@@ -139,14 +168,11 @@ def caption_text(text: Any) -> str | None:
 
 
 def utf8_text(value: Any) -> Any:
-    """Bytes (a caption or URL cell of a `binary` column) as the text they hold in UTF-8, None when
-    they are not UTF-8 (that cell alone lost); any other value as it is. img2dataset keeps a URL
-    list's caption column as pyarrow's CSV reader typed it: `binary` when one caption of a Latin-1
-    CSV is not UTF-8, and every caption was lost (bytes are no lineage value)."""
+    """Bytes (a caption cell of a `binary` column) as `caption_from_bytes` reads them; any other
+    value as it is. img2dataset keeps a URL list's caption column as pyarrow's CSV reader typed it:
+    `binary` when one caption of a Latin-1 CSV is not UTF-8, and every caption was lost (bytes are
+    no lineage value); then the Latin-1 one was lost (None) where a `.txt` kept it with U+FFFD."""
     if isinstance(value, (bytes, bytearray)):
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            return None
+        return caption_from_bytes(bytes(value))
     return value
 

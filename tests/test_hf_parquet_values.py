@@ -572,6 +572,39 @@ class _RemoteFileSystem(LocalFileSystem):
                            size=os.path.getsize(path), **kwargs)
 
 
+@pytest.mark.parametrize("footer", ["long", "over_the_held_tail"])
+def test_a_remote_parquets_long_footer_is_fetched_as_one_range(tmp_path: Path, footer: str):
+    """A parquet footer longer than the 64 KiB tail first fetched: an img2dataset listing of 1,000
+    row groups (a 560 KB footer) is fetched in 2 ranges, the tail and the rest of its footer, then
+    held (in 1 MiB blocks it took 3). One over `MAX_TAIL_BYTES` (17 MiB of key-value metadata,
+    under the 64 MiB a footer may take) was fetched in 1 MiB blocks, 17 fetches each open, kept:
+    now one range each time it is read, never kept."""
+    from sources import fsio, web_format
+
+    fsspec.register_implementation("uvdremote", _RemoteFileSystem, clobber=True)
+    n = 2000 if footer == "long" else 2
+    table = pa.table({"key": [f"{i:09d}" for i in range(n)], "status": ["success"] * n,
+                      "caption": [f"cap {i}" for i in range(n)]})
+    path = tmp_path / "00000.parquet"
+    if footer == "long":
+        pq.write_table(table, path, row_group_size=2)
+    else:
+        with pq.ParquetWriter(path, table.schema, store_schema=False) as writer:
+            writer.write_table(table)
+            writer.add_key_value_metadata({"x": "y" * (17 << 20)})
+    data = path.read_bytes()
+    size, length = len(data), int.from_bytes(data[-8:-4], "little") + 8
+    assert ((64 << 10) < length <= fsio.MAX_TAIL_BYTES) if footer == "long" else (fsio.MAX_TAIL_BYTES < length)
+    _RemoteFile.ranges = []
+    assert web_format.image_column(f"uvdremote://{path}") is None
+    tail = ("00000.parquet", size - (64 << 10), size)
+    if footer == "long":
+        assert _RemoteFile.ranges == [tail, ("00000.parquet", size - length, size - (64 << 10))]
+    else:  # each read of the footer (the encryption check's walk, pyarrow's) one range
+        assert _RemoteFile.ranges[0] == tail and len(_RemoteFile.ranges) <= 3, len(_RemoteFile.ranges)
+        assert set(_RemoteFile.ranges[1:]) == {("00000.parquet", size - length, size - (64 << 10))}
+
+
 @pytest.mark.parametrize("layout", ["huggingface", "parquet"])
 def test_a_remote_image_parquet_is_fetched_about_once(tmp_path: Path, layout: str):
     """A parquet of images on a remote store was fetched twice over (1.92x of a 40 MB `datasets`
@@ -741,11 +774,12 @@ def test_a_remote_parquets_footer_is_fetched_once_per_open(tmp_path: Path, layou
 def test_the_worker_memory_plan_counts_a_remote_files_block_cache():
     """README "What a worker needs per shard" counts what a remote parquet's open file holds
     (`fsio.open_file(read_ahead=False)`: its blocks and its footer), from the figures the code uses."""
-    from sources import fsio
+    from sources import fsio, parquet_pages
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     plan = " ".join(readme.split("### What a worker needs per shard", 1)[1].split("\n## ", 1)[0].split())
     blocks = fsio.SEEKING_BLOCK_BYTES * fsio.SEEKING_BLOCKS
     assert (f"up to {blocks >> 20} MiB of fetched blocks ({fsio.SEEKING_BLOCKS} of "
-            f"{fsio.SEEKING_BLOCK_BYTES >> 20} MiB) and its footer (up to {fsio.MAX_TAIL_BYTES >> 20} MiB)") in plan
+            f"{fsio.SEEKING_BLOCK_BYTES >> 20} MiB) and its footer (up to {fsio.MAX_TAIL_BYTES >> 20} MiB; a longer "
+            f"one, up to the {parquet_pages.MAX_FOOTER_BYTES >> 20} MiB a footer may take,") in plan
     assert f"row group it decodes (up to {hf_parquet.ROW_GROUP_BYTES >> 20} MiB" in plan

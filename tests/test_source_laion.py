@@ -2307,8 +2307,44 @@ def test_an_img2dataset_parquet_of_a_latin1_url_list_keeps_each_utf8_caption(tmp
     items = _read_all(LaionSource("web", str(tmp_path)))
     assert all(isinstance(i, ImageRecord) for i in items), items
     assert [(i.data == images[n], i.lineage.get("caption"), i.lineage["img2dataset"]["caption"])
-            for n, i in enumerate(items)] == [(True, "plain one", "plain one"), (True, None, None),
+            for n, i in enumerate(items)] == [(True, "plain one", "plain one"),
+                                              (True, "caf\ufffd au lait", "caf\ufffd au lait"),
                                               (True, "third \u2603", "third \u2603")]
+
+
+def test_an_img2dataset_files_download_of_a_latin1_url_list_reads_its_bytes_captions(tmp_path: Path):
+    """The same mixed URL list (one Latin-1 line) downloaded by img2dataset 1.47 in
+    `output_format=files`, laid out as it writes it: each `.txt` is `str(bytes)` (`b'caf\\xe9 au
+    lait'`), no `.json` (its writer failed on the bytes), a listing holding only the failed row. Each
+    caption was its Python repr (`b'plain one'`), each image unhashed without a word. Now each caption
+    is the text the literal spells (a Latin-1 byte as U+FFFD, as a `.txt` member's), and the source
+    says its captions were bytes and its images are not hash-checked."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("caption", pa.binary()), ("url", pa.string()), ("key", pa.string()), ("status", pa.string()),
+                        ("error_message", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+                        ("original_width", pa.int32()), ("original_height", pa.int32()), ("exif", pa.string()),
+                        ("sha256", pa.string())])
+    pq.write_table(pa.Table.from_pylist([{"caption": b"gone", "url": "http://127.0.0.1:8000/missing.jpg",
+                                          "key": "000000003", "status": "failed_to_download",
+                                          "error_message": "HTTP Error 404: File not found"}], schema),
+                   tmp_path / "00000.parquet")
+    (tmp_path / "00000_stats.json").write_text(json.dumps({"count": 4, "successes": 3, "failed_to_download": 1}))
+    shard = tmp_path / "00000"
+    shard.mkdir()
+    captions = [b"plain one", b"caf\xe9 au lait", "third \u2603".encode()]
+    for i, caption in enumerate(captions):
+        (shard / f"00000000{i}.jpg").write_bytes(_encoded("JPEG", 60 + i))
+        (shard / f"00000000{i}.txt").write_text(str(caption))  # as img2dataset 1.47 writes it
+    source = LaionSource("web", str(tmp_path))
+    items = _read_all(source)
+    assert [(type(i).__name__, i.lineage.get("caption") if isinstance(i, ImageRecord) else i.reason)
+            for i in items] == [("Reject", "failed_to_download"), ("ImageRecord", "plain one"),
+                                ("ImageRecord", "caf\ufffd au lait"), ("ImageRecord", "third \u2603")]
+    notices = source.notices()
+    assert "captions of 00000.parquet as bytes" in notices[0] and "U+FFFD" in notices[0], notices
+    assert "3 of the 3 images in 00000/ are not hash-checked: 00000.parquet lists 0 successes" in notices[1], notices
 
 
 def test_a_webdataset_download_of_a_latin1_url_list_says_its_listing_lists_none(tmp_path: Path):
@@ -2331,6 +2367,24 @@ def test_a_webdataset_download_of_a_latin1_url_list_says_its_listing_lists_none(
     assert items[0].detail.startswith("00000_stats.json counts 2 successes, 00000.parquet lists 0 and 00000.tar "
                                       "holds 0: 2 downloaded samples were written nowhere"), items[0].detail
     assert "captions are not all UTF-8" in items[0].detail
+
+
+def test_a_shard_parquet_without_a_key_column_is_not_said_to_list_none(tmp_path: Path):
+    """A parquet without a `key` column beside a tar (another tool's table, the URL list itself)
+    is no img2dataset listing: the successes `_stats.json` counts that the tar lacks were said
+    "written nowhere" by img2dataset's writer, as if the parquet listed none; now the detail says it
+    has no key column and the missing keys are unknown."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"url": ["http://x.invalid/0.jpg", "http://x.invalid/1.jpg"], "caption": ["a", "b"]}),
+                   tmp_path / "00000.parquet")
+    (tmp_path / "00000_stats.json").write_text(json.dumps({"count": 2, "successes": 2}))
+    subprocess.run(["tar", "-cf", str(tmp_path / "00000.tar"), "-T", "/dev/null"], check=True)
+    items = _read_all(LaionSource("web", str(tmp_path), "webdataset"))
+    assert [(r.reason, r.detail) for r in items] == [
+        ("missing_from_archive", "00000_stats.json counts 2 successes, 00000.tar holds 0; 00000.parquet has no key "
+                                 "column (no img2dataset listing): the missing keys are unknown")] * 2
 
 
 @pytest.mark.parametrize("algorithm", ["md5", "sha512"])
@@ -2395,10 +2449,47 @@ def test_an_imagefolder_metadata_line_that_is_not_utf8_is_that_rows_problem_alon
             (r.reason, r.detail) for r in items if isinstance(r, Reject)}
 
 
+def test_an_imagefolder_jsonl_caption_holding_a_unicode_line_separator_is_one_row(tmp_path: Path):
+    """`json.dumps(ensure_ascii=False)` writes U+2028, U+2029 and U+0085 raw inside a string, and
+    pyarrow and `datasets` read such a JSONL line as one row; `str.splitlines` cut it there, each
+    half a `bad_metadata` and its image an `unlisted_image`. Now lines end at "\\n" alone."""
+    import pyarrow.json as pj
+
+    captions = ["plain", "line\u2028sep", "para\u2029sep", "nel\u0085x"]
+    for i in range(len(captions)):
+        (tmp_path / f"{i}.png").write_bytes(_encoded("PNG", 70 + i, size=8))
+    lines = [json.dumps({"file_name": f"{i}.png", "text": t}, ensure_ascii=False) for i, t in enumerate(captions)]
+    (tmp_path / "metadata.jsonl").write_bytes(("\r\n".join(lines) + "\r\n\n").encode())
+    assert pj.read_json(tmp_path / "metadata.jsonl").column("text").to_pylist() == captions  # the world reads 4 rows
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    assert sorted((type(i).__name__, i.lineage.get("caption") if isinstance(i, ImageRecord) else i.detail)
+                  for i in items) == sorted(("ImageRecord", t) for t in captions)
+
+
+def test_an_imagefolder_csv_saved_by_excel_for_mac_keeps_its_utf8_rows(tmp_path: Path):
+    """Excel for Mac's "CSV (Macintosh)" ends lines with "\\r" alone and writes Mac Roman
+    (`café`: byte 0x8e). The header was judged as the file's first "\\n" line, here the whole
+    file: one accented row left every row unread. Now the header is the first CSV record: that row
+    alone is a `bad_metadata` and the others keep their captions."""
+    import csv
+
+    rows = [("file_name", "text"), ("0.png", "plain"), ("1.png", "caf\u00e9"), ("2.png", "third")]
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(_encoded("PNG", 80 + i, size=8))
+    (tmp_path / "metadata.csv").write_bytes("\r".join(",".join(r) for r in rows).encode("mac_roman") + b"\r")
+    assert len(list(csv.reader(io.StringIO((tmp_path / "metadata.csv").read_text("mac_roman"), newline="")))) == 4
+    items = _read_all(LaionSource("imgs", str(tmp_path)))
+    assert sorted((r.reason, r.detail.split(":")[0]) for r in items if isinstance(r, Reject)) == [
+        ("bad_metadata", "metadata.csv line 3"), ("unlisted_image", "'1.png'")]
+    assert sorted((r.lineage["path"], r.lineage["caption"]) for r in items if isinstance(r, ImageRecord)) == [
+        ("0.png", "plain"), ("2.png", "third")]
+
+
 def test_a_datasets_parquet_caption_column_of_bytes_is_read_as_text(tmp_path: Path):
     """A `datasets` parquet whose caption column is `binary` (`Value("binary")`, or a webdataset's
     `txt` members kept as bytes by a converter): each caption was its Python repr (`b'plain'`). Now
-    one that is UTF-8 is its text, one that is not none (its image still built)."""
+    one that is UTF-8 is its text; one that is not keeps each UTF-8 letter, a byte that is not as
+    U+FFFD (as a webdataset `.txt` member's: one rule; it was None, all its text lost)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -2410,4 +2501,4 @@ def test_a_datasets_parquet_caption_column_of_bytes_is_read_as_text(tmp_path: Pa
                    tmp_path / "data" / "train-00000-of-00001.parquet")
     items = _read_all(LaionSource("hf", str(tmp_path)))
     assert [(type(i).__name__, i.lineage.get("caption")) for i in items] == [
-        ("ImageRecord", "plain"), ("ImageRecord", None), ("ImageRecord", "\u2603")]
+        ("ImageRecord", "plain"), ("ImageRecord", "caf\ufffd"), ("ImageRecord", "\u2603")]
