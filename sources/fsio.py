@@ -89,10 +89,12 @@ def recording_inputs(rename: Callable[[str], str] | None = None) -> Iterator[Inp
         _RECORDING.reset(token)
 
 
-def _opened(uri: str) -> None:
+def _opened(uri: str, state: list | None = None) -> None:
+    """Records `uri` as read by the current unit, with its state before it is read
+    (`InputsRead.states`): `state` where the caller has just taken it, else one stat."""
     record = _RECORDING.get()
     if record is not None and uri not in record.files:
-        record.states[uri] = file_state(uri)  # before it is read (`InputsRead.states`)
+        record.states[uri] = list(state) if state is not None else file_state(uri)
         record.files.add(uri)
 
 
@@ -215,9 +217,9 @@ def cached_input(maxsize: int, max_bytes: int | None = None,
         @functools.wraps(parse)
         def cached(uris: str | tuple[str, ...], *args: Any) -> Parsed:
             names = (uris,) if isinstance(uris, str) else tuple(uris)
-            for uri in names:
-                _opened(uri)
             key, states = (uris, *args), _states(names)
+            for uri, state in zip(names, states):
+                _opened(uri, state)  # the state the cache judges by: one stat a file, not two
             with lock:
                 entry = entries.get(key)
                 if entry is not None and entry[0] == states:
