@@ -651,7 +651,7 @@ def test_an_internal_file_not_found_keeps_its_traceback(tmp_path: Path, monkeypa
     import uvd_pipeline.report as report
     from uvd_pipeline.cli import main
 
-    def broken(output, max_sentences_per_group=4):
+    def broken(output, max_sentences_per_group=4, progress=None):
         raise FileNotFoundError(2, "No such file or directory", "/tmp/run-tmp/sheet-0.png")
 
     monkeypatch.setattr(report, "write_report", broken)
