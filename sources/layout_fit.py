@@ -199,10 +199,11 @@ def _is_listing(mark: str) -> bool:
 
 
 def web_like(g: Glance) -> str | None:
-    """Anything a web source reads, anywhere in the glance: an image or a parquet file at the top
-    or one folder down, a shard tar holding images, an img2dataset listing or work folder, a
-    dataset card (a Hugging Face repo's `README.md`: its parquet files may lie deeper)."""
-    found = [web_mark(g), *sorted(_files(g.top, (*IMAGES, *LISTING_SUFFIXES))), *(WORK_FOLDER,) * (WORK_FOLDER in g.top),
+    """Anything a web source reads, anywhere in the glance: an image at the top or one folder down,
+    a parquet file one folder down or at the top (but a shard's listing beside video shards:
+    video2dataset's), a shard tar holding images, an img2dataset listing, a dataset card (a
+    Hugging Face repo's `README.md`: its parquet files may lie deeper)."""
+    found = [web_mark(g), *sorted(n for n in _files(g.top, (*IMAGES, ".parquet")) if not SHARD.fullmatch(n)),
              *sorted(f"{s}/{n}" for s, e in g.sub.items() for n in _files(e, (*IMAGES, ".parquet"))),
              *(DATASET_CARD,) * (g.top.get(DATASET_CARD) is False)]
     return next((mark for mark in found if mark), None)

@@ -72,6 +72,20 @@ def trees(tmp_path_factory) -> dict[str, Path]:
                                                          "failed_to_subsample": 0}))  # video2dataset's keys
     subprocess.run(["rm", "-r", str(members)], check=True)
 
+    v2d = root / "v2d"  # a video2dataset download: its shard of clips, the listing and stats beside it
+    members = v2d / "members"
+    members.mkdir(parents=True)
+    (members / "000000000.mp4").write_bytes((videos / "clip.mp4").read_bytes())
+    (members / "000000000.txt").write_text("a caption")
+    (members / "000000000.json").write_text(json.dumps({"status": "success"}))
+    subprocess.run(["tar", "-cf", str(v2d / "00000.tar"), "-C", str(members), "000000000.mp4", "000000000.txt",
+                    "000000000.json"], check=True)
+    pq.write_table(pa.table({"url": ["http://x/a.mp4"], "caption": ["a caption"], "key": ["000000000"],
+                             "status": ["success"], "error_message": [None]}), v2d / "00000.parquet")
+    (v2d / "00000_stats.json").write_text(json.dumps({"count": 1, "successes": 1, "failed_to_download": 0,
+                                                      "failed_to_subsample": 0}))
+    subprocess.run(["rm", "-r", str(members)], check=True)
+
     # img2dataset 1.47 whose first shard failed whole (dead URLs): its samples' .json/.txt alone,
     # its stats with img2dataset's own keys (as its `write_stats` dumps them)
     i2d = root / "i2d_failed_first"
@@ -126,7 +140,7 @@ def trees(tmp_path_factory) -> dict[str, Path]:
     (thumbs / "videos" / "train" / "a.mp4").write_bytes((videos / "clip.mp4").read_bytes())
     (thumbs / "thumbnails").mkdir()
     (thumbs / "thumbnails" / "a.jpg").write_bytes((photos / "a.jpg").read_bytes())
-    return {p.name: p for p in (photos, videos, mixed, web, failed, i2d, coco, objaverse, co3d, hf, teaser, library,
+    return {p.name: p for p in (photos, videos, mixed, web, failed, v2d, i2d, coco, objaverse, co3d, hf, teaser, library,
                                 thumbs)}
 
 
@@ -143,6 +157,7 @@ def _check(tmp_path: Path, source: dict) -> int:
     ("video", "i2d_failed_first", "laion", "00000_stats.json (img2dataset's stats: failed_to_resize)"),
     ("objaverse", "web", "laion", "00000.tar"),
     ("laion", "videos", "video", "clip.mp4"),
+    ("laion", "v2d", "video", "00000.tar holding 000000000.mp4"),
     ("laion", "coco", "coco", "annotations/instances_val2017.json"),
     ("pseudo_labeled", "co3d", "co3d", "ball/frame_annotations.jgz"),
     ("laion", "objaverse", "objaverse", "0a1b/000.npy"),
