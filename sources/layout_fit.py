@@ -7,10 +7,18 @@ rejects, and `check` said "config OK". This module looks at the path's top folde
 its sub-folders (at most `TOP_ENTRIES` and `SUB_ENTRIES` names each, `SUB_FOLDERS` folders, the
 first members of one tar: never a full walk, never a decode) for the marks each published layout
 leaves, and names the type that fits when the configured one's marks are absent. A folder that
-holds marks of both (images beside videos) fits both."""
+holds marks of both (images beside videos) fits both.
+
+A false refusal of a real dataset costs more than a misfit passing, so web-vs-video is refused on
+strong evidence alone: the media at the path's own level (or in its first shard tar) are all of
+the other kind and nothing of the configured kind is seen anywhere in the glance; never from a
+listing cut at its bound (what is absent from it may lie past it). An fsspec listing comes whole
+(`fs.ls` fetches every name of a folder), so it is judged whole. `layout_check: false` on a
+source skips the judgement (`uvd_pipeline.unit_render.list_units`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -19,6 +27,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from sources import fsio
+from sources.img2dataset_listing import LISTING_SUFFIXES, WORK_FOLDER
 from sources.video import VIDEO_EXTENSIONS
 from sources.web_samples import IMAGE_EXTENSIONS
 
@@ -27,6 +36,9 @@ SUB_ENTRIES = 200  # names read from each sub-folder looked into
 SUB_FOLDERS = 8  # sub-folders looked into (the named ones of `LOOK_INTO` first)
 TAR_MEMBERS = 8  # headers read from the first shard tar
 LOOK_INTO = ("annotations", "train", "val", "training")  # where COCO's, MPII's, ImageNet's and KITTI's marks lie
+STATS_BYTES = 65536  # read of the first `NNNNN_stats.json` (img2dataset's is ~400 bytes)
+IMG2DATASET_STAT = "failed_to_resize"  # img2dataset's stats count it; video2dataset's `failed_to_subsample`
+DATASET_CARD = "README.md"  # a Hugging Face dataset repo's card
 
 WEB_TYPES = ("laion", "synthetic", "pseudo_labeled")  # readers of web images (`sources.web_reader`)
 IMAGES = tuple(f".{e}" for e in IMAGE_EXTENSIONS)
@@ -44,21 +56,41 @@ class Glance:
     sub: dict[str, dict[str, bool]] = field(default_factory=dict)
     tar: str = ""  # the first shard tar's name, whose first members `tar_members` are
     tar_members: list[str] = field(default_factory=list)
+    cut: bool = False  # a listing stopped at its bound: what it lacks may lie past it
+    stats: str = ""  # the first `NNNNN_stats.json`'s name, whose top-level keys `stats_keys` are
+    stats_keys: frozenset[str] = frozenset()
 
 
-def _entries(path: str, limit: int) -> dict[str, bool] | None:
-    """At most `limit` names of a folder with whether each is a folder (links judged by their
-    target); None when it is no folder or cannot be listed (the reader then says why)."""
+def _entries(path: str, limit: int) -> tuple[dict[str, bool], bool] | None:
+    """Names of a folder with whether each is a folder (links judged by their target), and whether
+    the listing was cut: a local folder's first `limit`; an fsspec folder's all, as `fs.ls` fetched
+    them anyway. None when it is no folder or cannot be listed (the reader then says why)."""
     local = fsio.local_path(path)
     try:
         if local is not None:
             with os.scandir(local) as listing:
-                return {e.name: e.is_dir() for e in islice(listing, limit)}
+                names = {e.name: e.is_dir() for e in islice(listing, limit)}
+                return names, next(listing, None) is not None
         fs, inner = fsio.filesystem(path)
         return {fsio.basename(e["name"].rstrip("/")): e["type"] == "directory"
-                for e in islice(fs.ls(inner, detail=True), limit)}
+                for e in fs.ls(inner, detail=True)}, False
     except (OSError, ValueError, ImportError):
         return None
+
+
+def _json_keys(uri: str) -> frozenset[str]:
+    """The top-level keys of a small JSON object file (its first `STATS_BYTES`); none when it is
+    no such file (a fifo or device is never opened)."""
+    local = fsio.local_path(uri)
+    try:
+        if local is not None and not stat.S_ISREG(os.stat(local).st_mode):
+            return frozenset()
+        fs, inner = fsio.filesystem(uri)
+        with fs.open(inner, "rb") as handle:
+            value = json.loads(handle.read(STATS_BYTES))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return frozenset()
+    return frozenset(value) if isinstance(value, dict) else frozenset()
 
 
 def _tar_members(uri: str) -> list[str]:
@@ -76,19 +108,23 @@ def _tar_members(uri: str) -> list[str]:
 
 def glance(path: str) -> Glance | None:
     """What `path` holds, bounded (see the module's docstring); None when it is no folder."""
-    top = _entries(path, TOP_ENTRIES)
-    if top is None:
+    listed = _entries(path, TOP_ENTRIES)
+    if listed is None:
         return None
+    top, cut = listed
     folders = sorted(n for n, is_dir in top.items() if is_dir and not n.startswith("."))
     chosen = [n for n in LOOK_INTO if n in top and top[n]] + [n for n in folders if n not in LOOK_INTO]
     sub = {}
     for name in chosen[:SUB_FOLDERS]:
-        entries = _entries(fsio.join(path, name), SUB_ENTRIES)
-        if entries is not None:
-            sub[name] = entries
+        listed = _entries(fsio.join(path, name), SUB_ENTRIES)
+        if listed is not None:
+            sub[name], sub_cut = listed
+            cut = cut or sub_cut
     tars = sorted(n for n, is_dir in top.items() if not is_dir and SHARD.fullmatch(n) and n.endswith(".tar"))
     members = _tar_members(fsio.join(path, tars[0])) if tars else []
-    return Glance(top, sub, tars[0] if tars else "", members)
+    stats = sorted(n for n, is_dir in top.items() if not is_dir and SHARD.fullmatch(n) and n.endswith("_stats.json"))
+    keys = _json_keys(fsio.join(path, stats[0])) if stats else frozenset()
+    return Glance(top, sub, tars[0] if tars else "", members, cut, stats[0] if stats else "", keys)
 
 
 def _files(entries: dict[str, bool], suffixes: tuple[str, ...]) -> list[str]:
@@ -152,16 +188,45 @@ def web_mark(g: Glance) -> str | None:
     stats = sorted(n for n in g.top if n.endswith("_stats.json"))
     if pictures:
         return f"{g.tar} holding {pictures[0]}" + (f" beside {stats[0]} (img2dataset output)" if stats else "")
-    listings = sorted(n for n in g.top if n.endswith(("_stats.json", ".parquet")) or n == "_tmp")
+    listings = sorted(n for n in g.top if n.endswith(LISTING_SUFFIXES) or n == WORK_FOLDER)
     if listings and not video_mark(g):
         return listings[0]
     return None
 
 
-def images_below(g: Glance) -> str | None:
-    """An image one folder down (a folder of folders of images, as a web source walks it)."""
-    found = sorted(f"{s}/{n}" for s, e in g.sub.items() for n in _files(e, IMAGES))
-    return found[0] if found else None
+def _is_listing(mark: str) -> bool:
+    return mark.endswith((*LISTING_SUFFIXES, WORK_FOLDER))
+
+
+def web_like(g: Glance) -> str | None:
+    """Anything a web source reads, anywhere in the glance: an image at the top or one folder down,
+    a parquet file one folder down or at the top (but a shard's listing beside video shards:
+    video2dataset's), a shard tar holding images, an img2dataset listing, a dataset card (a
+    Hugging Face repo's `README.md`: its parquet files may lie deeper)."""
+    found = [web_mark(g), *sorted(n for n in _files(g.top, (*IMAGES, ".parquet")) if not SHARD.fullmatch(n)),
+             *sorted(f"{s}/{n}" for s, e in g.sub.items() for n in _files(e, (*IMAGES, ".parquet"))),
+             *(DATASET_CARD,) * (g.top.get(DATASET_CARD) is False)]
+    return next((mark for mark in found if mark), None)
+
+
+def top_videos(g: Glance) -> str | None:
+    """A video at the path's own level or among the first shard tar's members."""
+    videos = sorted(_files(g.top, VIDEO_EXTENSIONS))
+    if videos:
+        return videos[0]
+    videos = [m for m in g.tar_members if m.lower().endswith(VIDEO_EXTENSIONS)]
+    return f"{g.tar} holding {videos[0]}" if videos else None
+
+
+def top_images(g: Glance) -> str | None:
+    """An image at the path's own level or a shard tar holding images (a listing is no image:
+    video2dataset writes `_stats.json` and parquet too); or img2dataset's own stats file."""
+    web = web_mark(g)
+    if web and not _is_listing(web):
+        return web
+    if IMG2DATASET_STAT in g.stats_keys:
+        return f"{g.stats} (img2dataset's stats: {IMG2DATASET_STAT})"
+    return None
 
 
 def misfit(source_type: str, path: str) -> str | None:
@@ -180,17 +245,17 @@ def misfit(source_type: str, path: str) -> str | None:
             kind, mark = marks[0]
             return _message(source_type, path, kind, mark, " (to read its images alone as web images, point path at "
                             "the folder holding them)")
-        if video and not images_below(g):
-            return _message(source_type, path, "video", video)
+        clips = top_videos(g)
+        if clips and not g.cut and not web_like(g):
+            return _message(source_type, path, "video", clips)
         return None
     if source_type == "video":
-        if video:
+        if video or g.cut:
             return None
         if marks:
             return _message(source_type, path, *marks[0])
-        # a listing alone is no image: video2dataset writes `_stats.json` and parquet too, and a
-        # shard whose first members are failed downloads (`.txt`, `.json`) shows no video
-        other = (web if web and not web.endswith(("_stats.json", ".parquet", "_tmp")) else None) or images_below(g)
+        # a shard whose first members are failed downloads (`.txt`, `.json`) shows no video
+        other = top_images(g)
         return _message(source_type, path, "laion", other) if other else None
     own = [mark for kind, mark in marks if kind == source_type] or ("frame_annotations.jgz" in g.top) * [source_type]
     if own or source_type not in ("co3d", "objaverse"):

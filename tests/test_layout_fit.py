@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import fsspec
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -65,7 +68,38 @@ def trees(tmp_path_factory) -> dict[str, Path]:
         names += [f"{n:09d}.txt", f"{n:09d}.json"]
     (members / "000000005.mp4").write_bytes((videos / "clip.mp4").read_bytes())
     subprocess.run(["tar", "-cf", str(failed / "00000.tar"), "-C", str(members), *names, "000000005.mp4"], check=True)
-    (failed / "00000_stats.json").write_text(json.dumps({"count": 6, "successes": 1}))
+    (failed / "00000_stats.json").write_text(json.dumps({"count": 6, "successes": 1, "failed_to_download": 5,
+                                                         "failed_to_subsample": 0}))  # video2dataset's keys
+    subprocess.run(["rm", "-r", str(members)], check=True)
+
+    v2d = root / "v2d"  # a video2dataset download: its shard of clips, the listing and stats beside it
+    members = v2d / "members"
+    members.mkdir(parents=True)
+    (members / "000000000.mp4").write_bytes((videos / "clip.mp4").read_bytes())
+    (members / "000000000.txt").write_text("a caption")
+    (members / "000000000.json").write_text(json.dumps({"status": "success"}))
+    subprocess.run(["tar", "-cf", str(v2d / "00000.tar"), "-C", str(members), "000000000.mp4", "000000000.txt",
+                    "000000000.json"], check=True)
+    pq.write_table(pa.table({"url": ["http://x/a.mp4"], "caption": ["a caption"], "key": ["000000000"],
+                             "status": ["success"], "error_message": [None]}), v2d / "00000.parquet")
+    (v2d / "00000_stats.json").write_text(json.dumps({"count": 1, "successes": 1, "failed_to_download": 0,
+                                                      "failed_to_subsample": 0}))
+    subprocess.run(["rm", "-r", str(members)], check=True)
+
+    # img2dataset 1.47 whose first shard failed whole (dead URLs): its samples' .json/.txt alone,
+    # its stats with img2dataset's own keys (as its `write_stats` dumps them)
+    i2d = root / "i2d_failed_first"
+    members = i2d / "members"
+    members.mkdir(parents=True)
+    for n in range(2):
+        (members / f"{n:09d}.txt").write_text("a caption")
+        (members / f"{n:09d}.json").write_text(json.dumps({"status": "failed_to_download",
+                                                            "error_message": "Connection refused"}))
+    subprocess.run(["tar", "-cf", str(i2d / "00000.tar"), "-C", str(members), *sorted(p.name for p in members.iterdir())],
+                   check=True)
+    (i2d / "00000_stats.json").write_text(json.dumps({
+        "count": 2, "successes": 0, "failed_to_download": 2, "failed_to_resize": 0, "duration": 0.1,
+        "start_time": 1.0, "end_time": 1.1, "status_dict": {"Connection refused": 2}}, indent=4))
     subprocess.run(["rm", "-r", str(members)], check=True)
 
     coco = root / "coco"
@@ -84,7 +118,30 @@ def trees(tmp_path_factory) -> dict[str, Path]:
     _jpeg(co3d / "ball" / "1_2_3" / "images" / "frame000001.jpg")
     with gzip.open(co3d / "ball" / "frame_annotations.jgz", "wt") as handle:
         json.dump([], handle)
-    return {p.name: p for p in (photos, videos, mixed, web, failed, coco, objaverse, co3d)}
+    # a Hugging Face parquet repo (`push_to_hub`) whose card shows a clip from assets/
+    hf = root / "hf_parquet"
+    (hf / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"image": [{"bytes": (photos / "a.jpg").read_bytes(), "path": "a.jpg"}], "text": ["a"]}),
+                   hf / "data" / "train-00000-of-00001.parquet")
+    (hf / "README.md").write_text("---\nlicense: mit\n---\n# demo\n![](assets/demo.mp4)\n")
+    (hf / "assets").mkdir()
+    (hf / "assets" / "demo.mp4").write_bytes((videos / "clip.mp4").read_bytes())
+    teaser = root / "to_parquet_teaser"  # a `to_parquet` file beside its teaser clip
+    teaser.mkdir()
+    (teaser / "train.parquet").write_bytes((hf / "data" / "train-00000-of-00001.parquet").read_bytes())
+    (teaser / "teaser.mp4").write_bytes((videos / "clip.mp4").read_bytes())
+    library = root / "Pictures"  # a photo library: year/month folders, screen recordings one down
+    (library / "2019" / "01").mkdir(parents=True)
+    (library / "2019" / "01" / "IMG_0001.jpg").write_bytes((photos / "a.jpg").read_bytes())
+    (library / "Screen Recordings").mkdir()
+    (library / "Screen Recordings" / "rec1.mov").write_bytes((videos / "clip.mp4").read_bytes())
+    thumbs = root / "vids_thumbs"  # clips two folders down, their posters one down
+    (thumbs / "videos" / "train").mkdir(parents=True)
+    (thumbs / "videos" / "train" / "a.mp4").write_bytes((videos / "clip.mp4").read_bytes())
+    (thumbs / "thumbnails").mkdir()
+    (thumbs / "thumbnails" / "a.jpg").write_bytes((photos / "a.jpg").read_bytes())
+    return {p.name: p for p in (photos, videos, mixed, web, failed, v2d, i2d, coco, objaverse, co3d, hf, teaser, library,
+                                thumbs)}
 
 
 def _check(tmp_path: Path, source: dict) -> int:
@@ -97,8 +154,10 @@ def _check(tmp_path: Path, source: dict) -> int:
 @pytest.mark.parametrize("source_type, tree, fits, mark", [
     ("video", "photos", "laion", "a.jpg"),
     ("video", "web", "laion", "00000.tar holding 000000000.jpg beside 00000_stats.json"),
+    ("video", "i2d_failed_first", "laion", "00000_stats.json (img2dataset's stats: failed_to_resize)"),
     ("objaverse", "web", "laion", "00000.tar"),
     ("laion", "videos", "video", "clip.mp4"),
+    ("laion", "v2d", "video", "00000.tar holding 000000000.mp4"),
     ("laion", "coco", "coco", "annotations/instances_val2017.json"),
     ("pseudo_labeled", "co3d", "co3d", "ball/frame_annotations.jgz"),
     ("laion", "objaverse", "objaverse", "0a1b/000.npy"),
@@ -113,11 +172,14 @@ def test_a_type_that_does_not_fit_its_path_fails_check_naming_the_one_that_does(
     (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert error.startswith(f"error: sources[0].type (s): type: {source_type}, but {trees[tree]} holds {mark}")
     assert error.count("did you mean type: ") == 1 and f"did you mean type: {fits}?" in error, error
+    assert error.endswith(f"; set sources[0].layout_check: false if type: {source_type} is right"), error
 
 
 @pytest.mark.parametrize("source_type, tree, extra", [
     ("laion", "mixed", {}), ("video", "mixed", {}), ("laion", "photos", {}), ("video", "videos", {}),
     ("laion", "web", {}), ("objaverse", "objaverse", {"views": 2}), ("video", "failed_first", {}),
+    ("laion", "hf_parquet", {}), ("laion", "to_parquet_teaser", {}), ("laion", "Pictures", {}),
+    ("video", "vids_thumbs", {}),
 ])
 def test_a_type_that_fits_or_a_mixed_folder_passes(trees, tmp_path, capsys, source_type, tree, extra):
     assert _check(tmp_path, {"type": source_type, "path": str(trees[tree]), **extra}) == 0, capsys.readouterr().err
@@ -126,15 +188,41 @@ def test_a_type_that_fits_or_a_mixed_folder_passes(trees, tmp_path, capsys, sour
 
 def test_the_glance_is_bounded_on_a_crowded_folder(tmp_path, monkeypatch):
     """A folder of many files is judged on its first `TOP_ENTRIES` names, never walked whole (a
-    1M-file folder: 2-3 ms where a full listing took 280 ms; here the bound is lowered to 40)."""
+    1M-file folder: 2-3 ms where a full listing took 280 ms; here the bound is lowered to 40); a
+    listing cut there cannot show that no image lies past it, so it refuses nothing."""
     monkeypatch.setattr(layout_fit, "TOP_ENTRIES", 40)
     crowded = tmp_path / "crowded"
     crowded.mkdir()
     for n in range(60):
         (crowded / f"{n:06d}.mp4").touch()
     glance = layout_fit.glance(str(crowded))
-    assert len(glance.top) == 40
-    assert "did you mean type: video?" in layout_fit.misfit("laion", str(crowded))
+    assert len(glance.top) == 40 and glance.cut
+    assert layout_fit.misfit("laion", str(crowded)) is None
+
+
+def test_a_camera_folder_cut_at_the_bound_before_its_clips_is_not_refused_as_video(trees, tmp_path, monkeypatch):
+    """A camera's DCIM/100CANON: photos (IMG_n.JPG, .CR2) and a few clips (MVI_n.MOV). Where the
+    clips lie past the listing's bound, `type: video` was refused as laion (4 of 20 cards of 800
+    photo files and 4 clips): a cut listing shows no absence."""
+    card = tmp_path / "DCIM" / "100CANON"
+    card.mkdir(parents=True)
+    photo = (trees["photos"] / "a.jpg").read_bytes()
+    for n in range(12):
+        (card / f"IMG_{n:04d}.JPG").write_bytes(photo)
+        (card / f"IMG_{n:04d}.CR2").write_bytes(b"II*\0")
+    clips = [f"MVI_{n:04d}.MOV" for n in range(12, 16)]
+    for name in clips:
+        (card / name).write_bytes((trees["videos"] / "clip.mp4").read_bytes())
+    listed = [e.name for e in os.scandir(card)]  # the order the glance reads: the bound just before a clip
+    while listed.index(min(clips, key=listed.index)) == 0:  # a clip first: take it away, the next is later
+        first = min(clips, key=listed.index)
+        (card / first).unlink()
+        clips.remove(first)
+        listed.remove(first)
+    monkeypatch.setattr(layout_fit, "TOP_ENTRIES", listed.index(min(clips, key=listed.index)))
+    assert layout_fit.misfit("video", str(card)) is None
+    assert layout_fit.misfit("video", str(card.parent)) is None  # DCIM: photos one folder down are no refusal
+    assert layout_fit.misfit("laion", str(card)) is None
 
 
 def test_a_remote_tree_is_judged_too():
@@ -149,3 +237,37 @@ def test_a_remote_tree_is_judged_too():
         assert layout_fit.misfit("coco", "memory://fit48/coco") is None
     finally:
         fs.rm("/fit48", recursive=True)
+
+
+def test_a_bucket_is_judged_on_the_whole_listing_it_fetched(monkeypatch):
+    """`fs.ls` fetches a bucket folder's every name, sorted as S3 and GCS list: a camera dump's
+    IMG_*.JPG before its MVI_*.MOV. Cut at the bound after the fetch, `type: video` was refused."""
+    monkeypatch.setattr(layout_fit, "TOP_ENTRIES", 40)
+    fs = fsspec.filesystem("memory")
+    files = {f"/fit48m/card/IMG_{n:04d}.JPG": b"\xff\xd8" for n in range(50)}
+    fs.pipe({**files, "/fit48m/card/MVI_0050.MOV": b"\0", "/fit48m/photos/IMG_0001.JPG": b"\xff\xd8"})
+    try:
+        assert layout_fit.misfit("video", "memory://fit48m/card") is None
+        assert len(layout_fit.glance("memory://fit48m/card").top) == 51
+        problem = layout_fit.misfit("video", "memory://fit48m/photos")  # whole, and no clip: refused
+        assert problem and "did you mean type: laion?" in problem
+    finally:
+        fs.rm("/fit48m", recursive=True)
+
+
+def test_layout_check_false_skips_the_judgement_and_keeps_the_config_hash(trees, tmp_path, capsys):
+    """The way past a refusal the user knows is wrong: `layout_check: false` on the source. It shapes
+    no output, so neither it nor its default changes a build's config hash or saved config."""
+    from uvd_pipeline.config import load_config
+
+    assert _check(tmp_path, {"type": "laion", "path": str(trees["videos"])}) == 2
+    capsys.readouterr()
+    assert _check(tmp_path, {"type": "laion", "path": str(trees["videos"]), "layout_check": False}) == 0, \
+        capsys.readouterr().err
+    config = tmp_path / "c.yaml"
+    passed = load_config(str(config))
+    config.write_text(config.read_text().replace("layout_check: false", ""))
+    default = load_config(str(config))
+    assert passed.sources[0].layout_check is False and default.sources[0].layout_check is True
+    assert passed.content_hash() == default.content_hash()
+    assert "layout_check" not in default.model_dump(mode="json")["sources"][0]

@@ -30,3 +30,16 @@ def test_short_work_prints_only_its_summary_and_an_unknown_total_only_counts():
     progress.done()
     assert out.getvalue().splitlines() == ["progress: report: 3 shards, 0.2/s, 12s",
                                            "report: 3 shards in 13.0s (0.2 shards/s)"]
+
+
+def test_stop_ends_the_timed_work_before_what_follows():
+    """The report checks its shards, then writes its pages (minutes of decoding): its summary's
+    rate is shards per second of checking, not of the whole report."""
+    ticks = iter([0.0, 2.0, 4.0, 4.0, 300.0])  # start, two advances, stop, then done after the pages
+    out = io.StringIO()
+    progress = Progress("report", "shards", every_s=10.0, stream=out, clock=lambda: next(ticks))
+    progress.advance()
+    progress.advance()
+    progress.stop()
+    progress.done("pages written")
+    assert out.getvalue().splitlines() == ["report: 2 shards in 4.0s (0.5 shards/s), pages written"]

@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 from tokenizer.progress import Progress
 from uvd_pipeline.quality import ASPECT_EDGES, SIDE_EDGES
 from uvd_pipeline.render import decode_png
+from uvd_pipeline import report as report_module
 from uvd_pipeline.report import write_report
 from uvd_pipeline.verify import OutputUnfinished
 from uvd_pipeline.report_data import RECONSTRUCTION_IMAGES, RECONSTRUCTION_PER_SENTENCE
@@ -62,16 +63,26 @@ def report_data(report_written) -> dict:
     return json.loads((report_written / "report.json").read_text())
 
 
-def test_report_counts_and_sheets(report_build):
+def test_report_counts_and_sheets(report_build, monkeypatch):
     config, summary = report_build
     earlier = Path(config.output, "report")
     earlier.mkdir(exist_ok=True)
     (earlier / "contact_pairs_depth.png").write_bytes(b"a sheet of a group this build does not have")
-    progress = Progress("report", "shards", every_s=0.0, stream=io.StringIO())  # a line per shard checked
+    now = [0.0]  # a clock the shard checks hold still and the pages (decoding reconstructions) move by 100 s
+    progress = Progress("report", "shards", every_s=0.0, stream=io.StringIO(), clock=lambda: now[0])  # a line a shard
+    pages = report_module._write_pages
+
+    def slow_pages(*args):
+        now[0] = 100.0
+        return pages(*args)
+
+    monkeypatch.setattr(report_module, "_write_pages", slow_pages)
     paths = write_report(config.output, max_sentences_per_group=2, progress=progress)
     shards = [*Path(config.output).glob("rendered/*/*/*.stats.json"), *Path(config.output).glob("tokens/*/*/*.stats.json")]
     assert progress.total == progress.count == len(shards) > 0
     assert progress.stream.getvalue().count("progress: report: ") == len(shards)
+    progress.done()  # its rate is the shard checks' alone: it divided by the pages' time too
+    assert progress.stream.getvalue().endswith(f"report: {len(shards)} shards in 0.0s\n")
     data = json.loads(Path(paths["json"]).read_text())
     assert data["totals"] == summary["totals"]
     web = summary["sources"]["web"]["sentences"]

@@ -25,6 +25,7 @@ from tokenizer.codec import Tokenizer
 from tokenizer.data import ImageRef, TrainBatches, find_images, merge_refs
 from tokenizer.losses import NLayerDiscriminator, adaptive_weight, colour_loss, hinge_d_loss
 from tokenizer.model import build
+from tokenizer.progress import Progress
 from tokenizer.config import TINY, TINY1K
 
 SKIMAGE_DATA = Path(os.path.dirname(importlib.util.find_spec("skimage").origin)) / "data"
@@ -355,10 +356,19 @@ def test_evaluate_skips_unreadable_images_counting_their_reasons(tiny_tokenizer,
     assert f"skipped {folder / 'c.png'}: not_an_image: UnidentifiedImageError" in captured.err
     assert f"skipped {folder / 'd.png'}: truncated: " in captured.err
     assert "1 not_an_image, 1 truncated" in captured.out
-    assert "tokenizer evaluate: 2 images in " in captured.err and "/s), 2 skipped\n" in captured.err  # its summary
-    clean = evaluate_cli.evaluate(Tokenizer.from_pretrained(tiny_tokenizer), find_images(str(folder / "[ab].*")))
+    # its summary counts every image read: the unreadable ones too (it ended at 2 of 4, 50%)
+    assert "tokenizer evaluate: 4 images in " in captured.err and "/s), 2 measured, 2 skipped\n" in captured.err
+    tokenizer = Tokenizer.from_pretrained(tiny_tokenizer)
+    lines = io.StringIO()
+    evaluate_cli.evaluate(tokenizer, find_images(str(folder)), batch_size=2,
+                          progress=Progress("tokenizer evaluate", "images", 4, every_s=0.0, stream=lines))
+    assert lines.getvalue().splitlines()[-1].startswith("progress: tokenizer evaluate: 4 of 4 images (100%)")
+    clean = evaluate_cli.evaluate(tokenizer, find_images(str(folder / "[ab].*")))
     assert clean.summary()["psnr"] == summary["psnr"] and clean.summary()["skipped"] == {}
-    limited = evaluate_cli.evaluate(Tokenizer.from_pretrained(tiny_tokenizer), find_images(str(folder / "*")), limit=2)
+    lines = io.StringIO()
+    limited = evaluate_cli.evaluate(tokenizer, find_images(str(folder / "*")), limit=2,
+                                    progress=Progress("tokenizer evaluate", "images", 2, every_s=0.0, stream=lines))
+    assert lines.getvalue().splitlines()[-1].startswith("progress: tokenizer evaluate: 2 of 2 images (100%)")
     assert limited.summary()["images"] == 2 and limited.summary()["skipped"] == {}  # c, d: past the limit, unread
 
 

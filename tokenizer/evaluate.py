@@ -16,7 +16,7 @@ import os
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, Sized
 
 from .omp_wait import prefer_short_spin
 
@@ -68,7 +68,7 @@ def evaluate(tokenizer: Tokenizer, refs: Iterable[ImageRef], limit: int | None =
              batch_size: int = 16, keep: int = 8, progress: Progress | None = None) -> Evaluation:
     """Encode and decode every image (centre square at the tokenizer's resolution); one that
     cannot be read is skipped and counted with its reason (`Evaluation.skipped`). `progress`
-    counts each batch's images as it is measured."""
+    counts each image read, measured or skipped (so it reaches its total), as its batch is measured."""
     size = tokenizer.image_size
     hist = np.zeros(tokenizer.codebook_size, dtype=np.int64)
     psnrs: list[np.ndarray] = []
@@ -90,10 +90,20 @@ def evaluate(tokenizer: Tokenizer, refs: Iterable[ImageRef], limit: int | None =
         if room > 0:
             kept_in.append(images[:room])
             kept_out.append(recon[:room])
-        if progress is not None:
-            progress.advance(len(batch), f"{len(skipped)} skipped")
         batch.clear()
+        advance()
 
+    def advance() -> None:
+        nonlocal reported
+        if progress is None or count + len(skipped) == reported:
+            return
+        if known is not None:  # with a limit, each unreadable image read on the way adds one to read
+            progress.total = known if limit is None else min(known, limit + len(skipped))
+        progress.advance(count + len(skipped) - reported, f"{len(skipped)} skipped")
+        reported = count + len(skipped)
+
+    known = len(refs) if isinstance(refs, Sized) else None
+    reported = 0
     count = 0
     skipped: list[tuple[ImageRef, str, str]] = []
     for _, image in iter_images(refs, size, skipped):
@@ -105,6 +115,7 @@ def evaluate(tokenizer: Tokenizer, refs: Iterable[ImageRef], limit: int | None =
             break
     if batch:
         flush()
+    advance()  # unreadable images after the last batch
     if count == 0:
         why = f" ({len(skipped)} unreadable: {skipped[0][0]}: {skipped[0][1]}, ...)" if skipped else ""
         raise UsageError(f"no images to evaluate{why}")
@@ -190,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = evaluate(tokenizer, refs, limit=args.limit, batch_size=args.batch_size, progress=progress)
     except UsageError as exc:
         return _fail(f"--data {' '.join(args.data)}: {exc}")
-    progress.done(f"{len(result.skipped)} skipped")
+    progress.done(f"{result.images} measured, {len(result.skipped)} skipped")
     for ref, reason, detail in result.skipped:
         print(f"skipped {ref}: {reason}: {detail}", file=sys.stderr)
     summary = result.summary()

@@ -25,6 +25,7 @@ class Progress:
         self.clock = clock
         self.count = 0
         self.started = self.last = clock()
+        self.stopped: float | None = None
 
     def advance(self, n: int = 1, note: str = "") -> None:
         """`n` more done; a line when `every_s` passed since the last one (`note`: what else to say)."""
@@ -34,9 +35,14 @@ class Progress:
             self.last = now
             self._print(f"progress: {self.what}: {self._done_so_far(now)}" + (f", {note}" if note else ""))
 
+    def stop(self) -> None:
+        """The counted work ends here: `done`'s time and rate leave out what follows (the report's
+        pages after its shard checks)."""
+        self.stopped = self.clock()
+
     def done(self, note: str = "") -> None:
-        """The summary: how many, in how long, how fast."""
-        elapsed = self.clock() - self.started
+        """The summary: how many, in how long (up to `stop`, if called), how fast."""
+        elapsed = (self.clock() if self.stopped is None else self.stopped) - self.started
         rate = f" ({self.count / elapsed:.1f} {self.unit}/s)" if elapsed > 0 else ""
         self._print(f"{self.what}: {self.count} {self.unit} in {elapsed:.1f}s{rate}" + (f", {note}" if note else ""))
 

@@ -19,7 +19,7 @@ from uvd_pipeline.config_sources import SourceConfig
 FORMAT_VERSION = 1
 # source fields that say how a build runs, not what it outputs: a build resumed with another value
 # (say a higher limit on a bigger machine) is the same configuration, so they stay out of the hash
-RUN_ONLY_FIELDS: set[str] = {"index_memory_mb"}
+RUN_ONLY_FIELDS: set[str] = {"index_memory_mb", "layout_check"}
 # Bumped whenever the same input and config render to other bytes (a decoder, resize or ordering
 # fix), and part of the config hash: a build resumed by a newer version must not mix the earlier
 # version's stored units and committed shards with its own renders, so it is refused as changed

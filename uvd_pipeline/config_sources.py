@@ -20,12 +20,38 @@ WINDOWS_DEVICE_NAMES = frozenset({"con", "prn", "aux", "nul", *(f"{port}{n}" for
                                                                   for n in range(10))})
 
 
-class SourceBase(Strict):
+class LaterFields(BaseModel):
+    """A source config that gained fields after builds were made with it: each left out of the
+    saved config (and its hash) while at the default it had when added (`LATER_DEFAULTS`), so an
+    output built before the field existed is still the same configuration: it resumes, or, built
+    by an earlier render revision, is refused naming `--replace-changed` (not `--overwrite`)."""
+
+    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {}
+    EVERY_SOURCE_LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"layout_check": True}  # `SourceBase`'s
+
+    @model_serializer(mode="wrap")
+    def _without_later_defaults(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        for name, default in {**self.EVERY_SOURCE_LATER_DEFAULTS, **self.LATER_DEFAULTS}.items():
+            # a tuple default matches its JSON dump (a list) and its python dump (a tuple) alike
+            if name in data and _as_lists(data[name]) == _as_lists(default):
+                del data[name]
+        return data
+
+
+def _as_lists(value: Any) -> Any:
+    """`value` with each tuple as a list: `mode="json"` dumps a tuple field as a list."""
+    return [_as_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+class SourceBase(Strict, LaterFields):
     name: str = Field(pattern=NAME_PATTERN, description="lower_snake_case, unique within the build")
     path: str = Field(min_length=1, description="local path or fsspec URL")
     num_shards: StrictInt = Field(4, ge=1, le=1_000_000, description="output shards of the train split")
     num_val_shards: StrictInt = Field(1, ge=1, le=1_000_000, description="output shards of the val split")
     enabled: StrictBool = True
+    layout_check: StrictBool = Field(True, description="refuse a `type` that does not fit what `path` holds "
+                                     "(`sources.layout_fit`); false where the path is right for the type")
 
     @field_validator("name")
     @classmethod
@@ -43,29 +69,6 @@ class LinkOptions(Strict):
 
     follow_links: StrictBool = Field(False, description="read files and folders that are symbolic links leading "
                                "out of `path` (default: each is a reject `outside_root`)")
-
-
-class LaterFields(BaseModel):
-    """A source config that gained fields after builds were made with it: each left out of the
-    saved config (and its hash) while at the default it had when added (`LATER_DEFAULTS`), so an
-    output built before the field existed is still the same configuration: it resumes, or, built
-    by an earlier render revision, is refused naming `--replace-changed` (not `--overwrite`)."""
-
-    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {}
-
-    @model_serializer(mode="wrap")
-    def _without_later_defaults(self, handler: Any) -> dict[str, Any]:
-        data = handler(self)
-        for name, default in self.LATER_DEFAULTS.items():
-            # a tuple default matches its JSON dump (a list) and its python dump (a tuple) alike
-            if name in data and _as_lists(data[name]) == _as_lists(default):
-                del data[name]
-        return data
-
-
-def _as_lists(value: Any) -> Any:
-    """`value` with each tuple as a list: `mode="json"` dumps a tuple field as a list."""
-    return [_as_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 class LaionSourceConfig(SourceBase, LinkOptions, LaterFields):

@@ -152,7 +152,7 @@ def write_report(output: str, max_sentences_per_group: int = 4, progress: Progre
     """report/report.html, report/report.json and their pictures for a finished build at `output`:
     {"html": uri, "json": uri}. A damaged or unfinished output gets a page that says what is wrong
     instead of the summary's numbers, and `ShardDamaged` naming the first problem; an unfinished or
-    held one (intact) `OutputUnfinished`. `progress` counts the shards checked."""
+    held one (intact) `OutputUnfinished`. `progress` counts the shards checked (and is stopped after them)."""
     from uvd_pipeline.build import BUILD_FILE
 
     summary_uri = fsio.join(output, SUMMARY_FILE)
@@ -173,6 +173,8 @@ def write_report(output: str, max_sentences_per_group: int = 4, progress: Progre
     else:
         log.info("report: checking %s against its summary and stats files", output)
         problems = output_problems(output, summary, progress)
+        if progress is not None:
+            progress.stop()  # its rate is the shard checks', not the pages' below
     try:
         if not problems:
             return _write_pages(output, summary, report_dir, max_sentences_per_group)

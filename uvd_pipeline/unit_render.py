@@ -250,9 +250,10 @@ def list_units(config: BuildConfig) -> dict[str, list]:
                 check_spec(spec, task)
             except LabelerError as exc:
                 raise ConfigError(f"sources[{index}].{field} ({source_config.name}): {exc}") from None
-        problem = misfit(source_config.type, source_config.path)
+        problem = misfit(source_config.type, source_config.path) if source_config.layout_check else None
         if problem:
-            raise ConfigError(f"sources[{index}].type ({source_config.name}): {problem}")
+            raise ConfigError(f"sources[{index}].type ({source_config.name}): {problem}; set "
+                              f"sources[{index}].layout_check: false if type: {source_config.type} is right")
         try:
             units[source_config.name] = make_source(source_config, config.seed, config.image.max_pixels).units()
         except (FileNotFoundError, NotADirectoryError, AnnotationFileError, ConfiguredValueMismatch) as exc:
