@@ -6,7 +6,7 @@ names share a key (the path up to the first dot of the file name: `split_member`
 or, as extracting gathers them, wherever they lie (held open within `MAX_HELD_BYTES`). The walk
 counts what is no member of a sample (a folder is skipped; a Mac's `._x.jpg` is its `os_metadata`
 reject; a symlink, device or fifo its `not_a_file` reject, never followed; a hard link the bytes of
-the earlier member it names, as extracting gives it: `HardLinks`), a copy of a member that a
+the earlier member it names, as extracting gives it, within a budget of bytes read through links: `HardLinks`), a copy of a member that a
 later copy of its name replaces (`duplicate_member`: `tar -r` appended it; GNU tar and bsdtar
 extract the last, and so the walk builds it: `Layout`, from a first pass over the headers), an
 extension given twice to a key (`duplicate_key`: `café.jpg` in NFC and NFD), and a cut tar
@@ -732,6 +732,13 @@ def _digest(text: str) -> bytes:
 # file is read, where its bytes lie: ~200 bytes), so a tar of more is read with the links past it
 # rejected, not held. A deduplicated dataset links one file a duplicate; 65,536 hold ~13 MB.
 MAX_LINK_TARGETS = 1 << 16
+# Bytes one tar's hard links may hand over to be read (each link its target's size, judged before
+# it is read): `LINK_READ_FLOOR` plus `LINK_READ_RATIO` times the bytes of the tar read. A link
+# costs a header block and reads its target again: 1000 GNU tar links to one 64 MiB member read
+# 62.56 GiB (42 CPU-s), 65,536 to 256 MiB would read 16 TiB. A deduplicated dataset's links hand
+# over a fraction of its bytes; past the budget a link is its `not_a_file` reject naming it.
+LINK_READ_FLOOR = 1 << 30
+LINK_READ_RATIO = 4
 
 
 @dataclass
@@ -744,10 +751,13 @@ class HardLinks:
     regular member at its target's bytes (`resolve`), read within the same caps. A link to a name
     no earlier member holds (after it, `tar --delete`d, outside the archive: `/etc/passwd`) stays
     a link, with `why` it is no file: its source's `not_a_file` reject, as extraction fails on it;
-    so is one in a compressed tar read as a stream, whose target's bytes lie behind it."""
+    so is one in a compressed tar read as a stream, whose target's bytes lie behind it, and one
+    whose target's bytes would pass the tar's budget for bytes read through links (`LINK_READ_FLOOR`)."""
 
     targets: dict[bytes, "tuple[int, int, Any] | None"] = field(default_factory=dict)  # digest -> where its bytes lie
     full: bool = False  # a link past `MAX_LINK_TARGETS` names was met
+    handed: int = 0  # bytes links have handed over to be read (`LINK_READ_FLOOR`)
+    budget: int | None = None  # `LINK_READ_FLOOR` plus `LINK_READ_RATIO` times the tar's bytes, once a link is met
 
     def wanted(self, info: tarfile.TarInfo) -> None:
         """`scan` meets hard link `info`: the name it links to is noted."""
@@ -777,10 +787,19 @@ class HardLinks:
                         and digest not in self.targets else "no earlier member is a file of that name: "
                         "GNU tar cannot extract it either")  # type: ignore[attr-defined]
             return info
-        if _plain_file(tar.fileobj) is None:
+        handle = _plain_file(tar.fileobj)
+        if handle is None:
             info.why = ("its target's bytes lie behind in a compressed tar read as a stream: extract it, or keep "
                         "the tar uncompressed")  # type: ignore[attr-defined]
             return info
+        if self.budget is None:
+            self.budget = LINK_READ_FLOOR + LINK_READ_RATIO * (_file_size(handle) or 0)
+        if self.handed + target[1] > self.budget:
+            info.why = (f"links have handed over {self.handed} B; its {target[1]} B would pass the {self.budget} B "
+                        f"budget for bytes read through links ({LINK_READ_FLOOR} + {LINK_READ_RATIO}x the tar's): "
+                        "extract the tar")  # type: ignore[attr-defined]
+            return info
+        self.handed += target[1]
         linked = tar.tarinfo(info.name)
         linked.offset, linked.linkname = info.offset, info.linkname
         linked.offset_data, linked.size, linked.sparse = target

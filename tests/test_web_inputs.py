@@ -358,6 +358,37 @@ def test_hard_linked_members_are_read_as_gnu_tar_extracts_them(tmp_path: Path):
                        ("web-00002-1", "not_a_file", streamed), ("web-00002-2", "not_a_file", streamed)]
 
 
+def test_hard_links_past_the_tars_link_budget_are_rejects_naming_it(tmp_path: Path, monkeypatch):
+    """Links are cheap to write and each reads its target again (1000 GNU tar links to one 64 MiB
+    member read 62.56 GiB): a tar's links hand over bytes within `LINK_READ_FLOOR` plus
+    `LINK_READ_RATIO` times the tar's bytes, set here to two targets' worth; the links past it are
+    each a `not_a_file` reject naming the budget, the build going on."""
+    import subprocess
+
+    from sources import tar_members
+
+    files, web = tmp_path / "files", tmp_path / "web"
+    files.mkdir()
+    web.mkdir()
+    photo = _image(seed=5)
+    (files / "0.jpg").write_bytes(photo)
+    for n in range(1, 5):
+        os.link(files / "0.jpg", files / f"{n}.jpg")
+    subprocess.run(["tar", "-cf", str(web / "00000.tar"), "-C", str(files)] + [f"{n}.jpg" for n in range(5)],
+                   check=True)
+    monkeypatch.setattr(tar_members, "LINK_READ_FLOOR", 2 * len(photo))
+    monkeypatch.setattr(tar_members, "LINK_READ_RATIO", 0)
+    items = _read_all(LaionSource("web", str(web), "webdataset"))
+    assert {i.key: i.data for i in items if isinstance(i, ImageRecord)} == {
+        f"web-00000-{n}": photo for n in range(3)}
+    budget = 2 * len(photo)
+    assert [(i.key, i.reason, i.detail) for i in items if isinstance(i, Reject)] == [
+        (f"web-00000-{n}", "not_a_file",
+         f"{n}.jpg: tar member of type hard link to 0.jpg (links have handed over {budget} B; its {len(photo)} B "
+         f"would pass the {budget} B budget for bytes read through links ({budget} + 0x the tar's): extract the tar)")
+        for n in (3, 4)]
+
+
 # -- 3. a cut img2dataset tar: every success accounted ------------------------------------------
 def _img2dataset_shard(root: Path, n: int = 12, failed: int = 2, resized: bool = False) -> list[bytes]:
     """One shard as img2dataset 1.47 writes it (webdataset format): tar, parquet, _stats.json."""
