@@ -730,6 +730,9 @@ def test_xpm_colours_of_every_x11_width_decode_as_imagemagick_reads_them():
            b'"a c #808080",\n"b c #123456789",\n" c #a",\n"ab#cc"\n};\n')
     imagemagick = bytes.fromhex("ff0000 00ff00 ff0000 0000ff 808080 808080 124578 0000ff 00ff00 00ff00")
     assert decode_rgb(xpm).tobytes() == imagemagick
+    # the values line after 5,000 comment lines: Pillow finds it, and so must the colours' rewrite
+    commented = xpm.replace(b"{\n", b"{\n" + b"/* a comment line */\n" * 5000, 1)
+    assert decode_rgb(commented).tobytes() == imagemagick
 
 
 def test_a_cut_psd_of_a_layout_pillow_reads_is_a_corrupt_header_not_a_missing_format():
