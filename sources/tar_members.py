@@ -817,7 +817,7 @@ class HardLinks:
         self.kinds.pop(digest, None)
         if not info.isreg():
             self.targets[digest] = None
-            self.kinds[digest] = member_type(info)
+            self.kinds[digest] = "hard link that is itself no file" if info.islnk() else member_type(info)
         elif not self.compressed:
             self.targets[digest] = (info.offset_data, info.size, info.sparse)
         else:
