@@ -89,6 +89,12 @@ def recording_inputs(rename: Callable[[str], str] | None = None) -> Iterator[Inp
         _RECORDING.reset(token)
 
 
+def opening(uri: str) -> None:
+    """A reader is about to open `uri` outside this module (a decoder given the path: PyAV, decord):
+    it is recorded as a file opened here is, its state taken now, before it is read."""
+    _opened(uri)
+
+
 def _opened(uri: str, state: list | None = None) -> None:
     """Records `uri` as read by the current unit, with its state before it is read
     (`InputsRead.states`): `state` where the caller has just taken it, else one stat."""

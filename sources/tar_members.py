@@ -6,7 +6,8 @@ names share a key (the path up to the first dot of the file name: `split_member`
 or, as extracting gathers them, wherever they lie (held open within `MAX_HELD_BYTES`). The walk
 counts what is no member of a sample (a folder is skipped; a Mac's `._x.jpg` is its `os_metadata`
 reject; a symlink, device or fifo its `not_a_file` reject, never followed; a hard link the bytes of
-the earlier member it names, as extracting gives it: `HardLinks`), a copy of a member that a
+the earlier member it names, as extracting gives it, within a budget of bytes read through links and,
+in a compressed tar, of its targets' bytes held as they pass: `HardLinks`), a copy of a member that a
 later copy of its name replaces (`duplicate_member`: `tar -r` appended it; GNU tar and bsdtar
 extract the last, and so the walk builds it: `Layout`, from a first pass over the headers), an
 extension given twice to a key (`duplicate_key`: `café.jpg` in NFC and NFD), and a cut tar
@@ -603,6 +604,12 @@ def member_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
     """A regular member's bytes (the caller has judged its size); a hard link resolved to its
     target's (`HardLinks.resolve`), read from the plain file under the tar and its place kept
     (a stream's file is read on from there)."""
+    unreadable = getattr(info, "unreadable", None)
+    if unreadable is not None:
+        raise unreadable
+    held = getattr(info, "held", None)
+    if held is not None:  # a compressed tar's member read before its visit, or a link's target (`HardLinks.hold`)
+        return held
     if getattr(info, "linked", False):
         handle = _plain_file(tar.fileobj)
         here = handle.tell()
@@ -732,6 +739,20 @@ def _digest(text: str) -> bytes:
 # file is read, where its bytes lie: ~200 bytes), so a tar of more is read with the links past it
 # rejected, not held. A deduplicated dataset links one file a duplicate; 65,536 hold ~13 MB.
 MAX_LINK_TARGETS = 1 << 16
+# Bytes one tar's hard links may hand over to be read (each link its target's size, judged before
+# it is read): `LINK_READ_FLOOR` plus `LINK_READ_RATIO` times the bytes of the tar read. A link
+# costs a header block and reads its target again: 1000 GNU tar links to one 64 MiB member read
+# 62.56 GiB (42 CPU-s), 65,536 to 256 MiB would read 16 TiB. A deduplicated dataset's links hand
+# over a fraction of its bytes; past the budget a link is its `not_a_file` reject naming it.
+LINK_READ_FLOOR = 1 << 30
+LINK_READ_RATIO = 4
+# Bytes a compressed tar's read holds of the members links link to, as they pass: its data is
+# read forward only (streamed, or its inflated copy read as one), so a link's target is kept from
+# where it lay, within this (one member at the cap), whatever the machine: a target past it is its
+# links' `not_a_file` reject naming it. (Before, a spooled copy was read back and a stream's link
+# was refused, so free disk or a tmpfs TMPDIR decided whether a link of a .tar.gz was read.)
+MAX_LINK_HELD_BYTES = 256 << 20
+_NOT_HELD = "not held"  # a target's place in `HardLinks.targets` when its bytes would pass `MAX_LINK_HELD_BYTES`
 
 
 @dataclass
@@ -740,14 +761,20 @@ class HardLinks:
     tar -cf x.tar .` stores `b.jpg` as one, of size 0) is the file its target name held when the
     link was met, the latest earlier member of that name (a copy `tar -r` appends later replaces
     the name, not what was linked). `scan` gathers the names links link to (`wanted`); the read
-    notes where each such member's bytes lie as it passes (`seen`) and hands a link over as a
-    regular member at its target's bytes (`resolve`), read within the same caps. A link to a name
-    no earlier member holds (after it, `tar --delete`d, outside the archive: `/etc/passwd`) stays
-    a link, with `why` it is no file: its source's `not_a_file` reject, as extraction fails on it;
-    so is one in a compressed tar read as a stream, whose target's bytes lie behind it."""
+    notes where each such member's bytes lie as it passes (`seen`; a compressed tar's are held:
+    `hold`, `MAX_LINK_HELD_BYTES`) and hands a link over as a regular member at its target's bytes
+    (`resolve`), read within the same caps and within the tar's budget for bytes read through links
+    (`LINK_READ_FLOOR`). A link to a name no earlier member holds (after it, `tar --delete`d,
+    outside the archive: `/etc/passwd`), or to one that is no regular file, or past a budget, stays
+    a link, with `why` it is no file: its source's `not_a_file` reject."""
 
-    targets: dict[bytes, "tuple[int, int, Any] | None"] = field(default_factory=dict)  # digest -> where its bytes lie
+    # digest -> where its bytes lie (a compressed tar: its bytes, or `_NOT_HELD`); None: no file there yet
+    targets: dict[bytes, "tuple[int, int, Any] | bytes | str | None"] = field(default_factory=dict)
+    kinds: dict[bytes, str] = field(default_factory=dict)  # digest -> what its member was, where no regular file
     full: bool = False  # a link past `MAX_LINK_TARGETS` names was met
+    compressed: bool = False  # the tar read is compressed (`read_members`): targets' bytes are held as they pass
+    held_bytes: int = 0  # what `targets` holds of a compressed tar's bytes
+    handed: int = 0  # bytes links have handed over to be read (`LINK_READ_FLOOR`)
 
     def wanted(self, info: tarfile.TarInfo) -> None:
         """`scan` meets hard link `info`: the name it links to is noted."""
@@ -759,31 +786,76 @@ class HardLinks:
             return
         self.targets[digest] = None
 
+    def hold(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
+        """The read of a compressed tar meets regular member `info`, not yet visited: when links
+        link to its name, its bytes are read now (`held`, which `member_bytes` hands over), within
+        `MAX_LINK_HELD_BYTES`; else it is read as it would be."""
+        if not self.compressed or not self.targets or not info.isreg() or getattr(info, "linked", False):
+            return
+        digest = _digest(extracted_name(info.name))
+        if digest not in self.targets:
+            return
+        earlier = self.targets[digest]
+        free = MAX_LINK_HELD_BYTES - self.held_bytes + (len(earlier) if isinstance(earlier, bytes) else 0)
+        if info.size > free:
+            return
+        try:
+            info.held = member_bytes(tar, info)  # type: ignore[attr-defined]
+        except (tarfile.TarError, EOFError, OSError) as exc:  # said where its source reads it, as a cut member
+            info.unreadable = exc  # type: ignore[attr-defined]
+
     def seen(self, info: tarfile.TarInfo) -> None:
         """The read has passed `info` (a link resolved): where a name links ask for now lies."""
         if not self.targets or info.isdir():
             return
         digest = _digest(extracted_name(info.name))
-        if digest in self.targets:
-            self.targets[digest] = (info.offset_data, info.size, info.sparse) if info.isreg() else None
+        if digest not in self.targets:
+            return
+        earlier = self.targets[digest]
+        if isinstance(earlier, bytes):
+            self.held_bytes -= len(earlier)
+        self.kinds.pop(digest, None)
+        if not info.isreg():
+            self.targets[digest] = None
+            self.kinds[digest] = "hard link that is itself no file" if info.islnk() else member_type(info)
+        elif not self.compressed:
+            self.targets[digest] = (info.offset_data, info.size, info.sparse)
+        else:
+            held = getattr(info, "held", None)
+            self.targets[digest] = _NOT_HELD if held is None else held
+            self.held_bytes += 0 if held is None else len(held)
 
     def resolve(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> tarfile.TarInfo:
         """Hard link `info` as the regular member it extracts to (`linked` set: `member_bytes` reads
-        it where its target lies), else `info` itself with `why` it is none (`member_type` says it)."""
+        it where its target lies, or hands over its held bytes), else `info` itself with `why` it is
+        none (`member_type` says it)."""
         digest = _digest(extracted_name(info.linkname))
         target = self.targets.get(digest)
         if target is None:
+            kind = self.kinds.get(digest)
             info.why = (f"over the {MAX_LINK_TARGETS} names links of one archive may link to" if self.full
-                        and digest not in self.targets else "no earlier member is a file of that name: "
-                        "GNU tar cannot extract it either")  # type: ignore[attr-defined]
+                        and digest not in self.targets else f"its target is a {kind}, no file" if kind
+                        else "no earlier member is a file of that name: GNU tar cannot extract it "
+                        "either")  # type: ignore[attr-defined]
             return info
-        if _plain_file(tar.fileobj) is None:
-            info.why = ("its target's bytes lie behind in a compressed tar read as a stream: extract it, or keep "
-                        "the tar uncompressed")  # type: ignore[attr-defined]
+        if target == _NOT_HELD:
+            info.why = (f"its target's bytes would pass the {MAX_LINK_HELD_BYTES} B a compressed tar's read holds "
+                        "for links: extract the tar, or repack it plain")  # type: ignore[attr-defined]
             return info
+        size = len(target) if isinstance(target, bytes) else target[1]
+        budget = LINK_READ_FLOOR + LINK_READ_RATIO * info.offset
+        if self.handed + size > budget:
+            info.why = (f"links have handed over {self.handed} B; its {size} B would pass the {budget} B budget for "
+                        f"bytes read through links by its byte {info.offset} ({LINK_READ_FLOOR} + "
+                        f"{LINK_READ_RATIO}x the tar's bytes before it): extract the tar")  # type: ignore[attr-defined]
+            return info
+        self.handed += size
         linked = tar.tarinfo(info.name)
         linked.offset, linked.linkname = info.offset, info.linkname
-        linked.offset_data, linked.size, linked.sparse = target
+        if isinstance(target, bytes):
+            linked.size, linked.held = size, target  # type: ignore[attr-defined]
+        else:
+            linked.offset_data, linked.size, linked.sparse = target
         linked.linked = True  # type: ignore[attr-defined]
         return linked
 
@@ -1280,11 +1352,13 @@ def read_members(uri: str, mode: Callable[[IO[bytes]], str],
     kept = layout.headers
     try:
         with _opened(uri, layout) as handle, open_tar(handle, "r:" if kept is not None else mode(handle)) as tar:
+            layout.links.compressed = layout.inflated_copy or _plain_file(tar.fileobj) is None
             for ordinal, info in enumerate(tar if kept is None else kept.members(tar)):
                 if ordinal >= MAX_TAR_MEMBERS:
                     raise too_many_members()
                 if info.islnk():
                     info = layout.links.resolve(tar, info)
+                layout.links.hold(tar, info)
                 replaced = layout.visit(info)
                 yield from visit(tar, info) if replaced is None else shadowed(info, replaced)
                 layout.links.seen(info)

@@ -246,6 +246,7 @@ def _worker_uri(uri: str, member: TarMember | None = None) -> Iterator[str]:
     fs, _ = fsio.filesystem(uri)
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     if member is None and not set(protocols) & set(PROCESS_LOCAL):
+        fsio.opening(uri)  # the worker opens the path itself, unrecorded: its state as first read is the unit's
         yield uri
         return
     name = member.name if member is not None else uri

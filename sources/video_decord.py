@@ -48,6 +48,7 @@ def _decord_reader(uri: str):
     import decord
 
     decord.logging.set_level(decord.logging.QUIET)
+    fsio.opening(uri)  # decord reads the path itself: its state as first read (`fsio.InputsRead.states`)
     try:
         return decord.VideoReader(fsio.local_path(uri) or fsio.open_file(uri), ctx=decord.cpu(0), num_threads=1)
     except Exception as exc:

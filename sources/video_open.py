@@ -42,6 +42,7 @@ def open_stream(uri: str, video_pages: bool = False):
 
     _quiet()
     pages = None
+    fsio.opening(uri)  # PyAV reads the path itself: its state as first read, not as at the unit's commit
     try:
         path = fsio.local_path(uri)
         pages = VideoPages(open(path, "rb") if path else fsio.open_file(uri)) if video_pages else None

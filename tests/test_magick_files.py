@@ -252,6 +252,27 @@ def test_formats_pillow_cannot_read_are_named(name: str):
     assert caught.value.detail.startswith(UNSUPPORTED[name])
 
 
+def test_a_fits_header_is_read_to_its_end_or_refused():
+    """A FITS header runs to its END card, however many COMMENT or HISTORY cards come first (an
+    observatory's pipeline writes hundreds): ImageMagick's 16-bit FITS with 612 COMMENT cards
+    (17 blocks) before its BZERO is named with that BZERO (read only 576 cards, BZERO 0 was
+    assumed), and a header with no END within the cards looked at is refused, not judged."""
+    from transforms.image_format import _FITS_HEADER_CARDS
+
+    data = (MAGICK / "fits16.fits").read_bytes()
+    comment = b"COMMENT".ljust(80)
+    longer = data[:6 * 80] + comment * 612 + data[6 * 80:]
+    with pytest.raises(DecodeError) as caught:
+        load_image(longer, 32, "squash")
+    assert caught.value.reason == "unsupported_format"
+    assert caught.value.detail == f"{UNSUPPORTED['fits16.fits']}: a real image format this build cannot decode"
+    endless = data[:6 * 80] + comment * _FITS_HEADER_CARDS + data[6 * 80:]
+    with pytest.raises(DecodeError) as caught:
+        load_image(endless, 32, "squash")
+    assert caught.value.reason == "unsupported_format"
+    assert f"no END card within its first {_FITS_HEADER_CARDS} header cards" in caught.value.detail
+
+
 def test_folder_of_magick_files_renders_each_or_counts_its_reject():
     """Through the web folder source and the build's render path (its decoding process for the
     formats whose decode time no header bounds): every file is one sentence member, matching
@@ -709,6 +730,9 @@ def test_xpm_colours_of_every_x11_width_decode_as_imagemagick_reads_them():
            b'"a c #808080",\n"b c #123456789",\n" c #a",\n"ab#cc"\n};\n')
     imagemagick = bytes.fromhex("ff0000 00ff00 ff0000 0000ff 808080 808080 124578 0000ff 00ff00 00ff00")
     assert decode_rgb(xpm).tobytes() == imagemagick
+    # the values line after 5,000 comment lines: Pillow finds it, and so must the colours' rewrite
+    commented = xpm.replace(b"{\n", b"{\n" + b"/* a comment line */\n" * 5000, 1)
+    assert decode_rgb(commented).tobytes() == imagemagick
 
 
 def test_a_cut_psd_of_a_layout_pillow_reads_is_a_corrupt_header_not_a_missing_format():
@@ -721,3 +745,8 @@ def test_a_cut_psd_of_a_layout_pillow_reads_is_a_corrupt_header_not_a_missing_fo
     assert (caught.value.reason, caught.value.detail) == (
         "corrupt_header", "PSD (Photoshop, RGB, 8 bits a channel): damaged or cut short (Pillow reads this layout, "
                           "not this file)")
+    for cut in (4, 20, 25):  # inside its 26-byte header: damaged too, its layout unknown (was unsupported_format)
+        with pytest.raises(DecodeError) as caught:
+            load_image(data[:cut], 32, "squash")
+        assert (caught.value.reason, caught.value.detail) == (
+            "corrupt_header", f"PSD (Photoshop, cut inside its 26-byte header): {cut} bytes")

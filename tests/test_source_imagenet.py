@@ -730,14 +730,21 @@ def test_a_hard_linked_photo_in_a_class_archive_is_its_targets_image(tmp_path: P
     """GNU tar of a class folder where one photo is a hard link to another (`ln`): the link is the
     image `tar -x` gives, whether the read walks the scan's kept headers (seekably) or, past their
     budget, streams the archive (`r|`): the target is read from the file under the stream, which
-    then reads on from where it was."""
+    then reads on from where it was: the photo after the link is larger than the stream's
+    10,240-byte record, so a stream left where the target's bytes ended reads it wrong."""
     import subprocess
 
     from sources import tar_members
+    from uvd_pipeline.sample import media
 
     if not headers_kept:
         monkeypatch.setattr(tar_members, "MAX_KEPT_HEADER_BYTES", 0)
-    wnid, photos = WNIDS[0], _photos()
+    wnid, photos = WNIDS[0], list(_photos())
+    with Image.open(media.package_file("skimage", "data/chelsea.png")) as photo:
+        out = io.BytesIO()
+        photo.convert("RGB").resize((240, 180), Image.BICUBIC).save(out, "JPEG", quality=95)
+    photos[1] = out.getvalue()
+    assert len(photos[1]) > 10240
     folder = tmp_path / "made"
     folder.mkdir()
     (folder / f"{wnid}_1.JPEG").write_bytes(photos[0])

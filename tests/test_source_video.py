@@ -13,7 +13,7 @@ import pytest
 import video_zoo
 
 from sources.records import Reject, VideoRecord
-from sources.video import VideoSource, decord_available, plan_clips, probe_video, read_clip_frames
+from sources.video import VideoSource, clip_frames, decord_available, plan_clips, probe_video, read_clip_frames
 
 
 def test_plan_exact_sixteen_frames_at_each_stride():
@@ -1163,3 +1163,34 @@ def test_too_many_open_files_opening_a_video2dataset_tar_fails_the_unit_and_blam
         for item in _read_all(VideoSource("web", str(tmp_path / "root"), strides=(1,))):
             pytest.fail(f"yielded {item}")
     assert "00000.tar" in str(raised.value) and (which < 3 or "000000000.mp4" in str(raised.value))
+
+
+def test_a_video_rewritten_while_its_unit_reads_is_a_changed_input_on_the_rerun(tmp_path: Path):
+    """PyAV opens a video by its path, not through `fsio`: its state is recorded at its first open
+    (`fsio.opening`), so a video a download or an editor rewrites while its unit renders reads as
+    changed on the rerun; taken at the unit's commit, the new file's state stood beside frames of
+    the old one, and the stale output was kept for good."""
+    import subprocess
+
+    from sources import fsio
+    from uvd_pipeline.unit_manifest import changed_input, input_manifest
+
+    def make(path: Path, seconds: str) -> None:
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=8",
+                        "-t", seconds, "-pix_fmt", "yuv420p", "-f", "mp4", str(path)], check=True)
+
+    (tmp_path / "web").mkdir()
+    video = tmp_path / "web" / "a.mp4"
+    make(video, "2")
+    source = VideoSource("v", str(tmp_path / "web"), frames=4)
+    (unit,) = source.units()
+    with fsio.recording_inputs() as record:  # as `unit_render` reads and renders a unit
+        items = list(source.read(unit))
+        frames = [result for item in items for _, result in clip_frames(item)]  # the render decodes it
+    first = fsio.file_state(str(video))
+    make(tmp_path / "new.mp4", "3")
+    os.replace(tmp_path / "new.mp4", video)  # rewritten after it was read, before the unit's commit
+    assert [type(i).__name__ for i in items] == ["VideoRecord"]
+    assert frames and all(isinstance(f, np.ndarray) and f.shape[1:] == (48, 64, 3) for f in frames)
+    assert record.states == {str(video): first}
+    assert changed_input(input_manifest(record, unit)) == f"{video} changed"

@@ -69,7 +69,8 @@ from transforms.decode_budget import (
 from transforms.errors import DecodeError, exception_detail
 from transforms.headers import Pages, camera_raw, heif_size, tiff_samples, tiff_values
 from transforms.image_colour import WideColour, _srgb_array, _wide, hdr_colour
-from transforms.image_format import _cut_short, _raise_if_cut_short, fits_misread, pillow_reads_psd, sniff_format
+from transforms.image_format import (_cut_short, _raise_if_cut_short, fits_misread, pillow_reads_psd, psd_header_cut,
+                                     sniff_format)
 from transforms.xpm_colours import xpm_for_pillow
 from transforms.image_orientation import (
     EXIF_ORIENTATION,
@@ -198,6 +199,8 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     except UnidentifiedImageError:
         _raise_if_cut_short(data)
         known = sniff_format(data)
+        if known and psd_header_cut(data):
+            raise DecodeError("corrupt_header", f"{known}: {len(data)} bytes") from None
         if known and pillow_reads_psd(data):
             raise DecodeError("corrupt_header", f"{known}: damaged or cut short (Pillow reads this layout, not this "
                                                 "file)") from None

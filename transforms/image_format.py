@@ -64,6 +64,8 @@ def _photoshop(head: bytes) -> str:
     """A Photoshop file Pillow does not open, named by its header: Pillow reads PSD (version 1)
     of 8 bits a channel; ImageMagick writes a 16-bit image's PSD in 16 (`convert x16.png x.psd`),
     and PSB (version 2) is Photoshop's large document format."""
+    if psd_header_cut(head):
+        return "PSD (Photoshop, cut inside its 26-byte header)"
     version, depth = int.from_bytes(head[4:6], "big"), int.from_bytes(head[22:24], "big")
     mode = _PSD_MODES.get(int.from_bytes(head[24:26], "big"), "an unknown colour mode")
     kind = "PSB (Photoshop large document" if version == 2 else "PSD (Photoshop"
@@ -72,6 +74,12 @@ def _photoshop(head: bytes) -> str:
 
 # (colour mode, bits a channel) of the PSDs Pillow reads (its PsdImagePlugin's MODES)
 _PILLOW_PSD = {(0, 1), (1, 8), (2, 8), (3, 8), (4, 8), (7, 8), (8, 8), (9, 8)}
+
+
+def psd_header_cut(data: bytes) -> bool:
+    """Whether `data` is a Photoshop file cut inside its 26-byte header (a partial download):
+    damaged, its layout unknown, never a format this build lacks."""
+    return data[:4] == b"8BPS" and len(data) < 26
 
 
 def pillow_reads_psd(data: bytes) -> bool:
@@ -83,7 +91,10 @@ def pillow_reads_psd(data: bytes) -> bool:
 
 
 _FITS_CARD = 80  # a FITS header is cards of 80 characters, `KEYWORD = value / comment`, up to `END`
-_FITS_HEADER_CARDS = 36 * 16  # cards looked at: 16 blocks of 2880 bytes (ImageMagick writes one)
+# cards looked at for END: 1024 blocks of 2880 bytes (ImageMagick writes one; a survey's header a few
+# dozen); a header longer than that is refused, not judged on its first cards (BZERO after 576
+# COMMENT cards was missed, the samples read without it)
+_FITS_HEADER_CARDS = 36 * 1024
 
 
 def fits_misread(data: bytes) -> str | None:
@@ -100,6 +111,8 @@ def fits_misread(data: bytes) -> str | None:
             break
         if card[8:10] == "= ":
             cards[key] = card[10:].split("/")[0].strip()
+    else:
+        return f"FITS (no END card within its first {_FITS_HEADER_CARDS} header cards: its BZERO and BSCALE unknown)"
     bits = cards.get("BITPIX", "")
     zero, scale = cards.get("BZERO", "0"), cards.get("BSCALE", "1")
     try:
