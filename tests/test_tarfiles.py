@@ -432,8 +432,8 @@ def test_a_small_gzipped_shard_is_inflated_once_and_reads_as_before(tmp_path, mo
 
     read_bytes = []
 
-    def counted_open(uri, mode="rb"):
-        handle = opened(uri, mode)
+    def counted_open(uri, mode="rb", read_ahead=True):
+        handle = opened(uri, mode, read_ahead)
         if uri.endswith((".tgz", ".tar.gz")):  # the shard's bytes, not its parquet's
             original = handle.read
             handle.read = lambda *a: read_bytes.append(len(data := original(*a))) or data
@@ -771,8 +771,8 @@ def test_a_gzipped_shard_past_the_kept_budget_is_inflated_once_into_a_spool(tmp_
     read_bytes, spools = [], []
     opened, spooled = fsio.open_file, tar_members.spooled_gzip
 
-    def counted_open(uri, mode="rb"):
-        handle = opened(uri, mode)
+    def counted_open(uri, mode="rb", read_ahead=True):
+        handle = opened(uri, mode, read_ahead)
         if uri.endswith(".tgz"):
             original = handle.read
             handle.read = lambda *a: read_bytes.append(len(data := original(*a))) or data
