@@ -59,6 +59,7 @@ from sources.records import (MachineError, Reject, SourceItem, TarMember, VideoC
                              is_machine_error, nfc, safe_key, twin_detail, twin_groups)
 from sources.video_decode import (DECODER_MACHINE_ERRNOS, DEFAULT_MAX_PIXELS, FRAME_SIZE_CHANGES, Probe, VideoError,
                                   decord_exact)
+from sources.video_gif import judge_gif
 from transforms.errors import exception_detail
 
 log = logging.getLogger(__name__)
@@ -371,6 +372,7 @@ def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budg
     Raises VideoError."""
     with _worker_uri(uri, member) as local:  # an OSError here is the machine's: the unit fails
         try:
+            judge_gif(local, max_pixels, limits.cpu_s or limits.time_s)  # a GIF's cost, before decoding it
             info: Probe = budget.call("sources.video_decode:probe", local, max_pixels, limits.memory_mb,
                                       budget=limits)
             why = _decord_refusal(local, info, max_pixels, limits) if decoder == "decord" else None
