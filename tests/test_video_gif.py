@@ -6,12 +6,13 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sources.budget import cpu_budget
 from sources.records import Reject
 from sources.video import VideoSource
-from sources.video_decode import probe
+from sources.video_decode import decode_frames, probe
 
 
 def _read(path: Path, **limits) -> list:
@@ -56,3 +57,30 @@ def test_a_gif_screen_is_judged_by_the_frames_its_decoder_holds(tmp_path):
     5000x5000 screen (100 MB a frame) was refused `video_too_large` within 1536 MiB."""
     info = probe(str(_screen(tmp_path / "wide.gif", 5000, 5000)))
     assert (info.width, info.height, info.n_frames) == (5000, 5000, 2)
+
+
+def _coalesced(path: Path, width: int, height: int) -> np.ndarray:
+    """Every frame as ImageMagick composites it (GIF disposal as browsers apply it), on white."""
+    raw = subprocess.run(["convert", str(path), "-coalesce", "-background", "white", "-alpha", "remove", "rgb:-"],
+                         capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+@pytest.mark.parametrize("dispose", ["Background", "Previous", "None"])
+def test_gif_frames_are_composited_as_browsers_and_imagemagick_show_them(tmp_path, dispose: str):
+    """A sprite moving over a grey 64x48 screen, each frame opaque, disposed to the background
+    (`-dispose Background`), to the previous frame, or kept. FFmpeg painted a disposed area the
+    screen's background colour (the grey), opaque, where browsers and ImageMagick clear it to
+    transparent (shown white). Every frame equals ImageMagick's `-coalesce` on white."""
+    gif = tmp_path / f"sprite_{dispose}.gif"
+    subprocess.run(["convert", "-dispose", "None", "-size", "64x48", "xc:gray", "-dispose", dispose,
+                    "(", "-size", "16x16", "xc:red", "-repage", "64x48+0+0", ")",
+                    "(", "-size", "16x16", "xc:blue", "-repage", "64x48+20+10", ")",
+                    "(", "-size", "16x16", "xc:lime", "-repage", "64x48+40+30", ")",
+                    "(", "-size", "8x8", "xc:yellow", "-repage", "64x48+2+2", ")",
+                    "-set", "delay", "10", str(gif)], check=True)
+    expected = _coalesced(gif, 64, 48)
+    got = dict(decode_frames(str(gif), range(len(expected))))
+    assert len(got) == len(expected) == 5
+    for i, frame in got.items():
+        assert np.array_equal(frame, expected[i]), (dispose, i, np.argwhere((frame != expected[i]).any(-1))[:3])
