@@ -12,6 +12,9 @@ is `video_too_large` (FFmpeg refuses a screen over 2^31 bytes as a stream "witho
 
 from __future__ import annotations
 
+from fractions import Fraction
+from typing import Sequence
+
 from sources import fsio
 from sources.video_open import VideoError
 from transforms.headers import gif_frames, gif_screen
@@ -51,3 +54,19 @@ def judge_gif(uri: str, max_pixels: int, cpu_s: float) -> None:
                                            f"{seconds:.3g} CPU seconds to decode (judged before decoding, at "
                                            f"{GIF_SCREEN_PIXELS_PER_CPU_S:.3g} pixels a second), over the budget of "
                                            f"{cpu_s:g}")
+
+
+# browsers show a GIF frame whose delay is 0 or 1 centisecond for 10 (Chromium, Firefox, WebKit; the
+# ffmpeg 5.1 CLI's demuxer too, `min_delay` 2): FFmpeg 8's demuxer, in PyAV, makes only a 0 delay 10
+GIF_MIN_DELAY_CS, GIF_DEFAULT_DELAY_CS = 2, 10
+
+
+def gif_times(stamps: Sequence[int], time_base: Fraction) -> tuple[float, ...]:
+    """Each frame's time in seconds from the first, its stamps (the demuxer's sums of delays) with
+    every delay under `GIF_MIN_DELAY_CS` shown for `GIF_DEFAULT_DELAY_CS`, as browsers show it."""
+    times, at, tick = [0.0], Fraction(0), Fraction(1, 100)
+    for before, after in zip(stamps, stamps[1:]):
+        delay = (after - before) * time_base
+        at += GIF_DEFAULT_DELAY_CS * tick if delay < GIF_MIN_DELAY_CS * tick else delay
+        times.append(round(float(at), 6))
+    return tuple(times[:len(stamps)])

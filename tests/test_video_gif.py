@@ -84,3 +84,15 @@ def test_gif_frames_are_composited_as_browsers_and_imagemagick_show_them(tmp_pat
     assert len(got) == len(expected) == 5
     for i, frame in got.items():
         assert np.array_equal(frame, expected[i]), (dispose, i, np.argwhere((frame != expected[i]).any(-1))[:3])
+
+
+@pytest.mark.parametrize(("delay", "step"), [(0, 0.1), (1, 0.1), (2, 0.02), (4, 0.04)])
+def test_gif_delays_under_two_centiseconds_are_shown_for_ten_as_browsers_do(tmp_path, delay: int, step: float):
+    """ImageMagick's `-delay 1` GIF: browsers and the ffmpeg 5.1 CLI (ffprobe) show each frame
+    10 cs; FFmpeg 8's demuxer (PyAV's) makes only a 0 delay 10, so its frames were timed 0.01 s
+    apart (fps 100 in the lineage). A delay of 2 cs and more is kept."""
+    gif = tmp_path / f"delay{delay}.gif"
+    subprocess.run(["convert", "-delay", str(delay), "-size", "8x8", "xc:red", "xc:blue", "xc:lime", str(gif)],
+                   check=True)
+    info = probe(str(gif))
+    assert info.times == pytest.approx((0.0, step, 2 * step)) and info.fps == pytest.approx(1 / step)
