@@ -195,8 +195,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         discard = [d or i in leading for i, d in enumerate(discard)]
         joins, restamped = starts, JOINED
     elif None in known and fmt in JOINABLE:
-        pts, dropped = _stamp_split_access_units(known, label, decoder_order)
-        discard = [d or i in dropped for i, d in enumerate(discard)]
+        pts = _stamp_split_access_units(known, label, decoder_order)
         restamped = "split"
     elif None in raw:
         pts, dropped = _stamp_negative_blocks(raw, keyframe, label, decoder_order)
@@ -477,7 +476,7 @@ def _stamp_negative_blocks(raw: list[int | None], keyframe: list[bool], label: s
 
 
 def _stamp_split_access_units(raw: list[int | None], label: str,
-                              decoder_order: Callable[[int], list[int]] | None) -> tuple[list[int], set[int]]:
+                              decoder_order: Callable[[int], list[int]] | None) -> list[int]:
     """Stamps for MPEG-TS/PS packets that FFmpeg's parser cut out of the PES packets without one.
 
     An H.264 SEI after a slice (`h264_metadata=sei_user_data=` at x264's IDRs with `aud=0`) ends
@@ -489,9 +488,9 @@ def _stamp_split_access_units(raw: list[int | None], label: str,
     output before and after it (one frame between two stamps a frame apart: the lost stamp
     itself). Accepted only where that is all it can be: every unstamped packet gives exactly one
     frame, and the stamped frames come out in their stamps' order with room between them; anything
-    else is refused: its frames cannot be named. Also returned: the positions of stamped packets
-    the decoder gives no frame (an open-GOP cut's leading B-frame whose references were cut away,
-    which the CLI does not show either), restamped before all others and to be hidden."""
+    else is refused: its frames cannot be named. A stamped packet the decoder gives no frame (an
+    open-GOP cut's leading B-frame whose references were cut away, which the CLI does not show
+    either) keeps its stamp, before its key frame's: hidden as every such leading frame is."""
     missing = [i for i, p in enumerate(raw) if p is None]
     stamped = [p for p in raw if p is not None]
     if decoder_order is None or not stamped:
@@ -534,11 +533,7 @@ def _stamp_split_access_units(raw: list[int | None], label: str,
                 stamps[at] = stamp
             run = []
         before = p
-    dropped = sorted(set(range(len(raw))) - set(order))  # all stamped: each unstamped one gives a frame
-    first = min(stamps[i] for i in order)
-    for rank, i in enumerate(dropped):  # its own stamp may now be another frame's
-        stamps[i] = first - (len(dropped) - rank) * step
-    return stamps, set(dropped)
+    return stamps
 
 
 def _output_step(outputs: list[int | None]) -> int:
@@ -586,18 +581,11 @@ def _joined_split_parts(known: list[int | None], starts: list[int], keyframe: li
     order = decoder_order(len(known) - 1, tuple(starts))
     bounds = [0, *starts, len(known)]
     stamps: list[int] = []
-    dropped: set[int] = set()
     for a, b in zip(bounds, bounds[1:]):
         part = known[a:b]
         local = [i - a for i in order if a <= i < b]
-        if None in part:
-            placed, lost = _stamp_split_access_units(part, label, lambda last: local)
-            stamps += placed
-            dropped |= {a + i for i in lost}
-        else:
-            stamps += part  # type: ignore[arg-type]
-    placed, hidden = _parts_placed(stamps, starts, keyframe, label)
-    return placed, hidden | dropped
+        stamps += _stamp_split_access_units(part, label, lambda last: local) if None in part else part  # type: ignore[misc]
+    return _parts_placed(stamps, starts, keyframe, label)
 
 
 def _unwrapped_stamps(known: list[int | None]) -> list[int | None]:
