@@ -84,8 +84,12 @@ def open_stream(uri: str, video_pages: bool = False):
 
 def _gif_cleared(uri: str) -> ClearedBackground | None:
     """The GIF at `uri` read through `ClearedBackground` where its background can be cleared; None
-    for any other file (opened as it is, by its path)."""
-    handle = fsio.open_file(uri)
+    for any other file (opened as it is, by its path), and one this cannot open (a fifo: FFmpeg's
+    open then blocks until the budget ends it, as before)."""
+    try:
+        handle = fsio.open_file(uri)
+    except OSError:
+        return None
     try:
         if clears_background(handle.read(GIF_HEAD)):
             handle.seek(0)
