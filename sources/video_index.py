@@ -488,9 +488,11 @@ def _stamp_split_access_units(raw: list[int | None], label: str,
     output before and after it (one frame between two stamps a frame apart: the lost stamp
     itself). Accepted only where that is all it can be: every unstamped packet gives exactly one
     frame, and the stamped frames come out in their stamps' order with room between them; anything
-    else is refused: its frames cannot be named. A stamped packet the decoder gives no frame (an
-    open-GOP cut's leading B-frame whose references were cut away, which the CLI does not show
-    either) keeps its stamp, before its key frame's: hidden as every such leading frame is."""
+    else is refused: its frames cannot be named. A packet the decoder gives no frame (an open-GOP
+    cut's leading B-frame whose references were cut away, which the CLI does not show either) is
+    hidden as every leading frame is: stamped, it keeps its stamp, before its key frame's; else it
+    is stamped before every frame shown, where it comes between the decoder's first output and the
+    others (`_leading`); an unstamped one anywhere else is refused."""
     missing = [i for i, p in enumerate(raw) if p is None]
     stamped = [p for p in raw if p is not None]
     if decoder_order is None or not stamped:
@@ -499,11 +501,11 @@ def _stamp_split_access_units(raw: list[int | None], label: str,
                                "frames cannot be matched to their place")
     order = decoder_order(len(raw) - 1)
     shown = Counter(i for i in order if raw[i] is None)
-    if set(shown) != set(missing) or max(shown.values()) > 1:
-        lost = len(set(missing) - set(shown))
+    lost = sorted(set(missing) - set(shown))
+    if max(shown.values(), default=0) > 1 or lost and not _leading(lost, order):
         raise UnsupportedVideo("unsupported_container",
                                f"{label}: {len(missing)} packets carry no time stamp and the decoder gives "
-                               f"{lost} of them no frame, so the others cannot be told where they lie")
+                               f"{len(lost)} of them no frame, so the others cannot be told where they lie")
     outputs = [raw[i] for i in order]
     known = [p for p in outputs if p is not None]
     if not known or any(b <= a for a, b in zip(known, known[1:])):
@@ -533,7 +535,17 @@ def _stamp_split_access_units(raw: list[int | None], label: str,
                 stamps[at] = stamp
             run = []
         before = p
+    first = min(stamp for stamp in stamps if stamp is not None)  # a dropped stamped packet's own too
+    for rank, i in enumerate(lost):  # stamped before every other packet: hidden as leading frames are
+        stamps[i] = first - (len(lost) - rank) * step
     return stamps
+
+
+def _leading(lost: list[int], order: list[int]) -> bool:
+    """Whether the packets the decoder gives no frame (`lost`, positions in decode order) are an
+    open-GOP cut's leading frames, whose references were cut away: all of them come after the
+    first frame the decoder outputs (its key frame) and before every other frame it outputs."""
+    return bool(order) and order[0] < lost[0] and lost[-1] < min(order[1:], default=len(order) + lost[-1] + 1)
 
 
 def _output_step(outputs: list[int | None]) -> int:
