@@ -60,6 +60,7 @@ from sources.records import (MachineError, Reject, SourceItem, TarMember, VideoC
 from sources.video_webp import WEBP_CONTAINER, may_be_webp
 from sources.video_decode import (DECODER_MACHINE_ERRNOS, DEFAULT_MAX_PIXELS, FRAME_SIZE_CHANGES, Probe, VideoError,
                                   decord_exact)
+from sources.video_gif import judge_gif
 from transforms.errors import exception_detail
 
 log = logging.getLogger(__name__)
@@ -375,6 +376,7 @@ def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budg
     sniffed = may_be_webp(member.name if member is not None else uri)  # WebP by content: `sources.video_webp`
     with _worker_uri(uri, member) as local:  # an OSError here is the machine's: the unit fails
         try:
+            judge_gif(local, max_pixels, limits.cpu_s or limits.time_s)  # a GIF's cost, before decoding it
             info: Probe = budget.call(f"sources.{'video_webp' if sniffed else 'video_decode'}:probe", local,
                                       max_pixels, limits.memory_mb, budget=limits)
             webp = info.container == WEBP_CONTAINER

@@ -50,9 +50,11 @@ BT.601, BT.2020; limited or full), bit for bit what ffmpeg gives told the same
 (`scale=in_color_matrix=...:in_range=...`, tests/test_video_zoo.py) for 8-bit 4:2:0, which swscale
 converts by one fixed path whatever the flags. From more bits (x264 10-bit) its general path
 upsamples the chroma, placed differently by PyAV's bilinear context and by the CLI (bicubic by
-default, or bilinear): equal to a level or two where the chroma is flat, apart beside chroma
-edges only (up to 116 levels on one pixel pair at testsrc2's yellow/blue border); neither is
-nearer a numpy conversion of the decoded planes. A stream that declares no
+default, or bilinear): up to 3 levels apart where the chroma is flat (our rounding to 8 bits
+first: there the CLI told `accurate_rnd` is within a level of a NumPy conversion of the decoded
+planes, ours up to 3 off it, on testsrc2 in 10-, 12- and 16-bit x264, x265, VP9, AV1 and FFV1),
+far apart beside chroma edges only (up to 116 levels on one pixel pair at testsrc2's yellow/blue
+border). A stream that declares no
 matrix (H.273 "unspecified: determined by the application") is converted as players show it: by
 its frame size, BT.709 for HD (at least 1280 wide or over 576 lines: mpv and libplacebo's
 `pl_color_system_guess_ycbcr`, which Kodi uses too; Chromium and Firefox guess alike, from

@@ -54,7 +54,7 @@ def eight_bit_format(pix_fmt: str | None) -> str | None:
 
 def eight_bit_copy(frame, pix_fmt: str):
     """The frame's planes rounded to 8 bits (half up, no dither: swscale's own reduction dithers,
-    4 levels off the CLI's RGB in flat colour where rounding is 2), as a `pix_fmt` frame with the
+    4 levels off the CLI's RGB in flat colour where rounding is up to 3), as a `pix_fmt` frame with the
     frame's matrix and range. Transient memory: the frame in `pix_fmt` and 2 bytes a luma sample."""
     import av
 

@@ -195,8 +195,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         discard = [d or i in leading for i, d in enumerate(discard)]
         joins, restamped = starts, JOINED
     elif None in known and fmt in JOINABLE:
-        pts, dropped = _stamp_split_access_units(known, label, decoder_order)
-        discard = [d or i in dropped for i, d in enumerate(discard)]
+        pts = _stamp_split_access_units(known, label, decoder_order)
         restamped = "split"
     elif None in raw:
         pts, dropped = _stamp_negative_blocks(raw, keyframe, label, decoder_order)
@@ -477,7 +476,7 @@ def _stamp_negative_blocks(raw: list[int | None], keyframe: list[bool], label: s
 
 
 def _stamp_split_access_units(raw: list[int | None], label: str,
-                              decoder_order: Callable[[int], list[int]] | None) -> tuple[list[int], set[int]]:
+                              decoder_order: Callable[[int], list[int]] | None) -> list[int]:
     """Stamps for MPEG-TS/PS packets that FFmpeg's parser cut out of the PES packets without one.
 
     An H.264 SEI after a slice (`h264_metadata=sei_user_data=` at x264's IDRs with `aud=0`) ends
@@ -489,9 +488,11 @@ def _stamp_split_access_units(raw: list[int | None], label: str,
     output before and after it (one frame between two stamps a frame apart: the lost stamp
     itself). Accepted only where that is all it can be: every unstamped packet gives exactly one
     frame, and the stamped frames come out in their stamps' order with room between them; anything
-    else is refused: its frames cannot be named. Also returned: the positions of stamped packets
-    the decoder gives no frame (an open-GOP cut's leading B-frame whose references were cut away,
-    which the CLI does not show either), restamped before all others and to be hidden."""
+    else is refused: its frames cannot be named. A packet the decoder gives no frame (an open-GOP
+    cut's leading B-frame whose references were cut away, which the CLI does not show either) is
+    hidden as every leading frame is: stamped, it keeps its stamp, before its key frame's; else it
+    is stamped before every frame shown, where it comes between the decoder's first output and the
+    others (`_leading`); an unstamped one anywhere else is refused."""
     missing = [i for i, p in enumerate(raw) if p is None]
     stamped = [p for p in raw if p is not None]
     if decoder_order is None or not stamped:
@@ -500,11 +501,11 @@ def _stamp_split_access_units(raw: list[int | None], label: str,
                                "frames cannot be matched to their place")
     order = decoder_order(len(raw) - 1)
     shown = Counter(i for i in order if raw[i] is None)
-    if set(shown) != set(missing) or max(shown.values()) > 1:
-        lost = len(set(missing) - set(shown))
+    lost = sorted(set(missing) - set(shown))
+    if max(shown.values(), default=0) > 1 or lost and not _leading(lost, order):
         raise UnsupportedVideo("unsupported_container",
                                f"{label}: {len(missing)} packets carry no time stamp and the decoder gives "
-                               f"{lost} of them no frame, so the others cannot be told where they lie")
+                               f"{len(lost)} of them no frame, so the others cannot be told where they lie")
     outputs = [raw[i] for i in order]
     known = [p for p in outputs if p is not None]
     if not known or any(b <= a for a, b in zip(known, known[1:])):
@@ -534,11 +535,17 @@ def _stamp_split_access_units(raw: list[int | None], label: str,
                 stamps[at] = stamp
             run = []
         before = p
-    dropped = sorted(set(range(len(raw))) - set(order))  # all stamped: each unstamped one gives a frame
-    first = min(stamps[i] for i in order)
-    for rank, i in enumerate(dropped):  # its own stamp may now be another frame's
-        stamps[i] = first - (len(dropped) - rank) * step
-    return stamps, set(dropped)
+    first = min(stamp for stamp in stamps if stamp is not None)  # a dropped stamped packet's own too
+    for rank, i in enumerate(lost):  # stamped before every other packet: hidden as leading frames are
+        stamps[i] = first - (len(lost) - rank) * step
+    return stamps
+
+
+def _leading(lost: list[int], order: list[int]) -> bool:
+    """Whether the packets the decoder gives no frame (`lost`, positions in decode order) are an
+    open-GOP cut's leading frames, whose references were cut away: all of them come after the
+    first frame the decoder outputs (its key frame) and before every other frame it outputs."""
+    return bool(order) and order[0] < lost[0] and lost[-1] < min(order[1:], default=len(order) + lost[-1] + 1)
 
 
 def _output_step(outputs: list[int | None]) -> int:
@@ -586,18 +593,11 @@ def _joined_split_parts(known: list[int | None], starts: list[int], keyframe: li
     order = decoder_order(len(known) - 1, tuple(starts))
     bounds = [0, *starts, len(known)]
     stamps: list[int] = []
-    dropped: set[int] = set()
     for a, b in zip(bounds, bounds[1:]):
         part = known[a:b]
         local = [i - a for i in order if a <= i < b]
-        if None in part:
-            placed, lost = _stamp_split_access_units(part, label, lambda last: local)
-            stamps += placed
-            dropped |= {a + i for i in lost}
-        else:
-            stamps += part  # type: ignore[arg-type]
-    placed, hidden = _parts_placed(stamps, starts, keyframe, label)
-    return placed, hidden | dropped
+        stamps += _stamp_split_access_units(part, label, lambda last: local) if None in part else part  # type: ignore[misc]
+    return _parts_placed(stamps, starts, keyframe, label)
 
 
 def _unwrapped_stamps(known: list[int | None]) -> list[int | None]:

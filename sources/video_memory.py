@@ -90,7 +90,11 @@ _HEVC_MAX_LUMA_PS = {30: 36864, 60: 122880, 63: 245760, 90: 552960, 93: 983040, 
 # reference frames other decoders keep (VP9 and AV1: 8 slots; VP8: last, golden, altref)
 _REFERENCES = {"vp8": 3, "vp9": 8, "av1": 8, "libdav1d": 8, "mpeg1video": 2, "mpeg2video": 2, "mpeg4": 2,
                "h263": 2, "msmpeg4v3": 2, "flv1": 2, "theora": 2, "mjpeg": 0, "prores": 0, "ffv1": 0,
-               "rawvideo": 0, "png": 0, "dnxhd": 0, "huffyuv": 0, "utvideo": 0}
+               "rawvideo": 0, "png": 0, "dnxhd": 0, "huffyuv": 0, "utvideo": 0,
+               # GIF: the screen it paints on, its copy for disposal 3, and a frame's transparent pixels made
+               # white (`gif_screen.on_white`: a copy and a mask, 9 bytes a pixel): a 4000x4000 probe rose
+               # 139 MB, decoding 3 frames 398 MB with their RGB (6 held: 480 MB judged; it was 18)
+               "gif": 4}
 MAX_REFERENCES = 16  # the most any codec here may keep: a level that cannot hold the frame is a lie
 
 

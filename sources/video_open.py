@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 
 from sources import fsio
+from sources.gif_screen import ClearedBackground, clears_background
 from sources.ogg_video_pages import VideoPages
 from sources.video_index import UnsupportedVideo, multistream_detail
 from transforms.errors import Rejected, exception_detail
@@ -32,6 +33,9 @@ def _quiet() -> None:
     av.logging.set_level(av.logging.FATAL)
 
 
+GIF_HEAD = 13  # a GIF's signature and logical screen descriptor
+
+
 UNREADABLE_FILE = "unreadable_file"  # the operating system refused to open it: the file's reject, as a picture's
 
 
@@ -46,7 +50,9 @@ def open_stream(uri: str, video_pages: bool = False):
     try:
         path = fsio.local_path(uri)
         pages = VideoPages(open(path, "rb") if path else fsio.open_file(uri)) if video_pages else None
-        container = av.open(pages, format="ogg") if pages else av.open(path or fsio.open_file(uri))
+        gif = None if pages else _gif_cleared(path or uri)  # an animated GIF: its background cleared
+        container = av.open(pages, format="ogg") if pages else av.open(gif, format="gif") if gif else \
+            av.open(path or fsio.open_file(uri))
     except Exception as exc:
         if _machine_error(exc):  # PyAV's av.error.OSError (an OSError) with the errno FFmpeg met
             raise
@@ -75,6 +81,25 @@ def open_stream(uri: str, video_pages: bool = False):
     # would leave the picture off its 32-byte alignment (H.264 `crop_left=8`: 8 columns too many)
     stream.codec_context.flags |= av.codec.context.Flags.unaligned
     return container, stream
+
+
+def _gif_cleared(uri: str) -> ClearedBackground | None:
+    """The GIF at `uri` read through `ClearedBackground` where its background can be cleared; None
+    for any other file (opened as it is, by its path), and one this cannot open (a fifo: FFmpeg's
+    open then blocks until the budget ends it, as before)."""
+    try:
+        handle = fsio.open_file(uri)
+    except OSError:
+        return None
+    try:
+        if clears_background(handle.read(GIF_HEAD)):
+            handle.seek(0)
+            return ClearedBackground(handle)
+    except BaseException:
+        handle.close()
+        raise
+    handle.close()
+    return None
 
 
 def _pages_refusal_detail(refusal: str) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Sequence
 
+from sources.video_gif import gif_times
 from sources.video_index import Stretch, VideoIndex, decode_plan, key_of
 from sources.video_memory import (DECODER_BASE_MB, DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB, RGB_CONVERSION_BYTES,
                                   stream_hdr)
@@ -106,6 +107,9 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     turns, mirrored = session.orientation or (0, False)
     base, num, den = shown[0], index.time_base.numerator, index.time_base.denominator
     times = tuple(round((p - base) * num / den, 6) for p in shown[:n])  # = float(Fraction): exactly rounded
+    if index.codec == "gif":  # delays of 0 and 1 centiseconds shown for 10, as browsers do
+        times = gif_times(shown[:n], index.time_base)
+        fps = (n - 1) / times[-1] if n > 1 and times[-1] > 0 else fps
     return Probe(n, len(index.pts), claimed, times, width, height, fps, index.container, index.codec,
                  sum(index.keyframe), sum(index.discard) - index.partial, 90 * turns, mirrored, pixel_format,
                  full_size_fits, sar_text,

@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from sources.gif_screen import on_white
 from sources.video_display import cropped_off_alignment, display, guessed_matrix, orientation
 from sources.video_index import JUMPED, Stretch, VideoIndex
 from sources.video_memory import (DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB, Judgement, decoder_max_pixels,
@@ -173,6 +174,8 @@ class DecodeSession:
                     self._working = (ww, wh) if turns % 2 == 0 else (wh, ww)
                     self._working_for = (frame.width, frame.height)
                 size = self._working
+            if self.index.codec == "gif":  # transparent pixels white, as browsers show a GIF on a page
+                frame = on_white(frame)
             pixels = display(frame, self.orientation, size, self.hdr)
             yield w, self.postprocess(pixels) if self.postprocess else pixels
 

@@ -74,3 +74,32 @@ def test_an_open_gop_vob_cut_whose_stamped_leading_frame_is_dropped_gives_the_cl
     picked = [0, 16, 39, 40, 56, 79]
     got = {i: hashlib.md5(f.tobytes()).hexdigest() for i, f in decode_frames(str(joined), picked)}
     assert got == {i: (expected * 2)[i] for i in picked}
+
+
+def test_an_open_gop_vob_cut_whose_unstamped_leading_frame_is_dropped_gives_the_cli_frames(tmp_path):
+    """The same x264 recipe, 100 frames, cut by an output seek (`-i whole -ss 1.5 -c copy`): the
+    leading B-frame the decoder gives no frame carries no stamp (the usual case), so the cut was
+    refused ("27 packets carry no time stamp and the decoder gives 1 of them no frame"). It is
+    hidden as the stamped one is: 40 frames equal to the CLI's, and the whole VOB joined to the cut
+    gives each part as alone (100 + 40)."""
+    video_zoo.require_ffmpeg()
+    whole, part = tmp_path / "whole.vob", tmp_path / "cut.vob"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120:r=25", "-frames:v", "100", "-c:v", "libx264",
+                     "-threads", "1", "-pix_fmt", "yuv420p", "-g", "20", "-bf", "3",
+                     "-x264-params", "open-gop=1:scenecut=0", "-f", "vob", str(whole))
+    video_zoo.ffmpeg("-i", str(whole), "-ss", "1.5", "-c", "copy", "-f", "vob", str(part))
+    expected = _cli_md5s(part)
+    assert len(expected) == 40
+    info = probe(str(part))
+    assert (info.n_frames, info.restamped) == (40, "split")
+    assert info.times == tuple(round(k * 0.04, 6) for k in range(40))
+    got = {i: hashlib.md5(f.tobytes()).hexdigest() for i, f in decode_frames(str(part), range(40))}
+    assert got == dict(enumerate(expected))
+    joined = tmp_path / "joined.vob"
+    joined.write_bytes(whole.read_bytes() + part.read_bytes())
+    expected = _cli_md5s(whole) + expected
+    info = probe(str(joined))
+    assert (info.n_frames, info.restamped) == (140, "joined")
+    picked = [0, 99, 100, 101, 139]
+    got = {i: hashlib.md5(f.tobytes()).hexdigest() for i, f in decode_frames(str(joined), picked)}
+    assert got == {i: expected[i] for i in picked}

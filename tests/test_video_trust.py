@@ -1311,3 +1311,25 @@ def test_a_ten_bit_frame_is_judged_with_its_eight_bit_copy():
     assert reduced.reduce and reduced.conversion_bytes == 455 * 256 * (6 + 3) + copy
     hdr = judge_memory(1920, 1080, "yuv420p10le", "hevc", 153, True, hdr=True)
     assert hdr.conversion_bytes == 1920 * 1080 * 12 + HDR_BAND_BYTES
+
+
+@pytest.mark.parametrize("yuv", ["502:515:509", "383:383:639"])
+def test_a_ten_bit_flat_colour_is_rounded_half_up_to_eight_bits(tmp_path, yuv: str):
+    """`eight_bit_copy` rounds each 10-bit sample to 8 bits half up (no dither): a flat 10-bit
+    colour (FFV1, BT.709 limited, samples whose low bits are 1 to 3, written by ffmpeg's geq) is
+    within a level on average of the RGB the tagged matrix gives its samples in floating point.
+    Truncated instead it was 1.33 and 1.57 levels off (all channels low)."""
+    path = tmp_path / "flat.mkv"
+    y, cb, cr = (int(v) for v in yuv.split(":"))
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=s=32x16:r=25", "-frames:v", "1",
+                    "-vf", f"format=yuv444p10le,geq=lum={y}:cb={cb}:cr={cr}", "-colorspace", "bt709",
+                    "-c:v", "ffv1", str(path)], check=True)
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        assert [int(np.frombuffer(p, "<u2")[0]) for p in frame.planes] == [y, cb, cr]
+    luma, blue, red = (y - 64) / 876, (cb - 512) / 896, (cr - 512) / 896
+    r, b = luma + 2 * (1 - 0.2126) * red, luma + 2 * (1 - 0.0722) * blue
+    g = (luma - 0.2126 * r - 0.0722 * b) / (1 - 0.2126 - 0.0722)
+    exact = np.clip(np.array([r, g, b]) * 255, 0, 255)
+    (got,) = (pixels for _, pixels in decode_frames(str(path), [0]))
+    assert np.abs(got.astype(float) - exact).mean() < 1.0, (got[0, 0], exact)

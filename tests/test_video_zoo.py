@@ -739,7 +739,8 @@ def test_ten_bit_frames_match_the_cli_in_flat_colour_and_differ_only_at_chroma_e
     where ours, reduced to 8 bits first (`sources.video_display.eight_bit_copy`), takes each chroma
     sample whole, as 8-bit frames are converted by both (tests/test_video_trust.py checks it against
     the tagged matrix's RGB): a difference of scalers, not of matrix, range or bit depth. Where the
-    chroma is flat the frames equal the CLI's to a level or two (8-bit rounding); the difference is
+    chroma is flat the frames equal the CLI's to 2 levels on these bars (8-bit rounding; up to 3 on
+    testsrc2's colours); the difference is
     confined to the pixel pairs beside a chroma edge."""
     from scipy import ndimage
 

@@ -1,0 +1,72 @@
+"""An animated GIF's decoding cost judged from its header and blocks, before FFmpeg decodes it
+(`judge_gif`). Part of `sources.video`.
+
+FFmpeg's GIF decoder paints every frame onto a full copy of the logical screen, and a GIF has one
+key frame: the probe, and each clip, decode every frame up to the last they need, each costing the
+screen's pixels whatever the frame's own size. A 230 KB GIF of a 4000 x 4000 screen and 10,000
+frames of 1 x 1 pixels held its probe 300 s, found only by decoding it. So the screen's pixels
+times the frames (counted by a walk of the blocks, `transforms.headers.gif_frames`) are judged
+against the time budget at `GIF_SCREEN_PIXELS_PER_CPU_S` first, and a screen over `max_pixels`
+is `video_too_large` (FFmpeg refuses a screen over 2^31 bytes as a stream "without a frame size").
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Sequence
+
+from sources import fsio
+from sources.video_open import VideoError
+from transforms.headers import gif_frames, gif_screen
+
+
+# Screen pixels FFmpeg's GIF decoder paints a CPU-second, at the fastest of the frame sizes measured
+# (probe of 1x1-pixel frames, one core, ffmpeg 7 in PyAV): 500x500 screen 3.9e9, 1000x1000 3.1e9,
+# 2000x2000 2.6e9, 4000x4000 1.6e9. The fastest, so a GIF judged over its budget surely is.
+GIF_SCREEN_PIXELS_PER_CPU_S = 4_000_000_000
+GIF_WALK_BYTES = 64 << 20  # the frames walked: a longer GIF counts at least those within these bytes
+
+
+def judge_gif(uri: str, max_pixels: int, cpu_s: float) -> None:
+    """Raise `video_too_large` for a GIF whose logical screen is over `max_pixels`, and
+    `decode_timeout` for one whose screen pixels times frames cannot decode within `cpu_s`
+    CPU seconds; a file that is no GIF is left to the decoder."""
+    try:
+        with fsio.open_file(uri) as handle:
+            head = handle.read(6)
+            if head not in (b"GIF87a", b"GIF89a"):
+                return
+            data = head + handle.read(GIF_WALK_BYTES - 6)
+    except OSError:  # gone, forbidden, a fifo: the decoding process meets it and says why, as for any video
+        return
+    screen = gif_screen(data)
+    if screen is None:
+        return
+    width, height = screen
+    pixels = width * height
+    if pixels > max_pixels:
+        raise VideoError("video_too_large", f"the GIF's logical screen of {width}x{height} ({pixels} pixels) exceeds "
+                                            f"max_pixels={max_pixels}")
+    frames = gif_frames(data).count
+    seconds = pixels * frames / GIF_SCREEN_PIXELS_PER_CPU_S
+    if seconds > cpu_s:
+        raise VideoError("decode_timeout", f"{frames} frames of a {width}x{height} GIF screen take at least "
+                                           f"{seconds:.3g} CPU seconds to decode (judged before decoding, at "
+                                           f"{GIF_SCREEN_PIXELS_PER_CPU_S:.3g} pixels a second), over the budget of "
+                                           f"{cpu_s:g}")
+
+
+# browsers show a GIF frame whose delay is 0 or 1 centisecond for 10 (Chromium, Firefox, WebKit; the
+# ffmpeg 5.1 CLI's demuxer too, `min_delay` 2): FFmpeg 8's demuxer, in PyAV, makes only a 0 delay 10
+GIF_MIN_DELAY_CS, GIF_DEFAULT_DELAY_CS = 2, 10
+
+
+def gif_times(stamps: Sequence[int], time_base: Fraction) -> tuple[float, ...]:
+    """Each frame's time in seconds from the first, its stamps (the demuxer's sums of delays) with
+    every delay under `GIF_MIN_DELAY_CS` shown for `GIF_DEFAULT_DELAY_CS`, as browsers show it."""
+    times, at, tick = [0.0], Fraction(0), Fraction(1, 100)
+    for before, after in zip(stamps, stamps[1:]):
+        delay = (after - before) * time_base
+        at += GIF_DEFAULT_DELAY_CS * tick if delay < GIF_MIN_DELAY_CS * tick else delay
+        times.append(round(float(at), 6))
+    return tuple(times[:len(stamps)])

@@ -1,0 +1,98 @@
+"""Animated GIFs read as videos (TGIF): their decoding cost judged from the header and blocks before
+FFmpeg decodes them (`sources.video_gif`), and their decoder's memory as measured."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sources.budget import cpu_budget
+from sources.records import Reject
+from sources.video import VideoSource
+from sources.video_decode import decode_frames, probe
+
+
+def _read(path: Path, **limits) -> list:
+    return list(VideoSource("gif", str(path.parent), strides=(1,), frames=2, **limits).read(str(path)))
+
+
+def _screen(path: Path, width: int, height: int, frames: int = 2) -> Path:
+    """ImageMagick's GIF of `frames` 2x2 pictures on a `width` x `height` logical screen."""
+    colours = ["xc:red", "xc:blue", "xc:lime", "xc:yellow"][:frames]
+    subprocess.run(["convert", "-size", "2x2", *colours, "-repage", f"{width}x{height}+0+0", "-set", "delay", "4",
+                    str(path)], check=True)
+    return path
+
+
+def test_a_gif_whose_screen_times_frames_cannot_decode_in_its_budget_is_refused_before_decoding(tmp_path):
+    """FFmpeg paints every frame of a GIF on a full copy of its screen, and the probe decodes them
+    all (one key frame): a 230 KB GIF of a 4000x4000 screen and 10,000 1x1 frames held it 300 s,
+    found only by decoding. The CLI's GIF of 250 unchanged 1000x1000 frames (a 1x1 rectangle each
+    after the first, 12 KB) costs 2.5e8 screen pixels: over a budget of 0.02 CPU seconds it is
+    refused, judged from its blocks, never started in the decoding process."""
+    gif = tmp_path / "still_screen.gif"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=white:s=1000x1000:r=25", "-frames:v", "250",
+                    "-pix_fmt", "rgb8", str(gif)], check=True)
+    (reject,) = _read(gif, limits=cpu_budget(0.02, 1536, 3.0))
+    assert isinstance(reject, Reject) and reject.reason == "decode_timeout", reject
+    assert "250 frames of a 1000x1000 GIF screen" in reject.detail and "judged before decoding" in reject.detail
+    (record,) = _read(gif)  # within the default budget: read
+    assert not isinstance(record, Reject), record
+
+
+def test_a_gif_screen_over_max_pixels_is_too_large_not_a_stream_without_a_size(tmp_path):
+    """A 30000x30000 screen (2 frames of 2x2 pixels, ImageMagick `-repage`): FFmpeg refuses its size
+    (over 2^31 bytes) and the stream seemed to declare none (`unsupported_container`)."""
+    (reject,) = _read(_screen(tmp_path / "huge.gif", 30000, 30000))
+    assert isinstance(reject, Reject) and reject.reason == "video_too_large", reject
+    assert "30000x30000" in reject.detail and "max_pixels=178956970" in reject.detail
+
+
+def test_a_gif_screen_is_judged_by_the_frames_its_decoder_holds(tmp_path):
+    """FFmpeg's GIF decoder holds its screen, the frame handed out and a disposal copy: a 4000x4000
+    probe rose 139 MB, decoding 3 frames 231 MB with their RGB. Judged as 18 frames held, a
+    5000x5000 screen (100 MB a frame) was refused `video_too_large` within 1536 MiB."""
+    info = probe(str(_screen(tmp_path / "wide.gif", 5000, 5000)))
+    assert (info.width, info.height, info.n_frames) == (5000, 5000, 2)
+
+
+def _coalesced(path: Path, width: int, height: int) -> np.ndarray:
+    """Every frame as ImageMagick composites it (GIF disposal as browsers apply it), on white."""
+    raw = subprocess.run(["convert", str(path), "-coalesce", "-background", "white", "-alpha", "remove", "rgb:-"],
+                         capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+@pytest.mark.parametrize("dispose", ["Background", "Previous", "None"])
+def test_gif_frames_are_composited_as_browsers_and_imagemagick_show_them(tmp_path, dispose: str):
+    """A sprite moving over a grey 64x48 screen, each frame opaque, disposed to the background
+    (`-dispose Background`), to the previous frame, or kept. FFmpeg painted a disposed area the
+    screen's background colour (the grey), opaque, where browsers and ImageMagick clear it to
+    transparent (shown white). Every frame equals ImageMagick's `-coalesce` on white."""
+    gif = tmp_path / f"sprite_{dispose}.gif"
+    subprocess.run(["convert", "-dispose", "None", "-size", "64x48", "xc:gray", "-dispose", dispose,
+                    "(", "-size", "16x16", "xc:red", "-repage", "64x48+0+0", ")",
+                    "(", "-size", "16x16", "xc:blue", "-repage", "64x48+20+10", ")",
+                    "(", "-size", "16x16", "xc:lime", "-repage", "64x48+40+30", ")",
+                    "(", "-size", "8x8", "xc:yellow", "-repage", "64x48+2+2", ")",
+                    "-set", "delay", "10", str(gif)], check=True)
+    expected = _coalesced(gif, 64, 48)
+    got = dict(decode_frames(str(gif), range(len(expected))))
+    assert len(got) == len(expected) == 5
+    for i, frame in got.items():
+        assert np.array_equal(frame, expected[i]), (dispose, i, np.argwhere((frame != expected[i]).any(-1))[:3])
+
+
+@pytest.mark.parametrize(("delay", "step"), [(0, 0.1), (1, 0.1), (2, 0.02), (4, 0.04)])
+def test_gif_delays_under_two_centiseconds_are_shown_for_ten_as_browsers_do(tmp_path, delay: int, step: float):
+    """ImageMagick's `-delay 1` GIF: browsers and the ffmpeg 5.1 CLI (ffprobe) show each frame
+    10 cs; FFmpeg 8's demuxer (PyAV's) makes only a 0 delay 10, so its frames were timed 0.01 s
+    apart (fps 100 in the lineage). A delay of 2 cs and more is kept."""
+    gif = tmp_path / f"delay{delay}.gif"
+    subprocess.run(["convert", "-delay", str(delay), "-size", "8x8", "xc:red", "xc:blue", "xc:lime", str(gif)],
+                   check=True)
+    info = probe(str(gif))
+    assert info.times == pytest.approx((0.0, step, 2 * step)) and info.fps == pytest.approx(1 / step)
