@@ -61,7 +61,7 @@ def _gif2webp(pngs: list[Path], out: Path) -> None:
 
 def _pillow(out: Path) -> list[np.ndarray]:
     """Pillow's writer, transparent canvas: frames disposed to the background (`webpmux -info`);
-    the frames given to it, laid on black."""
+    the frames given to it, laid on white."""
     frames = []
     for i in range(N):
         image = Image.new("RGBA", (32, 24), (0, 0, 0, 0))
@@ -71,7 +71,24 @@ def _pillow(out: Path) -> list[np.ndarray]:
         frames.append(image)
     frames[0].save(out, save_all=True, append_images=frames[1:], duration=[30 + 10 * (i % 2) for i in range(N)],
                    lossless=True)
-    return [np.asarray(frame.convert("RGB")) for frame in frames]  # transparent pixels are (0, 0, 0)
+    return [np.asarray(frame.convert("RGB")) ^ 255 * (np.asarray(frame)[..., 3:] == 0) for frame in frames]
+
+
+def _half_transparent(folder: Path) -> list[np.ndarray]:
+    """A red square at alpha 128 moving over a transparent ground with blue stored under it (kept
+    by Pillow's writer with `exact`; this img2webp has no -exact), an opaque green square; the
+    frames given, laid on white by Pillow's own compositing."""
+    frames = []
+    for i in range(N):
+        image = Image.new("RGBA", (24, 16), (0, 0, 255, 0))
+        draw = ImageDraw.Draw(image)
+        draw.rectangle([i, 3, i + 5, 9], fill=(255, 0, 0, 128))
+        draw.rectangle([18, 11, 21, 14], fill=(0, 200, 0, 255))
+        frames.append(image)
+    frames[0].save(folder / "alpha.webp", save_all=True, append_images=frames[1:], duration=40, lossless=True,
+                   exact=True)
+    white = Image.new("RGBA", (24, 16), (255, 255, 255, 255))
+    return [np.asarray(Image.alpha_composite(white, frame).convert("RGB")) for frame in frames]
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +101,13 @@ def webps(tmp_path_factory) -> tuple[Path, dict[str, list[np.ndarray]]]:
     _img2webp(pngs, folder / "img2webp.webp")
     _gif2webp(pngs, folder / "gif2webp.webp")
     made = [np.asarray(Image.open(p).convert("RGB")) for p in pngs]
-    return folder, {"img2webp.webp": made, "gif2webp.webp": made, "pillow.webp": _pillow(folder / "pillow.webp")}
+    return folder, {"img2webp.webp": made, "gif2webp.webp": made, "pillow.webp": _pillow(folder / "pillow.webp"),
+                    "alpha.webp": _half_transparent(folder)}
 
 
 def _coalesced(path: Path, tmp: Path) -> list[np.ndarray]:
-    """ImageMagick's composite of every frame, laid on black."""
-    subprocess.run(["convert", str(path), "-coalesce", "-background", "black", "-alpha", "remove",
+    """ImageMagick's composite of every frame, laid on white."""
+    subprocess.run(["convert", str(path), "-coalesce", "-background", "white", "-alpha", "remove",
                     str(tmp / f"{path.stem}_%02d.png")], check=True)
     return [np.asarray(Image.open(p).convert("RGB")) for p in sorted(tmp.glob(f"{path.stem}_*.png"))]
 
@@ -110,14 +128,14 @@ def _durations(path: Path) -> list[int]:
 
 def test_a_folder_of_animated_webp_is_read_as_videos_as_libwebp_composites_them(webps, tmp_path):
     """Each frame equal to the frame the lossless file was made of (blended, disposed to the
-    background; transparency on black) and, for the opaque ones, to ImageMagick's composite; each
+    background; transparency on white, as stills, GIFs and browsers show it) and, for the opaque ones, to ImageMagick's composite; each
     frame's time the sum of the durations `webpmux -info` lists before it. On the old code the
     folder held "no videos". (ImageMagick 6's `-coalesce` of Pillow's file leaves a disposed
     frame's red on frames 11-15: it is not the reference there.)"""
     webps, made = webps
     source = VideoSource("giphy", str(webps), strides=(1,))
     units = source.units()
-    assert sorted(Path(u).name for u in units) == ["gif2webp.webp", "img2webp.webp", "pillow.webp"]
+    assert sorted(Path(u).name for u in units) == ["alpha.webp", "gif2webp.webp", "img2webp.webp", "pillow.webp"]
     assert _durations(webps / "img2webp.webp") == [40] * 10 + [100] * (N - 10)
     if shutil.which("webpmux"):  # Pillow's file disposes frames to the (transparent) background
         info = subprocess.run(["webpmux", "-info", str(webps / "pillow.webp")], capture_output=True, text=True)
@@ -134,7 +152,7 @@ def test_a_folder_of_animated_webp_is_read_as_videos_as_libwebp_composites_them(
         assert clip.decoder == "pillow" and clip.lineage["container"] == "webp"
         frames = read_clip_frames(clip)
         assert all(np.array_equal(frames[k], expected[k]) for k in range(16)), path.name
-        if path.name != "pillow.webp":
+        if path.name not in ("pillow.webp", "alpha.webp"):
             coalesced = _coalesced(path, tmp_path)
             assert all(np.array_equal(frames[k], coalesced[k]) for k in range(16)), path.name
     settings = RenderSettings(size=32, resize="squash", pad_value=0, max_pixels=10**8, png_compression=1, seed=0,
