@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from sources import video_webp
 from sources.budget import Budget
 from sources.records import Reject, VideoRecord
 from sources.video import VideoSource, read_clip_frames
@@ -174,8 +175,9 @@ def _chunks(data: bytes) -> list[tuple[bytes, int, int]]:
 
 def test_damaged_or_oversized_webp_are_counted_rejects_and_a_still_is_one_frame(webps, tmp_path):
     """A download cut short, a frame placed outside the canvas, a canvas past `max_pixels` or the
-    memory budget (judged from the VP8X chunk before a frame is decoded): each its own reject, the
-    good file beside them still read. A still WebP is one frame, as a one-frame GIF."""
+    memory budget (judged from the VP8X chunk before a frame is decoded), ANMF frames after a VP8X
+    declaring no animation: each its own reject, the good file beside them still read; with
+    max_pixels raised past Pillow's own limit, Pillow's refusal is `video_too_large` too. A still WebP is one frame, as a one-frame GIF."""
     webps, _ = webps
     data = (webps / "img2webp.webp").read_bytes()
     folder = tmp_path / "crawl"
@@ -190,6 +192,9 @@ def test_damaged_or_oversized_webp_are_counted_rejects_and_a_still_is_one_frame(
     huge = bytearray(data)
     huge[vp8x + 12:vp8x + 18] = (16383).to_bytes(3, "little") * 2  # a 16384 x 16384 canvas: 268M pixels
     (folder / "huge.webp").write_bytes(bytes(huge))
+    flagless = bytearray(data)
+    flagless[vp8x + 8] &= ~0x02  # VP8X without its animation flag, its ANMF chunks after it
+    (folder / "flagless.webp").write_bytes(bytes(flagless))
     wide = bytearray(data)
     wide[vp8x + 12:vp8x + 18] = (8191).to_bytes(3, "little") * 2  # 67M pixels: under max_pixels, not the budget
     (folder / "wide.webp").write_bytes(bytes(wide))
@@ -203,6 +208,10 @@ def test_damaged_or_oversized_webp_are_counted_rejects_and_a_still_is_one_frame(
     assert reasons["outside.webp"][0] == "unreadable" and "outside the 40x30 canvas" in reasons["outside.webp"][1]
     assert reasons["huge.webp"][0] == "video_too_large" and "max_pixels" in reasons["huge.webp"][1]
     assert reasons["wide.webp"][0] == "video_too_large" and "memory_budget_mb 1024" in reasons["wide.webp"][1]
+    assert reasons["flagless.webp"] == ("unreadable", "an ANMF frame in a file whose VP8X chunk declares no animation")
+    with pytest.raises(VideoError) as past_pillow:  # max_pixels raised past Pillow's own limit: its refusal counted
+        video_webp.probe(str(folder / "huge.webp"), max_pixels=10**9, memory_mb=10**5)
+    assert past_pillow.value.reason == "video_too_large" and "DecompressionBombError" in past_pillow.value.detail
     assert reasons["still.webp"] == ("too_few_frames", "1 decodable frames < 16")
 
 
