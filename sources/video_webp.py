@@ -10,7 +10,8 @@ Before any frame is decoded, the file's RIFF chunks are walked (`read_layout`): 
 (VP8X), each ANMF frame's rectangle and duration, or the one frame of a still file. A chunk cut
 short, or a frame lying outside the canvas, is `unreadable` (libwebp's demuxer would refuse the
 file); a canvas over `max_pixels`, or one whose decoding would not fit the memory budget, is
-`video_too_large`. Only then does Pillow decode, frame after frame: libwebp's WebPAnimDecoder
+`video_too_large`; frames up to the last wanted that cannot be decoded within the CPU budget,
+each costing at least the whole canvas (`judge_time`), are `decode_timeout`. Only then does Pillow decode, frame after frame: libwebp's WebPAnimDecoder
 composites each frame onto the canvas (blend, dispose to transparent), as browsers show it.
 Frames are RGB laid on white by their alpha, by the still-image rule (`transforms.decode.to_rgb_array`,
 strip by strip), as browsers and the GIF path show them: a pixel left transparent is white,
@@ -52,6 +53,13 @@ FILE_COPIES = 3  # the file's bytes: read, Pillow's copy, libwebp's demuxer's co
 # and read back (measured: 180 bytes a frame at most, a 300,000-frame file of 1x1 frames)
 FRAME_BYTES = 256
 ANIMATION_FLAG = 0x02  # VP8X flags: an animation (ANIM + ANMF chunks)
+ALPHA_FLAG = 0x10  # VP8X flags: transparency (Pillow then gives RGBA, laid on white here)
+# CPU nanoseconds each decoded frame costs at least per canvas pixel, whatever its size: libwebp
+# composites every frame onto the whole canvas and hands the whole canvas over, laid on white
+# (`decode_frames`' floor). Measured: 160 frames of 1x1 on a 6800 x 6800 canvas, 6 decoded, 26-27
+# ns with transparency, 9-14 without (RGB), load 6-7 on 2 cores; taken at about 0.7 of the least,
+# so a faster machine is not refused what it could decode.
+FRAME_PIXEL_NS, FRAME_PIXEL_NS_ALPHA = 6, 18
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class Layout:
     durations: tuple[int, ...]  # each frame's, in milliseconds (a still: one frame, 0)
     animated: bool
     file_bytes: int
+    alpha: bool = False  # VP8X's transparency flag
 
 
 WEBP_CONTAINER = "webp"  # `Probe.container` of a file this module reads (FFmpeg's still WebP demuxer: "webp_pipe")
@@ -102,7 +111,7 @@ def read_layout(handle: IO[bytes], file_bytes: int) -> Layout:
     if declared > file_bytes:
         raise VideoError("unreadable", f"cut: the RIFF header declares {declared} bytes, the file holds {file_bytes}")
     width = height = 0
-    animated = False
+    animated = alpha = False
     durations: list[int] = []
     at = 12
     while at + 8 <= declared:
@@ -114,7 +123,7 @@ def read_layout(handle: IO[bytes], file_bytes: int) -> Layout:
                                            f"bytes, {declared - at - 8} are left")
         body = handle.read(min(size, 30))
         if fourcc == b"VP8X" and size >= 10:
-            animated = bool(body[0] & ANIMATION_FLAG)
+            animated, alpha = bool(body[0] & ANIMATION_FLAG), bool(body[0] & ALPHA_FLAG)
             width, height = _u24(body, 4) + 1, _u24(body, 7) + 1
         elif fourcc == b"ANMF" and size >= 16:
             x, y = 2 * _u24(body, 0), 2 * _u24(body, 3)
@@ -133,7 +142,7 @@ def read_layout(handle: IO[bytes], file_bytes: int) -> Layout:
         at = end + (size & 1)
     if not durations:
         raise VideoError("unreadable", "no frame: no ANMF, VP8 or VP8L chunk")
-    return Layout(width, height, tuple(durations), animated, file_bytes)
+    return Layout(width, height, tuple(durations), animated, file_bytes, alpha)
 
 
 def _bitstream_size(fourcc: bytes, body: bytes) -> tuple[int, int]:
@@ -162,6 +171,18 @@ def judge(layout: Layout, max_pixels: int, memory_mb: int) -> None:
         raise VideoError("video_too_large", f"{layout.width}x{layout.height} canvas, {frames} frames, "
                                             f"{layout.file_bytes} bytes: decoding needs {cost >> 20} MiB > "
                                             f"memory_budget_mb {memory_mb}")
+
+
+def judge_time(layout: Layout, frames: int, time_budget_s: float) -> None:
+    """Raise `decode_timeout` when decoding `frames` frames cannot fit `time_budget_s` CPU seconds:
+    each costs at least the whole canvas (`FRAME_PIXEL_NS`), so a few KB of tiny frames on a
+    large canvas is refused before decoding, not after spending the budget."""
+    ns = FRAME_PIXEL_NS_ALPHA if layout.alpha else FRAME_PIXEL_NS
+    least_s = frames * layout.width * layout.height * ns * 1e-9
+    if least_s > time_budget_s:
+        raise VideoError("decode_timeout", f"judged before decoding: {frames} frames of a {layout.width}x"
+                                           f"{layout.height} canvas take at least {least_s:.0f} CPU seconds > "
+                                           f"time_budget_s {time_budget_s:g}")
 
 
 def _layout_and_bytes(uri: str, max_pixels: int, memory_mb: int) -> tuple[Layout, bytes]:
@@ -222,10 +243,11 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
 def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None = None,
                   postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
                   max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB,
-                  **_: object) -> Iterator[tuple[int, np.ndarray]]:
+                  time_budget_s: float | None = None, **_: object) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (index, RGB frame) for every index in `wanted`, decoding the frames in order up to
     the last wanted (each composited onto the ones before it). A file holding fewer frames than
-    `expected_frames` is `changed_file`; frames that do not decode are not yielded."""
+    `expected_frames` is `changed_file`; frames that do not decode are not yielded; frames that
+    cannot be decoded within `time_budget_s` CPU seconds are refused before any is (`judge_time`)."""
     layout, data = _layout_and_bytes(uri, max_pixels, memory_mb)
     n = len(layout.durations)
     if expected_frames is not None and n < expected_frames:
@@ -235,6 +257,8 @@ def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None =
         return
     if min(wanted_set) < 0 or max(wanted_set) >= n:
         raise VideoError("decode_failed", f"frame {max(wanted_set)} is past the last of {n}")
+    if time_budget_s is not None:
+        judge_time(layout, max(wanted_set) + 1, time_budget_s)
     try:
         for i, frame in enumerate(_composited(data, max(wanted_set) + 1)):
             if i in wanted_set:

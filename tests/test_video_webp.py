@@ -6,6 +6,7 @@ back against ImageMagick's own compositing (`convert x.webp -coalesce`) and `web
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import struct
@@ -19,7 +20,7 @@ from PIL import Image, ImageDraw
 from sources import video_webp
 from sources.budget import Budget
 from sources.records import Reject, VideoRecord
-from sources.video import VideoSource, read_clip_frames
+from sources.video import VideoSource, clip_frames, read_clip_frames, video_budget
 from sources.video_open import VideoError
 from uvd_pipeline.render import RenderSettings, decode_png, render_clip
 
@@ -243,3 +244,23 @@ def test_a_frame_count_past_the_memory_budget_is_judged_before_decoding():
     with pytest.raises(VideoError) as refused:
         judge(Layout(1, 1, (40,) * (fits + 2000), True, 1000), 10**8, budget_mb)
     assert refused.value.reason == "video_too_large" and f"{fits + 2000} frames" in refused.value.detail
+
+
+def test_decode_time_of_small_frames_on_a_large_canvas_is_judged_before_decoding(webps, tmp_path):
+    """Each frame costs the whole canvas (libwebp composites onto it and hands it over), however
+    small its rectangle: a clip of 16 frames of a 2000x2000 canvas needs at least 16 x 4M pixels x
+    `FRAME_PIXEL_NS` CPU seconds, refused `decode_timeout` before any frame is decoded (the budget
+    not spent first), where the worker's own measure gave `over the budget` after spending it."""
+    webps, _ = webps
+    data = bytearray((webps / "img2webp.webp").read_bytes())
+    (vp8x,) = [offset for fourcc, offset, _ in _chunks(bytes(data)) if fourcc == b"VP8X"]
+    data[vp8x + 12:vp8x + 18] = (1999).to_bytes(3, "little") * 2  # the 40x30 frames on a 2000x2000 canvas
+    folder = tmp_path / "crawl"
+    folder.mkdir()
+    (folder / "large_canvas.webp").write_bytes(bytes(data))
+    source = VideoSource("crawl", str(folder), strides=(1,))
+    (record,) = list(source.read(str(folder / "large_canvas.webp")))
+    assert isinstance(record, VideoRecord), record
+    ((clip, error),) = list(clip_frames(dataclasses.replace(record, limits=video_budget(0.2, 1536))))
+    assert isinstance(error, VideoError) and error.reason == "decode_timeout", error
+    assert error.detail.startswith("judged before decoding: 16 frames of a 2000x2000 canvas"), error.detail
