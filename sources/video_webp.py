@@ -130,6 +130,9 @@ def read_layout(handle: IO[bytes], file_bytes: int) -> Layout:
             w, h = _u24(body, 6) + 1, _u24(body, 9) + 1
             if not animated:
                 raise VideoError("unreadable", "an ANMF frame in a file whose VP8X chunk declares no animation")
+            if not _holds_image(handle, at + 8 + 16, end):  # libwebp's demuxer drops it: no frame, no duration
+                at = end + (size & 1)
+                continue
             if x + w > width or y + h > height:
                 raise VideoError("unreadable", f"frame {len(durations)} ({w}x{h} at {x},{y}) lies outside the "
                                                f"{width}x{height} canvas")
@@ -143,6 +146,23 @@ def read_layout(handle: IO[bytes], file_bytes: int) -> Layout:
     if not durations:
         raise VideoError("unreadable", "no frame: no ANMF, VP8 or VP8L chunk")
     return Layout(width, height, tuple(durations), animated, file_bytes, alpha)
+
+
+def _holds_image(handle: IO[bytes], at: int, end: int) -> bool:
+    """Whether an ANMF chunk's frame data (from `at` to `end`) holds an image bitstream as libwebp's
+    demuxer reads it: VP8 or VP8L first, or VP8 after one ALPH chunk. Otherwise libwebp counts no
+    frame for it (an ANMF of its header alone), or refuses the file (`_composited` then says so)."""
+    for _ in range(2):
+        if at + 8 > end:
+            return False
+        handle.seek(at)
+        fourcc, size = struct.unpack("<4sI", handle.read(8))
+        if fourcc in (b"VP8 ", b"VP8L"):
+            return True
+        if fourcc != b"ALPH":
+            return False
+        at += 8 + size + (size & 1)
+    return False
 
 
 def _bitstream_size(fourcc: bytes, body: bytes) -> tuple[int, int]:
@@ -203,9 +223,11 @@ def _layout_and_bytes(uri: str, max_pixels: int, memory_mb: int) -> tuple[Layout
         raise VideoError("unreadable", exception_detail(exc)) from None
 
 
-def _composited(data: bytes, count: int) -> Iterator[np.ndarray]:
+def _composited(data: bytes, count: int, frames: int) -> Iterator[np.ndarray]:
     """Frames 0..count-1 as libwebp's WebPAnimDecoder composites them (through Pillow), RGB; stops
-    with VideoError at a frame that does not decode (the frames before it delivered)."""
+    with VideoError at a frame that does not decode (the frames before it delivered). A file whose
+    frames libwebp counts otherwise than its layout's `frames` is `unreadable`: each frame's time
+    would be another's."""
     from PIL import Image
 
     try:
@@ -217,7 +239,10 @@ def _composited(data: bytes, count: int) -> Iterator[np.ndarray]:
     except (OSError, SyntaxError, ValueError) as exc:
         raise VideoError("unreadable", f"libwebp refuses it: {exception_detail(exc)}") from None
     with image:
-        for i in range(min(count, getattr(image, "n_frames", 1))):
+        counted = getattr(image, "n_frames", 1)
+        if counted != frames:
+            raise VideoError("unreadable", f"libwebp's demuxer counts {counted} frames, the RIFF chunks {frames}")
+        for i in range(min(count, counted)):
             try:
                 image.seek(i)
                 image.load()
@@ -234,7 +259,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
         return ffmpeg_probe(uri, max_pixels, memory_mb)
     layout, data = _layout_and_bytes(uri, max_pixels, memory_mb)
     n = len(layout.durations)
-    next(_composited(data, 1))
+    next(_composited(data, 1, n))
     times = tuple(round(ms / 1000, 6) for ms in itertools.accumulate(layout.durations[:-1], initial=0))
     fps = (n - 1) / times[-1] if n > 1 and times[-1] > 0 else 0.0
     return Probe(n, n, n, times, layout.width, layout.height, fps, WEBP_CONTAINER, "webp", 1, 0, 0, False, "rgba")
@@ -260,7 +285,7 @@ def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None =
     if time_budget_s is not None:
         judge_time(layout, max(wanted_set) + 1, time_budget_s)
     try:
-        for i, frame in enumerate(_composited(data, max(wanted_set) + 1)):
+        for i, frame in enumerate(_composited(data, max(wanted_set) + 1, n)):
             if i in wanted_set:
                 yield i, postprocess(frame) if postprocess is not None else frame
     except VideoError as exc:

@@ -264,3 +264,35 @@ def test_decode_time_of_small_frames_on_a_large_canvas_is_judged_before_decoding
     ((clip, error),) = list(clip_frames(dataclasses.replace(record, limits=video_budget(0.2, 1536))))
     assert isinstance(error, VideoError) and error.reason == "decode_timeout", error
     assert error.detail.startswith("judged before decoding: 16 frames of a 2000x2000 canvas"), error.detail
+
+
+def test_an_anmf_chunk_without_an_image_is_no_frame_as_libwebp_reads_it(webps, tmp_path):
+    """An ANMF chunk of its header alone (a muxer's slip): libwebp's demuxer drops it, and its
+    duration with it, so the frames and their times are the other 18, as Pillow (libwebp) counts
+    and times them; a layout libwebp counts otherwise is `unreadable`, not frames given wrong times."""
+    from sources.video_webp import _composited
+
+    webps, made = webps
+    data = (webps / "img2webp.webp").read_bytes()
+    fifth = [offset for fourcc, offset, _ in _chunks(data) if fourcc == b"ANMF"][5]
+    empty = b"ANMF" + struct.pack("<I", 16) + bytes(12) + (999).to_bytes(3, "little") + b"\x00"  # 1x1 at 0,0; 999 ms
+    forged = bytearray(data[:fifth] + empty + data[fifth:])
+    forged[4:8] = struct.pack("<I", len(forged) - 8)
+    path = tmp_path / "empty_anmf.webp"
+    path.write_bytes(bytes(forged))
+    with Image.open(path) as image:
+        durations = []
+        for i in range(image.n_frames):
+            image.seek(i)
+            image.load()
+            durations.append(image.info["duration"])
+    assert durations == [40] * 10 + [100] * (N - 10)
+    (record,) = list(VideoSource("crawl", str(tmp_path), strides=(1,)).read(str(path)))
+    assert isinstance(record, VideoRecord) and record.n_frames == N, record
+    (clip,) = record.clips
+    assert clip.frame_times == pytest.approx([sum(durations[:i]) / 1000 for i in range(16)])
+    frames = read_clip_frames(clip)
+    assert all(np.array_equal(frames[k], made["img2webp.webp"][k]) for k in range(16))
+    with pytest.raises(VideoError) as miscounted:
+        next(_composited(bytes(forged), 1, N + 1))
+    assert miscounted.value.reason == "unreadable" and f"counts {N} frames, the RIFF chunks {N + 1}" in miscounted.value.detail
