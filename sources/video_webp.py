@@ -11,15 +11,16 @@ Before any frame is decoded, the file's RIFF chunks are walked (`read_layout`): 
 short, or a frame lying outside the canvas, is `unreadable` (libwebp's demuxer would refuse the
 file); a canvas over `max_pixels`, or one whose decoding would not fit the memory budget, is
 `video_too_large`; frames up to the last wanted that cannot be decoded within the CPU budget,
-each costing at least the whole canvas (`judge_time`), are `decode_timeout`. Only then does Pillow decode, frame after frame: libwebp's WebPAnimDecoder
-composites each frame onto the canvas (blend, dispose to transparent), as browsers show it.
-Frames are RGB laid on white by their alpha, by the still-image rule (`transforms.decode.to_rgb_array`,
-strip by strip), as browsers and the GIF path show them: a pixel left transparent is white,
-whatever colour a lossless encoder stored under it. Frame i's time is the sum of the ANMF
-durations before it, as stored (what Pillow gives as info['duration'] and `webpmux -info` lists;
-no minimum is imposed, as browsers impose one). The probe decodes the first frame only: a frame
-damaged inside its bitstream ends the decode there, and the clips needing it or a later frame
-are `decode_failed` (the clips before it are kept). A still WebP is one frame, as a one-frame GIF.
+each costing at least the whole canvas (`judge_time`), are `decode_timeout`. Only then does
+Pillow decode, frame after frame: libwebp's WebPAnimDecoder composites each frame onto the canvas
+(blend, dispose to transparent), as browsers show it. Frames are RGB laid on white by their
+alpha, by the still-image rule (`transforms.decode.to_rgb_array`, strip by strip), as browsers and
+the GIF path show them: a pixel left transparent is white, whatever colour a lossless encoder
+stored under it. Frame i's time is the sum of the ANMF durations before it as browsers show them
+(`shown_ms`: what Pillow gives as info['duration'] and `webpmux -info` lists, but 10 ms or less is
+100 ms, as for a GIF). The probe decodes the first frame only: a frame damaged inside its
+bitstream ends the decode there, and the clips needing it or a later frame are `decode_failed`
+(the clips before it are kept). A still WebP is one frame, as a one-frame GIF.
 """
 
 from __future__ import annotations
@@ -176,6 +177,16 @@ def _bitstream_size(fourcc: bytes, body: bytes) -> tuple[int, int]:
     raise VideoError("unreadable", f"a {fourcc.decode('latin-1').strip()} chunk without its frame header")
 
 
+BROWSER_MIN_MS, BROWSER_DEFAULT_MS = 10, 100  # a frame shown for 10 ms or less is shown 100 ms
+
+
+def shown_ms(duration_ms: int) -> int:
+    """How long browsers show a frame of this stored duration: 10 ms or less (0: "as fast as you
+    can", which ads and Pillow's default writers store) is 100 ms, Chromium's and Firefox's rule for
+    GIF and WebP alike, and FFmpeg's GIF demuxer's (`sources.video`'s GIF path)."""
+    return BROWSER_DEFAULT_MS if duration_ms <= BROWSER_MIN_MS else duration_ms
+
+
 def judge(layout: Layout, max_pixels: int, memory_mb: int) -> None:
     """Raise `video_too_large` when the canvas exceeds `max_pixels` or its decoding (the canvas's
     buffers, the file's copies, each frame's record) would not fit `memory_mb`: judged before any
@@ -260,7 +271,8 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     layout, data = _layout_and_bytes(uri, max_pixels, memory_mb)
     n = len(layout.durations)
     next(_composited(data, 1, n))
-    times = tuple(round(ms / 1000, 6) for ms in itertools.accumulate(layout.durations[:-1], initial=0))
+    shown = [shown_ms(ms) for ms in layout.durations[:-1]]
+    times = tuple(round(ms / 1000, 6) for ms in itertools.accumulate(shown, initial=0))
     fps = (n - 1) / times[-1] if n > 1 and times[-1] > 0 else 0.0
     return Probe(n, n, n, times, layout.width, layout.height, fps, WEBP_CONTAINER, "webp", 1, 0, 0, False, "rgba")
 

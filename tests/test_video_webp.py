@@ -296,3 +296,27 @@ def test_an_anmf_chunk_without_an_image_is_no_frame_as_libwebp_reads_it(webps, t
     with pytest.raises(VideoError) as miscounted:
         next(_composited(bytes(forged), 1, N + 1))
     assert miscounted.value.reason == "unreadable" and f"counts {N} frames, the RIFF chunks {N + 1}" in miscounted.value.detail
+
+
+def test_frames_stored_for_10_ms_or_less_are_shown_100_ms_as_browsers_and_the_gif_path_do(webps, tmp_path):
+    """Pillow's writer and ad-makers store 0 ms ("as fast as you can"); browsers show a frame of
+    10 ms or less for 100 ms, GIF and WebP alike, and the GIF path (FFmpeg's demuxer) does the
+    same for a GIF of delay 0 (Pillow's GIF writer; `identify -format %T` reads 0): the times
+    match. 20 ms stays 20 ms."""
+    webps, _ = webps
+    pngs = sorted(webps.parent.glob("f*.png"))
+    frames = [Image.open(p) for p in pngs]
+    folder = tmp_path / "crawl"
+    folder.mkdir()
+    frames[0].save(folder / "fast.webp", save_all=True, append_images=frames[1:], lossless=True,
+                   duration=[0] * 6 + [10] * 6 + [20] * 6)
+    frames[0].save(folder / "zero.gif", save_all=True, append_images=frames[1:], duration=0)
+    source = VideoSource("crawl", str(folder), strides=(1,))
+    times = {}
+    for name in ("fast.webp", "zero.gif"):
+        (record,) = list(source.read(str(folder / name)))
+        assert isinstance(record, VideoRecord), record
+        times[name] = record.clips[0].frame_times
+    assert _durations(folder / "fast.webp") == [0] * 6 + [10] * 6 + [20] * 6
+    assert times["fast.webp"] == pytest.approx([0.1 * i for i in range(13)] + [1.2 + 0.02 * i for i in range(1, 4)])
+    assert times["zero.gif"][:13] == pytest.approx(times["fast.webp"][:13])
