@@ -39,7 +39,6 @@ from sources.video_memory import DECODER_BASE_MB, DEFAULT_MAX_PIXELS, DEFAULT_ME
 from sources.video_open import UNREADABLE_FILE, VideoError
 from sources.video_probe import Probe
 from sources.video_probe import probe as ffmpeg_probe
-from transforms.decode import to_rgb_array
 from transforms.errors import exception_detail
 
 WEBP_SUFFIX = ".webp"
@@ -76,14 +75,15 @@ class Layout:
 
 
 WEBP_CONTAINER = "webp"  # `Probe.container` of a file this module reads (FFmpeg's still WebP demuxer: "webp_pipe")
-# names whose content is sniffed: web crawls save a GIF as `.webp`, and a WebP as `.gif` (GIF CDNs
-# answer a browser's Accept: image/webp with WebP whatever the URL's name)
-SNIFFED_SUFFIXES = (WEBP_SUFFIX, ".gif")
 
 
 def may_be_webp(name: str) -> bool:
-    """Whether a file of this name is probed here (`probe`), which reads it if its content is WebP."""
-    return name.lower().endswith(SNIFFED_SUFFIXES)
+    """Whether a video file of this name is probed here (`probe`), which reads it if its content is
+    WebP: every one, whatever its name. Web crawls save a GIF as `.webp` and a WebP as `.gif` (GIF
+    CDNs answer a browser's Accept: image/webp with WebP whatever the URL's name), or as `.mp4`
+    (a clip site's URL); FFmpeg reads such a file as a still WebP (`webp_pipe`) without a frame size.
+    The sniff is a 12-byte read in the probe's worker; a file that is no WebP goes to FFmpeg."""
+    return True
 
 
 def _is_riff_webp(uri: str) -> bool:
@@ -95,6 +95,8 @@ def _is_riff_webp(uri: str) -> bool:
     except PermissionError as exc:  # mode 000, another user's: the file's reject, as for other videos
         raise VideoError(UNREADABLE_FILE, f"{exception_detail(exc)}: give this user read access to it "
                                           "(chmod a+r)") from None
+    except OSError:  # gone, a folder, a fifo's error: FFmpeg's probe meets it and says so, as for any video
+        return False
     return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
 
 
@@ -240,6 +242,8 @@ def _composited(data: bytes, count: int, frames: int) -> Iterator[np.ndarray]:
     frames libwebp counts otherwise than its layout's `frames` is `unreadable`: each frame's time
     would be another's."""
     from PIL import Image
+
+    from transforms.decode import to_rgb_array  # here: a probe of any video runs in this module (`may_be_webp`)
 
     try:
         with warnings.catch_warnings():  # the canvas is judged already (`judge`): not Pillow's to warn of

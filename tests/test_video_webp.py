@@ -218,14 +218,16 @@ def test_damaged_or_oversized_webp_are_counted_rejects_and_a_still_is_one_frame(
 
 def test_what_a_webp_or_gif_is_comes_from_its_bytes_not_its_name(webps, tmp_path):
     """Crawls save a GIF as `.webp`, and a WebP as `.gif` (GIF CDNs answer a browser's
-    Accept: image/webp with WebP): each read by its content, where one was `unreadable`."""
+    Accept: image/webp with WebP) or `.mp4` (a clip site's URL): each read by its content, where
+    one was `unreadable` (and the `.mp4` FFmpeg's `unsupported_container`: no frame size)."""
     webps, made = webps
     folder = tmp_path / "crawl"
     folder.mkdir()
     shutil.copy(webps.parent / "optimised.gif", folder / "gif_named.webp")
     shutil.copy(webps / "img2webp.webp", folder / "webp_named.gif")
+    shutil.copy(webps / "img2webp.webp", folder / "webp_named.mp4")
     source = VideoSource("crawl", str(folder), strides=(1,))
-    for name, decoder in (("gif_named.webp", "pyav"), ("webp_named.gif", "pillow")):
+    for name, decoder in (("gif_named.webp", "pyav"), ("webp_named.gif", "pillow"), ("webp_named.mp4", "pillow")):
         (record,) = list(source.read(str(folder / name)))
         assert isinstance(record, VideoRecord), record
         assert record.decoder == decoder and record.n_frames == N
