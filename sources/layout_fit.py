@@ -5,7 +5,7 @@ frames, an ImageNet download), the video source any `NNNNN.tar` (an img2dataset 
 Objaverse reader any folder of folders. A wrong `type` then built 0 sentences or thousands of
 rejects, and `check` said "config OK". This module looks at the path's top folder and a few of
 its sub-folders (at most `TOP_ENTRIES` and `SUB_ENTRIES` names each, `SUB_FOLDERS` folders, the
-first members of one tar: never a full walk, never a decode) for the marks each published layout
+first members of one tar, the first 21 bytes of a few `.webp` files: never a full walk, never a decode) for the marks each published layout
 leaves, and names the type that fits when the configured one's marks are absent. A folder that
 holds marks of both (images beside videos) fits both.
 
@@ -39,6 +39,9 @@ LOOK_INTO = ("annotations", "train", "val", "training")  # where COCO's, MPII's,
 STATS_BYTES = 65536  # read of the first `NNNNN_stats.json` (img2dataset's is ~400 bytes)
 IMG2DATASET_STAT = "failed_to_resize"  # img2dataset's stats count it; video2dataset's `failed_to_subsample`
 DATASET_CARD = "README.md"  # a Hugging Face dataset repo's card
+WEBP_HEADS = 8  # `.webp` files whose first bytes are read: a web crawl's still images share the name
+WEBP_HEAD_BYTES = 21  # RIFF, size, WEBP, VP8X, its size, its flags
+WEBP_ANIMATION_FLAG = 0x02  # VP8X flags: an animation (`sources.video_webp.ANIMATION_FLAG`)
 
 WEB_TYPES = ("laion", "synthetic", "pseudo_labeled")  # readers of web images (`sources.web_reader`)
 IMAGES = tuple(f".{e}" for e in IMAGE_EXTENSIONS)
@@ -59,6 +62,7 @@ class Glance:
     cut: bool = False  # a listing stopped at its bound: what it lacks may lie past it
     stats: str = ""  # the first `NNNNN_stats.json`'s name, whose top-level keys `stats_keys` are
     stats_keys: frozenset[str] = frozenset()
+    animated_webp: frozenset[str] = frozenset()  # `.webp` names (under their sub-folder) read as animations
 
 
 def _entries(path: str, limit: int) -> tuple[dict[str, bool], bool] | None:
@@ -93,6 +97,30 @@ def _json_keys(uri: str) -> frozenset[str]:
     return frozenset(value) if isinstance(value, dict) else frozenset()
 
 
+def _is_animation(uri: str) -> bool:
+    """Whether a `.webp` file is a video: its VP8X chunk declares an animation, or it is no WebP at
+    all (a GIF saved as `.webp`: the video reader sniffs it). A still WebP is an image."""
+    local = fsio.local_path(uri)
+    try:
+        if local is not None and not stat.S_ISREG(os.stat(local).st_mode):
+            return False
+        fs, inner = fsio.filesystem(uri)
+        with fs.open(inner, "rb") as handle:
+            head = handle.read(WEBP_HEAD_BYTES)
+    except (OSError, ValueError):
+        return False
+    if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return head[:4] == b"GIF8"
+    return head[12:16] == b"VP8X" and len(head) == WEBP_HEAD_BYTES and bool(head[20] & WEBP_ANIMATION_FLAG)
+
+
+def _animated_webp(path: str, listings: dict[str, dict[str, bool]]) -> frozenset[str]:
+    """Of the first `WEBP_HEADS` `.webp` files of the listings (by folder: "" the top), those that
+    are animations (`_is_animation`), named as `video_mark` names them."""
+    names = [where + n for where, entries in listings.items() for n in sorted(_files(entries, (".webp",)))]
+    return frozenset(n for n in names[:WEBP_HEADS] if _is_animation(fsio.join(path, n)))
+
+
 def _tar_members(uri: str) -> list[str]:
     """The first member names of a plain tar (headers only; a fifo or device is never opened)."""
     local = fsio.local_path(uri)
@@ -124,7 +152,8 @@ def glance(path: str) -> Glance | None:
     members = _tar_members(fsio.join(path, tars[0])) if tars else []
     stats = sorted(n for n, is_dir in top.items() if not is_dir and SHARD.fullmatch(n) and n.endswith("_stats.json"))
     keys = _json_keys(fsio.join(path, stats[0])) if stats else frozenset()
-    return Glance(top, sub, tars[0] if tars else "", members, cut, stats[0] if stats else "", keys)
+    animated = _animated_webp(path, {"": top, **{f"{s}/": e for s, e in sub.items()}})
+    return Glance(top, sub, tars[0] if tars else "", members, cut, stats[0] if stats else "", keys, animated)
 
 
 def _files(entries: dict[str, bool], suffixes: tuple[str, ...]) -> list[str]:
@@ -168,10 +197,18 @@ def dataset_marks(g: Glance) -> list[tuple[str, str]]:
     return marks
 
 
+def _videos(g: Glance, where: str, entries: dict[str, bool]) -> list[str]:
+    """The video files of a listing, sorted: a `.webp` only when read as an animation (a crawl's
+    still WebP images are no video mark)."""
+    return sorted(n for n in _files(entries, VIDEO_EXTENSIONS)
+                  if not n.lower().endswith(".webp") or where + n in g.animated_webp)
+
+
 def video_mark(g: Glance) -> str | None:
-    """A video file at the top or one folder down, or a video in the first shard's members."""
+    """A video file at the top or one folder down (an animated `.webp`), or a video in the first
+    shard's members."""
     for where, entries in (("", g.top), *((f"{s}/", e) for s, e in g.sub.items())):
-        videos = sorted(_files(entries, VIDEO_EXTENSIONS))
+        videos = _videos(g, where, entries)
         if videos:
             return where + videos[0]
     videos = [m for m in g.tar_members if m.lower().endswith(VIDEO_EXTENSIONS)]
@@ -211,7 +248,7 @@ def web_like(g: Glance) -> str | None:
 
 def top_videos(g: Glance) -> str | None:
     """A video at the path's own level or among the first shard tar's members."""
-    videos = sorted(_files(g.top, VIDEO_EXTENSIONS))
+    videos = _videos(g, "", g.top)
     if videos:
         return videos[0]
     videos = [m for m in g.tar_members if m.lower().endswith(VIDEO_EXTENSIONS)]

@@ -463,6 +463,8 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
         if uri is not None:
             # each frame is read into one reused buffer and copied straight into the clips that use it
             handed = {"kept": record.kept_index} if record.kept_index is not None and job_name == "decode_frames" else {}
+            if record.decoder == "pillow":  # WebP's decode time is judged before decoding: `video_webp.judge_time`
+                handed = {"time_budget_s": record.limits.cpu_s or record.limits.time_s}
             job = budget.run(f"sources.{module}:{job_name}", uri, sorted(users), record.n_frames, postprocess,
                              max_pixels=max_pixels, memory_mb=record.limits.memory_mb, budget=record.limits,
                              # decord's libraries stay in its own process; Pillow's WebP shares PyAV's

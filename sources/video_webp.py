@@ -10,14 +10,17 @@ Before any frame is decoded, the file's RIFF chunks are walked (`read_layout`): 
 (VP8X), each ANMF frame's rectangle and duration, or the one frame of a still file. A chunk cut
 short, or a frame lying outside the canvas, is `unreadable` (libwebp's demuxer would refuse the
 file); a canvas over `max_pixels`, or one whose decoding would not fit the memory budget, is
-`video_too_large`. Only then does Pillow decode, frame after frame: libwebp's WebPAnimDecoder
-composites each frame onto the canvas (blend, dispose to transparent), as browsers show it.
-Frames are RGB laid on black by their alpha (`on_black`): a pixel left transparent is black,
-whatever colour a lossless encoder stored under it. Frame i's time is the sum of the ANMF
-durations before it, as stored (what Pillow gives as info['duration'] and `webpmux -info` lists;
-no minimum is imposed, as browsers impose one). The probe decodes the first frame only: a frame
-damaged inside its bitstream ends the decode there, and the clips needing it or a later frame
-are `decode_failed` (the clips before it are kept). A still WebP is one frame, as a one-frame GIF.
+`video_too_large`; frames up to the last wanted that cannot be decoded within the CPU budget,
+each costing at least the whole canvas (`judge_time`), are `decode_timeout`. Only then does
+Pillow decode, frame after frame: libwebp's WebPAnimDecoder composites each frame onto the canvas
+(blend, dispose to transparent), as browsers show it. Frames are RGB laid on white by their
+alpha, by the still-image rule (`transforms.decode.to_rgb_array`, strip by strip), as browsers and
+the GIF path show them: a pixel left transparent is white, whatever colour a lossless encoder
+stored under it. Frame i's time is the sum of the ANMF durations before it as browsers show them
+(`shown_ms`: what Pillow gives as info['duration'] and `webpmux -info` lists, but 10 ms or less is
+100 ms, as for a GIF). The probe decodes the first frame only: a frame damaged inside its
+bitstream ends the decode there, and the clips needing it or a later frame are `decode_failed`
+(the clips before it are kept). A still WebP is one frame, as a one-frame GIF.
 """
 
 from __future__ import annotations
@@ -40,13 +43,23 @@ from transforms.errors import exception_detail
 
 WEBP_SUFFIX = ".webp"
 # per canvas pixel while decoding: libwebp's canvas and its disposed copy (RGBA, 4 + 4), the canvas
-# Pillow is handed as bytes and its image of it (4 + 4), laying it on black (6 + 3), a postprocessed copy (3)
+# Pillow is handed as bytes and its image of it (4 + 4), the RGB frame laid on white (3; its temporaries
+# are a strip's, `to_rgb_array`), a postprocessed copy (3). Measured (peak RSS rise decoding 2 frames
+# of a 6800 x 6800 canvas): 19.3 bytes a pixel with alpha 128 everywhere, 19.1 opaque; laid on black
+# in one piece it was 31.2 with alpha.
 CANVAS_BYTES_PER_PIXEL = 28
 FILE_COPIES = 3  # the file's bytes: read, Pillow's copy, libwebp's demuxer's copy
 # per frame: its duration and time here, libwebp's demuxer's record of it, the probe's times pickled
 # and read back (measured: 180 bytes a frame at most, a 300,000-frame file of 1x1 frames)
 FRAME_BYTES = 256
 ANIMATION_FLAG = 0x02  # VP8X flags: an animation (ANIM + ANMF chunks)
+ALPHA_FLAG = 0x10  # VP8X flags: transparency (Pillow then gives RGBA, laid on white here)
+# CPU nanoseconds each decoded frame costs at least per canvas pixel, whatever its size: libwebp
+# composites every frame onto the whole canvas and hands the whole canvas over, laid on white
+# (`decode_frames`' floor). Measured: 160 frames of 1x1 on a 6800 x 6800 canvas, 6 decoded, 26-27
+# ns with transparency, 9-14 without (RGB), load 6-7 on 2 cores; taken at about 0.7 of the least,
+# so a faster machine is not refused what it could decode.
+FRAME_PIXEL_NS, FRAME_PIXEL_NS_ALPHA = 6, 18
 
 
 @dataclass(frozen=True)
@@ -58,17 +71,19 @@ class Layout:
     durations: tuple[int, ...]  # each frame's, in milliseconds (a still: one frame, 0)
     animated: bool
     file_bytes: int
+    alpha: bool = False  # VP8X's transparency flag
 
 
 WEBP_CONTAINER = "webp"  # `Probe.container` of a file this module reads (FFmpeg's still WebP demuxer: "webp_pipe")
-# names whose content is sniffed: web crawls save a GIF as `.webp`, and a WebP as `.gif` (GIF CDNs
-# answer a browser's Accept: image/webp with WebP whatever the URL's name)
-SNIFFED_SUFFIXES = (WEBP_SUFFIX, ".gif")
 
 
 def may_be_webp(name: str) -> bool:
-    """Whether a file of this name is probed here (`probe`), which reads it if its content is WebP."""
-    return name.lower().endswith(SNIFFED_SUFFIXES)
+    """Whether a video file of this name is probed here (`probe`), which reads it if its content is
+    WebP: every one, whatever its name. Web crawls save a GIF as `.webp` and a WebP as `.gif` (GIF
+    CDNs answer a browser's Accept: image/webp with WebP whatever the URL's name), or as `.mp4`
+    (a clip site's URL); FFmpeg reads such a file as a still WebP (`webp_pipe`) without a frame size.
+    The sniff is a 12-byte read in the probe's worker; a file that is no WebP goes to FFmpeg."""
+    return True
 
 
 def _is_riff_webp(uri: str) -> bool:
@@ -80,6 +95,8 @@ def _is_riff_webp(uri: str) -> bool:
     except PermissionError as exc:  # mode 000, another user's: the file's reject, as for other videos
         raise VideoError(UNREADABLE_FILE, f"{exception_detail(exc)}: give this user read access to it "
                                           "(chmod a+r)") from None
+    except OSError:  # gone, a folder, a fifo's error: FFmpeg's probe meets it and says so, as for any video
+        return False
     return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
 
 
@@ -97,7 +114,7 @@ def read_layout(handle: IO[bytes], file_bytes: int) -> Layout:
     if declared > file_bytes:
         raise VideoError("unreadable", f"cut: the RIFF header declares {declared} bytes, the file holds {file_bytes}")
     width = height = 0
-    animated = False
+    animated = alpha = False
     durations: list[int] = []
     at = 12
     while at + 8 <= declared:
@@ -109,13 +126,16 @@ def read_layout(handle: IO[bytes], file_bytes: int) -> Layout:
                                            f"bytes, {declared - at - 8} are left")
         body = handle.read(min(size, 30))
         if fourcc == b"VP8X" and size >= 10:
-            animated = bool(body[0] & ANIMATION_FLAG)
+            animated, alpha = bool(body[0] & ANIMATION_FLAG), bool(body[0] & ALPHA_FLAG)
             width, height = _u24(body, 4) + 1, _u24(body, 7) + 1
         elif fourcc == b"ANMF" and size >= 16:
             x, y = 2 * _u24(body, 0), 2 * _u24(body, 3)
             w, h = _u24(body, 6) + 1, _u24(body, 9) + 1
             if not animated:
                 raise VideoError("unreadable", "an ANMF frame in a file whose VP8X chunk declares no animation")
+            if not _holds_image(handle, at + 8 + 16, end):  # libwebp's demuxer drops it: no frame, no duration
+                at = end + (size & 1)
+                continue
             if x + w > width or y + h > height:
                 raise VideoError("unreadable", f"frame {len(durations)} ({w}x{h} at {x},{y}) lies outside the "
                                                f"{width}x{height} canvas")
@@ -128,7 +148,24 @@ def read_layout(handle: IO[bytes], file_bytes: int) -> Layout:
         at = end + (size & 1)
     if not durations:
         raise VideoError("unreadable", "no frame: no ANMF, VP8 or VP8L chunk")
-    return Layout(width, height, tuple(durations), animated, file_bytes)
+    return Layout(width, height, tuple(durations), animated, file_bytes, alpha)
+
+
+def _holds_image(handle: IO[bytes], at: int, end: int) -> bool:
+    """Whether an ANMF chunk's frame data (from `at` to `end`) holds an image bitstream as libwebp's
+    demuxer reads it: VP8 or VP8L first, or VP8 after one ALPH chunk. Otherwise libwebp counts no
+    frame for it (an ANMF of its header alone), or refuses the file (`_composited` then says so)."""
+    for _ in range(2):
+        if at + 8 > end:
+            return False
+        handle.seek(at)
+        fourcc, size = struct.unpack("<4sI", handle.read(8))
+        if fourcc in (b"VP8 ", b"VP8L"):
+            return True
+        if fourcc != b"ALPH":
+            return False
+        at += 8 + size + (size & 1)
+    return False
 
 
 def _bitstream_size(fourcc: bytes, body: bytes) -> tuple[int, int]:
@@ -140,6 +177,16 @@ def _bitstream_size(fourcc: bytes, body: bytes) -> tuple[int, int]:
         bits = struct.unpack("<I", body[1:5])[0]
         return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
     raise VideoError("unreadable", f"a {fourcc.decode('latin-1').strip()} chunk without its frame header")
+
+
+BROWSER_MIN_MS, BROWSER_DEFAULT_MS = 10, 100  # a frame shown for 10 ms or less is shown 100 ms
+
+
+def shown_ms(duration_ms: int) -> int:
+    """How long browsers show a frame of this stored duration: 10 ms or less (0: "as fast as you
+    can", which ads and Pillow's default writers store) is 100 ms, Chromium's and Firefox's rule for
+    GIF and WebP alike, and FFmpeg's GIF demuxer's (`sources.video`'s GIF path)."""
+    return BROWSER_DEFAULT_MS if duration_ms <= BROWSER_MIN_MS else duration_ms
 
 
 def judge(layout: Layout, max_pixels: int, memory_mb: int) -> None:
@@ -157,6 +204,18 @@ def judge(layout: Layout, max_pixels: int, memory_mb: int) -> None:
         raise VideoError("video_too_large", f"{layout.width}x{layout.height} canvas, {frames} frames, "
                                             f"{layout.file_bytes} bytes: decoding needs {cost >> 20} MiB > "
                                             f"memory_budget_mb {memory_mb}")
+
+
+def judge_time(layout: Layout, frames: int, time_budget_s: float) -> None:
+    """Raise `decode_timeout` when decoding `frames` frames cannot fit `time_budget_s` CPU seconds:
+    each costs at least the whole canvas (`FRAME_PIXEL_NS`), so a few KB of tiny frames on a
+    large canvas is refused before decoding, not after spending the budget."""
+    ns = FRAME_PIXEL_NS_ALPHA if layout.alpha else FRAME_PIXEL_NS
+    least_s = frames * layout.width * layout.height * ns * 1e-9
+    if least_s > time_budget_s:
+        raise VideoError("decode_timeout", f"judged before decoding: {frames} frames of a {layout.width}x"
+                                           f"{layout.height} canvas take at least {least_s:.0f} CPU seconds > "
+                                           f"time_budget_s {time_budget_s:g}")
 
 
 def _layout_and_bytes(uri: str, max_pixels: int, memory_mb: int) -> tuple[Layout, bytes]:
@@ -177,10 +236,14 @@ def _layout_and_bytes(uri: str, max_pixels: int, memory_mb: int) -> tuple[Layout
         raise VideoError("unreadable", exception_detail(exc)) from None
 
 
-def _composited(data: bytes, count: int) -> Iterator[np.ndarray]:
+def _composited(data: bytes, count: int, frames: int) -> Iterator[np.ndarray]:
     """Frames 0..count-1 as libwebp's WebPAnimDecoder composites them (through Pillow), RGB; stops
-    with VideoError at a frame that does not decode (the frames before it delivered)."""
+    with VideoError at a frame that does not decode (the frames before it delivered). A file whose
+    frames libwebp counts otherwise than its layout's `frames` is `unreadable`: each frame's time
+    would be another's."""
     from PIL import Image
+
+    from transforms.decode import to_rgb_array  # here: a probe of any video runs in this module (`may_be_webp`)
 
     try:
         with warnings.catch_warnings():  # the canvas is judged already (`judge`): not Pillow's to warn of
@@ -191,25 +254,16 @@ def _composited(data: bytes, count: int) -> Iterator[np.ndarray]:
     except (OSError, SyntaxError, ValueError) as exc:
         raise VideoError("unreadable", f"libwebp refuses it: {exception_detail(exc)}") from None
     with image:
-        for i in range(min(count, getattr(image, "n_frames", 1))):
+        counted = getattr(image, "n_frames", 1)
+        if counted != frames:
+            raise VideoError("unreadable", f"libwebp's demuxer counts {counted} frames, the RIFF chunks {frames}")
+        for i in range(min(count, counted)):
             try:
                 image.seek(i)
                 image.load()
             except (OSError, EOFError, ValueError) as exc:
                 raise VideoError("decode_failed", f"frame {i} does not decode: {exception_detail(exc)}") from None
-            yield on_black(np.asarray(image))
-
-
-def on_black(canvas: np.ndarray) -> np.ndarray:
-    """An RGB frame of libwebp's composited canvas (RGB, or RGBA not premultiplied): laid on black
-    by its alpha, so a pixel left transparent is black whatever colour the encoder stored under it
-    (lossless WebP may change it: `cwebp -exact` keeps it)."""
-    if canvas.shape[2] == 3:
-        return canvas
-    alpha = canvas[..., 3]
-    if alpha.min() == 255:
-        return np.ascontiguousarray(canvas[..., :3])
-    return ((canvas[..., :3] * alpha[..., None].astype(np.uint16) + 127) // 255).astype(np.uint8)
+            yield to_rgb_array(image)  # alpha on white, strip by strip, as a still image
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
@@ -220,8 +274,9 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
         return ffmpeg_probe(uri, max_pixels, memory_mb)
     layout, data = _layout_and_bytes(uri, max_pixels, memory_mb)
     n = len(layout.durations)
-    next(_composited(data, 1))
-    times = tuple(round(ms / 1000, 6) for ms in itertools.accumulate(layout.durations[:-1], initial=0))
+    next(_composited(data, 1, n))
+    shown = [shown_ms(ms) for ms in layout.durations[:-1]]
+    times = tuple(round(ms / 1000, 6) for ms in itertools.accumulate(shown, initial=0))
     fps = (n - 1) / times[-1] if n > 1 and times[-1] > 0 else 0.0
     return Probe(n, n, n, times, layout.width, layout.height, fps, WEBP_CONTAINER, "webp", 1, 0, 0, False, "rgba")
 
@@ -229,10 +284,11 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
 def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None = None,
                   postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
                   max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB,
-                  **_: object) -> Iterator[tuple[int, np.ndarray]]:
+                  time_budget_s: float | None = None, **_: object) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (index, RGB frame) for every index in `wanted`, decoding the frames in order up to
     the last wanted (each composited onto the ones before it). A file holding fewer frames than
-    `expected_frames` is `changed_file`; frames that do not decode are not yielded."""
+    `expected_frames` is `changed_file`; frames that do not decode are not yielded; frames that
+    cannot be decoded within `time_budget_s` CPU seconds are refused before any is (`judge_time`)."""
     layout, data = _layout_and_bytes(uri, max_pixels, memory_mb)
     n = len(layout.durations)
     if expected_frames is not None and n < expected_frames:
@@ -242,8 +298,10 @@ def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None =
         return
     if min(wanted_set) < 0 or max(wanted_set) >= n:
         raise VideoError("decode_failed", f"frame {max(wanted_set)} is past the last of {n}")
+    if time_budget_s is not None:
+        judge_time(layout, max(wanted_set) + 1, time_budget_s)
     try:
-        for i, frame in enumerate(_composited(data, max(wanted_set) + 1)):
+        for i, frame in enumerate(_composited(data, max(wanted_set) + 1, n)):
             if i in wanted_set:
                 yield i, postprocess(frame) if postprocess is not None else frame
     except VideoError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -140,8 +141,18 @@ def trees(tmp_path_factory) -> dict[str, Path]:
     (thumbs / "videos" / "train" / "a.mp4").write_bytes((videos / "clip.mp4").read_bytes())
     (thumbs / "thumbnails").mkdir()
     (thumbs / "thumbnails" / "a.jpg").write_bytes((photos / "a.jpg").read_bytes())
+    stills = root / "webp_stills"  # a crawl's still WebP images: `.webp` is a video name too
+    stills.mkdir()
+    for name in ("a", "b"):
+        subprocess.run(["convert", str(photos / f"{name}.jpg"), str(stills / f"{name}.webp")], check=True)
+    giphy = root / "giphy"  # animated WebP beside a still one
+    giphy.mkdir()
+    (giphy / "a.webp").write_bytes((stills / "a.webp").read_bytes())
+    frames = [str(photos / "a.jpg"), str(photos / "b.jpg")]
+    subprocess.run(["img2webp", "-d", "40", *frames, "-o", str(giphy / "b.webp")] if shutil.which("img2webp")
+                   else ["convert", "-delay", "4", *frames, str(giphy / "b.webp")], check=True, capture_output=True)
     return {p.name: p for p in (photos, videos, mixed, web, failed, v2d, i2d, coco, objaverse, co3d, hf, teaser, library,
-                                thumbs)}
+                                thumbs, stills, giphy)}
 
 
 def _check(tmp_path: Path, source: dict) -> int:
@@ -155,6 +166,7 @@ def _check(tmp_path: Path, source: dict) -> int:
     ("video", "photos", "laion", "a.jpg"),
     ("video", "web", "laion", "00000.tar holding 000000000.jpg beside 00000_stats.json"),
     ("video", "i2d_failed_first", "laion", "00000_stats.json (img2dataset's stats: failed_to_resize)"),
+    ("video", "webp_stills", "laion", "a.webp"),
     ("objaverse", "web", "laion", "00000.tar"),
     ("laion", "videos", "video", "clip.mp4"),
     ("laion", "v2d", "video", "00000.tar holding 000000000.mp4"),
@@ -179,7 +191,7 @@ def test_a_type_that_does_not_fit_its_path_fails_check_naming_the_one_that_does(
     ("laion", "mixed", {}), ("video", "mixed", {}), ("laion", "photos", {}), ("video", "videos", {}),
     ("laion", "web", {}), ("objaverse", "objaverse", {"views": 2}), ("video", "failed_first", {}),
     ("laion", "hf_parquet", {}), ("laion", "to_parquet_teaser", {}), ("laion", "Pictures", {}),
-    ("video", "vids_thumbs", {}),
+    ("video", "vids_thumbs", {}), ("video", "giphy", {}),
 ])
 def test_a_type_that_fits_or_a_mixed_folder_passes(trees, tmp_path, capsys, source_type, tree, extra):
     assert _check(tmp_path, {"type": source_type, "path": str(trees[tree]), **extra}) == 0, capsys.readouterr().err
