@@ -57,7 +57,7 @@ from sources.web_units import Unit
 from sources.paths import collapse_set_aside, path_problem, relative_to_root, set_aside_problem, twin_to_read
 from sources.records import (MachineError, Reject, SourceItem, TarMember, VideoClipRecord, VideoRecord,
                              is_machine_error, nfc, safe_key, twin_detail, twin_groups)
-from sources.video_webp import WEBP_CONTAINER, may_be_webp
+from sources.video_webp import WEBP_CONTAINER
 from sources.video_decode import (DECODER_MACHINE_ERRNOS, DEFAULT_MAX_PIXELS, FRAME_SIZE_CHANGES, Probe, VideoError,
                                   decord_exact)
 from sources.video_gif import judge_gif
@@ -373,12 +373,11 @@ def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budg
                 max_pixels: int = DEFAULT_MAX_PIXELS, member: TarMember | None = None) -> VideoProbe:
     """Count the presented frames of `uri` (of its tar `member`) and choose who decodes it.
     Raises VideoError."""
-    sniffed = may_be_webp(member.name if member is not None else uri)  # WebP by content: `sources.video_webp`
     with _worker_uri(uri, member) as local:  # an OSError here is the machine's: the unit fails
         try:
             judge_gif(local, max_pixels, limits.cpu_s or limits.time_s)  # a GIF's cost, before decoding it
-            info: Probe = budget.call(f"sources.{'video_webp' if sniffed else 'video_decode'}:probe", local,
-                                      max_pixels, limits.memory_mb, budget=limits)
+            # every file, whatever its name, through `sources.video_webp`: WebP by its first bytes, else FFmpeg
+            info: Probe = budget.call("sources.video_webp:probe", local, max_pixels, limits.memory_mb, budget=limits)
             webp = info.container == WEBP_CONTAINER
             why = _decord_refusal(local, info, max_pixels, limits) if decoder == "decord" and not webp else None
         except (BudgetExceeded, JobError) as exc:

@@ -3,8 +3,8 @@
 The FFmpeg PyAV bundles has no animated WebP decoder ("Invalid data found" at avcodec_send_packet),
 so WebP files take this path instead of `sources.video_decode`: the same jobs (`probe`,
 `decode_frames`), run in the same budgeted worker, giving the same `Probe` and frames. What a file
-is comes from its first bytes, for `.webp` and `.gif` names alike (`may_be_webp`): crawls save
-each under the other's name.
+is comes from its first bytes, whatever its name (`probe` is every video's): crawls save a GIF as
+`.webp`, a WebP as `.gif` or `.mp4`.
 
 Before any frame is decoded, the file's RIFF chunks are walked (`read_layout`): the canvas
 (VP8X), each ANMF frame's rectangle and duration, or the one frame of a still file. A chunk cut
@@ -75,15 +75,6 @@ class Layout:
 
 
 WEBP_CONTAINER = "webp"  # `Probe.container` of a file this module reads (FFmpeg's still WebP demuxer: "webp_pipe")
-
-
-def may_be_webp(name: str) -> bool:
-    """Whether a video file of this name is probed here (`probe`), which reads it if its content is
-    WebP: every one, whatever its name. Web crawls save a GIF as `.webp` and a WebP as `.gif` (GIF
-    CDNs answer a browser's Accept: image/webp with WebP whatever the URL's name), or as `.mp4`
-    (a clip site's URL); FFmpeg reads such a file as a still WebP (`webp_pipe`) without a frame size.
-    The sniff is a 12-byte read in the probe's worker; a file that is no WebP goes to FFmpeg."""
-    return True
 
 
 def _is_riff_webp(uri: str) -> bool:
@@ -243,7 +234,7 @@ def _composited(data: bytes, count: int, frames: int) -> Iterator[np.ndarray]:
     would be another's."""
     from PIL import Image
 
-    from transforms.decode import to_rgb_array  # here: a probe of any video runs in this module (`may_be_webp`)
+    from transforms.decode import to_rgb_array  # here: a probe of any video runs in this module (`sources.video.probe_video`)
 
     try:
         with warnings.catch_warnings():  # the canvas is judged already (`judge`): not Pillow's to warn of
