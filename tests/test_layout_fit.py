@@ -297,7 +297,11 @@ def world(trees, tmp_path_factory) -> dict[str, Path]:
                    hub / "default" / "train" / "0000.parquet")
     (hub / "README.md").write_text("---\nlicense: mit\n---\n![](demo.mp4)\n")
     (hub / "demo.mp4").write_bytes(clip)
-    return {p.name: p for p in (imagenet, repo, library, hub)} | {"coco": trees["coco"]}
+    card = root / "card_only"  # a Hub repo whose card is all the glance can judge: its data may lie past it
+    card.mkdir()
+    (card / "README.md").write_text("---\nconfigs:\n- config_name: default\n---\n![](demo.mp4)\n")
+    (card / "demo.mp4").write_bytes(clip)
+    return {p.name: p for p in (imagenet, repo, library, hub, card)} | {"coco": trees["coco"]}
 
 
 @pytest.mark.parametrize("source_type", ["synthetic", "pseudo_labeled"])
@@ -316,7 +320,8 @@ def test_synthetic_tasks_on_non_photo_frames_name_the_images_folder(trees):
 @pytest.mark.parametrize("source_type, tree", [
     ("video", "video_repo"),  # clips two folders down, past the glance; only the teaser seen
     ("laion", "Pictures"),  # photos two folders down, past the glance; only the top clip seen
-    ("laion", "hub_deep"),  # the dataset card: its parquet lies deeper than the glance
+    ("laion", "hub_deep"),  # <config>/<split>/0000.parquet: deeper than the glance
+    ("laion", "card_only"),  # the dataset card alone (docs/layouts.md's card rule)
 ])
 def test_web_vs_video_is_not_refused_while_the_glance_missed_folders(world, source_type, tree):
     assert layout_fit.misfit(source_type, str(world[tree])) is None
