@@ -12,7 +12,9 @@ holds marks of both (images beside videos) fits both.
 A false refusal of a real dataset costs more than a misfit passing, so web-vs-video is refused on
 strong evidence alone: the media at the path's own level (or in its first shard tar) are all of
 the other kind and nothing of the configured kind is seen anywhere in the glance; never from a
-listing cut at its bound (what is absent from it may lie past it). An fsspec listing comes whole
+listing cut at its bound (what is absent from it may lie past it), nor while the top holds folders
+the glance could not see into (`unseen`). `synthetic` and `pseudo_labeled` make tasks from any image:
+only the marks of non-photo folders (`NON_PHOTO`) refuse them. An fsspec listing comes whole
 (`fs.ls` fetches every name of a folder), so it is judged whole. `layout_check: false` on a
 source skips the judgement (`uvd_pipeline.unit_render.list_units`)."""
 
@@ -44,6 +46,9 @@ WEBP_HEAD_BYTES = 21  # RIFF, size, WEBP, VP8X, its size, its flags
 WEBP_ANIMATION_FLAG = 0x02  # VP8X flags: an animation (`sources.video_webp.ANIMATION_FLAG`)
 
 WEB_TYPES = ("laion", "synthetic", "pseudo_labeled")  # readers of web images (`sources.web_reader`)
+ANY_IMAGE_TYPES = ("synthetic", "pseudo_labeled")  # make tasks from any image: a photo dataset's root too
+NON_PHOTO = ("co3d", "segmentation", "multitask", "annotated_video", "stereo")  # frames, label maps, renders
+MEDIA_FOLDERS = ("videos", "video", "clips", "images", "photos")  # named for what they hold
 IMAGES = tuple(f".{e}" for e in IMAGE_EXTENSIONS)
 SHARD = re.compile(r"\d+(\.tar|\.tar\.gz|\.tgz|\.parquet|_stats\.json)?")  # img2dataset's / video2dataset's names
 WNID = re.compile(r"n\d{8}(\.tar)?")
@@ -266,6 +271,17 @@ def top_images(g: Glance) -> str | None:
     return None
 
 
+def unseen(g: Glance) -> str | None:
+    """What may hold media the glance did not see: a top folder not looked into, a folder within a
+    looked-into one, a dataset card, a folder named for media. Absence of a kind cannot be shown then."""
+    folders = sorted(n for n, is_dir in g.top.items() if is_dir and not n.startswith("."))
+    named = [n for n in folders if n.lower() in MEDIA_FOLDERS]
+    missed = [n for n in folders if n not in g.sub]
+    deeper = [f"{s}/{n}" for s in sorted(g.sub) for n, is_dir in sorted(g.sub[s].items()) if is_dir]
+    card = [DATASET_CARD] * (g.top.get(DATASET_CARD) is False)
+    return next(iter(named + missed + deeper + card), None)
+
+
 def misfit(source_type: str, path: str) -> str | None:
     """Why `source_type` does not fit what `path` holds, naming the type that does; None when it
     fits, when another type's marks are not seen either, or when `path` is no folder."""
@@ -278,12 +294,17 @@ def misfit(source_type: str, path: str) -> str | None:
     if source_type in WEB_TYPES:
         if web:
             return None
+        if source_type in ANY_IMAGE_TYPES:
+            marks = [(kind, mark) for kind, mark in marks if kind in NON_PHOTO]
+            if marks:
+                return _message(source_type, path, *marks[0], " (to make its tasks from the images alone, set "
+                                "path: <the images folder>)")
         if marks:
             kind, mark = marks[0]
             return _message(source_type, path, kind, mark, " (to read its images alone as web images, point path at "
                             "the folder holding them)")
         clips = top_videos(g)
-        if clips and not g.cut and not web_like(g):
+        if clips and not g.cut and not web_like(g) and not unseen(g):
             return _message(source_type, path, "video", clips)
         return None
     if source_type == "video":
@@ -293,7 +314,7 @@ def misfit(source_type: str, path: str) -> str | None:
             return _message(source_type, path, *marks[0])
         # a shard whose first members are failed downloads (`.txt`, `.json`) shows no video
         other = top_images(g)
-        return _message(source_type, path, "laion", other) if other else None
+        return _message(source_type, path, "laion", other) if other and not unseen(g) else None
     own = [mark for kind, mark in marks if kind == source_type] or ("frame_annotations.jgz" in g.top) * [source_type]
     if own or source_type not in ("co3d", "objaverse"):
         # the other readers find their own index files and folders and name what they lack (COCO

@@ -1045,3 +1045,19 @@ def test_the_summary_tells_train_and_val_shard_counts_apart():
     source = {"name": "web", "type": "laion", "path": "data/laion", "num_shards": 4, "num_val_shards": 1}
     summary = config_summary(parse_config({**BASE, "sources": [source]}))
     assert summary.splitlines()[2].endswith("data/laion [4 train + 1 val shards]")
+
+
+def test_run_only_fields_leave_the_saved_config_the_same():
+    """`layout_check` and `index_memory_mb` shape no output bytes (`RUN_ONLY_FIELDS`, not in the
+    hash): an earlier render revision's output rerun with `layout_check: false` is refused naming
+    --replace-changed, not told it holds a different configuration (`build._same_config`)."""
+    from uvd_pipeline.build import _same_config
+
+    def config(**fields):
+        return parse_config({"version": 1, "output": "/out", "sources": [
+            {"name": "s", "type": "coco", "path": "/data/coco", **fields}]}).model_dump(mode="json")
+
+    saved = config()
+    assert _same_config(saved, config(layout_check=False, index_memory_mb=1024))
+    assert _same_config(config(layout_check=False), saved)
+    assert not _same_config(saved, config(split="train2017"))

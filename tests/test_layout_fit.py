@@ -283,3 +283,57 @@ def test_layout_check_false_skips_the_judgement_and_keeps_the_config_hash(trees,
     assert passed.sources[0].layout_check is False and default.sources[0].layout_check is True
     assert passed.content_hash() == default.content_hash()
     assert "layout_check" not in default.model_dump(mode="json")["sources"][0]
+
+
+@pytest.fixture(scope="module")
+def world(trees, tmp_path_factory) -> dict[str, Path]:
+    """Roots the reviewers met: an ImageNet download, a video repo with its teaser image, a photo
+    library with a clip at its top, a Hub parquet repo two folders deep beside a demo clip."""
+    root = tmp_path_factory.mktemp("world")
+    jpg, clip = (trees["photos"] / "a.jpg").read_bytes(), (trees["videos"] / "clip.mp4").read_bytes()
+    imagenet = root / "imagenet"  # ILSVRC/CLS-LOC's top: the synset mapping beside train/<wnid>/
+    (imagenet / "train" / "n01440764").mkdir(parents=True)
+    (imagenet / "train" / "n01440764" / "n01440764_10026.JPEG").write_bytes(jpg)
+    (imagenet / "LOC_synset_mapping.txt").write_text("n01440764 tench, Tinca tinca\n")
+    repo = root / "video_repo"  # README + teaser.png at the top, clips at videos/<split>/<class>/
+    (repo / "videos" / "train" / "archery").mkdir(parents=True)
+    (repo / "videos" / "train" / "archery" / "a.mp4").write_bytes(clip)
+    subprocess.run(["convert", "-size", "16x16", "plasma:red-blue", str(repo / "teaser.png")], check=True)
+    library = root / "Pictures"  # year/month folders of photos, a phone clip left at the top
+    (library / "2019" / "01").mkdir(parents=True)
+    (library / "2019" / "01" / "IMG_0002.jpg").write_bytes(jpg)
+    (library / "IMG_0001.MOV").write_bytes(clip)
+    hub = root / "hub_deep"  # a Hub repo: <config>/<split>/0000.parquet, its card, a demo clip at the top
+    (hub / "default" / "train").mkdir(parents=True)
+    pq.write_table(pa.table({"image": [{"bytes": jpg, "path": "a.jpg"}], "text": ["c"]}),
+                   hub / "default" / "train" / "0000.parquet")
+    (hub / "README.md").write_text("---\nlicense: mit\n---\n![](demo.mp4)\n")
+    (hub / "demo.mp4").write_bytes(clip)
+    card = root / "card_only"  # a Hub repo whose card is all the glance can judge: its data may lie past it
+    card.mkdir()
+    (card / "README.md").write_text("---\nconfigs:\n- config_name: default\n---\n![](demo.mp4)\n")
+    (card / "demo.mp4").write_bytes(clip)
+    return {p.name: p for p in (imagenet, repo, library, hub, card)} | {"coco": trees["coco"]}
+
+
+@pytest.mark.parametrize("source_type", ["synthetic", "pseudo_labeled"])
+@pytest.mark.parametrize("tree", ["imagenet", "coco"])
+def test_synthetic_tasks_on_a_photo_dataset_root_pass(world, source_type, tree):
+    """`synthetic` and `pseudo_labeled` make their tasks from any image: an ImageNet or COCO root is
+    a normal target (refused before as `did you mean type: imagenet?`)."""
+    assert layout_fit.misfit(source_type, str(world[tree])) is None
+
+
+def test_synthetic_tasks_on_non_photo_frames_name_the_images_folder(trees):
+    error = layout_fit.misfit("synthetic", str(trees["co3d"]))
+    assert error and "did you mean type: co3d?" in error and "path: <the images folder>" in error, error
+
+
+@pytest.mark.parametrize("source_type, tree", [
+    ("video", "video_repo"),  # clips two folders down, past the glance; only the teaser seen
+    ("laion", "Pictures"),  # photos two folders down, past the glance; only the top clip seen
+    ("laion", "hub_deep"),  # <config>/<split>/0000.parquet: deeper than the glance
+    ("laion", "card_only"),  # the dataset card alone (docs/layouts.md's card rule)
+])
+def test_web_vs_video_is_not_refused_while_the_glance_missed_folders(world, source_type, tree):
+    assert layout_fit.misfit(source_type, str(world[tree])) is None

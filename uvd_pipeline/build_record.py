@@ -12,7 +12,7 @@ from typing import Any
 from sources import fsio
 from tokenizer.atomic import write_bytes
 from uvd_pipeline import unit_store
-from uvd_pipeline.config import FORMAT_VERSION, RENDER_REVISION, BuildConfig, ConfigError
+from uvd_pipeline.config import FORMAT_VERSION, RENDER_REVISION, RUN_ONLY_FIELDS, BuildConfig, ConfigError
 from uvd_pipeline.rendered_shards import RENDERED_DIR, read_json
 from uvd_pipeline.summary import REJECTS_FILE, SUMMARY_FILE
 
@@ -23,9 +23,17 @@ BUILD_FILE = "build.json"
 
 
 def _same_config(recorded: Any, current: dict[str, Any]) -> bool:
-    """Whether a build record's config is `current` but for the output's location (moved or copied)."""
-    return isinstance(recorded, dict) and {k: v for k, v in recorded.items() if k != "output"} == {
-        k: v for k, v in current.items() if k != "output"}
+    """Whether a build record's config is `current` but for the output's location (moved or copied)
+    and the sources' run-only fields (`RUN_ONLY_FIELDS`: they shape no output, as in the hash)."""
+    return isinstance(recorded, dict) and _shaping(recorded) == _shaping(current)
+
+
+def _shaping(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config less `output` and each source's run-only fields."""
+    sources = config.get("sources")
+    return {k: v for k, v in config.items() if k != "output"} | ({"sources": [
+        {f: v for f, v in s.items() if f not in RUN_ONLY_FIELDS} if isinstance(s, dict) else s for s in sources]}
+        if isinstance(sources, list) else {})
 
 
 def recorded_roots(existing: dict[str, Any]) -> dict[str, str]:
