@@ -273,13 +273,16 @@ def top_images(g: Glance) -> str | None:
 
 def unseen(g: Glance) -> str | None:
     """What may hold media the glance did not see: a top folder not looked into, a folder within a
-    looked-into one, a dataset card, a folder named for media. Absence of a kind cannot be shown then."""
+    looked-into one, a dataset card, a folder named for media, a tar it did not open. Absence of a
+    kind cannot be shown then."""
     folders = sorted(n for n, is_dir in g.top.items() if is_dir and not n.startswith("."))
     named = [n for n in folders if n.lower() in MEDIA_FOLDERS]
     missed = [n for n in folders if n not in g.sub]
     deeper = [f"{s}/{n}" for s in sorted(g.sub) for n, is_dir in sorted(g.sub[s].items()) if is_dir]
     card = [DATASET_CARD] * (g.top.get(DATASET_CARD) is False)
-    return next(iter(named + missed + deeper + card), None)
+    # a tar not opened (webdataset's `train-000000.tar`, any name but img2dataset's digits) may hold either
+    tars = sorted(n for n in _files(g.top, (".tar", ".tar.gz", ".tgz")) if n != g.tar)
+    return next(iter(named + missed + deeper + card + tars), None)
 
 
 def misfit(source_type: str, path: str) -> str | None:

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from webdataset import ShardWriter
 
 from sources import layout_fit
 from uvd_pipeline.cli import main
@@ -313,7 +314,12 @@ def world(trees, tmp_path_factory) -> dict[str, Path]:
     card.mkdir()
     (card / "README.md").write_text("---\nconfigs:\n- config_name: default\n---\n![](demo.mp4)\n")
     (card / "demo.mp4").write_bytes(clip)
-    return {p.name: p for p in (imagenet, repo, library, hub, card)} | {"coco": trees["coco"]}
+    shards = root / "wds_named"  # webdataset's ShardWriter("train-%06d.tar") beside a demo clip
+    shards.mkdir()
+    with ShardWriter(str(shards / "train-%06d.tar"), maxcount=10, verbose=0) as sink:
+        sink.write({"__key__": "a", "jpg": jpg, "txt": "a photo"})
+    (shards / "demo.mp4").write_bytes(clip)
+    return {p.name: p for p in (imagenet, repo, library, hub, card, shards)} | {"coco": trees["coco"]}
 
 
 @pytest.mark.parametrize("source_type", ["synthetic", "pseudo_labeled"])
@@ -334,6 +340,7 @@ def test_synthetic_tasks_on_non_photo_frames_name_the_images_folder(trees):
     ("laion", "Pictures"),  # photos two folders down, past the glance; only the top clip seen
     ("laion", "hub_deep"),  # <config>/<split>/0000.parquet: deeper than the glance
     ("laion", "card_only"),  # the dataset card alone (docs/layouts.md's card rule)
+    ("laion", "wds_named"),  # shards named train-000000.tar: a tar the glance does not open
 ])
 def test_web_vs_video_is_not_refused_while_the_glance_missed_folders(world, source_type, tree):
     assert layout_fit.misfit(source_type, str(world[tree])) is None
