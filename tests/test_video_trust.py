@@ -977,10 +977,11 @@ def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monk
     assert first.restamped == "split" and len(decodes) == 1
     assert read_index(str(path)) == first and len(decodes) == 1
     assert read_index(str(path), memory_mb=1024) == first and len(decodes) == 2  # other budgets: judged again
-    data = path.read_bytes()
+    data, before = path.read_bytes(), path.stat()
     half = len(data) // 376 * 188
     path.write_bytes(data[:half] + bytes(len(data) - half))  # the same size, its second half zeroed
-    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))  # even the same modification time
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # even the same modification time as before
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
     assert read_index(str(path)) != first and len(decodes) == 3
 
 
@@ -1011,9 +1012,10 @@ def test_an_index_built_by_decoding_is_handed_from_the_probe_to_the_clips_decode
     got = {i: hashlib.md5(f.tobytes()).hexdigest() for i, f in decode_frames(str(path), [0, 30, 59], 60, kept=kept)}
     assert got == expected and decodes == []
     monkeypatch.setattr(video_packet_order, "_INDEXES", IndexCache())
-    data = path.read_bytes()
-    path.write_bytes(data[:-188] + bytes(188))  # written anew: its last packet zeroed
-    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))
+    data, before = path.read_bytes(), path.stat()
+    path.write_bytes(data[:-188] + bytes(188))  # written anew (its last packet zeroed), the same size and time
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
     list(decode_frames(str(path), [0], kept=kept))
     assert len(decodes) == 1
 
