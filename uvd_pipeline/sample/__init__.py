@@ -165,8 +165,8 @@ _STARTED = None  # in a writing process: the pid that started each family of LON
 
 def _writing_process(started) -> None:
     """A writing process's start: Ctrl-C and SIGTERM are the parent's to handle (it kills this
-    process and removes the staging folder; a child that took Ctrl-C itself sent the interrupt back
-    as its family's result and went on to the next family), and it dies with the parent however
+    process and removes the staging folder; a child taking Ctrl-C itself would send the interrupt
+    back as its family's result and go on to the next family), and it dies with the parent however
     the parent ends (Linux's parent-death signal), never writing on into a staging folder no one
     will rename."""
     import ctypes
@@ -201,7 +201,7 @@ def _written_side_by_side(staging: str, seed: int, workers: int) -> dict[str, tu
             try:
                 results[name] = _logged(name, future.result())
             except BrokenProcessPool as error:
-                raise _broken_pool_error(list(pool._processes.values()), started, results) from error
+                raise _broken_pool_error(list((pool._processes or {}).values()), started, results) from error
         pool.shutdown()
         return results
     except BaseException:
