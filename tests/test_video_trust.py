@@ -6,6 +6,7 @@ own decode (what a player shows) and against PyAV decoding every frame in order.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -977,10 +978,11 @@ def test_an_index_built_by_decoding_is_read_once_per_file_version(tmp_path, monk
     assert first.restamped == "split" and len(decodes) == 1
     assert read_index(str(path)) == first and len(decodes) == 1
     assert read_index(str(path), memory_mb=1024) == first and len(decodes) == 2  # other budgets: judged again
-    data = path.read_bytes()
+    data, before = path.read_bytes(), path.stat()
     half = len(data) // 376 * 188
     path.write_bytes(data[:half] + bytes(len(data) - half))  # the same size, its second half zeroed
-    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))  # even the same modification time
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # even the same modification time as before
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
     assert read_index(str(path)) != first and len(decodes) == 3
 
 
@@ -1011,11 +1013,54 @@ def test_an_index_built_by_decoding_is_handed_from_the_probe_to_the_clips_decode
     got = {i: hashlib.md5(f.tobytes()).hexdigest() for i, f in decode_frames(str(path), [0, 30, 59], 60, kept=kept)}
     assert got == expected and decodes == []
     monkeypatch.setattr(video_packet_order, "_INDEXES", IndexCache())
-    data = path.read_bytes()
-    path.write_bytes(data[:-188] + bytes(188))  # written anew: its last packet zeroed
-    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))
+    data, before = path.read_bytes(), path.stat()
+    path.write_bytes(data[:-188] + bytes(188))  # written anew (its last packet zeroed), the same size and time
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
     list(decode_frames(str(path), [0], kept=kept))
     assert len(decodes) == 1
+
+
+# Loaded by a decoding process at its start (`sitecustomize`): counts each whole-stream decode an
+# index needs into the file $DECODE_LOG names
+DECODE_SPY = """
+import os
+from sources import video_packet_order
+order = video_packet_order._decoder_order
+def counted(uri, *args, **kwargs):
+    with open(os.environ["DECODE_LOG"], "a") as log:
+        log.write(os.path.basename(uri) + "\\n")
+    return order(uri, *args, **kwargs)
+video_packet_order._decoder_order = counted
+"""
+
+
+def test_the_clips_decode_in_a_fresh_process_takes_the_probes_index(tmp_path, monkeypatch):
+    """Through the source's own calls: `VideoSource.read` probes a video whose index needs a whole
+    decode, and `clip_frames` decodes its clips in a fresh decoding process (the probe's ended, as
+    the build's clips go to another process): handed the probe's index, it decodes nothing to index
+    the file again, and its frames are those of a decode from scratch."""
+    path = _sei_after_slice_ts(tmp_path)
+    record = _read(path, strides=(20,))
+    wanted = sorted({i for clip in record.clips for i in clip.frame_indices})
+    expected = _md5s(path, wanted)
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    (spy / "sitecustomize.py").write_text(DECODE_SPY)
+    monkeypatch.syspath_prepend(str(spy))  # the decoding process's PYTHONPATH is this one's sys.path
+    log = tmp_path / "decodes.log"
+    monkeypatch.setenv("DECODE_LOG", str(log))
+    budget._stop_all()
+    try:
+        got = {}
+        for clip, frames in clip_frames(record):
+            assert not isinstance(frames, Exception), frames
+            got.update({i: hashlib.md5(f.tobytes()).hexdigest() for i, f in zip(clip.frame_indices, frames)})
+    finally:
+        budget._stop_all()  # the counting process serves no later test
+    assert got == {i: expected[i] for i in wanted} and len(wanted) >= 3
+    assert not log.exists() or log.read_text() == ""
+
 
 def _pes_stamps(path: Path) -> list[int]:
     """The PTS of each video PES packet (PID 0x100, where FFmpeg's muxer puts the video), in file order."""

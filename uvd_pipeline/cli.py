@@ -44,7 +44,14 @@ def _setup_logging(verbose: bool) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     from uvd_pipeline.sample import write_sample_corpus
 
-    path = write_sample_corpus(args.out, seed=args.seed, force=args.force)
+    try:
+        with terminate_as_interrupt():  # SIGTERM as Ctrl-C: the writing processes killed, the staging folder removed
+            path = write_sample_corpus(args.out, seed=args.seed, force=args.force)
+    except KeyboardInterrupt as stop:
+        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+        print(f"\n{how}: no sample corpus written (its unfinished copy is removed); run the same command again",
+              file=sys.stderr)
+        _flush_and_exit(TERMINATED_EXIT if isinstance(stop, Terminated) else INTERRUPTED_EXIT)
     print(f"sample corpus: {path}")
     return 0
 
