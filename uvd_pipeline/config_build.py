@@ -96,7 +96,12 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb", "layout_check"}
 # every image of a multi-image webdataset sample (cover and pages) read; files shards read with
 # their subfolders; img2dataset and ImageFolder lineage values over 4 KiB left out, marked; a
 # 0-byte parquet cell `empty_file`; samples over 256 MiB `sample_too_large`.
-RENDER_REVISION = 13
+# 14 (2026-12-06): video deeper than 8 bits rounded to 8 bits before its RGB conversion; animated
+# GIFs read as videos, composited as browsers show them, and animated WebP through Pillow; an
+# open-GOP VOB cut's dropped leading frames hidden; COCO panoptic and LVIS read; hard-link tar
+# members read within budgets; 16-bit XPM colours; FITS/PAM/16-bit PSD refused; non-UTF-8
+# captions decoded with U+FFFD (img2dataset's bytes captions too), one bad metadata line alone lost.
+RENDER_REVISION = 14
 
 
 class BuildConfig(Strict):
