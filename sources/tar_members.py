@@ -737,7 +737,8 @@ def _digest(text: str) -> bytes:
 
 # Names hard link members of one tar link to, at most: each is kept (a 16-byte digest and, once its
 # file is read, where its bytes lie: ~200 bytes), so a tar of more is read with the links past it
-# rejected, not held. A deduplicated dataset links one file a duplicate; 65,536 hold ~13 MB.
+# rejected, not held. A deduplicated dataset links one file a duplicate; 65,536 hold ~13 MB (their
+# link counts, `HardLinks.left`, 2.6 MB of it).
 MAX_LINK_TARGETS = 1 << 16
 # Bytes one tar's hard links may hand over to be read (each link its target's size, judged before
 # it is read): `LINK_READ_FLOOR` plus `LINK_READ_RATIO` times the bytes of the tar read. A link
@@ -760,9 +761,10 @@ class HardLinks:
     """A tar's hard link members read as GNU tar and bsdtar extract them: a link (`ln a.jpg b.jpg;
     tar -cf x.tar .` stores `b.jpg` as one, of size 0) is the file its target name held when the
     link was met, the latest earlier member of that name (a copy `tar -r` appends later replaces
-    the name, not what was linked). `scan` gathers the names links link to (`wanted`); the read
-    notes where each such member's bytes lie as it passes (`seen`; a compressed tar's are held:
-    `hold`, `MAX_LINK_HELD_BYTES`) and hands a link over as a regular member at its target's bytes
+    the name, not what was linked). `scan` gathers the names links link to and how many links name
+    each (`wanted`); the read notes where each such member's bytes lie as it passes (`seen`; a
+    compressed tar's are held, `hold`, `MAX_LINK_HELD_BYTES`, until the last link naming it is read)
+    and hands a link over as a regular member at its target's bytes
     (`resolve`), read within the same caps and within the tar's budget for bytes read through links
     (`LINK_READ_FLOOR`). A link to a name no earlier member holds (after it, `tar --delete`d,
     outside the archive: `/etc/passwd`), or to one that is no regular file, or past a budget, stays
@@ -775,25 +777,28 @@ class HardLinks:
     compressed: bool = False  # the tar read is compressed (`read_members`): targets' bytes are held as they pass
     held_bytes: int = 0  # what `targets` holds of a compressed tar's bytes
     handed: int = 0  # bytes links have handed over to be read (`LINK_READ_FLOOR`)
+    left: dict[bytes, int] = field(default_factory=dict)  # digest -> links naming it still to come
 
     def wanted(self, info: tarfile.TarInfo) -> None:
-        """`scan` meets hard link `info`: the name it links to is noted."""
+        """`scan` meets hard link `info`: the name it links to is noted, and counted (`left`)."""
         digest = _digest(extracted_name(info.linkname))
         if digest in self.targets:
+            self.left[digest] = self.left.get(digest, 0) + 1
             return
         if len(self.targets) >= MAX_LINK_TARGETS:
             self.full = True
             return
         self.targets[digest] = None
+        self.left[digest] = 1
 
     def hold(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
         """The read of a compressed tar meets regular member `info`, not yet visited: when links
         link to its name, its bytes are read now (`held`, which `member_bytes` hands over), within
-        `MAX_LINK_HELD_BYTES`; else it is read as it would be."""
+        `MAX_LINK_HELD_BYTES`, while a later link still names it; else it is read as it would be."""
         if not self.compressed or not self.targets or not info.isreg() or getattr(info, "linked", False):
             return
         digest = _digest(extracted_name(info.name))
-        if digest not in self.targets:
+        if digest not in self.targets or not self.left.get(digest):
             return
         earlier = self.targets[digest]
         free = MAX_LINK_HELD_BYTES - self.held_bytes + (len(earlier) if isinstance(earlier, bytes) else 0)
@@ -831,6 +836,11 @@ class HardLinks:
         none (`member_type` says it)."""
         digest = _digest(extracted_name(info.linkname))
         target = self.targets.get(digest)
+        if digest in self.left:
+            self.left[digest] -= 1
+            if not self.left[digest] and isinstance(target, bytes):  # no later link names it: let go
+                self.held_bytes -= len(target)
+                self.targets[digest] = _NOT_HELD
         if target is None:
             kind = self.kinds.get(digest)
             info.why = (f"over the {MAX_LINK_TARGETS} names links of one archive may link to" if self.full

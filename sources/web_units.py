@@ -26,6 +26,9 @@ MAX_TAR_PARTS = 8
 # zlib's 32 KiB window, so memory stays bounded; never split into parts: each would inflate it all)
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 COMPRESSED_TAR_SUFFIXES = (".tar.gz", ".tgz")
+# a local tar starting with one of these (gzip, bzip2, xz: what tarfile's "r|*" streams, as
+# `tar_members.COMPRESSED_MAGIC`) is compressed whatever its name (a gzipped shard named `.tar`)
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
 
 
 @dataclass(frozen=True)
@@ -59,14 +62,18 @@ def owns_key(key: str, part: int, parts: int) -> bool:
 
 
 def tar_units(uri: str, root: str, part_bytes: int | None = None, max_parts: int | None = None) -> list[Unit]:
-    """A tar's units: one, or `parts` of a big local tar (of `part_bytes`, by default
-    `TAR_PART_BYTES`; at most `max_parts`, by default `MAX_TAR_PARTS`)."""
+    """A tar's units: one, or `parts` of a big local plain tar (of `part_bytes`, by default
+    `TAR_PART_BYTES`; at most `max_parts`, by default `MAX_TAR_PARTS`). A compressed one, by its
+    suffix or its first bytes, is one unit: each part would inflate all of it."""
     path = fsio.local_path(uri)
     parts = 1
     if path is not None and not uri.lower().endswith(COMPRESSED_TAR_SUFFIXES):
         try:
             size = os.path.getsize(path)
             parts = min(max_parts or MAX_TAR_PARTS, max(1, -(-size // (part_bytes or TAR_PART_BYTES))))
-        except OSError:  # a dangling link: its one unit says what became of it
+            if parts > 1:
+                with open(path, "rb") as handle:
+                    parts = 1 if handle.read(6).startswith(COMPRESSED_MAGIC) else parts
+        except OSError:  # a dangling link, an unreadable file: its one unit says what became of it
             parts = 1
     return [Unit("tar", (uri,), root, part, parts) for part in range(parts)]

@@ -773,7 +773,8 @@ def test_a_remote_parquets_footer_is_fetched_once_per_open(tmp_path: Path, layou
 
 def test_the_worker_memory_plan_counts_a_remote_files_block_cache():
     """README "What a worker needs per shard" counts what a remote parquet's open file holds
-    (`fsio.open_file(read_ahead=False)`: its blocks and its footer), from the figures the code uses."""
+    (`fsio.open_file(read_ahead=False)`: its blocks and its footer) and what a tar's read holds
+    (`tar_members`), from the figures the code uses."""
     from sources import fsio, parquet_pages
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
@@ -783,3 +784,7 @@ def test_the_worker_memory_plan_counts_a_remote_files_block_cache():
             f"{fsio.SEEKING_BLOCK_BYTES >> 20} MiB) and its footer (up to {fsio.MAX_TAIL_BYTES >> 20} MiB; a longer "
             f"one, up to the {parquet_pages.MAX_FOOTER_BYTES >> 20} MiB a footer may take,") in plan
     assert f"row group it decodes (up to {hf_parquet.ROW_GROUP_BYTES >> 20} MiB" in plan
+    from sources import tar_members
+    assert (f"holds up to {tar_members.MAX_HELD_BYTES >> 20} MiB (`MAX_HELD_BYTES`) of samples whose members lie "
+            "apart") in plan
+    assert f"later hard links still name (up to {tar_members.MAX_LINK_HELD_BYTES >> 20} MiB, `MAX_LINK_HELD_BYTES`" in plan

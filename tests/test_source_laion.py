@@ -116,8 +116,8 @@ def test_parquet_failures_are_counted(sample_corpus: Path):
 def test_parts_of_a_big_tar_yield_exactly_what_the_whole_tar_does(sample_corpus: Path, tmp_path: Path, monkeypatch,
                                                                   cut, gzipped):
     """A local tar over `TAR_PART_BYTES` is read as parts (so a few big tars spread over the
-    workers): together they yield the same items, rejects of a cut tar included, each once; also
-    when the `.tar` is gzip-compressed (then streamed), whole or cut."""
+    workers): together they yield the same items, rejects of a cut tar included, each once. A `.tar`
+    that is gzip-compressed (streamed: each part would inflate all of it), whole or cut, is one unit."""
     import gzip
 
     import sources.laion as laion
@@ -133,8 +133,10 @@ def test_parts_of_a_big_tar_yield_exactly_what_the_whole_tar_does(sample_corpus:
     assert [u.parts for u in source.units()] == [1, 1]
     monkeypatch.setattr(web_units, "TAR_PART_BYTES", 1 << 18)
     units = source.units()
-    assert len(units) > 4 and all(u.parts > 1 for u in units)
-    assert "part=" in repr(units[0])
+    assert len(units) > 4 and all(u.parts > 1 for u in units if not gzipped or u.uris[0].endswith("00002.tar"))
+    first = [u.parts for u in units if u.uris[0].endswith("00000.tar")]
+    assert first == [1] if gzipped else len(first) == first[0] > 1
+    assert "part=" in repr(units[-1])
     assert "part=" not in repr(laion.Unit("tar", ("x.tar",), "r"))  # a whole unit keeps its store id
     extracted: list[str] = []  # members whose bytes a part read: only its own samples'
     real_extract = tarfile.TarFile.extractfile

@@ -443,6 +443,32 @@ def test_a_gzipped_tars_links_are_read_within_what_its_read_holds_wherever_it_is
          "it plain)")]
 
 
+def test_a_gzipped_tars_held_link_target_is_let_go_once_its_last_link_is_read(tmp_path: Path, monkeypatch):
+    """A target's bytes are held only while a later link still names it: three photos, each linked
+    right after it (GNU tar -czf), with `MAX_LINK_HELD_BYTES` at two photos' size: every link is
+    read (before, each target was held to the tar's end, and the third link was refused)."""
+    import subprocess
+
+    from sources import tar_members
+
+    files, web = tmp_path / "files", tmp_path / "web"
+    files.mkdir()
+    web.mkdir()
+    photos = [_image(seed=20 + n) for n in range(3)]
+    for n, photo in enumerate(photos):
+        (files / f"{n}.jpg").write_bytes(photo)
+        os.link(files / f"{n}.jpg", files / f"{n + 3}.jpg")
+    subprocess.run(["tar", "-czf", str(web / "00000.tar.gz"), "-C", str(files),
+                    "0.jpg", "3.jpg", "1.jpg", "4.jpg", "2.jpg", "5.jpg"], check=True)
+    cap = sum(sorted(map(len, photos))[:2])
+    assert max(map(len, photos)) <= cap < sum(map(len, photos))
+    monkeypatch.setattr(tar_members, "MAX_LINK_HELD_BYTES", cap)
+    items = _read_all(LaionSource("web", str(web), "webdataset"))
+    assert not [i for i in items if isinstance(i, Reject)]
+    assert {i.key: i.data for i in items if isinstance(i, ImageRecord)} == {
+        f"web-00000-{n}": photos[n % 3] for n in range(6)}
+
+
 # -- 3. a cut img2dataset tar: every success accounted ------------------------------------------
 def _img2dataset_shard(root: Path, n: int = 12, failed: int = 2, resized: bool = False) -> list[bytes]:
     """One shard as img2dataset 1.47 writes it (webdataset format): tar, parquet, _stats.json."""
