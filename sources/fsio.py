@@ -513,6 +513,22 @@ def refuse_special(uri: str) -> None:
         raise NotAFile(uri, kind)
 
 
+def head_bytes(uri: str, size: int) -> bytes:
+    """The first `size` bytes of a file (fewer when it is shorter), in one ranged read: a sniff of
+    what a file is, where `open_file` would fetch a whole 5 MiB read-ahead block of a remote one. A
+    local fifo, socket or device raises `NotAFile` unopened. Not recorded as an input: the reader
+    that opens the file records it."""
+    refuse_special(uri)
+    path = local_path(uri)
+    if path is not None:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    fs, remote = filesystem(uri)
+    # no cache: the read fetches its range alone (a store's `cat_file` may open with read-ahead)
+    with fs.open(remote, "rb", block_size=max(size, 1), cache_type="none") as handle:
+        return handle.read(size)
+
+
 # a remote file read by seeking (`open_file(read_ahead=False)`) is fetched in blocks of this size,
 # at most `SEEKING_BLOCKS` kept (least recently used let go): 64 MiB held at most per open file
 SEEKING_BLOCK_BYTES = 1 << 20

@@ -16,6 +16,7 @@ from fractions import Fraction
 from typing import Sequence
 
 from sources import fsio
+from sources.gif_screen import GIF_SIGNATURES
 from sources.video_open import VideoError
 from transforms.headers import gif_frames, gif_screen
 
@@ -31,12 +32,10 @@ def judge_gif(uri: str, max_pixels: int, cpu_s: float) -> None:
     """Raise `video_too_large` for a GIF whose logical screen is over `max_pixels`, and
     `decode_timeout` for one whose screen pixels times frames cannot decode within `cpu_s`
     CPU seconds; a file that is no GIF is left to the decoder."""
-    try:
-        with fsio.open_file(uri) as handle:
-            head = handle.read(6)
-            if head not in (b"GIF87a", b"GIF89a"):
-                return
-            data = head + handle.read(GIF_WALK_BYTES - 6)
+    try:  # a ranged read of the signature (every video's), then of the walk (a GIF's only)
+        if fsio.head_bytes(uri, 6) not in GIF_SIGNATURES:
+            return
+        data = fsio.head_bytes(uri, GIF_WALK_BYTES)
     except OSError:  # gone, forbidden, a fifo: the decoding process meets it and says why, as for any video
         return
     screen = gif_screen(data)

@@ -88,18 +88,12 @@ def _gif_cleared(uri: str) -> ClearedBackground | None:
     for any other file (opened as it is, by its path), and one this cannot open (a fifo: FFmpeg's
     open then blocks until the budget ends it, as before)."""
     try:
+        if not clears_background(fsio.head_bytes(uri, GIF_HEAD)):  # one ranged read of any video
+            return None
         handle = fsio.open_file(uri)
     except OSError:
         return None
-    try:
-        if clears_background(handle.read(GIF_HEAD)):
-            handle.seek(0)
-            return ClearedBackground(handle)
-    except BaseException:
-        handle.close()
-        raise
-    handle.close()
-    return None
+    return ClearedBackground(handle)
 
 
 def _pages_refusal_detail(refusal: str) -> str:

@@ -80,9 +80,7 @@ WEBP_CONTAINER = "webp"  # `Probe.container` of a file this module reads (FFmpeg
 def _is_riff_webp(uri: str) -> bool:
     """Whether the file starts as WebP does (RIFF, size, WEBP)."""
     try:
-        path = fsio.local_path(uri)
-        with (open(path, "rb") if path else fsio.open_file(uri)) as handle:
-            head = handle.read(12)
+        head = fsio.head_bytes(uri, 12)  # one ranged read, never a remote read-ahead block
     except PermissionError as exc:  # mode 000, another user's: the file's reject, as for other videos
         raise VideoError(UNREADABLE_FILE, f"{exception_detail(exc)}: give this user read access to it "
                                           "(chmod a+r)") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from pathlib import Path
 
 import video_zoo
 
@@ -23,17 +24,25 @@ def _cli_md5s(path) -> list[str]:
     return [line.split(",")[5].strip() for line in listing.splitlines() if line and not line.startswith("#")]
 
 
+
+def _cut_at_1_5_s(tmp_path: Path, gop: str, b_frames: str, x264_params: str) -> Path:
+    """80 frames of x264 (`-g gop -bf b_frames`, its `x264_params`) into VOB, cut at 1.5 s by the
+    CLI's stream copy (`-ss 1.5 -c copy`): the cut's path."""
+    video_zoo.require_ffmpeg()
+    whole, part = tmp_path / "whole.vob", tmp_path / "cut.vob"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120:r=25", "-frames:v", "80", "-c:v", "libx264",
+                     "-threads", "1", "-pix_fmt", "yuv420p", "-g", gop, "-bf", b_frames,
+                     "-x264-params", x264_params, "-f", "vob", str(whole))
+    video_zoo.ffmpeg("-ss", "1.5", "-i", str(whole), "-c", "copy", "-f", "vob", str(part))
+    return part
+
+
 def test_a_vob_joined_to_its_open_gop_cut_gives_each_part_as_alone(tmp_path):
     """80 frames of x264 (`open-gop=1`, a key frame every 10, 2 B-frames, AUDs as DVD authoring
     writes) into VOB, cut at 1.5 s by a stream copy: the cut opens with an open GOP (a key frame that
     is no IDR, its leading B-frames hidden as at a file's start). The cut joined to itself gives each
     part's 40 frames as the CLI shows the cut alone, frames picked across the join too."""
-    video_zoo.require_ffmpeg()
-    whole, part = tmp_path / "whole.vob", tmp_path / "cut.vob"
-    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120:r=25", "-frames:v", "80", "-c:v", "libx264",
-                     "-threads", "1", "-pix_fmt", "yuv420p", "-g", "10", "-bf", "2",
-                     "-x264-params", "aud=1:open-gop=1:keyint=10:min-keyint=10:scenecut=0", "-f", "vob", str(whole))
-    video_zoo.ffmpeg("-ss", "1.5", "-i", str(whole), "-c", "copy", "-f", "vob", str(part))
+    part = _cut_at_1_5_s(tmp_path, "10", "2", "aud=1:open-gop=1:keyint=10:min-keyint=10:scenecut=0")
     joined = tmp_path / "joined.vob"
     joined.write_bytes(part.read_bytes() * 2)
     expected = _cli_md5s(part) * 2
@@ -54,12 +63,7 @@ def test_an_open_gop_vob_cut_whose_stamped_leading_frame_is_dropped_gives_the_cl
     It was counted and named all the same (41 frames where the CLI shows 40, the 17th missing
     when decoded); it is hidden, and the cut joined to itself gives each part as the cut alone. The
     frames are timed a frame apart (the step taken from the decoder's output order)."""
-    video_zoo.require_ffmpeg()
-    whole, part = tmp_path / "whole.vob", tmp_path / "cut.vob"
-    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120:r=25", "-frames:v", "80", "-c:v", "libx264",
-                     "-threads", "1", "-pix_fmt", "yuv420p", "-g", "20", "-bf", "3",
-                     "-x264-params", "open-gop=1:scenecut=0", "-f", "vob", str(whole))
-    video_zoo.ffmpeg("-ss", "1.5", "-i", str(whole), "-c", "copy", "-f", "vob", str(part))
+    part = _cut_at_1_5_s(tmp_path, "20", "3", "open-gop=1:scenecut=0")
     expected = _cli_md5s(part)
     assert len(expected) == 40
     info = probe(str(part))

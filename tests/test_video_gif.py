@@ -96,3 +96,38 @@ def test_gif_delays_under_two_centiseconds_are_shown_for_ten_as_browsers_do(tmp_
                    check=True)
     info = probe(str(gif))
     assert info.times == pytest.approx((0.0, step, 2 * step)) and info.fps == pytest.approx(1 / step)
+
+
+def test_the_first_bytes_sniffs_of_a_remote_video_fetch_only_those_bytes(tmp_path):
+    """Each sniff of what a video is (a GIF's signature in the parent, WebP's in the probe, a GIF
+    to clear on each open) read a remote video through fsspec's 5 MiB read-ahead: 3 blocks, about
+    15 MiB, for an ordinary mp4's probe. Each fetches only the bytes it reads."""
+    from fsspec.registry import register_implementation
+    from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+
+    from sources.video_gif import judge_gif
+    from sources.video_open import _gif_cleared
+    from sources.video_webp import _is_riff_webp
+
+    data = b"\x00\x00\x00\x20ftypisom" + bytes(6 << 20)  # an mp4's head, 6 MiB long
+    fetched = []
+
+    class CountedFile(AbstractBufferedFile):
+        def _fetch_range(self, start, end):
+            fetched.append(min(end, len(data)) - start)
+            return data[start:end]
+
+    class CountedStore(AbstractFileSystem):
+        protocol = "uvdcounted"
+
+        def info(self, path, **kw):
+            return {"name": path, "size": len(data), "type": "file", "mtime": 0}
+
+        def _open(self, path, mode="rb", block_size=None, **kw):
+            return CountedFile(self, path, mode, block_size=block_size or "default", size=len(data), **kw)
+
+    register_implementation("uvdcounted", CountedStore, clobber=True)
+    uri = "uvdcounted://bucket/clip.mp4"
+    judge_gif(uri, 10**9, 600)
+    assert not _is_riff_webp(uri) and _gif_cleared(uri) is None
+    assert sum(fetched) <= 64, fetched

@@ -119,6 +119,11 @@ def _durations(path: Path) -> list[int]:
     if shutil.which("webpmux"):
         text = subprocess.run(["webpmux", "-info", str(path)], check=True, capture_output=True, text=True).stdout
         return [int(m.group(1)) for m in re.finditer(r"^\s*\d+:\s+\d+\s+\d+\s+\w+\s+\d+\s+\d+\s+(\d+)", text, re.M)]
+    return _pillow_durations(path)
+
+
+def _pillow_durations(path: Path) -> list[int]:
+    """Each frame's duration (ms) as Pillow (libwebp's demuxer) gives it."""
     with Image.open(path) as image:
         durations = []
         for i in range(image.n_frames):
@@ -282,12 +287,7 @@ def test_an_anmf_chunk_without_an_image_is_no_frame_as_libwebp_reads_it(webps, t
     forged[4:8] = struct.pack("<I", len(forged) - 8)
     path = tmp_path / "empty_anmf.webp"
     path.write_bytes(bytes(forged))
-    with Image.open(path) as image:
-        durations = []
-        for i in range(image.n_frames):
-            image.seek(i)
-            image.load()
-            durations.append(image.info["duration"])
+    durations = _pillow_durations(path)
     assert durations == [40] * 10 + [100] * (N - 10)
     (record,) = list(VideoSource("crawl", str(tmp_path), strides=(1,)).read(str(path)))
     assert isinstance(record, VideoRecord) and record.n_frames == N, record
