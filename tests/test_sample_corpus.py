@@ -121,7 +121,8 @@ def test_same_bytes_on_every_run(sample_corpus: Path, tmp_path: Path):
 # `uvd sample` whose one family records its process, then writes for a long time (a real family
 # takes up to 20 s on a loaded machine)
 STUCK_CORPUS = """
-import os, sys, time
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as a shell starts it, whatever the test runner left
 from pathlib import Path
 import uvd_pipeline.sample as sample
 pids = Path(sys.argv[2])
