@@ -55,11 +55,13 @@ build-uvd: sample
 # `ffmpeg`), and the phone photo tests compare AVIF/HEIC decodes with libheif's `heif-convert`
 # (Debian's `libheif-examples`), all installed here when missing; the img2dataset tests run
 # img2dataset from its own venv. UVD_REQUIRE_* make those tests fail rather than skip without them.
-# Two pytest workers (pytest-xdist), each test file on one of them: the suite is mostly one
-# process waiting on another (Beam workers, ffmpeg, img2dataset), so two files at a time take
-# 4 minutes instead of 7 on two cores; session fixtures are built once per worker.
+# Three pytest workers (pytest-xdist), each test file on one of them: the suite is mostly one
+# process waiting on another (Beam workers, ffmpeg, img2dataset, a kill's moment, a fixture another
+# worker is making), so a third file at a time fills the waits of two cores; the expensive session
+# fixtures are made once for all workers (`made_once_for_all_workers`).
+TEST_WORKERS ?= 3
 test: test-deps bytecode
-	UVD_REQUIRE_ARCHIVERS=1 UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 UVD_REQUIRE_HEIF_CONVERT=1 UVD_REQUIRE_IMG2DATASET=1 $(PY) -m pytest -m "slow or not slow" -q -n 2 --dist loadfile
+	UVD_REQUIRE_ARCHIVERS=1 UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 UVD_REQUIRE_HEIF_CONVERT=1 UVD_REQUIRE_IMG2DATASET=1 $(PY) -m pytest -m "slow or not slow" -q -n $(TEST_WORKERS) --dist loadfile
 
 img2dataset: $(I2D_STAMP)
 
