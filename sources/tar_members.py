@@ -72,6 +72,7 @@ import numpy as np
 from sources import fsio
 from sources.paths import NOT_A_FILE, set_aside_problem
 from sources.records import MAX_INPUT_FILE_BYTES, Reject, bounded, data_key, nfc, raise_machine_error
+from sources.web_units import COMPRESSED_MAGIC  # a compressed tar is always streamed ("r|*")
 from transforms.errors import exception_detail
 
 MEMBER_TOO_LARGE = "member_too_large"  # a tar member over MAX_INPUT_FILE_BYTES, judged on its header
@@ -933,8 +934,6 @@ def tar_mode(handle: IO[bytes]) -> str:
     return "r|*" if head.startswith(COMPRESSED_MAGIC) else "r:"
 
 
-# magic numbers of the compressions tarfile's "r|*" reads: a compressed tar is always streamed
-COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
 
 
 # What `scan` keeps of a plain tar's headers for the read, in bytes: ~50 a member besides its name,

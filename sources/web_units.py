@@ -26,8 +26,8 @@ MAX_TAR_PARTS = 8
 # zlib's 32 KiB window, so memory stays bounded; never split into parts: each would inflate it all)
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 COMPRESSED_TAR_SUFFIXES = (".tar.gz", ".tgz")
-# a local tar starting with one of these (gzip, bzip2, xz: what tarfile's "r|*" streams, as
-# `tar_members.COMPRESSED_MAGIC`) is compressed whatever its name (a gzipped shard named `.tar`)
+# a tar starting with one of these (gzip, bzip2, xz: what tarfile's "r|*" streams) is compressed
+# whatever its name (a gzipped shard named `.tar`); `tar_members` reads by them too
 COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
 
 
