@@ -105,13 +105,8 @@ def _json_keys(uri: str) -> frozenset[str]:
 def _is_animation(uri: str) -> bool:
     """Whether a `.webp` file is a video: its VP8X chunk declares an animation, or it is no WebP at
     all (a GIF saved as `.webp`: the video reader sniffs it). A still WebP is an image."""
-    local = fsio.local_path(uri)
-    try:
-        if local is not None and not stat.S_ISREG(os.stat(local).st_mode):
-            return False
-        fs, inner = fsio.filesystem(uri)
-        with fs.open(inner, "rb") as handle:
-            head = handle.read(WEBP_HEAD_BYTES)
+    try:  # one ranged read (a remote file's read-ahead would fetch 5 MiB); a fifo or device never opened
+        head = fsio.head_bytes(uri, WEBP_HEAD_BYTES)
     except (OSError, ValueError):
         return False
     if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
