@@ -55,17 +55,22 @@ def judge_gif(uri: str, max_pixels: int, cpu_s: float) -> None:
                                            f"{cpu_s:g}")
 
 
-# browsers show a GIF frame whose delay is 0 or 1 centisecond for 10 (Chromium, Firefox, WebKit; the
-# ffmpeg 5.1 CLI's demuxer too, `min_delay` 2): FFmpeg 8's demuxer, in PyAV, makes only a 0 delay 10
-GIF_MIN_DELAY_CS, GIF_DEFAULT_DELAY_CS = 2, 10
+BROWSER_MIN_MS, BROWSER_DEFAULT_MS = 10, 100  # a frame shown for 10 ms or less is shown 100 ms
+
+
+def shown_ms(duration_ms: int) -> int:
+    """How long browsers show a frame of this stored duration: 10 ms or less (0: "as fast as you
+    can", which ads and Pillow's default writers store) is 100 ms, Chromium's and Firefox's rule for
+    GIF and WebP alike (`gif_times`, `sources.video_webp`)."""
+    return BROWSER_DEFAULT_MS if duration_ms <= BROWSER_MIN_MS else duration_ms
 
 
 def gif_times(stamps: Sequence[int], time_base: Fraction) -> tuple[float, ...]:
     """Each frame's time in seconds from the first, its stamps (the demuxer's sums of delays) with
-    every delay under `GIF_MIN_DELAY_CS` shown for `GIF_DEFAULT_DELAY_CS`, as browsers show it."""
-    times, at, tick = [0.0], Fraction(0), Fraction(1, 100)
+    each delay shown as browsers show it (`shown_ms`: 0 or 1 centisecond is 10; the
+    ffmpeg 5.1 CLI's demuxer too, `min_delay` 2; FFmpeg 8's, in PyAV, makes only a 0 delay 10)."""
+    times, at = [0.0], Fraction(0)
     for before, after in zip(stamps, stamps[1:]):
-        delay = (after - before) * time_base
-        at += GIF_DEFAULT_DELAY_CS * tick if delay < GIF_MIN_DELAY_CS * tick else delay
+        at += Fraction(shown_ms((after - before) * time_base * 1000), 1000)
         times.append(round(float(at), 6))
     return tuple(times[:len(stamps)])

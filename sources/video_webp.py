@@ -35,6 +35,7 @@ from typing import IO, Callable, Iterator, Sequence
 import numpy as np
 
 from sources import fsio
+from sources.video_gif import shown_ms
 from sources.video_memory import DECODER_BASE_MB, DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB
 from sources.video_open import UNREADABLE_FILE, VideoError
 from sources.video_probe import Probe
@@ -166,16 +167,6 @@ def _bitstream_size(fourcc: bytes, body: bytes) -> tuple[int, int]:
         bits = struct.unpack("<I", body[1:5])[0]
         return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
     raise VideoError("unreadable", f"a {fourcc.decode('latin-1').strip()} chunk without its frame header")
-
-
-BROWSER_MIN_MS, BROWSER_DEFAULT_MS = 10, 100  # a frame shown for 10 ms or less is shown 100 ms
-
-
-def shown_ms(duration_ms: int) -> int:
-    """How long browsers show a frame of this stored duration: 10 ms or less (0: "as fast as you
-    can", which ads and Pillow's default writers store) is 100 ms, Chromium's and Firefox's rule for
-    GIF and WebP alike, and FFmpeg's GIF demuxer's (`sources.video`'s GIF path)."""
-    return BROWSER_DEFAULT_MS if duration_ms <= BROWSER_MIN_MS else duration_ms
 
 
 def judge(layout: Layout, max_pixels: int, memory_mb: int) -> None:
