@@ -14,9 +14,8 @@ from __future__ import annotations
 import io
 from typing import BinaryIO
 
-import numpy as np
+from transforms.headers import GIF_SIGNATURES
 
-GIF_SIGNATURES = (b"GIF87a", b"GIF89a")
 _FLAGS_AT, BACKGROUND_AT = 10, 11  # the logical screen descriptor's packed flags and background index
 PAST_THE_TABLE = 255  # an index past every global table of fewer than 256 colours
 

@@ -16,9 +16,8 @@ from fractions import Fraction
 from typing import Sequence
 
 from sources import fsio
-from sources.gif_screen import GIF_SIGNATURES
 from sources.video_open import VideoError
-from transforms.headers import gif_frames, gif_screen
+from transforms.headers import GIF_SIGNATURES, gif_frames, gif_screen
 
 
 # Screen pixels FFmpeg's GIF decoder paints a CPU-second, at the fastest of the frame sizes measured

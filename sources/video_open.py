@@ -10,6 +10,7 @@ from sources.gif_screen import ClearedBackground, clears_background
 from sources.ogg_video_pages import VideoPages
 from sources.video_index import UnsupportedVideo, multistream_detail
 from transforms.errors import Rejected, exception_detail
+from transforms.headers import GIF_SCREEN
 
 
 class VideoError(Rejected):
@@ -33,7 +34,6 @@ def _quiet() -> None:
     av.logging.set_level(av.logging.FATAL)
 
 
-GIF_HEAD = 13  # a GIF's signature and logical screen descriptor
 
 
 UNREADABLE_FILE = "unreadable_file"  # the operating system refused to open it: the file's reject, as a picture's
@@ -88,7 +88,7 @@ def _gif_cleared(uri: str) -> ClearedBackground | None:
     for any other file (opened as it is, by its path), and one this cannot open (a fifo: FFmpeg's
     open then blocks until the budget ends it, as before)."""
     try:
-        if not clears_background(fsio.head_bytes(uri, GIF_HEAD)):  # one ranged read of any video
+        if not clears_background(fsio.head_bytes(uri, GIF_SCREEN)):  # one ranged read of any video
             return None
         handle = fsio.open_file(uri)
     except OSError:

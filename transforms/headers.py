@@ -840,11 +840,12 @@ class Pages:
 # in well under a second in this loop; a file of 1-byte sub-blocks stops here, its count a lower bound
 PAGE_WALK_STEPS = 1 << 20
 GIF_SCREEN = 13  # "GIF89a", the logical screen's width and height, flags, background, aspect
+GIF_SIGNATURES = (b"GIF87a", b"GIF89a")
 
 
 def gif_screen(data: bytes) -> tuple[int, int] | None:
     """(width, height) of a GIF's logical screen (GIF89a section 18), None if it is not a GIF."""
-    if data[:6] not in (b"GIF87a", b"GIF89a") or len(data) < GIF_SCREEN:
+    if data[:6] not in GIF_SIGNATURES or len(data) < GIF_SCREEN:
         return None
     return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
 
