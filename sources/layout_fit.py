@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 import tarfile
 from dataclasses import dataclass, field
 from itertools import islice
@@ -31,7 +30,9 @@ from itertools import islice
 from sources import fsio
 from sources.img2dataset_listing import LISTING_SUFFIXES, WORK_FOLDER
 from sources.video import VIDEO_EXTENSIONS
+from sources.video_webp import ANIMATION_FLAG
 from sources.web_samples import IMAGE_EXTENSIONS
+from transforms.headers import GIF_SIGNATURES
 
 TOP_ENTRIES = 2000  # names read from the path's own folder (a 1M-file folder: its first 2000)
 SUB_ENTRIES = 200  # names read from each sub-folder looked into
@@ -43,7 +44,6 @@ IMG2DATASET_STAT = "failed_to_resize"  # img2dataset's stats count it; video2dat
 DATASET_CARD = "README.md"  # a Hugging Face dataset repo's card
 WEBP_HEADS = 8  # `.webp` files whose first bytes are read: a web crawl's still images share the name
 WEBP_HEAD_BYTES = 21  # RIFF, size, WEBP, VP8X, its size, its flags
-WEBP_ANIMATION_FLAG = 0x02  # VP8X flags: an animation (`sources.video_webp.ANIMATION_FLAG`)
 
 WEB_TYPES = ("laion", "synthetic", "pseudo_labeled")  # readers of web images (`sources.web_reader`)
 ANY_IMAGE_TYPES = ("synthetic", "pseudo_labeled")  # make tasks from any image: a photo dataset's root too
@@ -90,13 +90,8 @@ def _entries(path: str, limit: int) -> tuple[dict[str, bool], bool] | None:
 def _json_keys(uri: str) -> frozenset[str]:
     """The top-level keys of a small JSON object file (its first `STATS_BYTES`); none when it is
     no such file (a fifo or device is never opened)."""
-    local = fsio.local_path(uri)
-    try:
-        if local is not None and not stat.S_ISREG(os.stat(local).st_mode):
-            return frozenset()
-        fs, inner = fsio.filesystem(uri)
-        with fs.open(inner, "rb") as handle:
-            value = json.loads(handle.read(STATS_BYTES))
+    try:  # one ranged read; a fifo or device refused unopened, a folder an OSError
+        value = json.loads(fsio.head_bytes(uri, STATS_BYTES))
     except (OSError, ValueError, UnicodeDecodeError):
         return frozenset()
     return frozenset(value) if isinstance(value, dict) else frozenset()
@@ -110,8 +105,8 @@ def _is_animation(uri: str) -> bool:
     except (OSError, ValueError):
         return False
     if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
-        return head[:4] == b"GIF8"
-    return head[12:16] == b"VP8X" and len(head) == WEBP_HEAD_BYTES and bool(head[20] & WEBP_ANIMATION_FLAG)
+        return head[:6] in GIF_SIGNATURES
+    return head[12:16] == b"VP8X" and len(head) == WEBP_HEAD_BYTES and bool(head[20] & ANIMATION_FLAG)
 
 
 def _animated_webp(path: str, listings: dict[str, dict[str, bool]]) -> frozenset[str]:
@@ -123,10 +118,8 @@ def _animated_webp(path: str, listings: dict[str, dict[str, bool]]) -> frozenset
 
 def _tar_members(uri: str) -> list[str]:
     """The first member names of a plain tar (headers only; a fifo or device is never opened)."""
-    local = fsio.local_path(uri)
     try:
-        if local is not None and not stat.S_ISREG(os.stat(local).st_mode):
-            return []
+        fsio.refuse_special(uri)  # a fifo or device never opened (`NotAFile`, an OSError)
         fs, inner = fsio.filesystem(uri)
         with fs.open(inner, "rb") as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
             return [m.name for m in islice(tar, TAR_MEMBERS)]

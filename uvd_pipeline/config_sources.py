@@ -71,7 +71,7 @@ class LinkOptions(Strict):
                                "out of `path` (default: each is a reject `outside_root`)")
 
 
-class LaionSourceConfig(SourceBase, LinkOptions, LaterFields):
+class LaionSourceConfig(SourceBase, LinkOptions):
     LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"image_column": None, "caption_column": None, "hf_config": None}
     type: Literal["laion"]
     format: Literal["auto", "webdataset", "files", "parquet", "huggingface", "folder"] = "auto"
@@ -151,7 +151,7 @@ class Co3dSourceConfig(SourceBase, LinkOptions):
     remainder: Literal["drop", "wrap"] = "drop"
 
 
-class CocoSourceConfig(SourceBase, LinkOptions, PairSource, LaterFields):
+class CocoSourceConfig(SourceBase, LinkOptions, PairSource):
     # index_memory_mb is not in the content hash (`RUN_ONLY_FIELDS`); left out of the saved config at
     # its first default so that a build record from before it still reads as the same configuration
     # (panoptic_dir likewise, at its first default)
@@ -176,7 +176,7 @@ class MpiiSourceConfig(SourceBase, LinkOptions, PairSource):
     images_dir: str = "images"
 
 
-class SegmentationSourceConfig(SourceBase, LinkOptions, PairSource, LaterFields):
+class SegmentationSourceConfig(SourceBase, LinkOptions, PairSource):
     LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"tasks": ("segmentation",)}
     type: Literal["segmentation"]
     layout: Literal["ade20k", "ade20k_full", "cityscapes", "voc", "sbd"] = "ade20k"
@@ -208,7 +208,7 @@ class MultiTaskSourceConfig(SourceBase, LinkOptions, GroupedOptions):
     tuples_per_sentence: StrictInt = Field(3, ge=1, le=12, description="LVM: 3 tuples of 5 = 15 images")
 
 
-class AnnotatedVideoSourceConfig(SourceBase, LinkOptions, LaterFields):
+class AnnotatedVideoSourceConfig(SourceBase, LinkOptions):
     LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"official_split": 1}
     type: Literal["annotated_video"]
     layout: Literal["vipseg", "jhmdb"]
