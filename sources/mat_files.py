@@ -305,30 +305,35 @@ def _variables(data: bytes, max_inflated: int) -> Iterator[tuple[bytes, str, str
     """Each top-level variable of a file scipy reads as MAT v5 (`mat_v5_order`): (its miMATRIX
     headers through its name, inflated where compressed; byte order; name; where its element lies
     in `data`; a call giving its whole miMATRIX, inflated no further than just past `max_inflated`).
-    A variable not wanted is passed by its name alone: a compressed one was inflated whole (up to
-    the budget, held) only to be skipped. Nothing for other files (MAT v4, v7.3, not MAT at all)."""
+    A compressed variable not wanted is passed by its name alone: it was inflated whole (up to the
+    budget, held) only to be skipped; an uncompressed one is one copy of its element (it was two).
+    Nothing for other files (MAT v4, v7.3, not MAT at all)."""
     order = mat_v5_order(data)
     if order is None:
         return
+    view = memoryview(data)  # the compressed bytes handed to zlib uncopied
     position = 128
     while position + 8 <= len(data):
         mdtype, nbytes = struct.unpack_from(order + "II", data, position)
-        payload = data[position + 8: position + 8 + nbytes]
         where = slice(position, position + 8 + nbytes)
         position += 8 + nbytes
         if mdtype == MI_COMPRESSED:
             inflater = zlib.decompressobj()
             try:
-                head = _inflated_head(inflater, payload, order, max_inflated)
+                head = _inflated_head(inflater, view[where.start + 8: where.stop], order, max_inflated)
             except zlib.error:
                 raise ValueError("a compressed variable is not zlib data") from None
             whole = functools.partial(_inflated_rest, inflater, head, max_inflated)
         elif mdtype == MI_MATRIX:
-            head = payload = data[position - 8 - nbytes: position]
-            whole = functools.partial(bytes, payload)
+            head = data[where]
+            whole = functools.partial(_same, head)
         else:
             raise ValueError("a top-level element is not a variable")  # scipy stops there too
         yield head, order, _variable_name(head, order), where, whole
+
+
+def _same(value: bytes) -> bytes:
+    return value
 
 
 def _inflated_rest(inflater: Any, head: bytes, max_inflated: int) -> bytes:
