@@ -60,7 +60,6 @@ from sources.records import (MachineError, Reject, SourceItem, TarMember, VideoC
 from sources.video_webp import WEBP_CONTAINER
 from sources.video_decode import (DECODER_MACHINE_ERRNOS, DEFAULT_MAX_PIXELS, FRAME_SIZE_CHANGES, Probe, VideoError,
                                   decord_exact)
-from sources.video_gif import judge_gif
 from transforms.errors import exception_detail
 
 log = logging.getLogger(__name__)
@@ -375,9 +374,10 @@ def probe_video(uri: str, decoder: DecoderChoice = "auto", limits: Budget = Budg
     Raises VideoError."""
     with _worker_uri(uri, member) as local:  # an OSError here is the machine's: the unit fails
         try:
-            judge_gif(local, max_pixels, limits.cpu_s or limits.time_s)  # a GIF's cost, before decoding it
-            # every file, whatever its name, through `sources.video_webp`: WebP by its first bytes, else FFmpeg
-            info: Probe = budget.call("sources.video_webp:probe", local, max_pixels, limits.memory_mb, budget=limits)
+            # every file, whatever its name, through `sources.video_webp`: WebP by its first bytes, else
+            # FFmpeg, a GIF's cost judged before it is decoded (`video_gif.judge_gif`)
+            info: Probe = budget.call("sources.video_webp:probe", local, max_pixels, limits.memory_mb,
+                                      limits.cpu_s or limits.time_s, budget=limits)
             webp = info.container == WEBP_CONTAINER
             why = _decord_refusal(local, info, max_pixels, limits) if decoder == "decord" and not webp else None
         except (BudgetExceeded, JobError) as exc:

@@ -27,12 +27,13 @@ GIF_SCREEN_PIXELS_PER_CPU_S = 4_000_000_000
 GIF_WALK_BYTES = 64 << 20  # the frames walked: a longer GIF counts at least those within these bytes
 
 
-def judge_gif(uri: str, max_pixels: int, cpu_s: float) -> None:
+def judge_gif(uri: str, max_pixels: int, cpu_s: float, head: bytes | None = None) -> None:
     """Raise `video_too_large` for a GIF whose logical screen is over `max_pixels`, and
     `decode_timeout` for one whose screen pixels times frames cannot decode within `cpu_s`
-    CPU seconds; a file that is no GIF is left to the decoder."""
-    try:  # a ranged read of the signature (every video's), then of the walk (a GIF's only)
-        if fsio.head_bytes(uri, 6) not in GIF_SIGNATURES:
+    CPU seconds; a file that is no GIF is left to the decoder. `head`: the file's first bytes
+    where the caller has read them (`sources.video_webp.probe`, in the probe's budgeted worker)."""
+    try:  # a ranged read of the signature (unless given), then of the walk (a GIF's only)
+        if (head if head is not None else fsio.head_bytes(uri, 6))[:6] not in GIF_SIGNATURES:
             return
         data = fsio.head_bytes(uri, GIF_WALK_BYTES)
     except OSError:  # gone, forbidden, a fifo: the decoding process meets it and says why, as for any video

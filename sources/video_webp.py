@@ -35,12 +35,13 @@ from typing import IO, Callable, Iterator, Sequence
 import numpy as np
 
 from sources import fsio
-from sources.video_gif import shown_ms
+from sources.video_gif import judge_gif, shown_ms
 from sources.video_memory import DECODER_BASE_MB, DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB
 from sources.video_open import UNREADABLE_FILE, VideoError
 from sources.video_probe import Probe
 from sources.video_probe import probe as ffmpeg_probe
 from transforms.errors import exception_detail
+from transforms.headers import GIF_SCREEN
 
 WEBP_SUFFIX = ".webp"
 # per canvas pixel while decoding: libwebp's canvas and its disposed copy (RGBA, 4 + 4), the canvas
@@ -78,15 +79,20 @@ class Layout:
 WEBP_CONTAINER = "webp"  # `Probe.container` of a file this module reads (FFmpeg's still WebP demuxer: "webp_pipe")
 
 
-def _is_riff_webp(uri: str) -> bool:
-    """Whether the file starts as WebP does (RIFF, size, WEBP)."""
+def _first_bytes(uri: str) -> bytes:
+    """The file's first `GIF_SCREEN` bytes (enough to tell WebP and a GIF's screen), in one ranged
+    read; b"" where it cannot be read (gone, a folder, a fifo: FFmpeg's probe meets it and says so)."""
     try:
-        head = fsio.head_bytes(uri, 12)  # one ranged read, never a remote read-ahead block
+        return fsio.head_bytes(uri, GIF_SCREEN)  # never a remote read-ahead block
     except PermissionError as exc:  # mode 000, another user's: the file's reject, as for other videos
         raise VideoError(UNREADABLE_FILE, f"{exception_detail(exc)}: give this user read access to it "
                                           "(chmod a+r)") from None
-    except OSError:  # gone, a folder, a fifo's error: FFmpeg's probe meets it and says so, as for any video
-        return False
+    except OSError:
+        return b""
+
+
+def _is_riff_webp(head: bytes) -> bool:
+    """Whether a file's first bytes are WebP's (RIFF, size, WEBP)."""
     return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
 
 
@@ -246,11 +252,16 @@ def _composited(data: bytes, count: int, frames: int) -> Iterator[np.ndarray]:
             yield to_rgb_array(image)  # alpha on white, strip by strip, as a still image
 
 
-def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
+def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB,
+          cpu_s: float | None = None) -> Probe:
     """What planning needs (`sources.video_probe.Probe`) of a WebP file: its frames and their times
     from the chunks, the canvas judged, and the first frame decoded. A file that is no WebP (a GIF
-    named `.webp`) is FFmpeg's to probe (`sources.video_probe.probe`)."""
-    if not _is_riff_webp(uri):
+    named `.webp`, any video) is FFmpeg's to probe (`sources.video_probe.probe`), a GIF's cost first
+    judged against `cpu_s` (`judge_gif`) from the same first bytes: one read of them a probe."""
+    head = _first_bytes(uri)
+    if not _is_riff_webp(head):
+        if cpu_s is not None and head:
+            judge_gif(uri, max_pixels, cpu_s, head)
         return ffmpeg_probe(uri, max_pixels, memory_mb)
     layout, data = _layout_and_bytes(uri, max_pixels, memory_mb)
     n = len(layout.durations)

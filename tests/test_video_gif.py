@@ -99,15 +99,15 @@ def test_gif_delays_under_two_centiseconds_are_shown_for_ten_as_browsers_do(tmp_
 
 
 def test_the_first_bytes_sniffs_of_a_remote_video_fetch_only_those_bytes(tmp_path):
-    """Each sniff of what a video is (a GIF's signature in the parent, WebP's in the probe, a GIF
-    to clear on each open) read a remote video through fsspec's 5 MiB read-ahead: 3 blocks, about
+    """Each sniff of what a video is (WebP's or a GIF's in the probe, a GIF to clear on each open)
+    read a remote video through fsspec's 5 MiB read-ahead: 3 blocks, about
     15 MiB, for an ordinary mp4's probe. Each fetches only the bytes it reads."""
     from fsspec.registry import register_implementation
     from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
     from sources.video_gif import judge_gif
     from sources.video_open import _gif_cleared
-    from sources.video_webp import _is_riff_webp
+    from sources.video_webp import _first_bytes
 
     data = b"\x00\x00\x00\x20ftypisom" + bytes(6 << 20)  # an mp4's head, 6 MiB long
     fetched = []
@@ -129,5 +129,5 @@ def test_the_first_bytes_sniffs_of_a_remote_video_fetch_only_those_bytes(tmp_pat
     register_implementation("uvdcounted", CountedStore, clobber=True)
     uri = "uvdcounted://bucket/clip.mp4"
     judge_gif(uri, 10**9, 600)
-    assert not _is_riff_webp(uri) and _gif_cleared(uri) is None
+    assert _first_bytes(uri) == data[:13] and _gif_cleared(uri) is None
     assert sum(fetched) <= 64, fetched
