@@ -88,3 +88,23 @@ def test_whole_jpegs_that_libjpeg_or_encoders_vary_still_decode(tmp_path):
     for name in (*made, "restarts.jpg"):
         assert _magick_warnings(tmp_path / name) == "", name
         assert abs(_decoded(tmp_path / name).astype(int) - whole).mean() < 8, name
+
+
+def test_cut_bigtiff_is_truncated_as_a_cut_tiff_is(tmp_path):
+    """A BigTIFF (ImageMagick's `TIFF64:`, its IFD after the pixels, as libtiff writes it) cut by
+    `head -c` before or inside its IFD, or in its header's first-IFD offset, was `not_an_image`:
+    the classic TIFF's rule for a cut (`truncated`, by its IFD and what that points at) now reads
+    BigTIFF's 8-byte offsets and 20-byte entries too. The whole file still decodes."""
+    for name, prefix in (("classic.tif", ""), ("big.tif", "TIFF64:")):
+        subprocess.run(["convert", str(PHOTO), "-resize", "64x64", "-compress", "zip", f"{prefix}{tmp_path / name}"],
+                       check=True)
+        whole = (tmp_path / name).read_bytes()
+        assert whole[:4] == (b"II+\x00" if prefix else b"II*\x00")
+        assert load_image(whole, 64, "center_crop").format == "TIFF"
+        for keep in (12, len(whole) // 2, len(whole) - 20):
+            cut = tmp_path / f"cut-{keep}-{name}"
+            with open(cut, "wb") as out:
+                subprocess.run(["head", "-c", str(keep), str(tmp_path / name)], stdout=out, check=True)
+            with pytest.raises(DecodeError) as caught:
+                load_image(cut.read_bytes(), 64, "center_crop")
+            assert caught.value.reason == "truncated", (name, keep, caught.value)
