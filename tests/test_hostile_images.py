@@ -35,7 +35,8 @@ def test_jpeg_damaged_inside_its_scan_is_rejected_as_damaged(tmp_path):
     """A 4 KiB block of zeros over the middle (`dd conv=notrunc`, a bad sector, a torrent's hole),
     a burst of flipped bits, a restart marker overwritten: libjpeg only warns and decodes grey or
     garbled blocks, which Pillow took silently into a sentence. Each is `decode_error` ("damaged")
-    now, as ImageMagick's libjpeg says "Corrupt JPEG data" of each."""
+    now, as ImageMagick's libjpeg says "Corrupt JPEG data" of each; so is a whole JPEG whose scan
+    libjpeg refuses outright (Pillow's "broken data stream"), which was `truncated`, as if cut."""
     zeros = tmp_path / "zeros.jpg"
     zeros.write_bytes(PHOTO.read_bytes())
     subprocess.run(["dd", "if=/dev/zero", f"of={zeros}", "bs=4096", "seek=16", "count=1", "conv=notrunc"],
@@ -56,7 +57,10 @@ def test_jpeg_damaged_inside_its_scan_is_rejected_as_damaged(tmp_path):
     fifth = data.index(b"\xff\xd4", _scan_start(bytes(data)))
     data[fifth : fifth + 2] = b"\x00\x00"
     restarts.write_bytes(bytes(data))
-    for damaged in (zeros, flipped, restarts):
+    marker = tmp_path / "marker.jpg"  # two bytes of the scan become a marker libjpeg refuses: it errs, was `truncated`
+    data = PHOTO.read_bytes()
+    marker.write_bytes(data[: len(data) // 2] + b"\xff\xa9" + data[len(data) // 2 + 2 :])
+    for damaged in (zeros, flipped, restarts, marker):
         assert "Corrupt JPEG data" in _magick_warnings(damaged), damaged.name
         with pytest.raises(DecodeError) as caught:
             _decoded(damaged)

@@ -71,7 +71,7 @@ from transforms.decode_budget import (
 )
 from transforms import jpeg_warnings
 from transforms.errors import DecodeError, exception_detail
-from transforms.headers import Pages, camera_raw, heif_size, tiff_samples, tiff_values
+from transforms.headers import Pages, camera_raw, heif_size, jpeg_ends_whole, tiff_samples, tiff_values
 from transforms.image_colour import WideColour, _srgb_array, _wide, hdr_colour
 from transforms.image_format import (_cut_short, _raise_if_cut_short, fits_misread, pillow_reads_psd, psd_header_cut,
                                      sniff_format)
@@ -257,6 +257,9 @@ def _load_reported(image: Image.Image, data: bytes) -> None:
         if image.format == "TIFF" and "truncated" in text and not _cut_short(data):
             raise DecodeError("decode_error", f"damaged: the file holds every byte its IFD declares, yet its "
                                               f"pixels do not decode: {text}"[:200]) from None
+        if image.format in ("JPEG", "MPO") and "broken data stream" in text and jpeg_ends_whole(data):
+            raise DecodeError("decode_error", f"damaged: the file ends with its end of image, yet libjpeg "
+                                              f"refuses its data: {text}"[:200]) from None
         if "truncated" in text or "broken data stream" in text:
             raise DecodeError("truncated", text[:200]) from None
         _raise_if_cut_short(data)

@@ -462,7 +462,7 @@ def declared_length(data: bytes) -> int | None:
         entries = [data[6 + 16 * i : 22 + 16 * i] for i in range(int.from_bytes(data[4:6], "little"))]
         return max((6 + 16 * len(entries), *(int.from_bytes(e[8:12], "little") + int.from_bytes(e[12:16], "little")
                                              for e in entries if len(e) == 16)))
-    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):  # EOI last: whole, if damaged
+    if data[:2] == b"\xff\xd8" and not jpeg_ends_whole(data):
         return _jpeg_header_end(data)
     if len(data) >= 2 and PNG_MAGIC.startswith(data[:8]) and b"IEND" not in data[-12:]:
         return _png_header_end(data)
@@ -470,6 +470,13 @@ def declared_length(data: bytes) -> int | None:
 
 
 _HEADER_STEPS = 4096  # segments or chunks walked before the pixels: a real file has tens
+
+
+def jpeg_ends_whole(data: bytes) -> bool:
+    """Whether a JPEG ends as a whole one does, with its EOI (zeros after it allowed: a padded
+    copy): one that does and still fails to decode is damaged, not cut (a cut one padded with
+    zeros, as a failed download leaves it, ends in its entropy-coded data)."""
+    return data.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
 def _jpeg_header_end(data: bytes) -> int | None:
