@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import io
 import os
 import re
@@ -96,6 +97,7 @@ def _peek(address: int, size: int) -> bytes | None:
         os.close(write_end)
 
 
+@functools.lru_cache(maxsize=1)
 def _libc() -> Any:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.write.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
