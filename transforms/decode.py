@@ -30,6 +30,9 @@ Time is judged from the declaration too where the format allows (`declared_decod
 bytes. The build decodes in its own process only what that bounds within its limit, and the rest
 in a process it kills at the limit (`uvd_pipeline.image_decode`).
 
+A JPEG damaged inside its scan decodes without an error, garbled past the damage: libjpeg's own
+count of its warnings, read from Pillow's decoder (`jpeg_warnings`), makes it a `decode_error`.
+
 This module opens and decodes (`load_image`, `decode_rgb`, `decode_through`) and offers every
 name it did before; its parts, one job each: `decode_budget` (memory and time judged from the
 header), `png_chunks` (a PNG's chunks read before Pillow), `image_format` (what an unopened file
@@ -66,8 +69,9 @@ from transforms.decode_budget import (
     decode_cost,
     declared_decode_s,
 )
+from transforms import jpeg_warnings
 from transforms.errors import DecodeError, exception_detail
-from transforms.headers import Pages, camera_raw, heif_size, tiff_samples, tiff_values
+from transforms.headers import Pages, camera_raw, heif_size, jpeg_ends_whole, tiff_samples, tiff_values
 from transforms.image_colour import WideColour, _srgb_array, _wide, hdr_colour
 from transforms.image_format import (_cut_short, _raise_if_cut_short, fits_misread, pillow_reads_psd, psd_header_cut,
                                      sniff_format)
@@ -236,6 +240,16 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
 
 
 def _load(image: Image.Image, data: bytes) -> None:
+    with jpeg_warnings.collecting() as decoders:
+        _load_reported(image, data)
+    damage = jpeg_warnings.scan_warnings(decoders[-1], data) if decoders else None
+    if damage:  # the picture decoded, garbled or grey past the damage: libjpeg warned, Pillow did not say
+        raise DecodeError("decode_error", f"damaged: libjpeg met {damage} warning{'s' if damage > 1 else ''} in its "
+                                          "entropy-coded data (djpeg's \"Corrupt JPEG data\"): its pixels decode "
+                                          "garbled or grey past the damage")
+
+
+def _load_reported(image: Image.Image, data: bytes) -> None:
     try:
         image.load()
     except OSError as exc:
@@ -243,6 +257,9 @@ def _load(image: Image.Image, data: bytes) -> None:
         if image.format == "TIFF" and "truncated" in text and not _cut_short(data):
             raise DecodeError("decode_error", f"damaged: the file holds every byte its IFD declares, yet its "
                                               f"pixels do not decode: {text}"[:200]) from None
+        if image.format in ("JPEG", "MPO") and "broken data stream" in text and jpeg_ends_whole(data):
+            raise DecodeError("decode_error", f"damaged: the file ends with its end of image, yet libjpeg "
+                                              f"refuses its data: {text}"[:200]) from None
         if "truncated" in text or "broken data stream" in text:
             raise DecodeError("truncated", text[:200]) from None
         _raise_if_cut_short(data)

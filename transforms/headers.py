@@ -452,6 +452,8 @@ def declared_length(data: bytes) -> int | None:
         return _boxes_end(data)
     if data[:4] in _TIFF_ORDER and len(data) >= 8:
         return _tiff_ifd_end(data, _TIFF_ORDER[data[:4]])
+    if data[:4] in _BIGTIFF_ORDER and data[4:8] in (b"\x08\x00\x00\x00", b"\x00\x08\x00\x00"):  # 8-byte offsets
+        return _tiff_ifd_end(data, _BIGTIFF_ORDER[data[:4]], big=True) if len(data) >= 16 else 16
     if data[:2] == b"BM" and int.from_bytes(data[14:18], "little") in _DIB_HEADERS:  # not a text "BM...":
         return _bmp_length(data)
     if data[:2] in (b"P5", b"P6"):
@@ -460,7 +462,7 @@ def declared_length(data: bytes) -> int | None:
         entries = [data[6 + 16 * i : 22 + 16 * i] for i in range(int.from_bytes(data[4:6], "little"))]
         return max((6 + 16 * len(entries), *(int.from_bytes(e[8:12], "little") + int.from_bytes(e[12:16], "little")
                                              for e in entries if len(e) == 16)))
-    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):  # EOI last: whole, if damaged
+    if data[:2] == b"\xff\xd8" and not jpeg_ends_whole(data):
         return _jpeg_header_end(data)
     if len(data) >= 2 and PNG_MAGIC.startswith(data[:8]) and b"IEND" not in data[-12:]:
         return _png_header_end(data)
@@ -468,6 +470,13 @@ def declared_length(data: bytes) -> int | None:
 
 
 _HEADER_STEPS = 4096  # segments or chunks walked before the pixels: a real file has tens
+
+
+def jpeg_ends_whole(data: bytes) -> bool:
+    """Whether a JPEG ends as a whole one does, with its EOI (zeros after it allowed: a padded
+    copy): one that does and still fails to decode is damaged, not cut (a cut one padded with
+    zeros, as a failed download leaves it, ends in its entropy-coded data)."""
+    return data.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
 def _jpeg_header_end(data: bytes) -> int | None:
@@ -575,7 +584,7 @@ _TIFF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8,
                     18: 8}
 
 
-def _tiff_ifd_end(data: bytes, order: str) -> int:
+def _tiff_ifd_end(data: bytes, order: str, big: bool = False) -> int:
     """Where a TIFF's first IFD and what it points at end: its entry count, its entries and the next
     IFD's offset, the values of more than 4 bytes its entries keep outside it (at most
     `_TIFF_ENTRIES` entries read), and its strips or tiles (`_tiff_spans`). A TIFF cut in its
@@ -585,12 +594,13 @@ def _tiff_ifd_end(data: bytes, order: str) -> int:
 
     What lies past the end is believed only as a cut leaves it (`_cut_at_end`): a damaged but whole
     TIFF (a bit flip or zeroed bytes in its IFD, an offset or byte count pointing past the end) was
-    `truncated` too; its end is then that of what lies inside the file."""
-    ifd = int.from_bytes(data[4:8], order)
-    if ifd + 2 > len(data):  # cut before its IFD (libtiff's layout: the IFD after the pixels)
-        return ifd + 2
-    spans = _tiff_spans(data, ifd, order)
-    if _cut_at_end(data, spans) and _entries_in_order(data, ifd, order):
+    `truncated` too; its end is then that of what lies inside the file. A BigTIFF (`big`: 8-byte
+    offsets and counts, 20-byte entries) is judged alike: one cut before its IFD was `not_an_image`."""
+    ifd = int.from_bytes(data[8:16] if big else data[4:8], order)
+    if ifd + _ifd_widths(big)[0] > len(data):  # cut before its IFD (libtiff's layout: the IFD after the pixels)
+        return ifd + _ifd_widths(big)[0]
+    spans = _tiff_spans(data, ifd, order, big)
+    if _cut_at_end(data, spans) and _entries_in_order(data, ifd, order, big):
         return max(span_end for _, span_end, _ in spans)
     return max((span_end for _, span_end, _ in spans if span_end <= len(data)), default=len(data))
 
@@ -613,26 +623,27 @@ def _cut_at_end(data: bytes, spans: list[tuple[int, int, bool]]) -> bool:
                for start, end, text in spans)
 
 
-def _entries_in_order(data: bytes, ifd: int, order: str) -> bool:
+def _entries_in_order(data: bytes, ifd: int, order: str, big: bool = False) -> bool:
     """Whether the entries of the IFD at `ifd` that the data holds are as TIFF 6.0 requires: ascending
     tags of known field types (a damaged entry count reads what follows as entries), a
     BitsPerSample for each sample, as many byte counts as strip or tile offsets, and byte counts
     a strip or tile could hold (a damaged one points past the end as a cut one does)."""
-    count = min(int.from_bytes(data[ifd : ifd + 2], order), _TIFF_ENTRIES)
+    counted, size, _ = _ifd_widths(big)
+    count = min(int.from_bytes(data[ifd : ifd + counted], order), _TIFF_ENTRIES)
     tags, kinds = [], []
-    for at in range(ifd + 2, min(ifd + 2 + 12 * count, len(data) - 11), 12):
+    for at in range(ifd + counted, min(ifd + counted + size * count, len(data) - size + 1), size):
         tags.append(int.from_bytes(data[at : at + 2], order))
         kinds.append(int.from_bytes(data[at + 2 : at + 4], order))
     if not (all(a < b for a, b in zip(tags, tags[1:])) and all(kind in _TIFF_TYPE_BYTES for kind in kinds)):
         return False
-    entries, _ = _tiff_ifd(data, ifd, order)  # a tag the data does not hold (a cut IFD) is not judged
-    if 258 in entries and 277 in entries and entries[258][1] != _tiff_value(data, entries[277], order, 0):
+    entries, _ = _tiff_ifd(data, ifd, order, big)  # a tag the data does not hold (a cut IFD) is not judged
+    if 258 in entries and 277 in entries and entries[258][1] != _tiff_value(data, entries[277], order, 0, big):
         return False
-    return all(_pieces_plausible(data, entries, order, offsets, counts) for offsets, counts in _TIFF_PIXEL_TAGS)
+    return all(_pieces_plausible(data, entries, order, offsets, counts, big) for offsets, counts in _TIFF_PIXEL_TAGS)
 
 
 def _pieces_plausible(data: bytes, entries: dict[int, tuple[int, int, int]], order: str, offsets: int,
-                      counts: int) -> bool:
+                      counts: int, big: bool = False) -> bool:
     """Whether a TIFF's strips (or tiles) have one byte count per offset, each of at most twice what
     its pixels hold uncompressed (compressed noise grows a little; 4 KiB to spare); true when the
     data holds only one of the two tags (an IFD cut between them)."""
@@ -642,31 +653,32 @@ def _pieces_plausible(data: bytes, entries: dict[int, tuple[int, int, int]], ord
         return False
 
     def value(tag: int) -> int | None:
-        return _tiff_value(data, entries[tag], order, 0) if tag in entries else None
+        return _tiff_value(data, entries[tag], order, 0, big) if tag in entries else None
 
     height = value(257)
     width, rows = (value(256), min(height or 0, value(278) or height or 0)) if offsets == 273 else (value(322),
                                                                                                     value(323))
-    bits = _tiff_values(data, entries[258], order) if 258 in entries else [1]
+    bits = _tiff_values(data, entries[258], order, big) if 258 in entries else [1]
     if width is None or height is None or rows is None or len(bits) < min(entries.get(258, (0, 1))[1], _TIFF_IFDS):
         return True  # a size the data does not hold (a cut IFD) is not judged
     most = 2 * width * rows * max(sum(bits), 1) // 8 + 4096
     pieces = entries[counts][1]
-    return all((_tiff_value(data, entries[counts], order, index) or 0) <= most
-               for index in {0, pieces - 1, _piece_at(data, entries[offsets], order, pieces, len(data))})
+    return all((_tiff_value(data, entries[counts], order, index, big) or 0) <= most
+               for index in {0, pieces - 1, _piece_at(data, entries[offsets], order, pieces, len(data), big)})
 
 
-def _tiff_spans(data: bytes, ifd: int, order: str) -> list[tuple[int, int, bool]]:
+def _tiff_spans(data: bytes, ifd: int, order: str, big: bool = False) -> list[tuple[int, int, bool]]:
     """The (start, end, is text) byte spans the IFD at `ifd` declares: itself, its values kept
     outside it, and its strips or tiles (`_tiff_pixel_spans`)."""
-    entries, _ = _tiff_ifd(data, ifd, order)
-    spans = [(ifd, ifd + 2 + 12 * int.from_bytes(data[ifd : ifd + 2], order) + 4, False)]
+    entries, _ = _tiff_ifd(data, ifd, order, big)
+    counted, entry, width = _ifd_widths(big)
+    spans = [(ifd, ifd + counted + entry * int.from_bytes(data[ifd : ifd + counted], order) + width, False)]
     for kind, count, field in entries.values():
         size = _TIFF_TYPE_BYTES.get(kind, 0) * count
-        if size > 4:
-            offset = int.from_bytes(data[field : field + 4], order)
+        if size > width:
+            offset = int.from_bytes(data[field : field + width], order)
             spans.append((offset, offset + size, kind == _TIFF_ASCII))
-    return spans + _tiff_pixel_spans(data, entries, order)
+    return spans + _tiff_pixel_spans(data, entries, order, big)
 
 
 _TIFF_ASCII = 2  # the field type of a text value
@@ -675,7 +687,7 @@ _TIFF_PIXEL_TAGS = ((273, 279), (324, 325))
 
 
 def _tiff_pixel_spans(data: bytes, entries: dict[int, tuple[int, int, int]],
-                      order: str) -> list[tuple[int, int, bool]]:
+                      order: str, big: bool = False) -> list[tuple[int, int, bool]]:
     """The spans of an IFD's strips or tiles: the first and last `_TIFF_IFDS` of them (writers lay
     them out in order; any of them is a lower bound) and the one where the data ends, found by
     bisecting their offsets (the strip a download is cut in)."""
@@ -685,22 +697,23 @@ def _tiff_pixel_spans(data: bytes, entries: dict[int, tuple[int, int, int]],
             continue
         pieces = min(entries[offsets][1], entries[counts][1])
         chosen = {*range(min(pieces, _TIFF_IFDS)), *range(max(0, pieces - _TIFF_IFDS), pieces)}
-        at_end = _piece_at(data, entries[offsets], order, pieces, len(data))
+        at_end = _piece_at(data, entries[offsets], order, pieces, len(data), big)
         chosen.update((at_end, max(0, at_end - 1)))  # and the one before it: where it starts
         for index in sorted(chosen):
-            offset = _tiff_value(data, entries[offsets], order, index)
-            count = _tiff_value(data, entries[counts], order, index)
+            offset = _tiff_value(data, entries[offsets], order, index, big)
+            count = _tiff_value(data, entries[counts], order, index, big)
             if offset is not None and count is not None:
                 spans.append((offset, offset + count, False))
     return spans
 
 
-def _piece_at(data: bytes, entry: tuple[int, int, int], order: str, pieces: int, position: int) -> int:
+def _piece_at(data: bytes, entry: tuple[int, int, int], order: str, pieces: int, position: int,
+              big: bool = False) -> int:
     """The last strip or tile whose offset is at most `position`, were the offsets ascending."""
     low, high = 0, pieces - 1
     while low < high:
         middle = (low + high + 1) // 2
-        offset = _tiff_value(data, entry, order, middle)
+        offset = _tiff_value(data, entry, order, middle, big)
         if offset is not None and offset <= position:
             low = middle
         else:
@@ -751,32 +764,41 @@ _TIFF_IFDS = 32  # IFDs walked, in IFD0's chain and their SubIFDs (a raw has a h
 _TIFF_ENTRIES = 1024  # entries read of one IFD
 
 
-def _tiff_ifd(data: bytes, pos: int, order: str) -> tuple[dict[int, tuple[int, int, int]], int]:
+def _ifd_widths(big: bool) -> tuple[int, int, int]:
+    """The bytes of an IFD's entry count, of one entry, and of an offset or value field: a TIFF's
+    2, 12 and 4, a BigTIFF's 8, 20 and 8."""
+    return (8, 20, 8) if big else (2, 12, 4)
+
+
+def _tiff_ifd(data: bytes, pos: int, order: str, big: bool = False) -> tuple[dict[int, tuple[int, int, int]], int]:
     """An IFD's entries (tag -> type, count, value or offset field) and the next IFD's offset."""
-    if pos < 8 or pos + 2 > len(data):
+    counted, size, width = _ifd_widths(big)
+    if pos < 8 or pos + counted > len(data):
         return {}, 0
-    count = min(int.from_bytes(data[pos : pos + 2], order), _TIFF_ENTRIES)
+    count = min(int.from_bytes(data[pos : pos + counted], order), _TIFF_ENTRIES)
     entries = {}
-    for at in range(pos + 2, min(pos + 2 + 12 * count, len(data) - 11), 12):
+    for at in range(pos + counted, min(pos + counted + size * count, len(data) - size + 1), size):
         tag, kind = int.from_bytes(data[at : at + 2], order), int.from_bytes(data[at + 2 : at + 4], order)
-        entries[tag] = (kind, int.from_bytes(data[at + 4 : at + 8], order), at + 8)
-    end = pos + 2 + 12 * count
-    return entries, int.from_bytes(data[end : end + 4], order) if end + 4 <= len(data) else 0
+        entries[tag] = (kind, int.from_bytes(data[at + 4 : at + 4 + width], order), at + 4 + width)
+    end = pos + counted + size * count
+    return entries, int.from_bytes(data[end : end + width], order) if end + width <= len(data) else 0
 
 
-def _tiff_values(data: bytes, entry: tuple[int, int, int], order: str) -> list[int]:
+def _tiff_values(data: bytes, entry: tuple[int, int, int], order: str, big: bool = False) -> list[int]:
     """A SHORT, LONG or IFD entry's values (at most `_TIFF_IFDS`)."""
-    values = (_tiff_value(data, entry, order, index) for index in range(min(entry[1], _TIFF_IFDS)))
+    values = (_tiff_value(data, entry, order, index, big) for index in range(min(entry[1], _TIFF_IFDS)))
     return [value for value in values if value is not None]
 
 
-def _tiff_value(data: bytes, entry: tuple[int, int, int], order: str, index: int) -> int | None:
-    """The `index`th value of a SHORT, LONG or IFD entry; None for another type, or one not in the data."""
+def _tiff_value(data: bytes, entry: tuple[int, int, int], order: str, index: int, big: bool = False) -> int | None:
+    """The `index`th value of a SHORT, LONG or IFD entry (and a BigTIFF's LONG8 or IFD8); None for
+    another type, or one not in the data."""
     kind, count, field = entry
-    size = {3: 2, 4: 4, 13: 4}.get(kind)
+    size = {3: 2, 4: 4, 13: 4, 16: 8, 18: 8}.get(kind)
+    width = _ifd_widths(big)[2]
     if size is None or not 0 <= index < count:
         return None
-    at = (field if size * count <= 4 else int.from_bytes(data[field : field + 4], order)) + size * index
+    at = (field if size * count <= width else int.from_bytes(data[field : field + width], order)) + size * index
     return int.from_bytes(data[at : at + size], order) if at + size <= len(data) else None
 
 

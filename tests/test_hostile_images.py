@@ -1,0 +1,114 @@
+"""Image files damaged the way disks, copies and downloads damage them, decoded as the build does.
+
+Each is made by the world's tools (ImageMagick, Pillow's libjpeg, `dd`) from a real photo and
+judged against an independent reader (ImageMagick's libjpeg warnings), not against this code."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transforms.decode import DecodeError, load_image
+
+PHOTO = Path(__file__).parent / "fixtures" / "coco" / "000000000785.jpg"  # 640 x 425, 133 KB
+
+
+def _magick_warnings(path: Path) -> str:
+    """What ImageMagick's libjpeg says decoding the file (its warnings go to stderr)."""
+    return subprocess.run(["convert", str(path), "null:"], capture_output=True, text=True, check=False).stderr
+
+
+def _decoded(path: Path) -> np.ndarray:
+    return load_image(path.read_bytes(), 64, "center_crop").pixels
+
+
+def _scan_start(data: bytes) -> int:
+    sos = data.index(b"\xff\xda")
+    return sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+
+
+def test_jpeg_damaged_inside_its_scan_is_rejected_as_damaged(tmp_path):
+    """A 4 KiB block of zeros over the middle (`dd conv=notrunc`, a bad sector, a torrent's hole),
+    a burst of flipped bits, a restart marker overwritten: libjpeg only warns and decodes grey or
+    garbled blocks, which Pillow took silently into a sentence. Each is `decode_error` ("damaged")
+    now, as ImageMagick's libjpeg says "Corrupt JPEG data" of each; so is a whole JPEG whose scan
+    libjpeg refuses outright (Pillow's "broken data stream"), which was `truncated`, as if cut."""
+    zeros = tmp_path / "zeros.jpg"
+    zeros.write_bytes(PHOTO.read_bytes())
+    subprocess.run(["dd", "if=/dev/zero", f"of={zeros}", "bs=4096", "seek=16", "count=1", "conv=notrunc"],
+                   check=True, capture_output=True)
+    flipped = tmp_path / "flipped.jpg"
+    data = bytearray(PHOTO.read_bytes())
+    chance = random.Random(1)
+    for at in range(len(data) // 2 & ~4095, (len(data) // 2 & ~4095) + 64):
+        data[at] ^= 1 << chance.randrange(8)
+    flipped.write_bytes(bytes(data))
+    restarts = tmp_path / "restarts.jpg"  # a restart marker every MCU row, as cameras write them
+    subprocess.run(["convert", str(PHOTO), "-quality", "85", str(restarts)], check=True)
+    from PIL import Image
+
+    with Image.open(restarts) as image:
+        image.save(restarts, quality=85, restart_marker_rows=1)
+    data = bytearray(restarts.read_bytes())
+    fifth = data.index(b"\xff\xd4", _scan_start(bytes(data)))
+    data[fifth : fifth + 2] = b"\x00\x00"
+    restarts.write_bytes(bytes(data))
+    marker = tmp_path / "marker.jpg"  # two bytes of the scan become a marker libjpeg refuses: it errs, was `truncated`
+    data = PHOTO.read_bytes()
+    marker.write_bytes(data[: len(data) // 2] + b"\xff\xa9" + data[len(data) // 2 + 2 :])
+    for damaged in (zeros, flipped, restarts, marker):
+        assert "Corrupt JPEG data" in _magick_warnings(damaged), damaged.name
+        with pytest.raises(DecodeError) as caught:
+            _decoded(damaged)
+        assert caught.value.reason == "decode_error" and caught.value.detail.startswith("damaged"), damaged.name
+
+
+def test_whole_jpegs_that_libjpeg_or_encoders_vary_still_decode(tmp_path):
+    """No false rejects: bytes after the end of image (a camera's, a download's padding), an old
+    encoder's stray bytes between header segments (libjpeg warns "extraneous bytes before marker",
+    Pillow issue 630: every browser shows it whole), a progressive, a restart-interval and a CMYK
+    (Adobe) JPEG all decode, the first two to the very pixels of the photo."""
+    whole = _decoded(PHOTO)
+    data = PHOTO.read_bytes()
+    trailing = tmp_path / "trailing.jpg"
+    trailing.write_bytes(data + b"\x00" * 3000 + b"garbage after EOI")
+    first_segment = 4 + int.from_bytes(data[4:6], "big")
+    stray = tmp_path / "stray.jpg"
+    stray.write_bytes(data[:first_segment] + b"\xff\x00\x17" + data[first_segment:])
+    assert "extraneous bytes" in _magick_warnings(stray)
+    for path in (trailing, stray):
+        assert np.array_equal(_decoded(path), whole), path.name
+    made = {"progressive.jpg": ["-interlace", "JPEG"], "cmyk.jpg": ["-colorspace", "CMYK"]}
+    for name, options in made.items():
+        subprocess.run(["convert", str(PHOTO), *options, "-quality", "80", str(tmp_path / name)], check=True)
+    from PIL import Image
+
+    with Image.open(PHOTO) as image:
+        image.save(tmp_path / "restarts.jpg", quality=85, restart_marker_blocks=5)
+    for name in (*made, "restarts.jpg"):
+        assert _magick_warnings(tmp_path / name) == "", name
+        assert abs(_decoded(tmp_path / name).astype(int) - whole).mean() < 8, name
+
+
+def test_cut_bigtiff_is_truncated_as_a_cut_tiff_is(tmp_path):
+    """A BigTIFF (ImageMagick's `TIFF64:`, its IFD after the pixels, as libtiff writes it) cut by
+    `head -c` before or inside its IFD, or in its header's first-IFD offset, was `not_an_image`:
+    the classic TIFF's rule for a cut (`truncated`, by its IFD and what that points at) now reads
+    BigTIFF's 8-byte offsets and 20-byte entries too. The whole file still decodes."""
+    for name, prefix in (("classic.tif", ""), ("big.tif", "TIFF64:")):
+        subprocess.run(["convert", str(PHOTO), "-resize", "64x64", "-compress", "zip", f"{prefix}{tmp_path / name}"],
+                       check=True)
+        whole = (tmp_path / name).read_bytes()
+        assert whole[:4] == (b"II+\x00" if prefix else b"II*\x00")
+        assert load_image(whole, 64, "center_crop").format == "TIFF"
+        for keep in (12, len(whole) // 2, len(whole) - 20):
+            cut = tmp_path / f"cut-{keep}-{name}"
+            with open(cut, "wb") as out:
+                subprocess.run(["head", "-c", str(keep), str(tmp_path / name)], stdout=out, check=True)
+            with pytest.raises(DecodeError) as caught:
+                load_image(cut.read_bytes(), 64, "center_crop")
+            assert caught.value.reason == "truncated", (name, keep, caught.value)
