@@ -184,6 +184,23 @@ class LocalTables(io.RawIOBase):
                 return None
         return self._chunk[at - self._chunk_at]
 
+    def _past_sub_blocks(self, at: int) -> int | None:
+        """Where the data sub-blocks from `at` end, past their terminator; None where the source
+        ends first. A loop over the chunk's bytes: a hostile GIF of 1-byte sub-blocks has 2^25 in
+        64 MiB."""
+        while True:
+            if not 0 <= at - self._chunk_at < len(self._chunk):
+                self._chunk_at, self._chunk = at, self._source(at, 1 << 16)
+                if not self._chunk:
+                    return None
+            chunk, i = self._chunk, at - self._chunk_at
+            while i < len(chunk):
+                size = chunk[i]
+                if not size:
+                    return self._chunk_at + i + 1
+                i += size + 1
+            at = self._chunk_at + i
+
     def _walk(self) -> Iterator[None]:
         """Walk the source's blocks from past the global table, one block a step, recording the
         images without a table; `_walked` is where the next block starts."""
@@ -206,11 +223,10 @@ class LocalTables(io.RawIOBase):
                     at += 2  # its label
                 else:  # the trailer, the end, a byte that starts no block: the rest as it is
                     return
-                while (size := self._byte(at)):  # sub-blocks up to the terminator
-                    at += size + 1
-                if size is None:
+                past = self._past_sub_blocks(at)
+                if past is None:
                     return
-                self._walked = at + 1
+                self._walked = past
                 yield
         finally:
             self._walk_done = True
