@@ -48,7 +48,11 @@ by default FFmpeg keeps columns a crop off 32-byte alignment would hide, as deco
 Colour: frames are converted to RGB with the matrix and range the stream declares (BT.709,
 BT.601, BT.2020; limited or full), bit for bit what ffmpeg gives told the same
 (`scale=in_color_matrix=...:in_range=...`, tests/test_video_zoo.py) for 8-bit 4:2:0, which swscale
-converts by one fixed path whatever the flags. From more bits (x264 10-bit) its general path
+converts by one fixed path whatever the flags, at an even width and height. At an odd one (321x241
+square pixels, VP9 or AV1) its general path upsamples the chroma, the ffmpeg 5.1 CLI's otherwise
+than PyAV's: 0.9 levels mean apart, up to 46 at chroma edges, ours the nearer to a NumPy BT.601
+conversion of the decoded planes with centred bilinear chroma (2.0 levels mean off it, the CLI's
+2.3). From more bits (x264 10-bit) its general path
 upsamples the chroma, placed differently by PyAV's bilinear context and by the CLI (bicubic by
 default, or bilinear): up to 3 levels apart where the chroma is flat (our rounding to 8 bits
 first: there the CLI told `accurate_rnd` is within a level of a NumPy conversion of the decoded

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 
 from sources import fsio
-from sources.gif_screen import ClearedBackground, clears_background
+from sources.gif_screen import browser_view
 from sources.ogg_video_pages import VideoPages
 from sources.video_index import UnsupportedVideo, multistream_detail
 from transforms.errors import Rejected, exception_detail
@@ -83,17 +83,14 @@ def open_stream(uri: str, video_pages: bool = False):
     return container, stream
 
 
-def _gif_cleared(uri: str) -> ClearedBackground | None:
-    """The GIF at `uri` read through `ClearedBackground` where its background can be cleared; None
-    for any other file (opened as it is, by its path), and one this cannot open (a fifo: FFmpeg's
-    open then blocks until the budget ends it, as before)."""
-    try:
-        if not clears_background(fsio.head_bytes(uri, GIF_SCREEN)):  # one ranged read of any video
-            return None
-        handle = fsio.open_file(uri)
+def _gif_cleared(uri: str):
+    """The GIF at `uri` read through the view that leaves its background transparent
+    (`gif_screen.browser_view`); None for any other file (opened as it is, by its path), and one
+    this cannot open (a fifo: FFmpeg's open then blocks until the budget ends it, as before)."""
+    try:  # one ranged read of any video
+        return browser_view(fsio.head_bytes(uri, GIF_SCREEN), lambda: fsio.open_file(uri))
     except OSError:
         return None
-    return ClearedBackground(handle)
 
 
 def _pages_refusal_detail(refusal: str) -> str:

@@ -6,21 +6,25 @@ so WebP files take this path instead of `sources.video_decode`: the same jobs (`
 is comes from its first bytes, whatever its name (`probe` is every video's): crawls save a GIF as
 `.webp`, a WebP as `.gif` or `.mp4`.
 
-Before any frame is decoded, the file's RIFF chunks are walked (`read_layout`): the canvas
-(VP8X), each ANMF frame's rectangle and duration, or the one frame of a still file. A chunk cut
-short, or a frame lying outside the canvas, is `unreadable` (libwebp's demuxer would refuse the
-file); a canvas over `max_pixels`, or one whose decoding would not fit the memory budget, is
-`video_too_large`; frames up to the last wanted that cannot be decoded within the CPU budget,
-each costing at least the whole canvas (`judge_time`), are `decode_timeout`. Only then does
-Pillow decode, frame after frame: libwebp's WebPAnimDecoder composites each frame onto the canvas
-(blend, dispose to transparent), as browsers show it. Frames are RGB laid on white by their
-alpha, by the still-image rule (`transforms.decode.to_rgb_array`, strip by strip), as browsers and
-the GIF path show them: a pixel left transparent is white, whatever colour a lossless encoder
-stored under it. Frame i's time is the sum of the ANMF durations before it as browsers show them
-(`shown_ms`: what Pillow gives as info['duration'] and `webpmux -info` lists, but 10 ms or less is
-100 ms, as for a GIF). The probe decodes the first frame only: a frame damaged inside its
-bitstream ends the decode there, and the clips needing it or a later frame are `decode_failed`
-(the clips before it are kept). A still WebP is one frame, as a one-frame GIF.
+Before any frame is decoded, the file's RIFF chunks are walked (`read_layout`): the canvas (VP8X),
+each ANMF frame's rectangle and duration, or the one frame of a still file. An animation cut short
+(a download stopped) keeps its whole frames before the cut, as FFmpeg keeps a cut MP4's or GIF's:
+libwebp, which refuses the file whole, is given those chunks alone (`_whole_part`), and the frame
+the cut ends inside is counted as the file's (`Probe.claimed`, the lineage's `frames_metadata`) but
+not shown, as a cut MP4's partial packet. A still cut short, a chunk running past the RIFF's
+declared end, or a frame lying outside the canvas, is `unreadable` (libwebp's demuxer would refuse
+the file); a canvas over `max_pixels`, or one whose decoding would not fit the memory budget, is
+`video_too_large`; frames up to the last wanted that cannot be decoded within the CPU budget, each
+costing at least the whole canvas (`judge_time`), are `decode_timeout`. Only then does Pillow
+decode, frame after frame: libwebp's WebPAnimDecoder composites each frame onto the canvas (blend,
+dispose to transparent), as browsers show it. Frames are RGB laid on white by their alpha, by the
+still-image rule (`transforms.decode.to_rgb_array`, strip by strip), as browsers and the GIF path
+show them: a pixel left transparent is white, whatever colour a lossless encoder stored under it.
+Frame i's time is the sum of the ANMF durations before it as browsers show them (`shown_ms`: what
+Pillow gives as info['duration'] and `webpmux -info` lists, but 10 ms or less is 100 ms, as for a
+GIF). The probe decodes the first frame only: a frame damaged inside its bitstream ends the decode
+there, and the clips needing it or a later frame are `decode_failed` (the clips before it are kept).
+A still WebP is one frame, as a one-frame GIF.
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ class Layout:
     animated: bool
     file_bytes: int
     alpha: bool = False  # VP8X's transparency flag
+    whole_bytes: int = 0  # a cut file: where the chunk the cut ends inside starts (0: not cut)
+    cut_frames: int = 0  # a cut file: the ANMF frame the cut ends inside (1), or none (0)
 
 
 WEBP_CONTAINER = "webp"  # `Probe.container` of a file this module reads (FFmpeg's still WebP demuxer: "webp_pipe")
@@ -102,24 +108,29 @@ def _u24(data: bytes, at: int) -> int:
 
 def read_layout(handle: IO[bytes], file_bytes: int) -> Layout:
     """Walk the RIFF chunks of a WebP file (`handle`, `file_bytes` long) without decoding; raises
-    VideoError `unreadable` for a file cut short, a frame outside the canvas, or no frame."""
+    VideoError `unreadable` for a still cut short, a chunk past the declared end, a frame outside
+    the canvas, or no frame; `too_few_frames` for an animation cut before its first whole frame."""
     head = handle.read(12)
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
         raise VideoError("unreadable", "not a WebP file (no RIFF/WEBP header)")
     declared = struct.unpack("<I", head[4:8])[0] + 8
-    if declared > file_bytes:
-        raise VideoError("unreadable", f"cut: the RIFF header declares {declared} bytes, the file holds {file_bytes}")
+    cut = declared > file_bytes
     width = height = 0
     animated = alpha = False
     durations: list[int] = []
+    cut_frames = 0
     at = 12
-    while at + 8 <= declared:
+    while at + 8 <= min(declared, file_bytes):
         handle.seek(at)
         fourcc, size = struct.unpack("<4sI", handle.read(8))
         end = at + 8 + size
+        if cut and end > file_bytes:  # the chunk the cut ends inside: the file's whole part ends before it
+            cut_frames = int(fourcc == b"ANMF")
+            break
         if end > declared:
-            raise VideoError("unreadable", f"cut: chunk {fourcc.decode('latin-1')!r} at byte {at} declares {size} "
-                                           f"bytes, {declared - at - 8} are left")
+            raise VideoError("unreadable", f"chunk {fourcc.decode('latin-1')!r} at byte {at} declares {size} "
+                                           f"bytes, {declared - at - 8} are left of the {declared} the RIFF "
+                                           "header declares")
         body = handle.read(min(size, 30))
         if fourcc == b"VP8X" and size >= 10:
             animated, alpha = bool(body[0] & ANIMATION_FLAG), bool(body[0] & ALPHA_FLAG)
@@ -142,9 +153,13 @@ def read_layout(handle: IO[bytes], file_bytes: int) -> Layout:
             durations = [0]
             break
         at = end + (size & 1)
+    if cut and not animated:
+        raise VideoError("unreadable", f"cut: the RIFF header declares {declared} bytes, the file holds {file_bytes}")
+    if cut and not durations:  # as an MP4 cut before its first frame
+        raise VideoError("too_few_frames", "no frames")
     if not durations:
         raise VideoError("unreadable", "no frame: no ANMF, VP8 or VP8L chunk")
-    return Layout(width, height, tuple(durations), animated, file_bytes, alpha)
+    return Layout(width, height, tuple(durations), animated, file_bytes, alpha, at if cut else 0, cut_frames)
 
 
 def _holds_image(handle: IO[bytes], at: int, end: int) -> bool:
@@ -214,12 +229,22 @@ def _layout_and_bytes(uri: str, max_pixels: int, memory_mb: int) -> tuple[Layout
             layout = read_layout(handle, file_bytes)
             judge(layout, max_pixels, memory_mb)
             handle.seek(0)
-            return layout, handle.read(file_bytes)
+            return layout, _whole_part(layout, handle.read(layout.whole_bytes or file_bytes))
     except PermissionError as exc:  # mode 000, another user's: the file's reject, as for other videos
         raise VideoError(UNREADABLE_FILE, f"{exception_detail(exc)}: give this user read access to it "
                                           "(chmod a+r)") from None
     except FileNotFoundError as exc:
         raise VideoError("unreadable", exception_detail(exc)) from None
+
+
+def _whole_part(layout: Layout, data: bytes) -> bytes:
+    """A cut file's whole chunks (`data`, read up to `layout.whole_bytes`) as a file of its own:
+    the RIFF header declaring their bytes, a padding byte the cut took restored. A whole file as
+    it is."""
+    if not layout.whole_bytes:
+        return data
+    return b"".join((data[:4], struct.pack("<I", layout.whole_bytes - 8), data[8:],
+                     bytes(layout.whole_bytes - len(data))))
 
 
 def _composited(data: bytes, count: int, frames: int) -> Iterator[np.ndarray]:
@@ -269,7 +294,8 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     shown = [shown_ms(ms) for ms in layout.durations[:-1]]
     times = tuple(round(ms / 1000, 6) for ms in itertools.accumulate(shown, initial=0))
     fps = (n - 1) / times[-1] if n > 1 and times[-1] > 0 else 0.0
-    return Probe(n, n, n, times, layout.width, layout.height, fps, WEBP_CONTAINER, "webp", 1, 0, 0, False, "rgba")
+    held = n + layout.cut_frames  # a cut file's frames, the one the cut ends inside too (as a cut MP4's packets)
+    return Probe(n, held, held, times, layout.width, layout.height, fps, WEBP_CONTAINER, "webp", 1, 0, 0, False, "rgba")
 
 
 def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None = None,

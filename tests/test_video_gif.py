@@ -63,23 +63,42 @@ def _coalesced(path: Path, width: int, height: int) -> np.ndarray:
     """Every frame as ImageMagick composites it (GIF disposal as browsers apply it), on white."""
     raw = subprocess.run(["convert", str(path), "-coalesce", "-background", "white", "-alpha", "remove", "rgb:-"],
                          capture_output=True, check=True).stdout
-    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3).copy()
 
 
-@pytest.mark.parametrize("dispose", ["Background", "Previous", "None"])
-def test_gif_frames_are_composited_as_browsers_and_imagemagick_show_them(tmp_path, dispose: str):
-    """A sprite moving over a grey 64x48 screen, each frame opaque, disposed to the background
+# the first frame: a grey screen (a global table of a few colours), or a photo dithered to 256
+# colours (ImageMagick's own `rose:`: a global table of 256) leaving a 4-pixel border of the screen
+GREY_SCREEN = ("-size", "64x48", "xc:gray")
+PHOTO_256 = ("rose:", "-resize", "56x40!", "-colors", "256", "-repage", "64x48+4+4")
+
+
+@pytest.mark.parametrize(("dispose", "first"), [("Background", GREY_SCREEN), ("Previous", GREY_SCREEN),
+                                                ("None", GREY_SCREEN), ("Background", PHOTO_256)])
+def test_gif_frames_are_composited_as_browsers_and_imagemagick_show_them(tmp_path, dispose: str, first: tuple):
+    """A sprite moving over a 64x48 screen, each frame opaque, disposed to the background
     (`-dispose Background`), to the previous frame, or kept. FFmpeg painted a disposed area the
     screen's background colour (the grey), opaque, where browsers and ImageMagick clear it to
-    transparent (shown white). Every frame equals ImageMagick's `-coalesce` on white."""
+    transparent (shown white). Every frame equals ImageMagick's `-coalesce` on white. Over a
+    photo whose global table holds all 256 colours no index is left past the table to clear the
+    background with (`gif_screen.ClearedBackground`): its disposed areas, and the screen's border
+    that no frame covers, were the table's background colour (45,44,43), opaque. The border is
+    white, as browsers show the screen before the first frame and as for any smaller table
+    (ImageMagick's `-coalesce` alone paints it the background colour)."""
     gif = tmp_path / f"sprite_{dispose}.gif"
-    subprocess.run(["convert", "-dispose", "None", "-size", "64x48", "xc:gray", "-dispose", dispose,
+    subprocess.run(["convert", "-dispose", "None", *first, "-dispose", dispose,
                     "(", "-size", "16x16", "xc:red", "-repage", "64x48+0+0", ")",
                     "(", "-size", "16x16", "xc:blue", "-repage", "64x48+20+10", ")",
                     "(", "-size", "16x16", "xc:lime", "-repage", "64x48+40+30", ")",
                     "(", "-size", "8x8", "xc:yellow", "-repage", "64x48+2+2", ")",
                     "-set", "delay", "10", str(gif)], check=True)
     expected = _coalesced(gif, 64, 48)
+    if first == PHOTO_256:
+        assert gif.read_bytes()[10] & 0x87 == 0x87  # a global table of 256 colours
+        border = np.ones((5, 48, 64), bool)
+        border[:, 4:44, 4:60] = False
+        border &= (expected == (45, 44, 43)).all(-1)  # ImageMagick: the background colour
+        assert border[0].sum() == 64 * 48 - 56 * 40
+        expected[border] = 255
     got = dict(decode_frames(str(gif), range(len(expected))))
     assert len(got) == len(expected) == 5
     for i, frame in got.items():

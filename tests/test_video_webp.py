@@ -179,17 +179,42 @@ def _chunks(data: bytes) -> list[tuple[bytes, int, int]]:
     return out
 
 
+def _head(path: Path, n: int, out: Path) -> Path:
+    """The first `n` bytes of `path` (`head -c`: a download stopped there)."""
+    with out.open("wb") as cut:
+        subprocess.run(["head", "-c", str(n), str(path)], stdout=cut, check=True)
+    return out
+
+
 def test_damaged_or_oversized_webp_are_counted_rejects_and_a_still_is_one_frame(webps, tmp_path):
-    """A download cut short, a frame placed outside the canvas, a canvas past `max_pixels` or the
-    memory budget (judged from the VP8X chunk before a frame is decoded), ANMF frames after a VP8X
-    declaring no animation: each its own reject, the good file beside them still read; with
-    max_pixels raised past Pillow's own limit, Pillow's refusal is `video_too_large` too. A still WebP is one frame, as a one-frame GIF."""
-    webps, _ = webps
+    """A download cut short keeps the frames before the cut, as a cut MP4 or GIF does (FFmpeg's):
+    img2webp's and gif2webp's files cut inside their last frame were refused whole (`unreadable`);
+    they give their first 17 frames, as made, the cut counted as a cut MP4's is (`frames_total`
+    17 of `frames_metadata` 18 in the lineage). A frame placed outside the canvas, a canvas past
+    `max_pixels` or the memory budget (judged from the VP8X chunk before a frame is decoded), ANMF
+    frames after a VP8X declaring no animation: each its own reject, the good file beside them
+    still read; with max_pixels raised past Pillow's own limit, Pillow's refusal is
+    `video_too_large` too. A still WebP is one frame, as a one-frame GIF."""
+    webps, made = webps
     data = (webps / "img2webp.webp").read_bytes()
     folder = tmp_path / "crawl"
     folder.mkdir()
     (folder / "good.webp").write_bytes(data)
-    (folder / "cut.webp").write_bytes(data[:len(data) - 40])
+    cuts = tmp_path / "cuts"
+    cuts.mkdir()
+    for made_by in ("img2webp", "gif2webp"):
+        whole = webps / f"{made_by}.webp"
+        last = [offset for fourcc, offset, _ in _chunks(whole.read_bytes()) if fourcc == b"ANMF"][-1]
+        (record,) = list(VideoSource("cuts", str(cuts), strides=(1,)).read(
+            str(_head(whole, last + 40, cuts / f"{made_by}.webp"))))
+        assert isinstance(record, VideoRecord) and record.n_frames == N - 1, record
+        (clip,) = record.clips
+        assert (clip.lineage["frames_total"], clip.lineage["frames_metadata"]) == (N - 1, N)
+        assert clip.frame_times == pytest.approx([sum(_durations(whole)[:i]) / 1000 for i in range(16)])
+        frames = read_clip_frames(clip)
+        assert all(np.array_equal(frames[k], made[whole.name][k]) for k in range(16)), made_by
+    (folder / "cut.webp").write_bytes(data[:len(data) // 2])  # fewer frames kept than a clip's 16
+    kept = sum(fourcc == b"ANMF" and offset + 8 + size <= len(data) // 2 for fourcc, offset, size in _chunks(data))
     anmf = [offset for fourcc, offset, _ in _chunks(data) if fourcc == b"ANMF"]
     outside = bytearray(data)
     outside[anmf[3] + 8:anmf[3] + 11] = (20).to_bytes(3, "little")  # x offset 40 on a 40-wide canvas
@@ -210,7 +235,7 @@ def test_damaged_or_oversized_webp_are_counted_rejects_and_a_still_is_one_frame(
     assert isinstance(got.pop("good.webp")[0], VideoRecord)
     reasons = {name: (items[0].reason, items[0].detail) for name, items in got.items() if isinstance(items[0], Reject)}
     assert reasons.keys() == got.keys()
-    assert reasons["cut.webp"][0] == "unreadable" and "cut" in reasons["cut.webp"][1]
+    assert reasons["cut.webp"] == ("too_few_frames", f"{kept} decodable frames < 16") and 0 < kept < 16
     assert reasons["outside.webp"][0] == "unreadable" and "outside the 40x30 canvas" in reasons["outside.webp"][1]
     assert reasons["huge.webp"][0] == "video_too_large" and "max_pixels" in reasons["huge.webp"][1]
     assert reasons["wide.webp"][0] == "video_too_large" and "memory_budget_mb 1024" in reasons["wide.webp"][1]
