@@ -181,7 +181,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         log.debug("demux stopped early: %s", exc)
         clean = False
     fmt = container.format.name
-    codec = stream.codec_context.name
+    # the codec as ffprobe names it (`av1`), not the decoder FFmpeg picked for it (`libdav1d`)
+    codec = stream.codec_context.codec.canonical_name
     label = f"{fmt}/{codec}"
     restamped = ""
     joins: list[int] = []

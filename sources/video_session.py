@@ -27,6 +27,14 @@ log = logging.getLogger(__name__)
 COLLECT_PIXELS = 1 << 20  # a first frame this large is freed at once (its side data ties it in a cycle)
 
 
+def skips_per_packet(codec) -> bool:
+    """Whether `skip_frame` may be switched per packet: FFmpeg's own decoders (`h264`, `hevc`,
+    `mpeg2video`, `vp9`: the video zoo checks each) apply it to the packet being sent. A library's
+    (`libdav1d` for AV1) queues packets and applies it later: a wanted frame came out skipped
+    (frames 1 and 3 of an SVT-AV1 clip were never delivered)."""
+    return codec.name == codec.codec.canonical_name
+
+
 @dataclass
 class DecodeSession:
     """One decoding pass over one file."""
@@ -255,7 +263,8 @@ class DecodeSession:
                     self._restart()
                 fed = True
                 trust[packet.pts] = stretch.trusted_from
-                if self.skip_nonref and not index.decode_order_stamps:  # a skipped frame would shift the names
+                # not where the decode order gives the names: a skipped frame would shift them
+                if self.skip_nonref and not index.decode_order_stamps and skips_per_packet(codec):
                     codec.skip_frame = "DEFAULT" if packet.pts in self.wanted else "NONREF"
                 try:
                     frames = codec.decode(packet)

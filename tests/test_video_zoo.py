@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from uvd_pipeline.render import RenderSettings, decode_png, render_video
 
 ZOO = ["h264_bframes.mp4", "h264_longgop.mkv", "h264_16f.mp4", "h264_10bit.mov", "h264_444_odd.m4v",
        "h264_vfr.mkv", "h264_rot90.mp4", "h264_rot270.mov", "h264_mirror.mp4",
-       "h264_transpose.mov", "hevc.mp4", "vp9.webm", "vp8.webm", "mjpeg.avi", "mpeg4.avi",
+       "h264_transpose.mov", "hevc.mp4", "vp9.webm", "av1.mp4", "vp8.webm", "mjpeg.avi", "mpeg4.avi",
        "prores.mov", "flv1.flv", "theora.ogv", "truncated.mkv", "x264_default.ts", "x264_gop25.ts",
        "mpeg2_gop15.mpg", "mpeg2_gop15.mpeg", "editlist.mp4", "x264_headcut.ts", "mpeg2_headcut.mpg",
        "mpeg2_elementary.mpg", "h264_bframes.avi", "h264_ipp.avi", "h264_bframes_cut.avi", "h264_opengop.mp4",
@@ -122,6 +123,17 @@ def test_every_stored_frame_is_the_frame_a_player_shows(zoo, shown, name: str, d
             assert frame.shape == reference[i].shape
             assert np.abs(frame.astype(int) - reference[i]).mean() < 3, (clip.key, i)
             assert np.array_equal(_coded(frame, lineage), everything[i]), (clip.key, i)
+
+
+@pytest.mark.parametrize("name", ["av1.mp4", "hevc.mp4", "vp9.webm", "mpeg2_gop15.mpg", "anim.gif"])
+def test_lineage_names_the_codec_as_ffprobe_does_not_the_decoder(zoo, name: str):
+    """AV1 is decoded by libdav1d: the lineage said `libdav1d` where every other clip names its
+    codec (`h264`, `hevc`), so a filter on `av1` missed them."""
+    (record,) = list(VideoSource("zoo", str(zoo[name].parent)).read(str(zoo[name])))
+    named = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                            "stream=codec_name", "-of", "default=nw=1:nk=1", str(zoo[name])],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert record.clips[0].lineage["codec"] == named
 
 
 @pytest.mark.parametrize("name", ZOO)

@@ -118,6 +118,8 @@ def build_zoo(root: Path, names: Sequence[str] | None = None) -> dict[str, Path]
         "hevc.mp4": lambda p: encode(p, 100, "libx265", options={"preset": "ultrafast", "x265-params":
                                                                   "keyint=40:log-level=error"}),
         "vp9.webm": lambda p: encode(p, 60, "libvpx-vp9", options={"deadline": "good", "cpu-used": "8", "g": "20"}),
+        "av1.mp4": lambda p: encode(p, 30, "libsvtav1", options={"preset": "11", "g": "10", "crf": "20",
+                                                                 "svtav1-params": "log-level=0"}),
         "vp8.webm": lambda p: encode(p, 50, "libvpx", options={"deadline": "good", "cpu-used": "8", "g": "20"}),
         "mjpeg.avi": lambda p: encode(p, 40, "mjpeg", pix_fmt="yuvj420p"),
         "mpeg4.avi": lambda p: encode(p, 60, "mpeg4", options={"g": "12", "bf": "2"}),
