@@ -15,6 +15,7 @@ from sources.img2dataset_notices import (RESIZE_ADVICE, ListingNotes, decoded_sa
 from sources.paths import path_problem, set_aside
 from sources.records import MAX_INPUT_FILE_BYTES, raise_machine_error
 from sources.tar_members import open_tar, split_member
+from sources.web_format import schemas_read_once
 from sources.web_reader import WebReader
 from sources.web_samples import IMAGE_EXTENSIONS, image_members as _image_members
 from sources.web_units import TAR_SUFFIXES
@@ -25,8 +26,9 @@ class Img2datasetNotices(WebReader):
 
     def notices(self) -> list[str]:
         """Warnings about the input as a whole (once per source): img2dataset-resized images."""
-        if self.resolved_format() in ("folder", "huggingface"):
-            return []
+        with schemas_read_once():  # the layout's detection reads a footer the units' planning read
+            if self.resolved_format() in ("folder", "huggingface"):
+                return []
         import pyarrow as pa
 
         listed = [p for p in fsio.list_files(self.path, (".parquet",), links=True)  # its unit rejects the others
