@@ -21,10 +21,13 @@ LaionFormat = Literal["auto", "webdataset", "files", "parquet", "huggingface", "
 
 
 # each parquet's schema (or why it did not read) as read inside `schemas_read_once`, at most
-# `MAX_SCHEMAS_HELD` of them: the layout's detection, the units' and the notices' planning read
+# `MAX_SCHEMAS_HELD` of them, each of at most `MAX_SCHEMA_HELD_BYTES` serialized (a footer may
+# declare 64 MiB of key-value metadata: such a schema is read again, never held): the layout's
+# detection, the units' and the notices' planning read
 _SCHEMAS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("uvd_parquet_schemas",
                                                                                  default=None)
 MAX_SCHEMAS_HELD = 16
+MAX_SCHEMA_HELD_BYTES = 1 << 20
 
 
 @contextlib.contextmanager
@@ -57,7 +60,8 @@ def parquet_schema(uri: str) -> Any:
             found: Any = hf_parquet.read_schema(handle)
     except (OSError, ValueError, pa.ArrowException) as exc:  # raised again at each ask, as read
         found = exc
-    if memo is not None and len(memo) < MAX_SCHEMAS_HELD:
+    if memo is not None and len(memo) < MAX_SCHEMAS_HELD and (
+            isinstance(found, BaseException) or found.serialize().size <= MAX_SCHEMA_HELD_BYTES):
         memo[uri] = found
     if isinstance(found, BaseException):
         raise found

@@ -603,6 +603,11 @@ def test_a_remote_parquets_long_footer_is_fetched_as_one_range(tmp_path: Path, f
     else:  # each read of the footer (the encryption check's walk, pyarrow's) one range
         assert _RemoteFile.ranges[0] == tail and len(_RemoteFile.ranges) <= 3, len(_RemoteFile.ranges)
         assert set(_RemoteFile.ranges[1:]) == {("00000.parquet", size - length, size - (64 << 10))}
+    # planning reads a schema once, but never holds one of 17 MiB of metadata: read again
+    _RemoteFileSystem.opened = []
+    with web_format.schemas_read_once():
+        assert [web_format.image_column(f"uvdremote://{path}") for _ in range(2)] == [None, None]
+    assert _RemoteFileSystem.opened == ["00000.parquet"] * (1 if footer == "long" else 2)
 
 
 @pytest.mark.parametrize("layout", ["huggingface", "parquet"])
