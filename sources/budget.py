@@ -401,6 +401,8 @@ class _Sender:
 
 
 def _serve() -> None:
+    from sources import fsio  # the tasks' own module: imported by the first of them anyway
+
     channel_in = os.fdopen(os.dup(0), "rb")
     channel_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything C code prints to stdout goes to stderr, not into the channel
@@ -421,13 +423,14 @@ def _serve() -> None:
             return
         function, args, kwargs = pickle.loads(data, buffers=buffers)
         try:
-            result = _resolve(function)(*args, **kwargs)
-            if isinstance(result, GeneratorType):
-                for item in result:
-                    send("item", item)
-                send("done", None)
-            else:
-                send("value", result)
+            with fsio.heads_read_once():  # a task's files sniffed once (a video's opens: its GIF bytes)
+                result = _resolve(function)(*args, **kwargs)
+                if isinstance(result, GeneratorType):
+                    for item in result:
+                        send("item", item)
+                    send("done", None)
+                else:
+                    send("value", result)
         except Exception as exc:
             send("error", (type(exc).__name__, str(exc)[:500], getattr(exc, "reason", None),
                            getattr(exc, "detail", None), exc.errno if isinstance(exc, OSError) else None))

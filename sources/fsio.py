@@ -513,11 +513,41 @@ def refuse_special(uri: str) -> None:
         raise NotAFile(uri, kind)
 
 
+# inside `heads_read_once`: each file's first bytes read (up to `MAX_HEAD_HELD`), and whether they are
+# the whole file
+_HEADS: contextvars.ContextVar[dict[str, tuple[bytes, bool]] | None] = contextvars.ContextVar("uvd_heads",
+                                                                                             default=None)
+MAX_HEAD_HELD = 4096
+
+
+@contextlib.contextmanager
+def heads_read_once() -> Iterator[None]:
+    """Inside the block (one task of a decode worker: one file's probe, or its decoding) a file's
+    first bytes are read once (`head_bytes`): each open of a video sniffed its 13 GIF bytes again
+    (4 ranged reads in a probe, 2 in a decoding, each a round trip to a remote store)."""
+    token = _HEADS.set({})
+    try:
+        yield
+    finally:
+        _HEADS.reset(token)
+
+
 def head_bytes(uri: str, size: int) -> bytes:
     """The first `size` bytes of a file (fewer when it is shorter), in one ranged read: a sniff of
     what a file is, where `open_file` would fetch a whole 5 MiB read-ahead block of a remote one. A
     local fifo, socket or device raises `NotAFile` unopened. Not recorded as an input: the reader
-    that opens the file records it."""
+    that opens the file records it. Inside `heads_read_once`, read once (up to `MAX_HEAD_HELD`)."""
+    memo = _HEADS.get()
+    held = memo.get(uri) if memo is not None else None
+    if held is not None and (len(held[0]) >= size or held[1]):
+        return held[0][:size]
+    data = _head_bytes(uri, size)
+    if memo is not None and size <= MAX_HEAD_HELD:
+        memo[uri] = (data, len(data) < size)
+    return data
+
+
+def _head_bytes(uri: str, size: int) -> bytes:
     refuse_special(uri)
     path = local_path(uri)
     if path is not None:

@@ -502,7 +502,8 @@ def value_bytes(source: Any, parquet, index: int, columns: list[str] | None = No
 
 
 def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: list[str] | None = None,
-                source: Any = None, image: str | None = None) -> Iterator[tuple[int, list[dict]] | TooLarge]:
+                source: Any = None, image: str | None = None,
+                captions: tuple[str, ...] = ()) -> Iterator[tuple[int, list[dict]] | TooLarge]:
     """Each row group of `parquet` (a `pyarrow.parquet.ParquetFile` of file `name`, opened from
     `source`) as (index of the first row, rows of `columns`, by default all), `BATCH_ROWS` at a
     time, or as `TooLarge` when its footer declares more than `ROW_GROUP_BYTES`, or its values
@@ -513,7 +514,9 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
     its footer's statistics say is null in every row is not read: its rows come as `too_large`
     does, `MISSING_IMAGE`. A group so judged is read once: the rows come from the dictionaries
     read to judge it (`datasets` and pyarrow write every image column with a dictionary page, so
-    an honest image parquet was read twice)."""
+    an honest image parquet was read twice). A cell of a `captions` column (a string column) that
+    is not UTF-8 comes as its bytes, as a `binary` column's cell does (its reader makes it text as
+    `web_samples.caption_from_bytes` does): its row is read, not a `TEXT_NOT_UTF8` reject."""
     meta = parquet.metadata
     key_columns = tuple(c for c in key_columns if c in parquet.schema_arrow.names)
     first, listing = 0, ListedRows()
@@ -548,7 +551,8 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
             start, nulls = first, _NullImages(image, first, listing)
             for batch in batches:
                 for offset, run in nulls.kept_runs(batch):
-                    yield from _handed_over(run, start + offset, f"{name}: row group {index}", key_columns)
+                    yield from _handed_over(run, start + offset, f"{name}: row group {index}", key_columns,
+                                            captions)
                 start += batch.num_rows
             # the last batch, a slice of `table`, kept the group alive while the next one was read
             batch = run = table = None
@@ -620,11 +624,11 @@ class _NullImages:
             yield int(begin), batch.slice(int(begin), int(end - begin))
 
 
-def _handed_over(batch, first: int, where: str, key_columns: tuple[str, ...]) -> Iterator[tuple[int, list[dict]]
-                                                                                         | TooLarge]:
+def _handed_over(batch, first: int, where: str, key_columns: tuple[str, ...],
+                 captions: tuple[str, ...] = ()) -> Iterator[tuple[int, list[dict]] | TooLarge]:
     """A batch of rows (a table or record batch, its first row `first`) as Python, judged first
     (`python_bytes`): within `ROW_GROUP_BYTES` whole; else a row at a time, a row over it a
-    `TooLarge` of its `key_columns`."""
+    `TooLarge` of its `key_columns`. A `captions` cell that is not UTF-8 comes as its bytes."""
     if sum(python_bytes(c) for c in batch.columns) <= ROW_GROUP_BYTES:
         try:
             rows = batch.to_pylist()
@@ -633,14 +637,15 @@ def _handed_over(batch, first: int, where: str, key_columns: tuple[str, ...]) ->
         if rows is not None:
             yield first, rows
             return
-        yield from _around_text_not_utf8(batch, first, where, [c for c in key_columns if c in batch.schema.names])
+        yield from _around_text_not_utf8(batch, first, where, [c for c in key_columns if c in batch.schema.names],
+                                         captions)
         return
     keys = [c for c in key_columns if c in batch.schema.names]
     for offset in range(batch.num_rows):
         row = batch.slice(offset, 1)
         held = sum(python_bytes(c) for c in row.columns)
         if held <= ROW_GROUP_BYTES:
-            yield _row_or_reject(row, first + offset, where, keys)
+            yield _row_or_reject(row, first + offset, where, keys, captions)
         else:
             yield TooLarge(first + offset, row.select(keys).to_pylist() if keys else [{}],
                            f"{where}: row {first + offset} holds {held} bytes as Python values (each an object), over "
@@ -650,25 +655,30 @@ def _handed_over(batch, first: int, where: str, key_columns: tuple[str, ...]) ->
 TEXT_NOT_UTF8 = "text_not_utf8"
 
 
-def _around_text_not_utf8(batch, first: int, where: str, keys: list[str]) -> Iterator[tuple[int, list[dict]]
-                                                                                    | TooLarge]:
+def _around_text_not_utf8(batch, first: int, where: str, keys: list[str],
+                          captions: tuple[str, ...] = ()) -> Iterator[tuple[int, list[dict]] | TooLarge]:
     """A batch (its first row `first`) some string of which is not UTF-8, as `_row_or_reject` gives
-    it a row at a time (each run of good rows as one batch, each bad row its `TEXT_NOT_UTF8`), but
-    each column read whole and a failing one halved down to its bad rows: a row at a time, a file
-    with a bad caption in every batch (100,000 rows of 10 string columns) took 12x an honest one's."""
+    it a row at a time (each run of good rows as one batch, each bad row its `TEXT_NOT_UTF8`, a bad
+    cell of a `captions` column its bytes), but each column read whole and a failing one halved
+    down to its bad rows: a row at a time, a file with a bad caption in every batch (100,000 rows
+    of 10 string columns) took 12x an honest one's."""
     columns, bad = [], set()
-    for column in batch.columns:
-        values, failing = readable_values(column)
-        columns.append(values)
-        bad.update(failing)
     names = batch.schema.names
+    for name, column in zip(names, batch.columns):
+        values, failing = readable_values(column)
+        if name in captions and _is_text(_plain(column.type)):
+            for row in failing:
+                values[row] = raw_text(column.slice(row, 1))[0]
+        else:
+            bad.update(failing)
+        columns.append(values)
     start = 0
     for row in sorted(bad) + [batch.num_rows]:
         if row > start:
             yield first + start, [{name: values[index] for name, values in zip(names, columns)}
                                   for index in range(start, row)]
         if row < batch.num_rows:
-            yield _row_or_reject(batch.slice(row, 1), first + row, where, keys)
+            yield _row_or_reject(batch.slice(row, 1), first + row, where, keys, captions)
         start = row + 1
 
 
@@ -686,20 +696,45 @@ def readable_values(column) -> tuple[list[Any], list[int]]:
     return head + tail, head_bad + [middle + row for row in tail_bad]
 
 
-def _row_or_reject(row, index: int, where: str, keys: list[str]) -> tuple[int, list[dict]] | TooLarge:
+def raw_text(column) -> list[bytes | None]:
+    """A string column's values as the bytes they hold (UTF-8 or not: never decoded; a cell of
+    one a writer filled unchecked, as pyarrow's `from_buffers`, Spark or DuckDB may)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(column.type):  # as `_judged_read` reads a dictionary-encoded chunk
+        column = column.cast(column.type.value_type)
+    large = pa.types.is_large_string(column.type)
+    return column.cast(pa.large_binary() if large else pa.binary()).to_pylist()
+
+
+def _plain(kind):
+    """An Arrow type, a dictionary's its values' type."""
+    import pyarrow as pa
+
+    return kind.value_type if pa.types.is_dictionary(kind) else kind
+
+
+def _row_or_reject(row, index: int, where: str, keys: list[str],
+                   captions: tuple[str, ...] = ()) -> tuple[int, list[dict]] | TooLarge:
     """One row (a one-row table or batch) as Python, or, where a string of it is not UTF-8 (pyarrow
     writes what it is given, and reads it back unchecked: Python cannot), `TEXT_NOT_UTF8` naming
-    the columns; the other rows of its file are read (the whole file was a `bad_parquet`)."""
+    the columns; the other rows of its file are read (the whole file was a `bad_parquet`). A
+    `captions` cell that is not UTF-8 is its bytes, the row read."""
     try:
         return index, row.to_pylist()
     except UnicodeDecodeError:
         pass
-    bad = []
+    bad, cells = [], {}
     for name in row.schema.names:
         try:
-            row.column(name).to_pylist()
+            cells[name] = row.column(name).to_pylist()[0]
         except UnicodeDecodeError:
-            bad.append(name)
+            if name in captions and _is_text(_plain(row.column(name).type)):
+                cells[name] = raw_text(row.column(name))[0]
+            else:
+                bad.append(name)
+    if not bad:
+        return index, [cells]
     try:
         named = row.select([k for k in keys if k not in bad]).to_pylist() if keys else [{}]
     except UnicodeDecodeError:

@@ -82,8 +82,10 @@ class HfRepoReader(CardSplits):
                              split_hint=hint, input=f"{at} column {column}")
             others = {*hf_parquet.image_columns(parquet.schema_arrow), *lists} - {image}  # never read
             columns = [c for c in parquet.schema_arrow.names if c not in others]
-            for first, rows in _row_lists(hf_parquet.row_batches(parquet, name, columns=columns, source=handle,
-                                                                        image=image)):
+            # a caption cell that is not UTF-8 comes as its bytes, read as a `binary` column's (`caption_text`)
+            batches = hf_parquet.row_batches(parquet, name, columns=columns, source=handle, image=image,
+                                             captions=(caption,) if caption else ())
+            for first, rows in _row_lists(batches):
                 for offset, row in enumerate(rows):
                     index = (first.first_row if isinstance(first, hf_parquet.TooLarge) else first) + offset
                     key = data_key(self.name, shard, str(index))

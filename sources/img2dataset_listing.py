@@ -287,9 +287,10 @@ def _parquet_rows(parquet_uri: str) -> tuple[dict[str, dict[str, Any]] | None, l
     them). Judged before any row is read on the values those columns hold (`hf_parquet.value_bytes`:
     its footer's sizes, or for a dictionary-encoded column what each row points at): past
     `MAX_LISTING_BYTES` it is a ValueError (the shard's `bad_parquet`), never read whole (it was,
-    binary columns and all). A value that is not UTF-8 in a string column (a Latin-1 caption that
-    a writer handed pyarrow unchecked) is None in its row alone: it made the whole listing a
-    `bad_parquet`, its failed downloads and recorded hashes lost."""
+    binary columns and all). A value that is not UTF-8 in a string column (a Latin-1 URL that a
+    writer handed pyarrow unchecked) is None in its row alone: it made the whole listing a
+    `bad_parquet`, its failed downloads and recorded hashes lost; a caption is its text as
+    `caption_cell` reads it (it was None)."""
     with fsio.open_file(parquet_uri, read_ahead=False) as handle:
         parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
         schema = parquet.schema_arrow
@@ -305,11 +306,21 @@ def _parquet_rows(parquet_uri: str) -> tuple[dict[str, dict[str, Any]] | None, l
         rows = table.to_pylist()
     except UnicodeDecodeError:  # a cell not UTF-8: each column read on its own, its bad cells None
         columns = {name: hf_parquet.readable_values(table.column(name)) for name in table.column_names}
+        if "caption" in columns:  # but a caption's text as a `binary` caption's (`caption_text`), not lost
+            captions, bad = columns["caption"]
+            for index in bad:
+                captions[index] = caption_cell(hf_parquet.raw_text(table.column("caption").slice(index, 1))[0])
         unkeyed = set(columns["key"][1])
         rows = [{name: values[index] for name, (values, _) in columns.items()}
                 for index in range(table.num_rows) if index not in unkeyed]
         return {nfc(str(row["key"])): row for row in rows}, sorted(unkeyed)
     return {nfc(str(row["key"])): row for row in rows}, []
+
+
+def caption_cell(raw: bytes | None) -> str | None:
+    """A caption cell's bytes (a `binary` column's, or a string column's that is not UTF-8) as text:
+    UTF-8, each byte that is not as U+FFFD (the rule of `web_samples.caption_from_bytes`)."""
+    return None if raw is None else raw.decode("utf-8", errors="replace")
 
 
 def _unkeyed_detail(parquet_uri: str, rows: list[int]) -> str:

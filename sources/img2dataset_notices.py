@@ -5,6 +5,7 @@ images of a files-layout folder. The laion source warns of it once per build (`L
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sources import fsio, hf_parquet
@@ -16,34 +17,75 @@ RESIZE_ADVICE = ("download with img2dataset --resize_mode no --disable_all_reenc
                  "(README: Getting LAION with img2dataset)")
 
 
-def first_decoded_row(parquet_uri: str) -> dict[str, Any] | None:
+def _first_decoded_row(handle: Any, parquet: Any) -> dict[str, Any] | None:
     """The first success row img2dataset decoded (its `width` recorded), read a batch at a time; a
     row group whose values pass `hf_parquet.ROW_GROUP_BYTES` is passed over, as the read passes it."""
-    with fsio.open_file(parquet_uri, read_ahead=False) as handle:
-        parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
-        for index in range(parquet.num_row_groups):
-            if hf_parquet.value_bytes(handle, parquet, index) > hf_parquet.ROW_GROUP_BYTES:
-                continue
-            for batch in parquet.iter_batches(batch_size=64, row_groups=[index], use_threads=False):
-                for row in batch.to_pylist():
-                    if download_status(row) == "success" and row.get("width") is not None:
-                        return row
+    for index in range(parquet.num_row_groups):
+        if hf_parquet.value_bytes(handle, parquet, index) > hf_parquet.ROW_GROUP_BYTES:
+            continue
+        for batch in parquet.iter_batches(batch_size=64, row_groups=[index], use_threads=False):
+            for row in _rows(batch):
+                if download_status(row) == "success" and row.get("width") is not None:
+                    return row
     return None
+
+
+def _rows(batch) -> list[dict[str, Any]]:
+    """A batch's rows, a value that is not UTF-8 (a caption a writer did not check) None in its row
+    alone: it made the shard's first decoded row unknown, and so its re-encoding unchecked."""
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        columns = [hf_parquet.readable_values(column)[0] for column in batch.columns]
+        return [dict(zip(batch.schema.names, values)) for values in zip(*columns)]
 
 
 LISTING_NOTICE_COLUMNS = ("status", "width", "height", "original_width", "original_height", "exif")
 
 
-def listing_rows(parquet_uri: str) -> list[dict[str, Any]]:
-    """The columns of an img2dataset listing the notices judge (`resized_samples`,
-    `decoded_samples`), those it has, read once."""
+@dataclass
+class ListingNotes:
+    """What the notices judge of one img2dataset listing, read in one open of it (`listing_notes`)."""
+
+    rows: list[dict[str, Any]]  # its `LISTING_NOTICE_COLUMNS`, those it has
+    # its `caption` column is `binary`: img2dataset read its URL list with pyarrow's CSV reader,
+    # which types the whole column so when one caption is not UTF-8 (a Latin-1 CSV); each caption
+    # is then read by `web_samples.caption_from_bytes` (U+FFFD for a byte that is not UTF-8)
+    binary_captions: bool
+    captions_not_utf8: int  # cells of its `caption` string column that are not UTF-8
+    decoded_row: dict[str, Any] | None  # `_first_decoded_row`, read where the rows say decoded, not resized
+
+
+def listing_notes(parquet_uri: str) -> ListingNotes:
+    """An img2dataset listing's `ListingNotes`, its file opened once (its notices opened it three
+    times: its rows, its schema, its first decoded row; a footer fetch each from a remote store).
+    Judged before any row is read: its notice columns and caption past `MAX_LISTING_BYTES` are a
+    ValueError (no notice from it)."""
+    import pyarrow as pa
+
     with fsio.open_file(parquet_uri, read_ahead=False) as handle:
         parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
-        columns = [c for c in LISTING_NOTICE_COLUMNS if c in parquet.schema_arrow.names]
-        held = sum(hf_parquet.value_bytes(handle, parquet, index, columns) for index in range(parquet.num_row_groups))
+        schema = parquet.schema_arrow
+        columns = [c for c in LISTING_NOTICE_COLUMNS if c in schema.names]
+        caption = schema.field("caption").type if "caption" in schema.names else None
+        text = ["caption"] if caption is not None and (pa.types.is_string(caption) or pa.types.is_large_string(caption)) \
+            else []
+        held = sum(hf_parquet.value_bytes(handle, parquet, index, columns + text)
+                   for index in range(parquet.num_row_groups))
         if held > MAX_LISTING_BYTES:  # judged before any row is read: no notice from it
             raise ValueError(f"its notice columns hold {held} bytes of values, over {MAX_LISTING_BYTES}")
-        return parquet.read(columns=columns, use_threads=False).to_pylist()
+        table = parquet.read(columns=columns + text, use_threads=False)
+        bad = 0
+        if text:
+            try:
+                table.column("caption").validate(full=True)  # UTF-8 checked in C++, no Python string made
+            except pa.ArrowInvalid:
+                bad = len(hf_parquet.readable_values(table.column("caption"))[1])
+        rows = table.select(columns).to_pylist()
+        table = None
+        binary = caption is not None and hf_parquet.is_binary(caption)
+        decoded = _first_decoded_row(handle, parquet) if decoded_samples(rows) and not resized_samples(rows) else None
+    return ListingNotes(rows, binary, bad, decoded)
 
 
 def resized_samples(rows: list[dict[str, Any]]) -> tuple[int, int, str] | None:
@@ -85,18 +127,6 @@ def rotation_clause(rotated: int) -> str:
         return ""
     return (f"; {rotated} of them img2dataset's exif column records with an EXIF orientation that "
             "re-encoding drops: re-encoded, they are stored, and built, as shot (sideways or mirrored)")
-
-
-def binary_captions(parquet_uri: str) -> bool:
-    """Whether a listing's `caption` column is `binary`: img2dataset read its URL list with
-    pyarrow's CSV reader, which types the whole column so when one caption is not UTF-8 (a
-    Latin-1 CSV); each caption is then read by `web_samples.caption_from_bytes` (U+FFFD for a
-    byte that is not UTF-8). Its schema alone is read."""
-    import pyarrow as pa
-
-    with fsio.open_file(parquet_uri, read_ahead=False) as handle:
-        schema = hf_parquet.open_parquet(handle, pre_buffer=False).schema_arrow
-    return "caption" in schema.names and pa.types.is_binary(schema.field("caption").type)
 
 
 def unlisted_images(parquet_uri: str, rows: list[dict[str, Any]]) -> tuple[int, int] | None:

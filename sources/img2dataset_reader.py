@@ -31,6 +31,7 @@ _lineage = functools.partial(sample_lineage, value=lineage_value)
 # and hash check take it): at most this many bytes, as their headers declare, judged before each is
 # read; past it, `SAMPLE_TOO_LARGE` (2,000 images of 250 KB in one document peaked at 544 MiB)
 MAX_SAMPLE_BYTES = MAX_INPUT_FILE_BYTES
+CAPTION_CELLS = ("txt", "caption")  # an `output_format=parquet` shard's caption columns
 SAMPLE_TOO_LARGE = "sample_too_large"
 
 
@@ -207,7 +208,9 @@ class Img2datasetReader(WebReader):
         with fsio.open_file(uri, read_ahead=False) as handle:  # opened once: its column named from its schema
             parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
             column = _image_column(parquet.schema_arrow)
-            batches = hf_parquet.row_batches(parquet, f"{shard}.parquet", ("key",), source=handle)
+            # a caption cell that is not UTF-8 comes as its bytes, read as a `binary` column's (`utf8_text`)
+            batches = hf_parquet.row_batches(parquet, f"{shard}.parquet", ("key",), source=handle,
+                                             captions=CAPTION_CELLS)
             at = self._at(uri)
             for first, rows in _row_lists(batches):
                 for offset, row in enumerate(rows):

@@ -5,7 +5,9 @@ tfrecords, a `datasets` `save_to_disk` folder)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import contextlib
+import contextvars
+from typing import Any, Iterator, Literal
 
 from sources import fsio, hf_parquet
 from sources.imagefolder import METADATA_FILES
@@ -18,10 +20,57 @@ from sources.web_samples import IMAGE_EXTENSIONS
 LaionFormat = Literal["auto", "webdataset", "files", "parquet", "huggingface", "folder"]
 
 
+# each parquet's schema (or why it did not read) as read inside `schemas_read_once`, at most
+# `MAX_SCHEMAS_HELD` of them, each of at most `MAX_SCHEMA_HELD_BYTES` serialized (a footer may
+# declare 64 MiB of key-value metadata: such a schema is read again, never held): the layout's
+# detection, the units' and the notices' planning read
+_SCHEMAS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("uvd_parquet_schemas",
+                                                                                 default=None)
+MAX_SCHEMAS_HELD = 16
+MAX_SCHEMA_HELD_BYTES = 1 << 20
+
+
+@contextlib.contextmanager
+def schemas_read_once() -> Iterator[None]:
+    """Inside the block (one planning stretch: the input as it is now) each parquet's footer is
+    read once (`parquet_schema`). A build's planning opened an `output_format=parquet` shard 12
+    times (its layout detected three times, twice a detection, and its notices taken twice, three
+    reads a time): a footer fetch each time from a remote store."""
+    token = _SCHEMAS.set({}) if _SCHEMAS.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _SCHEMAS.reset(token)
+
+
+def parquet_schema(uri: str) -> Any:
+    """A parquet's Arrow schema (`hf_parquet.read_schema`: one that cannot be trusted raises),
+    read once inside `schemas_read_once` (a later ask is recorded as an open, `fsio.opening`)."""
+    import pyarrow as pa
+
+    memo = _SCHEMAS.get()
+    if memo is not None and uri in memo:
+        fsio.opening(uri)
+        if isinstance(memo[uri], BaseException):
+            raise memo[uri]
+        return memo[uri]
+    try:
+        with fsio.open_file(uri, read_ahead=False) as handle:
+            found: Any = hf_parquet.read_schema(handle)
+    except (OSError, ValueError, pa.ArrowException) as exc:  # raised again at each ask, as read
+        found = exc
+    if memo is not None and len(memo) < MAX_SCHEMAS_HELD and (
+            isinstance(found, BaseException) or found.serialize().size <= MAX_SCHEMA_HELD_BYTES):
+        memo[uri] = found
+    if isinstance(found, BaseException):
+        raise found
+    return found
+
+
 def image_column(parquet_uri: str) -> str | None:
     """The binary image column of an `output_format=parquet` shard, if it has one."""
-    with fsio.open_file(parquet_uri, read_ahead=False) as handle:
-        return schema_image_column(hf_parquet.read_schema(handle))
+    return schema_image_column(parquet_schema(parquet_uri))
 
 
 def schema_image_column(schema: Any) -> str | None:
@@ -46,6 +95,11 @@ def refuse_tfrecords(name: str, root: str, files: list[str]) -> None:
 
 
 def detect_format(root: str, follow_links: bool = False) -> LaionFormat:
+    with schemas_read_once():  # a parquet's footer read once, whether it holds images and whose they are
+        return _detected_format(root, follow_links)
+
+
+def _detected_format(root: str, follow_links: bool) -> LaionFormat:
     # `links`: a shard that is a fifo or a link still names the layout (its unit rejects it,
     # `not_a_file`), never taken for a plain folder whose listings are images without their file
     files = [f for f in fsio.list_files(root, links=True) if not set_aside(fsio.basename(f))]
@@ -105,8 +159,7 @@ def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8)
         if path_problem(root, uri, follow_links):
             continue
         try:
-            with fsio.open_file(uri, read_ahead=False) as handle:
-                return uri, hf_parquet.read_schema(handle)
+            return uri, parquet_schema(uri)
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise_machine_error(exc, uri)
     return None

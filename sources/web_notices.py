@@ -10,12 +10,12 @@ from typing import Any
 
 from sources import fsio
 from sources.img2dataset_listing import hash_problem, recorded_hash
-from sources.img2dataset_notices import (RESIZE_ADVICE, binary_captions, decoded_samples,
-                                         first_decoded_row as _first_decoded_row, listing_rows, resized_samples,
+from sources.img2dataset_notices import (RESIZE_ADVICE, ListingNotes, decoded_samples, listing_notes, resized_samples,
                                          rotation_clause as _rotation_clause, unlisted_images)
 from sources.paths import path_problem, set_aside
 from sources.records import MAX_INPUT_FILE_BYTES, raise_machine_error
 from sources.tar_members import open_tar, split_member
+from sources.web_format import schemas_read_once
 from sources.web_reader import WebReader
 from sources.web_samples import IMAGE_EXTENSIONS, image_members as _image_members
 from sources.web_units import TAR_SUFFIXES
@@ -26,8 +26,9 @@ class Img2datasetNotices(WebReader):
 
     def notices(self) -> list[str]:
         """Warnings about the input as a whole (once per source): img2dataset-resized images."""
-        if self.resolved_format() in ("folder", "huggingface"):
-            return []
+        with schemas_read_once():  # the layout's detection reads a footer the units' planning read
+            if self.resolved_format() in ("folder", "huggingface"):
+                return []
         import pyarrow as pa
 
         listed = [p for p in fsio.list_files(self.path, (".parquet",), links=True)  # its unit rejects the others
@@ -35,9 +36,10 @@ class Img2datasetNotices(WebReader):
         said: list[str] = []  # of the caption bytes and the unlisted images, from the first listing that shows them
         for parquet in listed[:2]:
             try:
-                rows = listing_rows(parquet)
+                notes = listing_notes(parquet)
+                rows = notes.rows
                 resized, decoded = resized_samples(rows), decoded_samples(rows)
-                said = said or self._caption_notices(parquet, binary_captions(parquet), unlisted_images(parquet, rows))
+                said = said or self._caption_notices(parquet, notes, unlisted_images(parquet, rows))
             except (OSError, ValueError, pa.ArrowException) as exc:  # unreadable: its unit rejects it
                 raise_machine_error(exc, parquet)  # too many open files: never a warning left out unsaid
                 continue
@@ -47,7 +49,7 @@ class Img2datasetNotices(WebReader):
                 return [f"{self.name}: img2dataset resized {count} of {total} images in "
                         f"{fsio.basename(parquet)} (e.g. stored {example}); the build then sees its "
                         f"letterboxed or re-encoded pixels, not the originals{rotated}: {RESIZE_ADVICE}"] + said
-            if decoded and not self._kept_as_downloaded(parquet):
+            if decoded and not self._kept_as_downloaded(parquet, notes.decoded_row):
                 count, total, _ = decoded
                 return [f"{self.name}: img2dataset decoded and re-encoded {count} of {total} images in "
                         f"{fsio.basename(parquet)} itself (sizes kept; each it encoded again, all but what "
@@ -55,13 +57,20 @@ class Img2datasetNotices(WebReader):
                         f"16-bit depth and EXIF){rotated}: {RESIZE_ADVICE}"] + said
         return said
 
-    def _caption_notices(self, parquet: str, binary: bool, unlisted: tuple[int, int] | None) -> list[str]:
-        """That img2dataset stored a listing's captions as bytes, and that its files-layout folder
-        holds images the listing does not list (`img2dataset_notices`)."""
+    def _caption_notices(self, parquet: str, notes: ListingNotes, unlisted: tuple[int, int] | None) -> list[str]:
+        """That img2dataset stored a listing's captions as bytes, or a writer captions that are not
+        UTF-8 in a string column, and that its files-layout folder holds images the listing does
+        not list (`img2dataset_notices`)."""
         name = fsio.basename(parquet)
         said = [f"{self.name}: img2dataset stored the captions of {name} as bytes (its URL list is not all "
                 "UTF-8, as a Latin-1 CSV): each is read as UTF-8, a byte that is not as U+FFFD; convert the "
-                "list to UTF-8 and download again to keep every letter"] if binary else []
+                "list to UTF-8 and download again to keep every letter"] if notes.binary_captions else []
+        bad = notes.captions_not_utf8
+        if bad:
+            said.append(f"{self.name}: {name} holds {bad} caption{'s that are' if bad > 1 else ' that is'} not UTF-8 "
+                        "in a string column, which must be (the writer that made it did not check them, as Spark, "
+                        "DuckDB or pyarrow's from_buffers do not): each is read as UTF-8, a byte that is not as "
+                        "U+FFFD; write its captions as UTF-8 to keep every letter")
         if unlisted:
             images, successes = unlisted
             said.append(f"{self.name}: {images - successes} of the {images} images in {name.removesuffix('.parquet')}/ "
@@ -69,14 +78,14 @@ class Img2datasetNotices(WebReader):
                         ".json for the others, as it does for a caption of bytes)")
         return said
 
-    def _kept_as_downloaded(self, parquet: str) -> bool:
-        """Whether the first image img2dataset decoded in this shard is stored as downloaded (its
-        bytes have the recorded hash: `--skip_reencode True` kept a file already in its format, or
-        a hand-made listing): then its decoding is no evidence of re-encoding and nothing is warned."""
+    def _kept_as_downloaded(self, parquet: str, row: dict[str, Any] | None) -> bool:
+        """Whether the first image img2dataset decoded in this shard (`row`,
+        `ListingNotes.decoded_row`) is stored as downloaded (its bytes have the recorded hash:
+        `--skip_reencode True` kept a file already in its format, or a hand-made listing): then its
+        decoding is no evidence of re-encoding and nothing is warned."""
         import pyarrow as pa
 
         try:
-            row = _first_decoded_row(parquet)
             recorded = {**row, "width": None} if row else None
             if recorded is None or recorded_hash(recorded) is None:
                 return False

@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any, Callable
 
-from sources.img2dataset_listing import parse_json
+from sources.img2dataset_listing import caption_cell, parse_json
 from sources.paths import relative_to_root
 from sources.records import twin_groups
 
@@ -134,9 +134,10 @@ def sample_lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] |
 
 def caption_from_bytes(raw: bytes) -> str:
     """The one rule for caption bytes in every layout (a `.txt` member or file, a `binary` caption
-    cell, a `.txt` img2dataset wrote as a bytes literal): UTF-8, each byte that is not UTF-8 as
-    U+FFFD (`caf\\xe9 au lait` keeps all but one letter; `img2dataset_notices.binary_captions` says so)."""
-    return raw.decode("utf-8", errors="replace")
+    cell, a string one that is not UTF-8, a `.txt` img2dataset wrote as a bytes literal): UTF-8,
+    each byte that is not UTF-8 as U+FFFD (`caf\\xe9 au lait` keeps all but one letter;
+    `img2dataset_notices.ListingNotes` says so). Written once, in `img2dataset_listing.caption_cell`."""
+    return caption_cell(raw)
 
 
 # img2dataset 1.47's files format writes a caption of a `binary` column (a URL list read from a

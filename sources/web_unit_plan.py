@@ -14,7 +14,7 @@ from sources.paths import (OutsideRoot, collapse_set_aside, path_problem, relati
                            set_aside_problem)
 from sources.records import FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST, nfc, raise_machine_error, units_cut_by_name
 from sources.web_folder import FOLDER_KINDS
-from sources.web_format import first_schema, refuse_saved_datasets, refuse_tfrecords
+from sources.web_format import first_schema, refuse_saved_datasets, refuse_tfrecords, schemas_read_once
 from sources.web_metadata import MetadataReader
 from sources.web_samples import (IMAGE_EXTENSIONS, SIDECARS, TOOL_SIDECARS, ext_of as _ext_of, folder_groups,
                                  stem_of as _stem_of)
@@ -26,6 +26,10 @@ class UnitPlanner(MetadataReader, HfRepoReader):
     columns as the readers it derives from read them)."""
 
     def units(self) -> list[Unit]:
+        with schemas_read_once():  # the layout's detection and a `datasets` file's columns: one footer read
+            return self._planned_units()
+
+    def _planned_units(self) -> list[Unit]:
         fmt = self.resolved_format()
         if fmt in ("webdataset", "files", "parquet"):
             # the shards img2dataset is still writing (a killed or running download): left out,

@@ -603,6 +603,11 @@ def test_a_remote_parquets_long_footer_is_fetched_as_one_range(tmp_path: Path, f
     else:  # each read of the footer (the encryption check's walk, pyarrow's) one range
         assert _RemoteFile.ranges[0] == tail and len(_RemoteFile.ranges) <= 3, len(_RemoteFile.ranges)
         assert set(_RemoteFile.ranges[1:]) == {("00000.parquet", size - length, size - (64 << 10))}
+    # planning reads a schema once, but never holds one of 17 MiB of metadata: read again
+    _RemoteFileSystem.opened = []
+    with web_format.schemas_read_once():
+        assert [web_format.image_column(f"uvdremote://{path}") for _ in range(2)] == [None, None]
+    assert _RemoteFileSystem.opened == ["00000.parquet"] * (1 if footer == "long" else 2)
 
 
 @pytest.mark.parametrize("layout", ["huggingface", "parquet"])
@@ -733,8 +738,12 @@ def test_a_remote_parquets_footer_is_fetched_once_per_open(tmp_path: Path, layou
     open; 3 of a 10 MB `output_format=parquet` shard over its 2 opens). Every parquet of a web
     source (its layout detected, its listing and notices read, its rows read) now fetches the
     footer once per open (and a unit's read opens it once: an `output_format=parquet` shard's
-    opened it twice, once for its image column's name)."""
+    opened it twice, once for its image column's name). A build's planning (its units and its
+    notices, `schemas_read_once`) opens it once for its schema and once for the notices' rows: it
+    opened an `output_format=parquet` shard 7 times (the layout detected twice, twice a detection;
+    the notices' rows, schema and first decoded row each an open), a listing beside a tar 3 times."""
     from sources import fsio
+    from sources.web_format import schemas_read_once
 
     fsspec.register_implementation("uvdremote", _RemoteFileSystem, clobber=True)
     if layout == "huggingface":
@@ -758,11 +767,15 @@ def test_a_remote_parquets_footer_is_fetched_once_per_open(tmp_path: Path, layou
             (tmp_path / member).unlink()
     _RemoteFile.fetched, _RemoteFile.ranges, _RemoteFileSystem.opened = [], [], []
     source = LaionSource("web", f"uvdremote://{tmp_path}")
-    units = source.units()
+    with schemas_read_once():  # as a build plans
+        units = source.units()
+        notices = source.notices()
+    planned = {"webdataset": 1, "parquet": 2, "huggingface": 1}[layout]  # the notices' rows, and the schema
+    assert _RemoteFileSystem.opened.count(path.name) == planned, _RemoteFileSystem.opened
+    assert (layout == "huggingface") == (notices == [])
     before = len(_RemoteFileSystem.opened)
     items = [item for unit in units for item in source.read(unit)]
     assert _RemoteFileSystem.opened[before:].count(path.name) == 1  # a unit opens its parquet once
-    assert source.notices() is not None
     assert sum(isinstance(i, ImageRecord) for i in items) == 300, [i for i in items if isinstance(i, Reject)][:3]
     size, name = path.stat().st_size, path.name
     opens = _RemoteFileSystem.opened.count(name)

@@ -375,36 +375,52 @@ def _not_utf8_strings(values: list[bytes]) -> pa.Array:
                                                              pa.py_buffer(b"".join(values))])
 
 
-@pytest.mark.parametrize("dictionary", [True, False])
-def test_a_caption_that_is_not_utf8_is_its_rows_reject_and_the_other_rows_are_built(tmp_path: Path,
-                                                                                     dictionary: bool):
+@pytest.mark.parametrize("layout", ["dictionary", "plain", "img2dataset"])
+def test_a_caption_that_is_not_utf8_is_read_as_a_binary_one_and_its_row_built(tmp_path: Path, layout: str):
     """A `datasets` parquet whose `text` column holds Latin-1 bytes in one row of 6 (dictionary-
-    encoded, as pyarrow writes by default, or plain): the whole file was one `bad_parquet`
-    (UnicodeDecodeError), its 5 good rows lost. Now that row is a `text_not_utf8` naming the
-    column and the others are images with their captions."""
+    encoded, as pyarrow writes by default, or plain), or an img2dataset `output_format=parquet`
+    shard whose `caption` and `txt` do (a Spark or DuckDB rewrite of a Latin-1 URL list; pyarrow
+    writes and reads them unchecked): the whole file was one `bad_parquet`, then that row a
+    `text_not_utf8` reject, its image lost for a caption. Now the caption is read as a `binary`
+    caption's is (UTF-8, each byte that is not as U+FFFD) and every image is built; a key that is
+    not UTF-8 (no sample can be named by it) is still its row's `text_not_utf8`."""
     from sources.laion import LaionSource
     from sources.records import ImageRecord, Reject
 
     png = _png()
-    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    schema = pa.schema([("image", image), ("text", pa.string())], metadata=HF_FEATURES)
     captions = [b"a red square", b"red", b"caf\xe9 cr\xe8me", b"red", b"a red square", b"square"]
-    table = pa.Table.from_arrays([pa.array([{"bytes": png, "path": None}] * 6, image), _not_utf8_strings(captions)],
-                                 schema=schema)
-    (tmp_path / "data").mkdir()
-    path = tmp_path / "data" / "train-00000-of-00001.parquet"
-    pq.write_table(table, path, use_dictionary=dictionary)
-    assert ("RLE_DICTIONARY" in pq.ParquetFile(path).metadata.row_group(0).column(2).encodings) == dictionary
+    if layout == "img2dataset":
+        keys = [b"%09d" % i for i in range(5)] + [b"00000\xff005"]
+        table = pa.table({"key": _not_utf8_strings(keys), "caption": _not_utf8_strings(captions),
+                          "txt": _not_utf8_strings(captions), "status": ["success"] * 6, "png": [png] * 6})
+        path = tmp_path / "00000.parquet"
+    else:
+        image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+        schema = pa.schema([("image", image), ("text", pa.string())], metadata=HF_FEATURES)
+        table = pa.Table.from_arrays([pa.array([{"bytes": png, "path": None}] * 6, image),
+                                      _not_utf8_strings(captions)], schema=schema)
+        (tmp_path / "data").mkdir()
+        path = tmp_path / "data" / "train-00000-of-00001.parquet"
+    pq.write_table(table, path, use_dictionary=layout != "plain")
     with pytest.raises(UnicodeDecodeError):
         pq.read_table(path).to_pylist()
+    column = pq.ParquetFile(path).metadata.row_group(0).column(1)
+    assert ("RLE_DICTIONARY" in column.encodings) == (layout != "plain")
     source = LaionSource("hf", str(tmp_path))
     items = [item for unit in source.units() for item in source.read(unit)]
-    rejects = [i for i in items if isinstance(i, Reject)]
-    assert [(r.reason, r.input) for r in rejects] == [("text_not_utf8", "data/train-00000-of-00001.parquet row 2")]
-    assert "'text'" in rejects[0].detail and "\\xe9" not in rejects[0].detail
+    rejects = [(r.reason, r.input) for r in items if isinstance(r, Reject)]
     built = [i for i in items if isinstance(i, ImageRecord)]
-    assert len(built) == 5 and all(i.data == png for i in built)
-
+    assert all(i.data == png for i in built)
+    expected = [c.decode("utf-8", errors="replace") for c in captions]
+    assert expected[2] == "caf\ufffd cr\ufffdme"
+    if layout == "img2dataset":
+        assert rejects == [("text_not_utf8", "00000.parquet row 5")]
+        assert [i.lineage["caption"] for i in built] == expected[:5]
+        assert built[2].lineage["img2dataset"]["caption"] == expected[2]
+    else:
+        assert rejects == []
+        assert [i.lineage["caption"] for i in built] == expected
+        assert "text" not in built[2].lineage["huggingface"]
 
 
 def test_rows_around_text_not_utf8_are_read_whole_and_come_as_a_row_at_a_time_would(tmp_path: Path, monkeypatch):

@@ -2238,11 +2238,12 @@ def test_a_listing_of_100k_camera_photos_is_read_its_unused_columns_never(tmp_pa
     assert [r.lineage["img2dataset"]["exif"] for r in records] == [meta[0]["exif"], meta[1]["exif"]]
 
 
-def test_a_listing_caption_that_is_not_utf8_loses_that_rows_caption_not_the_listing(tmp_path: Path):
+def test_a_listing_caption_that_is_not_utf8_is_read_as_a_binary_one_not_the_listing_lost(tmp_path: Path):
     """A listing whose `caption` (a string column) holds Latin-1 bytes in one row (a URL list read
     from a Latin-1 CSV, its bytes handed to pyarrow unchecked, as a C++ or Rust writer does: pyarrow
     writes and reads them, Python cannot decode them) was one `bad_parquet`: the shard's failed
-    download and the hash it recorded for each sample were lost. Now only that cell is lost; a
+    download and the hash it recorded for each sample were lost. Then that cell was lost (None);
+    now it is read as a `binary` caption is (UTF-8, U+FFFD for the rest) and a notice says so; a
     row whose key is not UTF-8 (no sample can be matched to it) is one `text_not_utf8` reject."""
     import hashlib
 
@@ -2282,6 +2283,14 @@ def test_a_listing_caption_that_is_not_utf8_loses_that_rows_caption_not_the_list
     records = [r for r in items if isinstance(r, ImageRecord)]
     assert [(r.key, r.lineage["caption"], r.lineage["img2dataset"]["sha256"]) for r in records] == [
         ("web-00000-000000000", "plain", digests[0])]
+    # the Latin-1 caption is read as a `binary` caption is (it was None), and said once
+    from sources.img2dataset_listing import ShardListing
+
+    listing = ShardListing.read(str(tmp_path / "00000.parquet"), str(tmp_path / "00000_stats.json"), str(tmp_path))
+    assert listing.rows["000000001"]["caption"] == "caf\ufffd au lait" == captions[1].decode("utf-8", "replace")
+    notices = LaionSource("web", str(tmp_path), "webdataset").notices()
+    assert len(notices) == 1 and notices[0].startswith("web: 00000.parquet holds 1 caption that is not UTF-8"), notices
+    assert "U+FFFD" in notices[0]
 
 
 def test_an_img2dataset_parquet_of_a_latin1_url_list_keeps_each_utf8_caption(tmp_path: Path):

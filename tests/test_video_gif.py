@@ -150,3 +150,20 @@ def test_the_first_bytes_sniffs_of_a_remote_video_fetch_only_those_bytes(tmp_pat
     judge_gif(uri, 10**9, 600)
     assert _first_bytes(uri) == data[:13] and _gif_cleared(uri) is None
     assert sum(fetched) <= 64, fetched
+    # one task of a decode worker (`budget._serve`: `heads_read_once`) sniffs a file once: a probe
+    # read the 13 bytes, then again at each of its 3 opens (`open_stream`), a fetch each
+    from sources import fsio
+
+    fetched.clear()
+    with fsio.heads_read_once():
+        assert _first_bytes(uri) == data[:13]
+        assert [_gif_cleared(uri) for _ in range(3)] == [None] * 3
+        judge_gif(uri, 10**9, 600)
+    assert fetched == [13], fetched
+    short = tmp_path / "short.gif"  # shorter than a sniff: the whole file held, never read again
+    short.write_bytes(b"GIF89a")
+    with fsio.heads_read_once():
+        assert fsio.head_bytes(str(short), 13) == b"GIF89a"
+        short.write_bytes(b"changed")
+        assert fsio.head_bytes(str(short), 6) == fsio.head_bytes(str(short), 13) == b"GIF89a"
+    assert fsio.head_bytes(str(short), 13) == b"changed"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sources import fsio
+from sources.web_format import schemas_read_once
 from uvd_pipeline.build_checks import (check_before_build, check_output, check_runner,  # noqa: F401
                                        check_tokenizer, tokenizer_fits)
 from uvd_pipeline.build_record import (BUILD_FILE, _build_record, _same_config, classified_moves,  # noqa: F401
@@ -143,8 +144,10 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
                            workers_failed=workers_failed_to_start(result))
         return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
     check_before_build(config)
-    units = list_units(config)  # source errors: they name the field the user wrote
-    for warnings in source_notices(config).values():
+    with schemas_read_once():  # a parquet's footer read once by the units' planning and the notices
+        units = list_units(config)  # source errors: they name the field the user wrote
+        notices = source_notices(config)  # said now, and in the summary (the input read once for them)
+    for warnings in notices.values():
         for warning in warnings:
             log.warning("%s", warning)
     check_tokenizer(config)
@@ -195,7 +198,7 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     summary = finalize(config, phases(started, running, ran, time.perf_counter()), counters, resumed=len(done),
                        distributions=run_distributions(result), metrics=metrics_reported(result), tokens=tokens,
                        shards=None if dropped else read.shards,  # shards dropped: their sums are in it, read again
-                       workers_failed=workers_failed_to_start(result))
+                       workers_failed=workers_failed_to_start(result), notices=notices)
     return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
 
 

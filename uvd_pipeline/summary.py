@@ -215,7 +215,8 @@ def write_rejects(output: str, files: Iterable[Recorded | str], sort_bytes: int 
             run.close()
 
 
-def source_summaries(config: BuildConfig, per_source: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def source_summaries(config: BuildConfig, per_source: dict[str, dict[str, Any]],
+                     notices: dict[str, list[str]] | None = None) -> dict[str, dict[str, Any]]:
     """Per source, sorted: counts, kinds, rejects, lengths and inputs, its type, its warnings, and
     the duplicates dropped where deduplication applies."""
     sources = {}
@@ -234,7 +235,7 @@ def source_summaries(config: BuildConfig, per_source: dict[str, dict[str, Any]])
     types = {s.name: s.type for s in config.sources}
     for name in sources:
         sources[name]["type"] = types.get(name, "?")
-    for name, warnings in source_notices(config).items():
+    for name, warnings in (source_notices(config) if notices is None else notices).items():
         if name in sources:
             sources[name]["warnings"] = warnings
     for entry in sources.values():
@@ -247,19 +248,21 @@ def source_summaries(config: BuildConfig, per_source: dict[str, dict[str, Any]])
 def finalize(config: BuildConfig, phases: dict[str, float], counters: dict[str, int], resumed: int = 0,
              distributions: dict[str, dict[str, float]] | None = None, metrics: bool = True,
              tokens: dict[str, Any] | None = None, shards: CommittedShards | None = None,
-             workers_failed: list[str] | None = None) -> dict[str, Any]:
+             workers_failed: list[str] | None = None,
+             notices: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Merge every committed shard's stats and rejects into `summary.json` and `rejects.jsonl`, and
     write `mixture.yaml`. `phases`: seconds of each phase of the run (`build.phases`), whose sum is
     its time. `metrics`: whether the runner reported Beam metrics (if not, the summary names what
     is missing). `tokens`: `summarize_tokens` of this config, and `shards`: `committed_shards_of`
     it (every committed shard of this config, and no other), where the caller has them already.
-    `workers_failed`: why each worker of the build's local cluster that did not start failed."""
+    `workers_failed`: why each worker of the build's local cluster that did not start failed.
+    `notices`: `source_notices` of this config where the build took them (its input read again else)."""
     output = config.output
     config_hash = config.content_hash()
     if shards is None:
         shards = committed_shards_of(output, config_hash)
     write_rejects(output, shards.rejects)
-    sources = source_summaries(config, shards.per_source)
+    sources = source_summaries(config, shards.per_source, notices)
     if tokens is None:
         tokens = summarize_tokens(output, config_hash)
     mixture = write_mixture(config, tokens, {name: s["by_kind"] for name, s in sources.items()})
