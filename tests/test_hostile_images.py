@@ -132,3 +132,35 @@ def test_cut_bigtiff_is_truncated_as_a_cut_tiff_is(tmp_path):
                 load_image(cut.read_bytes(), 64, "center_crop")
             assert caught.value.reason == "truncated", (name, keep, caught.value)
 
+
+def test_jpeg_warning_reader_survives_a_fork_and_says_when_it_is_off(monkeypatch, caplog):
+    """A fork while another thread proves the decoder layout (its lock held) left the child's first
+    JPEG decode waiting on that lock for ever; a Pillow whose layout is not proved turned the
+    damage check off without a word: now it says so once, naming Pillow's version."""
+    import logging
+    import os
+    import signal
+
+    import PIL
+    from transforms import jpeg_warnings
+
+    monkeypatch.setattr(jpeg_warnings, "_ERR_OFFSET", [])
+    jpeg_warnings._LOCK.acquire()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: proves the layout itself, or SIGALRM kills it (never back into pytest)
+            try:
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                signal.alarm(3)
+                os._exit(0 if jpeg_warnings._calibrated() is not None else 1)
+            finally:
+                os._exit(2)
+    finally:
+        jpeg_warnings._LOCK.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    monkeypatch.setattr(jpeg_warnings, "_CONTEXT_AT", jpeg_warnings._CONTEXT_AT + 8)
+    with caplog.at_level(logging.WARNING, logger="transforms.jpeg_warnings"):
+        assert jpeg_warnings._calibrated() is None and jpeg_warnings._calibrated() is None
+    said = [record.getMessage() for record in caplog.records if record.name == "transforms.jpeg_warnings"]
+    assert len(said) == 1 and PIL.__version__ in said[0], said

@@ -17,7 +17,8 @@ process (`_calibrated`) by decoding two small JPEGs made here, a whole one (no w
 same cut by an early EOI in its scan (libjpeg's "premature end of data segment"), every address
 read through the kernel (a `write` to a pipe refuses an address that is not mapped) until then.
 Where the proof fails (another Pillow build, another Python object header) `warnings_of` says
-None: no JPEG is judged damaged by this check, and the decode goes on as it did before.
+None: no JPEG is judged damaged by this check, the decode goes on as it did before, and the log
+says so once, naming Pillow's version.
 
 A count cannot tell a camera's padding from damage: zero bytes before a restart marker or the end
 of image (webcams, IP cameras) draw "extraneous bytes before marker" as damage does, and decode to
@@ -32,6 +33,7 @@ import contextlib
 import ctypes
 import functools
 import io
+import logging
 import os
 import re
 import sys
@@ -39,7 +41,10 @@ import threading
 from contextvars import ContextVar
 from typing import Any, Iterator
 
+import PIL
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 _POINTER = ctypes.sizeof(ctypes.c_void_p)
 # jpeg_error_mgr: five method pointers, msg_code (int), msg_parm (a union of int[8] and char[80]),
@@ -161,6 +166,17 @@ _LOCK = threading.Lock()
 _ERR_OFFSET: list[int | None] = []  # once found: the offset, or None where the proof failed
 
 
+def _new_lock_in_child() -> None:
+    """A fork while another thread held the lock (proving the layout) leaves the child a lock no
+    thread of its own will release: its first JPEG decode waited for ever. The child proves the
+    layout again where the parent had not finished."""
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
+
 
 def _calibrated() -> int | None:
     """The offset of `err` inside the JPEG decoder's context, proved on two JPEGs; None if unproved."""
@@ -178,6 +194,9 @@ def _calibrated() -> int | None:
                             break
             except Exception:  # pragma: no cover - a Pillow whose decoders this cannot read
                 found = None
+            if found is None:
+                log.warning("libjpeg's warnings cannot be read from Pillow %s's JPEG decoder (its memory layout "
+                            "was not proved): JPEGs damaged inside their scan are not rejected", PIL.__version__)
             _ERR_OFFSET.append(found)
     return _ERR_OFFSET[0]
 
@@ -362,6 +381,9 @@ def _hook_proved() -> bool:
         proved = warnings_said(whole) == [] and said == [b"Corrupt JPEG data: premature end of data segment"]
     except Exception:  # pragma: no cover - a Pillow whose decoders this cannot drive
         proved = False
+    if not proved and _calibrated() is not None:
+        log.warning("libjpeg's messages cannot be read from Pillow %s's JPEG decoder: a JPEG padded before "
+                    "its markers (a webcam's) is rejected as damaged", PIL.__version__)
     return proved
 
 
