@@ -6,6 +6,7 @@ judged against an independent reader (ImageMagick's libjpeg warnings), not again
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 from pathlib import Path
 
@@ -80,7 +81,14 @@ def test_whole_jpegs_that_libjpeg_or_encoders_vary_still_decode(tmp_path):
     stray = tmp_path / "stray.jpg"
     stray.write_bytes(data[:first_segment] + b"\xff\x00\x17" + data[first_segment:])
     assert "extraneous bytes" in _magick_warnings(stray)
-    for path in (trailing, stray):
+    sos = data.index(b"\xff\xda")  # a Samsung phone's baseline scan header: Se=0 (libjpeg: "Invalid SOS parameters")
+    samsung = tmp_path / "samsung.jpg"
+    samsung.write_bytes(data[: sos + 6 + 2 * data[sos + 4]] + b"\x00" + data[sos + 7 + 2 * data[sos + 4] :])
+    eoi_padded = tmp_path / "eoi_padded.jpg"  # a webcam's frame: padding bytes between the scan and its EOI
+    eoi_padded.write_bytes(data[:-2] + b"\x00" * 600 + data[-2:])
+    assert "Invalid SOS parameters" in _magick_warnings(samsung)
+    assert "extraneous bytes before marker 0xd9" in _magick_warnings(eoi_padded)
+    for path in (trailing, stray, samsung, eoi_padded):
         assert np.array_equal(_decoded(path), whole), path.name
     made = {"progressive.jpg": ["-interlace", "JPEG"], "cmyk.jpg": ["-colorspace", "CMYK"]}
     for name, options in made.items():
@@ -92,6 +100,17 @@ def test_whole_jpegs_that_libjpeg_or_encoders_vary_still_decode(tmp_path):
     for name in (*made, "restarts.jpg"):
         assert _magick_warnings(tmp_path / name) == "", name
         assert abs(_decoded(tmp_path / name).astype(int) - whole).mean() < 8, name
+    restarts = (tmp_path / "restarts.jpg").read_bytes()  # an IP camera's: zero bytes before each restart marker
+    scan = _scan_start(restarts)
+    padded = tmp_path / "rst_padded.jpg"
+    padded.write_bytes(restarts[:scan] + re.sub(rb"(\xff[\xd0-\xd7])", b"\x00\x00\\1", restarts[scan:]))
+    assert "extraneous bytes before marker 0xd" in _magick_warnings(padded)
+    assert np.array_equal(_decoded(padded), _decoded(tmp_path / "restarts.jpg"))
+    cmyk = bytearray((tmp_path / "cmyk.jpg").read_bytes())  # Adobe transform 1 on 4 components: libjpeg assumes YCCK
+    cmyk[cmyk.index(b"Adobe") + 11] = 1
+    (tmp_path / "cmyk_xform1.jpg").write_bytes(bytes(cmyk))
+    assert "Unknown Adobe color transform" in _magick_warnings(tmp_path / "cmyk_xform1.jpg")
+    assert np.array_equal(_decoded(tmp_path / "cmyk_xform1.jpg"), _decoded(tmp_path / "cmyk.jpg"))
 
 
 def test_cut_bigtiff_is_truncated_as_a_cut_tiff_is(tmp_path):
@@ -112,3 +131,36 @@ def test_cut_bigtiff_is_truncated_as_a_cut_tiff_is(tmp_path):
             with pytest.raises(DecodeError) as caught:
                 load_image(cut.read_bytes(), 64, "center_crop")
             assert caught.value.reason == "truncated", (name, keep, caught.value)
+
+
+def test_jpeg_warning_reader_survives_a_fork_and_says_when_it_is_off(monkeypatch, caplog):
+    """A fork while another thread proves the decoder layout (its lock held) left the child's first
+    JPEG decode waiting on that lock for ever; a Pillow whose layout is not proved turned the
+    damage check off without a word: now it says so once, naming Pillow's version."""
+    import logging
+    import os
+    import signal
+
+    import PIL
+    from transforms import jpeg_warnings
+
+    monkeypatch.setattr(jpeg_warnings, "_ERR_OFFSET", [])
+    jpeg_warnings._LOCK.acquire()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: proves the layout itself, or SIGALRM kills it (never back into pytest)
+            try:
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                signal.alarm(3)
+                os._exit(0 if jpeg_warnings._calibrated() is not None else 1)
+            finally:
+                os._exit(2)
+    finally:
+        jpeg_warnings._LOCK.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    monkeypatch.setattr(jpeg_warnings, "_CONTEXT_AT", jpeg_warnings._CONTEXT_AT + 8)
+    with caplog.at_level(logging.WARNING, logger="transforms.jpeg_warnings"):
+        assert jpeg_warnings._calibrated() is None and jpeg_warnings._calibrated() is None
+    said = [record.getMessage() for record in caplog.records if record.name == "transforms.jpeg_warnings"]
+    assert len(said) == 1 and PIL.__version__ in said[0], said

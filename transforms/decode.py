@@ -31,7 +31,8 @@ bytes. The build decodes in its own process only what that bounds within its lim
 in a process it kills at the limit (`uvd_pipeline.image_decode`).
 
 A JPEG damaged inside its scan decodes without an error, garbled past the damage: libjpeg's own
-count of its warnings, read from Pillow's decoder (`jpeg_warnings`), makes it a `decode_error`.
+count of its warnings, read from Pillow's decoder (`jpeg_warnings`), makes it a `decode_error`,
+unless each warning is one that loses no pixel (a camera's zero padding before a marker).
 
 This module opens and decodes (`load_image`, `decode_rgb`, `decode_through`) and offers every
 name it did before; its parts, one job each: `decode_budget` (memory and time judged from the
@@ -243,7 +244,7 @@ def _load(image: Image.Image, data: bytes) -> None:
     with jpeg_warnings.collecting() as decoders:
         _load_reported(image, data)
     damage = jpeg_warnings.scan_warnings(decoders[-1], data) if decoders else None
-    if damage:  # the picture decoded, garbled or grey past the damage: libjpeg warned, Pillow did not say
+    if damage and not jpeg_warnings.padding_only(data):  # the picture decoded, garbled or grey past the damage: libjpeg warned, Pillow did not say
         raise DecodeError("decode_error", f"damaged: libjpeg met {damage} warning{'s' if damage > 1 else ''} in its "
                                           "entropy-coded data (djpeg's \"Corrupt JPEG data\"): its pixels decode "
                                           "garbled or grey past the damage")

@@ -17,7 +17,14 @@ process (`_calibrated`) by decoding two small JPEGs made here, a whole one (no w
 same cut by an early EOI in its scan (libjpeg's "premature end of data segment"), every address
 read through the kernel (a `write` to a pipe refuses an address that is not mapped) until then.
 Where the proof fails (another Pillow build, another Python object header) `warnings_of` says
-None: no JPEG is judged damaged by this check, and the decode goes on as it did before.
+None: no JPEG is judged damaged by this check, the decode goes on as it did before, and the log
+says so once, naming Pillow's version.
+
+A count cannot tell a camera's padding from damage: zero bytes before a restart marker or the end
+of image (webcams, IP cameras) draw "extraneous bytes before marker" as damage does, and decode to
+the unpadded file's pixels. So the rare file whose count its header does not explain is decoded a
+second time with libjpeg's `emit_message` wrapped, to read each warning's own message and where
+the input stood (`warnings_said`, `padding_only`); good files pay nothing more.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import contextlib
 import ctypes
 import functools
 import io
+import logging
 import os
 import re
 import sys
@@ -33,7 +41,10 @@ import threading
 from contextvars import ContextVar
 from typing import Any, Iterator
 
+import PIL
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 _POINTER = ctypes.sizeof(ctypes.c_void_p)
 # jpeg_error_mgr: five method pointers, msg_code (int), msg_parm (a union of int[8] and char[80]),
@@ -155,6 +166,18 @@ _LOCK = threading.Lock()
 _ERR_OFFSET: list[int | None] = []  # once found: the offset, or None where the proof failed
 
 
+def _new_lock_in_child() -> None:
+    """A fork while another thread held the lock (proving the layout) leaves the child a lock no
+    thread of its own will release: its first JPEG decode waited for ever. The child proves the
+    layout again where the parent had not finished."""
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
 def _calibrated() -> int | None:
     """The offset of `err` inside the JPEG decoder's context, proved on two JPEGs; None if unproved."""
     if _ERR_OFFSET:
@@ -171,6 +194,9 @@ def _calibrated() -> int | None:
                             break
             except Exception:  # pragma: no cover - a Pillow whose decoders this cannot read
                 found = None
+            if found is None:
+                log.warning("libjpeg's warnings cannot be read from Pillow %s's JPEG decoder (its memory layout "
+                            "was not proved): JPEGs damaged inside their scan are not rejected", PIL.__version__)
             _ERR_OFFSET.append(found)
     return _ERR_OFFSET[0]
 
@@ -185,15 +211,34 @@ def warnings_of(decoder: Any) -> int | None:
 _HEADER_STEPS = 4096  # segments walked before the first scan: a real file has tens
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0-7 carry no length
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xff]")  # a marker after fill bytes: not a stuffed FF 00
+_SEQUENTIAL = {0xC0: "huffman", 0xC1: "huffman", 0xC9: "arithmetic"}  # SOF markers of sequential DCT frames
+_ADOBE_SILENT = {3: (0, 1), 4: (0, 2)}  # the Adobe transforms libjpeg takes without a word, by components
+
+
+def _odd_scan(frame: str, body: bytes) -> bool:
+    """libjpeg's "Invalid SOS parameters for sequential JPEG": a sequential frame's scan whose
+    spectral range or approximation is not 0-63, 0 (a Samsung phone writes Se=0); the sequential
+    decoder ignores them and decodes every coefficient, so the pixels are whole."""
+    at = 1 + 2 * body[0] if body else len(body)
+    if at + 3 > len(body):
+        return False
+    ss, se, approximation = body[at], body[at + 1], body[at + 2]
+    if frame == "arithmetic":  # jdarith.c's rule: an Se of 64 or more passes
+        return bool(ss or approximation or (se < 64 and se != 63))
+    return bool(ss or se != 63 or approximation)
 
 
 def header_warnings(data: bytes) -> int:
-    """The warnings libjpeg gives a JPEG's header, before its first scan, that say nothing of its
+    """The warnings libjpeg gives a JPEG's header, up to its first scan, that say nothing of its
     pixels: a gap of bytes that are no marker between two segments (an old encoder's stray byte,
     `FF 00` there: "N extraneous bytes before marker 0xdb", one for each gap; Pillow issue 630),
-    a JFIF major version other than 1, an Adobe colour transform other than 0-2. The picture
-    decodes whole with them, as browsers show it."""
+    a JFIF major version other than 1, an Adobe colour transform libjpeg does not know for its
+    components (it assumes YCbCr or YCCK), a first scan of a sequential frame with odd SOS
+    parameters (`_odd_scan`). The picture decodes whole with them, as browsers show it. Nothing
+    past the first scan header is walked: damaged scan data can hold any marker; what libjpeg says
+    of later scans (a multi-scan file's odd SOS parameters too) is judged by `padding_only`."""
     count, pos, end = 0, 2, len(data)
+    frame, components, jfif, adobe = None, 0, False, None
     for _ in range(_HEADER_STEPS):
         if pos + 4 > end:
             break
@@ -207,16 +252,105 @@ def header_warnings(data: bytes) -> int:
         if marker == 0xFF or marker in _STANDALONE:
             pos += 1 if marker == 0xFF else 2
             continue
-        if marker in (0xD8, 0xD9, 0xDA):  # the first scan: what follows is entropy-coded data
+        if marker in (0xD8, 0xD9):
             break
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         body = data[pos + 4 : pos + 2 + length]
-        if marker == 0xE0 and body[:5] == b"JFIF\x00" and len(body) > 5 and body[5] != 1:
-            count += 1
-        if marker == 0xEE and body[:5] == b"Adobe" and len(body) > 11 and body[11] > 2:
-            count += 1
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and frame is None:
+            frame, components = _SEQUENTIAL.get(marker, ""), body[5] if len(body) > 5 else 0
+        if marker == 0xE0 and length >= 16 and body[:5] == b"JFIF\x00":
+            jfif = True
+            count += body[5] != 1
+        if marker == 0xEE and length >= 14 and body[:5] == b"Adobe":
+            adobe = body[11]
+        if marker == 0xDA:  # the first scan: what follows is entropy-coded data, judged by `padding_only`
+            if adobe is not None and not (components == 3 and jfif):
+                count += adobe not in _ADOBE_SILENT.get(components, (adobe,))
+            return count + (bool(frame) and _odd_scan(frame, body))
         pos += 2 + max(length, 2)
     return count
+
+
+# jpeg_error_mgr's fields past num_warnings (its other offsets are above): the message table and its last code
+_EMIT_AT = _POINTER  # emit_message, the second of its five methods
+_MSG_CODE = 5 * _POINTER
+_TABLE = _NUM_WARNINGS + ctypes.sizeof(ctypes.c_long)
+_LAST_CODE = _TABLE + _POINTER
+_SRC_AT = 4 * _POINTER + 8  # jpeg_decompress_struct's src, past err, mem, progress, client_data and two ints
+_EMIT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int)
+# libjpeg's warnings that lose no pixel, by their format strings (jerror.h), read from the library's own
+# table rather than by code, which differs between libjpeg versions
+_HARMLESS = (b"Corrupt JPEG data: %u extraneous bytes before marker 0x%02x",  # JWRN_EXTRANEOUS_DATA
+             b"Invalid SOS parameters for sequential JPEG",  # JWRN_NOT_SEQUENTIAL
+             b"Unknown Adobe color transform code %d",  # JWRN_ADOBE_XFORM
+             b"Warning: unknown JFIF revision number %d.%02d")  # JWRN_JFIF_MAJOR
+
+
+def _message(err: int, code: int) -> bytes:
+    """The format string of libjpeg's message `code` (b"" where its table has none), read through
+    the kernel as the calibration reads: an unmapped address is b"", never a fault."""
+    table = _word(err + _TABLE)
+    last = _peek(err + _LAST_CODE, 4)
+    if not table or last is None or not 0 <= code <= int.from_bytes(last, sys.byteorder, signed=True):
+        return b""
+    text = _peek(_word(table + code * _POINTER) or 0, 64)
+    return text.split(b"\0")[0] if text and b"\0" in text else b""
+
+
+def warnings_said(data: bytes) -> list[tuple[bytes, int, int]] | None:
+    """Each warning libjpeg gives decoding `data` (a JPEG Pillow opened whole): its format string and
+    where in `data` its input stood (before the marker, for "extraneous bytes before marker").
+    Decoded again at the smallest DCT scale (the warnings come from the entropy-coded data, alike at
+    every scale) with libjpeg's `emit_message` wrapped to note every warning, since its error
+    manager keeps only the count and the last message's code (a trace message overwrites it).
+    None where the layout was not proved or the decode went otherwise than the first one."""
+    offset = _calibrated()
+    if offset is None:
+        return None
+    image = Image.open(io.BytesIO(data))
+    image.draft(image.mode, (1, 1))
+    if len(image.tile) != 1 or image.tile[0][0] != "jpeg":
+        return None
+    name, extents, start, args = image.tile[0]
+    decoder = _pillow_getdecoder(image.mode, name, args, image.decoderconfig)
+    decoder.setimage(Image.core.new(image.mode, image.size), extents)
+    said: list[tuple[bytes, int, int]] = []
+    base = [0, 0]  # where libjpeg's input buffer lies in memory, and in `data`
+    try:
+        decoder.decode(b"")  # libjpeg's error manager set up, nothing read yet
+        context = _context(decoder)
+        err = _count_at(decoder, offset, False) is not None and ctypes.c_void_p.from_address(context + offset).value
+        if not err:
+            return None
+        slot = ctypes.c_void_p.from_address(err + _EMIT_AT)
+        if not slot.value:
+            return None
+        emit = _EMIT(slot.value)
+
+        def noted(cinfo: int, level: int) -> None:
+            if level < 0:
+                source = _word(cinfo + _SRC_AT)
+                at = (_word(source) or 0) - base[0] + base[1] if source else -1
+                said.append((_message(err, ctypes.c_int.from_address(err + _MSG_CODE).value), at,
+                             ctypes.c_int.from_address(err + _MSG_CODE + 4).value))
+            emit(cinfo, level)
+
+        hook = _EMIT(noted)
+        slot.value = ctypes.cast(hook, ctypes.c_void_p).value
+        try:
+            rest = data[start:]
+            while rest:
+                base[:] = [ctypes.cast(ctypes.c_char_p(rest), ctypes.c_void_p).value, len(data) - len(rest)]
+                consumed, _status = decoder.decode(rest)
+                if consumed <= 0:
+                    break
+                rest = rest[consumed:]
+            counted = ctypes.c_long.from_address(err + _NUM_WARNINGS).value
+        finally:
+            slot.value = ctypes.cast(emit, ctypes.c_void_p).value
+    finally:
+        decoder.cleanup()
+    return said if counted == len(said) else None
 
 
 def scan_warnings(decoder: Any, data: bytes) -> int | None:
@@ -226,3 +360,55 @@ def scan_warnings(decoder: Any, data: bytes) -> int | None:
     if not count:
         return count
     return max(0, count - header_warnings(data))
+
+
+def _padding_before(data: bytes, at: int) -> int:
+    """How many zero bytes a camera put before the marker at `at` (a stuffed `FF 00` is data)."""
+    run = 0
+    while run < at and data[at - run - 1] == 0:
+        run += 1
+    return run - 1 if run and data[at - run - 1] == 0xFF else run
+
+
+_PADDED_MARKER = re.compile(rb"\xff+[\xd0-\xd7\xd9]")  # a restart marker or the end of image, after fill bytes
+
+
+@functools.lru_cache(maxsize=1)
+def _hook_proved() -> bool:
+    """`warnings_said` proved once per process on the calibration's JPEGs: nothing of the whole one,
+    libjpeg's "premature end of data segment" alone of the one cut in its scan."""
+    try:
+        whole, cut = _sample_jpegs()
+        said = [message for message, _at, _count in warnings_said(cut) or ()]
+        proved = warnings_said(whole) == [] and said == [b"Corrupt JPEG data: premature end of data segment"]
+    except Exception:  # pragma: no cover - a Pillow whose decoders this cannot drive
+        proved = False
+    if not proved and _calibrated() is not None:
+        log.warning("libjpeg's messages cannot be read from Pillow %s's JPEG decoder: a JPEG padded before "
+                    "its markers (a webcam's) is rejected as damaged", PIL.__version__)
+    return proved
+
+
+def padding_only(data: bytes) -> bool:
+    """Whether every warning libjpeg gives `data` loses no pixel: one of `_HARMLESS` about its
+    header, or "extraneous bytes before marker" where zero bytes stand before that restart marker
+    or end of image: a webcam's or IP camera's padding (OpenCV issue 9477), decoded to the pixels
+    of the file without it. Damage makes libjpeg say the same of the interval it garbles
+    ("premature end of data segment" or "bad Huffman code" as often), but before that interval's
+    own last bytes, not zeros; the count in the message says nothing here (libjpeg-turbo carries
+    its read-ahead into it). What it cannot tell: damage ending an interval early whose last byte
+    is a legitimate 0x00 (2 of 231 damaged JPEGs that warned). Paid only by a file whose decode
+    warned past its header (a second decode at the smallest DCT scale); False where unproved."""
+    try:
+        said = warnings_said(data) if _hook_proved() else None
+    except Exception:  # a file Pillow opened once and not twice (another thread's bomb check): unproved
+        return False
+    if said is None:
+        return False
+    for message, at, _count in said:
+        if message in _HARMLESS[1:]:
+            continue
+        marker = _PADDED_MARKER.match(data, at) if 0 < at < len(data) else None
+        if message != _HARMLESS[0] or marker is None or not _padding_before(data, at):
+            return False
+    return True
