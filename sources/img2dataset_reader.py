@@ -17,7 +17,7 @@ from sources.paths import collapse_set_aside, path_problem, relative_to_root
 from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, nfc, read_input_bytes
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, split_member,
                                  tar_mode)
-from sources.web_format import schema_image_column as _image_column
+from sources.parquet_columns import stored_image_column as _image_column
 from sources.web_reader import WebReader, row_lists as _row_lists
 from sources.web_samples import (SAMPLE_SIDECARS, image_members as _image_members, sample_classes as _classes,
                                  sample_lineage, sample_pictures as _pictures, utf8_text)
