@@ -705,6 +705,11 @@ def caption_values(column) -> list[str | bytes | None]:
         return [raw if raw is None else _utf8_or_bytes(raw) for raw in raw_text(column)]
 
 
+def not_utf8_rows(column) -> set[int]:
+    """The rows of a string column whose text is not UTF-8 (its bytes taken once)."""
+    return {row for row, raw in enumerate(raw_text(column)) if raw is not None and isinstance(_utf8_or_bytes(raw), bytes)}
+
+
 def _utf8_or_bytes(raw: bytes) -> str | bytes:
     try:
         return raw.decode("utf-8")
@@ -831,3 +836,8 @@ def _is_text(kind) -> bool:
     import pyarrow as pa
 
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def is_text(kind) -> bool:
+    """Whether an Arrow type holds strings (a dictionary's values too)."""
+    return _is_text(_plain(kind))

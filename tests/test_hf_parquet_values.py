@@ -805,7 +805,8 @@ def test_a_remote_parquets_footer_is_fetched_once_per_open(tmp_path: Path, layou
     with schemas_read_once():  # as a build plans
         units = source.units()
         notices = source.notices()
-    planned = {"webdataset": 1, "parquet": 2, "huggingface": 1}[layout]  # the notices' rows, and the schema
+    # the notices' rows (a `datasets` file's captions, checked UTF-8), and the schema
+    planned = {"webdataset": 1, "parquet": 2, "huggingface": 2}[layout]
     assert _RemoteFileSystem.opened.count(path.name) == planned, _RemoteFileSystem.opened
     assert (layout == "huggingface") == (notices == [])
     before = len(_RemoteFileSystem.opened)
