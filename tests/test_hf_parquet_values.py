@@ -777,7 +777,6 @@ def test_a_remote_parquets_footer_is_fetched_once_per_open(tmp_path: Path, layou
     notices, `schemas_read_once`) opens it once for its schema and once for the notices' rows: it
     opened an `output_format=parquet` shard 7 times (the layout detected twice, twice a detection;
     the notices' rows, schema and first decoded row each an open), a listing beside a tar 3 times."""
-    from sources import fsio
     from sources.web_format import schemas_read_once
 
     fsspec.register_implementation("uvdremote", _RemoteFileSystem, clobber=True)
