@@ -10,6 +10,7 @@ from sources import fsio, hf_card, hf_parquet, hub_cache
 from sources.hf_parquet import IMAGE_LIST_COLUMN
 from sources.hub_cache import HF_URI
 from sources.imagefolder import BAD_METADATA
+from sources.parquet_columns import ParquetColumns
 from sources.paths import OutsideRoot, PathProblem, join_inside, path_problem, relative_to_root, shown_name
 from sources.records import ImageRecord, Reject, SourceItem, data_key, nfc, path_key
 from sources.web_card import OTHER_HF_CONFIG, CardSplits
@@ -22,24 +23,24 @@ class HfRepoReader(CardSplits):
     """The items of a `datasets` repo's parquet file, or of its other files (`LaionSource.read`
     picks the reader)."""
 
-    def _hf_columns(self, schema, name: str, config_error: bool = False) -> tuple[str, str | None]:
+    def _hf_columns(self, columns: ParquetColumns, name: str, config_error: bool = False) -> tuple[str, str | None]:
         """(image column, caption column) of a `datasets` parquet: the configured ones, or its one
         `Image` column and the first of `CAPTION_COLUMNS` it has. A file without them raises
         `hf_parquet.MissingColumns` (its unit's reject); the first file (`config_error`) a
         ValueError naming the config field, before the build starts."""
-        images = hf_parquet.image_columns(schema)
+        images = list(columns.image_columns)
         image = self.image_column or (images[0] if len(images) == 1 else None)
-        caption = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in schema.names), None)
+        caption = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in columns.names), None)
         problem = None
         if image not in images:
-            lists = hf_parquet.image_list_columns(schema)
+            lists = columns.image_list_columns
             problem = (f"{name} has no Image column {self.image_column!r} (its Image columns: {images or 'none'})"
                        if self.image_column else f"{name} has {len(images) or 'no'} Image columns"
                        + (f" ({', '.join(images)}): set image_column to the one to build" if images else "")) + (
                 f"; {', '.join(lists)} holds a list of images per row (Sequence(Image())), which this source "
                 "does not read (one image per row)" if lists else "")
-        elif caption is not None and caption not in schema.names:
-            problem = f"{name} has no caption column {caption!r} (its columns: {', '.join(schema.names)})"
+        elif caption is not None and caption not in columns.names:
+            problem = f"{name} has no caption column {caption!r} (its columns: {', '.join(columns.names)})"
         if problem and config_error:
             raise ValueError(f"{self.name}: {problem} (format: huggingface; fields image_column, caption_column)")
         if problem:
@@ -62,8 +63,9 @@ class HfRepoReader(CardSplits):
         hint = hf_parquet.split_hint(split)
         with fsio.open_file(uri, read_ahead=False) as handle:
             parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
+            found = ParquetColumns.of(parquet.schema_arrow)
             try:
-                image, caption = self._hf_columns(parquet.schema_arrow, name)
+                image, caption = self._hf_columns(found, name)
             except hf_parquet.MissingColumns as exc:
                 yield Reject(self._shard_key(shard), self.name, self._shard_key(shard), "read", "unexpected_file",
                              f"{exc}: its {parquet.metadata.num_rows} rows are not read"[:300], split_hint=hint,
@@ -73,15 +75,15 @@ class HfRepoReader(CardSplits):
             names = hf_parquet.class_names(parquet.schema_arrow) if names is None else names
             context = {"file": name, "hf_split": split}
             at = self._at(uri)
-            lists = hf_parquet.image_list_columns(parquet.schema_arrow)
+            lists = found.image_list_columns
             for column in lists:  # never read: its images would ride in the lineage as nulls
                 key = data_key(self.name, shard, "column", column)
                 yield Reject(key, self.name, key, "read", IMAGE_LIST_COLUMN,
                              f"{name}: column {column!r} holds a list of images per row (Sequence(Image())), not "
                              f"read: the images of its {parquet.metadata.num_rows} rows are not built"[:300],
                              split_hint=hint, input=f"{at} column {column}")
-            others = {*hf_parquet.image_columns(parquet.schema_arrow), *lists} - {image}  # never read
-            columns = [c for c in parquet.schema_arrow.names if c not in others]
+            others = {*found.image_columns, *lists} - {image}  # never read
+            columns = [c for c in found.names if c not in others]
             # a caption cell that is not UTF-8 comes as its bytes, read as a `binary` column's (`caption_text`)
             batches = hf_parquet.row_batches(parquet, name, columns=columns, source=handle, image=image,
                                              captions=(caption,) if caption else ())

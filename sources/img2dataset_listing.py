@@ -272,6 +272,7 @@ def parquet_problem(uri: str, exc: BaseException, unknown: str) -> str:
 # whole, as dicts): img2dataset writes 10,000 rows a shard, ~3 MB of them; 100,000 rows of LAION
 # captions and URLs ~40 MB
 MAX_LISTING_BYTES = 64 << 20
+CAPTION_CELLS = ("txt", "caption")  # an `output_format=parquet` shard's caption columns (built)
 # the columns of a listing the build reads: the key, the download's outcome, what a reject's input
 # and the lineage name (URL, caption, sizes) and the recorded hash. Others (`exif`: ~600 bytes a
 # camera photo, img2dataset's `--save_additional_columns`) are never read: each sample's `.json`

@@ -52,40 +52,47 @@ class ListingNotes:
     # which types the whole column so when one caption is not UTF-8 (a Latin-1 CSV); each caption
     # is then read by `web_samples.caption_from_bytes` (U+FFFD for a byte that is not UTF-8)
     binary_captions: bool
-    captions_not_utf8: int  # cells of its `caption` string column that are not UTF-8
+    captions_not_utf8: int  # rows a caption of which (the `captions` string columns asked for) is not UTF-8
     decoded_row: dict[str, Any] | None  # `_first_decoded_row`, read where the rows say decoded, not resized
 
 
-def listing_notes(parquet_uri: str) -> ListingNotes:
+def listing_notes(parquet_uri: str, captions: tuple[str, ...] = ()) -> ListingNotes:
     """An img2dataset listing's `ListingNotes`, its file opened once (its notices opened it three
     times: its rows, its schema, its first decoded row; a footer fetch each from a remote store).
-    Judged before any row is read: its notice columns and caption past `MAX_LISTING_BYTES` are a
-    ValueError (no notice from it)."""
-    import pyarrow as pa
-
+    `captions`: the string columns whose text is built as a caption (`output_format=parquet`'s
+    `txt` and `caption`; none where a tar's `.txt` is), counted where not UTF-8. Judged before any
+    row is read: its notice columns and captions past `MAX_LISTING_BYTES` are a ValueError (no
+    notice from it)."""
     with fsio.open_file(parquet_uri, read_ahead=False) as handle:
         parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
         schema = parquet.schema_arrow
         columns = [c for c in LISTING_NOTICE_COLUMNS if c in schema.names]
-        caption = schema.field("caption").type if "caption" in schema.names else None
-        text = ["caption"] if caption is not None and (pa.types.is_string(caption) or pa.types.is_large_string(caption)) \
-            else []
+        text = [c for c in captions if c in schema.names and hf_parquet.is_text(schema.field(c).type)]
         held = sum(hf_parquet.value_bytes(handle, parquet, index, columns + text)
                    for index in range(parquet.num_row_groups))
         if held > MAX_LISTING_BYTES:  # judged before any row is read: no notice from it
             raise ValueError(f"its notice columns hold {held} bytes of values, over {MAX_LISTING_BYTES}")
         table = parquet.read(columns=columns + text, use_threads=False)
-        bad = 0
-        if text:
-            try:
-                table.column("caption").validate(full=True)  # UTF-8 checked in C++, no Python string made
-            except pa.ArrowInvalid:
-                bad = len(hf_parquet.readable_values(table.column("caption"))[1])
+        bad = captions_not_utf8(table, text)
         rows = table.select(columns).to_pylist()
         table = None
+        caption = schema.field("caption").type if "caption" in schema.names else None
         binary = caption is not None and hf_parquet.is_binary(caption)
         decoded = _first_decoded_row(handle, parquet) if decoded_samples(rows) and not resized_samples(rows) else None
     return ListingNotes(rows, binary, bad, decoded)
+
+
+def captions_not_utf8(table: Any, captions: list[str]) -> int:
+    """The rows of `table` a caption of which (its string columns `captions`) is not UTF-8."""
+    import pyarrow as pa
+
+    bad: set[int] = set()
+    for name in captions:
+        try:
+            table.column(name).validate(full=True)  # UTF-8 checked in C++, no Python string made
+        except pa.ArrowInvalid:
+            bad |= hf_parquet.not_utf8_rows(table.column(name))
+    return len(bad)
 
 
 def resized_samples(rows: list[dict[str, Any]]) -> tuple[int, int, str] | None:

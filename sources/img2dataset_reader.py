@@ -11,13 +11,13 @@ from typing import Any, Callable, Iterator
 
 from sources import fsio, hf_parquet
 from sources.hf_repo_reader import lineage_value
-from sources.img2dataset_listing import (HASH_MISMATCH, ShardListing, download_status, hash_problem, listing_rejects,
-                                         missing_rejects, parse_json, recorded_hash, shard_of)
+from sources.img2dataset_listing import (CAPTION_CELLS, HASH_MISMATCH, ShardListing, download_status, hash_problem,
+                                         listing_rejects, missing_rejects, parse_json, recorded_hash, shard_of)
 from sources.paths import collapse_set_aside, path_problem, relative_to_root
 from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, nfc, read_input_bytes
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, split_member,
                                  tar_mode)
-from sources.web_format import schema_image_column as _image_column
+from sources.parquet_columns import stored_image_column as _image_column
 from sources.web_reader import WebReader, row_lists as _row_lists
 from sources.web_samples import (SAMPLE_SIDECARS, image_members as _image_members, sample_classes as _classes,
                                  sample_lineage, sample_pictures as _pictures, utf8_text)
@@ -31,7 +31,6 @@ _lineage = functools.partial(sample_lineage, value=lineage_value)
 # and hash check take it): at most this many bytes, as their headers declare, judged before each is
 # read; past it, `SAMPLE_TOO_LARGE` (2,000 images of 250 KB in one document peaked at 544 MiB)
 MAX_SAMPLE_BYTES = MAX_INPUT_FILE_BYTES
-CAPTION_CELLS = ("txt", "caption")  # an `output_format=parquet` shard's caption columns
 SAMPLE_TOO_LARGE = "sample_too_large"
 
 

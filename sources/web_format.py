@@ -13,17 +13,17 @@ from sources import fsio, hf_parquet
 from sources.imagefolder import METADATA_FILES
 from sources.img2dataset_listing import (data_dirs, is_shard_listing_name, is_shard_name, unfinished_shard_files,
                                          unfinished_shards)
+from sources.parquet_columns import ParquetColumns
 from sources.paths import path_problem, relative_to_root, set_aside, set_aside_problem
 from sources.records import raise_machine_error
-from sources.web_samples import IMAGE_EXTENSIONS
 
 LaionFormat = Literal["auto", "webdataset", "files", "parquet", "huggingface", "folder"]
 
 
-# each parquet's schema (or why it did not read) as read inside `schemas_read_once`, at most
-# `MAX_SCHEMAS_HELD` of them, each of at most `MAX_SCHEMA_HELD_BYTES` serialized (a footer may
-# declare 64 MiB of key-value metadata: such a schema is read again, never held): the layout's
-# detection, the units' and the notices' planning read
+# each parquet's columns (`ParquetColumns`, or why its schema did not read) as read inside
+# `schemas_read_once`, at most `MAX_SCHEMAS_HELD` of them, each taking at most
+# `MAX_SCHEMA_HELD_BYTES` of memory (`ParquetColumns.held_bytes`: a schema of more columns is read
+# again, never held): the layout's detection, the units' and the notices' planning read
 _SCHEMAS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("uvd_parquet_schemas",
                                                                                  default=None)
 MAX_SCHEMAS_HELD = 16
@@ -33,7 +33,7 @@ MAX_SCHEMA_HELD_BYTES = 1 << 20
 @contextlib.contextmanager
 def schemas_read_once() -> Iterator[None]:
     """Inside the block (one planning stretch: the input as it is now) each parquet's footer is
-    read once (`parquet_schema`). A build's planning opened an `output_format=parquet` shard 12
+    read once (`parquet_columns`). A build's planning opened an `output_format=parquet` shard 12
     times (its layout detected three times, twice a detection, and its notices taken twice, three
     reads a time): a footer fetch each time from a remote store."""
     token = _SCHEMAS.set({}) if _SCHEMAS.get() is None else None
@@ -44,9 +44,10 @@ def schemas_read_once() -> Iterator[None]:
             _SCHEMAS.reset(token)
 
 
-def parquet_schema(uri: str) -> Any:
-    """A parquet's Arrow schema (`hf_parquet.read_schema`: one that cannot be trusted raises),
-    read once inside `schemas_read_once` (a later ask is recorded as an open, `fsio.opening`)."""
+def parquet_columns(uri: str) -> ParquetColumns:
+    """A parquet's columns, from its Arrow schema (`hf_parquet.read_schema`: one that cannot be
+    trusted raises), read once inside `schemas_read_once` (a later ask is recorded as an open,
+    `fsio.opening`)."""
     import pyarrow as pa
 
     memo = _SCHEMAS.get()
@@ -57,11 +58,11 @@ def parquet_schema(uri: str) -> Any:
         return memo[uri]
     try:
         with fsio.open_file(uri, read_ahead=False) as handle:
-            found: Any = hf_parquet.read_schema(handle)
+            found: Any = ParquetColumns.of(hf_parquet.read_schema(handle))
     except (OSError, ValueError, pa.ArrowException) as exc:  # raised again at each ask, as read
-        found = exc
+        found = exc.with_traceback(None)  # its frames (the open file's) not held
     if memo is not None and len(memo) < MAX_SCHEMAS_HELD and (
-            isinstance(found, BaseException) or found.serialize().size <= MAX_SCHEMA_HELD_BYTES):
+            isinstance(found, BaseException) or found.held_bytes() <= MAX_SCHEMA_HELD_BYTES):
         memo[uri] = found
     if isinstance(found, BaseException):
         raise found
@@ -70,15 +71,7 @@ def parquet_schema(uri: str) -> Any:
 
 def image_column(parquet_uri: str) -> str | None:
     """The binary image column of an `output_format=parquet` shard, if it has one."""
-    return schema_image_column(parquet_schema(parquet_uri))
-
-
-def schema_image_column(schema: Any) -> str | None:
-    """The binary image column of an `output_format=parquet` shard's Arrow schema, if it has one."""
-    for field in schema:
-        if field.name in IMAGE_EXTENSIONS and hf_parquet.is_binary(field.type):
-            return field.name
-    return None
+    return parquet_columns(parquet_uri).stored_image
 
 
 def refuse_tfrecords(name: str, root: str, files: list[str]) -> None:
@@ -145,12 +138,13 @@ def _holds_images(root: str, uris: list[str], follow_links: bool, tries: int = 8
 def _is_hf_parquet(root: str, uris: list[str], follow_links: bool) -> bool:
     """Whether the first readable of these parquets holds a `datasets` `Image` column (one linking
     out of `root` without `follow_links`, other than a Hub cache snapshot's to its blobs, is never opened)."""
-    schema = first_schema(root, uris, follow_links)
-    return schema is not None and bool(hf_parquet.image_columns(schema[1]) or hf_parquet.image_list_columns(schema[1]))
+    found = first_schema(root, uris, follow_links)
+    return found is not None and bool(found[1].image_columns or found[1].image_list_columns)
 
 
-def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8) -> tuple[str, Any] | None:
-    """(file, Arrow schema) of the first of `uris` whose footer reads (of the first `tries`; a
+def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8
+                 ) -> tuple[str, ParquetColumns] | None:
+    """(file, its columns) of the first of `uris` whose footer reads (of the first `tries`; a
     damaged, empty or encrypted one, or one whose footer is over its budget, is its unit's
     `bad_parquet` reject, a link out of `root` its `outside_root` one, never opened here), or None."""
     import pyarrow as pa
@@ -159,7 +153,7 @@ def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8)
         if path_problem(root, uri, follow_links):
             continue
         try:
-            return uri, parquet_schema(uri)
+            return uri, parquet_columns(uri)
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise_machine_error(exc, uri)
     return None

@@ -8,14 +8,15 @@ from __future__ import annotations
 import tarfile
 from typing import Any
 
-from sources import fsio
-from sources.img2dataset_listing import hash_problem, recorded_hash
-from sources.img2dataset_notices import (RESIZE_ADVICE, ListingNotes, decoded_samples, listing_notes, resized_samples,
-                                         rotation_clause as _rotation_clause, unlisted_images)
-from sources.paths import path_problem, set_aside
+from sources import fsio, hf_parquet
+from sources.img2dataset_listing import CAPTION_CELLS, MAX_LISTING_BYTES, hash_problem, recorded_hash
+from sources.img2dataset_notices import (RESIZE_ADVICE, ListingNotes, captions_not_utf8, decoded_samples,
+                                         listing_notes, resized_samples, rotation_clause as _rotation_clause,
+                                         unlisted_images)
+from sources.paths import path_problem, relative_to_root, set_aside, set_aside_problem
 from sources.records import MAX_INPUT_FILE_BYTES, raise_machine_error
 from sources.tar_members import open_tar, split_member
-from sources.web_format import schemas_read_once
+from sources.web_format import first_schema, schemas_read_once
 from sources.web_reader import WebReader
 from sources.web_samples import IMAGE_EXTENSIONS, image_members as _image_members
 from sources.web_units import TAR_SUFFIXES
@@ -27,16 +28,22 @@ class Img2datasetNotices(WebReader):
     def notices(self) -> list[str]:
         """Warnings about the input as a whole (once per source): img2dataset-resized images."""
         with schemas_read_once():  # the layout's detection reads a footer the units' planning read
-            if self.resolved_format() in ("folder", "huggingface"):
+            layout = self.resolved_format()
+            if layout == "huggingface":
+                return self._hf_caption_notices()
+            if layout == "folder":
                 return []
         import pyarrow as pa
+
+        # the listing's captions are built in `output_format=parquet` alone (else a tar's `.txt` is)
+        captions = CAPTION_CELLS if layout == "parquet" else ()
 
         listed = [p for p in fsio.list_files(self.path, (".parquet",), links=True)  # its unit rejects the others
                   if path_problem(self.path, p, self.follow_links) is None and not set_aside(fsio.basename(p))]
         said: list[str] = []  # of the caption bytes and the unlisted images, from the first listing that shows them
         for parquet in listed[:2]:
             try:
-                notes = listing_notes(parquet)
+                notes = listing_notes(parquet, captions)
                 rows = notes.rows
                 resized, decoded = resized_samples(rows), decoded_samples(rows)
                 said = said or self._caption_notices(parquet, notes, unlisted_images(parquet, rows))
@@ -57,6 +64,41 @@ class Img2datasetNotices(WebReader):
                         f"16-bit depth and EXIF){rotated}: {RESIZE_ADVICE}"] + said
         return said
 
+    def _hf_caption_notices(self) -> list[str]:
+        """That the first `datasets` parquet (whose columns the units' planning read) holds captions
+        that are not UTF-8 in its string caption column: each built with U+FFFD (`caption_text`)."""
+        import pyarrow as pa
+
+        shards = [f for f in fsio.list_files(self.path, (".parquet",), recursive=True)
+                  if not set_aside_problem(self.path, f, False)]
+        with schemas_read_once():
+            first = first_schema(self.path, shards, self.follow_links)
+        caption = self.caption_column or next(
+            (c for c in hf_parquet.CAPTION_COLUMNS if first and c in first[1].names), None)
+        if first is None or caption not in first[1].names:
+            return []
+        try:
+            with fsio.open_file(first[0], read_ahead=False) as handle:
+                parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
+                if not hf_parquet.is_text(parquet.schema_arrow.field(caption).type):
+                    return []
+                held = sum(hf_parquet.value_bytes(handle, parquet, index, [caption])
+                           for index in range(parquet.num_row_groups))
+                if held > MAX_LISTING_BYTES:  # judged before it is read: no notice from it
+                    return []
+                bad = captions_not_utf8(parquet.read(columns=[caption], use_threads=False), [caption])
+        except (OSError, ValueError, pa.ArrowException) as exc:  # unreadable: its unit rejects it
+            raise_machine_error(exc, first[0])
+            return []
+        name = relative_to_root(self.path, first[0])
+        return [self._not_utf8_notice(name, bad, f"its string column {caption!r}")] if bad else []
+
+    def _not_utf8_notice(self, name: str, bad: int, where: str) -> str:
+        return (f"{self.name}: {name} holds {bad} caption{'s that are' if bad > 1 else ' that is'} not UTF-8 in "
+                f"{where}, which must be (the writer that made it did not check them, as Spark, DuckDB or "
+                "pyarrow's from_buffers do not): each is read as UTF-8, a byte that is not as U+FFFD; write its "
+                "captions as UTF-8 to keep every letter")
+
     def _caption_notices(self, parquet: str, notes: ListingNotes, unlisted: tuple[int, int] | None) -> list[str]:
         """That img2dataset stored a listing's captions as bytes, or a writer captions that are not
         UTF-8 in a string column, and that its files-layout folder holds images the listing does
@@ -67,10 +109,7 @@ class Img2datasetNotices(WebReader):
                 "list to UTF-8 and download again to keep every letter"] if notes.binary_captions else []
         bad = notes.captions_not_utf8
         if bad:
-            said.append(f"{self.name}: {name} holds {bad} caption{'s that are' if bad > 1 else ' that is'} not UTF-8 "
-                        "in a string column, which must be (the writer that made it did not check them, as Spark, "
-                        "DuckDB or pyarrow's from_buffers do not): each is read as UTF-8, a byte that is not as "
-                        "U+FFFD; write its captions as UTF-8 to keep every letter")
+            said.append(self._not_utf8_notice(name, bad, "a string column (txt, caption)"))
         if unlisted:
             images, successes = unlisted
             said.append(f"{self.name}: {images - successes} of the {images} images in {name.removesuffix('.parquet')}/ "

@@ -10,6 +10,7 @@ from sources import fsio, hf_card, hf_parquet, imagefolder
 from sources.hf_repo_reader import HfRepoReader
 from sources.img2dataset_listing import (WORK_FOLDER, data_dirs as _data_dirs, is_shard_name as _is_shard_name, shard_of,
                                          stray_files, unfinished_detail, unfinished_shard_files, unfinished_shards)
+from sources.parquet_columns import ParquetColumns
 from sources.paths import (OutsideRoot, collapse_set_aside, path_problem, relative_to_root, set_aside,
                            set_aside_problem)
 from sources.records import FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST, nfc, raise_machine_error, units_cut_by_name
@@ -177,7 +178,7 @@ class UnitPlanner(MetadataReader, HfRepoReader):
             try:
                 with fsio.open_file(uri, read_ahead=False) as handle:
                     parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
-                    image, _ = self._hf_columns(parquet.schema_arrow, fsio.basename(uri))
+                    image, _ = self._hf_columns(ParquetColumns.of(parquet.schema_arrow), fsio.basename(uri))
                     for named in hf_parquet.named_paths(parquet, image, handle):
                         relative = self._inside(named)
                         if relative in images:

@@ -98,3 +98,24 @@ def no_file_to_spare() -> Iterator[None]:
         yield
     finally:
         restore_files(soft)
+
+
+def head_reads(job: str, *args) -> tuple[int, object]:
+    """How many times `job` (a worker task, named as `budget.run` names it), run inside this task,
+    read a file's first bytes (`fsio._head_bytes`: one ranged read each from a remote store), and
+    what it returned."""
+    from sources import budget, fsio
+
+    reads = []
+    real = fsio._head_bytes
+
+    def counted(uri: str, size: int) -> bytes:
+        reads.append(size)
+        return real(uri, size)
+
+    fsio._head_bytes = counted
+    try:
+        result = budget._resolve(job)(*args)
+    finally:
+        fsio._head_bytes = real
+    return len(reads), result

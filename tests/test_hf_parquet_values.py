@@ -603,11 +603,12 @@ def test_a_remote_parquets_long_footer_is_fetched_as_one_range(tmp_path: Path, f
     else:  # each read of the footer (the encryption check's walk, pyarrow's) one range
         assert _RemoteFile.ranges[0] == tail and len(_RemoteFile.ranges) <= 3, len(_RemoteFile.ranges)
         assert set(_RemoteFile.ranges[1:]) == {("00000.parquet", size - length, size - (64 << 10))}
-    # planning reads a schema once, but never holds one of 17 MiB of metadata: read again
+    # planning reads a schema once and holds its columns, never its 17 MiB of metadata
     _RemoteFileSystem.opened = []
     with web_format.schemas_read_once():
         assert [web_format.image_column(f"uvdremote://{path}") for _ in range(2)] == [None, None]
-    assert _RemoteFileSystem.opened == ["00000.parquet"] * (1 if footer == "long" else 2)
+        (held,) = web_format._SCHEMAS.get().values()
+    assert _RemoteFileSystem.opened == ["00000.parquet"] and held.names == ("key", "status", "caption")
 
 
 @pytest.mark.parametrize("layout", ["huggingface", "parquet"])
@@ -730,6 +731,40 @@ def test_a_remote_file_read_without_read_ahead_holds_at_most_its_block_budget(tm
     assert 0 < held.currsize <= 3, held
 
 
+def test_planning_holds_a_schemas_columns_in_the_memory_it_counts(tmp_path: Path, monkeypatch):
+    """`schemas_read_once` held each Arrow schema, which takes 4 to 6 times its serialized size (16
+    of 6,000 struct columns, 0.76 MiB serialized, held 94 MiB against a 16 MiB bound): it holds
+    their columns (`ParquetColumns`), whose memory it counts as Python does, and reads again a
+    schema whose columns take more than `MAX_SCHEMA_HELD_BYTES`."""
+    import tracemalloc
+
+    from sources import web_format
+    from sources.parquet_columns import ParquetColumns
+
+    schema = pa.schema([(f"c{i:06d}", pa.struct([("a", pa.int8()), ("b", pa.string())])) for i in range(2000)])
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        columns = ParquetColumns.of(schema)
+        taken = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert columns.names[-1] == "c001999" and not columns.image_columns and columns.stored_image is None
+    assert 0.9 < taken / columns.held_bytes() < 1.1, (taken, columns.held_bytes())
+    path = tmp_path / "00000.parquet"
+    pq.write_table(pa.table({"key": ["0"], "jpg": [b"x"]}), path)
+    opened = []
+    real = web_format.hf_parquet.read_schema
+    monkeypatch.setattr(web_format.hf_parquet, "read_schema", lambda handle: opened.append(1) or real(handle))
+    for bound, reads in ((1 << 20, 1), (100, 2)):  # held; over the bound: read at each ask
+        monkeypatch.setattr(web_format, "MAX_SCHEMA_HELD_BYTES", bound)
+        opened.clear()
+        with web_format.schemas_read_once():
+            assert [web_format.image_column(str(path)) for _ in range(2)] == ["jpg", "jpg"]
+            assert all(isinstance(v, ParquetColumns) for v in web_format._SCHEMAS.get().values())
+        assert len(opened) == reads
+
+
 @pytest.mark.parametrize("layout", ["webdataset", "parquet", "huggingface"])
 def test_a_remote_parquets_footer_is_fetched_once_per_open(tmp_path: Path, layout: str):
     """Opening a remote parquet fetched its last bytes again and again: the encryption check's
@@ -742,7 +777,6 @@ def test_a_remote_parquets_footer_is_fetched_once_per_open(tmp_path: Path, layou
     notices, `schemas_read_once`) opens it once for its schema and once for the notices' rows: it
     opened an `output_format=parquet` shard 7 times (the layout detected twice, twice a detection;
     the notices' rows, schema and first decoded row each an open), a listing beside a tar 3 times."""
-    from sources import fsio
     from sources.web_format import schemas_read_once
 
     fsspec.register_implementation("uvdremote", _RemoteFileSystem, clobber=True)
@@ -770,7 +804,8 @@ def test_a_remote_parquets_footer_is_fetched_once_per_open(tmp_path: Path, layou
     with schemas_read_once():  # as a build plans
         units = source.units()
         notices = source.notices()
-    planned = {"webdataset": 1, "parquet": 2, "huggingface": 1}[layout]  # the notices' rows, and the schema
+    # the notices' rows (a `datasets` file's captions, checked UTF-8), and the schema
+    planned = {"webdataset": 1, "parquet": 2, "huggingface": 2}[layout]
     assert _RemoteFileSystem.opened.count(path.name) == planned, _RemoteFileSystem.opened
     assert (layout == "huggingface") == (notices == [])
     before = len(_RemoteFileSystem.opened)

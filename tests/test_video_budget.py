@@ -17,6 +17,19 @@ def test_results_stream_and_the_worker_is_reused():
     assert budget.call("budget_jobs:pid") == first
 
 
+def test_a_task_reads_a_files_first_bytes_once(tmp_path):
+    """Each task of a worker sniffs a file once (`fsio.heads_read_once` around it, `budget._serve`):
+    an mp4's probe (`video_webp.probe`: WebP's bytes, then its GIF check at each of FFmpeg's opens)
+    read them 4 times, a ranged read each from a remote store."""
+    import subprocess
+
+    mp4 = tmp_path / "clip.mp4"  # the ffmpeg CLI's: 5 frames, 32x32
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=32x32:rate=5:duration=1",
+                    "-pix_fmt", "yuv420p", str(mp4)], check=True)
+    reads, info = budget.call("budget_jobs:head_reads", "sources.video_webp:probe", str(mp4))
+    assert info.n_frames == 5 and reads == 1, (reads, info)
+
+
 def test_arrays_come_back_whole_and_scratch_reuses_their_memory():
     items = list(budget.run("budget_jobs:arrays", 3))
     for i, frame, view in items:  # out of band (contiguous) and in band (a strided view) alike

@@ -996,6 +996,48 @@ def test_output_format_parquet_is_read(tmp_path: Path):
     assert records[3].lineage["img2dataset"] == next(
         i for i in from_tar if i.key == records[3].key).lineage["img2dataset"]
     assert Counter(i.reason for i in from_parquet if isinstance(i, Reject)) == {"failed_to_download": 2}
+    # a whole build opens the shard 3 times: its planning (the layout's detection, its units, its
+    # notices: one footer read, `schemas_read_once`), the notices' rows (taken once, the summary is
+    # given the build's) and its unit; 11 times before, each a footer fetch from a remote store
+    summary, opened = _build_counting_opens(tmp_path, parquet_dir, parquet_dir / "00000.parquet")
+    assert summary["sources"]["web"]["rejects_by_reason"] == {"failed_to_download": 2}
+    assert summary["sources"]["web"]["sentences"] == len(images) and opened == 3
+
+
+_OPENS: list[str] | None = None  # the paths opened (Python's `open` audit event) while counting
+_HOOKED: list = []  # the audit hook, once added (it stays for the process)
+
+
+def _count_opens(event: str, args: tuple) -> None:
+    if _OPENS is not None and event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        _OPENS.append(os.fsdecode(args[0]))
+
+
+def _build_counting_opens(tmp_path: Path, web: Path, counted: Path) -> tuple[dict, int]:
+    """(summary, opens of `counted`) of a build of the laion source `web` (no tokens, in process)."""
+    import sys
+
+    import yaml
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    global _OPENS
+    config = {"version": 1, "output": str(tmp_path / "out"), "seed": 0, "image": {"size": 16},
+              "split": {"val_fraction": 0.0}, "dedup": {"enabled": False}, "tokenizer": {"enabled": False},
+              "sources": [{"name": "web", "type": "laion", "path": str(web), "num_shards": 1}],
+              "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    loaded = load_config(str(tmp_path / "c.yaml"))
+    if _count_opens not in _HOOKED:  # an audit hook stays for the process: added once
+        sys.addaudithook(_count_opens)
+        _HOOKED.append(_count_opens)
+    _OPENS = []
+    try:
+        summary = run_build(loaded).summary
+        return summary, _OPENS.count(str(counted))
+    finally:
+        _OPENS = None
 
 
 def test_resized_input_is_detected_and_sized_by_its_original(tmp_path: Path):
