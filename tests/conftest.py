@@ -238,8 +238,11 @@ def without_root_powers() -> list[str]:
 @contextmanager
 def busy_machine(processes: int | None = None) -> Iterator[None]:
     """Busy-looping processes, one per core by default, for as long as the block runs (and at most
-    10 minutes): determinism on a loaded machine."""
-    loop = "import time\nend = time.time() + 600\nwhile time.time() < end: pass"
+    10 minutes): determinism on a loaded machine. At the lowest priority (nice 19): on an idle
+    machine they take every core the test leaves, as a user's other work would; under `make test`
+    the other pytest workers keep the cores busy already, and burners at full priority took a
+    core's worth of CPU from them for each second of the tests that use them."""
+    loop = "import os, time\nos.nice(19)\nend = time.time() + 600\nwhile time.time() < end: pass"
     burners = [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(processes or os.cpu_count() or 2)]
     try:
         yield
