@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -219,6 +221,15 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def _rerun(path: Path, **overrides) -> dict:
+    """The rerun of a build in this process: what `uvd build` calls (`run_build`), without a
+    fresh interpreter's imports (2-3 CPU-s each); the tests of the command itself start it."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    return run_build(load_config(str(path), overrides or None)).summary
+
+
 def _signalled_cli(signal_name: str, after: int, flags: Path, *args: str, **kw) -> subprocess.Popen:
     """The command, sent `signal_name` by its own build right after its `after`th unit commit
     (`tests/signal_at_commit.py`): a signal from the test, on seeing a mark, came too late on a
@@ -236,7 +247,8 @@ def _unit_marks(out: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_kills_at_a_quarter_half_and_three_quarters_lose_only_units_in_flight(mini_corpus, mini_build, tmp_path):
+def test_kills_at_a_quarter_half_and_three_quarters_lose_only_units_in_flight(mini_corpus, mini_build, tmp_path,
+                                                                             monkeypatch, caplog):
     """kill -9 a 2-process build when a quarter, half and three quarters of its input units are
     committed (long before any output shard can be written), and once more while it writes
     shards, then let it finish: no committed unit is ever rendered again, at most one unit per
@@ -275,10 +287,11 @@ def test_kills_at_a_quarter_half_and_three_quarters_lose_only_units_in_flight(mi
         assert len(in_flight) <= workers, in_flight
         committed = marks
     assert len(committed) == total  # the last kill came while shards were written
-    rerun = _cli("build", str(path), env=env)
-    log, _ = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, log
-    assert "taking over the stale lock" in log
+    monkeypatch.setenv("TMPDIR", str(scratch))  # the rerun in this process: its temporaries in scratch too
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    with caplog.at_level(logging.WARNING, logger="uvd_pipeline.output_lock"):
+        _rerun(path)
+    assert any("taking over the stale lock" in r.getMessage() for r in caplog.records)
     marks = _unit_marks(out)
     assert {k: marks[k] for k in committed} == committed
     counters = json.loads((out / "summary.json").read_text())["run"]["counters"]
@@ -722,9 +735,7 @@ def test_ctrl_c_on_a_threaded_build_keeps_what_is_committed(mini_corpus, mini_bu
     assert "terminate called" not in log and not (out / "summary.json").exists()
     marks = _unit_marks(out)
     assert len(marks) >= 2 and not (out / "_lock.json").exists()
-    rerun = _cli("build", str(path))
-    log, _ = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, log[-3000:]
+    _rerun(path)
     assert {k: _unit_marks(out).get(k) for k in marks} == marks  # committed units were not redone
     assert shard_digests(out) == shard_digests(Path(config.output))
 
@@ -745,9 +756,7 @@ def test_sigterm_is_handled_like_ctrl_c(mini_corpus, mini_build, tmp_path):
     assert "terminated (SIGTERM): the units and shards committed so far are kept" in log
     assert "Traceback" not in log and not (out / "summary.json").exists()
     assert _unit_marks(out) and not (out / "_lock.json").exists() and not (out / "_tmp").exists()
-    rerun = _cli("build", str(path), "--no-tokenize")
-    log, _ = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, log[-3000:]
+    _rerun(path, **{"tokenizer.enabled": False})  # as `--no-tokenize`
     rendered = {k: v for k, v in shard_digests(Path(config.output)).items() if k.startswith("rendered")}
     assert shard_digests(out) == rendered
 
