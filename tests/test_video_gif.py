@@ -167,3 +167,40 @@ def test_the_first_bytes_sniffs_of_a_remote_video_fetch_only_those_bytes(tmp_pat
         short.write_bytes(b"changed")
         assert fsio.head_bytes(str(short), 6) == fsio.head_bytes(str(short), 13) == b"GIF89a"
     assert fsio.head_bytes(str(short), 13) == b"changed"
+
+
+def test_a_remote_gif_of_256_colours_is_fetched_once(tmp_path):
+    """The view giving a 256-colour GIF's table to each image (`gif_screen.LocalTables`) walked the
+    blocks a step ahead of its reads on the same handle, moving fsspec's 5 MiB read-ahead back and
+    forth: ffmpeg's GIF of 64 noise frames (5.76 MB, read whole in FFmpeg's 32 KiB reads) was
+    fetched 6.42 MB in 4 fetches (an 18.2 MB one 31.5 MB); now once, as a GIF of fewer colours is."""
+    from fsspec.registry import register_implementation
+    from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+
+    from sources.video_open import _gif_cleared
+
+    noise = np.random.default_rng(0).integers(0, 256, (64, 256, 256), np.uint8).tobytes()
+    data = subprocess.run(["ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb8", "-s", "256x256", "-i", "-",
+                           "-pix_fmt", "rgb8", "-f", "gif", "-"], input=noise, capture_output=True, check=True).stdout
+    assert data[10] & 0x87 == 0x87 and len(data) > 5 << 20  # a global table of 256 colours, past a read-ahead
+    fetched = []
+
+    class CountedFile(AbstractBufferedFile):
+        def _fetch_range(self, start, end):
+            fetched.append(min(end, len(data)) - start)
+            return data[start:end]
+
+    class CountedStore(AbstractFileSystem):
+        protocol = "uvdcountedgif"
+
+        def info(self, path, **kw):
+            return {"name": path, "size": len(data), "type": "file", "mtime": 0}
+
+        def _open(self, path, mode="rb", block_size=None, **kw):
+            return CountedFile(self, path, mode, block_size=block_size or "default", size=len(data), **kw)
+
+    register_implementation("uvdcountedgif", CountedStore, clobber=True)
+    view = _gif_cleared("uvdcountedgif://bucket/noise.gif")
+    read = sum(iter(lambda: len(view.read(32768)), 0))
+    assert read == len(data) + 63 * 768  # a table given to each frame but the first, which has its own
+    assert sum(fetched) == len(data) + 13, fetched  # the sniff's 13 bytes, then the file once
