@@ -13,6 +13,8 @@ from sources.budget import cpu_budget
 from sources.records import Reject
 from sources.video import VideoSource
 from sources.video_decode import decode_frames, probe
+from sources.video_gif import judge_gif
+from sources.video_open import VideoError
 
 
 def _read(path: Path, **limits) -> list:
@@ -41,6 +43,15 @@ def test_a_gif_whose_screen_times_frames_cannot_decode_in_its_budget_is_refused_
     assert "250 frames of a 1000x1000 GIF screen" in reject.detail and "judged before decoding" in reject.detail
     (record,) = _read(gif)  # within the default budget: read
     assert not isinstance(record, Reject), record
+    # each frame costs 10 us at least, however small the screen (FFmpeg's demuxing and decoding, the
+    # view of a 256-colour GIF): 2,000 frames of a 2x2 screen were judged 2e-6 s, and took 0.13 CPU-s
+    tiny = tmp_path / "tiny_screen.gif"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=white:s=2x2:r=100:d=20", "-pix_fmt", "rgb8",
+                    str(tiny)], check=True)
+    judge_gif(str(tiny), 10**9, 0.03)
+    with pytest.raises(VideoError) as refused:
+        judge_gif(str(tiny), 10**9, 0.01)
+    assert refused.value.reason == "decode_timeout" and "2000 frames of a 2x2 GIF screen" in refused.value.detail
 
 
 def test_a_gif_screen_over_max_pixels_is_too_large_not_a_stream_without_a_size(tmp_path):
@@ -124,7 +135,6 @@ def test_the_first_bytes_sniffs_of_a_remote_video_fetch_only_those_bytes(tmp_pat
     from fsspec.registry import register_implementation
     from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-    from sources.video_gif import judge_gif
     from sources.video_open import _gif_cleared
     from sources.video_webp import _first_bytes
 
