@@ -213,6 +213,9 @@ def test_damaged_or_oversized_webp_are_counted_rejects_and_a_still_is_one_frame(
         assert clip.frame_times == pytest.approx([sum(_durations(whole)[:i]) / 1000 for i in range(16)])
         frames = read_clip_frames(clip)
         assert all(np.array_equal(frames[k], made[whole.name][k]) for k in range(16)), made_by
+        # cut inside the last ANMF's 8-byte header: that frame was begun, counted as the cut one
+        inside = video_webp.probe(str(_head(whole, last + 6, tmp_path / f"{made_by}_header.webp")))
+        assert (inside.n_frames, inside.claimed) == (N - 1, N), made_by
     (folder / "cut.webp").write_bytes(data[:len(data) // 2])  # fewer frames kept than a clip's 16
     kept = sum(fourcc == b"ANMF" and offset + 8 + size <= len(data) // 2 for fourcc, offset, size in _chunks(data))
     anmf = [offset for fourcc, offset, _ in _chunks(data) if fourcc == b"ANMF"]
