@@ -6,7 +6,8 @@ key frame: the probe, and each clip, decode every frame up to the last they need
 screen's pixels whatever the frame's own size. A 230 KB GIF of a 4000 x 4000 screen and 10,000
 frames of 1 x 1 pixels held its probe 300 s, found only by decoding it. So the screen's pixels
 times the frames (counted by a walk of the blocks, `transforms.headers.gif_frames`) are judged
-against the time budget at `GIF_SCREEN_PIXELS_PER_CPU_S` first, and a screen over `max_pixels`
+against the time budget at `GIF_SCREEN_PIXELS_PER_CPU_S` first (each frame `GIF_FRAME_CPU_S` at
+least, however small its screen), and a screen over `max_pixels`
 is `video_too_large` (FFmpeg refuses a screen over 2^31 bytes as a stream "without a frame size").
 """
 
@@ -24,6 +25,12 @@ from transforms.headers import GIF_SIGNATURES, gif_frames, gif_screen
 # (probe of 1x1-pixel frames, one core, ffmpeg 7 in PyAV): 500x500 screen 3.9e9, 1000x1000 3.1e9,
 # 2000x2000 2.6e9, 4000x4000 1.6e9. The fastest, so a GIF judged over its budget surely is.
 GIF_SCREEN_PIXELS_PER_CPU_S = 4_000_000_000
+# CPU seconds each frame costs at least, however small its screen: FFmpeg's demuxing and decoding
+# of it, and the view of a 256-colour GIF (`gif_screen.LocalTables`), for each of the probe's reads
+# of the file. Measured (probe of 100k 1x1 frames on a 2x2 screen, load ~11 on 2 cores): 15-22 us a
+# frame (fewer than 256 colours), 33-37 us (256); taken at about 0.7 of the least. A 2.5 MB GIF of
+# 100k such frames was judged 1e-4 s, and took 4.6 CPU-s.
+GIF_FRAME_CPU_S = 10e-6
 GIF_WALK_BYTES = 64 << 20  # the frames walked: a longer GIF counts at least those within these bytes
 
 
@@ -47,12 +54,12 @@ def judge_gif(uri: str, max_pixels: int, cpu_s: float, head: bytes | None = None
         raise VideoError("video_too_large", f"the GIF's logical screen of {width}x{height} ({pixels} pixels) exceeds "
                                             f"max_pixels={max_pixels}")
     frames = gif_frames(data).count
-    seconds = pixels * frames / GIF_SCREEN_PIXELS_PER_CPU_S
+    seconds = max(pixels * frames / GIF_SCREEN_PIXELS_PER_CPU_S, frames * GIF_FRAME_CPU_S)
     if seconds > cpu_s:
         raise VideoError("decode_timeout", f"{frames} frames of a {width}x{height} GIF screen take at least "
                                            f"{seconds:.3g} CPU seconds to decode (judged before decoding, at "
-                                           f"{GIF_SCREEN_PIXELS_PER_CPU_S:.3g} pixels a second), over the budget of "
-                                           f"{cpu_s:g}")
+                                           f"{GIF_SCREEN_PIXELS_PER_CPU_S:.3g} pixels a second and "
+                                           f"{GIF_FRAME_CPU_S:g} s a frame at least), over the budget of {cpu_s:g}")
 
 
 BROWSER_MIN_MS, BROWSER_DEFAULT_MS = 10, 100  # a frame shown for 10 ms or less is shown 100 ms

@@ -153,6 +153,9 @@ def read_layout(handle: IO[bytes], file_bytes: int) -> Layout:
             durations = [0]
             break
         at = end + (size & 1)
+    if cut and at + 8 > file_bytes:  # cut inside a chunk's 8-byte header: an ANMF's is a frame begun
+        handle.seek(at)
+        cut_frames = int(handle.read(4) == b"ANMF")
     if cut and not animated:
         raise VideoError("unreadable", f"cut: the RIFF header declares {declared} bytes, the file holds {file_bytes}")
     if cut and not durations:  # as an MP4 cut before its first frame

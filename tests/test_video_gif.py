@@ -13,6 +13,8 @@ from sources.budget import cpu_budget
 from sources.records import Reject
 from sources.video import VideoSource
 from sources.video_decode import decode_frames, probe
+from sources.video_gif import judge_gif
+from sources.video_open import VideoError
 
 
 def _read(path: Path, **limits) -> list:
@@ -41,6 +43,15 @@ def test_a_gif_whose_screen_times_frames_cannot_decode_in_its_budget_is_refused_
     assert "250 frames of a 1000x1000 GIF screen" in reject.detail and "judged before decoding" in reject.detail
     (record,) = _read(gif)  # within the default budget: read
     assert not isinstance(record, Reject), record
+    # each frame costs 10 us at least, however small the screen (FFmpeg's demuxing and decoding, the
+    # view of a 256-colour GIF): 2,000 frames of a 2x2 screen were judged 2e-6 s, and took 0.13 CPU-s
+    tiny = tmp_path / "tiny_screen.gif"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=white:s=2x2:r=100:d=20", "-pix_fmt", "rgb8",
+                    str(tiny)], check=True)
+    judge_gif(str(tiny), 10**9, 0.03)
+    with pytest.raises(VideoError) as refused:
+        judge_gif(str(tiny), 10**9, 0.01)
+    assert refused.value.reason == "decode_timeout" and "2000 frames of a 2x2 GIF screen" in refused.value.detail
 
 
 def test_a_gif_screen_over_max_pixels_is_too_large_not_a_stream_without_a_size(tmp_path):
@@ -124,7 +135,6 @@ def test_the_first_bytes_sniffs_of_a_remote_video_fetch_only_those_bytes(tmp_pat
     from fsspec.registry import register_implementation
     from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-    from sources.video_gif import judge_gif
     from sources.video_open import _gif_cleared
     from sources.video_webp import _first_bytes
 
@@ -167,3 +177,40 @@ def test_the_first_bytes_sniffs_of_a_remote_video_fetch_only_those_bytes(tmp_pat
         short.write_bytes(b"changed")
         assert fsio.head_bytes(str(short), 6) == fsio.head_bytes(str(short), 13) == b"GIF89a"
     assert fsio.head_bytes(str(short), 13) == b"changed"
+
+
+def test_a_remote_gif_of_256_colours_is_fetched_once(tmp_path):
+    """The view giving a 256-colour GIF's table to each image (`gif_screen.LocalTables`) walked the
+    blocks a step ahead of its reads on the same handle, moving fsspec's 5 MiB read-ahead back and
+    forth: ffmpeg's GIF of 64 noise frames (5.76 MB, read whole in FFmpeg's 32 KiB reads) was
+    fetched 6.42 MB in 4 fetches (an 18.2 MB one 31.5 MB); now once, as a GIF of fewer colours is."""
+    from fsspec.registry import register_implementation
+    from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+
+    from sources.video_open import _gif_cleared
+
+    noise = np.random.default_rng(0).integers(0, 256, (64, 256, 256), np.uint8).tobytes()
+    data = subprocess.run(["ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb8", "-s", "256x256", "-i", "-",
+                           "-pix_fmt", "rgb8", "-f", "gif", "-"], input=noise, capture_output=True, check=True).stdout
+    assert data[10] & 0x87 == 0x87 and len(data) > 5 << 20  # a global table of 256 colours, past a read-ahead
+    fetched = []
+
+    class CountedFile(AbstractBufferedFile):
+        def _fetch_range(self, start, end):
+            fetched.append(min(end, len(data)) - start)
+            return data[start:end]
+
+    class CountedStore(AbstractFileSystem):
+        protocol = "uvdcountedgif"
+
+        def info(self, path, **kw):
+            return {"name": path, "size": len(data), "type": "file", "mtime": 0}
+
+        def _open(self, path, mode="rb", block_size=None, **kw):
+            return CountedFile(self, path, mode, block_size=block_size or "default", size=len(data), **kw)
+
+    register_implementation("uvdcountedgif", CountedStore, clobber=True)
+    view = _gif_cleared("uvdcountedgif://bucket/noise.gif")
+    read = sum(iter(lambda: len(view.read(32768)), 0))
+    assert read == len(data) + 63 * 768  # a table given to each frame but the first, which has its own
+    assert sum(fetched) == len(data) + 13, fetched  # the sniff's 13 bytes, then the file once

@@ -202,17 +202,26 @@ def test_damaged_or_oversized_webp_are_counted_rejects_and_a_still_is_one_frame(
     (folder / "good.webp").write_bytes(data)
     cuts = tmp_path / "cuts"
     cuts.mkdir()
-    for made_by in ("img2webp", "gif2webp"):
+    for made_by in ("img2webp", "gif2webp"):  # the first through a whole VideoSource, the second its probe and decoding
         whole = webps / f"{made_by}.webp"
         last = [offset for fourcc, offset, _ in _chunks(whole.read_bytes()) if fourcc == b"ANMF"][-1]
-        (record,) = list(VideoSource("cuts", str(cuts), strides=(1,)).read(
-            str(_head(whole, last + 40, cuts / f"{made_by}.webp"))))
-        assert isinstance(record, VideoRecord) and record.n_frames == N - 1, record
-        (clip,) = record.clips
-        assert (clip.lineage["frames_total"], clip.lineage["frames_metadata"]) == (N - 1, N)
-        assert clip.frame_times == pytest.approx([sum(_durations(whole)[:i]) / 1000 for i in range(16)])
-        frames = read_clip_frames(clip)
-        assert all(np.array_equal(frames[k], made[whole.name][k]) for k in range(16)), made_by
+        cut = _head(whole, last + 40, cuts / f"{made_by}.webp")
+        times = pytest.approx([sum(_durations(whole)[:i]) / 1000 for i in range(16)])
+        if made_by == "img2webp":
+            (record,) = list(VideoSource("cuts", str(cuts), strides=(1,)).read(str(cut)))
+            assert isinstance(record, VideoRecord) and record.n_frames == N - 1, record
+            (clip,) = record.clips
+            assert (clip.lineage["frames_total"], clip.lineage["frames_metadata"]) == (N - 1, N)
+            assert clip.frame_times == times
+            frames = read_clip_frames(clip)
+        else:
+            info = video_webp.probe(str(cut))
+            assert (info.n_frames, info.claimed) == (N - 1, N) and list(info.times[:16]) == times
+            frames = [frame for _, frame in video_webp.decode_frames(str(cut), range(16), N - 1)]
+        assert len(frames) == 16 and all(np.array_equal(frames[k], made[whole.name][k]) for k in range(16)), made_by
+        # cut inside the last ANMF's 8-byte header: that frame was begun, counted as the cut one
+        inside = video_webp.probe(str(_head(whole, last + 6, tmp_path / f"{made_by}_header.webp")))
+        assert (inside.n_frames, inside.claimed) == (N - 1, N), made_by
     (folder / "cut.webp").write_bytes(data[:len(data) // 2])  # fewer frames kept than a clip's 16
     kept = sum(fourcc == b"ANMF" and offset + 8 + size <= len(data) // 2 for fourcc, offset, size in _chunks(data))
     anmf = [offset for fourcc, offset, _ in _chunks(data) if fourcc == b"ANMF"]

@@ -895,12 +895,27 @@ def gif_frames(data: bytes, steps: int = PAGE_WALK_STEPS) -> Pages:
             pos += 2
         else:  # the trailer (0x3B), or bytes that are no block
             break
-        while pos < len(data) and data[pos] and steps > 0:  # data sub-blocks, up to the terminator
-            pos += data[pos] + 1
-            steps -= 1
+        pos, steps = gif_sub_blocks(data, pos, steps)
         pos += 1
         steps -= 1
     return Pages(max(count, 1), steps > 0)
+
+
+def gif_sub_blocks(data: bytes, pos: int, steps: int) -> tuple[int, int]:
+    """Walk a GIF's data sub-blocks (GIF89a section 15) from `pos`, `steps` of them at most: where
+    the walk stops and the steps left. It stops at their terminator (a 0 size: `pos` below
+    `len(data)`), at the size byte of the next sub-block past the end of `data` (`pos` at or past
+    `len(data)`, where a walk of a longer file goes on), or where the steps run out. One loop over
+    the bytes (`gif_frames`, `sources.gif_screen`): a hostile GIF of 1-byte sub-blocks has 2^25 in
+    64 MiB."""
+    end = len(data)
+    while pos < end and steps:
+        size = data[pos]
+        if not size:
+            break
+        pos += size + 1
+        steps -= 1
+    return pos, steps
 
 
 def png_frames(data: bytes, steps: int = PAGE_WALK_STEPS) -> Pages:
