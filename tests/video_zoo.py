@@ -8,11 +8,13 @@ written with PyAV where it can, and with the ffmpeg CLI for what PyAV's muxing c
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -61,14 +63,26 @@ def ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
 
 
+@contextmanager
+def _scheduling_kept() -> Iterator[None]:
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, policy, param)
+
+
 def encode(path: Path, n: int, codec: str, rate: int = 25, pix_fmt: str = "yuv420p", options=None,
            size: tuple[int, int] = (W, H), pts: Callable[[int], int] | None = None,
            time_base: Fraction | None = None, rotation: int = 0, first: int = 0,
            matrix: Sequence[int] | None = None) -> Path:
-    """Frames first..first+n-1 of the pattern, written by PyAV."""
+    """Frames first..first+n-1 of the pattern, written by PyAV. The calling thread's scheduling
+    is put back afterwards: SVT-AV1 (`libsvtav1`) makes it SCHED_FIFO 99 when run as root, and the
+    test's later processes (`busy_machine`'s burners) inherited that real-time priority, starving
+    every other process on the machine."""
     import av
 
-    with av.open(str(path), "w") as out:
+    with _scheduling_kept(), av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=rate, options={"threads": "1", **(options or {})})
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], pix_fmt
         if time_base is not None:
