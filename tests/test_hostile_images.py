@@ -5,9 +5,11 @@ judged against an independent reader (ImageMagick's libjpeg warnings), not again
 
 from __future__ import annotations
 
+import io
 import random
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +63,28 @@ def test_jpeg_damaged_inside_its_scan_is_rejected_as_damaged(tmp_path):
     marker = tmp_path / "marker.jpg"  # two bytes of the scan become a marker libjpeg refuses: it errs, was `truncated`
     data = PHOTO.read_bytes()
     marker.write_bytes(data[: len(data) // 2] + b"\xff\xa9" + data[len(data) // 2 + 2 :])
-    for damaged in (zeros, flipped, restarts, marker):
+    junk = tmp_path / "junk.jpg"  # ImageNet's: bytes before the EOI no row needed ("extraneous bytes before marker 0xd9")
+    data = PHOTO.read_bytes()
+    junk.write_bytes(data[:-2] + bytes(random.Random(2).randrange(1, 255) for _ in range(240)) + data[-2:])
+    unused = "bytes before its end of image the decoder did not use"  # whole, or damaged to end its data early
+    for damaged, said in ((zeros, "damaged"), (flipped, unused), (restarts, "damaged"), (marker, "damaged"),
+                          (junk, unused)):
         assert "Corrupt JPEG data" in _magick_warnings(damaged), damaged.name
         with pytest.raises(DecodeError) as caught:
             _decoded(damaged)
-        assert caught.value.reason == "decode_error" and caught.value.detail.startswith("damaged"), damaged.name
+        assert caught.value.reason == "decode_error" and caught.value.detail.startswith(said), damaged.name
+    from PIL import Image
+
+    crafted = io.BytesIO()  # a warning every 3 bytes before its first restart marker: libjpeg's decode is all it costs
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        crafted, "JPEG", restart_marker_blocks=1)
+    data = crafted.getvalue()
+    first = data.index(b"\xff\xd0")
+    started = time.process_time()
+    with pytest.raises(DecodeError) as caught:
+        load_image(data[:first] + b"\x00\xff\x02" * 100_000 + data[first:], 64, "center_crop")
+    assert caught.value.detail.startswith("damaged: libjpeg met 100005 warnings")
+    assert time.process_time() - started < 0.5  # 0.01 CPU s; a Python call per warning took 3.3 s
 
 
 def test_whole_jpegs_that_libjpeg_or_encoders_vary_still_decode(tmp_path):
@@ -103,7 +122,9 @@ def test_whole_jpegs_that_libjpeg_or_encoders_vary_still_decode(tmp_path):
     restarts = (tmp_path / "restarts.jpg").read_bytes()  # an IP camera's: zero bytes before each restart marker
     scan = _scan_start(restarts)
     padded = tmp_path / "rst_padded.jpg"
-    padded.write_bytes(restarts[:scan] + re.sub(rb"(\xff[\xd0-\xd7])", b"\x00\x00\\1", restarts[scan:]))
+    zeros = iter(range(1 << 20))  # 0 to 3 zeros, marker to marker: libjpeg-turbo names a later marker for them
+    padded.write_bytes(restarts[:scan] + re.sub(rb"(\xff[\xd0-\xd7])", lambda m: b"\x00" * (next(zeros) % 4) + m[1],
+                                                restarts[scan:]))
     assert "extraneous bytes before marker 0xd" in _magick_warnings(padded)
     assert np.array_equal(_decoded(padded), _decoded(tmp_path / "restarts.jpg"))
     cmyk = bytearray((tmp_path / "cmyk.jpg").read_bytes())  # Adobe transform 1 on 4 components: libjpeg assumes YCCK
@@ -136,7 +157,9 @@ def test_cut_bigtiff_is_truncated_as_a_cut_tiff_is(tmp_path):
 def test_jpeg_warning_reader_survives_a_fork_and_says_when_it_is_off(monkeypatch, caplog):
     """A fork while another thread proves the decoder layout (its lock held) left the child's first
     JPEG decode waiting on that lock for ever; a Pillow whose layout is not proved turned the
-    damage check off without a word: now it says so once, naming Pillow's version."""
+    damage check off without a word: now it says so once, naming Pillow's version. A proof that
+    failed for want of file descriptors is tried again, not kept for the process's life."""
+    import errno
     import logging
     import os
     import signal
@@ -159,6 +182,12 @@ def test_jpeg_warning_reader_survives_a_fork_and_says_when_it_is_off(monkeypatch
         jpeg_warnings._LOCK.release()
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    with monkeypatch.context() as patched:  # out of file descriptors for a moment (each read opens a pipe)
+        patched.setattr(os, "pipe", lambda: (_ for _ in ()).throw(OSError(errno.EMFILE, "Too many open files")))
+        assert jpeg_warnings._calibrated() is None
+    assert jpeg_warnings._calibrated() is not None  # proved once descriptors are back: the failure was not kept
+    monkeypatch.setattr(jpeg_warnings, "_ERR_OFFSET", [])
+    caplog.clear()
     monkeypatch.setattr(jpeg_warnings, "_CONTEXT_AT", jpeg_warnings._CONTEXT_AT + 8)
     with caplog.at_level(logging.WARNING, logger="transforms.jpeg_warnings"):
         assert jpeg_warnings._calibrated() is None and jpeg_warnings._calibrated() is None

@@ -244,7 +244,11 @@ def _load(image: Image.Image, data: bytes) -> None:
     with jpeg_warnings.collecting() as decoders:
         _load_reported(image, data)
     damage = jpeg_warnings.scan_warnings(decoders[-1], data) if decoders else None
-    if damage and not jpeg_warnings.padding_only(data):  # the picture decoded, garbled or grey past the damage: libjpeg warned, Pillow did not say
+    verdict = jpeg_warnings.judge(data) if damage else "padding"
+    if verdict == "unused":  # all its rows decoded without a word, then bytes libjpeg skipped to its end of image
+        raise DecodeError("decode_error", "bytes before its end of image the decoder did not use (libjpeg's \"extraneous "
+                                          "bytes before marker 0xd9\"): the picture may be whole, or its data ended early")
+    if verdict == "damaged":  # the picture decoded, garbled or grey past the damage: libjpeg warned, Pillow did not say
         raise DecodeError("decode_error", f"damaged: libjpeg met {damage} warning{'s' if damage > 1 else ''} in its "
                                           "entropy-coded data (djpeg's \"Corrupt JPEG data\"): its pixels decode "
                                           "garbled or grey past the damage")

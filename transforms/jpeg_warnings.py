@@ -22,17 +22,20 @@ says so once, naming Pillow's version.
 
 A count cannot tell a camera's padding from damage: zero bytes before a restart marker or the end
 of image (webcams, IP cameras) draw "extraneous bytes before marker" as damage does, and decode to
-the unpadded file's pixels. So the rare file whose count its header does not explain is decoded a
-second time with libjpeg's `emit_message` wrapped, to read each warning's own message and where
-the input stood (`warnings_said`, `padding_only`); good files pay nothing more.
+the unpadded file's pixels. So the rare file whose count its header does not explain is decoded
+again at the smallest scale without those zeros, counted the same way (`judge`); good files pay
+nothing more. No callback is put into libjpeg: its own decode is all a file costs, however many
+warnings it draws.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import functools
 import io
+import itertools
 import logging
 import os
 import re
@@ -192,6 +195,9 @@ def _calibrated() -> int | None:
                         if _count_at(whole[0], offset, True) == 0 and (_count_at(cut[0], offset, True) or 0) >= 1:
                             found = offset
                             break
+            except OSError as exc:  # out of file descriptors (a pipe per read): this moment's, not Pillow's
+                log.warning("libjpeg's warnings not read for now (%s): proved again on the next JPEG", exc)
+                return None
             except Exception:  # pragma: no cover - a Pillow whose decoders this cannot read
                 found = None
             if found is None:
@@ -236,7 +242,7 @@ def header_warnings(data: bytes) -> int:
     components (it assumes YCbCr or YCCK), a first scan of a sequential frame with odd SOS
     parameters (`_odd_scan`). The picture decodes whole with them, as browsers show it. Nothing
     past the first scan header is walked: damaged scan data can hold any marker; what libjpeg says
-    of later scans (a multi-scan file's odd SOS parameters too) is judged by `padding_only`."""
+    of later scans (a multi-scan file's odd SOS parameters too) is judged by `judge`."""
     count, pos, end = 0, 2, len(data)
     frame, components, jfif, adobe = None, 0, False, None
     for _ in range(_HEADER_STEPS):
@@ -263,7 +269,7 @@ def header_warnings(data: bytes) -> int:
             count += body[5] != 1
         if marker == 0xEE and length >= 14 and body[:5] == b"Adobe":
             adobe = body[11]
-        if marker == 0xDA:  # the first scan: what follows is entropy-coded data, judged by `padding_only`
+        if marker == 0xDA:  # the first scan: what follows is entropy-coded data, judged by `judge`
             if adobe is not None and not (components == 3 and jfif):
                 count += adobe not in _ADOBE_SILENT.get(components, (adobe,))
             return count + (bool(frame) and _odd_scan(frame, body))
@@ -271,86 +277,34 @@ def header_warnings(data: bytes) -> int:
     return count
 
 
-# jpeg_error_mgr's fields past num_warnings (its other offsets are above): the message table and its last code
-_EMIT_AT = _POINTER  # emit_message, the second of its five methods
-_MSG_CODE = 5 * _POINTER
-_TABLE = _NUM_WARNINGS + ctypes.sizeof(ctypes.c_long)
-_LAST_CODE = _TABLE + _POINTER
-_SRC_AT = 4 * _POINTER + 8  # jpeg_decompress_struct's src, past err, mem, progress, client_data and two ints
-_EMIT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int)
-# libjpeg's warnings that lose no pixel, by their format strings (jerror.h), read from the library's own
-# table rather than by code, which differs between libjpeg versions
-_HARMLESS = (b"Corrupt JPEG data: %u extraneous bytes before marker 0x%02x",  # JWRN_EXTRANEOUS_DATA
-             b"Invalid SOS parameters for sequential JPEG",  # JWRN_NOT_SEQUENTIAL
-             b"Unknown Adobe color transform code %d",  # JWRN_ADOBE_XFORM
-             b"Warning: unknown JFIF revision number %d.%02d")  # JWRN_JFIF_MAJOR
-
-
-def _message(err: int, code: int) -> bytes:
-    """The format string of libjpeg's message `code` (b"" where its table has none), read through
-    the kernel as the calibration reads: an unmapped address is b"", never a fault."""
-    table = _word(err + _TABLE)
-    last = _peek(err + _LAST_CODE, 4)
-    if not table or last is None or not 0 <= code <= int.from_bytes(last, sys.byteorder, signed=True):
-        return b""
-    text = _peek(_word(table + code * _POINTER) or 0, 64)
-    return text.split(b"\0")[0] if text and b"\0" in text else b""
-
-
-def warnings_said(data: bytes) -> list[tuple[bytes, int, int]] | None:
-    """Each warning libjpeg gives decoding `data` (a JPEG Pillow opened whole): its format string and
-    where in `data` its input stood (before the marker, for "extraneous bytes before marker").
-    Decoded again at the smallest DCT scale (the warnings come from the entropy-coded data, alike at
-    every scale) with libjpeg's `emit_message` wrapped to note every warning, since its error
-    manager keeps only the count and the last message's code (a trace message overwrites it).
-    None where the layout was not proved or the decode went otherwise than the first one."""
-    offset = _calibrated()
-    if offset is None:
-        return None
+def _counts_small(data: bytes, offset: int, stops: list[int]) -> tuple[list[int | None], bool]:
+    """libjpeg's warning counts decoding `data` at the smallest DCT scale (the warnings come from the
+    entropy-coded data, alike at every scale), read once it is fed up to each of `stops` (rising),
+    and whether every row decoded; ([], False) where the decode went otherwise."""
     image = Image.open(io.BytesIO(data))
     image.draft(image.mode, (1, 1))
     if len(image.tile) != 1 or image.tile[0][0] != "jpeg":
-        return None
-    name, extents, start, args = image.tile[0]
+        return [], False
+    name, extents, at, args = image.tile[0]
     decoder = _pillow_getdecoder(image.mode, name, args, image.decoderconfig)
     decoder.setimage(Image.core.new(image.mode, image.size), extents)
-    said: list[tuple[bytes, int, int]] = []
-    base = [0, 0]  # where libjpeg's input buffer lies in memory, and in `data`
+    counts: list[int | None] = []
+    pending, finished, ended = b"", False, False
     try:
-        decoder.decode(b"")  # libjpeg's error manager set up, nothing read yet
-        context = _context(decoder)
-        err = _count_at(decoder, offset, False) is not None and ctypes.c_void_p.from_address(context + offset).value
-        if not err:
-            return None
-        slot = ctypes.c_void_p.from_address(err + _EMIT_AT)
-        if not slot.value:
-            return None
-        emit = _EMIT(slot.value)
-
-        def noted(cinfo: int, level: int) -> None:
-            if level < 0:
-                source = _word(cinfo + _SRC_AT)
-                at = (_word(source) or 0) - base[0] + base[1] if source else -1
-                said.append((_message(err, ctypes.c_int.from_address(err + _MSG_CODE).value), at,
-                             ctypes.c_int.from_address(err + _MSG_CODE + 4).value))
-            emit(cinfo, level)
-
-        hook = _EMIT(noted)
-        slot.value = ctypes.cast(hook, ctypes.c_void_p).value
-        try:
-            rest = data[start:]
-            while rest:
-                base[:] = [ctypes.cast(ctypes.c_char_p(rest), ctypes.c_void_p).value, len(data) - len(rest)]
-                consumed, _status = decoder.decode(rest)
-                if consumed <= 0:
+        for stop in stops:
+            if not ended:  # past Pillow's end nothing more is fed: the count stands
+                pending, at = pending + data[at:max(at, stop)], max(at, stop)
+            while pending and not ended:
+                consumed, status = decoder.decode(pending)
+                if consumed < 0:  # Pillow's end: every row decoded (status 0) or libjpeg refused the data
+                    finished, ended = status == 0, True
+                elif consumed == 0:  # waiting for bytes past this stop
                     break
-                rest = rest[consumed:]
-            counted = ctypes.c_long.from_address(err + _NUM_WARNINGS).value
-        finally:
-            slot.value = ctypes.cast(emit, ctypes.c_void_p).value
+                pending = pending[max(consumed, 0):]
+            counts.append(_count_at(decoder, offset, False))
     finally:
         decoder.cleanup()
-    return said if counted == len(said) else None
+    return counts, finished
 
 
 def scan_warnings(decoder: Any, data: bytes) -> int | None:
@@ -362,53 +316,90 @@ def scan_warnings(decoder: Any, data: bytes) -> int | None:
     return max(0, count - header_warnings(data))
 
 
-def _padding_before(data: bytes, at: int) -> int:
-    """How many zero bytes a camera put before the marker at `at` (a stuffed `FF 00` is data)."""
-    run = 0
-    while run < at and data[at - run - 1] == 0:
-        run += 1
-    return run - 1 if run and data[at - run - 1] == 0xFF else run
+_PADDING = re.compile(rb"(?<=[^\xff])\x00+(?=\xff+[\xd0-\xd7\xd9])")  # zeros before an RST or the EOI, not a stuffed FF 00's
+_MARKER_AFTER = re.compile(rb"\xff+[\xd0-\xd7\xd9]")
+_LOCATED_MAX = 1 << 14  # zero runs told apart one by one (a camera's file has one an interval), a Python call each
+_SLICE = 1 << 16
+_ROUNDS = 6  # decodes that try each located run with its first zero kept or not
 
 
-_PADDED_MARKER = re.compile(rb"\xff+[\xd0-\xd7\xd9]")  # a restart marker or the end of image, after fill bytes
+def _unpadded(data: bytes, keep: dict[int, int] | None = None, located: bool = True) -> tuple[bytes, list[int]]:
+    """`data` without the zero bytes a camera put before its restart markers and end of image (as
+    many as `keep` says left at the start of the runs it numbers), and, `located`, where each
+    run's marker ends in the result."""
+    sos = data.find(b"\xff\xda")
+    if sos < 0:
+        return data, []
+    if not located:  # in slices ending at a marker: `re.sub` holds a piece per run, 200 MB for a crafted million
+        pieces, at = [data[:sos]], sos
+        while at < len(data):
+            marker = _MARKER_AFTER.search(data, at + _SLICE)
+            end = marker.end() if marker else len(data)
+            pieces.append(_PADDING.sub(b"", data[at - 1 : end])[1:])  # the byte before: a run's lookbehind
+            at = end
+        return b"".join(pieces), []
+    pieces, ends, at, size = [], [], 0, 0
+    for number, run in enumerate(_PADDING.finditer(data, sos)):
+        kept = min(run.start() + (keep or {}).get(number, 0), run.end())
+        marker = _MARKER_AFTER.match(data, run.end())
+        pieces.append(data[at:kept])
+        size += kept - at
+        at = run.end()
+        ends.append(size + (marker.end() - at if marker else 0))
+    pieces.append(data[at:])
+    return b"".join(pieces), ends
 
 
-@functools.lru_cache(maxsize=1)
-def _hook_proved() -> bool:
-    """`warnings_said` proved once per process on the calibration's JPEGs: nothing of the whole one,
-    libjpeg's "premature end of data segment" alone of the one cut in its scan."""
+def judge(data: bytes) -> str:
+    """What libjpeg's warnings past its header say of `data`, a JPEG whose decode warned:
+
+    "padding": the file without the zero bytes before its restart markers and end of image decodes
+    without a warning: a webcam's or IP camera's padding (OpenCV issue 9477), whatever marker
+    libjpeg-turbo names (it carries a padded marker's bytes into a later one's count). An interval
+    whose own data ends in bytes 0x00 (one in 36 of a photo's) loses them with the padding: the runs
+    where libjpeg then warns are located (the warning count read as each marker is fed) and keep one
+    zero more, a round at most `_ROUNDS` times, until the file decodes without a warning;
+    "unused": its data decodes every row without a warning, but bytes before its end of image the
+    decoder did not use follow (ImageNet's "extraneous bytes before marker 0xd9"): the picture may
+    be whole, or damaged so that its data ended early (half of real damage shows only this);
+    "damaged": anything else, the picture garbled or grey past the damage.
+    Each is a decode at the smallest DCT scale counted with the proved counter (libjpeg's own cost,
+    paid only by a file whose decode warned); "damaged" where the layout was not proved."""
+    offset = _calibrated()
+    if offset is None:
+        return "damaged"
     try:
-        whole, cut = _sample_jpegs()
-        said = [message for message, _at, _count in warnings_said(cut) or ()]
-        proved = warnings_said(whole) == [] and said == [b"Corrupt JPEG data: premature end of data segment"]
-    except Exception:  # pragma: no cover - a Pillow whose decoders this cannot drive
-        proved = False
-    if not proved and _calibrated() is not None:
-        log.warning("libjpeg's messages cannot be read from Pillow %s's JPEG decoder: a JPEG padded before "
-                    "its markers (a webcam's) is rejected as damaged", PIL.__version__)
-    return proved
-
-
-def padding_only(data: bytes) -> bool:
-    """Whether every warning libjpeg gives `data` loses no pixel: one of `_HARMLESS` about its
-    header, or "extraneous bytes before marker" where zero bytes stand before that restart marker
-    or end of image: a webcam's or IP camera's padding (OpenCV issue 9477), decoded to the pixels
-    of the file without it. Damage makes libjpeg say the same of the interval it garbles
-    ("premature end of data segment" or "bad Huffman code" as often), but before that interval's
-    own last bytes, not zeros; the count in the message says nothing here (libjpeg-turbo carries
-    its read-ahead into it). What it cannot tell: damage ending an interval early whose last byte
-    is a legitimate 0x00 (2 of 231 damaged JPEGs that warned). Paid only by a file whose decode
-    warned past its header (a second decode at the smallest DCT scale); False where unproved."""
-    try:
-        said = warnings_said(data) if _hook_proved() else None
-    except Exception:  # a file Pillow opened once and not twice (another thread's bomb check): unproved
-        return False
-    if said is None:
-        return False
-    for message, at, _count in said:
-        if message in _HARMLESS[1:]:
-            continue
-        marker = _PADDED_MARKER.match(data, at) if 0 < at < len(data) else None
-        if message != _HARMLESS[0] or marker is None or not _padding_before(data, at):
-            return False
-    return True
+        header = header_warnings(data)
+        sos = data.find(b"\xff\xda")
+        runs = sum(1 for _ in itertools.islice(_PADDING.finditer(data, max(sos, 0)), _LOCATED_MAX + 1))
+        located = runs <= _LOCATED_MAX
+        unpadded, _ = _unpadded(data, located=False)
+        keep: dict[int, int] = {}
+        tried: dict[int, int] = {}
+        for _ in range(_ROUNDS if located else 1):
+            if not runs:
+                break
+            kept, ends = _unpadded(data, keep, located)
+            counts, _ = _counts_small(kept, offset, [*ends, len(kept)])
+            if counts and counts[-1] == header:
+                return "padding"
+            if len(counts) != len(ends) + 1 or None in counts:
+                break
+            warned = [i for i, count in enumerate(counts[:-1]) if count > (counts[i - 1] if i else header)]
+            if not warned:
+                break
+            holding = sorted(j for j, zeros in keep.items() if zeros)
+            for i in warned:  # its interval's data ended in a zero byte, or the kept one was padding
+                tried[i] = tried.get(i, 0) + 1
+                if tried[i] > 2:  # warned either way: a kept zero before it was padding, its count carried here
+                    before = bisect.bisect_left(holding, i)
+                    keep[i] = 0
+                    if before:
+                        keep[holding[before - 1]] = 0
+                else:
+                    keep[i] = 1 - keep.get(i, 0)
+        end = unpadded.rfind(b"\xff\xd9")
+        counts, finished = _counts_small(unpadded, offset, [end if end > 0 else len(unpadded)])
+    except Exception:  # a file Pillow opened once and not twice (another thread's bomb check)
+        return "damaged"
+    return "unused" if finished and counts == [header] else "damaged"
