@@ -101,7 +101,12 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb", "layout_check"}
 # open-GOP VOB cut's dropped leading frames hidden; COCO panoptic and LVIS read; hard-link tar
 # members read within budgets; 16-bit XPM colours; FITS/PAM/16-bit PSD refused; non-UTF-8
 # captions decoded with U+FFFD (img2dataset's bytes captions too), one bad metadata line alone lost.
-RENDER_REVISION = 14
+# 15 (2026-12-06): JPEGs damaged inside their scan `decode_error` (zero padding before a marker
+# decodes); a cut BigTIFF `truncated`; GIFs of 256 colours composited without FFmpeg's background
+# fill; a cut animated WebP keeps its whole frames; every frame of an AV1 clip delivered and its
+# lineage naming the codec (`av1`, not `libdav1d`); non-UTF-8 captions in string columns read
+# with U+FFFD, their rows built.
+RENDER_REVISION = 15
 
 
 class BuildConfig(Strict):
