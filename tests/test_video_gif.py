@@ -128,18 +128,13 @@ def test_gif_delays_under_two_centiseconds_are_shown_for_ten_as_browsers_do(tmp_
     assert info.times == pytest.approx((0.0, step, 2 * step)) and info.fps == pytest.approx(1 / step)
 
 
-def test_the_first_bytes_sniffs_of_a_remote_video_fetch_only_those_bytes(tmp_path):
-    """Each sniff of what a video is (WebP's or a GIF's in the probe, a GIF to clear on each open)
-    read a remote video through fsspec's 5 MiB read-ahead: 3 blocks, about
-    15 MiB, for an ordinary mp4's probe. Each fetches only the bytes it reads."""
+def _counted_store(protocol: str, data: bytes) -> list[int]:
+    """An fsspec store under `protocol` whose every file holds `data`; returns the list each
+    fetch's size is appended to (a remote store's ranged GETs)."""
     from fsspec.registry import register_implementation
     from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-    from sources.video_open import _gif_cleared
-    from sources.video_webp import _first_bytes
-
-    data = b"\x00\x00\x00\x20ftypisom" + bytes(6 << 20)  # an mp4's head, 6 MiB long
-    fetched = []
+    fetched: list[int] = []
 
     class CountedFile(AbstractBufferedFile):
         def _fetch_range(self, start, end):
@@ -147,15 +142,26 @@ def test_the_first_bytes_sniffs_of_a_remote_video_fetch_only_those_bytes(tmp_pat
             return data[start:end]
 
     class CountedStore(AbstractFileSystem):
-        protocol = "uvdcounted"
-
         def info(self, path, **kw):
             return {"name": path, "size": len(data), "type": "file", "mtime": 0}
 
         def _open(self, path, mode="rb", block_size=None, **kw):
             return CountedFile(self, path, mode, block_size=block_size or "default", size=len(data), **kw)
 
-    register_implementation("uvdcounted", CountedStore, clobber=True)
+    CountedStore.protocol = protocol
+    register_implementation(protocol, CountedStore, clobber=True)
+    return fetched
+
+
+def test_the_first_bytes_sniffs_of_a_remote_video_fetch_only_those_bytes(tmp_path):
+    """Each sniff of what a video is (WebP's or a GIF's in the probe, a GIF to clear on each open)
+    read a remote video through fsspec's 5 MiB read-ahead: 3 blocks, about
+    15 MiB, for an ordinary mp4's probe. Each fetches only the bytes it reads."""
+    from sources.video_open import _gif_cleared
+    from sources.video_webp import _first_bytes
+
+    data = b"\x00\x00\x00\x20ftypisom" + bytes(6 << 20)  # an mp4's head, 6 MiB long
+    fetched = _counted_store("uvdcounted", data)
     uri = "uvdcounted://bucket/clip.mp4"
     judge_gif(uri, 10**9, 600)
     assert _first_bytes(uri) == data[:13] and _gif_cleared(uri) is None
@@ -184,32 +190,13 @@ def test_a_remote_gif_of_256_colours_is_fetched_once(tmp_path):
     blocks a step ahead of its reads on the same handle, moving fsspec's 5 MiB read-ahead back and
     forth: ffmpeg's GIF of 64 noise frames (5.76 MB, read whole in FFmpeg's 32 KiB reads) was
     fetched 6.42 MB in 4 fetches (an 18.2 MB one 31.5 MB); now once, as a GIF of fewer colours is."""
-    from fsspec.registry import register_implementation
-    from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
-
     from sources.video_open import _gif_cleared
 
     noise = np.random.default_rng(0).integers(0, 256, (64, 256, 256), np.uint8).tobytes()
     data = subprocess.run(["ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb8", "-s", "256x256", "-i", "-",
                            "-pix_fmt", "rgb8", "-f", "gif", "-"], input=noise, capture_output=True, check=True).stdout
     assert data[10] & 0x87 == 0x87 and len(data) > 5 << 20  # a global table of 256 colours, past a read-ahead
-    fetched = []
-
-    class CountedFile(AbstractBufferedFile):
-        def _fetch_range(self, start, end):
-            fetched.append(min(end, len(data)) - start)
-            return data[start:end]
-
-    class CountedStore(AbstractFileSystem):
-        protocol = "uvdcountedgif"
-
-        def info(self, path, **kw):
-            return {"name": path, "size": len(data), "type": "file", "mtime": 0}
-
-        def _open(self, path, mode="rb", block_size=None, **kw):
-            return CountedFile(self, path, mode, block_size=block_size or "default", size=len(data), **kw)
-
-    register_implementation("uvdcountedgif", CountedStore, clobber=True)
+    fetched = _counted_store("uvdcountedgif", data)
     view = _gif_cleared("uvdcountedgif://bucket/noise.gif")
     read = sum(iter(lambda: len(view.read(32768)), 0))
     assert read == len(data) + 63 * 768  # a table given to each frame but the first, which has its own
