@@ -194,6 +194,8 @@ class DecodeSession:
 
     def _run(self, stream, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
         index, codec = self.index, stream.codec_context
+        # not where the decode order gives the names: a skipped frame would shift them
+        switch_skips = self.skip_nonref and not index.decode_order_stamps and skips_per_packet(codec)
         packets = self._container.demux(stream)
         position = -1
         trust: dict[int, int | None] = {}
@@ -263,8 +265,7 @@ class DecodeSession:
                     self._restart()
                 fed = True
                 trust[packet.pts] = stretch.trusted_from
-                # not where the decode order gives the names: a skipped frame would shift them
-                if self.skip_nonref and not index.decode_order_stamps and skips_per_packet(codec):
+                if switch_skips:
                     codec.skip_frame = "DEFAULT" if packet.pts in self.wanted else "NONREF"
                 try:
                     frames = codec.decode(packet)
