@@ -306,16 +306,20 @@ def _parquet_rows(parquet_uri: str) -> tuple[dict[str, dict[str, Any]] | None, l
     try:
         rows = table.to_pylist()
     except UnicodeDecodeError:  # a cell not UTF-8: each column read on its own, its bad cells None
-        columns = {name: hf_parquet.readable_values(table.column(name)) for name in table.column_names}
-        if "caption" in columns:  # but a caption's text as a `binary` caption's (`caption_text`), not lost
-            captions, bad = columns["caption"]
-            for index in bad:
-                captions[index] = caption_cell(hf_parquet.raw_text(table.column("caption").slice(index, 1))[0])
+        columns = {name: _caption_column(table.column(name)) if name == "caption"
+                   else hf_parquet.readable_values(table.column(name)) for name in table.column_names}
         unkeyed = set(columns["key"][1])
         rows = [{name: values[index] for name, (values, _) in columns.items()}
                 for index in range(table.num_rows) if index not in unkeyed]
         return {nfc(str(row["key"])): row for row in rows}, sorted(unkeyed)
     return {nfc(str(row["key"])): row for row in rows}, []
+
+
+def _caption_column(column) -> tuple[list, list[int]]:
+    """A listing's caption column, a cell that is not UTF-8 read as a `binary` caption's, not lost
+    (the column's bytes taken once, `hf_parquet.caption_values`); no cell is bad."""
+    values = hf_parquet.caption_values(column)
+    return [caption_cell(value) if isinstance(value, bytes) else value for value in values], []
 
 
 def caption_cell(raw: bytes | None) -> str | None:
