@@ -19,7 +19,7 @@ from array import array
 from bisect import bisect_right
 from typing import BinaryIO, Callable
 
-from transforms.headers import GIF_SCREEN, GIF_SIGNATURES, gif_sub_blocks
+from transforms.headers import GIF_SCREEN, GIF_SIGNATURES, gif_colour_table, gif_sub_blocks
 
 _FLAGS_AT, BACKGROUND_AT = 10, 11  # the logical screen descriptor's packed flags and background index
 PAST_THE_TABLE = 255  # an index past every global table of fewer than 256 colours
@@ -29,10 +29,6 @@ _DESCRIPTOR = 10  # an image descriptor: introducer, left, top, width, height, p
 _FULL_TABLE = _TABLE | _TABLE_SIZE  # packed flags: a table of 256 colours
 _CHUNK = 1 << 16  # the source's bytes fetched on at least, for the walk and the reads
 _HELD_BEHIND = 4 << 20  # the window's bytes kept behind its end at most (a long read's, or a walk's run)
-
-
-def _table_bytes(flags: int) -> int:
-    return 3 << ((flags & _TABLE_SIZE) + 1)
 
 
 def browser_view(head: bytes, open_file: Callable[[], BinaryIO]) -> io.RawIOBase | None:
@@ -111,8 +107,8 @@ class LocalTables(io.RawIOBase):
         self._raw = raw
         raw.seek(0)
         head = raw.read(GIF_SCREEN)
-        self._table = raw.read(_table_bytes(head[_FLAGS_AT])) if len(head) == GIF_SCREEN else b""
-        self._moved = len(self._table) == _table_bytes(_FULL_TABLE)  # else cut inside it: read as it is
+        self._table = raw.read(gif_colour_table(head[_FLAGS_AT])) if len(head) == GIF_SCREEN else b""
+        self._moved = len(self._table) == gif_colour_table(_FULL_TABLE)  # else cut inside it: read as it is
         self._flags = head[_FLAGS_AT] & ~_TABLE if self._moved else 0  # the screen's, without the table
         self._at = array("q")  # where each image given the table has its flags, in the view's bytes
         self._image_flags = array("B")  # those flags, saying a table of 256 colours
@@ -255,7 +251,7 @@ class LocalTables(io.RawIOBase):
                         break
                     flags = held[i + descriptor - 1]
                     if flags & _TABLE:
-                        at += descriptor + _table_bytes(flags) + 1  # its table, the LZW code size
+                        at += descriptor + gif_colour_table(flags) + 1  # its table, the LZW code size
                     else:
                         places.append(at + descriptor - 1 + shift)
                         image_flags.append(flags | _FULL_TABLE)

@@ -872,7 +872,7 @@ def gif_screen(data: bytes) -> tuple[int, int] | None:
     return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
 
 
-def _colour_table(flags: int) -> int:
+def gif_colour_table(flags: int) -> int:
     """Bytes of the colour table a GIF screen or image descriptor's packed flags announce."""
     return 3 << ((flags & 7) + 1) if flags & 0x80 else 0
 
@@ -883,14 +883,14 @@ def gif_frames(data: bytes, steps: int = PAGE_WALK_STEPS) -> Pages:
     ends at the trailer, at the end of the bytes, or at a byte that starts no block."""
     if gif_screen(data) is None:
         return Pages()
-    pos, count = GIF_SCREEN + _colour_table(data[10]), 0
+    pos, count = GIF_SCREEN + gif_colour_table(data[10]), 0
     while pos < len(data) and steps > 0:
         introducer = data[pos]
         if introducer == 0x2C:  # image descriptor: position, size, flags, its colour table, LZW code size
             count += 1
             if pos + 10 > len(data):
                 break
-            pos += 10 + _colour_table(data[pos + 9]) + 1
+            pos += 10 + gif_colour_table(data[pos + 9]) + 1
         elif introducer == 0x21:  # extension: its label, then sub-blocks
             pos += 2
         else:  # the trailer (0x3B), or bytes that are no block
