@@ -47,6 +47,8 @@ from typing import Any, Iterator
 import PIL
 from PIL import Image
 
+from transforms.headers import _HEADER_STEPS, _STANDALONE
+
 log = logging.getLogger(__name__)
 
 _POINTER = ctypes.sizeof(ctypes.c_void_p)
@@ -214,9 +216,8 @@ def warnings_of(decoder: Any) -> int | None:
     return None if offset is None else _count_at(decoder, offset, False)
 
 
-_HEADER_STEPS = 4096  # segments walked before the first scan: a real file has tens
-_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0-7 carry no length
-_NEXT_MARKER = re.compile(rb"\xff[^\x00\xff]")  # a marker after fill bytes: not a stuffed FF 00
+# a marker after fill bytes: not a stuffed FF 00 (an RST too, which `headers`' own pattern skips)
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xff]")
 _SEQUENTIAL = {0xC0: "huffman", 0xC1: "huffman", 0xC9: "arithmetic"}  # SOF markers of sequential DCT frames
 _ADOBE_SILENT = {3: (0, 1), 4: (0, 2)}  # the Adobe transforms libjpeg takes without a word, by components
 
