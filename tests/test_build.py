@@ -245,13 +245,15 @@ def _unit_marks(out: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_kills_at_a_quarter_half_and_three_quarters_lose_only_units_in_flight(mini_corpus, mini_build, tmp_path):
-    """kill -9 a 2-process build when a quarter, half and three quarters of its input units are
-    committed (long before any output shard can be written), and once more while it writes
-    shards, then let it finish: no committed unit is ever rendered again, at most one unit per
-    worker was in flight at each kill, the last run renders exactly the units not committed at the
-    last kill, takes over the dead run's lock, removes its temporaries (nothing left in the output
-    or in $TMPDIR), and the bytes equal a build that was never interrupted."""
+def test_kills_mid_render_and_mid_write_lose_only_units_in_flight(mini_corpus, mini_build, tmp_path):
+    """kill -9 a 2-process build when half of its input units are committed (long before any
+    output shard can be written), then its rerun while that writes shards, then let the next
+    run finish: no committed unit is ever rendered again, at most one unit
+    per worker was in flight at the kill, the last run renders exactly the units not committed at
+    the last kill, takes over the dead run's lock, removes its temporaries (nothing left in the
+    output or in $TMPDIR), and the bytes equal a build that was never interrupted. (Kills at a
+    quarter and three quarters too were the same state of the same code, at 2 more command
+    starts: 51.5 CPU-s against 37.7.)"""
     from uvd_pipeline.graph import list_units
 
     config, _ = mini_build
@@ -268,7 +270,7 @@ def test_kills_at_a_quarter_half_and_three_quarters_lose_only_units_in_flight(mi
         return (out / "rendered").exists() and bool(list((out / "rendered").rglob("*.stats.json")))
 
     committed: dict[str, int] = {}
-    kill_points = [lambda f=f: len(_unit_marks(out)) >= f * total for f in (0.25, 0.5, 0.75)] + [shards_committed]
+    kill_points = [lambda: len(_unit_marks(out)) >= total / 2, shards_committed]
     for reached in kill_points:
         proc = _cli("build", str(path), start_new_session=True, env=env)
         deadline = time.time() + 240
