@@ -31,6 +31,17 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=240)
 
 
+def _in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+    """The command line's `main` in this process, for states with no fifo or device to block on:
+    a child costs 2-7 CPU-s of imports (Beam, torch) before it reads a file."""
+    from uvd_pipeline.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    shown = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, shown.out, shown.err)
+
+
 def _fifo(path: Path) -> None:
     path.unlink()
     os.mkfifo(path)
@@ -186,18 +197,18 @@ def test_a_folder_in_place_of_rejects_jsonl_or_mixture_yaml_is_named_as_a_folder
     assert check.returncode == 0 and "intact" in check.stdout, check.stdout + check.stderr
 
 
-def test_a_folder_in_place_of_summary_json_is_named_as_a_folder_with_its_fix(mini_corpus, mini_build, tmp_path):
+def test_a_folder_in_place_of_summary_json_is_named_as_a_folder_with_its_fix(mini_corpus, mini_build, tmp_path, capsys):
     """`summary.json` made a folder (a sync tool's conflict, a `mkdir` by mistake): `verify` said
     "cannot be read (Is a directory); check the disk it is on (dmesg)", sending the user to a disk
     that was fine. It names the folder in place of the file and what to do; so does `report`."""
     _, out = _copy(mini_corpus, mini_build, tmp_path)
     (out / "summary.json").unlink()
     (out / "summary.json").mkdir()
-    check = _cli("verify", str(out))
+    check = _in_process(capsys, "verify", str(out))
     assert check.returncode == 1, check.stdout + check.stderr
     assert (f"damaged: {out / 'summary.json'}: a folder in place of the file the build wrote: move it away (or "
             "remove it), then run the same build command again") in check.stdout, check.stdout
     assert "check the disk" not in check.stdout and "Is a directory" not in check.stdout
-    report = _cli("report", str(out))
+    report = _in_process(capsys, "report", str(out))
     assert report.returncode != 0 and "Traceback" not in report.stderr, report.stderr
     assert f"{out / 'summary.json'}: a folder in place of the file the build wrote" in report.stderr, report.stderr
