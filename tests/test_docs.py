@@ -4,6 +4,7 @@ cross-references name sections that exist. Fast: no build, no model."""
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import typing
@@ -242,6 +243,13 @@ DYNAMIC_REASONS = {"no_<task>_annotations", "unnumbered_frame", "unnumbered_anno
 def emitted_reasons() -> dict[str, str]:
     """Every reject reason the build's code spells out (a literal or a module constant as the
     reason argument of a call that makes a reject), with a file that emits it."""
+    return dict(_emitted_reasons())
+
+
+@functools.lru_cache(maxsize=1)
+def _emitted_reasons() -> dict[str, str]:
+    """`emitted_reasons`, scanned once a session: the code does not change within one, and the
+    scan (parsing every module) was seconds a call; the checker's own test changes only the doc."""
     import ast
 
     trees = {path: ast.parse(path.read_text(encoding="utf-8")) for folder in ("sources", "transforms", "uvd_pipeline")

@@ -9,6 +9,7 @@ import html
 import html.parser as html_parser
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -44,17 +45,71 @@ def report_build(mini_build, tmp_path_factory):
     return config.model_copy(update={"output": str(out)}), summary
 
 
+class _Said(logging.Handler):
+    """Keeps the messages of the records `uvd_pipeline.report` itself logs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "uvd_pipeline.report":
+            self.messages.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
-def report_written(report_build, tmp_path_factory) -> Path:
+def report_written_and_said(report_build, tmp_path_factory) -> tuple[Path, list[str]]:
     """One report of `report_build` (one sentence per group), its folder copied as written (other
     tests write reports of other sizes into the build's folder), for the tests that read its
-    figures, page and pictures: each wrote the same report again, a reconstruction pass apiece."""
+    figures, page and pictures: each wrote the same report again, a reconstruction pass apiece;
+    with what `uvd_pipeline.report` logged as it wrote it (its own write, one more pass, before)."""
     config, _ = report_build
-    paths = write_report(config.output, max_sentences_per_group=1)
+    logger, said = logging.getLogger("uvd_pipeline.report"), _Said()
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(said)
+    try:
+        paths = write_report(config.output, max_sentences_per_group=1)
+    finally:
+        logger.removeHandler(said)
+        logger.setLevel(level)
     assert Path(paths["html"]).parent == Path(config.output, "report")
     copy = tmp_path_factory.mktemp("report_written") / "report"
     shutil.copytree(Path(paths["html"]).parent, copy)
-    return copy
+    return copy, said.messages
+
+
+@pytest.fixture(scope="module")
+def report_written(report_written_and_said) -> Path:
+    """The folder of `report_written_and_said`."""
+    return report_written_and_said[0]
+
+
+@pytest.fixture(scope="module")
+def report_of_two(report_build, tmp_path_factory) -> tuple[Path, Progress]:
+    """A report of `report_build` with two sentences per group, written over an earlier report's
+    sheet of a group the build has not, with a progress line a shard on a clock the shard checks
+    hold still and the pages (decoding reconstructions) move by 100 s: its folder copied as
+    written, and the progress. (The counts test and the Chromium test each wrote it before.)"""
+    config, _ = report_build
+    earlier = Path(config.output, "report")
+    earlier.mkdir(exist_ok=True)
+    (earlier / "contact_pairs_depth.png").write_bytes(b"a sheet of a group this build does not have")
+    now = [0.0]
+    progress = Progress("report", "shards", every_s=0.0, stream=io.StringIO(), clock=lambda: now[0])
+    pages = report_module._write_pages
+
+    def slow_pages(*args):
+        now[0] = 100.0
+        return pages(*args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report_module, "_write_pages", slow_pages)
+        paths = write_report(config.output, max_sentences_per_group=2, progress=progress)
+    assert Path(paths["html"]).parent == earlier
+    copy = tmp_path_factory.mktemp("report_of_two") / "report"
+    shutil.copytree(earlier, copy)
+    return copy, progress
 
 
 @pytest.fixture(scope="module")
@@ -63,21 +118,10 @@ def report_data(report_written) -> dict:
     return json.loads((report_written / "report.json").read_text())
 
 
-def test_report_counts_and_sheets(report_build, monkeypatch):
+def test_report_counts_and_sheets(report_build, report_of_two):
     config, summary = report_build
-    earlier = Path(config.output, "report")
-    earlier.mkdir(exist_ok=True)
-    (earlier / "contact_pairs_depth.png").write_bytes(b"a sheet of a group this build does not have")
-    now = [0.0]  # a clock the shard checks hold still and the pages (decoding reconstructions) move by 100 s
-    progress = Progress("report", "shards", every_s=0.0, stream=io.StringIO(), clock=lambda: now[0])  # a line a shard
-    pages = report_module._write_pages
-
-    def slow_pages(*args):
-        now[0] = 100.0
-        return pages(*args)
-
-    monkeypatch.setattr(report_module, "_write_pages", slow_pages)
-    paths = write_report(config.output, max_sentences_per_group=2, progress=progress)
+    report_dir, progress = report_of_two
+    paths = {"json": str(report_dir / "report.json"), "html": str(report_dir / "report.html")}
     shards = [*Path(config.output).glob("rendered/*/*/*.stats.json"), *Path(config.output).glob("tokens/*/*/*.stats.json")]
     assert progress.total == progress.count == len(shards) > 0
     assert progress.stream.getvalue().count("progress: report: ") == len(shards)
@@ -95,13 +139,13 @@ def test_report_counts_and_sheets(report_build, monkeypatch):
     # contact sheets: overview, image, category, video; input sizes, sentence lengths, code statistics,
     # one reconstruction sheet per source (3), throughput
     assert "contact_sheet.png" in images and len(images) == 11
-    report_dir = Path(paths["html"]).parent
     # an earlier report's picture of a group this build has not is gone: the folder is this report
     assert sorted(p.name for p in report_dir.iterdir()) == sorted([*images, "report.html", "report.json"])
-    # the same output, the same report: every byte of the page, its data and its pictures
+    # the same output, the same report: every byte of the page, its data and its pictures (written
+    # again over whatever report of the build other tests left)
     written = {p.name: p.read_bytes() for p in report_dir.iterdir()}
-    write_report(config.output, max_sentences_per_group=2)
-    assert {p.name: p.read_bytes() for p in report_dir.iterdir()} == written
+    again = Path(write_report(config.output, max_sentences_per_group=2)["html"]).parent
+    assert {p.name: p.read_bytes() for p in again.iterdir()} == written
     for name in images:
         with Image.open(report_dir / name) as sheet:
             sheet.verify()
@@ -355,16 +399,14 @@ def browser_images(browser: str, page: Path, profile: Path) -> list[dict]:
     return json.loads(html.unescape(match.group(1)))
 
 
-def test_report_page_renders_every_image_in_chromium(report_build, tmp_path):
+def test_report_page_renders_every_image_in_chromium(report_of_two, tmp_path):
     browser = _chromium()
     if browser is None:
         if os.environ.get("UVD_REQUIRE_BROWSER"):
             pytest.fail("UVD_REQUIRE_BROWSER is set but no chromium is installed")
         pytest.skip("no chromium on this machine (`make test` installs it)")
-    config, _ = report_build
-    paths = write_report(config.output, max_sentences_per_group=2)
-    copy = tmp_path / "report"  # the module's build keeps its own report
-    shutil.copytree(Path(paths["html"]).parent, copy)
+    copy = tmp_path / "report"  # this test damages its copy; the module's copy stays as written
+    shutil.copytree(report_of_two[0], copy)
     page = copy / "report.html"
     referenced = re.findall(r'<img src="([^"]+)"', page.read_text())
     assert len(referenced) == 11
@@ -814,15 +856,11 @@ def test_report_of_an_output_folder_whose_name_is_not_utf8_is_refused_with_the_f
     assert os.listdir(os.fsencode(latin1)) == []
 
 
-def test_the_report_logs_each_phase_and_each_source_it_decodes(report_build, report_data, caplog):
+def test_the_report_logs_each_phase_and_each_source_it_decodes(report_build, report_written_and_said, report_data):
     """`report OUT` said nothing for minutes (over 4 on the sample build under load) until its last
     two lines: it logs each phase, and each source whose sample it decodes, as it goes."""
-    import logging
-
     config, _ = report_build
-    with caplog.at_level(logging.INFO, logger="uvd_pipeline.report"):
-        write_report(config.output, max_sentences_per_group=1)
-    said = [r.getMessage() for r in caplog.records if r.name == "uvd_pipeline.report"]
+    said = report_written_and_said[1]
     assert said[0] == f"report: checking {config.output} against its summary and stats files"
     assert said[1] == "report: counts, histograms and contact sheets"
     decoded = sorted(report_data["tokenizer"]["reconstruction"])
