@@ -222,19 +222,20 @@ def test_a_batch_of_rows_too_large_as_python_comes_a_row_at_a_time(tmp_path: Pat
     """A `datasets` parquet of 16 rows of 200,000 'ab' tags and one of 2,000,000 (a 3 KB file): read
     into Arrow within a 64 MiB budget (47 MB), but as Python its batch was 330 MB at once. Now
     each row is handed over alone (13 MB), and the row of 2,000,000 (132 MB) is its
-    `row_group_too_large` reject: the others are built (their tags left out of the lineage, marked)."""
+    `row_group_too_large` reject: the others are built (their tags left out of the lineage, marked).
+    Scaled by 1/8 (25,000 and 250,000 tags, an 8 MiB budget: each size keeps its side of it)."""
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     metadata = {b"huggingface": json.dumps({"info": {"features": {"image": {"_type": "Image"}}}}).encode()}
     schema = pa.schema([("image", image), ("tags", pa.list_(pa.string()))], metadata=metadata)
     jpeg = _jpeg()
-    rows = [{"image": {"bytes": jpeg, "path": None}, "tags": ["ab"] * (2_000_000 if i == 5 else 200_000)}
+    rows = [{"image": {"bytes": jpeg, "path": None}, "tags": ["ab"] * (250_000 if i == 5 else 25_000)}
             for i in range(16)]
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "train.parquet", row_group_size=16)
-    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 64 << 20)
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 8 << 20)
     items = list(_read(LaionSource("hf", str(tmp_path))))
     assert [getattr(i, "reason", None) for i in items] == [None] * 5 + ["row_group_too_large"] + [None] * 10, items[5]
     assert "row 5 holds" in items[5].detail and "as Python values" in items[5].detail, items[5].detail
-    assert all(i.lineage["huggingface"]["tags"]["truncated"].startswith("a list of 200000 items")
+    assert all(i.lineage["huggingface"]["tags"]["truncated"].startswith("a list of 25000 items")
                for i in items if isinstance(i, ImageRecord))  # read whole; not held in the lineage
 
 
