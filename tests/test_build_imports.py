@@ -1,5 +1,6 @@
-"""A build without tokens imports neither torch nor pyarrow's compute functions: what a build never
-uses costs every build its import, before the first image renders (issue 18's startup)."""
+"""A build without tokens imports neither torch nor pyarrow's compute functions, nor Beam's MongoDB and
+BigQuery connectors: what a build never uses costs every build its import, before the first image
+renders (issue 18's startup)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def _tiny_laion(folder: Path) -> Path:
     return data
 
 
-def test_a_build_without_tokens_imports_no_torch_and_no_arrow_compute(tmp_path):
+def test_a_build_without_tokens_imports_no_torch_no_arrow_compute_and_no_beam_connectors(tmp_path):
     config = {"version": 1, "output": str(tmp_path / "out"), "seed": 0, "image": {"size": 32},
               "tokenizer": {"enabled": False},
               "sources": [{"name": "web", "type": "laion", "path": str(_tiny_laion(tmp_path)), "num_shards": 1}],
@@ -38,7 +39,8 @@ def test_a_build_without_tokens_imports_no_torch_and_no_arrow_compute(tmp_path):
               f"sys.argv = ['uvd', 'build', {str(tmp_path / 'c.yaml')!r}, '--no-tokenize']\n"
               "code = main()\n"
               "print(json.dumps({'code': code, 'modules': sorted(m for m in sys.modules "
-              "if m.split('.')[0] in ('torch', 'pyarrow'))}))\n")
+              "if m.split('.')[0] in ('torch', 'pyarrow', 'pymongo', 'bson', 'requests') "
+              "or m.startswith('apache_beam.io.gcp.'))}))\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
@@ -46,3 +48,6 @@ def test_a_build_without_tokens_imports_no_torch_and_no_arrow_compute(tmp_path):
     assert found["code"] == 0 and summary["totals"]["sentences"] == 2
     assert "torch" not in found["modules"]
     assert "pyarrow.compute" not in found["modules"]
+    # `beam_import`: Beam's package loaded without its MongoDB, BigQuery, Pub/Sub and GCS connectors
+    assert not [m for m in found["modules"] if m.split(".")[0] in ("pymongo", "bson", "requests")
+                or m.startswith("apache_beam.io.gcp.")], found["modules"]
