@@ -1,6 +1,7 @@
 """A build without tokens imports neither torch nor pyarrow's compute functions (an img2dataset listing
-is judged with numpy), nor Beam's MongoDB and BigQuery connectors: what a build never uses costs
-every build its import, before the first image renders (issue 18's startup)."""
+is judged with numpy), nor Beam's MongoDB and BigQuery connectors, nor the readers of source types
+it does not read: what a build never uses costs every build its import, before the first image renders
+(issue 18's startup)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def test_a_build_without_tokens_imports_no_torch_no_arrow_compute_and_no_beam_co
               "code = main()\n"
               "print(json.dumps({'code': code, 'modules': sorted(m for m in sys.modules "
               "if m.split('.')[0] in ('torch', 'pyarrow', 'pymongo', 'bson', 'requests') "
-              "or m.startswith('apache_beam.io.gcp.'))}))\n")
+              "or m.startswith('apache_beam.io.gcp.') or m.startswith('sources.'))}))\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
@@ -64,3 +65,7 @@ def test_a_build_without_tokens_imports_no_torch_no_arrow_compute_and_no_beam_co
     # `beam_import`: Beam's package loaded without its MongoDB, BigQuery, Pub/Sub and GCS connectors
     assert not [m for m in found["modules"] if m.split(".")[0] in ("pymongo", "bson", "requests")
                 or m.startswith("apache_beam.io.gcp.")], found["modules"]
+    # `source_factory`: the readers of the types a build reads, not every type's
+    assert not {"sources.segmentation", "sources.multiview", "sources.annotated_video", "sources.imagenet",
+                "sources.mpii", "sources.stereo", "sources.derived"} & set(found["modules"])
+    assert "sources.laion" in found["modules"]
