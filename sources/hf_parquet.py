@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import numpy as np
+
 from sources import parquet_pages
 from sources.records import MAX_INPUT_FILE_BYTES
 
@@ -438,12 +440,11 @@ def dictionary_held(array) -> int:
     structs, lists and maps, at any depth: `captions: Sequence(Value("string"))`); other leaves
     count nothing (their footer's size bounds them)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if isinstance(array, pa.ChunkedArray):
         return sum(dictionary_held(a) for a in array.chunks)
     if pa.types.is_dictionary(array.type):
-        return pc.sum(pc.take(pc.binary_length(array.dictionary), array.indices)).as_py() or 0
+        return _pointed_at_bytes(array)
     if pa.types.is_struct(array.type):  # flatten: the struct's own offset applied to each field
         return sum(dictionary_held(a) for a in array.flatten())
     if isinstance(array, pa.MapArray):  # its keys and items, each map's (offsets applied)
@@ -451,6 +452,44 @@ def dictionary_held(array) -> int:
     if isinstance(array, (pa.ListArray, pa.LargeListArray, pa.FixedSizeListArray)):
         return dictionary_held(array.flatten())  # the items the rows hold, offsets applied
     return 0
+
+
+def _valid(array) -> np.ndarray | None:
+    """Which slots of `array` hold a value (its validity bitmap, its offset applied); None when
+    every one does."""
+    if not array.null_count:
+        return None
+    bits = np.frombuffer(array.buffers()[0], np.uint8)
+    return np.unpackbits(bits, bitorder="little")[array.offset: array.offset + len(array)].astype(bool)
+
+
+def _pointed_at_bytes(array) -> int:
+    """The bytes of the dictionary value each row of dictionary array `array` points at (a null row,
+    or a null value, nothing), read from the arrays' buffers with numpy: pyarrow's compute module,
+    which `pc.take(pc.binary_length(...))` would load, costs every build with an img2dataset
+    listing 0.1 CPU-s to import (issue 18's startup). Values of another type than (large) binary
+    or string (a view type) are left to pyarrow's compute."""
+    import pyarrow as pa
+
+    values, indices = array.dictionary, array.indices
+    if not len(indices) or not len(values):
+        return 0
+    width = {pa.binary(): np.int32, pa.string(): np.int32, pa.large_binary(): np.int64,
+             pa.large_string(): np.int64}.get(values.type)
+    if width is None:
+        import pyarrow.compute as pc
+
+        return pc.sum(pc.take(pc.binary_length(values), indices)).as_py() or 0
+    offsets = np.frombuffer(values.buffers()[1], width)[values.offset: values.offset + len(values) + 1]
+    lengths = np.diff(offsets).astype(np.int64)
+    present = _valid(values)
+    if present is not None:
+        lengths[~present] = 0
+    kind = "u" if pa.types.is_unsigned_integer(indices.type) else "i"
+    rows = np.frombuffer(indices.buffers()[1], f"<{kind}{indices.type.bit_width // 8}")
+    rows = rows[indices.offset: indices.offset + len(indices)]
+    taken = _valid(indices)
+    return int(lengths[rows if taken is None else rows[taken]].sum())
 
 
 def _judged_read(source: Any, parquet, index: int, columns: list[str] | None, budget: int | None = None,

@@ -117,9 +117,11 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
                lock) -> BuildResult:
     from uvd_pipeline.early_render import rendering_early
     from uvd_pipeline.early_tokenizer import tokenizer_early
+    from uvd_pipeline.beam_import import import_beam
     from uvd_pipeline.unit_render import list_units
 
     started = time.perf_counter()
+    import_beam()  # first, without the IO connectors no build uses; the graph's modules import it after
     if retokenize:
         from uvd_pipeline.graph import build_retokenize_graph
 

@@ -5,22 +5,17 @@ Readers hold plain values only, so they pickle to Beam workers.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import importlib
+from typing import TYPE_CHECKING, Any, Callable
 
 from sources import fsio
-from sources.annotated_video import AnnotatedVideoSource
-from sources.coco import CocoSource
-from sources.derived import DerivedPairsSource
-from sources.imagenet import ImageNetSource
 from sources.laion import LaionSource
-from sources.mpii import MpiiSource
-from sources.multitask import MultiTaskSource
-from sources.multiview import Co3dSource, ObjaverseSource
 from sources.paths import missing_under
-from sources.segmentation import SegmentationSource
-from sources.stereo import StereoSource
-from sources.video import VideoSource, video_budget
 from uvd_pipeline.dedup import DEDUP_SOURCE_TYPES
+
+if TYPE_CHECKING:
+    from sources.coco import CocoSource
+    from sources.video import VideoSource
 
 # kind -> how the config names its number of units per sentence
 UNITS_PER_SENTENCE_FIELD = {"category": "sentence_length", "pairs": "pairs_per_sentence",
@@ -71,41 +66,53 @@ def _web_images(c) -> LaionSource:
 
 def _coco(c, seed: int, max_pixels: int | None) -> CocoSource:
     files, images = _coco_files(c)
-    return CocoSource(c.name, c.path, files, images, tuple(c.tasks), c.follow_links, c.index_memory_mb,
-                      c.panoptic_dir)
+    return _reader("coco", "CocoSource")(c.name, c.path, files, images, tuple(c.tasks), c.follow_links,
+                                         c.index_memory_mb, c.panoptic_dir)
 
 
 def _video(c, seed: int, max_pixels: int | None) -> VideoSource:
+    from sources.video import VideoSource, video_budget
+
     extra = {} if max_pixels is None else {"max_pixels": max_pixels}
     return VideoSource(c.name, c.path, tuple(c.strides), c.frames, c.max_windows_per_stride, c.decoder,
                        limits=video_budget(c.time_budget_s, c.memory_budget_mb), follow_links=c.follow_links, **extra)
+
+
+def _reader(module: str, name: str) -> Any:
+    """Class `name` of `sources.<module>`, imported when a source of its type is made: a build
+    imports the readers of the types it reads, not all of them (every build paid for the
+    segmentation, multiview, MPII, ImageNet, multitask and annotated-video modules; issue 18's
+    startup)."""
+    return getattr(importlib.import_module(f"sources.{module}"), name)
 
 
 # source type -> its reader, from the validated source config, the build seed and the build's
 # `image.max_pixels` (None: the reader's default)
 READERS: dict[str, Callable[[Any, int, int | None], Any]] = {
     "laion": lambda c, seed, max_pixels: _web_images(c),
-    "imagenet": lambda c, seed, max_pixels: ImageNetSource(c.name, c.path, tuple(c.splits), c.follow_links),
+    "imagenet": lambda c, seed, max_pixels: _reader("imagenet", "ImageNetSource")(
+        c.name, c.path, tuple(c.splits), c.follow_links),
     "video": _video,
-    "objaverse": lambda c, seed, max_pixels: ObjaverseSource(c.name, c.path, c.views, c.follow_links),
-    "co3d": lambda c, seed, max_pixels: Co3dSource(c.name, c.path, c.views, tuple(c.categories),
-                                                   tuple(c.pair_tasks), c.follow_links),
+    "objaverse": lambda c, seed, max_pixels: _reader("multiview", "ObjaverseSource")(
+        c.name, c.path, c.views, c.follow_links),
+    "co3d": lambda c, seed, max_pixels: _reader("multiview", "Co3dSource")(
+        c.name, c.path, c.views, tuple(c.categories), tuple(c.pair_tasks), c.follow_links),
     "coco": _coco,
-    "mpii": lambda c, seed, max_pixels: MpiiSource(c.name, c.path, c.annotation_file, c.images_dir,
-                                                   c.follow_links),
-    "segmentation": lambda c, seed, max_pixels: SegmentationSource(c.name, c.path, c.layout, c.follow_links, c.tasks),
-    "stereo": lambda c, seed, max_pixels: StereoSource(c.name, c.path, tuple(c.tasks),
-                                                       disparity_folder=c.disparity_folder,
-                                                       left_folder=c.left_folder, right_folder=c.right_folder,
-                                                       labeler=_labeler(c.labeler), follow_links=c.follow_links),
-    "multitask": lambda c, seed, max_pixels: MultiTaskSource(c.name, c.path, follow_links=c.follow_links),
-    "annotated_video": lambda c, seed, max_pixels: AnnotatedVideoSource(c.name, c.path, c.layout, c.sentence_layout,
-                                                                        c.frames, c.stride, c.follow_links,
-                                                                        c.official_split),
-    "synthetic": lambda c, seed, max_pixels: DerivedPairsSource(c.name, _web_images(c), tuple(c.tasks),
-                                                                c.tasks_per_image, seed),
-    "pseudo_labeled": lambda c, seed, max_pixels: DerivedPairsSource(c.name, _web_images(c), (c.task,), 1, seed,
-                                                                     _labeler(c.labeler)),
+    "mpii": lambda c, seed, max_pixels: _reader("mpii", "MpiiSource")(
+        c.name, c.path, c.annotation_file, c.images_dir, c.follow_links),
+    "segmentation": lambda c, seed, max_pixels: _reader("segmentation", "SegmentationSource")(
+        c.name, c.path, c.layout, c.follow_links, c.tasks),
+    "stereo": lambda c, seed, max_pixels: _reader("stereo", "StereoSource")(
+        c.name, c.path, tuple(c.tasks), disparity_folder=c.disparity_folder, left_folder=c.left_folder,
+        right_folder=c.right_folder, labeler=_labeler(c.labeler), follow_links=c.follow_links),
+    "multitask": lambda c, seed, max_pixels: _reader("multitask", "MultiTaskSource")(
+        c.name, c.path, follow_links=c.follow_links),
+    "annotated_video": lambda c, seed, max_pixels: _reader("annotated_video", "AnnotatedVideoSource")(
+        c.name, c.path, c.layout, c.sentence_layout, c.frames, c.stride, c.follow_links, c.official_split),
+    "synthetic": lambda c, seed, max_pixels: _reader("derived", "DerivedPairsSource")(
+        c.name, _web_images(c), tuple(c.tasks), c.tasks_per_image, seed),
+    "pseudo_labeled": lambda c, seed, max_pixels: _reader("derived", "DerivedPairsSource")(
+        c.name, _web_images(c), (c.task,), 1, seed, _labeler(c.labeler)),
 }
 
 
