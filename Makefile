@@ -59,9 +59,13 @@ build-uvd: sample
 # process waiting on another (Beam workers, ffmpeg, img2dataset, a kill's moment, a fixture another
 # worker is making), so a third file at a time fills the waits of two cores; the expensive session
 # fixtures are made once for all workers (`made_once_for_all_workers`).
+# OpenBLAS (numpy's matmul: the corpus's ray caster, pHash) sized to one thread in each: three
+# workers already fill two cores, and its pools spinning for cores the other workers hold cost the
+# suite ~5% more CPU (a fixed subset of five files, -n 3: 157 -> 149 CPU-s). Builds set it for their
+# own workers anyway (`build_runner.WORKER_ENVIRON`); tests of that unset it themselves.
 TEST_WORKERS ?= 3
 test: test-deps bytecode
-	UVD_REQUIRE_ARCHIVERS=1 UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 UVD_REQUIRE_HEIF_CONVERT=1 UVD_REQUIRE_IMG2DATASET=1 $(PY) -m pytest -m "slow or not slow" -q -n $(TEST_WORKERS) --dist loadfile
+	OPENBLAS_NUM_THREADS=1 UVD_REQUIRE_ARCHIVERS=1 UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 UVD_REQUIRE_HEIF_CONVERT=1 UVD_REQUIRE_IMG2DATASET=1 $(PY) -m pytest -m "slow or not slow" -q -n $(TEST_WORKERS) --dist loadfile
 
 img2dataset: $(I2D_STAMP)
 
