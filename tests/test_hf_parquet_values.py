@@ -837,3 +837,38 @@ def test_the_worker_memory_plan_counts_a_remote_files_block_cache():
     assert (f"holds up to {tar_members.MAX_HELD_BYTES >> 20} MiB (`MAX_HELD_BYTES`) of samples whose members lie "
             "apart") in plan
     assert f"later hard links still name (up to {tar_members.MAX_LINK_HELD_BYTES >> 20} MiB, `MAX_LINK_HELD_BYTES`" in plan
+
+
+
+@pytest.mark.parametrize("value_type, index_type", [(pa.string(), pa.int32()), (pa.large_string(), pa.int8()),
+                                                    (pa.binary(), pa.uint16()), (pa.large_binary(), pa.int64())])
+def test_dictionary_held_counts_what_rows_point_at_as_pyarrow_compute_does(tmp_path, value_type, index_type):
+    """`dictionary_held` reads a dictionary column's pointed-at bytes from its buffers with numpy
+    (not `pyarrow.compute`, whose import every listing paid): on a column read back from a parquet
+    file as pyarrow writes and reads it (dictionary pages), and on dictionary arrays of every index
+    width, with null rows, a null dictionary value, repeats and slices (offsets in both buffers),
+    it counts what `pc.take` of `pc.binary_length` sums."""
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng(5)
+    binary = pa.types.is_binary(value_type) or pa.types.is_large_binary(value_type)
+    words = [None if i % 7 == 3 else "x" * int(rng.integers(1, 300)) for i in range(40)]
+    words = [w.encode() if binary and w is not None else w for w in words]
+    rows = [None if i % 5 == 0 else words[int(rng.integers(0, len(words)))] for i in range(500)]
+    pq.write_table(pa.table({"c": pa.array(rows, value_type)}), tmp_path / "d.parquet")
+    read = pq.read_table(tmp_path / "d.parquet", read_dictionary=["c"]).column("c").combine_chunks()
+    assert pa.types.is_dictionary(read.type)
+    values = pa.array(words, value_type).slice(3, 30)  # a null value among them (word 3 + 7)
+    indices = pa.array([None if i % 9 == 0 else int(rng.integers(0, 30)) for i in range(300)], index_type)
+    built = pa.DictionaryArray.from_arrays(indices, values)
+    # a value masked null over bytes it still spans (as a writer that nulls a slot in place leaves it)
+    wide = pa.types.is_large_string(value_type) or pa.types.is_large_binary(value_type)
+    offsets = np.array([0, 5, 9], np.int64 if wide else np.int32).tobytes()
+    masked = pa.Array.from_buffers(value_type, 2, [pa.py_buffer(bytes([0b10])), pa.py_buffer(offsets),
+                                                   pa.py_buffer(b"nulledkept")])
+    assert masked.null_count == 1 and pc.binary_length(masked)[0].as_py() is None
+    pointing = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0], index_type), masked)
+    for array in (read, read.slice(17, 301), built, built.slice(5, 200), built.slice(290, 10), pointing):
+        expected = pc.sum(pc.take(pc.binary_length(array.dictionary), array.indices)).as_py() or 0
+        assert hf_parquet.dictionary_held(array) == expected
+    assert hf_parquet.dictionary_held(read) > 10_000 and hf_parquet.dictionary_held(built) > 10_000
