@@ -394,10 +394,15 @@ def test_the_build_cluster_gives_back_the_callers_environment(monkeypatch):
             (killed, pid), = client.run(os.getpid).items()
             os.kill(pid, signal.SIGKILL)
             deadline = time.time() + 120
-            while time.time() < deadline and set(client.scheduler_info()["workers"]) - {killed} == set():
+            answers: dict = {}
+            # the restarted worker is listed before it answers: a run on it until it does (a worker
+            # listed but not yet serving returned no answer once in the full suite)
+            while time.time() < deadline and len(answers) != 1:
+                new = sorted(set(client.scheduler_info()["workers"]) - {killed})
+                answers = client.run(lambda: {name: os.environ.get(name) for name in NANNY_WRITES},
+                                     workers=new) if new else {}
                 time.sleep(0.1)
-            new = sorted(set(client.scheduler_info()["workers"]) - {killed})
-            (again,) = client.run(lambda: {name: os.environ.get(name) for name in NANNY_WRITES}, workers=new).values()
+            (again,) = answers.values()
         monkeypatch.setenv("MKL_NUM_THREADS", "2")  # the caller's own, set while the cluster lives
     assert first["MALLOC_TRIM_THRESHOLD_"] == "65536" and first["PYTHONHASHSEED"] == "6640", first
     assert first["OMP_NUM_THREADS"] == "3" and first["MKL_NUM_THREADS"] == "1", first
