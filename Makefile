@@ -22,7 +22,7 @@ TOKENIZER_FIT = $(PY) -m tokenizer.fit $(foreach s,$(TOKENIZER_SOURCES),--data '
 I2D_VENV ?= .venv-img2dataset
 I2D_STAMP := $(I2D_VENV)/.img2dataset-installed
 
-.PHONY: build-uvd test test-deps system-tools test-fast bench sample report env clean tokenizer browser ffmpeg heif-tools archivers img2dataset bytecode
+.PHONY: build-uvd test test-deps system-tools test-fast bench sample report env clean tokenizer browser ffmpeg heif-tools archivers imagemagick webp-tools img2dataset bytecode
 
 env: $(STAMP)
 
@@ -65,7 +65,7 @@ build-uvd: sample
 # own workers anyway (`build_runner.WORKER_ENVIRON`); tests of that unset it themselves.
 TEST_WORKERS ?= 3
 test: test-deps bytecode
-	OPENBLAS_NUM_THREADS=1 UVD_REQUIRE_ARCHIVERS=1 UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 UVD_REQUIRE_HEIF_CONVERT=1 UVD_REQUIRE_IMG2DATASET=1 $(PY) -m pytest -m "slow or not slow" -q -n $(TEST_WORKERS) --dist loadfile
+	OPENBLAS_NUM_THREADS=1 UVD_REQUIRE_ARCHIVERS=1 UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 UVD_REQUIRE_HEIF_CONVERT=1 UVD_REQUIRE_IMAGEMAGICK=1 UVD_REQUIRE_IMG2DATASET=1 UVD_REQUIRE_WEBP_TOOLS=1 $(PY) -m pytest -m "slow or not slow" -q -n $(TEST_WORKERS) --dist loadfile
 
 img2dataset: $(I2D_STAMP)
 
@@ -79,6 +79,8 @@ system-tools:
 	@$(MAKE) --no-print-directory ffmpeg
 	@$(MAKE) --no-print-directory heif-tools
 	@$(MAKE) --no-print-directory archivers
+	@$(MAKE) --no-print-directory imagemagick
+	@$(MAKE) --no-print-directory webp-tools
 
 $(I2D_STAMP):
 	@test -x $(I2D_VENV)/bin/python || $(PYTHON) -m venv $(I2D_VENV)
@@ -104,6 +106,21 @@ archivers:
 	@command -v tar >/dev/null 2>&1 && command -v bsdtar >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tar libarchive-tools; }
+
+# The tests make odd files the way the world does with ImageMagick's `convert` (and read ghostscript's
+# ICC profiles). A machine may carry a `convert` that is not ImageMagick (a stand-in that only shows
+# PNGs), so the check asks `convert -version` what it is, not whether the name exists.
+imagemagick:
+	@{ convert -version 2>/dev/null | grep -q ImageMagick && test -e /usr/share/color/icc/ghostscript/a98.icc; } || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq imagemagick libgs-common; }
+
+# libwebp's own img2webp, gif2webp and webpmux make the animated WebPs GIPHY-style sites serve (the
+# tests fall back to Pillow's writer without them, which is not how the world makes those files).
+webp-tools:
+	@command -v img2webp >/dev/null 2>&1 && command -v gif2webp >/dev/null 2>&1 && command -v webpmux >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq webp; }
 
 test-fast: bytecode
 	$(PY) -m pytest -q

@@ -41,6 +41,33 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
+def _imagemagick_missing() -> str | None:
+    """Why the `convert` on PATH is not ImageMagick, or None. A machine may carry a stand-in under
+    that name (one that only shows PNGs), so its own `-version` is asked, not `shutil.which`."""
+    try:
+        said = subprocess.run(["convert", "-version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"`convert -version` failed: {error}"
+    return None if "ImageMagick" in said else f"`convert -version` says {said.strip()[:80]!r}"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under `make test` (UVD_REQUIRE_IMAGEMAGICK, UVD_REQUIRE_WEBP_TOOLS) a missing tool that makes
+    the tests' files the way the world makes them stops the run at once with the fix, instead of a
+    hundred tests failing on a CalledProcessError each."""
+    missing = []
+    if os.environ.get("UVD_REQUIRE_IMAGEMAGICK"):
+        why = _imagemagick_missing()
+        if why:
+            missing.append(f"ImageMagick ({why}): `make imagemagick` or `apt-get install imagemagick libgs-common`")
+    if os.environ.get("UVD_REQUIRE_WEBP_TOOLS"):
+        absent = [tool for tool in ("img2webp", "gif2webp", "webpmux") if shutil.which(tool) is None]
+        if absent:
+            missing.append(f"libwebp's {', '.join(absent)}: `make webp-tools` or `apt-get install webp`")
+    if missing:
+        pytest.exit("the tests need " + "; ".join(missing), returncode=4)
+
+
 def mini_web_sentences() -> int:
     """Web sentences of the mini build, from the corpus generator's tables: one per tar entry of
     the shard, less its broken entries and the near duplicates."""
