@@ -276,7 +276,7 @@ CAPTION_CELLS = ("txt", "caption")  # an `output_format=parquet` shard's caption
 # the columns of a listing the build reads: the key, the download's outcome, what a reject's input
 # and the lineage name (URL, caption, sizes) and the recorded hash. Others (`exif`: ~600 bytes a
 # camera photo, img2dataset's `--save_additional_columns`) are never read: each sample's `.json`
-# carries them into its lineage; 100,000 rows with camera EXIF held 72 MB, over the budget
+# carries them into its lineage; 100,000 rows with camera EXIF hold 76 MB, over the budget
 LISTING_COLUMNS = ("key", "status", "error_message", "url", "caption", "width", "height", "original_width",
                    "original_height", *HASH_COLUMNS)
 
