@@ -555,7 +555,7 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
     read to judge it (`datasets` and pyarrow write every image column with a dictionary page, so
     an honest image parquet was read twice). A cell of a `captions` column (a string column) that
     is not UTF-8 comes as its bytes, as a `binary` column's cell does (its reader makes it text as
-    `web_samples.caption_from_bytes` does): its row is read, not a `TEXT_NOT_UTF8` reject."""
+    `img2dataset_listing.caption_cell` does): its row is read, not a `TEXT_NOT_UTF8` reject."""
     meta = parquet.metadata
     key_columns = tuple(c for c in key_columns if c in parquet.schema_arrow.names)
     first, listing = 0, ListedRows()

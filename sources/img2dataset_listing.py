@@ -323,8 +323,10 @@ def _caption_column(column) -> tuple[list, list[int]]:
 
 
 def caption_cell(raw: bytes | None) -> str | None:
-    """A caption cell's bytes (a `binary` column's, or a string column's that is not UTF-8) as text:
-    UTF-8, each byte that is not as U+FFFD (the rule of `web_samples.caption_from_bytes`)."""
+    """Caption bytes as text, the one rule for them in every layout (a `.txt` member or file, a
+    `binary` caption cell, a string one that is not UTF-8, a `.txt` img2dataset wrote as a bytes
+    literal): UTF-8, each byte that is not as U+FFFD (`caf\\xe9 au lait` keeps all but one letter;
+    `img2dataset_notices.ListingNotes` says so)."""
     return None if raw is None else raw.decode("utf-8", errors="replace")
 
 

@@ -50,7 +50,7 @@ class ListingNotes:
     rows: list[dict[str, Any]]  # its `LISTING_NOTICE_COLUMNS`, those it has
     # its `caption` column is `binary`: img2dataset read its URL list with pyarrow's CSV reader,
     # which types the whole column so when one caption is not UTF-8 (a Latin-1 CSV); each caption
-    # is then read by `web_samples.caption_from_bytes` (U+FFFD for a byte that is not UTF-8)
+    # is then read by `img2dataset_listing.caption_cell` (U+FFFD for a byte that is not UTF-8)
     binary_captions: bool
     captions_not_utf8: int  # rows a caption of which (the `captions` string columns asked for) is not UTF-8
     decoded_row: dict[str, Any] | None  # `_first_decoded_row`, read where the rows say decoded, not resized

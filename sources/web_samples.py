@@ -117,7 +117,7 @@ def sample_lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] |
     lineage: dict = {}
     if text:
         literal = bytes_literal(text) if meta is None and txt_file else None
-        lineage["caption"] = caption_from_bytes(text if literal is None else literal).strip()
+        lineage["caption"] = caption_cell(text if literal is None else literal).strip()
     parsed = parse_json(meta)
     recorded = {**(row or {}), **parsed}
     for field in ("url", "caption", "original_width", "original_height"):
@@ -130,14 +130,6 @@ def sample_lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] |
         if width and height and all(original) and (width, height) != original:
             lineage["resized_from"] = [int(original[0]), int(original[1])]  # type: ignore[arg-type]
     return lineage
-
-
-def caption_from_bytes(raw: bytes) -> str:
-    """The one rule for caption bytes in every layout (a `.txt` member or file, a `binary` caption
-    cell, a string one that is not UTF-8, a `.txt` img2dataset wrote as a bytes literal): UTF-8,
-    each byte that is not UTF-8 as U+FFFD (`caf\\xe9 au lait` keeps all but one letter;
-    `img2dataset_notices.ListingNotes` says so). Written once, in `img2dataset_listing.caption_cell`."""
-    return caption_cell(raw)
 
 
 # img2dataset 1.47's files format writes a caption of a `binary` column (a URL list read from a
@@ -169,11 +161,11 @@ def caption_text(text: Any) -> str | None:
 
 
 def utf8_text(value: Any) -> Any:
-    """Bytes (a caption cell of a `binary` column) as `caption_from_bytes` reads them; any other
+    """Bytes (a caption cell of a `binary` column) as `caption_cell` reads them; any other
     value as it is. img2dataset keeps a URL list's caption column as pyarrow's CSV reader typed it:
     `binary` when one caption of a Latin-1 CSV is not UTF-8, and every caption was lost (bytes are
     no lineage value); then the Latin-1 one was lost (None) where a `.txt` kept it with U+FFFD."""
     if isinstance(value, (bytes, bytearray)):
-        return caption_from_bytes(bytes(value))
+        return caption_cell(bytes(value))
     return value
 
