@@ -72,7 +72,9 @@ from transforms.decode_budget import (
 )
 from transforms import jpeg_warnings
 from transforms.errors import DecodeError, exception_detail
-from transforms.headers import Pages, camera_raw, heif_size, jpeg_ends_whole, tiff_samples, tiff_values
+from transforms.deflate_strips import DEFLATE, deflate_damage
+from transforms.headers import (Pages, camera_raw, gif_ends_whole, heif_size, jpeg_ends_whole, png_ends_whole, tiff_samples,
+                                tiff_values)
 from transforms.image_colour import WideColour, _srgb_array, _wide, hdr_colour
 from transforms.image_format import (_cut_short, _raise_if_cut_short, fits_misread, pillow_reads_psd, psd_header_cut,
                                      sniff_format)
@@ -243,6 +245,9 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
 def _load(image: Image.Image, data: bytes) -> None:
     with jpeg_warnings.collecting() as decoders:
         _load_reported(image, data)
+    problem = _deflate_problem(image, data)
+    if problem:  # it decoded, garbled past the damage: libtiff stopped inflating once its rows were full
+        raise DecodeError("decode_error", f"{problem}: libtiff decoded its pixels garbled past the damage, without a word")
     damage = jpeg_warnings.scan_warnings(decoders[-1], data) if decoders else None
     verdict = jpeg_warnings.judge(data) if damage else "padding"
     if verdict == "unused":  # all its rows decoded without a word, then bytes libjpeg skipped to its end of image
@@ -252,6 +257,22 @@ def _load(image: Image.Image, data: bytes) -> None:
         raise DecodeError("decode_error", f"damaged: libjpeg met {damage} warning{'s' if damage > 1 else ''} in its "
                                           "entropy-coded data (djpeg's \"Corrupt JPEG data\"): its pixels decode "
                                           "garbled or grey past the damage")
+
+
+def _deflate_problem(image: Image.Image, data: bytes) -> str | None:
+    """For a Deflate TIFF, what is wrong with the first strip or tile of the decoded IFD that holds
+    no whole zlib stream (`deflate_strips`: libtiff does not say when it decodes), else None."""
+    if image.format != "TIFF":
+        return None
+    tags = image.tag_v2
+    if tags.get(259) not in DEFLATE:
+        return None
+    tiled = 324 in tags and 325 in tags
+    offsets, counts = (tags.get(324), tags.get(325)) if tiled else (tags.get(273), tags.get(279))
+    if offsets is None or counts is None:
+        return None
+    return deflate_damage(data, offsets if isinstance(offsets, tuple) else (offsets,),
+                          counts if isinstance(counts, tuple) else (counts,), tiled)
 
 
 def _load_reported(image: Image.Image, data: bytes) -> None:
@@ -265,6 +286,11 @@ def _load_reported(image: Image.Image, data: bytes) -> None:
         if image.format in ("JPEG", "MPO") and "broken data stream" in text and jpeg_ends_whole(data):
             raise DecodeError("decode_error", f"damaged: the file ends with its end of image, yet libjpeg "
                                               f"refuses its data: {text}"[:200]) from None
+        whole = (image.format == "PNG" and png_ends_whole(data)) or (image.format == "GIF" and gif_ends_whole(data))
+        if whole and ("truncated" in text or "broken data stream" in text):
+            ending = "its IEND chunk" if image.format == "PNG" else "its trailer"
+            raise DecodeError("decode_error", f"damaged: the file ends with {ending}, yet its compressed data does "
+                                              f"not decode: {text}"[:200]) from None
         if "truncated" in text or "broken data stream" in text:
             raise DecodeError("truncated", text[:200]) from None
         _raise_if_cut_short(data)
@@ -277,8 +303,12 @@ def _load_reported(image: Image.Image, data: bytes) -> None:
 def _load_failure(image: Image.Image, text: str, data: bytes) -> DecodeError:
     """A TIFF that opens but will not load uses a sample layout Pillow lacks (planar 16-bit RGBA,
     say): a real image we cannot decode (`unsupported_format`), not a broken file; named by the
-    samples its tags declare (`tiff_samples`), Pillow's mode when they cannot be read."""
+    samples its tags declare (`tiff_samples`), Pillow's mode when they cannot be read. A Deflate
+    TIFF one of whose strips holds no whole zlib stream is damaged (`decode_error`), not that."""
     if image.format == "TIFF":
+        problem = _deflate_problem(image, data)  # zlib refused a strip: damaged, no layout Pillow lacks
+        if problem:
+            return DecodeError("decode_error", f"{problem}: {text}"[:300])
         samples = tiff_samples(data) or image.mode
         return DecodeError("unsupported_format", f"TIFF ({samples}, a sample layout Pillow cannot read): {text}"[:200])
     return DecodeError("decode_error", text[:200])
