@@ -6,6 +6,7 @@ stays `truncated`. Judged against independent readers: tifffile (its own zlib) a
 
 from __future__ import annotations
 
+import io
 import subprocess
 from pathlib import Path
 
@@ -37,8 +38,6 @@ def _flips(data: bytes, at: int, span: int) -> bytes:
 
 def _strips(data: bytes) -> list[tuple[int, int]]:
     """(offset, byte count) of each strip or tile of the first IFD, as Pillow reads them."""
-    import io
-
     with Image.open(io.BytesIO(data)) as image:
         tags = image.tag_v2
         offsets, counts = (324, 325) if 324 in tags else (273, 279)
@@ -69,8 +68,6 @@ def _deflate_tiffs(tmp_path: Path) -> dict[str, bytes]:
 def _tifffile_refuses(data: bytes) -> bool | None:
     """Whether tifffile (inflating each strip whole with zlib) refuses the file; None without it."""
     try:
-        import io
-
         import tifffile
     except ImportError:
         return None
@@ -86,7 +83,9 @@ def test_deflate_tiff_damaged_inside_a_strip_is_damaged_not_garbage(tmp_path):
     ended or its adler32: ImageMagick's zip TIFF with 4 KiB of zeros or 20 flipped bytes in its strip
     decoded to pixels, 17-62% of them off by more than 16 levels, without a word (ImageMagick is
     silent too); tifffile refuses each. Each is now `decode_error` 'damaged', naming the strip; the
-    whole files, which tifffile reads, decode as before."""
+    whole files, which tifffile reads, decode as before. Cut ones stay `truncated`: tifffile's
+    (its IFD first) cut in its last strip and padded with zeros as a failed download leaves it (as
+    long as it declares) was `unsupported_format`, "a sample layout Pillow cannot read"."""
     for name, data in _deflate_tiffs(tmp_path).items():
         whole = decode_rgb(data)
         assert whole.shape == (425, 640, 3), name
@@ -101,6 +100,19 @@ def test_deflate_tiff_damaged_inside_a_strip_is_damaged_not_garbage(tmp_path):
             assert reject.reason == "decode_error" and reject.detail.startswith("damaged"), (name, reject)
             assert f"{'tile' if name == 'tiled' else 'strip'} {index + 1} of {len(strips)}" in reject.detail, (
                 name, reject.detail)
+    cut = _deflate_tiffs(tmp_path)["magick"]
+    assert _reject(cut[: len(cut) // 2]).reason == "truncated"  # `head -c`: shorter than it declares
+    try:
+        import tifffile
+    except ImportError:
+        return
+    first = io.BytesIO()  # tifffile writes its IFD first: a cut download padded with zeros is as long as it declares
+    with Image.open(PHOTO) as photo:
+        tifffile.imwrite(first, np.asarray(photo), photometric="rgb", compression="zlib", rowsperstrip=16)
+    data = first.getvalue()
+    for padding in (4096, 65536):
+        reject = _reject(data[: len(data) - 4096] + bytes(padding))
+        assert reject.reason == "truncated" and "zeros after the cut" in reject.detail, reject
 
 
 def test_whole_png_damaged_inside_its_pixels_is_damaged_not_truncated(tmp_path):

@@ -247,7 +247,7 @@ def _load(image: Image.Image, data: bytes) -> None:
         _load_reported(image, data)
     problem = _deflate_problem(image, data)
     if problem:  # it decoded, garbled past the damage: libtiff stopped inflating once its rows were full
-        raise DecodeError("decode_error", f"{problem}: libtiff decoded its pixels garbled past the damage, without a word")
+        raise DecodeError(problem[0], f"{problem[1]}: libtiff decoded its pixels garbled past it, without a word")
     damage = jpeg_warnings.scan_warnings(decoders[-1], data) if decoders else None
     verdict = jpeg_warnings.judge(data) if damage else "padding"
     if verdict == "unused":  # all its rows decoded without a word, then bytes libjpeg skipped to its end of image
@@ -259,9 +259,10 @@ def _load(image: Image.Image, data: bytes) -> None:
                                           "garbled or grey past the damage")
 
 
-def _deflate_problem(image: Image.Image, data: bytes) -> str | None:
-    """For a Deflate TIFF, what is wrong with the first strip or tile of the decoded IFD that holds
-    no whole zlib stream (`deflate_strips`: libtiff does not say when it decodes), else None."""
+def _deflate_problem(image: Image.Image, data: bytes) -> tuple[str, str] | None:
+    """For a Deflate TIFF, the reject (reason, detail) for the first strip or tile of the decoded
+    IFD that holds no whole zlib stream (`deflate_strips`: libtiff does not say when it decodes),
+    else None."""
     if image.format != "TIFF":
         return None
     tags = image.tag_v2
@@ -308,7 +309,7 @@ def _load_failure(image: Image.Image, text: str, data: bytes) -> DecodeError:
     if image.format == "TIFF":
         problem = _deflate_problem(image, data)  # zlib refused a strip: damaged, no layout Pillow lacks
         if problem:
-            return DecodeError("decode_error", f"{problem}: {text}"[:300])
+            return DecodeError(problem[0], f"{problem[1]}: {text}"[:300])
         samples = tiff_samples(data) or image.mode
         return DecodeError("unsupported_format", f"TIFF ({samples}, a sample layout Pillow cannot read): {text}"[:200])
     return DecodeError("decode_error", text[:200])

@@ -6,7 +6,8 @@ bad copy) decoded to garbled pixels without a word (ImageMagick is silent too), 
 by more than 16 levels in a 640 x 425 photo. After a decode that succeeded, each strip of the
 decoded IFD (only those: the decode read them all, its budgets judged before) is inflated again
 with zlib to its end, into a bounded buffer that is thrown away (no second copy of the pixels),
-and one that does not end whole with a right adler32 makes the file `decode_error` 'damaged'."""
+and one that does not end whole with a right adler32 makes the file `decode_error` 'damaged'
+(`truncated` where its bytes run into zeros that go on to the end of the file: a cut download's)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,14 @@ _OUT_CHUNK = 1 << 18  # bytes inflated at a time, then discarded: the buffer the
 _IN_CHUNK = 1 << 16  # compressed bytes given zlib at a time
 
 
-def deflate_damage(data: bytes, offsets: tuple[int, ...], counts: tuple[int, ...], tiled: bool) -> str | None:
-    """What is wrong with the first strip (tile) whose zlib stream does not end whole within its
-    byte count, with a right adler32, else None. Strips of 0 bytes (a sparse file's absent ones,
-    which libtiff fills) are skipped; bytes after a stream's end (a writer's padding) are allowed."""
+def deflate_damage(data: bytes, offsets: tuple[int, ...], counts: tuple[int, ...],
+                   tiled: bool) -> tuple[str, str] | None:
+    """(reason, detail) for the first strip (tile) whose zlib stream does not end whole within its
+    byte count, with a right adler32, else None: `truncated` when its bytes run into zeros that go on
+    to the end of the file (a download cut there, the zeros a failed one leaves after it: the file
+    as long as it declares, but cut), else `decode_error` 'damaged'. Strips of 0 bytes (a sparse
+    file's absent ones, which libtiff fills) are skipped; bytes after a stream's end (a writer's
+    padding) are allowed."""
     view = memoryview(data)
     pieces = len(offsets)
     for index, (offset, count) in enumerate(zip(offsets, counts)):
@@ -29,7 +34,12 @@ def deflate_damage(data: bytes, offsets: tuple[int, ...], counts: tuple[int, ...
         problem = _stream_problem(view[offset : offset + count])
         if problem:
             kind = "tile" if tiled else "strip"
-            return f"damaged: {kind} {index + 1} of {pieces} holds no whole zlib stream ({problem})"
+            zeros_from = len(data.rstrip(b"\x00"))
+            if zeros_from < min(offset + count, len(data)):
+                return "truncated", (f"the file is cut short, zeros after the cut (a failed download): {kind} "
+                                     f"{index + 1} of {pieces} runs into {len(data) - zeros_from} zero bytes that go "
+                                     f"on to its end ({problem})")
+            return "decode_error", f"damaged: {kind} {index + 1} of {pieces} holds no whole zlib stream ({problem})"
     return None
 
 
