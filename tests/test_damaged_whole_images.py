@@ -152,3 +152,26 @@ def test_whole_gif_damaged_inside_its_lzw_data_is_damaged_not_truncated(tmp_path
     for fraction in (0.5, 0.9):
         for padding in (0, 4096):
             assert _reject(data[: int(len(data) * fraction)] + bytes(padding)).reason == "truncated", fraction
+
+
+def test_deflate_strip_check_stops_where_the_rows_end():
+    """A strip whose zlib stream inflates far past its rows (a bomb: libtiff stops once the rows
+    are full) is judged when it passes them, never inflated to its end; a whole one is none."""
+    import time
+    import zlib
+
+    from transforms.deflate_strips import deflate_damage
+
+    rows = bytes(64 * 1024)
+    bomb = zlib.compress(bytes(128 << 20), 1)  # 128 MiB of zeros in 0.6 MB
+    data = b"II*\x00" + zlib.compress(rows) + bomb
+    whole = (4, len(data) - len(bomb) - 4)
+    assert deflate_damage(data, (whole[0],), (whole[1],), False, len(rows)) is None
+    spent = []
+    for holds in (None, len(rows)):  # without the rows' size it inflates all 128 MiB, and finds it whole
+        started = time.process_time()
+        judged = deflate_damage(data, (whole[0], sum(whole)), (whole[1], len(bomb)), False, holds)
+        spent.append(time.process_time() - started)
+    assert judged is not None and judged[0] == "decode_error", judged
+    assert judged[1].startswith("damaged: strip 2 of 2") and "inflates past the 65536 bytes" in judged[1]
+    assert spent[1] < spent[0] / 5, spent

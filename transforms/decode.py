@@ -273,7 +273,19 @@ def _deflate_problem(image: Image.Image, data: bytes) -> tuple[str, str] | None:
     if offsets is None or counts is None:
         return None
     return deflate_damage(data, offsets if isinstance(offsets, tuple) else (offsets,),
-                          counts if isinstance(counts, tuple) else (counts,), tiled)
+                          counts if isinstance(counts, tuple) else (counts,), tiled, _piece_holds(tags, tiled))
+
+
+def _piece_holds(tags, tiled: bool) -> int | None:
+    """The bytes a TIFF strip's (tile's) rows hold uncompressed, all its samples (a planar one's
+    strips hold one each: an upper bound), from its tags; None where they do not say."""
+    width, height = tags.get(322 if tiled else 256), tags.get(323) if tiled else tags.get(257)
+    bits = tags.get(258, 1)
+    bits = sum(bits) if isinstance(bits, tuple) else bits * (tags.get(277, 1) or 1)
+    if not isinstance(width, int) or not isinstance(height, int) or not isinstance(bits, int):
+        return None
+    rows = height if tiled else min(tags.get(278, height) or height, height)
+    return -(-width * bits // 8) * rows
 
 
 def _load_reported(image: Image.Image, data: bytes) -> None:
