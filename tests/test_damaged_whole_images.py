@@ -118,13 +118,16 @@ def test_deflate_tiff_damaged_inside_a_strip_is_damaged_not_garbage(tmp_path):
 def test_whole_png_damaged_inside_its_pixels_is_damaged_not_truncated(tmp_path):
     """The photo as ImageMagick's PNG, one byte xor 0x10 at 50, 80 or 95% of the file: zlib refuses
     its data (Pillow's "broken data stream"), which was `truncated`, as if cut, though the file ends
-    with its IEND chunk. `decode_error` 'damaged' now; `head -c` cuts stay `truncated`."""
+    with its IEND chunk (4 KiB of zeros gave `decode_error` "unrecognized data stream contents").
+    `decode_error` 'damaged' now; `head -c` cuts stay `truncated`."""
     png = tmp_path / "photo.png"
     subprocess.run(["convert", str(PHOTO), str(png)], check=True)
     data = png.read_bytes()
-    for fraction in (0.5, 0.8, 0.95):
+    for fraction in (0.3, 0.5, 0.8, 0.95):
         damaged = bytearray(data)
         damaged[int(len(data) * fraction)] ^= 0x10
+        if fraction == 0.3:  # "unrecognized data stream contents": `decode_error` already, its detail now says why
+            damaged = bytearray(_zeros(data, int(len(data) * fraction)))
         (tmp_path / "damaged.png").write_bytes(bytes(damaged))
         assert subprocess.run(["convert", str(tmp_path / "damaged.png"), "null:"], capture_output=True).returncode
         reject = _reject(bytes(damaged))

@@ -300,7 +300,7 @@ def _load_reported(image: Image.Image, data: bytes) -> None:
             raise DecodeError("decode_error", f"damaged: the file ends with its end of image, yet libjpeg "
                                               f"refuses its data: {text}"[:200]) from None
         whole = (image.format == "PNG" and png_ends_whole(data)) or (image.format == "GIF" and gif_ends_whole(data))
-        if whole and ("truncated" in text or "broken data stream" in text):
+        if whole and any(said in text for said in ("truncated", "broken data stream", "unrecognized data stream")):
             ending = "its IEND chunk" if image.format == "PNG" else "its trailer"
             raise DecodeError("decode_error", f"damaged: the file ends with {ending}, yet its compressed data does "
                                               f"not decode: {text}"[:200]) from None
