@@ -85,7 +85,8 @@ def test_deflate_tiff_damaged_inside_a_strip_is_damaged_not_garbage(tmp_path):
     silent too); tifffile refuses each. Each is now `decode_error` 'damaged', naming the strip; the
     whole files, which tifffile reads, decode as before. Cut ones stay `truncated`: tifffile's
     (its IFD first) cut in its last strip and padded with zeros as a failed download leaves it (as
-    long as it declares) was `unsupported_format`, "a sample layout Pillow cannot read"."""
+    long as it declares) was `unsupported_format`, "a sample layout Pillow cannot read", and so was
+    ImageMagick's so cut and padded, its IFD (written last) lying in the zeros."""
     for name, data in _deflate_tiffs(tmp_path).items():
         whole = decode_rgb(data)
         assert whole.shape == (425, 640, 3), name
@@ -102,6 +103,8 @@ def test_deflate_tiff_damaged_inside_a_strip_is_damaged_not_garbage(tmp_path):
                 name, reject.detail)
     cut = _deflate_tiffs(tmp_path)["magick"]
     assert _reject(cut[: len(cut) // 2]).reason == "truncated"  # `head -c`: shorter than it declares
+    padded = _reject(cut[: len(cut) - 4096] + bytes(65536))  # its IFD (written last) in the zeros: was unsupported_format
+    assert padded.reason == "truncated" and "zeros after the cut" in padded.detail, padded
     try:
         import tifffile
     except ImportError:

@@ -652,6 +652,20 @@ def _tiff_ifd_end(data: bytes, order: str, big: bool = False) -> int:
     return max((span_end for _, span_end, _ in spans if span_end <= len(data)), default=len(data))
 
 
+def tiff_ifd_in_zeros(data: bytes) -> int | None:
+    """The offset of a TIFF's first IFD when it lies in zeros that go on to the end of the file
+    (libtiff, Pillow, ImageMagick and GDAL write the IFD after the pixels: a download cut before
+    it and padded with zeros to its length, as a failed one leaves it), else None."""
+    order = _TIFF_ORDER.get(data[:4])
+    big = order is None and data[:4] in _BIGTIFF_ORDER
+    if big:
+        order = _BIGTIFF_ORDER[data[:4]]
+    if order is None or len(data) < 16:
+        return None
+    ifd = int.from_bytes(data[8:16] if big else data[4:8], order)
+    return ifd if 8 <= ifd < len(data) and not data[ifd:].strip(b"\x00") else None
+
+
 _TIFF_GAP = 64  # bytes writers leave between an IFD's values (alignment, a value not listed here)
 
 
