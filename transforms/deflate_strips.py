@@ -16,15 +16,19 @@ import zlib
 DEFLATE = (8, 32946)  # TIFF Compression: Adobe Deflate, and the older Deflate code (both zlib streams)
 _OUT_CHUNK = 1 << 18  # bytes inflated at a time, then discarded: the buffer the check holds
 _IN_CHUNK = 1 << 16  # compressed bytes given zlib at a time
+# zero bytes at the end of a file, from inside a strip the file holds, that make its broken stream a
+# cut one (a damaged IFD's byte count running a strip into a writer's last zero bytes is no cut)
+_ZERO_TAIL = 16
 _SPARE = 4096  # bytes a strip's stream may inflate past its rows before it is judged no strip's
 
 
 def deflate_damage(data: bytes, offsets: tuple[int, ...], counts: tuple[int, ...], tiled: bool,
                    holds: int | None = None) -> tuple[str, str] | None:
     """(reason, detail) for the first strip (tile) whose zlib stream does not end whole within its
-    byte count, with a right adler32, else None: `truncated` when its bytes run into zeros that go on
-    to the end of the file (a download cut there, the zeros a failed one leaves after it: the file
-    as long as it declares, but cut), else `decode_error` 'damaged'. Strips of 0 bytes (a sparse
+    byte count, with a right adler32, else None: `truncated` when the file holds it and its bytes
+    run into `_ZERO_TAIL` or more zeros that go on to the end of the file (a download cut there, the
+    zeros a failed one leaves after it: the file as long as it declares, but cut), else
+    `decode_error` 'damaged'. Strips of 0 bytes (a sparse
     file's absent ones, which libtiff fills) are skipped; bytes after a stream's end (a writer's
     padding) are allowed. `holds`: the bytes a strip's (tile's) rows hold, all its samples, which
     no whole stream inflates past (4 KiB spared): the check stops there, never inflating a bomb
@@ -38,7 +42,7 @@ def deflate_damage(data: bytes, offsets: tuple[int, ...], counts: tuple[int, ...
         if problem:
             kind = "tile" if tiled else "strip"
             zeros_from = len(data.rstrip(b"\x00"))
-            if zeros_from < min(offset + count, len(data)):
+            if offset < zeros_from < offset + count <= len(data) and len(data) - zeros_from >= _ZERO_TAIL:
                 return "truncated", (f"the file is cut short, zeros after the cut (a failed download): {kind} "
                                      f"{index + 1} of {pieces} runs into {len(data) - zeros_from} zero bytes that go "
                                      f"on to its end ({problem})")

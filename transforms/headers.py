@@ -655,7 +655,8 @@ def _tiff_ifd_end(data: bytes, order: str, big: bool = False) -> int:
 def tiff_ifd_in_zeros(data: bytes) -> int | None:
     """The offset of a TIFF's first IFD when it lies in zeros that go on to the end of the file
     (libtiff, Pillow, ImageMagick and GDAL write the IFD after the pixels: a download cut before
-    it and padded with zeros to its length, as a failed one leaves it), else None."""
+    it and padded with zeros to its length, as a failed one leaves it), else None; not one in a
+    writer's last few zero bytes (an IFD offset damaged to point there)."""
     order = _TIFF_ORDER.get(data[:4])
     big = order is None and data[:4] in _BIGTIFF_ORDER
     if big:
@@ -663,7 +664,7 @@ def tiff_ifd_in_zeros(data: bytes) -> int | None:
     if order is None or len(data) < 16:
         return None
     ifd = int.from_bytes(data[8:16] if big else data[4:8], order)
-    return ifd if 8 <= ifd < len(data) and not data[ifd:].strip(b"\x00") else None
+    return ifd if 8 <= ifd <= len(data) - 16 and not data[ifd:].strip(b"\x00") else None  # an IFD holds 18 or more
 
 
 _TIFF_GAP = 64  # bytes writers leave between an IFD's values (alignment, a value not listed here)
