@@ -32,14 +32,18 @@ in a process it kills at the limit (`uvd_pipeline.image_decode`).
 
 A JPEG damaged inside its scan decodes without an error, garbled past the damage: libjpeg's own
 count of its warnings, read from Pillow's decoder (`jpeg_warnings`), makes it a `decode_error`,
-unless each warning is one that loses no pixel (a camera's zero padding before a marker).
+unless each warning is one that loses no pixel (a camera's zero padding before a marker). A Deflate
+TIFF damaged inside a strip decodes the same way (libtiff stops inflating once the rows are full,
+never checking the stream's end or adler32): each strip of the decoded IFD is inflated again,
+bounded (`deflate_strips`). A whole PNG or GIF (its IEND, its trailer) whose data fails to decode
+is damaged, not cut short.
 
 This module opens and decodes (`load_image`, `decode_rgb`, `decode_through`) and offers every
 name it did before; its parts, one job each: `decode_budget` (memory and time judged from the
 header), `png_chunks` (a PNG's chunks read before Pillow), `image_format` (what an unopened file
 is, a cut file), `image_orientation` (the EXIF turn, crop boxes, the DCT-scaled plan),
 `image_colour` (to sRGB), `rgb_array` (any mode to RGB, alpha on white), `image_pages` (pages
-and frames counted).
+and frames counted), `deflate_strips` (a Deflate TIFF's strips whole).
 """
 
 from __future__ import annotations
