@@ -107,13 +107,23 @@ def open_reason(exc: BaseException) -> str:
     return "corrupt_header"  # Pillow raises many types on a broken header
 
 
-def load_reason(exc: BaseException, image_format: str | None = None) -> str:
+def _ends_whole(data: bytes, image_format: str | None) -> bool:
+    """Whether a PNG or GIF ends as a whole one does (the build's `headers.png_ends_whole`,
+    `gif_ends_whole`, at their simplest): with its IEND chunk (zeros after it allowed), with a data
+    terminator and the trailer."""
+    if image_format == "PNG":
+        return data.rstrip(b"\x00").endswith(b"\x00\x00\x00\x00IEND\xaeB`\x82")
+    return image_format == "GIF" and data.endswith(b"\x00;")
+
+
+def load_reason(exc: BaseException, image_format: str | None = None, data: bytes = b"") -> str:
     """The build's reason (transforms/decode.py `_load`) for an exception of `Image.load` after a
     good header: Pillow's "image file is truncated" and "broken data stream" (a damaged compressed
-    stream) are both `truncated`; a TIFF that opens but will not load is `unsupported_format`."""
+    stream) are both `truncated`, unless the PNG or GIF ends whole (`decode_error`: damaged, not
+    cut); a TIFF that opens but will not load is `unsupported_format`."""
     text = str(exc)
     if isinstance(exc, OSError) and ("truncated" in text or "broken data stream" in text):
-        return "truncated"
+        return "decode_error" if _ends_whole(data, image_format) else "truncated"
     return "unsupported_format" if image_format == "TIFF" else "decode_error"
 
 
@@ -133,7 +143,7 @@ def decode_image(data: bytes) -> np.ndarray:
         try:
             image.load()
         except Exception as exc:
-            raise UnreadableImage(load_reason(exc, image.format), _detail(exc)) from exc
+            raise UnreadableImage(load_reason(exc, image.format, data), _detail(exc)) from exc
         return _to_rgb(image)
 
 

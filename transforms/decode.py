@@ -32,14 +32,18 @@ in a process it kills at the limit (`uvd_pipeline.image_decode`).
 
 A JPEG damaged inside its scan decodes without an error, garbled past the damage: libjpeg's own
 count of its warnings, read from Pillow's decoder (`jpeg_warnings`), makes it a `decode_error`,
-unless each warning is one that loses no pixel (a camera's zero padding before a marker).
+unless each warning is one that loses no pixel (a camera's zero padding before a marker). A Deflate
+TIFF damaged inside a strip decodes the same way (libtiff stops inflating once the rows are full,
+never checking the stream's end or adler32): each strip of the decoded IFD is inflated again,
+bounded (`deflate_strips`). A whole PNG or GIF (its IEND, its trailer) whose data fails to decode
+is damaged, not cut short.
 
 This module opens and decodes (`load_image`, `decode_rgb`, `decode_through`) and offers every
 name it did before; its parts, one job each: `decode_budget` (memory and time judged from the
 header), `png_chunks` (a PNG's chunks read before Pillow), `image_format` (what an unopened file
 is, a cut file), `image_orientation` (the EXIF turn, crop boxes, the DCT-scaled plan),
 `image_colour` (to sRGB), `rgb_array` (any mode to RGB, alpha on white), `image_pages` (pages
-and frames counted).
+and frames counted), `deflate_strips` (a Deflate TIFF's strips whole).
 """
 
 from __future__ import annotations
@@ -72,7 +76,9 @@ from transforms.decode_budget import (
 )
 from transforms import jpeg_warnings
 from transforms.errors import DecodeError, exception_detail
-from transforms.headers import Pages, camera_raw, heif_size, jpeg_ends_whole, tiff_samples, tiff_values
+from transforms.deflate_strips import DEFLATE, deflate_damage
+from transforms.headers import (Pages, camera_raw, gif_ends_whole, heif_size, jpeg_ends_whole, png_ends_whole, tiff_samples,
+                                tiff_values)
 from transforms.image_colour import WideColour, _srgb_array, _wide, hdr_colour
 from transforms.image_format import (_cut_short, _raise_if_cut_short, fits_misread, pillow_reads_psd, psd_header_cut,
                                      sniff_format)
@@ -243,6 +249,9 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
 def _load(image: Image.Image, data: bytes) -> None:
     with jpeg_warnings.collecting() as decoders:
         _load_reported(image, data)
+    problem = _deflate_problem(image, data)
+    if problem:  # it decoded, garbled past the damage: libtiff stopped inflating once its rows were full
+        raise DecodeError(problem[0], f"{problem[1]}: libtiff decoded its pixels garbled past it, without a word")
     damage = jpeg_warnings.scan_warnings(decoders[-1], data) if decoders else None
     verdict = jpeg_warnings.judge(data) if damage else "padding"
     if verdict == "unused":  # all its rows decoded without a word, then bytes libjpeg skipped to its end of image
@@ -252,6 +261,35 @@ def _load(image: Image.Image, data: bytes) -> None:
         raise DecodeError("decode_error", f"damaged: libjpeg met {damage} warning{'s' if damage > 1 else ''} in its "
                                           "entropy-coded data (djpeg's \"Corrupt JPEG data\"): its pixels decode "
                                           "garbled or grey past the damage")
+
+
+def _deflate_problem(image: Image.Image, data: bytes) -> tuple[str, str] | None:
+    """For a Deflate TIFF, the reject (reason, detail) for the first strip or tile of the decoded
+    IFD that holds no whole zlib stream (`deflate_strips`: libtiff does not say when it decodes),
+    else None."""
+    if image.format != "TIFF":
+        return None
+    tags = image.tag_v2
+    if tags.get(259) not in DEFLATE:
+        return None
+    tiled = 324 in tags and 325 in tags
+    offsets, counts = (tags.get(324), tags.get(325)) if tiled else (tags.get(273), tags.get(279))
+    if offsets is None or counts is None:
+        return None
+    return deflate_damage(data, offsets if isinstance(offsets, tuple) else (offsets,),
+                          counts if isinstance(counts, tuple) else (counts,), tiled, _piece_holds(tags, tiled))
+
+
+def _piece_holds(tags, tiled: bool) -> int | None:
+    """The bytes a TIFF strip's (tile's) rows hold uncompressed, all its samples (a planar one's
+    strips hold one each: an upper bound), from its tags; None where they do not say."""
+    width, height = tags.get(322 if tiled else 256), tags.get(323) if tiled else tags.get(257)
+    bits = tags.get(258, 1)
+    bits = sum(bits) if isinstance(bits, tuple) else bits * (tags.get(277, 1) or 1)
+    if not isinstance(width, int) or not isinstance(height, int) or not isinstance(bits, int):
+        return None
+    rows = height if tiled else min(tags.get(278, height) or height, height)
+    return -(-width * bits // 8) * rows
 
 
 def _load_reported(image: Image.Image, data: bytes) -> None:
@@ -265,6 +303,11 @@ def _load_reported(image: Image.Image, data: bytes) -> None:
         if image.format in ("JPEG", "MPO") and "broken data stream" in text and jpeg_ends_whole(data):
             raise DecodeError("decode_error", f"damaged: the file ends with its end of image, yet libjpeg "
                                               f"refuses its data: {text}"[:200]) from None
+        whole = (image.format == "PNG" and png_ends_whole(data)) or (image.format == "GIF" and gif_ends_whole(data))
+        if whole and any(said in text for said in ("truncated", "broken data stream", "unrecognized data stream")):
+            ending = "its IEND chunk" if image.format == "PNG" else "its trailer"
+            raise DecodeError("decode_error", f"damaged: the file ends with {ending}, yet its compressed data does "
+                                              f"not decode: {text}"[:200]) from None
         if "truncated" in text or "broken data stream" in text:
             raise DecodeError("truncated", text[:200]) from None
         _raise_if_cut_short(data)
@@ -277,8 +320,12 @@ def _load_reported(image: Image.Image, data: bytes) -> None:
 def _load_failure(image: Image.Image, text: str, data: bytes) -> DecodeError:
     """A TIFF that opens but will not load uses a sample layout Pillow lacks (planar 16-bit RGBA,
     say): a real image we cannot decode (`unsupported_format`), not a broken file; named by the
-    samples its tags declare (`tiff_samples`), Pillow's mode when they cannot be read."""
+    samples its tags declare (`tiff_samples`), Pillow's mode when they cannot be read. A Deflate
+    TIFF one of whose strips holds no whole zlib stream is damaged (`decode_error`), not that."""
     if image.format == "TIFF":
+        problem = _deflate_problem(image, data)  # zlib refused a strip: damaged, no layout Pillow lacks
+        if problem:
+            return DecodeError(problem[0], f"{problem[1]}: {text}"[:300])
         samples = tiff_samples(data) or image.mode
         return DecodeError("unsupported_format", f"TIFF ({samples}, a sample layout Pillow cannot read): {text}"[:200])
     return DecodeError("decode_error", text[:200])

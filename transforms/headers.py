@@ -479,6 +479,53 @@ def jpeg_ends_whole(data: bytes) -> bool:
     return data.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
+_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # a PNG's last chunk: no data, its fixed CRC
+
+
+def png_ends_whole(data: bytes) -> bool:
+    """Whether a PNG is whole: it ends with its IEND chunk (zeros after it allowed), or its chunks
+    walk to an IEND (bytes after it allowed); a damaged chunk length stops the walk. A cut one,
+    padded with zeros or not, ends inside a chunk. One that fails to decode is damaged, not cut."""
+    if data[:8] != PNG_MAGIC:
+        return False
+    if data.rstrip(b"\x00").endswith(_IEND):
+        return True
+    pos = 8
+    for _ in range(_HEADER_STEPS + _CHUNK_STEPS):
+        if pos + 8 > len(data):
+            return False
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return True
+        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")
+    return False
+
+
+def gif_ends_whole(data: bytes) -> bool:
+    """Whether a GIF is whole: its blocks walk to its trailer (0x3B; bytes after it allowed), or it
+    ends with an image's data terminator and the trailer (damage that zeroes a sub-block's size
+    stops the walk). A cut one, zeros after it or not, ends inside its data. One that fails to
+    decode is damaged, not cut."""
+    if gif_screen(data) is None:
+        return False
+    if data.endswith(b"\x00;"):
+        return True
+    pos, steps = GIF_SCREEN + gif_colour_table(data[10]), PAGE_WALK_STEPS
+    while pos < len(data) and steps > 0:
+        introducer = data[pos]
+        if introducer == 0x3B:
+            return True
+        if introducer == 0x2C and pos + 10 <= len(data):
+            pos += 10 + gif_colour_table(data[pos + 9]) + 1
+        elif introducer == 0x21:
+            pos += 2
+        else:
+            return False
+        pos, steps = gif_sub_blocks(data, pos, steps)
+        pos += 1
+        steps -= 1
+    return False
+
+
 def _jpeg_header_end(data: bytes) -> int | None:
     """Where a JPEG's marker segments before its first scan end, when the data stops short of them
     (a download cut in its EXIF, ICC profile, tables or frame: Pillow said `corrupt_header`, or
@@ -603,6 +650,21 @@ def _tiff_ifd_end(data: bytes, order: str, big: bool = False) -> int:
     if _cut_at_end(data, spans) and _entries_in_order(data, ifd, order, big):
         return max(span_end for _, span_end, _ in spans)
     return max((span_end for _, span_end, _ in spans if span_end <= len(data)), default=len(data))
+
+
+def tiff_ifd_in_zeros(data: bytes) -> int | None:
+    """The offset of a TIFF's first IFD when it lies in zeros that go on to the end of the file
+    (libtiff, Pillow, ImageMagick and GDAL write the IFD after the pixels: a download cut before
+    it and padded with zeros to its length, as a failed one leaves it), else None; not one in a
+    writer's last few zero bytes (an IFD offset damaged to point there)."""
+    order = _TIFF_ORDER.get(data[:4])
+    big = order is None and data[:4] in _BIGTIFF_ORDER
+    if big:
+        order = _BIGTIFF_ORDER[data[:4]]
+    if order is None or len(data) < 16:
+        return None
+    ifd = int.from_bytes(data[8:16] if big else data[4:8], order)
+    return ifd if 8 <= ifd <= len(data) - 16 and not data[ifd:].strip(b"\x00") else None  # an IFD holds 18 or more
 
 
 _TIFF_GAP = 64  # bytes writers leave between an IFD's values (alignment, a value not listed here)

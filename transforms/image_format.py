@@ -4,7 +4,7 @@ build cannot decode, not junk), and whether it is cut short of what its containe
 from __future__ import annotations
 
 from transforms.errors import DecodeError
-from transforms.headers import JPEG_LS_SOF, camera_raw, declared_length, jpeg_layout, tiff_samples
+from transforms.headers import JPEG_LS_SOF, camera_raw, declared_length, jpeg_layout, tiff_ifd_in_zeros, tiff_samples
 
 
 _FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC",
@@ -145,8 +145,14 @@ def _cut_short(data: bytes) -> bool:
 def _raise_if_cut_short(data: bytes) -> None:
     """`truncated` for a file shorter than its container says (`declared_length`): what Pillow
     says of a cut WebP, AVIF, TIFF or icon names no truncation ("could not create decoder object",
-    or no format at all)."""
+    or no format at all); and for a TIFF whose IFD lies in zeros that go on to its end
+    (`tiff_ifd_in_zeros`: cut, then padded), which was `unsupported_format`."""
     declared = declared_length(data)
     if declared is not None and declared > len(data):
         raise DecodeError("truncated", f"the file is cut short: it holds {len(data)} of the {declared} or more "
                                        f"bytes it declares")
+    ifd = tiff_ifd_in_zeros(data)
+    if ifd is not None:
+        raise DecodeError("truncated", f"the file is cut short, zeros after the cut (a failed download): its IFD, at "
+                                       f"{ifd}, lies in the {len(data) - len(data.rstrip(bytes(1)))} zero bytes that go "
+                                       f"on to its end")

@@ -1,0 +1,183 @@
+"""Whole image files damaged inside their compressed data (a bad sector's 4 KiB of zeros, flipped
+bits from a bad copy), made by the world's tools from a real photo: each is a `decode_error`
+'damaged', never garbage pixels taken silently, nor `truncated` (a file cut short, which a user
+downloads again); a file cut by `head -c` (with a failed download's zeros after it, or without)
+stays `truncated`. Judged against independent readers: tifffile (its own zlib) and ImageMagick."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transforms.decode import DecodeError, decode_rgb
+
+PHOTO = Path(__file__).parent / "fixtures" / "coco" / "000000000785.jpg"  # 640 x 425, 133 KB
+
+
+def _reject(data: bytes) -> DecodeError:
+    with pytest.raises(DecodeError) as caught:
+        decode_rgb(data)
+    return caught.value
+
+
+def _zeros(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes(4096) + data[at + 4096 :]
+
+
+def _flips(data: bytes, at: int, span: int) -> bytes:
+    damaged = bytearray(data)
+    for index in np.random.default_rng(1).integers(at, at + span, 20):
+        damaged[index] ^= 0xFF
+    return bytes(damaged)
+
+
+def _strips(data: bytes) -> list[tuple[int, int]]:
+    """(offset, byte count) of each strip or tile of the first IFD, as Pillow reads them."""
+    with Image.open(io.BytesIO(data)) as image:
+        tags = image.tag_v2
+        offsets, counts = (324, 325) if 324 in tags else (273, 279)
+        return list(zip(tags[offsets], tags[counts]))
+
+
+def _deflate_tiffs(tmp_path: Path) -> dict[str, bytes]:
+    """Deflate TIFFs as ImageMagick (one strip, predictor 2), Pillow's libtiff (13 strips), a
+    GDAL-style writer (8-row strips, predictor 2) and tifffile (64 x 64 tiles) write them."""
+    made = {}
+    for name, options in (("magick", []), ("gdal", ["-define", "tiff:predictor=2", "-define",
+                                                    "tiff:rows-per-strip=8"])):
+        subprocess.run(["convert", str(PHOTO), *options, "-compress", "zip", str(tmp_path / f"{name}.tif")], check=True)
+        made[name] = (tmp_path / f"{name}.tif").read_bytes()
+    with Image.open(PHOTO) as photo:
+        photo.save(tmp_path / "pillow.tif", compression="tiff_adobe_deflate")
+        rgb = np.asarray(photo.convert("RGB"))
+    made["pillow"] = (tmp_path / "pillow.tif").read_bytes()
+    try:
+        import tifffile
+    except ImportError:  # the tiled case needs tifffile; the others stand without it
+        return made
+    tifffile.imwrite(tmp_path / "tiled.tif", rgb, photometric="rgb", compression="zlib", tile=(64, 64))
+    made["tiled"] = (tmp_path / "tiled.tif").read_bytes()
+    return made
+
+
+def _tifffile_refuses(data: bytes) -> bool | None:
+    """Whether tifffile (inflating each strip whole with zlib) refuses the file; None without it."""
+    try:
+        import tifffile
+    except ImportError:
+        return None
+    try:
+        tifffile.imread(io.BytesIO(data))
+    except Exception:  # zlib.error: "incorrect data check", "incomplete or truncated stream"
+        return True
+    return False
+
+
+def test_deflate_tiff_damaged_inside_a_strip_is_damaged_not_garbage(tmp_path):
+    """libtiff stops inflating a strip once its rows are full and never checks that the zlib stream
+    ended or its adler32: ImageMagick's zip TIFF with 4 KiB of zeros or 20 flipped bytes in its strip
+    decoded to pixels, 17-62% of them off by more than 16 levels, without a word (ImageMagick is
+    silent too); tifffile refuses each. Each is now `decode_error` 'damaged', naming the strip; the
+    whole files, which tifffile reads, decode as before. Cut ones stay `truncated`: tifffile's
+    (its IFD first) cut in its last strip and padded with zeros as a failed download leaves it (as
+    long as it declares) was `unsupported_format`, "a sample layout Pillow cannot read", and so was
+    ImageMagick's so cut and padded, its IFD (written last) lying in the zeros."""
+    for name, data in _deflate_tiffs(tmp_path).items():
+        whole = decode_rgb(data)
+        assert whole.shape == (425, 640, 3), name
+        assert _tifffile_refuses(data) in (False, None), name
+        strips = _strips(data)
+        index = len(strips) // 2
+        offset, count = strips[index]
+        for damaged in (_zeros(data, offset + count // 2 - 2048 * (count > 8192)),
+                        _flips(data, offset + count // 4, count // 2)):
+            assert _tifffile_refuses(damaged) in (True, None), name
+            reject = _reject(damaged)
+            assert reject.reason == "decode_error" and reject.detail.startswith("damaged"), (name, reject)
+            assert f"{'tile' if name == 'tiled' else 'strip'} {index + 1} of {len(strips)}" in reject.detail, (
+                name, reject.detail)
+    cut = _deflate_tiffs(tmp_path)["magick"]
+    assert _reject(cut[: len(cut) // 2]).reason == "truncated"  # `head -c`: shorter than it declares
+    padded = _reject(cut[: len(cut) - 4096] + bytes(65536))  # its IFD (written last) in the zeros: was unsupported_format
+    assert padded.reason == "truncated" and "zeros after the cut" in padded.detail, padded
+    try:
+        import tifffile
+    except ImportError:
+        return
+    first = io.BytesIO()  # tifffile writes its IFD first: a cut download padded with zeros is as long as it declares
+    with Image.open(PHOTO) as photo:
+        tifffile.imwrite(first, np.asarray(photo), photometric="rgb", compression="zlib", rowsperstrip=16)
+    data = first.getvalue()
+    for padding in (4096, 65536):
+        reject = _reject(data[: len(data) - 4096] + bytes(padding))
+        assert reject.reason == "truncated" and "zeros after the cut" in reject.detail, reject
+
+
+def test_whole_png_damaged_inside_its_pixels_is_damaged_not_truncated(tmp_path):
+    """The photo as ImageMagick's PNG, one byte xor 0x10 at 50, 80 or 95% of the file: zlib refuses
+    its data (Pillow's "broken data stream"), which was `truncated`, as if cut, though the file ends
+    with its IEND chunk (4 KiB of zeros gave `decode_error` "unrecognized data stream contents").
+    `decode_error` 'damaged' now; `head -c` cuts stay `truncated`."""
+    png = tmp_path / "photo.png"
+    subprocess.run(["convert", str(PHOTO), str(png)], check=True)
+    data = png.read_bytes()
+    for fraction in (0.3, 0.5, 0.8, 0.95):
+        damaged = bytearray(data)
+        damaged[int(len(data) * fraction)] ^= 0x10
+        if fraction == 0.3:  # "unrecognized data stream contents": `decode_error` already, its detail now says why
+            damaged = bytearray(_zeros(data, int(len(data) * fraction)))
+        (tmp_path / "damaged.png").write_bytes(bytes(damaged))
+        assert subprocess.run(["convert", str(tmp_path / "damaged.png"), "null:"], capture_output=True).returncode
+        reject = _reject(bytes(damaged))
+        assert reject.reason == "decode_error" and reject.detail.startswith("damaged"), (fraction, reject)
+    for fraction in (0.5, 0.9):
+        for padding in (0, 4096):  # a failed download leaves zeros after the cut
+            assert _reject(data[: int(len(data) * fraction)] + bytes(padding)).reason == "truncated", fraction
+
+
+def test_whole_gif_damaged_inside_its_lzw_data_is_damaged_not_truncated(tmp_path):
+    """The photo as ImageMagick's GIF, 4 KiB of zeros or 20 flipped bytes in its LZW data: Pillow's
+    "broken data stream" was `truncated`, though the file ends with its trailer (ImageMagick says
+    "corrupt image" of the zeros). `decode_error` 'damaged' now; `head -c` cuts stay `truncated`."""
+    gif = tmp_path / "photo.gif"
+    subprocess.run(["convert", str(PHOTO), str(gif)], check=True)
+    data = gif.read_bytes()
+    for fraction in (0.3, 0.8):
+        at = int(len(data) * fraction)
+        (tmp_path / "zeros.gif").write_bytes(_zeros(data, at))
+        assert "corrupt image" in subprocess.run(["convert", str(tmp_path / "zeros.gif"), "null:"],
+                                                 capture_output=True, text=True).stderr
+        for damaged in (_zeros(data, at), _flips(data, at, 2000)):
+            reject = _reject(damaged)
+            assert reject.reason == "decode_error" and reject.detail.startswith("damaged"), (fraction, reject)
+    for fraction in (0.5, 0.9):
+        for padding in (0, 4096):
+            assert _reject(data[: int(len(data) * fraction)] + bytes(padding)).reason == "truncated", fraction
+
+
+def test_deflate_strip_check_stops_where_the_rows_end():
+    """A strip whose zlib stream inflates far past its rows (a bomb: libtiff stops once the rows
+    are full) is judged when it passes them, never inflated to its end; a whole one is none."""
+    import time
+    import zlib
+
+    from transforms.deflate_strips import deflate_damage
+
+    rows = bytes(64 * 1024)
+    bomb = zlib.compress(bytes(128 << 20), 1)  # 128 MiB of zeros in 0.6 MB
+    data = b"II*\x00" + zlib.compress(rows) + bomb
+    whole = (4, len(data) - len(bomb) - 4)
+    assert deflate_damage(data, (whole[0],), (whole[1],), False, len(rows)) is None
+    spent = []
+    for holds in (None, len(rows)):  # without the rows' size it inflates all 128 MiB, and finds it whole
+        started = time.process_time()
+        judged = deflate_damage(data, (whole[0], sum(whole)), (whole[1], len(bomb)), False, holds)
+        spent.append(time.process_time() - started)
+    assert judged is not None and judged[0] == "decode_error", judged
+    assert judged[1].startswith("damaged: strip 2 of 2") and "inflates past the 65536 bytes" in judged[1]
+    assert spent[1] < spent[0] / 5, spent
