@@ -106,7 +106,10 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb", "layout_check"}
 # fill; a cut animated WebP keeps its whole frames; every frame of an AV1 clip delivered and its
 # lineage naming the codec (`av1`, not `libdav1d`); non-UTF-8 captions in string columns read
 # with U+FFFD, their rows built.
-RENDER_REVISION = 15
+# 16 (2026-12-07): a Deflate TIFF whose strip or tile holds no whole zlib stream (libtiff decoded
+# it garbled, without a word) `decode_error`; a whole PNG or GIF whose data breaks `decode_error`,
+# not `truncated`; a TIFF cut and padded with zeros to its length `truncated`.
+RENDER_REVISION = 16
 
 
 class BuildConfig(Strict):
