@@ -62,6 +62,9 @@ def _deflate_tiffs(tmp_path: Path) -> dict[str, bytes]:
         return made
     tifffile.imwrite(tmp_path / "tiled.tif", rgb, photometric="rgb", compression="zlib", tile=(64, 64))
     made["tiled"] = (tmp_path / "tiled.tif").read_bytes()
+    # the older Deflate code (32946), which libtiff reads as Adobe's (8)
+    tifffile.imwrite(tmp_path / "old_code.tif", rgb, photometric="rgb", compression=32946, rowsperstrip=32)
+    made["old_code"] = (tmp_path / "old_code.tif").read_bytes()
     return made
 
 
@@ -87,7 +90,9 @@ def test_deflate_tiff_damaged_inside_a_strip_is_damaged_not_garbage(tmp_path):
     (its IFD first) cut in its last strip and padded with zeros as a failed download leaves it (as
     long as it declares) was `unsupported_format`, "a sample layout Pillow cannot read", and so was
     ImageMagick's so cut and padded, its IFD (written last) lying in the zeros."""
-    for name, data in _deflate_tiffs(tmp_path).items():
+    made = _deflate_tiffs(tmp_path)
+    assert "tiled" not in made or Image.open(io.BytesIO(made["old_code"])).tag_v2[259] == 32946
+    for name, data in made.items():
         whole = decode_rgb(data)
         assert whole.shape == (425, 640, 3), name
         assert _tifffile_refuses(data) in (False, None), name
@@ -101,7 +106,7 @@ def test_deflate_tiff_damaged_inside_a_strip_is_damaged_not_garbage(tmp_path):
             assert reject.reason == "decode_error" and reject.detail.startswith("damaged"), (name, reject)
             assert f"{'tile' if name == 'tiled' else 'strip'} {index + 1} of {len(strips)}" in reject.detail, (
                 name, reject.detail)
-    cut = _deflate_tiffs(tmp_path)["magick"]
+    cut = made["magick"]
     assert _reject(cut[: len(cut) // 2]).reason == "truncated"  # `head -c`: shorter than it declares
     padded = _reject(cut[: len(cut) - 4096] + bytes(65536))  # its IFD (written last) in the zeros: was unsupported_format
     assert padded.reason == "truncated" and "zeros after the cut" in padded.detail, padded
@@ -116,6 +121,9 @@ def test_deflate_tiff_damaged_inside_a_strip_is_damaged_not_garbage(tmp_path):
     for padding in (4096, 65536):
         reject = _reject(data[: len(data) - 4096] + bytes(padding))
         assert reject.reason == "truncated" and "zeros after the cut" in reject.detail, reject
+    start = _strips(data)[13][0]  # cut right where a strip starts, zeros to its full length (aria2's preallocation)
+    reject = _reject(data[:start] + bytes(len(data) - start))
+    assert reject.reason == "truncated" and "strip 14 of" in reject.detail, reject
 
 
 def test_whole_png_damaged_inside_its_pixels_is_damaged_not_truncated(tmp_path):
@@ -133,8 +141,9 @@ def test_whole_png_damaged_inside_its_pixels_is_damaged_not_truncated(tmp_path):
             damaged = bytearray(_zeros(data, int(len(data) * fraction)))
         (tmp_path / "damaged.png").write_bytes(bytes(damaged))
         assert subprocess.run(["convert", str(tmp_path / "damaged.png"), "null:"], capture_output=True).returncode
-        reject = _reject(bytes(damaged))
-        assert reject.reason == "decode_error" and reject.detail.startswith("damaged"), (fraction, reject)
+        for after in (b"", b"\r\n"):  # bytes after IEND (a text-mode copy's line end): its chunks walk to IEND
+            reject = _reject(bytes(damaged) + after)
+            assert reject.reason == "decode_error" and reject.detail.startswith("damaged"), (fraction, after, reject)
     for fraction in (0.5, 0.9):
         for padding in (0, 4096):  # a failed download leaves zeros after the cut
             assert _reject(data[: int(len(data) * fraction)] + bytes(padding)).reason == "truncated", fraction
@@ -158,6 +167,19 @@ def test_whole_gif_damaged_inside_its_lzw_data_is_damaged_not_truncated(tmp_path
     for fraction in (0.5, 0.9):
         for padding in (0, 4096):
             assert _reject(data[: int(len(data) * fraction)] + bytes(padding)).reason == "truncated", fraction
+    # flipped LZW bytes that leave every sub-block's size as it was, a line end after the trailer:
+    # its blocks still walk to the trailer
+    sizes, at = set(), data.index(b"\x2c")  # the image descriptor (ImageMagick writes no extension first)
+    at += 10 + (3 << ((data[at + 9] & 7) + 1) if data[at + 9] & 0x80 else 0) + 1
+    while data[at]:
+        sizes.add(at)
+        at += data[at] + 1
+    spots = [i for i in range(int(len(data) * 0.3), int(len(data) * 0.6)) if i not in sizes][::97][:20]
+    damaged = bytearray(data)
+    for spot in spots:
+        damaged[spot] ^= 0xFF
+    reject = _reject(bytes(damaged) + b"\n")
+    assert reject.reason == "decode_error" and reject.detail.startswith("damaged"), reject
 
 
 def test_deflate_strip_check_stops_where_the_rows_end():
@@ -181,3 +203,52 @@ def test_deflate_strip_check_stops_where_the_rows_end():
     assert judged is not None and judged[0] == "decode_error", judged
     assert judged[1].startswith("damaged: strip 2 of 2") and "inflates past the 65536 bytes" in judged[1]
     assert spent[1] < spent[0] / 5, spent
+
+
+def _grey_zip_tiff(side: int, stream: bytes, entries: int) -> bytes:
+    """A side x side grey TIFF of one strip, Adobe Deflate, whose StripOffsets and StripByteCounts
+    list `entries` entries all naming `stream` (libtiff reads the first alone)."""
+    import struct
+
+    body = bytearray(b"II*\x00\0\0\0\0") + stream
+    if entries == 1:
+        strips = [(273, 4, 1, 8), (279, 4, 1, len(stream))]
+    else:
+        offsets_at = len(body)
+        body += struct.pack(f"<{entries}I", *([8] * entries))
+        counts_at = len(body)
+        body += struct.pack(f"<{entries}I", *([len(stream)] * entries))
+        strips = [(273, 4, entries, offsets_at), (279, 4, entries, counts_at)]
+    tags = sorted([(256, 3, 1, side), (257, 3, 1, side), (258, 3, 1, 8), (259, 3, 1, 8), (262, 3, 1, 1),
+                   (277, 3, 1, 1), (278, 3, 1, side), *strips])
+    ifd = len(body)
+    body += struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *tag) for tag in tags) + bytes(4)
+    body[4:8] = struct.pack("<I", ifd)
+    return bytes(body)
+
+
+def test_deflate_strip_check_is_bounded_by_the_strips_libtiff_reads(monkeypatch):
+    """Through the whole decode: a strip whose stream inflates to 128 MiB where its rows hold 64 KiB
+    (libtiff stops once they are full) is judged damaged when it passes them, in a fraction of a
+    full inflate's CPU; and a file listing 1,000 strip entries all naming one stream (libtiff reads
+    the one its rows need) decodes as libtiff reads it, its one stream inflated once (each entry
+    was: 33 CPU-s for a 23 KiB file of a 4000 x 4000 image libtiff decodes in 0.1)."""
+    import time
+    import zlib
+
+    from transforms import deflate_strips
+
+    bomb = zlib.compress(bytes(128 << 20), 1)
+    started = time.process_time()
+    zlib.decompress(bomb)
+    whole_inflate = time.process_time() - started
+    started = time.process_time()
+    reject = _reject(_grey_zip_tiff(256, bomb, 1))
+    assert time.process_time() - started < whole_inflate / 4
+    assert reject.reason == "decode_error" and "inflates past the 65536 bytes" in reject.detail, reject
+    inflaters = []
+    real = deflate_strips.zlib_ng.decompressobj
+    monkeypatch.setattr(deflate_strips.zlib_ng, "decompressobj", lambda: inflaters.append(1) or real())
+    decoded = decode_rgb(_grey_zip_tiff(500, zlib.compress(bytes(500 * 500), 9), 1000))
+    assert decoded.shape == (500, 500, 3) and not decoded.any()
+    assert len(inflaters) == 1

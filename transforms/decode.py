@@ -276,8 +276,31 @@ def _deflate_problem(image: Image.Image, data: bytes) -> tuple[str, str] | None:
     offsets, counts = (tags.get(324), tags.get(325)) if tiled else (tags.get(273), tags.get(279))
     if offsets is None or counts is None:
         return None
-    return deflate_damage(data, offsets if isinstance(offsets, tuple) else (offsets,),
-                          counts if isinstance(counts, tuple) else (counts,), tiled, _piece_holds(tags, tiled))
+    offsets = offsets if isinstance(offsets, tuple) else (offsets,)
+    counts = counts if isinstance(counts, tuple) else (counts,)
+    used = _pieces_read(tags, tiled)  # entries past those libtiff reads are never decoded: not judged
+    if used is not None:
+        offsets, counts = offsets[:used], counts[:used]
+    return deflate_damage(data, offsets, counts, tiled, _piece_holds(tags, tiled))
+
+
+def _pieces_read(tags, tiled: bool) -> int | None:
+    """How many strips (tiles) libtiff reads of the image its tags declare: rows over rows-per-strip
+    (tiles across times down), times the samples of a planar one; None where the tags do not say.
+    A file may list more entries (all pointing at one stream that inflates far: each was inflated
+    again, 33 CPU-s for 1,000 entries of a 23 KiB file libtiff decodes in 0.1): they are never read."""
+    width, height = tags.get(256), tags.get(257)
+    if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
+        return None
+    planes = (tags.get(277, 1) or 1) if tags.get(284, 1) == 2 else 1
+    if tiled:
+        across, down = tags.get(322), tags.get(323)
+        if not isinstance(across, int) or not isinstance(down, int) or across <= 0 or down <= 0:
+            return None
+        return -(-width // across) * -(-height // down) * planes
+    rows = tags.get(278, height)
+    rows = min(rows, height) if isinstance(rows, int) and rows > 0 else height
+    return -(-height // rows) * planes
 
 
 def _piece_holds(tags, tiled: bool) -> int | None:

@@ -11,7 +11,7 @@ and one that does not end whole with a right adler32 makes the file `decode_erro
 
 from __future__ import annotations
 
-import zlib
+from zlib_ng import zlib_ng  # the build's own deflater (`png_fast`): its inflate ~15% less CPU than zlib's
 
 DEFLATE = (8, 32946)  # TIFF Compression: Adobe Deflate, and the older Deflate code (both zlib streams)
 _OUT_CHUNK = 1 << 18  # bytes inflated at a time, then discarded: the buffer the check holds
@@ -42,7 +42,7 @@ def deflate_damage(data: bytes, offsets: tuple[int, ...], counts: tuple[int, ...
         if problem:
             kind = "tile" if tiled else "strip"
             zeros_from = len(data.rstrip(b"\x00"))
-            if offset < zeros_from < offset + count <= len(data) and len(data) - zeros_from >= _ZERO_TAIL:
+            if offset <= zeros_from < offset + count <= len(data) and len(data) - zeros_from >= _ZERO_TAIL:
                 return "truncated", (f"the file is cut short, zeros after the cut (a failed download): {kind} "
                                      f"{index + 1} of {pieces} runs into {len(data) - zeros_from} zero bytes that go "
                                      f"on to its end ({problem})")
@@ -51,7 +51,7 @@ def deflate_damage(data: bytes, offsets: tuple[int, ...], counts: tuple[int, ...
 
 
 def _stream_problem(piece: memoryview, holds: int | None) -> str | None:
-    inflater, most, inflated = zlib.decompressobj(), (holds + _SPARE if holds else None), 0
+    inflater, most, inflated = zlib_ng.decompressobj(), (holds + _SPARE if holds else None), 0
     try:
         for start in range(0, len(piece), _IN_CHUNK):  # its input a slice at a time: `unconsumed_tail` is a copy
             tail = piece[start : start + _IN_CHUNK]
@@ -67,7 +67,7 @@ def _stream_problem(piece: memoryview, holds: int | None) -> str | None:
             inflated += out
             if not out or most and inflated > most:
                 break
-    except zlib.error as exc:
+    except zlib_ng.error as exc:
         return f"zlib: {exc}"
     if most and inflated > most:
         return f"its zlib stream inflates past the {holds} bytes its rows hold"
