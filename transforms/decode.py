@@ -81,7 +81,7 @@ from transforms.headers import (Pages, camera_raw, gif_ends_whole, heif_size, jp
                                 tiff_values)
 from transforms.image_colour import WideColour, _srgb_array, _wide, hdr_colour
 from transforms.image_format import (_cut_short, _raise_if_cut_short, fits_misread, pillow_reads_psd, psd_header_cut,
-                                     sniff_format)
+                                     raise_if_zeros_after_cut, sniff_format)
 from transforms.xpm_colours import xpm_for_pillow
 from transforms.image_orientation import (
     EXIF_ORIENTATION,
@@ -195,6 +195,7 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     if not data:
         raise DecodeError("empty_file")
     _check_embedded(data, max_pixels, max_bytes)  # before Image.open: an ICO is decoded inside it
+    raise_if_zeros_after_cut(data)  # libwebp, libavif and libde265 decode a cut one's zeros without a word
     declared = heif_size(data)  # before Image.open: libavif's refusal read as "cannot decode AVIF"
     if declared and declared[0] * declared[1] > max_pixels:
         raise DecodeError("decompression_bomb", f"{declared[0]}x{declared[1]} exceeds max_pixels={max_pixels}")
