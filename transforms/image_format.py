@@ -161,14 +161,20 @@ def _raise_if_cut_short(data: bytes) -> None:
 
 def raise_if_zeros_after_cut(data: bytes) -> None:
     """`truncated` for a WebP (lossless, or a lossy one's compressed alpha), AVIF or HEIC whose coded
-    data end in a run of zeros no encoder writes (`coded_data_in_zeros`): cut, then padded with zeros
-    to its length or past it, as a failed or preallocated download leaves it. libwebp, libavif and
-    libde265 decoded it to garbage without a word."""
+    data end in a run of zeros no encoder writes, or a JPEG or PNG that ends in zeros with no end
+    (`coded_data_in_zeros`): cut, then padded with zeros to its length or past it, as a failed or
+    preallocated download leaves it. libwebp, libavif, libde265, libjpeg and OpenCV's libpng decoded
+    some to garbage without a word."""
     found = coded_data_in_zeros(data)
     if found is None:
         return
     name, start, zeros = found
-    where = (f"{zeros} zero bytes from {start} where its next chunk should begin" if name == "chunks"
-             else f"its {name} data ends in {zeros} zero bytes from {start}")
+    if name == "chunks":
+        where = f"{zeros} zero bytes from {start} where its next chunk should begin"
+    elif name in ("JPEG", "PNG"):
+        ending = "end of image" if name == "JPEG" else "IEND chunk"
+        where = f"it ends in {zeros} zero bytes from {start}, with no {ending}"
+    else:
+        where = f"its {name} data ends in {zeros} zero bytes from {start}"
     raise DecodeError("truncated", f"the file is cut short, zeros after the cut (a failed or preallocated download): "
                                    f"{where}")
