@@ -10,12 +10,14 @@ the padded files garbled too (the damage is the file's, not our reader's)."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from transforms.decode import DecodeError, decode_rgb
 
@@ -91,8 +93,9 @@ def test_other_readers_decode_the_padded_webp_garbled(files, tmp_path):
 
 def test_whole_files_with_zeros_decode(files, tmp_path):
     """Whole files of these encoders, flat black, letterboxed, and whole ones padded with zeros
-    after their end (a finished preallocated download), are no cut ones. A lossy WebP's VP8 data
-    is not judged: a letterboxed photo's ends in hundreds of zero bytes, whole."""
+    after their end (a finished preallocated download), are no cut ones; nor a HEIC whose Exif
+    item, last in its mdat, ends in zeros (only coded image items are judged). A lossy WebP's VP8
+    data is not judged: a letterboxed photo's ends in hundreds of zero bytes, whole."""
     box = tmp_path / "box.png"
     _run("convert", str(files["photo.png"]), "-gravity", "south", "-background", "black", "-extent", "320x400", str(box))
     black = tmp_path / "black.png"
@@ -109,7 +112,14 @@ def test_whole_files_with_zeros_decode(files, tmp_path):
         out = tmp_path / f"{source.stem}.avif"
         _run("convert", str(source), "-quality", "50", str(out))
         made.append(out)
-    for path in (*made, *(files[name] for name in ("lossless.webp", "alpha.webp", "photo.avif", "photo.heic"))):
-        data = path.read_bytes()
+    blobs = {path.name: path.read_bytes() for path in (*made, *(files[name] for name in files))}
+    exif = Image.Exif()
+    exif[0x010F] = "Camera"
+    for fmt in ("HEIF", "AVIF"):  # an Exif item padded with zeros: libheif writes it last in the mdat
+        out = io.BytesIO()
+        Image.open(files["photo.png"]).save(out, fmt, quality=50, exif=exif.tobytes() + bytes(256))
+        blobs[f"exif {fmt}"] = out.getvalue()
+    assert blobs["exif HEIF"].endswith(bytes(256))
+    for name, data in blobs.items():
         expected = decode_rgb(data)
-        assert np.array_equal(decode_rgb(data + bytes(4096)), expected), path.name
+        assert np.array_equal(decode_rgb(data + bytes(4096)), expected), name
