@@ -878,18 +878,23 @@ def _iloc_extents(data: bytes, begin: int, end: int) -> list[tuple[int, int, int
         pos += size
         return int.from_bytes(data[pos - size : pos], "big")
 
-    for _ in range(min(count, _BOX_LIMIT)):
+    steps = _BOX_LIMIT  # items and extents read in all (of 0-byte fields, a walk that never ends)
+    for _ in range(count):
         item = field(id_size)
         method = field(2) & 15 if version in (1, 2) else 0
         field(2)  # data_reference_index
         base = field(base_size)
-        for _ in range(min(field(2), _BOX_LIMIT)):
+        for _ in range(field(2)):
             field(index_size)
             offset, length = field(offset_size), field(length_size)
-            if pos > end:
+            steps -= 1
+            if pos > end or steps < 0:
                 return out
             if method == 0 and length:
                 out.append((item, base + offset, length))
+        steps -= 1
+        if pos > end or steps < 0:
+            return out
     return out
 
 
