@@ -2,8 +2,8 @@
 preallocation, a BitTorrent client's file, `curl -C` over a preallocated one, ddrescue's unread
 sectors): their container's declared length is met, so only the zeros ending their coded data tell
 the cut. A lossless WebP (VP8L), a lossy one's VP8L-compressed alpha, an AVIF and a HEIC so cut
-decoded to garbage without a word, so did a JPEG at some cuts (and a 16-bit PNG, which OpenCV
-decodes); each is `truncated`, its detail naming the zeros. Whole files
+decoded to garbage without a word, so did an icon's PNG, a JPEG at some cuts (and a 16-bit
+PNG, which OpenCV decodes); each is `truncated`, its detail naming the zeros. Whole files
 of the same encoders, flat, letterboxed or padded with zeros after their end, decode as before.
 Files made by cwebp, ImageMagick and heif-enc from a real photo; dwebp and heif-convert decode
 the padded files garbled too (the damage is the file's, not our reader's)."""
@@ -45,7 +45,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     _run("convert", str(photo), "-quality", "50", str(tmp / "photo.avif"))
     _run("convert", str(photo), "-quality", "85", str(tmp / "photo.jpg"))
     _run("convert", str(photo), "-depth", "16", str(tmp / "photo16.png"))
-    return {name: tmp / name for name in (*made, "photo.avif", "photo.jpg", "photo16.png")} | {"photo.png": photo}
+    Image.open(photo).resize((256, 170)).save(tmp / "photo.ico", sizes=[(256, 170)])  # a PNG inside, as Pillow writes it
+    return {name: tmp / name for name in (*made, "photo.avif", "photo.jpg", "photo16.png", "photo.ico")} | {"photo.png": photo}
 
 
 def _padded(data: bytes, fraction: float, extra: int, within: bytes = b"") -> bytes:
@@ -59,10 +60,11 @@ def _padded(data: bytes, fraction: float, extra: int, within: bytes = b"") -> by
     return cut + bytes(len(data) + extra - len(cut))
 
 
-@pytest.mark.parametrize("name", ["lossless.webp", "alpha.webp", "photo.avif", "photo.heic", "photo.jpg", "photo16.png"])
+@pytest.mark.parametrize("name", ["lossless.webp", "alpha.webp", "photo.avif", "photo.heic", "photo.jpg", "photo16.png",
+                                  "photo.ico"])
 def test_cut_then_padded_is_truncated(files, name):
     """Each was decoded to garbage without a word at some cut (a JPEG cut at 90% padded 4 KiB past
-    its length: libjpeg's blocks filled from the zeros), or was `corrupt_header` (a lossy WebP cut
+    its length: libjpeg's blocks filled from the zeros; an icon's PNG at every cut), or was `corrupt_header` (a lossy WebP cut
     in its alpha), `decode_error` (the 16-bit PNG: Pillow's "broken PNG file", or libavif's failed
     colour planes) or `truncated` by the decoder's word; all `truncated` now, the detail naming the
     zeros."""

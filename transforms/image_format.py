@@ -171,9 +171,9 @@ def raise_if_zeros_after_cut(data: bytes) -> None:
     name, start, zeros = found
     if name == "chunks":
         where = f"{zeros} zero bytes from {start} where its next chunk should begin"
-    elif name in ("JPEG", "PNG"):
+    elif name in ("JPEG", "PNG", "icon's PNG"):
         ending = "end of image" if name == "JPEG" else "IEND chunk"
-        where = f"it ends in {zeros} zero bytes from {start}, with no {ending}"
+        where = f"{'its PNG image' if name.startswith('icon') else 'it'} ends in {zeros} zero bytes from {start}, with no {ending}"
     else:
         where = f"its {name} data ends in {zeros} zero bytes from {start}"
     raise DecodeError("truncated", f"the file is cut short, zeros after the cut (a failed or preallocated download): "
