@@ -36,7 +36,10 @@ unless each warning is one that loses no pixel (a camera's zero padding before a
 TIFF damaged inside a strip decodes the same way (libtiff stops inflating once the rows are full,
 never checking the stream's end or adler32): each strip of the decoded IFD is inflated again,
 bounded (`deflate_strips`). A whole PNG or GIF (its IEND, its trailer) whose data fails to decode
-is damaged, not cut short.
+is damaged, not cut short. A file cut, then padded with zeros to its length (a failed or
+preallocated download) meets its container's length: a JPEG or PNG (an icon's too) ending in zeros
+with no end, a lossless WebP, a WebP's alpha, an AVIF or HEIC whose coded data ends in zeros, is
+`truncated` before it is opened (`image_format.raise_if_zeros_after_cut`); a lossy WebP's is not.
 
 This module opens and decodes (`load_image`, `decode_rgb`, `decode_through`) and offers every
 name it did before; its parts, one job each: `decode_budget` (memory and time judged from the
