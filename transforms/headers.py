@@ -946,7 +946,7 @@ def _icon_png_in_zeros(data: bytes) -> tuple[str, int, int] | None:
 
 
 def _unended_in_zeros(data: bytes) -> tuple[str, int, int] | None:
-    """("JPEG", where the zeros begin, how many) for a JPEG with no end of image after its last scan's
+    """("JPEG", where the zeros begin, how many) for a JPEG with no end of image after its first scan's
     start (T.81 B.2.1: a whole one ends with its EOI, zeros after it allowed) that ends in
     `ZEROS_AFTER_CUT` or more zeros; ("PNG", ...) for a PNG whose chunks walk to no IEND (a whole one
     ends with it) that does; else None. libjpeg decodes a cut JPEG's zeros, when they are enough for
@@ -957,10 +957,30 @@ def _unended_in_zeros(data: bytes) -> tuple[str, int, int] | None:
         return None
     if data[:8] == PNG_MAGIC:
         return None if png_ends_whole(data) else ("PNG", zeros_from, len(data) - zeros_from)
-    scan = data.rfind(b"\xff\xda", 0, zeros_from)  # the last scan's SOS (entropy-coded data holds no marker)
-    if scan < 0 or data.find(b"\xff\xd9", scan, zeros_from) >= 0:
-        return None
+    scan = _first_scan(data)
+    if scan is None or scan >= zeros_from or data.find(b"\xff\xd9", scan, zeros_from) >= 0:
+        return None  # no image data before the zeros, or its end of image (an MPO's, a Motion Photo's next)
     return "JPEG", zeros_from, len(data) - zeros_from
+
+
+def _first_scan(data: bytes) -> int | None:
+    """Where a JPEG's first scan (its SOS marker) begins, walking the marker segments before it (an
+    EXIF thumbnail's own scan inside its APP1 passed over); None when the walk meets no marker or
+    an end of image first."""
+    pos = 2
+    for _ in range(_HEADER_STEPS):
+        if pos + 4 > len(data) or data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF or marker in _STANDALONE:
+            pos += 1 if marker == 0xFF else 2
+            continue
+        if marker == _SOS:
+            return pos
+        if marker in (0x00, 0xD8, _EOI):
+            return None
+        pos += 2 + _u16be(data, pos + 2)
+    return None
 
 
 def embedded_images(data: bytes) -> list[Embedded]:
