@@ -96,7 +96,8 @@ def test_other_readers_decode_the_padded_webp_garbled(files, tmp_path):
 def test_whole_files_with_zeros_decode(files, tmp_path):
     """Whole files of these encoders, flat black, letterboxed, and whole ones padded with zeros
     after their end (a finished preallocated download), are no cut ones; nor a HEIC whose Exif
-    item, last in its mdat, ends in zeros (only coded image items are judged). A lossy WebP's VP8
+    item, last in its mdat, ends in zeros (only coded image items are judged), nor an MPO cut in
+    its second frame (a JPEG is judged up to its first image's end). A lossy WebP's VP8
     data is not judged: a letterboxed photo's ends in hundreds of zero bytes, whole."""
     box = tmp_path / "box.png"
     _run("convert", str(files["photo.png"]), "-gravity", "south", "-background", "black", "-extent", "320x400", str(box))
@@ -122,6 +123,11 @@ def test_whole_files_with_zeros_decode(files, tmp_path):
         Image.open(files["photo.png"]).save(out, fmt, quality=50, exif=exif.tobytes() + bytes(256))
         blobs[f"exif {fmt}"] = out.getvalue()
     assert blobs["exif HEIF"].endswith(bytes(256))
+    out = io.BytesIO()  # an MPO cut in its second frame and padded: its first picture is whole
+    photo = Image.open(files["photo.png"]).convert("RGB")
+    photo.save(out, "MPO", save_all=True, append_images=[photo.rotate(90)])
+    mpo = out.getvalue()
+    assert np.array_equal(decode_rgb(mpo[:-2000] + bytes(2000)), decode_rgb(mpo))
     for name, data in blobs.items():
         expected = decode_rgb(data)
         assert np.array_equal(decode_rgb(data + bytes(4096)), expected), name
