@@ -45,8 +45,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     _run("convert", str(photo), "-quality", "50", str(tmp / "photo.avif"))
     _run("convert", str(photo), "-quality", "85", str(tmp / "photo.jpg"))
     _run("convert", str(photo), "-depth", "16", str(tmp / "photo16.png"))
-    Image.open(photo).resize((256, 170)).save(tmp / "photo.ico", sizes=[(256, 170)])  # a PNG inside, as Pillow writes it
-    return {name: tmp / name for name in (*made, "photo.avif", "photo.jpg", "photo16.png", "photo.ico")} | {"photo.png": photo}
+    Image.open(photo).resize((256, 170)).save(tmp / "photo.ico", sizes=[(256, 170)])  # a PNG inside, as Pillow's
+    names = (*made, "photo.avif", "photo.jpg", "photo16.png", "photo.ico")
+    return {name: tmp / name for name in names} | {"photo.png": photo}
 
 
 def _padded(data: bytes, fraction: float, extra: int, within: bytes = b"") -> bytes:
@@ -64,10 +65,10 @@ def _padded(data: bytes, fraction: float, extra: int, within: bytes = b"") -> by
                                   "photo.ico"])
 def test_cut_then_padded_is_truncated(files, name):
     """Each was decoded to garbage without a word at some cut (a JPEG cut at 90% padded 4 KiB past
-    its length: libjpeg's blocks filled from the zeros; an icon's PNG at every cut), or was `corrupt_header` (a lossy WebP cut
-    in its alpha), `decode_error` (the 16-bit PNG: Pillow's "broken PNG file", or libavif's failed
-    colour planes) or `truncated` by the decoder's word; all `truncated` now, the detail naming the
-    zeros."""
+    its length: libjpeg's blocks filled from the zeros; an icon's PNG at every cut), or was
+    `corrupt_header` (a lossy WebP cut in its alpha), `decode_error` (the 16-bit PNG: Pillow's
+    "broken PNG file", or libavif's failed colour planes) or `truncated` by the decoder's word;
+    all `truncated` now, the detail naming the zeros."""
     data = files[name].read_bytes()
     decode_rgb(data)  # whole, it decodes
     verdicts = {}
@@ -77,7 +78,8 @@ def test_cut_then_padded_is_truncated(files, name):
                 decode_rgb(_padded(data, fraction, extra, b"ALPH" if name == "alpha.webp" else b""))
                 verdicts[fraction, extra] = "decoded"
             except DecodeError as exc:
-                verdicts[fraction, extra] = exc.reason + ("" if "zeros after the cut" in exc.detail else ": " + exc.detail)
+                said = "" if "zeros after the cut" in exc.detail else f": {exc.detail}"
+                verdicts[fraction, extra] = exc.reason + said
     assert set(verdicts.values()) == {"truncated"}, verdicts
 
 
@@ -100,7 +102,8 @@ def test_whole_files_with_zeros_decode(files, tmp_path):
     its second frame (a JPEG is judged up to its first image's end). A lossy WebP's VP8
     data is not judged: a letterboxed photo's ends in hundreds of zero bytes, whole."""
     box = tmp_path / "box.png"
-    _run("convert", str(files["photo.png"]), "-gravity", "south", "-background", "black", "-extent", "320x400", str(box))
+    _run("convert", str(files["photo.png"]), "-gravity", "south", "-background", "black", "-extent", "320x400",
+         str(box))
     black = tmp_path / "black.png"
     _run("convert", "-size", "320x240", "xc:black", "-type", "TrueColor", f"PNG24:{black}")
     made = []

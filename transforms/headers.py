@@ -857,7 +857,8 @@ def _coded_items(data: bytes) -> list[tuple[bytes, int, int]]:
             for inner, b, e in _boxes(data, begin + 4 + count_size, stop, budget):
                 if inner == b"infe" and e - b >= 12 and data[b] >= 2:  # version 2 or 3: an item type
                     id_size = 2 if data[b] == 2 else 4
-                    types[int.from_bytes(data[b + 4 : b + 4 + id_size], "big")] = data[b + 6 + id_size : b + 10 + id_size]
+                    item = int.from_bytes(data[b + 4 : b + 4 + id_size], "big")
+                    types[item] = data[b + 6 + id_size : b + 10 + id_size]
         elif kind == b"iloc" and stop - begin >= 8:
             extents = _iloc_extents(data, begin, stop)
     return [(types[item], start, length) for item, start, length in extents if types.get(item) in _CODED_ITEMS]
@@ -899,7 +900,8 @@ def _iloc_extents(data: bytes, begin: int, end: int) -> list[tuple[int, int, int
 
 
 def coded_data_in_zeros(data: bytes) -> tuple[str, int, int] | None:
-    """For a JPEG or PNG with no end (`_unended_in_zeros`), an icon's PNG so (`_icon_png_in_zeros`), or a WebP or an ISO-BMFF image (AVIF, HEIC) whose data (the bytes its RIFF size or its boxes
+    """For a JPEG or PNG with no end (`_unended_in_zeros`), an icon's PNG so (`_icon_png_in_zeros`),
+    or a WebP or an ISO-BMFF image (AVIF, HEIC) whose data (the bytes its RIFF size or its boxes
     declare) end in a run of zeros that takes the last `ZEROS_AFTER_CUT` or more bytes of a coded
     chunk (`VP8L`, a compressed `ALPH`) or HEVC or AV1 item's extent, or, a WebP, where its next chunk's header
     should be: (what the zeros took, where they begin, how many of its bytes they take), as a cut

@@ -4,8 +4,8 @@ build cannot decode, not junk), and whether it is cut short of what its containe
 from __future__ import annotations
 
 from transforms.errors import DecodeError
-from transforms.headers import (JPEG_LS_SOF, camera_raw, coded_data_in_zeros, declared_length, jpeg_layout, tiff_ifd_in_zeros,
-                               tiff_samples)
+from transforms.headers import (JPEG_LS_SOF, camera_raw, coded_data_in_zeros, declared_length, jpeg_layout,
+                                tiff_ifd_in_zeros, tiff_samples)
 
 
 _FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC",
@@ -173,7 +173,8 @@ def raise_if_zeros_after_cut(data: bytes) -> None:
         where = f"{zeros} zero bytes from {start} where its next chunk should begin"
     elif name in ("JPEG", "PNG", "icon's PNG"):
         ending = "end of image" if name == "JPEG" else "IEND chunk"
-        where = f"{'its PNG image' if name.startswith('icon') else 'it'} ends in {zeros} zero bytes from {start}, with no {ending}"
+        what = "its PNG image" if name.startswith("icon") else "it"
+        where = f"{what} ends in {zeros} zero bytes from {start}, with no {ending}"
     else:
         where = f"its {name} data ends in {zeros} zero bytes from {start}"
     raise DecodeError("truncated", f"the file is cut short, zeros after the cut (a failed or preallocated download): "
