@@ -46,7 +46,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     _run("convert", str(photo), "-quality", "85", str(tmp / "photo.jpg"))
     _run("convert", str(photo), "-depth", "16", str(tmp / "photo16.png"))
     Image.open(photo).resize((256, 170)).save(tmp / "photo.ico", sizes=[(256, 170)])  # a PNG inside, as Pillow's
-    names = (*made, "photo.avif", "photo.jpg", "photo16.png", "photo.ico")
+    _run("convert", str(photo), "-colors", "256", "-type", "Palette", "-compress", "RLE", f"BMP3:{tmp / 'rle.bmp'}")
+    names = (*made, "photo.avif", "photo.jpg", "photo16.png", "photo.ico", "rle.bmp")
     return {name: tmp / name for name in names} | {"photo.png": photo}
 
 
@@ -62,12 +63,12 @@ def _padded(data: bytes, fraction: float, extra: int, within: bytes = b"") -> by
 
 
 @pytest.mark.parametrize("name", ["lossless.webp", "alpha.webp", "photo.avif", "photo.heic", "photo.jpg", "photo16.png",
-                                  "photo.ico"])
+                                  "photo.ico", "rle.bmp"])
 def test_cut_then_padded_is_truncated(files, name):
     """Each was decoded to garbage without a word at some cut (a JPEG cut at 90% padded 4 KiB past
     its length: libjpeg's blocks filled from the zeros; an icon's PNG at every cut), or was
     `corrupt_header` (a lossy WebP cut in its alpha), `decode_error` (the 16-bit PNG: Pillow's
-    "broken PNG file", or libavif's failed colour planes) or `truncated` by the decoder's word;
+    "broken PNG file", libavif's failed colour planes, an RLE BMP's "not enough image data") or `truncated` by the decoder's word;
     all `truncated` now, the detail naming the zeros."""
     data = files[name].read_bytes()
     decode_rgb(data)  # whole, it decodes

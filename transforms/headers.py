@@ -900,7 +900,8 @@ def _iloc_extents(data: bytes, begin: int, end: int) -> list[tuple[int, int, int
 
 
 def coded_data_in_zeros(data: bytes) -> tuple[str, int, int] | None:
-    """For a JPEG or PNG with no end (`_unended_in_zeros`), an icon's PNG so (`_icon_png_in_zeros`),
+    """For a JPEG or PNG with no end (`_unended_in_zeros`), an icon's PNG so (`_icon_png_in_zeros`), an
+    RLE BMP so (`_rle_bmp_in_zeros`),
     or a WebP or an ISO-BMFF image (AVIF, HEIC) whose data (the bytes its RIFF size or its boxes
     declare) end in a run of zeros that takes the last `ZEROS_AFTER_CUT` or more bytes of a coded
     chunk (`VP8L`, a compressed `ALPH`) or HEVC or AV1 item's extent, or, a WebP, where its next chunk's header
@@ -911,6 +912,9 @@ def coded_data_in_zeros(data: bytes) -> tuple[str, int, int] | None:
         return _unended_in_zeros(data)
     if data[:4] in (ICO_MAGIC, _CUR_MAGIC):
         return _icon_png_in_zeros(data)
+    if (data[:2] == b"BM" and int.from_bytes(data[14:18], "little") >= 40
+            and int.from_bytes(data[30:34], "little") in _BMP_RLE):
+        return _rle_bmp_in_zeros(data)
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         end = min(len(data), 8 + int.from_bytes(data[4:8], "little"))
     elif data[4:8] == b"ftyp":
@@ -945,6 +949,18 @@ def _icon_png_in_zeros(data: bytes) -> tuple[str, int, int] | None:
             if found:
                 return "icon's PNG", offset + found[1], found[2]
     return None
+
+
+def _rle_bmp_in_zeros(data: bytes) -> tuple[str, int, int] | None:
+    """("RLE BMP", where the zeros begin, how many) for an RLE8 or RLE4 BMP whose pixels (to its
+    declared length) end in `ZEROS_AFTER_CUT` or more zeros: a whole one ends with its end-of-bitmap
+    escape (0x00 0x01), and zeros read as end-of-line escapes (Pillow said `decode_error` "not
+    enough image data" of a cut one padded); else None."""
+    end = min(len(data), _bmp_length(data) or len(data))
+    zeros_from = len(data[:end].rstrip(b"\x00"))
+    if end - zeros_from < ZEROS_AFTER_CUT or zeros_from < int.from_bytes(data[10:14], "little"):
+        return None
+    return "RLE BMP", zeros_from, end - zeros_from
 
 
 def _unended_in_zeros(data: bytes) -> tuple[str, int, int] | None:

@@ -171,8 +171,8 @@ def raise_if_zeros_after_cut(data: bytes) -> None:
     name, start, zeros = found
     if name == "chunks":
         where = f"{zeros} zero bytes from {start} where its next chunk should begin"
-    elif name in ("JPEG", "PNG", "icon's PNG"):
-        ending = "end of image" if name == "JPEG" else "IEND chunk"
+    elif name in ("JPEG", "PNG", "icon's PNG", "RLE BMP"):
+        ending = {"JPEG": "end of image", "RLE BMP": "end-of-bitmap escape"}.get(name, "IEND chunk")
         what = "its PNG image" if name.startswith("icon") else "it"
         where = f"{what} ends in {zeros} zero bytes from {start}, with no {ending}"
     else:
