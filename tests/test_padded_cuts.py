@@ -68,8 +68,8 @@ def test_cut_then_padded_is_truncated(files, name):
     """Each was decoded to garbage without a word at some cut (a JPEG cut at 90% padded 4 KiB past
     its length: libjpeg's blocks filled from the zeros; an icon's PNG at every cut), or was
     `corrupt_header` (a lossy WebP cut in its alpha), `decode_error` (the 16-bit PNG: Pillow's
-    "broken PNG file", libavif's failed colour planes, an RLE BMP's "not enough image data") or `truncated` by the decoder's word;
-    all `truncated` now, the detail naming the zeros."""
+    "broken PNG file", libavif's failed colour planes, an RLE BMP's "not enough image data") or
+    `truncated` by the decoder's word; all `truncated` now, the detail naming the zeros."""
     data = files[name].read_bytes()
     decode_rgb(data)  # whole, it decodes
     verdicts = {}
