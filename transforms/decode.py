@@ -37,9 +37,10 @@ TIFF damaged inside a strip decodes the same way (libtiff stops inflating once t
 never checking the stream's end or adler32): each strip of the decoded IFD is inflated again,
 bounded (`deflate_strips`). A whole PNG or GIF (its IEND, its trailer) whose data fails to decode
 is damaged, not cut short. A file cut, then padded with zeros to its length (a failed or
-preallocated download) meets its container's length: a JPEG or PNG (an icon's too) ending in zeros
-with no end, a lossless WebP, a WebP's alpha, an AVIF or HEIC whose coded data ends in zeros, is
-`truncated` before it is opened (`image_format.raise_if_zeros_after_cut`); a lossy WebP's is not.
+preallocated download) meets its container's length: an AVIF or HEIC whose coded data ends in
+zeros, an RLE BMP with no end-of-bitmap escape before them, is `truncated` before it is opened
+(`image_format.raise_if_zeros_after_cut`); other formats' whole files may end in zeros (a
+lossless WebP's black band, a JPEG missing only its EOI), so theirs are not judged.
 
 This module opens and decodes (`load_image`, `decode_rgb`, `decode_through`) and offers every
 name it did before; its parts, one job each: `decode_budget` (memory and time judged from the
@@ -198,7 +199,7 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     if not data:
         raise DecodeError("empty_file")
     _check_embedded(data, max_pixels, max_bytes)  # before Image.open: an ICO is decoded inside it
-    raise_if_zeros_after_cut(data)  # libwebp, libavif and libde265 decode a cut one's zeros without a word
+    raise_if_zeros_after_cut(data)  # libavif and libde265 decode a cut one's zeros without a word
     declared = heif_size(data)  # before Image.open: libavif's refusal read as "cannot decode AVIF"
     if declared and declared[0] * declared[1] > max_pixels:
         raise DecodeError("decompression_bomb", f"{declared[0]}x{declared[1]} exceeds max_pixels={max_pixels}")

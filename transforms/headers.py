@@ -802,40 +802,17 @@ def _boxes_end(data: bytes) -> int:
 
 # Zeros after a cut. A download cut short and then padded with zeros (aria2c's preallocation, a
 # BitTorrent client's file, `curl -C` over a preallocated one, ddrescue's unread sectors) satisfies
-# the length its container declares (`declared_length`); libwebp, libavif and libde265 decode its
-# zeros to garbage without a word. The coded data of a whole file of these does not end in a run of
-# zeros: a VP8L stream (WebP lossless, and the alpha of a lossy one, ALPH compressed) ends in its
-# last Huffman codes and the bit writer's one partial byte, an HEVC NAL unit never ends in a zero
-# byte (H.265 7.4.2: cabac_zero_words end in 0x03), an AV1 OBU ends in its trailing one bit (AV1
-# 5.3.4). Measured on 844 whole files of cwebp, Pillow, ImageMagick, heif-enc and pillow-heif (flat,
-# noise, letterboxed, 1x1 to 1920x1080): at most 1 zero byte ends one. A lossy VP8 chunk is left
-# out: its boolean coder writes zeros for blocks of no coefficients, and a whole letterboxed photo's
-# ended in 792 zero bytes (1920x1080, 300 black rows, cwebp -q 50).
-ZEROS_AFTER_CUT = 16  # zero bytes ending a VP8L or ALPH chunk's or an HEVC or AV1 item's coded data: a cut
-_CHUNK_WALK = 256  # chunks of a WebP walked: a real one has a few (an animation, one a frame)
-
-
-def _coded_spans(data: bytes, end: int) -> tuple[list[tuple[str, int, int]], int | None]:
-    """(name, start, end) of the coded data a WebP's VP8L chunks and VP8L-compressed ALPH chunks (its
-    first byte's low two bits 1) or an ISO file's coded image items (`_coded_items`) hold, those the
-    first `end` bytes hold whole, walked in bounded steps; and, for a WebP, where its walk met a chunk of no
-    name before `end` (the zeros after a cut read as one), else None."""
-    spans: list[tuple[str, int, int]] = []
-    if data[:4] == b"RIFF":
-        pos = 12
-        for _ in range(_CHUNK_WALK):
-            if pos + 8 > end:
-                break
-            name, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
-            if not name.strip().isalnum():
-                return spans, pos
-            coded = name == b"VP8L" or (name == b"ALPH" and pos + 8 < end and data[pos + 8] & 3 == 1)
-            if coded and pos + 8 + size <= end:
-                spans.append((name.decode(), pos + 8, pos + 8 + size))
-            pos += 8 + size + (size & 1)
-        return spans, None
-    return [(kind.decode(), start, start + length) for kind, start, length in _coded_items(data)
-            if start + length <= end], None
+# the length its container declares (`declared_length`); libavif and libde265 decode its zeros to
+# garbage without a word. The coded data of a whole AVIF or HEIC does not end in a run of zeros: an
+# HEVC NAL unit never ends in a zero byte (H.265 7.4.2: cabac_zero_words end in 0x03), an AV1 OBU
+# ends in its trailing one bit (AV1 5.3.4). Measured on 844 whole WebP/AVIF/HEIC files of cwebp,
+# Pillow, ImageMagick, heif-enc and pillow-heif (flat, noise, letterboxed, 1x1 to 1920x1080): at
+# most 1 zero byte ends one. Left out, each for whole files that do end so: a lossless WebP (VP8L)
+# of the fastest setting (`cwebp -z 0`, Pillow's `method=0`: a black or transparent band's codes
+# are all zero bits, a letterboxed photo's stream ends in 14,193 zero bytes), a lossy one (VP8: 792
+# for a letterboxed photo), a JPEG whose EOI alone is missing and a PNG whose IEND alone is (both
+# decode whole, zero padding after them), an icon's PNG the same.
+ZEROS_AFTER_CUT = 16  # zero bytes ending an HEVC or AV1 item's coded data: a cut
 
 
 _CODED_ITEMS = (b"hvc1", b"av01")  # HEVC and AV1 coded image items (a grid's tiles, an alpha plane)
@@ -900,54 +877,24 @@ def _iloc_extents(data: bytes, begin: int, end: int) -> list[tuple[int, int, int
 
 
 def coded_data_in_zeros(data: bytes) -> tuple[str, int, int] | None:
-    """For a JPEG or PNG with no end (`_unended_in_zeros`), an icon's PNG so (`_icon_png_in_zeros`), an
-    RLE BMP so (`_rle_bmp_in_zeros`),
-    or a WebP or an ISO-BMFF image (AVIF, HEIC) whose data (the bytes its RIFF size or its boxes
-    declare) end in a run of zeros that takes the last `ZEROS_AFTER_CUT` or more bytes of a coded
-    chunk (`VP8L`, a compressed `ALPH`) or HEVC or AV1 item's extent, or, a WebP, where its next chunk's header
-    should be: (what the zeros took, where they begin, how many of its bytes they take), as a cut
-    padded with zeros leaves it; else None. Zeros after the declared data (a whole file padded)
-    are not looked at."""
-    if data[:2] == b"\xff\xd8" or data[:8] == PNG_MAGIC:
-        return _unended_in_zeros(data)
-    if data[:4] in (ICO_MAGIC, _CUR_MAGIC):
-        return _icon_png_in_zeros(data)
+    """For an AVIF or HEIC whose data (the bytes its boxes declare) end in a run of zeros that takes
+    the last `ZEROS_AFTER_CUT` or more bytes of an HEVC or AV1 image item's extent, or an RLE BMP
+    whose pixels so end with no end-of-bitmap escape (`_rle_bmp_in_zeros`): (what the zeros took,
+    where they begin, how many of its bytes they take), as a cut padded with zeros leaves it; else
+    None. Zeros after the declared data (a whole file padded) are not looked at."""
     if (data[:2] == b"BM" and int.from_bytes(data[14:18], "little") >= 40
             and int.from_bytes(data[30:34], "little") in _BMP_RLE):
         return _rle_bmp_in_zeros(data)
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        end = min(len(data), 8 + int.from_bytes(data[4:8], "little"))
-    elif data[4:8] == b"ftyp":
-        end = min(len(data), _boxes_end(data))
-    else:
+    if data[4:8] != b"ftyp":
         return None
+    end = min(len(data), _boxes_end(data))
     zeros_from = len(data[:end].rstrip(b"\x00"))
     if end - zeros_from < ZEROS_AFTER_CUT:
         return None
-    spans, no_chunk = _coded_spans(data, end)
-    for name, start, stop in spans:
-        if zeros_from <= stop - ZEROS_AFTER_CUT:
-            return name, max(zeros_from, start), stop - max(zeros_from, start)
-    if no_chunk is not None and zeros_from <= no_chunk:  # a whole WebP's chunks run to its RIFF end
-        return "chunks", no_chunk, end - no_chunk
-    return None
-
-
-def _icon_png_in_zeros(data: bytes) -> tuple[str, int, int] | None:
-    """("icon's PNG", where the zeros begin, how many) for an ICO or CUR one of whose PNG images (a
-    256-pixel one, as Pillow and ImageMagick write it) the data holds to its declared size and which
-    ends in zeros with no IEND (`_unended_in_zeros`); else None. Pillow decoded a cut one's zeros
-    without a word (an ICO cut at 90% and padded: 9.5% of its pixels wrong). Its bitmaps, whose
-    black rows are zeros, are not judged."""
-    for i in range(min(int.from_bytes(data[4:6], "little"), _HEADER_STEPS)):
-        entry = data[6 + 16 * i : 22 + 16 * i]
-        if len(entry) < 16:
-            break
-        size, offset = int.from_bytes(entry[8:12], "little"), int.from_bytes(entry[12:16], "little")
-        if data[offset : offset + 8] == PNG_MAGIC and offset + size <= len(data):
-            found = _unended_in_zeros(data[offset : offset + size])
-            if found:
-                return "icon's PNG", offset + found[1], found[2]
+    for kind, start, length in _coded_items(data):
+        stop = start + length
+        if stop <= end and zeros_from <= stop - ZEROS_AFTER_CUT:
+            return kind.decode(), max(zeros_from, start), stop - max(zeros_from, start)
     return None
 
 
@@ -961,44 +908,6 @@ def _rle_bmp_in_zeros(data: bytes) -> tuple[str, int, int] | None:
     if end - zeros_from < ZEROS_AFTER_CUT or zeros_from < int.from_bytes(data[10:14], "little"):
         return None
     return "RLE BMP", zeros_from, end - zeros_from
-
-
-def _unended_in_zeros(data: bytes) -> tuple[str, int, int] | None:
-    """("JPEG", where the zeros begin, how many) for a JPEG with no end of image after its first scan's
-    start (T.81 B.2.1: a whole one ends with its EOI, zeros after it allowed) that ends in
-    `ZEROS_AFTER_CUT` or more zeros; ("PNG", ...) for a PNG whose chunks walk to no IEND (a whole one
-    ends with it) that does; else None. libjpeg decodes a cut JPEG's zeros, when they are enough for
-    its blocks, without a warning (a cut at 90% padded 4 KiB past its length: 11% of its pixels
-    wrong); OpenCV a 16-bit PNG's (9%)."""
-    zeros_from = len(data.rstrip(b"\x00"))
-    if len(data) - zeros_from < ZEROS_AFTER_CUT:
-        return None
-    if data[:8] == PNG_MAGIC:
-        return None if png_ends_whole(data) else ("PNG", zeros_from, len(data) - zeros_from)
-    scan = _first_scan(data)
-    if scan is None or scan >= zeros_from or data.find(b"\xff\xd9", scan, zeros_from) >= 0:
-        return None  # no image data before the zeros, or its end of image (an MPO's, a Motion Photo's next)
-    return "JPEG", zeros_from, len(data) - zeros_from
-
-
-def _first_scan(data: bytes) -> int | None:
-    """Where a JPEG's first scan (its SOS marker) begins, walking the marker segments before it (an
-    EXIF thumbnail's own scan inside its APP1 passed over); None when the walk meets no marker or
-    an end of image first."""
-    pos = 2
-    for _ in range(_HEADER_STEPS):
-        if pos + 4 > len(data) or data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF or marker in _STANDALONE:
-            pos += 1 if marker == 0xFF else 2
-            continue
-        if marker == _SOS:
-            return pos
-        if marker in (0x00, 0xD8, _EOI):
-            return None
-        pos += 2 + _u16be(data, pos + 2)
-    return None
 
 
 def embedded_images(data: bytes) -> list[Embedded]:

@@ -160,21 +160,16 @@ def _raise_if_cut_short(data: bytes) -> None:
 
 
 def raise_if_zeros_after_cut(data: bytes) -> None:
-    """`truncated` for a WebP (lossless, or a lossy one's compressed alpha), AVIF or HEIC whose coded
-    data end in a run of zeros no encoder writes, or a JPEG or PNG that ends in zeros with no end
+    """`truncated` for an AVIF or HEIC whose coded image data end in a run of zeros no encoder
+    writes, or an RLE BMP whose pixels end in zeros with no end-of-bitmap escape
     (`coded_data_in_zeros`): cut, then padded with zeros to its length or past it, as a failed or
-    preallocated download leaves it. libwebp, libavif, libde265, libjpeg and OpenCV's libpng decoded
-    some to garbage without a word."""
+    preallocated download leaves it. libavif and libde265 decoded them to garbage without a word."""
     found = coded_data_in_zeros(data)
     if found is None:
         return
     name, start, zeros = found
-    if name == "chunks":
-        where = f"{zeros} zero bytes from {start} where its next chunk should begin"
-    elif name in ("JPEG", "PNG", "icon's PNG", "RLE BMP"):
-        ending = {"JPEG": "end of image", "RLE BMP": "end-of-bitmap escape"}.get(name, "IEND chunk")
-        what = "its PNG image" if name.startswith("icon") else "it"
-        where = f"{what} ends in {zeros} zero bytes from {start}, with no {ending}"
+    if name == "RLE BMP":
+        where = f"it ends in {zeros} zero bytes from {start}, with no end-of-bitmap escape"
     else:
         where = f"its {name} data ends in {zeros} zero bytes from {start}"
     raise DecodeError("truncated", f"the file is cut short, zeros after the cut (a failed or preallocated download): "
