@@ -36,7 +36,11 @@ unless each warning is one that loses no pixel (a camera's zero padding before a
 TIFF damaged inside a strip decodes the same way (libtiff stops inflating once the rows are full,
 never checking the stream's end or adler32): each strip of the decoded IFD is inflated again,
 bounded (`deflate_strips`). A whole PNG or GIF (its IEND, its trailer) whose data fails to decode
-is damaged, not cut short.
+is damaged, not cut short. A file cut, then padded with zeros to its length (a failed or
+preallocated download) meets its container's length: an AVIF or HEIC whose coded data ends in
+zeros, an RLE BMP with no end-of-bitmap escape before them, is `truncated` before it is opened
+(`image_format.raise_if_zeros_after_cut`); other formats' whole files may end in zeros (a
+lossless WebP's black band, a JPEG missing only its EOI), so theirs are not judged.
 
 This module opens and decodes (`load_image`, `decode_rgb`, `decode_through`) and offers every
 name it did before; its parts, one job each: `decode_budget` (memory and time judged from the
@@ -81,7 +85,7 @@ from transforms.headers import (Pages, camera_raw, gif_ends_whole, heif_size, jp
                                 tiff_values)
 from transforms.image_colour import WideColour, _srgb_array, _wide, hdr_colour
 from transforms.image_format import (_cut_short, _raise_if_cut_short, fits_misread, pillow_reads_psd, psd_header_cut,
-                                     sniff_format)
+                                     raise_if_zeros_after_cut, sniff_format)
 from transforms.xpm_colours import xpm_for_pillow
 from transforms.image_orientation import (
     EXIF_ORIENTATION,
@@ -195,6 +199,7 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     if not data:
         raise DecodeError("empty_file")
     _check_embedded(data, max_pixels, max_bytes)  # before Image.open: an ICO is decoded inside it
+    raise_if_zeros_after_cut(data)  # libavif and libde265 decode a cut one's zeros without a word
     declared = heif_size(data)  # before Image.open: libavif's refusal read as "cannot decode AVIF"
     if declared and declared[0] * declared[1] > max_pixels:
         raise DecodeError("decompression_bomb", f"{declared[0]}x{declared[1]} exceeds max_pixels={max_pixels}")

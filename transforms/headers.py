@@ -800,6 +800,116 @@ def _boxes_end(data: bytes) -> int:
     return pos
 
 
+# Zeros after a cut. A download cut short and then padded with zeros (aria2c's preallocation, a
+# BitTorrent client's file, `curl -C` over a preallocated one, ddrescue's unread sectors) satisfies
+# the length its container declares (`declared_length`); libavif and libde265 decode its zeros to
+# garbage without a word. The coded data of a whole AVIF or HEIC does not end in a run of zeros: an
+# HEVC NAL unit never ends in a zero byte (H.265 7.4.2: cabac_zero_words end in 0x03), an AV1 OBU
+# ends in its trailing one bit (AV1 5.3.4). Measured on 844 whole WebP/AVIF/HEIC files of cwebp,
+# Pillow, ImageMagick, heif-enc and pillow-heif (flat, noise, letterboxed, 1x1 to 1920x1080): at
+# most 1 zero byte ends one. Left out, each for whole files that do end so: a lossless WebP (VP8L)
+# of the fastest setting (`cwebp -z 0`, Pillow's `method=0`: a black or transparent band's codes
+# are all zero bits, a letterboxed photo's stream ends in 14,193 zero bytes), a lossy one (VP8: 792
+# for a letterboxed photo), a JPEG whose EOI alone is missing and a PNG whose IEND alone is (both
+# decode whole, zero padding after them), an icon's PNG the same.
+ZEROS_AFTER_CUT = 16  # zero bytes ending an HEVC or AV1 item's coded data: a cut
+
+
+_CODED_ITEMS = (b"hvc1", b"av01")  # HEVC and AV1 coded image items (a grid's tiles, an alpha plane)
+
+
+def _coded_items(data: bytes) -> list[tuple[bytes, int, int]]:
+    """(item type, file offset, length) of each extent of an AVIF's or HEIF's coded image items, by
+    its `iinf` (item types) and `iloc` (where their data lies) boxes: not its Exif or XMP items,
+    whose data may end in zeros. [] when the boxes are missing or malformed."""
+    budget = [_BOX_LIMIT]
+    meta = next(((b + 4, e) for k, b, e in _boxes(data, 0, len(data), budget) if k == b"meta"), None)
+    if meta is None:
+        return []
+    types: dict[int, bytes] = {}
+    extents: list[tuple[int, int, int]] = []
+    for kind, begin, stop in _boxes(data, meta[0], meta[1], budget):
+        if kind == b"iinf" and stop - begin >= 6:
+            count_size = 2 if data[begin] == 0 else 4
+            for inner, b, e in _boxes(data, begin + 4 + count_size, stop, budget):
+                if inner == b"infe" and e - b >= 12 and data[b] >= 2:  # version 2 or 3: an item type
+                    id_size = 2 if data[b] == 2 else 4
+                    item = int.from_bytes(data[b + 4 : b + 4 + id_size], "big")
+                    types[item] = data[b + 6 + id_size : b + 10 + id_size]
+        elif kind == b"iloc" and stop - begin >= 8:
+            extents = _iloc_extents(data, begin, stop)
+    return [(types[item], start, length) for item, start, length in extents if types.get(item) in _CODED_ITEMS]
+
+
+def _iloc_extents(data: bytes, begin: int, end: int) -> list[tuple[int, int, int]]:
+    """(item ID, file offset, length) of an `iloc` box's extents held in the file (construction
+    method 0, a length given) (ISO/IEC 14496-12 8.11.3), in bounded steps."""
+    version, out = data[begin], []
+    offset_size, length_size = data[begin + 4] >> 4, data[begin + 4] & 15
+    base_size, index_size = data[begin + 5] >> 4, (data[begin + 5] & 15) if version in (1, 2) else 0
+    id_size = 2 if version < 2 else 4
+    count = int.from_bytes(data[begin + 6 : begin + 6 + id_size], "big")
+    pos = begin + 6 + id_size
+
+    def field(size: int) -> int:
+        nonlocal pos
+        pos += size
+        return int.from_bytes(data[pos - size : pos], "big")
+
+    steps = _BOX_LIMIT  # items and extents read in all (of 0-byte fields, a walk that never ends)
+    for _ in range(count):
+        item = field(id_size)
+        method = field(2) & 15 if version in (1, 2) else 0
+        field(2)  # data_reference_index
+        base = field(base_size)
+        for _ in range(field(2)):
+            field(index_size)
+            offset, length = field(offset_size), field(length_size)
+            steps -= 1
+            if pos > end or steps < 0:
+                return out
+            if method == 0 and length:
+                out.append((item, base + offset, length))
+        steps -= 1
+        if pos > end or steps < 0:
+            return out
+    return out
+
+
+def coded_data_in_zeros(data: bytes) -> tuple[str, int, int] | None:
+    """For an AVIF or HEIC whose data (the bytes its boxes declare) end in a run of zeros that takes
+    the last `ZEROS_AFTER_CUT` or more bytes of an HEVC or AV1 image item's extent, or an RLE BMP
+    whose pixels so end with no end-of-bitmap escape (`_rle_bmp_in_zeros`): (what the zeros took,
+    where they begin, how many of its bytes they take), as a cut padded with zeros leaves it; else
+    None. Zeros after the declared data (a whole file padded) are not looked at."""
+    if (data[:2] == b"BM" and int.from_bytes(data[14:18], "little") >= 40
+            and int.from_bytes(data[30:34], "little") in _BMP_RLE):
+        return _rle_bmp_in_zeros(data)
+    if data[4:8] != b"ftyp":
+        return None
+    end = min(len(data), _boxes_end(data))
+    zeros_from = len(data[:end].rstrip(b"\x00"))
+    if end - zeros_from < ZEROS_AFTER_CUT:
+        return None
+    for kind, start, length in _coded_items(data):
+        stop = start + length
+        if stop <= end and zeros_from <= stop - ZEROS_AFTER_CUT:
+            return kind.decode(), max(zeros_from, start), stop - max(zeros_from, start)
+    return None
+
+
+def _rle_bmp_in_zeros(data: bytes) -> tuple[str, int, int] | None:
+    """("RLE BMP", where the zeros begin, how many) for an RLE8 or RLE4 BMP whose pixels (to its
+    declared length) end in `ZEROS_AFTER_CUT` or more zeros: a whole one ends with its end-of-bitmap
+    escape (0x00 0x01), and zeros read as end-of-line escapes (Pillow said `decode_error` "not
+    enough image data" of a cut one padded); else None."""
+    end = min(len(data), _bmp_length(data) or len(data))
+    zeros_from = len(data[:end].rstrip(b"\x00"))
+    if end - zeros_from < ZEROS_AFTER_CUT or zeros_from < int.from_bytes(data[10:14], "little"):
+        return None
+    return "RLE BMP", zeros_from, end - zeros_from
+
+
 def embedded_images(data: bytes) -> list[Embedded]:
     """The images inside an ICO or ICNS file ([] for any other file)."""
     if data[:4] == ICO_MAGIC:

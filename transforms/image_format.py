@@ -4,7 +4,8 @@ build cannot decode, not junk), and whether it is cut short of what its containe
 from __future__ import annotations
 
 from transforms.errors import DecodeError
-from transforms.headers import JPEG_LS_SOF, camera_raw, declared_length, jpeg_layout, tiff_ifd_in_zeros, tiff_samples
+from transforms.headers import (JPEG_LS_SOF, camera_raw, coded_data_in_zeros, declared_length, jpeg_layout,
+                                tiff_ifd_in_zeros, tiff_samples)
 
 
 _FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC",
@@ -156,3 +157,20 @@ def _raise_if_cut_short(data: bytes) -> None:
         raise DecodeError("truncated", f"the file is cut short, zeros after the cut (a failed download): its IFD, at "
                                        f"{ifd}, lies in the {len(data) - len(data.rstrip(bytes(1)))} zero bytes that go "
                                        f"on to its end")
+
+
+def raise_if_zeros_after_cut(data: bytes) -> None:
+    """`truncated` for an AVIF or HEIC whose coded image data end in a run of zeros no encoder
+    writes, or an RLE BMP whose pixels end in zeros with no end-of-bitmap escape
+    (`coded_data_in_zeros`): cut, then padded with zeros to its length or past it, as a failed or
+    preallocated download leaves it. libavif and libde265 decoded them to garbage without a word."""
+    found = coded_data_in_zeros(data)
+    if found is None:
+        return
+    name, start, zeros = found
+    if name == "RLE BMP":
+        where = f"it ends in {zeros} zero bytes from {start}, with no end-of-bitmap escape"
+    else:
+        where = f"its {name} data ends in {zeros} zero bytes from {start}"
+    raise DecodeError("truncated", f"the file is cut short, zeros after the cut (a failed or preallocated download): "
+                                   f"{where}")

@@ -1,0 +1,115 @@
+"""Files cut short and then padded with zeros to their full length or past it (aria2c's default
+preallocation, a BitTorrent client's file, `curl -C` over a preallocated one, ddrescue's unread
+sectors): their container's declared length is met, so only the zeros ending their coded data tell
+the cut. An AVIF and a HEIC so cut decoded to garbage without a word (an HEVC NAL unit never ends
+in a zero byte, an AV1 OBU ends in its trailing one bit), an RLE BMP was `decode_error`: each is
+`truncated`, its detail naming the zeros. Whole files of the same encoders, flat, letterboxed or
+padded with zeros after their end, decode as before, and so do whole files of the formats left
+out because theirs may end in zeros: a lossless WebP of the fastest setting with a black band, a
+JPEG missing only its EOI, a PNG missing only its IEND, each then zero-padded. Files made by
+ImageMagick, heif-enc and cwebp from a real photo."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transforms.decode import DecodeError, decode_rgb
+
+PHOTO = Path(__file__).parent / "fixtures" / "coco" / "000000000785.jpg"  # 640 x 425
+
+pytestmark = pytest.mark.skipif(not all(shutil.which(tool) for tool in ("convert", "cwebp", "heif-enc")),
+                                reason="needs ImageMagick, cwebp and heif-enc")
+
+
+def _run(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("padded")
+    photo = tmp / "photo.png"
+    _run("convert", str(PHOTO), "-resize", "320x", str(photo))
+    _run("heif-enc", "-q", "50", str(photo), "-o", str(tmp / "photo.heic"))
+    _run("convert", str(photo), "-quality", "50", str(tmp / "photo.avif"))
+    _run("convert", str(photo), "-colors", "256", "-type", "Palette", "-compress", "RLE", f"BMP3:{tmp / 'rle.bmp'}")
+    return {name: tmp / name for name in ("photo.heic", "photo.avif", "rle.bmp", "photo.png")}
+
+
+def _padded(data: bytes, fraction: float, extra: int) -> bytes:
+    """Cut at `fraction` of the file, then zeros to its length plus `extra`."""
+    cut = data[: int(len(data) * fraction)]
+    return cut + bytes(len(data) + extra - len(cut))
+
+
+@pytest.mark.parametrize("name", ["photo.avif", "photo.heic", "rle.bmp"])
+def test_cut_then_padded_is_truncated(files, name):
+    """Each was decoded to garbage without a word at some cut (libavif, libde265: 10-76% of its
+    pixels wrong), or was `decode_error` (libavif's failed colour planes, an RLE BMP's "not enough
+    image data"); all `truncated` now, the detail naming the zeros."""
+    data = files[name].read_bytes()
+    decode_rgb(data)  # whole, it decodes
+    verdicts = {}
+    for fraction in (0.3, 0.6, 0.9):
+        for extra in (0, 4096):  # aria2's length, and a preallocation past it
+            try:
+                decode_rgb(_padded(data, fraction, extra))
+                verdicts[fraction, extra] = "decoded"
+            except DecodeError as exc:
+                said = "" if "zeros after the cut" in exc.detail else f": {exc.detail}"
+                verdicts[fraction, extra] = exc.reason + said
+    assert set(verdicts.values()) == {"truncated"}, verdicts
+
+
+def test_whole_files_with_zeros_decode(files, tmp_path):
+    """Whole files, flat black, letterboxed, and whole ones padded with zeros after their end (a
+    finished preallocated download), are no cut ones: a HEIC or AVIF (nor one whose Exif item, last
+    in its mdat, ends in zeros: only coded image items are judged), an RLE BMP; and the formats not
+    judged, each
+    whole with zeros after it: a lossless WebP of the fastest setting whose black band's codes are
+    zero bits (`cwebp -z 0`, Pillow's `method=0`: its stream ends in thousands of zero bytes), a
+    lossy one, a JPEG missing only its EOI, a PNG missing only its IEND (both decode whole)."""
+    box = tmp_path / "box.png"
+    _run("convert", str(files["photo.png"]), "-gravity", "north", "-background", "black", "-extent", "320x400",
+         str(box))  # letterboxed: a black band at its bottom, last in each encoder's data
+    black = tmp_path / "black.png"
+    _run("convert", "-size", "320x240", "xc:black", "-type", "TrueColor", f"PNG24:{black}")
+    made = []
+    for source in (box, black):
+        for args in (("-lossless",), ("-z", "0"), ("-q", "50")):
+            out = tmp_path / f"{source.stem}{''.join(args)}.webp"
+            _run("cwebp", *args, str(source), "-o", str(out))
+            made.append(out)
+        out = tmp_path / f"{source.stem}.heic"
+        _run("heif-enc", "-q", "50", str(source), "-o", str(out))
+        made.append(out)
+        out = tmp_path / f"{source.stem}.avif"
+        _run("convert", str(source), "-quality", "50", str(out))
+        made.append(out)
+    blobs = {path.name: path.read_bytes() for path in (*made, *(files[name] for name in files))}
+    fastest = blobs["box-z0.webp"]
+    assert len(fastest) - len(fastest.rstrip(b"\x00")) > 1000  # its VP8L data ends in thousands of zero bytes
+    exif = Image.Exif()
+    exif[0x010F] = "Camera"
+    for fmt in ("HEIF", "AVIF"):  # an Exif item padded with zeros: libheif writes it last in the mdat
+        out = io.BytesIO()
+        Image.open(files["photo.png"]).save(out, fmt, quality=50, exif=exif.tobytes() + bytes(256))
+        blobs[f"exif {fmt}"] = out.getvalue()
+    assert blobs["exif HEIF"].endswith(bytes(256))
+    for name, data in blobs.items():
+        expected = decode_rgb(data)
+        assert np.array_equal(decode_rgb(data + bytes(4096)), expected), name
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    Image.open(box).convert("RGB").save(jpeg, "JPEG", quality=85)
+    Image.open(box).save(png, "PNG")
+    for whole, end in ((jpeg.getvalue(), b"\xff\xd9"), (png.getvalue(), b"\x00\x00\x00\x00IEND\xaeB`\x82")):
+        assert whole.endswith(end)
+        for padding in (4096, -len(whole) % 512 or 512):  # zeros after it, or to a 512-byte sector
+            assert np.array_equal(decode_rgb(whole[: -len(end)] + bytes(padding)), decode_rgb(whole))
