@@ -108,7 +108,8 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb", "layout_check"}
 # with U+FFFD, their rows built.
 # 16 (2026-12-07): a Deflate TIFF whose strip or tile holds no whole zlib stream (libtiff decoded
 # it garbled, without a word) `decode_error`; a whole PNG or GIF whose data breaks `decode_error`,
-# not `truncated`; a TIFF cut and padded with zeros to its length `truncated`.
+# not `truncated`; a TIFF cut and padded with zeros to its length `truncated`, so an AVIF, HEIC or
+# RLE BMP whose coded data ends in 16 or more zero bytes (libavif and libde265 decoded it garbled).
 RENDER_REVISION = 16
 
 
