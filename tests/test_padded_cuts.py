@@ -2,11 +2,12 @@
 preallocation, a BitTorrent client's file, `curl -C` over a preallocated one, ddrescue's unread
 sectors): their container's declared length is met, so only the zeros ending their coded data tell
 the cut. An AVIF and a HEIC so cut decoded to garbage without a word (an HEVC NAL unit never ends
-in a zero byte, an AV1 OBU ends in its trailing one bit), an RLE BMP was `decode_error`: each is
+in a zero byte, an AV1 OBU ends in its trailing one bit), so did a PNG at some cuts (its image
+data's zlib stream then does not end), an RLE BMP was `decode_error`: each is
 `truncated`, its detail naming the zeros. Whole files of the same encoders, flat, letterboxed or
 padded with zeros after their end, decode as before, and so do whole files of the formats left
 out because theirs may end in zeros: a lossless WebP of the fastest setting with a black band, a
-JPEG missing only its EOI, a PNG missing only its IEND, each then zero-padded. Files made by
+JPEG missing only its EOI, a PNG missing only its IEND (its stream whole), each then zero-padded. Files made by
 ImageMagick, heif-enc and cwebp from a real photo."""
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     _run("heif-enc", "-q", "50", str(photo), "-o", str(tmp / "photo.heic"))
     _run("convert", str(photo), "-quality", "50", str(tmp / "photo.avif"))
     _run("convert", str(photo), "-colors", "256", "-type", "Palette", "-compress", "RLE", f"BMP3:{tmp / 'rle.bmp'}")
-    return {name: tmp / name for name in ("photo.heic", "photo.avif", "rle.bmp", "photo.png")}
+    _run("convert", str(photo), "-depth", "16", str(tmp / "photo16.png"))
+    _run("convert", str(photo), "-interlace", "PNG", str(tmp / "interlaced.png"))
+    return {name: tmp / name for name in ("photo.heic", "photo.avif", "rle.bmp", "photo.png", "photo16.png",
+                                          "interlaced.png")}
 
 
 def _padded(data: bytes, fraction: float, extra: int) -> bytes:
@@ -49,15 +53,16 @@ def _padded(data: bytes, fraction: float, extra: int) -> bytes:
     return cut + bytes(len(data) + extra - len(cut))
 
 
-@pytest.mark.parametrize("name", ["photo.avif", "photo.heic", "rle.bmp"])
+@pytest.mark.parametrize("name", ["photo.avif", "photo.heic", "rle.bmp", "photo.png", "photo16.png", "interlaced.png"])
 def test_cut_then_padded_is_truncated(files, name):
     """Each was decoded to garbage without a word at some cut (libavif, libde265: 10-76% of its
-    pixels wrong), or was `decode_error` (libavif's failed colour planes, an RLE BMP's "not enough
-    image data"); all `truncated` now, the detail naming the zeros."""
+    pixels wrong; a PNG cut at 99%, its last rows, an interlaced one at 90%), or was `decode_error`
+    (libavif's failed colour planes, an RLE BMP's "not enough image data", a PNG's "broken PNG
+    file"); all `truncated` now, the detail naming the zeros."""
     data = files[name].read_bytes()
     decode_rgb(data)  # whole, it decodes
     verdicts = {}
-    for fraction in (0.3, 0.6, 0.9):
+    for fraction in (0.3, 0.6, 0.9, 0.99):
         for extra in (0, 4096):  # aria2's length, and a preallocation past it
             try:
                 decode_rgb(_padded(data, fraction, extra))

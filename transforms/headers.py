@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import re
+import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -881,7 +882,10 @@ def coded_data_in_zeros(data: bytes) -> tuple[str, int, int] | None:
     the last `ZEROS_AFTER_CUT` or more bytes of an HEVC or AV1 image item's extent, or an RLE BMP
     whose pixels so end with no end-of-bitmap escape (`_rle_bmp_in_zeros`): (what the zeros took,
     where they begin, how many of its bytes they take), as a cut padded with zeros leaves it; else
-    None. Zeros after the declared data (a whole file padded) are not looked at."""
+    None. Zeros after the declared data (a whole file padded) are not looked at. A PNG that walks
+    to no IEND and ends in zeros is one whose image stream does not end (`_png_stream_unended`)."""
+    if data[:8] == PNG_MAGIC:
+        return _png_stream_unended(data)
     if (data[:2] == b"BM" and int.from_bytes(data[14:18], "little") >= 40
             and int.from_bytes(data[30:34], "little") in _BMP_RLE):
         return _rle_bmp_in_zeros(data)
@@ -896,6 +900,46 @@ def coded_data_in_zeros(data: bytes) -> tuple[str, int, int] | None:
         if stop <= end and zeros_from <= stop - ZEROS_AFTER_CUT:
             return kind.decode(), max(zeros_from, start), stop - max(zeros_from, start)
     return None
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples a pixel, by IHDR's colour type
+
+
+def _png_stream_unended(data: bytes) -> tuple[str, int, int] | None:
+    """("PNG", where the zeros begin, how many) for a PNG whose chunks walk to no IEND, that ends in
+    `ZEROS_AFTER_CUT` or more zeros, and whose IDAT data (read up to the zeros, inflated into a
+    discarded buffer, no further than its rows hold) holds no whole zlib stream: cut, then padded
+    (a cut at 99% padded decoded, its last rows wrong, and a 16-bit one through OpenCV at 90%;
+    others were `decode_error` "broken PNG file"). A whole one missing only its IEND, then zeros,
+    ends its stream (and decodes whole); a file of more chunks than the walk's bound is left to
+    the decoder."""
+    zeros_from = len(data.rstrip(b"\x00"))
+    if len(data) - zeros_from < ZEROS_AFTER_CUT or png_ends_whole(data) or len(data) < 33:
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    depth, channels = data[24], _PNG_CHANNELS.get(data[25], 4)
+    holds = 2 * height * (1 + -(-width * channels * depth // 8)) + 4096  # an interlaced one's passes: under twice
+    inflater, inflated, pos = zlib.decompressobj(), 0, 8
+    for _ in range(_HEADER_STEPS + _CHUNK_STEPS):
+        if pos + 8 > zeros_from:
+            break
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        if kind == b"IDAT":
+            view = memoryview(data)[pos + 8 : min(pos + 8 + length, len(data))]
+            try:
+                for start in range(0, len(view), 1 << 16):
+                    tail = view[start : start + (1 << 16)]
+                    while tail and not inflater.eof and inflated <= holds:
+                        inflated += len(inflater.decompress(tail, 1 << 18))
+                        tail = inflater.unconsumed_tail
+            except zlib.error:
+                break
+            if inflater.eof or inflated > holds:
+                return None  # its stream ended whole (or is the decoder's to judge)
+        pos += 12 + length
+    else:
+        return None  # more chunks than the walk takes
+    return None if inflater.eof else ("PNG", zeros_from, len(data) - zeros_from)
 
 
 def _rle_bmp_in_zeros(data: bytes) -> tuple[str, int, int] | None:

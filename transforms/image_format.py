@@ -161,15 +161,18 @@ def _raise_if_cut_short(data: bytes) -> None:
 
 def raise_if_zeros_after_cut(data: bytes) -> None:
     """`truncated` for an AVIF or HEIC whose coded image data end in a run of zeros no encoder
-    writes, or an RLE BMP whose pixels end in zeros with no end-of-bitmap escape
-    (`coded_data_in_zeros`): cut, then padded with zeros to its length or past it, as a failed or
-    preallocated download leaves it. libavif and libde265 decoded them to garbage without a word."""
+    writes, an RLE BMP whose pixels end in zeros with no end-of-bitmap escape, or a PNG ending in
+    zeros with no IEND whose image stream does not end (`coded_data_in_zeros`): cut, then padded
+    with zeros to its length or past it, as a failed or preallocated download leaves it. libavif,
+    libde265, libpng and OpenCV decoded some to garbage without a word."""
     found = coded_data_in_zeros(data)
     if found is None:
         return
     name, start, zeros = found
     if name == "RLE BMP":
         where = f"it ends in {zeros} zero bytes from {start}, with no end-of-bitmap escape"
+    elif name == "PNG":
+        where = f"it ends in {zeros} zero bytes from {start}, with no IEND, its image data's zlib stream unended"
     else:
         where = f"its {name} data ends in {zeros} zero bytes from {start}"
     raise DecodeError("truncated", f"the file is cut short, zeros after the cut (a failed or preallocated download): "

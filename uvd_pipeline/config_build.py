@@ -109,7 +109,8 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb", "layout_check"}
 # 16 (2026-12-07): a Deflate TIFF whose strip or tile holds no whole zlib stream (libtiff decoded
 # it garbled, without a word) `decode_error`; a whole PNG or GIF whose data breaks `decode_error`,
 # not `truncated`; a TIFF cut and padded with zeros to its length `truncated`, so an AVIF, HEIC or
-# RLE BMP whose coded data ends in 16 or more zero bytes (libavif and libde265 decoded it garbled).
+# RLE BMP whose coded data ends in 16 or more zero bytes (libavif and libde265 decoded it garbled),
+# and a PNG with no IEND ending in zeros whose image stream does not end.
 RENDER_REVISION = 16
 
 
