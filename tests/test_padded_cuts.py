@@ -118,3 +118,40 @@ def test_whole_files_with_zeros_decode(files, tmp_path):
         assert whole.endswith(end)
         for padding in (4096, -len(whole) % 512 or 512):  # zeros after it, or to a 512-byte sector
             assert np.array_equal(decode_rgb(whole[: -len(end)] + bytes(padding)), decode_rgb(whole))
+
+
+def _png(width: int, height: int, stream: bytes, colour: int = 6, depth: int = 16) -> bytes:
+    """A PNG of that IHDR whose one IDAT holds `stream`, with no IEND."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
+            + chunk(b"IDAT", stream))
+
+
+def test_a_padded_png_past_the_budgets_is_judged_by_them_uninflated():
+    """A PNG declaring 100000 x 100000 (or rows past the memory budget), its IDAT a zlib stream of
+    zeros that never ends, no IEND, zeros after it: the zeros check inflated 2 MiB of it for 4.5
+    CPU-s (16 MiB: 35) before the budgets said `decompression_bomb`; it is not inflated now, and
+    the budgets say what they said. Data zlib refuses before the zeros (a wrong checksum) is left
+    to the decoder, never called a cut by the zeros."""
+    import time
+    import zlib
+
+    squeeze = zlib.compressobj(9)  # a full flush forgets the history: its blocks may be repeated
+    first = squeeze.compress(bytes(1 << 20)) + squeeze.flush(zlib.Z_FULL_FLUSH)
+    block = squeeze.compress(bytes(1 << 20)) + squeeze.flush(zlib.Z_FULL_FLUSH)
+    never_ends = first + block * 2000  # 2 GiB of zeros in ~2 MiB, its stream never ended
+    for width, height, reason in ((100_000, 100_000, "decompression_bomb"), (13_000, 13_000, "image_too_large")):
+        started = time.process_time()
+        with pytest.raises(DecodeError) as caught:
+            decode_rgb(_png(width, height, never_ends) + bytes(4096))
+        assert caught.value.reason == reason and time.process_time() - started < 0.5, (caught.value, width)
+    rows = (b"\x00" + bytes(300 * 4)) * 2  # two rows of a 300-wide 8-bit RGBA; its adler32 made wrong
+    damaged = _png(300, 2, zlib.compress(rows)[:-4] + b"\x01\x02\x03\x04", colour=6, depth=8) + bytes(4096)
+    with pytest.raises(DecodeError) as caught:  # the decoder's word on it (zlib's "incorrect data check")
+        decode_rgb(damaged)
+    assert "zeros after the cut" not in caught.value.detail, caught.value

@@ -199,7 +199,7 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     if not data:
         raise DecodeError("empty_file")
     _check_embedded(data, max_pixels, max_bytes)  # before Image.open: an ICO is decoded inside it
-    raise_if_zeros_after_cut(data)  # libavif and libde265 decode a cut one's zeros without a word
+    raise_if_zeros_after_cut(data, max_pixels, max_bytes)  # libavif, libde265, libpng decode a cut one's zeros silently
     declared = heif_size(data)  # before Image.open: libavif's refusal read as "cannot decode AVIF"
     if declared and declared[0] * declared[1] > max_pixels:
         raise DecodeError("decompression_bomb", f"{declared[0]}x{declared[1]} exceeds max_pixels={max_pixels}")

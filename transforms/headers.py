@@ -877,7 +877,8 @@ def _iloc_extents(data: bytes, begin: int, end: int) -> list[tuple[int, int, int
     return out
 
 
-def coded_data_in_zeros(data: bytes) -> tuple[str, int, int] | None:
+def coded_data_in_zeros(data: bytes, max_pixels: int | None = None,
+                        max_bytes: int | None = None) -> tuple[str, int, int] | None:
     """For an AVIF or HEIC whose data (the bytes its boxes declare) end in a run of zeros that takes
     the last `ZEROS_AFTER_CUT` or more bytes of an HEVC or AV1 image item's extent, or an RLE BMP
     whose pixels so end with no end-of-bitmap escape (`_rle_bmp_in_zeros`): (what the zeros took,
@@ -885,7 +886,7 @@ def coded_data_in_zeros(data: bytes) -> tuple[str, int, int] | None:
     None. Zeros after the declared data (a whole file padded) are not looked at. A PNG that walks
     to no IEND and ends in zeros is one whose image stream does not end (`_png_stream_unended`)."""
     if data[:8] == PNG_MAGIC:
-        return _png_stream_unended(data)
+        return _png_stream_unended(data, max_pixels, max_bytes)
     if (data[:2] == b"BM" and int.from_bytes(data[14:18], "little") >= 40
             and int.from_bytes(data[30:34], "little") in _BMP_RLE):
         return _rle_bmp_in_zeros(data)
@@ -905,20 +906,27 @@ def coded_data_in_zeros(data: bytes) -> tuple[str, int, int] | None:
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples a pixel, by IHDR's colour type
 
 
-def _png_stream_unended(data: bytes) -> tuple[str, int, int] | None:
+def _png_stream_unended(data: bytes, max_pixels: int | None = None,
+                        max_bytes: int | None = None) -> tuple[str, int, int] | None:
     """("PNG", where the zeros begin, how many) for a PNG whose chunks walk to no IEND, that ends in
     `ZEROS_AFTER_CUT` or more zeros, and whose IDAT data (read up to the zeros, inflated into a
     discarded buffer, no further than its rows hold) holds no whole zlib stream: cut, then padded
     (a cut at 99% padded decoded, its last rows wrong, and a 16-bit one through OpenCV at 90%;
     others were `decode_error` "broken PNG file"). A whole one missing only its IEND, then zeros,
     ends its stream (and decodes whole); a file of more chunks than the walk's bound is left to
-    the decoder."""
+    the decoder. One declaring more pixels than `max_pixels`, or rows past `max_bytes`, is left to
+    the budgets judged after (it is not inflated here: a hostile stream of zeros that never ends cost
+    2.2 CPU-s a MiB before its `decompression_bomb`). Data zlib refuses before the zeros is damage,
+    the decoder's to name; refused in an IDAT that runs into them, a cut."""
     zeros_from = len(data.rstrip(b"\x00"))
     if len(data) - zeros_from < ZEROS_AFTER_CUT or png_ends_whole(data) or len(data) < 33:
         return None
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     depth, channels = data[24], _PNG_CHANNELS.get(data[25], 4)
-    holds = 2 * height * (1 + -(-width * channels * depth // 8)) + 4096  # an interlaced one's passes: under twice
+    rows = height * (1 + -(-width * channels * depth // 8))
+    if (max_pixels is not None and width * height > max_pixels) or (max_bytes is not None and rows > max_bytes):
+        return None
+    holds = 2 * rows + 4096  # an interlaced one's passes: under twice
     inflater, inflated, pos = zlib.decompressobj(), 0, 8
     for _ in range(_HEADER_STEPS + _CHUNK_STEPS):
         if pos + 8 > zeros_from:
@@ -933,6 +941,8 @@ def _png_stream_unended(data: bytes) -> tuple[str, int, int] | None:
                         inflated += len(inflater.decompress(tail, 1 << 18))
                         tail = inflater.unconsumed_tail
             except zlib.error:
+                if pos + 8 + length <= zeros_from:  # refused before the zeros: damage, not a cut
+                    return None
                 break
             if inflater.eof or inflated > holds:
                 return None  # its stream ended whole (or is the decoder's to judge)

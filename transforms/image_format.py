@@ -159,13 +159,13 @@ def _raise_if_cut_short(data: bytes) -> None:
                                        f"on to its end")
 
 
-def raise_if_zeros_after_cut(data: bytes) -> None:
+def raise_if_zeros_after_cut(data: bytes, max_pixels: int | None = None, max_bytes: int | None = None) -> None:
     """`truncated` for an AVIF or HEIC whose coded image data end in a run of zeros no encoder
     writes, an RLE BMP whose pixels end in zeros with no end-of-bitmap escape, or a PNG ending in
     zeros with no IEND whose image stream does not end (`coded_data_in_zeros`): cut, then padded
     with zeros to its length or past it, as a failed or preallocated download leaves it. libavif,
     libde265, libpng and OpenCV decoded some to garbage without a word."""
-    found = coded_data_in_zeros(data)
+    found = coded_data_in_zeros(data, max_pixels, max_bytes)  # past the budgets: theirs to judge, uninflated
     if found is None:
         return
     name, start, zeros = found
