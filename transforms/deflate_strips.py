@@ -50,25 +50,46 @@ def deflate_damage(data: bytes, offsets: tuple[int, ...], counts: tuple[int, ...
     return None
 
 
+class BoundedInflate:
+    """One zlib stream inflated a slice at a time into a buffer thrown away, stopping once it ends,
+    passes `most` bytes of output, or zlib refuses it (`refused`): a TIFF strip's, or a PNG's IDAT
+    data chunk after chunk (`headers._png_stream_unended`)."""
+
+    def __init__(self, most: int | None) -> None:
+        self._inflater, self.most, self.inflated, self.refused = zlib_ng.decompressobj(), most, 0, ""
+
+    @property
+    def ended(self) -> bool:
+        return self._inflater.eof
+
+    @property
+    def past(self) -> bool:
+        return self.most is not None and self.inflated > self.most
+
+    def feed(self, piece: memoryview) -> None:
+        """Inflates `piece` (a slice at a time: `unconsumed_tail` is a copy) until done or stopped."""
+        try:
+            for start in range(0, len(piece), _IN_CHUNK):
+                tail = piece[start : start + _IN_CHUNK]
+                while tail and not self.ended and not self.past:
+                    self.inflated += len(self._inflater.decompress(tail, _OUT_CHUNK))
+                    tail = self._inflater.unconsumed_tail
+                if self.ended or self.past:
+                    return
+            while not self.ended and not self.past:  # what its last bytes still hold
+                out = len(self._inflater.decompress(b"", _OUT_CHUNK))
+                self.inflated += out
+                if not out:
+                    return
+        except zlib_ng.error as exc:
+            self.refused = f"zlib: {exc}"
+
+
 def _stream_problem(piece: memoryview, holds: int | None) -> str | None:
-    inflater, most, inflated = zlib_ng.decompressobj(), (holds + _SPARE if holds else None), 0
-    try:
-        for start in range(0, len(piece), _IN_CHUNK):  # its input a slice at a time: `unconsumed_tail` is a copy
-            tail = piece[start : start + _IN_CHUNK]
-            while tail and not inflater.eof:
-                inflated += len(inflater.decompress(tail, _OUT_CHUNK))
-                tail = inflater.unconsumed_tail
-                if most and inflated > most:
-                    return f"its zlib stream inflates past the {holds} bytes its rows hold"
-            if inflater.eof:
-                return None
-        while not inflater.eof:  # what its last bytes still hold
-            out = len(inflater.decompress(b"", _OUT_CHUNK))
-            inflated += out
-            if not out or most and inflated > most:
-                break
-    except zlib_ng.error as exc:
-        return f"zlib: {exc}"
-    if most and inflated > most:
+    inflate = BoundedInflate(holds + _SPARE if holds else None)
+    inflate.feed(piece)
+    if inflate.refused:
+        return inflate.refused
+    if inflate.past:
         return f"its zlib stream inflates past the {holds} bytes its rows hold"
-    return None if inflater.eof else "its zlib stream does not end within the strip's bytes"
+    return None if inflate.ended else "its zlib stream does not end within the strip's bytes"

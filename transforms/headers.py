@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import io
 import re
-import zlib
 from dataclasses import dataclass
 from fractions import Fraction
+
+from transforms.deflate_strips import BoundedInflate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ICO_MAGIC = b"\x00\x00\x01\x00"
@@ -921,35 +922,27 @@ def _png_stream_unended(data: bytes, max_pixels: int | None = None,
     zeros_from = len(data.rstrip(b"\x00"))
     if len(data) - zeros_from < ZEROS_AFTER_CUT or png_ends_whole(data) or len(data) < 33:
         return None
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    depth, channels = data[24], _PNG_CHANNELS.get(data[25], 4)
-    rows = height * (1 + -(-width * channels * depth // 8))
+    (width, height), (depth, colour) = png_size(data) or (0, 0), png_header(data) or (8, 6)
+    rows = height * (1 + -(-width * _PNG_CHANNELS.get(colour, 4) * depth // 8))
     if (max_pixels is not None and width * height > max_pixels) or (max_bytes is not None and rows > max_bytes):
         return None
-    holds = 2 * rows + 4096  # an interlaced one's passes: under twice
-    inflater, inflated, pos = zlib.decompressobj(), 0, 8
+    inflate, pos = BoundedInflate(2 * rows + 4096), 8  # an interlaced one's passes: under twice its rows
     for _ in range(_HEADER_STEPS + _CHUNK_STEPS):
         if pos + 8 > zeros_from:
             break
         length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
         if kind == b"IDAT":
-            view = memoryview(data)[pos + 8 : min(pos + 8 + length, len(data))]
-            try:
-                for start in range(0, len(view), 1 << 16):
-                    tail = view[start : start + (1 << 16)]
-                    while tail and not inflater.eof and inflated <= holds:
-                        inflated += len(inflater.decompress(tail, 1 << 18))
-                        tail = inflater.unconsumed_tail
-            except zlib.error:
+            inflate.feed(memoryview(data)[pos + 8 : min(pos + 8 + length, len(data))])
+            if inflate.refused:
                 if pos + 8 + length <= zeros_from:  # refused before the zeros: damage, not a cut
                     return None
                 break
-            if inflater.eof or inflated > holds:
+            if inflate.ended or inflate.past:
                 return None  # its stream ended whole (or is the decoder's to judge)
         pos += 12 + length
     else:
         return None  # more chunks than the walk takes
-    return None if inflater.eof else ("PNG", zeros_from, len(data) - zeros_from)
+    return None if inflate.ended else ("PNG", zeros_from, len(data) - zeros_from)
 
 
 def _rle_bmp_in_zeros(data: bytes) -> tuple[str, int, int] | None:
