@@ -894,9 +894,9 @@ def coded_data_in_zeros(data: bytes, max_pixels: int | None = None,
     if data[4:8] != b"ftyp":
         return None
     end = min(len(data), _boxes_end(data))
-    zeros_from = len(data[:end].rstrip(b"\x00"))
-    if end - zeros_from < ZEROS_AFTER_CUT:
+    if data[max(0, end - ZEROS_AFTER_CUT) : end].strip(b"\x00"):  # its last bytes hold data: no copy of the file
         return None
+    zeros_from = len(data[:end].rstrip(b"\x00"))
     for kind, start, length in _coded_items(data):
         stop = start + length
         if stop <= end and zeros_from <= stop - ZEROS_AFTER_CUT:
@@ -951,6 +951,8 @@ def _rle_bmp_in_zeros(data: bytes) -> tuple[str, int, int] | None:
     escape (0x00 0x01), and zeros read as end-of-line escapes (Pillow said `decode_error` "not
     enough image data" of a cut one padded); else None."""
     end = min(len(data), _bmp_length(data) or len(data))
+    if data[max(0, end - ZEROS_AFTER_CUT) : end].strip(b"\x00"):
+        return None
     zeros_from = len(data[:end].rstrip(b"\x00"))
     if end - zeros_from < ZEROS_AFTER_CUT or zeros_from < int.from_bytes(data[10:14], "little"):
         return None
