@@ -3,11 +3,13 @@ preallocation, a BitTorrent client's file, `curl -C` over a preallocated one, dd
 sectors): their container's declared length is met, so only the zeros ending their coded data tell
 the cut. An AVIF and a HEIC so cut decoded to garbage without a word (an HEVC NAL unit never ends
 in a zero byte, an AV1 OBU ends in its trailing one bit), so did a PNG at some cuts (its image
-data's zlib stream then does not end), an RLE BMP was `decode_error`: each is
+data's zlib stream then does not end) and a low-quality JPEG (libjpeg decodes the zeros as
+coefficients; its rows then do not all decode from the bytes before them), an RLE BMP was
+`decode_error`: each is
 `truncated`, its detail naming the zeros. Whole files of the same encoders, flat, letterboxed or
 padded with zeros after their end, decode as before, and so do whole files of the formats left
-out because theirs may end in zeros: a lossless WebP of the fastest setting with a black band, a
-JPEG missing only its EOI, a PNG missing only its IEND (its stream whole), each then zero-padded. Files made by
+out because theirs may end in zeros: a lossless WebP of the fastest setting with a black band; and
+a JPEG missing only its EOI, a PNG missing only its IEND (its stream whole), each then zero-padded. Files made by
 ImageMagick, heif-enc and cwebp from a real photo."""
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     _run("convert", str(photo), "-colors", "256", "-type", "Palette", "-compress", "RLE", f"BMP3:{tmp / 'rle.bmp'}")
     _run("convert", str(photo), "-depth", "16", str(tmp / "photo16.png"))
     _run("convert", str(photo), "-interlace", "PNG", str(tmp / "interlaced.png"))
+    _run("convert", str(photo), "-quality", "30", str(tmp / "photo30.jpg"))  # a web thumbnail's quality
+    _run("convert", str(photo), "-quality", "30", "-define", "jpeg:restart-interval=2", str(tmp / "restart.jpg"))
     return {name: tmp / name for name in ("photo.heic", "photo.avif", "rle.bmp", "photo.png", "photo16.png",
-                                          "interlaced.png")}
+                                          "interlaced.png", "photo30.jpg", "restart.jpg")}
 
 
 def _padded(data: bytes, fraction: float, extra: int) -> bytes:
@@ -53,7 +57,8 @@ def _padded(data: bytes, fraction: float, extra: int) -> bytes:
     return cut + bytes(len(data) + extra - len(cut))
 
 
-@pytest.mark.parametrize("name", ["photo.avif", "photo.heic", "rle.bmp", "photo.png", "photo16.png", "interlaced.png"])
+@pytest.mark.parametrize("name", ["photo.avif", "photo.heic", "rle.bmp", "photo.png", "photo16.png", "interlaced.png",
+                                  "photo30.jpg", "restart.jpg"])
 def test_cut_then_padded_is_truncated(files, name):
     """Each was decoded to garbage without a word at some cut (libavif, libde265: 10-76% of its
     pixels wrong; a PNG cut at 99%, its last rows, an interlaced one at 90%), or was `decode_error`
@@ -114,7 +119,9 @@ def test_whole_files_with_zeros_decode(files, tmp_path):
     jpeg, png = io.BytesIO(), io.BytesIO()
     Image.open(box).convert("RGB").save(jpeg, "JPEG", quality=85)
     Image.open(box).save(png, "PNG")
-    for whole, end in ((jpeg.getvalue(), b"\xff\xd9"), (png.getvalue(), b"\x00\x00\x00\x00IEND\xaeB`\x82")):
+    wholes = [(jpeg.getvalue(), b"\xff\xd9"), (png.getvalue(), b"\x00\x00\x00\x00IEND\xaeB`\x82")]
+    wholes += [(files[name].read_bytes(), b"\xff\xd9") for name in ("photo30.jpg", "restart.jpg")]  # libjpeg reads 8 bytes ahead
+    for whole, end in wholes:
         assert whole.endswith(end)
         for padding in (4096, -len(whole) % 512 or 512):  # zeros after it, or to a 512-byte sector
             assert np.array_equal(decode_rgb(whole[: -len(end)] + bytes(padding)), decode_rgb(whole))

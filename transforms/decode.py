@@ -266,6 +266,11 @@ def _load(image: Image.Image, data: bytes) -> None:
         raise DecodeError("decode_error", f"damaged: libjpeg met {damage} warning{'s' if damage > 1 else ''} in its "
                                           "entropy-coded data (djpeg's \"Corrupt JPEG data\"): its pixels decode "
                                           "garbled or grey past the damage")
+    cut = jpeg_warnings.cut_into_zeros(data) if decoders else None
+    if cut:  # libjpeg decoded the zeros after the cut as coefficients, without a word
+        raise DecodeError("truncated", f"the file is cut short, zeros after the cut (a failed or preallocated download): "
+                                       f"it ends in {cut[1]} zero bytes from {cut[0]}, with no end of image, and its rows "
+                                       "do not all decode from the bytes before them")
 
 
 def _deflate_problem(image: Image.Image, data: bytes) -> tuple[str, str] | None:

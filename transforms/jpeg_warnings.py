@@ -404,3 +404,31 @@ def judge(data: bytes) -> str:
     except Exception:  # a file Pillow opened once and not twice (another thread's bomb check)
         return "damaged"
     return "unused" if finished and counts == [header] else "damaged"
+
+
+_CUT_ZEROS = 32  # the run of zeros ending a JPEG with no end of image that is judged
+_LOOKAHEAD = 16  # zeros left after its data: libjpeg-turbo reads up to 8 bytes past the bits it decodes
+
+
+def cut_into_zeros(data: bytes) -> tuple[int, int] | None:
+    """(where its zeros start, how many) for a JPEG with no end of image, ending in zeros, whose
+    rows do not all decode from the bytes before them: cut, then padded with zeros to its length, as
+    a failed or preallocated download leaves it. libjpeg decodes a cut sequential one's zeros as
+    coefficients without a warning: a low-quality photo came out with 20-75% of its pixels garbled.
+    A whole one missing only its end of image, zeros after, decodes every row from its own bytes
+    (it may itself end in zero bytes: `_LOOKAHEAD` of them are left). A progressive one never gets
+    here: with no end of image libjpeg's first pass never ends, and its decode says `truncated`.
+    None otherwise; a decode at the smallest DCT scale, paid only by a file so ending."""
+    body = data.rstrip(b"\x00")
+    zeros = len(data) - len(body)
+    if zeros < _CUT_ZEROS or body.endswith(b"\xff\xd9"):
+        return None
+    try:
+        image = Image.open(io.BytesIO(body + bytes(_LOOKAHEAD)))
+        image.draft(image.mode, (1, 1))
+        image.load()
+    except OSError as exc:
+        return (len(body), zeros) if "truncated" in str(exc) else None
+    except Exception:  # a file Pillow opened once and not twice (another thread's bomb check)
+        return None
+    return None
