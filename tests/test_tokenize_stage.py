@@ -92,10 +92,17 @@ def test_retokenize_refuses_an_output_with_an_unreadable_rendered_stats_file(min
 @pytest.mark.slow
 def test_a_compiled_tokenizer_is_recorded_and_agrees(mini_build, tmp_path):
     """The build compiles the encoder by default: its codes differ from the eager forward's by
-    rounding at near ties only, token stats say `compiled`, a change re-encodes, a rerun skips."""
+    rounding at near ties only, token stats say `compiled`, a change re-encodes, a rerun skips.
+    The compile is channels-last, the CPU path of a wide model (LVM's; the tiny one here would be
+    NCHW, as `make build-uvd` compiles the embedded one): with a last batch padded to its shape
+    (three photos in a batch of eight), the codec's codes agree with the eager forward's too, and
+    the same compiled graph serves both (one compile: 35-40 CPU-s cold on this machine)."""
     import shutil
 
     from tokenizer import Tokenizer
+    from tokenizer.checkpoint import load
+    from tokenizer.codec import code_agreement, eager_encode
+    from uvd_pipeline.sample.media import square_photos
     from uvd_pipeline.tokenize_stage import arithmetic_label, committed_rendered, summarize_tokens, tokenize_shard
 
     config, _ = mini_build
@@ -105,7 +112,7 @@ def test_a_compiled_tokenizer_is_recorded_and_agrees(mini_build, tmp_path):
     path = out / "tokens" / stats["source"] / stats["split"] / stats["tar"].replace(".tar", ".arrow")
     before = read_token_shard(str(path))[0]
     compiled = Tokenizer.from_pretrained(config.tokenizer.checkpoint, batch_size=8, threads=1, device="cpu",
-                                         compile=True)
+                                         compile=True, channels_last=True)
     written = tokenize_shard(str(out), stats, compiled, config.content_hash())
     assert not written["skipped"] and written["compiled"] and arithmetic_label(written) == "fp32 compiled"
     now = read_token_shard(str(path))[0]
@@ -115,6 +122,10 @@ def test_a_compiled_tokenizer_is_recorded_and_agrees(mini_build, tmp_path):
     assert tokenize_shard(str(out), stats, compiled, config.content_hash())["skipped"]
     made_by = summarize_tokens(str(out), config.content_hash())["tokenizers"]
     assert sorted(t["compiled"] for t in made_by) == [False, True]
+    photos = square_photos(("astronaut", "coffee", "chelsea"), config.image.size)
+    codes = compiled.encode(photos)
+    assert codes.shape == (3, (config.image.size // 16) ** 2) and compiled.pad_batches
+    assert code_agreement(codes, eager_encode(load(config.tokenizer.checkpoint), photos)) >= 0.99  # its own NCHW copy
 
 
 def test_overlapped_encode_writes_the_same_token_shard(mini_build, tmp_path):

@@ -836,16 +836,6 @@ def test_channel_statistics_switch_keeps_the_codes():
     assert np.array_equal(tok.encode(images), ref)
 
 
-@pytest.mark.slow
-def test_compiled_codec_pads_the_last_batch_and_agrees():
-    model = build(TINY, seed=0)
-    images = photos(64)[:3]
-    tok = Tokenizer(model, "tiny", batch_size=2, compile=True, channels_last=True)
-    codes = tok.encode(images)
-    assert codes.shape == (3, 16)
-    assert code_agreement(codes, eager_encode(model, images)) >= 0.99
-
-
 def test_kernel_tuning_is_a_cuda_compile_option(monkeypatch):
     """CUDA compiles tune inductor's kernels when asked (`tune_kernels=True`), passed as torch.compile
     options so Tokenizers that differ in it never share a compiled graph; CPU compiles freeze
