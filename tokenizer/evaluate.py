@@ -28,6 +28,7 @@ from PIL import Image  # noqa: E402
 from .checkpoint import CheckpointError  # noqa: E402
 from .codec import Tokenizer  # noqa: E402
 from .config import UsageError
+from .host_memory import freed_memory_kept
 from .data import IMAGE_SUFFIXES, ImageRef, find_images, iter_images
 from .metrics import (codebook_usage, colour_shift_per_image, perplexity, psnr_per_image, ssim_per_image,
                       usage_histogram)
@@ -106,15 +107,16 @@ def evaluate(tokenizer: Tokenizer, refs: Iterable[ImageRef], limit: int | None =
     reported = 0
     count = 0
     skipped: list[tuple[ImageRef, str, str]] = []
-    for _, image in iter_images(refs, size, skipped):
-        batch.append(image)
-        count += 1
-        if len(batch) == batch_size:
+    with freed_memory_kept(tokenizer.device.type == "cpu"):  # each batch's activations reused, not faulted in again
+        for _, image in iter_images(refs, size, skipped):
+            batch.append(image)
+            count += 1
+            if len(batch) == batch_size:
+                flush()
+            if count == limit:  # stop before reading (and counting as skipped) files past the limit
+                break
+        if batch:
             flush()
-        if count == limit:  # stop before reading (and counting as skipped) files past the limit
-            break
-    if batch:
-        flush()
     advance()  # unreadable images after the last batch
     if count == 0:
         why = f" ({len(skipped)} unreadable: {skipped[0][0]}: {skipped[0][1]}, ...)" if skipped else ""

@@ -32,7 +32,7 @@ from uvd_pipeline.build_runner import (WORKER_ENVIRON, _dask_runner, heap_frozen
                                        run_pipeline, tokenizes_in_process, worker_numerics)
 from uvd_pipeline.build_settle import StatsRead, clear_strays, committed_inputs, drop_stale, settle_store
 from uvd_pipeline.config import BuildConfig, ConfigError
-from uvd_pipeline.host_memory import freed_memory_kept
+from tokenizer.host_memory import freed_memory_kept
 from uvd_pipeline.rendered_shards import committed_shards, remove_temporaries, stats_files
 from uvd_pipeline.source_factory import source_notices
 from uvd_pipeline.summary import (SUMMARY_FILE, CommittedShards, finalize, metrics_reported,

@@ -28,6 +28,7 @@ import numpy as np
 
 from sources import fsio
 from tokenizer.atomic import write_bytes
+from tokenizer.host_memory import freed_memory_kept
 from tokenizer.progress import Progress
 from uvd_pipeline.rendered_shards import read_stats
 from uvd_pipeline.report_data import (RECONSTRUCTION_IMAGES, TRAINER_DIR, build_tokenizer, output_problems,
@@ -70,17 +71,18 @@ def tokenizer_section(output: str, report_dir: str,
     reconstruction, psnrs, ssims = {}, [], []
     log.info("report: token statistics; decoding a sample of each source (%d) with the build's tokenizer "
              "for PSNR/SSIM", len(shards_of))
-    for sample in reconstructions(output, tok, shards_of, sample_images):
-        source = sample["source"]
-        psnrs += list(sample["psnr"])
-        ssims += list(sample["ssim"])
-        name = save_image(comparison_sheet(sample["originals"], sample["decoded"]), report_dir,
-                          f"reconstruction_{source}.png")
-        reconstruction[source] = {"images": len(sample["originals"]),
-                                  "shards": [p.rsplit("/", 1)[-1] for p in sample["used"]],
-                                  "psnr": round(float(np.mean(sample["psnr"])), 4),
-                                  "ssim": round(float(np.mean(sample["ssim"])), 5), "sheet": name}
-        log.info("report: decoded %s: PSNR %.2f dB", source, reconstruction[source]["psnr"])
+    with freed_memory_kept(tok.device.type == "cpu"):  # the decoder's activations reused, not faulted in again
+        for sample in reconstructions(output, tok, shards_of, sample_images):
+            source = sample["source"]
+            psnrs += list(sample["psnr"])
+            ssims += list(sample["ssim"])
+            name = save_image(comparison_sheet(sample["originals"], sample["decoded"]), report_dir,
+                              f"reconstruction_{source}.png")
+            reconstruction[source] = {"images": len(sample["originals"]),
+                                      "shards": [p.rsplit("/", 1)[-1] for p in sample["used"]],
+                                      "psnr": round(float(np.mean(sample["psnr"])), 4),
+                                      "ssim": round(float(np.mean(sample["ssim"])), 5), "sheet": name}
+            log.info("report: decoded %s: PSNR %.2f dB", source, reconstruction[source]["psnr"])
     if reconstruction:
         section["reconstruction"] = reconstruction
         section["sample_psnr"] = round(float(np.mean(psnrs)), 2)
