@@ -11,7 +11,7 @@ import sys
 import pytest
 from PIL import Image
 
-from uvd_pipeline.build import tokenizes_in_process, worker_numerics
+from uvd_pipeline.build import tokenizes_in_process
 from uvd_pipeline.config import load_config
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
@@ -110,31 +110,41 @@ def test_builds_that_encode_in_their_own_process_keep_freed_memory(tmp_path, mod
     assert tokenizes_in_process(build_config(tmp_path, mode, tokenize)) is expected
 
 
-def test_worker_processes_of_a_tokenizing_build_start_keeping_freed_memory(tmp_path, monkeypatch):
+# a build's Tokenize step set up in this process: made here (the graph's process, as the build's
+# in-process workers) or made in the test's process and sent over (a worker process, as Beam sends it)
+WORKER = HELPERS + """
+import pickle
+from uvd_pipeline.tokenize_stage import TokenizeSettings
+from uvd_pipeline.write_steps import TokenizeShard
+
+if sys.argv[3] == "here":
+    step = TokenizeShard("unused", TokenizeSettings(sys.argv[4], device="cpu", compile=False), "0")
+else:
+    step = pickle.loads(bytes.fromhex(sys.argv[3]))
+step.setup()
+print(faults())
+"""
+
+
+def test_a_worker_process_keeps_freed_memory_once_its_cpu_tokenizer_loads(tiny_tokenizer):
     """Worker processes (`multi_processing`) encoding tokens faulted each batch's activations in
-    afresh (900 web images, 2 processes: 78-84 s, 30-32 s of it system time; kept: 61-67 s, 5.1):
-    a process started inside the build, as Beam starts them, now keeps its freed memory from its
-    first allocation (glibc tunables after the user's own for other parts of glibc), and the
-    environment is given back after. Not written for threads or a build without tokens, nor where
-    the user tunes malloc."""
-    for name in [name for name in os.environ if name.startswith("MALLOC_") or name == "UVD_KEEP_FREED_MEMORY"]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.rtld.nns=4")
-    config = build_config(tmp_path, "multi_processing", True)
-    with worker_numerics(config):
-        tunables = os.environ["GLIBC_TUNABLES"]
-        started = subprocess.run([sys.executable, "-c", PROBE, "default", "48"], capture_output=True, text=True,
-                                 check=True).stdout.split()
-    assert tunables.startswith("glibc.rtld.nns=4:") and "glibc.malloc.mmap_max=0" in tunables, tunables
-    assert os.environ["GLIBC_TUNABLES"] == "glibc.rtld.nns=4"
-    took, inside, after = started
-    assert took == "False" and int(inside) < 2_000 and int(after) < 2_000, started  # its own setting: no block
-    for mode, tokenize in (("multi_processing", False), ("multi_threading", True)):
-        with worker_numerics(build_config(tmp_path, mode, tokenize)):
-            assert os.environ["GLIBC_TUNABLES"] == "glibc.rtld.nns=4", (mode, tokenize)
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
-    with worker_numerics(config):
-        assert os.environ["GLIBC_TUNABLES"] == "glibc.rtld.nns=4"
+    afresh (900 web images, 2 processes: 78-80 s, 29-30 s of it system time; kept: 60-61 s, 4.5):
+    the Tokenize step keeps freed memory for good in a process that is not the graph's, from its
+    setup on; in the graph's own process (in-process workers) it leaves that to the build's block."""
+    import pickle
+
+    from uvd_pipeline.tokenize_stage import TokenizeSettings
+    from uvd_pipeline.write_steps import TokenizeShard
+
+    sent = pickle.dumps(TokenizeShard("unused", TokenizeSettings(str(tiny_tokenizer), device="cpu", compile=False),
+                                      "0")).hex()
+
+    def second_fill(how: str) -> int:
+        return int(subprocess.run([sys.executable, "-c", WORKER, "keep", "48", how, str(tiny_tokenizer)],
+                                  capture_output=True, text=True, check=True, env=untuned()).stdout)
+
+    assert second_fill(sent) < 2_000
+    assert second_fill("here") > 12_000
 
 
 # whether a 48 MB block is mmap'd (mallinfo2's hblks) at each encode `tokenizer.evaluate` asks for

@@ -1,6 +1,6 @@
 """glibc malloc settings for processes that run the CPU tokenizer (Linux only): a build whose
 workers encode as threads or in process (`freed_memory_kept` around its pipeline), a build's worker
-processes (`worker_tunables`, in their environment), `tokenizer.evaluate` and the report's
+processes (`keep_for_good`, as the tokenizer loads in them), `tokenizer.evaluate` and the report's
 reconstructions on CPU (around their loops). Not `tokenizer.fit`: a short fit (the tests') ran no
 faster with it (9.0-9.2 s -> 9.7-10.4 s, two runs each).
 
@@ -33,12 +33,13 @@ RSS stays near the run's peak meanwhile, and the peak rises (the same builds, me
 render pool) keep the defaults: settings change in the process that makes them. The codes are the
 same: only where freed memory goes changes.
 
-A build's worker processes (`direct_running_mode: multi_processing`) are started with the same
-settings as glibc tunables in their environment (`worker_tunables`): a worker process is the
-build's for its whole life, so nothing needs giving back. 900 web images, 2 worker processes, the
-tokenizer compiled (`uvd build`, two runs each, alternating): 78-84 -> 61-67 s, 128-132 -> 101-105
-CPU-s, of it system time 30-32 -> 5.1 (a third pair, each worker's peak RSS sampled: 75.6 -> 62.8 s,
-1,040-1,044 -> 1,096-1,137 MiB a worker). `tokenizer.evaluate` of 64 photos at batch 16: 34.9 -> 20.0 s
+A build's worker processes (`direct_running_mode: multi_processing`, and any runner's workers
+that are not the process that made the graph) keep freed memory for good from when the CPU
+tokenizer loads in them (`keep_for_good`): a worker process is the build's for its whole life, so
+nothing needs giving back, and the decoder processes it starts keep glibc's defaults. 900 web
+images, 2 worker processes, the tokenizer compiled (`uvd build`, two runs each): 78.3/79.8 ->
+60.3/60.8 s, 126/129 -> 95/97 CPU-s, of it system time 29-30 -> 4.5; each worker's peak RSS
+1,036-1,050 -> 1,094-1,395 MiB. `tokenizer.evaluate` of 64 photos at batch 16: 34.9 -> 20.0 s
 (system time 16.8 -> 3.6 s), peak RSS 1.36 -> 2.09 GB: its decoder's activations (over 500 MB a
 tensor at batch 16) stay in the heap between batches.
 
@@ -128,12 +129,14 @@ def freed_memory_kept(enabled: bool = True) -> Iterator[bool]:
 _TOOK = [False]  # what the outermost open block's settings did
 
 
-def worker_tunables(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment a build's worker process is started with so that glibc keeps its freed
-    memory from its first allocation (`KEEP` as glibc tunables, after any the user set for other
-    parts of glibc); {} where the user tunes malloc or opts out, or off Linux."""
-    if users_malloc_setting(environ) is not None or _libc() is None:
-        return {}
-    ours = f"glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={dict(KEEP)[M_TRIM_THRESHOLD]}"
-    theirs = environ.get("GLIBC_TUNABLES", "").strip(":")
-    return {"GLIBC_TUNABLES": f"{theirs}:{ours}" if theirs else ours}
+def keep_for_good() -> bool:
+    """Keep freed memory for the rest of this process (a build's worker process, where the CPU
+    tokenizer loads: the process is the build's for its whole life, so nothing is given back, and
+    the processes it starts with exec, the decoders of `sources.budget`, keep glibc's defaults);
+    whether the settings took (False: the user's own malloc settings, or no glibc)."""
+    users = users_malloc_setting(os.environ)
+    libc = _libc() if users is None else None
+    if libc is None:
+        return False
+    with _DEPTH_LOCK:
+        return all(libc.mallopt(option, value) for option, value in KEEP)

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
-from tokenizer.host_memory import worker_tunables
 from uvd_pipeline.config import BuildConfig, ConfigError
 from uvd_pipeline.environ_loan import EnvironmentLoan
 
@@ -75,19 +74,18 @@ _WORKER_LOAN = EnvironmentLoan()  # WORKER_ENVIRON, taken back after the build (
 
 
 @contextmanager
-def one_thread_numerics(in_process: bool, extra: Mapping[str, str] | None = None) -> Iterator[None]:
+def one_thread_numerics(in_process: bool) -> Iterator[None]:
     """Worker processes are started from this process's environment: set what they inherit (a
     value the user set is kept), and take it back when the outermost block ends, so that a program
     calling `run_build` keeps its own environment (`environ_loan`). The in-process modes
     (`in_memory`, `multi_threading`) run the workers in this process, whose numpy has already read
     its environment: its BLAS pool is set to one thread for the run instead (with
     `multi_threading` on 2 cores, 900 images with dedup took 12.4 s and 19.8 CPU-s with OpenBLAS's
-    own 2 threads, 7.3 s and 10.2 CPU-s without). `extra`: more for the worker processes, written
-    as given (`worker_tunables` merged the user's own value in)."""
+    own 2 threads, 7.3 s and 10.2 CPU-s without)."""
     with _WORKER_LOAN.kept():  # the caller's environment as it was after the last block ends
-        values = {**{name: value for name, value in WORKER_ENVIRON.items() if name not in os.environ}, **(extra or {})}
-        _WORKER_LOAN.note(values)
-        os.environ.update(values)
+        _WORKER_LOAN.note({name: value for name, value in WORKER_ENVIRON.items() if name not in os.environ})
+        for name, value in WORKER_ENVIRON.items():
+            os.environ.setdefault(name, value)
         if not in_process or _USER_BLAS_THREADS is not None:
             yield
             return
@@ -98,17 +96,9 @@ def one_thread_numerics(in_process: bool, extra: Mapping[str, str] | None = None
 
 
 def worker_numerics(config: BuildConfig):
-    """`one_thread_numerics` for the local runner's workers (nothing for other runners). Worker
-    processes that encode tokens also start with glibc keeping their freed memory
-    (`tokenizer.host_memory.worker_tunables`: 900 web images with the CPU tokenizer on 2 worker
-    processes, 78-84 -> 61-67 s); workers in this process get it around the pipeline instead
-    (`tokenizes_in_process`)."""
+    """`one_thread_numerics` for the local runner's workers (nothing for other runners)."""
     beam = config.beam
-    if not beam.local:
-        return nullcontext()
-    processes = beam.running_mode == "multi_processing"
-    extra = worker_tunables(os.environ) if processes and config.tokenizer.enabled else None
-    return one_thread_numerics(not processes, extra)
+    return one_thread_numerics(beam.running_mode != "multi_processing") if beam.local else nullcontext()
 
 
 @contextmanager

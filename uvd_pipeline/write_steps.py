@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any, Iterable, Iterator
 
@@ -12,6 +13,7 @@ from apache_beam.utils.shared import Shared
 from sources import fsio
 from sources.records import Reject
 from tokenizer.atomic import write_bytes
+from tokenizer.host_memory import keep_for_good
 from uvd_pipeline import early_tokenizer
 from uvd_pipeline.config import FORMAT_VERSION, BuildConfig
 from uvd_pipeline.keys import shard_of
@@ -105,18 +107,24 @@ def _not_committed(item: tuple[tuple[str, str, int], Any], done: dict[tuple, str
 
 
 class TokenizeShard(beam.DoFn):
-    """One model per worker process, shared by the DoFn instances of its threads."""
+    """One model per worker process, shared by the DoFn instances of its threads. A worker process
+    other than the one that made the graph keeps freed memory for good once its CPU tokenizer is
+    loaded (`tokenizer.host_memory.keep_for_good`; workers in the build's own process get it around
+    the pipeline instead)."""
 
     def __init__(self, output: str, settings: TokenizeSettings, config_hash: str) -> None:
         self.output = output
         self.settings = settings
         self.config_hash = config_hash
         self._shared = Shared()
+        self._graph_pid = os.getpid()
 
     def setup(self) -> None:
         settings = self.settings
         # a tokenizer this process loaded and compiled while the build rendered (GPU), else a new one
         self.tokenizer = self._shared.acquire(lambda: early_tokenizer.take(settings) or load_tokenizer(settings))
+        if os.getpid() != self._graph_pid and self.tokenizer.device.type == "cpu":
+            keep_for_good()  # 900 web images on 2 worker processes: 78-84 -> 61-67 s
 
     def process(self, stats: dict[str, Any]) -> Iterator[dict]:
         start, clock = time.perf_counter(), time.time()
