@@ -93,8 +93,8 @@ def test_retokenize_refuses_an_output_with_an_unreadable_rendered_stats_file(min
 def test_a_compiled_tokenizer_is_recorded_and_agrees(mini_build, tmp_path):
     """The build compiles the encoder by default: its codes differ from the eager forward's by
     rounding at near ties only, token stats say `compiled`, a change re-encodes, a rerun skips.
-    The compile is channels-last, the CPU path of a wide model (LVM's; the tiny one here would be
-    NCHW, as `make build-uvd` compiles the embedded one): with a last batch padded to its shape
+    The compile is the build's own for a narrow model (NCHW, as `make build-uvd` compiles the
+    embedded one; a wide one's CPU compile is channels-last): with a last batch padded to its shape
     (three photos in a batch of eight), the codec's codes agree with the eager forward's too, and
     the same compiled graph serves both (one compile: 35-40 CPU-s cold on this machine)."""
     import shutil
@@ -112,7 +112,8 @@ def test_a_compiled_tokenizer_is_recorded_and_agrees(mini_build, tmp_path):
     path = out / "tokens" / stats["source"] / stats["split"] / stats["tar"].replace(".tar", ".arrow")
     before = read_token_shard(str(path))[0]
     compiled = Tokenizer.from_pretrained(config.tokenizer.checkpoint, batch_size=8, threads=1, device="cpu",
-                                         compile=True, channels_last=True)
+                                         compile=True)
+    assert not compiled.channels_last  # what the build makes of this checkpoint
     written = tokenize_shard(str(out), stats, compiled, config.content_hash())
     assert not written["skipped"] and written["compiled"] and arithmetic_label(written) == "fp32 compiled"
     now = read_token_shard(str(path))[0]
