@@ -879,7 +879,7 @@ def test_low_precision_codec_and_the_fp16_overflow_fallback():
     reference = eager_encode(model, images)
     tok = Tokenizer(model, "tiny", precision="fp16", batch_size=3, device="cpu")
     assert np.array_equal(tok.encode(images), reference) and tok.fp32_fallbacks == 2
-    queued = np.concatenate(tok._encode_queued(tok._batches(images), ("encode",) + images.shape[1:]))
+    queued = np.concatenate(tok._encode_queued(tok._batches(images, 64 * 64), ("encode",) + images.shape[1:]))
     assert np.array_equal(queued, reference) and tok.fp32_fallbacks == 4
     with pytest.raises(ValueError, match="precision must be one of"):
         Tokenizer(model, "tiny", precision="fp8")

@@ -67,6 +67,22 @@ def to_uint8(pixels: torch.Tensor) -> np.ndarray:
     return pixels.float().clamp(0, 1).mul(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+CPU_ACTIVATION_BYTES = 32 << 20  # glibc's largest mmap threshold; a thread's arena holds 64 MiB
+
+
+def cpu_forward_images(config, pixels: int) -> int:
+    """How many images of `pixels` pixels one CPU forward pass takes: as many as keep its largest
+    activation (the widest level's, fp32) within `CPU_ACTIVATION_BYTES`, at least one. A build's
+    worker threads allocate from arenas of their own, which cannot hold a block over 64 MiB: glibc
+    maps such a block anew and the kernel zero-fills it at every batch, whatever `host_memory`
+    keeps. The embedded tokenizer at 256 px: 4 images (8 MiB each) of the build's batches of 16;
+    two threads encoding together (compiled) ran 19.2 -> 27.4 images/s, minor page faults 1.52 M ->
+    0.14-0.36 M for 128 images. The LVM tokenizer: one image (32 MiB)."""
+    widest = max(config.hidden_channels * mult * pixels >> (2 * level)
+                 for level, mult in enumerate(config.channel_mult))
+    return max(1, CPU_ACTIVATION_BYTES // (4 * widest))
+
+
 @torch.inference_mode()
 def eager_encode(model: VQGAN, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """The plain reference: contiguous NCHW, fp32, eager, on the model's device. What the fast
@@ -103,7 +119,8 @@ class Tokenizer:
     `compile` (+ channels_last on wide models; the CPU fast path), `streams` (CPU: that many
     batches at once, each on its own thread with `threads // streams` intra-op threads, since
     convolutions scale better across images than across the threads of one op),
-    `pad_batches` (zero-pad the last batch: every image computed in the same shape),
+    `pad_batches` (zero-pad the last batch: every image computed in the same shape; on CPU a batch
+    is at most `cpu_forward_images`),
     `precision` (fp32; on CUDA also tf32, fp16 or bf16), `autotune` (CUDA: cuDNN times its convolution
     algorithms per shape and keeps the fastest; the choice can differ between processes, so codes
     may then differ by float rounding from run to run), `tune_kernels` (CUDA with compile, off by
@@ -240,16 +257,20 @@ class Tokenizer:
             stack.enter_context(torch.autocast(device_type=self.device.type, dtype=LOW_PRECISION[self.precision]))
         return stack
 
-    def _batches(self, array: np.ndarray) -> list[tuple[np.ndarray, int]]:
-        """Slices of `batch_size`; with `pad_batches` (default: when compiled) the last one is
-        zero-padded, so every image is computed in the same shape (static shapes for compile;
-        results independent of how callers cut their batches)."""
+    def _batches(self, array: np.ndarray, pixels: int) -> list[tuple[np.ndarray, int]]:
+        """Slices of `batch_size` (on CPU at most `cpu_forward_images` of images of `pixels`
+        pixels); with `pad_batches` (default: when compiled) the last one is zero-padded, so every
+        image is computed in the same shape (static shapes for compile; results independent of how
+        callers cut their batches)."""
+        size = self.batch_size
+        if self.device.type == "cpu":
+            size = min(size, cpu_forward_images(self.config, pixels))
         out = []
-        for start in range(0, len(array), self.batch_size):
-            chunk = array[start:start + self.batch_size]
+        for start in range(0, len(array), size):
+            chunk = array[start:start + size]
             real = len(chunk)
-            if self.pad_batches and real < self.batch_size:
-                pad = np.zeros((self.batch_size - real,) + chunk.shape[1:], dtype=chunk.dtype)
+            if self.pad_batches and real < size:
+                pad = np.zeros((size - real,) + chunk.shape[1:], dtype=chunk.dtype)
                 chunk = np.concatenate([chunk, pad])
             out.append((chunk, real))
         return out
@@ -369,7 +390,7 @@ class Tokenizer:
         if images.shape[1] % factor or images.shape[2] % factor:
             raise ValueError(f"image size {images.shape[1]}x{images.shape[2]} is not a multiple of {factor}")
         tokens = (images.shape[1] // factor) * (images.shape[2] // factor)
-        batches, key = self._batches(images), ("encode",) + images.shape[1:]
+        batches, key = self._batches(images, images.shape[1] * images.shape[2]), ("encode",) + images.shape[1:]
         parts = self._encode_queued(batches, key) if self.device.type == "cuda" else \
             self._run(self._encode_batch, batches, key)
         return np.concatenate(parts) if parts else np.zeros((0, tokens), dtype=np.uint16)
@@ -391,7 +412,8 @@ class Tokenizer:
         if grid[0] * grid[1] != codes.shape[1]:
             raise ValueError(f"grid {grid} does not hold {codes.shape[1]} codes")
         parts = self._run(lambda chunk, real: self._decode_batch(chunk, real, grid),
-                          self._batches(codes.astype(np.int64)), ("decode",) + tuple(grid))
+                          self._batches(codes.astype(np.int64), codes.shape[1] * self.config.downsample_factor ** 2),
+                          ("decode",) + tuple(grid))
         if not parts:
             f = self.config.downsample_factor
             return np.zeros((0, grid[0] * f, grid[1] * f, self.config.num_channels), dtype=np.uint8)

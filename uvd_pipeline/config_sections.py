@@ -114,7 +114,9 @@ class TokenizerConfig(Strict):
     enabled: StrictBool = Field(True, description="write Arrow token shards after the rendered shards")
     checkpoint: str = Field("embedded", min_length=1, description="'embedded' (the repo's small tokenizer) or a "
                             "muse-format folder (config.json + pytorch_model.bin), e.g. the LVM tokenizer")
-    batch_size: StrictInt = Field(16, ge=1, le=4096, description="images per forward pass")
+    batch_size: StrictInt = Field(16, ge=1, le=4096, description="images per forward pass (on CPU at most as "
+                                 "many as keep an activation within 32 MiB: 4 for the embedded tokenizer, 1 for "
+                                 "LVM's, so a worker thread's glibc arena reuses them)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: StrictBool = Field(True, description="torch.compile the encoder (with zero-padded last batches: one "
                           "static shape): the sample build's Tokenize ran 2.7x faster on this project's 2-core CPU machine "
