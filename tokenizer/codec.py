@@ -72,14 +72,17 @@ CPU_ACTIVATION_BYTES = 32 << 20  # glibc's largest mmap threshold; a thread's ar
 
 def cpu_forward_images(config, pixels: int) -> int:
     """How many images of `pixels` pixels one CPU forward pass takes: as many as keep its largest
-    activation (the widest level's, fp32) within `CPU_ACTIVATION_BYTES`, at least one. A build's
+    activation (fp32; the widest level's, or the decoder's upsampled one, which keeps a deeper
+    level's channels at the next level's size) within `CPU_ACTIVATION_BYTES`, at least one. A build's
     worker threads allocate from arenas of their own, which cannot hold a block over 64 MiB: glibc
     maps such a block anew and the kernel zero-fills it at every batch, whatever `host_memory`
     keeps. The embedded tokenizer at 256 px: 4 images (8 MiB each) of the build's batches of 16;
     two threads encoding together (compiled) ran 19.2 -> 27.4 images/s, minor page faults 1.52 M ->
-    0.14-0.36 M for 128 images. The LVM tokenizer: one image (32 MiB)."""
-    widest = max(config.hidden_channels * mult * pixels >> (2 * level)
-                 for level, mult in enumerate(config.channel_mult))
+    0.14-0.36 M for 128 images. The LVM tokenizer: one image (its decoder's 64 MiB still mapped
+    anew). Eager codes differ by rounding at near ties from one forward size to another (1 code in
+    4,096: 16 photos in one forward against four), as with the thread count; compiled ones did not."""
+    levels = [config.hidden_channels * mult * pixels >> (2 * level) for level, mult in enumerate(config.channel_mult)]
+    widest = max(levels + [deeper * 4 for deeper in levels[1:]])
     return max(1, CPU_ACTIVATION_BYTES // (4 * widest))
 
 
