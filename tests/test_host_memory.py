@@ -147,12 +147,9 @@ def test_a_worker_process_keeps_freed_memory_once_its_cpu_tokenizer_loads(tiny_t
     assert second_fill("here") > 12_000
 
 
-# whether a 48 MB block is mmap'd (mallinfo2's hblks) at each encode `tokenizer.evaluate` asks for
-EVALUATE = r"""
-import ctypes, sys
-from tokenizer import TINY, Tokenizer, build
-from tokenizer.data import find_images
-from tokenizer.evaluate import evaluate
+# glibc's mallinfo2 (its `hblks`: blocks mmap'd now), for the scripts below
+MALLINFO = r"""
+import ctypes
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
@@ -162,6 +159,15 @@ libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 libc.mallinfo2.restype = MallInfo2
+"""
+
+# whether a 48 MB block is mmap'd (mallinfo2's hblks) at each encode `tokenizer.evaluate` asks for
+EVALUATE = MALLINFO + r"""
+import sys
+from tokenizer import TINY, Tokenizer, build
+from tokenizer.data import find_images
+from tokenizer.evaluate import evaluate
+
 tokenizer = Tokenizer(build(TINY, seed=0), "tiny", batch_size=2, device="cpu")
 plain, mapped = tokenizer.encode, []
 
@@ -256,17 +262,9 @@ def test_threads_after_the_block_still_get_arenas_of_their_own():
 
 
 # whether a 512 KiB block is mmap'd (mallinfo2's hblks) after the block, under the user's settings
-USERS_THRESHOLD = r"""
-import ctypes
+USERS_THRESHOLD = MALLINFO + r"""
 from tokenizer.host_memory import freed_memory_kept
 
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-libc = ctypes.CDLL("libc.so.6")
-libc.malloc.restype = ctypes.c_void_p
-libc.mallinfo2.restype = MallInfo2
 
 with freed_memory_kept():
     pass
