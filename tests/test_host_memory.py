@@ -91,6 +91,22 @@ def test_an_inner_block_leaves_the_settings_to_the_outermost():
     assert int(between) < 2_000 and int(after) > 12_000, (between, after)
 
 
+FOR_GOOD = HELPERS + """
+from tokenizer.host_memory import keep_for_good
+
+took = keep_for_good()
+with freed_memory_kept():  # a block opened and closed after it (the report's, say) gives nothing back
+    pass
+print(took, faults())
+"""
+
+
+def test_a_block_ending_leaves_memory_kept_for_good():
+    took, after = subprocess.run([sys.executable, "-c", FOR_GOOD, "keep", "48"], capture_output=True, text=True,
+                                 check=True, env=untuned()).stdout.split()
+    assert took == "True" and int(after) < 2_000, after
+
+
 def build_config(folder, mode: str, tokenize: bool):
     (folder / "in").mkdir(exist_ok=True)
     config = folder / f"{mode}-{tokenize}.yaml"

@@ -20,11 +20,12 @@ back: glibc's `mallopt` of any of these settings sets its internal `no_dyn_thres
 only a new process clears, and no call reads the threshold the dynamic rule had reached (probing by
 allocation cannot tell either: a block over the threshold still comes from the heap's top when the
 top is large enough). A library caller that needs it runs `run_build` in a child process or opts
-out (below). A worker thread's own arena cannot
-hold a block over 64 MB: glibc still maps and unmaps those. The number of arenas is left alone:
-glibc fixes its limit the first time a thread needs a new arena, so one arena (`M_ARENA_MAX` 1,
-which kept those blocks too) inside the block was one for the rest of the process; in builds it
-bought nothing measurable. Measured (`uvd build`, 200 web images, tokenizer on, system CPU-s,
+out (below). A worker thread's own arena cannot hold a block over 64 MB: glibc still maps and
+unmaps those, so the CPU codec keeps its activations under 32 MiB
+(`tokenizer.codec.cpu_forward_images`). The number of arenas is left alone: glibc fixes its
+limit the first time a thread needs a new arena, so one arena (`M_ARENA_MAX` 1, which kept those
+blocks too) inside the block was one for the rest of the process; in builds it bought nothing
+measurable. Measured (`uvd build`, 200 web images, tokenizer on, system CPU-s,
 medians of 3 interleaved runs at load 4-11): 1 worker in process 6.09 -> 1.19 (1.31 with one
 arena); 2 worker threads 6.84 -> 5.96 (6.76/6.84 -> 5.97/6.02 with one arena, 2 pairs).
 RSS stays near the run's peak meanwhile, and the peak rises (the same builds, medians): +16% with
@@ -94,49 +95,53 @@ def _libc():
     return libc
 
 
-_DEPTH = [0]  # blocks open in this process: the outermost sets and gives back
-_DEPTH_LOCK = threading.Lock()
+def _settable(enabled: bool = True):
+    """glibc to set the settings through, or None: not asked, the user's own malloc settings (or
+    opt-out), or no glibc."""
+    users = users_malloc_setting(os.environ) if enabled else None
+    if users is not None:
+        log.debug("freed memory not kept for reuse: %s is set", users)
+    return _libc() if enabled and users is None else None
+
+
+_LOCK = threading.Lock()
+_STATE = {"depth": 0, "took": False, "for_good": False}  # blocks open, what the outermost's settings did
 
 
 @contextmanager
 def freed_memory_kept(enabled: bool = True) -> Iterator[bool]:
     """Within the block, freed memory is kept for reuse (see the module docstring); yields whether
     the settings took (False: not asked, the user's own malloc settings, or no glibc; an inner
-    block yields what the outermost's took)."""
-    users = users_malloc_setting(os.environ) if enabled else None
-    if users is not None:
-        log.debug("freed memory not kept for reuse: %s is set", users)
-    libc = _libc() if enabled and users is None else None
+    block yields what the outermost's took). After `keep_for_good` nothing is given back."""
+    libc = _settable(enabled)
     if libc is None:
         yield False
         return
-    with _DEPTH_LOCK:
-        outermost = _DEPTH[0] == 0
-        _DEPTH[0] += 1
-        took = all(libc.mallopt(option, value) for option, value in KEEP) if outermost else _TOOK[0]
-        _TOOK[0] = took
+    with _LOCK:
+        if _STATE["depth"] == 0:
+            _STATE["took"] = all(libc.mallopt(option, value) for option, value in KEEP)
+        _STATE["depth"] += 1
+        took = _STATE["took"]
     try:
         yield took
     finally:
-        with _DEPTH_LOCK:
-            _DEPTH[0] -= 1
-            if _DEPTH[0] == 0:
+        with _LOCK:
+            _STATE["depth"] -= 1
+            if _STATE["depth"] == 0 and not _STATE["for_good"]:
                 for option, value in DEFAULTS:
                     libc.mallopt(option, value)
                 libc.malloc_trim(0)
 
 
-_TOOK = [False]  # what the outermost open block's settings did
-
-
 def keep_for_good() -> bool:
     """Keep freed memory for the rest of this process (a build's worker process, where the CPU
-    tokenizer loads: the process is the build's for its whole life, so nothing is given back, and
-    the processes it starts with exec, the decoders of `sources.budget`, keep glibc's defaults);
-    whether the settings took (False: the user's own malloc settings, or no glibc)."""
-    users = users_malloc_setting(os.environ)
-    libc = _libc() if users is None else None
+    tokenizer loads: the process is the build's for its whole life, so nothing is given back, not
+    by a block ending either, and the processes it starts with exec, the decoders of
+    `sources.budget`, keep glibc's defaults); whether the settings took (False: the user's own
+    malloc settings, or no glibc)."""
+    libc = _settable()
     if libc is None:
         return False
-    with _DEPTH_LOCK:
-        return all(libc.mallopt(option, value) for option, value in KEEP)
+    with _LOCK:
+        _STATE["for_good"] = all(libc.mallopt(option, value) for option, value in KEEP)
+        return _STATE["for_good"]

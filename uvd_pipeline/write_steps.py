@@ -124,7 +124,7 @@ class TokenizeShard(beam.DoFn):
         # a tokenizer this process loaded and compiled while the build rendered (GPU), else a new one
         self.tokenizer = self._shared.acquire(lambda: early_tokenizer.take(settings) or load_tokenizer(settings))
         if os.getpid() != self._graph_pid and self.tokenizer.device.type == "cpu":
-            keep_for_good()  # 900 web images on 2 worker processes: 78-84 -> 61-67 s
+            keep_for_good()  # 900 web images on 2 worker processes: 78-80 -> 60-61 s
 
     def process(self, stats: dict[str, Any]) -> Iterator[dict]:
         start, clock = time.perf_counter(), time.time()
