@@ -78,7 +78,7 @@ from transforms.decode_budget import (
     decode_cost,
     declared_decode_s,
 )
-from transforms import jpeg_warnings
+from transforms import jpeg2000, jpeg_warnings
 from transforms.errors import DecodeError, exception_detail
 from transforms.deflate_strips import DEFLATE, deflate_damage
 from transforms.headers import (Pages, camera_raw, gif_ends_whole, heif_size, jpeg_ends_whole, png_ends_whole, tiff_samples,
@@ -374,8 +374,10 @@ def _decoded_srgb(image: Image.Image, data: bytes, orientation: int,
     wide = _wide(image, data, orientation)
     if wide is not None:
         return wide
-    _load(image, data)
-    image = _cropped(image, box)
+    reduced = jpeg2000.precise(image, data)  # Pillow's own reduction wraps its full scale to 0
+    if reduced is None:
+        _load(image, data)
+    image = _cropped(image if reduced is None else reduced, box)
     image = _oriented(image, orientation)
     return _srgb_array(image, data)
 
