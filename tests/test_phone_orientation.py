@@ -1,6 +1,7 @@
 """Phone photos' orientation in AVIF and HEIC: the container's `irot` (rotation) and `imir` (mirror)
 properties turn the picture, and an EXIF or XMP orientation beside them is ignored, as the HEIF
-spec says and libheif (`heif-convert`) does; a `clap` (clean aperture) crops it first.
+spec says and libheif (`heif-convert`) does; a `clap` (clean aperture) crops it first. A JPEG's or
+WebP's XMP orientation is ignored too: only its EXIF one turns it.
 
 The files are written by Pillow's AVIF plugin (libavif: it turns an EXIF orientation given to `save`
 into irot/imir) and by pillow-heif (libheif, x265: irot/imir, and it keeps the EXIF tag too, as an
@@ -120,6 +121,22 @@ def test_avif_xmp_orientation_is_ignored(photo: Image.Image, tmp_path: Path):
     reference = _heif_convert(data, tmp_path, "avif")
     if reference is not None:
         assert _psnr(ours, reference) > 40  # measured 46 dB (4:2:0 chroma upsampled differently)
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "WEBP"])
+def test_an_xmp_orientation_alone_does_not_turn_a_jpeg_or_webp(photo: Image.Image, kind: str):
+    """A JPEG or WebP whose only orientation is an XMP `tiff:Orientation` (an editor's export) is
+    shown as stored, as browsers, libvips and ImageMagick show it (`convert -auto-orient` keeps
+    320 x 240); it was turned 90 degrees. Beside an EXIF orientation, the EXIF one turns it once."""
+    buf = io.BytesIO()
+    photo.save(buf, kind, quality=90, xmp=XMP_ORIENTATION_6)
+    data = buf.getvalue()
+    assert b"tiff:Orientation" in data and Image.open(io.BytesIO(data)).getexif().get(0x0112) == 6  # Pillow's reading
+    assert np.array_equal(decode_rgb(data), np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    assert load_image(data, 64, "squash").width == 320
+    both = io.BytesIO()
+    photo.save(both, kind, quality=90, xmp=XMP_ORIENTATION_6, exif=_exif(6))
+    assert decode_rgb(both.getvalue()).shape == (320, 240, 3)
 
 
 @pytest.mark.parametrize("orientation, tile", [(5, 0), (6, 0), (8, 0), (6, 128)])

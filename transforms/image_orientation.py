@@ -49,20 +49,22 @@ def _orientation(image: Image.Image, data: bytes) -> int:
     `irot`/`imir` only: the HEIF spec has readers ignore EXIF and XMP orientation there. libheif
     (pillow-heif) applies irot/imir itself and resets the EXIF tag to 1; Pillow's AVIF plugin
     writes irot/imir as the EXIF tag of `info["exif"]` (over a contradicting one) and leaves the
-    pixels as coded. `getexif` would also read an XMP `tiff:Orientation` when `info["exif"]` has
-    none: an AVIF with no irot but such an XMP packet was turned, where libheif (heif-convert)
-    shows it as coded."""
+    pixels as coded. Any other file's is its EXIF tag alone (a TIFF's as Pillow reads it): `getexif`
+    would also read an XMP `tiff:Orientation` where the EXIF has none, which browsers, libvips,
+    ImageMagick and libheif ignore: an AVIF with no irot, or a JPEG or WebP with no EXIF
+    orientation, but such an XMP packet (an editor's export) was turned 90 degrees where they
+    show it as stored."""
     if image.format == "HEIF" or _turned_on_load(image):
         return 1
     try:
-        if image.format in ("PNG", "AVIF"):
+        if image.format == "TIFF":  # as Pillow's own turn of a TIFF reads it
+            exif = image.getexif()
+        else:
             raw = image.info.get("exif") or (_png_exif(data) if image.format == "PNG" else None)
             if not raw:
                 return 1
             exif = Image.Exif()
             exif.load(raw)
-        else:
-            exif = image.getexif()
         value = int(exif.get(EXIF_ORIENTATION, 1))
     except Exception:
         return 1
