@@ -35,7 +35,8 @@ count of its warnings, read from Pillow's decoder (`jpeg_warnings`), makes it a 
 unless each warning is one that loses no pixel (a camera's zero padding before a marker). A Deflate
 TIFF damaged inside a strip decodes the same way (libtiff stops inflating once the rows are full,
 never checking the stream's end or adler32): each strip of the decoded IFD is inflated again,
-bounded (`deflate_strips`). A whole PNG or GIF (its IEND, its trailer) whose data fails to decode
+bounded (`deflate_strips`); a JPEG TIFF's strips as whole JPEGs, libjpeg's warnings counted, which
+libtiff keeps to itself (`tiff_jpeg`). A whole PNG or GIF (its IEND, its trailer) whose data fails to decode
 is damaged, not cut short. A file cut, then padded with zeros to its length (a failed or
 preallocated download) meets its container's length: an AVIF or HEIC whose coded data ends in
 zeros, an RLE BMP with no end-of-bitmap escape before them, is `truncated` before it is opened
@@ -78,7 +79,7 @@ from transforms.decode_budget import (
     decode_cost,
     declared_decode_s,
 )
-from transforms import jpeg2000, jpeg_warnings
+from transforms import jpeg2000, jpeg_warnings, tiff_jpeg
 from transforms.errors import DecodeError, exception_detail
 from transforms.deflate_strips import DEFLATE, deflate_damage
 from transforms.headers import (Pages, camera_raw, gif_ends_whole, heif_size, jpeg_ends_whole, png_ends_whole, tiff_samples,
@@ -254,7 +255,7 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
 def _load(image: Image.Image, data: bytes) -> None:
     with jpeg_warnings.collecting() as decoders:
         _load_reported(image, data)
-    problem = _deflate_problem(image, data)
+    problem = _tiff_problem(image, data)
     if problem:  # it decoded, garbled past the damage: libtiff stopped inflating once its rows were full
         raise DecodeError(problem[0], f"{problem[1]}: libtiff decoded its pixels garbled past it, without a word")
     damage = jpeg_warnings.scan_warnings(decoders[-1], data) if decoders else None
@@ -273,14 +274,16 @@ def _load(image: Image.Image, data: bytes) -> None:
                                        "do not all decode from the bytes before them")
 
 
-def _deflate_problem(image: Image.Image, data: bytes) -> tuple[str, str] | None:
-    """For a Deflate TIFF, the reject (reason, detail) for the first strip or tile of the decoded
-    IFD that holds no whole zlib stream (`deflate_strips`: libtiff does not say when it decodes),
-    else None."""
+def _tiff_problem(image: Image.Image, data: bytes) -> tuple[str, str] | None:
+    """For a Deflate or JPEG-compressed TIFF, the reject (reason, detail) for the first strip or
+    tile of the decoded IFD that is damaged, else None: libtiff does not say when it decodes one
+    garbled. A Deflate one's that holds no whole zlib stream (`deflate_strips`), a JPEG one's that
+    libjpeg warned of (`tiff_jpeg`)."""
     if image.format != "TIFF":
         return None
     tags = image.tag_v2
-    if tags.get(259) not in DEFLATE:
+    compression = tags.get(259)
+    if compression not in DEFLATE and compression != tiff_jpeg.JPEG_COMPRESSION:
         return None
     tiled = 324 in tags and 325 in tags
     offsets, counts = (tags.get(324), tags.get(325)) if tiled else (tags.get(273), tags.get(279))
@@ -291,6 +294,9 @@ def _deflate_problem(image: Image.Image, data: bytes) -> tuple[str, str] | None:
     used = _pieces_read(tags, tiled)  # entries past those libtiff reads are never decoded: not judged
     if used is not None:
         offsets, counts = offsets[:used], counts[:used]
+    if compression == tiff_jpeg.JPEG_COMPRESSION:
+        detail = tiff_jpeg.damaged_piece(data, tags, offsets, counts, tiled)
+        return ("decode_error", detail) if detail else None
     return deflate_damage(data, offsets, counts, tiled, _piece_holds(tags, tiled))
 
 
@@ -356,7 +362,7 @@ def _load_failure(image: Image.Image, text: str, data: bytes) -> DecodeError:
     samples its tags declare (`tiff_samples`), Pillow's mode when they cannot be read. A Deflate
     TIFF one of whose strips holds no whole zlib stream is damaged (`decode_error`), not that."""
     if image.format == "TIFF":
-        problem = _deflate_problem(image, data)  # zlib refused a strip: damaged, no layout Pillow lacks
+        problem = _tiff_problem(image, data)  # zlib refused a strip: damaged, no layout Pillow lacks
         if problem:
             return DecodeError(problem[0], f"{problem[1]}: {text}"[:300])
         samples = tiff_samples(data) or image.mode
