@@ -186,7 +186,9 @@ class Img2datasetReader(WebReader):
                     continue
                 lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key))
                 lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext, **_classes(texts)})
+                # `input` named whether the bytes are in hand (hash checked) or the decoder reads the file
                 yield ImageRecord(key=own, source=self.name, group=key, lineage=lineage,
+                                  input=self._at(files[image_ext]),
                                   **({"data": data} if data is not None else {"uri": files[image_ext]}))
         yield from missing_rejects(self.name, listing, shard, set(by_key) | refused, f"folder {shard}/",
                                    self._at(folder) + "/")
