@@ -2404,6 +2404,38 @@ def test_a_shard_parquet_without_a_key_column_is_not_said_to_list_none(tmp_path:
                                  "column (no img2dataset listing): the missing keys are unknown")] * 2
 
 
+def test_parquet_rows_without_a_key_are_keyed_by_their_file_and_row(tmp_path: Path):
+    """Images in a parquet's `jpg` column whose rows list no key: a pyarrow export of a folder (no
+    `key` column at all), and img2dataset's layout with null cells in its `key` column. Every such
+    row was key `None` (`str(None)`): one sentence, the others `duplicate_key` rejects though their
+    images differ. Now each is keyed by its file and row index (as a `datasets` row is), stable
+    from the input; a listed key is kept, and one listed twice still meets itself (the writer's
+    `duplicate_key`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = [_encoded("JPEG", 70 + i) for i in range(6)]
+    export, listed = tmp_path / "export", tmp_path / "listed"
+    export.mkdir()
+    listed.mkdir()
+    pq.write_table(pa.table({"jpg": images, "caption": [f"photo {i}" for i in range(6)]}), export / "train.parquet")
+    keys = [None, None, "000000002", "000000002", "", "000000005"]
+    pq.write_table(pa.table({"jpg": images, "caption": [f"photo {i}" for i in range(6)], "key": keys,
+                             "status": ["success"] * 6}), listed / "00000.parquet")
+    made = {}
+    for root in (export, listed):
+        source = LaionSource("web", str(root))
+        assert source.resolved_format() == "parquet"
+        items = _read_all(source)
+        assert all(isinstance(i, ImageRecord) for i in items), items
+        assert [i.data for i in items] == images  # every row's own image, none dropped
+        made[root.name] = [(i.key, i.lineage.get("sample_key"), i.lineage.get("row")) for i in items]
+    assert made["export"] == [(f"web-train-row-{i}", None, i) for i in range(6)]
+    assert made["listed"] == [("web-00000-row-0", None, 0), ("web-00000-row-1", None, 1),
+                              ("web-00000-000000002", "000000002", None), ("web-00000-000000002", "000000002", None),
+                              ("web-00000-row-4", None, 4), ("web-00000-000000005", "000000005", None)]
+
+
 @pytest.mark.parametrize("algorithm", ["md5", "sha512"])
 def test_a_download_hashed_with_another_compute_hash_is_checked_with_it(tmp_path: Path, algorithm: str):
     """`img2dataset --compute_hash md5` (or sha512) with `--disable_all_reencoding True` records
