@@ -14,7 +14,7 @@ from sources.hf_repo_reader import lineage_value
 from sources.img2dataset_listing import (CAPTION_CELLS, HASH_MISMATCH, ShardListing, download_status, hash_problem,
                                          listing_rejects, missing_rejects, parse_json, recorded_hash, shard_of)
 from sources.paths import collapse_set_aside, path_problem, relative_to_root
-from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, nfc, read_input_bytes
+from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, nfc, read_input_bytes
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, split_member,
                                  tar_mode)
 from sources.parquet_columns import stored_image_column as _image_column
@@ -186,7 +186,9 @@ class Img2datasetReader(WebReader):
                     continue
                 lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key))
                 lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext, **_classes(texts)})
+                # `input` named whether the bytes are in hand (hash checked) or the decoder reads the file
                 yield ImageRecord(key=own, source=self.name, group=key, lineage=lineage,
+                                  input=self._at(files[image_ext]),
                                   **({"data": data} if data is not None else {"uri": files[image_ext]}))
         yield from missing_rejects(self.name, listing, shard, set(by_key) | refused, f"folder {shard}/",
                                    self._at(folder) + "/")
@@ -203,6 +205,12 @@ class Img2datasetReader(WebReader):
             return None, None
         return data, hash_problem(recorded, data, fsio.basename(uri))
 
+    def _row_key(self, shard: str, index: int) -> str:
+        """The key of a parquet row that lists none (`_listed_key`): its file and index, stable
+        from the input alone, as a `datasets` row's (`hf_repo_reader`); `row` set apart so that it
+        never meets a listed key (`data_key`: ("00000", "row", "7") is no ("00000", "7"))."""
+        return data_key(self.name, shard, "row", str(index))
+
     def _parquet_items(self, uri: str, shard: str) -> Iterator[SourceItem]:
         with fsio.open_file(uri, read_ahead=False) as handle:  # opened once: its column named from its schema
             parquet = hf_parquet.open_parquet(handle, pre_buffer=False)
@@ -213,9 +221,9 @@ class Img2datasetReader(WebReader):
             at = self._at(uri)
             for first, rows in _row_lists(batches):
                 for offset, row in enumerate(rows):
-                    sample_key = nfc(str(row.get("key")))
-                    key = self._key(shard, sample_key)
                     index = (first.first_row if isinstance(first, hf_parquet.TooLarge) else first) + offset
+                    sample_key = _listed_key(row)
+                    key = self._key(shard, sample_key) if sample_key is not None else self._row_key(shard, index)
                     where = _row_input(at, index, row)
                     if isinstance(first, hf_parquet.TooLarge):
                         yield self._reject(key, "read", first.reason, first.detail, where=where)
@@ -232,13 +240,24 @@ class Img2datasetReader(WebReader):
                         yield self._reject(key, "read", "missing_image", f"{shard}.parquet row without {column} bytes",
                                            where=where)
                         continue
-                    changed = hash_problem(row, data, f"{shard}.parquet {column} of {sample_key}")
+                    named = sample_key if sample_key is not None else f"row {index}"
+                    changed = hash_problem(row, data, f"{shard}.parquet {column} of {named}")
                     if changed:
                         yield self._reject(key, "read", HASH_MISMATCH, changed, where=where)
                         continue
                     lineage = _lineage(caption.encode() if caption else None, None, row, txt_file=False)
-                    lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": column})
+                    lineage.update({"shard": shard, **({"sample_key": sample_key} if sample_key is not None
+                                                       else {"row": index}), "file_ext": column})
                     yield ImageRecord(key=key, source=self.name, group=key, data=data, lineage=lineage, input=where)
+
+
+def _listed_key(row: dict[str, Any]) -> str | None:
+    """The key a parquet row lists (img2dataset's `key`, in NFC), or None for a row without one (a
+    null cell, an empty one, no `key` column: a pandas or pyarrow export of images): such a row is
+    keyed by its index (`_row_key`). As `str(None)` every such row was key `None`: one sentence,
+    the file's other keyless rows `duplicate_key` rejects though their images differ."""
+    listed = row.get("key")
+    return None if listed is None or listed == "" else nfc(str(listed))
 
 
 def _own_key(keyed: Callable[[str, str], str], shard: str, sample_key: str, image_ext: str,

@@ -12,6 +12,7 @@ from sources import fsio, hf_parquet, imagefolder
 from sources.img2dataset_listing import parse_json
 from sources.hf_repo_reader import lineage_value
 from sources.imagefolder import EXTRA_IMAGE, UNLISTED_IMAGE
+from sources.parquet_columns import unread_parquet_detail
 from sources.paths import PathProblem, path_problem, relative_to_root, shown_name, twin_to_read
 from sources.records import ImageRecord, Reject, SourceItem, nfc, path_key, twin_detail
 from sources.web_card import CardAnswer, CardSplits
@@ -63,6 +64,9 @@ class FolderReader(CardSplits):
             for uri in [u for u in entries if _ext_of(relative_to_root(root, u)) in TOOL_SIDECARS]:
                 entries.remove(uri)  # never an image the decoder calls `not_an_image`
                 yield self._tool_sidecar(root, uri)
+            for uri in [u for u in entries if _ext_of(relative_to_root(root, u)) == "parquet"]:
+                entries.remove(uri)  # a table, never a picture: one reject saying what it holds
+                yield self._unread_parquet(root, uri)
             for ext, uri in list(sidecars.items()):
                 problem = path_problem(root, uri, self.follow_links)
                 if problem:  # a caption linking out of the root: never read, its image goes without
@@ -167,6 +171,17 @@ class FolderReader(CardSplits):
         return self._reject(path_key(self.name, relative), "read", METADATA_SIDECAR,
                             f"{base}: {what}, not read (no caption; its places and names are never published)",
                             where=self._at(uri))
+
+    def _unread_parquet(self, root: str, uri: str) -> Reject:
+        """The `unexpected_file` reject of a parquet among a folder's images (no ImageFolder
+        `metadata.parquet`, no parquet of a layout this source reads: the folder would be that
+        layout): what it holds and how to have its rows read (`unread_parquet_detail`). One
+        linking out of the root, or no file, is never opened: its path's reject."""
+        relative = relative_to_root(root, uri)
+        problem = path_problem(root, uri, self.follow_links)
+        reason, detail = (problem.reason, problem.detail) if problem else (
+            "unexpected_file", unread_parquet_detail(uri, nfc(relative)))
+        return self._reject(path_key(self.name, relative), "read", reason, detail, where=self._at(uri))
 
     def _unread_twin(self, root: str, uri: str) -> Reject:
         """The reject of a folder file of a key none of whose files is one to read (`twin_to_read`):

@@ -13,6 +13,7 @@ from sources.img2dataset_listing import CAPTION_CELLS, MAX_LISTING_BYTES, hash_p
 from sources.img2dataset_notices import (RESIZE_ADVICE, ListingNotes, captions_not_utf8, decoded_samples,
                                          listing_notes, resized_samples, rotation_clause as _rotation_clause,
                                          unlisted_images)
+from sources.parquet_columns import STORED_IMAGE_NAMES
 from sources.paths import path_problem, relative_to_root, set_aside, set_aside_problem
 from sources.records import MAX_INPUT_FILE_BYTES, raise_machine_error
 from sources.tar_members import open_tar, split_member
@@ -137,7 +138,7 @@ class Img2datasetNotices(WebReader):
     def _stored_image(self, parquet: str, row: dict[str, Any]) -> bytes | None:
         """The image bytes a shard stores for `row`: in the parquet itself, its `NNNNN/` folder, or
         its tar (read from the start: img2dataset writes the tar in the parquet's row order)."""
-        column = next((c for c in row if c in IMAGE_EXTENSIONS and isinstance(row[c], bytes)), None)
+        column = next((c for c in row if c in STORED_IMAGE_NAMES and isinstance(row[c], bytes)), None)
         if column:
             return row[column]
         base, key = parquet.removesuffix(".parquet"), str(row.get("key"))

@@ -10,7 +10,7 @@ from sources import fsio, hf_card, hf_parquet, imagefolder
 from sources.hf_repo_reader import HfRepoReader
 from sources.img2dataset_listing import (WORK_FOLDER, data_dirs as _data_dirs, is_shard_name as _is_shard_name, shard_of,
                                          stray_files, unfinished_detail, unfinished_shard_files, unfinished_shards)
-from sources.parquet_columns import ParquetColumns
+from sources.parquet_columns import ParquetColumns, unread_parquet_detail
 from sources.paths import (OutsideRoot, collapse_set_aside, path_problem, relative_to_root, set_aside,
                            set_aside_problem)
 from sources.records import FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST, nfc, raise_machine_error, units_cut_by_name
@@ -75,10 +75,12 @@ class UnitPlanner(MetadataReader, HfRepoReader):
         cards = [f for f in files if card and relative_to_root(self.path, f) == hf_card.CARD]
         files = [f for f in files if f not in metadata and f not in cards]
         groups = folder_groups(files, self.path)
+        tables = self._unread_parquets(files)  # no images: said before the build when all there is
         if not any(_ext_of(relative_to_root(self.path, u)) not in (*SIDECARS, *TOOL_SIDECARS)
-                   and not set_aside_problem(self.path, u)
+                   and not set_aside_problem(self.path, u) and u not in tables
                    for g in groups for u in g):
-            raise FileNotFoundError(f"{self.name}: no images under {self.path}")
+            said = [unread_parquet_detail(t, nfc(relative_to_root(self.path, t))) for t in tables[:1]]
+            raise FileNotFoundError(f"{self.name}: no images under {self.path}{''.join(f' ({d})' for d in said)}")
         if metadata:
             self._check_caption_column(metadata[0])
         splits = "card" if card else "split" if self._split_layout(files) else ""  # folders' split names read
@@ -89,6 +91,15 @@ class UnitPlanner(MetadataReader, HfRepoReader):
         chunks = units_cut_by_name(groups, lambda group: nfc(_stem_of(relative_to_root(self.path, group[0]))),
                                    FOLDER_FILES_PER_UNIT, FOLDER_UNIT_MOST)
         return units + [Unit(kind, chunk, self.path) for chunk in chunks]
+
+    def _unread_parquets(self, files: list[str]) -> list[str]:
+        """The parquet files of a plain folder the folder reader opens to say what they hold
+        (`FolderReader._unread_parquet`): no images, so a folder of nothing else (a table of image
+        bytes under a column name no layout reads) is refused before the build, naming what the
+        first holds (`unread_parquet_detail`), not built as one reject and no sentence. One linking
+        out of the root stays its unit's `outside_root`."""
+        return [f for f in files if _ext_of(relative_to_root(self.path, f)) == "parquet"
+                and not set_aside_problem(self.path, f) and not path_problem(self.path, f, self.follow_links)]
 
     def _work_folder(self) -> str | None:
         """img2dataset's work folder `_tmp/` at the root, with the URL shards it planned: its files are

@@ -339,6 +339,39 @@ def test_a_listed_success_missing_from_its_shard_names_the_member_the_file_or_th
                      "stats-only": {"missing_from_archive": ["00000.tar"]}}
 
 
+def test_decode_rejects_of_a_files_download_name_the_file_its_hash_was_checked_in(tmp_path: Path):
+    """img2dataset's `output_format=files` with `--disable_all_reencoding True` (what the README
+    recommends): its listing records each download's sha256 (width null), so the build reads each
+    image to check it; a JPEG the site served cut short and a 0-byte body then fail to decode. Their
+    rejects name the file (`00000/000000001.jpg`), as the same shard's tar names its member: they
+    said `""`, the bytes in hand without where they came from."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sources.laion import LaionSource
+
+    shard = tmp_path / "files" / "00000"
+    _magick(shard / "000000000.jpg")
+    _cut(_magick(shard / "000000001.jpg", size="64x48"), 300)
+    (shard / "000000002.jpg").write_bytes(b"")
+    keys = ["000000000", "000000001", "000000002"]
+    for key in keys:
+        (shard / f"{key}.txt").write_text(f"caption {key}")
+    digests = [hashlib.sha256((shard / f"{key}.jpg").read_bytes()).hexdigest() for key in keys]
+    pq.write_table(pa.table({"key": keys, "url": [f"http://a/{k}.jpg" for k in keys], "status": ["success"] * 3,
+                             "error_message": pa.array([None] * 3, pa.string()),
+                             "width": pa.array([None] * 3, pa.int64()), "sha256": digests}),
+                   tmp_path / "files" / "00000.parquet")
+    (tmp_path / "files" / "00000_stats.json").write_text(json.dumps({"count": 3, "successes": 3,
+                                                                    "failed_to_resize": 0}))
+    source = LaionSource("web", str(tmp_path / "files"))
+    assert source.resolved_format() == "files"
+    assert _by_reason(_rows(source, tmp_path / "out")) == {"truncated": ["00000/000000001.jpg"],
+                                                           "empty_file": ["00000/000000002.jpg"]}
+
+
 def test_images_inside_a_parquet_are_named_by_file_row_and_url(tmp_path: Path):
     """img2dataset's `output_format: parquet` holds each image in its row: a cut JPEG, an HTML
     page, a failed download are each named `00000.parquet row N: URL`."""

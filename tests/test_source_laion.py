@@ -2404,6 +2404,87 @@ def test_a_shard_parquet_without_a_key_column_is_not_said_to_list_none(tmp_path:
                                  "column (no img2dataset listing): the missing keys are unknown")] * 2
 
 
+def test_parquet_rows_without_a_key_are_keyed_by_their_file_and_row(tmp_path: Path):
+    """Images in a parquet's `jpg` column whose rows list no key: a pyarrow export of a folder (no
+    `key` column at all), and img2dataset's layout with null cells in its `key` column. Every such
+    row was key `None` (`str(None)`): one sentence, the others `duplicate_key` rejects though their
+    images differ. Now each is keyed by its file and row index (as a `datasets` row is), stable
+    from the input; a listed key is kept, and one listed twice still meets itself (the writer's
+    `duplicate_key`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = [_encoded("JPEG", 70 + i) for i in range(6)]
+    export, listed = tmp_path / "export", tmp_path / "listed"
+    export.mkdir()
+    listed.mkdir()
+    pq.write_table(pa.table({"jpg": images, "caption": [f"photo {i}" for i in range(6)]}), export / "train.parquet")
+    keys = [None, None, "000000002", "000000002", "", "000000005"]
+    pq.write_table(pa.table({"jpg": images, "caption": [f"photo {i}" for i in range(6)], "key": keys,
+                             "status": ["success"] * 6}), listed / "00000.parquet")
+    made = {}
+    for root in (export, listed):
+        source = LaionSource("web", str(root))
+        assert source.resolved_format() == "parquet"
+        items = _read_all(source)
+        assert all(isinstance(i, ImageRecord) for i in items), items
+        assert [i.data for i in items] == images  # every row's own image, none dropped
+        made[root.name] = [(i.key, i.lineage.get("sample_key"), i.lineage.get("row")) for i in items]
+    assert made["export"] == [(f"web-train-row-{i}", None, i) for i in range(6)]
+    assert made["listed"] == [("web-00000-row-0", None, 0), ("web-00000-row-1", None, 1),
+                              ("web-00000-000000002", "000000002", None), ("web-00000-000000002", "000000002", None),
+                              ("web-00000-row-4", None, 4), ("web-00000-000000005", "000000005", None)]
+
+
+def test_a_parquet_of_image_bytes_is_read_as_images_or_counted_never_decoded_as_one(tmp_path: Path):
+    """A pyarrow table of image bytes in a binary column `image` (what a pandas or pyarrow export
+    of a folder writes: no `datasets` Image struct, no key) was taken for a plain folder, the
+    parquet decoded as one picture (`not_an_image`), its rows never read. Now its rows are the
+    images, each keyed by its row, its caption read. A parquet whose bytes lie under a name no
+    layout reads (`content`) is one `unexpected_file` reject among a folder's images saying to
+    rename it, and alone stops the build saying so; one below the path's top says to set `path` to
+    its folder; a table without image bytes (a URL list) names its columns. None is ever decoded."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = [_encoded("PNG", 80 + i) for i in range(3)]
+    table = pa.table({"image": images, "caption": [f"photo {i}" for i in range(3)],
+                      "url": [f"http://x.invalid/{i}.png" for i in range(3)]})
+    export = tmp_path / "export"
+    export.mkdir()
+    pq.write_table(table, export / "train.parquet")
+    source = LaionSource("web", str(export))
+    assert source.resolved_format() == "parquet"
+    items = _read_all(source)
+    assert [(type(i).__name__, i.key, i.data == images[n], i.lineage.get("caption"), i.lineage["file_ext"])
+            for n, i in enumerate(items)] == [("ImageRecord", f"web-train-row-{n}", True, f"photo {n}", "image")
+                                              for n in range(3)]
+
+    nested = tmp_path / "nested"
+    (nested / "data").mkdir(parents=True)
+    pq.write_table(table, nested / "data" / "train.parquet")  # read at the path's top only: said so
+    with pytest.raises(FileNotFoundError, match=r"data/train\.parquet: a parquet of 3 rows, not read: its column "
+                                                r"image holds images, .* set path to its folder, data/"):
+        LaionSource("web", str(nested)).units()
+
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    pq.write_table(table.rename_columns(["content", "caption", "url"]), renamed / "train.parquet")
+    with pytest.raises(FileNotFoundError, match=r"no images under .*train\.parquet: a parquet of 3 rows, not read: "
+                                                r"its binary column content .* rename it image to build its rows"):
+        LaionSource("web", str(renamed)).units()
+    (renamed / "beside.png").write_bytes(images[0])
+    pq.write_table(pa.table({"url": ["http://x.invalid/0.png"], "caption": ["c"]}), renamed / "urls.parquet")
+    source = LaionSource("web", str(renamed))
+    assert source.resolved_format() == "folder"
+    items = _read_all(source)
+    assert [type(i).__name__ for i in items] == ["ImageRecord", "Reject", "Reject"]
+    assert items[0].key == "web-beside--png"
+    assert [(r.reason, r.input, r.detail.split(", not read: ")[1][:40]) for r in items[1:]] == [
+        ("unexpected_file", "train.parquet", "its binary column content has no name an"),
+        ("unexpected_file", "urls.parquet", "no column of image bytes (its columns: u")]
+
+
 @pytest.mark.parametrize("algorithm", ["md5", "sha512"])
 def test_a_download_hashed_with_another_compute_hash_is_checked_with_it(tmp_path: Path, algorithm: str):
     """`img2dataset --compute_hash md5` (or sha512) with `--disable_all_reencoding True` records
