@@ -36,6 +36,7 @@ import tarfile
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from sources import fsio
+from sources.lineage_text import caption_lineage
 from sources.img2dataset_listing import (ShardListing, download_status, listing_rejects, missing_rejects,
                                          parse_json)
 from sources.records import MAX_INPUT_FILE_BYTES, Reject, SourceItem, TarMember, data_key, nfc
@@ -175,9 +176,9 @@ def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, member
     if owns is not None and not owns(key):  # another part's video: that part probes it
         return
     named: dict[str, Any] = {"file": nfc(info.name), "shard": shard, "sample_key": sample_key}
-    caption = members.get("txt", b"").decode("utf-8", errors="replace").strip()
+    named.update(caption_lineage(members.get("txt", b"").decode("utf-8", errors="replace")))  # cut: `lineage_text`
     url = meta.get("url") or (listing.rows.get(sample_key) or {}).get("url")
-    named.update({k: v for k, v in (("caption", caption), ("url", url)) if isinstance(v, str) and v})
+    named.update({"url": url} if isinstance(url, str) and url else {})
     yield from source.planned(key, uri, named, TarMember(info.name, info.offset_data, info.size))
 
 
