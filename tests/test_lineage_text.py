@@ -117,3 +117,28 @@ def test_a_huge_caption_member_or_file_is_read_only_as_far_as_its_head(tmp_path)
         assert peak < 4 * CAPTION_READ_BYTES + (4 << 20), (layout, peak)
         assert record.lineage["caption"] == huge[:MAX_CAPTION_BYTES].decode().strip()
         assert record.lineage["caption_truncated"]["bytes"] == len(huge)
+
+
+def test_a_datasets_row_and_a_plain_folder_s_sidecars_are_capped_alike(tmp_path):
+    """The caps hold beyond img2dataset's layouts: a Hugging Face `datasets` row's caption and
+    columns (`huggingface`), and a plain folder's `.txt` and `.json` (`metadata`, which went whole
+    into the lineage, uncapped, on the code before)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    (tmp_path / "hf" / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"image": pa.array([{"bytes": _png(30), "path": None}], image),
+                             "text": [LONG_CAPTION.decode()], **{k: [v] for k, v in WIDE_JSON.items()}}),
+                   tmp_path / "hf" / "data" / "train-00000-of-00001.parquet")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "x.png").write_bytes(_png(60))
+    (tmp_path / "folder" / "x.txt").write_bytes(LONG_CAPTION)
+    (tmp_path / "folder" / "x.json").write_text(json.dumps(WIDE_JSON))
+    source = LaionSource("hf", str(tmp_path / "hf"), "huggingface")
+    (row,) = [i for u in source.units() for i in source.read(u) if isinstance(i, ImageRecord)]
+    (plain,) = _records(tmp_path / "folder").values()
+    for lineage, name in ((row.lineage, "huggingface"), (plain.lineage, "metadata")):
+        assert lineage["caption"] == "a" * (MAX_CAPTION_BYTES - 1)
+        assert lineage["caption_truncated"]["bytes"] == len(LONG_CAPTION)
+        assert len(lineage[name]) == 16 and lineage[f"{name}_truncated"]["fields_left_out"] == 84
