@@ -26,7 +26,8 @@ import numpy as np
 from PIL import Image
 
 # a fresh interpreter per build: its own ru_maxrss is the build's peak (no worker processes here)
-_CHILD = ("import resource, sys; from uvd_pipeline.cli import main; rc = main(['build', sys.argv[1], '--no-tokenize']); "
+_CHILD = ("import resource, sys; from uvd_pipeline.cli import main; "
+          "rc = main(['build', sys.argv[1], '--no-tokenize']); "
           "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
           "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
 

@@ -151,6 +151,8 @@ class FolderReader(CardSplits):
                  else split_of(relative, row["file"]))
         if isinstance(split, Reject):
             return split
+        if text:  # the row's caption over a `.txt`'s: the `.txt`'s cut said of it no more
+            lineage = {k: v for k, v in lineage.items() if k != "caption_truncated"}
         lineage = {**lineage, **(caption_lineage(text) if text else {}), "file": row["file"], "row": row["row"],
                    **({"hf_split": split} if split else {}),
                    **metadata_lineage("huggingface", values, lineage_value)}  # capped as a parquet row's

@@ -89,12 +89,14 @@ def test_a_web_tar_s_long_caption_and_wide_json_are_bounded_in_the_sentence_head
         "plain": {"png": _png(170), "txt": b"a plain caption", "json": b'{"url": "http://x/p.png"}'}})
     summary = build_web_source(tmp_path, "web", tmp_path / "web")
     assert summary["totals"]["rejects"] == 0
-    members = {m["sample_key"]: m for tar in sorted((tmp_path / "out" / "rendered").rglob("*.tar"))
-               for sentence in iter_shard(str(tar)) for m in sentence.header["members"]}
+    tars = sorted((tmp_path / "out" / "rendered").rglob("*.tar"))
+    members = {m["sample_key"]: m for tar in tars for sentence in iter_shard(str(tar))
+               for m in sentence.header["members"]}
     assert members["long"]["caption"] == "a" * (MAX_CAPTION_BYTES - 1)
     assert members["long"]["caption_truncated"] == {"bytes": len(LONG_CAPTION), "kept_bytes": MAX_CAPTION_BYTES - 1,
                                                     "budget": MAX_CAPTION_BYTES}
-    assert len(members["wide"]["img2dataset"]) == 16 and members["wide"]["img2dataset_truncated"]["fields_left_out"] == 84
+    assert len(members["wide"]["img2dataset"]) == 16
+    assert members["wide"]["img2dataset_truncated"]["fields_left_out"] == 84
     assert members["plain"]["caption"] == "a plain caption" and "caption_truncated" not in members["plain"]
     assert members["plain"]["img2dataset"] == {"url": "http://x/p.png"}
 
@@ -142,3 +144,17 @@ def test_a_datasets_row_and_a_plain_folder_s_sidecars_are_capped_alike(tmp_path)
         assert lineage["caption"] == "a" * (MAX_CAPTION_BYTES - 1)
         assert lineage["caption_truncated"]["bytes"] == len(LONG_CAPTION)
         assert len(lineage[name]) == 16 and lineage[f"{name}_truncated"]["fields_left_out"] == 84
+
+
+def test_an_imagefolder_row_s_caption_over_a_cut_txt_carries_no_stale_mark(tmp_path):
+    """An ImageFolder row's caption takes the place of a `.txt` beside its image: the `.txt`'s
+    `caption_truncated` goes with it; a row without a caption keeps the `.txt`'s, cut and marked."""
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.png").write_bytes(_png(20 if name == "a" else 200))
+        (tmp_path / f"{name}.txt").write_bytes(LONG_CAPTION)
+    rows = [{"file_name": "a.png", "text": "a row's caption"}, {"file_name": "b.png", "score": 1}]
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    records = {r.lineage["path"]: r.lineage for r in _records(tmp_path).values()}
+    assert records["a.png"]["caption"] == "a row's caption" and "caption_truncated" not in records["a.png"]
+    assert records["b.png"]["caption"] == "a" * (MAX_CAPTION_BYTES - 1)
+    assert records["b.png"]["caption_truncated"]["bytes"] == len(LONG_CAPTION)
