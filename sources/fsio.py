@@ -663,6 +663,21 @@ def read_bytes(uri: str, limit: int | None = None) -> bytes:
     return data
 
 
+def read_head(uri: str, count: int, limit: int | None = None) -> tuple[bytes, int]:
+    """The first `count` bytes of a file and its size (`read_bytes`'s rules: `FileTooLarge` past
+    `limit`, judged before reading where the open file says its size): a caption whose rest is
+    never held. A file whose size is not said is read one byte past `count` to tell it is longer
+    (its size then `count` + 1, at least what it holds)."""
+    _opened(uri)
+    refuse_special(uri)
+    with fsspec.open(uri, "rb") as handle:
+        size = _known_size(handle)
+        if limit is not None and size is not None and size > limit:
+            raise FileTooLarge(f"{basename(uri)} is larger than {limit} bytes")
+        data = read_at_most(handle, count if size is not None else count + 1)
+    return data[:count], len(data) if size is None else size
+
+
 READ_STEP = 16 << 20
 
 

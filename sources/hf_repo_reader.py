@@ -15,6 +15,7 @@ from sources.paths import OutsideRoot, PathProblem, join_inside, path_problem, r
 from sources.records import ImageRecord, Reject, SourceItem, data_key, nfc, path_key
 from sources.web_card import OTHER_HF_CONFIG, CardSplits
 from sources.web_reader import row_lists as _row_lists
+from sources.lineage_text import caption_lineage, metadata_lineage
 from sources.web_samples import (IMAGE_EXTENSIONS, caption_text as _caption_text, ext_of as _ext_of,
                                  jsonable as _jsonable)
 
@@ -113,14 +114,15 @@ class HfRepoReader(CardSplits):
                 return Reject(key, self.name, key, "read", problem.reason, problem.detail[:300], split_hint=hint,
                               input=at)
             uri = problem
-        lineage: dict[str, Any] = {**({"caption": str(text).strip()} if text else {}), **context}
+        lineage: dict[str, Any] = {**(caption_lineage(str(text)) if text else {}), **context}
         if named:  # a path-only row's file as it lies under the root (`datasets` writes it absolute)
             lineage["image_path"] = nfc(relative_to_root(self.path, uri)) if uri else named
         labels = {c: hf_parquet.label_names(names[c], v) for c, v in row.items() if c in names}
         labels = {c: named for c, named in labels.items() if named is not None}
         if labels:
             lineage["class_names"] = labels
-        lineage["huggingface"] = {k: lineage_value(v) for k, v in sorted(row.items()) if not isinstance(v, bytes)}
+        lineage.update(metadata_lineage("huggingface", {k: v for k, v in row.items() if not isinstance(v, bytes)},
+                                        lineage_value))
         return ImageRecord(key=key, source=self.name, group=key, split_hint=hint, lineage=lineage,
                            input=at if uri is None else f"{at}: {self._at(uri)}",
                            **({"data": data} if uri is None else {"uri": uri}))

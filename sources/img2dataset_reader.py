@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 from sources import fsio, hf_parquet
 from sources.hf_repo_reader import lineage_value
+from sources.lineage_text import CAPTION_READ_BYTES
 from sources.img2dataset_listing import (CAPTION_CELLS, HASH_MISMATCH, ShardListing, download_status, hash_problem,
                                          listing_rejects, missing_rejects, parse_json, recorded_hash, shard_of)
 from sources.paths import collapse_set_aside, path_problem, relative_to_root
@@ -55,15 +56,17 @@ class Img2datasetReader(WebReader):
                 yield item
                 continue
             if not (item.cut or item.dropped) and (owns is None or owns(self._key(shard, item.key))):
-                yield from self._sample(shard, item.key, item.members, listing, tar, item.member_name)
+                yield from self._sample(shard, item.key, item.members, listing, tar, item.member_name,
+                                        item.sizes.get("txt"))
             seen.add(item.key)
         yield from missing_rejects(self.name, listing, shard, seen, fsio.basename(uri), tar + ":")
 
     def _keep_member(self, shard: str, owns: Callable[[str], bool] | None, where: str, tar: tarfile.TarFile,
                      info: tarfile.TarInfo, sample: Sample, ext: str) -> Reject | None:
-        """A member's bytes (`tar_members.Keep`); one over `MAX_INPUT_FILE_BYTES`, or that would take
-        its sample past `MAX_SAMPLE_BYTES`, drops its sample whole, never read into memory (what
-        the sample kept is let go); a sample another part owns keeps b"" (that part reads it)."""
+        """A member's bytes (`tar_members.Keep`), of a `.txt` past `CAPTION_READ_BYTES` its head
+        alone; one over `MAX_INPUT_FILE_BYTES`, or that would take its sample past
+        `MAX_SAMPLE_BYTES`, drops its sample whole, never read into memory (what the sample kept is
+        let go); a sample another part owns keeps b"" (that part reads it)."""
         too_large = member_too_large(info, MAX_INPUT_FILE_BYTES)
         if too_large:
             sample.dropped = True
@@ -72,7 +75,8 @@ class Img2datasetReader(WebReader):
         if owns is not None and not owns(self._key(shard, sample.key)):
             sample.members[ext] = b""
             return None
-        if sample.kept_bytes + info.size > MAX_SAMPLE_BYTES:
+        head = CAPTION_READ_BYTES if ext == "txt" and info.size > CAPTION_READ_BYTES else None
+        if sample.kept_bytes + (head or info.size) > MAX_SAMPLE_BYTES:
             sample.dropped = True
             sample.members = dict.fromkeys(sample.members, b"")  # its bytes let go, its members' names kept
             return self._reject(self._key(shard, sample.key), "read", SAMPLE_TOO_LARGE,
@@ -80,13 +84,16 @@ class Img2datasetReader(WebReader):
                                 f"at {info.name} ({len(sample.members) + 1} members, {sample.kept_bytes + info.size} "
                                 "bytes): not read; write a document's images as samples of their own, or fewer in "
                                 "each", where=f"{where}:{info.name}")
-        sample.kept_bytes += info.size
-        sample.members[ext] = member_bytes(tar, info)
+        sample.members[ext] = member_bytes(tar, info, head)
+        sample.kept_bytes += head or info.size
+        if head is not None:  # a caption's head, never its whole (`lineage_text`): its size said
+            sample.sizes[ext] = info.size
         return None
 
-    def _sample(self, shard: str, sample_key: str, members: dict[str, bytes],
-                listing: "ShardListing", tar: str, named: Callable[[str], str]) -> Iterator[SourceItem]:
-        """A read sample's record and rejects; `named` gives a member's name as the tar spells it."""
+    def _sample(self, shard: str, sample_key: str, members: dict[str, bytes], listing: "ShardListing", tar: str,
+                named: Callable[[str], str], text_bytes: int | None = None) -> Iterator[SourceItem]:
+        """A read sample's record and rejects; `named` gives a member's name as the tar spells it;
+        `text_bytes`: its `.txt` member's size where only its head was kept."""
         key = self._key(shard, sample_key)
         at = f"{tar}:{sample_key}"  # the sample; a member is `{tar}:{named(ext)}` (`X.JPG`, not `x.jpg`)
         images = _image_members(members)
@@ -102,7 +109,7 @@ class Img2datasetReader(WebReader):
         yield from self._unexpected_members(key, members, images, named, lambda ext: f"{tar}:{named(ext)}")
         # the sample's json and lineage made once, not for each of a document's (500) images
         recorded = {**(listing.rows.get(sample_key) or {}), **parse_json(members.get("json"))}
-        shared = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key))
+        shared = _lineage(members.get("txt"), members.get("json"), listing.rows.get(sample_key), text_bytes=text_bytes)
         classes = _classes(members)
         for image_ext in pictures:
             # a page of several: its own key (no sample's key holds a dot in its name), its sample's group
@@ -174,7 +181,8 @@ class Img2datasetReader(WebReader):
                                    f"({fsio.basename(files[pictures[0]])})", where=self._at(files[extra]))
             yield from self._unexpected_members(key, files, images, lambda ext: fsio.basename(files[ext]),
                                                 lambda ext: self._at(files[ext]))
-            texts, unread = self._sidecar_texts({e: files[e] for e in SAMPLE_SIDECARS if e in files}, lambda _: key)
+            texts, sizes, unread = self._sidecar_texts({e: files[e] for e in SAMPLE_SIDECARS if e in files},
+                                                       lambda _: key)
             yield from unread
             recorded = {**(listing.rows.get(sample_key) or {}), **parse_json(texts.get("json"))}
             for image_ext in pictures:
@@ -184,7 +192,8 @@ class Img2datasetReader(WebReader):
                     yield self._reject(own, "read", HASH_MISMATCH, changed, where=self._at(files[image_ext]),
                                        group=key)
                     continue
-                lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key))
+                lineage = _lineage(texts.get("txt"), texts.get("json"), listing.rows.get(sample_key),
+                                   text_bytes=sizes.get("txt"))
                 lineage.update({"shard": shard, "sample_key": sample_key, "file_ext": image_ext, **_classes(texts)})
                 # `input` named whether the bytes are in hand (hash checked) or the decoder reads the file
                 yield ImageRecord(key=own, source=self.name, group=key, lineage=lineage,

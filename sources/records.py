@@ -67,6 +67,18 @@ def read_input_bytes(uri: str, limit: int = MAX_INPUT_FILE_BYTES) -> bytes:
         raise
 
 
+def read_input_head(uri: str, count: int, limit: int = MAX_INPUT_FILE_BYTES) -> tuple[bytes, int]:
+    """An input file's first `count` bytes and its size (`fsio.read_head`: `FileTooLarge` past
+    `limit`), its machine errors as `read_input_bytes` raises them."""
+    from sources.fsio import read_head
+
+    try:
+        return read_head(uri, count, limit)
+    except OSError as exc:
+        raise_machine_error(exc, uri)
+        raise
+
+
 def raise_machine_error(exc: BaseException, uri: str, verb: str = "reading") -> None:
     """Raise this machine's `MachineError` when `exc`, met `verb` `uri` (or the file the OSError
     names), is one (`is_machine_error`), for a reader whose `except OSError` would otherwise make it

@@ -88,6 +88,8 @@ class Sample:
     cut: bool = False  # the tar ends inside it: its `truncated_sample` is said (unless dropped), never a record
     names: dict[str, str] = field(default_factory=dict)  # extension -> the member's name, where not `key.ext`
     kept_bytes: int = 0  # what its source kept so far, as the members' headers declare (its `Keep`'s count)
+    # extension -> a member's size where its source kept only its head (a long `.txt` caption)
+    sizes: dict[str, int] = field(default_factory=dict)
 
     def member_name(self, ext: str) -> str:
         """The name in the tar of this sample's member `ext` (`X.JPG`, `./x.jpg`: `members` keys its
@@ -601,8 +603,9 @@ def _bz2_or_xz(handle: IO[bytes]) -> str | None:
     return "bz2" if head.startswith(b"BZh") else "xz" if head == b"\xfd7zXZ\x00" else None
 
 
-def member_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
-    """A regular member's bytes (the caller has judged its size); a hard link resolved to its
+def member_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo, limit: int | None = None) -> bytes:
+    """A regular member's bytes (the caller has judged its size), or with `limit` its first
+    `limit` bytes alone (a caption's head: the rest is never held); a hard link resolved to its
     target's (`HardLinks.resolve`), read from the plain file under the tar and its place kept
     (a stream's file is read on from there)."""
     unreadable = getattr(info, "unreadable", None)
@@ -610,16 +613,16 @@ def member_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
         raise unreadable
     held = getattr(info, "held", None)
     if held is not None:  # a compressed tar's member read before its visit, or a link's target (`HardLinks.hold`)
-        return held
+        return held if limit is None else held[:limit]
     if getattr(info, "linked", False):
         handle = _plain_file(tar.fileobj)
         here = handle.tell()
         try:
-            return tarfile._FileInFile(handle, info.offset_data, info.size, info.sparse).read()
+            return tarfile._FileInFile(handle, info.offset_data, info.size, info.sparse).read(limit)
         finally:
             handle.seek(here)
     extracted = tar.extractfile(info)
-    return extracted.read() if extracted is not None else b""
+    return extracted.read(limit) if extracted is not None else b""
 
 
 # Inflated bytes a gzipped tar's stream may hold after its end-of-archive block, at least: the

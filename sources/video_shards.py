@@ -36,6 +36,8 @@ import tarfile
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from sources import fsio
+from sources.hf_repo_reader import lineage_value
+from sources.lineage_text import CAPTION_READ_BYTES, caption_lineage
 from sources.img2dataset_listing import (ShardListing, download_status, listing_rejects, missing_rejects,
                                          parse_json)
 from sources.records import MAX_INPUT_FILE_BYTES, Reject, SourceItem, TarMember, data_key, nfc
@@ -124,15 +126,17 @@ def _read_tar(source: "VideoSource", uri: str, owns: Callable[[str], bool] | Non
         elif item.cut:
             seen.add(item.key)
         else:
-            yield from _sample(source, uri, shard, item.key, item.members, listing, seen, owns, item.member_name)
+            yield from _sample(source, uri, shard, item.key, item.members, listing, seen, owns, item.member_name,
+                               item.sizes.get("txt"))
     yield from missing_rejects(source.name, listing, shard, seen, fsio.basename(uri), tar + ":")
 
 
 def _keep_member(name: str, shard: str, where: str, tar: tarfile.TarFile, info: tarfile.TarInfo, sample: Sample,
                  ext: str) -> Reject | None:
-    """A sidecar's bytes, any other member's header (`tar_members.Keep`: the data of a video is
-    never read here); a sidecar over `MAX_INPUT_FILE_BYTES` is its `member_too_large` reject,
-    never read, and the video goes on without it."""
+    """A sidecar's bytes (of a `.txt` past `CAPTION_READ_BYTES` its head, its size kept), any
+    other member's header (`tar_members.Keep`: the data of a video is never read here); a sidecar
+    over `MAX_INPUT_FILE_BYTES` is its `member_too_large` reject, never read, and the video goes on
+    without it."""
     if ext not in SIDECARS:
         sample.members[ext] = info
         return None
@@ -141,14 +145,19 @@ def _keep_member(name: str, shard: str, where: str, tar: tarfile.TarFile, info: 
         sample.members[ext] = b""
         return shard_reject(name, data_key(name, shard, sample.key), "read", MEMBER_TOO_LARGE, too_large,
                             f"{where}:{info.name}")
-    sample.members[ext] = member_bytes(tar, info)
+    head = CAPTION_READ_BYTES if ext == "txt" and info.size > CAPTION_READ_BYTES else None
+    sample.members[ext] = member_bytes(tar, info, head)  # a caption's head alone (`lineage_text`)
+    if head is not None:
+        sample.sizes[ext] = info.size
     return None
 
 
 def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, members: dict[str, Any],
             listing: ShardListing, seen: set[str], owns: Callable[[str], bool] | None,
-            named: Callable[[str], str]) -> Iterator[SourceItem]:
-    """A read sample's planned clips and rejects; `named` gives a member's name as the tar spells it."""
+            named: Callable[[str], str], text_bytes: int | None = None) -> Iterator[SourceItem]:
+    """A read sample's planned clips and rejects; `named` gives a member's name as the tar spells it;
+    `text_bytes`: its `.txt`'s size where only its head was kept. Its lineage rides in each clip's
+    sentence: its caption and URL are capped (`lineage_text`, `lineage_value`)."""
     key = data_key(source.name, shard, sample_key)
     tar = relative_to_root(source.path, uri)
     at = f"{tar}:{sample_key}"  # the sample; a member is `{tar}:{named(ext)}` (`X.MP4`, not `x.mp4`)
@@ -175,9 +184,9 @@ def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, member
     if owns is not None and not owns(key):  # another part's video: that part probes it
         return
     named: dict[str, Any] = {"file": nfc(info.name), "shard": shard, "sample_key": sample_key}
-    caption = members.get("txt", b"").decode("utf-8", errors="replace").strip()
+    named.update(caption_lineage(members.get("txt", b"").decode("utf-8", errors="replace"), text_bytes))
     url = meta.get("url") or (listing.rows.get(sample_key) or {}).get("url")
-    named.update({k: v for k, v in (("caption", caption), ("url", url)) if isinstance(v, str) and v})
+    named.update({"url": lineage_value(url)} if isinstance(url, str) and url else {})
     yield from source.planned(key, uri, named, TarMember(info.name, info.offset_data, info.size))
 
 

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 
 from sources import fsio, hf_parquet, imagefolder
 from sources.img2dataset_listing import parse_json
+from sources.lineage_text import caption_lineage, metadata_lineage
 from sources.hf_repo_reader import lineage_value
 from sources.imagefolder import EXTRA_IMAGE, UNLISTED_IMAGE
 from sources.parquet_columns import unread_parquet_detail
@@ -82,7 +83,8 @@ class FolderReader(CardSplits):
                     yield self._reject(path_key(self.name, relative), "read", "missing_image",
                                        f"{nfc(relative)}: no image file with this stem", where=self._at(uri))
                 continue
-            texts, unread = self._sidecar_texts(sidecars, lambda uri: path_key(self.name, relative_to_root(root, uri)))
+            texts, sizes, unread = self._sidecar_texts(sidecars,
+                                                       lambda uri: path_key(self.name, relative_to_root(root, uri)))
             yield from unread
             for uri in entries:  # one per key
                 relative = nfc(relative_to_root(root, uri))
@@ -92,12 +94,11 @@ class FolderReader(CardSplits):
                     yield self._reject(key, "read", problem.reason, problem.detail, where=self._at(uri))
                     continue
                 lineage: dict[str, Any] = {"path": relative}  # in NFC, as the key
-                caption = texts.get("txt", b"").decode("utf-8", errors="replace").strip()
-                if caption:
-                    lineage["caption"] = caption
+                lineage.update(caption_lineage(texts.get("txt", b"").decode("utf-8", errors="replace"),
+                                               sizes.get("txt")))
                 parsed = parse_json(texts.get("json"))
-                if parsed:
-                    lineage["metadata"] = parsed
+                if parsed:  # each value and the whole capped, as a sample's `.json` is (`lineage_text`)
+                    lineage.update(metadata_lineage("metadata", parsed, lineage_value))
                 if listed:
                     yield self._listed_image(key, uri, relative, lineage, splits, ask)
                     continue
@@ -154,9 +155,11 @@ class FolderReader(CardSplits):
                  else split_of(relative, row["file"]))
         if isinstance(split, Reject):
             return split
-        lineage = {**lineage, **({"caption": text} if text else {}), "file": row["file"], "row": row["row"],
+        if text:  # the row's caption over a `.txt`'s: the `.txt`'s cut said of it no more
+            lineage = {k: v for k, v in lineage.items() if k != "caption_truncated"}
+        lineage = {**lineage, **(caption_lineage(text) if text else {}), "file": row["file"], "row": row["row"],
                    **({"hf_split": split} if split else {}),
-                   "huggingface": {k: lineage_value(v) for k, v in sorted(values.items())}}  # capped as a parquet row's
+                   **metadata_lineage("huggingface", values, lineage_value)}  # capped as a parquet row's
         return ImageRecord(key=key, source=self.name, group=key, uri=uri, lineage=lineage,
                            split_hint=hf_parquet.split_hint(split))
 

@@ -8,7 +8,8 @@ from typing import Any, Callable, Iterator
 
 from sources import fsio, hf_parquet
 from sources.paths import relative_to_root, set_aside_problem
-from sources.records import FILE_TOO_LARGE, Reject, data_key, read_input_bytes
+from sources.lineage_text import CAPTION_READ_BYTES
+from sources.records import FILE_TOO_LARGE, Reject, data_key, read_input_bytes, read_input_head
 from sources.web_format import LaionFormat, detect_format
 from transforms.errors import exception_detail
 
@@ -53,22 +54,30 @@ class WebReader:
         return self._reject(key(), "read", problem.reason, problem.detail, where=self._at(uri)) if problem else None
 
     def _sidecar_texts(self, sidecars: dict[str, str],
-                       key: Callable[[str], str]) -> tuple[dict[str, bytes], list[Reject]]:
-        """The bytes of each caption and metadata file (by extension), and the reject (keyed by `key`)
-        of each the operating system refuses (no permission, a failing disk) or that is over the one
-        file cap: its image goes on without it. The refusal used to end the unit's reading, one
-        `unit_failed` reject naming the folder in place of its up to 256 images."""
+                       key: Callable[[str], str]) -> tuple[dict[str, bytes], dict[str, int], list[Reject]]:
+        """The bytes of each caption and metadata file (by extension), of a caption past
+        `CAPTION_READ_BYTES` its head alone (its size then in the second dict: `lineage_text`), and
+        the reject (keyed by `key`) of each the operating system refuses (no permission, a failing
+        disk) or that is over the one file cap: its image goes on without it. The refusal used to
+        end the unit's reading, one `unit_failed` reject naming the folder in place of its up to
+        256 images."""
         texts: dict[str, bytes] = {}
+        sizes: dict[str, int] = {}
         unread: list[Reject] = []
         for ext, uri in sidecars.items():
-            try:
-                texts[ext] = read_input_bytes(uri)  # too many open files: the machine's MachineError
+            try:  # too many open files: the machine's MachineError
+                if ext == "txt":
+                    texts[ext], size = read_input_head(uri, CAPTION_READ_BYTES)
+                    if size > len(texts[ext]):
+                        sizes[ext] = size
+                else:
+                    texts[ext] = read_input_bytes(uri)
             except fsio.FileTooLarge as exc:
                 unread.append(self._reject(key(uri), "read", FILE_TOO_LARGE, str(exc), where=self._at(uri)))
             except OSError as exc:
                 unread.append(self._reject(key(uri), "read", "unreadable_file", exception_detail(exc),
                                            where=self._at(uri)))
-        return texts, unread
+        return texts, sizes, unread
 
 
 def row_lists(batches) -> Iterator[tuple[Any, list[dict[str, Any]]]]:

@@ -11,6 +11,7 @@ import re
 from typing import Any, Callable
 
 from sources.img2dataset_listing import caption_cell, parse_json
+from sources.lineage_text import caption_lineage, metadata_lineage
 from sources.paths import relative_to_root
 from sources.records import twin_groups
 
@@ -109,27 +110,40 @@ def jsonable(value: Any) -> Any:
 
 
 def sample_lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] | None = None,
-                   value: Callable[[Any], Any] = jsonable, txt_file: bool = True) -> dict:
+                   value: Callable[[Any], Any] = jsonable, txt_file: bool = True,
+                   text_bytes: int | None = None) -> dict:
     """Caption and URL at the top (as before), and everything img2dataset recorded under
     `img2dataset`: its parquet row, overlaid by the sample's `.json`; each recorded value as
-    `value` makes it (`hf_repo_reader.lineage_value`: capped). A `.txt` (`txt_file`) of a sample
-    without `.json` that is one bytes literal is the caption it spells (`bytes_literal`)."""
+    `value` makes it (`hf_repo_reader.lineage_value`: capped), the whole within
+    `lineage_text.MAX_METADATA_BYTES`, the caption within `MAX_CAPTION_BYTES` (`text_bytes`: what
+    its `.txt` held where only its head was read). A `.txt` (`txt_file`) of a sample without
+    `.json` that is one bytes literal is the caption it spells (`bytes_literal`)."""
     lineage: dict = {}
     if text:
-        literal = bytes_literal(text) if meta is None and txt_file else None
-        lineage["caption"] = caption_cell(text if literal is None else literal).strip()
+        literal = bytes_literal(text) if meta is None and txt_file and text_bytes is None else None
+        lineage.update(_caption(caption_cell(text if literal is None else literal), text_bytes))
     parsed = parse_json(meta)
     recorded = {**(row or {}), **parsed}
     for field in ("url", "caption", "original_width", "original_height"):
         if recorded.get(field) is not None and field not in lineage:
-            lineage[field] = value(recorded[field])
+            made = value(recorded[field])
+            if field == "caption" and isinstance(recorded[field], str) and not isinstance(made, str):
+                lineage.update(_caption(recorded[field]))  # past the value cap: its head, not a mark
+            else:
+                lineage[field] = made
     if recorded:
-        lineage["img2dataset"] = {k: value(v) for k, v in sorted(recorded.items())}
+        lineage.update(metadata_lineage("img2dataset", recorded, value))
         width, height = recorded.get("width"), recorded.get("height")
         original = (recorded.get("original_width"), recorded.get("original_height"))
         if width and height and all(original) and (width, height) != original:
             lineage["resized_from"] = [int(original[0]), int(original[1])]  # type: ignore[arg-type]
     return lineage
+
+
+def _caption(text: str, stored_bytes: int | None = None) -> dict[str, Any]:
+    """`lineage_text.caption_lineage`, a blank caption kept as "" (as it always was: a `.txt` of
+    spaces stands, the `.json`'s caption does not take its place)."""
+    return caption_lineage(text, stored_bytes) or {"caption": ""}
 
 
 # img2dataset 1.47's files format writes a caption of a `binary` column (a URL list read from a

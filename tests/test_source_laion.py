@@ -339,16 +339,17 @@ def test_too_many_open_files_reading_a_caption_or_a_hashed_image_is_the_machines
     _write_named(shard, "000000000.json", json.dumps({"url": "http://x/0.png", "key": "000000000", "status": "success",
                                                       "width": None, "height": None,
                                                       "sha256": hashlib.sha256(png).hexdigest()}, indent=4).encode())
-    real_read = fsio.read_bytes
-
-    def read_bytes(uri, *args, **kwargs):  # the descriptor table full as that one file is opened
-        if uri.endswith(f".{which}"):
-            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), uri)
-        return real_read(uri, *args, **kwargs)
+    def full_at(real):  # the descriptor table full as that one file is opened (a caption's head read too)
+        def read(uri, *args, **kwargs):
+            if uri.endswith(f".{which}"):
+                raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), uri)
+            return real(uri, *args, **kwargs)
+        return read
 
     source = LaionSource("web", str(tmp_path), "files")
     with monkeypatch.context() as full:
-        full.setattr(fsio, "read_bytes", read_bytes)
+        full.setattr(fsio, "read_bytes", full_at(fsio.read_bytes))
+        full.setattr(fsio, "read_head", full_at(fsio.read_head))
         with pytest.raises(MachineError, match=rf"reading 000000000\.{which}: \[Errno 24\]"):
             _read_all(source)
     (record,) = _read_all(source)

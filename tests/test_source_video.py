@@ -1020,6 +1020,33 @@ def test_sidecars_over_the_cap_are_not_read_and_a_video_less_samples_json_status
     assert items[0].stage == "read" and items[0].detail.startswith("000000001.txt: 1001 bytes, over the 1000 byte cap")
 
 
+def test_a_long_caption_and_url_ride_in_each_clip_capped(tmp_path: Path, monkeypatch):
+    """A video's lineage rides in each of its clips' sentences: a 100 KB `.txt` is read to its
+    head and cut to `MAX_CAPTION_BYTES` (`caption_truncated` giving the member's size), a URL over
+    the 4 KiB value cap is marked (`lineage_text`); both went whole into every clip before."""
+    import json
+
+    from sources.lineage_text import MAX_CAPTION_BYTES
+
+    caption = b"frame " * 20_000
+    _junk_tar(tmp_path / "root", {"000000000": {"mp4": b"v" * 100, "txt": caption,
+                                                "json": json.dumps({"url": "http://x/" + "u" * 10_000}).encode()}})
+    named = {}
+
+    def planned(self, video, uri, lineage, member=None):  # what the probe would be given
+        named[lineage["sample_key"]] = lineage
+        return iter(())
+
+    monkeypatch.setattr(VideoSource, "planned", planned)
+    _read_all(VideoSource("web", str(tmp_path / "root"), strides=(1,)))
+    lineage = named["000000000"]
+    assert lineage["caption"] == caption[:MAX_CAPTION_BYTES].decode()  # "frame frame ... fram"
+    assert lineage["caption_truncated"] == {"bytes": len(caption), "kept_bytes": MAX_CAPTION_BYTES,
+                                            "budget": MAX_CAPTION_BYTES}
+    assert lineage["url"] == {"truncated": "a text of 10009 characters, over the 4096 byte budget of a lineage value: "
+                                           "left out"}
+
+
 def test_a_thumbnail_beside_a_video_is_counted_and_a_dotted_keys_detail_is_true(tmp_path: Path, monkeypatch):
     """A `.jpg` beside a video vanished without a word (audio, `.txt` and `.json` are the sample's);
     a key with a dot (`clip.v2`: webdataset's key `clip`, fields `v2.mp4`...) said "no .mp4" while

@@ -111,7 +111,11 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb", "layout_check"}
 # not `truncated`; a TIFF cut and padded with zeros to its length `truncated`, so an AVIF, HEIC or
 # RLE BMP whose coded data ends in 16 or more zero bytes (libavif and libde265 decoded it garbled),
 # and a PNG with no IEND ending in zeros whose image stream does not end.
-RENDER_REVISION = 16
+# 17 (2026-12-07): lineage text bounded (`sources.lineage_text`): a caption past 4,096 UTF-8 bytes
+# cut (`caption_truncated`), a record's metadata past 16,384 bytes cut to the fields that fit
+# (`<name>_truncated`), a plain folder's `.json` capped as a tar's; a `.json` caption past the
+# value cap carried as its head, not a `truncated` mark. Smaller captions and records as before.
+RENDER_REVISION = 17
 
 
 class BuildConfig(Strict):
