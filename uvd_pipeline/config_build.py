@@ -115,6 +115,10 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb", "layout_check"}
 # cut (`caption_truncated`), a record's metadata past 16,384 bytes cut to the fields that fit
 # (`<name>_truncated`), a plain folder's `.json` capped as a tar's; a `.json` caption past the
 # value cap carried as its head, not a `truncated` mark. Smaller captions and records as before.
+# Also: a JPEG 2000 of 9-16 bit RGB(A) samples scaled from its full precision (Pillow wrapped full
+# scale to 0); a JPEG TIFF damaged inside a strip `decode_error`; a JPEG's or WebP's XMP-only
+# orientation ignored; parquet rows without a key keyed by file and row, not all `None`; a binary
+# `image` column read as images.
 RENDER_REVISION = 17
 
 
