@@ -489,3 +489,9 @@ def test_a_prompt_that_is_no_regular_file_or_too_large_is_refused_unread(tmp_pat
     small.write_bytes(b"x" * 101)
     with pytest.raises(UsageError, match="101 bytes, over the"):
         read_image_file(small, max_bytes=100)
+    # a path that looked like a file and is a pipe by the time it is opened: the open does not wait
+    real_stat = os.stat
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(os, "stat", lambda path, *a, **k: real_stat(small if path == fifo else path, *a, **k))
+        with pytest.raises(UsageError, match="a pipe, not an image file"):
+            read_image_file(fifo)

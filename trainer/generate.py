@@ -142,23 +142,27 @@ def generate_codes(model: LVMTransformer, prompt: np.ndarray, n: int = 1, *, tem
 PROMPT_MAX_BYTES = 256 << 20
 
 
+def _refuse_special(path: str | os.PathLike[str], mode: int) -> None:
+    kind = not_a_file(mode)
+    if kind and kind != "a folder":  # a folder: reading it says so at once, as for any path
+        raise UsageError(f"prompt image {os.fspath(path)!r}: {kind}, not an image file")
+
+
 def read_image_file(path: str | os.PathLike[str], max_bytes: int = PROMPT_MAX_BYTES) -> bytes:
     """The bytes of one image file, judged before it is read: a pipe, device or socket is refused
-    by its type unopened (a FIFO without a writer blocked forever, /dev/zero read until the kernel
-    killed the process at 22 GB), a file over `max_bytes` by its size, and at most `max_bytes` + 1
-    are read (a file that grows meanwhile, or a /proc file that says 0, stops there). OSError for
-    one that cannot be opened, a folder included."""
-    info = os.stat(path)
-    kind = not_a_file(info.st_mode)
-    if kind and kind != "a folder":  # a folder: open() says so at once, as for any path
-        raise UsageError(f"prompt image {os.fspath(path)!r}: {kind}, not an image file")
-    size = info.st_size
-    data = b""
-    if size <= max_bytes:
-        with open(path, "rb") as handle:
-            data = handle.read(max_bytes + 1)
-    if max(size, len(data)) > max_bytes:
-        raise UsageError(f"prompt image {os.fspath(path)!r}: {max(size, len(data))} bytes, over the "
+    by its type unopened (a FIFO without a writer blocked forever, /dev/zero was read until the
+    kernel killed the process at 22 GB), a file over `max_bytes` by its size, and at most
+    `max_bytes` + 1 are read (a file that grows meanwhile, or a /proc file that says 0, stops
+    there). The open does not wait (O_NONBLOCK) and its own stat is judged again, so a path
+    swapped for a pipe after the first look is refused too. OSError for one that cannot be read,
+    a folder included."""
+    _refuse_special(path, os.stat(path).st_mode)
+    with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as handle:
+        info = os.fstat(handle.fileno())
+        _refuse_special(path, info.st_mode)
+        data = handle.read(max_bytes + 1) if info.st_size <= max_bytes else b""
+    if max(info.st_size, len(data)) > max_bytes:
+        raise UsageError(f"prompt image {os.fspath(path)!r}: {max(info.st_size, len(data))} bytes, over the "
                          f"{max_bytes >> 20} MiB an input image file may have (the build's cap on one file)")
     return data
 
