@@ -304,6 +304,8 @@ def test_flags_and_the_output_path_are_judged_before_the_model_loads(tmp_path: P
                             (["--batch-size", "0"], "--batch-size 0: give at least 1"),
                             (["--limit", "0"], "--limit 0: give at least 1"),
                             (["--limit", "-1"], "--limit -1: give at least 1"),
+                            (["--shots", "1,-1"], "--shots 1,-1: give k of 0 or more"),
+                            (["--contexts", "0,3"], "--contexts 0,3: give context frames of 1 or more"),
                             (["--device", "tpu"], "--device 'tpu' is no device"),
                             (["--device", "cuda"], "--device cuda asked for, but torch sees no CUDA device")):
             assert main(base + argv) == 2, argv

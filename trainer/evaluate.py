@@ -290,6 +290,11 @@ def check_flags(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} {value}: give at least 1")
+    # values no instance can have were dropped without a word (plan_instances keeps 0 <= k, 0 < c)
+    if any(k < 0 for k in args.shots or []):
+        raise UsageError(f"--shots {','.join(map(str, args.shots))}: give k of 0 or more")
+    if any(c < 1 for c in args.contexts):
+        raise UsageError(f"--contexts {','.join(map(str, args.contexts))}: give context frames of 1 or more")
     if args.out is not None:
         problem = output_problem(args.out)
         if problem:
