@@ -158,3 +158,26 @@ def test_a_file_rewritten_in_place_while_streamed_is_refused_not_mixed(tmp_path)
     os.utime(path, ns=(before + 10**9, before + 10**9))  # the rewrite's own mtime, a second on (coarse clocks)
     with pytest.raises(SafetensorsFileError, match="changed while being read"):
         dict(stream)
+
+
+def test_a_folder_with_both_weight_files_says_which_it_read(tmp_path: Path):
+    """A tokenizer folder holding pytorch_model.bin and a model.safetensors of other weights (a
+    conversion left beside its source) was read from the .bin without a word (hunt53a tok_load2:
+    both_differ). The .bin is still the one read, as documented, and a warning names it and the
+    file left unread."""
+    import warnings
+
+    from tokenizer import TINY, build, save
+    from tokenizer.checkpoint import WeightsChoiceWarning, load
+
+    model = build(TINY, seed=0)
+    save(model, tmp_path)
+    save_file({k: torch.zeros_like(v) for k, v in model.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    with pytest.warns(WeightsChoiceWarning, match="holds both pytorch_model.bin and model.safetensors; reading "
+                                                   "pytorch_model.bin, model.safetensors is not read"):
+        loaded = load(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    (tmp_path / "pytorch_model.bin").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one file: nothing to say
+        assert all(float(v.abs().max()) == 0 for v in load(tmp_path).state_dict().values() if v.is_floating_point())

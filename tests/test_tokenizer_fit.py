@@ -526,3 +526,28 @@ def test_a_fit_ends_with_a_summary_naming_the_tokenizer_it_wrote(tmp_path, capsy
         f"done: step 2/2, loss {last['loss']:.4f}, PSNR {last['psnr']:.2f} dB; tokenizer (config.json + "
         f"pytorch_model.bin) in {out}, exported to {ship}")
     assert load(out).config == load(ship).config
+
+
+def test_evaluate_output_paths_and_device_are_judged_before_the_work(tiny_tokenizer, tmp_path, monkeypatch, capsys):
+    """`--out` a folder (IsADirectoryError), `--sheet` without an extension (Pillow's ValueError)
+    and `--device tpu` (torch's RuntimeError) failed with tracebacks, the first two after every
+    image was measured. Now one `error:` line naming the flag, exit 2, before the tokenizer loads;
+    --out and --sheet in missing folders are written there."""
+    def never(*args, **kwargs):
+        raise AssertionError("the tokenizer loaded before the flags were checked")
+
+    (tmp_path / "folder").mkdir()
+    with monkeypatch.context() as patched:
+        patched.setattr(Tokenizer, "from_pretrained", never)
+        for args, words in ((["--out", str(tmp_path / "folder")], f"--out {tmp_path / 'folder'}: is a folder"),
+                            (["--sheet", str(tmp_path / "sheet")], f"--sheet {tmp_path / 'sheet'}: no file extension"),
+                            (["--sheet", str(tmp_path / "sheet.json")], "no image format with the extension .json"),
+                            (["--device", "tpu"], "--device 'tpu' is no device; choose auto, cpu, cuda or cuda:N")):
+            argv = ["--checkpoint", str(tiny_tokenizer), "--data", PHOTOS, "--out", str(tmp_path / "e.json"), *args]
+            assert evaluate_cli.main(argv) == 2, args
+            err = capsys.readouterr().err
+            assert err.startswith("error: ") and words in err and err.count("\n") == 1, (args, err)
+    out, sheet = tmp_path / "a" / "e.json", tmp_path / "b" / "sheet.png"
+    assert evaluate_cli.main(["--checkpoint", str(tiny_tokenizer), "--data", PHOTOS, "--limit", "2", "--device", "cpu",
+                              "--out", str(out), "--sheet", str(sheet)]) == 0
+    assert json.loads(out.read_text())["images"] == 2 and Image.open(sheet).size[1] > 1

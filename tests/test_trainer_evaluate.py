@@ -224,3 +224,93 @@ def test_cli_usage_errors_stay_one_line(tmp_path: Path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith(words) and err.count("\n") == 1, err
+
+
+def _trained_on(run: Path, meta: TokenShardMeta) -> Path:
+    """A fit run's step folder whose state.json records the tokenizer of shards of `meta` (what
+    `TokenWindows.fingerprint` writes), holding a tiny model."""
+    from trainer.checkpoint import save_checkpoint
+    from trainer.data import tokenizer_record
+
+    model = _tiny(max_positions=1100)
+    state = {"data": {"fingerprint": {"tokenizer": tokenizer_record(meta)}}}
+    return Path(save_checkpoint(str(run), 1, model.state_dict(), {}, model.config, state))
+
+
+def test_shards_of_another_tokenizer_than_the_checkpoint_records_are_refused(tmp_path: Path, monkeypatch, capsys):
+    """Evaluating on shards of another tokenizer printed a perplexity (exit 0), as did shards of
+    16 tokens per image on a model of 256, though the checkpoint's state.json records its
+    tokenizer and fit refuses the same mismatch. Now one line names both, before the model loads;
+    the recorded tokenizer's shards evaluate (the JSON says it was checked); a model that records
+    none (an HF download, the released LVM 7B) evaluates with a note."""
+    import trainer.checkpoint_io
+
+    run = tmp_path / "run"
+    _trained_on(run, META)
+    good = _clips(tmp_path / "good")
+    retrained = _clips(tmp_path / "retrained", dataclasses.replace(META, tokenizer_hash="retrained"))
+    renamed = _clips(tmp_path / "renamed", dataclasses.replace(META, tokenizer_name="uvd-other"))
+    rng = np.random.default_rng(0)
+    small = tmp_path / "small" / "s-val-00000.arrow"
+    write_token_shard(str(small), [_row("v0", "clips", "video", "none", rng.integers(0, 8192, 64).astype(np.uint16))],
+                      dataclasses.replace(META, tokens_per_image=16))
+    loaded = []
+    real_load = trainer.checkpoint_io.load_pretrained
+    monkeypatch.setattr(trainer.checkpoint_io, "load_pretrained",
+                        lambda *a, **k: loaded.append(a) or real_load(*a, **k))
+    for shard, what in ((retrained, "'uvd-tiny' (weights retrained, 8192 codes, 256 tokens per image)"),
+                        (renamed, "'uvd-other' (weights abc123, "),
+                        (small, "'uvd-tiny' (weights abc123, 8192 codes, 16 tokens per image)")):
+        assert main(["--checkpoint", str(run), "--data", str(shard), "--device", "cpu"]) == 2, shard
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --data {shard} has tokenizer {what}"), err
+        assert (f"but {run} was trained on 'uvd-tiny' (weights abc123, 8192 codes, 256 tokens per image)" in err
+                and err.count("\n") == 1), err
+    assert not loaded
+    assert main(["--checkpoint", str(run), "--data", str(good), "--device", "cpu",
+                 "--out", str(tmp_path / "e.json")]) == 0
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["tokenizer_checked"] is True and result["tokenizer"]["hash"] == "abc123"
+    assert "note:" not in capsys.readouterr().err
+    save_pretrained(_tiny(max_positions=1100), tmp_path / "hf")
+    assert main(["--checkpoint", str(tmp_path / "hf"), "--data", str(retrained), "--device", "cpu",
+                 "--out", str(tmp_path / "h.json")]) == 0
+    assert json.loads((tmp_path / "h.json").read_text())["tokenizer_checked"] is False
+    assert (f"note: {tmp_path / 'hf'} records no tokenizer (a model from elsewhere, or a fit from before it was "
+            "recorded): that it was trained on the shards' tokenizer 'uvd-tiny' (weights retrained, "
+            in capsys.readouterr().err)
+
+
+def test_flags_and_the_output_path_are_judged_before_the_model_loads(tmp_path: Path, monkeypatch, capsys):
+    """`--out` a folder raised IsADirectoryError after the whole evaluation; `--batch-size 0` was
+    taken as 1; `--limit 0` evaluated nothing and ended `error:` with exit 1; `--device tpu` or
+    cuda without CUDA were tracebacks. Now one line naming the flag, exit 2, nothing loaded; an
+    --out in a missing folder is written there."""
+    import trainer.checkpoint_io
+
+    def never(*args, **kwargs):
+        raise AssertionError("weights loaded before the flags were checked")
+
+    save_pretrained(_tiny(max_positions=1100), tmp_path / "ckpt")
+    good = _clips(tmp_path / "good")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("")
+    base = ["--checkpoint", str(tmp_path / "ckpt"), "--data", str(good)]
+    with monkeypatch.context() as patched:
+        patched.setattr(trainer.checkpoint_io, "load_pretrained", never)
+        patched.setattr(torch.cuda, "is_available", lambda: False)
+        for argv, words in ((["--out", str(tmp_path / "folder")], f"--out {tmp_path / 'folder'}: is a folder"),
+                            (["--out", str(tmp_path / "file" / "e.json")], f"{tmp_path / 'file'} is a file"),
+                            (["--batch-size", "0"], "--batch-size 0: give at least 1"),
+                            (["--limit", "0"], "--limit 0: give at least 1"),
+                            (["--limit", "-1"], "--limit -1: give at least 1"),
+                            (["--shots", "1,-1"], "--shots 1,-1: give k of 0 or more"),
+                            (["--contexts", "0,3"], "--contexts 0,3: give context frames of 1 or more"),
+                            (["--device", "tpu"], "--device 'tpu' is no device"),
+                            (["--device", "cuda"], "--device cuda asked for, but torch sees no CUDA device")):
+            assert main(base + argv) == 2, argv
+            err = capsys.readouterr().err
+            assert err.startswith("error: ") and words in err and err.count("\n") == 1, (argv, err)
+    out = tmp_path / "new" / "folder" / "e.json"
+    assert main(base + ["--out", str(out), "--device", "cpu"]) == 0
+    assert json.loads(out.read_text())["sentences"] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -243,7 +244,7 @@ def test_cli_a_bad_prompt_fails_before_the_model_or_tokenizer_loads(tmp_path: Pa
     def never(*args, **kwargs):
         raise AssertionError("weights loaded before the prompt was checked")
 
-    monkeypatch.setattr(trainer.checkpoint_io, "load_pretrained", never)
+    monkeypatch.setattr(trainer.checkpoint_io, "model_from_checked", never)
     monkeypatch.setattr(tokenizer.codec.Tokenizer, "from_pretrained", never)
     good = tmp_path / "good.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(good)
@@ -252,6 +253,7 @@ def test_cli_a_bad_prompt_fails_before_the_model_or_tokenizer_loads(tmp_path: Pa
     (tmp_path / "cut.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     (tmp_path / "notimage.png").write_text("hi\n")
     (tmp_path / "folder.png").mkdir()
+    save_pretrained(_tiny(), tmp_path / "model")  # its config and state are read before the weights
     base = ["--checkpoint", str(tmp_path / "model"), "--tokenizer", str(tiny_tokenizer), "--out",
             str(tmp_path / "strip.png"), "--device", "cpu"]
     for prompt, words in (([good, tmp_path / "missing.png"], f"'{tmp_path / 'missing.png'}': No such file or directory"),
@@ -295,7 +297,7 @@ def test_cli_usage_errors_stay_one_line(tmp_path: Path, tiny_tokenizer: Path, ca
     base = ["--n", "1", "--out", str(tmp_path / "strip.png"), "--device", "cpu"]
     for argv, words in (
             (["--checkpoint", str(tmp_path / "ckpt"), "--tokenizer", str(tiny_tokenizer), "--window", "0"],
-             "error: window must be at least 1 image, got 0"),
+             "error: --window 0: give at least 1 image"),
             (["--checkpoint", str(tmp_path / "ckpt"), "--tokenizer", str(tmp_path / "none")],
              f"error: {tmp_path / 'none'}: no config.json"),
             (["--checkpoint", str(tmp_path / "short"), "--tokenizer", str(tiny_tokenizer)],
@@ -336,3 +338,160 @@ def test_a_model_folder_that_is_not_there_is_named_as_such(tmp_path: Path, capsy
     assert main(["--checkpoint", str(tmp_path / "model.safetensors"), "--tokenizer", str(tmp_path),
                  "--out", str(tmp_path / "s.png")]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'model.safetensors'} is a file; give the folder")
+
+
+def _trained_on(run: Path, tokenizer: dict, seed: int = 0) -> Path:
+    """A fit run's step folder whose state.json records `tokenizer` as its shards' (what
+    `TokenWindows.fingerprint` writes), holding a tiny model."""
+    from trainer.checkpoint import save_checkpoint
+
+    model = _tiny(seed=seed)
+    state = {"data": {"fingerprint": {"tokenizer": tokenizer}}}
+    return Path(save_checkpoint(str(run), 1, model.state_dict(), {}, model.config, state))
+
+
+def _record_of(folder: Path) -> dict:
+    from tokenizer.codec import Tokenizer
+
+    tok = Tokenizer.from_pretrained(folder, device="cpu")
+    return {"name": tok.name, "hash": tok.weights_hash, "codebook_size": tok.codebook_size,
+            "tokens_per_image": tok.tokens_per_image}
+
+
+def test_a_tokenizer_other_than_the_one_the_checkpoint_records_is_refused(tmp_path: Path, tiny_tokenizer: Path,
+                                                                           monkeypatch, capsys):
+    """A checkpoint's state.json records the tokenizer of its training shards, but generate never
+    compared it with --tokenizer: another tokenizer's codes were decoded into a strip (exit 0). Now
+    one line names both, before the model loads; the recorded one generates; a copy of it under
+    another folder name too; a model that records none (an HF download) generates with a note."""
+    import shutil
+
+    import trainer.checkpoint_io
+    from trainer.interop import export_hf
+
+    right = _record_of(tiny_tokenizer)
+    wrong = {**right, "name": "uvd-test", "hash": "0" * 64}
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    base = ["--tokenizer", str(tiny_tokenizer), "--prompt", str(tmp_path / "p.png"), "--n", "1", "--device", "cpu",
+            "--out", str(tmp_path / "strip.png")]
+    other_run = tmp_path / "other"
+    _trained_on(other_run, wrong)
+    export_hf(other_run, tmp_path / "other-hf")  # an export keeps the record in its config.json
+    other_sizes = _trained_on(tmp_path / "sizes", {**right, "tokens_per_image": 16})
+    loaded = []
+    real_load = trainer.checkpoint_io.model_from_checked
+    monkeypatch.setattr(trainer.checkpoint_io, "model_from_checked",
+                        lambda *a, **k: loaded.append(a) or real_load(*a, **k))
+    for folder, differ in ((other_run, "(hash differs)"), (tmp_path / "other-hf", "(hash differs)"),
+                           (other_sizes, "(tokens_per_image differs)")):
+        assert main(["--checkpoint", str(folder), *base]) == 2, folder
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --tokenizer {tiny_tokenizer} has tokenizer '{right['name']}' ("), err
+        assert f"weights {right['hash'][:16]}, " in err or differ == "(tokens_per_image differs)", err  # hash: loaded
+        assert f"but {folder} was trained on " in err and differ in err and err.count("\n") == 1, err
+    assert not loaded and not (tmp_path / "strip.png").exists()  # refused before the model loaded
+    copy = tmp_path / "renamed-copy"
+    shutil.copytree(tiny_tokenizer, copy)
+    _trained_on(tmp_path / "right", right)
+    for tokenizer in (tiny_tokenizer, copy):
+        assert main(["--checkpoint", str(tmp_path / "right"), *base[:1], str(tokenizer), *base[2:]]) == 0
+        assert "note:" not in capsys.readouterr().err
+    save_pretrained(_tiny(), tmp_path / "hf")
+    assert main(["--checkpoint", str(tmp_path / "hf"), *base]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {tmp_path / 'hf'} records no tokenizer" in err and right["hash"][:16] in err, err
+
+
+def test_output_paths_and_sampling_flags_are_judged_before_anything_loads(tmp_path: Path, tiny_tokenizer: Path,
+                                                                          monkeypatch, capsys):
+    """`--out strip` (no extension) or a folder, `--codes-out` under a file, `--top-p 0` (NaN
+    probabilities), `--temperature -1` (silently greedy), `--top-k -5` (silently none), `--device
+    tpu` or cuda without CUDA: tracebacks after the model was loaded and every image sampled, or
+    quietly another sampler. Now one `error:` line naming the flag, exit 2, nothing loaded."""
+    import tokenizer.codec
+    import trainer.checkpoint_io
+
+    def never(*args, **kwargs):
+        raise AssertionError("weights loaded before the flags were checked")
+
+    monkeypatch.setattr(trainer.checkpoint_io, "model_from_checked", never)
+    monkeypatch.setattr(tokenizer.codec.Tokenizer, "from_pretrained", never)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("")
+    save_pretrained(_tiny(), tmp_path / "ckpt")
+    base = ["--checkpoint", str(tmp_path / "ckpt"), "--tokenizer", str(tiny_tokenizer), "--n", "1"]
+    strip = ["--out", str(tmp_path / "strip.png")]
+    for argv, words in (
+            (["--out", str(tmp_path / "strip")], f"--out {tmp_path / 'strip'}: no file extension"),
+            (["--out", str(tmp_path / "folder")], f"--out {tmp_path / 'folder'}: is a folder"),
+            (["--out", str(tmp_path / "strip.txt")], "Pillow writes no image format with the extension .txt"),
+            (["--out", str(tmp_path / "strip.xbm")], "Pillow's XBM writer cannot write an RGB image"),
+            ([*strip, "--codes-out", str(tmp_path / "file" / "codes.npy")],
+             f"--codes-out {tmp_path / 'file' / 'codes.npy'}: {tmp_path / 'file'} is a file"),
+            ([*strip, "--codes-out", str(tmp_path / "strip.png")], "is --out too"),
+            ([*strip, "--top-p", "0"], "--top-p 0.0: give a mass above 0 and at most 1"),
+            ([*strip, "--top-p", "1.5"], "--top-p 1.5: give a mass above 0"),
+            ([*strip, "--temperature", "-1"], "--temperature -1.0: give 0 (greedy) or more"),
+            ([*strip, "--temperature", "nan"], "--temperature nan: give 0"),
+            ([*strip, "--top-k", "-5"], "--top-k -5: give 0 (no top-k) or more"),
+            ([*strip, "--n", "0"], "--n 0: give at least 1"),
+            ([*strip, "--device", "tpu"], "--device 'tpu' is no device; choose auto, cpu, cuda or cuda:N"),
+            ([*strip, "--device", "cuda"], "--device cuda asked for, but torch sees no CUDA device"),
+            ([*strip, "--device", "cpu", "--dtype", "int8"], "unknown dtype 'int8'")):
+        assert main(base + argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and words in err and err.count("\n") == 1, (argv, err)
+    assert not (tmp_path / "strip.png").exists()
+    with pytest.raises(UsageError, match="--top-p 0"):  # the library call too: never NaN probabilities
+        generate_codes(_tiny(), _codes(1), 1, top_p=0.0)
+
+
+def test_codes_out_goes_where_it_is_named(tmp_path: Path, tiny_tokenizer: Path):
+    """`--codes-out` into a missing folder raised FileNotFoundError after the strip was written;
+    its folders are made as --out's are, and a name without `.npy` is that very file (np.save on a
+    name adds `.npy`)."""
+    save_pretrained(_tiny(), tmp_path / "ckpt")
+    out, codes = tmp_path / "a" / "strip.jpg", tmp_path / "b" / "c" / "codes"
+    assert main(["--checkpoint", str(tmp_path / "ckpt"), "--tokenizer", str(tiny_tokenizer), "--n", "1",
+                 "--out", str(out), "--codes-out", str(codes), "--device", "cpu", "--temperature", "0"]) == 0
+    assert Image.open(out).format == "JPEG"
+    saved = np.load(codes)
+    assert saved.shape == (1, _record_of(tiny_tokenizer)["tokens_per_image"]) and not codes.with_suffix(".npy").exists()
+
+
+def test_a_prompt_that_is_no_regular_file_or_too_large_is_refused_unread(tmp_path: Path, tiny_tokenizer: Path,
+                                                                          capsys):
+    """A prompt file was read whole before any check: a 3 GB file of zeros peaked at 3.4 GB,
+    /dev/zero was read until the kernel killed the process, a FIFO without a writer blocked for
+    ever. Pipes and devices are refused by their type, unopened; a file over the build's cap on
+    one input file (256 MiB) by its size, unread (a sparse file here: nothing is allocated)."""
+    import sources.records
+    from trainer.generate import PROMPT_MAX_BYTES, read_image_file
+
+    assert PROMPT_MAX_BYTES == sources.records.MAX_INPUT_FILE_BYTES
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.png"
+    with open(big, "wb") as handle:
+        handle.truncate(PROMPT_MAX_BYTES + 1)
+    save_pretrained(_tiny(), tmp_path / "ckpt")
+    base = ["--checkpoint", str(tmp_path / "ckpt"), "--tokenizer", str(tiny_tokenizer), "--out",
+            str(tmp_path / "s.png"), "--device", "cpu", "--prompt"]
+    for path, words in ((fifo, "a pipe, not an image file"), ("/dev/zero", "a character device, not an image file"),
+                        (big, f"{PROMPT_MAX_BYTES + 1} bytes, over the 256 MiB")):
+        assert main(base + [str(path)]) == 2, path
+        err = capsys.readouterr().err
+        assert err == f"error: prompt image '{path}': {err.split(': ', 2)[2]}" and words in err, err
+    small = tmp_path / "small.png"
+    small.write_bytes(b"x" * 100)
+    assert read_image_file(small, max_bytes=100) == b"x" * 100
+    small.write_bytes(b"x" * 101)
+    with pytest.raises(UsageError, match="101 bytes, over the"):
+        read_image_file(small, max_bytes=100)
+    # a path that looked like a file and is a pipe by the time it is opened: the open does not wait
+    real_stat = os.stat
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(os, "stat", lambda path, *a, **k: real_stat(small if path == fifo else path, *a, **k))
+        with pytest.raises(UsageError, match="a pipe, not an image file"):
+            read_image_file(fifo)

@@ -1,7 +1,8 @@
 """Checkpoint I/O in open-muse's format: a folder with `config.json` + `pytorch_model.bin`.
 
 `load` reads the released LVM tokenizer folder exactly as published (or `model.safetensors`,
-read by `safetensors_file` without mapping it) and refuses anything that does not fit the
+read by `safetensors_file` without mapping it; a folder with both is read from `pytorch_model.bin`,
+with a `WeightsChoiceWarning` naming the file left unread) and refuses anything that does not fit the
 architecture its config describes, naming the missing/unexpected keys and differing shapes; the
 file is compared with shapes computed from the config before any module is built, so the cost of
 a refusal follows the file, not the depth a config declares. Every failure is a `CheckpointError`
@@ -19,6 +20,7 @@ import os
 import pickle
 import re
 import struct
+import warnings
 import zipfile
 from typing import Iterator, Mapping
 
@@ -269,10 +271,23 @@ def check_state(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, obj
         raise CheckpointError(f"{source} does not match its config: " + "; ".join(problems))
 
 
+class WeightsChoiceWarning(UserWarning):
+    """A tokenizer folder holds both weight files: which one was read (`_read_state_dict`)."""
+
+
 def _read_state_dict(folder: str) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict of a muse folder and the file it came from: `pytorch_model.bin`, the
+    released tokenizer's own file, where there is one, else `model.safetensors`. A folder with
+    both (a conversion left beside its source) was read from the .bin without a word, though the
+    two may differ: a `WeightsChoiceWarning` now names the file read and the one left unread. They
+    are not compared: that would read the weights twice, and neither file carries a digest."""
     bin_path = os.path.join(folder, WEIGHTS_NAME)
     st_path = os.path.join(folder, SAFETENSORS_NAME)
     if os.path.exists(bin_path):  # preferred: the released tokenizer's file
+        if os.path.exists(st_path):
+            warnings.warn(f"{folder}: holds both {WEIGHTS_NAME} and {SAFETENSORS_NAME}; reading {WEIGHTS_NAME}, "
+                          f"{SAFETENSORS_NAME} is not read (remove the one you do not mean)", WeightsChoiceWarning,
+                          stacklevel=3)
         return read_state_dict(bin_path), bin_path
     if os.path.exists(st_path):
         problem = weight_file_problem(st_path)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -29,9 +28,11 @@ from .checkpoint import CheckpointError  # noqa: E402
 from .codec import Tokenizer  # noqa: E402
 from .config import UsageError
 from .host_memory import freed_memory_kept
+from .devices import CHOICES, device_problem
 from .data import IMAGE_SUFFIXES, ImageRef, find_images, iter_images
 from .metrics import (codebook_usage, colour_shift_per_image, perplexity, psnr_per_image, ssim_per_image,
                       usage_histogram)
+from .out_paths import make_parent, output_problem
 from .progress import Progress
 
 
@@ -181,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
     p.add_argument("--out", default="tokenizer_eval.json", help="JSON summary path (default: %(default)s)")
     p.add_argument("--sheet", help="also write an original-vs-reconstruction sheet (PNG) here")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", help=f"{CHOICES} (default: cuda when available)")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder/decoder (on CUDA with "
                    "kernel tuning: a first batch of over a minute for the LVM size, faster after)")
     p.add_argument("--no-tune-kernels", action="store_true", help="with --compile on CUDA: skip kernel tuning")
@@ -189,12 +190,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("batch_size", "limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: give at least 1")
+    device, problem = device_problem(args.device) if args.device is not None else (None, None)
+    if problem:
+        return _fail(problem)
+    for flag, path, image in (("--out", args.out, False), ("--sheet", args.sheet, True)):
+        problem = output_problem(path, image=image) if path is not None else None
+        if problem:  # judged before the work: a folder or a sheet without a format failed after it
+            return _fail(f"{flag} {path}: {problem}")
     refs = find_images(args.data)
     if not refs:
         return _fail(f"--data {' '.join(args.data)}: no images there (image files {', '.join(IMAGE_SUFFIXES)}, "
                      "folders of them, or tars)")
     try:
-        tokenizer = Tokenizer.from_pretrained(args.checkpoint, device=args.device, batch_size=args.batch_size,
+        tokenizer = Tokenizer.from_pretrained(args.checkpoint, device=device, batch_size=args.batch_size,
                                               compile=args.compile, tune_kernels=not args.no_tune_kernels)
     except CheckpointError as exc:
         return _fail(f"--checkpoint: {exc}")
@@ -208,10 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"skipped {ref}: {reason}: {detail}", file=sys.stderr)
     summary = result.summary()
     print(format_table(summary))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    make_parent(args.out)
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=1)
     if args.sheet:
+        make_parent(args.sheet)
         comparison_sheet(result.originals, result.reconstructions).save(args.sheet)
     return 0
 

@@ -39,7 +39,7 @@ from .integrity import (
     verify_folder,
 )
 from .model import LVMTransformer, state_shapes
-from .run_layout import CHECKPOINTS, latest_checkpoint, verify_checkpoint
+from .run_layout import CHECKPOINTS, STATE_NAME, is_step_folder, latest_checkpoint, verify_checkpoint
 
 CONFIG_NAME = "config.json"
 SAFE_NAME = "model.safetensors"
@@ -137,6 +137,27 @@ def read_config(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, 
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(raw).__name__}")
     return config_from_dict(raw, str(path)), raw
+
+
+PROVENANCE = "uvd_provenance"  # config.json key of an export's origin (`interop.convert`)
+
+
+def recorded_tokenizer(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The tokenizer a model folder says it was trained on (name, hash, codebook_size,
+    tokens_per_image), or None where it records none: a fit step folder's `state.json` holds it
+    in its data fingerprint (fits from before it was recorded lack it), an `interop export` of one
+    keeps it in config.json's `uvd_provenance`; an HF download (the released LVM 7B) has neither.
+    `state.json` is checked against the folder's manifest before it is read."""
+    root = resolve_folder(folder)
+    if is_step_folder(root):
+        verify_checkpoint(root, [STATE_NAME])
+        state = json_file(root / STATE_NAME)
+        fingerprint = ((state.get("data") or {}).get("fingerprint") or {}) if isinstance(state, dict) else {}
+        found = fingerprint.get("tokenizer")
+    else:
+        raw = json_file(root / CONFIG_NAME) if (root / CONFIG_NAME).is_file() else {}
+        found = (raw.get(PROVENANCE) or {}).get("tokenizer") if isinstance(raw, dict) else None
+    return dict(found) if isinstance(found, Mapping) else None
 
 
 def config_from_dict(raw: Mapping[str, Any], source: str = "config") -> ModelConfig:
@@ -595,7 +616,17 @@ def load_pretrained(folder: str | os.PathLike[str], device: str | torch.device =
 
     `dtype`: the parameter dtype ('auto' or None keeps the stored one). Tensors are copied in one
     at a time into a model allocated once, so peak memory is the model plus one tensor."""
-    config, raw, tensors = checked_tensors(folder)
+    return model_from_checked(folder, checked_tensors(folder), device, dtype)
+
+
+def model_from_checked(folder: str | os.PathLike[str],
+                       checked: tuple[ModelConfig, dict[str, Any], Iterator[tuple[str, torch.Tensor]]],
+                       device: str | torch.device = "cpu",
+                       dtype: str | torch.dtype | None = "float32") -> LVMTransformer:
+    """`load_pretrained` in two steps: `checked` is `checked_tensors(folder)` (every file verified,
+    config and headers judged, no weight loaded), so a caller can judge what else it was given
+    (`trainer.generate`: the tokenizer) between finding the model sound and allocating it."""
+    config, raw, tensors = checked
     target = parse_dtype(dtype) or stored_dtype(raw, folder)
     with torch.device("meta"):
         model = LVMTransformer(config)

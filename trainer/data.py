@@ -36,7 +36,7 @@ import os
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -347,6 +347,38 @@ def check_same_tokenizer(path: str, meta: TokenShardMeta, first_path: str, first
                 f"{getattr(first, name)!r}; shards of different tokenizers cannot be mixed")
 
 
+TOKENIZER_FIELDS = ("name", "hash", "codebook_size", "tokens_per_image")
+
+
+def tokenizer_record(meta: TokenShardMeta) -> dict[str, Any]:
+    """The shards' tokenizer as a checkpoint records it (`TokenWindows.fingerprint`'s 'tokenizer'),
+    so evaluate and generate compare what a model was trained on with what they are given."""
+    return {"name": meta.tokenizer_name, "hash": meta.tokenizer_hash, "codebook_size": meta.codebook_size,
+            "tokens_per_image": meta.tokens_per_image}
+
+
+def describe_tokenizer(record: Mapping[str, Any]) -> str:
+    """'uvd-tiny' (weights 3f2a..., 8192 codes, 256 tokens per image): how an error names one; a
+    part the record lacks (the hash of a tokenizer not loaded yet) is left out."""
+    parts = [f"weights {str(record['hash'])[:16]}"] if record.get("hash") is not None else []
+    parts += [f"{record.get('codebook_size')} codes", f"{record.get('tokens_per_image')} tokens per image"]
+    return f"{record.get('name')!r} ({', '.join(parts)})"
+
+
+def check_trained_tokenizer(checkpoint: str, recorded: Mapping[str, Any], given: Mapping[str, Any], what: str,
+                            fields: Sequence[str] = TOKENIZER_FIELDS) -> None:
+    """Refuse `given` (the tokenizer of `what`: shards, a --tokenizer folder) where it differs from
+    the one `checkpoint` was trained on in any of `fields`: its codes mean other images, so a
+    perplexity or a strip from it means nothing. The same fields `fit` compares on resume and
+    between shards (`check_same_tokenizer`)."""
+    differ = [name for name in fields if name in recorded and recorded[name] != given.get(name)]
+    if differ:
+        verb = "differs" if len(differ) == 1 else "differ"
+        raise UsageError(f"{what} has tokenizer {describe_tokenizer(given)}, but {checkpoint} was trained on "
+                         f"{describe_tokenizer(recorded)} ({', '.join(differ)} {verb}): its codes mean other "
+                         f"images; give the tokenizer (or shards made with it) the model was trained on")
+
+
 # -- the stream ------------------------------------------------------------------------------
 @dataclass
 class _Cursor:
@@ -404,8 +436,7 @@ class TokenWindows:
         return {"mode": self.mode, "seq_len": self.seq_len, "seed": self.seed,
                 "sources": [{"glob": s.entry.glob, "shards": len(s.paths), "sentences": len(s)} for s in self.sources],
                 "weights": [e.weight for e in self.mixture.entries], "split": self.mixture.split,
-                "tokenizer": {"name": self.meta.tokenizer_name, "hash": self.meta.tokenizer_hash,
-                              "codebook_size": self.meta.codebook_size, "tokens_per_image": self.meta.tokens_per_image}}
+                "tokenizer": tokenizer_record(self.meta)}
 
     def state_dict(self) -> dict[str, Any]:
         """Plain JSON-able types: positions, epochs, the cursor and the mixture generator."""

@@ -27,17 +27,21 @@ import math
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tokenizer.out_paths import make_parent, output_problem
 from tokenizer.progress import Progress
 from uvd_pipeline.shards import ShardDamaged, TokenShardMeta, find_shards, read_token_shard, sentence_tokens
 
 from .config import BOS_ID, CODEBOOK_SIZE, PAD_ID, TOKENS_PER_IMAGE, UsageError
-from .data import check_same_tokenizer, check_token_layout, check_token_values
+from .data import (check_same_tokenizer, check_token_layout, check_token_values, check_trained_tokenizer,
+                   describe_tokenizer, tokenizer_record)
+from .devices import CHOICES, resolve_device
+from .checkpoint_io import recorded_tokenizer
 from .model import LVMTransformer
 
 DEFAULT_CONTEXTS = (1, 3, 7, 11, 15)
@@ -278,11 +282,46 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """The numbers and the output path, before any shard or weight is read: `--batch-size 0` was
+    taken as 1 and `--limit 0` evaluated nothing and failed afterwards (exit 1); `--out` a folder
+    failed with IsADirectoryError after the whole evaluation."""
+    for name in ("batch_size", "limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {value}: give at least 1")
+    # values no instance can have were dropped without a word (plan_instances keeps 0 <= k, 0 < c)
+    if any(k < 0 for k in args.shots or []):
+        raise UsageError(f"--shots {','.join(map(str, args.shots))}: give k of 0 or more")
+    if any(c < 1 for c in args.contexts):
+        raise UsageError(f"--contexts {','.join(map(str, args.contexts))}: give context frames of 1 or more")
+    if args.out is not None:
+        problem = output_problem(args.out)
+        if problem:
+            raise UsageError(f"--out {args.out}: {problem}")
+
+
+def shards_tokenizer(paths: Sequence[str]) -> dict[str, Any]:
+    """The tokenizer of the first shard, as a checkpoint records one (`iter_sentences` refuses any
+    other shard that differs from it); checked whole first, so damage is named as damage."""
+    return tokenizer_record(read_token_shard(paths[0])[1])
+
+
+def check_tokenizer(checkpoint: str, paths: Sequence[str], shards: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint's recorded tokenizer, after refusing shards of another one; None where the
+    checkpoint records none (an HF download such as the released LVM 7B): nothing to compare."""
+    recorded = recorded_tokenizer(checkpoint)
+    if recorded is not None:
+        check_trained_tokenizer(checkpoint, recorded, shards, f"--data {paths[0]}")
+    return recorded
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit 2 with one `error:` line for a run refused for its flags or the files they name
-    (`UsageError`, a damaged or unfitting checkpoint or token shard); any other error, a
-    `ValueError` from inside the evaluation included, is a bug and keeps its traceback."""
-    from .checkpoint_io import CheckpointError, load_pretrained
+    (`UsageError`, a damaged or unfitting checkpoint or token shard, shards of another tokenizer
+    than the checkpoint records), all judged before the model loads where they can be; any other
+    error, a `ValueError` from inside the evaluation included, is a bug and keeps its traceback."""
+    from .checkpoint_io import CheckpointError, load_pretrained, parse_dtype
 
     parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="model folder (ours or an HF Llama folder)")
@@ -294,18 +333,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", action="store_true", help="no BOS (the released code's stream mode)")
     parser.add_argument("--batch-size", type=int, default=4, help="sentences per forward (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many sentences per (source, kind, task)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help=f"{CHOICES} (default: %(default)s)")
     parser.add_argument("--dtype", default="auto",
                         help="float32 | bfloat16 | float16 | auto: bf16 on CUDA, else fp32 (default: %(default)s)")
-    parser.add_argument("--out", default=None, help="write the JSON result here")
+    parser.add_argument("--out", default=None, help="write the JSON result here (missing folders are made)")
     args = parser.parse_args(argv)
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    dtype = ("bfloat16" if device.startswith("cuda") else "float32") if args.dtype == "auto" else args.dtype
     paths = sorted({p for pattern in args.data for p in find_shards(pattern)})
     if not paths:
         parser.error(f"--data {' '.join(args.data)}: no committed token shards (.arrow with .stats.json) found")
     try:
+        check_flags(args)
+        device = resolve_device(args.device)
+        dtype = ("bfloat16" if device.type == "cuda" else "float32") if args.dtype == "auto" else args.dtype
+        parse_dtype(dtype)
+        shards = shards_tokenizer(paths)
+        recorded = check_tokenizer(args.checkpoint, paths, shards)
         model = load_pretrained(args.checkpoint, device=device, dtype=dtype)
         progress = Progress("trainer evaluate", "sentences")
         result = evaluate(model, paths, split=None if args.split == "all" else args.split, bos=not args.stream,
@@ -315,11 +358,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     progress.done(f"{len(paths)} shard(s), {sum(g['instances'] for g in result['groups'])} instances scored")
-    result.update(checkpoint=args.checkpoint, data=paths, split=args.split, dtype=dtype)
+    result.update(checkpoint=args.checkpoint, data=paths, split=args.split, dtype=dtype,
+                  tokenizer=shards, tokenizer_checked=recorded is not None)
     if args.out:
+        make_parent(args.out)
         with open(args.out, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=1)
     print(format_table(result))
+    if recorded is None:
+        print(f"note: {args.checkpoint} records no tokenizer (a model from elsewhere, or a fit from before it was "
+              f"recorded): that it was trained on the shards' tokenizer {describe_tokenizer(result['tokenizer'])} "
+              "was not checked", file=sys.stderr)
     if not result["groups"]:
         print(f"error: nothing to evaluate in split {args.split!r} of {len(paths)} shard(s)", file=sys.stderr)
         return 1

@@ -41,7 +41,7 @@ from tokenizer.schedule import warmup_cosine
 from uvd_pipeline.shards import ShardDamaged
 
 from . import checkpoint as ckpt
-from . import cpu_gemm
+from . import cpu_gemm, devices
 from .config import ModelConfig, UsageError, preset
 from .data import MODES, TokenWindows
 from .integrity import CheckpointDamaged, CheckpointError, CheckpointWarning
@@ -203,14 +203,8 @@ def init_distributed(device_kind: str) -> Dist:
 
 
 def resolve_device(options: FitOptions, local_rank: int) -> torch.device:
-    kind = options.device
-    if kind == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda asked for, but torch sees no CUDA device")
-        return torch.device("cuda", local_rank)
-    return torch.device(kind)
+    """This rank's device from --device (`trainer.devices`, shared with evaluate and generate)."""
+    return devices.resolve_device(options.device, local_rank)
 
 
 # -- the run ----------------------------------------------------------------------------------

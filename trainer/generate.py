@@ -14,6 +14,7 @@ one `torch.Generator`, so a seed gives the same images every run on the same dev
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Callable, Sequence
@@ -21,9 +22,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from tokenizer.config import not_a_file
+from tokenizer.out_paths import make_parent, output_problem
 from tokenizer.progress import Progress
 
 from .config import BOS_ID, CODEBOOK_SIZE, TOKENS_PER_IMAGE, UsageError
+from .devices import CHOICES, resolve_device
 from .model import KVCache, LVMTransformer
 
 WINDOW_IMAGES = 15
@@ -63,6 +67,18 @@ def window_images(model: LVMTransformer, bos: bool, tokens_per_image: int, windo
     return min(window, fit)
 
 
+def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    """Refuse sampling options that mean nothing, naming the flag: `--top-p 0` kept no id and
+    sampled from NaN probabilities (a RuntimeError), a negative temperature was silently greedy,
+    a negative top-k silently no top-k."""
+    if not math.isfinite(temperature) or temperature < 0:
+        raise UsageError(f"--temperature {temperature}: give 0 (greedy) or more")
+    if top_k < 0:
+        raise UsageError(f"--top-k {top_k}: give 0 (no top-k) or more")
+    if not 0 < top_p <= 1:
+        raise UsageError(f"--top-p {top_p}: give a mass above 0 and at most 1 (1: no top-p)")
+
+
 @torch.inference_mode()
 def generate_codes(model: LVMTransformer, prompt: np.ndarray, n: int = 1, *, temperature: float = 1.0,
                    top_k: int = 0, top_p: float = 1.0, seed: int = 0, bos: bool = True,
@@ -74,6 +90,7 @@ def generate_codes(model: LVMTransformer, prompt: np.ndarray, n: int = 1, *, tem
 
     `on_rebuild(first_image, n_images)` is told each time the cache is (re)built from a window;
     `progress` counts the tokens sampled (a 7B model on a CPU takes minutes an image)."""
+    check_sampling(temperature, top_k, top_p)
     prompt = np.asarray(prompt, dtype=np.int64).reshape(-1, tokens_per_image)
     if prompt.size and (prompt.min() < 0 or prompt.max() >= codebook_size):
         raise UsageError(f"prompt codes must lie in [0, {codebook_size}), got {prompt.min()}..{prompt.max()}")
@@ -119,14 +136,44 @@ def generate_codes(model: LVMTransformer, prompt: np.ndarray, n: int = 1, *, tem
     return np.stack(generated).astype(np.uint16) if generated else np.zeros((0, tokens_per_image), np.uint16)
 
 
-def read_prompt(paths: Sequence[str | os.PathLike[str]]) -> list[bytes]:
-    """The bytes of each prompt image file; a `UsageError` naming the first that is missing or
-    cannot be read."""
+# The build's cap on one input file read whole (`sources.records.MAX_INPUT_FILE_BYTES`, which
+# `trainer` may not import: tests/test_layering.py; a test keeps the two equal). A prompt image is
+# read whole before it is judged, so a 3 GB file of zeros held 3.4 GB before `not_an_image`.
+PROMPT_MAX_BYTES = 256 << 20
+
+
+def _refuse_special(path: str | os.PathLike[str], mode: int) -> None:
+    kind = not_a_file(mode)
+    if kind and kind != "a folder":  # a folder: reading it says so at once, as for any path
+        raise UsageError(f"prompt image {os.fspath(path)!r}: {kind}, not an image file")
+
+
+def read_image_file(path: str | os.PathLike[str], max_bytes: int = PROMPT_MAX_BYTES) -> bytes:
+    """The bytes of one image file, judged before it is read: a pipe, device or socket is refused
+    by its type unopened (a FIFO without a writer blocked forever, /dev/zero was read until the
+    kernel killed the process at 22 GB), a file over `max_bytes` by its size, and at most
+    `max_bytes` + 1 are read (a file that grows meanwhile, or a /proc file that says 0, stops
+    there). The open does not wait (O_NONBLOCK) and its own stat is judged again, so a path
+    swapped for a pipe after the first look is refused too. OSError for one that cannot be read,
+    a folder included."""
+    _refuse_special(path, os.stat(path).st_mode)
+    with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as handle:
+        info = os.fstat(handle.fileno())
+        _refuse_special(path, info.st_mode)
+        data = handle.read(max_bytes + 1) if info.st_size <= max_bytes else b""
+    if max(info.st_size, len(data)) > max_bytes:
+        raise UsageError(f"prompt image {os.fspath(path)!r}: {max(info.st_size, len(data))} bytes, over the "
+                         f"{max_bytes >> 20} MiB an input image file may have (the build's cap on one file)")
+    return data
+
+
+def read_prompt(paths: Sequence[str | os.PathLike[str]], max_bytes: int = PROMPT_MAX_BYTES) -> list[bytes]:
+    """The bytes of each prompt image file (`read_image_file`); a `UsageError` naming the first
+    that is missing, no regular file, too large or cannot be read."""
     out = []
     for path in paths:
         try:
-            with open(path, "rb") as handle:
-                out.append(handle.read())
+            out.append(read_image_file(path, max_bytes))
         except OSError as exc:
             raise UsageError(f"prompt image {os.fspath(path)!r}: {exc.strerror or exc}") from None
     return out
@@ -194,45 +241,90 @@ def make_strip(prompt: np.ndarray, generated: np.ndarray, border: int = 6) -> np
     return strip
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Exit 2 with one `error:` line for a run refused for its flags or the files they name
-    (`UsageError`: a prompt image, --stream without one; a damaged or unfitting model or tokenizer
-    checkpoint); any other error, a `ValueError` from inside generation included, is a bug and
-    keeps its traceback."""
-    from PIL import Image
-
-    from tokenizer.checkpoint import CheckpointError as TokenizerCheckpointError
-    from tokenizer.checkpoint import read_config
-    from tokenizer.codec import Tokenizer
-
-    from .checkpoint_io import CheckpointError, load_pretrained
-
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="model folder (ours or an HF Llama folder)")
     parser.add_argument("--tokenizer", required=True, help="VQGAN folder (muse format)")
     parser.add_argument("--prompt", nargs="*", default=[], help="prompt image files, in order")
     parser.add_argument("--n", type=int, default=1, help="images to generate (default: %(default)s)")
-    parser.add_argument("--out", required=True, help="PNG strip of prompt (grey frames) + generated (red frames)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="image strip of prompt (grey frames) + generated (red frames); "
+                        "its extension names the format (.png, .jpg, .webp; missing folders are made)")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="sampling temperature; 0: greedy (default: %(default)s)")
     parser.add_argument("--top-k", type=int, default=0,
                         help="sample among the k likeliest codes; 0: no top-k (default: %(default)s)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus mass; 1.0: no top-p (default: %(default)s)")
+    parser.add_argument("--top-p", type=float, default=1.0,
+                        help="nucleus mass in (0, 1]; 1.0: no top-p (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--stream", action="store_true", help="no BOS (the released code's stream mode)")
     parser.add_argument("--window", type=int, default=WINDOW_IMAGES,
                         help="context images kept (default: %(default)s, as LVM)")
     parser.add_argument("--resize", default="center_crop", choices=("squash", "center_crop", "pad"),
                         help="how a prompt image becomes a square (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help=f"{CHOICES} (default: %(default)s)")
     parser.add_argument("--dtype", default="auto",
                         help="float32 | bfloat16 | float16 | auto: bf16 on CUDA, else fp32 (default: %(default)s)")
-    parser.add_argument("--codes-out", default=None, help="also save the generated codes (.npy)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--codes-out", default=None, help="also save the generated codes (.npy data, this very name)")
+    return parser
+
+
+def check_flags(args: argparse.Namespace) -> tuple[torch.device, str]:
+    """Every flag judged before a file is read: the numbers, the device and dtype, and both output
+    paths (a folder, a strip name Pillow has no format for, or a --codes-out under a file failed
+    only after the model was loaded and every image sampled). Returns (device, dtype)."""
+    from .checkpoint_io import parse_dtype
+
     if args.n < 1:
-        parser.error("--n must be at least 1")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    dtype = ("bfloat16" if device.startswith("cuda") else "float32") if args.dtype == "auto" else args.dtype
+        raise UsageError(f"--n {args.n}: give at least 1")
+    if args.window < 1:
+        raise UsageError(f"--window {args.window}: give at least 1 image")
+    check_sampling(args.temperature, args.top_k, args.top_p)
+    device = resolve_device(args.device)
+    dtype = ("bfloat16" if device.type == "cuda" else "float32") if args.dtype == "auto" else args.dtype
+    parse_dtype(dtype)
+    for flag, path, image in (("--out", args.out, True), ("--codes-out", args.codes_out, False)):
+        problem = output_problem(path, image=image) if path is not None else None
+        if problem:
+            raise UsageError(f"{flag} {path}: {problem}")
+    if args.codes_out is not None and os.path.abspath(args.codes_out) == os.path.abspath(args.out):
+        raise UsageError(f"--codes-out {args.codes_out} is --out too; give each its own file")
+    return device, dtype
+
+
+def given_tokenizer(tokenizer) -> dict[str, object]:
+    """A loaded `Tokenizer` as a checkpoint records the one its shards were made with."""
+    return {"name": tokenizer.name, "hash": tokenizer.weights_hash, "codebook_size": tokenizer.codebook_size,
+            "tokens_per_image": tokenizer.tokens_per_image}
+
+
+def write_outputs(args: argparse.Namespace, strip: np.ndarray, codes: np.ndarray) -> None:
+    """The strip and the codes, where `check_flags` judged they can go (missing folders made)."""
+    from PIL import Image
+
+    make_parent(args.out)
+    Image.fromarray(strip).save(args.out)
+    if args.codes_out:
+        make_parent(args.codes_out)
+        with open(args.codes_out, "wb") as handle:  # np.save on a name would add '.npy' to one without it
+            np.save(handle, codes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit 2 with one `error:` line for a run refused for its flags or the files they name
+    (`UsageError`: a flag, an output path, a prompt image, --stream without one; a damaged or
+    unfitting model or tokenizer checkpoint; a tokenizer other than the one the checkpoint records),
+    each judged before the weights it needs are loaded; any other error, a `ValueError` from inside
+    generation included, is a bug and keeps its traceback."""
+    from tokenizer.checkpoint import CheckpointError as TokenizerCheckpointError
+    from tokenizer.checkpoint import read_config
+    from tokenizer.codec import Tokenizer
+
+    from .checkpoint_io import CheckpointError, checked_tensors, model_from_checked, recorded_tokenizer
+    from .data import TOKENIZER_FIELDS, check_trained_tokenizer, describe_tokenizer
+
+    args = _parser().parse_args(argv)
     try:
+        device, dtype = check_flags(args)
         # The prompt first, at the size the tokenizer's config.json names: a missing, unreadable or
         # broken file, or no image for --stream, fails in a second, before gigabytes are loaded.
         if args.stream and not args.prompt:
@@ -240,8 +332,22 @@ def main(argv: list[str] | None = None) -> int:
         files = read_prompt(args.prompt)
         size = read_config(args.tokenizer).resolution if files else 0  # no prompt: no size needed yet
         prompt = prepare_images(files, size, args.resize, names=args.prompt)
-        model = load_pretrained(args.checkpoint, device=device, dtype=dtype)
+        # The model judged whole (manifest, config, headers) but not loaded; then the tokenizer it
+        # records, if any: sizes from the tokenizer's config, then its weights' hash (the tokenizer
+        # is loaded before the model: the smaller of the two). Its folder name is not compared: a
+        # copy of the same weights may be named anything.
+        checked = checked_tensors(args.checkpoint)
+        recorded = recorded_tokenizer(args.checkpoint)
+        what, fields = f"--tokenizer {args.tokenizer}", [f for f in TOKENIZER_FIELDS if f != "name"]
+        if recorded is not None:
+            config = read_config(args.tokenizer)
+            sizes = {"name": os.path.basename(os.path.normpath(args.tokenizer)),  # as `from_pretrained` names it
+                     "codebook_size": config.num_embeddings, "tokens_per_image": config.tokens_per_image}
+            check_trained_tokenizer(args.checkpoint, recorded, sizes, what, ["codebook_size", "tokens_per_image"])
         tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=device)
+        if recorded is not None:
+            check_trained_tokenizer(args.checkpoint, recorded, given_tokenizer(tokenizer), what, fields)
+        model = model_from_checked(args.checkpoint, checked, device=device, dtype=dtype)
         progress = Progress("trainer generate", "tokens", args.n * tokenizer.tokens_per_image)
         codes, images = generate_pixels(model, tokenizer, prompt, args.n, temperature=args.temperature,
                                         top_k=args.top_k, top_p=args.top_p, seed=args.seed,
@@ -250,11 +356,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     progress.done(f"{len(images)} images")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    Image.fromarray(make_strip(prompt, images)).save(args.out)
-    if args.codes_out:
-        np.save(args.codes_out, codes)
+    write_outputs(args, make_strip(prompt, images), codes)
     print(f"wrote {args.out}: {len(prompt)} prompt + {len(images)} generated images")
+    if recorded is None:
+        print(f"note: {args.checkpoint} records no tokenizer (a model from elsewhere, or a fit from before it was "
+              f"recorded): that it was trained on --tokenizer {describe_tokenizer(given_tokenizer(tokenizer))} "
+              "was not checked", file=sys.stderr)
     return 0
 
 

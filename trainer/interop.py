@@ -32,6 +32,7 @@ from .checkpoint_io import (
     dtype_name,
     parse_dtype,
     parse_size,
+    recorded_tokenizer,
     stored_dtype,
     write_config,
 )
@@ -46,6 +47,9 @@ def convert(source: str | os.PathLike[str], out: str | os.PathLike[str], *, dtyp
     shard_bytes = parse_size(max_shard_size)  # a bad flag fails before the checkpoint is read
     config, raw, tensors = checked_tensors(source)
     target = parse_dtype(dtype) or stored_dtype(raw, source)
+    trained_on = recorded_tokenizer(source)
+    if provenance is not None and trained_on is not None:  # evaluate and generate check it on the copy too
+        provenance = {**provenance, "tokenizer": trained_on}
     count = 0
     with sealed_folder(out) as temporary:
         writer = ShardWriter(Path(temporary), shard_bytes)
