@@ -173,6 +173,27 @@ def test_jpeg_tiff_damaged_inside_a_strip_is_damaged_not_garbage(tmp_path):
                 name, reject.detail)
     cut = made["strips"]
     assert _reject(cut[: len(cut) // 2]).reason == "truncated"  # `head -c`: shorter than it declares
+    for short in (2, 1):  # a writer whose byte counts leave out each strip's end of image, or its last byte
+        counted = _strip_counts_shortened(cut, short)  # libtiff supplies it: every row decodes (a review's false reject)
+        assert np.array_equal(decode_rgb(counted), decode_rgb(cut)), short
+
+
+def _strip_counts_shortened(data: bytes, by: int) -> bytes:
+    """A little-endian TIFF with each StripByteCounts value of its first IFD `by` bytes less."""
+    import struct
+
+    assert data[:2] == b"II"
+    out = bytearray(data)
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for index in range(struct.unpack_from("<H", data, ifd)[0]):
+        tag, kind, count, value = struct.unpack_from("<HHII", data, ifd + 2 + 12 * index)
+        if tag == 279:
+            size = {3: 2, 4: 4}[kind]
+            at = value if count * size > 4 else ifd + 2 + 12 * index + 8
+            fmt = "<H" if size == 2 else "<I"
+            for k in range(count):
+                struct.pack_into(fmt, out, at + k * size, struct.unpack_from(fmt, data, at + k * size)[0] - by)
+    return bytes(out)
 
 
 def test_whole_png_damaged_inside_its_pixels_is_damaged_not_truncated(tmp_path):

@@ -274,16 +274,17 @@ def _load(image: Image.Image, data: bytes) -> None:
                                        "do not all decode from the bytes before them")
 
 
-def _tiff_problem(image: Image.Image, data: bytes) -> tuple[str, str] | None:
+def _tiff_problem(image: Image.Image, data: bytes, decoded: bool = True) -> tuple[str, str] | None:
     """For a Deflate or JPEG-compressed TIFF, the reject (reason, detail) for the first strip or
     tile of the decoded IFD that is damaged, else None: libtiff does not say when it decodes one
     garbled. A Deflate one's that holds no whole zlib stream (`deflate_strips`), a JPEG one's that
-    libjpeg warned of (`tiff_jpeg`)."""
+    libjpeg warned of (`tiff_jpeg`), that one only where libtiff `decoded` the file: a JPEG TIFF
+    libtiff refuses is refused for its layout (a JPEGTables tag it calls bogus), not a strip."""
     if image.format != "TIFF":
         return None
     tags = image.tag_v2
     compression = tags.get(259)
-    if compression not in DEFLATE and compression != tiff_jpeg.JPEG_COMPRESSION:
+    if compression not in DEFLATE and (compression != tiff_jpeg.JPEG_COMPRESSION or not decoded):
         return None
     tiled = 324 in tags and 325 in tags
     offsets, counts = (tags.get(324), tags.get(325)) if tiled else (tags.get(273), tags.get(279))
@@ -362,7 +363,7 @@ def _load_failure(image: Image.Image, text: str, data: bytes) -> DecodeError:
     samples its tags declare (`tiff_samples`), Pillow's mode when they cannot be read. A Deflate
     TIFF one of whose strips holds no whole zlib stream is damaged (`decode_error`), not that."""
     if image.format == "TIFF":
-        problem = _tiff_problem(image, data)  # zlib refused a strip: damaged, no layout Pillow lacks
+        problem = _tiff_problem(image, data, decoded=False)  # zlib refused a strip: damaged, no layout Pillow lacks
         if problem:
             return DecodeError(problem[0], f"{problem[1]}: {text}"[:300])
         samples = tiff_samples(data) or image.mode

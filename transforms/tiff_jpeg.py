@@ -30,10 +30,12 @@ _SOI, _EOI = b"\xff\xd8", b"\xff\xd9"
 
 
 def whole_jpeg(piece: bytes, tables: bytes | None) -> bytes:
-    """A strip's (tile's) abbreviated JPEG with the shared tables it relies on, as one JPEG file."""
+    """A strip's (tile's) abbreviated JPEG with the shared tables it relies on, as one JPEG file,
+    ending with its end of image: libtiff supplies a missing one itself (a writer whose byte count
+    leaves it out, or its last byte: each row decodes, libtiff's warning only), so it is no damage."""
     if tables and tables.startswith(_SOI) and tables.endswith(_EOI) and piece.startswith(_SOI):
-        return tables[:-2] + piece[2:]
-    return piece
+        piece = tables[:-2] + piece[2:]
+    return piece if piece.rstrip(b"\x00").endswith(_EOI) else piece + _EOI
 
 
 def _warned(jpeg: bytes) -> str | None:
