@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import uuid
@@ -38,6 +39,27 @@ def is_temporary(uri: str) -> bool:
 def temporary_name(target: str) -> str:
     """A fresh temporary name beside `target`; two writers of one target never share it."""
     return f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+
+
+# The names this module gives its temporaries, read back: `temporary_name` (a file) and
+# `atomic_folder` (a folder being written, `.NAME.tmp-X`, or an old one moved aside, `.NAME.old-X`).
+_FILE_TEMPORARY = re.compile(r"(?P<target>.+)\.tmp-[0-9a-f]{8}")
+_FOLDER_TEMPORARY = re.compile(r"\.(?P<target>.+)\.(?P<kind>tmp|old)-[0-9a-f]{8}")
+
+
+def file_temporary_target(name: str) -> str | None:
+    """The target file name whose `temporary_name` `name` is (`log.jsonl` for `log.jsonl.tmp-1a2b3c4d`),
+    else None: a sweep of a killed writer's leftovers removes only names this module made."""
+    match = _FILE_TEMPORARY.fullmatch(name)
+    return match["target"] if match else None
+
+
+def folder_temporary_target(name: str) -> tuple[str, str] | None:
+    """(target folder name, 'tmp' or 'old') when `name` is one `atomic_folder` made beside its
+    target (`.step-00000010.tmp-1a2b3c4d`: being written; `.old-`: the previous one moved aside
+    just before the new one took its name), else None."""
+    match = _FOLDER_TEMPORARY.fullmatch(name)
+    return (match["target"], match["kind"]) if match else None
 
 
 def _local(uri: str) -> str | None:

@@ -18,13 +18,14 @@ Deterministic for a given seed on CPU as far as torch allows: batches and crops 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from .omp_wait import prefer_short_spin
 
@@ -35,7 +36,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from . import checkpoint
-from .atomic import atomic_path
+from .atomic import atomic_path, write_bytes
 from .config import PRESETS, UsageError, VQGANConfig, preset
 from .data import TrainBatches, find_images, merge_refs
 from .dataclass_cli import add_flags, flag, options_from
@@ -44,9 +45,12 @@ from .losses import (NLayerDiscriminator, adaptive_weight, colour_loss, generato
 from .metrics import codebook_usage, perplexity
 from .schedule import warmup_cosine
 from .model import VQGAN, build
+from .run_folder import FolderInUse, describe_leftovers, file_leftovers, remove_leftovers, sole_writer
 
 STATE_NAME = "train_state.pt"
 LOG_NAME = "log.jsonl"
+# the files a fit replaces atomically in --out (`tokenizer.atomic` temporaries beside each while written)
+RUN_FILES = (STATE_NAME, checkpoint.WEIGHTS_NAME, checkpoint.CONFIG_NAME)
 
 
 @dataclass
@@ -309,6 +313,41 @@ def _log(out: str, record: dict) -> None:
         handle.write(line + "\n")
 
 
+@contextlib.contextmanager
+def _sole_writer(out: str) -> Iterator[None]:
+    """Hold `out`'s writer lock for the run (`tokenizer.run_folder`: a second fit on it is refused),
+    then remove the temporaries killed fits left there, saying so: with the lock held no other
+    writer can be mid-save in one of them."""
+    try:
+        with sole_writer(out, "tokenizer.fit"):
+            removed = remove_leftovers(file_leftovers(out, RUN_FILES))
+            if removed:
+                print(f"note: removed what an interrupted fit left half-written in {out}: "
+                      f"{describe_leftovers(removed)}", file=sys.stderr, flush=True)
+            yield
+    except FolderInUse as exc:
+        raise UsageError(str(exc)) from None
+
+
+def trim_log(path: str, step: int) -> None:
+    """Keep the log lines of steps up to `step` (the resumed state), as `trainer.fit` does: the steps
+    a killed session made after its last save are made again, and logged again. Event lines
+    (`start`, taken as step 0; `resume`, `codebook_seeded`) at `step` itself belong to the session
+    that goes on from there, so a fresh start keeps none of a killed session's lines."""
+    if not os.path.isfile(path):
+        return
+    kept = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            at = record.get("step", 0)
+            if at < step or (at == step and "event" not in record):
+                kept.append(line if line.endswith("\n") else line + "\n")
+    write_bytes(path, "".join(kept).encode("utf-8"))
+
+
 def fit(options: FitOptions) -> dict:
     """Train (or resume) until `max_steps`; returns the last logged record."""
     if options.threads:
@@ -344,43 +383,46 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
     if not refs:
         raise UsageError(f"--data {' '.join(options.data)}: no images there (image files, folders of them, or tars)")
     batches = TrainBatches(refs, options.batch_size, crop, options.seed, groups=groups)
-    os.makedirs(options.out, exist_ok=True)
-    trainer = Trainer(options, config, device)
-    if init is not None:
-        load_init(trainer.model, init, f"--init {options.init}")
-    state_path = os.path.join(options.out, STATE_NAME)
-    if os.path.exists(state_path):
-        trainer.resume(state_path)
-        _log(options.out, {"event": "resume", "step": trainer.step})
-    else:
-        _log(options.out, {"event": "start", "images": len(refs), "config": config.to_dict(),
-                           "options": dataclasses.asdict(options)})
-    window: list[dict[str, float]] = []
-    last: dict = {"step": trainer.step}
-    started = time.perf_counter()
-    while trainer.step < options.max_steps:
-        if options.ae_warmup_steps and trainer.step == options.ae_warmup_steps:
-            per_batch = options.batch_size * (crop // config.downsample_factor) ** 2
-            needed = -(-2 * config.num_embeddings // per_batch)
-            seeded = trainer.seed_codebook([batches.batch(trainer.step + i) for i in range(needed)])
-            _log(options.out, {"event": "codebook_seeded", "step": trainer.step, "codes": seeded})
-        window.append(trainer.train_step(batches.batch(trainer.step)))
-        done = trainer.step >= options.max_steps
-        if trainer.step % options.log_every == 0 or done:
-            hist = trainer.used_since_log.numpy()
-            last = {"step": trainer.step, **{k: round(float(np.mean([w[k] for w in window])), 5) for k in window[0]},
-                    "usage": round(codebook_usage(hist), 5), "perplexity": round(perplexity(hist), 2),
-                    "seconds": round(time.perf_counter() - started, 2)}
-            last["restarted"] = int(sum(w["restarted"] for w in window))
-            _log(options.out, last)
-            trainer.used_since_log.zero_()
-            window = []
-        if trainer.step % options.checkpoint_every == 0 or done:
-            trainer.save(options.out)
-    batches.reader.close()
-    if options.export:
-        checkpoint.save(trainer.model, options.export)
-    return last
+    with _sole_writer(options.out):
+        trainer = Trainer(options, config, device)
+        if init is not None:
+            load_init(trainer.model, init, f"--init {options.init}")
+        state_path = os.path.join(options.out, STATE_NAME)
+        resumed = os.path.exists(state_path)
+        if resumed:
+            trainer.resume(state_path)
+        trim_log(os.path.join(options.out, LOG_NAME), trainer.step)
+        if resumed:
+            _log(options.out, {"event": "resume", "step": trainer.step})
+        else:
+            _log(options.out, {"event": "start", "images": len(refs), "config": config.to_dict(),
+                               "options": dataclasses.asdict(options)})
+        window: list[dict[str, float]] = []
+        last: dict = {"step": trainer.step}
+        started = time.perf_counter()
+        while trainer.step < options.max_steps:
+            if options.ae_warmup_steps and trainer.step == options.ae_warmup_steps:
+                per_batch = options.batch_size * (crop // config.downsample_factor) ** 2
+                needed = -(-2 * config.num_embeddings // per_batch)
+                seeded = trainer.seed_codebook([batches.batch(trainer.step + i) for i in range(needed)])
+                _log(options.out, {"event": "codebook_seeded", "step": trainer.step, "codes": seeded})
+            window.append(trainer.train_step(batches.batch(trainer.step)))
+            done = trainer.step >= options.max_steps
+            if trainer.step % options.log_every == 0 or done:
+                hist = trainer.used_since_log.numpy()
+                last = {"step": trainer.step, **{k: round(float(np.mean([w[k] for w in window])), 5) for k in window[0]},
+                        "usage": round(codebook_usage(hist), 5), "perplexity": round(perplexity(hist), 2),
+                        "seconds": round(time.perf_counter() - started, 2)}
+                last["restarted"] = int(sum(w["restarted"] for w in window))
+                _log(options.out, last)
+                trainer.used_since_log.zero_()
+                window = []
+            if trainer.step % options.checkpoint_every == 0 or done:
+                trainer.save(options.out)
+        batches.reader.close()
+        if options.export:
+            checkpoint.save(trainer.model, options.export)
+        return last
 
 
 def summary_line(options: FitOptions, last: dict) -> str:

@@ -37,6 +37,7 @@ import torch.distributed as dist
 
 from tokenizer.atomic import write_bytes
 from tokenizer.dataclass_cli import add_flags, flag, options_from
+from tokenizer.run_folder import FolderInUse, describe_leftovers, remove_leftovers, sole_writer
 from tokenizer.schedule import warmup_cosine
 from uvd_pipeline.shards import ShardDamaged
 
@@ -47,7 +48,7 @@ from .data import MODES, TokenWindows
 from .integrity import CheckpointDamaged, CheckpointError, CheckpointWarning
 from .mixture_spec import mixture_from_args
 from .model import LVMTransformer, rope_tables
-from .run_layout import set_aside
+from .run_layout import run_leftovers, set_aside
 from .step_monitor import PROFILE_NAME, SteadyTimer, StepProfile, StepReadback
 
 LOG_NAME = "log.jsonl"
@@ -485,12 +486,49 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 * 2**20)) and bool(mallopt(m_trim_threshold, 2**30))
 
 
+@contextlib.contextmanager
+def _sole_writer(out: str, env: Dist) -> Any:
+    """Hold `out`'s writer lock (rank 0; `tokenizer.run_folder`) for the run, refusing on every rank
+    a run folder another fit is writing, then remove the temporaries killed fits left there: with
+    the lock held no other writer can be mid-save in one of them."""
+    with contextlib.ExitStack() as stack:
+        refusal = None
+        if env.main:
+            try:
+                stack.enter_context(sole_writer(out, "trainer.fit"))
+            except FolderInUse as exc:
+                refusal = str(exc)
+        if env.world_size > 1:  # every rank stops, not rank 0 alone while the others wait in a collective
+            box = [refusal]
+            dist.broadcast_object_list(box, src=0)
+            refusal = box[0]
+        if refusal:
+            raise UsageError(refusal)
+        if env.main:
+            _remove_leftovers(out)
+        yield
+
+
+def _remove_leftovers(out: str) -> None:
+    """Remove what killed fits left half-written in `out` (`run_layout.run_leftovers`), saying so."""
+    removed = remove_leftovers(run_leftovers(out))
+    if removed:
+        print(f"note: removed what an interrupted fit left half-written in {out}: {describe_leftovers(removed)}",
+              file=sys.stderr, flush=True)
+
+
 def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]:
     if options.threads:
         torch.set_num_threads(options.threads)
     if device.type == "cpu":
         keep_freed_memory()
     os.makedirs(options.out, exist_ok=True)
+    with _sole_writer(options.out, env):
+        return _run(options, env, device)
+
+
+def _run(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]:
+    """The run itself, on a folder this process writes alone."""
     trainer = Trainer(options, env, device)
     resume_from, damaged = None, []
     if options.resume == "auto":  # the newest intact step; damaged newer ones are set aside
