@@ -48,7 +48,7 @@ from uvd_pipeline.shards import (ARROW_SUFFIX, COMPRESSED_SHARD_BUDGET, REBUILD_
 
 from .config import BOS_ID, EOS_ID, VOCAB_SIZE, UsageError
 from .integrity import CheckpointError
-from .mixture_spec import Mixture, MixtureEntry
+from .mixture_spec import Mixture, MixtureEntry, meant_weight
 # moved to mixture_spec, still importable from here
 from .mixture_spec import load_mixture_file, mixture_from_args, parse_data_arg  # noqa: F401
 
@@ -252,6 +252,11 @@ class SentenceSource:
         self.entry = entry
         self.paths = find_shards(entry.glob)
         if not self.paths:
+            weight = meant_weight(entry.glob)
+            if weight is not None:
+                raise UsageError(f"--data {entry.glob!r}: the weight {weight!r} after the last ':' is not a number "
+                                 f"(and {entry.glob!r} as a whole matches no committed token shard); write "
+                                 f"GLOB:WEIGHT with a number, e.g. {entry.glob.rpartition(':')[0]}:2")
             hint = _no_shard_hint(entry.glob)
             raise UsageError(f"--data {entry.glob!r} matches no committed token shard{hint}")
         self._cache = cache

@@ -87,7 +87,8 @@ class FitOptions:
                                 "mixture file {split: train, data: [{glob, weight}]}")
     out: str = flag(help="run folder: checkpoints/, log.jsonl, losses.json, summary.json")
     preset: str = flag("tiny", "model size: tiny, small, 100m, 300m, 600m, 1b, 3b, 7b")
-    split: str | None = flag("train", "train on sentences of this split ('all': no filter)")
+    split: str | None = flag("train", "train on sentences of this split ('all': no filter); a mixture file "
+                                              "that names a split overrides it")
     seq_len: int = flag(4096, "tokens per window (16 images of 256)")
     batch_size: int = flag(8, "windows per micro-batch per rank")
     grad_accum: int = flag(1, "micro-batches per update")
