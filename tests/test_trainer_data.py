@@ -156,9 +156,33 @@ def test_a_state_refuses_the_same_sentences_retokenized(tmp_path: Path):
     write_shards(tmp_path, "web", sentences, meta=dataclasses.replace(META, tokenizer_hash="retrained"))
     with pytest.raises(UsageError, match=r"data changed since this checkpoint.*tokenizer.*retrained"):
         _loader(str(tmp_path)).load_state_dict(state)
-    # a state saved before the tokenizer was recorded still resumes
+    # a state saved before the tokenizer (and the shards' digests) were recorded still resumes
     del state["fingerprint"]["tokenizer"]
-    _loader(str(tmp_path)).load_state_dict(state)
+    del state["fingerprint"]["sources"][0]["sha256"]
+    with pytest.warns(UserWarning, match="predates shard digests: .* by glob and shard and sentence counts only"):
+        _loader(str(tmp_path)).load_state_dict(state)
+
+
+def test_a_state_refuses_shards_replaced_by_others_of_the_same_counts(tmp_path: Path):
+    """The fingerprint held glob, shard and sentence counts only, so shards rewritten with other
+    sentences of the same counts resumed at positions that now meant other data (hunt53a
+    resume_data_change 'replaced': rc 0). The shards' sha256 from their stats are in it now."""
+    write_shards(tmp_path / "a", "web", numbered_sentences(12), shards=2)
+    write_shards(tmp_path / "b", "web", numbered_sentences(6), shards=1)
+    mixture = mixture_from_args([f"{tmp_path}/a/*.arrow", f"{tmp_path}/b/*.arrow"])
+    loader = TokenWindows(mixture, seq_len=T, batch_size=2)
+    loader.next_batch()
+    state = json.loads(json.dumps(loader.state_dict()))
+    TokenWindows(mixture, seq_len=T, batch_size=2).load_state_dict(state)  # the same shards resume
+    write_shards(tmp_path / "a", "web", numbered_sentences(12)[::-1], shards=2)  # same counts, other order
+    with pytest.raises(UsageError, match=r"^the data changed since this checkpoint: the shards of '.*/a/\*\.arrow' "
+                                         r"hold other bytes \(the same shard and sentence counts, but the sha256"):
+        TokenWindows(mixture, seq_len=T, batch_size=2).load_state_dict(state)
+    # a state from before digests compares the counts, and says so
+    for source in state["fingerprint"]["sources"]:
+        del source["sha256"]
+    with pytest.warns(UserWarning, match="predates shard digests"):
+        TokenWindows(mixture, seq_len=T, batch_size=2).load_state_dict(state)
 
 
 def test_split_filter(tmp_path: Path):
