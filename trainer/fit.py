@@ -63,6 +63,9 @@ PEAK_BF16_FLOPS: dict[str, float] = {
 }
 
 
+DEVICES = ("auto", "cpu", "cuda")
+SEED_LIMIT = 2**63  # torch.manual_seed takes a signed 64-bit seed; numpy's a non-negative one
+
 # `--attention` values: torch's SDPA backends a training step may be pinned to (CUDA only).
 ATTENTION_KERNELS = ("auto", "cudnn", "flash", "efficient")
 
@@ -100,7 +103,7 @@ class FitOptions:
     beta1: float = flag(0.9)
     beta2: float = flag(0.95)
     eps: float = flag(1e-8, cli=False)
-    clip: float = flag(1.0, "gradient-norm clip")
+    clip: float = flag(1.0, "gradient-norm clip (0: measure the norm, do not clip)")
     mode: str = flag("paper", "paper: BOS/EOS around each sentence; stream: plain concatenation (released code)",
                      choices=MODES)
     seed: int = flag(0)
@@ -108,7 +111,7 @@ class FitOptions:
     attention: str = flag("auto", "attention kernel of training steps on CUDA: auto (torch's pick), cudnn, flash "
                                   "or efficient", choices=ATTENTION_KERNELS)
     activation_checkpointing: bool = flag(False, "recompute layers in backward")
-    device: str = flag("auto", "auto, cpu or cuda")
+    device: str = flag("auto", "auto, cpu or cuda", choices=DEVICES)
     dtype: str = flag("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16"))
     checkpoint_every: int = flag(500, "steps between checkpoints (and one at the end); 0 writes none "
                                       "(benchmarks, smoke runs)")
@@ -119,7 +122,7 @@ class FitOptions:
     fsdp: bool = flag(False, "under torchrun: FSDP2 (fully_shard) instead of DDP")
     stop_at: int | None = flag(None, "stop (with a checkpoint) after this step; rerun to continue")
     chunk_tokens: int | None = flag(None, "tokens per logits chunk of the loss (default: 256 on CPU, 4096 on GPU)")
-    threads: int | None = flag(None, "torch intra-op threads")
+    threads: int | None = flag(None, "torch intra-op threads (0 or unset: torch's default, one per core)")
     profile_steps: int = flag(0, "profile this many steps after the first (torch.profiler) and write the "
                                  "busiest kernels to OUT/profile.txt (0: off)")
     quiet: bool = flag(False)
@@ -145,6 +148,28 @@ class FitOptions:
         if self.warmup_steps < 0 or not 0 <= self.min_lr <= self.lr:
             raise UsageError(f"need warmup >= 0 and 0 <= min-lr <= lr (got {self.warmup_steps}, {self.min_lr}, "
                              f"{self.lr})")
+        self._validate_ranges()
+
+    def _validate_ranges(self) -> None:
+        """The flags torch would refuse with a traceback mid-start (betas, threads, device, seed) or
+        take in silence (a negative or NaN clip turned clipping off; a negative weight decay, keep
+        or stop-at ran), each refused naming the flag and what it takes."""
+        if self.device not in DEVICES:
+            raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be in [0, 1) (AdamW's decay rate), got {getattr(self, name)}")
+        if not self.clip >= 0:  # NaN fails this too
+            raise UsageError(f"--clip must be a gradient norm >= 0 (0: measure the norm, do not clip), got {self.clip}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise UsageError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise UsageError(f"--seed must be an integer from 0 to 2**63-1, got {self.seed}")
+        for name, least, meaning in (("keep_checkpoints", 0, " (0: keep all)"), ("threads", 0, " (0: torch's default)"),
+                                     ("stop_at", 1, "")):
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least {least}{meaning}, got {value}")
 
 
 class TrainingModel(LVMTransformer):
