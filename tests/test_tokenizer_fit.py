@@ -577,3 +577,38 @@ def test_a_second_fit_on_a_folder_being_written_is_refused(tmp_path, capsys):
     assert capsys.readouterr().err == (f"error: --out {out}: another tokenizer.fit (pid {os.getpid()}) is writing "
                                        "this run; wait for it to finish (rerunning then resumes), or give another --out\n")
     assert saving.exists() and sorted(os.listdir(out)) == [".writer.lock", "train_state.pt.tmp-1a2b3c4d"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "--batch-size 0: give a whole number >= 1"),
+    (["--max-steps", "0"], "--max-steps 0: give a whole number >= 1"),
+    (["--checkpoint-every", "0"], "--checkpoint-every 0: give a whole number >= 1"),
+    (["--log-every", "0"], "--log-every 0: give a whole number >= 1"),
+    (["--disc-channels", "0"], "--disc-channels 0: give a whole number >= 1"),
+    (["--disc-layers", "0"], "--disc-layers 0: give a whole number >= 1"),
+    (["--warmup-steps", "-3"], "--warmup-steps -3: give a whole number >= 0 (0: none)"),
+    (["--ae-warmup-steps", "-1"], "--ae-warmup-steps -1: give a whole number >= 0 (0: none)"),
+    (["--restart-dead-every", "-1"], "--restart-dead-every -1: give a whole number >= 0 (0: off)"),
+    (["--threads", "-1"], "--threads -1: give a whole number >= 0 (0: torch's default)"),
+    (["--lr", "-1"], "--lr -1.0: give a learning rate > 0"),
+    (["--lr", "nan"], "--lr nan: give a learning rate > 0"),
+    (["--disc-lr", "0"], "--disc-lr 0.0: give a learning rate > 0"),
+    (["--l1-weight", "-1"], "--l1-weight -1.0: give a weight >= 0"),
+    (["--disc-weight", "nan"], "--disc-weight nan: give a weight >= 0"),
+    (["--device", "tpu"], "--device 'tpu': give cpu, cuda or cuda:N (or leave it out: cuda when available)"),
+])
+def test_flags_out_of_range_are_one_error_line_before_any_work(tmp_path, capsys, flags, message):
+    """hunt53a tokfit_flags/tokfit_disc: tracebacks (--batch-size 0, --lr -1, --checkpoint-every 0,
+    --device tpu), a crash only when the GAN started (--disc-channels 0), or a run in silence
+    (--l1-weight -1 trained to a loss of -0.12)."""
+    assert fit_cli.main(["--data", PHOTOS, "--out", str(tmp_path / "o")] + flags) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_export_onto_a_file_is_refused_before_training(tmp_path, capsys):
+    """`--export` naming a file raised FileExistsError after the whole run."""
+    (tmp_path / "taken.png").write_bytes(b"mine")
+    assert fit_cli.main(["--data", PHOTOS, "--out", str(tmp_path / "o"), "--export", str(tmp_path / "taken.png")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --export {tmp_path / 'taken.png'}: exists and is not a folder")
+    assert not (tmp_path / "o").exists() and (tmp_path / "taken.png").read_bytes() == b"mine"

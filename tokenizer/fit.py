@@ -21,7 +21,9 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -272,17 +274,64 @@ def generator_groups(model: VQGAN, level_lr_scale: float) -> list[dict]:
 
 
 def check_options(options: FitOptions) -> None:
-    """Refuse a bad run before any data is read, naming the flag and the fix."""
+    """Refuse a bad run before any data is read, naming the flag and the fix: torch refused some
+    only with a traceback (--lr -1, --device tpu, --batch-size 0), some only when the GAN started
+    (--disc-channels 0), and some ran in silence (--l1-weight -1 trained towards a worse image)."""
     if options.lr_decay not in ("constant", "cosine"):
         raise UsageError(f"--lr-decay {options.lr_decay!r}: choose constant or cosine")
     if options.level_lr_scale <= 0:
         raise UsageError(f"--level-lr-scale {options.level_lr_scale}: give a factor > 0")
-    if options.colour_weight < 0:
-        raise UsageError(f"--colour-weight {options.colour_weight}: give a weight >= 0")
     if not 0.0 <= options.min_lr_ratio <= 1.0:
         raise UsageError(f"--min-lr-ratio {options.min_lr_ratio}: give a share of --lr between 0 and 1")
+    _check_counts(options)
+    _check_rates(options)
+    _check_device(options.device)
     if os.path.exists(options.out) and not os.path.isdir(options.out):
         raise UsageError(f"--out {options.out}: exists and is not a folder")
+    if options.export and os.path.exists(options.export) and not os.path.isdir(options.export):
+        raise UsageError(f"--export {options.export}: exists and is not a folder; give a folder for config.json + "
+                         "pytorch_model.bin (it was found only after training)")
+
+
+# (flag field, least value, what its least value means)
+COUNTS = (("max_steps", 1, ""), ("batch_size", 1, ""), ("log_every", 1, ""), ("checkpoint_every", 1, ""),
+          ("disc_channels", 1, ""), ("disc_layers", 1, ""), ("warmup_steps", 0, " (0: none)"),
+          ("ae_warmup_steps", 0, " (0: none)"), ("restart_dead_every", 0, " (0: off)"),
+          ("disc_start", 0, " (0: from the first step)"), ("threads", 0, " (0: torch's default)"))
+WEIGHTS = ("l1_weight", "l2_weight", "colour_weight", "disc_weight", "weight_decay")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_counts(options: FitOptions) -> None:
+    for name, least, meaning in COUNTS:
+        value = getattr(options, name)
+        if value is not None and value < least:
+            raise UsageError(f"{_flag(name)} {value}: give a whole number >= {least}{meaning}")
+
+
+def _check_rates(options: FitOptions) -> None:
+    """Learning rates > 0 and loss weights >= 0, finite (NaN fails every comparison)."""
+    for name in ("lr", "disc_lr"):
+        value = getattr(options, name)
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise UsageError(f"{_flag(name)} {value}: give a learning rate > 0")
+    for name in WEIGHTS:
+        value = getattr(options, name)
+        if not (value >= 0 and math.isfinite(value)):
+            raise UsageError(f"{_flag(name)} {value}: give a weight >= 0")
+
+
+def _check_device(device: str | None) -> None:
+    """cpu, cuda or cuda:N (None: cuda when available), and a CUDA device only where torch sees one."""
+    if device is None:
+        return
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise UsageError(f"--device {device!r}: give cpu, cuda or cuda:N (or leave it out: cuda when available)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: torch sees no CUDA device; give --device cpu")
 
 
 def model_config(options: FitOptions) -> VQGANConfig:
@@ -350,6 +399,7 @@ def trim_log(path: str, step: int) -> None:
 
 def fit(options: FitOptions) -> dict:
     """Train (or resume) until `max_steps`; returns the last logged record."""
+    check_options(options)  # before the flags are handed to torch
     if options.threads:
         torch.set_num_threads(options.threads)
     device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -362,7 +412,6 @@ def fit(options: FitOptions) -> dict:
 
 
 def _fit(options: FitOptions, device: torch.device) -> dict:
-    check_options(options)
     try:
         init = checkpoint.load(options.init) if options.init else None
     except checkpoint.CheckpointError as exc:
