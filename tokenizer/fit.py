@@ -51,8 +51,9 @@ from .run_folder import FolderInUse, describe_leftovers, file_leftovers, remove_
 
 STATE_NAME = "train_state.pt"
 LOG_NAME = "log.jsonl"
-# the files a fit replaces atomically in --out (`tokenizer.atomic` temporaries beside each while written)
-RUN_FILES = (STATE_NAME, checkpoint.WEIGHTS_NAME, checkpoint.CONFIG_NAME)
+# the files a fit replaces atomically in --out (`tokenizer.atomic` temporaries beside each while written;
+# the log when a resume trims it)
+RUN_FILES = (STATE_NAME, checkpoint.WEIGHTS_NAME, checkpoint.CONFIG_NAME, LOG_NAME)
 
 
 @dataclass

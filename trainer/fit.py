@@ -30,7 +30,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -513,7 +513,7 @@ def keep_freed_memory() -> bool:
 
 
 @contextlib.contextmanager
-def _sole_writer(out: str, env: Dist) -> Any:
+def _sole_writer(out: str, env: Dist) -> Iterator[None]:
     """Hold `out`'s writer lock (rank 0; `tokenizer.run_folder`) for the run, refusing on every rank
     a run folder another fit is writing, then remove the temporaries killed fits left there: with
     the lock held no other writer can be mid-save in one of them."""
