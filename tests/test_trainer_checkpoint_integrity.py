@@ -357,10 +357,12 @@ def _killed_saves(out: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     checkpoints = out / "checkpoints"
     made = {"writing": checkpoints / ".step-00000004.tmp-1a2b3c4d",       # sealed, not yet renamed
             "moved_aside": checkpoints / ".step-00000003.old-0badf00d",   # step-3 exists again
+            "pruning": checkpoints / ".step-00000001.del-abcdef01",       # a pruned step, being removed
             "curve": out / "losses.json.tmp-5e6f7a8b",
             "log": out / "log.jsonl.tmp-00c0ffee"}
     shutil.copytree(_step(out, 3), made["writing"])
     shutil.copytree(_step(out, 3), made["moved_aside"])
+    shutil.copytree(_step(out, 3), made["pruning"])
     made["curve"].write_bytes((out / "losses.json").read_bytes()[:20])
     made["log"].write_bytes(b"")
     keep = {"only_copy": checkpoints / ".step-00000009.old-12345678",  # step-9 is gone: its only copy
@@ -418,3 +420,19 @@ def test_a_second_fit_on_a_run_being_written_is_refused_and_removes_nothing(runs
                    "finish (rerunning then resumes), or give another --out\n")
     assert all(path.exists() for path in made.values())
     assert [step for step, _ in ckpt.list_checkpoints(str(out))] == [1, 2, 3]
+
+
+def test_a_prune_cut_short_leaves_a_name_the_next_fit_removes(shards, tmp_path, monkeypatch):
+    """Pruning removed an old step folder in place: a fit killed inside that `rmtree` left
+    `step-N/` holding some of its files (hunt53a tmp_leak rerun: step-00000115 with config.json and
+    rng.pt), no longer listed as a checkpoint, so never pruned nor removed. It is renamed first now."""
+    out = tmp_path / "run"
+    real_rmtree = shutil.rmtree
+    monkeypatch.setattr(shutil, "rmtree", lambda path, *args, **kwargs: None)  # killed before it removed a file
+    fit(_options(shards, out, max_steps=3, keep_checkpoints=1))
+    names = sorted(os.listdir(out / "checkpoints"))
+    assert names[-1] == "step-00000003" and len(names) == 3
+    assert all(re.fullmatch(r"\.step-0000000[12]\.del-[0-9a-f]{8}", name) for name in names[:-1]), names
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    fit(_options(shards, out, max_steps=4, keep_checkpoints=1))
+    assert sorted(os.listdir(out / "checkpoints")) == ["step-00000004"]

@@ -42,9 +42,10 @@ def temporary_name(target: str) -> str:
 
 
 # The names this module gives its temporaries, read back: `temporary_name` (a file) and
-# `atomic_folder` (a folder being written, `.NAME.tmp-X`, or an old one moved aside, `.NAME.old-X`).
+# `atomic_folder` (a folder being written, `.NAME.tmp-X`, or an old one moved aside, `.NAME.old-X`)
+# and `remove_folder` (one being removed, `.NAME.del-X`).
 _FILE_TEMPORARY = re.compile(r"(?P<target>.+)\.tmp-[0-9a-f]{8}")
-_FOLDER_TEMPORARY = re.compile(r"\.(?P<target>.+)\.(?P<kind>tmp|old)-[0-9a-f]{8}")
+_FOLDER_TEMPORARY = re.compile(r"\.(?P<target>.+)\.(?P<kind>tmp|old|del)-[0-9a-f]{8}")
 
 
 def file_temporary_target(name: str) -> str | None:
@@ -55,9 +56,10 @@ def file_temporary_target(name: str) -> str | None:
 
 
 def folder_temporary_target(name: str) -> tuple[str, str] | None:
-    """(target folder name, 'tmp' or 'old') when `name` is one `atomic_folder` made beside its
-    target (`.step-00000010.tmp-1a2b3c4d`: being written; `.old-`: the previous one moved aside
-    just before the new one took its name), else None."""
+    """(target folder name, 'tmp', 'old' or 'del') when `name` is one `atomic_folder` or
+    `remove_folder` made beside its target (`.step-00000010.tmp-1a2b3c4d`: being written; `.old-`:
+    the previous one moved aside just before the new one took its name; `.del-`: being removed),
+    else None."""
     match = _FOLDER_TEMPORARY.fullmatch(name)
     return (match["target"], match["kind"]) if match else None
 
@@ -214,6 +216,19 @@ def atomic_path(uri: str, scratch: str | None = None) -> Iterator[str]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def remove_folder(folder: str | os.PathLike[str]) -> None:
+    """Remove a folder so that a process killed midway leaves a name a sweep knows (`.NAME.del-X`,
+    `folder_temporary_target`), never a part of the folder under its own name: `rmtree` cut short
+    left `step-N/` holding some of its files, no longer a checkpoint nor ever removed."""
+    path = Path(folder)
+    doomed = path.parent / f".{path.name}.del-{uuid.uuid4().hex[:8]}"
+    try:
+        os.replace(path, doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 @contextlib.contextmanager

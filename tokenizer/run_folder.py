@@ -78,10 +78,10 @@ def file_leftovers(folder: str, targets: Iterable[str]) -> list[Leftover]:
 
 
 def folder_leftovers(folder: str, is_target: Callable[[str], bool]) -> list[Leftover]:
-    """Folders in `folder` that `tokenizer.atomic.atomic_folder` made beside a target name
-    `is_target` accepts: one being written (`.NAME.tmp-X`), and an old one moved aside (`.NAME.old-X`)
-    only where NAME exists again (killed between the two renames, the old one is still the only
-    copy, and is left)."""
+    """Folders in `folder` that `tokenizer.atomic` made beside a target name `is_target` accepts:
+    one being written (`.NAME.tmp-X`) or removed (`.NAME.del-X`), and an old one moved aside
+    (`.NAME.old-X`) only where NAME exists again (killed between the two renames, the old one is
+    still the only copy, and is left)."""
     if not os.path.isdir(folder):
         return []
     found = []
