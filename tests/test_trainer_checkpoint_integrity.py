@@ -436,3 +436,26 @@ def test_a_prune_cut_short_leaves_a_name_the_next_fit_removes(shards, tmp_path, 
     monkeypatch.setattr(shutil, "rmtree", real_rmtree)
     fit(_options(shards, out, max_steps=4, keep_checkpoints=1))
     assert sorted(os.listdir(out / "checkpoints")) == ["step-00000004"]
+
+
+def test_a_fit_killed_right_after_a_checkpoint_keeps_that_step_in_its_loss_curve(runs, shards, tmp_path, monkeypatch):
+    """losses.json was written after the checkpoint committed: a fit killed between the two resumed
+    from that step with a curve one step short, the step's loss gone for good (hunt53a tmp_leak
+    rerun: step 117 missing of 200)."""
+    out = tmp_path / "run"
+    save = ckpt.save_checkpoint
+
+    def killed_after_commit(folder, step, *args, **kwargs):
+        path = save(folder, step, *args, **kwargs)
+        if step == 3:
+            raise KeyboardInterrupt  # the process dies here
+        return path
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", killed_after_commit)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_options(shards, out))
+    monkeypatch.undo()
+    resumed = fit(_options(shards, out))
+    assert resumed["start_step"] == 3
+    curve = json.loads((out / "losses.json").read_text())
+    assert curve["step"] == [1, 2, 3, 4, 5] and curve["loss"] == runs["whole"]["losses"]

@@ -308,9 +308,12 @@ class Trainer:
         if self.env.main:
             state = {"tokens_seen": self.tokens_seen, "data": self.data.state_dict(),
                      "options": dataclasses.asdict(self.options), "world_size": self.env.world_size}
+            # the curve first: a resume keeps its steps up to the checkpoint's, so one written ahead of a
+            # checkpoint that never commits is trimmed, while one behind a committed checkpoint (killed
+            # between the two) lost that step's loss for good (hunt53a tmp_leak rerun: step 117)
+            self._write_curve()
             path = ckpt.save_checkpoint(self.options.out, self.step, model_state, optimizer_state, self.config,
                                         state, keep=self.options.keep_checkpoints)
-            self._write_curve()
         if self.env.world_size > 1:
             dist.barrier()
         return path
