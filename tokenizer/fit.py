@@ -9,7 +9,9 @@ often.
 `--out` ends up holding the tokenizer in open-muse format (`config.json` + `pytorch_model.bin`,
 loadable by `tokenizer.checkpoint.load` and `Tokenizer.from_pretrained`), `train_state.pt` (model,
 discriminator, optimisers, step, RNG, usage counters: everything a resume needs) and `log.jsonl`.
-Both checkpoint files are replaced atomically. Running the same command again resumes.
+Both checkpoint files are replaced atomically. Running the same command again resumes, with the
+log trimmed to the resumed step; one fit writes an `--out` at a time, and it first removes the
+temporaries of saves that were killed (`tokenizer.run_folder`).
 
 Deterministic for a given seed on CPU as far as torch allows: batches and crops are functions of
 (seed, step), torch's RNG is saved and restored, deterministic algorithms are requested.

@@ -12,7 +12,9 @@ is `--grad-accum` micro-batches, so a step trains on batch * grad_accum * world 
 Running the same command again resumes from the newest intact checkpoint in `--out` (a damaged
 newer one is set aside with a warning naming the file): model, optimizer, step, data-loader
 position and RNG come back, and on CPU the losses continue bit for bit as if the run had not
-stopped. `OUT/log.jsonl` (one line per log interval), `OUT/losses.json` (every step's
+stopped. One fit writes an `--out` at a time (`tokenizer.run_folder`: a second is refused), and
+it first removes what fits killed mid-save left there (`run_layout.run_leftovers`).
+`OUT/log.jsonl` (one line per log interval), `OUT/losses.json` (every step's
 loss) and `OUT/summary.json` are what a report reads. Losses are read back from the device once
 per log interval (`step_monitor.StepReadback`), not after every step.
 """
