@@ -177,23 +177,34 @@ def sealed_below(folder: Path, files: Iterable[Path] | None = None) -> list[Path
 
 def leftovers(folder: Path) -> list[Path]:
     """Temporaries of writes that were killed under `folder` (`tokenizer.atomic` names: a step folder
-    `.step-N.tmp-X` sealed or not, `log.jsonl.tmp-X`), not looked into; sorted."""
+    `.step-N.tmp-X` sealed or not, `log.jsonl.tmp-X`), and step folders a removal cut short in place
+    left without their manifest and state, not looked into; sorted."""
     found = []
     for parent, dirs, names in os.walk(folder):
         kept = []
         for name in sorted(dirs):
-            (found if folder_temporary_target(name) else kept).append(Path(parent) / name)
+            path = Path(parent) / name
+            (found if folder_temporary_target(name) or _part_of_a_step(path) else kept).append(path)
         dirs[:] = [path.name for path in kept]
         found += [Path(parent) / name for name in names if file_temporary_target(name)]
     return sorted(found)
+
+
+def _part_of_a_step(path: Path) -> bool:
+    """A fit's `checkpoints/step-N` holding neither manifest.json nor state.json: what a prune cut
+    short in place left before prunes renamed a folder first (no reader takes it for a checkpoint)."""
+    return (path.parent.name == "checkpoints" and path.name.startswith("step-") and path.name[5:].isdigit()
+            and not (path / MANIFEST).is_file() and not (path / "state.json").is_file())
 
 
 def _report_leftovers(folder: Path) -> None:
     """One line per leftover temporary: no checkpoint is damaged by one, but each may hold a whole
     model and optimizer that nothing will ever read."""
     for path in leftovers(folder):
-        print(f"leftover: {path}: a temporary of a write that was killed, part of no checkpoint; rerunning the fit "
-              "on this --out removes it (or delete it)")
+        what = ("part of a step folder whose removal was cut short" if _part_of_a_step(path)
+                else "a temporary of a write that was killed")
+        print(f"leftover: {path}: {what}, part of no checkpoint; safe to delete once no fit runs on this folder "
+              "(a fit resuming it removes the temporaries it wrote)")
 
 
 def _check(folder: Path) -> int:
