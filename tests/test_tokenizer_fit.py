@@ -551,3 +551,89 @@ def test_evaluate_output_paths_and_device_are_judged_before_the_work(tiny_tokeni
     assert evaluate_cli.main(["--checkpoint", str(tiny_tokenizer), "--data", PHOTOS, "--limit", "2", "--device", "cpu",
                               "--out", str(out), "--sheet", str(sheet)]) == 0
     assert json.loads(out.read_text())["images"] == 2 and Image.open(sheet).size[1] > 1
+
+
+def test_a_resume_after_a_kill_logs_each_step_once_and_removes_the_killed_saves(tmp_path, capsys):
+    """A fit killed after its last save had logged steps it will make again: log.jsonl kept both
+    copies (trainer.fit's keeps one), and the temporaries of saves cut short stayed for good
+    (hunt53a tmp_leak_tok: a 48 MB train_state.pt.tmp-X after 12 kills)."""
+    import shutil
+
+    out, saved = tmp_path / "o", tmp_path / "saved-at-2"
+    args = ["--data", PHOTOS, "--out", str(out), "--batch-size", "1", "--crop", "32", "--log-every", "1",
+            "--disc-start", "100", "--checkpoint-every", "2"]
+    assert fit_cli.main(args + ["--max-steps", "2"]) == 0
+    shutil.copytree(out, saved)
+    assert fit_cli.main(args + ["--max-steps", "4"]) == 0
+    straight = [r["loss"] for r in _log(out) if "loss" in r]
+    for name in ("train_state.pt", "pytorch_model.bin", "config.json"):  # killed before step 4's save
+        shutil.copy(saved / name, out / name)
+    leftovers = [out / "train_state.pt.tmp-1a2b3c4d", out / "pytorch_model.bin.tmp-0badf00d", out / "config.json.tmp-00c0ffee"]
+    for path in leftovers:
+        path.write_bytes(b"\0" * 1000)
+    others = [out / "notes.tmp-1a2b3c4d", out / "train_state.pt.tmp-mine", out / "train_state.pt.bak"]
+    for path in others:
+        path.write_text("mine")
+    capsys.readouterr()
+    assert fit_cli.main(args + ["--max-steps", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "note: removed what an interrupted fit left half-written in" in err and "(0.0 MB)" in err
+    assert all(not path.exists() and str(path) in err for path in leftovers)
+    assert all(path.exists() and str(path) not in err for path in others)
+    log = _log(out)
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    assert [r.get("event") for r in log if "event" in r] == ["start", "resume"]
+    assert [r["loss"] for r in log if "loss" in r] == straight
+
+
+def test_a_second_fit_on_a_folder_being_written_is_refused(tmp_path, capsys):
+    """Two fits on one --out wrote the same train_state.pt in turns; the one holding the folder may
+    be mid-save in a `.tmp-` file, so the refused one neither trains nor sweeps."""
+    from tokenizer.run_folder import sole_writer
+
+    out = tmp_path / "o"
+    out.mkdir()
+    saving = out / "train_state.pt.tmp-1a2b3c4d"
+    saving.write_bytes(b"half")
+    with sole_writer(str(out), "tokenizer.fit"):
+        code = fit_cli.main(["--data", PHOTOS, "--out", str(out), "--batch-size", "1", "--crop", "32",
+                             "--max-steps", "1"])
+    assert code == 2
+    assert capsys.readouterr().err == (f"error: --out {out}: another tokenizer.fit (pid {os.getpid()}) is writing "
+                                       "this run; wait for it to finish (rerunning then resumes), or give another --out\n")
+    assert saving.exists() and sorted(os.listdir(out)) == [".writer.lock", "train_state.pt.tmp-1a2b3c4d"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "--batch-size 0: give a whole number >= 1"),
+    (["--max-steps", "0"], "--max-steps 0: give a whole number >= 1"),
+    (["--checkpoint-every", "0"], "--checkpoint-every 0: give a whole number >= 1"),
+    (["--log-every", "0"], "--log-every 0: give a whole number >= 1"),
+    (["--disc-channels", "0"], "--disc-channels 0: give a whole number >= 1"),
+    (["--disc-layers", "0"], "--disc-layers 0: give a whole number >= 1"),
+    (["--warmup-steps", "-3"], "--warmup-steps -3: give a whole number >= 0 (0: none)"),
+    (["--ae-warmup-steps", "-1"], "--ae-warmup-steps -1: give a whole number >= 0 (0: none)"),
+    (["--restart-dead-every", "-1"], "--restart-dead-every -1: give a whole number >= 0 (0: off)"),
+    (["--threads", "-1"], "--threads -1: give a whole number >= 0 (0: torch's default)"),
+    (["--lr", "-1"], "--lr -1.0: give a learning rate > 0"),
+    (["--lr", "nan"], "--lr nan: give a learning rate > 0"),
+    (["--disc-lr", "0"], "--disc-lr 0.0: give a learning rate > 0"),
+    (["--l1-weight", "-1"], "--l1-weight -1.0: give a weight >= 0"),
+    (["--disc-weight", "nan"], "--disc-weight nan: give a weight >= 0"),
+    (["--device", "tpu"], "--device 'tpu' is no device; choose auto, cpu, cuda or cuda:N"),
+])
+def test_flags_out_of_range_are_one_error_line_before_any_work(tmp_path, capsys, flags, message):
+    """hunt53a tokfit_flags/tokfit_disc: tracebacks (--batch-size 0, --lr -1, --checkpoint-every 0,
+    --device tpu), a crash only when the GAN started (--disc-channels 0), or a run in silence
+    (--l1-weight -1 trained to a loss of -0.12)."""
+    assert fit_cli.main(["--data", PHOTOS, "--out", str(tmp_path / "o")] + flags) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_export_onto_a_file_is_refused_before_training(tmp_path, capsys):
+    """`--export` naming a file raised FileExistsError after the whole run."""
+    (tmp_path / "taken.png").write_bytes(b"mine")
+    assert fit_cli.main(["--data", PHOTOS, "--out", str(tmp_path / "o"), "--export", str(tmp_path / "taken.png")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --export {tmp_path / 'taken.png'}: exists and is not a folder")
+    assert not (tmp_path / "o").exists() and (tmp_path / "taken.png").read_bytes() == b"mine"

@@ -348,3 +348,120 @@ def test_a_resumed_step_whose_torch_file_is_compressed_is_refused_before_torch_r
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load ran"))
     with pytest.raises(CheckpointDamaged, match=re.escape(f"{path}: records compressed (")):
         ckpt.load_checkpoint(str(step))
+
+
+def _killed_saves(out: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """What fits SIGKILLed while saving leave in `out`, named as `tokenizer.atomic` names them
+    (hunt53a tmp_leak: `.step-N.tmp-X` holds a whole model and optimizer, ~10 MB for the tiny
+    preset), beside files that only look alike and are not the writer's."""
+    checkpoints = out / "checkpoints"
+    made = {"writing": checkpoints / ".step-00000004.tmp-1a2b3c4d",       # sealed, not yet renamed
+            "moved_aside": checkpoints / ".step-00000003.old-0badf00d",   # step-3 exists again
+            "pruning": checkpoints / ".step-00000001.del-abcdef01",       # a pruned step, being removed
+            "curve": out / "losses.json.tmp-5e6f7a8b",
+            "log": out / "log.jsonl.tmp-00c0ffee"}
+    shutil.copytree(_step(out, 3), made["writing"])
+    shutil.copytree(_step(out, 3), made["moved_aside"])
+    shutil.copytree(_step(out, 3), made["pruning"])
+    made["curve"].write_bytes((out / "losses.json").read_bytes()[:20])
+    made["log"].write_bytes(b"")
+    keep = {"only_copy": checkpoints / ".step-00000009.old-12345678",  # step-9 is gone: its only copy
+            "not_hex": checkpoints / ".step-00000004.tmp-mine",
+            "not_ours": out / "notes.txt.tmp-1a2b3c4d",
+            "plain": out / "losses.json.bak"}
+    keep["only_copy"].mkdir()
+    keep["not_hex"].mkdir()
+    keep["not_ours"].write_text("mine")
+    keep["plain"].write_text("mine")
+    return made, keep
+
+
+def test_a_resume_removes_what_killed_saves_left_and_integrity_names_it(runs, shards, tmp_path, capsys):
+    """A fit killed mid-save left its temporaries for good (a kill every few minutes fills a disk)
+    and `trainer.integrity` called the run intact without a word of them."""
+    from trainer.integrity import main as integrity_main
+
+    out = _copy(runs, tmp_path)
+    made, keep = _killed_saves(out)
+    capsys.readouterr()
+    assert integrity_main([str(out)]) == 0  # leftovers are no damage to any checkpoint
+    printed = capsys.readouterr().out
+    for path in made.values():
+        assert f"leftover: {path}: a temporary of a write that was killed, part of no checkpoint" in printed
+    cut = out / "checkpoints" / "step-00000000"  # an older version's prune cut short in place
+    cut.mkdir()
+    (cut / "rng.pt").write_bytes(b"x")
+    assert integrity_main([str(out)]) == 0
+    assert f"leftover: {cut}: part of a step folder whose removal was cut short" in capsys.readouterr().out
+    shutil.rmtree(cut)  # not a name the writer gives a temporary: named, never removed by a fit
+    assert f"{made['writing']}: intact" not in printed  # a temporary is no checkpoint to vouch for
+    assert printed.count(": intact") == 3
+
+    resumed = fit(_options(shards, out))
+    assert resumed["start_step"] == 3 and resumed["losses"] == runs["whole"]["losses"][3:]
+    err = capsys.readouterr().err
+    assert "note: removed what an interrupted fit left half-written in" in err
+    for path in made.values():
+        assert not path.exists() and str(path) in err
+    for path in keep.values():
+        assert path.exists() and str(path) not in err
+    assert [step for step, _ in ckpt.list_checkpoints(str(out))] == [3, 4, 5]  # the newest 3 kept
+
+
+def test_a_second_fit_on_a_run_being_written_is_refused_and_removes_nothing(runs, shards, tmp_path, capsys):
+    """Two fits on one --out (a requeue while the first still runs) were told apart only by luck:
+    the second resumed from a step the first then passed. The one holding the folder's lock may be
+    mid-save in a `.tmp-` folder, so the refused one must not sweep."""
+    from tokenizer.run_folder import sole_writer
+    from trainer.fit import main
+
+    out = _copy(runs, tmp_path)
+    made, _ = _killed_saves(out)
+    with sole_writer(str(out), "trainer.fit"):
+        code = main(["--data", f"{shards}/a/*.arrow", "--out", str(out), "--seq-len", "64", "--batch-size", "2",
+                     "--max-steps", "5", "--threads", "1", "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --out {out}: another trainer.fit (pid {os.getpid()}) is writing this run; wait for it to "
+                   "finish (rerunning then resumes), or give another --out\n")
+    assert all(path.exists() for path in made.values())
+    assert [step for step, _ in ckpt.list_checkpoints(str(out))] == [1, 2, 3]
+
+
+def test_a_prune_cut_short_leaves_a_name_the_next_fit_removes(shards, tmp_path, monkeypatch):
+    """Pruning removed an old step folder in place: a fit killed inside that `rmtree` left
+    `step-N/` holding some of its files (hunt53a tmp_leak rerun: step-00000115 with config.json and
+    rng.pt), no longer listed as a checkpoint, so never pruned nor removed. It is renamed first now."""
+    out = tmp_path / "run"
+    real_rmtree = shutil.rmtree
+    monkeypatch.setattr(shutil, "rmtree", lambda path, *args, **kwargs: None)  # killed before it removed a file
+    fit(_options(shards, out, max_steps=3, keep_checkpoints=1))
+    names = sorted(os.listdir(out / "checkpoints"))
+    assert names[-1] == "step-00000003" and len(names) == 3
+    assert all(re.fullmatch(r"\.step-0000000[12]\.del-[0-9a-f]{8}", name) for name in names[:-1]), names
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    fit(_options(shards, out, max_steps=4, keep_checkpoints=1))
+    assert sorted(os.listdir(out / "checkpoints")) == ["step-00000004"]
+
+
+def test_a_fit_killed_right_after_a_checkpoint_keeps_that_step_in_its_loss_curve(runs, shards, tmp_path, monkeypatch):
+    """losses.json was written after the checkpoint committed: a fit killed between the two resumed
+    from that step with a curve one step short, the step's loss gone for good (hunt53a tmp_leak
+    rerun: step 117 missing of 200)."""
+    out = tmp_path / "run"
+    save = ckpt.save_checkpoint
+
+    def killed_after_commit(folder, step, *args, **kwargs):
+        path = save(folder, step, *args, **kwargs)
+        if step == 3:
+            raise KeyboardInterrupt  # the process dies here
+        return path
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", killed_after_commit)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_options(shards, out))
+    monkeypatch.undo()
+    resumed = fit(_options(shards, out))
+    assert resumed["start_step"] == 3
+    curve = json.loads((out / "losses.json").read_text())
+    assert curve["step"] == [1, 2, 3, 4, 5] and curve["loss"] == runs["whole"]["losses"]

@@ -156,9 +156,33 @@ def test_a_state_refuses_the_same_sentences_retokenized(tmp_path: Path):
     write_shards(tmp_path, "web", sentences, meta=dataclasses.replace(META, tokenizer_hash="retrained"))
     with pytest.raises(UsageError, match=r"data changed since this checkpoint.*tokenizer.*retrained"):
         _loader(str(tmp_path)).load_state_dict(state)
-    # a state saved before the tokenizer was recorded still resumes
+    # a state saved before the tokenizer (and the shards' digests) were recorded still resumes
     del state["fingerprint"]["tokenizer"]
-    _loader(str(tmp_path)).load_state_dict(state)
+    del state["fingerprint"]["sources"][0]["sha256"]
+    with pytest.warns(UserWarning, match="predates shard digests: .* by glob and shard and sentence counts only"):
+        _loader(str(tmp_path)).load_state_dict(state)
+
+
+def test_a_state_refuses_shards_replaced_by_others_of_the_same_counts(tmp_path: Path):
+    """The fingerprint held glob, shard and sentence counts only, so shards rewritten with other
+    sentences of the same counts resumed at positions that now meant other data (hunt53a
+    resume_data_change 'replaced': rc 0). The shards' sha256 from their stats are in it now."""
+    write_shards(tmp_path / "a", "web", numbered_sentences(12), shards=2)
+    write_shards(tmp_path / "b", "web", numbered_sentences(6), shards=1)
+    mixture = mixture_from_args([f"{tmp_path}/a/*.arrow", f"{tmp_path}/b/*.arrow"])
+    loader = TokenWindows(mixture, seq_len=T, batch_size=2)
+    loader.next_batch()
+    state = json.loads(json.dumps(loader.state_dict()))
+    TokenWindows(mixture, seq_len=T, batch_size=2).load_state_dict(state)  # the same shards resume
+    write_shards(tmp_path / "a", "web", numbered_sentences(12)[::-1], shards=2)  # same counts, other order
+    with pytest.raises(UsageError, match=r"^the data changed since this checkpoint: the shards of '.*/a/\*\.arrow' "
+                                         r"hold other bytes \(the same shard and sentence counts, but the sha256"):
+        TokenWindows(mixture, seq_len=T, batch_size=2).load_state_dict(state)
+    # a state from before digests compares the counts, and says so
+    for source in state["fingerprint"]["sources"]:
+        del source["sha256"]
+    with pytest.warns(UserWarning, match="predates shard digests"):
+        TokenWindows(mixture, seq_len=T, batch_size=2).load_state_dict(state)
 
 
 def test_split_filter(tmp_path: Path):
@@ -174,6 +198,63 @@ def test_split_filter(tmp_path: Path):
     assert len(everything.sources[0]) == 20
     with pytest.raises(ValueError, match="none holds sentences of split 'test'"):
         TokenWindows(Mixture((MixtureEntry(str(tmp_path)),), split="test"), seq_len=T, batch_size=2)
+
+
+
+def test_a_mixture_file_naming_no_split_keeps_the_split_flag(tmp_path: Path):
+    """`--split val --data mix.yaml` trained on train when the file named no split (hunt53a
+    mix_split: 8 sentences instead of 4): the file's split wins only when it names one."""
+    write_shards(tmp_path, "web", numbered_sentences(20), split=lambda i: "val" if i % 4 == 0 else "train")
+    (tmp_path / "mix.yaml").write_text("data:\n  - {glob: 'web-*.arrow', weight: 1}\n")
+    (tmp_path / "val.yaml").write_text("split: val\ndata: ['web-*.arrow']\n")
+    (tmp_path / "every.yaml").write_text("split: all\ndata: ['web-*.arrow']\n")
+    counts = {}
+    for files, flag in ((["mix.yaml"], "val"), (["mix.yaml"], "all"), (["mix.yaml"], "train"),
+                        (["val.yaml"], "train"), (["every.yaml"], "train")):
+        mixture = mixture_from_args([str(tmp_path / f) for f in files], split=flag)
+        counts[files[0], flag] = (mixture.split, len(TokenWindows(mixture, seq_len=T, batch_size=1).sources[0]))
+    assert counts == {("mix.yaml", "val"): ("val", 5), ("mix.yaml", "all"): (None, 20),
+                      ("mix.yaml", "train"): ("train", 15), ("val.yaml", "train"): ("val", 5),
+                      ("every.yaml", "train"): (None, 20)}
+    with pytest.raises(UsageError, match=r"name different splits \(.*val.yaml: val, .*every.yaml: all\)"):
+        mixture_from_args([str(tmp_path / "val.yaml"), str(tmp_path / "every.yaml")])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("split: train\ndata:\n  - {glob: 'a/*.arrow', wieght: 9}\n",
+     r"mixture entry .*'wieght'.* has unknown key\(s\) 'wieght'; the keys are glob, weight"),
+    ("spilt: val\ndata: ['a/*.arrow']\n", r"the mixture file has unknown key\(s\) 'spilt'; the keys are split, data"),
+    ("data:\n  - {glob: 'a/*.arrow', weight: true}\n", r"its weight is not a number"),
+    ("data:\n  - {glob: 'a/*.arrow', weight: [2]}\n", r"its weight is not a number"),
+    ("data:\n  - {glob: 'a/*.arrow', weight: 1.0e308}\n  - {glob: 'b/*.arrow', weight: 1.0e308}\n",
+     r"weights add up to more than a float holds \(1e\+308, 1e\+308\); .*scale them down"),
+    ("data:\n  - {glob: 'a/*.arrow', weight: 2}\n  - {glob: './a/*.arrow', weight: 1}\n",
+     r"'.*/\./a/\*\.arrow' is named twice \(also as '.*/a/\*\.arrow'\)"),
+])
+def test_mixture_file_mistakes_are_refused(tmp_path: Path, text: str, message: str):
+    """Each was taken in silence (hunt53a data_damage2/3, mix_split): a misspelt key dropped (its
+    entry drawn at weight 1), `true` read as 1.0, two weights of 1e308 drawing every share 0.0, the
+    same shards named twice drawn at the sum of both weights."""
+    (tmp_path / "mix.yaml").write_text(text)
+    with pytest.raises(UsageError, match=message):
+        mixture_from_args([str(tmp_path / "mix.yaml")])
+
+
+def test_a_weight_that_is_not_a_number_is_named_as_one(tmp_path: Path, numbered):
+    """`--data 'g:abc'` said the glob matches no committed token shard; a weight in numeric text
+    (PyYAML reads `1e3` as text) still counts, and URLs and paths with colons stay whole."""
+    glob, _ = numbered
+    with pytest.raises(UsageError, match=r"--data '.*\*\.arrow:abc': the weight 'abc' after the last ':' is not a "
+                                         r"number .*e\.g\. .*\*\.arrow:2"):
+        TokenWindows(mixture_from_args([f"{glob}:abc"]), seq_len=T, batch_size=1)
+    with pytest.raises(UsageError, match=r"--data: 'a/\*\.arrow' is named twice \(also as 'a/\*\.arrow'\)"):
+        mixture_from_args(["a/*.arrow:2", "a/*.arrow"])
+    with pytest.raises(UsageError, match="more than a float holds"):
+        mixture_from_args(["a/*.arrow:1e308", "b/*.arrow:1e308"])
+    (tmp_path / "mix.yaml").write_text("data:\n  - {glob: 'a/*.arrow', weight: 1e3}\n")
+    assert mixture_from_args([str(tmp_path / "mix.yaml")]).entries[0].weight == 1000.0
+    with pytest.raises(UsageError, match=r"'/nowhere/a:b/x\.arrow' matches no committed token shard"):
+        TokenWindows(mixture_from_args(["/nowhere/a:b/x.arrow"]), seq_len=T, batch_size=1)
 
 
 def test_mixture_spec_parsing(tmp_path: Path):

@@ -554,3 +554,35 @@ def test_the_start_line_counts_sentences_longer_than_a_window(shards, tmp_path: 
     assert first.endswith("24 sentences, 1,536 tokens (24 longer with BOS/EOS than --seq-len 64: they go on in "
                           "the next window)"), line
     assert second.endswith("12 sentences, 384 tokens"), line  # 2 images: 34 tokens packed
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--beta1", "1.5"], "--beta1 must be in [0, 1) (AdamW's decay rate), got 1.5"),
+    (["--beta2", "-0.1"], "--beta2 must be in [0, 1) (AdamW's decay rate), got -0.1"),
+    (["--threads", "-2"], "--threads must be at least 0 (0: torch's default), got -2"),
+    (["--seed", "-1"], "--seed must be an integer from 0 to 2**63-1, got -1"),
+    (["--seed", "99999999999999999999"], "--seed must be an integer from 0 to 2**63-1, got 99999999999999999999"),
+    (["--clip", "nan"], "--clip must be a gradient norm >= 0 (0: measure the norm, do not clip), got nan"),
+    (["--clip", "-1"], "--clip must be a gradient norm >= 0 (0: measure the norm, do not clip), got -1.0"),
+    (["--weight-decay", "-1"], "--weight-decay must be a finite number >= 0, got -1.0"),
+    (["--keep-checkpoints", "-1"], "--keep-checkpoints must be at least 0 (0: keep all), got -1"),
+    (["--stop-at", "-1"], "--stop-at must be at least 1, got -1"),
+    (["--stop-at", "0"], "--stop-at must be at least 1, got 0"),
+])
+def test_flags_out_of_range_are_one_error_line_before_any_work(tmp_path: Path, capsys, flags, message):
+    """hunt53a fit_flags/clip_nan/stop_at: betas, threads and seed left torch's tracebacks (exit 1)
+    after the data was read; a NaN or negative clip turned clipping off; a negative weight decay,
+    keep or stop-at ran. Each is one `error:` line, exit 2, and nothing is read or written."""
+    code = main(["--data", str(tmp_path / "none" / "*.arrow"), "--out", str(tmp_path / "run"), *flags])
+    assert code == 2 and capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_device_must_be_one_the_trainer_knows(tmp_path: Path, capsys):
+    """`--device gpu` was a traceback from torch.device; the flag takes auto, cpu or cuda."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", "x/*.arrow", "--out", str(tmp_path / "run"), "--device", "gpu"])
+    assert exit_.value.code == 2 and "argument --device: invalid choice: 'gpu'" in capsys.readouterr().err
+    with pytest.raises(UsageError, match=r"--device must be one of auto, cpu, cuda, got 'gpu'"):
+        fit({"data": ["x/*.arrow"], "out": str(tmp_path / "run"), "device": "gpu"})
+    assert not (tmp_path / "run").exists()

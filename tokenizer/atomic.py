@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import uuid
@@ -38,6 +39,29 @@ def is_temporary(uri: str) -> bool:
 def temporary_name(target: str) -> str:
     """A fresh temporary name beside `target`; two writers of one target never share it."""
     return f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+
+
+# The names this module gives its temporaries, read back: `temporary_name` (a file) and
+# `atomic_folder` (a folder being written, `.NAME.tmp-X`, or an old one moved aside, `.NAME.old-X`)
+# and `remove_folder` (one being removed, `.NAME.del-X`).
+_FILE_TEMPORARY = re.compile(r"(?P<target>.+)\.tmp-[0-9a-f]{8}")
+_FOLDER_TEMPORARY = re.compile(r"\.(?P<target>.+)\.(?P<kind>tmp|old|del)-[0-9a-f]{8}")
+
+
+def file_temporary_target(name: str) -> str | None:
+    """The target file name whose `temporary_name` `name` is (`log.jsonl` for `log.jsonl.tmp-1a2b3c4d`),
+    else None: a sweep of a killed writer's leftovers removes only names this module made."""
+    match = _FILE_TEMPORARY.fullmatch(name)
+    return match["target"] if match else None
+
+
+def folder_temporary_target(name: str) -> tuple[str, str] | None:
+    """(target folder name, 'tmp', 'old' or 'del') when `name` is one `atomic_folder` or
+    `remove_folder` made beside its target (`.step-00000010.tmp-1a2b3c4d`: being written; `.old-`:
+    the previous one moved aside just before the new one took its name; `.del-`: being removed),
+    else None."""
+    match = _FOLDER_TEMPORARY.fullmatch(name)
+    return (match["target"], match["kind"]) if match else None
 
 
 def _local(uri: str) -> str | None:
@@ -192,6 +216,19 @@ def atomic_path(uri: str, scratch: str | None = None) -> Iterator[str]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def remove_folder(folder: str | os.PathLike[str]) -> None:
+    """Remove a folder so that a process killed midway leaves a name a sweep knows (`.NAME.del-X`,
+    `folder_temporary_target`), never a part of the folder under its own name: `rmtree` cut short
+    left `step-N/` holding some of its files, no longer a checkpoint nor ever removed."""
+    path = Path(folder)
+    doomed = path.parent / f".{path.name}.del-{uuid.uuid4().hex[:8]}"
+    try:
+        os.replace(path, doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 @contextlib.contextmanager

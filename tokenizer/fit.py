@@ -9,7 +9,9 @@ often.
 `--out` ends up holding the tokenizer in open-muse format (`config.json` + `pytorch_model.bin`,
 loadable by `tokenizer.checkpoint.load` and `Tokenizer.from_pretrained`), `train_state.pt` (model,
 discriminator, optimisers, step, RNG, usage counters: everything a resume needs) and `log.jsonl`.
-Both checkpoint files are replaced atomically. Running the same command again resumes.
+Both checkpoint files are replaced atomically. Running the same command again resumes, with the
+log trimmed to the resumed step; one fit writes an `--out` at a time, and it first removes the
+temporaries of saves that were killed (`tokenizer.run_folder`).
 
 Deterministic for a given seed on CPU as far as torch allows: batches and crops are functions of
 (seed, step), torch's RNG is saved and restored, deterministic algorithms are requested.
@@ -18,13 +20,15 @@ Deterministic for a given seed on CPU as far as torch allows: batches and crops 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from .omp_wait import prefer_short_spin
 
@@ -35,18 +39,23 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from . import checkpoint
-from .atomic import atomic_path
+from .atomic import atomic_path, write_bytes
 from .config import PRESETS, UsageError, VQGANConfig, preset
 from .data import TrainBatches, find_images, merge_refs
 from .dataclass_cli import add_flags, flag, options_from
+from .devices import device_problem
 from .losses import (NLayerDiscriminator, adaptive_weight, colour_loss, generator_loss, hinge_d_loss, psnr,
                      reconstruction_loss)
 from .metrics import codebook_usage, perplexity
 from .schedule import warmup_cosine
 from .model import VQGAN, build
+from .run_folder import FolderInUse, describe_leftovers, file_leftovers, remove_leftovers, sole_writer
 
 STATE_NAME = "train_state.pt"
 LOG_NAME = "log.jsonl"
+# the files a fit replaces atomically in --out (`tokenizer.atomic` temporaries beside each while written;
+# the log when a resume trims it)
+RUN_FILES = (STATE_NAME, checkpoint.WEIGHTS_NAME, checkpoint.CONFIG_NAME, LOG_NAME)
 
 
 @dataclass
@@ -93,7 +102,7 @@ class FitOptions:
     log_every: int = flag(20)
     checkpoint_every: int = flag(500)
     threads: int | None = flag(None, "torch intra-op threads")
-    device: str | None = flag(None, "cpu or cuda (default: cuda when available)")
+    device: str | None = flag(None, "auto, cpu, cuda or cuda:N (default: cuda when available)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -268,17 +277,63 @@ def generator_groups(model: VQGAN, level_lr_scale: float) -> list[dict]:
 
 
 def check_options(options: FitOptions) -> None:
-    """Refuse a bad run before any data is read, naming the flag and the fix."""
+    """Refuse a bad run before any data is read, naming the flag and the fix: torch refused some
+    only with a traceback (--lr -1, --device tpu, --batch-size 0), some only when the GAN started
+    (--disc-channels 0), and some ran in silence (--l1-weight -1 trained towards a worse image)."""
     if options.lr_decay not in ("constant", "cosine"):
         raise UsageError(f"--lr-decay {options.lr_decay!r}: choose constant or cosine")
     if options.level_lr_scale <= 0:
         raise UsageError(f"--level-lr-scale {options.level_lr_scale}: give a factor > 0")
-    if options.colour_weight < 0:
-        raise UsageError(f"--colour-weight {options.colour_weight}: give a weight >= 0")
     if not 0.0 <= options.min_lr_ratio <= 1.0:
         raise UsageError(f"--min-lr-ratio {options.min_lr_ratio}: give a share of --lr between 0 and 1")
+    _check_counts(options)
+    _check_rates(options)
+    _check_device(options.device)
     if os.path.exists(options.out) and not os.path.isdir(options.out):
         raise UsageError(f"--out {options.out}: exists and is not a folder")
+    if options.export and os.path.exists(options.export) and not os.path.isdir(options.export):
+        raise UsageError(f"--export {options.export}: exists and is not a folder; give a folder for config.json + "
+                         "pytorch_model.bin (it was found only after training)")
+
+
+# (flag field, least value, what its least value means)
+COUNTS = (("max_steps", 1, ""), ("batch_size", 1, ""), ("log_every", 1, ""), ("checkpoint_every", 1, ""),
+          ("disc_channels", 1, ""), ("disc_layers", 1, ""), ("warmup_steps", 0, " (0: none)"),
+          ("ae_warmup_steps", 0, " (0: none)"), ("restart_dead_every", 0, " (0: off)"),
+          ("disc_start", 0, " (0: from the first step)"), ("threads", 0, " (0: torch's default)"))
+WEIGHTS = ("l1_weight", "l2_weight", "colour_weight", "disc_weight", "weight_decay")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_counts(options: FitOptions) -> None:
+    for name, least, meaning in COUNTS:
+        value = getattr(options, name)
+        if value is not None and value < least:
+            raise UsageError(f"{_flag(name)} {value}: give a whole number >= {least}{meaning}")
+
+
+def _check_rates(options: FitOptions) -> None:
+    """Learning rates > 0 and loss weights >= 0, finite (NaN fails every comparison)."""
+    for name in ("lr", "disc_lr"):
+        value = getattr(options, name)
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise UsageError(f"{_flag(name)} {value}: give a learning rate > 0")
+    for name in WEIGHTS:
+        value = getattr(options, name)
+        if not (value >= 0 and math.isfinite(value)):
+            raise UsageError(f"{_flag(name)} {value}: give a weight >= 0")
+
+
+def _check_device(device: str | None) -> torch.device:
+    """The device `--device` names (None: auto, cuda when available), judged as every command's
+    is (`tokenizer.devices`): a device torch does not know, or a GPU this machine lacks, refused."""
+    chosen, problem = device_problem(device or "auto")
+    if chosen is None:
+        raise UsageError(problem or f"--device {device}: not a device")
+    return chosen
 
 
 def model_config(options: FitOptions) -> VQGANConfig:
@@ -309,11 +364,47 @@ def _log(out: str, record: dict) -> None:
         handle.write(line + "\n")
 
 
+@contextlib.contextmanager
+def _sole_writer(out: str) -> Iterator[None]:
+    """Hold `out`'s writer lock for the run (`tokenizer.run_folder`: a second fit on it is refused),
+    then remove the temporaries killed fits left there, saying so: with the lock held no other
+    writer can be mid-save in one of them."""
+    try:
+        with sole_writer(out, "tokenizer.fit"):
+            removed = remove_leftovers(file_leftovers(out, RUN_FILES))
+            if removed:
+                print(f"note: removed what an interrupted fit left half-written in {out}: "
+                      f"{describe_leftovers(removed)}", file=sys.stderr, flush=True)
+            yield
+    except FolderInUse as exc:
+        raise UsageError(str(exc)) from None
+
+
+def trim_log(path: str, step: int) -> None:
+    """Keep the log lines of steps up to `step` (the resumed state), as `trainer.fit` does: the steps
+    a killed session made after its last save are made again, and logged again. Event lines
+    (`start`, taken as step 0; `resume`, `codebook_seeded`) at `step` itself belong to the session
+    that goes on from there, so a fresh start keeps none of a killed session's lines."""
+    if not os.path.isfile(path):
+        return
+    kept = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            at = record.get("step", 0)
+            if at < step or (at == step and "event" not in record):
+                kept.append(line if line.endswith("\n") else line + "\n")
+    write_bytes(path, "".join(kept).encode("utf-8"))
+
+
 def fit(options: FitOptions) -> dict:
     """Train (or resume) until `max_steps`; returns the last logged record."""
+    check_options(options)  # before the flags are handed to torch
     if options.threads:
         torch.set_num_threads(options.threads)
-    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = _check_device(options.device)
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
@@ -323,7 +414,6 @@ def fit(options: FitOptions) -> dict:
 
 
 def _fit(options: FitOptions, device: torch.device) -> dict:
-    check_options(options)
     try:
         init = checkpoint.load(options.init) if options.init else None
     except checkpoint.CheckpointError as exc:
@@ -344,43 +434,46 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
     if not refs:
         raise UsageError(f"--data {' '.join(options.data)}: no images there (image files, folders of them, or tars)")
     batches = TrainBatches(refs, options.batch_size, crop, options.seed, groups=groups)
-    os.makedirs(options.out, exist_ok=True)
-    trainer = Trainer(options, config, device)
-    if init is not None:
-        load_init(trainer.model, init, f"--init {options.init}")
-    state_path = os.path.join(options.out, STATE_NAME)
-    if os.path.exists(state_path):
-        trainer.resume(state_path)
-        _log(options.out, {"event": "resume", "step": trainer.step})
-    else:
-        _log(options.out, {"event": "start", "images": len(refs), "config": config.to_dict(),
-                           "options": dataclasses.asdict(options)})
-    window: list[dict[str, float]] = []
-    last: dict = {"step": trainer.step}
-    started = time.perf_counter()
-    while trainer.step < options.max_steps:
-        if options.ae_warmup_steps and trainer.step == options.ae_warmup_steps:
-            per_batch = options.batch_size * (crop // config.downsample_factor) ** 2
-            needed = -(-2 * config.num_embeddings // per_batch)
-            seeded = trainer.seed_codebook([batches.batch(trainer.step + i) for i in range(needed)])
-            _log(options.out, {"event": "codebook_seeded", "step": trainer.step, "codes": seeded})
-        window.append(trainer.train_step(batches.batch(trainer.step)))
-        done = trainer.step >= options.max_steps
-        if trainer.step % options.log_every == 0 or done:
-            hist = trainer.used_since_log.numpy()
-            last = {"step": trainer.step, **{k: round(float(np.mean([w[k] for w in window])), 5) for k in window[0]},
-                    "usage": round(codebook_usage(hist), 5), "perplexity": round(perplexity(hist), 2),
-                    "seconds": round(time.perf_counter() - started, 2)}
-            last["restarted"] = int(sum(w["restarted"] for w in window))
-            _log(options.out, last)
-            trainer.used_since_log.zero_()
-            window = []
-        if trainer.step % options.checkpoint_every == 0 or done:
-            trainer.save(options.out)
-    batches.reader.close()
-    if options.export:
-        checkpoint.save(trainer.model, options.export)
-    return last
+    with _sole_writer(options.out):
+        trainer = Trainer(options, config, device)
+        if init is not None:
+            load_init(trainer.model, init, f"--init {options.init}")
+        state_path = os.path.join(options.out, STATE_NAME)
+        resumed = os.path.exists(state_path)
+        if resumed:
+            trainer.resume(state_path)
+        trim_log(os.path.join(options.out, LOG_NAME), trainer.step)
+        if resumed:
+            _log(options.out, {"event": "resume", "step": trainer.step})
+        else:
+            _log(options.out, {"event": "start", "images": len(refs), "config": config.to_dict(),
+                               "options": dataclasses.asdict(options)})
+        window: list[dict[str, float]] = []
+        last: dict = {"step": trainer.step}
+        started = time.perf_counter()
+        while trainer.step < options.max_steps:
+            if options.ae_warmup_steps and trainer.step == options.ae_warmup_steps:
+                per_batch = options.batch_size * (crop // config.downsample_factor) ** 2
+                needed = -(-2 * config.num_embeddings // per_batch)
+                seeded = trainer.seed_codebook([batches.batch(trainer.step + i) for i in range(needed)])
+                _log(options.out, {"event": "codebook_seeded", "step": trainer.step, "codes": seeded})
+            window.append(trainer.train_step(batches.batch(trainer.step)))
+            done = trainer.step >= options.max_steps
+            if trainer.step % options.log_every == 0 or done:
+                hist = trainer.used_since_log.numpy()
+                last = {"step": trainer.step, **{k: round(float(np.mean([w[k] for w in window])), 5) for k in window[0]},
+                        "usage": round(codebook_usage(hist), 5), "perplexity": round(perplexity(hist), 2),
+                        "seconds": round(time.perf_counter() - started, 2)}
+                last["restarted"] = int(sum(w["restarted"] for w in window))
+                _log(options.out, last)
+                trainer.used_since_log.zero_()
+                window = []
+            if trainer.step % options.checkpoint_every == 0 or done:
+                trainer.save(options.out)
+        batches.reader.close()
+        if options.export:
+            checkpoint.save(trainer.model, options.export)
+        return last
 
 
 def summary_line(options: FitOptions, last: dict) -> str:

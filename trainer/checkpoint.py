@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 from typing import Any, Mapping
 
 import torch
+
+from tokenizer.atomic import remove_folder
 
 from .checkpoint_io import check_shapes, read_torch_file, write_config
 from .config import ModelConfig
@@ -71,7 +72,7 @@ def save_checkpoint(out: str, step: int, model_state: Mapping[str, torch.Tensor]
         with open(os.path.join(temporary, STATE_NAME), "w", encoding="utf-8") as handle:
             json.dump({"format_version": FORMAT_VERSION, "step": step, **state, "rng": plain}, handle, indent=1)
     for _, old in list_checkpoints(out)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_folder(old)  # renamed first: a kill midway leaves `.step-N.del-X`, which the next fit removes
     return final
 
 

@@ -26,12 +26,16 @@ ranks; rank r takes the contiguous slice [r*B, (r+1)*B) of it, and skips the oth
 reading their tokens. So one process with batch B*W sees exactly the union of W ranks' batches.
 
 `state_dict()` is a few integers plus the generator state; loading it into a fresh loader over the
-same shards replays the identical batch sequence (exact resume).
+same shards replays the identical batch sequence (exact resume). It carries a fingerprint of the
+data (each source's shard and sentence counts and a sha256 over its shards' recorded digests, the
+tokenizer, packing) and refuses to load over other data; a state from before the digests compares
+counts only, with a warning.
 """
 
 from __future__ import annotations
 
 import glob as globlib
+import hashlib
 import os
 import warnings
 from collections import OrderedDict
@@ -47,8 +51,8 @@ from uvd_pipeline.shards import (ARROW_SUFFIX, COMPRESSED_SHARD_BUDGET, REBUILD_
                                  read_token_shard, verify_token_shard)
 
 from .config import BOS_ID, EOS_ID, VOCAB_SIZE, UsageError
-from .integrity import CheckpointError
-from .mixture_spec import Mixture, MixtureEntry
+from .integrity import CheckpointError, CheckpointWarning
+from .mixture_spec import Mixture, MixtureEntry, meant_weight
 # moved to mixture_spec, still importable from here
 from .mixture_spec import load_mixture_file, mixture_from_args, parse_data_arg  # noqa: F401
 
@@ -252,10 +256,16 @@ class SentenceSource:
         self.entry = entry
         self.paths = find_shards(entry.glob)
         if not self.paths:
+            weight = meant_weight(entry.glob)
+            if weight is not None:
+                raise UsageError(f"--data {entry.glob!r}: the weight {weight!r} after the last ':' is not a number "
+                                 f"(and {entry.glob!r} as a whole matches no committed token shard); write "
+                                 f"GLOB:WEIGHT with a number, e.g. {entry.glob.rpartition(':')[0]}:2")
             hint = _no_shard_hint(entry.glob)
             raise UsageError(f"--data {entry.glob!r} matches no committed token shard{hint}")
         self._cache = cache
         self.metas: list[TokenShardMeta] = []
+        self.digests: list[str] = []  # each shard's sha256 as its stats record it (checked when first read)
         self.shards: list[_Shard] = []
         self.tokens = 0
         all_rows = 0  # before the split filter
@@ -270,6 +280,7 @@ class SentenceSource:
                 verify_token_shard(path)
                 raise
             self.metas.append(meta)
+            self.digests.append(verify_token_shard(path, full=False)["sha256"])
             rows = None
             count = table.num_rows
             all_rows += count
@@ -298,6 +309,11 @@ class SentenceSource:
 
     def __len__(self) -> int:
         return int(self.starts[-1])
+
+    def digest(self) -> str:
+        """One sha256 over the shards' own (from their stats, in read order): a resume whose shards
+        were replaced by others of the same counts reads other sentences at the saved positions."""
+        return hashlib.sha256("\n".join(self.digests).encode()).hexdigest()
 
     def _locate(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
         shard_no = int(np.searchsorted(self.starts, index, side="right")) - 1
@@ -388,6 +404,41 @@ class _Cursor:
     length: int = 0  # of the current sentence as packed (with BOS/EOS in paper mode)
 
 
+def _comparable_sources(saved: list[dict[str, Any]], now: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`now`'s sources as a saved state can be compared with them: a state saved before sources
+    carried their shards' digest compares counts only, and a warning says so."""
+    if not saved or all("sha256" in source for source in saved):
+        return now
+    warnings.warn("this checkpoint's data state predates shard digests: the data is compared by glob and shard "
+                  "and sentence counts only, so shards replaced by others of the same counts are not noticed",
+                  CheckpointWarning, stacklevel=4)
+    return [{k: v for k, v in source.items() if k != "sha256"} for source in now]
+
+
+def _replaced_only(saved: list[dict[str, Any]], now: list[dict[str, Any]]) -> list[str]:
+    """The globs of the sources that differ, when each differs in its shards' digest alone."""
+    if len(saved) != len(now):
+        return []
+    differing = [(a, b) for a, b in zip(saved, now) if a != b]
+    if not all({**a, "sha256": None} == {**b, "sha256": None} for a, b in differing):
+        return []
+    return [b["glob"] for _, b in differing]
+
+
+def _data_change(saved: dict[str, Any], now: dict[str, Any]) -> str:
+    """The refusal of a resume whose data differs from the saved state's: sources whose shards hold
+    other bytes under the same counts are named as such, anything else shown saved against now."""
+    changed = sorted(k for k in now if saved.get(k) != now.get(k))
+    replaced = _replaced_only(saved.get("sources", []), now["sources"]) if changed == ["sources"] else []
+    if replaced:
+        return (f"the data changed since this checkpoint: the shards of {', '.join(repr(g) for g in replaced)} hold "
+                "other bytes (the same shard and sentence counts, but the sha256 their stats record differ); "
+                "resume with the same data, or start a fresh run")
+    return (f"the data changed since this checkpoint ({', '.join(changed)} differ: saved "
+            f"{ {k: saved.get(k) for k in changed} }, now { {k: now.get(k) for k in changed} }); "
+            "resume with the same data, or start a fresh run")
+
+
 @dataclass
 class _SourceState:
     epoch: int = 0
@@ -434,7 +485,8 @@ class TokenWindows:
         """What a saved state is only valid for: the same sentences in the same order, same packing,
         codes of the same tokenizer (a build tokenized again keeps its shards and counts)."""
         return {"mode": self.mode, "seq_len": self.seq_len, "seed": self.seed,
-                "sources": [{"glob": s.entry.glob, "shards": len(s.paths), "sentences": len(s)} for s in self.sources],
+                "sources": [{"glob": s.entry.glob, "shards": len(s.paths), "sentences": len(s), "sha256": s.digest()}
+                            for s in self.sources],
                 "weights": [e.weight for e in self.mixture.entries], "split": self.mixture.split,
                 "tokenizer": tokenizer_record(self.meta)}
 
@@ -456,11 +508,9 @@ class TokenWindows:
         saved = state["fingerprint"]
         # a key the saved state lacks was not recorded yet when it was written: not compared
         now = {k: v for k, v in self.fingerprint().items() if k in saved or k not in OPTIONAL_FINGERPRINT}
+        now["sources"] = _comparable_sources(saved.get("sources", []), now["sources"])
         if saved != now:
-            changed = sorted(k for k in now if saved.get(k) != now.get(k))
-            raise UsageError(f"the data changed since this checkpoint ({', '.join(changed)} differ: saved "
-                             f"{ {k: saved.get(k) for k in changed} }, now { {k: now.get(k) for k in changed} }); "
-                             "resume with the same data, or start a fresh run")
+            raise UsageError(_data_change(saved, now))
         self.reset()
         self._rng.bit_generator.state = state["rng"]
         for source_state, saved_source in zip(self._source_states, state["sources"]):

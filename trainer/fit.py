@@ -12,7 +12,9 @@ is `--grad-accum` micro-batches, so a step trains on batch * grad_accum * world 
 Running the same command again resumes from the newest intact checkpoint in `--out` (a damaged
 newer one is set aside with a warning naming the file): model, optimizer, step, data-loader
 position and RNG come back, and on CPU the losses continue bit for bit as if the run had not
-stopped. `OUT/log.jsonl` (one line per log interval), `OUT/losses.json` (every step's
+stopped. One fit writes an `--out` at a time (`tokenizer.run_folder`: a second is refused), and
+it first removes what fits killed mid-save left there (`run_layout.run_leftovers`).
+`OUT/log.jsonl` (one line per log interval), `OUT/losses.json` (every step's
 loss) and `OUT/summary.json` are what a report reads. Losses are read back from the device once
 per log interval (`step_monitor.StepReadback`), not after every step.
 """
@@ -30,13 +32,14 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
 
 from tokenizer.atomic import write_bytes
 from tokenizer.dataclass_cli import add_flags, flag, options_from
+from tokenizer.run_folder import FolderInUse, describe_leftovers, remove_leftovers, sole_writer
 from tokenizer.schedule import warmup_cosine
 from uvd_pipeline.shards import ShardDamaged
 
@@ -47,7 +50,7 @@ from .data import MODES, TokenWindows
 from .integrity import CheckpointDamaged, CheckpointError, CheckpointWarning
 from .mixture_spec import mixture_from_args
 from .model import LVMTransformer, rope_tables
-from .run_layout import set_aside
+from .run_layout import run_leftovers, set_aside
 from .step_monitor import PROFILE_NAME, SteadyTimer, StepProfile, StepReadback
 
 LOG_NAME = "log.jsonl"
@@ -61,6 +64,9 @@ PEAK_BF16_FLOPS: dict[str, float] = {
     "A10G": 70e12, "A10": 125e12, "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12,
 }
 
+
+DEVICES = ("auto", "cpu", "cuda")
+SEED_LIMIT = 2**63  # torch.manual_seed takes a signed 64-bit seed; numpy's a non-negative one
 
 # `--attention` values: torch's SDPA backends a training step may be pinned to (CUDA only).
 ATTENTION_KERNELS = ("auto", "cudnn", "flash", "efficient")
@@ -86,7 +92,8 @@ class FitOptions:
                                 "mixture file {split: train, data: [{glob, weight}]}")
     out: str = flag(help="run folder: checkpoints/, log.jsonl, losses.json, summary.json")
     preset: str = flag("tiny", "model size: tiny, small, 100m, 300m, 600m, 1b, 3b, 7b")
-    split: str | None = flag("train", "train on sentences of this split ('all': no filter)")
+    split: str | None = flag("train", "train on sentences of this split ('all': no filter); a mixture file "
+                                              "that names a split overrides it")
     seq_len: int = flag(4096, "tokens per window (16 images of 256)")
     batch_size: int = flag(8, "windows per micro-batch per rank")
     grad_accum: int = flag(1, "micro-batches per update")
@@ -98,7 +105,7 @@ class FitOptions:
     beta1: float = flag(0.9)
     beta2: float = flag(0.95)
     eps: float = flag(1e-8, cli=False)
-    clip: float = flag(1.0, "gradient-norm clip")
+    clip: float = flag(1.0, "gradient-norm clip (0: measure the norm, do not clip)")
     mode: str = flag("paper", "paper: BOS/EOS around each sentence; stream: plain concatenation (released code)",
                      choices=MODES)
     seed: int = flag(0)
@@ -106,7 +113,7 @@ class FitOptions:
     attention: str = flag("auto", "attention kernel of training steps on CUDA: auto (torch's pick), cudnn, flash "
                                   "or efficient", choices=ATTENTION_KERNELS)
     activation_checkpointing: bool = flag(False, "recompute layers in backward")
-    device: str = flag("auto", "auto, cpu or cuda")
+    device: str = flag("auto", "auto, cpu or cuda", choices=DEVICES)
     dtype: str = flag("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16"))
     checkpoint_every: int = flag(500, "steps between checkpoints (and one at the end); 0 writes none "
                                       "(benchmarks, smoke runs)")
@@ -117,7 +124,7 @@ class FitOptions:
     fsdp: bool = flag(False, "under torchrun: FSDP2 (fully_shard) instead of DDP")
     stop_at: int | None = flag(None, "stop (with a checkpoint) after this step; rerun to continue")
     chunk_tokens: int | None = flag(None, "tokens per logits chunk of the loss (default: 256 on CPU, 4096 on GPU)")
-    threads: int | None = flag(None, "torch intra-op threads")
+    threads: int | None = flag(None, "torch intra-op threads (0 or unset: torch's default, one per core)")
     profile_steps: int = flag(0, "profile this many steps after the first (torch.profiler) and write the "
                                  "busiest kernels to OUT/profile.txt (0: off)")
     quiet: bool = flag(False)
@@ -143,6 +150,28 @@ class FitOptions:
         if self.warmup_steps < 0 or not 0 <= self.min_lr <= self.lr:
             raise UsageError(f"need warmup >= 0 and 0 <= min-lr <= lr (got {self.warmup_steps}, {self.min_lr}, "
                              f"{self.lr})")
+        self._validate_ranges()
+
+    def _validate_ranges(self) -> None:
+        """The flags torch would refuse with a traceback mid-start (betas, threads, device, seed) or
+        take in silence (a negative or NaN clip turned clipping off; a negative weight decay, keep
+        or stop-at ran), each refused naming the flag and what it takes."""
+        if self.device not in DEVICES:
+            raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be in [0, 1) (AdamW's decay rate), got {getattr(self, name)}")
+        if not self.clip >= 0:  # NaN fails this too
+            raise UsageError(f"--clip must be a gradient norm >= 0 (0: measure the norm, do not clip), got {self.clip}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise UsageError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise UsageError(f"--seed must be an integer from 0 to 2**63-1, got {self.seed}")
+        for name, least, meaning in (("keep_checkpoints", 0, " (0: keep all)"), ("threads", 0, " (0: torch's default)"),
+                                     ("stop_at", 1, "")):
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least {least}{meaning}, got {value}")
 
 
 class TrainingModel(LVMTransformer):
@@ -275,9 +304,12 @@ class Trainer:
         if self.env.main:
             state = {"tokens_seen": self.tokens_seen, "data": self.data.state_dict(),
                      "options": dataclasses.asdict(self.options), "world_size": self.env.world_size}
+            # the curve first: a resume keeps its steps up to the checkpoint's, so one written ahead of a
+            # checkpoint that never commits is trimmed, while one behind a committed checkpoint (killed
+            # between the two) lost that step's loss for good (hunt53a tmp_leak rerun: step 117)
+            self._write_curve()
             path = ckpt.save_checkpoint(self.options.out, self.step, model_state, optimizer_state, self.config,
                                         state, keep=self.options.keep_checkpoints)
-            self._write_curve()
         if self.env.world_size > 1:
             dist.barrier()
         return path
@@ -479,12 +511,49 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 * 2**20)) and bool(mallopt(m_trim_threshold, 2**30))
 
 
+@contextlib.contextmanager
+def _sole_writer(out: str, env: Dist) -> Iterator[None]:
+    """Hold `out`'s writer lock (rank 0; `tokenizer.run_folder`) for the run, refusing on every rank
+    a run folder another fit is writing, then remove the temporaries killed fits left there: with
+    the lock held no other writer can be mid-save in one of them."""
+    with contextlib.ExitStack() as stack:
+        refusal = None
+        if env.main:
+            try:
+                stack.enter_context(sole_writer(out, "trainer.fit"))
+            except FolderInUse as exc:
+                refusal = str(exc)
+        if env.world_size > 1:  # every rank stops, not rank 0 alone while the others wait in a collective
+            box = [refusal]
+            dist.broadcast_object_list(box, src=0)
+            refusal = box[0]
+        if refusal:
+            raise UsageError(refusal)
+        if env.main:
+            _remove_leftovers(out)
+        yield
+
+
+def _remove_leftovers(out: str) -> None:
+    """Remove what killed fits left half-written in `out` (`run_layout.run_leftovers`), saying so."""
+    removed = remove_leftovers(run_leftovers(out))
+    if removed:
+        print(f"note: removed what an interrupted fit left half-written in {out}: {describe_leftovers(removed)}",
+              file=sys.stderr, flush=True)
+
+
 def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]:
     if options.threads:
         torch.set_num_threads(options.threads)
     if device.type == "cpu":
         keep_freed_memory()
     os.makedirs(options.out, exist_ok=True)
+    with _sole_writer(options.out, env):
+        return _run(options, env, device)
+
+
+def _run(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]:
+    """The run itself, on a folder this process writes alone."""
     trainer = Trainer(options, env, device)
     resume_from, damaged = None, []
     if options.resume == "auto":  # the newest intact step; damaged newer ones are set aside

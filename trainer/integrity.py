@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from tokenizer.atomic import atomic_folder, write_bytes
+from tokenizer.atomic import atomic_folder, file_temporary_target, folder_temporary_target, write_bytes
 from tokenizer.config import JSONFileRefused, read_json
 
 MANIFEST = "manifest.json"
@@ -171,11 +171,46 @@ def sealed_below(folder: Path, files: Iterable[Path] | None = None) -> list[Path
     checkpoints/), sorted; none when `folder` is itself sealed. `files`: the folder's `list_files`,
     when the caller has walked it already."""
     files = list_files(folder) if files is None else files
-    return sorted(path.parent for path in files if path.name == MANIFEST and path.parent != folder)
+    return sorted(path.parent for path in files if path.name == MANIFEST and path.parent != folder
+                  and not any(folder_temporary_target(part) for part in path.parent.relative_to(folder).parts))
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Temporaries of writes that were killed under `folder` (`tokenizer.atomic` names: a step folder
+    `.step-N.tmp-X` sealed or not, `log.jsonl.tmp-X`), and step folders a removal cut short in place
+    left without their manifest and state, not looked into; sorted."""
+    found = []
+    for parent, dirs, names in os.walk(folder):
+        kept = []
+        for name in sorted(dirs):
+            path = Path(parent) / name
+            (found if folder_temporary_target(name) or _part_of_a_step(path) else kept).append(path)
+        dirs[:] = [path.name for path in kept]
+        found += [Path(parent) / name for name in names if file_temporary_target(name)]
+    return sorted(found)
+
+
+def _part_of_a_step(path: Path) -> bool:
+    """A fit's `checkpoints/step-N` holding neither manifest.json nor state.json: what a prune cut
+    short in place left before prunes renamed a folder first (no reader takes it for a checkpoint)."""
+    return (path.parent.name == "checkpoints" and path.name.startswith("step-") and path.name[5:].isdigit()
+            and not (path / MANIFEST).is_file() and not (path / "state.json").is_file())
+
+
+def _report_leftovers(folder: Path) -> None:
+    """One line per leftover temporary: no checkpoint is damaged by one, but each may hold a whole
+    model and optimizer that nothing will ever read."""
+    for path in leftovers(folder):
+        what = ("part of a step folder whose removal was cut short" if _part_of_a_step(path)
+                else "a temporary of a write that was killed")
+        print(f"leftover: {path}: {what}, part of no checkpoint; safe to delete once no fit runs on this folder "
+              "(a fit resuming it removes the temporaries it wrote)")
 
 
 def _check(folder: Path) -> int:
-    """Print one line per checked folder; 0 intact (or nothing recorded to check), 1 damaged."""
+    """Print one line per checked folder and per leftover temporary in it; 0 intact (or nothing
+    recorded to check; leftovers are not damage), 1 damaged."""
+    _report_leftovers(folder)
     targets = [folder]
     if not (folder / MANIFEST).is_file():
         targets = sealed_below(folder)

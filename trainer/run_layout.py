@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+
+from tokenizer.run_folder import Leftover, file_leftovers, folder_leftovers
 
 from .integrity import MANIFEST, CheckpointDamaged, reading, verify_folder, warn_unverified
 
@@ -17,6 +20,10 @@ PREFIX = "step-"
 STATE_NAME = "state.json"
 DAMAGED_SUFFIX = ".damaged"
 SEALED_FORMAT = 2  # state.json format_version from which every step folder carries a manifest
+# the files `trainer.fit` replaces atomically in OUT (log, loss curve, summary, profile): their
+# temporaries are what a fit killed mid-write leaves there
+RUN_FILES = ("log.jsonl", "losses.json", "summary.json", "profile.txt")
+_STEP_NAME = re.compile(re.escape(PREFIX) + r"\d+")
 
 
 def checkpoint_dir(out: str, step: int) -> str:
@@ -47,6 +54,15 @@ def list_checkpoints(out: str) -> list[tuple[int, str]]:
 def latest_checkpoint(out: str) -> str | None:
     found = list_checkpoints(out)
     return found[-1][1] if found else None
+
+
+def run_leftovers(out: str) -> list[Leftover]:
+    """What fits killed while writing left in `out`: step folders being written
+    (`checkpoints/.step-N.tmp-X`, each a whole model and optimizer) or moved aside
+    (`.step-N.old-X`, where step-N exists again), and temporaries of `RUN_FILES`. Names the atomic
+    writer gives, nothing else; removed only by a fit holding the folder's writer lock."""
+    steps = folder_leftovers(os.path.join(out, CHECKPOINTS), lambda name: bool(_STEP_NAME.fullmatch(name)))
+    return steps + file_leftovers(out, RUN_FILES)
 
 
 def set_aside(path: str) -> str:
