@@ -15,9 +15,8 @@ from sources.paths import OutsideRoot, PathProblem, join_inside, path_problem, r
 from sources.records import ImageRecord, Reject, SourceItem, data_key, nfc, path_key
 from sources.web_card import OTHER_HF_CONFIG, CardSplits
 from sources.web_reader import row_lists as _row_lists
-from sources.lineage_text import caption_lineage, metadata_lineage
-from sources.web_samples import (IMAGE_EXTENSIONS, caption_text as _caption_text, ext_of as _ext_of,
-                                 jsonable as _jsonable)
+from sources.lineage_text import caption_lineage, lineage_value, metadata_lineage
+from sources.web_samples import IMAGE_EXTENSIONS, caption_text as _caption_text, ext_of as _ext_of
 
 
 class HfRepoReader(CardSplits):
@@ -167,41 +166,3 @@ class HfRepoReader(CardSplits):
                 if _ext_of(relative) in IMAGE_EXTENSIONS else "no parquet file of the Hugging Face dataset: not read")
         return aside or self._reject(key, "read", "unexpected_file", f"{shown_name(relative)} is {what}",
                                      where=self._at(uri))
-
-
-# A column's value in a record's lineage, roughly as JSON (each number, boolean or null 8 bytes, a
-# string its characters, a key its own): past this it is left out, marked. Each record's lineage is
-# held by its unit until the unit ends: a 768-float CLIP embedding a row held 2.4 GB more at
-# 100,000 rows, 16 rows of 500,000 tags each 470 MB.
-LINEAGE_VALUE_BYTES = 4096
-
-
-def lineage_value(value: Any) -> Any:
-    """`value` as plain JSON for the lineage, or, past `LINEAGE_VALUE_BYTES`, the mark
-    `{"truncated": "<what it was>, ..."}` in its place (walked only as far as the budget)."""
-    if _json_size(value, LINEAGE_VALUE_BYTES) <= LINEAGE_VALUE_BYTES:
-        return _jsonable(value)
-    what = f"a list of {len(value)} items" if isinstance(value, (list, tuple)) else \
-        f"a text of {len(value)} characters" if isinstance(value, str) else \
-        f"a struct of {len(value)} fields" if isinstance(value, dict) else type(value).__name__
-    return {"truncated": f"{what}, over the {LINEAGE_VALUE_BYTES} byte budget of a lineage value: left out"}
-
-
-def _json_size(value: Any, stop: int) -> int:
-    """About what `value` takes as JSON, counted until past `stop`."""
-    size, pending = 0, [value]
-    while pending and size <= stop:
-        item = pending.pop()
-        if isinstance(item, str):  # a non-ASCII character up to 6 bytes as JSON (`\\u4e2d`)
-            size += (len(item) if item.isascii() else 6 * len(item)) + 2
-        elif isinstance(item, (dict, list, tuple)) and len(item) > stop // 2:  # each item 2 bytes or more
-            size += stop + 1
-        elif isinstance(item, dict):
-            size += 2 + sum(len(str(k)) + 4 for k in item)
-            pending.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            size += 2
-            pending.extend(item)
-        else:
-            size += 8
-    return size

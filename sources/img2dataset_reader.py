@@ -10,7 +10,7 @@ import tarfile
 from typing import Any, Callable, Iterator
 
 from sources import fsio, hf_parquet
-from sources.hf_repo_reader import lineage_value
+from sources.lineage_text import lineage_value
 from sources.lineage_text import CAPTION_READ_BYTES
 from sources.img2dataset_listing import (CAPTION_CELLS, HASH_MISMATCH, ShardListing, download_status, hash_problem,
                                          listing_rejects, missing_rejects, parse_json, recorded_hash, shard_of)

@@ -36,7 +36,7 @@ import tarfile
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from sources import fsio
-from sources.hf_repo_reader import lineage_value
+from sources.lineage_text import lineage_value
 from sources.lineage_text import CAPTION_READ_BYTES, caption_lineage
 from sources.img2dataset_listing import (ShardListing, download_status, listing_rejects, missing_rejects,
                                          parse_json)

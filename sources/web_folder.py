@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 from sources import fsio, hf_parquet, imagefolder
 from sources.img2dataset_listing import parse_json
 from sources.lineage_text import caption_lineage, metadata_lineage
-from sources.hf_repo_reader import lineage_value
+from sources.lineage_text import lineage_value
 from sources.imagefolder import EXTRA_IMAGE, UNLISTED_IMAGE
 from sources.parquet_columns import unread_parquet_detail
 from sources.paths import PathProblem, path_problem, relative_to_root, shown_name, twin_to_read

@@ -6,12 +6,11 @@ never read; a folder's files paired into samples by stem; and the lineage a samp
 from __future__ import annotations
 
 import ast
-import math
 import re
 from typing import Any, Callable
 
 from sources.img2dataset_listing import caption_cell, parse_json
-from sources.lineage_text import caption_lineage, metadata_lineage
+from sources.lineage_text import caption_lineage, jsonable, metadata_lineage
 from sources.paths import relative_to_root
 from sources.records import twin_groups
 
@@ -94,27 +93,12 @@ def sample_classes(members: dict[str, Any]) -> dict[str, dict[str, int | str]]:
     return {"classes": labels} if labels else {}
 
 
-def jsonable(value: Any) -> Any:
-    """A metadata value as plain JSON (bytes are never carried; NaN becomes null)."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return None
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return str(value)
-
-
 def sample_lineage(text: bytes | None, meta: bytes | None, row: dict[str, Any] | None = None,
                    value: Callable[[Any], Any] = jsonable, txt_file: bool = True,
                    text_bytes: int | None = None) -> dict:
     """Caption and URL at the top (as before), and everything img2dataset recorded under
     `img2dataset`: its parquet row, overlaid by the sample's `.json`; each recorded value as
-    `value` makes it (`hf_repo_reader.lineage_value`: capped), the whole within
+    `value` makes it (`lineage_text.lineage_value`: capped), the whole within
     `lineage_text.MAX_METADATA_BYTES`, the caption within `MAX_CAPTION_BYTES` (`text_bytes`: what
     its `.txt` held where only its head was read). A `.txt` (`txt_file`) of a sample without
     `.json` that is one bytes literal is the caption it spells (`bytes_literal`)."""

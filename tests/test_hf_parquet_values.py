@@ -514,7 +514,7 @@ def test_a_rows_large_values_are_left_out_of_its_lineage_marked(tmp_path: Path):
     ends: 100,000 rows of a 768-float CLIP embedding held 2.4 GB more, 16 rows of 500,000 tags
     470 MB. A value past `LINEAGE_VALUE_BYTES` as JSON is left out, marked `truncated` with what
     it was; small ones (a caption list, a label, a short tag list) ride as before."""
-    from sources.hf_repo_reader import LINEAGE_VALUE_BYTES
+    from sources.lineage_text import LINEAGE_VALUE_BYTES
 
     rows = 20
     embeddings = np.random.default_rng(0).random((rows, 768), dtype=np.float32)

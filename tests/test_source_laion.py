@@ -859,11 +859,11 @@ def _image_folder(root: Path, fmt: str = "jsonl", broken: bool = True) -> None:
 def test_an_imagefolder_rows_large_values_are_left_out_of_its_lineage_marked(tmp_path: Path, fmt: str):
     """An ImageFolder's metadata row rode whole in its image's lineage (a 768-float CLIP embedding,
     a 20,000-character OCR text), where a `datasets` parquet row's values past `LINEAGE_VALUE_BYTES`
-    are left out, marked `truncated`: now capped the same way (`hf_repo_reader.lineage_value`).
+    are left out, marked `truncated`: now capped the same way (`lineage_text.lineage_value`).
     Written as users write them: a `json.dumps` a line, the csv module."""
     import csv
 
-    from sources.hf_repo_reader import LINEAGE_VALUE_BYTES
+    from sources.lineage_text import LINEAGE_VALUE_BYTES
 
     for index in range(2):
         (tmp_path / f"{index}.png").write_bytes(_image_bytes(index + 1))

@@ -1559,7 +1559,7 @@ def test_a_documents_large_json_is_capped_in_each_of_its_images_lineage(tmp_path
     matrix) rode whole in the lineage of each of its images: 500 images of a 550 KiB json held
     269 MiB of lineage. Each value past `LINEAGE_VALUE_BYTES` is now left out, marked `truncated`,
     as a parquet row's and an ImageFolder row's are; small values stay."""
-    from sources.hf_repo_reader import LINEAGE_VALUE_BYTES
+    from sources.lineage_text import LINEAGE_VALUE_BYTES
 
     shards = tmp_path / "shards"
     shards.mkdir()
