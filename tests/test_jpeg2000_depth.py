@@ -4,6 +4,7 @@ full-scale samples to 0 (a white highlight came out [248, 254, 0])."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 from pathlib import Path
@@ -69,3 +70,23 @@ def test_a_cut_deep_jpeg2000_is_still_truncated_and_a_grey_one_unchanged(photo):
     with Image.open(folder / "grey16.jp2") as opened:
         assert opened.mode == "I;16" and jpeg2000.precise(opened, grey) is None  # Pillow keeps its 16 bits
     assert np.abs(decode.decode_rgb(grey)[..., 0] - expected).max() <= 1
+
+
+def test_a_raw_deep_codestream_decodes_in_silence_and_an_sycc_one_is_left_to_openjpeg(photo, capfd):
+    """A raw `.j2k` codestream names no colour space: OpenCV warned on stderr for each one ("SRGB
+    is assumed"), between the build's log lines; it is read as sRGB, as Pillow reads it, quietly.
+    A JP2 whose `colr` box says sYCC (18) is not OpenCV's: it converts such samples with analog
+    YUV coefficients (every pixel of a 12-bit one off, a review found), OpenJPEG's own conversion
+    through Pillow does it as ImageMagick does."""
+    folder, pixels = photo
+    raw = _magick(folder, "-depth", "16", "raw16.j2k")
+    assert raw.startswith(b"\xff\x4f\xff\x51")
+    capfd.readouterr()
+    assert np.array_equal(decode.decode_rgb(raw), pixels)
+    assert capfd.readouterr().err == ""
+    data = bytearray(_magick(folder, "-depth", "16", "srgb16.jp2"))
+    at = data.find(b"colr")
+    assert data[at + 4] == 1 and int.from_bytes(data[at + 7 : at + 11], "big") == 16  # enumerated sRGB
+    data[at + 7 : at + 11] = (18).to_bytes(4, "big")
+    with Image.open(io.BytesIO(bytes(data))) as opened:
+        assert jpeg2000.precise(opened, bytes(data)) is None

@@ -11,7 +11,9 @@ OpenCV's decode holds what Pillow's does (OpenJPEG's 32-bit samples, then its 16
 of Pillow's buffer: 20.1 against 22.8 bytes a pixel for RGB, 26.7 against 28.9 for RGBA, measured
 as the rise of a fresh process at 4000 x 3000), so the decode budget judged for Pillow holds. A
 codestream that does not end with its end-of-codestream marker (a cut file) is left to Pillow,
-whose reject says `truncated`; so is anything OpenCV does not decode to the declared size.
+whose reject says `truncated`; so is anything OpenCV does not decode to the declared size, and an
+sYCC one (OpenCV's conversion of its samples is not OpenJPEG's: `precise`), which keeps Pillow's wrap
+at full scale. OpenCV's log is silenced while it decodes (`opencv_quiet`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from transforms.opencv_quiet import opencv_quiet
 from transforms.rgb_array import STRIP_PIXELS
 
 _CODESTREAM = b"\xff\x4f\xff\x51"  # SOC, then SIZ: a raw codestream, or a JP2's `jp2c` box's payload
@@ -52,6 +55,29 @@ def _codestream(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+_SRGB = 16  # a `colr` box's enumerated colour space: sRGB (18 is sYCC, 12 CMYK, 17 grey)
+
+
+def _enumerated_colour(data: bytes) -> int | None:
+    """The enumerated colour space of a JP2's `colr` box (method 1), None where it names none (a
+    raw codestream, an ICC profile): read from the `jp2h` box that holds it."""
+    pos = 0
+    for _ in range(_BOXES):
+        if pos + 8 > len(data):
+            return None
+        size, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        if kind == b"jp2h":
+            header = data[pos + 8 : pos + size] if size >= 8 else b""
+            at = header.find(b"colr")
+            if at < 4 or at + 11 > len(header) or header[at + 4] != 1:
+                return None
+            return int.from_bytes(header[at + 7 : at + 11], "big")
+        if size < 8:
+            return None
+        pos += size
+    return None
+
+
 def sample_layout(data: bytes) -> tuple[tuple[int, bool, int, int], ...] | None:
     """Each component's (bits, signed, x and y subsampling) from the codestream's SIZ marker, for a
     codestream that ends with its end-of-codestream marker; None otherwise."""
@@ -73,16 +99,20 @@ def sample_layout(data: bytes) -> tuple[tuple[int, bool, int, int], ...] | None:
 def precise(image: Image.Image, data: bytes) -> Image.Image | None:
     """The opened JPEG 2000 as an 8-bit RGB or RGBA image reduced from its full precision, where
     Pillow's reduction would wrap (unsigned 9-16 bit samples, every component alike, none
-    subsampled); None for any other image, or where OpenCV does not decode it: Pillow loads those."""
+    subsampled, in sRGB or naming no colour space); None for any other image, or where OpenCV
+    does not decode it: Pillow loads those. Not an sYCC one: OpenCV converts its samples with
+    analog YUV coefficients and, at 12 bits, the wrong chroma offset (every pixel off, a review
+    found), where OpenJPEG's own conversion through Pillow matches ImageMagick."""
     if image.format != "JPEG2000" or image.mode not in ("RGB", "RGBA"):
         return None
     layout = sample_layout(data)
     if not layout or len(layout) != len(image.mode) or len(set(layout)) != 1:
         return None
     bits, signed, across, down = layout[0]
-    if not 8 < bits <= 16 or signed or (across, down) != (1, 1):
+    if not 8 < bits <= 16 or signed or (across, down) != (1, 1) or _enumerated_colour(data) not in (None, _SRGB):
         return None
-    wide = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    with opencv_quiet():
+        wide = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if wide is None or wide.dtype != np.uint16 or wide.shape != (image.height, image.width, len(image.mode)):
         return None
     top = (1 << bits) - 1
