@@ -6,12 +6,12 @@ lacks, the bytes img2dataset hashed)."""
 from __future__ import annotations
 
 import functools
+import math
 import tarfile
 from typing import Any, Callable, Iterator
 
 from sources import fsio, hf_parquet
-from sources.lineage_text import lineage_value
-from sources.lineage_text import CAPTION_READ_BYTES
+from sources.lineage_text import CAPTION_READ_BYTES, lineage_value
 from sources.img2dataset_listing import (CAPTION_CELLS, HASH_MISMATCH, ShardListing, download_status, hash_problem,
                                          listing_rejects, missing_rejects, parse_json, recorded_hash, shard_of)
 from sources.paths import collapse_set_aside, path_problem, relative_to_root
@@ -264,9 +264,13 @@ def _listed_key(row: dict[str, Any]) -> str | None:
     """The key a parquet row lists (img2dataset's `key`, in NFC), or None for a row without one (a
     null cell, an empty one, no `key` column: a pandas or pyarrow export of images): such a row is
     keyed by its index (`_row_key`). As `str(None)` every such row was key `None`: one sentence,
-    the file's other keyless rows `duplicate_key` rejects though their images differ."""
+    the file's other keyless rows `duplicate_key` rejects though their images differ. pandas writes
+    a key column with gaps as floats: a missing key is NaN (None here too, not key `nan`), a whole
+    number its digits (`3`, not `3.0`); blank text is none either."""
     listed = row.get("key")
-    return None if listed is None or listed == "" else nfc(str(listed))
+    if isinstance(listed, float):
+        listed = None if not math.isfinite(listed) else int(listed) if listed.is_integer() else listed
+    return None if listed is None or str(listed).strip() == "" else nfc(str(listed))
 
 
 def _own_key(keyed: Callable[[str, str], str], shard: str, sample_key: str, image_ext: str,

@@ -2435,6 +2435,12 @@ def test_parquet_rows_without_a_key_are_keyed_by_their_file_and_row(tmp_path: Pa
     assert made["listed"] == [("web-00000-row-0", None, 0), ("web-00000-row-1", None, 1),
                               ("web-00000-000000002", "000000002", None), ("web-00000-000000002", "000000002", None),
                               ("web-00000-row-4", None, 4), ("web-00000-000000005", "000000005", None)]
+    pandas = tmp_path / "pandas"  # a key column with gaps as pandas writes it: floats, NaN for a missing key
+    pandas.mkdir()
+    pq.write_table(pa.table({"jpg": images[:4], "key": [float("nan"), float("nan"), 3.0, 4.5]}), pandas / "p.parquet")
+    keys = [i.key for i in _read_all(LaionSource("web", str(pandas)))]
+    assert keys[:2] == ["web-p-row-0", "web-p-row-1"]  # were both `web-p-nan`: the second a duplicate_key
+    assert keys[2] == "web-p-3" and keys[3].startswith("web-p-4_5"), keys  # a whole number its digits (was `3_0`)
 
 
 def test_a_parquet_of_image_bytes_is_read_as_images_or_counted_never_decoded_as_one(tmp_path: Path):
