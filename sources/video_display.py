@@ -10,6 +10,7 @@ import numpy as np
 
 from sources.video_open import VideoError
 from transforms import hdr as hdr_colour
+from transforms.rgb_array import STRIP_PIXELS, _on_white
 
 
 # an untagged frame at least this wide, or taller than this, is HD: converted as BT.709 (`guessed_matrix`)
@@ -50,6 +51,30 @@ def eight_bit_format(pix_fmt: str | None) -> str | None:
     to 8 bits first (`eight_bit_copy`), the frame converts as 8-bit frames do."""
     match = _DEEP_YUV.fullmatch(pix_fmt or "")
     return match.group(1) if match else None
+
+
+def has_alpha(pix_fmt: str | None) -> bool:
+    """Whether frames of `pix_fmt` carry an alpha channel (QuickTime RLE's argb, ProRes 4444's
+    yuva444p12le, PNG or FFV1 in a .mov): they are shown composited on white (`display`), as the
+    project shows a transparent image, GIF or animated WebP, and as a browser page shows such a
+    video. An unknown name has none."""
+    from av.video.format import VideoFormat
+
+    try:
+        return any(component.is_alpha for component in VideoFormat(pix_fmt or "").components)
+    except ValueError:
+        return False
+
+
+def _on_white_in_strips(rgba: np.ndarray) -> np.ndarray:
+    """(h, w, 4) uint8 RGBA as (h, w, 3) RGB composited on white, a strip of rows at a time (the
+    16-bit work of a strip, not of the frame: `video_memory.ALPHA_CONVERSION_BYTES`)."""
+    height, width = rgba.shape[:2]
+    out = np.empty((height, width, 3), np.uint8)
+    rows = max(1, STRIP_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        out[top : top + rows] = _on_white(rgba[top : top + rows, :, :3], rgba[top : top + rows, :, 3:])
+    return out
 
 
 def eight_bit_copy(frame, pix_fmt: str):
@@ -116,13 +141,17 @@ def display(frame, turns_mirrored: tuple[int, bool] | None = None, size: tuple[i
     eight_bit = eight_bit_format(frame.format.name) if hdr is None else None
     if eight_bit is not None:  # matrix and range tags travel with the frame
         frame = eight_bit_copy(frame, eight_bit)
+    alpha = hdr is None and has_alpha(frame.format.name)
+    target = "rgba" if alpha else "rgb24"
     if hdr is not None:
         rgb = tone_mapped(frame, hdr, size)
     elif size is None or size == (frame.width, frame.height):
-        rgb = _REFORMATTER.reformat(frame, format="rgb24", src_colorspace=matrix, threads=1).to_ndarray()
+        rgb = _REFORMATTER.reformat(frame, format=target, src_colorspace=matrix, threads=1).to_ndarray()
     else:
-        rgb = _REFORMATTER.reformat(frame, format="rgb24", width=size[0], height=size[1], src_colorspace=matrix,
+        rgb = _REFORMATTER.reformat(frame, format=target, width=size[0], height=size[1], src_colorspace=matrix,
                                     interpolation="AREA", threads=1).to_ndarray()
+    if alpha:  # transparency on white, as every other path shows it (it came out on whatever colour lay under it)
+        rgb = _on_white_in_strips(rgb)
     if mirrored:
         rgb = rgb[:, ::-1]
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns or mirrored else rgb

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from sources.budget import SEND_AHEAD_BYTES
-from sources.video_display import eight_bit_format
+from sources.video_display import eight_bit_format, has_alpha
 from sources.video_open import VideoError
 from transforms import hdr as hdr_colour
 
@@ -21,6 +21,8 @@ DEFAULT_MEMORY_MB = 1536  # one video's decoding process, judged from the declar
 # ahead of the parent (`sources.budget.SEND_AHEAD_BYTES`)
 DECODER_BASE_MB = 256 + (SEND_AHEAD_BYTES >> 20)
 RGB_CONVERSION_BYTES = 6  # per pixel: PyAV's RGB frame and its array (5.7 measured at 8192x8192)
+# a frame with alpha: PyAV's RGBA frame and its array (8), and the RGB composited on white (3)
+ALPHA_CONVERSION_BYTES = 11
 SAR_LIMITS = (Fraction(1, 4), Fraction(4))  # sample aspect ratios applied; others are not believed
 
 
@@ -159,7 +161,8 @@ def judge_memory(width: int, height: int, pix_fmt: str | None, codec: str, level
                                             f"max_pixels={max_pixels}")
     held = frames_held(codec, level, width, height)
     decoder = frame_bytes(width, height, pix_fmt) * held
-    per_pixel = (HDR_CONVERSION_BYTES if hdr else RGB_CONVERSION_BYTES) + (3 if rotated else 0)  # turned: copied
+    per_pixel = (HDR_CONVERSION_BYTES if hdr else ALPHA_CONVERSION_BYTES if has_alpha(pix_fmt) else
+                 RGB_CONVERSION_BYTES) + (3 if rotated else 0)  # turned: copied
     eight_bit = None if hdr else eight_bit_format(pix_fmt)
     # whatever the working size: one float32 band (HDR), or the full-size 8-bit copy and its rounding (deeper SDR)
     band = HDR_BAND_BYTES if hdr and convert else \

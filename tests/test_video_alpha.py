@@ -1,0 +1,60 @@
+"""Videos with an alpha channel, as editors export stickers and overlays (QuickTime RLE `argb`,
+ProRes 4444 `yuva444p10le`), are shown composited on white, as the project shows a transparent
+image, GIF or animated WebP: their transparent half came out on whatever colour the encoder kept
+under it (black here, a mean of 0.2 where the same clip as a GIF or WebP gave 254.8). Judged
+against the ffmpeg CLI's own composite of each frame over white (`overlay` in RGB)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import video_zoo
+
+from sources.video_decode import decode_frames
+from sources.video_display import has_alpha
+from sources.video_memory import ALPHA_CONVERSION_BYTES, RGB_CONVERSION_BYTES, judge_memory
+
+W, H, FRAMES = 96, 64, 10
+_ffmpeg = video_zoo.ffmpeg
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """testsrc2 with its top half opaque and its bottom half transparent, in two codecs."""
+    video_zoo.require_ffmpeg()
+    folder = tmp_path_factory.mktemp("alpha")
+    _ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate=10:duration=1", "-vf",
+            "format=rgba,geq=r='r(X,Y)':g='g(X,Y)':b='b(X,Y)':a='if(lt(Y,32),255,0)'", "-c:v", "qtrle",
+            str(folder / "qtrle.mov"))
+    _ffmpeg("-i", str(folder / "qtrle.mov"), "-c:v", "prores_ks", "-profile:v", "4444", "-pix_fmt", "yuva444p10le",
+            str(folder / "prores4444.mov"))
+    return {name: folder / f"{name}.mov" for name in ("qtrle", "prores4444")}
+
+
+def _on_white_by_the_cli(path: Path) -> np.ndarray:
+    done = subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"color=white:size={W}x{H}:rate=10",
+                           "-i", str(path), "-filter_complex",
+                           "[0]format=rgba[bg];[1]format=rgba[fg];[bg][fg]overlay=shortest=1:format=rgb,format=rgb24",
+                           "-f", "rawvideo", "-"], check=True, capture_output=True)
+    return np.frombuffer(done.stdout, np.uint8).reshape(-1, H, W, 3)
+
+
+@pytest.mark.parametrize("name, tolerance", [("qtrle", 0), ("prores4444", 2)])
+def test_a_transparent_video_is_shown_on_white(clips, name, tolerance):
+    reference = _on_white_by_the_cli(clips[name])
+    frames = dict(decode_frames(str(clips[name]), range(FRAMES)))
+    assert sorted(frames) == list(range(FRAMES)) and len(reference) == FRAMES
+    for index, frame in frames.items():
+        assert frame.shape == (H, W, 3)
+        assert frame[H // 2 :].min() == 255  # the transparent half: white (was the black under it)
+        assert np.abs(frame.astype(int) - reference[index]).max() <= tolerance, (name, index)
+
+
+def test_alpha_frames_are_judged_with_their_rgba_conversion():
+    assert has_alpha("argb") and has_alpha("yuva444p12le") and not has_alpha("yuv420p") and not has_alpha("nonsense")
+    plain = judge_memory(1920, 1080, "yuv420p", "h264", 40, False)
+    alpha = judge_memory(1920, 1080, "yuva420p", "h264", 40, False)
+    assert alpha.conversion_bytes - plain.conversion_bytes == 1920 * 1080 * (ALPHA_CONVERSION_BYTES - RGB_CONVERSION_BYTES)
