@@ -118,7 +118,7 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb", "layout_check"}
 # Also: a JPEG 2000 of 9-16 bit RGB(A) samples scaled from its full precision (Pillow wrapped full
 # scale to 0); a JPEG TIFF damaged inside a strip `decode_error`; a JPEG's or WebP's XMP-only
 # orientation ignored; parquet rows without a key keyed by file and row, not all `None`; a binary
-# `image` column read as images.
+# `image` column read as images; a video's alpha (QuickTime RLE, ProRes 4444) composited on white.
 RENDER_REVISION = 17
 
 
