@@ -316,11 +316,12 @@ def _check_counts(options: FitOptions) -> None:
 
 
 def _check_rates(options: FitOptions) -> None:
-    """Learning rates > 0 and loss weights >= 0, finite (NaN fails every comparison)."""
+    """Learning rates and loss weights >= 0, finite (NaN fails every comparison). A rate of 0 keeps
+    the weights as they are (a fit that only checks an --init loads and runs), as trainer.fit's."""
     for name in ("lr", "disc_lr"):
         value = getattr(options, name)
-        if value is not None and not (value > 0 and math.isfinite(value)):
-            raise UsageError(f"{_flag(name)} {value}: give a learning rate > 0")
+        if value is not None and not (value >= 0 and math.isfinite(value)):
+            raise UsageError(f"{_flag(name)} {value}: give a learning rate >= 0 (0: the weights stay as they are)")
     for name in WEIGHTS:
         value = getattr(options, name)
         if not (value >= 0 and math.isfinite(value)):
