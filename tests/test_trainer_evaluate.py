@@ -241,8 +241,10 @@ def test_shards_of_another_tokenizer_than_the_checkpoint_records_are_refused(tmp
     """Evaluating on shards of another tokenizer printed a perplexity (exit 0), as did shards of
     16 tokens per image on a model of 256, though the checkpoint's state.json records its
     tokenizer and fit refuses the same mismatch. Now one line names both, before the model loads;
-    the recorded tokenizer's shards evaluate (the JSON says it was checked); a model that records
-    none (an HF download, the released LVM 7B) evaluates with a note."""
+    the recorded tokenizer's shards evaluate (the JSON says it was checked), as do shards of its
+    weights under another folder name and `import-jsonl`'s whose weights are `unknown` (sizes
+    compared; a review found both refused); a model that records none (an HF download, the
+    released LVM 7B) evaluates with a note."""
     import trainer.checkpoint_io
 
     run = tmp_path / "run"
@@ -259,7 +261,6 @@ def test_shards_of_another_tokenizer_than_the_checkpoint_records_are_refused(tmp
     monkeypatch.setattr(trainer.checkpoint_io, "load_pretrained",
                         lambda *a, **k: loaded.append(a) or real_load(*a, **k))
     for shard, what in ((retrained, "'uvd-tiny' (weights retrained, 8192 codes, 256 tokens per image)"),
-                        (renamed, "'uvd-other' (weights abc123, "),
                         (small, "'uvd-tiny' (weights abc123, 8192 codes, 16 tokens per image)")):
         assert main(["--checkpoint", str(run), "--data", str(shard), "--device", "cpu"]) == 2, shard
         err = capsys.readouterr().err
@@ -272,6 +273,11 @@ def test_shards_of_another_tokenizer_than_the_checkpoint_records_are_refused(tmp
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["tokenizer_checked"] is True and result["tokenizer"]["hash"] == "abc123"
     assert "note:" not in capsys.readouterr().err
+    imported = _clips(tmp_path / "imported", dataclasses.replace(META, tokenizer_name="vqgan-f16-8192-laion",
+                                                                 tokenizer_hash="unknown"))
+    for shard in (renamed, imported):  # a copy of the weights under another folder name; import-jsonl's default
+        assert main(["--checkpoint", str(run), "--data", str(shard), "--device", "cpu"]) == 0, shard  # were refused
+        capsys.readouterr()
     save_pretrained(_tiny(max_positions=1100), tmp_path / "hf")
     assert main(["--checkpoint", str(tmp_path / "hf"), "--data", str(retrained), "--device", "cpu",
                  "--out", str(tmp_path / "h.json")]) == 0

@@ -400,6 +400,8 @@ def test_a_tokenizer_other_than_the_one_the_checkpoint_records_is_refused(tmp_pa
     assert main(["--checkpoint", str(tmp_path / "hf"), *base]) == 0
     err = capsys.readouterr().err
     assert f"note: {tmp_path / 'hf'} records no tokenizer" in err and right["hash"][:16] in err, err
+    _trained_on(tmp_path / "imported", {**right, "name": "vqgan-f16-8192-laion", "hash": "unknown"})
+    assert main(["--checkpoint", str(tmp_path / "imported"), *base]) == 0  # import-jsonl's default: was refused
 
 
 def test_output_paths_and_sampling_flags_are_judged_before_anything_loads(tmp_path: Path, tiny_tokenizer: Path,

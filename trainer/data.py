@@ -363,7 +363,6 @@ def check_same_tokenizer(path: str, meta: TokenShardMeta, first_path: str, first
                 f"{getattr(first, name)!r}; shards of different tokenizers cannot be mixed")
 
 
-TOKENIZER_FIELDS = ("name", "hash", "codebook_size", "tokens_per_image")
 
 
 def tokenizer_record(meta: TokenShardMeta) -> dict[str, Any]:
@@ -381,13 +380,25 @@ def describe_tokenizer(record: Mapping[str, Any]) -> str:
     return f"{record.get('name')!r} ({', '.join(parts)})"
 
 
+UNKNOWN_HASH = "unknown"  # what `import-jsonl` records for shards of weights it was not told
+
+
+def _comparable(field: str, recorded: Mapping[str, Any], given: Mapping[str, Any]) -> bool:
+    """Whether `field` can be compared: a weights hash only where both sides know it."""
+    return field != "hash" or all(value not in (None, "", UNKNOWN_HASH)
+                                  for value in (recorded.get(field), given.get(field)))
+
+
 def check_trained_tokenizer(checkpoint: str, recorded: Mapping[str, Any], given: Mapping[str, Any], what: str,
-                            fields: Sequence[str] = TOKENIZER_FIELDS) -> None:
+                            fields: Sequence[str] = ("hash", "codebook_size", "tokens_per_image")) -> None:
     """Refuse `given` (the tokenizer of `what`: shards, a --tokenizer folder) where it differs from
     the one `checkpoint` was trained on in any of `fields`: its codes mean other images, so a
-    perplexity or a strip from it means nothing. The same fields `fit` compares on resume and
-    between shards (`check_same_tokenizer`)."""
-    differ = [name for name in fields if name in recorded and recorded[name] != given.get(name)]
+    perplexity or a strip from it means nothing. Names are not compared (a copy of the same weights
+    may be named anything: shards name their tokenizer's folder), nor a weights hash one side does
+    not know (`import-jsonl`'s shards record `unknown` unless told: such a model was refused with
+    every tokenizer); the sizes always are."""
+    differ = [name for name in fields if name in recorded and _comparable(name, recorded, given)
+              and recorded[name] != given.get(name)]
     if differ:
         verb = "differs" if len(differ) == 1 else "differ"
         raise UsageError(f"{what} has tokenizer {describe_tokenizer(given)}, but {checkpoint} was trained on "

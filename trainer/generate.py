@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     from tokenizer.codec import Tokenizer
 
     from .checkpoint_io import CheckpointError, checked_tensors, model_from_checked, recorded_tokenizer
-    from .data import TOKENIZER_FIELDS, check_trained_tokenizer, describe_tokenizer
+    from .data import check_trained_tokenizer, describe_tokenizer
 
     args = _parser().parse_args(argv)
     try:
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         # copy of the same weights may be named anything.
         checked = checked_tensors(args.checkpoint)
         recorded = recorded_tokenizer(args.checkpoint)
-        what, fields = f"--tokenizer {args.tokenizer}", [f for f in TOKENIZER_FIELDS if f != "name"]
+        what = f"--tokenizer {args.tokenizer}"
         if recorded is not None:
             config = read_config(args.tokenizer)
             sizes = {"name": os.path.basename(os.path.normpath(args.tokenizer)),  # as `from_pretrained` names it
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             check_trained_tokenizer(args.checkpoint, recorded, sizes, what, ["codebook_size", "tokens_per_image"])
         tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=device)
         if recorded is not None:
-            check_trained_tokenizer(args.checkpoint, recorded, given_tokenizer(tokenizer), what, fields)
+            check_trained_tokenizer(args.checkpoint, recorded, given_tokenizer(tokenizer), what)
         model = model_from_checked(args.checkpoint, checked, device=device, dtype=dtype)
         progress = Progress("trainer generate", "tokens", args.n * tokenizer.tokens_per_image)
         codes, images = generate_pixels(model, tokenizer, prompt, args.n, temperature=args.temperature,
