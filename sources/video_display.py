@@ -151,7 +151,9 @@ def display(frame, turns_mirrored: tuple[int, bool] | None = None, size: tuple[i
         rgb = _REFORMATTER.reformat(frame, format=target, width=size[0], height=size[1], src_colorspace=matrix,
                                     interpolation="AREA", threads=1).to_ndarray()
     if alpha:  # transparency on white, as every other path shows it (it came out on whatever colour lay under it)
-        rgb = _on_white_in_strips(rgb)
+        # an alpha of 0 throughout is a 32-bit AVI's unused fourth byte, as FFmpeg's BMP decoder and
+        # Pillow take it (a review's uncompressed `bgra` AVI came out white): the picture, opaque
+        rgb = _on_white_in_strips(rgb) if rgb[..., 3].any() else np.ascontiguousarray(rgb[..., :3])
     if mirrored:
         rgb = rgb[:, ::-1]
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns or mirrored else rgb

@@ -58,3 +58,18 @@ def test_alpha_frames_are_judged_with_their_rgba_conversion():
     plain = judge_memory(1920, 1080, "yuv420p", "h264", 40, False)
     alpha = judge_memory(1920, 1080, "yuva420p", "h264", 40, False)
     assert alpha.conversion_bytes - plain.conversion_bytes == 1920 * 1080 * (ALPHA_CONVERSION_BYTES - RGB_CONVERSION_BYTES)
+
+
+def test_an_alpha_of_zero_throughout_is_a_32_bit_avis_unused_byte(tmp_path):
+    """An uncompressed 32-bit AVI (`bgra`) whose fourth byte is 0 everywhere: a DIB's unused byte,
+    which FFmpeg's BMP decoder and Pillow take as opaque; it came out as a white frame."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / "bgra.avi"
+    _ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate=10:duration=1", "-vf",
+            "format=rgba,geq=r='r(X,Y)':g='g(X,Y)':b='b(X,Y)':a='0'", "-c:v", "rawvideo", "-pix_fmt", "bgra", str(path))
+    opaque = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                            check=True, capture_output=True).stdout
+    reference = np.frombuffer(opaque, np.uint8).reshape(-1, H, W, 3)
+    frames = dict(decode_frames(str(path), range(FRAMES)))
+    assert all(np.array_equal(frames[i], reference[i]) for i in range(FRAMES))
+    assert reference[0].std() > 20  # a picture, not one colour
