@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -320,3 +321,19 @@ def test_flags_and_the_output_path_are_judged_before_the_model_loads(tmp_path: P
     out = tmp_path / "new" / "folder" / "e.json"
     assert main(base + ["--out", str(out), "--device", "cpu"]) == 0
     assert json.loads(out.read_text())["sentences"] == 2
+
+
+def test_an_output_file_writable_in_place_is_taken_whatever_its_folder(tmp_path: Path, monkeypatch):
+    """`--out /dev/stdout` (or any existing file the user may write, in a folder they may not) was
+    refused as 'the folder /dev is not writable' where the old code wrote it (a review ran it as
+    an unprivileged user); a new file in such a folder is still refused."""
+    from tokenizer.out_paths import output_problem
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "old.json").write_text("{}")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(locked) else real_access(path, mode))
+    assert output_problem(str(locked / "old.json")) is None
+    assert output_problem("/dev/stdout") is None
+    assert output_problem(str(locked / "new.json")) == f"the folder {locked} is not writable"

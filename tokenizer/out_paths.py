@@ -58,7 +58,10 @@ def output_problem(path: str, image: bool = False) -> str | None:
         return "is a folder; give a file name inside it"
     if path.endswith(("/", os.sep)):
         return "ends with a slash; give a file name, not a folder"
-    problem = _parent_problem(path)
+    # a file there already that may be written (`/dev/stdout`, a pipe, an earlier result) is written
+    # in place: its folder need not be writable
+    writable_in_place = os.path.exists(path) and os.access(path, os.W_OK)
+    problem = None if writable_in_place else _parent_problem(path)
     if problem is None and image:
         problem = image_format_problem(path)
     return problem
