@@ -28,6 +28,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -65,7 +66,7 @@ PEAK_BF16_FLOPS: dict[str, float] = {
 }
 
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICE_FLAG = re.compile(r"auto|cpu|cuda(:\d+)?")  # which of them this machine has: `devices.resolve_device`
 SEED_LIMIT = 2**63  # torch.manual_seed takes a signed 64-bit seed; numpy's a non-negative one
 
 # `--attention` values: torch's SDPA backends a training step may be pinned to (CUDA only).
@@ -113,7 +114,7 @@ class FitOptions:
     attention: str = flag("auto", "attention kernel of training steps on CUDA: auto (torch's pick), cudnn, flash "
                                   "or efficient", choices=ATTENTION_KERNELS)
     activation_checkpointing: bool = flag(False, "recompute layers in backward")
-    device: str = flag("auto", "auto, cpu or cuda", choices=DEVICES)
+    device: str = flag("auto", "auto, cpu, cuda or cuda:N")
     dtype: str = flag("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16"))
     checkpoint_every: int = flag(500, "steps between checkpoints (and one at the end); 0 writes none "
                                       "(benchmarks, smoke runs)")
@@ -156,8 +157,8 @@ class FitOptions:
         """The flags torch would refuse with a traceback mid-start (betas, threads, device, seed) or
         take in silence (a negative or NaN clip turned clipping off; a negative weight decay, keep
         or stop-at ran), each refused naming the flag and what it takes."""
-        if self.device not in DEVICES:
-            raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if not DEVICE_FLAG.fullmatch(self.device):
+            raise UsageError(f"--device {self.device!r} is no device; choose {devices.CHOICES}")
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be in [0, 1) (AdamW's decay rate), got {getattr(self, name)}")
