@@ -202,7 +202,8 @@ def _without_video(source: "VideoSource", key: str, sample_key: str, members: di
         yield shard_reject(source.name, key, "download", status, str(meta.get("error_message") or ""), at)
         return
     names = ", ".join(f"{sample_key}.{e}" for e in sorted(members)) or "none"
-    why = f"none is {sample_key} with a video extension ({', '.join(source.extensions)})"
+    shown = ", ".join(source.extensions[:6]) + (", ..." if len(source.extensions) > 6 else "")
+    why = f"none is {sample_key} with a video extension ({shown})"  # all of them ran past the detail's cap
     dotted = [e for e in sorted(members) if "." in e and f".{e.rsplit('.', 1)[1]}" in source.extensions]
     if dotted:  # `clip.v2.mp4`: webdataset's key is `clip`, its field `v2.mp4`
         why += (f"; webdataset ends a key at its first dot, so {sample_key}.{dotted[0]} is field {dotted[0]} "
