@@ -49,7 +49,7 @@ from .losses import (NLayerDiscriminator, adaptive_weight, colour_loss, generato
 from .metrics import codebook_usage, perplexity
 from .schedule import warmup_cosine
 from .model import VQGAN, build
-from .run_folder import FolderInUse, describe_leftovers, file_leftovers, remove_leftovers, sole_writer
+from .run_folder import RunFolderError, describe_leftovers, file_leftovers, remove_leftovers, sole_writer
 
 STATE_NAME = "train_state.pt"
 LOG_NAME = "log.jsonl"
@@ -371,13 +371,14 @@ def _sole_writer(out: str) -> Iterator[None]:
     then remove the temporaries killed fits left there, saying so: with the lock held no other
     writer can be mid-save in one of them."""
     try:
-        with sole_writer(out, "tokenizer.fit"):
-            removed = remove_leftovers(file_leftovers(out, RUN_FILES))
-            if removed:
+        with sole_writer(out, "tokenizer.fit") as hold:
+            if not hold.locked:  # no sweep: a temporary may be a live fit's
+                print(f"warning: {hold.warning}", file=sys.stderr, flush=True)
+            elif removed := remove_leftovers(file_leftovers(out, RUN_FILES)):
                 print(f"note: removed what an interrupted fit left half-written in {out}: "
                       f"{describe_leftovers(removed)}", file=sys.stderr, flush=True)
             yield
-    except FolderInUse as exc:
+    except RunFolderError as exc:
         raise UsageError(str(exc)) from None
 
 

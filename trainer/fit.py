@@ -39,7 +39,7 @@ import torch.distributed as dist
 
 from tokenizer.atomic import write_bytes
 from tokenizer.dataclass_cli import add_flags, flag, options_from
-from tokenizer.run_folder import FolderInUse, describe_leftovers, remove_leftovers, sole_writer
+from tokenizer.run_folder import RunFolderError, describe_leftovers, remove_leftovers, sole_writer
 from tokenizer.schedule import warmup_cosine
 from uvd_pipeline.shards import ShardDamaged
 
@@ -514,14 +514,15 @@ def keep_freed_memory() -> bool:
 @contextlib.contextmanager
 def _sole_writer(out: str, env: Dist) -> Iterator[None]:
     """Hold `out`'s writer lock (rank 0; `tokenizer.run_folder`) for the run, refusing on every rank
-    a run folder another fit is writing, then remove the temporaries killed fits left there: with
-    the lock held no other writer can be mid-save in one of them."""
+    a run folder another fit is writing or cannot write, then remove the temporaries killed fits
+    left there: with the lock held no other writer can be mid-save in one of them. On a filesystem
+    that cannot lock, warn and remove nothing."""
     with contextlib.ExitStack() as stack:
-        refusal = None
+        refusal, hold = None, None
         if env.main:
             try:
-                stack.enter_context(sole_writer(out, "trainer.fit"))
-            except FolderInUse as exc:
+                hold = stack.enter_context(sole_writer(out, "trainer.fit"))
+            except RunFolderError as exc:
                 refusal = str(exc)
         if env.world_size > 1:  # every rank stops, not rank 0 alone while the others wait in a collective
             box = [refusal]
@@ -529,7 +530,10 @@ def _sole_writer(out: str, env: Dist) -> Iterator[None]:
             refusal = box[0]
         if refusal:
             raise UsageError(refusal)
-        if env.main:
+        os.makedirs(out, exist_ok=True)  # rank 0 made it (or refused); other hosts' ranks may not see it
+        if hold is not None and not hold.locked:  # no sweep: a temporary may be a live fit's
+            print(f"warning: {hold.warning}", file=sys.stderr, flush=True)
+        elif hold is not None:
             _remove_leftovers(out)
         yield
 
@@ -547,7 +551,6 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
         torch.set_num_threads(options.threads)
     if device.type == "cpu":
         keep_freed_memory()
-    os.makedirs(options.out, exist_ok=True)
     with _sole_writer(options.out, env):
         return _run(options, env, device)
 
