@@ -729,3 +729,17 @@ def test_an_out_under_a_folder_that_cannot_be_written_is_one_error_line(tmp_path
     err = capsys.readouterr().err
     assert err.startswith(f"error: --out {out}: cannot write the run folder there (Not a directory)") and err.count("\n") == 1
 
+
+def test_a_resume_drops_log_lines_torn_by_a_crash(tmp_path, capsys):
+    """rev53b tok_tornlog: the log trim of a resume json-parsed every line, so a last line cut short
+    (a crash or a full disk mid-append, or NULs) made the resume a JSONDecodeError traceback."""
+    out = tmp_path / "o"
+    args = ["--data", PHOTOS, "--out", str(out), "--batch-size", "1", "--crop", "32", "--log-every", "1",
+            "--checkpoint-every", "2"]
+    assert fit_cli.main(args + ["--max-steps", "2"]) == 0
+    with open(out / "log.jsonl", "ab") as handle:
+        handle.write(b'{"step": 3, "loss": 0.12\n' + b"\0" * 40 + b"\n" + b'[3]\n{"step": 3, "lo')
+    capsys.readouterr()
+    assert fit_cli.main(args + ["--max-steps", "3"]) == 0
+    assert f"note: {out / 'log.jsonl'}: dropped 4 lines that are no whole JSON record" in capsys.readouterr().err
+    assert [r["step"] for r in _log(out) if "loss" in r] == [1, 2, 3]

@@ -491,6 +491,20 @@ def test_a_run_folder_that_cannot_be_locked_resumes_unlocked_and_removes_nothing
     assert all(path.exists() for path in [*made.values(), *keep.values()])
 
 
+def test_a_resume_drops_log_lines_torn_by_a_crash(runs, shards, tmp_path, capsys):
+    """The log trim of a resume json-parsed every line: a last line cut short (a crash or a full
+    disk mid-append) or left NULs made the resume a JSONDecodeError traceback."""
+    out = _copy(runs, tmp_path)
+    with open(out / "log.jsonl", "ab") as handle:
+        handle.write(b"\0" * 30 + b'\n{"step": 4, "loss": 1.')
+    capsys.readouterr()
+    resumed = fit(_options(shards, out))
+    assert resumed["start_step"] == 3 and resumed["losses"] == runs["whole"]["losses"][3:]
+    assert f"note: {out / 'log.jsonl'}: dropped 2 lines that are no whole JSON record" in capsys.readouterr().err
+    steps = [json.loads(line).get("step") for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+
+
 @pytest.mark.parametrize("code, why", [(30, "a read-only filesystem"), (13, "Permission denied")])
 def test_a_run_folder_that_cannot_be_written_is_one_error_line(shards, tmp_path, capsys, monkeypatch, code, why):
     """rev53b ro_rerun: a read-only --out (EROFS) or one whose lock file this user may not create

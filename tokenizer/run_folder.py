@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -203,3 +204,30 @@ def describe_leftovers(leftovers: list[Leftover]) -> str:
     return (f"{len(leftovers)} temporar{'y' if len(leftovers) == 1 else 'ies'} ({total / 1e6:.1f} MB): "
             + ", ".join(item.path for item in leftovers))
 
+
+def log_records(path: str) -> tuple[list[tuple[str, dict]], int]:
+    """`path`'s JSON-lines log as (line, record) pairs, and how many lines were dropped: a line
+    that is no JSON object (a crash or a full disk cut the last append short, or left it NULs)
+    would make a resume a traceback, and holds no step to keep. Blank lines are skipped, not
+    counted; each kept line ends in a newline."""
+    if not os.path.isfile(path):
+        return [], 0
+    with open(path, "rb") as handle:
+        lines = [line for line in handle if line.strip()]
+    records = [(line, _record(line)) for line in lines]
+    kept = [(line.decode("utf-8").rstrip("\n") + "\n", record) for line, record in records if record is not None]
+    return kept, len(lines) - len(kept)
+
+
+def _record(line: bytes) -> dict | None:
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def dropped_note(path: str, dropped: int) -> str:
+    """The note a resume prints for the lines `log_records` dropped."""
+    return (f"note: {path}: dropped {dropped} line{'' if dropped == 1 else 's'} that {'is' if dropped == 1 else 'are'} "
+            "no whole JSON record (an append cut short by a crash or a full disk)")

@@ -39,7 +39,8 @@ import torch.distributed as dist
 
 from tokenizer.atomic import write_bytes
 from tokenizer.dataclass_cli import add_flags, flag, options_from
-from tokenizer.run_folder import RunFolderError, describe_leftovers, remove_leftovers, sole_writer
+from tokenizer.run_folder import (RunFolderError, describe_leftovers, dropped_note, log_records, remove_leftovers,
+                                  sole_writer)
 from tokenizer.schedule import warmup_cosine
 from uvd_pipeline.shards import ShardDamaged
 
@@ -419,12 +420,14 @@ def _write_json(path: str, value: Any) -> None:
 
 def _trim_log(path: str, step: int) -> None:
     """Keep the log lines up to `step` (the resumed checkpoint; none on a fresh start): lines of
-    steps that a stopped run made after its last checkpoint are made again."""
+    steps that a stopped run made after its last checkpoint are made again. Lines that are no JSON
+    record (an append torn by a crash or a full disk) are dropped, with a note saying how many."""
     if not os.path.isfile(path):
         return
-    with open(path, encoding="utf-8") as handle:
-        kept = [line for line in handle if line.strip() and json.loads(line).get("step", 0) <= step]
-    write_bytes(path, "".join(kept).encode("utf-8"))
+    records, dropped = log_records(path)
+    write_bytes(path, "".join(line for line, record in records if record.get("step", 0) <= step).encode("utf-8"))
+    if dropped:
+        print(dropped_note(path, dropped), file=sys.stderr, flush=True)
 
 
 def _log(trainer: Trainer, record: dict[str, Any]) -> None:
