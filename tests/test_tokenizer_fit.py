@@ -637,3 +637,109 @@ def test_an_export_onto_a_file_is_refused_before_training(tmp_path, capsys):
     assert fit_cli.main(["--data", PHOTOS, "--out", str(tmp_path / "o"), "--export", str(tmp_path / "taken.png")]) == 2
     assert capsys.readouterr().err.startswith(f"error: --export {tmp_path / 'taken.png'}: exists and is not a folder")
     assert not (tmp_path / "o").exists() and (tmp_path / "taken.png").read_bytes() == b"mine"
+
+
+def _no_flock(code: int):
+    def flock(handle, operation):
+        raise OSError(code, os.strerror(code))
+    return flock
+
+
+@pytest.mark.parametrize("code", ["ENOSYS", "EOPNOTSUPP"])
+def test_a_folder_that_cannot_be_locked_runs_unlocked_and_keeps_the_temporaries(tmp_path, capsys, monkeypatch, code):
+    """rev53b flock_enosys: on Lustre without -o flock (ENOSYS) or a FUSE/CIFS mount (EOPNOTSUPP)
+    every fit was a traceback before any work. It runs now, warning once; unlocked it may not
+    sweep, as a temporary there could be a live fit's."""
+    import errno
+
+    from tokenizer import run_folder
+
+    monkeypatch.setattr(run_folder.fcntl, "flock", _no_flock(getattr(errno, code)))
+    out = tmp_path / "o"
+    out.mkdir()
+    saving = out / "train_state.pt.tmp-1a2b3c4d"
+    saving.write_bytes(b"half")
+    assert fit_cli.main(["--data", PHOTOS, "--out", str(out), "--batch-size", "1", "--crop", "32", "--max-steps", "1"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warned == [f"warning: --out {out}: this filesystem cannot lock files ({os.strerror(getattr(errno, code))}), "
+                      "so two fits on it are not kept apart (start one at a time) and temporaries that killed saves "
+                      "left there are not removed (one could be a live fit's)"]
+    assert saving.read_bytes() == b"half" and (out / "train_state.pt").exists()
+
+
+def _lock_not_writable(monkeypatch, code: int = 13) -> None:
+    """Opening `.writer.lock` for writing fails as for a group member the file's mode shuts out
+    (tests run as root, which a chmod would not stop)."""
+    from tokenizer import run_folder
+
+    real_open = os.open
+
+    def open_(path, flags, *args, **kwargs):
+        if os.path.basename(path) == run_folder.LOCK_NAME and flags & (os.O_RDWR | os.O_WRONLY | os.O_CREAT):
+            raise OSError(code, os.strerror(code), path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(run_folder.os, "open", open_)
+
+
+def test_a_lock_file_this_user_cannot_write_still_locks_and_the_run_resumes(tmp_path, capsys, monkeypatch):
+    """rev53b lock_perm: .writer.lock was made 0o644 and opened read-write, so another member of a
+    group-shared run folder got a PermissionError traceback where it had resumed before. It is made
+    0o666 less the umask, and opened read-only where it cannot be written (flock needs no more)."""
+    from tokenizer.run_folder import sole_writer
+
+    out = tmp_path / "o"
+    args = ["--data", PHOTOS, "--out", str(out), "--batch-size", "1", "--crop", "32", "--checkpoint-every", "1"]
+    old = os.umask(0o002)
+    try:
+        assert fit_cli.main(args + ["--max-steps", "1"]) == 0
+    finally:
+        os.umask(old)
+    assert (out / ".writer.lock").stat().st_mode & 0o777 == 0o664
+    with monkeypatch.context() as patched:
+        _lock_not_writable(patched)
+        assert fit_cli.main(args + ["--max-steps", "2"]) == 0
+        assert [r["step"] for r in _log(out) if "loss" in r] == [1, 2]
+        with sole_writer(str(out), "tokenizer.fit") as hold:  # a read-only holder
+            patched.undo()
+            assert hold.locked
+            capsys.readouterr()
+            assert fit_cli.main(args + ["--max-steps", "3"]) == 2
+    assert capsys.readouterr().err == (f"error: --out {out}: another tokenizer.fit (its pid unrecorded: it could not "
+                                       "write the lock file) is writing this run; wait for it to finish (rerunning "
+                                       "then resumes), or give another --out\n")
+
+
+@pytest.mark.parametrize("code, why", [(30, "a read-only filesystem"), (13, "Permission denied")])
+def test_an_out_that_cannot_be_written_is_one_error_line(tmp_path, capsys, monkeypatch, code, why):
+    """rev53b ro_rerun: a read-only --out (EROFS), or one whose lock this user may not create
+    (EACCES), was a traceback."""
+    _lock_not_writable(monkeypatch, code)
+    out = tmp_path / "o"
+    assert fit_cli.main(["--data", PHOTOS, "--out", str(out), "--batch-size", "1", "--crop", "32", "--max-steps", "1"]) == 2
+    assert capsys.readouterr().err == (f"error: --out {out}: cannot write the run folder there ({why}): a fit writes "
+                                       "its checkpoints and log in it; give a folder you can write\n")
+
+
+def test_an_out_under_a_folder_that_cannot_be_written_is_one_error_line(tmp_path, capsys):
+    """Creating --out itself failing (here: under a file) is the same one line, not a traceback."""
+    (tmp_path / "file").write_text("mine")
+    out = tmp_path / "file" / "o"
+    assert fit_cli.main(["--data", PHOTOS, "--out", str(out), "--batch-size", "1", "--crop", "32", "--max-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {out}: cannot write the run folder there (Not a directory)") and err.count("\n") == 1
+
+
+def test_a_resume_drops_log_lines_torn_by_a_crash(tmp_path, capsys):
+    """rev53b tok_tornlog: the log trim of a resume json-parsed every line, so a last line cut short
+    (a crash or a full disk mid-append, or NULs) made the resume a JSONDecodeError traceback."""
+    out = tmp_path / "o"
+    args = ["--data", PHOTOS, "--out", str(out), "--batch-size", "1", "--crop", "32", "--log-every", "1",
+            "--checkpoint-every", "2"]
+    assert fit_cli.main(args + ["--max-steps", "2"]) == 0
+    with open(out / "log.jsonl", "ab") as handle:
+        handle.write(b'{"step": 3, "loss": 0.12\n' + b"\0" * 40 + b"\n" + b'[3]\n{"step": 3, "lo')
+    capsys.readouterr()
+    assert fit_cli.main(args + ["--max-steps", "3"]) == 0
+    assert f"note: {out / 'log.jsonl'}: dropped 4 lines that are no whole JSON record" in capsys.readouterr().err
+    assert [r["step"] for r in _log(out) if "loss" in r] == [1, 2, 3]

@@ -465,3 +465,63 @@ def test_a_fit_killed_right_after_a_checkpoint_keeps_that_step_in_its_loss_curve
     assert resumed["start_step"] == 3
     curve = json.loads((out / "losses.json").read_text())
     assert curve["step"] == [1, 2, 3, 4, 5] and curve["loss"] == runs["whole"]["losses"]
+
+
+def test_a_run_folder_that_cannot_be_locked_resumes_unlocked_and_removes_nothing(runs, shards, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """rev53b flock_enosys: a filesystem without flock (Lustre without -o flock: ENOSYS) made every
+    fit a traceback. It resumes now with one warning, and sweeps nothing: unlocked, a temporary
+    could be a live fit's."""
+    import errno
+
+    from tokenizer import run_folder
+
+    def flock(handle, operation):
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(run_folder.fcntl, "flock", flock)
+    out = _copy(runs, tmp_path)
+    made, keep = _killed_saves(out)
+    capsys.readouterr()
+    resumed = fit(_options(shards, out))
+    assert resumed["start_step"] == 3 and resumed["losses"] == runs["whole"]["losses"][3:]
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and f"warning: --out {out}: this filesystem cannot lock files" in err
+    assert "removed what an interrupted fit left" not in err
+    assert all(path.exists() for path in [*made.values(), *keep.values()])
+
+
+def test_a_resume_drops_log_lines_torn_by_a_crash(runs, shards, tmp_path, capsys):
+    """The log trim of a resume json-parsed every line: a last line cut short (a crash or a full
+    disk mid-append) or left NULs made the resume a JSONDecodeError traceback."""
+    out = _copy(runs, tmp_path)
+    with open(out / "log.jsonl", "ab") as handle:
+        handle.write(b"\0" * 30 + b'\n{"step": 4, "loss": 1.')
+    capsys.readouterr()
+    resumed = fit(_options(shards, out))
+    assert resumed["start_step"] == 3 and resumed["losses"] == runs["whole"]["losses"][3:]
+    assert f"note: {out / 'log.jsonl'}: dropped 2 lines that are no whole JSON record" in capsys.readouterr().err
+    steps = [json.loads(line).get("step") for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("code, why", [(30, "a read-only filesystem"), (13, "Permission denied")])
+def test_a_run_folder_that_cannot_be_written_is_one_error_line(shards, tmp_path, capsys, monkeypatch, code, why):
+    """rev53b ro_rerun: a read-only --out (EROFS) or one whose lock file this user may not create
+    (EACCES; faked, as root would pass a chmod) was a traceback."""
+    from tokenizer import run_folder
+    from trainer.fit import main
+
+    real_open = os.open
+
+    def open_(path, flags, *args, **kwargs):
+        if os.path.basename(path) == run_folder.LOCK_NAME and flags & (os.O_RDWR | os.O_CREAT):
+            raise OSError(code, os.strerror(code), path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(run_folder.os, "open", open_)
+    out = tmp_path / "run"
+    assert main(["--data", f"{shards}/a/*.arrow", "--out", str(out), "--seq-len", "64", "--batch-size", "2",
+                 "--max-steps", "1", "--threads", "1", "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"error: --out {out}: cannot write the run folder there ({why}): a fit writes "
+                                       "its checkpoints and log in it; give a folder you can write\n")

@@ -49,7 +49,8 @@ from .losses import (NLayerDiscriminator, adaptive_weight, colour_loss, generato
 from .metrics import codebook_usage, perplexity
 from .schedule import warmup_cosine
 from .model import VQGAN, build
-from .run_folder import FolderInUse, describe_leftovers, file_leftovers, remove_leftovers, sole_writer
+from .run_folder import (RunFolderError, describe_leftovers, dropped_note, file_leftovers, log_records,
+                         remove_leftovers, sole_writer)
 
 STATE_NAME = "train_state.pt"
 LOG_NAME = "log.jsonl"
@@ -371,33 +372,30 @@ def _sole_writer(out: str) -> Iterator[None]:
     then remove the temporaries killed fits left there, saying so: with the lock held no other
     writer can be mid-save in one of them."""
     try:
-        with sole_writer(out, "tokenizer.fit"):
-            removed = remove_leftovers(file_leftovers(out, RUN_FILES))
-            if removed:
+        with sole_writer(out, "tokenizer.fit") as hold:
+            if not hold.locked:  # no sweep: a temporary may be a live fit's
+                print(f"warning: {hold.warning}", file=sys.stderr, flush=True)
+            elif removed := remove_leftovers(file_leftovers(out, RUN_FILES)):
                 print(f"note: removed what an interrupted fit left half-written in {out}: "
                       f"{describe_leftovers(removed)}", file=sys.stderr, flush=True)
             yield
-    except FolderInUse as exc:
+    except RunFolderError as exc:
         raise UsageError(str(exc)) from None
 
 
-def trim_log(path: str, step: int) -> None:
+def trim_log(path: str, step: int) -> int:
     """Keep the log lines of steps up to `step` (the resumed state), as `trainer.fit` does: the steps
     a killed session made after its last save are made again, and logged again. Event lines
     (`start`, taken as step 0; `resume`, `codebook_seeded`) at `step` itself belong to the session
-    that goes on from there, so a fresh start keeps none of a killed session's lines."""
+    that goes on from there, so a fresh start keeps none of a killed session's lines. Lines that are
+    no JSON record (torn by a crash) are dropped; returns how many."""
     if not os.path.isfile(path):
-        return
-    kept = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            at = record.get("step", 0)
-            if at < step or (at == step and "event" not in record):
-                kept.append(line if line.endswith("\n") else line + "\n")
+        return 0
+    records, dropped = log_records(path)
+    kept = [line for line, record in records
+            if record.get("step", 0) < step or (record.get("step", 0) == step and "event" not in record)]
     write_bytes(path, "".join(kept).encode("utf-8"))
+    return dropped
 
 
 def fit(options: FitOptions) -> dict:
@@ -443,7 +441,9 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
         resumed = os.path.exists(state_path)
         if resumed:
             trainer.resume(state_path)
-        trim_log(os.path.join(options.out, LOG_NAME), trainer.step)
+        log_path = os.path.join(options.out, LOG_NAME)
+        if dropped := trim_log(log_path, trainer.step):
+            print(dropped_note(log_path, dropped), file=sys.stderr, flush=True)
         if resumed:
             _log(options.out, {"event": "resume", "step": trainer.step})
         else:

@@ -7,7 +7,13 @@ never read and never removed, so a run requeued often fills its disk. Only a pro
 other writer is alive may remove them (a second fit on the same folder is mid-save in exactly such
 a name), so the run first takes an exclusive `flock` on `OUT/.writer.lock`: the kernel drops it
 when its holder dies, however it dies, so a stale lock never needs clearing by hand. A second fit
-on a held folder is refused at once, naming the holder's pid.
+on a held folder is refused at once, naming the holder's pid (where the holder could open the lock
+file only read-only, as a group member resuming a run another member started, it records none).
+
+A filesystem that cannot lock files at all (Lustre mounted without `-o flock`, some FUSE and CIFS
+mounts) runs the fit unlocked, with a warning, and sweeps nothing: a temporary there may be a live
+writer's. On NFS or Lustre a lock is not seen by other hosts unless the mount shares it, so there
+one host at a time must write an `--out`.
 
 Standard library and `tokenizer.atomic` only: `trainer/` imports this, `tokenizer/` imports
 nothing of ours (tests/test_layering.py).
@@ -16,7 +22,9 @@ nothing of ours (tests/test_layering.py).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -27,29 +35,109 @@ from .atomic import file_temporary_target, folder_temporary_target
 LOCK_NAME = ".writer.lock"
 
 
-class FolderInUse(RuntimeError):
+class RunFolderError(RuntimeError):
+    """The run folder cannot be written by this fit; the message names `--out` and why."""
+
+
+class FolderInUse(RunFolderError):
     """Another live process holds the run folder's writer lock."""
 
 
+class FolderUnwritable(RunFolderError):
+    """The run folder (or its lock file) cannot be created or written: read-only, or not ours."""
+
+
+# flock() refused by the filesystem itself (Lustre without -o flock: ENOSYS; some FUSE/CIFS:
+# EOPNOTSUPP; NFS whose lock daemon is unreachable: ENOLCK), not by another holder
+_NO_FLOCK = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOLCK)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """What `sole_writer` got: `locked` is False where the filesystem cannot lock files, and then
+    `warning` says so (two fits are not kept apart, and killed saves' temporaries must stay: one
+    could be a live writer's)."""
+
+    locked: bool
+    warning: str = ""
+
+
 @contextlib.contextmanager
-def sole_writer(folder: str, command: str) -> Iterator[None]:
+def sole_writer(folder: str, command: str) -> Iterator[Hold]:
     """Hold `folder`'s writer lock for the block (the folder is created when missing); raises
-    `FolderInUse` naming the holder when another process has it. The lock file stays: removing it
-    would let a third process lock a new file while the second still holds the old one."""
-    os.makedirs(folder, exist_ok=True)
-    handle = os.open(os.path.join(folder, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    `FolderInUse` naming the holder when another process has it, `FolderUnwritable` where the
+    folder or its lock file cannot be made. The lock file stays: removing it would let a third
+    process lock a new file while the second still holds the old one."""
+    _make_folder(folder)
+    handle, writable = _open_lock(folder)
     try:
+        hold = _lock(handle, writable, folder, command)
+        if hold.locked and writable:  # where it is read-only the holder stays unnamed
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(handle, 64, 0).decode("ascii", "replace").strip() or "unknown"
-            raise FolderInUse(f"--out {folder}: another {command} (pid {holder}) is writing this run; wait for it to "
-                              "finish (rerunning then resumes), or give another --out") from None
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
-        yield
+            yield hold
+        finally:
+            if hold.locked and writable:  # no stale pid to name after a clean exit
+                with contextlib.suppress(OSError):
+                    os.ftruncate(handle, 0)
     finally:
         os.close(handle)  # drops the lock
+
+
+def _unwritable(folder: str, exc: OSError) -> FolderUnwritable:
+    what = "a read-only filesystem" if exc.errno == errno.EROFS else exc.strerror or str(exc)
+    return FolderUnwritable(f"--out {folder}: cannot write the run folder there ({what}): a fit writes its "
+                            "checkpoints and log in it; give a folder you can write")
+
+
+def _make_folder(folder: str) -> None:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(folder, exc) from None
+
+
+def _open_lock(folder: str) -> tuple[int, bool]:
+    """The lock file's descriptor and whether it is writable. Created 0o666 less the umask, so a
+    group-shared run folder stays resumable by its group; a lock file another user made and we may
+    not write is opened read-only (flock needs no write access), the pid then left unwritten."""
+    path = os.path.join(folder, LOCK_NAME)
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM):  # EROFS included: a fit could write nothing
+            raise _unwritable(folder, exc) from None
+        refused = exc
+    try:
+        return os.open(path, os.O_RDONLY), False
+    except FileNotFoundError:  # not there, and we may not create it: the folder is not ours to write
+        raise _unwritable(folder, refused) from None
+    except OSError as exc:
+        raise _unwritable(folder, exc) from None
+
+
+def _lock(handle: int, writable: bool, folder: str, command: str) -> Hold:
+    """Take the lock, or say why the folder runs unlocked; `FolderInUse` where another holds it.
+    NFS refuses an exclusive lock on a read-only descriptor (EBADF): unlocked there too."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _in_use(handle, folder, command) from None
+    except OSError as exc:
+        if exc.errno not in _NO_FLOCK and not (exc.errno == errno.EBADF and not writable):
+            raise
+        return Hold(False, f"--out {folder}: this filesystem cannot lock files ({exc.strerror}), so two fits on "
+                           "it are not kept apart (start one at a time) and temporaries that killed saves left "
+                           "there are not removed (one could be a live fit's)")
+    return Hold(True)
+
+
+def _in_use(handle: int, folder: str, command: str) -> FolderInUse:
+    holder = os.pread(handle, 64, 0).decode("ascii", "replace").strip()
+    who = f"pid {holder}" if holder else "its pid unrecorded: it could not write the lock file"
+    return FolderInUse(f"--out {folder}: another {command} ({who}) is writing this run; wait for it to "
+                       "finish (rerunning then resumes), or give another --out")
 
 
 @dataclass(frozen=True)
@@ -115,3 +203,31 @@ def describe_leftovers(leftovers: list[Leftover]) -> str:
     total = sum(item.bytes for item in leftovers)
     return (f"{len(leftovers)} temporar{'y' if len(leftovers) == 1 else 'ies'} ({total / 1e6:.1f} MB): "
             + ", ".join(item.path for item in leftovers))
+
+
+def log_records(path: str) -> tuple[list[tuple[str, dict]], int]:
+    """`path`'s JSON-lines log as (line, record) pairs, and how many lines were dropped: a line
+    that is no JSON object (a crash or a full disk cut the last append short, or left it NULs)
+    would make a resume a traceback, and holds no step to keep. Blank lines are skipped, not
+    counted; each kept line ends in a newline."""
+    if not os.path.isfile(path):
+        return [], 0
+    with open(path, "rb") as handle:
+        lines = [line for line in handle if line.strip()]
+    records = [(line, _record(line)) for line in lines]
+    kept = [(line.decode("utf-8").rstrip("\n") + "\n", record) for line, record in records if record is not None]
+    return kept, len(lines) - len(kept)
+
+
+def _record(line: bytes) -> dict | None:
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def dropped_note(path: str, dropped: int) -> str:
+    """The note a resume prints for the lines `log_records` dropped."""
+    return (f"note: {path}: dropped {dropped} line{'' if dropped == 1 else 's'} that {'is' if dropped == 1 else 'are'} "
+            "no whole JSON record (an append cut short by a crash or a full disk)")

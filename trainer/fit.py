@@ -40,7 +40,8 @@ import torch.distributed as dist
 
 from tokenizer.atomic import write_bytes
 from tokenizer.dataclass_cli import add_flags, flag, options_from
-from tokenizer.run_folder import FolderInUse, describe_leftovers, remove_leftovers, sole_writer
+from tokenizer.run_folder import (RunFolderError, describe_leftovers, dropped_note, log_records, remove_leftovers,
+                                  sole_writer)
 from tokenizer.schedule import warmup_cosine
 from uvd_pipeline.shards import ShardDamaged
 
@@ -420,12 +421,14 @@ def _write_json(path: str, value: Any) -> None:
 
 def _trim_log(path: str, step: int) -> None:
     """Keep the log lines up to `step` (the resumed checkpoint; none on a fresh start): lines of
-    steps that a stopped run made after its last checkpoint are made again."""
+    steps that a stopped run made after its last checkpoint are made again. Lines that are no JSON
+    record (an append torn by a crash or a full disk) are dropped, with a note saying how many."""
     if not os.path.isfile(path):
         return
-    with open(path, encoding="utf-8") as handle:
-        kept = [line for line in handle if line.strip() and json.loads(line).get("step", 0) <= step]
-    write_bytes(path, "".join(kept).encode("utf-8"))
+    records, dropped = log_records(path)
+    write_bytes(path, "".join(line for line, record in records if record.get("step", 0) <= step).encode("utf-8"))
+    if dropped:
+        print(dropped_note(path, dropped), file=sys.stderr, flush=True)
 
 
 def _log(trainer: Trainer, record: dict[str, Any]) -> None:
@@ -515,14 +518,15 @@ def keep_freed_memory() -> bool:
 @contextlib.contextmanager
 def _sole_writer(out: str, env: Dist) -> Iterator[None]:
     """Hold `out`'s writer lock (rank 0; `tokenizer.run_folder`) for the run, refusing on every rank
-    a run folder another fit is writing, then remove the temporaries killed fits left there: with
-    the lock held no other writer can be mid-save in one of them."""
+    a run folder another fit is writing or cannot write, then remove the temporaries killed fits
+    left there: with the lock held no other writer can be mid-save in one of them. On a filesystem
+    that cannot lock, warn and remove nothing."""
     with contextlib.ExitStack() as stack:
-        refusal = None
+        refusal, hold = None, None
         if env.main:
             try:
-                stack.enter_context(sole_writer(out, "trainer.fit"))
-            except FolderInUse as exc:
+                hold = stack.enter_context(sole_writer(out, "trainer.fit"))
+            except RunFolderError as exc:
                 refusal = str(exc)
         if env.world_size > 1:  # every rank stops, not rank 0 alone while the others wait in a collective
             box = [refusal]
@@ -530,7 +534,10 @@ def _sole_writer(out: str, env: Dist) -> Iterator[None]:
             refusal = box[0]
         if refusal:
             raise UsageError(refusal)
-        if env.main:
+        os.makedirs(out, exist_ok=True)  # rank 0 made it (or refused); other hosts' ranks may not see it
+        if hold is not None and not hold.locked:  # no sweep: a temporary may be a live fit's
+            print(f"warning: {hold.warning}", file=sys.stderr, flush=True)
+        elif hold is not None:
             _remove_leftovers(out)
         yield
 
@@ -548,7 +555,6 @@ def _fit(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
         torch.set_num_threads(options.threads)
     if device.type == "cpu":
         keep_freed_memory()
-    os.makedirs(options.out, exist_ok=True)
     with _sole_writer(options.out, env):
         return _run(options, env, device)
 
