@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 # names of video files; `.ogg` and `.mod` are left out (mostly sound, tracker music), as `.mp3` is
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".ogv",
                     ".mts", ".m2ts", ".vob", ".3gp", ".wmv", ".gif", ".webp",
-                    ".mxf", ".asf", ".3g2", ".f4v", ".y4m", ".mk3d", ".m2v", ".dv")
+                    ".mxf", ".asf", ".3g2", ".f4v", ".y4m", ".mk3d", ".m2v")
 DecoderChoice = Literal["auto", "decord", "pyav"]
 PAPER_STRIDES = (10, 20, 30)
 __all__ = ["MachineError", "VideoError", "VideoSource", "plan_clips", "probe_video", "clip_frames", "read_clip_frames"]

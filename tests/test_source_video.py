@@ -1222,27 +1222,3 @@ def test_a_video_rewritten_while_its_unit_reads_is_a_changed_input_on_the_rerun(
     assert record.states == {str(video): first}
     assert changed_input(input_manifest(record, unit)) == f"{video} changed"
 
-
-@pytest.mark.parametrize("name, codec", [("broadcast.mxf", ["-c:v", "mpeg2video", "-r", "25"]),
-                                         ("windows.asf", ["-c:v", "wmv2"]), ("raw.y4m", []),
-                                         ("phone.3g2", ["-c:v", "libx264"]), ("flash.f4v", ["-c:v", "libx264"]),
-                                         ("stereo.mk3d", ["-c:v", "libx264", "-f", "matroska"])])
-def test_videos_under_other_common_names_are_read(tmp_path: Path, name: str, codec: list[str]):
-    """Broadcast MXF, Windows ASF, raw Y4M, 3GPP2, Flash F4V and stereo MKV files were skipped
-    without a word (a folder holding only them had "no videos"): listed now, their frames the CLI's."""
-    import subprocess
-
-    video_zoo.require_ffmpeg()
-    path = tmp_path / name
-    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=8:duration=1", *codec, "-pix_fmt", "yuv420p",
-                     str(path))
-    source = VideoSource("v", str(tmp_path), strides=(1,), frames=4)
-    assert [os.path.basename(str(unit)) for unit in source.units()] == [name]
-    cli = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-                         check=True, capture_output=True).stdout
-    reference = np.frombuffer(cli, np.uint8).reshape(-1, 48, 64, 3)
-    from sources.video_decode import decode_frames
-
-    frames = dict(decode_frames(str(path), range(len(reference))))
-    assert len(frames) == len(reference) >= 8
-    assert all(np.array_equal(frames[i], reference[i]) for i in frames)

@@ -37,7 +37,8 @@ ZOO = ["h264_bframes.mp4", "h264_longgop.mkv", "h264_16f.mp4", "h264_10bit.mov",
        "mpeg2_gop15.mpg", "mpeg2_gop15.mpeg", "editlist.mp4", "x264_headcut.ts", "mpeg2_headcut.mpg",
        "mpeg2_elementary.mpg", "h264_bframes.avi", "h264_ipp.avi", "h264_bframes_cut.avi", "h264_opengop.mp4",
        "mpeg4_bframes.mp4", "h264_late_bframes.avi", "xvid_packed.avi", "avchd.mts", "bluray.m2ts", "dvd.vob",
-       "phone.3gp", "windows.wmv", "anim.gif"]
+       "phone.3gp", "windows.wmv", "broadcast.mxf", "windows.asf", "raw.y4m", "phone.3g2", "flash.f4v",
+       "stereo.mk3d", "mpeg2.m2v", "anim.gif"]
 DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
 STRIDES = (1, 3, 10, 20, 30)
 SETTINGS = RenderSettings(size=64, resize="squash", pad_value=0, max_pixels=10**8, png_compression=1, seed=0,

@@ -188,6 +188,17 @@ def build_zoo(root: Path, names: Sequence[str] | None = None) -> dict[str, Path]
         "dvd.vob": lambda p: _from_cli(root, p, ["-c:v", "mpeg2video", "-g", "15", "-bf", "2", "-q:v", "4"], n=50),
         "phone.3gp": lambda p: _from_cli(root, p, [*X264_CLI, "-g", "30", "-bf", "2"], n=40),
         "windows.wmv": lambda p: _from_cli(root, p, ["-c:v", "wmv2", "-g", "12", "-q:v", "4"], n=40),
+        # broadcast MXF (MPEG-2 at 25 fps, its only rates), a Windows .asf, a raw .y4m, 3GPP2, Flash
+        # F4V, stereo Matroska, an MPEG-2 elementary .m2v: listed since hunt53v found them skipped
+        "broadcast.mxf": lambda p: _from_cli(root, p, ["-c:v", "mpeg2video", "-g", "12", "-q:v", "4", "-r", "25",
+                                                       "-f", "mxf"], n=24),
+        "windows.asf": lambda p: _from_cli(root, p, ["-c:v", "wmv2", "-g", "12", "-q:v", "4", "-f", "asf"], n=24),
+        "raw.y4m": lambda p: _from_cli(root, p, ["-f", "yuv4mpegpipe"], n=24),
+        "phone.3g2": lambda p: _from_cli(root, p, [*X264_CLI, "-g", "12", "-bf", "2", "-f", "3g2"], n=24),
+        "flash.f4v": lambda p: _from_cli(root, p, [*X264_CLI, "-g", "12", "-f", "f4v"], n=24),
+        "stereo.mk3d": lambda p: _from_cli(root, p, [*X264_CLI, "-g", "12", "-f", "matroska"], n=24),
+        "mpeg2.m2v": lambda p: _from_cli(root, p, ["-c:v", "mpeg2video", "-g", "12", "-q:v", "4", "-f", "mpeg2video"],
+                                         n=24),
         # an animated GIF (TGIF's clips): the CLI's palette, a frame every 4 centiseconds
         "anim.gif": lambda p: _gif(root, p, 30),
     }
