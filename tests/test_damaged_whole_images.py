@@ -25,6 +25,14 @@ def _reject(data: bytes) -> DecodeError:
     return caught.value
 
 
+def _names_the_damaged_piece(damaged: bytes, name: str, which: str, prefix: str) -> None:
+    """`damaged` is a `decode_error` whose detail starts with `prefix` and names its strip (a tile
+    for the tiled file) `which` ("8 of 27")."""
+    reject = _reject(damaged)
+    assert reject.reason == "decode_error" and reject.detail.startswith(prefix), (name, reject)
+    assert f"{'tile' if name == 'tiled' else 'strip'} {which}" in reject.detail, (name, reject.detail)
+
+
 def _zeros(data: bytes, at: int) -> bytes:
     return data[:at] + bytes(4096) + data[at + 4096 :]
 
@@ -102,10 +110,7 @@ def test_deflate_tiff_damaged_inside_a_strip_is_damaged_not_garbage(tmp_path):
         for damaged in (_zeros(data, offset + count // 2 - 2048 * (count > 8192)),
                         _flips(data, offset + count // 4, count // 2)):
             assert _tifffile_refuses(damaged) in (True, None), name
-            reject = _reject(damaged)
-            assert reject.reason == "decode_error" and reject.detail.startswith("damaged"), (name, reject)
-            assert f"{'tile' if name == 'tiled' else 'strip'} {index + 1} of {len(strips)}" in reject.detail, (
-                name, reject.detail)
+            _names_the_damaged_piece(damaged, name, f"{index + 1} of {len(strips)}", "damaged")
     cut = made["magick"]
     assert _reject(cut[: len(cut) // 2]).reason == "truncated"  # `head -c`: shorter than it declares
     padded = _reject(cut[: len(cut) - 4096] + bytes(65536))  # its IFD (written last) in the zeros: was unsupported_format
@@ -167,10 +172,7 @@ def test_jpeg_tiff_damaged_inside_a_strip_is_damaged_not_garbage(tmp_path):
                         _flips(data, offset + count // 4, count // 2)):
             (tmp_path / "damaged.tif").write_bytes(damaged)
             assert _magick_says_corrupt(tmp_path / "damaged.tif"), name
-            reject = _reject(damaged)
-            assert reject.reason == "decode_error" and reject.detail.startswith("damaged: JPEG"), (name, reject)
-            assert f"{'tile' if name == 'tiled' else 'strip'} {index + 1} of {len(strips)}" in reject.detail, (
-                name, reject.detail)
+            _names_the_damaged_piece(damaged, name, f"{index + 1} of {len(strips)}", "damaged: JPEG")
     cut = made["strips"]
     assert _reject(cut[: len(cut) // 2]).reason == "truncated"  # `head -c`: shorter than it declares
     for short in (2, 1):  # a writer whose byte counts leave out each strip's end of image, or its last byte
