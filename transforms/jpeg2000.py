@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from transforms.headers import _boxes
 from transforms.opencv_quiet import opencv_quiet
 from transforms.rgb_array import STRIP_PIXELS
 
@@ -33,48 +34,27 @@ _BGR_TO_RGB = {3: [2, 1, 0], 4: [2, 1, 0, 3]}
 
 
 def _codestream(data: bytes) -> tuple[int, int] | None:
-    """Where the codestream lies (start, end): the whole of a raw `.j2k`, a JP2's `jp2c` box."""
+    """Where the codestream lies (start, end): the whole of a raw `.j2k`, a JP2's `jp2c` box (None
+    for one that runs past the file's end: a cut file)."""
     if data.startswith(_CODESTREAM):
         return 0, len(data)
     if not data.startswith(_JP2_SIGNATURE):
         return None
-    pos = 0
-    for _ in range(_BOXES):
-        if pos + 8 > len(data):
-            return None
-        size, kind, head = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8], 8
-        if size == 1:
-            size, head = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
-        elif size == 0:
-            size = len(data) - pos
-        if size < head:
-            return None
-        if kind == b"jp2c":
-            return (pos + head, pos + size) if pos + size <= len(data) else None
-        pos += size
-    return None
+    return next(((start, end) for kind, start, end in _boxes(data, 0, len(data), [_BOXES]) if kind == b"jp2c"), None)
 
 
 _SRGB = 16  # a `colr` box's enumerated colour space: sRGB (18 is sYCC, 12 CMYK, 17 grey)
 
 
 def _enumerated_colour(data: bytes) -> int | None:
-    """The enumerated colour space of a JP2's `colr` box (method 1), None where it names none (a
-    raw codestream, an ICC profile): read from the `jp2h` box that holds it."""
-    pos = 0
-    for _ in range(_BOXES):
-        if pos + 8 > len(data):
-            return None
-        size, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+    """The enumerated colour space of a JP2's `colr` box (method 1: METH, PREC, APPROX, EnumCS),
+    None where it names none (a raw codestream, an ICC profile): inside the `jp2h` box."""
+    for kind, start, end in _boxes(data, 0, len(data), [_BOXES]):
         if kind == b"jp2h":
-            header = data[pos + 8 : pos + size] if size >= 8 else b""
-            at = header.find(b"colr")
-            if at < 4 or at + 11 > len(header) or header[at + 4] != 1:
-                return None
-            return int.from_bytes(header[at + 7 : at + 11], "big")
-        if size < 8:
+            for inner, at, stop in _boxes(data, start, end, [_BOXES]):
+                if inner == b"colr" and stop - at >= 7 and data[at] == 1:
+                    return int.from_bytes(data[at + 3 : at + 7], "big")
             return None
-        pos += size
     return None
 
 
