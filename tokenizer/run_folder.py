@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -47,9 +48,10 @@ class FolderUnwritable(RunFolderError):
     """The run folder (or its lock file) cannot be created or written: read-only, or not ours."""
 
 
-# flock() refused by the filesystem itself (Lustre without -o flock: ENOSYS; some FUSE/CIFS:
-# EOPNOTSUPP; NFS whose lock daemon is unreachable: ENOLCK), not by another holder
-_NO_FLOCK = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOLCK)
+# flock() refused by the filesystem itself, for good (Lustre without -o flock: ENOSYS; some
+# FUSE/CIFS: EOPNOTSUPP), not by another holder. Not NFS's ENOLCK (its lock daemon unreachable, often
+# for a moment): a fit run unlocked then had its live temporaries swept by the next one that locked
+_NO_FLOCK = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP)
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,14 @@ def sole_writer(folder: str, command: str) -> Iterator[Hold]:
     handle, writable = _open_lock(folder)
     try:
         hold = _lock(handle, writable, folder, command)
+        if not os.access(folder, os.W_OK | os.X_OK):  # a lock file there already let it this far
+            raise _unwritable(folder, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
         if hold.locked and writable:  # where it is read-only the holder stays unnamed
-            os.ftruncate(handle, 0)
-            os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+            try:
+                os.ftruncate(handle, 0)
+                os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+            except OSError as exc:  # a full disk: one reason on every rank, not a traceback on one
+                raise _unwritable(folder, exc) from None
         try:
             yield hold
         finally:
@@ -125,8 +132,16 @@ def _lock(handle: int, writable: bool, folder: str, command: str) -> Hold:
     except BlockingIOError:
         raise _in_use(handle, folder, command) from None
     except OSError as exc:
-        if exc.errno not in _NO_FLOCK and not (exc.errno == errno.EBADF and not writable):
-            raise
+        if exc.errno == errno.EBADF and not writable:  # NFS: no exclusive lock through a read-only descriptor
+            raise FolderUnwritable(f"--out {folder}: its {LOCK_NAME} is not ours to write, and this filesystem "
+                                   "(NFS) locks only what one may write, so a fit writing it now could not be "
+                                   "told apart: ask its owner to make it group-writable (chmod g+w), or give "
+                                   "another --out") from None
+        if exc.errno == errno.ENOLCK:
+            raise FolderUnwritable(f"--out {folder}: its writer lock cannot be taken now ({exc.strerror}: an NFS "
+                                   "lock daemon out of reach?); try again, or give another --out") from None
+        if exc.errno not in _NO_FLOCK:
+            raise _unwritable(folder, exc) from None
         return Hold(False, f"--out {folder}: this filesystem cannot lock files ({exc.strerror}), so two fits on "
                            "it are not kept apart (start one at a time) and temporaries that killed saves left "
                            "there are not removed (one could be a live fit's)")
@@ -189,12 +204,18 @@ def remove_leftovers(leftovers: Iterable[Leftover]) -> list[Leftover]:
     those removed."""
     removed = []
     for leftover in leftovers:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             if os.path.isdir(leftover.path):
                 shutil.rmtree(leftover.path)
             else:
                 os.unlink(leftover.path)
-            removed.append(leftover)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # another user's (a group-shared folder): left, said, the fit goes on
+            print(f"note: could not remove {leftover.path} ({exc.strerror or exc}): leave it to its owner",
+                  file=sys.stderr)
+            continue
+        removed.append(leftover)
     return removed
 
 
