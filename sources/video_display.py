@@ -4,6 +4,7 @@ to SDR (`tone_mapped`). Part of `sources.video_decode`."""
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -53,11 +54,12 @@ def eight_bit_format(pix_fmt: str | None) -> str | None:
     return match.group(1) if match else None
 
 
+@functools.lru_cache(maxsize=64)
 def has_alpha(pix_fmt: str | None) -> bool:
     """Whether frames of `pix_fmt` carry an alpha channel (QuickTime RLE's argb, ProRes 4444's
     yuva444p12le, PNG or FFV1 in a .mov): they are shown composited on white (`display`), as the
     project shows a transparent image, GIF or animated WebP, and as a browser page shows such a
-    video. An unknown name has none."""
+    video. An unknown name has none. Asked once a frame: kept per name."""
     from av.video.format import VideoFormat
 
     try:
