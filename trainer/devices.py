@@ -9,7 +9,7 @@ from tokenizer.devices import CHOICES, device_problem
 
 from .config import UsageError
 
-__all__ = ["CHOICES", "resolve_device"]
+__all__ = ["CHOICES", "device_problem", "resolve_device"]
 
 
 def resolve_device(value: str, local_rank: int = 0) -> torch.device:

@@ -67,7 +67,6 @@ PEAK_BF16_FLOPS: dict[str, float] = {
 }
 
 
-DEVICE_FLAG = re.compile(r"auto|cpu|cuda(:\d+)?")  # which of them this machine has: `devices.resolve_device`
 SEED_LIMIT = 2**63  # torch.manual_seed takes a signed 64-bit seed; numpy's a non-negative one
 
 # `--attention` values: torch's SDPA backends a training step may be pinned to (CUDA only).
@@ -158,8 +157,9 @@ class FitOptions:
         """The flags torch would refuse with a traceback mid-start (betas, threads, device, seed) or
         take in silence (a negative or NaN clip turned clipping off; a negative weight decay, keep
         or stop-at ran), each refused naming the flag and what it takes."""
-        if not DEVICE_FLAG.fullmatch(self.device):
-            raise UsageError(f"--device {self.device!r} is no device; choose {devices.CHOICES}")
+        problem = devices.device_problem(self.device)[1]  # the rule evaluate and generate judge it by
+        if problem:
+            raise UsageError(problem)
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be in [0, 1) (AdamW's decay rate), got {getattr(self, name)}")
