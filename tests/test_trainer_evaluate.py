@@ -227,6 +227,26 @@ def test_cli_usage_errors_stay_one_line(tmp_path: Path, capsys):
         assert err.startswith(words) and err.count("\n") == 1, err
 
 
+def test_a_split_no_shard_holds_is_refused_before_the_model_loads(tmp_path: Path, monkeypatch, capsys):
+    """`--split val` on shards of train rows only loaded the model (minutes for a 7B), scored
+    nothing and then said so (exit 1); now one line names the splits the shards hold, first."""
+    import trainer.checkpoint_io
+
+    save_pretrained(_tiny(max_positions=1100), tmp_path / "ckpt")
+    rng = np.random.default_rng(5)
+    rows = [_row(f"t{i}", "clips", "video", "none", rng.integers(0, 8192, 4 * TPI).astype(np.uint16),
+                 split="train" if i < 3 else "test") for i in range(4)]
+    write_token_shard(str(tmp_path / "tokens" / "clips-train-00000.arrow"), rows, META)
+    monkeypatch.setattr(trainer.checkpoint_io, "load_pretrained", lambda *a, **k: pytest.fail("the model loaded"))
+    argv = ["--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "tokens"), "--device", "cpu"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == ("error: --split val: no sentence of 1 shard(s) is in split 'val' (they hold: "
+                                       "test (1 sentences), train (3 sentences)); give one of those, or --split all\n")
+    monkeypatch.undo()
+    assert main([*argv, "--split", "test"]) == 0  # a split some row holds is evaluated
+    assert "1 sentences in " in capsys.readouterr().err  # the one test row, not the 3 of train
+
+
 def _trained_on(run: Path, meta: TokenShardMeta) -> Path:
     """A fit run's step folder whose state.json records the tokenizer of shards of `meta` (what
     `TokenWindows.fingerprint` writes), holding a tiny model."""

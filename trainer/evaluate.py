@@ -25,7 +25,7 @@ import argparse
 import json
 import math
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -301,6 +301,23 @@ def check_flags(args: argparse.Namespace) -> None:
             raise UsageError(f"--out {args.out}: {problem}")
 
 
+def check_split(paths: Sequence[str], split: str) -> None:
+    """Refuse a `--split` no row of the shards has, before the model loads (a 7B checkpoint took
+    minutes to load before 'nothing to evaluate'), naming the splits they do hold. Reads each
+    shard's `split` column, memory-mapped, checked against its stats' size only."""
+    if split == "all":
+        return
+    held: Counter[str | None] = Counter()
+    for path in paths:
+        held.update(read_token_shard(path, verify="size")[0].column("split").to_pylist())
+        if held[split]:
+            return
+    found = ", ".join(f"{name if name is not None else 'no split'} ({count} sentences)"
+                      for name, count in sorted(held.items(), key=lambda item: str(item[0]))) or "no sentence"
+    raise UsageError(f"--split {split}: no sentence of {len(paths)} shard(s) is in split {split!r} (they hold: "
+                     f"{found}); give one of those, or --split all")
+
+
 def shards_tokenizer(paths: Sequence[str]) -> dict[str, Any]:
     """The tokenizer of the first shard, as a checkpoint records one (`iter_sentences` refuses any
     other shard that differs from it); checked whole first, so damage is named as damage."""
@@ -348,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         dtype = ("bfloat16" if device.type == "cuda" else "float32") if args.dtype == "auto" else args.dtype
         parse_dtype(dtype)
         shards = shards_tokenizer(paths)
+        check_split(paths, args.split)
         recorded = check_tokenizer(args.checkpoint, paths, shards)
         model = load_pretrained(args.checkpoint, device=device, dtype=dtype)
         progress = Progress("trainer evaluate", "sentences")
