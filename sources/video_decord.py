@@ -9,6 +9,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from sources import fsio
+from sources.video_display import has_alpha
 from sources.video_memory import DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB
 from sources.video_open import VideoError, _machine_error
 from sources.video_probe import Probe
@@ -100,6 +101,8 @@ def decord_exact(probe: Probe) -> str | None:
         return f"container {probe.container}"
     if probe.codec not in DECORD_CODECS:
         return f"codec {probe.codec}"
+    if has_alpha(probe.pixel_format):  # decord decodes with FFmpeg's own decoders, which drop a WebM's alpha
+        return f"an alpha channel ({probe.pixel_format}), shown on white by PyAV"
     if probe.pixel_format not in DECORD_PIXEL_FORMATS:
         return f"pixel format {probe.pixel_format}"
     if probe.hdr:  # decord converts every frame as SDR

@@ -9,7 +9,7 @@ from fractions import Fraction
 
 from sources.budget import SEND_AHEAD_BYTES
 from sources.video_display import eight_bit_format, has_alpha
-from sources.video_open import VideoError
+from sources.video_open import VideoError, decoded_format
 from transforms import hdr as hdr_colour
 
 
@@ -191,7 +191,7 @@ def judge_stream(stream, max_pixels: int, memory_mb: int, canvas=None, convert: 
     width, height = size or (codec.width, codec.height)
     if width < 1 or height < 1:
         raise VideoError("unsupported_container", "the stream declares no frame size")
-    pix_fmt = codec.pix_fmt or (codec.format.name if codec.format else None)
+    pix_fmt = decoded_format(stream)
     sar = sample_aspect_ratio(stream)
     shown = sar_width(width, sar)
     working = None

@@ -19,7 +19,7 @@ from sources.video_index import JUMPED, Stretch, VideoIndex
 from sources.video_memory import (DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB, Judgement, decoder_max_pixels,
                                   fitting_pixels, frames_too_large, judge_stream, sample_aspect_ratio, sar_width,
                                   stream_hdr)
-from sources.video_open import VideoError, open_stream
+from sources.video_open import VideoError, frame_decoder, open_stream
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class DecodeSession:
     _outputs: int = 0  # frames the decoder gave since the stream's start (`decode_order_stamps`)
     _shown: tuple[int, ...] = ()
     _stream: object = None
+    _codec: object = None  # the stream's decoder (`video_open.frame_decoder`)
     _working_for: tuple[int, int] | None = None  # the frame size `_working` was chosen for
     too_large: VideoError | None = None  # the stream grew past max_pixels: those frames never decoded
     _limit: int = 0  # the largest frame decoded: max_pixels, or less where the memory budget says so
@@ -89,7 +90,8 @@ class DecodeSession:
                 container.close()
                 raise
             self._limit = fitting_pixels(stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert)
-        stream.codec_context.options = {"max_pixels": str(decoder_max_pixels(self._limit))}
+        self._codec = frame_decoder(stream)
+        self._codec.options = {"max_pixels": str(decoder_max_pixels(self._limit))}
         self._stream = stream
         return container, stream
 
@@ -193,7 +195,7 @@ class DecodeSession:
             gc.collect()
 
     def _run(self, stream, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
-        index, codec = self.index, stream.codec_context
+        index, codec = self.index, self._codec
         # not where the decode order gives the names: a skipped frame would shift them
         switch_skips = self.skip_nonref and not index.decode_order_stamps and skips_per_packet(codec)
         packets = self._container.demux(stream)
@@ -301,7 +303,7 @@ class DecodeSession:
         self._container, stream = self._open()
         self.seek_bytes = 1 << 62
         self._outputs = 0
-        return self._container.demux(stream), -1, stream, stream.codec_context
+        return self._container.demux(stream), -1, stream, self._codec
 
     def _seek(self, stream, target: int):
         """Seek so that reading resumes at or before packet `target`, checked against the index

@@ -1,5 +1,5 @@
 """Videos with an alpha channel, as editors export stickers and overlays (QuickTime RLE `argb`,
-ProRes 4444 `yuva444p10le`), are shown composited on white, as the project shows a transparent
+ProRes 4444 `yuva444p10le`, VP8/VP9 WebM with `alpha_mode` 1), are shown composited on white, as the project shows a transparent
 image, GIF or animated WebP: their transparent half came out on whatever colour the encoder kept
 under it (black here, a mean of 0.2 where the same clip as a GIF or WebP gave 254.8). Judged
 against the ffmpeg CLI's own composite of each frame over white (`overlay` in RGB)."""
@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import video_zoo
 
+from sources.video import probe_video
 from sources.video_decode import decode_frames
+from sources.video_open import open_stream
 from sources.video_display import has_alpha
-from sources.video_memory import ALPHA_CONVERSION_BYTES, RGB_CONVERSION_BYTES, judge_memory
+from sources.video_memory import ALPHA_CONVERSION_BYTES, RGB_CONVERSION_BYTES, judge_memory, judge_stream
 
 W, H, FRAMES = 96, 64, 10
 _ffmpeg = video_zoo.ffmpeg
@@ -31,18 +33,24 @@ def clips(tmp_path_factory) -> dict[str, Path]:
             str(folder / "qtrle.mov"))
     _ffmpeg("-i", str(folder / "qtrle.mov"), "-c:v", "prores_ks", "-profile:v", "4444", "-pix_fmt", "yuva444p10le",
             str(folder / "prores4444.mov"))
-    return {name: folder / f"{name}.mov" for name in ("qtrle", "prores4444")}
+    for codec in ("libvpx", "libvpx-vp9"):  # as the ffmpeg CLI writes a transparent WebM (a video sticker)
+        _ffmpeg("-i", str(folder / "qtrle.mov"), "-c:v", codec, "-pix_fmt", "yuva420p", "-auto-alt-ref", "0", "-b:v", "1M",
+                str(folder / f"{codec}.webm"))
+    return {**{name: folder / f"{name}.mov" for name in ("qtrle", "prores4444")},
+            **{name: folder / f"{name}.webm" for name in ("libvpx", "libvpx-vp9")}}
 
 
 def _on_white_by_the_cli(path: Path) -> np.ndarray:
+    # the CLI keeps a WebM's alpha only when told libvpx's decoder (its own VP8/VP9 decoders drop it)
+    decoder = ["-c:v", path.stem] if path.suffix == ".webm" else []
     done = subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"color=white:size={W}x{H}:rate=10",
-                           "-i", str(path), "-filter_complex",
+                           *decoder, "-i", str(path), "-filter_complex",
                            "[0]format=rgba[bg];[1]format=rgba[fg];[bg][fg]overlay=shortest=1:format=rgb,format=rgb24",
                            "-f", "rawvideo", "-"], check=True, capture_output=True)
     return np.frombuffer(done.stdout, np.uint8).reshape(-1, H, W, 3)
 
 
-@pytest.mark.parametrize("name, tolerance", [("qtrle", 0), ("prores4444", 2)])
+@pytest.mark.parametrize("name, tolerance", [("qtrle", 0), ("prores4444", 2), ("libvpx", 0), ("libvpx-vp9", 0)])
 def test_a_transparent_video_is_shown_on_white(clips, name, tolerance):
     reference = _on_white_by_the_cli(clips[name])
     frames = dict(decode_frames(str(clips[name]), range(FRAMES)))
@@ -51,6 +59,22 @@ def test_a_transparent_video_is_shown_on_white(clips, name, tolerance):
         assert frame.shape == (H, W, 3)
         assert frame[H // 2 :].min() == 255  # the transparent half: white (was the black under it)
         assert np.abs(frame.astype(int) - reference[index]).max() <= tolerance, (name, index)
+
+
+@pytest.mark.parametrize("name", ["libvpx", "libvpx-vp9"])
+def test_a_transparent_webm_is_probed_judged_and_decoded_with_its_alpha(clips, name):
+    """FFmpeg's own VP8/VP9 decoders drop a WebM's alpha (BlockAdditional): the transparent half
+    came out as the colour the encoder kept under it. Its frames are libvpx's yuva420p now, judged
+    as RGBA, and left to PyAV where decord (FFmpeg's decoders) would drop the alpha."""
+    probe = probe_video(str(clips[name]), "decord")
+    assert (probe.decoder, probe.info.pixel_format, probe.n_frames) == ("pyav", "yuva420p", FRAMES)
+    assert probe.note == "decord is not frame-exact here (an alpha channel (yuva420p), shown on white by PyAV): PyAV decodes"
+    container, stream = open_stream(str(clips[name]))
+    try:
+        judged = judge_stream(stream, 1 << 30, 4096)
+    finally:
+        container.close()
+    assert judged.conversion_bytes == W * H * (ALPHA_CONVERSION_BYTES + 3)  # and the copy a turned frame needs
 
 
 def test_alpha_frames_are_judged_with_their_rgba_conversion():
