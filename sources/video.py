@@ -71,6 +71,11 @@ log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".ogv",
                     ".mts", ".m2ts", ".vob", ".3gp", ".wmv", ".gif", ".webp",
                     ".mxf", ".asf", ".3g2", ".f4v", ".y4m", ".mk3d", ".m2v")
+# what HLS and DASH packagers write (ffmpeg's `-f hls -hls_segment_type fmp4` and `-f dash`, Shaka,
+# Bento4): playlists (`.m3u8`, `.mpd`) and fMP4 fragments (`.m4s`), pieces of one video none of which
+# is a whole video alone. Listed so that each is a counted reject saying how to join them; they were
+# skipped without a word (an HLS folder built as its `init.mp4`'s `too_few_frames` alone)
+STREAMING_SUFFIXES = (".m3u8", ".mpd", ".m4s")
 DecoderChoice = Literal["auto", "decord", "pyav"]
 PAPER_STRIDES = (10, 20, 30)
 __all__ = ["MachineError", "VideoError", "VideoSource", "plan_clips", "probe_video", "clip_frames", "read_clip_frames"]
@@ -360,6 +365,17 @@ def video_budget(time_budget_s: float, memory_mb: int) -> Budget:
     return cpu_budget(time_budget_s, memory_mb, VIDEO_WALL_FACTOR)
 
 
+def streaming_piece_detail(uri: str) -> str:
+    """What an HLS/DASH playlist or fragment is, and the one command that makes it a video."""
+    name = fsio.basename(uri)
+    suffix = name.lower().rpartition(".")[2]
+    if suffix == "m4s":
+        what, playlist = "a fragment of an HLS or DASH stream (fMP4), no whole video alone", "PLAYLIST"
+    else:
+        what, playlist = f"an {'HLS' if suffix == 'm3u8' else 'DASH'} playlist, of pieces of one video", name
+    return f"{what}: join the stream into one file (ffmpeg -i {playlist} -c copy joined.mp4) and build from that"
+
+
 @dataclass(frozen=True)
 class VideoProbe:
     decoder: str  # who decodes this file: "pyav", or "decord" where it is exact
@@ -556,7 +572,8 @@ class VideoSource:
             return [self.path]
         # links, fifos and devices are listed too (a folder link whatever its name): `read` rejects
         # those it must not open, so none is skipped silently
-        listed = fsio.list_files(self.path, self.extensions + video_shards.SHARD_SUFFIXES, recursive=True,
+        listed = fsio.list_files(self.path, self.extensions + video_shards.SHARD_SUFFIXES + STREAMING_SUFFIXES,
+                                 recursive=True,
                                  follow_links=self.follow_links, links=True)
         files = collapse_set_aside(self.path, video_shards.without_shard_listings(listed))
         if not files:
@@ -607,6 +624,10 @@ class VideoSource:
         problem = set_aside_problem(self.path, uri) or path_problem(self.path, uri, self.follow_links)
         if problem:  # a Mac's `._clip.mp4`, a link leading out of the root, a fifo, a device: never opened
             yield Reject(video, self.name, video, "read", problem.reason, problem.detail,
+                         input=self.relative(uri))
+            return
+        if uri.lower().endswith(STREAMING_SUFFIXES):
+            yield Reject(video, self.name, video, "read", "unexpected_file", streaming_piece_detail(uri),
                          input=self.relative(uri))
             return
         if video_shards.is_shard_input(uri):  # a video2dataset tar, or a files-layout listing

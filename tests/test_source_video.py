@@ -1222,3 +1222,35 @@ def test_a_video_rewritten_while_its_unit_reads_is_a_changed_input_on_the_rerun(
     assert record.states == {str(video): first}
     assert changed_input(input_manifest(record, unit)) == f"{video} changed"
 
+
+
+def test_hls_and_dash_pieces_are_counted_with_the_command_that_joins_them(tmp_path: Path):
+    """An HLS folder as `ffmpeg -f hls -hls_segment_type fmp4` writes it (`out.m3u8`, `init.mp4`,
+    `outN.m4s`) built as its `init.mp4`'s `too_few_frames` alone: the fragments, 12 s of video, were
+    skipped without a word, as were a DASH `manifest.mpd` and its `.m4s`. Each is a counted reject
+    now, whose detail's command gives the whole video (read back: all 300 frames)."""
+    import subprocess
+
+    video_zoo.require_ffmpeg()
+    hls, dash = tmp_path / "hls", tmp_path / "dash"
+    hls.mkdir()
+    dash.mkdir()
+    source = ["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=12", "-c:v", "libx264", "-g", "50"]
+    video_zoo.ffmpeg(*source, "-f", "hls", "-hls_time", "4", "-hls_segment_type", "fmp4", "-hls_playlist_type", "vod",
+                     str(hls / "out.m3u8"))
+    video_zoo.ffmpeg(*source, "-f", "dash", "-seg_duration", "4", str(dash / "manifest.mpd"))
+    items = {}
+    for folder in (hls, dash):
+        videos = VideoSource("v", str(folder), strides=(10,))
+        items.update({item.input: item for unit in videos.units() for item in videos.read(unit)})
+    pieces = {name: item for name, item in items.items() if name.endswith((".m4s", ".m3u8", ".mpd"))}
+    assert {"out.m3u8", "out0.m4s", "out1.m4s", "out2.m4s", "manifest.mpd"} <= set(pieces)
+    assert len(pieces) >= 8  # and DASH's init and chunk fragments
+    assert all(isinstance(item, Reject) and item.reason == "unexpected_file" for item in pieces.values())
+    assert pieces["out.m3u8"].detail == ("an HLS playlist, of pieces of one video: join the stream into one file "
+                                         "(ffmpeg -i out.m3u8 -c copy joined.mp4) and build from that")
+    assert "fragment of an HLS or DASH stream" in pieces["out1.m4s"].detail
+    subprocess.run(["ffmpeg", "-v", "error", "-i", "out.m3u8", "-c", "copy", str(tmp_path / "joined.mp4")], cwd=hls,
+                   check=True)  # the detail's command, as given
+    (record,) = VideoSource("v", str(tmp_path), strides=(10,), extensions=(".mp4",)).read(str(tmp_path / "joined.mp4"))
+    assert isinstance(record, VideoRecord) and record.n_frames == 300
