@@ -1,7 +1,8 @@
 """Decode any image file to RGB uint8, and onto the square canvas in one step.
 
 Whatever the input (EXIF-rotated JPEG, grayscale, CMYK, palette, alpha, 16-bit), the output is
-RGB uint8, in sRGB (an embedded RGB colour profile is converted: `transforms.colour_profile`).
+RGB uint8, in sRGB (an embedded RGB colour profile is converted: `transforms.colour_profile`;
+colour declared by code points, an AVIF/HEIF's nclx box or a PNG's cICP: `transforms.coded_colour`).
 Failures raise `DecodeError` with a short machine-readable reason, so callers can
 count rejects by reason instead of crashing.
 
@@ -47,7 +48,7 @@ This module opens and decodes (`load_image`, `decode_rgb`, `decode_through`) and
 name it did before; its parts, one job each: `decode_budget` (memory and time judged from the
 header), `png_chunks` (a PNG's chunks read before Pillow), `image_format` (what an unopened file
 is, a cut file), `image_orientation` (the EXIF turn, crop boxes, the DCT-scaled plan),
-`image_colour` (to sRGB), `rgb_array` (any mode to RGB, alpha on white), `image_pages` (pages
+`image_colour` (to sRGB), `coded_colour` (what nclx and cICP declare), `rgb_array` (any mode to RGB, alpha on white), `image_pages` (pages
 and frames counted), `deflate_strips` (a Deflate TIFF's strips whole).
 """
 

@@ -192,7 +192,8 @@ def _avif_held(image: Image.Image, data: bytes) -> Held:
 
 
 def _tone_map_bytes(image: Image.Image, data: bytes) -> int:
-    """What tone-mapping an HDR AVIF/HEIF adds (`_in_srgb`): its output and one float32 band."""
+    """What tone-mapping an HDR AVIF/HEIF or PNG adds (`image_colour._as_declared`): its output and
+    one float32 band."""
     w, h = image.size
     return w * h * 3 + hdr.BAND_BYTES if hdr_colour(image, data) else 0
 
@@ -244,7 +245,12 @@ def _held(image: Image.Image, data: bytes) -> Held:
         tone_map = _tone_map_bytes(image, data)
         return Held(tone_map, "the HDR tone-mapping (output, float32 band)") if tone_map else Held()
     if image.format == "PNG":
-        return _wide_held(image, data)
+        wide = _wide_held(image, data)
+        if not hdr_colour(image, data):  # a cICP declaring PQ or HLG: tone-mapped, as an AVIF is
+            return wide
+        if wide.bytes:  # from its 16 bits: the output is counted there
+            return Held(wide.bytes + hdr.BAND_BYTES, f"{wide.what} and a float32 band of its HDR tone-mapping")
+        return Held(_tone_map_bytes(image, data), "the HDR tone-mapping (output, float32 band)")
     working = _WORKING.get(image.format or "")
     if working is None:
         return Held()
@@ -259,4 +265,4 @@ def _wide_held(image: Image.Image, data: bytes) -> Held:
         return Held()
     w, h = image.size
     return Held(w * h * (2 * (3 if png_header(data) == (16, 2) else 4) + 3),
-                "the 16-bit samples of a gAMA, cHRM or grey-profiled PNG (OpenCV's decode)")
+                "the 16-bit samples of a cICP, gAMA, cHRM or grey-profiled PNG (OpenCV's decode)")

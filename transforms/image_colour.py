@@ -1,5 +1,6 @@
 """A loaded image's colour taken to sRGB (`_srgb_array`): its ICC profile, a PNG's gAMA and cHRM
-(from its 16-bit samples where Pillow cuts them to 8: `_wide`), an HDR AVIF/HEIF tone-mapped,
+(from its 16-bit samples where Pillow cuts them to 8: `_wide`), the primaries and transfer an
+AVIF/HEIF's nclx box or a PNG's cICP chunk declares (`declared_colour`: an HDR one tone-mapped),
 before its alpha is composited on white. Part of `transforms.decode`."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from transforms import hdr
+from transforms.coded_colour import CodedColour, coded_colour
 from transforms.colour_profile import (
     PrimariesConversion,
     chromaticity_conversion,
@@ -24,6 +26,7 @@ from transforms.colour_profile import (
 )
 from transforms.headers import nclx_colour, png_header
 from transforms.image_orientation import _TURNS
+from transforms.png_chunks import png_cicp
 from transforms.rgb_array import STRIP_PIXELS, WHITE, _GREY_PROFILED_MODES, _has_alpha, _on_white, pixels, to_rgb_array
 
 
@@ -32,14 +35,36 @@ _RGB_PROFILED_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})  # g
 
 
 def hdr_colour(image: Image.Image, data: bytes) -> tuple[str, np.ndarray | None] | None:
-    """("pq" or "hlg", its primaries' matrix to BT.709) for an AVIF or HEIF photo that declares an
-    HDR transfer by its nclx colour box and carries no ICC profile (which would say how to show it
-    instead), else None. One walk of the file's boxes."""
+    """("pq" or "hlg", its primaries' matrix to BT.709) for an AVIF, HEIF or PNG that declares an
+    HDR transfer (`declared_colour`), else None."""
+    colour = declared_colour(image, data)
+    return (colour.hdr_transfer, colour.to_bt709) if colour is not None and colour.hdr_transfer else None
+
+
+def declared_colour(image: Image.Image, data: bytes) -> CodedColour | None:
+    """What code points declare of a colour image's samples (`coded_colour`): the nclx box of an
+    AVIF or HEIF photo with no ICC profile (which would say how to show it instead), a PNG's cICP
+    chunk (`png_cicp`), which the PNG specification and Chromium put before its iCCP, sRGB, cHRM
+    and gAMA; None for none, or code points not understood (the file is read as before). Both were
+    ignored (the nclx's primaries and transfer unless HDR): a Display P3 one was shown 10 levels
+    dull on average, a linear one 37 levels dark, a PQ PNG 46."""
+    if image.mode not in _RGB_PROFILED_MODES:
+        return None
+    if image.format == "PNG":
+        cicp = png_cicp(data)
+        return coded_colour(*cicp, "cICP") if cicp is not None else None
     if image.format not in ("AVIF", "HEIF") or image.info.get("icc_profile"):
         return None
     nclx = nclx_colour(data)
-    transfer = hdr.transfer_name(nclx.transfer) if nclx is not None else None
-    return (transfer, hdr.primaries_matrix(nclx.primaries)) if transfer and nclx else None
+    return coded_colour(nclx.primaries, nclx.transfer, "nclx") if nclx is not None else None
+
+
+def _as_declared(image: Image.Image, colour: CodedColour) -> tuple[np.ndarray, str]:
+    """The loaded image's pixels shown as `colour` declares: an SDR conversion before its alpha is
+    composited (`_converted_on_white`), an HDR tone-mapping after it (as it always was)."""
+    if colour.sdr is not None and _has_alpha(image):
+        return _converted_on_white(image, functools.partial(colour.apply, bits=8)), colour.description
+    return colour.apply(to_rgb_array(image), 8), colour.description
 
 
 def _png_gamma(image: Image.Image) -> float | None:
@@ -87,16 +112,10 @@ def _converted_on_white(image: Image.Image, convert: Callable[[np.ndarray], np.n
 def _in_srgb(image: Image.Image, data: bytes = b"") -> tuple[np.ndarray, str]:
     """The loaded image's pixels (`to_rgb_array`) converted from its embedded RGB profile to sRGB,
     the colour before its alpha is composited (`_converted_on_white`), and the profile's
-    description ("" when there was nothing to convert). A PQ or HLG AVIF/HEIF (`hdr_colour`) is
-    tone-mapped to SDR as HDR video is (`transforms.hdr`): its decoder gives the non-linear HDR
-    signal, shown as is it looks washed out and dim. (A PNG's gAMA and cHRM: `_srgb_array`.)"""
+    description ("" when there was nothing to convert). (A PNG's gAMA and cHRM, an AVIF/HEIF's
+    nclx: `_srgb_array`.)"""
     if image.mode not in _RGB_PROFILED_MODES:
         return to_rgb_array(image), ""
-    colour = hdr_colour(image, data)
-    if colour is not None:
-        transfer, primaries = colour
-        return (hdr.tone_map_pixels(to_rgb_array(image), transfer, primaries),
-                f"HDR {transfer.upper()} (nclx), tone-mapped")
     conversion = srgb_conversion(image.info.get("icc_profile"))
     if conversion.transform is not None and _has_alpha(image):
         return _converted_on_white(image, functools.partial(convert_to_srgb, conversion=conversion)), \
@@ -120,11 +139,15 @@ def _through(table: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
 
 def _wide_colour(image: Image.Image, data: bytes) -> WideColour | None:
     """How a 16-bit RGB, RGBA or grey+alpha PNG that Pillow cuts to 8 bits (`_CUT_TO_8`, no tRNS
-    colour key) is taken to sRGB from its 16 bits: by its cHRM (`_png_chromaticities`), its gAMA
-    (`_png_gamma`), or a grey+alpha one's grey ICC profile; None for none of them."""
+    colour key) is taken to sRGB from its 16 bits: by its cICP (`declared_colour`: ffmpeg writes
+    an HDR video's frames as such PNGs), its cHRM (`_png_chromaticities`), its gAMA (`_png_gamma`),
+    or a grey+alpha one's grey ICC profile; None for none of them (or a cICP declaring sRGB)."""
     header = png_header(data) if image.format == "PNG" else None
     if header is None or header[0] != 16 or header[1] not in _CUT_TO_8 or "transparency" in image.info:
         return None
+    declared = declared_colour(image, data)  # a cICP chunk: its chromaticities, gamma, profile are not read
+    if declared is not None:
+        return (functools.partial(declared.apply, bits=16), declared.description) if declared.converts else None
     primaries = _png_chromaticities(image)
     if primaries is not None:
         return functools.partial(primaries.apply, bits=16), primaries.description
@@ -175,11 +198,18 @@ def _srgb_array(image: Image.Image, data: bytes) -> tuple[np.ndarray, str]:
     before its alpha is composited (`to_rgb_array`, `_converted_on_white`), as is a grey image's
     grey ICC profile (`colour_profile.grey_table`: it was ignored, a linear grey shown up to 70
     levels too dark). (A 16-bit PNG's samples that Pillow cuts to 8 bits are converted from their
-    16 bits before this, by `_wide`: here only when OpenCV could not decode them.)"""
+    16 bits before this, by `_wide`: here only when OpenCV could not decode them.) An AVIF/HEIF
+    without an ICC profile is shown as its nclx box declares, a PNG as its cICP chunk declares
+    whatever other colour chunks it has (`declared_colour`): a PQ or HLG one
+    tone-mapped to SDR as HDR video is (`transforms.hdr`; its decoder gives the non-linear HDR
+    signal, shown as is it looks washed out and dim), a wide-gamut or non-sRGB-curve one converted."""
     if image.mode == "CMYK":
         conversion = srgb_conversion(image.info.get("icc_profile"), "CMYK")
         if conversion.transform is not None:
             return cmyk_to_srgb(image, conversion), conversion.description
+    declared = declared_colour(image, data)
+    if declared is not None:
+        return _as_declared(image, declared)
     primaries = _png_chromaticities(image)
     if primaries is not None:  # the gAMA is its curve
         return _converted_on_white(image, functools.partial(primaries.apply, bits=8)), primaries.description
