@@ -80,6 +80,7 @@ from transforms.decode_budget import (
     declared_decode_s,
 )
 from transforms import jpeg2000, jpeg_warnings, tiff_jpeg
+from transforms.container_icc import container_profile
 from transforms.errors import DecodeError, exception_detail
 from transforms.deflate_strips import DEFLATE, deflate_damage
 from transforms.headers import (Pages, camera_raw, gif_ends_whole, heif_size, jpeg_ends_whole, png_ends_whole, tiff_samples,
@@ -242,6 +243,10 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
                                                 f"(its embedded preview is not the photo)")
     if image.format == "PNG" and "icc_profile" not in image.info:
         profile = png_profile_past_pillow(data)  # taken out for Pillow by `without_png_text`
+        if profile:
+            image.info["icc_profile"] = profile
+    if "icc_profile" not in image.info:
+        profile = container_profile(image.format, data)  # a JP2's, which Pillow drops
         if profile:
             image.info["icc_profile"] = profile
     w, h = image.size
