@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from transforms.container_icc import gif_profile
 from transforms.decode import decode_rgb, load_image
 
 GHOSTSCRIPT = Path("/usr/share/color/icc/ghostscript")
@@ -63,3 +64,39 @@ def test_a_jp2_with_an_icc_profile_is_converted_as_imagemagick_converts_it(photo
     assert error.max() <= 1 and error.mean() < 0.5, (error.mean(), error.max())
     assert canvas.colour_profile  # the member names the profile
     assert np.array_equal(decode_rgb(out.getvalue()), photo)  # its untagged twin keeps its pixels
+
+
+@pytest.mark.parametrize("fmt", ("gif", "bmp"))
+@pytest.mark.parametrize("name", PROFILES)
+def test_an_imagemagick_gif_or_bmp_with_a_profile_is_converted_as_imagemagick_converts_it(photo, tmp_path, fmt,
+                                                                                          name):
+    """ImageMagick carries a tagged PNG's profile into a GIF (an ICCRGBG1 application extension,
+    which Chrome applies) and a BMP (a V5 header's embedded profile): both were read as sRGB."""
+    tagged = tmp_path / "tagged.png"
+    Image.fromarray(photo).save(tagged, icc_profile=(GHOSTSCRIPT / name).read_bytes())
+    path = tmp_path / f"tagged.{fmt}"
+    subprocess.run(["convert", str(tagged), str(path)], check=True, timeout=60)
+    expected = _magick_srgb(path)
+    as_stored = np.asarray(Image.open(path).convert("RGB"))
+    assert np.abs(expected.astype(int) - as_stored).mean() > 4  # read as sRGB it is off
+    canvas = load_image(path.read_bytes(), 128, "center_crop")
+    error = np.abs(canvas.pixels.astype(int) - expected)
+    assert error.max() <= 1 and error.mean() < 0.5, (error.mean(), error.max())
+    assert canvas.colour_profile
+
+
+def test_profiles_that_run_past_their_container_are_ignored(photo, tmp_path):
+    """A BMP whose profile offset or size points past the file, a GIF cut inside its profile's
+    sub-blocks: no profile is read past the bytes, the pixels are shown as stored."""
+    tagged = tmp_path / "tagged.png"
+    Image.fromarray(photo).save(tagged, icc_profile=(GHOSTSCRIPT / "a98.icc").read_bytes())
+    subprocess.run(["convert", str(tagged), str(tmp_path / "t.bmp")], check=True, timeout=60)
+    bmp = bytearray((tmp_path / "t.bmp").read_bytes())
+    bmp[130:134] = (len(bmp)).to_bytes(4, "little")  # bV5ProfileSize: the whole file, from past the header
+    plain = np.asarray(Image.open(io.BytesIO(bytes(bmp))).convert("RGB"))
+    canvas = load_image(bytes(bmp), 128, "center_crop")
+    assert canvas.colour_profile == "" and np.array_equal(canvas.pixels, plain)
+    subprocess.run(["convert", str(tagged), str(tmp_path / "t.gif")], check=True, timeout=60)
+    gif = (tmp_path / "t.gif").read_bytes()
+    at = gif.index(b"ICCRGBG1")
+    assert gif_profile(gif) and gif_profile(gif[: at + 300]) is None

@@ -246,7 +246,7 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
         if profile:
             image.info["icc_profile"] = profile
     if "icc_profile" not in image.info:
-        profile = container_profile(image.format, data)  # a JP2's, which Pillow drops
+        profile = container_profile(image.format, data)  # a JP2's, GIF's or BMP's, which Pillow drops
         if profile:
             image.info["icc_profile"] = profile
     w, h = image.size
