@@ -14,6 +14,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,32 @@ def _mluc_bomb() -> bytes:
     return _profile([(b"desc", mluc), (b"wtpt", _wtpt()), (b"kTRC", _para_gamma(1.0))], space=b"GRAY")
 
 
+def _mpet(elements: list[bytes], inputs: int = 3, outputs: int = 3, uses: int = 1) -> bytes:
+    """A multiProcessElements tag of these elements, each listed `uses` times (positions may share)."""
+    head = 16 + 8 * len(elements) * uses
+    positions, body = b"", b""
+    for element in elements:
+        positions += struct.pack(">II", head + len(body), len(element)) * uses
+        body += element
+    return b"mpet\0\0\0\0" + struct.pack(">HHI", inputs, outputs, len(elements) * uses) + positions + body
+
+
+def _clut_element(grid: int, outputs: int) -> bytes:
+    """An mpet CLUT element declaring grid^3 points of `outputs` float32s, 64 bytes held."""
+    return b"clut\0\0\0\0" + struct.pack(">HH", 3, outputs) + bytes([grid] * 3 + [0] * 13) + b"\0" * 64
+
+
+def _curve_set(curves: int, segments: int) -> bytes:
+    """An mpet curve set element whose `curves` positions all name one segmented curve of
+    `segments` identity segments (parf type 0: y = x)."""
+    segment = b"parf\0\0\0\0" + struct.pack(">HH", 0, 0) + struct.pack(">4f", 1.0, 1.0, 0.0, 0.0)
+    curve = (b"curf\0\0\0\0" + struct.pack(">HH", segments, 0) + struct.pack(">f", 0.5) * (segments - 1)
+             + segment * segments)
+    at = 12 + 8 * curves
+    return (b"cvst\0\0\0\0" + struct.pack(">HH", curves, curves) + struct.pack(">II", at, len(curve)) * curves
+            + curve)
+
+
 def _encoded(pixels: np.ndarray, fmt: str, icc: bytes | None) -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, fmt, **({"icc_profile": icc} if icc else {}))
@@ -129,16 +156,19 @@ def _peak_rise_mb(path: Path) -> int:
 def test_profiles_declaring_tables_they_do_not_hold_cost_no_memory_and_are_ignored(tmp_path):
     pixels = _pixels()
     files = {"plain": _encoded(pixels, "JPEG", None), "lut16": _encoded(pixels, "JPEG", _lut16_bomb()),
-             "mAB": _encoded(pixels, "PNG", _adobe_mab(255, 15)), "mluc": _encoded(pixels[..., 0], "TIFF", _mluc_bomb())}
+             "mAB": _encoded(pixels, "PNG", _adobe_mab(255, 15)), "mluc": _encoded(pixels[..., 0], "TIFF", _mluc_bomb()),
+             "mpet": _encoded(pixels, "PNG", _profile([(b"desc", _desc("mpet")), (b"wtpt", _wtpt()),
+                                                       (b"D2B0", _mpet([_clut_element(255, 7)]))]))}
     rises = {}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
         rises[name] = _peak_rise_mb(tmp_path / name)
-    assert all(rise < 40 for rise in rises.values()), rises  # before: lut16 453, mAB 453, mluc 323 MiB
-    for name in ("lut16", "mAB", "mluc"):
+    assert all(rise < 40 for rise in rises.values()), rises  # before: lut16 453, mAB 453, mluc 323, mpet 442 MiB
+    for name in ("lut16", "mAB", "mluc", "mpet"):
         canvas = load_image(files[name], 64, "center_crop")
         assert canvas.colour_profile == ""  # unreadable: ignored, as a browser ignores it
-        shown = {"lut16": decode_rgb(files["plain"]), "mAB": pixels, "mluc": pixels[..., :1].repeat(3, -1)}[name]
+        shown = {"lut16": decode_rgb(files["plain"]), "mAB": pixels, "mluc": pixels[..., :1].repeat(3, -1),
+                 "mpet": pixels}[name]
         assert np.array_equal(canvas.pixels, shown)
     assert "declares a table of 497,441,250 bytes" in (table_problem(_lut16_bomb()) or "")
 
@@ -157,3 +187,19 @@ def test_a_lutatob_profile_that_holds_its_table_converts_as_littlecms_does():
     real = [ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes(),
             *(path.read_bytes() for path in sorted(GHOSTSCRIPT.glob("*.icc")))]  # lut8 and lut16 CMYK ones too
     assert len(real) > 10 and not any(map(table_problem, real))
+
+
+def test_a_profile_of_many_curves_and_segments_is_judged_in_milliseconds():
+    """The walk is bounded (`MAX_WALK` elements, curves and segments in all, 16 curves a set): an
+    mpet of 1,000 elements naming one curve set of 16 curves of 1,024 segments each (16 million
+    segments in 41 KB), or one set of 4,096 curves, took seconds of Python on the decode path."""
+    many_uses = _profile([(b"desc", _desc("mpet")), (b"wtpt", _wtpt()),
+                          (b"D2B0", _mpet([_curve_set(16, 1024)], 16, 16, uses=1000))])
+    many_curves = _profile([(b"desc", _desc("mpet")), (b"wtpt", _wtpt()),
+                            (b"D2B0", _mpet([_curve_set(4096, 1024)], 4096, 4096))])
+    fine = _profile([(b"desc", _desc("mpet")), (b"wtpt", _wtpt()), (b"D2B0", _mpet([_curve_set(3, 4)]))])
+    for icc in (many_uses, many_curves):
+        started = time.process_time()
+        assert table_problem(icc) is not None
+        assert time.process_time() - started < 0.2
+    assert table_problem(fine) is None

@@ -8,7 +8,9 @@ walked here in pure Python, and every tag whose type allocates by a declared cou
 lutAtoB, lutBtoA and their curves and CLUT, multiProcessElements' CLUTs and sampled curves,
 multiLocalizedUnicode, curv, v2 textDescription) must hold what it declares within its own length,
 and no table may declare more than `MAX_TABLE_BYTES`. A profile that fails is unreadable: ignored,
-as one LittleCMS refuses (the pixels are read as sRGB, as a browser reads them).
+as one LittleCMS refuses (the pixels are read as sRGB, as a browser reads them). The walk itself is
+bounded (`MAX_WALK` mpet elements, curves and segments in all): positions may share one curve, so a
+41 KB profile named 16 million segments, 14 s of Python on the decode path.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ MAX_TAGS = 100  # LittleCMS's MAX_TABLE_TAG: it refuses a profile of more
 MAX_TABLE_BYTES = 16 << 20
 _PARAMETERS = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}  # a `para` curve's parameters by its function type
 _SEGMENT_PARAMETERS = {0: 4, 1: 5, 2: 5}  # an mpet `parf` segment's, by its function type
-_MAX_ELEMENTS = 1024  # mpet elements, mft curve segments walked: a real profile has a handful
+# mpet elements, curves and curve segments walked in one profile, all together: a real one has a
+# few dozen; each is a few steps of Python, so a hostile one costs milliseconds, not minutes
+MAX_WALK = 4096
+_CURVES = 16  # LittleCMS's cmsMAXCHANNELS: the curves of a curve set element, at most
 
 
 def _u16(icc: bytes, at: int) -> int:
@@ -104,13 +109,16 @@ def _ab_problem(icc: bytes, start: int, end: int, kind: bytes) -> str | None:
     return _declared_problem(table, clut + 20 + table, end - start)
 
 
-def _segments_fit(icc: bytes, at: int, end: int) -> bool:
+def _segments_fit(icc: bytes, at: int, end: int, budget: list[int]) -> bool:
     """An mpet segmented curve (`curf`): its break points and segments within `end`."""
     if icc[at : at + 4] != b"curf" or at + 12 > end:
         return False
     count = _u16(icc, at + 8)
     at += 12 + 4 * max(0, count - 1)
-    for _ in range(min(count, _MAX_ELEMENTS)):
+    budget[0] -= count
+    if budget[0] < 0:
+        return False
+    for _ in range(count):
         kind = icc[at : at + 4]
         if at + 12 > end:
             return False
@@ -123,10 +131,10 @@ def _segments_fit(icc: bytes, at: int, end: int) -> bool:
         if need > MAX_TABLE_BYTES or at + need > end:
             return False
         at += need
-    return count <= _MAX_ELEMENTS
+    return True
 
 
-def _element_problem(icc: bytes, at: int, end: int) -> str | None:
+def _element_problem(icc: bytes, at: int, end: int, budget: list[int]) -> str | None:
     """One processing element of an mpet tag (`clut`, `cvst`; a matrix's size is fixed)."""
     kind, inputs, outputs = icc[at : at + 4], _u16(icc, at + 8), _u16(icc, at + 10)
     if kind == b"clut":
@@ -135,27 +143,28 @@ def _element_problem(icc: bytes, at: int, end: int) -> str | None:
         table = math.prod(icc[at + 12 : at + 12 + inputs]) * outputs * 4
         return _declared_problem(table, 28 + table, end - at)
     if kind == b"cvst":
-        if at + 12 + 8 * inputs > end:
-            return "a curve set element's positions run past it"
+        if inputs > _CURVES or at + 12 + 8 * inputs > end:
+            return f"a curve set element of {inputs} curves"
         for i in range(inputs):
             offset, size = _u32(icc, at + 12 + 8 * i), _u32(icc, at + 16 + 8 * i)
-            if at + offset + size > end or not _segments_fit(icc, at + offset, at + offset + size):
-                return "a segmented curve runs past its element"
+            if at + offset + size > end or not _segments_fit(icc, at + offset, at + offset + size, budget):
+                return "a segmented curve runs past its element, or too many to walk"
     return None
 
 
-def _mpet_problem(icc: bytes, start: int, end: int) -> str | None:
+def _mpet_problem(icc: bytes, start: int, end: int, budget: list[int]) -> str | None:
     """A multiProcessElements tag: its position table and each element within the tag."""
     if end - start < 16:
         return "shorter than its header"
     count = _u32(icc, start + 12)
-    if count > _MAX_ELEMENTS or start + 16 + 8 * count > end:
+    budget[0] -= count
+    if budget[0] < 0 or start + 16 + 8 * count > end:
         return f"declares {count:,} elements in a tag of {end - start:,} bytes"
     for i in range(count):
         offset, size = _u32(icc, start + 16 + 8 * i), _u32(icc, start + 20 + 8 * i)
         if size < 12 or start + offset + size > end:
             return "an element lies outside the tag"
-        problem = _element_problem(icc, start + offset, start + offset + size)
+        problem = _element_problem(icc, start + offset, start + offset + size, budget)
         if problem:
             return problem
     return None
@@ -170,14 +179,14 @@ def _counted_problem(icc: bytes, start: int, end: int, kind: bytes) -> str | Non
     return None if declared <= end - start else f"declares {declared:,} bytes in a tag of {end - start:,}"
 
 
-def _tag_problem(icc: bytes, start: int, end: int) -> str | None:
+def _tag_problem(icc: bytes, start: int, end: int, budget: list[int]) -> str | None:
     kind = icc[start : start + 4]
     if kind in (b"mft1", b"mft2"):
         return _lut_problem(icc, start, end, kind)
     if kind in (b"mAB ", b"mBA "):
         return _ab_problem(icc, start, end, kind)
     if kind == b"mpet":
-        return _mpet_problem(icc, start, end)
+        return _mpet_problem(icc, start, end, budget)
     if kind in (b"mluc", b"curv", b"desc"):
         return _counted_problem(icc, start, end, kind)
     return None
@@ -193,12 +202,13 @@ def table_problem(icc: bytes) -> str | None:
     count = _u32(icc, _HEADER)
     if count > MAX_TAGS or _HEADER + 4 + 12 * count > length:
         return f"a tag table of {count:,} tags in {length:,} bytes"
+    budget = [MAX_WALK]
     for i in range(count):
         entry = _HEADER + 4 + 12 * i
         signature, offset, size = icc[entry : entry + 4], _u32(icc, entry + 4), _u32(icc, entry + 8)
         if offset < _HEADER + 4 or offset + size > length:
             return f"tag {signature!r} lies outside the profile ({offset:,} + {size:,} of {length:,} bytes)"
-        problem = _tag_problem(icc, offset, offset + size)
+        problem = _tag_problem(icc, offset, offset + size, budget)
         if problem:
             return f"tag {signature!r} ({icc[offset : offset + 4]!r}): {problem}"
     return None
