@@ -47,7 +47,8 @@ This module opens and decodes (`load_image`, `decode_rgb`, `decode_through`) and
 name it did before; its parts, one job each: `decode_budget` (memory and time judged from the
 header), `png_chunks` (a PNG's chunks read before Pillow), `image_format` (what an unopened file
 is, a cut file), `image_orientation` (the EXIF turn, crop boxes, the DCT-scaled plan),
-`image_colour` (to sRGB), `rgb_array` (any mode to RGB, alpha on white), `image_pages` (pages
+`image_colour` (to sRGB), `container_icc` (a JP2's, GIF's or BMP's profile, which Pillow
+drops), `rgb_array` (any mode to RGB, alpha on white), `image_pages` (pages
 and frames counted), `deflate_strips` (a Deflate TIFF's strips whole).
 """
 
