@@ -5,7 +5,9 @@ Without it such a photo is read as if it were sRGB: its colours come out dull (A
 badly shifted (ProPhoto), where every browser shows them right. A profile that is sRGB in all but
 name (the many sRGB variants, Facebook's compact `c2`) is recognised by what it does, not by its
 name: its transform moves no colour of a 17^3 grid by more than one level, and such images keep
-their bytes. A profile that cannot be parsed is ignored, as browsers ignore it. Transforms are
+their bytes. A profile that cannot be parsed is ignored, as browsers ignore it; so is one whose
+tags declare more table than they hold, or a table over 16 MiB (`icc_tables.table_problem`, judged
+before LittleCMS sees it: it allocated a 400-byte profile's declared 475 MB CLUT, then refused it). Transforms are
 built once per distinct profile (a few milliseconds each) and kept in a small cache.
 
 A CMYK image (a print-workflow JPEG or TIFF) with its CMYK profile is converted by that profile
@@ -54,6 +56,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageCms
 
+from transforms.icc_tables import table_problem
+
 # rows converted at a time: a strip's temporaries, never a second full-size image
 STRIP_PIXELS = 1 << 20
 _CACHE_SIZE = 32
@@ -84,6 +88,8 @@ _INTENT = {"RGB": ImageCms.Intent.PERCEPTUAL, "CMYK": ImageCms.Intent.RELATIVE_C
 
 
 def _conversion(icc: bytes, space: str) -> SrgbConversion:
+    if table_problem(icc):
+        return _NOTHING  # LittleCMS would allocate what its tables declare before refusing it
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         if profile.profile.xcolor_space.strip() != space:
@@ -171,7 +177,9 @@ def cmyk_to_srgb(image: Image.Image, conversion: SrgbConversion) -> np.ndarray:
 
 def _grey_description(icc: bytes) -> str | None:
     """The description of an embedded profile of grey samples (colour space GRAY), "unnamed" for
-    none; None when the profile is of another space or cannot be read."""
+    none; None when the profile is of another space or cannot be read (`table_problem` too)."""
+    if table_problem(icc):
+        return None
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         if profile.profile.xcolor_space.strip() != "GRAY":

@@ -48,7 +48,8 @@ This module opens and decodes (`load_image`, `decode_rgb`, `decode_through`) and
 name it did before; its parts, one job each: `decode_budget` (memory and time judged from the
 header), `png_chunks` (a PNG's chunks read before Pillow), `image_format` (what an unopened file
 is, a cut file), `image_orientation` (the EXIF turn, crop boxes, the DCT-scaled plan),
-`image_colour` (to sRGB), `coded_colour` (what nclx and cICP declare), `rgb_array` (any mode to RGB, alpha on white), `image_pages` (pages
+`image_colour` (to sRGB), `coded_colour` (what nclx and cICP declare), `container_icc` (a JP2's,
+GIF's or BMP's profile, which Pillow drops), `rgb_array` (any mode to RGB, alpha on white), `image_pages` (pages
 and frames counted), `deflate_strips` (a Deflate TIFF's strips whole).
 """
 
@@ -81,6 +82,7 @@ from transforms.decode_budget import (
     declared_decode_s,
 )
 from transforms import jpeg2000, jpeg_warnings, tiff_jpeg
+from transforms.container_icc import container_profile
 from transforms.errors import DecodeError, exception_detail
 from transforms.deflate_strips import DEFLATE, deflate_damage
 from transforms.headers import (Pages, camera_raw, gif_ends_whole, heif_size, jpeg_ends_whole, png_ends_whole, tiff_samples,
@@ -243,6 +245,10 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
                                                 f"(its embedded preview is not the photo)")
     if image.format == "PNG" and "icc_profile" not in image.info:
         profile = png_profile_past_pillow(data)  # taken out for Pillow by `without_png_text`
+        if profile:
+            image.info["icc_profile"] = profile
+    if "icc_profile" not in image.info:
+        profile = container_profile(image.format, data)  # a JP2's, GIF's or BMP's, which Pillow drops
         if profile:
             image.info["icc_profile"] = profile
     w, h = image.size
