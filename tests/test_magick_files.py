@@ -446,7 +446,7 @@ def test_16_bit_colour_png_gamma_keeps_its_shadows():
     # OpenCV's 16-bit samples are judged with the budget before decoding: a budget that holds
     # Pillow's 8-bit buffer and the result, but not them, refuses the file and says why
     budget = decode_cost(*ramp.shape[::-1], "RGBA") + ramp.size * 8
-    with pytest.raises(DecodeError, match="16-bit samples of a gAMA, cHRM or grey-profiled PNG") as caught:
+    with pytest.raises(DecodeError, match="16-bit samples of a cICP, gAMA, cHRM or grey-profiled PNG") as caught:
         decode_rgb(png, max_bytes=budget)
     assert caught.value.reason == "image_too_large"
     assert decode_rgb(encoded.tobytes(), max_bytes=budget).shape == (4, 1024, 3)  # without its gAMA: fits
