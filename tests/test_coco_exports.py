@@ -255,8 +255,10 @@ def test_boxes_are_clipped_to_the_image(tmp_path: Path):
     reject = render_pair(pairs["coco-3-detection"], settings())
     assert (reject.stage, reject.reason) == ("annotation", "empty_target")
     assert reject.detail == "no box overlaps the 80x60 image"
-    # center_crop keeps x 10..70: a box at x 2..7 is cropped away, not drawn on the border
-    assert not drawn(pairs["coco-4-detection"], "center_crop").any()
+    # center_crop keeps x 10..70: a box at x 2..7 is cropped away, not drawn on the border, and
+    # a target without a box is no target
+    cropped = render_pair(pairs["coco-4-detection"], settings("center_crop"))
+    assert (cropped.stage, cropped.reason) == ("annotation", "empty_target") and "crop" in cropped.detail
     assert drawn(pairs["coco-4-detection"], "squash").any()
 
 

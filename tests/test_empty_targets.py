@@ -1,0 +1,88 @@
+"""Targets that would draw nothing are `empty_target` rejects, whatever the task.
+
+A detection target with no box is the input itself, a segmentation target with no label is black:
+written as pairs, they teach that the image holds no object. Datasets here are written as the tools
+write them: images and label maps by Pillow, COCO JSON as CVAT and Roboflow export it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sources.coco import CocoSource, load_index
+from sources.records import PairRecord, Reject
+from sources.segmentation import SegmentationSource
+from transforms.annotations import colour_of
+from uvd_pipeline.render import RenderSettings, decode_png
+from uvd_pipeline.render_annotated import render_pair
+
+W, H = 200, 40  # wide: center_crop keeps x 80..120 only
+
+
+def settings(policy: str, size: int = 64) -> RenderSettings:
+    return RenderSettings(size, policy, 0, 10**9, 1, 0, 0.0)
+
+
+def _items(source) -> dict[str, PairRecord | Reject]:
+    return {item.key: item for unit in source.units() for item in source.read(unit)}
+
+
+def _coco_at_left(root: Path) -> dict[str, PairRecord | Reject]:
+    """A COCO export (CVAT's instances JSON) of one person at x 2..18 of a 200x40 photo."""
+    (root / "images").mkdir(parents=True)
+    Image.fromarray(np.full((H, W, 3), 60, np.uint8)).save(root / "images" / "a.png")
+    data = {"images": [{"id": 1, "file_name": "images/a.png", "width": W, "height": H}],
+            "categories": [{"id": 1, "name": "person", "supercategory": ""}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2.0, 5.0, 16.0, 30.0], "area": 480.0,
+                             "iscrowd": 0, "segmentation": [[2.0, 5.0, 18.0, 5.0, 18.0, 35.0, 2.0, 35.0]],
+                             "attributes": {"occluded": False}}]}
+    (root / "ann.json").write_text(json.dumps(data))
+    load_index.cache_clear()
+    return _items(CocoSource("coco", str(root), ("ann.json",), ".", ("detection", "segmentation")))
+
+
+def test_a_crop_that_cuts_off_every_coco_object_is_an_empty_target(tmp_path: Path):
+    """center_crop keeps x 80..120 of the image; the only object lies at x 2..18. The detection
+    target was written as the input itself (no box pixel) and the segmentation target all black,
+    both as good pairs; squash keeps the object and draws it."""
+    pairs = _coco_at_left(tmp_path)
+    for task in ("detection", "segmentation"):
+        reject = render_pair(pairs[f"coco-1-{task}"], settings("center_crop"))
+        assert isinstance(reject, Reject), task
+        assert (reject.stage, reject.reason) == ("annotation", "empty_target") and "crop" in reject.detail
+    source, boxed = (decode_png(p) for p in render_pair(pairs["coco-1-detection"], settings("squash")).images)
+    assert (boxed[:, :6] == colour_of(1)).all(axis=2).sum() > 20 and (boxed[:, 8:] == source[:, 8:]).all()
+    mask = decode_png(render_pair(pairs["coco-1-segmentation"], settings("squash")).images[1])
+    assert (mask[8:54, 1:5] == colour_of(1)).all() and not mask[:, 8:].any()
+
+
+def _ade20k(root: Path, labels: np.ndarray) -> PairRecord:
+    """ADEChallengeData2016 as released: a JPEG image and its grey label PNG."""
+    ade = root / "ADEChallengeData2016"
+    for folder in ("images/training", "annotations/training"):
+        (ade / folder).mkdir(parents=True)
+    Image.fromarray(np.full((*labels.shape, 3), 60, np.uint8)).save(ade / "images/training/ADE_train_00000001.jpg")
+    Image.fromarray(labels).save(ade / "annotations/training/ADE_train_00000001.png")
+    (pair,) = _items(SegmentationSource("ade", str(root), "ade20k")).values()
+    assert isinstance(pair, PairRecord)
+    return pair
+
+
+def test_an_ade20k_map_the_crop_cuts_off_or_without_a_label_is_an_empty_target(tmp_path: Path):
+    """A wall (12) at x 2..18 alone: center_crop drew an all-black target, written as a pair; so did
+    a map of 0 (ADE20K's 'other') everywhere under any policy."""
+    labels = np.zeros((H, W), np.uint8)
+    labels[5:35, 2:18] = 12
+    pair = _ade20k(tmp_path / "left", labels)
+    reject = render_pair(pair, settings("center_crop"))
+    assert isinstance(reject, Reject) and (reject.stage, reject.reason) == ("annotation", "empty_target")
+    assert "crop" in reject.detail
+    target = decode_png(render_pair(pair, settings("squash")).images[1])
+    assert (target[8:54, 1:5] == colour_of(12)).all() and not target[:, 8:].any()
+    blank = render_pair(_ade20k(tmp_path / "blank", np.zeros((H, W), np.uint8)), settings("squash"))
+    assert isinstance(blank, Reject) and (blank.stage, blank.reason) == ("annotation", "empty_target")
+    assert "no pixel" in blank.detail
