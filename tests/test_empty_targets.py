@@ -86,3 +86,20 @@ def test_an_ade20k_map_the_crop_cuts_off_or_without_a_label_is_an_empty_target(t
     blank = render_pair(_ade20k(tmp_path / "blank", np.zeros((H, W), np.uint8)), settings("squash"))
     assert isinstance(blank, Reject) and (blank.stage, blank.reason) == ("annotation", "empty_target")
     assert "no pixel" in blank.detail
+
+
+def test_a_one_bit_label_png_draws_class_one_and_an_all_void_map_is_an_empty_target(tmp_path: Path):
+    """A bool mask saved by Pillow is a 1-bit PNG: Pillow and mmseg read it as 0 and 1; OpenCV read
+    it as 0 and 255, ADE20K's void, so its target was all black (0 of ~1,000 pixels), written as a
+    pair. A map that is void (255) everywhere draws nothing either: `empty_target`."""
+    mask = np.zeros((H, W), bool)
+    mask[5:35, 40:160] = True
+    pair = _ade20k(tmp_path / "bilevel", np.zeros((H, W), np.uint8))
+    Image.fromarray(mask).save(pair.annotation["label_uri"])
+    with Image.open(pair.annotation["label_uri"]) as written:
+        assert written.mode == "1" and np.asarray(written).sum() == mask.sum()
+    target = decode_png(render_pair(pair, settings("squash")).images[1])
+    drawn = (target == colour_of(1)).all(axis=2)
+    assert drawn.sum() == 48 * 38 and drawn[8:56, 13:51].all() and not target[:, :12].any()
+    void = render_pair(_ade20k(tmp_path / "void", np.full((H, W), 255, np.uint8)), settings("squash"))
+    assert isinstance(void, Reject) and (void.stage, void.reason) == ("annotation", "empty_target")
