@@ -103,3 +103,46 @@ def test_a_one_bit_label_png_draws_class_one_and_an_all_void_map_is_an_empty_tar
     assert drawn.sum() == 48 * 38 and drawn[8:56, 13:51].all() and not target[:, :12].any()
     void = render_pair(_ade20k(tmp_path / "void", np.full((H, W), 255, np.uint8)), settings("squash"))
     assert isinstance(void, Reject) and (void.stage, void.reason) == ("annotation", "empty_target")
+
+
+def _co3d_masks(root: Path, colour: tuple[int, int, int]) -> list[PairRecord | Reject]:
+    """A CO3D category as downloaded, two 40x40 frames whose `masks/frameNNNNNN.png` mark a 20x20
+    square in `colour` on black (an RGB PNG by Pillow), named by `frame_annotations.jgz`'s
+    `mask.path`; its segmentation pairs as the source reads them."""
+    import gzip
+
+    from sources.multiview import Co3dSource
+
+    seq = root / "apple" / "110_13051_23361"
+    frames = []
+    for folder in ("images", "masks"):
+        (seq / folder).mkdir(parents=True)
+    for number in (1, 2):
+        stem = f"frame{number:06d}"
+        Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(seq / "images" / f"{stem}.jpg", quality=95)
+        mask = np.zeros((40, 40, 3), np.uint8)
+        mask[10:30, 10:30] = colour
+        Image.fromarray(mask).save(seq / "masks" / f"{stem}.png")
+        frames.append({"sequence_name": "110_13051_23361", "frame_number": number,
+                       "image": {"path": f"apple/110_13051_23361/images/{stem}.jpg", "size": [40, 40]},
+                       "mask": {"path": f"apple/110_13051_23361/masks/{stem}.png", "mass": 400.0},
+                       "viewpoint": {"R": np.eye(3).tolist(), "T": [0.0, 0.0, 3.0 + number]}})
+    with gzip.open(root / "apple" / "frame_annotations.jgz", "wt") as out:
+        json.dump(frames, out)
+    source = Co3dSource("co3d", str(root), views=2, pair_tasks=("segmentation",))
+    return [i for u in source.units() for i in source.read(u) if isinstance(i, PairRecord)]
+
+
+def test_a_coloured_co3d_mask_is_read_by_its_luma_as_co3ds_loader_reads_it(tmp_path: Path):
+    """CO3D's loader reads a mask as Pillow's `convert("L") > 127`. Its blue channel alone was read
+    (OpenCV's BGR): a green mask's 400 pixels drew 0, written as an all-black pair. Now green (luma
+    150) draws its square; red (luma 76) is under the threshold for Pillow too: `empty_target`."""
+    green = _co3d_masks(tmp_path / "green", (0, 255, 0))
+    assert green and all("mask_uri" in pair.annotation for pair in green)
+    with Image.open(green[0].annotation["mask_uri"]) as written:
+        assert (np.asarray(written.convert("L")) > 127).sum() == 400
+    target = decode_png(render_pair(green[0], settings("squash", 40)).images[1])
+    drawn = (target == colour_of(1)).all(axis=2)
+    assert drawn.sum() == 400 and drawn[10:30, 10:30].all()
+    red = render_pair(_co3d_masks(tmp_path / "red", (255, 0, 0))[0], settings("squash", 40))
+    assert isinstance(red, Reject) and (red.stage, red.reason) == ("annotation", "empty_target")

@@ -304,20 +304,26 @@ PILLOW_LUMA = (19595, 38470, 7471)  # Pillow's RGB -> "L" weights, in 1/65536ths
 MASK_ASPECT_TOLERANCE = 0.01  # as a map's aspect against its image's (render_annotated.ASPECT_TOLERANCE)
 
 
-def decode_depth_mask(data: bytes) -> np.ndarray:
-    """A depth mask as CO3D's loader reads it (`Image.open(path).convert("L") > 0`): True where
-    trusted. A colour or palette mask counts a pixel by Pillow's luma of its red, green and blue
-    (alpha ignored), so red on black keeps the red pixels; a 16-bit colour one by their high bytes,
-    which is all Pillow reads of them."""
+def decode_luma(data: bytes) -> np.ndarray:
+    """A mask's grey as CO3D's loader reads it (`Image.open(path).convert("L")`): a grey map as
+    stored; a colour or palette one as Pillow's luma of its red, green and blue (alpha ignored),
+    so a red or green mask keeps its pixels (its blue channel alone, which OpenCV's BGR put first,
+    held none); a 16-bit colour one by their high bytes, which is all Pillow reads of them."""
     array = _imdecode(data)
     if array.ndim == 2:
-        return array > 0
+        return array
     bgr = array[..., :3]
     if bgr.dtype == np.uint16:
         bgr = bgr >> 8
     blue, green, red = (bgr[..., i].astype(np.uint32) for i in range(3))
     luma = red * PILLOW_LUMA[0] + green * PILLOW_LUMA[1] + blue * PILLOW_LUMA[2] + 0x8000
-    return (luma >> 16) > 0
+    return (luma >> 16).astype(np.uint8)
+
+
+def decode_depth_mask(data: bytes) -> np.ndarray:
+    """A depth mask as CO3D's loader reads it (`Image.open(path).convert("L") > 0`): True where
+    trusted, by `decode_luma`: red on black keeps the red pixels."""
+    return decode_luma(data) > 0
 
 
 def masked_depth(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:

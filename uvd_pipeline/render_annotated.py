@@ -379,7 +379,8 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
     elif "panoptic_uri" in annotation:
         labels = _panoptic_classes(annotation, plan, settings)
     elif "mask_uri" in annotation:
-        labels = np.where(decode_map("decode_gray", _read(annotation["mask_uri"]), settings.decode_time_s) > 127, annotation.get("class_id", 1), 0)
+        grey = decode_map("decode_luma", _read(annotation["mask_uri"]), settings.decode_time_s)
+        labels = np.where(grey > 127, annotation.get("class_id", 1), 0)  # CO3D's loader: convert("L") > 127
     elif "label_mat_uri" in annotation:  # SBD's cls/<id>.mat
         labels = _sbd_class_map(annotation["label_mat_uri"])
     else:
