@@ -146,3 +146,29 @@ def test_a_coloured_co3d_mask_is_read_by_its_luma_as_co3ds_loader_reads_it(tmp_p
     assert drawn.sum() == 400 and drawn[10:30, 10:30].all()
     red = render_pair(_co3d_masks(tmp_path / "red", (255, 0, 0))[0], settings("squash", 40))
     assert isinstance(red, Reject) and (red.stage, red.reason) == ("annotation", "empty_target")
+
+
+def test_a_taskonomy_view_with_no_object_keeps_its_tuple(tmp_path: Path):
+    """A view of a bare wall: Taskonomy's segment_semantic is 0 everywhere, its other four domains
+    whole. The empty-target rule of pairs rejected the whole tuple (its depth, normals and edges
+    lost with it); a tuple's label map draws black, as an annotated clip's frame does."""
+    from sources.multitask import MultiTaskSource
+    from uvd_pipeline.render_annotated import render_tuple
+
+    stem, size = "point_0_view_0", 32
+    yy, xx = np.mgrid[0:size, 0:size]
+    domains = {"rgb": (np.dstack([xx * 8, yy * 8, xx * 4]), np.uint8),
+               "normal": (np.dstack([np.full((size, size), v) for v in (128, 255, 128)]), np.uint8),
+               "edge_occlusion": (np.where(xx == 16, 3000, 10), np.uint16),
+               "depth_zbuffer": (np.round(512 * (1 + yy / size)), np.uint16),
+               "segmentsemantic": (np.zeros((size, size)), np.uint8)}
+    for domain, (array, dtype) in domains.items():
+        folder = tmp_path / "allensville" / ("segment_semantic" if domain == "segmentsemantic" else domain)
+        folder.mkdir(parents=True)
+        Image.fromarray(array.astype(dtype)).save(folder / f"{stem}_domain_{domain}.png")
+    (record,) = list(MultiTaskSource("tk", str(tmp_path)).read(str(tmp_path / "allensville")))
+    unit = render_tuple(record, settings("squash", size))
+    assert not isinstance(unit, Reject), unit
+    images = [decode_png(png) for png in unit.images]
+    assert [m["task"] for m in unit.members][-1] == "segmentation" and not images[-1].any()
+    assert images[3].astype(int).sum(axis=2).min() > 0  # the depth drawn everywhere

@@ -70,8 +70,9 @@ MAX_MASK_RUNS = 4_000_000  # runs it paints (~2 s)
 MAX_MASK_AREA = 4 << 30  # pixels it paints, all its masks (~2 s)
 OUTLINE_BUDGET_CANVASES = 64  # turned outlines' windows, summed, in canvases (~0.4 s at most)
 VIPSEG_STUFF_MAX = 124
-# an annotated clip's frame may draw black: one frame with nothing labelled is no reason to drop its window
-EMPTY_FRAMES_KEPT = "_empty_frames_kept"
+# a label map that may draw black: an annotated clip's frame, a tuple's domain, where the unit's other
+# images hold what it teaches (one frame, or a view of a bare wall, is no reason to drop them all)
+EMPTY_LABELS_KEPT = "_empty_labels_kept"
 
 
 class AnnotationError(Rejected):
@@ -395,7 +396,7 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
             labels = np.where(labels > int(annotation.get("panoptic_stuff_max", 0)), labels // divisor, labels)
     labels = labels.astype(np.int32, copy=False)
     fitted = _fit_map(plan, labels)
-    if not annotation.get(EMPTY_FRAMES_KEPT):
+    if not annotation.get(EMPTY_LABELS_KEPT):
         _check_drawn_labels(labels, fitted)
     return colourize_labels(fitted)
 
@@ -699,7 +700,7 @@ def render_tuple(record: TupleRecord, settings: RenderSettings) -> RenderedUnit 
                 "normals": {"normals_uri": uri},
                 "edges": {"edges_uri": uri, "threshold": EDGE_THRESHOLD},
                 "depth": {"depth_uri": uri, "format": formats.get("depth", "png16"), "scale": DEPTH_SCALE},
-                "segmentation": {"label_uri": uri},
+                "segmentation": {"label_uri": uri, EMPTY_LABELS_KEPT: True},
             }[task]
             images.append(target_for(task, annotation, decoded.pixels, decoded.plan, settings, record.key)[1])
     except (OSError, ValueError, DecodeError, AnnotationError, MapError) as exc:
@@ -746,7 +747,7 @@ def render_annotated_clip(record: AnnotatedClipRecord, settings: RenderSettings)
             if annotation["kind"] == "mask":
                 payload = {"label_uri": annotation["uris"][index], "panoptic_divisor": annotation.get("divisor", 100),
                            "panoptic_stuff_max": annotation.get("stuff_max", VIPSEG_STUFF_MAX),
-                           EMPTY_FRAMES_KEPT: True}
+                           EMPTY_LABELS_KEPT: True}
                 task = "segmentation"
             else:
                 payload = {"skeleton": annotation["skeleton"], "people": [annotation["points"][index]]}
