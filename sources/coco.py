@@ -13,7 +13,7 @@ import functools
 from array import array
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 from urllib.parse import urlsplit
 
 from sources import fsio
@@ -582,22 +582,27 @@ def _rle_problem(seg: dict) -> str | None:
     return None
 
 
-def _category_problem(ann: dict[str, Any], shift: int = 0) -> str | None:
+def _category_problem(ann: dict[str, Any], shift: int = 0, declared: Collection[int] = ()) -> str | None:
     """The category is the target's colour: 1..MAX_CLASS_ID each have their own (0 is the
     background's black, and a larger id would wrap onto another class's colour or overflow).
-    `shift` is the index's `category_shift` (0-based ids are read one up)."""
+    `shift` is the index's `category_shift` (0-based ids are read one up). Where the file declares
+    categories (`declared`, their ids), one it does not declare names no class: a stale or badly
+    merged export, drawn in some colour as if it were one (detectron2 and MMDetection fail on it
+    with a KeyError; the panoptic reader rejects it too)."""
     category_id = as_int(ann.get("category_id"))
     if category_id is None:
         return "category_id is not an integer"
     if not 1 <= category_id + shift <= MAX_CLASS_ID:
         return f"category_id is outside {1 - shift}..{MAX_CLASS_ID - shift} (the ids the target palette colours)"
+    if declared and category_id not in declared:
+        return f"category_id {category_id} is not one that categories declares"
     return None
 
 
-def segmentation_problem(ann: dict[str, Any], shift: int = 0) -> str | None:
+def segmentation_problem(ann: dict[str, Any], shift: int = 0, declared: Collection[int] = ()) -> str | None:
     seg = ann["segmentation"]
     problem = _rle_problem(seg) if isinstance(seg, dict) else _polygon_problem(seg)
-    return problem if problem is not None else _category_problem(ann, shift)
+    return problem if problem is not None else _category_problem(ann, shift, declared)
 
 
 def windows_name(images_uri: str, name: str) -> str:
@@ -656,16 +661,16 @@ def _box_mode_problem(ann: dict[str, Any]) -> str | None:
             f"(XYWH_ABS, 0) and detectron2's rotated [cx, cy, width, height, degrees] (XYWHA_ABS, 4)")
 
 
-def detection_problem(ann: dict[str, Any], shift: int = 0) -> str | None:
+def detection_problem(ann: dict[str, Any], shift: int = 0, declared: Collection[int] = ()) -> str | None:
     if mask_only(ann):
-        return segmentation_problem(ann, shift)
+        return segmentation_problem(ann, shift, declared)
     if not (numbers(ann.get("bbox"), length=4) or numbers(ann.get("bbox"), length=5)):
         return "bbox is not 4 numbers (nor 5: detectron2's rotated box)"
     if ann["bbox"][2] < 0 or ann["bbox"][3] < 0:
         return "bbox has a negative width or height"
     if not is_number(box_rotation(ann)):
         return "attributes.rotation is not a number of degrees"
-    return _box_mode_problem(ann) or _category_problem(ann, shift)
+    return _box_mode_problem(ann) or _category_problem(ann, shift, declared)
 
 
 def plain_box(ann: dict[str, Any]) -> tuple[list[float], float]:
@@ -946,8 +951,9 @@ class CocoSource:
         if anns and panoptic.PNG_DIR in anns[0]:
             return _panoptic_payload(task, anns[0], image, index, png_uri)
         shift = index.category_shift
-        check = {"detection": lambda a: detection_problem(a, shift),
-                 "segmentation": lambda a: segmentation_problem(a, shift),
+        declared = index.categories.keys()
+        check = {"detection": lambda a: detection_problem(a, shift, declared),
+                 "segmentation": lambda a: segmentation_problem(a, shift, declared),
                  "pose": lambda a: pose_problem(a, index.categories)}[task]
         used = {"detection": is_object, "segmentation": lambda a: bool(a.get("segmentation")),
                 "pose": lambda a: "keypoints" in a or "num_keypoints" in a}[task]

@@ -20,6 +20,7 @@ from sources.paths import (ConfiguredPathMissing, collapse_set_aside, missing_un
 from sources.records import PairRecord, Reject, SourceItem, relative_input, safe_key
 from sources.sbd import SbdSegmentation
 from sources.voc import VocSegmentation
+from sources.web_samples import IMAGE_EXTENSIONS
 from transforms.maps import ADE_FULL_ENCODING
 
 Layout = Literal["ade20k", "ade20k_full", "cityscapes", "voc", "sbd"]
@@ -83,8 +84,10 @@ class SegmentationSource:
 
     def _image_suffixes(self) -> tuple[str, ...]:
         """What the split folders' images end with: the full release's are JPEGs, and the PNGs
-        beside them (`_seg.png`, `_parts_N.png`) its annotations."""
-        return (".jpg",) if self.layout == "ade20k_full" else (".jpg", ".png")
+        beside them (`_seg.png`, `_parts_N.png`) its annotations; elsewhere any image the decoder
+        is given (a web folder's extensions): a copy re-encoded as `.jpeg`, `.webp` or `.tif` was
+        passed over, and each of its label maps said it had no image."""
+        return (".jpg",) if self.layout == "ade20k_full" else tuple(f".{e}" for e in IMAGE_EXTENSIONS)
 
     def _is_label_file(self, uri: str, split_dir: str, labels_dir: str) -> bool:
         """Whether a listed file is a label map (one without its image, `_labels_without_image`),

@@ -34,10 +34,13 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
 
 
 def class_id(name: str) -> int:
-    """VOC's class index (1..20) of one of its names; another name (a VOC-format set of classes of
-    its own) a stable id past them, the same in every build."""
-    if name in VOC_CLASSES:
-        return VOC_CLASSES.index(name) + 1
+    """VOC's class index (1..20) of one of its names, whatever its case and surrounding blanks
+    (LabelImg writes the label as typed: `Person` is VOC's person, index 15, the colour its
+    SegmentationClass map draws, not a class of its own); another name (a VOC-format set of
+    classes of its own) a stable id past them, the same in every build."""
+    name = name.strip()
+    if name.lower() in VOC_CLASSES:
+        return VOC_CLASSES.index(name.lower()) + 1
     return len(VOC_CLASSES) + 1 + zlib.crc32(name.encode("utf-8")) % (PALETTE_SIZE - len(VOC_CLASSES) - 1)
 
 

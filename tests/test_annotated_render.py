@@ -218,7 +218,8 @@ SQUARE = RenderSettings(64, "squash", 0, 10**9, 1, 0, 0.0)  # a 64x64 image onto
 def coco_dataset(tmp_path: Path, images: list[dict], annotations: list[dict], tasks=("segmentation",),
                  size: tuple[int, int] = (64, 64)) -> dict[str, PairRecord | Reject]:
     """A COCO folder as the world writes one (PNGs by Pillow, the JSON by json), read back by
-    CocoSource: its pairs and rejects by key."""
+    CocoSource: its pairs and rejects by key. Its categories declare every positive id the
+    annotations use, as an export does."""
     from PIL import Image
 
     from sources.coco import load_index
@@ -226,8 +227,9 @@ def coco_dataset(tmp_path: Path, images: list[dict], annotations: list[dict], ta
     w, h = size
     for image in images:
         Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(tmp_path / f"{image['id']}.png")
+    used = {a.get("category_id") for a in annotations if type(a.get("category_id")) is int and a["category_id"] > 0}
     data = {"images": [{"file_name": f"{i['id']}.png", **i} for i in images], "annotations": annotations,
-            "categories": [{"id": 1, "name": "thing"}]}
+            "categories": [{"id": c, "name": f"thing{c}"} for c in sorted(used | {1})]}
     (tmp_path / "ann.json").write_text(json.dumps(data))
     load_index.cache_clear()
     source = CocoSource("coco", str(tmp_path), ("ann.json",), ".", tasks)

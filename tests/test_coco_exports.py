@@ -255,9 +255,27 @@ def test_boxes_are_clipped_to_the_image(tmp_path: Path):
     reject = render_pair(pairs["coco-3-detection"], settings())
     assert (reject.stage, reject.reason) == ("annotation", "empty_target")
     assert reject.detail == "no box overlaps the 80x60 image"
-    # center_crop keeps x 10..70: a box at x 2..7 is cropped away, not drawn on the border
-    assert not drawn(pairs["coco-4-detection"], "center_crop").any()
+    # center_crop keeps x 10..70: a box at x 2..7 is cropped away, not drawn on the border, and
+    # a target without a box is no target
+    cropped = render_pair(pairs["coco-4-detection"], settings("center_crop"))
+    assert (cropped.stage, cropped.reason) == ("annotation", "empty_target") and "crop" in cropped.detail
     assert drawn(pairs["coco-4-detection"], "squash").any()
+
+
+def test_a_category_id_that_categories_does_not_declare_is_a_bad_annotation(tmp_path: Path):
+    """A stale or badly merged export: person (1) and car (3) declared, an object of 55. It was drawn
+    in 55's colour as if it were a class (detectron2 and MMDetection raise KeyError on it; the
+    panoptic reader rejects it); now both its pairs are `bad_annotation` naming the entry, and an
+    image of declared classes beside it still draws."""
+    root = write_dataset(tmp_path, {"images": images(1, 2), "categories": categories(1, 3),
+                                    "annotations": [obj(1, 1, 55), obj(2, 2, 3)]})
+    pairs = read(root, ("detection", "segmentation"))
+    for task in ("detection", "segmentation"):
+        reject = pairs[f"coco-1-{task}"]
+        assert isinstance(reject, Reject) and reject.reason == "bad_annotation", task
+        assert reject.detail == "ann.json annotations[0] (id 1): category_id 55 is not one that categories declares"
+    _, target = rendered(pairs["coco-2-segmentation"])
+    assert (target == colour_of(3)).all(axis=2).sum() > 50
 
 
 def test_box_sizes_zero_negative_and_crowds(tmp_path: Path):

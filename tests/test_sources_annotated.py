@@ -2156,3 +2156,28 @@ def test_taskonomy_tuple_whose_depth_map_holds_no_depth_is_an_empty_target(tmp_p
     result = render_tuple(records["tk-allensville-point_0_view_0"], settings)
     assert isinstance(result, Reject) and (result.stage, result.reason) == ("annotation", "empty_target"), result
     assert not isinstance(render_tuple(records["tk-allensville-point_1_view_0"], settings), Reject)
+
+
+def test_ade20k_images_saved_as_jpeg_webp_bmp_or_tiff_are_paired(tmp_path: Path):
+    """An ADE20K copy whose images were re-encoded (`.jpeg`, `.JPG`, `.webp`, `.bmp`, `.tif`, by
+    Pillow) listed only `.jpg` and `.png`: the others were passed over and each of their label maps
+    was a `missing_image` reject saying it 'has no image'. Each is now a pair, its target its map."""
+    from PIL import Image
+
+    from transforms.annotations import colour_of
+
+    ade = tmp_path / "ADEChallengeData2016"
+    for folder in ("images/training", "annotations/training"):
+        (ade / folder).mkdir(parents=True)
+    labels = np.zeros((30, 40), np.uint8)
+    labels[:15] = 3
+    names = {"a.jpeg": "JPEG", "b.JPG": "JPEG", "c.webp": "WEBP", "d.bmp": "BMP", "e.jpg": "JPEG", "g.tif": "TIFF"}
+    for name, fmt in names.items():
+        Image.fromarray(np.full((30, 40, 3), 80, np.uint8)).save(ade / "images/training" / name, format=fmt)
+        Image.fromarray(labels).save(ade / "annotations/training" / f"{name.split('.')[0]}.png")
+    items = _read_all(SegmentationSource("ade", str(tmp_path)))
+    assert [type(i).__name__ for i in items] == ["PairRecord"] * 6, [getattr(i, "detail", "") for i in items]
+    for item in items:
+        image, target = _render(item, size=32)
+        assert (image == 80).all() if not item.image_uri.endswith(".webp") else np.abs(image.astype(int) - 80).max() <= 2
+        assert (target[:16] == colour_of(3)).all() and not target[16:].any(), item.key

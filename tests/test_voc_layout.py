@@ -336,6 +336,29 @@ def test_voc_detection_boxes_from_annotations_xml_as_detectron2_reads_them(tmp_p
         assert outline.any() and np.array_equal(drawn[outline], expected[outline])
 
 
+def test_voc_class_names_as_labelimg_writes_them_are_voc_classes_whatever_their_case(tmp_path: Path):
+    """LabelImg writes a label as it was typed: `<name>Person</name>` got a hashed id (3310) and a
+    colour of its own, while SegmentationClass's person (15) drew another: one class, two colours.
+    VOC's names are now matched without case or surrounding blanks; a name of one's own keeps its
+    stable id past them."""
+    from transforms.annotations import colour_of
+
+    _write_voc(tmp_path, {"2007_000039": ("coffee", 15)}, {"train.txt": ["2007_000039"]})
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    _voc_xml(voc / "Annotations" / "2007_000039.xml", "2007_000039",
+             [("Person", (5, 5, 30, 30), 0), (" DiningTable ", (35, 35, 60, 60), 0), ("Forklift", (2, 40, 20, 60), 0)])
+    (voc / "ImageSets" / "Main").mkdir()
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("2007_000039\n")
+    items = {i.key: i for i in _read_all(SegmentationSource("voc", str(tmp_path), "voc",
+                                                            tasks=("segmentation", "detection")))}
+    record = items["voc-2007_000039-detection"]
+    assert record.annotation["categories"][:2] == [15, 11] and record.annotation["categories"][2] > 20
+    drawn = _render_target(record)
+    painted = _render_target(items["voc-2007_000039-segmentation"])
+    assert (drawn[4, 4:30] == colour_of(15)).all() and (painted == colour_of(15)).all(axis=2).sum() == 20 * 26
+    assert (drawn[34, 34:60] == colour_of(11)).all()
+
+
 def detail_of(items: dict, key: str) -> str:
     return items[key].detail
 

@@ -16,6 +16,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from transforms.class_colours import SEPARATED_IDS, separated_colours
+
 PALETTE_SEED = 20231201  # one fixed palette for every build: a class keeps its colour everywhere
 PALETTE_SIZE = 1 << 16
 MAX_CLASS_ID = PALETTE_SIZE - 1  # class ids 1..MAX_CLASS_ID have their own colour; 0 is background
@@ -26,10 +28,13 @@ LIMB_WIDTH = 2
 
 @lru_cache(maxsize=1)
 def palette() -> np.ndarray:
-    """(65536, 3) uint8: id 0 is black, every other id a fixed random bright-enough colour."""
+    """(65536, 3) uint8: id 0 is black; ids 1..255, the ones datasets use (ADE20K's 150, COCO's 90,
+    VOC's 20), colours spread far apart (`class_colours`: near twins merge once tokenised); every
+    other id a fixed random bright-enough colour."""
     rng = np.random.default_rng(PALETTE_SEED)
     colours = rng.integers(40, 256, size=(PALETTE_SIZE, 3), dtype=np.uint8)
     colours[0] = 0
+    colours[1 : SEPARATED_IDS + 1] = separated_colours(SEPARATED_IDS)
     return colours
 
 

@@ -90,6 +90,17 @@ def _palette_labels(data: bytes) -> np.ndarray:
     return indices if greys is None else greys[indices]
 
 
+def _bilevel_labels(data: bytes) -> np.ndarray:
+    """A 1-bit PNG's classes as Pillow reads them, 0 and 1 (`Image.fromarray(mask).save()` of a
+    bool mask): OpenCV expands it to 0 and 255, and 255 is the void mark, so every foreground
+    pixel was drawn as unlabelled."""
+    try:
+        with pixels_judged_here(), Image.open(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False))) as image:
+            return np.asarray(image).astype(np.int32)
+    except Exception as exc:  # a truncated or corrupt file: name the error only, never its bytes
+        raise MapError("corrupt_annotation", f"1-bit image: {type(exc).__name__}") from None
+
+
 def grey_palette_values(used: np.ndarray, entries: list[int]) -> np.ndarray | None:
     """The grey of each palette index when the palette is a grey label map's re-save: every entry
     of the palette is grey (R = G = B), no two entries a pixel uses (`used`, the indices its
@@ -139,7 +150,8 @@ def decode_label_map(data: bytes, encoding: str = "ids") -> np.ndarray:
     A palette (P) PNG, as PASCAL VOC and many converted ADE20K or LIP copies store labels, holds
     the class ids as its indices (what Pillow, and so mmseg and torchvision, read); its palette
     only says how a viewer shows them, so the indices are read, never the colours, but for a
-    grey map re-saved as a palette (`grey_palette_values`), whose greys are its classes."""
+    grey map re-saved as a palette (`grey_palette_values`), whose greys are its classes. A 1-bit
+    PNG holds classes 0 and 1, as Pillow (and so mmseg) reads it (`_bilevel_labels`)."""
     if encoding not in LABEL_ENCODINGS:
         raise ValueError(f"unknown label map encoding {encoding!r}; allowed: {', '.join(LABEL_ENCODINGS)}")
     declared = _judged(data)
@@ -147,6 +159,8 @@ def decode_label_map(data: bytes, encoding: str = "ids") -> np.ndarray:
         return decode_ade20k_full_classes(data)
     if declared is not None and declared[2] == "P":
         return _palette_labels(data).astype(np.int32)
+    if declared is not None and declared[2] == "1":
+        return _bilevel_labels(data)
     array = _opencv_decode(data)
     if array.ndim == 3:
         if array.shape[2] >= 3 and (np.ptp(array[..., :3], axis=2) == 0).all():
@@ -290,20 +304,26 @@ PILLOW_LUMA = (19595, 38470, 7471)  # Pillow's RGB -> "L" weights, in 1/65536ths
 MASK_ASPECT_TOLERANCE = 0.01  # as a map's aspect against its image's (render_annotated.ASPECT_TOLERANCE)
 
 
-def decode_depth_mask(data: bytes) -> np.ndarray:
-    """A depth mask as CO3D's loader reads it (`Image.open(path).convert("L") > 0`): True where
-    trusted. A colour or palette mask counts a pixel by Pillow's luma of its red, green and blue
-    (alpha ignored), so red on black keeps the red pixels; a 16-bit colour one by their high bytes,
-    which is all Pillow reads of them."""
+def decode_luma(data: bytes) -> np.ndarray:
+    """A mask's grey as CO3D's loader reads it (`Image.open(path).convert("L")`): a grey map as
+    stored; a colour or palette one as Pillow's luma of its red, green and blue (alpha ignored),
+    so a red or green mask keeps its pixels (its blue channel alone, which OpenCV's BGR put first,
+    held none); a 16-bit colour one by their high bytes, which is all Pillow reads of them."""
     array = _imdecode(data)
     if array.ndim == 2:
-        return array > 0
+        return array
     bgr = array[..., :3]
     if bgr.dtype == np.uint16:
         bgr = bgr >> 8
     blue, green, red = (bgr[..., i].astype(np.uint32) for i in range(3))
     luma = red * PILLOW_LUMA[0] + green * PILLOW_LUMA[1] + blue * PILLOW_LUMA[2] + 0x8000
-    return (luma >> 16) > 0
+    return (luma >> 16).astype(np.uint8)
+
+
+def decode_depth_mask(data: bytes) -> np.ndarray:
+    """A depth mask as CO3D's loader reads it (`Image.open(path).convert("L") > 0`): True where
+    trusted, by `decode_luma`: red on black keeps the red pixels."""
+    return decode_luma(data) > 0
 
 
 def masked_depth(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -110,7 +110,7 @@ def decode_through(data: bytes, plan: ResizePlan, decode_time_s: float = DEFAULT
 
 
 MAP_DECODERS = ("decode_label_map", "decode_depth", "decode_normals", "decode_gray", "decode_depth_mask",
-                "decode_panoptic_ids")
+                "decode_luma", "decode_panoptic_ids")
 NUMPY_MAP_FORMATS = ("npy", "pfm")  # parsed by NumPy: the work is a copy of the file's bytes
 
 

@@ -70,6 +70,9 @@ MAX_MASK_RUNS = 4_000_000  # runs it paints (~2 s)
 MAX_MASK_AREA = 4 << 30  # pixels it paints, all its masks (~2 s)
 OUTLINE_BUDGET_CANVASES = 64  # turned outlines' windows, summed, in canvases (~0.4 s at most)
 VIPSEG_STUFF_MAX = 124
+# a label map that may draw black: an annotated clip's frame, a tuple's domain, where the unit's other
+# images hold what it teaches (one frame, or a view of a bare wall, is no reason to drop them all)
+EMPTY_LABELS_KEPT = "_empty_labels_kept"
 
 
 class AnnotationError(Rejected):
@@ -290,7 +293,8 @@ def _segment_runs(seg: Any, h: int, w: int) -> np.ndarray:
 def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, settings: RenderSettings,
                right: np.ndarray | None) -> np.ndarray:
     """Boxes clipped to the image (a box reaching past it would be drawn into the padding, one
-    wholly outside on the border); a pair none of whose boxes overlaps the image is rejected.
+    wholly outside on the border); a pair none of whose boxes overlaps the image, or the part of
+    it the resize policy's crop keeps, is `empty_target`: the target would be the input itself.
     A box with a `rotations` entry (degrees, CVAT's rotated rectangle) is outlined turned about
     its centre, on the image's part of the canvas only; one with a `box_masks` entry (an object
     given only as a mask) is its mask's box (`_mask_boxes`)."""
@@ -311,6 +315,13 @@ def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan,
     inside = (flat[:, 2] > flat[:, 0]) & (flat[:, 3] > flat[:, 1])
     if not inside.any() and not shown.any():
         raise AnnotationError("empty_target", f"no box overlaps the {w}x{h} image")
+    crop = plan.crop
+    kept_flat = np.minimum(flat[inside], [crop[2], crop[3]] * 2)
+    kept_flat = np.maximum(kept_flat, [crop[0], crop[1]] * 2)
+    reached = (kept_flat[:, 2] > kept_flat[:, 0]) & (kept_flat[:, 3] > kept_flat[:, 1])
+    if not reached.any() and not any(polygon_area(clip_to_rect(c, crop)) > 0
+                                     for c, keep in zip(corners, shown) if keep):
+        raise AnnotationError("empty_target", "the resize policy's crop cuts off every box")
     categories = np.asarray(annotation["categories"])
     target = draw_boxes(canvas, transform_boxes(plan, flat[inside]), categories[~turned][inside].tolist())
     if shown.any():
@@ -369,7 +380,8 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
     elif "panoptic_uri" in annotation:
         labels = _panoptic_classes(annotation, plan, settings)
     elif "mask_uri" in annotation:
-        labels = np.where(decode_map("decode_gray", _read(annotation["mask_uri"]), settings.decode_time_s) > 127, annotation.get("class_id", 1), 0)
+        grey = decode_map("decode_luma", _read(annotation["mask_uri"]), settings.decode_time_s)
+        labels = np.where(grey > 127, annotation.get("class_id", 1), 0)  # CO3D's loader: convert("L") > 127
     elif "label_mat_uri" in annotation:  # SBD's cls/<id>.mat
         labels = _sbd_class_map(annotation["label_mat_uri"])
     else:
@@ -382,7 +394,24 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
         divisor = int(annotation.get("panoptic_divisor", 0))
         if divisor:  # things: class * divisor + instance; stuff up to `panoptic_stuff_max`: the class itself
             labels = np.where(labels > int(annotation.get("panoptic_stuff_max", 0)), labels // divisor, labels)
-    return colourize_labels(_fit_map(plan, labels.astype(np.int32)))
+    labels = labels.astype(np.int32, copy=False)
+    fitted = _fit_map(plan, labels)
+    if not annotation.get(EMPTY_LABELS_KEPT):
+        _check_drawn_labels(labels, fitted)
+    return colourize_labels(fitted)
+
+
+def _check_drawn_labels(labels: np.ndarray, fitted: np.ndarray) -> None:
+    """A label map that draws nothing but black (0: background, unlabelled or void) is no target:
+    it would teach that the image holds no class, so it is `empty_target`, as a depth map with no
+    depth is (`_drawn_depth`). `labels` (the map as read) says whether it held none or the crop
+    cut off all it held."""
+    if fitted.any():
+        return
+    if labels.any():
+        raise AnnotationError("empty_target", "the resize policy's crop cuts off every labelled pixel of the map")
+    raise AnnotationError("empty_target", "no pixel of the map holds a label (every one background, unlabelled "
+                                          "or void)")
 
 
 def _panoptic_classes(annotation: dict[str, Any], plan: ResizePlan, settings: RenderSettings) -> np.ndarray:
@@ -671,7 +700,7 @@ def render_tuple(record: TupleRecord, settings: RenderSettings) -> RenderedUnit 
                 "normals": {"normals_uri": uri},
                 "edges": {"edges_uri": uri, "threshold": EDGE_THRESHOLD},
                 "depth": {"depth_uri": uri, "format": formats.get("depth", "png16"), "scale": DEPTH_SCALE},
-                "segmentation": {"label_uri": uri},
+                "segmentation": {"label_uri": uri, EMPTY_LABELS_KEPT: True},
             }[task]
             images.append(target_for(task, annotation, decoded.pixels, decoded.plan, settings, record.key)[1])
     except (OSError, ValueError, DecodeError, AnnotationError, MapError) as exc:
@@ -717,7 +746,8 @@ def render_annotated_clip(record: AnnotatedClipRecord, settings: RenderSettings)
             sizes.append({"width": decoded.width, "height": decoded.height})
             if annotation["kind"] == "mask":
                 payload = {"label_uri": annotation["uris"][index], "panoptic_divisor": annotation.get("divisor", 100),
-                           "panoptic_stuff_max": annotation.get("stuff_max", VIPSEG_STUFF_MAX)}
+                           "panoptic_stuff_max": annotation.get("stuff_max", VIPSEG_STUFF_MAX),
+                           EMPTY_LABELS_KEPT: True}
                 task = "segmentation"
             else:
                 payload = {"skeleton": annotation["skeleton"], "people": [annotation["points"][index]]}
