@@ -169,11 +169,6 @@ def pick_along_arc(turned: np.ndarray, widest_gap: float, wanted: int) -> list[i
     return picked
 
 
-def pick_evenly(count: int, wanted: int) -> list[int]:
-    """`wanted` indices spread evenly over range(count) (all of them when count == wanted)."""
-    return sorted({int(i) for i in np.floor(np.arange(wanted) * count / wanted)})
-
-
 MAX_CAMERA_BYTES = 1 << 16  # a 3x4 camera matrix in .npy is 176 bytes
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
@@ -302,7 +297,11 @@ class ObjaverseSource:
         radius = np.linalg.norm(centres, axis=1)
         elevation = np.degrees(np.arcsin(np.clip(centres[:, 2] / radius, -1, 1)))
         order = azimuth_order(azimuths, elevation)
-        chosen = [order[i] for i in pick_evenly(len(order), self.views)]
+        # evenly in azimuth (as CO3D's are), not by index: renders bunched on one side of the object
+        # gave a sentence of that side and a 132-degree jump; regular renders pick as before
+        ordered = azimuths[order]
+        widest_gap = float(np.diff(np.append(ordered, ordered[0] + 360.0)).max())
+        chosen = [order[i] for i in pick_along_arc(ordered - ordered[0], widest_gap, self.views)]
         yield MultiViewRecord(
             key=key, source=self.name, group=key,
             view_uris=tuple(views[i][1] for i in chosen),

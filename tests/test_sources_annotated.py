@@ -21,7 +21,7 @@ import pytest
 
 from sources.annotated_video import AnnotatedVideoSource, frame_windows, windows_holding
 from sources.multitask import MultiTaskSource
-from sources.multiview import Co3dSource, ObjaverseSource, azimuths_about_axis, pick_evenly
+from sources.multiview import Co3dSource, ObjaverseSource, azimuths_about_axis, pick_along_arc
 from sources.records import AnnotatedClipRecord, MultiViewRecord, PairRecord, Reject, TupleRecord, safe_key
 from sources.segmentation import SegmentationSource
 from sources.stereo import StereoSource
@@ -490,7 +490,24 @@ def test_objaverse_views_at_one_azimuth_ordered_by_elevation(tmp_path: Path):
 def test_azimuth_helpers():
     centres = np.array([[1, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0]], float)
     assert azimuths_about_axis(centres, np.array([0, 0, 1.0])).tolist() == [0, 90, 180, 270]
-    assert pick_evenly(48, 24) == list(range(0, 48, 2)) and pick_evenly(24, 24) == list(range(24))
+    regular = np.arange(48) * 7.5  # 48 renders round a closed orbit: every other one, as by index
+    assert pick_along_arc(regular, 7.5, 24) == list(range(0, 48, 2)) and pick_along_arc(regular, 7.5, 48) == list(range(48))
+
+
+def test_objaverse_views_bunched_on_one_side_are_picked_evenly_in_azimuth(tmp_path: Path):
+    """40 renders, 30 of them within 0-29 degrees and 10 spread over 36-324: picked evenly by
+    index, 12 views were [0, 3, 6, 10, 13, 16, 20, 23, 26, 36, 132, 228], a sentence of one side
+    and a jump of 132 degrees, where the README promises views evenly in azimuth."""
+    uid = "b" * 32
+    azimuths = np.concatenate([np.arange(30) * 1.0, 36 + np.arange(10) * 32.0])
+    for i, azimuth in enumerate(azimuths):
+        _png(tmp_path / uid / f"{i:03d}.png", np.full((8, 8, 4), i, np.uint8))
+        np.save(tmp_path / uid / f"{i:03d}.npy", blender_rt(azimuth, 20.0, 1.5))
+    (record,) = list(ObjaverseSource("obj", str(tmp_path), views=12).read(str(tmp_path / uid)))
+    picked = np.array(record.azimuths_deg)
+    assert len(picked) == 12 and list(picked) == sorted(picked)
+    assert np.diff(np.append(picked, picked[0] + 360)).max() <= 36.0 + 1e-3  # no gap wider than the renders'
+    assert np.allclose(picked[:2], [0.0, 29.0], atol=1e-3)  # the bunch gives two views, not nine
 
 
 def test_cityscapes_and_ade20k_pairs(tmp_path: Path):
