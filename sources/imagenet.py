@@ -448,9 +448,10 @@ class ImageNetSource:
                              f"{_where(unit, taken[key])}", split_hint=unit.split, input=at)
                 continue
             taken[key] = fsio.basename(uri)
-            if wnid is None:
-                yield Reject(key, self.name, key, "read", "missing_label", f"{stem} not in {fsio.basename(index)}",
-                             split_hint=unit.split, input=at)
+            if wnid is None:  # a train image outside class folders: no index labels train images
+                detail = (f"{stem} lies directly in {unit.place}/, in no class folder ({unit.place}/<wnid>/): its "
+                          "class is unknown" if unit.split == "train" else f"{stem} not in {fsio.basename(index)}")
+                yield Reject(key, self.name, key, "read", "missing_label", detail, split_hint=unit.split, input=at)
                 continue
             if synsets and wnid not in synsets:
                 yield Reject(key, self.name, key, "read", "unknown_label", f"{wnid} not in {SYNSET_FILE}",

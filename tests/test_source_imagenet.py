@@ -44,6 +44,19 @@ def test_reads_train_folders_and_val_csv(sample_corpus: Path):
     assert len({r.key for r in records}) == len(records)
 
 
+def test_a_train_image_outside_class_folders_says_so_not_that_the_val_index_lacks_it(sample_corpus: Path, tmp_path: Path):
+    """An image dropped directly in `train/` was a `missing_label` whose detail named the val
+    index ("stray not in LOC_val_solution.csv"), which labels no train image: the detail says
+    where it lies and why its class is unknown."""
+    root = tmp_path / "inet"
+    shutil.copytree(sample_corpus / "imagenet", root)
+    shutil.copy(next((root / "train" / "n04266014").iterdir()), root / "train" / "stray.JPEG")
+    source = ImageNetSource("inet", str(root))
+    (stray,) = [i for u in source.units() for i in source.read(u) if isinstance(i, Reject) and i.input == "train/stray.JPEG"]
+    assert (stray.reason, stray.detail) == ("missing_label", "stray lies directly in train/, in no class folder "
+                                                             "(train/<wnid>/): its class is unknown")
+
+
 def test_val_folders_per_class_and_unknown_labels(sample_corpus: Path, tmp_path: Path):
     root = tmp_path / "inet"
     (root / "train").mkdir(parents=True)
