@@ -1,6 +1,6 @@
 """A loaded image's colour taken to sRGB (`_srgb_array`): its ICC profile, a PNG's gAMA and cHRM
 (from its 16-bit samples where Pillow cuts them to 8: `_wide`, a PNG's or TIFF's RGB matrix/TRC
-profile too: `icc_matrix`), the primaries and transfer an
+profile too: `icc_matrix`), a CIELab TIFF's white (`lab_white`), the primaries and transfer an
 AVIF/HEIF's nclx box or a PNG's cICP chunk declares (`declared_colour`: an HDR one tone-mapped),
 before its alpha is composited on white. Part of `transforms.decode`."""
 
@@ -27,6 +27,7 @@ from transforms.colour_profile import (
 )
 from transforms.headers import nclx_colour, png_header
 from transforms.icc_matrix import matrix_conversion
+from transforms.lab_white import lab_to_srgb, lab_white
 from transforms.image_orientation import _TURNS
 from transforms.png_chunks import png_cicp
 from transforms.rgb_array import STRIP_PIXELS, WHITE, _GREY_PROFILED_MODES, _has_alpha, _on_white, pixels, to_rgb_array
@@ -238,7 +239,12 @@ def _srgb_array(image: Image.Image, data: bytes) -> tuple[np.ndarray, str]:
     without an ICC profile is shown as its nclx box declares, a PNG as its cICP chunk declares
     whatever other colour chunks it has (`declared_colour`): a PQ or HLG one
     tone-mapped to SDR as HDR video is (`transforms.hdr`; its decoder gives the non-linear HDR
-    signal, shown as is it looks washed out and dim), a wide-gamut or non-sRGB-curve one converted."""
+    signal, shown as is it looks washed out and dim), a wide-gamut or non-sRGB-curve one converted.
+    A CIELab TIFF whose WhitePoint tag names another white than D50 is adapted from it
+    (`lab_white`: Pillow reads every Lab as D50)."""
+    white = lab_white(image)
+    if white is not None:
+        return lab_to_srgb(image, white), f"TIFF CIELab, white {white[0]:.4f},{white[1]:.4f}"
     if image.mode == "CMYK":
         conversion = srgb_conversion(image.info.get("icc_profile"), "CMYK")
         if conversion.transform is not None:
