@@ -10,6 +10,7 @@ against LittleCMS's own 8-bit transform, and the memory judgement."""
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -95,3 +96,30 @@ def test_16_bit_samples_are_judged_with_the_budget(name: str):
         decode_rgb(data, max_bytes=budget)
     assert caught.value.reason == "image_too_large"
     assert decode_rgb(data, max_bytes=budget + 32 * 24 * 9).shape == (24, 32, 3)
+
+
+def _with_curves(icc: bytes, curve: bytes) -> bytes:
+    """The profile with its rTRC, gTRC and bTRC entries all pointed at `curve`, put at its end."""
+    curve += b"\0" * (-len(curve) % 4)
+    out = bytearray(icc + curve)
+    for i in range(struct.unpack(">I", icc[128:132])[0]):
+        entry = 132 + 12 * i
+        if icc[entry : entry + 4] in (b"rTRC", b"gTRC", b"bTRC"):
+            out[entry + 4 : entry + 12] = struct.pack(">II", len(icc), len(curve))
+    out[0:4] = struct.pack(">I", len(out))
+    return bytes(out)
+
+
+def test_a_curve_whose_parameters_overflow_is_clipped_without_a_warning():
+    """A `para` curve (a * X) ** g of a = 30,000 and g = 100 overflows float64 to infinity: its
+    light is clipped to 1 (as LittleCMS clips its curves), so every channel is black or white,
+    with no RuntimeWarning from NumPy on the decode path (the errstate covered only the clip)."""
+    icc = Image.open(MAGICK / "png16_icc_scrgb.png").info["icc_profile"]
+    stored = cv2.imread(str(MAGICK / "png16_icc_scrgb.png"), cv2.IMREAD_UNCHANGED)
+    para = b"para\0\0\0\0" + struct.pack(">HH", 1, 0) + struct.pack(">iii", 100 << 16, 30000 << 16, 0)
+    ok, encoded = cv2.imencode(".png", stored)
+    assert ok
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = decode_rgb(_with_iccp(encoded.tobytes(), _with_curves(icc, para)))
+    assert set(np.unique(got)) <= {0, 1, 255} and (got == 255).mean() > 0.5  # light 0 or 1, crosstalk aside

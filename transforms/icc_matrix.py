@@ -45,6 +45,11 @@ def _colorant(icc: bytes, start: int, end: int) -> np.ndarray | None:
 def _curve(icc: bytes, start: int, end: int, level: np.ndarray) -> np.ndarray | None:
     """A `curv` or `para` curve (ICC.1:2010 10.6, 10.18) at `level` (0..1), clipped to 0..1 as
     LittleCMS clips it; None for another type or one that does not fit its tag."""
+    with np.errstate(all="ignore"):  # a hostile profile's parameters overflow: clipped below
+        return _evaluated(icc, start, end, level)
+
+
+def _evaluated(icc: bytes, start: int, end: int, level: np.ndarray) -> np.ndarray | None:
     kind = icc[start : start + 4]
     if kind == b"curv" and end - start >= 12:
         count = int.from_bytes(icc[start + 8 : start + 12], "big")
@@ -69,8 +74,7 @@ def _curve(icc: bytes, start: int, end: int, level: np.ndarray) -> np.ndarray | 
     else:  # (aX + b) ** g (+ e) from d, cX (+ f) below
         above = np.power(np.maximum(a * level + b, 0), g) + (e if function == 4 else 0)
         light = np.where(level >= d, above, c * level + (f if function == 4 else 0))
-    with np.errstate(invalid="ignore"):
-        return np.clip(np.nan_to_num(light, nan=0.0), 0, 1)
+    return np.clip(np.nan_to_num(light, nan=0.0), 0, 1)
 
 
 def _curve_tables(icc: bytes, positions: tuple[tuple[int, int], ...], bits: int) -> np.ndarray:
