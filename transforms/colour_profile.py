@@ -41,7 +41,9 @@ sRGB, up to 31 levels from colorimetry's conversion, now within 1.
 The colour is decoded before its alpha is composited on white (`transforms.rgb_array.to_rgb_array`,
 `_converted_on_white`; an RGB ICC profile's too, as ImageMagick's `-profile` then `-alpha remove`),
 and 16-bit samples from their 16 bits: grey ones as Pillow holds them, colour and grey+alpha ones,
-which Pillow cuts to 8 bits on load, from OpenCV's decode (`transforms.image_colour._wide`).
+which Pillow cuts to 8 bits on load, from OpenCV's decode (`transforms.image_colour._wide`); a
+16-bit RGB PNG's or TIFF's RGB profile there by its matrix and curves (`transforms.icc_matrix`),
+a profile of tables (A2B0) still by LittleCMS's 8-bit transform.
 """
 
 from __future__ import annotations
@@ -295,15 +297,22 @@ class PrimariesConversion:
     matrix: np.ndarray  # 3 x 3, linear RGB of the primaries -> linear sRGB
     gamma: float | None  # the power of the curve; None: sRGB's
     description: str
+    # each channel's own curve (an ICC profile's TRCs): `bits` -> float32 (3, 2 ** bits) light; None: `gamma`'s
+    curves: Callable[[int], np.ndarray] | None = None
 
     def apply(self, samples: np.ndarray, bits: int) -> np.ndarray:
         """(H, W, 3) samples of `bits` bits (uint8 or uint16) -> uint8 sRGB, a quarter strip of
         float32 rows at a time (their temporaries stay within a strip's budget)."""
-        light, matrix, encoded = _light(self.gamma, bits), self.matrix.T.astype(np.float32), _encoding()
+        light = _light(self.gamma, bits) if self.curves is None else self.curves(bits)
+        matrix, encoded = self.matrix.T.astype(np.float32), _encoding()
         out = np.empty(samples.shape, np.uint8)
         rows = max(1, (STRIP_PIXELS >> 2) // max(1, samples.shape[1]))
         for y in range(0, samples.shape[0], rows):
-            linear = light[samples[y : y + rows]] @ matrix
+            strip = samples[y : y + rows]
+            if light.ndim == 1:
+                linear = light[strip] @ matrix
+            else:
+                linear = np.stack([light[c][strip[..., c]] for c in range(3)], axis=-1) @ matrix
             np.clip(linear, 0, 1, out=linear)
             linear *= len(encoded) - 1
             linear += 0.5

@@ -20,7 +20,7 @@ on the paths that accept a reduced decode) or rejected `image_too_large`.
 What a decoder holds besides its output counts too (`transforms.headers` reads it from the bytes):
 a multi-scan JPEG's DCT coefficients at full size whatever the scale, the canvases of libwebp, the
 32-bit samples of OpenJPEG, the YUV planes of libavif (by the bit depth and subsampling its
-`av1C` boxes declare) and OpenCV's 16-bit samples of a gAMA, cHRM or grey-profiled PNG that Pillow cuts to 8 bits (`_wide`);
+`av1C` boxes declare) and OpenCV's 16-bit samples of a gAMA, cHRM, grey or RGB ICC-profiled PNG, or an ICC-profiled TIFF, that Pillow cuts to 8 bits (`_wide`);
 and an icon container is judged on the images it embeds, which Pillow
 decodes at their own declared size (an ICO's inside `Image.open`). A JPEG's decode time grows with
 its scans (each walks every block of its components): over `MAX_JPEG_SCANS` it is rejected
@@ -384,13 +384,17 @@ def _decoded_srgb(image: Image.Image, data: bytes, orientation: int,
     and the profile it was converted from. A 16-bit PNG converted from its 16-bit samples
     (`_wide`) is decoded by OpenCV alone: Pillow's load of its 8-bit cut was a second full decode,
     thrown away (0.28 s became 0.56 s at 2000 x 1500). A file OpenCV cannot decode goes to Pillow,
-    whose reject says why."""
-    wide = _wide(image, data, orientation)
+    whose reject says why. A 16-bit TIFF's are decoded after Pillow's load, which judges its
+    strips whole (`_tiff_problem`): OpenCV's libtiff says nothing of a damaged one."""
+    wide = _wide(image, data, orientation) if image.format == "PNG" else None
     if wide is not None:
         return wide
     reduced = jpeg2000.precise(image, data)  # Pillow's own reduction wraps its full scale to 0
     if reduced is None:
         _load(image, data)
+    wide = _wide(image, data, orientation) if image.format == "TIFF" and box is None else None
+    if wide is not None:
+        return wide
     image = _cropped(image if reduced is None else reduced, box)
     image = _oriented(image, orientation)
     return _srgb_array(image, data)

@@ -238,7 +238,8 @@ def _held(image: Image.Image, data: bytes) -> Held:
     if image.format in _DCT_SCALED:
         return _jpeg_held(data)
     if image.format == "TIFF":
-        return _tiff_held(image)
+        tile, wide = _tiff_held(image), _wide_held(image, data)
+        return Held(tile.bytes + wide.bytes, " and ".join(held.what for held in (tile, wide) if held.bytes))
     if image.format == "AVIF":
         return _avif_held(image, data)
     if image.format == "HEIF":  # libheif's own buffers are not judged; an HDR photo's tone-mapping is
@@ -260,9 +261,13 @@ def _held(image: Image.Image, data: bytes) -> Held:
 
 def _wide_held(image: Image.Image, data: bytes) -> Held:
     """What `_wide` holds: OpenCV's 16-bit samples (2 bytes each, alpha included) and, for an
-    image EXIF turns, the turned copy of its result."""
+    image EXIF turns, the turned copy of its result. A TIFF's are held beside Pillow's 8-bit load
+    (decoded after it: `decode._decoded_srgb`), which `decode_cost` counts."""
     if _wide_colour(image, data) is None:
         return Held()
     w, h = image.size
+    if image.format == "TIFF":
+        return Held(w * h * (2 * len(image.getbands()) + 3),
+                    "the 16-bit samples of an ICC-profiled TIFF (OpenCV's decode) and their sRGB")
     return Held(w * h * (2 * (3 if png_header(data) == (16, 2) else 4) + 3),
-                "the 16-bit samples of a cICP, gAMA, cHRM or grey-profiled PNG (OpenCV's decode)")
+                "the 16-bit samples of a cICP, gAMA, cHRM or grey-profiled PNG, or an RGB ICC-profiled one (OpenCV's decode)")

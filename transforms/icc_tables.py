@@ -212,3 +212,16 @@ def table_problem(icc: bytes) -> str | None:
         if problem:
             return f"tag {signature!r} ({icc[offset : offset + 4]!r}): {problem}"
     return None
+
+
+def tag_positions(icc: bytes) -> dict[bytes, tuple[int, int]] | None:
+    """Each tag's (start, end) by its signature, the first of a signature named twice; None for a
+    profile `table_problem` refuses (so every tag lies within the profile and holds what it says)."""
+    if table_problem(icc):
+        return None
+    positions: dict[bytes, tuple[int, int]] = {}
+    for i in range(_u32(icc, _HEADER)):
+        entry = _HEADER + 4 + 12 * i
+        offset, size = _u32(icc, entry + 4), _u32(icc, entry + 8)
+        positions.setdefault(icc[entry : entry + 4], (offset, offset + size))
+    return positions

@@ -1,5 +1,6 @@
 """A loaded image's colour taken to sRGB (`_srgb_array`): its ICC profile, a PNG's gAMA and cHRM
-(from its 16-bit samples where Pillow cuts them to 8: `_wide`), the primaries and transfer an
+(from its 16-bit samples where Pillow cuts them to 8: `_wide`, a PNG's or TIFF's RGB matrix/TRC
+profile too: `icc_matrix`), a CIELab TIFF's white (`lab_white`), the primaries and transfer an
 AVIF/HEIF's nclx box or a PNG's cICP chunk declares (`declared_colour`: an HDR one tone-mapped),
 before its alpha is composited on white. Part of `transforms.decode`."""
 
@@ -25,6 +26,8 @@ from transforms.colour_profile import (
     srgb_conversion,
 )
 from transforms.headers import nclx_colour, png_header
+from transforms.icc_matrix import matrix_conversion
+from transforms.lab_white import lab_to_srgb, lab_white
 from transforms.image_orientation import _TURNS
 from transforms.png_chunks import png_cicp
 from transforms.rgb_array import STRIP_PIXELS, WHITE, _GREY_PROFILED_MODES, _has_alpha, _on_white, pixels, to_rgb_array
@@ -128,6 +131,30 @@ _CUT_TO_8 = (2, 4, 6)
 _GREY_ALPHA = 4  # the PNG colour type Pillow opens as "RGBA" at 16 bits (its grey profile: `_wide_colour`)
 
 
+# a 16-bit TIFF's tags as OpenCV (libtiff) decodes it as stored: RGB, unsigned, interleaved, not turned
+_TIFF_WIDE = {262: (2,), 339: (1,), 284: (1,), 274: (1,)}
+_UNASSOCIATED = (2,)  # ExtraSamples: an alpha not premultiplied (OpenCV hands over what is stored)
+
+
+def _tiff_numbers(image: Image.Image, tag: int, default: int | None = None) -> tuple[int, ...]:
+    value = getattr(image, "tag_v2", {}).get(tag, default)
+    value = value if isinstance(value, tuple) else (value,)
+    return tuple(v for v in value if isinstance(v, int))
+
+
+def _tiff_16_bit(image: Image.Image) -> bool:
+    """A TIFF of 16-bit RGB samples, or RGBA with an unassociated alpha, that OpenCV decodes as
+    stored and Pillow cuts to 8 bits: interleaved, unsigned, not turned by an Orientation tag."""
+    if image.format != "TIFF" or image.mode not in ("RGB", "RGBA"):
+        return False
+    samples = _tiff_numbers(image, 277)
+    if samples not in ((3,), (4,)) or set(_tiff_numbers(image, 258)) != {16}:
+        return False
+    if samples == (4,) and _tiff_numbers(image, 338) != _UNASSOCIATED:
+        return False
+    return all(set(_tiff_numbers(image, tag, want[0])) == set(want) for tag, want in _TIFF_WIDE.items())
+
+
 # 16-bit (h, W, 3) RGB samples (grey ones repeated) -> uint8 sRGB, and what it converts from
 WideColour = tuple[Callable[[np.ndarray], np.ndarray], str]
 
@@ -141,7 +168,12 @@ def _wide_colour(image: Image.Image, data: bytes) -> WideColour | None:
     """How a 16-bit RGB, RGBA or grey+alpha PNG that Pillow cuts to 8 bits (`_CUT_TO_8`, no tRNS
     colour key) is taken to sRGB from its 16 bits: by its cICP (`declared_colour`: ffmpeg writes
     an HDR video's frames as such PNGs), its cHRM (`_png_chromaticities`), its gAMA (`_png_gamma`),
-    or a grey+alpha one's grey ICC profile; None for none of them (or a cICP declaring sRGB)."""
+    a grey+alpha one's grey ICC profile, an RGB one's matrix/TRC ICC profile (`matrix_conversion`);
+    so is a 16-bit RGB(A) TIFF's (`_tiff_16_bit`) profile. None for none of them (or a cICP
+    declaring sRGB, an sRGB profile, a profile of tables: those keep LittleCMS's 8-bit path)."""
+    if _tiff_16_bit(image):
+        matrix = matrix_conversion(image.info.get("icc_profile"))
+        return (functools.partial(matrix.apply, bits=16), matrix.description) if matrix is not None else None
     header = png_header(data) if image.format == "PNG" else None
     if header is None or header[0] != 16 or header[1] not in _CUT_TO_8 or "transparency" in image.info:
         return None
@@ -156,24 +188,29 @@ def _wide_colour(image: Image.Image, data: bytes) -> WideColour | None:
     if table is not None:
         return _through(table), f"PNG gAMA {gamma:g}"
     icc = image.info.get("icc_profile")
-    grey = grey_profile(icc) if header[1] == _GREY_ALPHA and isinstance(icc, bytes) else ""
+    if header[1] != _GREY_ALPHA:
+        matrix = matrix_conversion(icc) if isinstance(icc, bytes) else None
+        return (functools.partial(matrix.apply, bits=16), matrix.description) if matrix is not None else None
+    grey = grey_profile(icc) if isinstance(icc, bytes) else ""
     table = grey_table(icc, 16) if grey else None  # type: ignore[arg-type]
     return (_through(table), grey) if table is not None else None
 
 
 def _wide(image: Image.Image, data: bytes, orientation: int) -> tuple[np.ndarray, str] | None:
-    """A 16-bit RGB, RGBA or grey+alpha PNG's colour taken to sRGB from its 16-bit samples
-    (`_wide_colour`; OpenCV decodes them as stored: no gamma, no EXIF turn), then its 16-bit alpha
-    composited on white, then turned by `orientation`, and what it was converted from: Pillow
-    hands over 8-bit samples, whose linear shadows (gAMA 1.0) came out up to 12 levels from the
-    specification's decoding (a ProPhoto cHRM's 9, a linear grey profile's 29). None when none
-    applies or OpenCV does not give 16-bit samples (the 8-bit path then converts)."""
+    """A 16-bit RGB, RGBA or grey+alpha PNG's (or RGB(A) TIFF's) colour taken to sRGB from its
+    16-bit samples (`_wide_colour`; OpenCV decodes them as stored: no gamma, no EXIF turn), then
+    its 16-bit alpha composited on white, then turned by `orientation`, and what it was converted
+    from: Pillow hands over 8-bit samples, whose linear shadows (gAMA 1.0) came out up to 12
+    levels from the specification's decoding (a ProPhoto cHRM's 9, a linear grey profile's 29, a
+    linear scRGB ICC profile's 13). None when none applies or OpenCV does not give 16-bit samples
+    of the image's size (the 8-bit path then converts)."""
     found = _wide_colour(image, data)
     if found is None:
         return None
     colour, description = found
     wide = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if wide is None or wide.dtype != np.uint16 or wide.ndim != 3 or wide.shape[2] not in (3, 4):
+    if wide is None or wide.dtype != np.uint16 or wide.ndim != 3 or wide.shape[2] not in (3, 4) \
+            or wide.shape[1::-1] != image.size:
         return None
     h, w = wide.shape[:2]
     out = np.empty((h, w, 3), np.uint8)
@@ -202,7 +239,12 @@ def _srgb_array(image: Image.Image, data: bytes) -> tuple[np.ndarray, str]:
     without an ICC profile is shown as its nclx box declares, a PNG as its cICP chunk declares
     whatever other colour chunks it has (`declared_colour`): a PQ or HLG one
     tone-mapped to SDR as HDR video is (`transforms.hdr`; its decoder gives the non-linear HDR
-    signal, shown as is it looks washed out and dim), a wide-gamut or non-sRGB-curve one converted."""
+    signal, shown as is it looks washed out and dim), a wide-gamut or non-sRGB-curve one converted.
+    A CIELab TIFF whose WhitePoint tag names another white than D50 is adapted from it
+    (`lab_white`: Pillow reads every Lab as D50)."""
+    white = lab_white(image)
+    if white is not None:
+        return lab_to_srgb(image, white), f"TIFF CIELab, white {white[0]:.4f},{white[1]:.4f}"
     if image.mode == "CMYK":
         conversion = srgb_conversion(image.info.get("icc_profile"), "CMYK")
         if conversion.transform is not None:

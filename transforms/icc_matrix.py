@@ -1,0 +1,109 @@
+"""An RGB matrix/TRC ICC profile (rXYZ, gXYZ, bXYZ colorants and rTRC, gTRC, bTRC curves: the
+profiles of cameras, phones, raw converters, ghostscript's linear scRGB) read in pure Python, so
+that 16-bit samples go to sRGB from their 16 bits (`matrix_conversion`).
+
+LittleCMS through Pillow transforms 8-bit samples only: a 16-bit PNG's or TIFF's samples were cut
+to 8 bits first, and a linear-light profile's shadows were crushed (a linear P3 ramp came out
+(0, 0, 0) where ImageMagick's 16-bit conversion gives (13, 10, 5): 3.3 levels on average, 13 at
+most; a 16-bit ProPhoto TIFF 14 levels on 0.65% of its pixels). Here each channel's curve is
+evaluated at every 16-bit level, the colorants (already relative to the PCS's D50, as LittleCMS
+reads them for every intent of a matrix profile) take the light to XYZ, and sRGB's own D50 matrix
+(`colour_profile._SRGB_TO_D50`, as LittleCMS builds its sRGB) back to linear sRGB: the arithmetic
+of `colour_profile.PrimariesConversion`. A profile with an A2B0 or D2B0 table (LittleCMS reads the
+table first for the perceptual intent), one whose tags `icc_tables.table_problem` refuses, or one
+whose curves are of another type is not read here: its samples keep LittleCMS's 8-bit transform.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from transforms.colour_profile import _SRGB_TO_D50, PrimariesConversion, srgb_conversion
+from transforms.icc_tables import tag_positions
+
+_COLORANTS = (b"rXYZ", b"gXYZ", b"bXYZ")
+_CURVES = (b"rTRC", b"gTRC", b"bTRC")
+# tags LittleCMS reads before the colorants and curves for some intent: such a profile is a table's
+_TABLES = (b"A2B0", b"A2B1", b"A2B2", b"D2B0", b"D2B1", b"D2B2")
+_PARAMETERS = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}  # a `para` curve's parameters by its function type
+_CACHE_SIZE = 8  # each conversion holds up to 768 KiB of 16-bit curve tables
+
+
+def _s15(icc: bytes, at: int) -> float:
+    return int.from_bytes(icc[at : at + 4], "big", signed=True) / 65536
+
+
+def _colorant(icc: bytes, start: int, end: int) -> np.ndarray | None:
+    """An `XYZ ` tag's first XYZ number."""
+    if icc[start : start + 4] != b"XYZ " or end - start < 20:
+        return None
+    return np.array([_s15(icc, start + 8 + 4 * i) for i in range(3)])
+
+
+def _curve(icc: bytes, start: int, end: int, level: np.ndarray) -> np.ndarray | None:
+    """A `curv` or `para` curve (ICC.1:2010 10.6, 10.18) at `level` (0..1), clipped to 0..1 as
+    LittleCMS clips it; None for another type or one that does not fit its tag."""
+    with np.errstate(all="ignore"):  # a hostile profile's parameters overflow: clipped below
+        return _evaluated(icc, start, end, level)
+
+
+def _evaluated(icc: bytes, start: int, end: int, level: np.ndarray) -> np.ndarray | None:
+    kind = icc[start : start + 4]
+    if kind == b"curv" and end - start >= 12:
+        count = int.from_bytes(icc[start + 8 : start + 12], "big")
+        if end - start < 12 + 2 * count:
+            return None
+        if count == 0:
+            return level.copy()
+        if count == 1:
+            return np.power(level, int.from_bytes(icc[start + 12 : start + 14], "big") / 256)
+        table = np.frombuffer(icc, ">u2", count, start + 12).astype(np.float64) / 0xFFFF
+        return np.interp(level * (count - 1), np.arange(count), table)
+    if kind != b"para" or end - start < 12:
+        return None
+    function = int.from_bytes(icc[start + 8 : start + 10], "big")
+    if function not in _PARAMETERS or end - start < 12 + 4 * _PARAMETERS[function]:
+        return None
+    g, a, b, c, d, e, f = ([_s15(icc, start + 12 + 4 * i) for i in range(_PARAMETERS[function])] + [0.0] * 7)[:7]
+    if function == 0:
+        light = np.power(level, g)
+    elif function in (1, 2):  # (aX + b) ** g (+ c) above -b / a, 0 (c) below
+        light = np.power(np.maximum(a * level + b, 0), g) + (c if function == 2 else 0)
+    else:  # (aX + b) ** g (+ e) from d, cX (+ f) below
+        above = np.power(np.maximum(a * level + b, 0), g) + (e if function == 4 else 0)
+        light = np.where(level >= d, above, c * level + (f if function == 4 else 0))
+    return np.clip(np.nan_to_num(light, nan=0.0), 0, 1)
+
+
+def _curve_tables(icc: bytes, positions: tuple[tuple[int, int], ...], bits: int) -> np.ndarray:
+    """The three curves' light at every `bits`-bit level: float32 (3, 2 ** bits), read-only."""
+    level = np.arange(1 << bits) / ((1 << bits) - 1)
+    curves = [_curve(icc, start, end, level) for start, end in positions]
+    table = np.ascontiguousarray(np.stack(curves).astype(np.float32))  # each checked by `matrix_conversion`
+    table.flags.writeable = False
+    return table
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def matrix_conversion(icc: bytes | None) -> PrimariesConversion | None:
+    """The float conversion to sRGB of samples an RGB matrix/TRC profile describes (any depth;
+    the 16-bit paths use it), None for a profile not of that kind (see above) or one that
+    `srgb_conversion` finds sRGB in all but name (such images keep their samples)."""
+    if not icc or len(icc) < 128 or icc[16:20] != b"RGB " or icc[20:24] != b"XYZ ":
+        return None
+    tags = tag_positions(icc)
+    if tags is None or any(tag in tags for tag in _TABLES) or not all(t in tags for t in _COLORANTS + _CURVES):
+        return None
+    colorants = [_colorant(icc, *tags[tag]) for tag in _COLORANTS]
+    probe = np.array([0.0, 1.0])
+    if any(c is None for c in colorants) or any(_curve(icc, *tags[tag], probe) is None for tag in _CURVES):
+        return None
+    to_d50 = np.stack(colorants, axis=1)  # type: ignore[arg-type]
+    conversion = srgb_conversion(icc)
+    if conversion.transform is None or _SRGB_TO_D50 is None or not np.all(np.isfinite(to_d50)):
+        return None
+    curves = tuple(tags[tag] for tag in _CURVES)
+    tables = functools.lru_cache(maxsize=2)(functools.partial(_curve_tables, icc, curves))
+    return PrimariesConversion(np.linalg.inv(_SRGB_TO_D50) @ to_d50, None, conversion.description, tables)
