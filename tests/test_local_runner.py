@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
 import sys
 import textwrap
@@ -163,3 +164,58 @@ def test_a_worker_process_killed_in_a_stage_that_sends_nothing_back_fails_the_ru
     assert done.returncode != 0 and "FINISHED" not in done.stdout
     assert "Worker subprocess exited with return code 137" in done.stderr, done.stderr[-2000:]
     assert time.monotonic() - started < 60
+
+
+BLOCKED_WORKER = textwrap.dedent("""
+    import os, signal, sys, threading, time
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from uvd_pipeline.cli import terminate_as_interrupt
+    from uvd_pipeline.local_runner import local_runner
+
+    flag = sys.argv[1]
+
+    def work(x):  # a long bundle in a worker process (a video's decode): the signal comes meanwhile
+        open(os.path.join(flag, f"busy-{os.getpid()}"), "w").close()
+        # in a thread the worker's exit waits for (not a daemon), as it waits for a decoder pool's
+        decoding = threading.Thread(target=time.sleep, args=(600,), daemon=False)
+        decoding.start()
+        decoding.join()
+
+    options = PipelineOptions(["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    try:
+        with terminate_as_interrupt():  # as `uvd build` runs it
+            with beam.Pipeline(runner=local_runner(options), options=options) as pipeline:
+                pipeline | beam.Create(list(range(4))) | beam.Reshuffle() | beam.Map(work)
+    except KeyboardInterrupt as stop:
+        print("STOPPED", type(stop).__name__, flush=True)
+        sys.exit(143)
+    """)
+
+
+def test_sigterm_to_the_build_alone_stops_its_worker_processes_inside_a_bundle(tmp_path):
+    """SIGTERM to the build's own process (`docker stop`, Kubernetes, `kill PID`; not its process
+    group, as a terminal's Ctrl-C) while a worker process ran a bundle hung the build for good
+    (hunt54b: 6 of 12 tries): Beam's cleanup waited for each worker process, which waited for
+    data the interrupted runner would never send. Now the workers are stopped and the build exits
+    at once with its 143; no worker process is left (the shell that started each one had stayed
+    behind as its parent)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    build = subprocess.Popen([sys.executable, "-c", BLOCKED_WORKER, str(tmp_path)], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(tmp_path.glob("busy-*")):
+            assert build.poll() is None, build.communicate()
+            time.sleep(0.05)
+        workers = [int(p.name.split("-")[1]) for p in tmp_path.glob("busy-*")]
+        assert workers, "no worker started its bundle"
+        build.send_signal(signal.SIGTERM)
+        out, err = build.communicate(timeout=60)
+    finally:
+        if build.poll() is None:
+            os.killpg(build.pid, signal.SIGKILL)
+            build.wait()
+    assert build.returncode == 143 and "STOPPED Terminated" in out, err[-2000:]
+    for pid in workers:  # killed, not left to finish their 600 s
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"

@@ -21,10 +21,21 @@ stage that sends nothing back (the shard writers: `expect_reads` is empty, so no
 notices the loss) hung the build for good: Beam's `SubprocessSdkWorker.run` raises "Worker
 subprocess exited with return code 137" in its own thread, where nobody hears it, and the bundle's
 `ControlFuture` waits forever. Here that exit aborts the worker's outstanding requests with that
-error (`watch_worker_processes`), so the build fails at once, and its rerun finishes the job."""
+error (`watch_worker_processes`), so the build fails at once, and its rerun finishes the job.
+
+A run that fails or is interrupted while a worker process is inside a bundle (SIGTERM to the
+build's own process, as `docker stop`, Kubernetes or `kill PID` send it; Ctrl-C reaches the
+workers too) hung as well, in about half the tries: Beam's cleanup closes each worker's control
+stream and then waits for its process, which waits for data the runner no longer sends. Here such
+a run's workers are stopped first (`stop_worker`), and the shell Beam starts each one through
+execs it, so that the process Beam waits on is the worker itself."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import threading
 from typing import Any
 
 __all__ = ["local_runner", "disable_timed_flushes", "watch_worker_processes"]
@@ -43,35 +54,86 @@ def disable_timed_flushes() -> None:
     worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
 
 
+# each local worker process, by the ident of the thread that started it and waits on it
+_WORKER_PROCESSES: dict[int, subprocess.Popen] = {}
+
+
+class _WorkerSubprocess:
+    """`local_job_service`'s `subprocess`: its `Popen` (a worker's `sh -c COMMAND`) execs the
+    command, so the process Beam waits on is the worker and stopping it stops the worker (the
+    shell stayed behind as its parent before), and records the process by its thread."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(command: Any, *args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 (subprocess's name)
+        if kwargs.get("shell") and isinstance(command, str):
+            command = f"exec {command}"
+        process = subprocess.Popen(command, *args, **kwargs)
+        _WORKER_PROCESSES[threading.get_ident()] = process
+        return process
+
+
 def watch_worker_processes() -> None:
     """Make a worker process's unexpected exit fail the requests its runner still waits on (the
-    bundle it had), instead of leaving them waiting forever. Idempotent; holds for every local run
-    made after it in this process."""
-    import threading
-
+    bundle it had), instead of leaving them waiting forever; and stop the worker processes of a run
+    that is failing or interrupted, instead of waiting for them forever. Idempotent; holds for
+    every local run made after it in this process."""
     from apache_beam.runners.portability import local_job_service
     from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
     handler = worker_handlers.SubprocessSdkWorkerHandler
     if getattr(handler, "_uvd_watched", False):
         return
+    local_job_service.subprocess = _WorkerSubprocess()
 
     def start_worker(self) -> None:
         self.worker = local_job_service.SubprocessSdkWorker(self._worker_command_line, self.control_address,
                                                             self.provision_info, self.worker_id)
+        self._uvd_stopped = False
 
         def run() -> None:
             try:
                 self.worker.run()
             except Exception as exc:  # exited with a return code other than 0: its requests fail
-                _fail_requests(self.control_conn, exc)
-                raise
+                if self._uvd_stopped:  # stopped by `stop_worker`: the run is already ending
+                    return
+                error = _death(_WORKER_PROCESSES.get(threading.get_ident())) or exc
+                _fail_requests(self.control_conn, error)
+                raise error from None
+            finally:
+                _WORKER_PROCESSES.pop(threading.get_ident(), None)
 
         self.worker_thread = threading.Thread(name="run_worker", target=run)
         self.worker_thread.start()
 
+    def stop_worker(self) -> None:
+        # called by Beam's cleanup, in a `finally`: an exception on its way out (an interrupt, a
+        # failed bundle) means the runner sends its workers nothing more, and one inside a bundle
+        # waits for that data for good
+        process = _WORKER_PROCESSES.get(self.worker_thread.ident)
+        if sys.exc_info()[0] is not None and process is not None and process.poll() is None:
+            self._uvd_stopped = True
+            process.kill()
+        self.worker_thread.join()
+
     handler.start_worker = start_worker
+    handler.stop_worker = stop_worker
     handler._uvd_watched = True
+
+
+def _death(process: subprocess.Popen | None) -> RuntimeError | None:
+    """Beam's error for a worker killed by a signal, in the shell's words it had when a shell was
+    the worker's parent ("return code 137", not -9), naming the signal."""
+    code = process.returncode if process is not None else None
+    if code is None or code >= 0:
+        return None
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return RuntimeError(f"Worker subprocess exited with return code {128 - code} (killed by {name})")
 
 
 def _fail_requests(connection: Any, error: Exception) -> None:
