@@ -12,6 +12,7 @@ import logging
 import sys
 
 from uvd_pipeline import beam_signatures
+from uvd_pipeline.worker_parent import die_with_parent
 from uvd_pipeline.log_filters import quiet_handlers, quiet_refused_bundles
 
 
@@ -21,5 +22,6 @@ def _quiet_worker() -> None:
                    if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.stderr)
 
 
+die_with_parent()  # first: a build killed while this process starts takes it along
 _quiet_worker()
 beam_signatures.install()  # each bundle processor inspects its DoFns' methods again

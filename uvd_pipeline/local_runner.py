@@ -32,11 +32,14 @@ execs it, so that the process Beam waits on is the worker itself."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import threading
 from typing import Any
+
+from uvd_pipeline.worker_parent import BUILD_PID_ENV
 
 __all__ = ["local_runner", "disable_timed_flushes", "watch_worker_processes"]
 
@@ -70,6 +73,8 @@ class _WorkerSubprocess:
     def Popen(command: Any, *args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 (subprocess's name)
         if kwargs.get("shell") and isinstance(command, str):
             command = f"exec {command}"
+        # the worker ends with this process (`worker_parent.die_with_parent`)
+        kwargs["env"] = {**(kwargs.get("env") or os.environ), BUILD_PID_ENV: str(os.getpid())}
         process = subprocess.Popen(command, *args, **kwargs)
         _WORKER_PROCESSES[threading.get_ident()] = process
         return process
