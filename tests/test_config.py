@@ -624,6 +624,31 @@ def test_check_refuses_what_build_would_crash_on(tmp_path: Path, capsys, config,
     assert not out.exists() or (out.is_file() and out.read_text() == "keep me")
 
 
+def test_an_output_folder_holding_other_files_and_no_build_is_refused(tmp_path: Path, capsys):
+    """`output` naming a folder of the user's own (a home folder, a dataset, a stash of files)
+    was built into without a word, rendered/ and _units/ beside the files (hunt54b L3). Refused
+    now by check and build, writing nothing; an empty folder (a Mac's .DS_Store aside) and a
+    build's own output are built into as before."""
+    path = _yaml_config(tmp_path, OUTPUT_FILE)
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("notes.txt", "photos", "a.jpg", "b.jpg", "c.jpg", "d.jpg", ".DS_Store"):
+        (out / name).write_text("mine") if "." in name else (out / name).mkdir()
+    before = sorted(p.name for p in out.iterdir())
+    expected = (f"error: output: {out} holds 6 files or folders (a.jpg, b.jpg, c.jpg, d.jpg, notes.txt and 1 more) "
+                f"and no build (no build.json, rendered/ or _units/); name a new or empty folder for the build, "
+                f"e.g. {out}/uvd")
+    for command in ("check", "build"):
+        code, err = _cli(capsys, command, str(path), "--set", "tokenizer.enabled=false")
+        assert code == 2 and expected in err, err
+    assert sorted(p.name for p in out.iterdir()) == before
+    for name in before:
+        (out / name).rmdir() if (out / name).is_dir() else (out / name).unlink()
+    (out / ".DS_Store").write_text("finder")
+    code, err = _cli(capsys, "check", str(path), "--set", "tokenizer.enabled=false")
+    assert code == 0, err
+
+
 def test_runner_names_are_beams_and_read_as_beam_reads_them(tmp_path: Path, capsys):
     """The names known without importing Beam are Beam's own; `direct` and `flinkrunner` are the
     runners Beam would pick (case and the Runner suffix are optional there), named properly."""

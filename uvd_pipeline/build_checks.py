@@ -22,6 +22,8 @@ def check_output(config: BuildConfig) -> None:
     while not os.path.lexists(path) and os.path.dirname(path) != path:
         path = os.path.dirname(path)
     if os.path.isdir(path):
+        if path == os.path.abspath(local):
+            _check_a_builds_folder(config.output, path)
         return
     what = "is a file" if os.path.isfile(path) else "exists and is not a folder"
     if path == os.path.abspath(local):
@@ -29,6 +31,35 @@ def check_output(config: BuildConfig) -> None:
                           f"{config.output}.build")
     raise ConfigError(f"output: {path} {what}, so no folder can be made at {config.output}; name a folder "
                       "elsewhere")
+
+
+def _build_names() -> frozenset[str]:
+    """The names a build (or its report) writes at the top of its output."""
+    from uvd_pipeline.build_record import BUILD_FILE
+    from uvd_pipeline.mixture import MIXTURE_FILE
+    from uvd_pipeline.output_lock import LOCK_FILE, TMP_DIR
+    from uvd_pipeline.rendered_shards import RENDERED_DIR
+    from uvd_pipeline.summary import REJECTS_FILE, SUMMARY_FILE
+    from uvd_pipeline.unit_store import SHARD_INPUTS_DIR, UNITS_DIR
+
+    return frozenset({BUILD_FILE, MIXTURE_FILE, LOCK_FILE, TMP_DIR, RENDERED_DIR, "tokens", REJECTS_FILE,
+                      SUMMARY_FILE, SHARD_INPUTS_DIR, UNITS_DIR, "report", "report.html", "report.json"})
+
+
+def _check_a_builds_folder(output: str, path: str) -> None:
+    """An existing output must be empty or a build's: one holding other files and nothing a build
+    writes (a home folder, a dataset, a mistyped path that exists) was built into without a word,
+    the build's folders beside the user's files. Hidden names (`.DS_Store`, `.git`) count as none."""
+    try:
+        names = sorted(name for name in os.listdir(path) if not name.startswith("."))
+    except OSError:
+        return  # the lock says what this user may not do there
+    if not names or not _build_names().isdisjoint(names):
+        return
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    raise ConfigError(f"output: {output} holds {len(names)} files or folders ({shown}) and no build (no "
+                      "build.json, rendered/ or _units/); name a new or empty folder for the build, e.g. "
+                      f"{output.rstrip('/')}/uvd")
 
 
 def check_runner(config: BuildConfig) -> None:
