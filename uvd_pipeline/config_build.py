@@ -119,7 +119,15 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb", "layout_check"}
 # scale to 0); a JPEG TIFF damaged inside a strip `decode_error`; a JPEG's or WebP's XMP-only
 # orientation ignored; parquet rows without a key keyed by file and row, not all `None`; a binary
 # `image` column read as images; a video's alpha (QuickTime RLE, ProRes 4444) composited on white.
-RENDER_REVISION = 17
+# 18 (2026-12-07): colour declared beyond ICC-in-Pillow applied: an AVIF/HEIC nclx box's SDR
+# primaries and transfer, a PNG's cICP, a JPEG 2000's (colr method 2), a still GIF's and a BMP V5's
+# ICC profile; a 16-bit RGB PNG/TIFF's matrix/TRC profile from its 16 bits; a Lab TIFF's white
+# point; a profile whose tables overrun it ignored before LittleCMS reads it. A VP8/VP9 WebM's
+# alpha composited on white. Annotated targets: class colours spread in CIELAB (ids 1-255); a crop
+# that cuts off every box or label `empty_target`; 1-bit label maps read as 0/1; CO3D masks by
+# luma; an undeclared COCO category `bad_annotation`; VOC names of another case one class; ADE20K
+# and Cityscapes images of every extension read. Objaverse views picked evenly in azimuth.
+RENDER_REVISION = 18
 
 
 class BuildConfig(Strict):
