@@ -649,6 +649,38 @@ def test_an_output_folder_holding_other_files_and_no_build_is_refused(tmp_path: 
     assert code == 0, err
 
 
+def test_sources_of_one_type_over_one_folder_are_warned_of(tmp_path: Path, capsys):
+    """Two web sources over one download (or one inside the other's folder) built without a word:
+    every image read, rendered and counted twice, the second source's all duplicate rejects
+    (hunt54b L2). `check` and the build's summary warn now; a derived source (synthetic) over the
+    same folder shares by design and is not warned of."""
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.config import load_config
+    from uvd_pipeline.source_factory import source_notices
+
+    text = OUTPUT_FILE + """  - {name: web2, type: laion, path: IMGS, num_shards: 1}
+  - {name: inner, type: laion, path: IMGS/sub, num_shards: 1}
+  - {name: synth, type: synthetic, path: IMGS, tasks: [colorization], num_shards: 1}
+"""
+    path = _yaml_config(tmp_path, text.replace("beam: {direct_num_workers: 1}\n", ""))
+    (tmp_path / "imgs" / "sub").mkdir()
+    (tmp_path / "imgs" / "sub" / "x.jpg").write_bytes((next((tmp_path / "imgs").glob("*.jpg"))).read_bytes())
+    imgs = tmp_path / "imgs"
+    notices = source_notices(load_config(str(path), {"tokenizer": {"enabled": False}}))
+    assert notices == {
+        "web2": [f"web2: reads the folder source web reads ({imgs}): each shared file is read, rendered and counted "
+                 "by both (a copy of an image is a duplicate reject); give the sources folders apart, or disable one"],
+        "inner": [f"inner: lies inside source web's folder ({imgs}), which reads it too: each shared file is read, "
+                  "rendered and counted by both (a copy of an image is a duplicate reject); give the sources folders "
+                  "apart, or disable one",
+                  f"inner: lies inside source web2's folder ({imgs}), which reads it too: each shared file is read, "
+                  "rendered and counted by both (a copy of an image is a duplicate reject); give the sources folders "
+                  "apart, or disable one"]}
+    assert main(["check", str(path), "--set", "tokenizer.enabled=false"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("warning: ") == 3 and "warning: web2: reads the folder source web reads" in printed
+
+
 def test_runner_names_are_beams_and_read_as_beam_reads_them(tmp_path: Path, capsys):
     """The names known without importing Beam are Beam's own; `direct` and `flinkrunner` are the
     runners Beam would pick (case and the Runner suffix are optional there), named properly."""

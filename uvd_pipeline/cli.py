@@ -311,12 +311,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     from uvd_pipeline.build import check_before_build, check_tokenizer
     from uvd_pipeline.config import config_summary, load_config, parse_set_options
     from uvd_pipeline.graph import list_units
+    from uvd_pipeline.source_factory import source_notices
 
     config = load_config(args.config, parse_set_options(args.set))
     print(config_summary(config))
     check_before_build(config)
     for name, units in list_units(config).items():
         print(f"source {name}: {len(units)} input units")
+    for warnings in source_notices(config).values():  # what the build would warn of, each naming its source
+        for warning in warnings:
+            print(f"warning: {warning}")
     check_tokenizer(config)
     print("config OK")
     return 0

@@ -6,6 +6,7 @@ Readers hold plain values only, so they pickle to Beam workers.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any, Callable
 
 from sources import fsio
@@ -43,10 +44,36 @@ def _coco_files(c) -> tuple[tuple[str, ...], str]:
     return files, images
 
 
+def overlap_notices(config) -> dict[str, list[str]]:
+    """Two enabled sources of one type over one folder, or one inside the other's: every file of
+    the shared part is read, rendered and counted by both (a second web source over the same
+    download gave 20 of 20 images as its duplicates), which is seldom meant. Sources that derive
+    from another's images (`synthetic`, `pseudo_labeled`) are of other types and share by design."""
+    found: dict[str, list[str]] = {}
+    local = [(c, os.path.abspath(path)) for c in config.enabled_sources if (path := fsio.local_path(c.path))]
+    for i, (first, first_path) in enumerate(local):
+        for second, second_path in local[i + 1:]:
+            if first.type != second.type:
+                continue
+            if second_path == first_path:
+                what = f"reads the folder source {first.name} reads ({second.path})"
+            elif second_path.startswith(first_path.rstrip(os.sep) + os.sep):
+                what = f"lies inside source {first.name}'s folder ({first.path}), which reads it too"
+            elif first_path.startswith(second_path.rstrip(os.sep) + os.sep):
+                what = f"holds source {first.name}'s folder ({first.path}) and reads it too"
+            else:
+                continue
+            found.setdefault(second.name, []).append(
+                f"{second.name}: {what}: each shared file is read, rendered and counted by both (a copy of an image is a "
+                "duplicate reject); give the sources folders apart, or disable one")
+    return found
+
+
 def source_notices(config) -> dict[str, list[str]]:
-    """Warnings about each enabled source's input as a whole (img2dataset-resized images), once
-    per source; a source that cannot tell says nothing (its own errors surface while listing)."""
-    notices = {}
+    """Warnings about each enabled source's input as a whole (img2dataset-resized images, a
+    folder another source of its type reads too), once per source; a source that cannot tell says
+    nothing (its own errors surface while listing)."""
+    notices = overlap_notices(config)
     for c in config.enabled_sources:
         if c.type != "laion":
             continue
@@ -55,7 +82,7 @@ def source_notices(config) -> dict[str, list[str]]:
         except (OSError, ValueError):
             continue
         if found:
-            notices[c.name] = found
+            notices.setdefault(c.name, []).extend(found)
     return notices
 
 
