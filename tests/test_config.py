@@ -652,8 +652,8 @@ def test_an_output_folder_holding_other_files_and_no_build_is_refused(tmp_path: 
 def test_sources_of_one_type_over_one_folder_are_warned_of(tmp_path: Path, capsys):
     """Two web sources over one download (or one inside the other's folder) built without a word:
     every image read, rendered and counted twice, the second source's all duplicate rejects
-    (hunt54b L2). `check` and the build's summary warn now; a derived source (synthetic) over the
-    same folder shares by design and is not warned of."""
+    (hunt54b L2). `check` and the build's summary warn now; derived sources (synthetic) over the
+    same folder share by design and are not warned of, nor are types that pick part of a root."""
     from uvd_pipeline.cli import main
     from uvd_pipeline.config import load_config
     from uvd_pipeline.source_factory import source_notices
@@ -661,6 +661,7 @@ def test_sources_of_one_type_over_one_folder_are_warned_of(tmp_path: Path, capsy
     text = OUTPUT_FILE + """  - {name: web2, type: laion, path: IMGS, num_shards: 1}
   - {name: inner, type: laion, path: IMGS/sub, num_shards: 1}
   - {name: synth, type: synthetic, path: IMGS, tasks: [colorization], num_shards: 1}
+  - {name: synth2, type: synthetic, path: IMGS, tasks: [inpainting], num_shards: 1}
 """
     path = _yaml_config(tmp_path, text.replace("beam: {direct_num_workers: 1}\n", ""))
     (tmp_path / "imgs" / "sub").mkdir()

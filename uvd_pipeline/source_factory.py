@@ -44,16 +44,20 @@ def _coco_files(c) -> tuple[tuple[str, ...], str]:
     return files, images
 
 
+# source types that read every file below their path; others pick part of a shared root by a
+# field (a COCO root's `split`, ImageNet's `splits`) or derive from another's images by design
+WHOLE_FOLDER_TYPES = frozenset({"laion", "video"})
+
+
 def overlap_notices(config) -> dict[str, list[str]]:
     """Two enabled sources of one type over one folder, or one inside the other's: every file of
     the shared part is read, rendered and counted by both (a second web source over the same
-    download gave 20 of 20 images as its duplicates), which is seldom meant. Sources that derive
-    from another's images (`synthetic`, `pseudo_labeled`) are of other types and share by design."""
+    download gave 20 of 20 images as its duplicates), which is seldom meant (`WHOLE_FOLDER_TYPES`)."""
     found: dict[str, list[str]] = {}
     local = [(c, os.path.abspath(path)) for c in config.enabled_sources if (path := fsio.local_path(c.path))]
     for i, (first, first_path) in enumerate(local):
         for second, second_path in local[i + 1:]:
-            if first.type != second.type:
+            if first.type != second.type or first.type not in WHOLE_FOLDER_TYPES:
                 continue
             if second_path == first_path:
                 what = f"reads the folder source {first.name} reads ({second.path})"
