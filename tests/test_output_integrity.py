@@ -730,3 +730,24 @@ def test_verify_of_a_build_stopped_before_its_summary_is_unfinished_not_intact(m
     assert "3 unfinished" in " ".join(capsys.readouterr().out.split())
     next(out.glob("rendered/*/*/*.tar")).write_bytes(b"cut")
     assert cli.cmd_verify(cli.parser().parse_args(["verify", str(out)])) == 1
+
+
+def test_verify_of_an_output_named_by_a_relative_path_holds_rejects_jsonl(mini_corpus, mini_build, tmp_path,
+                                                                          monkeypatch, capsys):
+    """`verify build/sample` (a relative path, as `make build-uvd` names it) said intact with
+    `rejects.jsonl` emptied: the shards it held the file to were named from the relative path, the
+    listing's by absolute paths, so the two never matched and the check was skipped."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    rejects = out / "rejects.jsonl"
+    held = rejects.stat().st_size
+    rejects.write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    for given in ("out", "./out"):
+        assert main(["verify", given]) == 1
+        printed = capsys.readouterr().out
+        assert (f"damaged: {rejects}: 0 bytes, the committed shards' rejects files hold {held} (summary.json counts "
+                f"{summary['totals']['rejects']} rejects)") in printed, printed
+        assert printed.splitlines()[-2].startswith(f"{given}: DAMAGED: 1 damaged files in ")
+

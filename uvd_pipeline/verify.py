@@ -318,6 +318,13 @@ def no_output(output: str, why: str) -> NotFound:
     return NotFound(f"{output} {why}")
 
 
+def absolute(output: str) -> str:
+    """A local `output` as an absolute path, a URL as it is: a listing names files by absolute
+    paths, and a check that held them to names joined from `build/sample` matched none of them
+    (an emptied `rejects.jsonl` was intact under a relative path)."""
+    return output if "://" in output else os.path.abspath(output)
+
+
 def verify_output(output: str, quick: bool = False,
                   on_damage: Callable[[str, str], None] | None = None, units: bool = True,
                   mixture: bool = True, progress: Progress | None = None) -> VerifyResult:
@@ -336,7 +343,8 @@ def verify_output(output: str, quick: bool = False,
 
     if not fsio.exists(fsio.join(output, BUILD_FILE)):
         raise no_output(output, f"is not a build output (it has no {BUILD_FILE})")
-    result = VerifyResult(output, full=not quick)
+    result = VerifyResult(output, full=not quick)  # named as given; its files by where they lie
+    output = absolute(output)
     holder = read_holder(output)
     result.holder = holder.describe() if holder else None
     result.holder_gone = holder is not None and holder.is_alive() is False
