@@ -751,3 +751,30 @@ def test_verify_of_an_output_named_by_a_relative_path_holds_rejects_jsonl(mini_c
                 f"{summary['totals']['rejects']} rejects)") in printed, printed
         assert printed.splitlines()[-2].startswith(f"{given}: DAMAGED: 1 damaged files in ")
 
+
+def test_export_names_a_token_shard_whose_stats_file_is_gone(mini_corpus, mini_build, tmp_path, capsys):
+    """A token shard whose stats file was deleted: `verify` calls it damage, yet `export-jsonl`
+    left its sentences out without a word, even when the shard was named on the command line
+    (exit 0, a JSONL of the other shards). Now it stops naming the shard and writes nothing; an
+    interrupted write's `.tmp-` temporary is still no shard of the export."""
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.shards import find_shards
+
+    _, out, _ = _copy(mini_corpus, mini_build, tmp_path)
+    shards = sorted((out / "tokens").rglob("*.arrow"))
+    assert len(shards) > 1
+    (out / "tokens" / "stray.arrow.tmp-1234abcd").write_bytes(b"half")
+    target = tmp_path / "all.jsonl"
+    assert main(["export-jsonl", str(out / "tokens"), "--out", str(target)]) == 0
+    capsys.readouterr()
+    target.unlink()
+    gone = shards[0]
+    gone.with_name(gone.name.replace(".arrow", ".stats.json")).unlink()
+    for given in (str(out / "tokens"), str(gone), str(out / "tokens" / "*" / "*" / "*.arrow")):
+        assert main(["export-jsonl", given, "--out", str(target)]) == 1
+        assert capsys.readouterr().err == (
+            f"error: damaged: {gone}: its .stats.json file (the commit mark) is missing: not a committed token shard; "
+            "the export stops rather than leave its sentences out; a resumed build with --verify rebuilds damaged "
+            "shards (python -m uvd_pipeline build CONFIG --verify); python -m uvd_pipeline verify OUT lists them\n")
+        assert not target.exists()
+    assert str(gone) not in find_shards(str(out / "tokens"))  # the trainer still reads what is committed

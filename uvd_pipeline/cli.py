@@ -277,9 +277,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export_jsonl(args: argparse.Namespace) -> int:
-    from uvd_pipeline.shards import export_jsonl, find_shards
+    from uvd_pipeline.shards import export_jsonl, export_shards
 
-    shards = [p for pattern in args.shards for p in find_shards(pattern)]
+    shards = [p for pattern in args.shards for p in export_shards(pattern)]
     if not shards:
         raise NotFound(f"no committed token shards match {', '.join(args.shards)}")
     count = export_jsonl(shards, args.out)

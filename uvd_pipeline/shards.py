@@ -307,6 +307,26 @@ def find_shards(pattern: str) -> list[str]:
     return sorted(p for p in globlib.glob(pattern, recursive=True) if p.endswith(ARROW_SUFFIX) and committed(p))
 
 
+def export_shards(pattern: str) -> list[str]:
+    """The token shards `export-jsonl` is given by a file, glob or folder, none left out: unlike
+    `find_shards` (the trainer's, which may read a build still writing its shards), a `.arrow`
+    without its stats file is a `ShardDamaged` naming it, never skipped; a JSONL that silently
+    lacked 9 of 16 sentences (one stats file deleted) was written with exit 0. Only the atomic
+    writer's temporaries (`.tmp-` names) are left out."""
+    from tokenizer.atomic import is_temporary
+
+    if os.path.isdir(pattern):
+        pattern = os.path.join(pattern, "**", "*" + ARROW_SUFFIX)
+    paths = sorted(p for p in globlib.glob(pattern, recursive=True)
+                   if p.endswith(ARROW_SUFFIX) and not is_temporary(p) and not os.path.isdir(p))
+    for path in paths:
+        if not committed(path):
+            raise ShardDamaged(path, f"its {STATS_SUFFIX} file (the commit mark) is missing: not a committed token "
+                                     "shard; the export stops rather than leave its sentences out; "
+                                     + REBUILD_HINT)
+    return paths
+
+
 def sentence_tokens(table: pa.Table, index: int) -> np.ndarray:
     """One row's tokens as a zero-copy uint16 view."""
     column = table.column("tokens")
