@@ -778,3 +778,73 @@ def test_export_names_a_token_shard_whose_stats_file_is_gone(mini_corpus, mini_b
             "shards (python -m uvd_pipeline build CONFIG --verify); python -m uvd_pipeline verify OUT lists them\n")
         assert not target.exists()
     assert str(gone) not in find_shards(str(out / "tokens"))  # the trainer still reads what is committed
+
+
+def _foreign_shard(out: Path, tmp_path: Path, target: Path, *flags: str) -> None:
+    """A shard as `import-jsonl` writes it from this build's own export, placed at `target` in the
+    build's `tokens/` (another tokenizer's, as an import of released data is)."""
+    from uvd_pipeline.cli import main
+
+    jsonl = tmp_path / "released.jsonl"
+    stats = json.loads(next((out / "tokens").rglob("*.stats.json")).read_text())
+    assert main(["export-jsonl", str(out / "tokens"), "--out", str(jsonl)]) == 0
+    assert main(["import-jsonl", str(jsonl), "--out", str(target), "--source", target.parts[-3], "--tokens-per-image",
+                 str(stats["tokens_per_image"]), "--image-size", str(stats["image_size"]), *flags]) == 0
+
+
+def test_verify_and_report_refuse_a_foreign_token_shard_in_tokens(mini_corpus, mini_build, tmp_path, capsys):
+    """A shard imported into the build's `tokens/` (its own stats: so no stray) passed `verify` as
+    intact, and `report` stopped with a numpy traceback (two codebooks in one histogram); one
+    imported over a committed shard (its stats replaced) passed too, its tokens counted as the
+    build's. Both are named as another configuration's, by `verify` and by `report`."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    shard = sorted((out / "tokens").rglob("*.arrow"))[0]
+    extra = shard.with_name("extra.arrow")
+    _foreign_shard(out, tmp_path, extra, "--tokenizer-name", "other", "--codebook-size", "16384")
+    capsys.readouterr()
+    why = (f"a token shard of another configuration (config hash 'imported', this build's is "
+           f"{summary['config_hash']}): an import or another build's; the trainer's mixture and the report would "
+           "take it as this build's; move it out of tokens/ (import into a folder of its own)")
+    assert main(["verify", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"damaged: {extra}: {why}\n" in printed and "DAMAGED: 1 damaged files" in printed, printed
+    assert main(["report", str(out)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: damaged: {extra}: {why}; ")
+    extra.unlink()
+    extra.with_name("extra.stats.json").unlink()
+    assert main(["verify", str(out)]) == 0
+    _foreign_shard(out, tmp_path, shard)  # over a committed shard: its stats file replaced too
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 1
+    assert f"damaged: {shard}: {why}\n" in capsys.readouterr().out
+
+
+def test_verify_holds_the_summary_counts_to_the_stats(mini_corpus, mini_build, tmp_path, capsys):
+    """summary.json's counts were never read back: totals.sentences 96 of 16 passed `verify`, and
+    the report printed 96. Each count that differs from the committed shards' stats is named."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    path = out / "summary.json"
+    edited = json.loads(path.read_text())
+    source = sorted(edited["sources"])[0]
+    sentences, source_sentences = edited["totals"]["sentences"], edited["sources"][source]["sentences"]
+    edited["totals"]["sentences"] = 96
+    edited["sources"][source]["sentences"] += 80
+    edited["tokens"]["sources"][source]["tokens"] += 1
+    path.write_text(json.dumps(edited))
+    why = (f"counts other than the committed shards', edited since the build: totals.sentences 96 (the committed "
+           f"shards' stats hold {sentences}); sources.{source}.sentences {source_sentences + 80} (the committed "
+           f"shards' stats hold {source_sentences}); tokens.sources ")
+    assert main(["verify", "--quick", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"damaged: {path}: {why}" in printed and "DAMAGED: 1 damaged files" in printed, printed
+    assert printed.splitlines()[0].endswith("; run the same build command again: it writes it anew from the "
+                                            "committed shards")
+    assert main(["report", str(out)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: damaged: {path}: {why}")
+    assert "totals" not in json.loads((out / "report" / "report.json").read_text())
+    path.write_text(json.dumps(summary))
+    assert main(["verify", str(out)]) == 0

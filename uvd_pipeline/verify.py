@@ -338,6 +338,7 @@ def verify_output(output: str, quick: bool = False,
     from uvd_pipeline.output_lock import read_holder
     from uvd_pipeline.rendered_shards import RENDERED_DIR, REJECTS_SUFFIX
     from uvd_pipeline.shards import TOKENS_DIR
+    from uvd_pipeline.summary_checks import SummaryTally
     from uvd_pipeline.unit_relocation import pending_placements
     from uvd_pipeline.unit_store import UNITS_DIR
 
@@ -391,6 +392,9 @@ def verify_output(output: str, quick: bool = False,
                 damaged(uri, f"unreadable JSON ({exc})"[:200])
             except OSError as exc:
                 damaged(uri, unreadable(exc))
+    build = read.get(BUILD_FILE)
+    tally = SummaryTally(read.get(SUMMARY_FILE) if holder is None else None,
+                         build.get("config_hash") if build else None)  # the summary held to the stats read below
     claimed: set[str] = set()  # the files the stats files name, for the strays: each is read once
     shard_rejects: dict[str, Recorded | None] = {}  # intact rendered shard's stats file -> its rejects file
     intact_tars: dict[str, str | None] = {}  # committed tar (as placement records name it) -> its sha256
@@ -426,12 +430,22 @@ def verify_output(output: str, quick: bool = False,
             if kind == "rendered" and len(result.damaged) == damage:
                 intact_tars[placed_name(uri, stats)] = stats.get("tar_sha256")
                 shard_rejects[uri] = next((f for f in files if f.uri.endswith(REJECTS_SUFFIX)), None)
+            if len(result.damaged) == damage:
+                try:
+                    tally.add_rendered(uri, stats) if kind == "rendered" else tally.add_token(uri, stats)
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    damaged(uri, f"unreadable stats ({type(exc).__name__}: {exc})"[:200])
     if holder is None:
         strays = unclaimed_files(output, claimed, found[RENDERED_DIR] + found[TOKENS_DIR])
         for uri, why in missing_marks(output, read.get(SUMMARY_FILE, {})) + [(uri, _stray(uri)) for uri in strays]:
             damaged(uri, why)
+        for shard, why in tally.foreign:
+            damaged(shard, why)
         if SUMMARY_FILE in read:
             _check_merged(output, read[SUMMARY_FILE], shard_rejects, quick, mixture, damaged)
+            if not result.damaged:  # a damaged output's counts are off by its damage, named already
+                if why := tally.count_problem():
+                    damaged(fsio.join(output, SUMMARY_FILE), why)
 
     def refused(folder: str, exc: OSError) -> None:  # a unit folder of a source
         damaged(folder, unreadable(exc))
