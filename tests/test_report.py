@@ -868,3 +868,26 @@ def test_the_report_logs_each_phase_and_each_source_it_decodes(report_build, rep
     for source in decoded:
         psnr = report_data["tokenizer"]["reconstruction"][source]["psnr"]
         assert f"report: decoded {source}: PSNR {psnr:.2f} dB" in said
+
+
+def test_token_usage_refuses_two_codebooks_in_one_line(report_copy, tmp_path):
+    """Token shards of two codebooks under `tokens/` (one imported there): the code histogram
+    stopped with numpy's 'operands could not be broadcast' traceback; now a `ShardDamaged` naming
+    the shard and both codebooks."""
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.report_data import token_usage
+    from uvd_pipeline.shards import ShardDamaged
+
+    out, _ = report_copy
+    first = sorted((out / "tokens").rglob("*.arrow"))[0]
+    jsonl, extra = tmp_path / "t.jsonl", first.with_name("zz-extra.arrow")
+    assert main(["export-jsonl", str(first), "--out", str(jsonl)]) == 0
+    stats = json.loads(first.with_name(first.name.replace(".arrow", ".stats.json")).read_text())
+    assert main(["import-jsonl", str(jsonl), "--out", str(extra), "--source", first.parts[-3], "--tokenizer-name",
+                 "other", "--codebook-size", "16384", "--tokens-per-image", str(stats["tokens_per_image"]),
+                 "--image-size", str(stats["image_size"])]) == 0
+    with pytest.raises(ShardDamaged) as caught:
+        token_usage(str(out))
+    assert str(caught.value) == (f"{extra}: a codebook of 16384 codes (other), {first} has "
+                                 f"{stats['codebook_size']} ({stats['tokenizer_name']}): token "
+                                 "shards of two tokenizers in one build's tokens/; move the foreign one out")
