@@ -42,6 +42,8 @@ class SummaryTally:
         self.rendered = CommittedShards()
         self.tokens = TokenTotals()
         self.foreign: list[tuple[str, str]] = []  # (token shard, why it is none of this build's)
+        self.rendered_places: set[tuple[str, str, str]] = set()  # every rendered shard's, set by `rendered_found`
+        self.unlisted = False  # a committed rendered shard of this config the summary does not list
         try:
             self.listed = {(str(s["source"]), str(s["split"]), str(s["tar"]).split(".", 1)[0])
                            for s in summary["shards"]} if summary else set()
@@ -49,10 +51,21 @@ class SummaryTally:
             self.listed = set()  # an unreadable summary is reported as such
             self.summary = None
 
+    def rendered_found(self, stats_files: list[str]) -> None:
+        """The stats files of every rendered shard in `rendered/`, intact or not: a token shard
+        whose tar is among them is this build's, listed in the summary or not (a build stopped
+        before its summary: the report names those shards)."""
+        self.rendered_places = {_place(uri) for uri in stats_files}
+
     def add_rendered(self, uri: str, stats: dict[str, Any]) -> None:
-        """An intact rendered shard: counted when the summary lists it (others are another matter)."""
-        if self.summary is not None and _place(uri) in self.listed:
+        """An intact rendered shard: counted when the summary lists it. One of this config it does not
+        list (a build stopped before its summary: the report names it) leaves the counts unjudged."""
+        if self.summary is None:
+            return
+        if _place(uri) in self.listed:
             self.rendered.add(uri, stats)
+        elif stats.get("config_hash") == self.config_hash:
+            self.unlisted = True
 
     def add_token(self, uri: str, stats: dict[str, Any]) -> None:
         """An intact token shard: one of this build's (its config, a shard the summary lists), or foreign."""
@@ -63,17 +76,17 @@ class SummaryTally:
         if made != self.config_hash:
             self.foreign.append((shard, f"a token shard of another configuration (config hash {_short(made)}, this "
                                         f"build's is {self.config_hash}): an import or another build's; {FOREIGN_HINT}"))
-        elif _place(uri) not in self.listed:
-            self.foreign.append((shard, f"{SUMMARY_FILE} lists no rendered shard {'/'.join(_place(uri))} for its "
-                                        f"tokens: no token shard of this build; {FOREIGN_HINT}"))
-        else:
+        elif _place(uri) not in self.rendered_places:
+            self.foreign.append((shard, f"no rendered shard {'/'.join(_place(uri))} in rendered/ is its source: no "
+                                        f"token shard of this build; {FOREIGN_HINT}"))
+        elif _place(uri) in self.listed:
             self.tokens.add(uri, stats)
 
     def count_problem(self) -> str | None:
         """What the summary counts otherwise than the stats (each field named), for an output whose
         shards are all intact (a damaged one's counts are off by the damage, reported already)."""
         summary = self.summary
-        if summary is None:
+        if summary is None or self.unlisted:
             return None
         problems: list[str] = []
 

@@ -402,6 +402,7 @@ def verify_output(output: str, quick: bool = False,
     found = {folder: listed(lambda out: files_below(out, folder), folder) for folder in (RENDERED_DIR, TOKENS_DIR)}
     result.stats = stats_among(found[RENDERED_DIR])
     token_stats = stats_among(found[TOKENS_DIR])
+    tally.rendered_found(result.stats)
     if progress is not None:
         progress.total = len(result.stats) + len(token_stats)
     for listing, kind in ((result.stats, "rendered"), (token_stats, "token")):
