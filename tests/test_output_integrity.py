@@ -848,3 +848,25 @@ def test_verify_holds_the_summary_counts_to_the_stats(mini_corpus, mini_build, t
     assert "totals" not in json.loads((out / "report" / "report.json").read_text())
     path.write_text(json.dumps(summary))
     assert main(["verify", str(out)]) == 0
+
+
+def test_verify_and_report_show_a_name_holding_terminal_escapes_as_codes(mini_corpus, mini_build, tmp_path, capsys):
+    """A stray whose name holds a terminal's escape sequences (a title set, the screen cleared, red
+    text) and a right-to-left override: `verify` and `report` printed it raw, so the terminal ran
+    them. Each such character is printed as its code, on every line that names the file."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    first = summary["shards"][0]
+    folder = out / "rendered" / first["source"] / first["split"]
+    (folder / "\x1b]0;PWNED\x07\x1b[2J\u202etxt.tar").write_bytes(b"")
+    seen = f"{folder}/\\u001b]0;PWNED\\u0007\\u001b[2J\\u202etxt.tar"
+    assert main(["verify", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"damaged: {seen}: {STRAY_WHY}\n" in printed and "\x1b" not in printed and "\u202e" not in printed
+    assert main(["report", str(out)]) == 1
+    said = capsys.readouterr().err
+    assert said.startswith(f"error: damaged: {seen}: {STRAY_WHY}; ") and "\x1b" not in said, said
+
+
+STRAY_WHY = "not a file of any committed shard (no stats file names it): a stray a glob reader would take"

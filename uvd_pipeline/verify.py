@@ -33,6 +33,7 @@ from sources import fsio
 from tokenizer.progress import Progress
 from uvd_pipeline.integrity import Recorded, check_file, named_files, rendered_files, token_file
 from uvd_pipeline.shards import NotFound
+from uvd_pipeline.shown import shown
 from uvd_pipeline.state_files import StateFileRefused, read_state_json
 from uvd_pipeline.unit_store import check_unit, unit_marks
 
@@ -491,19 +492,19 @@ def placed_name(stats_uri: str, stats: dict[str, Any]) -> str:
 def main(output: str, quick: bool = False) -> int:
     """Print each damaged file and a summary line; 0 if intact and finished, 1 if damaged,
     `UNFINISHED` if intact but its build did not finish (or one holds the output)."""
-    result = verify_output(output, quick, on_damage=lambda uri, why: print(f"damaged: {uri}: {why}", flush=True))
+    result = verify_output(output, quick, on_damage=lambda uri, why: print(shown(f"damaged: {uri}: {why}"), flush=True))
     if result.holder_gone:
-        print(f"note: the build that held this output ({result.holder}) is gone: it was killed or crashed before it "
-              "finished. Its uncommitted shards were not checked, nor were the shard folders held to summary.json; "
-              "run the same build command again to finish it (it takes the lock over)")
+        print(shown(f"note: the build that held this output ({result.holder}) is gone: it was killed or crashed "
+                    "before it finished. Its uncommitted shards were not checked, nor were the shard folders held to "
+                    "summary.json; run the same build command again to finish it (it takes the lock over)"))
     elif result.holder:
-        print(f"note: a build holds this output ({result.holder}); shards it is writing are not committed yet "
-              "and were not checked, nor were the shard folders held to summary.json (strays, missing marks)")
+        print(shown(f"note: a build holds this output ({result.holder}); shards it is writing are not committed yet "
+                    "and were not checked, nor were the shard folders held to summary.json (strays, missing marks)"))
     elif not result.finished:
         print("note: the last build of this output did not finish (it has no summary.json: it failed or was "
               "stopped); what it committed was checked, the shard folders were not held to a summary; run the "
               "same build command again to finish it")
-    print(result.summary_line())
+    print(shown(result.summary_line()))
     if not result.intact:
         print("a resumed build with --verify rebuilds the damaged shards and removes the strays: "
               "python -m uvd_pipeline build CONFIG --verify")
