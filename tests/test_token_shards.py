@@ -157,6 +157,9 @@ HOSTILE = {
                                                           "(1 of the line's 256 ids are); give the codebook size of "
                                                           "the tokenizer that made them"),
     "no ids": (_lvm_line([]), "no tokens"),
+    # a RecursionError traceback, exit 1, before
+    "nested 5,000 deep": ('{"a": ' + "[" * 5000 + "]" * 5000 + ', "tokens": "AAAA"}',
+                          "JSON nested deeper than Python's reader goes, no sentence of token JSONL"),
 }
 
 

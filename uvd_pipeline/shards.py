@@ -371,6 +371,8 @@ def decode_jsonl_line(line: str | bytes) -> np.ndarray:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:  # 100,000 nested brackets: Python's reader gives up, with a traceback
+        raise ValueError("JSON nested deeper than Python's reader goes, no sentence of token JSONL") from None
     if not isinstance(record, dict):
         raise ValueError(f"a JSON {type(record).__name__}, not an object with a 'tokens' field")
     if "tokens" not in record:
