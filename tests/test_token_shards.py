@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +268,28 @@ def test_import_jsonl_refuses_a_kind_or_source_no_reader_knows(tmp_path: Path, c
                                  "as a config's source names\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.jsonl"]
     assert _import(capsys, jsonl, tmp_path / "v.arrow", "--kind", "video", "--source", "web_2")[0] == 0
+
+
+def test_import_jsonl_reads_each_line_within_the_longest_sentence(tmp_path: Path, capsys):
+    """A 300 MB line (a binary file given by mistake) took 690 MB to read, and /dev/zero or a fifo
+    was read until memory ran out. A line is read within the longest sentence a build writes (64
+    images of the import's codes, base64, with room around it: 152,920 bytes for 256 codes), a
+    longer one refused naming its number, and a fifo or device refused by its type, unopened."""
+    from uvd_pipeline.shards import max_line_bytes
+
+    limit = max_line_bytes(256)
+    assert limit == 152_920
+    longest = _lvm_line(np.arange(64 * 256) % 16)
+    jsonl = tmp_path / "data.jsonl"
+    jsonl.write_text(longest + "\r\n" + GOOD + "\n")
+    assert _import(capsys, jsonl, tmp_path / "x.arrow") == (0, "")
+    jsonl.write_bytes((GOOD + "\n").encode() + b"A" * (limit + 1) + b"\n")
+    code, err = _import(capsys, jsonl, tmp_path / "y.arrow")
+    assert code == 2 and err == (f"error: {jsonl} line 2: longer than {limit} bytes, the longest a sentence of 64 "
+                                 "images of 256 codes takes; no line of token JSONL\n")
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a fifo (named pipe)"), (Path("/dev/zero"), "a character device")):
+        code, err = _import(capsys, path, tmp_path / "z.arrow")
+        assert code == 2 and err == f"error: {path} is {kind}, not a JSONL file; save what it gives to a file first\n"
+    assert not (tmp_path / "y.arrow").exists() and not (tmp_path / "z.arrow").exists()

@@ -437,17 +437,40 @@ def check_import(meta: TokenShardMeta, out_path: str, source: str = "jsonl", kin
                          f"{STATS_SUFFIX} beside them, by it), e.g. {os.path.splitext(out_path)[0] + ARROW_SUFFIX}")
 
 
-def _numbered_lines(path: str) -> Iterator[tuple[int, str]]:
-    """(line number from 0, text) of each line that is not blank; a line that is not UTF-8 is a
-    `JsonlError` naming it."""
+# The longest sentence a build writes holds 64 images (the bound of every sentence_length, frames,
+# views and pairs x 2 a config allows); an imported line holds at most as many images of its codes,
+# as base64 of int32, with room for the JSON around it and a few other fields (EasyLM's)
+MAX_SENTENCE_IMAGES = 64
+LINE_ROOM = 64 << 10
+
+
+def max_line_bytes(tokens_per_image: int) -> int:
+    """The longest JSONL line an import of `tokens_per_image` codes an image reads (~150 KB for 256)."""
+    return -(-MAX_SENTENCE_IMAGES * tokens_per_image * 4 // 3) * 4 + LINE_ROOM
+
+
+def _numbered_lines(path: str, tokens_per_image: int) -> Iterator[tuple[int, str]]:
+    """(line number from 0, text) of each line that is not blank, each read within `max_line_bytes`;
+    a longer line (a 300 MB one took 690 MB to read), or one that is not UTF-8, is a `JsonlError` naming it. A fifo or device is
+    refused by its type before it is opened: /dev/zero was read as one line until memory ran out."""
+    from sources import fsio
+
+    kind = fsio.special_at(path)
+    if kind:
+        raise JsonlError(f"{path} is {kind}, not a JSONL file; save what it gives to a file first")
     try:
         handle = open(path, "rb")
     except IsADirectoryError:
         raise JsonlError(f"{path} is a folder, not a JSONL file") from None
     except OSError as exc:
         raise JsonlError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    limit = max_line_bytes(tokens_per_image)
     with handle:
-        for number, data in enumerate(handle):
+        for number, data in enumerate(iter(lambda: handle.readline(limit + 2), b"")):  # + its \r\n
+            if len(data.rstrip(b"\r\n")) > limit:
+                raise JsonlError(f"{path} line {number + 1}: longer than {limit} bytes, the longest a sentence of "
+                                 f"{MAX_SENTENCE_IMAGES} images of {tokens_per_image} codes takes; no line of "
+                                 "token JSONL")
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
@@ -488,7 +511,7 @@ def import_jsonl(jsonl_path: str, meta: TokenShardMeta, out_path: str, source: s
     check_import(meta, out_path, source, kind)
     rows = []
     stem = os.path.basename(jsonl_path).split(".")[0]
-    for number, line in _numbered_lines(jsonl_path):
+    for number, line in _numbered_lines(jsonl_path, meta.tokens_per_image):
         try:
             tokens = decode_jsonl_line(line)
             check_tokens(tokens, meta)
