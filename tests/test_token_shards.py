@@ -293,3 +293,21 @@ def test_import_jsonl_reads_each_line_within_the_longest_sentence(tmp_path: Path
         code, err = _import(capsys, path, tmp_path / "z.arrow")
         assert code == 2 and err == f"error: {path} is {kind}, not a JSONL file; save what it gives to a file first\n"
     assert not (tmp_path / "y.arrow").exists() and not (tmp_path / "z.arrow").exists()
+
+
+def test_export_jsonl_refuses_an_out_that_is_one_of_its_inputs(tmp_path: Path, capsys):
+    """`export-jsonl A.arrow --out A.arrow` replaced the committed shard with JSONL (its stats left
+    naming the old one), as did an --out that is the same file by another name (a hard link) or a
+    shard's stats file. Each is refused, the shard untouched."""
+    shard = tmp_path / "t.arrow"
+    write_token_shard(str(shard), _rows(), META)
+    before = shard.read_bytes()
+    link = tmp_path / "t.jsonl"
+    os.link(shard, link)
+    stats = tmp_path / "t.stats.json"
+    for out, said in ((shard, f"{shard}: --out names a token shard (.arrow); name the JSONL file to write, e.g. "
+                              f"{tmp_path / 't.jsonl'}"),
+                      (link, f"{link} is {shard}, one of the export's inputs; name another file to write"),
+                      (stats, f"{stats} is {stats}, one of the export's inputs; name another file to write")):
+        assert _cli(capsys, "export-jsonl", str(shard), "--out", str(out)) == (2, f"error: {said}\n")
+    assert shard.read_bytes() == before and json.loads(stats.read_text())["file"] == "t.arrow"

@@ -486,9 +486,25 @@ def _writable_file(out_path: str) -> None:
                          f"{os.path.join(out_path, 'tokens.jsonl')}")
 
 
+def _not_an_input(out_path: str, shard_paths: list[str]) -> None:
+    """An export's output that is none of its shards (nor their stats) and no shard's name: an
+    `--out` naming an input replaced that committed shard with JSONL, its stats left behind."""
+    if out_path.endswith(ARROW_SUFFIX):
+        raise JsonlError(f"{out_path}: --out names a token shard (.arrow); name the JSONL file to write, e.g. "
+                         f"{out_path[: -len(ARROW_SUFFIX)]}.jsonl")
+    if not os.path.exists(out_path):
+        return
+    for path in shard_paths:
+        for given in (path, path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX):
+            if os.path.exists(given) and os.path.samefile(out_path, given):
+                raise JsonlError(f"{out_path} is {given}, one of the export's inputs; name another file to write")
+
+
 def export_jsonl(shard_paths: Iterable[str], out_path: str) -> int:
     """Write every sentence of the shards as one JSONL line; returns the number of lines."""
     _writable_file(out_path)
+    shard_paths = list(shard_paths)
+    _not_an_input(out_path, shard_paths)
     count = 0
     try:
         with open_atomic(out_path) as handle:
