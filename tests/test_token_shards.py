@@ -158,6 +158,8 @@ HOSTILE = {
                                                           "(1 of the line's 256 ids are); give the codebook size of "
                                                           "the tokenizer that made them"),
     "no ids": (_lvm_line([]), "no tokens"),
+    # str.strip() took it for a blank line: skipped, the shard one sentence short, exit 0
+    "separators only": ("\x1c\x1d\x1e\x1f\x0b\x0c\x85\u2028", "not JSON (Expecting value at column 1)"),
     # a RecursionError traceback, exit 1, before
     "nested 5,000 deep": ('{"a": ' + "[" * 5000 + "]" * 5000 + ', "tokens": "AAAA"}',
                           "JSON nested deeper than Python's reader goes, no sentence of token JSONL"),
@@ -311,3 +313,14 @@ def test_export_jsonl_refuses_an_out_that_is_one_of_its_inputs(tmp_path: Path, c
                       (stats, f"{stats} is {stats}, one of the export's inputs; name another file to write")):
         assert _cli(capsys, "export-jsonl", str(shard), "--out", str(out)) == (2, f"error: {said}\n")
     assert shard.read_bytes() == before and json.loads(stats.read_text())["file"] == "t.arrow"
+
+
+@pytest.mark.parametrize("text", ["", "\n", " \t\r\n\n"])
+def test_import_jsonl_of_no_sentence_writes_no_shard(tmp_path: Path, capsys, text):
+    """An empty or all-blank JSONL became a committed shard of 0 sentences, exit 0 (a truncated
+    download imported as data). Now an error, and nothing written."""
+    jsonl = tmp_path / "data.jsonl"
+    jsonl.write_text(text)
+    code, err = _import(capsys, jsonl, tmp_path / "x.arrow")
+    assert (code, err) == (2, f"error: {jsonl}: no sentence in it (empty, or blank lines only); nothing was written\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl"]

@@ -441,6 +441,7 @@ def check_import(meta: TokenShardMeta, out_path: str, source: str = "jsonl", kin
 # views and pairs x 2 a config allows); an imported line holds at most as many images of its codes,
 # as base64 of int32, with room for the JSON around it and a few other fields (EasyLM's)
 MAX_SENTENCE_IMAGES = 64
+JSON_BLANK = " \t\r\n"  # JSON's whitespace: a line of other characters is no blank line but a bad one
 LINE_ROOM = 64 << 10
 
 
@@ -475,7 +476,7 @@ def _numbered_lines(path: str, tokens_per_image: int) -> Iterator[tuple[int, str
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
                 raise JsonlError(f"{path} line {number + 1}: not UTF-8 text") from None
-            if text.strip():
+            if text.strip(JSON_BLANK):  # str.strip() took \x1c..\x1f, \x85, \u2028 for blank and skipped the line
                 yield number, text
 
 
@@ -535,6 +536,8 @@ def import_jsonl(jsonl_path: str, meta: TokenShardMeta, out_path: str, source: s
             raise JsonlError(f"{jsonl_path} line {number + 1}: {exc}") from None
         rows.append(TokenRow(f"{source}-{stem}-{number:09d}", source, kind, task, split,
                              tokens.astype(np.uint16), {"jsonl": os.path.basename(jsonl_path), "line": number}))
+    if not rows:  # a committed shard of no sentence: a mixture took it as data, exit 0
+        raise JsonlError(f"{jsonl_path}: no sentence in it (empty, or blank lines only); nothing was written")
     try:
         return write_token_shard(out_path, rows, meta)
     except OSError as exc:
