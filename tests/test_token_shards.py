@@ -160,6 +160,9 @@ HOSTILE = {
     "no ids": (_lvm_line([]), "no tokens"),
     # str.strip() took it for a blank line: skipped, the shard one sentence short, exit 0
     "separators only": ("\x1c\x1d\x1e\x1f\x0b\x0c\x85\u2028", "not JSON (Expecting value at column 1)"),
+    # json kept the last without a word
+    "tokens twice": ('{"tokens": "AAAAAA==", "tokens": "AQAAAA=="}',
+                     "'tokens' given twice; a reader keeps one of them, so no one sentence is meant"),
     # a RecursionError traceback, exit 1, before
     "nested 5,000 deep": ('{"a": ' + "[" * 5000 + "]" * 5000 + ', "tokens": "AAAA"}',
                           "JSON nested deeper than Python's reader goes, no sentence of token JSONL"),

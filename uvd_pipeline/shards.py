@@ -364,11 +364,19 @@ def encode_jsonl_line(tokens: np.ndarray) -> str:
     return json.dumps({"tokens": base64.b64encode(np.asarray(tokens, dtype="<i4").tobytes()).decode("ascii")})
 
 
+def _one_tokens_field(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose 'tokens' field is given once: json kept the last of two without a word,
+    and another reader may keep the first (two sentences in one line, one of them dropped)."""
+    if sum(1 for key, _ in pairs if key == "tokens") > 1:
+        raise ValueError("'tokens' given twice; a reader keeps one of them, so no one sentence is meant")
+    return dict(pairs)
+
+
 def decode_jsonl_line(line: str | bytes) -> np.ndarray:
     """The token ids of one LVM/EasyLM line; a `ValueError` saying what is wrong with it (never
     quoting the line: it may be megabytes of base64)."""
     try:
-        record = json.loads(line)
+        record = json.loads(line, object_pairs_hook=_one_tokens_field)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at column {exc.colno})") from None
     except RecursionError:  # 100,000 nested brackets: Python's reader gives up, with a traceback
