@@ -327,3 +327,26 @@ def test_import_jsonl_of_no_sentence_writes_no_shard(tmp_path: Path, capsys, tex
     code, err = _import(capsys, jsonl, tmp_path / "x.arrow")
     assert (code, err) == (2, f"error: {jsonl}: no sentence in it (empty, or blank lines only); nothing was written\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl"]
+
+
+def test_import_jsonl_takes_sentence_ids_from_the_whole_file_name(tmp_path: Path, capsys):
+    """Sentence ids took the file's name up to its first dot: part.a.jsonl and part.b.jsonl gave
+    the same ids, .hidden.jsonl an empty middle, and a name's escape sequences and HTML went into
+    every id. Now the name less its last suffix, and a name ids cannot hold is refused."""
+    ids = {}
+    for name in ("part.a.jsonl", "part.b.jsonl"):
+        (tmp_path / name).write_text(GOOD + "\n" + GOOD + "\n")
+        assert _import(capsys, tmp_path / name, tmp_path / (name + ".arrow"))[0] == 0
+        table, _ = read_token_shard(str(tmp_path / (name + ".arrow")))
+        ids[name] = table.column("sentence_id").to_pylist()
+    assert ids == {"part.a.jsonl": ["jsonl-part.a-000000000", "jsonl-part.a-000000001"],
+                   "part.b.jsonl": ["jsonl-part.b-000000000", "jsonl-part.b-000000001"]}
+    for stem in (".hidden", "\x1b[31m<b>x y"):
+        jsonl = tmp_path / (stem + ".jsonl")
+        jsonl.write_text(GOOD + "\n")
+        code, err = _import(capsys, jsonl, tmp_path / "bad.arrow")
+        shown_path = str(jsonl).replace("\x1b", "\\u001b")
+        assert (code, err) == (2, f"error: {shown_path}: its name {stem!r} becomes every sentence id "
+                                  "({source}-NAME-LINE): rename the file to letters, digits, '.', '_' and '-' (a "
+                                  "letter or digit first, 100 at most)\n")
+    assert not (tmp_path / "bad.arrow").exists()

@@ -528,6 +528,21 @@ def export_jsonl(shard_paths: Iterable[str], out_path: str) -> int:
     return count
 
 
+ID_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def import_stem(jsonl_path: str) -> str:
+    """The middle of an import's sentence ids (`SOURCE-STEM-LINE`): its file's name without its last
+    suffix. Its name up to the first dot was taken: part.a.jsonl and part.b.jsonl gave the same
+    ids, .hidden.jsonl none, and a name's escape sequences and HTML went into every id. A name that
+    is not letters, digits, '.', '_' and '-' (100 at most, a letter or digit first) is refused."""
+    stem = os.path.splitext(os.path.basename(jsonl_path))[0]
+    if not ID_STEM.fullmatch(stem):
+        raise JsonlError(f"{jsonl_path}: its name {stem!r} becomes every sentence id ({{source}}-NAME-LINE): "
+                         "rename the file to letters, digits, '.', '_' and '-' (a letter or digit first, 100 at most)")
+    return stem
+
+
 def import_jsonl(jsonl_path: str, meta: TokenShardMeta, out_path: str, source: str = "jsonl",
                  split: str = "train", kind: str = "image", task: str = "none") -> dict[str, Any]:
     """Read LVM/EasyLM JSONL back into a token shard (sentence ids from the line numbers). A line
@@ -535,7 +550,7 @@ def import_jsonl(jsonl_path: str, meta: TokenShardMeta, out_path: str, source: s
     it out would be trained on as if it held the whole file."""
     check_import(meta, out_path, source, kind)
     rows = []
-    stem = os.path.basename(jsonl_path).split(".")[0]
+    stem = import_stem(jsonl_path)
     for number, line in _numbered_lines(jsonl_path, meta.tokens_per_image):
         try:
             tokens = decode_jsonl_line(line)
