@@ -388,7 +388,7 @@ def parser() -> argparse.ArgumentParser:
     export_help = "token shards -> LVM/EasyLM JSONL ({'tokens': base64 int32})"
     e = sub.add_parser("export-jsonl", help=export_help, description=export_help)
     e.add_argument("shards", nargs="+", help="token shard files, globs or folders")
-    e.add_argument("--out", required=True, help="the JSONL file to write")
+    e.add_argument("--out", required=True, help="the JSONL file to write (none of its inputs, no .arrow name)")
     e.set_defaults(func=cmd_export_jsonl)
 
     import_help = "LVM/EasyLM JSONL -> one token shard"
