@@ -730,3 +730,143 @@ def test_verify_of_a_build_stopped_before_its_summary_is_unfinished_not_intact(m
     assert "3 unfinished" in " ".join(capsys.readouterr().out.split())
     next(out.glob("rendered/*/*/*.tar")).write_bytes(b"cut")
     assert cli.cmd_verify(cli.parser().parse_args(["verify", str(out)])) == 1
+
+
+def test_verify_of_an_output_named_by_a_relative_path_holds_rejects_jsonl(mini_corpus, mini_build, tmp_path,
+                                                                          monkeypatch, capsys):
+    """`verify build/sample` (a relative path, as `make build-uvd` names it) said intact with
+    `rejects.jsonl` emptied: the shards it held the file to were named from the relative path, the
+    listing's by absolute paths, so the two never matched and the check was skipped."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    rejects = out / "rejects.jsonl"
+    held = rejects.stat().st_size
+    rejects.write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    for given in ("out", "./out"):
+        assert main(["verify", given]) == 1
+        printed = capsys.readouterr().out
+        assert (f"damaged: {rejects}: 0 bytes, the committed shards' rejects files hold {held} (summary.json counts "
+                f"{summary['totals']['rejects']} rejects)") in printed, printed
+        assert printed.splitlines()[-2].startswith(f"{given}: DAMAGED: 1 damaged files in ")
+
+
+def test_export_names_a_token_shard_whose_stats_file_is_gone(mini_corpus, mini_build, tmp_path, capsys):
+    """A token shard whose stats file was deleted: `verify` calls it damage, yet `export-jsonl`
+    left its sentences out without a word, even when the shard was named on the command line
+    (exit 0, a JSONL of the other shards). Now it stops naming the shard and writes nothing; an
+    interrupted write's `.tmp-` temporary is still no shard of the export."""
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.shards import find_shards
+
+    _, out, _ = _copy(mini_corpus, mini_build, tmp_path)
+    shards = sorted((out / "tokens").rglob("*.arrow"))
+    assert len(shards) > 1
+    (out / "tokens" / "stray.arrow.tmp-1234abcd").write_bytes(b"half")
+    target = tmp_path / "all.jsonl"
+    assert main(["export-jsonl", str(out / "tokens"), "--out", str(target)]) == 0
+    capsys.readouterr()
+    target.unlink()
+    gone = shards[0]
+    gone.with_name(gone.name.replace(".arrow", ".stats.json")).unlink()
+    for given in (str(out / "tokens"), str(gone), str(out / "tokens" / "*" / "*" / "*.arrow")):
+        assert main(["export-jsonl", given, "--out", str(target)]) == 1
+        assert capsys.readouterr().err == (
+            f"error: damaged: {gone}: its .stats.json file (the commit mark) is missing: not a committed token shard; "
+            "the export stops rather than leave its sentences out; a resumed build with --verify rebuilds damaged "
+            "shards (python -m uvd_pipeline build CONFIG --verify); python -m uvd_pipeline verify OUT lists them\n")
+        assert not target.exists()
+    assert str(gone) not in find_shards(str(out / "tokens"))  # the trainer still reads what is committed
+
+
+def _foreign_shard(out: Path, tmp_path: Path, target: Path, *flags: str) -> None:
+    """A shard as `import-jsonl` writes it from this build's own export, placed at `target` in the
+    build's `tokens/` (another tokenizer's, as an import of released data is)."""
+    from uvd_pipeline.cli import main
+
+    jsonl = tmp_path / "released.jsonl"
+    stats = json.loads(next((out / "tokens").rglob("*.stats.json")).read_text())
+    assert main(["export-jsonl", str(out / "tokens"), "--out", str(jsonl)]) == 0
+    assert main(["import-jsonl", str(jsonl), "--out", str(target), "--source", target.parts[-3], "--tokens-per-image",
+                 str(stats["tokens_per_image"]), "--image-size", str(stats["image_size"]), *flags]) == 0
+
+
+def test_verify_and_report_refuse_a_foreign_token_shard_in_tokens(mini_corpus, mini_build, tmp_path, capsys):
+    """A shard imported into the build's `tokens/` (its own stats: so no stray) passed `verify` as
+    intact, and `report` stopped with a numpy traceback (two codebooks in one histogram); one
+    imported over a committed shard (its stats replaced) passed too, its tokens counted as the
+    build's. Both are named as another configuration's, by `verify` and by `report`."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    shard = sorted((out / "tokens").rglob("*.arrow"))[0]
+    extra = shard.with_name("extra.arrow")
+    _foreign_shard(out, tmp_path, extra, "--tokenizer-name", "other", "--codebook-size", "16384")
+    capsys.readouterr()
+    why = (f"a token shard of another configuration (config hash 'imported', this build's is "
+           f"{summary['config_hash']}): an import or another build's; the trainer's mixture and the report would "
+           "take it as this build's; move it out of tokens/ (import into a folder of its own)")
+    assert main(["verify", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"damaged: {extra}: {why}\n" in printed and "DAMAGED: 1 damaged files" in printed, printed
+    assert main(["report", str(out)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: damaged: {extra}: {why}; ")
+    extra.unlink()
+    extra.with_name("extra.stats.json").unlink()
+    assert main(["verify", str(out)]) == 0
+    _foreign_shard(out, tmp_path, shard)  # over a committed shard: its stats file replaced too
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 1
+    assert f"damaged: {shard}: {why}\n" in capsys.readouterr().out
+
+
+def test_verify_holds_the_summary_counts_to_the_stats(mini_corpus, mini_build, tmp_path, capsys):
+    """summary.json's counts were never read back: totals.sentences 96 of 16 passed `verify`, and
+    the report printed 96. Each count that differs from the committed shards' stats is named."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    path = out / "summary.json"
+    edited = json.loads(path.read_text())
+    source = sorted(edited["sources"])[0]
+    sentences, source_sentences = edited["totals"]["sentences"], edited["sources"][source]["sentences"]
+    edited["totals"]["sentences"] = 96
+    edited["sources"][source]["sentences"] += 80
+    edited["tokens"]["sources"][source]["tokens"] += 1
+    path.write_text(json.dumps(edited))
+    why = (f"counts other than the committed shards', edited since the build: totals.sentences 96 (the committed "
+           f"shards' stats hold {sentences}); sources.{source}.sentences {source_sentences + 80} (the committed "
+           f"shards' stats hold {source_sentences}); tokens.sources ")
+    assert main(["verify", "--quick", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"damaged: {path}: {why}" in printed and "DAMAGED: 1 damaged files" in printed, printed
+    assert printed.splitlines()[0].endswith("; run the same build command again: it writes it anew from the "
+                                            "committed shards")
+    assert main(["report", str(out)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: damaged: {path}: {why}")
+    assert "totals" not in json.loads((out / "report" / "report.json").read_text())
+    path.write_text(json.dumps(summary))
+    assert main(["verify", str(out)]) == 0
+
+
+def test_verify_and_report_show_a_name_holding_terminal_escapes_as_codes(mini_corpus, mini_build, tmp_path, capsys):
+    """A stray whose name holds a terminal's escape sequences (a title set, the screen cleared, red
+    text) and a right-to-left override: `verify` and `report` printed it raw, so the terminal ran
+    them. Each such character is printed as its code, on every line that names the file."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    first = summary["shards"][0]
+    folder = out / "rendered" / first["source"] / first["split"]
+    (folder / "\x1b]0;PWNED\x07\x1b[2J\u202etxt.tar").write_bytes(b"")
+    seen = f"{folder}/\\u001b]0;PWNED\\u0007\\u001b[2J\\u202etxt.tar"
+    assert main(["verify", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"damaged: {seen}: {STRAY_WHY}\n" in printed and "\x1b" not in printed and "\u202e" not in printed
+    assert main(["report", str(out)]) == 1
+    said = capsys.readouterr().err
+    assert said.startswith(f"error: damaged: {seen}: {STRAY_WHY}; ") and "\x1b" not in said, said
+
+
+STRAY_WHY = "not a file of any committed shard (no stats file names it): a stray a glob reader would take"

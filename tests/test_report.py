@@ -868,3 +868,65 @@ def test_the_report_logs_each_phase_and_each_source_it_decodes(report_build, rep
     for source in decoded:
         psnr = report_data["tokenizer"]["reconstruction"][source]["psnr"]
         assert f"report: decoded {source}: PSNR {psnr:.2f} dB" in said
+
+
+def test_token_usage_refuses_two_codebooks_in_one_line(report_copy, tmp_path):
+    """Token shards of two codebooks under `tokens/` (one imported there): the code histogram
+    stopped with numpy's 'operands could not be broadcast' traceback; now a `ShardDamaged` naming
+    the shard and both codebooks."""
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.report_data import token_usage
+    from uvd_pipeline.shards import ShardDamaged
+
+    out, _ = report_copy
+    first = sorted((out / "tokens").rglob("*.arrow"))[0]
+    jsonl, extra = tmp_path / "t.jsonl", first.with_name("zz-extra.arrow")
+    assert main(["export-jsonl", str(first), "--out", str(jsonl)]) == 0
+    stats = json.loads(first.with_name(first.name.replace(".arrow", ".stats.json")).read_text())
+    assert main(["import-jsonl", str(jsonl), "--out", str(extra), "--source", first.parts[-3], "--tokenizer-name",
+                 "other", "--codebook-size", "16384", "--tokens-per-image", str(stats["tokens_per_image"]),
+                 "--image-size", str(stats["image_size"])]) == 0
+    with pytest.raises(ShardDamaged) as caught:
+        token_usage(str(out))
+    assert str(caught.value) == (f"{extra}: a codebook of 16384 codes (other), {first} has "
+                                 f"{stats['codebook_size']} ({stats['tokenizer_name']}): token "
+                                 "shards of two tokenizers in one build's tokens/; move the foreign one out")
+
+
+def test_report_names_a_stray_whose_name_is_not_utf8(report_copy):
+    """A stray with a latin-1 name (`bad\\xff\\xfe.tar`) beside the committed tars: the report
+    ended in UnicodeEncodeError writing its page (lone surrogates in the name), exit 1 with a
+    traceback, and the earlier report already deleted. The name is shown as the rejects show such
+    bytes (`\\xNN`), in the page and in report.json."""
+    from uvd_pipeline.shards import ShardDamaged
+
+    out, summary = report_copy
+    first = summary["shards"][0]
+    folder = out / "rendered" / first["source"] / first["split"]
+    stray = os.path.join(os.fsencode(folder), b"bad\xff\xfe.tar")
+    open(stray, "wb").close()
+    with pytest.raises(ShardDamaged, match="not a file of any committed shard"):
+        write_report(str(out))
+    assert f"<li><code>{folder}/bad\\xff\\xfe.tar</code>: not a file of any committed shard" in _damage_page(out)
+    data = json.loads((out / "report" / "report.json").read_text(encoding="utf-8"))
+    assert [d["file"] for d in data["damaged"]] == [f"{folder}/bad\\xff\\xfe.tar"]
+
+
+def test_a_report_that_fails_leaves_the_earlier_one(report_copy, monkeypatch):
+    """The report deleted the earlier page and pictures before it wrote anything: one that failed
+    on the way (a name it could not write, a full disk) left the output with no report at all.
+    The earlier files are removed only once the new page is written."""
+    out, _ = report_copy
+
+    def fails(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report_module, "render_html", fails)
+    with pytest.raises(OSError, match="No space left"):
+        write_report(str(out))
+    assert (out / "report" / "report.html").read_text() == STALE_PAGE
+    assert (out / "report" / "contact_old.png").exists()
+    monkeypatch.undo()
+    write_report(str(out))
+    assert not (out / "report" / "contact_old.png").exists()
+    assert "EARLIER REPORT" not in (out / "report" / "report.html").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,14 @@ HOSTILE = {
                                                           "(1 of the line's 256 ids are); give the codebook size of "
                                                           "the tokenizer that made them"),
     "no ids": (_lvm_line([]), "no tokens"),
+    # str.strip() took it for a blank line: skipped, the shard one sentence short, exit 0
+    "separators only": ("\x1c\x1d\x1e\x1f\x0b\x0c\x85\u2028", "not JSON (Expecting value at column 1)"),
+    # json kept the last without a word
+    "tokens twice": ('{"tokens": "AAAAAA==", "tokens": "AQAAAA=="}',
+                     "'tokens' given twice; a reader keeps one of them, so no one sentence is meant"),
+    # a RecursionError traceback, exit 1, before
+    "nested 5,000 deep": ('{"a": ' + "[" * 5000 + "]" * 5000 + ', "tokens": "AAAA"}',
+                          "JSON nested deeper than Python's reader goes, no sentence of token JSONL"),
 }
 
 
@@ -264,3 +273,80 @@ def test_import_jsonl_refuses_a_kind_or_source_no_reader_knows(tmp_path: Path, c
                                  "as a config's source names\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.jsonl"]
     assert _import(capsys, jsonl, tmp_path / "v.arrow", "--kind", "video", "--source", "web_2")[0] == 0
+
+
+def test_import_jsonl_reads_each_line_within_the_longest_sentence(tmp_path: Path, capsys):
+    """A 300 MB line (a binary file given by mistake) took 690 MB to read, and /dev/zero or a fifo
+    was read until memory ran out. A line is read within the longest sentence a build writes (64
+    images of the import's codes, base64, with room around it: 152,920 bytes for 256 codes), a
+    longer one refused naming its number, and a fifo or device refused by its type, unopened."""
+    from uvd_pipeline.shards import max_line_bytes
+
+    limit = max_line_bytes(256)
+    assert limit == 152_920
+    longest = _lvm_line(np.arange(64 * 256) % 16)
+    jsonl = tmp_path / "data.jsonl"
+    jsonl.write_text(longest + "\r\n" + GOOD + "\n")
+    assert _import(capsys, jsonl, tmp_path / "x.arrow") == (0, "")
+    jsonl.write_bytes((GOOD + "\n").encode() + b"A" * (limit + 1) + b"\n")
+    code, err = _import(capsys, jsonl, tmp_path / "y.arrow")
+    assert code == 2 and err == (f"error: {jsonl} line 2: longer than {limit} bytes, the longest a sentence of 64 "
+                                 "images of 256 codes takes; no line of token JSONL\n")
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a fifo (named pipe)"), (Path("/dev/zero"), "a character device")):
+        code, err = _import(capsys, path, tmp_path / "z.arrow")
+        assert code == 2 and err == f"error: {path} is {kind}, not a JSONL file; save what it gives to a file first\n"
+    assert not (tmp_path / "y.arrow").exists() and not (tmp_path / "z.arrow").exists()
+
+
+def test_export_jsonl_refuses_an_out_that_is_one_of_its_inputs(tmp_path: Path, capsys):
+    """`export-jsonl A.arrow --out A.arrow` replaced the committed shard with JSONL (its stats left
+    naming the old one), as did an --out that is the same file by another name (a hard link) or a
+    shard's stats file. Each is refused, the shard untouched."""
+    shard = tmp_path / "t.arrow"
+    write_token_shard(str(shard), _rows(), META)
+    before = shard.read_bytes()
+    link = tmp_path / "t.jsonl"
+    os.link(shard, link)
+    stats = tmp_path / "t.stats.json"
+    for out, said in ((shard, f"{shard}: --out names a token shard (.arrow); name the JSONL file to write, e.g. "
+                              f"{tmp_path / 't.jsonl'}"),
+                      (link, f"{link} is {shard}, one of the export's inputs; name another file to write"),
+                      (stats, f"{stats} is {stats}, one of the export's inputs; name another file to write")):
+        assert _cli(capsys, "export-jsonl", str(shard), "--out", str(out)) == (2, f"error: {said}\n")
+    assert shard.read_bytes() == before and json.loads(stats.read_text())["file"] == "t.arrow"
+
+
+@pytest.mark.parametrize("text", ["", "\n", " \t\r\n\n"])
+def test_import_jsonl_of_no_sentence_writes_no_shard(tmp_path: Path, capsys, text):
+    """An empty or all-blank JSONL became a committed shard of 0 sentences, exit 0 (a truncated
+    download imported as data). Now an error, and nothing written."""
+    jsonl = tmp_path / "data.jsonl"
+    jsonl.write_text(text)
+    code, err = _import(capsys, jsonl, tmp_path / "x.arrow")
+    assert (code, err) == (2, f"error: {jsonl}: no sentence in it (empty, or blank lines only); nothing was written\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl"]
+
+
+def test_import_jsonl_takes_sentence_ids_from_the_whole_file_name(tmp_path: Path, capsys):
+    """Sentence ids took the file's name up to its first dot: part.a.jsonl and part.b.jsonl gave
+    the same ids, .hidden.jsonl an empty middle, and a name's escape sequences and HTML went into
+    every id. Now the name less its last suffix, and a name ids cannot hold is refused."""
+    ids = {}
+    for name in ("part.a.jsonl", "part.b.jsonl"):
+        (tmp_path / name).write_text(GOOD + "\n" + GOOD + "\n")
+        assert _import(capsys, tmp_path / name, tmp_path / (name + ".arrow"))[0] == 0
+        table, _ = read_token_shard(str(tmp_path / (name + ".arrow")))
+        ids[name] = table.column("sentence_id").to_pylist()
+    assert ids == {"part.a.jsonl": ["jsonl-part.a-000000000", "jsonl-part.a-000000001"],
+                   "part.b.jsonl": ["jsonl-part.b-000000000", "jsonl-part.b-000000001"]}
+    for stem in (".hidden", "\x1b[31m<b>x y"):
+        jsonl = tmp_path / (stem + ".jsonl")
+        jsonl.write_text(GOOD + "\n")
+        code, err = _import(capsys, jsonl, tmp_path / "bad.arrow")
+        shown_path = str(jsonl).replace("\x1b", "\\u001b")
+        assert (code, err) == (2, f"error: {shown_path}: its name {stem!r} becomes every sentence id "
+                                  "({source}-NAME-LINE): rename the file to letters, digits, '.', '_' and '-' (a "
+                                  "letter or digit first, 100 at most)\n")
+    assert not (tmp_path / "bad.arrow").exists()

@@ -20,6 +20,7 @@ from uvd_pipeline.dask_cluster import SchedulerLost, WorkersKilled
 from uvd_pipeline.log_filters import BeamRefusalNoise, quiet_handlers
 from uvd_pipeline.refusals import refusal
 from uvd_pipeline.shards import JsonlError, NotFound, ShardDamaged
+from uvd_pipeline.shown import shown
 
 DEFAULT_SAMPLE_DIR = os.path.join("data", "sample")
 DEFAULT_SHOWN = " (default: %(default)s)"  # an option's help ends with its default (tests/test_cli_help.py)
@@ -268,22 +269,22 @@ def cmd_report(args: argparse.Namespace) -> int:
         progress = Progress("report", "shards")
         paths = write_report(args.out, max_sentences_per_group=args.sentences, progress=progress)
     except OutputUnfinished as exc:  # not damage: the exit code verify gives it
-        print(f"error: {exc}", file=sys.stderr)
+        print(shown(f"error: {exc}"), file=sys.stderr)
         return UNFINISHED
     progress.done("each checked against its stats; pages written")
-    print(f"report: {paths['html']}")
-    print(f"report data: {paths['json']}")
+    print(shown(f"report: {paths['html']}"))
+    print(shown(f"report data: {paths['json']}"))
     return 0
 
 
 def cmd_export_jsonl(args: argparse.Namespace) -> int:
-    from uvd_pipeline.shards import export_jsonl, find_shards
+    from uvd_pipeline.shards import export_jsonl, export_shards
 
-    shards = [p for pattern in args.shards for p in find_shards(pattern)]
+    shards = [p for pattern in args.shards for p in export_shards(pattern)]
     if not shards:
         raise NotFound(f"no committed token shards match {', '.join(args.shards)}")
     count = export_jsonl(shards, args.out)
-    print(f"wrote {count} sentences from {len(shards)} token shards to {args.out}")
+    print(shown(f"wrote {count} sentences from {len(shards)} token shards to {args.out}"))
     return 0
 
 
@@ -296,7 +297,7 @@ def cmd_import_jsonl(args: argparse.Namespace) -> int:
         stats = import_jsonl(args.jsonl, meta, args.out, source=args.source, split=args.split, kind=args.kind)
     except ImportSettingError as exc:  # the library checks the settings: name the flag that gave one
         raise JsonlError(f"--{exc.field.replace('_', '-')} {exc.value}: {exc.rule}") from None
-    print(f"wrote {stats['sentences']} sentences ({stats['tokens']} tokens) to {args.out}")
+    print(shown(f"wrote {stats['sentences']} sentences ({stats['tokens']} tokens) to {args.out}"))
     return 0
 
 
@@ -391,7 +392,7 @@ def parser() -> argparse.ArgumentParser:
     export_help = "token shards -> LVM/EasyLM JSONL ({'tokens': base64 int32})"
     e = sub.add_parser("export-jsonl", help=export_help, description=export_help)
     e.add_argument("shards", nargs="+", help="token shard files, globs or folders")
-    e.add_argument("--out", required=True, help="the JSONL file to write")
+    e.add_argument("--out", required=True, help="the JSONL file to write (none of its inputs, no .arrow name)")
     e.set_defaults(func=cmd_export_jsonl)
 
     import_help = "LVM/EasyLM JSONL -> one token shard"
@@ -432,17 +433,20 @@ def main(argv: list[str] | None = None) -> int:
         startup_gc.resume()
     try:
         return args.func(args)
-    except (ConfigError, JsonlError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # may span lines (one a field)
+        print(shown(f"error: {exc}", kept="\n"), file=sys.stderr)
+        return 2
+    except JsonlError as exc:
+        print(shown(f"error: {exc}"), file=sys.stderr)
         return 2
     except NotFound as exc:  # a path the user gave; any other FileNotFoundError is ours: its traceback stays
-        print(f"error: {exc}", file=sys.stderr)
+        print(shown(f"error: {exc}"), file=sys.stderr)
         return 2
     except (SchedulerLost, WorkersKilled) as exc:  # a Dask scheduler gone, workers dying: the message says what to do
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ShardDamaged as exc:
-        print(f"error: damaged: {exc}", file=sys.stderr)
+    except ShardDamaged as exc:  # names a file of the output: whatever its name holds is shown as codes
+        print(shown(f"error: damaged: {exc}"), file=sys.stderr)
         return 1
     except Exception as exc:
         line = refusal(exc, getattr(args, "out", None))
@@ -450,5 +454,5 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if args.verbose:  # where it was met: a file left open by our own code looks like a low ulimit -n
             traceback.print_exc()
-        print(f"error: {line}", file=sys.stderr)
+        print(shown(f"error: {line}", kept="\n"), file=sys.stderr)
         return 2

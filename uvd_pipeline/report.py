@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from uvd_pipeline.report_data import (RECONSTRUCTION_IMAGES, TRAINER_DIR, build_
                                       trainer_figures)
 from uvd_pipeline.report_page import damaged_html, render_html
 from uvd_pipeline.shards import REBUILD_HINT, ShardDamaged
+from uvd_pipeline.shown import shown
 from uvd_pipeline.state_files import StateFileRefused, read_state
 from uvd_pipeline.report_plots import (contact_sheet, inputs_plot, lengths_plot, loss_plot, save_image,
                                        throughput_plot, tokens_plot)
@@ -129,22 +130,37 @@ def contact_sheets(output: str, summary: dict[str, Any], report_dir: str, per_gr
     return sheets
 
 
-def clear_report_dir(report_dir: str) -> None:
-    """Remove what an earlier report wrote (its page, data and pictures): a page that is not
-    written again must not stay behind with the numbers of an earlier state of the output, nor a
-    picture no page shows any more."""
+PAGES = ("report.html", "report.json")
+
+
+def clear_report_dir(report_dir: str, kept: Iterable[str] = ()) -> None:
+    """Remove what an earlier report wrote (its page, data and pictures) but the files `kept` (by
+    name: what the report just written shows): a picture no page shows any more must not stay
+    behind. Called once the new page is written, never before: a report that failed (a name it
+    could not write) took the earlier one with it and left none."""
     if not fsio.isdir(report_dir):
         return
     fs, _ = fsio.filesystem(report_dir)
+    keep = set(kept)
     for uri in fsio.list_files(report_dir, (".png", ".html", ".json")):
-        fs.rm_file(fsio.filesystem(uri)[1])
+        if uri.rsplit("/", 1)[-1] not in keep:
+            fs.rm_file(fsio.filesystem(uri)[1])
+
+
+def _pictures(data: Any) -> set[str]:
+    """The picture files a report's data names (its plots, sheets and strips: `save_image` names)."""
+    if isinstance(data, dict):
+        return set().union(*(_pictures(v) for v in data.values())) if data else set()
+    if isinstance(data, list):
+        return set().union(*(_pictures(v) for v in data)) if data else set()
+    return {data} if isinstance(data, str) and data.endswith(".png") and "/" not in data else set()
 
 
 def write_damaged(output: str, report_dir: str, problems: list[tuple[str, str]]) -> dict[str, str]:
     """A page and report.json that name what is damaged or unfinished, and no numbers."""
     json_uri = fsio.join(report_dir, "report.json")
     html_uri = fsio.join(report_dir, "report.html")
-    damaged = [{"file": uri, "why": why} for uri, why in problems]
+    damaged = [{"file": shown(uri), "why": shown(why)} for uri, why in problems]  # no lone surrogate in UTF-8
     write_bytes(json_uri, json.dumps({"output": output, "damaged": damaged}, indent=1, sort_keys=True).encode())
     write_bytes(html_uri, damaged_html(output, problems).encode())
     return {"html": html_uri, "json": json_uri}
@@ -165,7 +181,6 @@ def write_report(output: str, max_sentences_per_group: int = 4, progress: Progre
                                    "finish it, then write the report")
         raise no_output(output, f"has no {SUMMARY_FILE}: run the build (to completion) first")
     report_dir = fsio.join(output, REPORT_DIR)
-    clear_report_dir(report_dir)
     try:
         summary = read_stats(summary_uri)  # a JSON object, or ValueError
     except StateFileRefused as exc:  # a folder, a fifo in its place: said as what it is, with the fix
@@ -182,8 +197,8 @@ def write_report(output: str, max_sentences_per_group: int = 4, progress: Progre
             return _write_pages(output, summary, report_dir, max_sentences_per_group)
     except ShardDamaged as exc:  # found while reading (a tar of the recorded size, other bytes)
         problems = [(exc.path, exc.why)]
-    clear_report_dir(report_dir)
     write_damaged(output, report_dir, problems)
+    clear_report_dir(report_dir, PAGES)
     if all(uri == lock_uri(output) for uri, _ in problems):  # held, its files intact: not damage
         raise OutputUnfinished(f"{output}: UNFINISHED: {problems[0][1]}; write the report once the build is done")
     path, why = problems[0]
@@ -214,4 +229,5 @@ def _write_pages(output: str, summary: dict[str, Any], report_dir: str, max_sent
     html_uri = fsio.join(report_dir, "report.html")
     write_bytes(json_uri, json.dumps(data, indent=1, sort_keys=True).encode())
     write_bytes(html_uri, render_html(data, sheets).encode())
+    clear_report_dir(report_dir, {*PAGES, *_pictures(data)})
     return {"html": html_uri, "json": json_uri}

@@ -200,7 +200,7 @@ def token_usage(output: str) -> tuple[dict[str, Any], dict[str, np.ndarray], dic
     source: (section, code histograms with "all" first, token shard paths per source); None without
     token shards or for a remote output (token shards are memory-mapped: local outputs only)."""
     from tokenizer.metrics import codebook_usage, entropy_bits, perplexity
-    from uvd_pipeline.shards import find_shards, read_token_shard
+    from uvd_pipeline.shards import ShardDamaged, find_shards, read_token_shard
 
     local = fsio.local_path(output)
     if local is None:
@@ -210,9 +210,14 @@ def token_usage(output: str) -> tuple[dict[str, Any], dict[str, np.ndarray], dic
         return None
     histograms: dict[str, np.ndarray] = {}
     shards_of: dict[str, list[str]] = defaultdict(list)
-    meta = None
+    meta = first = None
     for path in paths:
         table, meta = read_token_shard(path)
+        first = first or (path, meta)
+        if meta.codebook_size != first[1].codebook_size:  # np.bincount's arrays would not add: a traceback
+            raise ShardDamaged(path, f"a codebook of {meta.codebook_size} codes ({meta.tokenizer_name}), "
+                                     f"{first[0]} has {first[1].codebook_size} ({first[1].tokenizer_name}): token "
+                                     "shards of two tokenizers in one build's tokens/; move the foreign one out")
         source = table.column("source")[0].as_py() if table.num_rows else None
         if source is None:
             continue

@@ -5,22 +5,22 @@ section shows is decided by the data it is given."""
 from __future__ import annotations
 
 import html
-import unicodedata
 from typing import Any
 
 import numpy as np
 
 from uvd_pipeline.quality import bin_labels
+from uvd_pipeline.shown import shown
 from uvd_pipeline.report_data import RECONSTRUCTION_PER_SENTENCE
 from uvd_pipeline.tokenize_stage import arithmetic_label
 
 
 def _text(value: Any, kept: str = "\t\n") -> str:
     """`value` as page text: HTML-escaped, and every control, format or line/paragraph separator
-    character (a right-to-left override turns the rest of its table cell around) but those `kept`
-    shown as its code, since names and details come from the data."""
-    return "".join(c if c in kept or unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp")
-                   else f"\\u{ord(c):04x}" for c in html.escape(str(value)))
+    character (a right-to-left override turns the rest of its table cell around) and lone surrogate
+    (a byte of a name that is not UTF-8: the page could not be encoded) but those `kept` shown as its
+    code (`shown`), since names and details come from the data."""
+    return shown(html.escape(str(value)), kept)
 
 
 def _data_text(value: Any) -> str:

@@ -307,6 +307,26 @@ def find_shards(pattern: str) -> list[str]:
     return sorted(p for p in globlib.glob(pattern, recursive=True) if p.endswith(ARROW_SUFFIX) and committed(p))
 
 
+def export_shards(pattern: str) -> list[str]:
+    """The token shards `export-jsonl` is given by a file, glob or folder, none left out: unlike
+    `find_shards` (the trainer's, which may read a build still writing its shards), a `.arrow`
+    without its stats file is a `ShardDamaged` naming it, never skipped; a JSONL that silently
+    lacked 9 of 16 sentences (one stats file deleted) was written with exit 0. Only the atomic
+    writer's temporaries (`.tmp-` names) are left out."""
+    from tokenizer.atomic import is_temporary
+
+    if os.path.isdir(pattern):
+        pattern = os.path.join(pattern, "**", "*" + ARROW_SUFFIX)
+    paths = sorted(p for p in globlib.glob(pattern, recursive=True)
+                   if p.endswith(ARROW_SUFFIX) and not is_temporary(p) and not os.path.isdir(p))
+    for path in paths:
+        if not committed(path):
+            raise ShardDamaged(path, f"its {STATS_SUFFIX} file (the commit mark) is missing: not a committed token "
+                                     "shard; the export stops rather than leave its sentences out; "
+                                     + REBUILD_HINT)
+    return paths
+
+
 def sentence_tokens(table: pa.Table, index: int) -> np.ndarray:
     """One row's tokens as a zero-copy uint16 view."""
     column = table.column("tokens")
@@ -344,13 +364,23 @@ def encode_jsonl_line(tokens: np.ndarray) -> str:
     return json.dumps({"tokens": base64.b64encode(np.asarray(tokens, dtype="<i4").tobytes()).decode("ascii")})
 
 
+def _one_tokens_field(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose 'tokens' field is given once: json kept the last of two without a word,
+    and another reader may keep the first (two sentences in one line, one of them dropped)."""
+    if sum(1 for key, _ in pairs if key == "tokens") > 1:
+        raise ValueError("'tokens' given twice; a reader keeps one of them, so no one sentence is meant")
+    return dict(pairs)
+
+
 def decode_jsonl_line(line: str | bytes) -> np.ndarray:
     """The token ids of one LVM/EasyLM line; a `ValueError` saying what is wrong with it (never
     quoting the line: it may be megabytes of base64)."""
     try:
-        record = json.loads(line)
+        record = json.loads(line, object_pairs_hook=_one_tokens_field)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:  # 100,000 nested brackets: Python's reader gives up, with a traceback
+        raise ValueError("JSON nested deeper than Python's reader goes, no sentence of token JSONL") from None
     if not isinstance(record, dict):
         raise ValueError(f"a JSON {type(record).__name__}, not an object with a 'tokens' field")
     if "tokens" not in record:
@@ -415,22 +445,46 @@ def check_import(meta: TokenShardMeta, out_path: str, source: str = "jsonl", kin
                          f"{STATS_SUFFIX} beside them, by it), e.g. {os.path.splitext(out_path)[0] + ARROW_SUFFIX}")
 
 
-def _numbered_lines(path: str) -> Iterator[tuple[int, str]]:
-    """(line number from 0, text) of each line that is not blank; a line that is not UTF-8 is a
-    `JsonlError` naming it."""
+# The longest sentence a build writes holds 64 images (the bound of every sentence_length, frames,
+# views and pairs x 2 a config allows); an imported line holds at most as many images of its codes,
+# as base64 of int32, with room for the JSON around it and a few other fields (EasyLM's)
+MAX_SENTENCE_IMAGES = 64
+JSON_BLANK = " \t\r\n"  # JSON's whitespace: a line of other characters is no blank line but a bad one
+LINE_ROOM = 64 << 10
+
+
+def max_line_bytes(tokens_per_image: int) -> int:
+    """The longest JSONL line an import of `tokens_per_image` codes an image reads (~150 KB for 256)."""
+    return -(-MAX_SENTENCE_IMAGES * tokens_per_image * 4 // 3) * 4 + LINE_ROOM
+
+
+def _numbered_lines(path: str, tokens_per_image: int) -> Iterator[tuple[int, str]]:
+    """(line number from 0, text) of each line that is not blank, each read within `max_line_bytes`;
+    a longer line (a 300 MB one took 690 MB to read), or one that is not UTF-8, is a `JsonlError` naming it. A fifo or device is
+    refused by its type before it is opened: /dev/zero was read as one line until memory ran out."""
+    from sources import fsio
+
+    kind = fsio.special_at(path)
+    if kind:
+        raise JsonlError(f"{path} is {kind}, not a JSONL file; save what it gives to a file first")
     try:
         handle = open(path, "rb")
     except IsADirectoryError:
         raise JsonlError(f"{path} is a folder, not a JSONL file") from None
     except OSError as exc:
         raise JsonlError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    limit = max_line_bytes(tokens_per_image)
     with handle:
-        for number, data in enumerate(handle):
+        for number, data in enumerate(iter(lambda: handle.readline(limit + 2), b"")):  # + its \r\n
+            if len(data.rstrip(b"\r\n")) > limit:
+                raise JsonlError(f"{path} line {number + 1}: longer than {limit} bytes, the longest a sentence of "
+                                 f"{MAX_SENTENCE_IMAGES} images of {tokens_per_image} codes takes; no line of "
+                                 "token JSONL")
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
                 raise JsonlError(f"{path} line {number + 1}: not UTF-8 text") from None
-            if text.strip():
+            if text.strip(JSON_BLANK):  # str.strip() took \x1c..\x1f, \x85, \u2028 for blank and skipped the line
                 yield number, text
 
 
@@ -441,9 +495,25 @@ def _writable_file(out_path: str) -> None:
                          f"{os.path.join(out_path, 'tokens.jsonl')}")
 
 
+def _not_an_input(out_path: str, shard_paths: list[str]) -> None:
+    """An export's output that is none of its shards (nor their stats) and no shard's name: an
+    `--out` naming an input replaced that committed shard with JSONL, its stats left behind."""
+    if out_path.endswith(ARROW_SUFFIX):
+        raise JsonlError(f"{out_path}: --out names a token shard (.arrow); name the JSONL file to write, e.g. "
+                         f"{out_path[: -len(ARROW_SUFFIX)]}.jsonl")
+    if not os.path.exists(out_path):
+        return
+    for path in shard_paths:
+        for given in (path, path[: -len(ARROW_SUFFIX)] + STATS_SUFFIX):
+            if os.path.exists(given) and os.path.samefile(out_path, given):
+                raise JsonlError(f"{out_path} is {given}, one of the export's inputs; name another file to write")
+
+
 def export_jsonl(shard_paths: Iterable[str], out_path: str) -> int:
     """Write every sentence of the shards as one JSONL line; returns the number of lines."""
     _writable_file(out_path)
+    shard_paths = list(shard_paths)
+    _not_an_input(out_path, shard_paths)
     count = 0
     try:
         with open_atomic(out_path) as handle:
@@ -458,6 +528,21 @@ def export_jsonl(shard_paths: Iterable[str], out_path: str) -> int:
     return count
 
 
+ID_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def import_stem(jsonl_path: str) -> str:
+    """The middle of an import's sentence ids (`SOURCE-STEM-LINE`): its file's name without its last
+    suffix. Its name up to the first dot was taken: part.a.jsonl and part.b.jsonl gave the same
+    ids, .hidden.jsonl none, and a name's escape sequences and HTML went into every id. A name that
+    is not letters, digits, '.', '_' and '-' (100 at most, a letter or digit first) is refused."""
+    stem = os.path.splitext(os.path.basename(jsonl_path))[0]
+    if not ID_STEM.fullmatch(stem):
+        raise JsonlError(f"{jsonl_path}: its name {stem!r} becomes every sentence id ({{source}}-NAME-LINE): "
+                         "rename the file to letters, digits, '.', '_' and '-' (a letter or digit first, 100 at most)")
+    return stem
+
+
 def import_jsonl(jsonl_path: str, meta: TokenShardMeta, out_path: str, source: str = "jsonl",
                  split: str = "train", kind: str = "image", task: str = "none") -> dict[str, Any]:
     """Read LVM/EasyLM JSONL back into a token shard (sentence ids from the line numbers). A line
@@ -465,8 +550,8 @@ def import_jsonl(jsonl_path: str, meta: TokenShardMeta, out_path: str, source: s
     it out would be trained on as if it held the whole file."""
     check_import(meta, out_path, source, kind)
     rows = []
-    stem = os.path.basename(jsonl_path).split(".")[0]
-    for number, line in _numbered_lines(jsonl_path):
+    stem = import_stem(jsonl_path)
+    for number, line in _numbered_lines(jsonl_path, meta.tokens_per_image):
         try:
             tokens = decode_jsonl_line(line)
             check_tokens(tokens, meta)
@@ -474,6 +559,8 @@ def import_jsonl(jsonl_path: str, meta: TokenShardMeta, out_path: str, source: s
             raise JsonlError(f"{jsonl_path} line {number + 1}: {exc}") from None
         rows.append(TokenRow(f"{source}-{stem}-{number:09d}", source, kind, task, split,
                              tokens.astype(np.uint16), {"jsonl": os.path.basename(jsonl_path), "line": number}))
+    if not rows:  # a committed shard of no sentence: a mixture took it as data, exit 0
+        raise JsonlError(f"{jsonl_path}: no sentence in it (empty, or blank lines only); nothing was written")
     try:
         return write_token_shard(out_path, rows, meta)
     except OSError as exc:

@@ -317,8 +317,7 @@ def summarize_tokens(output: str, config_hash: str | None = None, claimed: set[s
     files = token_stats_files(output)
     if not files and not fsio.exists(fsio.join(output, TOKENS_DIR)):
         return {}
-    per_source: dict[str, dict[str, Any]] = {}
-    tokenizers: Counter[tuple] = Counter()  # ((field, value), ...) of name, hash, arithmetic -> shards
+    totals = TokenTotals()
     for uri in files:
         try:
             stats = read_stats(uri)
@@ -331,9 +330,22 @@ def summarize_tokens(output: str, config_hash: str | None = None, claimed: set[s
             claimed.update(named_files(uri, stats, "token"))
         if config_hash is not None and stats.get("config_hash") not in (None, config_hash):
             continue
+        totals.add(uri, stats)
+    return totals.summary()
+
+
+class TokenTotals:
+    """The summary's `tokens` section, added up one token stats file at a time: the build writes
+    it (`summarize_tokens`), `verify` holds the written one to the stats it checked."""
+
+    def __init__(self) -> None:
+        self.per_source: dict[str, dict[str, Any]] = {}
+        self.tokenizers: Counter[tuple] = Counter()  # ((field, value), ...) of name, hash, arithmetic -> shards
+
+    def add(self, uri: str, stats: dict[str, Any]) -> None:
         *_, source, split, _ = uri.rstrip("/").split("/")
-        entry = per_source.setdefault(source, {"shards": 0, "sentences": 0, "images": 0, "tokens": 0,
-                                               "by_split": {}})
+        entry = self.per_source.setdefault(source, {"shards": 0, "sentences": 0, "images": 0, "tokens": 0,
+                                                    "by_split": {}})
         split_entry = entry["by_split"].setdefault(split, {"sentences": 0, "images": 0, "tokens": 0})
         entry["shards"] += 1
         for key in ("sentences", "images", "tokens"):
@@ -341,9 +353,11 @@ def summarize_tokens(output: str, config_hash: str | None = None, claimed: set[s
             split_entry[key] += int(stats.get(key, 0))
         made_by = {"name": stats.get("tokenizer_name"), "weights_hash": stats.get("tokenizer_hash"),
                    **recorded_arithmetic(stats)}
-        tokenizers[tuple(made_by.items())] += 1
-    for entry in per_source.values():
-        entry["by_split"] = dict(sorted(entry["by_split"].items()))
-    return {"sources": dict(sorted(per_source.items())),
-            "tokenizers": [{**dict(made_by), "shards": count} for made_by, count in sorted(tokenizers.items())]}
+        self.tokenizers[tuple(made_by.items())] += 1
 
+    def summary(self) -> dict[str, Any]:
+        """The section as `summary.json` holds it."""
+        per_source = {name: {**entry, "by_split": dict(sorted(entry["by_split"].items()))}
+                      for name, entry in sorted(self.per_source.items())}
+        return {"sources": per_source,
+                "tokenizers": [{**dict(made_by), "shards": count} for made_by, count in sorted(self.tokenizers.items())]}

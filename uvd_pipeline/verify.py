@@ -9,7 +9,9 @@ their commit marks (the next build renders such a unit again). The shard folders
 `summary.json` and the stats files both: a shard `summary.json` lists whose stats file (its commit
 mark) is gone, and any file in `rendered/` or `tokens/` that no stats file names (a stray tar
 beside the committed ones, a folder no build wrote: a glob reader would take them) are damage too;
-these two need a finished build, so they are left out while a build holds the output. Each damaged
+these two need a finished build, so they are left out while a build holds the output; so is
+`summary.json` itself held to the stats (`summary_checks`: its counts, and no token shard of another
+config or of no rendered shard in `tokens/`). Each damaged
 file is printed with what is wrong, then one summary line; the exit code is 0 when the output is
 intact and its build finished, 1 when something is damaged, and `UNFINISHED` (3) when what is
 committed is intact but the build did not finish (no `summary.json`: killed or failed mid-build;
@@ -33,6 +35,7 @@ from sources import fsio
 from tokenizer.progress import Progress
 from uvd_pipeline.integrity import Recorded, check_file, named_files, rendered_files, token_file
 from uvd_pipeline.shards import NotFound
+from uvd_pipeline.shown import shown
 from uvd_pipeline.state_files import StateFileRefused, read_state_json
 from uvd_pipeline.unit_store import check_unit, unit_marks
 
@@ -318,6 +321,13 @@ def no_output(output: str, why: str) -> NotFound:
     return NotFound(f"{output} {why}")
 
 
+def absolute(output: str) -> str:
+    """A local `output` as an absolute path, a URL as it is: a listing names files by absolute
+    paths, and a check that held them to names joined from `build/sample` matched none of them
+    (an emptied `rejects.jsonl` was intact under a relative path)."""
+    return output if "://" in output else os.path.abspath(output)
+
+
 def verify_output(output: str, quick: bool = False,
                   on_damage: Callable[[str, str], None] | None = None, units: bool = True,
                   mixture: bool = True, progress: Progress | None = None) -> VerifyResult:
@@ -331,12 +341,14 @@ def verify_output(output: str, quick: bool = False,
     from uvd_pipeline.output_lock import read_holder
     from uvd_pipeline.rendered_shards import RENDERED_DIR, REJECTS_SUFFIX
     from uvd_pipeline.shards import TOKENS_DIR
+    from uvd_pipeline.summary_checks import SummaryTally
     from uvd_pipeline.unit_relocation import pending_placements
     from uvd_pipeline.unit_store import UNITS_DIR
 
     if not fsio.exists(fsio.join(output, BUILD_FILE)):
         raise no_output(output, f"is not a build output (it has no {BUILD_FILE})")
-    result = VerifyResult(output, full=not quick)
+    result = VerifyResult(output, full=not quick)  # named as given; its files by where they lie
+    output = absolute(output)
     holder = read_holder(output)
     result.holder = holder.describe() if holder else None
     result.holder_gone = holder is not None and holder.is_alive() is False
@@ -383,6 +395,9 @@ def verify_output(output: str, quick: bool = False,
                 damaged(uri, f"unreadable JSON ({exc})"[:200])
             except OSError as exc:
                 damaged(uri, unreadable(exc))
+    build = read.get(BUILD_FILE)
+    tally = SummaryTally(read.get(SUMMARY_FILE) if holder is None else None,
+                         build.get("config_hash") if build else None)  # the summary held to the stats read below
     claimed: set[str] = set()  # the files the stats files name, for the strays: each is read once
     shard_rejects: dict[str, Recorded | None] = {}  # intact rendered shard's stats file -> its rejects file
     intact_tars: dict[str, str | None] = {}  # committed tar (as placement records name it) -> its sha256
@@ -390,6 +405,7 @@ def verify_output(output: str, quick: bool = False,
     found = {folder: listed(lambda out: files_below(out, folder), folder) for folder in (RENDERED_DIR, TOKENS_DIR)}
     result.stats = stats_among(found[RENDERED_DIR])
     token_stats = stats_among(found[TOKENS_DIR])
+    tally.rendered_found(result.stats)
     if progress is not None:
         progress.total = len(result.stats) + len(token_stats)
     for listing, kind in ((result.stats, "rendered"), (token_stats, "token")):
@@ -418,12 +434,22 @@ def verify_output(output: str, quick: bool = False,
             if kind == "rendered" and len(result.damaged) == damage:
                 intact_tars[placed_name(uri, stats)] = stats.get("tar_sha256")
                 shard_rejects[uri] = next((f for f in files if f.uri.endswith(REJECTS_SUFFIX)), None)
+            if len(result.damaged) == damage:
+                try:
+                    tally.add_rendered(uri, stats) if kind == "rendered" else tally.add_token(uri, stats)
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    damaged(uri, f"unreadable stats ({type(exc).__name__}: {exc})"[:200])
     if holder is None:
         strays = unclaimed_files(output, claimed, found[RENDERED_DIR] + found[TOKENS_DIR])
         for uri, why in missing_marks(output, read.get(SUMMARY_FILE, {})) + [(uri, _stray(uri)) for uri in strays]:
             damaged(uri, why)
+        for shard, why in tally.foreign:
+            damaged(shard, why)
         if SUMMARY_FILE in read:
             _check_merged(output, read[SUMMARY_FILE], shard_rejects, quick, mixture, damaged)
+            if not result.damaged:  # a damaged output's counts are off by its damage, named already
+                if why := tally.count_problem():
+                    damaged(fsio.join(output, SUMMARY_FILE), why)
 
     def refused(folder: str, exc: OSError) -> None:  # a unit folder of a source
         damaged(folder, unreadable(exc))
@@ -468,19 +494,19 @@ def placed_name(stats_uri: str, stats: dict[str, Any]) -> str:
 def main(output: str, quick: bool = False) -> int:
     """Print each damaged file and a summary line; 0 if intact and finished, 1 if damaged,
     `UNFINISHED` if intact but its build did not finish (or one holds the output)."""
-    result = verify_output(output, quick, on_damage=lambda uri, why: print(f"damaged: {uri}: {why}", flush=True))
+    result = verify_output(output, quick, on_damage=lambda uri, why: print(shown(f"damaged: {uri}: {why}"), flush=True))
     if result.holder_gone:
-        print(f"note: the build that held this output ({result.holder}) is gone: it was killed or crashed before it "
-              "finished. Its uncommitted shards were not checked, nor were the shard folders held to summary.json; "
-              "run the same build command again to finish it (it takes the lock over)")
+        print(shown(f"note: the build that held this output ({result.holder}) is gone: it was killed or crashed "
+                    "before it finished. Its uncommitted shards were not checked, nor were the shard folders held to "
+                    "summary.json; run the same build command again to finish it (it takes the lock over)"))
     elif result.holder:
-        print(f"note: a build holds this output ({result.holder}); shards it is writing are not committed yet "
-              "and were not checked, nor were the shard folders held to summary.json (strays, missing marks)")
+        print(shown(f"note: a build holds this output ({result.holder}); shards it is writing are not committed yet "
+                    "and were not checked, nor were the shard folders held to summary.json (strays, missing marks)"))
     elif not result.finished:
         print("note: the last build of this output did not finish (it has no summary.json: it failed or was "
               "stopped); what it committed was checked, the shard folders were not held to a summary; run the "
               "same build command again to finish it")
-    print(result.summary_line())
+    print(shown(result.summary_line()))
     if not result.intact:
         print("a resumed build with --verify rebuilds the damaged shards and removes the strays: "
               "python -m uvd_pipeline build CONFIG --verify")
