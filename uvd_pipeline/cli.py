@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:  # may span lines (one a field)
-        print(shown(f"error: {exc}", kept="\n"), file=sys.stderr)
+        print(shown(f"error: {exc}", kept="\n\t"), file=sys.stderr)
         return 2
     except JsonlError as exc:
         print(shown(f"error: {exc}"), file=sys.stderr)

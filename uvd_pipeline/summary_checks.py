@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from uvd_pipeline.integrity import token_file
-from uvd_pipeline.summary import SUMMARY_FILE, CommittedShards
+from uvd_pipeline.summary import CommittedShards
 from uvd_pipeline.tokenize_stage import TokenTotals
 
 REWRITE_HINT = "run the same build command again: it writes it anew from the committed shards"

@@ -26,7 +26,6 @@ import contextlib
 import errno
 import functools
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
