@@ -61,6 +61,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
+from sources.video_alpha import alpha_decoder_name, carries_alpha
+
 log = logging.getLogger(__name__)
 
 
@@ -118,6 +120,9 @@ class VideoIndex:
     # read through `sources.ogg_video_pages.VideoPages` (the video's pages of a chained Ogg with
     # sound): every open of the file for this index must read it so
     video_pages: bool = False
+    # a VP8/VP9 WebM declaring alpha whose every packet carries its alpha picture: decoded by
+    # libvpx with its alpha (`video_open.frame_decoder`); one that does not is decoded opaque
+    alpha: bool = False
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -159,6 +164,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     corrupt: list[bool] = []
     headers: list[int] = []  # a chained Ogg's later Theora headers (`_theora_header`)
     chained = container.format.name == "ogg" and stream.codec_context.name == "theora"
+    alpha_candidate = alpha_decoder_name(stream) is not None
+    with_alpha = 0  # packets carrying an alpha picture, counted only where the stream declares alpha
     clean = True
     try:
         for packet in container.demux(stream):
@@ -171,6 +178,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
             size.append(int(packet.size))
             pes.append(packet.pos if packet.pos is not None and packet.pos >= 0 else None)
             corrupt.append(bool(packet.is_corrupt))
+            with_alpha += alpha_candidate and carries_alpha(packet)
             if chained and packet.is_keyframe and _theora_header(bytes(memoryview(packet)[:7])):
                 headers.append(len(raw) - 1)
     except Exception as exc:  # a truncated file ends the index early; the tail check finds the rest
@@ -233,7 +241,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     index = VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), stream.time_base or Fraction(1),
                        clean, fmt, codec, in_decode_order, demuxed=tuple(raw) if restamped else (),
                        restamped=restamped, joins=tuple(joins) if restamped == "joined" else (),
-                       headers=tuple(headers) if restamped == "chained" else (), video_pages=video_pages)
+                       headers=tuple(headers) if restamped == "chained" else (), video_pages=video_pages,
+                       alpha=alpha_candidate and 0 < with_alpha == len(raw))
     partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
     tail = [i for i in range(len(pts) - partial, len(pts)) if not discard[i]]
     if not tail:

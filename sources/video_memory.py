@@ -9,7 +9,8 @@ from fractions import Fraction
 
 from sources.budget import SEND_AHEAD_BYTES
 from sources.video_display import eight_bit_format, has_alpha
-from sources.video_open import VideoError, decoded_format
+from sources.video_alpha import decoded_format
+from sources.video_open import VideoError
 from transforms import hdr as hdr_colour
 
 
@@ -184,14 +185,14 @@ def judge_memory(width: int, height: int, pix_fmt: str | None, codec: str, level
 
 
 def judge_stream(stream, max_pixels: int, memory_mb: int, canvas=None, convert: bool = True,
-                 size: tuple[int, int] | None = None) -> Judgement:
+                 size: tuple[int, int] | None = None, alpha: bool = False) -> Judgement:
     """`judge_memory` from what the opened stream declares (no frame decoded yet); `size`: (w, h)
     of a frame that came out larger than declared (the stream grew mid-way), judged instead."""
     codec = stream.codec_context
     width, height = size or (codec.width, codec.height)
     if width < 1 or height < 1:
         raise VideoError("unsupported_container", "the stream declares no frame size")
-    pix_fmt = decoded_format(stream)
+    pix_fmt = decoded_format(stream, alpha)  # `alpha`: `VideoIndex.alpha`
     sar = sample_aspect_ratio(stream)
     shown = sar_width(width, sar)
     working = None
@@ -203,7 +204,8 @@ def judge_stream(stream, max_pixels: int, memory_mb: int, canvas=None, convert: 
                         working, convert, float(sar or 1), stream_hdr(stream) is not None)
 
 
-def fitting_pixels(stream, max_pixels: int, memory_mb: int, canvas=None, convert: bool = True) -> int:
+def fitting_pixels(stream, max_pixels: int, memory_mb: int, canvas=None, convert: bool = True,
+                   alpha: bool = False) -> int:
     """The largest frame (pixels, at most `max_pixels`) of the stream's declared shape whose cost
     `judge_stream` admits within `memory_mb`: the `max_pixels` its decoder is told, so a frame the
     stream grows to that cannot fit is never allocated (a frame within it is judged again, exactly,
@@ -215,7 +217,7 @@ def fitting_pixels(stream, max_pixels: int, memory_mb: int, canvas=None, convert
         area = (low + high + 1) // 2
         width = max(1, round((area * codec.width / codec.height) ** 0.5))
         try:
-            judge_stream(stream, max_pixels, memory_mb, canvas, convert, (width, max(1, area // width)))
+            judge_stream(stream, max_pixels, memory_mb, canvas, convert, (width, max(1, area // width)), alpha)
             low = area
         except VideoError:
             high = area - 1

@@ -10,6 +10,7 @@ from sources.gif_screen import browser_view
 from sources.ogg_video_pages import VideoPages
 from sources.video_index import UnsupportedVideo, multistream_detail
 from transforms.errors import Rejected, exception_detail
+from sources.video_alpha import stream_tag as _tag
 from transforms.headers import GIF_SCREEN
 
 
@@ -168,51 +169,6 @@ def _still(stream, best) -> bool:
     if seconds and rate:
         return seconds * rate <= 1.5
     return stream.codec_context.name in STILL_CODECS and (best is None or stream.index != best.index)
-
-
-# VP8 and VP9 in WebM carry transparency as a second picture in each block's BlockAdditional (the
-# track's AlphaMode 1: a sticker, an overlay, a Telegram video sticker). FFmpeg's own decoders
-# drop it and show the colour under it (what the encoder kept: black, often); libvpx's decoders
-# join it into yuva420p, for 8-bit 4:2:0 (the only alpha libvpx encodes), as browsers show it.
-ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
-ALPHA_FORMAT = "yuva420p"
-
-
-def alpha_decoder_name(stream) -> str | None:
-    """The libvpx decoder that keeps the alpha of a VP8/VP9 stream declaring one, else None."""
-    codec = stream.codec_context
-    name = ALPHA_DECODERS.get(codec.name) if codec is not None else None
-    return name if name and codec.pix_fmt == "yuv420p" and _tag(stream, "ALPHA_MODE") == "1" else None
-
-
-def decoded_format(stream) -> str | None:
-    """The pixel format the stream's frames come out in (`frame_decoder`), before any is decoded."""
-    codec = stream.codec_context
-    return ALPHA_FORMAT if alpha_decoder_name(stream) else codec.pix_fmt or (codec.format.name if codec.format else None)
-
-
-def frame_decoder(stream):
-    """The decoder a stream's frames are decoded with: its own context, or libvpx's for a VP8/VP9
-    with alpha (`ALPHA_DECODERS`), set as `open_stream` sets the stream's own. Frame sizes and
-    packet order are read with the stream's own (alpha changes neither)."""
-    import av
-
-    name = alpha_decoder_name(stream)
-    if name is None:
-        return stream.codec_context
-    codec = av.codec.CodecContext.create(name, "r")
-    codec.extradata = stream.codec_context.extradata
-    codec.thread_type = "NONE"
-    codec.flags |= av.codec.context.Flags.unaligned
-    return codec
-
-
-def _tag(stream, name: str) -> str | None:
-    """A stream's tag `name`, also as Matroska gives it with a language (`DURATION-eng`)."""
-    for key, value in stream.metadata.items():
-        if key.upper() == name or key.upper().startswith(name + "-"):
-            return value
-    return None
 
 
 def _tag_number(stream, name: str) -> int:

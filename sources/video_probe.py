@@ -12,7 +12,8 @@ from sources.video_gif import gif_times
 from sources.video_index import Stretch, VideoIndex, decode_plan, key_of
 from sources.video_memory import (DECODER_BASE_MB, DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB, RGB_CONVERSION_BYTES,
                                   stream_hdr)
-from sources.video_open import VideoError, decoded_format, open_stream
+from sources.video_alpha import decoded_format
+from sources.video_open import VideoError, open_stream
 from sources.video_index_cache import KeptIndex
 from sources.video_packet_order import kept_index, read_index
 from sources.video_session import DecodeSession
@@ -97,7 +98,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     claimed = int(stream.frames or 0)
     declared_sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
     sar_text = f"{declared_sar.numerator}:{declared_sar.denominator}" if declared_sar and declared_sar != 1 else ""
-    pixel_format = decoded_format(stream) or ""
+    pixel_format = decoded_format(stream, index.alpha) or ""
     transfer = stream_hdr(stream) or ""
     rate = stream.average_rate or _mean_rate(shown[:n], index.time_base) or stream.guessed_rate
     fps = float(rate) if rate else 0.0

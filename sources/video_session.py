@@ -19,7 +19,8 @@ from sources.video_index import JUMPED, Stretch, VideoIndex
 from sources.video_memory import (DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB, Judgement, decoder_max_pixels,
                                   fitting_pixels, frames_too_large, judge_stream, sample_aspect_ratio, sar_width,
                                   stream_hdr)
-from sources.video_open import VideoError, frame_decoder, open_stream
+from sources.video_alpha import frame_decoder
+from sources.video_open import VideoError, open_stream
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +86,13 @@ class DecodeSession:
         if self.judgement is None:
             try:
                 self.judgement = judge_stream(stream, self.max_pixels, self.memory_mb, self.postprocess,
-                                              self.convert)
+                                              self.convert, alpha=self.index.alpha)
             except VideoError:
                 container.close()
                 raise
-            self._limit = fitting_pixels(stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert)
-        self._codec = frame_decoder(stream)
+            self._limit = fitting_pixels(stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert,
+                                         self.index.alpha)
+        self._codec = frame_decoder(stream, self.index.alpha)
         self._codec.options = {"max_pixels": str(decoder_max_pixels(self._limit))}
         self._stream = stream
         return container, stream
@@ -102,7 +104,7 @@ class DecodeSession:
             return frames_too_large(width, height, self.max_pixels)
         try:
             judge_stream(self._stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert,
-                         (width, height))
+                         (width, height), self.index.alpha)
         except VideoError as exc:
             return exc
         return frames_too_large(width, height, self._limit, self.memory_mb)  # another shape than declared
@@ -161,7 +163,8 @@ class DecodeSession:
                 # decode ends here (the frames before delivered), `video_too_large`
                 try:
                     judged = self.judgement = judge_stream(self._stream, self.max_pixels, self.memory_mb,
-                                                           self.postprocess, self.convert, (frame.width, frame.height))
+                                                           self.postprocess, self.convert, (frame.width, frame.height),
+                                                           self.index.alpha)
                 except VideoError as exc:
                     self.too_large = exc
                     raise

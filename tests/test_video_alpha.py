@@ -16,6 +16,7 @@ import video_zoo
 from sources.video import probe_video
 from sources.video_decode import decode_frames
 from sources.video_open import open_stream
+from sources.video_packet_order import read_index
 from sources.video_display import has_alpha
 from sources.video_memory import ALPHA_CONVERSION_BYTES, RGB_CONVERSION_BYTES, judge_memory, judge_stream
 
@@ -69,12 +70,36 @@ def test_a_transparent_webm_is_probed_judged_and_decoded_with_its_alpha(clips, n
     probe = probe_video(str(clips[name]), "decord")
     assert (probe.decoder, probe.info.pixel_format, probe.n_frames) == ("pyav", "yuva420p", FRAMES)
     assert probe.note == "decord is not frame-exact here (an alpha channel (yuva420p), shown on white by PyAV): PyAV decodes"
+    index = read_index(str(clips[name]))
+    assert index.alpha  # every packet carries its alpha picture
     container, stream = open_stream(str(clips[name]))
     try:
-        judged = judge_stream(stream, 1 << 30, 4096)
+        judged = judge_stream(stream, 1 << 30, 4096, alpha=index.alpha)
     finally:
         container.close()
     assert judged.conversion_bytes == W * H * (ALPHA_CONVERSION_BYTES + 3)  # and the copy a turned frame needs
+
+
+def test_a_webm_declaring_alpha_without_it_throughout_is_decoded_opaque_whole(clips, tmp_path):
+    """libvpx's decoder refuses a packet without its alpha picture once it has seen one: a WebM of
+    a transparent clip joined to an opaque one (`ffmpeg -f concat -c copy`) lost the second clip's
+    frames without a word (20 of 40 decoded); a WebM tagged `alpha_mode` 1 with no alpha picture
+    was judged as RGBA and kept from decord (rev54a). Both are decoded by FFmpeg's own decoder
+    now, every frame, as before the alpha was read."""
+    plain = tmp_path / "plain.webm"
+    _ffmpeg("-i", str(clips["qtrle"]), "-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-b:v", "1M", str(plain))
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"file '{clips['libvpx-vp9']}'\nfile '{plain}'\n")
+    joined = tmp_path / "joined.webm"
+    _ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(joined))
+    tagged = tmp_path / "tagged.webm"
+    _ffmpeg("-i", str(clips["qtrle"]), "-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-metadata:s:v:0", "alpha_mode=1",
+            "-b:v", "1M", str(tagged))
+    for path, frames in ((joined, 2 * FRAMES), (tagged, FRAMES)):
+        assert not read_index(str(path)).alpha
+        probe = probe_video(str(path), "pyav")
+        assert (probe.info.pixel_format, probe.n_frames) == ("yuv420p", frames)
+        assert sorted(dict(decode_frames(str(path), range(frames)))) == list(range(frames)), path
 
 
 def test_alpha_frames_are_judged_with_their_rgba_conversion():
