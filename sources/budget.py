@@ -400,8 +400,26 @@ class _Sender:
                 self.ready.notify_all()
 
 
+ORPHAN_CHECK_S = 0.5  # how often a decoding process looks whether the process it serves is still there
+
+
+def _end_when_orphaned(parent: int) -> None:
+    """End this process once `parent` is gone. It notices at its next read of the channel
+    otherwise, which a job inside a decode does not make: its limits are its parent's to enforce,
+    so a worker killed mid-job (`kill -9`, a stopped build's `local_runner.stop_worker`) left it
+    decoding on without any (rev54b: a hung decode forever, adopted by init)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 def _serve() -> None:
     from sources import fsio  # the tasks' own module: imported by the first of them anyway
+
+    _end_when_orphaned(os.getppid())
 
     channel_in = os.fdopen(os.dup(0), "rb")
     channel_out = os.fdopen(os.dup(1), "wb")

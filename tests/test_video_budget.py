@@ -111,3 +111,41 @@ def test_bytes_arguments_arrive_whole():
     big = bytes(range(256)) * 20_000 + b"end"  # 5 MB: more than the pipe holds at once
     for data in (big, b"small", bytearray(big)):
         assert budget.call("budget_jobs:digest", data) == budget_jobs.digest(data)
+
+
+ORPHANING_PARENT = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from sources import budget
+worker = budget._Worker()
+worker.send("budget_jobs:sleep_in_c", (), {})  # a decode stuck in C code: the channel is not read
+print(worker.process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_decoding_process_ends_with_the_process_it_serves():
+    """Its time and memory limits are its parent's to enforce, and it noticed a parent gone only
+    at its next read of the channel: a worker killed mid-decode (`kill -9`, a stopped build's
+    worker) left it decoding on without limits, adopted by init (rev54b: a hung decode forever)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = str(Path(__file__).parent)
+    parent = subprocess.Popen([sys.executable, "-c", ORPHANING_PARENT, tests], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])})
+    child = int(parent.stdout.readline())
+    try:
+        time.sleep(0.5)  # inside its job
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{child}"):
+            time.sleep(0.05)
+        assert not os.path.exists(f"/proc/{child}")
+    finally:
+        if os.path.exists(f"/proc/{child}"):
+            os.kill(child, signal.SIGKILL)
