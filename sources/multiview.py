@@ -298,10 +298,16 @@ class ObjaverseSource:
         elevation = np.degrees(np.arcsin(np.clip(centres[:, 2] / radius, -1, 1)))
         order = azimuth_order(azimuths, elevation)
         # evenly in azimuth (as CO3D's are), not by index: renders bunched on one side of the object
-        # gave a sentence of that side and a 132-degree jump; regular renders pick as before
+        # gave a sentence of that side and a 132-degree jump; regular renders pick as before. Picked
+        # along the arc from the end of its widest gap (where 0 falls is the world's accident: a
+        # bunch across it gave a 64-degree gap), shown from azimuth 0 as every object's sentence is
         ordered = azimuths[order]
-        widest_gap = float(np.diff(np.append(ordered, ordered[0] + 360.0)).max())
-        chosen = [order[i] for i in pick_along_arc(ordered - ordered[0], widest_gap, self.views)]
+        gaps = np.diff(np.append(ordered, ordered[0] + 360.0))
+        start = (int(np.argmax(gaps)) + 1) % len(order)
+        rolled = np.roll(np.arange(len(order)), -start)  # positions in `order`, from after the widest gap
+        turned = (ordered[rolled] - ordered[rolled[0]]) % 360.0
+        picked = sorted(int(rolled[i]) for i in pick_along_arc(turned, float(gaps.max()), self.views))
+        chosen = [order[i] for i in picked]
         yield MultiViewRecord(
             key=key, source=self.name, group=key,
             view_uris=tuple(views[i][1] for i in chosen),

@@ -498,16 +498,19 @@ def test_objaverse_views_bunched_on_one_side_are_picked_evenly_in_azimuth(tmp_pa
     """40 renders, 30 of them within 0-29 degrees and 10 spread over 36-324: picked evenly by
     index, 12 views were [0, 3, 6, 10, 13, 16, 20, 23, 26, 36, 132, 228], a sentence of one side
     and a jump of 132 degrees, where the README promises views evenly in azimuth."""
-    uid = "b" * 32
     azimuths = np.concatenate([np.arange(30) * 1.0, 36 + np.arange(10) * 32.0])
-    for i, azimuth in enumerate(azimuths):
-        _png(tmp_path / uid / f"{i:03d}.png", np.full((8, 8, 4), i, np.uint8))
-        np.save(tmp_path / uid / f"{i:03d}.npy", blender_rt(azimuth, 20.0, 1.5))
-    (record,) = list(ObjaverseSource("obj", str(tmp_path), views=12).read(str(tmp_path / uid)))
-    picked = np.array(record.azimuths_deg)
-    assert len(picked) == 12 and list(picked) == sorted(picked)
-    assert np.diff(np.append(picked, picked[0] + 360)).max() <= 36.0 + 1e-3  # no gap wider than the renders'
-    assert np.allclose(picked[:2], [0.0, 29.0], atol=1e-3)  # the bunch gives two views, not nine
+    # as rendered, and turned by -15 degrees so the bunch lies across azimuth 0 (a review found
+    # picks measured from the smallest azimuth then left a 64-degree gap)
+    for uid, turn in (("b" * 32, 0.0), ("c" * 32, -15.0)):
+        for i, azimuth in enumerate(azimuths):
+            _png(tmp_path / uid / f"{i:03d}.png", np.full((8, 8, 4), i, np.uint8))
+            np.save(tmp_path / uid / f"{i:03d}.npy", blender_rt((azimuth + turn) % 360, 20.0, 1.5))
+        (record,) = list(ObjaverseSource("obj", str(tmp_path), views=12).read(str(tmp_path / uid)))
+        picked = np.array(record.azimuths_deg)
+        assert len(picked) == 12 and list(picked) == sorted(picked)  # shown from azimuth 0
+        assert np.diff(np.append(picked, picked[0] + 360)).max() <= 36.0 + 1e-3, picked  # no gap wider than the renders'
+        in_bunch = ((picked - turn) % 360 < 30).sum()
+        assert in_bunch == 2, picked  # the bunch gives two views, not nine
 
 
 def test_cityscapes_and_ade20k_pairs(tmp_path: Path):
