@@ -644,7 +644,11 @@ def test_an_output_folder_holding_other_files_and_no_build_is_refused(tmp_path: 
     assert sorted(p.name for p in out.iterdir()) == before
     for name in before:
         (out / name).rmdir() if (out / name).is_dir() else (out / name).unlink()
-    (out / ".DS_Store").write_text("finder")
+    # what may lie there before a first build (a review found each refused): a Mac's, a fresh
+    # volume's, the log a shell redirects into it, the config, a killed first build's temporary
+    for name in (".DS_Store", "build.log", "c.yaml", "build.json.tmp-1a2b3c4d"):
+        (out / name).write_text("x")
+    (out / "lost+found").mkdir()
     code, err = _cli(capsys, "check", str(path), "--set", "tokenizer.enabled=false")
     assert code == 0, err
 

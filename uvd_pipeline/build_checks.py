@@ -46,12 +46,28 @@ def _build_names() -> frozenset[str]:
                       SUMMARY_FILE, SHARD_INPUTS_DIR, UNITS_DIR, "report", "report.html", "report.json"})
 
 
+# what may lie in a build's folder before its first build: a fresh volume's `lost+found`, the log
+# a shell redirects into it before the build starts (`uvd build c.yaml > OUT/build.log`), the config
+OWN_FOLDER_NAMES = ("lost+found",)
+OWN_FOLDER_SUFFIXES = (".log", ".yaml", ".yml")
+
+
+def _beside_a_build(name: str) -> bool:
+    """Whether `name` may lie in an output folder before its first build: hidden (`.DS_Store`,
+    `.git`), `OWN_FOLDER_NAMES`/`_SUFFIXES`, or a temporary of an interrupted write (a first build
+    killed writing `build.json`: the rerun removes it after this check)."""
+    from tokenizer.atomic import is_temporary
+
+    return (name.startswith(".") or name in OWN_FOLDER_NAMES or name.lower().endswith(OWN_FOLDER_SUFFIXES)
+            or is_temporary(name))
+
+
 def _check_a_builds_folder(output: str, path: str) -> None:
     """An existing output must be empty or a build's: one holding other files and nothing a build
     writes (a home folder, a dataset, a mistyped path that exists) was built into without a word,
-    the build's folders beside the user's files. Hidden names (`.DS_Store`, `.git`) count as none."""
+    the build's folders beside the user's files (`_beside_a_build` names count as none)."""
     try:
-        names = sorted(name for name in os.listdir(path) if not name.startswith("."))
+        names = sorted(name for name in os.listdir(path) if not _beside_a_build(name))
     except OSError:
         return  # the lock says what this user may not do there
     if not names or not _build_names().isdisjoint(names):
