@@ -253,3 +253,40 @@ def test_sigterm_to_the_build_alone_stops_its_worker_processes_inside_a_bundle(t
             build.wait()
     assert build.returncode == 143 and "STOPPED Terminated" in out, err[-2000:]
     assert all(map(_gone, workers)), workers  # killed, not left to finish their 600 s
+
+
+IN_AN_EXCEPT = textwrap.dedent("""
+    import os, sys
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from uvd_pipeline.local_runner import local_runner
+
+    class Mark(beam.DoFn):
+        def __init__(self, folder):
+            self.folder = folder  # pickled to the worker, whose sys.argv is its own
+
+        def process(self, x):
+            yield x
+
+        def teardown(self):  # a worker ended as a run's close ends it, not killed
+            open(os.path.join(self.folder, f"teardown-{os.getpid()}"), "w").close()
+
+    options = PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=multi_processing"])
+    try:
+        raise FileNotFoundError("no cached build: build it")
+    except FileNotFoundError:  # a library caller running a build from its handler
+        with beam.Pipeline(runner=local_runner(options), options=options) as pipeline:
+            pipeline | beam.Create(range(4)) | beam.ParDo(Mark(sys.argv[1]))
+    print("FINISHED", flush=True)
+    """)
+
+
+def test_a_run_started_inside_an_except_block_ends_its_workers_as_a_normal_run(tmp_path):
+    """`stop_worker` took any exception being handled for a failing run: a successful run started
+    from a caller's `except` block killed its workers at its close (rev54b), losing their DoFns'
+    teardown. Only an exception that came during the run stops them now."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", IN_AN_EXCEPT, str(tmp_path)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "FINISHED" in done.stdout, done.stderr[-2000:]
+    assert len(list(tmp_path.glob("teardown-*"))) == 1

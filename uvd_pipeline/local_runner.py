@@ -118,7 +118,7 @@ def watch_worker_processes() -> None:
         # failed bundle) means the runner sends its workers nothing more, and one inside a bundle
         # waits for that data for good
         process = _WORKER_PROCESSES.get(self.worker_thread.ident)
-        if sys.exc_info()[0] is not None and process is not None and process.poll() is None:
+        if _run_failing(sys.exc_info()[1]) and process is not None and process.poll() is None:
             self._uvd_stopped = True
             process.kill()
         self.worker_thread.join()
@@ -126,6 +126,18 @@ def watch_worker_processes() -> None:
     handler.start_worker = start_worker
     handler.stop_worker = stop_worker
     handler._uvd_watched = True
+
+
+def _run_failing(exc: BaseException | None) -> bool:
+    """Whether `exc`, seen in Beam's cleanup, is leaving the run (its traceback passes through
+    `run_stages`): one a caller is handling as it runs a build from its own `except` block is
+    there too, and a successful run's workers were killed at its close (rev54b)."""
+    tb = exc.__traceback__ if exc is not None else None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "run_stages":
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _death(process: subprocess.Popen | None) -> RuntimeError | None:
