@@ -371,9 +371,11 @@ def streaming_piece_detail(uri: str) -> str:
     suffix = name.lower().rpartition(".")[2]
     if suffix == "m4s":
         what, playlist = "a fragment of an HLS or DASH stream (fMP4), no whole video alone", "PLAYLIST"
-    else:
-        what, playlist = f"an {'HLS' if suffix == 'm3u8' else 'DASH'} playlist, of pieces of one video", name
-    return f"{what}: join the stream into one file (ffmpeg -i {playlist} -c copy joined.mp4) and build from that"
+    else:  # an MPEG-TS segment is a video alone: read as one, and it would be read twice beside its join
+        what, playlist = (f"an {'HLS' if suffix == 'm3u8' else 'DASH'} playlist, of pieces of one video (its .ts "
+                          "segments, if any, are read each as a video of its own)"), name
+    return (f"{what}: join the stream into one file (ffmpeg -i {playlist} -c copy joined.mp4), keep the pieces "
+            "out of the source's folder, and build from that")
 
 
 @dataclass(frozen=True)

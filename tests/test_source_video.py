@@ -1247,8 +1247,10 @@ def test_hls_and_dash_pieces_are_counted_with_the_command_that_joins_them(tmp_pa
     assert {"out.m3u8", "out0.m4s", "out1.m4s", "out2.m4s", "manifest.mpd"} <= set(pieces)
     assert len(pieces) >= 8  # and DASH's init and chunk fragments
     assert all(isinstance(item, Reject) and item.reason == "unexpected_file" for item in pieces.values())
-    assert pieces["out.m3u8"].detail == ("an HLS playlist, of pieces of one video: join the stream into one file "
-                                         "(ffmpeg -i out.m3u8 -c copy joined.mp4) and build from that")
+    assert pieces["out.m3u8"].detail == ("an HLS playlist, of pieces of one video (its .ts segments, if any, are read "
+                                         "each as a video of its own): join the stream into one file (ffmpeg -i "
+                                         "out.m3u8 -c copy joined.mp4), keep the pieces out of the source's folder, "
+                                         "and build from that")
     assert "fragment of an HLS or DASH stream" in pieces["out1.m4s"].detail
     subprocess.run(["ffmpeg", "-v", "error", "-i", "out.m3u8", "-c", "copy", str(tmp_path / "joined.mp4")], cwd=hls,
                    check=True)  # the detail's command, as given
