@@ -170,7 +170,7 @@ def test_profiles_declaring_tables_they_do_not_hold_cost_no_memory_and_are_ignor
         shown = {"lut16": decode_rgb(files["plain"]), "mAB": pixels, "mluc": pixels[..., :1].repeat(3, -1),
                  "mpet": pixels}[name]
         assert np.array_equal(canvas.pixels, shown)
-    assert "declares a table of 497,441,250 bytes" in (table_problem(_lut16_bomb()) or "")
+    assert "declares a table of 248,720,625 entries" in (table_problem(_lut16_bomb()) or "")
 
 
 def test_a_lutatob_profile_that_holds_its_table_converts_as_littlecms_does():
@@ -203,3 +203,47 @@ def test_a_profile_of_many_curves_and_segments_is_judged_in_milliseconds():
         assert table_problem(icc) is not None
         assert time.process_time() - started < 0.2
     assert table_problem(fine) is None
+
+
+def _lut8_profile(grid: int) -> bytes:
+    """A profile whose A2B0 is a lut8 holding (zeros) all of a `grid`^3 CLUT of 3 outputs."""
+    identity = b"".join(_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    lut = b"mft1\0\0\0\0" + bytes([3, 3, grid, 0]) + identity + bytes(range(256)) * 3
+    lut += bytes(grid ** 3 * 3) + bytes(range(256)) * 3
+    small = b"mft1\0\0\0\0" + bytes([3, 3, 2, 0]) + identity + bytes(range(256)) * 3 + bytes(24) + bytes(range(256)) * 3
+    return _profile([(b"desc", _desc(f"lut8 {grid}")), (b"wtpt", _wtpt()), (b"A2B0", lut), (b"B2A0", small)],
+                    version=0x02100000)
+
+
+# the peak as VmHWM, this process's own: ru_maxrss keeps the forking parent's across exec
+_JUDGED = """
+import sys
+from transforms.decode import _held, _open, decode_rgb
+def peak():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+data = open(sys.argv[1], "rb").read()
+before = peak()
+held = _held(_open(data, 1 << 30, 1 << 40), data).bytes
+decode_rgb(data)
+print(held >> 20, (peak() - before) >> 10)
+"""
+
+
+def test_a_profile_table_littlecms_holds_is_capped_and_counted_in_the_budget(tmp_path):
+    """LittleCMS holds a CLUT about four times over (as 16 bits) and the profile three: a 64x64 PNG
+    whose lut8 CLUT held 16.6 M entries, under the 16 MiB cap this was, took 159 MiB judged 24.
+    Now a CLUT over 4 Mi entries is refused (the largest real kind, 33^4 x 3, is 3.6 M), and one
+    under it is counted: the judged figure covers the measured peak RSS of a fresh process."""
+    assert "over 4,194,304" in (table_problem(_lut8_profile(177)) or "")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    figures = {}
+    for grid in (177, 110):
+        path = tmp_path / f"lut8_{grid}.png"
+        path.write_bytes(_encoded(_pixels(), "PNG", _lut8_profile(grid)))
+        done = subprocess.run([sys.executable, "-c", _JUDGED, str(path)], capture_output=True, text=True,
+                              env=env, cwd=ROOT, check=True, timeout=120)
+        figures[grid] = tuple(map(int, done.stdout.split()[-2:]))
+    assert figures[177][1] < 40, figures  # before: 159 MiB, judged 0 (now: Pillow's inflated 16.6 MB iCCP)
+    held, peak = figures[110]
+    assert table_problem(_lut8_profile(110)) is None
+    assert 30 < peak <= held < 2 * peak, figures  # before: judged 0 of a 39 MiB rise

@@ -6,7 +6,7 @@ badly shifted (ProPhoto), where every browser shows them right. A profile that i
 name (the many sRGB variants, Facebook's compact `c2`) is recognised by what it does, not by its
 name: its transform moves no colour of a 17^3 grid by more than one level, and such images keep
 their bytes. A profile that cannot be parsed is ignored, as browsers ignore it; so is one whose
-tags declare more table than they hold, or a table over 16 MiB (`icc_tables.table_problem`, judged
+tags declare more table than they hold, or a table over 4 Mi entries (`icc_tables.table_problem`, judged
 before LittleCMS sees it: it allocated a 400-byte profile's declared 475 MB CLUT, then refused it). Transforms are
 built once per distinct profile (a few milliseconds each) and kept in a small cache.
 
