@@ -9,7 +9,10 @@ against LittleCMS's own 8-bit transform, and the memory judgement."""
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -123,3 +126,47 @@ def test_a_curve_whose_parameters_overflow_is_clipped_without_a_warning():
         warnings.simplefilter("error")
         got = decode_rgb(_with_iccp(encoded.tobytes(), _with_curves(icc, para)))
     assert set(np.unique(got)) <= {0, 1, 255} and (got == 255).mean() > 0.5  # light 0 or 1, crosstalk aside
+
+
+_RETAINED = """
+import gc, struct, sys, zlib
+import cv2, numpy as np
+from transforms.decode import decode_rgb
+
+def rss():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS")).split()[1]) >> 10
+
+def chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+a98 = open("/usr/share/color/icc/ghostscript/a98.icc", "rb").read()
+tags = struct.unpack(">I", a98[128:132])[0]
+body = a98[132 + 12 * tags:] + b"\\0" * (-len(a98) % 4)
+table = b"".join(a98[132 + 12 * k : 136 + 12 * k]
+                 + struct.pack(">II", struct.unpack(">I", a98[136 + 12 * k : 140 + 12 * k])[0] + 12,
+                               struct.unpack(">I", a98[140 + 12 * k : 144 + 12 * k])[0]) for k in range(tags))
+end = 132 + 12 * (tags + 1) + len(body)
+png = cv2.imencode(".png", np.random.default_rng(0).integers(0, 65536, (64, 64, 3), dtype=np.uint16))[1].tobytes()
+after = []
+for i in range(10):  # a98 with a private tag of 16 MB, distinct in each file
+    icc = bytearray(a98[:128] + struct.pack(">I", tags + 1) + table + b"zzzz" + struct.pack(">II", end, 16_000_000)
+                    + body + bytes([i]) * 16_000_000)
+    icc[:4] = struct.pack(">I", len(icc))
+    decode_rgb(png[:33] + chunk(b"iCCP", b"p\\0\\0" + zlib.compress(bytes(icc), 1)) + png[33:])
+    del icc
+    gc.collect()
+    after.append(rss())
+print(after[-1] - after[0])
+"""
+
+
+def test_profiles_of_16_bit_files_are_not_kept_after_their_decode():
+    """The matrix conversions were cached on, and held, the profile's bytes (8 kept): ten 16-bit
+    PNGs of distinct 16 MB profiles (ghostscript's a98 and a private tag) kept 155 MiB more after
+    the tenth decode than after the first, in a fresh process. Now only the derived curve tables
+    (768 KiB a profile) are kept, by the profile's sha256."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([sys.executable, "-c", _RETAINED], capture_output=True, text=True, env=env, cwd=root,
+                          check=True, timeout=300)
+    assert int(done.stdout.split()[-1]) < 24, done.stdout
