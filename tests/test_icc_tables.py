@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageCms
 
 from transforms.decode import decode_rgb, load_image
@@ -247,3 +248,35 @@ def test_a_profile_table_littlecms_holds_is_capped_and_counted_in_the_budget(tmp
     held, peak = figures[110]
     assert table_problem(_lut8_profile(110)) is None
     assert 30 < peak <= held < 2 * peak, figures  # before: judged 0 of a 39 MiB rise
+
+
+def _with_tag_past_end(icc: bytes, signature: bytes) -> bytes:
+    """The profile with `signature`'s tag size running 4096 bytes past its end."""
+    out = bytearray(icc)
+    for i in range(struct.unpack(">I", icc[128:132])[0]):
+        entry = 132 + 12 * i
+        if out[entry : entry + 4] == signature:
+            out[entry + 8 : entry + 12] = struct.pack(">I", struct.unpack(">I", out[entry + 8 : entry + 12])[0] + 4096)
+    return bytes(out)
+
+
+def test_a_tag_past_the_profiles_end_is_skipped_as_littlecms_skips_it():
+    """LittleCMS skips a tag whose size runs past the profile (`_cmsReadHeader`); the walk refused
+    the whole profile for it: an Adobe RGB PNG whose optional `cprt` so ran was shown as sRGB (13.3
+    levels off on average). A tag the transform needs so written leaves LittleCMS none: ignored."""
+    a98 = (GHOSTSCRIPT / "a98.icc").read_bytes()
+    pixels = _pixels()
+    srgb = ImageCms.createProfile("sRGB")
+    for signature, converted in ((b"cprt", True), (b"rXYZ", False)):
+        icc = _with_tag_past_end(a98, signature)
+        assert table_problem(icc) is None
+        shown = decode_rgb(_encoded(pixels, "PNG", icc)).astype(int)
+        if converted:
+            expected = np.asarray(ImageCms.applyTransform(Image.fromarray(pixels), ImageCms.buildTransform(
+                ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb, "RGB", "RGB")))
+            assert np.abs(expected.astype(int) - pixels).mean() > 10
+            assert np.abs(shown - expected).max() <= 1
+        else:
+            with pytest.raises(ImageCms.PyCMSError):
+                ImageCms.buildTransform(ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb, "RGB", "RGB")
+            assert np.array_equal(shown, pixels)

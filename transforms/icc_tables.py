@@ -224,8 +224,10 @@ def _walked(icc: bytes) -> tuple[str | None, _Walk]:
     for i in range(count):
         entry = _HEADER + 4 + 12 * i
         signature, offset, size = icc[entry : entry + 4], _u32(icc, entry + 4), _u32(icc, entry + 8)
-        if offset < _HEADER + 4 or offset + size > length:
-            return f"tag {signature!r} lies outside the profile ({offset:,} + {size:,} of {length:,} bytes)", walk
+        if offset + size > length:
+            continue  # LittleCMS skips such a tag (`_cmsReadHeader`): absent, as `tag_positions` has it
+        if offset < _HEADER + 4:
+            return f"tag {signature!r} lies in the profile's header (at {offset:,})", walk
         problem = _tag_problem(icc, offset, offset + size, walk)
         if problem:
             return f"tag {signature!r} ({icc[offset : offset + 4]!r}): {problem}", walk
@@ -233,9 +235,11 @@ def _walked(icc: bytes) -> tuple[str | None, _Walk]:
 
 
 def table_problem(icc: bytes) -> str | None:
-    """Why LittleCMS should not read this profile (its tag table out of bounds, a tag declaring
-    more than it holds or a table over `MAX_TABLE_ENTRIES`), None for a profile whose tags hold
-    what they declare. Pure Python over the header and tag table: nothing is allocated by them."""
+    """Why LittleCMS should not read this profile (its tag table out of bounds, a tag in its
+    header, a tag declaring more than it holds or a table over `MAX_TABLE_ENTRIES`), None for a
+    profile whose tags hold what they declare. A tag running past the profile's end is skipped, as
+    LittleCMS skips it (one optional `cprt` so written cost a whole profile its conversion).
+    Pure Python over the header and tag table: nothing is allocated by them."""
     return _walked(icc)[0]
 
 
@@ -250,13 +254,16 @@ def held_bytes(icc: object) -> int:
 
 
 def tag_positions(icc: bytes) -> dict[bytes, tuple[int, int]] | None:
-    """Each tag's (start, end) by its signature, the first of a signature named twice; None for a
-    profile `table_problem` refuses (so every tag lies within the profile and holds what it says)."""
+    """Each tag's (start, end) by its signature, the first of a signature named twice, less those
+    running past the profile's end (LittleCMS skips them); None for a profile `table_problem`
+    refuses (so every tag given lies within the profile and holds what it says)."""
     if table_problem(icc):
         return None
+    length = min(len(icc), _u32(icc, 0))
     positions: dict[bytes, tuple[int, int]] = {}
     for i in range(_u32(icc, _HEADER)):
         entry = _HEADER + 4 + 12 * i
         offset, size = _u32(icc, entry + 4), _u32(icc, entry + 8)
-        positions.setdefault(icc[entry : entry + 4], (offset, offset + size))
+        if offset + size <= length:
+            positions.setdefault(icc[entry : entry + 4], (offset, offset + size))
     return positions
