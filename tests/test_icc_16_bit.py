@@ -9,6 +9,7 @@ against LittleCMS's own 8-bit transform, and the memory judgement."""
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from transforms.decode import DecodeError, decode_cost, decode_rgb, load_image
 
@@ -170,3 +171,49 @@ def test_profiles_of_16_bit_files_are_not_kept_after_their_decode():
     done = subprocess.run([sys.executable, "-c", _RETAINED], capture_output=True, text=True, env=env, cwd=root,
                           check=True, timeout=300)
     assert int(done.stdout.split()[-1]) < 24, done.stdout
+
+
+def _black_offset_profile(version: int) -> bytes:
+    """An Adobe RGB matrix profile (D50 colorants) whose curves start at 3% light: a `curv` of 256
+    entries, 0.03 + 0.97 x^2.2, in an ICC profile of `version` (0x02100000 or 0x04200000)."""
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ \0\0\0\0" + b"".join(struct.pack(">i", round(v * 65536)) for v in (x, y, z))
+
+    name = "black offset".encode("utf-16-be")
+    curve = b"curv\0\0\0\0" + struct.pack(">I", 256) + b"".join(
+        struct.pack(">H", round(65535 * (0.03 + 0.97 * (i / 255) ** 2.2))) for i in range(256))
+    tags = [(b"desc", b"mluc\0\0\0\0" + struct.pack(">II", 1, 12) + b"enUS" + struct.pack(">II", len(name), 28) + name),
+            (b"wtpt", xyz(0.9642, 1, 0.8249)), (b"rXYZ", xyz(0.6097, 0.3111, 0.0195)),
+            (b"gXYZ", xyz(0.2053, 0.6257, 0.0609)), (b"bXYZ", xyz(0.1492, 0.0632, 0.7446)),
+            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    offset, table, body = 132 + 12 * len(tags), b"", b""
+    for signature, payload in tags:
+        payload += b"\0" * (-len(payload) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(payload))
+        body += payload
+    header = (struct.pack(">I", offset + len(body)) + b"lcms" + struct.pack(">I", version) + b"mntrRGB XYZ "
+              + b"\0" * 12 + b"acsp" + b"\0" * 28 + struct.pack(">iii", 63190, 65536, 54061) + b"\0" * 48)
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+@pytest.mark.parametrize("version", [0x02100000, 0x04200000])
+def test_a_profile_with_a_black_point_renders_alike_at_8_and_16_bits(version: int):
+    """LittleCMS's perceptual transform to its v4 sRGB compensates the source's black point; the
+    16-bit path did not: a profile whose curves start at 3% light showed black as 48 at 16 bits, 0
+    at 8. Both depths now take LittleCMS's unoptimised transform (its optimised 8-bit one resamples
+    the compensation into a CLUT, up to 15 levels off on saturated colours), within a level."""
+    icc = _black_offset_profile(version)
+    y, x = np.mgrid[0:32, 0:256]
+    samples = np.stack([x, (x + 7 * y) % 256, 255 - x], -1).astype(np.uint8)
+    samples[0, :8] = 0
+    expected = np.asarray(ImageCms.applyTransform(Image.fromarray(samples), ImageCms.buildTransform(
+        ImageCms.ImageCmsProfile(io.BytesIO(icc)), ImageCms.createProfile("sRGB"), "RGB", "RGB",
+        renderingIntent=ImageCms.Intent.PERCEPTUAL, flags=ImageCms.Flags.NOOPTIMIZE))).astype(int)
+    eight_bit = _with_iccp(cv2.imencode(".png", samples[..., ::-1])[1].tobytes(), icc)
+    sixteen_bit = _with_iccp(cv2.imencode(".png", samples[..., ::-1].astype(np.uint16) * 257)[1].tobytes(), icc)
+    eight, wide = (decode_rgb(data).astype(int) for data in (eight_bit, sixteen_bit))
+    assert expected[0, 0].tolist() == [0, 0, 0] and wide[0, 0].tolist() == [0, 0, 0]  # before: 48 at 16 bits
+    assert np.abs(eight - expected).max() <= 1 and np.abs(wide - expected).max() <= 1
+    assert np.abs(wide - eight).max() <= 1
+    assert np.abs(expected - samples).mean() > 5  # a real conversion
+    assert load_image(eight_bit, 16, "squash").colour_profile == "black offset"

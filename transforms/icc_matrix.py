@@ -12,6 +12,11 @@ reads them for every intent of a matrix profile) take the light to XYZ, and sRGB
 of `colour_profile.PrimariesConversion`. A profile with an A2B0 or D2B0 table (LittleCMS reads the
 table first for the perceptual intent), one whose tags `icc_tables.table_problem` refuses, or one
 whose curves are of another type is not read here: its samples keep LittleCMS's 8-bit transform.
+
+LittleCMS's perceptual transform to its (v4) sRGB compensates the profile's black point, as its
+8-bit path here does: the colour of RGB 0 made neutral, its L* clipped to 50, is taken to sRGB's
+black and D50 kept (`_black_compensation`, cmscnvrt.c's ComputeBlackPointCompensation). Without
+it, a matrix profile whose curves start at 3% light showed black as 48 at 16 bits and 0 at 8.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from transforms.colour_profile import _SRGB_TO_D50, PrimariesConversion, srgb_conversion
+from transforms.colour_profile import _D50, _SRGB_TO_D50, PrimariesConversion, srgb_conversion
 from transforms.icc_tables import tag_positions
 
 _COLORANTS = (b"rXYZ", b"gXYZ", b"bXYZ")
@@ -132,5 +137,21 @@ def _conversion(icc: bytes) -> PrimariesConversion | None:
     if conversion.transform is None or _SRGB_TO_D50 is None or not np.all(np.isfinite(to_d50)):
         return None
     table = _curve_tables(icc, tuple(tags[tag] for tag in _CURVES))
-    return PrimariesConversion(np.linalg.inv(_SRGB_TO_D50) @ to_d50, None, conversion.description,
-                               lambda bits: _at_depth(table, bits))
+    scale, shift = _black_compensation(float(to_d50[1] @ table[:, 0]))
+    from_d50 = np.linalg.inv(_SRGB_TO_D50)
+    return PrimariesConversion(from_d50 @ to_d50 * scale, None, conversion.description,
+                               lambda bits: _at_depth(table, bits), from_d50 @ (_D50 * shift) if shift else None)
+
+
+# the most L* LittleCMS takes a source black point to have (cmssamp.c, BlackPointAsDarkerColorant)
+_BLACK_L_MAX = 50
+
+
+def _black_compensation(black_y: float) -> tuple[float, float]:
+    """LittleCMS's black-point compensation to sRGB's black (0) of a profile whose RGB 0 has
+    luminance `black_y` (D50 white 1), as XYZ' = scale * XYZ + shift * D50: the black point is
+    that colour made neutral, its L* at most 50, so the neutral of its Y clipped to L* 50's."""
+    y = min(black_y, ((_BLACK_L_MAX + 16) / 116) ** 3)
+    if y == 0 or not np.isfinite(y):
+        return 1.0, 0.0
+    return 1 / (1 - y), -y / (1 - y)

@@ -121,7 +121,13 @@ def _in_srgb(image: Image.Image, data: bytes = b"") -> tuple[np.ndarray, str]:
     nclx: `_srgb_array`.)"""
     if image.mode not in _RGB_PROFILED_MODES:
         return to_rgb_array(image), ""
-    conversion = srgb_conversion(image.info.get("icc_profile"))
+    icc = image.info.get("icc_profile")
+    matrix = matrix_conversion(icc) if isinstance(icc, bytes) else None
+    if matrix is not None and matrix.offset is not None:  # a black point LittleCMS compensates
+        # as the 16-bit path does: LittleCMS's 8-bit transform then resamples it into a CLUT, up to
+        # 15 levels from its own unoptimised transform on saturated colours (this, within 1)
+        return _converted_on_white(image, functools.partial(matrix.apply, bits=8)), matrix.description
+    conversion = srgb_conversion(icc)
     if conversion.transform is not None and _has_alpha(image):
         return _converted_on_white(image, functools.partial(convert_to_srgb, conversion=conversion)), \
             conversion.description
