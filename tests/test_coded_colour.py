@@ -11,7 +11,9 @@ ignore the box): within a level of it. Read as sRGB, as before, they were 7-40 l
 from __future__ import annotations
 
 import io
+import os
 import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -231,3 +233,40 @@ def test_hdr_cicp_png_is_tone_mapped_like_ffmpeg(name: str):
     assert got.mean() < 0.2 and got.max() <= 2
     assert before.mean() > 10
     assert load_image(data, 64, "squash").colour_profile == f"HDR {name.upper()} (cICP), tone-mapped"
+
+
+_PEAK = """
+import struct, sys, zlib
+import cv2, numpy as np
+from transforms.decode import _held, _open, decode_cost, decode_rgb
+
+def chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+noise = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+png = cv2.imencode(".png", noise, [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
+data = png[:33] + chunk(b"cICP", bytes([12, 13, 0, 1])) + png[33:]
+del noise
+image = _open(data, 1 << 30, 1 << 40)
+judged = decode_cost(*image.size, image.mode, False, _held(image, data).bytes)
+del image
+open("/proc/self/clear_refs", "w").write("5")  # the peak RSS (VmHWM) from here
+def peak():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1]) << 10
+def now():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS")).split()[1]) << 10
+before = now()
+decode_rgb(data)
+print(judged >> 20, (peak() - before) >> 20)
+"""
+
+
+def test_an_sdr_cicp_png_decodes_within_its_judged_memory():
+    """An SDR conversion was made of a whole RGB copy into a second (`_as_declared`), which the
+    budget does not count: a 4000x3000 P3 PNG peaked 124 MiB over its bytes, judged 104 (without
+    the cICP: 88). It converts strip by strip into the one array now (fresh process, VmHWM)."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", _PEAK], capture_output=True, text=True, cwd=root, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}, check=True)
+    judged, peak = map(int, done.stdout.split()[-2:])
+    assert 80 < peak <= judged, done.stdout

@@ -9,7 +9,11 @@ against LittleCMS's own 8-bit transform, and the memory judgement."""
 
 from __future__ import annotations
 
+import io
+import os
 import struct
+import subprocess
+import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -17,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from transforms.decode import DecodeError, decode_cost, decode_rgb, load_image
 
@@ -123,3 +127,93 @@ def test_a_curve_whose_parameters_overflow_is_clipped_without_a_warning():
         warnings.simplefilter("error")
         got = decode_rgb(_with_iccp(encoded.tobytes(), _with_curves(icc, para)))
     assert set(np.unique(got)) <= {0, 1, 255} and (got == 255).mean() > 0.5  # light 0 or 1, crosstalk aside
+
+
+_RETAINED = """
+import gc, struct, sys, zlib
+import cv2, numpy as np
+from transforms.decode import decode_rgb
+
+def rss():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS")).split()[1]) >> 10
+
+def chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+a98 = open("/usr/share/color/icc/ghostscript/a98.icc", "rb").read()
+tags = struct.unpack(">I", a98[128:132])[0]
+body = a98[132 + 12 * tags:] + b"\\0" * (-len(a98) % 4)
+table = b"".join(a98[132 + 12 * k : 136 + 12 * k]
+                 + struct.pack(">II", struct.unpack(">I", a98[136 + 12 * k : 140 + 12 * k])[0] + 12,
+                               struct.unpack(">I", a98[140 + 12 * k : 144 + 12 * k])[0]) for k in range(tags))
+end = 132 + 12 * (tags + 1) + len(body)
+png = cv2.imencode(".png", np.random.default_rng(0).integers(0, 65536, (64, 64, 3), dtype=np.uint16))[1].tobytes()
+after = []
+for i in range(10):  # a98 with a private tag of 16 MB, distinct in each file
+    icc = bytearray(a98[:128] + struct.pack(">I", tags + 1) + table + b"zzzz" + struct.pack(">II", end, 16_000_000)
+                    + body + bytes([i]) * 16_000_000)
+    icc[:4] = struct.pack(">I", len(icc))
+    decode_rgb(png[:33] + chunk(b"iCCP", b"p\\0\\0" + zlib.compress(bytes(icc), 1)) + png[33:])
+    del icc
+    gc.collect()
+    after.append(rss())
+print(after[-1] - after[0])
+"""
+
+
+def test_profiles_of_16_bit_files_are_not_kept_after_their_decode():
+    """The matrix conversions were cached on, and held, the profile's bytes (8 kept): ten 16-bit
+    PNGs of distinct 16 MB profiles (ghostscript's a98 and a private tag) kept 155 MiB more after
+    the tenth decode than after the first, in a fresh process. Now only the derived curve tables
+    (768 KiB a profile) are kept, by the profile's sha256."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([sys.executable, "-c", _RETAINED], capture_output=True, text=True, env=env, cwd=root,
+                          check=True, timeout=300)
+    assert int(done.stdout.split()[-1]) < 24, done.stdout
+
+
+def _black_offset_profile(version: int) -> bytes:
+    """An Adobe RGB matrix profile (D50 colorants) whose curves start at 3% light: a `curv` of 256
+    entries, 0.03 + 0.97 x^2.2, in an ICC profile of `version` (0x02100000 or 0x04200000)."""
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ \0\0\0\0" + b"".join(struct.pack(">i", round(v * 65536)) for v in (x, y, z))
+
+    name = "black offset".encode("utf-16-be")
+    curve = b"curv\0\0\0\0" + struct.pack(">I", 256) + b"".join(
+        struct.pack(">H", round(65535 * (0.03 + 0.97 * (i / 255) ** 2.2))) for i in range(256))
+    tags = [(b"desc", b"mluc\0\0\0\0" + struct.pack(">II", 1, 12) + b"enUS" + struct.pack(">II", len(name), 28) + name),
+            (b"wtpt", xyz(0.9642, 1, 0.8249)), (b"rXYZ", xyz(0.6097, 0.3111, 0.0195)),
+            (b"gXYZ", xyz(0.2053, 0.6257, 0.0609)), (b"bXYZ", xyz(0.1492, 0.0632, 0.7446)),
+            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    offset, table, body = 132 + 12 * len(tags), b"", b""
+    for signature, payload in tags:
+        payload += b"\0" * (-len(payload) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(payload))
+        body += payload
+    header = (struct.pack(">I", offset + len(body)) + b"lcms" + struct.pack(">I", version) + b"mntrRGB XYZ "
+              + b"\0" * 12 + b"acsp" + b"\0" * 28 + struct.pack(">iii", 63190, 65536, 54061) + b"\0" * 48)
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+@pytest.mark.parametrize("version", [0x02100000, 0x04200000])
+def test_a_profile_with_a_black_point_renders_alike_at_8_and_16_bits(version: int):
+    """LittleCMS's perceptual transform to its v4 sRGB compensates the source's black point; the
+    16-bit path did not: a profile whose curves start at 3% light showed black as 48 at 16 bits, 0
+    at 8. Both depths now take LittleCMS's unoptimised transform (its optimised 8-bit one resamples
+    the compensation into a CLUT, up to 15 levels off on saturated colours), within a level."""
+    icc = _black_offset_profile(version)
+    y, x = np.mgrid[0:32, 0:256]
+    samples = np.stack([x, (x + 7 * y) % 256, 255 - x], -1).astype(np.uint8)
+    samples[0, :8] = 0
+    expected = np.asarray(ImageCms.applyTransform(Image.fromarray(samples), ImageCms.buildTransform(
+        ImageCms.ImageCmsProfile(io.BytesIO(icc)), ImageCms.createProfile("sRGB"), "RGB", "RGB",
+        renderingIntent=ImageCms.Intent.PERCEPTUAL, flags=ImageCms.Flags.NOOPTIMIZE))).astype(int)
+    eight_bit = _with_iccp(cv2.imencode(".png", samples[..., ::-1])[1].tobytes(), icc)
+    sixteen_bit = _with_iccp(cv2.imencode(".png", samples[..., ::-1].astype(np.uint16) * 257)[1].tobytes(), icc)
+    eight, wide = (decode_rgb(data).astype(int) for data in (eight_bit, sixteen_bit))
+    assert expected[0, 0].tolist() == [0, 0, 0] and wide[0, 0].tolist() == [0, 0, 0]  # before: 48 at 16 bits
+    assert np.abs(eight - expected).max() <= 1 and np.abs(wide - expected).max() <= 1
+    assert np.abs(wide - eight).max() <= 1
+    assert np.abs(expected - samples).mean() > 5  # a real conversion
+    assert load_image(eight_bit, 16, "squash").colour_profile == "black offset"

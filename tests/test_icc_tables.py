@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageCms
 
 from transforms.decode import decode_rgb, load_image
@@ -170,7 +171,7 @@ def test_profiles_declaring_tables_they_do_not_hold_cost_no_memory_and_are_ignor
         shown = {"lut16": decode_rgb(files["plain"]), "mAB": pixels, "mluc": pixels[..., :1].repeat(3, -1),
                  "mpet": pixels}[name]
         assert np.array_equal(canvas.pixels, shown)
-    assert "declares a table of 497,441,250 bytes" in (table_problem(_lut16_bomb()) or "")
+    assert "declares a table of 248,720,625 entries" in (table_problem(_lut16_bomb()) or "")
 
 
 def test_a_lutatob_profile_that_holds_its_table_converts_as_littlecms_does():
@@ -203,3 +204,79 @@ def test_a_profile_of_many_curves_and_segments_is_judged_in_milliseconds():
         assert table_problem(icc) is not None
         assert time.process_time() - started < 0.2
     assert table_problem(fine) is None
+
+
+def _lut8_profile(grid: int) -> bytes:
+    """A profile whose A2B0 is a lut8 holding (zeros) all of a `grid`^3 CLUT of 3 outputs."""
+    identity = b"".join(_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    lut = b"mft1\0\0\0\0" + bytes([3, 3, grid, 0]) + identity + bytes(range(256)) * 3
+    lut += bytes(grid ** 3 * 3) + bytes(range(256)) * 3
+    small = b"mft1\0\0\0\0" + bytes([3, 3, 2, 0]) + identity + bytes(range(256)) * 3 + bytes(24) + bytes(range(256)) * 3
+    return _profile([(b"desc", _desc(f"lut8 {grid}")), (b"wtpt", _wtpt()), (b"A2B0", lut), (b"B2A0", small)],
+                    version=0x02100000)
+
+
+# the peak as VmHWM, this process's own: ru_maxrss keeps the forking parent's across exec
+_JUDGED = """
+import sys
+from transforms.decode import _held, _open, decode_rgb
+def peak():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+data = open(sys.argv[1], "rb").read()
+before = peak()
+held = _held(_open(data, 1 << 30, 1 << 40), data).bytes
+decode_rgb(data)
+print(held >> 20, (peak() - before) >> 10)
+"""
+
+
+def test_a_profile_table_littlecms_holds_is_capped_and_counted_in_the_budget(tmp_path):
+    """LittleCMS holds a CLUT about four times over (as 16 bits) and the profile three: a 64x64 PNG
+    whose lut8 CLUT held 16.6 M entries, under the 16 MiB cap this was, took 159 MiB judged 24.
+    Now a CLUT over 4 Mi entries is refused (the largest real kind, 33^4 x 3, is 3.6 M), and one
+    under it is counted: the judged figure covers the measured peak RSS of a fresh process."""
+    assert "over 4,194,304" in (table_problem(_lut8_profile(177)) or "")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    figures = {}
+    for grid in (177, 110):
+        path = tmp_path / f"lut8_{grid}.png"
+        path.write_bytes(_encoded(_pixels(), "PNG", _lut8_profile(grid)))
+        done = subprocess.run([sys.executable, "-c", _JUDGED, str(path)], capture_output=True, text=True,
+                              env=env, cwd=ROOT, check=True, timeout=120)
+        figures[grid] = tuple(map(int, done.stdout.split()[-2:]))
+    assert figures[177][1] < 40, figures  # before: 159 MiB, judged 0 (now: Pillow's inflated 16.6 MB iCCP)
+    held, peak = figures[110]
+    assert table_problem(_lut8_profile(110)) is None
+    assert 30 < peak <= held < 2 * peak, figures  # before: judged 0 of a 39 MiB rise
+
+
+def _with_tag_past_end(icc: bytes, signature: bytes) -> bytes:
+    """The profile with `signature`'s tag size running 4096 bytes past its end."""
+    out = bytearray(icc)
+    for i in range(struct.unpack(">I", icc[128:132])[0]):
+        entry = 132 + 12 * i
+        if out[entry : entry + 4] == signature:
+            out[entry + 8 : entry + 12] = struct.pack(">I", struct.unpack(">I", out[entry + 8 : entry + 12])[0] + 4096)
+    return bytes(out)
+
+
+def test_a_tag_past_the_profiles_end_is_skipped_as_littlecms_skips_it():
+    """LittleCMS skips a tag whose size runs past the profile (`_cmsReadHeader`); the walk refused
+    the whole profile for it: an Adobe RGB PNG whose optional `cprt` so ran was shown as sRGB (13.3
+    levels off on average). A tag the transform needs so written leaves LittleCMS none: ignored."""
+    a98 = (GHOSTSCRIPT / "a98.icc").read_bytes()
+    pixels = _pixels()
+    srgb = ImageCms.createProfile("sRGB")
+    for signature, converted in ((b"cprt", True), (b"rXYZ", False)):
+        icc = _with_tag_past_end(a98, signature)
+        assert table_problem(icc) is None
+        shown = decode_rgb(_encoded(pixels, "PNG", icc)).astype(int)
+        if converted:
+            expected = np.asarray(ImageCms.applyTransform(Image.fromarray(pixels), ImageCms.buildTransform(
+                ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb, "RGB", "RGB")))
+            assert np.abs(expected.astype(int) - pixels).mean() > 10
+            assert np.abs(shown - expected).max() <= 1
+        else:
+            with pytest.raises(ImageCms.PyCMSError):
+                ImageCms.buildTransform(ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb, "RGB", "RGB")
+            assert np.array_equal(shown, pixels)

@@ -6,7 +6,7 @@ badly shifted (ProPhoto), where every browser shows them right. A profile that i
 name (the many sRGB variants, Facebook's compact `c2`) is recognised by what it does, not by its
 name: its transform moves no colour of a 17^3 grid by more than one level, and such images keep
 their bytes. A profile that cannot be parsed is ignored, as browsers ignore it; so is one whose
-tags declare more table than they hold, or a table over 16 MiB (`icc_tables.table_problem`, judged
+tags declare more table than they hold, or a table over 4 Mi entries (`icc_tables.table_problem`, judged
 before LittleCMS sees it: it allocated a 400-byte profile's declared 475 MB CLUT, then refused it). Transforms are
 built once per distinct profile (a few milliseconds each) and kept in a small cache.
 
@@ -299,12 +299,14 @@ class PrimariesConversion:
     description: str
     # each channel's own curve (an ICC profile's TRCs): `bits` -> float32 (3, 2 ** bits) light; None: `gamma`'s
     curves: Callable[[int], np.ndarray] | None = None
+    offset: np.ndarray | None = None  # linear sRGB added after `matrix` (LittleCMS's black-point compensation)
 
     def apply(self, samples: np.ndarray, bits: int) -> np.ndarray:
         """(H, W, 3) samples of `bits` bits (uint8 or uint16) -> uint8 sRGB, a quarter strip of
         float32 rows at a time (their temporaries stay within a strip's budget)."""
         light = _light(self.gamma, bits) if self.curves is None else self.curves(bits)
         matrix, encoded = self.matrix.T.astype(np.float32), _encoding()
+        offset = None if self.offset is None else self.offset.astype(np.float32)
         out = np.empty(samples.shape, np.uint8)
         rows = max(1, (STRIP_PIXELS >> 2) // max(1, samples.shape[1]))
         for y in range(0, samples.shape[0], rows):
@@ -313,6 +315,8 @@ class PrimariesConversion:
                 linear = light[strip] @ matrix
             else:
                 linear = np.stack([light[c][strip[..., c]] for c in range(3)], axis=-1) @ matrix
+            if offset is not None:
+                linear += offset
             np.clip(linear, 0, 1, out=linear)
             linear *= len(encoded) - 1
             linear += 0.5

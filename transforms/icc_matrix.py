@@ -12,15 +12,21 @@ reads them for every intent of a matrix profile) take the light to XYZ, and sRGB
 of `colour_profile.PrimariesConversion`. A profile with an A2B0 or D2B0 table (LittleCMS reads the
 table first for the perceptual intent), one whose tags `icc_tables.table_problem` refuses, or one
 whose curves are of another type is not read here: its samples keep LittleCMS's 8-bit transform.
+
+LittleCMS's perceptual transform to its (v4) sRGB compensates the profile's black point, as its
+8-bit path here does: the colour of RGB 0 made neutral, its L* clipped to 50, is taken to sRGB's
+black and D50 kept (`_black_compensation`, cmscnvrt.c's ComputeBlackPointCompensation). Without
+it, a matrix profile whose curves start at 3% light showed black as 48 at 16 bits and 0 at 8.
 """
 
 from __future__ import annotations
 
-import functools
+import hashlib
+from collections import OrderedDict
 
 import numpy as np
 
-from transforms.colour_profile import _SRGB_TO_D50, PrimariesConversion, srgb_conversion
+from transforms.colour_profile import _D50, _SRGB_TO_D50, PrimariesConversion, srgb_conversion
 from transforms.icc_tables import tag_positions
 
 _COLORANTS = (b"rXYZ", b"gXYZ", b"bXYZ")
@@ -28,7 +34,12 @@ _CURVES = (b"rTRC", b"gTRC", b"bTRC")
 # tags LittleCMS reads before the colorants and curves for some intent: such a profile is a table's
 _TABLES = (b"A2B0", b"A2B1", b"A2B2", b"D2B0", b"D2B1", b"D2B2")
 _PARAMETERS = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}  # a `para` curve's parameters by its function type
-_CACHE_SIZE = 8  # each conversion holds up to 768 KiB of 16-bit curve tables
+# conversions kept, by the sha256 of their profile: each holds its 16-bit curve tables (768 KiB),
+# never the profile (up to 16 MiB: ten 16-bit PNGs of distinct profiles kept 187 MiB when the
+# cache was keyed on, and held, the profile's bytes)
+_CACHE_SIZE = 8
+_BITS = 16
+_conversions: OrderedDict[str, PrimariesConversion | None] = OrderedDict()
 
 
 def _s15(icc: bytes, at: int) -> float:
@@ -77,21 +88,42 @@ def _evaluated(icc: bytes, start: int, end: int, level: np.ndarray) -> np.ndarra
     return np.clip(np.nan_to_num(light, nan=0.0), 0, 1)
 
 
-def _curve_tables(icc: bytes, positions: tuple[tuple[int, int], ...], bits: int) -> np.ndarray:
-    """The three curves' light at every `bits`-bit level: float32 (3, 2 ** bits), read-only."""
-    level = np.arange(1 << bits) / ((1 << bits) - 1)
+def _curve_tables(icc: bytes, positions: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """The three curves' light at every 16-bit level: float32 (3, 65536), read-only."""
+    level = np.arange(1 << _BITS) / ((1 << _BITS) - 1)
     curves = [_curve(icc, start, end, level) for start, end in positions]
-    table = np.ascontiguousarray(np.stack(curves).astype(np.float32))  # each checked by `matrix_conversion`
+    table = np.ascontiguousarray(np.stack(curves).astype(np.float32))  # each checked by `_conversion`
     table.flags.writeable = False
     return table
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _at_depth(table: np.ndarray, bits: int) -> np.ndarray:
+    """The 16-bit curve tables at `bits` bits (8: every 257th level, exactly the same light)."""
+    step, rest = divmod((1 << _BITS) - 1, (1 << bits) - 1)
+    if rest:
+        raise ValueError(f"no {bits}-bit levels among the 16-bit ones")
+    return table[:, ::step]
+
+
 def matrix_conversion(icc: bytes | None) -> PrimariesConversion | None:
-    """The float conversion to sRGB of samples an RGB matrix/TRC profile describes (any depth;
+    """The float conversion to sRGB of samples an RGB matrix/TRC profile describes (8 or 16 bits;
     the 16-bit paths use it), None for a profile not of that kind (see above) or one that
-    `srgb_conversion` finds sRGB in all but name (such images keep their samples)."""
-    if not icc or len(icc) < 128 or icc[16:20] != b"RGB " or icc[20:24] != b"XYZ ":
+    `srgb_conversion` finds sRGB in all but name (such images keep their samples). Cached by the
+    profile's sha256, as `srgb_conversion` is."""
+    if not icc:
+        return None
+    key = hashlib.sha256(icc).hexdigest()
+    if key in _conversions:
+        _conversions.move_to_end(key)
+        return _conversions[key]
+    found = _conversions[key] = _conversion(icc)
+    if len(_conversions) > _CACHE_SIZE:
+        _conversions.popitem(last=False)
+    return found
+
+
+def _conversion(icc: bytes) -> PrimariesConversion | None:
+    if len(icc) < 128 or icc[16:20] != b"RGB " or icc[20:24] != b"XYZ ":
         return None
     tags = tag_positions(icc)
     if tags is None or any(tag in tags for tag in _TABLES) or not all(t in tags for t in _COLORANTS + _CURVES):
@@ -104,6 +136,22 @@ def matrix_conversion(icc: bytes | None) -> PrimariesConversion | None:
     conversion = srgb_conversion(icc)
     if conversion.transform is None or _SRGB_TO_D50 is None or not np.all(np.isfinite(to_d50)):
         return None
-    curves = tuple(tags[tag] for tag in _CURVES)
-    tables = functools.lru_cache(maxsize=2)(functools.partial(_curve_tables, icc, curves))
-    return PrimariesConversion(np.linalg.inv(_SRGB_TO_D50) @ to_d50, None, conversion.description, tables)
+    table = _curve_tables(icc, tuple(tags[tag] for tag in _CURVES))
+    scale, shift = _black_compensation(float(to_d50[1] @ table[:, 0]))
+    from_d50 = np.linalg.inv(_SRGB_TO_D50)
+    return PrimariesConversion(from_d50 @ to_d50 * scale, None, conversion.description,
+                               lambda bits: _at_depth(table, bits), from_d50 @ (_D50 * shift) if shift else None)
+
+
+# the most L* LittleCMS takes a source black point to have (cmssamp.c, BlackPointAsDarkerColorant)
+_BLACK_L_MAX = 50
+
+
+def _black_compensation(black_y: float) -> tuple[float, float]:
+    """LittleCMS's black-point compensation to sRGB's black (0) of a profile whose RGB 0 has
+    luminance `black_y` (D50 white 1), as XYZ' = scale * XYZ + shift * D50: the black point is
+    that colour made neutral, its L* at most 50, so the neutral of its Y clipped to L* 50's."""
+    y = min(black_y, ((_BLACK_L_MAX + 16) / 116) ** 3)
+    if y == 0 or not np.isfinite(y):
+        return 1.0, 0.0
+    return 1 / (1 - y), -y / (1 - y)

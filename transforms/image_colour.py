@@ -63,9 +63,11 @@ def declared_colour(image: Image.Image, data: bytes) -> CodedColour | None:
 
 
 def _as_declared(image: Image.Image, colour: CodedColour) -> tuple[np.ndarray, str]:
-    """The loaded image's pixels shown as `colour` declares: an SDR conversion before its alpha is
-    composited (`_converted_on_white`), an HDR tone-mapping after it (as it always was)."""
-    if colour.sdr is not None and _has_alpha(image):
+    """The loaded image's pixels shown as `colour` declares: an SDR conversion strip by strip,
+    before its alpha is composited (`_converted_on_white`: into the one array the budget counts;
+    converting a whole RGB copy made a second, a 4000x3000 P3 PNG peaked 124 MiB judged 104), an
+    HDR tone-mapping after it (as it always was; its output is counted by the budget)."""
+    if colour.sdr is not None:
         return _converted_on_white(image, functools.partial(colour.apply, bits=8)), colour.description
     return colour.apply(to_rgb_array(image), 8), colour.description
 
@@ -119,7 +121,13 @@ def _in_srgb(image: Image.Image, data: bytes = b"") -> tuple[np.ndarray, str]:
     nclx: `_srgb_array`.)"""
     if image.mode not in _RGB_PROFILED_MODES:
         return to_rgb_array(image), ""
-    conversion = srgb_conversion(image.info.get("icc_profile"))
+    icc = image.info.get("icc_profile")
+    matrix = matrix_conversion(icc) if isinstance(icc, bytes) else None
+    if matrix is not None and matrix.offset is not None:  # a black point LittleCMS compensates
+        # as the 16-bit path does: LittleCMS's 8-bit transform then resamples it into a CLUT, up to
+        # 15 levels from its own unoptimised transform on saturated colours (this, within 1)
+        return _converted_on_white(image, functools.partial(matrix.apply, bits=8)), matrix.description
+    conversion = srgb_conversion(icc)
     if conversion.transform is not None and _has_alpha(image):
         return _converted_on_white(image, functools.partial(convert_to_srgb, conversion=conversion)), \
             conversion.description
