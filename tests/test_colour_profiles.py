@@ -13,6 +13,7 @@ import struct
 
 import numpy as np
 import pytest
+from icc_forge import icc_profile, s15
 from PIL import Image, ImageCms
 from skimage import data
 
@@ -33,12 +34,8 @@ ADOBE_D50_COLORANTS = ((0.6097559, 0.3111242, 0.0194811), (0.2052401, 0.6256560,
                        (0.1492240, 0.0632197, 0.7448387))
 
 
-def _s15(v: float) -> bytes:
-    return struct.pack(">i", round(v * 65536))
-
-
 def _xyz_tag(xyz) -> bytes:
-    return b"XYZ " + b"\0" * 4 + b"".join(_s15(v) for v in xyz)
+    return b"XYZ " + b"\0" * 4 + b"".join(s15(v) for v in xyz)
 
 
 def _desc_tag(text: str) -> bytes:
@@ -56,18 +53,7 @@ def adobe_rgb_profile() -> bytes:
             (b"rXYZ", _xyz_tag(ADOBE_D50_COLORANTS[0])), (b"gXYZ", _xyz_tag(ADOBE_D50_COLORANTS[1])),
             (b"bXYZ", _xyz_tag(ADOBE_D50_COLORANTS[2])),
             (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
-    offset = 128 + 4 + 12 * len(tags)
-    table, body = struct.pack(">I", len(tags)), b""
-    for signature, payload in tags:
-        payload += b"\0" * (-len(payload) % 4)
-        table += signature + struct.pack(">II", offset + len(body), len(payload))
-        body += payload
-    size = offset + len(body)
-    header = (struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
-              + b"\0" * 12 + b"acsp" + b"\0" * 24 + struct.pack(">I", 0)
-              + _s15(0.9642) + _s15(1.0) + _s15(0.8249) + b"\0" * 48)
-    assert len(header) == 128
-    return header + table + body
+    return icc_profile(tags, version=0x02100000)
 
 
 def _srgb_to_linear(v: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from icc_forge import D50, icc_profile, s15
 from PIL import Image, ImageCms
 
 from transforms.decode import decode_rgb, load_image
@@ -26,28 +27,13 @@ from transforms.icc_tables import table_problem
 
 GHOSTSCRIPT = Path("/usr/share/color/icc/ghostscript")
 ROOT = Path(__file__).resolve().parents[1]
-D50 = (0.9642, 1.0, 0.8249)
 # Adobe RGB (1998)'s colorants adapted to D50 (columns: red, green, blue), as its rXYZ/gXYZ/bXYZ
 ADOBE_D50 = np.array([[0.6097559, 0.2052401, 0.1492240], [0.3111242, 0.6256560, 0.0632197],
                       [0.0194811, 0.0608902, 0.7448387]])
 
 
-def _s15(v: float) -> bytes:
-    return struct.pack(">i", round(v * 65536))
-
-
 def _profile(tags: list[tuple[bytes, bytes]], space: bytes = b"RGB ", version: int = 0x04300000) -> bytes:
-    """An ICC display profile of these tags (XYZ PCS), laid out as the specification says."""
-    offset = 128 + 4 + 12 * len(tags)
-    table, body = struct.pack(">I", len(tags)), b""
-    for signature, payload in tags:
-        payload += b"\0" * (-len(payload) % 4)
-        table += signature + struct.pack(">II", offset + len(body), len(payload))
-        body += payload
-    header = (struct.pack(">I", offset + len(body)) + b"\0" * 4 + struct.pack(">I", version) + b"mntr" + space
-              + b"XYZ " + b"\0" * 12 + b"acsp" + b"\0" * 24 + struct.pack(">I", 0) + b"".join(map(_s15, D50))
-              + b"\0" * 48)
-    return header + table + body
+    return icc_profile(tags, space, version)
 
 
 def _desc(text: str) -> bytes:
@@ -56,18 +42,18 @@ def _desc(text: str) -> bytes:
 
 
 def _wtpt() -> bytes:
-    return b"XYZ \0\0\0\0" + b"".join(map(_s15, D50))
+    return b"XYZ \0\0\0\0" + b"".join(map(s15, D50))
 
 
 def _lut16_bomb() -> bytes:
     """The hunter's profile: an A2B0 lut16 declaring 255^3 grid points of 15 outputs, 64 bytes held."""
-    lut = (b"mft2\0\0\0\0" + bytes([3, 15, 255, 0]) + b"".join(_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    lut = (b"mft2\0\0\0\0" + bytes([3, 15, 255, 0]) + b"".join(s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
            + struct.pack(">HH", 2, 2) + b"\0" * 64)
     return _profile([(b"desc", _desc("bomb")), (b"wtpt", _wtpt()), (b"A2B0", lut)])
 
 
 def _para_gamma(gamma: float) -> bytes:
-    return b"para\0\0\0\0" + struct.pack(">HH", 0, 0) + _s15(gamma)
+    return b"para\0\0\0\0" + struct.pack(">HH", 0, 0) + s15(gamma)
 
 
 def _adobe_mab(grid: int, outputs: int = 3) -> bytes:
@@ -208,7 +194,7 @@ def test_a_profile_of_many_curves_and_segments_is_judged_in_milliseconds():
 
 def _lut8_profile(grid: int) -> bytes:
     """A profile whose A2B0 is a lut8 holding (zeros) all of a `grid`^3 CLUT of 3 outputs."""
-    identity = b"".join(_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    identity = b"".join(s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
     lut = b"mft1\0\0\0\0" + bytes([3, 3, grid, 0]) + identity + bytes(range(256)) * 3
     lut += bytes(grid ** 3 * 3) + bytes(range(256)) * 3
     small = b"mft1\0\0\0\0" + bytes([3, 3, 2, 0]) + identity + bytes(range(256)) * 3 + bytes(24) + bytes(range(256)) * 3
