@@ -53,7 +53,7 @@ import hashlib
 import io
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, ImageCms
@@ -74,8 +74,22 @@ class SrgbConversion:
     description: str  # the profile's own description, for the record of what was converted
 
 
-_conversions: OrderedDict[str, SrgbConversion] = OrderedDict()
 _NOTHING = SrgbConversion(None, "")
+# what is built from a profile, by its sha256 and what was built (never by the profile's bytes: a
+# cache keyed by them kept up to `_CACHE_SIZE` whole profiles, each up to the file's size, for good)
+_built: OrderedDict[str, Any] = OrderedDict()
+
+
+def by_digest(icc: bytes, what: str, build: Callable[[], Any]) -> Any:
+    """`build()`'s result for the profile `icc`, kept for the last `_CACHE_SIZE` (profile, what)."""
+    key = f"{what}:{hashlib.sha256(icc).hexdigest()}"
+    if key in _built:
+        _built.move_to_end(key)
+        return _built[key]
+    found = _built[key] = build()
+    if len(_built) > _CACHE_SIZE:
+        _built.popitem(last=False)
+    return found
 
 
 def _grid() -> Image.Image:
@@ -114,15 +128,7 @@ def srgb_conversion(icc: bytes | None, space: str = "RGB") -> SrgbConversion:
     (cached by the profile's bytes); nothing to do when the profile is of another space."""
     if not icc:
         return _NOTHING
-    key = f"{space}:{hashlib.sha256(icc).hexdigest()}"
-    found = _conversions.get(key)
-    if found is None:
-        found = _conversions[key] = _conversion(icc, space)
-        if len(_conversions) > _CACHE_SIZE:
-            _conversions.popitem(last=False)
-    else:
-        _conversions.move_to_end(key)
-    return found
+    return by_digest(icc, space, lambda: _conversion(icc, space))
 
 
 SRGB_DECLARED_GAMMA = 1 / 2.2  # the gAMA PNG writers give sRGB images (45455)
@@ -197,11 +203,14 @@ def _grey_description(icc: bytes) -> str | None:
 _TABLE_FLAGS = ImageCms.Flags.NOCACHE | ImageCms.Flags.NOOPTIMIZE
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
 def _grey_levels(icc: bytes, bits: int) -> np.ndarray | None:
     """LittleCMS's sRGB colour of every `bits`-bit level (8: an "L" ramp, 16: an "I;16" one) of
     grey samples in the profile `icc`: uint8 (2 ** bits, 3). None for a profile not grey or not
     readable."""
+    return by_digest(icc, f"grey{bits}", lambda: _build_grey_levels(icc, bits))
+
+
+def _build_grey_levels(icc: bytes, bits: int) -> np.ndarray | None:
     if _grey_description(icc) is None:
         return None
     ramp = np.arange(1 << bits, dtype=np.uint8 if bits == 8 else np.uint16).reshape(1, -1)
@@ -216,13 +225,16 @@ def _grey_levels(icc: bytes, bits: int) -> np.ndarray | None:
     return table
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
 def grey_profile(icc: bytes | None) -> str:
     """The description of an embedded grey profile that moves some grey level by more than
     `_IDENTITY_TOLERANCE` on its way to sRGB (a linear or gamma 1.8 grey), "" for none (no
     profile, not grey, unreadable, or an sGray one: such images keep their samples)."""
     if not icc:
         return ""
+    return by_digest(icc, "grey", lambda: _grey_profile(icc))
+
+
+def _grey_profile(icc: bytes) -> str:
     table = _grey_levels(icc, 8)
     if table is None:
         return ""

@@ -21,12 +21,10 @@ it, a matrix profile whose curves start at 3% light showed black as 48 at 16 bit
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 
 import numpy as np
 
-from transforms.colour_profile import _D50, _SRGB_TO_D50, PrimariesConversion, srgb_conversion
+from transforms.colour_profile import _D50, _SRGB_TO_D50, PrimariesConversion, by_digest, srgb_conversion
 from transforms.icc_tables import tag_positions
 
 _COLORANTS = (b"rXYZ", b"gXYZ", b"bXYZ")
@@ -34,12 +32,10 @@ _CURVES = (b"rTRC", b"gTRC", b"bTRC")
 # tags LittleCMS reads before the colorants and curves for some intent: such a profile is a table's
 _TABLES = (b"A2B0", b"A2B1", b"A2B2", b"D2B0", b"D2B1", b"D2B2")
 _PARAMETERS = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}  # a `para` curve's parameters by its function type
-# conversions kept, by the sha256 of their profile: each holds its 16-bit curve tables (768 KiB),
-# never the profile (up to 16 MiB: ten 16-bit PNGs of distinct profiles kept 187 MiB when the
-# cache was keyed on, and held, the profile's bytes)
-_CACHE_SIZE = 8
+# conversions are kept by the sha256 of their profile (`colour_profile.by_digest`): each holds its
+# 16-bit curve tables (768 KiB), never the profile (up to 16 MiB: ten 16-bit PNGs of distinct
+# profiles kept 187 MiB when the cache was keyed on, and held, the profile's bytes)
 _BITS = 16
-_conversions: OrderedDict[str, PrimariesConversion | None] = OrderedDict()
 
 
 def _s15(icc: bytes, at: int) -> float:
@@ -112,14 +108,7 @@ def matrix_conversion(icc: bytes | None) -> PrimariesConversion | None:
     profile's sha256, as `srgb_conversion` is."""
     if not icc:
         return None
-    key = hashlib.sha256(icc).hexdigest()
-    if key in _conversions:
-        _conversions.move_to_end(key)
-        return _conversions[key]
-    found = _conversions[key] = _conversion(icc)
-    if len(_conversions) > _CACHE_SIZE:
-        _conversions.popitem(last=False)
-    return found
+    return by_digest(icc, "matrix", lambda: _conversion(icc))
 
 
 def _conversion(icc: bytes) -> PrimariesConversion | None:
