@@ -774,7 +774,7 @@ def test_an_interrupted_run_on_a_given_scheduler_ends_its_running_tasks_before_i
     assert starts and starts == ends, at_return
     assert later == at_return, "the run's tasks went on after it returned"
     assert len(starts) < 8
-    assert "waiting up to 30 s for its 1 tasks still running on the Dask workers" in caplog.text, caplog.text
+    assert "waiting up to 30 s for its 1 task still running on the Dask workers" in caplog.text, caplog.text
 
 
 def test_a_run_whose_tasks_outlast_the_wait_names_the_workers_still_running_them(tmp_path, caplog):
@@ -794,7 +794,7 @@ def test_a_run_whose_tasks_outlast_the_wait_names_the_workers_still_running_them
         for process in processes:
             process.kill()
             process.wait()
-    assert f"1 of the build's tasks still run on the Dask workers {worker} after 0.5 s" in caplog.text, caplog.text
+    assert f"the build's 1 task still running on the Dask workers {worker} after 0.5 s" in caplog.text, caplog.text
 
 
 def test_a_scheduler_that_goes_away_mid_build_fails_the_build_naming_it(tmp_path):

@@ -52,9 +52,9 @@ def settle(client: Any, futures: Sequence[Any], address: str, timeout: float = S
                     "write into the output; wait for the workers to finish them before another build on it",
                     address, why)
     elif left:
-        log.warning("%d of the build's tasks still run on the Dask workers %s after %g s: they may still write "
-                    "into the output; wait for them to finish (or stop those workers) before another build on it",
-                    sum(len(keys) for keys in left.values()), ", ".join(sorted(left)), timeout)
+        log.warning("the build's %s still running on the Dask workers %s after %g s: they may still write into "
+                    "the output; wait for them to finish (or stop those workers) before another build on it",
+                    _tasks(left), ", ".join(sorted(left)), timeout)
 
 
 def _cancel_and_wait(client: Any, futures: Sequence[Any], address: str, timeout: float,
@@ -67,14 +67,19 @@ def _cancel_and_wait(client: Any, futures: Sequence[Any], address: str, timeout:
     client.cancel(list(futures), force=True)
     running = seen["running"] = _running(client, keys)
     if running:
-        log.info("stopping the build: waiting up to %g s for its %d tasks still running on the Dask workers %s "
-                 "(at %s) to end, so that none writes into the output after the build lets go of it",
-                 timeout, sum(len(k) for k in running.values()), ", ".join(sorted(running)), address)
+        log.info("stopping the build: waiting up to %g s for its %s still running on the Dask workers %s (at %s) "
+                 "to end, so that none writes into the output after the build lets go of it",
+                 timeout, _tasks(running), ", ".join(sorted(running)), address)
     deadline = time.monotonic() + timeout
     while running and time.monotonic() < deadline:
         time.sleep(POLL_S)
         running = seen["running"] = _running(client, keys)
     return running
+
+
+def _tasks(running: dict[str, list[str]]) -> str:
+    count = sum(len(keys) for keys in running.values())
+    return f"{count} task{'' if count == 1 else 's'}"
 
 
 def _running(client: Any, keys: list[str]) -> dict[str, list[str]]:
