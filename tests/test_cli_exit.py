@@ -655,6 +655,58 @@ def test_a_dask_workers_log_of_a_task_failed_by_a_refusal_is_left_out():
     assert noise.filter(record_of(ValueError("a bug of ours")))
 
 
+def test_a_dask_clients_cancelled_reconnection_is_left_out_of_the_commands_log():
+    """A build whose given scheduler went away printed distributed's record of the client's
+    cancelled reconnection (`log_errors` around `Client._reconnect`: ERROR, an empty message, ~30
+    lines of chained tracebacks) above its one `error:` line (hunt54e L6, `log_s1.txt`). The
+    command's handlers now leave it out; a cancellation elsewhere, or another error of the same
+    wrapper, is still shown."""
+    import asyncio
+
+    distributed = pytest.importorskip("distributed")
+
+    from uvd_pipeline.log_filters import quiet_handlers
+
+    class Kept(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    kept = Kept()
+    quiet_handlers([kept])
+    logger = logging.getLogger("distributed.client")  # what `log_errors` names by the frame's file
+    logger.addHandler(kept)
+
+    steps: dict = {}
+    source = ("from distributed.utils import log_errors\nimport asyncio\n"
+              "@log_errors\nasync def _reconnect():\n    await asyncio.sleep(60)\n"
+              "@log_errors\nasync def _other():\n    await asyncio.sleep(60)\n"
+              "@log_errors\nasync def _failing():\n    raise ValueError('a bug')\n")
+    # the frames' file as distributed's (`Client._reconnect` is in distributed/client.py)
+    exec(compile(source, str(Path(distributed.__file__).parent / "client.py"), "exec"), steps)  # noqa: S102
+    _reconnect, _other, _failing = steps["_reconnect"], steps["_other"], steps["_failing"]
+
+    async def run(step) -> None:
+        task = asyncio.ensure_future(step())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, ValueError):
+            pass
+
+    try:
+        for step in (_reconnect, _other, _failing):
+            asyncio.run(run(step))
+    finally:
+        logger.removeHandler(kept)
+    shown = [record.exc_info[1] for record in kept.records if record.exc_info]
+    assert [type(error) for error in shown] == [asyncio.CancelledError, ValueError], shown
+
+
 def test_a_dask_worker_is_hooked_once_and_its_logger_leaves_out_a_refusals_record(monkeypatch):
     """`quiet_refused_tasks` (what each Dask worker of a build runs, `dask_worker.BuildWorker.setup`)
     wraps distributed's own `worker.error_message` once however often it is called, and the

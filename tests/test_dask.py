@@ -5,6 +5,7 @@ mid-build and Dask re-runs its work."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
@@ -674,6 +675,15 @@ def _slow_step(x: int, folder: str) -> int:
     return x
 
 
+def _slow_marked_step(x: int, folder: str) -> int:
+    """A step of 2 s per element, leaving a file `<x>.start` when it starts and `<x>.end` when it
+    ends: what a task that commits at its end leaves behind."""
+    (Path(folder) / f"{x}.start").touch()
+    time.sleep(2)
+    (Path(folder) / f"{x}.end").touch()
+    return x
+
+
 def _cli_cluster(folder: Path, workers: int = 1, project: list[Path] | None = None,
                  threads: int = 1, nanny: bool = False) -> tuple[str, list]:
     """`dask scheduler` and `dask worker` processes, as a person starts them (each worker imports the
@@ -707,7 +717,7 @@ def _cli_cluster(folder: Path, workers: int = 1, project: list[Path] | None = No
     return address, processes
 
 
-def _slow_run_started(address: str, started: Path, count: int):
+def _slow_run_started(address: str, started: Path, count: int, step=_slow_step):
     """A run of `count` slow steps (`_slow_step`, each leaving a file in `started`) on the
     scheduler at `address`, one element a partition; its result, once its first step has begun."""
     import apache_beam as beam
@@ -718,13 +728,73 @@ def _slow_run_started(address: str, started: Path, count: int):
     started.mkdir()
     options = ViewCachingOptions([f"--dask_client_address={address}", "--dask_partition_size=1"])
     pipeline = beam.Pipeline(runner=bounded_dask_runner(2), options=options)
-    pipeline | beam.Create(range(count)) | beam.Map(_slow_step, str(started))
+    pipeline | beam.Create(range(count)) | beam.Map(step, str(started))
     result = pipeline.run()
     deadline = time.monotonic() + 60
     while not any(started.iterdir()):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     return result
+
+
+def test_an_interrupted_run_on_a_given_scheduler_ends_its_running_tasks_before_it_returns(tmp_path, caplog):
+    """Ctrl-C on a build on a given scheduler (hunt54e H2): the build closed its client and
+    released the output's lock while the workers still ran its tasks, which then committed into
+    the output, even into a fresh `--overwrite --no-tokenize` build of it (2 token shards of the
+    stopped build, called intact). Now the interrupted run cancels its tasks and returns only once
+    no worker runs one: every step that started has ended, and no other starts after."""
+
+    address, processes = _cli_cluster(tmp_path)
+    started = tmp_path / "started"
+    try:
+        result = _slow_run_started(address, started, 8, step=_slow_marked_step)
+
+        def interrupt(*_) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        signal.setitimer(signal.ITIMER_REAL, 0.3)  # inside the run's wait, a step running
+        try:
+            with caplog.at_level(logging.INFO, logger="uvd_pipeline.dask_settle"):
+                with pytest.raises(KeyboardInterrupt):
+                    result.wait_until_finish()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        at_return = sorted(p.name for p in started.iterdir())
+        time.sleep(3)  # a step still running, or one started after the return, would show by now
+        later = sorted(p.name for p in started.iterdir())
+        result.client.close()
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    starts = {name.split(".")[0] for name in at_return if name.endswith(".start")}
+    ends = {name.split(".")[0] for name in at_return if name.endswith(".end")}
+    assert starts and starts == ends, at_return
+    assert later == at_return, "the run's tasks went on after it returned"
+    assert len(starts) < 8
+    assert "waiting up to 30 s for its 1 task still running on the Dask workers" in caplog.text, caplog.text
+
+
+def test_a_run_whose_tasks_outlast_the_wait_names_the_workers_still_running_them(tmp_path, caplog):
+    """Where the build's tasks still run once the wait is over (`dask_settle.settle`, here 0.5 s
+    against a 2-s step), a warning says they may still write into the output and names the
+    workers, rather than the build letting go of the output in silence."""
+    from uvd_pipeline.dask_settle import settle
+
+    address, processes = _cli_cluster(tmp_path)
+    try:
+        result = _slow_run_started(address, tmp_path / "started", 4, step=_slow_marked_step)
+        worker, = result.client.scheduler_info()["workers"]
+        with caplog.at_level(logging.INFO, logger="uvd_pipeline.dask_settle"):
+            settle(result.client, result.futures, address, timeout=0.5)
+        result.client.close()
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    assert f"the build's 1 task still running on the Dask workers {worker} after 0.5 s" in caplog.text, caplog.text
 
 
 def test_a_scheduler_that_goes_away_mid_build_fails_the_build_naming_it(tmp_path):

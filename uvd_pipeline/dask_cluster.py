@@ -617,13 +617,26 @@ def checked_result(result, address: str | None, memory_limit: str | None = None)
     with results) passes over as if done, and the build ended with status 0 and '0 shards'. A
     task whose workers died (Dask's KilledWorker, a traceback naming neither the memory limit nor
     the setting) and a worker that runs other code (`code_identity.run_checked`) fail it in one
-    message saying what to do."""
+    message saying what to do. On a given scheduler, a run that fails otherwise (or is interrupted)
+    stops its tasks before it returns (`dask_settle`)."""
     from apache_beam.runners.runner import PipelineState
     from distributed.scheduler import KilledWorker
 
     wait = result.wait_until_finish
 
     def wait_until_finish(duration=None):
+        try:
+            return finish(duration)
+        except SchedulerLost:
+            raise  # nobody left to ask
+        except BaseException:
+            if address and memory_limit is None:  # a given scheduler's workers outlive the build
+                from uvd_pipeline.dask_settle import settle
+
+                settle(result.client, result.futures, address)
+            raise
+
+    def finish(duration=None):
         start = _STARTING.get(address) if address else None
         try:
             if start is not None:  # a local cluster's workers start in the background: none may

@@ -25,6 +25,7 @@ import apache_beam as beam
 from uvd_pipeline.config import BuildConfig
 from uvd_pipeline.dedup import PERSISTED_TYPES, DedupSettings
 from uvd_pipeline.group_steps import AssembleGroups, Deduplicate
+from uvd_pipeline.output_lock import current_run
 from uvd_pipeline.render_step import RenderSource, RenderUnit
 from uvd_pipeline.rendered_shards import ShardAddress
 from uvd_pipeline.sentences import image_sentence
@@ -102,7 +103,8 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
     the same input are dropped just before the shard grouping."""
     units_by_source = units if units is not None else list_units(config)
     router = ShardRouter(config)
-    renderers = unit_renderers(config, verify)
+    run_id = current_run(config.output)  # this build's, which took the lock: each commit checks it
+    renderers = unit_renderers(config, verify, run_id)
     output, config_hash = config.output, config.content_hash()
     sentence_parts, reject_parts, input_parts = [], [], []
     dedup_units = {}  # source -> its rendered image units, grouped after deduplication
@@ -164,7 +166,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
     # re-encodes every item once more in a stage of its own.
     counts = beam.pvalue.AsDict(items | "Count per shard" >> beam.combiners.Count.PerKey())
     written = items | "By shard" >> beam.GroupByKey() | "Write shards" >> beam.ParDo(
-        WriteShard(output, config_hash, router, config.image.size), digests, counts)
+        WriteShard(output, config_hash, router, config.image.size, run_id), digests, counts)
     if not config.tokenizer.enabled:
         return written
     # Shards committed earlier from the same input get no element this run, so they join the
@@ -181,7 +183,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
         | "Once per tar" >> beam.CombinePerKey(lambda values: next(iter(values)))
         | "Drop keys" >> beam.Values()
     )
-    return add_tokenize(rendered, config)
+    return add_tokenize(rendered, config, run_id)
 
 
 def build_retokenize_graph(pipeline: beam.Pipeline, config: BuildConfig):
@@ -192,4 +194,5 @@ def build_retokenize_graph(pipeline: beam.Pipeline, config: BuildConfig):
 
         raise ConfigError(f"{config.output} has no committed rendered shards of this config to retokenize")
     log.info("retokenizing %d rendered shards", len(shards))
-    return add_tokenize(pipeline | "Rendered shards" >> beam.Create(shards, reshuffle=False), config)
+    return add_tokenize(pipeline | "Rendered shards" >> beam.Create(shards, reshuffle=False), config,
+                        current_run(config.output))

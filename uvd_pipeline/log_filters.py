@@ -4,6 +4,7 @@ what keeps Beam's workers from printing the traceback of an error the command sa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 from typing import Any, Callable, Iterable
@@ -114,13 +115,39 @@ class DaskRefusalNoise(logging.Filter):
         return not (len(args) > 3 and args[3] in self.refused)
 
 
+RECONNECTING = "distributed/client.py"  # where `Client._reconnect` lives
+
+
+class DaskReconnectNoise(logging.Filter):
+    """A Dask client whose scheduler went away tries to reconnect; the build then fails in one
+    `error:` line naming the scheduler (`dask_cluster.SchedulerLost`) and closes the client, which
+    cancels the reconnection, and distributed logged that cancellation (`log_errors`, at ERROR, an
+    empty message) with its chained tracebacks: ~30 lines above the `error:` line. A cancelled
+    reconnection is never news: the record is left out. Shown with --verbose. Never raises."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        try:
+            error = record.exc_info[1] if record.exc_info else None
+            if not isinstance(error, asyncio.CancelledError):
+                return True
+            frames = traceback.extract_tb(error.__traceback__)
+            return not any(frame.name == "_reconnect" and frame.filename.replace("\\", "/").endswith(RECONNECTING)
+                           for frame in frames)
+        except Exception:  # noqa: BLE001 - a filter's error escapes the logging call: show the record
+            return True
+
+
 def quiet_handlers(handlers: Iterable[logging.Handler]) -> None:
     """Give each of `handlers` the filters that keep Beam's import chatter and the tracebacks of an
-    error the command says in one line (`BeamImportNoise`, `BeamRefusalNoise`) off the terminal:
-    the command's own handlers and a Beam worker process's stderr alike."""
+    error the command says in one line (`BeamImportNoise`, `BeamRefusalNoise`,
+    `DaskReconnectNoise`) off the terminal: the command's own handlers and a Beam worker process's
+    stderr alike."""
     for handler in handlers:
         handler.addFilter(BeamImportNoise())
         handler.addFilter(BeamRefusalNoise())
+        handler.addFilter(DaskReconnectNoise())
 
 
 def quiet_refused_tasks() -> None:

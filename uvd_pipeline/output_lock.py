@@ -11,6 +11,10 @@ host and is gone (its pid is dead, or now belongs to a process started later) is
 build takes it over with a warning. A holder on another host cannot be checked from here: if it
 is dead, pass `--force-unlock` to `build` (or delete `OUT/_lock.json` by hand).
 
+A task commits into the output only while the lock names its run (`check_held`): a task of a
+build that is gone, still running on a worker that outlives it (a given Dask scheduler's), commits
+nothing into an output that another build has taken since, or that nobody holds.
+
 Temporaries of a run live under `OUT/_tmp/<run id>/` when the output is on a local (or shared)
 disk; the run that takes the lock next removes every other run's folder there, since no other
 writer can be alive. The folder needs room for one shard per worker writing at once.
@@ -261,6 +265,34 @@ def _unreadable_lock_message(uri: str, age: float) -> str:
             f"killed while writing it. A build takes such a file over once it is {UNREADABLE_GRACE_S:.0f} s old: "
             f"wait {wait} s and run again, or, if no other build is starting on this output, run again with "
             f"--force-unlock (or delete {uri})")
+
+
+# -- a run's commits ---------------------------------------------------------------------------
+class LockLost(RuntimeError):
+    """A task of a run that no longer holds the output's lock was about to commit into it."""
+
+
+def current_run(output: str) -> str | None:
+    """The run id of the build holding `output`'s lock now (None: nobody): what the build's graph
+    gives its committing steps, in the build's process, right after it took the lock."""
+    holder = read_holder(output)
+    return holder.run_id if holder is not None else None
+
+
+def check_held(output: str, run_id: str | None) -> None:
+    """Raise `LockLost` unless run `run_id` still holds `output`'s lock (None: no check). Called by a
+    task right before it writes a commit into the output (a unit's files, a shard's tar, a token
+    shard): a task of a build that was stopped, or failed, can run on where the workers outlive the
+    build (a given Dask scheduler), and committed into the output after its lock was released, even
+    into a fresh `--overwrite` build of it. One read of the lock file a commit; a commit that
+    starts within the moment a new build takes the lock over can still land."""
+    if run_id is None:
+        return
+    holder = read_holder(output)
+    if holder is None or holder.run_id != run_id:
+        now = f"it is held by run {holder.run_id}" if holder is not None else "no build holds it"
+        raise LockLost(f"{output}: run {run_id} no longer holds the output's lock ({now}): a task of that run "
+                       "commits nothing there")
 
 
 # -- the run's temporaries ---------------------------------------------------------------------

@@ -232,12 +232,14 @@ def write_shard(
     format_version: int,
     expected_items: int | None = None,
     read_image: Callable[[Any], bytes] | None = None,
+    run_id: str | None = None,
 ) -> ShardWriteResult:
     """Write one shard (tar, rejects, then stats) unless an earlier run already committed it.
 
     A sentence's images are bytes, or references that `read_image` reads as the tar is written
     (a shard's sentences wait in the sort spill as references, not pixels); the result lists where
-    in the tar each referenced image landed (`placed`), so its other copy can be released."""
+    in the tar each referenced image landed (`placed`), so its other copy can be released.
+    `run_id`: nothing is committed once that run no longer holds the output's lock (`LockLost`)."""
     stats_uri = address.path(output, STATS_SUFFIX)
     if fsio.exists(stats_uri):
         existing = read_json(stats_uri)
@@ -268,6 +270,9 @@ def write_shard(
             # the wrapper's own file: each write through the wrapper looks the method up again
             tally, size, digest = _write_tar(local.file, spill.sorted(), rejects, image_size, read_image)
         try:
+            from uvd_pipeline.output_lock import check_held
+
+            check_held(output, run_id)  # the tar, the side files and the stats follow within moments
             commit_file(local_tar, address.path(output, TAR_SUFFIX))
         finally:
             with contextlib.suppress(FileNotFoundError):  # renamed into place

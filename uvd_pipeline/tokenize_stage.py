@@ -230,14 +230,16 @@ class BatchEncoder:
 
 def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
                    on_batch: Callable[[float, int], None] | None = None,
-                   overlap: bool | None = None, timings: dict[str, float] | None = None) -> dict[str, Any]:
+                   overlap: bool | None = None, timings: dict[str, float] | None = None,
+                   run_id: str | None = None) -> dict[str, Any]:
     """Encode every image of one rendered shard and write its token shard (stats last).
     `on_batch(seconds, images)` is told how long each encoded batch took (Beam metrics).
     `overlap`: decode the next batch while this one encodes (default: when the codec runs on a
     GPU); the batches, and so the token bytes, are the same either way. `timings`, when given,
     gets where the shard's wall time went (seconds): `wait` (blocked on the codec), `write`
     (the token shard), `read` (the rest: the tar, its digest, PNG decodes): what a GPU stage
-    that falls short of the codec's rate is short of."""
+    that falls short of the codec's rate is short of. `run_id`: nothing is committed once that run
+    no longer holds the output's lock (`output_lock.LockLost`)."""
     started = time.perf_counter()
     stem = stats["tar"][: -len(TAR_SUFFIX)]
     path = token_shard_path(output, stats["source"], stats["split"], stem)
@@ -299,6 +301,9 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
                  np.concatenate(parts).astype(np.uint16) if parts else np.zeros(0, np.uint16), _lineage(h))
         for h, parts in zip(headers, per_sentence)
     ]
+    from uvd_pipeline.output_lock import check_held
+
+    check_held(output, run_id)  # the token shard, then its stats, within moments
     written = write_token_shard(path, rows, meta, extra_stats={"rendered": stats["tar"], "rendered_sha256": stats.get("tar_sha256"),
                                                                   **arithmetic})
     if timings is not None:

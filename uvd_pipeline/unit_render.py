@@ -89,8 +89,10 @@ class UnitRenderer:
     grouping (class images, pairs, tuples) `UNITS`, rejects `REJECTS`."""
 
     def __init__(self, source, settings: RenderSettings, web_images: bool, fingerprint: bool,
-                 output: str, config_hash: str, verify: bool = False, root: str = "", named_root: str = "") -> None:
+                 output: str, config_hash: str, verify: bool = False, root: str = "", named_root: str = "",
+                 run_id: str | None = None) -> None:
         self.source = source
+        self.run_id = run_id  # the run whose lock the store's commits check
         self.settings = settings
         self.web_images = web_images  # an ImageRecord is a whole one-image sentence
         self.fingerprint = fingerprint  # image units carry their dedup fingerprint
@@ -111,7 +113,8 @@ class UnitRenderer:
         """The source's unit store, made on first use and kept: each unit's key and render ask it,
         and making one works out the forms of the source's roots again (fsspec's URL parsing)."""
         if self._store is None:
-            self._store = UnitStore(self.output, self.source.name, self.config_hash, self.root, self.named_root)
+            self._store = UnitStore(self.output, self.source.name, self.config_hash, self.root, self.named_root,
+                                    run_id=self.run_id)
         return self._store
 
     def _input_root(self) -> str:
@@ -208,8 +211,9 @@ class UnitRenderer:
                 yield MAIN, stored
 
 
-def unit_renderers(config: BuildConfig, verify: bool = False) -> dict[str, UnitRenderer]:
-    """Each enabled source's renderer, as the build's Render step and the early render both use it."""
+def unit_renderers(config: BuildConfig, verify: bool = False, run_id: str | None = None) -> dict[str, UnitRenderer]:
+    """Each enabled source's renderer, as the build's Render step and the early render both use it.
+    `run_id`: the run whose lock each commit checks (`output_lock.check_held`)."""
     settings = RenderSettings.from_config(config)
     renderers = {}
     for source_config in config.enabled_sources:
@@ -218,7 +222,7 @@ def unit_renderers(config: BuildConfig, verify: bool = False) -> dict[str, UnitR
             make_source(source_config, config.seed, config.image.max_pixels), settings,
             web_images=one_image_sentences(source_config) and not together, fingerprint=together,
             output=config.output, config_hash=config.content_hash(), verify=verify,
-            root=source_config.path, named_root=config.output_root(source_config.name))
+            root=source_config.path, named_root=config.output_root(source_config.name), run_id=run_id)
     return renderers
 
 

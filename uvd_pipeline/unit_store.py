@@ -115,8 +115,10 @@ class _Unpickler(pickle.Unpickler):
 class UnitStore:
     """One source's committed units under OUT/_units/<source>/."""
 
-    def __init__(self, output: str, source: str, config_hash: str, root: str = "", named_root: str = "") -> None:
+    def __init__(self, output: str, source: str, config_hash: str, root: str = "", named_root: str = "",
+                 run_id: str | None = None) -> None:
         self.output = output
+        self.run_id = run_id  # the run whose lock a commit checks (`output_lock.check_held`; None: none)
         self.folder = fsio.join(output, UNITS_DIR, source)
         self.source = source
         self.config_hash = config_hash
@@ -246,7 +248,11 @@ class UnitWriter:
         return ref
 
     def commit(self, outputs: list[tuple[str, Any]], record: fsio.InputsRead) -> str:
-        """Images, results, then the mark; returns the unit's input digest."""
+        """Images, results, then the mark; returns the unit's input digest. Nothing of it lands in
+        the output once its run no longer holds the output's lock (`LockLost`)."""
+        from uvd_pipeline.output_lock import check_held
+
+        check_held(self.store.output, self.store.run_id)
         self._images.commit()  # a unit of rejects only still commits an (empty) image file
         portable = [(tag, _placed(item, "", "", {})) for tag, item in outputs]
         results = pickle.dumps(portable, protocol=pickle.HIGHEST_PROTOCOL)

@@ -17,6 +17,7 @@ from tokenizer.host_memory import keep_for_good
 from uvd_pipeline import early_tokenizer
 from uvd_pipeline.config import FORMAT_VERSION, BuildConfig
 from uvd_pipeline.keys import shard_of
+from uvd_pipeline.output_lock import check_held
 from uvd_pipeline.render import RenderSettings
 from uvd_pipeline.rendered_shards import STATS_SUFFIX, ShardAddress, write_shard
 from uvd_pipeline.sentences import Sentence
@@ -51,8 +52,10 @@ class WriteShard(beam.DoFn):
     digest, `unit_store.shard_inputs_uri`). A shard whose source's input changed is uncommitted
     (stats removed first) and written again; the digest is recorded before the data, stats last."""
 
-    def __init__(self, output: str, config_hash: str, router: ShardRouter, image_size: int) -> None:
+    def __init__(self, output: str, config_hash: str, router: ShardRouter, image_size: int,
+                 run_id: str | None = None) -> None:
         self.output = output
+        self.run_id = run_id  # the run whose lock each commit checks (`output_lock.check_held`)
         self.config_hash = config_hash
         self.router = router
         self.image_size = image_size
@@ -64,6 +67,7 @@ class WriteShard(beam.DoFn):
         inputs_uri = shard_inputs_uri(self.output, source, address.stem)
         stats_uri = address.path(self.output, STATS_SUFFIX)
         if read_shard_inputs(inputs_uri) != digests[source]:
+            check_held(self.output, self.run_id)  # uncommitting is a change too
             if fsio.exists(stats_uri):
                 fs, target = fsio.filesystem(stats_uri)
                 fs.rm(target)  # uncommitted before anything of it changes
@@ -82,6 +86,7 @@ class WriteShard(beam.DoFn):
                 image_size=self.image_size,
                 format_version=FORMAT_VERSION,
                 read_image=reader.read,
+                run_id=self.run_id,
             )
         finally:
             reader.close()
@@ -112,8 +117,9 @@ class TokenizeShard(beam.DoFn):
     loaded (`tokenizer.host_memory.keep_for_good`; workers in the build's own process get it around
     the pipeline instead)."""
 
-    def __init__(self, output: str, settings: TokenizeSettings, config_hash: str) -> None:
+    def __init__(self, output: str, settings: TokenizeSettings, config_hash: str, run_id: str | None = None) -> None:
         self.output = output
+        self.run_id = run_id  # the run whose lock the commit checks (`output_lock.check_held`)
         self.settings = settings
         self.config_hash = config_hash
         self._shared = Shared()
@@ -130,7 +136,7 @@ class TokenizeShard(beam.DoFn):
         start, clock = time.perf_counter(), time.time()
         timings: dict[str, float] = {}
         result = tokenize_shard(self.output, stats, self.tokenizer, self.config_hash, on_batch=_batch_timing,
-                                timings=timings)
+                                timings=timings, run_id=self.run_id)
         source = stats["source"]
         count(source, "token_shards_skipped" if result["skipped"] else "token_shards_written")
         if not result["skipped"]:
@@ -152,11 +158,12 @@ def _batch_timing(seconds: float, images: int) -> None:
     distribution("tokenize.batch_images", images)
 
 
-def add_tokenize(rendered, config: BuildConfig):
-    """Tokenize rendered shards; only this step carries the accelerator hint."""
+def add_tokenize(rendered, config: BuildConfig, run_id: str | None = None):
+    """Tokenize rendered shards; only this step carries the accelerator hint. `run_id`: the run
+    whose lock each commit checks."""
     t = config.tokenizer
     settings = TokenizeSettings.of(t)
-    step = beam.ParDo(TokenizeShard(config.output, settings, config.content_hash()))
+    step = beam.ParDo(TokenizeShard(config.output, settings, config.content_hash(), run_id))
     if t.accelerator:
         step = step.with_resource_hints(accelerator=t.accelerator)
     return rendered | "Spread shards" >> beam.Reshuffle() | "Tokenize" >> step
