@@ -29,7 +29,7 @@ def test_token_shards_hold_the_codes_of_the_rendered_images(mini_build):
     checked = 0
     for path in shards:
         table, meta = read_token_shard(path)
-        assert meta.tokenizer_hash == tok.weights_hash and meta.tokens_per_image == 16
+        assert meta.tokenizer_hash == tok.tokenizer_hash and meta.tokens_per_image == 16
         assert meta.image_size == 64 and meta.config_hash == config.content_hash()
         tar = str(Path(path.replace("/tokens/", "/rendered/")).with_suffix(".tar"))
         for index, sentence in enumerate(iter_shard(tar)):
@@ -39,7 +39,7 @@ def test_token_shards_hold_the_codes_of_the_rendered_images(mini_build):
             assert np.array_equal(sentence_tokens(table, index), expected)
             checked += 1
     assert checked == summary["totals"]["sentences"]
-    assert summary["tokens"]["tokenizers"] == [{"name": "tiny-seed0", "weights_hash": tok.weights_hash,
+    assert summary["tokens"]["tokenizers"] == [{"name": "tiny-seed0", "weights_hash": tok.tokenizer_hash,
                                                   "precision": "fp32", "tuned_kernels": False,
                                                   "compiled": False, "channel_statistics": False, "shards": len(shards)}]
 
@@ -54,7 +54,9 @@ def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(config.output, out)
     other = tmp_path / "tiny-seed1"
-    new_hash = save(build(TINY, seed=1), other)
+    from tokenizer.checkpoint import read_config, tokenizer_hash
+
+    new_hash = tokenizer_hash(save(build(TINY, seed=1), other), read_config(other))
     moved = config.model_copy(update={"output": str(out), "tokenizer": config.tokenizer.model_copy(
         update={"checkpoint": str(other)})})
     rendered_before = sorted(p.stat().st_mtime_ns for p in (out / "rendered").rglob("*.tar"))
@@ -420,3 +422,51 @@ def test_a_batch_decodes_the_same_on_the_shared_pool_and_refuses_what_is_not_its
         for use in (None, pool):
             with pytest.raises(ValueError, match=why):
                 decode_batch(pngs[:20] + [bad] + pngs[20:], use)
+
+
+def test_an_edited_tokenizer_config_re_encodes_and_is_recorded(mini_build, tmp_path):
+    """codebook_l2_norm changes the codes but no weight: a shard made before the edit was kept as
+    current (the weights hash alone was compared and recorded). The recorded hash now covers
+    config.json: the shard is redone, and says so; one an earlier version wrote (its hash the
+    weights' alone) is still this tokenizer's to read, and is re-encoded once."""
+    import json
+    import shutil
+
+    from tokenizer import Tokenizer
+    from uvd_pipeline.tokenize_stage import committed_rendered, tokenize_shard
+
+    config, _ = mini_build
+    out, folder = tmp_path / "out", tmp_path / "tokA"
+    shutil.copytree(config.output, out)
+    shutil.copytree(config.tokenizer.checkpoint, folder)
+    stats = min(committed_rendered(str(out), config.content_hash()), key=lambda s: s["sentences"])
+    arrow = out / "tokens" / stats["source"] / stats["split"] / stats["tar"].replace(".tar", ".arrow")
+    before = read_token_shard(str(arrow))
+    tok = Tokenizer.from_pretrained(folder, batch_size=8, threads=1)
+    assert tokenize_shard(str(out), stats, tok, config.content_hash())["skipped"]  # the same weights and config
+
+    raw = json.loads((folder / "config.json").read_text())
+    raw["codebook_l2_norm"] = False
+    (folder / "config.json").write_text(json.dumps(raw))
+    edited = Tokenizer.from_pretrained(folder, batch_size=8, threads=1)
+    assert edited.weights_hash == tok.weights_hash and edited.tokenizer_hash != tok.tokenizer_hash
+    written = tokenize_shard(str(out), stats, edited, config.content_hash())
+    assert not written["skipped"] and written["tokenizer_hash"] == edited.tokenizer_hash
+    assert written["tokenizer_weights_hash"] == tok.weights_hash
+    table, meta = read_token_shard(str(arrow))
+    assert meta.tokenizer_hash == edited.tokenizer_hash != before[1].tokenizer_hash
+    tar = str(out / "rendered" / stats["source"] / stats["split"] / stats["tar"])
+    fresh = np.concatenate([edited.encode(np.stack([decode_png(p) for p in s.images])).reshape(-1)
+                            for s in iter_shard(tar)])
+    now = np.concatenate([sentence_tokens(table, i) for i in range(table.num_rows)])
+    old = np.concatenate([sentence_tokens(before[0], i) for i in range(before[0].num_rows)])
+    assert np.array_equal(now, fresh) and not np.array_equal(old, fresh)
+
+    # a shard of an earlier version recorded the weights hash alone: readable as this tokenizer's, redone on a rerun
+    stats_file = arrow.with_suffix(".stats.json")
+    recorded = json.loads(stats_file.read_text())
+    recorded["tokenizer_hash"] = edited.weights_hash
+    stats_file.write_text(json.dumps(recorded))
+    assert edited.made(edited.weights_hash) and edited.made(edited.tokenizer_hash) and not edited.made(tok.tokenizer_hash)
+    assert not tokenize_shard(str(out), stats, edited, config.content_hash())["skipped"]
+    assert tokenize_shard(str(out), stats, edited, config.content_hash())["skipped"]

@@ -250,7 +250,7 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
         except ValueError as exc:  # as an unreadable rendered stats file: the shard is written again
             log.warning("damaged: %s: unreadable stats (%s); it is tokenized again", stats_uri, exc)
     if existing is not None:
-        if (existing.get("tokenizer_hash") == tok.weights_hash and existing.get("config_hash") == config_hash
+        if (existing.get("tokenizer_hash") == tok.tokenizer_hash and existing.get("config_hash") == config_hash
                 and recorded_arithmetic(existing) == arithmetic
                 and existing.get("rendered_sha256") == stats.get("tar_sha256")):  # a rewritten tar: redo
             # a committed token shard is small next to its tar: its digest is checked every time
@@ -260,7 +260,7 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
             log.warning("damaged: %s: %s; it is tokenized again", path, why)
     image_size = int(stats["image_size"])
     grid = image_size // tok.config.downsample_factor
-    meta = TokenShardMeta(tok.name, tok.weights_hash, tok.codebook_size, grid * grid, image_size, config_hash)
+    meta = TokenShardMeta(tok.name, tok.tokenizer_hash, tok.codebook_size, grid * grid, image_size, config_hash)
     headers: list[dict[str, Any]] = []
     pending: list[np.ndarray] = []
     owners: list[int] = []
@@ -300,7 +300,7 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
         for h, parts in zip(headers, per_sentence)
     ]
     written = write_token_shard(path, rows, meta, extra_stats={"rendered": stats["tar"], "rendered_sha256": stats.get("tar_sha256"),
-                                                                  **arithmetic})
+                                                                  "tokenizer_weights_hash": tok.weights_hash, **arithmetic})
     if timings is not None:
         timings.update(wait=encoder.waited, read=encoded - started - encoder.waited,
                        write=time.perf_counter() - encoded)
