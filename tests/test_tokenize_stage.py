@@ -41,7 +41,8 @@ def test_token_shards_hold_the_codes_of_the_rendered_images(mini_build):
     assert checked == summary["totals"]["sentences"]
     assert summary["tokens"]["tokenizers"] == [{"name": "tiny-seed0", "weights_hash": tok.tokenizer_hash,
                                                   "precision": "fp32", "tuned_kernels": False,
-                                                  "compiled": False, "channel_statistics": False, "shards": len(shards)}]
+                                                  "compiled": False, "channel_statistics": False, "threads": 1,
+                                                  "batch_size": 8, "shards": len(shards)}]
 
 
 def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
@@ -63,7 +64,7 @@ def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
     result = run_build(moved, retokenize=True).summary
     assert result["tokens"]["tokenizers"] == [{"name": "tiny-seed1", "weights_hash": new_hash, "precision": "fp32",
                                                    "tuned_kernels": False, "compiled": False,
-                                                   "channel_statistics": False,
+                                                   "channel_statistics": False, "threads": 1, "batch_size": 8,
                                                    "shards": summary["totals"]["shards"]}]
     assert sorted(p.stat().st_mtime_ns for p in (out / "rendered").rglob("*.tar")) == rendered_before
     for path in find_shards(str(out / "tokens")):
@@ -117,7 +118,7 @@ def test_a_compiled_tokenizer_is_recorded_and_agrees(mini_build, tmp_path):
                                          compile=True)
     assert not compiled.channels_last  # what the build makes of this checkpoint
     written = tokenize_shard(str(out), stats, compiled, config.content_hash())
-    assert not written["skipped"] and written["compiled"] and arithmetic_label(written) == "fp32 compiled"
+    assert not written["skipped"] and written["compiled"] and arithmetic_label(written) == "fp32 compiled on 1 CPU threads"
     now = read_token_shard(str(path))[0]
     a = np.concatenate([sentence_tokens(before, i) for i in range(before.num_rows)])
     b = np.concatenate([sentence_tokens(now, i) for i in range(now.num_rows)])
@@ -470,3 +471,43 @@ def test_an_edited_tokenizer_config_re_encodes_and_is_recorded(mini_build, tmp_p
     assert edited.made(edited.weights_hash) and edited.made(edited.tokenizer_hash) and not edited.made(tok.tokenizer_hash)
     assert not tokenize_shard(str(out), stats, edited, config.content_hash())["skipped"]
     assert tokenize_shard(str(out), stats, edited, config.content_hash())["skipped"]
+
+
+def test_cpu_threads_and_batch_size_are_recorded_and_a_change_re_encodes(mini_build, tmp_path):
+    """On CPU the torch threads split a convolution's sums and, eager, the batch cuts the forwards:
+    codes differ by rounding at near ties. Neither was recorded nor compared: `--retokenize --set
+    tokenizer.threads=3` over a threads=1 build kept every shard. Now each is recorded, a change
+    re-encodes (the codes then a fresh encode's) and the same settings skip."""
+    import shutil
+
+    import torch
+
+    from tokenizer import Tokenizer
+    from uvd_pipeline.tokenize_stage import arithmetic_label, committed_rendered, summarize_tokens, tokenize_shard
+
+    config, _ = mini_build
+    out = tmp_path / "out"
+    shutil.copytree(config.output, out)
+    stats = min(committed_rendered(str(out), config.content_hash()), key=lambda s: s["sentences"])
+    arrow = out / "tokens" / stats["source"] / stats["split"] / stats["tar"].replace(".tar", ".arrow")
+    tar = str(out / "rendered" / stats["source"] / stats["split"] / stats["tar"])
+    kept = torch.get_num_threads()
+    try:
+        build = Tokenizer.from_pretrained(config.tokenizer.checkpoint, batch_size=8, threads=1)
+        recorded = tokenize_shard(str(out), stats, build, config.content_hash())
+        assert recorded["skipped"] and (recorded["threads"], recorded["batch_size"]) == (1, 8)
+        for threads, batch_size in ((3, 8), (3, 2)):
+            tok = Tokenizer.from_pretrained(config.tokenizer.checkpoint, batch_size=batch_size, threads=threads)
+            written = tokenize_shard(str(out), stats, tok, config.content_hash())
+            assert not written["skipped"] and (written["threads"], written["batch_size"]) == (threads, batch_size)
+            assert arithmetic_label(written) == f"fp32 on {threads} CPU threads in batches of {batch_size}"
+            table = read_token_shard(str(arrow))[0]
+            images = [decode_png(p) for s in iter_shard(tar) for p in s.images]
+            fresh = np.concatenate([tok.encode(np.stack(images[i:i + batch_size])).reshape(-1)
+                                    for i in range(0, len(images), batch_size)])
+            assert np.array_equal(np.concatenate([sentence_tokens(table, i) for i in range(table.num_rows)]), fresh)
+            assert tokenize_shard(str(out), stats, tok, config.content_hash())["skipped"]
+        made_by = summarize_tokens(str(out), config.content_hash())["tokenizers"]
+        assert sorted((t["threads"], t["batch_size"], t["shards"]) for t in made_by)[-1] == (3, 2, 1)
+    finally:
+        torch.set_num_threads(kept)

@@ -115,24 +115,47 @@ def load_tokenizer(settings: TokenizeSettings):
 
 def arithmetic_of(tok) -> dict[str, Any]:
     """How a tokenizer computes, as token stats record it: codes made otherwise may differ by
-    rounding (precision, compile, tuned kernels, GroupNorm from per-channel statistics)."""
-    return {"precision": getattr(tok, "precision", "fp32"), "tuned_kernels": bool(getattr(tok, "tune_kernels", False)),
-            "compiled": bool(getattr(tok, "compile", False)),
-            "channel_statistics": bool(getattr(tok, "channel_statistics", False))}
+    rounding (precision, compile, tuned kernels, GroupNorm from per-channel statistics; on CPU the
+    torch threads of a forward and the images in it, which split its sums otherwise)."""
+    arithmetic = {"precision": getattr(tok, "precision", "fp32"),
+                  "tuned_kernels": bool(getattr(tok, "tune_kernels", False)),
+                  "compiled": bool(getattr(tok, "compile", False)),
+                  "channel_statistics": bool(getattr(tok, "channel_statistics", False))}
+    if getattr(getattr(tok, "device", None), "type", "cpu") == "cpu":
+        arithmetic.update(cpu_forward(tok))
+    return arithmetic
+
+
+CPU_FIELDS = ("threads", "batch_size")  # what a CPU forward's rounding depends on beyond the above
+
+
+def cpu_forward(tok) -> dict[str, Any]:
+    """The torch threads each CPU forward runs on (they split its sums) and, eager, the images a
+    batch holds (the forwards it is cut into: compiled codes did not move with it; the cut also
+    depends on the image and model size, which the build and tokenizer hashes cover). Neither was
+    recorded nor compared: a rerun with threads=3 kept a threads=1 build's shards (a fresh encode
+    differed by 1 code of 9,728)."""
+    forward = {"threads": getattr(tok, "threads_per_stream", None)}
+    if not getattr(tok, "compile", False):
+        forward["batch_size"] = getattr(tok, "batch_size", None)
+    return forward
 
 
 def recorded_arithmetic(stats: dict[str, Any]) -> dict[str, Any]:
     """`arithmetic_of` as a token shard's stats recorded it (older stats: fp32, untuned, eager,
-    torch's GroupNorm)."""
+    torch's GroupNorm; the CPU fields only where recorded, so a CPU tokenizer redoes those once)."""
     return {"precision": stats.get("precision", "fp32"), "tuned_kernels": bool(stats.get("tuned_kernels", False)),
             "compiled": bool(stats.get("compiled", False)),
-            "channel_statistics": bool(stats.get("channel_statistics", False))}
+            "channel_statistics": bool(stats.get("channel_statistics", False)),
+            **{k: stats[k] for k in CPU_FIELDS if k in stats}}
 
 
 def arithmetic_label(arithmetic: dict[str, Any]) -> str:
     return (arithmetic["precision"] + (" compiled" if arithmetic.get("compiled") else "")
             + (" with tuned kernels" if arithmetic["tuned_kernels"] else "")
-            + (" with per-channel GroupNorm statistics" if arithmetic.get("channel_statistics") else ""))
+            + (" with per-channel GroupNorm statistics" if arithmetic.get("channel_statistics") else "")
+            + (f" on {arithmetic['threads']} CPU threads" if arithmetic.get("threads") else "")
+            + (f" in batches of {arithmetic['batch_size']}" if arithmetic.get("batch_size") else ""))
 
 
 def decode_pool() -> DaemonPool:
