@@ -511,3 +511,35 @@ def test_cpu_threads_and_batch_size_are_recorded_and_a_change_re_encodes(mini_bu
         assert sorted((t["threads"], t["batch_size"], t["shards"]) for t in made_by)[-1] == (3, 2, 1)
     finally:
         torch.set_num_threads(kept)
+
+
+def test_export_jsonl_refuses_shards_of_two_tokenizers_naming_them(mini_build, tmp_path, capsys):
+    """A --retokenize with another tokenizer killed after its first shard leaves shards of two
+    tokenizers: export-jsonl wrote them into one file without a word (the trainer refuses that
+    mix). Now it names each tokenizer and its shards, and writes nothing."""
+    import shutil
+
+    from tokenizer import TINY, Tokenizer, build, save
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.tokenize_stage import committed_rendered, tokenize_shard
+
+    config, _ = mini_build
+    out = tmp_path / "out"
+    shutil.copytree(config.output, out)
+    save(build(TINY, seed=1), tmp_path / "tiny-seed1")
+    other = Tokenizer.from_pretrained(tmp_path / "tiny-seed1", batch_size=8, threads=1)
+    stats = min(committed_rendered(str(out), config.content_hash()), key=lambda s: s["sentences"])
+    tokenize_shard(str(out), stats, other, config.content_hash())
+    odd = str(out / "tokens" / stats["source"] / stats["split"] / stats["tar"].replace(".tar", ".arrow"))
+    shards = find_shards(str(out / "tokens"))
+    first = read_token_shard(shards[0] if shards[0] != odd else shards[1])[1]
+    target = tmp_path / "all.jsonl"
+    assert main(["export-jsonl", str(out / "tokens"), "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the shards come from 2 tokenizers, whose codes mean other images: "
+                          f"'tiny-seed1' (hash {other.tokenizer_hash[:16]}, 8192 codes, 16 tokens per image): "
+                          f"1 shard ({odd}); 'tiny-seed0' (hash {first.tokenizer_hash[:16]}, "), err
+    assert f": {len(shards) - 1} shards (" in err and not target.exists()
+    rest = [p for p in shards if p != odd]
+    assert main(["export-jsonl", *rest, "--out", str(target)]) == 0  # one tokenizer's shards: written
+    assert len(target.read_text().splitlines()) == sum(read_token_shard(p)[0].num_rows for p in rest)
