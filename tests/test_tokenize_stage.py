@@ -118,7 +118,7 @@ def test_a_compiled_tokenizer_is_recorded_and_agrees(mini_build, tmp_path):
                                          compile=True)
     assert not compiled.channels_last  # what the build makes of this checkpoint
     written = tokenize_shard(str(out), stats, compiled, config.content_hash())
-    assert not written["skipped"] and written["compiled"] and arithmetic_label(written) == "fp32 compiled on 1 CPU threads"
+    assert not written["skipped"] and written["compiled"] and arithmetic_label(written) == "fp32 compiled on 1 CPU thread"
     now = read_token_shard(str(path))[0]
     a = np.concatenate([sentence_tokens(before, i) for i in range(before.num_rows)])
     b = np.concatenate([sentence_tokens(now, i) for i in range(now.num_rows)])

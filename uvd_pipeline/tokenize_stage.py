@@ -154,7 +154,8 @@ def arithmetic_label(arithmetic: dict[str, Any]) -> str:
     return (arithmetic["precision"] + (" compiled" if arithmetic.get("compiled") else "")
             + (" with tuned kernels" if arithmetic["tuned_kernels"] else "")
             + (" with per-channel GroupNorm statistics" if arithmetic.get("channel_statistics") else "")
-            + (f" on {arithmetic['threads']} CPU threads" if arithmetic.get("threads") else "")
+            + (f" on {arithmetic['threads']} CPU thread{'s' if arithmetic['threads'] != 1 else ''}"
+               if arithmetic.get("threads") else "")
             + (f" in batches of {arithmetic['batch_size']}" if arithmetic.get("batch_size") else ""))
 
 
