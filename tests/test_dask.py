@@ -35,20 +35,43 @@ def test_dask_config_fails_early_naming_the_field(beam, message, tmp_path):
         load_config(str(path))
 
 
+def _with_flags(path: Path, *flags: str):
+    """The config `uvd build PATH FLAGS` runs (the CLI's own parsing and overrides)."""
+    from uvd_pipeline.cli import build_overrides, parser
+
+    return load_config(str(path), build_overrides(parser().parse_args(["build", str(path), *flags])))
+
+
 def test_dask_options_and_cli_runner_override(tmp_path):
     from uvd_pipeline.build import pipeline_options
-    from uvd_pipeline.cli import with_runner
 
-    config = load_config(str(write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "out", "embedded")))
-    dask = with_runner(config, "dask")
+    path = write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "out", "embedded")
+    config = load_config(str(path))
+    dask = _with_flags(path, "--runner", "dask")
     assert dask.beam.is_dask and not dask.beam.local
     assert dask.beam.dask_settings.workers == 2 and dask.beam.dask_settings.memory_limit == "auto"
     from apache_beam.runners.dask.dask_runner import DaskOptions
 
     options = pipeline_options(dask, dask_address="tcp://127.0.0.1:8786").view_as(DaskOptions)
     assert options.address == "tcp://127.0.0.1:8786" and options.partition_size == 1
-    assert with_runner(dask, "DirectRunner").beam.dask is None
     assert dask.content_hash() == config.content_hash()  # the runner never changes what is built
+
+
+def test_cli_runner_is_set_before_the_set_options_are_judged(tmp_path):
+    """`--runner` was applied after the file and its --set options were validated: `--runner dask
+    --set beam.dask.workers=1` was refused as if the runner were DirectRunner. Now the runner comes
+    first; a file's beam.dask section is dropped for another runner, a --set of one refused."""
+    path = write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "out", "embedded")
+    one = _with_flags(path, "--runner", "dask", "--set", "beam.dask.workers=1")
+    assert one.beam.is_dask and one.beam.dask_settings.workers == 1
+    on_dask = write_config(tmp_path / "d.yaml", tmp_path, tmp_path / "out", "embedded", runner="dask",
+                           dask={"workers": 3})
+    assert _with_flags(on_dask, "--runner", "DirectRunner").beam.dask is None
+    assert _with_flags(on_dask, "--runner", "dask").beam.dask_settings.workers == 3
+    with pytest.raises(ConfigError, match="dask: is read only with runner: dask"):
+        _with_flags(path, "--runner", "DirectRunner", "--set", "beam.dask.workers=1")
+    with pytest.raises(ConfigError, match="--set beam.runner and a flag both set beam.runner"):
+        _with_flags(path, "--runner", "dask", "--set", "beam.runner=dask")
 
 
 @pytest.mark.parametrize("dask, groupings", [

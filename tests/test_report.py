@@ -175,7 +175,7 @@ def test_report_tokenizer_section(report_build, report_written, report_data):
     page = Path(paths["html"]).read_text()
     shards = len(list(Path(config.output, "tokens").rglob("*.arrow")))
     assert [(t["precision"], t["tuned_kernels"], t["shards"]) for t in section["made_by"]] == [("fp32", False, shards)]
-    assert f"token shards computed: {shards} in fp32." in page
+    assert f"token shards computed: {shards} in fp32 on 1 CPU thread in batches of 8." in page
     assert set(section["reconstruction"]) == {"web", "inet", "clips"}
     for name in (section["usage_plot"], *(r["sheet"] for r in section["reconstruction"].values())):
         with Image.open(report_dir / name) as image:

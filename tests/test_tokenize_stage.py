@@ -29,7 +29,7 @@ def test_token_shards_hold_the_codes_of_the_rendered_images(mini_build):
     checked = 0
     for path in shards:
         table, meta = read_token_shard(path)
-        assert meta.tokenizer_hash == tok.weights_hash and meta.tokens_per_image == 16
+        assert meta.tokenizer_hash == tok.tokenizer_hash and meta.tokens_per_image == 16
         assert meta.image_size == 64 and meta.config_hash == config.content_hash()
         tar = str(Path(path.replace("/tokens/", "/rendered/")).with_suffix(".tar"))
         for index, sentence in enumerate(iter_shard(tar)):
@@ -39,9 +39,10 @@ def test_token_shards_hold_the_codes_of_the_rendered_images(mini_build):
             assert np.array_equal(sentence_tokens(table, index), expected)
             checked += 1
     assert checked == summary["totals"]["sentences"]
-    assert summary["tokens"]["tokenizers"] == [{"name": "tiny-seed0", "weights_hash": tok.weights_hash,
+    assert summary["tokens"]["tokenizers"] == [{"name": "tiny-seed0", "weights_hash": tok.tokenizer_hash,
                                                   "precision": "fp32", "tuned_kernels": False,
-                                                  "compiled": False, "channel_statistics": False, "shards": len(shards)}]
+                                                  "compiled": False, "channel_statistics": False, "threads": 1,
+                                                  "batch_size": 8, "shards": len(shards)}]
 
 
 def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
@@ -54,14 +55,16 @@ def test_retokenize_with_another_tokenizer(mini_build, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(config.output, out)
     other = tmp_path / "tiny-seed1"
-    new_hash = save(build(TINY, seed=1), other)
+    from tokenizer.checkpoint import read_config, tokenizer_hash
+
+    new_hash = tokenizer_hash(save(build(TINY, seed=1), other), read_config(other))
     moved = config.model_copy(update={"output": str(out), "tokenizer": config.tokenizer.model_copy(
         update={"checkpoint": str(other)})})
     rendered_before = sorted(p.stat().st_mtime_ns for p in (out / "rendered").rglob("*.tar"))
     result = run_build(moved, retokenize=True).summary
     assert result["tokens"]["tokenizers"] == [{"name": "tiny-seed1", "weights_hash": new_hash, "precision": "fp32",
                                                    "tuned_kernels": False, "compiled": False,
-                                                   "channel_statistics": False,
+                                                   "channel_statistics": False, "threads": 1, "batch_size": 8,
                                                    "shards": summary["totals"]["shards"]}]
     assert sorted(p.stat().st_mtime_ns for p in (out / "rendered").rglob("*.tar")) == rendered_before
     for path in find_shards(str(out / "tokens")):
@@ -115,7 +118,7 @@ def test_a_compiled_tokenizer_is_recorded_and_agrees(mini_build, tmp_path):
                                          compile=True)
     assert not compiled.channels_last  # what the build makes of this checkpoint
     written = tokenize_shard(str(out), stats, compiled, config.content_hash())
-    assert not written["skipped"] and written["compiled"] and arithmetic_label(written) == "fp32 compiled"
+    assert not written["skipped"] and written["compiled"] and arithmetic_label(written) == "fp32 compiled on 1 CPU thread"
     now = read_token_shard(str(path))[0]
     a = np.concatenate([sentence_tokens(before, i) for i in range(before.num_rows)])
     b = np.concatenate([sentence_tokens(now, i) for i in range(now.num_rows)])
@@ -420,3 +423,123 @@ def test_a_batch_decodes_the_same_on_the_shared_pool_and_refuses_what_is_not_its
         for use in (None, pool):
             with pytest.raises(ValueError, match=why):
                 decode_batch(pngs[:20] + [bad] + pngs[20:], use)
+
+
+def test_an_edited_tokenizer_config_re_encodes_and_is_recorded(mini_build, tmp_path):
+    """codebook_l2_norm changes the codes but no weight: a shard made before the edit was kept as
+    current (the weights hash alone was compared and recorded). The recorded hash now covers
+    config.json: the shard is redone, and says so; one an earlier version wrote (its hash the
+    weights' alone) is still this tokenizer's to read, and is re-encoded once."""
+    import json
+    import shutil
+
+    from tokenizer import Tokenizer
+    from uvd_pipeline.tokenize_stage import committed_rendered, tokenize_shard
+
+    config, _ = mini_build
+    out, folder = tmp_path / "out", tmp_path / "tokA"
+    shutil.copytree(config.output, out)
+    shutil.copytree(config.tokenizer.checkpoint, folder)
+    stats = min(committed_rendered(str(out), config.content_hash()), key=lambda s: s["sentences"])
+    arrow = out / "tokens" / stats["source"] / stats["split"] / stats["tar"].replace(".tar", ".arrow")
+    before = read_token_shard(str(arrow))
+    tok = Tokenizer.from_pretrained(folder, batch_size=8, threads=1)
+    assert tokenize_shard(str(out), stats, tok, config.content_hash())["skipped"]  # the same weights and config
+
+    raw = json.loads((folder / "config.json").read_text())
+    raw["codebook_l2_norm"] = False
+    (folder / "config.json").write_text(json.dumps(raw))
+    edited = Tokenizer.from_pretrained(folder, batch_size=8, threads=1)
+    assert edited.weights_hash == tok.weights_hash and edited.tokenizer_hash != tok.tokenizer_hash
+    written = tokenize_shard(str(out), stats, edited, config.content_hash())
+    assert not written["skipped"] and written["tokenizer_hash"] == edited.tokenizer_hash
+    assert written["tokenizer_weights_hash"] == tok.weights_hash
+    table, meta = read_token_shard(str(arrow))
+    assert meta.tokenizer_hash == edited.tokenizer_hash != before[1].tokenizer_hash
+    tar = str(out / "rendered" / stats["source"] / stats["split"] / stats["tar"])
+    fresh = np.concatenate([edited.encode(np.stack([decode_png(p) for p in s.images])).reshape(-1)
+                            for s in iter_shard(tar)])
+    now = np.concatenate([sentence_tokens(table, i) for i in range(table.num_rows)])
+    old = np.concatenate([sentence_tokens(before[0], i) for i in range(before[0].num_rows)])
+    assert np.array_equal(now, fresh) and not np.array_equal(old, fresh)
+
+    # a shard of an earlier version recorded the weights hash alone: readable as this tokenizer's, redone on a rerun
+    stats_file = arrow.with_suffix(".stats.json")
+    recorded = json.loads(stats_file.read_text())
+    recorded["tokenizer_hash"] = edited.weights_hash
+    stats_file.write_text(json.dumps(recorded))
+    assert edited.made(edited.weights_hash) and edited.made(edited.tokenizer_hash) and not edited.made(tok.tokenizer_hash)
+    assert not tokenize_shard(str(out), stats, edited, config.content_hash())["skipped"]
+    assert tokenize_shard(str(out), stats, edited, config.content_hash())["skipped"]
+
+
+def test_cpu_threads_and_batch_size_are_recorded_and_a_change_re_encodes(mini_build, tmp_path):
+    """On CPU the torch threads split a convolution's sums and, eager, the batch cuts the forwards:
+    codes differ by rounding at near ties. Neither was recorded nor compared: `--retokenize --set
+    tokenizer.threads=3` over a threads=1 build kept every shard. Now each is recorded, a change
+    re-encodes (the codes then a fresh encode's) and the same settings skip."""
+    import shutil
+
+    import torch
+
+    from tokenizer import Tokenizer
+    from uvd_pipeline.tokenize_stage import arithmetic_label, committed_rendered, summarize_tokens, tokenize_shard
+
+    config, _ = mini_build
+    out = tmp_path / "out"
+    shutil.copytree(config.output, out)
+    stats = min(committed_rendered(str(out), config.content_hash()), key=lambda s: s["sentences"])
+    arrow = out / "tokens" / stats["source"] / stats["split"] / stats["tar"].replace(".tar", ".arrow")
+    tar = str(out / "rendered" / stats["source"] / stats["split"] / stats["tar"])
+    kept = torch.get_num_threads()
+    try:
+        build = Tokenizer.from_pretrained(config.tokenizer.checkpoint, batch_size=8, threads=1)
+        recorded = tokenize_shard(str(out), stats, build, config.content_hash())
+        assert recorded["skipped"] and (recorded["threads"], recorded["batch_size"]) == (1, 8)
+        for threads, batch_size in ((3, 8), (3, 2)):
+            tok = Tokenizer.from_pretrained(config.tokenizer.checkpoint, batch_size=batch_size, threads=threads)
+            written = tokenize_shard(str(out), stats, tok, config.content_hash())
+            assert not written["skipped"] and (written["threads"], written["batch_size"]) == (threads, batch_size)
+            assert arithmetic_label(written) == f"fp32 on {threads} CPU threads in batches of {batch_size}"
+            table = read_token_shard(str(arrow))[0]
+            images = [decode_png(p) for s in iter_shard(tar) for p in s.images]
+            fresh = np.concatenate([tok.encode(np.stack(images[i:i + batch_size])).reshape(-1)
+                                    for i in range(0, len(images), batch_size)])
+            assert np.array_equal(np.concatenate([sentence_tokens(table, i) for i in range(table.num_rows)]), fresh)
+            assert tokenize_shard(str(out), stats, tok, config.content_hash())["skipped"]
+        made_by = summarize_tokens(str(out), config.content_hash())["tokenizers"]
+        assert sorted((t["threads"], t["batch_size"], t["shards"]) for t in made_by)[-1] == (3, 2, 1)
+    finally:
+        torch.set_num_threads(kept)
+
+
+def test_export_jsonl_refuses_shards_of_two_tokenizers_naming_them(mini_build, tmp_path, capsys):
+    """A --retokenize with another tokenizer killed after its first shard leaves shards of two
+    tokenizers: export-jsonl wrote them into one file without a word (the trainer refuses that
+    mix). Now it names each tokenizer and its shards, and writes nothing."""
+    import shutil
+
+    from tokenizer import TINY, Tokenizer, build, save
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.tokenize_stage import committed_rendered, tokenize_shard
+
+    config, _ = mini_build
+    out = tmp_path / "out"
+    shutil.copytree(config.output, out)
+    save(build(TINY, seed=1), tmp_path / "tiny-seed1")
+    other = Tokenizer.from_pretrained(tmp_path / "tiny-seed1", batch_size=8, threads=1)
+    stats = min(committed_rendered(str(out), config.content_hash()), key=lambda s: s["sentences"])
+    tokenize_shard(str(out), stats, other, config.content_hash())
+    odd = str(out / "tokens" / stats["source"] / stats["split"] / stats["tar"].replace(".tar", ".arrow"))
+    shards = find_shards(str(out / "tokens"))
+    first = read_token_shard(shards[0] if shards[0] != odd else shards[1])[1]
+    target = tmp_path / "all.jsonl"
+    assert main(["export-jsonl", str(out / "tokens"), "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the shards come from 2 tokenizers, whose codes mean other images: "
+                          f"'tiny-seed1' (hash {other.tokenizer_hash[:16]}, 8192 codes, 16 tokens per image): "
+                          f"1 shard ({odd}); 'tiny-seed0' (hash {first.tokenizer_hash[:16]}, "), err
+    assert f": {len(shards) - 1} shards (" in err and not target.exists()
+    rest = [p for p in shards if p != odd]
+    assert main(["export-jsonl", *rest, "--out", str(target)]) == 0  # one tokenizer's shards: written
+    assert len(target.read_text().splitlines()) == sum(read_token_shard(p)[0].num_rows for p in rest)

@@ -354,8 +354,8 @@ def _record_of(folder: Path) -> dict:
     from tokenizer.codec import Tokenizer
 
     tok = Tokenizer.from_pretrained(folder, device="cpu")
-    return {"name": tok.name, "hash": tok.weights_hash, "codebook_size": tok.codebook_size,
-            "tokens_per_image": tok.tokens_per_image}
+    return {"name": tok.name, "hash": tok.tokenizer_hash, "codebook_size": tok.codebook_size,
+            "tokens_per_image": tok.tokens_per_image, "weights_hash": tok.weights_hash}
 
 
 def test_a_tokenizer_other_than_the_one_the_checkpoint_records_is_refused(tmp_path: Path, tiny_tokenizer: Path,
@@ -400,6 +400,9 @@ def test_a_tokenizer_other_than_the_one_the_checkpoint_records_is_refused(tmp_pa
     assert main(["--checkpoint", str(tmp_path / "hf"), *base]) == 0
     err = capsys.readouterr().err
     assert f"note: {tmp_path / 'hf'} records no tokenizer" in err and right["hash"][:16] in err, err
+    # a model trained on shards of an earlier version: they recorded the weights hash alone
+    _trained_on(tmp_path / "older", {**right, "hash": right["weights_hash"]})
+    assert main(["--checkpoint", str(tmp_path / "older"), *base]) == 0
     _trained_on(tmp_path / "imported", {**right, "name": "vqgan-f16-8192-laion", "hash": "unknown"})
     assert main(["--checkpoint", str(tmp_path / "imported"), *base]) == 0  # import-jsonl's default: was refused
 

@@ -16,6 +16,7 @@ a checkpoint. `weights_hash` is the provenance id token shards record next to th
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -359,6 +360,26 @@ def weights_hash(source: VQGAN | Mapping[str, torch.Tensor]) -> str:
         if t.numel():  # the bytes as a buffer, not a copy (a copy would hold Python's lock throughout)
             digest.update(t.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
+
+
+# config.json fields that change no code a tokenizer gives (training losses only): left out of its id
+TRAINING_ONLY = ("commitment_cost", "dropout")
+
+
+def tokenizer_hash(weights: str, config: VQGANConfig) -> str:
+    """A tokenizer's id as token shards record it: sha256 over its `weights_hash` and its canonical
+    config.json (keys sorted, training-only fields left out). The weights alone were recorded: an
+    edited config.json that changes the encoding but no weight's shape (`codebook_l2_norm`) left
+    shards of the old encoding taken as current, under the same name and hash as new ones."""
+    fields = {k: v for k, v in config.to_dict().items() if k not in TRAINING_ONLY}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"uvd-tokenizer/1\n{weights}\n{canonical}".encode()).hexdigest()
+
+
+def made_by(recorded: str | None, weights: str, tokenizer: str) -> bool:
+    """Whether a shard's recorded hash is this tokenizer's: its `tokenizer_hash`, or its weights
+    hash alone (what shards recorded before; they stay readable, and are re-encoded on a rerun)."""
+    return recorded is not None and recorded in (tokenizer, weights)
 
 
 def embedded_checkpoint() -> str:

@@ -234,6 +234,15 @@ class Tokenizer:
         return self._hash
 
     @property
+    def tokenizer_hash(self) -> str:
+        """The id token shards record (`checkpoint.tokenizer_hash`): weights and config.json."""
+        return checkpoint.tokenizer_hash(self.weights_hash, self.config)
+
+    def made(self, recorded: str | None) -> bool:
+        """Whether shards recording `recorded` were made by this tokenizer (`checkpoint.made_by`)."""
+        return checkpoint.made_by(recorded, self.weights_hash, self.tokenizer_hash)
+
+    @property
     def codebook_size(self) -> int:
         return self.config.num_embeddings
 

@@ -101,8 +101,8 @@ def run_demo(build_output: str, tokenizer_path: str, *, steps: int = 300, seq_le
                                 "build with the tokenizer enabled first")
     _, meta = read_token_shard(shards[0])
     tok = Tokenizer.from_pretrained(tokenizer_path, device="cpu")
-    if tok.weights_hash != meta.tokenizer_hash:
-        raise UsageError(f"{tokenizer_path} (weights {tok.weights_hash}) is not the tokenizer of these shards "
+    if not tok.made(meta.tokenizer_hash):
+        raise UsageError(f"{tokenizer_path} (weights and config {tok.tokenizer_hash}) is not the tokenizer of these shards "
                          f"({meta.tokenizer_name}, weights {meta.tokenizer_hash}); pass the build's --tokenizer")
     folder = os.path.join(build_output, DEMO_DIR)
     run = os.path.join(folder, "run")

@@ -293,7 +293,8 @@ def check_flags(args: argparse.Namespace) -> tuple[torch.device, str]:
 
 def given_tokenizer(tokenizer) -> dict[str, object]:
     """A loaded `Tokenizer` as a checkpoint records the one its shards were made with."""
-    return {"name": tokenizer.name, "hash": tokenizer.weights_hash, "codebook_size": tokenizer.codebook_size,
+    return {"name": tokenizer.name, "hash": tokenizer.tokenizer_hash, "weights_hash": tokenizer.weights_hash,
+            "codebook_size": tokenizer.codebook_size,
             "tokens_per_image": tokenizer.tokens_per_image}
 
 

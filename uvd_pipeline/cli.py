@@ -63,8 +63,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     from uvd_pipeline.config import config_summary, load_config
 
     config = load_config(args.config, build_overrides(args))
-    if args.runner:
-        config = with_runner(config, args.runner)
     args.out = config.output  # the folder an operating system refusal without a file name is about
     logging.getLogger("uvd").info("build config:\n%s", config_summary(config))
     try:
@@ -230,27 +228,28 @@ def build_overrides(args: argparse.Namespace) -> dict:
         overrides["tokenizer.checkpoint"] = args.tokenizer if args.tokenizer == "embedded" else os.path.abspath(
             args.tokenizer)
     dotted = parse_set_options(args.set)
-    clash = sorted(overrides.keys() & dotted.keys())
+    runner = runner_overrides(args.runner) if args.runner else {}
+    clash = sorted((overrides.keys() | runner.keys()) & dotted.keys())
     if clash:
         raise ConfigError(f"--set {clash[0]} and a flag both set {clash[0]}; give one of them")
-    return {**dotted, **overrides}
+    return {**runner, **dotted, **overrides}  # --runner first: a --set beam.dask.X is read with it
 
 
-def with_runner(config, runner: str):
-    """The config with `beam.runner` replaced (validated again; a `beam.dask` section is dropped
-    for another runner)."""
+def runner_overrides(runner: str) -> dict:
+    """`--runner` as overrides set before the file is validated (`build_overrides`), the file's
+    `beam.dask` section dropped for another runner than dask. Applied after validation, a `--set
+    beam.dask.X` was judged against the file's runner: `--runner dask --set beam.dask.workers=1`
+    was refused as if the runner were DirectRunner. The name is checked first, the error naming
+    the flag."""
     from pydantic import ValidationError
 
     from uvd_pipeline.config import BeamConfig
 
-    fields = config.beam.model_dump()
-    if runner != "dask":
-        fields.pop("dask", None)
     try:
-        beam = BeamConfig.model_validate({**fields, "runner": runner})
+        BeamConfig.model_validate({"runner": runner})
     except ValidationError as exc:
         raise ConfigError(f"--runner {runner}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
-    return config.model_copy(update={"beam": beam})
+    return {"beam.runner": runner, **({} if runner == "dask" else {"beam.dask": lambda _section: None})}
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -53,7 +53,7 @@ class EarlyTokenizer:
             if tok.compile:  # the compile happens now, on the batch shape every later batch has
                 size = self.image_size
                 tok.encode(np.zeros((tok.batch_size, size, size, tok.config.num_channels), np.uint8))
-            tok.weights_hash  # every token shard records it: hashed now, while the build renders
+            tok.tokenizer_hash  # every token shard records it: hashed now, while the build renders
             self._tokenizer = tok
         except Exception as exc:  # noqa: BLE001 - the step loads it again and fails with its own error
             log.warning("early tokenizer: loading %s failed (%s); the Tokenize step loads it itself",

@@ -63,10 +63,10 @@ def tokenizer_section(output: str, report_dir: str,
     tok = build_tokenizer(output)
     if tok is None:
         return section
-    if tok.weights_hash != section["weights_hash"]:
+    if not tok.made(section["weights_hash"]):
         # the checkpoint the config names was retrained since: its decodings would not be these tokens'
         section["reconstruction_skipped"] = (f"the tokenizer at the build's checkpoint has weights "
-                                             f"{tok.weights_hash[:16]}, the tokens were made by "
+                                             f"{tok.tokenizer_hash[:16]}, the tokens were made by "
                                              f"{section['weights_hash'][:16]}")
         return section
     reconstruction, psnrs, ssims = {}, [], []

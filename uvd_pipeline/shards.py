@@ -510,10 +510,14 @@ def _not_an_input(out_path: str, shard_paths: list[str]) -> None:
 
 
 def export_jsonl(shard_paths: Iterable[str], out_path: str) -> int:
-    """Write every sentence of the shards as one JSONL line; returns the number of lines."""
+    """Write every sentence of the shards as one JSONL line; returns the number of lines. Shards
+    of more than one tokenizer are refused before anything is written (`shard_tokenizers`)."""
+    from uvd_pipeline.shard_tokenizers import check_one_tokenizer
+
     _writable_file(out_path)
     shard_paths = list(shard_paths)
     _not_an_input(out_path, shard_paths)
+    check_one_tokenizer(shard_paths)
     count = 0
     try:
         with open_atomic(out_path) as handle:

@@ -115,24 +115,48 @@ def load_tokenizer(settings: TokenizeSettings):
 
 def arithmetic_of(tok) -> dict[str, Any]:
     """How a tokenizer computes, as token stats record it: codes made otherwise may differ by
-    rounding (precision, compile, tuned kernels, GroupNorm from per-channel statistics)."""
-    return {"precision": getattr(tok, "precision", "fp32"), "tuned_kernels": bool(getattr(tok, "tune_kernels", False)),
-            "compiled": bool(getattr(tok, "compile", False)),
-            "channel_statistics": bool(getattr(tok, "channel_statistics", False))}
+    rounding (precision, compile, tuned kernels, GroupNorm from per-channel statistics; on CPU the
+    torch threads of a forward and the images in it, which split its sums otherwise)."""
+    arithmetic = {"precision": getattr(tok, "precision", "fp32"),
+                  "tuned_kernels": bool(getattr(tok, "tune_kernels", False)),
+                  "compiled": bool(getattr(tok, "compile", False)),
+                  "channel_statistics": bool(getattr(tok, "channel_statistics", False))}
+    if getattr(getattr(tok, "device", None), "type", "cpu") == "cpu":
+        arithmetic.update(cpu_forward(tok))
+    return arithmetic
+
+
+CPU_FIELDS = ("threads", "batch_size")  # what a CPU forward's rounding depends on beyond the above
+
+
+def cpu_forward(tok) -> dict[str, Any]:
+    """The torch threads each CPU forward runs on (they split its sums) and, eager, the images a
+    batch holds (the forwards it is cut into: compiled codes did not move with it; the cut also
+    depends on the image and model size, which the build and tokenizer hashes cover). Neither was
+    recorded nor compared: a rerun with threads=3 kept a threads=1 build's shards (a fresh encode
+    differed by 1 code of 9,728)."""
+    forward = {"threads": getattr(tok, "threads_per_stream", None)}
+    if not getattr(tok, "compile", False):
+        forward["batch_size"] = getattr(tok, "batch_size", None)
+    return forward
 
 
 def recorded_arithmetic(stats: dict[str, Any]) -> dict[str, Any]:
     """`arithmetic_of` as a token shard's stats recorded it (older stats: fp32, untuned, eager,
-    torch's GroupNorm)."""
+    torch's GroupNorm; the CPU fields only where recorded, so a CPU tokenizer redoes those once)."""
     return {"precision": stats.get("precision", "fp32"), "tuned_kernels": bool(stats.get("tuned_kernels", False)),
             "compiled": bool(stats.get("compiled", False)),
-            "channel_statistics": bool(stats.get("channel_statistics", False))}
+            "channel_statistics": bool(stats.get("channel_statistics", False)),
+            **{k: stats[k] for k in CPU_FIELDS if k in stats}}
 
 
 def arithmetic_label(arithmetic: dict[str, Any]) -> str:
     return (arithmetic["precision"] + (" compiled" if arithmetic.get("compiled") else "")
             + (" with tuned kernels" if arithmetic["tuned_kernels"] else "")
-            + (" with per-channel GroupNorm statistics" if arithmetic.get("channel_statistics") else ""))
+            + (" with per-channel GroupNorm statistics" if arithmetic.get("channel_statistics") else "")
+            + (f" on {arithmetic['threads']} CPU thread{'s' if arithmetic['threads'] != 1 else ''}"
+               if arithmetic.get("threads") else "")
+            + (f" in batches of {arithmetic['batch_size']}" if arithmetic.get("batch_size") else ""))
 
 
 def decode_pool() -> DaemonPool:
@@ -252,7 +276,7 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
         except ValueError as exc:  # as an unreadable rendered stats file: the shard is written again
             log.warning("damaged: %s: unreadable stats (%s); it is tokenized again", stats_uri, exc)
     if existing is not None:
-        if (existing.get("tokenizer_hash") == tok.weights_hash and existing.get("config_hash") == config_hash
+        if (existing.get("tokenizer_hash") == tok.tokenizer_hash and existing.get("config_hash") == config_hash
                 and recorded_arithmetic(existing) == arithmetic
                 and existing.get("rendered_sha256") == stats.get("tar_sha256")):  # a rewritten tar: redo
             # a committed token shard is small next to its tar: its digest is checked every time
@@ -262,7 +286,7 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
             log.warning("damaged: %s: %s; it is tokenized again", path, why)
     image_size = int(stats["image_size"])
     grid = image_size // tok.config.downsample_factor
-    meta = TokenShardMeta(tok.name, tok.weights_hash, tok.codebook_size, grid * grid, image_size, config_hash)
+    meta = TokenShardMeta(tok.name, tok.tokenizer_hash, tok.codebook_size, grid * grid, image_size, config_hash)
     headers: list[dict[str, Any]] = []
     pending: list[np.ndarray] = []
     owners: list[int] = []
@@ -305,7 +329,7 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
 
     check_held(output, run_id)  # the token shard, then its stats, within moments
     written = write_token_shard(path, rows, meta, extra_stats={"rendered": stats["tar"], "rendered_sha256": stats.get("tar_sha256"),
-                                                                  **arithmetic})
+                                                                  "tokenizer_weights_hash": tok.weights_hash, **arithmetic})
     if timings is not None:
         timings.update(wait=encoder.waited, read=encoded - started - encoder.waited,
                        write=time.perf_counter() - encoded)
