@@ -227,6 +227,27 @@ def test_cli_usage_errors_stay_one_line(tmp_path: Path, capsys):
         assert err.startswith(words) and err.count("\n") == 1, err
 
 
+def test_a_model_fitted_before_config_ids_evaluates_on_its_tokenizers_shards_made_now(tmp_path: Path, capsys):
+    """Shards now record a tokenizer id of its weights and its config, and the weights' own hash in
+    their stats (`tokenizer_weights_hash`); a model fitted on an earlier version's shards recorded
+    the weights' hash alone, and was refused on its own tokenizer's shards made since ("hash
+    differs"). Such shards are taken where their stats' weights hash is the recorded one, and
+    other weights are still refused."""
+    import json as json_module
+
+    run = tmp_path / "run"
+    _trained_on(run, META)  # records weights hash abc123, as shards of the earlier version did
+    for name, weights in (("same", "abc123"), ("other", "retrained")):
+        shard = _clips(tmp_path / name, dataclasses.replace(META, tokenizer_hash=f"config-id-of-{weights}"))
+        stats = shard.with_name(shard.name.replace(".arrow", ".stats.json"))
+        record = json_module.loads(stats.read_text())
+        stats.write_text(json_module.dumps({**record, "tokenizer_weights_hash": weights}))
+    assert main(["--checkpoint", str(run), "--data", str(tmp_path / "same"), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["--checkpoint", str(run), "--data", str(tmp_path / "other"), "--device", "cpu"]) == 2
+    assert "(hash differs)" in capsys.readouterr().err
+
+
 def test_a_split_no_shard_holds_is_refused_before_the_model_loads(tmp_path: Path, monkeypatch, capsys):
     """`--split val` on shards of train rows only loaded the model (minutes for a 7B), scored
     nothing and then said so (exit 1); now one line names the splits the shards hold, first."""

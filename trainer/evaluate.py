@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 from tokenizer.out_paths import make_parent, output_problem
 from tokenizer.progress import Progress
-from uvd_pipeline.shards import ShardDamaged, TokenShardMeta, find_shards, read_token_shard, sentence_tokens
+from uvd_pipeline.shards import (ShardDamaged, TokenShardMeta, find_shards, read_token_shard, sentence_tokens,
+                                 verify_token_shard)
 
 from .config import BOS_ID, CODEBOOK_SIZE, PAD_ID, TOKENS_PER_IMAGE, UsageError
 from .data import (check_same_tokenizer, check_token_layout, check_token_values, check_trained_tokenizer,
@@ -320,8 +321,14 @@ def check_split(paths: Sequence[str], split: str) -> None:
 
 def shards_tokenizer(paths: Sequence[str]) -> dict[str, Any]:
     """The tokenizer of the first shard, as a checkpoint records one (`iter_sentences` refuses any
-    other shard that differs from it); checked whole first, so damage is named as damage."""
-    return tokenizer_record(read_token_shard(paths[0])[1])
+    other shard that differs from it); checked whole first, so damage is named as damage. With
+    the weights' own hash where its stats record it: a model fitted on shards of an earlier version
+    recorded that hash alone, and the same tokenizer's shards now record one of weights and config."""
+    record = tokenizer_record(read_token_shard(paths[0])[1])
+    weights = verify_token_shard(paths[0], full=False).get("tokenizer_weights_hash")
+    if isinstance(weights, str) and weights:
+        record["weights_hash"] = weights
+    return record
 
 
 def check_tokenizer(checkpoint: str, paths: Sequence[str], shards: Mapping[str, Any]) -> dict[str, Any] | None:
