@@ -870,3 +870,28 @@ def test_verify_and_report_show_a_name_holding_terminal_escapes_as_codes(mini_co
 
 
 STRAY_WHY = "not a file of any committed shard (no stats file names it): a stray a glob reader would take"
+
+
+def test_verify_names_a_committed_shard_the_summary_leaves_out(mini_corpus, mini_build, tmp_path, capsys):
+    """A summary with one shard's row deleted and its total edited (999) passed `verify` as intact:
+    a shard it does not list was taken for a build stopped before its summary, and the counts went
+    unjudged. A finished output's summary lists every committed shard of its config; the shard left
+    out is named (the report names it too) and the exit code is 1."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    path = out / "summary.json"
+    edited = json.loads(path.read_text())
+    left_out = edited["shards"].pop()
+    edited["totals"]["sentences"] = 999
+    path.write_text(json.dumps(edited))
+    stats = out / "rendered" / left_out["source"] / left_out["split"] / left_out["tar"].replace(".tar", ".stats.json")
+    count = len(summary["shards"])
+    why = (f"committed, but summary.json does not list it (it lists {count - 1} of the {count} committed shards of "
+           "this config): edited since the build; run the same build command again: it writes it anew from the "
+           "committed shards")
+    assert main(["verify", "--quick", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"damaged: {stats}: {why}\n" in printed and "DAMAGED: 1 damaged files" in printed, printed
+    assert main(["report", str(out)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: damaged: {stats}: {why}; ")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from uvd_pipeline.integrity import token_file
-from uvd_pipeline.summary import CommittedShards
+from uvd_pipeline.summary import SUMMARY_FILE, CommittedShards
 from uvd_pipeline.tokenize_stage import TokenTotals
 
 REWRITE_HINT = "run the same build command again: it writes it anew from the committed shards"
@@ -43,7 +43,7 @@ class SummaryTally:
         self.tokens = TokenTotals()
         self.foreign: list[tuple[str, str]] = []  # (token shard, why it is none of this build's)
         self.rendered_places: set[tuple[str, str, str]] = set()  # every rendered shard's, set by `rendered_found`
-        self.unlisted = False  # a committed rendered shard of this config the summary does not list
+        self.unlisted: list[str] = []  # stats files of the intact rendered shards of this config it does not list
         try:
             self.listed = {(str(s["source"]), str(s["split"]), str(s["tar"]).split(".", 1)[0])
                            for s in summary["shards"]} if summary else set()
@@ -58,14 +58,24 @@ class SummaryTally:
         self.rendered_places = {_place(uri) for uri in stats_files}
 
     def add_rendered(self, uri: str, stats: dict[str, Any]) -> None:
-        """An intact rendered shard: counted when the summary lists it. One of this config it does not
-        list (a build stopped before its summary: the report names it) leaves the counts unjudged."""
+        """An intact rendered shard: counted when the summary lists it; one of this config it does not
+        list is kept for `unlisted_damage`."""
         if self.summary is None:
             return
         if _place(uri) in self.listed:
             self.rendered.add(uri, stats)
         elif stats.get("config_hash") == self.config_hash:
-            self.unlisted = True
+            self.unlisted.append(uri)
+
+    def unlisted_damage(self) -> list[tuple[str, str]]:
+        """(stats file, why) for each committed shard of this config the summary leaves out, in an
+        output no build holds: a finished build lists every one (a resumed build takes the summary
+        away before it changes a shard). One left out was taken as a build stopped before its summary
+        and the counts went unjudged: a row deleted beside an edited total passed as intact."""
+        listed, committed = len(self.rendered.rows), len(self.rendered.rows) + len(self.unlisted)
+        return [(uri, f"committed, but {SUMMARY_FILE} does not list it (it lists {listed} of the {committed} "
+                      f"committed shards of this config): edited since the build; {REWRITE_HINT}")
+                for uri in self.unlisted]
 
     def add_token(self, uri: str, stats: dict[str, Any]) -> None:
         """An intact token shard: one of this build's (its config, a shard the summary lists), or foreign."""
@@ -86,7 +96,7 @@ class SummaryTally:
         """What the summary counts otherwise than the stats (each field named), for an output whose
         shards are all intact (a damaged one's counts are off by the damage, reported already)."""
         summary = self.summary
-        if summary is None or self.unlisted:
+        if summary is None:
             return None
         problems: list[str] = []
 
