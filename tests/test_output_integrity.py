@@ -895,3 +895,34 @@ def test_verify_names_a_committed_shard_the_summary_leaves_out(mini_corpus, mini
     assert f"damaged: {stats}: {why}\n" in printed and "DAMAGED: 1 damaged files" in printed, printed
     assert main(["report", str(out)]) == 1
     assert capsys.readouterr().err.startswith(f"error: damaged: {stats}: {why}; ")
+
+
+def test_verify_names_the_counted_fields_deleted_from_the_summary(mini_corpus, mini_build, tmp_path, capsys):
+    """A summary whose `tokens` section was emptied and whose source lost by_split, by_kind and
+    rejects_by_reason passed `verify` (a field was held to the stats only when present), then the
+    report stopped on a KeyError. Each is named; an empty `tokens` section is right only where
+    `tokens/` holds no shard of the build."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    path = out / "summary.json"
+    edited = json.loads(path.read_text())
+    source = sorted(edited["sources"])[0]
+    edited["tokens"] = {}
+    for key in ("by_split", "by_kind", "rejects_by_reason"):
+        del edited["sources"][source][key]
+    path.write_text(json.dumps(edited))
+    assert main(["verify", "--quick", str(out)]) == 1
+    printed = capsys.readouterr().out
+    line = printed.splitlines()[0]
+    assert line.startswith(f"damaged: {path}: counts other than the committed shards', edited since the build: "
+                           f"sources.{source}.by_split absent (the committed shards' stats hold "), printed
+    for field in (f"sources.{source}.by_kind", f"sources.{source}.rejects_by_reason", "tokens.sources",
+                  "tokens.tokenizers"):
+        assert f"; {field} absent (the committed shards' stats hold " in line, line
+    assert main(["report", str(out)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: damaged: {path}: counts other than the committed shards'")
+    summary = {**summary, "tokens": {}}  # as a build of no tokens/ folder writes it
+    path.write_text(json.dumps(summary))
+    shutil.rmtree(out / "tokens")
+    assert main(["verify", "--quick", str(out)]) == 0, capsys.readouterr().out

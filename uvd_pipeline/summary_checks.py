@@ -28,6 +28,16 @@ def _place(uri: str) -> tuple[str, str, str]:
     return source, split, name.split(".", 1)[0]
 
 
+class _Absent:
+    """A field the summary does not hold: every counted one must be there (the report reads them all)."""
+
+    def __repr__(self) -> str:
+        return "absent"
+
+
+ABSENT = _Absent()
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
@@ -109,27 +119,27 @@ class SummaryTally:
         per_source = self.rendered.per_source
         totals = summary.get("totals") if isinstance(summary.get("totals"), dict) else {}
         for key in ("sentences", "images", "rejects"):
-            held(f"totals.{key}", totals.get(key), sum(entry[key] for entry in per_source.values()))
-        held("totals.shards", totals.get("shards"), len(self.rendered.rows))
+            held(f"totals.{key}", totals.get(key, ABSENT), sum(entry[key] for entry in per_source.values()))
+        held("totals.shards", totals.get("shards", ABSENT), len(self.rendered.rows))
         sources = summary.get("sources") if isinstance(summary.get("sources"), dict) else {}
         held("sources", sorted(sources), sorted(per_source))
         for name in sorted(set(sources) & set(per_source)):
             recorded, entry = sources[name], per_source[name]
-            for key in COUNTED:
-                if isinstance(recorded, dict) and key in recorded:
-                    found = {k: dict(v) for k, v in entry[key].items()} if key == "by_split" else entry[key]
-                    held(f"sources.{name}.{key}", recorded[key], dict(found) if isinstance(found, dict) else found)
+            recorded = recorded if isinstance(recorded, dict) else {}
+            for key in COUNTED:  # each one: a field deleted passed, then the report stopped on a KeyError
+                found = {k: dict(v) for k, v in entry[key].items()} if key == "by_split" else entry[key]
+                held(f"sources.{name}.{key}", recorded.get(key, ABSENT), dict(found) if isinstance(found, dict) else found)
         rows = {(r["source"], r["split"], r["shard"]): r for r in self.rendered.rows}
         for row in summary.get("shards") or []:
             found_row = rows.get((row.get("source"), row.get("split"), row.get("shard")))
             if found_row is not None:
                 for key, value in found_row.items():
                     held(f"shards[{row['source']}/{row['split']}/{row['shard']}].{key}", row.get(key), value)
-        if summary.get("tokens"):
-            tokens = self.tokens.summary()
-            recorded_tokens = summary["tokens"] if isinstance(summary["tokens"], dict) else {}
-            held("tokens.sources", recorded_tokens.get("sources"), tokens["sources"])
-            held("tokens.tokenizers", recorded_tokens.get("tokenizers"), tokens["tokenizers"])
+        tokens, recorded_tokens = self.tokens.summary(), summary.get("tokens", ABSENT)
+        if recorded_tokens != {} or tokens["sources"] or tokens["tokenizers"]:  # {}: a build of no tokens/ folder
+            recorded_tokens = recorded_tokens if isinstance(recorded_tokens, dict) else {}
+            held("tokens.sources", recorded_tokens.get("sources", ABSENT), tokens["sources"])
+            held("tokens.tokenizers", recorded_tokens.get("tokenizers", ABSENT), tokens["tokenizers"])
         if not problems:
             return None
         return f"counts other than the committed shards', edited since the build: {'; '.join(problems)}; {REWRITE_HINT}"
