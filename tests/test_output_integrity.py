@@ -926,3 +926,45 @@ def test_verify_names_the_counted_fields_deleted_from_the_summary(mini_corpus, m
     path.write_text(json.dumps(summary))
     shutil.rmtree(out / "tokens")
     assert main(["verify", "--quick", str(out)]) == 0, capsys.readouterr().out
+
+
+def test_verify_names_a_token_shard_of_an_earlier_tar_stale(mini_corpus, tiny_tokenizer, tmp_path, capsys):
+    """A rerun with --no-tokenize over grown input rewrote a rendered shard (another sha256, more
+    sentences) and left its token shard of the old tar: `verify` said intact, and the trainer would
+    train on the old sentences' codes. It is named stale with the command that tokenizes it again;
+    that build makes the output intact."""
+    import yaml
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.config import load_config
+
+    imagenet = tmp_path / "imagenet"
+    shutil.copytree(mini_corpus / "imagenet", imagenet)
+    out = tmp_path / "out"
+    config = {"version": 1, "output": str(out), "seed": 0, "image": {"size": 64}, "split": {"val_fraction": 0.0},
+              "dedup": {"enabled": False},  # the grown input is copies of its images
+              "sources": [{"name": "inet", "type": "imagenet", "path": str(imagenet), "num_shards": 1,
+                           "num_val_shards": 1}],
+              "tokenizer": {"checkpoint": str(tiny_tokenizer), "batch_size": 8, "threads": 1, "compile": False},
+              "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run_build(load_config(str(path)))
+    train = sorted(p for p in (imagenet / "train").iterdir() if p.is_dir())[-1]
+    for i, image in enumerate(sorted(train.iterdir())[:20]):
+        shutil.copy(image, train / f"{train.name}_grown{i}.JPEG")
+    run_build(load_config(str(path), {"tokenizer.enabled": False}))  # as `build --no-tokenize`
+    shard = out / "tokens" / "inet" / "train" / "inet-train-00000.arrow"
+    stats = json.loads(shard.with_name("inet-train-00000.stats.json").read_text())
+    tar = json.loads((out / "rendered" / "inet" / "train" / "inet-train-00000.stats.json").read_text())["tar_sha256"]
+    assert stats["rendered_sha256"] != tar
+    assert main(["verify", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert (f"damaged: {shard}: stale: made from a tar of sha256 {stats['rendered_sha256']}, rendered shard "
+            f"inet/train/inet-train-00000 is now {tar} (rewritten since, by a build that did not tokenize): the "
+            "trainer would take tokens of sentences the shard no longer holds; tokenize it again: run the same build "
+            "command without --no-tokenize (it re-encodes every token shard of a rewritten tar), or python -m "
+            "uvd_pipeline build CONFIG --retokenize\n") in printed, printed
+    run_build(load_config(str(path)))
+    assert main(["verify", str(out)]) == 0, capsys.readouterr().out

@@ -16,6 +16,8 @@ from uvd_pipeline.summary import SUMMARY_FILE, CommittedShards
 from uvd_pipeline.tokenize_stage import TokenTotals
 
 REWRITE_HINT = "run the same build command again: it writes it anew from the committed shards"
+STALE_HINT = ("tokenize it again: run the same build command without --no-tokenize (it re-encodes every token shard "
+              "of a rewritten tar), or python -m uvd_pipeline build CONFIG --retokenize")
 FOREIGN_HINT = ("the trainer's mixture and the report would take it as this build's; move it out of tokens/ "
                 "(import into a folder of its own)")
 COUNTED = ("sentences", "images", "rejects", "shards", "by_split", "by_kind", "by_kind_task", "rejects_by_reason",
@@ -53,6 +55,8 @@ class SummaryTally:
         self.tokens = TokenTotals()
         self.foreign: list[tuple[str, str]] = []  # (token shard, why it is none of this build's)
         self.rendered_places: set[tuple[str, str, str]] = set()  # every rendered shard's, set by `rendered_found`
+        self.tar_sha256: dict[tuple[str, str, str], Any] = {}  # intact rendered shard's place -> its tar's sha256
+        self.stale: list[tuple[str, str]] = []  # (token shard, why): made from an earlier tar of its rendered shard
         self.unlisted: list[str] = []  # stats files of the intact rendered shards of this config it does not list
         try:
             self.listed = {(str(s["source"]), str(s["split"]), str(s["tar"]).split(".", 1)[0])
@@ -70,6 +74,7 @@ class SummaryTally:
     def add_rendered(self, uri: str, stats: dict[str, Any]) -> None:
         """An intact rendered shard: counted when the summary lists it; one of this config it does not
         list is kept for `unlisted_damage`."""
+        self.tar_sha256[_place(uri)] = stats.get("tar_sha256")
         if self.summary is None:
             return
         if _place(uri) in self.listed:
@@ -88,10 +93,18 @@ class SummaryTally:
                 for uri in self.unlisted]
 
     def add_token(self, uri: str, stats: dict[str, Any]) -> None:
-        """An intact token shard: one of this build's (its config, a shard the summary lists), or foreign."""
+        """An intact token shard: one of this build's (its config, a shard the summary lists), or foreign;
+        stale when made from another tar than its rendered shard's (the intact ones are all added first)."""
+        shard = token_file(uri, stats).uri
+        tar = self.tar_sha256.get(_place(uri))
+        if tar is not None and stats.get("config_hash") == self.config_hash and stats.get("rendered_sha256") != tar:
+            # a rerun with --no-tokenize over grown input rewrote the tar: these tokens are of its old sentences
+            self.stale.append((shard, f"stale: made from a tar of sha256 {stats.get('rendered_sha256')}, "
+                                      f"rendered shard {'/'.join(_place(uri))} is now {tar} (rewritten since, by a "
+                                      f"build that did not tokenize): the trainer would take tokens of sentences "
+                                      f"the shard no longer holds; {STALE_HINT}"))
         if self.summary is None:
             return
-        shard = token_file(uri, stats).uri
         made = stats.get("config_hash")
         if made != self.config_hash:
             self.foreign.append((shard, f"a token shard of another configuration (config hash {_short(made)}, this "

@@ -442,7 +442,7 @@ def verify_output(output: str, quick: bool = False,
         strays = unclaimed_files(output, claimed, found[RENDERED_DIR] + found[TOKENS_DIR])
         for uri, why in missing_marks(output, read.get(SUMMARY_FILE, {})) + [(uri, _stray(uri)) for uri in strays]:
             damaged(uri, why)
-        for shard, why in tally.foreign + tally.unlisted_damage():
+        for shard, why in tally.foreign + tally.unlisted_damage() + (tally.stale if SUMMARY_FILE in read else []):
             damaged(shard, why)
         if SUMMARY_FILE in read:
             _check_merged(output, read[SUMMARY_FILE], shard_rejects, quick, mixture, damaged)
