@@ -332,21 +332,22 @@ def test_import_jsonl_of_no_sentence_writes_no_shard(tmp_path: Path, capsys, tex
 def test_import_jsonl_takes_sentence_ids_from_the_whole_file_name(tmp_path: Path, capsys):
     """Sentence ids took the file's name up to its first dot: part.a.jsonl and part.b.jsonl gave
     the same ids, .hidden.jsonl an empty middle, and a name's escape sequences and HTML went into
-    every id. Now the name less its last suffix, and a name ids cannot hold is refused."""
+    every id. Now the name less its last suffix. Names ids cannot hold as they are (`my data`,
+    `café`, `日本`, `train+val`) were then refused; each becomes a safe name with a hash of the whole
+    one (two made alike stay apart), and a name of safe characters (`_part`) is kept."""
     ids = {}
-    for name in ("part.a.jsonl", "part.b.jsonl"):
+    names = ("part.a.jsonl", "part.b.jsonl", "_part.jsonl", "my data.jsonl", "my_data.jsonl", "café.jsonl",
+             "日本.jsonl", "train+val.jsonl", ".hidden.jsonl", "\x1b[31m<b>x y.jsonl")
+    for name in names:
         (tmp_path / name).write_text(GOOD + "\n" + GOOD + "\n")
-        assert _import(capsys, tmp_path / name, tmp_path / (name + ".arrow"))[0] == 0
-        table, _ = read_token_shard(str(tmp_path / (name + ".arrow")))
+        assert _import(capsys, tmp_path / name, tmp_path / f"{len(ids)}.arrow")[0] == 0
+        table, _ = read_token_shard(str(tmp_path / f"{len(ids)}.arrow"))
         ids[name] = table.column("sentence_id").to_pylist()
-    assert ids == {"part.a.jsonl": ["jsonl-part.a-000000000", "jsonl-part.a-000000001"],
-                   "part.b.jsonl": ["jsonl-part.b-000000000", "jsonl-part.b-000000001"]}
-    for stem in (".hidden", "\x1b[31m<b>x y"):
-        jsonl = tmp_path / (stem + ".jsonl")
-        jsonl.write_text(GOOD + "\n")
-        code, err = _import(capsys, jsonl, tmp_path / "bad.arrow")
-        shown_path = str(jsonl).replace("\x1b", "\\u001b")
-        assert (code, err) == (2, f"error: {shown_path}: its name {stem!r} becomes every sentence id "
-                                  "({source}-NAME-LINE): rename the file to letters, digits, '.', '_' and '-' (a "
-                                  "letter or digit first, 100 at most)\n")
-    assert not (tmp_path / "bad.arrow").exists()
+    assert ids["part.a.jsonl"] == ["jsonl-part.a-000000000", "jsonl-part.a-000000001"]
+    assert ids["part.b.jsonl"] == ["jsonl-part.b-000000000", "jsonl-part.b-000000001"]
+    assert {name: got[1] for name, got in ids.items() if not name.startswith("part.")} == {
+        "_part.jsonl": "jsonl-_part-000000001", "my data.jsonl": "jsonl-my_data-b2167b0a-000000001",
+        "my_data.jsonl": "jsonl-my_data-000000001", "café.jsonl": "jsonl-caf_-850f7dc4-000000001",
+        "日本.jsonl": "jsonl-__-cf2abf0c-000000001", "train+val.jsonl": "jsonl-train_val-50e3c321-000000001",
+        ".hidden.jsonl": "jsonl-_hidden-16924190-000000001",
+        "\x1b[31m<b>x y.jsonl": "jsonl-__31m_b_x_y-c4e3c25d-000000001"}

@@ -528,19 +528,24 @@ def export_jsonl(shard_paths: Iterable[str], out_path: str) -> int:
     return count
 
 
-ID_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+ID_STEM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+SAFE_STEM_CHARS = 80  # of a name made safe, before its hash
 
 
 def import_stem(jsonl_path: str) -> str:
     """The middle of an import's sentence ids (`SOURCE-STEM-LINE`): its file's name without its last
-    suffix. Its name up to the first dot was taken: part.a.jsonl and part.b.jsonl gave the same
-    ids, .hidden.jsonl none, and a name's escape sequences and HTML went into every id. A name that
-    is not letters, digits, '.', '_' and '-' (100 at most, a letter or digit first) is refused."""
+    suffix (its name up to the first dot gave part.a.jsonl and part.b.jsonl the same ids). A name
+    of letters, digits, '.', '_' and '-' is kept as it is; in any other (`my data`, `café`, an
+    escape sequence, HTML) each other character becomes '_' and a hash of the whole name is added,
+    so two names made alike give other ids and an import's ids are the same on every run: such a
+    name was refused, and most people's files have one."""
     stem = os.path.splitext(os.path.basename(jsonl_path))[0]
-    if not ID_STEM.fullmatch(stem):
-        raise JsonlError(f"{jsonl_path}: its name {stem!r} becomes every sentence id ({{source}}-NAME-LINE): "
-                         "rename the file to letters, digits, '.', '_' and '-' (a letter or digit first, 100 at most)")
-    return stem
+    if ID_STEM.fullmatch(stem):
+        return stem
+    safe = ID_UNSAFE.sub("_", stem)[:SAFE_STEM_CHARS]
+    safe = "_" + safe[1:] if safe[:1] in ("", ".", "-") else safe  # no id of a hidden-file name, or '--'
+    return f"{safe}-{hashlib.sha256(os.fsencode(stem)).hexdigest()[:8]}"
 
 
 def import_jsonl(jsonl_path: str, meta: TokenShardMeta, out_path: str, source: str = "jsonl",
