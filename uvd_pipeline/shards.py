@@ -458,14 +458,25 @@ def max_line_bytes(tokens_per_image: int) -> int:
     return -(-MAX_SENTENCE_IMAGES * tokens_per_image * 4 // 3) * 4 + LINE_ROOM
 
 
+def _pipe(path: str) -> bool:
+    """Whether `path` (links followed) is a fifo or pipe: read as a stream, not refused as a device."""
+    import stat
+
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def _numbered_lines(path: str, tokens_per_image: int) -> Iterator[tuple[int, str]]:
     """(line number from 0, text) of each line that is not blank, each read within `max_line_bytes`;
-    a longer line (a 300 MB one took 690 MB to read), or one that is not UTF-8, is a `JsonlError` naming it. A fifo or device is
-    refused by its type before it is opened: /dev/zero was read as one line until memory ran out."""
+    a longer line (a 300 MB one took 690 MB to read), or one that is not UTF-8, is a `JsonlError` naming it. A device is
+    refused by its type before it is opened (/dev/zero was read as one line until memory ran out); a fifo or
+    pipe is read (`zcat x.jsonl.gz | import-jsonl /dev/stdin`): the line limit bounds what it holds."""
     from sources import fsio
 
     kind = fsio.special_at(path)
-    if kind:
+    if kind and not _pipe(path):
         raise JsonlError(f"{path} is {kind}, not a JSONL file; save what it gives to a file first")
     try:
         handle = open(path, "rb")
