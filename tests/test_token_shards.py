@@ -370,3 +370,16 @@ def test_import_jsonl_takes_sentence_ids_from_the_whole_file_name(tmp_path: Path
         "日本.jsonl": "jsonl-__-cf2abf0c-000000001", "train+val.jsonl": "jsonl-train_val-50e3c321-000000001",
         ".hidden.jsonl": "jsonl-_hidden-16924190-000000001",
         "\x1b[31m<b>x y.jsonl": "jsonl-__31m_b_x_y-c4e3c25d-000000001"}
+
+
+def test_import_jsonl_drops_a_utf8_bom_on_the_first_line(tmp_path: Path, capsys):
+    """A JSONL saved with a UTF-8 byte order mark (Notepad, PowerShell's Out-File) was refused:
+    'line 1: not JSON'. The mark is dropped from the first line; one inside a later line is no
+    JSON still."""
+    jsonl = tmp_path / "data.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + (GOOD + "\n" + GOOD + "\n").encode())
+    assert _import(capsys, jsonl, tmp_path / "x.arrow") == (0, "")
+    assert read_token_shard(str(tmp_path / "x.arrow"))[0].num_rows == 2
+    jsonl.write_bytes((GOOD + "\n").encode() + b"\xef\xbb\xbf" + (GOOD + "\n").encode())
+    code, err = _import(capsys, jsonl, tmp_path / "y.arrow")
+    assert (code, err) == (2, f"error: {jsonl} line 2: not JSON (Unexpected UTF-8 BOM (decode using utf-8-sig) at column 1)\n")

@@ -451,6 +451,7 @@ def check_import(meta: TokenShardMeta, out_path: str, source: str = "jsonl", kin
 MAX_SENTENCE_IMAGES = 64
 JSON_BLANK = " \t\r\n"  # JSON's whitespace: a line of other characters is no blank line but a bad one
 LINE_ROOM = 64 << 10
+UTF8_BOM = b"\xef\xbb\xbf"  # dropped from the first line: json refused it ('Unexpected UTF-8 BOM')
 
 
 def max_line_bytes(tokens_per_image: int) -> int:
@@ -491,6 +492,8 @@ def _numbered_lines(path: str, tokens_per_image: int) -> Iterator[tuple[int, str
                 raise JsonlError(f"{path} line {number + 1}: longer than {limit} bytes, the longest a sentence of "
                                  f"{MAX_SENTENCE_IMAGES} images of {tokens_per_image} codes takes; no line of "
                                  "token JSONL")
+            if number == 0 and data.startswith(UTF8_BOM):  # Notepad's and PowerShell's UTF-8 starts with one
+                data = data[len(UTF8_BOM):]
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
