@@ -383,3 +383,19 @@ def test_import_jsonl_drops_a_utf8_bom_on_the_first_line(tmp_path: Path, capsys)
     jsonl.write_bytes((GOOD + "\n").encode() + b"\xef\xbb\xbf" + (GOOD + "\n").encode())
     code, err = _import(capsys, jsonl, tmp_path / "y.arrow")
     assert (code, err) == (2, f"error: {jsonl} line 2: not JSON (Unexpected UTF-8 BOM (decode using utf-8-sig) at column 1)\n")
+
+
+def test_a_folder_whose_name_holds_glob_characters_is_read_whole(tmp_path: Path, capsys):
+    """`export-jsonl "br [v2]/tokens"` exported nothing (exit 2, no shards match): the folder's name
+    went into a glob, where `[v2]` is a character class; the trainer's `find_shards` found none
+    either. A folder's name is taken as it is."""
+    from uvd_pipeline.shards import find_shards
+
+    folder = tmp_path / "br [v2]" / "tokens" / "web" / "train"
+    folder.mkdir(parents=True)
+    shard = folder / "web-train-00000.arrow"
+    write_token_shard(str(shard), _rows(), META)
+    assert find_shards(str(tmp_path / "br [v2]" / "tokens")) == [str(shard)]
+    out = tmp_path / "all.jsonl"
+    assert _cli(capsys, "export-jsonl", str(tmp_path / "br [v2]" / "tokens"), "--out", str(out)) == (0, "")
+    assert len(out.read_text().splitlines()) == len(_rows())

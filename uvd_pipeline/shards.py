@@ -300,10 +300,17 @@ def _other_format(path: str) -> str:
     return ""
 
 
+def below_folder(pattern: str) -> str:
+    """A glob of every shard below `pattern` where it names a folder (its name escaped: a folder
+    `br [v2]` read as a character class matched nothing, and the export wrote no line), else itself."""
+    if os.path.isdir(pattern):
+        return os.path.join(globlib.escape(pattern), "**", "*" + ARROW_SUFFIX)
+    return pattern
+
+
 def find_shards(pattern: str) -> list[str]:
     """Committed token shards matching a glob (a folder means every shard below it)."""
-    if os.path.isdir(pattern):
-        pattern = os.path.join(pattern, "**", "*" + ARROW_SUFFIX)
+    pattern = below_folder(pattern)
     return sorted(p for p in globlib.glob(pattern, recursive=True) if p.endswith(ARROW_SUFFIX) and committed(p))
 
 
@@ -315,8 +322,7 @@ def export_shards(pattern: str) -> list[str]:
     writer's temporaries (`.tmp-` names) are left out."""
     from tokenizer.atomic import is_temporary
 
-    if os.path.isdir(pattern):
-        pattern = os.path.join(pattern, "**", "*" + ARROW_SUFFIX)
+    pattern = below_folder(pattern)
     paths = sorted(p for p in globlib.glob(pattern, recursive=True)
                    if p.endswith(ARROW_SUFFIX) and not is_temporary(p) and not os.path.isdir(p))
     for path in paths:
