@@ -968,3 +968,32 @@ def test_verify_names_a_token_shard_of_an_earlier_tar_stale(mini_corpus, tiny_to
             "uvd_pipeline build CONFIG --retokenize\n") in printed, printed
     run_build(load_config(str(path)))
     assert main(["verify", str(out)]) == 0, capsys.readouterr().out
+
+
+def test_export_of_a_build_still_writing_says_unfinished(mini_corpus, mini_build, tmp_path, capsys):
+    """A token shard renamed into place before its stats file (a build writing it, its lock held by
+    a live process): `export-jsonl` called it damaged, exit 1, where `verify` says UNFINISHED, exit
+    3. It says unfinished and exits 3; once the lock's process is gone it is damage again."""
+    from dataclasses import asdict, replace
+
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.output_lock import LockHolder
+    from uvd_pipeline.verify import UNFINISHED
+
+    _, out, _ = _copy(mini_corpus, mini_build, tmp_path)
+    shard = sorted((out / "tokens").rglob("*.arrow"))[0]
+    shard.with_name(shard.name.replace(".arrow", ".stats.json")).unlink()
+    holder = LockHolder.this_process()
+    (out / "_lock.json").write_text(json.dumps(asdict(holder)))
+    target = tmp_path / "all.jsonl"
+    assert main(["export-jsonl", str(out / "tokens"), "--out", str(target)]) == UNFINISHED
+    assert capsys.readouterr().err == (f"error: {out}: UNFINISHED: a build holds this output ({holder.describe()}); "
+                                       f"{shard} is not committed yet; export once the build is done\n")
+    assert main(["verify", "--quick", str(out)]) == UNFINISHED
+    capsys.readouterr()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / "_lock.json").write_text(json.dumps(asdict(replace(holder, pid=int(gone.stdout), pid_start=None))))
+    assert main(["export-jsonl", str(out / "tokens"), "--out", str(target)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: damaged: {shard}: its .stats.json file (the commit mark) is "
+                                              "missing")
+    assert not target.exists()
