@@ -1,5 +1,6 @@
 """`verify` holds `summary.json` to the stats files it checked: its counts (the report's numbers)
-must be the committed shards' own, and every token shard in `tokens/` must be one of this build's.
+must be the committed shards' own, every committed shard of its config listed, and every token shard
+in `tokens/` one of this build's, made from its rendered shard's tar as it is now.
 
 The build writes the summary from the stats; nothing read it back. An edited count (totals.sentences
 96 of 16) passed `verify` and the report printed it; a token shard imported into `tokens/` (another

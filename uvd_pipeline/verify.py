@@ -11,7 +11,8 @@ mark) is gone, and any file in `rendered/` or `tokens/` that no stats file names
 beside the committed ones, a folder no build wrote: a glob reader would take them) are damage too;
 these two need a finished build, so they are left out while a build holds the output; so is
 `summary.json` itself held to the stats (`summary_checks`: its counts, every committed shard of its
-config listed, and no token shard of another config or of no rendered shard in `tokens/`). Each damaged
+config listed, and no token shard of another config or of no rendered shard in `tokens/`, nor one
+made from an earlier tar of its rendered shard: stale). Each damaged
 file is printed with what is wrong, then one summary line; the exit code is 0 when the output is
 intact and its build finished, 1 when something is damaged, and `UNFINISHED` (3) when what is
 committed is intact but the build did not finish (no `summary.json`: killed or failed mid-build;
