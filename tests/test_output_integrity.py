@@ -997,3 +997,17 @@ def test_export_of_a_build_still_writing_says_unfinished(mini_corpus, mini_build
     assert capsys.readouterr().err.startswith(f"error: damaged: {shard}: its .stats.json file (the commit mark) is "
                                               "missing")
     assert not target.exists()
+
+
+def test_verify_shows_a_tab_in_a_name_as_a_shell_writes_it(mini_corpus, mini_build, tmp_path, capsys):
+    """A stray named with a tab and a newline was printed `a\\u0009b\\u000a.tar`: safe, yet hard to
+    read and to type back. Tab, newline and carriage return are shown as `\\t`, `\\n`, `\\r` (as
+    `$'...'` in a shell takes them); other control characters keep their code."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    first = summary["shards"][0]
+    folder = out / "rendered" / first["source"] / first["split"]
+    (folder / "a\tb\n\x07.tar").write_bytes(b"")
+    assert main(["verify", "--quick", str(out)]) == 1
+    assert f"damaged: {folder}/a\\tb\\n\\u0007.tar: {STRAY_WHY}\n" in capsys.readouterr().out
