@@ -870,3 +870,144 @@ def test_verify_and_report_show_a_name_holding_terminal_escapes_as_codes(mini_co
 
 
 STRAY_WHY = "not a file of any committed shard (no stats file names it): a stray a glob reader would take"
+
+
+def test_verify_names_a_committed_shard_the_summary_leaves_out(mini_corpus, mini_build, tmp_path, capsys):
+    """A summary with one shard's row deleted and its total edited (999) passed `verify` as intact:
+    a shard it does not list was taken for a build stopped before its summary, and the counts went
+    unjudged. A finished output's summary lists every committed shard of its config; the shard left
+    out is named (the report names it too) and the exit code is 1."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    path = out / "summary.json"
+    edited = json.loads(path.read_text())
+    left_out = edited["shards"].pop()
+    edited["totals"]["sentences"] = 999
+    path.write_text(json.dumps(edited))
+    stats = out / "rendered" / left_out["source"] / left_out["split"] / left_out["tar"].replace(".tar", ".stats.json")
+    count = len(summary["shards"])
+    why = (f"committed, but summary.json does not list it (it lists {count - 1} of the {count} committed shards of "
+           "this config): edited since the build; run the same build command again: it writes it anew from the "
+           "committed shards")
+    assert main(["verify", "--quick", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"damaged: {stats}: {why}\n" in printed and "DAMAGED: 1 damaged files" in printed, printed
+    assert main(["report", str(out)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: damaged: {stats}: {why}; ")
+
+
+def test_verify_names_the_counted_fields_deleted_from_the_summary(mini_corpus, mini_build, tmp_path, capsys):
+    """A summary whose `tokens` section was emptied and whose source lost by_split, by_kind and
+    rejects_by_reason passed `verify` (a field was held to the stats only when present), then the
+    report stopped on a KeyError. Each is named; an empty `tokens` section is right only where
+    `tokens/` holds no shard of the build."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    path = out / "summary.json"
+    edited = json.loads(path.read_text())
+    source = sorted(edited["sources"])[0]
+    edited["tokens"] = {}
+    for key in ("by_split", "by_kind", "rejects_by_reason"):
+        del edited["sources"][source][key]
+    path.write_text(json.dumps(edited))
+    assert main(["verify", "--quick", str(out)]) == 1
+    printed = capsys.readouterr().out
+    line = printed.splitlines()[0]
+    assert line.startswith(f"damaged: {path}: counts other than the committed shards', edited since the build: "
+                           f"sources.{source}.by_split absent (the committed shards' stats hold "), printed
+    for field in (f"sources.{source}.by_kind", f"sources.{source}.rejects_by_reason", "tokens.sources",
+                  "tokens.tokenizers"):
+        assert f"; {field} absent (the committed shards' stats hold " in line, line
+    assert main(["report", str(out)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: damaged: {path}: counts other than the committed shards'")
+    summary = {**summary, "tokens": {}}  # as a build of no tokens/ folder writes it
+    path.write_text(json.dumps(summary))
+    shutil.rmtree(out / "tokens")
+    assert main(["verify", "--quick", str(out)]) == 0, capsys.readouterr().out
+
+
+def test_verify_names_a_token_shard_of_an_earlier_tar_stale(mini_corpus, tiny_tokenizer, tmp_path, capsys):
+    """A rerun with --no-tokenize over grown input rewrote a rendered shard (another sha256, more
+    sentences) and left its token shard of the old tar: `verify` said intact, and the trainer would
+    train on the old sentences' codes. It is named stale with the command that tokenizes it again;
+    that build makes the output intact."""
+    import yaml
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.config import load_config
+
+    imagenet = tmp_path / "imagenet"
+    shutil.copytree(mini_corpus / "imagenet", imagenet)
+    out = tmp_path / "out"
+    config = {"version": 1, "output": str(out), "seed": 0, "image": {"size": 64}, "split": {"val_fraction": 0.0},
+              "dedup": {"enabled": False},  # the grown input is copies of its images
+              "sources": [{"name": "inet", "type": "imagenet", "path": str(imagenet), "num_shards": 1,
+                           "num_val_shards": 1}],
+              "tokenizer": {"checkpoint": str(tiny_tokenizer), "batch_size": 8, "threads": 1, "compile": False},
+              "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run_build(load_config(str(path)))
+    train = sorted(p for p in (imagenet / "train").iterdir() if p.is_dir())[-1]
+    for i, image in enumerate(sorted(train.iterdir())[:20]):
+        shutil.copy(image, train / f"{train.name}_grown{i}.JPEG")
+    run_build(load_config(str(path), {"tokenizer.enabled": False}))  # as `build --no-tokenize`
+    shard = out / "tokens" / "inet" / "train" / "inet-train-00000.arrow"
+    stats = json.loads(shard.with_name("inet-train-00000.stats.json").read_text())
+    tar = json.loads((out / "rendered" / "inet" / "train" / "inet-train-00000.stats.json").read_text())["tar_sha256"]
+    assert stats["rendered_sha256"] != tar
+    assert main(["verify", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert (f"damaged: {shard}: stale: made from a tar of sha256 {stats['rendered_sha256']}, rendered shard "
+            f"inet/train/inet-train-00000 is now {tar} (rewritten since, by a build that did not tokenize): the "
+            "trainer would take tokens of sentences the shard no longer holds; tokenize it again: run the same build "
+            "command without --no-tokenize (it re-encodes every token shard of a rewritten tar), or python -m "
+            "uvd_pipeline build CONFIG --retokenize\n") in printed, printed
+    run_build(load_config(str(path)))
+    assert main(["verify", str(out)]) == 0, capsys.readouterr().out
+
+
+def test_export_of_a_build_still_writing_says_unfinished(mini_corpus, mini_build, tmp_path, capsys):
+    """A token shard renamed into place before its stats file (a build writing it, its lock held by
+    a live process): `export-jsonl` called it damaged, exit 1, where `verify` says UNFINISHED, exit
+    3. It says unfinished and exits 3; once the lock's process is gone it is damage again."""
+    from dataclasses import asdict, replace
+
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.output_lock import LockHolder
+    from uvd_pipeline.verify import UNFINISHED
+
+    _, out, _ = _copy(mini_corpus, mini_build, tmp_path)
+    shard = sorted((out / "tokens").rglob("*.arrow"))[0]
+    shard.with_name(shard.name.replace(".arrow", ".stats.json")).unlink()
+    holder = LockHolder.this_process()
+    (out / "_lock.json").write_text(json.dumps(asdict(holder)))
+    target = tmp_path / "all.jsonl"
+    assert main(["export-jsonl", str(out / "tokens"), "--out", str(target)]) == UNFINISHED
+    assert capsys.readouterr().err == (f"error: {out}: UNFINISHED: a build holds this output ({holder.describe()}); "
+                                       f"{shard} is not committed yet; export once the build is done\n")
+    assert main(["verify", "--quick", str(out)]) == UNFINISHED
+    capsys.readouterr()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / "_lock.json").write_text(json.dumps(asdict(replace(holder, pid=int(gone.stdout), pid_start=None))))
+    assert main(["export-jsonl", str(out / "tokens"), "--out", str(target)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: damaged: {shard}: its .stats.json file (the commit mark) is "
+                                              "missing")
+    assert not target.exists()
+
+
+def test_verify_shows_a_tab_in_a_name_as_a_shell_writes_it(mini_corpus, mini_build, tmp_path, capsys):
+    """A stray named with a tab and a newline was printed `a\\u0009b\\u000a.tar`: safe, yet hard to
+    read and to type back. Tab, newline and carriage return are shown as `\\t`, `\\n`, `\\r` (as
+    `$'...'` in a shell takes them); other control characters keep their code."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    first = summary["shards"][0]
+    folder = out / "rendered" / first["source"] / first["split"]
+    (folder / "a\tb\n\x07.tar").write_bytes(b"")
+    assert main(["verify", "--quick", str(out)]) == 1
+    assert f"damaged: {folder}/a\\tb\\n\\u0007.tar: {STRAY_WHY}\n" in capsys.readouterr().out

@@ -602,7 +602,7 @@ def test_report_examples_name_the_source_and_show_a_newline_in_a_name(report_bui
     example = data["reject_examples"]["truncated"][0]
     example["input"] = "00000.tar:new\nline\t.jpg"
     page = render_html(data, {})
-    assert f"{example['source']}: 00000.tar:new\\u000aline\\u0009.jpg (" in page
+    assert f"{example['source']}: 00000.tar:new\\nline\\t.jpg (" in page
     assert "new\nline" not in page
 
 

@@ -277,12 +277,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export_jsonl(args: argparse.Namespace) -> int:
+    from uvd_pipeline.held_output import holding_build
     from uvd_pipeline.shards import export_jsonl, export_shards
+    from uvd_pipeline.verify import UNFINISHED
 
-    shards = [p for pattern in args.shards for p in export_shards(pattern)]
-    if not shards:
-        raise NotFound(f"no committed token shards match {', '.join(args.shards)}")
-    count = export_jsonl(shards, args.out)
+    try:
+        shards = [p for pattern in args.shards for p in export_shards(pattern)]
+        if not shards:
+            raise NotFound(f"no committed token shards match {', '.join(args.shards)}")
+        count = export_jsonl(shards, args.out)
+    except ShardDamaged as exc:  # a build writing it: unfinished, as verify says (exit 3), not damaged
+        held = holding_build(exc.path)
+        if held is None:
+            raise
+        print(shown(f"error: {held[0]}: UNFINISHED: a build holds this output ({held[1]}); {exc.path} is not "
+                    "committed yet; export once the build is done"), file=sys.stderr)
+        return UNFINISHED
     print(shown(f"wrote {count} sentences from {len(shards)} token shards to {args.out}"))
     return 0
 
@@ -388,7 +398,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--sentences", type=int, default=4, help="sentences per kind/task in the contact sheets (default 4)")
     r.set_defaults(func=cmd_report)
 
-    export_help = "token shards -> LVM/EasyLM JSONL ({'tokens': base64 int32})"
+    export_help = ("token shards -> LVM/EasyLM JSONL ({'tokens': base64 int32}) (exit 0 written, 1 damaged, 2 no "
+                   "shard or a bad --out, 3 unfinished: a build is writing the output the shards lie in)")
     e = sub.add_parser("export-jsonl", help=export_help, description=export_help)
     e.add_argument("shards", nargs="+", help="token shard files, globs or folders")
     e.add_argument("--out", required=True, help="the JSONL file to write (none of its inputs, no .arrow name)")

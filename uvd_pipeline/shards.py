@@ -300,10 +300,17 @@ def _other_format(path: str) -> str:
     return ""
 
 
+def below_folder(pattern: str) -> str:
+    """A glob of every shard below `pattern` where it names a folder (its name escaped: a folder
+    `br [v2]` read as a character class matched nothing, and the export wrote no line), else itself."""
+    if os.path.isdir(pattern):
+        return os.path.join(globlib.escape(pattern), "**", "*" + ARROW_SUFFIX)
+    return pattern
+
+
 def find_shards(pattern: str) -> list[str]:
     """Committed token shards matching a glob (a folder means every shard below it)."""
-    if os.path.isdir(pattern):
-        pattern = os.path.join(pattern, "**", "*" + ARROW_SUFFIX)
+    pattern = below_folder(pattern)
     return sorted(p for p in globlib.glob(pattern, recursive=True) if p.endswith(ARROW_SUFFIX) and committed(p))
 
 
@@ -315,8 +322,7 @@ def export_shards(pattern: str) -> list[str]:
     writer's temporaries (`.tmp-` names) are left out."""
     from tokenizer.atomic import is_temporary
 
-    if os.path.isdir(pattern):
-        pattern = os.path.join(pattern, "**", "*" + ARROW_SUFFIX)
+    pattern = below_folder(pattern)
     paths = sorted(p for p in globlib.glob(pattern, recursive=True)
                    if p.endswith(ARROW_SUFFIX) and not is_temporary(p) and not os.path.isdir(p))
     for path in paths:
@@ -451,6 +457,7 @@ def check_import(meta: TokenShardMeta, out_path: str, source: str = "jsonl", kin
 MAX_SENTENCE_IMAGES = 64
 JSON_BLANK = " \t\r\n"  # JSON's whitespace: a line of other characters is no blank line but a bad one
 LINE_ROOM = 64 << 10
+UTF8_BOM = b"\xef\xbb\xbf"  # dropped from the first line: json refused it ('Unexpected UTF-8 BOM')
 
 
 def max_line_bytes(tokens_per_image: int) -> int:
@@ -458,14 +465,25 @@ def max_line_bytes(tokens_per_image: int) -> int:
     return -(-MAX_SENTENCE_IMAGES * tokens_per_image * 4 // 3) * 4 + LINE_ROOM
 
 
+def _pipe(path: str) -> bool:
+    """Whether `path` (links followed) is a fifo or pipe: read as a stream, not refused as a device."""
+    import stat
+
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def _numbered_lines(path: str, tokens_per_image: int) -> Iterator[tuple[int, str]]:
     """(line number from 0, text) of each line that is not blank, each read within `max_line_bytes`;
-    a longer line (a 300 MB one took 690 MB to read), or one that is not UTF-8, is a `JsonlError` naming it. A fifo or device is
-    refused by its type before it is opened: /dev/zero was read as one line until memory ran out."""
+    a longer line (a 300 MB one took 690 MB to read), or one that is not UTF-8, is a `JsonlError` naming it. A device is
+    refused by its type before it is opened (/dev/zero was read as one line until memory ran out); a fifo or
+    pipe is read (`zcat x.jsonl.gz | import-jsonl /dev/stdin`): the line limit bounds what it holds."""
     from sources import fsio
 
     kind = fsio.special_at(path)
-    if kind:
+    if kind and not _pipe(path):
         raise JsonlError(f"{path} is {kind}, not a JSONL file; save what it gives to a file first")
     try:
         handle = open(path, "rb")
@@ -480,6 +498,8 @@ def _numbered_lines(path: str, tokens_per_image: int) -> Iterator[tuple[int, str
                 raise JsonlError(f"{path} line {number + 1}: longer than {limit} bytes, the longest a sentence of "
                                  f"{MAX_SENTENCE_IMAGES} images of {tokens_per_image} codes takes; no line of "
                                  "token JSONL")
+            if number == 0 and data.startswith(UTF8_BOM):  # Notepad's and PowerShell's UTF-8 starts with one
+                data = data[len(UTF8_BOM):]
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
@@ -532,19 +552,24 @@ def export_jsonl(shard_paths: Iterable[str], out_path: str) -> int:
     return count
 
 
-ID_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+ID_STEM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+SAFE_STEM_CHARS = 80  # of a name made safe, before its hash
 
 
 def import_stem(jsonl_path: str) -> str:
     """The middle of an import's sentence ids (`SOURCE-STEM-LINE`): its file's name without its last
-    suffix. Its name up to the first dot was taken: part.a.jsonl and part.b.jsonl gave the same
-    ids, .hidden.jsonl none, and a name's escape sequences and HTML went into every id. A name that
-    is not letters, digits, '.', '_' and '-' (100 at most, a letter or digit first) is refused."""
+    suffix (its name up to the first dot gave part.a.jsonl and part.b.jsonl the same ids). A name
+    of letters, digits, '.', '_' and '-' is kept as it is; in any other (`my data`, `café`, an
+    escape sequence, HTML) each other character becomes '_' and a hash of the whole name is added,
+    so two names made alike give other ids and an import's ids are the same on every run: such a
+    name was refused, and most people's files have one."""
     stem = os.path.splitext(os.path.basename(jsonl_path))[0]
-    if not ID_STEM.fullmatch(stem):
-        raise JsonlError(f"{jsonl_path}: its name {stem!r} becomes every sentence id ({{source}}-NAME-LINE): "
-                         "rename the file to letters, digits, '.', '_' and '-' (a letter or digit first, 100 at most)")
-    return stem
+    if ID_STEM.fullmatch(stem):
+        return stem
+    safe = ID_UNSAFE.sub("_", stem)[:SAFE_STEM_CHARS]
+    safe = "_" + safe[1:] if safe[:1] in ("", ".", "-") else safe  # no id of a hidden-file name, or '--'
+    return f"{safe}-{hashlib.sha256(os.fsencode(stem)).hexdigest()[:8]}"
 
 
 def import_jsonl(jsonl_path: str, meta: TokenShardMeta, out_path: str, source: str = "jsonl",

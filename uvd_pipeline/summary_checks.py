@@ -1,5 +1,6 @@
 """`verify` holds `summary.json` to the stats files it checked: its counts (the report's numbers)
-must be the committed shards' own, and every token shard in `tokens/` must be one of this build's.
+must be the committed shards' own, every committed shard of its config listed, and every token shard
+in `tokens/` one of this build's, made from its rendered shard's tar as it is now.
 
 The build writes the summary from the stats; nothing read it back. An edited count (totals.sentences
 96 of 16) passed `verify` and the report printed it; a token shard imported into `tokens/` (another
@@ -12,10 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from uvd_pipeline.integrity import token_file
-from uvd_pipeline.summary import CommittedShards
+from uvd_pipeline.summary import SUMMARY_FILE, CommittedShards
 from uvd_pipeline.tokenize_stage import TokenTotals
 
 REWRITE_HINT = "run the same build command again: it writes it anew from the committed shards"
+STALE_HINT = ("tokenize it again: run the same build command without --no-tokenize (it re-encodes every token shard "
+              "of a rewritten tar), or python -m uvd_pipeline build CONFIG --retokenize")
 FOREIGN_HINT = ("the trainer's mixture and the report would take it as this build's; move it out of tokens/ "
                 "(import into a folder of its own)")
 COUNTED = ("sentences", "images", "rejects", "shards", "by_split", "by_kind", "by_kind_task", "rejects_by_reason",
@@ -26,6 +29,16 @@ def _place(uri: str) -> tuple[str, str, str]:
     """(source, split, shard stem) of a stats file in `<folder>/<source>/<split>/`."""
     source, split, name = uri.rstrip("/").rsplit("/", 3)[-3:]
     return source, split, name.split(".", 1)[0]
+
+
+class _Absent:
+    """A field the summary does not hold: every counted one must be there (the report reads them all)."""
+
+    def __repr__(self) -> str:
+        return "absent"
+
+
+ABSENT = _Absent()
 
 
 def _short(value: Any) -> str:
@@ -43,7 +56,9 @@ class SummaryTally:
         self.tokens = TokenTotals()
         self.foreign: list[tuple[str, str]] = []  # (token shard, why it is none of this build's)
         self.rendered_places: set[tuple[str, str, str]] = set()  # every rendered shard's, set by `rendered_found`
-        self.unlisted = False  # a committed rendered shard of this config the summary does not list
+        self.tar_sha256: dict[tuple[str, str, str], Any] = {}  # intact rendered shard's place -> its tar's sha256
+        self.stale: list[tuple[str, str]] = []  # (token shard, why): made from an earlier tar of its rendered shard
+        self.unlisted: list[str] = []  # stats files of the intact rendered shards of this config it does not list
         try:
             self.listed = {(str(s["source"]), str(s["split"]), str(s["tar"]).split(".", 1)[0])
                            for s in summary["shards"]} if summary else set()
@@ -58,20 +73,39 @@ class SummaryTally:
         self.rendered_places = {_place(uri) for uri in stats_files}
 
     def add_rendered(self, uri: str, stats: dict[str, Any]) -> None:
-        """An intact rendered shard: counted when the summary lists it. One of this config it does not
-        list (a build stopped before its summary: the report names it) leaves the counts unjudged."""
+        """An intact rendered shard: counted when the summary lists it; one of this config it does not
+        list is kept for `unlisted_damage`."""
+        self.tar_sha256[_place(uri)] = stats.get("tar_sha256")
         if self.summary is None:
             return
         if _place(uri) in self.listed:
             self.rendered.add(uri, stats)
         elif stats.get("config_hash") == self.config_hash:
-            self.unlisted = True
+            self.unlisted.append(uri)
+
+    def unlisted_damage(self) -> list[tuple[str, str]]:
+        """(stats file, why) for each committed shard of this config the summary leaves out, in an
+        output no build holds: a finished build lists every one (a resumed build takes the summary
+        away before it changes a shard). One left out was taken as a build stopped before its summary
+        and the counts went unjudged: a row deleted beside an edited total passed as intact."""
+        listed, committed = len(self.rendered.rows), len(self.rendered.rows) + len(self.unlisted)
+        return [(uri, f"committed, but {SUMMARY_FILE} does not list it (it lists {listed} of the {committed} "
+                      f"committed shards of this config): edited since the build; {REWRITE_HINT}")
+                for uri in self.unlisted]
 
     def add_token(self, uri: str, stats: dict[str, Any]) -> None:
-        """An intact token shard: one of this build's (its config, a shard the summary lists), or foreign."""
+        """An intact token shard: one of this build's (its config, a shard the summary lists), or foreign;
+        stale when made from another tar than its rendered shard's (the intact ones are all added first)."""
+        shard = token_file(uri, stats).uri
+        tar = self.tar_sha256.get(_place(uri))
+        if tar is not None and stats.get("config_hash") == self.config_hash and stats.get("rendered_sha256") != tar:
+            # a rerun with --no-tokenize over grown input rewrote the tar: these tokens are of its old sentences
+            self.stale.append((shard, f"stale: made from a tar of sha256 {stats.get('rendered_sha256')}, "
+                                      f"rendered shard {'/'.join(_place(uri))} is now {tar} (rewritten since, by a "
+                                      f"build that did not tokenize): the trainer would take tokens of sentences "
+                                      f"the shard no longer holds; {STALE_HINT}"))
         if self.summary is None:
             return
-        shard = token_file(uri, stats).uri
         made = stats.get("config_hash")
         if made != self.config_hash:
             self.foreign.append((shard, f"a token shard of another configuration (config hash {_short(made)}, this "
@@ -86,7 +120,7 @@ class SummaryTally:
         """What the summary counts otherwise than the stats (each field named), for an output whose
         shards are all intact (a damaged one's counts are off by the damage, reported already)."""
         summary = self.summary
-        if summary is None or self.unlisted:
+        if summary is None:
             return None
         problems: list[str] = []
 
@@ -99,27 +133,27 @@ class SummaryTally:
         per_source = self.rendered.per_source
         totals = summary.get("totals") if isinstance(summary.get("totals"), dict) else {}
         for key in ("sentences", "images", "rejects"):
-            held(f"totals.{key}", totals.get(key), sum(entry[key] for entry in per_source.values()))
-        held("totals.shards", totals.get("shards"), len(self.rendered.rows))
+            held(f"totals.{key}", totals.get(key, ABSENT), sum(entry[key] for entry in per_source.values()))
+        held("totals.shards", totals.get("shards", ABSENT), len(self.rendered.rows))
         sources = summary.get("sources") if isinstance(summary.get("sources"), dict) else {}
         held("sources", sorted(sources), sorted(per_source))
         for name in sorted(set(sources) & set(per_source)):
             recorded, entry = sources[name], per_source[name]
-            for key in COUNTED:
-                if isinstance(recorded, dict) and key in recorded:
-                    found = {k: dict(v) for k, v in entry[key].items()} if key == "by_split" else entry[key]
-                    held(f"sources.{name}.{key}", recorded[key], dict(found) if isinstance(found, dict) else found)
+            recorded = recorded if isinstance(recorded, dict) else {}
+            for key in COUNTED:  # each one: a field deleted passed, then the report stopped on a KeyError
+                found = {k: dict(v) for k, v in entry[key].items()} if key == "by_split" else entry[key]
+                held(f"sources.{name}.{key}", recorded.get(key, ABSENT), dict(found) if isinstance(found, dict) else found)
         rows = {(r["source"], r["split"], r["shard"]): r for r in self.rendered.rows}
         for row in summary.get("shards") or []:
             found_row = rows.get((row.get("source"), row.get("split"), row.get("shard")))
             if found_row is not None:
                 for key, value in found_row.items():
                     held(f"shards[{row['source']}/{row['split']}/{row['shard']}].{key}", row.get(key), value)
-        if summary.get("tokens"):
-            tokens = self.tokens.summary()
-            recorded_tokens = summary["tokens"] if isinstance(summary["tokens"], dict) else {}
-            held("tokens.sources", recorded_tokens.get("sources"), tokens["sources"])
-            held("tokens.tokenizers", recorded_tokens.get("tokenizers"), tokens["tokenizers"])
+        tokens, recorded_tokens = self.tokens.summary(), summary.get("tokens", ABSENT)
+        if recorded_tokens != {} or tokens["sources"] or tokens["tokenizers"]:  # {}: a build of no tokens/ folder
+            recorded_tokens = recorded_tokens if isinstance(recorded_tokens, dict) else {}
+            held("tokens.sources", recorded_tokens.get("sources", ABSENT), tokens["sources"])
+            held("tokens.tokenizers", recorded_tokens.get("tokenizers", ABSENT), tokens["tokenizers"])
         if not problems:
             return None
         return f"counts other than the committed shards', edited since the build: {'; '.join(problems)}; {REWRITE_HINT}"

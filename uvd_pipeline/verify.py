@@ -10,8 +10,9 @@ their commit marks (the next build renders such a unit again). The shard folders
 mark) is gone, and any file in `rendered/` or `tokens/` that no stats file names (a stray tar
 beside the committed ones, a folder no build wrote: a glob reader would take them) are damage too;
 these two need a finished build, so they are left out while a build holds the output; so is
-`summary.json` itself held to the stats (`summary_checks`: its counts, and no token shard of another
-config or of no rendered shard in `tokens/`). Each damaged
+`summary.json` itself held to the stats (`summary_checks`: its counts, every committed shard of its
+config listed, and no token shard of another config or of no rendered shard in `tokens/`, nor one
+made from an earlier tar of its rendered shard: stale). Each damaged
 file is printed with what is wrong, then one summary line; the exit code is 0 when the output is
 intact and its build finished, 1 when something is damaged, and `UNFINISHED` (3) when what is
 committed is intact but the build did not finish (no `summary.json`: killed or failed mid-build;
@@ -442,7 +443,7 @@ def verify_output(output: str, quick: bool = False,
         strays = unclaimed_files(output, claimed, found[RENDERED_DIR] + found[TOKENS_DIR])
         for uri, why in missing_marks(output, read.get(SUMMARY_FILE, {})) + [(uri, _stray(uri)) for uri in strays]:
             damaged(uri, why)
-        for shard, why in tally.foreign:
+        for shard, why in tally.foreign + tally.unlisted_damage() + (tally.stale if SUMMARY_FILE in read else []):
             damaged(shard, why)
         if SUMMARY_FILE in read:
             _check_merged(output, read[SUMMARY_FILE], shard_rejects, quick, mixture, damaged)
