@@ -131,12 +131,12 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
         check_tokenizer(config)
         if not fsio.exists(config.output):  # a mistyped output: refused before its folder and lock are made
             raise ConfigError(f"--retokenize: {config.output} does not exist; build it first (without --retokenize)")
-        lock()
+        run_id = lock()
         config = moved_inputs(config, _build_record(config.output))  # shards named after the input's first root
         unfinish(config.output)
         with open_runner(config) as (runner, options):
             pipeline = new_pipeline(config, runner, options)
-            build_retokenize_graph(pipeline, config)
+            build_retokenize_graph(pipeline, config, run_id)
             running = time.perf_counter()
             with freed_memory_kept(tokenizes_in_process(config)):
                 result = run_pipeline(pipeline)
@@ -153,7 +153,7 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
         for warning in warnings:
             log.warning("%s", warning)
     check_tokenizer(config)
-    lock()  # also removes what dead runs left
+    run_id = lock()  # also removes what dead runs left; each commit checks this run still holds the lock
     config = prepare_output(config, overwrite, replace_changed)
     # what the steps after the shards' check need of the stats files it reads: they read none again
     read = StatsRead(rendered=[] if config.tokenizer.enabled else None)
@@ -164,13 +164,13 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     most = sum(s.num_shards + s.num_val_shards for s in config.enabled_sources)
     # local threads only: units render while Beam is imported and the graph is built (`early_render`)
     # and, on a GPU, the tokenizer loads and compiles meanwhile (`early_tokenizer`)
-    with worker_numerics(config), rendering_early(config, units, verify) as early, \
+    with worker_numerics(config), rendering_early(config, units, verify, run_id) as early, \
             tokenizer_early(config) as early_tokenizer:
         from uvd_pipeline.graph import build_graph
 
         with open_runner(config) as (runner, options):
             pipeline = new_pipeline(config, runner, options)
-            build_graph(pipeline, config, done, units, verify=verify, done_rendered=read.rendered)
+            build_graph(pipeline, config, done, units, verify=verify, done_rendered=read.rendered, run_id=run_id)
             running = time.perf_counter()
             with _ShardProgress(config.output, most=most, tokens=config.tokenizer.enabled), \
                     freed_memory_kept(tokenizes_in_process(config)):

@@ -629,11 +629,14 @@ def checked_result(result, address: str | None, memory_limit: str | None = None)
             return finish(duration)
         except SchedulerLost:
             raise  # nobody left to ask
-        except BaseException:
+        except BaseException as exc:
             if address and memory_limit is None:  # a given scheduler's workers outlive the build
-                from uvd_pipeline.dask_settle import settle
+                from uvd_pipeline.dask_settle import SETTLE_S, TERMINATED_SETTLE_S, settle
 
-                settle(result.client, result.futures, address)
+                # SIGTERM (`docker stop`) gives its grace period (10 s by default), then SIGKILL:
+                # the wait ends within it, so the lock is released (every commit checks it anyway)
+                terminated = type(exc).__name__ == "Terminated"
+                settle(result.client, result.futures, address, TERMINATED_SETTLE_S if terminated else SETTLE_S)
             raise
 
     def finish(duration=None):

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 log = logging.getLogger(__name__)
 SETTLE_S = 30.0  # a task of ours (a unit's render, a shard's write or tokenization) takes seconds
+TERMINATED_SETTLE_S = 6.0  # after SIGTERM: within `docker stop`'s and Kubernetes' default grace (10 s, 30 s)
 POLL_S = 0.25
 
 
@@ -38,7 +39,7 @@ def settle(client: Any, futures: Sequence[Any], address: str, timeout: float = S
     worker = threading.Thread(target=run, name="dask-settle", daemon=True)
     worker.start()
     try:
-        worker.join(timeout + 10)  # the scheduler's own answers are bounded by the client's timeouts
+        worker.join(timeout + min(10.0, timeout / 2))  # the scheduler's answers are bounded by the client's timeouts
     except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, saying what may still run
         running = outcome.get("running") or {}
         log.warning("stopped waiting for the build's tasks on the Dask workers%s: they may still write into the "

@@ -369,12 +369,13 @@ def wanted(config: BuildConfig) -> bool:
 
 
 @contextmanager
-def rendering_early(config: BuildConfig, units: dict[str, list], verify: bool = False) -> Iterator[EarlyRender | None]:
+def rendering_early(config: BuildConfig, units: dict[str, list], verify: bool = False,
+                    run_id: str | None = None) -> Iterator[EarlyRender | None]:
     """The pool for this block (None where it is not `wanted`); stopped when the block ends."""
     if not wanted(config):
         yield None
         return
-    early = EarlyRender(lambda: unit_renderers(config, verify), units, config.beam.direct_num_workers,
+    early = EarlyRender(lambda: unit_renderers(config, verify, run_id), units, config.beam.direct_num_workers,
                         processes=config.beam.early_render_in == "auto")
     build = (config.output, config.content_hash())
     with _ACTIVE_LOCK:

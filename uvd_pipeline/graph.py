@@ -91,7 +91,7 @@ def _still_current(stats: dict, done: dict[tuple, str | None], digests: dict[str
 
 def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAddress, str | None],
                 units: dict[str, list] | None = None, verify: bool = False,
-                done_rendered: list[dict[str, Any]] | None = None):
+                done_rendered: list[dict[str, Any]] | None = None, run_id: str | None = None):
     """Add the whole build to `pipeline`; returns the PCollection of per-shard stats. `verify`:
     a stored unit's images are checked by sha256 before they are reused (always by size).
     `done_rendered`: what the Tokenize step needs of the shards in `done` (`rendered_fields` of their
@@ -103,7 +103,9 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
     the same input are dropped just before the shard grouping."""
     units_by_source = units if units is not None else list_units(config)
     router = ShardRouter(config)
-    run_id = current_run(config.output)  # this build's, which took the lock: each commit checks it
+    # the run id of the lock this build took (`build.lock_output`): each commit checks it still
+    # holds the output; read back from the lock file only where a caller has none to give
+    run_id = run_id or current_run(config.output)
     renderers = unit_renderers(config, verify, run_id)
     output, config_hash = config.output, config.content_hash()
     sentence_parts, reject_parts, input_parts = [], [], []
@@ -186,7 +188,7 @@ def build_graph(pipeline: beam.Pipeline, config: BuildConfig, done: dict[ShardAd
     return add_tokenize(rendered, config, run_id)
 
 
-def build_retokenize_graph(pipeline: beam.Pipeline, config: BuildConfig):
+def build_retokenize_graph(pipeline: beam.Pipeline, config: BuildConfig, run_id: str | None = None):
     """Tokenize the committed rendered shards again, without reading or rendering anything."""
     shards = committed_rendered(config.output, config.content_hash())
     if not shards:
@@ -195,4 +197,4 @@ def build_retokenize_graph(pipeline: beam.Pipeline, config: BuildConfig):
         raise ConfigError(f"{config.output} has no committed rendered shards of this config to retokenize")
     log.info("retokenizing %d rendered shards", len(shards))
     return add_tokenize(pipeline | "Rendered shards" >> beam.Create(shards, reshuffle=False), config,
-                        current_run(config.output))
+                        run_id or current_run(config.output))

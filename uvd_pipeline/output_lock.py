@@ -290,7 +290,10 @@ def check_held(output: str, run_id: str | None) -> None:
         return
     holder = read_holder(output)
     if holder is None or holder.run_id != run_id:
-        now = f"it is held by run {holder.run_id}" if holder is not None else "no build holds it"
+        holder = read_holder(output)  # again: a takeover of a stale lock moves a live one aside for a moment
+    if holder is None or holder.run_id != run_id:
+        now = f"it is held by run {holder.run_id}" if holder is not None else \
+            "no build holds it, or this worker cannot read its lock file"
         raise LockLost(f"{output}: run {run_id} no longer holds the output's lock ({now}): a task of that run "
                        "commits nothing there")
 

@@ -189,7 +189,23 @@ def output_machine_error(exc: BaseException, where: str | None) -> str | None:
     return None if line is None else f"{line} (the traceback of where it was met: run the command with -v)"
 
 
+_LOCK_LOST_NAME = re.compile(r"(?:uvd_pipeline\.output_lock\.)?LockLost")
+
+
+def lock_lost(exc: BaseException) -> str | None:
+    """The `error:` line for a build whose output's lock another build took while it ran
+    (`output_lock.LockLost`: a `--force-unlock`, say), or None: one line, not Beam's traceback."""
+    for link in exception_chain(exc):
+        found = [_STEP_TAG.sub("", str(link))] if type(link).__name__ == "LockLost" else \
+            [_STEP_TAG.sub("", text) for name, text in _text_of(link) if _LOCK_LOST_NAME.fullmatch(name)]
+        if found:
+            return (f"{found[0]}; another build took this output's lock while this one ran (--force-unlock, "
+                    "or a takeover of a lock it took for stale): this build stopped, and the same command "
+                    "run once the other is done finishes the job")
+    return None
+
+
 def refusal(exc: BaseException, where: str | None) -> str | None:
     """The `error:` line for an error the user must mend (`os_refusal`, `machine_error`,
-    `output_machine_error`), or None."""
-    return os_refusal(exc, where) or machine_error(exc) or output_machine_error(exc, where)
+    `output_machine_error`, `lock_lost`), or None."""
+    return os_refusal(exc, where) or machine_error(exc) or output_machine_error(exc, where) or lock_lost(exc)
