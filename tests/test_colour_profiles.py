@@ -127,3 +127,35 @@ def test_the_rendered_member_names_the_profile_it_was_converted_from(photo, tmp_
         members[name] = render_image(record, settings).members[0]
     assert members["a"]["colour_profile"].startswith("Adobe RGB (1998) compatible")
     assert "colour_profile" not in members["b"]
+
+
+def test_the_profile_cache_holds_under_a_builds_threads():
+    """A build's worker threads decode side by side: another thread's eviction between a cache
+    lookup and its use raised KeyError (2 of 3 runs of this hammer on the unlocked cache)."""
+    import sys
+    import threading
+
+    from transforms import colour_profile
+
+    errors: list[str] = []
+
+    def hammer(seed: int) -> None:
+        try:
+            for i in range(20_000):
+                colour_profile.by_digest(bytes([(seed * 7 + i) % 251]) * 10, "test", lambda: i)
+        except Exception as exc:  # noqa: BLE001 - any is the failure
+            errors.append(repr(exc))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        for _ in range(3):
+            threads = [threading.Thread(target=hammer, args=(seed,)) for seed in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[:3]
+    assert len(colour_profile._built) <= colour_profile._CACHE_SIZE

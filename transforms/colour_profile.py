@@ -51,6 +51,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -78,17 +79,24 @@ _NOTHING = SrgbConversion(None, "")
 # what is built from a profile, by its sha256 and what was built (never by the profile's bytes: a
 # cache keyed by them kept up to `_CACHE_SIZE` whole profiles, each up to the file's size, for good)
 _built: OrderedDict[str, Any] = OrderedDict()
+_built_lock = threading.Lock()  # a build's worker threads decode side by side
 
 
 def by_digest(icc: bytes, what: str, build: Callable[[], Any]) -> Any:
-    """`build()`'s result for the profile `icc`, kept for the last `_CACHE_SIZE` (profile, what)."""
+    """`build()`'s result for the profile `icc`, kept for the last `_CACHE_SIZE` (profile, what).
+    Built outside the lock (two threads may build one twice, alike); the cache changes under it:
+    another thread's eviction between a lookup and its use raised KeyError."""
     key = f"{what}:{hashlib.sha256(icc).hexdigest()}"
-    if key in _built:
+    with _built_lock:
+        if key in _built:
+            _built.move_to_end(key)
+            return _built[key]
+    found = build()
+    with _built_lock:
+        _built[key] = found
         _built.move_to_end(key)
-        return _built[key]
-    found = _built[key] = build()
-    if len(_built) > _CACHE_SIZE:
-        _built.popitem(last=False)
+        while len(_built) > _CACHE_SIZE:
+            _built.popitem(last=False)
     return found
 
 
