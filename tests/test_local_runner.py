@@ -271,10 +271,14 @@ IN_AN_EXCEPT = textwrap.dedent("""
         def teardown(self):  # a worker ended as a run's close ends it, not killed
             open(os.path.join(self.folder, f"teardown-{os.getpid()}"), "w").close()
 
+    def fail(x):
+        raise ValueError("a first try that fails")
+
     options = PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=multi_processing"])
-    try:
-        raise FileNotFoundError("no cached build: build it")
-    except FileNotFoundError:  # a library caller running a build from its handler
+    try:  # a run that fails inside its own run_stages, and a caller that tries again from its handler
+        with beam.Pipeline(runner=local_runner(options), options=options) as pipeline:
+            pipeline | beam.Create([1]) | beam.Map(fail)
+    except Exception:
         with beam.Pipeline(runner=local_runner(options), options=options) as pipeline:
             pipeline | beam.Create(range(4)) | beam.ParDo(Mark(sys.argv[1]))
     print("FINISHED", flush=True)
@@ -284,7 +288,8 @@ IN_AN_EXCEPT = textwrap.dedent("""
 def test_a_run_started_inside_an_except_block_ends_its_workers_as_a_normal_run(tmp_path):
     """`stop_worker` took any exception being handled for a failing run: a successful run started
     from a caller's `except` block killed its workers at its close (rev54b), losing their DoFns'
-    teardown. Only an exception that came during the run stops them now."""
+    teardown, also where that exception came from an earlier run's own run_stages (rev54e). Only
+    an exception leaving this run stops them now."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     done = subprocess.run([sys.executable, "-c", IN_AN_EXCEPT, str(tmp_path)], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=120)

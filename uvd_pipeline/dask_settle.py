@@ -20,7 +20,9 @@ from typing import Any, Callable, Sequence
 
 log = logging.getLogger(__name__)
 SETTLE_S = 30.0  # a task of ours (a unit's render, a shard's write or tokenization) takes seconds
-TERMINATED_SETTLE_S = 6.0  # after SIGTERM: within `docker stop`'s and Kubernetes' default grace (10 s, 30 s)
+# after SIGTERM: 4 s for the tasks, 6 s with the scheduler's answers (`settle`'s bound), leaving
+# time within `docker stop`'s default grace (10 s) to close the client and release the lock
+TERMINATED_SETTLE_S = 4.0
 POLL_S = 0.25
 
 

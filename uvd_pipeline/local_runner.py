@@ -129,12 +129,18 @@ def watch_worker_processes() -> None:
 
 
 def _run_failing(exc: BaseException | None) -> bool:
-    """Whether `exc`, seen in Beam's cleanup, is leaving the run (its traceback passes through
-    `run_stages`): one a caller is handling as it runs a build from its own `except` block is
-    there too, and a successful run's workers were killed at its close (rev54b)."""
-    tb = exc.__traceback__ if exc is not None else None
+    """Whether `exc`, seen in Beam's cleanup, is leaving this run: its traceback passes through
+    the `run_stages` frame now running that cleanup. One a caller is handling as it runs a build
+    from its own `except` block is there too (a successful run's workers were killed at its close,
+    rev54b), and one from an earlier run that failed in its own `run_stages` (rev54e)."""
+    if exc is None:
+        return False
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_name != "run_stages":
+        frame = frame.f_back
+    tb = exc.__traceback__
     while tb is not None:
-        if tb.tb_frame.f_code.co_name == "run_stages":
+        if tb.tb_frame is frame:
             return True
         tb = tb.tb_next
     return False

@@ -268,6 +268,9 @@ def _unreadable_lock_message(uri: str, age: float) -> str:
 
 
 # -- a run's commits ---------------------------------------------------------------------------
+LOCK_REREAD_S = 0.1  # how long a commit reads the lock again before it takes it for lost
+
+
 class LockLost(RuntimeError):
     """A task of a run that no longer holds the output's lock was about to commit into it."""
 
@@ -289,8 +292,10 @@ def check_held(output: str, run_id: str | None) -> None:
     if run_id is None:
         return
     holder = read_holder(output)
-    if holder is None or holder.run_id != run_id:
-        holder = read_holder(output)  # again: a takeover of a stale lock moves a live one aside for a moment
+    deadline = time.monotonic() + LOCK_REREAD_S
+    while (holder is None or holder.run_id != run_id) and time.monotonic() < deadline:
+        time.sleep(0.005)  # a takeover of a stale lock moves a live one aside for a moment: read again
+        holder = read_holder(output)
     if holder is None or holder.run_id != run_id:
         now = f"it is held by run {holder.run_id}" if holder is not None else \
             "no build holds it, or this worker cannot read its lock file"
