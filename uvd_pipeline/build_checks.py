@@ -34,16 +34,12 @@ def check_output(config: BuildConfig) -> None:
 
 
 def _build_names() -> frozenset[str]:
-    """The names a build (or its report) writes at the top of its output."""
-    from uvd_pipeline.build_record import BUILD_FILE
+    """The names a build (or its run, or its report) writes at the top of its output."""
+    from uvd_pipeline.build_record import BUILD_OUTPUT_NAMES
     from uvd_pipeline.mixture import MIXTURE_FILE
     from uvd_pipeline.output_lock import LOCK_FILE, TMP_DIR
-    from uvd_pipeline.rendered_shards import RENDERED_DIR
-    from uvd_pipeline.summary import REJECTS_FILE, SUMMARY_FILE
-    from uvd_pipeline.unit_store import SHARD_INPUTS_DIR, UNITS_DIR
 
-    return frozenset({BUILD_FILE, MIXTURE_FILE, LOCK_FILE, TMP_DIR, RENDERED_DIR, "tokens", REJECTS_FILE,
-                      SUMMARY_FILE, SHARD_INPUTS_DIR, UNITS_DIR, "report", "report.html", "report.json"})
+    return frozenset({*BUILD_OUTPUT_NAMES, MIXTURE_FILE, LOCK_FILE, TMP_DIR, "report.html", "report.json"})
 
 
 # what may lie in a build's folder before its first build: a fresh volume's `lost+found`, the log

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 
 BUILD_FILE = "build.json"
+# what a build writes at the top of its output and `--overwrite` removes (nothing else there)
+BUILD_OUTPUT_NAMES = (RENDERED_DIR, "tokens", unit_store.UNITS_DIR, unit_store.SHARD_INPUTS_DIR, SUMMARY_FILE,
+                      REJECTS_FILE, BUILD_FILE, "report")
 
 
 def _same_config(recorded: Any, current: dict[str, Any]) -> bool:
@@ -141,8 +144,7 @@ def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool =
                 "choose a new `output`, or pass --overwrite (or --replace-changed) to replace it"
             )
     if overwrite:
-        for name in (RENDERED_DIR, "tokens", unit_store.UNITS_DIR, unit_store.SHARD_INPUTS_DIR, SUMMARY_FILE,
-                     REJECTS_FILE, BUILD_FILE, "report"):
+        for name in BUILD_OUTPUT_NAMES:
             path = fsio.filesystem(fsio.join(output, name))[1]
             if fs.exists(path):
                 fs.rm(path, recursive=True)
