@@ -85,7 +85,7 @@ def _raise_if_cannot_open(uri: str) -> None:
 
 
 # containers and codecs where decord's frame i is the presented frame i (checked by the zoo tests);
-# elsewhere (MPEG-TS/PS, HEVC, edit lists, rotation, cut files, open GOPs, AVI with H.264 or
+# elsewhere (MPEG-TS/PS, HEVC, edit lists, rotation, cut files, open GOPs, H.264 intra refresh, AVI with H.264 or
 # B-frames, interlaced frames, frame sizes that change, cover art beside the video, a left crop off
 # alignment, an odd frame height) PyAV decodes instead
 DECORD_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi")
@@ -123,6 +123,9 @@ def decord_exact(probe: Probe) -> str | None:
         return "edit list or a stream cut mid-GOP"
     if probe.decode_order_stamps:
         return "time stamps in decode order from a decoder that reorders frames"
+    if probe.gradual_refresh:  # decord's seek to one yields the picture completing it, named as the target
+        return (f"{probe.gradual_refresh} key frames are recovery points decoding whole only pictures later "
+                "(periodic intra refresh)")
     if probe.open_gop:  # decord's seeks then give frames of a neighbouring place (x264 open-gop, MPEG-4 ASP)
         return "open GOP (frames after a key frame shown before it)"
     if probe.container == "avi" and (probe.codec == "h264" or probe.reordered):

@@ -62,6 +62,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from sources.video_alpha import alpha_decoder_name, carries_alpha
+from sources.video_recovery import RecoveryPoints
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,11 @@ class VideoIndex:
     # a VP8/VP9 WebM declaring alpha whose every packet carries its alpha picture: decoded by
     # libvpx with its alpha (`video_open.frame_decoder`); one that does not is decoded opaque
     alpha: bool = False
+    # H.264 key frames that are recovery points decoding whole only pictures later (x264's periodic
+    # intra refresh, `sources.video_recovery`): (key position, position of the packet whose picture
+    # completes it; the packet count when the stream ends first). A decode started there outputs
+    # nothing before that picture, so frames before it are started from an earlier key frame
+    recovery: tuple[tuple[int, int], ...] = ()
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -166,6 +172,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     chained = container.format.name == "ogg" and stream.codec_context.name == "theora"
     alpha_candidate = alpha_decoder_name(stream) is not None
     with_alpha = 0  # packets carrying an alpha picture, counted only where the stream declares alpha
+    recovery = RecoveryPoints(stream.codec_context.extradata) if stream.codec_context.name == "h264" else None
     clean = True
     try:
         for packet in container.demux(stream):
@@ -178,6 +185,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
             size.append(int(packet.size))
             pes.append(packet.pos if packet.pos is not None and packet.pos >= 0 else None)
             corrupt.append(bool(packet.is_corrupt))
+            if recovery is not None:
+                recovery.add(len(raw) - 1, packet, keyframe[-1])
             with_alpha += alpha_candidate and carries_alpha(packet)
             if chained and packet.is_keyframe and _theora_header(bytes(memoryview(packet)[:7])):
                 headers.append(len(raw) - 1)
@@ -232,7 +241,11 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         # gone: decoders drop them and players start at the first key frame, so they are hidden
         # too, like the leading frames of an open GOP that key frame begins
         first = keyframe.index(True)
-        discard = [d or i < first or p < pts[first] for i, (d, p) in enumerate(zip(discard, pts))]
+        # a stream cut where a gradual refresh begins (`VideoIndex.recovery`): the decoder gives no
+        # frame before the picture that completes it, nor does the CLI show one: hidden too
+        whole = dict(recovery.completed() if recovery is not None else ()).get(first, first)
+        floor = pts[whole] if whole < len(pts) else max(pts) + 1
+        discard = [d or i < first or p < max(pts[first], floor) for i, (d, p) in enumerate(zip(discard, pts))]
     in_decode_order = _stamps_in_decode_order(pts, stream.codec_context, fmt)
     if in_decode_order and any(discard[keyframe.index(True):]):
         raise UnsupportedVideo("unsupported_container",
@@ -242,7 +255,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
                        clean, fmt, codec, in_decode_order, demuxed=tuple(raw) if restamped else (),
                        restamped=restamped, joins=tuple(joins) if restamped == "joined" else (),
                        headers=tuple(headers) if restamped == "chained" else (), video_pages=video_pages,
-                       alpha=alpha_candidate and 0 < with_alpha == len(raw))
+                       alpha=alpha_candidate and 0 < with_alpha == len(raw),
+                       recovery=recovery.completed() if recovery is not None else ())
     partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
     tail = [i for i in range(len(pts) - partial, len(pts)) if not discard[i]]
     if not tail:
@@ -690,17 +704,34 @@ class Stretch:
 def key_of(index: VideoIndex) -> list[int]:
     """For each presented frame, the packet position of the key frame its decode starts from:
     the last key frame at or before it in decode order whose time stamp is not after it (leading
-    frames of an open GOP, RASL and the like, belong to the key frame before)."""
+    frames of an open GOP, RASL and the like, belong to the key frame before), and, where that key
+    frame is a recovery point decoding whole only later (`VideoIndex.recovery`), whose picture
+    completing it comes at or before the frame in decode order and in time (the frames of its
+    refresh belong to the key frame before)."""
     position = {p: i for i, p in enumerate(index.pts)}
     keys = [i for i, k in enumerate(index.keyframe) if k]
+    whole = dict(index.recovery)
+
+    def starts_it(key: int, at: int, pts: int) -> bool:
+        done = whole.get(key, key)
+        return index.pts[key] <= pts and done <= at and index.pts[done] <= pts
+
     starts = []
     for pts in index.presented:
         at = position[pts]
         k = bisect.bisect_right(keys, at) - 1
-        while k > 0 and index.pts[keys[k]] > pts:
+        while k > 0 and not starts_it(keys[k], at, pts):
             k -= 1
-        starts.append(keys[k] if k >= 0 and index.pts[keys[k]] <= pts else 0)
+        starts.append(keys[k] if k >= 0 and starts_it(keys[k], at, pts) else 0)
     return starts
+
+
+def trusted_from(index: VideoIndex, start: int) -> int:
+    """The earliest time stamp a decode started at key frame `start` gives whole: the key frame's
+    own (earlier ones are leading frames referencing what came before), or, for a recovery point,
+    that of the picture completing it."""
+    done = dict(index.recovery).get(start, start) if index.recovery else start
+    return index.pts[done] if done < len(index.pts) else max(index.pts) + 1
 
 
 def decode_plan(index: VideoIndex, wanted: list[int], starts: list[int] | None = None) -> list[Stretch]:
@@ -717,10 +748,14 @@ def decode_plan(index: VideoIndex, wanted: list[int], starts: list[int] | None =
     position = {p: i for i, p in enumerate(index.pts)}
     starts = key_of(index) if starts is None else starts
     needs = sorted((starts[w], position[shown[w]]) for w in set(wanted))
-    stretches: list[list[int]] = []
+    stretches: list[list[int]] = []  # [first, last, trusted from]
     for start, end in needs:
+        floor = trusted_from(index, start)
         if stretches and start <= stretches[-1][1] + 1:
+            # decoded on from the stretch's first key frame: a later recovery point may complete
+            # a refresh first (the decoder takes the earlier), so the lower floor of the two holds
             stretches[-1][1] = max(stretches[-1][1], end)
+            stretches[-1][2] = min(stretches[-1][2], floor)
         else:
-            stretches.append([start, end])
-    return [Stretch(a, b, None if a == 0 else index.pts[a]) for a, b in stretches]
+            stretches.append([start, end, floor])
+    return [Stretch(a, b, None if a == 0 else floor) for a, b, floor in stretches]

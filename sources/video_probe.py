@@ -58,6 +58,9 @@ class Probe:
     # the index, where building it decoded frames (`restamped: split`), for the clips' decoding
     # process to keep instead of decoding the file for it again (`video_packet_order.keep_index`)
     kept_index: KeptIndex | None = field(default=None, compare=False, repr=False)
+    # H.264 key frames that are recovery points decoding whole only pictures later (x264's periodic
+    # intra refresh: `VideoIndex.recovery`); decord, seeking to one, names later frames as its own
+    gradual_refresh: int = 0
 
 
 def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAULT_MEMORY_MB) -> Probe:
@@ -116,7 +119,8 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
                  full_size_fits, sar_text,
                  session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer,
                  video_streams, interlaced, size_changes, session.cropped_left,
-                 session.matrix_guessed, index.restamped, kept_index(uri, max_pixels, memory_mb))
+                 session.matrix_guessed, index.restamped, kept_index(uri, max_pixels, memory_mb),
+                 gradual_refresh=len(index.recovery))
 
 
 def _mean_rate(stamps: Sequence[int], time_base: Fraction) -> Fraction | None:
