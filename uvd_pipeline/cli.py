@@ -43,6 +43,9 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    if args.seed < 0:  # numpy's generators refuse it, after seconds of writing, in a traceback
+        raise ConfigError(f"--seed {args.seed}: a seed is a whole number >= 0 (default 0; each seed gives its own "
+                          "corpus)")
     from uvd_pipeline.sample import write_sample_corpus
 
     try:
