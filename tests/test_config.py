@@ -971,6 +971,30 @@ def test_a_source_path_that_is_missing_or_a_file_says_so(tmp_path: Path, capsys,
     assert code == 2 and err == "error: " + expected.format(path=tmp_path / "data" / "laion") + "\n"
 
 
+@pytest.mark.parametrize("written, shown, hint", [
+    ("imgs", "{cfg}/imgs", " (relative paths in a config are taken from the config file's folder)"),
+    ("{cfg}/imgs", "{cfg}/imgs", ""),
+    ("~/uvd-no-such-folder/imgs", "{home}/uvd-no-such-folder/imgs", ""),
+    ("$UVD_TEST_ROOT/imgs", "{cfg}/imgs", ""),
+    ("C:\\data\\imgs", "{cfg}/C:\\data\\imgs", " ('C:\\\\data\\\\imgs' looks like a Windows path; this runs on "
+     "POSIX paths: give the folder as this machine names it, such as /mnt/c/data under WSL)"),
+    ("D:/data/imgs", "{cfg}/D:/data/imgs", " ('D:/data/imgs' looks like a Windows path; this runs on POSIX paths: "
+     "give the folder as this machine names it, such as /mnt/c/data under WSL)"),
+])
+def test_a_missing_source_path_is_hinted_by_how_it_was_written(tmp_path: Path, capsys, monkeypatch, written, shown,
+                                                                hint):
+    """A missing `~` or absolute path got the hint "relative paths in a config are taken from the
+    config file's folder"; a Windows path was read as a relative name, `<config folder>/C:\\data\\imgs`."""
+    monkeypatch.setenv("UVD_TEST_ROOT", str(tmp_path))
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "sources": [{"name": "web", "type": "laion",
+                                                         "path": written.format(cfg=tmp_path)}],
+                                    "tokenizer": {"enabled": False}}))
+    code, err = _cli(capsys, "check", str(path))
+    expected = shown.format(cfg=tmp_path, home=os.path.expanduser("~")) + " does not exist" + hint
+    assert code == 2 and err == f"error: sources[0].path (web): {expected}\n", err
+
+
 @pytest.mark.parametrize("text, expected", [
     ("", "c.yaml: the file is empty; a config is a mapping of fields (version, output, sources, ...), as in "
          "configs/sample.yaml"),
