@@ -136,7 +136,7 @@ def test_readme_cluster_commands_name_the_runner_they_run_on(tmp_path: Path):
     """The README's Dataflow/Flink/Spark commands gave the runner as `--beam-option=--runner=X`:
     the build read its runner from `beam.runner` alone (DirectRunner), ran locally and exited 0.
     Each command must resolve to the runner it names, with no local runner object made."""
-    from uvd_pipeline.build import make_runner
+    from uvd_pipeline.build import check_runner, make_runner
     from uvd_pipeline.cli import build_overrides, parser
 
     (tmp_path / "imgs").mkdir()
@@ -154,6 +154,7 @@ def test_readme_cluster_commands_name_the_runner_they_run_on(tmp_path: Path):
         options = pipeline_options(config)
         assert (config.beam.runner, options.get_all_options()["runner"]) == (runner, runner)
         assert make_runner(config, options) is None  # Beam finds it by name; no local runner
+        check_runner(config)  # the class loads and takes these options (Dataflow's project, region, gs:// paths)
         if runner == "FlinkRunner":
             assert options.view_as(FlinkRunnerOptions).flink_master == "flink-host:8081"
         if runner == "SparkRunner":
@@ -192,4 +193,24 @@ def test_runner_as_a_beam_option_flag_is_refused_before_the_build(tmp_path: Path
     assert code == 2 and err.count("error:") == 1 and len(err.strip().splitlines()) == 1, err
     assert err.startswith("error: --beam-option=--runner=FlinkRunner: name the runner with --runner FlinkRunner "
                           "(or --set beam.runner=FlinkRunner)"), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_options_a_runner_refuses_are_one_error_line_before_anything_is_written(tmp_path: Path, capsys):
+    """`build --runner DataflowRunner` without its project and region wrote build.json, then died
+    in Beam's 25-line "Pipeline has validations errors" traceback, exit 1."""
+    from uvd_pipeline.cli import main
+
+    (tmp_path / "imgs").mkdir()
+    config_file = tmp_path / "my.yaml"
+    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
+                                           "tokenizer": {"enabled": False},
+                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    code = main(["build", str(config_file), "--runner", "DataflowRunner", "--beam-option=--temp_location=gs://b/tmp",
+                 "--beam-option=--region=europe-west4"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: beam.options: DataflowRunner refuses them: ") and "Invalid GCS bucket (gs://b/tmp)" in err
+    assert "Missing required option: project;" in err and "region" not in err.split("project")[1], err
+    assert err.rstrip().endswith("give each as --beam-option=--NAME=VALUE or in beam.options")
     assert not (tmp_path / "out").exists()
