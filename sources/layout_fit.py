@@ -248,6 +248,26 @@ def top_videos(g: Glance) -> str | None:
     return f"{g.tar} holding {videos[0]}" if videos else None
 
 
+def class_folder_clips(g: Glance) -> str | None:
+    """A clip in the first looked-into folder of a tree of class folders of clips (Kinetics',
+    UCF101's, Something-Something's `train/<class>/<clip>.mp4`): the top holds folders, every one
+    looked into holds clips and no folder (what lies deeper was not seen), and no image, parquet,
+    card or tar shows anywhere. Those folders are a sample of the classes and their first
+    `SUB_ENTRIES` names a sample of each: clips alone in every one is the evidence, a cut listing
+    no bar to it. A top folder listed to its bound is (files past it may be images)."""
+    if len(g.top) >= TOP_ENTRIES or not g.sub or web_like(g) or top_videos(g):
+        return None
+    if any(is_dir for entries in g.sub.values() for is_dir in entries.values()):
+        return None
+    if _files(g.top, (".tar", ".tar.gz", ".tgz")):
+        return None
+    clips = {s: _videos(g, f"{s}/", e) for s, e in sorted(g.sub.items())}
+    if not all(clips.values()):
+        return None
+    first = next(iter(clips))
+    return f"{first}/{clips[first][0]} (clips in each of the {len(clips)} class folders looked into)"
+
+
 def top_images(g: Glance) -> str | None:
     """An image at the path's own level or a shard tar holding images (a listing is no image:
     video2dataset writes `_stats.json` and parquet too); or img2dataset's own stats file."""
@@ -297,7 +317,8 @@ def misfit(source_type: str, path: str) -> str | None:
         clips = top_videos(g)
         if clips and not g.cut and not web_like(g) and not unseen(g):
             return _message(source_type, path, "video", clips)
-        return None
+        classes = class_folder_clips(g)
+        return _message(source_type, path, "video", classes) if classes else None
     if source_type == "video":
         if video or g.cut:
             return None

@@ -971,6 +971,30 @@ def test_a_source_path_that_is_missing_or_a_file_says_so(tmp_path: Path, capsys,
     assert code == 2 and err == "error: " + expected.format(path=tmp_path / "data" / "laion") + "\n"
 
 
+@pytest.mark.parametrize("written, shown, hint", [
+    ("imgs", "{cfg}/imgs", " (relative paths in a config are taken from the config file's folder)"),
+    ("{cfg}/imgs", "{cfg}/imgs", ""),
+    ("~/uvd-no-such-folder/imgs", "{home}/uvd-no-such-folder/imgs", ""),
+    ("$UVD_TEST_ROOT/imgs", "{cfg}/imgs", ""),
+    ("C:\\data\\imgs", "{cfg}/C:\\data\\imgs", " ('C:\\\\data\\\\imgs' looks like a Windows path; this runs on "
+     "POSIX paths: give the folder as this machine names it, such as /mnt/c/data under WSL)"),
+    ("D:/data/imgs", "{cfg}/D:/data/imgs", " ('D:/data/imgs' looks like a Windows path; this runs on POSIX paths: "
+     "give the folder as this machine names it, such as /mnt/c/data under WSL)"),
+])
+def test_a_missing_source_path_is_hinted_by_how_it_was_written(tmp_path: Path, capsys, monkeypatch, written, shown,
+                                                                hint):
+    """A missing `~` or absolute path got the hint "relative paths in a config are taken from the
+    config file's folder"; a Windows path was read as a relative name, `<config folder>/C:\\data\\imgs`."""
+    monkeypatch.setenv("UVD_TEST_ROOT", str(tmp_path))
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "sources": [{"name": "web", "type": "laion",
+                                                         "path": written.format(cfg=tmp_path)}],
+                                    "tokenizer": {"enabled": False}}))
+    code, err = _cli(capsys, "check", str(path))
+    expected = shown.format(cfg=tmp_path, home=os.path.expanduser("~")) + " does not exist" + hint
+    assert code == 2 and err == f"error: sources[0].path (web): {expected}\n", err
+
+
 @pytest.mark.parametrize("text, expected", [
     ("", "c.yaml: the file is empty; a config is a mapping of fields (version, output, sources, ...), as in "
          "configs/sample.yaml"),
@@ -1123,3 +1147,28 @@ def test_run_only_fields_leave_the_saved_config_the_same():
     assert _same_config(saved, config(layout_check=False, index_memory_mb=1024))
     assert _same_config(config(layout_check=False), saved)
     assert not _same_config(saved, config(split="train2017"))
+
+
+def test_the_paths_readme_says_are_taken_from_the_current_folder_are(tmp_path: Path, monkeypatch):
+    """README said `build --output` was "the one path taken from the current folder"; `build
+    --tokenizer` is too (a flag's path, as a shell user means it), while `--set` is read as the
+    file's. Its sentence must name the flags that behave so, and they must."""
+    import re
+
+    from uvd_pipeline.cli import build_overrides, parser
+
+    (tmp_path / "configs").mkdir()
+    config_file = tmp_path / "configs" / "c.yaml"
+    config_file.write_text(yaml.safe_dump({**BASE, "tokenizer": {"checkpoint": "tok_in_file"}}))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    sentence = " ".join(readme.split("Relative paths are relative to the config file", 1)[1].split(";")[1].split())
+    named = sorted(re.findall(r"`build (--[a-z-]+)`", sentence))
+    assert named == ["--output", "--tokenizer"], sentence
+    args = parser().parse_args(["build", str(config_file), "--output", "out", "--tokenizer", "tok"])
+    config = load_config(str(config_file), build_overrides(args))
+    assert config.output == str(tmp_path / "work" / "out")
+    assert config.tokenizer.checkpoint == str(tmp_path / "work" / "tok")
+    args = parser().parse_args(["build", str(config_file), "--set", "tokenizer.checkpoint=tok"])
+    assert load_config(str(config_file), build_overrides(args)).tokenizer.checkpoint == str(tmp_path / "configs" / "tok")

@@ -344,3 +344,82 @@ def test_synthetic_tasks_on_non_photo_frames_name_the_images_folder(trees):
 ])
 def test_web_vs_video_is_not_refused_while_the_glance_missed_folders(world, source_type, tree):
     assert layout_fit.misfit(source_type, str(world[tree])) is None
+
+
+CLIP_ENCODERS = {"mp4": ["-c:v", "libx264"], "webm": ["-c:v", "libvpx"], "mkv": ["-c:v", "libx264"],
+                 "avi": ["-c:v", "mpeg4"], "mov": ["-c:v", "libx264"], "ts": ["-c:v", "libx264"],
+                 "flv": ["-c:v", "flv"], "wmv": ["-c:v", "wmv2"], "mpg": ["-c:v", "mpeg2video"]}
+
+
+def _clip(path: Path) -> Path:
+    """A 3-frame clip as ffmpeg writes it, its container chosen by the name's suffix."""
+    from video_zoo import ffmpeg, require_ffmpeg
+
+    require_ffmpeg()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x32:rate=5", "-frames:v", "3", *CLIP_ENCODERS[path.suffix[1:]],
+           "-pix_fmt", "yuv420p", str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def kinetics(tmp_path_factory) -> Path:
+    """Kinetics' `train/<class>/<youtube id>_<start>_<end>.mp4` (and .webm, as yt-dlp fetches some)."""
+    train = tmp_path_factory.mktemp("kinetics700") / "train"
+    _clip(train / "abseiling" / "a1_000010_000021.mp4")
+    _clip(train / "abseiling" / "a2_000003_000013.mp4")
+    _clip(train / "bowling" / "b1_000001_000005.webm")
+    return train
+
+
+def test_laion_on_a_tree_of_class_folders_of_clips_is_refused_naming_video(kinetics, tmp_path, capsys):
+    """README promises `check` refuses `type: laion` on a folder of videos; on Kinetics' class
+    folders (clips one folder down, nothing at the top) it passed, and the build made 0 sentences."""
+    assert _check(tmp_path, {"type": "laion", "path": str(kinetics)}) == 2
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert error.startswith(f"error: sources[0].type (s): type: laion, but {kinetics} holds abseiling/a")
+    assert "(clips in each of the 2 class folders looked into)" in error and "did you mean type: video?" in error
+    assert _check(tmp_path, {"type": "video", "path": str(kinetics)}) == 0, capsys.readouterr().err
+
+
+def test_class_folders_with_an_image_or_without_clips_are_not_refused(kinetics, trees, tmp_path):
+    """Clips must be all the class folders show: a folder with a photo, one with no clip, a folder
+    deeper than the glance, or the dataset's root above `train/` is no refusal."""
+    def tree(name: str) -> Path:
+        copy = tmp_path / name
+        shutil.copytree(kinetics, copy)
+        return copy
+
+    with_photo = tree("with_photo")
+    (with_photo / "bowling" / "poster.jpg").write_bytes((trees["photos"] / "a.jpg").read_bytes())
+    without_clip = tree("without_clip")
+    (without_clip / "annotations").mkdir()
+    (without_clip / "annotations" / "train.csv").write_text("label,youtube_id\n")
+    deeper = tree("deeper")
+    (deeper / "bowling" / "thumbs").mkdir()
+    for path in (with_photo, without_clip, deeper, kinetics.parent):
+        assert layout_fit.misfit("laion", str(path)) is None, path
+    assert layout_fit.misfit("laion", str(kinetics)) is not None
+
+
+@pytest.mark.parametrize("suffix, container", [
+    ("mp4", "MP4 video"), ("webm", "WebM video"), ("mkv", "Matroska video"), ("avi", "AVI video"),
+    ("mov", "QuickTime video"), ("ts", "MPEG transport stream video"), ("flv", "FLV video"),
+    ("wmv", "ASF/WMV video"), ("mpg", "MPEG program stream video"),
+])
+def test_a_clip_read_as_an_image_is_rejected_as_a_video_file(suffix, container, tmp_path):
+    """A clip in an image source (Kinetics read as `type: laion`, a phone clip among photos): an
+    MP4 was "a real image format this build cannot decode", a WebM, MKV or AVI `not_an_image`."""
+    from sources.laion import LaionSource
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.tagged import REJECTS
+    from uvd_pipeline.unit_render import UnitRenderer
+
+    clip = _clip(tmp_path / "web" / f"clip.{suffix}")
+    source = LaionSource("web", str(clip.parent))
+    renderer = UnitRenderer(source, RenderSettings(32, "center_crop", 0, 1 << 24, 1, 0, 0.0), web_images=True,
+                            fingerprint=False, output=str(tmp_path / "out"), config_hash="h", root=str(source.path))
+    (row,) = [item.as_row() for unit in source.units() for tag, item in renderer.render(unit)[0] if tag == REJECTS]
+    assert (row["reason"], row["input"]) == ("unsupported_format", f"clip.{suffix}")
+    assert row["detail"].startswith(container) and row["detail"].endswith(
+        ": a video file, not an image; a type: video source reads it"), row

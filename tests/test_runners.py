@@ -10,6 +10,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
+import yaml
 from apache_beam.options.pipeline_options import (FlinkRunnerOptions, GoogleCloudOptions, PortableOptions,
                                                   SetupOptions, SparkRunnerOptions, WorkerOptions)
 
@@ -119,3 +120,97 @@ def test_portable_runner_with_external_worker_pool(mini_corpus, mini_build, tmp_
     assert summary["run"]["metrics"]["reported"] is True
     # the SDK workers' counters come back through the job service
     assert summary["run"]["counters"]["web.sentences_written"] == reference["sources"]["web"]["sentences"]
+
+
+def _readme_runner_commands() -> list[list[str]]:
+    """The `build` commands of the README's "Dataflow, Flink, Spark" section, as argv lists."""
+    import shlex
+
+    text = (REPO / "README.md").read_text().split("### Dataflow, Flink, Spark", 1)[1]
+    block = text.split("```sh", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    return [shlex.split(line.replace("$PWD", str(REPO)))[3:] for line in block.splitlines()
+            if line.startswith("python -m uvd_pipeline build")]
+
+
+def test_readme_cluster_commands_name_the_runner_they_run_on(tmp_path: Path):
+    """The README's Dataflow/Flink/Spark commands gave the runner as `--beam-option=--runner=X`:
+    the build read its runner from `beam.runner` alone (DirectRunner), ran locally and exited 0.
+    Each command must resolve to the runner it names, with no local runner object made."""
+    from uvd_pipeline.build import check_runner, make_runner
+    from uvd_pipeline.cli import build_overrides, parser
+
+    (tmp_path / "imgs").mkdir()
+    config_file = tmp_path / "my.yaml"
+    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
+                                           "tokenizer": {"enabled": False},
+                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    commands = _readme_runner_commands()
+    named = [next(word.split("=")[-1] for word in argv if word.endswith("Runner")) for argv in commands]
+    assert sorted(named) == ["DataflowRunner", "FlinkRunner", "SparkRunner"]
+    for argv, runner in zip(commands, named):
+        assert argv[:2] == ["build", "my.yaml"]
+        args = parser().parse_args([argv[0], str(config_file), *argv[2:]])
+        config = load_config(str(config_file), build_overrides(args))
+        options = pipeline_options(config)
+        assert (config.beam.runner, options.get_all_options()["runner"]) == (runner, runner)
+        assert make_runner(config, options) is None  # Beam finds it by name; no local runner
+        check_runner(config)  # the class loads and takes these options (Dataflow's project, region, gs:// paths)
+        if runner == "FlinkRunner":
+            assert options.view_as(FlinkRunnerOptions).flink_master == "flink-host:8081"
+        if runner == "SparkRunner":
+            assert options.view_as(SparkRunnerOptions).spark_master_url == "spark://spark-host:7077"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, written, name", [
+    (["--runner=FlinkRunner", "--flink_master=flink-host:8081"], "--runner=FlinkRunner", "FlinkRunner"),
+    (["--project=p", "--runner", "DataflowRunner"], "--runner DataflowRunner", "DataflowRunner"),
+])
+def test_runner_as_a_beam_flag_is_refused_in_the_config(flags: list[str], written: str, name: str):
+    """`beam.options: [--runner=FlinkRunner]` went unread: the local runner ran the build."""
+    from uvd_pipeline.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"output": "out", "sources": [{"name": "web", "type": "laion", "path": "imgs"}],
+                      "beam": {"options": flags}})
+    message = str(caught.value)
+    assert f"beam.options: {written}: name the runner as beam.runner" in message
+    assert f"--set beam.runner={name}" in message and f"--runner {name}" in message
+
+
+def test_runner_as_a_beam_option_flag_is_refused_before_the_build(tmp_path: Path, capsys):
+    """`build --beam-option=--runner=FlinkRunner` ran the build locally and exited 0."""
+    from uvd_pipeline.cli import main
+
+    (tmp_path / "imgs").mkdir()
+    config_file = tmp_path / "my.yaml"
+    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
+                                           "tokenizer": {"enabled": False},
+                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    code = main(["build", str(config_file), "--beam-option=--runner=FlinkRunner",
+                 "--beam-option=--flink_master=flink-host:8081"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: --beam-option=--runner=FlinkRunner: name the runner with --runner FlinkRunner "
+                          "(or --set beam.runner=FlinkRunner)"), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_options_a_runner_refuses_are_one_error_line_before_anything_is_written(tmp_path: Path, capsys):
+    """`build --runner DataflowRunner` without its project and region wrote build.json, then died
+    in Beam's 25-line "Pipeline has validations errors" traceback, exit 1."""
+    from uvd_pipeline.cli import main
+
+    (tmp_path / "imgs").mkdir()
+    config_file = tmp_path / "my.yaml"
+    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
+                                           "tokenizer": {"enabled": False},
+                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    code = main(["build", str(config_file), "--runner", "DataflowRunner", "--beam-option=--temp_location=gs://b/tmp",
+                 "--beam-option=--region=europe-west4"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: beam.options: DataflowRunner refuses them: ") and "Invalid GCS bucket (gs://b/tmp)" in err
+    assert "Missing required option: project;" in err and "region" not in err.split("project")[1], err
+    assert err.rstrip().endswith("give each as --beam-option=--NAME=VALUE or in beam.options")
+    assert not (tmp_path / "out").exists()

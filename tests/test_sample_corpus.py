@@ -164,3 +164,18 @@ def test_ctrl_c_or_sigterm_ends_the_corpus_write_leaving_no_copy(tmp_path: Path,
     assert command.returncode == (130 if how == "ctrl_c" else 143), stderr
     assert ("terminated (SIGTERM)" if how == "sigterm" else "interrupted") in stderr
     assert list(tmp_path.iterdir()) == [pids]  # no corpus, no .corpus.tmp-*
+
+
+@pytest.mark.parametrize("seed", ["-1", "-4294967296"])
+def test_a_negative_seed_is_one_error_line_before_any_work(tmp_path: Path, capsys, seed: str):
+    """`sample --seed -1` wrote ~2 s of the corpus, then died in numpy's traceback ("expected
+    non-negative integer", exit 1)."""
+    from uvd_pipeline.cli import main
+
+    started = time.perf_counter()
+    code = main(["sample", "--seed", seed, str(tmp_path / "corpus")])
+    elapsed = time.perf_counter() - started
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: --seed {seed}: a seed is a whole number >= 0 (default 0; each seed gives its own corpus)"], err
+    assert elapsed < 0.5 and not (tmp_path / "corpus").exists() and os.listdir(tmp_path) == []

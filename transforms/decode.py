@@ -89,7 +89,7 @@ from transforms.headers import (Pages, camera_raw, gif_ends_whole, heif_size, jp
                                 tiff_values)
 from transforms.image_colour import WideColour, _srgb_array, _wide, hdr_colour
 from transforms.image_format import (_cut_short, _raise_if_cut_short, fits_misread, pillow_reads_psd, psd_header_cut,
-                                     raise_if_zeros_after_cut, sniff_format)
+                                     raise_if_zeros_after_cut, sniff_format, sniff_video)
 from transforms.xpm_colours import xpm_for_pillow
 from transforms.image_orientation import (
     EXIF_ORIENTATION,
@@ -217,6 +217,7 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(opened))
     except UnidentifiedImageError:
+        _raise_if_video(data)
         _raise_if_cut_short(data)
         known = sniff_format(data)
         if known and psd_header_cut(data):
@@ -231,11 +232,14 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
         # the detail never quotes the bytes: a text file read by mistake must not be published
         raise DecodeError("not_an_image", f"no image format recognises these {len(data)} bytes") from None
     except Exception as exc:  # Pillow raises many types on broken headers
+        _raise_if_video(data)
         _raise_if_cut_short(data)
         known = sniff_format(data)
         if known and (known.startswith("TIFF") or "camera raw" in known):  # a layout Pillow has no raw mode for
             raise DecodeError("unsupported_format", exception_detail(exc, f"{known}: ")) from None
         raise DecodeError("corrupt_header", exception_detail(exc)) from None
+    if image.format == "MPEG":  # Pillow names an MPEG video stream's frame size, then has no decoder for it
+        _raise_if_video(data)
     misread = fits_misread(data) if image.format == "FITS" else None
     if misread:
         raise DecodeError("unsupported_format", f"{misread}: a real image format this build cannot decode")
@@ -257,6 +261,16 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     if w * h > max_pixels:
         raise DecodeError("decompression_bomb", f"{w}x{h} exceeds max_pixels={max_pixels}")
     return image
+
+
+def _raise_if_video(data: bytes) -> None:
+    """A video container in an image source (a Kinetics tree read as `type: laion`, a clip in a
+    photo folder) was "a real image format this build cannot decode" (MP4) or `not_an_image` (WebM,
+    MKV, AVI): its reject names the container and the source type that reads it."""
+    video = sniff_video(data)
+    if video:
+        raise DecodeError("unsupported_format", f"{video}: a video file, not an image; a type: video source "
+                                                "reads it") from None
 
 
 def _load(image: Image.Image, data: bytes) -> None:

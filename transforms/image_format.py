@@ -14,6 +14,48 @@ _FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEI
                 b"mp41": "MP4 video", b"mp42": "MP4 video", b"isom": "MP4 video", b"M4V ": "MP4 video"}
 
 
+# ISO media brands of video files (an image's are HEIF's and AVIF's above): ffmpeg's mp4/mov/3gp/m4v
+# muxers, cameras and phones (MP4 isom/mp41/mp42, QuickTime qt, 3GPP 3gp4-6/3g2a, iTunes M4V, DASH)
+_VIDEO_BRANDS = {b"qt  ", b"mp41", b"mp42", b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"avc1", b"M4V ",
+                 b"M4VH", b"M4VP", b"3gp4", b"3gp5", b"3gp6", b"3g2a", b"dash", b"mp71", b"f4v ", b"XAVC",
+                 b"MSNV"}
+_QUICKTIME_ATOMS = (b"moov", b"mdat", b"wide", b"pnot")  # an old QuickTime .mov has no ftyp box
+# other video containers by their first bytes (ffmpeg writes each so)
+_VIDEO_MAGICS = ((b"FLV\x01", "FLV video"), (b"0&\xb2u\x8ef\xcf\x11", "ASF/WMV video"),
+                 (b"YUV4MPEG2 ", "Y4M video"), (b"\x00\x00\x01\xba", "MPEG program stream video"),
+                 (b"\x00\x00\x01\xb3", "MPEG video"), (b"\x06\x0e+4\x02\x05\x01\x01", "MXF video"))
+TS_PACKET = 188  # MPEG-TS packets start with 0x47; Blu-ray's M2TS puts a 4-byte time code before each
+
+
+def sniff_video(data: bytes) -> str | None:
+    """The name of a video container recognised by its first bytes: such a file in an image
+    source (a clip in a photo folder, `type: laion` on a folder of videos) is no damaged image,
+    and its reject says to read it with a video source. MP4/MOV/3GP by their ISO brand, Matroska
+    and WebM by their EBML magic 1A45DFA3 and DocType, AVI by its RIFF form, MPEG-TS by its sync
+    bytes, and the magics of `_VIDEO_MAGICS`."""
+    head = data[:512]
+    brand = head[8:12]
+    if head[4:8] == b"ftyp" and brand in _VIDEO_BRANDS:
+        return _FTYP_BRANDS.get(brand) or ("3GPP video" if brand.startswith(b"3g") else
+                                           f"MP4 video ({brand.decode('latin-1')!r} brand)")
+    if head[4:8] in _QUICKTIME_ATOMS:
+        return "QuickTime video"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "WebM video" if b"webm" in head[:64] else "Matroska video"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "AVI video"
+    if head[:4] == b"OggS" and b"\x80theora" in head:
+        return "Ogg Theora video"
+    for offset, packet in ((0, TS_PACKET), (4, TS_PACKET + 4)):  # three sync bytes: one 0x47 is any file's "G"
+        if len(head) > offset + 2 * packet and head[offset] == head[offset + packet] == head[offset + 2 * packet] \
+                == 0x47 and not head.startswith(b"GIF8"):
+            return "MPEG transport stream video"
+    for magic, name in _VIDEO_MAGICS:
+        if head.startswith(magic):
+            return name
+    return None
+
+
 # what ImageMagick, image editors and HDR tools write that Pillow does not read, by their first
 # bytes: such a file was `not_an_image` ("no image format recognises these bytes")
 _OTHER_MAGICS = ((b"v/1\x01", "OpenEXR"), (b"#?RADIANCE", "Radiance HDR"), (b"#?RGBE", "Radiance HDR"),

@@ -107,6 +107,27 @@ def check_runner(config: BuildConfig) -> None:
 
     if not (isinstance(runner, type) and issubclass(runner, PipelineRunner)):
         raise ConfigError(f"beam.runner: {path} is not a Beam runner (a PipelineRunner subclass)")
+    _check_runner_options(config, runner)
+
+
+def _check_runner_options(config: BuildConfig, runner_class: type) -> None:
+    """Beam judges a runner's options (Dataflow's project, region, a gs:// temp_location) when the
+    pipeline is made: `build --runner DataflowRunner` without them wrote build.json, then died in
+    a 25-line traceback, exit 1. Judged here the same way (`PipelineOptionsValidator`, with the
+    runner made as Beam makes one by name), in one line."""
+    from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+
+    from uvd_pipeline.build_runner import pipeline_options
+
+    try:
+        runner = runner_class()
+    except Exception:  # a runner class that wants arguments: Beam judges it when the pipeline starts
+        return
+    errors = PipelineOptionsValidator(pipeline_options(config), runner).validate()
+    if errors:
+        said = "; ".join(" ".join(error.split()).rstrip(".") for error in errors)
+        raise ConfigError(f"beam.options: {config.beam.runner} refuses them: {said}; give each as "
+                          "--beam-option=--NAME=VALUE or in beam.options")
 
 
 def check_before_build(config: BuildConfig) -> None:

@@ -30,7 +30,7 @@ def pipeline_options(config: BuildConfig, dask_address: str | None = None):
             flags.append(f"--dask_client_address={dask_address}")
         if not any(f.startswith(("--dask_partition_size", "--dask_npartitions")) for f in flags):
             flags.append(f"--dask_partition_size={beam.dask_settings.partition_size}")
-    elif not any(f.startswith("--runner") for f in flags):
+    else:  # beam.options hold no --runner (`config_beam.runner_flag`): beam.runner is the one name
         flags.append(f"--runner={beam.runner}")
     return ViewCachingOptions(flags)
 

@@ -43,6 +43,9 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    if args.seed < 0:  # numpy's generators refuse it, after seconds of writing, in a traceback
+        raise ConfigError(f"--seed {args.seed}: a seed is a whole number >= 0 (default 0; each seed gives its own "
+                          "corpus)")
     from uvd_pipeline.sample import write_sample_corpus
 
     try:
@@ -221,6 +224,7 @@ def build_overrides(args: argparse.Namespace) -> dict:
     if args.workers is not None:
         overrides["beam.direct_num_workers"] = args.workers
     if args.beam_option:
+        refuse_runner_option(args.beam_option)
         overrides["beam.options"] = lambda options: [*(options or ()), *args.beam_option]
     if args.no_tokenize:
         overrides["tokenizer.enabled"] = False
@@ -233,6 +237,20 @@ def build_overrides(args: argparse.Namespace) -> dict:
     if clash:
         raise ConfigError(f"--set {clash[0]} and a flag both set {clash[0]}; give one of them")
     return {**runner, **dotted, **overrides}  # --runner first: a --set beam.dask.X is read with it
+
+
+def refuse_runner_option(beam_options: list[str]) -> None:
+    """`--beam-option=--runner=FlinkRunner` (as the README once showed) went unread: the build
+    takes its runner from beam.runner alone, so it ran locally and exited 0. The flag that does it
+    is named instead, before the file is read."""
+    from uvd_pipeline.config_beam import runner_flag
+
+    runner = runner_flag(beam_options)
+    if runner is not None:
+        written, name = runner
+        raise ConfigError(f"--beam-option={written}: name the runner with --runner {name} (or --set "
+                          f"beam.runner={name}), not as a Beam flag: the build picks its runner from beam.runner "
+                          "alone")
 
 
 def runner_overrides(runner: str) -> dict:

@@ -5,7 +5,7 @@ shapes the output bytes, so none of it is in the config hash."""
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, Sequence
 
 from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 
@@ -28,6 +28,21 @@ BEAM_RUNNERS = tuple(f"apache_beam.runners.{path}" for path in (
     "portability.spark_runner.SparkRunner", "test.TestDirectRunner", "test.TestDataflowRunner"))
 RUNNER_NAMES = {path.rpartition(".")[2]: path for path in BEAM_RUNNERS}
 DOTTED_PATH = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$"
+
+
+def runner_flag(flags: Sequence[str]) -> tuple[str, str] | None:
+    """Beam's `--runner=X` (or `--runner X`) among pass-through flags, as (the flag as written, X):
+    the build takes its runner from `beam.runner` alone (the local runner object, Dask's, or Beam's
+    by that name), so this flag went unread and a build meant for Flink ran locally, exit 0."""
+    for index, flag in enumerate(flags):
+        name, equals, value = flag.partition("=")
+        if name != "--runner":
+            continue
+        if not equals:
+            value = flags[index + 1] if index + 1 < len(flags) and not flags[index + 1].startswith("--") else ""
+            flag = f"{flag} {value}".rstrip()
+        return flag, value or "NAME"
+    return None
 
 
 def runner_name(value: str) -> str | None:
@@ -160,6 +175,12 @@ class BeamConfig(Strict):
     @field_validator("options")
     @classmethod
     def _flags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        runner = runner_flag(value)
+        if runner is not None:
+            written, name = runner
+            raise ValueError(f"{written}: name the runner as beam.runner (runner: {name} in the beam section, or "
+                             f"build --runner {name} / --set beam.runner={name}), not as a Beam flag: the build "
+                             "picks its runner from beam.runner alone")
         for flag in value:
             if not flag.startswith("--"):
                 raise ValueError(f"each option must be a --flag[=value], got {flag!r}")

@@ -39,7 +39,7 @@ def _resolve_source(source: Any, base_dir: str, field: str) -> Any:
     update = {"path": _resolve(source.path, base_dir, f"{field}.path")}
     if getattr(source, "labeler", None) is not None:
         update["labeler"] = _resolve_labeler(source.labeler, base_dir, f"{field}.labeler")
-    return source.model_copy(update=update)
+    return source.with_resolved_path(update)  # the path as written kept aside: in no dump, no hash
 
 
 def _resolve_paths(config: BuildConfig, base_dir: str) -> BuildConfig:

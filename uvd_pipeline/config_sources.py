@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import (BaseModel, Field, StrictBool, StrictFloat, StrictInt, field_validator, model_serializer,
-                      model_validator)
+from pydantic import (BaseModel, Field, PrivateAttr, StrictBool, StrictFloat, StrictInt, field_validator,
+                      model_serializer, model_validator)
 
 from sources.coco import INDEX_MEMORY_MB
 from uvd_pipeline.config_base import Strict
@@ -52,6 +52,19 @@ class SourceBase(Strict, LaterFields):
     enabled: StrictBool = True
     layout_check: StrictBool = Field(True, description="refuse a `type` that does not fit what `path` holds "
                                      "(`sources.layout_fit`); false where the path is right for the type")
+    # `path` as the config wrote it, before `config_paths` made it absolute: a missing root's error
+    # says how it was read from that (`unit_render.root_problem`); None for a model made otherwise
+    _written_path: str | None = PrivateAttr(None)
+
+    def with_resolved_path(self, update: dict[str, Any]) -> "SourceBase":
+        """This source with `update` (its absolute `path`, ...), remembering the path as written."""
+        resolved = self.model_copy(update=update)
+        resolved._written_path = self.path
+        return resolved
+
+    @property
+    def written_path(self) -> str | None:
+        return self._written_path
 
     @field_validator("name")
     @classmethod

@@ -5,6 +5,7 @@ step (`render_step.RenderUnit`), without Beam, so that it can also start before 
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
@@ -226,15 +227,33 @@ def unit_renderers(config: BuildConfig, verify: bool = False, run_id: str | None
     return renderers
 
 
-def root_problem(path: str) -> str | None:
+WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]|\\\\")  # C:\data, C:/data, \\server\share
+
+
+def root_problem(path: str, written: str | None = None) -> str | None:
     """Why a source's local root cannot be read, said plainly (a reader's 'not a directory' does
-    not tell a misspelt folder from a file), or None."""
+    not tell a misspelt folder from a file), or None. `written`: the path as the config wrote it,
+    whose form says what to hint (`_missing_hint`)."""
     if "://" in path or os.path.isdir(path):
         return None
     if not os.path.exists(path):
         what = "is a link to nothing" if os.path.islink(path) else "does not exist"
-        return f"{path} {what} (relative paths in a config are taken from the config file's folder)"
+        return f"{path} {what}{_missing_hint(written)}"
     return f"{path} is a file; give the folder that holds the source's files"
+
+
+def _missing_hint(written: str | None) -> str:
+    """Where a missing root was looked for: a relative path from the config file's folder (said
+    for it alone: an absolute or `~` path was read as written). A Windows path (`C:\\data\\imgs`)
+    was read as a relative name, `<config folder>/C:\\data\\imgs`."""
+    if written is None:
+        return ""
+    if WINDOWS_PATH.match(written):
+        return (f" ({written!r} looks like a Windows path; this runs on POSIX paths: give the folder as this "
+                "machine names it, such as /mnt/c/data under WSL)")
+    if os.path.isabs(os.path.expandvars(os.path.expanduser(written))):
+        return ""
+    return " (relative paths in a config are taken from the config file's folder)"
 
 
 def list_units(config: BuildConfig) -> dict[str, list]:
@@ -263,7 +282,7 @@ def list_units(config: BuildConfig) -> dict[str, list]:
         except (FileNotFoundError, NotADirectoryError, AnnotationFileError, ConfiguredValueMismatch) as exc:
             field = getattr(exc, "field", "path")  # sources.paths.ConfiguredPathMissing names its own
             # a reader's message may start with the source's name, which the field's line names already
-            problem = root_problem(source_config.path) or str(exc).removeprefix(f"{source_config.name}: ")
+            problem = root_problem(source_config.path, source_config.written_path) or str(exc).removeprefix(f"{source_config.name}: ")
             raise ConfigError(f"sources[{index}].{field} ({source_config.name}): {problem}") from None
         except PermissionError as exc:  # the root, or an index file, that this user may not read
             raise ConfigError(f"sources[{index}].path ({source_config.name}): cannot read {exc.filename} "

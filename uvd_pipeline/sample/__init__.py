@@ -98,6 +98,8 @@ def _check_replaceable(out: str) -> None:
 
 def write_sample_corpus(out: str, seed: int = 0, force: bool = False) -> str:
     """Write the corpus to `out` atomically (a temp folder renamed into place); reuse it if present."""
+    if seed < 0:  # before any writing: numpy's generators refuse it only once a family's images are made
+        raise ValueError(f"seed {seed}: a seed is a whole number >= 0")
     out = os.path.abspath(out)
     if is_complete(out) and not force:
         log.info("sample corpus already at %s (delete it or pass --force to rewrite)", out)
