@@ -24,7 +24,7 @@ def non_finite_count(tensor: torch.Tensor) -> int:
     if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.numel() == 0:
         return 0
     flat = tensor.detach().reshape(-1)
-    if bool(torch.isfinite(flat.sum())):
+    if bool(torch.isfinite(flat.sum())):  # float16's sum is accumulated wider, and only its total can overflow
         return 0
     count = 0
     for chunk in flat.split(CHUNK):
