@@ -836,3 +836,22 @@ def test_a_conversion_to_float16_that_overflows_is_refused_naming_the_tensor(tmp
         load_pretrained(tmp_path / "bf16", dtype="float16")
     assert main(["import", "--hf", str(tmp_path / "bf16"), "--out", str(tmp_path / "fp32"), "--dtype", "float32"]) == 0
     assert load_file(tmp_path / "fp32" / "model.safetensors")["model.norm.weight"][0].item() == 99840.0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_written_weights_follow_the_umask_as_config_json_does(tmp_path: Path, capsys, umask: int):
+    """safetensors' save_file creates its file 0600: an export or import under umask 022 left
+    model.safetensors owner-only beside a 0644 config.json, so a colleague could not load a shared
+    folder. Every weight file now gets the mode the umask gives, sharded or not."""
+    save_pretrained(_random_model(), tmp_path / "ours")
+    old = os.umask(umask)
+    try:
+        assert main(["export", "--checkpoint", str(tmp_path / "ours"), "--out", str(tmp_path / "one")]) == 0
+        assert main(["import", "--hf", str(tmp_path / "one"), "--out", str(tmp_path / "shards"),
+                     "--max-shard-size", "200KB"]) == 0
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "one", tmp_path / "shards"):
+        modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+        assert sum(name.endswith(".safetensors") for name in modes) == (1 if folder.name == "one" else len(modes) - 3)
+        assert set(modes.values()) == {0o666 & ~umask}, modes

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
+from tokenizer.atomic import new_file_mode
 from tokenizer.config import JSONFileRefused, read_json
 from tokenizer.finite import non_finite_count, non_finite_phrase
 
@@ -582,6 +583,9 @@ class ShardWriter:
             return
         path = self.folder / f".part-{len(self.parts):05d}.safetensors"
         save_file(self.pending, str(path), metadata={"format": "pt"})
+        # safetensors creates its file 0600 whatever the umask: colleagues could read a shared
+        # folder's config.json but not its weights. The mode every other file gets, as they do.
+        os.chmod(path, new_file_mode())
         self.parts.append((path, list(self.pending)))
         self.pending, self.pending_bytes = {}, 0
 
