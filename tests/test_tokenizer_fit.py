@@ -779,3 +779,68 @@ def test_a_resume_drops_log_lines_torn_by_a_crash(tmp_path, capsys):
     assert fit_cli.main(args + ["--max-steps", "3"]) == 0
     assert f"note: {out / 'log.jsonl'}: dropped 4 lines that are no whole JSON record" in capsys.readouterr().err
     assert [r["step"] for r in _log(out) if "loss" in r] == [1, 2, 3]
+
+
+def _noise_pngs(folder: Path, count: int = 8, size: int = 64) -> Path:
+    """`count` PNGs of seeded noise written by Pillow, as a folder of training images."""
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"i{i}.png")
+    return folder
+
+
+def test_a_diverged_fit_stops_at_the_first_non_finite_loss_saving_nothing_of_it(tmp_path, capsys):
+    """--lr 1e8: the loss is NaN from step 2. The fit trained on to its last step, saved and exported
+    a tokenizer whose 193 tensors were all NaN, and exited 0; a build then tokenized every image to
+    code 0. Now it stops at step 2 naming it (exit 2): the step-1 checkpoint stays as it was, nothing
+    is exported."""
+    images = _noise_pngs(tmp_path / "images", count=4, size=32)
+    out, export = tmp_path / "out", tmp_path / "export"
+    code = fit_cli.main(["--data", str(images), "--out", str(out), "--export", str(export), "--max-steps", "6",
+                         "--batch-size", "2", "--crop", "32", "--lr", "1e8", "--ae-warmup-steps", "3",
+                         "--log-every", "1", "--checkpoint-every", "1", "--threads", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.splitlines() == [err] and err.startswith("error: the loss is nan at step 2: training diverged")
+    assert f"{out} keeps the checkpoint of step 1, and nothing was exported" in err and "--lr (now 1e+08)" in err
+    assert not export.exists()
+    assert [r["step"] for r in _log(out) if "loss" in r] == [1]  # no record of the NaN step
+    assert torch.load(out / fit_cli.STATE_NAME, weights_only=True)["step"] == 1
+    kept = load(out)  # the step-1 tokenizer: finite, so it loads
+    assert all(torch.isfinite(v).all() for v in kept.state_dict().values())
+
+
+def test_a_tokenizer_with_non_finite_weights_is_refused_naming_the_tensor(tmp_path, capsys):
+    """A tokenizer saved by a diverged fit (or any other way to NaN) loaded, and encoded every image
+    to code 0: `load` now refuses it in one line naming the tensor, and a CLI that loads it exits 2."""
+    from tokenizer.checkpoint import CheckpointError, save
+
+    model = build(TINY, seed=0)
+    with torch.no_grad():
+        model.quantize.embedding.weight.fill_(float("nan"))  # a diverged codebook
+        model.decoder.conv_out.weight[0, 0, 0, 0] = float("inf")
+    save(model, tmp_path / "tok")
+    with pytest.raises(CheckpointError) as refused:
+        load(tmp_path / "tok")
+    assert str(refused.value) == (  # the first in the file's order, the decoder's
+        f"{tmp_path / 'tok' / 'pytorch_model.bin'}: tensor decoder.conv_out.weight holds 1 of "
+        f"{model.decoder.conv_out.weight.numel()} values that are not finite (1 inf) (2 tensors in all hold such "
+        "values): weights of a diverged training run; use an earlier checkpoint, or train again with a lower --lr")
+    with torch.no_grad():
+        model.decoder.conv_out.weight[0, 0, 0, 0] = 0.0  # the codebook alone, every value NaN
+    save(model, tmp_path / "tok")
+    codebook = model.quantize.embedding.weight.numel()
+    with pytest.raises(CheckpointError, match=rf"tensor quantize\.embedding\.weight holds {codebook} of {codebook} "
+                                              r"values that are not finite \(all NaN\): weights of a diverged"):
+        load(tmp_path / "tok")
+    assert evaluate_cli.main(["--checkpoint", str(tmp_path / "tok"), "--data", PHOTOS,
+                              "--out", str(tmp_path / "e.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "tensor quantize.embedding.weight holds" in err
+    assert not (tmp_path / "e.json").exists()
+    with torch.no_grad():  # large but finite values, whose sum overflows float32: loaded as they are
+        model.quantize.embedding.weight.fill_(0.5)
+        model.decoder.conv_out.weight[0, 0, :2, 0] = 3e38
+    save(model, tmp_path / "tok")
+    assert float(load(tmp_path / "tok").decoder.conv_out.weight.detach()[0, 0, 1, 0]) == pytest.approx(3e38)

@@ -589,3 +589,38 @@ def test_device_must_be_one_the_trainer_knows(tmp_path: Path, capsys):
     if not torch.cuda.is_available():  # a CUDA index is taken as a device, then judged against this machine
         assert main(["--data", "x/*.arrow", "--out", str(tmp_path / "run"), "--device", "cuda:1"]) == 2
         assert "torch sees no CUDA device" in capsys.readouterr().err
+
+
+def test_a_resume_with_other_optimisation_flags_says_so_and_keeps_the_earlier_options(shards, tmp_path: Path,
+                                                                                      capsys):
+    """A finished run resumed with --max-steps 6 (was 4) and --lr 1e-3 (was 3e-3) was taken in silence:
+    the schedule jumped and state.json kept the new options only. Now one `note:` line names each
+    flag old -> new and the learning rate at the next step, and state.json keeps the earlier options."""
+    fit(_options(shards, tmp_path / "run", max_steps=4))
+    capsys.readouterr()
+    resumed = fit(_options(shards, tmp_path / "run", max_steps=6, lr=1e-3))
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: resuming")]
+    after = learning_rate(4, _options(shards, tmp_path / "run", max_steps=6, lr=1e-3))
+    before = learning_rate(4, _options(shards, tmp_path / "run", max_steps=4))
+    assert notes == [f"note: resuming step 4 with optimisation flags other than the checkpoint's: --max-steps 4 -> 6, "
+                     f"--lr 0.003 -> 0.001; step 5's learning rate is {after:.3e} (the checkpoint's flags gave "
+                     f"{before:.3e}); state.json keeps the earlier options under options_history"]
+    state = ckpt.load_checkpoint(resumed["checkpoint"])["state"]
+    assert state["options"]["max_steps"] == 6 and state["options"]["lr"] == 1e-3
+    assert [(h["until_step"], h["options"]["max_steps"], h["options"]["lr"]) for h in state["options_history"]] == [
+        (4, 4, 3e-3)]
+    again = fit(_options(shards, tmp_path / "run", max_steps=6, lr=1e-3, log_every=2))  # no update's flag changed
+    assert again["step"] == 6 and "note: resuming" not in capsys.readouterr().err
+
+
+def test_a_resume_naming_the_same_shards_by_another_path_is_taken(shards, tmp_path: Path, monkeypatch):
+    """--data given relative on resume, absolute before: the same shards (counts and sha256), refused
+    as "the data changed". Taken now, and the run goes on as an uninterrupted one; other shards under
+    the same spelling are still refused."""
+    whole = fit(_options(shards, tmp_path / "whole", max_steps=4))
+    first = fit(_options(shards, tmp_path / "split", max_steps=4, stop_at=2))
+    monkeypatch.chdir(shards)
+    second = fit(_options(shards, tmp_path / "split", max_steps=4, data=["./a/*.arrow:2", "b/*.arrow:1"]))
+    assert second["start_step"] == 2 and first["losses"] + second["losses"] == whole["losses"]
+    with pytest.raises(UsageError, match="the data changed since this checkpoint"):  # a and b swapped
+        fit(_options(shards, tmp_path / "split", max_steps=5, data=["b/*.arrow:2", "a/*.arrow:1"]))

@@ -800,3 +800,58 @@ def test_weight_files_are_chosen_in_transformers_order(tmp_path: Path):
         read = chosen.index.name if chosen.index is not None else chosen.files[0].name
         assert read == name, (name, chosen)
         (tmp_path / name).unlink()
+
+
+def test_a_nan_weight_is_refused_naming_its_file_and_tensor(tmp_path: Path, capsys):
+    """One NaN in model.norm.weight of a transformers folder loaded without a word: `trainer.evaluate`
+    printed `ppl nan` (exit 0), `generate` crashed in torch.multinomial, `import` copied it. Every
+    load now refuses it, naming the shard and the tensor (exit 2)."""
+    hf = _small_hf_model(2)
+    with torch.no_grad():
+        hf.model.norm.weight[3] = float("nan")
+    hf.save_pretrained(tmp_path / "st", max_shard_size="20KB")
+    err = _refused(tmp_path / "st", tmp_path, capsys)
+    shard = _shard_of(tmp_path / "st", "model.norm.weight")
+    assert len(set(_weight_map(tmp_path / "st").values())) > 1
+    assert err == (f"error: {shard}: tensor model.norm.weight holds 1 of 32 values that are not finite (1 NaN): "
+                   "weights of a diverged training run or of a conversion that overflowed; use an earlier or "
+                   "another copy of the checkpoint\n")
+
+
+def test_a_conversion_to_float16_that_overflows_is_refused_naming_the_tensor(tmp_path: Path, capsys):
+    """A bfloat16 folder holding a weight of 1e5 (float16's largest is 65504): `import --dtype float16`
+    stored inf and exited 0. Now the conversion is refused naming the tensor (exit 2, nothing written);
+    float32 keeps the value, and a load to float16 is refused as the import is."""
+    hf = _small_hf_model(3).to(torch.bfloat16)
+    with torch.no_grad():
+        hf.model.norm.weight[0] = 1e5
+    hf.save_pretrained(tmp_path / "bf16")
+    capsys.readouterr()
+    assert main(["import", "--hf", str(tmp_path / "bf16"), "--out", str(tmp_path / "fp16"), "--dtype", "float16"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {tmp_path / 'bf16'}: tensor model.norm.weight does not fit float16: 1 of its 32 values "
+                   "exceed its range (largest 99840, float16 holds at most 65504); choose bfloat16 or float32\n")
+    assert not (tmp_path / "fp16").exists()
+    with pytest.raises(CheckpointError, match="tensor model.norm.weight does not fit float16"):
+        load_pretrained(tmp_path / "bf16", dtype="float16")
+    assert main(["import", "--hf", str(tmp_path / "bf16"), "--out", str(tmp_path / "fp32"), "--dtype", "float32"]) == 0
+    assert load_file(tmp_path / "fp32" / "model.safetensors")["model.norm.weight"][0].item() == 99840.0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_written_weights_follow_the_umask_as_config_json_does(tmp_path: Path, capsys, umask: int):
+    """safetensors' save_file creates its file 0600: an export or import under umask 022 left
+    model.safetensors owner-only beside a 0644 config.json, so a colleague could not load a shared
+    folder. Every weight file now gets the mode the umask gives, sharded or not."""
+    save_pretrained(_random_model(), tmp_path / "ours")
+    old = os.umask(umask)
+    try:
+        assert main(["export", "--checkpoint", str(tmp_path / "ours"), "--out", str(tmp_path / "one")]) == 0
+        assert main(["import", "--hf", str(tmp_path / "one"), "--out", str(tmp_path / "shards"),
+                     "--max-shard-size", "200KB"]) == 0
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "one", tmp_path / "shards"):
+        modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+        assert sum(name.endswith(".safetensors") for name in modes) == (1 if folder.name == "one" else len(modes) - 3)
+        assert set(modes.values()) == {0o666 & ~umask}, modes

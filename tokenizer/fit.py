@@ -44,6 +44,7 @@ from .config import PRESETS, UsageError, VQGANConfig, preset
 from .data import TrainBatches, find_images, merge_refs
 from .dataclass_cli import add_flags, flag, options_from
 from .devices import device_problem
+from .finite import non_finite_count
 from .losses import (NLayerDiscriminator, adaptive_weight, colour_loss, generator_loss, hinge_d_loss, psnr,
                      reconstruction_loss)
 from .metrics import codebook_usage, perplexity
@@ -172,6 +173,14 @@ class Trainer:
         self.used_since_log = state["used_since_log"]
         self.step = int(state["step"])
 
+    def non_finite_weights(self) -> str | None:
+        """The name of the first model or discriminator weight holding NaN or inf (None: all finite)."""
+        for prefix, module in (("", self.model), ("disc.", self.disc)):
+            for name, tensor in module.state_dict().items():
+                if non_finite_count(tensor):
+                    return prefix + name
+        return None
+
     # -- one update ----------------------------------------------------------------------------
     def _lr(self) -> float:
         return learning_rate(self.options, self.step)
@@ -256,6 +265,18 @@ class Trainer:
         jitter = 0.01 * flat.std() * torch.randn(count, flat.shape[1], generator=generator, device=flat.device)
         self.model.quantize.embedding.weight.copy_((flat[pick] + jitter).to(self.model.quantize.embedding.weight.dtype))
         return count
+
+
+class Diverged(FloatingPointError):
+    """Training reached a non-finite loss or weight: the run stops there, saving nothing of it (a
+    diverged fit went on to its last step, saved and exported NaN weights and exited 0)."""
+
+    def __init__(self, options: FitOptions, step: int, what: str, saved_step: int | None) -> None:
+        kept = (f"{options.out} keeps the checkpoint of step {saved_step}" if saved_step
+                else f"no checkpoint was written to {options.out}")
+        export = ", and nothing was exported" if options.export else ""
+        super().__init__(f"{what} at step {step}: training diverged; nothing of step {step} was saved ({kept}"
+                         f"{export}); lower --lr (now {options.lr:g}) or raise --warmup-steps, and run again")
 
 
 def learning_rate(options: FitOptions, step: int) -> float:
@@ -451,6 +472,7 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
                                "options": dataclasses.asdict(options)})
         window: list[dict[str, float]] = []
         last: dict = {"step": trainer.step}
+        saved_step = trainer.step if resumed else None
         started = time.perf_counter()
         while trainer.step < options.max_steps:
             if options.ae_warmup_steps and trainer.step == options.ae_warmup_steps:
@@ -459,6 +481,8 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
                 seeded = trainer.seed_codebook([batches.batch(trainer.step + i) for i in range(needed)])
                 _log(options.out, {"event": "codebook_seeded", "step": trainer.step, "codes": seeded})
             window.append(trainer.train_step(batches.batch(trainer.step)))
+            if not math.isfinite(window[-1]["loss"]):
+                raise Diverged(options, trainer.step, f"the loss is {window[-1]['loss']}", saved_step)
             done = trainer.step >= options.max_steps
             if trainer.step % options.log_every == 0 or done:
                 hist = trainer.used_since_log.numpy()
@@ -470,7 +494,10 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
                 trainer.used_since_log.zero_()
                 window = []
             if trainer.step % options.checkpoint_every == 0 or done:
+                if bad := trainer.non_finite_weights():  # a finite loss, then an update that overflowed
+                    raise Diverged(options, trainer.step, f"weight {bad} is not finite", saved_step)
                 trainer.save(options.out)
+                saved_step = trainer.step
         batches.reader.close()
         if options.export:
             checkpoint.save(trainer.model, options.export)
@@ -489,11 +516,12 @@ def summary_line(options: FitOptions, last: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit 2 with one `error:` line naming the flag for a run refused for its flags or the files they
-    name (`UsageError`); any other error is a bug and keeps its traceback."""
+    name (`UsageError`), or stopped by a non-finite loss or weight (`Diverged`); any other error is a
+    bug and keeps its traceback."""
     try:
         options = parse_args(argv)
         last = fit(options)
-    except UsageError as exc:
+    except (UsageError, Diverged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary_line(options, last), file=sys.stderr)

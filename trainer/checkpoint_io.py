@@ -28,7 +28,9 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
+from tokenizer.atomic import new_file_mode
 from tokenizer.config import JSONFileRefused, read_json
+from tokenizer.finite import non_finite_count, non_finite_phrase
 
 from .config import BOS_ID, EOS_ID, PAD_ID, ModelConfig, UsageError
 from .integrity import (
@@ -515,6 +517,7 @@ def checked_tensors(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[s
         for key, tensor in iter_tensors(weights, kept):
             if IGNORED_KEYS.search(key):
                 continue
+            check_finite(key, tensor, stored[key].path)
             head_seen |= key == "lm_head.weight"
             yield key, tensor
             if tied and key == "model.embed_tokens.weight" and not head_seen:
@@ -522,6 +525,31 @@ def checked_tensors(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[s
                 head_seen = True
 
     return config, raw, stream()
+
+
+def check_finite(name: str, tensor: torch.Tensor, path: str | os.PathLike[str]) -> None:
+    """Refuse a stored tensor holding NaN or inf, naming its file: such weights loaded without a
+    word (one NaN in model.norm.weight: `trainer.evaluate` printed `ppl nan`, exit 0; `generate`
+    crashed in sampling). A sum per tensor as it streams past (`tokenizer.finite`), no copy."""
+    count = non_finite_count(tensor)
+    if count:
+        raise CheckpointError(f"{path}: {non_finite_phrase(name, tensor, count)}: weights of a diverged training "
+                              "run or of a conversion that overflowed; use an earlier or another copy of the checkpoint")
+
+
+def check_converted(name: str, converted: torch.Tensor, stored: torch.Tensor, folder: str | os.PathLike[str]) -> None:
+    """Refuse a finite stored tensor that its conversion to a narrower dtype turned into inf
+    (`interop import --dtype float16` of a bf16 weight of 1e5 stored inf, exit 0); nothing is
+    checked where the dtype stays (`check_finite` judged the stored values)."""
+    if converted.dtype == stored.dtype:
+        return
+    count = non_finite_count(converted)
+    if count:
+        largest = float(stored.detach().abs().max())
+        dtype = dtype_name(converted.dtype)
+        raise CheckpointError(f"{folder}: tensor {name} does not fit {dtype}: {count} of its {converted.numel()} values "
+                              f"exceed its range (largest {largest:g}, {dtype} holds at most "
+                              f"{torch.finfo(converted.dtype).max:g}); choose bfloat16 or float32")
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -555,6 +583,9 @@ class ShardWriter:
             return
         path = self.folder / f".part-{len(self.parts):05d}.safetensors"
         save_file(self.pending, str(path), metadata={"format": "pt"})
+        # safetensors creates its file 0600 whatever the umask: colleagues could read a shared
+        # folder's config.json but not its weights. The mode every other file gets, as they do.
+        os.chmod(path, new_file_mode())
         self.parts.append((path, list(self.pending)))
         self.pending, self.pending_bytes = {}, 0
 
@@ -636,6 +667,7 @@ def model_from_checked(folder: str | os.PathLike[str],
     with torch.no_grad():
         for name, tensor in tensors:
             parameters[name].copy_(tensor)
+            check_converted(name, parameters[name], tensor, folder)
             loaded.add(name)
     if loaded != set(parameters):  # headers and contents disagree: never hand out uninitialised memory
         raise CheckpointError(f"{folder}: tensors never loaded: {_preview(sorted(set(parameters) - loaded))}")

@@ -28,8 +28,9 @@ reading their tokens. So one process with batch B*W sees exactly the union of W 
 `state_dict()` is a few integers plus the generator state; loading it into a fresh loader over the
 same shards replays the identical batch sequence (exact resume). It carries a fingerprint of the
 data (each source's shard and sentence counts and a sha256 over its shards' recorded digests, the
-tokenizer, packing) and refuses to load over other data; a state from before the digests compares
-counts only, with a warning.
+tokenizer, packing) and refuses to load over other data (a glob spelt otherwise that names shards
+of the same counts and digest is the same data); a state from before the digests compares counts
+only, with a warning.
 """
 
 from __future__ import annotations
@@ -437,6 +438,18 @@ def _replaced_only(saved: list[dict[str, Any]], now: list[dict[str, Any]]) -> li
     return [b["glob"] for _, b in differing]
 
 
+def _same_shards_other_globs(saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether `now` differs from `saved` only in how its globs are spelt, each naming shards of the
+    same counts and digest as before (a relative path against an absolute one, a quoted glob
+    against the shell's expansion): the same sentences in the same order, so the saved positions
+    hold. Such a resume was refused as "the data changed". A state without digests (older than
+    them) cannot show the shards are the same: its globs must match as before."""
+    if {k for k in now if saved.get(k) != now.get(k)} != {"sources"} or len(saved["sources"]) != len(now["sources"]):
+        return False
+    return all("sha256" in a and "sha256" in b and {**a, "glob": None} == {**b, "glob": None}
+               for a, b in zip(saved["sources"], now["sources"]))
+
+
 def _data_change(saved: dict[str, Any], now: dict[str, Any]) -> str:
     """The refusal of a resume whose data differs from the saved state's: sources whose shards hold
     other bytes under the same counts are named as such, anything else shown saved against now."""
@@ -521,7 +534,7 @@ class TokenWindows:
         # a key the saved state lacks was not recorded yet when it was written: not compared
         now = {k: v for k, v in self.fingerprint().items() if k in saved or k not in OPTIONAL_FINGERPRINT}
         now["sources"] = _comparable_sources(saved.get("sources", []), now["sources"])
-        if saved != now:
+        if saved != now and not _same_shards_other_globs(saved, now):
             raise UsageError(_data_change(saved, now))
         self.reset()
         self._rng.bit_generator.state = state["rng"]

@@ -33,7 +33,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -190,6 +190,12 @@ class TrainingModel(LVMTransformer):
         return self.loss(input_ids, targets, chunk_tokens=self.chunk_tokens, rope=rope)
 
 
+# the flags that set the updates (schedule, optimiser, tokens per step): a resume may change them,
+# and says so (`Trainer.resume`); the data and the model are held to the checkpoint's
+OPTIMISATION_FLAGS = ("max_steps", "lr", "min_lr", "warmup_steps", "batch_size", "grad_accum", "weight_decay",
+                      "beta1", "beta2", "eps", "clip")
+
+
 def learning_rate(step: int, options: FitOptions) -> float:
     """LR of update `step` (0-based): linear warmup to lr, then cosine down to min_lr at max_steps."""
     return warmup_cosine(step, options.lr, options.warmup_steps, options.max_steps, options.min_lr)
@@ -291,6 +297,8 @@ class Trainer:
         self.tokens_seen = 0
         self._rope_tables: tuple[torch.Tensor, torch.Tensor] | None = None
         self.curve: dict[str, list] = {"step": [], "loss": []}
+        # the options of earlier sessions whose optimisation flags differ from this one's, oldest first
+        self.options_history: list[dict[str, Any]] = []
 
     # state -----------------------------------------------------------------------------------
     def _full_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -305,7 +313,8 @@ class Trainer:
         path = None
         if self.env.main:
             state = {"tokens_seen": self.tokens_seen, "data": self.data.state_dict(),
-                     "options": dataclasses.asdict(self.options), "world_size": self.env.world_size}
+                     "options": dataclasses.asdict(self.options), "options_history": self.options_history,
+                     "world_size": self.env.world_size}
             # the curve first: a resume keeps its steps up to the checkpoint's, so one written ahead of a
             # checkpoint that never commits is trimmed, while one behind a committed checkpoint (killed
             # between the two) lost that step's loss for good (hunt53a tmp_leak rerun: step 117)
@@ -339,6 +348,30 @@ class Trainer:
         self.step = int(state["step"])
         self.tokens_seen = int(state.get("tokens_seen", 0))
         self._read_curve()
+        self._note_changed_flags(state)
+
+    def _note_changed_flags(self, state: Mapping[str, Any]) -> None:
+        """Say which optimisation flags differ from the checkpoint's (old -> new) and where the
+        learning rate goes, and keep the checkpoint's options in `options_history`: a resume with
+        another --max-steps was taken in silence, its schedule jumping (3.05e-5 at step 30, 5.26e-5
+        at 31), and state.json kept only the new options."""
+        self.options_history = list(state.get("options_history") or [])
+        saved = state.get("options") or {}
+        changed = {name: saved[name] for name in OPTIMISATION_FLAGS
+                   if name in saved and saved[name] != getattr(self.options, name)}
+        if not changed:
+            return
+        self.options_history.append({"until_step": self.step, "options": saved})
+        if not self.env.main:
+            return
+        flags = ", ".join(f"--{name.replace('_', '-')} {old} -> {getattr(self.options, name)}"
+                          for name, old in changed.items())
+        before = learning_rate(self.step, dataclasses.replace(self.options, **changed))
+        after = learning_rate(self.step, self.options)
+        rate = (f"step {self.step + 1}'s learning rate is {after:.3e} (the checkpoint's flags gave {before:.3e})"
+                if after != before else "the learning rate is unchanged")
+        print(f"note: resuming step {self.step} with optimisation flags other than the checkpoint's: {flags}; "
+              f"{rate}; state.json keeps the earlier options under options_history", file=sys.stderr, flush=True)
 
     def _curve_path(self) -> str:
         return os.path.join(self.options.out, LOSSES_NAME)

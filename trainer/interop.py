@@ -28,6 +28,7 @@ from .checkpoint_io import (
     CheckpointError,
     ShardWriter,
     UsageError,
+    check_converted,
     checked_tensors,
     dtype_name,
     parse_dtype,
@@ -53,8 +54,10 @@ def convert(source: str | os.PathLike[str], out: str | os.PathLike[str], *, dtyp
     count = 0
     with sealed_folder(out) as temporary:
         writer = ShardWriter(Path(temporary), shard_bytes)
-        for name, tensor in tensors:  # dtypes were judged from the headers
-            writer.add(name, tensor.to(target))
+        for name, tensor in tensors:  # dtypes were judged from the headers, values as they stream
+            converted = tensor.to(target)
+            check_converted(name, converted, tensor, source)
+            writer.add(name, converted)
             count += 1
         files = writer.close()
         write_config(Path(temporary), config, target, {"uvd_provenance": provenance} if provenance else None)
