@@ -90,6 +90,7 @@ from transforms.headers import (Pages, camera_raw, gif_ends_whole, heif_size, jp
 from transforms.image_colour import WideColour, _srgb_array, _wide, hdr_colour
 from transforms.image_format import (_cut_short, _raise_if_cut_short, fits_misread, pillow_reads_psd, psd_header_cut,
                                      raise_if_zeros_after_cut, sniff_format)
+from transforms.pillow_open import open_input
 from transforms.xpm_colours import xpm_for_pillow
 from transforms.image_orientation import (
     EXIF_ORIENTATION,
@@ -215,7 +216,7 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
                                              "as an object and an uncompressed strip as a tile of its own")
     opened = xpm_for_pillow(without_png_text(data))  # outside the try: its own `corrupt_header` stands as it is
     try:
-        image = Image.open(io.BytesIO(opened))
+        image = open_input(io.BytesIO(opened))  # never a reader that runs another program (EPS: Ghostscript)
     except UnidentifiedImageError:
         _raise_if_cut_short(data)
         known = sniff_format(data)
