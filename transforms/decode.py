@@ -76,6 +76,7 @@ from transforms.decode_budget import (
     Held,
     _check_budget,
     _check_embedded,
+    check_header_held,
     _dct_scalable,
     _held,
     decode_cost,
@@ -214,6 +215,7 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
                                              f"offsets and byte counts), about {numbers * TIFF_VALUE_BYTES >> 20} MiB "
                                              f"opening it, over the budget of {max_bytes >> 20} MiB: Pillow holds each "
                                              "as an object and an uncompressed strip as a tile of its own")
+    check_header_held(data, max_bytes)  # before Image.open: it keeps every APPn and COM segment of a JPEG
     opened = xpm_for_pillow(without_png_text(data))  # outside the try: its own `corrupt_header` stands as it is
     try:
         image = open_input(io.BytesIO(opened))  # never a reader that runs another program (EPS: Ghostscript)
