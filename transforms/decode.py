@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from transforms.decode_budget import (
     _STRIP_COST,
@@ -218,7 +218,7 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     check_header_held(data, max_bytes)  # before Image.open: it keeps every APPn and COM segment of a JPEG
     opened = xpm_for_pillow(without_png_text(data))  # outside the try: its own `corrupt_header` stands as it is
     try:
-        image = open_input(io.BytesIO(opened))  # never a reader that runs another program (EPS: Ghostscript)
+        image = _opened(opened)
     except UnidentifiedImageError:
         _raise_if_cut_short(data)
         known = sniff_format(data)
@@ -260,6 +260,27 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     if w * h > max_pixels:
         raise DecodeError("decompression_bomb", f"{w}x{h} exceeds max_pixels={max_pixels}")
     return image
+
+
+def _opened(data: bytes) -> Image.Image:
+    """Pillow's image of `data`, through the readers that run no other program (`open_input`:
+    never Ghostscript). A JPEG whose MPF index (APP2) Pillow cannot read is opened as the plain
+    JPEG it is: Pillow's JPEG opener reads the index to make an MPO of it, and one listing fewer
+    entries than its NumberOfImages says (50 for 2) failed inside it, so no reader took the file
+    (`not_an_image`), where ffmpeg, ImageMagick and browsers show its first picture. Only where
+    that index is what failed: any other refusal stands as Pillow's."""
+    try:
+        return open_input(io.BytesIO(data))
+    except UnidentifiedImageError:
+        if data[:3] != b"\xff\xd8\xff":
+            raise
+        try:
+            image = JpegImagePlugin.JpegImageFile(io.BytesIO(data))
+        except Exception:
+            raise UnidentifiedImageError("no reader takes these bytes") from None
+        if "mp" not in image.info:
+            raise UnidentifiedImageError("no reader takes these bytes") from None
+        return image
 
 
 def _load(image: Image.Image, data: bytes) -> None:
