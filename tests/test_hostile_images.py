@@ -10,6 +10,7 @@ import random
 import re
 import subprocess
 import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -221,3 +222,19 @@ def test_a_jpeg_whose_mpo_index_miscounts_decodes_as_the_jpeg_it_is():
     shown = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     assert np.abs(decoded.pixels.astype(int) - cv2.resize(shown, (64, 64), interpolation=cv2.INTER_AREA)).max() <= 2
     assert abs(decoded.pixels[..., 0].mean() - 200) < 3  # the first picture, red
+
+
+@pytest.mark.parametrize("side", ["width", "height"])
+def test_a_png_declaring_no_width_or_height_is_no_pixels(side: str):
+    """A PNG whose IHDR declares a width or height of 0 (its CRC right: a writer's bug, not damage)
+    was `corrupt_header` ("SyntaxError: not identified by this driver", Pillow's refusal); it is
+    an image of no pixels, the reason such an image has."""
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(out, "PNG")
+    data = out.getvalue()
+    ihdr = bytearray(data[12:29])  # the kind, width, height, depth, colour type, ...
+    ihdr[4 if side == "width" else 8 : 8 if side == "width" else 12] = bytes(4)
+    made = data[:12] + bytes(ihdr) + zlib.crc32(bytes(ihdr)).to_bytes(4, "big") + data[33:]
+    with pytest.raises(DecodeError) as caught:
+        load_image(made, 32, "squash")
+    assert (caught.value.reason, caught.value.detail) == ("no_pixels", "0x48" if side == "width" else "64x0")

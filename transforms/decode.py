@@ -86,8 +86,8 @@ from transforms import jpeg2000, jpeg_warnings, tiff_jpeg
 from transforms.container_icc import container_profile
 from transforms.errors import DecodeError, exception_detail
 from transforms.deflate_strips import DEFLATE, deflate_damage
-from transforms.headers import (Pages, camera_raw, gif_ends_whole, heif_size, jpeg_ends_whole, png_ends_whole, tiff_samples,
-                                tiff_values)
+from transforms.headers import (Pages, camera_raw, gif_ends_whole, heif_size, jpeg_ends_whole, png_ends_whole, png_size,
+                                tiff_samples, tiff_values)
 from transforms.image_colour import WideColour, _srgb_array, _wide, hdr_colour
 from transforms.image_format import (_cut_short, _raise_if_cut_short, fits_misread, pillow_reads_psd, psd_header_cut,
                                      raise_if_zeros_after_cut, sniff_format)
@@ -229,6 +229,9 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
                                                 "file)") from None
         if known:
             raise DecodeError("unsupported_format", f"{known}: a real image format this build cannot decode") from None
+        declared = png_size(data)
+        if declared and min(declared) == 0:  # Pillow's PNG reader refuses it ("not identified by this driver")
+            raise DecodeError("no_pixels", f"{declared[0]}x{declared[1]}") from None
         if data.startswith(_PNG_SIGNATURE):  # Pillow's PNG reader refused it (a critical chunk's bad CRC)
             raise DecodeError("corrupt_header", _png_refusal(data)) from None
         # the detail never quotes the bytes: a text file read by mistake must not be published
