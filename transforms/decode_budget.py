@@ -12,6 +12,7 @@ from PIL import Image
 
 from transforms import hdr
 from transforms.errors import DecodeError
+from transforms.exif_ifd import ifd0_copied_bytes
 from transforms.headers import (
     avif_planes,
     coefficient_bytes,
@@ -178,14 +179,26 @@ def _segments_held(segments: int, payload: int) -> Held:
 
 
 def check_header_held(data: bytes, budget: int) -> None:
-    """Refuse, before Pillow opens it, a JPEG whose APPn and COM segments alone cost Pillow's open
-    more than `budget` (`JPEG_SEGMENT_BYTES`): the open keeps every one before it reads a pixel or
-    finds the frame missing."""
-    if data[:3] != b"\xff\xd8\xff":
+    """Refuse, before Pillow opens it, a JPEG or TIFF whose header alone costs Pillow's open more than
+    `budget`: a JPEG's APPn and COM segments (`JPEG_SEGMENT_BYTES`: the open keeps every one before
+    it reads a pixel or finds the frame missing) and the IFD0 of its EXIF, which the open loads for
+    a resolution (`exif_ifd.ifd0_copied_bytes`: 1,000 entries pointing at one 1 MB block, split over
+    16 APP1 segments, took 960 MB); a TIFF's IFD0 the same way, loaded opening it and again
+    loading it (300 entries of a 1 MB block: 575 MB)."""
+    if data[:3] == b"\xff\xd8\xff":
+        exif = bytearray()
+        held = _segments_held(*jpeg_app_segments(data, exif))
+        copied = ifd0_copied_bytes(exif)
+        kind = "JPEG"
+    elif data[:4] in (b"II*\x00", b"MM\x00*"):
+        held, copied, kind = Held(), 2 * ifd0_copied_bytes(data), "TIFF"
+    else:
         return
-    held = _segments_held(*jpeg_app_segments(data))
+    if copied:
+        what = f"the data of its {'EXIF' if kind == 'JPEG' else 'first'} IFD, {copied >> 20} MiB as Pillow loads it"
+        held = Held(held.bytes + copied, " and ".join(w for w in (held.what, what) if w))
     if held.bytes > budget:
-        raise DecodeError("image_too_large", f"a JPEG needing about {held.bytes >> 20} MiB to open, over the budget "
+        raise DecodeError("image_too_large", f"a {kind} needing about {held.bytes >> 20} MiB to open, over the budget "
                                              f"of {budget >> 20} MiB: {held.what}")
 
 

@@ -109,15 +109,21 @@ def jpeg_layout(data: bytes) -> JpegLayout | None:
     return _jpeg_walk(data)[0]
 
 
-def jpeg_app_segments(data: bytes) -> tuple[int, int]:
+def jpeg_app_segments(data: bytes, exif: bytearray | None = None) -> tuple[int, int]:
     """The APPn and COM segments before a JPEG's first scan (or its end), and their payload bytes,
-    frame or none: what Pillow's open reads into its `applist` before it finds a frame missing."""
-    _, segments, payload = _jpeg_walk(data)
+    frame or none: what Pillow's open reads into its `applist` before it finds a frame missing.
+    `exif`, when given, is extended by the EXIF Pillow's open reads (`info["exif"]`): every APP1
+    `Exif` segment's payload, joined, without their `Exif\\0\\0` prefixes."""
+    _, segments, payload = _jpeg_walk(data, exif)
     return segments, payload
 
 
-def _jpeg_walk(data: bytes) -> tuple[JpegLayout | None, int, int]:
-    """`jpeg_layout`, and the APPn and COM segments before the first scan and their payload bytes."""
+_EXIF_APP1 = b"Exif\x00\x00"
+
+
+def _jpeg_walk(data: bytes, exif: bytearray | None = None) -> tuple[JpegLayout | None, int, int]:
+    """`jpeg_layout`, and the APPn and COM segments before the first scan and their payload bytes
+    (`jpeg_app_segments`)."""
     if data[:2] != b"\xff\xd8":
         return None, 0, 0
     frame, sof, precision, first, scans, pos, end = None, 0, 8, 0, 0, 2, len(data)
@@ -137,6 +143,8 @@ def _jpeg_walk(data: bytes) -> tuple[JpegLayout | None, int, int]:
         elif (0xE0 <= marker <= 0xEF or marker == _COM) and not scans:
             app_segments += 1
             app_bytes += length - 2
+            if exif is not None and marker == 0xE1 and data[pos + 4 : pos + 10] == _EXIF_APP1:
+                exif += data[pos + 10 : pos + 2 + length]
         elif marker == _SOS:
             if frame is None:
                 return None, app_segments, app_bytes
