@@ -131,8 +131,10 @@ class _Worker:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)  # the child imports what this process can
         env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in sys.path if p]])
+        # its own session and process group: a kill takes the group, so whatever a decoder starts (a
+        # helper program, its children) dies with it instead of running on, adopted by init
         self.process = subprocess.Popen([sys.executable, "-m", "sources.budget"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, env=env, close_fds=True)
+                                        stdout=subprocess.PIPE, env=env, close_fds=True, start_new_session=True)
         self.out_fd = self.process.stdout.fileno()  # type: ignore[union-attr]
         self.owner = os.getpid()
         self.modules = {__name__}  # job modules the worker has imported (its own, to begin with)
@@ -142,11 +144,24 @@ class _Worker:
         _widen(self.process.stdin.fileno())  # type: ignore[union-attr]  # an image's bytes in one write
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        """Whether the worker runs; an ended one is left unreaped (`kill` reaps it), so that its pid
+        still names its process group for `kill` to end what it started."""
+        if self.process.returncode is not None:
+            return False
+        try:
+            return os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except (AttributeError, ChildProcessError):  # no waitid (not POSIX)
+            return self.process.poll() is None
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
+        """End the worker and everything in its process group (what its job started), and reap it.
+        The group is signalled while the worker is unreaped: its pid, the group's id, cannot have
+        been given to another process yet."""
+        if self.process.returncode is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError, AttributeError):
+                self.process.kill()
         self.process.wait()
         for pipe in (self.process.stdin, self.process.stdout):
             if pipe is not None:
@@ -198,7 +213,8 @@ class _Worker:
             if ready:
                 got = os.readv(self.out_fd, [view[done:]])
                 if not got:
-                    code = self.process.wait()
+                    self.kill()  # what it started goes with it
+                    code = self.process.returncode
                     name = signal.Signals(-code).name if code < 0 else f"exit code {code}"
                     raise BudgetExceeded("decoder_crashed", f"the decoding process died ({name})")
                 done += got
@@ -411,6 +427,8 @@ def _end_when_orphaned(parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(ORPHAN_CHECK_S)
+        if os.getpgid(0) == os.getpid():  # its own group (`_Worker`): whatever its job started goes too
+            os.killpg(0, signal.SIGKILL)
         os._exit(1)
 
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()

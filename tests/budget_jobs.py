@@ -119,3 +119,11 @@ def head_reads(job: str, *args) -> tuple[int, object]:
     finally:
         fsio._head_bytes = real
     return len(reads), result
+
+
+def start_sleeper() -> int:
+    """Starts a program that outlives the job (as Ghostscript, which Pillow's EPS reader runs), and
+    returns its pid."""
+    import subprocess
+
+    return subprocess.Popen(["sleep", "60"]).pid

@@ -10,10 +10,13 @@ import random
 import re
 import subprocess
 import time
+import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from transforms.decode import DecodeError, load_image
 
@@ -193,3 +196,45 @@ def test_jpeg_warning_reader_survives_a_fork_and_says_when_it_is_off(monkeypatch
         assert jpeg_warnings._calibrated() is None and jpeg_warnings._calibrated() is None
     said = [record.getMessage() for record in caplog.records if record.name == "transforms.jpeg_warnings"]
     assert len(said) == 1 and PIL.__version__ in said[0], said
+
+
+def _mpo_claiming(images: int) -> bytes:
+    """A two-picture MPO as Pillow writes it (the MPF index in APP2), its NumberOfImages made
+    `images`: an index that lists fewer entries than it counts, as an editor leaves one."""
+    first, second = Image.new("RGB", (64, 48), (200, 40, 40)), Image.new("RGB", (64, 48), (40, 40, 200))
+    out = io.BytesIO()
+    first.save(out, "MPO", save_all=True, append_images=[second], quality=95)
+    data = out.getvalue()
+    mpf = data.index(b"MPF\x00") + 4
+    order = "big" if data[mpf : mpf + 2] == b"MM" else "little"
+    count = data.index((0xB001).to_bytes(2, order), mpf)  # NumberOfImages: tag, type, count, value
+    assert int.from_bytes(data[count + 8 : count + 12], order) == 2
+    return data[: count + 8] + images.to_bytes(4, order) + data[count + 12 :]
+
+
+def test_a_jpeg_whose_mpo_index_miscounts_decodes_as_the_jpeg_it_is():
+    """Pillow's JPEG opener reads the MPF index to make an MPO, and failed inside it where the index
+    counts 50 pictures and lists 2: no reader took the file (`not_an_image`). OpenCV (libjpeg, as
+    ffmpeg and ImageMagick) decodes it as the JPEG it is; so does the build now, its first picture."""
+    data = _mpo_claiming(50)
+    decoded = load_image(data, 64, "squash")
+    assert (decoded.width, decoded.height, decoded.format) == (64, 48, "JPEG")
+    shown = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert np.abs(decoded.pixels.astype(int) - cv2.resize(shown, (64, 64), interpolation=cv2.INTER_AREA)).max() <= 2
+    assert abs(decoded.pixels[..., 0].mean() - 200) < 3  # the first picture, red
+
+
+@pytest.mark.parametrize("side", ["width", "height"])
+def test_a_png_declaring_no_width_or_height_is_no_pixels(side: str):
+    """A PNG whose IHDR declares a width or height of 0 (its CRC right: a writer's bug, not damage)
+    was `corrupt_header` ("SyntaxError: not identified by this driver", Pillow's refusal); it is
+    an image of no pixels, the reason such an image has."""
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(out, "PNG")
+    data = out.getvalue()
+    ihdr = bytearray(data[12:29])  # the kind, width, height, depth, colour type, ...
+    ihdr[4 if side == "width" else 8 : 8 if side == "width" else 12] = bytes(4)
+    made = data[:12] + bytes(ihdr) + zlib.crc32(bytes(ihdr)).to_bytes(4, "big") + data[33:]
+    with pytest.raises(DecodeError) as caught:
+        load_image(made, 32, "squash")
+    assert (caught.value.reason, caught.value.detail) == ("no_pixels", "0x48" if side == "width" else "64x0")

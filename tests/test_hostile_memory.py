@@ -13,7 +13,9 @@ import json
 import os
 import subprocess
 import sys
+import struct
 import tarfile
+import zlib
 from pathlib import Path
 
 import cv2
@@ -251,7 +253,10 @@ def test_jpeg_over_budget_decodes_reduced_on_the_exact_path(tmp_path: Path):
     image = cv2.resize(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8), (1600, 1200), interpolation=cv2.INTER_CUBIC)
     data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
     full = load_image(data, 64, "center_crop", fast=False)
-    budget = decode_cost(800, 600, "RGB") + 1  # room for half the size only
+    from transforms.decode_budget import _jpeg_held
+
+    header = _jpeg_held(data).bytes  # what Pillow keeps of its JFIF segment
+    budget = decode_cost(800, 600, "RGB", held=header) + 1  # room for half the size only
     reduced = load_image(data, 64, "center_crop", fast=False, max_bytes=budget)
     assert (full.reduced_decode, reduced.reduced_decode) == (1, 2)
     assert reduced.plan == full.plan and (reduced.width, reduced.height) == (1600, 1200)
@@ -810,3 +815,63 @@ def test_an_honest_tiff_of_16_pixel_tiles_decodes_within_the_budget(tmp_path: Pa
     decoded = load_image(data, 64, "center_crop")
     assert (decoded.width, decoded.height, decoded.format) == (12000, 12000, "TIFF")
     assert abs(decoded.pixels.mean() - 200 / 7) < 1.5  # a row in 7 at 200, averaged down
+
+
+def _jpeg_of_empty_segments(segments: int, marker: bytes = b"\xff\xe5") -> tuple[bytes, bytes]:
+    """A 64 x 48 JPEG as Pillow writes it, and the same with `segments` empty APPn (or COM) segments
+    after its start of image: what a hostile upload carries (4 bytes each)."""
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (30, 140, 220)).save(out, "JPEG", quality=95)
+    plain = out.getvalue()
+    return plain, plain[:2] + (marker + b"\x00\x02") * segments + plain[2:]
+
+
+def test_a_jpeg_of_many_empty_segments_is_refused_before_pillow_opens_it(monkeypatch):
+    """Pillow's JPEG open keeps every APPn and COM segment before the first scan (a tuple, a name and
+    a bytes object in `applist`): a 37 MB JPEG of 64 x 48 pixels made of 9.25 M empty APP5 segments
+    took 1.2 GB in the rendering process, judged on its pixels alone, and was accepted. The segments
+    are counted from the header (`JPEG_SEGMENT_BYTES` each, at least what Pillow's open allocates,
+    measured here with tracemalloc) and weighed against the budget before `Image.open`; the same
+    picture without them decodes under that budget."""
+    import tracemalloc
+
+    from transforms import decode
+
+    plain, flooded = _jpeg_of_empty_segments(200_000)
+    assert plain[2:4] == b"\xff\xe0" and plain.count(b"\xff\xe1") == 0  # Pillow's JFIF segment, no other
+    budget = 30 << 20  # scaled down: 200,000 segments of the 9.25 M are judged 33 MiB
+    opened, image_open = [], Image.open
+    monkeypatch.setattr(decode.Image, "open", lambda *a, **k: opened.append(a) or image_open(*a, **k))
+    with pytest.raises(DecodeError) as refused:
+        load_image(flooded, 64, "center_crop", max_bytes=budget)
+    assert refused.value.reason == "image_too_large", refused.value
+    assert "the 200,001 APPn and COM segments before its first scan" in refused.value.detail
+    assert not opened
+    decoded = load_image(plain, 64, "center_crop", max_bytes=budget)
+    assert np.abs(decoded.pixels.astype(int) - (30, 140, 220)).max() <= 3 and opened
+
+    from transforms.decode_budget import JPEG_SEGMENT_BYTES
+
+    tracemalloc.start()
+    image_open(io.BytesIO(flooded)).close()
+    allocated = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert 50 * 200_000 < allocated <= JPEG_SEGMENT_BYTES * 200_000 + len(flooded)
+
+
+def test_a_png_of_many_private_chunks_decodes_without_pillow_keeping_them():
+    """Pillow's PNG open keeps each private chunk (its kind's second letter lower case) it reads
+    nothing from, in `private_chunks`: a 36 MB PNG of 3 M empty `prVt` chunks took 345 MB and 13
+    CPU-s opening. No pixel depends on one: they are taken out before Pillow opens it, as text
+    chunks are, and the picture decodes as the same PNG without them does."""
+    from transforms.png_chunks import without_png_text
+
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(out, "PNG")
+    plain = out.getvalue()
+    chunk = struct.pack(">I", 0) + b"prVt" + struct.pack(">I", zlib.crc32(b"prVt"))
+    flooded = plain[:33] + chunk * 20_000 + plain[33:]  # after IHDR
+    assert without_png_text(flooded) == plain
+    decoded = load_image(flooded, 64, "center_crop")
+    assert np.array_equal(decoded.pixels, load_image(plain, 64, "center_crop").pixels)
+    assert np.abs(decoded.pixels.astype(int) - (200, 10, 10)).max() == 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -750,3 +751,25 @@ def test_a_cut_psd_of_a_layout_pillow_reads_is_a_corrupt_header_not_a_missing_fo
             load_image(data[:cut], 32, "squash")
         assert (caught.value.reason, caught.value.detail) == (
             "corrupt_header", f"PSD (Photoshop, cut inside its 26-byte header): {cut} bytes")
+
+
+def test_imagemagicks_xpm_of_named_colours_decodes_as_it_reads_it(tmp_path: Path):
+    """ImageMagick writes an XPM colour by its X11 name where one is exactly that colour (`"  c red"`,
+    `gray50`, `green` at X11's 0,255,0 where CSS has 0,128,0); Pillow reads only `#` colours and
+    refused the whole file (`corrupt_header`). Each decodes as `convert x.xpm -depth 8 rgb:-` shows
+    it; a name no X11 table holds is `unsupported_format`."""
+    png, xpm = tmp_path / "named.png", tmp_path / "named.xpm"
+    subprocess.run(["convert", "xc:red", "xc:gray50", "xc:#00FF00", "xc:MediumForestGreen", "xc:#123456",
+                    "+append", "-scale", "500%", str(png)], check=True)
+    subprocess.run(["convert", str(png), str(xpm)], check=True)
+    data = xpm.read_bytes()
+    assert b" c red" in data and b" c green" in data and b" c MediumForestGreen" in data  # written by name
+    shown = subprocess.run(["convert", str(xpm), "-depth", "8", "rgb:-"], capture_output=True, check=True).stdout
+    decoded = decode_rgb(data)
+    assert decoded.shape == (5, 25, 3)
+    assert decoded.tobytes() == shown
+    assert tuple(decoded[0, 10]) == (0, 255, 0)
+    with pytest.raises(DecodeError) as caught:
+        decode_rgb(data.replace(b" c red", b" c reddish"))
+    assert (caught.value.reason, caught.value.detail) == (
+        "unsupported_format", "XPM: a colour given by a name that is no X11 colour name")

@@ -3,6 +3,8 @@ too long is killed, the caller goes on."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -60,6 +62,31 @@ def test_a_job_stuck_in_c_code_is_killed_and_the_next_job_runs():
     assert caught.value.reason == "decode_timeout" and "1 s" in caught.value.detail
     assert time.monotonic() - start < 5
     assert list(budget.run("budget_jobs:count", 2)) == [0, 1]
+
+
+def _ended(pid: int) -> bool:
+    """Whether process `pid` has ended (gone, or a zombie its new parent has not reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_a_killed_worker_takes_what_its_job_started_with_it():
+    """A decoder that starts another program (Pillow's EPS reader ran Ghostscript): when the worker is
+    killed at its limit, that program goes too, instead of running on forever adopted by init."""
+    started = budget.call("budget_jobs:start_sleeper")
+    try:
+        with pytest.raises(BudgetExceeded):
+            budget.call("budget_jobs:sleep_in_c", budget=Budget(time_s=1.0))
+        deadline = time.monotonic() + 5
+        while not _ended(started) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _ended(started)
+    finally:
+        if not _ended(started):
+            os.kill(started, signal.SIGKILL)
 
 
 def test_memory_budget():

@@ -127,13 +127,23 @@ def load_reason(exc: BaseException, image_format: str | None = None, data: bytes
     return "unsupported_format" if image_format == "TIFF" else "decode_error"
 
 
+# Pillow readers that run another program on the file (EPS: Ghostscript, a PostScript interpreter):
+# never offered an input (the build's `transforms.pillow_open`, which this package may not import)
+_RUNS_A_PROGRAM = ("EPS",)
+
+
+def _formats() -> list[str]:
+    Image.init()
+    return [name for name in Image.ID if name not in _RUNS_A_PROGRAM]
+
+
 def decode_image(data: bytes) -> np.ndarray:
     """RGB uint8 pixels of an image file's bytes; `UnreadableImage` with the build's reason when
     they are not a usable image."""
     if not data:
         raise UnreadableImage("empty_file", "0 bytes")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=_formats())
     except Image.UnidentifiedImageError as exc:  # its message names a BytesIO object; never quote the bytes
         raise UnreadableImage(open_reason(exc), f"{type(exc).__name__}: no image format recognises these "
                                                 f"{len(data)} bytes") from exc

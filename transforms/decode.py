@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from transforms.decode_budget import (
     _STRIP_COST,
@@ -76,6 +76,7 @@ from transforms.decode_budget import (
     Held,
     _check_budget,
     _check_embedded,
+    check_header_held,
     _dct_scalable,
     _held,
     decode_cost,
@@ -85,11 +86,12 @@ from transforms import jpeg2000, jpeg_warnings, tiff_jpeg
 from transforms.container_icc import container_profile
 from transforms.errors import DecodeError, exception_detail
 from transforms.deflate_strips import DEFLATE, deflate_damage
-from transforms.headers import (Pages, camera_raw, gif_ends_whole, heif_size, jpeg_ends_whole, png_ends_whole, tiff_samples,
-                                tiff_values)
+from transforms.headers import (Pages, camera_raw, gif_ends_whole, heif_size, jpeg_ends_whole, png_ends_whole, png_size,
+                                tiff_samples, tiff_values)
 from transforms.image_colour import WideColour, _srgb_array, _wide, hdr_colour
 from transforms.image_format import (_cut_short, _raise_if_cut_short, fits_misread, pillow_reads_psd, psd_header_cut,
                                      raise_if_zeros_after_cut, sniff_format, sniff_video)
+from transforms.pillow_open import open_input
 from transforms.xpm_colours import xpm_for_pillow
 from transforms.image_orientation import (
     EXIF_ORIENTATION,
@@ -213,9 +215,10 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
                                              f"offsets and byte counts), about {numbers * TIFF_VALUE_BYTES >> 20} MiB "
                                              f"opening it, over the budget of {max_bytes >> 20} MiB: Pillow holds each "
                                              "as an object and an uncompressed strip as a tile of its own")
+    check_header_held(data, max_bytes)  # before Image.open: it keeps every APPn and COM segment of a JPEG
     opened = xpm_for_pillow(without_png_text(data))  # outside the try: its own `corrupt_header` stands as it is
     try:
-        image = Image.open(io.BytesIO(opened))
+        image = _opened(opened)
     except UnidentifiedImageError:
         _raise_if_video(data)
         _raise_if_cut_short(data)
@@ -227,6 +230,9 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
                                                 "file)") from None
         if known:
             raise DecodeError("unsupported_format", f"{known}: a real image format this build cannot decode") from None
+        declared = png_size(data)
+        if declared and min(declared) == 0:  # Pillow's PNG reader refuses it ("not identified by this driver")
+            raise DecodeError("no_pixels", f"{declared[0]}x{declared[1]}") from None
         if data.startswith(_PNG_SIGNATURE):  # Pillow's PNG reader refused it (a critical chunk's bad CRC)
             raise DecodeError("corrupt_header", _png_refusal(data)) from None
         # the detail never quotes the bytes: a text file read by mistake must not be published
@@ -271,6 +277,27 @@ def _raise_if_video(data: bytes) -> None:
     if video:
         raise DecodeError("unsupported_format", f"{video}: a video file, not an image; a type: video source "
                                                 "reads it") from None
+
+
+def _opened(data: bytes) -> Image.Image:
+    """Pillow's image of `data`, through the readers that run no other program (`open_input`:
+    never Ghostscript). A JPEG whose MPF index (APP2) Pillow cannot read is opened as the plain
+    JPEG it is: Pillow's JPEG opener reads the index to make an MPO of it, and one listing fewer
+    entries than its NumberOfImages says (50 for 2) failed inside it, so no reader took the file
+    (`not_an_image`), where ffmpeg, ImageMagick and browsers show its first picture. Only where
+    that index is what failed: any other refusal stands as Pillow's."""
+    try:
+        return open_input(io.BytesIO(data))
+    except UnidentifiedImageError:
+        if data[:3] != b"\xff\xd8\xff":
+            raise
+        try:
+            image = JpegImagePlugin.JpegImageFile(io.BytesIO(data))
+        except Exception:
+            raise UnidentifiedImageError("no reader takes these bytes") from None
+        if "mp" not in image.info:
+            raise UnidentifiedImageError("no reader takes these bytes") from None
+        return image
 
 
 def _load(image: Image.Image, data: bytes) -> None:

@@ -12,10 +12,12 @@ from PIL import Image
 
 from transforms import hdr
 from transforms.errors import DecodeError
+from transforms.exif_ifd import ifd0_copied_bytes
 from transforms.headers import (
     avif_planes,
     coefficient_bytes,
     embedded_images,
+    jpeg_app_segments,
     jpeg_layout,
     marker_lossless,
     png_header,
@@ -160,9 +162,50 @@ def _check_embedded(data: bytes, max_pixels: int, budget: int) -> None:
                                                  f"to decode, over the budget of {budget >> 20} MiB")
 
 
+# What Pillow's JPEG open keeps for each APPn or COM segment before the first scan besides its
+# payload: a tuple, a name and a bytes object in its `applist` (in a fresh process over a million
+# of them: 136 bytes an empty APP5, 72 an empty COM, 173 an APP5 of 8 bytes). A 37 MB JPEG of 64 x 48
+# pixels made of 9.25 M empty APP5 segments took 1.2 GB opening it, judged on its pixels alone.
+# Cameras and editors write a few dozen (EXIF, XMP, an ICC profile in up to 255 pieces).
+JPEG_SEGMENT_BYTES = 176
+
+
+def _segments_held(segments: int, payload: int) -> Held:
+    """What Pillow keeps of a JPEG's APPn and COM segments; named where it comes to a MiB (a camera's
+    few dozen come to tens of KiB: counted, not named)."""
+    held = segments * JPEG_SEGMENT_BYTES + payload
+    return Held(held, f"the {segments:,} APPn and COM segments before its first scan, each kept by Pillow"
+                      if held >= 1 << 20 else "")
+
+
+def check_header_held(data: bytes, budget: int) -> None:
+    """Refuse, before Pillow opens it, a JPEG or TIFF whose header alone costs Pillow's open more than
+    `budget`: a JPEG's APPn and COM segments (`JPEG_SEGMENT_BYTES`: the open keeps every one before
+    it reads a pixel or finds the frame missing) and the IFD0 of its EXIF, which the open loads for
+    a resolution (`exif_ifd.ifd0_copied_bytes`: 1,000 entries pointing at one 1 MB block, split over
+    16 APP1 segments, took 960 MB); a TIFF's IFD0 the same way, loaded opening it and again
+    loading it (300 entries of a 1 MB block: 575 MB)."""
+    if data[:3] == b"\xff\xd8\xff":
+        exif = bytearray()
+        held = _segments_held(*jpeg_app_segments(data, exif))
+        copied = ifd0_copied_bytes(exif)
+        kind = "JPEG"
+    elif data[:4] in (b"II*\x00", b"MM\x00*"):
+        held, copied, kind = Held(), 2 * ifd0_copied_bytes(data), "TIFF"
+    else:
+        return
+    if copied:
+        what = f"the data of its {'EXIF' if kind == 'JPEG' else 'first'} IFD, {copied >> 20} MiB as Pillow loads it"
+        held = Held(held.bytes + copied, " and ".join(w for w in (held.what, what) if w))
+    if held.bytes > budget:
+        raise DecodeError("image_too_large", f"a {kind} needing about {held.bytes >> 20} MiB to open, over the budget "
+                                             f"of {budget >> 20} MiB: {held.what}")
+
+
 def _jpeg_held(data: bytes) -> Held:
-    """A JPEG's coefficient buffer (`coefficient_bytes`); a JPEG of more than `MAX_JPEG_SCANS`
-    scans is refused here, before its decode time is spent."""
+    """A JPEG's coefficient buffer (`coefficient_bytes`) and what Pillow keeps of its segments
+    (`JPEG_SEGMENT_BYTES`); a JPEG of more than `MAX_JPEG_SCANS` scans is refused here, before its
+    decode time is spent."""
     layout = jpeg_layout(data)
     if layout is None:
         return Held()
@@ -170,8 +213,11 @@ def _jpeg_held(data: bytes) -> Held:
         raise DecodeError("too_many_scans", f"a {layout.width}x{layout.height} JPEG of more than {MAX_JPEG_SCANS} "
                                             f"scans (real encoders write at most a few dozen)")
     kind = "progressive" if layout.progressive else "multi-scan"
-    return Held(coefficient_bytes(layout), f"the DCT coefficients of a {layout.width}x{layout.height} {kind} JPEG, "
-                                           f"held at any decode scale")
+    coefficients = coefficient_bytes(layout)
+    segments = _segments_held(layout.app_segments, layout.app_bytes)
+    what = (f"the DCT coefficients of a {layout.width}x{layout.height} {kind} JPEG, held at any decode scale"
+            if coefficients else "")
+    return Held(coefficients + segments.bytes, " and ".join(w for w in (what, segments.what) if w))
 
 
 def _dct_scalable(image: Image.Image, data: bytes) -> bool:

@@ -40,7 +40,7 @@ JPEG_LS_SOF = 0xF7  # ITU-T T.87: a frame Pillow and libjpeg cannot decode
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, JPEG_LS_SOF}
 _PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 _LOSSLESS = {0xC3, 0xC7, 0xCB, 0xCF}  # predictive coding: no DCT, so no DCT scaling either
-_SOS, _EOI = 0xDA, 0xD9
+_SOS, _EOI, _COM = 0xDA, 0xD9, 0xFE
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0-7 carry no length
 # the next marker after entropy-coded data: 0xFF not followed by a stuffed 0, a restart or a fill byte
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
@@ -58,6 +58,10 @@ class JpegLayout:
     first_scan_components: int
     scans: int
     precision: int = 8  # bits a sample (libjpeg-turbo through Pillow decodes 8 only)
+    # the APPn and COM segments before the first scan, and their payload bytes: Pillow's open keeps each
+    # in its `applist` (`decode_budget.header_held`)
+    app_segments: int = 0
+    app_bytes: int = 0
 
     @property
     def progressive(self) -> bool:
@@ -102,9 +106,28 @@ def jpeg_layout(data: bytes) -> JpegLayout | None:
     single-scan sequential JPEG stops at its first scan: libjpeg refuses a second one there
     (JERR_EOI_EXPECTED), so it costs no time and the common web JPEG pays only for its header.
     None when there is no frame before a scan."""
+    return _jpeg_walk(data)[0]
+
+
+def jpeg_app_segments(data: bytes, exif: bytearray | None = None) -> tuple[int, int]:
+    """The APPn and COM segments before a JPEG's first scan (or its end), and their payload bytes,
+    frame or none: what Pillow's open reads into its `applist` before it finds a frame missing.
+    `exif`, when given, is extended by the EXIF Pillow's open reads (`info["exif"]`): every APP1
+    `Exif` segment's payload, joined, without their `Exif\\0\\0` prefixes."""
+    _, segments, payload = _jpeg_walk(data, exif)
+    return segments, payload
+
+
+_EXIF_APP1 = b"Exif\x00\x00"
+
+
+def _jpeg_walk(data: bytes, exif: bytearray | None = None) -> tuple[JpegLayout | None, int, int]:
+    """`jpeg_layout`, and the APPn and COM segments before the first scan and their payload bytes
+    (`jpeg_app_segments`)."""
     if data[:2] != b"\xff\xd8":
-        return None
+        return None, 0, 0
     frame, sof, precision, first, scans, pos, end = None, 0, 8, 0, 0, 2, len(data)
+    app_segments = app_bytes = 0
     while pos + 4 <= end:
         if data[pos] != 0xFF or data[pos + 1] in (0xFF, 0x00) or data[pos + 1] in _STANDALONE:
             found = _NEXT_MARKER.search(data, pos + 1 if data[pos] == 0xFF else pos)
@@ -117,9 +140,14 @@ def jpeg_layout(data: bytes) -> JpegLayout | None:
             break
         if marker in _SOF and frame is None:
             frame, sof, precision = _frame(data, pos + 4, length - 2), marker, data[pos + 4]
+        elif (0xE0 <= marker <= 0xEF or marker == _COM) and not scans:
+            app_segments += 1
+            app_bytes += length - 2
+            if exif is not None and marker == 0xE1 and data[pos + 4 : pos + 10] == _EXIF_APP1:
+                exif += data[pos + 10 : pos + 2 + length]
         elif marker == _SOS:
             if frame is None:
-                return None
+                return None, app_segments, app_bytes
             scans += 1
             if scans == 1:
                 first = data[pos + 4]
@@ -127,9 +155,9 @@ def jpeg_layout(data: bytes) -> JpegLayout | None:
                     break  # single-scan sequential
         pos += 2 + length
     if frame is None:
-        return None
+        return None, app_segments, app_bytes
     width, height, sampling = frame
-    return JpegLayout(width, height, sof, sampling, first, scans, precision)
+    return JpegLayout(width, height, sof, sampling, first, scans, precision, app_segments, app_bytes), app_segments, app_bytes
 
 
 def coefficient_bytes(layout: JpegLayout) -> int:

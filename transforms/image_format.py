@@ -63,6 +63,10 @@ _OTHER_MAGICS = ((b"v/1\x01", "OpenEXR"), (b"#?RADIANCE", "Radiance HDR"), (b"#?
                  (b"gimp xcf", "XCF (GIMP)"))
 
 
+# an EPS's first bytes, as Pillow's EPS reader accepts them: PostScript text, or the DOS binary header
+_POSTSCRIPT = (b"%!PS", b"\xc5\xd0\xd3\xc6")
+
+
 def sniff_format(data: bytes) -> str | None:
     """The name of a real image format recognised by its first bytes, for formats that Pillow may
     not open (vector, HEIF family, JPEG XL, PDF, TIFF variants): such a file is a picture we
@@ -82,6 +86,8 @@ def sniff_format(data: bytes) -> str | None:
         return "JPEG XL"
     if head[:5] == b"%PDF-":
         return "PDF"
+    if head[:4] in _POSTSCRIPT:  # never offered to Pillow, whose EPS reader runs Ghostscript (`pillow_open`)
+        return "EPS (PostScript: drawn only by a PostScript interpreter, which is never run on input)"
     for magic, name in _OTHER_MAGICS:
         if head.startswith(magic):
             return name

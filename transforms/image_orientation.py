@@ -9,12 +9,11 @@ import io
 
 from PIL import Image
 
+from transforms.exif_ifd import EXIF_ORIENTATION, exif_orientation
 from transforms.headers import clean_aperture, gif_screen
 from transforms.png_chunks import _png_exif
 from transforms.resize import ResizePlan
 
-
-EXIF_ORIENTATION = 0x0112
 
 
 @functools.cache
@@ -53,7 +52,8 @@ def _orientation(image: Image.Image, data: bytes) -> int:
     would also read an XMP `tiff:Orientation` where the EXIF has none, which browsers, libvips,
     ImageMagick and libheif ignore: an AVIF with no irot, or a JPEG or WebP with no EXIF
     orientation, but such an XMP packet (an editor's export) was turned 90 degrees where they
-    show it as stored."""
+    show it as stored. Read by a bounded walk of IFD0 (`exif_ifd`): Pillow's `Exif.load` copies
+    every entry's data (1 GB for a 1 MB eXIf whose entries all point at one block)."""
     if image.format == "HEIF" or _turned_on_load(image):
         return 1
     try:
@@ -61,10 +61,7 @@ def _orientation(image: Image.Image, data: bytes) -> int:
             exif = image.getexif()
         else:
             raw = image.info.get("exif") or (_png_exif(data) if image.format == "PNG" else None)
-            if not raw:
-                return 1
-            exif = Image.Exif()
-            exif.load(raw)
+            return exif_orientation(raw) if raw else 1  # never Pillow's Exif.load: it copies every entry's data
         value = int(exif.get(EXIF_ORIENTATION, 1))
     except Exception:
         return 1

@@ -49,6 +49,8 @@ from PIL import Image
 
 from transforms.headers import _HEADER_STEPS, _STANDALONE
 
+_JPEG = ("JPEG",)  # what these decodes read: a file the decode opened as a JPEG (MPO: Pillow's JPEG opener)
+
 log = logging.getLogger(__name__)
 
 _POINTER = ctypes.sizeof(ctypes.c_void_p)
@@ -163,7 +165,7 @@ def _sample_jpegs() -> tuple[bytes, bytes]:
 
 def _decoders_of(data: bytes) -> list[Any]:
     with collecting() as kept:
-        Image.open(io.BytesIO(data)).load()
+        Image.open(io.BytesIO(data), formats=_JPEG).load()
     return kept
 
 
@@ -282,7 +284,7 @@ def _counts_small(data: bytes, offset: int, stops: list[int]) -> tuple[list[int 
     """libjpeg's warning counts decoding `data` at the smallest DCT scale (the warnings come from the
     entropy-coded data, alike at every scale), read once it is fed up to each of `stops` (rising),
     and whether every row decoded; ([], False) where the decode went otherwise."""
-    image = Image.open(io.BytesIO(data))
+    image = Image.open(io.BytesIO(data), formats=_JPEG)
     image.draft(image.mode, (1, 1))
     if len(image.tile) != 1 or image.tile[0][0] != "jpeg":
         return [], False
@@ -430,7 +432,7 @@ def cut_into_zeros(data: bytes) -> tuple[int, int] | None:
     if zeros < _CUT_ZEROS or body.endswith(b"\xff\xd9"):
         return None
     try:
-        image = Image.open(io.BytesIO(body + bytes(_LOOKAHEAD)))
+        image = Image.open(io.BytesIO(body + bytes(_LOOKAHEAD)), formats=_JPEG)
         image.draft(image.mode, (1, 1))
         image.load()
     except OSError as exc:

@@ -12,11 +12,11 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from transforms.decode import DEFAULT_MAX_DECODE_BYTES, pixels_judged_here
 from transforms.decode_budget import decode_cost
 from transforms.errors import Rejected
+from transforms.pillow_open import open_input
 from transforms.png_chunks import without_png_text
 
 MAP_WORK_BYTES = 8  # per pixel beyond the decoded buffer: the float32 / int32 copies a map goes through
@@ -40,7 +40,7 @@ def _declared(data: bytes) -> tuple[int, int, str] | None:
     no budget judged: +772 MiB); a PNG whose header Pillow still cannot read is refused, never
     decoded unjudged."""
     try:
-        with pixels_judged_here(), Image.open(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False))) as image:
+        with pixels_judged_here(), open_input(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False))) as image:
             return image.size[0], image.size[1], image.mode
     except Exception as exc:
         if data.startswith(_PNG_SIGNATURE):
@@ -80,7 +80,7 @@ def _palette_labels(data: bytes) -> np.ndarray:
     """A palette (P) image's class ids: its indices, as Pillow reads them (OpenCV only gives their
     colours), or its greys where it is a grey map's palette re-save (`grey_palette_values`)."""
     try:
-        with pixels_judged_here(), Image.open(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False))) as image:
+        with pixels_judged_here(), open_input(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False))) as image:
             indices = np.asarray(image)
             entries = image.getpalette() or []
             counts = image.histogram()  # Pillow's C count of each index: a third of a bincount's time
@@ -95,7 +95,7 @@ def _bilevel_labels(data: bytes) -> np.ndarray:
     bool mask): OpenCV expands it to 0 and 255, and 255 is the void mark, so every foreground
     pixel was drawn as unlabelled."""
     try:
-        with pixels_judged_here(), Image.open(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False))) as image:
+        with pixels_judged_here(), open_input(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False))) as image:
             return np.asarray(image).astype(np.int32)
     except Exception as exc:  # a truncated or corrupt file: name the error only, never its bytes
         raise MapError("corrupt_annotation", f"1-bit image: {type(exc).__name__}") from None
@@ -234,7 +234,7 @@ def _palette_panoptic_ids(data: bytes) -> np.ndarray:
     (Pillow's `convert("RGB")`: an index past the palette black, transparency dropped), looked up
     from its 1-byte indices without an RGB copy (within `decode_cost` of P)."""
     try:
-        with pixels_judged_here(), Image.open(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False))) as image:
+        with pixels_judged_here(), open_input(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False))) as image:
             indices = np.asarray(image)
             entries = image.getpalette("RGB") or []
     except Exception as exc:  # a truncated or corrupt file: name the error only, never its bytes

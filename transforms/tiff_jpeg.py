@@ -45,7 +45,7 @@ def _warned(jpeg: bytes) -> str | None:
     decodes without a warning past its header, or camera padding."""
     try:
         with jpeg_warnings.collecting() as decoders:
-            image = Image.open(io.BytesIO(jpeg))
+            image = Image.open(io.BytesIO(jpeg), formats=("JPEG",))  # a strip's bytes: never another reader
             image.draft(image.mode, (1, 1))
             image.load()
     except (OSError, SyntaxError, ValueError):  # "broken data stream", an unknown marker

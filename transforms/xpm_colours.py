@@ -5,12 +5,18 @@ plasma decoded with its mean off by 65 of 255, a photo up to 249 levels off, wit
 also allows 4 and 12 bits a channel. Each such colour is rewritten to 8 bits a channel (its most
 significant bits) before Pillow opens the file: to within a level of ImageMagick, which rounds
 (`convert x.xpm -depth 8`: an ImageMagick 16-bit XPM of a rose, 2,238 of its 3,220 pixels one level
-off, none more). Part of `transforms.decode`."""
+off, none more). A colour given by its X11 name (ImageMagick writes `"  c red"` for a colour that
+is exactly a named one; Pillow reads only `#` colours and refused the whole file as
+`corrupt_header`) is rewritten to its `#RRGGBB` (`x11_colours`); a name no X11 table holds is
+`unsupported_format`. Part of `transforms.decode`."""
 
 from __future__ import annotations
 
 import re
 from typing import Iterator
+
+from transforms.errors import DecodeError
+from transforms.x11_colours import X11_COLOURS
 
 XPM_MAGIC = b"/* XPM */"
 _HEAD = re.compile(rb'"([0-9]*) ([0-9]*) ([0-9]*) ([0-9]*)')  # the values line, as Pillow matches it
@@ -25,6 +31,33 @@ def _eight_bits(digits: bytes) -> bytes:
     width = len(digits) // 3
     channels = [digits[i * width:(i + 1) * width] for i in range(3)]
     return b"".join(channel[:2] if width > 1 else channel * 2 for channel in channels)
+
+
+_TOKEN = re.compile(rb"[^\s\"]+")  # a word of a colour line, as Pillow splits it
+
+
+def _named(line: bytes, chars: int) -> bytes:
+    """A colour line whose colour (its first `c` key's value, as Pillow reads it: the words after the
+    pixel's `chars` characters, in key-value pairs) is an X11 name, with that name as `#RRGGBB`
+    (`None` spelled otherwise as `None`); any other line as it is. A name no table holds is
+    `unsupported_format` (never quoted: a reject carries no input bytes)."""
+    start = 1 + chars
+    end = line.rfind(b'"')
+    words = list(_TOKEN.finditer(line, start, end if end > start else len(line)))
+    for key, value in zip(words[::2], words[1::2]):
+        if key.group() != b"c":
+            continue
+        name = value.group()
+        if name.startswith(b"#") or name == b"None":
+            return line
+        folded = name.lower()
+        if folded == b"none":
+            return line[: value.start()] + b"None" + line[value.end():]
+        rgb = X11_COLOURS.get(folded)
+        if rgb is None:
+            raise DecodeError("unsupported_format", "XPM: a colour given by a name that is no X11 colour name")
+        return line[: value.start()] + b"#%02X%02X%02X" % rgb + line[value.end():]
+    return line
 
 
 def _lines(data: bytes, start: int, count: int) -> Iterator[tuple[int, int]]:
@@ -52,11 +85,11 @@ def xpm_for_pillow(data: bytes) -> bytes:
         return data  # Pillow refuses it: its own verdict stands
     end = data.find(b"\n", found.start())
     head = (found.start(), len(data) if end < 0 else end)
-    colours = int(found.group(3) or 0)
+    colours, chars = int(found.group(3) or 0), int(found.group(4) or 1)
     parts, at, changed = [], 0, False
     for start, end in _lines(data, head[1] + 1, colours):
         line = data[start:end]
-        mended = _COLOUR.sub(lambda match: match.group(1) + _eight_bits(match.group(2)), line)
+        mended = _named(_COLOUR.sub(lambda match: match.group(1) + _eight_bits(match.group(2)), line), chars)
         changed = changed or mended != line
         parts += [data[at:start], mended]
         at = end

@@ -1,0 +1,132 @@
+"""An EXIF block whose IFD0 entries all point at one block of data: Pillow's `Exif.load` copies the
+block once per entry (a 1 MB PNG eXIf of 1,000 entries took 1 GB in the rendering process, 1.5 MB
+2.4 GB). The decode reads the orientation by a bounded walk of IFD0 (`transforms.exif_ifd`)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import tracemalloc
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transforms.decode import DecodeError, load_image
+from transforms.exif_ifd import exif_orientation
+
+ENTRIES, BLOCK = 300, 100_000  # Pillow's load: 30 MB copied from a 100 KB block
+
+
+def _exif(order: str, entries: int, block: int, orientation: int = 6) -> bytes:
+    """IFD0 of an Orientation SHORT and `entries` UNDEFINED entries all pointing at one `block`."""
+    endian = "<" if order == "II" else ">"
+    head = (b"II*\x00" if order == "II" else b"MM\x00*") + struct.pack(endian + "I", 8)
+    data_at = 8 + 2 + 12 * (entries + 1) + 4
+    rows = [struct.pack(endian + "HHIHH", 0x0112, 3, 1, orientation, 0)]
+    rows += [struct.pack(endian + "HHII", 0x9000 + i, 7, block, data_at) for i in range(entries)]
+    return head + struct.pack(endian + "H", entries + 1) + b"".join(rows) + b"\0\0\0\0" + bytes(block)
+
+
+def _picture() -> Image.Image:
+    """64 x 48: its left half red, its right half blue."""
+    pixels = np.zeros((48, 64, 3), np.uint8)
+    pixels[:, :32] = (255, 0, 0)
+    pixels[:, 32:] = (0, 0, 255)
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize("fmt, order", [("PNG", "II"), ("WEBP", "MM")])
+def test_an_exif_ifd_bomb_is_not_loaded_and_its_orientation_still_turns(fmt: str, order: str):
+    """A PNG (eXIf chunk) and a lossless WebP (EXIF chunk), as Pillow writes them with this EXIF: the
+    decode holds a few MB, not the 30 MB Pillow's `Exif.load` copies, and the picture is turned by
+    its Orientation 6 as it is with an EXIF of that tag alone."""
+    def saved(exif: bytes) -> bytes:
+        out = io.BytesIO()
+        _picture().save(out, fmt, exif=exif, **({"lossless": True} if fmt == "WEBP" else {}))
+        return out.getvalue()
+
+    bomb, plain = saved(_exif(order, ENTRIES, BLOCK)), saved(_exif(order, 0, 0))
+    tracemalloc.start()
+    decoded = load_image(bomb, 32, "squash")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak >> 20} MiB"
+    assert (decoded.width, decoded.height) == (48, 64)  # turned
+    top, bottom = decoded.pixels[:14].reshape(-1, 3).mean(0), decoded.pixels[18:].reshape(-1, 3).mean(0)
+    assert top[0] > 250 and top[2] < 5 and bottom[2] > 250 and bottom[0] < 5  # the left half, red, on top
+    assert np.array_equal(decoded.pixels, load_image(plain, 32, "squash").pixels)
+
+
+@pytest.mark.parametrize("order", ["II", "MM"])
+def test_orientation_is_read_as_pillow_reads_it(order: str):
+    """The walk reads what Pillow's `Exif` reads of an EXIF Pillow writes: each orientation, in either
+    byte order, with the JPEG's `Exif\\0\\0` prefix or without; none, when the tag is absent."""
+    for value in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = value
+        exif[0x010F] = "a camera maker"
+        written = exif.tobytes()  # Pillow writes the prefix, little-endian; `_exif` writes `order`
+        loaded = Image.Exif()
+        loaded.load(written)
+        assert exif_orientation(written) == loaded[0x0112] == value
+        assert exif_orientation(_exif(order, 2, 16, value)) == value
+    assert exif_orientation(_exif(order, 2, 16, 9)) == 1  # out of range
+    without = Image.Exif()
+    without[0x010F] = "a camera maker"
+    assert exif_orientation(without.tobytes()) == 1
+
+
+def _jpeg_with_split_exif(exif: bytes, piece: int = 60_000) -> bytes:
+    """A 64 x 48 JPEG as Pillow writes it, without its JFIF segment (so Pillow's open reads the EXIF
+    for a resolution), its EXIF split over APP1 segments as Pillow's open joins them."""
+    out = io.BytesIO()
+    _picture().save(out, "JPEG", quality=95)
+    plain = out.getvalue()
+    plain = plain[:2] + plain[4 + int.from_bytes(plain[4:6], "big"):]  # no JFIF APP0
+    segments = b"".join(b"\xff\xe1" + (len(part) + 8).to_bytes(2, "big") + b"Exif\x00\x00" + part
+                        for part in (exif[i:i + piece] for i in range(0, len(exif), piece)))
+    return plain[:2] + segments + plain[2:]
+
+
+def _tiff_with_ifd_entries(entries: int, block: int) -> bytes:
+    """An 8 x 8 grey TIFF whose IFD0 also holds `entries` UNDEFINED entries all pointing at one block."""
+    pixels = bytes(range(64))
+    tags = [(256, 3, 1, 8), (257, 3, 1, 8), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1), (273, 4, 1, 0),
+            (277, 3, 1, 1), (278, 3, 1, 8), (279, 4, 1, len(pixels))]
+    count = len(tags) + entries
+    block_at = 8 + 2 + 12 * count + 4
+    rows = [struct.pack("<HHI", tag, kind, n) + (struct.pack("<HH", value, 0) if kind == 3 else
+                                                 struct.pack("<I", block_at + block if tag == 273 else value))
+            for tag, kind, n, value in tags]
+    rows += [struct.pack("<HHII", 0x9000 + i, 7, block, block_at) for i in range(entries)]
+    return b"II*\x00\x08\x00\x00\x00" + struct.pack("<H", count) + b"".join(rows) + bytes(4) + bytes(block) + pixels
+
+
+def test_an_ifd_bomb_pillow_loads_itself_is_refused_before_it_opens_the_file(monkeypatch):
+    """Pillow's JPEG open loads the EXIF's IFD0 (for a resolution, where no JFIF gives one), joined
+    from however many APP1 segments it is split over (a 1 MB EXIF of 1,000 entries of one block in
+    16 segments took 960 MB); its TIFF open loads IFD0, and its load again (300 entries of a 1 MB
+    block: 575 MB). What those loads copy is counted from the entries and weighed against the budget
+    before `Image.open` (scaled down here); the same files without the entries decode under it."""
+    from transforms import decode
+
+    budget = 30 << 20
+    opened, image_open = [], Image.open
+    monkeypatch.setattr(decode.Image, "open", lambda *a, **k: opened.append(a) or image_open(*a, **k))
+    jpeg_bomb = _jpeg_with_split_exif(_exif("MM", 200, 200_000, orientation=1))  # 40 MB copied by Pillow's open
+    tiff_bomb = _tiff_with_ifd_entries(100, 200_000)  # 20 MB copied, twice
+    for bomb, kind in ((jpeg_bomb, "JPEG"), (tiff_bomb, "TIFF")):
+        with pytest.raises(DecodeError) as refused:
+            load_image(bomb, 32, "squash", max_bytes=budget)
+        assert refused.value.reason == "image_too_large"
+        assert refused.value.detail.startswith(f"a {kind} needing about 38 MiB to open"), refused.value.detail
+    assert not opened
+    tracemalloc.start()
+    image_open(io.BytesIO(jpeg_bomb)).close()
+    assert tracemalloc.get_traced_memory()[1] > 40_000_000  # what was judged: Pillow's open copies it
+    tracemalloc.stop()
+    jpeg = load_image(_jpeg_with_split_exif(_exif("MM", 0, 0, orientation=6)), 32, "squash", max_bytes=budget)
+    assert (jpeg.width, jpeg.height) == (48, 64)
+    tiff = load_image(_tiff_with_ifd_entries(0, 0), 8, "squash", max_bytes=budget)
+    assert tiff.pixels[..., 0].ravel().tolist() == list(range(64))

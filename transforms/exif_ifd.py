@@ -1,0 +1,73 @@
+"""An EXIF block's IFD0 read by a bounded walk of its entries, never by Pillow's `Exif.load`.
+
+Pillow's `Exif.load` (and `getexif`) copies the data of every entry of IFD0, wherever it points:
+a 1 MB PNG whose eXIf IFD0 held 1,000 entries all pointing at one 1 MB block took 1 GB in the
+rendering process, a 1.5 MB one 2.4 GB, before any budget was judged (a still WebP's EXIF chunk
+alike). The one tag the decode needs, Orientation, is a SHORT held in its entry: read here in a
+walk of 12 bytes an entry, nothing copied (`exif_orientation`). Where Pillow loads an IFD0 itself
+(a TIFF's, opening it and again loading it; a JPEG's EXIF, which its open reads for a resolution,
+however many APP1 segments it is split over) what that load copies is counted from the entries
+(`ifd0_copied_bytes`) and judged before Pillow opens the file. Part of `transforms.decode`."""
+
+from __future__ import annotations
+
+EXIF_ORIENTATION = 0x0112
+_EXIF_PREFIX = b"Exif\x00\x00"  # a JPEG's APP1 (and some PNGs' eXIf, WebPs' EXIF) before the TIFF header
+_ORDERS = {b"II*\x00": "little", b"MM\x00*": "big"}
+# the whole-number types Pillow reads a single value of as a number: SHORT, LONG, SSHORT, SLONG
+_NUMBERS = {3: (2, False), 4: (4, False), 8: (2, True), 9: (4, True)}
+# bytes a value of each TIFF field type takes (BYTE ... DOUBLE, IFD), as Pillow's loader sizes them
+_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+
+
+def _ifd0(raw: bytes | bytearray) -> tuple[bytes | bytearray, str, range] | None:
+    """(the TIFF structure, its byte order, the offsets of IFD0's whole entries) of an EXIF block or
+    a TIFF file; None where there is none."""
+    if raw[:6] == _EXIF_PREFIX:
+        raw = raw[len(_EXIF_PREFIX):]
+    order = _ORDERS.get(bytes(raw[:4]))
+    if order is None or len(raw) < 10:
+        return None
+    ifd = int.from_bytes(raw[4:8], order)
+    if not 8 <= ifd <= len(raw) - 2:
+        return None
+    entries = int.from_bytes(raw[ifd : ifd + 2], order)
+    return raw, order, range(ifd + 2, min(ifd + 2 + 12 * entries, len(raw) - 11), 12)
+
+
+def ifd0_copied_bytes(raw: bytes | bytearray) -> int:
+    """The bytes Pillow's load of IFD0 copies (`ImageFileDirectory_v2.load`): each entry's data held
+    outside the entry, read wherever it points, so entries sharing one block each copy it (as much
+    of it as the block holds). 0 for no IFD0."""
+    found = _ifd0(raw)
+    if found is None:
+        return 0
+    raw, order, entries = found
+    total = 0
+    for at in entries:
+        kind = int.from_bytes(raw[at + 2 : at + 4], order)
+        size = int.from_bytes(raw[at + 4 : at + 8], order) * _TYPE_BYTES.get(kind, 0)
+        if size > 4:
+            total += max(0, min(size, len(raw) - int.from_bytes(raw[at + 8 : at + 12], order)))
+    return total
+
+
+def exif_orientation(raw: bytes) -> int:
+    """The Orientation (1-8) IFD0 of the EXIF block `raw` declares; 1 for none, one out of range,
+    or a block that cannot be read. As Pillow's `Exif` reads it: the last entry of the tag wins,
+    its one value a whole number held in the entry (a SHORT, as the standard has it; a count
+    other than 1 is no orientation), entries cut short by the block's end not read."""
+    found = _ifd0(raw)
+    if found is None:
+        return 1
+    raw, order, entries = found
+    value = 1
+    for at in entries:
+        if int.from_bytes(raw[at : at + 2], order) != EXIF_ORIENTATION:
+            continue
+        kind, count = int.from_bytes(raw[at + 2 : at + 4], order), int.from_bytes(raw[at + 4 : at + 8], order)
+        if kind not in _NUMBERS:
+            continue  # Pillow skips an entry of a type it does not know, keeping an earlier one
+        width, signed = _NUMBERS[kind]
+        value = int.from_bytes(raw[at + 8 : at + 8 + width], order, signed=signed) if count == 1 else 0
+    return value if 1 <= value <= 8 else 1
