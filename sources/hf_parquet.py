@@ -108,6 +108,43 @@ def image_list_columns(schema) -> list[str]:
     return found
 
 
+NESTED_IMAGE_COLUMN = "nested_image_column"  # an `Image` inside a struct column: refused by name, once per file
+MAX_NESTED_DEPTH = 32  # struct levels walked for an `Image` (real features nest a few)
+
+
+def nested_image_columns(schema) -> list[str]:
+    """The `Image` features inside a struct column (`{"aux": {"mask": Image()}}`, a stereo pair's
+    `{"pair": {"left": Image(), "right": Image()}}`), as dotted paths (`aux.mask`): this source
+    builds one top-level image a row, so such a column is refused by name, never read (its
+    images were left out unsaid, their cells riding in the lineage as nulls)."""
+    declared = features(schema)
+    found: list[str] = []
+    for column in schema:
+        if not _is_image_struct(column.type):
+            _nested_images(column.type, declared.get(column.name), column.name, found, 0)
+    return found
+
+
+def _nested_images(kind, feature: Any, path: str, found: list[str], depth: int) -> None:
+    """Append to `found` the path of each `Image` struct among the fields of struct type `kind`
+    (`feature`: its declared features, a dict of them; another `_type` there is no image)."""
+    import pyarrow as pa
+
+    if not pa.types.is_struct(kind) or depth > MAX_NESTED_DEPTH:
+        return
+    if isinstance(feature, dict) and "_type" in feature:  # an Audio, a Value of a struct: declared otherwise
+        return
+    for index in range(kind.num_fields):
+        child = kind.field(index)
+        inner = feature.get(child.name) if isinstance(feature, dict) else None
+        named = f"{path}.{child.name}"
+        if _is_image_struct(child.type):
+            if not isinstance(inner, dict) or inner.get("_type", "Image") == "Image":
+                found.append(named)
+        else:
+            _nested_images(child.type, inner, named, found, depth + 1)
+
+
 def _is_image_struct(kind) -> bool:
     """Whether an Arrow type is the `Image` struct: `bytes` (binary) and `path` (string)."""
     import pyarrow as pa

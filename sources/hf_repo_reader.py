@@ -35,14 +35,16 @@ class HfRepoReader(CardSplits):
         caption = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in columns.names), None)
         problem = field = None
         if image not in images:
-            lists = columns.image_list_columns
+            lists, nested = columns.image_list_columns, columns.nested_images
             field = "image_column"
             problem = (f"{name} has no Image column {self.image_column!r} (its Image columns: "
                        f"{', '.join(images) or 'none'})"
                        if self.image_column else f"{name} has {len(images) or 'no'} Image columns"
                        + (f" ({', '.join(images)}): set image_column to the one to build" if images else "")) + (
                 f"; {', '.join(lists)} holds a list of images per row (Sequence(Image())), which this source "
-                "does not read (one image per row)" if lists else "")
+                "does not read (one image per row)" if lists else "") + (
+                f"; {', '.join(nested)} {'is an Image' if len(nested) == 1 else 'are Images'} inside a struct "
+                "column, which this source does not read (one top-level image column a row)" if nested else "")
         elif caption is not None and caption not in columns.names:
             field = "caption_column"
             problem = f"{name} has no caption column {caption!r} (its columns: {', '.join(columns.names)})"
@@ -87,7 +89,15 @@ class HfRepoReader(CardSplits):
                              f"{name}: column {column!r} holds a list of images per row (Sequence(Image())), not "
                              f"read: the images of its {parquet.metadata.num_rows} rows are not built"[:300],
                              split_hint=hint, input=f"{at} column {column}")
-            others = {*found.image_columns, *lists} - {image}  # never read
+            nested = found.nested_image_columns
+            for column in nested:  # never read, as a list of images is
+                key = data_key(self.name, shard, "column", column)
+                inside = [p for p in found.nested_images if p.split(".")[0] == column]
+                yield Reject(key, self.name, key, "read", hf_parquet.NESTED_IMAGE_COLUMN,
+                             f"{name}: column {column!r} holds images inside a struct ({', '.join(inside)}), not read: "
+                             f"those images of its {parquet.metadata.num_rows} rows are not built (one top-level "
+                             "image column a row)"[:300], split_hint=hint, input=f"{at} column {column}")
+            others = {*found.image_columns, *lists, *nested} - {image}  # never read
             columns = [c for c in found.names if c not in others]
             # a caption cell that is not UTF-8 comes as its bytes, read as a `binary` column's (`caption_text`)
             batches = hf_parquet.row_batches(parquet, name, columns=columns, source=handle, image=image,

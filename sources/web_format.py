@@ -139,7 +139,7 @@ def _is_hf_parquet(root: str, uris: list[str], follow_links: bool) -> bool:
     """Whether the first readable of these parquets holds a `datasets` `Image` column (one linking
     out of `root` without `follow_links`, other than a Hub cache snapshot's to its blobs, is never opened)."""
     found = first_schema(root, uris, follow_links)
-    return found is not None and bool(found[1].image_columns or found[1].image_list_columns)
+    return found is not None and bool(found[1].image_columns or found[1].image_list_columns or found[1].nested_images)
 
 
 def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8

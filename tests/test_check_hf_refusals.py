@@ -82,3 +82,53 @@ def test_the_datasets_librarys_own_cache_folder_is_refused_by_name(tmp_path: Pat
     assert err.startswith(f"error: sources[0].path (seg): parquet/default-c8cb7fa6b5f2b0cb/0.0.0/{'a8' * 32}/"
                           f"dataset_info.json in {cache} is the Hugging Face datasets library's own cache"), err
     assert "to_parquet('train.parquet')" in err
+
+
+def _nested_repo(root: Path, top_level: bool) -> list[bytes]:
+    """A `datasets` parquet whose features nest `Image`s in a dict, as `datasets` writes
+    `Features({"image": Image(), "aux": {"mask": Image(), "score": Value("float32")}})` (a struct
+    column of the Image struct; the dict declared as a plain dict of features), or a stereo pair
+    `{"pair": {"left": Image(), "right": Image()}}` alone."""
+    if top_level:
+        declared = {"image": {"_type": "Image"}, "aux": {"mask": {"_type": "Image"},
+                                                         "score": {"dtype": "float32", "_type": "Value"}}}
+        aux = pa.struct([("mask", IMAGE), ("score", pa.float32())])
+        schema = pa.schema([("image", IMAGE), ("aux", aux), ("text", pa.string())])
+        rows = [{"image": {"bytes": _png(i), "path": None}, "aux": {"mask": {"bytes": _png(9), "path": None},
+                                                                     "score": 0.5}, "text": f"p{i}"} for i in range(3)]
+    else:
+        declared = {"pair": {"left": {"_type": "Image"}, "right": {"_type": "Image"}}}
+        schema = pa.schema([("pair", pa.struct([("left", IMAGE), ("right", IMAGE)])), ("text", pa.string())])
+        rows = [{"pair": {"left": {"bytes": _png(i), "path": None}, "right": {"bytes": _png(i + 1), "path": None}},
+                 "text": f"p{i}"} for i in range(3)]
+    schema = schema.with_metadata({b"huggingface": json.dumps({"info": {"features": declared}}).encode()})
+    (root / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), root / "data" / "train-00000-of-00001.parquet")
+    return [r["image"]["bytes"] for r in rows] if top_level else []
+
+
+def test_images_nested_in_a_struct_are_one_reject_a_file_beside_the_top_level_image(tmp_path: Path):
+    """`aux.mask` beside the top-level `image` was neither built nor rejected (its cell rode in
+    the lineage as nulls): now the file's one `nested_image_column` reject names it; the
+    top-level images are built as before."""
+    from sources.laion import LaionSource
+    from sources.records import ImageRecord, Reject
+
+    images = _nested_repo(tmp_path / "repo", top_level=True)
+    source = LaionSource("seg", str(tmp_path / "repo"))
+    items = [i for unit in source.units() for i in source.read(unit)]
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert [i.data for i in items if isinstance(i, ImageRecord)] == images
+    assert [(r.reason, r.input) for r in rejects] == [("nested_image_column",
+                                                       "data/train-00000-of-00001.parquet column aux")]
+    assert "holds images inside a struct (aux.mask), not read: those images of its 3 rows" in rejects[0].detail
+    assert all("aux" not in i.lineage.get("huggingface", {}) for i in items if isinstance(i, ImageRecord))
+
+
+def test_a_datasets_repo_of_nested_images_alone_stops_check_naming_them(tmp_path: Path, capsys):
+    """Only `pair.left` and `pair.right`: the stop said the file had 'no column of image bytes'."""
+    _nested_repo(tmp_path / "repo", top_level=False)
+    code, err = _check(tmp_path, capsys, tmp_path / "repo")
+    assert (code, err) == (2, "error: sources[0].image_column (seg): train-00000-of-00001.parquet has no Image "
+                              "columns; pair.left, pair.right are Images inside a struct column, which this source "
+                              "does not read (one top-level image column a row) (format: huggingface)\n")
