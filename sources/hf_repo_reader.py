@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from sources import fsio, hf_card, hf_parquet, hub_cache
-from sources.hf_parquet import IMAGE_LIST_COLUMN
+from sources.hf_parquet import IMAGE_LIST_COLUMN, NESTED_IMAGE_COLUMN
 from sources.hub_cache import HF_URI
 from sources.imagefolder import BAD_METADATA
 from sources.parquet_columns import ParquetColumns
@@ -93,7 +93,7 @@ class HfRepoReader(CardSplits):
             for column in nested:  # never read, as a list of images is
                 key = data_key(self.name, shard, "column", column)
                 inside = [p for p in found.nested_images if p.split(".")[0] == column]
-                yield Reject(key, self.name, key, "read", hf_parquet.NESTED_IMAGE_COLUMN,
+                yield Reject(key, self.name, key, "read", NESTED_IMAGE_COLUMN,
                              f"{name}: column {column!r} holds images inside a struct ({', '.join(inside)}), not read: "
                              f"those images of its {parquet.metadata.num_rows} rows are not built (one top-level "
                              "image column a row)"[:300], split_hint=hint, input=f"{at} column {column}")
