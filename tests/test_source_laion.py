@@ -2614,3 +2614,28 @@ def test_a_datasets_parquet_caption_column_of_bytes_is_read_as_text(tmp_path: Pa
     items = _read_all(LaionSource("hf", str(tmp_path)))
     assert [(type(i).__name__, i.lineage.get("caption")) for i in items] == [
         ("ImageRecord", "plain"), ("ImageRecord", "caf\ufffd"), ("ImageRecord", "\u2603")]
+
+
+@pytest.mark.parametrize("layout", ["files", "folder"])
+def test_a_folder_link_inside_a_shard_folder_is_one_truthful_reject(tmp_path: Path, layout: str):
+    """`00001/sib -> ../00000` in img2dataset's `output_format=files` shards (or `sib -> 00000` in a
+    plain folder of images), without follow_links: it was taken for a sample's image and read,
+    its reject `unreadable_file` of Python's raw "IsADirectoryError: [Errno 21] Is a directory:
+    'sib'". Now it is `unexpected_file` saying it is a folder link, not followed; the images are built."""
+    from sources.records import Reject
+
+    pictures = {}
+    for shard in ("00000", "00001"):
+        key = f"{shard}0000"
+        pictures[key] = _image_bytes(int(shard) + 1)
+        _write_named(tmp_path / shard, f"{key}.png", pictures[key])
+        _write_named(tmp_path / shard, f"{key}.json", json.dumps({"key": key, "status": "success"}).encode())
+    link = tmp_path / "00001" / "sib" if layout == "files" else tmp_path / "sib"
+    link.symlink_to("../00000" if layout == "files" else "00000")
+    items = _read_all(LaionSource("web", str(tmp_path), layout))
+    assert sorted(i.data or Path(i.uri).read_bytes() for i in items if isinstance(i, ImageRecord)) == \
+        sorted(pictures.values())
+    rejects = [(r.reason, r.input, r.detail) for r in items if isinstance(r, Reject)]
+    shown = "00001/sib" if layout == "files" else "sib"
+    assert rejects == [("unexpected_file", shown, f"{shown!r} is a link to a folder, not followed: "
+                        "no file to read (set follow_links: true to read the folder it leads to)")], rejects
