@@ -9,7 +9,8 @@ Hub's parquet conversion, `partial-<split>/` when cut), or any name a user gives
 `pattern_set`/`loaded_split` which files of a repo it loads at all (without a card's `data_files`).
 Row groups are judged by the size their footer declares (`ROW_GROUP_BYTES`) before they are read,
 or where its page headers say more (`checked_group`: pyarrow reads by those), and where a chunk of
-byte strings is dictionary-encoded by what its rows hold (`value_bytes`).
+byte strings is dictionary-encoded by what its rows hold (`value_bytes`). A group over the budget
+whose pages say a row read alone fits is read a few rows at a time (`streamed_bytes`), never whole.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ CAPTION_COLUMNS = ("text", "caption", "txt")
 ROW_GROUP_TOO_LARGE = "row_group_too_large"
 MISSING_IMAGE = "missing_image"
 IMAGE_LIST_COLUMN = "image_list_column"  # a `Sequence(Image())` column: refused by name, once per file
-# one row group is read whole (its image column is often one parquet page): the cap one input
-# file has. `datasets` writes row groups of at most 100 MB (`config.MAX_ROW_GROUP_SIZE`; before
-# 3.x 100 rows for images), img2dataset of 100 rows.
+# one row group within it is read whole: the cap one input file has. `datasets` aims at row groups
+# of 100 MB (`config.MAX_ROW_GROUP_SIZE`, from the average row: a last group of photos after
+# thumbnails passes it; before 3.x 100 rows for images), img2dataset writes 100 rows: a group over
+# it is read a few rows at a time (`streamed_bytes`), refused only where one row passes it.
 ROW_GROUP_BYTES = MAX_INPUT_FILE_BYTES
 BATCH_ROWS = 64
 # How `datasets` 5.2 gives a data file its split, written out from `datasets/data_files.py`
@@ -104,6 +106,43 @@ def image_list_columns(schema) -> list[str]:
         if _is_image_struct(kind.value_type) and declared_image:
             found.append(column.name)
     return found
+
+
+NESTED_IMAGE_COLUMN = "nested_image_column"  # an `Image` inside a struct column: refused by name, once per file
+MAX_NESTED_DEPTH = 32  # struct levels walked for an `Image` (real features nest a few)
+
+
+def nested_image_columns(schema) -> list[str]:
+    """The `Image` features inside a struct column (`{"aux": {"mask": Image()}}`, a stereo pair's
+    `{"pair": {"left": Image(), "right": Image()}}`), as dotted paths (`aux.mask`): this source
+    builds one top-level image a row, so such a column is refused by name, never read (its
+    images were left out unsaid, their cells riding in the lineage as nulls)."""
+    declared = features(schema)
+    found: list[str] = []
+    for column in schema:
+        if not _is_image_struct(column.type):
+            _nested_images(column.type, declared.get(column.name), column.name, found, 0)
+    return found
+
+
+def _nested_images(kind, feature: Any, path: str, found: list[str], depth: int) -> None:
+    """Append to `found` the path of each `Image` struct among the fields of struct type `kind`
+    (`feature`: its declared features, a dict of them; another `_type` there is no image)."""
+    import pyarrow as pa
+
+    if not pa.types.is_struct(kind) or depth > MAX_NESTED_DEPTH:
+        return
+    if isinstance(feature, dict) and "_type" in feature:  # an Audio, a Value of a struct: declared otherwise
+        return
+    for index in range(kind.num_fields):
+        child = kind.field(index)
+        inner = feature.get(child.name) if isinstance(feature, dict) else None
+        named = f"{path}.{child.name}"
+        if _is_image_struct(child.type):
+            if not isinstance(inner, dict) or inner.get("_type", "Image") == "Image":
+                found.append(named)
+        else:
+            _nested_images(child.type, inner, named, found, depth + 1)
 
 
 def _is_image_struct(kind) -> bool:
@@ -540,9 +579,73 @@ def value_bytes(source: Any, parquet, index: int, columns: list[str] | None = No
     return size
 
 
+# a row group over the budget is read a few rows at a time through a buffered stream of this many
+# bytes (pyarrow then holds a page of each column at once, not the group's chunks): `datasets` sizes
+# its groups from the average row (a 292 MB last group after many thumbnails), img2dataset writes
+# 100 rows a group whatever their size (100 photos of 2.9 MB). So read, rows of at most
+# `STREAM_BATCH_BYTES` a batch, that 292 MB group peaked at ~100 MB (64 rows a batch: 740 MB)
+STREAM_BUFFER_BYTES = 1 << 20
+STREAM_BATCH_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """What reading a row group a few rows at a time holds (`streamed_bytes`): `held`, its columns'
+    largest pages and dictionaries, whatever the rows; `row`, at most what each row adds;
+    `dictionary`, the largest dictionary page, of column `dictionary_column` (pyarrow decodes a
+    dictionary page whole: img2dataset's image column is one, all of its group's images)."""
+
+    held: int
+    row: int
+    dictionary: int = 0
+    dictionary_column: str = ""
+    dictionary_values: int = 0
+    lists: int = 0  # of `held`, its columns of lists, each whole
+
+    def fits(self, budget: int) -> bool:
+        """Whether one row read alone stays within `budget`."""
+        return self.held + self.row <= budget
+
+    def batch_rows(self) -> int:
+        """Rows a batch: as many as hold `STREAM_BATCH_BYTES` (at least one, at most `BATCH_ROWS`)."""
+        return max(1, min(BATCH_ROWS, STREAM_BATCH_BYTES // max(self.row, 1)))
+
+
+def streamed_bytes(parquet, group, columns: list[str] | None = None) -> Streamed | None:
+    """What a row group's `columns` (all by default) hold read a few rows at a time, from its page
+    headers (`group`: a `CheckedGroup`), unread: for each flat column chunk its largest data page
+    stored and decompressed and its dictionary (decoded, and its page), and a row's value at most
+    its largest page or dictionary (a value lies in one page); a column of lists, whose row may
+    span pages, its whole chunk (`declared_bytes`, `item_bytes`, each value a dictionary's size).
+    None where it cannot be judged so: a footer alone (no page headers) or a DELTA_BYTE_ARRAY chunk
+    (a page of shared prefixes decodes to more than it stores)."""
+    if not isinstance(group, CheckedGroup):
+        return None
+    held = row = largest = lists = entries = 0
+    named = ""
+    for position in range(group.num_columns):
+        chunk = group.column(position)
+        if columns is not None and chunk.path_in_schema.split(".")[0] not in columns:
+            continue
+        if chunk.physical_type == "BYTE_ARRAY" and "DELTA_BYTE_ARRAY" in chunk.encodings:
+            return None
+        pages = chunk.pages()
+        dictionary = pages.dictionary_uncompressed if chunk.has_dictionary_page else 0
+        if dictionary > largest:
+            largest, named, entries = dictionary, chunk.path_in_schema, pages.dictionary_values
+        slot = VALUE_SLOT_BYTES + VALUE_BYTES.get(chunk.physical_type, 8)
+        if parquet.schema.column(position).max_repetition_level > 0:
+            whole = _chunk_bytes(chunk) + chunk.num_values * (slot + dictionary)
+            held, lists = held + whole, lists + whole
+            continue
+        held += pages.largest_compressed + pages.largest_uncompressed + 2 * dictionary
+        row += max(pages.largest_uncompressed, dictionary) + slot
+    return Streamed(held, row, largest, named, entries, lists)
+
+
 def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: list[str] | None = None,
-                source: Any = None, image: str | None = None,
-                captions: tuple[str, ...] = ()) -> Iterator[tuple[int, list[dict]] | TooLarge]:
+                source: Any = None, image: str | None = None, captions: tuple[str, ...] = (),
+                budget: int | None = None) -> Iterator[tuple[int, list[dict]] | TooLarge]:
     """Each row group of `parquet` (a `pyarrow.parquet.ParquetFile` of file `name`, opened from
     `source`) as (index of the first row, rows of `columns`, by default all), `BATCH_ROWS` at a
     time, or as `TooLarge` when its footer declares more than `ROW_GROUP_BYTES`, or its values
@@ -555,8 +658,12 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
     read to judge it (`datasets` and pyarrow write every image column with a dictionary page, so
     an honest image parquet was read twice). A cell of a `captions` column (a string column) that
     is not UTF-8 comes as its bytes, as a `binary` column's cell does (its reader makes it text as
-    `img2dataset_listing.caption_cell` does): its row is read, not a `TEXT_NOT_UTF8` reject."""
+    `img2dataset_listing.caption_cell` does): its row is read, not a `TEXT_NOT_UTF8` reject.
+    A group over `budget` (by default `ROW_GROUP_BYTES`) whose pages say a few of its rows fit
+    (`streamed_bytes`) is read so many rows a batch through a buffered stream, never whole: only
+    a group one row or page of which passes it is `TooLarge`."""
     meta = parquet.metadata
+    budget = ROW_GROUP_BYTES if budget is None else budget
     key_columns = tuple(c for c in key_columns if c in parquet.schema_arrow.names)
     first, listing = 0, ListedRows()
     for index in range(meta.num_row_groups):
@@ -570,28 +677,42 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
             continue
         declared = declared_bytes(group, columns)
         size = declared + item_bytes(group, columns)
-        table = None
-        if size <= ROW_GROUP_BYTES and source is not None and (_dictionary_chunks(group, columns)
-                                                              or _delta_chunks(group, columns)):
-            size, table = _judged_read(source, parquet, index, columns, ROW_GROUP_BYTES, group=group)
-            table = table if size <= ROW_GROUP_BYTES else None
-        if size > ROW_GROUP_BYTES:
-            said = f"declares {declared} bytes" if declared > ROW_GROUP_BYTES else \
+        table = streamed = None
+        if size <= budget and source is not None and (_dictionary_chunks(group, columns)
+                                                      or _delta_chunks(group, columns)):
+            size, table = _judged_read(source, parquet, index, columns, budget, group=group)
+            table = table if size <= budget else None
+        if size > budget:
+            streamed = streamed_bytes(parquet, group, columns)
+        if streamed is not None and not streamed.fits(budget) and streamed.held - streamed.lists + streamed.row <= budget:
+            streamed = None  # its lists, read whole whatever the rows: as a group too large
+        if streamed is not None and not streamed.fits(budget):
+            yield from too_large(parquet, index, first, key_columns, source,
+                                 f"{name}: row group {index} holds {streamed.held + streamed.row} bytes read even one "
+                                 f"row at a time, over the {budget} byte budget: {_unstreamable(streamed, budget)}",
+                                 ROW_GROUP_TOO_LARGE, listing)
+        elif size > budget and streamed is None:
+            said = f"declares {declared} bytes" if declared > budget else \
                 f"holds {size} bytes once read (its values, each its width; its footer declares {declared})"
             yield from too_large(parquet, index, first, key_columns, source,
                                  f"{name}: row group {index} {said} for its {group.num_rows} rows, over the "
-                                 f"{ROW_GROUP_BYTES} byte budget of one row group: not read; write it with "
+                                 f"{budget} byte budget of one row group: not read; write it with "
                                  "smaller row groups (pyarrow.parquet.write_table(..., row_group_size=100))",
                                  ROW_GROUP_TOO_LARGE, listing)
         else:
-            batches = (table.slice(start, BATCH_ROWS) for start in range(0, table.num_rows, BATCH_ROWS)) \
-                if table is not None else parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[index],
-                                                               columns=columns, use_threads=False)
+            if table is not None:
+                batches = (table.slice(start, BATCH_ROWS) for start in range(0, table.num_rows, BATCH_ROWS))
+            elif streamed is not None:  # over the budget whole: a few rows at a time, a page held at once
+                batches = _stream(source, parquet).iter_batches(
+                    batch_size=streamed.batch_rows(), row_groups=[index], columns=columns, use_threads=False)
+            else:
+                batches = parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[index], columns=columns,
+                                               use_threads=False)
             start, nulls = first, _NullImages(image, first, listing)
             for batch in batches:
                 for offset, run in nulls.kept_runs(batch):
                     yield from _handed_over(run, start + offset, f"{name}: row group {index}", key_columns,
-                                            captions)
+                                            captions, budget)
                 start += batch.num_rows
             # the last batch, a slice of `table`, kept the group alive while the next one was read
             batch = run = table = None
@@ -663,12 +784,32 @@ class _NullImages:
             yield int(begin), batch.slice(int(begin), int(end - begin))
 
 
+def _unstreamable(streamed: Streamed, budget: int) -> str:
+    """Why a row group over `budget` cannot be read a few rows at a time either."""
+    if streamed.dictionary_values > 1 and streamed.held + streamed.row - 3 * streamed.dictionary <= budget:
+        return (f"its column {streamed.dictionary_column!r} is dictionary-encoded in one page of "
+                f"{streamed.dictionary} bytes ({streamed.dictionary_values} values), which pyarrow decodes whole; "
+                "write fewer rows a group (img2dataset: --number_sample_per_shard 50)")
+    return "a row that large (its largest pages and values) is no input this source reads"
+
+
+def _stream(source: Any, parquet):
+    """`parquet` (opened from `source`) opened again to read through a buffered stream of
+    `STREAM_BUFFER_BYTES`, nothing read ahead: a batch holds the pages its rows lie in, not
+    the row group's column chunks."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(source, metadata=parquet.metadata, buffer_size=STREAM_BUFFER_BYTES, pre_buffer=False)
+
+
 def _handed_over(batch, first: int, where: str, key_columns: tuple[str, ...],
-                 captions: tuple[str, ...] = ()) -> Iterator[tuple[int, list[dict]] | TooLarge]:
+                 captions: tuple[str, ...] = (), budget: int | None = None
+                 ) -> Iterator[tuple[int, list[dict]] | TooLarge]:
     """A batch of rows (a table or record batch, its first row `first`) as Python, judged first
-    (`python_bytes`): within `ROW_GROUP_BYTES` whole; else a row at a time, a row over it a
+    (`python_bytes`): within `budget` whole; else a row at a time, a row over it a
     `TooLarge` of its `key_columns`. A `captions` cell that is not UTF-8 comes as its bytes."""
-    if sum(python_bytes(c) for c in batch.columns) <= ROW_GROUP_BYTES:
+    budget = ROW_GROUP_BYTES if budget is None else budget
+    if sum(python_bytes(c) for c in batch.columns) <= budget:
         try:
             rows = batch.to_pylist()
         except UnicodeDecodeError:  # a string not UTF-8 in some row: the others are read around it
@@ -683,12 +824,12 @@ def _handed_over(batch, first: int, where: str, key_columns: tuple[str, ...],
     for offset in range(batch.num_rows):
         row = batch.slice(offset, 1)
         held = sum(python_bytes(c) for c in row.columns)
-        if held <= ROW_GROUP_BYTES:
+        if held <= budget:
             yield _row_or_reject(row, first + offset, where, keys, captions)
         else:
             yield TooLarge(first + offset, row.select(keys).to_pylist() if keys else [{}],
                            f"{where}: row {first + offset} holds {held} bytes as Python values (each an object), over "
-                           f"the {ROW_GROUP_BYTES} byte budget of one row group: not read", ROW_GROUP_TOO_LARGE)
+                           f"the {budget} byte budget of one row group: not read", ROW_GROUP_TOO_LARGE)
 
 
 TEXT_NOT_UTF8 = "text_not_utf8"

@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from sources import fsio, hf_card, hf_parquet, hub_cache
-from sources.hf_parquet import IMAGE_LIST_COLUMN
+from sources.hf_parquet import IMAGE_LIST_COLUMN, NESTED_IMAGE_COLUMN
 from sources.hub_cache import HF_URI
 from sources.imagefolder import BAD_METADATA
 from sources.parquet_columns import ParquetColumns
-from sources.paths import OutsideRoot, PathProblem, join_inside, path_problem, relative_to_root, shown_name
+from sources.paths import (ConfiguredValueMismatch, OutsideRoot, PathProblem, join_inside, path_problem,
+                           relative_to_root, shown_name)
 from sources.records import ImageRecord, Reject, SourceItem, data_key, nfc, path_key
 from sources.web_card import OTHER_HF_CONFIG, CardSplits
 from sources.web_reader import row_lists as _row_lists
@@ -27,22 +28,28 @@ class HfRepoReader(CardSplits):
         """(image column, caption column) of a `datasets` parquet: the configured ones, or its one
         `Image` column and the first of `CAPTION_COLUMNS` it has. A file without them raises
         `hf_parquet.MissingColumns` (its unit's reject); the first file (`config_error`) a
-        ValueError naming the config field, before the build starts."""
+        `ConfiguredValueMismatch` naming the config field (`image_column`, `caption_column`), before
+        the build starts (a ValueError was a traceback out of `check`)."""
         images = list(columns.image_columns)
         image = self.image_column or (images[0] if len(images) == 1 else None)
         caption = self.caption_column or next((c for c in hf_parquet.CAPTION_COLUMNS if c in columns.names), None)
-        problem = None
+        problem = field = None
         if image not in images:
-            lists = columns.image_list_columns
-            problem = (f"{name} has no Image column {self.image_column!r} (its Image columns: {images or 'none'})"
+            lists, nested = columns.image_list_columns, columns.nested_images
+            field = "image_column"
+            problem = (f"{name} has no Image column {self.image_column!r} (its Image columns: "
+                       f"{', '.join(images) or 'none'})"
                        if self.image_column else f"{name} has {len(images) or 'no'} Image columns"
                        + (f" ({', '.join(images)}): set image_column to the one to build" if images else "")) + (
                 f"; {', '.join(lists)} holds a list of images per row (Sequence(Image())), which this source "
-                "does not read (one image per row)" if lists else "")
+                "does not read (one image per row)" if lists else "") + (
+                f"; {', '.join(nested)} {'is an Image' if len(nested) == 1 else 'are Images'} inside a struct "
+                "column, which this source does not read (one top-level image column a row)" if nested else "")
         elif caption is not None and caption not in columns.names:
+            field = "caption_column"
             problem = f"{name} has no caption column {caption!r} (its columns: {', '.join(columns.names)})"
         if problem and config_error:
-            raise ValueError(f"{self.name}: {problem} (format: huggingface; fields image_column, caption_column)")
+            raise ConfiguredValueMismatch(field, f"{problem} (format: huggingface)")
         if problem:
             raise hf_parquet.MissingColumns(problem)
         return image, caption  # type: ignore[return-value]
@@ -82,7 +89,15 @@ class HfRepoReader(CardSplits):
                              f"{name}: column {column!r} holds a list of images per row (Sequence(Image())), not "
                              f"read: the images of its {parquet.metadata.num_rows} rows are not built"[:300],
                              split_hint=hint, input=f"{at} column {column}")
-            others = {*found.image_columns, *lists} - {image}  # never read
+            nested = found.nested_image_columns
+            for column in nested:  # never read, as a list of images is
+                key = data_key(self.name, shard, "column", column)
+                inside = [p for p in found.nested_images if p.split(".")[0] == column]
+                yield Reject(key, self.name, key, "read", NESTED_IMAGE_COLUMN,
+                             f"{name}: column {column!r} holds images inside a struct ({', '.join(inside)}), not read: "
+                             f"those images of its {parquet.metadata.num_rows} rows are not built (one top-level "
+                             "image column a row)"[:300], split_hint=hint, input=f"{at} column {column}")
+            others = {*found.image_columns, *lists, *nested} - {image}  # never read
             columns = [c for c in found.names if c not in others]
             # a caption cell that is not UTF-8 comes as its bytes, read as a `binary` column's (`caption_text`)
             batches = hf_parquet.row_batches(parquet, name, columns=columns, source=handle, image=image,

@@ -63,6 +63,37 @@ def _snapshot_at(real_root: str) -> Snapshot | None:
     return None
 
 
+def repo_folder_problem(root: str) -> str | None:
+    """Why a local root that is a Hub cache repo folder (`.../datasets--ORG--NAME`, holding
+    `blobs/`, `refs/` and `snapshots/`), or its `snapshots/` folder, is no dataset to read: every
+    revision downloaded lies there side by side, each file a link into `blobs/` (read as a folder,
+    its path-only rows were `missing_image`, every blob a reject of its own, two revisions both
+    built). Names the snapshot to give instead: the commit `refs/main` holds, else those there."""
+    if "://" in root:
+        return None
+    real = os.path.realpath(root)
+    if os.path.basename(real) == "snapshots" and _REPO_FOLDER.fullmatch(os.path.basename(os.path.dirname(real))):
+        repo, snapshots = os.path.dirname(real), root
+    elif _REPO_FOLDER.fullmatch(os.path.basename(real)) and os.path.isdir(os.path.join(real, "snapshots")):
+        repo, snapshots = real, os.path.join(root, "snapshots")
+    else:
+        return None
+    try:
+        commits = sorted(c for c in os.listdir(os.path.join(repo, "snapshots")) if _COMMIT.fullmatch(c))
+    except OSError:
+        commits = []
+    main = _commit_of(Snapshot(repo, "", ""), "main")
+    if main in commits:
+        fix = f"set path to {os.path.join(snapshots, main)} (the commit its refs/main names)"
+    elif commits:
+        fix = (f"set path to one of its snapshots, {os.path.join(snapshots, commits[0])}"
+               + (f" ({len(commits)} there)" if len(commits) > 1 else ""))
+    else:
+        fix = "it holds no snapshot: download the dataset again (huggingface_hub.snapshot_download)"
+    return (f"{root} is a Hugging Face Hub cache repo folder (blobs/, refs/, snapshots/: each revision "
+            f"downloaded, its files links into blobs/), not one revision of the dataset: {fix}")
+
+
 def is_cached_blob(root: str, path: str) -> bool:
     """Whether `path` (a local file below `root`, a link) is a file of the Hub cache snapshot
     `root` is, or lies in: a link in a folder of the root leading to `<repo>/blobs/<etag>`, a

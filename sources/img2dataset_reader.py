@@ -14,7 +14,7 @@ from sources import fsio, hf_parquet
 from sources.lineage_text import CAPTION_READ_BYTES, lineage_value
 from sources.img2dataset_listing import (CAPTION_CELLS, HASH_MISMATCH, ShardListing, download_status, hash_problem,
                                          listing_rejects, missing_rejects, parse_json, recorded_hash, shard_of)
-from sources.paths import collapse_set_aside, path_problem, relative_to_root
+from sources.paths import collapse_set_aside, folder_link_problem, path_problem, relative_to_root
 from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, nfc, read_input_bytes
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, split_member,
                                  tar_mode)
@@ -155,7 +155,8 @@ class Img2datasetReader(WebReader):
                 yield aside
                 continue
             key, ext = split_member(relative)
-            problem = path_problem(self.path, uri, self.follow_links)
+            problem = path_problem(self.path, uri, self.follow_links) or folder_link_problem(self.path, uri,
+                                                                                             self.follow_links)
             if problem:
                 yield self._reject(self._key(shard, key), "read", problem.reason, problem.detail, where=self._at(uri))
                 refused.add(key)

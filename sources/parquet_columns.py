@@ -20,18 +20,26 @@ class ParquetColumns:
     image_columns: tuple[str, ...]  # the `datasets` `Image` columns (`hf_parquet.image_columns`)
     image_list_columns: tuple[str, ...]  # those of a list of `Image`s per row, refused by name
     stored_image: str | None  # the binary image column (`stored_image_column`: img2dataset's `jpg`, `image`)
+    # the `Image`s inside struct columns, dotted (`aux.mask`: `hf_parquet.nested_image_columns`), refused by name
+    nested_images: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, schema: Any) -> ParquetColumns:
         """The columns of an Arrow schema."""
         return cls(tuple(schema.names), tuple(hf_parquet.image_columns(schema)),
-                   tuple(hf_parquet.image_list_columns(schema)), stored_image_column(schema))
+                   tuple(hf_parquet.image_list_columns(schema)), stored_image_column(schema),
+                   tuple(hf_parquet.nested_image_columns(schema)))
+
+    @property
+    def nested_image_columns(self) -> tuple[str, ...]:
+        """The top-level struct columns holding `nested_images`, each once, in order."""
+        return tuple(dict.fromkeys(path.split(".")[0] for path in self.nested_images))
 
     def held_bytes(self) -> int:
         """The memory these columns take (Python's own count of each string and tuple)."""
-        strings = (*self.names, *self.image_columns, *self.image_list_columns)
+        strings = (*self.names, *self.image_columns, *self.image_list_columns, *self.nested_images)
         return sys.getsizeof(self) + sum(map(sys.getsizeof, strings)) + sum(
-            sys.getsizeof(t) for t in (self.names, self.image_columns, self.image_list_columns))
+            sys.getsizeof(t) for t in (self.names, self.image_columns, self.image_list_columns, self.nested_images))
 
 
 # the names of a binary column read as a parquet's images: img2dataset's `output_format=parquet`
@@ -72,6 +80,10 @@ def unread_parquet_detail(uri: str, relative: str) -> str:
     if binary:
         return held + (f"its binary column {_listed(binary)} has no name an image column is found by (image, img, "
                        "image_bytes, or a format: jpg, png, webp, ...): rename it image to build its rows")
+    nested = hf_parquet.nested_image_columns(schema)
+    if nested:
+        return held + (f"its images sit inside a struct column ({_listed(nested)}), which this source does not read "
+                       "(one top-level image column a row)")
     return held + f"no column of image bytes (its columns: {_listed(list(schema.names))})"
 
 

@@ -49,13 +49,19 @@ class PageHeader:
 class ChunkPages:
     """A column chunk's pages summed: `values` of its data pages (what the footer's `num_values`
     counts), `dictionary_values`, and headers and pages together `uncompressed` and `compressed`
-    (what the footer's `total_uncompressed_size` and `total_compressed_size` count)."""
+    (what the footer's `total_uncompressed_size` and `total_compressed_size` count); the largest
+    data page (`largest_uncompressed`, `largest_compressed`, its header counted) and the dictionary
+    page (`dictionary_uncompressed`): what a read a few rows at a time holds of the chunk at once
+    (`hf_parquet.streamed_bytes`)."""
 
     values: int
     dictionary_values: int
     uncompressed: int
     compressed: int
     pages: int
+    largest_uncompressed: int = 0
+    largest_compressed: int = 0
+    dictionary_uncompressed: int = 0
 
 
 class PageHeaderError(ValueError):
@@ -246,6 +252,7 @@ def chunk_pages(source: Any, chunk) -> ChunkPages:
         position = start = chunk_start(chunk)
         end = start + chunk.total_compressed_size
         values = dictionary = uncompressed = compressed = pages = 0
+        largest_uncompressed = largest_compressed = dictionary_uncompressed = 0
         while position < end and (pages == 0 or values < chunk.num_values):
             if pages >= MAX_PAGES:
                 raise PageHeaderError(f"column {chunk.path_in_schema} has over {MAX_PAGES} pages in one row group")
@@ -254,12 +261,16 @@ def chunk_pages(source: Any, chunk) -> ChunkPages:
             pages += 1
             if header.type in (DATA_PAGE, DATA_PAGE_V2):
                 values += header.num_values
+                largest_uncompressed = max(largest_uncompressed, header.size + header.uncompressed_page_size)
+                largest_compressed = max(largest_compressed, header.size + header.compressed_page_size)
             elif header.type == DICTIONARY_PAGE:
                 dictionary += header.num_values
+                dictionary_uncompressed += header.size + header.uncompressed_page_size
             uncompressed += header.size + header.uncompressed_page_size
             compressed += header.size + header.compressed_page_size
             position += header.size + header.compressed_page_size
-        return ChunkPages(values, dictionary, uncompressed, compressed, pages)
+        return ChunkPages(values, dictionary, uncompressed, compressed, pages, largest_uncompressed,
+                          largest_compressed, dictionary_uncompressed)
     finally:
         source.seek(kept)
 

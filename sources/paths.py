@@ -21,6 +21,7 @@ import errno
 import os
 import posixpath
 import stat
+import unicodedata
 from typing import NamedTuple
 
 from sources import fsio, hub_cache
@@ -325,6 +326,17 @@ def path_problem(root: str, path: str, follow_links: bool = False) -> PathProble
     except OutsideRoot as exc:
         return PathProblem(exc.reason, exc.detail)
     return None
+
+
+def folder_link_problem(root: str, path: str, follow_links: bool = False) -> PathProblem | None:
+    """The reject of a local link to a folder listed as an entry (`fsio.list_files` lists a folder
+    link unfollowed without `follow_links`): no file to read, its own `unexpected_file` saying
+    so. Read as a file, it was an `unreadable_file` of Python's raw `IsADirectoryError`."""
+    if follow_links or "://" in path or not os.path.islink(path) or not os.path.isdir(path):
+        return None
+    relative = unicodedata.normalize("NFC", relative_to_root(root, path))
+    return PathProblem("unexpected_file", f"{shown_name(relative)} is a link to a folder, not followed: no file to "
+                       "read (set follow_links: true to read the folder it leads to)")
 
 
 def twin_to_read(root: str, twins: tuple[str, ...] | list[str], follow_links: bool = False) -> str | None:

@@ -14,7 +14,7 @@ from sources.lineage_text import caption_lineage, metadata_lineage
 from sources.lineage_text import lineage_value
 from sources.imagefolder import EXTRA_IMAGE, UNLISTED_IMAGE
 from sources.parquet_columns import unread_parquet_detail
-from sources.paths import PathProblem, path_problem, relative_to_root, shown_name, twin_to_read
+from sources.paths import PathProblem, folder_link_problem, path_problem, relative_to_root, shown_name, twin_to_read
 from sources.records import ImageRecord, Reject, SourceItem, nfc, path_key, twin_detail
 from sources.web_card import CardAnswer, CardSplits
 from sources.web_samples import (METADATA_SIDECAR, SIDECARS, TOOL_SIDECARS, TAKEOUT_JSON as _TAKEOUT_JSON,
@@ -89,7 +89,8 @@ class FolderReader(CardSplits):
             for uri in entries:  # one per key
                 relative = nfc(relative_to_root(root, uri))
                 key = path_key(self.name, relative)
-                problem = path_problem(root, uri, self.follow_links)
+                problem = path_problem(root, uri, self.follow_links) or folder_link_problem(root, uri,
+                                                                                            self.follow_links)
                 if problem:
                     yield self._reject(key, "read", problem.reason, problem.detail, where=self._at(uri))
                     continue

@@ -139,7 +139,7 @@ def _is_hf_parquet(root: str, uris: list[str], follow_links: bool) -> bool:
     """Whether the first readable of these parquets holds a `datasets` `Image` column (one linking
     out of `root` without `follow_links`, other than a Hub cache snapshot's to its blobs, is never opened)."""
     found = first_schema(root, uris, follow_links)
-    return found is not None and bool(found[1].image_columns or found[1].image_list_columns)
+    return found is not None and bool(found[1].image_columns or found[1].image_list_columns or found[1].nested_images)
 
 
 def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8
@@ -161,8 +161,9 @@ def first_schema(root: str, uris: list[str], follow_links: bool, tries: int = 8
 
 def refuse_saved_datasets(name: str, root: str, files: list[str]) -> None:
     """Raise for a `datasets` `save_to_disk` folder (`state.json` beside `data-00000-of-00001.arrow`),
-    Arrow streams this source does not read: taken for a plain folder, each would be an image the
-    decoder fails."""
+    or the `datasets` library's cache (`dataset_info.json` beside `parquet-train.arrow`: what
+    `load_dataset` prepares), Arrow files this source does not read: taken for a plain folder, each
+    would be an image the decoder fails (a build of 0 sentences)."""
     states = [f for f in files if fsio.basename(f) == "state.json"
               and any(g.endswith(".arrow") and g.startswith(f[: -len("state.json")]) for g in files)]
     if states:
@@ -171,3 +172,12 @@ def refuse_saved_datasets(name: str, root: str, files: list[str]) -> None:
             f"{name}: {shown} in {root} is a Hugging Face datasets save_to_disk folder (Arrow files), which this "
             "source does not read: write it as parquet (datasets.load_from_disk(path).to_parquet('train.parquet'); "
             "of a DatasetDict each split to its own '<split>.parquet'), read as format: huggingface")
+    infos = [f for f in files if fsio.basename(f) == "dataset_info.json"
+             and any(g.endswith(".arrow") and g.startswith(f[: -len("dataset_info.json")]) for g in files)]
+    if infos:  # `load_dataset(..., cache_dir=...)`: <builder>/<config>/<version>/<hash>/ and its .lock files
+        shown = relative_to_root(root, infos[0])
+        raise FileNotFoundError(
+            f"{name}: {shown} in {root} is the Hugging Face datasets library's own cache (the Arrow files "
+            "load_dataset prepared), which this source does not read: set path to the files load_dataset read "
+            "(its parquet, or a Hub cache's snapshots/<commit>), or write them as parquet "
+            "(load_dataset(...)['train'].to_parquet('train.parquet'))")

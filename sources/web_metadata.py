@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from sources import fsio, hf_parquet, imagefolder
-from sources.paths import PathProblem, path_problem, relative_to_root, shown_name
+from sources.paths import ConfiguredValueMismatch, PathProblem, path_problem, relative_to_root, shown_name
 from sources.records import Reject, data_key, nfc, path_key
 from sources.web_card import OTHER_HF_CONFIG, CardSplits
 
@@ -19,14 +19,15 @@ class MetadataReader(CardSplits):
 
     def _check_caption_column(self, uri: str) -> None:
         """Raise before the build when `caption_column` is set and the first metadata file of an
-        ImageFolder (read when it is not a link out) has no such column."""
+        ImageFolder (read when it is not a link out) has no such column: `check` names the field
+        (a plain ValueError was a traceback)."""
         if self.caption_column is None or path_problem(self.path, uri, self.follow_links):
             return
         parsed = imagefolder.read_metadata(uri)
         if not parsed.foreign and parsed.columns and self.caption_column not in parsed.columns:
-            raise ValueError(f"{self.name}: {relative_to_root(self.path, uri)} has no caption column "
-                             f"{self.caption_column!r} (its columns: {', '.join(parsed.columns)[:200]}) "
-                             "(format: folder; field caption_column)")
+            raise ConfiguredValueMismatch("caption_column", f"{self.name}: {relative_to_root(self.path, uri)} has no "
+                                          f"caption column {self.caption_column!r} (its columns: "
+                                          f"{', '.join(parsed.columns)[:200]}) (format: folder; field caption_column)")
 
     def _metadata_unused(self, relative: str) -> str | None:
         """The built config's name when a card's built config names no split of the metadata file at

@@ -6,7 +6,7 @@ together); configuration the build cannot go on with is refused here, naming the
 
 from __future__ import annotations
 
-from sources import fsio, hf_card, hf_parquet, imagefolder
+from sources import fsio, hf_card, hf_parquet, hub_cache, imagefolder
 from sources.hf_repo_reader import HfRepoReader
 from sources.img2dataset_listing import (WORK_FOLDER, data_dirs as _data_dirs, is_shard_name as _is_shard_name, shard_of,
                                          stray_files, unfinished_detail, unfinished_shard_files, unfinished_shards)
@@ -31,6 +31,9 @@ class UnitPlanner(MetadataReader, HfRepoReader):
             return self._planned_units()
 
     def _planned_units(self) -> list[Unit]:
+        cache_repo = hub_cache.repo_folder_problem(self.path)
+        if cache_repo:
+            raise FileNotFoundError(f"{self.name}: {cache_repo}")
         fmt = self.resolved_format()
         if fmt in ("webdataset", "files", "parquet"):
             # the shards img2dataset is still writing (a killed or running download): left out,

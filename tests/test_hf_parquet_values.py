@@ -157,10 +157,14 @@ def test_an_honest_image_parquet_is_read_once_and_its_rows_are_as_written(tmp_pa
     assert [row for _, batch in got for row in batch] == pq.read_table(path).to_pylist()
 
 
-def test_a_datasets_parquet_of_a_fixed_size_binary_bomb_is_rejected_unread(tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("budget, built", [(1 << 20, False), (4 << 20, True)])
+def test_a_datasets_parquet_of_a_fixed_size_binary_bomb_is_rejected_unread(tmp_path: Path, monkeypatch,
+                                                                           budget: int, built: bool):
     """A `datasets` parquet beside its images a `fixed_size_binary` column of one 1 MiB value in 40
-    rows (40 MiB held, 1 MiB declared; 8 MiB x 200 rows was built at 3.2 GB RSS): over a 4 MiB
-    budget each row is its `row_group_too_large` reject, and the column is never read."""
+    rows (40 MiB held, 1 MiB declared; 8 MiB x 200 rows was built at 3.2 GB RSS). Within a 4 MiB
+    budget a row read alone (its 1 MiB page and dictionary) fits: the group is read a row at a
+    time and built. Over a 1 MiB budget each row is its `row_group_too_large` reject, and the
+    column is never read."""
     width = 1 << 20
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     metadata = {b"huggingface": json.dumps({"info": {"features": {"image": {"_type": "Image"}}}}).encode()}
@@ -169,16 +173,20 @@ def test_a_datasets_parquet_of_a_fixed_size_binary_bomb_is_rejected_unread(tmp_p
     table = pa.Table.from_arrays([images, pa.chunked_array([pa.array([b"\1" * width], pa.binary(width))] * ROWS)],
                                  schema=schema)
     _written(table, tmp_path / "train.parquet")
-    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 4 << 20)
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", budget)
     asked = []
     read_row_group, iter_batches = pq.ParquetFile.read_row_group, pq.ParquetFile.iter_batches
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, i, columns=None, **k:
                         asked.append(columns) or read_row_group(self, i, columns=columns, **k))
     monkeypatch.setattr(pq.ParquetFile, "iter_batches", lambda self, *a, **k:
-                        asked.append(k.get("columns")) or iter_batches(self, *a, **k))
+                        asked.append((k.get("columns"), k.get("batch_size"))) or iter_batches(self, *a, **k))
     items = list(_read(LaionSource("hf", str(tmp_path))))
+    if built:
+        assert [type(i) for i in items] == [ImageRecord] * ROWS, items[:1]
+        assert [b for _, b in asked if b is not None] == [hf_parquet.STREAM_BATCH_BYTES // (1 << 20) - 1], asked
+        return
     assert [getattr(i, "reason", None) for i in items] == ["row_group_too_large"] * ROWS, items[:1]
-    assert "holds" in items[0].detail, items[0].detail
+    assert "read even one row at a time" in items[0].detail, items[0].detail
     assert not [c for c in asked if c is None or any(name.startswith("emb") for name in c)], asked
 
 

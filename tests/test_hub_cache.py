@@ -274,3 +274,36 @@ def test_a_relative_root_names_a_snapshots_hf_files_as_given(tmp_path: Path, mon
     # rejects and inputs name files as the root sees them
     assert not [i for i in items if isinstance(i, Reject)]
     assert [r.input for r in records] == [f"data/train-00000-of-00001.parquet row {n}: images/1.png" for n in (0, 1)]
+
+
+@pytest.mark.parametrize("given", ["repo", "snapshots"])
+def test_a_hub_cache_repo_folder_given_as_path_is_refused_naming_its_snapshot(tmp_path: Path, capsys, given: str):
+    """`path` at the cache's repo folder (`datasets--org--zoo`: blobs/, refs/, snapshots/, as
+    `huggingface-cli scan-cache` lists it), or its snapshots/, instead of one snapshot: `check`
+    passed and the build read it as a folder (path-only rows `missing_image`, each blob a reject of
+    its own, two revisions both built). `check` now stops in one line naming the snapshot refs/main
+    holds."""
+    import yaml
+
+    from uvd_pipeline.cli import main
+
+    cache = tmp_path / "hub"
+    for commit in (OLD_COMMIT, COMMIT):  # an update downloaded after the first: refs/main the new one
+        _cache_file(cache, "org/zoo", "images/a.png", _png(1), commit=commit)
+        _cache_file(cache, "org/zoo", "data/train-00000-of-00001.parquet",
+                    _parquet([{"bytes": None, "path": "images/a.png"}]), commit=commit)
+    repo = cache / "datasets--org--zoo"
+    assert sorted(p.name for p in repo.iterdir()) == ["blobs", "refs", "snapshots"]
+    root = repo if given == "repo" else repo / "snapshots"
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"output": str(tmp_path / "out"), "tokenizer": {"enabled": False},
+                                      "sources": [{"name": "zoo", "type": "laion", "path": str(root)}]}))
+    assert main(["check", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: sources[0].path (zoo): {root} is a Hugging Face Hub cache "
+                                                   "repo folder"), err
+    assert err.rstrip().endswith(f"set path to {root / 'snapshots' if given == 'repo' else root}/{COMMIT} "
+                                 "(the commit its refs/main names)"), err
+    # the snapshot itself is read: its path-only row is the image beside it
+    (record,) = _read_all(LaionSource("zoo", str(repo / "snapshots" / COMMIT)))
+    assert record.data is None and Path(record.uri).read_bytes() == _png(1)

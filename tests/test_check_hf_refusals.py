@@ -1,0 +1,134 @@
+"""`check` stops in one `error:` line naming the field, never a traceback nor a build of nothing,
+on a `datasets` layout it cannot build as configured: Image or caption columns the files do not
+fit, or the `datasets` library's own cache folder given as the path."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+
+from uvd_pipeline.cli import main
+
+IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+
+def _png(seed: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (seed * 40 % 256, 90, 10)).save(out, "PNG")
+    return out.getvalue()
+
+
+def _segmentation_repo(root: Path) -> None:
+    """A `push_to_hub` layout of a segmentation dataset: an image and a mask (two `Image`
+    columns, as `datasets` declares them in the schema metadata) and a caption."""
+    metadata = {b"huggingface": json.dumps({"info": {"features": {
+        "image": {"_type": "Image"}, "mask": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"}}}}).encode()}
+    schema = pa.schema([("image", IMAGE), ("mask", IMAGE), ("text", pa.string())], metadata=metadata)
+    rows = [{"image": {"bytes": _png(i), "path": None}, "mask": {"bytes": _png(9), "path": None}, "text": f"p{i}"}
+            for i in range(3)]
+    (root / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), root / "data" / "train-00000-of-00001.parquet")
+
+
+def _check(tmp_path: Path, capsys, root: Path, **fields) -> tuple[int, str]:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"output": str(tmp_path / "out"), "tokenizer": {"enabled": False},
+                                      "sources": [{"name": "seg", "type": "laion", "path": str(root), **fields}]}))
+    code = main(["check", str(config)])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({}, "sources[0].image_column (seg): train-00000-of-00001.parquet has 2 Image columns (image, mask): set "
+         "image_column to the one to build (format: huggingface)"),
+    ({"image_column": "img"}, "sources[0].image_column (seg): train-00000-of-00001.parquet has no Image column 'img' "
+                              "(its Image columns: image, mask) (format: huggingface)"),
+    ({"image_column": "image", "caption_column": "captoin"},
+     "sources[0].caption_column (seg): train-00000-of-00001.parquet has no caption column 'captoin' (its columns: "
+     "image, mask, text) (format: huggingface)"),
+])
+def test_columns_a_datasets_repo_lacks_stop_check_naming_the_field(tmp_path: Path, capsys, fields: dict,
+                                                                    expected: str):
+    """Each was a ValueError traceback out of `check` (exit 1), its list shown as Python's repr."""
+    _segmentation_repo(tmp_path / "repo")
+    code, err = _check(tmp_path, capsys, tmp_path / "repo", **fields)
+    assert (code, err) == (2, f"error: {expected}\n")
+
+
+def test_the_datasets_librarys_own_cache_folder_is_refused_by_name(tmp_path: Path, capsys):
+    """What `load_dataset("parquet", data_files=..., cache_dir=...)` leaves: its Arrow stream
+    (`parquet-train.arrow`) beside `dataset_info.json`, under <builder>/<config>/<version>/<hash>/,
+    and `.lock` files. It passed `check` and built 0 sentences, each Arrow file `not_an_image`;
+    refused by name now, as a `save_to_disk` folder is."""
+    schema = pa.schema([("image", IMAGE), ("text", pa.string())],
+                       metadata={b"huggingface": b'{"info": {"features": {"image": {"_type": "Image"}}}}'})
+    cache = tmp_path / "cache"
+    prepared = cache / "parquet" / "default-c8cb7fa6b5f2b0cb" / "0.0.0" / ("a8" * 32)
+    prepared.mkdir(parents=True)
+    with pa.ipc.new_stream(prepared / "parquet-train.arrow", schema) as writer:
+        writer.write_table(pa.Table.from_pylist([{"image": {"bytes": _png(1), "path": None}, "text": "a"}], schema))
+    (prepared / "dataset_info.json").write_text(json.dumps({"builder_name": "parquet", "config_name": "default"}))
+    (prepared.parent / f"{'a8' * 32}_builder.lock").write_text("")
+    (cache / f"_cache_parquet_default-c8cb7fa6b5f2b0cb_0.0.0_{'a8' * 32}.lock").write_text("")
+    code, err = _check(tmp_path, capsys, cache)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: sources[0].path (seg): parquet/default-c8cb7fa6b5f2b0cb/0.0.0/{'a8' * 32}/"
+                          f"dataset_info.json in {cache} is the Hugging Face datasets library's own cache"), err
+    assert "to_parquet('train.parquet')" in err
+
+
+def _nested_repo(root: Path, top_level: bool) -> list[bytes]:
+    """A `datasets` parquet whose features nest `Image`s in a dict, as `datasets` writes
+    `Features({"image": Image(), "aux": {"mask": Image(), "score": Value("float32")}})` (a struct
+    column of the Image struct; the dict declared as a plain dict of features), or a stereo pair
+    `{"pair": {"left": Image(), "right": Image()}}` alone."""
+    if top_level:
+        declared = {"image": {"_type": "Image"}, "aux": {"mask": {"_type": "Image"},
+                                                         "score": {"dtype": "float32", "_type": "Value"}}}
+        aux = pa.struct([("mask", IMAGE), ("score", pa.float32())])
+        schema = pa.schema([("image", IMAGE), ("aux", aux), ("text", pa.string())])
+        rows = [{"image": {"bytes": _png(i), "path": None}, "aux": {"mask": {"bytes": _png(9), "path": None},
+                                                                     "score": 0.5}, "text": f"p{i}"} for i in range(3)]
+    else:
+        declared = {"pair": {"left": {"_type": "Image"}, "right": {"_type": "Image"}}}
+        schema = pa.schema([("pair", pa.struct([("left", IMAGE), ("right", IMAGE)])), ("text", pa.string())])
+        rows = [{"pair": {"left": {"bytes": _png(i), "path": None}, "right": {"bytes": _png(i + 1), "path": None}},
+                 "text": f"p{i}"} for i in range(3)]
+    schema = schema.with_metadata({b"huggingface": json.dumps({"info": {"features": declared}}).encode()})
+    (root / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), root / "data" / "train-00000-of-00001.parquet")
+    return [r["image"]["bytes"] for r in rows] if top_level else []
+
+
+def test_images_nested_in_a_struct_are_one_reject_a_file_beside_the_top_level_image(tmp_path: Path):
+    """`aux.mask` beside the top-level `image` was neither built nor rejected (its cell rode in
+    the lineage as nulls): now the file's one `nested_image_column` reject names it; the
+    top-level images are built as before."""
+    from sources.laion import LaionSource
+    from sources.records import ImageRecord, Reject
+
+    images = _nested_repo(tmp_path / "repo", top_level=True)
+    source = LaionSource("seg", str(tmp_path / "repo"))
+    items = [i for unit in source.units() for i in source.read(unit)]
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert [i.data for i in items if isinstance(i, ImageRecord)] == images
+    assert [(r.reason, r.input) for r in rejects] == [("nested_image_column",
+                                                       "data/train-00000-of-00001.parquet column aux")]
+    assert "holds images inside a struct (aux.mask), not read: those images of its 3 rows" in rejects[0].detail
+    assert all("aux" not in i.lineage.get("huggingface", {}) for i in items if isinstance(i, ImageRecord))
+
+
+def test_a_datasets_repo_of_nested_images_alone_stops_check_naming_them(tmp_path: Path, capsys):
+    """Only `pair.left` and `pair.right`: the stop said the file had 'no column of image bytes'."""
+    _nested_repo(tmp_path / "repo", top_level=False)
+    code, err = _check(tmp_path, capsys, tmp_path / "repo")
+    assert (code, err) == (2, "error: sources[0].image_column (seg): train-00000-of-00001.parquet has no Image "
+                              "columns; pair.left, pair.right are Images inside a struct column, which this source "
+                              "does not read (one top-level image column a row) (format: huggingface)\n")
