@@ -25,6 +25,10 @@ from sources.video_open import VideoError, open_stream
 log = logging.getLogger(__name__)
 
 
+# frames before the first a damaged packet's stamps name that are held back too where frames are
+# named by output order and the decoder reorders (`DecodeSession._damage_from`): B-frames decoded
+# after the damage, shown before it, whose stamps (decode-order counters in AVI) may not say so
+REORDER_SLACK = 2
 COLLECT_PIXELS = 1 << 20  # a first frame this large is freed at once (its side data ties it in a cycle)
 
 
@@ -309,8 +313,18 @@ class DecodeSession:
         them; kept, they were sentences of wrong pictures beside the reject of the damaged frame's
         own clip. An intra-only stream (MJPEG, ProRes: every packet a key frame) loses that one.
         Frames after the next key frame are still looked at: an open GOP's leading frames, decoded
-        after it, reference the frames before it."""
+        after it, reference the frames before it. Where frames are named by the decoder's output
+        order (`decode_order_stamps`: AVI with a decoder that reorders, raw H.264), every frame from
+        the first that the packets from there on are stamped with (less `REORDER_SLACK` where the
+        decoder reorders): a frame the decoder drops shifts the names of all that follow."""
         index = self.index
+        if index.decode_order_stamps:  # frames named by output order: a frame lost shifts every later name
+            ranks = {p: k for k, p in enumerate(self._shown)}
+            first = min((ranks[p] for p in index.pts[position:] if p in ranks), default=len(self._shown))
+            if self._codec is not None and self._codec.has_b_frames:
+                first -= REORDER_SLACK  # B-frames decoded after it, shown before it, may reference it
+            self.damaged.update(self._shown[max(0, first):])
+            return
         if self._starts is None:
             self._starts = key_of(index)
             self._presented_at = {p: w for w, p in enumerate(self._shown)}

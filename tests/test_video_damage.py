@@ -93,3 +93,33 @@ def test_a_damaged_packet_costs_only_the_clips_of_frames_decoded_from_it(tmp_pat
             assert f"({len(lost)} of the clip's 16)" in error.detail, error.detail
     if decoder == "decord":  # decord failed mid-way: PyAV finished the clips, said so
         assert all(c.decoder == "pyav" and "PyAV decodes" in c.lineage["decoder_note"] for c in kept.values())
+
+
+def test_a_damaged_packet_where_frames_are_named_by_output_order_costs_every_clip_from_it_on(tmp_path):
+    """AVI stamps MPEG-4 packets in decode order, so with B-frames its frames are named by the
+    decoder's output order (`decode_order_stamps`): a frame the damage costs shifts every later name
+    (the stride-1 clip 32-47, two key frames past it, was kept showing other frames than its names), so every frame from the
+    damaged one on is lost, named; the clip before is kept, as the CLI shows it."""
+    video_zoo.require_ffmpeg()
+    source = video_zoo.encode(tmp_path / "_src.avi", 64, "mjpeg", rate=RATE, pix_fmt="yuvj444p",
+                              options={"q:v": "2"}, size=SIZE)
+    path = tmp_path / "videos" / "bframes.avi"
+    path.parent.mkdir()
+    video_zoo.ffmpeg("-i", str(source), "-c:v", "mpeg4", "-g", "12", "-bf", "2", "-q:v", "3", str(path))
+    cli = np.frombuffer(subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt",
+                                        "rgb24", "-"], capture_output=True).stdout, np.uint8).reshape(-1, 64, 96, 3)
+    with av.open(str(path)) as container:
+        data = [bytes(p) for p in container.demux(video=0) if p.size][20]
+    body = bytearray(path.read_bytes())
+    at = body.find(data)
+    body[at + 4:at + 10] = b"\xff" * 6  # the decoder refuses the packet
+    path.write_bytes(bytes(body))
+    (record,) = list(VideoSource("dmg", str(path.parent), strides=(1,)).read(str(path)))
+    results = {clip.start: frames for clip, frames in clip_frames(record)}
+    assert sorted(results) == [0, 16, 32]  # the probe counts what the decoder gives: fewer than 64
+    assert [video_zoo.read_index(f) for f in results[0]] == list(range(16))
+    assert all(np.abs(f.astype(int) - cli[i]).mean() < 1.0 for i, f in enumerate(results[0]))
+    assert isinstance(results[16], Exception) and results[16].reason == "decode_failed", results[16]
+    assert results[16].detail.startswith("frames 19-31 (13 of the clip's 16)"), results[16].detail
+    # past the next key frames too: it was kept, each frame named one it is not
+    assert isinstance(results[32], Exception) and results[32].detail.startswith("frames 32-47 (16 of the clip's 16)")
