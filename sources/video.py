@@ -68,10 +68,16 @@ log = logging.getLogger(__name__)
 # with what cameras, discs and older phones write: AVCHD/Blu-ray (.mts, .m2ts), DVD (.vob), 3GPP, Windows Media;
 # and animated GIF (TGIF and other GIF datasets: FFmpeg's GIF demuxer gives each frame its delay) and
 # animated WebP (GIPHY-style and web-crawled clips: read through Pillow, `sources.video_webp`)
-# names of video files; `.ogg` and `.mod` are left out (mostly sound, tracker music), as `.mp3` is
+# and what tools write besides: raw DV (`.dv`, camcorder captures), DivX AVI (`.divx`), Ogg Media (`.ogm`),
+# NUT (`.nut`), IVF (`.ivf`, libvpx's VP8/VP9/AV1), animated PNG (`.apng`, alpha shown on white), raw
+# H.264/HEVC elementary streams (`.h264`, `.264`, `.h265`, `.hevc`: no time stamps, frames timed at the
+# rate the stream declares, else 25: `video_index.raw_stream_rate`)
+# names of video files; `.ogg` and `.mod` are left out (mostly sound, tracker music), as `.mp3` is: those
+# and every other file in the folder that is not read are `unexpected_file` rejects (`unread_detail`)
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".ogv",
                     ".mts", ".m2ts", ".vob", ".3gp", ".wmv", ".gif", ".webp",
-                    ".mxf", ".asf", ".3g2", ".f4v", ".y4m", ".mk3d", ".m2v")
+                    ".mxf", ".asf", ".3g2", ".f4v", ".y4m", ".mk3d", ".m2v",
+                    ".dv", ".divx", ".ogm", ".nut", ".ivf", ".apng", ".h264", ".264", ".h265", ".hevc")
 # what HLS and DASH packagers write (ffmpeg's `-f hls -hls_segment_type fmp4` and `-f dash`, Shaka,
 # Bento4): playlists (`.m3u8`, `.mpd`) and fMP4 fragments (`.m4s`), pieces of one video none of which
 # is a whole video alone. Listed so that each is a counted reject saying how to join them; they were
@@ -613,14 +619,22 @@ class VideoSource:
             return [self.path]
         # links, fifos and devices are listed too (a folder link whatever its name): `read` rejects
         # those it must not open, so none is skipped silently
-        listed = fsio.list_files(self.path, self.extensions + video_shards.SHARD_SUFFIXES + STREAMING_SUFFIXES,
-                                 recursive=True,
-                                 follow_links=self.follow_links, links=True)
-        files = collapse_set_aside(self.path, video_shards.without_shard_listings(listed))
-        if not files:
+        # every file: those not read are rejects (`unread_detail`), save what video2dataset writes beside
+        # what is read (`video_shards.layout_sidecars`)
+        listed = fsio.list_files(self.path, None, recursive=True, follow_links=self.follow_links, links=True)
+        readable = self.extensions + video_shards.SHARD_SUFFIXES + STREAMING_SUFFIXES
+        if not any(f.lower().endswith(readable) for f in listed):
             raise FileNotFoundError(f"{self.name}: no videos ({', '.join(self.extensions)}) and no video2dataset "
                                     f"shards (NNNNN.tar) under {self.path}")
+        kept = video_shards.without_layout_sidecars(listed, readable)
+        files = collapse_set_aside(self.path, video_shards.without_shard_listings(kept))
         return video_shards.as_units(self._with_twins(files), self.path)
+
+    def unread_detail(self, uri: str) -> str:
+        """Why a file in the source's folder is not read: its name is no video's the source reads."""
+        shown = ", ".join(self.extensions[:8]) + (", ..." if len(self.extensions) > 8 else "")
+        return (f"{fsio.basename(uri)} is not a video this source reads (by its name: {shown}; README, "
+                "video sources), nor a video2dataset shard: not read")
 
     def relative(self, uri: str) -> str:
         """`uri` below the root; the file's name where the source's path is that file (or elsewhere)."""
@@ -669,6 +683,10 @@ class VideoSource:
             return
         if uri.lower().endswith(STREAMING_SUFFIXES):
             yield Reject(video, self.name, video, "read", "unexpected_file", streaming_piece_detail(uri),
+                         input=self.relative(uri))
+            return
+        if uri != self.path and not uri.lower().endswith(self.extensions + video_shards.SHARD_SUFFIXES):
+            yield Reject(video, self.name, video, "read", "unexpected_file", self.unread_detail(uri),
                          input=self.relative(uri))
             return
         if video_shards.is_shard_input(uri):  # a video2dataset tar, or a files-layout listing

@@ -72,8 +72,13 @@ def _index_of(image: np.ndarray, lineage: dict) -> int:
 
 
 def test_the_zoo_covers_every_accepted_extension():
-    """Animated WebP is Pillow's, not FFmpeg's: checked in tests/test_video_webp.py."""
-    assert {Path(name).suffix for name in ZOO} | {".webp"} == set(VIDEO_EXTENSIONS)
+    """Animated WebP is Pillow's, not FFmpeg's: checked in tests/test_video_webp.py; the names
+    tools give videos (raw DV, DivX, Ogg Media, NUT, IVF, APNG, raw H.264/HEVC) in
+    tests/test_video_extensions.py."""
+    from test_video_extensions import WRITTEN
+
+    covered = {Path(name).suffix for name in ZOO} | {".webp"} | {Path(name).suffix for name in WRITTEN} | {".dv"}
+    assert covered == set(VIDEO_EXTENSIONS)
 
 
 def test_camcorder_disc_phone_and_windows_videos_are_listed(zoo, tmp_path):
@@ -399,14 +404,20 @@ def test_decoded_frames_whose_stamps_do_not_rise_are_refused_never_delivered(zoo
     assert caught.value.reason == "unsupported_container" and "not presentation times" in caught.value.detail
 
 
-def test_frames_without_time_stamps_are_refused_with_the_reason(tmp_path):
-    """A raw H.264 stream named .ts: nothing ties a decoded frame to its place, so no guessing."""
+def test_a_raw_h264_stream_named_ts_is_read_in_the_decoders_order(tmp_path):
+    """A raw H.264 stream named .ts (FFmpeg reads it as what its bytes are): no packet carries a
+    time stamp, so frame k is the decoder's k-th output, as the CLI shows it, timed at the rate the
+    stream declares (`video_index.raw_stream_rate`; it was refused `unsupported_container`, and so
+    is a stream with stamps missing in any other way)."""
     video_zoo.require_ffmpeg()
     (path,) = video_zoo.build_zoo(tmp_path, ["h264_elementary.ts"]).values()
-    (reject,) = list(VideoSource("zoo", str(tmp_path)).read(str(path)))
-    assert isinstance(reject, Reject) and reject.reason == "unsupported_container"
-    assert reject.detail == ("h264/h264: 40 of 40 packets carry no time stamp, so decoded frames cannot be "
-                             "matched to their place")
+    (record,) = list(VideoSource("zoo", str(tmp_path), strides=(2,)).read(str(path)))
+    assert isinstance(record, VideoRecord) and record.n_frames == 40, record
+    assert record.clips[0].lineage["restamped"] == "raw" and record.clips[0].lineage["fps"] == 25.0
+    shown = _ffmpeg_rgb(path, "null", video_zoo.W, video_zoo.H)
+    for clip, frames in clip_frames(record):
+        for i, frame in zip(clip.frame_indices, frames):
+            assert video_zoo.read_index(frame) == i and np.abs(frame.astype(int) - shown[i]).mean() < 0.5
 
 
 def test_a_stream_whose_codec_ffmpeg_cannot_decode_is_a_reject_with_its_reason(tmp_path):
