@@ -46,7 +46,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
@@ -60,6 +60,7 @@ from sources.records import (MachineError, Reject, SourceItem, TarMember, VideoC
 from sources.video_webp import WEBP_CONTAINER
 from sources.video_decode import (DECODER_MACHINE_ERRNOS, DEFAULT_MAX_PIXELS, FRAME_SIZE_CHANGES, Probe, VideoError,
                                   decord_exact)
+from sources.video_decord import DecordFailed
 from transforms.errors import exception_detail
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,16 @@ log = logging.getLogger(__name__)
 # with what cameras, discs and older phones write: AVCHD/Blu-ray (.mts, .m2ts), DVD (.vob), 3GPP, Windows Media;
 # and animated GIF (TGIF and other GIF datasets: FFmpeg's GIF demuxer gives each frame its delay) and
 # animated WebP (GIPHY-style and web-crawled clips: read through Pillow, `sources.video_webp`)
-# names of video files; `.ogg` and `.mod` are left out (mostly sound, tracker music), as `.mp3` is
+# and what tools write besides: raw DV (`.dv`, camcorder captures), DivX AVI (`.divx`), Ogg Media (`.ogm`),
+# NUT (`.nut`), IVF (`.ivf`, libvpx's VP8/VP9/AV1), animated PNG (`.apng`, alpha shown on white), raw
+# H.264/HEVC elementary streams (`.h264`, `.264`, `.h265`, `.hevc`: no time stamps, frames timed at the
+# rate the stream declares, else 25: `video_index.raw_stream_rate`)
+# names of video files; `.ogg` and `.mod` are left out (mostly sound, tracker music), as `.mp3` is: those
+# and every other file in the folder that is not read are `unexpected_file` rejects (`unread_detail`)
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".ogv",
                     ".mts", ".m2ts", ".vob", ".3gp", ".wmv", ".gif", ".webp",
-                    ".mxf", ".asf", ".3g2", ".f4v", ".y4m", ".mk3d", ".m2v")
+                    ".mxf", ".asf", ".3g2", ".f4v", ".y4m", ".mk3d", ".m2v",
+                    ".dv", ".divx", ".ogm", ".nut", ".ivf", ".apng", ".h264", ".264", ".h265", ".hevc")
 # what HLS and DASH packagers write (ffmpeg's `-f hls -hls_segment_type fmp4` and `-f dash`, Shaka,
 # Bento4): playlists (`.m3u8`, `.mpd`) and fMP4 fragments (`.m4s`), pieces of one video none of which
 # is a whole video alone. Listed so that each is a counted reject saying how to join them; they were
@@ -458,7 +465,10 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     converted at the canvas's working size). A video over `max_pixels` or the memory budget loses
     every clip to `video_too_large`, judged before decoding; one that grows past it mid-way loses
     the clips needing its larger frames. A clip whose frames differ in size (a stream that changes
-    size, no canvas to fit them) is its own `decode_failed`: the clips after it go on.
+    size, no canvas to fit them) is its own `decode_failed`: the clips after it go on. A clip
+    losing frames to a damaged packet (its frame, or frames decoded from it) is `decode_failed`
+    naming them. Where decord fails mid-way (`video_decord.DecordFailed`), PyAV decodes what the
+    clips not yet finished need, each such clip said to be PyAV's in its lineage (`decoder_note`).
     """
     users: dict[int, list[tuple[int, int]]] = {}  # frame -> (clip, place in the clip) of each use
     for c, clip in enumerate(record.clips):
@@ -468,10 +478,14 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     arrays: dict[int, np.ndarray] = {}  # clip -> its frames, filled as they arrive
     got: set[int] = set()
     done = [False] * len(record.clips)
-    job_name = "decord_frames" if record.decoder == "decord" else "decode_frames"
-    module = "video_webp" if record.decoder == "pillow" else "video_decode"
     failure: VideoError | None = None
     shown = record.member.name if record.member else record.uri  # what an error names: the member, not its copy
+    decoder, wanted = record.decoder, sorted(users)
+    handed_to_pyav: dict[int, VideoClipRecord] = {}  # clip -> itself as PyAV finished it (decord failed mid-way)
+
+    def as_decoded(c: int) -> VideoClipRecord:
+        return handed_to_pyav.get(c, record.clips[c])
+
     with contextlib.ExitStack() as spill:
         try:  # a tar member is copied out first: a tar changed since it was read loses every clip
             uri = spill.enter_context(_worker_uri(record.uri, record.member))
@@ -479,15 +493,17 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
             uri, failure = None, exc
         except OSError as exc:  # the machine's (a full temporary folder): the unit fails, no clip is blamed
             raise MachineError(f"decoding {fsio.basename(shown)}: {exc}") from exc
-        if uri is not None:
+        while uri is not None:
+            job_name = "decord_frames" if decoder == "decord" else "decode_frames"
+            module = "video_webp" if decoder == "pillow" else "video_decode"
             # each frame is read into one reused buffer and copied straight into the clips that use it
             handed = {"kept": record.kept_index} if record.kept_index is not None and job_name == "decode_frames" else {}
-            if record.decoder == "pillow":  # WebP's decode time is judged before decoding: `video_webp.judge_time`
+            if decoder == "pillow":  # WebP's decode time is judged before decoding: `video_webp.judge_time`
                 handed = {"time_budget_s": record.limits.cpu_s or record.limits.time_s}
-            job = budget.run(f"sources.{module}:{job_name}", uri, sorted(users), record.n_frames, postprocess,
+            job = budget.run(f"sources.{module}:{job_name}", uri, wanted, record.n_frames, postprocess,
                              max_pixels=max_pixels, memory_mb=record.limits.memory_mb, budget=record.limits,
                              # decord's libraries stay in its own process; Pillow's WebP shares PyAV's
-                             pool="pyav" if record.decoder == "pillow" else record.decoder, scratch=True, **handed)
+                             pool="pyav" if decoder == "pillow" else decoder, scratch=True, **handed)
             try:
                 for i, pixels in job:
                     got.add(i)
@@ -501,15 +517,27 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
                         elif frames.shape[1:] != pixels.shape:
                             done[c] = True
                             del arrays[c]
-                            yield clip, VideoError("decode_failed", f"frame {i} is {pixels.shape}, the clip's first "
-                                                                    f"{frames.shape[1:]}")
+                            yield as_decoded(c), VideoError("decode_failed", f"frame {i} is {pixels.shape}, the "
+                                                                             f"clip's first {frames.shape[1:]}")
                             continue
                         frames[k] = pixels
                         missing[c] -= 1
                         if missing[c] == 0:
                             done[c] = True
-                            yield clip, arrays.pop(c)
+                            yield as_decoded(c), arrays.pop(c)
             except (BudgetExceeded, JobError) as exc:
+                if isinstance(exc, JobError) and exc.kind == DecordFailed.__name__:
+                    # a packet decord cannot decode (a damaged one): PyAV decodes what the clips not yet
+                    # finished still need, and names the frames lost (every clip was lost, those wholly
+                    # before the damage too, with decord's words naming no frame)
+                    note = f"decord could not decode {exc.detail}: PyAV decodes"
+                    for c, clip in enumerate(record.clips):
+                        if not done[c]:
+                            handed_to_pyav[c] = replace(clip, decoder="pyav",
+                                                        lineage={**clip.lineage, "decoder_note": note})
+                    wanted = sorted({i for c in handed_to_pyav for i in record.clips[c].frame_indices} - got)
+                    decoder = "pyav"
+                    continue
                 try:
                     failure = _job_error(exc)
                 except OSError as machine:  # too many open files in the decoder's process: as at planning
@@ -522,13 +550,30 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
                 raise MachineError(f"decoding {fsio.basename(shown)}: {exc}") from exc
             if failure is not None and uri != record.uri:
                 failure = _renamed(failure, uri, shown)
+            break
     for c, clip in enumerate(record.clips):
         if not done[c]:
             if failure is None:
                 lost = [i for i in clip.frame_indices if i not in got]
-                yield clip, VideoError("decode_failed", f"frames {lost[:4]} did not decode")
+                yield as_decoded(c), VideoError("decode_failed", lost_frames_detail(lost, len(clip.frame_indices)))
             else:
-                yield clip, failure
+                yield as_decoded(c), failure
+
+
+def lost_frames_detail(lost: Sequence[int], clip_frames: int) -> str:
+    """What a clip lost, its frames named in runs (`frames 20-31, 40 (13 of the clip's 16)`): a
+    damaged packet's frame and those decoded from it (`DecodeSession.drop_damaged`), or a frame
+    past a cut the probe did not see."""
+    runs: list[list[int]] = []
+    for i in lost:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    named = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs[:8]) + (", ..." if len(runs) > 8 else "")
+    what, were = ("frame", "was") if len(lost) == 1 else ("frames", "were")
+    return (f"{what} {named} ({len(lost)} of the clip's {clip_frames}) did not decode, or {were} decoded from "
+            "a damaged frame")
 
 
 def read_clip_frames(clip: VideoClipRecord, limits: Budget = Budget()) -> np.ndarray:
@@ -574,14 +619,22 @@ class VideoSource:
             return [self.path]
         # links, fifos and devices are listed too (a folder link whatever its name): `read` rejects
         # those it must not open, so none is skipped silently
-        listed = fsio.list_files(self.path, self.extensions + video_shards.SHARD_SUFFIXES + STREAMING_SUFFIXES,
-                                 recursive=True,
-                                 follow_links=self.follow_links, links=True)
-        files = collapse_set_aside(self.path, video_shards.without_shard_listings(listed))
-        if not files:
+        # every file: those not read are rejects (`unread_detail`), save what video2dataset writes beside
+        # what is read (`video_shards.layout_sidecars`)
+        listed = fsio.list_files(self.path, None, recursive=True, follow_links=self.follow_links, links=True)
+        readable = self.extensions + video_shards.SHARD_SUFFIXES + STREAMING_SUFFIXES
+        if not any(f.lower().endswith(readable) for f in listed):
             raise FileNotFoundError(f"{self.name}: no videos ({', '.join(self.extensions)}) and no video2dataset "
                                     f"shards (NNNNN.tar) under {self.path}")
+        kept = video_shards.without_layout_sidecars(listed, readable)
+        files = collapse_set_aside(self.path, video_shards.without_shard_listings(kept))
         return video_shards.as_units(self._with_twins(files), self.path)
+
+    def unread_detail(self, uri: str) -> str:
+        """Why a file in the source's folder is not read: its name is no video's the source reads."""
+        shown = ", ".join(self.extensions[:8]) + (", ..." if len(self.extensions) > 8 else "")
+        return (f"{fsio.basename(uri)} is not a video this source reads (by its name: {shown}; README, "
+                "video sources), nor a video2dataset shard: not read")
 
     def relative(self, uri: str) -> str:
         """`uri` below the root; the file's name where the source's path is that file (or elsewhere)."""
@@ -630,6 +683,10 @@ class VideoSource:
             return
         if uri.lower().endswith(STREAMING_SUFFIXES):
             yield Reject(video, self.name, video, "read", "unexpected_file", streaming_piece_detail(uri),
+                         input=self.relative(uri))
+            return
+        if uri != self.path and not uri.lower().endswith(self.extensions + video_shards.SHARD_SUFFIXES):
+            yield Reject(video, self.name, video, "read", "unexpected_file", self.unread_detail(uri),
                          input=self.relative(uri))
             return
         if video_shards.is_shard_input(uri):  # a video2dataset tar, or a files-layout listing

@@ -137,7 +137,8 @@ def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None =
     """Yield (presented index, RGB frame) for every index in `wanted`, in decoding order.
 
     `expected_frames`: the count the file was planned with; a file that changed since is refused.
-    Frames that do not decode are simply not yielded: the caller names what is missing.
+    Frames that do not decode are simply not yielded: the caller names what is missing. So are
+    the frames decoded from a reference a damaged packet left broken (`DecodeSession.drop_damaged`).
     `postprocess` runs on each frame as it decodes; one with a `working_size` (a
     `transforms.resize.Canvas`) lets a stream too large to convert at full size be converted at
     the working size instead. `max_pixels`, `memory_mb`: see `judge_memory`. `kept`: the index
@@ -153,7 +154,7 @@ def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None =
     if wanted and (wanted[0] < 0 or wanted[-1] >= len(shown)):
         raise VideoError("decode_failed", f"frame {wanted[-1]} is past the last of {len(shown)}")
     session = DecodeSession(uri, index, {shown[w]: w for w in wanted}, postprocess, skip_nonref, seek_bytes, max_pixels,
-                       memory_mb)
+                       memory_mb, drop_damaged=True)
     yield from session.run(decode_plan(index, wanted))
     if session.wanted and session.too_large is not None:  # the frames a growth past max_pixels cost
         raise session.too_large

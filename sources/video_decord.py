@@ -3,6 +3,7 @@ i (`decord_exact`, judged from the probe). Part of `sources.video_decode`."""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Callable, Iterator, Sequence
 
@@ -16,12 +17,27 @@ from sources.video_probe import Probe
 from transforms.errors import exception_detail
 
 
+log = logging.getLogger(__name__)
+
+
+class DecordFailed(VideoError):
+    """decord could not decode a batch of frames (a damaged packet: "avcodec_send_packet" failed,
+    in words naming no frame, with the time of day). Its detail names the batch's frames alone;
+    the caller (`video.clip_frames`) has PyAV decode what the clips not yet finished need, which
+    names the frames lost."""
+
+
+def _frames_named(chunk: Sequence[int]) -> str:
+    return f"frame {chunk[0]}" if len(chunk) == 1 else f"one of frames {chunk[0]}-{chunk[-1]}"
+
+
 # -- decord --------------------------------------------------------------------------------
 def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
                   postprocess: Callable[[np.ndarray], np.ndarray] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                   memory_mb: int = DEFAULT_MEMORY_MB) -> Iterator[tuple[int, np.ndarray]]:
     """The same frames through decord, for files `decord_exact` admits (full-size frames within
-    the memory budget, judged at the probe), in batches of at most `DECORD_BATCH_BYTES`."""
+    the memory budget, judged at the probe), in batches of at most `DECORD_BATCH_BYTES`; a batch
+    decord cannot decode raises `DecordFailed`."""
     reader = _decord_reader(uri)
     if len(reader) != expected_frames:
         raise VideoError("changed_file", f"decord counts {len(reader)} frames, planned with {expected_frames}")
@@ -33,7 +49,8 @@ def decord_frames(uri: str, wanted: Sequence[int], expected_frames: int,
         try:
             batch = reader.get_batch(chunk).asnumpy()
         except Exception as exc:
-            raise VideoError("decode_failed", exception_detail(exc)) from None
+            log.debug("decord could not decode frames %d-%d: %s", chunk[0], chunk[-1], exception_detail(exc))
+            raise DecordFailed("decode_failed", _frames_named(chunk)) from None
         pixels_per_frame = batch.shape[1] * batch.shape[2]
         if pixels_per_frame > max_pixels:
             raise VideoError("video_too_large", f"{batch.shape[2]}x{batch.shape[1]}: frames of {pixels_per_frame} "

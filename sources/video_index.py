@@ -109,7 +109,7 @@ class VideoIndex:
     # "joined" MPEG-TS/PS parts, or Matroska blocks stamped before zero ("negative"), see `restamped`
     demuxed: tuple[int | None, ...] = ()
     # why `pts` is not the demuxer's: "joined", "jumped" (one part, forward jumps closed: seekable),
-    # "negative", "split", "chained" ("" when it is)
+    # "negative", "split", "chained", "raw" (an elementary stream, `RAW_STREAMS`) ("" when it is)
     restamped: str = ""
     # packet positions where a later part of a joined file begins: the decoder starts afresh there
     # (drained and flushed), so each part decodes as it does alone
@@ -203,6 +203,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     label = f"{fmt}/{codec}"
     restamped = ""
     joins: list[int] = []
+    time_base = stream.time_base or Fraction(1)
     known = _unstamp_repeated_pes(raw, pes) if fmt in JOINABLE else raw
     if None in known and fmt in JOINABLE and stream.time_base == MPEG_CLOCK:
         known = _unwrapped_stamps(known)
@@ -215,6 +216,9 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     elif None in known and fmt in JOINABLE:
         pts = _stamp_split_access_units(known, label, decoder_order)
         restamped = "split"
+    elif fmt in RAW_STREAMS and raw and all(p is None for p in raw):  # Annex B: no stamps at all
+        pts, time_base = list(range(len(raw))), 1 / raw_stream_rate(stream)
+        restamped = RAW
     elif None in raw:
         pts, dropped = _stamp_negative_blocks(raw, keyframe, label, decoder_order)
         discard = [d or i in dropped for i, d in enumerate(discard)]
@@ -246,12 +250,12 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         whole = dict(recovery.completed() if recovery is not None else ()).get(first, first)
         floor = pts[whole] if whole < len(pts) else max(pts) + 1
         discard = [d or i < first or p < max(pts[first], floor) for i, (d, p) in enumerate(zip(discard, pts))]
-    in_decode_order = _stamps_in_decode_order(pts, stream.codec_context, fmt)
+    in_decode_order = restamped == RAW or _stamps_in_decode_order(pts, stream.codec_context, fmt)
     if in_decode_order and any(discard[keyframe.index(True):]):
         raise UnsupportedVideo("unsupported_container",
                                f"{label}: time stamps in decode order from a decoder that reorders frames, "
                                "with frames an edit list hides: the shown frames cannot be named")
-    index = VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), stream.time_base or Fraction(1),
+    index = VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), time_base,
                        clean, fmt, codec, in_decode_order, demuxed=tuple(raw) if restamped else (),
                        restamped=restamped, joins=tuple(joins) if restamped == "joined" else (),
                        headers=tuple(headers) if restamped == "chained" else (), video_pages=video_pages,
@@ -275,6 +279,22 @@ TS_DISCONT = 0x200  # AVFMT_TS_DISCONT: a format whose stamps may jump (MPEG-TS/
 JOINABLE = ("mpegts", "mpeg")  # where parts joined end to end are placed one after another: MPEG-TS and MPEG-PS
 JOIN_FALL = Fraction(1, 10)  # seconds: a decode stamp falling more is a new part (the CLI's discontinuity)
 JOIN_JUMP = Fraction(10)  # seconds: a decode stamp jumping forward more is closed up (the CLI's dts_delta_threshold)
+# raw elementary streams (Annex B H.264 or HEVC: `.h264`, `.264`, `.h265`, `.hevc`): packets carry no
+# time stamp at all. Stamped by decode order and named by the decoder's output order
+# (`decode_order_stamps`), frame k shown at k / `raw_stream_rate`: lineage `restamped: raw`
+RAW_STREAMS = ("h264", "hevc")
+RAW = "raw"
+RAW_STREAM_RATE = Fraction(25)  # what FFmpeg's raw demuxers assume (`-framerate`) where the stream declares none
+
+
+def raw_stream_rate(stream) -> Fraction:
+    """The frame rate a raw stream's sequence header declares (H.264/HEVC VUI timing, x264 and
+    x265 write it), else 25 as FFmpeg's raw demuxers assume: the stream holds nothing else that
+    says when a frame is shown (the demuxer's own `average_rate` is that 25 whatever is declared)."""
+    rate = stream.codec_context.framerate
+    return Fraction(rate) if rate else RAW_STREAM_RATE
+
+
 JOINED, JUMPED = "joined", "jumped"  # `VideoIndex.restamped` of MPEG-TS/PS: parts placed; forward jumps closed
 MPEG_CLOCK = Fraction(1, 90000)  # MPEG-TS/PS stamps: 33 bits of 90 kHz ticks, wrapping after 26.5 hours
 MPEG_WRAP = 1 << 33

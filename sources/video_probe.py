@@ -9,7 +9,7 @@ from fractions import Fraction
 from typing import Sequence
 
 from sources.video_gif import gif_times
-from sources.video_index import Stretch, VideoIndex, decode_plan, key_of
+from sources.video_index import RAW, Stretch, VideoIndex, decode_plan, key_of
 from sources.video_memory import (DECODER_BASE_MB, DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB, RGB_CONVERSION_BYTES,
                                   stream_hdr)
 from sources.video_alpha import decoded_format
@@ -103,7 +103,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     sar_text = f"{declared_sar.numerator}:{declared_sar.denominator}" if declared_sar and declared_sar != 1 else ""
     pixel_format = decoded_format(stream, index.alpha) or ""
     transfer = stream_hdr(stream) or ""
-    rate = stream.average_rate or _mean_rate(shown[:n], index.time_base) or stream.guessed_rate
+    rate = _declared_rate(stream, index, shown[:n])
     fps = float(rate) if rate else 0.0
     video_streams = len(container.streams.video)
     interlaced = session.interlaced or stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
@@ -121,6 +121,21 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
                  video_streams, interlaced, size_changes, session.cropped_left,
                  session.matrix_guessed, index.restamped, kept_index(uri, max_pixels, memory_mb),
                  gradual_refresh=len(index.recovery))
+
+
+def _declared_rate(stream, index: VideoIndex, shown: Sequence[int]) -> Fraction | None:
+    """The stream's frame rate: its declared average, else the mean over the frames shown. A raw
+    elementary stream's is the rate its index stamps by (`video_index.raw_stream_rate`: the
+    demuxer's average is its assumed 25 whatever the stream declares); an average that is the time
+    base's own rate with frames two ticks apart or more (raw DV: 60000 fps at a 1/60000 time base,
+    frames 2400 ticks apart) is no frame rate, so the mean is taken."""
+    if index.restamped == RAW:
+        return 1 / index.time_base
+    rate = stream.average_rate
+    mean = _mean_rate(shown, index.time_base)
+    if rate and stream.time_base and rate == 1 / stream.time_base and mean is not None and mean * 2 <= rate:
+        rate = None
+    return rate or mean or stream.guessed_rate
 
 
 def _mean_rate(stamps: Sequence[int], time_base: Fraction) -> Fraction | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Iterator
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from sources.gif_screen import on_white
 from sources.video_display import cropped_off_alignment, display, guessed_matrix, orientation
-from sources.video_index import JUMPED, Stretch, VideoIndex
+from sources.video_index import JUMPED, Stretch, VideoIndex, key_of
 from sources.video_memory import (DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB, Judgement, decoder_max_pixels,
                                   fitting_pixels, frames_too_large, judge_stream, sample_aspect_ratio, sar_width,
                                   stream_hdr)
@@ -25,6 +25,10 @@ from sources.video_open import VideoError, open_stream
 log = logging.getLogger(__name__)
 
 
+# frames before the first a damaged packet's stamps name that are held back too where frames are
+# named by output order and the decoder reorders (`DecodeSession._damage_from`): B-frames decoded
+# after the damage, shown before it, whose stamps (decode-order counters in AVI) may not say so
+REORDER_SLACK = 2
 COLLECT_PIXELS = 1 << 20  # a first frame this large is freed at once (its side data ties it in a cycle)
 
 
@@ -67,6 +71,13 @@ class DecodeSession:
     _working_for: tuple[int, int] | None = None  # the frame size `_working` was chosen for
     too_large: VideoError | None = None  # the stream grew past max_pixels: those frames never decoded
     _limit: int = 0  # the largest frame decoded: max_pixels, or less where the memory budget says so
+    # True (clips' decoding): the frames decoded from a packet that does not decode, or from a
+    # reference it left broken, are never delivered (`_damage_from`); False (the probe): every frame
+    # the decoder gives counts, so a damaged middle never shortens the count as a cut end does
+    drop_damaged: bool = False
+    damaged: set[int] = field(default_factory=set)  # stamps of the frames `drop_damaged` holds back
+    _starts: list[int] | None = None  # `key_of(index)`, made at the first damaged packet
+    _presented_at: dict[int, int] = field(default_factory=dict)  # stamp -> presented index, with `_starts`
 
     def run(self, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
         self._shown = self.index.presented
@@ -150,6 +161,8 @@ class DecodeSession:
             floor = trust.get(pts)
             if floor is not None and pts < floor:
                 continue  # a leading frame whose references were skipped: not trusted
+            if pts in self.damaged:
+                continue  # a damaged packet's frame, or one predicted from it: its clips are rejects
             if frame.width * frame.height > self._limit:  # within the decoder's alignment room
                 self.too_large = self.too_large or self._refusal(frame.width, frame.height)
                 continue
@@ -277,6 +290,8 @@ class DecodeSession:
                 except Exception as exc:  # a damaged packet: its frame (and dependants) will be missing
                     log.debug("decode error at packet %d: %s", position, exc)
                     self._note_too_large(codec)
+                    if self.drop_damaged and position not in headers:
+                        self._damage_from(position)
                     continue
                 yield from self._deliver(frames, trust)
                 if self._collect:
@@ -289,6 +304,39 @@ class DecodeSession:
             except Exception as exc:
                 log.debug("flush error: %s", exc)
                 self._note_too_large(codec)
+
+    def _damage_from(self, position: int) -> None:
+        """Hold back every frame whose decode passes through packet `position`, which did not
+        decode: its own, and each one decoded after it from the same start (`key_of`: the key frame
+        a frame's decode starts from) until the next. The decoder gives those from a broken
+        reference (a VP8 clip showed frames 32-39 in the places of 40-47), as the ffmpeg CLI shows
+        them; kept, they were sentences of wrong pictures beside the reject of the damaged frame's
+        own clip. An intra-only stream (MJPEG, ProRes: every packet a key frame) loses that one.
+        Frames after the next key frame are still looked at: an open GOP's leading frames, decoded
+        after it, reference the frames before it. Where frames are named by the decoder's output
+        order (`decode_order_stamps`: AVI with a decoder that reorders, raw H.264), every frame from
+        the first that the packets from there on are stamped with (less `REORDER_SLACK` where the
+        decoder reorders): a frame the decoder drops shifts the names of all that follow."""
+        index = self.index
+        if index.decode_order_stamps:  # frames named by output order: a frame lost shifts every later name
+            ranks = {p: k for k, p in enumerate(self._shown)}
+            first = min((ranks[p] for p in index.pts[position:] if p in ranks), default=len(self._shown))
+            if self._codec is not None and self._codec.has_b_frames:
+                first -= REORDER_SLACK  # B-frames decoded after it, shown before it, may reference it
+            self.damaged.update(self._shown[max(0, first):])
+            return
+        if self._starts is None:
+            self._starts = key_of(index)
+            self._presented_at = {p: w for w, p in enumerate(self._shown)}
+        keys_passed = 0
+        for at in range(position, len(index.pts)):
+            if at > position and index.keyframe[at]:
+                keys_passed += 1
+                if keys_passed == 2:  # leading frames lie before the key frame after next
+                    break
+            w = self._presented_at.get(index.pts[at])
+            if w is not None and self._starts[w] <= position:
+                self.damaged.add(index.pts[at])
 
     @staticmethod
     def _configure(codec, packet) -> None:

@@ -74,6 +74,29 @@ def as_units(units: list[Any], root: str) -> list[Any]:
                                              if isinstance(u, str) and u.lower().endswith(TAR_SUFFIX) else [u])]
 
 
+def without_layout_sidecars(files: list[str], readable: tuple[str, ...]) -> list[str]:
+    """`files` without what video2dataset writes beside what the video source reads, parts of its
+    layout rather than inputs (never rejects): a video's `.txt`/`.json` and audio (`SIDECARS`,
+    `AUDIO`; the files layout's `NNNNN/key.mp4` beside `key.txt`, and there a failed download's
+    `.txt`/`.json` alone, which its `NNNNN.parquet` reports) and a shard's `NNNNN_stats.json`
+    (beside `NNNNN.tar` or `NNNNN.parquet`)."""
+    stems = set()  # (folder, name without its extension) of each file read
+    for f in files:
+        if f.lower().endswith(readable):
+            folder, _, name = f.rpartition("/")
+            stems.add((folder, name.rpartition(".")[0]))
+    shard_folders = {f[: -len(LISTING_SUFFIX)] for f in files if f.lower().endswith(LISTING_SUFFIX)}
+
+    def sidecar(f: str) -> bool:
+        folder, _, name = f.rpartition("/")
+        stem, _, ext = name.rpartition(".")
+        if ext.lower() in SIDECARS + AUDIO and ((folder, stem) in stems or folder in shard_folders):
+            return True
+        return name.endswith("_stats.json") and (folder, name[: -len("_stats.json")]) in stems
+
+    return [f for f in files if f.lower().endswith(readable) or not sidecar(f)]
+
+
 def without_shard_listings(files: list[str]) -> list[str]:
     """`files` without the parquet of each tar among them (the tar's unit reads its listing)."""
     tars = {f[: -len(TAR_SUFFIX)] for f in files if f.lower().endswith(TAR_SUFFIX)}

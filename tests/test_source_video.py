@@ -236,8 +236,13 @@ def test_a_mac_copy_of_a_video_folder_starts_no_decoder_job_for_what_it_leaves(t
     source = VideoSource("vid", str(root), strides=(1,), limits=Budget(time_s=20))
     items = [item for uri in source.units() for item in source.read(uri)]
     assert sorted(_names(items, VideoRecord)) == ["vid-clip_mp4"]
+    # every file of the folder is counted (the lock files, `.git/` and `.DS_Store` were left out unlisted)
     assert sorted((r.reason, r.detail) for r in items if isinstance(r, Reject)) == [
+        ("hidden_file", ".git/: hidden (a tool's lock, temporary or repository file), not read"),
+        ("hidden_file", ".nfs000000000012345600000001: hidden (a tool's lock, temporary or repository file), not read"),
+        ("hidden_file", ".~lock.clip.mp4#: hidden (a tool's lock, temporary or repository file), not read"),
         ("hidden_file", "~$clip.mp4: hidden (a tool's lock, temporary or repository file), not read"),
+        ("os_metadata", ".DS_Store: macOS Finder's folder settings, not read"),
         ("os_metadata", "._clip.mp4: macOS AppleDouble metadata of clip.mp4, not read"),
         ("os_metadata", "__MACOSX/: macOS archive metadata (a zip's AppleDouble files), not read")]
     assert {os.path.basename(uri) for uri in jobs} == {"clip.mp4"}

@@ -1,0 +1,125 @@
+"""One damaged packet in a video the ffmpeg CLI wrote (a bad sector, a partial download): the clips
+not touching it are kept, frame for frame what the CLI shows, whichever decoder was asked for; the
+clips holding the damaged frame, or a frame decoded from it (up to the next key frame; in an
+intra-only stream that frame alone), are `decode_failed` rejects naming those frames.
+
+decord used to lose every clip of such a video (its error names no frame), those wholly before the
+damage too; PyAV kept the frames a VP8 decoder gave from the broken reference (frames 32-39 shown
+in the places of 40-47) while rejecting the clip of the damaged frame itself.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import video_zoo
+
+from sources.records import VideoRecord
+from sources.video import VideoSource, clip_frames, decord_available
+
+DECODERS = ["pyav"] + (["decord"] if decord_available() else [])
+N, SIZE, RATE = 48, (96, 64), 25
+# (name, encoder, damaged packet, how: (offset, bytes, value)), and whether every packet is a key frame
+DAMAGED = {
+    # one key frame (-g 240): frames 20-47 are decoded from the damaged one
+    "vp8.webm": (["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-g", "240", "-pix_fmt", "yuv420p"],
+                 20, (0, 6, 0xFF), False),
+    # intra-only: its start marker gone ("No JPEG data found in image"), the frames after it are whole
+    "mjpeg.avi": (["-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj420p"], 5, (0, 600, 0), True),
+}
+
+
+def _damaged(tmp_path: Path, name: str) -> Path:
+    video_zoo.require_ffmpeg()
+    encoder, packet, (offset, count, value), _ = DAMAGED[name]
+    source = video_zoo.encode(tmp_path / "_src.avi", N, "mjpeg", rate=RATE, pix_fmt="yuvj444p",
+                              options={"q:v": "2"}, size=SIZE)
+    path = tmp_path / name
+    video_zoo.ffmpeg("-i", str(source), *encoder, str(path))
+    with av.open(str(path)) as container:
+        data = [bytes(p) for p in container.demux(video=0) if p.size][packet]
+    body = bytearray(path.read_bytes())
+    at = body.find(data)
+    assert at >= 0 and body.find(data, at + 1) < 0
+    body[at + offset:at + offset + count] = bytes([value]) * count
+    path.write_bytes(bytes(body))
+    return path
+
+
+def _cli_by_frame(path: Path) -> dict[int, np.ndarray]:
+    """The frames the ffmpeg CLI shows, by the index their time stamp gives (it drops the frame
+    that does not decode, so its output's order is no index)."""
+    run = subprocess.run(["ffmpeg", "-hide_banner", "-i", str(path), "-map", "0:v:0", "-vf", "showinfo",
+                          "-vsync", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True)
+    times = [float(t) for t in re.findall(r"pts_time:\s*([0-9.]+)", run.stderr.decode(errors="replace"))]
+    frames = np.frombuffer(run.stdout, np.uint8).reshape(-1, SIZE[1], SIZE[0], 3)
+    assert len(times) == len(frames) == N - 1  # the damaged frame is the CLI's only loss
+    return {round(t * RATE): frame for t, frame in zip(times, frames)}
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("name", sorted(DAMAGED))
+def test_a_damaged_packet_costs_only_the_clips_of_frames_decoded_from_it(tmp_path, name: str, decoder: str):
+    path = _damaged(tmp_path, name)
+    _, packet, _, intra_only = DAMAGED[name]
+    (record,) = list(VideoSource("dmg", str(tmp_path), strides=(1, 3), decoder=decoder).read(str(path)))
+    assert isinstance(record, VideoRecord), record
+    assert record.n_frames == N and record.decoder == decoder  # the probe counts every frame: no cut file
+    damaged = {packet} if intra_only else set(range(packet, N))
+    cli = _cli_by_frame(path)
+    kept, rejected = {}, {}
+    for clip, frames in clip_frames(record):
+        if isinstance(frames, Exception):
+            rejected[clip.start, clip.stride] = frames
+            continue
+        kept[clip.start, clip.stride] = clip
+        for i, frame in zip(clip.frame_indices, frames):
+            assert video_zoo.read_index(frame) == i, (clip.key, i)
+            assert np.abs(frame.astype(int) - cli[i]).mean() < 1.0, (clip.key, i)
+    expected_kept = {(c.start, c.stride) for c in record.clips if not damaged & set(c.frame_indices)}
+    assert set(kept) == expected_kept and expected_kept  # clips before the damage (and after it, intra-only)
+    assert len(rejected) == len(record.clips) - len(expected_kept) > 0
+    for clip in record.clips:
+        if (clip.start, clip.stride) in rejected:
+            error = rejected[clip.start, clip.stride]
+            lost = sorted(damaged & set(clip.frame_indices))
+            assert error.reason == "decode_failed"
+            assert error.detail.startswith(f"frame {lost[0]} " if len(lost) == 1 else f"frames {lost[0]}"), error.detail
+            assert f"({len(lost)} of the clip's 16)" in error.detail, error.detail
+    if decoder == "decord":  # decord failed mid-way: PyAV finished the clips, said so
+        assert all(c.decoder == "pyav" and "PyAV decodes" in c.lineage["decoder_note"] for c in kept.values())
+
+
+def test_a_damaged_packet_where_frames_are_named_by_output_order_costs_every_clip_from_it_on(tmp_path):
+    """AVI stamps MPEG-4 packets in decode order, so with B-frames its frames are named by the
+    decoder's output order (`decode_order_stamps`): a frame the damage costs shifts every later name
+    (the stride-1 clip 32-47, two key frames past it, was kept showing other frames than its names), so every frame from the
+    damaged one on is lost, named; the clip before is kept, as the CLI shows it."""
+    video_zoo.require_ffmpeg()
+    source = video_zoo.encode(tmp_path / "_src.avi", 64, "mjpeg", rate=RATE, pix_fmt="yuvj444p",
+                              options={"q:v": "2"}, size=SIZE)
+    path = tmp_path / "videos" / "bframes.avi"
+    path.parent.mkdir()
+    video_zoo.ffmpeg("-i", str(source), "-c:v", "mpeg4", "-g", "12", "-bf", "2", "-q:v", "3", str(path))
+    cli = np.frombuffer(subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt",
+                                        "rgb24", "-"], capture_output=True).stdout, np.uint8).reshape(-1, 64, 96, 3)
+    with av.open(str(path)) as container:
+        data = [bytes(p) for p in container.demux(video=0) if p.size][20]
+    body = bytearray(path.read_bytes())
+    at = body.find(data)
+    body[at + 4:at + 10] = b"\xff" * 6  # the decoder refuses the packet
+    path.write_bytes(bytes(body))
+    (record,) = list(VideoSource("dmg", str(path.parent), strides=(1,)).read(str(path)))
+    results = {clip.start: frames for clip, frames in clip_frames(record)}
+    assert sorted(results) == [0, 16, 32]  # the probe counts what the decoder gives: fewer than 64
+    assert [video_zoo.read_index(f) for f in results[0]] == list(range(16))
+    assert all(np.abs(f.astype(int) - cli[i]).mean() < 1.0 for i, f in enumerate(results[0]))
+    assert isinstance(results[16], Exception) and results[16].reason == "decode_failed", results[16]
+    assert results[16].detail.startswith("frames 19-31 (13 of the clip's 16)"), results[16].detail
+    # past the next key frames too: it was kept, each frame named one it is not
+    assert isinstance(results[32], Exception) and results[32].detail.startswith("frames 32-47 (16 of the clip's 16)")
