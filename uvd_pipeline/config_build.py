@@ -127,7 +127,14 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb", "layout_check"}
 # that cuts off every box or label `empty_target`; 1-bit label maps read as 0/1; CO3D masks by
 # luma; an undeclared COCO category `bad_annotation`; VOC names of another case one class; ADE20K
 # and Cityscapes images of every extension read. Objaverse views picked evenly in azimuth.
-RENDER_REVISION = 18
+# 19 (2026-12-07): H.264 intra refresh decoded from complete recovery points (all clips were
+# `decode_failed`, decord's frames late); frames decoded from a damaged packet held back to the next
+# key frame, decord's mid-file failures finished by PyAV; .dv .divx .ogm .nut .ivf .apng and raw
+# H.264/HEVC read; other files in a video folder counted. EPS never opened (Ghostscript); JPEG
+# segment floods and EXIF IFD bombs judged before opening; a miscounted MPO read as its JPEG; X11
+# colour names in XPM; a width-0 PNG `no_pixels`; a video container read as an image names itself.
+# Parquet row groups over the budget read a few rows at a time; nested Image structs rejected.
+RENDER_REVISION = 19
 
 
 class BuildConfig(Strict):
