@@ -126,8 +126,9 @@ class VideoIndex:
     alpha: bool = False
     # H.264 key frames that are recovery points decoding whole only pictures later (x264's periodic
     # intra refresh, `sources.video_recovery`): (key position, position of the packet whose picture
-    # completes it; the packet count when the stream ends first). A decode started there outputs
-    # nothing before that picture, so frames before it are started from an earlier key frame
+    # completes it, or a later key frame's, whichever comes first; the packet count when the stream
+    # ends first: never falling from one key frame to the next). A decode started there gives no
+    # whole picture before that one, so frames before it are started from an earlier key frame
     recovery: tuple[tuple[int, int], ...] = ()
 
     @property
@@ -203,6 +204,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     label = f"{fmt}/{codec}"
     restamped = ""
     joins: list[int] = []
+    # where FFmpeg's decoder started at a key frame begins to output (a refresh under way: later)
+    shown = recovery.shown_from() if recovery is not None else {}
     known = _unstamp_repeated_pes(raw, pes) if fmt in JOINABLE else raw
     if None in known and fmt in JOINABLE and stream.time_base == MPEG_CLOCK:
         known = _unwrapped_stamps(known)
@@ -243,7 +246,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         first = keyframe.index(True)
         # a stream cut where a gradual refresh begins (`VideoIndex.recovery`): the decoder gives no
         # frame before the picture that completes it, nor does the CLI show one: hidden too
-        whole = dict(recovery.completed() if recovery is not None else ()).get(first, first)
+        whole = shown.get(first, first)
         floor = pts[whole] if whole < len(pts) else max(pts) + 1
         discard = [d or i < first or p < max(pts[first], floor) for i, (d, p) in enumerate(zip(discard, pts))]
     in_decode_order = _stamps_in_decode_order(pts, stream.codec_context, fmt)
@@ -707,22 +710,24 @@ def key_of(index: VideoIndex) -> list[int]:
     frames of an open GOP, RASL and the like, belong to the key frame before), and, where that key
     frame is a recovery point decoding whole only later (`VideoIndex.recovery`), whose picture
     completing it comes at or before the frame in decode order and in time (the frames of its
-    refresh belong to the key frame before)."""
+    refresh belong to the key frame before). Those positions never fall from one key frame to the
+    next, so the key frames whole by a packet are the first ones: a recovery point that never
+    completes (a stream ending mid-refresh) is not walked past frame after frame."""
     position = {p: i for i, p in enumerate(index.pts)}
     keys = [i for i, k in enumerate(index.keyframe) if k]
     whole = dict(index.recovery)
+    ready = [whole.get(key, key) for key in keys]
 
-    def starts_it(key: int, at: int, pts: int) -> bool:
-        done = whole.get(key, key)
-        return index.pts[key] <= pts and done <= at and index.pts[done] <= pts
+    def starts_it(k: int, pts: int) -> bool:
+        return index.pts[keys[k]] <= pts and index.pts[ready[k]] <= pts
 
     starts = []
     for pts in index.presented:
         at = position[pts]
-        k = bisect.bisect_right(keys, at) - 1
-        while k > 0 and not starts_it(keys[k], at, pts):
+        k = min(bisect.bisect_right(keys, at), bisect.bisect_right(ready, at)) - 1
+        while k > 0 and not starts_it(k, pts):
             k -= 1
-        starts.append(keys[k] if k >= 0 and starts_it(keys[k], at, pts) else 0)
+        starts.append(keys[k] if k >= 0 and starts_it(k, pts) else 0)
     return starts
 
 
