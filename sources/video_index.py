@@ -212,7 +212,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     starts = _split_part_starts(known, dts, keyframe, stream.time_base or Fraction(1)) \
         if None in known and fmt in JOINABLE else []
     if starts:  # MPEG-PS/TS parts joined end to end, with unstamped packets (x264 into .mpg/.vob)
-        pts, leading = _joined_split_parts(known, starts, keyframe, label, decoder_order)
+        pts, leading = _joined_split_parts(known, starts, keyframe, label, decoder_order, shown)
         discard = [d or i in leading for i, d in enumerate(discard)]
         joins, restamped = starts, JOINED
     elif None in known and fmt in JOINABLE:
@@ -229,7 +229,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         restamped = "chained"
     else:
         pts, leading, joins, restamped = _joined_stamps(raw, dts, keyframe, label, fmt in JOINABLE,
-                                                        stream.time_base or Fraction(1))
+                                                        stream.time_base or Fraction(1), shown)
         discard = [d or i in leading for i, d in enumerate(discard)]
     if len(set(pts)) != len(pts):
         joined = " (files joined end to end?)" if fmt in JOINABLE else \
@@ -293,7 +293,8 @@ def _frame_step(stamps: list[int]) -> int:
 
 
 def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], label: str,
-                   joinable: bool, time_base: Fraction) -> tuple[list[int], set[int], list[int], str]:
+                   joinable: bool, time_base: Fraction,
+                   shown: dict[int, int] | None = None) -> tuple[list[int], set[int], list[int], str]:
     """Stamps that place the parts of MPEG-TS/PS files joined end to end one after another, in
     file order, the positions of the packets to hide, the positions where a later part begins,
     and what was done (`VideoIndex.restamped`: "" when the stamps are `raw`, as where the format is
@@ -322,8 +323,10 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
     parts' frames; what it shows of each part alone is what is shown here). Its packets shown before
     that key frame (an open GOP's leading frames: MPEG-2, HEVC RASL, x264's B-frames before a
     recovery point) reference the part before: hidden, as at the file's start, so the part gives
-    what it gives alone. Each part is moved so that its first shown frame comes one frame after the
-    last frame so far."""
+    what it gives alone; so are a part's frames before the picture its decoder outputs first, where
+    it begins at a recovery point whose refresh is under way (`shown`: key position -> that
+    picture's, `RecoveryPoints.shown_from`). Each part is moved so that its first shown frame comes
+    one frame after the last frame so far."""
     if not joinable:
         return raw, set(), [], ""
     stamps, starts, jumps = _unwrapped_parts(raw, dts, JOIN_FALL / time_base,
@@ -334,13 +337,15 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
         # one part whose clock only jumps forward: no join, seekable by the demuxer's own stamps
         jumped_only = jumps and not wrapped and len(set(raw)) == len(raw)
         return stamps, set(), [], "" if stamps == raw else JUMPED if jumped_only else JOINED
-    placed, hidden = _parts_placed(stamps, starts, keyframe, label)
+    placed, hidden = _parts_placed(stamps, starts, keyframe, label, shown or {})
     return placed, hidden, starts, JOINED
 
 
-def _parts_placed(stamps: list[int], starts: list[int], keyframe: list[bool], label: str) -> tuple[list[int], set[int]]:
+def _parts_placed(stamps: list[int], starts: list[int], keyframe: list[bool], label: str,
+                  shown: dict[int, int]) -> tuple[list[int], set[int]]:
     """`stamps` (each part on its own clock) with each part from `starts` on moved after the one
-    before, and the positions of the packets to hide (see `_joined_stamps`)."""
+    before, and the positions of the packets to hide (see `_joined_stamps`; `shown`: where the
+    decoder started at a key frame outputs its first picture, where not at that key frame)."""
     for i in starts:
         if not keyframe[i]:
             raise UnsupportedVideo("unsupported_container",
@@ -359,6 +364,9 @@ def _parts_placed(stamps: list[int], starts: list[int], keyframe: list[bool], la
         for rank, (_, j) in enumerate(leading):  # hidden: stamped between the part before and the key frame
             moved[j] = latest + (rank + 1) * step // (len(leading) + 1)
             hidden.add(a + j)
+        first = shown.get(a, a) - a  # a part starting where a refresh is under way: nothing shown before it
+        if first > 0:
+            hidden.update(a + j for j, p in enumerate(part) if first >= len(part) or p < part[first])
         placed += moved
         latest, step = max(moved), _frame_step([p for p in moved if p >= moved[0]])
     return placed, hidden
@@ -609,7 +617,8 @@ def _split_part_starts(known: list[int | None], dts: list[int | None], keyframe:
 
 
 def _joined_split_parts(known: list[int | None], starts: list[int], keyframe: list[bool], label: str,
-                        decoder_order: Callable[..., list[int]] | None) -> tuple[list[int], set[int]]:
+                        decoder_order: Callable[..., list[int]] | None,
+                        shown: dict[int, int]) -> tuple[list[int], set[int]]:
     """Stamps of MPEG-TS/PS parts joined end to end whose parser left packets unstamped: each part's
     unstamped packets placed by the decoder's output order of that part alone (the decoder drained
     and flushed where a part begins, as the decoding session does, `VideoIndex.joins`), then each
@@ -624,7 +633,7 @@ def _joined_split_parts(known: list[int | None], starts: list[int], keyframe: li
         part = known[a:b]
         local = [i - a for i in order if a <= i < b]
         stamps += _stamp_split_access_units(part, label, lambda last: local) if None in part else part  # type: ignore[misc]
-    return _parts_placed(stamps, starts, keyframe, label)
+    return _parts_placed(stamps, starts, keyframe, label, shown)
 
 
 def _unwrapped_stamps(known: list[int | None]) -> list[int | None]:

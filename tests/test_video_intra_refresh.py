@@ -248,3 +248,23 @@ def test_key_of_takes_work_linear_in_the_frames_of_an_intra_refresh_stream(rewri
     starts = key_of(counted)
     assert _CountedTuple.reads <= 4 * len(index.presented)
     assert starts == key_of(index) and len(set(starts)) > 10  # clips start near their frames
+
+
+def test_a_ts_part_joined_at_a_recovery_point_hides_the_frames_before_its_refresh_completes(refresh, tmp_path):
+    """Files joined end to end (`cat a.ts b.ts`), b a stream copy cut (`-ss`) starting at a
+    recovery point: its part decodes as it does alone, from the picture completing the refresh
+    on. The frames before it were planned all the same and failed loudly (`decode_failed`,
+    "frames [300..307] did not decode")."""
+    cut = tmp_path / "cut.ts"
+    video_zoo.ffmpeg("-ss", "1.5", "-i", str(refresh["ir.ts"]), "-c", "copy", str(cut))
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(refresh["ir.ts"].read_bytes() + cut.read_bytes())
+    alone = video_zoo.sequential(cut)
+    assert video_zoo.read_index(alone[0]) > 30  # the cut starts at the recovery point at 30, shown from later
+    cli = video_zoo.sequential(refresh["ir.ts"]) + alone  # each part as it shows alone
+    record, stored = _stored(joined)
+    assert record.n_frames == len(cli)
+    assert max(frame for frame, _ in stored) > FRAMES + 10
+    for frame, image in stored:
+        assert video_zoo.read_index(image) == video_zoo.read_index(cli[frame]), frame
+        assert np.abs(image.astype(int) - cli[frame].astype(int)).mean() < 8, frame
