@@ -740,11 +740,12 @@ def key_of(index: VideoIndex) -> list[int]:
     return starts
 
 
-def trusted_from(index: VideoIndex, start: int) -> int:
+def trusted_from(index: VideoIndex, start: int, whole: dict[int, int] | None = None) -> int:
     """The earliest time stamp a decode started at key frame `start` gives whole: the key frame's
     own (earlier ones are leading frames referencing what came before), or, for a recovery point,
-    that of the picture completing it."""
-    done = dict(index.recovery).get(start, start) if index.recovery else start
+    that of the picture completing it (`whole`: `dict(index.recovery)`, made once by a caller
+    asking for many)."""
+    done = (dict(index.recovery) if whole is None else whole).get(start, start)
     return index.pts[done] if done < len(index.pts) else max(index.pts) + 1
 
 
@@ -763,8 +764,9 @@ def decode_plan(index: VideoIndex, wanted: list[int], starts: list[int] | None =
     starts = key_of(index) if starts is None else starts
     needs = sorted((starts[w], position[shown[w]]) for w in set(wanted))
     stretches: list[list[int]] = []  # [first, last, trusted from]
+    whole = dict(index.recovery)
     for start, end in needs:
-        floor = trusted_from(index, start)
+        floor = trusted_from(index, start, whole)
         if stretches and start <= stretches[-1][1] + 1:
             # decoded on from the stretch's first key frame: a later recovery point may complete
             # a refresh first (the decoder takes the earlier), so the lower floor of the two holds

@@ -250,6 +250,22 @@ def test_key_of_takes_work_linear_in_the_frames_of_an_intra_refresh_stream(rewri
     assert starts == key_of(index) and len(set(starts)) > 10  # clips start near their frames
 
 
+def test_decode_plan_reads_the_recovery_points_once(rewritten):
+    """decode_plan made a dict of the recovery points for every frame it planned (1.8 s for
+    36,000 frames)."""
+    from dataclasses import replace
+
+    from sources.video_index import decode_plan
+    from sources.video_packet_order import read_index
+
+    index = read_index(str(rewritten["cnt65535"]))
+    wanted = list(range(0, len(index.presented), 2))
+    counted = replace(index, recovery=_CountedTuple(index.recovery))
+    _CountedTuple.reads = 0
+    assert decode_plan(counted, wanted) == decode_plan(index, wanted)
+    assert _CountedTuple.reads <= 2  # key_of's and its own
+
+
 def test_a_ts_part_joined_at_a_recovery_point_hides_the_frames_before_its_refresh_completes(refresh, tmp_path):
     """Files joined end to end (`cat a.ts b.ts`), b a stream copy cut (`-ss`) starting at a
     recovery point: its part decodes as it does alone, from the picture completing the refresh
