@@ -126,8 +126,9 @@ class VideoIndex:
     alpha: bool = False
     # H.264 key frames that are recovery points decoding whole only pictures later (x264's periodic
     # intra refresh, `sources.video_recovery`): (key position, position of the packet whose picture
-    # completes it; the packet count when the stream ends first). A decode started there outputs
-    # nothing before that picture, so frames before it are started from an earlier key frame
+    # completes it, or a later key frame's, whichever comes first; the packet count when the stream
+    # ends first: never falling from one key frame to the next). A decode started there gives no
+    # whole picture before that one, so frames before it are started from an earlier key frame
     recovery: tuple[tuple[int, int], ...] = ()
 
     @property
@@ -204,13 +205,15 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     restamped = ""
     joins: list[int] = []
     time_base = stream.time_base or Fraction(1)
+    # where FFmpeg's decoder started at a key frame begins to output (a refresh under way: later)
+    shown = recovery.shown_from() if recovery is not None else {}
     known = _unstamp_repeated_pes(raw, pes) if fmt in JOINABLE else raw
     if None in known and fmt in JOINABLE and stream.time_base == MPEG_CLOCK:
         known = _unwrapped_stamps(known)
     starts = _split_part_starts(known, dts, keyframe, stream.time_base or Fraction(1)) \
         if None in known and fmt in JOINABLE else []
     if starts:  # MPEG-PS/TS parts joined end to end, with unstamped packets (x264 into .mpg/.vob)
-        pts, leading = _joined_split_parts(known, starts, keyframe, label, decoder_order)
+        pts, leading = _joined_split_parts(known, starts, keyframe, label, decoder_order, shown)
         discard = [d or i in leading for i, d in enumerate(discard)]
         joins, restamped = starts, JOINED
     elif None in known and fmt in JOINABLE:
@@ -230,7 +233,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         restamped = "chained"
     else:
         pts, leading, joins, restamped = _joined_stamps(raw, dts, keyframe, label, fmt in JOINABLE,
-                                                        stream.time_base or Fraction(1))
+                                                        stream.time_base or Fraction(1), shown)
         discard = [d or i in leading for i, d in enumerate(discard)]
     if len(set(pts)) != len(pts):
         joined = " (files joined end to end?)" if fmt in JOINABLE else \
@@ -247,7 +250,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         first = keyframe.index(True)
         # a stream cut where a gradual refresh begins (`VideoIndex.recovery`): the decoder gives no
         # frame before the picture that completes it, nor does the CLI show one: hidden too
-        whole = dict(recovery.completed() if recovery is not None else ()).get(first, first)
+        whole = shown.get(first, first)
         floor = pts[whole] if whole < len(pts) else max(pts) + 1
         discard = [d or i < first or p < max(pts[first], floor) for i, (d, p) in enumerate(zip(discard, pts))]
     in_decode_order = restamped == RAW or _stamps_in_decode_order(pts, stream.codec_context, fmt)
@@ -310,7 +313,8 @@ def _frame_step(stamps: list[int]) -> int:
 
 
 def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], label: str,
-                   joinable: bool, time_base: Fraction) -> tuple[list[int], set[int], list[int], str]:
+                   joinable: bool, time_base: Fraction,
+                   shown: dict[int, int] | None = None) -> tuple[list[int], set[int], list[int], str]:
     """Stamps that place the parts of MPEG-TS/PS files joined end to end one after another, in
     file order, the positions of the packets to hide, the positions where a later part begins,
     and what was done (`VideoIndex.restamped`: "" when the stamps are `raw`, as where the format is
@@ -339,8 +343,10 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
     parts' frames; what it shows of each part alone is what is shown here). Its packets shown before
     that key frame (an open GOP's leading frames: MPEG-2, HEVC RASL, x264's B-frames before a
     recovery point) reference the part before: hidden, as at the file's start, so the part gives
-    what it gives alone. Each part is moved so that its first shown frame comes one frame after the
-    last frame so far."""
+    what it gives alone; so are a part's frames before the picture its decoder outputs first, where
+    it begins at a recovery point whose refresh is under way (`shown`: key position -> that
+    picture's, `RecoveryPoints.shown_from`). Each part is moved so that its first shown frame comes
+    one frame after the last frame so far."""
     if not joinable:
         return raw, set(), [], ""
     stamps, starts, jumps = _unwrapped_parts(raw, dts, JOIN_FALL / time_base,
@@ -351,13 +357,15 @@ def _joined_stamps(raw: list[int], dts: list[int | None], keyframe: list[bool], 
         # one part whose clock only jumps forward: no join, seekable by the demuxer's own stamps
         jumped_only = jumps and not wrapped and len(set(raw)) == len(raw)
         return stamps, set(), [], "" if stamps == raw else JUMPED if jumped_only else JOINED
-    placed, hidden = _parts_placed(stamps, starts, keyframe, label)
+    placed, hidden = _parts_placed(stamps, starts, keyframe, label, shown or {})
     return placed, hidden, starts, JOINED
 
 
-def _parts_placed(stamps: list[int], starts: list[int], keyframe: list[bool], label: str) -> tuple[list[int], set[int]]:
+def _parts_placed(stamps: list[int], starts: list[int], keyframe: list[bool], label: str,
+                  shown: dict[int, int]) -> tuple[list[int], set[int]]:
     """`stamps` (each part on its own clock) with each part from `starts` on moved after the one
-    before, and the positions of the packets to hide (see `_joined_stamps`)."""
+    before, and the positions of the packets to hide (see `_joined_stamps`; `shown`: where the
+    decoder started at a key frame outputs its first picture, where not at that key frame)."""
     for i in starts:
         if not keyframe[i]:
             raise UnsupportedVideo("unsupported_container",
@@ -376,6 +384,9 @@ def _parts_placed(stamps: list[int], starts: list[int], keyframe: list[bool], la
         for rank, (_, j) in enumerate(leading):  # hidden: stamped between the part before and the key frame
             moved[j] = latest + (rank + 1) * step // (len(leading) + 1)
             hidden.add(a + j)
+        first = shown.get(a, a) - a  # a part starting where a refresh is under way: nothing shown before it
+        if first > 0:
+            hidden.update(a + j for j, p in enumerate(part) if first >= len(part) or p < part[first])
         placed += moved
         latest, step = max(moved), _frame_step([p for p in moved if p >= moved[0]])
     return placed, hidden
@@ -626,7 +637,8 @@ def _split_part_starts(known: list[int | None], dts: list[int | None], keyframe:
 
 
 def _joined_split_parts(known: list[int | None], starts: list[int], keyframe: list[bool], label: str,
-                        decoder_order: Callable[..., list[int]] | None) -> tuple[list[int], set[int]]:
+                        decoder_order: Callable[..., list[int]] | None,
+                        shown: dict[int, int]) -> tuple[list[int], set[int]]:
     """Stamps of MPEG-TS/PS parts joined end to end whose parser left packets unstamped: each part's
     unstamped packets placed by the decoder's output order of that part alone (the decoder drained
     and flushed where a part begins, as the decoding session does, `VideoIndex.joins`), then each
@@ -641,7 +653,7 @@ def _joined_split_parts(known: list[int | None], starts: list[int], keyframe: li
         part = known[a:b]
         local = [i - a for i in order if a <= i < b]
         stamps += _stamp_split_access_units(part, label, lambda last: local) if None in part else part  # type: ignore[misc]
-    return _parts_placed(stamps, starts, keyframe, label)
+    return _parts_placed(stamps, starts, keyframe, label, shown)
 
 
 def _unwrapped_stamps(known: list[int | None]) -> list[int | None]:
@@ -727,30 +739,33 @@ def key_of(index: VideoIndex) -> list[int]:
     frames of an open GOP, RASL and the like, belong to the key frame before), and, where that key
     frame is a recovery point decoding whole only later (`VideoIndex.recovery`), whose picture
     completing it comes at or before the frame in decode order and in time (the frames of its
-    refresh belong to the key frame before)."""
+    refresh belong to the key frame before). Those positions never fall from one key frame to the
+    next, so the key frames whole by a packet are the first ones: a recovery point that never
+    completes (a stream ending mid-refresh) is not walked past frame after frame."""
     position = {p: i for i, p in enumerate(index.pts)}
     keys = [i for i, k in enumerate(index.keyframe) if k]
     whole = dict(index.recovery)
+    ready = [whole.get(key, key) for key in keys]
 
-    def starts_it(key: int, at: int, pts: int) -> bool:
-        done = whole.get(key, key)
-        return index.pts[key] <= pts and done <= at and index.pts[done] <= pts
+    def starts_it(k: int, pts: int) -> bool:
+        return index.pts[keys[k]] <= pts and index.pts[ready[k]] <= pts
 
     starts = []
     for pts in index.presented:
         at = position[pts]
-        k = bisect.bisect_right(keys, at) - 1
-        while k > 0 and not starts_it(keys[k], at, pts):
+        k = min(bisect.bisect_right(keys, at), bisect.bisect_right(ready, at)) - 1
+        while k > 0 and not starts_it(k, pts):
             k -= 1
-        starts.append(keys[k] if k >= 0 and starts_it(keys[k], at, pts) else 0)
+        starts.append(keys[k] if k >= 0 and starts_it(k, pts) else 0)
     return starts
 
 
-def trusted_from(index: VideoIndex, start: int) -> int:
+def trusted_from(index: VideoIndex, start: int, whole: dict[int, int] | None = None) -> int:
     """The earliest time stamp a decode started at key frame `start` gives whole: the key frame's
     own (earlier ones are leading frames referencing what came before), or, for a recovery point,
-    that of the picture completing it."""
-    done = dict(index.recovery).get(start, start) if index.recovery else start
+    that of the picture completing it (`whole`: `dict(index.recovery)`, made once by a caller
+    asking for many)."""
+    done = (dict(index.recovery) if whole is None else whole).get(start, start)
     return index.pts[done] if done < len(index.pts) else max(index.pts) + 1
 
 
@@ -769,8 +784,9 @@ def decode_plan(index: VideoIndex, wanted: list[int], starts: list[int] | None =
     starts = key_of(index) if starts is None else starts
     needs = sorted((starts[w], position[shown[w]]) for w in set(wanted))
     stretches: list[list[int]] = []  # [first, last, trusted from]
+    whole = dict(index.recovery)
     for start, end in needs:
-        floor = trusted_from(index, start)
+        floor = trusted_from(index, start, whole)
         if stretches and start <= stretches[-1][1] + 1:
             # decoded on from the stretch's first key frame: a later recovery point may complete
             # a refresh first (the decoder takes the earlier), so the lower floor of the two holds

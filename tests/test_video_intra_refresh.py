@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import video_zoo
 
@@ -123,3 +124,163 @@ def test_clips_start_at_the_nearest_recovery_point_whose_refresh_is_complete(ref
     assert (late.first, late.last, late.trusted_from) == (60, 70, index.pts[whole[60]])
     (early,) = decode_plan(index, [whole[60] - 1])  # within the refresh begun at 60: from the key frame before
     assert early.first == 30
+
+
+# --- recovery point messages as other encoders (or a damaged stream) write them: the same x264
+# stream with every recovery point's count rewritten in its SEI, remuxed by the ffmpeg CLI
+
+def _recovery_sei(count: int) -> bytes:
+    """An SEI NAL unit holding one recovery point message (H.264 D.1.8) with `count`, emulation
+    prevention bytes inserted."""
+    value = count + 1
+    bits = "0" * (value.bit_length() - 1) + format(value, "b") + "0000"  # ue(count), exact_match, broken_link, 2 bits
+    bits += "1" + "0" * (-(len(bits) + 1) % 8)  # payload alignment
+    payload = int(bits, 2).to_bytes(len(bits) // 8, "big")
+    rbsp = bytes([6, len(payload)]) + payload + b"\x80"
+    out, zeros = bytearray(b"\x06"), 0
+    for byte in rbsp:
+        if zeros >= 2 and byte <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)
+
+
+def _with_recovery_count(stream: bytes, count: int) -> bytes:
+    """An Annex B H.264 stream with each SEI NAL unit whose first message is a recovery point
+    replaced by one giving `count`."""
+    units = stream.split(b"\x00\x00\x01")
+    replaced = [_recovery_sei(count) if unit[:2] == b"\x06\x06" else unit for unit in units[1:]]
+    assert sum(unit[:2] == b"\x06\x06" for unit in units[1:]) >= 2
+    return b"\x00\x00\x01".join([units[0], *replaced])
+
+
+@pytest.fixture(scope="module")
+def rewritten(tmp_path_factory) -> dict[str, Path]:
+    """x264 intra refresh with recovery counts rewritten: 65535 (past MaxFrameNum, which FFmpeg
+    takes modulo it) on a stream with a key frame every 3 pictures, in MPEG-TS and cut 40% into
+    its bytes; 0 on the P pictures of a stream with a key frame every 30."""
+    video_zoo.require_ffmpeg()
+    root = tmp_path_factory.mktemp("rewritten")
+    source = root / "source.avi"
+    video_zoo.encode(source, FRAMES, "mjpeg", pix_fmt="yuvj444p", options={"q:v": "2"}, size=(W, H))
+    files = {}
+    for name, keyint, count, container in (("cnt65535", 3, 65535, "ts"), ("p_cnt0", 30, 0, "mp4")):
+        raw = root / f"{name}.h264"
+        video_zoo.ffmpeg("-i", str(source), "-c:v", "libx264", "-preset", "veryfast", "-x264-params",
+                         f"intra-refresh=1:keyint={keyint}", "-bf", "0", "-pix_fmt", "yuv420p", str(raw))
+        raw.write_bytes(_with_recovery_count(raw.read_bytes(), count))
+        files[name] = root / f"{name}.{container}"
+        video_zoo.ffmpeg("-r", "25", "-i", str(raw), "-c", "copy", str(files[name]))
+    data = files["cnt65535"].read_bytes()
+    files["cnt65535_cut"] = root / "cnt65535_cut.ts"
+    files["cnt65535_cut"].write_bytes(data[len(data) * 40 // 100 // 188 * 188:])
+    return files
+
+
+def _stored(path: Path, strides=(3, 10)) -> tuple[VideoRecord, list[tuple[int, np.ndarray]]]:
+    """The record and (frame index, stored image at the frame's own size) for every sentence member."""
+    source = VideoSource("ir", str(path.parent), strides=strides, frames=4, decoder="pyav")
+    (record,) = list(source.read(str(path)))
+    assert isinstance(record, VideoRecord), record
+    stored = []
+    for sentence in render_video(record, SETTINGS):
+        assert not isinstance(sentence, Reject), sentence
+        for image, member in zip(sentence.images, sentence.members):
+            stored.append((member["frame"], cv2.resize(decode_png(image), (W, H), interpolation=cv2.INTER_AREA)))
+    return record, stored
+
+
+def _assert_as_the_cli_shows(path: Path, strides=(3, 10)) -> None:
+    """Every frame counted as the CLI shows them, each stored frame the CLI's at its place, its
+    pixels too (a frame decoded from missing references may still show the right number)."""
+    cli = video_zoo.sequential(path)
+    record, stored = _stored(path, strides)
+    assert record.n_frames == len(cli)
+    assert stored and len({frame for frame, _ in stored}) > 10
+    for frame, image in stored:
+        assert video_zoo.read_index(image) == video_zoo.read_index(cli[frame]), frame
+        assert np.abs(image.astype(int) - cli[frame].astype(int)).mean() < 8, frame
+
+
+@pytest.mark.parametrize("name", ["cnt65535", "cnt65535_cut"])
+def test_a_recovery_count_past_max_frame_num_is_taken_modulo_it(rewritten, name):
+    """A count of 65535 on a stream whose frame_num wraps at 16 completes 15 reference pictures
+    later, as FFmpeg's decoder takes it: taken literally, no refresh ever completed and the cut
+    file showed no frame at all (the CLI shows its frames from the first refresh completed)."""
+    _assert_as_the_cli_shows(rewritten[name])
+
+
+def test_a_recovery_count_of_0_on_a_p_picture_is_not_taken_as_whole(rewritten):
+    """A P picture's references lie before it: decoded from there, FFmpeg outputs it at once,
+    concealing what is missing (mean difference 20-30 from the CLI's frames). Frames are decoded
+    from the key frame before instead."""
+    _assert_as_the_cli_shows(rewritten["p_cnt0"])
+
+
+class _CountedTuple(tuple):
+    """A tuple counting its item reads and iterations: the work done on an index's fields."""
+
+    reads = 0
+
+    def __getitem__(self, item):
+        _CountedTuple.reads += 1
+        return super().__getitem__(item)
+
+    def __iter__(self):
+        _CountedTuple.reads += 1
+        return super().__iter__()
+
+
+def test_key_of_takes_work_linear_in_the_frames_of_an_intra_refresh_stream(rewritten):
+    """key_of walked back through every key frame whose refresh had not completed, for every
+    frame: quadratic (7.3 s for a 20-minute file whose counts were 65535)."""
+    from dataclasses import replace
+
+    from sources.video_index import key_of
+    from sources.video_packet_order import read_index
+
+    index = read_index(str(rewritten["cnt65535"]))
+    assert len(index.recovery) > 20
+    counted = replace(index, pts=_CountedTuple(index.pts))
+    _CountedTuple.reads = 0
+    starts = key_of(counted)
+    assert _CountedTuple.reads <= 4 * len(index.presented)
+    assert starts == key_of(index) and len(set(starts)) > 10  # clips start near their frames
+
+
+def test_decode_plan_reads_the_recovery_points_once(rewritten):
+    """decode_plan made a dict of the recovery points for every frame it planned (1.8 s for
+    36,000 frames)."""
+    from dataclasses import replace
+
+    from sources.video_index import decode_plan
+    from sources.video_packet_order import read_index
+
+    index = read_index(str(rewritten["cnt65535"]))
+    wanted = list(range(0, len(index.presented), 2))
+    counted = replace(index, recovery=_CountedTuple(index.recovery))
+    _CountedTuple.reads = 0
+    assert decode_plan(counted, wanted) == decode_plan(index, wanted)
+    assert _CountedTuple.reads <= 2  # key_of's and its own
+
+
+def test_a_ts_part_joined_at_a_recovery_point_hides_the_frames_before_its_refresh_completes(refresh, tmp_path):
+    """Files joined end to end (`cat a.ts b.ts`), b a stream copy cut (`-ss`) starting at a
+    recovery point: its part decodes as it does alone, from the picture completing the refresh
+    on. The frames before it were planned all the same and failed loudly (`decode_failed`,
+    "frames [300..307] did not decode")."""
+    cut = tmp_path / "cut.ts"
+    video_zoo.ffmpeg("-ss", "1.5", "-i", str(refresh["ir.ts"]), "-c", "copy", str(cut))
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(refresh["ir.ts"].read_bytes() + cut.read_bytes())
+    alone = video_zoo.sequential(cut)
+    assert video_zoo.read_index(alone[0]) > 30  # the cut starts at the recovery point at 30, shown from later
+    cli = video_zoo.sequential(refresh["ir.ts"]) + alone  # each part as it shows alone
+    record, stored = _stored(joined)
+    assert record.n_frames == len(cli)
+    assert max(frame for frame, _ in stored) > FRAMES + 10
+    for frame, image in stored:
+        assert video_zoo.read_index(image) == video_zoo.read_index(cli[frame]), frame
+        assert np.abs(image.astype(int) - cli[frame].astype(int)).mean() < 8, frame
