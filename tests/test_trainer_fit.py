@@ -644,3 +644,17 @@ def test_a_resume_naming_the_same_shards_by_another_path_is_taken(shards, tmp_pa
     assert second["start_step"] == 2 and first["losses"] + second["losses"] == whole["losses"]
     with pytest.raises(UsageError, match="the data changed since this checkpoint"):  # a and b swapped
         fit(_options(shards, tmp_path / "split", max_steps=5, data=["b/*.arrow:2", "a/*.arrow:1"]))
+
+
+def test_a_glob_against_the_shells_expansion_of_it_resumes_only_for_one_shard(shards, tmp_path: Path):
+    """rev55c L2, what _same_shards_other_globs's docstring now says (it said a glob against the shell's
+    expansion was taken): b/*.arrow against the name of its one shard resumes; a/*.arrow expanded into
+    its two shards, two --data entries, is another mixture and is refused."""
+    fit(_options(shards, tmp_path / "run", max_steps=4, stop_at=2))
+    (b_shard,) = sorted(Path(shards, "b").glob("*.arrow"))
+    assert fit(_options(shards, tmp_path / "run", max_steps=3, data=[f"{shards}/a/*.arrow:2",
+                                                                     f"{b_shard}:1"]))["start_step"] == 2
+    expanded = [f"{p}:1" for p in sorted(Path(shards, "a").glob("*.arrow"))]
+    assert len(expanded) == 2
+    with pytest.raises(UsageError, match=r"the data changed since this checkpoint \(sources, weights differ"):
+        fit(_options(shards, tmp_path / "run", max_steps=4, data=[*expanded, f"{shards}/b/*.arrow:1"]))
