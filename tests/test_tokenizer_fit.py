@@ -811,6 +811,32 @@ def test_a_diverged_fit_stops_at_the_first_non_finite_loss_saving_nothing_of_it(
     assert all(torch.isfinite(v).all() for v in kept.state_dict().values())
 
 
+def test_a_weight_gone_inf_at_a_checkpoint_leaves_no_log_record_of_its_step(tmp_path, capsys, monkeypatch):
+    """rev55c L3: an update that overflows a weight under a finite loss is caught at the checkpoint;
+    the error said "nothing of step 2 was saved" while log.jsonl already held step 2's record. The
+    weights are judged before the record is written now. (The overflow is made by the real step
+    followed by an inf in the discriminator's first weight, as an overflowed Adam update leaves it.)"""
+    images = _noise_pngs(tmp_path / "images", count=4, size=32)
+    out = tmp_path / "out"
+    real_step = fit_cli.Trainer.train_step
+
+    def overflowing_step(self, images):
+        record = real_step(self, images)
+        if self.step == 2:
+            with torch.no_grad():
+                next(self.disc.parameters()).view(-1)[0] = float("inf")
+        return record
+
+    monkeypatch.setattr(fit_cli.Trainer, "train_step", overflowing_step)
+    code = fit_cli.main(["--data", str(images), "--out", str(out), "--max-steps", "4", "--batch-size", "2",
+                         "--crop", "32", "--log-every", "1", "--checkpoint-every", "1", "--threads", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: weight disc.") and "is not finite at step 2: training diverged; " \
+        f"nothing of step 2 was saved ({out} keeps the checkpoint of step 1)" in err
+    assert [r["step"] for r in _log(out) if "loss" in r] == [1]
+    assert torch.load(out / fit_cli.STATE_NAME, weights_only=True)["step"] == 1
+
+
 def test_a_tokenizer_with_non_finite_weights_is_refused_naming_the_tensor(tmp_path, capsys):
     """A tokenizer saved by a diverged fit (or any other way to NaN) loaded, and encoded every image
     to code 0: `load` now refuses it in one line naming the tensor, and a CLI that loads it exits 2."""
