@@ -402,6 +402,37 @@ def test_class_folders_with_an_image_or_without_clips_are_not_refused(kinetics, 
     assert layout_fit.misfit("laion", str(kinetics)) is not None
 
 
+def test_class_folders_of_photos_under_names_no_list_holds_beside_clips_are_not_refused(kinetics, trees, tmp_path):
+    """rev55b M1: a 3DS's or Fujifilm W3's DCIM folders (.MPO photos beside .AVI clips), .jfif, .jpe,
+    .jpg_large or extensionless photos beside clips built at the parent and were then refused 'did
+    you mean type: video?': only clips, their sidecars (.txt, .json, .csv) and OS leftovers in every
+    looked-into folder refuse now; any other file is a photo the web reader may read."""
+    from PIL import Image
+
+    frames = [Image.new("RGB", (32, 24), colour) for colour in ("red", "blue")]
+    photo = (trees["photos"] / "a.jpg").read_bytes()
+    avi = _clip(tmp_path / "clip.avi").read_bytes()  # the 3DS films MJPEG AVIs; ffmpeg's MPEG-4 AVI here
+    cases = {"DSCF0001.MPO": None, "a.jfif": photo, "a.jpe": photo, "a.jpg_large": photo, "IMG_0001": photo}
+    for name, data in cases.items():
+        tree = tmp_path / name.replace(".", "_")
+        for folder, clip in (("100NIN03", "HNI_0001.avi"), ("101NIN03", "HNI_0002.avi")):
+            (tree / folder).mkdir(parents=True)
+            if data is None:  # a stereo camera's MPO as Pillow writes one: two JPEGs under an MPF index
+                frames[0].save(tree / folder / name, format="MPO", save_all=True, append_images=frames[1:])
+            else:
+                (tree / folder / name).write_bytes(data)
+            (tree / folder / clip).write_bytes(avi)
+        assert layout_fit.misfit("laion", str(tree)) is None, name
+    assert Image.open(tmp_path / "DSCF0001_MPO" / "100NIN03" / "DSCF0001.MPO").format == "MPO"
+    assert _check(tmp_path, {"type": "laion", "path": str(tmp_path / "DSCF0001_MPO")}) == 0
+    sidecars = tmp_path / "with_sidecars"  # captions, metadata and a Mac's leftovers do not hide the clips
+    shutil.copytree(kinetics, sidecars)
+    for name in ("a1_000010_000021.txt", "a1_000010_000021.json", "labels.csv", ".DS_Store",
+                 "._a1_000010_000021.mp4", "Thumbs.db"):
+        (sidecars / "abseiling" / name).write_bytes(b"x")
+    assert "did you mean type: video?" in layout_fit.misfit("laion", str(sidecars))
+
+
 @pytest.mark.parametrize("suffix, container", [
     ("mp4", "MP4 video"), ("webm", "WebM video"), ("mkv", "Matroska video"), ("avi", "AVI video"),
     ("mov", "QuickTime video"), ("ts", "MPEG transport stream video"), ("flv", "FLV video"),
