@@ -6,6 +6,7 @@ an external worker pool, does run here. The Dask runner: `test_dask.py`."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import apache_beam as beam
@@ -176,6 +177,44 @@ def test_runner_as_a_beam_flag_is_refused_in_the_config(flags: list[str], writte
     message = str(caught.value)
     assert f"beam.options: {written}: name the runner as beam.runner" in message
     assert f"--set beam.runner={name}" in message and f"--runner {name}" in message
+
+
+SPACED = ("beam.options: '--project my-project': a flag and its value apart by a space in one option are read by "
+          "Beam as no flag at all and dropped in silence; write '--project=my-project'")
+
+
+@pytest.mark.parametrize("flags, refusal, cli_refusal", [
+    (["--runner FlinkRunner", "--flink_master=flink-host:8081"],
+     "beam.options: --runner FlinkRunner: name the runner as beam.runner (runner: FlinkRunner",
+     "error: --beam-option=--runner FlinkRunner: name the runner with --runner FlinkRunner (or --set "),
+    (["--project my-project", "--region=us-central1"], SPACED, SPACED),
+    (["--temp_location\tgs://bucket/tmp"], "write '--temp_location=gs://bucket/tmp'",
+     "write '--temp_location=gs://bucket/tmp'"),
+])
+def test_a_flag_and_its_value_in_one_option_apart_by_a_space_are_refused(flags: list[str], refusal: str,
+                                                                          cli_refusal: str, tmp_path: Path, capsys):
+    """rev55b L1: `beam.options: ["--runner FlinkRunner"]` (or `--beam-option="--runner FlinkRunner"`)
+    was taken, Beam's parser found no such flag and dropped it, and the build ran locally, exit 0;
+    any flag written so was lost alike (Beam read no project). Each is refused, naming the fix."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.config import ConfigError, parse_config
+
+    assert "runner" not in PipelineOptions(flags[:1]).get_all_options(drop_default=True)  # what Beam made of it
+    assert "project" not in PipelineOptions(flags[:1]).get_all_options(drop_default=True)
+    with pytest.raises(ConfigError, match=re.escape(refusal)):
+        parse_config({"output": "out", "sources": [{"name": "web", "type": "laion", "path": "imgs"}],
+                      "beam": {"options": flags}})
+    (tmp_path / "imgs").mkdir()
+    config_file = tmp_path / "my.yaml"
+    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
+                                           "tokenizer": {"enabled": False},
+                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    assert main(["build", str(config_file), *(f"--beam-option={flag}" for flag in flags)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and cli_refusal in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_runner_as_a_beam_option_flag_is_refused_before_the_build(tmp_path: Path, capsys):
