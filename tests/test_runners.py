@@ -235,6 +235,59 @@ def test_runner_as_a_beam_option_flag_is_refused_before_the_build(tmp_path: Path
     assert not (tmp_path / "out").exists()
 
 
+def test_check_of_a_dataflow_build_asks_cloud_storage_nothing(tmp_path: Path, capsys, monkeypatch):
+    """rev55b L2: `check` of a Dataflow config without --temp_location/--staging_location ran Beam's
+    validator, which made (or looked up) Dataflow's default bucket through the GCS client, and with
+    one it asked the bucket's soft-delete policy: requests, one of them creating a bucket, from a
+    read-only check. The GCS client (apache-beam[gcp], not installed here) is stood in for by a
+    module recording each call: none is made now, and the absence is said in a note; without the
+    client the absence is refused as Beam refuses it."""
+    import sys
+    import types
+
+    from uvd_pipeline.cli import main
+
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "imgs" / "a.png")
+
+    def check(*options: str) -> int:
+        config_file = tmp_path / "my.yaml"
+        config_file.write_text(yaml.safe_dump({
+            "version": 1, "output": str(tmp_path / "out"), "tokenizer": {"enabled": False},
+            "beam": {"runner": "DataflowRunner", "options": ["--project=my-project", "--region=us-east1", *options]},
+            "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+        return main(["check", str(config_file)])
+
+    assert check() == 2  # no GCS client: no default bucket, as Beam says
+    assert ("Missing GCS path option: temp_location; Missing GCS path option: staging_location"
+            in capsys.readouterr().err)
+
+    calls = []
+    gcsio = types.ModuleType("apache_beam.io.gcp.gcsio")
+    gcsio.get_or_create_default_gcs_bucket = lambda options: calls.append("create default bucket") or types.SimpleNamespace(
+        id="dataflow-staging-us-east1-123")
+
+    class GcsIO:
+        def is_soft_delete_enabled(self, path):
+            calls.append(f"soft delete of {path}")
+            return False
+
+    gcsio.GcsIO = GcsIO
+    monkeypatch.setitem(sys.modules, "apache_beam.io.gcp.gcsio", gcsio)
+    assert check() == 0
+    out = capsys.readouterr().out
+    assert ("note: beam.options give no --temp_location or --staging_location: DataflowRunner makes (or reuses) its "
+            "default bucket gs://dataflow-staging-<region>-<project number> when the build starts") in out
+    assert check("--temp_location=gs://my-bucket/tmp") == 0
+    assert "note: beam.options give no" not in capsys.readouterr().out
+    assert check("--temp_location=/tmp/x") == 2
+    assert ("error: beam.options: DataflowRunner refuses them: Invalid GCS path (/tmp/x), given for the option: "
+            "temp_location; give each") in capsys.readouterr().err
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
 def test_options_a_runner_refuses_are_one_error_line_before_anything_is_written(tmp_path: Path, capsys):
     """`build --runner DataflowRunner` without its project and region wrote build.json, then died
     in Beam's 25-line "Pipeline has validations errors" traceback, exit 1."""
