@@ -454,3 +454,55 @@ def test_a_clip_read_as_an_image_is_rejected_as_a_video_file(suffix, container, 
     assert (row["reason"], row["input"]) == ("unsupported_format", f"clip.{suffix}")
     assert row["detail"].startswith(container) and row["detail"].endswith(
         ": a video file, not an image; a type: video source reads it"), row
+
+
+@pytest.mark.parametrize("name, muxer_flags, brand", [
+    ("eos.mp4", ["-brand", "CAEP"], "CAEP"),  # a Canon EOS camera's MP4 (ffmpeg given its brand)
+    ("stream.ismv", ["-f", "ismv"], "isml"),  # Smooth Streaming, as ffmpeg's ismv muxer writes it
+])
+def test_a_clip_of_a_brand_no_list_names_is_rejected_as_a_video_file(name, muxer_flags, brand, tmp_path):
+    """rev55b L3: an MP4 whose brand is on no list of video brands (Canon's CAEP, ISMV's isml) was
+    "ISO media ('CAEP' brand): a real image format this build cannot decode"; an ftyp naming no
+    image brand with a moov box is a video now."""
+    from transforms.decode import DecodeError, decode_rgb
+    from video_zoo import ffmpeg, require_ffmpeg
+
+    require_ffmpeg()
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x32:rate=5", "-frames:v", "3", "-c:v", "libx264", "-pix_fmt",
+           "yuv420p", *muxer_flags, str(tmp_path / name))
+    data = (tmp_path / name).read_bytes()
+    assert data[4:12] == b"ftyp" + brand.encode()
+    with pytest.raises(DecodeError) as refused:
+        decode_rgb(data)
+    assert refused.value.reason == "unsupported_format"
+    assert str(refused.value).endswith(f"MP4 video ('{brand}' brand): a video file, not an image; a type: video "
+                                       "source reads it")
+
+
+def test_heic_and_avif_stills_and_sequences_are_no_video(tmp_path):
+    """The rule of the test above leaves HEIF's and AVIF's files alone, an animated AVIF's moov box
+    included (its brand avis names it an image sequence): ffmpeg's still and animated AVIF, heif-enc's
+    HEIC, ImageMagick's AVIF and HEIC are no video, and decode to their pixels."""
+    from transforms.decode import decode_rgb
+    from transforms.image_format import sniff_video
+    from video_zoo import ffmpeg, require_ffmpeg
+
+    require_ffmpeg()
+    if shutil.which("heif-enc") is None or shutil.which("convert") is None:
+        pytest.fail("heif-enc (libheif-examples) and ImageMagick's convert are needed to make HEIC and AVIF files")
+    source = "testsrc=size=64x48:rate=5"
+    ffmpeg("-f", "lavfi", "-i", source, "-frames:v", "1", "-c:v", "libaom-av1", "-still-picture", "1",
+           str(tmp_path / "still.avif"))
+    ffmpeg("-f", "lavfi", "-i", source, "-frames:v", "3", "-c:v", "libaom-av1", "-cpu-used", "8",
+           str(tmp_path / "animated.avif"))
+    subprocess.run(["convert", "-size", "64x48", "gradient:red-blue", str(tmp_path / "g.png")], check=True)
+    subprocess.run(["heif-enc", "-q", "50", str(tmp_path / "g.png"), "-o", str(tmp_path / "heif-enc.heic")],
+                   check=True, capture_output=True)
+    for made in ("magick.avif", "magick.heic"):
+        subprocess.run(["convert", str(tmp_path / "g.png"), str(tmp_path / made)], check=True)
+    animated = (tmp_path / "animated.avif").read_bytes()
+    assert animated[8:12] == b"avis" and b"moov" in animated  # a sequence holds a movie box as a video does
+    for made in ("still.avif", "animated.avif", "heif-enc.heic", "magick.avif", "magick.heic"):
+        data = (tmp_path / made).read_bytes()
+        assert sniff_video(data) is None, made
+        assert decode_rgb(data).shape == (48, 64, 3), made
