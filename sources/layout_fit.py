@@ -29,6 +29,7 @@ from itertools import islice
 
 from sources import fsio
 from sources.img2dataset_listing import LISTING_SUFFIXES, WORK_FOLDER
+from sources.paths import set_aside
 from sources.video import VIDEO_EXTENSIONS
 from sources.video_webp import ANIMATION_FLAG
 from sources.web_samples import IMAGE_EXTENSIONS
@@ -49,6 +50,7 @@ WEB_TYPES = ("laion", "synthetic", "pseudo_labeled")  # readers of web images (`
 ANY_IMAGE_TYPES = ("synthetic", "pseudo_labeled")  # make tasks from any image: a photo dataset's root too
 NON_PHOTO = ("co3d", "segmentation", "multitask", "annotated_video", "stereo")  # frames, label maps, renders
 MEDIA_FOLDERS = ("videos", "video", "clips", "images", "photos")  # named for what they hold
+SIDECARS = (".txt", ".json", ".csv")  # what video datasets keep beside their clips (captions, metadata, labels)
 IMAGES = tuple(f".{e}" for e in IMAGE_EXTENSIONS)
 SHARD = re.compile(r"\d+(\.tar|\.tar\.gz|\.tgz|\.parquet|_stats\.json)?")  # img2dataset's / video2dataset's names
 WNID = re.compile(r"n\d{8}(\.tar)?")
@@ -248,13 +250,25 @@ def top_videos(g: Glance) -> str | None:
     return f"{g.tar} holding {videos[0]}" if videos else None
 
 
+def _other_file(name: str, clips: list[str]) -> bool:
+    """Whether a looked-into folder's file is neither one of its clips, a clip's sidecar (`SIDECARS`)
+    nor an operating system's or tool's leftover: a file an image source may read (a camera's
+    `.MPO`, a `.jfif`, `.jpe`, a `.jpg_large`, a name without an extension, an `.apng` either reader
+    takes) or anything unknown, which the refusal must not overrule."""
+    if name in clips:
+        return name.lower().endswith(".apng")  # the web reader decodes it too, as it does a GIF
+    return not (name.lower().endswith(SIDECARS) or set_aside(name))
+
+
 def class_folder_clips(g: Glance) -> str | None:
     """A clip in the first looked-into folder of a tree of class folders of clips (Kinetics',
     UCF101's, Something-Something's `train/<class>/<clip>.mp4`): the top holds folders, every one
-    looked into holds clips and no folder (what lies deeper was not seen), and no image, parquet,
-    card or tar shows anywhere. Those folders are a sample of the classes and their first
-    `SUB_ENTRIES` names a sample of each: clips alone in every one is the evidence, a cut listing
-    no bar to it. A top folder listed to its bound is (files past it may be images)."""
+    looked into holds clips and no folder (what lies deeper was not seen), every file in them is a
+    clip or a clip's sidecar (`_other_file`: photos of an extension no list names, a 3DS's `.MPO`
+    beside its `.AVI` clips, were refused), and no image, parquet, card or tar shows anywhere. Those
+    folders are a sample of the classes and their first `SUB_ENTRIES` names a sample of each: clips
+    alone in every one is the evidence, a cut listing no bar to it. A top folder listed to its bound
+    is (files past it may be images)."""
     if len(g.top) >= TOP_ENTRIES or not g.sub or web_like(g) or top_videos(g):
         return None
     if any(is_dir for entries in g.sub.values() for is_dir in entries.values()):
@@ -263,6 +277,8 @@ def class_folder_clips(g: Glance) -> str | None:
         return None
     clips = {s: _videos(g, f"{s}/", e) for s, e in sorted(g.sub.items())}
     if not all(clips.values()):
+        return None
+    if any(_other_file(name, clips[s]) for s, entries in g.sub.items() for name in entries):
         return None
     first = next(iter(clips))
     return f"{first}/{clips[first][0]} (clips in each of the {len(clips)} class folders looked into)"

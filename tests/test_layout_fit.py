@@ -402,6 +402,37 @@ def test_class_folders_with_an_image_or_without_clips_are_not_refused(kinetics, 
     assert layout_fit.misfit("laion", str(kinetics)) is not None
 
 
+def test_class_folders_of_photos_under_names_no_list_holds_beside_clips_are_not_refused(kinetics, trees, tmp_path):
+    """rev55b M1: a 3DS's or Fujifilm W3's DCIM folders (.MPO photos beside .AVI clips), .jfif, .jpe,
+    .jpg_large or extensionless photos beside clips built at the parent and were then refused 'did
+    you mean type: video?': only clips, their sidecars (.txt, .json, .csv) and OS leftovers in every
+    looked-into folder refuse now; any other file is a photo the web reader may read."""
+    from PIL import Image
+
+    frames = [Image.new("RGB", (32, 24), colour) for colour in ("red", "blue")]
+    photo = (trees["photos"] / "a.jpg").read_bytes()
+    avi = _clip(tmp_path / "clip.avi").read_bytes()  # the 3DS films MJPEG AVIs; ffmpeg's MPEG-4 AVI here
+    cases = {"DSCF0001.MPO": None, "a.jfif": photo, "a.jpe": photo, "a.jpg_large": photo, "IMG_0001": photo}
+    for name, data in cases.items():
+        tree = tmp_path / name.replace(".", "_")
+        for folder, clip in (("100NIN03", "HNI_0001.avi"), ("101NIN03", "HNI_0002.avi")):
+            (tree / folder).mkdir(parents=True)
+            if data is None:  # a stereo camera's MPO as Pillow writes one: two JPEGs under an MPF index
+                frames[0].save(tree / folder / name, format="MPO", save_all=True, append_images=frames[1:])
+            else:
+                (tree / folder / name).write_bytes(data)
+            (tree / folder / clip).write_bytes(avi)
+        assert layout_fit.misfit("laion", str(tree)) is None, name
+    assert Image.open(tmp_path / "DSCF0001_MPO" / "100NIN03" / "DSCF0001.MPO").format == "MPO"
+    assert _check(tmp_path, {"type": "laion", "path": str(tmp_path / "DSCF0001_MPO")}) == 0
+    sidecars = tmp_path / "with_sidecars"  # captions, metadata and a Mac's leftovers do not hide the clips
+    shutil.copytree(kinetics, sidecars)
+    for name in ("a1_000010_000021.txt", "a1_000010_000021.json", "labels.csv", ".DS_Store",
+                 "._a1_000010_000021.mp4", "Thumbs.db"):
+        (sidecars / "abseiling" / name).write_bytes(b"x")
+    assert "did you mean type: video?" in layout_fit.misfit("laion", str(sidecars))
+
+
 @pytest.mark.parametrize("suffix, container", [
     ("mp4", "MP4 video"), ("webm", "WebM video"), ("mkv", "Matroska video"), ("avi", "AVI video"),
     ("mov", "QuickTime video"), ("ts", "MPEG transport stream video"), ("flv", "FLV video"),
@@ -423,3 +454,55 @@ def test_a_clip_read_as_an_image_is_rejected_as_a_video_file(suffix, container, 
     assert (row["reason"], row["input"]) == ("unsupported_format", f"clip.{suffix}")
     assert row["detail"].startswith(container) and row["detail"].endswith(
         ": a video file, not an image; a type: video source reads it"), row
+
+
+@pytest.mark.parametrize("name, muxer_flags, brand", [
+    ("eos.mp4", ["-brand", "CAEP"], "CAEP"),  # a Canon EOS camera's MP4 (ffmpeg given its brand)
+    ("stream.ismv", ["-f", "ismv"], "isml"),  # Smooth Streaming, as ffmpeg's ismv muxer writes it
+])
+def test_a_clip_of_a_brand_no_list_names_is_rejected_as_a_video_file(name, muxer_flags, brand, tmp_path):
+    """rev55b L3: an MP4 whose brand is on no list of video brands (Canon's CAEP, ISMV's isml) was
+    "ISO media ('CAEP' brand): a real image format this build cannot decode"; an ftyp naming no
+    image brand with a moov box is a video now."""
+    from transforms.decode import DecodeError, decode_rgb
+    from video_zoo import ffmpeg, require_ffmpeg
+
+    require_ffmpeg()
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x32:rate=5", "-frames:v", "3", "-c:v", "libx264", "-pix_fmt",
+           "yuv420p", *muxer_flags, str(tmp_path / name))
+    data = (tmp_path / name).read_bytes()
+    assert data[4:12] == b"ftyp" + brand.encode()
+    with pytest.raises(DecodeError) as refused:
+        decode_rgb(data)
+    assert refused.value.reason == "unsupported_format"
+    assert str(refused.value).endswith(f"MP4 video ('{brand}' brand): a video file, not an image; a type: video "
+                                       "source reads it")
+
+
+def test_heic_and_avif_stills_and_sequences_are_no_video(tmp_path):
+    """The rule of the test above leaves HEIF's and AVIF's files alone, an animated AVIF's moov box
+    included (its brand avis names it an image sequence): ffmpeg's still and animated AVIF, heif-enc's
+    HEIC, ImageMagick's AVIF and HEIC are no video, and decode to their pixels."""
+    from transforms.decode import decode_rgb
+    from transforms.image_format import sniff_video
+    from video_zoo import ffmpeg, require_ffmpeg
+
+    require_ffmpeg()
+    if shutil.which("heif-enc") is None or shutil.which("convert") is None:
+        pytest.fail("heif-enc (libheif-examples) and ImageMagick's convert are needed to make HEIC and AVIF files")
+    source = "testsrc=size=64x48:rate=5"
+    ffmpeg("-f", "lavfi", "-i", source, "-frames:v", "1", "-c:v", "libaom-av1", "-still-picture", "1",
+           str(tmp_path / "still.avif"))
+    ffmpeg("-f", "lavfi", "-i", source, "-frames:v", "3", "-c:v", "libaom-av1", "-cpu-used", "8",
+           str(tmp_path / "animated.avif"))
+    subprocess.run(["convert", "-size", "64x48", "gradient:red-blue", str(tmp_path / "g.png")], check=True)
+    subprocess.run(["heif-enc", "-q", "50", str(tmp_path / "g.png"), "-o", str(tmp_path / "heif-enc.heic")],
+                   check=True, capture_output=True)
+    for made in ("magick.avif", "magick.heic"):
+        subprocess.run(["convert", str(tmp_path / "g.png"), str(tmp_path / made)], check=True)
+    animated = (tmp_path / "animated.avif").read_bytes()
+    assert animated[8:12] == b"avis" and b"moov" in animated  # a sequence holds a movie box as a video does
+    for made in ("still.avif", "animated.avif", "heif-enc.heic", "magick.avif", "magick.heic"):
+        data = (tmp_path / made).read_bytes()
+        assert sniff_video(data) is None, made
+        assert decode_rgb(data).shape == (48, 64, 3), made

@@ -6,6 +6,7 @@ an external worker pool, does run here. The Dask runner: `test_dask.py`."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import apache_beam as beam
@@ -178,6 +179,44 @@ def test_runner_as_a_beam_flag_is_refused_in_the_config(flags: list[str], writte
     assert f"--set beam.runner={name}" in message and f"--runner {name}" in message
 
 
+SPACED = ("beam.options: '--project my-project': a flag and its value apart by a space in one option are read by "
+          "Beam as no flag at all and dropped in silence; write '--project=my-project'")
+
+
+@pytest.mark.parametrize("flags, refusal, cli_refusal", [
+    (["--runner FlinkRunner", "--flink_master=flink-host:8081"],
+     "beam.options: --runner FlinkRunner: name the runner as beam.runner (runner: FlinkRunner",
+     "error: --beam-option=--runner FlinkRunner: name the runner with --runner FlinkRunner (or --set "),
+    (["--project my-project", "--region=us-central1"], SPACED, SPACED),
+    (["--temp_location\tgs://bucket/tmp"], "write '--temp_location=gs://bucket/tmp'",
+     "write '--temp_location=gs://bucket/tmp'"),
+])
+def test_a_flag_and_its_value_in_one_option_apart_by_a_space_are_refused(flags: list[str], refusal: str,
+                                                                          cli_refusal: str, tmp_path: Path, capsys):
+    """rev55b L1: `beam.options: ["--runner FlinkRunner"]` (or `--beam-option="--runner FlinkRunner"`)
+    was taken, Beam's parser found no such flag and dropped it, and the build ran locally, exit 0;
+    any flag written so was lost alike (Beam read no project). Each is refused, naming the fix."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.config import ConfigError, parse_config
+
+    assert "runner" not in PipelineOptions(flags[:1]).get_all_options(drop_default=True)  # what Beam made of it
+    assert "project" not in PipelineOptions(flags[:1]).get_all_options(drop_default=True)
+    with pytest.raises(ConfigError, match=re.escape(refusal)):
+        parse_config({"output": "out", "sources": [{"name": "web", "type": "laion", "path": "imgs"}],
+                      "beam": {"options": flags}})
+    (tmp_path / "imgs").mkdir()
+    config_file = tmp_path / "my.yaml"
+    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
+                                           "tokenizer": {"enabled": False},
+                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    assert main(["build", str(config_file), *(f"--beam-option={flag}" for flag in flags)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and cli_refusal in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_runner_as_a_beam_option_flag_is_refused_before_the_build(tmp_path: Path, capsys):
     """`build --beam-option=--runner=FlinkRunner` ran the build locally and exited 0."""
     from uvd_pipeline.cli import main
@@ -194,6 +233,59 @@ def test_runner_as_a_beam_option_flag_is_refused_before_the_build(tmp_path: Path
     assert err.startswith("error: --beam-option=--runner=FlinkRunner: name the runner with --runner FlinkRunner "
                           "(or --set beam.runner=FlinkRunner)"), err
     assert not (tmp_path / "out").exists()
+
+
+def test_check_of_a_dataflow_build_asks_cloud_storage_nothing(tmp_path: Path, capsys, monkeypatch):
+    """rev55b L2: `check` of a Dataflow config without --temp_location/--staging_location ran Beam's
+    validator, which made (or looked up) Dataflow's default bucket through the GCS client, and with
+    one it asked the bucket's soft-delete policy: requests, one of them creating a bucket, from a
+    read-only check. The GCS client (apache-beam[gcp], not installed here) is stood in for by a
+    module recording each call: none is made now, and the absence is said in a note; without the
+    client the absence is refused as Beam refuses it."""
+    import sys
+    import types
+
+    from uvd_pipeline.cli import main
+
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "imgs" / "a.png")
+
+    def check(*options: str) -> int:
+        config_file = tmp_path / "my.yaml"
+        config_file.write_text(yaml.safe_dump({
+            "version": 1, "output": str(tmp_path / "out"), "tokenizer": {"enabled": False},
+            "beam": {"runner": "DataflowRunner", "options": ["--project=my-project", "--region=us-east1", *options]},
+            "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+        return main(["check", str(config_file)])
+
+    assert check() == 2  # no GCS client: no default bucket, as Beam says
+    assert ("Missing GCS path option: temp_location; Missing GCS path option: staging_location"
+            in capsys.readouterr().err)
+
+    calls = []
+    gcsio = types.ModuleType("apache_beam.io.gcp.gcsio")
+    gcsio.get_or_create_default_gcs_bucket = lambda options: calls.append("create default bucket") or types.SimpleNamespace(
+        id="dataflow-staging-us-east1-123")
+
+    class GcsIO:
+        def is_soft_delete_enabled(self, path):
+            calls.append(f"soft delete of {path}")
+            return False
+
+    gcsio.GcsIO = GcsIO
+    monkeypatch.setitem(sys.modules, "apache_beam.io.gcp.gcsio", gcsio)
+    assert check() == 0
+    out = capsys.readouterr().out
+    assert ("note: beam.options give no --temp_location or --staging_location: DataflowRunner makes (or reuses) its "
+            "default bucket gs://dataflow-staging-<region>-<project number> when the build starts") in out
+    assert check("--temp_location=gs://my-bucket/tmp") == 0
+    assert "note: beam.options give no" not in capsys.readouterr().out
+    assert check("--temp_location=/tmp/x") == 2
+    assert ("error: beam.options: DataflowRunner refuses them: Invalid GCS path (/tmp/x), given for the option: "
+            "temp_location; give each") in capsys.readouterr().err
+    assert calls == [] and not (tmp_path / "out").exists()
 
 
 def test_options_a_runner_refuses_are_one_error_line_before_anything_is_written(tmp_path: Path, capsys):

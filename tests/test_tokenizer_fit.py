@@ -811,6 +811,32 @@ def test_a_diverged_fit_stops_at_the_first_non_finite_loss_saving_nothing_of_it(
     assert all(torch.isfinite(v).all() for v in kept.state_dict().values())
 
 
+def test_a_weight_gone_inf_at_a_checkpoint_leaves_no_log_record_of_its_step(tmp_path, capsys, monkeypatch):
+    """rev55c L3: an update that overflows a weight under a finite loss is caught at the checkpoint;
+    the error said "nothing of step 2 was saved" while log.jsonl already held step 2's record. The
+    weights are judged before the record is written now. (The overflow is made by the real step
+    followed by an inf in the discriminator's first weight, as an overflowed Adam update leaves it.)"""
+    images = _noise_pngs(tmp_path / "images", count=4, size=32)
+    out = tmp_path / "out"
+    real_step = fit_cli.Trainer.train_step
+
+    def overflowing_step(self, images):
+        record = real_step(self, images)
+        if self.step == 2:
+            with torch.no_grad():
+                next(self.disc.parameters()).view(-1)[0] = float("inf")
+        return record
+
+    monkeypatch.setattr(fit_cli.Trainer, "train_step", overflowing_step)
+    code = fit_cli.main(["--data", str(images), "--out", str(out), "--max-steps", "4", "--batch-size", "2",
+                         "--crop", "32", "--log-every", "1", "--checkpoint-every", "1", "--threads", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: weight disc.") and "is not finite at step 2: training diverged; " \
+        f"nothing of step 2 was saved ({out} keeps the checkpoint of step 1)" in err
+    assert [r["step"] for r in _log(out) if "loss" in r] == [1]
+    assert torch.load(out / fit_cli.STATE_NAME, weights_only=True)["step"] == 1
+
+
 def test_a_tokenizer_with_non_finite_weights_is_refused_naming_the_tensor(tmp_path, capsys):
     """A tokenizer saved by a diverged fit (or any other way to NaN) loaded, and encoded every image
     to code 0: `load` now refuses it in one line naming the tensor, and a CLI that loads it exits 2."""
@@ -844,3 +870,76 @@ def test_a_tokenizer_with_non_finite_weights_is_refused_naming_the_tensor(tmp_pa
         model.decoder.conv_out.weight[0, 0, :2, 0] = 3e38
     save(model, tmp_path / "tok")
     assert float(load(tmp_path / "tok").decoder.conv_out.weight.detach()[0, 0, 1, 0]) == pytest.approx(3e38)
+
+
+def _safetensors_tokenizer(folder: Path, dtype: torch.dtype, edit=None) -> dict[str, torch.Tensor]:
+    """The tiny tokenizer stored as model.safetensors (safetensors' save_file) in `dtype`, `edit`
+    changing the state first; returns the state written."""
+    from safetensors.torch import save_file
+
+    model = build(TINY, seed=0)
+    state = {k: v.detach().to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    if edit:
+        edit(state)
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+    model.config.to_json(str(folder / "config.json"))
+    return state
+
+
+def test_float8_and_float16_tokenizers_of_finite_weights_load(tmp_path, monkeypatch):
+    """rev55c M1/L1: a tokenizer stored in float8_e4m3fn (finite values) loaded before the NaN check
+    and then crashed in it ('"sum_cpu" not implemented for Float8_e4m3fn'); a float16 codebook of
+    all-positive values, whose sum passes 65504, took the exact count's chunked masks (256M values:
+    2 s and 213 MiB where 46 ms). Now both load, the float16 one judged by its min and max alone
+    (no mask of its values is made), and a float8_e5m2 inf or e4m3fn NaN is still refused by name."""
+    from tokenizer import finite
+    from tokenizer.checkpoint import CheckpointError
+
+    for dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+        state = _safetensors_tokenizer(tmp_path / str(dtype), dtype)
+        loaded = load(tmp_path / str(dtype)).state_dict()
+        assert torch.equal(loaded["quantize.embedding.weight"], state["quantize.embedding.weight"].float())
+
+    def positive_codebook(state):
+        state["quantize.embedding.weight"] = state["quantize.embedding.weight"].abs() + 8
+
+    state = _safetensors_tokenizer(tmp_path / "f16", torch.float16, positive_codebook)
+    assert not torch.isfinite(state["quantize.embedding.weight"].sum())  # the sum a check overflowed
+    masked = []
+    real_isfinite = torch.isfinite
+    monkeypatch.setattr(finite.torch, "isfinite", lambda t: masked.append(t.numel()) or real_isfinite(t))
+    loaded = load(tmp_path / "f16").state_dict()
+    monkeypatch.undo()
+    assert torch.equal(loaded["quantize.embedding.weight"], state["quantize.embedding.weight"].float())
+    assert masked and max(masked) == 1  # min and max judged, never a mask of the values
+
+    def bad(state, name, value):
+        state[name] = state[name].clone()
+        state[name].view(-1)[3] = value
+
+    _safetensors_tokenizer(tmp_path / "e5m2_inf", torch.float8_e5m2,
+                           lambda s: bad(s, "decoder.conv_out.weight", float("inf")))
+    with pytest.raises(CheckpointError, match=r"tensor decoder\.conv_out\.weight holds 1 of \d+ values that are not "
+                                              r"finite \(1 inf\)"):
+        load(tmp_path / "e5m2_inf")
+    _safetensors_tokenizer(tmp_path / "e4m3_nan", torch.float8_e4m3fn,
+                           lambda s: bad(s, "quantize.embedding.weight", float("nan")))
+    with pytest.raises(CheckpointError, match=r"tensor quantize\.embedding\.weight holds 1 of \d+ values that are "
+                                              r"not finite \(1 NaN\)"):
+        load(tmp_path / "e4m3_nan")
+
+
+def test_the_finite_check_of_every_float8_byte_agrees_with_torchs_widening():
+    """Each of the 256 bytes of each float8 kind judged alone and together as torch's float32
+    widening shows it (e4m3fn: NaN at 0x7F/0xFF; e5m2: inf at 0x7C, NaN above; fnuz: NaN at 0x80),
+    and a complex NaN is named NaN (was '1 inf')."""
+    from tokenizer.finite import non_finite_count, non_finite_phrase
+
+    for name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"):
+        every = torch.arange(256, dtype=torch.uint8).view(getattr(torch, name))
+        widened = every.float()
+        assert non_finite_count(every) == int((~torch.isfinite(widened)).sum()), name
+        assert [non_finite_count(every[i:i + 1]) for i in range(256)] == (~torch.isfinite(widened)).int().tolist()
+    pair = torch.tensor([1 + 1j, complex(float("nan"), 0)], dtype=torch.complex64)
+    assert non_finite_phrase("w", pair, non_finite_count(pair)) == "tensor w holds 1 of 2 values that are not finite (1 NaN)"

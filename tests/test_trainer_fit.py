@@ -19,7 +19,7 @@ from trainer_shards import structured_sentences, write_shards
 from trainer import checkpoint as ckpt
 from trainer.checkpoint_io import load_pretrained
 from trainer.config import VOCAB_SIZE, UsageError, preset
-from trainer.fit import FitOptions, fit, learning_rate, main
+from trainer.fit import Dist, FitOptions, Trainer, fit, learning_rate, main
 from trainer.integrity import write_manifest
 from trainer.losses import fused_linear_cross_entropy
 from trainer.model import LVMTransformer
@@ -613,6 +613,26 @@ def test_a_resume_with_other_optimisation_flags_says_so_and_keeps_the_earlier_op
     assert again["step"] == 6 and "note: resuming" not in capsys.readouterr().err
 
 
+def test_a_resume_with_another_weight_decay_or_betas_trains_with_them(shards, tmp_path: Path, capsys):
+    """rev55c H1: the note said --weight-decay 0.1 -> 0.0 and --beta2 0.95 -> 0.99, but set_state_dict
+    restored the checkpoint's param_groups and only the lr was set again: the optimizer went on with
+    0.1 and (0.9, 0.95). Now the resumed optimizer holds the new flags, and so does its optimizer.pt."""
+    fit(_options(shards, tmp_path / "run", max_steps=4))
+    first = ckpt.load_checkpoint(str(tmp_path / "run" / "checkpoints" / "step-00000004"))["optimizer"]
+    assert [(g["weight_decay"], tuple(g["betas"])) for g in first["param_groups"]] == [(0.1, (0.9, 0.95)),
+                                                                                      (0.0, (0.9, 0.95))]
+    changed = _options(shards, tmp_path / "run", max_steps=6, weight_decay=0.0, beta1=0.8, beta2=0.99)
+    trainer = Trainer(changed, Dist(), torch.device("cpu"))
+    trainer.resume(str(tmp_path / "run" / "checkpoints" / "step-00000004"))
+    assert [(g["weight_decay"], g["betas"], g["eps"]) for g in trainer.optimizer.param_groups] == [
+        (0.0, (0.8, 0.99), 1e-8), (0.0, (0.8, 0.99), 1e-8)]
+    assert "--weight-decay 0.1 -> 0.0, --beta1 0.9 -> 0.8, --beta2 0.95 -> 0.99" in capsys.readouterr().err
+    resumed = fit(_options(shards, tmp_path / "run", max_steps=6, weight_decay=0.05, beta2=0.99))
+    saved = ckpt.load_checkpoint(resumed["checkpoint"])["optimizer"]
+    assert [(g["weight_decay"], tuple(g["betas"])) for g in saved["param_groups"]] == [(0.05, (0.9, 0.99)),
+                                                                                      (0.0, (0.9, 0.99))]
+
+
 def test_a_resume_naming_the_same_shards_by_another_path_is_taken(shards, tmp_path: Path, monkeypatch):
     """--data given relative on resume, absolute before: the same shards (counts and sha256), refused
     as "the data changed". Taken now, and the run goes on as an uninterrupted one; other shards under
@@ -624,3 +644,17 @@ def test_a_resume_naming_the_same_shards_by_another_path_is_taken(shards, tmp_pa
     assert second["start_step"] == 2 and first["losses"] + second["losses"] == whole["losses"]
     with pytest.raises(UsageError, match="the data changed since this checkpoint"):  # a and b swapped
         fit(_options(shards, tmp_path / "split", max_steps=5, data=["b/*.arrow:2", "a/*.arrow:1"]))
+
+
+def test_a_glob_against_the_shells_expansion_of_it_resumes_only_for_one_shard(shards, tmp_path: Path):
+    """rev55c L2, what _same_shards_other_globs's docstring now says (it said a glob against the shell's
+    expansion was taken): b/*.arrow against the name of its one shard resumes; a/*.arrow expanded into
+    its two shards, two --data entries, is another mixture and is refused."""
+    fit(_options(shards, tmp_path / "run", max_steps=4, stop_at=2))
+    (b_shard,) = sorted(Path(shards, "b").glob("*.arrow"))
+    assert fit(_options(shards, tmp_path / "run", max_steps=3, data=[f"{shards}/a/*.arrow:2",
+                                                                     f"{b_shard}:1"]))["start_step"] == 2
+    expanded = [f"{p}:1" for p in sorted(Path(shards, "a").glob("*.arrow"))]
+    assert len(expanded) == 2
+    with pytest.raises(UsageError, match=r"the data changed since this checkpoint \(sources, weights differ"):
+        fit(_options(shards, tmp_path / "run", max_steps=4, data=[*expanded, f"{shards}/b/*.arrow:1"]))

@@ -484,6 +484,10 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
             if not math.isfinite(window[-1]["loss"]):
                 raise Diverged(options, trainer.step, f"the loss is {window[-1]['loss']}", saved_step)
             done = trainer.step >= options.max_steps
+            checkpoint_due = trainer.step % options.checkpoint_every == 0 or done
+            # judged before the step's log record, so a diverged step leaves nothing of itself behind
+            if checkpoint_due and (bad := trainer.non_finite_weights()):  # a finite loss, an update that overflowed
+                raise Diverged(options, trainer.step, f"weight {bad} is not finite", saved_step)
             if trainer.step % options.log_every == 0 or done:
                 hist = trainer.used_since_log.numpy()
                 last = {"step": trainer.step, **{k: round(float(np.mean([w[k] for w in window])), 5) for k in window[0]},
@@ -493,9 +497,7 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
                 _log(options.out, last)
                 trainer.used_since_log.zero_()
                 window = []
-            if trainer.step % options.checkpoint_every == 0 or done:
-                if bad := trainer.non_finite_weights():  # a finite loss, then an update that overflowed
-                    raise Diverged(options, trainer.step, f"weight {bad} is not finite", saved_step)
+            if checkpoint_due:
                 trainer.save(options.out)
                 saved_step = trainer.step
         batches.reader.close()

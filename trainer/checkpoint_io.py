@@ -530,7 +530,7 @@ def checked_tensors(folder: str | os.PathLike[str]) -> tuple[ModelConfig, dict[s
 def check_finite(name: str, tensor: torch.Tensor, path: str | os.PathLike[str]) -> None:
     """Refuse a stored tensor holding NaN or inf, naming its file: such weights loaded without a
     word (one NaN in model.norm.weight: `trainer.evaluate` printed `ppl nan`, exit 0; `generate`
-    crashed in sampling). A sum per tensor as it streams past (`tokenizer.finite`), no copy."""
+    crashed in sampling). Its min and max per tensor as it streams past (`tokenizer.finite`), no copy."""
     count = non_finite_count(tensor)
     if count:
         raise CheckpointError(f"{path}: {non_finite_phrase(name, tensor, count)}: weights of a diverged training "

@@ -440,10 +440,12 @@ def _replaced_only(saved: list[dict[str, Any]], now: list[dict[str, Any]]) -> li
 
 def _same_shards_other_globs(saved: dict[str, Any], now: dict[str, Any]) -> bool:
     """Whether `now` differs from `saved` only in how its globs are spelt, each naming shards of the
-    same counts and digest as before (a relative path against an absolute one, a quoted glob
-    against the shell's expansion): the same sentences in the same order, so the saved positions
-    hold. Such a resume was refused as "the data changed". A state without digests (older than
-    them) cannot show the shards are the same: its globs must match as before."""
+    same counts and digest as before (a relative path against an absolute one, a link to the folder
+    or a copy of it, a glob against the name of the one shard it matches): the same sentences in the same
+    order, so the saved positions hold. Such a resume was refused as "the data changed". One glob
+    against the shell's expansion of it into several --data is another mixture (a source per
+    entry, each weighted) and stays refused. A state without digests (older than them) cannot show
+    the shards are the same: its globs must match as before."""
     if {k for k in now if saved.get(k) != now.get(k)} != {"sources"} or len(saved["sources"]) != len(now["sources"]):
         return False
     return all("sha256" in a and "sha256" in b and {**a, "glob": None} == {**b, "glob": None}

@@ -28,7 +28,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import sys
 import time
 import warnings
@@ -193,7 +192,7 @@ class TrainingModel(LVMTransformer):
 # the flags that set the updates (schedule, optimiser, tokens per step): a resume may change them,
 # and says so (`Trainer.resume`); the data and the model are held to the checkpoint's
 OPTIMISATION_FLAGS = ("max_steps", "lr", "min_lr", "warmup_steps", "batch_size", "grad_accum", "weight_decay",
-                      "beta1", "beta2", "eps", "clip")
+                      "beta1", "beta2", "clip")
 
 
 def learning_rate(step: int, options: FitOptions) -> float:
@@ -288,6 +287,7 @@ class Trainer:
             print("note: on CPU --compile runs slower than the eager step; leave it off there", flush=True)
         decay = [p for n, p in core.named_parameters() if p.ndim >= 2]
         no_decay = [p for n, p in core.named_parameters() if p.ndim < 2]
+        # group 0 decays, group 1 (norms, biases) never does: `_apply_optimiser_flags` relies on this order
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": options.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=options.lr, betas=(options.beta1, options.beta2), eps=options.eps,
@@ -342,6 +342,7 @@ class Trainer:
         ckpt.check_state_shapes(self.shapes, loaded["model"], path)
         set_state_dict(self.core, self.optimizer, model_state_dict=loaded["model"],
                        optim_state_dict=loaded["optimizer"], options=StateDictOptions(full_state_dict=True))
+        self._apply_optimiser_flags()
         state = loaded["state"]
         self.data.load_state_dict(state["data"])
         ckpt.set_rng_state(loaded["rng"], state.get("rng", {}))
@@ -349,6 +350,18 @@ class Trainer:
         self.tokens_seen = int(state.get("tokens_seen", 0))
         self._read_curve()
         self._note_changed_flags(state)
+
+    def _apply_optimiser_flags(self) -> None:
+        """Give the optimizer this run's weight decay, betas and eps: `set_state_dict` restores the
+        checkpoint's param_groups whole, so a resume with --weight-decay 0 --beta2 0.99 went on with
+        0.1 and (0.9, 0.95) while the note said they had changed (the lr is set each step anyway).
+        eps is no CLI flag (FitOptions only), so no note names it, but the options saved still say
+        what the optimizer used."""
+        decay, no_decay = self.optimizer.param_groups
+        decay["weight_decay"], no_decay["weight_decay"] = self.options.weight_decay, 0.0
+        for group in (decay, no_decay):
+            group["betas"] = (self.options.beta1, self.options.beta2)
+            group["eps"] = self.options.eps
 
     def _note_changed_flags(self, state: Mapping[str, Any]) -> None:
         """Say which optimisation flags differ from the checkpoint's (old -> new) and where the

@@ -20,6 +20,14 @@ _VIDEO_BRANDS = {b"qt  ", b"mp41", b"mp42", b"isom", b"iso2", b"iso4", b"iso5", 
                  b"M4VH", b"M4VP", b"3gp4", b"3gp5", b"3gp6", b"3g2a", b"dash", b"mp71", b"f4v ", b"XAVC",
                  b"MSNV"}
 _QUICKTIME_ATOMS = (b"moov", b"mdat", b"wide", b"pnot")  # an old QuickTime .mov has no ftyp box
+# brands (major or compatible) of still images and image sequences in ISO media: HEIF/HEIC and their
+# sequences, MIAF, AVIF (still, sequence, intra), AVC/VVC/EVC/JPEG/JPEG 2000 in HEIF, Canon's CR3, the
+# JPEG 2000 and JPEG XL families. A sequence has a moov box as a video does: its brand tells it apart
+_IMAGE_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"mif2",
+                 b"msf1", b"miaf", b"MiHA", b"MiHB", b"MiHE", b"MiPr", b"MA1A", b"MA1B", b"avif", b"avis",
+                 b"avio", b"avci", b"avcs", b"vvic", b"vvis", b"evbi", b"evbs", b"jpeg", b"jpgs", b"j2ki",
+                 b"j2is", b"crx ", b"jp2 ", b"jpx ", b"jpm ", b"jph ", b"jxl "}
+ISO_TOP_BOXES = 64  # top-level boxes walked looking for moov (a camera's MP4: ftyp, free, mdat, moov)
 # other video containers by their first bytes (ffmpeg writes each so)
 _VIDEO_MAGICS = ((b"FLV\x01", "FLV video"), (b"0&\xb2u\x8ef\xcf\x11", "ASF/WMV video"),
                  (b"YUV4MPEG2 ", "Y4M video"), (b"\x00\x00\x01\xba", "MPEG program stream video"),
@@ -35,7 +43,7 @@ def sniff_video(data: bytes) -> str | None:
     bytes, and the magics of `_VIDEO_MAGICS`."""
     head = data[:512]
     brand = head[8:12]
-    if head[4:8] == b"ftyp" and brand in _VIDEO_BRANDS:
+    if head[4:8] == b"ftyp" and (brand in _VIDEO_BRANDS or _unnamed_video(data)):
         return _FTYP_BRANDS.get(brand) or ("3GPP video" if brand.startswith(b"3g") else
                                            f"MP4 video ({brand.decode('latin-1')!r} brand)")
     if head[4:8] in _QUICKTIME_ATOMS:
@@ -54,6 +62,28 @@ def sniff_video(data: bytes) -> str | None:
         if head.startswith(magic):
             return name
     return None
+
+
+def _unnamed_video(data: bytes) -> bool:
+    """An ISO media file whose brands name no image (no list of video brands is whole: Canon's EOS
+    MP4s say `CAEP`, Smooth Streaming's ISMV `isml`) and which holds a movie (a top-level moov box)."""
+    size = int.from_bytes(data[:4], "big")
+    brands = {data[i:i + 4] for i in range(8, min(size, 512) - 3, 4) if i != 12}  # major, then compatible
+    if brands & _IMAGE_BRANDS:
+        return False
+    at = 0
+    for _ in range(ISO_TOP_BOXES):
+        if at + 8 > len(data):
+            return False
+        if data[at + 4:at + 8] == b"moov":
+            return True
+        size = int.from_bytes(data[at:at + 4], "big")
+        if size == 1 and at + 16 <= len(data):  # a 64-bit size follows the type
+            size = int.from_bytes(data[at + 8:at + 16], "big")
+        if size < 8:  # 0: the box runs to the end; less: no box
+            return False
+        at += size
+    return False
 
 
 # what ImageMagick, image editors and HDR tools write that Pillow does not read, by their first

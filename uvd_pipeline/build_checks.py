@@ -74,11 +74,12 @@ def _check_a_builds_folder(output: str, path: str) -> None:
                       f"{output.rstrip('/')}/uvd")
 
 
-def check_runner(config: BuildConfig) -> None:
+def check_runner(config: BuildConfig) -> list[str]:
     """The runner class must load before anything is written: a runner given by its full dotted path,
     or a Beam runner whose extra is missing (DataflowRunner without apache-beam[gcp]), failed only
     when the pipeline started, with the output already prepared. So did a Dask scheduler address
-    where none answers (`dask_cluster.check_address`)."""
+    where none answers (`dask_cluster.check_address`). Returns what `check` says of the runner's
+    options without refusing them (`_check_runner_options`)."""
     beam = config.beam
     if beam.is_dask:  # ours (`make_runner`): the dask extra is checked there, before any cluster starts
         if beam.dask_settings.address:
@@ -86,9 +87,9 @@ def check_runner(config: BuildConfig) -> None:
             from uvd_pipeline.dask_cluster import check_address
 
             check_address(beam.dask_settings.address)
-        return
+        return []
     if beam.local:
-        return  # ours (`make_runner`)
+        return []  # ours (`make_runner`)
     from uvd_pipeline.config import RUNNER_NAMES
 
     path = RUNNER_NAMES.get(beam.runner, beam.runner)
@@ -107,14 +108,37 @@ def check_runner(config: BuildConfig) -> None:
 
     if not (isinstance(runner, type) and issubclass(runner, PipelineRunner)):
         raise ConfigError(f"beam.runner: {path} is not a Beam runner (a PipelineRunner subclass)")
-    _check_runner_options(config, runner)
+    return _check_runner_options(config, runner)
 
 
-def _check_runner_options(config: BuildConfig, runner_class: type) -> None:
+STORAGE_FLAGS = ("temp_location", "staging_location")
+# what Beam's validator is shown in place of absent storage flags: a valid gs:// path it never reaches
+PLACEHOLDER_TEMP = "gs://uvd-check-placeholder/tmp"
+
+
+def _can_make_default_bucket() -> bool:
+    """Whether Beam could make Dataflow's default bucket: its GCS client imports (apache-beam[gcp]);
+    without it Beam's validator reports the storage flags missing. An import, no request."""
+    import importlib
+
+    try:
+        importlib.import_module("apache_beam.io.gcp.gcsio")
+    except ImportError:
+        return False
+    return True
+
+
+def _check_runner_options(config: BuildConfig, runner_class: type) -> list[str]:
     """Beam judges a runner's options (Dataflow's project, region, a gs:// temp_location) when the
     pipeline is made: `build --runner DataflowRunner` without them wrote build.json, then died in
     a 25-line traceback, exit 1. Judged here the same way (`PipelineOptionsValidator`, with the
-    runner made as Beam makes one by name), in one line."""
+    runner made as Beam makes one by name), in one line. Without a usable temp or staging
+    location Beam's validator makes (or looks up) Dataflow's default bucket, and with one it asks
+    the bucket for its soft-delete policy: network calls, one of them creating a bucket, from a
+    read-only `check`. So it sees dry_run and a placeholder in their place; a location given but
+    no gs:// path is refused in Beam's words, and absence is returned as a notice (refused as Beam
+    refuses it where its GCS client is not installed to make the bucket)."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, TestOptions
     from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 
     from uvd_pipeline.build_runner import pipeline_options
@@ -122,19 +146,39 @@ def _check_runner_options(config: BuildConfig, runner_class: type) -> None:
     try:
         runner = runner_class()
     except Exception:  # a runner class that wants arguments: Beam judges it when the pipeline starts
-        return
-    errors = PipelineOptionsValidator(pipeline_options(config), runner).validate()
+        return []
+    options = pipeline_options(config)  # this copy is only judged: the build makes its own
+    options.view_as(TestOptions).dry_run = True  # Beam then leaves the buckets' soft-delete policy unasked
+    validator = PipelineOptionsValidator(options, runner)
+    errors, notices = [], []
+    if validator.is_service_runner():
+        cloud = options.view_as(GoogleCloudOptions)
+        given = {name: getattr(cloud, name, None) for name in STORAGE_FLAGS}
+        problems = {name: validator.validate_gcs_path(cloud, name) for name in STORAGE_FLAGS}
+        if all(problems.values()):  # Beam would turn to the default bucket over the network
+            errors = [e for name, said in problems.items() if given[name] is not None for e in said]
+            if not errors and not _can_make_default_bucket():  # Beam says both are missing then
+                errors = [e for said in problems.values() for e in said]
+            elif not errors:
+                notices.append(f"beam.options give no --temp_location or --staging_location: {config.beam.runner} "
+                               "makes (or reuses) its default bucket gs://dataflow-staging-<region>-<project number> "
+                               "when the build starts (check did not reach Cloud Storage); give "
+                               "--beam-option=--temp_location=gs://BUCKET/tmp to choose one")
+            cloud.temp_location = PLACEHOLDER_TEMP
+    errors += validator.validate()
     if errors:
         said = "; ".join(" ".join(error.split()).rstrip(".") for error in errors)
         raise ConfigError(f"beam.options: {config.beam.runner} refuses them: {said}; give each as "
                           "--beam-option=--NAME=VALUE or in beam.options")
+    return notices
 
 
-def check_before_build(config: BuildConfig) -> None:
+def check_before_build(config: BuildConfig) -> list[str]:
     """What `check` and `build` refuse before any work, besides the sources (`list_units`) and
-    the tokenizer: where the output goes and which runner runs it."""
+    the tokenizer: where the output goes and which runner runs it. Returns the runner's notices
+    (`check` shows them; a build's runner acts on them itself)."""
     check_output(config)
-    check_runner(config)
+    return check_runner(config)
 
 
 def check_tokenizer(config: BuildConfig) -> None:

@@ -343,12 +343,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, parse_set_options(args.set))
     print(config_summary(config))
-    check_before_build(config)
+    notices = check_before_build(config)
     for name, units in list_units(config).items():
         print(f"source {name}: {len(units)} input units")
     for warnings in source_notices(config).values():  # what the build would warn of, each naming its source
         for warning in warnings:
             print(f"warning: {warning}")
+    for notice in notices:
+        print(f"note: {notice}")
     check_tokenizer(config)
     print("config OK")
     return 0

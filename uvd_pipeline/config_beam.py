@@ -36,8 +36,11 @@ def runner_flag(flags: Sequence[str]) -> tuple[str, str] | None:
     by that name), so this flag went unread and a build meant for Flink ran locally, exit 0."""
     for index, flag in enumerate(flags):
         name, equals, value = flag.partition("=")
-        if name != "--runner":
+        words = name.split(None, 1)
+        if not words or words[0] != "--runner":
             continue
+        if len(words) == 2:  # "--runner FlinkRunner" as one item, which Beam drops unparsed
+            return flag, words[1].strip()
         if not equals:
             value = flags[index + 1] if index + 1 < len(flags) and not flags[index + 1].startswith("--") else ""
             flag = f"{flag} {value}".rstrip()
@@ -184,6 +187,11 @@ class BeamConfig(Strict):
         for flag in value:
             if not flag.startswith("--"):
                 raise ValueError(f"each option must be a --flag[=value], got {flag!r}")
+            name = flag.split("=", 1)[0]
+            if re.search(r"\s", name):  # Beam's parser takes the item whole, finds no such flag and drops it
+                fixed = "=".join(name.split(None, 1)) + flag[len(name):]
+                raise ValueError(f"{flag!r}: a flag and its value apart by a space in one option are read by Beam as "
+                                 f"no flag at all and dropped in silence; write {fixed!r}")
             if flag.split("=", 1)[0] == "--dask_client_address":  # Beam's own flag: the build never saw it
                 raise ValueError(f"{flag}: give the scheduler as beam.dask.address (with runner: dask), not as Beam's "
                                  "flag: the build then checks that it answers and that its workers run this project's "
