@@ -90,3 +90,117 @@ def test_a_row_group_of_one_row_over_the_budget_is_refused_the_others_built(tmp_
     assert "row group 1 holds" in items[2].detail and "read even one row at a time" in items[2].detail, items[2].detail
     assert "a row that large" in items[2].detail
     assert f"over the {len(huge) // 2} byte budget" in items[2].detail
+
+
+def _long_field(number: int, kind: int) -> bytes:
+    """A Thrift compact field header in its long form (type, then the zigzag id), which holds
+    whatever field came before."""
+    zigzag, out = (number << 1) ^ (number >> 15), bytearray([kind])
+    while zigzag >= 0x80:
+        out.append(zigzag & 0x7F | 0x80)
+        zigzag >>= 7
+    return bytes(out + bytes([zigzag]))
+
+
+def _hide_dictionary_pages(path: Path) -> None:
+    """Rewrite the footer of a parquet file so that no column chunk says it has a dictionary page:
+    each `ColumnMetaData`'s `dictionary_page_offset` (field 11) dropped and its `data_page_offset`
+    (field 9) pointed at the dictionary page, as a writer (or a hand) may leave it; the pages are
+    untouched, and pyarrow reads the file the same."""
+    from sources import parquet_pages as pp
+
+    data = path.read_bytes()
+    length = int.from_bytes(data[-8:-4], "little")
+    footer = data[-8 - length:-8]
+    reader = pp._Reader(io.BytesIO(footer), 0)
+    reader.limit, reader.buffer = length, footer
+    route = (4, 1, 3)  # FileMetaData.row_groups -> RowGroup.columns -> ColumnChunk.meta_data
+
+    def struct(depth: int) -> bytes:
+        fields, last = [], 0
+        while True:
+            number, kind = pp._field(reader, last)
+            if kind == pp._STOP:
+                break
+            last, start = number, reader.position
+            if depth < len(route) and number == route[depth] and kind == pp._LIST:
+                head = reader.byte()
+                size = head >> 4 if head >> 4 != 15 else reader.varint()
+                value = footer[start:reader.position] + b"".join(struct(depth + 1) for _ in range(size))
+            elif depth < len(route) and number == route[depth] and kind == pp._STRUCT:
+                value = struct(depth + 1)
+            else:
+                pp._skip(reader, kind, 0)
+                value = footer[start:reader.position]
+            fields.append([number, kind, value])
+        if depth == len(route):  # a ColumnMetaData
+            dictionary = [f for f in fields if f[0] == 11]
+            if dictionary:
+                next(f for f in fields if f[0] == 9)[2] = dictionary[0][2]
+                fields.remove(dictionary[0])
+        return b"".join(_long_field(n, k) + v for n, k, v in fields) + b"\x00"
+
+    rewritten = struct(0)
+    path.write_bytes(data[:-8 - length] + rewritten + len(rewritten).to_bytes(4, "little") + b"PAR1")
+    chunks = pq.ParquetFile(path).metadata.row_group(0)
+    assert not any(chunks.column(i).has_dictionary_page for i in range(chunks.num_columns))
+
+
+def _read_batches(root: Path, monkeypatch) -> tuple[list, list]:
+    """Every item of the parquet under `root` and the batch size of each read of its groups."""
+    batches = []
+    iter_batches = pq.ParquetFile.iter_batches
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", lambda self, *a, **k:
+                        batches.append(k.get("batch_size")) or iter_batches(self, *a, **k))
+    items = _items(root)
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", iter_batches)
+    return items, batches
+
+
+def test_a_dictionary_page_the_footer_does_not_name_is_counted_as_pyarrow_decodes_it(tmp_path: Path, monkeypatch):
+    """16 photos of ~16 KB in one dictionary page (as img2dataset writes 100 photos of 2.9 MB),
+    the group over the budget, and the same file with its footer naming no dictionary page:
+    pyarrow reads both the same, decoding the dictionary page whole. The hidden one was read a
+    few rows at a time as if it had none (img2dataset's 291 MB page: 1206 MB peak against 256
+    MiB); now both are `row_group_too_large` naming the dictionary."""
+    pictures = [_photo(100 + i, 128) for i in range(16)]
+    honest, hidden = tmp_path / "honest", tmp_path / "hidden"
+    for root in (honest, hidden):
+        path = root / "train.parquet"
+        path.parent.mkdir()
+        image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+        schema = pa.schema([("image", image), ("text", pa.string())], metadata=HF_METADATA)
+        pq.write_table(pa.Table.from_pylist([{"image": {"bytes": b, "path": None}, "text": f"p{i}"}
+                                             for i, b in enumerate(pictures)], schema=schema), path)
+    _hide_dictionary_pages(hidden / "train.parquet")
+    assert pq.read_table(hidden / "train.parquet").equals(pq.read_table(honest / "train.parquet"))
+    dictionary = sum(map(len, pictures))
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", dictionary)  # within it a row, not the dictionary
+    got = {root.name: [(type(i).__name__, getattr(i, "reason", None), getattr(i, "detail", None))
+                       for i in _items(root)] for root in (honest, hidden)}
+    assert got["hidden"] == got["honest"]
+    assert {reason for _, reason, _ in got["hidden"]} == {"row_group_too_large"} and len(got["hidden"]) == 16
+    assert "'image.bytes' is dictionary-encoded in one page" in got["hidden"][0][2], got["hidden"][0][2]
+
+
+def test_a_repeated_image_in_a_dictionary_page_the_footer_does_not_name_is_judged_by_its_rows(
+        tmp_path: Path, monkeypatch):
+    """One photo in 200 rows, dictionary-encoded (stored once: the group declares ~its size), and
+    the same file with its footer naming no dictionary page. The honest one is judged by the bytes
+    its rows point at (200 photos, over the budget) and read two rows a batch; the hidden one was
+    judged by its footer and read 64 rows a batch (each batch 64 photos decoded: one 8 MiB image
+    so was 512 MB a batch). Now both are read alike and every row built."""
+    photo = _photo(7, 128)
+    roots = [tmp_path / "honest", tmp_path / "hidden"]
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", image), ("text", pa.string())], metadata=HF_METADATA)
+    for root in roots:  # pyarrow's defaults, as `datasets` writes
+        root.mkdir()
+        pq.write_table(pa.Table.from_pylist([{"image": {"bytes": photo, "path": None}, "text": f"p{i}"}
+                                             for i in range(200)], schema=schema), root / "train.parquet")
+    _hide_dictionary_pages(roots[1] / "train.parquet")
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 40 * len(photo))
+    monkeypatch.setattr(hf_parquet, "STREAM_BATCH_BYTES", 2 * len(photo))
+    (honest, honest_batches), (hidden, hidden_batches) = (_read_batches(root, monkeypatch) for root in roots)
+    assert [i.data for i in hidden] == [i.data for i in honest] == [photo] * 200
+    assert hidden_batches == honest_batches and max(honest_batches) <= 2, (honest_batches, hidden_batches)
