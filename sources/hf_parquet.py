@@ -125,6 +125,31 @@ def nested_image_columns(schema) -> list[str]:
     return found
 
 
+def beside_nested_images(parquet, column: str, images: tuple[str, ...]) -> list[str]:
+    """The leaves of struct column `column` of `parquet` read beside the `Image`s nested in it
+    (`images`, dotted: `nested_image_columns`), as dotted paths: every one but each image's
+    `bytes` (`meta.label`, `meta.score`, `meta.mask.path`). Its other fields ride in the lineage
+    (the whole column was left out, its `label` and `score` with it); the images' bytes are never
+    read, so never judged nor held."""
+    unread = {f"{image}.bytes" for image in images}
+    paths = (parquet.schema.column(i).path for i in range(parquet.metadata.num_columns))
+    return [p for p in paths if p.startswith(f"{column}.") and p not in unread]
+
+
+def unread_image_bytes(row: dict[str, Any], images: tuple[str, ...]) -> dict[str, Any]:
+    """`row` with each nested `Image` cell at a dotted path of `images` (read without its bytes,
+    `beside_nested_images`) given `bytes: None` again: its lineage as it was when the whole
+    struct was read (a null struct on the way, or a null cell, left as it is)."""
+    for image in images:
+        *parents, name = image.split(".")
+        cell: Any = row
+        for part in parents:
+            cell = cell.get(part) if isinstance(cell, dict) else None
+        if isinstance(cell, dict) and isinstance(cell.get(name), dict):
+            cell[name] = {"bytes": None, **cell[name]}
+    return row
+
+
 def _nested_images(kind, feature: Any, path: str, found: list[str], depth: int) -> None:
     """Append to `found` the path of each `Image` struct among the fields of struct type `kind`
     (`feature`: its declared features, a dict of them; another `_type` there is no image)."""
@@ -362,13 +387,23 @@ def checked_group(parquet, index: int, source: Any = None):
     return group if source is None else CheckedGroup(group, source)
 
 
+def _selected(path: str, columns: list[str] | None) -> bool:
+    """Whether the column chunk at `path` (`meta.label`, `image.bytes`) is read when `columns` are
+    (all when None): a top-level column's every leaf, or a leaf or struct inside one named by its
+    dotted path, as pyarrow selects them (`meta.label` of a struct whose `meta.mask` is unread)."""
+    if columns is None:
+        return True
+    parts = path.split(".")
+    return any(".".join(parts[:depth]) in columns for depth in range(1, len(parts) + 1))
+
+
 def declared_bytes(group, columns: list[str] | None = None, leaf: str | None = None) -> int:
     """What reading a row group's `columns` (all by default), or the one `leaf` of a struct
     (`image.path`), costs, from its footer: for each of their column chunks its uncompressed size
     or, if larger, its stored size."""
     chunks = [group.column(i) for i in range(group.num_columns)]
     return sum(max(c.total_uncompressed_size, c.total_compressed_size) for c in chunks
-               if (columns is None or c.path_in_schema.split(".")[0] in columns)
+               if _selected(c.path_in_schema, columns)
                and (leaf is None or c.path_in_schema == leaf))
 
 
@@ -392,7 +427,7 @@ def item_bytes(group, columns: list[str] | None = None, leaf: str | None = None)
     read into Arrow (`VALUE_BYTES`), from each column chunk's `num_values` in its footer, unread."""
     chunks = [group.column(i) for i in range(group.num_columns)]
     return sum(c.num_values * (VALUE_SLOT_BYTES + VALUE_BYTES.get(c.physical_type, 8)) for c in chunks
-               if (columns is None or c.path_in_schema.split(".")[0] in columns)
+               if _selected(c.path_in_schema, columns)
                and (leaf is None or c.path_in_schema == leaf))
 
 
@@ -401,7 +436,7 @@ def _dictionary_chunks(group, columns: list[str] | None, leaf: str | None = None
     dictionary page: each of their rows may repeat one value of the dictionary (`value_bytes`)."""
     chunks = [group.column(i) for i in range(group.num_columns)]
     return [c for c in chunks if c.has_dictionary_page and c.physical_type in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
-            and (columns is None or c.path_in_schema.split(".")[0] in columns)
+            and _selected(c.path_in_schema, columns)
             and (leaf is None or c.path_in_schema == leaf)]
 
 
@@ -427,7 +462,7 @@ def _delta_chunks(group, columns: list[str] | None, leaf: str | None = None) -> 
     first bytes and a suffix, so a few bytes stand for a value as long as all the suffixes."""
     chunks = [group.column(i) for i in range(group.num_columns)]
     return [c for c in chunks if c.physical_type == "BYTE_ARRAY" and "DELTA_BYTE_ARRAY" in c.encodings
-            and (columns is None or c.path_in_schema.split(".")[0] in columns)
+            and _selected(c.path_in_schema, columns)
             and (leaf is None or c.path_in_schema == leaf)]
 
 
@@ -561,7 +596,7 @@ def _judged_read(source: Any, parquet, index: int, columns: list[str] | None, bu
     plain = {c.path_in_schema for c in encoded + delta}
     size = fixed + item_bytes(group, columns, leaf) + sum(
         _chunk_bytes(c) for c in (group.column(i) for i in range(group.num_columns))
-        if (columns is None or c.path_in_schema.split(".")[0] in columns)
+        if _selected(c.path_in_schema, columns)
         and (leaf is None or c.path_in_schema == leaf) and c.path_in_schema not in plain)
     for chunk in delta:  # read to be judged, each while the group is within `budget`
         limit = ROW_GROUP_BYTES if budget is None else budget
@@ -634,7 +669,7 @@ def streamed_bytes(parquet, group, columns: list[str] | None = None) -> Streamed
     named = ""
     for position in range(group.num_columns):
         chunk = group.column(position)
-        if columns is not None and chunk.path_in_schema.split(".")[0] not in columns:
+        if not _selected(chunk.path_in_schema, columns):
             continue
         if chunk.physical_type == "BYTE_ARRAY" and "DELTA_BYTE_ARRAY" in chunk.encodings:
             return None
