@@ -632,23 +632,35 @@ STREAM_BUFFER_BYTES = 1 << 20
 STREAM_BATCH_BYTES = 8 << 20
 
 
+# What reading a row a few rows at a time holds of one value beyond its page (stored and decoded,
+# counted in `Streamed.held`): pyarrow's Arrow array of it (grown as it is built), its Python bytes
+# and the record handed on. Measured (pyarrow 25, one value a page, a row a batch, each record let go
+# before the next): rows of 30, 50 and 80 MB peaked at 262, 327 and 474 MiB RSS, 6.7, 5.4 and 5.3
+# times a row over the process's 70 MiB before it read; counted 2 + 4 = 6 times (the bound was 3).
+ROW_COPIES = 4
+
+
 @dataclass(frozen=True)
 class Streamed:
     """What reading a row group a few rows at a time holds (`streamed_bytes`): `held`, its columns'
-    largest pages and dictionaries, whatever the rows; `row`, at most what each row adds;
-    `dictionary`, the largest dictionary page, of column `dictionary_column` (pyarrow decodes a
-    dictionary page whole: img2dataset's image column is one, all of its group's images)."""
+    largest pages and dictionaries, whatever the rows; `row`, at most what each row's values are
+    (each held `ROW_COPIES` times more); `shared`, for each flat column whose largest page or
+    dictionary page holds more than one value (pyarrow decodes a page whole, whichever rows are
+    asked for: img2dataset's image column is one dictionary page of all its group's images, DuckDB
+    writes 35 photos of 3 MB a page), (column, "dictionary" or "page", its bytes, its values)."""
 
     held: int
     row: int
-    dictionary: int = 0
-    dictionary_column: str = ""
-    dictionary_values: int = 0
     lists: int = 0  # of `held`, its columns of lists, each whole
+    shared: tuple[tuple[str, str, int, int], ...] = ()
+
+    def cost(self) -> int:
+        """What one row read alone holds at most."""
+        return self.held + ROW_COPIES * self.row
 
     def fits(self, budget: int) -> bool:
         """Whether one row read alone stays within `budget`."""
-        return self.held + self.row <= budget
+        return self.cost() <= budget
 
     def batch_rows(self) -> int:
         """Rows a batch: as many as hold `STREAM_BATCH_BYTES` (at least one, at most `BATCH_ROWS`)."""
@@ -665,8 +677,8 @@ def streamed_bytes(parquet, group, columns: list[str] | None = None) -> Streamed
     (a page of shared prefixes decodes to more than it stores)."""
     if not isinstance(group, CheckedGroup):
         return None
-    held = row = largest = lists = entries = 0
-    named = ""
+    held = row = lists = 0
+    shared = []
     for position in range(group.num_columns):
         chunk = group.column(position)
         if not _selected(chunk.path_in_schema, columns):
@@ -675,8 +687,6 @@ def streamed_bytes(parquet, group, columns: list[str] | None = None) -> Streamed
             return None
         pages = chunk.pages()
         dictionary = pages.dictionary_uncompressed  # whatever the footer's flag says (`CheckedChunk.has_dictionary_page`)
-        if dictionary > largest:
-            largest, named, entries = dictionary, chunk.path_in_schema, pages.dictionary_values
         slot = VALUE_SLOT_BYTES + VALUE_BYTES.get(chunk.physical_type, 8)
         if parquet.schema.column(position).max_repetition_level > 0:
             whole = _chunk_bytes(chunk) + chunk.num_values * (slot + dictionary)
@@ -684,7 +694,11 @@ def streamed_bytes(parquet, group, columns: list[str] | None = None) -> Streamed
             continue
         held += pages.largest_compressed + pages.largest_uncompressed + 2 * dictionary
         row += max(pages.largest_uncompressed, dictionary) + slot
-    return Streamed(held, row, largest, named, entries, lists)
+        if dictionary >= pages.largest_uncompressed and pages.dictionary_values > 1:
+            shared.append((chunk.path_in_schema, "dictionary", dictionary, pages.dictionary_values))
+        elif pages.largest_uncompressed > dictionary and pages.largest_values > 1:
+            shared.append((chunk.path_in_schema, "page", pages.largest_uncompressed, pages.largest_values))
+    return Streamed(held, row, lists, tuple(shared))
 
 
 def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: list[str] | None = None,
@@ -728,12 +742,12 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
             table = table if size <= budget else None
         if size > budget:
             streamed = streamed_bytes(parquet, group, columns)
-        if streamed is not None and not streamed.fits(budget) and streamed.held - streamed.lists + streamed.row <= budget:
+        if streamed is not None and not streamed.fits(budget) and streamed.cost() - streamed.lists <= budget:
             streamed = None  # its lists, read whole whatever the rows: as a group too large
         if streamed is not None and not streamed.fits(budget):
             yield from too_large(parquet, index, first, key_columns, source,
-                                 f"{name}: row group {index} holds {streamed.held + streamed.row} bytes read even one "
-                                 f"row at a time, over the {budget} byte budget: {_unstreamable(streamed, budget)}",
+                                 f"{name}: row group {index} holds {streamed.cost()} bytes read even one row at a "
+                                 f"time, over the {budget} byte budget: {_unstreamable(streamed, budget, parquet)}",
                                  ROW_GROUP_TOO_LARGE, listing)
         elif size > budget and streamed is None:
             said = f"declares {declared} bytes" if declared > budget else \
@@ -828,13 +842,43 @@ class _NullImages:
             yield int(begin), batch.slice(int(begin), int(end - begin))
 
 
-def _unstreamable(streamed: Streamed, budget: int) -> str:
-    """Why a row group over `budget` cannot be read a few rows at a time either."""
-    if streamed.dictionary_values > 1 and streamed.held + streamed.row - 3 * streamed.dictionary <= budget:
-        return (f"its column {streamed.dictionary_column!r} is dictionary-encoded in one page of "
-                f"{streamed.dictionary} bytes ({streamed.dictionary_values} values), which pyarrow decodes whole; "
-                "write fewer rows a group (img2dataset: --number_sample_per_shard 50)")
-    return "a row that large (its largest pages and values) is no input this source reads"
+def _unstreamable(streamed: Streamed, budget: int, parquet) -> str:
+    """Why a row group over `budget` cannot be read a few rows at a time either, and how its writer
+    would write one that can: the pages (or dictionary pages) of many rows pyarrow decodes whole,
+    the largest first, as many as a row read alone would fit without (each held, and a row's share
+    of it, as one of its values: `(2 + ROW_COPIES)` times); none: a row that large. DuckDB's pages
+    of 35 photos of 3 MB were called "a row that large" where each row was 3 MB."""
+    over, named = streamed.cost() - budget, []
+    for column, kind, size, values in sorted(streamed.shared, key=lambda s: -s[2]):
+        if over <= 0:
+            break
+        named.append((column, kind, size, values))
+        over -= (2 + ROW_COPIES) * (size - size // values)
+    if over > 0:
+        return "a row that large (its largest pages and values) is no input this source reads"
+    said = ", ".join(f"the dictionary page of {column!r} ({values} values, {size} bytes)" if kind == "dictionary"
+                     else f"the page of {column!r} ({values} rows, {size} bytes)" for column, kind, size, values in named)
+    rows = max(1, budget // (2 * (2 + ROW_COPIES) * sum(size // values for _, _, size, values in named)))
+    average = max(size // values for _, _, size, values in named)
+    return f"write fewer rows a group ({_fewer_rows(parquet, rows, average)}): pyarrow decodes whole {said}"
+
+
+IMG2DATASET_COLUMNS = {"key", "status", "error_message"}  # of each row img2dataset writes, whatever its output
+
+
+def _fewer_rows(parquet, rows: int, average: int) -> str:
+    """How the writer that made `parquet` (its footer's `created_by`; img2dataset, which writes with
+    pyarrow, by its columns) writes groups of `rows` rows of `average` bytes."""
+    made_by = parquet.metadata.created_by or ""
+    if IMG2DATASET_COLUMNS <= set(parquet.schema_arrow.names):
+        return f"img2dataset: --number_sample_per_shard {rows}"
+    if made_by.startswith("DuckDB"):  # its ROW_GROUP_SIZE 10 still wrote 100 rows a group (2.0): a size
+        return f"DuckDB: COPY ... (FORMAT parquet, ROW_GROUP_SIZE_BYTES '{max(1, rows * average // 10**6)}MB')"
+    if made_by.startswith("Polars"):
+        return f"polars: write_parquet(..., row_group_size={rows})"
+    if HF_METADATA_KEY in (parquet.schema_arrow.metadata or {}):
+        return f"datasets: to_parquet(..., batch_size={rows})"
+    return f"pyarrow or pandas: row_group_size={rows}"  # pandas' to_parquet passes it to pyarrow's write_table
 
 
 def _stream(source: Any, parquet):
