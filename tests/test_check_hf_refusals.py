@@ -169,3 +169,15 @@ def test_a_datasets_repo_of_nested_images_alone_stops_check_naming_them(tmp_path
     assert (code, err) == (2, "error: sources[0].image_column (seg): train-00000-of-00001.parquet has no Image "
                               "columns; pair.left, pair.right are Images inside a struct column, which this source "
                               "does not read (one top-level image column a row) (format: huggingface)\n")
+
+
+def test_an_image_folder_without_the_caption_column_stops_check_naming_the_field_once(tmp_path: Path, capsys):
+    """An ImageFolder whose `metadata.csv` has no `title` column: the line named the field twice
+    ("error: sources[0].caption_column (seg): ... (format: folder; field caption_column)")."""
+    root = tmp_path / "folder" / "train"
+    root.mkdir(parents=True)
+    (root / "a.png").write_bytes(_png(1))
+    (root / "metadata.csv").write_text("file_name,text\na.png,a red square\n")
+    code, err = _check(tmp_path, capsys, tmp_path / "folder", caption_column="title")
+    assert (code, err) == (2, "error: sources[0].caption_column (seg): train/metadata.csv has no caption column "
+                              "'title' (its columns: file_name, text) (format: folder)\n")

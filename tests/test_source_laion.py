@@ -999,7 +999,7 @@ def test_an_image_folder_caption_column_is_read_and_a_missing_one_stops_the_buil
     assert {i.lineage["path"]: i.lineage.get("caption") for i in items if isinstance(i, ImageRecord)} == {
         "README.md": None, "train/astronaut.jpg": "3", "train/coffee.png": "1", "train/cats/chelsea.jpg": "7", "test/hopper.jpg": "0"}
     assert all("likes" not in i.lineage.get("huggingface", {}) for i in items if isinstance(i, ImageRecord))
-    with pytest.raises(ValueError, match="has no caption column 'title' .*field caption_column"):
+    with pytest.raises(ValueError, match=r"has no caption column .title. \(its columns: .*\) \(format: folder\)$"):
         LaionSource("imgs", str(tmp_path), caption_column="title").units()
 
 
