@@ -125,6 +125,31 @@ def nested_image_columns(schema) -> list[str]:
     return found
 
 
+def beside_nested_images(parquet, column: str, images: tuple[str, ...]) -> list[str]:
+    """The leaves of struct column `column` of `parquet` read beside the `Image`s nested in it
+    (`images`, dotted: `nested_image_columns`), as dotted paths: every one but each image's
+    `bytes` (`meta.label`, `meta.score`, `meta.mask.path`). Its other fields ride in the lineage
+    (the whole column was left out, its `label` and `score` with it); the images' bytes are never
+    read, so never judged nor held."""
+    unread = {f"{image}.bytes" for image in images}
+    paths = (parquet.schema.column(i).path for i in range(parquet.metadata.num_columns))
+    return [p for p in paths if p.startswith(f"{column}.") and p not in unread]
+
+
+def unread_image_bytes(row: dict[str, Any], images: tuple[str, ...]) -> dict[str, Any]:
+    """`row` with each nested `Image` cell at a dotted path of `images` (read without its bytes,
+    `beside_nested_images`) given `bytes: None` again: its lineage as it was when the whole
+    struct was read (a null struct on the way, or a null cell, left as it is)."""
+    for image in images:
+        *parents, name = image.split(".")
+        cell: Any = row
+        for part in parents:
+            cell = cell.get(part) if isinstance(cell, dict) else None
+        if isinstance(cell, dict) and isinstance(cell.get(name), dict):
+            cell[name] = {"bytes": None, **cell[name]}
+    return row
+
+
 def _nested_images(kind, feature: Any, path: str, found: list[str], depth: int) -> None:
     """Append to `found` the path of each `Image` struct among the fields of struct type `kind`
     (`feature`: its declared features, a dict of them; another `_type` there is no image)."""
@@ -320,6 +345,15 @@ class CheckedChunk:
         return self._pages
 
     @property
+    def has_dictionary_page(self) -> bool:
+        """Whether pyarrow meets a dictionary page reading it: the footer's flag (its
+        `dictionary_page_offset` set) or a dictionary page among its pages. pyarrow decodes any
+        dictionary page it meets: img2dataset's file of 100 photos (one 291 MB dictionary page)
+        with that offset dropped and `data_page_offset` pointing at its dictionary page was read a
+        few rows at a time at 1206 MB peak, judged without its dictionary."""
+        return self._chunk.has_dictionary_page or self.pages().dictionary_uncompressed > 0
+
+    @property
     def num_values(self) -> int:
         return max(self._chunk.num_values, self.pages().values)
 
@@ -353,13 +387,23 @@ def checked_group(parquet, index: int, source: Any = None):
     return group if source is None else CheckedGroup(group, source)
 
 
+def _selected(path: str, columns: list[str] | None) -> bool:
+    """Whether the column chunk at `path` (`meta.label`, `image.bytes`) is read when `columns` are
+    (all when None): a top-level column's every leaf, or a leaf or struct inside one named by its
+    dotted path, as pyarrow selects them (`meta.label` of a struct whose `meta.mask` is unread)."""
+    if columns is None:
+        return True
+    parts = path.split(".")
+    return any(".".join(parts[:depth]) in columns for depth in range(1, len(parts) + 1))
+
+
 def declared_bytes(group, columns: list[str] | None = None, leaf: str | None = None) -> int:
     """What reading a row group's `columns` (all by default), or the one `leaf` of a struct
     (`image.path`), costs, from its footer: for each of their column chunks its uncompressed size
     or, if larger, its stored size."""
     chunks = [group.column(i) for i in range(group.num_columns)]
     return sum(max(c.total_uncompressed_size, c.total_compressed_size) for c in chunks
-               if (columns is None or c.path_in_schema.split(".")[0] in columns)
+               if _selected(c.path_in_schema, columns)
                and (leaf is None or c.path_in_schema == leaf))
 
 
@@ -383,7 +427,7 @@ def item_bytes(group, columns: list[str] | None = None, leaf: str | None = None)
     read into Arrow (`VALUE_BYTES`), from each column chunk's `num_values` in its footer, unread."""
     chunks = [group.column(i) for i in range(group.num_columns)]
     return sum(c.num_values * (VALUE_SLOT_BYTES + VALUE_BYTES.get(c.physical_type, 8)) for c in chunks
-               if (columns is None or c.path_in_schema.split(".")[0] in columns)
+               if _selected(c.path_in_schema, columns)
                and (leaf is None or c.path_in_schema == leaf))
 
 
@@ -392,7 +436,7 @@ def _dictionary_chunks(group, columns: list[str] | None, leaf: str | None = None
     dictionary page: each of their rows may repeat one value of the dictionary (`value_bytes`)."""
     chunks = [group.column(i) for i in range(group.num_columns)]
     return [c for c in chunks if c.has_dictionary_page and c.physical_type in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
-            and (columns is None or c.path_in_schema.split(".")[0] in columns)
+            and _selected(c.path_in_schema, columns)
             and (leaf is None or c.path_in_schema == leaf)]
 
 
@@ -418,7 +462,7 @@ def _delta_chunks(group, columns: list[str] | None, leaf: str | None = None) -> 
     first bytes and a suffix, so a few bytes stand for a value as long as all the suffixes."""
     chunks = [group.column(i) for i in range(group.num_columns)]
     return [c for c in chunks if c.physical_type == "BYTE_ARRAY" and "DELTA_BYTE_ARRAY" in c.encodings
-            and (columns is None or c.path_in_schema.split(".")[0] in columns)
+            and _selected(c.path_in_schema, columns)
             and (leaf is None or c.path_in_schema == leaf)]
 
 
@@ -552,7 +596,7 @@ def _judged_read(source: Any, parquet, index: int, columns: list[str] | None, bu
     plain = {c.path_in_schema for c in encoded + delta}
     size = fixed + item_bytes(group, columns, leaf) + sum(
         _chunk_bytes(c) for c in (group.column(i) for i in range(group.num_columns))
-        if (columns is None or c.path_in_schema.split(".")[0] in columns)
+        if _selected(c.path_in_schema, columns)
         and (leaf is None or c.path_in_schema == leaf) and c.path_in_schema not in plain)
     for chunk in delta:  # read to be judged, each while the group is within `budget`
         limit = ROW_GROUP_BYTES if budget is None else budget
@@ -588,23 +632,35 @@ STREAM_BUFFER_BYTES = 1 << 20
 STREAM_BATCH_BYTES = 8 << 20
 
 
+# What reading a row a few rows at a time holds of one value beyond its page (stored and decoded,
+# counted in `Streamed.held`): pyarrow's Arrow array of it (grown as it is built), its Python bytes
+# and the record handed on. Measured (pyarrow 25, one value a page, a row a batch, each record let go
+# before the next): rows of 30, 50 and 80 MB peaked at 262, 327 and 474 MiB RSS, 6.7, 5.4 and 5.3
+# times a row over the process's 70 MiB before it read; counted 2 + 4 = 6 times (the bound was 3).
+ROW_COPIES = 4
+
+
 @dataclass(frozen=True)
 class Streamed:
     """What reading a row group a few rows at a time holds (`streamed_bytes`): `held`, its columns'
-    largest pages and dictionaries, whatever the rows; `row`, at most what each row adds;
-    `dictionary`, the largest dictionary page, of column `dictionary_column` (pyarrow decodes a
-    dictionary page whole: img2dataset's image column is one, all of its group's images)."""
+    largest pages and dictionaries, whatever the rows; `row`, at most what each row's values are
+    (each held `ROW_COPIES` times more); `shared`, for each flat column whose largest page or
+    dictionary page holds more than one value (pyarrow decodes a page whole, whichever rows are
+    asked for: img2dataset's image column is one dictionary page of all its group's images, DuckDB
+    writes 35 photos of 3 MB a page), (column, "dictionary" or "page", its bytes, its values)."""
 
     held: int
     row: int
-    dictionary: int = 0
-    dictionary_column: str = ""
-    dictionary_values: int = 0
     lists: int = 0  # of `held`, its columns of lists, each whole
+    shared: tuple[tuple[str, str, int, int], ...] = ()
+
+    def cost(self) -> int:
+        """What one row read alone holds at most."""
+        return self.held + ROW_COPIES * self.row
 
     def fits(self, budget: int) -> bool:
         """Whether one row read alone stays within `budget`."""
-        return self.held + self.row <= budget
+        return self.cost() <= budget
 
     def batch_rows(self) -> int:
         """Rows a batch: as many as hold `STREAM_BATCH_BYTES` (at least one, at most `BATCH_ROWS`)."""
@@ -621,18 +677,16 @@ def streamed_bytes(parquet, group, columns: list[str] | None = None) -> Streamed
     (a page of shared prefixes decodes to more than it stores)."""
     if not isinstance(group, CheckedGroup):
         return None
-    held = row = largest = lists = entries = 0
-    named = ""
+    held = row = lists = 0
+    shared = []
     for position in range(group.num_columns):
         chunk = group.column(position)
-        if columns is not None and chunk.path_in_schema.split(".")[0] not in columns:
+        if not _selected(chunk.path_in_schema, columns):
             continue
         if chunk.physical_type == "BYTE_ARRAY" and "DELTA_BYTE_ARRAY" in chunk.encodings:
             return None
         pages = chunk.pages()
-        dictionary = pages.dictionary_uncompressed if chunk.has_dictionary_page else 0
-        if dictionary > largest:
-            largest, named, entries = dictionary, chunk.path_in_schema, pages.dictionary_values
+        dictionary = pages.dictionary_uncompressed  # whatever the footer's flag says (`CheckedChunk.has_dictionary_page`)
         slot = VALUE_SLOT_BYTES + VALUE_BYTES.get(chunk.physical_type, 8)
         if parquet.schema.column(position).max_repetition_level > 0:
             whole = _chunk_bytes(chunk) + chunk.num_values * (slot + dictionary)
@@ -640,7 +694,11 @@ def streamed_bytes(parquet, group, columns: list[str] | None = None) -> Streamed
             continue
         held += pages.largest_compressed + pages.largest_uncompressed + 2 * dictionary
         row += max(pages.largest_uncompressed, dictionary) + slot
-    return Streamed(held, row, largest, named, entries, lists)
+        if dictionary >= pages.largest_uncompressed and pages.dictionary_values > 1:
+            shared.append((chunk.path_in_schema, "dictionary", dictionary, pages.dictionary_values))
+        elif pages.largest_uncompressed > dictionary and pages.largest_values > 1:
+            shared.append((chunk.path_in_schema, "page", pages.largest_uncompressed, pages.largest_values))
+    return Streamed(held, row, lists, tuple(shared))
 
 
 def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: list[str] | None = None,
@@ -684,12 +742,12 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
             table = table if size <= budget else None
         if size > budget:
             streamed = streamed_bytes(parquet, group, columns)
-        if streamed is not None and not streamed.fits(budget) and streamed.held - streamed.lists + streamed.row <= budget:
+        if streamed is not None and not streamed.fits(budget) and streamed.cost() - streamed.lists <= budget:
             streamed = None  # its lists, read whole whatever the rows: as a group too large
         if streamed is not None and not streamed.fits(budget):
             yield from too_large(parquet, index, first, key_columns, source,
-                                 f"{name}: row group {index} holds {streamed.held + streamed.row} bytes read even one "
-                                 f"row at a time, over the {budget} byte budget: {_unstreamable(streamed, budget)}",
+                                 f"{name}: row group {index} holds {streamed.cost()} bytes read even one row at a "
+                                 f"time, over the {budget} byte budget: {_unstreamable(streamed, budget, parquet)}",
                                  ROW_GROUP_TOO_LARGE, listing)
         elif size > budget and streamed is None:
             said = f"declares {declared} bytes" if declared > budget else \
@@ -784,13 +842,43 @@ class _NullImages:
             yield int(begin), batch.slice(int(begin), int(end - begin))
 
 
-def _unstreamable(streamed: Streamed, budget: int) -> str:
-    """Why a row group over `budget` cannot be read a few rows at a time either."""
-    if streamed.dictionary_values > 1 and streamed.held + streamed.row - 3 * streamed.dictionary <= budget:
-        return (f"its column {streamed.dictionary_column!r} is dictionary-encoded in one page of "
-                f"{streamed.dictionary} bytes ({streamed.dictionary_values} values), which pyarrow decodes whole; "
-                "write fewer rows a group (img2dataset: --number_sample_per_shard 50)")
-    return "a row that large (its largest pages and values) is no input this source reads"
+def _unstreamable(streamed: Streamed, budget: int, parquet) -> str:
+    """Why a row group over `budget` cannot be read a few rows at a time either, and how its writer
+    would write one that can: the pages (or dictionary pages) of many rows pyarrow decodes whole,
+    the largest first, as many as a row read alone would fit without (each held, and a row's share
+    of it, as one of its values: `(2 + ROW_COPIES)` times); none: a row that large. DuckDB's pages
+    of 35 photos of 3 MB were called "a row that large" where each row was 3 MB."""
+    over, named = streamed.cost() - budget, []
+    for column, kind, size, values in sorted(streamed.shared, key=lambda s: -s[2]):
+        if over <= 0:
+            break
+        named.append((column, kind, size, values))
+        over -= (2 + ROW_COPIES) * (size - size // values)
+    if over > 0:
+        return "a row that large (its largest pages and values) is no input this source reads"
+    said = ", ".join(f"the dictionary page of {column!r} ({values} values, {size} bytes)" if kind == "dictionary"
+                     else f"the page of {column!r} ({values} rows, {size} bytes)" for column, kind, size, values in named)
+    rows = max(1, budget // (2 * (2 + ROW_COPIES) * sum(size // values for _, _, size, values in named)))
+    average = max(size // values for _, _, size, values in named)
+    return f"write fewer rows a group ({_fewer_rows(parquet, rows, average)}): pyarrow decodes whole {said}"
+
+
+IMG2DATASET_COLUMNS = {"key", "status", "error_message"}  # of each row img2dataset writes, whatever its output
+
+
+def _fewer_rows(parquet, rows: int, average: int) -> str:
+    """How the writer that made `parquet` (its footer's `created_by`; img2dataset, which writes with
+    pyarrow, by its columns) writes groups of `rows` rows of `average` bytes."""
+    made_by = parquet.metadata.created_by or ""
+    if IMG2DATASET_COLUMNS <= set(parquet.schema_arrow.names):
+        return f"img2dataset: --number_sample_per_shard {rows}"
+    if made_by.startswith("DuckDB"):  # its ROW_GROUP_SIZE 10 still wrote 100 rows a group (2.0): a size
+        return f"DuckDB: COPY ... (FORMAT parquet, ROW_GROUP_SIZE_BYTES '{max(1, rows * average // 10**6)}MB')"
+    if made_by.startswith("Polars"):
+        return f"polars: write_parquet(..., row_group_size={rows})"
+    if HF_METADATA_KEY in (parquet.schema_arrow.metadata or {}):
+        return f"datasets: to_parquet(..., batch_size={rows})"
+    return f"pyarrow or pandas: row_group_size={rows}"  # pandas' to_parquet passes it to pyarrow's write_table
 
 
 def _stream(source: Any, parquet):

@@ -90,15 +90,18 @@ class HfRepoReader(CardSplits):
                              f"read: the images of its {parquet.metadata.num_rows} rows are not built"[:300],
                              split_hint=hint, input=f"{at} column {column}")
             nested = found.nested_image_columns
-            for column in nested:  # never read, as a list of images is
+            for column in nested:  # its images' bytes never read; its other fields ride in the lineage
                 key = data_key(self.name, shard, "column", column)
                 inside = [p for p in found.nested_images if p.split(".")[0] == column]
                 yield Reject(key, self.name, key, "read", NESTED_IMAGE_COLUMN,
-                             f"{name}: column {column!r} holds images inside a struct ({', '.join(inside)}), not read: "
-                             f"those images of its {parquet.metadata.num_rows} rows are not built (one top-level "
-                             "image column a row)"[:300], split_hint=hint, input=f"{at} column {column}")
-            others = {*found.image_columns, *lists, *nested} - {image}  # never read
-            columns = [c for c in found.names if c not in others]
+                             f"{name}: column {column!r} holds images inside a struct ({', '.join(inside)}), their "
+                             f"bytes not read: those images of its {parquet.metadata.num_rows} rows are not built "
+                             "(one top-level image column a row); its other fields ride in each row's lineage"[:300],
+                             split_hint=hint, input=f"{at} column {column}")
+            others = {*found.image_columns, *lists} - {image}  # never read
+            columns = [leaf for c in found.names if c not in others
+                       for leaf in (hf_parquet.beside_nested_images(parquet, c, found.nested_images)
+                                    if c in nested else [c])]
             # a caption cell that is not UTF-8 comes as its bytes, read as a `binary` column's (`caption_text`)
             batches = hf_parquet.row_batches(parquet, name, columns=columns, source=handle, image=image,
                                              captions=(caption,) if caption else ())
@@ -110,6 +113,7 @@ class HfRepoReader(CardSplits):
                         yield Reject(key, self.name, key, "read", first.reason, first.detail[:300],
                                      split_hint=hint, input=f"{at} row {index}")
                         continue
+                    row = hf_parquet.unread_image_bytes(row, found.nested_images)
                     yield self._hf_row(key, row, image, caption, names, {**context, "row": index}, hint,
                                        f"{at} row {index}")
 

@@ -52,7 +52,8 @@ class ChunkPages:
     (what the footer's `total_uncompressed_size` and `total_compressed_size` count); the largest
     data page (`largest_uncompressed`, `largest_compressed`, its header counted) and the dictionary
     page (`dictionary_uncompressed`): what a read a few rows at a time holds of the chunk at once
-    (`hf_parquet.streamed_bytes`)."""
+    (`hf_parquet.streamed_bytes`); `largest_values`, the values of that largest data page (more than
+    one: a smaller page would have held fewer rows, what a refusal's advice says)."""
 
     values: int
     dictionary_values: int
@@ -62,6 +63,7 @@ class ChunkPages:
     largest_uncompressed: int = 0
     largest_compressed: int = 0
     dictionary_uncompressed: int = 0
+    largest_values: int = 0
 
 
 class PageHeaderError(ValueError):
@@ -252,7 +254,7 @@ def chunk_pages(source: Any, chunk) -> ChunkPages:
         position = start = chunk_start(chunk)
         end = start + chunk.total_compressed_size
         values = dictionary = uncompressed = compressed = pages = 0
-        largest_uncompressed = largest_compressed = dictionary_uncompressed = 0
+        largest_uncompressed = largest_compressed = dictionary_uncompressed = largest_values = 0
         while position < end and (pages == 0 or values < chunk.num_values):
             if pages >= MAX_PAGES:
                 raise PageHeaderError(f"column {chunk.path_in_schema} has over {MAX_PAGES} pages in one row group")
@@ -261,6 +263,8 @@ def chunk_pages(source: Any, chunk) -> ChunkPages:
             pages += 1
             if header.type in (DATA_PAGE, DATA_PAGE_V2):
                 values += header.num_values
+                if header.size + header.uncompressed_page_size > largest_uncompressed:
+                    largest_values = header.num_values
                 largest_uncompressed = max(largest_uncompressed, header.size + header.uncompressed_page_size)
                 largest_compressed = max(largest_compressed, header.size + header.compressed_page_size)
             elif header.type == DICTIONARY_PAGE:
@@ -270,7 +274,7 @@ def chunk_pages(source: Any, chunk) -> ChunkPages:
             compressed += header.size + header.compressed_page_size
             position += header.size + header.compressed_page_size
         return ChunkPages(values, dictionary, uncompressed, compressed, pages, largest_uncompressed,
-                          largest_compressed, dictionary_uncompressed)
+                          largest_compressed, dictionary_uncompressed, largest_values)
     finally:
         source.seek(kept)
 

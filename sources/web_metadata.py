@@ -27,7 +27,7 @@ class MetadataReader(CardSplits):
         if not parsed.foreign and parsed.columns and self.caption_column not in parsed.columns:
             raise ConfiguredValueMismatch("caption_column", f"{self.name}: {relative_to_root(self.path, uri)} has no "
                                           f"caption column {self.caption_column!r} (its columns: "
-                                          f"{', '.join(parsed.columns)[:200]}) (format: folder; field caption_column)")
+                                          f"{', '.join(parsed.columns)[:200]}) (format: folder)")
 
     def _metadata_unused(self, relative: str) -> str | None:
         """The built config's name when a card's built config names no split of the metadata file at

@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -121,8 +122,44 @@ def test_images_nested_in_a_struct_are_one_reject_a_file_beside_the_top_level_im
     assert [i.data for i in items if isinstance(i, ImageRecord)] == images
     assert [(r.reason, r.input) for r in rejects] == [("nested_image_column",
                                                        "data/train-00000-of-00001.parquet column aux")]
-    assert "holds images inside a struct (aux.mask), not read: those images of its 3 rows" in rejects[0].detail
-    assert all("aux" not in i.lineage.get("huggingface", {}) for i in items if isinstance(i, ImageRecord))
+    assert "holds images inside a struct (aux.mask), their bytes not read: those images of its 3 rows" \
+        in rejects[0].detail
+    assert [i.lineage["huggingface"] for i in items if isinstance(i, ImageRecord)] == \
+        [{"aux": {"mask": {"bytes": None, "path": None}, "score": 0.5}}] * 3
+
+
+def test_the_fields_beside_a_nested_image_ride_in_the_lineage_its_bytes_never_read(tmp_path: Path, monkeypatch):
+    """`Features({"image": Image(), "text": Value("string"), "meta": {"mask": Image(), "label":
+    Value("string"), "score": Value("float32")}})` as `datasets`' `to_parquet` writes it: the whole
+    `meta` column was left out, its label and score gone from the lineage without a word (they were
+    there, the mask's bytes nulled, before the `nested_image_column` reject). Now they are, and the
+    masks' bytes are neither read nor judged: a budget below them builds every row."""
+    from sources import hf_parquet
+    from sources.laion import LaionSource
+    from sources.records import ImageRecord, Reject
+
+    declared = {"image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"},
+                "meta": {"mask": {"_type": "Image"}, "label": {"dtype": "string", "_type": "Value"},
+                         "score": {"dtype": "float32", "_type": "Value"}}}
+    meta = pa.struct([("mask", IMAGE), ("label", pa.string()), ("score", pa.float32())])
+    schema = pa.schema([("image", IMAGE), ("text", pa.string()), ("meta", meta)],
+                       metadata={b"huggingface": json.dumps({"info": {"features": declared}}).encode()})
+    mask = np.random.default_rng(0).bytes(200_000)  # incompressible: the chunk is as large read
+    rows = [{"image": {"bytes": _png(i), "path": f"i{i}.png"}, "text": f"c{i}",
+             "meta": {"mask": {"bytes": mask + bytes([i]), "path": "m.png"}, "label": f"cat{i}", "score": i / 2}}
+            for i in range(4)]
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "data" / "train-00000-of-00001.parquet")
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", len(mask))  # under the masks' 800 KB, over the rest
+    source = LaionSource("web", str(tmp_path))
+    items = [i for unit in source.units() for i in source.read(unit)]
+    built = [i for i in items if isinstance(i, ImageRecord)]
+    assert [i.data for i in built] == [_png(i) for i in range(4)]
+    assert [i.lineage["huggingface"] for i in built] == [
+        {"meta": {"mask": {"bytes": None, "path": "m.png"}, "label": f"cat{i}", "score": i / 2}} for i in range(4)]
+    assert [i.lineage["caption"] for i in built] == [f"c{i}" for i in range(4)]
+    assert [(r.reason, r.input) for r in items if isinstance(r, Reject)] == [
+        ("nested_image_column", "data/train-00000-of-00001.parquet column meta")]
 
 
 def test_a_datasets_repo_of_nested_images_alone_stops_check_naming_them(tmp_path: Path, capsys):
@@ -132,3 +169,15 @@ def test_a_datasets_repo_of_nested_images_alone_stops_check_naming_them(tmp_path
     assert (code, err) == (2, "error: sources[0].image_column (seg): train-00000-of-00001.parquet has no Image "
                               "columns; pair.left, pair.right are Images inside a struct column, which this source "
                               "does not read (one top-level image column a row) (format: huggingface)\n")
+
+
+def test_an_image_folder_without_the_caption_column_stops_check_naming_the_field_once(tmp_path: Path, capsys):
+    """An ImageFolder whose `metadata.csv` has no `title` column: the line named the field twice
+    ("error: sources[0].caption_column (seg): ... (format: folder; field caption_column)")."""
+    root = tmp_path / "folder" / "train"
+    root.mkdir(parents=True)
+    (root / "a.png").write_bytes(_png(1))
+    (root / "metadata.csv").write_text("file_name,text\na.png,a red square\n")
+    code, err = _check(tmp_path, capsys, tmp_path / "folder", caption_column="title")
+    assert (code, err) == (2, "error: sources[0].caption_column (seg): train/metadata.csv has no caption column "
+                              "'title' (its columns: file_name, text) (format: folder)\n")

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
@@ -49,17 +50,17 @@ def _items(root: Path) -> list:
 
 
 def test_a_row_group_over_the_budget_whose_rows_fit_is_read_a_few_rows_at_a_time(tmp_path: Path, monkeypatch):
-    """20 thumbnails and 16 photos of ~16 KB (the hunter's 300 thumbnails and 130 photos of 2.9 MB,
+    """20 thumbnails and 24 photos of ~16 KB (the hunter's 300 thumbnails and 130 photos of 2.9 MB,
     scaled): the photos' group passes a budget of half its size, each photo well within it. Every
     row is built, its bytes and caption those written, and the big group is read in batches
     within the budget, not whole."""
-    pictures = [_photo(i, 12) for i in range(20)] + [_photo(100 + i, 128) for i in range(16)]
+    pictures = [_photo(i, 12) for i in range(20)] + [_photo(100 + i, 128) for i in range(24)]
     path = tmp_path / "data" / "train-00000-of-00001.parquet"
     rows = _datasets_parquet(path, pictures, row_group_size=20)
     parquet = pq.ParquetFile(path)
     declared = hf_parquet.declared_bytes(parquet.metadata.row_group(1))
     budget = declared // 2
-    assert declared > budget > 4 * len(pictures[-1]) and hf_parquet.declared_bytes(parquet.metadata.row_group(0)) < budget
+    assert declared > budget > 8 * len(pictures[-1]) and hf_parquet.declared_bytes(parquet.metadata.row_group(0)) < budget
     monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", budget)
     monkeypatch.setattr(hf_parquet, "STREAM_BATCH_BYTES", 2 * len(pictures[-1]))  # a few rows a batch
     batches = []
@@ -71,7 +72,7 @@ def test_a_row_group_over_the_budget_whose_rows_fit_is_read_a_few_rows_at_a_time
     assert [i.data for i in items] == pictures
     assert [i.lineage["caption"] for i in items] == [r["text"] for r in rows]
     (streamed,) = [size for groups, size in batches if groups == [1]]
-    assert 1 <= streamed < 16, batches  # a few rows a batch, not the group
+    assert 1 <= streamed < 24, batches  # a few rows a batch, not the group
 
 
 def test_a_row_group_of_one_row_over_the_budget_is_refused_the_others_built(tmp_path: Path, monkeypatch):
@@ -90,3 +91,203 @@ def test_a_row_group_of_one_row_over_the_budget_is_refused_the_others_built(tmp_
     assert "row group 1 holds" in items[2].detail and "read even one row at a time" in items[2].detail, items[2].detail
     assert "a row that large" in items[2].detail
     assert f"over the {len(huge) // 2} byte budget" in items[2].detail
+
+
+def _long_field(number: int, kind: int) -> bytes:
+    """A Thrift compact field header in its long form (type, then the zigzag id), which holds
+    whatever field came before."""
+    zigzag, out = (number << 1) ^ (number >> 15), bytearray([kind])
+    while zigzag >= 0x80:
+        out.append(zigzag & 0x7F | 0x80)
+        zigzag >>= 7
+    return bytes(out + bytes([zigzag]))
+
+
+def _hide_dictionary_pages(path: Path) -> None:
+    """Rewrite the footer of a parquet file so that no column chunk says it has a dictionary page:
+    each `ColumnMetaData`'s `dictionary_page_offset` (field 11) dropped and its `data_page_offset`
+    (field 9) pointed at the dictionary page, as a writer (or a hand) may leave it; the pages are
+    untouched, and pyarrow reads the file the same."""
+    from sources import parquet_pages as pp
+
+    data = path.read_bytes()
+    length = int.from_bytes(data[-8:-4], "little")
+    footer = data[-8 - length:-8]
+    reader = pp._Reader(io.BytesIO(footer), 0)
+    reader.limit, reader.buffer = length, footer
+    route = (4, 1, 3)  # FileMetaData.row_groups -> RowGroup.columns -> ColumnChunk.meta_data
+
+    def struct(depth: int) -> bytes:
+        fields, last = [], 0
+        while True:
+            number, kind = pp._field(reader, last)
+            if kind == pp._STOP:
+                break
+            last, start = number, reader.position
+            if depth < len(route) and number == route[depth] and kind == pp._LIST:
+                head = reader.byte()
+                size = head >> 4 if head >> 4 != 15 else reader.varint()
+                value = footer[start:reader.position] + b"".join(struct(depth + 1) for _ in range(size))
+            elif depth < len(route) and number == route[depth] and kind == pp._STRUCT:
+                value = struct(depth + 1)
+            else:
+                pp._skip(reader, kind, 0)
+                value = footer[start:reader.position]
+            fields.append([number, kind, value])
+        if depth == len(route):  # a ColumnMetaData
+            dictionary = [f for f in fields if f[0] == 11]
+            if dictionary:
+                next(f for f in fields if f[0] == 9)[2] = dictionary[0][2]
+                fields.remove(dictionary[0])
+        return b"".join(_long_field(n, k) + v for n, k, v in fields) + b"\x00"
+
+    rewritten = struct(0)
+    path.write_bytes(data[:-8 - length] + rewritten + len(rewritten).to_bytes(4, "little") + b"PAR1")
+    chunks = pq.ParquetFile(path).metadata.row_group(0)
+    assert not any(chunks.column(i).has_dictionary_page for i in range(chunks.num_columns))
+
+
+def _read_batches(root: Path, monkeypatch) -> tuple[list, list]:
+    """Every item of the parquet under `root` and the batch size of each read of its groups."""
+    batches = []
+    iter_batches = pq.ParquetFile.iter_batches
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", lambda self, *a, **k:
+                        batches.append(k.get("batch_size")) or iter_batches(self, *a, **k))
+    items = _items(root)
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", iter_batches)
+    return items, batches
+
+
+def test_a_dictionary_page_the_footer_does_not_name_is_counted_as_pyarrow_decodes_it(tmp_path: Path, monkeypatch):
+    """16 photos of ~16 KB in one dictionary page (as img2dataset writes 100 photos of 2.9 MB),
+    the group over the budget, and the same file with its footer naming no dictionary page:
+    pyarrow reads both the same, decoding the dictionary page whole. The hidden one was read a
+    few rows at a time as if it had none (img2dataset's 291 MB page: 1206 MB peak against 256
+    MiB); now both are `row_group_too_large` naming the dictionary."""
+    pictures = [_photo(100 + i, 128) for i in range(16)]
+    honest, hidden = tmp_path / "honest", tmp_path / "hidden"
+    for root in (honest, hidden):
+        path = root / "train.parquet"
+        path.parent.mkdir()
+        image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+        schema = pa.schema([("image", image), ("text", pa.string())], metadata=HF_METADATA)
+        pq.write_table(pa.Table.from_pylist([{"image": {"bytes": b, "path": None}, "text": f"p{i}"}
+                                             for i, b in enumerate(pictures)], schema=schema), path)
+    _hide_dictionary_pages(hidden / "train.parquet")
+    assert pq.read_table(hidden / "train.parquet").equals(pq.read_table(honest / "train.parquet"))
+    dictionary = sum(map(len, pictures))
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", dictionary)  # within it a row, not the dictionary
+    got = {root.name: [(type(i).__name__, getattr(i, "reason", None), getattr(i, "detail", None))
+                       for i in _items(root)] for root in (honest, hidden)}
+    assert got["hidden"] == got["honest"]
+    assert {reason for _, reason, _ in got["hidden"]} == {"row_group_too_large"} and len(got["hidden"]) == 16
+    assert "pyarrow decodes whole the dictionary page of 'image.bytes' (16 values," in got["hidden"][0][2], got["hidden"][0][2]
+
+
+def test_a_repeated_image_in_a_dictionary_page_the_footer_does_not_name_is_judged_by_its_rows(
+        tmp_path: Path, monkeypatch):
+    """One photo in 200 rows, dictionary-encoded (stored once: the group declares ~its size), and
+    the same file with its footer naming no dictionary page. The honest one is judged by the bytes
+    its rows point at (200 photos, over the budget) and read two rows a batch; the hidden one was
+    judged by its footer and read 64 rows a batch (each batch 64 photos decoded: one 8 MiB image
+    so was 512 MB a batch). Now both are read alike and every row built."""
+    photo = _photo(7, 128)
+    roots = [tmp_path / "honest", tmp_path / "hidden"]
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", image), ("text", pa.string())], metadata=HF_METADATA)
+    for root in roots:  # pyarrow's defaults, as `datasets` writes
+        root.mkdir()
+        pq.write_table(pa.Table.from_pylist([{"image": {"bytes": photo, "path": None}, "text": f"p{i}"}
+                                             for i in range(200)], schema=schema), root / "train.parquet")
+    _hide_dictionary_pages(roots[1] / "train.parquet")
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 40 * len(photo))
+    monkeypatch.setattr(hf_parquet, "STREAM_BATCH_BYTES", 2 * len(photo))
+    (honest, honest_batches), (hidden, hidden_batches) = (_read_batches(root, monkeypatch) for root in roots)
+    assert [i.data for i in hidden] == [i.data for i in honest] == [photo] * 200
+    assert hidden_batches == honest_batches and max(honest_batches) <= 2, (honest_batches, hidden_batches)
+
+
+def _writer_table(shape: str, pictures: list[bytes], masks: list[bytes] | None = None) -> pa.Table:
+    """The table a writer holds: a pandas/pyarrow table of image bytes, img2dataset's shard (its
+    `key`, `status`, `error_message` beside `jpg`), or a `datasets` Image struct and its metadata."""
+    captions = [f"p{i}" for i in range(len(pictures))]
+    if shape == "datasets":
+        image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+        return pa.Table.from_pylist([{"image": {"bytes": b, "path": None}, "text": c} for b, c in zip(pictures, captions)],
+                                    schema=pa.schema([("image", image), ("text", pa.string())], metadata=HF_METADATA))
+    if shape == "img2dataset":
+        return pa.table({"key": [f"{i:09d}" for i in range(len(pictures))], "status": ["success"] * len(pictures),
+                         "error_message": pa.nulls(len(pictures), pa.string()), "caption": captions, "jpg": pictures})
+    return pa.table({"image": pictures, **({"mask": masks} if masks else {}), "caption": captions})
+
+
+ADVICE = {"pandas": r"pyarrow or pandas: row_group_size=(\d+)", "img2dataset": r"img2dataset: --number_sample_per_shard (\d+)",
+          "datasets": r"datasets: to_parquet\(\.\.\., batch_size=(\d+)\)"}
+
+
+@pytest.mark.parametrize("shape", ["pandas", "img2dataset", "datasets"])
+def test_a_page_of_many_rows_names_its_column_and_the_writer_setting_that_reads(tmp_path: Path, monkeypatch, shape):
+    """20 photos of ~16 KB in one plain page (pyarrow's `use_dictionary=False`: its page limit is
+    checked a write batch of 1024 rows at a time; DuckDB writes 35 photos of 3 MB a page), each
+    row well within the budget, the page not: refused "a row that large ... is no input this
+    source reads" though no row was. Now the detail names the column, its page's rows and bytes,
+    and the setting of the writer that made the file (by its footer's `created_by`, img2dataset's
+    by its columns): the file written so is built whole under the same budget."""
+    import re
+
+    pictures = [_photo(200 + i, 128) for i in range(20)]
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 10 * len(pictures[0]))
+    path = tmp_path / "one" / "train.parquet"
+    path.parent.mkdir()
+    pq.write_table(_writer_table(shape, pictures), path, use_dictionary=False)
+    items = _items(path.parent)
+    assert {type(i) for i in items} == {Reject} and len(items) == 20
+    column = {"pandas": "image", "img2dataset": "jpg", "datasets": "image.bytes"}[shape]
+    assert f"pyarrow decodes whole the page of {column!r} (20 rows," in items[0].detail, \
+        items[0].detail
+    rows = int(re.search(ADVICE[shape], items[0].detail)[1])
+    assert 1 <= rows < 20
+    fixed = tmp_path / "fixed" / "train.parquet"
+    fixed.parent.mkdir()
+    pq.write_table(_writer_table(shape, pictures), fixed, use_dictionary=False, row_group_size=rows)
+    assert [i.data for i in _items(fixed.parent)] == pictures
+
+
+def test_two_dictionary_pages_of_many_rows_are_both_named(tmp_path: Path, monkeypatch):
+    """An image and a mask column, each one dictionary page of its 10 photos (pyarrow's defaults):
+    either dictionary alone kept the group over the budget, so only the largest was weighed and
+    the detail said "a row that large". Now both are named, and the row count said builds."""
+    import re
+
+    pictures, masks = [_photo(300 + i, 96) for i in range(10)], [_photo(400 + i, 96) for i in range(10)]
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 15 * len(pictures[0]))
+    path = tmp_path / "one" / "train.parquet"
+    path.parent.mkdir()
+    pq.write_table(_writer_table("pandas", pictures, masks), path)
+    items = _items(path.parent)
+    assert {type(i) for i in items} == {Reject}, [getattr(i, "detail", "") for i in items][:1]
+    assert "the dictionary page of 'image' (10 values," in items[0].detail, items[0].detail
+    assert "the dictionary page of 'mask' (10 values," in items[0].detail, items[0].detail
+    rows = int(re.search(ADVICE["pandas"], items[0].detail)[1])
+    fixed = tmp_path / "fixed" / "train.parquet"
+    fixed.parent.mkdir()
+    pq.write_table(_writer_table("pandas", pictures, masks), fixed, row_group_size=rows)
+    assert [i.data for i in _items(fixed.parent)] == pictures
+
+
+@pytest.mark.parametrize("times, built", [(6, False), (10, True)])
+def test_a_row_read_alone_is_counted_as_many_times_as_it_is_held(tmp_path: Path, monkeypatch, times: int, built: bool):
+    """Rows of one photo a page (`write_batch_size=1`), the group over the budget: a row read alone
+    was counted 3 times (its page stored and decoded, its value), but peaked at 5.3 times a row
+    (80 MB rows: 474 MiB RSS, bound 240 MB): pyarrow's array and Python's bytes of it hold it too.
+    Within 6 rows' bytes such a group was streamed; now it is refused, within 10 built (pyarrow put
+    the first photo in a dictionary page too, counted as another page)."""
+    pictures = [_photo(500 + i, 128) for i in range(12)]
+    _datasets_parquet(tmp_path / "train.parquet", pictures, row_group_size=12)
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", times * len(pictures[0]))
+    items = _items(tmp_path)
+    if built:
+        assert [i.data for i in items] == pictures
+    else:
+        assert {getattr(i, "reason", None) for i in items} == {"row_group_too_large"}
+        assert "a row that large" in items[0].detail, items[0].detail
