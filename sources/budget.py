@@ -133,8 +133,10 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in sys.path if p]])
         # its own session and process group: a kill takes the group, so whatever a decoder starts (a
         # helper program, its children) dies with it instead of running on, adopted by init
-        self.process = subprocess.Popen([sys.executable, "-m", "sources.budget"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, env=env, close_fds=True, start_new_session=True)
+        # told this process's pid: one that ends while the worker still starts leaves it no parent to read
+        self.process = subprocess.Popen([sys.executable, "-m", "sources.budget", str(os.getpid())],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+                                        start_new_session=True)
         self.out_fd = self.process.stdout.fileno()  # type: ignore[union-attr]
         self.owner = os.getpid()
         self.modules = {__name__}  # job modules the worker has imported (its own, to begin with)
@@ -420,10 +422,12 @@ ORPHAN_CHECK_S = 0.5  # how often a decoding process looks whether the process i
 
 
 def _end_when_orphaned(parent: int) -> None:
-    """End this process once `parent` is gone. It notices at its next read of the channel
-    otherwise, which a job inside a decode does not make: its limits are its parent's to enforce,
-    so a worker killed mid-job (`kill -9`, a stopped build's `local_runner.stop_worker`) left it
-    decoding on without any (rev54b: a hung decode forever, adopted by init)."""
+    """End this process once `parent` is gone (at once if it already is). It notices at its next
+    read of the channel otherwise, which a job inside a decode does not make: its limits are its
+    parent's to enforce, so a worker killed mid-job (`kill -9`, a stopped build's
+    `local_runner.stop_worker`) left it decoding on without any (rev54b: a hung decode forever,
+    adopted by init). `parent` is the pid the worker was told (`_Worker`), not `os.getppid()` at
+    its start: a parent ended before then made that init, watched for ever."""
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(ORPHAN_CHECK_S)
@@ -434,10 +438,10 @@ def _end_when_orphaned(parent: int) -> None:
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
-def _serve() -> None:
+def _serve(parent: int) -> None:
     from sources import fsio  # the tasks' own module: imported by the first of them anyway
 
-    _end_when_orphaned(os.getppid())
+    _end_when_orphaned(parent)
 
     channel_in = os.fdopen(os.dup(0), "rb")
     channel_out = os.fdopen(os.dup(1), "wb")
@@ -473,4 +477,4 @@ def _serve() -> None:
 
 
 if __name__ == "__main__":
-    _serve()
+    _serve(int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid())

@@ -14,6 +14,13 @@ def sleep_in_c() -> None:
     ctypes.CDLL(None).pause()
 
 
+def tell_then_sleep_in_c(path: str) -> None:
+    """`sleep_in_c`, once a file at `path` says the job has started."""
+    with open(path, "w") as handle:
+        handle.write("started")
+    sleep_in_c()
+
+
 def allocate(mb: int) -> int:
     block = bytearray(mb * 2**20)
     for i in range(0, len(block), 4096):

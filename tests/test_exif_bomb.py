@@ -130,3 +130,42 @@ def test_an_ifd_bomb_pillow_loads_itself_is_refused_before_it_opens_the_file(mon
     assert (jpeg.width, jpeg.height) == (48, 64)
     tiff = load_image(_tiff_with_ifd_entries(0, 0), 8, "squash", max_bytes=budget)
     assert tiff.pixels[..., 0].ravel().tolist() == list(range(64))
+
+
+def _with_exif_segments(jpeg: bytes, extra: int) -> bytes:
+    """`jpeg` (Pillow's: JFIF's APP0, then its EXIF in one APP1 segment) with `extra` APP1 `Exif`
+    segments of 10 zero bytes each after that one: Pillow's open joins each to the EXIF before it."""
+    at = jpeg.index(b"Exif\x00\x00") - 4
+    assert jpeg[at:at + 2] == b"\xff\xe1"
+    first = at + 2 + struct.unpack(">H", jpeg[at + 2:at + 4])[0]
+    segment = b"\xff\xe1" + struct.pack(">H", 2 + 6 + 10) + b"Exif\x00\x00" + bytes(10)
+    return jpeg[:first] + segment * extra + jpeg[first:]
+
+
+def test_a_jpeg_of_many_exif_segments_is_refused_before_pillow_joins_them():
+    """Pillow's JPEG open joins each APP1 `Exif` segment to those before it (`info["exif"] += s[6:]`,
+    a new bytes object each time): 300,000 tiny ones took 13.6 CPU-s in the rendering process,
+    900,000 (17 MB) 187 CPU-s, kept there by a decode time its pixels bound. More than
+    `MAX_EXIF_SEGMENTS` are a `too_many_exif_segments` reject, counted before Pillow opens the file;
+    a few extra ones, the rare extended form, still decode, turned by the orientation of the EXIF
+    Pillow joins from them."""
+    import time
+
+    from uvd_pipeline.image_decode import load_image as build_load_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    _picture().save(out, "JPEG", exif=exif.tobytes(), quality=95)
+    camera = out.getvalue()
+    started = time.process_time()
+    with pytest.raises(DecodeError) as refused:
+        build_load_image(_with_exif_segments(camera, 50_000), 32, "squash", 10.0, max_pixels=10**8)
+    spent = time.process_time() - started
+    assert refused.value.reason == "too_many_exif_segments"
+    from transforms.decode_budget import MAX_EXIF_SEGMENTS
+    assert "50,001 APP1 Exif segments" in refused.value.detail and f"{MAX_EXIF_SEGMENTS}" in refused.value.detail
+    assert spent < 1.0, f"{spent:.2f} CPU-s"  # the walk of its segments; Pillow's open alone took 0.35 s
+    decoded = build_load_image(_with_exif_segments(camera, 2), 32, "squash", 10.0, max_pixels=10**8)
+    assert (decoded.width, decoded.height) == (48, 64)  # turned by its Orientation 6
+    assert np.array_equal(decoded.pixels, build_load_image(camera, 32, "squash", 10.0, max_pixels=10**8).pixels)

@@ -65,7 +65,8 @@ def test_a_job_stuck_in_c_code_is_killed_and_the_next_job_runs():
 
 
 def _ended(pid: int) -> bool:
-    """Whether process `pid` has ended (gone, or a zombie its new parent has not reaped yet)."""
+    """Whether process `pid` has ended (gone, or a zombie its new parent has not reaped yet: init here
+    reaps an adopted child 1 to 2 s after it ends)."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
             return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
@@ -140,39 +141,70 @@ def test_bytes_arguments_arrive_whole():
         assert budget.call("budget_jobs:digest", data) == budget_jobs.digest(data)
 
 
+# A process using a decoding process: it starts one, gives it a job stuck in C code (the channel not
+# read: `budget_jobs.tell_then_sleep_in_c` writes argv[2] first), prints its pid, and then lives on
+# until killed, or ends at once ("at_once": before the decoding process, still starting, can look)
 ORPHANING_PARENT = """
-import sys, time
+import os, sys, time
 sys.path.insert(0, sys.argv[1])
 from sources import budget
 worker = budget._Worker()
-worker.send("budget_jobs:sleep_in_c", (), {})  # a decode stuck in C code: the channel is not read
+worker.send("budget_jobs:tell_then_sleep_in_c", (sys.argv[2],), {})
 print(worker.process.pid, flush=True)
+if sys.argv[3] == "at_once":
+    os._exit(0)
 time.sleep(600)
 """
 
 
-def test_a_decoding_process_ends_with_the_process_it_serves():
-    """Its time and memory limits are its parent's to enforce, and it noticed a parent gone only
-    at its next read of the channel: a worker killed mid-decode (`kill -9`, a stopped build's
-    worker) left it decoding on without limits, adopted by init (rev54b: a hung decode forever)."""
-    import os
-    import signal
+def _orphaning_parent(tmp_path, when: str):
+    """(the parent, its decoding process's pid, the file the job writes once it runs)"""
     import subprocess
     import sys
     from pathlib import Path
 
-    tests = str(Path(__file__).parent)
-    parent = subprocess.Popen([sys.executable, "-c", ORPHANING_PARENT, tests], stdout=subprocess.PIPE, text=True,
+    tests, started = str(Path(__file__).parent), tmp_path / "job-started"
+    parent = subprocess.Popen([sys.executable, "-c", ORPHANING_PARENT, tests, str(started), when],
+                              stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])})
-    child = int(parent.stdout.readline())
+    return parent, int(parent.stdout.readline()), started
+
+
+def _wait_until(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_decoding_process_ends_with_the_process_it_serves(tmp_path):
+    """Its time and memory limits are its parent's to enforce, and it noticed a parent gone only
+    at its next read of the channel: a worker killed mid-decode (`kill -9`, a stopped build's
+    worker) left it decoding on without limits, adopted by init (rev54b: a hung decode forever).
+    Killed once the job runs (it says so), not after a fixed sleep; ended within 10 s."""
+    parent, child, started = _orphaning_parent(tmp_path, "later")
     try:
-        time.sleep(0.5)  # inside its job
+        assert _wait_until(started.exists, 60), "the job never started"
         parent.kill()
         parent.wait()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and os.path.exists(f"/proc/{child}"):
-            time.sleep(0.05)
-        assert not os.path.exists(f"/proc/{child}")
+        assert _wait_until(lambda: _ended(child), 10), f"the decoding process {child} runs on"
     finally:
-        if os.path.exists(f"/proc/{child}"):
+        parent.kill()
+        if not _ended(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_decoding_process_whose_parent_ends_while_it_starts_ends_too(tmp_path):
+    """It took the parent to watch from `os.getppid()` once it had started: one whose parent ended
+    before then (a worker killed while its decoding process started up; under load, 0.5 s after
+    the start, 3 runs in 6 of the test above) watched init, adopted it, and ran its job forever.
+    It is told its parent's pid and ends at once when another one has it."""
+    parent, child, _ = _orphaning_parent(tmp_path, "at_once")
+    try:
+        parent.wait()
+        assert _wait_until(lambda: _ended(child), 30), f"the decoding process {child} runs on"
+    finally:
+        if not _ended(child):
             os.kill(child, signal.SIGKILL)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import EpsImagePlugin, Image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -127,14 +127,18 @@ def load_reason(exc: BaseException, image_format: str | None = None, data: bytes
     return "unsupported_format" if image_format == "TIFF" else "decode_error"
 
 
-# Pillow readers that run another program on the file (EPS: Ghostscript, a PostScript interpreter):
-# never offered an input (the build's `transforms.pillow_open`, which this package may not import)
-_RUNS_A_PROGRAM = ("EPS",)
+# Pillow readers never offered an input (the build's `transforms.pillow_open`, which this package may
+# not import): EPS runs another program on the file (Ghostscript, a PostScript interpreter); IPTC, tried
+# on every input (it tests no first bytes), opens the image data it wraps with every reader (an EPS in
+# one ran Ghostscript here, in this process's own child, with no process group to end it)
+_NEVER_OFFERED = ("EPS", "IPTC")
+
+EpsImagePlugin.gs_binary = False  # Ghostscript off for the whole process: no nested open can run it
 
 
 def _formats() -> list[str]:
     Image.init()
-    return [name for name in Image.ID if name not in _RUNS_A_PROGRAM]
+    return [name for name in Image.ID if name not in _NEVER_OFFERED]
 
 
 def decode_image(data: bytes) -> np.ndarray:

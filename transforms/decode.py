@@ -24,7 +24,8 @@ a multi-scan JPEG's DCT coefficients at full size whatever the scale, the canvas
 and an icon container is judged on the images it embeds, which Pillow
 decodes at their own declared size (an ICO's inside `Image.open`). A JPEG's decode time grows with
 its scans (each walks every block of its components): over `MAX_JPEG_SCANS` it is rejected
-`too_many_scans` before decoding.
+`too_many_scans` before decoding; one of more than `MAX_EXIF_SEGMENTS` APP1 Exif segments, which
+Pillow's open joins in time growing with their number squared, `too_many_exif_segments`.
 
 Time is judged from the declaration too where the format allows (`declared_decode_s`): a JPEG
 (Huffman-coded), PNG or still WebP decodes in at most so many CPU seconds for its pixels, scans and

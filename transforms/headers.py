@@ -24,6 +24,7 @@ import io
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 from transforms.deflate_strips import BoundedInflate
 
@@ -109,25 +110,34 @@ def jpeg_layout(data: bytes) -> JpegLayout | None:
     return _jpeg_walk(data)[0]
 
 
-def jpeg_app_segments(data: bytes, exif: bytearray | None = None) -> tuple[int, int]:
-    """The APPn and COM segments before a JPEG's first scan (or its end), and their payload bytes,
-    frame or none: what Pillow's open reads into its `applist` before it finds a frame missing.
-    `exif`, when given, is extended by the EXIF Pillow's open reads (`info["exif"]`): every APP1
-    `Exif` segment's payload, joined, without their `Exif\\0\\0` prefixes."""
-    _, segments, payload = _jpeg_walk(data, exif)
-    return segments, payload
+class AppSegments(NamedTuple):
+    """A JPEG's APPn and COM segments before its first scan (`jpeg_app_segments`)."""
+
+    segments: int  # APPn and COM segments, each kept in Pillow's `applist`
+    payload: int  # their payload bytes
+    exif: int  # of them, APP1 `Exif` segments: Pillow's open joins each to those before it
+
+
+def jpeg_app_segments(data: bytes, exif: bytearray | None = None) -> AppSegments:
+    """The APPn and COM segments before a JPEG's first scan (or its end), their payload bytes and
+    how many are APP1 `Exif` ones, frame or none: what Pillow's open reads into its `applist`
+    before it finds a frame missing. `exif`, when given, is extended by the EXIF Pillow's open
+    reads (`info["exif"]`): every APP1 `Exif` segment's payload, joined, without their
+    `Exif\\0\\0` prefixes."""
+    _, segments, payload, exif_segments = _jpeg_walk(data, exif)
+    return AppSegments(segments, payload, exif_segments)
 
 
 _EXIF_APP1 = b"Exif\x00\x00"
 
 
-def _jpeg_walk(data: bytes, exif: bytearray | None = None) -> tuple[JpegLayout | None, int, int]:
-    """`jpeg_layout`, and the APPn and COM segments before the first scan and their payload bytes
-    (`jpeg_app_segments`)."""
+def _jpeg_walk(data: bytes, exif: bytearray | None = None) -> tuple[JpegLayout | None, int, int, int]:
+    """`jpeg_layout`, and the APPn and COM segments before the first scan, their payload bytes and
+    how many are APP1 `Exif` ones (`jpeg_app_segments`)."""
     if data[:2] != b"\xff\xd8":
-        return None, 0, 0
+        return None, 0, 0, 0
     frame, sof, precision, first, scans, pos, end = None, 0, 8, 0, 0, 2, len(data)
-    app_segments = app_bytes = 0
+    app_segments = app_bytes = exif_segments = 0
     while pos + 4 <= end:
         if data[pos] != 0xFF or data[pos + 1] in (0xFF, 0x00) or data[pos + 1] in _STANDALONE:
             found = _NEXT_MARKER.search(data, pos + 1 if data[pos] == 0xFF else pos)
@@ -143,11 +153,13 @@ def _jpeg_walk(data: bytes, exif: bytearray | None = None) -> tuple[JpegLayout |
         elif (0xE0 <= marker <= 0xEF or marker == _COM) and not scans:
             app_segments += 1
             app_bytes += length - 2
-            if exif is not None and marker == 0xE1 and data[pos + 4 : pos + 10] == _EXIF_APP1:
-                exif += data[pos + 10 : pos + 2 + length]
+            if marker == 0xE1 and data[pos + 4 : pos + 10] == _EXIF_APP1:
+                exif_segments += 1
+                if exif is not None:
+                    exif += data[pos + 10 : pos + 2 + length]
         elif marker == _SOS:
             if frame is None:
-                return None, app_segments, app_bytes
+                return None, app_segments, app_bytes, exif_segments
             scans += 1
             if scans == 1:
                 first = data[pos + 4]
@@ -155,9 +167,10 @@ def _jpeg_walk(data: bytes, exif: bytearray | None = None) -> tuple[JpegLayout |
                     break  # single-scan sequential
         pos += 2 + length
     if frame is None:
-        return None, app_segments, app_bytes
+        return None, app_segments, app_bytes, exif_segments
     width, height, sampling = frame
-    return JpegLayout(width, height, sof, sampling, first, scans, precision, app_segments, app_bytes), app_segments, app_bytes
+    layout = JpegLayout(width, height, sof, sampling, first, scans, precision, app_segments, app_bytes)
+    return layout, app_segments, app_bytes, exif_segments
 
 
 def coefficient_bytes(layout: JpegLayout) -> int:

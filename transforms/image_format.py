@@ -97,6 +97,16 @@ _OTHER_MAGICS = ((b"v/1\x01", "OpenEXR"), (b"#?RADIANCE", "Radiance HDR"), (b"#?
 _POSTSCRIPT = (b"%!PS", b"\xc5\xd0\xd3\xc6")
 
 
+# the record numbers of an IPTC/NAA field, as Pillow's IPTC reader takes them (IptcImagePlugin.field)
+_IPTC_RECORDS = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 9, 240})
+
+
+def _iptc_record(head: bytes) -> bool:
+    """Whether the file starts as a bare IPTC/NAA record, by its first field's header as Pillow's
+    IPTC reader checks it: the 0x1C tag marker, a record number it knows, a length it takes."""
+    return len(head) >= 5 and head[0] == 0x1C and head[1] in _IPTC_RECORDS and head[3] <= 132
+
+
 def sniff_format(data: bytes) -> str | None:
     """The name of a real image format recognised by its first bytes, for formats that Pillow may
     not open (vector, HEIF family, JPEG XL, PDF, TIFF variants): such a file is a picture we
@@ -118,6 +128,8 @@ def sniff_format(data: bytes) -> str | None:
         return "PDF"
     if head[:4] in _POSTSCRIPT:  # never offered to Pillow, whose EPS reader runs Ghostscript (`pillow_open`)
         return "EPS (PostScript: drawn only by a PostScript interpreter, which is never run on input)"
+    if _iptc_record(head):  # never offered to Pillow, whose IPTC reader opens what it wraps with every reader
+        return "IPTC/NAA record (a news agency's metadata record; the image data it wraps is never opened)"
     for magic, name in _OTHER_MAGICS:
         if head.startswith(magic):
             return name

@@ -6,26 +6,37 @@ of a full programming language. A `{ } loop` ran in a process of its own, whose 
 budget counted, and ran on after the decoding process was killed, adopted by init (two such were
 left running after a build). So no input is offered to a reader that runs another program
 (`RUNS_A_PROGRAM`); such a file is refused by its first bytes (`image_format.sniff_format`:
-`unsupported_format`). Part of `transforms.decode`."""
+`unsupported_format`). Nor to Pillow's IPTC/NAA reader (`OPENS_ANY_READER`), which opens the image
+data it wraps with every reader: an EPS inside one still ran Ghostscript (80 s, to the decode limit).
+And Ghostscript is switched off for any process that imports this module
+(`EpsImagePlugin.gs_binary = False`: Pillow's `Ghostscript` then raises OSError "Unable to locate
+Ghostscript on paths"), so no nested open, of any reader, can run it. Part of `transforms.decode`."""
 
 from __future__ import annotations
 
 from typing import IO, Sequence
 
-from PIL import Image
+from PIL import EpsImagePlugin, Image
 
 RUNS_A_PROGRAM = frozenset({"EPS"})  # EpsImagePlugin: Ghostscript (`gs`)
+# IptcImagePlugin: registered with no test of a file's first bytes, so tried on every input; its load
+# opens the image data it wraps with `Image.open` and no formats. No web image is a bare IPTC/NAA
+# record (the IPTC metadata of a JPEG or TIFF is read by their own readers, never this one).
+OPENS_ANY_READER = frozenset({"IPTC"})
+NEVER_OFFERED = RUNS_A_PROGRAM | OPENS_ANY_READER
+
+EpsImagePlugin.gs_binary = False  # for the whole process: `has_ghostscript()` is False, `gs` never looked up
 
 
 def input_formats() -> list[str]:
     """Every format Pillow reads (its plugins and those registered since, HEIF's), in Pillow's own
-    order of trying them, less those that run another program."""
+    order of trying them, less those never offered an input (`NEVER_OFFERED`)."""
     Image.init()
-    return [name for name in Image.ID if name not in RUNS_A_PROGRAM]
+    return [name for name in Image.ID if name not in NEVER_OFFERED]
 
 
 def open_input(fp: IO[bytes], formats: Sequence[str] | None = None) -> Image.Image:
-    """`Image.open(fp)` through `formats` (default: `input_formats()`), never a reader that runs
-    another program whatever `formats` names."""
-    allowed = [name for name in (input_formats() if formats is None else formats) if name not in RUNS_A_PROGRAM]
+    """`Image.open(fp)` through `formats` (default: `input_formats()`), never a reader of
+    `NEVER_OFFERED` whatever `formats` names."""
+    allowed = [name for name in (input_formats() if formats is None else formats) if name not in NEVER_OFFERED]
     return Image.open(fp, formats=allowed)
