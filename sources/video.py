@@ -467,8 +467,10 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     the clips needing its larger frames. A clip whose frames differ in size (a stream that changes
     size, no canvas to fit them) is its own `decode_failed`: the clips after it go on. A clip
     losing frames to a damaged packet (its frame, or frames decoded from it) is `decode_failed`
-    naming them. Where decord fails mid-way (`video_decord.DecordFailed`), PyAV decodes what the
-    clips not yet finished need, each such clip said to be PyAV's in its lineage (`decoder_note`).
+    naming them, as is one whose frames come after frames the decoder dropped without a word
+    where frames are named by its output order (`DecodeSession.outputs_named`). Where decord
+    fails mid-way (`video_decord.DecordFailed`), PyAV decodes what the clips not yet finished
+    need, each such clip said to be PyAV's in its lineage (`decoder_note`).
     """
     users: dict[int, list[tuple[int, int]]] = {}  # frame -> (clip, place in the clip) of each use
     for c, clip in enumerate(record.clips):
@@ -562,7 +564,8 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
 
 def lost_frames_detail(lost: Sequence[int], clip_frames: int) -> str:
     """What a clip lost, its frames named in runs (`frames 20-31, 40 (13 of the clip's 16)`): a
-    damaged packet's frame and those decoded from it (`DecodeSession.drop_damaged`), or a frame
+    damaged packet's frame and those decoded from it (`DecodeSession.drop_damaged`), the frames
+    after outputs the decoder dropped without a word (`DecodeSession.outputs_named`), or a frame
     past a cut the probe did not see."""
     runs: list[list[int]] = []
     for i in lost:
@@ -573,7 +576,7 @@ def lost_frames_detail(lost: Sequence[int], clip_frames: int) -> str:
     named = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs[:8]) + (", ..." if len(runs) > 8 else "")
     what, were = ("frame", "was") if len(lost) == 1 else ("frames", "were")
     return (f"{what} {named} ({len(lost)} of the clip's {clip_frames}) did not decode, or {were} decoded from "
-            "a damaged frame")
+            "a damaged frame or after frames that went missing in decode")
 
 
 def read_clip_frames(clip: VideoClipRecord, limits: Budget = Budget()) -> np.ndarray:
