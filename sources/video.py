@@ -52,7 +52,7 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 import numpy as np
 
 from sources import budget, fsio, video_shards
-from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
+from sources.budget import Budget, BudgetExceeded, JobError, JobUse, cpu_budget
 from sources.web_units import Unit
 from sources.paths import collapse_set_aside, path_problem, relative_to_root, set_aside_problem, twin_to_read
 from sources.records import (MachineError, Reject, SourceItem, TarMember, VideoClipRecord, VideoRecord,
@@ -470,7 +470,8 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     naming them, as is one whose frames come after frames the decoder dropped without a word
     where frames are named by its output order (`DecodeSession.outputs_named`). Where decord
     fails mid-way (`video_decord.DecordFailed`), PyAV decodes what the clips not yet finished
-    need, each such clip said to be PyAV's in its lineage (`decoder_note`).
+    need, within what decord left of the video's budget (it started afresh: a video's decode could
+    take twice `time_budget_s`), each such clip said to be PyAV's in its lineage (`decoder_note`).
     """
     users: dict[int, list[tuple[int, int]]] = {}  # frame -> (clip, place in the clip) of each use
     for c, clip in enumerate(record.clips):
@@ -484,6 +485,8 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     shown = record.member.name if record.member else record.uri  # what an error names: the member, not its copy
     decoder, wanted = record.decoder, sorted(users)
     handed_to_pyav: dict[int, VideoClipRecord] = {}  # clip -> itself as PyAV finished it (decord failed mid-way)
+    # the video's one budget: PyAV finishing what decord could not gets what decord left of it
+    limits, used = record.limits, JobUse()
 
     def as_decoded(c: int) -> VideoClipRecord:
         return handed_to_pyav.get(c, record.clips[c])
@@ -503,7 +506,7 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
             if decoder == "pillow":  # WebP's decode time is judged before decoding: `video_webp.judge_time`
                 handed = {"time_budget_s": record.limits.cpu_s or record.limits.time_s}
             job = budget.run(f"sources.{module}:{job_name}", uri, wanted, record.n_frames, postprocess,
-                             max_pixels=max_pixels, memory_mb=record.limits.memory_mb, budget=record.limits,
+                             max_pixels=max_pixels, memory_mb=record.limits.memory_mb, budget=limits, use=used,
                              # decord's libraries stay in its own process; Pillow's WebP shares PyAV's
                              pool="pyav" if decoder == "pillow" else decoder, scratch=True, **handed)
             try:
@@ -539,6 +542,7 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
                                                         lineage={**clip.lineage, "decoder_note": note})
                     wanted = sorted({i for c in handed_to_pyav for i in record.clips[c].frame_indices} - got)
                     decoder = "pyav"
+                    limits, used = used.left(limits), JobUse()
                     continue
                 try:
                     failure = _job_error(exc)

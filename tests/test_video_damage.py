@@ -236,3 +236,32 @@ def test_a_frame_the_decoder_conceals_is_held_back_with_those_decoded_from_it(tm
         assert [video_zoo.read_index(f) for f in frames] == list(clip.frame_indices), clip.key
     assert kept and rejected
 
+
+@pytest.mark.skipif(not decord_available(), reason="decord is not installed")
+def test_pyav_finishing_what_decord_could_not_has_what_decord_left_of_the_budget(tmp_path, monkeypatch):
+    """Where decord fails mid-way on a damaged packet, PyAV decodes what the clips still need: it
+    began with a whole budget of its own, so one video's decode could take `time_budget_s` twice
+    over (docs/config.md: the CPU seconds one video's decode may take). Now it has what is left."""
+    from sources import budget
+    from sources.video import video_budget
+
+    path = _damaged(tmp_path, "vp8.webm")
+    limits = video_budget(60.0, 1536)
+    (record,) = list(VideoSource("dmg", str(tmp_path), strides=(1,), decoder="decord", limits=limits)
+                     .read(str(path)))
+    jobs = []
+    real = budget.run
+
+    def spied(function, *args, **kwargs):
+        if not function.endswith(":_import"):  # a fresh worker's start-up, not a job
+            jobs.append((function, kwargs["budget"], kwargs.get("use")))
+        return real(function, *args, **kwargs)
+
+    monkeypatch.setattr(budget, "run", spied)
+    results = list(clip_frames(record))
+    assert [job[0].rpartition(":")[2] for job in jobs] == ["decord_frames", "decode_frames"]
+    (_, first, decord_use), (_, second, _) = jobs
+    assert first == limits and second.cpu_s < limits.cpu_s  # not a whole budget afresh
+    assert second.cpu_s == pytest.approx(limits.cpu_s - decord_use.cpu_s)
+    assert second.memory_mb == limits.memory_mb
+    assert any(not isinstance(frames, Exception) for _, frames in results)
