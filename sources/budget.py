@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import GeneratorType
 from typing import Any, Iterator
@@ -68,6 +68,24 @@ def cpu_budget(cpu_s: float, memory_mb: int, wall_factor: float) -> Budget:
     2 cores), so the output stays the same bytes. A worker waiting without working (a stalled read,
     a blocked decoder) is killed after `wall_factor` times the budget, not below `WALL_FLOOR_S`."""
     return Budget(time_s=max(wall_factor * cpu_s, WALL_FLOOR_S), memory_mb=memory_mb, cpu_s=cpu_s)
+
+
+@dataclass
+class JobUse:
+    """What a job has used of its budget so far (`run`'s `use`, filled in with each answer): the
+    seconds waited on the worker and the worker's CPU seconds on it."""
+
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+
+    def left(self, budget: Budget) -> Budget:
+        """What is left of `budget` for a job that takes over the same work (PyAV finishing what
+        decord could not): one video's decode stays within one budget, as `decode_time_s` says,
+        not one afresh per decoder. A CPU budget's wall backstop stays at least `WALL_FLOOR_S`."""
+        wall = budget.time_s - self.wall_s
+        if budget.cpu_s is None:
+            return replace(budget, time_s=max(wall, 0.0))
+        return replace(budget, time_s=max(wall, WALL_FLOOR_S), cpu_s=max(budget.cpu_s - self.cpu_s, 0.0))
 
 
 class BudgetExceeded(Exception):
@@ -290,13 +308,14 @@ def _out_of_band(value: Any) -> Any:
 
 
 def run(function: str, *args: Any, budget: Budget = Budget(), pool: str = "default", scratch: bool = False,
-        **kwargs: Any) -> Iterator[Any]:
+        use: JobUse | None = None, **kwargs: Any) -> Iterator[Any]:
     """Call `function` ("module:name") in the worker; yield its result (or each item it generates).
 
     Raises BudgetExceeded (the worker is killed) or JobError (the job raised; the worker lives on).
     Stopping the iteration early kills the worker, whose job may still be running.
     `scratch`: an item's arrays are read into the previous item's buffers (no fresh memory per
     item), so they are only valid until the next item is asked for: copy what is kept.
+    `use`: filled in with what the job has used of its budget at each answer (`JobUse.left`).
     """
     worker = _started(function, args, kwargs, pool)
     spent = [0.0]
@@ -305,6 +324,8 @@ def run(function: str, *args: Any, budget: Budget = Budget(), pool: str = "defau
     try:
         while True:
             kind, value, worker.cpu_s = worker.receive(budget, spent, buffers)
+            if use is not None:
+                use.wall_s, use.cpu_s = spent[0], worker.cpu_s - worker.job_cpu_s
             if kind == "item":
                 yield value
             elif kind == "value":  # a function's one result: nothing follows it

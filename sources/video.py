@@ -52,7 +52,7 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 import numpy as np
 
 from sources import budget, fsio, video_shards
-from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
+from sources.budget import Budget, BudgetExceeded, JobError, JobUse, cpu_budget
 from sources.web_units import Unit
 from sources.paths import collapse_set_aside, path_problem, relative_to_root, set_aside_problem, twin_to_read
 from sources.records import (MachineError, Reject, SourceItem, TarMember, VideoClipRecord, VideoRecord,
@@ -467,8 +467,11 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     the clips needing its larger frames. A clip whose frames differ in size (a stream that changes
     size, no canvas to fit them) is its own `decode_failed`: the clips after it go on. A clip
     losing frames to a damaged packet (its frame, or frames decoded from it) is `decode_failed`
-    naming them. Where decord fails mid-way (`video_decord.DecordFailed`), PyAV decodes what the
-    clips not yet finished need, each such clip said to be PyAV's in its lineage (`decoder_note`).
+    naming them, as is one whose frames come after frames the decoder dropped without a word
+    where frames are named by its output order (`DecodeSession.outputs_named`). Where decord
+    fails mid-way (`video_decord.DecordFailed`), PyAV decodes what the clips not yet finished
+    need, within what decord left of the video's budget (it started afresh: a video's decode could
+    take twice `time_budget_s`), each such clip said to be PyAV's in its lineage (`decoder_note`).
     """
     users: dict[int, list[tuple[int, int]]] = {}  # frame -> (clip, place in the clip) of each use
     for c, clip in enumerate(record.clips):
@@ -482,6 +485,8 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     shown = record.member.name if record.member else record.uri  # what an error names: the member, not its copy
     decoder, wanted = record.decoder, sorted(users)
     handed_to_pyav: dict[int, VideoClipRecord] = {}  # clip -> itself as PyAV finished it (decord failed mid-way)
+    # the video's one budget: PyAV finishing what decord could not gets what decord left of it
+    limits, used = record.limits, JobUse()
 
     def as_decoded(c: int) -> VideoClipRecord:
         return handed_to_pyav.get(c, record.clips[c])
@@ -501,7 +506,7 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
             if decoder == "pillow":  # WebP's decode time is judged before decoding: `video_webp.judge_time`
                 handed = {"time_budget_s": record.limits.cpu_s or record.limits.time_s}
             job = budget.run(f"sources.{module}:{job_name}", uri, wanted, record.n_frames, postprocess,
-                             max_pixels=max_pixels, memory_mb=record.limits.memory_mb, budget=record.limits,
+                             max_pixels=max_pixels, memory_mb=record.limits.memory_mb, budget=limits, use=used,
                              # decord's libraries stay in its own process; Pillow's WebP shares PyAV's
                              pool="pyav" if decoder == "pillow" else decoder, scratch=True, **handed)
             try:
@@ -537,6 +542,7 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
                                                         lineage={**clip.lineage, "decoder_note": note})
                     wanted = sorted({i for c in handed_to_pyav for i in record.clips[c].frame_indices} - got)
                     decoder = "pyav"
+                    limits, used = used.left(limits), JobUse()
                     continue
                 try:
                     failure = _job_error(exc)
@@ -562,7 +568,8 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
 
 def lost_frames_detail(lost: Sequence[int], clip_frames: int) -> str:
     """What a clip lost, its frames named in runs (`frames 20-31, 40 (13 of the clip's 16)`): a
-    damaged packet's frame and those decoded from it (`DecodeSession.drop_damaged`), or a frame
+    damaged packet's frame and those decoded from it (`DecodeSession.drop_damaged`), the frames
+    after outputs the decoder dropped without a word (`DecodeSession.outputs_named`), or a frame
     past a cut the probe did not see."""
     runs: list[list[int]] = []
     for i in lost:
@@ -573,7 +580,7 @@ def lost_frames_detail(lost: Sequence[int], clip_frames: int) -> str:
     named = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs[:8]) + (", ..." if len(runs) > 8 else "")
     what, were = ("frame", "was") if len(lost) == 1 else ("frames", "were")
     return (f"{what} {named} ({len(lost)} of the clip's {clip_frames}) did not decode, or {were} decoded from "
-            "a damaged frame")
+            "a damaged frame or after frames that went missing in decode")
 
 
 def read_clip_frames(clip: VideoClipRecord, limits: Budget = Budget()) -> np.ndarray:

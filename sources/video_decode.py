@@ -109,7 +109,7 @@ from sources.video_memory import (DECODER_BASE_MB, DECODER_PIXEL_FLOOR, DECODER_
                                   sample_aspect_ratio, sar_width, stream_hdr)
 from sources.video_open import DECODER_MACHINE_ERRNOS, STILL_CODECS, VideoError, open_stream, video_stream
 from sources.video_index_cache import KeptIndex
-from sources.video_packet_order import keep_index, read_index
+from sources.video_packet_order import counted_outputs, keep_index, read_index
 from sources.video_probe import (INTERLACED_FIELD_ORDERS, Probe, decode_frames_indexed, probe)
 from sources.video_session import COLLECT_PIXELS, DecodeSession
 
@@ -146,7 +146,8 @@ def decode_frames(uri: str, wanted: Sequence[int], expected_frames: int | None =
     """
     if kept is not None:
         keep_index(kept)
-    index = read_index(uri, max_pixels, memory_mb)
+    # where frames are named by output order, the outputs counted against the packets first
+    index = counted_outputs(uri, read_index(uri, max_pixels, memory_mb), max_pixels, memory_mb)
     shown = index.presented
     if expected_frames is not None and len(shown) < expected_frames:
         raise VideoError("changed_file", f"{len(shown)} frames now, {expected_frames} when planned")

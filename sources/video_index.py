@@ -130,6 +130,11 @@ class VideoIndex:
     # ends first: never falling from one key frame to the next). A decode started there gives no
     # whole picture before that one, so frames before it are started from an earlier key frame
     recovery: tuple[tuple[int, int], ...] = ()
+    # with `decode_order_stamps`: how many of the decoder's outputs, in order, are named right (a
+    # whole decode counted them against the packets, `DecodeSession.outputs_named`): from where the
+    # outputs fell behind the packets for good (a damaged packet the decoder dropped without a
+    # word), every later output would take the name of a frame shown after it. None: not counted
+    outputs_named: int | None = None
 
     @property
     def presented(self) -> tuple[int, ...]:

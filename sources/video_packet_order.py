@@ -5,6 +5,7 @@ of a cut file's partial packets it shows (`_decoder_shows`). Part of `sources.vi
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from sources import fsio
 from sources.video_index import MultistreamChain, UnsupportedVideo, VideoIndex, build_index, decode_plan
@@ -86,6 +87,35 @@ def keep_index(kept: KeptIndex) -> None:
     path, identity = kept.key[0], kept.key[1]
     if identity and file_identity(path) == identity:
         _INDEXES.put(kept.key, kept.index)
+
+
+def counted_outputs(uri: str, index: VideoIndex, max_pixels: int = DEFAULT_MAX_PIXELS,
+                    memory_mb: int = DEFAULT_MEMORY_MB) -> VideoIndex:
+    """`index` with `outputs_named` counted where frames are named by the decoder's output order
+    (`decode_order_stamps`) and it is not yet: a whole decode, without conversion (the probe's
+    own decode counts it and hands it over through `kept_index`, so a build seldom pays this).
+    Kept for the next read of the same file, as an index built by decoding is."""
+    if not index.decode_order_stamps or index.outputs_named is not None:
+        return index
+    shown = index.presented
+    session = DecodeSession(uri, index, {p: i for i, p in enumerate(shown)}, None, False, 1 << 62, max_pixels,
+                            memory_mb, convert=False)
+    try:
+        for _ in session.run(decode_plan(index, list(range(len(shown))))):
+            pass
+    except VideoError as exc:
+        if exc is not session.too_large:
+            raise
+    return keep_counted(uri, max_pixels, memory_mb, replace(index, outputs_named=session.outputs_named()))
+
+
+def keep_counted(uri: str, max_pixels: int, memory_mb: int, index: VideoIndex) -> VideoIndex:
+    """Keep an index whose outputs a decode counted (`counted_outputs`) as one built by decoding
+    (`read_index`, `kept_index`: handed to the process decoding the clips); returns it."""
+    key = _key(uri, max_pixels, memory_mb)
+    if key[1] and file_identity(key[0]) == key[1]:
+        _INDEXES.put(key, index)
+    return index
 
 
 def _built_index(uri: str, shows, order, video_pages: bool) -> VideoIndex:

@@ -4,7 +4,7 @@ rate, orientation and what makes decord read it differently. Part of `sources.vi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Sequence
 
@@ -15,7 +15,7 @@ from sources.video_memory import (DECODER_BASE_MB, DEFAULT_MAX_PIXELS, DEFAULT_M
 from sources.video_alpha import decoded_format
 from sources.video_open import VideoError, open_stream
 from sources.video_index_cache import KeptIndex
-from sources.video_packet_order import kept_index, read_index
+from sources.video_packet_order import keep_counted, kept_index, read_index
 from sources.video_session import DecodeSession
 
 
@@ -79,7 +79,10 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
         session = DecodeSession(uri, index, {p: i for i, p in enumerate(shown)}, None, False, 1 << 62, max_pixels,
                            memory_mb, convert=False)
         ends = _shapes(session, decode_plan(index, list(range(n))))
-        n = len(ends) if session.too_large is None else n  # 0..n-1: outputs are named in order
+        # every frame counts, those after outputs the decoder dropped without a word too (their clips
+        # are rejects where the clips are decoded, `DecodeSession.outputs_named`): counted as what
+        # the decoder gives, every later frame took the name of one shown after it
+        keep_counted(uri, max_pixels, memory_mb, replace(index, outputs_named=session.outputs_named()))
         if 0 not in ends:
             raise session.too_large or VideoError("decode_failed", "the first frame does not decode")
     else:

@@ -78,9 +78,23 @@ class DecodeSession:
     damaged: set[int] = field(default_factory=set)  # stamps of the frames `drop_damaged` holds back
     _starts: list[int] | None = None  # `key_of(index)`, made at the first damaged packet
     _presented_at: dict[int, int] = field(default_factory=dict)  # stamp -> presented index, with `_starts`
+    # with `decode_order_stamps`, the decoder's outputs counted against the packets sent it
+    # (`outputs_named`): packets sent, the most outputs it held back after one, how many outputs
+    # were named right before it first held back more once it had begun to output, and before a
+    # packet it refused or a frame it flagged corrupt
+    _fed: int = 0
+    _most_behind: int = 0
+    _fell_behind: int | None = None
+    _damaged_at: int | None = None
+    _outputs_before_last: int = 0  # outputs given before the packet sent last
+    _cut_fed: bool = False  # a packet the demuxer read short (a cut file's end) was sent
+    _position_of: dict[int, int] | None = None  # stamp -> packet position, for a concealed frame
 
     def run(self, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
         self._shown = self.index.presented
+        named = self.index.outputs_named
+        if self.drop_damaged and self.index.decode_order_stamps and named is not None:
+            self.damaged.update(self._shown[named:])  # their names are not theirs: never delivered
         self._container, stream = self._open()
         try:
             self.sar = sample_aspect_ratio(stream)
@@ -155,12 +169,14 @@ class DecodeSession:
     def _deliver(self, frames, trust: dict[int, int | None]) -> Iterator[tuple[int, np.ndarray]]:
         for frame in frames:
             pts = self._name(frame)
-            w = self.wanted.get(pts)
-            if w is None:
-                continue
             floor = trust.get(pts)
             if floor is not None and pts < floor:
                 continue  # a leading frame whose references were skipped: not trusted
+            if frame.is_corrupt and not self._cut_fed and pts is not None:
+                self._conceal(pts)  # wanted or not: the frames decoded from it may be
+            w = self.wanted.get(pts)
+            if w is None:
+                continue
             if pts in self.damaged:
                 continue  # a damaged packet's frame, or one predicted from it: its clips are rejects
             if frame.width * frame.height > self._limit:  # within the decoder's alignment room
@@ -204,6 +220,65 @@ class DecodeSession:
                 frame = on_white(frame)
             pixels = display(frame, self.orientation, size, self.hdr)
             yield w, self.postprocess(pixels) if self.postprocess else pixels
+
+    def _conceal(self, pts: int) -> None:
+        """A frame the decoder flags corrupt (`AV_FRAME_FLAG_CORRUPT`: it concealed a packet it
+        could not decode whole, and gave it without an error) from a packet the demuxer read whole:
+        held back as a packet that does not decode is, with the frames decoded from it
+        (`_damage_from`). An H.264 AVI whose packet 20 lost its last two thirds kept frame 19 showing
+        18; MPEG-4 kept frames 13-16 showing 12. A cut file's last packet, read short, is exempt:
+        the ffmpeg CLI shows the frame its decoder makes of it, and the probe counted it. Where
+        frames are named by output order, the count stops before the packet before the one it came
+        out at (`outputs_named`: the output that packet gave, MPEG-4 frame 11 before a corrupt 12,
+        showed frame 12), and every frame from there is held back."""
+        if self.index.decode_order_stamps:
+            self._damage_at(self._outputs_before_last)
+            if self.drop_damaged:
+                self.damaged.update(self._shown[min(self._damaged_at or 0, self._shown.index(pts)):])
+            return
+        if not self.drop_damaged or pts in self.damaged:
+            return
+        if self._position_of is None:
+            self._position_of = {p: i for i, p in enumerate(self.index.pts)}
+        position = self._position_of.get(pts)
+        if position is not None:
+            self._damage_from(position)
+
+    def outputs_named(self) -> int:
+        """After a whole decode with `decode_order_stamps`: how many outputs are named right
+        (`VideoIndex.outputs_named`). The decoder holds back as many outputs after each packet as
+        its reorder delay (1 for MPEG-4 with B-frames, 2 for x264's and x265's), and gives them at
+        the end: outputs fewer than the packets sent mean a frame it dropped without an error (x265
+        with B-frames, a packet's bytes 4-9 overwritten: 38 frames of 48, and kept clips 14-35
+        showing frames 24-45). From the packet where it first held back more than before, once it
+        had begun to output, each output may be another frame's (the packet before it may be the
+        damaged one, unless that packet raised), so the count stops at the outputs before it: the
+        frames from there on are held back and their clips are `decode_failed` rejects, as if a
+        damaged packet was refused there. Where no such packet is seen (the damage before the first
+        output) none is named. All are where the outputs match the packets, or the decode ended at
+        a frame past `max_pixels` (`too_large`). A packet the decoder refused, or a frame it flagged
+        corrupt (`_conceal`), stops the count too, whatever the outputs."""
+        if self.too_large is not None:
+            return len(self._shown)
+        named = len(self._shown) if self._fed <= self._outputs else self._fell_behind or 0
+        return named if self._damaged_at is None else min(named, self._damaged_at)
+
+    def _damage_at(self, outputs: int) -> None:
+        """Damage the outputs from `outputs` on may show (`outputs_named`)."""
+        self._damaged_at = outputs if self._damaged_at is None else min(self._damaged_at, outputs)
+
+    def _count_fed(self, before: int, refused: bool) -> None:
+        """Count one packet sent to the decoder (`outputs_named`): `before`, the outputs before it;
+        `refused`, whether the decoder raised on it."""
+        self._fed += 1
+        if refused:  # the outputs before it are of packets before it: whole
+            self._damage_at(before)
+        behind = self._fed - self._outputs
+        if behind > self._most_behind:
+            if before > 0 and self._fell_behind is None:
+                self._fell_behind = before if refused else self._outputs_before_last
+            self._most_behind = behind
+        self._outputs_before_last = before
 
     def _after(self) -> None:
         if self._collect:  # the first frame's side data cycle: free that frame now
@@ -282,7 +357,9 @@ class DecodeSession:
                     codec.flush_buffers()
                     self._restart()
                 fed = True
+                self._cut_fed = self._cut_fed or packet.is_corrupt
                 trust[packet.pts] = stretch.trusted_from
+                before = self._outputs
                 if switch_skips:
                     codec.skip_frame = "DEFAULT" if packet.pts in self.wanted else "NONREF"
                 try:
@@ -292,8 +369,12 @@ class DecodeSession:
                     self._note_too_large(codec)
                     if self.drop_damaged and position not in headers:
                         self._damage_from(position)
+                    if index.decode_order_stamps:
+                        self._count_fed(before, True)
                     continue
                 yield from self._deliver(frames, trust)
+                if index.decode_order_stamps:
+                    self._count_fed(before, False)
                 if self._collect:
                     del frames
                     self._after()
@@ -353,7 +434,8 @@ class DecodeSession:
         self._container.close()
         self._container, stream = self._open()
         self.seek_bytes = 1 << 62
-        self._outputs = 0
+        self._outputs = self._fed = self._most_behind = self._outputs_before_last = 0
+        self._fell_behind = self._damaged_at = None
         return self._container.demux(stream), -1, stream, self._codec
 
     def _seek(self, stream, target: int):

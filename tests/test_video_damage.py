@@ -116,10 +116,152 @@ def test_a_damaged_packet_where_frames_are_named_by_output_order_costs_every_cli
     path.write_bytes(bytes(body))
     (record,) = list(VideoSource("dmg", str(path.parent), strides=(1,)).read(str(path)))
     results = {clip.start: frames for clip, frames in clip_frames(record)}
-    assert sorted(results) == [0, 16, 32]  # the probe counts what the decoder gives: fewer than 64
+    # the probe counts every frame, not what the decoder gives (63): the clip after is a reject too
+    assert record.n_frames == 64 and sorted(results) == [0, 16, 32, 48]
     assert [video_zoo.read_index(f) for f in results[0]] == list(range(16))
     assert all(np.abs(f.astype(int) - cli[i]).mean() < 1.0 for i, f in enumerate(results[0]))
     assert isinstance(results[16], Exception) and results[16].reason == "decode_failed", results[16]
     assert results[16].detail.startswith("frames 19-31 (13 of the clip's 16)"), results[16].detail
     # past the next key frames too: it was kept, each frame named one it is not
     assert isinstance(results[32], Exception) and results[32].detail.startswith("frames 32-47 (16 of the clip's 16)")
+    assert isinstance(results[48], Exception) and results[48].detail.startswith("frames 48-63 (16 of the clip's 16)")
+
+
+# damaged packets the decoder takes without a word (bytes 4-9 set to 0xff, the scan of the reviewer's
+# clips found them): (name, encoder, packet), the frames named by the decoder's output order
+SILENT = {
+    # x265 with 7 B-frames: the decoder drops 8 frames silently (39 of 47), every later name shifted
+    "clip.hevc": (["-c:v", "libx265", "-pix_fmt", "yuv420p", "-x265-params",
+                   "keyint=24:bframes=7:b-pyramid=1:log-level=error", "-f", "hevc"], 15),
+    # MPEG-4 with 3 B-frames in AVI: 3 frames dropped silently (45 of 48)
+    "bframes.avi": (["-c:v", "mpeg4", "-bf", "3", "-g", "12", "-q:v", "3"], 22),
+    # the same, concealed: every frame given, two flagged corrupt (showing earlier pictures)
+    "concealed.avi": (["-c:v", "mpeg4", "-bf", "3", "-g", "12", "-q:v", "3"], 27),
+}
+
+
+def _encoded(tmp_path: Path, name: str) -> Path:
+    video_zoo.require_ffmpeg()
+    source = video_zoo.encode(tmp_path / "_src.avi", N, "mjpeg", rate=RATE, pix_fmt="yuvj444p",
+                              options={"q:v": "2"}, size=SIZE)
+    path = tmp_path / "videos" / name
+    path.parent.mkdir()
+    video_zoo.ffmpeg("-i", str(source), *SILENT[name][0], str(path))
+    return path
+
+
+def _decoded_silently(path: Path) -> tuple[int, int, int]:
+    """(packets, frames PyAV gives, frames flagged corrupt), asserting no packet raises."""
+    packets = frames = corrupt = 0
+    with av.open(str(path)) as container:
+        codec = container.streams.video[0].codec_context
+        for packet in container.demux(video=0):
+            packets += packet.size > 0
+            for frame in codec.decode(packet):  # raises nothing: no error tells of the damage
+                frames, corrupt = frames + 1, corrupt + frame.is_corrupt
+    return packets, frames, corrupt
+
+
+@pytest.mark.parametrize("name", sorted(SILENT))
+def test_a_damaged_packet_the_decoder_takes_silently_never_leaves_a_frame_misnamed(tmp_path, name: str):
+    """A damaged packet the decoder does not refuse: it drops frames (x265's, MPEG-4's) or conceals
+    one (flagged corrupt) and raises nothing. Where frames are named by the decoder's output order
+    (raw HEVC; AVI with B-frames), each frame it dropped shifted every later name: x265 clips 14-35
+    were kept showing frames 24-45, MPEG-4 clips 21-43 showing 24, 24, 25, 26-45, and the probe
+    counted the 45 frames given. Now every frame counts, and the frames from where the outputs
+    fell behind the packets (or a frame came out corrupt) are held back: their clips are
+    `decode_failed` naming them, every kept frame is its own, as the undamaged file's are."""
+    path = _encoded(tmp_path, name)
+    with av.open(str(path)) as container:
+        data = [bytes(p) for p in container.demux(video=0) if p.size][SILENT[name][1]]
+    clean = VideoSource("dmg", str(path.parent), strides=(1,), frames=4)
+    (whole,) = list(clean.read(str(path)))
+    assert isinstance(whole, VideoRecord) and whole.n_frames == N
+    for clip, frames in clip_frames(whole):  # the undamaged file: every clip, every frame its own
+        assert [video_zoo.read_index(f) for f in frames] == list(clip.frame_indices)
+    body = bytearray(path.read_bytes())
+    at = body.find(data)
+    assert at >= 0 and body.find(data, at + 1) < 0
+    body[at + 4:at + 10] = b"\xff" * 6
+    path.write_bytes(bytes(body))
+    packets, given, corrupt = _decoded_silently(path)
+    assert given < packets or corrupt  # frames dropped or concealed, without a word
+    (record,) = list(VideoSource("dmg", str(path.parent), strides=(1,), frames=4).read(str(path)))
+    assert isinstance(record, VideoRecord), record
+    assert record.n_frames == packets  # not the frames the decoder gave
+    kept, rejected = [], []
+    for clip, frames in clip_frames(record):
+        if isinstance(frames, Exception):
+            assert frames.reason == "decode_failed" and "did not decode" in frames.detail, frames
+            rejected.append(clip.start)
+            continue
+        kept.append(clip.start)
+        assert [video_zoo.read_index(f) for f in frames] == list(clip.frame_indices), clip.key
+    assert kept and rejected and min(rejected) <= SILENT[name][1]
+    assert max(rejected) == max(clip.start for clip in record.clips)  # every clip after: no name is sure
+
+
+@pytest.mark.parametrize("name,packet", [("h264.mkv", 12), ("mpeg4.mp4", 20)])
+def test_a_frame_the_decoder_conceals_is_held_back_with_those_decoded_from_it(tmp_path, name: str, packet: int):
+    """A packet whose last two thirds are lost (a partial copy, a bad sector): H.264's and MPEG-4's
+    decoders conceal the frame without an error, flagged corrupt. It was kept showing an earlier
+    picture (an H.264 AVI's frame 19 showing 18, MPEG-4's frames 5-11 showing 4, 4, 4, 4, 5, 6, 7);
+    now it is held back with the frames decoded from it, as a frame that does not decode is."""
+    video_zoo.require_ffmpeg()
+    encoder = {"h264.mkv": ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", "3", "-g", "24"],
+               "mpeg4.mp4": ["-c:v", "mpeg4", "-bf", "3", "-g", "12", "-q:v", "3"]}[name]
+    source = video_zoo.encode(tmp_path / "_src.avi", N, "mjpeg", rate=RATE, pix_fmt="yuvj444p",
+                              options={"q:v": "2"}, size=SIZE)
+    path = tmp_path / "videos" / name
+    path.parent.mkdir()
+    video_zoo.ffmpeg("-i", str(source), *encoder, str(path))
+    with av.open(str(path)) as container:
+        data = [bytes(p) for p in container.demux(video=0) if p.size][packet]
+    body = bytearray(path.read_bytes())
+    at = body.find(data)
+    assert at >= 0 and body.find(data, at + 1) < 0
+    body[at + len(data) // 3:at + len(data)] = b"\xaa" * (len(data) - len(data) // 3)
+    path.write_bytes(bytes(body))
+    packets, given, corrupt = _decoded_silently(path)
+    assert corrupt  # concealed, without a word
+    (record,) = list(VideoSource("dmg", str(path.parent), strides=(1,), frames=4).read(str(path)))
+    assert isinstance(record, VideoRecord) and record.n_frames == N
+    kept, rejected = [], []
+    for clip, frames in clip_frames(record):
+        if isinstance(frames, Exception):
+            assert frames.reason == "decode_failed" and "did not decode" in frames.detail, frames
+            rejected.append(clip.start)
+            continue
+        kept.append(clip.start)
+        assert [video_zoo.read_index(f) for f in frames] == list(clip.frame_indices), clip.key
+    assert kept and rejected
+
+
+@pytest.mark.skipif(not decord_available(), reason="decord is not installed")
+def test_pyav_finishing_what_decord_could_not_has_what_decord_left_of_the_budget(tmp_path, monkeypatch):
+    """Where decord fails mid-way on a damaged packet, PyAV decodes what the clips still need: it
+    began with a whole budget of its own, so one video's decode could take `time_budget_s` twice
+    over (docs/config.md: the CPU seconds one video's decode may take). Now it has what is left."""
+    from sources import budget
+    from sources.video import video_budget
+
+    path = _damaged(tmp_path, "vp8.webm")
+    limits = video_budget(60.0, 1536)
+    (record,) = list(VideoSource("dmg", str(tmp_path), strides=(1,), decoder="decord", limits=limits)
+                     .read(str(path)))
+    jobs = []
+    real = budget.run
+
+    def spied(function, *args, **kwargs):
+        if not function.endswith(":_import"):  # a fresh worker's start-up, not a job
+            jobs.append((function, kwargs["budget"], kwargs.get("use")))
+        return real(function, *args, **kwargs)
+
+    monkeypatch.setattr(budget, "run", spied)
+    results = list(clip_frames(record))
+    assert [job[0].rpartition(":")[2] for job in jobs] == ["decord_frames", "decode_frames"]
+    (_, first, decord_use), (_, second, _) = jobs
+    assert first == limits and second.cpu_s < limits.cpu_s  # not a whole budget afresh
+    assert second.cpu_s == pytest.approx(limits.cpu_s - decord_use.cpu_s)
+    assert second.memory_mb == limits.memory_mb
+    assert any(not isinstance(frames, Exception) for _, frames in results)
