@@ -291,3 +291,40 @@ def test_a_row_read_alone_is_counted_as_many_times_as_it_is_held(tmp_path: Path,
     else:
         assert {getattr(i, "reason", None) for i in items} == {"row_group_too_large"}
         assert "a row that large" in items[0].detail, items[0].detail
+
+
+def _built(items: list) -> list:
+    return [(type(i).__name__, i.key, getattr(i, "data", None), getattr(i, "lineage", None),
+             getattr(i, "reason", None)) for i in items]
+
+
+def test_a_group_of_small_rows_is_streamed_as_many_rows_a_batch_as_its_pages_hold(tmp_path: Path, monkeypatch):
+    """4,000 rows of a small picture and a caption (`datasets` 5.2's writer: the captions in a
+    dictionary page, then plain pages), the group over the budget: each row was counted at its
+    columns' largest page and dictionary page, so a batch held 7 rows (a 69 MB group of 240,000
+    captions: 5 rows a batch, 2.3 times slower than read whole). A run of rows lies in at most
+    two pages of so many rows, and a caption is at most its dictionary's longest (its first row
+    read alone): now `BATCH_ROWS` a batch, every row as read whole."""
+    pictures = [_photo(i, 8) for i in range(4000)]
+    captions = [f"a photo of a cat on the grass under a blue sky, number {i:05d} of many" for i in range(4000)]
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", image), ("text", pa.string())], metadata=HF_METADATA)
+    path = tmp_path / "data" / "train-00000-of-00001.parquet"
+    path.parent.mkdir()
+    pq.write_table(pa.Table.from_pylist([{"image": {"bytes": b, "path": None}, "text": c}
+                                         for b, c in zip(pictures, captions)], schema=schema), path,
+                   compression={"image.bytes": "none", "image.path": "none", "text": "snappy"},
+                   use_dictionary=["text"], column_encoding={"image.bytes": "PLAIN", "image.path": "PLAIN"},
+                   data_page_size=64 << 10, dictionary_pagesize_limit=64 << 10, write_batch_size=64,
+                   row_group_size=4000)
+    whole = _built(_items(tmp_path))
+    assert [i[2] for i in whole] == pictures
+    assert hf_parquet.declared_bytes(pq.ParquetFile(path).metadata.row_group(0)) > 2 << 20
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 2 << 20)
+    monkeypatch.setattr(hf_parquet, "STREAM_BATCH_BYTES", 1 << 20)
+    batches = []
+    iter_batches = pq.ParquetFile.iter_batches
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", lambda self, *a, **k:
+                        batches.append((k.get("batch_size"), k.get("columns"))) or iter_batches(self, *a, **k))
+    assert _built(_items(tmp_path)) == whole
+    assert [size for size, columns in batches if columns != ["text"]] == [hf_parquet.BATCH_ROWS], batches
