@@ -10,7 +10,8 @@ Hub's parquet conversion, `partial-<split>/` when cut), or any name a user gives
 Row groups are judged by the size their footer declares (`ROW_GROUP_BYTES`) before they are read,
 or where its page headers say more (`checked_group`: pyarrow reads by those), and where a chunk of
 byte strings is dictionary-encoded by what its rows hold (`value_bytes`). A group over the budget
-whose pages say a row read alone fits is read a few rows at a time (`streamed_bytes`), never whole.
+whose pages say a row read alone fits is read a few rows at a time (`streamed_bytes`), never whole,
+and so is one within it that, read whole, would hold more than the budget (`WHOLE_READ_COPIES`).
 """
 
 from __future__ import annotations
@@ -576,7 +577,7 @@ def _pointed_at_bytes(array) -> int:
 
 
 def _judged_read(source: Any, parquet, index: int, columns: list[str] | None, budget: int | None = None,
-                 leaf: str | None = None, group=None):
+                 leaf: str | None = None, group=None, read_within: int | None = None):
     """What row group `index`'s `columns` (all by default), or its one `leaf`, hold: the footer's
     size of each chunk, but of a dictionary-encoded one of byte strings the bytes its rows point
     at (`dictionary_held`, at least its declared size) and of fixed-size binary its rows times its
@@ -584,7 +585,9 @@ def _judged_read(source: Any, parquet, index: int, columns: list[str] | None, bu
     passes no more than it, the group read (once: its encoded chunks left as dictionaries, within
     their declared size). Without `budget` only the encoded chunks are read. Over `budget` before
     any value is read (fixed-size binary, the values' count, or a footer's sizes): nothing is.
-    `group`: its `checked_group`, if already made."""
+    `group`: its `checked_group`, if already made. `read_within` (by default `budget`): the most
+    it may pass before any value is read for the group to be read (`row_batches` reads a group
+    whole only within `budget // WHOLE_READ_COPIES`; over it, unread, it is judged by `budget`)."""
     import pyarrow.parquet as pq
 
     group = group if group is not None else checked_group(parquet, index, source)
@@ -602,7 +605,8 @@ def _judged_read(source: Any, parquet, index: int, columns: list[str] | None, bu
         limit = ROW_GROUP_BYTES if budget is None else budget
         size += _delta_bytes(source, parquet, index, chunk, limit - size) if size <= limit else _chunk_bytes(chunk)
     stated = sum(_chunk_bytes(c) for c in encoded if c.physical_type == "BYTE_ARRAY")
-    if not strings or (budget is not None and size + stated > budget):
+    within = budget if read_within is None else read_within
+    if not strings or (budget is not None and size + stated > within):
         return size + stated, None
     reader = pq.ParquetFile(source, metadata=parquet.metadata, read_dictionary=strings, pre_buffer=False)
     read = strings if budget is None else [leaf] if leaf else columns
@@ -638,6 +642,18 @@ STREAM_BATCH_BYTES = 8 << 20
 # before the next): rows of 30, 50 and 80 MB peaked at 262, 327 and 474 MiB RSS, 6.7, 5.4 and 5.3
 # times a row over the process's 70 MiB before it read; counted 2 + 4 = 6 times (the bound was 3).
 ROW_COPIES = 4
+# What reading a row group whole holds at its peak, in times its size as judged (`declared_bytes`,
+# `item_bytes`, dictionaries read out): its chunks read in as stored, its values decoded into
+# Arrow arrays grown as they are built, a batch of rows as Python and the records handed on.
+# Measured (pyarrow 25, one group of N rows read by `row_batches`, the rows handed on, peak RSS over
+# the process's before the read): `datasets` 5.2's files (image PLAIN, uncompressed) 3.3 to 4.2 times
+# (80 photos of 3 MB, 228 MiB: 841 MiB; 1,000 of 100 KB: 3.3), pyarrow's and pandas' defaults
+# (dictionary pages falling back to plain, snappy) 4.7 to 6.6 (the 80 photos: 1315 MiB). A group
+# judged over `budget // WHOLE_READ_COPIES` is read a few rows at a time where its pages say that
+# stays within the budget (`streamed_bytes`): `datasets` 5.2's 238 MB group of 80 photos of 3 MB
+# built at 898 MiB peak RSS, so read at 124 MiB. One whose pages hold many rows each (pyarrow's
+# defaults write a group of up to 1,024 images in one dictionary page) is still read whole.
+WHOLE_READ_COPIES = 6
 
 
 @dataclass(frozen=True)
@@ -752,7 +768,9 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
     `img2dataset_listing.caption_cell` does): its row is read, not a `TEXT_NOT_UTF8` reject.
     A group over `budget` (by default `ROW_GROUP_BYTES`) whose pages say a few of its rows fit
     (`streamed_bytes`) is read so many rows a batch through a buffered stream, never whole: only
-    a group one row or page of which passes it is `TooLarge`."""
+    a group one row or page of which passes it is `TooLarge`. So is one within it judged over
+    `budget // WHOLE_READ_COPIES` (read whole, it would hold over `budget`), where its pages say
+    a few rows fit; else it is read whole, as one within that is (the fast read)."""
     meta = parquet.metadata
     budget = ROW_GROUP_BYTES if budget is None else budget
     key_columns = tuple(c for c in key_columns if c in parquet.schema_arrow.names)
@@ -769,14 +787,23 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
         declared = declared_bytes(group, columns)
         size = declared + item_bytes(group, columns)
         table = streamed = None
-        if size <= budget and source is not None and (_dictionary_chunks(group, columns)
-                                                      or _delta_chunks(group, columns)):
-            size, table = _judged_read(source, parquet, index, columns, budget, group=group)
+        judged = size <= budget and source is not None and bool(_dictionary_chunks(group, columns)
+                                                                or _delta_chunks(group, columns))
+        whole = budget // WHOLE_READ_COPIES  # the most a group read whole may be judged to hold
+        if judged:  # the read that judges it is the read, when it is read whole (within `whole`)
+            size, table = _judged_read(source, parquet, index, columns, budget, group=group, read_within=whole)
             table = table if size <= budget else None
-        if size > budget:
+        if size > whole and source is not None:  # read whole, it would hold over the budget
             streamed = streamed_bytes(parquet, group, columns)
-        if streamed is not None and streamed.fits(budget):  # as many rows a batch as its pages hold
+        if streamed is not None and streamed.fits(budget):  # a few rows at a time, within the budget
+            table = None
             streamed = _batch_sized(streamed, source, parquet, index, group, columns)
+        elif size <= budget:  # its pages of many rows pass the budget read a few at a time too: whole, as judged
+            streamed = None
+            if table is None and judged and any(c.physical_type == "BYTE_ARRAY" for c in _dictionary_chunks(group, columns)):
+                size, table = _judged_read(source, parquet, index, columns, budget, group=group)  # left unread above
+                table = table if size <= budget else None
+                streamed = streamed_bytes(parquet, group, columns) if size > budget else None
         if streamed is not None and not streamed.fits(budget) and streamed.cost() - streamed.lists <= budget:
             streamed = None  # its lists, read whole whatever the rows: as a group too large
         if streamed is not None and not streamed.fits(budget):
