@@ -10,7 +10,8 @@ Hub's parquet conversion, `partial-<split>/` when cut), or any name a user gives
 Row groups are judged by the size their footer declares (`ROW_GROUP_BYTES`) before they are read,
 or where its page headers say more (`checked_group`: pyarrow reads by those), and where a chunk of
 byte strings is dictionary-encoded by what its rows hold (`value_bytes`). A group over the budget
-whose pages say a row read alone fits is read a few rows at a time (`streamed_bytes`), never whole.
+whose pages say a row read alone fits is read a few rows at a time (`streamed_bytes`), never whole,
+and so is one within it that, read whole, would hold more than the budget (`WHOLE_READ_COPIES`).
 """
 
 from __future__ import annotations
@@ -576,7 +577,7 @@ def _pointed_at_bytes(array) -> int:
 
 
 def _judged_read(source: Any, parquet, index: int, columns: list[str] | None, budget: int | None = None,
-                 leaf: str | None = None, group=None):
+                 leaf: str | None = None, group=None, read_within: int | None = None):
     """What row group `index`'s `columns` (all by default), or its one `leaf`, hold: the footer's
     size of each chunk, but of a dictionary-encoded one of byte strings the bytes its rows point
     at (`dictionary_held`, at least its declared size) and of fixed-size binary its rows times its
@@ -584,7 +585,9 @@ def _judged_read(source: Any, parquet, index: int, columns: list[str] | None, bu
     passes no more than it, the group read (once: its encoded chunks left as dictionaries, within
     their declared size). Without `budget` only the encoded chunks are read. Over `budget` before
     any value is read (fixed-size binary, the values' count, or a footer's sizes): nothing is.
-    `group`: its `checked_group`, if already made."""
+    `group`: its `checked_group`, if already made. `read_within` (by default `budget`): the most
+    it may pass before any value is read for the group to be read (`row_batches` reads a group
+    whole only within `budget // WHOLE_READ_COPIES`; over it, unread, it is judged by `budget`)."""
     import pyarrow.parquet as pq
 
     group = group if group is not None else checked_group(parquet, index, source)
@@ -602,7 +605,8 @@ def _judged_read(source: Any, parquet, index: int, columns: list[str] | None, bu
         limit = ROW_GROUP_BYTES if budget is None else budget
         size += _delta_bytes(source, parquet, index, chunk, limit - size) if size <= limit else _chunk_bytes(chunk)
     stated = sum(_chunk_bytes(c) for c in encoded if c.physical_type == "BYTE_ARRAY")
-    if not strings or (budget is not None and size + stated > budget):
+    within = budget if read_within is None else read_within
+    if not strings or (budget is not None and size + stated > within):
         return size + stated, None
     reader = pq.ParquetFile(source, metadata=parquet.metadata, read_dictionary=strings, pre_buffer=False)
     read = strings if budget is None else [leaf] if leaf else columns
@@ -638,6 +642,18 @@ STREAM_BATCH_BYTES = 8 << 20
 # before the next): rows of 30, 50 and 80 MB peaked at 262, 327 and 474 MiB RSS, 6.7, 5.4 and 5.3
 # times a row over the process's 70 MiB before it read; counted 2 + 4 = 6 times (the bound was 3).
 ROW_COPIES = 4
+# What reading a row group whole holds at its peak, in times its size as judged (`declared_bytes`,
+# `item_bytes`, dictionaries read out): its chunks read in as stored, its values decoded into
+# Arrow arrays grown as they are built, a batch of rows as Python and the records handed on.
+# Measured (pyarrow 25, one group of N rows read by `row_batches`, the rows handed on, peak RSS over
+# the process's before the read): `datasets` 5.2's files (image PLAIN, uncompressed) 3.3 to 4.2 times
+# (80 photos of 3 MB, 228 MiB: 841 MiB; 1,000 of 100 KB: 3.3), pyarrow's and pandas' defaults
+# (dictionary pages falling back to plain, snappy) 4.7 to 6.6 (the 80 photos: 1315 MiB). A group
+# judged over `budget // WHOLE_READ_COPIES` is read a few rows at a time where its pages say that
+# stays within the budget (`streamed_bytes`): `datasets` 5.2's 238 MB group of 80 photos of 3 MB
+# built at 898 MiB peak RSS, so read at 124 MiB. One whose pages hold many rows each (pyarrow's
+# defaults write a group of up to 1,024 images in one dictionary page) is still read whole.
+WHOLE_READ_COPIES = 6
 
 
 @dataclass(frozen=True)
@@ -653,6 +669,9 @@ class Streamed:
     row: int
     lists: int = 0  # of `held`, its columns of lists, each whole
     shared: tuple[tuple[str, str, int, int], ...] = ()
+    # each flat column's (path, largest data page, `fewest_values`, a row's own bytes: its slot and,
+    # dictionary-encoded, the dictionary's largest value, at first its whole page): `batch_bytes`
+    flat: tuple[tuple[str, int, int, int], ...] = ()
 
     def cost(self) -> int:
         """What one row read alone holds at most."""
@@ -662,9 +681,34 @@ class Streamed:
         """Whether one row read alone stays within `budget`."""
         return self.cost() <= budget
 
+    def batch_bytes(self, rows: int) -> int:
+        """What a batch of `rows` rows holds of its values at most: of each column of byte strings
+        the pages they lie in (a run of rows spans at most `2 + (rows - 2) // fewest_values` pages,
+        each at most its largest) and, dictionary-encoded, the dictionary's largest value a row;
+        of the others their width a row. Each row was counted at its largest page or dictionary
+        page: a 69 MB group of 240,000 captions (`datasets` writes 1 MiB pages and dictionary
+        pages) came 5 rows a batch (6.9 s; 64 rows a batch, 0.9 s)."""
+        held = 0
+        for _, page, fewest, each in self.flat:
+            spanned = 1 if rows < 2 or not fewest else 2 + (rows - 2) // fewest  # not fewest: one page
+            held += min(rows, spanned) * page + rows * each
+        return held
+
+    def with_largest(self, largest: dict[str, int]) -> "Streamed":
+        """The same, each dictionary-encoded column in `largest` counted at its dictionary's
+        largest value a row (`largest_values`), not its whole dictionary page."""
+        flat = tuple((path, page, fewest, each if path not in largest else VALUE_SLOT_BYTES + VALUE_BYTES["BYTE_ARRAY"]
+                      + largest[path]) for path, page, fewest, each in self.flat)
+        return Streamed(self.held, self.row, self.lists, self.shared, flat)
+
     def batch_rows(self) -> int:
         """Rows a batch: as many as hold `STREAM_BATCH_BYTES` (at least one, at most `BATCH_ROWS`)."""
-        return max(1, min(BATCH_ROWS, STREAM_BATCH_BYTES // max(self.row, 1)))
+        if not self.flat:
+            return max(1, min(BATCH_ROWS, STREAM_BATCH_BYTES // max(self.row, 1)))
+        rows = 1
+        while rows < BATCH_ROWS and self.batch_bytes(rows + 1) <= STREAM_BATCH_BYTES:
+            rows += 1
+        return rows
 
 
 def streamed_bytes(parquet, group, columns: list[str] | None = None) -> Streamed | None:
@@ -678,7 +722,7 @@ def streamed_bytes(parquet, group, columns: list[str] | None = None) -> Streamed
     if not isinstance(group, CheckedGroup):
         return None
     held = row = lists = 0
-    shared = []
+    shared, flat = [], []
     for position in range(group.num_columns):
         chunk = group.column(position)
         if not _selected(chunk.path_in_schema, columns):
@@ -694,11 +738,16 @@ def streamed_bytes(parquet, group, columns: list[str] | None = None) -> Streamed
             continue
         held += pages.largest_compressed + pages.largest_uncompressed + 2 * dictionary
         row += max(pages.largest_uncompressed, dictionary) + slot
+        if chunk.physical_type == "BYTE_ARRAY":  # a value of its dictionary at most its page (`with_largest`)
+            flat.append((chunk.path_in_schema, pages.largest_uncompressed, pages.fewest_values, slot + dictionary))
+        else:  # its width a value, read from a page or its dictionary
+            width = parquet.schema.column(position).length if chunk.physical_type == "FIXED_LEN_BYTE_ARRAY" else 0
+            flat.append((chunk.path_in_schema, 0, 0, slot + max(width or 0, 0)))
         if dictionary >= pages.largest_uncompressed and pages.dictionary_values > 1:
             shared.append((chunk.path_in_schema, "dictionary", dictionary, pages.dictionary_values))
         elif pages.largest_uncompressed > dictionary and pages.largest_values > 1:
             shared.append((chunk.path_in_schema, "page", pages.largest_uncompressed, pages.largest_values))
-    return Streamed(held, row, lists, tuple(shared))
+    return Streamed(held, row, lists, tuple(shared), tuple(flat))
 
 
 def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: list[str] | None = None,
@@ -719,7 +768,9 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
     `img2dataset_listing.caption_cell` does): its row is read, not a `TEXT_NOT_UTF8` reject.
     A group over `budget` (by default `ROW_GROUP_BYTES`) whose pages say a few of its rows fit
     (`streamed_bytes`) is read so many rows a batch through a buffered stream, never whole: only
-    a group one row or page of which passes it is `TooLarge`."""
+    a group one row or page of which passes it is `TooLarge`. So is one within it judged over
+    `budget // WHOLE_READ_COPIES` (read whole, it would hold over `budget`), where its pages say
+    a few rows fit; else it is read whole, as one within that is (the fast read)."""
     meta = parquet.metadata
     budget = ROW_GROUP_BYTES if budget is None else budget
     key_columns = tuple(c for c in key_columns if c in parquet.schema_arrow.names)
@@ -736,12 +787,23 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
         declared = declared_bytes(group, columns)
         size = declared + item_bytes(group, columns)
         table = streamed = None
-        if size <= budget and source is not None and (_dictionary_chunks(group, columns)
-                                                      or _delta_chunks(group, columns)):
-            size, table = _judged_read(source, parquet, index, columns, budget, group=group)
+        judged = size <= budget and source is not None and bool(_dictionary_chunks(group, columns)
+                                                                or _delta_chunks(group, columns))
+        whole = budget // WHOLE_READ_COPIES  # the most a group read whole may be judged to hold
+        if judged:  # the read that judges it is the read, when it is read whole (within `whole`)
+            size, table = _judged_read(source, parquet, index, columns, budget, group=group, read_within=whole)
             table = table if size <= budget else None
-        if size > budget:
+        if size > whole and source is not None:  # read whole, it would hold over the budget
             streamed = streamed_bytes(parquet, group, columns)
+        if streamed is not None and streamed.fits(budget):  # a few rows at a time, within the budget
+            table = None
+            streamed = _batch_sized(streamed, source, parquet, index, group, columns)
+        elif size <= budget:  # its pages of many rows pass the budget read a few at a time too: whole, as judged
+            streamed = None
+            if table is None and judged and any(c.physical_type == "BYTE_ARRAY" for c in _dictionary_chunks(group, columns)):
+                size, table = _judged_read(source, parquet, index, columns, budget, group=group)  # left unread above
+                table = table if size <= budget else None
+                streamed = streamed_bytes(parquet, group, columns) if size > budget else None
         if streamed is not None and not streamed.fits(budget) and streamed.cost() - streamed.lists <= budget:
             streamed = None  # its lists, read whole whatever the rows: as a group too large
         if streamed is not None and not streamed.fits(budget):
@@ -881,13 +943,70 @@ def _fewer_rows(parquet, rows: int, average: int) -> str:
     return f"pyarrow or pandas: row_group_size={rows}"  # pandas' to_parquet passes it to pyarrow's write_table
 
 
-def _stream(source: Any, parquet):
+def _stream(source: Any, parquet, read_dictionary: list[str] | None = None):
     """`parquet` (opened from `source`) opened again to read through a buffered stream of
     `STREAM_BUFFER_BYTES`, nothing read ahead: a batch holds the pages its rows lie in, not
     the row group's column chunks."""
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(source, metadata=parquet.metadata, buffer_size=STREAM_BUFFER_BYTES, pre_buffer=False)
+    return pq.ParquetFile(source, metadata=parquet.metadata, buffer_size=STREAM_BUFFER_BYTES, pre_buffer=False,
+                          read_dictionary=read_dictionary)
+
+
+def _batch_sized(streamed: Streamed, source: Any, parquet, index: int, group, columns: list[str] | None) -> Streamed:
+    """`streamed`, its dictionary-encoded columns counted at their largest value (`largest_values`)
+    where that would let a batch hold more rows; else as it is, nothing more read."""
+    paths = [c.path_in_schema for c in _dictionary_chunks(group, columns) if c.physical_type == "BYTE_ARRAY"]
+    if streamed.with_largest(dict.fromkeys(paths, 0)).batch_rows() <= streamed.batch_rows():
+        return streamed
+    return streamed.with_largest(largest_values(source, parquet, index, group, paths))
+
+
+def largest_values(source: Any, parquet, index: int, group, paths: list[str]) -> dict[str, int]:
+    """The largest value of the dictionary page of each flat column chunk of byte strings at
+    `paths` of row group `index` (`group`, its `CheckedGroup`) that has one: its first row read
+    alone as a dictionary (pyarrow decodes the dictionary page whole into it: within what
+    `streamed_bytes` holds of it), as many entries as the page's header says or not counted.
+    Streamed, each row of such a column was counted at its whole dictionary page (`datasets`
+    writes captions in one of 1 MiB)."""
+    largest = {}
+    for chunk in _dictionary_chunks(group, None):
+        position = next(i for i in range(group.num_columns) if group.column(i).path_in_schema == chunk.path_in_schema)
+        if chunk.path_in_schema not in paths or chunk.physical_type != "BYTE_ARRAY" \
+                or parquet.schema.column(position).max_repetition_level > 0:
+            continue
+        path = chunk.path_in_schema
+        batch = next(_stream(source, parquet, [path]).iter_batches(batch_size=1, row_groups=[index], columns=[path],
+                                                                   use_threads=False), None)
+        values = batch.column(0) if batch is not None else None
+        while values is not None and values.type.num_fields == 1 and not _is_dictionary(values.type):
+            values = values.flatten()[0]  # `image.path`: the leaf inside its structs
+        if values is not None and _is_dictionary(values.type) and len(values.dictionary) == chunk.pages().dictionary_values:
+            largest[path] = _largest_length(values.dictionary)
+        batch = values = None
+    return largest
+
+
+def _is_dictionary(kind) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_dictionary(kind)
+
+
+def _largest_length(values) -> int:
+    """The length of the longest value of an array of byte strings (null: none)."""
+    import pyarrow as pa
+
+    width = {pa.binary(): np.int32, pa.string(): np.int32, pa.large_binary(): np.int64,
+             pa.large_string(): np.int64}.get(values.type)
+    if not len(values):
+        return 0
+    if width is None:
+        import pyarrow.compute as pc
+
+        return pc.max(pc.binary_length(values)).as_py() or 0
+    offsets = np.frombuffer(values.buffers()[1], width)[values.offset: values.offset + len(values) + 1]
+    return int(np.diff(offsets).max())
 
 
 def _handed_over(batch, first: int, where: str, key_columns: tuple[str, ...],

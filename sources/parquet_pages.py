@@ -53,7 +53,9 @@ class ChunkPages:
     data page (`largest_uncompressed`, `largest_compressed`, its header counted) and the dictionary
     page (`dictionary_uncompressed`): what a read a few rows at a time holds of the chunk at once
     (`hf_parquet.streamed_bytes`); `largest_values`, the values of that largest data page (more than
-    one: a smaller page would have held fewer rows, what a refusal's advice says)."""
+    one: a smaller page would have held fewer rows, what a refusal's advice says); `fewest_values`,
+    the fewest values of a data page holding any, its last such page aside (0: one page holds them
+    all): a run of rows lies in at most `2 + (rows - 2) // fewest_values` pages."""
 
     values: int
     dictionary_values: int
@@ -64,6 +66,7 @@ class ChunkPages:
     largest_compressed: int = 0
     dictionary_uncompressed: int = 0
     largest_values: int = 0
+    fewest_values: int = 0
 
 
 class PageHeaderError(ValueError):
@@ -255,6 +258,7 @@ def chunk_pages(source: Any, chunk) -> ChunkPages:
         end = start + chunk.total_compressed_size
         values = dictionary = uncompressed = compressed = pages = 0
         largest_uncompressed = largest_compressed = dictionary_uncompressed = largest_values = 0
+        fewest = last = 0  # of the data pages holding values: the fewest before the last, the last's
         while position < end and (pages == 0 or values < chunk.num_values):
             if pages >= MAX_PAGES:
                 raise PageHeaderError(f"column {chunk.path_in_schema} has over {MAX_PAGES} pages in one row group")
@@ -263,6 +267,10 @@ def chunk_pages(source: Any, chunk) -> ChunkPages:
             pages += 1
             if header.type in (DATA_PAGE, DATA_PAGE_V2):
                 values += header.num_values
+                if header.num_values > 0:
+                    if last:  # the page before it, no longer the last
+                        fewest = min(fewest, last) if fewest else last
+                    last = header.num_values
                 if header.size + header.uncompressed_page_size > largest_uncompressed:
                     largest_values = header.num_values
                 largest_uncompressed = max(largest_uncompressed, header.size + header.uncompressed_page_size)
@@ -274,7 +282,7 @@ def chunk_pages(source: Any, chunk) -> ChunkPages:
             compressed += header.size + header.compressed_page_size
             position += header.size + header.compressed_page_size
         return ChunkPages(values, dictionary, uncompressed, compressed, pages, largest_uncompressed,
-                          largest_compressed, dictionary_uncompressed, largest_values)
+                          largest_compressed, dictionary_uncompressed, largest_values, fewest)
     finally:
         source.seek(kept)
 

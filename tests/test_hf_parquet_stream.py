@@ -291,3 +291,106 @@ def test_a_row_read_alone_is_counted_as_many_times_as_it_is_held(tmp_path: Path,
     else:
         assert {getattr(i, "reason", None) for i in items} == {"row_group_too_large"}
         assert "a row that large" in items[0].detail, items[0].detail
+
+
+def _writer_file(path: Path, shape: str, pictures: list[bytes]) -> None:
+    """`pictures` in one row group as each writer writes them, its page and dictionary limits scaled
+    down with the pictures (a 3 MB photo passes pyarrow's 1 MiB ones: a photo a page): `datasets`
+    5.2 (`to_parquet`: its Image columns PLAIN and uncompressed, the rest dictionary-encoded and
+    snappy, a page index), pandas' `to_parquet` and img2dataset's shards (pyarrow's defaults)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scaled = {"data_page_size": 4 << 10, "dictionary_pagesize_limit": 4 << 10, "write_batch_size": 1}
+    if shape == "datasets":
+        scaled.update(compression={"image.bytes": "none", "image.path": "none", "text": "snappy"},
+                      use_dictionary=["text"], column_encoding={"image.bytes": "PLAIN", "image.path": "PLAIN"},
+                      write_page_index=True)
+    pq.write_table(_writer_table("pandas" if shape == "pyarrow" else shape, pictures), path,
+                   row_group_size=len(pictures), **scaled)
+
+
+def _built(items: list) -> list:
+    return [(type(i).__name__, i.key, getattr(i, "data", None), getattr(i, "lineage", None),
+             getattr(i, "reason", None)) for i in items]
+
+
+@pytest.mark.parametrize("shape", ["datasets", "pyarrow", "img2dataset"])
+def test_a_row_group_whose_whole_read_passes_the_budget_is_read_a_few_rows_at_a_time(
+        tmp_path: Path, monkeypatch, shape: str):
+    """24 photos of ~16 KB in one group that the budget holds as judged (its size), but not read
+    whole: reading a group whole held 3.3 to 6.6 times its size at its peak (its chunks as stored,
+    its values decoded, a batch as Python: a `datasets` 5.2 group of 80 photos of 3 MB, 238 MB,
+    built at 1018 MiB peak RSS against the 256 MiB budget). Now a group judged over the budget's
+    `WHOLE_READ_COPIES`th is read a few rows a batch through the buffered stream where its pages
+    say that stays within the budget, its rows built as the whole read built them; a group well
+    within it is still read whole."""
+    pictures = [_photo(600 + i, 128) for i in range(24)]
+    path = tmp_path / {"datasets": "data/train-00000-of-00001.parquet", "pyarrow": "train.parquet",
+                       "img2dataset": "00000.parquet"}[shape]
+    _writer_file(path, shape, pictures)
+    whole = _built(_items(tmp_path))  # within the 256 MiB budget: read whole
+    assert [i[2] for i in whole] == pictures
+    with open(path, "rb") as handle:
+        size = hf_parquet.value_bytes(handle, pq.ParquetFile(handle), 0)
+    budget = 2 * size  # judged within it, read whole beyond it (3.3 to 6.6 times its size)
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", budget)
+    monkeypatch.setattr(hf_parquet, "STREAM_BATCH_BYTES", 3 * len(pictures[0]))
+    read_whole = []
+    read_row_group = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, *a, **k:
+                        read_whole.append(k.get("columns")) or read_row_group(self, *a, **k))
+    batches = []
+    iter_batches = pq.ParquetFile.iter_batches
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", lambda self, *a, **k:
+                        batches.append((k.get("batch_size"), k.get("columns"))) or iter_batches(self, *a, **k))
+    items = _items(tmp_path)
+    assert _built(items) == whole  # the same rows, in order, the same lineage
+    # the group's rows through the buffered stream, a few rows a batch (a dictionary's first row
+    # read alone weighs its values: `largest_values`)
+    (streamed,) = [size for size, columns in batches if not (size == 1 and columns and len(columns) == 1)]
+    assert 1 <= streamed <= 3, batches
+    assert not [c for c in read_whole if c is None or "image" in c or "jpg" in c], read_whole  # never read whole
+
+
+def test_a_row_group_well_within_the_budget_is_still_read_whole(tmp_path: Path, monkeypatch):
+    """The fast read stays for groups whose whole read fits: a group of 24 photos under a budget
+    of 8 times its size is read whole, in one batch, never streamed."""
+    pictures = [_photo(700 + i, 64) for i in range(24)]
+    path = tmp_path / "data" / "train-00000-of-00001.parquet"
+    _writer_file(path, "datasets", pictures)
+    with open(path, "rb") as handle:
+        size = hf_parquet.value_bytes(handle, pq.ParquetFile(handle), 0)
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 8 * size)
+    items, batches = _read_batches(tmp_path, monkeypatch)
+    assert [i.data for i in items] == pictures and batches == [], batches
+
+
+def test_a_group_of_small_rows_is_streamed_as_many_rows_a_batch_as_its_pages_hold(tmp_path: Path, monkeypatch):
+    """4,000 rows of a small picture and a caption (`datasets` 5.2's writer: the captions in a
+    dictionary page, then plain pages), the group over the budget: each row was counted at its
+    columns' largest page and dictionary page, so a batch held 7 rows (a 69 MB group of 240,000
+    captions: 5 rows a batch, 2.3 times slower than read whole). A run of rows lies in at most
+    two pages of so many rows, and a caption is at most its dictionary's longest (its first row
+    read alone): now `BATCH_ROWS` a batch, every row as read whole."""
+    pictures = [_photo(i, 8) for i in range(4000)]
+    captions = [f"a photo of a cat on the grass under a blue sky, number {i:05d} of many" for i in range(4000)]
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", image), ("text", pa.string())], metadata=HF_METADATA)
+    path = tmp_path / "data" / "train-00000-of-00001.parquet"
+    path.parent.mkdir()
+    pq.write_table(pa.Table.from_pylist([{"image": {"bytes": b, "path": None}, "text": c}
+                                         for b, c in zip(pictures, captions)], schema=schema), path,
+                   compression={"image.bytes": "none", "image.path": "none", "text": "snappy"},
+                   use_dictionary=["text"], column_encoding={"image.bytes": "PLAIN", "image.path": "PLAIN"},
+                   data_page_size=64 << 10, dictionary_pagesize_limit=64 << 10, write_batch_size=64,
+                   row_group_size=4000)
+    whole = _built(_items(tmp_path))
+    assert [i[2] for i in whole] == pictures
+    assert hf_parquet.declared_bytes(pq.ParquetFile(path).metadata.row_group(0)) > 2 << 20
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 2 << 20)
+    monkeypatch.setattr(hf_parquet, "STREAM_BATCH_BYTES", 1 << 20)
+    batches = []
+    iter_batches = pq.ParquetFile.iter_batches
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", lambda self, *a, **k:
+                        batches.append((k.get("batch_size"), k.get("columns"))) or iter_batches(self, *a, **k))
+    assert _built(_items(tmp_path)) == whole
+    assert [size for size, columns in batches if columns != ["text"]] == [hf_parquet.BATCH_ROWS], batches
