@@ -163,9 +163,57 @@ def test_a_jpeg_of_many_exif_segments_is_refused_before_pillow_joins_them():
         build_load_image(_with_exif_segments(camera, 50_000), 32, "squash", 10.0, max_pixels=10**8)
     spent = time.process_time() - started
     assert refused.value.reason == "too_many_exif_segments"
-    from transforms.decode_budget import MAX_EXIF_SEGMENTS
+    from transforms.pillow_open import MAX_EXIF_SEGMENTS
     assert "50,001 APP1 Exif segments" in refused.value.detail and f"{MAX_EXIF_SEGMENTS}" in refused.value.detail
     assert spent < 1.0, f"{spent:.2f} CPU-s"  # the walk of its segments; Pillow's open alone took 0.35 s
     decoded = build_load_image(_with_exif_segments(camera, 2), 32, "squash", 10.0, max_pixels=10**8)
     assert (decoded.width, decoded.height) == (48, 64)  # turned by its Orientation 6
     assert np.array_equal(decoded.pixels, build_load_image(camera, 32, "squash", 10.0, max_pixels=10**8).pixels)
+
+
+def _grey_map_jpeg(extra: int) -> bytes:
+    """A grey JPEG (an edge or depth map as Pillow saves one) with an EXIF and `extra` more APP1 Exif segments."""
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    out = io.BytesIO()
+    Image.fromarray(np.tile(np.arange(0, 256, 4, dtype=np.uint8), (48, 1))).save(out, "JPEG", exif=exif.tobytes())
+    return _with_exif_segments(out.getvalue(), extra)
+
+
+@pytest.mark.parametrize("decoder", ["decode_luma", "decode_gray"])
+def test_a_map_of_many_exif_segments_is_refused_before_pillow_joins_them(decoder: str):
+    """An annotation map is opened by Pillow for its declared size (`transforms.maps`) with no
+    `check_header_held` before it: a grey JPEG of 200,000 tiny Exif segments took 5 CPU-s in the
+    build's own process (900,000: 187). `open_input` counts them itself, so a map of more than
+    `MAX_EXIF_SEGMENTS` is an annotation reject under the image's reason; a few still decode."""
+    import time
+
+    from transforms.maps import MapError
+    from uvd_pipeline.image_decode import decode_map
+
+    started = time.process_time()
+    with pytest.raises(MapError) as refused:
+        decode_map(decoder, _grey_map_jpeg(50_000), 10.0)
+    spent = time.process_time() - started
+    assert refused.value.reason == "too_many_exif_segments"
+    assert "50,001 APP1 Exif segments" in refused.value.detail
+    assert spent < 1.0, f"{spent:.2f} CPU-s"
+    assert np.array_equal(decode_map(decoder, _grey_map_jpeg(2), 10.0), decode_map(decoder, _grey_map_jpeg(0), 10.0))
+
+
+def test_the_tokenizer_refuses_an_image_of_many_exif_segments_before_pillow_joins_them():
+    """The tokenizer's `decode_image` opened any JPEG with Pillow: 50,000 tiny Exif segments cost
+    its open their joining (quadratic). It counts them first, as the build does, and refuses past
+    `MAX_EXIF_SEGMENTS` under the build's reason; a few still decode."""
+    import time
+
+    from tokenizer.data import UnreadableImage, decode_image
+
+    started = time.process_time()
+    with pytest.raises(UnreadableImage) as refused:
+        decode_image(_grey_map_jpeg(50_000))
+    spent = time.process_time() - started
+    assert refused.value.reason == "too_many_exif_segments"
+    assert "255 APP1 Exif segments" in refused.value.detail
+    assert spent < 0.5, f"{spent:.2f} CPU-s"
+    assert np.array_equal(decode_image(_grey_map_jpeg(254)), decode_image(_grey_map_jpeg(0)))

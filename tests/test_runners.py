@@ -306,3 +306,56 @@ def test_options_a_runner_refuses_are_one_error_line_before_anything_is_written(
     assert "Missing required option: project;" in err and "region" not in err.split("project")[1], err
     assert err.rstrip().endswith("give each as --beam-option=--NAME=VALUE or in beam.options")
     assert not (tmp_path / "out").exists()
+
+
+PACKED = ("beam.options: '--project=my-project --region=us-central1': 2 flags in one option ('--project=my-project', "
+          "then '--region=us-central1'): Beam reads the rest as the first one's value and never sees them; give one "
+          "flag per option (one list item or one --beam-option each)")
+
+
+@pytest.mark.parametrize("flags, refusal, cli_refusal", [
+    (["--region=us-central1 --runner=FlinkRunner"],
+     "beam.options: --region=us-central1 --runner=FlinkRunner: name the runner as beam.runner (runner: FlinkRunner",
+     "error: --beam-option=--region=us-central1 --runner=FlinkRunner: name the runner with --runner FlinkRunner"),
+    (["--project=my-project --region=us-central1"], PACKED, PACKED),
+    (["--flink_master=flink-host:8081 --parallelism=4 --max_parallelism=8"],
+     "3 flags in one option ('--flink_master=flink-host:8081', then '--parallelism=4', '--max_parallelism=8')",
+     "3 flags in one option ('--flink_master=flink-host:8081', then '--parallelism=4', '--max_parallelism=8')"),
+])
+def test_two_flags_in_one_option_are_refused(flags: list[str], refusal: str, cli_refusal: str, tmp_path: Path,
+                                             capsys):
+    """rg55 (rev55g MED-2): `--beam-option="--region=us-central1 --runner=FlinkRunner"` (one shell-quoted
+    item) was taken: Beam read the region as `us-central1 --runner=FlinkRunner`, the runner stayed
+    DirectRunner and the build ran locally. Such an item is refused, a --runner in it named as one."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.config import ConfigError, parse_config
+
+    read = PipelineOptions(flags).get_all_options(drop_default=True)  # what Beam makes of it: one flag
+    first, _, value = flags[0].split()[0].partition("=")
+    assert read[first.removeprefix("--")] == flags[0].partition("=")[2] != value
+    with pytest.raises(ConfigError, match=re.escape(refusal)):
+        parse_config({"output": "out", "sources": [{"name": "web", "type": "laion", "path": "imgs"}],
+                      "beam": {"options": flags}})
+    (tmp_path / "imgs").mkdir()
+    config_file = tmp_path / "my.yaml"
+    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
+                                           "tokenizer": {"enabled": False},
+                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    assert main(["build", str(config_file), *(f"--beam-option={flag}" for flag in flags)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and cli_refusal in err and err.count("error:") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_value_with_spaces_but_no_flag_in_it_is_kept():
+    """One flag per option does not refuse a value holding spaces (JSON after `=`): Beam reads it whole."""
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.config_beam import runner_flag
+
+    flags = ['--environment_config={"os": "linux", "command": "/opt/apache/beam/boot"}', "--labels=team=vision"]
+    config = parse_config({"output": "out", "sources": [{"name": "web", "type": "laion", "path": "imgs"}],
+                           "beam": {"runner": "PortableRunner", "options": flags}})
+    assert config.beam.options == tuple(flags) and runner_flag(flags) is None
+    assert pipeline_options(config).get_all_options()["environment_config"] == flags[0].partition("=")[2]

@@ -633,6 +633,20 @@ def test_a_resume_with_another_weight_decay_or_betas_trains_with_them(shards, tm
                                                                                       (0.0, (0.9, 0.99))]
 
 
+def test_a_resume_keeps_the_eps_the_run_began_with(shards, tmp_path: Path, capsys):
+    """rev55g LOW-1: eps is no CLI flag (FitOptions only), so a run begun with eps 1e-6 and resumed
+    as the CLI resumes it (eps at its default 1e-8) went on with 1e-8, and no note said so. The
+    checkpoint's eps is kept, in the optimizer and in the options state.json saves."""
+    fit(_options(shards, tmp_path / "run", max_steps=2, eps=1e-6))
+    trainer = Trainer(_options(shards, tmp_path / "run", max_steps=4), Dist(), torch.device("cpu"))
+    trainer.resume(str(tmp_path / "run" / "checkpoints" / "step-00000002"))
+    assert [g["eps"] for g in trainer.optimizer.param_groups] == [1e-6, 1e-6]
+    resumed = fit(_options(shards, tmp_path / "run", max_steps=4))
+    saved = ckpt.load_checkpoint(resumed["checkpoint"])
+    assert resumed["step"] == 4 and [g["eps"] for g in saved["optimizer"]["param_groups"]] == [1e-6, 1e-6]
+    assert saved["state"]["options"]["eps"] == 1e-6 and "--eps" not in capsys.readouterr().err
+
+
 def test_a_resume_naming_the_same_shards_by_another_path_is_taken(shards, tmp_path: Path, monkeypatch):
     """--data given relative on resume, absolute before: the same shards (counts and sha256), refused
     as "the data changed". Taken now, and the run goes on as an uninterrupted one; other shards under

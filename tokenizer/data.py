@@ -141,11 +141,43 @@ def _formats() -> list[str]:
     return [name for name in Image.ID if name not in _NEVER_OFFERED]
 
 
+# The build's `pillow_open.MAX_EXIF_SEGMENTS` (this package may not import it): Pillow's JPEG open
+# joins each APP1 `Exif` segment to all those before it, so their time grows with their number
+# squared (200,000 tiny ones: about 5 CPU-s; 900,000: 187). A camera writes one.
+MAX_EXIF_SEGMENTS = 255
+_APP1, _SOS, _EOI = 0xE1, 0xDA, 0xD9
+
+
+def exif_segments(data: bytes, stop_past: int = MAX_EXIF_SEGMENTS) -> int:
+    """How many APP1 `Exif` segments a JPEG has before its first scan (0 for any other file),
+    counted no further than `stop_past` + 1: the count that Pillow's open would join."""
+    if data[:3] != b"\xff\xd8\xff":
+        return 0
+    count, pos = 0, 2
+    while pos + 4 <= len(data) and count <= stop_past:
+        if data[pos] != 0xFF:
+            break  # not a marker: Pillow's open stops here too
+        marker = data[pos + 1]
+        if marker == 0xFF:  # a fill byte
+            pos += 1
+            continue
+        if marker in (_SOS, _EOI):
+            break
+        if marker == _APP1 and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
+            count += 1
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return count
+
+
 def decode_image(data: bytes) -> np.ndarray:
     """RGB uint8 pixels of an image file's bytes; `UnreadableImage` with the build's reason when
     they are not a usable image."""
     if not data:
         raise UnreadableImage("empty_file", "0 bytes")
+    if exif_segments(data) > MAX_EXIF_SEGMENTS:
+        raise UnreadableImage("too_many_exif_segments", f"a JPEG of more than {MAX_EXIF_SEGMENTS} APP1 Exif segments "
+                                                        "before its first scan (a camera writes one): Pillow's open "
+                                                        "joins each to all those before it")
     try:
         image = Image.open(io.BytesIO(data), formats=_formats())
     except Image.UnidentifiedImageError as exc:  # its message names a BytesIO object; never quote the bytes

@@ -355,13 +355,15 @@ class Trainer:
         """Give the optimizer this run's weight decay, betas and eps: `set_state_dict` restores the
         checkpoint's param_groups whole, so a resume with --weight-decay 0 --beta2 0.99 went on with
         0.1 and (0.9, 0.95) while the note said they had changed (the lr is set each step anyway).
-        eps is no CLI flag (FitOptions only), so no note names it, but the options saved still say
-        what the optimizer used."""
+        eps is no CLI flag (FitOptions only), so a resume the CLI's way always gave its default: a run
+        begun with eps 1e-6 went on with 1e-8 and no note named it. The checkpoint's eps is kept
+        instead, and these options take it, so the options saved say what the optimizer used."""
         decay, no_decay = self.optimizer.param_groups
         decay["weight_decay"], no_decay["weight_decay"] = self.options.weight_decay, 0.0
         for group in (decay, no_decay):
             group["betas"] = (self.options.beta1, self.options.beta2)
-            group["eps"] = self.options.eps
+        if decay["eps"] != self.options.eps:
+            self.options = dataclasses.replace(self.options, eps=decay["eps"])
 
     def _note_changed_flags(self, state: Mapping[str, Any]) -> None:
         """Say which optimisation flags differ from the checkpoint's (old -> new) and where the

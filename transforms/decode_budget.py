@@ -25,6 +25,7 @@ from transforms.headers import (
     webp_still_size,
 )
 from transforms.icc_tables import held_bytes
+from transforms.pillow_open import check_exif_segments
 from transforms.image_colour import _wide_colour, hdr_colour
 from transforms.rgb_array import STRIP_PIXELS
 
@@ -178,30 +179,18 @@ def _segments_held(segments: int, payload: int) -> Held:
                       if held >= 1 << 20 else "")
 
 
-# APP1 `Exif` segments a JPEG may have before its first scan. Pillow's open joins each to those before
-# it (`info["exif"] += s[6:]`: a new bytes object, every byte so far copied again), so their time grows
-# with their number squared: 300,000 tiny ones took 13.6 CPU-s, 900,000 (17 MB) 187 CPU-s, in a
-# rendering process whose decode time the pixels bound; 1,024 full ones (64 MiB) 20.6 CPU-s. A camera
-# writes one, of at most 64 KiB; the rare extended form a few. At 255 full ones (16 MiB) the join
-# takes 0.2 CPU-s.
-MAX_EXIF_SEGMENTS = 255
-
-
 def check_header_held(data: bytes, budget: int) -> None:
     """Refuse, before Pillow opens it, a JPEG or TIFF whose header alone costs Pillow's open more than
     `budget`: a JPEG's APPn and COM segments (`JPEG_SEGMENT_BYTES`: the open keeps every one before
     it reads a pixel or finds the frame missing) and the IFD0 of its EXIF, which the open loads for
     a resolution (`exif_ifd.ifd0_copied_bytes`: 1,000 entries pointing at one 1 MB block, split over
     16 APP1 segments, took 960 MB); a TIFF's IFD0 the same way, loaded opening it and again
-    loading it (300 entries of a 1 MB block: 575 MB). A JPEG of more than `MAX_EXIF_SEGMENTS`
+    loading it (300 entries of a 1 MB block: 575 MB). A JPEG of more than `pillow_open.MAX_EXIF_SEGMENTS`
     APP1 `Exif` segments too (`too_many_exif_segments`), whose joining is time no budget bounds."""
     if data[:3] == b"\xff\xd8\xff":
         exif = bytearray()
         segments = jpeg_app_segments(data, exif)
-        if segments.exif > MAX_EXIF_SEGMENTS:
-            raise DecodeError("too_many_exif_segments", f"a JPEG of {segments.exif:,} APP1 Exif segments before its "
-                                                        f"first scan, over {MAX_EXIF_SEGMENTS} (a camera writes one): "
-                                                        "Pillow's open joins each to all those before it")
+        check_exif_segments(segments.exif)
         held = _segments_held(segments.segments, segments.payload)
         copied = ifd0_copied_bytes(exif)
         kind = "JPEG"

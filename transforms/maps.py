@@ -12,10 +12,11 @@ from typing import Literal
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from transforms.decode import DEFAULT_MAX_DECODE_BYTES, pixels_judged_here
 from transforms.decode_budget import decode_cost
-from transforms.errors import Rejected
+from transforms.errors import DecodeError, Rejected
 from transforms.pillow_open import open_input
 from transforms.png_chunks import without_png_text
 
@@ -32,6 +33,15 @@ class MapError(Rejected):
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+def _open_map(data: bytes) -> Image.Image:
+    """Pillow's image of a map's bytes (`open_input`, its text chunks set aside); what `open_input`
+    refuses before opening (a JPEG of too many Exif segments) is the map's reject, under the same reason."""
+    try:
+        return open_input(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False)))
+    except DecodeError as exc:
+        raise MapError(exc.reason, exc.detail) from None
+
+
 def _declared(data: bytes) -> tuple[int, int, str] | None:
     """(width, height, mode) from the header alone, or None when Pillow does not know the format;
     at any size (Pillow's own pixel limit lifted): `_imdecode` judges it on its memory budget.
@@ -40,8 +50,10 @@ def _declared(data: bytes) -> tuple[int, int, str] | None:
     no budget judged: +772 MiB); a PNG whose header Pillow still cannot read is refused, never
     decoded unjudged."""
     try:
-        with pixels_judged_here(), open_input(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False))) as image:
+        with pixels_judged_here(), _open_map(data) as image:
             return image.size[0], image.size[1], image.mode
+    except MapError:
+        raise
     except Exception as exc:
         if data.startswith(_PNG_SIGNATURE):
             raise MapError("corrupt_annotation", f"PNG header unreadable: {type(exc).__name__}") from None
@@ -80,10 +92,12 @@ def _palette_labels(data: bytes) -> np.ndarray:
     """A palette (P) image's class ids: its indices, as Pillow reads them (OpenCV only gives their
     colours), or its greys where it is a grey map's palette re-save (`grey_palette_values`)."""
     try:
-        with pixels_judged_here(), open_input(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False))) as image:
+        with pixels_judged_here(), _open_map(data) as image:
             indices = np.asarray(image)
             entries = image.getpalette() or []
             counts = image.histogram()  # Pillow's C count of each index: a third of a bincount's time
+    except MapError:
+        raise
     except Exception as exc:  # a truncated or corrupt file: name the error only, never its bytes
         raise MapError("corrupt_annotation", f"palette image: {type(exc).__name__}") from None
     greys = grey_palette_values(np.flatnonzero(counts), entries)
@@ -95,8 +109,10 @@ def _bilevel_labels(data: bytes) -> np.ndarray:
     bool mask): OpenCV expands it to 0 and 255, and 255 is the void mark, so every foreground
     pixel was drawn as unlabelled."""
     try:
-        with pixels_judged_here(), open_input(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False))) as image:
+        with pixels_judged_here(), _open_map(data) as image:
             return np.asarray(image).astype(np.int32)
+    except MapError:
+        raise
     except Exception as exc:  # a truncated or corrupt file: name the error only, never its bytes
         raise MapError("corrupt_annotation", f"1-bit image: {type(exc).__name__}") from None
 
@@ -234,9 +250,11 @@ def _palette_panoptic_ids(data: bytes) -> np.ndarray:
     (Pillow's `convert("RGB")`: an index past the palette black, transparency dropped), looked up
     from its 1-byte indices without an RGB copy (within `decode_cost` of P)."""
     try:
-        with pixels_judged_here(), open_input(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False))) as image:
+        with pixels_judged_here(), _open_map(data) as image:
             indices = np.asarray(image)
             entries = image.getpalette("RGB") or []
+    except MapError:
+        raise
     except Exception as exc:  # a truncated or corrupt file: name the error only, never its bytes
         raise MapError("corrupt_annotation", f"palette PNG: {type(exc).__name__}") from None
     colours = np.zeros((256, 3), np.int32)

@@ -10,13 +10,19 @@ left running after a build). So no input is offered to a reader that runs anothe
 data it wraps with every reader: an EPS inside one still ran Ghostscript (80 s, to the decode limit).
 And Ghostscript is switched off for any process that imports this module
 (`EpsImagePlugin.gs_binary = False`: Pillow's `Ghostscript` then raises OSError "Unable to locate
-Ghostscript on paths"), so no nested open, of any reader, can run it. Part of `transforms.decode`."""
+Ghostscript on paths"), so no nested open, of any reader, can run it. A JPEG of more than
+`MAX_EXIF_SEGMENTS` APP1 `Exif` segments is refused here too (`too_many_exif_segments`), before
+Pillow's open joins them, so that no caller (an annotation map's, a strip's) can open one unchecked.
+Part of `transforms.decode`."""
 
 from __future__ import annotations
 
 from typing import IO, Sequence
 
 from PIL import EpsImagePlugin, Image
+
+from transforms.errors import DecodeError
+from transforms.headers import jpeg_app_segments
 
 RUNS_A_PROGRAM = frozenset({"EPS"})  # EpsImagePlugin: Ghostscript (`gs`)
 # IptcImagePlugin: registered with no test of a file's first bytes, so tried on every input; its load
@@ -28,6 +34,23 @@ NEVER_OFFERED = RUNS_A_PROGRAM | OPENS_ANY_READER
 EpsImagePlugin.gs_binary = False  # for the whole process: `has_ghostscript()` is False, `gs` never looked up
 
 
+# APP1 `Exif` segments a JPEG may have before its first scan. Pillow's open joins each to those before
+# it (`info["exif"] += s[6:]`: a new bytes object, every byte so far copied again), so their time grows
+# with their number squared: 300,000 tiny ones took 13.6 CPU-s, 900,000 (17 MB) 187 CPU-s, in a
+# rendering process whose decode time the pixels bound; 1,024 full ones (64 MiB) 20.6 CPU-s. A camera
+# writes one, of at most 64 KiB; the rare extended form a few. At 255 full ones (16 MiB) the join
+# takes 0.2 CPU-s.
+MAX_EXIF_SEGMENTS = 255
+
+
+def check_exif_segments(exif_segments: int) -> None:
+    """Refuse a JPEG of more than `MAX_EXIF_SEGMENTS` APP1 `Exif` segments (`too_many_exif_segments`)."""
+    if exif_segments > MAX_EXIF_SEGMENTS:
+        raise DecodeError("too_many_exif_segments", f"a JPEG of {exif_segments:,} APP1 Exif segments before its "
+                                                    f"first scan, over {MAX_EXIF_SEGMENTS} (a camera writes one): "
+                                                    "Pillow's open joins each to all those before it")
+
+
 def input_formats() -> list[str]:
     """Every format Pillow reads (its plugins and those registered since, HEIF's), in Pillow's own
     order of trying them, less those never offered an input (`NEVER_OFFERED`)."""
@@ -37,6 +60,12 @@ def input_formats() -> list[str]:
 
 def open_input(fp: IO[bytes], formats: Sequence[str] | None = None) -> Image.Image:
     """`Image.open(fp)` through `formats` (default: `input_formats()`), never a reader of
-    `NEVER_OFFERED` whatever `formats` names."""
+    `NEVER_OFFERED` whatever `formats` names; a JPEG's Exif segments counted first
+    (`check_exif_segments`: `DecodeError` past `MAX_EXIF_SEGMENTS`), whoever the caller."""
+    start = fp.tell()
+    if fp.read(3) == b"\xff\xd8\xff":
+        fp.seek(start)
+        check_exif_segments(jpeg_app_segments(fp.read()).exif)
+    fp.seek(start)
     allowed = [name for name in (input_formats() if formats is None else formats) if name not in NEVER_OFFERED]
     return Image.open(fp, formats=allowed)

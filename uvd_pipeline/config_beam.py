@@ -33,19 +33,30 @@ DOTTED_PATH = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$"
 def runner_flag(flags: Sequence[str]) -> tuple[str, str] | None:
     """Beam's `--runner=X` (or `--runner X`) among pass-through flags, as (the flag as written, X):
     the build takes its runner from `beam.runner` alone (the local runner object, Dask's, or Beam's
-    by that name), so this flag went unread and a build meant for Flink ran locally, exit 0."""
+    by that name), so this flag went unread and a build meant for Flink ran locally, exit 0. A
+    `--runner` word inside another item (`"--region=r --runner=FlinkRunner"`, one shell-quoted
+    `--beam-option`, which Beam reads as the region's value) is found too (`packed_flags`)."""
     for index, flag in enumerate(flags):
-        name, equals, value = flag.partition("=")
-        words = name.split(None, 1)
-        if not words or words[0] != "--runner":
-            continue
-        if len(words) == 2:  # "--runner FlinkRunner" as one item, which Beam drops unparsed
-            return flag, words[1].strip()
-        if not equals:
-            value = flags[index + 1] if index + 1 < len(flags) and not flags[index + 1].startswith("--") else ""
-            flag = f"{flag} {value}".rstrip()
-        return flag, value or "NAME"
+        words = flag.split()
+        for position, word in enumerate(words):
+            name, equals, value = word.partition("=")
+            if name != "--runner":
+                continue
+            if equals:
+                return flag, value or "NAME"
+            if position + 1 < len(words):  # "--runner FlinkRunner" as one item, which Beam drops unparsed
+                return flag, words[position + 1]
+            if position == 0 and index + 1 < len(flags) and not flags[index + 1].startswith("--"):
+                return f"{flag} {flags[index + 1]}", flags[index + 1]
+            return flag, "NAME"
     return None
+
+
+def packed_flags(flag: str) -> list[str]:
+    """The words of one option item, after its first, that start with `--`: more flags written in the
+    same item (`"--project=p --region=r"`), which Beam's parser reads as the first flag's value (its
+    project `p --region=r`, no region). A value may hold spaces (JSON after `=`), but no flag word."""
+    return [word for word in flag.split()[1:] if word.startswith("--")]
 
 
 def runner_name(value: str) -> str | None:
@@ -187,6 +198,13 @@ class BeamConfig(Strict):
         for flag in value:
             if not flag.startswith("--"):
                 raise ValueError(f"each option must be a --flag[=value], got {flag!r}")
+            packed = packed_flags(flag)
+            if packed:
+                first = flag.split()[0]
+                raise ValueError(f"{flag!r}: {len(packed) + 1} flags in one option ({first!r}, then "
+                                 f"{', '.join(repr(word) for word in packed)}): Beam reads the rest as the first "
+                                 "one's value and never sees them; give one flag per option (one list item or one "
+                                 "--beam-option each)")
             name = flag.split("=", 1)[0]
             if re.search(r"\s", name):  # Beam's parser takes the item whole, finds no such flag and drops it
                 fixed = "=".join(name.split(None, 1)) + flag[len(name):]
