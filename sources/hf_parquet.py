@@ -113,36 +113,61 @@ NESTED_IMAGE_COLUMN = "nested_image_column"  # an `Image` inside a struct column
 MAX_NESTED_DEPTH = 32  # struct levels walked for an `Image` (real features nest a few)
 
 
-def nested_image_columns(schema) -> list[str]:
+def nested_image_columns(schema) -> list[tuple[str, ...]]:
     """The `Image` features inside a struct column (`{"aux": {"mask": Image()}}`, a stereo pair's
-    `{"pair": {"left": Image(), "right": Image()}}`), as dotted paths (`aux.mask`): this source
-    builds one top-level image a row, so such a column is refused by name, never read (its
-    images were left out unsaid, their cells riding in the lineage as nulls)."""
+    `{"pair": {"left": Image(), "right": Image()}}`), each as its fields' names (`("aux", "mask")`:
+    `datasets` names them as the dict's keys, dots and all, so a dotted string would not say which
+    is which): this source builds one top-level image a row, so such a column is refused by name,
+    its images never read (they were left out unsaid, their cells riding in the lineage as nulls)."""
     declared = features(schema)
-    found: list[str] = []
+    found: list[tuple[str, ...]] = []
     for column in schema:
         if not _is_image_struct(column.type):
-            _nested_images(column.type, declared.get(column.name), column.name, found, 0)
+            _nested_images(column.type, declared.get(column.name), (column.name,), found, 0)
     return found
 
 
-def beside_nested_images(parquet, column: str, images: tuple[str, ...]) -> list[str]:
+def shown_path(path: tuple[str, ...]) -> str:
+    """A nested field's names for a message, joined by dots, a name holding a dot quoted
+    (`meta.'mask.v1'`, `'meta.v2'.mask`)."""
+    return ".".join(repr(name) if "." in name else name for name in path)
+
+
+def beside_nested_images(parquet, column: str, images: tuple[tuple[str, ...], ...]) -> list[str]:
     """The leaves of struct column `column` of `parquet` read beside the `Image`s nested in it
-    (`images`, dotted: `nested_image_columns`), as dotted paths: every one but each image's
-    `bytes` (`meta.label`, `meta.score`, `meta.mask.path`). Its other fields ride in the lineage
+    (`images`: `nested_image_columns`), as the dotted paths pyarrow reads them by: every one but
+    each image's `bytes` (`meta.label`, `meta.mask.path`). Its other fields ride in the lineage
     (the whole column was left out, its `label` and `score` with it); the images' bytes are never
-    read, so never judged nor held."""
-    unread = {f"{image}.bytes" for image in images}
-    paths = (parquet.schema.column(i).path for i in range(parquet.metadata.num_columns))
-    return [p for p in paths if p.startswith(f"{column}.") and p not in unread]
+    read, so never judged nor held. A path is walked in the Arrow schema by its fields' names (a
+    field `mask.v1`, a column `meta.v2`); one whose dotted form would select an image's bytes too
+    (pyarrow selects every leaf under a dotted prefix: `a.b` beside an `a` struct with a `b`) is
+    left out."""
+    unread = {(*image, "bytes") for image in images if image[0] == column}
+    kind = parquet.schema_arrow.field(column).type
+    leaves = [".".join(path) for path in _struct_leaves(kind, (column,), unread)]
+    return [leaf for leaf in leaves if not any(_selected(".".join(path), [leaf]) for path in unread)]
 
 
-def unread_image_bytes(row: dict[str, Any], images: tuple[str, ...]) -> dict[str, Any]:
-    """`row` with each nested `Image` cell at a dotted path of `images` (read without its bytes,
+def _struct_leaves(kind, path: tuple[str, ...], unread: set[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """The paths of struct type `kind` (at `path`) to read, each a field that is no struct (read
+    whole), walked down the structs holding a path of `unread`, that path left out."""
+    import pyarrow as pa
+
+    if not any(u[:len(path)] == path for u in unread):
+        return [path]
+    found: list[tuple[str, ...]] = []
+    for index in range(kind.num_fields if pa.types.is_struct(kind) else 0):
+        child = kind.field(index)
+        if (*path, child.name) not in unread:
+            found.extend(_struct_leaves(child.type, (*path, child.name), unread))
+    return found
+
+
+def unread_image_bytes(row: dict[str, Any], images: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+    """`row` with each nested `Image` cell at a path of `images` (read without its bytes,
     `beside_nested_images`) given `bytes: None` again: its lineage as it was when the whole
     struct was read (a null struct on the way, or a null cell, left as it is)."""
-    for image in images:
-        *parents, name = image.split(".")
+    for *parents, name in images:
         cell: Any = row
         for part in parents:
             cell = cell.get(part) if isinstance(cell, dict) else None
@@ -151,7 +176,7 @@ def unread_image_bytes(row: dict[str, Any], images: tuple[str, ...]) -> dict[str
     return row
 
 
-def _nested_images(kind, feature: Any, path: str, found: list[str], depth: int) -> None:
+def _nested_images(kind, feature: Any, path: tuple[str, ...], found: list[tuple[str, ...]], depth: int) -> None:
     """Append to `found` the path of each `Image` struct among the fields of struct type `kind`
     (`feature`: its declared features, a dict of them; another `_type` there is no image)."""
     import pyarrow as pa
@@ -163,7 +188,7 @@ def _nested_images(kind, feature: Any, path: str, found: list[str], depth: int) 
     for index in range(kind.num_fields):
         child = kind.field(index)
         inner = feature.get(child.name) if isinstance(feature, dict) else None
-        named = f"{path}.{child.name}"
+        named = (*path, child.name)
         if _is_image_struct(child.type):
             if not isinstance(inner, dict) or inner.get("_type", "Image") == "Image":
                 found.append(named)

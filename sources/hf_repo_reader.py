@@ -43,7 +43,7 @@ class HfRepoReader(CardSplits):
                        + (f" ({', '.join(images)}): set image_column to the one to build" if images else "")) + (
                 f"; {', '.join(lists)} holds a list of images per row (Sequence(Image())), which this source "
                 "does not read (one image per row)" if lists else "") + (
-                f"; {', '.join(nested)} {'is an Image' if len(nested) == 1 else 'are Images'} inside a struct "
+                f"; {', '.join(map(hf_parquet.shown_path, nested))} {'is an Image' if len(nested) == 1 else 'are Images'} inside a struct "
                 "column, which this source does not read (one top-level image column a row)" if nested else "")
         elif caption is not None and caption not in columns.names:
             field = "caption_column"
@@ -92,7 +92,7 @@ class HfRepoReader(CardSplits):
             nested = found.nested_image_columns
             for column in nested:  # its images' bytes never read; its other fields ride in the lineage
                 key = data_key(self.name, shard, "column", column)
-                inside = [p for p in found.nested_images if p.split(".")[0] == column]
+                inside = [hf_parquet.shown_path(p) for p in found.nested_images if p[0] == column]
                 yield Reject(key, self.name, key, "read", NESTED_IMAGE_COLUMN,
                              f"{name}: column {column!r} holds images inside a struct ({', '.join(inside)}), their "
                              f"bytes not read: those images of its {parquet.metadata.num_rows} rows are not built "

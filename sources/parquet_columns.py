@@ -20,8 +20,8 @@ class ParquetColumns:
     image_columns: tuple[str, ...]  # the `datasets` `Image` columns (`hf_parquet.image_columns`)
     image_list_columns: tuple[str, ...]  # those of a list of `Image`s per row, refused by name
     stored_image: str | None  # the binary image column (`stored_image_column`: img2dataset's `jpg`, `image`)
-    # the `Image`s inside struct columns, dotted (`aux.mask`: `hf_parquet.nested_image_columns`), refused by name
-    nested_images: tuple[str, ...] = ()
+    # the `Image`s inside struct columns, each its fields' names (`("aux", "mask")`: `hf_parquet.nested_image_columns`)
+    nested_images: tuple[tuple[str, ...], ...] = ()
 
     @classmethod
     def of(cls, schema: Any) -> ParquetColumns:
@@ -33,13 +33,13 @@ class ParquetColumns:
     @property
     def nested_image_columns(self) -> tuple[str, ...]:
         """The top-level struct columns holding `nested_images`, each once, in order."""
-        return tuple(dict.fromkeys(path.split(".")[0] for path in self.nested_images))
+        return tuple(dict.fromkeys(path[0] for path in self.nested_images))
 
     def held_bytes(self) -> int:
         """The memory these columns take (Python's own count of each string and tuple)."""
-        strings = (*self.names, *self.image_columns, *self.image_list_columns, *self.nested_images)
-        return sys.getsizeof(self) + sum(map(sys.getsizeof, strings)) + sum(
-            sys.getsizeof(t) for t in (self.names, self.image_columns, self.image_list_columns, self.nested_images))
+        strings = (*self.names, *self.image_columns, *self.image_list_columns, *(n for p in self.nested_images for n in p))
+        return sys.getsizeof(self) + sum(map(sys.getsizeof, strings)) + sum(map(sys.getsizeof, (
+            self.names, self.image_columns, self.image_list_columns, self.nested_images, *self.nested_images)))
 
 
 # the names of a binary column read as a parquet's images: img2dataset's `output_format=parquet`
@@ -80,7 +80,7 @@ def unread_parquet_detail(uri: str, relative: str) -> str:
     if binary:
         return held + (f"its binary column {_listed(binary)} has no name an image column is found by (image, img, "
                        "image_bytes, or a format: jpg, png, webp, ...): rename it image to build its rows")
-    nested = hf_parquet.nested_image_columns(schema)
+    nested = [hf_parquet.shown_path(path) for path in hf_parquet.nested_image_columns(schema)]
     if nested:
         return held + (f"its images sit inside a struct column ({_listed(nested)}), which this source does not read "
                        "(one top-level image column a row)")

@@ -162,6 +162,44 @@ def test_the_fields_beside_a_nested_image_ride_in_the_lineage_its_bytes_never_re
         ("nested_image_column", "data/train-00000-of-00001.parquet column meta")]
 
 
+@pytest.mark.parametrize("column, field, shown", [("meta", "mask.v1", "meta.'mask.v1'"),
+                                                  ("meta.v2", "mask", "'meta.v2'.mask")])
+def test_a_nested_image_under_a_name_with_a_dot_is_read_without_its_bytes(tmp_path: Path, monkeypatch, column: str,
+                                                                         field: str, shown: str):
+    """`datasets` names a struct's fields and columns as the dict's keys, dots and all. A field
+    `mask.v1` of `meta` lost its `bytes: null` from the lineage (the dotted path walked
+    meta -> mask -> v1); a column `meta.v2` was taken for `meta`: its masks' bytes were read
+    (a budget below them rejected every row) and the reject named column 'meta'. Now each path
+    is its fields' names, shown quoted where a name holds a dot."""
+    from sources import hf_parquet
+    from sources.laion import LaionSource
+    from sources.records import ImageRecord, Reject
+
+    declared = {"image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"},
+                column: {field: {"_type": "Image"}, "label": {"dtype": "string", "_type": "Value"}}}
+    meta = pa.struct([(field, IMAGE), ("label", pa.string())])
+    schema = pa.schema([("image", IMAGE), ("text", pa.string()), (column, meta)],
+                       metadata={b"huggingface": json.dumps({"info": {"features": declared}}).encode()})
+    mask = np.random.default_rng(0).bytes(200_000)  # incompressible: the chunk is as large read
+    rows = [{"image": {"bytes": _png(i), "path": f"i{i}.png"}, "text": f"c{i}",
+             column: {field: {"bytes": mask + bytes([i]), "path": f"m{i}.png"}, "label": f"cat{i}"}}
+            for i in range(3)]
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "data" / "train-00000-of-00001.parquet")
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", len(mask))  # under the masks' 600 KB, over the rest
+    source = LaionSource("web", str(tmp_path))
+    items = [i for unit in source.units() for i in source.read(unit)]
+    built = [i for i in items if isinstance(i, ImageRecord)]
+    assert [i.data for i in built] == [_png(i) for i in range(3)]
+    assert [i.lineage["huggingface"] for i in built] == [
+        {column: {field: {"bytes": None, "path": f"m{i}.png"}, "label": f"cat{i}"}} for i in range(3)]
+    rejects = [(r.reason, r.input, r.detail) for r in items if isinstance(r, Reject)]
+    assert rejects == [("nested_image_column", f"data/train-00000-of-00001.parquet column {column}",
+                        f"data/train-00000-of-00001.parquet: column {column!r} holds images inside a struct ({shown}), "
+                        "their bytes not read: those images of its 3 rows are not built (one top-level image column "
+                        "a row); its other fields ride in each row's lineage")]
+
+
 def test_a_datasets_repo_of_nested_images_alone_stops_check_naming_them(tmp_path: Path, capsys):
     """Only `pair.left` and `pair.right`: the stop said the file had 'no column of image bytes'."""
     _nested_repo(tmp_path / "repo", top_level=False)
