@@ -137,7 +137,7 @@ def decord_exact(probe: Probe) -> str | None:
     if probe.restamped:  # decord names frames by the demuxer's stamps: repeated, or missing
         return f"time stamps restamped ({probe.restamped})"
     if probe.hidden:
-        return "edit list or a stream cut mid-GOP"
+        return "edit list, a stream cut mid-GOP or MPEG-4 VOPs not coded"
     if probe.decode_order_stamps:
         return "time stamps in decode order from a decoder that reorders frames"
     if probe.gradual_refresh:  # decord's seek to one yields the picture completing it, named as the target

@@ -62,6 +62,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from sources.video_alpha import alpha_decoder_name, carries_alpha
+from sources.video_mpeg4_vops import NotCodedVops
 from sources.video_recovery import RecoveryPoints
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,9 @@ class VideoIndex:
     # outputs fell behind the packets for good (a damaged packet the decoder dropped without a
     # word), every later output would take the name of a frame shown after it. None: not counted
     outputs_named: int | None = None
+    # packet positions that give no frame by design (MPEG-4 Part 2 not-coded VOPs, `NotCodedVops`):
+    # hidden and never key frames; sent to the decoder, yet not counted against its outputs
+    not_coded: tuple[int, ...] = ()
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -179,6 +183,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     alpha_candidate = alpha_decoder_name(stream) is not None
     with_alpha = 0  # packets carrying an alpha picture, counted only where the stream declares alpha
     recovery = RecoveryPoints(stream.codec_context.extradata) if stream.codec_context.name == "h264" else None
+    vops = NotCodedVops(stream.codec_context.extradata) if stream.codec_context.name == "mpeg4" else None
+    not_coded: list[int] = []  # packets giving no frame by design (`VideoIndex.not_coded`)
     clean = True
     try:
         for packet in container.demux(stream):
@@ -193,6 +199,9 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
             corrupt.append(bool(packet.is_corrupt))
             if recovery is not None:
                 recovery.add(len(raw) - 1, packet, keyframe[-1])
+            if vops is not None and vops.add(packet, keyframe[-1]):
+                not_coded.append(len(raw) - 1)
+                keyframe[-1] = False  # nothing to start decoding from
             with_alpha += alpha_candidate and carries_alpha(packet)
             if chained and packet.is_keyframe and _theora_header(bytes(memoryview(packet)[:7])):
                 headers.append(len(raw) - 1)
@@ -263,12 +272,16 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
         raise UnsupportedVideo("unsupported_container",
                                f"{label}: time stamps in decode order from a decoder that reorders frames, "
                                "with frames an edit list hides: the shown frames cannot be named")
+    # a packet giving no frame (an N-VOP) is no frame: the decoder's outputs are the others' frames
+    if not_coded:
+        nothing = set(not_coded)
+        discard = [d or i in nothing for i, d in enumerate(discard)]
     index = VideoIndex(tuple(pts), tuple(keyframe), tuple(discard), tuple(size), time_base,
                        clean, fmt, codec, in_decode_order, demuxed=tuple(raw) if restamped else (),
                        restamped=restamped, joins=tuple(joins) if restamped == "joined" else (),
                        headers=tuple(headers) if restamped == "chained" else (), video_pages=video_pages,
                        alpha=alpha_candidate and 0 < with_alpha == len(raw),
-                       recovery=recovery.completed() if recovery is not None else ())
+                       recovery=recovery.completed() if recovery is not None else (), not_coded=tuple(not_coded))
     partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
     tail = [i for i in range(len(pts) - partial, len(pts)) if not discard[i]]
     if not tail:

@@ -36,7 +36,8 @@ class Probe:
     container: str
     codec: str
     keyframes: int
-    hidden: int  # packets decoded, never shown (edit list; before the first key frame), a cut's partial one not
+    hidden: int  # packets decoded, never shown (edit list; before the first key frame; an MPEG-4 VOP not
+    # coded, `VideoIndex.not_coded`), a cut's partial one not
     rotation: int  # degrees counterclockwise applied to show the frame
     mirrored: bool  # mirrored left-right before the rotation
     pixel_format: str

@@ -181,6 +181,16 @@ def recovery_count(sei: bytes) -> int | None:
     return None
 
 
+def _parameter_set(unit: bytes) -> tuple[int, int, int] | None:
+    """(H264_SPS, its id, log2_max_frame_num) of an SPS, (H264_PPS, its id, the SPS id it names)
+    of a PPS; None where it cannot be read."""
+    if unit[0] & 0x1F == H264_SPS and (read := sps_frame_num_bits(unit)) is not None:
+        return H264_SPS, read[0], read[1]
+    if unit[0] & 0x1F == H264_PPS and (ids := _leading_ues(unit, 2)) is not None:
+        return H264_PPS, ids[0], ids[1]
+    return None
+
+
 class RecoveryPoints:
     """The key frames of an H.264 stream that decode whole only some pictures later, followed packet
     by packet in decode order (`add`); `completed` gives (key position, position of the picture
@@ -191,7 +201,9 @@ class RecoveryPoints:
         self.size = length_size(extradata)
         self.frame_num_bits: dict[int, int] = {}  # SPS id -> log2_max_frame_num
         self.pps_sps: dict[int, int] = {}  # PPS id -> SPS id
-        self.known: set[bytes] = set()  # parameter set units read already
+        # parameter set unit -> what it says, (SPS or PPS, its id, log2_max_frame_num or SPS id);
+        # None where unreadable: read once, applied each time the unit comes (an id can be redefined)
+        self.known: dict[bytes, tuple[int, int, int] | None] = {}
         self._read_extradata(bytes(extradata or b""))
         self.references = 0  # reference pictures so far
         # the reference picture count at which a sweep ends -> [(key position, whole there: False
@@ -217,7 +229,7 @@ class RecoveryPoints:
         header = units[-1][0]
         if keyframe:
             for unit in units[:-1]:
-                if unit and unit[0] & 0x1F in PARAMETER_SETS and unit not in self.known:
+                if unit and unit[0] & 0x1F in PARAMETER_SETS:
                     self._read_parameter_set(unit)
         if header & 0x1F == H264_IDR:
             for waiting in self.pending.values():  # an IDR completes every sweep under way
@@ -283,13 +295,19 @@ class RecoveryPoints:
                 self._read_parameter_set(unit)
 
     def _read_parameter_set(self, unit: bytes) -> None:
-        if len(self.known) >= KNOWN_PARAMETER_SETS:
-            self.known.clear()
-        self.known.add(unit)
-        if unit[0] & 0x1F == H264_SPS and (read := sps_frame_num_bits(unit)) is not None:
-            self.frame_num_bits[read[0]] = read[1]
-        elif unit[0] & 0x1F == H264_PPS and (ids := _leading_ues(unit, 2)) is not None:
-            self.pps_sps[ids[0]] = ids[1]
+        """Map the id an SPS or PPS unit defines to what it says, every time the unit comes: joined
+        streams (A, B, then A again) reuse an id for another set and back, so a unit read already
+        must still take its id back (parsed once: the same few units repeat at every key frame)."""
+        if unit in self.known:
+            read = self.known[unit]
+        else:
+            if len(self.known) >= KNOWN_PARAMETER_SETS:
+                self.known.clear()
+            read = self.known[unit] = _parameter_set(unit)
+        if read is None:
+            return
+        kind, set_id, value = read
+        (self.frame_num_bits if kind == H264_SPS else self.pps_sps)[set_id] = value
 
     def _chain(self, own: dict[int, int | None]) -> tuple[tuple[int, int], ...]:
         """Per recovery point, the position its own sweep (`own`; the packet count where never)

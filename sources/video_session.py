@@ -299,6 +299,9 @@ class DecodeSession:
         restamped = bool(index.demuxed) and index.restamped != JUMPED
         joins = set(index.joins)  # a later part of a joined file begins: the decoder starts afresh
         headers = set(index.headers)  # decoder headers sent as packets: fed wherever they lie
+        # packets giving no frame by design (N-VOPs): sent, not counted against the outputs
+        counted = index.decode_order_stamps
+        not_coded = set(index.not_coded)
         fed = False  # packets were sent to the decoder since it last started afresh
         for stretch in plan:
             if not self.wanted:
@@ -369,11 +372,11 @@ class DecodeSession:
                     self._note_too_large(codec)
                     if self.drop_damaged and position not in headers:
                         self._damage_from(position)
-                    if index.decode_order_stamps:
+                    if counted and position not in not_coded:
                         self._count_fed(before, True)
                     continue
                 yield from self._deliver(frames, trust)
-                if index.decode_order_stamps:
+                if counted and position not in not_coded:
                     self._count_fed(before, False)
                 if self._collect:
                     del frames

@@ -284,3 +284,42 @@ def test_a_ts_part_joined_at_a_recovery_point_hides_the_frames_before_its_refres
     for frame, image in stored:
         assert video_zoo.read_index(image) == video_zoo.read_index(cli[frame]), frame
         assert np.abs(image.astype(int) - cli[frame].astype(int)).mean() < 8, frame
+
+
+def test_a_part_whose_sps_came_before_another_with_its_id_counts_by_its_own_max_frame_num(rewritten, tmp_path):
+    """Parts joined A, B, A (`cat`): A's SPS (id 0, MaxFrameNum 16) came back after B's (id 0,
+    x264 with 16 references: MaxFrameNum 32), but its bytes were known already and so skipped:
+    B's MaxFrameNum stayed, the recovery counts of 65535 in part 3 were taken modulo 32, not 16,
+    and its first 16 frames the CLI shows were hidden silently (and its recovery points taken
+    16 pictures late). Each part now shows the frames it shows alone."""
+    import av
+
+    from sources.video_recovery import nal_units, sps_frame_num_bits
+
+    other = tmp_path / "other.ts"
+    video_zoo.encode(tmp_path / "source.avi", 12, "mjpeg", pix_fmt="yuvj444p", options={"q:v": "2"}, size=(W, H),
+                     first=500)
+    video_zoo.ffmpeg("-i", str(tmp_path / "source.avi"), "-c:v", "libx264", "-preset", "veryfast", "-refs", "16",
+                     "-bf", "0", "-pix_fmt", "yuv420p", str(other))
+    again = tmp_path / "again.ts"
+    video_zoo.ffmpeg("-ss", "1.5", "-i", str(rewritten["cnt65535"]), "-c", "copy", str(again))
+    parts = [rewritten["cnt65535"], other, again]
+
+    def first_sps(path: Path) -> tuple[int, int] | None:
+        with av.open(str(path)) as container:
+            packet = next(container.demux(video=0))
+            units = nal_units(bytes(packet), None)
+        return next(sps_frame_num_bits(unit) for unit in units if unit and unit[0] & 0x1F == 7)
+
+    assert [first_sps(part) for part in parts] == [(0, 4), (0, 5), (0, 4)]
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(part.read_bytes() for part in parts))
+    alone = [video_zoo.sequential(part) for part in parts]
+    assert 0 < len(alone[2]) < FRAMES - 37 and video_zoo.read_index(alone[2][0]) > 37  # shown from a refresh on
+    cli = [frame for frames in alone for frame in frames]
+    record, stored = _stored(joined, strides=(1, 3))
+    assert record.n_frames == len(cli)
+    assert max(frame for frame, _ in stored) > len(cli) - 10
+    for frame, image in stored:
+        assert video_zoo.read_index(image) == video_zoo.read_index(cli[frame]), frame
+        assert np.abs(image.astype(int) - cli[frame].astype(int)).mean() < 8, frame
