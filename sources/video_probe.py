@@ -84,6 +84,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
         # are rejects where the clips are decoded, `DecodeSession.outputs_named`): counted as what
         # the decoder gives, every later frame took the name of one shown after it
         keep_counted(uri, max_pixels, memory_mb, replace(index, outputs_named=session.outputs_named()))
+        n = session.frames_given()  # fewer where pictures went only before the first output or at the end
         if 0 not in ends:
             raise session.too_large or VideoError("decode_failed", "the first frame does not decode")
     else:

@@ -88,6 +88,8 @@ class DecodeSession:
     _damaged_at: int | None = None
     _outputs_before_last: int = 0  # outputs given before the packet sent last
     _cut_fed: bool = False  # a packet the demuxer read short (a cut file's end) was sent
+    _fell_at: int = 0  # packets sent up to and with the one where the outputs fell behind
+    _empty_tail: int = 0  # the last packets sent that gave no output, counted back from the last
     _position_of: dict[int, int] | None = None  # stamp -> packet position, for a concealed frame
 
     def run(self, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
@@ -260,8 +262,31 @@ class DecodeSession:
         corrupt (`_conceal`), stops the count too, whatever the outputs."""
         if self.too_large is not None:
             return len(self._shown)
-        named = len(self._shown) if self._fed <= self._outputs else self._fell_behind or 0
+        if self._fed <= self._outputs or self._shortfall_shifts_nothing():
+            named = len(self._shown)
+        else:
+            named = self._fell_behind or 0
         return named if self._damaged_at is None else min(named, self._damaged_at)
+
+    def frames_given(self) -> int:
+        """After a whole decode with `decode_order_stamps`: the frames the stream counts. Every
+        packet's, save where the outputs fell short only before the first output or only at the
+        end (`_shortfall_shifts_nothing`): then output i is still the ffmpeg CLI's frame i, and the
+        frames are the outputs, as the CLI shows them."""
+        if self.too_large is None and self._fed > self._outputs and self._shortfall_shifts_nothing():
+            return min(self._outputs, len(self._shown))
+        return len(self._shown)
+
+    def _shortfall_shifts_nothing(self) -> bool:
+        """Whether the packets the decoder gave nothing for (more sent than it output) shift no
+        later name: a picture dropped before its first output (an x264 open-GOP stream cut mid-GOP,
+        as DVR exports and streams grabbed mid-way start: 49 packets, 48 outputs, the CLI's 48),
+        never seen falling behind once output had begun; or the last packets, each giving nothing
+        (a raw stream cut short, its last access unit partial: HEVC with 33 packets, 32 outputs,
+        the CLI's 32). A refused packet or a frame flagged corrupt is damage all the same."""
+        if self._damaged_at is not None:
+            return False
+        return self._fell_behind is None or self._fed - self._fell_at < self._empty_tail
 
     def _damage_at(self, outputs: int) -> None:
         """Damage the outputs from `outputs` on may show (`outputs_named`)."""
@@ -277,8 +302,10 @@ class DecodeSession:
         if behind > self._most_behind:
             if before > 0 and self._fell_behind is None:
                 self._fell_behind = before if refused else self._outputs_before_last
+                self._fell_at = self._fed
             self._most_behind = behind
         self._outputs_before_last = before
+        self._empty_tail = 0 if self._outputs > before else self._empty_tail + 1
 
     def _after(self) -> None:
         if self._collect:  # the first frame's side data cycle: free that frame now
@@ -360,7 +387,10 @@ class DecodeSession:
                     codec.flush_buffers()
                     self._restart()
                 fed = True
-                self._cut_fed = self._cut_fed or packet.is_corrupt
+                # a raw stream's demuxer never flags its last packet short: where frames are named
+                # by output order the file's last packet is taken as possibly cut (a partial download
+                # ends in a partial access unit, whose frame the CLI shows concealed)
+                self._cut_fed = self._cut_fed or packet.is_corrupt or (counted and position == len(index.pts) - 1)
                 trust[packet.pts] = stretch.trusted_from
                 before = self._outputs
                 if switch_skips:
@@ -439,6 +469,7 @@ class DecodeSession:
         self.seek_bytes = 1 << 62
         self._outputs = self._fed = self._most_behind = self._outputs_before_last = 0
         self._fell_behind = self._damaged_at = None
+        self._fell_at = self._empty_tail = 0
         return self._container.demux(stream), -1, stream, self._codec
 
     def _seek(self, stream, target: int):
