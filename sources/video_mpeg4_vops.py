@@ -117,8 +117,9 @@ class NotCodedVops:
         its place (FFmpeg's decoder returns `FRAME_SKIPPED` and stores nothing)."""
         if keyframe or self.time_bits is None:  # headers (VOL, user data) lie at a key frame's start
             head = bytes(memoryview(packet)[:HEADER_BYTES])
-            if self.time_bits is None:
-                self.time_bits = time_increment_bits(head)
+            # each VOL read anew: a `-f concat -c copy` join of files at 25 and 29.97 fps changes
+            # the bits mid-stream (the first's kept: 8 packets counted where the CLI shows none)
+            self.time_bits = time_increment_bits(head) or self.time_bits
             said = divx_packed(head)
             self.packed = self.packed if said is None else said
         if self.time_bits is None or (not self.packed and packet.size > NOT_CODED_BYTES):

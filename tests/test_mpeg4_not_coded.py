@@ -124,3 +124,34 @@ def test_a_vop_not_coded_is_no_frame_and_every_stored_frame_is_the_clis(clips, n
     for frame, image in stored:
         assert video_zoo.read_index(image) == video_zoo.read_index(cli[frame]), frame
         assert np.abs(image.astype(int) - cli[frame].astype(int)).mean() < 8, frame
+
+
+def test_a_join_of_xvid_files_at_two_frame_rates_reads_each_vol_header(tmp_path):
+    """`ffmpeg -f concat -c copy` of XviD AVIs at 25 and 29.97 fps: the second part's VOL header
+    gives `vop_time_increment` 15 bits, not 5. Read only once, the second part's N-VOPs were taken
+    for frames (n 70 where the CLI shows 62; 2 of 4 clips decode_failed)."""
+    video_zoo.require_ffmpeg()
+    source = _source(tmp_path / "held.mkv")
+    parts = []
+    for name, rate in (("r25", "25"), ("r2997", "30000/1001")):
+        video_zoo.ffmpeg("-r", rate, "-i", str(source), "-c:v", "libxvid", "-bf", "0", "-q:v", "4",
+                         str(tmp_path / f"_{name}.avi"))
+        parts.append(tmp_path / f"{name}.avi")
+        assert _with_held_not_coded(tmp_path / f"_{name}.avi", parts[-1]) >= 6
+    (tmp_path / "list.txt").write_text("".join(f"file '{p}'\n" for p in parts))
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    path = videos / "join.avi"
+    video_zoo.ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(path))
+    cli = video_zoo.sequential(path)
+    (record,) = list(VideoSource("join", str(videos), strides=(1,), decoder="pyav").read(str(path)))
+    assert isinstance(record, VideoRecord), record
+    assert record.n_frames == len(cli) == 32
+    stored = []
+    for sentence in render_video(record, SETTINGS):
+        assert not isinstance(sentence, Reject), sentence
+        for image, member in zip(sentence.images, sentence.members):
+            stored.append((member["frame"], cv2.resize(decode_png(image), (W, H), interpolation=cv2.INTER_AREA)))
+    assert max(frame for frame, _ in stored) > len(cli) - 5
+    for frame, image in stored:
+        assert video_zoo.read_index(image) == video_zoo.read_index(cli[frame]), frame
