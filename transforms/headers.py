@@ -43,6 +43,9 @@ _PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 _LOSSLESS = {0xC3, 0xC7, 0xCB, 0xCF}  # predictive coding: no DCT, so no DCT scaling either
 _SOS, _EOI, _COM = 0xDA, 0xD9, 0xFE
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0-7 carry no length
+# markers Pillow's open gives no handler, so reads as carrying no length and walks past (its `MARKER`
+# table): SOI, and EOI too before the first scan. (JPG0-13 too, but JPEG-LS's LSE, 0xF8, has a length.)
+_PILLOW_LENGTHLESS = {0xD8, _EOI}
 # the next marker after entropy-coded data: 0xFF not followed by a stuffed 0, a restart or a fill byte
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 BLOCK_BYTES = 64 * 2  # one 8x8 block of 16-bit DCT coefficients (JCOEF)
@@ -145,8 +148,17 @@ def _jpeg_walk(data: bytes, exif: bytearray | None = None) -> tuple[JpegLayout |
                 break
             pos = found.start()
             continue
-        marker, length = data[pos + 1], _u16be(data, pos + 2)
-        if marker == _EOI or length < 2 or pos + 4 >= end:  # a segment cut before its first byte
+        marker = data[pos + 1]
+        if marker in _PILLOW_LENGTHLESS:
+            if marker == _EOI and scans:
+                break  # what follows is not this image's
+            pos += 2  # before its first scan Pillow's open walks on, joining the Exif segments beyond
+            continue
+        length = _u16be(data, pos + 2)
+        if length < 2 and not scans:
+            pos += 4  # Pillow's open reads nothing for it and walks on
+            continue
+        if length < 2 or pos + 4 >= end:  # a segment cut before its first byte
             break
         if marker in _SOF and frame is None:
             frame, sof, precision = _frame(data, pos + 4, length - 2), marker, data[pos + 4]
