@@ -268,3 +268,32 @@ def test_exif_segments_behind_what_pillow_walks_past_are_counted_on_every_path(v
         assert failed.value.reason != "too_many_exif_segments"
     else:  # a few still decode, as Pillow reads them
         assert decode_image(few).shape == (48, 64, 3)
+
+
+def test_exif_segments_behind_jpg_markers_pillow_reads_without_a_length_are_counted():
+    """Pillow's open reads a JPG0-13 marker (0xFFF0-0xFFFD) as two bytes and goes on; the build's walk
+    reads a length after it (JPEG-LS's LSE, 0xFFF8, has one), so `FF F0` then 5,955 tiny Exif segments
+    (65,505 bytes, the length `FF E1` declares), 40 times, hid all 238,200 from it: 0.94 CPU-s in
+    Pillow's open, then decode_error. The walk that met such a marker counts again as Pillow does."""
+    import time
+
+    from transforms.maps import MapError
+    from uvd_pipeline.image_decode import decode_map
+    from uvd_pipeline.image_decode import load_image as build_load_image
+
+    out = io.BytesIO()
+    _picture().save(out, "JPEG")
+    real = out.getvalue()
+    segment = b"\xff\xe1" + struct.pack(">H", 2 + 6 + 1) + b"Exif\x00\x00A"
+    assert 5_955 * len(segment) == 0xFFE1
+    data = real[:2] + (b"\xff\xf0" + segment * 5_955) * 40 + real[2:]
+    started = time.process_time()
+    with pytest.raises(DecodeError) as built:
+        build_load_image(data, 32, "squash", 10.0, max_pixels=10**8)
+    with pytest.raises(MapError) as mapped:
+        decode_map("decode_luma", data, 10.0)
+    assert [built.value.reason, mapped.value.reason] == ["too_many_exif_segments"] * 2
+    assert time.process_time() - started < 0.5
+    with pytest.raises(DecodeError) as few:  # a few behind it: libjpeg's own refusal of the marker, not this one
+        build_load_image(real[:2] + b"\xff\xf0" + segment * 3 + real[2:], 32, "squash", 10.0, max_pixels=10**8)
+    assert few.value.reason == "decode_error"
