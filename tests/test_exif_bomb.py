@@ -217,3 +217,83 @@ def test_the_tokenizer_refuses_an_image_of_many_exif_segments_before_pillow_join
     assert "255 APP1 Exif segments" in refused.value.detail
     assert spent < 0.5, f"{spent:.2f} CPU-s"
     assert np.array_equal(decode_image(_grey_map_jpeg(254)), decode_image(_grey_map_jpeg(0)))
+
+
+def _exif_segments_past_a_walker_stop(variant: str, extra: int) -> bytes:
+    """Pillow's JPEG (`_picture`, no EXIF of its own) with `extra` tiny APP1 Exif segments behind
+    something a marker walk may stop at but Pillow's open (`JpegImageFile._open`) walks past,
+    joining every one: a junk byte after one Exif segment (it skips what is not 0xFF), an EOI
+    straight after the SOI (its `MARKER` table gives EOI no handler), an APP0 whose length is 0 (it
+    reads nothing for it and goes on)."""
+    out = io.BytesIO()
+    _picture().save(out, "JPEG")
+    real = out.getvalue()
+    segment = b"\xff\xe1" + struct.pack(">H", 2 + 6 + 1) + b"Exif\x00\x00A"
+    stop = {"junk_byte": segment + b"\x00", "eoi_first": b"\xff\xd9", "empty_app0": b"\xff\xe0\x00\x00"}[variant]
+    return real[:2] + stop + segment * extra + real[2:]
+
+
+@pytest.mark.parametrize("variant", ["junk_byte", "eoi_first", "empty_app0"])
+def test_exif_segments_behind_what_pillow_walks_past_are_counted_on_every_path(variant: str):
+    """The build's walk (`transforms.headers`) broke on an EOI or an APPn of length 0 before the
+    first scan and the tokenizer's (`exif_segments`) on any byte that is not 0xFF too, where
+    Pillow's open reads on: 400,000 such segments cost 2.2 CPU-s in `decode_image`, `decode_rgb`
+    or the map's open, and the map and the tokenizer took the file. Each now walks as Pillow does:
+    `too_many_exif_segments` on all three paths before Pillow opens it."""
+    import time
+
+    from tokenizer.data import UnreadableImage, decode_image
+    from transforms.maps import MapError
+    from uvd_pipeline.image_decode import decode_map
+    from uvd_pipeline.image_decode import load_image as build_load_image
+
+    data = _exif_segments_past_a_walker_stop(variant, 50_000)
+    started = time.process_time()
+    with pytest.raises(DecodeError) as built:
+        build_load_image(data, 32, "squash", 10.0, max_pixels=10**8)
+    with pytest.raises(MapError) as mapped:
+        decode_map("decode_luma", data, 10.0)
+    with pytest.raises(UnreadableImage) as tokenized:
+        decode_image(data)
+    spent = time.process_time() - started
+    assert [built.value.reason, mapped.value.reason, tokenized.value.reason] == ["too_many_exif_segments"] * 3
+    expected = 50_001 if variant == "junk_byte" else 50_000
+    assert f"{expected:,} APP1 Exif segments" in built.value.detail
+    assert f"{expected:,} APP1 Exif segments" in mapped.value.detail
+    assert spent < 1.0, f"{spent:.2f} CPU-s"
+    few = _exif_segments_past_a_walker_stop(variant, 3)
+    if variant == "eoi_first":  # a few are no refusal of theirs: libjpeg's own failure on the early EOI
+        with pytest.raises(UnreadableImage) as failed:
+            decode_image(few)
+        assert failed.value.reason != "too_many_exif_segments"
+    else:  # a few still decode, as Pillow reads them
+        assert decode_image(few).shape == (48, 64, 3)
+
+
+def test_exif_segments_behind_jpg_markers_pillow_reads_without_a_length_are_counted():
+    """Pillow's open reads a JPG0-13 marker (0xFFF0-0xFFFD) as two bytes and goes on; the build's walk
+    reads a length after it (JPEG-LS's LSE, 0xFFF8, has one), so `FF F0` then 5,955 tiny Exif segments
+    (65,505 bytes, the length `FF E1` declares), 40 times, hid all 238,200 from it: 0.94 CPU-s in
+    Pillow's open, then decode_error. The walk that met such a marker counts again as Pillow does."""
+    import time
+
+    from transforms.maps import MapError
+    from uvd_pipeline.image_decode import decode_map
+    from uvd_pipeline.image_decode import load_image as build_load_image
+
+    out = io.BytesIO()
+    _picture().save(out, "JPEG")
+    real = out.getvalue()
+    segment = b"\xff\xe1" + struct.pack(">H", 2 + 6 + 1) + b"Exif\x00\x00A"
+    assert 5_955 * len(segment) == 0xFFE1
+    data = real[:2] + (b"\xff\xf0" + segment * 5_955) * 40 + real[2:]
+    started = time.process_time()
+    with pytest.raises(DecodeError) as built:
+        build_load_image(data, 32, "squash", 10.0, max_pixels=10**8)
+    with pytest.raises(MapError) as mapped:
+        decode_map("decode_luma", data, 10.0)
+    assert [built.value.reason, mapped.value.reason] == ["too_many_exif_segments"] * 2
+    assert time.process_time() - started < 0.5
+    with pytest.raises(DecodeError) as few:  # a few behind it: libjpeg's own refusal of the marker, not this one
+        build_load_image(real[:2] + b"\xff\xf0" + segment * 3 + real[2:], 32, "squash", 10.0, max_pixels=10**8)
+    assert few.value.reason == "decode_error"

@@ -359,3 +359,23 @@ def test_a_value_with_spaces_but_no_flag_in_it_is_kept():
                            "beam": {"runner": "PortableRunner", "options": flags}})
     assert config.beam.options == tuple(flags) and runner_flag(flags) is None
     assert pipeline_options(config).get_all_options()["environment_config"] == flags[0].partition("=")[2]
+
+
+@pytest.mark.parametrize("flag", [
+    "--environment_config=python -m apache_beam.runners.worker.sdk_worker_main --logging_level=DEBUG",
+    '--environment_config={"command": "/opt/apache/beam/boot --worker_pool"}',
+    "--environment_options=process_command=/opt/apache/beam/boot --x",
+    "--job_server_jvm_properties=-Xmx4g --add-opens=java.base/java.nio=ALL-UNNAMED",
+])
+def test_a_value_holding_its_own_dash_dash_words_reaches_beam_whole(flag: str):
+    """rev55j LOW-3: a later `--word` in an item was refused as a second flag, though a SUBPROCESS_SDK
+    environment_config is a command line (Beam runs it with shell=True), a PROCESS one a JSON command,
+    and a JVM property starts with `--`. A word is a second flag only where Beam's parser knows it
+    (`--project=p --region=r`, still refused above), and never inside a command-valued flag."""
+    from uvd_pipeline.config import parse_config
+
+    config = parse_config({"output": "out", "sources": [{"name": "web", "type": "laion", "path": "imgs"}],
+                           "beam": {"runner": "PortableRunner", "options": [flag]}})
+    name, _, value = flag.partition("=")
+    assert config.beam.options == (flag,)
+    assert pipeline_options(config).get_all_options()[name.removeprefix("--")] in (value, [value])

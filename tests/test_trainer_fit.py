@@ -644,7 +644,21 @@ def test_a_resume_keeps_the_eps_the_run_began_with(shards, tmp_path: Path, capsy
     resumed = fit(_options(shards, tmp_path / "run", max_steps=4))
     saved = ckpt.load_checkpoint(resumed["checkpoint"])
     assert resumed["step"] == 4 and [g["eps"] for g in saved["optimizer"]["param_groups"]] == [1e-6, 1e-6]
-    assert saved["state"]["options"]["eps"] == 1e-6 and "--eps" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert saved["state"]["options"]["eps"] == 1e-6 and "--eps" not in err
+    assert err.count("eps 1e-06 kept from the checkpoint (the options' 1e-08 not applied)") == 2
+
+
+def test_a_resume_names_an_eps_of_the_options_it_did_not_apply(shards, tmp_path: Path, capsys):
+    """rev55j LOW-5: a Python resume passing FitOptions(eps=1e-4) against a checkpoint of 1e-6 kept
+    1e-6 in silence. The note names both; a resume of the same eps says nothing of it."""
+    fit(_options(shards, tmp_path / "run", max_steps=2, eps=1e-6))
+    capsys.readouterr()
+    fit(_options(shards, tmp_path / "run", max_steps=3, eps=1e-6))
+    assert "kept from the checkpoint" not in capsys.readouterr().err
+    resumed = fit(_options(shards, tmp_path / "run", max_steps=4, eps=1e-4))
+    assert "eps 1e-06 kept from the checkpoint (the options' 0.0001 not applied)" in capsys.readouterr().err
+    assert ckpt.load_checkpoint(resumed["checkpoint"])["state"]["options"]["eps"] == 1e-6
 
 
 def test_a_resume_naming_the_same_shards_by_another_path_is_taken(shards, tmp_path: Path, monkeypatch):

@@ -13,12 +13,14 @@ from __future__ import annotations
 import glob as globlib
 import io
 import os
+import re
 import tarfile
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import EpsImagePlugin, Image
+from PIL.JpegImagePlugin import MARKER as PILLOW_JPEG_MARKERS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -145,27 +147,37 @@ def _formats() -> list[str]:
 # joins each APP1 `Exif` segment to all those before it, so their time grows with their number
 # squared (200,000 tiny ones: about 5 CPU-s; 900,000: 187). A camera writes one.
 MAX_EXIF_SEGMENTS = 255
-_APP1, _SOS, _EOI = 0xE1, 0xDA, 0xD9
+_APP1, _SOS = 0xE1, 0xDA
+# where Pillow's open finds its next marker: it skips bytes that are not 0xFF, a 0xFF 0x00 pair and
+# fill bytes one by one, so the first 0xFF followed by anything else
+_PILLOW_NEXT_MARKER = re.compile(rb"\xff[^\x00\xff]")
 
 
 def exif_segments(data: bytes, stop_past: int = MAX_EXIF_SEGMENTS) -> int:
     """How many APP1 `Exif` segments a JPEG has before its first scan (0 for any other file),
-    counted no further than `stop_past` + 1: the count that Pillow's open would join."""
+    counted no further than `stop_past` + 1: the count that Pillow's open would join. The walk is
+    Pillow's own (`JpegImageFile._open`, its `MARKER` table): junk between segments is skipped, a
+    marker it gives no handler (SOI, EOI, RSTn, JPGn) has no length and does not end it, and it
+    ends at the first scan or at a marker Pillow does not know."""
     if data[:3] != b"\xff\xd8\xff":
         return 0
     count, pos = 0, 2
-    while pos + 4 <= len(data) and count <= stop_past:
-        if data[pos] != 0xFF:
-            break  # not a marker: Pillow's open stops here too
-        marker = data[pos + 1]
-        if marker == 0xFF:  # a fill byte
-            pos += 1
+    while pos + 2 <= len(data) and count <= stop_past:
+        if data[pos] != 0xFF or data[pos + 1] in (0x00, 0xFF):
+            found = _PILLOW_NEXT_MARKER.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
             continue
-        if marker in (_SOS, _EOI):
-            break
-        if marker == _APP1 and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
+        marker = 0xFF00 | data[pos + 1]
+        if marker not in PILLOW_JPEG_MARKERS or marker == 0xFF00 | _SOS:
+            break  # Pillow's open fails here, or stops to decode
+        if PILLOW_JPEG_MARKERS[marker][2] is None:
+            pos += 2
+            continue
+        if (marker & 0xFF) == _APP1 and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
             count += 1
-        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        pos += 2 + max(2, int.from_bytes(data[pos + 2 : pos + 4], "big"))  # Pillow reads on past a length under 2
     return count
 
 

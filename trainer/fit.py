@@ -357,12 +357,16 @@ class Trainer:
         0.1 and (0.9, 0.95) while the note said they had changed (the lr is set each step anyway).
         eps is no CLI flag (FitOptions only), so a resume the CLI's way always gave its default: a run
         begun with eps 1e-6 went on with 1e-8 and no note named it. The checkpoint's eps is kept
-        instead, and these options take it, so the options saved say what the optimizer used."""
+        instead, and these options take it, so the options saved say what the optimizer used; where
+        the options gave another (FitOptions(eps=...) from Python), a note says it was not applied."""
         decay, no_decay = self.optimizer.param_groups
         decay["weight_decay"], no_decay["weight_decay"] = self.options.weight_decay, 0.0
         for group in (decay, no_decay):
             group["betas"] = (self.options.beta1, self.options.beta2)
         if decay["eps"] != self.options.eps:
+            if self.env.main:
+                print(f"note: resuming with eps {decay['eps']:g} kept from the checkpoint (the options' "
+                      f"{self.options.eps:g} not applied)", file=sys.stderr, flush=True)
             self.options = dataclasses.replace(self.options, eps=decay["eps"])
 
     def _note_changed_flags(self, state: Mapping[str, Any]) -> None:

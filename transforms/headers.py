@@ -43,6 +43,9 @@ _PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 _LOSSLESS = {0xC3, 0xC7, 0xCB, 0xCF}  # predictive coding: no DCT, so no DCT scaling either
 _SOS, _EOI, _COM = 0xDA, 0xD9, 0xFE
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0-7 carry no length
+# markers Pillow's open gives no handler, so reads as carrying no length and walks past (its `MARKER`
+# table): SOI, and EOI too before the first scan. (JPG0-13 too, but JPEG-LS's LSE, 0xF8, has a length.)
+_PILLOW_LENGTHLESS = {0xD8, _EOI}
 # the next marker after entropy-coded data: 0xFF not followed by a stuffed 0, a restart or a fill byte
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 BLOCK_BYTES = 64 * 2  # one 8x8 block of 16-bit DCT coefficients (JCOEF)
@@ -124,19 +127,49 @@ def jpeg_app_segments(data: bytes, exif: bytearray | None = None) -> AppSegments
     before it finds a frame missing. `exif`, when given, is extended by the EXIF Pillow's open
     reads (`info["exif"]`): every APP1 `Exif` segment's payload, joined, without their
     `Exif\\0\\0` prefixes."""
-    _, segments, payload, exif_segments = _jpeg_walk(data, exif)
+    _, segments, payload, exif_segments, jpg_marker = _jpeg_walk(data, exif)
+    if jpg_marker:  # Pillow's open reads JPG0-13 as carrying no length, so may join Exif segments the walk skipped
+        exif_segments = max(exif_segments, _pillow_exif_segments(data))
     return AppSegments(segments, payload, exif_segments)
+
+
+_PILLOW_NEXT_MARKER = re.compile(rb"\xff[^\x00\xff]")  # Pillow skips junk, 0xFF 0x00 and fill bytes
+
+
+def _pillow_exif_segments(data: bytes, stop_past: int = 255) -> int:
+    """The APP1 `Exif` segments Pillow's open walks before its first scan, counted no further than
+    `stop_past` + 1, walking as it does: a JPG0-13 marker (0xF0-0xFD), SOI or EOI two bytes, no
+    length, where `_jpeg_walk` reads a length for JPG0-13 (JPEG-LS's LSE, 0xF8, has one)."""
+    count, pos = 0, 2
+    while pos + 2 <= len(data) and count <= stop_past:
+        if data[pos] != 0xFF or data[pos + 1] in (0x00, 0xFF):
+            found = _PILLOW_NEXT_MARKER.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+            continue
+        marker = data[pos + 1]
+        if marker == _SOS:
+            break
+        if 0xD0 <= marker <= 0xD9 or 0xF0 <= marker <= 0xFD:
+            pos += 2
+            continue
+        if marker == 0xE1 and data[pos + 4 : pos + 10] == _EXIF_APP1:
+            count += 1
+        pos += 2 + max(2, _u16be(data, pos + 2) if pos + 4 <= len(data) else 2)
+    return count
 
 
 _EXIF_APP1 = b"Exif\x00\x00"
 
 
-def _jpeg_walk(data: bytes, exif: bytearray | None = None) -> tuple[JpegLayout | None, int, int, int]:
+def _jpeg_walk(data: bytes, exif: bytearray | None = None) -> tuple[JpegLayout | None, int, int, int, bool]:
     """`jpeg_layout`, and the APPn and COM segments before the first scan, their payload bytes and
-    how many are APP1 `Exif` ones (`jpeg_app_segments`)."""
+    how many are APP1 `Exif` ones (`jpeg_app_segments`), and whether a JPG0-13 marker came before it."""
     if data[:2] != b"\xff\xd8":
-        return None, 0, 0, 0
+        return None, 0, 0, 0, False
     frame, sof, precision, first, scans, pos, end = None, 0, 8, 0, 0, 2, len(data)
+    jpg_marker = False
     app_segments = app_bytes = exif_segments = 0
     while pos + 4 <= end:
         if data[pos] != 0xFF or data[pos + 1] in (0xFF, 0x00) or data[pos + 1] in _STANDALONE:
@@ -145,8 +178,18 @@ def _jpeg_walk(data: bytes, exif: bytearray | None = None) -> tuple[JpegLayout |
                 break
             pos = found.start()
             continue
-        marker, length = data[pos + 1], _u16be(data, pos + 2)
-        if marker == _EOI or length < 2 or pos + 4 >= end:  # a segment cut before its first byte
+        marker = data[pos + 1]
+        if marker in _PILLOW_LENGTHLESS:
+            if marker == _EOI and scans:
+                break  # what follows is not this image's
+            pos += 2  # before its first scan Pillow's open walks on, joining the Exif segments beyond
+            continue
+        jpg_marker = jpg_marker or (0xF0 <= marker <= 0xFD and not scans)
+        length = _u16be(data, pos + 2)
+        if length < 2 and not scans:
+            pos += 4  # Pillow's open reads nothing for it and walks on
+            continue
+        if length < 2 or pos + 4 >= end:  # a segment cut before its first byte
             break
         if marker in _SOF and frame is None:
             frame, sof, precision = _frame(data, pos + 4, length - 2), marker, data[pos + 4]
@@ -159,7 +202,7 @@ def _jpeg_walk(data: bytes, exif: bytearray | None = None) -> tuple[JpegLayout |
                     exif += data[pos + 10 : pos + 2 + length]
         elif marker == _SOS:
             if frame is None:
-                return None, app_segments, app_bytes, exif_segments
+                return None, app_segments, app_bytes, exif_segments, jpg_marker
             scans += 1
             if scans == 1:
                 first = data[pos + 4]
@@ -167,10 +210,10 @@ def _jpeg_walk(data: bytes, exif: bytearray | None = None) -> tuple[JpegLayout |
                     break  # single-scan sequential
         pos += 2 + length
     if frame is None:
-        return None, app_segments, app_bytes, exif_segments
+        return None, app_segments, app_bytes, exif_segments, jpg_marker
     width, height, sampling = frame
     layout = JpegLayout(width, height, sof, sampling, first, scans, precision, app_segments, app_bytes)
-    return layout, app_segments, app_bytes, exif_segments
+    return layout, app_segments, app_bytes, exif_segments, jpg_marker
 
 
 def coefficient_bytes(layout: JpegLayout) -> int:

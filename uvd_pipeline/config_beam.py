@@ -52,11 +52,44 @@ def runner_flag(flags: Sequence[str]) -> tuple[str, str] | None:
     return None
 
 
+# Beam flags whose value is a command line (SUBPROCESS_SDK's `--environment_config`, run by a shell; a
+# PROCESS environment's JSON `{"command": ...}`; `--environment_options=process_command=...`): `--word`s
+# inside it are that command's own flags
+COMMAND_VALUED_FLAGS = frozenset({"--environment_config", "--environment_options"})
+
+
 def packed_flags(flag: str) -> list[str]:
-    """The words of one option item, after its first, that start with `--`: more flags written in the
-    same item (`"--project=p --region=r"`), which Beam's parser reads as the first flag's value (its
-    project `p --region=r`, no region). A value may hold spaces (JSON after `=`), but no flag word."""
-    return [word for word in flag.split()[1:] if word.startswith("--")]
+    """The words of one option item, after its first, that are flags Beam's parser knows: more flags
+    written in the same item (`"--project=p --region=r"`), which Beam's parser reads as the first
+    flag's value (its project `p --region=r`, no region). Other `--` words are a value's own (a JVM
+    property `--add-opens=...`), and in a flag whose value is a command (`COMMAND_VALUED_FLAGS`)
+    every word is. Beam is imported only when an item holds such a word at all."""
+    words = flag.split()
+    if not words or words[0].split("=", 1)[0] in COMMAND_VALUED_FLAGS:
+        return []
+    candidates = [word for word in words[1:] if word.startswith("--")]
+    if not candidates:
+        return []
+    known = beam_flag_names()
+    return [word for word in candidates if word.split("=", 1)[0] in known]
+
+
+def beam_flag_names() -> frozenset[str]:
+    """Every flag Beam's `PipelineOptions` parses: the option strings of its registered option
+    classes' arguments, gathered as `PipelineOptions.get_all_options` gathers them."""
+    global _BEAM_FLAG_NAMES
+    if _BEAM_FLAG_NAMES is None:
+        from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+        parser = _BeamArgumentParser(allow_abbrev=False)
+        classes = {str(cls): cls for cls in reversed(PipelineOptions.__subclasses__())}
+        for cls in classes.values():
+            cls._add_argparse_args(parser)
+        _BEAM_FLAG_NAMES = frozenset(name for name in parser._option_string_actions if name.startswith("--"))
+    return _BEAM_FLAG_NAMES
+
+
+_BEAM_FLAG_NAMES: frozenset[str] | None = None
 
 
 def runner_name(value: str) -> str | None:
