@@ -27,13 +27,10 @@ def _ghostscript_that_tells(folder: Path) -> Path:
     return marker
 
 
-def test_an_eps_named_jpg_is_refused_and_ghostscript_never_runs(tmp_path, monkeypatch):
-    """An EPS as ImageMagick writes it, named `.jpg` beside a real JPEG, through the web folder source
-    and the build's render path (EPS goes to the decoding process): the EPS is a counted
-    `unsupported_format` reject naming EPS, the JPEG its picture, and no `gs` ever started."""
-    web = tmp_path / "web"
-    web.mkdir()
-    subprocess.run(["convert", "-size", "32x24", "gradient:red-blue", "eps2:" + str(web / "a.jpg")], check=True)
+def _rendered_with_a_ghostscript_that_tells(web: Path, tmp_path: Path, monkeypatch) -> tuple[dict, Path]:
+    """`web`'s `a.jpg` beside a real JPEG `b.jpg`, rendered through the web folder source and the
+    build's render path with a `gs` first on PATH that leaves a marker file if it ever runs: the
+    renders by path, and the marker's path."""
     subprocess.run(["convert", "-size", "32x24", "xc:#20c040", str(web / "b.jpg")], check=True)
     marker = _ghostscript_that_tells(tmp_path)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
@@ -42,6 +39,17 @@ def test_an_eps_named_jpg_is_refused_and_ghostscript_never_runs(tmp_path, monkey
     settings = RenderSettings(32, "squash", 0, 10**8, 1, 0, 0.0)
     out = {item.lineage["path"]: render_image(item, settings) for unit in source.units() for item in source.read(unit)}
     assert sorted(out) == ["a.jpg", "b.jpg"]
+    return out, marker
+
+
+def test_an_eps_named_jpg_is_refused_and_ghostscript_never_runs(tmp_path, monkeypatch):
+    """An EPS as ImageMagick writes it, named `.jpg` beside a real JPEG, through the web folder source
+    and the build's render path (EPS goes to the decoding process): the EPS is a counted
+    `unsupported_format` reject naming EPS, the JPEG its picture, and no `gs` ever started."""
+    web = tmp_path / "web"
+    web.mkdir()
+    subprocess.run(["convert", "-size", "32x24", "gradient:red-blue", "eps2:" + str(web / "a.jpg")], check=True)
+    out, marker = _rendered_with_a_ghostscript_that_tells(web, tmp_path, monkeypatch)
     assert isinstance(out["a.jpg"], Reject)
     assert (out["a.jpg"].stage, out["a.jpg"].reason) == ("decode", "unsupported_format")
     assert "EPS (PostScript" in out["a.jpg"].detail
@@ -74,14 +82,7 @@ def test_an_eps_inside_an_iptc_record_is_refused_and_ghostscript_never_runs(tmp_
     web = tmp_path / "web"
     web.mkdir()
     (web / "a.jpg").write_bytes(_iptc_wrapped(_imagemagick_eps(tmp_path)))
-    subprocess.run(["convert", "-size", "32x24", "xc:#20c040", str(web / "b.jpg")], check=True)
-    marker = _ghostscript_that_tells(tmp_path)
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    budget._stop_all()  # the next decoding process starts with this PATH
-    source = LaionSource("web", str(web))
-    settings = RenderSettings(32, "squash", 0, 10**8, 1, 0, 0.0)
-    out = {item.lineage["path"]: render_image(item, settings) for unit in source.units() for item in source.read(unit)}
-    assert sorted(out) == ["a.jpg", "b.jpg"]
+    out, marker = _rendered_with_a_ghostscript_that_tells(web, tmp_path, monkeypatch)
     assert isinstance(out["a.jpg"], Reject)
     assert (out["a.jpg"].stage, out["a.jpg"].reason) == ("decode", "unsupported_format")
     assert "IPTC/NAA" in out["a.jpg"].detail

@@ -183,6 +183,24 @@ SPACED = ("beam.options: '--project my-project': a flag and its value apart by a
           "Beam as no flag at all and dropped in silence; write '--project=my-project'")
 
 
+def _refused_in_config_and_on_the_command_line(flags: list[str], refusal: str, tmp_path: Path, capsys) -> str:
+    """Beam options `flags` refused by the config's check (`refusal`) and by `build --beam-option`
+    (exit 2): the command's stderr."""
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=re.escape(refusal)):
+        parse_config({"output": "out", "sources": [{"name": "web", "type": "laion", "path": "imgs"}],
+                      "beam": {"options": flags}})
+    (tmp_path / "imgs").mkdir()
+    config_file = tmp_path / "my.yaml"
+    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
+                                           "tokenizer": {"enabled": False},
+                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    assert main(["build", str(config_file), *(f"--beam-option={flag}" for flag in flags)]) == 2
+    return capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flags, refusal, cli_refusal", [
     (["--runner FlinkRunner", "--flink_master=flink-host:8081"],
      "beam.options: --runner FlinkRunner: name the runner as beam.runner (runner: FlinkRunner",
@@ -198,21 +216,9 @@ def test_a_flag_and_its_value_in_one_option_apart_by_a_space_are_refused(flags: 
     any flag written so was lost alike (Beam read no project). Each is refused, naming the fix."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from uvd_pipeline.cli import main
-    from uvd_pipeline.config import ConfigError, parse_config
-
     assert "runner" not in PipelineOptions(flags[:1]).get_all_options(drop_default=True)  # what Beam made of it
     assert "project" not in PipelineOptions(flags[:1]).get_all_options(drop_default=True)
-    with pytest.raises(ConfigError, match=re.escape(refusal)):
-        parse_config({"output": "out", "sources": [{"name": "web", "type": "laion", "path": "imgs"}],
-                      "beam": {"options": flags}})
-    (tmp_path / "imgs").mkdir()
-    config_file = tmp_path / "my.yaml"
-    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
-                                           "tokenizer": {"enabled": False},
-                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
-    assert main(["build", str(config_file), *(f"--beam-option={flag}" for flag in flags)]) == 2
-    err = capsys.readouterr().err
+    err = _refused_in_config_and_on_the_command_line(flags, refusal, tmp_path, capsys)
     assert err.startswith("error: ") and cli_refusal in err, err
     assert not (tmp_path / "out").exists()
 
@@ -329,22 +335,10 @@ def test_two_flags_in_one_option_are_refused(flags: list[str], refusal: str, cli
     DirectRunner and the build ran locally. Such an item is refused, a --runner in it named as one."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from uvd_pipeline.cli import main
-    from uvd_pipeline.config import ConfigError, parse_config
-
     read = PipelineOptions(flags).get_all_options(drop_default=True)  # what Beam makes of it: one flag
     first, _, value = flags[0].split()[0].partition("=")
     assert read[first.removeprefix("--")] == flags[0].partition("=")[2] != value
-    with pytest.raises(ConfigError, match=re.escape(refusal)):
-        parse_config({"output": "out", "sources": [{"name": "web", "type": "laion", "path": "imgs"}],
-                      "beam": {"options": flags}})
-    (tmp_path / "imgs").mkdir()
-    config_file = tmp_path / "my.yaml"
-    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
-                                           "tokenizer": {"enabled": False},
-                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
-    assert main(["build", str(config_file), *(f"--beam-option={flag}" for flag in flags)]) == 2
-    err = capsys.readouterr().err
+    err = _refused_in_config_and_on_the_command_line(flags, refusal, tmp_path, capsys)
     assert err.startswith("error: ") and cli_refusal in err and err.count("error:") == 1, err
     assert not (tmp_path / "out").exists()
 

@@ -162,6 +162,20 @@ def _decoded_silently(path: Path) -> tuple[int, int, int]:
     return packets, frames, corrupt
 
 
+def _kept_and_rejected(record: VideoRecord) -> tuple[list[int], list[int]]:
+    """The starts of the record's clips kept and of those rejected, each kept frame checked to
+    show its own index and each reject to be `decode_failed` naming frames that did not decode."""
+    kept, rejected = [], []
+    for clip, frames in clip_frames(record):
+        if isinstance(frames, Exception):
+            assert frames.reason == "decode_failed" and "did not decode" in frames.detail, frames
+            rejected.append(clip.start)
+            continue
+        kept.append(clip.start)
+        assert [video_zoo.read_index(f) for f in frames] == list(clip.frame_indices), clip.key
+    return kept, rejected
+
+
 @pytest.mark.parametrize("name", sorted(SILENT))
 def test_a_damaged_packet_the_decoder_takes_silently_never_leaves_a_frame_misnamed(tmp_path, name: str):
     """A damaged packet the decoder does not refuse: it drops frames (x265's, MPEG-4's) or conceals
@@ -189,14 +203,7 @@ def test_a_damaged_packet_the_decoder_takes_silently_never_leaves_a_frame_misnam
     (record,) = list(VideoSource("dmg", str(path.parent), strides=(1,), frames=4).read(str(path)))
     assert isinstance(record, VideoRecord), record
     assert record.n_frames == packets  # not the frames the decoder gave
-    kept, rejected = [], []
-    for clip, frames in clip_frames(record):
-        if isinstance(frames, Exception):
-            assert frames.reason == "decode_failed" and "did not decode" in frames.detail, frames
-            rejected.append(clip.start)
-            continue
-        kept.append(clip.start)
-        assert [video_zoo.read_index(f) for f in frames] == list(clip.frame_indices), clip.key
+    kept, rejected = _kept_and_rejected(record)
     assert kept and rejected and min(rejected) <= SILENT[name][1]
     assert max(rejected) == max(clip.start for clip in record.clips)  # every clip after: no name is sure
 
@@ -226,14 +233,7 @@ def test_a_frame_the_decoder_conceals_is_held_back_with_those_decoded_from_it(tm
     assert corrupt  # concealed, without a word
     (record,) = list(VideoSource("dmg", str(path.parent), strides=(1,), frames=4).read(str(path)))
     assert isinstance(record, VideoRecord) and record.n_frames == N
-    kept, rejected = [], []
-    for clip, frames in clip_frames(record):
-        if isinstance(frames, Exception):
-            assert frames.reason == "decode_failed" and "did not decode" in frames.detail, frames
-            rejected.append(clip.start)
-            continue
-        kept.append(clip.start)
-        assert [video_zoo.read_index(f) for f in frames] == list(clip.frame_indices), clip.key
+    kept, rejected = _kept_and_rejected(record)
     assert kept and rejected
 
 
