@@ -89,7 +89,7 @@ def repo_folder_problem(root: str) -> str | None:
         fix = (f"set path to one of its snapshots, {os.path.join(snapshots, commits[0])}"
                + (f" ({len(commits)} there)" if len(commits) > 1 else ""))
     else:
-        fix = "it holds no snapshot: download the dataset again (huggingface_hub.snapshot_download)"
+        fix = "it holds no snapshot: set path to a folder that holds the dataset's files"
     return (f"{root} is a Hugging Face Hub cache repo folder (blobs/, refs/, snapshots/: each revision "
             f"downloaded, its files links into blobs/), not one revision of the dataset: {fix}")
 
