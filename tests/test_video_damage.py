@@ -34,6 +34,19 @@ DAMAGED = {
 }
 
 
+def _damage_packet(path: Path, packet: int, start: int, stop: int | None, value: int) -> None:
+    """Overwrite bytes `start:stop` of video packet `packet` of the file at `path` with `value`, in
+    place, as a bad sector or a broken download leaves it (the packet found by its bytes, once)."""
+    with av.open(str(path)) as container:
+        data = [bytes(p) for p in container.demux(video=0) if p.size][packet]
+    body = bytearray(path.read_bytes())
+    at = body.find(data)
+    assert at >= 0 and body.find(data, at + 1) < 0
+    stop = len(data) if stop is None else stop
+    body[at + start:at + stop] = bytes([value]) * (stop - start)
+    path.write_bytes(bytes(body))
+
+
 def _damaged(tmp_path: Path, name: str) -> Path:
     video_zoo.require_ffmpeg()
     encoder, packet, (offset, count, value), _ = DAMAGED[name]
@@ -41,13 +54,7 @@ def _damaged(tmp_path: Path, name: str) -> Path:
                               options={"q:v": "2"}, size=SIZE)
     path = tmp_path / name
     video_zoo.ffmpeg("-i", str(source), *encoder, str(path))
-    with av.open(str(path)) as container:
-        data = [bytes(p) for p in container.demux(video=0) if p.size][packet]
-    body = bytearray(path.read_bytes())
-    at = body.find(data)
-    assert at >= 0 and body.find(data, at + 1) < 0
-    body[at + offset:at + offset + count] = bytes([value]) * count
-    path.write_bytes(bytes(body))
+    _damage_packet(path, packet, offset, offset + count, value)
     return path
 
 
@@ -108,12 +115,7 @@ def test_a_damaged_packet_where_frames_are_named_by_output_order_costs_every_cli
     video_zoo.ffmpeg("-i", str(source), "-c:v", "mpeg4", "-g", "12", "-bf", "2", "-q:v", "3", str(path))
     cli = np.frombuffer(subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt",
                                         "rgb24", "-"], capture_output=True).stdout, np.uint8).reshape(-1, 64, 96, 3)
-    with av.open(str(path)) as container:
-        data = [bytes(p) for p in container.demux(video=0) if p.size][20]
-    body = bytearray(path.read_bytes())
-    at = body.find(data)
-    body[at + 4:at + 10] = b"\xff" * 6  # the decoder refuses the packet
-    path.write_bytes(bytes(body))
+    _damage_packet(path, 20, 4, 10, 0xFF)  # the decoder refuses the packet
     (record,) = list(VideoSource("dmg", str(path.parent), strides=(1,)).read(str(path)))
     results = {clip.start: frames for clip, frames in clip_frames(record)}
     # the probe counts every frame, not what the decoder gives (63): the clip after is a reject too
@@ -186,18 +188,12 @@ def test_a_damaged_packet_the_decoder_takes_silently_never_leaves_a_frame_misnam
     fell behind the packets (or a frame came out corrupt) are held back: their clips are
     `decode_failed` naming them, every kept frame is its own, as the undamaged file's are."""
     path = _encoded(tmp_path, name)
-    with av.open(str(path)) as container:
-        data = [bytes(p) for p in container.demux(video=0) if p.size][SILENT[name][1]]
     clean = VideoSource("dmg", str(path.parent), strides=(1,), frames=4)
     (whole,) = list(clean.read(str(path)))
     assert isinstance(whole, VideoRecord) and whole.n_frames == N
     for clip, frames in clip_frames(whole):  # the undamaged file: every clip, every frame its own
         assert [video_zoo.read_index(f) for f in frames] == list(clip.frame_indices)
-    body = bytearray(path.read_bytes())
-    at = body.find(data)
-    assert at >= 0 and body.find(data, at + 1) < 0
-    body[at + 4:at + 10] = b"\xff" * 6
-    path.write_bytes(bytes(body))
+    _damage_packet(path, SILENT[name][1], 4, 10, 0xFF)
     packets, given, corrupt = _decoded_silently(path)
     assert given < packets or corrupt  # frames dropped or concealed, without a word
     (record,) = list(VideoSource("dmg", str(path.parent), strides=(1,), frames=4).read(str(path)))
@@ -223,12 +219,8 @@ def test_a_frame_the_decoder_conceals_is_held_back_with_those_decoded_from_it(tm
     path.parent.mkdir()
     video_zoo.ffmpeg("-i", str(source), *encoder, str(path))
     with av.open(str(path)) as container:
-        data = [bytes(p) for p in container.demux(video=0) if p.size][packet]
-    body = bytearray(path.read_bytes())
-    at = body.find(data)
-    assert at >= 0 and body.find(data, at + 1) < 0
-    body[at + len(data) // 3:at + len(data)] = b"\xaa" * (len(data) - len(data) // 3)
-    path.write_bytes(bytes(body))
+        size = [p.size for p in container.demux(video=0) if p.size][packet]
+    _damage_packet(path, packet, size // 3, None, 0xAA)  # its last two thirds: a cut packet's
     packets, given, corrupt = _decoded_silently(path)
     assert corrupt  # concealed, without a word
     (record,) = list(VideoSource("dmg", str(path.parent), strides=(1,), frames=4).read(str(path)))
