@@ -288,7 +288,7 @@ def _opened(data: bytes) -> Image.Image:
     (`not_an_image`), where ffmpeg, ImageMagick and browsers show its first picture. Only where
     that index is what failed: any other refusal stands as Pillow's."""
     try:
-        return open_input(io.BytesIO(data))
+        return open_input(io.BytesIO(data), segments_counted=True)  # _open ran check_header_held
     except UnidentifiedImageError:
         if data[:3] != b"\xff\xd8\xff":
             raise

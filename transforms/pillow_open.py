@@ -58,12 +58,14 @@ def input_formats() -> list[str]:
     return [name for name in Image.ID if name not in NEVER_OFFERED]
 
 
-def open_input(fp: IO[bytes], formats: Sequence[str] | None = None) -> Image.Image:
+def open_input(fp: IO[bytes], formats: Sequence[str] | None = None, *, segments_counted: bool = False) -> Image.Image:
     """`Image.open(fp)` through `formats` (default: `input_formats()`), never a reader of
     `NEVER_OFFERED` whatever `formats` names; a JPEG's Exif segments counted first
-    (`check_exif_segments`: `DecodeError` past `MAX_EXIF_SEGMENTS`), whoever the caller."""
+    (`check_exif_segments`: `DecodeError` past `MAX_EXIF_SEGMENTS`), whoever the caller, unless
+    `segments_counted`: the caller's own header judgement (`decode_budget.check_header_held`) has
+    just walked them, and a second walk copied the file's bytes again on every decode."""
     start = fp.tell()
-    if fp.read(3) == b"\xff\xd8\xff":
+    if not segments_counted and fp.read(3) == b"\xff\xd8\xff":
         fp.seek(start)
         check_exif_segments(jpeg_app_segments(fp.read()).exif)
     fp.seek(start)
