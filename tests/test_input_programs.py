@@ -130,9 +130,29 @@ def test_no_nested_open_runs_ghostscript_where_the_decoders_are_imported(tmp_pat
     marker = _ghostscript_that_tells(tmp_path)
     repo = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": repo}
-    for module, refused in (("tokenizer", "refused not_an_image"), ("transforms", "refused unsupported_format")):
+    for module, refused in (("tokenizer", "refused unsupported_format"), ("transforms", "refused unsupported_format")):
         out = subprocess.run([sys.executable, "-c", _NESTED_OPEN, str(iptc), str(eps), module], env=env,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         assert out.stdout.splitlines() == [refused, "eps: Unable to locate Ghostscript on paths"], (module, out.stdout)
         assert not marker.exists(), (module, marker.read_text())
+
+
+def test_the_tokenizer_names_an_eps_as_the_build_does(tmp_path):
+    """ImageMagick's EPS, bare and as the image data of an IPTC/NAA record (the two readers never offered):
+    the tokenizer's loader, which never offers them to Pillow, called them `not_an_image` where the
+    build says `unsupported_format`; an evaluation's `skipped` and a build's rejects now agree."""
+    from tokenizer.data import UnreadableImage, decode_image
+    from transforms.decode import DecodeError, decode_rgb
+
+    eps = _imagemagick_eps(tmp_path)
+    assert eps[:4] == b"%!PS"
+    for data in (eps, _iptc_wrapped(eps)):
+        reasons = []
+        for decode, error in ((decode_image, UnreadableImage), (decode_rgb, DecodeError)):
+            try:
+                decode(data)
+                reasons.append("decoded")
+            except error as exc:
+                reasons.append(exc.reason)
+        assert reasons == ["unsupported_format", "unsupported_format"], data[:8]

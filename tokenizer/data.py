@@ -83,7 +83,9 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
 # build's rejects. A mirror, not an import: tokenizer/ may not import transforms/ (DESIGN.md);
 # tests/test_tokenizer_fit.py feeds the same broken files to both and checks they agree. Not
 # mirrored: the build's own budgets (`image_too_large`, `too_many_scans`, `max_pixels`) and its
-# sniffing of formats Pillow cannot open (`unsupported_format`, here `not_an_image`).
+# sniffing of other formats Pillow cannot open (`unsupported_format`, here `not_an_image`); the
+# readers this loader never offers an input (EPS, IPTC: `_never_offered`) are mirrored, as the
+# build names them `unsupported_format` (an EPS was `not_an_image` here).
 
 
 class UnreadableImage(Exception):
@@ -136,6 +138,23 @@ def load_reason(exc: BaseException, image_format: str | None = None, data: bytes
 _NEVER_OFFERED = ("EPS", "IPTC")
 
 EpsImagePlugin.gs_binary = False  # Ghostscript off for the whole process: no nested open can run it
+
+
+# their first bytes as the build's `image_format.sniff_format` tells them (and Pillow's readers accept
+# them): an EPS's PostScript text or DOS binary header; a bare IPTC/NAA record's first field (the 0x1C
+# tag marker, a record number Pillow's reader knows, a length it takes)
+_POSTSCRIPT = (b"%!PS", b"\xc5\xd0\xd3\xc6")
+_IPTC_RECORDS = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 9, 240})
+
+
+def _never_offered(data: bytes) -> str | None:
+    """The name of a reader of `_NEVER_OFFERED` these bytes are for, None for any other file: a real
+    image format this loader refuses (`unsupported_format`, as the build says), not junk."""
+    if data[:4] in _POSTSCRIPT:
+        return "EPS"
+    if len(data) >= 5 and data[0] == 0x1C and data[1] in _IPTC_RECORDS and data[3] <= 132:
+        return "IPTC/NAA record"
+    return None
 
 
 def _formats() -> list[str]:
@@ -193,6 +212,10 @@ def decode_image(data: bytes) -> np.ndarray:
     try:
         image = Image.open(io.BytesIO(data), formats=_formats())
     except Image.UnidentifiedImageError as exc:  # its message names a BytesIO object; never quote the bytes
+        known = _never_offered(data)
+        if known:
+            raise UnreadableImage("unsupported_format", f"{known}: a real image format that is never opened here "
+                                                        "(its reader runs Ghostscript, or opens what it wraps with every reader)") from exc
         raise UnreadableImage(open_reason(exc), f"{type(exc).__name__}: no image format recognises these "
                                                 f"{len(data)} bytes") from exc
     except Exception as exc:
