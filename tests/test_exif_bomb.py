@@ -10,10 +10,11 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from transforms.decode import DecodeError, load_image
-from transforms.exif_ifd import exif_orientation
+from transforms.exif_ifd import exif_orientation, ifd0_copied_bytes
 
 ENTRIES, BLOCK = 300, 100_000  # Pillow's load: 30 MB copied from a 100 KB block
 
@@ -297,3 +298,47 @@ def test_exif_segments_behind_jpg_markers_pillow_reads_without_a_length_are_coun
     with pytest.raises(DecodeError) as few:  # a few behind it: libjpeg's own refusal of the marker, not this one
         build_load_image(real[:2] + b"\xff\xf0" + segment * 3 + real[2:], 32, "squash", 10.0, max_pixels=10**8)
     assert few.value.reason == "decode_error"
+
+
+def _bigtiff_with_ifd_entries(entries: int, block: int) -> bytes:
+    """An 8 x 8 grey BigTIFF as tifffile writes it (`bigtiff=True`), its IFD0 also holding one
+    UNDEFINED entry of `block` bytes and `entries` - 1 more, each then pointed at that block (20-byte
+    entries, 8-byte counts and offsets: BigTIFF's layout)."""
+    extra = [(0x9000, 7, block, bytes(block), False)] + [(0x9001 + i, 7, 9, bytes(9), False)
+                                                         for i in range(entries - 1)]
+    out = io.BytesIO()
+    tifffile.imwrite(out, np.arange(64, dtype=np.uint8).reshape(8, 8), bigtiff=True, photometric="minisblack",
+                     extratags=extra if entries else [])
+    data = bytearray(out.getvalue())
+    assert data[:4] == b"II+\x00"
+    ifd = struct.unpack_from("<Q", data, 8)[0]
+    rows = [ifd + 8 + 20 * i for i in range(struct.unpack_from("<Q", data, ifd)[0])]
+    block_at = [struct.unpack_from("<Q", data, at + 12)[0] for at in rows if data[at : at + 2] == b"\x00\x90"]
+    for at in rows:
+        if struct.unpack_from("<H", data, at)[0] > 0x9000:
+            struct.pack_into("<QQ", data, at + 4, block, block_at[0])
+    return bytes(data)
+
+
+def test_a_bigtiff_ifd_bomb_is_refused_before_pillow_opens_it(monkeypatch):
+    """A BigTIFF's IFD0 (8-byte offsets, 20-byte entries) was not walked: 100 entries pointing at one
+    200 KB block, which Pillow copies for each entry opening it and again loading it (40 MB traced
+    here), passed unjudged. Now counted as a classic TIFF's are, refused before `Image.open`; the
+    same file without the entries decodes to its pixels."""
+    from transforms import decode
+
+    bomb = _bigtiff_with_ifd_entries(100, 200_000)
+    assert 0 <= ifd0_copied_bytes(bomb) - 100 * 200_000 < 100  # and tifffile's own ImageDescription
+    tracemalloc.start()
+    Image.open(io.BytesIO(bomb)).load()
+    assert tracemalloc.get_traced_memory()[1] > 2 * 100 * 200_000  # what is judged: Pillow copies it twice
+    tracemalloc.stop()
+    opened, image_open = [], Image.open
+    monkeypatch.setattr(decode.Image, "open", lambda *a, **k: opened.append(a) or image_open(*a, **k))
+    with pytest.raises(DecodeError) as refused:
+        load_image(bomb, 8, "squash", max_bytes=30 << 20)
+    assert refused.value.reason == "image_too_large"
+    assert refused.value.detail.startswith("a TIFF needing about 38 MiB to open"), refused.value.detail
+    assert not opened
+    plain = load_image(_bigtiff_with_ifd_entries(0, 0), 8, "squash", max_bytes=30 << 20)
+    assert plain.pixels[..., 0].ravel().tolist() == list(range(64))

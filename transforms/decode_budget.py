@@ -185,7 +185,7 @@ def check_header_held(data: bytes, budget: int) -> None:
     it reads a pixel or finds the frame missing) and the IFD0 of its EXIF, which the open loads for
     a resolution (`exif_ifd.ifd0_copied_bytes`: 1,000 entries pointing at one 1 MB block, split over
     16 APP1 segments, took 960 MB); a TIFF's IFD0 the same way, loaded opening it and again
-    loading it (300 entries of a 1 MB block: 575 MB). A JPEG of more than `pillow_open.MAX_EXIF_SEGMENTS`
+    loading it (300 entries of a 1 MB block: 575 MB), a BigTIFF's alike (its 20-byte entries). A JPEG of more than `pillow_open.MAX_EXIF_SEGMENTS`
     APP1 `Exif` segments too (`too_many_exif_segments`), whose joining is time no budget bounds."""
     if data[:3] == b"\xff\xd8\xff":
         exif = bytearray()
@@ -194,7 +194,7 @@ def check_header_held(data: bytes, budget: int) -> None:
         held = _segments_held(segments.segments, segments.payload)
         copied = ifd0_copied_bytes(exif)
         kind = "JPEG"
-    elif data[:4] in (b"II*\x00", b"MM\x00*"):
+    elif data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # a TIFF or BigTIFF
         held, copied, kind = Held(), 2 * ifd0_copied_bytes(data), "TIFF"
     else:
         return

@@ -7,48 +7,75 @@ alike). The one tag the decode needs, Orientation, is a SHORT held in its entry:
 walk of 12 bytes an entry, nothing copied (`exif_orientation`). Where Pillow loads an IFD0 itself
 (a TIFF's, opening it and again loading it; a JPEG's EXIF, which its open reads for a resolution,
 however many APP1 segments it is split over) what that load copies is counted from the entries
-(`ifd0_copied_bytes`) and judged before Pillow opens the file. Part of `transforms.decode`."""
+(`ifd0_copied_bytes`) and judged before Pillow opens the file; a BigTIFF's IFD0 too (20-byte
+entries, 8-byte counts and offsets), which went unwalked: 100 entries of one 200 KB block copied 40 MB. Part of `transforms.decode`."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 EXIF_ORIENTATION = 0x0112
 _EXIF_PREFIX = b"Exif\x00\x00"  # a JPEG's APP1 (and some PNGs' eXIf, WebPs' EXIF) before the TIFF header
 _ORDERS = {b"II*\x00": "little", b"MM\x00*": "big"}
+_BIG_ORDERS = {b"II+\x00": "little", b"MM\x00+": "big"}  # BigTIFF: 8-byte offsets and counts
 # the whole-number types Pillow reads a single value of as a number: SHORT, LONG, SSHORT, SLONG
 _NUMBERS = {3: (2, False), 4: (4, False), 8: (2, True), 9: (4, True)}
-# bytes a value of each TIFF field type takes (BYTE ... DOUBLE, IFD), as Pillow's loader sizes them
-_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+# bytes a value of each TIFF field type takes (BYTE ... DOUBLE, IFD, LONG8), as Pillow's loader sizes them
+_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8}
 
 
-def _ifd0(raw: bytes | bytearray) -> tuple[bytes | bytearray, str, range] | None:
-    """(the TIFF structure, its byte order, the offsets of IFD0's whole entries) of an EXIF block or
-    a TIFF file; None where there is none."""
+class _Ifd0(NamedTuple):
+    """IFD0 of a TIFF structure: where its whole entries lie, and how they are laid out."""
+
+    raw: bytes | bytearray  # the TIFF structure (an EXIF block without its `Exif\0\0` prefix)
+    order: str  # byte order
+    entries: range  # the offsets of IFD0's whole entries
+    count_width: int  # bytes of an entry's value count: 4 (TIFF), 8 (BigTIFF)
+    inline: int  # bytes of value an entry holds itself, and of the offset it holds otherwise: 4, 8
+
+
+def _ifd0(raw: bytes | bytearray) -> _Ifd0 | None:
+    """IFD0 of an EXIF block, a TIFF file or a BigTIFF file (20-byte entries of 8-byte counts and
+    offsets, the IFD's offset at byte 8: `BIGTIFF:` of ImageMagick, tifffile's `bigtiff=True`);
+    None where there is none."""
     if raw[:6] == _EXIF_PREFIX:
         raw = raw[len(_EXIF_PREFIX):]
-    order = _ORDERS.get(bytes(raw[:4]))
-    if order is None or len(raw) < 10:
+    head = bytes(raw[:4])
+    if head in _BIG_ORDERS:
+        order, big = _BIG_ORDERS[head], True
+        if len(raw) < 16 or int.from_bytes(raw[4:6], order) != 8:
+            return None
+        ifd = int.from_bytes(raw[8:16], order)
+    elif head in _ORDERS and len(raw) >= 10:
+        order, big = _ORDERS[head], False
+        ifd = int.from_bytes(raw[4:8], order)
+    else:
         return None
-    ifd = int.from_bytes(raw[4:8], order)
-    if not 8 <= ifd <= len(raw) - 2:
+    counted, entry = (8, 20) if big else (2, 12)
+    if not 8 <= ifd <= len(raw) - counted:
         return None
-    entries = int.from_bytes(raw[ifd : ifd + 2], order)
-    return raw, order, range(ifd + 2, min(ifd + 2 + 12 * entries, len(raw) - 11), 12)
+    entries = int.from_bytes(raw[ifd : ifd + counted], order)
+    first = ifd + counted
+    # the range's own arithmetic: a count of 2**64 - 1 walks only the entries the file holds
+    return _Ifd0(raw, order, range(first, min(first + entry * entries, len(raw) - entry + 1), entry),
+                 8 if big else 4, 8 if big else 4)
 
 
 def ifd0_copied_bytes(raw: bytes | bytearray) -> int:
     """The bytes Pillow's load of IFD0 copies (`ImageFileDirectory_v2.load`): each entry's data held
     outside the entry, read wherever it points, so entries sharing one block each copy it (as much
-    of it as the block holds). 0 for no IFD0."""
+    of it as the block holds). 0 for no IFD0. A BigTIFF's alike: its entries hold 8 bytes of value."""
     found = _ifd0(raw)
     if found is None:
         return 0
-    raw, order, entries = found
+    raw, order, entries, count_width, inline = found
     total = 0
     for at in entries:
         kind = int.from_bytes(raw[at + 2 : at + 4], order)
-        size = int.from_bytes(raw[at + 4 : at + 8], order) * _TYPE_BYTES.get(kind, 0)
-        if size > 4:
-            total += max(0, min(size, len(raw) - int.from_bytes(raw[at + 8 : at + 12], order)))
+        size = int.from_bytes(raw[at + 4 : at + 4 + count_width], order) * _TYPE_BYTES.get(kind, 0)
+        if size > inline:
+            pointed = at + 4 + count_width
+            total += max(0, min(size, len(raw) - int.from_bytes(raw[pointed : pointed + inline], order)))
     return total
 
 
@@ -60,14 +87,16 @@ def exif_orientation(raw: bytes) -> int:
     found = _ifd0(raw)
     if found is None:
         return 1
-    raw, order, entries = found
+    raw, order, entries, count_width, _ = found
     value = 1
     for at in entries:
         if int.from_bytes(raw[at : at + 2], order) != EXIF_ORIENTATION:
             continue
-        kind, count = int.from_bytes(raw[at + 2 : at + 4], order), int.from_bytes(raw[at + 4 : at + 8], order)
+        kind = int.from_bytes(raw[at + 2 : at + 4], order)
+        count = int.from_bytes(raw[at + 4 : at + 4 + count_width], order)
         if kind not in _NUMBERS:
             continue  # Pillow skips an entry of a type it does not know, keeping an earlier one
         width, signed = _NUMBERS[kind]
-        value = int.from_bytes(raw[at + 8 : at + 8 + width], order, signed=signed) if count == 1 else 0
+        held = at + 4 + count_width
+        value = int.from_bytes(raw[held : held + width], order, signed=signed) if count == 1 else 0
     return value if 1 <= value <= 8 else 1
