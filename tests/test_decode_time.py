@@ -303,7 +303,7 @@ def test_a_slow_depth_map_is_an_annotation_reject_and_renders_under_the_default(
     assert (reject.stage, reject.reason) == ("annotation", "annotation_decode_timeout")
     assert f"image.decode_time_s: {TINY_LIMIT:g}" in reject.detail
     apart = _depth_pair(map_folder, "depth.jp2", _settings())
-    monkeypatch.setattr(image_decode, "in_process", lambda data, limit: True)
+    monkeypatch.setattr(image_decode, "in_process", lambda data, limit, header=None: True)
     here = _depth_pair(map_folder, "depth.jp2", _settings())
     assert isinstance(apart, RenderedUnit) and apart.images == here.images
     depth = cv2.imdecode(np.frombuffer(apart.images[1], np.uint8), cv2.IMREAD_COLOR)

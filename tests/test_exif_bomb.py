@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
 import tracemalloc
 
 import numpy as np
@@ -342,3 +343,64 @@ def test_a_bigtiff_ifd_bomb_is_refused_before_pillow_opens_it(monkeypatch):
     assert not opened
     plain = load_image(_bigtiff_with_ifd_entries(0, 0), 8, "squash", max_bytes=30 << 20)
     assert plain.pixels[..., 0].ravel().tolist() == list(range(64))
+
+
+def _magick_jpeg_tiff(tmp_path, extra: int) -> bytes:
+    """ImageMagick's JPEG-compressed TIFF (`-compress jpeg`, one strip) of a 64 x 48 gradient, its
+    strip moved to the file's end with `extra` APP1 `Exif` segments of 10 zero bytes after its start
+    of image (libjpeg skips them; Pillow's open of the strip joins them)."""
+    path = tmp_path / f"strip{extra}.tif"
+    subprocess.run(["convert", "-size", "64x48", "gradient:red-blue", "-compress", "jpeg",
+                    "-define", "tiff:rows-per-strip=48", str(path)], check=True)
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"II*\x00"
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    rows = {struct.unpack_from("<H", data, ifd + 2 + 12 * i)[0]: ifd + 2 + 12 * i
+            for i in range(struct.unpack_from("<H", data, ifd)[0])}
+    offset, count = (struct.unpack_from("<I", data, rows[tag] + 8)[0] for tag in (273, 279))
+    strip = bytes(data[offset : offset + count])
+    assert strip[:2] == b"\xff\xd8"
+    segment = b"\xff\xe1" + struct.pack(">H", 2 + 6 + 10) + b"Exif\x00\x00" + bytes(10)
+    strip = strip[:2] + segment * extra + strip[2:]
+    struct.pack_into("<I", data, rows[273] + 8, len(data))
+    struct.pack_into("<I", data, rows[279] + 8, len(strip))
+    return bytes(data) + strip
+
+
+def test_a_jpeg_tiff_strip_of_many_exif_segments_is_refused_as_a_jpeg_is(tmp_path):
+    """A JPEG TIFF's strips are opened again by Pillow as JPEGs (`tiff_jpeg`, libjpeg's warnings
+    counted), and that open skipped the count of APP1 `Exif` segments every other open makes: a
+    strip of 300 decoded, its segments joined by Pillow one by one. Now it is `too_many_exif_segments`,
+    as the same JPEG alone; the strip with 2 decodes to ImageMagick's picture."""
+    from transforms import jpeg_warnings
+
+    with pytest.raises(DecodeError) as refused:
+        load_image(_magick_jpeg_tiff(tmp_path, 300), 16, "squash")
+    assert refused.value.reason == "too_many_exif_segments"
+    plain = load_image(_magick_jpeg_tiff(tmp_path, 0), 16, "squash").pixels
+    assert np.array_equal(load_image(_magick_jpeg_tiff(tmp_path, 2), 16, "squash").pixels, plain)
+    assert plain[0, 0, 0] > 200 and plain[-1, 0, 2] > 200  # red at the top, blue at the bottom
+    out = io.BytesIO()
+    _picture().save(out, "JPEG", exif=Image.Exif().tobytes())
+    with pytest.raises(DecodeError) as judged:  # its judgement of damage opens it again: counted there too
+        jpeg_warnings.judge(_with_exif_segments(out.getvalue(), 300))
+    assert judged.value.reason == "too_many_exif_segments"
+
+
+def test_a_jpeg_decode_walks_its_segments_once(monkeypatch):
+    """The build's decode of a progressive JPEG (ImageMagick's, `-interlace Plane`) walked its
+    segments 4 times (its time judgement, the header's cost, the decoder's, the DCT scaling): each
+    walk of a progressive file runs to its end. One walk is made and handed down."""
+    import subprocess as run
+
+    from transforms import headers
+    from uvd_pipeline.image_decode import load_image as build_load_image
+
+    jpeg = run.run(["convert", "-size", "320x240", "plasma:fractal", "-seed", "1", "-interlace", "Plane", "jpg:-"],
+                   check=True, capture_output=True).stdout
+    walks, walk = [], headers._jpeg_walk
+    monkeypatch.setattr(headers, "_jpeg_walk", lambda *a, **k: walks.append(1) or walk(*a, **k))
+    decoded = build_load_image(jpeg, 32, "squash", 10.0, max_pixels=10**8)
+    assert len(walks) == 1 and decoded.reduced_decode == 4
+    monkeypatch.setattr(headers, "_jpeg_walk", walk)
+    assert np.array_equal(decoded.pixels, load_image(jpeg, 32, "squash").pixels)

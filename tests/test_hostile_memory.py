@@ -254,8 +254,9 @@ def test_jpeg_over_budget_decodes_reduced_on_the_exact_path(tmp_path: Path):
     data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
     full = load_image(data, 64, "center_crop", fast=False)
     from transforms.decode_budget import _jpeg_held
+    from transforms.headers import jpeg_header
 
-    header = _jpeg_held(data).bytes  # what Pillow keeps of its JFIF segment
+    header = _jpeg_held(jpeg_header(data)).bytes  # what Pillow keeps of its JFIF segment
     budget = decode_cost(800, 600, "RGB", held=header) + 1  # room for half the size only
     reduced = load_image(data, 64, "center_crop", fast=False, max_bytes=budget)
     assert (full.reduced_decode, reduced.reduced_decode) == (1, 2)

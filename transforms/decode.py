@@ -87,8 +87,8 @@ from transforms import jpeg2000, jpeg_warnings, tiff_jpeg
 from transforms.container_icc import container_profile
 from transforms.errors import DecodeError, exception_detail
 from transforms.deflate_strips import DEFLATE, deflate_damage
-from transforms.headers import (Pages, camera_raw, gif_ends_whole, heif_size, jpeg_ends_whole, png_ends_whole, png_size,
-                                tiff_samples, tiff_values)
+from transforms.headers import (JpegHeader, Pages, camera_raw, gif_ends_whole, heif_size, jpeg_ends_whole, jpeg_header,
+                                png_ends_whole, png_size, tiff_samples, tiff_values)
 from transforms.image_colour import WideColour, _srgb_array, _wide, hdr_colour
 from transforms.image_format import (_cut_short, _raise_if_cut_short, fits_misread, pillow_reads_psd, psd_header_cut,
                                      raise_if_zeros_after_cut, sniff_format, sniff_video)
@@ -202,7 +202,7 @@ class DecodedImage:
     pages: Pages = Pages()  # the pages or frames the file holds: the image is the first (`pages_of`)
 
 
-def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
+def _open(data: bytes, max_pixels: int, max_bytes: int, header: JpegHeader | None) -> Image.Image:
     if not data:
         raise DecodeError("empty_file")
     _check_embedded(data, max_pixels, max_bytes)  # before Image.open: an ICO is decoded inside it
@@ -216,7 +216,7 @@ def _open(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
                                              f"offsets and byte counts), about {numbers * TIFF_VALUE_BYTES >> 20} MiB "
                                              f"opening it, over the budget of {max_bytes >> 20} MiB: Pillow holds each "
                                              "as an object and an uncompressed strip as a tile of its own")
-    check_header_held(data, max_bytes)  # before Image.open: it keeps every APPn and COM segment of a JPEG
+    check_header_held(data, max_bytes, header)  # before Image.open: it keeps every APPn and COM segment of a JPEG
     opened = xpm_for_pillow(without_png_text(data))  # outside the try: its own `corrupt_header` stands as it is
     try:
         image = _opened(opened)
@@ -444,10 +444,12 @@ def _decoded_srgb(image: Image.Image, data: bytes, orientation: int,
 
 @pixels_judged_here()
 def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
-               max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
-    """Full-resolution decode to (H, W, 3) uint8 with EXIF orientation applied."""
-    image = _open(data, max_pixels, max_bytes)
-    held = _held(image, data)
+               max_bytes: int = DEFAULT_MAX_DECODE_BYTES, *, header: JpegHeader | None = None) -> np.ndarray:
+    """Full-resolution decode to (H, W, 3) uint8 with EXIF orientation applied. `header`: the walk of
+    a JPEG's segments the caller has made (`headers.jpeg_header`), else made here, once."""
+    header = header or jpeg_header(data)
+    image = _open(data, max_pixels, max_bytes, header)
+    held = _held(image, data, header)
     orientation = _orientation(image, data)
     box = _aperture(image, data)
     _check_budget(image, orientation, max_bytes, held, box is not None or _turned_on_load(image))
@@ -455,10 +457,10 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
 
 
 def decode_through(data: bytes, plan: ResizePlan, max_pixels: int = DEFAULT_MAX_PIXELS, pad_value: int = 0,
-                   max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
+                   max_bytes: int = DEFAULT_MAX_DECODE_BYTES, *, header: JpegHeader | None = None) -> np.ndarray:
     """Another image of the same scene (a stereo pair's right view) at full resolution, through the
     plan made on its image: the canvas; `size_mismatch` when its size is not the plan's input size."""
-    rgb = decode_rgb(data, max_pixels, max_bytes)
+    rgb = decode_rgb(data, max_pixels, max_bytes, header=header)
     if rgb.shape[:2] != (plan.in_h, plan.in_w):
         raise DecodeError("size_mismatch", f"{rgb.shape[1]}x{rgb.shape[0]} vs {plan.in_w}x{plan.in_h}")
     return plan.apply_image(rgb, pad_value=pad_value)
@@ -474,6 +476,7 @@ def load_image(
     pad_value: int = 0,
     fast: bool = True,
     max_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    header: JpegHeader | None = None,
 ) -> DecodedImage:
     """Decode `data` straight onto a size x size canvas (the ingest hot path).
 
@@ -481,9 +484,12 @@ def load_image(
     covers the canvas. Without it the decode is at full resolution (ground-truth geometry is exact
     on it), unless the image is over the memory budget: such a JPEG then decodes at the mildest scale that fits (the
     plan stays in original coordinates, so annotations still land within a reduced pixel),
-    any other format is rejected `image_too_large`."""
-    image = _open(data, max_pixels, max_bytes)
-    held = _held(image, data)
+    any other format is rejected `image_too_large`. `header`: the walk of a JPEG's segments the
+    caller has made (`headers.jpeg_header`), else made here: once a decode, where each judgement
+    (the header's cost, the decoder's, the DCT scaling) walked the file again."""
+    header = header or jpeg_header(data)
+    image = _open(data, max_pixels, max_bytes, header)
+    held = _held(image, data, header)
     fmt = image.format or "unknown"
     pages = pages_of(image, data)
     orientation = _orientation(image, data)
@@ -493,7 +499,7 @@ def load_image(
     width, height = (raw_h, raw_w) if swapped else (raw_w, raw_h)
     plan: ResizePlan = plan_resize(height, width, size, policy)
     request = None
-    scalable = _dct_scalable(image, data)
+    scalable = _dct_scalable(image, data, header)
     if scalable and fast:
         need_w, need_h = needed_input_size(plan)
         request = (need_h, need_w) if swapped else (need_w, need_h)

@@ -15,10 +15,11 @@ from transforms.errors import DecodeError
 from transforms.exif_ifd import ifd0_copied_bytes
 from transforms.headers import (
     avif_planes,
+    AppSegments,
+    JpegHeader,
     coefficient_bytes,
     embedded_images,
-    jpeg_app_segments,
-    jpeg_layout,
+    jpeg_header,
     marker_lossless,
     png_header,
     png_size,
@@ -86,6 +87,7 @@ DECODE_TIME_SAFETY = 4
 # camera's MPO, a phone's Ultra HDR photo and its gain map) as MPO, and decodes its first image
 _DCT_SCALED = ("JPEG", "MPO")
 _HUFFMAN_SOF = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman-coded frames
+_NO_JPEG = JpegHeader(None, AppSegments(0, 0, 0), b"")  # the walk of bytes that do not start as a JPEG
 
 
 @dataclass(frozen=True)
@@ -106,19 +108,25 @@ class Held:
 TIFF_VALUE_BYTES = 200
 
 
-def declared_decode_s(data: bytes, over: float = math.inf) -> float | None:
+def length_over(data: bytes, over: float) -> bool:
+    """Whether the file's length alone puts its decode over `over` CPU seconds (`declared_decode_s`)."""
+    return DECODE_TIME_SAFETY * len(data) * DECODE_BYTE_NS * 1e-9 > over
+
+
+def declared_decode_s(data: bytes, over: float = math.inf, header: JpegHeader | None = None) -> float | None:
     """At most how many CPU seconds `load_image` or `decode_through` spends on these bytes, from what
     they declare (`DECODE_*`): a Huffman-coded JPEG's frame size and scans, a PNG's or a still
     WebP's size, and the file's length. None for the other formats, whose headers do not bound
     their decoders' work (JPEG 2000's code blocks and layers, AV1 and HEVC, TIFF's codecs, GIF's
     frames, ...), and for a JPEG whose frame is not found. Counting a JPEG's scans walks its
-    segments: a file whose length alone puts it over `over` seconds is not walked (inf)."""
-    by_bytes = len(data) * DECODE_BYTE_NS
-    if DECODE_TIME_SAFETY * by_bytes * 1e-9 > over:
+    segments: a file whose length alone puts it over `over` seconds is not walked (inf); `header`,
+    the walk the caller has made (`jpeg_header`), is not made again."""
+    if length_over(data, over):
         return math.inf
+    by_bytes = len(data) * DECODE_BYTE_NS
     scans = 1
     if data[:3] == b"\xff\xd8\xff":  # what Pillow opens as a JPEG
-        layout = jpeg_layout(data)
+        layout = (header or jpeg_header(data) or _NO_JPEG).layout
         if layout is None or layout.sof not in _HUFFMAN_SOF:
             return None
         size: tuple[int, int] | None = (layout.width, layout.height)
@@ -179,20 +187,21 @@ def _segments_held(segments: int, payload: int) -> Held:
                       if held >= 1 << 20 else "")
 
 
-def check_header_held(data: bytes, budget: int) -> None:
+def check_header_held(data: bytes, budget: int, header: JpegHeader | None = None) -> None:
     """Refuse, before Pillow opens it, a JPEG or TIFF whose header alone costs Pillow's open more than
     `budget`: a JPEG's APPn and COM segments (`JPEG_SEGMENT_BYTES`: the open keeps every one before
     it reads a pixel or finds the frame missing) and the IFD0 of its EXIF, which the open loads for
     a resolution (`exif_ifd.ifd0_copied_bytes`: 1,000 entries pointing at one 1 MB block, split over
     16 APP1 segments, took 960 MB); a TIFF's IFD0 the same way, loaded opening it and again
     loading it (300 entries of a 1 MB block: 575 MB), a BigTIFF's alike (its 20-byte entries). A JPEG of more than `pillow_open.MAX_EXIF_SEGMENTS`
-    APP1 `Exif` segments too (`too_many_exif_segments`), whose joining is time no budget bounds."""
+    APP1 `Exif` segments too (`too_many_exif_segments`), whose joining is time no budget bounds.
+    `header`: a JPEG's walk the caller has made (`jpeg_header`)."""
     if data[:3] == b"\xff\xd8\xff":
-        exif = bytearray()
-        segments = jpeg_app_segments(data, exif)
+        header = header or jpeg_header(data) or _NO_JPEG
+        segments = header.segments
         check_exif_segments(segments.exif)
         held = _segments_held(segments.segments, segments.payload)
-        copied = ifd0_copied_bytes(exif)
+        copied = ifd0_copied_bytes(header.exif)
         kind = "JPEG"
     elif data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # a TIFF or BigTIFF
         held, copied, kind = Held(), 2 * ifd0_copied_bytes(data), "TIFF"
@@ -206,11 +215,11 @@ def check_header_held(data: bytes, budget: int) -> None:
                                              f"of {budget >> 20} MiB: {held.what}")
 
 
-def _jpeg_held(data: bytes) -> Held:
+def _jpeg_held(header: JpegHeader | None) -> Held:
     """A JPEG's coefficient buffer (`coefficient_bytes`) and what Pillow keeps of its segments
     (`JPEG_SEGMENT_BYTES`); a JPEG of more than `MAX_JPEG_SCANS` scans is refused here, before its
     decode time is spent."""
-    layout = jpeg_layout(data)
+    layout = header.layout if header else None
     if layout is None:
         return Held()
     if layout.scans > MAX_JPEG_SCANS:
@@ -224,13 +233,13 @@ def _jpeg_held(data: bytes) -> Held:
     return Held(coefficients + segments.bytes, " and ".join(w for w in (what, segments.what) if w))
 
 
-def _dct_scalable(image: Image.Image, data: bytes) -> bool:
+def _dct_scalable(image: Image.Image, data: bytes, header: JpegHeader | None = None) -> bool:
     """Whether libjpeg can decode this image at 1/2, 1/4 or 1/8 scale: a JPEG (or MPO) whose frame is
     DCT-coded. A lossless JPEG has no DCT: asked for a reduced decode, libjpeg-turbo wrote its
     full-size rows into Pillow's reduced buffer (the decoding process died, or read garbage)."""
     if image.format not in _DCT_SCALED:
         return False
-    layout = jpeg_layout(data)
+    layout = (header or jpeg_header(data) or _NO_JPEG).layout
     return layout is not None and not marker_lossless(layout.sof)
 
 
@@ -284,21 +293,22 @@ def _tiff_held(image: Image.Image) -> Held:
     return Held(width * length * _tiff_pixel_bytes(tags), f"the {width}x{length} tile libtiff decodes this TIFF into")
 
 
-def _held(image: Image.Image, data: bytes) -> Held:
+def _held(image: Image.Image, data: bytes, header: JpegHeader | None = None) -> Held:
     """What the decoder of this opened image holds besides Pillow's buffer, and LittleCMS for its
     ICC profile whatever the image's size (`icc_tables.held_bytes`: a 64x64 PNG whose profile held
     a 16.6 M-entry CLUT took 159 MiB, judged 24)."""
-    decoder, profile = _decoder_held(image, data), held_bytes(image.info.get("icc_profile"))
+    decoder, profile = _decoder_held(image, data, header), held_bytes(image.info.get("icc_profile"))
     if not profile:
         return decoder
     what = f"LittleCMS's copies of the ICC profile ({len(image.info['icc_profile']):,} bytes) and its tables"
     return Held(decoder.bytes + profile, " and ".join(w for w in (decoder.what, what) if w))
 
 
-def _decoder_held(image: Image.Image, data: bytes) -> Held:
-    """What the decoder of this opened image holds besides Pillow's buffer (`Held`)."""
+def _decoder_held(image: Image.Image, data: bytes, header: JpegHeader | None = None) -> Held:
+    """What the decoder of this opened image holds besides Pillow's buffer (`Held`); `header`, a
+    JPEG's walk the caller has made (`jpeg_header`)."""
     if image.format in _DCT_SCALED:
-        return _jpeg_held(data)
+        return _jpeg_held(header or jpeg_header(data))
     if image.format == "TIFF":
         tile, wide = _tiff_held(image), _wide_held(image, data)
         return Held(tile.bytes + wide.bytes, " and ".join(held.what for held in (tile, wide) if held.bytes))

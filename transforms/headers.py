@@ -133,6 +133,28 @@ def jpeg_app_segments(data: bytes, exif: bytearray | None = None) -> AppSegments
     return AppSegments(segments, payload, exif_segments)
 
 
+class JpegHeader(NamedTuple):
+    """All one walk of a JPEG's segments tells (`jpeg_header`), made once per decode and handed to
+    each judgement that needs it: the walk ran 2-4 times a decode (a 12 MP progressive JPEG: 4 walks,
+    10.5 ms, of an 85 ms decode)."""
+
+    layout: JpegLayout | None  # `jpeg_layout`
+    segments: AppSegments  # `jpeg_app_segments`
+    exif: bytes | bytearray  # the EXIF Pillow's open reads (`jpeg_app_segments`' `exif`)
+
+
+def jpeg_header(data: bytes) -> JpegHeader | None:
+    """`jpeg_layout`, `jpeg_app_segments` and the EXIF it joins, by one walk; None for bytes that
+    Pillow does not open as a JPEG (not starting FF D8 FF)."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    exif = bytearray()
+    layout, segments, payload, exif_segments, jpg_marker = _jpeg_walk(data, exif)
+    if jpg_marker:  # as `jpeg_app_segments`
+        exif_segments = max(exif_segments, _pillow_exif_segments(data))
+    return JpegHeader(layout, AppSegments(segments, payload, exif_segments), exif)
+
+
 _PILLOW_NEXT_MARKER = re.compile(rb"\xff[^\x00\xff]")  # Pillow skips junk, 0xFF 0x00 and fill bytes
 
 

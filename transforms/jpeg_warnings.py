@@ -47,7 +47,9 @@ from typing import Any, Iterator
 import PIL
 from PIL import Image
 
+from transforms.errors import DecodeError
 from transforms.headers import _HEADER_STEPS, _STANDALONE
+from transforms.pillow_open import open_input
 
 _JPEG = ("JPEG",)  # what these decodes read: a file the decode opened as a JPEG (MPO: Pillow's JPEG opener)
 
@@ -165,7 +167,7 @@ def _sample_jpegs() -> tuple[bytes, bytes]:
 
 def _decoders_of(data: bytes) -> list[Any]:
     with collecting() as kept:
-        Image.open(io.BytesIO(data), formats=_JPEG).load()
+        open_input(io.BytesIO(data), _JPEG).load()
     return kept
 
 
@@ -284,7 +286,7 @@ def _counts_small(data: bytes, offset: int, stops: list[int]) -> tuple[list[int 
     """libjpeg's warning counts decoding `data` at the smallest DCT scale (the warnings come from the
     entropy-coded data, alike at every scale), read once it is fed up to each of `stops` (rising),
     and whether every row decoded; ([], False) where the decode went otherwise."""
-    image = Image.open(io.BytesIO(data), formats=_JPEG)
+    image = open_input(io.BytesIO(data), _JPEG)  # a file made here: its Exif segments counted again
     image.draft(image.mode, (1, 1))
     if len(image.tile) != 1 or image.tile[0][0] != "jpeg":
         return [], False
@@ -403,6 +405,8 @@ def judge(data: bytes) -> str:
                     keep[i] = 1 - keep.get(i, 0)
         end = unpadded.rfind(b"\xff\xd9")
         counts, finished = _counts_small(unpadded, offset, [end if end > 0 else len(unpadded)])
+    except DecodeError:  # `too_many_exif_segments`: refused, as the file itself would be
+        raise
     except Exception:  # a file Pillow opened once and not twice (another thread's bomb check)
         return "damaged"
     return "unused" if finished and counts == [header] else "damaged"
@@ -432,7 +436,8 @@ def cut_into_zeros(data: bytes) -> tuple[int, int] | None:
     if zeros < _CUT_ZEROS or body.endswith(b"\xff\xd9"):
         return None
     try:
-        image = Image.open(io.BytesIO(body + bytes(_LOOKAHEAD)), formats=_JPEG)
+        # a prefix of `data`, whose Exif segments the caller's open counted (`open_input`): no more of them
+        image = open_input(io.BytesIO(body + bytes(_LOOKAHEAD)), _JPEG, segments_counted=True)
         image.draft(image.mode, (1, 1))
         image.load()
     except OSError as exc:

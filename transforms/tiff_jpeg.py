@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import io
 
-from PIL import Image
-
 from transforms import jpeg_warnings
+from transforms.errors import DecodeError
+from transforms.pillow_open import open_input
 
 JPEG_COMPRESSION = 7  # "new-style" JPEG, TIFF Technical Note 2 (6, the old style, is not judged)
 _TABLES = 347  # JPEGTables: an abbreviated datastream of the tables every strip shares
@@ -45,9 +45,12 @@ def _warned(jpeg: bytes) -> str | None:
     decodes without a warning past its header, or camera padding."""
     try:
         with jpeg_warnings.collecting() as decoders:
-            image = Image.open(io.BytesIO(jpeg), formats=("JPEG",))  # a strip's bytes: never another reader
+            # a strip's bytes: never another reader, its Exif segments counted (`too_many_exif_segments`)
+            image = open_input(io.BytesIO(jpeg), ("JPEG",))
             image.draft(image.mode, (1, 1))
             image.load()
+    except DecodeError:  # refused as the same bytes in a .jpg are
+        raise
     except (OSError, SyntaxError, ValueError):  # "broken data stream", an unknown marker
         return "refused"
     except Exception:  # anything else is not the data's doing: not judged

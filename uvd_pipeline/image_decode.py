@@ -46,6 +46,8 @@ from sources import budget
 from sources.budget import Budget, BudgetExceeded, JobError, cpu_budget
 from transforms import decode, maps
 from transforms.decode import DEFAULT_MAX_DECODE_BYTES, DecodedImage, DecodeError, declared_decode_s
+from transforms.decode_budget import length_over
+from transforms.headers import JpegHeader, jpeg_header
 from transforms.errors import Rejected
 from transforms.maps import MapError
 from transforms.resize import ResizePlan, ResizePolicy
@@ -82,18 +84,28 @@ def _call(function: str, decode_time_s: float, *args: Any, error: type[Rejected]
         raise DecoderFailed(f"{exc.kind}: {exc.message}") from None
 
 
-def in_process(data: bytes, decode_time_s: float) -> bool:
-    """Whether what the file declares bounds its decode within the limit (`declared_decode_s`)."""
-    bound = declared_decode_s(data, over=decode_time_s)
+def in_process(data: bytes, decode_time_s: float, header: JpegHeader | None = None) -> bool:
+    """Whether what the file declares bounds its decode within the limit (`declared_decode_s`);
+    `header`, a JPEG's walk already made (`walked`)."""
+    bound = declared_decode_s(data, over=decode_time_s, header=header)
     return bound is not None and bound <= decode_time_s
+
+
+def walked(data: bytes, decode_time_s: float) -> JpegHeader | None:
+    """A JPEG's segments walked once (`headers.jpeg_header`), for the judgement here and the decode
+    after it, which walked them again (2-4 walks a decode); None for another file, or one whose
+    length alone sends it to the decoding process (never walked here)."""
+    return None if length_over(data, decode_time_s) else jpeg_header(data)
 
 
 def load_image(data: bytes, size: int, policy: ResizePolicy, decode_time_s: float = DEFAULT_DECODE_TIME_S, *,
                max_pixels: int, pad_value: int = 0, fast: bool = True) -> DecodedImage:
     """`transforms.decode.load_image` within `decode_time_s` CPU seconds: here when the file's
     declaration bounds it so, else in the decoding process."""
-    if in_process(data, decode_time_s):
-        return decode.load_image(data, size, policy, max_pixels=max_pixels, pad_value=pad_value, fast=fast)
+    header = walked(data, decode_time_s)
+    if in_process(data, decode_time_s, header):
+        return decode.load_image(data, size, policy, max_pixels=max_pixels, pad_value=pad_value, fast=fast,
+                                 header=header)
     return _call("transforms.decode:load_image", decode_time_s, data, size, policy, max_pixels=max_pixels,
                  pad_value=pad_value, fast=fast)
 
@@ -103,8 +115,9 @@ def decode_through(data: bytes, plan: ResizePlan, decode_time_s: float = DEFAULT
     """`transforms.decode.decode_through` (another view of a scene through its image's plan) within
     `decode_time_s` CPU seconds: here when the file's declaration bounds it so, else in the
     decoding process."""
-    if in_process(data, decode_time_s):
-        return decode.decode_through(data, plan, max_pixels, pad_value)
+    header = walked(data, decode_time_s)
+    if in_process(data, decode_time_s, header):
+        return decode.decode_through(data, plan, max_pixels, pad_value, header=header)
     return _call("transforms.decode:decode_through", decode_time_s, data, plan, max_pixels=max_pixels,
                  pad_value=pad_value)
 
