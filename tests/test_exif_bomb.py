@@ -404,3 +404,46 @@ def test_a_jpeg_decode_walks_its_segments_once(monkeypatch):
     assert len(walks) == 1 and decoded.reduced_decode == 4
     monkeypatch.setattr(headers, "_jpeg_walk", walk)
     assert np.array_equal(decoded.pixels, load_image(jpeg, 32, "squash").pixels)
+
+
+def _heif_with_exif(tmp_path, fmt: str, exif: bytes | None) -> bytes:
+    """`_picture()` as an AVIF (heif-enc `-A` from a Pillow JPEG carrying `exif`: libheif copies the
+    JPEG's EXIF into its Exif item as it is) or a HEIC (pillow-heif's writer: its Exif item is
+    `exif` as given)."""
+    if fmt == "HEIF":
+        out = io.BytesIO()
+        _picture().save(out, "HEIF", exif=exif, quality=60)
+        return out.getvalue()
+    jpeg, avif = tmp_path / "exif.jpg", tmp_path / "exif.avif"
+    _picture().save(jpeg, "JPEG", exif=exif or b"")
+    subprocess.run(["heif-enc", "-A", str(jpeg), "-o", str(avif)], check=True, capture_output=True)
+    return avif.read_bytes()
+
+
+@pytest.mark.parametrize("fmt, exif", [
+    ("AVIF", b"Exif\x00\x00" + _exif("II", 300, 60_000, orientation=1)),  # 18 MB loaded, rewritten by Pillow
+    ("HEIF", b"Exif\x00\x00" + bytes(_exif("MM", 0, 0)) + bytes(12 << 20)),  # a 12 MB Exif item, copied
+])
+def test_an_avif_or_heif_exif_item_is_judged_before_it_is_opened(tmp_path, monkeypatch, fmt, exif):
+    """libavif and libheif read an AVIF's or HEIF's Exif item inside `Image.open`, and Pillow's AVIF
+    open loads its IFD0 (and writes it again with the container's orientation): heif-enc's AVIF
+    of a 64 KB EXIF of 300 entries pointing at one 60 KB block took 53 MiB opening it, a 30 MB Exif
+    item 115 MiB (pillow-heif's HEIC of it 117), judged nowhere. Its size (iinf, iloc) and its
+    IFD0 are now judged before the open, as a JPEG's EXIF is: over the budget (scaled down here)
+    `image_too_large`; the same file without the EXIF decodes to its picture."""
+    from transforms import decode
+
+    bomb = _heif_with_exif(tmp_path, fmt, exif)
+    assert bomb[4:8] == b"ftyp" and len(bomb) < len(exif) + 10_000  # the item as written, no larger
+    opened, image_open = [], Image.open
+    monkeypatch.setattr(decode.Image, "open", lambda *a, **k: opened.append(a) or image_open(*a, **k))
+    with pytest.raises(DecodeError) as refused:
+        load_image(bomb, 32, "squash", max_bytes=40 << 20)
+    assert refused.value.reason == "image_too_large"
+    assert refused.value.detail.startswith(f"an {fmt} needing about"), refused.value.detail
+    assert "Exif item" in refused.value.detail
+    assert not opened
+    monkeypatch.setattr(decode.Image, "open", image_open)
+    plain = load_image(_heif_with_exif(tmp_path, fmt, None), 32, "squash", max_bytes=40 << 20)
+    assert (plain.format, plain.width, plain.height) == (fmt, 64, 48)
+    assert plain.pixels[16, 4, 0] > 200 and plain.pixels[16, 28, 2] > 200  # red left, blue right

@@ -202,7 +202,7 @@ class DecodedImage:
     pages: Pages = Pages()  # the pages or frames the file holds: the image is the first (`pages_of`)
 
 
-def _open(data: bytes, max_pixels: int, max_bytes: int, header: JpegHeader | None) -> Image.Image:
+def _open(data: bytes, max_pixels: int, max_bytes: int, header: JpegHeader | None = None) -> Image.Image:
     if not data:
         raise DecodeError("empty_file")
     _check_embedded(data, max_pixels, max_bytes)  # before Image.open: an ICO is decoded inside it

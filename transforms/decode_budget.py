@@ -19,6 +19,7 @@ from transforms.headers import (
     JpegHeader,
     coefficient_bytes,
     embedded_images,
+    heif_exif_extents,
     jpeg_header,
     marker_lossless,
     png_header,
@@ -187,6 +188,41 @@ def _segments_held(segments: int, payload: int) -> Held:
                       if held >= 1 << 20 else "")
 
 
+# What an AVIF's or HEIF's Exif item costs opening the file, measured as the rise of `load_image` in a
+# fresh process (64 x 48 pictures): libavif (libheif) reads the item, Pillow (pillow-heif) makes bytes of
+# it, and the reader holds a copy of the whole file it lies in: about 4 times the item (a 30 MB item: 115
+# MiB by Pillow's AVIF open, 117 by pillow-heif's). Pillow's AVIF open then loads its IFD0
+# (`exif_ifd.ifd0_copied_bytes`) and, where the container's irot/imir orientation differs, writes it
+# again (`Exif.tobytes`, each entry's data its own) and keeps those bytes: about 3 times what IFD0's
+# load copies (heif-enc's AVIF of a 64 KB EXIF of 300 entries of one 60 KB block: 53 MiB). pillow-heif
+# does not load IFD0. A camera's Exif item is a few dozen KB.
+EXIF_ITEM_COPIES = 4
+AVIF_IFD0_COPIES = 3
+_AVIF_BRANDS = (b"avif", b"avis", b"mif1", b"msf1")  # the major brands Pillow's AVIF plugin opens (its `_accept`)
+
+
+def _heif_exif_held(data: bytes, budget: int) -> tuple[str, Held]:
+    """The format ("AVIF" where Pillow's AVIF plugin takes the file, else "HEIF") and what opening
+    it costs for its Exif items (`EXIF_ITEM_COPIES`, `AVIF_IFD0_COPIES`). Their IFD0 is walked only
+    where the items themselves fit `budget`: their extents may all point at one large block."""
+    kind = "AVIF" if data[8:12] in _AVIF_BRANDS else "HEIF"
+    extents = heif_exif_extents(data)
+    size = sum(length for _, length in extents)
+    held = Held(EXIF_ITEM_COPIES * size, f"its Exif item ({size:,} bytes), copied by the reader"
+                                         if size >= 1 << 20 else "")
+    if not extents or kind != "AVIF" or held.bytes > budget:
+        return kind, held
+    view = memoryview(data)
+    item = view[extents[0][0] : sum(extents[0])] if len(extents) == 1 else b"".join(
+        view[at : at + length] for at, length in extents)
+    tiff = 4 + int.from_bytes(item[:4], "big")  # the item's own offset to its TIFF header (ISO/IEC 23008-12 A.2.1)
+    copied = AVIF_IFD0_COPIES * ifd0_copied_bytes(item[tiff:] if tiff < len(item) else item[4:])
+    if not copied:
+        return kind, held
+    what = f"the data of its Exif item's IFD, {copied >> 20} MiB as Pillow loads and rewrites it"
+    return kind, Held(held.bytes + copied, " and ".join(w for w in (held.what, what) if w))
+
+
 def check_header_held(data: bytes, budget: int, header: JpegHeader | None = None) -> None:
     """Refuse, before Pillow opens it, a JPEG or TIFF whose header alone costs Pillow's open more than
     `budget`: a JPEG's APPn and COM segments (`JPEG_SEGMENT_BYTES`: the open keeps every one before
@@ -195,7 +231,8 @@ def check_header_held(data: bytes, budget: int, header: JpegHeader | None = None
     16 APP1 segments, took 960 MB); a TIFF's IFD0 the same way, loaded opening it and again
     loading it (300 entries of a 1 MB block: 575 MB), a BigTIFF's alike (its 20-byte entries). A JPEG of more than `pillow_open.MAX_EXIF_SEGMENTS`
     APP1 `Exif` segments too (`too_many_exif_segments`), whose joining is time no budget bounds.
-    `header`: a JPEG's walk the caller has made (`jpeg_header`)."""
+    An AVIF's or HEIF's Exif item too, which its reader copies and Pillow's AVIF open loads
+    (`_heif_exif_held`). `header`: a JPEG's walk the caller has made (`jpeg_header`)."""
     if data[:3] == b"\xff\xd8\xff":
         header = header or jpeg_header(data) or _NO_JPEG
         segments = header.segments
@@ -205,13 +242,17 @@ def check_header_held(data: bytes, budget: int, header: JpegHeader | None = None
         kind = "JPEG"
     elif data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # a TIFF or BigTIFF
         held, copied, kind = Held(), 2 * ifd0_copied_bytes(data), "TIFF"
+    elif data[4:8] == b"ftyp":
+        kind, held = _heif_exif_held(data, budget)
+        copied = 0
     else:
         return
     if copied:
         what = f"the data of its {'EXIF' if kind == 'JPEG' else 'first'} IFD, {copied >> 20} MiB as Pillow loads it"
         held = Held(held.bytes + copied, " and ".join(w for w in (held.what, what) if w))
     if held.bytes > budget:
-        raise DecodeError("image_too_large", f"a {kind} needing about {held.bytes >> 20} MiB to open, over the budget "
+        article = "an" if kind in ("AVIF", "HEIF") else "a"
+        raise DecodeError("image_too_large", f"{article} {kind} needing about {held.bytes >> 20} MiB to open, over the budget "
                                              f"of {budget >> 20} MiB: {held.what}")
 
 

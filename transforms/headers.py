@@ -926,16 +926,18 @@ ZEROS_AFTER_CUT = 16  # zero bytes ending an HEVC or AV1 item's coded data: a cu
 _CODED_ITEMS = (b"hvc1", b"av01")  # HEVC and AV1 coded image items (a grid's tiles, an alpha plane)
 
 
-def _coded_items(data: bytes) -> list[tuple[bytes, int, int]]:
-    """(item type, file offset, length) of each extent of an AVIF's or HEIF's coded image items, by
-    its `iinf` (item types) and `iloc` (where their data lies) boxes: not its Exif or XMP items,
-    whose data may end in zeros. [] when the boxes are missing or malformed."""
+def _items(data: bytes, idat: bool = False) -> list[tuple[bytes, int, int]]:
+    """(item type, file offset, length) of each extent of an AVIF's or HEIF's items, by its `iinf`
+    (item types) and `iloc` (where their data lies) boxes; with `idat`, also those held in its
+    `idat` box and those of length 0 (to the end of their file or idat: `_iloc_extents`). [] when
+    the boxes are missing or malformed."""
     budget = [_BOX_LIMIT]
     meta = next(((b + 4, e) for k, b, e in _boxes(data, 0, len(data), budget) if k == b"meta"), None)
     if meta is None:
         return []
     types: dict[int, bytes] = {}
-    extents: list[tuple[int, int, int]] = []
+    iloc: tuple[int, int] | None = None
+    held: tuple[int, int] | None = None
     for kind, begin, stop in _boxes(data, meta[0], meta[1], budget):
         if kind == b"iinf" and stop - begin >= 6:
             count_size = 2 if data[begin] == 0 else 4
@@ -945,13 +947,35 @@ def _coded_items(data: bytes) -> list[tuple[bytes, int, int]]:
                     item = int.from_bytes(data[b + 4 : b + 4 + id_size], "big")
                     types[item] = data[b + 6 + id_size : b + 10 + id_size]
         elif kind == b"iloc" and stop - begin >= 8:
-            extents = _iloc_extents(data, begin, stop)
-    return [(types[item], start, length) for item, start, length in extents if types.get(item) in _CODED_ITEMS]
+            iloc = (begin, stop)
+        elif kind == b"idat" and held is None:
+            held = (begin, stop)
+    extents = _iloc_extents(data, *iloc, (held or (0, 0)) if idat else None) if iloc else []
+    return [(types[item], start, length) for item, start, length in extents if item in types]
 
 
-def _iloc_extents(data: bytes, begin: int, end: int) -> list[tuple[int, int, int]]:
+def _coded_items(data: bytes) -> list[tuple[bytes, int, int]]:
+    """(item type, file offset, length) of each extent of an AVIF's or HEIF's coded image items
+    (`_items`): not its Exif or XMP items, whose data may end in zeros."""
+    return [item for item in _items(data) if item[0] in _CODED_ITEMS]
+
+
+def heif_exif_extents(data: bytes) -> list[tuple[int, int]]:
+    """(file offset, length) of each extent of an AVIF's or HEIF's `Exif` items, wherever they lie
+    (the file, its `idat`), cut to the bytes there: what libavif and libheif read of them, and
+    Pillow's AVIF open then loads (`decode_budget.check_header_held`). [] for another file."""
+    if data[4:8] != b"ftyp":
+        return []
+    return [(start, min(length, len(data) - start)) for kind, start, length in _items(data, idat=True)
+            if kind == b"Exif" and start < len(data)]
+
+
+def _iloc_extents(data: bytes, begin: int, end: int,
+                  idat: tuple[int, int] | None = None) -> list[tuple[int, int, int]]:
     """(item ID, file offset, length) of an `iloc` box's extents held in the file (construction
-    method 0, a length given) (ISO/IEC 14496-12 8.11.3), in bounded steps."""
+    method 0, a length given) (ISO/IEC 14496-12 8.11.3), in bounded steps. With `idat` (the `idat`
+    box's payload start and end), also those held there (method 1), and those of length 0, which
+    run to the end of the file (the idat)."""
     version, out = data[begin], []
     offset_size, length_size = data[begin + 4] >> 4, data[begin + 4] & 15
     base_size, index_size = data[begin + 5] >> 4, (data[begin + 5] & 15) if version in (1, 2) else 0
@@ -978,6 +1002,9 @@ def _iloc_extents(data: bytes, begin: int, end: int) -> list[tuple[int, int, int
                 return out
             if method == 0 and length:
                 out.append((item, base + offset, length))
+            elif idat is not None and method in (0, 1):
+                start = base + offset + (idat[0] if method else 0)
+                out.append((item, start, length or max(0, (idat[1] if method else len(data)) - start)))
         steps -= 1
         if pos > end or steps < 0:
             return out
