@@ -1172,3 +1172,18 @@ def test_the_paths_readme_says_are_taken_from_the_current_folder_are(tmp_path: P
     assert config.tokenizer.checkpoint == str(tmp_path / "work" / "tok")
     args = parser().parse_args(["build", str(config_file), "--set", "tokenizer.checkpoint=tok"])
     assert load_config(str(config_file), build_overrides(args)).tokenizer.checkpoint == str(tmp_path / "configs" / "tok")
+
+
+@pytest.mark.parametrize("written", ["C:\\data\\out", "D:/data/out", "\\\\server\\share\\out"])
+def test_a_windows_output_is_hinted_as_a_windows_source_path_is(tmp_path: Path, capsys, written):
+    """stop 56 #5: `output: C:\\data\\out` passed `check` (a Windows `path:` is refused with a hint)
+    and the build wrote into `<config folder>/C:\\data\\out`, a folder named with backslashes. Both
+    refuse it now, naming the field and the hint, and write nothing."""
+    path = _yaml_config(tmp_path, OUTPUT_FILE.replace("output: OUT", f"output: {written}"))
+    expected = (f"c.yaml: output: {written!r} looks like a Windows path; this runs on POSIX paths: give the folder "
+                "as this machine names it, such as /mnt/c/data under WSL\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for command in ("check", "build"):
+        code, err = _cli(capsys, command, str(path))
+        assert code == 2 and err.startswith("error: ") and err.endswith(expected) and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
