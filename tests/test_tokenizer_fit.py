@@ -970,3 +970,33 @@ def test_float4_tensors_of_a_real_safetensors_file_pass_the_finite_check_and_a_f
     with pytest.raises(CheckpointError, match=rf"tensors in a dtype we do not load: {name} "
                                               r"\(float4_e2m1fn_x2\) \(store float32"):
         load(tmp_path / "tok")
+
+
+@pytest.mark.parametrize("key, tensor, value, named", [
+    ("model", "quantize.embedding.weight", float("nan"), r"tensor model\.quantize\.embedding\.weight holds 1 of \d+ "
+                                                          r"values that are not finite \(1 NaN\)"),
+    ("opt_d", "exp_avg", float("inf"), r"tensor opt_d\.state\.0\.exp_avg holds 1 of \d+ values that are not "
+                                       r"finite \(1 inf\)"),
+])
+def test_a_train_state_holding_nan_or_inf_is_refused_on_resume_naming_the_tensor(tmp_path, capsys, runs, key, tensor,
+                                                                                value, named):
+    """stop 56 #2: `<out>/train_state.pt` whose weights or optimizer moments hold NaN/inf (saved by an
+    older version, copied, edited) was loaded on resume and trained on. Refused now in one line naming
+    the file and the tensor, before a step runs or the log is touched."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(runs[1], out)  # the straight run's 5 steps: the discriminator's optimizer has moments
+    path = out / "train_state.pt"
+    state = torch.load(path, weights_only=True)
+    target = state[key][tensor] if key == "model" else state[key]["state"][0][tensor]
+    target.view(-1)[1] = value
+    torch.save(state, path)
+    log = (out / "log.jsonl").read_bytes()
+    capsys.readouterr()
+    assert fit_cli.main(RUN + ["--out", str(out), "--max-steps", "6"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and re.fullmatch(rf"error: --out: {re.escape(str(path))} cannot be resumed from "
+                                                      rf"\({named}: a diverged step's state\); move it away to "
+                                                      r"train afresh", err), err
+    assert (out / "log.jsonl").read_bytes() == log

@@ -90,3 +90,18 @@ def non_finite_phrase(name: str, tensor: torch.Tensor, count: int) -> str:
     kinds = "all NaN" if nan == tensor.numel() else ", ".join(f"{n} {kind}" for n, kind in ((nan, "NaN"),
                                                                                              (count - nan, "inf")) if n)
     return f"tensor {name} holds {count} of {tensor.numel()} values that are not finite ({kinds})"
+
+
+def first_non_finite(tree: object, prefix: str = "") -> tuple[str, torch.Tensor, int] | None:
+    """(dotted name, tensor, count) of the first tensor in a nested dict/list (a state dict, an
+    optimizer's state) holding NaN or inf, or None: a resumed run must not train on such a step's
+    weights or moments, which loaded as they were and trained on."""
+    if isinstance(tree, torch.Tensor):
+        count = non_finite_count(tree)
+        return (prefix, tree, count) if count else None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    for key, value in items:
+        found = first_non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+        if found:
+            return found
+    return None
