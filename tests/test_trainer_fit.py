@@ -714,3 +714,22 @@ def test_a_resume_from_a_step_holding_nan_or_inf_is_refused_naming_file_and_tens
     assert err.splitlines() == [err] and re.fullmatch(rf"error: {re.escape(str(step / file))}: {named}: this step "
                                                       r"cannot be trained on; resume from an earlier step .*", err), err
     assert [s for s, _ in ckpt.list_checkpoints(str(tmp_path / "run"))] == [2]
+
+
+def test_a_glob_and_the_shells_expansion_of_it_resume_each_other(shards, tmp_path: Path):
+    """stop 56 #1: `--data 'a/*.arrow'` quoted in one run and unquoted in its resume (the shell passes
+    the shard files, one --data each), or the reverse, was refused as "the data changed" though the
+    same files, with the same sha256 in the same order, were named. Taken now, going on as the run
+    began (its grouping and weights), so the losses are those of an uninterrupted run; other files,
+    or the same in another order, are still refused."""
+    glob = [f"{shards}/a/*.arrow"]
+    expanded = [str(p) for p in sorted(Path(shards, "a").glob("*.arrow"))]
+    assert len(expanded) == 2
+    for began, resumed, name in ((glob, expanded, "quoted"), (expanded, glob, "unquoted")):
+        whole = fit(_options(shards, tmp_path / f"{name}-whole", data=began, max_steps=4))
+        first = fit(_options(shards, tmp_path / name, data=began, max_steps=4, stop_at=2))
+        second = fit(_options(shards, tmp_path / name, data=resumed, max_steps=4))
+        assert second["start_step"] == 2 and first["losses"] + second["losses"] == whole["losses"]
+    for other in (expanded[::-1], [expanded[0]], [*expanded, *map(str, Path(shards, "b").glob("*.arrow"))]):
+        with pytest.raises(UsageError, match="the data changed since this checkpoint"):
+            fit(_options(shards, tmp_path / "quoted", data=other, max_steps=5))
