@@ -676,9 +676,9 @@ def test_a_resume_naming_the_same_shards_by_another_path_is_taken(shards, tmp_pa
 
 
 def test_a_glob_against_the_shells_expansion_of_it_resumes_only_for_one_shard(shards, tmp_path: Path):
-    """rev55c L2, what _same_shards_other_globs's docstring now says (it said a glob against the shell's
-    expansion was taken): b/*.arrow against the name of its one shard resumes; a/*.arrow expanded into
-    its two shards, two --data entries, is another mixture and is refused."""
+    """rev55c L2: b/*.arrow against the name of its one shard resumes; a/*.arrow:2 expanded into its
+    two shards at :1 each, two --data entries of other weights, is another mixture and is refused
+    (the same files at the glob's own weight resume since stop 56: `data_regroup`)."""
     fit(_options(shards, tmp_path / "run", max_steps=4, stop_at=2))
     (b_shard,) = sorted(Path(shards, "b").glob("*.arrow"))
     assert fit(_options(shards, tmp_path / "run", max_steps=3, data=[f"{shards}/a/*.arrow:2",
