@@ -13,7 +13,11 @@ kills the worker when either budget is spent; the next job starts a fresh worker
 A budget may also count the worker's CPU seconds (`Budget.cpu_s`): the work a job does, nearly the
 same on a busy machine as on an idle one, where the seconds waited grow with the load. The worker
 reports its CPU time with every answer, so a job's count starts from the last one without asking
-the system; it is read from /proc only while a job runs long (every `_POLL_S` of waiting). A fresh
+the system, and each answer is judged by it (a job streaming its results, its parent never waiting
+long, is held to its budget as one that answers once); it is read from /proc only while a job runs
+long without answering (every `_POLL_S` of waiting). `time_s` alone counts the seconds the parent
+waits, not the worker's work: it is the wall backstop of a CPU budget (`cpu_budget`), which is
+what the config's `decode_time_s` and `time_budget_s` set. A fresh
 worker imports the job's module before the job's clocks start, so its start-up is no job's cost.
 Arguments that are bytes travel out of band too (one copy into the pipe, none into a pickle).
 
@@ -326,6 +330,12 @@ def run(function: str, *args: Any, budget: Budget = Budget(), pool: str = "defau
             kind, value, worker.cpu_s = worker.receive(budget, spent, buffers)
             if use is not None:
                 use.wall_s, use.cpu_s = spent[0], worker.cpu_s - worker.job_cpu_s
+            if budget.cpu_s is not None and worker.cpu_s - worker.job_cpu_s > budget.cpu_s:
+                # judged at every answer: a job streaming its results is never waited on a whole
+                # `_POLL_S`, where `_read_into` looks at /proc, and worked on past its budget
+                finished = True
+                worker.kill()
+                raise BudgetExceeded("decode_timeout", f"over the budget of {budget.cpu_s:g} CPU-seconds")
             if kind == "item":
                 yield value
             elif kind == "value":  # a function's one result: nothing follows it

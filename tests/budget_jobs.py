@@ -134,3 +134,12 @@ def start_sleeper() -> int:
     import subprocess
 
     return subprocess.Popen(["sleep", "60"]).pid
+
+
+def spin_in_steps(steps: int, step_s: float):
+    """Works `step_s` CPU seconds per item, `steps` items: a decode that streams its frames, each
+    soon after the last, so its parent never waits long for one."""
+    start = time.process_time()
+    for i in range(steps):
+        spin(step_s)
+        yield i, time.process_time() - start

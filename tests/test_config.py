@@ -137,7 +137,7 @@ def test_missing_output_and_yaml_errors(tmp_path: Path):
 
 def test_content_hash_ignores_how_it_runs(tmp_path: Path):
     a = parse_config({**BASE, "beam": {"direct_num_workers": 1}})
-    b = parse_config({**BASE, "beam": {"direct_num_workers": 8, "options": ["--foo=1"]}, "output": "elsewhere"})
+    b = parse_config({**BASE, "beam": {"direct_num_workers": 8, "options": ["--project=p"]}, "output": "elsewhere"})
     c = parse_config({**BASE, "image": {"resize": "pad"}})
     assert a.content_hash() == b.content_hash() != c.content_hash()
 
@@ -195,12 +195,12 @@ def test_build_flags_are_validated_like_the_file(tmp_path: Path, capsys, flags, 
 
 def test_overrides_set_nested_fields_and_extend_lists(tmp_path: Path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({**BASE, "beam": {"options": ["--a=1"]}}))
+    path.write_text(yaml.safe_dump({**BASE, "beam": {"options": ["--project=a"]}}))
     config = load_config(str(path), {"beam.direct_num_workers": 3, "tokenizer.batch_size": 32,
-                                     "beam.options": lambda old: [*old, "--b=2"]})
+                                     "beam.options": lambda old: [*old, "--region=b"]})
     assert config.beam.direct_num_workers == 3 and config.tokenizer.batch_size == 32
-    assert config.beam.options == ("--a=1", "--b=2")
-    assert yaml.safe_load(path.read_text())["beam"] == {"options": ["--a=1"]}  # the file is not touched
+    assert config.beam.options == ("--project=a", "--region=b")
+    assert yaml.safe_load(path.read_text())["beam"] == {"options": ["--project=a"]}  # the file is not touched
 
 
 def test_set_options_set_typed_values_like_the_file(tmp_path: Path):
@@ -212,11 +212,11 @@ def test_set_options_set_typed_values_like_the_file(tmp_path: Path):
     path.write_text(yaml.safe_dump(two))
     args = parser().parse_args(["build", str(path), "--set", "tokenizer.batch_size=32", "--set",
                                 "beam.direct_num_workers=2", "--set", "sources.web.enabled=false",
-                                "--set", "image.resize=pad", "--beam-option=--a=1"])
+                                "--set", "image.resize=pad", "--beam-option=--project=a"])
     config = load_config(str(path), build_overrides(args))
     assert config.tokenizer.batch_size == 32 and config.beam.direct_num_workers == 2
     assert config.sources[0].enabled is False and config.image.resize == "pad"
-    assert config.beam.options == ("--a=1",)
+    assert config.beam.options == ("--project=a",)
     assert yaml.safe_load(path.read_text()) == two  # the file is not touched
     by_index = load_config(str(path), parse_set_options(["sources.0.num_shards=7"]))
     assert by_index.sources[0].num_shards == 7
@@ -1172,3 +1172,18 @@ def test_the_paths_readme_says_are_taken_from_the_current_folder_are(tmp_path: P
     assert config.tokenizer.checkpoint == str(tmp_path / "work" / "tok")
     args = parser().parse_args(["build", str(config_file), "--set", "tokenizer.checkpoint=tok"])
     assert load_config(str(config_file), build_overrides(args)).tokenizer.checkpoint == str(tmp_path / "configs" / "tok")
+
+
+@pytest.mark.parametrize("written", ["C:\\data\\out", "D:/data/out", "\\\\server\\share\\out"])
+def test_a_windows_output_is_hinted_as_a_windows_source_path_is(tmp_path: Path, capsys, written):
+    """stop 56 #5: `output: C:\\data\\out` passed `check` (a Windows `path:` is refused with a hint)
+    and the build wrote into `<config folder>/C:\\data\\out`, a folder named with backslashes. Both
+    refuse it now, naming the field and the hint, and write nothing."""
+    path = _yaml_config(tmp_path, OUTPUT_FILE.replace("output: OUT", f"output: {written}"))
+    expected = (f"c.yaml: output: {written!r} looks like a Windows path; this runs on POSIX paths: give the folder "
+                "as this machine names it, such as /mnt/c/data under WSL\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for command in ("check", "build"):
+        code, err = _cli(capsys, command, str(path))
+        assert code == 2 and err.startswith("error: ") and err.endswith(expected) and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

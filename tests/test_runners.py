@@ -373,3 +373,38 @@ def test_a_value_holding_its_own_dash_dash_words_reaches_beam_whole(flag: str):
     name, _, value = flag.partition("=")
     assert config.beam.options == (flag,)
     assert pipeline_options(config).get_all_options()[name.removeprefix("--")] in (value, [value])
+
+
+@pytest.mark.parametrize("flags, refusal", [
+    (["--runne=DataflowRunner"], "beam.options: '--runne=DataflowRunner': Beam knows no flag --runne (did you mean "
+                                 "--runner? name the runner as beam.runner"),
+    (["--region=europe-west4", "--temp_locaton=gs://bucket/tmp"],
+     "beam.options: '--temp_locaton=gs://bucket/tmp': Beam knows no flag --temp_locaton (did you mean "
+     "--temp_location?)"),
+])
+def test_a_flag_beam_does_not_know_is_refused_naming_the_closest(flags: list[str], refusal: str, tmp_path: Path,
+                                                                 capsys):
+    """stop 56 #4: `--beam-option=--runne=DataflowRunner` (a typo of a flag Beam knows) was dropped by
+    Beam's parser in silence and the build ran locally, exit 0. Refused now, in the config and on the
+    command line, naming the closest flag Beam knows."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    read = PipelineOptions(flags).get_all_options(drop_default=True)  # what Beam makes of it: nothing
+    assert not {"runne", "runner", "temp_locaton", "temp_location"} & read.keys()
+    err = _refused_in_config_and_on_the_command_line(flags, refusal, tmp_path, capsys)
+    assert err.startswith("error: ") and refusal in err and err.count("error:") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_flags_of_beams_option_classes_and_its_runners_option_classes_are_taken():
+    """What the refusal of unknown flags keeps: each a flag that an option class of Beam defines, those
+    of runners' option classes (Dask's, the graph renderer's) among them, and Beam's boolean flags."""
+    from uvd_pipeline.config import parse_config
+
+    flags = ("--project=my-project", "--temp_location=gs://b/tmp", "--flink_master=flink-host:8081",
+             "--spark_master_url=local[4]", "--dask_connection_timeout=30", "--dask_npartitions=8",
+             "--render_output=graph.svg", "--experiments=use_runner_v2", "--save_main_session",
+             "--no_pipeline_type_check", "--environment_type=LOOPBACK", "--prism_location=/opt/prism")
+    config = parse_config({"output": "out", "sources": [{"name": "web", "type": "laion", "path": "imgs"}],
+                           "beam": {"options": list(flags)}})
+    assert config.beam.options == flags

@@ -943,3 +943,60 @@ def test_the_finite_check_of_every_float8_byte_agrees_with_torchs_widening():
         assert [non_finite_count(every[i:i + 1]) for i in range(256)] == (~torch.isfinite(widened)).int().tolist()
     pair = torch.tensor([1 + 1j, complex(float("nan"), 0)], dtype=torch.complex64)
     assert non_finite_phrase("w", pair, non_finite_count(pair)) == "tensor w holds 1 of 2 values that are not finite (1 NaN)"
+
+
+def test_float4_tensors_of_a_real_safetensors_file_pass_the_finite_check_and_a_float4_tokenizer_is_refused(tmp_path):
+    """stop 56 #3: a float4_e2m1fn_x2 tensor (torch's packed 4-bit float, as safetensors' save_file
+    writes and load_file reads it) crashed the finite check ('"copy_kernel" not implemented for
+    Float4_e2m1fn_x2'): e2m1 has no NaN or inf, so every byte is finite and the count is 0. A
+    tokenizer holding one (torch.save) is refused in one line naming the tensor and its dtype."""
+    from safetensors.torch import load_file, save_file
+
+    from tokenizer.checkpoint import CheckpointError
+    from tokenizer.finite import non_finite_count
+
+    every = torch.arange(256, dtype=torch.uint8).view(torch.float4_e2m1fn_x2).reshape(16, 16)
+    save_file({"w": every}, str(tmp_path / "f4.safetensors"))
+    read = load_file(str(tmp_path / "f4.safetensors"))["w"]
+    assert read.dtype == torch.float4_e2m1fn_x2 and torch.equal(read.view(torch.uint8), every.view(torch.uint8))
+    assert non_finite_count(read) == 0 and non_finite_count(read[3]) == 0
+    model = build(TINY, seed=0)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    name = "decoder.conv_out.weight"
+    state[name] = torch.zeros(state[name].shape, dtype=torch.uint8).view(torch.float4_e2m1fn_x2)
+    (tmp_path / "tok").mkdir()
+    torch.save(state, tmp_path / "tok" / "pytorch_model.bin")
+    model.config.to_json(str(tmp_path / "tok" / "config.json"))
+    with pytest.raises(CheckpointError, match=rf"tensors in a dtype we do not load: {name} "
+                                              r"\(float4_e2m1fn_x2\) \(store float32"):
+        load(tmp_path / "tok")
+
+
+@pytest.mark.parametrize("key, tensor, value, named", [
+    ("model", "quantize.embedding.weight", float("nan"), r"tensor model\.quantize\.embedding\.weight holds 1 of \d+ "
+                                                          r"values that are not finite \(1 NaN\)"),
+    ("opt_d", "exp_avg", float("inf"), r"tensor opt_d\.state\.0\.exp_avg holds 1 of \d+ values that are not "
+                                       r"finite \(1 inf\)"),
+])
+def test_a_train_state_holding_nan_or_inf_is_refused_on_resume_naming_the_tensor(tmp_path, capsys, runs, key, tensor,
+                                                                                value, named):
+    """stop 56 #2: `<out>/train_state.pt` whose weights or optimizer moments hold NaN/inf (saved by an
+    older version, copied, edited) was loaded on resume and trained on. Refused now in one line naming
+    the file and the tensor, before a step runs or the log is touched."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(runs[1], out)  # the straight run's 5 steps: the discriminator's optimizer has moments
+    path = out / "train_state.pt"
+    state = torch.load(path, weights_only=True)
+    target = state[key][tensor] if key == "model" else state[key]["state"][0][tensor]
+    target.view(-1)[1] = value
+    torch.save(state, path)
+    log = (out / "log.jsonl").read_bytes()
+    capsys.readouterr()
+    assert fit_cli.main(RUN + ["--out", str(out), "--max-steps", "6"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and re.fullmatch(rf"error: --out: {re.escape(str(path))} cannot be resumed from "
+                                                      rf"\({named}: a diverged step's state\); move it away to "
+                                                      r"train afresh", err), err
+    assert (out / "log.jsonl").read_bytes() == log

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -675,9 +676,9 @@ def test_a_resume_naming_the_same_shards_by_another_path_is_taken(shards, tmp_pa
 
 
 def test_a_glob_against_the_shells_expansion_of_it_resumes_only_for_one_shard(shards, tmp_path: Path):
-    """rev55c L2, what _same_shards_other_globs's docstring now says (it said a glob against the shell's
-    expansion was taken): b/*.arrow against the name of its one shard resumes; a/*.arrow expanded into
-    its two shards, two --data entries, is another mixture and is refused."""
+    """rev55c L2: b/*.arrow against the name of its one shard resumes; a/*.arrow:2 expanded into its
+    two shards at :1 each, two --data entries of other weights, is another mixture and is refused
+    (the same files at the glob's own weight resume since stop 56: `data_regroup`)."""
     fit(_options(shards, tmp_path / "run", max_steps=4, stop_at=2))
     (b_shard,) = sorted(Path(shards, "b").glob("*.arrow"))
     assert fit(_options(shards, tmp_path / "run", max_steps=3, data=[f"{shards}/a/*.arrow:2",
@@ -686,3 +687,49 @@ def test_a_glob_against_the_shells_expansion_of_it_resumes_only_for_one_shard(sh
     assert len(expanded) == 2
     with pytest.raises(UsageError, match=r"the data changed since this checkpoint \(sources, weights differ"):
         fit(_options(shards, tmp_path / "run", max_steps=4, data=[*expanded, f"{shards}/b/*.arrow:1"]))
+
+
+@pytest.mark.parametrize("file, edit, named", [
+    ("model.pt", lambda s: s["model.norm.weight"].view(-1)[3:5].fill_(float("nan")),
+     r"tensor model\.norm\.weight holds 2 of 128 values that are not finite \(2 NaN\)"),
+    ("optimizer.pt", lambda s: s["state"]["lm_head.weight"]["exp_avg_sq"].view(-1)[7].fill_(float("inf")),
+     r"tensor state\.lm_head\.weight\.exp_avg_sq holds 1 of \d+ values that are not finite \(1 inf\)"),
+])
+def test_a_resume_from_a_step_holding_nan_or_inf_is_refused_naming_file_and_tensor(shards, tmp_path: Path, capsys,
+                                                                                   file, edit, named):
+    """stop 56 #2: a step checkpoint whose weights or AdamW moments hold NaN/inf (a step saved by an
+    older version, a copy, an edit: manifest consistent) was loaded on resume and trained on. Refused
+    now before any step, in one `error:` line naming the file and the tensor."""
+    fit(_options(shards, tmp_path / "run", max_steps=2))
+    step = tmp_path / "run" / "checkpoints" / "step-00000002"
+    state = torch.load(step / file, weights_only=True)
+    edit(state)
+    torch.save(state, step / file)
+    write_manifest(step)
+    argv = ["--data", f"{shards}/a/*.arrow:2", "--data", f"{shards}/b/*.arrow:1", "--out", str(tmp_path / "run"),
+            "--preset", "tiny", "--seq-len", "64", "--batch-size", "2", "--max-steps", "4", "--lr", "3e-3",
+            "--min-lr", "3e-4", "--warmup-steps", "2", "--quiet", "--threads", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and re.fullmatch(rf"error: {re.escape(str(step / file))}: {named}: this step "
+                                                      r"cannot be trained on; resume from an earlier step .*", err), err
+    assert [s for s, _ in ckpt.list_checkpoints(str(tmp_path / "run"))] == [2]
+
+
+def test_a_glob_and_the_shells_expansion_of_it_resume_each_other(shards, tmp_path: Path):
+    """stop 56 #1: `--data 'a/*.arrow'` quoted in one run and unquoted in its resume (the shell passes
+    the shard files, one --data each), or the reverse, was refused as "the data changed" though the
+    same files, with the same sha256 in the same order, were named. Taken now, going on as the run
+    began (its grouping and weights), so the losses are those of an uninterrupted run; other files,
+    or the same in another order, are still refused."""
+    glob = [f"{shards}/a/*.arrow"]
+    expanded = [str(p) for p in sorted(Path(shards, "a").glob("*.arrow"))]
+    assert len(expanded) == 2
+    for began, resumed, name in ((glob, expanded, "quoted"), (expanded, glob, "unquoted")):
+        whole = fit(_options(shards, tmp_path / f"{name}-whole", data=began, max_steps=4))
+        first = fit(_options(shards, tmp_path / name, data=began, max_steps=4, stop_at=2))
+        second = fit(_options(shards, tmp_path / name, data=resumed, max_steps=4))
+        assert second["start_step"] == 2 and first["losses"] + second["losses"] == whole["losses"]
+    for other in (expanded[::-1], [expanded[0]], [*expanded, *map(str, Path(shards, "b").glob("*.arrow"))]):
+        with pytest.raises(UsageError, match="the data changed since this checkpoint"):
+            fit(_options(shards, tmp_path / "quoted", data=other, max_steps=5))

@@ -208,3 +208,19 @@ def test_a_decoding_process_whose_parent_ends_while_it_starts_ends_too(tmp_path)
     finally:
         if not _ended(child):
             os.kill(child, signal.SIGKILL)
+
+
+def test_a_cpu_budget_holds_for_a_job_that_streams_its_results():
+    """stop 56 #6: a job's CPU seconds were judged only when its parent had waited `_POLL_S` (0.2 s)
+    without an answer, so a decode streaming a frame every few ms of work (the parent never waiting
+    that long) worked on past its budget to the end: 600 steps of 5 ms, 3 CPU-seconds, under a budget
+    of 0.5. Now every answer's CPU count is judged: the job is killed at the first answer past 0.5,
+    whatever the machine's load (CPU seconds, not the seconds anyone waited)."""
+    limits = Budget(time_s=60, cpu_s=0.5)
+    got = []
+    with pytest.raises(BudgetExceeded) as caught:
+        for item in budget.run("budget_jobs:spin_in_steps", 600, 0.005, budget=limits):
+            got.append(item)
+    assert caught.value.reason == "decode_timeout" and "0.5 CPU-seconds" in caught.value.detail
+    assert 0 < len(got) < 200 and got[-1][1] <= 0.5 + 0.05  # stopped at 0.5 CPU-s, not at 3
+    assert len(list(budget.run("budget_jobs:spin_in_steps", 20, 0.005, budget=limits))) == 20  # 0.1 CPU-s: whole

@@ -13,6 +13,7 @@ chunks so its mask stays small (4 MiB) beside the tensor being loaded: loaders k
 memory at a time. float8 tensors, which torch reduces on no CPU kernel, are judged by their bytes
 where the format puts NaN and inf at the top of the magnitude bits (e4m3fn, e5m2: 256M values in
 0.2 s), else a chunk at a time widened to float32 (16 MiB each, 4 s for 256M), never copied whole.
+float4 e2m1 has no NaN or inf at all (and torch no kernel to widen it): finite by its dtype.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ REDUCIBLE = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 FLOAT8_FIRST_NON_FINITE = {getattr(torch, name): first for name, first in (("float8_e4m3fn", 0x7F),
                                                                            ("float8_e5m2", 0x7C))
                            if hasattr(torch, name)}
+# dtypes with no code for NaN or inf: torch.float4_e2m1fn_x2 (two e2m1 values a byte, each of its 16
+# codes a finite number from -6 to 6), which torch cannot widen or reduce on any kernel
+WITHOUT_NON_FINITE = tuple(getattr(torch, name) for name in ("float4_e2m1fn_x2",) if hasattr(torch, name))
 BYTE_CHUNK = 1 << 20  # bytes per chunk of a float8 magnitude check (1 MiB masked at a time)
 
 
@@ -71,6 +75,8 @@ def non_finite_count(tensor: torch.Tensor) -> int:
     """How many values of `tensor` are NaN or +-inf (0 for an integer tensor, which holds none)."""
     if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.numel() == 0:
         return 0
+    if tensor.dtype in WITHOUT_NON_FINITE:  # no byte of it is NaN or inf; its widening crashed
+        return 0
     flat = tensor.detach().reshape(-1)
     if _all_finite(flat):
         return 0
@@ -84,3 +90,18 @@ def non_finite_phrase(name: str, tensor: torch.Tensor, count: int) -> str:
     kinds = "all NaN" if nan == tensor.numel() else ", ".join(f"{n} {kind}" for n, kind in ((nan, "NaN"),
                                                                                              (count - nan, "inf")) if n)
     return f"tensor {name} holds {count} of {tensor.numel()} values that are not finite ({kinds})"
+
+
+def first_non_finite(tree: object, prefix: str = "") -> tuple[str, torch.Tensor, int] | None:
+    """(dotted name, tensor, count) of the first tensor in a nested dict/list (a state dict, an
+    optimizer's state) holding NaN or inf, or None: a resumed run must not train on such a step's
+    weights or moments, which loaded as they were and trained on."""
+    if isinstance(tree, torch.Tensor):
+        count = non_finite_count(tree)
+        return (prefix, tree, count) if count else None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    for key, value in items:
+        found = first_non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+        if found:
+            return found
+    return None

@@ -44,7 +44,7 @@ from .config import PRESETS, UsageError, VQGANConfig, preset
 from .data import TrainBatches, find_images, merge_refs
 from .dataclass_cli import add_flags, flag, options_from
 from .devices import device_problem
-from .finite import non_finite_count
+from .finite import first_non_finite, non_finite_count, non_finite_phrase
 from .losses import (NLayerDiscriminator, adaptive_weight, colour_loss, generator_loss, hinge_d_loss, psnr,
                      reconstruction_loss)
 from .metrics import codebook_usage, perplexity
@@ -164,6 +164,10 @@ class Trainer:
         saved = VQGANConfig.from_json(json.loads(state["config"]))
         if saved != self.model.config:
             raise UsageError(f"--out: {path} was trained with another model config: {saved} vs {self.model.config}")
+        found = first_non_finite({key: state[key] for key in ("model", "disc", "opt_g", "opt_d")})
+        if found:  # loaded as they were, the first step trained on NaN
+            raise UsageError(f"--out: {path} cannot be resumed from ({non_finite_phrase(*found)}: a diverged step's "
+                             "state); move it away to train afresh")
         self.model.load_state_dict(state["model"])
         self.disc.load_state_dict(state["disc"])
         self.opt_g.load_state_dict(state["opt_g"])

@@ -24,10 +24,11 @@ from typing import Any, Mapping
 import torch
 
 from tokenizer.atomic import remove_folder
+from tokenizer.finite import first_non_finite, non_finite_phrase
 
 from .checkpoint_io import check_shapes, read_torch_file, write_config
 from .config import ModelConfig
-from .integrity import CheckpointDamaged, reading, sealed_folder
+from .integrity import CheckpointDamaged, CheckpointError, reading, sealed_folder
 from .run_layout import (  # noqa: F401 - checkpoint_dir, list_checkpoints: re-exported for the fit loop
     SEALED_FORMAT,
     STATE_NAME,
@@ -110,6 +111,19 @@ def load_newest_intact(out: str, map_location: str | torch.device = "cpu"
         except CheckpointDamaged as exc:
             damaged.append((path, exc))
     return None, None, damaged
+
+
+def check_finite_state(path: str, loaded: Mapping[str, Any]) -> None:
+    """Refuse a step whose weights or optimizer moments hold NaN or inf, naming file and tensor: a
+    resume loaded them as they were and trained on (every loss NaN, or a crash later). The fit's own
+    readback keeps a diverged step from being saved; such a step comes from elsewhere (an older
+    version, a copy, an edit). Per tensor, min and max only (`tokenizer.finite`)."""
+    for name in ("model.pt", "optimizer.pt"):
+        found = first_non_finite(loaded[name.removesuffix(".pt")])
+        if found:
+            raise CheckpointError(f"{os.path.join(path, name)}: {non_finite_phrase(*found)}: this step cannot be "
+                                  "trained on; resume from an earlier step (--resume OUT/checkpoints/step-N), or "
+                                  "train afresh in another --out")
 
 
 def check_state_shapes(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, torch.Tensor],

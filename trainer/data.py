@@ -52,6 +52,7 @@ from uvd_pipeline.shards import (ARROW_SUFFIX, COMPRESSED_SHARD_BUDGET, REBUILD_
                                  read_token_shard, verify_token_shard)
 
 from .config import BOS_ID, EOS_ID, VOCAB_SIZE, UsageError
+from .data_regroup import Named, regroup
 from .integrity import CheckpointError, CheckpointWarning
 from .mixture_spec import Mixture, MixtureEntry, meant_weight
 # moved to mixture_spec, still importable from here
@@ -252,10 +253,12 @@ class _Shard:
 class SentenceSource:
     """The sentences of one mixture entry (split-filtered), addressed 0..len-1."""
 
-    def __init__(self, entry: MixtureEntry, split: str | None, cache: _OpenShards, window: int | None = None) -> None:
-        """`window`: tokens of a training window, to count the sentences (as packed) longer than one."""
+    def __init__(self, entry: MixtureEntry, split: str | None, cache: _OpenShards, window: int | None = None,
+                 paths: Sequence[str] | None = None) -> None:
+        """`window`: tokens of a training window, to count the sentences (as packed) longer than one;
+        `paths`: the entry's shards where known (a resume's regrouping), else those its glob matches."""
         self.entry = entry
-        self.paths = find_shards(entry.glob)
+        self.paths = list(paths) if paths is not None else find_shards(entry.glob)
         if not self.paths:
             weight = meant_weight(entry.glob)
             if weight is not None:
@@ -443,8 +446,8 @@ def _same_shards_other_globs(saved: dict[str, Any], now: dict[str, Any]) -> bool
     same counts and digest as before (a relative path against an absolute one, a link to the folder
     or a copy of it, a glob against the name of the one shard it matches): the same sentences in the same
     order, so the saved positions hold. Such a resume was refused as "the data changed". One glob
-    against the shell's expansion of it into several --data is another mixture (a source per
-    entry, each weighted) and stays refused. A state without digests (older than them) cannot show
+    against the shell's expansion of it into several --data is another grouping (a source per
+    entry, each weighted), judged by `TokenWindows._regrouped`. A state without digests (older than them) cannot show
     the shards are the same: its globs must match as before."""
     if {k for k in now if saved.get(k) != now.get(k)} != {"sources"} or len(saved["sources"]) != len(now["sources"]):
         return False
@@ -489,15 +492,36 @@ class TokenWindows:
             raise ValueError(f"paper mode needs BOS/EOS ids {BOS_ID}/{EOS_ID} inside vocab_size {vocab_size}")
         self.mixture, self.seq_len, self.batch_size, self.mode, self.seed = mixture, seq_len, batch_size, mode, seed
         self.rank, self.world_size = rank, world_size
-        cache = _OpenShards(max_open_shards)
-        extra = 2 if mode == "paper" else 0
-        self.sources = [SentenceSource(entry, mixture.split, cache, seq_len - extra) for entry in mixture.entries]
-        self.meta = check_metadata(self.sources, vocab_size, tokens_per_image)
+        self._cache = cache = _OpenShards(max_open_shards)
+        self._extra = extra = 2 if mode == "paper" else 0
+        self._vocab_size, self._tokens_per_image = vocab_size, tokens_per_image
+        self._use(mixture, [SentenceSource(entry, mixture.split, cache, seq_len - extra) for entry in mixture.entries])
+        self.reset()
+
+    def _use(self, mixture: Mixture, sources: list[SentenceSource]) -> None:
+        """Draw from `sources`, the entries of `mixture`, at its weights."""
+        self.mixture, self.sources = mixture, sources
+        self.meta = check_metadata(self.sources, self._vocab_size, self._tokens_per_image)
         weights = np.array([e.weight for e in mixture.entries], np.float64)
         self._cumulative = np.cumsum(weights / weights.sum())
         self._cumulative[-1] = 1.0
-        self._extra = extra
-        self.reset()
+
+    def _regrouped(self, saved: dict[str, Any]) -> bool:
+        """Take the saved entries' grouping where this run names the same shards as a shell expansion
+        regroups them (`data_regroup`): True when the fingerprint then matches the saved one."""
+        named = [Named(tuple(s.paths), tuple(s.digests), s.entry.weight) for s in self.sources]
+        groups = regroup(saved.get("sources", []), saved.get("weights", []), named)
+        if groups is None:
+            return False
+        before = self.mixture, self.sources
+        mixture = Mixture(tuple(MixtureEntry(glob, weight) for glob, weight, _ in groups), self.mixture.split)
+        window = self.seq_len - self._extra
+        self._use(mixture, [SentenceSource(entry, mixture.split, self._cache, window, paths)
+                            for entry, (_, _, paths) in zip(mixture.entries, groups)])
+        if {k: v for k, v in self.fingerprint().items() if k in saved} == saved:
+            return True
+        self._use(*before)
+        return False
 
     # state ----------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -536,7 +560,7 @@ class TokenWindows:
         # a key the saved state lacks was not recorded yet when it was written: not compared
         now = {k: v for k, v in self.fingerprint().items() if k in saved or k not in OPTIONAL_FINGERPRINT}
         now["sources"] = _comparable_sources(saved.get("sources", []), now["sources"])
-        if saved != now and not _same_shards_other_globs(saved, now):
+        if saved != now and not _same_shards_other_globs(saved, now) and not self._regrouped(saved):
             raise UsageError(_data_change(saved, now))
         self.reset()
         self._rng.bit_generator.state = state["rng"]

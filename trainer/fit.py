@@ -340,6 +340,7 @@ class Trainer:
                 raise UsageError(f"{exc} (config: {detail})") from None
             raise UsageError(f"{path} was trained with another model config: {detail}")
         ckpt.check_state_shapes(self.shapes, loaded["model"], path)
+        ckpt.check_finite_state(path, loaded)
         set_state_dict(self.core, self.optimizer, model_state_dict=loaded["model"],
                        optim_state_dict=loaded["optimizer"], options=StateDictOptions(full_state_dict=True))
         self._apply_optimiser_flags()

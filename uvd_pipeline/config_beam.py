@@ -74,11 +74,27 @@ def packed_flags(flag: str) -> list[str]:
     return [word for word in candidates if word.split("=", 1)[0] in known]
 
 
+# modules of Beam's runners that define an options class of their own (outside pipeline_options):
+# Beam registers it when the runner is imported, which a build for that runner does
+RUNNER_OPTION_MODULES = ("apache_beam.runners.dask.dask_runner", "apache_beam.runners.render")
+
+
 def beam_flag_names() -> frozenset[str]:
     """Every flag Beam's `PipelineOptions` parses: the option strings of its registered option
-    classes' arguments, gathered as `PipelineOptions.get_all_options` gathers them."""
+    classes' arguments, gathered as `PipelineOptions.get_all_options` gathers them, with the option
+    classes of the runners' own modules (`RUNNER_OPTION_MODULES`: Dask's `--dask_*`) registered first."""
     global _BEAM_FLAG_NAMES
     if _BEAM_FLAG_NAMES is None:
+        import importlib
+
+        from uvd_pipeline.beam_import import import_beam
+
+        import_beam()  # without the connectors, and their 'apitools not found' warning
+        for module in RUNNER_OPTION_MODULES:
+            try:
+                importlib.import_module(module)
+            except ImportError:  # its runner's extra (dask) is missing: no build runs on it here
+                pass
         from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
         parser = _BeamArgumentParser(allow_abbrev=False)
@@ -90,6 +106,22 @@ def beam_flag_names() -> frozenset[str]:
 
 
 _BEAM_FLAG_NAMES: frozenset[str] | None = None
+
+
+def unknown_flag(flag: str) -> str | None:
+    """The refusal of an option whose flag no option class of Beam defines, naming the closest one
+    it knows (`--runne=DataflowRunner`: Beam's parser dropped it in silence and the build ran
+    locally, exit 0); None for a flag Beam parses."""
+    name = flag.split("=", 1)[0]
+    known = beam_flag_names()
+    if name in known:
+        return None
+    guess = _closest(name, sorted(known))
+    hint = f"did you mean {guess}?" if guess else "no flag Beam knows is close"
+    if guess == "--runner":
+        hint += " name the runner as beam.runner, with runner: NAME in the beam section or build --runner NAME"
+    return (f"{flag!r}: Beam knows no flag {name} ({hint}); its parser drops a flag it does not know, in silence, "
+            "and the build runs without it")
 
 
 def runner_name(value: str) -> str | None:
@@ -243,6 +275,9 @@ class BeamConfig(Strict):
                 fixed = "=".join(name.split(None, 1)) + flag[len(name):]
                 raise ValueError(f"{flag!r}: a flag and its value apart by a space in one option are read by Beam as "
                                  f"no flag at all and dropped in silence; write {fixed!r}")
+            unknown = unknown_flag(flag)
+            if unknown:
+                raise ValueError(unknown)
             if flag.split("=", 1)[0] == "--dask_client_address":  # Beam's own flag: the build never saw it
                 raise ValueError(f"{flag}: give the scheduler as beam.dask.address (with runner: dask), not as Beam's "
                                  "flag: the build then checks that it answers and that its workers run this project's "

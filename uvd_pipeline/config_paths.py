@@ -13,6 +13,27 @@ from uvd_pipeline.config_file import ConfigError
 from uvd_pipeline.config_labelers import LabelerParams, MmposeLabeler
 
 
+WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]|\\\\")  # C:\data, C:/data, \\server\share
+
+
+def windows_hint(written: str) -> str | None:
+    """What to say of a path written the Windows way, which POSIX reads as a relative name
+    (`<config folder>/C:\\data\\imgs`); None for any other."""
+    if not WINDOWS_PATH.match(written):
+        return None
+    return (f"{written!r} looks like a Windows path; this runs on POSIX paths: give the folder as this "
+            "machine names it, such as /mnt/c/data under WSL")
+
+
+def _check_windows_output(written: str, resolved: str) -> None:
+    """Refuse `output: C:\\data\\out`, which a build made as a folder of that name beside the config, as
+    a missing source `path:` written so is refused; a folder of that very name that exists (an earlier
+    build's) is kept, as it is for a source."""
+    hint = windows_hint(written)
+    if hint and "://" not in resolved and not os.path.lexists(resolved):
+        raise ConfigError(f"output: {hint}")
+
+
 def _resolve(path: str, base_dir: str, field: str) -> str:
     """A local path with `~` and `$VAR` / `${VAR}` expanded, relative to `base_dir`; a URL as is.
     An unset variable is refused, naming `field`: left in place it named a folder `$HOME`."""
@@ -48,7 +69,9 @@ def _resolve_paths(config: BuildConfig, base_dir: str) -> BuildConfig:
     if tokenizer.checkpoint != "embedded":
         tokenizer = tokenizer.model_copy(update={"checkpoint": _resolve(tokenizer.checkpoint, base_dir,
                                                                         "tokenizer.checkpoint")})
-    return config.model_copy(update={"output": _resolve(config.output, base_dir, "output"), "sources": sources,
+    output = _resolve(config.output, base_dir, "output")
+    _check_windows_output(config.output, output)
+    return config.model_copy(update={"output": output, "sources": sources,
                                      "tokenizer": tokenizer})
 
 

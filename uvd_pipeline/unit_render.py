@@ -5,7 +5,6 @@ step (`render_step.RenderUnit`), without Beam, so that it can also start before 
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
@@ -26,6 +25,7 @@ from sources.records import (
 )
 from transforms.errors import exception_detail
 from uvd_pipeline.config import BuildConfig, ConfigError
+from uvd_pipeline.config_paths import windows_hint
 from uvd_pipeline.keys import stable_hash
 from uvd_pipeline.render import RenderSettings, render_clip, render_image, render_video
 from uvd_pipeline.render_annotated import render_annotated_clip, render_multiview, render_pair, render_tuple
@@ -227,9 +227,6 @@ def unit_renderers(config: BuildConfig, verify: bool = False, run_id: str | None
     return renderers
 
 
-WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]|\\\\")  # C:\data, C:/data, \\server\share
-
-
 def root_problem(path: str, written: str | None = None) -> str | None:
     """Why a source's local root cannot be read, said plainly (a reader's 'not a directory' does
     not tell a misspelt folder from a file), or None. `written`: the path as the config wrote it,
@@ -248,9 +245,8 @@ def _missing_hint(written: str | None) -> str:
     was read as a relative name, `<config folder>/C:\\data\\imgs`."""
     if written is None:
         return ""
-    if WINDOWS_PATH.match(written):
-        return (f" ({written!r} looks like a Windows path; this runs on POSIX paths: give the folder as this "
-                "machine names it, such as /mnt/c/data under WSL)")
+    if hint := windows_hint(written):
+        return f" ({hint})"
     if os.path.isabs(os.path.expandvars(os.path.expanduser(written))):
         return ""
     return " (relative paths in a config are taken from the config file's folder)"
