@@ -809,7 +809,7 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
     first, listing = 0, ListedRows()
     for index in range(meta.num_row_groups):
         group = checked_group(parquet, index, source)
-        if image is not None and group.num_rows > listing.left and _all_null(group, image):
+        if image is not None and group.num_rows > listing.left and _all_null(parquet, group, image):
             yield from too_large(parquet, index, first, key_columns, source,
                                  f"{name}: row group {index}: the {image!r} of each of its {group.num_rows} rows is "
                                  "null (no bytes, no path), as its footer's statistics say: not read", MISSING_IMAGE,
@@ -1219,15 +1219,43 @@ def _row_or_reject(row, index: int, where: str, keys: list[str],
                     "that is not UTF-8 (a string column must be): the row is not read", TEXT_NOT_UTF8)
 
 
-def _all_null(group, image: str) -> bool:
+def _all_null(parquet, group, image: str) -> bool:
     """Whether the footer's statistics say each leaf of column `image` of a row group is null in
     every row (a null `Image` cell, or one of neither bytes nor path). They may lie: then rows
-    are rejects that had an image (no byte more is read)."""
-    leaves = [group.column(i) for i in range(group.num_columns)
-              if group.column(i).path_in_schema.split(".")[0] == image]
+    are rejects that had an image (no byte more is read). The leaves are the column's by the
+    schema (those before it counted), never by the name before a dot in their path: an `Image`
+    column `photo.v2` has leaves `photo.v2.bytes` and `photo.v2.path`."""
+    schema = parquet.schema_arrow
+    if image not in schema.names:
+        return False
+    position = schema.get_field_index(image)
+    if position < 0:  # a name two columns have
+        return False
+    first = sum(_leaf_count(schema.field(i).type) for i in range(position))
+    leaves = [group.column(i) for i in range(first, min(first + _leaf_count(schema.field(position).type),
+                                                        group.num_columns))]
+    if not all(c.path_in_schema.startswith(image + ".") for c in leaves):  # counted past MAX_NESTED_DEPTH
+        return False
     stats = [c.statistics if c.is_stats_set else None for c in leaves]
     return bool(leaves) and all(s is not None and s.has_null_count and s.null_count == c.num_values == group.num_rows
                                 for s, c in zip(stats, leaves))
+
+
+def _leaf_count(kind, depth: int = 0) -> int:
+    """How many parquet leaf columns an Arrow type takes (a struct its fields', a list its item's,
+    a map its keys' and items'); past `MAX_NESTED_DEPTH` levels a field counts one (the caller
+    checks the leaves' paths)."""
+    import pyarrow as pa
+
+    if depth > MAX_NESTED_DEPTH:
+        return 1
+    if pa.types.is_struct(kind):
+        return sum(_leaf_count(kind.field(i).type, depth + 1) for i in range(kind.num_fields))
+    if pa.types.is_map(kind):
+        return _leaf_count(kind.key_type, depth + 1) + _leaf_count(kind.item_type, depth + 1)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _leaf_count(kind.value_type, depth + 1)
+    return 1
 
 
 # a row group too large to read, or of null images alone, gives one reject a row for its first rows,
