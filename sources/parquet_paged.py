@@ -22,6 +22,7 @@ from sources import hf_parquet, parquet_values
 # record holding them. Measured (pyarrow 25, pandas' `to_parquet` of 4 photos of 100 KB around one
 # of 58 MiB, one dictionary page, peak RSS over the process's before the read): 197 MiB, 3.4 times.
 VALUE_COPIES = 4
+LEVEL_BYTES = 9  # a value's definition level or dictionary index decoded (an int64) and whether it is there
 KEPT_SHARE = 8  # of the budget, at most this share holds a dictionary's values kept for rows asking again
 
 
@@ -98,7 +99,8 @@ def paged_read(parquet, group, columns: list[str] | None, budget: int) -> PagedR
     if others and beside is None:
         return None
     kept = min(parquet_values.DICTIONARY_CACHE_BYTES, budget // KEPT_SHARE)
-    allowance = (budget - kept - (beside.cost() if beside is not None else 0)) // VALUE_COPIES
+    levels = group.column(position).num_values * LEVEL_BYTES  # a page's levels, decoded at once
+    allowance = (budget - kept - levels - (beside.cost() if beside is not None else 0)) // VALUE_COPIES
     if allowance <= 0:
         return None
     return PagedRead(name, position, struct, others, beside, allowance, kept)

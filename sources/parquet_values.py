@@ -184,14 +184,38 @@ class _Snappy:
             count -= piece
 
 
-def _stream(source: Any, start: int, stored: int, size: int, compressed: bool):
-    """A page's (or a v2 page's values') `size` bytes, stored as `stored` bytes from `start`."""
+class _Whole:
+    """A small snappy page decompressed whole (by pyarrow, in C: the Python decoder takes ~0.13 s a
+    MB of bytes that compress well, a raw bitmap's), read forward."""
+
+    def __init__(self, raw: _Region, size: int):
+        import pyarrow as pa
+
+        self.data = memoryview(pa.decompress(raw.read(raw.left), size, codec="snappy", asbytes=False))
+        self.at, self.left = 0, size
+
+    def read(self, count: int) -> bytes:
+        if count > self.left:
+            raise PagedValuesError(f"a page's value runs {count - self.left} bytes past its page")
+        self.at, self.left = self.at + count, self.left - count
+        return bytes(self.data[self.at - count: self.at])
+
+    def skip(self, count: int) -> None:
+        self.read(0)
+        if count > self.left:
+            raise PagedValuesError(f"a page's value runs {count - self.left} bytes past its page")
+        self.at, self.left = self.at + count, self.left - count
+
+
+def _stream(source: Any, start: int, stored: int, size: int, compressed: bool, whole: int = 0):
+    """A page's (or a v2 page's values') `size` bytes, stored as `stored` bytes from `start`;
+    compressed and within `whole` bytes stored and decompressed together, decompressed whole."""
     region = _Region(source, start, stored)
     if not compressed:
         if stored != size:
             raise PagedValuesError(f"an uncompressed page stores {stored} bytes, its header says {size}")
         return region
-    return _Snappy(region, size)
+    return _Whole(region, size) if stored + size <= whole else _Snappy(region, size)
 
 
 def _hybrid(data: bytes, width: int, count: int) -> np.ndarray:
@@ -235,8 +259,9 @@ def _hybrid(data: bytes, width: int, count: int) -> np.ndarray:
 class _Dictionary:
     """A dictionary page's values, read forward as they are asked for, the last few kept."""
 
-    def __init__(self, source: Any, start: int, layout: pp.PageLayout, compressed: bool, kept: int):
+    def __init__(self, source: Any, start: int, layout: pp.PageLayout, compressed: bool, kept: int, whole: int):
         self.source, self.start, self.layout, self.compressed, self.most = source, start, layout, compressed, kept
+        self.whole = whole
         self.count, self.rereads = layout.header.num_values, 0
         self.kept: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self.held = 0
@@ -245,7 +270,7 @@ class _Dictionary:
     def _open(self) -> None:
         header = self.layout.header
         self.stream = _stream(self.source, self.start + header.size, header.compressed_page_size,
-                              header.uncompressed_page_size, self.compressed)
+                              header.uncompressed_page_size, self.compressed, self.whole)
         self.next = 0
 
     def value(self, index: int, allowance: int) -> bytes | Refused:
@@ -288,13 +313,17 @@ def _levels(stream, size: int, width: int, count: int) -> np.ndarray:
 
 
 def chunk_values(source: Any, chunk, rows: int, max_definition: int, compressed: bool,
-                 allowance: int, kept: int = DICTIONARY_CACHE_BYTES) -> Iterator[bytes | None | Refused]:
+                 allowance: int, kept: int = DICTIONARY_CACHE_BYTES, whole: int | None = None
+                 ) -> Iterator[bytes | None | Refused]:
     """Each of the `rows` values of column chunk `chunk` (a flat byte-string leaf, its footer's
     `ColumnChunkMetaData`) of the file `source`: its bytes, None where it (or a struct above it)
     is null, or `Refused` where it is longer than `allowance` (passed over unread). `compressed`:
     the chunk's pages are snappy (else stored plainly). `kept`: the most bytes of its dictionary's
-    values kept for rows that ask for them again."""
+    values kept for rows that ask for them again. `whole`: the most a snappy page may hold stored
+    and decompressed together to be decompressed whole (by default half the allowance: it is held
+    beside its values); a larger one is decoded as its values are read."""
     width = int(max_definition).bit_length()
+    whole = allowance // 2 if whole is None else whole
     position = pp.chunk_start(chunk)
     end = position + chunk.total_compressed_size
     dictionary: _Dictionary | None = None
@@ -309,7 +338,7 @@ def chunk_values(source: Any, chunk, rows: int, max_definition: int, compressed:
         if header.type == pp.DICTIONARY_PAGE:
             if layout.encoding not in (PLAIN, PLAIN_DICTIONARY):
                 raise PagedValuesError(f"a dictionary page of encoding {layout.encoding}")
-            dictionary = _Dictionary(source, body - header.size, layout, compressed, kept)
+            dictionary = _Dictionary(source, body - header.size, layout, compressed, kept, whole)
             continue
         if header.type not in (pp.DATA_PAGE, pp.DATA_PAGE_V2):
             continue
@@ -317,7 +346,7 @@ def chunk_values(source: Any, chunk, rows: int, max_definition: int, compressed:
         if count > rows - seen:
             raise PagedValuesError(f"column {chunk.path_in_schema}: a page of {count} values past the group's {rows} rows")
         if header.type == pp.DATA_PAGE:
-            stream = _stream(source, body, header.compressed_page_size, header.uncompressed_page_size, compressed)
+            stream = _stream(source, body, header.compressed_page_size, header.uncompressed_page_size, compressed, whole)
             levels = _levels(stream, header.uncompressed_page_size, width, count)
         else:
             if layout.repetition_bytes:
@@ -327,7 +356,7 @@ def chunk_values(source: Any, chunk, rows: int, max_definition: int, compressed:
             levels = _hybrid(region.read(layout.definition_bytes), width, count) if width else np.zeros(count, np.int64)
             size = header.uncompressed_page_size - levels_bytes
             stored = header.compressed_page_size - levels_bytes
-            stream = _stream(source, body + levels_bytes, stored, size, compressed and layout.compressed)
+            stream = _stream(source, body + levels_bytes, stored, size, compressed and layout.compressed, whole)
         present = levels >= max_definition
         if layout.encoding == PLAIN:
             for here in present:
@@ -343,6 +372,9 @@ def chunk_values(source: Any, chunk, rows: int, max_definition: int, compressed:
         elif layout.encoding in _DICTIONARY_ENCODINGS:
             if dictionary is None:
                 raise PagedValuesError(f"column {chunk.path_in_schema}: a dictionary-encoded page without a dictionary page")
+            if header.uncompressed_page_size > allowance:  # indices, 4 bytes a row at most: no writer's is so large
+                raise PagedValuesError(f"column {chunk.path_in_schema}: a page of dictionary indices of "
+                                       f"{header.uncompressed_page_size} bytes, over the {allowance} a row may hold")
             width_byte = stream.read(1)[0]
             if width_byte > 32:
                 raise PagedValuesError(f"a page's dictionary indices of {width_byte} bits")
@@ -356,7 +388,7 @@ def chunk_values(source: Any, chunk, rows: int, max_definition: int, compressed:
 
 def _rest(stream) -> bytes:
     """What is left of a (small: dictionary indices) page's stream."""
-    if isinstance(stream, _Region):
+    if not isinstance(stream, _Snappy):
         return stream.read(stream.left)
     parts = []
     while stream.left or len(stream.out) > stream.taken:

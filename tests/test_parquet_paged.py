@@ -150,9 +150,10 @@ def test_chunk_values_are_pyarrows_values(options: dict):
     parquet = pq.ParquetFile(out)
     chunk = parquet.metadata.row_group(0).column(0)
     want = [c["bytes"] if c else None for c in cells.to_pylist()]
-    got = list(parquet_values.chunk_values(out, chunk, 60, 2, chunk.compression == "SNAPPY", 10 ** 9))
-    assert got == want
-    got = list(parquet_values.chunk_values(out, chunk, 60, 2, chunk.compression == "SNAPPY", 15000))
+    snappy = chunk.compression == "SNAPPY"
+    for whole in (None, 0):  # its pages decompressed whole (in C), or decoded as read (the Python decoder)
+        assert list(parquet_values.chunk_values(out, chunk, 60, 2, snappy, 10 ** 9, whole=whole)) == want
+    got = list(parquet_values.chunk_values(out, chunk, 60, 2, snappy, 15000))
     assert got == [parquet_values.Refused(len(v)) if v is not None and len(v) > 15000 else v for v in want]
     assert sum(isinstance(v, parquet_values.Refused) for v in got) > 3
 
@@ -168,4 +169,4 @@ def test_a_file_cut_inside_its_page_is_a_paged_values_error():
     start = chunk.dictionary_page_offset
     damaged = io.BytesIO(bytes(data[:start + 4000]))  # its dictionary page's first 4,000 bytes
     with pytest.raises(parquet_values.PagedValuesError, match="cut"):
-        list(parquet_values.chunk_values(damaged, chunk, 3, 1, True, 10 ** 9))
+        list(parquet_values.chunk_values(damaged, chunk, 3, 1, True, 10 ** 9, whole=0))
