@@ -233,16 +233,18 @@ def _hybrid(data: bytes, width: int, count: int) -> np.ndarray:
             shift += 7
             if byte < 0x80:
                 break
-        if header & 1:  # bit-packed: groups of 8 values
+        if header & 1:  # bit-packed: groups of 8 values (only those still wanted decoded: a header may say 2**34)
             values = (header >> 1) * 8
-            stored = (header >> 1) * width
             if not values:
                 raise PagedValuesError("a page's levels hold an empty bit-packed run")
-            bits = np.unpackbits(np.frombuffer(data[position: position + stored], np.uint8), bitorder="little")
-            bits = np.concatenate([bits, np.zeros(values * width - len(bits), np.uint8)]) if len(bits) < values * width else bits
-            decoded = bits[: values * width].reshape(values, width) @ (1 << np.arange(width, dtype=np.int64)) \
-                if width else np.zeros(values, np.int64)
-            position += stored
+            wanted = min(values, count - filled)
+            used = (wanted * width + 7) // 8
+            bits = np.unpackbits(np.frombuffer(data[position: position + used], np.uint8), bitorder="little")
+            if len(bits) < wanted * width:  # the last group cut short: its missing bits read as zeros
+                bits = np.concatenate([bits, np.zeros(wanted * width - len(bits), np.uint8)])
+            decoded = bits[: wanted * width].reshape(wanted, width) @ (1 << np.arange(width, dtype=np.int64)) \
+                if width else np.zeros(wanted, np.int64)
+            position += (header >> 1) * width
         else:
             values = header >> 1
             if not values:

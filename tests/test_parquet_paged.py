@@ -170,3 +170,11 @@ def test_a_file_cut_inside_its_page_is_a_paged_values_error():
     damaged = io.BytesIO(bytes(data[:start + 4000]))  # its dictionary page's first 4,000 bytes
     with pytest.raises(parquet_values.PagedValuesError, match="cut"):
         list(parquet_values.chunk_values(damaged, chunk, 3, 1, True, 10 ** 9, whole=0))
+
+
+def test_a_bit_packed_run_declaring_billions_of_values_decodes_only_those_wanted():
+    """A level run's header is a varint the page's writer chose: one saying 2**34 groups of 8 made
+    the decoder unpack them all (a memory error). Only the values the page still wants are decoded."""
+    header = bytes([0xFF, 0xFF, 0xFF, 0xFF, 0x7F])  # bit-packed, 2**34 - 1 groups
+    decoded = parquet_values._hybrid(header + bytes([0b1011]), 1, 4)
+    assert decoded.tolist() == [1, 1, 0, 1]
