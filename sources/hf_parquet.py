@@ -12,6 +12,9 @@ or where its page headers say more (`checked_group`: pyarrow reads by those), an
 byte strings is dictionary-encoded by what its rows hold (`value_bytes`). A group over the budget
 whose pages say a row read alone fits is read a few rows at a time (`streamed_bytes`), never whole,
 and so is one within it that, read whole, would hold more than the budget (`WHOLE_READ_COPIES`).
+Where its image column's pages hold many rows each (pyarrow decodes a page whole), or a row of it
+passes the budget, that column is read a value at a time from its pages (`parquet_paged`), a
+value too large its row's reject alone.
 """
 
 from __future__ import annotations
@@ -676,8 +679,10 @@ ROW_COPIES = 4
 # (dictionary pages falling back to plain, snappy) 4.7 to 6.6 (the 80 photos: 1315 MiB). A group
 # judged over `budget // WHOLE_READ_COPIES` is read a few rows at a time where its pages say that
 # stays within the budget (`streamed_bytes`): `datasets` 5.2's 238 MB group of 80 photos of 3 MB
-# built at 898 MiB peak RSS, so read at 124 MiB. One whose pages hold many rows each (pyarrow's
-# defaults write a group of up to 1,024 images in one dictionary page) is still read whole.
+# built at 898 MiB peak RSS, so read at 124 MiB. One whose image column's pages hold many rows
+# each (pyarrow's defaults write a group of up to 1,024 images in one dictionary page) has that
+# column read a value at a time from its pages (`parquet_paged`: pandas' 80 photos of 3 MB, read
+# whole at 1366 MiB peak RSS, so at 168 MiB); a group whose other columns cannot be so is read whole.
 WHOLE_READ_COPIES = 6
 
 
@@ -795,14 +800,16 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
     (`streamed_bytes`) is read so many rows a batch through a buffered stream, never whole: only
     a group one row or page of which passes it is `TooLarge`. So is one within it judged over
     `budget // WHOLE_READ_COPIES` (read whole, it would hold over `budget`), where its pages say
-    a few rows fit; else it is read whole, as one within that is (the fast read)."""
+    a few rows fit; else its image column is read a value at a time from its pages where the rest
+    of the group fits (`parquet_paged`: a value over what a row may hold is its row's `TooLarge`
+    alone), else it is read whole, as one within that is (the fast read)."""
     meta = parquet.metadata
     budget = ROW_GROUP_BYTES if budget is None else budget
     key_columns = tuple(c for c in key_columns if c in parquet.schema_arrow.names)
     first, listing = 0, ListedRows()
     for index in range(meta.num_row_groups):
         group = checked_group(parquet, index, source)
-        if image is not None and group.num_rows > listing.left and _all_null(group, image):
+        if image is not None and group.num_rows > listing.left and _all_null(parquet, group, image):
             yield from too_large(parquet, index, first, key_columns, source,
                                  f"{name}: row group {index}: the {image!r} of each of its {group.num_rows} rows is "
                                  "null (no bytes, no path), as its footer's statistics say: not read", MISSING_IMAGE,
@@ -820,23 +827,32 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
             table = table if size <= budget else None
         if size > whole and source is not None:  # read whole, it would hold over the budget
             streamed = streamed_bytes(parquet, group, columns)
+        paged = None
         if streamed is not None and streamed.fits(budget):  # a few rows at a time, within the budget
             table = None
             streamed = _batch_sized(streamed, source, parquet, index, group, columns)
-        elif size <= budget:  # its pages of many rows pass the budget read a few at a time too: whole, as judged
+        elif size <= budget:  # its pages of many rows pass the budget read a few at a time too: paged, or whole
             streamed = None
-            if table is None and judged and any(c.physical_type == "BYTE_ARRAY" for c in _dictionary_chunks(group, columns)):
+            if size > whole and source is not None:
+                paged = _paged(parquet, group, columns, budget)
+            if paged is None and table is None and judged \
+                    and any(c.physical_type == "BYTE_ARRAY" for c in _dictionary_chunks(group, columns)):
                 size, table = _judged_read(source, parquet, index, columns, budget, group=group)  # left unread above
                 table = table if size <= budget else None
                 streamed = streamed_bytes(parquet, group, columns) if size > budget else None
         if streamed is not None and not streamed.fits(budget) and streamed.cost() - streamed.lists <= budget:
             streamed = None  # its lists, read whole whatever the rows: as a group too large
+        if streamed is not None and not streamed.fits(budget) and source is not None:
+            paged = _paged(parquet, group, columns, budget)  # its image's pages of many rows, or a row too large
+            streamed = None if paged is not None else streamed
+        if paged is not None:
+            table = None
         if streamed is not None and not streamed.fits(budget):
             yield from too_large(parquet, index, first, key_columns, source,
                                  f"{name}: row group {index} holds {streamed.cost()} bytes read even one row at a "
                                  f"time, over the {budget} byte budget: {_unstreamable(streamed, budget, parquet)}",
                                  ROW_GROUP_TOO_LARGE, listing)
-        elif size > budget and streamed is None:
+        elif size > budget and streamed is None and paged is None:
             said = f"declares {declared} bytes" if declared > budget else \
                 f"holds {size} bytes once read (its values, each its width; its footer declares {declared})"
             yield from too_large(parquet, index, first, key_columns, source,
@@ -845,7 +861,11 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
                                  "smaller row groups (pyarrow.parquet.write_table(..., row_group_size=100))",
                                  ROW_GROUP_TOO_LARGE, listing)
         else:
-            if table is not None:
+            if paged is not None:  # its image column a value at a time, the rest a few rows at a time
+                from sources import parquet_paged
+
+                batches = parquet_paged.paged_batches(source, parquet, index, paged, columns)
+            elif table is not None:
                 batches = (table.slice(start, BATCH_ROWS) for start in range(0, table.num_rows, BATCH_ROWS))
             elif streamed is not None:  # over the budget whole: a few rows at a time, a page held at once
                 batches = _stream(source, parquet).iter_batches(
@@ -855,6 +875,11 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
                                                use_threads=False)
             start, nulls = first, _NullImages(image, first, listing)
             for batch in batches:
+                if not hasattr(batch, "num_rows"):  # a `parquet_paged.RefusedRow`: its value over what a row may hold
+                    yield _refused_row(batch, first, f"{name}: row group {index}", key_columns, paged, budget)
+                    nulls.first += 1
+                    start += 1
+                    continue
                 for offset, run in nulls.kept_runs(batch):
                     yield from _handed_over(run, start + offset, f"{name}: row group {index}", key_columns,
                                             captions, budget)
@@ -867,6 +892,24 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
                                f"their {image!r} is null (no bytes, no path), past the first {MAX_LISTED_ROWS} "
                                "rows of the file listed one reject each", MISSING_IMAGE)
         first += group.num_rows
+
+
+def _paged(parquet, group, columns: list[str] | None, budget: int):
+    """`parquet_paged.paged_read` of the group, or None."""
+    from sources import parquet_paged
+
+    return parquet_paged.paged_read(parquet, group, columns, budget)
+
+
+def _refused_row(refused, first: int, where: str, key_columns: tuple[str, ...], paged, budget: int) -> TooLarge:
+    """The `TooLarge` of one row of a paged read whose image value was not read (`RefusedRow`)."""
+    from sources import parquet_paged
+
+    row = first + refused.offset
+    keys = [c for c in key_columns if c in refused.row.schema.names]
+    named = refused.row.select(keys).to_pylist() if keys else [{}]
+    return TooLarge(row, named, f"{where}: row {row}: {parquet_paged.refused_detail(refused, paged, budget)}",
+                    ROW_GROUP_TOO_LARGE)
 
 
 class ListedRows:
@@ -1176,15 +1219,43 @@ def _row_or_reject(row, index: int, where: str, keys: list[str],
                     "that is not UTF-8 (a string column must be): the row is not read", TEXT_NOT_UTF8)
 
 
-def _all_null(group, image: str) -> bool:
+def _all_null(parquet, group, image: str) -> bool:
     """Whether the footer's statistics say each leaf of column `image` of a row group is null in
     every row (a null `Image` cell, or one of neither bytes nor path). They may lie: then rows
-    are rejects that had an image (no byte more is read)."""
-    leaves = [group.column(i) for i in range(group.num_columns)
-              if group.column(i).path_in_schema.split(".")[0] == image]
+    are rejects that had an image (no byte more is read). The leaves are the column's by the
+    schema (those before it counted), never by the name before a dot in their path: an `Image`
+    column `photo.v2` has leaves `photo.v2.bytes` and `photo.v2.path`."""
+    schema = parquet.schema_arrow
+    if image not in schema.names:
+        return False
+    position = schema.get_field_index(image)
+    if position < 0:  # a name two columns have
+        return False
+    first = sum(_leaf_count(schema.field(i).type) for i in range(position))
+    leaves = [group.column(i) for i in range(first, min(first + _leaf_count(schema.field(position).type),
+                                                        group.num_columns))]
+    if not all(c.path_in_schema.startswith(image + ".") for c in leaves):  # counted past MAX_NESTED_DEPTH
+        return False
     stats = [c.statistics if c.is_stats_set else None for c in leaves]
     return bool(leaves) and all(s is not None and s.has_null_count and s.null_count == c.num_values == group.num_rows
                                 for s, c in zip(stats, leaves))
+
+
+def _leaf_count(kind, depth: int = 0) -> int:
+    """How many parquet leaf columns an Arrow type takes (a struct its fields', a list its item's,
+    a map its keys' and items'); past `MAX_NESTED_DEPTH` levels a field counts one (the caller
+    checks the leaves' paths)."""
+    import pyarrow as pa
+
+    if depth > MAX_NESTED_DEPTH:
+        return 1
+    if pa.types.is_struct(kind):
+        return sum(_leaf_count(kind.field(i).type, depth + 1) for i in range(kind.num_fields))
+    if pa.types.is_map(kind):
+        return _leaf_count(kind.key_type, depth + 1) + _leaf_count(kind.item_type, depth + 1)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _leaf_count(kind.value_type, depth + 1)
+    return 1
 
 
 # a row group too large to read, or of null images alone, gives one reject a row for its first rows,

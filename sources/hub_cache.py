@@ -65,10 +65,12 @@ def _snapshot_at(real_root: str) -> Snapshot | None:
 
 def repo_folder_problem(root: str) -> str | None:
     """Why a local root that is a Hub cache repo folder (`.../datasets--ORG--NAME`, holding
-    `blobs/`, `refs/` and `snapshots/`), or its `snapshots/` folder, is no dataset to read: every
-    revision downloaded lies there side by side, each file a link into `blobs/` (read as a folder,
-    its path-only rows were `missing_image`, every blob a reject of its own, two revisions both
-    built). Names the snapshot to give instead: the commit `refs/main` holds, else those there."""
+    `blobs/`, `refs/` and `snapshots/`), or its `snapshots/` folder, or the cache itself (a folder
+    of such repo folders: `~/.cache/huggingface/hub`), is no dataset to read: every revision
+    downloaded lies there side by side, each file a link into `blobs/` (read as a folder, its
+    path-only rows were `missing_image`, every blob a reject of its own, two revisions, or every
+    repo, built as one). Names the snapshot to give instead (of each repo, in a cache): the commit
+    `refs/main` holds, else those there."""
     if "://" in root:
         return None
     real = os.path.realpath(root)
@@ -77,11 +79,8 @@ def repo_folder_problem(root: str) -> str | None:
     elif _REPO_FOLDER.fullmatch(os.path.basename(real)) and os.path.isdir(os.path.join(real, "snapshots")):
         repo, snapshots = real, os.path.join(root, "snapshots")
     else:
-        return None
-    try:
-        commits = sorted(c for c in os.listdir(os.path.join(repo, "snapshots")) if _COMMIT.fullmatch(c))
-    except OSError:
-        commits = []
+        return _cache_problem(root, real)
+    commits = _commits(repo)
     main = _commit_of(Snapshot(repo, "", ""), "main")
     if main in commits:
         fix = f"set path to {os.path.join(snapshots, main)} (the commit its refs/main names)"
@@ -92,6 +91,40 @@ def repo_folder_problem(root: str) -> str | None:
         fix = "it holds no snapshot: set path to a folder that holds the dataset's files"
     return (f"{root} is a Hugging Face Hub cache repo folder (blobs/, refs/, snapshots/: each revision "
             f"downloaded, its files links into blobs/), not one revision of the dataset: {fix}")
+
+
+MAX_NAMED_REPOS = 4  # of a cache's dataset repos, the snapshots a refusal names (then how many more)
+
+
+def _cache_problem(root: str, real: str) -> str | None:
+    """Why a root that is a Hub cache (a folder holding `datasets--ORG--NAME` repo folders, each
+    with its `snapshots/`) is no dataset, naming each repo's snapshot (`refs/main`'s commit, else
+    its first); None for any other folder."""
+    try:
+        names = sorted(n for n in os.listdir(real) if _REPO_FOLDER.fullmatch(n)
+                       and os.path.isdir(os.path.join(real, n, "snapshots")))
+    except (OSError, ValueError):
+        return None
+    if not names:
+        return None
+    shown = []
+    for name in names[:MAX_NAMED_REPOS]:
+        commits = _commits(os.path.join(real, name))
+        main = _commit_of(Snapshot(os.path.join(real, name), "", ""), "main")
+        commit = main if main in commits else commits[0] if commits else None
+        shown.append(os.path.join(root, name, "snapshots", commit) if commit else f"{os.path.join(root, name)} (no snapshot)")
+    more = f" and {len(names) - MAX_NAMED_REPOS} more" if len(names) > MAX_NAMED_REPOS else ""
+    return (f"{root} is a Hugging Face Hub cache (a folder of {len(names)} dataset repo folder"
+            f"{'s' * (len(names) != 1)}, datasets--ORG--NAME, each of its revisions' files links into its blobs/), "
+            f"not one dataset: set path to the snapshot of the one to build: {', '.join(shown)}{more}")
+
+
+def _commits(repo: str) -> list[str]:
+    """The snapshot commits of a cache repo folder, sorted."""
+    try:
+        return sorted(c for c in os.listdir(os.path.join(repo, "snapshots")) if _COMMIT.fullmatch(c))
+    except OSError:
+        return []
 
 
 def is_cached_blob(root: str, path: str) -> bool:

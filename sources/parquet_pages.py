@@ -194,6 +194,8 @@ def _struct(reader: _Reader, wanted: dict[int, Any], depth: int) -> dict[int, An
         last = number
         if number in wanted and wanted[number] is int and kind in (_I32, _I64):
             found[number] = reader.integer()
+        elif number in wanted and wanted[number] is bool and kind in (_TRUE, _FALSE):
+            found[number] = kind == _TRUE  # a compact bool field holds its value in its type
         elif number in wanted and kind == _STRUCT and isinstance(wanted[number], dict):
             if depth > MAX_DEPTH:
                 raise PageHeaderError(f"a page header nests past {MAX_DEPTH} levels")
@@ -223,6 +225,41 @@ def page_header(source: Any, start: int) -> PageHeader:
     if fields[2] < 0 or fields[3] < 0 or inner.get(1, 0) < 0:
         raise PageHeaderError(f"the page header at byte {start} declares a negative size or count")
     return PageHeader(kind, fields[2], fields[3], inner.get(1, 0), size)
+
+
+# the fields a page's own reading needs (`parquet_values`): `DataPageHeader` 1 num_values, 2 encoding,
+# 3 definition_level_encoding; `DictionaryPageHeader` 1 num_values, 2 encoding; `DataPageHeaderV2`
+# 1 num_values, 4 encoding, 5 definition_levels_byte_length, 6 repetition_levels_byte_length, 7 is_compressed
+_PAGE_LAYOUT = {1: int, 2: int, 3: int, 5: {1: int, 2: int, 3: int}, 7: {1: int, 2: int},
+                8: {1: int, 4: int, 5: int, 6: int, 7: bool}}
+
+
+@dataclass(frozen=True)
+class PageLayout:
+    """A page header with what reading its data takes: its values' `encoding`, and of a v2 data
+    page its levels' byte lengths (stored before its values, never compressed) and whether its
+    values are compressed (parquet.thrift's default: they are)."""
+
+    header: PageHeader
+    encoding: int
+    definition_bytes: int = 0
+    repetition_bytes: int = 0
+    compressed: bool = True
+
+
+def page_layout(source: Any, start: int) -> PageLayout:
+    """The page header at byte `start` of the file `source` with its reading's fields (`PageLayout`)."""
+    header = page_header(source, start)
+    fields = _struct(_Reader(source, start), _PAGE_LAYOUT, 0)
+    inner = fields.get({DATA_PAGE: 5, DICTIONARY_PAGE: 7, DATA_PAGE_V2: 8}.get(header.type, 0), {})
+    encoding = inner.get(4 if header.type == DATA_PAGE_V2 else 2, 0)
+    if header.type != DATA_PAGE_V2:
+        return PageLayout(header, encoding)
+    definition, repetition = inner.get(5, 0), inner.get(6, 0)
+    if definition < 0 or repetition < 0 or definition + repetition > header.uncompressed_page_size:
+        raise PageHeaderError(f"the page header at byte {start} declares levels of {definition + repetition} "
+                              f"bytes in a page of {header.uncompressed_page_size}")
+    return PageLayout(header, encoding, definition, repetition, inner.get(7, True))
 
 
 def chunk_start(chunk) -> int:

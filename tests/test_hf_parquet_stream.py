@@ -75,22 +75,22 @@ def test_a_row_group_over_the_budget_whose_rows_fit_is_read_a_few_rows_at_a_time
     assert 1 <= streamed < 24, batches  # a few rows a batch, not the group
 
 
-def test_a_row_group_of_one_row_over_the_budget_is_refused_the_others_built(tmp_path: Path, monkeypatch):
-    """A photo bigger than the whole budget, alone in its page: its group cannot be read even a row
-    at a time, so its rows are `row_group_too_large` rejects saying so; the groups before and
-    after it are built."""
+def test_a_row_over_the_budget_is_refused_the_others_of_its_group_built(tmp_path: Path, monkeypatch):
+    """A photo bigger than the whole budget, alone in its page: its group could not be read even a
+    row at a time, so all its rows were `row_group_too_large` rejects (the small photo beside it
+    too). Now its image column is read a value at a time from its pages (`parquet_paged`): that
+    row alone is the reject, naming its bytes, and every other row is built."""
     small = [_photo(i, 24) for i in range(4)]
     huge = _photo(50, 160)
     pictures = small[:2] + [huge, small[2]] + small[3:]
     _datasets_parquet(tmp_path / "train.parquet", pictures, row_group_size=2)
     monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", len(huge) // 2)
     items = _items(tmp_path)
-    assert [type(i) for i in items] == [ImageRecord, ImageRecord, Reject, Reject, ImageRecord]
-    assert [i.data for i in items if isinstance(i, ImageRecord)] == small[:2] + small[3:]
-    assert {i.reason for i in items if isinstance(i, Reject)} == {"row_group_too_large"}
-    assert "row group 1 holds" in items[2].detail and "read even one row at a time" in items[2].detail, items[2].detail
-    assert "a row that large" in items[2].detail
-    assert f"over the {len(huge) // 2} byte budget" in items[2].detail
+    assert [type(i) for i in items] == [ImageRecord, ImageRecord, Reject, ImageRecord, ImageRecord]
+    assert [i.data for i in items if isinstance(i, ImageRecord)] == small
+    assert items[2].reason == "row_group_too_large"
+    assert f"row 2: its 'image' holds {len(huge)} bytes, over the" in items[2].detail, items[2].detail
+    assert f"within the {len(huge) // 2} byte budget" in items[2].detail
 
 
 def _long_field(number: int, kind: int) -> bytes:
@@ -163,7 +163,9 @@ def test_a_dictionary_page_the_footer_does_not_name_is_counted_as_pyarrow_decode
     the group over the budget, and the same file with its footer naming no dictionary page:
     pyarrow reads both the same, decoding the dictionary page whole. The hidden one was read a
     few rows at a time as if it had none (img2dataset's 291 MB page: 1206 MB peak against 256
-    MiB); now both are `row_group_too_large` naming the dictionary."""
+    MiB); then both were `row_group_too_large` naming the dictionary. Now both are read a value at
+    a time from their pages (`parquet_paged`: the dictionary page found by its header, whatever
+    the footer says), every row built alike."""
     pictures = [_photo(100 + i, 128) for i in range(16)]
     honest, hidden = tmp_path / "honest", tmp_path / "hidden"
     for root in (honest, hidden):
@@ -177,11 +179,10 @@ def test_a_dictionary_page_the_footer_does_not_name_is_counted_as_pyarrow_decode
     assert pq.read_table(hidden / "train.parquet").equals(pq.read_table(honest / "train.parquet"))
     dictionary = sum(map(len, pictures))
     monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", dictionary)  # within it a row, not the dictionary
-    got = {root.name: [(type(i).__name__, getattr(i, "reason", None), getattr(i, "detail", None))
+    got = {root.name: [(type(i).__name__, getattr(i, "data", None), getattr(i, "detail", None))
                        for i in _items(root)] for root in (honest, hidden)}
     assert got["hidden"] == got["honest"]
-    assert {reason for _, reason, _ in got["hidden"]} == {"row_group_too_large"} and len(got["hidden"]) == 16
-    assert "pyarrow decodes whole the dictionary page of 'image.bytes' (16 values," in got["hidden"][0][2], got["hidden"][0][2]
+    assert [data for _, data, _ in got["hidden"]] == pictures, got["hidden"][0][2]
 
 
 def test_a_repeated_image_in_a_dictionary_page_the_footer_does_not_name_is_judged_by_its_rows(
@@ -221,36 +222,22 @@ def _writer_table(shape: str, pictures: list[bytes], masks: list[bytes] | None =
     return pa.table({"image": pictures, **({"mask": masks} if masks else {}), "caption": captions})
 
 
-ADVICE = {"pandas": r"pyarrow or pandas: row_group_size=(\d+)", "img2dataset": r"img2dataset: --number_sample_per_shard (\d+)",
-          "datasets": r"datasets: to_parquet\(\.\.\., batch_size=(\d+)\)"}
+ADVICE = r"pyarrow or pandas: row_group_size=(\d+)"
 
 
 @pytest.mark.parametrize("shape", ["pandas", "img2dataset", "datasets"])
-def test_a_page_of_many_rows_names_its_column_and_the_writer_setting_that_reads(tmp_path: Path, monkeypatch, shape):
+def test_a_page_of_many_rows_is_read_a_value_at_a_time(tmp_path: Path, monkeypatch, shape):
     """20 photos of ~16 KB in one plain page (pyarrow's `use_dictionary=False`: its page limit is
     checked a write batch of 1024 rows at a time; DuckDB writes 35 photos of 3 MB a page), each
     row well within the budget, the page not: refused "a row that large ... is no input this
-    source reads" though no row was. Now the detail names the column, its page's rows and bytes,
-    and the setting of the writer that made the file (by its footer's `created_by`, img2dataset's
-    by its columns): the file written so is built whole under the same budget."""
-    import re
-
+    source reads" though no row was, then refused naming the page and the writer's setting. Now
+    the image column's values are read one at a time from the page (`parquet_paged`): built."""
     pictures = [_photo(200 + i, 128) for i in range(20)]
     monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 10 * len(pictures[0]))
     path = tmp_path / "one" / "train.parquet"
     path.parent.mkdir()
     pq.write_table(_writer_table(shape, pictures), path, use_dictionary=False)
-    items = _items(path.parent)
-    assert {type(i) for i in items} == {Reject} and len(items) == 20
-    column = {"pandas": "image", "img2dataset": "jpg", "datasets": "image.bytes"}[shape]
-    assert f"pyarrow decodes whole the page of {column!r} (20 rows," in items[0].detail, \
-        items[0].detail
-    rows = int(re.search(ADVICE[shape], items[0].detail)[1])
-    assert 1 <= rows < 20
-    fixed = tmp_path / "fixed" / "train.parquet"
-    fixed.parent.mkdir()
-    pq.write_table(_writer_table(shape, pictures), fixed, use_dictionary=False, row_group_size=rows)
-    assert [i.data for i in _items(fixed.parent)] == pictures
+    assert [i.data for i in _items(path.parent)] == pictures
 
 
 def test_two_dictionary_pages_of_many_rows_are_both_named(tmp_path: Path, monkeypatch):
@@ -268,20 +255,20 @@ def test_two_dictionary_pages_of_many_rows_are_both_named(tmp_path: Path, monkey
     assert {type(i) for i in items} == {Reject}, [getattr(i, "detail", "") for i in items][:1]
     assert "the dictionary page of 'image' (10 values," in items[0].detail, items[0].detail
     assert "the dictionary page of 'mask' (10 values," in items[0].detail, items[0].detail
-    rows = int(re.search(ADVICE["pandas"], items[0].detail)[1])
+    rows = int(re.search(ADVICE, items[0].detail)[1])
     fixed = tmp_path / "fixed" / "train.parquet"
     fixed.parent.mkdir()
     pq.write_table(_writer_table("pandas", pictures, masks), fixed, row_group_size=rows)
     assert [i.data for i in _items(fixed.parent)] == pictures
 
 
-@pytest.mark.parametrize("times, built", [(6, False), (10, True)])
+@pytest.mark.parametrize("times, built", [(3, False), (6, True)])
 def test_a_row_read_alone_is_counted_as_many_times_as_it_is_held(tmp_path: Path, monkeypatch, times: int, built: bool):
-    """Rows of one photo a page (`write_batch_size=1`), the group over the budget: a row read alone
-    was counted 3 times (its page stored and decoded, its value), but peaked at 5.3 times a row
-    (80 MB rows: 474 MiB RSS, bound 240 MB): pyarrow's array and Python's bytes of it hold it too.
-    Within 6 rows' bytes such a group was streamed; now it is refused, within 10 built (pyarrow put
-    the first photo in a dictionary page too, counted as another page)."""
+    """Rows of one photo a page (`write_batch_size=1`), the group over the budget: read by pyarrow a
+    row at a time, a row peaked at 5.3 times its bytes (80 MB rows: 474 MiB RSS), so within 6 rows'
+    bytes such a group was refused. Now its image column is read a value at a time from its pages
+    (`parquet_paged.VALUE_COPIES`: 4, a 58 MiB row peaked at 3.4 times): within 6 rows' bytes it is
+    built; within 3 each row is its own reject, naming its bytes."""
     pictures = [_photo(500 + i, 128) for i in range(12)]
     _datasets_parquet(tmp_path / "train.parquet", pictures, row_group_size=12)
     monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", times * len(pictures[0]))
@@ -289,8 +276,8 @@ def test_a_row_read_alone_is_counted_as_many_times_as_it_is_held(tmp_path: Path,
     if built:
         assert [i.data for i in items] == pictures
     else:
-        assert {getattr(i, "reason", None) for i in items} == {"row_group_too_large"}
-        assert "a row that large" in items[0].detail, items[0].detail
+        assert {getattr(i, "reason", None) for i in items} == {"row_group_too_large"} and len(items) == 12
+        assert f"row 0: its 'image' holds {len(pictures[0])} bytes" in items[0].detail, items[0].detail
 
 
 def _writer_file(path: Path, shape: str, pictures: list[bytes]) -> None:

@@ -880,3 +880,26 @@ def test_dictionary_held_counts_what_rows_point_at_as_pyarrow_compute_does(tmp_p
         expected = pc.sum(pc.take(pc.binary_length(array.dictionary), array.indices)).as_py() or 0
         assert hf_parquet.dictionary_held(array) == expected
     assert hf_parquet.dictionary_held(read) > 10_000 and hf_parquet.dictionary_held(built) > 10_000
+
+
+@pytest.mark.parametrize("column", ["image", "photo.v2"])
+def test_an_image_column_named_with_a_dot_takes_the_all_null_shortcut_too(tmp_path: Path, monkeypatch, column: str):
+    """A group of null images only, more rows than the file may list: its footer's statistics say
+    so and it is not read. The column's leaves were found by the name before the first dot of
+    their path, so an `Image` column named `photo.v2` (`datasets` takes any name) found none and
+    its group was read, every row (10**7 rows: 98 CPU-s). Now its leaves are found by the schema,
+    and both names come the same way: the first rows a reject each, one more for the rest."""
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    metadata = {b"huggingface": json.dumps({"info": {"features": {column: {"_type": "Image"}}}}).encode()}
+    table = pa.Table.from_arrays([pa.nulls(1000, image)], schema=pa.schema([(column, image)], metadata=metadata))
+    pq.write_table(table, tmp_path / "train.parquet")
+    monkeypatch.setattr(hf_parquet, "MAX_LISTED_ROWS", 30)
+    read = []
+    iter_batches = pq.ParquetFile.iter_batches
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", lambda self, *a, **k:
+                        read.append(k.get("columns")) or iter_batches(self, *a, **k))
+    items = list(_read(LaionSource("hf", str(tmp_path))))
+    assert len(items) == 31 and {i.reason for i in items} == {"missing_image"}
+    assert items[-1].detail.startswith(f"rows 30 to 999 (970 rows, this one reject for them all) of train.parquet: "
+                                       f"row group 0: the {column!r} of each of its 1000 rows is null"), items[-1].detail
+    assert read == [], read  # the group's rows never read

@@ -307,3 +307,30 @@ def test_a_hub_cache_repo_folder_given_as_path_is_refused_naming_its_snapshot(tm
     # the snapshot itself is read: its path-only row is the image beside it
     (record,) = _read_all(LaionSource("zoo", str(repo / "snapshots" / COMMIT)))
     assert record.data is None and Path(record.uri).read_bytes() == _png(1)
+
+
+def test_a_hub_cache_root_of_several_repos_given_as_path_is_refused_naming_their_snapshots(tmp_path: Path, capsys):
+    """`path` at the Hub cache itself (`~/.cache/huggingface/hub`: a `datasets--ORG--NAME` folder
+    per repo, a model's beside them) was not seen as one: `check` passed and the build read every
+    repo's blobs and snapshots as one folder. `check` now stops in one line naming each dataset
+    repo's snapshot to give instead (the commit its refs/main holds)."""
+    import yaml
+
+    from uvd_pipeline.cli import main
+
+    cache = tmp_path / "hub"
+    for repo_id in ("org/zoo", "org/cats"):
+        _cache_file(cache, repo_id, "images/a.png", _png(1))
+        _cache_file(cache, repo_id, "data/train-00000-of-00001.parquet",
+                    _parquet([{"bytes": None, "path": "images/a.png"}]))
+    (cache / "models--org--net" / "snapshots").mkdir(parents=True)  # a model's repo: no dataset
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"output": str(tmp_path / "out"), "tokenizer": {"enabled": False},
+                                      "sources": [{"name": "zoo", "type": "laion", "path": str(cache)}]}))
+    assert main(["check", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: sources[0].path (zoo): {cache} is a Hugging Face Hub "
+                                                   "cache"), err
+    for name in ("datasets--org--cats", "datasets--org--zoo"):
+        assert str(cache / name / "snapshots" / COMMIT) in err, err
+    assert "models--org--net" not in err and "download" not in err

@@ -771,3 +771,31 @@ def test_a_download_read_as_imagenet_is_refused_naming_type_laion(downloads, tmp
     assert error.startswith("error: sources[0].path (web): /") and "(web): web:" not in error
     assert "img2dataset" in error and "00000_stats.json" in error and "type: laion" in error
     assert "splits: [train]" not in error
+
+
+def test_an_output_format_parquet_shard_over_the_budget_is_built(site, tmp_path: Path, monkeypatch):
+    """img2dataset's own `--output_format parquet` writes a shard's images (100 by default) in one
+    row group, their bytes in one dictionary page (pyarrow's defaults), which pyarrow decodes whole:
+    a shard over the budget (100 photos of 3 MB, 298 MB, against 256 MiB) was 100
+    `row_group_too_large` rejects. Its image column is now read a value at a time from its pages
+    (`parquet_paged`): under a budget of half its group, every photo is built, its bytes those
+    served, its caption the listed one."""
+    from sources import hf_parquet
+
+    root, base, _ = site
+    served = {}
+    for i in range(12):
+        served[f"noise{i}.jpg"] = _jpeg(np.random.default_rng(40 + i).integers(0, 255, (96, 96, 3), dtype=np.uint8))
+        (root / "site" / f"noise{i}.jpg").write_bytes(served[f"noise{i}.jpg"])
+    out = tmp_path / "shards"
+    _download(_url_list(tmp_path / "urls.csv", base, sorted(served)), out, "--output_format", "parquet",
+              "--resize_mode", "no", "--disable_all_reencoding", "True")
+    (shard,) = out.glob("*.parquet")
+    group = pq.ParquetFile(shard).metadata.row_group(0)
+    assert group.num_rows == 12 and group.column(group.num_columns - 1).path_in_schema == "jpg"
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", hf_parquet.declared_bytes(group) // 2)
+    source = LaionSource("web", str(out))
+    items = [i for u in source.units() for i in source.read(u)]
+    assert {type(i) for i in items} == {ImageRecord}, [getattr(i, "detail", "") for i in items][:1]
+    by_caption = {i.lineage["caption"]: i.data for i in items}
+    assert by_caption == {f"zoo {name}": data for name, data in served.items()}

@@ -620,11 +620,13 @@ def test_hugging_face_hub_parquet_builds_the_images_pillow_decodes(tmp_path: Pat
 
 
 @pytest.mark.parametrize("layout", ["huggingface", "img2dataset"])
-def test_a_row_group_over_the_budget_is_never_read_and_each_of_its_rows_is_a_reject(tmp_path: Path, monkeypatch,
+def test_a_row_over_the_budget_is_its_own_reject_the_rest_of_its_group_built(tmp_path: Path, monkeypatch,
                                                                                      layout: str):
     """A row group is judged by the size its footer declares before it is read: one over the
-    budget was read whole (a 2 GB row group of 4K photos, all at once), now its rows are
-    `row_group_too_large` rejects, keyed as their records would be, and the others are built."""
+    budget was read whole (a 2 GB row group of 4K photos, all at once), then its rows were all
+    `row_group_too_large` rejects, keyed as their records would be, and the others built. Now its
+    image column is read a value at a time from its pages (`parquet_paged`, never by pyarrow):
+    the big image's row alone is the reject, the small one beside it in its group built."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from sources import hf_parquet
@@ -646,29 +648,26 @@ def test_a_row_group_over_the_budget_is_never_read_and_each_of_its_rows_is_a_rej
     assert sizes[1] > hf_parquet.ROW_GROUP_BYTES >= max(sizes[0], sizes[2])
     asked = []
     iter_batches = pq.ParquetFile.iter_batches
-    monkeypatch.setattr(pq.ParquetFile, "iter_batches",
-                        lambda self, *a, **k: asked.append(k.get("row_groups")) or iter_batches(self, *a, **k))
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", lambda self, *a, **k: asked.append(
+        (k.get("row_groups"), any(c.split(".")[0] in ("image", "jpg") for c in k.get("columns") or ["image"])
+         and not any(c.endswith(".path") for c in k.get("columns") or []))) or iter_batches(self, *a, **k))
     read_row_group = pq.ParquetFile.read_row_group  # a group judged on its dictionaries: read once, whole
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, i, columns=None, **k:
-                        (columns != ["key"] and asked.append([i])) or read_row_group(self, i, columns=columns, **k))
+                        (columns != ["key"] and asked.append(([i], True))) or read_row_group(self, i, columns=columns, **k))
     source = LaionSource("web", str(tmp_path))
     assert source.resolved_format() == ("huggingface" if layout == "huggingface" else "parquet")
     items = _read_all(source)
-    assert asked == [[0], [2]]
-    assert [type(i).__name__ for i in items] == ["ImageRecord", "ImageRecord", "Reject", "Reject", "ImageRecord"]
-    assert [i.data for i in items if isinstance(i, ImageRecord)] == [small, small, small]
-    assert [i.lineage["caption"] for i in items if isinstance(i, ImageRecord)] == ["c0", "c1", "c4"]
-    tagged = [i for i in items if isinstance(i, Reject)]
-    assert {r.reason for r in tagged} == {"row_group_too_large"} and len({r.key for r in tagged}) == 2
-    # pyarrow wrote both images of group 1 in one dictionary page, which it decodes whole: read a
-    # row at a time (`streamed_bytes`) it is still over the budget, so not read
-    assert "row group 1 holds" in tagged[0].detail and "read even one row at a time" in tagged[0].detail
-    # (the big image alone, held as pyarrow and Python hold a row, passes the budget: fewer rows a
-    # group would not help, so the detail does not say to write them)
-    assert "a row that large (its largest pages and values) is no input this source reads" in tagged[0].detail
-    assert f"over the {hf_parquet.ROW_GROUP_BYTES} byte budget" in tagged[0].detail
+    assert asked == [([0], True), ([1], False), ([2], True)]  # group 1's images never read by pyarrow
+    assert [type(i).__name__ for i in items] == ["ImageRecord", "ImageRecord", "Reject", "ImageRecord", "ImageRecord"]
+    assert [i.data for i in items if isinstance(i, ImageRecord)] == [small] * 4
+    assert [i.lineage["caption"] for i in items if isinstance(i, ImageRecord)] == ["c0", "c1", "c3", "c4"]
+    (tagged,) = [i for i in items if isinstance(i, Reject)]
+    assert tagged.reason == "row_group_too_large"
+    column = "image" if layout == "huggingface" else "jpg"
+    assert f"row 2: its {column!r} holds {len(big)} bytes" in tagged.detail, tagged.detail
+    assert f"within the {hf_parquet.ROW_GROUP_BYTES} byte budget" in tagged.detail
     if layout == "img2dataset":
-        assert [r.key for r in tagged] == ["web-00000-000000002", "web-00000-000000003"]
+        assert tagged.key == "web-00000-000000002"  # keyed by its `key`, as its record would be
 
 
 # Each file alone in a folder, written by `Dataset.to_parquet` and loaded with

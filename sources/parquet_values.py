@@ -1,0 +1,398 @@
+"""The values of one flat column chunk of byte strings, read page by page by its page headers and
+handed out one at a time, never a page decoded whole.
+
+pyarrow decodes a page whole, and a dictionary page whole, whichever rows are asked for: pyarrow's
+and pandas' writers put up to 1,024 values in a page (their page limit is checked a write batch at
+a time), so a group of 80 photos of 3 MB is one 240 MB dictionary page, read whole at 5 to 6 times
+its size. Here a page's bytes are read from the file as its values are asked for: stored plainly
+straight from the file, compressed with snappy (pyarrow's, pandas' and img2dataset's default)
+through a streaming decoder holding the 64 KiB a snappy copy may reach back. A value is judged by
+its length (its 4-byte prefix) before it is read: one over what a row may hold is passed over,
+unread (`Refused`), the values around it read. A dictionary's values are read forward as they are
+asked for (writers number them in the order they first meet them), the last few kept.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from sources import parquet_pages as pp
+
+PLAIN, PLAIN_DICTIONARY, RLE, RLE_DICTIONARY = 0, 2, 3, 8
+_DICTIONARY_ENCODINGS = (PLAIN_DICTIONARY, RLE_DICTIONARY)
+# the chunk encodings (footer's names) and codecs read here; another (DELTA_*, BYTE_STREAM_SPLIT,
+# the deprecated BIT_PACKED levels, gzip, zstd, ...) is left to pyarrow
+ENCODINGS = frozenset({"PLAIN", "PLAIN_DICTIONARY", "RLE", "RLE_DICTIONARY"})
+CODECS = frozenset({"UNCOMPRESSED", "SNAPPY"})
+# what a snappy copy may reach back: every snappy writer (C++, Java, Go, Rust) compresses 64 KiB
+# blocks on their own, so no copy of theirs reaches further
+SNAPPY_WINDOW = 1 << 16
+_INPUT_BYTES = 1 << 20  # compressed bytes read from the file at a time
+# a dictionary's values kept once handed out (a value repeated in many rows is read once), at most
+# this many bytes (or a chunk's `kept` bytes, where its caller gives less)
+DICTIONARY_CACHE_BYTES = 16 << 20
+# a dictionary is read again from its start when a row asks for a value before the last read (and
+# no longer kept): writers number values as they meet them, so an honest file never does; past
+# this many times in one chunk the rows asking are `Refused` (each time reads the page again)
+MAX_DICTIONARY_REREADS = 4
+
+
+class PagedValuesError(ValueError):
+    """A page that cannot be read as parquet lays it out (cut, a count past its bytes, an
+    encoding not read here)."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A value not read: its `length` passes what one row may hold (`allowance`), or `why`."""
+
+    length: int
+    why: str = ""
+
+
+class _Region:
+    """`size` bytes of the file `source` from `start`, read forward (each read seeks first: the
+    file is shared with pyarrow's reads of the other columns)."""
+
+    def __init__(self, source: Any, start: int, size: int):
+        self.source, self.position, self.left = source, start, size
+
+    def read(self, count: int) -> bytes:
+        if count > self.left:
+            raise PagedValuesError(f"a page's value runs {count - self.left} bytes past its page")
+        self.source.seek(self.position)
+        data = self.source.read(count)
+        if len(data) != count:
+            raise PagedValuesError(f"a page is cut at byte {self.position + len(data)} (the file ends)")
+        self.position, self.left = self.position + count, self.left - count
+        return data
+
+    def skip(self, count: int) -> None:
+        if count > self.left:
+            raise PagedValuesError(f"a page's value runs {count - self.left} bytes past its page")
+        self.position, self.left = self.position + count, self.left - count
+
+    def some(self, most: int) -> bytes:
+        """Up to `most` more bytes (b"" at the region's end)."""
+        return self.read(min(most, self.left))
+
+
+class _Snappy:
+    """The decompressed bytes of a snappy block (raw snappy, as parquet stores a page) read forward
+    from `raw` (a `_Region`): decoded as they are asked for, the last `SNAPPY_WINDOW` bytes kept
+    for the copies that reach back."""
+
+    def __init__(self, raw: _Region, size: int):
+        self.raw, self.input, self.at = raw, bytearray(), 0
+        self.out, self.taken = bytearray(), 0
+        declared = self._varint()
+        if declared != size:
+            raise PagedValuesError(f"a snappy page says {declared} bytes decompressed, its header {size}")
+        self.left = size  # bytes still to come out
+
+    def _fill(self, count: int) -> None:
+        """At least `count` bytes of input at `self.at` (fewer only at the page's end)."""
+        if len(self.input) - self.at >= count:
+            return
+        del self.input[:self.at]
+        self.at = 0
+        while len(self.input) < count:
+            more = self.raw.some(max(_INPUT_BYTES, count - len(self.input)))
+            if not more:
+                return
+            self.input += more
+
+    def _byte(self) -> int:
+        self._fill(1)
+        if self.at >= len(self.input):
+            raise PagedValuesError("a snappy page is cut")
+        self.at += 1
+        return self.input[self.at - 1]
+
+    def _varint(self) -> int:
+        value = shift = 0
+        while shift < 35:
+            byte = self._byte()
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+        raise PagedValuesError("a snappy page's length runs past 32 bits")
+
+    def _number(self, count: int) -> int:
+        self._fill(count)
+        if len(self.input) - self.at < count:
+            raise PagedValuesError("a snappy page is cut")
+        self.at += count
+        return int.from_bytes(self.input[self.at - count: self.at], "little")
+
+    def _step(self) -> None:
+        """Decode one element (a literal or a copy) onto `self.out`."""
+        tag = self._byte()
+        kind = tag & 3
+        if kind == 0:
+            length = tag >> 2
+            length = (self._number(length - 59) if length >= 60 else length) + 1
+            if length > self.left:
+                raise PagedValuesError("a snappy literal runs past the page's declared size")
+            while length:
+                self._fill(1)
+                piece = self.input[self.at: self.at + length]
+                if not piece:
+                    raise PagedValuesError("a snappy page is cut")
+                self.out += piece
+                self.at += len(piece)
+                length -= len(piece)
+                self.left -= len(piece)
+            return
+        if kind == 1:
+            length, offset = ((tag >> 2) & 7) + 4, ((tag >> 5) << 8) | self._byte()
+        else:
+            length, offset = (tag >> 2) + 1, self._number(2 if kind == 2 else 4)
+        if not 0 < offset <= len(self.out):
+            raise PagedValuesError(f"a snappy copy reaches {offset} bytes back, past the {SNAPPY_WINDOW} "
+                                   "bytes a snappy writer's copy reaches (or the page's start)")
+        if length > self.left:
+            raise PagedValuesError("a snappy copy runs past the page's declared size")
+        start = len(self.out) - offset
+        if offset >= length:
+            self.out += self.out[start: start + length]
+        else:  # overlapping: the last `offset` bytes repeated
+            self.out += (bytes(self.out[start:]) * (length // offset + 1))[:length]
+        self.left -= length
+
+    def read(self, count: int) -> bytes:
+        while len(self.out) - self.taken < count:
+            if not self.left:
+                raise PagedValuesError("a page's value runs past its page")
+            self._step()
+        data = bytes(self.out[self.taken: self.taken + count])
+        self.taken += count
+        if self.taken > 2 * SNAPPY_WINDOW:  # let go of all but the window
+            del self.out[:self.taken - SNAPPY_WINDOW]
+            self.taken = SNAPPY_WINDOW
+        return data
+
+    def skip(self, count: int) -> None:
+        while count:
+            piece = min(count, _INPUT_BYTES)
+            self.read(piece)
+            count -= piece
+
+
+class _Whole:
+    """A small snappy page decompressed whole (by pyarrow, in C: the Python decoder takes ~0.13 s a
+    MB of bytes that compress well, a raw bitmap's), read forward."""
+
+    def __init__(self, raw: _Region, size: int):
+        import pyarrow as pa
+
+        self.data = memoryview(pa.decompress(raw.read(raw.left), size, codec="snappy", asbytes=False))
+        self.at, self.left = 0, size
+
+    def read(self, count: int) -> bytes:
+        if count > self.left:
+            raise PagedValuesError(f"a page's value runs {count - self.left} bytes past its page")
+        self.at, self.left = self.at + count, self.left - count
+        return bytes(self.data[self.at - count: self.at])
+
+    def skip(self, count: int) -> None:
+        self.read(0)
+        if count > self.left:
+            raise PagedValuesError(f"a page's value runs {count - self.left} bytes past its page")
+        self.at, self.left = self.at + count, self.left - count
+
+
+def _stream(source: Any, start: int, stored: int, size: int, compressed: bool, whole: int = 0):
+    """A page's (or a v2 page's values') `size` bytes, stored as `stored` bytes from `start`;
+    compressed and within `whole` bytes stored and decompressed together, decompressed whole."""
+    region = _Region(source, start, stored)
+    if not compressed:
+        if stored != size:
+            raise PagedValuesError(f"an uncompressed page stores {stored} bytes, its header says {size}")
+        return region
+    return _Whole(region, size) if stored + size <= whole else _Snappy(region, size)
+
+
+def _hybrid(data: bytes, width: int, count: int) -> np.ndarray:
+    """`count` values of parquet's RLE / bit-packed hybrid encoding of `width` bits each."""
+    out = np.zeros(count, np.int64)
+    filled = position = 0
+    while filled < count:
+        header = shift = 0
+        while True:
+            if position >= len(data) or shift > 35:
+                raise PagedValuesError(f"a page's levels or indices end after {filled} of {count} values")
+            byte = data[position]
+            position += 1
+            header |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        if header & 1:  # bit-packed: groups of 8 values (only those still wanted decoded: a header may say 2**34)
+            values = (header >> 1) * 8
+            if not values:
+                raise PagedValuesError("a page's levels hold an empty bit-packed run")
+            wanted = min(values, count - filled)
+            used = (wanted * width + 7) // 8
+            bits = np.unpackbits(np.frombuffer(data[position: position + used], np.uint8), bitorder="little")
+            if len(bits) < wanted * width:  # the last group cut short: its missing bits read as zeros
+                bits = np.concatenate([bits, np.zeros(wanted * width - len(bits), np.uint8)])
+            decoded = bits[: wanted * width].reshape(wanted, width) @ (1 << np.arange(width, dtype=np.int64)) \
+                if width else np.zeros(wanted, np.int64)
+            position += (header >> 1) * width
+        else:
+            values = header >> 1
+            if not values:
+                raise PagedValuesError("a page's levels hold an empty run")
+            size = (width + 7) // 8
+            decoded = np.full(min(values, count - filled), int.from_bytes(data[position: position + size], "little"))
+            position += size
+        take = min(values, count - filled)
+        out[filled: filled + take] = decoded[:take]
+        filled += take
+    return out
+
+
+class _Dictionary:
+    """A dictionary page's values, read forward as they are asked for, the last few kept."""
+
+    def __init__(self, source: Any, start: int, layout: pp.PageLayout, compressed: bool, kept: int, whole: int):
+        self.source, self.start, self.layout, self.compressed, self.most = source, start, layout, compressed, kept
+        self.whole = whole
+        self.count, self.rereads = layout.header.num_values, 0
+        self.kept: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self.held = 0
+        self._open()
+
+    def _open(self) -> None:
+        header = self.layout.header
+        self.stream = _stream(self.source, self.start + header.size, header.compressed_page_size,
+                              header.uncompressed_page_size, self.compressed, self.whole)
+        self.next = 0
+
+    def value(self, index: int, allowance: int) -> bytes | Refused:
+        if not 0 <= index < self.count:
+            raise PagedValuesError(f"a row points at value {index} of a dictionary of {self.count}")
+        if index in self.kept:
+            self.kept.move_to_end(index)
+            return self.kept[index]
+        if index < self.next:
+            self.rereads += 1
+            if self.rereads > MAX_DICTIONARY_REREADS:
+                return Refused(0, f"its rows ask for the dictionary's values out of order (past "
+                                  f"{MAX_DICTIONARY_REREADS} rereads of its page)")
+            self._open()
+        while self.next < index:
+            self.stream.skip(int.from_bytes(self.stream.read(4), "little"))
+            self.next += 1
+        length = int.from_bytes(self.stream.read(4), "little")
+        self.next += 1
+        if length > allowance:
+            self.stream.skip(length)
+            return Refused(length)
+        value = self.stream.read(length)
+        if length <= self.most:
+            self.kept[index] = value
+            self.held += length
+            while self.held > self.most:
+                self.held -= len(self.kept.popitem(last=False)[1])
+        return value
+
+
+def _levels(stream, size: int, width: int, count: int) -> np.ndarray:
+    """A v1 page's definition levels (its 4-byte length, then the hybrid), or all at most."""
+    if not width:
+        return np.zeros(count, np.int64)
+    length = int.from_bytes(stream.read(4), "little")
+    if length > size:
+        raise PagedValuesError(f"a page's levels say {length} bytes in a page of {size}")
+    return _hybrid(stream.read(length), width, count)
+
+
+def chunk_values(source: Any, chunk, rows: int, max_definition: int, compressed: bool,
+                 allowance: int, kept: int = DICTIONARY_CACHE_BYTES, whole: int | None = None
+                 ) -> Iterator[bytes | None | Refused]:
+    """Each of the `rows` values of column chunk `chunk` (a flat byte-string leaf, its footer's
+    `ColumnChunkMetaData`) of the file `source`: its bytes, None where it (or a struct above it)
+    is null, or `Refused` where it is longer than `allowance` (passed over unread). `compressed`:
+    the chunk's pages are snappy (else stored plainly). `kept`: the most bytes of its dictionary's
+    values kept for rows that ask for them again. `whole`: the most a snappy page may hold stored
+    and decompressed together to be decompressed whole (by default half the allowance: it is held
+    beside its values); a larger one is decoded as its values are read."""
+    width = int(max_definition).bit_length()
+    whole = allowance // 2 if whole is None else whole
+    position = pp.chunk_start(chunk)
+    end = position + chunk.total_compressed_size
+    dictionary: _Dictionary | None = None
+    seen = pages = 0
+    while seen < rows:
+        if position >= end or pages >= pp.MAX_PAGES:
+            raise PagedValuesError(f"column {chunk.path_in_schema}: its pages end after {seen} of {rows} values")
+        layout = pp.page_layout(source, position)
+        header = layout.header
+        body = position + header.size
+        position, pages = body + header.compressed_page_size, pages + 1
+        if header.type == pp.DICTIONARY_PAGE:
+            if layout.encoding not in (PLAIN, PLAIN_DICTIONARY):
+                raise PagedValuesError(f"a dictionary page of encoding {layout.encoding}")
+            dictionary = _Dictionary(source, body - header.size, layout, compressed, kept, whole)
+            continue
+        if header.type not in (pp.DATA_PAGE, pp.DATA_PAGE_V2):
+            continue
+        count = header.num_values
+        if count > rows - seen:
+            raise PagedValuesError(f"column {chunk.path_in_schema}: a page of {count} values past the group's {rows} rows")
+        if header.type == pp.DATA_PAGE:
+            stream = _stream(source, body, header.compressed_page_size, header.uncompressed_page_size, compressed, whole)
+            levels = _levels(stream, header.uncompressed_page_size, width, count)
+        else:
+            if layout.repetition_bytes:
+                raise PagedValuesError("a flat column's page holds repetition levels")
+            levels_bytes = layout.definition_bytes + layout.repetition_bytes
+            region = _Region(source, body, header.compressed_page_size)
+            levels = _hybrid(region.read(layout.definition_bytes), width, count) if width else np.zeros(count, np.int64)
+            size = header.uncompressed_page_size - levels_bytes
+            stored = header.compressed_page_size - levels_bytes
+            stream = _stream(source, body + levels_bytes, stored, size, compressed and layout.compressed, whole)
+        present = levels >= max_definition
+        if layout.encoding == PLAIN:
+            for here in present:
+                if not here:
+                    yield None
+                    continue
+                length = int.from_bytes(stream.read(4), "little")
+                if length > allowance:
+                    stream.skip(length)
+                    yield Refused(length)
+                else:
+                    yield stream.read(length)
+        elif layout.encoding in _DICTIONARY_ENCODINGS:
+            if dictionary is None:
+                raise PagedValuesError(f"column {chunk.path_in_schema}: a dictionary-encoded page without a dictionary page")
+            if header.uncompressed_page_size > allowance:  # indices, 4 bytes a row at most: no writer's is so large
+                raise PagedValuesError(f"column {chunk.path_in_schema}: a page of dictionary indices of "
+                                       f"{header.uncompressed_page_size} bytes, over the {allowance} a row may hold")
+            width_byte = stream.read(1)[0]
+            if width_byte > 32:
+                raise PagedValuesError(f"a page's dictionary indices of {width_byte} bits")
+            indices = iter(_hybrid(_rest(stream), width_byte, int(present.sum())))
+            for here in present:
+                yield dictionary.value(int(next(indices)), allowance) if here else None
+        else:
+            raise PagedValuesError(f"column {chunk.path_in_schema}: a page of encoding {layout.encoding}")
+        seen += count
+
+
+def _rest(stream) -> bytes:
+    """What is left of a (small: dictionary indices) page's stream."""
+    if not isinstance(stream, _Snappy):
+        return stream.read(stream.left)
+    parts = []
+    while stream.left or len(stream.out) > stream.taken:
+        parts.append(stream.read(min(len(stream.out) - stream.taken, _INPUT_BYTES) or 1))
+    return b"".join(parts)
