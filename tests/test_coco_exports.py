@@ -1139,15 +1139,43 @@ def test_boxes_past_the_drawing_budget_reject_their_pair(tmp_path: Path):
 
 def test_people_past_the_drawing_budget_reject_their_pose_pair(tmp_path: Path):
     """The pose target has the same budget: its joints and limbs, all its people
-    (`MAX_POSE_STEPS`): past it an `annotation_too_large` reject, refused before any is drawn."""
+    (`MAX_POSE_STEPS`): past it an `annotation_too_large` reject, refused by the source before its
+    payload is built."""
     from uvd_pipeline.render_annotated import MAX_POSE_STEPS
 
     steps = len(COCO17.joints) + len(COCO17.limbs)
-    for n, expected in ((100, "rendered"), (MAX_POSE_STEPS // steps + 1, ("annotation", "annotation_too_large"))):
+    for n, expected in ((100, "rendered"), (MAX_POSE_STEPS // steps + 1, ("read", "annotation_too_large"))):
         anns = [obj(i + 1, 1, keypoints=keypoints(), num_keypoints=17) for i in range(n)]
         root = write_dataset(tmp_path / str(n), {"images": images(1), "categories": person_categories(),
                                                  "annotations": anns})
         assert outcome(read(root, ("pose",))["coco-1-pose"]) == expected, n
+
+
+def test_a_long_category_skeleton_over_many_people_is_refused_before_its_limbs_are_built(tmp_path: Path):
+    """A 217 KB person_keypoints file (one category with a 20,000-pair skeleton, 300 people on one
+    image) took 31 s and 565 MiB in the source, which checked and copied the skeleton for every
+    person, before the renderer refused it as `annotation_too_large`. The category's limbs are
+    worked out once and people x limbs judged against `MAX_POSE_STEPS` in the source; a short
+    custom skeleton's people still share their category's one limb list and draw."""
+    import time
+
+    pairs = [[1 + i % 17, 1 + (i * 7 + 3) % 17] for i in range(20_000)]
+    long_skeleton = [{"id": 1, "name": "person", "keypoints": [f"p{i}" for i in range(17)], "skeleton": pairs},
+                     {"id": 2, "name": "robot", "keypoints": [f"p{i}" for i in range(17)], "skeleton": pairs[:5]}]
+    anns = [obj(k + 1, 1, keypoints=keypoints(), num_keypoints=17) for k in range(300)]
+    anns += [obj(1000 + k, 2, 2, keypoints=keypoints(), num_keypoints=17) for k in range(3)]
+    root = write_dataset(tmp_path, {"images": images(1, 2), "categories": long_skeleton, "annotations": anns})
+    start = time.perf_counter()
+    pairs_read = read(root, ("pose",))
+    took = time.perf_counter() - start
+    refused = pairs_read["coco-1-pose"]
+    assert isinstance(refused, Reject) and refused.reason == "annotation_too_large", refused
+    assert "300 people" in refused.detail and "6000000 limbs" in refused.detail
+    assert took < 3.0, took
+    kept = pairs_read["coco-2-pose"]
+    assert kept.annotation["limbs"] == [[[a - 1, b - 1] for a, b in pairs[:5]]] * 3
+    assert kept.annotation["limbs"][0] is kept.annotation["limbs"][2]  # one list per category
+    assert outcome(kept) == "rendered"
 
 
 def test_many_masks_of_one_image_are_painted_from_their_runs(tmp_path: Path, monkeypatch):

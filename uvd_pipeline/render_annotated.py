@@ -18,6 +18,8 @@ from sources.records import (FILE_TOO_LARGE, AnnotatedClipRecord, MultiViewRecor
                              read_input_bytes)
 from sources.sbd import MAX_SBD_MAT_BYTES, SbdMapError, sbd_class_map
 from transforms.annotations import (
+    MAX_BOXES,
+    MAX_POSE_STEPS,
     SKELETONS,
     Skeleton,
     clip_to_rect,
@@ -59,12 +61,8 @@ RENDER_NOTES = "_render_notes"
 PANOPTIC_EMPTY_SEGMENTS = "panoptic_segments_without_pixels"  # listed segments its PNG does not hold
 # VIPSeg's panomask: a value up to 124 is a stuff class id as it stands (0: void); above, a thing's
 # class * 100 + instance (its README: person 61 -> 6100, 6101, ...)
-# a target's drawing work: each box is a Python step (~0.1 ms flat, ~0.05 ms more to turn and
-# clip), each joint and limb an OpenCV call, each turned outline visits every canvas pixel of its
-# window (~0.1 us a pixel): a file of 5M boxes or people for one image (which the annotation size
-# cap allows) drew for hours
-MAX_BOXES = 20_000  # boxes, or people, of one target
-MAX_POSE_STEPS = 400_000  # joints and limbs of one pose target, all its people
+# a target's drawing work (`MAX_BOXES`, `MAX_POSE_STEPS`: transforms.annotations); each turned
+# outline visits every canvas pixel of its window (~0.1 us a pixel)
 MAX_MASK_TEXT = 4_000_000  # RLE counts' characters or run lengths one segmentation target reads (~1.5 s)
 MAX_MASK_RUNS = 4_000_000  # runs it paints (~2 s)
 MAX_MASK_AREA = 4 << 30  # pixels it paints, all its masks (~2 s)
