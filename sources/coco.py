@@ -549,12 +549,36 @@ def _no_boxes(boxes: list[dict[str, Any]]) -> Missing:
     return Missing(f"{lead} {', '.join(parts)}")
 
 
+def _no_segments(short: int) -> Missing:
+    """Why an image's segmentation draws nothing: it has none, or only points and lines."""
+    if not short:
+        return Missing("has none")
+    return Missing("its 1 segment has no polygon of 3 or more points" if short == 1 else
+                   f"its {short} segments have no polygon of 3 or more points")
+
+
 def _left_out(task: str, anns: list[dict[str, Any]]) -> dict[str, int]:
     """What a drawn pair leaves out, said in its lineage: a crowd region (iscrowd 1) covers many
     objects and is no box to draw (COCO's evaluation ignores it, detectron2 drops it from box
-    targets, MMDetection makes it `gt_bboxes_ignore`), but it must not vanish unsaid."""
-    crowds = sum(1 for a in anns if is_object(a) and a.get("iscrowd", 0)) if task == "detection" else 0
-    return {"crowd_regions_left_out": crowds} if crowds else {}
+    targets, MMDetection makes it `gt_bboxes_ignore`), but it must not vanish unsaid; nor a box of
+    no width or height (`boxes_without_area`), nor an object whose polygons are points or lines
+    (`segments_without_polygon`: labelme2coco's point and line shapes, which detectron2 drops).
+    What draws nothing once drawn (outside the image) the renderer counts."""
+    if task == "detection":
+        objects = [a for a in anns if is_object(a)]
+        crowds = sum(1 for a in objects if a.get("iscrowd", 0))
+        flat = sum(1 for a in objects if not a.get("iscrowd", 0) and not _has_area(a))
+        counts = {"crowd_regions_left_out": crowds, "boxes_without_area": flat}
+    elif task == "segmentation":
+        counts = {"segments_without_polygon": sum(1 for a in anns if _short_polygons(a.get("segmentation")))}
+    else:
+        counts = {}
+    return {name: count for name, count in counts.items() if count}
+
+
+def _short_polygons(seg: Any) -> bool:
+    """Polygons none of which has 3 points (a point or a line: it draws nothing)."""
+    return isinstance(seg, list) and bool(seg) and not any(len(p) >= 6 for p in seg)
 
 
 def _polygon_problem(seg: Any) -> str | None:
@@ -567,9 +591,7 @@ def _polygon_problem(seg: Any) -> str | None:
         return "segmentation polygons are not lists of x, y numbers"
     if not all(len(p) % 2 == 0 for p in seg):
         return "a segmentation polygon holds an odd count of coordinates"
-    if not any(len(p) >= 6 for p in seg):
-        return "segmentation has no polygon of 3 or more points"
-    return None
+    return None  # none of 3 points or more: the object is left out of the pair and counted (`_left_out`)
 
 
 def _rle_problem(seg: dict) -> str | None:
@@ -662,8 +684,9 @@ def _box_mode_problem(ann: dict[str, Any]) -> str | None:
 
 
 def detection_problem(ann: dict[str, Any], shift: int = 0, declared: Collection[int] = ()) -> str | None:
-    if mask_only(ann):
-        return segmentation_problem(ann, shift, declared)
+    if mask_only(ann):  # its mask is its box: one that draws nothing boxes nothing
+        short = "segmentation has no polygon of 3 or more points" if _short_polygons(ann["segmentation"]) else None
+        return segmentation_problem(ann, shift, declared) or short
     if not (numbers(ann.get("bbox"), length=4) or numbers(ann.get("bbox"), length=5)):
         return "bbox is not 4 numbers (nor 5: detectron2's rotated box)"
     if ann["bbox"][2] < 0 or ann["bbox"][3] < 0:
@@ -970,13 +993,14 @@ class CocoSource:
                     continue
                 yield PairRecord(key=key, source=self.name, group=group, task=task,
                                  image_uri=image_uri, input=folder_input(image_uri, self.path, images_uri),
-                                 annotation=payload, lineage={**lineage, **_left_out(task, self._objects(anns))})
+                                 annotation=payload, lineage={**lineage, **_left_out(task, self._objects(anns, index.categories))})
 
     @staticmethod
-    def _objects(anns: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """An image's objects: its annotations, or its panoptic entry's segments."""
+    def _objects(anns: list[dict[str, Any]], categories: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+        """An image's objects: its annotations, or its panoptic entry's thing segments (its
+        detection pair's objects; stuff is no box)."""
         if anns and panoptic.PNG_DIR in anns[0]:
-            return [s for s in panoptic.segments(anns[0]) if isinstance(s, dict)]
+            return [s for s in panoptic.segments(anns[0]) if isinstance(s, dict) and panoptic.is_thing(s, categories)]
         return anns
 
     def _every_task(self, group: str, reason: str, detail: str, at: str) -> Iterator[Reject]:
@@ -1010,9 +1034,10 @@ class CocoSource:
         if task == "detection":
             return _detection_payload(anns, image, shift, size_problem)
         if task == "segmentation":
-            kept = [a for a in anns if a.get("segmentation")]
+            given = [a for a in anns if a.get("segmentation")]
+            kept = [a for a in given if not _short_polygons(a["segmentation"])]
             if not kept:
-                return Missing("has none")
+                return _no_segments(len(given))
             if size_problem:
                 return f"image {image.get('id')}: {size_problem}"
             # the declared size is what the coordinates refer to; the renderer takes its mask size

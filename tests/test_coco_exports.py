@@ -202,14 +202,34 @@ def test_malformed_polygons_reject_their_pair(tmp_path: Path):
                                     "annotations": annotations})
     pairs = read(root, ("segmentation",))
     assert outcome(pairs["coco-3-segmentation"]) == ("annotation", "empty_target")
+    assert (pairs["coco-2-segmentation"].reason, pairs["coco-2-segmentation"].detail) == (
+        "no_segmentation_annotations", "image 2: its 1 segment has no polygon of 3 or more points")
     for image_id, problem in ((1, "a segmentation polygon holds an odd count of coordinates"),
-                              (2, "segmentation has no polygon of 3 or more points"),
                               (4, "segmentation is one flat list of numbers, not a list of polygons "
                                   "([[x1, y1, x2, y2, ...]])"),
                               (5, "segmentation polygons are not lists of x, y numbers")):
         reject = pairs[f"coco-{image_id}-segmentation"]
         assert (reject.stage, reject.reason, reject.detail) == (
             "read", "bad_annotation", f"ann.json annotations[{image_id - 1}] (id {image_id}): {problem}")
+
+
+def test_a_point_or_line_shape_drops_its_object_not_the_image(tmp_path: Path):
+    """labelme2coco writes a point, line or linestrip shape as a polygon of 1-2 points (2-4
+    coordinates), which draws nothing: it rejected the segmentation pair of the whole image. The
+    object is dropped, as detectron2 drops it, and counted in the pair's lineage
+    (`segments_without_polygon`); the others draw as pycocotools paints them (its annToMask fails
+    on the point: a 4-number list is a box to its frPyObjects)."""
+    annotations = [obj(1, 1), obj(2, 1, 2, segmentation=[[50.5, 40.5, 70.5, 50.5]]),  # a line
+                   obj(3, 1, 2, segmentation=[[60.0, 10.0]])]  # a point
+    root = write_dataset(tmp_path / "shapes", {"images": images(1), "categories": categories(1, 2),
+                                               "annotations": annotations})
+    pair = read(root, ("segmentation", "detection"))["coco-1-segmentation"]
+    assert isinstance(pair, PairRecord), pair
+    assert pair.lineage == {"image_id": 1, "file": "1.png", "segments_without_polygon": 2}
+    assert [s["category_id"] for s in pair.annotation["segments"]] == [1]
+    bare = write_dataset(tmp_path / "bare", {"images": images(1), "categories": categories(1, 2),
+                                             "annotations": annotations[:1]})
+    assert_matches_pycocotools(pair, bare, 1)
 
 
 def test_overlapping_objects_paint_larger_masks_first_whatever_area_says(tmp_path: Path):
@@ -411,6 +431,36 @@ def test_a_brush_mask_without_a_box_that_cannot_be_read_is_counted(tmp_path: Pat
 
 
 # -- keypoints -----------------------------------------------------------------------------------
+def test_objects_that_draw_nothing_beside_drawn_ones_are_counted_in_the_lineage(tmp_path: Path):
+    """A box of no width, a box and a polygon wholly outside the image, a person whose points all
+    lie outside it: beside objects that draw, each was dropped without a word. Each pair's lineage
+    (and so its member and shard row) now counts them: `boxes_without_area` (seen in the JSON),
+    `boxes_outside_image`, `segments_without_pixels`, `people_outside_image` (seen when drawn).
+    The targets are the ones drawn without those objects, and a pair that leaves nothing out says
+    nothing of them."""
+    outside = {"bbox": [100.0, 70.0, 20.0, 20.0], "segmentation": [[100.0, 70.0, 120.0, 70.0, 120.0, 90.0]]}
+    people = [obj(10, 1, keypoints=keypoints(), num_keypoints=17),
+              obj(11, 1, keypoints=[v + 100 * (i % 3 < 2) for i, v in enumerate(keypoints())], num_keypoints=17)]
+    annotations = [obj(1, 1), obj(2, 1, 2, **outside), obj(3, 1, 2, bbox=[40.0, 30.0, 0.0, 10.0],
+                                                         segmentation=[[40.0, 30.0, 50.0, 30.0, 50.0, 40.0]]), *people]
+    full = write_dataset(tmp_path / "full", {"images": images(1), "categories": person_categories(categories(2)[0]),
+                                             "annotations": annotations})
+    bare = write_dataset(tmp_path / "bare", {"images": images(1), "categories": person_categories(categories(2)[0]),
+                                             "annotations": [obj(1, 1), obj(3, 1, 2, bbox=[0.0, 0.0, 0.0, 0.0],
+                                                             segmentation=annotations[2]["segmentation"]), people[0]]})
+    left_out = {"detection": {"boxes_without_area": 1, "boxes_outside_image": 1},
+                "segmentation": {"segments_without_pixels": 1}, "pose": {"people_outside_image": 1}}
+    full_pairs, bare_pairs = read(full), read(bare)
+    for task, counts in left_out.items():
+        pair, alone = full_pairs[f"coco-1-{task}"], bare_pairs[f"coco-1-{task}"]
+        result, expected = render_pair(pair, settings()), render_pair(alone, settings())
+        assert {k: v for k, v in result.members[0].items() if k in counts or k.endswith(("_image", "_pixels",
+                                                                                         "_area"))} == counts, task
+        assert result.images == expected.images, task  # drawn as without them
+    bare_member = render_pair(bare_pairs["coco-1-pose"], settings()).members[0]
+    assert not any(k.endswith(("_outside_image", "_without_pixels")) for k in bare_member)
+
+
 def keypoints(n: int = 17, visibility: int = 2, step: float = 4.0) -> list[float]:
     return [float(v) for j in range(n) for v in (4 + step * j % 72, 6 + 3 * j, visibility)]
 
