@@ -925,7 +925,7 @@ def test_missing_and_unreadable_image_files_are_counted(tmp_path: Path):
     (root / "4.png").mkdir()
     pairs = read(root, ("detection",))
     assert outcome(pairs["coco-1-detection"]) == "rendered"
-    assert outcome(pairs["coco-2-detection"]) == ("read", "unreadable_file")
+    assert outcome(pairs["coco-2-detection"]) == ("read", "missing_image")  # listed, not on disk
     assert outcome(pairs["coco-3-detection"])[0] == "decode"
     assert outcome(pairs["coco-4-detection"]) == ("read", "unreadable_file")
 

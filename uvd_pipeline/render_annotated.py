@@ -106,6 +106,13 @@ def _note_left_out(annotation: dict[str, Any], name: str, count: int) -> None:
         annotation[RENDER_NOTES][name] = count
 
 
+def _unread_image_reason(exc: BaseException) -> str:
+    """The reject of a pair's image that could not be read: `missing_image` where it is not there
+    (a COCO or MPII JSON lists it, the disk lacks it: `unreadable_file` sent the user to look at
+    permissions or the disk), else `unreadable_file` (mode 000, EIO, a folder of its name)."""
+    return "missing_image" if isinstance(exc, (FileNotFoundError, NotADirectoryError)) else "unreadable_file"
+
+
 def _fit_map(plan: ResizePlan, values: np.ndarray, *, nearest: bool = True) -> np.ndarray:
     """A dense map through the image's plan; a map of another size must share its aspect ratio."""
     h, w = values.shape[:2]
@@ -672,7 +679,7 @@ def render_pair(record: PairRecord, settings: RenderSettings) -> RenderedUnit | 
     except FileTooLarge as exc:
         return reject("read", FILE_TOO_LARGE, str(exc))
     except (OSError, ValueError) as exc:
-        return reject("read", "unreadable_file", exception_detail(exc))
+        return reject("read", _unread_image_reason(exc), exception_detail(exc))
     except DecodeError as exc:
         return reject("decode", exc.reason, exc.detail)
     try:
