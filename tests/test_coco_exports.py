@@ -767,6 +767,30 @@ def test_file_names_with_folders_absolute_and_non_ascii(tmp_path: Path):
     assert pairs["coco-4-detection"].reason == pairs["coco-5-detection"].reason == "outside_root"
 
 
+@pytest.mark.parametrize("given", ["real", "alias"])
+def test_absolute_names_spelled_through_a_linked_folder_are_judged_by_where_they_lead(tmp_path: Path, given: str):
+    """An absolute `file_name` inside the images folder, written through another spelling of it (a
+    linked parent: `/data -> /mnt/nfs/data`, macOS's `/tmp -> /private/tmp`, an exporter's
+    `Path.resolve()`), was `outside_root`: the names were compared as spelled. They are judged by
+    the folder they really lead to, whichever spelling `path` uses; a name that really leads out
+    (through a linked folder pointing elsewhere) is still `outside_root`."""
+    real, alias, elsewhere = tmp_path / "real", tmp_path / "alias", tmp_path / "elsewhere"
+    alias.symlink_to(real, target_is_directory=True)
+    entries = [{"id": 1, "file_name": str(real / "1.png")}, {"id": 2, "file_name": str(alias / "sub" / "2.png")},
+               {"id": 3, "file_name": str(real / "out" / "3.png")}, {"id": 4, "file_name": str(alias / "4.png")}]
+    write_dataset(real, {"images": entries, "annotations": [obj(n, n) for n in range(1, 5)], "categories": categories(1)})
+    for path in (real / "1.png", real / "sub" / "2.png", real / "4.png", elsewhere / "3.png"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((H, W, 3), 90, np.uint8)).save(path)
+    (real / "out").symlink_to(elsewhere, target_is_directory=True)
+    load_index.cache_clear()
+    source = CocoSource("coco", str(tmp_path / given), ("ann.json",), ".", ("detection",))
+    pairs = {item.key: item for unit in source.units() for item in source.read(unit)}
+    for n in (1, 2, 4):
+        assert outcome(pairs[f"coco-{n}-detection"]) == "rendered", (n, pairs[f"coco-{n}-detection"])
+    assert pairs["coco-3-detection"].reason == "outside_root"
+
+
 def test_declared_size_of_a_turned_phone_photo(tmp_path: Path):
     """A phone photo stored 80x60 with EXIF orientation 6 is shown 60x80. CVAT annotates what it
     shows and declares 60x80: every task renders, and the mask is pycocotools' own. A file
