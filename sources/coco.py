@@ -549,6 +549,16 @@ def _no_boxes(boxes: list[dict[str, Any]]) -> Missing:
     return Missing(f"{lead} {', '.join(parts)}")
 
 
+def served(anns: list[dict[str, Any]]) -> set[str]:
+    """The tasks an image's annotations could make a pair of: a panoptic entry's detection and
+    segmentation, an object's detection, a mask's segmentation, a person's pose."""
+    if anns and panoptic.PNG_DIR in anns[0]:
+        return {"detection", "segmentation"}
+    tasks = {"detection"} if any(is_object(a) for a in anns) else set()
+    tasks |= {"segmentation"} if any(a.get("segmentation") for a in anns) else set()
+    return tasks | ({"pose"} if any("keypoints" in a or "num_keypoints" in a for a in anns) else set())
+
+
 def _no_segments(short: int) -> Missing:
     """Why an image's segmentation draws nothing: it has none, or only points and lines."""
     if not short:
@@ -951,7 +961,7 @@ class CocoSource:
             if image_id not in index.images:
                 more = f" and {len(anns) - 1} more" if len(anns) > 1 else ""
                 yield from self._every_task(group, BAD_ANNOTATION, f"image {image_id}: no images entry has this id; "
-                                                                   f"{anns[0][AT]}{more} name it", at)
+                                                                   f"{anns[0][AT]}{more} name it", at, served(anns))
                 continue
             image = index.images[image_id]
             name = file_name_of(image)
@@ -1003,10 +1013,14 @@ class CocoSource:
             return [s for s in panoptic.segments(anns[0]) if isinstance(s, dict) and panoptic.is_thing(s, categories)]
         return anns
 
-    def _every_task(self, group: str, reason: str, detail: str, at: str) -> Iterator[Reject]:
+    def _every_task(self, group: str, reason: str, detail: str, at: str,
+                    serves: Collection[str] | None = None) -> Iterator[Reject]:
         """A reject for each task's pair of an image none of whose pairs can be made (every pair
-        is counted, as a drawn one would be), its input `at`."""
-        for task in self.tasks:
+        is counted, as a drawn one would be), its input `at`; where `serves` says which tasks its
+        annotations could make a pair of (an image no `images` entry lists: a box was a reject
+        under pose too), those of them configured, else one under the first configured task."""
+        tasks = [t for t in self.tasks if serves is None or t in serves] or list(self.tasks[:1])
+        for task in tasks:
             yield Reject(f"{group}-{task}", self.name, group, "read", reason, detail, input=at)
 
     @staticmethod

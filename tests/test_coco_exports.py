@@ -821,16 +821,23 @@ def test_declared_size_of_a_turned_phone_photo(tmp_path: Path):
 
 
 def test_annotations_of_an_image_not_listed_are_counted(tmp_path: Path):
-    """Annotations whose image_id no `images` entry has were dropped without a word."""
+    """Annotations whose image_id no `images` entry has were dropped without a word; then each
+    was a reject under every configured task, a box three times over. They are a reject under
+    each task they serve (boxes and polygons: detection and segmentation), and one that serves
+    no configured task (keypoints alone, tasks without pose) is one reject under the first."""
+    person = {"id": 4, "image_id": 8, "category_id": 1, "keypoints": keypoints(), "num_keypoints": 17}
     root = write_dataset(tmp_path, {"images": images(1), "categories": categories(1),
-                                    "annotations": [obj(1, 1), obj(2, 7), obj(3, 7)]})
+                                    "annotations": [obj(1, 1), obj(2, 7), obj(3, 7), person]})
     pairs = read(root)
     assert outcome(pairs["coco-1-detection"]) == "rendered"
-    for task in TASKS:
+    assert sorted(k for k in pairs if not k.startswith("coco-1-")) == [
+        "coco-7-detection", "coco-7-segmentation", "coco-8-pose"]
+    for task in ("detection", "segmentation"):
         reject = pairs[f"coco-7-{task}"]
         assert (reject.stage, reject.reason, reject.detail) == (
             "read", "bad_annotation",
             "image 7: no images entry has this id; ann.json annotations[1] (id 2) and 1 more name it")
+    assert [k for k in read(root, ("detection", "segmentation")) if k.startswith("coco-8-")] == ["coco-8-detection"]
 
 
 def test_image_ids_twice_and_files_that_disagree(tmp_path: Path):
