@@ -22,7 +22,7 @@ from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_in
                                       numbers, where)
 from sources.paths import ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under, relative_to_root, shown_name
 from sources.records import PairRecord, Reject, SourceItem, folder_input, nfc, safe_key
-from transforms.annotations import COCO17, MAX_CLASS_ID
+from transforms.annotations import COCO17, MAX_BOXES, MAX_CLASS_ID, MAX_POSE_STEPS
 
 COCO_TASKS = ("detection", "segmentation", "pose")
 IMAGES_PER_UNIT = 256
@@ -549,12 +549,46 @@ def _no_boxes(boxes: list[dict[str, Any]]) -> Missing:
     return Missing(f"{lead} {', '.join(parts)}")
 
 
+def served(anns: list[dict[str, Any]]) -> set[str]:
+    """The tasks an image's annotations could make a pair of: a panoptic entry's detection and
+    segmentation, an object's detection, a mask's segmentation, a person's pose."""
+    if anns and panoptic.PNG_DIR in anns[0]:
+        return {"detection", "segmentation"}
+    tasks = {"detection"} if any(is_object(a) for a in anns) else set()
+    tasks |= {"segmentation"} if any(a.get("segmentation") for a in anns) else set()
+    return tasks | ({"pose"} if any("keypoints" in a or "num_keypoints" in a for a in anns) else set())
+
+
+def _no_segments(short: int) -> Missing:
+    """Why an image's segmentation draws nothing: it has none, or only points and lines."""
+    if not short:
+        return Missing("has none")
+    return Missing("its 1 segment has no polygon of 3 or more points" if short == 1 else
+                   f"its {short} segments have no polygon of 3 or more points")
+
+
 def _left_out(task: str, anns: list[dict[str, Any]]) -> dict[str, int]:
     """What a drawn pair leaves out, said in its lineage: a crowd region (iscrowd 1) covers many
     objects and is no box to draw (COCO's evaluation ignores it, detectron2 drops it from box
-    targets, MMDetection makes it `gt_bboxes_ignore`), but it must not vanish unsaid."""
-    crowds = sum(1 for a in anns if is_object(a) and a.get("iscrowd", 0)) if task == "detection" else 0
-    return {"crowd_regions_left_out": crowds} if crowds else {}
+    targets, MMDetection makes it `gt_bboxes_ignore`), but it must not vanish unsaid; nor a box of
+    no width or height (`boxes_without_area`), nor an object whose polygons are points or lines
+    (`segments_without_polygon`: labelme2coco's point and line shapes, which detectron2 drops).
+    What draws nothing once drawn (outside the image) the renderer counts."""
+    if task == "detection":
+        objects = [a for a in anns if is_object(a)]
+        crowds = sum(1 for a in objects if a.get("iscrowd", 0))
+        flat = sum(1 for a in objects if not a.get("iscrowd", 0) and not _has_area(a))
+        counts = {"crowd_regions_left_out": crowds, "boxes_without_area": flat}
+    elif task == "segmentation":
+        counts = {"segments_without_polygon": sum(1 for a in anns if _short_polygons(a.get("segmentation")))}
+    else:
+        counts = {}
+    return {name: count for name, count in counts.items() if count}
+
+
+def _short_polygons(seg: Any) -> bool:
+    """Polygons none of which has 3 points (a point or a line: it draws nothing)."""
+    return isinstance(seg, list) and bool(seg) and not any(len(p) >= 6 for p in seg)
 
 
 def _polygon_problem(seg: Any) -> str | None:
@@ -567,9 +601,7 @@ def _polygon_problem(seg: Any) -> str | None:
         return "segmentation polygons are not lists of x, y numbers"
     if not all(len(p) % 2 == 0 for p in seg):
         return "a segmentation polygon holds an odd count of coordinates"
-    if not any(len(p) >= 6 for p in seg):
-        return "segmentation has no polygon of 3 or more points"
-    return None
+    return None  # none of 3 points or more: the object is left out of the pair and counted (`_left_out`)
 
 
 def _rle_problem(seg: dict) -> str | None:
@@ -662,8 +694,9 @@ def _box_mode_problem(ann: dict[str, Any]) -> str | None:
 
 
 def detection_problem(ann: dict[str, Any], shift: int = 0, declared: Collection[int] = ()) -> str | None:
-    if mask_only(ann):
-        return segmentation_problem(ann, shift, declared)
+    if mask_only(ann):  # its mask is its box: one that draws nothing boxes nothing
+        short = "segmentation has no polygon of 3 or more points" if _short_polygons(ann["segmentation"]) else None
+        return segmentation_problem(ann, shift, declared) or short
     if not (numbers(ann.get("bbox"), length=4) or numbers(ann.get("bbox"), length=5)):
         return "bbox is not 4 numbers (nor 5: detectron2's rotated box)"
     if ann["bbox"][2] < 0 or ann["bbox"][3] < 0:
@@ -777,13 +810,52 @@ def _labelled(ann: dict[str, Any]) -> bool:
     return any(v > 0 for v in ann["keypoints"][2::3])
 
 
-def pose_problem(ann: dict[str, Any], categories: dict[int, dict[str, Any]]) -> str | None:
+Limbs = Callable[[dict[str, Any]], "list[list[int]] | str | None"]
+
+
+def limbs_by_category(categories: dict[int, dict[str, Any]]) -> Limbs:
+    """`person_limbs` worked out once per category and point count, and that one result (its list
+    too) shared by every person of them: checked and copied per person, a 20,000-pair skeleton
+    over 300 people took 31 s and 565 MiB before any budget was judged."""
+    memo: dict[tuple[type, int, int], list[list[int]] | str | None] = {}
+
+    def limbs(ann: dict[str, Any]) -> list[list[int]] | str | None:
+        category_id = ann.get("category_id")
+        number = as_int(category_id)
+        if number is None:  # no category: nothing to share (and the id may be no dict key)
+            return person_limbs(ann, categories)
+        key = (type(category_id), number, len(ann["keypoints"]) // 3)  # its type: `1.0` is named as written
+        if key not in memo:
+            memo[key] = person_limbs(ann, categories)
+        return memo[key]
+    return limbs
+
+
+def pose_problem(ann: dict[str, Any], categories: dict[int, dict[str, Any]], limbs_of: Limbs | None = None) -> str | None:
     if "keypoints" not in ann:
         return None  # `num_keypoints` alone: a crowd or a person without points
     if not numbers(ann["keypoints"], multiple_of=3):
         return "keypoints are not x, y, visibility numbers"
-    limbs = person_limbs(ann, categories) if _labelled(ann) else None
+    limbs = (limbs_of or functools.partial(person_limbs, categories=categories))(ann) if _labelled(ann) else None
     return limbs if isinstance(limbs, str) else None
+
+
+class TooLarge(str):
+    """The detail of a pair whose target is over the drawing budget (`annotation_too_large`)."""
+
+
+def pose_work_problem(people: list[dict[str, Any]], limbs: list[Any]) -> TooLarge | None:
+    """A pose target over the renderer's budget (`MAX_BOXES` people, `MAX_POSE_STEPS` joints and
+    limbs), judged before its payload is built: one limb list per person of a long skeleton was
+    the payload's bulk (693 MB for a 217 KB file), built only for the renderer to refuse it."""
+    if len(people) > MAX_BOXES:
+        return TooLarge(f"{len(people)} people, over the {MAX_BOXES} one target draws")
+    joints = sum(len(a["keypoints"]) // 3 for a in people)
+    drawn = sum(len(COCO17.limbs) if each is None else len(each) for each in limbs)
+    if joints + drawn > MAX_POSE_STEPS:
+        return TooLarge(f"{len(people)} people: {joints} joints and {drawn} limbs, over the {MAX_POSE_STEPS} "
+                        "one target draws")
+    return None
 
 
 @dataclass(frozen=True)
@@ -889,7 +961,7 @@ class CocoSource:
             if image_id not in index.images:
                 more = f" and {len(anns) - 1} more" if len(anns) > 1 else ""
                 yield from self._every_task(group, BAD_ANNOTATION, f"image {image_id}: no images entry has this id; "
-                                                                   f"{anns[0][AT]}{more} name it", at)
+                                                                   f"{anns[0][AT]}{more} name it", at, served(anns))
                 continue
             image = index.images[image_id]
             name = file_name_of(image)
@@ -920,6 +992,10 @@ class CocoSource:
                     detail = f"image {image_id} has none" if payload == "has none" else f"image {image_id}: {payload}"
                     yield Reject(key, self.name, group, "read", f"no_{task}_annotations", detail, input=at)
                     continue
+                if isinstance(payload, TooLarge):
+                    yield Reject(key, self.name, group, "read", "annotation_too_large",
+                                 f"image {image_id}: {payload}", input=at)
+                    continue
                 if isinstance(payload, str):  # the entry it names, when it is an annotation's
                     entry = next((a[AT] for a in anns if payload.startswith(f"{a[AT]}: ")), None)
                     yield Reject(key, self.name, group, "read", BAD_ANNOTATION, payload,
@@ -927,19 +1003,24 @@ class CocoSource:
                     continue
                 yield PairRecord(key=key, source=self.name, group=group, task=task,
                                  image_uri=image_uri, input=folder_input(image_uri, self.path, images_uri),
-                                 annotation=payload, lineage={**lineage, **_left_out(task, self._objects(anns))})
+                                 annotation=payload, lineage={**lineage, **_left_out(task, self._objects(anns, index.categories))})
 
     @staticmethod
-    def _objects(anns: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """An image's objects: its annotations, or its panoptic entry's segments."""
+    def _objects(anns: list[dict[str, Any]], categories: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+        """An image's objects: its annotations, or its panoptic entry's thing segments (its
+        detection pair's objects; stuff is no box)."""
         if anns and panoptic.PNG_DIR in anns[0]:
-            return [s for s in panoptic.segments(anns[0]) if isinstance(s, dict)]
+            return [s for s in panoptic.segments(anns[0]) if isinstance(s, dict) and panoptic.is_thing(s, categories)]
         return anns
 
-    def _every_task(self, group: str, reason: str, detail: str, at: str) -> Iterator[Reject]:
+    def _every_task(self, group: str, reason: str, detail: str, at: str,
+                    serves: Collection[str] | None = None) -> Iterator[Reject]:
         """A reject for each task's pair of an image none of whose pairs can be made (every pair
-        is counted, as a drawn one would be), its input `at`."""
-        for task in self.tasks:
+        is counted, as a drawn one would be), its input `at`; where `serves` says which tasks its
+        annotations could make a pair of (an image no `images` entry lists: a box was a reject
+        under pose too), those of them configured, else one under the first configured task."""
+        tasks = [t for t in self.tasks if serves is None or t in serves] or list(self.tasks[:1])
+        for task in tasks:
             yield Reject(f"{group}-{task}", self.name, group, "read", reason, detail, input=at)
 
     @staticmethod
@@ -952,9 +1033,10 @@ class CocoSource:
             return _panoptic_payload(task, anns[0], image, index, png_uri)
         shift = index.category_shift
         declared = index.categories.keys()
+        limbs_of = limbs_by_category(index.categories)
         check = {"detection": lambda a: detection_problem(a, shift, declared),
                  "segmentation": lambda a: segmentation_problem(a, shift, declared),
-                 "pose": lambda a: pose_problem(a, index.categories)}[task]
+                 "pose": lambda a: pose_problem(a, index.categories, limbs_of)}[task]
         used = {"detection": is_object, "segmentation": lambda a: bool(a.get("segmentation")),
                 "pose": lambda a: "keypoints" in a or "num_keypoints" in a}[task]
         for ann in anns:
@@ -966,9 +1048,10 @@ class CocoSource:
         if task == "detection":
             return _detection_payload(anns, image, shift, size_problem)
         if task == "segmentation":
-            kept = [a for a in anns if a.get("segmentation")]
+            given = [a for a in anns if a.get("segmentation")]
+            kept = [a for a in given if not _short_polygons(a["segmentation"])]
             if not kept:
-                return Missing("has none")
+                return _no_segments(len(given))
             if size_problem:
                 return f"image {image.get('id')}: {size_problem}"
             # the declared size is what the coordinates refer to; the renderer takes its mask size
@@ -982,10 +1065,14 @@ class CocoSource:
             return Missing("no labelled keypoint (v > 0)" if any(a.get("keypoints") for a in anns) else "has none")
         if size_problem:
             return f"image {image.get('id')}: {size_problem}"
-        limbs = [person_limbs(a, index.categories) for a in people]
+        limbs = [limbs_of(a) for a in people]
+        too_large = pose_work_problem(people, limbs)
+        if too_large:
+            return too_large
         payload = {**declared_size(image), "skeleton": "coco17",
                    "people": [edge_keypoints(person_points(a, index.categories)) for a in people]}
         if any(person is not None for person in limbs):  # a category's own skeleton
             payload["skeleton"] = "custom"
-            payload["limbs"] = [[list(limb) for limb in COCO17.limbs] if person is None else person for person in limbs]
+            coco = [list(limb) for limb in COCO17.limbs]
+            payload["limbs"] = [coco if person is None else person for person in limbs]
         return payload

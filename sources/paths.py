@@ -240,20 +240,36 @@ def _within(root: str, path: str, sep: str) -> bool:
     return path == root or path.startswith(root if root.endswith(sep) else root + sep)
 
 
+def _respelled_inside(root: str, path: str) -> str | None:
+    """An absolute local `path` written through another spelling of `root` (a linked parent:
+    `/data -> /mnt/nfs/data`, macOS's `/tmp -> /private/tmp`, an exporter's `Path.resolve()`),
+    spelled under `root`; None where its folder really lies outside `root`. Its folder is judged
+    by where its links lead, its own name is kept (a link there is `check_inside`'s to judge)."""
+    real_root = os.path.realpath(root)
+    real_folder = os.path.realpath(os.path.dirname(path))
+    if not _within(real_root, real_folder, os.sep):
+        return None
+    return os.path.normpath(os.path.join(root, os.path.relpath(real_folder, real_root), os.path.basename(path)))
+
+
 def join_inside(root: str, name: str) -> str:
     """`root`/`name` for a name read from an annotation or index file; raises `OutsideRoot`
     when the name is a URL, climbs out with `..`, or is absolute and not inside `root` (an
     absolute name inside a local root, as Detectron2-style exports write them on the machine
-    holding the data, is that file)."""
+    holding the data, is that file, also where written through another spelling of the root:
+    `_respelled_inside`)."""
     if not isinstance(name, str) or not name:
         raise OutsideRoot("empty or non-text file name")
     if "\0" in name:
         raise OutsideRoot("file name holds a NUL byte")
     if name.startswith("/") and not _is_url(root):
         path = os.path.normpath(name)
-        if not _within(_local(root), path, os.sep):
+        if _within(_local(root), path, os.sep):
+            return path
+        respelled = _respelled_inside(_local(root), path)
+        if respelled is None:
             raise OutsideRoot(f"{shown_name(name)} is an absolute name outside the source root")
-        return path
+        return respelled
     if _is_url(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         raise OutsideRoot(f"{shown_name(name)} is an absolute name")
     if _is_url(root):

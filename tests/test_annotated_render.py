@@ -188,7 +188,7 @@ def test_bad_annotations_reject_the_pair(coco_pairs, tmp_path: Path):
     record = coco_pairs["coco-785-segmentation"]
     missing_image = PairRecord("k1", "coco", "g", "detection", str(tmp_path / "gone.jpg"),
                                annotation=record.annotation)
-    assert render_pair(missing_image, settings("pad")).reason == "unreadable_file"
+    assert render_pair(missing_image, settings("pad")).reason == "missing_image"
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
     for annotation, reason in [
         ({"label_uri": str(tmp_path / "nothing.png")}, "missing_annotation"),
@@ -426,6 +426,17 @@ def mpii_person(image: str, joints: dict[int, tuple[float, float, int]]) -> dict
     coordinates = [list(joints[j][:2]) if j in joints else UNANNOTATED for j in range(16)]
     visible = [joints[j][2] if j in joints else 0 for j in range(16)]
     return {"image": image, "joints": coordinates, "joints_vis": visible, "center": [50.0, 50.0], "scale": 1.0}
+
+
+def test_an_mpii_image_its_json_lists_but_the_disk_lacks_is_a_missing_image(tmp_path: Path):
+    """An entry naming an image that is not in images/ was `unreadable_file`, sending the user to
+    look at permissions or the disk: it is `missing_image` (docs/rejects.md), the others draw."""
+    joints = {j: (20.0 + 3 * j, 30.0 + 2 * j, 1) for j in range(16)}
+    pairs = mpii_dataset(tmp_path, {"a.jpg": (96, 96)}, [mpii_person("a.jpg", joints), mpii_person("gone.jpg", joints)])
+    results = [render_pair(item, settings("squash", 64)) if isinstance(item, PairRecord) else item
+               for item in pairs.values()]
+    outcomes = sorted(r.reason if isinstance(r, Reject) else "rendered" for r in results)
+    assert outcomes == ["missing_image", "rendered"], outcomes
 
 
 def matlab_for_pixel(policy: str, kx: int, ky: int, w: int, h: int) -> tuple[float, float]:

@@ -72,7 +72,7 @@ def test_reject_reasons_of_the_planted_faults(annotated_build):
     assert reasons["objaverse"].get("too_few_views") == 2
     assert reasons["objaverse"].get("missing_camera") == 1  # the 009.png without its .npy
     assert reasons["co3d"].get("missing_frames") == 1
-    assert reasons["coco"].get("unreadable_file") == 3  # one missing image, three tasks
+    assert reasons["coco"].get("missing_image") == 3  # one missing image, three tasks
     assert reasons["ade"].get("missing_annotation") == 1
     assert reasons["tk"].get("incomplete_tuple") == 1
     assert reasons["vip"].get("missing_annotation") == 1

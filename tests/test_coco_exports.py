@@ -202,14 +202,34 @@ def test_malformed_polygons_reject_their_pair(tmp_path: Path):
                                     "annotations": annotations})
     pairs = read(root, ("segmentation",))
     assert outcome(pairs["coco-3-segmentation"]) == ("annotation", "empty_target")
+    assert (pairs["coco-2-segmentation"].reason, pairs["coco-2-segmentation"].detail) == (
+        "no_segmentation_annotations", "image 2: its 1 segment has no polygon of 3 or more points")
     for image_id, problem in ((1, "a segmentation polygon holds an odd count of coordinates"),
-                              (2, "segmentation has no polygon of 3 or more points"),
                               (4, "segmentation is one flat list of numbers, not a list of polygons "
                                   "([[x1, y1, x2, y2, ...]])"),
                               (5, "segmentation polygons are not lists of x, y numbers")):
         reject = pairs[f"coco-{image_id}-segmentation"]
         assert (reject.stage, reject.reason, reject.detail) == (
             "read", "bad_annotation", f"ann.json annotations[{image_id - 1}] (id {image_id}): {problem}")
+
+
+def test_a_point_or_line_shape_drops_its_object_not_the_image(tmp_path: Path):
+    """labelme2coco writes a point, line or linestrip shape as a polygon of 1-2 points (2-4
+    coordinates), which draws nothing: it rejected the segmentation pair of the whole image. The
+    object is dropped, as detectron2 drops it, and counted in the pair's lineage
+    (`segments_without_polygon`); the others draw as pycocotools paints them (its annToMask fails
+    on the point: a 4-number list is a box to its frPyObjects)."""
+    annotations = [obj(1, 1), obj(2, 1, 2, segmentation=[[50.5, 40.5, 70.5, 50.5]]),  # a line
+                   obj(3, 1, 2, segmentation=[[60.0, 10.0]])]  # a point
+    root = write_dataset(tmp_path / "shapes", {"images": images(1), "categories": categories(1, 2),
+                                               "annotations": annotations})
+    pair = read(root, ("segmentation", "detection"))["coco-1-segmentation"]
+    assert isinstance(pair, PairRecord), pair
+    assert pair.lineage == {"image_id": 1, "file": "1.png", "segments_without_polygon": 2}
+    assert [s["category_id"] for s in pair.annotation["segments"]] == [1]
+    bare = write_dataset(tmp_path / "bare", {"images": images(1), "categories": categories(1, 2),
+                                             "annotations": annotations[:1]})
+    assert_matches_pycocotools(pair, bare, 1)
 
 
 def test_overlapping_objects_paint_larger_masks_first_whatever_area_says(tmp_path: Path):
@@ -411,6 +431,36 @@ def test_a_brush_mask_without_a_box_that_cannot_be_read_is_counted(tmp_path: Pat
 
 
 # -- keypoints -----------------------------------------------------------------------------------
+def test_objects_that_draw_nothing_beside_drawn_ones_are_counted_in_the_lineage(tmp_path: Path):
+    """A box of no width, a box and a polygon wholly outside the image, a person whose points all
+    lie outside it: beside objects that draw, each was dropped without a word. Each pair's lineage
+    (and so its member and shard row) now counts them: `boxes_without_area` (seen in the JSON),
+    `boxes_outside_image`, `segments_without_pixels`, `people_outside_image` (seen when drawn).
+    The targets are the ones drawn without those objects, and a pair that leaves nothing out says
+    nothing of them."""
+    outside = {"bbox": [100.0, 70.0, 20.0, 20.0], "segmentation": [[100.0, 70.0, 120.0, 70.0, 120.0, 90.0]]}
+    people = [obj(10, 1, keypoints=keypoints(), num_keypoints=17),
+              obj(11, 1, keypoints=[v + 100 * (i % 3 < 2) for i, v in enumerate(keypoints())], num_keypoints=17)]
+    annotations = [obj(1, 1), obj(2, 1, 2, **outside), obj(3, 1, 2, bbox=[40.0, 30.0, 0.0, 10.0],
+                                                         segmentation=[[40.0, 30.0, 50.0, 30.0, 50.0, 40.0]]), *people]
+    full = write_dataset(tmp_path / "full", {"images": images(1), "categories": person_categories(categories(2)[0]),
+                                             "annotations": annotations})
+    bare = write_dataset(tmp_path / "bare", {"images": images(1), "categories": person_categories(categories(2)[0]),
+                                             "annotations": [obj(1, 1), obj(3, 1, 2, bbox=[0.0, 0.0, 0.0, 0.0],
+                                                             segmentation=annotations[2]["segmentation"]), people[0]]})
+    left_out = {"detection": {"boxes_without_area": 1, "boxes_outside_image": 1},
+                "segmentation": {"segments_without_pixels": 1}, "pose": {"people_outside_image": 1}}
+    full_pairs, bare_pairs = read(full), read(bare)
+    for task, counts in left_out.items():
+        pair, alone = full_pairs[f"coco-1-{task}"], bare_pairs[f"coco-1-{task}"]
+        result, expected = render_pair(pair, settings()), render_pair(alone, settings())
+        assert {k: v for k, v in result.members[0].items() if k in counts or k.endswith(("_image", "_pixels",
+                                                                                         "_area"))} == counts, task
+        assert result.images == expected.images, task  # drawn as without them
+    bare_member = render_pair(bare_pairs["coco-1-pose"], settings()).members[0]
+    assert not any(k.endswith(("_outside_image", "_without_pixels")) for k in bare_member)
+
+
 def keypoints(n: int = 17, visibility: int = 2, step: float = 4.0) -> list[float]:
     return [float(v) for j in range(n) for v in (4 + step * j % 72, 6 + 3 * j, visibility)]
 
@@ -717,6 +767,30 @@ def test_file_names_with_folders_absolute_and_non_ascii(tmp_path: Path):
     assert pairs["coco-4-detection"].reason == pairs["coco-5-detection"].reason == "outside_root"
 
 
+@pytest.mark.parametrize("given", ["real", "alias"])
+def test_absolute_names_spelled_through_a_linked_folder_are_judged_by_where_they_lead(tmp_path: Path, given: str):
+    """An absolute `file_name` inside the images folder, written through another spelling of it (a
+    linked parent: `/data -> /mnt/nfs/data`, macOS's `/tmp -> /private/tmp`, an exporter's
+    `Path.resolve()`), was `outside_root`: the names were compared as spelled. They are judged by
+    the folder they really lead to, whichever spelling `path` uses; a name that really leads out
+    (through a linked folder pointing elsewhere) is still `outside_root`."""
+    real, alias, elsewhere = tmp_path / "real", tmp_path / "alias", tmp_path / "elsewhere"
+    alias.symlink_to(real, target_is_directory=True)
+    entries = [{"id": 1, "file_name": str(real / "1.png")}, {"id": 2, "file_name": str(alias / "sub" / "2.png")},
+               {"id": 3, "file_name": str(real / "out" / "3.png")}, {"id": 4, "file_name": str(alias / "4.png")}]
+    write_dataset(real, {"images": entries, "annotations": [obj(n, n) for n in range(1, 5)], "categories": categories(1)})
+    for path in (real / "1.png", real / "sub" / "2.png", real / "4.png", elsewhere / "3.png"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((H, W, 3), 90, np.uint8)).save(path)
+    (real / "out").symlink_to(elsewhere, target_is_directory=True)
+    load_index.cache_clear()
+    source = CocoSource("coco", str(tmp_path / given), ("ann.json",), ".", ("detection",))
+    pairs = {item.key: item for unit in source.units() for item in source.read(unit)}
+    for n in (1, 2, 4):
+        assert outcome(pairs[f"coco-{n}-detection"]) == "rendered", (n, pairs[f"coco-{n}-detection"])
+    assert pairs["coco-3-detection"].reason == "outside_root"
+
+
 def test_declared_size_of_a_turned_phone_photo(tmp_path: Path):
     """A phone photo stored 80x60 with EXIF orientation 6 is shown 60x80. CVAT annotates what it
     shows and declares 60x80: every task renders, and the mask is pycocotools' own. A file
@@ -747,16 +821,23 @@ def test_declared_size_of_a_turned_phone_photo(tmp_path: Path):
 
 
 def test_annotations_of_an_image_not_listed_are_counted(tmp_path: Path):
-    """Annotations whose image_id no `images` entry has were dropped without a word."""
+    """Annotations whose image_id no `images` entry has were dropped without a word; then each
+    was a reject under every configured task, a box three times over. They are a reject under
+    each task they serve (boxes and polygons: detection and segmentation), and one that serves
+    no configured task (keypoints alone, tasks without pose) is one reject under the first."""
+    person = {"id": 4, "image_id": 8, "category_id": 1, "keypoints": keypoints(), "num_keypoints": 17}
     root = write_dataset(tmp_path, {"images": images(1), "categories": categories(1),
-                                    "annotations": [obj(1, 1), obj(2, 7), obj(3, 7)]})
+                                    "annotations": [obj(1, 1), obj(2, 7), obj(3, 7), person]})
     pairs = read(root)
     assert outcome(pairs["coco-1-detection"]) == "rendered"
-    for task in TASKS:
+    assert sorted(k for k in pairs if not k.startswith("coco-1-")) == [
+        "coco-7-detection", "coco-7-segmentation", "coco-8-pose"]
+    for task in ("detection", "segmentation"):
         reject = pairs[f"coco-7-{task}"]
         assert (reject.stage, reject.reason, reject.detail) == (
             "read", "bad_annotation",
             "image 7: no images entry has this id; ann.json annotations[1] (id 2) and 1 more name it")
+    assert [k for k in read(root, ("detection", "segmentation")) if k.startswith("coco-8-")] == ["coco-8-detection"]
 
 
 def test_image_ids_twice_and_files_that_disagree(tmp_path: Path):
@@ -875,7 +956,7 @@ def test_missing_and_unreadable_image_files_are_counted(tmp_path: Path):
     (root / "4.png").mkdir()
     pairs = read(root, ("detection",))
     assert outcome(pairs["coco-1-detection"]) == "rendered"
-    assert outcome(pairs["coco-2-detection"]) == ("read", "unreadable_file")
+    assert outcome(pairs["coco-2-detection"]) == ("read", "missing_image")  # listed, not on disk
     assert outcome(pairs["coco-3-detection"])[0] == "decode"
     assert outcome(pairs["coco-4-detection"]) == ("read", "unreadable_file")
 
@@ -1139,15 +1220,43 @@ def test_boxes_past_the_drawing_budget_reject_their_pair(tmp_path: Path):
 
 def test_people_past_the_drawing_budget_reject_their_pose_pair(tmp_path: Path):
     """The pose target has the same budget: its joints and limbs, all its people
-    (`MAX_POSE_STEPS`): past it an `annotation_too_large` reject, refused before any is drawn."""
+    (`MAX_POSE_STEPS`): past it an `annotation_too_large` reject, refused by the source before its
+    payload is built."""
     from uvd_pipeline.render_annotated import MAX_POSE_STEPS
 
     steps = len(COCO17.joints) + len(COCO17.limbs)
-    for n, expected in ((100, "rendered"), (MAX_POSE_STEPS // steps + 1, ("annotation", "annotation_too_large"))):
+    for n, expected in ((100, "rendered"), (MAX_POSE_STEPS // steps + 1, ("read", "annotation_too_large"))):
         anns = [obj(i + 1, 1, keypoints=keypoints(), num_keypoints=17) for i in range(n)]
         root = write_dataset(tmp_path / str(n), {"images": images(1), "categories": person_categories(),
                                                  "annotations": anns})
         assert outcome(read(root, ("pose",))["coco-1-pose"]) == expected, n
+
+
+def test_a_long_category_skeleton_over_many_people_is_refused_before_its_limbs_are_built(tmp_path: Path):
+    """A 217 KB person_keypoints file (one category with a 20,000-pair skeleton, 300 people on one
+    image) took 31 s and 565 MiB in the source, which checked and copied the skeleton for every
+    person, before the renderer refused it as `annotation_too_large`. The category's limbs are
+    worked out once and people x limbs judged against `MAX_POSE_STEPS` in the source; a short
+    custom skeleton's people still share their category's one limb list and draw."""
+    import time
+
+    pairs = [[1 + i % 17, 1 + (i * 7 + 3) % 17] for i in range(20_000)]
+    long_skeleton = [{"id": 1, "name": "person", "keypoints": [f"p{i}" for i in range(17)], "skeleton": pairs},
+                     {"id": 2, "name": "robot", "keypoints": [f"p{i}" for i in range(17)], "skeleton": pairs[:5]}]
+    anns = [obj(k + 1, 1, keypoints=keypoints(), num_keypoints=17) for k in range(300)]
+    anns += [obj(1000 + k, 2, 2, keypoints=keypoints(), num_keypoints=17) for k in range(3)]
+    root = write_dataset(tmp_path, {"images": images(1, 2), "categories": long_skeleton, "annotations": anns})
+    start = time.perf_counter()
+    pairs_read = read(root, ("pose",))
+    took = time.perf_counter() - start
+    refused = pairs_read["coco-1-pose"]
+    assert isinstance(refused, Reject) and refused.reason == "annotation_too_large", refused
+    assert "300 people" in refused.detail and "6000000 limbs" in refused.detail
+    assert took < 3.0, took
+    kept = pairs_read["coco-2-pose"]
+    assert kept.annotation["limbs"] == [[[a - 1, b - 1] for a, b in pairs[:5]]] * 3
+    assert kept.annotation["limbs"][0] is kept.annotation["limbs"][2]  # one list per category
+    assert outcome(kept) == "rendered"
 
 
 def test_many_masks_of_one_image_are_painted_from_their_runs(tmp_path: Path, monkeypatch):

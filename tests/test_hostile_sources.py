@@ -291,11 +291,10 @@ def test_one_bad_coco_annotation_rejects_its_own_pair_only(tmp_path: Path):
     rejects = {r.key: r for r in items if isinstance(r, Reject)}
     assert {k: r.reason for k, r in rejects.items()} == {
         "coco-1-detection": "bad_annotation", "coco-1-segmentation": "bad_annotation", "coco-1-pose": "no_pose_annotations",
-        "coco-2-segmentation": "bad_annotation", "coco-2-pose": "no_pose_annotations",
+        "coco-2-segmentation": "no_segmentation_annotations", "coco-2-pose": "no_pose_annotations",
         "coco-3-pose": "bad_annotation"}
     assert rejects["coco-1-detection"].detail == "ann.json annotations[0] (id 10): category_id is not an integer"
-    assert rejects["coco-2-segmentation"].detail == \
-        "ann.json annotations[1] (id 20): segmentation has no polygon of 3 or more points"
+    assert rejects["coco-2-segmentation"].detail == "image 2: its 1 segment has no polygon of 3 or more points"
     assert "annotations[3] (id 31)" in rejects["coco-3-pose"].detail
     assert sorted(i.key for i in items if isinstance(i, PairRecord)) == [
         "coco-2-detection", "coco-3-detection", "coco-3-segmentation"]

@@ -359,6 +359,29 @@ def test_voc_class_names_as_labelimg_writes_them_are_voc_classes_whatever_their_
     assert (drawn[34, 34:60] == colour_of(11)).all()
 
 
+def test_a_voc_box_wholly_outside_its_image_is_counted_beside_the_drawn_ones(tmp_path: Path):
+    """A VOC object whose box lies wholly outside the image (a box kept from a larger original)
+    drew nothing beside the others and was not counted: the pair's member counts it
+    (`boxes_outside_image`), the target is the one drawn without it."""
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.render_annotated import render_pair
+
+    _write_voc(tmp_path, {"2007_000039": ("coffee", 15)}, {"train.txt": ["2007_000039"]})
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    (voc / "ImageSets" / "Main").mkdir()
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("2007_000039\n")
+    drawn = {}
+    for name, objects in (("with", [("person", (5, 5, 30, 30), 0), ("cat", (80, 70, 120, 100), 0)]),
+                          ("without", [("person", (5, 5, 30, 30), 0)])):
+        _voc_xml(voc / "Annotations" / "2007_000039.xml", "2007_000039", objects)
+        items = {i.key: i for i in _read_all(SegmentationSource("voc", str(tmp_path), "voc", tasks=("detection",)))}
+        drawn[name] = render_pair(items["voc-2007_000039-detection"], RenderSettings(SIZE[1], "squash", 0, 10**9, 1,
+                                                                                     0, 0.0))
+    assert drawn["with"].members[0]["boxes_outside_image"] == 1
+    assert "boxes_outside_image" not in drawn["without"].members[0]
+    assert drawn["with"].images == drawn["without"].images
+
+
 def detail_of(items: dict, key: str) -> str:
     return items[key].detail
 

@@ -197,6 +197,12 @@ JHMDB15 = Skeleton(
      (9, 13), (6, 10), (10, 14)),
 )
 SKELETONS = {s.name: s for s in (COCO17, MPII16, JHMDB15)}
+# a target's drawing work, judged before any is drawn (by the renderer, and by a source before it
+# builds a payload that large): each box is a Python step (~0.1 ms flat, ~0.05 ms more to turn and
+# clip), each joint and limb an OpenCV call; a file of 5M boxes or people for one image (which the
+# annotation size cap allows) drew for hours
+MAX_BOXES = 20_000  # boxes, or people, of one target
+MAX_POSE_STEPS = 400_000  # joints and limbs of one pose target, all its people
 
 
 def _rainbow(n: int, offset: float = 0.0) -> list[tuple[int, int, int]]:

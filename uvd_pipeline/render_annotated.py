@@ -18,6 +18,8 @@ from sources.records import (FILE_TOO_LARGE, AnnotatedClipRecord, MultiViewRecor
                              read_input_bytes)
 from sources.sbd import MAX_SBD_MAT_BYTES, SbdMapError, sbd_class_map
 from transforms.annotations import (
+    MAX_BOXES,
+    MAX_POSE_STEPS,
     SKELETONS,
     Skeleton,
     clip_to_rect,
@@ -57,14 +59,14 @@ RLE_DIGITS = 6  # 5-bit digits of one compressed RLE count: 30 bits hold any cou
 # where a pair's render writes what its lineage gains (a dict in its annotation's copy, `render_pair`)
 RENDER_NOTES = "_render_notes"
 PANOPTIC_EMPTY_SEGMENTS = "panoptic_segments_without_pixels"  # listed segments its PNG does not hold
+# objects of a drawn pair that draw nothing, counted in its lineage as the panoptic ones are
+BOXES_OUTSIDE = "boxes_outside_image"  # boxes (or a mask's box) wholly outside the image
+SEGMENTS_EMPTY = "segments_without_pixels"  # polygons or RLE masks that paint no pixel of it
+PEOPLE_OUTSIDE = "people_outside_image"  # people none of whose labelled points lies on it
 # VIPSeg's panomask: a value up to 124 is a stuff class id as it stands (0: void); above, a thing's
 # class * 100 + instance (its README: person 61 -> 6100, 6101, ...)
-# a target's drawing work: each box is a Python step (~0.1 ms flat, ~0.05 ms more to turn and
-# clip), each joint and limb an OpenCV call, each turned outline visits every canvas pixel of its
-# window (~0.1 us a pixel): a file of 5M boxes or people for one image (which the annotation size
-# cap allows) drew for hours
-MAX_BOXES = 20_000  # boxes, or people, of one target
-MAX_POSE_STEPS = 400_000  # joints and limbs of one pose target, all its people
+# a target's drawing work (`MAX_BOXES`, `MAX_POSE_STEPS`: transforms.annotations); each turned
+# outline visits every canvas pixel of its window (~0.1 us a pixel)
 MAX_MASK_TEXT = 4_000_000  # RLE counts' characters or run lengths one segmentation target reads (~1.5 s)
 MAX_MASK_RUNS = 4_000_000  # runs it paints (~2 s)
 MAX_MASK_AREA = 4 << 30  # pixels it paints, all its masks (~2 s)
@@ -95,6 +97,20 @@ def _unread_reason(exc: BaseException) -> str:
     user to look for a file that was there."""
     gone = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
     return "missing_annotation" if isinstance(exc, gone) or not isinstance(exc, OSError) else "unreadable_file"
+
+
+def _note_left_out(annotation: dict[str, Any], name: str, count: int) -> None:
+    """Count, in the pair's lineage (`RENDER_NOTES`), objects of a drawn target that draw nothing:
+    beside objects that draw, they vanished unsaid (a pair of nothing but them is `empty_target`)."""
+    if count and RENDER_NOTES in annotation:
+        annotation[RENDER_NOTES][name] = count
+
+
+def _unread_image_reason(exc: BaseException) -> str:
+    """The reject of a pair's image that could not be read: `missing_image` where it is not there
+    (a COCO or MPII JSON lists it, the disk lacks it: `unreadable_file` sent the user to look at
+    permissions or the disk), else `unreadable_file` (mode 000, EIO, a folder of its name)."""
+    return "missing_image" if isinstance(exc, (FileNotFoundError, NotADirectoryError)) else "unreadable_file"
 
 
 def _fit_map(plan: ResizePlan, values: np.ndarray, *, nearest: bool = True) -> np.ndarray:
@@ -205,6 +221,7 @@ def _labels_from_segments(annotation: dict[str, Any], plan: ResizePlan) -> np.nd
     masks = _segment_masks(annotation["segments"], h, w)
     if not any(area for _, _, area in masks):
         raise AnnotationError("empty_target", "no segment covers a pixel of the image")
+    _note_left_out(annotation, SEGMENTS_EMPTY, sum(1 for _, _, area in masks if not area))
     columns = np.zeros((w, h), np.int32)  # the map transposed: its flat index is the runs' column-major one
     flat = columns.reshape(-1)
     for order in sorted(range(len(masks)), key=lambda i: -masks[i][2]):
@@ -315,6 +332,7 @@ def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan,
     inside = (flat[:, 2] > flat[:, 0]) & (flat[:, 3] > flat[:, 1])
     if not inside.any() and not shown.any():
         raise AnnotationError("empty_target", f"no box overlaps the {w}x{h} image")
+    _note_left_out(annotation, BOXES_OUTSIDE, int(np.count_nonzero(~inside) + np.count_nonzero(~shown)))
     crop = plan.crop
     kept_flat = np.minimum(flat[inside], [crop[2], crop[3]] * 2)
     kept_flat = np.maximum(kept_flat, [crop[0], crop[1]] * 2)
@@ -494,8 +512,9 @@ def _pose(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, sett
     a COCO category's own skeleton)."""
     _check_declared_size(annotation, plan.in_h, plan.in_w)
     _check_pose_work(annotation)
-    people = [transform_keypoints(plan, np.asarray(p, dtype=np.float64).reshape(-1, 3), settings.size)
-              for p in annotation["people"]]
+    given = [np.asarray(p, dtype=np.float64).reshape(-1, 3) for p in annotation["people"]]
+    _note_left_out(annotation, PEOPLE_OUTSIDE, sum(_outside(p, plan.in_h, plan.in_w) for p in given))
+    people = [transform_keypoints(plan, p, settings.size) for p in given]
     if "limbs" not in annotation:
         skeleton = SKELETONS[annotation["skeleton"]]
         if any(len(p) != len(skeleton.joints) for p in people):
@@ -508,6 +527,14 @@ def _pose(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan, sett
         skeleton = Skeleton(annotation["skeleton"], ("",) * len(person), tuple((a, b) for a, b in limbs))
         target = draw_skeletons(settings.size, [person], skeleton, background=target)
     return target if target is not None else np.zeros((settings.size, settings.size, 3), np.uint8)
+
+
+def _outside(person: np.ndarray, h: int, w: int) -> bool:
+    """A person with labelled points (v > 0), none of them on the h x w image (pixel-edge
+    coordinates): `transform_keypoints` hides each, so the person draws nothing."""
+    labelled = person[:, 2] > 0
+    on = (person[:, 0] >= 0) & (person[:, 0] < w) & (person[:, 1] >= 0) & (person[:, 1] < h)
+    return bool(labelled.any() and not (labelled & on).any())
 
 
 def _check_pose_work(annotation: dict[str, Any]) -> None:
@@ -652,7 +679,7 @@ def render_pair(record: PairRecord, settings: RenderSettings) -> RenderedUnit | 
     except FileTooLarge as exc:
         return reject("read", FILE_TOO_LARGE, str(exc))
     except (OSError, ValueError) as exc:
-        return reject("read", "unreadable_file", exception_detail(exc))
+        return reject("read", _unread_image_reason(exc), exception_detail(exc))
     except DecodeError as exc:
         return reject("decode", exc.reason, exc.detail)
     try:
