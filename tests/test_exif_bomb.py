@@ -15,7 +15,7 @@ import tifffile
 from PIL import Image
 
 from transforms.decode import DecodeError, load_image
-from transforms.exif_ifd import exif_orientation, ifd0_copied_bytes
+from transforms.exif_ifd import PILLOW_TIFF_FILE, exif_orientation, ifd0_copied_bytes
 
 ENTRIES, BLOCK = 300, 100_000  # Pillow's load: 30 MB copied from a 100 KB block
 
@@ -329,7 +329,7 @@ def test_a_bigtiff_ifd_bomb_is_refused_before_pillow_opens_it(monkeypatch):
     from transforms import decode
 
     bomb = _bigtiff_with_ifd_entries(100, 200_000)
-    assert 0 <= ifd0_copied_bytes(bomb) - 100 * 200_000 < 100  # and tifffile's own ImageDescription
+    assert 0 <= ifd0_copied_bytes(bomb, PILLOW_TIFF_FILE) - 100 * 200_000 < 100  # and tifffile's own ImageDescription
     tracemalloc.start()
     Image.open(io.BytesIO(bomb)).load()
     assert tracemalloc.get_traced_memory()[1] > 2 * 100 * 200_000  # what is judged: Pillow copies it twice
@@ -396,8 +396,11 @@ def test_a_jpeg_decode_walks_its_segments_once(monkeypatch):
     from transforms import headers
     from uvd_pipeline.image_decode import load_image as build_load_image
 
+    from transforms import jpeg_warnings
+
     jpeg = run.run(["convert", "-size", "320x240", "plasma:fractal", "-seed", "1", "-interlace", "Plane", "jpg:-"],
                    check=True, capture_output=True).stdout
+    jpeg_warnings._calibrated()  # once a process, on its own two JPEGs: not this decode's walks
     walks, walk = [], headers._jpeg_walk
     monkeypatch.setattr(headers, "_jpeg_walk", lambda *a, **k: walks.append(1) or walk(*a, **k))
     decoded = build_load_image(jpeg, 32, "squash", 10.0, max_pixels=10**8)
@@ -447,3 +450,113 @@ def test_an_avif_or_heif_exif_item_is_judged_before_it_is_opened(tmp_path, monke
     plain = load_image(_heif_with_exif(tmp_path, fmt, None), 32, "squash", max_bytes=40 << 20)
     assert (plain.format, plain.width, plain.height) == (fmt, 64, 48)
     assert plain.pixels[16, 4, 0] > 200 and plain.pixels[16, 28, 2] > 200  # red left, blue right
+
+
+def _tifffile_bomb(byteorder: str, entries: int, block: int) -> bytes:
+    """An 8 x 8 grey TIFF as tifffile writes it in `byteorder`, its IFD0 also holding one UNDEFINED
+    entry of `block` bytes and `entries` - 1 more, each then pointed at that block."""
+    extra = [(0x9000, 7, block, bytes(block), False)] + [(0x9001 + i, 7, 9, bytes(9), False)
+                                                         for i in range(entries - 1)]
+    out = io.BytesIO()
+    tifffile.imwrite(out, np.arange(64, dtype=np.uint8).reshape(8, 8), byteorder=byteorder, photometric="minisblack",
+                     extratags=extra if entries else [])
+    data = bytearray(out.getvalue())
+    ifd = struct.unpack_from(byteorder + "I", data, 4)[0]
+    rows = [ifd + 2 + 12 * i for i in range(struct.unpack_from(byteorder + "H", data, ifd)[0])]
+    tag = lambda at: struct.unpack_from(byteorder + "H", data, at)[0]  # noqa: E731
+    block_at = [struct.unpack_from(byteorder + "I", data, at + 8)[0] for at in rows if tag(at) == 0x9000]
+    for at in rows:
+        if tag(at) > 0x9000:
+            struct.pack_into(byteorder + "II", data, at + 4, block, block_at[0])
+    return bytes(data)
+
+
+# the first bytes Pillow's TIFF open takes besides II*\0 and MM\0* (TiffImagePlugin.PREFIXES), each
+# walked as Pillow walks it: "MM\0+" as a classic TIFF (its third byte is not 0x2B), BigTIFF's offset
+# size (bytes 4-5) never read
+_ODD_HEADS = {
+    "II\\0* (Pillow: 'invalid TIFF header, assume little-endian')": lambda entries: b"II\x00*" + _tifffile_bomb("<", entries, 200_000)[4:],
+    "MM*\\0 (Pillow: 'assume big-endian')": lambda entries: b"MM*\x00" + _tifffile_bomb(">", entries, 200_000)[4:],
+    "MM\\0+ laid out as a classic TIFF (Pillow reads it so)": lambda entries: b"MM\x00+" + _tifffile_bomb(">", entries, 200_000)[4:],
+    "II+\\0, offset size 0": lambda entries: (lambda d: d[:4] + b"\x00\x00" + d[6:])(_bigtiff_with_ifd_entries(entries, 200_000)),
+}
+
+
+@pytest.mark.parametrize("head", list(_ODD_HEADS))
+def test_an_ifd_bomb_behind_any_tiff_header_pillow_takes_is_refused(monkeypatch, head):
+    """Pillow opens a TIFF by any of its PREFIXES and reads a BigTIFF's IFD offset whatever its
+    offset-size field says; the IFD0 walk knew only II*\\0, MM\\0* and BigTIFF of offset size 8, so 100
+    entries pointing at one 200 KB block (38 MiB traced in Pillow) passed behind the others. Now
+    refused before `Image.open`; the same file without the entries decodes to its pixels."""
+    from transforms import decode
+
+    bomb = _ODD_HEADS[head](100)
+    tracemalloc.start()
+    Image.open(io.BytesIO(bomb)).load()
+    assert tracemalloc.get_traced_memory()[1] > 2 * 100 * 200_000  # Pillow takes it, and copies the block
+    tracemalloc.stop()
+    opened, image_open = [], Image.open
+    monkeypatch.setattr(decode.Image, "open", lambda *a, **k: opened.append(a) or image_open(*a, **k))
+    with pytest.raises(DecodeError) as refused:
+        load_image(bomb, 8, "squash", max_bytes=30 << 20)
+    assert refused.value.reason == "image_too_large"
+    assert refused.value.detail.startswith("a TIFF needing about 38 MiB to open"), refused.value.detail
+    assert not opened
+    plain = load_image(_ODD_HEADS[head](0), 8, "squash", max_bytes=30 << 20)
+    assert plain.pixels[..., 0].ravel().tolist() == list(range(64))
+
+
+@pytest.mark.parametrize("head, prefix", [(b"II\x00*", b""), (b"MM*\x00", b""), (b"MM\x00+", b""),
+                                          (b"MM\x00*", b"Exif\x00\x00" * 2)])
+def test_an_exif_ifd_bomb_behind_any_header_pillow_loads_is_refused(monkeypatch, head, prefix):
+    """Pillow's `Exif.load` takes the same odd TIFF headers (MM\\0+ as a classic TIFF) and skips every
+    leading `Exif\\0\\0`: a JPEG's EXIF of 200 entries of one 200 KB block so written was loaded by its
+    open (40 MB copied), unjudged. Now refused before `Image.open` as the plain header's is."""
+    from transforms import decode
+
+    plain = _exif("II" if head[:2] == b"II" else "MM", 200, 200_000, orientation=1)
+    bomb = _jpeg_with_split_exif(prefix + head + plain[4:])
+    opened, image_open = [], Image.open
+    tracemalloc.start()
+    image_open(io.BytesIO(bomb)).close()
+    assert tracemalloc.get_traced_memory()[1] > 40_000_000  # Pillow's open loads it
+    tracemalloc.stop()
+    monkeypatch.setattr(decode.Image, "open", lambda *a, **k: opened.append(a) or image_open(*a, **k))
+    with pytest.raises(DecodeError) as refused:
+        load_image(bomb, 32, "squash", max_bytes=30 << 20)
+    assert refused.value.reason == "image_too_large"
+    assert refused.value.detail.startswith("a JPEG needing about 38 MiB to open"), refused.value.detail
+    assert not opened
+
+
+def test_a_bigtiff_shaped_exif_is_neither_judged_nor_turned():
+    """A JPEG whose EXIF is BigTIFF-shaped (II+\\0), orientation 6: Pillow's `Exif.load` fails on it
+    (its 8-byte head holds no 8-byte offset), browsers read only II*\\0 and MM\\0*, so it is shown as
+    stored, and an IFD Pillow never loads costs nothing. It was walked as a BigTIFF file's IFD0:
+    the picture turned 90 degrees, its entries counted. An odd header Pillow loads is
+    judged, not read for an orientation no viewer reads."""
+    big = (b"II+\x00" + struct.pack("<HHQ", 8, 0, 16) + struct.pack("<Q", 2) + struct.pack("<HHQQ", 0x0112, 3, 1, 6)
+           + struct.pack("<HHQQ", 0x9000, 7, 300_000, 0) + struct.pack("<Q", 0))
+    out = io.BytesIO()
+    _picture().save(out, "JPEG", exif=b"Exif\x00\x00" + big)
+    with Image.open(io.BytesIO(out.getvalue())) as opened:
+        assert opened.getexif().get(0x0112) is None  # what Pillow reads of it
+    decoded = load_image(out.getvalue(), 32, "squash")
+    assert (decoded.width, decoded.height) == (64, 48)  # as stored
+    assert decoded.pixels[16, 4, 0] > 200 and decoded.pixels[16, 28, 2] > 200  # red left, blue right
+    assert ifd0_copied_bytes(b"Exif\x00\x00" + big) == 0
+    odd = b"II\x00*" + _exif("II", 2, 16)[4:]  # orientation 6
+    assert exif_orientation(odd) == 1 and ifd0_copied_bytes(odd) == 2 * 16
+
+
+def test_an_avif_exif_behind_a_header_libavif_refuses_is_not_judged(tmp_path):
+    """libavif takes an AVIF's Exif item only behind II*\\0 or MM\\0* ("Invalid Exif payload"), before
+    Pillow loads anything: heif-enc's AVIF of a JPEG whose EXIF of 300 entries of one 60 KB block
+    begins II\\0* is refused by the decoder as it stands, its IFD never weighed as Pillow's JPEG
+    open (which loads it) has it weighed."""
+    bomb = bytearray(_heif_with_exif(tmp_path, "AVIF", b"Exif\x00\x00II\x00*" + _exif("II", 300, 60_000, 1)[4:]))
+    at = bytes(bomb).index(b"II\x00*")
+    bomb[at - 4 : at] = bytes(4)  # the item's offset to its TIFF header, which heif-enc found none of
+    with pytest.raises(DecodeError) as refused:
+        load_image(bytes(bomb), 32, "squash", max_bytes=40 << 20)
+    assert refused.value.reason != "image_too_large", refused.value.detail

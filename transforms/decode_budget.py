@@ -12,7 +12,7 @@ from PIL import Image
 
 from transforms import hdr
 from transforms.errors import DecodeError
-from transforms.exif_ifd import ifd0_copied_bytes
+from transforms.exif_ifd import PILLOW_TIFF_FILE, STRICT_EXIF, TIFF_HEADS, ifd0_copied_bytes
 from transforms.headers import (
     avif_planes,
     AppSegments,
@@ -216,7 +216,7 @@ def _heif_exif_held(data: bytes, budget: int) -> tuple[str, Held]:
     item = view[extents[0][0] : sum(extents[0])] if len(extents) == 1 else b"".join(
         view[at : at + length] for at, length in extents)
     tiff = 4 + int.from_bytes(item[:4], "big")  # the item's own offset to its TIFF header (ISO/IEC 23008-12 A.2.1)
-    copied = AVIF_IFD0_COPIES * ifd0_copied_bytes(item[tiff:] if tiff < len(item) else item[4:])
+    copied = AVIF_IFD0_COPIES * ifd0_copied_bytes(item[tiff:] if tiff < len(item) else item[4:], STRICT_EXIF)
     if not copied:
         return kind, held
     what = f"the data of its Exif item's IFD, {copied >> 20} MiB as Pillow loads and rewrites it"
@@ -240,8 +240,8 @@ def check_header_held(data: bytes, budget: int, header: JpegHeader | None = None
         held = _segments_held(segments.segments, segments.payload)
         copied = ifd0_copied_bytes(header.exif)
         kind = "JPEG"
-    elif data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # a TIFF or BigTIFF
-        held, copied, kind = Held(), 2 * ifd0_copied_bytes(data), "TIFF"
+    elif data[:4] in TIFF_HEADS:  # a TIFF or BigTIFF, by any header Pillow's open takes
+        held, copied, kind = Held(), 2 * ifd0_copied_bytes(data, PILLOW_TIFF_FILE), "TIFF"
     elif data[4:8] == b"ftyp":
         kind, held = _heif_exif_held(data, budget)
         copied = 0
