@@ -13,7 +13,7 @@ kills the worker when either budget is spent; the next job starts a fresh worker
 A budget may also count the worker's CPU seconds (`Budget.cpu_s`): the work a job does, nearly the
 same on a busy machine as on an idle one, where the seconds waited grow with the load. The worker
 reports its CPU time with every answer, so a job's count starts from the last one without asking
-the system, and each answer is judged by it (a job streaming its results, its parent never waiting
+the system, and each item is judged by it (a job streaming its results, its parent never waiting
 long, is held to its budget as one that answers once); it is read from /proc only while a job runs
 long without answering (every `_POLL_S` of waiting). `time_s` alone counts the seconds the parent
 waits, not the worker's work: it is the wall backstop of a CPU budget (`cpu_budget`), which is
@@ -330,9 +330,13 @@ def run(function: str, *args: Any, budget: Budget = Budget(), pool: str = "defau
             kind, value, worker.cpu_s = worker.receive(budget, spent, buffers)
             if use is not None:
                 use.wall_s, use.cpu_s = spent[0], worker.cpu_s - worker.job_cpu_s
-            if budget.cpu_s is not None and worker.cpu_s - worker.job_cpu_s > budget.cpu_s:
-                # judged at every answer: a job streaming its results is never waited on a whole
-                # `_POLL_S`, where `_read_into` looks at /proc, and worked on past its budget
+            if (kind == "item" and budget.cpu_s is not None
+                    and worker.cpu_s - worker.job_cpu_s > budget.cpu_s):
+                # judged at every item: a job streaming its results is never waited on a whole
+                # `_POLL_S`, where `_read_into` looks at /proc, and worked on past its budget. A
+                # job's last answer (its value, or the end of its items) is taken: its work is done,
+                # and a count a little over the budget, which varies with the machine's load, must
+                # not turn a finished result into a reject
                 finished = True
                 worker.kill()
                 raise BudgetExceeded("decode_timeout", f"over the budget of {budget.cpu_s:g} CPU-seconds")
