@@ -427,6 +427,39 @@ def _check_budget(uri: str, index: int, bad: int) -> None:
                                        "(the limit of one CO3D file)")
 
 
+FRAME_ANNOTATIONS = "frame_annotations.jgz"
+SEQUENCE_ANNOTATIONS = "sequence_annotations.jgz"
+
+
+def frame_annotations(category_dir: str) -> str | None:
+    """A category's frame annotations, its name in any case (`frame_annotations.JGZ`, a Windows
+    or zip round trip), or None."""
+    exact = fsio.join(category_dir, FRAME_ANNOTATIONS)
+    if fsio.exists(exact):
+        return exact
+    try:
+        return next((f for f in fsio.list_files(category_dir, links=True)
+                     if fsio.basename(f).lower() == FRAME_ANNOTATIONS), None)
+    except OSError:  # a folder that cannot be listed holds none that can be read
+        return None
+
+
+def is_category(folder: str) -> bool:
+    """Whether a folder at a CO3D root is a category: it holds frame or sequence annotations (any
+    case) or a sequence folder (`<sequence>/images/`). A category without its frame annotations
+    vanished unsaid; a folder that is none of these (notes, an OS's leftovers) is no input."""
+    if set_aside(fsio.basename(folder)):
+        return False
+    if frame_annotations(folder):
+        return True
+    try:
+        if any(fsio.basename(f).lower() == SEQUENCE_ANNOTATIONS for f in fsio.list_files(folder, links=True)):
+            return True
+        return any(fsio.exists(fsio.join(d, "images")) for d in fsio.list_dirs(folder, links=True))
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class Co3dSource:
     name: str
@@ -437,9 +470,9 @@ class Co3dSource:
     follow_links: bool = False  # read files that are links leading out of `path`
 
     def units(self) -> list[str]:
-        categories = [d for d in fsio.list_dirs(self.path, links=True) if fsio.exists(fsio.join(d, "frame_annotations.jgz"))]
-        if not categories:
-            raise FileNotFoundError(f"no <category>/frame_annotations.jgz under {self.path}")
+        categories = [d for d in fsio.list_dirs(self.path, links=True) if is_category(d)]
+        if not any(frame_annotations(d) for d in categories):
+            raise FileNotFoundError(f"no <category>/{FRAME_ANNOTATIONS} under {self.path}")
         unknown = sorted(set(self.categories) - {fsio.basename(d) for d in categories})
         if unknown:  # a misspelt category is the config's fault, not the path's
             raise ConfiguredPathMissing("categories", f"no {', '.join(unknown)}/frame_annotations.jgz under "
@@ -448,7 +481,13 @@ class Co3dSource:
 
     def read(self, category_dir: str) -> Iterator[SourceItem]:
         category = fsio.basename(category_dir)
-        annotations = fsio.join(category_dir, "frame_annotations.jgz")
+        annotations = frame_annotations(category_dir)
+        if annotations is None:  # a zip extracted in part: its sequences have no frames, no cameras
+            key = safe_key(self.name, category)
+            yield Reject(key, self.name, key, "read", "missing_annotation",
+                         f"{category}/ has no {FRAME_ANNOTATIONS}: its sequences cannot be placed, none is read",
+                         input=relative_input(category_dir, self.path) + "/")
+            return
         # the file too: a link leading out was read, and a fifo blocked the build for good
         outside = path_problem(self.path, category_dir, self.follow_links) or \
             path_problem(self.path, annotations, self.follow_links)
@@ -518,30 +557,31 @@ class Co3dSource:
         by_sequence: dict[str, list[Co3dFrame]] = {}
         rejects: list[Reject] = []
         first_index: dict[str, dict[int, int]] = {}  # sequence -> frame_number -> its first frame
+        name = fsio.basename(uri)  # `frame_annotations.JGZ` as the disk spells it
         for index, frame in enumerate(read_jgz_frames(uri)):
             _check_budget(uri, index, len(rejects))
             problem = frame_problem(frame)
             if problem:
-                rejects.append(self._frame_reject(category, index, BAD_ANNOTATION, f" {problem}"))
+                rejects.append(self._frame_reject(category, index, BAD_ANNOTATION, f" {problem}", name))
                 continue
             try:  # names from the annotation file must stay inside the dataset
                 kept = self._keep(frame)
             except OutsideRoot as exc:
-                rejects.append(self._frame_reject(category, index, exc.reason, f": {exc.detail}"))
+                rejects.append(self._frame_reject(category, index, exc.reason, f": {exc.detail}", name))
                 continue
             seen = first_index.setdefault(frame["sequence_name"], {})
             if kept.number in seen:  # its pairs' keys would clash with the first frame's
                 rejects.append(self._frame_reject(category, index, "duplicate_key", (
-                    f": frame_number {kept.number} of its sequence is already frame_annotations.jgz[{seen[kept.number]}]")))
+                    f": frame_number {kept.number} of its sequence is already {name}[{seen[kept.number]}]"), name))
                 continue
             seen[kept.number] = index
             by_sequence.setdefault(frame["sequence_name"], []).append(kept)
         return by_sequence, rejects
 
-    def _frame_reject(self, category: str, index: int, reason: str, detail: str) -> Reject:
+    def _frame_reject(self, category: str, index: int, reason: str, detail: str, name: str) -> Reject:
         key = safe_key(self.name, category, "frame", str(index))
-        return Reject(key, self.name, key, "read", reason, f"frame_annotations.jgz[{index}]{detail}",
-                      input=f"{category}/frame_annotations.jgz[{index}]")
+        return Reject(key, self.name, key, "read", reason, f"{name}[{index}]{detail}",
+                      input=f"{category}/{name}[{index}]")
 
     def _keep(self, frame: dict) -> Co3dFrame:
         """What this reader uses of a frame that passed `frame_problem`, its paths checked."""
