@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
+import cv2
 import numpy as np
-from test_sources_annotated import _co3d_orbit, _write_jgz
+from test_sources_annotated import TASKONOMY_DOMAIN_IDS, _co3d_orbit, _write_jgz
 
+from sources.multitask import MultiTaskSource
 from sources.multiview import Co3dSource
-from sources.records import MultiViewRecord, Reject
+from sources.records import MultiViewRecord, Reject, TupleRecord
 
 
 def _co3d_category(root: Path, category: str, sequence: str, annotations: str | None = "frame_annotations.jgz") -> None:
@@ -42,3 +45,35 @@ def test_co3d_category_without_frame_annotations_is_a_reject(tmp_path: Path):
     assert [(i.key, i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)] == [
         ("co3d-banana", "missing_annotation",
          "banana/ has no frame_annotations.jgz: its sequences cannot be placed, none is read", "banana/")]
+
+
+def _taskonomy_view(building: Path, stem: str, value: int) -> None:
+    """One Taskonomy view: a PNG of each of the five domains (depth 16-bit), as its tars hold them."""
+    for folder, domain in TASKONOMY_DOMAIN_IDS.items():
+        (building / folder).mkdir(parents=True, exist_ok=True)
+        array = np.full((8, 8), value * 100, np.uint16) if folder == "depth_zbuffer" else np.full((8, 8, 3), value, np.uint8)
+        assert cv2.imwrite(str(building / folder / f"{stem}_domain_{domain}.png"), array)
+
+
+def test_multitask_twins_of_one_stem_are_duplicate_key_rejects(tmp_path: Path):
+    """`x_domain_rgb.png` beside `x_domain_rgb.PNG` (a Windows round trip), or a view named in NFC
+    beside its Mac's NFD copy, are one stem: the second overwrote the first without a word (NFD:
+    two tuples of one key, met only by the writer). The one read is the first in `twin_order`
+    (NFC, then by name: `.PNG`), as a web folder reads twins; each other is a `duplicate_key` reject."""
+    building = tmp_path / "allensville"
+    _taskonomy_view(building, "point_0_view_0", 10)
+    assert cv2.imwrite(str(building / "rgb" / "point_0_view_0_domain_rgb.PNG"), np.full((8, 8, 3), 200, np.uint8))
+    cafe = unicodedata.normalize("NFC", "café_view_1")
+    _taskonomy_view(building, cafe, 20)
+    assert cv2.imwrite(str(building / "rgb" / f"{unicodedata.normalize('NFD', cafe)}_domain_rgb.png"),
+                       np.full((8, 8, 3), 90, np.uint8))
+    items = _read_all(MultiTaskSource("tk", str(tmp_path)))
+    tuples = {i.key: Path(dict(i.uris)["image"]).name for i in items if isinstance(i, TupleRecord)}
+    assert tuples == {"tk-allensville-point_0_view_0": "point_0_view_0_domain_rgb.PNG",
+                      "tk-allensville-caf__view_1_b49e18ed": f"{cafe}_domain_rgb.png"}
+    rejects = [(i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)]
+    assert rejects == [
+        ("duplicate_key", f"{cafe}_domain_rgb.png (NFD) is the name of {cafe}_domain_rgb.png (NFC) in another Unicode "
+         "form: that file is read", f"allensville/rgb/{unicodedata.normalize('NFD', cafe)}_domain_rgb.png"),
+        ("duplicate_key", "point_0_view_0_domain_rgb.png (NFC) is the name of point_0_view_0_domain_rgb.PNG (NFC) "
+         "with its extension in another case: that file is read", "allensville/rgb/point_0_view_0_domain_rgb.png")]
