@@ -7,11 +7,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from test_sources_annotated import TASKONOMY_DOMAIN_IDS, _co3d_orbit, _write_jgz
+import pytest
+from test_sources_annotated import TASKONOMY_DOMAIN_IDS, _co3d_orbit, _objaverse_object, _write_jgz
 
 from sources.multitask import MultiTaskSource
-from sources.multiview import Co3dSource
+from sources.multiview import Co3dSource, ObjaverseSource
+from sources.paths import ConfiguredValueMismatch
 from sources.records import MultiViewRecord, Reject, TupleRecord
+from uvd_pipeline.rendered_shards import duplicate_sentence
+from uvd_pipeline.sentences import Sentence
 
 
 def _co3d_category(root: Path, category: str, sequence: str, annotations: str | None = "frame_annotations.jgz") -> None:
@@ -77,3 +81,83 @@ def test_multitask_twins_of_one_stem_are_duplicate_key_rejects(tmp_path: Path):
          "form: that file is read", f"allensville/rgb/{unicodedata.normalize('NFD', cafe)}_domain_rgb.png"),
         ("duplicate_key", "point_0_view_0_domain_rgb.png (NFC) is the name of point_0_view_0_domain_rgb.PNG (NFC) "
          "with its extension in another case: that file is read", "allensville/rgb/point_0_view_0_domain_rgb.png")]
+
+
+def test_objaverse_reads_renders_and_cameras_in_any_case(tmp_path: Path):
+    """Renders saved as `000.PNG` (a Windows or zip round trip), cameras as `000.NPY`: matched by
+    `.png`/`.npy` alone, an object of them was `too_few_views` (0 views) and views: 12 was never
+    refused at check. Now read in any case, as the other folder readers list them; a render
+    beside its twin in another case is one `duplicate_key` reject, the first in twin_order read."""
+    for uid, render, camera in (("upper", ".PNG", ".npy"), ("both", ".PNG", ".NPY"), ("lower", ".png", ".npy")):
+        _objaverse_object(tmp_path / uid)
+        for i in range(4):
+            (tmp_path / uid / f"{i:03d}.png").rename(tmp_path / uid / f"{i:03d}{render}")
+            (tmp_path / uid / f"{i:03d}.npy").rename(tmp_path / uid / f"{i:03d}{camera}")
+    (tmp_path / "lower" / "001.png").link_to(tmp_path / "lower" / "001.PNG")
+    with pytest.raises(ConfiguredValueMismatch, match="hold 4, 4, 4 views with cameras"):
+        ObjaverseSource("obj", str(tmp_path), views=12).units()
+    items = _read_all(ObjaverseSource("obj", str(tmp_path), views=4))
+    records = {i.key: [Path(u).name for u in i.view_uris] for i in items if isinstance(i, MultiViewRecord)}
+    assert records == {"obj-upper": ["000.PNG", "001.PNG", "002.PNG", "003.PNG"],
+                       "obj-both": ["000.PNG", "001.PNG", "002.PNG", "003.PNG"],
+                       "obj-lower": ["000.png", "001.PNG", "002.png", "003.png"]}
+    assert [(i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)] == [
+        ("duplicate_key", "001.png (NFC) is the name of 001.PNG (NFC) with its extension in another case: "
+         "that file is read", "lower/001.png")]
+
+
+def test_objaverse_judges_only_the_files_it_reads(tmp_path: Path):
+    """A `LICENSE.txt` linked to a shared copy out of the root is no input: it rejected the whole
+    object `outside_root`. Only renders and cameras are judged; a render leading out still is."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "LICENSE.txt").write_text("CC-BY 4.0")
+    root = tmp_path / "views_release"
+    for uid in ("licensed", "linked_view"):
+        _objaverse_object(root / uid)
+    (root / "licensed" / "LICENSE.txt").symlink_to("../../shared/LICENSE.txt")
+    (root / "linked_view" / "003.png").unlink()
+    (tmp_path / "shared" / "003.png").write_bytes((root / "licensed" / "003.png").read_bytes())
+    (root / "linked_view" / "003.png").symlink_to("../../shared/003.png")
+    items = _read_all(ObjaverseSource("obj", str(root), views=4))
+    assert [i.key for i in items if isinstance(i, MultiViewRecord)] == ["obj-licensed"]
+    assert [(i.key, i.reason) for i in items if isinstance(i, Reject)] == [("obj-linked_view", "outside_root")]
+
+
+def test_objaverse_bad_camera_loses_its_view_not_the_object(tmp_path: Path):
+    """One camera cut short rejected the whole object (`bad_camera`, "002.npy: ValueError"), where
+    a missing camera loses its view alone. A bad camera now loses its view too, the object built
+    from the others, and a cut .npy says it is cut short (in its data or in its header)."""
+    for uid in ("cut", "cut_header"):
+        _objaverse_object(tmp_path / uid, views=5)
+    camera = (tmp_path / "cut" / "002.npy").read_bytes()
+    (tmp_path / "cut" / "002.npy").write_bytes(camera[:-10])
+    (tmp_path / "cut_header" / "002.npy").write_bytes(camera[:40])
+    items = _read_all(ObjaverseSource("obj", str(tmp_path), views=4))
+    records = {i.key: sorted(Path(u).name for u in i.view_uris) for i in items if isinstance(i, MultiViewRecord)}
+    assert records == {"obj-cut": ["000.png", "001.png", "003.png", "004.png"],
+                       "obj-cut_header": ["000.png", "001.png", "003.png", "004.png"]}
+    header = len(camera) - 12 * 4  # 12 float32 numbers after it
+    assert [(i.key, i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)] == [
+        ("obj-cut-002-camera", "bad_camera", f"002.npy: is cut short: {len(camera) - 10} of its {len(camera)} bytes",
+         "cut/002.npy"),
+        ("obj-cut_header-002-camera", "bad_camera", f"002.npy: is cut short in its header: 40 of its {header} header bytes",
+         "cut_header/002.npy")]
+
+
+def test_objaverse_object_folders_named_in_nfc_and_nfd_are_one_key(tmp_path: Path):
+    """`café/` beside a Mac's `café/` in NFD: two sentences of one key, the NFD one kept by the
+    writer's backstop with an empty detail. The NFC folder is read; the other is a `duplicate_key`
+    reject naming its folder. The backstop, where it still meets twins, names their lineage."""
+    nfc_name, nfd_name = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    _objaverse_object(tmp_path / nfc_name)
+    _objaverse_object(tmp_path / nfd_name)
+    items = _read_all(ObjaverseSource("obj", str(tmp_path), views=4))
+    (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
+    assert record.lineage["uid"] == nfc_name and Path(record.view_uris[0]).parent.name == nfc_name
+    assert [(i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)] == [
+        ("duplicate_key", "café/ (NFD) is the name of café/ (NFC) in another Unicode form: that folder is read",
+         f"{nfd_name}/")]
+    twin = Sentence(record.key, "obj", "multiview", "none", "train", (), ({"view": 0, "azimuth_deg": 10.0},),
+                    {"uid": nfd_name, "views_available": 4})
+    assert duplicate_sentence(twin).detail == (
+        f"another sentence of this shard has id {record.key}; this one from uid café (NFD)")
