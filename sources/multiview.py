@@ -462,6 +462,7 @@ class Co3dFrame:
     depth_scale: float
     camera: np.ndarray  # 3x4 [R | T], PyTorch3D's row-vector convention
     depth_mask_uri: str | None  # where the depth is trusted (CO3D's loader keeps depth only there)
+    refused: tuple[tuple[str, str, str], ...] = ()  # (task, reason, detail) of a pair whose path leads out
 
 
 def frame_problem(frame: Any) -> str | None:
@@ -639,6 +640,7 @@ class Co3dSource:
         by_sequence: dict[str, list[Co3dFrame]] = {}
         rejects: list[Reject] = []
         first_index: dict[str, dict[int, int]] = {}  # sequence -> frame_number -> its first frame
+        first_image: dict[str, dict[str, int]] = {}  # sequence -> image file -> the first frame naming it
         name = fsio.basename(uri)  # `frame_annotations.JGZ` as the disk spells it
         for index, frame in enumerate(read_jgz_frames(uri)):
             _check_budget(uri, index, len(rejects))
@@ -647,7 +649,7 @@ class Co3dSource:
                 rejects.append(self._frame_reject(category, index, BAD_ANNOTATION, f" {problem}", name))
                 continue
             try:  # names from the annotation file must stay inside the dataset
-                kept = self._keep(frame)
+                kept = self._keep(frame, f"{name}[{index}]")
             except OutsideRoot as exc:
                 rejects.append(self._frame_reject(category, index, exc.reason, f": {exc.detail}", name))
                 continue
@@ -656,7 +658,13 @@ class Co3dSource:
                 rejects.append(self._frame_reject(category, index, "duplicate_key", (
                     f": frame_number {kept.number} of its sequence is already {name}[{seen[kept.number]}]"), name))
                 continue
+            pictures = first_image.setdefault(frame["sequence_name"], {})
+            if kept.image_uri in pictures:  # one picture twice in the sentence, under two frame numbers
+                rejects.append(self._frame_reject(category, index, "duplicate_key", (
+                    f": image.path {frame['image']['path']} is already {name}[{pictures[kept.image_uri]}]'s"), name))
+                continue
             seen[kept.number] = index
+            pictures[kept.image_uri] = index
             by_sequence.setdefault(frame["sequence_name"], []).append(kept)
         return by_sequence, rejects
 
@@ -665,14 +673,29 @@ class Co3dSource:
         return Reject(key, self.name, key, "read", reason, f"{name}[{index}]{detail}",
                       input=f"{category}/{name}[{index}]")
 
-    def _keep(self, frame: dict) -> Co3dFrame:
-        """What this reader uses of a frame that passed `frame_problem`, its paths checked."""
+    def _keep(self, frame: dict, where: str) -> Co3dFrame:
+        """What this reader uses of a frame that passed `frame_problem`, its image path checked (an
+        `OutsideRoot` refuses the frame) and the paths a configured pair task reads: one leading
+        out refuses that pair alone. A depth path no task reads refused the frame, from the
+        multi-view sentence too."""
         depth, mask = frame.get("depth") or {}, frame.get("mask") or {}
         viewpoint = frame["viewpoint"]
         camera = np.concatenate([np.array(viewpoint["R"], np.float64), np.array([viewpoint["T"]], np.float64).T], 1)
-        return Co3dFrame(as_int(frame["frame_number"]), self._inside(frame["image"]["path"]),
-                         self._inside(depth.get("path")), self._inside(mask.get("path")),
-                         float(depth.get("scale_adjustment") or 1.0), camera, self._inside(depth.get("mask_path")))
+        image = self._inside(frame["image"]["path"])
+        read: dict[str, str | None] = {}
+        refused: list[tuple[str, str, str]] = []
+        for task in self.pair_tasks:
+            fields = {"depth.path": depth.get("path"), "depth.mask_path": depth.get("mask_path")} if task == "depth" \
+                else {"mask.path": mask.get("path")}
+            for name, value in fields.items():
+                try:
+                    read[name] = self._inside(value)
+                except OutsideRoot as exc:
+                    refused.append((task, exc.reason, f"{where} {name}: {exc.detail}"))
+                    break
+        return Co3dFrame(as_int(frame["frame_number"]), image, read.get("depth.path"), read.get("mask.path"),
+                         float(depth.get("scale_adjustment") or 1.0), camera, read.get("depth.mask_path"),
+                         tuple(refused))
 
     def _inside(self, name: str | None) -> str | None:
         if not name:
@@ -741,6 +764,11 @@ class Co3dSource:
     def _pair(self, task: str, category: str, sequence: str, group: str, frame: Co3dFrame,
               split: str | None) -> Iterator[SourceItem]:
         pair_key = f"{group}-f{frame.number:06d}-{task}"
+        refused = next((r for r in frame.refused if r[0] == task), None)
+        if refused:  # its depth (mask) path leads out: this pair alone, the frame's other uses go on
+            yield Reject(pair_key, self.name, group, "read", refused[1], refused[2], split_hint=split,
+                         input=relative_input(frame.image_uri, self.path))
+            return
         if task == "depth":
             if not frame.depth_uri:
                 yield Reject(pair_key, self.name, group, "read", "missing_annotation", "no depth path", split_hint=split,

@@ -13,7 +13,7 @@ from test_sources_annotated import TASKONOMY_DOMAIN_IDS, _co3d_orbit, _objaverse
 from sources.multitask import MultiTaskSource
 from sources.multiview import Co3dSource, ObjaverseSource
 from sources.paths import ConfiguredValueMismatch
-from sources.records import MultiViewRecord, Reject, TupleRecord
+from sources.records import MultiViewRecord, PairRecord, Reject, TupleRecord
 from uvd_pipeline.rendered_shards import duplicate_sentence
 from uvd_pipeline.sentences import Sentence
 
@@ -161,3 +161,48 @@ def test_objaverse_object_folders_named_in_nfc_and_nfd_are_one_key(tmp_path: Pat
                     {"uid": nfd_name, "views_available": 4})
     assert duplicate_sentence(twin).detail == (
         f"another sentence of this shard has id {record.key}; this one from uid café (NFD)")
+
+
+def _co3d_with_annotations(root: Path) -> list[dict]:
+    """Six frames of toy/s1 with the depth and mask paths CO3D v2 gives each frame."""
+    frames = _co3d_orbit(root, np.arange(6) * 60.0)
+    for frame in frames:
+        image = frame["image"]["path"]
+        frame["depth"] = {"path": image.replace("/images/", "/depths/") + ".geometric.png", "scale_adjustment": 1.0,
+                          "mask_path": image.replace("/images/", "/depth_masks/").replace(".jpg", ".png")}
+        frame["mask"] = {"path": image.replace("/images/", "/masks/").replace(".jpg", ".png"), "mass": 10.0}
+    return frames
+
+
+def test_co3d_bad_depth_path_refuses_only_what_reads_it(tmp_path: Path):
+    """A depth path leading out of the root rejected its whole frame, from the multi-view sentence
+    too, though the build reads no depth without `pair_tasks: [depth]`. Only the paths a configured
+    task reads are judged: the sentence keeps all six frames, and with depth pairs the frame's
+    depth pair alone is refused (its segmentation pair is built)."""
+    frames = _co3d_with_annotations(tmp_path)
+    frames[2]["depth"]["path"] = "../outside/frame000003.jpg.geometric.png"
+    _write_jgz(tmp_path / "toy" / "frame_annotations.jgz", frames)
+    items = list(Co3dSource("co3d", str(tmp_path), views=6).read(str(tmp_path / "toy")))
+    assert [(type(i).__name__, i.lineage.get("frames_available")) for i in items] == [("MultiViewRecord", 6)]
+    both = list(Co3dSource("co3d", str(tmp_path), views=6, pair_tasks=("depth", "segmentation")).read(str(tmp_path / "toy")))
+    assert [i.lineage["frames_available"] for i in both if isinstance(i, MultiViewRecord)] == [6]
+    assert sorted(i.key for i in both if isinstance(i, PairRecord)) == sorted(
+        [f"co3d-toy-s1-f{n:06d}-segmentation" for n in range(6)] + [f"co3d-toy-s1-f{n:06d}-depth" for n in (0, 1, 3, 4, 5)])
+    (reject,) = [i for i in both if isinstance(i, Reject)]
+    assert (reject.key, reject.reason, reject.input) == ("co3d-toy-s1-f000002-depth", "outside_root",
+                                                         "toy/s1/images/frame000003.jpg")
+    assert reject.detail.startswith("frame_annotations.jgz[2] depth.path: ")
+
+
+def test_co3d_frames_naming_one_image_file_are_duplicates(tmp_path: Path):
+    """Two frames of a sequence (other frame numbers) naming one image file were both views of the
+    sentence, one picture twice. The second is a `duplicate_key` reject naming the first."""
+    frames = _co3d_with_annotations(tmp_path)
+    frames[4]["image"]["path"] = frames[1]["image"]["path"]
+    _write_jgz(tmp_path / "toy" / "frame_annotations.jgz", frames)
+    items = list(Co3dSource("co3d", str(tmp_path), views=4).read(str(tmp_path / "toy")))
+    (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
+    assert record.lineage["frames_available"] == 5 and 4 not in record.lineage["frame_numbers"]
+    assert [(i.key, i.reason, i.detail) for i in items if isinstance(i, Reject)] == [
+        ("co3d-toy-frame-4", "duplicate_key",
+         "frame_annotations.jgz[4]: image.path toy/s1/images/frame000002.jpg is already frame_annotations.jgz[1]'s")]
