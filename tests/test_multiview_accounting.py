@@ -14,6 +14,7 @@ from sources.multitask import MultiTaskSource
 from sources.multiview import Co3dSource, ObjaverseSource
 from sources.paths import ConfiguredValueMismatch
 from sources.records import MultiViewRecord, PairRecord, Reject, TupleRecord
+from sources.stereo import StereoSource
 from uvd_pipeline.rendered_shards import duplicate_sentence
 from uvd_pipeline.sentences import Sentence
 
@@ -206,3 +207,32 @@ def test_co3d_frames_naming_one_image_file_are_duplicates(tmp_path: Path):
     assert [(i.key, i.reason, i.detail) for i in items if isinstance(i, Reject)] == [
         ("co3d-toy-frame-4", "duplicate_key",
          "frame_annotations.jgz[4]: image.path toy/s1/images/frame000002.jpg is already frame_annotations.jgz[1]'s")]
+
+
+def test_kitti_views_and_maps_in_any_case_and_jpeg(tmp_path: Path):
+    """A disparity map saved `000001_10.PNG` was "no disparity for 000001_10.png" (its path was the
+    stem + `.png`), and a `.jpeg` left view was never listed (its right view and map then "no left
+    view"). Views are `.png`, `.jpg` or `.jpeg`, maps `.png`, in any case; of a frame's two left
+    views (`x.png` beside `x.PNG`) the first (NFC, `.png` before `.jpg` before `.jpeg`, then by
+    name) is read, the other a `duplicate_key` reject."""
+    split = tmp_path / "training"
+    names = {"000000_10": (".png", ".png"), "000001_10": (".png", ".PNG"), "000002_10": (".jpeg", ".png"),
+             "000003_10": (".png", ".png")}
+    for folder in ("image_2", "image_3", "disp_noc_0"):
+        (split / folder).mkdir(parents=True)
+    for n, (stem, (view, disparity)) in enumerate(names.items()):
+        assert cv2.imwrite(str(split / "image_2" / f"{stem}{view}"), np.full((8, 12, 3), 40 * n, np.uint8))
+        assert cv2.imwrite(str(split / "image_3" / f"{stem}.png"), np.full((8, 12, 3), 40 * n + 5, np.uint8))
+        assert cv2.imwrite(str(split / "disp_noc_0" / f"{stem}{disparity}"), np.full((8, 12), 256 * (n + 1), np.uint16))
+    assert cv2.imwrite(str(split / "image_2" / "000003_10.PNG"), np.full((8, 12, 3), 250, np.uint8))
+    items = _read_all(StereoSource("k", str(tmp_path)))
+    pairs = {i.key: (Path(i.image_uri).name, Path(i.annotation.get("right_uri") or i.annotation["disparity_uri"]).name)
+             for i in items if isinstance(i, PairRecord)}
+    assert pairs == {
+        "k-000000_10-stereo": ("000000_10.png", "000000_10.png"), "k-000000_10-depth": ("000000_10.png", "000000_10.png"),
+        "k-000001_10-stereo": ("000001_10.png", "000001_10.png"), "k-000001_10-depth": ("000001_10.png", "000001_10.PNG"),
+        "k-000002_10-stereo": ("000002_10.jpeg", "000002_10.png"), "k-000002_10-depth": ("000002_10.jpeg", "000002_10.png"),
+        "k-000003_10-stereo": ("000003_10.PNG", "000003_10.png"), "k-000003_10-depth": ("000003_10.PNG", "000003_10.png")}
+    assert [(i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)] == [
+        ("duplicate_key", "000003_10.png (NFC) is the name of 000003_10.PNG (NFC) with its extension in another case: "
+         "that file is read", "training/image_2/000003_10.png")]
