@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from sources import fsio
-from sources.paths import names_below, path_problem, set_aside, set_aside_problem, shown_name
-from sources.records import Reject, SourceItem, TupleRecord, relative_input, safe_key
+from sources.paths import names_below, path_problem, set_aside, set_aside_problem, shown_name, twin_to_read
+from sources.records import Reject, SourceItem, TupleRecord, nfc, relative_input, safe_key, twin_detail, twin_order
 
 # task -> (folder, domain id: the files' `_domain_<id>.png` ending)
 TASKONOMY = {
@@ -172,8 +172,25 @@ class MultiTaskSource:
             return
         yield from self._tuples(building)
 
+    def _twins(self, uris: list[str]) -> tuple[str, list[str]]:
+        """Of a domain's files of one stem (`x.png` beside `x.PNG`, `café` in NFC beside NFD), the one
+        read, first in `twin_order` (as a web folder reads twins), and the others. The last listed
+        overwrote the others without a word."""
+        uris = sorted(uris, key=lambda uri: twin_order(fsio.basename(uri)))
+        kept = twin_to_read(self.path, uris, self.follow_links) if len(uris) > 1 else None
+        kept = kept or uris[0]  # none a file to read: the first, its own problem its reject
+        return kept, [uri for uri in uris if uri != kept]
+
+    def _twin_reject(self, building: _Building, task: str, uri: str, kept: str) -> Reject:
+        """The `duplicate_key` reject of a twin of `kept` (`_twins`), naming the file read."""
+        name, first = fsio.basename(uri), fsio.basename(kept)
+        how = "in another Unicode form" if nfc(name) == nfc(first) else "with its extension in another case"
+        key = safe_key(self.name, *building.key_parts, TASKONOMY[task][0], name)
+        return Reject(key, self.name, key, "read", "duplicate_key", twin_detail(name, first, how),
+                      input=relative_input(uri, self.path))
+
     def _tuples(self, building: _Building) -> Iterator[SourceItem]:
-        files: dict[str, dict[str, str]] = {}
+        listed: dict[str, dict[str, list[str]]] = {}  # the stem in NFC -> task -> its files
         for task in self.tasks:
             folder, domain = TASKONOMY[task]
             directory = building.folders[task]
@@ -187,7 +204,15 @@ class MultiTaskSource:
                     yield Reject(key, self.name, key, "read", aside.reason, aside.detail,
                                  input=relative_input(uri, self.path))
                     continue
-                files.setdefault(fsio.basename(uri)[: -len(suffix)], {})[task] = uri
+                listed.setdefault(nfc(fsio.basename(uri)[: -len(suffix)]), {}).setdefault(task, []).append(uri)
+        files: dict[str, dict[str, str]] = {}
+        spelt: dict[str, str] = {}  # the stem as its first file read spells it (lineage, as it always was)
+        for stem, tasks in listed.items():
+            for task, uris in tasks.items():
+                kept, twins = self._twins(uris)
+                spelt.setdefault(stem, fsio.basename(kept)[: -len(f"_domain_{TASKONOMY[task][1]}.png")])
+                files.setdefault(stem, {})[task] = kept
+                yield from (self._twin_reject(building, task, uri, kept) for uri in twins)
         lineage = {"component": building.component} if len(building.key_parts) > 1 else {}
         for stem in sorted(files):
             group = safe_key(self.name, *building.key_parts, stem)
@@ -205,4 +230,4 @@ class MultiTaskSource:
                 continue
             yield TupleRecord(key=group, source=self.name, group=group,
                               uris=tuple((t, found[t]) for t in self.tasks), formats=(("depth", "png16"),),
-                              lineage={**lineage, "building": building.name, "stem": stem})
+                              lineage={**lineage, "building": building.name, "stem": spelt[stem]})

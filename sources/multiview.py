@@ -24,9 +24,8 @@ from sources.annotation_files import (BAD_ANNOTATION, BAD_ANNOTATION_FILE, Annot
                                       iter_json_list, iter_json_object_lists, numbers)
 from sources.paths import (ConfiguredPathMissing, ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside,
                            names_found, path_problem, set_aside, set_aside_problem)
-from sources.records import (MachineError, MultiViewRecord, PairRecord, Reject, SourceItem, read_input_bytes,
-                              relative_input,
-                             safe_key)
+from sources.records import (MachineError, MultiViewRecord, PairRecord, Reject, SourceItem, nfc, read_input_bytes,
+                             relative_input, safe_key, twin_detail, twin_order, unicode_form)
 
 
 # -- camera geometry (pure) ------------------------------------------------------------------
@@ -185,12 +184,29 @@ def npy_header_problem(data: bytes) -> str | None:
             return f"is a version {version[0]}.{version[1]} .npy file (a camera is 1.0 or 2.0)"
         shape, _, dtype = read_header(stream)
     except ValueError:
-        return "is not a .npy file"
+        return npy_cut_in_header(data) or "is not a .npy file"
     if dtype.hasobject or dtype.kind not in "fiu":
         return f"declares dtype {dtype}, not numbers"
     if shape != (3, 4):
         return f"declares shape {shape}, not (3, 4)"
+    wanted = stream.tell() + 12 * dtype.itemsize
+    if len(data) < wanted:  # numpy's own word was a bare ValueError
+        return f"is cut short: {len(data)} of its {wanted} bytes"
     return None
+
+
+def npy_cut_in_header(data: bytes) -> str | None:
+    """Why a .npy whose header numpy cannot read is cut short within it, or None (not cut)."""
+    magic = b"\x93NUMPY"
+    if len(data) < len(magic) + 2:
+        return f"is cut short: {len(data)} bytes, not even its header" if magic.startswith(data[:len(magic)]) else None
+    if not data.startswith(magic) or data[6:8] not in (b"\x01\x00", b"\x02\x00"):
+        return None
+    size = 2 if data[6] == 1 else 4
+    if len(data) < 8 + size:
+        return f"is cut short in its header: {len(data)} bytes"
+    header_end = 8 + size + int.from_bytes(data[8:8 + size], "little")
+    return f"is cut short in its header: {len(data)} of its {header_end} header bytes" if len(data) < header_end else None
 
 
 def read_camera(data: bytes) -> tuple[np.ndarray | None, str | None]:
@@ -210,11 +226,45 @@ ZERO123_VIEWS = 12  # Zero123's views_release: 000.png..011.png and their .npy c
 PEEK_OBJECTS = 3  # objects whose views are counted at planning: a layout's count, not one broken object's
 
 
+VIEW_SUFFIXES = (".png", ".npy")  # in any case: `000.PNG` from a Windows or zip round trip is a render too
+
+
+def view_suffix(uri: str) -> str | None:
+    """`.png` or `.npy` when a file of an object folder is a render or a camera (its extension
+    in any case), else None."""
+    return next((suffix for suffix in VIEW_SUFFIXES if uri.lower().endswith(suffix)), None)
+
+
 def paired_views(files: list[str]) -> int:
-    """Renders with their camera (`NNN.png` beside `NNN.npy`) among a folder's files."""
-    stems = {suffix: {fsio.basename(f)[:-4] for f in files if f.endswith(suffix) and not set_aside(fsio.basename(f))}
-             for suffix in (".png", ".npy")}
+    """Renders with their camera (`NNN.png` beside `NNN.npy`, in any case) among a folder's files."""
+    stems = {suffix: {nfc(fsio.basename(f)[:-4]) for f in files
+                      if view_suffix(f) == suffix and not set_aside(fsio.basename(f))} for suffix in VIEW_SUFFIXES}
     return len(stems[".png"] & stems[".npy"])
+
+
+def _view_twins(files: list[str], suffix: str) -> dict[str, list[str]]:
+    """An object's renders (or cameras) by stem in NFC, each stem's files in `twin_order`: the first
+    is read, each other (`000.PNG` beside `000.png`, NFD beside NFC) is a `duplicate_key` reject."""
+    stems: dict[str, list[str]] = {}
+    for uri in files:
+        if view_suffix(uri) == suffix:
+            stems.setdefault(nfc(fsio.basename(uri)[:-4]), []).append(uri)
+    return {stem: sorted(uris, key=lambda uri: twin_order(fsio.basename(uri))) for stem, uris in stems.items()}
+
+
+def _twin_how(name: str, kept: str) -> str:
+    """How a twin's name differs from the one read, for `twin_detail`."""
+    same = nfc(fsio.basename(name)) == nfc(fsio.basename(kept))
+    return "in another Unicode form" if same else "with its extension in another case"
+
+
+def _folder_twins(root: str) -> dict[str, str]:
+    """Of object folders whose names are one in NFC but none in NFC, the first in `twin_order`."""
+    names: dict[str, list[str]] = {}
+    for folder in fsio.list_dirs(root, links=True):
+        if unicode_form(fsio.basename(folder)) != "NFC":
+            names.setdefault(nfc(fsio.basename(folder)), []).append(folder)
+    return {name: min(folders, key=lambda f: twin_order(fsio.basename(f))) for name, folders in names.items()}
 
 
 @dataclass(frozen=True)
@@ -230,6 +280,20 @@ class ObjaverseSource:
             raise FileNotFoundError(f"no object folders (<uid>/NNN.png + NNN.npy) under {self.path}")
         self._check_views(objects)
         return objects
+
+    def _twin_read(self, folder: str) -> str | None:
+        """The object folder read in place of `folder` when their names are one in NFC (`café` in NFD
+        beside `café` in NFC, a Mac's copy): the first in `twin_order`; None when `folder` is it.
+        A name in NFC is first by that order, so only other names look for their twins."""
+        uid = fsio.basename(folder)
+        if unicode_form(uid) == "NFC":
+            return None
+        named = fsio.join(self.path, nfc(uid))
+        if fsio.isdir(named):
+            return named
+        twins = fsio.once_per_run(("objaverse_twins", self.path), lambda: _folder_twins(self.path))
+        first = twins.get(nfc(uid), folder)
+        return None if first == folder else first
 
     def _check_views(self, objects: list[str]) -> None:
         """Refuse `views` when the first objects all hold fewer: Zero123's renders have 12 views
@@ -253,9 +317,17 @@ class ObjaverseSource:
         if outside:  # not listed: the linked (or `__MACOSX/`) object folder is one rejected item
             yield Reject(key, self.name, key, "read", outside.reason, outside.detail, input=at)
             return
+        kept = self._twin_read(folder)
+        if kept is not None:  # `café` in NFD beside its NFC twin: one key, two sentences met only by the writer
+            yield Reject(f"{key}-{unicode_form(uid).lower()}", self.name, key, "read", "duplicate_key",
+                         f"{nfc(uid)}/ ({unicode_form(uid)}) is the name of {nfc(fsio.basename(kept))}/ "
+                         f"({unicode_form(fsio.basename(kept))}) in another Unicode form: that folder is read", input=at)
+            return
         files = []
         for uri in fsio.list_files(folder, links=True):
-            aside = set_aside_problem(self.path, uri) if uri.endswith((".png", ".npy")) else None
+            if view_suffix(uri) is None:  # a LICENSE.txt, a thumbnail.jpg: no input of this layout, never read
+                continue
+            aside = set_aside_problem(self.path, uri)
             if aside:  # a Mac's `._000.npy`: never a view's camera, never a `bad_camera` for the object
                 reject_key = safe_key(self.name, uid, fsio.basename(uri))
                 yield Reject(reject_key, self.name, key, "read", aside.reason, aside.detail,
@@ -266,10 +338,17 @@ class ObjaverseSource:
         if outside:
             yield Reject(key, self.name, key, "read", outside.reason, outside.detail, input=at)
             return
-        pngs = {fsio.basename(f)[:-4]: f for f in files if f.endswith(".png")}
-        npys = {fsio.basename(f)[:-4]: f for f in files if f.endswith(".npy")}
+        pngs, npys = {}, {}
+        for suffix, found in ((".png", pngs), (".npy", npys)):
+            for stem, twins in _view_twins(files, suffix).items():
+                found[stem] = twins[0]
+                for twin in twins[1:]:  # `000.PNG` beside `000.png`: the first in twin_order is read
+                    yield Reject(safe_key(self.name, uid, fsio.basename(twin)), self.name, key, "read", "duplicate_key",
+                                 twin_detail(fsio.basename(twin), fsio.basename(twins[0]), _twin_how(twin, twins[0])),
+                                 input=relative_input(twin, self.path))
         yield from self._unpaired(key, pngs, npys, at)
         views = []
+        bad: list[str] = []
         for stem in sorted(pngs):
             if stem not in npys:
                 continue
@@ -279,10 +358,11 @@ class ObjaverseSource:
                 raise
             except Exception as exc:
                 problem = type(exc).__name__
-            if problem or rt is None:
-                yield Reject(key, self.name, key, "read", "bad_camera", f"{stem}.npy: {problem}",
-                             input=relative_input(npys[stem], self.path))
-                return
+            if problem or rt is None:  # as a missing camera: this view is lost, the others go on
+                bad.append(stem)
+                yield Reject(f"{safe_key(self.name, uid, stem)}-camera", self.name, key, "read", "bad_camera",
+                             f"{fsio.basename(npys[stem])}: {problem}", input=relative_input(npys[stem], self.path))
+                continue
             centre = blender_camera_centre(rt)
             views.append((stem, pngs[stem], centre))
         missing = sorted(set(pngs) - set(npys))
@@ -290,6 +370,8 @@ class ObjaverseSource:
             detail = f"{len(views)} views with cameras < {self.views}"
             if missing:
                 detail += f"; no camera for {', '.join(missing[:5])}"
+            if bad:
+                detail += f"; a bad camera for {', '.join(bad[:5])}"
             yield Reject(key, self.name, key, "read", "too_few_views", detail, input=at)
             return
         centres = np.stack([v[2] for v in views])
@@ -324,11 +406,11 @@ class ObjaverseSource:
         renders, cameras = sorted(set(pngs) - set(npys)), sorted(set(npys) - set(pngs))
         if renders:
             yield Reject(f"{key}-no_camera", self.name, key, "read", "missing_camera",
-                         f"{len(renders)} renders have no .npy: {_some(renders, '.png')}",
+                         f"{len(renders)} renders have no .npy: {_some([fsio.basename(pngs[r]) for r in renders], '')}",
                          input=relative_input(pngs[renders[0]], self.path) if len(renders) == 1 else at)
         if cameras:
             yield Reject(f"{key}-no_view", self.name, key, "read", "missing_view",
-                         f"{len(cameras)} cameras have no .png: {_some(cameras, '.npy')}",
+                         f"{len(cameras)} cameras have no .png: {_some([fsio.basename(npys[c]) for c in cameras], '')}",
                          input=relative_input(npys[cameras[0]], self.path) if len(cameras) == 1 else at)
 
 
@@ -380,6 +462,7 @@ class Co3dFrame:
     depth_scale: float
     camera: np.ndarray  # 3x4 [R | T], PyTorch3D's row-vector convention
     depth_mask_uri: str | None  # where the depth is trusted (CO3D's loader keeps depth only there)
+    refused: tuple[tuple[str, str, str], ...] = ()  # (task, reason, detail) of a pair whose path leads out
 
 
 def frame_problem(frame: Any) -> str | None:
@@ -427,6 +510,39 @@ def _check_budget(uri: str, index: int, bad: int) -> None:
                                        "(the limit of one CO3D file)")
 
 
+FRAME_ANNOTATIONS = "frame_annotations.jgz"
+SEQUENCE_ANNOTATIONS = "sequence_annotations.jgz"
+
+
+def frame_annotations(category_dir: str) -> str | None:
+    """A category's frame annotations, its name in any case (`frame_annotations.JGZ`, a Windows
+    or zip round trip), or None."""
+    exact = fsio.join(category_dir, FRAME_ANNOTATIONS)
+    if fsio.exists(exact):
+        return exact
+    try:
+        return next((f for f in fsio.list_files(category_dir, links=True)
+                     if fsio.basename(f).lower() == FRAME_ANNOTATIONS), None)
+    except OSError:  # a folder that cannot be listed holds none that can be read
+        return None
+
+
+def is_category(folder: str) -> bool:
+    """Whether a folder at a CO3D root is a category: it holds frame or sequence annotations (any
+    case) or a sequence folder (`<sequence>/images/`). A category without its frame annotations
+    vanished unsaid; a folder that is none of these (notes, an OS's leftovers) is no input."""
+    if set_aside(fsio.basename(folder)):
+        return False
+    if frame_annotations(folder):
+        return True
+    try:
+        if any(fsio.basename(f).lower() == SEQUENCE_ANNOTATIONS for f in fsio.list_files(folder, links=True)):
+            return True
+        return any(fsio.exists(fsio.join(d, "images")) for d in fsio.list_dirs(folder, links=True))
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class Co3dSource:
     name: str
@@ -437,9 +553,9 @@ class Co3dSource:
     follow_links: bool = False  # read files that are links leading out of `path`
 
     def units(self) -> list[str]:
-        categories = [d for d in fsio.list_dirs(self.path, links=True) if fsio.exists(fsio.join(d, "frame_annotations.jgz"))]
-        if not categories:
-            raise FileNotFoundError(f"no <category>/frame_annotations.jgz under {self.path}")
+        categories = [d for d in fsio.list_dirs(self.path, links=True) if is_category(d)]
+        if not any(frame_annotations(d) for d in categories):
+            raise FileNotFoundError(f"no <category>/{FRAME_ANNOTATIONS} under {self.path}")
         unknown = sorted(set(self.categories) - {fsio.basename(d) for d in categories})
         if unknown:  # a misspelt category is the config's fault, not the path's
             raise ConfiguredPathMissing("categories", f"no {', '.join(unknown)}/frame_annotations.jgz under "
@@ -448,7 +564,13 @@ class Co3dSource:
 
     def read(self, category_dir: str) -> Iterator[SourceItem]:
         category = fsio.basename(category_dir)
-        annotations = fsio.join(category_dir, "frame_annotations.jgz")
+        annotations = frame_annotations(category_dir)
+        if annotations is None:  # a zip extracted in part: its sequences have no frames, no cameras
+            key = safe_key(self.name, category)
+            yield Reject(key, self.name, key, "read", "missing_annotation",
+                         f"{category}/ has no {FRAME_ANNOTATIONS}: its sequences cannot be placed, none is read",
+                         input=relative_input(category_dir, self.path) + "/")
+            return
         # the file too: a link leading out was read, and a fifo blocked the build for good
         outside = path_problem(self.path, category_dir, self.follow_links) or \
             path_problem(self.path, annotations, self.follow_links)
@@ -518,39 +640,62 @@ class Co3dSource:
         by_sequence: dict[str, list[Co3dFrame]] = {}
         rejects: list[Reject] = []
         first_index: dict[str, dict[int, int]] = {}  # sequence -> frame_number -> its first frame
+        first_image: dict[str, dict[str, int]] = {}  # sequence -> image file -> the first frame naming it
+        name = fsio.basename(uri)  # `frame_annotations.JGZ` as the disk spells it
         for index, frame in enumerate(read_jgz_frames(uri)):
             _check_budget(uri, index, len(rejects))
             problem = frame_problem(frame)
             if problem:
-                rejects.append(self._frame_reject(category, index, BAD_ANNOTATION, f" {problem}"))
+                rejects.append(self._frame_reject(category, index, BAD_ANNOTATION, f" {problem}", name))
                 continue
             try:  # names from the annotation file must stay inside the dataset
-                kept = self._keep(frame)
+                kept = self._keep(frame, f"{name}[{index}]")
             except OutsideRoot as exc:
-                rejects.append(self._frame_reject(category, index, exc.reason, f": {exc.detail}"))
+                rejects.append(self._frame_reject(category, index, exc.reason, f": {exc.detail}", name))
                 continue
             seen = first_index.setdefault(frame["sequence_name"], {})
             if kept.number in seen:  # its pairs' keys would clash with the first frame's
                 rejects.append(self._frame_reject(category, index, "duplicate_key", (
-                    f": frame_number {kept.number} of its sequence is already frame_annotations.jgz[{seen[kept.number]}]")))
+                    f": frame_number {kept.number} of its sequence is already {name}[{seen[kept.number]}]"), name))
+                continue
+            pictures = first_image.setdefault(frame["sequence_name"], {})
+            if kept.image_uri in pictures:  # one picture twice in the sentence, under two frame numbers
+                rejects.append(self._frame_reject(category, index, "duplicate_key", (
+                    f": image.path {frame['image']['path']} is already {name}[{pictures[kept.image_uri]}]'s"), name))
                 continue
             seen[kept.number] = index
+            pictures[kept.image_uri] = index
             by_sequence.setdefault(frame["sequence_name"], []).append(kept)
         return by_sequence, rejects
 
-    def _frame_reject(self, category: str, index: int, reason: str, detail: str) -> Reject:
+    def _frame_reject(self, category: str, index: int, reason: str, detail: str, name: str) -> Reject:
         key = safe_key(self.name, category, "frame", str(index))
-        return Reject(key, self.name, key, "read", reason, f"frame_annotations.jgz[{index}]{detail}",
-                      input=f"{category}/frame_annotations.jgz[{index}]")
+        return Reject(key, self.name, key, "read", reason, f"{name}[{index}]{detail}",
+                      input=f"{category}/{name}[{index}]")
 
-    def _keep(self, frame: dict) -> Co3dFrame:
-        """What this reader uses of a frame that passed `frame_problem`, its paths checked."""
+    def _keep(self, frame: dict, where: str) -> Co3dFrame:
+        """What this reader uses of a frame that passed `frame_problem`, its image path checked (an
+        `OutsideRoot` refuses the frame) and the paths a configured pair task reads: one leading
+        out refuses that pair alone. A depth path no task reads refused the frame, from the
+        multi-view sentence too."""
         depth, mask = frame.get("depth") or {}, frame.get("mask") or {}
         viewpoint = frame["viewpoint"]
         camera = np.concatenate([np.array(viewpoint["R"], np.float64), np.array([viewpoint["T"]], np.float64).T], 1)
-        return Co3dFrame(as_int(frame["frame_number"]), self._inside(frame["image"]["path"]),
-                         self._inside(depth.get("path")), self._inside(mask.get("path")),
-                         float(depth.get("scale_adjustment") or 1.0), camera, self._inside(depth.get("mask_path")))
+        image = self._inside(frame["image"]["path"])
+        read: dict[str, str | None] = {}
+        refused: list[tuple[str, str, str]] = []
+        for task in self.pair_tasks:
+            fields = {"depth.path": depth.get("path"), "depth.mask_path": depth.get("mask_path")} if task == "depth" \
+                else {"mask.path": mask.get("path")}
+            for name, value in fields.items():
+                try:
+                    read[name] = self._inside(value)
+                except OutsideRoot as exc:
+                    refused.append((task, exc.reason, f"{where} {name}: {exc.detail}"))
+                    break
+        return Co3dFrame(as_int(frame["frame_number"]), image, read.get("depth.path"), read.get("mask.path"),
+                         float(depth.get("scale_adjustment") or 1.0), camera, read.get("depth.mask_path"),
+                         tuple(refused))
 
     def _inside(self, name: str | None) -> str | None:
         if not name:
@@ -619,6 +764,11 @@ class Co3dSource:
     def _pair(self, task: str, category: str, sequence: str, group: str, frame: Co3dFrame,
               split: str | None) -> Iterator[SourceItem]:
         pair_key = f"{group}-f{frame.number:06d}-{task}"
+        refused = next((r for r in frame.refused if r[0] == task), None)
+        if refused:  # its depth (mask) path leads out: this pair alone, the frame's other uses go on
+            yield Reject(pair_key, self.name, group, "read", refused[1], refused[2], split_hint=split,
+                         input=relative_input(frame.image_uri, self.path))
+            return
         if task == "depth":
             if not frame.depth_uri:
                 yield Reject(pair_key, self.name, group, "read", "missing_annotation", "no depth path", split_hint=split,

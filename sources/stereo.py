@@ -37,7 +37,7 @@ from typing import Any, Iterator
 from sources import fsio
 from sources.paths import (PathProblem, missing_under, path_problem, relative_to_root, set_aside_problem,
                            shown_name)
-from sources.records import PairRecord, Reject, SourceItem, safe_key
+from sources.records import PairRecord, Reject, SourceItem, nfc, safe_key, twin_detail, twin_order
 
 STEREO_TASKS = ("stereo", "depth")
 DISPARITY_SCALE = 1 / 256  # KITTI stores disparity * 256 in uint16, 0 = no measurement
@@ -46,6 +46,43 @@ GROUND_TRUTH_FRAME = "10"  # the one frame of a KITTI scene its disparity maps m
 KITTI_LEFT_FOLDERS = ("image_2", "colored_0", "image_0")  # 2015's colour, 2012's colour and grey left views
 KITTI_DISPARITY_FOLDERS = ("disp_noc_0", "disp_occ_0", "disp_noc_1", "disp_occ_1",  # KITTI 2015
                            "disp_noc", "disp_occ", "disp_refl_noc", "disp_refl_occ")  # KITTI 2012
+
+
+VIEW_SUFFIXES = (".png", ".jpg", ".jpeg")  # a view's, in any case (`.PNG`, `.JPEG`): the preferred first
+MAP_SUFFIXES = (".png",)  # a disparity map is a 16-bit PNG, in any case
+TWIN_UNIT = ""  # the first element of a unit of a left view's twins (no path is empty)
+
+
+def file_of(folder: str, stem: str, suffixes: tuple[str, ...] = VIEW_SUFFIXES, first: str = "") -> str | None:
+    """The file of frame `stem` in `folder` (`first` when it is there), its extension one of
+    `suffixes` in any case, or None. The map's path was the stem + `.png` alone: a
+    `000001_10.PNG` was "no disparity for" its frame."""
+    for name in (first,) * bool(first) + tuple(stem + suffix for suffix in suffixes):
+        if fsio.exists(fsio.join(folder, name)):
+            return fsio.join(folder, name)
+    if not fsio.isdir(folder):
+        return None
+    return next((uri for uri in fsio.list_files(folder, suffixes, links=True) if _stem(fsio.basename(uri)) == stem), None)
+
+
+def twin_rank(name: str) -> tuple[bool, int, str]:
+    """Which of a frame's left views of one stem is read (the lowest): the one in NFC, then `.png`,
+    `.jpg`, `.jpeg` (the views read before `.jpeg` was listed stay read), then by name."""
+    suffix = "." + name.rsplit(".", 1)[-1].lower()
+    return twin_order(name)[0], VIEW_SUFFIXES.index(suffix) if suffix in VIEW_SUFFIXES else len(VIEW_SUFFIXES), name
+
+
+def split_twins(files: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Left views with one view a frame (in listing order), and (the one read, its twin) pairs."""
+    by_stem: dict[str, list[str]] = {}
+    for uri in files:
+        by_stem.setdefault(nfc(_stem(fsio.basename(uri))), []).append(uri)
+    twins = []
+    for uris in by_stem.values():
+        uris.sort(key=lambda uri: twin_rank(fsio.basename(uri)))
+        twins += [(uris[0], twin) for twin in uris[1:]]
+    dropped = {twin for _, twin in twins}
+    return [uri for uri in files if uri not in dropped], twins
 
 
 def _stem(name: str) -> str:
@@ -64,7 +101,8 @@ def _scene(stem: str, kitti: bool) -> str:
 def measured(disparity_map: str) -> bool:
     """Whether a scene's `_10` disparity map is there: recorded as its value, so a rerun renders
     again the units of the scene's other frames where the map came or went."""
-    return fsio.exists(disparity_map)
+    folder, name = disparity_map.rsplit("/", 1)
+    return fsio.exists(disparity_map) or file_of(folder, _stem(name), MAP_SUFFIXES) is not None
 
 
 def is_second_frame(stem: str, kitti: bool) -> bool:
@@ -109,10 +147,11 @@ class StereoSource:
                                 "; KITTI 2012 keeps its colour views in colored_0 and colored_1")
         self._check_right_folder()
         self._check_disparity_folder()
-        files = fsio.list_files(left, (".png", ".jpg"), links=True)
+        files, twins = split_twins(fsio.list_files(left, VIEW_SUFFIXES, links=True))
         orphans = self._files_without_left_view(files)
         return [tuple(files[i : i + 256]) for i in range(0, len(files), 256)] + \
-            [tuple(orphans[i : i + 256]) for i in range(0, len(orphans), 256)]
+            [tuple(orphans[i : i + 256]) for i in range(0, len(orphans), 256)] + \
+            [(TWIN_UNIT, kept, twin) for kept, twin in twins]
 
     def _read_folders(self) -> tuple[str, ...]:
         """The folders beside the left views that the tasks read: the right views (stereo, or a
@@ -131,7 +170,7 @@ class StereoSource:
             directory = fsio.join(split, folder)
             if not fsio.isdir(directory):
                 continue
-            for uri in fsio.list_files(directory, (".png", ".jpg"), links=True):
+            for uri in fsio.list_files(directory, VIEW_SUFFIXES, links=True):
                 stem = _stem(fsio.basename(uri))
                 if stem not in have and not set_aside_problem(directory, uri):
                     found.setdefault(stem, uri)
@@ -143,7 +182,7 @@ class StereoSource:
         stem = _stem(fsio.basename(uri))
         kitti = self.kitti_frame(stem)
         left = [folder for folder in self._read_folders()
-                if any(fsio.exists(fsio.join(split, folder, stem + ext)) for ext in (".png", ".jpg"))]
+                if file_of(fsio.join(split, folder), stem)]
         group = safe_key(self.name, _scene(stem, self.kitti_folders))
         return Reject(f"{safe_key(self.name, stem)}-pair", self.name, group, "read", "missing_image",
                       f"no left view of {shown_name(stem)} in {self.left_folder}/; its file in "
@@ -171,6 +210,16 @@ class StereoSource:
 
     def read(self, files: tuple[str, ...]) -> Iterator[SourceItem]:
         root = fsio.join(self.path, self.split_folder)
+        if files and files[0] == TWIN_UNIT:  # `x.png` beside `x.PNG`: one frame, one key; the first is read
+            kept, twin = files[1], files[2]
+            name, first = fsio.basename(twin), fsio.basename(kept)
+            how = "in another Unicode form" if nfc(name) == nfc(first) else \
+                "with its extension in another case" if nfc(name).lower() == nfc(first).lower() else \
+                "with another image extension"
+            key = safe_key(self.name, self.left_folder, name)
+            yield Reject(key, self.name, safe_key(self.name, _scene(_stem(nfc(first)), self.kitti_folders)), "read",
+                         "duplicate_key", twin_detail(name, first, how), input=relative_to_root(self.path, twin))
+            return
         for left in files:
             name = fsio.basename(left)
             if not left.startswith(fsio.join(root, self.left_folder) + "/"):  # beside a left view that is gone
@@ -188,8 +237,10 @@ class StereoSource:
                 key = safe_key(self.name, self.left_folder, name)
                 yield Reject(key, self.name, key, "read", aside.reason, aside.detail, input=at)
                 continue
-            right = fsio.join(root, self.right_folder, name)
-            disparity = fsio.join(root, self.disparity_folder, name.rsplit(".", 1)[0] + ".png")
+            right_folder, disparity_folder = fsio.join(root, self.right_folder), fsio.join(root, self.disparity_folder)
+            stem = _stem(name)
+            right = file_of(right_folder, stem, first=name) or fsio.join(right_folder, name)
+            disparity = file_of(disparity_folder, stem, MAP_SUFFIXES) or fsio.join(disparity_folder, stem + ".png")
             planned = {task: self._annotation(task, right, disparity) for task in self.tasks}
             problems = {task: self._problem(left, annotation) for task, annotation in planned.items()}
             shared = set(problems.values())

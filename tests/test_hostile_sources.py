@@ -598,7 +598,8 @@ def test_co3d_files_of_countless_tiny_items_are_refused_whole(tmp_path: Path, mo
     frames = _co3d_orbit(root)
     jgz = root / "toy" / "frame_annotations.jgz"
     bad = json.dumps(frames + [0] * 101).encode()  # each 0 is a frame that is not an object
-    valid = json.dumps([{**frames[n % 3], "frame_number": n} for n in range(1001)]).encode()  # too many
+    valid = json.dumps([{**frames[n % 3], "frame_number": n, "image": {"path": f"toy/s1/images/frame{n:06d}.jpg"}}
+                        for n in range(1001)]).encode()  # too many (each its own picture: no duplicate_key)
     for text, limit in ((bad, "100 frames that fail"), (valid, "1000 items")):
         jgz.write_bytes(gzip.compress(text))
         (reject,) = _items(Co3dSource("co3d", str(root), views=3))

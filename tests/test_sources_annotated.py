@@ -192,10 +192,13 @@ def test_objaverse_cameras_that_place_no_view_are_bad_camera(tmp_path: Path):
     _objaverse_object(tmp_path / "fine")
     source = ObjaverseSource("obj", str(tmp_path), views=4)
     items = [i for unit in source.units() for i in source.read(unit)]
-    rejects = {i.key: i for i in items if isinstance(i, Reject)}
-    assert {k: r.reason for k, r in rejects.items()} == {f"obj-{uid}": "bad_camera" for uid in broken}
+    rejects = {i.key: i for i in items if isinstance(i, Reject) and i.reason == "bad_camera"}
+    assert set(rejects) == {f"obj-{uid}-002-camera" for uid in broken}  # the view's, as a missing camera's
     for uid, (words, _) in broken.items():
-        assert rejects[f"obj-{uid}"].detail.startswith("002.npy: ") and words in rejects[f"obj-{uid}"].detail
+        assert rejects[f"obj-{uid}-002-camera"].detail.startswith("002.npy: ")
+        assert words in rejects[f"obj-{uid}-002-camera"].detail
+    assert {i.key: i.detail for i in items if isinstance(i, Reject) and i.reason == "too_few_views"} == {
+        f"obj-{uid}": "3 views with cameras < 4; a bad camera for 002" for uid in broken}
     (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
     assert record.key == "obj-fine" and list(record.azimuths_deg) == pytest.approx([10.0, 100.0, 190.0, 280.0], abs=1e-3)
     assert record.lineage["radius"] == pytest.approx(1.9, abs=1e-4)
@@ -223,10 +226,10 @@ def test_objaverse_camera_judged_by_its_npy_header(tmp_path: Path):
     items, peak = _read_traced(source)
     assert peak < 1 << 20
     details = {i.key: i.detail for i in items if isinstance(i, Reject) and i.reason == "bad_camera"}
-    assert details == {"obj-huge": "002.npy: declares shape (20000, 20000), not (3, 4)",
-                       "obj-objects": "002.npy: declares dtype object, not numbers",
-                       "obj-pickled": "002.npy: is not a .npy file",
-                       "obj-square": "002.npy: declares shape (4, 4), not (3, 4)"}
+    assert details == {"obj-huge-002-camera": "002.npy: declares shape (20000, 20000), not (3, 4)",
+                       "obj-objects-002-camera": "002.npy: declares dtype object, not numbers",
+                       "obj-pickled-002-camera": "002.npy: is not a .npy file",
+                       "obj-square-002-camera": "002.npy: declares shape (4, 4), not (3, 4)"}
 
 
 def test_objaverse_views_without_cameras_and_cameras_without_views_are_counted(tmp_path: Path):

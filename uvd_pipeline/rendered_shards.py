@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from sources import fsio
-from sources.records import Reject
+from sources.records import Reject, nfc, unicode_form
 from tokenizer.atomic import commit_file, is_temporary, write_bytes
 from uvd_pipeline.dedup import FINGERPRINTS_SUFFIX, Fingerprint, fingerprint_lines
 from uvd_pipeline.integrity import (REBUILD_HINT, HashingReader, Recorded, ShardDamaged, check_file, confirm, file_sizes,
@@ -369,10 +369,27 @@ def duplicate_sentence(sentence: Sentence) -> Reject:
     """A second sentence with an id already written to this shard: keys are unique by
     construction, so this means two inputs map to one key; the one whose header sorts first is
     kept, this one is counted instead of writing a tar webdataset would refuse."""
-    member = sentence.members[0] if sentence.members else {}
-    origin = member.get("path") or member.get("sample_key") or member.get("key") or ""
     return Reject(sentence.sentence_id, sentence.source, sentence.sentence_id, "write", "duplicate_key",
-                  f"another sentence of this shard has id {sentence.sentence_id}; this one from {origin}"[:300])
+                  f"another sentence of this shard has id {sentence.sentence_id}; this one from "
+                  f"{sentence_origin(sentence)}"[:300])
+
+
+# lineage that names a sentence's input where its members carry no path (a multi-view object's views)
+ORIGIN_FIELDS = ("uid", "category", "sequence", "building", "stem", "file")
+
+
+def sentence_origin(sentence: Sentence) -> str:
+    """What a sentence was made from, for a reject: its first member's path or key, else the
+    lineage naming its input (`uid café (NFD)`: twins' names differ in their Unicode form alone).
+    A multi-view sentence's members carry none of the first, and the detail ended in nothing."""
+    member = sentence.members[0] if sentence.members else {}
+    origin = member.get("path") or member.get("sample_key") or member.get("key")
+    if origin:
+        return str(origin)
+    named = [(name, sentence.meta[name]) for name in ORIGIN_FIELDS if isinstance(sentence.meta.get(name), str)]
+    shown = [f"{name} {nfc(value)}" + ("" if unicode_form(value) == "NFC" else f" ({unicode_form(value)})")
+             for name, value in named]
+    return ", ".join(shown) or f"a {sentence.kind} sentence of {sentence.source}"
 
 
 # -- reading back ----------------------------------------------------------------------------

@@ -1,0 +1,238 @@
+"""Multi-view and multi-annotation readers account for every input: a category, a twin, a view."""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from test_sources_annotated import TASKONOMY_DOMAIN_IDS, _co3d_orbit, _objaverse_object, _write_jgz
+
+from sources.multitask import MultiTaskSource
+from sources.multiview import Co3dSource, ObjaverseSource
+from sources.paths import ConfiguredValueMismatch
+from sources.records import MultiViewRecord, PairRecord, Reject, TupleRecord
+from sources.stereo import StereoSource
+from uvd_pipeline.rendered_shards import duplicate_sentence
+from uvd_pipeline.sentences import Sentence
+
+
+def _co3d_category(root: Path, category: str, sequence: str, annotations: str | None = "frame_annotations.jgz") -> None:
+    """A CO3D v2 category folder with one sequence of 6 frames, its frame annotations saved
+    under `annotations` (None: not saved, as a zip extracted in part leaves it)."""
+    frames = _co3d_orbit(root, np.arange(6) * 60.0, sequence)  # written under toy/
+    (root / "toy").rename(root / category)
+    for frame in frames:
+        frame["image"]["path"] = frame["image"]["path"].replace("toy/", f"{category}/", 1)
+    _write_jgz(root / category / "sequence_annotations.jgz", [{"sequence_name": sequence, "category": category}])
+    if annotations:
+        _write_jgz(root / category / annotations, frames)
+
+
+def _read_all(source) -> list:
+    return [item for unit in source.units() for item in source.read(unit)]
+
+
+def test_co3d_category_without_frame_annotations_is_a_reject(tmp_path: Path):
+    """A category whose frame_annotations.jgz never arrived (a zip extracted in part) vanished
+    without a word, and one saved as `frame_annotations.JGZ` with it. The first is now one
+    `missing_annotation` reject naming the file; the second is read. A folder that is no
+    category (no annotations, no sequence folder) is no input and no reject."""
+    _co3d_category(tmp_path, "apple", "s1")
+    _co3d_category(tmp_path, "banana", "s2", annotations=None)
+    _co3d_category(tmp_path, "cherry", "s3", annotations="frame_annotations.JGZ")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("downloaded 2026-12-01")
+    items = _read_all(Co3dSource("co3d", str(tmp_path), views=4))
+    assert sorted(i.key for i in items if isinstance(i, MultiViewRecord)) == ["co3d-apple-s1", "co3d-cherry-s3"]
+    assert [(i.key, i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)] == [
+        ("co3d-banana", "missing_annotation",
+         "banana/ has no frame_annotations.jgz: its sequences cannot be placed, none is read", "banana/")]
+
+
+def _taskonomy_view(building: Path, stem: str, value: int) -> None:
+    """One Taskonomy view: a PNG of each of the five domains (depth 16-bit), as its tars hold them."""
+    for folder, domain in TASKONOMY_DOMAIN_IDS.items():
+        (building / folder).mkdir(parents=True, exist_ok=True)
+        array = np.full((8, 8), value * 100, np.uint16) if folder == "depth_zbuffer" else np.full((8, 8, 3), value, np.uint8)
+        assert cv2.imwrite(str(building / folder / f"{stem}_domain_{domain}.png"), array)
+
+
+def test_multitask_twins_of_one_stem_are_duplicate_key_rejects(tmp_path: Path):
+    """`x_domain_rgb.png` beside `x_domain_rgb.PNG` (a Windows round trip), or a view named in NFC
+    beside its Mac's NFD copy, are one stem: the second overwrote the first without a word (NFD:
+    two tuples of one key, met only by the writer). The one read is the first in `twin_order`
+    (NFC, then by name: `.PNG`), as a web folder reads twins; each other is a `duplicate_key` reject."""
+    building = tmp_path / "allensville"
+    _taskonomy_view(building, "point_0_view_0", 10)
+    assert cv2.imwrite(str(building / "rgb" / "point_0_view_0_domain_rgb.PNG"), np.full((8, 8, 3), 200, np.uint8))
+    cafe = unicodedata.normalize("NFC", "café_view_1")
+    _taskonomy_view(building, cafe, 20)
+    assert cv2.imwrite(str(building / "rgb" / f"{unicodedata.normalize('NFD', cafe)}_domain_rgb.png"),
+                       np.full((8, 8, 3), 90, np.uint8))
+    items = _read_all(MultiTaskSource("tk", str(tmp_path)))
+    tuples = {i.key: Path(dict(i.uris)["image"]).name for i in items if isinstance(i, TupleRecord)}
+    assert tuples == {"tk-allensville-point_0_view_0": "point_0_view_0_domain_rgb.PNG",
+                      "tk-allensville-caf__view_1_b49e18ed": f"{cafe}_domain_rgb.png"}
+    rejects = [(i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)]
+    assert rejects == [
+        ("duplicate_key", f"{cafe}_domain_rgb.png (NFD) is the name of {cafe}_domain_rgb.png (NFC) in another Unicode "
+         "form: that file is read", f"allensville/rgb/{unicodedata.normalize('NFD', cafe)}_domain_rgb.png"),
+        ("duplicate_key", "point_0_view_0_domain_rgb.png (NFC) is the name of point_0_view_0_domain_rgb.PNG (NFC) "
+         "with its extension in another case: that file is read", "allensville/rgb/point_0_view_0_domain_rgb.png")]
+
+
+def test_objaverse_reads_renders_and_cameras_in_any_case(tmp_path: Path):
+    """Renders saved as `000.PNG` (a Windows or zip round trip), cameras as `000.NPY`: matched by
+    `.png`/`.npy` alone, an object of them was `too_few_views` (0 views) and views: 12 was never
+    refused at check. Now read in any case, as the other folder readers list them; a render
+    beside its twin in another case is one `duplicate_key` reject, the first in twin_order read."""
+    for uid, render, camera in (("upper", ".PNG", ".npy"), ("both", ".PNG", ".NPY"), ("lower", ".png", ".npy")):
+        _objaverse_object(tmp_path / uid)
+        for i in range(4):
+            (tmp_path / uid / f"{i:03d}.png").rename(tmp_path / uid / f"{i:03d}{render}")
+            (tmp_path / uid / f"{i:03d}.npy").rename(tmp_path / uid / f"{i:03d}{camera}")
+    (tmp_path / "lower" / "001.png").link_to(tmp_path / "lower" / "001.PNG")
+    with pytest.raises(ConfiguredValueMismatch, match="hold 4, 4, 4 views with cameras"):
+        ObjaverseSource("obj", str(tmp_path), views=12).units()
+    items = _read_all(ObjaverseSource("obj", str(tmp_path), views=4))
+    records = {i.key: [Path(u).name for u in i.view_uris] for i in items if isinstance(i, MultiViewRecord)}
+    assert records == {"obj-upper": ["000.PNG", "001.PNG", "002.PNG", "003.PNG"],
+                       "obj-both": ["000.PNG", "001.PNG", "002.PNG", "003.PNG"],
+                       "obj-lower": ["000.png", "001.PNG", "002.png", "003.png"]}
+    assert [(i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)] == [
+        ("duplicate_key", "001.png (NFC) is the name of 001.PNG (NFC) with its extension in another case: "
+         "that file is read", "lower/001.png")]
+
+
+def test_objaverse_judges_only_the_files_it_reads(tmp_path: Path):
+    """A `LICENSE.txt` linked to a shared copy out of the root is no input: it rejected the whole
+    object `outside_root`. Only renders and cameras are judged; a render leading out still is."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "LICENSE.txt").write_text("CC-BY 4.0")
+    root = tmp_path / "views_release"
+    for uid in ("licensed", "linked_view"):
+        _objaverse_object(root / uid)
+    (root / "licensed" / "LICENSE.txt").symlink_to("../../shared/LICENSE.txt")
+    (root / "linked_view" / "003.png").unlink()
+    (tmp_path / "shared" / "003.png").write_bytes((root / "licensed" / "003.png").read_bytes())
+    (root / "linked_view" / "003.png").symlink_to("../../shared/003.png")
+    items = _read_all(ObjaverseSource("obj", str(root), views=4))
+    assert [i.key for i in items if isinstance(i, MultiViewRecord)] == ["obj-licensed"]
+    assert [(i.key, i.reason) for i in items if isinstance(i, Reject)] == [("obj-linked_view", "outside_root")]
+
+
+def test_objaverse_bad_camera_loses_its_view_not_the_object(tmp_path: Path):
+    """One camera cut short rejected the whole object (`bad_camera`, "002.npy: ValueError"), where
+    a missing camera loses its view alone. A bad camera now loses its view too, the object built
+    from the others, and a cut .npy says it is cut short (in its data or in its header)."""
+    for uid in ("cut", "cut_header"):
+        _objaverse_object(tmp_path / uid, views=5)
+    camera = (tmp_path / "cut" / "002.npy").read_bytes()
+    (tmp_path / "cut" / "002.npy").write_bytes(camera[:-10])
+    (tmp_path / "cut_header" / "002.npy").write_bytes(camera[:40])
+    items = _read_all(ObjaverseSource("obj", str(tmp_path), views=4))
+    records = {i.key: sorted(Path(u).name for u in i.view_uris) for i in items if isinstance(i, MultiViewRecord)}
+    assert records == {"obj-cut": ["000.png", "001.png", "003.png", "004.png"],
+                       "obj-cut_header": ["000.png", "001.png", "003.png", "004.png"]}
+    header = len(camera) - 12 * 4  # 12 float32 numbers after it
+    assert [(i.key, i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)] == [
+        ("obj-cut-002-camera", "bad_camera", f"002.npy: is cut short: {len(camera) - 10} of its {len(camera)} bytes",
+         "cut/002.npy"),
+        ("obj-cut_header-002-camera", "bad_camera", f"002.npy: is cut short in its header: 40 of its {header} header bytes",
+         "cut_header/002.npy")]
+
+
+def test_objaverse_object_folders_named_in_nfc_and_nfd_are_one_key(tmp_path: Path):
+    """`café/` beside a Mac's `café/` in NFD: two sentences of one key, the NFD one kept by the
+    writer's backstop with an empty detail. The NFC folder is read; the other is a `duplicate_key`
+    reject naming its folder. The backstop, where it still meets twins, names their lineage."""
+    nfc_name, nfd_name = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    _objaverse_object(tmp_path / nfc_name)
+    _objaverse_object(tmp_path / nfd_name)
+    items = _read_all(ObjaverseSource("obj", str(tmp_path), views=4))
+    (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
+    assert record.lineage["uid"] == nfc_name and Path(record.view_uris[0]).parent.name == nfc_name
+    assert [(i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)] == [
+        ("duplicate_key", "café/ (NFD) is the name of café/ (NFC) in another Unicode form: that folder is read",
+         f"{nfd_name}/")]
+    twin = Sentence(record.key, "obj", "multiview", "none", "train", (), ({"view": 0, "azimuth_deg": 10.0},),
+                    {"uid": nfd_name, "views_available": 4})
+    assert duplicate_sentence(twin).detail == (
+        f"another sentence of this shard has id {record.key}; this one from uid café (NFD)")
+
+
+def _co3d_with_annotations(root: Path) -> list[dict]:
+    """Six frames of toy/s1 with the depth and mask paths CO3D v2 gives each frame."""
+    frames = _co3d_orbit(root, np.arange(6) * 60.0)
+    for frame in frames:
+        image = frame["image"]["path"]
+        frame["depth"] = {"path": image.replace("/images/", "/depths/") + ".geometric.png", "scale_adjustment": 1.0,
+                          "mask_path": image.replace("/images/", "/depth_masks/").replace(".jpg", ".png")}
+        frame["mask"] = {"path": image.replace("/images/", "/masks/").replace(".jpg", ".png"), "mass": 10.0}
+    return frames
+
+
+def test_co3d_bad_depth_path_refuses_only_what_reads_it(tmp_path: Path):
+    """A depth path leading out of the root rejected its whole frame, from the multi-view sentence
+    too, though the build reads no depth without `pair_tasks: [depth]`. Only the paths a configured
+    task reads are judged: the sentence keeps all six frames, and with depth pairs the frame's
+    depth pair alone is refused (its segmentation pair is built)."""
+    frames = _co3d_with_annotations(tmp_path)
+    frames[2]["depth"]["path"] = "../outside/frame000003.jpg.geometric.png"
+    _write_jgz(tmp_path / "toy" / "frame_annotations.jgz", frames)
+    items = list(Co3dSource("co3d", str(tmp_path), views=6).read(str(tmp_path / "toy")))
+    assert [(type(i).__name__, i.lineage.get("frames_available")) for i in items] == [("MultiViewRecord", 6)]
+    both = list(Co3dSource("co3d", str(tmp_path), views=6, pair_tasks=("depth", "segmentation")).read(str(tmp_path / "toy")))
+    assert [i.lineage["frames_available"] for i in both if isinstance(i, MultiViewRecord)] == [6]
+    assert sorted(i.key for i in both if isinstance(i, PairRecord)) == sorted(
+        [f"co3d-toy-s1-f{n:06d}-segmentation" for n in range(6)] + [f"co3d-toy-s1-f{n:06d}-depth" for n in (0, 1, 3, 4, 5)])
+    (reject,) = [i for i in both if isinstance(i, Reject)]
+    assert (reject.key, reject.reason, reject.input) == ("co3d-toy-s1-f000002-depth", "outside_root",
+                                                         "toy/s1/images/frame000003.jpg")
+    assert reject.detail.startswith("frame_annotations.jgz[2] depth.path: ")
+
+
+def test_co3d_frames_naming_one_image_file_are_duplicates(tmp_path: Path):
+    """Two frames of a sequence (other frame numbers) naming one image file were both views of the
+    sentence, one picture twice. The second is a `duplicate_key` reject naming the first."""
+    frames = _co3d_with_annotations(tmp_path)
+    frames[4]["image"]["path"] = frames[1]["image"]["path"]
+    _write_jgz(tmp_path / "toy" / "frame_annotations.jgz", frames)
+    items = list(Co3dSource("co3d", str(tmp_path), views=4).read(str(tmp_path / "toy")))
+    (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
+    assert record.lineage["frames_available"] == 5 and 4 not in record.lineage["frame_numbers"]
+    assert [(i.key, i.reason, i.detail) for i in items if isinstance(i, Reject)] == [
+        ("co3d-toy-frame-4", "duplicate_key",
+         "frame_annotations.jgz[4]: image.path toy/s1/images/frame000002.jpg is already frame_annotations.jgz[1]'s")]
+
+
+def test_kitti_views_and_maps_in_any_case_and_jpeg(tmp_path: Path):
+    """A disparity map saved `000001_10.PNG` was "no disparity for 000001_10.png" (its path was the
+    stem + `.png`), and a `.jpeg` left view was never listed (its right view and map then "no left
+    view"). Views are `.png`, `.jpg` or `.jpeg`, maps `.png`, in any case; of a frame's two left
+    views (`x.png` beside `x.PNG`) the first (NFC, `.png` before `.jpg` before `.jpeg`, then by
+    name) is read, the other a `duplicate_key` reject."""
+    split = tmp_path / "training"
+    names = {"000000_10": (".png", ".png"), "000001_10": (".png", ".PNG"), "000002_10": (".jpeg", ".png"),
+             "000003_10": (".png", ".png")}
+    for folder in ("image_2", "image_3", "disp_noc_0"):
+        (split / folder).mkdir(parents=True)
+    for n, (stem, (view, disparity)) in enumerate(names.items()):
+        assert cv2.imwrite(str(split / "image_2" / f"{stem}{view}"), np.full((8, 12, 3), 40 * n, np.uint8))
+        assert cv2.imwrite(str(split / "image_3" / f"{stem}.png"), np.full((8, 12, 3), 40 * n + 5, np.uint8))
+        assert cv2.imwrite(str(split / "disp_noc_0" / f"{stem}{disparity}"), np.full((8, 12), 256 * (n + 1), np.uint16))
+    assert cv2.imwrite(str(split / "image_2" / "000003_10.PNG"), np.full((8, 12, 3), 250, np.uint8))
+    items = _read_all(StereoSource("k", str(tmp_path)))
+    pairs = {i.key: (Path(i.image_uri).name, Path(i.annotation.get("right_uri") or i.annotation["disparity_uri"]).name)
+             for i in items if isinstance(i, PairRecord)}
+    assert pairs == {
+        "k-000000_10-stereo": ("000000_10.png", "000000_10.png"), "k-000000_10-depth": ("000000_10.png", "000000_10.png"),
+        "k-000001_10-stereo": ("000001_10.png", "000001_10.png"), "k-000001_10-depth": ("000001_10.png", "000001_10.PNG"),
+        "k-000002_10-stereo": ("000002_10.jpeg", "000002_10.png"), "k-000002_10-depth": ("000002_10.jpeg", "000002_10.png"),
+        "k-000003_10-stereo": ("000003_10.PNG", "000003_10.png"), "k-000003_10-depth": ("000003_10.PNG", "000003_10.png")}
+    assert [(i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)] == [
+        ("duplicate_key", "000003_10.png (NFC) is the name of 000003_10.PNG (NFC) with its extension in another case: "
+         "that file is read", "training/image_2/000003_10.png")]
