@@ -390,7 +390,8 @@ class DecodeSession:
                 # a raw stream's demuxer never flags its last packet short: where frames are named
                 # by output order the file's last packet is taken as possibly cut (a partial download
                 # ends in a partial access unit, whose frame the CLI shows concealed)
-                self._cut_fed = self._cut_fed or packet.is_corrupt or (counted and position == len(index.pts) - 1)
+                last = counted and position == len(index.pts) - 1
+                self._cut_fed = self._cut_fed or packet.is_corrupt or last
                 trust[packet.pts] = stretch.trusted_from
                 before = self._outputs
                 if switch_skips:
@@ -400,6 +401,10 @@ class DecodeSession:
                 except Exception as exc:  # a damaged packet: its frame (and dependants) will be missing
                     log.debug("decode error at packet %d: %s", position, exc)
                     self._note_too_large(codec)
+                    if last:  # possibly cut short (its slice header): no frame, as in the CLI; none depends on it
+                        if position not in not_coded:
+                            self._count_fed(before, False)
+                        continue
                     if self.drop_damaged and position not in headers:
                         self._damage_from(position)
                     if counted and position not in not_coded:
