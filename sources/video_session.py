@@ -540,4 +540,3 @@ def _bring_extradata(index: VideoIndex, packet, position: int) -> None:
         side = PacketSideData(packet_sidedata_type_from_literal("new_extradata"), len(before[-1]))
         side.update(before[-1])
         packet.set_sidedata(side)
-
