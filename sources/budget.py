@@ -82,14 +82,29 @@ class JobUse:
     wall_s: float = 0.0
     cpu_s: float = 0.0
 
-    def left(self, budget: Budget) -> Budget:
+    def left(self, budget: Budget, spent_by: str) -> Budget:
         """What is left of `budget` for a job that takes over the same work (PyAV finishing what
         decord could not): one video's decode stays within one budget, as `decode_time_s` says,
-        not one afresh per decoder. A CPU budget's wall backstop stays at least `WALL_FLOOR_S`."""
-        wall = budget.time_s - self.wall_s
+        not one afresh per decoder. A CPU budget's wall backstop stays at least `WALL_FLOOR_S`.
+
+        Raises `BudgetExceeded` (`decode_timeout`) when less than `RETRY_FLOOR_S` is left: the
+        budget is spent, and a job given nothing (or a few ms) was killed at its first answer, a
+        retry that could not succeed. `spent_by` names the job that spent it, for the detail."""
         if budget.cpu_s is None:
-            return replace(budget, time_s=max(wall, 0.0))
-        return replace(budget, time_s=max(wall, WALL_FLOOR_S), cpu_s=max(budget.cpu_s - self.cpu_s, 0.0))
+            whole, used, unit = budget.time_s, self.wall_s, "s"
+        else:
+            whole, used, unit = budget.cpu_s, self.cpu_s, "CPU-second"
+        if whole - used < RETRY_FLOOR_S:
+            raise BudgetExceeded("decode_timeout", f"{spent_by} used {used:.3g} of the {whole:g} {unit} budget "
+                                                   f"before it failed: too little is left for another decoder")
+        if budget.cpu_s is None:
+            return replace(budget, time_s=whole - used)
+        return replace(budget, time_s=max(budget.time_s - self.wall_s, WALL_FLOOR_S), cpu_s=whole - used)
+
+
+# the least of a budget worth handing to a job taking over (`JobUse.left`): a PyAV decode of one
+# frame of a 64x48 video, the least job there is, took 40 ms CPU in a fresh worker, 1-2 ms after
+RETRY_FLOOR_S = 0.05
 
 
 class BudgetExceeded(Exception):

@@ -471,7 +471,8 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     where frames are named by its output order (`DecodeSession.outputs_named`). Where decord
     fails mid-way (`video_decord.DecordFailed`), PyAV decodes what the clips not yet finished
     need, within what decord left of the video's budget (it started afresh: a video's decode could
-    take twice `time_budget_s`), each such clip said to be PyAV's in its lineage (`decoder_note`).
+    take twice `time_budget_s`), each such clip said to be PyAV's in its lineage (`decoder_note`);
+    with too little left for any decode (`budget.RETRY_FLOOR_S`) they are `decode_timeout` rejects.
     """
     users: dict[int, list[tuple[int, int]]] = {}  # frame -> (clip, place in the clip) of each use
     for c, clip in enumerate(record.clips):
@@ -531,7 +532,13 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
                             done[c] = True
                             yield as_decoded(c), arrays.pop(c)
             except (BudgetExceeded, JobError) as exc:
+                rest = None
                 if isinstance(exc, JobError) and exc.kind == DecordFailed.__name__:
+                    try:  # nothing left worth a retry: the video is over its budget
+                        rest = used.left(limits, "decord")
+                    except BudgetExceeded as spent:
+                        exc = spent
+                if rest is not None:
                     # a packet decord cannot decode (a damaged one): PyAV decodes what the clips not yet
                     # finished still need, and names the frames lost (every clip was lost, those wholly
                     # before the damage too, with decord's words naming no frame)
@@ -542,7 +549,7 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
                                                         lineage={**clip.lineage, "decoder_note": note})
                     wanted = sorted({i for c in handed_to_pyav for i in record.clips[c].frame_indices} - got)
                     decoder = "pyav"
-                    limits, used = used.left(limits), JobUse()
+                    limits, used = rest, JobUse()
                     continue
                 try:
                     failure = _job_error(exc)

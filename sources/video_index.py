@@ -139,6 +139,9 @@ class VideoIndex:
     # packet positions that give no frame by design (MPEG-4 Part 2 not-coded VOPs, `NotCodedVops`):
     # hidden and never key frames; sent to the decoder, yet not counted against its outputs
     not_coded: tuple[int, ...] = ()
+    # (packet position, bytes) of each new extradata a packet's side data brings (an FLV's sequence
+    # header re-sent mid-stream): a decode started after one is given the latest (`DecodeSession`)
+    new_extradata: tuple[tuple[int, bytes], ...] = ()
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -185,6 +188,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     recovery = RecoveryPoints(stream.codec_context.extradata) if stream.codec_context.name == "h264" else None
     vops = NotCodedVops(stream.codec_context.extradata) if stream.codec_context.name == "mpeg4" else None
     not_coded: list[int] = []  # packets giving no frame by design (`VideoIndex.not_coded`)
+    new_extradata: list[tuple[int, bytes]] = []
     clean = True
     try:
         for packet in container.demux(stream):
@@ -197,6 +201,10 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
             size.append(int(packet.size))
             pes.append(packet.pos if packet.pos is not None and packet.pos >= 0 else None)
             corrupt.append(bool(packet.is_corrupt))
+            if packet.has_sidedata("new_extradata"):  # parameter sets sent beside the packet, not in it
+                new_extradata.append((len(raw) - 1, bytes(packet.get_sidedata("new_extradata"))))
+                if recovery is not None:
+                    recovery.new_extradata(new_extradata[-1][1])
             if recovery is not None:
                 recovery.add(len(raw) - 1, packet, keyframe[-1])
             if vops is not None and vops.add(packet, keyframe[-1]):
@@ -281,7 +289,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
                        restamped=restamped, joins=tuple(joins) if restamped == "joined" else (),
                        headers=tuple(headers) if restamped == "chained" else (), video_pages=video_pages,
                        alpha=alpha_candidate and 0 < with_alpha == len(raw),
-                       recovery=recovery.completed() if recovery is not None else (), not_coded=tuple(not_coded))
+                       recovery=recovery.completed() if recovery is not None else (), not_coded=tuple(not_coded),
+                       new_extradata=tuple(new_extradata))
     partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
     tail = [i for i in range(len(pts) - partial, len(pts)) if not discard[i]]
     if not tail:

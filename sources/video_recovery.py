@@ -26,7 +26,8 @@ starting there shows its frames, as the CLI does (`shown_from`). Only a key fram
 those of the packets of a sweep under way are read, a few header bytes each (MP4 and Matroska
 length-prefixed, avcC; an MPEG-TS's Annex B start codes), from a copy of the packet's first few
 hundred bytes, never the whole packet; an all-intra MP4's IDR packets are passed on their first
-NAL header alone.
+NAL header alone. Parameter sets come from the extradata, a key frame's in-band NAL units, and a
+packet's new extradata side data (`new_extradata`: an FLV's sequence header re-sent mid-stream).
 """
 
 from __future__ import annotations
@@ -278,6 +279,20 @@ class RecoveryPoints:
         if sps_id is None and len(self.frame_num_bits) == 1:
             sps_id = next(iter(self.frame_num_bits))
         return 1 << self.frame_num_bits[sps_id] if sps_id in self.frame_num_bits else MAX_FRAME_NUM
+
+    def new_extradata(self, data: bytes) -> None:
+        """Parameter sets a packet's new extradata side data brings, told before the packet is
+        `add`ed (FFmpeg's FLV demuxer hands a sequence header re-sent mid-stream, as an RTMP
+        encoder restarting sends it, to the next packet): read as those of the stream's extradata,
+        and as an SPS in-band would be. Recovery counts are then taken modulo its MaxFrameNum (an
+        FLV whose second part counts 18 pictures to a refresh was taken modulo the first part's
+        16: whole 2 pictures on). An avcC record also sets the NAL length size of later packets."""
+        size = length_size(data)
+        if size is not None:
+            self.size = size
+        elif self.size is not None:
+            return  # Annex B beside length-prefixed packets: nothing this reads
+        self._read_extradata(data)
 
     def _read_extradata(self, data: bytes) -> None:
         """The SPSs and PPSs of an avcC record (ISO/IEC 14496-15: counted, each 2-byte sized) or

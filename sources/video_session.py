@@ -386,11 +386,14 @@ class DecodeSession:
                     yield from self._deliver(codec.decode(None), trust)
                     codec.flush_buffers()
                     self._restart()
+                if not fed and index.new_extradata:
+                    _bring_extradata(index, packet, position)
                 fed = True
                 # a raw stream's demuxer never flags its last packet short: where frames are named
                 # by output order the file's last packet is taken as possibly cut (a partial download
                 # ends in a partial access unit, whose frame the CLI shows concealed)
-                self._cut_fed = self._cut_fed or packet.is_corrupt or (counted and position == len(index.pts) - 1)
+                last = counted and position == len(index.pts) - 1
+                self._cut_fed = self._cut_fed or packet.is_corrupt or last
                 trust[packet.pts] = stretch.trusted_from
                 before = self._outputs
                 if switch_skips:
@@ -400,6 +403,10 @@ class DecodeSession:
                 except Exception as exc:  # a damaged packet: its frame (and dependants) will be missing
                     log.debug("decode error at packet %d: %s", position, exc)
                     self._note_too_large(codec)
+                    if last:  # possibly cut short (its slice header): no frame, as in the CLI; none depends on it
+                        if position not in not_coded:
+                            self._count_fed(before, False)
+                        continue
                     if self.drop_damaged and position not in headers:
                         self._damage_from(position)
                     if counted and position not in not_coded:
@@ -517,3 +524,19 @@ def _restamp(index: VideoIndex, packet, at: int) -> int | None:
 def _prepend(first, rest):
     yield first
     yield from rest
+
+
+def _bring_extradata(index: VideoIndex, packet, position: int) -> None:
+    """Give the first packet a (re)started decoder is sent the latest new extradata (its side data)
+    that packets up to it brought (`VideoIndex.new_extradata`): read past or sought over (FLV's
+    demuxer, seeking to the key frame after a sequence header, skips the header), it never reached
+    the decoder, which then decoded with the stream's first parameter sets (an FLV whose
+    second part's SPS came so, decoded from its recovery point at 44 of 94: nothing, where the CLI
+    shows 32 frames)."""
+    from av.packet import PacketSideData, packet_sidedata_type_from_literal
+
+    before = [data for at, data in index.new_extradata if at <= position]  # its own, where a seek lost it
+    if before and not packet.has_sidedata("new_extradata"):
+        side = PacketSideData(packet_sidedata_type_from_literal("new_extradata"), len(before[-1]))
+        side.update(before[-1])
+        packet.set_sidedata(side)

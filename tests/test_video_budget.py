@@ -224,3 +224,27 @@ def test_a_cpu_budget_holds_for_a_job_that_streams_its_results():
     assert caught.value.reason == "decode_timeout" and "0.5 CPU-seconds" in caught.value.detail
     assert 0 < len(got) < 200 and got[-1][1] <= 0.5 + 0.05  # stopped at 0.5 CPU-s, not at 3
     assert len(list(budget.run("budget_jobs:spin_in_steps", 20, 0.005, budget=limits))) == 20  # 0.1 CPU-s: whole
+
+
+def test_a_budget_spent_before_a_fallback_leaves_nothing_to_retry_with():
+    """`JobUse.left` for PyAV finishing what decord could not: decord's job spends nearly all of 0.3
+    CPU-seconds (`spin` works 0.28 of them, answering within the budget). What is left used to be
+    a budget of 0 CPU-seconds (or 0 s waited) for a retry killed at its first answer (`over the
+    budget of 0 CPU-seconds`), a decode that could not succeed. Under `RETRY_FLOOR_S` left, the
+    video is over its budget: a `decode_timeout` naming what the first decoder used; with more,
+    the retry has the rest."""
+    from sources.budget import JobUse, cpu_budget
+
+    limits = cpu_budget(0.3, 1536, 10.0)
+    use = JobUse()
+    assert budget.call("budget_jobs:spin", 0.28, budget=limits, use=use) >= 0.28
+    assert 0.28 <= use.cpu_s <= 0.3
+    for spent, whole in ((use, limits), (JobUse(wall_s=2.0), Budget(time_s=2.0)),
+                         (JobUse(cpu_s=0.3 - budget.RETRY_FLOOR_S / 2), limits)):
+        with pytest.raises(BudgetExceeded) as caught:
+            spent.left(whole, "decord")
+        assert caught.value.reason == "decode_timeout"
+        assert caught.value.detail.startswith("decord used ") and "too little is left" in caught.value.detail
+    rest = JobUse(wall_s=1.0, cpu_s=0.1).left(limits, "decord")
+    assert rest.cpu_s == pytest.approx(0.2) and rest.time_s == budget.WALL_FLOOR_S
+    assert JobUse(wall_s=0.5).left(Budget(time_s=2.0), "decord").time_s == 1.5

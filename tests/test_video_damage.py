@@ -257,3 +257,34 @@ def test_pyav_finishing_what_decord_could_not_has_what_decord_left_of_the_budget
     assert second.cpu_s == pytest.approx(limits.cpu_s - decord_use.cpu_s)
     assert second.memory_mb == limits.memory_mb
     assert any(not isinstance(frames, Exception) for _, frames in results)
+
+
+@pytest.mark.skipif(not decord_available(), reason="decord is not installed")
+def test_a_fallback_with_too_little_budget_left_is_a_timeout_not_a_doomed_retry(tmp_path, monkeypatch):
+    """decord fails mid-way on the damaged packet having used all but less than `RETRY_FLOOR_S`
+    of the video's budget (here the floor is raised above the whole budget, so whatever decord
+    used leaves too little): PyAV is not started on a retry killed at its first answer ("over the
+    budget of 0 CPU-seconds"); each clip decord did not finish is a `decode_timeout` naming what
+    decord used of the budget."""
+    from sources import budget
+    from sources.video import video_budget
+
+    path = _damaged(tmp_path, "vp8.webm")
+    limits = video_budget(60.0, 1536)
+    (record,) = list(VideoSource("dmg", str(tmp_path), strides=(1,), decoder="decord", limits=limits)
+                     .read(str(path)))
+    monkeypatch.setattr(budget, "RETRY_FLOOR_S", limits.cpu_s + 1)
+    jobs = []
+    real = budget.run
+
+    def spied(function, *args, **kwargs):
+        if not function.endswith(":_import"):
+            jobs.append(function.rpartition(":")[2])
+        return real(function, *args, **kwargs)
+
+    monkeypatch.setattr(budget, "run", spied)
+    results = list(clip_frames(record))
+    assert jobs == ["decord_frames"] and len(results) == len(record.clips)
+    for _, frames in results:
+        assert isinstance(frames, Exception) and frames.reason == "decode_timeout", frames
+        assert re.match(r"decord used [0-9.]+ of the 60 CPU-second budget", frames.detail), frames.detail

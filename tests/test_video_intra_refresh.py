@@ -7,6 +7,7 @@ must count the frames the CLI shows.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -323,3 +324,41 @@ def test_a_part_whose_sps_came_before_another_with_its_id_counts_by_its_own_max_
     for frame, image in stored:
         assert video_zoo.read_index(image) == video_zoo.read_index(cli[frame]), frame
         assert np.abs(image.astype(int) - cli[frame].astype(int)).mean() < 8, frame
+
+
+def test_an_sps_in_new_extradata_sets_the_recovery_count_modulo(tmp_path):
+    """An RTMP stream whose encoder restarts with intra refresh: an FLV whose second part's SPS
+    (log2_max_frame_num 5, 320 pixels wide: x264 counts 18 pictures to complete a refresh) comes
+    as the next packet's `new_extradata` side data, the first part's (4: MaxFrameNum 16) being
+    the stream's extradata. The recovery count was taken modulo the first part's 16 (whole 2
+    pictures after each recovery point, not 18): the last frames, decoded from the last recovery
+    point, never came, and the count stopped at 46 of the CLI's 94 frames. Read from the side
+    data as from in-band NAL units, the refreshes complete where the decoder's do. A decode that
+    seeks past the side data (or to its own packet: FLV's demuxer then skips the sequence header)
+    decoded with the first part's SPS: nothing came (a frame of the second part asked alone, none
+    of 10, 46, 61); the first packet sent is now given the latest new extradata before it, and
+    every frame is the CLI's."""
+    import av
+
+    from sources.video_decode import decode_frames
+    from sources.video_packet_order import read_index
+
+    video_zoo.require_ffmpeg()
+    parts = [tmp_path / "before.mp4", tmp_path / "refresh.mp4"]
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-frames:v", "4",
+                     *video_zoo.X264_CLI, "-g", "2", "-bf", "0", str(parts[0]))
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-frames:v", "90", *video_zoo.X264_CLI,
+                     "-x264-params", "intra-refresh=1:keyint=40", "-bf", "0", str(parts[1]))
+    path = video_zoo.flv_resending_sequence_headers(parts, tmp_path / "rtmp.flv")
+    with av.open(str(path)) as container:
+        side = [k for k, packet in enumerate(container.demux(video=0)) if packet.has_sidedata("new_extradata")]
+    assert side == [4]
+    run = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, check=True)
+    cli = np.frombuffer(run.stdout, np.uint8).reshape(-1, 240, 320, 3)
+    assert len(cli) == 94
+    assert read_index(str(path)).recovery == ((44, 62), (84, 94))  # 84 + 18 lies past the end
+    assert probe(str(path)).n_frames == len(cli)
+    for i in [10, 46, 61, 62, 90, 93]:  # each alone: a seek to its start (4, 4, 4, 44, 44, 44)
+        ((at, frame),) = list(decode_frames(str(path), [i], seek_bytes=0))
+        assert at == i and np.abs(frame.astype(int) - cli[i]).mean() < 0.5, i

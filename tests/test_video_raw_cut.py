@@ -84,3 +84,37 @@ def test_a_raw_hevc_stream_cut_short_keeps_its_clips_as_the_cli_shows_them(tmp_p
     path = video_zoo.truncate(src, videos / "cut.hevc", 0.7)
     n, results = _kept_equal_cli(path)
     assert results and 16 <= n < 40, n
+
+
+def _pictures(data: bytes) -> list[int]:
+    """Where each picture's first slice NAL unit (first_mb_in_slice 0) starts, start code included."""
+    units = _nal_units(data)
+
+    def at(a: int, k: int) -> int:
+        return data[a + (3 if data[a + 2] == 1 else 4) + k]
+
+    return [a for a, e in units if at(a, 0) & 31 in (1, 5) and at(a, 1) & 0x80]
+
+
+@pytest.mark.parametrize("bframes,picture", [("0", 17), ("3", 17), ("3", 22)])
+def test_a_raw_h264_stream_cut_in_its_last_slice_header_counts_the_frames_the_cli_shows(tmp_path, bframes, picture):
+    """`head -c` through the last picture's slice header (6 bytes of it: start code, NAL header,
+    a bit of the header): the decoder refuses that packet ("decode_slice_header error", "Invalid
+    data found"), and the CLI shows the frames before it alone. A sweep of such cuts of a 30-frame
+    x264 stream (with B-frames: 1532, 1606, 2383, 2605 and 2642 bytes of 3325) counted one frame
+    more than the CLI shows (9 for 8): the refused last packet was taken for damage, which counts
+    every packet. A raw stream's last packet may be cut (a partial download): refused, it gives no
+    frame, as in the CLI, and every frame decoded before it is whole (none references it)."""
+    video_zoo.require_ffmpeg()
+    src = tmp_path / "_src.h264"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", f"testsrc=size={video_zoo.W}x{video_zoo.H}:rate=25", "-frames:v", "30",
+                     *video_zoo.X264_CLI, "-bf", bframes, "-g", "12", "-pix_fmt", "yuv420p", str(src))
+    data = src.read_bytes()
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    path = videos / "cut.h264"
+    path.write_bytes(data[:_pictures(data)[picture] + 6])
+    refused = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True)
+    assert "Invalid data found" in refused.stderr  # the cut packet is refused, not concealed
+    n, results = _kept_equal_cli(path)
+    assert n == picture and results

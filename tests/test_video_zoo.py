@@ -1131,28 +1131,6 @@ def test_all_intra_h264_key_frames_are_decoded_once_per_sps(tmp_path):
         _assert_one_size_found_cheaply(path, 300)
 
 
-def _flv_tag(data: bytes, ms: int) -> bytes:
-    """An FLV video tag (FLV spec 10, E.4.1) holding `data` at `ms`, with its back pointer."""
-    stamp = (ms & 0xFFFFFF).to_bytes(3, "big") + bytes([ms >> 24])
-    return b"\x09" + len(data).to_bytes(3, "big") + stamp + bytes(3) + data + (11 + len(data)).to_bytes(4, "big")
-
-
-def _flv_resending_sequence_headers(parts: list[Path], path: Path) -> Path:
-    """The H.264 of MP4 `parts` (no B-frames) in one FLV, an AVC sequence header (the part's avcC)
-    before each: what an RTMP stream sends when the encoder changes resolution."""
-    out, ms = bytearray(b"FLV\x01\x01" + (9).to_bytes(4, "big") + bytes(4)), 0
-    for part in parts:
-        with av.open(str(part)) as container:
-            stream = container.streams.video[0]
-            out += _flv_tag(b"\x17\x00\x00\x00\x00" + bytes(stream.codec_context.extradata), ms)
-            for packet in container.demux(stream):
-                if packet.size:
-                    out += _flv_tag(bytes([0x17 if packet.is_keyframe else 0x27, 1, 0, 0, 0]) + bytes(packet), ms)
-                    ms += 40
-    path.write_bytes(out)
-    return path
-
-
 def test_an_sps_in_new_extradata_is_decoded_for_its_size(tmp_path):
     """FFmpeg's FLV demuxer hands a sequence header re-sent mid-stream as the next packet's
     `new_extradata` side data: the key frame's SPS is there, not in the packet (x264 in MP4 keeps
@@ -1166,7 +1144,7 @@ def test_an_sps_in_new_extradata_is_decoded_for_its_size(tmp_path):
         parts.append(tmp_path / f"{k}.mp4")
         video_zoo.ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25", "-frames:v", "4",
                          *video_zoo.X264_CLI, "-g", "2", "-bf", "0", str(parts[-1]))
-    path = _flv_resending_sequence_headers(parts, tmp_path / "rtmp.flv")
+    path = video_zoo.flv_resending_sequence_headers(parts, tmp_path / "rtmp.flv")
     with av.open(str(path)) as container:
         side = [k for k, packet in enumerate(container.demux(video=0)) if packet.has_sidedata("new_extradata")]
     assert side == [4]  # the second part's first key frame

@@ -296,3 +296,27 @@ def coded(path: Path) -> list[np.ndarray]:
         except av.error.FFmpegError:
             pass
     return frames
+
+
+def _flv_tag(data: bytes, ms: int) -> bytes:
+    """An FLV video tag (FLV spec 10, E.4.1) holding `data` at `ms`, with its back pointer."""
+    stamp = (ms & 0xFFFFFF).to_bytes(3, "big") + bytes([ms >> 24])
+    return b"\x09" + len(data).to_bytes(3, "big") + stamp + bytes(3) + data + (11 + len(data)).to_bytes(4, "big")
+
+
+def flv_resending_sequence_headers(parts: list[Path], path: Path) -> Path:
+    """The H.264 of MP4 `parts` (no B-frames) in one FLV, an AVC sequence header (the part's avcC)
+    before each: what an RTMP stream sends when the encoder changes resolution."""
+    import av
+
+    out, ms = bytearray(b"FLV\x01\x01" + (9).to_bytes(4, "big") + bytes(4)), 0
+    for part in parts:
+        with av.open(str(part)) as container:
+            stream = container.streams.video[0]
+            out += _flv_tag(b"\x17\x00\x00\x00\x00" + bytes(stream.codec_context.extradata), ms)
+            for packet in container.demux(stream):
+                if packet.size:
+                    out += _flv_tag(bytes([0x17 if packet.is_keyframe else 0x27, 1, 0, 0, 0]) + bytes(packet), ms)
+                    ms += 40
+    path.write_bytes(out)
+    return path
