@@ -980,6 +980,9 @@ def test_a_source_path_that_is_missing_or_a_file_says_so(tmp_path: Path, capsys,
      "POSIX paths: give the folder as this machine names it, such as /mnt/c/data under WSL)"),
     ("D:/data/imgs", "{cfg}/D:/data/imgs", " ('D:/data/imgs' looks like a Windows path; this runs on POSIX paths: "
      "give the folder as this machine names it, such as /mnt/c/data under WSL)"),
+    # rev56b LOW-4: a one-letter "scheme" is a drive letter, not an fsspec URL
+    ("C://data/imgs", "{cfg}/C:/data/imgs", " ('C://data/imgs' looks like a Windows path; this runs on POSIX paths: "
+     "give the folder as this machine names it, such as /mnt/c/data under WSL)"),
 ])
 def test_a_missing_source_path_is_hinted_by_how_it_was_written(tmp_path: Path, capsys, monkeypatch, written, shown,
                                                                 hint):
@@ -1174,11 +1177,12 @@ def test_the_paths_readme_says_are_taken_from_the_current_folder_are(tmp_path: P
     assert load_config(str(config_file), build_overrides(args)).tokenizer.checkpoint == str(tmp_path / "configs" / "tok")
 
 
-@pytest.mark.parametrize("written", ["C:\\data\\out", "D:/data/out", "\\\\server\\share\\out"])
+@pytest.mark.parametrize("written", ["C:\\data\\out", "D:/data/out", "\\\\server\\share\\out", "C://data/out"])
 def test_a_windows_output_is_hinted_as_a_windows_source_path_is(tmp_path: Path, capsys, written):
     """stop 56 #5: `output: C:\\data\\out` passed `check` (a Windows `path:` is refused with a hint)
     and the build wrote into `<config folder>/C:\\data\\out`, a folder named with backslashes. Both
-    refuse it now, naming the field and the hint, and write nothing."""
+    refuse it now, naming the field and the hint, and write nothing. rev56b LOW-4: `C://data/out`
+    was taken for an fsspec URL (scheme `C`) and slipped past the hint."""
     path = _yaml_config(tmp_path, OUTPUT_FILE.replace("output: OUT", f"output: {written}"))
     expected = (f"c.yaml: output: {written!r} looks like a Windows path; this runs on POSIX paths: give the folder "
                 "as this machine names it, such as /mnt/c/data under WSL\n")

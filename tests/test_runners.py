@@ -6,7 +6,10 @@ an external worker pool, does run here. The Dask runner: `test_dask.py`."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import apache_beam as beam
@@ -380,25 +383,114 @@ def test_a_value_holding_its_own_dash_dash_words_reaches_beam_whole(flag: str):
                                  "--runner? name the runner as beam.runner"),
     (["--region=europe-west4", "--temp_locaton=gs://bucket/tmp"],
      "beam.options: '--temp_locaton=gs://bucket/tmp': Beam knows no flag --temp_locaton (did you mean "
-     "--temp_location?)"),
+     "--temp_location?); DirectRunner parses the options with Beam's own parser, which sets a flag it does not "
+     "know aside (a warning line in the log), and the build would run without it"),
 ])
 def test_a_flag_beam_does_not_know_is_refused_naming_the_closest(flags: list[str], refusal: str, tmp_path: Path,
                                                                  capsys):
-    """stop 56 #4: `--beam-option=--runne=DataflowRunner` (a typo of a flag Beam knows) was dropped by
-    Beam's parser in silence and the build ran locally, exit 0. Refused now, in the config and on the
-    command line, naming the closest flag Beam knows."""
+    """stop 56 #4: `--beam-option=--runne=DataflowRunner` (a typo of a flag Beam knows) was set aside by
+    the local runner's parser (a warning line) and the build ran locally, exit 0. Refused now before
+    the build, in `check` and on the command line, naming the closest flag Beam knows."""
     from apache_beam.options.pipeline_options import PipelineOptions
+
+    from uvd_pipeline.build import check_before_build
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.config import ConfigError, parse_config
 
     read = PipelineOptions(flags).get_all_options(drop_default=True)  # what Beam makes of it: nothing
     assert not {"runne", "runner", "temp_locaton", "temp_location"} & read.keys()
-    err = _refused_in_config_and_on_the_command_line(flags, refusal, tmp_path, capsys)
+    config = parse_config({"output": str(tmp_path / "out"), "sources": [{"name": "web", "type": "laion",
+                                                                          "path": "imgs"}], "beam": {"options": flags}})
+    with pytest.raises(ConfigError, match=re.escape(refusal)):
+        check_before_build(config)
+    (tmp_path / "imgs").mkdir()
+    config_file = tmp_path / "my.yaml"
+    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
+                                           "tokenizer": {"enabled": False},
+                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    assert main(["build", str(config_file), *(f"--beam-option={flag}" for flag in flags)]) == 2
+    err = capsys.readouterr().err
     assert err.startswith("error: ") and refusal in err and err.count("error:") == 1, err
+    assert main(["build", str(config_file), "--runner", "dask", *(f"--beam-option={flag}" for flag in flags)]) == 2
+    err = capsys.readouterr().err
+    assert "Beam knows no flag" in err and "dask parses the options with Beam's own parser" in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("runner", ["FlinkRunner", "SparkRunner", "PortableRunner",
+                                    "apache_beam.runners.portability.flink_runner.FlinkRunner"])
+def test_a_flag_a_cluster_runner_takes_from_its_job_server_is_kept(runner: str, tmp_path: Path, capsys):
+    """rev56b HIGH-1: Flink's `--checkpointing_interval`, `--object_reuse` are no flags of Beam's own
+    option classes: PortableRunner adds its job server's flags to Beam's parser when it runs
+    (`DescribePipelineOptions`), and an uber jar, Prism and Dataflow keep and forward unknown flags.
+    They were refused with no way around it; now taken as written, with a note naming the closest
+    known flag for one that looks like a typo of it."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from uvd_pipeline.build import check_before_build
+    from uvd_pipeline.cli import main
+    from uvd_pipeline.config import parse_config
+
+    flags = ["--flink_master=flink-host:8081", "--checkpointing_interval=60000", "--object_reuse"]
+    config = parse_config({"output": str(tmp_path / "out"), "sources": [{"name": "web", "type": "laion",
+                                                                          "path": "imgs"}],
+                           "beam": {"runner": runner, "options": flags}})
+    assert config.beam.options == tuple(flags)
+    assert check_before_build(config) == []
+    # what Beam keeps of them for a runner that forwards unknown flags (an uber jar, Prism, Dataflow)
+    kept = PipelineOptions(list(config.beam.options)).get_all_options(retain_unknown_options=True)
+    assert kept["checkpointing_interval"] == "60000" and kept["object_reuse"] is True
+    config = config.model_copy(update={"beam": config.beam.model_copy(update={
+        "options": ("--flink_mastr=flink-host:8081",)})})
+    assert check_before_build(config) == [
+        f"beam.options: '--flink_mastr=flink-host:8081': Beam's own option classes define no flag --flink_mastr "
+        f"(did you mean --flink_master?); {runner} is given it as written, for its job server or its own options "
+        "to take"]
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "imgs" / "a.jpg", quality=90)
+    config_file = tmp_path / "my.yaml"
+    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
+                                           "tokenizer": {"enabled": False},
+                                           "beam": {"runner": runner, "options": flags},
+                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    assert main(["check", str(config_file)]) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "config OK" in out and "note: beam.options" not in out, out
+
+
+def test_parsing_a_config_with_beam_options_imports_neither_beam_nor_dask():
+    """rev56b LOW-2: `parse_config` with any beam.options imported apache_beam, dask and distributed
+    (1.1-1.6 s) to know Beam's flags, where configs are checked without importing Beam. The flags
+    are now judged by the checks before a build, which import Beam anyway."""
+    code = ("import sys; from uvd_pipeline.config import parse_config; parse_config({'output': 'out', 'sources': "
+            "[{'name': 'web', 'type': 'laion', 'path': 'imgs'}], 'beam': {'options': ['--project=p', "
+            "'--checkpointing_interval=1', '--environment_config=/opt/apache/beam/boot']}}); "
+            "print(sorted(m for m in ('apache_beam', 'dask', 'distributed') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr)
+
+
+def test_a_broken_dask_extra_does_not_crash_the_flag_check(tmp_path: Path):
+    """rev56b LOW-2: the flags of Dask's option class were gathered with only ImportError caught, so
+    a dask extra that fails on import otherwise (a version mismatch: here a `distributed` package that
+    raises AttributeError) crashed the check of every config's options. Its flags are left out then."""
+    broken = tmp_path / "site" / "distributed"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise AttributeError(\"module 'dask' has no attribute 'config'\")\n")
+    code = ("from uvd_pipeline.config_beam import beam_flag_names; names = beam_flag_names(); "
+            "print('--project' in names, '--dask_npartitions' in names)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{REPO}"})
+    assert done.returncode == 0 and done.stdout.strip() == "True False", (done.stdout, done.stderr)
 
 
 def test_flags_of_beams_option_classes_and_its_runners_option_classes_are_taken():
     """What the refusal of unknown flags keeps: each a flag that an option class of Beam defines, those
     of runners' option classes (Dask's, the graph renderer's) among them, and Beam's boolean flags."""
+    from uvd_pipeline.build import check_before_build
     from uvd_pipeline.config import parse_config
 
     flags = ("--project=my-project", "--temp_location=gs://b/tmp", "--flink_master=flink-host:8081",
@@ -407,4 +499,4 @@ def test_flags_of_beams_option_classes_and_its_runners_option_classes_are_taken(
              "--no_pipeline_type_check", "--environment_type=LOOPBACK", "--prism_location=/opt/prism")
     config = parse_config({"output": "out", "sources": [{"name": "web", "type": "laion", "path": "imgs"}],
                            "beam": {"options": list(flags)}})
-    assert config.beam.options == flags
+    assert config.beam.options == flags and check_before_build(config) == []

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -718,7 +719,7 @@ def test_a_resume_from_a_step_holding_nan_or_inf_is_refused_naming_file_and_tens
 
 def test_a_glob_and_the_shells_expansion_of_it_resume_each_other(shards, tmp_path: Path):
     """stop 56 #1: `--data 'a/*.arrow'` quoted in one run and unquoted in its resume (the shell passes
-    the shard files, one --data each), or the reverse, was refused as "the data changed" though the
+    the shard files, each an entry of the one --data), or the reverse, was refused as "the data changed" though the
     same files, with the same sha256 in the same order, were named. Taken now, going on as the run
     began (its grouping and weights), so the losses are those of an uninterrupted run; other files,
     or the same in another order, are still refused."""
@@ -733,3 +734,23 @@ def test_a_glob_and_the_shells_expansion_of_it_resume_each_other(shards, tmp_pat
     for other in (expanded[::-1], [expanded[0]], [*expanded, *map(str, Path(shards, "b").glob("*.arrow"))]):
         with pytest.raises(UsageError, match="the data changed since this checkpoint"):
             fit(_options(shards, tmp_path / "quoted", data=other, max_steps=5))
+
+
+@pytest.mark.slow  # 16 s: a training run's subprocess imports torch
+def test_an_unquoted_glob_on_the_command_line_trains_and_resumes_a_quoted_run(shards, tmp_path: Path):
+    """rev56b LOW-3: the README said an unquoted `--data a/*.arrow` gives one --data per shard; the
+    shell gives `--data a/0.arrow a/1.arrow`, and argparse failed "unrecognized arguments", exit 2.
+    --data takes several values now, so the shell's expansion (run here by bash) resumes the run
+    begun with the quoted glob, and a GLOB:WEIGHT item (which no file matches, so bash keeps it)
+    still weighs its entry."""
+    run = tmp_path / "run"
+    whole = fit(_options(shards, tmp_path / "whole", data=[f"{shards}/a/*.arrow", f"{shards}/b/*.arrow:1"]))
+    fit(_options(shards, run, data=[f"{shards}/a/*.arrow", f"{shards}/b/*.arrow:1"], stop_at=2))
+    command = (f"{shlex.quote(sys.executable)} -m trainer.fit --data a/*.arrow b/*.arrow:1 --out {shlex.quote(str(run))} "
+               "--preset tiny --seq-len 64 --batch-size 2 --max-steps 4 --lr 3e-3 --min-lr 3e-4 --warmup-steps 2 "
+               "--log-every 1 --quiet --threads 1")
+    done = subprocess.run(["bash", "-c", command], cwd=shards, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["start_step"] == 2 and summary["losses"] == whole["losses"][2:]

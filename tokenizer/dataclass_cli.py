@@ -3,7 +3,8 @@ help live in one place (the dataclass) and can never disagree with what a run st
 
 `flag(default, help)` declares a field with its help text; `add_flags(parser, Options)` adds
 `--field-name` for every field: required when the field has no default, `store_true` for a bool
-that defaults to False, repeatable for a list, the field's type otherwise (`X | None` takes X).
+that defaults to False, repeatable for a list and taking several values each time (so the
+shell's expansion of an unquoted glob is taken whole), the field's type otherwise (`X | None` takes X).
 A field with `flag(..., cli=False)` gets no flag.
 
 In `tokenizer/` because both fit CLIs use it and `trainer/` may import `tokenizer/`, not the other
@@ -57,8 +58,8 @@ def add_flags(parser: argparse.ArgumentParser, options: type) -> argparse.Argume
             if field.default is not False:
                 raise TypeError(f"{options.__name__}.{field.name}: a bool flag must default to False")
             kwargs["action"] = "store_true"
-        elif kind is list:
-            kwargs["action"] = "append"
+        elif kind is list:  # `--data a/*.arrow` unquoted: the shell passes every file after the one flag
+            kwargs["action"], kwargs["nargs"] = "extend", "+"
         else:
             kwargs["type"] = kind
         if meta.get("choices"):

@@ -1,5 +1,6 @@
 """One glob against the shell's expansion of it on resume: `--data 'a/*.arrow'` quoted in one run
-and unquoted in the next (the shell passes the shard files, one `--data` each), or the reverse.
+and unquoted in the next (the shell passes the shard files, each an entry of the one `--data`),
+or the reverse.
 
 Each is another grouping of the mixture (a source per entry, each weighted), so the saved
 positions do not fit the new one. But where the same shards, with the same sha256 in the same

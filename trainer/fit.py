@@ -88,7 +88,7 @@ def attention_kernel(name: str) -> contextlib.AbstractContextManager:
 class FitOptions:
     """Every knob of a run; stored in each checkpoint."""
 
-    data: list[str] = flag(help="GLOB[:WEIGHT] of committed token shards (repeat for a mixture), or a YAML/JSON "
+    data: list[str] = flag(help="GLOB[:WEIGHT] of committed token shards (several, or --data again, for a mixture), or a YAML/JSON "
                                 "mixture file {split: train, data: [{glob, weight}]}")
     out: str = flag(help="run folder: checkpoints/, log.jsonl, losses.json, summary.json")
     preset: str = flag("tiny", "model size: tiny, small, 100m, 300m, 600m, 1b, 3b, 7b")

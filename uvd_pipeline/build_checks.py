@@ -178,7 +178,27 @@ def check_before_build(config: BuildConfig) -> list[str]:
     the tokenizer: where the output goes and which runner runs it. Returns the runner's notices
     (`check` shows them; a build's runner acts on them itself)."""
     check_output(config)
-    return check_runner(config)
+    notices = check_flags(config)
+    return check_runner(config) + notices
+
+
+def check_flags(config: BuildConfig) -> list[str]:
+    """Options whose flag Beam's option classes do not define (`--runne=DataflowRunner`): refused
+    for a runner that drops them (`FLAG_DROPPING_RUNNERS`: the local runner, Dask's), a note for
+    one close to a known flag elsewhere (a cluster runner takes its job server's own flags). Here,
+    not in the config's check, since it imports Beam (a second), as the build does anyway."""
+    if not config.beam.options:
+        return []
+    from uvd_pipeline.config_beam import (FLAG_DROPPING_RUNNERS, beam_flag_names, typo_of, unknown_flag_problem,
+                                          unknown_flags)
+
+    runner = config.beam.runner
+    unknown = unknown_flags(config.beam.options)
+    if runner in FLAG_DROPPING_RUNNERS and unknown:
+        raise ConfigError(f"beam.options: {unknown_flag_problem(*unknown[0], runner)}")
+    known = sorted(beam_flag_names())
+    return [f"beam.options: {unknown_flag_problem(flag, guess, runner)}" for flag, guess in unknown
+            if guess and typo_of(flag.split("=", 1)[0], known)]
 
 
 def check_tokenizer(config: BuildConfig) -> None:

@@ -1,9 +1,11 @@
 """The config of where and how the Beam job runs (`beam:`, and `beam.dask:` for a Dask cluster):
-the runner by name, checked without importing Beam, and the local workers' mode. None of it
+the runner by name, checked without importing Beam (an option's flag is judged against Beam's own
+flags by `build_checks.check_flags`, which does), and the local workers' mode. None of it
 shapes the output bytes, so none of it is in the config hash."""
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Literal, Sequence
 
@@ -93,8 +95,8 @@ def beam_flag_names() -> frozenset[str]:
         for module in RUNNER_OPTION_MODULES:
             try:
                 importlib.import_module(module)
-            except ImportError:  # its runner's extra (dask) is missing: no build runs on it here
-                pass
+            except Exception:  # noqa: BLE001 its runner's extra (dask) is missing or broken (an ImportError, or a
+                pass  # version mismatch's AttributeError): no build runs on it here, and its flags are unknown
         from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
         parser = _BeamArgumentParser(allow_abbrev=False)
@@ -108,20 +110,46 @@ def beam_flag_names() -> frozenset[str]:
 _BEAM_FLAG_NAMES: frozenset[str] | None = None
 
 
-def unknown_flag(flag: str) -> str | None:
-    """The refusal of an option whose flag no option class of Beam defines, naming the closest one
-    it knows (`--runne=DataflowRunner`: Beam's parser dropped it in silence and the build ran
-    locally, exit 0); None for a flag Beam parses."""
-    name = flag.split("=", 1)[0]
+# runners that read the options with Beam's own parser alone, which sets a flag it does not know aside
+# (a "Discarding unparseable args" warning line) and runs without it. Every other runner keeps or passes
+# on such a flag: PortableRunner (Flink's, Spark's) adds its job server's flags to the parser when it runs
+# (`--checkpointing_interval`, `--object_reuse`), an uber jar, Prism and Dataflow forward unknown flags.
+FLAG_DROPPING_RUNNERS = frozenset({"DirectRunner", "dask", "BundleBasedDirectRunner", "SwitchingDirectRunner",
+                                   "FnApiRunner", "TestDirectRunner"})
+
+
+def unknown_flags(flags: Sequence[str]) -> list[tuple[str, str | None]]:
+    """Each option whose flag no option class of Beam defines, with the closest flag Beam knows (None
+    when none is close). Imports Beam: called by the checks before a build, not by the config's."""
     known = beam_flag_names()
-    if name in known:
-        return None
-    guess = _closest(name, sorted(known))
+    names = sorted(known)
+    return [(flag, _closest(flag.split("=", 1)[0], names)) for flag in flags if flag.split("=", 1)[0] not in known]
+
+
+def typo_of(name: str, known: Sequence[str]) -> str | None:
+    """The known flag `name` is a slip of, by a stricter measure than a refusal's hint: a note on a
+    cluster runner's flag must not name `--project` for Flink's `--object_reuse` (0.6 alike)."""
+    found = difflib.get_close_matches(name, known, n=1, cutoff=TYPO_CUTOFF)
+    return found[0] if found else None
+
+
+TYPO_CUTOFF = 0.85  # --flink_mastr / --flink_master 0.96, --object_reuse / --project 0.61
+
+
+def unknown_flag_problem(flag: str, guess: str | None, runner: str) -> str:
+    """What is said of an option whose flag Beam's option classes do not define: a refusal for a runner
+    of `FLAG_DROPPING_RUNNERS` (`--runne=DataflowRunner`: the build ran locally, exit 0), a note for
+    any other, which is given the flag as written (a job server's flag, or a typo of Beam's)."""
+    name = flag.split("=", 1)[0]
     hint = f"did you mean {guess}?" if guess else "no flag Beam knows is close"
     if guess == "--runner":
         hint += " name the runner as beam.runner, with runner: NAME in the beam section or build --runner NAME"
-    return (f"{flag!r}: Beam knows no flag {name} ({hint}); its parser drops a flag it does not know, in silence, "
-            "and the build runs without it")
+    if runner in FLAG_DROPPING_RUNNERS:
+        return (f"{flag!r}: Beam knows no flag {name} ({hint}); {runner} parses the options with Beam's own "
+                "parser, which sets a flag it does not know aside (a warning line in the log), and the build would "
+                "run without it")
+    return (f"{flag!r}: Beam's own option classes define no flag {name} ({hint}); {runner} is given it as written, "
+            "for its job server or its own options to take")
 
 
 def runner_name(value: str) -> str | None:
@@ -275,9 +303,6 @@ class BeamConfig(Strict):
                 fixed = "=".join(name.split(None, 1)) + flag[len(name):]
                 raise ValueError(f"{flag!r}: a flag and its value apart by a space in one option are read by Beam as "
                                  f"no flag at all and dropped in silence; write {fixed!r}")
-            unknown = unknown_flag(flag)
-            if unknown:
-                raise ValueError(unknown)
             if flag.split("=", 1)[0] == "--dask_client_address":  # Beam's own flag: the build never saw it
                 raise ValueError(f"{flag}: give the scheduler as beam.dask.address (with runner: dask), not as Beam's "
                                  "flag: the build then checks that it answers and that its workers run this project's "

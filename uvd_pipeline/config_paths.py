@@ -16,6 +16,13 @@ from uvd_pipeline.config_labelers import LabelerParams, MmposeLabeler
 WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]|\\\\")  # C:\data, C:/data, \\server\share
 
 
+def is_url(path: str) -> bool:
+    """An fsspec URL (`gs://b/x`, `s3://...`, `file:///x`): a scheme of two letters or more before
+    `://`. One letter is a Windows drive (`C://data/out`), which POSIX reads as a relative name."""
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and len(scheme) > 1
+
+
 def windows_hint(written: str) -> str | None:
     """What to say of a path written the Windows way, which POSIX reads as a relative name
     (`<config folder>/C:\\data\\imgs`); None for any other."""
@@ -30,14 +37,14 @@ def _check_windows_output(written: str, resolved: str) -> None:
     a missing source `path:` written so is refused; a folder of that very name that exists (an earlier
     build's) is kept, as it is for a source."""
     hint = windows_hint(written)
-    if hint and "://" not in resolved and not os.path.lexists(resolved):
+    if hint and not is_url(resolved) and not os.path.lexists(resolved):
         raise ConfigError(f"output: {hint}")
 
 
 def _resolve(path: str, base_dir: str, field: str) -> str:
     """A local path with `~` and `$VAR` / `${VAR}` expanded, relative to `base_dir`; a URL as is.
     An unset variable is refused, naming `field`: left in place it named a folder `$HOME`."""
-    if "://" in path or (os.path.isabs(path) and "$" not in path):
+    if is_url(path) or (os.path.isabs(path) and "$" not in path):
         return path  # as written: an absolute path is part of the config hash
     expanded = os.path.expandvars(os.path.expanduser(path))
     unset = re.search(r"\$(\w+|\{[^}]*\})", expanded)
@@ -77,7 +84,7 @@ def _resolve_paths(config: BuildConfig, base_dir: str) -> BuildConfig:
 
 def _comparable(path: str) -> str:
     """A path with links resolved (local) or a normalised URL, ending in a separator."""
-    if "://" in path:
+    if is_url(path):
         return path.rstrip("/") + "/"
     return os.path.join(os.path.realpath(path), "")
 
