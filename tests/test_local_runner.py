@@ -15,6 +15,8 @@ import textwrap
 import threading
 import time
 
+import pytest
+
 from conftest import REPO
 
 ELEMENTS_PER_INPUT, INPUTS = 40_000, 4
@@ -195,11 +197,13 @@ BLOCKED_WORKER = textwrap.dedent("""
 
 
 def _blocked_build(flags) -> tuple[subprocess.Popen, list[int]]:
-    """`BLOCKED_WORKER` started, once each of its worker processes is inside its bundle: the
-    build and the workers' pids."""
+    """`BLOCKED_WORKER` started in its own process group, once each of its worker processes is
+    inside its bundle: the build and the workers' pids. SIGINT is the default's, as a terminal's
+    command has it (a test runner's worker may ignore it)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     build = subprocess.Popen([sys.executable, "-c", BLOCKED_WORKER, str(flags)], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(flags.glob("busy-*"))) < 2:
         assert build.poll() is None, build.communicate()
@@ -253,6 +257,31 @@ def test_sigterm_to_the_build_alone_stops_its_worker_processes_inside_a_bundle(t
             build.wait()
     assert build.returncode == 143 and "STOPPED Terminated" in out, err[-2000:]
     assert all(map(_gone, workers)), workers  # killed, not left to finish their 600 s
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_builds_process_group_is_the_builds_alone(tmp_path, sig):
+    """Ctrl-C in a terminal (SIGINT to the whole process group), or SIGTERM to the group, while
+    worker processes ran a bundle: each worker died of it too, printing a `Traceback ...
+    KeyboardInterrupt` and a multi-KB "CRITICAL ... Python sdk harness failed" line (hunt56c: 49-82
+    lines above the command's one "interrupted:" line). The workers leave the signal to the build,
+    which stops them: nothing of theirs is printed, and none is left."""
+    build, workers = _blocked_build(tmp_path)
+    try:
+        assert len(workers) == 2, "no worker started its bundle"
+        os.killpg(build.pid, sig)
+        out, err = build.communicate(timeout=60)
+    finally:
+        if build.poll() is None:
+            os.killpg(build.pid, signal.SIGKILL)
+            build.wait()
+    stopped = "Terminated" if sig == signal.SIGTERM else "KeyboardInterrupt"
+    assert build.returncode == 143 and f"STOPPED {stopped}" in out, err[-3000:]
+    assert "Traceback" not in err and "CRITICAL" not in err and "harness failed" not in err, err[-3000:]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(map(_gone, workers)):
+        time.sleep(0.05)
+    assert all(map(_gone, workers)), workers
 
 
 IN_AN_EXCEPT = textwrap.dedent("""
