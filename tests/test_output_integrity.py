@@ -897,6 +897,27 @@ def test_verify_names_a_committed_shard_the_summary_leaves_out(mini_corpus, mini
     assert capsys.readouterr().err.startswith(f"error: damaged: {stats}: {why}; ")
 
 
+def test_verify_holds_the_summary_image_size_to_the_shards(mini_corpus, mini_build, tmp_path, capsys):
+    """summary.json's `image_size` edited (64 -> 256) passed `verify` as intact and the report
+    printed 256 (hunt56c): every rendered shard's stats record the size its images were rendered
+    at. The edited field is named; the summary put back, the output is intact again."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    assert summary["image_size"] == 64
+    path = out / "summary.json"
+    path.write_text(json.dumps({**summary, "image_size": 256}))
+    why = ("counts other than the committed shards', edited since the build: image_size 256 (the committed shards' "
+           "stats hold 64); run the same build command again")
+    assert main(["verify", "--quick", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"damaged: {path}: {why}" in printed and "DAMAGED: 1 damaged files" in printed, printed
+    assert main(["report", str(out)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: damaged: {path}: {why}")
+    path.write_text(json.dumps(summary))
+    assert main(["verify", "--quick", str(out)]) == 0
+
+
 def test_verify_names_the_counted_fields_deleted_from_the_summary(mini_corpus, mini_build, tmp_path, capsys):
     """A summary whose `tokens` section was emptied and whose source lost by_split, by_kind and
     rejects_by_reason passed `verify` (a field was held to the stats only when present), then the
