@@ -324,3 +324,41 @@ def test_a_run_started_inside_an_except_block_ends_its_workers_as_a_normal_run(t
                           text=True, timeout=120)
     assert done.returncode == 0 and "FINISHED" in done.stdout, done.stderr[-2000:]
     assert len(list(tmp_path.glob("teardown-*"))) == 1
+
+
+@pytest.mark.slow  # a whole build with worker processes, in a fresh process: about 15 s
+def test_a_builds_worker_processes_log_in_the_builds_format_without_beams_start_up_chatter(tmp_path):
+    """A multi_processing build printed, from each worker process, Beam's start-up lines ("apitools
+    not found", "Logging handler created.", "No semi_persistent_directory found", "Discarding
+    unparseable args") and our own commit lines in Python's bare `INFO:uvd_pipeline.write_steps:`
+    format, among the build's `HH:MM:SS INFO ...` lines (hunt56c mp_noise.sh: 8 lines of chatter).
+    A worker now logs as the build does, without the chatter."""
+    import re
+
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(images / f"im{i}.png")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "version": 1, "output": str(tmp_path / "out"), "seed": 0, "image": {"size": 32},
+        "sources": [{"name": "web", "type": "laion", "path": str(images), "format": "folder", "num_shards": 2}],
+        "tokenizer": {"enabled": False},
+        "beam": {"direct_num_workers": 2, "direct_running_mode": "multi_processing"}}))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", str(config)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stderr
+    bare = [line for line in log.splitlines() if re.match(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL):", line)]
+    assert not bare, "\n".join(bare)
+    for chatter in ("apitools not found", "Logging handler created", "semi_persistent_directory",
+                    "Discarding unparseable args"):
+        assert chatter not in log, log
+    committed = re.findall(r"^\d\d:\d\d:\d\d INFO committed web-train-0000[01]: \d+ sentences", log, re.M)
+    assert len(committed) == 2, log  # the worker processes' own lines, in the build's format

@@ -82,12 +82,20 @@ class _WorkerSubprocess:
             # SIGINT and SIGTERM ignored from the start (as the early render's processes do): a
             # signal to the build's process group (a terminal's Ctrl-C) is the build's, which
             # stops its workers (`stop_worker`); `die_with_parent` still ends them with a killed build
-            command = f"trap '' INT TERM; exec {command}"
+            command = f"trap '' INT TERM; exec {_logging_as_the_build(command)}"
         # the worker ends with this process (`worker_parent.die_with_parent`)
         kwargs["env"] = {**(kwargs.get("env") or os.environ), BUILD_PID_ENV: str(os.getpid())}
         process = subprocess.Popen(command, *args, **kwargs)
         _WORKER_PROCESSES[threading.get_ident()] = process
         return process
+
+
+def _logging_as_the_build(command: str) -> str:
+    """A worker's command line with Beam's harness started through `sdk_worker_main`, which logs
+    in the build's format without Beam's start-up chatter; any other command as it is."""
+    from uvd_pipeline.sdk_worker_main import HARNESS
+
+    return command.replace(f" -m {HARNESS}", " -m uvd_pipeline.sdk_worker_main", 1)
 
 
 def watch_worker_processes() -> None:
