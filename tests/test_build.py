@@ -779,6 +779,49 @@ def test_the_command_line_hides_beams_bigquery_warning_unless_verbose(verbose):
     assert ("apitools not found" in done.stderr) == verbose
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, "Terminated"])
+def test_an_interrupted_run_removes_its_temporaries_before_it_lets_go_of_the_lock(mini_build_copy, monkeypatch,
+                                                                                  stop):
+    """Ctrl-C or SIGTERM while shard writers were between a temporary's write and its rename left
+    `.tmp-` files in the output (`_inputs/web/web-val-00000.placed.json.tmp-...`, a rendered
+    shard's fingerprints: hunt56c, 2 of 3 group Ctrl-Cs), swept only by the next build's start.
+    The interrupted run removes them itself, while it still holds the lock (its workers stopped
+    by then), and leaves what is committed as it was."""
+    from tokenizer.atomic import temporary_name
+    from uvd_pipeline import build, output_lock
+    from uvd_pipeline.cli import Terminated
+
+    config, _ = mini_build_copy
+    out = Path(config.output)
+    placed = sorted(out.glob("_inputs/*/*.placed.json"))[0]
+    stats = sorted(out.glob("rendered/*/*/*.stats.json"))[0]
+    before = shard_digests(out)
+    raised = Terminated if stop == "Terminated" else stop
+    seen: list[bool] = []
+
+    def interrupted_mid_write(pipeline):  # as a writer stopped between its temporary's write and rename
+        for target in (placed, stats):
+            Path(temporary_name(str(target))).write_bytes(b"half")
+        seen.append((out / "_lock.json").exists())
+        raise raised()
+
+    left_at_release: list[list[str]] = []
+    release = output_lock.OutputLock.release
+
+    def release_and_look(self):  # what is left the moment the lock goes
+        left_at_release.append(sorted(p.name for p in out.rglob("*.tmp-*")))
+        release(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(build, "run_pipeline", interrupted_mid_write)
+        patch.setattr(output_lock.OutputLock, "release", release_and_look)
+        with pytest.raises(raised):
+            build.run_build(config)
+    assert seen == [True] and left_at_release == [[]] and not (out / "_lock.json").exists()
+    assert not list(out.rglob("*.tmp-*"))
+    assert shard_digests(out) == before
+
+
 def test_a_rerun_that_fails_half_way_leaves_no_summary_of_another_output(mini_build_copy, monkeypatch, capsys):
     """A rerun over changed input that fails (a worker killed, a full disk) after rewriting some
     shards left the earlier run's summary.json, rejects.jsonl and mixture.yaml beside them: totals

@@ -15,6 +15,8 @@ import textwrap
 import threading
 import time
 
+import pytest
+
 from conftest import REPO
 
 ELEMENTS_PER_INPUT, INPUTS = 40_000, 4
@@ -195,11 +197,13 @@ BLOCKED_WORKER = textwrap.dedent("""
 
 
 def _blocked_build(flags) -> tuple[subprocess.Popen, list[int]]:
-    """`BLOCKED_WORKER` started, once each of its worker processes is inside its bundle: the
-    build and the workers' pids."""
+    """`BLOCKED_WORKER` started in its own process group, once each of its worker processes is
+    inside its bundle: the build and the workers' pids. SIGINT is the default's, as a terminal's
+    command has it (a test runner's worker may ignore it)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     build = subprocess.Popen([sys.executable, "-c", BLOCKED_WORKER, str(flags)], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(flags.glob("busy-*"))) < 2:
         assert build.poll() is None, build.communicate()
@@ -255,6 +259,31 @@ def test_sigterm_to_the_build_alone_stops_its_worker_processes_inside_a_bundle(t
     assert all(map(_gone, workers)), workers  # killed, not left to finish their 600 s
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_builds_process_group_is_the_builds_alone(tmp_path, sig):
+    """Ctrl-C in a terminal (SIGINT to the whole process group), or SIGTERM to the group, while
+    worker processes ran a bundle: each worker died of it too, printing a `Traceback ...
+    KeyboardInterrupt` and a multi-KB "CRITICAL ... Python sdk harness failed" line (hunt56c: 49-82
+    lines above the command's one "interrupted:" line). The workers leave the signal to the build,
+    which stops them: nothing of theirs is printed, and none is left."""
+    build, workers = _blocked_build(tmp_path)
+    try:
+        assert len(workers) == 2, "no worker started its bundle"
+        os.killpg(build.pid, sig)
+        out, err = build.communicate(timeout=60)
+    finally:
+        if build.poll() is None:
+            os.killpg(build.pid, signal.SIGKILL)
+            build.wait()
+    stopped = "Terminated" if sig == signal.SIGTERM else "KeyboardInterrupt"
+    assert build.returncode == 143 and f"STOPPED {stopped}" in out, err[-3000:]
+    assert "Traceback" not in err and "CRITICAL" not in err and "harness failed" not in err, err[-3000:]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(map(_gone, workers)):
+        time.sleep(0.05)
+    assert all(map(_gone, workers)), workers
+
+
 IN_AN_EXCEPT = textwrap.dedent("""
     import os, sys
     import apache_beam as beam
@@ -295,3 +324,41 @@ def test_a_run_started_inside_an_except_block_ends_its_workers_as_a_normal_run(t
                           text=True, timeout=120)
     assert done.returncode == 0 and "FINISHED" in done.stdout, done.stderr[-2000:]
     assert len(list(tmp_path.glob("teardown-*"))) == 1
+
+
+@pytest.mark.slow  # a whole build with worker processes, in a fresh process: about 15 s
+def test_a_builds_worker_processes_log_in_the_builds_format_without_beams_start_up_chatter(tmp_path):
+    """A multi_processing build printed, from each worker process, Beam's start-up lines ("apitools
+    not found", "Logging handler created.", "No semi_persistent_directory found", "Discarding
+    unparseable args") and our own commit lines in Python's bare `INFO:uvd_pipeline.write_steps:`
+    format, among the build's `HH:MM:SS INFO ...` lines (hunt56c mp_noise.sh: 8 lines of chatter).
+    A worker now logs as the build does, without the chatter."""
+    import re
+
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(images / f"im{i}.png")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "version": 1, "output": str(tmp_path / "out"), "seed": 0, "image": {"size": 32},
+        "sources": [{"name": "web", "type": "laion", "path": str(images), "format": "folder", "num_shards": 2}],
+        "tokenizer": {"enabled": False},
+        "beam": {"direct_num_workers": 2, "direct_running_mode": "multi_processing"}}))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", str(config)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stderr
+    bare = [line for line in log.splitlines() if re.match(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL):", line)]
+    assert not bare, "\n".join(bare)
+    for chatter in ("apitools not found", "Logging handler created", "semi_persistent_directory",
+                    "Discarding unparseable args"):
+        assert chatter not in log, log
+    committed = re.findall(r"^\d\d:\d\d:\d\d INFO committed web-train-0000[01]: \d+ sentences", log, re.M)
+    assert len(committed) == 2, log  # the worker processes' own lines, in the build's format

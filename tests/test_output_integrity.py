@@ -897,6 +897,64 @@ def test_verify_names_a_committed_shard_the_summary_leaves_out(mini_corpus, mini
     assert capsys.readouterr().err.startswith(f"error: damaged: {stats}: {why}; ")
 
 
+def test_verify_holds_the_summary_image_size_to_the_shards(mini_corpus, mini_build, tmp_path, capsys):
+    """summary.json's `image_size` edited (64 -> 256) passed `verify` as intact and the report
+    printed 256 (hunt56c): every rendered shard's stats record the size its images were rendered
+    at. The edited field is named; the summary put back, the output is intact again."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    assert summary["image_size"] == 64
+    path = out / "summary.json"
+    path.write_text(json.dumps({**summary, "image_size": 256}))
+    why = ("counts other than the committed shards', edited since the build: image_size 256 (the committed shards' "
+           "stats hold 64); run the same build command again")
+    assert main(["verify", "--quick", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"damaged: {path}: {why}" in printed and "DAMAGED: 1 damaged files" in printed, printed
+    assert main(["report", str(out)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: damaged: {path}: {why}")
+    path.write_text(json.dumps(summary))
+    assert main(["verify", "--quick", str(out)]) == 0
+
+
+@pytest.mark.parametrize("edit", ["image.size", "a source's frames", "no config"])
+def test_verify_holds_build_json_to_its_config_hash(mini_corpus, mini_build, tmp_path, capsys, edit):
+    """build.json's config edited (image.size 64 -> 128) with its config_hash left as it was passed
+    `verify` (hunt56c), though the hash, which decides what a rerun keeps, no longer says what the
+    record says the output was built with. The record's config is held to its hash; the rerun
+    writes the record anew from its config, and the output is intact again."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.cli import main
+
+    config, out, _ = _copy(mini_corpus, mini_build, tmp_path)
+    path = out / "build.json"
+    record = json.loads(path.read_text())
+    assert main(["verify", "--quick", str(out)]) == 0
+    edited = json.loads(path.read_text())
+    if edit == "image.size":
+        edited["config"]["image"]["size"] = 128
+    elif edit == "no config":
+        del edited["config"]
+    else:
+        video = next(s for s in edited["config"]["sources"] if "frames" in s)
+        video["frames"] += 1
+    path.write_text(json.dumps(edited, indent=1))
+    capsys.readouterr()
+    assert main(["verify", "--quick", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"damaged: {path}: " in printed and "DAMAGED: 1 damaged files" in printed, printed
+    if edit != "no config":
+        assert (f"its config gives config hash {edited['config_hash']}" not in printed
+                and f"not the {edited['config_hash']} it records" in printed), printed
+    run_build(config)
+    rewritten = json.loads(path.read_text())
+    assert rewritten["config_hash"] == record["config_hash"]
+    assert {k: v for k, v in rewritten["config"].items() if k != "output"} == {
+        k: v for k, v in record["config"].items() if k != "output"}  # the copy's own folder
+    assert main(["verify", "--quick", str(out)]) == 0
+
+
 def test_verify_names_the_counted_fields_deleted_from_the_summary(mini_corpus, mini_build, tmp_path, capsys):
     """A summary whose `tokens` section was emptied and whose source lost by_split, by_kind and
     rejects_by_reason passed `verify` (a field was held to the stats only when present), then the

@@ -19,7 +19,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from sources import fsio
 from sources.web_format import schemas_read_once
@@ -103,6 +103,7 @@ def lock_output(held: ExitStack, output: str, force: bool = False) -> str:
     from uvd_pipeline.output_lock import acquire, remove_dead_runs
 
     lock = held.enter_context(acquire(output, force=force))
+    held.push(_sweep_if_interrupted(output))  # left before the lock
     files, size = remove_dead_runs(output, keep=lock.run_id)
     if files:
         log.info("removed %d temporary files (%.1f MB) of dead runs from %s", files, size / 1e6,
@@ -111,6 +112,26 @@ def lock_output(held: ExitStack, output: str, force: bool = False) -> str:
     if removed:
         log.info("removed %d temporary files left by an interrupted run", removed)
     return lock.run_id
+
+
+def _sweep_if_interrupted(output: str) -> Callable[..., bool]:
+    """An exit callback for the lock's holder: a run left by Ctrl-C or SIGTERM (a KeyboardInterrupt
+    out of the runner, whose worker processes are stopped by then) removes the `.tmp-` files of
+    the commits it interrupted while it still holds the lock, instead of leaving them to the next
+    run's start (README: an interrupted build "removes the run's temporaries"). A local output
+    only: an interrupted command lists nothing over the network (`cli.committed_so_far`); a remote
+    one's are swept by its next run. A worker thread of this process still inside a bundle may
+    write one after the sweep; the next run removes that."""
+    from tokenizer.atomic import _local
+
+    def sweep(kind: type[BaseException] | None, *_: Any) -> bool:
+        if kind is not None and issubclass(kind, KeyboardInterrupt) and _local(output) is not None:
+            removed = remove_temporaries(output)
+            if removed:
+                log.info("removed %d temporary files of the interrupted run's commits", removed)
+        return False
+
+    return sweep
 
 
 def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, retokenize: bool, verify: bool,

@@ -13,6 +13,7 @@ from sources import fsio
 from tokenizer.atomic import write_bytes
 from uvd_pipeline import unit_store
 from uvd_pipeline.config import FORMAT_VERSION, RENDER_REVISION, RUN_ONLY_FIELDS, BuildConfig, ConfigError
+from uvd_pipeline.config_build import saved_config_hash
 from uvd_pipeline.rendered_shards import RENDERED_DIR, read_json
 from uvd_pipeline.summary import REJECTS_FILE, SUMMARY_FILE
 
@@ -59,6 +60,29 @@ def _build_record(output: str) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
+
+
+def record_problem(record: dict[str, Any]) -> str | None:
+    """What is wrong with a build record read back (`verify`): its config must give the config
+    hash it records, which decides what a rerun keeps (an edited `config.image.size` beside the
+    hash left as it was passed as intact). A record of another format or render revision is left
+    alone: its hash was taken another way."""
+    if record.get("format_version") != FORMAT_VERSION or record.get("render_revision") != RENDER_REVISION:
+        return None
+    recorded = record.get("config_hash")
+    try:
+        roots = record.get("source_roots") or {}
+        found = saved_config_hash(record["config"], roots)
+    except (KeyError, TypeError, AttributeError) as exc:
+        return (f"its config is not a build config ({type(exc).__name__}: {exc}) and cannot be held to the config "
+                f"hash it records ({recorded}); {RECORD_HINT}")[:400]
+    if found == recorded:
+        return None
+    return (f"its config gives config hash {found}, not the {recorded} it records: edited since the build; "
+            f"{RECORD_HINT}")
+
+
+RECORD_HINT = "run the same build command again: it writes the record anew from its config"
 
 
 def _nested(one: str, other: str) -> bool:

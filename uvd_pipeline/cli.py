@@ -17,7 +17,7 @@ from typing import Iterator, NoReturn
 from uvd_pipeline import startup_gc
 from uvd_pipeline.config import ConfigError, not_utf8
 from uvd_pipeline.dask_cluster import SchedulerLost, WorkersKilled
-from uvd_pipeline.log_filters import BeamRefusalNoise, quiet_handlers
+from uvd_pipeline.log_filters import LOG_DATEFMT, LOG_FORMAT, BeamRefusalNoise, quiet_handlers
 from uvd_pipeline.refusals import refusal
 from uvd_pipeline.shards import JsonlError, NotFound, ShardDamaged
 from uvd_pipeline.shown import shown
@@ -29,8 +29,8 @@ DEFAULT_SHOWN = " (default: %(default)s)"  # an option's help ends with its defa
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
+        format=LOG_FORMAT,
+        datefmt=LOG_DATEFMT,
     )
     # Beam's own INFO lines are about its internals; keep ours readable.
     logging.getLogger("apache_beam").setLevel(logging.DEBUG if verbose else logging.ERROR)

@@ -205,11 +205,19 @@ class BuildConfig(Strict):
         """A digest of everything that shapes the output bytes (not how or where it runs)."""
         # the tokenizer is not part of it: retokenizing keeps the rendered shards valid; nor is
         # the mixture, which shapes only mixture.yaml (rewritten at the end of every build)
-        content = self.model_dump(mode="json", exclude={"beam": True, "output": True, "tokenizer": True,
-                                                        "mixture": True, "sources": {"__all__": RUN_ONLY_FIELDS}})
-        for source in content["sources"]:
-            source["path"] = self._output_roots.get(source["name"], source["path"])
-        content["format_version"] = FORMAT_VERSION
-        content["render_revision"] = RENDER_REVISION
-        blob = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return saved_config_hash(self.model_dump(mode="json", exclude={"beam": True}), self._output_roots)
+
+
+def saved_config_hash(config: dict[str, Any], roots: dict[str, str]) -> str:
+    """`BuildConfig.content_hash` of a config as `build.json` saves it (its JSON dump less `beam`)
+    with its sources' earlier roots (`source_roots`), so that `verify` can hold the record's config
+    to its hash. Raises KeyError, TypeError or AttributeError for a dict that is no such dump."""
+    content = {k: v for k, v in config.items() if k not in ("beam", "output", "tokenizer", "mixture")}
+    content["sources"] = [{f: v for f, v in source.items() if f not in RUN_ONLY_FIELDS}
+                          for source in config["sources"]]
+    for source in content["sources"]:
+        source["path"] = roots.get(source["name"], source["path"])
+    content["format_version"] = FORMAT_VERSION
+    content["render_revision"] = RENDER_REVISION
+    blob = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -28,7 +28,13 @@ build's own process, as `docker stop`, Kubernetes or `kill PID` send it; Ctrl-C 
 workers too) hung as well, in about half the tries: Beam's cleanup closes each worker's control
 stream and then waits for its process, which waits for data the runner no longer sends. Here such
 a run's workers are stopped first (`stop_worker`), and the shell Beam starts each one through
-execs it, so that the process Beam waits on is the worker itself."""
+execs it, so that the process Beam waits on is the worker itself.
+
+Ctrl-C in a terminal (SIGINT to the build's whole process group), or SIGTERM to the group, killed
+each worker process too: it printed a `Traceback ... KeyboardInterrupt` and a multi-KB "CRITICAL
+... Python sdk harness failed" line above the command's one "interrupted:" line (49-82 lines in
+all, hunt56c). The workers now start with both ignored (the shell's `trap` before its `exec`, so
+also while they import): the signal is the build's, which stops them as above."""
 
 from __future__ import annotations
 
@@ -64,7 +70,8 @@ _WORKER_PROCESSES: dict[int, subprocess.Popen] = {}
 class _WorkerSubprocess:
     """`local_job_service`'s `subprocess`: its `Popen` (a worker's `sh -c COMMAND`) execs the
     command, so the process Beam waits on is the worker and stopping it stops the worker (the
-    shell stayed behind as its parent before), and records the process by its thread."""
+    shell stayed behind as its parent before), with SIGINT and SIGTERM ignored, and records the
+    process by its thread."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(subprocess, name)
@@ -72,12 +79,23 @@ class _WorkerSubprocess:
     @staticmethod
     def Popen(command: Any, *args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 (subprocess's name)
         if kwargs.get("shell") and isinstance(command, str):
-            command = f"exec {command}"
+            # SIGINT and SIGTERM ignored from the start (as the early render's processes do): a
+            # signal to the build's process group (a terminal's Ctrl-C) is the build's, which
+            # stops its workers (`stop_worker`); `die_with_parent` still ends them with a killed build
+            command = f"trap '' INT TERM; exec {_logging_as_the_build(command)}"
         # the worker ends with this process (`worker_parent.die_with_parent`)
         kwargs["env"] = {**(kwargs.get("env") or os.environ), BUILD_PID_ENV: str(os.getpid())}
         process = subprocess.Popen(command, *args, **kwargs)
         _WORKER_PROCESSES[threading.get_ident()] = process
         return process
+
+
+def _logging_as_the_build(command: str) -> str:
+    """A worker's command line with Beam's harness started through `sdk_worker_main`, which logs
+    in the build's format without Beam's start-up chatter; any other command as it is."""
+    from uvd_pipeline.sdk_worker_main import HARNESS
+
+    return command.replace(f" -m {HARNESS}", " -m uvd_pipeline.sdk_worker_main", 1)
 
 
 def watch_worker_processes() -> None:

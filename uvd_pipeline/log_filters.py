@@ -21,6 +21,24 @@ class BeamImportNoise(logging.Filter):
         return not (record.name == "root" and str(record.msg).startswith("apitools not found"))
 
 
+# the command's log lines, and its local worker processes' (`sdk_worker_main`)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+LOG_DATEFMT = "%H:%M:%S"
+
+
+class BeamWorkerNoise(logging.Filter):
+    """What Beam's SDK harness logs as a local worker process starts, about its own set-up: that it
+    made its log handler, that it has no staging folder (a local worker needs none), and the runner's
+    own flags its options do not know ("Discarding unparseable args": the build refuses a flag no
+    Beam option knows before it starts, `config_beam`)."""
+
+    CHATTER = (("__main__", "Logging handler created"), ("__main__", "No semi_persistent_directory found"),
+               ("apache_beam.options.pipeline_options", "Discarding unparseable args"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(record.name == name and str(record.msg).startswith(start) for name, start in self.CHATTER)
+
+
 def _refused(error: BaseException) -> bool:
     """Whether `error` is one the command says in one `error:` line (`refusals.refusal`: the
     operating system's refusal, this machine's error), not a bug whose traceback must be seen.

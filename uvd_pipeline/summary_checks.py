@@ -3,7 +3,7 @@ must be the committed shards' own, every committed shard of its config listed, a
 in `tokens/` one of this build's, made from its rendered shard's tar as it is now.
 
 The build writes the summary from the stats; nothing read it back. An edited count (totals.sentences
-96 of 16) passed `verify` and the report printed it; a token shard imported into `tokens/` (another
+96 of 16), or `image_size` (which the report shows; each shard's stats record its own), passed `verify` and the report printed it; a token shard imported into `tokens/` (another
 tokenizer, another codebook) passed too, then the trainer's mixture took it and the report's code
 histogram stopped with a traceback. Stats are taken in one at a time as `verify` reads them (a
 build's are never all in memory)."""
@@ -58,6 +58,7 @@ class SummaryTally:
         self.rendered_places: set[tuple[str, str, str]] = set()  # every rendered shard's, set by `rendered_found`
         self.tar_sha256: dict[tuple[str, str, str], Any] = {}  # intact rendered shard's place -> its tar's sha256
         self.stale: list[tuple[str, str]] = []  # (token shard, why): made from an earlier tar of its rendered shard
+        self.image_sizes: set[Any] = set()  # the listed shards' (each records the size it was rendered at)
         self.unlisted: list[str] = []  # stats files of the intact rendered shards of this config it does not list
         try:
             self.listed = {(str(s["source"]), str(s["split"]), str(s["tar"]).split(".", 1)[0])
@@ -80,6 +81,7 @@ class SummaryTally:
             return
         if _place(uri) in self.listed:
             self.rendered.add(uri, stats)
+            self.image_sizes.add(stats.get("image_size", ABSENT))
         elif stats.get("config_hash") == self.config_hash:
             self.unlisted.append(uri)
 
@@ -130,6 +132,8 @@ class SummaryTally:
 
         if summary.get("config_hash") != self.config_hash:
             held("config_hash", summary.get("config_hash"), self.config_hash)
+        if len(self.image_sizes) == 1:  # the report shows it as the build's: the shards' own
+            held("image_size", summary.get("image_size", ABSENT), next(iter(self.image_sizes)))
         per_source = self.rendered.per_source
         totals = summary.get("totals") if isinstance(summary.get("totals"), dict) else {}
         for key in ("sentences", "images", "rejects"):

@@ -2,7 +2,8 @@
 
 Every committed file (rendered tars and their rejects/fingerprints files, token shards) is checked
 against the size and sha256 its stats file recorded (`--quick`: sizes only, no file is read);
-unreadable stats files and an unreadable `build.json`/`summary.json` count as damaged too, and so
+unreadable stats files and an unreadable `build.json`/`summary.json` count as damaged too (and a
+`build.json` whose config does not give the config hash it records: `build_record.record_problem`), and so
 do files and folders the system refuses to read (no permission, a failing disk: named with its
 reason; one refusal does not end the check) and unit store files (`OUT/_units/`) that differ from
 their commit marks (the next build renders such a unit again). The shard folders are held to
@@ -337,6 +338,7 @@ def verify_output(output: str, quick: bool = False,
     numbers do not come from it, leaves it out); `mixture`: that `mixture.yaml` is there (the
     trainer's file: the report shows the mix from the summary)."""
     from uvd_pipeline.build import BUILD_FILE
+    from uvd_pipeline.build_record import record_problem
     from uvd_pipeline.summary import SUMMARY_FILE
     from uvd_pipeline.output_lock import read_holder
     from uvd_pipeline.rendered_shards import RENDERED_DIR, REJECTS_SUFFIX
@@ -396,6 +398,8 @@ def verify_output(output: str, quick: bool = False,
             except OSError as exc:
                 damaged(uri, unreadable(exc))
     build = read.get(BUILD_FILE)
+    if build is not None and (why := record_problem(build)):
+        damaged(fsio.join(output, BUILD_FILE), why)
     tally = SummaryTally(read.get(SUMMARY_FILE) if holder is None else None,
                          build.get("config_hash") if build else None)  # the summary held to the stats read below
     claimed: set[str] = set()  # the files the stats files name, for the strays: each is read once
