@@ -25,7 +25,8 @@ from sources.annotation_files import (BAD_ANNOTATION, BAD_ANNOTATION_FILE, Annot
 from sources.paths import (ConfiguredPathMissing, ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside,
                            names_found, path_problem, set_aside, set_aside_problem)
 from sources.records import (MachineError, MultiViewRecord, PairRecord, Reject, SourceItem, nfc, read_input_bytes,
-                             relative_input, safe_key, twin_detail, twin_order, unicode_form)
+                             layout_twin_order, relative_input, safe_key, twin_detail, twin_order,
+                             unicode_form)
 
 
 # -- camera geometry (pure) ------------------------------------------------------------------
@@ -243,13 +244,15 @@ def paired_views(files: list[str]) -> int:
 
 
 def _view_twins(files: list[str], suffix: str) -> dict[str, list[str]]:
-    """An object's renders (or cameras) by stem in NFC, each stem's files in `twin_order`: the first
-    is read, each other (`000.PNG` beside `000.png`, NFD beside NFC) is a `duplicate_key` reject."""
+    """An object's renders (or cameras) by stem in NFC, each stem's files in `layout_twin_order`
+    (NFC, then `.png` as Zero123 spells it): the first is read, each other (a stray `000.PNG` beside
+    `000.png`, NFD beside NFC) is a `duplicate_key` reject."""
     stems: dict[str, list[str]] = {}
     for uri in files:
         if view_suffix(uri) == suffix:
             stems.setdefault(nfc(fsio.basename(uri)[:-4]), []).append(uri)
-    return {stem: sorted(uris, key=lambda uri: twin_order(fsio.basename(uri))) for stem, uris in stems.items()}
+    return {stem: sorted(uris, key=lambda uri: layout_twin_order(fsio.basename(uri), (suffix,)))
+            for stem, uris in stems.items()}
 
 
 def _twin_how(name: str, kept: str) -> str:
@@ -342,7 +345,7 @@ class ObjaverseSource:
         for suffix, found in ((".png", pngs), (".npy", npys)):
             for stem, twins in _view_twins(files, suffix).items():
                 found[stem] = twins[0]
-                for twin in twins[1:]:  # `000.PNG` beside `000.png`: the first in twin_order is read
+                for twin in twins[1:]:  # `000.PNG` beside `000.png`: `000.png` is read
                     yield Reject(safe_key(self.name, uid, fsio.basename(twin)), self.name, key, "read", "duplicate_key",
                                  twin_detail(fsio.basename(twin), fsio.basename(twins[0]), _twin_how(twin, twins[0])),
                                  input=relative_input(twin, self.path))

@@ -37,7 +37,7 @@ from typing import Any, Iterator
 from sources import fsio
 from sources.paths import (PathProblem, missing_under, path_problem, relative_to_root, set_aside_problem,
                            shown_name)
-from sources.records import PairRecord, Reject, SourceItem, nfc, safe_key, twin_detail, twin_order
+from sources.records import PairRecord, Reject, SourceItem, layout_twin_order, nfc, safe_key, twin_detail
 
 STEREO_TASKS = ("stereo", "depth")
 DISPARITY_SCALE = 1 / 256  # KITTI stores disparity * 256 in uint16, 0 = no measurement
@@ -65,11 +65,11 @@ def file_of(folder: str, stem: str, suffixes: tuple[str, ...] = VIEW_SUFFIXES, f
     return next((uri for uri in fsio.list_files(folder, suffixes, links=True) if _stem(fsio.basename(uri)) == stem), None)
 
 
-def twin_rank(name: str) -> tuple[bool, int, str]:
-    """Which of a frame's left views of one stem is read (the lowest): the one in NFC, then `.png`,
-    `.jpg`, `.jpeg` (the views read before `.jpeg` was listed stay read), then by name."""
-    suffix = "." + name.rsplit(".", 1)[-1].lower()
-    return twin_order(name)[0], VIEW_SUFFIXES.index(suffix) if suffix in VIEW_SUFFIXES else len(VIEW_SUFFIXES), name
+def twin_rank(name: str) -> tuple[bool, bool, int, str]:
+    """Which of a frame's left views of one stem is read (the lowest): the one in NFC, then its
+    extension in lower case as KITTI ships it (a stray `x.PNG` is the twin), then `.png`, `.jpg`,
+    `.jpeg` (the views read before `.jpeg` was listed stay read), then by name."""
+    return layout_twin_order(name, VIEW_SUFFIXES)
 
 
 def split_twins(files: list[str]) -> tuple[list[str], list[tuple[str, str]]]:

@@ -63,8 +63,9 @@ def _taskonomy_view(building: Path, stem: str, value: int) -> None:
 def test_multitask_twins_of_one_stem_are_duplicate_key_rejects(tmp_path: Path):
     """`x_domain_rgb.png` beside `x_domain_rgb.PNG` (a Windows round trip), or a view named in NFC
     beside its Mac's NFD copy, are one stem: the second overwrote the first without a word (NFD:
-    two tuples of one key, met only by the writer). The one read is the first in `twin_order`
-    (NFC, then by name: `.PNG`), as a web folder reads twins; each other is a `duplicate_key` reject."""
+    two tuples of one key, met only by the writer). The one read is the one in NFC, then the one
+    spelt `.png` as Taskonomy ships it (by name alone a stray `.PNG` copy was read and the shipped
+    file rejected); each other is a `duplicate_key` reject."""
     building = tmp_path / "allensville"
     _taskonomy_view(building, "point_0_view_0", 10)
     assert cv2.imwrite(str(building / "rgb" / "point_0_view_0_domain_rgb.PNG"), np.full((8, 8, 3), 200, np.uint8))
@@ -74,21 +75,24 @@ def test_multitask_twins_of_one_stem_are_duplicate_key_rejects(tmp_path: Path):
                        np.full((8, 8, 3), 90, np.uint8))
     items = _read_all(MultiTaskSource("tk", str(tmp_path)))
     tuples = {i.key: Path(dict(i.uris)["image"]).name for i in items if isinstance(i, TupleRecord)}
-    assert tuples == {"tk-allensville-point_0_view_0": "point_0_view_0_domain_rgb.PNG",
+    assert tuples == {"tk-allensville-point_0_view_0": "point_0_view_0_domain_rgb.png",
                       "tk-allensville-caf__view_1_b49e18ed": f"{cafe}_domain_rgb.png"}
     rejects = [(i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)]
     assert rejects == [
         ("duplicate_key", f"{cafe}_domain_rgb.png (NFD) is the name of {cafe}_domain_rgb.png (NFC) in another Unicode "
          "form: that file is read", f"allensville/rgb/{unicodedata.normalize('NFD', cafe)}_domain_rgb.png"),
-        ("duplicate_key", "point_0_view_0_domain_rgb.png (NFC) is the name of point_0_view_0_domain_rgb.PNG (NFC) "
-         "with its extension in another case: that file is read", "allensville/rgb/point_0_view_0_domain_rgb.png")]
+        ("duplicate_key", "point_0_view_0_domain_rgb.PNG (NFC) is the name of point_0_view_0_domain_rgb.png (NFC) "
+         "with its extension in another case: that file is read", "allensville/rgb/point_0_view_0_domain_rgb.PNG")]
+    (image,) = [dict(i.uris)["image"] for i in items if isinstance(i, TupleRecord) and "point_0" in i.key]
+    assert cv2.imread(image)[0, 0].tolist() == [10, 10, 10]  # the shipped view's pixels, not the stray copy's 200
 
 
 def test_objaverse_reads_renders_and_cameras_in_any_case(tmp_path: Path):
     """Renders saved as `000.PNG` (a Windows or zip round trip), cameras as `000.NPY`: matched by
     `.png`/`.npy` alone, an object of them was `too_few_views` (0 views) and views: 12 was never
     refused at check. Now read in any case, as the other folder readers list them; a render
-    beside its twin in another case is one `duplicate_key` reject, the first in twin_order read."""
+    beside its twin in another case is one `duplicate_key` reject, the one spelt `.png` read (as
+    before: by name alone a stray `000.PNG` was read and the shipped `000.png` rejected)."""
     for uid, render, camera in (("upper", ".PNG", ".npy"), ("both", ".PNG", ".NPY"), ("lower", ".png", ".npy")):
         _objaverse_object(tmp_path / uid)
         for i in range(4):
@@ -101,10 +105,10 @@ def test_objaverse_reads_renders_and_cameras_in_any_case(tmp_path: Path):
     records = {i.key: [Path(u).name for u in i.view_uris] for i in items if isinstance(i, MultiViewRecord)}
     assert records == {"obj-upper": ["000.PNG", "001.PNG", "002.PNG", "003.PNG"],
                        "obj-both": ["000.PNG", "001.PNG", "002.PNG", "003.PNG"],
-                       "obj-lower": ["000.png", "001.PNG", "002.png", "003.png"]}
+                       "obj-lower": ["000.png", "001.png", "002.png", "003.png"]}
     assert [(i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)] == [
-        ("duplicate_key", "001.png (NFC) is the name of 001.PNG (NFC) with its extension in another case: "
-         "that file is read", "lower/001.png")]
+        ("duplicate_key", "001.PNG (NFC) is the name of 001.png (NFC) with its extension in another case: "
+         "that file is read", "lower/001.PNG")]
 
 
 def test_objaverse_judges_only_the_files_it_reads(tmp_path: Path):
@@ -213,8 +217,10 @@ def test_kitti_views_and_maps_in_any_case_and_jpeg(tmp_path: Path):
     """A disparity map saved `000001_10.PNG` was "no disparity for 000001_10.png" (its path was the
     stem + `.png`), and a `.jpeg` left view was never listed (its right view and map then "no left
     view"). Views are `.png`, `.jpg` or `.jpeg`, maps `.png`, in any case; of a frame's two left
-    views (`x.png` beside `x.PNG`) the first (NFC, `.png` before `.jpg` before `.jpeg`, then by
-    name) is read, the other a `duplicate_key` reject."""
+    views (`x.png` beside a stray `x.PNG`) the first (NFC, then spelt in lower case as KITTI ships
+    it, then `.png` before `.jpg` before `.jpeg`, then by name) is read, the other a
+    `duplicate_key` reject: by name alone the stray `x.PNG`, another frame's pixels, was paired
+    with `x`'s right view and disparity map."""
     split = tmp_path / "training"
     names = {"000000_10": (".png", ".png"), "000001_10": (".png", ".PNG"), "000002_10": (".jpeg", ".png"),
              "000003_10": (".png", ".png")}
@@ -232,7 +238,9 @@ def test_kitti_views_and_maps_in_any_case_and_jpeg(tmp_path: Path):
         "k-000000_10-stereo": ("000000_10.png", "000000_10.png"), "k-000000_10-depth": ("000000_10.png", "000000_10.png"),
         "k-000001_10-stereo": ("000001_10.png", "000001_10.png"), "k-000001_10-depth": ("000001_10.png", "000001_10.PNG"),
         "k-000002_10-stereo": ("000002_10.jpeg", "000002_10.png"), "k-000002_10-depth": ("000002_10.jpeg", "000002_10.png"),
-        "k-000003_10-stereo": ("000003_10.PNG", "000003_10.png"), "k-000003_10-depth": ("000003_10.PNG", "000003_10.png")}
+        "k-000003_10-stereo": ("000003_10.png", "000003_10.png"), "k-000003_10-depth": ("000003_10.png", "000003_10.png")}
     assert [(i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)] == [
-        ("duplicate_key", "000003_10.png (NFC) is the name of 000003_10.PNG (NFC) with its extension in another case: "
-         "that file is read", "training/image_2/000003_10.png")]
+        ("duplicate_key", "000003_10.PNG (NFC) is the name of 000003_10.png (NFC) with its extension in another case: "
+         "that file is read", "training/image_2/000003_10.PNG")]
+    left = next(i.image_uri for i in items if isinstance(i, PairRecord) and i.key == "k-000003_10-stereo")
+    assert cv2.imread(left)[0, 0].tolist() == [120, 120, 120]  # the frame's own view, not the stray 250
