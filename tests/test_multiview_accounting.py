@@ -244,3 +244,37 @@ def test_kitti_views_and_maps_in_any_case_and_jpeg(tmp_path: Path):
          "that file is read", "training/image_2/000003_10.PNG")]
     left = next(i.image_uri for i in items if isinstance(i, PairRecord) and i.key == "k-000003_10-stereo")
     assert cv2.imread(left)[0, 0].tolist() == [120, 120, 120]  # the frame's own view, not the stray 250
+
+
+def test_kitti_frames_without_a_map_list_the_map_folder_once_and_record_their_stem_alone(tmp_path: Path, monkeypatch):
+    """Each frame without a map (every `_11`) listed the disparity folder to find its map in any
+    case (rev56e's kitti_mv_time.py: 3881 listings where 1 was, 8.0 s not 2.5 s), each listing
+    recorded as the unit's input: one map added for another scene changed every such unit's input
+    and rendered it again. The folder is listed once; a frame records the names of its stem alone."""
+    from sources import fsio
+
+    split = tmp_path / "training"
+    for folder in ("image_2", "image_3", "disp_noc_0"):
+        (split / folder).mkdir(parents=True)
+    for scene in range(3):
+        for frame in ("10", "11"):
+            for folder in ("image_2", "image_3"):
+                assert cv2.imwrite(str(split / folder / f"{scene:06d}_{frame}.png"), np.full((8, 12, 3), 30 * scene, np.uint8))
+        assert cv2.imwrite(str(split / "disp_noc_0" / f"{scene:06d}_10.png"), np.full((8, 12), 512, np.uint16))
+    listed = []
+    real_list_files = fsio.list_files
+    monkeypatch.setattr(fsio, "list_files", lambda uri, *a, **k: listed.append(Path(uri).name) or real_list_files(uri, *a, **k))
+    source = StereoSource("k", str(tmp_path))
+    (unit,) = source.units()
+    listed.clear()
+    with fsio.recording_inputs() as recorded:
+        items = list(source.read(unit))
+    assert listed == ["disp_noc_0"]
+    assert sorted(i.key for i in items if isinstance(i, PairRecord)) == [
+        f"k-{scene:06d}_{frame}-{task}" for scene in range(3) for frame in ("10", "11") for task in ("depth", "stereo")
+        if (frame, task) != ("11", "depth")]
+    assert [Path(str(key[1])).name for key in recorded.listings] == []
+    derived = {key: value for key, value in recorded.derived.items() if key[0] == "sources.stereo.stem_names"}
+    assert sorted(key[2] for key in derived) == ["000000_11", "000001_11", "000002_11"]
+    assert cv2.imwrite(str(split / "disp_noc_0" / "000500_10.png"), np.full((8, 12), 512, np.uint16))
+    assert all(fsio.rederive(key) == value == [] for key, value in derived.items())
