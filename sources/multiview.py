@@ -261,13 +261,15 @@ def _twin_how(name: str, kept: str) -> str:
     return "in another Unicode form" if same else "with its extension in another case"
 
 
-def _folder_twins(root: str) -> dict[str, str]:
-    """Of object folders whose names are one in NFC but none in NFC, the first in `twin_order`."""
+def _folder_twins(root: str) -> dict[str, list[str]]:
+    """Object folders by their name in NFC, in `twin_order`, where one of them is named in another
+    form (`café` in NFD): taken from the listing alone, since a Mac's volume answers `isdir` of
+    the NFC name for a lone NFD folder, which then was its own `duplicate_key` and never read."""
     names: dict[str, list[str]] = {}
     for folder in fsio.list_dirs(root, links=True):
-        if unicode_form(fsio.basename(folder)) != "NFC":
-            names.setdefault(nfc(fsio.basename(folder)), []).append(folder)
-    return {name: min(folders, key=lambda f: twin_order(fsio.basename(f))) for name, folders in names.items()}
+        names.setdefault(nfc(fsio.basename(folder)), []).append(folder)
+    return {name: sorted(folders, key=lambda f: twin_order(fsio.basename(f))) for name, folders in names.items()
+            if any(unicode_form(fsio.basename(f)) != "NFC" for f in folders)}
 
 
 @dataclass(frozen=True)
@@ -286,16 +288,18 @@ class ObjaverseSource:
 
     def _twin_read(self, folder: str) -> str | None:
         """The object folder read in place of `folder` when their names are one in NFC (`café` in NFD
-        beside `café` in NFC, a Mac's copy): the first in `twin_order`; None when `folder` is it.
-        A name in NFC is first by that order, so only other names look for their twins."""
+        beside `café` in NFC, a Mac's copy): the first in `twin_order` that can be read (as
+        `paths.twin_to_read` takes a file); None when `folder` is it, or none can be. A name in NFC
+        is first by that order, so only other names look for their twins; one that cannot be read
+        is its own reject, and took the object with it (an NFC link leading out made the real NFD
+        folder its `duplicate_key`)."""
         uid = fsio.basename(folder)
         if unicode_form(uid) == "NFC":
             return None
-        named = fsio.join(self.path, nfc(uid))
-        if fsio.isdir(named):
-            return named
         twins = fsio.once_per_run(("objaverse_twins", self.path), lambda: _folder_twins(self.path))
-        first = twins.get(nfc(uid), folder)
+        readable = (f for f in twins.get(nfc(uid), [folder]) if not set_aside_problem(self.path, f)
+                    and not path_problem(self.path, f, self.follow_links))
+        first = next(readable, folder)
         return None if first == folder else first
 
     def _check_views(self, objects: list[str]) -> None:

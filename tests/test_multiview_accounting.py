@@ -168,6 +168,30 @@ def test_objaverse_object_folders_named_in_nfc_and_nfd_are_one_key(tmp_path: Pat
         f"another sentence of this shard has id {record.key}; this one from uid café (NFD)")
 
 
+def test_objaverse_nfd_folder_is_read_where_its_nfc_twin_cannot_be_or_is_not_listed(tmp_path: Path, monkeypatch):
+    """The NFD folder's twin was found by `isdir` of its NFC name and taken unread: beside an NFC
+    link leading out of the root (itself `outside_root`) the real NFD folder was its
+    `duplicate_key`, the object lost; on a Mac's volume, which answers `isdir` of the NFC name for
+    a lone NFD folder, that folder was its own `duplicate_key`. Twins come from the listing, the
+    first that can be read is read."""
+    from sources import fsio
+
+    nfc_name, nfd_name = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    root, elsewhere = tmp_path / "views_release", tmp_path / "elsewhere"
+    _objaverse_object(root / nfd_name)
+    _objaverse_object(elsewhere)
+    (root / nfc_name).symlink_to(elsewhere)
+    items = _read_all(ObjaverseSource("obj", str(root), views=4))
+    (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
+    assert Path(record.view_uris[0]).parent.name == nfd_name
+    assert [(i.reason, i.input) for i in items if isinstance(i, Reject)] == [("outside_root", f"{nfc_name}/")]
+    (root / nfc_name).unlink()
+    real_isdir = fsio.isdir  # as a Mac's volume answers: the NFC spelling finds the NFD folder
+    monkeypatch.setattr(fsio, "isdir", lambda uri: real_isdir(unicodedata.normalize("NFD", uri)) or real_isdir(uri))
+    items = _read_all(ObjaverseSource("obj", str(root), views=4))
+    assert [type(i).__name__ for i in items] == ["MultiViewRecord"]
+
+
 def _co3d_with_annotations(root: Path) -> list[dict]:
     """Six frames of toy/s1 with the depth and mask paths CO3D v2 gives each frame."""
     frames = _co3d_orbit(root, np.arange(6) * 60.0)
