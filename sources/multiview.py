@@ -561,13 +561,24 @@ class Co3dSource:
 
     def units(self) -> list[str]:
         categories = [d for d in fsio.list_dirs(self.path, links=True) if is_category(d)]
-        if not any(frame_annotations(d) for d in categories):
+        annotated = [d for d in categories if frame_annotations(d)]
+        if not annotated:
             raise FileNotFoundError(f"no <category>/{FRAME_ANNOTATIONS} under {self.path}")
-        unknown = sorted(set(self.categories) - {fsio.basename(d) for d in categories})
-        if unknown:  # a misspelt category is the config's fault, not the path's
-            raise ConfiguredPathMissing("categories", f"no {', '.join(unknown)}/frame_annotations.jgz under "
-                                        f"{self.path} (categories there: {names_found(categories)})")
+        self._check_categories(categories, annotated)
         return [d for d in categories if not self.categories or fsio.basename(d) in self.categories]
+
+    def _check_categories(self, categories: list[str], annotated: list[str]) -> None:
+        """Refuse `categories` naming one that is not there, or is there without its frame
+        annotations: the config's fault, and a build of it makes no sentence. A category folder
+        without them (`banana/` of sequence folders alone) passed, where it was refused before."""
+        unknown = sorted(set(self.categories) - {fsio.basename(d) for d in annotated})
+        if not unknown:
+            return
+        folders = {fsio.basename(d) for d in categories}
+        said = "; ".join(f"{name}/ holds no {FRAME_ANNOTATIONS}" if name in folders else f"no {name}/{FRAME_ANNOTATIONS}"
+                         for name in unknown)
+        raise ConfiguredPathMissing("categories", f"{said} under {self.path} (categories there: "
+                                    f"{names_found(annotated)}); name those, or leave categories out")
 
     def read(self, category_dir: str) -> Iterator[SourceItem]:
         category = fsio.basename(category_dir)

@@ -52,6 +52,22 @@ def test_co3d_category_without_frame_annotations_is_a_reject(tmp_path: Path):
          "banana/ has no frame_annotations.jgz: its sequences cannot be placed, none is read", "banana/")]
 
 
+def test_co3d_configured_category_without_frame_annotations_is_refused_at_check(tmp_path: Path):
+    """`categories: [banana]` naming a category folder without its frame annotations passed check
+    (every unit then one `missing_annotation` reject, no sentence), where it was refused before;
+    and several unknown names read `no banana, plum/frame_annotations.jgz`."""
+    from sources.paths import ConfiguredPathMissing
+
+    _co3d_category(tmp_path, "apple", "s1")
+    _co3d_category(tmp_path, "banana", "s2", annotations=None)
+    with pytest.raises(ConfiguredPathMissing) as refused:
+        Co3dSource("co3d", str(tmp_path), views=4, categories=("banana", "plum")).units()
+    assert refused.value.field == "categories"
+    assert str(refused.value) == (f"banana/ holds no frame_annotations.jgz; no plum/frame_annotations.jgz under {tmp_path} "
+                                  "(categories there: apple); name those, or leave categories out")
+    assert [Path(u).name for u in Co3dSource("co3d", str(tmp_path), views=4, categories=("apple",)).units()] == ["apple"]
+
+
 def _taskonomy_view(building: Path, stem: str, value: int) -> None:
     """One Taskonomy view: a PNG of each of the five domains (depth 16-bit), as its tars hold them."""
     for folder, domain in TASKONOMY_DOMAIN_IDS.items():
