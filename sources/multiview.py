@@ -608,7 +608,7 @@ class Co3dSource:
         yield from list_rejects
         for sequence in sorted(by_sequence):
             split = HELD_OUT_SPLIT if sequence in held_out else None
-            yield from self._sequence(category, sequence, by_sequence[sequence], split)
+            yield from self._sequence(category, sequence, by_sequence[sequence], split, fsio.basename(annotations))
 
     def _held_out(self, category: str, category_dir: str,
                   known: frozenset[str]) -> tuple[frozenset[str], list[Reject]]:
@@ -722,14 +722,16 @@ class Co3dSource:
         check_inside(self.path, uri, self.follow_links)
         return uri
 
-    def _sequence(self, category: str, sequence: str, frames: Sequence[Co3dFrame],
-                  split: str | None) -> Iterator[SourceItem]:
+    def _sequence(self, category: str, sequence: str, frames: Sequence[Co3dFrame], split: str | None,
+                  spelt: str = FRAME_ANNOTATIONS) -> Iterator[SourceItem]:
+        """The sequence's sentence and pairs; its rejects name the frame annotations as `spelt`
+        on disk (`frame_annotations.JGZ`: they named a `.jgz` that is not there)."""
         key = safe_key(self.name, category, sequence)
         try:  # the sequence name comes from the annotation file: its folder must stay inside the root
             images_dir = join_inside(self.path, f"{category}/{sequence}/images")
         except OutsideRoot as exc:
             yield Reject(key, self.name, key, "read", exc.reason, f"sequence_name: {exc.detail}", split_hint=split,
-                         input=f"{category}/frame_annotations.jgz sequence {sequence}")
+                         input=f"{category}/{spelt} sequence {sequence}")
             return
         present = {fsio.basename(f) for f in fsio.list_files(images_dir, links=True)} if fsio.exists(images_dir) else set()
         usable = [f for f in frames if fsio.basename(f.image_uri) in present]
@@ -742,13 +744,13 @@ class Co3dSource:
             yield Reject(key, self.name, key, "read", "too_few_views", f"{len(usable)} frames < {self.views}",
                          split_hint=split, input=relative_input(images_dir, self.path) + "/")
         else:
-            yield self._orbit(category, sequence, key, usable, split)
+            yield self._orbit(category, sequence, key, usable, split, spelt)
         for task in self.pair_tasks:
             for frame in usable:
                 yield from self._pair(task, category, sequence, key, frame, split)
 
     def _orbit(self, category: str, sequence: str, key: str, usable: Sequence[Co3dFrame],
-               split: str | None) -> MultiViewRecord | Reject:
+               split: str | None, spelt: str = FRAME_ANNOTATIONS) -> MultiViewRecord | Reject:
         """The sequence's multi-view sentence: `views` frames round its orbit; a `bad_camera`
         reject when every camera stands on the orbit's axis (all at one point: no azimuth, and
         the views went out in file order as an orbit of azimuth 0)."""
@@ -762,7 +764,7 @@ class Co3dSource:
         if np.linalg.norm(around - np.outer(around @ axis, axis), axis=1).max() < MIN_CAMERA_DISTANCE:
             return Reject(key, self.name, key, "read", "bad_camera", f"its {len(usable)} cameras stand on one line "
                           "through the object (all at one point): no azimuth orders them", split_hint=split,
-                          input=f"{category}/frame_annotations.jgz sequence {sequence}")
+                          input=f"{category}/{spelt} sequence {sequence}")
         azimuths = azimuths_about_axis(around, axis)
         # on the records' grid: an SVD's last bits differ between BLAS builds, and at an exact tie
         # (views evenly spaced, a paused camera) they chose the first view and the picks

@@ -68,6 +68,17 @@ def test_co3d_configured_category_without_frame_annotations_is_refused_at_check(
     assert [Path(u).name for u in Co3dSource("co3d", str(tmp_path), views=4, categories=("apple",)).units()] == ["apple"]
 
 
+def test_co3d_sequence_rejects_name_the_annotations_as_spelt(tmp_path: Path):
+    """Frame annotations saved as `frame_annotations.JGZ` are read, but a sequence's rejects named
+    `frame_annotations.jgz`, a file that is not there."""
+    frames = _co3d_orbit(tmp_path, np.arange(6) * 60.0, "s1")  # written under toy/
+    _write_jgz(tmp_path / "toy" / "frame_annotations.JGZ", [*frames, {**frames[0], "sequence_name": "../../x"}])
+    items = _read_all(Co3dSource("co3d", str(tmp_path), views=4))
+    assert [i.key for i in items if isinstance(i, MultiViewRecord)] == ["co3d-toy-s1"]
+    assert [(i.reason, i.input) for i in items if isinstance(i, Reject)] == [
+        ("outside_root", "toy/frame_annotations.JGZ sequence ../../x")]
+
+
 def _taskonomy_view(building: Path, stem: str, value: int) -> None:
     """One Taskonomy view: a PNG of each of the five domains (depth 16-bit), as its tars hold them."""
     for folder, domain in TASKONOMY_DOMAIN_IDS.items():
