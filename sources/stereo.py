@@ -60,17 +60,18 @@ def file_of(folder: str, stem: str, suffixes: tuple[str, ...] = VIEW_SUFFIXES, f
     for name in (first,) * bool(first) + tuple(stem + suffix for suffix in suffixes):
         if fsio.exists(fsio.join(folder, name)):
             return fsio.join(folder, name)
-    names = stem_names(folder, stem, " ".join(suffixes))
+    names = stem_names(folder, " ".join(suffixes), stem)
     return fsio.join(folder, names[0]) if names else None
 
 
 @fsio.derived_input
-def stem_names(folder: str, stem: str, suffixes: str) -> list[str]:
+def stem_names(folder: str, suffixes: str, stem: str) -> list[str]:
     """The names in `folder` of frame `stem` with an extension of `suffixes` (space-separated) in
     any case, sorted: recorded as the unit's input for that stem alone. A listing of the folder per
     frame without a map (every `_11`, KITTI's multi-view frames) was 3881 listings where 1 was
     (8.0 s, not 2.5 s), each recorded, so one map added for another scene rendered every unit again.
-    The folder is listed once per run (`once_per_run`)."""
+    The folder is listed once per run (`once_per_run`); the stem comes last, as a rerun names
+    what changed by the last of the args."""
     index = fsio.once_per_run(("sources.stereo.stem_names", folder, suffixes),
                               lambda: _names_by_stem(folder, tuple(suffixes.split())))
     return index.get(stem, [])

@@ -326,6 +326,6 @@ def test_kitti_frames_without_a_map_list_the_map_folder_once_and_record_their_st
         if (frame, task) != ("11", "depth")]
     assert [Path(str(key[1])).name for key in recorded.listings] == []
     derived = {key: value for key, value in recorded.derived.items() if key[0] == "sources.stereo.stem_names"}
-    assert sorted(key[2] for key in derived) == ["000000_11", "000001_11", "000002_11"]
+    assert sorted(key[-1] for key in derived) == ["000000_11", "000001_11", "000002_11"]
     assert cv2.imwrite(str(split / "disp_noc_0" / "000500_10.png"), np.full((8, 12), 512, np.uint16))
     assert all(fsio.rederive(key) == value == [] for key, value in derived.items())
