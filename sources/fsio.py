@@ -125,6 +125,13 @@ def run_memo(memo: dict) -> Iterator[dict]:
         _RUN_MEMO.reset(token)
 
 
+def active_run_memo(fallback: dict) -> dict:
+    """The memo of the open `run_memo` block, else `fallback`: for a reader that opens a block of
+    its own around one call's lookups when no run has (a test, a script), never shadowing the run's."""
+    memo = _RUN_MEMO.get()
+    return fallback if memo is None else memo
+
+
 def once_per_run(key: tuple, compute: Callable[[], Derived]) -> Derived:
     """`compute()`, taken once per `run_memo` block under `key` (each time outside one). For a value
     every unit of a run derives from the whole input (the pattern set of a Hub repo, from a listing

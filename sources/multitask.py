@@ -25,7 +25,8 @@ from typing import Iterator
 
 from sources import fsio
 from sources.paths import names_below, path_problem, set_aside, set_aside_problem, shown_name, twin_to_read
-from sources.records import Reject, SourceItem, TupleRecord, nfc, relative_input, safe_key, twin_detail, twin_order
+from sources.records import (Reject, SourceItem, TupleRecord, layout_twin_order, nfc, relative_input, safe_key,
+                             twin_detail)
 
 # task -> (folder, domain id: the files' `_domain_<id>.png` ending)
 TASKONOMY = {
@@ -172,11 +173,11 @@ class MultiTaskSource:
             return
         yield from self._tuples(building)
 
-    def _twins(self, uris: list[str]) -> tuple[str, list[str]]:
+    def _twins(self, uris: list[str], suffix: str) -> tuple[str, list[str]]:
         """Of a domain's files of one stem (`x.png` beside `x.PNG`, `café` in NFC beside NFD), the one
-        read, first in `twin_order` (as a web folder reads twins), and the others. The last listed
-        overwrote the others without a word."""
-        uris = sorted(uris, key=lambda uri: twin_order(fsio.basename(uri)))
+        read, first in `layout_twin_order` (NFC, then `suffix` as Taskonomy spells it), and the
+        others. The last listed overwrote the others without a word."""
+        uris = sorted(uris, key=lambda uri: layout_twin_order(fsio.basename(uri), (suffix,)))
         kept = twin_to_read(self.path, uris, self.follow_links) if len(uris) > 1 else None
         kept = kept or uris[0]  # none a file to read: the first, its own problem its reject
         return kept, [uri for uri in uris if uri != kept]
@@ -209,7 +210,7 @@ class MultiTaskSource:
         spelt: dict[str, str] = {}  # the stem as its first file read spells it (lineage, as it always was)
         for stem, tasks in listed.items():
             for task, uris in tasks.items():
-                kept, twins = self._twins(uris)
+                kept, twins = self._twins(uris, f"_domain_{TASKONOMY[task][1]}.png")
                 spelt.setdefault(stem, fsio.basename(kept)[: -len(f"_domain_{TASKONOMY[task][1]}.png")])
                 files.setdefault(stem, {})[task] = kept
                 yield from (self._twin_reject(building, task, uri, kept) for uri in twins)

@@ -25,7 +25,8 @@ from sources.annotation_files import (BAD_ANNOTATION, BAD_ANNOTATION_FILE, Annot
 from sources.paths import (ConfiguredPathMissing, ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside,
                            names_found, path_problem, set_aside, set_aside_problem)
 from sources.records import (MachineError, MultiViewRecord, PairRecord, Reject, SourceItem, nfc, read_input_bytes,
-                             relative_input, safe_key, twin_detail, twin_order, unicode_form)
+                             layout_twin_order, relative_input, safe_key, twin_detail, twin_order,
+                             unicode_form)
 
 
 # -- camera geometry (pure) ------------------------------------------------------------------
@@ -243,13 +244,15 @@ def paired_views(files: list[str]) -> int:
 
 
 def _view_twins(files: list[str], suffix: str) -> dict[str, list[str]]:
-    """An object's renders (or cameras) by stem in NFC, each stem's files in `twin_order`: the first
-    is read, each other (`000.PNG` beside `000.png`, NFD beside NFC) is a `duplicate_key` reject."""
+    """An object's renders (or cameras) by stem in NFC, each stem's files in `layout_twin_order`
+    (NFC, then `.png` as Zero123 spells it): the first is read, each other (a stray `000.PNG` beside
+    `000.png`, NFD beside NFC) is a `duplicate_key` reject."""
     stems: dict[str, list[str]] = {}
     for uri in files:
         if view_suffix(uri) == suffix:
             stems.setdefault(nfc(fsio.basename(uri)[:-4]), []).append(uri)
-    return {stem: sorted(uris, key=lambda uri: twin_order(fsio.basename(uri))) for stem, uris in stems.items()}
+    return {stem: sorted(uris, key=lambda uri: layout_twin_order(fsio.basename(uri), (suffix,)))
+            for stem, uris in stems.items()}
 
 
 def _twin_how(name: str, kept: str) -> str:
@@ -258,13 +261,15 @@ def _twin_how(name: str, kept: str) -> str:
     return "in another Unicode form" if same else "with its extension in another case"
 
 
-def _folder_twins(root: str) -> dict[str, str]:
-    """Of object folders whose names are one in NFC but none in NFC, the first in `twin_order`."""
+def _folder_twins(root: str) -> dict[str, list[str]]:
+    """Object folders by their name in NFC, in `twin_order`, where one of them is named in another
+    form (`café` in NFD): taken from the listing alone, since a Mac's volume answers `isdir` of
+    the NFC name for a lone NFD folder, which then was its own `duplicate_key` and never read."""
     names: dict[str, list[str]] = {}
     for folder in fsio.list_dirs(root, links=True):
-        if unicode_form(fsio.basename(folder)) != "NFC":
-            names.setdefault(nfc(fsio.basename(folder)), []).append(folder)
-    return {name: min(folders, key=lambda f: twin_order(fsio.basename(f))) for name, folders in names.items()}
+        names.setdefault(nfc(fsio.basename(folder)), []).append(folder)
+    return {name: sorted(folders, key=lambda f: twin_order(fsio.basename(f))) for name, folders in names.items()
+            if any(unicode_form(fsio.basename(f)) != "NFC" for f in folders)}
 
 
 @dataclass(frozen=True)
@@ -283,16 +288,18 @@ class ObjaverseSource:
 
     def _twin_read(self, folder: str) -> str | None:
         """The object folder read in place of `folder` when their names are one in NFC (`café` in NFD
-        beside `café` in NFC, a Mac's copy): the first in `twin_order`; None when `folder` is it.
-        A name in NFC is first by that order, so only other names look for their twins."""
+        beside `café` in NFC, a Mac's copy): the first in `twin_order` that can be read (as
+        `paths.twin_to_read` takes a file); None when `folder` is it, or none can be. A name in NFC
+        is first by that order, so only other names look for their twins; one that cannot be read
+        is its own reject, and took the object with it (an NFC link leading out made the real NFD
+        folder its `duplicate_key`)."""
         uid = fsio.basename(folder)
         if unicode_form(uid) == "NFC":
             return None
-        named = fsio.join(self.path, nfc(uid))
-        if fsio.isdir(named):
-            return named
         twins = fsio.once_per_run(("objaverse_twins", self.path), lambda: _folder_twins(self.path))
-        first = twins.get(nfc(uid), folder)
+        readable = (f for f in twins.get(nfc(uid), [folder]) if not set_aside_problem(self.path, f)
+                    and not path_problem(self.path, f, self.follow_links))
+        first = next(readable, folder)
         return None if first == folder else first
 
     def _check_views(self, objects: list[str]) -> None:
@@ -342,7 +349,7 @@ class ObjaverseSource:
         for suffix, found in ((".png", pngs), (".npy", npys)):
             for stem, twins in _view_twins(files, suffix).items():
                 found[stem] = twins[0]
-                for twin in twins[1:]:  # `000.PNG` beside `000.png`: the first in twin_order is read
+                for twin in twins[1:]:  # `000.PNG` beside `000.png`: `000.png` is read
                     yield Reject(safe_key(self.name, uid, fsio.basename(twin)), self.name, key, "read", "duplicate_key",
                                  twin_detail(fsio.basename(twin), fsio.basename(twins[0]), _twin_how(twin, twins[0])),
                                  input=relative_input(twin, self.path))
@@ -554,13 +561,24 @@ class Co3dSource:
 
     def units(self) -> list[str]:
         categories = [d for d in fsio.list_dirs(self.path, links=True) if is_category(d)]
-        if not any(frame_annotations(d) for d in categories):
+        annotated = [d for d in categories if frame_annotations(d)]
+        if not annotated:
             raise FileNotFoundError(f"no <category>/{FRAME_ANNOTATIONS} under {self.path}")
-        unknown = sorted(set(self.categories) - {fsio.basename(d) for d in categories})
-        if unknown:  # a misspelt category is the config's fault, not the path's
-            raise ConfiguredPathMissing("categories", f"no {', '.join(unknown)}/frame_annotations.jgz under "
-                                        f"{self.path} (categories there: {names_found(categories)})")
+        self._check_categories(categories, annotated)
         return [d for d in categories if not self.categories or fsio.basename(d) in self.categories]
+
+    def _check_categories(self, categories: list[str], annotated: list[str]) -> None:
+        """Refuse `categories` naming one that is not there, or is there without its frame
+        annotations: the config's fault, and a build of it makes no sentence. A category folder
+        without them (`banana/` of sequence folders alone) passed, where it was refused before."""
+        unknown = sorted(set(self.categories) - {fsio.basename(d) for d in annotated})
+        if not unknown:
+            return
+        folders = {fsio.basename(d) for d in categories}
+        said = "; ".join(f"{name}/ holds no {FRAME_ANNOTATIONS}" if name in folders else f"no {name}/{FRAME_ANNOTATIONS}"
+                         for name in unknown)
+        raise ConfiguredPathMissing("categories", f"{said} under {self.path} (categories there: "
+                                    f"{names_found(annotated)}); name those, or leave categories out")
 
     def read(self, category_dir: str) -> Iterator[SourceItem]:
         category = fsio.basename(category_dir)
@@ -590,7 +608,7 @@ class Co3dSource:
         yield from list_rejects
         for sequence in sorted(by_sequence):
             split = HELD_OUT_SPLIT if sequence in held_out else None
-            yield from self._sequence(category, sequence, by_sequence[sequence], split)
+            yield from self._sequence(category, sequence, by_sequence[sequence], split, fsio.basename(annotations))
 
     def _held_out(self, category: str, category_dir: str,
                   known: frozenset[str]) -> tuple[frozenset[str], list[Reject]]:
@@ -704,14 +722,16 @@ class Co3dSource:
         check_inside(self.path, uri, self.follow_links)
         return uri
 
-    def _sequence(self, category: str, sequence: str, frames: Sequence[Co3dFrame],
-                  split: str | None) -> Iterator[SourceItem]:
+    def _sequence(self, category: str, sequence: str, frames: Sequence[Co3dFrame], split: str | None,
+                  spelt: str = FRAME_ANNOTATIONS) -> Iterator[SourceItem]:
+        """The sequence's sentence and pairs; its rejects name the frame annotations as `spelt`
+        on disk (`frame_annotations.JGZ`: they named a `.jgz` that is not there)."""
         key = safe_key(self.name, category, sequence)
         try:  # the sequence name comes from the annotation file: its folder must stay inside the root
             images_dir = join_inside(self.path, f"{category}/{sequence}/images")
         except OutsideRoot as exc:
             yield Reject(key, self.name, key, "read", exc.reason, f"sequence_name: {exc.detail}", split_hint=split,
-                         input=f"{category}/frame_annotations.jgz sequence {sequence}")
+                         input=f"{category}/{spelt} sequence {sequence}")
             return
         present = {fsio.basename(f) for f in fsio.list_files(images_dir, links=True)} if fsio.exists(images_dir) else set()
         usable = [f for f in frames if fsio.basename(f.image_uri) in present]
@@ -724,13 +744,13 @@ class Co3dSource:
             yield Reject(key, self.name, key, "read", "too_few_views", f"{len(usable)} frames < {self.views}",
                          split_hint=split, input=relative_input(images_dir, self.path) + "/")
         else:
-            yield self._orbit(category, sequence, key, usable, split)
+            yield self._orbit(category, sequence, key, usable, split, spelt)
         for task in self.pair_tasks:
             for frame in usable:
                 yield from self._pair(task, category, sequence, key, frame, split)
 
     def _orbit(self, category: str, sequence: str, key: str, usable: Sequence[Co3dFrame],
-               split: str | None) -> MultiViewRecord | Reject:
+               split: str | None, spelt: str = FRAME_ANNOTATIONS) -> MultiViewRecord | Reject:
         """The sequence's multi-view sentence: `views` frames round its orbit; a `bad_camera`
         reject when every camera stands on the orbit's axis (all at one point: no azimuth, and
         the views went out in file order as an orbit of azimuth 0)."""
@@ -744,7 +764,7 @@ class Co3dSource:
         if np.linalg.norm(around - np.outer(around @ axis, axis), axis=1).max() < MIN_CAMERA_DISTANCE:
             return Reject(key, self.name, key, "read", "bad_camera", f"its {len(usable)} cameras stand on one line "
                           "through the object (all at one point): no azimuth orders them", split_hint=split,
-                          input=f"{category}/frame_annotations.jgz sequence {sequence}")
+                          input=f"{category}/{spelt} sequence {sequence}")
         azimuths = azimuths_about_axis(around, axis)
         # on the records' grid: an SVD's last bits differ between BLAS builds, and at an exact tie
         # (views evenly spaced, a paused camera) they chose the first view and the picks

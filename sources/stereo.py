@@ -37,7 +37,7 @@ from typing import Any, Iterator
 from sources import fsio
 from sources.paths import (PathProblem, missing_under, path_problem, relative_to_root, set_aside_problem,
                            shown_name)
-from sources.records import PairRecord, Reject, SourceItem, nfc, safe_key, twin_detail, twin_order
+from sources.records import PairRecord, Reject, SourceItem, layout_twin_order, nfc, safe_key, twin_detail
 
 STEREO_TASKS = ("stereo", "depth")
 DISPARITY_SCALE = 1 / 256  # KITTI stores disparity * 256 in uint16, 0 = no measurement
@@ -60,16 +60,38 @@ def file_of(folder: str, stem: str, suffixes: tuple[str, ...] = VIEW_SUFFIXES, f
     for name in (first,) * bool(first) + tuple(stem + suffix for suffix in suffixes):
         if fsio.exists(fsio.join(folder, name)):
             return fsio.join(folder, name)
+    names = stem_names(folder, " ".join(suffixes), stem)
+    return fsio.join(folder, names[0]) if names else None
+
+
+@fsio.derived_input
+def stem_names(folder: str, suffixes: str, stem: str) -> list[str]:
+    """The names in `folder` of frame `stem` with an extension of `suffixes` (space-separated) in
+    any case, sorted: recorded as the unit's input for that stem alone. A listing of the folder per
+    frame without a map (every `_11`, KITTI's multi-view frames) was 3881 listings where 1 was
+    (8.0 s, not 2.5 s), each recorded, so one map added for another scene rendered every unit again.
+    The folder is listed once per run (`once_per_run`); the stem comes last, as a rerun names
+    what changed by the last of the args."""
+    index = fsio.once_per_run(("sources.stereo.stem_names", folder, suffixes),
+                              lambda: _names_by_stem(folder, tuple(suffixes.split())))
+    return index.get(stem, [])
+
+
+def _names_by_stem(folder: str, suffixes: tuple[str, ...]) -> dict[str, list[str]]:
+    """`folder`'s files with an extension of `suffixes` in any case, by stem; none where no folder is."""
     if not fsio.isdir(folder):
-        return None
-    return next((uri for uri in fsio.list_files(folder, suffixes, links=True) if _stem(fsio.basename(uri)) == stem), None)
+        return {}
+    index: dict[str, list[str]] = {}
+    for uri in fsio.list_files(folder, suffixes, links=True):
+        index.setdefault(_stem(fsio.basename(uri)), []).append(fsio.basename(uri))
+    return index
 
 
-def twin_rank(name: str) -> tuple[bool, int, str]:
-    """Which of a frame's left views of one stem is read (the lowest): the one in NFC, then `.png`,
-    `.jpg`, `.jpeg` (the views read before `.jpeg` was listed stay read), then by name."""
-    suffix = "." + name.rsplit(".", 1)[-1].lower()
-    return twin_order(name)[0], VIEW_SUFFIXES.index(suffix) if suffix in VIEW_SUFFIXES else len(VIEW_SUFFIXES), name
+def twin_rank(name: str) -> tuple[bool, bool, int, str]:
+    """Which of a frame's left views of one stem is read (the lowest): the one in NFC, then its
+    extension in lower case as KITTI ships it (a stray `x.PNG` is the twin), then `.png`, `.jpg`,
+    `.jpeg` (the views read before `.jpeg` was listed stay read), then by name."""
+    return layout_twin_order(name, VIEW_SUFFIXES)
 
 
 def split_twins(files: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -220,12 +242,16 @@ class StereoSource:
             yield Reject(key, self.name, safe_key(self.name, _scene(_stem(nfc(first)), self.kitti_folders)), "read",
                          "duplicate_key", twin_detail(name, first, how), input=relative_to_root(self.path, twin))
             return
+        memo = fsio.active_run_memo({})  # outside a run too, a folder is listed once for this unit's frames
         for left in files:
             name = fsio.basename(left)
             if not left.startswith(fsio.join(root, self.left_folder) + "/"):  # beside a left view that is gone
-                yield self._without_left_view(left)
+                with fsio.run_memo(memo):
+                    gone = self._without_left_view(left)
+                yield gone
                 continue
-            kitti = self.kitti_frame(_stem(name))
+            with fsio.run_memo(memo):
+                kitti = self.kitti_frame(_stem(name))
             frame = safe_key(self.name, _stem(name))
             # a scene's frames share one split group wherever KITTI's folders name them as KITTI does,
             # measured or not (a stereo-only download, a lost map): frames 0.1 s apart never straddle
@@ -239,8 +265,9 @@ class StereoSource:
                 continue
             right_folder, disparity_folder = fsio.join(root, self.right_folder), fsio.join(root, self.disparity_folder)
             stem = _stem(name)
-            right = file_of(right_folder, stem, first=name) or fsio.join(right_folder, name)
-            disparity = file_of(disparity_folder, stem, MAP_SUFFIXES) or fsio.join(disparity_folder, stem + ".png")
+            with fsio.run_memo(memo):
+                right = file_of(right_folder, stem, first=name) or fsio.join(right_folder, name)
+                disparity = file_of(disparity_folder, stem, MAP_SUFFIXES) or fsio.join(disparity_folder, stem + ".png")
             planned = {task: self._annotation(task, right, disparity) for task in self.tasks}
             problems = {task: self._problem(left, annotation) for task, annotation in planned.items()}
             shared = set(problems.values())

@@ -52,6 +52,33 @@ def test_co3d_category_without_frame_annotations_is_a_reject(tmp_path: Path):
          "banana/ has no frame_annotations.jgz: its sequences cannot be placed, none is read", "banana/")]
 
 
+def test_co3d_configured_category_without_frame_annotations_is_refused_at_check(tmp_path: Path):
+    """`categories: [banana]` naming a category folder without its frame annotations passed check
+    (every unit then one `missing_annotation` reject, no sentence), where it was refused before;
+    and several unknown names read `no banana, plum/frame_annotations.jgz`."""
+    from sources.paths import ConfiguredPathMissing
+
+    _co3d_category(tmp_path, "apple", "s1")
+    _co3d_category(tmp_path, "banana", "s2", annotations=None)
+    with pytest.raises(ConfiguredPathMissing) as refused:
+        Co3dSource("co3d", str(tmp_path), views=4, categories=("banana", "plum")).units()
+    assert refused.value.field == "categories"
+    assert str(refused.value) == (f"banana/ holds no frame_annotations.jgz; no plum/frame_annotations.jgz under {tmp_path} "
+                                  "(categories there: apple); name those, or leave categories out")
+    assert [Path(u).name for u in Co3dSource("co3d", str(tmp_path), views=4, categories=("apple",)).units()] == ["apple"]
+
+
+def test_co3d_sequence_rejects_name_the_annotations_as_spelt(tmp_path: Path):
+    """Frame annotations saved as `frame_annotations.JGZ` are read, but a sequence's rejects named
+    `frame_annotations.jgz`, a file that is not there."""
+    frames = _co3d_orbit(tmp_path, np.arange(6) * 60.0, "s1")  # written under toy/
+    _write_jgz(tmp_path / "toy" / "frame_annotations.JGZ", [*frames, {**frames[0], "sequence_name": "../../x"}])
+    items = _read_all(Co3dSource("co3d", str(tmp_path), views=4))
+    assert [i.key for i in items if isinstance(i, MultiViewRecord)] == ["co3d-toy-s1"]
+    assert [(i.reason, i.input) for i in items if isinstance(i, Reject)] == [
+        ("outside_root", "toy/frame_annotations.JGZ sequence ../../x")]
+
+
 def _taskonomy_view(building: Path, stem: str, value: int) -> None:
     """One Taskonomy view: a PNG of each of the five domains (depth 16-bit), as its tars hold them."""
     for folder, domain in TASKONOMY_DOMAIN_IDS.items():
@@ -63,8 +90,9 @@ def _taskonomy_view(building: Path, stem: str, value: int) -> None:
 def test_multitask_twins_of_one_stem_are_duplicate_key_rejects(tmp_path: Path):
     """`x_domain_rgb.png` beside `x_domain_rgb.PNG` (a Windows round trip), or a view named in NFC
     beside its Mac's NFD copy, are one stem: the second overwrote the first without a word (NFD:
-    two tuples of one key, met only by the writer). The one read is the first in `twin_order`
-    (NFC, then by name: `.PNG`), as a web folder reads twins; each other is a `duplicate_key` reject."""
+    two tuples of one key, met only by the writer). The one read is the one in NFC, then the one
+    spelt `.png` as Taskonomy ships it (by name alone a stray `.PNG` copy was read and the shipped
+    file rejected); each other is a `duplicate_key` reject."""
     building = tmp_path / "allensville"
     _taskonomy_view(building, "point_0_view_0", 10)
     assert cv2.imwrite(str(building / "rgb" / "point_0_view_0_domain_rgb.PNG"), np.full((8, 8, 3), 200, np.uint8))
@@ -74,21 +102,24 @@ def test_multitask_twins_of_one_stem_are_duplicate_key_rejects(tmp_path: Path):
                        np.full((8, 8, 3), 90, np.uint8))
     items = _read_all(MultiTaskSource("tk", str(tmp_path)))
     tuples = {i.key: Path(dict(i.uris)["image"]).name for i in items if isinstance(i, TupleRecord)}
-    assert tuples == {"tk-allensville-point_0_view_0": "point_0_view_0_domain_rgb.PNG",
+    assert tuples == {"tk-allensville-point_0_view_0": "point_0_view_0_domain_rgb.png",
                       "tk-allensville-caf__view_1_b49e18ed": f"{cafe}_domain_rgb.png"}
     rejects = [(i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)]
     assert rejects == [
         ("duplicate_key", f"{cafe}_domain_rgb.png (NFD) is the name of {cafe}_domain_rgb.png (NFC) in another Unicode "
          "form: that file is read", f"allensville/rgb/{unicodedata.normalize('NFD', cafe)}_domain_rgb.png"),
-        ("duplicate_key", "point_0_view_0_domain_rgb.png (NFC) is the name of point_0_view_0_domain_rgb.PNG (NFC) "
-         "with its extension in another case: that file is read", "allensville/rgb/point_0_view_0_domain_rgb.png")]
+        ("duplicate_key", "point_0_view_0_domain_rgb.PNG (NFC) is the name of point_0_view_0_domain_rgb.png (NFC) "
+         "with its extension in another case: that file is read", "allensville/rgb/point_0_view_0_domain_rgb.PNG")]
+    (image,) = [dict(i.uris)["image"] for i in items if isinstance(i, TupleRecord) and "point_0" in i.key]
+    assert cv2.imread(image)[0, 0].tolist() == [10, 10, 10]  # the shipped view's pixels, not the stray copy's 200
 
 
 def test_objaverse_reads_renders_and_cameras_in_any_case(tmp_path: Path):
     """Renders saved as `000.PNG` (a Windows or zip round trip), cameras as `000.NPY`: matched by
     `.png`/`.npy` alone, an object of them was `too_few_views` (0 views) and views: 12 was never
     refused at check. Now read in any case, as the other folder readers list them; a render
-    beside its twin in another case is one `duplicate_key` reject, the first in twin_order read."""
+    beside its twin in another case is one `duplicate_key` reject, the one spelt `.png` read (as
+    before: by name alone a stray `000.PNG` was read and the shipped `000.png` rejected)."""
     for uid, render, camera in (("upper", ".PNG", ".npy"), ("both", ".PNG", ".NPY"), ("lower", ".png", ".npy")):
         _objaverse_object(tmp_path / uid)
         for i in range(4):
@@ -101,10 +132,10 @@ def test_objaverse_reads_renders_and_cameras_in_any_case(tmp_path: Path):
     records = {i.key: [Path(u).name for u in i.view_uris] for i in items if isinstance(i, MultiViewRecord)}
     assert records == {"obj-upper": ["000.PNG", "001.PNG", "002.PNG", "003.PNG"],
                        "obj-both": ["000.PNG", "001.PNG", "002.PNG", "003.PNG"],
-                       "obj-lower": ["000.png", "001.PNG", "002.png", "003.png"]}
+                       "obj-lower": ["000.png", "001.png", "002.png", "003.png"]}
     assert [(i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)] == [
-        ("duplicate_key", "001.png (NFC) is the name of 001.PNG (NFC) with its extension in another case: "
-         "that file is read", "lower/001.png")]
+        ("duplicate_key", "001.PNG (NFC) is the name of 001.png (NFC) with its extension in another case: "
+         "that file is read", "lower/001.PNG")]
 
 
 def test_objaverse_judges_only_the_files_it_reads(tmp_path: Path):
@@ -164,6 +195,30 @@ def test_objaverse_object_folders_named_in_nfc_and_nfd_are_one_key(tmp_path: Pat
         f"another sentence of this shard has id {record.key}; this one from uid café (NFD)")
 
 
+def test_objaverse_nfd_folder_is_read_where_its_nfc_twin_cannot_be_or_is_not_listed(tmp_path: Path, monkeypatch):
+    """The NFD folder's twin was found by `isdir` of its NFC name and taken unread: beside an NFC
+    link leading out of the root (itself `outside_root`) the real NFD folder was its
+    `duplicate_key`, the object lost; on a Mac's volume, which answers `isdir` of the NFC name for
+    a lone NFD folder, that folder was its own `duplicate_key`. Twins come from the listing, the
+    first that can be read is read."""
+    from sources import fsio
+
+    nfc_name, nfd_name = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    root, elsewhere = tmp_path / "views_release", tmp_path / "elsewhere"
+    _objaverse_object(root / nfd_name)
+    _objaverse_object(elsewhere)
+    (root / nfc_name).symlink_to(elsewhere)
+    items = _read_all(ObjaverseSource("obj", str(root), views=4))
+    (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
+    assert Path(record.view_uris[0]).parent.name == nfd_name
+    assert [(i.reason, i.input) for i in items if isinstance(i, Reject)] == [("outside_root", f"{nfc_name}/")]
+    (root / nfc_name).unlink()
+    real_isdir = fsio.isdir  # as a Mac's volume answers: the NFC spelling finds the NFD folder
+    monkeypatch.setattr(fsio, "isdir", lambda uri: real_isdir(unicodedata.normalize("NFD", uri)) or real_isdir(uri))
+    items = _read_all(ObjaverseSource("obj", str(root), views=4))
+    assert [type(i).__name__ for i in items] == ["MultiViewRecord"]
+
+
 def _co3d_with_annotations(root: Path) -> list[dict]:
     """Six frames of toy/s1 with the depth and mask paths CO3D v2 gives each frame."""
     frames = _co3d_orbit(root, np.arange(6) * 60.0)
@@ -213,8 +268,10 @@ def test_kitti_views_and_maps_in_any_case_and_jpeg(tmp_path: Path):
     """A disparity map saved `000001_10.PNG` was "no disparity for 000001_10.png" (its path was the
     stem + `.png`), and a `.jpeg` left view was never listed (its right view and map then "no left
     view"). Views are `.png`, `.jpg` or `.jpeg`, maps `.png`, in any case; of a frame's two left
-    views (`x.png` beside `x.PNG`) the first (NFC, `.png` before `.jpg` before `.jpeg`, then by
-    name) is read, the other a `duplicate_key` reject."""
+    views (`x.png` beside a stray `x.PNG`) the first (NFC, then spelt in lower case as KITTI ships
+    it, then `.png` before `.jpg` before `.jpeg`, then by name) is read, the other a
+    `duplicate_key` reject: by name alone the stray `x.PNG`, another frame's pixels, was paired
+    with `x`'s right view and disparity map."""
     split = tmp_path / "training"
     names = {"000000_10": (".png", ".png"), "000001_10": (".png", ".PNG"), "000002_10": (".jpeg", ".png"),
              "000003_10": (".png", ".png")}
@@ -232,7 +289,43 @@ def test_kitti_views_and_maps_in_any_case_and_jpeg(tmp_path: Path):
         "k-000000_10-stereo": ("000000_10.png", "000000_10.png"), "k-000000_10-depth": ("000000_10.png", "000000_10.png"),
         "k-000001_10-stereo": ("000001_10.png", "000001_10.png"), "k-000001_10-depth": ("000001_10.png", "000001_10.PNG"),
         "k-000002_10-stereo": ("000002_10.jpeg", "000002_10.png"), "k-000002_10-depth": ("000002_10.jpeg", "000002_10.png"),
-        "k-000003_10-stereo": ("000003_10.PNG", "000003_10.png"), "k-000003_10-depth": ("000003_10.PNG", "000003_10.png")}
+        "k-000003_10-stereo": ("000003_10.png", "000003_10.png"), "k-000003_10-depth": ("000003_10.png", "000003_10.png")}
     assert [(i.reason, i.detail, i.input) for i in items if isinstance(i, Reject)] == [
-        ("duplicate_key", "000003_10.png (NFC) is the name of 000003_10.PNG (NFC) with its extension in another case: "
-         "that file is read", "training/image_2/000003_10.png")]
+        ("duplicate_key", "000003_10.PNG (NFC) is the name of 000003_10.png (NFC) with its extension in another case: "
+         "that file is read", "training/image_2/000003_10.PNG")]
+    left = next(i.image_uri for i in items if isinstance(i, PairRecord) and i.key == "k-000003_10-stereo")
+    assert cv2.imread(left)[0, 0].tolist() == [120, 120, 120]  # the frame's own view, not the stray 250
+
+
+def test_kitti_frames_without_a_map_list_the_map_folder_once_and_record_their_stem_alone(tmp_path: Path, monkeypatch):
+    """Each frame without a map (every `_11`) listed the disparity folder to find its map in any
+    case (rev56e's kitti_mv_time.py: 3881 listings where 1 was, 8.0 s not 2.5 s), each listing
+    recorded as the unit's input: one map added for another scene changed every such unit's input
+    and rendered it again. The folder is listed once; a frame records the names of its stem alone."""
+    from sources import fsio
+
+    split = tmp_path / "training"
+    for folder in ("image_2", "image_3", "disp_noc_0"):
+        (split / folder).mkdir(parents=True)
+    for scene in range(3):
+        for frame in ("10", "11"):
+            for folder in ("image_2", "image_3"):
+                assert cv2.imwrite(str(split / folder / f"{scene:06d}_{frame}.png"), np.full((8, 12, 3), 30 * scene, np.uint8))
+        assert cv2.imwrite(str(split / "disp_noc_0" / f"{scene:06d}_10.png"), np.full((8, 12), 512, np.uint16))
+    listed = []
+    real_list_files = fsio.list_files
+    monkeypatch.setattr(fsio, "list_files", lambda uri, *a, **k: listed.append(Path(uri).name) or real_list_files(uri, *a, **k))
+    source = StereoSource("k", str(tmp_path))
+    (unit,) = source.units()
+    listed.clear()
+    with fsio.recording_inputs() as recorded:
+        items = list(source.read(unit))
+    assert listed == ["disp_noc_0"]
+    assert sorted(i.key for i in items if isinstance(i, PairRecord)) == [
+        f"k-{scene:06d}_{frame}-{task}" for scene in range(3) for frame in ("10", "11") for task in ("depth", "stereo")
+        if (frame, task) != ("11", "depth")]
+    assert [Path(str(key[1])).name for key in recorded.listings] == []
+    derived = {key: value for key, value in recorded.derived.items() if key[0] == "sources.stereo.stem_names"}
+    assert sorted(key[-1] for key in derived) == ["000000_11", "000001_11", "000002_11"]
+    assert cv2.imwrite(str(split / "disp_noc_0" / "000500_10.png"), np.full((8, 12), 512, np.uint16))
+    assert all(fsio.rederive(key) == value == [] for key, value in derived.items())
