@@ -397,9 +397,11 @@ def _file_key(root: str, images_uri: str, name: Any) -> tuple[bool, Any]:
     """What two entries of one id must share to be one image: (True, the file read as the images
     folder `root` sees it: Windows separators read as folders, `./`, an absolute name inside the
     folder resolved), or (False, the name as written) where no file is read for it (not a text, or
-    outside the folder: its pairs are rejected for that). No filesystem call, once an entry in
-    every worker (on gs:// each a request): a file named with a backslash is told apart from the
-    folders only where two keys meet (`_same_file`), or where read as folders it climbs out."""
+    outside the folder: its pairs are rejected for that). Once an entry in every worker: no
+    filesystem call but, for an absolute name not written under the folder, its folder's links
+    resolved once per folder (`paths._real`); no request on gs://: a file named with a backslash is
+    told apart from the folders only where two keys meet (`_same_file`), or where read as folders
+    it climbs out."""
     if not isinstance(name, str) or not name:
         return False, name
     try:
