@@ -475,9 +475,10 @@ def _shown_id(image_id: Id) -> str:
 
 
 def _has_area(ann: dict[str, Any]) -> bool:
-    """A box that encloses something; a mask's box is measured when drawn (none: not drawn)."""
+    """A box that encloses something; a mask's box is measured when drawn (none: not drawn), a
+    mask of points or lines (labelme's line shape, given with no box) has none."""
     if mask_only(ann):
-        return True
+        return not _short_polygons(ann["segmentation"])
     bbox = ann["bbox"]
     return bbox[2] > 0 and bbox[3] > 0
 
@@ -696,9 +697,8 @@ def _box_mode_problem(ann: dict[str, Any]) -> str | None:
 
 
 def detection_problem(ann: dict[str, Any], shift: int = 0, declared: Collection[int] = ()) -> str | None:
-    if mask_only(ann):  # its mask is its box: one that draws nothing boxes nothing
-        short = "segmentation has no polygon of 3 or more points" if _short_polygons(ann["segmentation"]) else None
-        return segmentation_problem(ann, shift, declared) or short
+    if mask_only(ann):  # its mask is its box (points or a line: no area, `_has_area`)
+        return segmentation_problem(ann, shift, declared)
     if not (numbers(ann.get("bbox"), length=4) or numbers(ann.get("bbox"), length=5)):
         return "bbox is not 4 numbers (nor 5: detectron2's rotated box)"
     if ann["bbox"][2] < 0 or ann["bbox"][3] < 0:

@@ -416,7 +416,8 @@ def test_brush_masks_without_a_box_are_boxed_by_their_masks(tmp_path: Path, bbox
 
 def test_a_brush_mask_without_a_box_that_cannot_be_read_is_counted(tmp_path: Path):
     """A mask with no box whose RLE is not the image's size, or whose mask is malformed, is a
-    counted reject of its detection pair, naming why; one with no pixel draws nothing."""
+    counted reject of its detection pair, naming why; one with no pixel draws nothing, nor one
+    that is a line (a pair of nothing else has no detection annotations)."""
     wrong = fortran_rle(np.ones((H, W + 1), bool), True)
     annotations = [brush(1, 1, wrong), brush(2, 2, {"size": [H, W], "counts": "not rle?"}),
                    brush(3, 3, [[1.0, 2.0, 3.0, 4.0]]), brush(4, 4, fortran_rle(np.zeros((H, W), bool), False))]
@@ -427,10 +428,31 @@ def test_a_brush_mask_without_a_box_that_cannot_be_read_is_counted(tmp_path: Pat
     assert (reject.stage, reject.reason, reject.detail) == ("annotation", "bad_segmentation",
                                                             f"RLE size [{H}, {W + 1}] vs image [{H}, {W}]")
     assert outcome(pairs["coco-2-detection"]) == ("annotation", "bad_segmentation")
-    assert (pairs["coco-3-detection"].reason, pairs["coco-3-detection"].detail) == (
-        "bad_annotation", "ann.json annotations[2] (id 3): segmentation has no polygon of 3 or more points")
+    assert pairs["coco-3-detection"].reason == "no_detection_annotations"  # a line: no area (it was bad_annotation)
+    assert pairs["coco-3-detection"].detail.endswith("its 1 box has no area"), pairs["coco-3-detection"].detail
     assert outcome(pairs["coco-4-detection"]) == ("annotation", "empty_target")
 
+
+
+def test_brush_masks_that_draw_nothing_beside_boxes_are_counted_as_what_they_are(tmp_path: Path):
+    """Beside a drawn box, an object given only as a mask whose polygon is a line (labelme's line
+    shape) rejected the whole detection pair (`bad_annotation`), and one whose RLE paints no pixel
+    was counted `boxes_outside_image` though it lies nowhere. The line is now left out and counted
+    `boxes_without_area` (as a box of no width is), the empty mask `segments_without_pixels`; the
+    target is the one drawn with the box alone."""
+    line, empty = [[30.0, 30.0, 40.0, 40.0]], fortran_rle(np.zeros((H, W), bool), True)
+    annotations = [obj(1, 1, bbox=[10.0, 10.0, 30.0, 30.0]), brush(2, 1, line),
+                   obj(3, 2, bbox=[10.0, 10.0, 30.0, 30.0]), brush(4, 2, empty)]
+    root = write_dataset(tmp_path / "full", {"images": images(1, 2), "categories": categories(1, 2),
+                                             "annotations": annotations})
+    bare = write_dataset(tmp_path / "bare", {"images": images(1, 2), "categories": categories(1, 2),
+                                             "annotations": [annotations[0], annotations[2]]})
+    pairs, expected = read(root, ("detection",)), read(bare, ("detection",))
+    for image_id, counts in ((1, {"boxes_without_area": 1}), (2, {"segments_without_pixels": 1})):
+        result = render_pair(pairs[f"coco-{image_id}-detection"], settings())
+        member = result.members[0]
+        assert {k: v for k, v in member.items() if k.endswith(("_image", "_pixels", "_area"))} == counts, member
+        assert result.images == render_pair(expected[f"coco-{image_id}-detection"], settings()).images
 
 # -- keypoints -----------------------------------------------------------------------------------
 def test_objects_that_draw_nothing_beside_drawn_ones_are_counted_in_the_lineage(tmp_path: Path):
