@@ -64,6 +64,13 @@ class CocoIndex:
     image_at: dict[Id, str] = field(default_factory=dict)  # image id -> "file images[i]" of its entry kept
     panoptic_files: tuple[str, ...] = ()  # the COCO panoptic files among the annotation files (`coco_panoptic`)
 
+    @functools.cached_property
+    def limbs_of(self) -> "Limbs":
+        """Each keypoints category's limbs, checked once per index (per annotation file in each
+        worker): made per image, a 20,000-pair skeleton was checked and copied again for every
+        image, 16 s and 504 MiB for one unit of 256 images (`limbs_by_category`)."""
+        return limbs_by_category(self.categories)
+
 
 AT = "_at"  # where an annotation came from ("instances.json annotations[12]"), for reject details
 
@@ -819,18 +826,25 @@ def limbs_by_category(categories: dict[int, dict[str, Any]]) -> Limbs:
     """`person_limbs` worked out once per category and point count, and that one result (its list
     too) shared by every person of them: checked and copied per person, a 20,000-pair skeleton
     over 300 people took 31 s and 565 MiB before any budget was judged."""
-    memo: dict[tuple[type, int, int], list[list[int]] | str | None] = {}
+    return _LimbsMemo(categories)
 
-    def limbs(ann: dict[str, Any]) -> list[list[int]] | str | None:
+
+class _LimbsMemo:
+    """`limbs_by_category`'s memo: a class, not a closure, so an index keeping one still pickles."""
+
+    def __init__(self, categories: dict[int, dict[str, Any]]) -> None:
+        self.categories = categories
+        self.memo: dict[tuple[type, int, int], list[list[int]] | str | None] = {}
+
+    def __call__(self, ann: dict[str, Any]) -> list[list[int]] | str | None:
         category_id = ann.get("category_id")
         number = as_int(category_id)
         if number is None:  # no category: nothing to share (and the id may be no dict key)
-            return person_limbs(ann, categories)
+            return person_limbs(ann, self.categories)
         key = (type(category_id), number, len(ann["keypoints"]) // 3)  # its type: `1.0` is named as written
-        if key not in memo:
-            memo[key] = person_limbs(ann, categories)
-        return memo[key]
-    return limbs
+        if key not in self.memo:
+            self.memo[key] = person_limbs(ann, self.categories)
+        return self.memo[key]
 
 
 def pose_problem(ann: dict[str, Any], categories: dict[int, dict[str, Any]], limbs_of: Limbs | None = None) -> str | None:
@@ -1035,7 +1049,7 @@ class CocoSource:
             return _panoptic_payload(task, anns[0], image, index, png_uri)
         shift = index.category_shift
         declared = index.categories.keys()
-        limbs_of = limbs_by_category(index.categories)
+        limbs_of = index.limbs_of
         check = {"detection": lambda a: detection_problem(a, shift, declared),
                  "segmentation": lambda a: segmentation_problem(a, shift, declared),
                  "pose": lambda a: pose_problem(a, index.categories, limbs_of)}[task]
