@@ -64,6 +64,13 @@ class CocoIndex:
     image_at: dict[Id, str] = field(default_factory=dict)  # image id -> "file images[i]" of its entry kept
     panoptic_files: tuple[str, ...] = ()  # the COCO panoptic files among the annotation files (`coco_panoptic`)
 
+    @functools.cached_property
+    def limbs_of(self) -> "Limbs":
+        """Each keypoints category's limbs, checked once per index (per annotation file in each
+        worker): made per image, a 20,000-pair skeleton was checked and copied again for every
+        image, 16 s and 504 MiB for one unit of 256 images (`limbs_by_category`)."""
+        return limbs_by_category(self.categories)
+
 
 AT = "_at"  # where an annotation came from ("instances.json annotations[12]"), for reject details
 
@@ -397,9 +404,11 @@ def _file_key(root: str, images_uri: str, name: Any) -> tuple[bool, Any]:
     """What two entries of one id must share to be one image: (True, the file read as the images
     folder `root` sees it: Windows separators read as folders, `./`, an absolute name inside the
     folder resolved), or (False, the name as written) where no file is read for it (not a text, or
-    outside the folder: its pairs are rejected for that). No filesystem call, once an entry in
-    every worker (on gs:// each a request): a file named with a backslash is told apart from the
-    folders only where two keys meet (`_same_file`), or where read as folders it climbs out."""
+    outside the folder: its pairs are rejected for that). Once an entry in every worker: no
+    filesystem call but, for an absolute name not written under the folder, its folder's links
+    resolved once per folder (`paths._real`); no request on gs://: a file named with a backslash is
+    told apart from the folders only where two keys meet (`_same_file`), or where read as folders
+    it climbs out."""
     if not isinstance(name, str) or not name:
         return False, name
     try:
@@ -473,9 +482,10 @@ def _shown_id(image_id: Id) -> str:
 
 
 def _has_area(ann: dict[str, Any]) -> bool:
-    """A box that encloses something; a mask's box is measured when drawn (none: not drawn)."""
+    """A box that encloses something; a mask's box is measured when drawn (none: not drawn), a
+    mask of points or lines (labelme's line shape, given with no box) has none."""
     if mask_only(ann):
-        return True
+        return not _short_polygons(ann["segmentation"])
     bbox = ann["bbox"]
     return bbox[2] > 0 and bbox[3] > 0
 
@@ -694,9 +704,8 @@ def _box_mode_problem(ann: dict[str, Any]) -> str | None:
 
 
 def detection_problem(ann: dict[str, Any], shift: int = 0, declared: Collection[int] = ()) -> str | None:
-    if mask_only(ann):  # its mask is its box: one that draws nothing boxes nothing
-        short = "segmentation has no polygon of 3 or more points" if _short_polygons(ann["segmentation"]) else None
-        return segmentation_problem(ann, shift, declared) or short
+    if mask_only(ann):  # its mask is its box (points or a line: no area, `_has_area`)
+        return segmentation_problem(ann, shift, declared)
     if not (numbers(ann.get("bbox"), length=4) or numbers(ann.get("bbox"), length=5)):
         return "bbox is not 4 numbers (nor 5: detectron2's rotated box)"
     if ann["bbox"][2] < 0 or ann["bbox"][3] < 0:
@@ -817,18 +826,25 @@ def limbs_by_category(categories: dict[int, dict[str, Any]]) -> Limbs:
     """`person_limbs` worked out once per category and point count, and that one result (its list
     too) shared by every person of them: checked and copied per person, a 20,000-pair skeleton
     over 300 people took 31 s and 565 MiB before any budget was judged."""
-    memo: dict[tuple[type, int, int], list[list[int]] | str | None] = {}
+    return _LimbsMemo(categories)
 
-    def limbs(ann: dict[str, Any]) -> list[list[int]] | str | None:
+
+class _LimbsMemo:
+    """`limbs_by_category`'s memo: a class, not a closure, so an index keeping one still pickles."""
+
+    def __init__(self, categories: dict[int, dict[str, Any]]) -> None:
+        self.categories = categories
+        self.memo: dict[tuple[type, int, int], list[list[int]] | str | None] = {}
+
+    def __call__(self, ann: dict[str, Any]) -> list[list[int]] | str | None:
         category_id = ann.get("category_id")
         number = as_int(category_id)
         if number is None:  # no category: nothing to share (and the id may be no dict key)
-            return person_limbs(ann, categories)
+            return person_limbs(ann, self.categories)
         key = (type(category_id), number, len(ann["keypoints"]) // 3)  # its type: `1.0` is named as written
-        if key not in memo:
-            memo[key] = person_limbs(ann, categories)
-        return memo[key]
-    return limbs
+        if key not in self.memo:
+            self.memo[key] = person_limbs(ann, self.categories)
+        return self.memo[key]
 
 
 def pose_problem(ann: dict[str, Any], categories: dict[int, dict[str, Any]], limbs_of: Limbs | None = None) -> str | None:
@@ -1033,7 +1049,7 @@ class CocoSource:
             return _panoptic_payload(task, anns[0], image, index, png_uri)
         shift = index.category_shift
         declared = index.categories.keys()
-        limbs_of = limbs_by_category(index.categories)
+        limbs_of = index.limbs_of
         check = {"detection": lambda a: detection_problem(a, shift, declared),
                  "segmentation": lambda a: segmentation_problem(a, shift, declared),
                  "pose": lambda a: pose_problem(a, index.categories, limbs_of)}[task]

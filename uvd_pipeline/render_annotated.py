@@ -60,7 +60,7 @@ RLE_DIGITS = 6  # 5-bit digits of one compressed RLE count: 30 bits hold any cou
 RENDER_NOTES = "_render_notes"
 PANOPTIC_EMPTY_SEGMENTS = "panoptic_segments_without_pixels"  # listed segments its PNG does not hold
 # objects of a drawn pair that draw nothing, counted in its lineage as the panoptic ones are
-BOXES_OUTSIDE = "boxes_outside_image"  # boxes (or a mask's box) wholly outside the image
+BOXES_OUTSIDE = "boxes_outside_image"  # boxes wholly outside the image (a mask painting none: SEGMENTS_EMPTY)
 SEGMENTS_EMPTY = "segments_without_pixels"  # polygons or RLE masks that paint no pixel of it
 PEOPLE_OUTSIDE = "people_outside_image"  # people none of whose labelled points lies on it
 # VIPSeg's panomask: a value up to 124 is a stuff class id as it stands (0: void); above, a thing's
@@ -321,8 +321,9 @@ def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan,
         raise AnnotationError("annotation_too_large", f"{len(annotation['boxes'])} boxes, over the {MAX_BOXES} "
                                                       "one target draws")
     boxes = np.array([xywh_to_xyxy(b) for b in annotation["boxes"]], dtype=np.float64).reshape(-1, 4)
+    painted = np.ones(len(boxes), dtype=bool)
     if annotation.get("box_masks"):
-        boxes = _mask_boxes(boxes, annotation["box_masks"], h, w)
+        boxes, painted = _mask_boxes(boxes, annotation["box_masks"], h, w)
     degrees = np.asarray(annotation.get("rotations") or [0.0] * len(boxes), dtype=np.float64) % 360
     turned = degrees != 0
     with np.errstate(over="ignore", invalid="ignore"):  # a box near 1e308 turns into inf and nan: not shown
@@ -332,7 +333,8 @@ def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan,
     inside = (flat[:, 2] > flat[:, 0]) & (flat[:, 3] > flat[:, 1])
     if not inside.any() and not shown.any():
         raise AnnotationError("empty_target", f"no box overlaps the {w}x{h} image")
-    _note_left_out(annotation, BOXES_OUTSIDE, int(np.count_nonzero(~inside) + np.count_nonzero(~shown)))
+    _note_left_out(annotation, BOXES_OUTSIDE, int(np.count_nonzero(~inside & painted[~turned]) + np.count_nonzero(~shown)))
+    _note_left_out(annotation, SEGMENTS_EMPTY, int(np.count_nonzero(~painted)))
     crop = plan.crop
     kept_flat = np.minimum(flat[inside], [crop[2], crop[3]] * 2)
     kept_flat = np.maximum(kept_flat, [crop[0], crop[1]] * 2)
@@ -353,15 +355,17 @@ def _detection(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePlan,
     return target
 
 
-def _mask_boxes(boxes: np.ndarray, box_masks: list[Any], h: int, w: int) -> np.ndarray:
+def _mask_boxes(boxes: np.ndarray, box_masks: list[Any], h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """`boxes` (x0, y0, x1, y1) with each object given only as a mask (`box_masks[i]` not None: a
-    brush mask exported without `bbox`) boxed by its mask, read within the segmentation budgets."""
+    brush mask exported without `bbox`) boxed by its mask, read within the segmentation budgets;
+    and which paint a pixel (a mask of none lies nowhere: `segments_without_pixels`, not outside)."""
     masks = iter(_segment_masks([{"segmentation": s, "category_id": 0} for s in box_masks if s is not None], h, w))
-    out = boxes.copy()
+    out, painted = boxes.copy(), np.ones(len(boxes), dtype=bool)
     for i, seg in enumerate(box_masks):
         if seg is not None:
-            out[i] = xywh_to_xyxy(runs_box(next(masks)[0], h))
-    return out
+            runs, _, area = next(masks)
+            out[i], painted[i] = xywh_to_xyxy(runs_box(runs, h)), bool(area)
+    return out, painted
 
 
 def runs_box(lengths: np.ndarray, h: int) -> list[int]:
