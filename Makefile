@@ -63,8 +63,12 @@ build-uvd: sample
 # workers already fill two cores, and its pools spinning for cores the other workers hold cost the
 # suite ~5% more CPU (a fixed subset of five files, -n 3: 157 -> 149 CPU-s). Builds set it for their
 # own workers anyway (`build_runner.WORKER_ENVIRON`); tests of that unset it themselves.
+# pytest's assertion-rewritten test modules are written once first, on both cores (tests/rewrite_cache.py):
+# under PYTHONDONTWRITEBYTECODE pytest caches none, and each of the three workers rewrote all of them
+# (the start of a run that collects and runs nothing: 47-49 -> 23-27 CPU-s, pyc written first included).
 TEST_WORKERS ?= 3
 test: test-deps bytecode
+	@$(PY) tests/rewrite_cache.py
 	OPENBLAS_NUM_THREADS=1 UVD_REQUIRE_ARCHIVERS=1 UVD_REQUIRE_BROWSER=1 UVD_REQUIRE_FFMPEG=1 UVD_REQUIRE_HEIF_CONVERT=1 UVD_REQUIRE_IMAGEMAGICK=1 UVD_REQUIRE_IMG2DATASET=1 UVD_REQUIRE_WEBP_TOOLS=1 $(PY) -m pytest -m "slow or not slow" -q -n $(TEST_WORKERS) --dist loadfile
 
 img2dataset: $(I2D_STAMP)
@@ -123,6 +127,7 @@ webp-tools:
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq webp; }
 
 test-fast: bytecode
+	@$(PY) tests/rewrite_cache.py
 	$(PY) -m pytest -q
 
 bench: sample
