@@ -326,23 +326,35 @@ def test_a_bigtiff_ifd_bomb_is_refused_before_pillow_opens_it(monkeypatch):
     200 KB block, which Pillow copies for each entry opening it and again loading it (40 MB traced
     here), passed unjudged. Now counted as a classic TIFF's are, refused before `Image.open`; the
     same file without the entries decodes to its pixels."""
-    from transforms import decode
-
     bomb = _bigtiff_with_ifd_entries(100, 200_000)
     assert 0 <= ifd0_copied_bytes(bomb, PILLOW_TIFF_FILE) - 100 * 200_000 < 100  # and tifffile's own ImageDescription
-    tracemalloc.start()
-    Image.open(io.BytesIO(bomb)).load()
-    assert tracemalloc.get_traced_memory()[1] > 2 * 100 * 200_000  # what is judged: Pillow copies it twice
-    tracemalloc.stop()
+    _tiff_bomb_refused_unopened(monkeypatch, bomb, _bigtiff_with_ifd_entries(0, 0))
+
+
+def _refused_unopened(monkeypatch, bomb: bytes, size: int, detail: str) -> None:
+    """`bomb` is refused `image_too_large` (its detail starting `detail`) before `Image.open` is called."""
+    from transforms import decode
+
     opened, image_open = [], Image.open
     monkeypatch.setattr(decode.Image, "open", lambda *a, **k: opened.append(a) or image_open(*a, **k))
     with pytest.raises(DecodeError) as refused:
-        load_image(bomb, 8, "squash", max_bytes=30 << 20)
+        load_image(bomb, size, "squash", max_bytes=30 << 20)
     assert refused.value.reason == "image_too_large"
-    assert refused.value.detail.startswith("a TIFF needing about 38 MiB to open"), refused.value.detail
+    assert refused.value.detail.startswith(detail), refused.value.detail
     assert not opened
-    plain = load_image(_bigtiff_with_ifd_entries(0, 0), 8, "squash", max_bytes=30 << 20)
-    assert plain.pixels[..., 0].ravel().tolist() == list(range(64))
+
+
+def _tiff_bomb_refused_unopened(monkeypatch, bomb: bytes, plain: bytes) -> None:
+    """A TIFF IFD bomb of 100 entries of one 200 KB block: Pillow copies the block for each entry twice
+    (opening and loading), ours refuses it before the open, and `plain` (the same file without the
+    entries) decodes to its gradient."""
+    tracemalloc.start()
+    Image.open(io.BytesIO(bomb)).load()
+    assert tracemalloc.get_traced_memory()[1] > 2 * 100 * 200_000
+    tracemalloc.stop()
+    _refused_unopened(monkeypatch, bomb, 8, "a TIFF needing about 38 MiB to open")
+    decoded = load_image(plain, 8, "squash", max_bytes=30 << 20)
+    assert decoded.pixels[..., 0].ravel().tolist() == list(range(64))
 
 
 def _magick_jpeg_tiff(tmp_path, extra: int) -> bytes:
@@ -488,22 +500,7 @@ def test_an_ifd_bomb_behind_any_tiff_header_pillow_takes_is_refused(monkeypatch,
     offset-size field says; the IFD0 walk knew only II*\\0, MM\\0* and BigTIFF of offset size 8, so 100
     entries pointing at one 200 KB block (38 MiB traced in Pillow) passed behind the others. Now
     refused before `Image.open`; the same file without the entries decodes to its pixels."""
-    from transforms import decode
-
-    bomb = _ODD_HEADS[head](100)
-    tracemalloc.start()
-    Image.open(io.BytesIO(bomb)).load()
-    assert tracemalloc.get_traced_memory()[1] > 2 * 100 * 200_000  # Pillow takes it, and copies the block
-    tracemalloc.stop()
-    opened, image_open = [], Image.open
-    monkeypatch.setattr(decode.Image, "open", lambda *a, **k: opened.append(a) or image_open(*a, **k))
-    with pytest.raises(DecodeError) as refused:
-        load_image(bomb, 8, "squash", max_bytes=30 << 20)
-    assert refused.value.reason == "image_too_large"
-    assert refused.value.detail.startswith("a TIFF needing about 38 MiB to open"), refused.value.detail
-    assert not opened
-    plain = load_image(_ODD_HEADS[head](0), 8, "squash", max_bytes=30 << 20)
-    assert plain.pixels[..., 0].ravel().tolist() == list(range(64))
+    _tiff_bomb_refused_unopened(monkeypatch, _ODD_HEADS[head](100), _ODD_HEADS[head](0))
 
 
 @pytest.mark.parametrize("head, prefix", [(b"II\x00*", b""), (b"MM*\x00", b""), (b"MM\x00+", b""),
@@ -512,21 +509,13 @@ def test_an_exif_ifd_bomb_behind_any_header_pillow_loads_is_refused(monkeypatch,
     """Pillow's `Exif.load` takes the same odd TIFF headers (MM\\0+ as a classic TIFF) and skips every
     leading `Exif\\0\\0`: a JPEG's EXIF of 200 entries of one 200 KB block so written was loaded by its
     open (40 MB copied), unjudged. Now refused before `Image.open` as the plain header's is."""
-    from transforms import decode
-
     plain = _exif("II" if head[:2] == b"II" else "MM", 200, 200_000, orientation=1)
     bomb = _jpeg_with_split_exif(prefix + head + plain[4:])
-    opened, image_open = [], Image.open
     tracemalloc.start()
-    image_open(io.BytesIO(bomb)).close()
+    Image.open(io.BytesIO(bomb)).close()
     assert tracemalloc.get_traced_memory()[1] > 40_000_000  # Pillow's open loads it
     tracemalloc.stop()
-    monkeypatch.setattr(decode.Image, "open", lambda *a, **k: opened.append(a) or image_open(*a, **k))
-    with pytest.raises(DecodeError) as refused:
-        load_image(bomb, 32, "squash", max_bytes=30 << 20)
-    assert refused.value.reason == "image_too_large"
-    assert refused.value.detail.startswith("a JPEG needing about 38 MiB to open"), refused.value.detail
-    assert not opened
+    _refused_unopened(monkeypatch, bomb, 32, "a JPEG needing about 38 MiB to open")
 
 
 def test_a_bigtiff_shaped_exif_is_neither_judged_nor_turned():
