@@ -104,7 +104,9 @@ class JobUse:
 
 # the least of a budget worth handing to a job taking over (`JobUse.left`): a PyAV decode of one
 # frame of a 64x48 video, the least job there is, took 40 ms CPU in a fresh worker, 1-2 ms after
-RETRY_FLOOR_S = 0.05
+# (8 frames of a small WebM: 2.3 ms). A floor of 50 ms refused retries that finished in a warm
+# worker; below 1 ms none can (nothing left at all: killed at its first answer)
+RETRY_FLOOR_S = 0.001
 
 
 class BudgetExceeded(Exception):

@@ -536,8 +536,8 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
                 if isinstance(exc, JobError) and exc.kind == DecordFailed.__name__:
                     try:  # nothing left worth a retry: the video is over its budget
                         rest = used.left(limits, "decord")
-                    except BudgetExceeded as spent:
-                        exc = spent
+                    except BudgetExceeded as spent:  # saying what decord failed on, too
+                        exc = BudgetExceeded(spent.reason, f"{spent.detail}; decord could not decode {exc.detail}")
                 if rest is not None:
                     # a packet decord cannot decode (a damaged one): PyAV decodes what the clips not yet
                     # finished still need, and names the frames lost (every clip was lost, those wholly

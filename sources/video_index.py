@@ -68,6 +68,11 @@ from sources.video_recovery import RecoveryPoints
 log = logging.getLogger(__name__)
 
 
+# the largest new extradata (`VideoIndex.new_extradata`) kept: an avcC/hvcC record with its
+# parameter sets is some tens to hundreds of bytes; 64 KiB leaves room for many
+MAX_EXTRADATA_BYTES = 64 << 10
+
+
 class UnsupportedVideo(Exception):
     """The file cannot be read frame-exactly; `reason` is a reject code, `detail` says why."""
 
@@ -140,8 +145,14 @@ class VideoIndex:
     # hidden and never key frames; sent to the decoder, yet not counted against its outputs
     not_coded: tuple[int, ...] = ()
     # (packet position, bytes) of each new extradata a packet's side data brings (an FLV's sequence
-    # header re-sent mid-stream): a decode started after one is given the latest (`DecodeSession`)
+    # header re-sent mid-stream): a decode started after one is given the latest (`DecodeSession`).
+    # Kept only where it differs from the one before (the stream's extradata before the first): an
+    # RTMP stream may re-send the same header before every frame
     new_extradata: tuple[tuple[int, bytes], ...] = ()
+    # new extradata payloads larger than `MAX_EXTRADATA_BYTES`, not kept: no real parameter set
+    # record is that large (a decoder reads the record and ignores the rest), and keeping each
+    # held 2 MB a frame of a padded one. Sent to the decoder with their packet all the same
+    extradata_ignored: int = 0
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -188,7 +199,9 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     recovery = RecoveryPoints(stream.codec_context.extradata) if stream.codec_context.name == "h264" else None
     vops = NotCodedVops(stream.codec_context.extradata) if stream.codec_context.name == "mpeg4" else None
     not_coded: list[int] = []  # packets giving no frame by design (`VideoIndex.not_coded`)
-    new_extradata: list[tuple[int, bytes]] = []
+    new_extradata: list[tuple[int, bytes]] = []  # only where it changes (`VideoIndex.new_extradata`)
+    extradata = bytes(stream.codec_context.extradata or b"")
+    extradata_ignored = 0
     clean = True
     try:
         for packet in container.demux(stream):
@@ -202,9 +215,13 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
             pes.append(packet.pos if packet.pos is not None and packet.pos >= 0 else None)
             corrupt.append(bool(packet.is_corrupt))
             if packet.has_sidedata("new_extradata"):  # parameter sets sent beside the packet, not in it
-                new_extradata.append((len(raw) - 1, bytes(packet.get_sidedata("new_extradata"))))
-                if recovery is not None:
-                    recovery.new_extradata(new_extradata[-1][1])
+                data = bytes(packet.get_sidedata("new_extradata"))
+                if recovery is not None:  # the decoder reads each, re-sent or padded
+                    recovery.new_extradata(data)
+                if len(data) > MAX_EXTRADATA_BYTES:
+                    extradata_ignored += 1
+                elif data != (new_extradata[-1][1] if new_extradata else extradata):  # not re-sent as it was
+                    new_extradata.append((len(raw) - 1, data))
             if recovery is not None:
                 recovery.add(len(raw) - 1, packet, keyframe[-1])
             if vops is not None and vops.add(packet, keyframe[-1]):
@@ -290,7 +307,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
                        headers=tuple(headers) if restamped == "chained" else (), video_pages=video_pages,
                        alpha=alpha_candidate and 0 < with_alpha == len(raw),
                        recovery=recovery.completed() if recovery is not None else (), not_coded=tuple(not_coded),
-                       new_extradata=tuple(new_extradata))
+                       new_extradata=tuple(new_extradata), extradata_ignored=extradata_ignored)
     partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
     tail = [i for i in range(len(pts) - partial, len(pts)) if not discard[i]]
     if not tail:

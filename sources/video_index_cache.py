@@ -7,7 +7,9 @@ again (each clip of `sources.video.read_clip_frames`, a probe and a decode shari
 that decode every time. Kept here, keyed by the file's identity, so a file changed since (written
 anew: another size, modification or change time, or inode) is indexed afresh. Bounded in entries
 and in packets held (an index keeping the demuxer's stamps too costs about 136 bytes a packet,
-tracemalloc of a 100,000-packet one), least recently used dropped first.
+tracemalloc of a 100,000-packet one), least recently used dropped first. The new extradata an
+index keeps (`VideoIndex.new_extradata`, up to 64 KiB each) counts as packets of that size too:
+an FLV re-sending a different header before each frame holds more in those than in its packets.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ from sources.video_index import VideoIndex
 
 MAX_ENTRIES = 8
 MAX_PACKETS = 100_000  # of all indexes kept: about 14 MB
+PACKET_BYTES = 136  # what a packet of an index holds, the unit extradata bytes are counted in
+
+
+def weight(index: VideoIndex) -> int:
+    """What `index` holds, in packets: its packets and its new extradata's bytes."""
+    return len(index.pts) + sum(len(data) for _, data in index.new_extradata) // PACKET_BYTES
 
 
 def file_identity(path: str) -> tuple[int, ...] | None:
@@ -63,15 +71,15 @@ class IndexCache:
 
     def put(self, key: Hashable, index: VideoIndex) -> None:
         """Keep `index` (one larger than the whole bound is not kept)."""
-        if len(index.pts) > self.max_packets:
+        if weight(index) > self.max_packets:
             return
         with self._lock:
             self._entries[key] = index
             self._entries.move_to_end(key)
-            held = sum(len(i.pts) for i in self._entries.values())
+            held = sum(weight(i) for i in self._entries.values())
             while len(self._entries) > self.max_entries or held > self.max_packets:
                 _, dropped = self._entries.popitem(last=False)
-                held -= len(dropped.pts)
+                held -= weight(dropped)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -5,6 +5,7 @@ Part of `sources.video_decode`."""
 
 from __future__ import annotations
 
+import bisect
 import gc
 import logging
 from dataclasses import dataclass, field
@@ -535,8 +536,10 @@ def _bring_extradata(index: VideoIndex, packet, position: int) -> None:
     shows 32 frames)."""
     from av.packet import PacketSideData, packet_sidedata_type_from_literal
 
-    before = [data for at, data in index.new_extradata if at <= position]  # its own, where a seek lost it
-    if before and not packet.has_sidedata("new_extradata"):
-        side = PacketSideData(packet_sidedata_type_from_literal("new_extradata"), len(before[-1]))
-        side.update(before[-1])
+    # the latest at or before it (its own, where a seek lost it): positions rise, so found by bisection
+    upto = bisect.bisect_right(index.new_extradata, position, key=lambda entry: entry[0])
+    if upto and not packet.has_sidedata("new_extradata"):
+        data = index.new_extradata[upto - 1][1]
+        side = PacketSideData(packet_sidedata_type_from_literal("new_extradata"), len(data))
+        side.update(data)
         packet.set_sidedata(side)

@@ -232,19 +232,21 @@ def test_a_budget_spent_before_a_fallback_leaves_nothing_to_retry_with():
     a budget of 0 CPU-seconds (or 0 s waited) for a retry killed at its first answer (`over the
     budget of 0 CPU-seconds`), a decode that could not succeed. Under `RETRY_FLOOR_S` left, the
     video is over its budget: a `decode_timeout` naming what the first decoder used; with more,
-    the retry has the rest."""
+    the retry has the rest, 0.04 CPU-seconds too (rev56f: a warm PyAV worker decodes 8 frames in
+    0.002; a floor of 0.05 refused it)."""
     from sources.budget import JobUse, cpu_budget
 
     limits = cpu_budget(0.3, 1536, 10.0)
     use = JobUse()
     assert budget.call("budget_jobs:spin", 0.28, budget=limits, use=use) >= 0.28
     assert 0.28 <= use.cpu_s <= 0.3
-    for spent, whole in ((use, limits), (JobUse(wall_s=2.0), Budget(time_s=2.0)),
+    for spent, whole in ((JobUse(cpu_s=0.3), limits), (JobUse(wall_s=2.0), Budget(time_s=2.0)),
                          (JobUse(cpu_s=0.3 - budget.RETRY_FLOOR_S / 2), limits)):
         with pytest.raises(BudgetExceeded) as caught:
             spent.left(whole, "decord")
         assert caught.value.reason == "decode_timeout"
         assert caught.value.detail.startswith("decord used ") and "too little is left" in caught.value.detail
+    assert JobUse(cpu_s=0.26).left(limits, "decord").cpu_s == pytest.approx(0.04)
     rest = JobUse(wall_s=1.0, cpu_s=0.1).left(limits, "decord")
     assert rest.cpu_s == pytest.approx(0.2) and rest.time_s == budget.WALL_FLOOR_S
     assert JobUse(wall_s=0.5).left(Budget(time_s=2.0), "decord").time_s == 1.5

@@ -265,7 +265,7 @@ def test_a_fallback_with_too_little_budget_left_is_a_timeout_not_a_doomed_retry(
     of the video's budget (here the floor is raised above the whole budget, so whatever decord
     used leaves too little): PyAV is not started on a retry killed at its first answer ("over the
     budget of 0 CPU-seconds"); each clip decord did not finish is a `decode_timeout` naming what
-    decord used of the budget."""
+    decord used of the budget, and what decord could not decode (vid56 dropped decord's words)."""
     from sources import budget
     from sources.video import video_budget
 
@@ -288,3 +288,4 @@ def test_a_fallback_with_too_little_budget_left_is_a_timeout_not_a_doomed_retry(
     for _, frames in results:
         assert isinstance(frames, Exception) and frames.reason == "decode_timeout", frames
         assert re.match(r"decord used [0-9.]+ of the 60 CPU-second budget", frames.detail), frames.detail
+        assert re.search(r"; decord could not decode .*frames? \d+", frames.detail), frames.detail

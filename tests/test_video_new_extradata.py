@@ -1,0 +1,95 @@
+"""An FLV re-sending its AVC sequence header mid-stream: FFmpeg's demuxer hands each re-sent header
+to the next packet as `new_extradata` side data, which the index keeps for a decode restarted after
+it (`VideoIndex.new_extradata`). A stream may re-send the same header before every frame, or pad it
+with megabytes: the index must hold only the headers that change, none larger than a real one, and
+the index cache must count what they hold.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import av
+import pytest
+import video_zoo
+
+from sources.video_index import MAX_EXTRADATA_BYTES
+from sources.video_index_cache import IndexCache
+from sources.video_packet_order import read_index
+
+FF = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y"]
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny H.264 MP4s with different SPSs (20 and 30 frames, no B-frames)."""
+    video_zoo.require_ffmpeg()
+    root = tmp_path_factory.mktemp("new_extradata")
+    out = {}
+    for name, src, n, extra in (("a", "testsrc2", 20, ["-g", "10"]),
+                                ("b", "testsrc", 30, ["-g", "15", "-profile:v", "baseline"])):
+        out[name] = root / f"{name}.mp4"
+        subprocess.run(FF + ["-f", "lavfi", "-i", f"{src}=size=64x48:rate=25", "-frames:v", str(n), "-c:v", "libx264",
+                             "-preset", "veryfast", "-threads", "1", "-bf", "0", "-pix_fmt", "yuv420p", *extra,
+                             str(out[name])], check=True)
+    return out
+
+
+def _avcc_and_packets(path: Path) -> tuple[bytes, list[bytes]]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return bytes(stream.codec_context.extradata), [
+            bytes([0x17 if p.is_keyframe else 0x27, 1, 0, 0, 0]) + bytes(p) for p in container.demux(stream) if p.size]
+
+
+def _flv(path: Path, frames: list[tuple[bytes | None, bytes]]) -> Path:
+    """An FLV of (sequence header to send before it or None, video tag body) pairs, 25 fps."""
+    out = bytearray(b"FLV\x01\x01" + (9).to_bytes(4, "big") + bytes(4))
+    for k, (header, body) in enumerate(frames):
+        if header is not None:
+            out += video_zoo._flv_tag(b"\x17\x00\x00\x00\x00" + header, 40 * k)
+        out += video_zoo._flv_tag(body, 40 * k)
+    path.write_bytes(out)
+    return path
+
+
+def test_a_header_resent_before_every_frame_is_kept_only_where_it_changes(parts, tmp_path):
+    """Parts a, b, b, a, each its header before every frame (an RTMP stream re-sending it): the
+    stream's extradata is a's, so only b's first header and a's return are kept (vid56 kept one per
+    frame: 99 entries), and every frame still counts."""
+    (a, pa), (b, pb) = _avcc_and_packets(parts["a"]), _avcc_and_packets(parts["b"])
+    frames = [(a, p) for p in pa] + [(b, p) for p in pb] * 2 + [(a, p) for p in pa]
+    index = read_index(str(_flv(tmp_path / "abba.flv", frames)))
+    assert [(at, data) for at, data in index.new_extradata] == [(20, b), (80, a)]
+    assert len(index.presented) == 100
+
+
+def test_a_header_larger_than_any_real_one_is_not_kept(parts, tmp_path):
+    """A sequence header of a's avcC padded to 2 MB before each of 20 frames: FFmpeg's decoder
+    reads the record and ignores the rest, but vid56's index held 2 MB per frame (124 MB for 60 such
+    frames). It is not kept; each is counted in the index."""
+    a, pa = _avcc_and_packets(parts["a"])
+    big = a + bytes(2 << 20)
+    index = read_index(str(_flv(tmp_path / "big.flv", [(a, pa[0])] + [(big, p) for p in pa[1:]])))
+    assert index.new_extradata == ()
+    assert index.extradata_ignored == 19
+    assert len(index.presented) == 20
+
+
+def test_the_index_cache_counts_the_extradata_an_index_holds(parts, tmp_path):
+    """Headers a and b alternating before each frame, each padded to just under the size kept (a
+    stream whose every header differs from the last): 19 entries of near 64 KiB, 1.2 MB for 20
+    packets. The cache's bound, in packets, counts those bytes too: an index holding more than
+    the bound is not kept, where vid56 counted its 20 packets alone."""
+    (a, pa), (b, _) = _avcc_and_packets(parts["a"]), _avcc_and_packets(parts["b"])
+    pad = MAX_EXTRADATA_BYTES - max(len(a), len(b))
+    headers = [(a if k % 2 == 0 else b) + bytes(pad) for k in range(len(pa))]
+    index = read_index(str(_flv(tmp_path / "alternating.flv", list(zip(headers, pa)))))
+    assert len(index.new_extradata) == 19
+    cache = IndexCache(max_packets=5_000)  # about 680 KB at 136 bytes a packet
+    cache.put("alternating", index)
+    assert len(cache) == 0
+    roomy = IndexCache(max_packets=20_000)
+    roomy.put("alternating", index)
+    assert roomy.get("alternating") is index
