@@ -9,11 +9,14 @@ straight from the file, compressed with snappy (pyarrow's, pandas' and img2datas
 through a streaming decoder holding the 64 KiB a snappy copy may reach back. A value is judged by
 its length (its 4-byte prefix) before it is read: one over what a row may hold is passed over,
 unread (`Refused`), the values around it read. A dictionary's values are read forward as they are
-asked for (writers number them in the order they first meet them), the last few kept.
+asked for (writers number them in the order they first meet them), the last few kept, and where
+they lie noted (one value a 64 KiB of page): a row pointing back (a photo repeated far later) reads
+from the nearest note, never the page again from its start.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -35,9 +38,11 @@ _INPUT_BYTES = 1 << 20  # compressed bytes read from the file at a time
 # a dictionary's values kept once handed out (a value repeated in many rows is read once), at most
 # this many bytes (or a chunk's `kept` bytes, where its caller gives less)
 DICTIONARY_CACHE_BYTES = 16 << 20
-# a dictionary is read again from its start when a row asks for a value before the last read (and
-# no longer kept): writers number values as they meet them, so an honest file never does; past
-# this many times in one chunk the rows asking are `Refused` (each time reads the page again)
+# a dictionary value asked for again (and no longer kept) is read from the nearest place noted on
+# the first pass (within 64 KiB before it; a snappy page restarted at the 64 KiB block it lies in,
+# as every snappy writer compresses them on their own): past this many times its page's size
+# decoded again so in one chunk (a snappy page whose copies reach across its blocks is decoded
+# again from its start), the rows asking are `Refused`
 MAX_DICTIONARY_REREADS = 4
 
 
@@ -48,10 +53,15 @@ class PagedValuesError(ValueError):
 
 @dataclass(frozen=True)
 class Refused:
-    """A value not read: its `length` passes what one row may hold (`allowance`), or `why`."""
+    """A value not read: its `length` passes what one row may hold (`allowance`), or `why` (reading
+    it would cost past a bound: nothing is too large)."""
 
     length: int
     why: str = ""
+
+
+class _Crossed(PagedValuesError):
+    """A snappy copy reaching back past the block its decoding was restarted at."""
 
 
 class _Region:
@@ -60,6 +70,15 @@ class _Region:
 
     def __init__(self, source: Any, start: int, size: int):
         self.source, self.position, self.left = source, start, size
+        self.start, self.size = start, size
+
+    def tell(self) -> int:
+        return self.position - self.start
+
+    def seek(self, offset: int) -> int:
+        """Go to byte `offset` of the region; what it cost decoded (nothing)."""
+        self.position, self.left = self.start + offset, self.size - offset
+        return 0
 
     def read(self, count: int) -> bytes:
         if count > self.left:
@@ -88,11 +107,36 @@ class _Snappy:
 
     def __init__(self, raw: _Region, size: int):
         self.raw, self.input, self.at = raw, bytearray(), 0
+        self.chunk = _INPUT_BYTES  # compressed bytes read next (64 KiB after a restart: the value asked for is near)
         self.out, self.taken = bytearray(), 0
         declared = self._varint()
         if declared != size:
             raise PagedValuesError(f"a snappy page says {declared} bytes decompressed, its header {size}")
-        self.left = size  # bytes still to come out
+        self.size = self.left = size  # bytes still to come out
+        self.end = self.floor = 0  # the page's bytes decoded so far; where decoding last (re)started
+        # (decompressed offset, file position) of the page's start and (`blockwise`) each element
+        # starting a 64 KiB block: where decoding may start again
+        self.blocks = [(0, raw.position - (len(self.input) - self.at))]
+        self.blockwise = True
+
+    def tell(self) -> int:
+        return self.end - (len(self.out) - self.taken)
+
+    def seek(self, offset: int) -> int:
+        """Go to decompressed byte `offset`: forward from here, else from the last block start
+        before it; what it cost decoded."""
+        here = self.tell()
+        at = bisect.bisect_right(self.blocks, (offset, 1 << 62)) - 1
+        if not (here <= offset and self.blocks[at][0] <= here):
+            start, position = self.blocks[at]
+            self.raw = _Region(self.raw.source, position, self.raw.position + self.raw.left - position)
+            self.input, self.at, self.out, self.taken = bytearray(), 0, bytearray(), 0
+            self.chunk = SNAPPY_WINDOW
+            self.end = self.floor = start
+            self.left = self.size - start
+            here = start
+        self.skip(offset - here)
+        return offset - here
 
     def _fill(self, count: int) -> None:
         """At least `count` bytes of input at `self.at` (fewer only at the page's end)."""
@@ -101,7 +145,7 @@ class _Snappy:
         del self.input[:self.at]
         self.at = 0
         while len(self.input) < count:
-            more = self.raw.some(max(_INPUT_BYTES, count - len(self.input)))
+            more = self.raw.some(max(self.chunk, count - len(self.input)))
             if not more:
                 return
             self.input += more
@@ -132,6 +176,8 @@ class _Snappy:
 
     def _step(self) -> None:
         """Decode one element (a literal or a copy) onto `self.out`."""
+        if self.blockwise and not self.end % SNAPPY_WINDOW and self.blocks[-1][0] < self.end:
+            self.blocks.append((self.end, self.raw.position - (len(self.input) - self.at)))
         tag = self._byte()
         kind = tag & 3
         if kind == 0:
@@ -148,11 +194,14 @@ class _Snappy:
                 self.at += len(piece)
                 length -= len(piece)
                 self.left -= len(piece)
+                self.end += len(piece)
             return
         if kind == 1:
             length, offset = ((tag >> 2) & 7) + 4, ((tag >> 5) << 8) | self._byte()
         else:
             length, offset = (tag >> 2) + 1, self._number(2 if kind == 2 else 4)
+        if self.floor and self.end - offset < self.floor:
+            raise _Crossed("a snappy copy reaches back past the block its decoding restarted at")
         if not 0 < offset <= len(self.out):
             raise PagedValuesError(f"a snappy copy reaches {offset} bytes back, past the {SNAPPY_WINDOW} "
                                    "bytes a snappy writer's copy reaches (or the page's start)")
@@ -164,6 +213,7 @@ class _Snappy:
         else:  # overlapping: the last `offset` bytes repeated
             self.out += (bytes(self.out[start:]) * (length // offset + 1))[:length]
         self.left -= length
+        self.end += length
 
     def read(self, count: int) -> bytes:
         while len(self.out) - self.taken < count:
@@ -192,7 +242,14 @@ class _Whole:
         import pyarrow as pa
 
         self.data = memoryview(pa.decompress(raw.read(raw.left), size, codec="snappy", asbytes=False))
-        self.at, self.left = 0, size
+        self.at, self.left, self.size = 0, size, size
+
+    def tell(self) -> int:
+        return self.at
+
+    def seek(self, offset: int) -> int:
+        self.at, self.left = offset, self.size - offset
+        return 0
 
     def read(self, count: int) -> bytes:
         if count > self.left:
@@ -259,21 +316,66 @@ def _hybrid(data: bytes, width: int, count: int) -> np.ndarray:
 
 
 class _Dictionary:
-    """A dictionary page's values, read forward as they are asked for, the last few kept."""
+    """A dictionary page's values, read forward as they are asked for, the last few kept, where
+    they lie noted (`marks`: a value's index and the offset of its length, one a 64 KiB at most)
+    for the rows asking again."""
 
     def __init__(self, source: Any, start: int, layout: pp.PageLayout, compressed: bool, kept: int, whole: int):
         self.source, self.start, self.layout, self.compressed, self.most = source, start, layout, compressed, kept
         self.whole = whole
-        self.count, self.rereads = layout.header.num_values, 0
+        self.count, self.decoded_again = layout.header.num_values, 0
         self.kept: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self.held = 0
+        self.marks: list[tuple[int, int]] = []
+        self.seen = 0  # values whose place the first pass has passed
+        self.blockwise = True  # a snappy page's decoding restarted at its blocks (till a copy reaches across)
         self._open()
 
     def _open(self) -> None:
         header = self.layout.header
         self.stream = _stream(self.source, self.start + header.size, header.compressed_page_size,
                               header.uncompressed_page_size, self.compressed, self.whole)
+        if isinstance(self.stream, _Snappy):
+            self.stream.blockwise = self.blockwise
         self.next = 0
+
+    def _again(self, cost: int) -> str:
+        """Count `cost` bytes decoded again; why the value is refused where past the bound."""
+        self.decoded_again += cost
+        bound = MAX_DICTIONARY_REREADS * self.layout.header.uncompressed_page_size
+        if self.decoded_again > bound:
+            return (f"its rows ask for the dictionary's values out of order, reading them again past {bound} bytes "
+                    f"({MAX_DICTIONARY_REREADS} times its page)")
+        return ""
+
+    def _reach(self, index: int) -> str:
+        """Go to value `index` (its length next); why not, where past the bound."""
+        at = bisect.bisect_right(self.marks, (index, 1 << 62)) - 1
+        if index < self.next or (at >= 0 and self.marks[at][0] > self.next):
+            mark, offset = self.marks[at]
+            try:
+                why = self._again(self.stream.seek(offset))
+            except _Crossed:  # its copies reach across blocks: read again from its start only
+                self.blockwise = False
+                self._open()
+                why = self._again(self.stream.seek(offset))
+            if why:
+                return why
+            self.next = mark
+        while self.next < index:
+            self._note()
+            self.stream.skip(int.from_bytes(self.stream.read(4), "little"))
+            self.next += 1
+        self._note()
+        return ""
+
+    def _note(self) -> None:
+        """Note where value `next` lies, the first time past it, a 64 KiB of page from the last note."""
+        if self.next == self.seen:
+            offset = self.stream.tell()
+            if not self.marks or offset >= self.marks[-1][1] + SNAPPY_WINDOW:
+                self.marks.append((self.next, offset))
+            self.seen += 1
 
     def value(self, index: int, allowance: int) -> bytes | Refused:
         if not 0 <= index < self.count:
@@ -281,27 +383,42 @@ class _Dictionary:
         if index in self.kept:
             self.kept.move_to_end(index)
             return self.kept[index]
-        if index < self.next:
-            self.rereads += 1
-            if self.rereads > MAX_DICTIONARY_REREADS:
-                return Refused(0, f"its rows ask for the dictionary's values out of order (past "
-                                  f"{MAX_DICTIONARY_REREADS} rereads of its page)")
-            self._open()
-        while self.next < index:
-            self.stream.skip(int.from_bytes(self.stream.read(4), "little"))
+        try:
+            why = self._reach(index)
+            if why:
+                return Refused(0, why)
+            length = int.from_bytes(self.stream.read(4), "little")
             self.next += 1
-        length = int.from_bytes(self.stream.read(4), "little")
-        self.next += 1
-        if length > allowance:
-            self.stream.skip(length)
-            return Refused(length)
-        value = self.stream.read(length)
+            if length > allowance:
+                self.stream.skip(length)
+                return Refused(length)
+            value = self.stream.read(length)
+        except _Crossed:  # restarted at a block one of its copies reaches past: from its start only
+            self.blockwise = False
+            self._open()
+            return self.value(index, allowance)
         if length <= self.most:
             self.kept[index] = value
             self.held += length
             while self.held > self.most:
                 self.held -= len(self.kept.popitem(last=False)[1])
         return value
+
+
+def levels_bound(width: int, count: int) -> int:
+    """The most bytes the hybrid encoding of `count` levels of `width` bits may take: a run for
+    each value, its header (a varint, 6 bytes at most as `_hybrid` reads it) and either its value
+    (an RLE run) or a bit-packed group of 8 (`width` bytes)."""
+    return count * (6 + width) + 8
+
+
+def _checked_levels(length: int, width: int, count: int) -> int:
+    """`length`, where levels of `count` values may take it (a length set to a page's size was
+    read at once: 600 MB of "levels" for 11 rows)."""
+    if length > levels_bound(width, count):
+        raise PagedValuesError(f"a page's levels say {length} bytes, past the {levels_bound(width, count)} "
+                               f"that {count} levels of {width} bits may take")
+    return length
 
 
 def _levels(stream, size: int, width: int, count: int) -> np.ndarray:
@@ -311,7 +428,7 @@ def _levels(stream, size: int, width: int, count: int) -> np.ndarray:
     length = int.from_bytes(stream.read(4), "little")
     if length > size:
         raise PagedValuesError(f"a page's levels say {length} bytes in a page of {size}")
-    return _hybrid(stream.read(length), width, count)
+    return _hybrid(stream.read(_checked_levels(length, width, count)), width, count)
 
 
 def chunk_values(source: Any, chunk, rows: int, max_definition: int, compressed: bool,
@@ -355,7 +472,8 @@ def chunk_values(source: Any, chunk, rows: int, max_definition: int, compressed:
                 raise PagedValuesError("a flat column's page holds repetition levels")
             levels_bytes = layout.definition_bytes + layout.repetition_bytes
             region = _Region(source, body, header.compressed_page_size)
-            levels = _hybrid(region.read(layout.definition_bytes), width, count) if width else np.zeros(count, np.int64)
+            levels = _hybrid(region.read(_checked_levels(layout.definition_bytes, width, count)), width, count) \
+                if width else np.zeros(count, np.int64)
             size = header.uncompressed_page_size - levels_bytes
             stored = header.compressed_page_size - levels_bytes
             stream = _stream(source, body + levels_bytes, stored, size, compressed and layout.compressed, whole)
