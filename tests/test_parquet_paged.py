@@ -338,3 +338,83 @@ def test_a_dictionary_whose_snappy_copies_reach_across_blocks_costs_a_bounded_de
     assert [i.reason for i in rejects] == ["parquet_value_too_costly"] * len(refused), [i.detail for i in rejects]
     assert "too large" not in rejects[0].detail and "the group's other rows are" in rejects[0].detail
     assert [i.data for i in items if isinstance(i, ImageRecord)] == [g for g in got if isinstance(g, bytes)]
+
+
+def _costly_snappy(page: bytes, start: int, length: int, target: int) -> bytes:
+    """Raw snappy of `page`, whose bytes `start` to `start + length` are all b"A", as a hostile
+    writer may: those as a 4-byte copy and a 1-byte literal in turn (no element repeated, 2.5
+    bytes an element), padded to `target` bytes by literal lengths written long."""
+    def literal(piece: bytes, extra: int = 0) -> bytes:
+        n = len(piece) - 1
+        return (bytes([n << 2]) if not extra else bytes([(59 + extra) << 2]) + n.to_bytes(extra, "little")) + piece
+
+    head = b"".join(literal(page[i: min(i + 60, start + 1)]) for i in range(0, start + 1, 60))
+    tail = b"".join(literal(page[i: i + 60]) for i in range(start + length, len(page), 60))
+    pairs, rest = divmod(length - 1, 5)
+    varint, n = bytearray(), len(page)
+    while n >= 0x80:
+        varint.append(n & 0x7F | 0x80)
+        n >>= 7
+    varint.append(n)
+    base = len(varint) + len(head) + 4 * pairs + 2 * rest + len(tail)
+    deficit = target - base
+    assert 0 <= deficit <= 4 * pairs, (base, target)
+    body = bytearray()
+    for i in range(pairs):
+        extra = min(4, deficit)
+        deficit -= extra
+        body += bytes([0x01, 0x01]) + literal(b"A", extra)
+    body += literal(b"A") * rest
+    stream = bytes(varint) + head + bytes(body) + tail
+    assert len(stream) == target
+    return stream
+
+
+@pytest.mark.parametrize("allowance", ["read", "refused"])
+def test_a_snappy_page_of_many_tiny_elements_costs_a_bounded_decoding(tmp_path: Path, monkeypatch, allowance: str):
+    """A hostile writer's snappy page (valid: pyarrow reads it) whose 2 MiB value is a 4-byte copy
+    and a 1-byte literal in turn: the Python decoder took an element every 2.5 bytes, unbounded (a
+    56 MB value of 1-byte literals: 15.9 CPU-s). A chunk's snappy decoding stops past one element
+    a 8 bytes read (a 256 passed over) and 2**18 more: the rows not yet read are
+    `parquet_value_too_costly` (nothing in them too large), the row before built; honest pages of
+    runs of one element (zeros, flat colour) are decoded a run at a time."""
+    small = [_photo(i, 16) for i in range(3)]
+    rows = [small[0], np.random.default_rng(3).bytes(2 << 20), small[1], small[2]]
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary()), "caption": ["a", "b", "c", "d"]}), path,
+                   use_dictionary=False)
+    data = bytearray(path.read_bytes())
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(0)
+    from sources import parquet_pages
+    header = parquet_pages.page_layout(io.BytesIO(bytes(data)), chunk.data_page_offset).header
+    body = chunk.data_page_offset + header.size
+    page = bytearray(pa.decompress(bytes(data[body: body + header.compressed_page_size]),
+                                   header.uncompressed_page_size, codec="snappy", asbytes=True))
+    start = page.index(rows[1][:64])
+    page[start: start + len(rows[1])] = b"A" * len(rows[1])
+    data[body: body + header.compressed_page_size] = _costly_snappy(bytes(page), start, len(rows[1]),
+                                                                    header.compressed_page_size)
+    path.write_bytes(bytes(data))
+    assert pq.read_table(path).column("image").to_pylist()[1] == b"A" * len(rows[1])  # pyarrow reads it
+    limit = 4 << 20 if allowance == "read" else 1 << 20
+    got = list(parquet_values.chunk_values(io.BytesIO(bytes(data)), chunk, 4, 1, True, limit, whole=0))
+    assert got[0] == small[0] and all(isinstance(g, parquet_values.Refused) for g in got[1:]), got
+    assert all(g.why and "too large" not in g.why for g in got[2:])
+    assert got[1] == (parquet_values.Refused(len(rows[1])) if allowance == "refused" else got[2])
+    # paged, and its page (4 MB stored and decoded) over half a row's allowance: decoded as read
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 10 << 20 if allowance == "read" else 4 << 20)
+    items = _items(tmp_path)
+    assert [getattr(i, "reason", None) for i in items] == [
+        None, "row_group_too_large" if allowance == "refused" else "parquet_value_too_costly",
+        "parquet_value_too_costly", "parquet_value_too_costly"], [getattr(i, "detail", "") for i in items]
+    assert items[0].data == small[0]
+
+
+def test_runs_of_one_element_are_decoded_at_once():
+    """pyarrow's snappy of 600 KB of zeros and of a flat-colour bitmap's pixels: a few elements a
+    64 KiB block (its copies of 64 bytes one run), decoded to the same bytes."""
+    for data in (bytes(600_000), bytes([10, 200, 30]) * 200_000):
+        raw = pa.compress(data, codec="snappy", asbytes=True)
+        stream = parquet_values._Snappy(parquet_values._Region(io.BytesIO(raw), 0, len(raw)), len(data))
+        assert stream.read(len(data)) == data
+        assert stream.cost.steps < 10 * (len(data) // parquet_values.SNAPPY_WINDOW + 1), stream.cost.steps
