@@ -34,6 +34,9 @@ HF_METADATA_KEY = b"huggingface"
 CAPTION_COLUMNS = ("text", "caption", "txt")
 ROW_GROUP_TOO_LARGE = "row_group_too_large"
 MISSING_IMAGE = "missing_image"
+# a paged read's row whose value reading would cost past a bound (`parquet_values.Refused.why`):
+# nothing in it is too large
+VALUE_TOO_COSTLY = "parquet_value_too_costly"
 IMAGE_LIST_COLUMN = "image_list_column"  # a `Sequence(Image())` column: refused by name, once per file
 # one row group within it is read whole: the cap one input file has. `datasets` aims at row groups
 # of 100 MB (`config.MAX_ROW_GROUP_SIZE`, from the average row: a last group of photos after
@@ -908,8 +911,10 @@ def _refused_row(refused, first: int, where: str, key_columns: tuple[str, ...], 
     row = first + refused.offset
     keys = [c for c in key_columns if c in refused.row.schema.names]
     named = refused.row.select(keys).to_pylist() if keys else [{}]
-    return TooLarge(row, named, f"{where}: row {row}: {parquet_paged.refused_detail(refused, paged, budget)}",
-                    ROW_GROUP_TOO_LARGE)
+    detail = f"{where}: row {row}: {parquet_paged.refused_detail(refused, paged, budget)}"
+    if refused.refused.why:  # nothing in it too large: reading it would cost past a bound
+        return TooLarge(row, named, detail, VALUE_TOO_COSTLY)
+    return TooLarge(row, named, detail, ROW_GROUP_TOO_LARGE)
 
 
 class ListedRows:

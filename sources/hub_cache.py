@@ -33,6 +33,13 @@ SHARED_LAYOUT = "1\n"  # its `SHARED_BLOBS_LAYOUT_VERSION`, as the marker holds 
 # datasets 5.2's `packaged_modules/vortex/vortex.py` `_HF_URI_PATTERN`: repo id, revision, path in repo
 HF_URI = re.compile(r"^hf://datasets/([^/@]+/[^/@]+?)(?:@([^/]+))?/(.+)$")
 _MAX_REF_BYTES = 256  # a `refs/<branch>` file holds a commit hash
+# what a Hub cache folder holds (huggingface_hub's `scan_cache_dir`: repo folders, its version.txt,
+# .locks, and the 2.x shared store): a folder holding anything else (a dataset's own files beside a
+# stray repo folder) is no cache
+_CACHE_ENTRY = re.compile(r"(?:datasets|models|spaces)--.+|version\.txt|\.locks|blobs|CACHEDIR\.TAG|"
+                          + re.escape(SHARED_MARKER))
+# what HF_HOME (`~/.cache/huggingface`, the Hub cache its `hub/`) holds beside it
+_HOME_ENTRY = re.compile(r"hub|datasets|xet|assets|modules|accelerate|token|stored_tokens|\.locks")
 
 
 class Snapshot(NamedTuple):
@@ -97,15 +104,33 @@ MAX_NAMED_REPOS = 4  # of a cache's dataset repos, the snapshots a refusal names
 
 
 def _cache_problem(root: str, real: str) -> str | None:
+    """Why a root that is a Hub cache, or HF_HOME (its `hub/` one), is no dataset; None for any
+    other folder."""
+    problem = _hub_problem(root, real)
+    if problem is not None or not _only(real, _HOME_ENTRY):
+        return problem
+    problem = _hub_problem(os.path.join(root, "hub"), os.path.join(real, "hub"))
+    return f"{root} is Hugging Face's home folder (HF_HOME), not a dataset; its hub/: {problem}" if problem else None
+
+
+def _only(real: str, entries: re.Pattern) -> bool:
+    """Whether folder `real` holds entries all of whose names `entries` matches."""
+    try:
+        return all(entries.fullmatch(n) for n in os.listdir(real))
+    except (OSError, ValueError):
+        return False
+
+
+def _hub_problem(root: str, real: str) -> str | None:
     """Why a root that is a Hub cache (a folder holding `datasets--ORG--NAME` repo folders, each
-    with its `snapshots/`) is no dataset, naming each repo's snapshot (`refs/main`'s commit, else
-    its first); None for any other folder."""
+    with its `snapshots/`, and nothing but what a cache holds) is no dataset, naming each repo's
+    snapshot (`refs/main`'s commit, else its first); None for any other folder."""
     try:
         names = sorted(n for n in os.listdir(real) if _REPO_FOLDER.fullmatch(n)
                        and os.path.isdir(os.path.join(real, n, "snapshots")))
     except (OSError, ValueError):
         return None
-    if not names:
+    if not names or not _only(real, _CACHE_ENTRY):
         return None
     shown = []
     for name in names[:MAX_NAMED_REPOS]:

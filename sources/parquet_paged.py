@@ -54,11 +54,13 @@ class RefusedRow:
 
 
 def refused_detail(refused: RefusedRow, plan: PagedRead, budget: int) -> str:
-    """Why a row's value was not read, and that its group's other rows are."""
-    why = refused.refused.why or (
-        f"its {plan.column!r} holds {refused.refused.length} bytes, over the {plan.allowance} bytes one row's value "
-        f"may hold (held {VALUE_COPIES} times over, beside the rest of its row group, within the {budget} byte budget)")
-    return f"{why}: not read; the group's other rows are"
+    """Why a row's value was not read: too large (the group's other rows are read), or reading it
+    would cost past a bound (`Refused.why`: a later row's may too)."""
+    if refused.refused.why:
+        return f"{refused.refused.why}: not read (refused for the cost of reading it, not its size)"
+    return (f"its {plan.column!r} holds {refused.refused.length} bytes, over the {plan.allowance} bytes one row's value "
+            f"may hold (held {VALUE_COPIES} times over, beside the rest of its row group, within the {budget} byte "
+            "budget): not read; the group's other rows are")
 
 
 def paged_read(parquet, group, columns: list[str] | None, budget: int) -> PagedRead | None:

@@ -9,11 +9,17 @@ straight from the file, compressed with snappy (pyarrow's, pandas' and img2datas
 through a streaming decoder holding the 64 KiB a snappy copy may reach back. A value is judged by
 its length (its 4-byte prefix) before it is read: one over what a row may hold is passed over,
 unread (`Refused`), the values around it read. A dictionary's values are read forward as they are
-asked for (writers number them in the order they first meet them), the last few kept.
+asked for (writers number them in the order they first meet them), the last few kept, and where
+they lie noted (one value a 64 KiB of page): a row pointing back (a photo repeated far later) reads
+from the nearest note, never the page again from its start. The Python snappy decoder's work is
+bounded (`Cost`): a run of one element repeated (zeros, flat colour) is decoded at once, and past
+one element a `STEP_BYTES` bytes read (a `REFUSED_STEP_BYTES` passed over) the chunk's values not
+yet read are `Refused` (`TooCostly`).
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -35,10 +41,53 @@ _INPUT_BYTES = 1 << 20  # compressed bytes read from the file at a time
 # a dictionary's values kept once handed out (a value repeated in many rows is read once), at most
 # this many bytes (or a chunk's `kept` bytes, where its caller gives less)
 DICTIONARY_CACHE_BYTES = 16 << 20
-# a dictionary is read again from its start when a row asks for a value before the last read (and
-# no longer kept): writers number values as they meet them, so an honest file never does; past
-# this many times in one chunk the rows asking are `Refused` (each time reads the page again)
+# a dictionary value asked for again (and no longer kept) is read from the nearest place noted on
+# the first pass (within 64 KiB before it; a snappy page restarted at the 64 KiB block it lies in,
+# as every snappy writer compresses them on their own): past this many times its page's size
+# decoded again so in one chunk (a snappy page whose copies reach across its blocks is decoded
+# again from its start), the rows asking are `Refused`
 MAX_DICTIONARY_REREADS = 4
+
+
+# what the Python snappy decoder may spend on a chunk: elements (a literal or a copy; a run of one
+# repeated, as flat colour and zeros compress, counted once) at most one a STEP_BYTES bytes of the
+# values read, one a REFUSED_STEP_BYTES bytes of those passed over (`Refused`: no row's), and
+# STEP_SLACK more (~0.2 CPU-s at 0.76 us an element). Honest snappy (pyarrow's): a photo's (JPEG,
+# PNG) one element a 64 KiB literal, a flat-colour bitmap's (runs counted once) one a 296 bytes,
+# ImageMagick's `rose:` as a 800x600 BMP one a 11.6 bytes; a hostile page of 1-byte literals or
+# 4-byte copies took an element a byte or four (a 56 MB value 15.9 CPU-s)
+STEP_BYTES = 8
+REFUSED_STEP_BYTES = 256
+STEP_SLACK = 1 << 18
+_RUN_BYTES = 1 << 20  # a run of one repeated element decoded at once: at most this many bytes
+
+
+class Cost:
+    """What the Python snappy decoder has spent on one chunk's pages: `steps` (elements decoded)
+    and the bytes decoded, of values read (`decoded`) or passed over (`passed`)."""
+
+    def __init__(self) -> None:
+        self.steps = self.decoded = self.passed = 0
+        self.limit = STEP_SLACK  # the steps allowed, as last worked out
+
+    def check(self) -> None:
+        """`TooCostly` where the steps pass what the bytes decoded allow."""
+        self.limit = STEP_SLACK + self.decoded // STEP_BYTES + self.passed // REFUSED_STEP_BYTES
+        if self.steps > self.limit:
+            raise TooCostly(f"its column's snappy pages take over {self.steps} elements to decode {self.decoded} "
+                            f"bytes read and {self.passed} passed over (one a {STEP_BYTES} bytes read, a "
+                            f"{REFUSED_STEP_BYTES} passed over, and {STEP_SLACK} more), past what decoding them may cost")
+
+    def passed_over(self, count: int) -> None:
+        """`count` of the bytes decoded were a refused value's, passed over."""
+        self.decoded -= count
+        self.passed += count
+        self.check()
+
+
+class TooCostly(Exception):
+    """A chunk's snappy pages took more elements than `Cost` allows: the values not yet read are
+    `Refused` (nothing in them too large), the next page's too."""
 
 
 class PagedValuesError(ValueError):
@@ -48,10 +97,15 @@ class PagedValuesError(ValueError):
 
 @dataclass(frozen=True)
 class Refused:
-    """A value not read: its `length` passes what one row may hold (`allowance`), or `why`."""
+    """A value not read: its `length` passes what one row may hold (`allowance`), or `why` (reading
+    it would cost past a bound: nothing is too large)."""
 
     length: int
     why: str = ""
+
+
+class _Crossed(PagedValuesError):
+    """A snappy copy reaching back past the block its decoding was restarted at."""
 
 
 class _Region:
@@ -60,6 +114,15 @@ class _Region:
 
     def __init__(self, source: Any, start: int, size: int):
         self.source, self.position, self.left = source, start, size
+        self.start, self.size = start, size
+
+    def tell(self) -> int:
+        return self.position - self.start
+
+    def seek(self, offset: int) -> int:
+        """Go to byte `offset` of the region; what it cost decoded (nothing)."""
+        self.position, self.left = self.start + offset, self.size - offset
+        return 0
 
     def read(self, count: int) -> bytes:
         if count > self.left:
@@ -71,7 +134,7 @@ class _Region:
         self.position, self.left = self.position + count, self.left - count
         return data
 
-    def skip(self, count: int) -> None:
+    def skip(self, count: int, refused: bool = False) -> None:
         if count > self.left:
             raise PagedValuesError(f"a page's value runs {count - self.left} bytes past its page")
         self.position, self.left = self.position + count, self.left - count
@@ -86,13 +149,39 @@ class _Snappy:
     from `raw` (a `_Region`): decoded as they are asked for, the last `SNAPPY_WINDOW` bytes kept
     for the copies that reach back."""
 
-    def __init__(self, raw: _Region, size: int):
+    def __init__(self, raw: _Region, size: int, cost: Cost | None = None):
         self.raw, self.input, self.at = raw, bytearray(), 0
+        self.cost = Cost() if cost is None else cost
+        self.chunk = _INPUT_BYTES  # compressed bytes read next (64 KiB after a restart: the value asked for is near)
         self.out, self.taken = bytearray(), 0
         declared = self._varint()
         if declared != size:
             raise PagedValuesError(f"a snappy page says {declared} bytes decompressed, its header {size}")
-        self.left = size  # bytes still to come out
+        self.size = self.left = size  # bytes still to come out
+        self.end = self.floor = 0  # the page's bytes decoded so far; where decoding last (re)started
+        # (decompressed offset, file position) of the page's start and (`blockwise`) each element
+        # starting a 64 KiB block: where decoding may start again
+        self.blocks = [(0, raw.position - (len(self.input) - self.at))]
+        self.blockwise = True
+
+    def tell(self) -> int:
+        return self.end - (len(self.out) - self.taken)
+
+    def seek(self, offset: int) -> int:
+        """Go to decompressed byte `offset`: forward from here, else from the last block start
+        before it; what it cost decoded."""
+        here = self.tell()
+        at = bisect.bisect_right(self.blocks, (offset, 1 << 62)) - 1
+        if not (here <= offset and self.blocks[at][0] <= here):
+            start, position = self.blocks[at]
+            self.raw = _Region(self.raw.source, position, self.raw.position + self.raw.left - position)
+            self.input, self.at, self.out, self.taken = bytearray(), 0, bytearray(), 0
+            self.chunk = SNAPPY_WINDOW
+            self.end = self.floor = start
+            self.left = self.size - start
+            here = start
+        self.skip(offset - here)
+        return offset - here
 
     def _fill(self, count: int) -> None:
         """At least `count` bytes of input at `self.at` (fewer only at the page's end)."""
@@ -101,7 +190,7 @@ class _Snappy:
         del self.input[:self.at]
         self.at = 0
         while len(self.input) < count:
-            more = self.raw.some(max(_INPUT_BYTES, count - len(self.input)))
+            more = self.raw.some(max(self.chunk, count - len(self.input)))
             if not more:
                 return
             self.input += more
@@ -131,14 +220,34 @@ class _Snappy:
         return int.from_bytes(self.input[self.at - count: self.at], "little")
 
     def _step(self) -> None:
-        """Decode one element (a literal or a copy) onto `self.out`."""
-        tag = self._byte()
+        """Decode one element (a literal or a copy) onto `self.out`, and the run of it repeated
+        after it (written out here, not in calls: ~0.6 us an element)."""
+        cost = self.cost
+        cost.steps += 1
+        if cost.steps > cost.limit:
+            cost.check()
+        end = self.end
+        if not end & (SNAPPY_WINDOW - 1) and self.blockwise and self.blocks[-1][0] < end:
+            self.blocks.append((end, self._position()))
+        if len(self.input) - self.at < 9:
+            self._fill(9)  # a copy, or a literal's tag and length (a small literal whole)
+        data, first = self.input, self.at
+        if first >= len(data):
+            raise PagedValuesError("a snappy page is cut")
+        tag = data[first]
         kind = tag & 3
         if kind == 0:
-            length = tag >> 2
-            length = (self._number(length - 59) if length >= 60 else length) + 1
+            length, at = tag >> 2, first + 1
+            if length >= 60:
+                at += length - 59
+                if at > len(data):
+                    raise PagedValuesError("a snappy page is cut")
+                length = int.from_bytes(data[first + 1: at], "little")
+            length += 1
             if length > self.left:
                 raise PagedValuesError("a snappy literal runs past the page's declared size")
+            self.at, produced = at, length
+            held = len(data) - at >= length  # (its bytes all read in: `first` still where it starts)
             while length:
                 self._fill(1)
                 piece = self.input[self.at: self.at + length]
@@ -147,23 +256,69 @@ class _Snappy:
                 self.out += piece
                 self.at += len(piece)
                 length -= len(piece)
-                self.left -= len(piece)
-            return
-        if kind == 1:
-            length, offset = ((tag >> 2) & 7) + 4, ((tag >> 5) << 8) | self._byte()
         else:
-            length, offset = (tag >> 2) + 1, self._number(2 if kind == 2 else 4)
-        if not 0 < offset <= len(self.out):
-            raise PagedValuesError(f"a snappy copy reaches {offset} bytes back, past the {SNAPPY_WINDOW} "
-                                   "bytes a snappy writer's copy reaches (or the page's start)")
-        if length > self.left:
-            raise PagedValuesError("a snappy copy runs past the page's declared size")
-        start = len(self.out) - offset
-        if offset >= length:
-            self.out += self.out[start: start + length]
-        else:  # overlapping: the last `offset` bytes repeated
-            self.out += (bytes(self.out[start:]) * (length // offset + 1))[:length]
-        self.left -= length
+            size = 2 if kind == 1 else 3 if kind == 2 else 5
+            if first + size > len(data):
+                raise PagedValuesError("a snappy page is cut")
+            if kind == 1:
+                produced, offset = ((tag >> 2) & 7) + 4, ((tag >> 5) << 8) | data[first + 1]
+            else:
+                produced, offset = (tag >> 2) + 1, int.from_bytes(data[first + 1: first + size], "little")
+            out = self.out
+            if self.floor and end - offset < self.floor:
+                raise _Crossed("a snappy copy reaches back past the block its decoding restarted at")
+            if not 0 < offset <= len(out):
+                raise PagedValuesError(f"a snappy copy reaches {offset} bytes back, past the {SNAPPY_WINDOW} "
+                                       "bytes a snappy writer's copy reaches (or the page's start)")
+            if produced > self.left:
+                raise PagedValuesError("a snappy copy runs past the page's declared size")
+            start = len(out) - offset
+            if offset >= produced:
+                out += out[start: start + produced]
+            else:  # overlapping: the last `offset` bytes repeated
+                out += (bytes(out[start:]) * (produced // offset + 1))[:produced]
+            self.at = first + size
+            self._offset = offset  # a run of this copy repeats its bytes as far back
+            held = True
+        self.left -= produced
+        self.end = end + produced
+        cost.decoded += produced
+        at = self.at
+        if held and at < len(data) and data[at] == tag and at - first <= 8 and self.left \
+                and data[at: 2 * at - first] == data[first: at]:
+            self._run(bytes(data[first: at]), produced)
+
+    def _position(self) -> int:
+        """The file position of the next input byte."""
+        return self.raw.position - (len(self.input) - self.at)
+
+    def _run(self, element: bytes, length: int) -> None:
+        """The repeats of `element` (`length` bytes out) that follow it, decoded at once: the same
+        literal again, or the same copy again (its bytes repeat the same `offset` back)."""
+        size = len(element)
+        most = min(self.left // length, _RUN_BYTES // length, (len(self.input) - self.at) // size)
+        count, step = 0, 1
+        while count < most:
+            take = min(step, most - count)
+            if self.input[self.at + count * size: self.at + (count + take) * size] == element * take:
+                count += take
+                step *= 2
+            elif take == 1:
+                break
+            else:
+                step = 1
+        if not count:
+            return
+        total = count * length
+        if element[0] & 3 == 0:  # a literal
+            self.out += element[-length:] * count
+        else:
+            offset = self._offset
+            self.out += (bytes(self.out[-offset:]) * (total // offset + 1))[:total]
+        self.at += count * size
+        self.left -= total
+        self.end += total
+        self.cost.decoded += total
 
     def read(self, count: int) -> bytes:
         while len(self.out) - self.taken < count:
@@ -177,11 +332,15 @@ class _Snappy:
             self.taken = SNAPPY_WINDOW
         return data
 
-    def skip(self, count: int) -> None:
+    def skip(self, count: int, refused: bool = False) -> None:
+        """Pass over `count` bytes (a `refused` value's: charged as such, a MiB at a time)."""
         while count:
             piece = min(count, _INPUT_BYTES)
+            end = self.end
             self.read(piece)
             count -= piece
+            if refused:
+                self.cost.passed_over(self.end - end)
 
 
 class _Whole:
@@ -192,7 +351,14 @@ class _Whole:
         import pyarrow as pa
 
         self.data = memoryview(pa.decompress(raw.read(raw.left), size, codec="snappy", asbytes=False))
-        self.at, self.left = 0, size
+        self.at, self.left, self.size = 0, size, size
+
+    def tell(self) -> int:
+        return self.at
+
+    def seek(self, offset: int) -> int:
+        self.at, self.left = offset, self.size - offset
+        return 0
 
     def read(self, count: int) -> bytes:
         if count > self.left:
@@ -200,22 +366,24 @@ class _Whole:
         self.at, self.left = self.at + count, self.left - count
         return bytes(self.data[self.at - count: self.at])
 
-    def skip(self, count: int) -> None:
+    def skip(self, count: int, refused: bool = False) -> None:
         self.read(0)
         if count > self.left:
             raise PagedValuesError(f"a page's value runs {count - self.left} bytes past its page")
         self.at, self.left = self.at + count, self.left - count
 
 
-def _stream(source: Any, start: int, stored: int, size: int, compressed: bool, whole: int = 0):
+def _stream(source: Any, start: int, stored: int, size: int, compressed: bool, whole: int = 0,
+            cost: Cost | None = None):
     """A page's (or a v2 page's values') `size` bytes, stored as `stored` bytes from `start`;
-    compressed and within `whole` bytes stored and decompressed together, decompressed whole."""
+    compressed and within `whole` bytes stored and decompressed together, decompressed whole;
+    else decoded as read, charged to `cost`."""
     region = _Region(source, start, stored)
     if not compressed:
         if stored != size:
             raise PagedValuesError(f"an uncompressed page stores {stored} bytes, its header says {size}")
         return region
-    return _Whole(region, size) if stored + size <= whole else _Snappy(region, size)
+    return _Whole(region, size) if stored + size <= whole else _Snappy(region, size, cost)
 
 
 def _hybrid(data: bytes, width: int, count: int) -> np.ndarray:
@@ -259,21 +427,68 @@ def _hybrid(data: bytes, width: int, count: int) -> np.ndarray:
 
 
 class _Dictionary:
-    """A dictionary page's values, read forward as they are asked for, the last few kept."""
+    """A dictionary page's values, read forward as they are asked for, the last few kept, where
+    they lie noted (`marks`: a value's index and the offset of its length, one a 64 KiB at most)
+    for the rows asking again."""
 
-    def __init__(self, source: Any, start: int, layout: pp.PageLayout, compressed: bool, kept: int, whole: int):
+    def __init__(self, source: Any, start: int, layout: pp.PageLayout, compressed: bool, kept: int, whole: int,
+                 cost: Cost):
         self.source, self.start, self.layout, self.compressed, self.most = source, start, layout, compressed, kept
-        self.whole = whole
-        self.count, self.rereads = layout.header.num_values, 0
+        self.whole, self.cost = whole, cost
+        self.count, self.decoded_again = layout.header.num_values, 0
         self.kept: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self.held = 0
+        self.marks: list[tuple[int, int]] = []
+        self.seen = 0  # values whose place the first pass has passed
+        self.blockwise = True  # a snappy page's decoding restarted at its blocks (till a copy reaches across)
+        self.costly = ""  # why its decoding stopped (`TooCostly`)
         self._open()
 
     def _open(self) -> None:
         header = self.layout.header
         self.stream = _stream(self.source, self.start + header.size, header.compressed_page_size,
-                              header.uncompressed_page_size, self.compressed, self.whole)
+                              header.uncompressed_page_size, self.compressed, self.whole, self.cost)
+        if isinstance(self.stream, _Snappy):
+            self.stream.blockwise = self.blockwise
         self.next = 0
+
+    def _again(self, cost: int) -> str:
+        """Count `cost` bytes decoded again; why the value is refused where past the bound."""
+        self.decoded_again += cost
+        bound = MAX_DICTIONARY_REREADS * self.layout.header.uncompressed_page_size
+        if self.decoded_again > bound:
+            return (f"its rows ask for the dictionary's values out of order, reading them again past {bound} bytes "
+                    f"({MAX_DICTIONARY_REREADS} times its page)")
+        return ""
+
+    def _reach(self, index: int) -> str:
+        """Go to value `index` (its length next); why not, where past the bound."""
+        at = bisect.bisect_right(self.marks, (index, 1 << 62)) - 1
+        if index < self.next or (at >= 0 and self.marks[at][0] > self.next):
+            mark, offset = self.marks[at]
+            try:
+                why = self._again(self.stream.seek(offset))
+            except _Crossed:  # its copies reach across blocks: read again from its start only
+                self.blockwise = False
+                self._open()
+                why = self._again(self.stream.seek(offset))
+            if why:
+                return why
+            self.next = mark
+        while self.next < index:
+            self._note()
+            self.stream.skip(int.from_bytes(self.stream.read(4), "little"))
+            self.next += 1
+        self._note()
+        return ""
+
+    def _note(self) -> None:
+        """Note where value `next` lies, the first time past it, a 64 KiB of page from the last note."""
+        if self.next == self.seen:
+            offset = self.stream.tell()
+            if not self.marks or offset >= self.marks[-1][1] + SNAPPY_WINDOW:
+                self.marks.append((self.next, offset))
+            self.seen += 1
 
     def value(self, index: int, allowance: int) -> bytes | Refused:
         if not 0 <= index < self.count:
@@ -281,27 +496,47 @@ class _Dictionary:
         if index in self.kept:
             self.kept.move_to_end(index)
             return self.kept[index]
-        if index < self.next:
-            self.rereads += 1
-            if self.rereads > MAX_DICTIONARY_REREADS:
-                return Refused(0, f"its rows ask for the dictionary's values out of order (past "
-                                  f"{MAX_DICTIONARY_REREADS} rereads of its page)")
-            self._open()
-        while self.next < index:
-            self.stream.skip(int.from_bytes(self.stream.read(4), "little"))
+        if self.costly:  # its decoding stopped part way: nothing more read from it
+            raise TooCostly(self.costly)
+        try:
+            why = self._reach(index)
+            if why:
+                return Refused(0, why)
+            length = int.from_bytes(self.stream.read(4), "little")
             self.next += 1
-        length = int.from_bytes(self.stream.read(4), "little")
-        self.next += 1
-        if length > allowance:
-            self.stream.skip(length)
-            return Refused(length)
-        value = self.stream.read(length)
+            if length > allowance:
+                self.stream.skip(length, refused=True)
+                return Refused(length)
+            value = self.stream.read(length)
+        except _Crossed:  # restarted at a block one of its copies reaches past: from its start only
+            self.blockwise = False
+            self._open()
+            return self.value(index, allowance)
+        except TooCostly as exc:
+            self.costly = str(exc)
+            raise
         if length <= self.most:
             self.kept[index] = value
             self.held += length
             while self.held > self.most:
                 self.held -= len(self.kept.popitem(last=False)[1])
         return value
+
+
+def levels_bound(width: int, count: int) -> int:
+    """The most bytes the hybrid encoding of `count` levels of `width` bits may take: a run for
+    each value, its header (a varint, 6 bytes at most as `_hybrid` reads it) and either its value
+    (an RLE run) or a bit-packed group of 8 (`width` bytes)."""
+    return count * (6 + width) + 8
+
+
+def _checked_levels(length: int, width: int, count: int) -> int:
+    """`length`, where levels of `count` values may take it (a length set to a page's size was
+    read at once: 600 MB of "levels" for 11 rows)."""
+    if length > levels_bound(width, count):
+        raise PagedValuesError(f"a page's levels say {length} bytes, past the {levels_bound(width, count)} "
+                               f"that {count} levels of {width} bits may take")
+    return length
 
 
 def _levels(stream, size: int, width: int, count: int) -> np.ndarray:
@@ -311,7 +546,7 @@ def _levels(stream, size: int, width: int, count: int) -> np.ndarray:
     length = int.from_bytes(stream.read(4), "little")
     if length > size:
         raise PagedValuesError(f"a page's levels say {length} bytes in a page of {size}")
-    return _hybrid(stream.read(length), width, count)
+    return _hybrid(stream.read(_checked_levels(length, width, count)), width, count)
 
 
 def chunk_values(source: Any, chunk, rows: int, max_definition: int, compressed: bool,
@@ -330,6 +565,7 @@ def chunk_values(source: Any, chunk, rows: int, max_definition: int, compressed:
     end = position + chunk.total_compressed_size
     dictionary: _Dictionary | None = None
     seen = pages = 0
+    cost = Cost()
     while seen < rows:
         if position >= end or pages >= pp.MAX_PAGES:
             raise PagedValuesError(f"column {chunk.path_in_schema}: its pages end after {seen} of {rows} values")
@@ -340,52 +576,74 @@ def chunk_values(source: Any, chunk, rows: int, max_definition: int, compressed:
         if header.type == pp.DICTIONARY_PAGE:
             if layout.encoding not in (PLAIN, PLAIN_DICTIONARY):
                 raise PagedValuesError(f"a dictionary page of encoding {layout.encoding}")
-            dictionary = _Dictionary(source, body - header.size, layout, compressed, kept, whole)
+            dictionary = _Dictionary(source, body - header.size, layout, compressed, kept, whole, cost)
             continue
         if header.type not in (pp.DATA_PAGE, pp.DATA_PAGE_V2):
             continue
         count = header.num_values
         if count > rows - seen:
             raise PagedValuesError(f"column {chunk.path_in_schema}: a page of {count} values past the group's {rows} rows")
-        if header.type == pp.DATA_PAGE:
-            stream = _stream(source, body, header.compressed_page_size, header.uncompressed_page_size, compressed, whole)
-            levels = _levels(stream, header.uncompressed_page_size, width, count)
-        else:
-            if layout.repetition_bytes:
-                raise PagedValuesError("a flat column's page holds repetition levels")
-            levels_bytes = layout.definition_bytes + layout.repetition_bytes
-            region = _Region(source, body, header.compressed_page_size)
-            levels = _hybrid(region.read(layout.definition_bytes), width, count) if width else np.zeros(count, np.int64)
-            size = header.uncompressed_page_size - levels_bytes
-            stored = header.compressed_page_size - levels_bytes
-            stream = _stream(source, body + levels_bytes, stored, size, compressed and layout.compressed, whole)
-        present = levels >= max_definition
-        if layout.encoding == PLAIN:
-            for here in present:
-                if not here:
-                    yield None
-                    continue
-                length = int.from_bytes(stream.read(4), "little")
-                if length > allowance:
-                    stream.skip(length)
-                    yield Refused(length)
-                else:
-                    yield stream.read(length)
-        elif layout.encoding in _DICTIONARY_ENCODINGS:
-            if dictionary is None:
-                raise PagedValuesError(f"column {chunk.path_in_schema}: a dictionary-encoded page without a dictionary page")
-            if header.uncompressed_page_size > allowance:  # indices, 4 bytes a row at most: no writer's is so large
-                raise PagedValuesError(f"column {chunk.path_in_schema}: a page of dictionary indices of "
-                                       f"{header.uncompressed_page_size} bytes, over the {allowance} a row may hold")
-            width_byte = stream.read(1)[0]
-            if width_byte > 32:
-                raise PagedValuesError(f"a page's dictionary indices of {width_byte} bits")
-            indices = iter(_hybrid(_rest(stream), width_byte, int(present.sum())))
-            for here in present:
-                yield dictionary.value(int(next(indices)), allowance) if here else None
-        else:
-            raise PagedValuesError(f"column {chunk.path_in_schema}: a page of encoding {layout.encoding}")
+        given = 0
+        try:
+            for value in _page_values(source, chunk, layout, body, count, width, max_definition, compressed,
+                                      allowance, whole, cost, dictionary):
+                yield value
+                given += 1
+        except TooCostly as exc:  # the rest of the page not decoded: each row's reject
+            for _ in range(count - given):
+                yield Refused(0, str(exc))
         seen += count
+
+
+def _page_values(source: Any, chunk, layout: pp.PageLayout, body: int, count: int, width: int, max_definition: int,
+                 compressed: bool, allowance: int, whole: int, cost: Cost, dictionary: _Dictionary | None
+                 ) -> Iterator[bytes | None | Refused]:
+    """The `count` values of one data page (its body at `body`), as `chunk_values` gives them."""
+    header = layout.header
+    if header.type == pp.DATA_PAGE:
+        stream = _stream(source, body, header.compressed_page_size, header.uncompressed_page_size, compressed, whole,
+                         cost)
+        levels = _levels(stream, header.uncompressed_page_size, width, count)
+    else:
+        if layout.repetition_bytes:
+            raise PagedValuesError("a flat column's page holds repetition levels")
+        levels_bytes = layout.definition_bytes + layout.repetition_bytes
+        region = _Region(source, body, header.compressed_page_size)
+        levels = _hybrid(region.read(_checked_levels(layout.definition_bytes, width, count)), width, count) \
+            if width else np.zeros(count, np.int64)
+        size = header.uncompressed_page_size - levels_bytes
+        stored = header.compressed_page_size - levels_bytes
+        stream = _stream(source, body + levels_bytes, stored, size, compressed and layout.compressed, whole, cost)
+    present = levels >= max_definition
+    if layout.encoding == PLAIN:
+        for here in present:
+            if not here:
+                yield None
+                continue
+            length = int.from_bytes(stream.read(4), "little")
+            if length > allowance:
+                try:
+                    stream.skip(length, refused=True)
+                except TooCostly:  # its length known: too large still, the rows after it too costly
+                    yield Refused(length)
+                    raise
+                yield Refused(length)
+            else:
+                yield stream.read(length)
+    elif layout.encoding in _DICTIONARY_ENCODINGS:
+        if dictionary is None:
+            raise PagedValuesError(f"column {chunk.path_in_schema}: a dictionary-encoded page without a dictionary page")
+        if header.uncompressed_page_size > allowance:  # indices, 4 bytes a row at most: no writer's is so large
+            raise PagedValuesError(f"column {chunk.path_in_schema}: a page of dictionary indices of "
+                                   f"{header.uncompressed_page_size} bytes, over the {allowance} a row may hold")
+        width_byte = stream.read(1)[0]
+        if width_byte > 32:
+            raise PagedValuesError(f"a page's dictionary indices of {width_byte} bits")
+        indices = iter(_hybrid(_rest(stream), width_byte, int(present.sum())))
+        for here in present:
+            yield dictionary.value(int(next(indices)), allowance) if here else None
+    else:
+        raise PagedValuesError(f"column {chunk.path_in_schema}: a page of encoding {layout.encoding}")
 
 
 def _rest(stream) -> bytes:

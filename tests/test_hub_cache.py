@@ -334,3 +334,33 @@ def test_a_hub_cache_root_of_several_repos_given_as_path_is_refused_naming_their
     for name in ("datasets--org--cats", "datasets--org--zoo"):
         assert str(cache / name / "snapshots" / COMMIT) in err, err
     assert "models--org--net" not in err and "download" not in err
+
+
+def test_a_dataset_folder_holding_a_stray_cache_repo_is_read_and_hf_home_is_refused(tmp_path: Path):
+    """The cache check matched a folder by shape alone: a dataset folder of real files with one
+    stray `datasets--org--old/snapshots/<commit>` (a copy left over) was refused as a Hub cache,
+    and HF_HOME (`~/.cache/huggingface`, the parent of `hub/`) was not seen as one. A folder is a
+    cache only when every entry is a cache's (repo folders, `version.txt`, `.locks`, ...); HF_HOME
+    is named with its `hub/`'s snapshots."""
+    from sources.hub_cache import repo_folder_problem
+
+    home = tmp_path / "huggingface"
+    for repo_id in ("org/zoo", "org/cats"):
+        _cache_file(home / "hub", repo_id, "data/train-00000-of-00001.parquet",
+                    _parquet([{"bytes": _png(1), "path": None}]))
+    (home / "hub" / "version.txt").write_text("1")
+    (home / "hub" / ".locks").mkdir()
+    (home / "hub" / "models--org--net" / "snapshots").mkdir(parents=True)
+    (home / "token").write_text("")
+    assert repo_folder_problem(str(home / "hub")).startswith(f"{home / 'hub'} is a Hugging Face Hub cache")
+    problem = repo_folder_problem(str(home))
+    assert problem is not None and problem.startswith(f"{home} is"), problem
+    for name in ("datasets--org--cats", "datasets--org--zoo"):
+        assert str(home / "hub" / name / "snapshots" / COMMIT) in problem, problem
+    assert "download" not in problem
+    mine = tmp_path / "mydata"
+    _cache_file(mine, "org/old", "data/x.parquet", _parquet([{"bytes": _png(2), "path": None}]))
+    (mine / "train.parquet").write_bytes(_parquet([{"bytes": _png(3), "path": None}]))
+    assert repo_folder_problem(str(mine)) is None
+    records = _read_all(LaionSource("zoo", str(mine)))
+    assert _png(3) in [r.data for r in records if isinstance(r, ImageRecord)]

@@ -178,3 +178,243 @@ def test_a_bit_packed_run_declaring_billions_of_values_decodes_only_those_wanted
     header = bytes([0xFF, 0xFF, 0xFF, 0xFF, 0x7F])  # bit-packed, 2**34 - 1 groups
     decoded = parquet_values._hybrid(header + bytes([0b1011]), 1, 4)
     assert decoded.tolist() == [1, 1, 0, 1]
+
+
+class _Counted(io.BytesIO):
+    """A file that counts the bytes read from it, and its largest read."""
+
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.total = self.largest = 0
+
+    def read(self, size=-1):
+        data = super().read(size)
+        self.total, self.largest = self.total + len(data), max(self.largest, len(data))
+        return data
+
+
+@pytest.mark.parametrize("options, whole", [({}, 0), ({}, None), ({"compression": "none"}, None)])
+def test_rows_pointing_back_far_in_a_dictionary_are_read_without_reading_the_page_again(options, whole):
+    """pyarrow's defaults, 40 distinct photos in one dictionary page and 10 later rows repeating
+    early ones (a re-uploaded photo): writers number values as they first meet them, later rows
+    may point anywhere back. With the kept values evicted, each such row read the page again from
+    its start, and past 4 times the rows were refused (an honest 118 MB page: 4 rows lost as
+    `row_group_too_large`). Each value's place is noted on the first pass; a row pointing back
+    reads from there: every row is pyarrow's value, the file read once and 192 KiB more a row
+    pointing back (the 64 KiB block it lies in, 64 KiB from the nearest note, its bytes)."""
+    rng = np.random.default_rng(1)
+    values = [rng.bytes(9000) for _ in range(40)] + [None] * 10
+    for k in range(10):
+        values[40 + k] = values[(7 * k) % 12]
+    values[20] = values[35]  # and one pointing forward again after
+    out = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array(values, pa.binary())}), out, **options)
+    counted = _Counted(out.getvalue())
+    chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
+    assert chunk.encodings[0] in ("PLAIN", "PLAIN_DICTIONARY", "RLE_DICTIONARY") and chunk.dictionary_page_offset
+    got = list(parquet_values.chunk_values(counted, chunk, 50, 1, chunk.compression == "SNAPPY", 10 ** 6,
+                                           kept=20000, whole=whole))
+    assert got == values
+    assert counted.total < len(out.getvalue()) + 11 * 3 * parquet_values.SNAPPY_WINDOW, counted.total
+
+
+@pytest.mark.parametrize("compression", ["none", "snappy"])
+def test_a_pages_levels_length_past_what_its_rows_can_hold_is_refused_unread(compression):
+    """A v1 page's definition levels are its 4-byte length, then the levels: a length patched to
+    the page's size (a 29 MB file, 600 MB page) was read at once (1879 MiB peak against a 256 MiB
+    budget). Levels of `count` values of width w hold at most count * (6 + w) bytes: a length past
+    that is `PagedValuesError` (the file's bad_parquet), nothing of it read."""
+    values = [None if i % 5 == 0 else bytes([i]) * 3000 for i in range(30)]
+    out = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array(values, pa.binary())}), out, use_dictionary=False, compression="none")
+    data = bytearray(out.getvalue())
+    chunk = pq.ParquetFile(io.BytesIO(bytes(data))).metadata.row_group(0).column(0)
+    assert list(parquet_values.chunk_values(io.BytesIO(bytes(data)), chunk, 30, 1, False, 10 ** 6)) == values
+    from sources import parquet_pages
+    header = parquet_pages.page_layout(io.BytesIO(bytes(data)), chunk.data_page_offset).header
+    body = chunk.data_page_offset + header.size
+    assert int.from_bytes(data[body: body + 4], "little") < 30
+    data[body: body + 4] = (header.uncompressed_page_size - 8).to_bytes(4, "little")
+    if compression == "snappy":  # the same page stored as snappy (pyarrow's default codec)
+        values_out = io.BytesIO()
+        pq.write_table(pa.table({"image": pa.array(values, pa.binary())}), values_out, use_dictionary=False)
+        page = bytes(data[body: body + header.uncompressed_page_size])
+        import pyarrow as _pa
+        packed = _pa.compress(page, codec="snappy", asbytes=True)
+        chunk_s = pq.ParquetFile(io.BytesIO(values_out.getvalue())).metadata.row_group(0).column(0)
+        layout = parquet_pages.page_layout(io.BytesIO(values_out.getvalue()), chunk_s.data_page_offset)
+        assert layout.header.uncompressed_page_size == header.uncompressed_page_size
+        raw = bytearray(values_out.getvalue())
+        start = chunk_s.data_page_offset + layout.header.size
+        stored = layout.header.compressed_page_size
+        if len(packed) != stored:
+            pytest.skip("the patched page compresses to another size")
+        raw[start: start + stored] = packed
+        data, chunk = raw, chunk_s
+    counted = _Counted(bytes(data))
+    with pytest.raises(parquet_values.PagedValuesError, match="levels"):
+        list(parquet_values.chunk_values(counted, chunk, 30, 1, compression == "snappy", 10 ** 6, whole=0))
+    assert counted.largest < 1 << 20 and counted.total < 4 * len(data)
+
+
+def _snappy_far(data: bytes, period: int, literal: int, target: int) -> bytes:
+    """`data` (each `period` bytes its `literal` first bytes new, the rest as `period` bytes before)
+    as raw snappy whose copies reach `period` bytes back, across 64 KiB blocks as no writer's do,
+    padded (copies split, some with 4-byte offsets) to `target` bytes."""
+    def literal_of(piece: bytes) -> bytes:
+        n = len(piece) - 1
+        return (bytes([n << 2]) if n < 60 else bytes([62 << 2]) + n.to_bytes(3, "little")) + piece
+
+    copies = []  # (position, length) of each copy
+    out = [literal_of(data[:period])]
+    for start in range(period, len(data), period):
+        out.append(literal_of(data[start: start + literal]))
+        at = start + literal
+        while at < min(start + period, len(data)):
+            n = min(64, start + period - at, len(data) - at)
+            copies.append(len(out))
+            out.append((n, at))
+            at += n
+    varint, n = bytearray(), len(data)
+    while n >= 0x80:
+        varint.append(n & 0x7F | 0x80)
+        n >>= 7
+    varint.append(n)
+    size = len(varint) + sum(len(o) if isinstance(o, bytes) else 3 for o in out)
+    extra = target - size
+    assert extra >= 4, (size, target)
+    wide = {0: 0, 1: 2, 2: 1}[extra % 3]  # 4-byte offsets (2 bytes more each) to set the rest
+    splits = (extra - 2 * wide) // 3
+    encoded = bytearray(varint)
+    for piece in out:
+        if isinstance(piece, bytes):
+            encoded += piece
+            continue
+        n, at = piece
+        parts = [n]
+        while splits and parts[-1] > 1:
+            parts[-1:] = [1, parts[-1] - 1]
+            splits -= 1
+        for part in parts:
+            if wide:
+                encoded += bytes([((part - 1) << 2) | 3]) + period.to_bytes(4, "little")
+                wide -= 1
+            else:
+                encoded += bytes([((part - 1) << 2) | 2]) + period.to_bytes(2, "little")
+    assert len(encoded) == target and not splits and not wide, (len(encoded), target, splits, wide)
+    return bytes(encoded)
+
+
+def test_a_dictionary_whose_snappy_copies_reach_across_blocks_costs_a_bounded_decoding(tmp_path: Path, monkeypatch):
+    """A hostile writer's snappy dictionary page whose copies reach back across its 64 KiB blocks:
+    a row pointing back cannot start decoding at the value's block, so the page is decoded again
+    from its start. Each value is still the file's, until 4 times the page's size is decoded so:
+    the rows past it are `parquet_value_too_costly` (reading them costs past a bound; nothing in them
+    is too large, and their reject no longer says so), the group's other rows built."""
+    common = np.random.default_rng(2).bytes(8996)
+    values = [i.to_bytes(4, "little") + common for i in range(40)]  # 9,000 bytes each
+    rows = values + [values[0], values[39]] * 10
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary()), "caption": [f"c{i}" for i in range(60)]}), path)
+    data = bytearray(path.read_bytes())
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(0)
+    from sources import parquet_pages
+    header = parquet_pages.page_layout(io.BytesIO(bytes(data)), chunk.dictionary_page_offset).header
+    body = chunk.dictionary_page_offset + header.size
+    page = pa.decompress(bytes(data[body: body + header.compressed_page_size]), header.uncompressed_page_size,
+                         codec="snappy", asbytes=True)
+    data[body: body + header.compressed_page_size] = _snappy_far(page, 9004, 8, header.compressed_page_size)
+    path.write_bytes(bytes(data))
+    assert pq.read_table(path).column("image").to_pylist() == rows  # a file pyarrow reads
+    got = list(parquet_values.chunk_values(io.BytesIO(bytes(data)), chunk, 60, 1, True, 10 ** 6, kept=0, whole=0))
+    refused = [g for g in got if isinstance(g, parquet_values.Refused)]
+    assert got[:40 + 4] == rows[:44] and 4 < len(refused) < 20, got[40:]
+    assert all(g == r for g, r in zip(got, rows) if not isinstance(g, parquet_values.Refused))
+    assert all(r.why and "too large" not in r.why for r in refused)
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 64000)  # paged, 8,000 bytes of values kept: none
+    items = _items(tmp_path)
+    assert len(items) == 60
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert [i.reason for i in rejects] == ["parquet_value_too_costly"] * len(refused), [i.detail for i in rejects]
+    assert "out of order" in rejects[0].detail and "too large" not in rejects[0].detail and "not read" in rejects[0].detail
+    assert [i.data for i in items if isinstance(i, ImageRecord)] == [g for g in got if isinstance(g, bytes)]
+
+
+def _costly_snappy(page: bytes, start: int, length: int, target: int) -> bytes:
+    """Raw snappy of `page`, whose bytes `start` to `start + length` are all b"A", as a hostile
+    writer may: those as a 4-byte copy and a 1-byte literal in turn (no element repeated, 2.5
+    bytes an element), padded to `target` bytes by literal lengths written long."""
+    def literal(piece: bytes, extra: int = 0) -> bytes:
+        n = len(piece) - 1
+        return (bytes([n << 2]) if not extra else bytes([(59 + extra) << 2]) + n.to_bytes(extra, "little")) + piece
+
+    head = b"".join(literal(page[i: min(i + 60, start + 1)]) for i in range(0, start + 1, 60))
+    tail = b"".join(literal(page[i: i + 60]) for i in range(start + length, len(page), 60))
+    pairs, rest = divmod(length - 1, 5)
+    varint, n = bytearray(), len(page)
+    while n >= 0x80:
+        varint.append(n & 0x7F | 0x80)
+        n >>= 7
+    varint.append(n)
+    base = len(varint) + len(head) + 4 * pairs + 2 * rest + len(tail)
+    deficit = target - base
+    assert 0 <= deficit <= 4 * pairs, (base, target)
+    body = bytearray()
+    for i in range(pairs):
+        extra = min(4, deficit)
+        deficit -= extra
+        body += bytes([0x01, 0x01]) + literal(b"A", extra)
+    body += literal(b"A") * rest
+    stream = bytes(varint) + head + bytes(body) + tail
+    assert len(stream) == target
+    return stream
+
+
+@pytest.mark.parametrize("allowance", ["read", "refused"])
+def test_a_snappy_page_of_many_tiny_elements_costs_a_bounded_decoding(tmp_path: Path, monkeypatch, allowance: str):
+    """A hostile writer's snappy page (valid: pyarrow reads it) whose 2 MiB value is a 4-byte copy
+    and a 1-byte literal in turn: the Python decoder took an element every 2.5 bytes, unbounded (a
+    56 MB value of 1-byte literals: 15.9 CPU-s). A chunk's snappy decoding stops past one element
+    a 8 bytes read (a 256 passed over) and 2**18 more: the rows not yet read are
+    `parquet_value_too_costly` (nothing in them too large), the row before built; honest pages of
+    runs of one element (zeros, flat colour) are decoded a run at a time."""
+    small = [_photo(i, 16) for i in range(3)]
+    rows = [small[0], np.random.default_rng(3).bytes(2 << 20), small[1], small[2]]
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary()), "caption": ["a", "b", "c", "d"]}), path,
+                   use_dictionary=False)
+    data = bytearray(path.read_bytes())
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(0)
+    from sources import parquet_pages
+    header = parquet_pages.page_layout(io.BytesIO(bytes(data)), chunk.data_page_offset).header
+    body = chunk.data_page_offset + header.size
+    page = bytearray(pa.decompress(bytes(data[body: body + header.compressed_page_size]),
+                                   header.uncompressed_page_size, codec="snappy", asbytes=True))
+    start = page.index(rows[1][:64])
+    page[start: start + len(rows[1])] = b"A" * len(rows[1])
+    data[body: body + header.compressed_page_size] = _costly_snappy(bytes(page), start, len(rows[1]),
+                                                                    header.compressed_page_size)
+    path.write_bytes(bytes(data))
+    assert pq.read_table(path).column("image").to_pylist()[1] == b"A" * len(rows[1])  # pyarrow reads it
+    limit = 4 << 20 if allowance == "read" else 1 << 20
+    got = list(parquet_values.chunk_values(io.BytesIO(bytes(data)), chunk, 4, 1, True, limit, whole=0))
+    assert got[0] == small[0] and all(isinstance(g, parquet_values.Refused) for g in got[1:]), got
+    assert all(g.why and "too large" not in g.why for g in got[2:])
+    assert got[1] == (parquet_values.Refused(len(rows[1])) if allowance == "refused" else got[2])
+    # paged, and its page (4 MB stored and decoded) over half a row's allowance: decoded as read
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 10 << 20 if allowance == "read" else 4 << 20)
+    items = _items(tmp_path)
+    assert [getattr(i, "reason", None) for i in items] == [
+        None, "row_group_too_large" if allowance == "refused" else "parquet_value_too_costly",
+        "parquet_value_too_costly", "parquet_value_too_costly"], [getattr(i, "detail", "") for i in items]
+    assert items[0].data == small[0]
+
+
+def test_runs_of_one_element_are_decoded_at_once():
+    """pyarrow's snappy of 600 KB of zeros and of a flat-colour bitmap's pixels: a few elements a
+    64 KiB block (its copies of 64 bytes one run), decoded to the same bytes."""
+    for data in (bytes(600_000), bytes([10, 200, 30]) * 200_000):
+        raw = pa.compress(data, codec="snappy", asbytes=True)
+        stream = parquet_values._Snappy(parquet_values._Region(io.BytesIO(raw), 0, len(raw)), len(data))
+        assert stream.read(len(data)) == data
+        assert stream.cost.steps < 10 * (len(data) // parquet_values.SNAPPY_WINDOW + 1), stream.cost.steps
