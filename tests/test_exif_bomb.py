@@ -301,16 +301,22 @@ def test_exif_segments_behind_jpg_markers_pillow_reads_without_a_length_are_coun
     assert few.value.reason == "decode_error"
 
 
+def _tifffile_with_entries(entries: int, block: int, **written) -> bytearray:
+    """An 8 x 8 grey TIFF as tifffile writes it (`written`: its byte order, BigTIFF or not), its IFD0
+    also holding one UNDEFINED entry 0x9000 of `block` bytes and `entries` - 1 more of 9 bytes."""
+    extra = [(0x9000, 7, block, bytes(block), False)] + [(0x9001 + i, 7, 9, bytes(9), False)
+                                                         for i in range(entries - 1)]
+    out = io.BytesIO()
+    tifffile.imwrite(out, np.arange(64, dtype=np.uint8).reshape(8, 8), photometric="minisblack",
+                     extratags=extra if entries else [], **written)
+    return bytearray(out.getvalue())
+
+
 def _bigtiff_with_ifd_entries(entries: int, block: int) -> bytes:
     """An 8 x 8 grey BigTIFF as tifffile writes it (`bigtiff=True`), its IFD0 also holding one
     UNDEFINED entry of `block` bytes and `entries` - 1 more, each then pointed at that block (20-byte
     entries, 8-byte counts and offsets: BigTIFF's layout)."""
-    extra = [(0x9000, 7, block, bytes(block), False)] + [(0x9001 + i, 7, 9, bytes(9), False)
-                                                         for i in range(entries - 1)]
-    out = io.BytesIO()
-    tifffile.imwrite(out, np.arange(64, dtype=np.uint8).reshape(8, 8), bigtiff=True, photometric="minisblack",
-                     extratags=extra if entries else [])
-    data = bytearray(out.getvalue())
+    data = _tifffile_with_entries(entries, block, bigtiff=True)
     assert data[:4] == b"II+\x00"
     ifd = struct.unpack_from("<Q", data, 8)[0]
     rows = [ifd + 8 + 20 * i for i in range(struct.unpack_from("<Q", data, ifd)[0])]
@@ -467,12 +473,7 @@ def test_an_avif_or_heif_exif_item_is_judged_before_it_is_opened(tmp_path, monke
 def _tifffile_bomb(byteorder: str, entries: int, block: int) -> bytes:
     """An 8 x 8 grey TIFF as tifffile writes it in `byteorder`, its IFD0 also holding one UNDEFINED
     entry of `block` bytes and `entries` - 1 more, each then pointed at that block."""
-    extra = [(0x9000, 7, block, bytes(block), False)] + [(0x9001 + i, 7, 9, bytes(9), False)
-                                                         for i in range(entries - 1)]
-    out = io.BytesIO()
-    tifffile.imwrite(out, np.arange(64, dtype=np.uint8).reshape(8, 8), byteorder=byteorder, photometric="minisblack",
-                     extratags=extra if entries else [])
-    data = bytearray(out.getvalue())
+    data = _tifffile_with_entries(entries, block, byteorder=byteorder)
     ifd = struct.unpack_from(byteorder + "I", data, 4)[0]
     rows = [ifd + 2 + 12 * i for i in range(struct.unpack_from(byteorder + "H", data, ifd)[0])]
     tag = lambda at: struct.unpack_from(byteorder + "H", data, at)[0]  # noqa: E731

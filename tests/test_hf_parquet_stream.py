@@ -6,29 +6,18 @@ group of 130 photos of 2.9 MB each lost every row), and img2dataset writes 100 r
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
 from sources import hf_parquet
 from sources.laion import LaionSource
 from sources.records import ImageRecord, Reject
 
-HF_METADATA = {b"huggingface": json.dumps({"info": {"features": {
-    "image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"}}}}).encode()}
+from parquet_makers import HF_METADATA, noise_photo as _photo
 
-
-def _photo(seed: int, size: int) -> bytes:
-    """A JPEG of noise (incompressible, as a photo's bytes are to parquet's codec)."""
-    out = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
-        out, "JPEG", quality=92)
-    return out.getvalue()
 
 
 def _datasets_parquet(path: Path, pictures: list[bytes], row_group_size: int) -> list[dict]:

@@ -9,7 +9,6 @@ over the budget made its whole group a reject. Files come from the real writers:
 from __future__ import annotations
 
 import io
-import json
 import pickle
 import subprocess
 from pathlib import Path
@@ -18,23 +17,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from sources import hf_parquet, parquet_values
 from sources.laion import LaionSource
 from sources.records import ImageRecord, Reject
 
+from parquet_makers import HF_METADATA, noise_photo as _photo
+
 PANDAS_PYTHON = Path(__file__).resolve().parent.parent / ".venv-img2dataset" / "bin" / "python"
-HF_METADATA = {b"huggingface": json.dumps({"info": {"features": {
-    "image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"}}}}).encode()}
-
-
-def _photo(seed: int, size: int) -> bytes:
-    """A JPEG of noise (incompressible, as a photo's bytes are to parquet's codec)."""
-    out = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
-        out, "JPEG", quality=92)
-    return out.getvalue()
 
 
 def _pandas_parquet(path: Path, pictures: list[bytes]) -> None:
