@@ -329,3 +329,33 @@ def test_kitti_frames_without_a_map_list_the_map_folder_once_and_record_their_st
     assert sorted(key[-1] for key in derived) == ["000000_11", "000001_11", "000002_11"]
     assert cv2.imwrite(str(split / "disp_noc_0" / "000500_10.png"), np.full((8, 12), 512, np.uint16))
     assert all(fsio.rederive(key) == value == [] for key, value in derived.items())
+
+
+def test_objaverse_nfd_units_record_their_own_twins_not_the_roots_listing(tmp_path: Path):
+    """rev56h B-1: the NFD folder's twins were looked up once per run with the whole root's listing
+    recorded by the first unit alone: a second NFD unit recorded no twin relation (an NFC `naïve/`
+    added later left it read though it was now a `duplicate_key`), and the first re-rendered when
+    any unrelated object was added. Each unit now records its own name's folders (a derived input)."""
+    import json
+
+    from sources import fsio
+    from uvd_pipeline.unit_manifest import changed_input, input_manifest
+
+    nfd = lambda name: unicodedata.normalize("NFD", name)  # noqa: E731
+    root = tmp_path / "views_release"
+    for name in ("café", "naïve"):
+        _objaverse_object(root / nfd(name))
+    source = ObjaverseSource("obj", str(root), views=4)
+    memo, manifests = {}, {}
+    for unit in source.units():  # one run's memo, as one renderer's units share it
+        with fsio.run_memo(memo), fsio.recording_inputs() as recorded:
+            assert [type(i).__name__ for i in source.read(unit)] == ["MultiViewRecord"]
+        manifests[Path(unit).name] = json.loads(json.dumps(input_manifest(recorded, unit)))
+    _objaverse_object(root / "0a1b")  # an unrelated object downloaded since
+    with fsio.run_memo({}):
+        assert {name: changed_input(m) for name, m in manifests.items()} == {nfd("café"): None, nfd("naïve"): None}
+    _objaverse_object(root / unicodedata.normalize("NFC", "naïve"))  # its NFC twin appears: naïve (NFD) is one now
+    with fsio.run_memo({}):
+        changed = {name: changed_input(m) for name, m in manifests.items()}
+        assert changed[nfd("café")] is None and changed[nfd("naïve")] is not None, changed
+        assert [i.reason for i in source.read(str(root / nfd("naïve")))] == ["duplicate_key"]
