@@ -500,3 +500,45 @@ def test_flags_of_beams_option_classes_and_its_runners_option_classes_are_taken(
     config = parse_config({"output": "out", "sources": [{"name": "web", "type": "laion", "path": "imgs"}],
                            "beam": {"options": list(flags)}})
     assert config.beam.options == flags and check_before_build(config) == []
+
+
+@pytest.mark.parametrize("runner", ["apache_beam.runners.direct.direct_runner.DirectRunner",
+                                    "apache_beam.runners.direct.DirectRunner",
+                                    "apache_beam.runners.portability.fn_api_runner.FnApiRunner",
+                                    "apache_beam.runners.direct.direct_runner.BundleBasedDirectRunner"])
+def test_a_local_runner_named_by_its_dotted_path_refuses_an_unknown_flag(runner: str, tmp_path: Path):
+    """rev56h A-1: the refusal of a flag Beam does not know tested the runner's short name only, so
+    Beam's DirectRunner named by its dotted path got a note ("given it as written, for its job
+    server") and the build ran without the flag, exit 0. A dotted path is resolved to its class:
+    one that is, or subclasses, a runner reading the options with Beam's parser alone is refused."""
+    from uvd_pipeline.build import check_before_build
+    from uvd_pipeline.config import ConfigError, parse_config
+
+    config = parse_config({"output": str(tmp_path / "out"), "sources": [{"name": "web", "type": "laion",
+                                                                          "path": "imgs"}],
+                           "beam": {"runner": runner, "options": ["--temp_locaton=/tmp/x"]}})
+    with pytest.raises(ConfigError, match=re.escape(
+            "beam.options: '--temp_locaton=/tmp/x': Beam knows no flag --temp_locaton (did you mean --temp_location?); "
+            f"{runner} parses the options with Beam's own parser")):
+        check_before_build(config)
+
+
+def test_which_runners_drop_a_flag_beam_does_not_know(tmp_path: Path, monkeypatch):
+    """InteractiveRunner runs on DirectRunner unless given another, so it drops them too; a class of
+    one's own that subclasses DirectRunner does; cluster runners and a path that does not load
+    (refused by `check_runner` after) do not."""
+    from uvd_pipeline.config_beam import drops_unknown_flags
+
+    (tmp_path / "my_runners.py").write_text(
+        "from apache_beam.runners.direct.direct_runner import DirectRunner\n"
+        "from apache_beam.runners.runner import PipelineRunner\n"
+        "class MyDirect(DirectRunner):\n    pass\n"
+        "class MyOwn(PipelineRunner):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    drops = {name: drops_unknown_flags(name) for name in (
+        "DirectRunner", "dask", "InteractiveRunner", "apache_beam.runners.interactive.interactive_runner.InteractiveRunner",
+        "my_runners.MyDirect", "FlinkRunner", "PrismRunner", "my_runners.MyOwn", "no_such_module.Runner")}
+    assert drops == {"DirectRunner": True, "dask": True, "InteractiveRunner": True,
+                     "apache_beam.runners.interactive.interactive_runner.InteractiveRunner": True,
+                     "my_runners.MyDirect": True, "FlinkRunner": False, "PrismRunner": False,
+                     "my_runners.MyOwn": False, "no_such_module.Runner": False}
