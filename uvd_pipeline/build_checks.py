@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from sources import fsio
-from uvd_pipeline.build_runner import _dask_runner
+from uvd_pipeline.build_runner import _dask_runner, check_dask_extra
 from uvd_pipeline.config import BuildConfig, ConfigError
 
 
@@ -194,6 +194,8 @@ def check_flags(config: BuildConfig) -> list[str]:
 
     runner = config.beam.runner
     unknown = unknown_flags(config.beam.options)
+    if unknown and config.beam.is_dask:  # without the extra Dask's own flags are unknown too: say what is missing
+        check_dask_extra()
     if unknown and drops_unknown_flags(runner):
         raise ConfigError(f"beam.options: {unknown_flag_problem(*unknown[0], runner)}")
     known = sorted(beam_flag_names())
