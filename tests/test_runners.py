@@ -562,3 +562,36 @@ def test_a_dask_flag_without_the_dask_extra_names_the_missing_extra(tmp_path: Pa
     said = done.stdout.strip()
     assert said.startswith("beam.runner: dask needs the dask extra (") and "pip install -e '.[dask]'" in said, said
     assert "Beam knows no flag" not in said and "did you mean" not in said, said
+
+
+def test_build_warns_of_a_flag_that_looks_like_a_typo_as_check_notes_it(tmp_path: Path, monkeypatch, caplog):
+    """rev56h A-2: the note on a cluster runner's flag that looks like a typo of Beam's was shown by
+    `check` only: `build` dropped what `check_before_build` returned. Build logs each as a warning,
+    as it does a source's notices (here a runner of one's own that hands the job to DirectRunner)."""
+    import logging
+
+    from PIL import Image
+
+    from uvd_pipeline.cli import main
+
+    (tmp_path / "handing_runner.py").write_text(
+        "from apache_beam.runners.direct.direct_runner import DirectRunner\n"
+        "from apache_beam.runners.runner import PipelineRunner\n"
+        "class Handing(PipelineRunner):\n"
+        "    def run_pipeline(self, pipeline, options):\n"
+        "        return DirectRunner().run_pipeline(pipeline, options)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "imgs" / "a.jpg", quality=90)
+    config_file = tmp_path / "my.yaml"
+    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
+                                           "tokenizer": {"enabled": False},
+                                           "beam": {"runner": "handing_runner.Handing",
+                                                    "options": ["--flink_mastr=flink-host:8081"]},
+                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    with caplog.at_level(logging.WARNING):
+        assert main(["build", str(config_file)]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "beam.options" in r.getMessage()]
+    assert warned == ["beam.options: '--flink_mastr=flink-host:8081': Beam's own option classes define no flag "
+                      "--flink_mastr (did you mean --flink_master?); handing_runner.Handing is given it as written, "
+                      "for its job server or its own options to take"], caplog.text
