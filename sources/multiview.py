@@ -272,6 +272,17 @@ def _folder_twins(root: str) -> dict[str, list[str]]:
             if any(unicode_form(fsio.basename(f)) != "NFC" for f in folders)}
 
 
+@fsio.derived_input
+def folder_twins(root: str, name: str) -> list[str]:
+    """The object folders under `root` whose name is `name` in NFC, in `twin_order`, where one of
+    them is named in another form (none otherwise): recorded as the unit's input for that name
+    alone. The root's listing taken once per run and recorded by the first unit that asked left
+    every later NFD unit without its twins (stale when an NFC twin appeared), and made the first
+    render again when any unrelated object was added."""
+    twins = fsio.once_per_run(("sources.multiview.folder_twins", root), lambda: _folder_twins(root))
+    return twins.get(name, [])
+
+
 @dataclass(frozen=True)
 class ObjaverseSource:
     name: str
@@ -296,8 +307,7 @@ class ObjaverseSource:
         uid = fsio.basename(folder)
         if unicode_form(uid) == "NFC":
             return None
-        twins = fsio.once_per_run(("objaverse_twins", self.path), lambda: _folder_twins(self.path))
-        readable = (f for f in twins.get(nfc(uid), [folder]) if not set_aside_problem(self.path, f)
+        readable = (f for f in folder_twins(self.path, nfc(uid)) or [folder] if not set_aside_problem(self.path, f)
                     and not path_problem(self.path, f, self.follow_links))
         first = next(readable, folder)
         return None if first == folder else first

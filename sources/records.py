@@ -111,15 +111,16 @@ def twin_order(name: str) -> tuple[bool, str]:
     return unicodedata.is_normalized("NFC", name) is False, name
 
 
-def layout_twin_order(name: str, suffixes: tuple[str, ...]) -> tuple[bool, bool, int, str]:
+def layout_twin_order(name: str, suffixes: tuple[str, ...]) -> tuple[bool, int, bool, str]:
     """The sort key of a layout's files of one stem whose extensions differ in case or kind
     (`000.png` beside a stray `000.PNG`, `x.png` beside `x.jpg`), `suffixes` in lower case and in
-    the layout's order: NFC first (`twin_order`), then the extension spelt as the layout spells it
-    (lower case), then by `suffixes`, then by name. By `twin_order` alone `.PNG` sorted before
-    `.png`: the stray copy was read and the file the dataset ships was its `duplicate_key`."""
+    the layout's order: NFC first (`twin_order`), then the extension's kind by `suffixes` in any
+    case (`x.PNG` before `x.jpg`, as `.png` came first before case was judged), then the extension
+    spelt as the layout spells it (lower case), then by name. By `twin_order` alone `.PNG` sorted
+    before `.png`: the stray copy was read and the file the dataset ships was its `duplicate_key`."""
     lowered = name.lower()
     rank = next((i for i, suffix in enumerate(suffixes) if lowered.endswith(suffix)), len(suffixes))
-    return twin_order(name)[0], not name.endswith(suffixes), rank, name
+    return twin_order(name)[0], rank, not name.endswith(suffixes), name
 
 
 def twin_groups(uris: Iterable[str], name: Callable[[str], str],

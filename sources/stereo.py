@@ -87,10 +87,11 @@ def _names_by_stem(folder: str, suffixes: tuple[str, ...]) -> dict[str, list[str
     return index
 
 
-def twin_rank(name: str) -> tuple[bool, bool, int, str]:
+def twin_rank(name: str) -> tuple[bool, int, bool, str]:
     """Which of a frame's left views of one stem is read (the lowest): the one in NFC, then its
-    extension in lower case as KITTI ships it (a stray `x.PNG` is the twin), then `.png`, `.jpg`,
-    `.jpeg` (the views read before `.jpeg` was listed stay read), then by name."""
+    extension's kind in any case, `.png`, `.jpg`, `.jpeg` (the views read before `.jpeg` was listed
+    stay read: `x.PNG` before `x.jpg`), then that extension in lower case as KITTI ships it (a stray
+    `x.PNG` beside `x.png` is the twin), then by name."""
     return layout_twin_order(name, VIEW_SUFFIXES)
 
 

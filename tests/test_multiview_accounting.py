@@ -268,8 +268,8 @@ def test_kitti_views_and_maps_in_any_case_and_jpeg(tmp_path: Path):
     """A disparity map saved `000001_10.PNG` was "no disparity for 000001_10.png" (its path was the
     stem + `.png`), and a `.jpeg` left view was never listed (its right view and map then "no left
     view"). Views are `.png`, `.jpg` or `.jpeg`, maps `.png`, in any case; of a frame's two left
-    views (`x.png` beside a stray `x.PNG`) the first (NFC, then spelt in lower case as KITTI ships
-    it, then `.png` before `.jpg` before `.jpeg`, then by name) is read, the other a
+    views (`x.png` beside a stray `x.PNG`) the first (NFC, then `.png` before `.jpg` before `.jpeg` in
+    any case, then spelt in lower case as KITTI ships it, then by name) is read, the other a
     `duplicate_key` reject: by name alone the stray `x.PNG`, another frame's pixels, was paired
     with `x`'s right view and disparity map."""
     split = tmp_path / "training"
@@ -329,3 +329,57 @@ def test_kitti_frames_without_a_map_list_the_map_folder_once_and_record_their_st
     assert sorted(key[-1] for key in derived) == ["000000_11", "000001_11", "000002_11"]
     assert cv2.imwrite(str(split / "disp_noc_0" / "000500_10.png"), np.full((8, 12), 512, np.uint16))
     assert all(fsio.rederive(key) == value == [] for key, value in derived.items())
+
+
+def test_objaverse_nfd_units_record_their_own_twins_not_the_roots_listing(tmp_path: Path):
+    """rev56h B-1: the NFD folder's twins were looked up once per run with the whole root's listing
+    recorded by the first unit alone: a second NFD unit recorded no twin relation (an NFC `naïve/`
+    added later left it read though it was now a `duplicate_key`), and the first re-rendered when
+    any unrelated object was added. Each unit now records its own name's folders (a derived input)."""
+    import json
+
+    from sources import fsio
+    from uvd_pipeline.unit_manifest import changed_input, input_manifest
+
+    nfd = lambda name: unicodedata.normalize("NFD", name)  # noqa: E731
+    root = tmp_path / "views_release"
+    for name in ("café", "naïve"):
+        _objaverse_object(root / nfd(name))
+    source = ObjaverseSource("obj", str(root), views=4)
+    memo, manifests = {}, {}
+    for unit in source.units():  # one run's memo, as one renderer's units share it
+        with fsio.run_memo(memo), fsio.recording_inputs() as recorded:
+            assert [type(i).__name__ for i in source.read(unit)] == ["MultiViewRecord"]
+        manifests[Path(unit).name] = json.loads(json.dumps(input_manifest(recorded, unit)))
+    _objaverse_object(root / "0a1b")  # an unrelated object downloaded since
+    with fsio.run_memo({}):
+        assert {name: changed_input(m) for name, m in manifests.items()} == {nfd("café"): None, nfd("naïve"): None}
+    _objaverse_object(root / unicodedata.normalize("NFC", "naïve"))  # its NFC twin appears: naïve (NFD) is one now
+    with fsio.run_memo({}):
+        changed = {name: changed_input(m) for name, m in manifests.items()}
+        assert changed[nfd("café")] is None and changed[nfd("naïve")] is not None, changed
+        assert [i.reason for i in source.read(str(root / nfd("naïve")))] == ["duplicate_key"]
+
+
+def test_kitti_left_view_png_in_upper_case_is_read_before_a_jpg(tmp_path: Path):
+    """rev56h B-2: ranking lower-case extensions above the layout's order of kinds made a frame's
+    `x.jpg` win over its `x.PNG` (before, `.png` came before `.jpg` in any case). The kind comes first
+    (case-folded), then the spelling KITTI ships (`x.png` over `x.PNG`), then the name."""
+    from sources.stereo import twin_rank
+
+    split = tmp_path / "training"
+    for folder in ("image_2", "image_3", "disp_noc_0"):
+        (split / folder).mkdir(parents=True)
+    assert cv2.imwrite(str(split / "disp_noc_0" / "000000_10.png"), np.full((8, 12), 512, np.uint16))
+    assert cv2.imwrite(str(split / "image_2" / "000000_10.PNG"), np.full((8, 12, 3), 40, np.uint8))
+    assert cv2.imwrite(str(split / "image_2" / "000000_10.jpg"), np.full((8, 12, 3), 200, np.uint8))
+    assert cv2.imwrite(str(split / "image_3" / "000000_10.png"), np.full((8, 12, 3), 45, np.uint8))
+    items = _read_all(StereoSource("k", str(tmp_path)))
+    pairs = [i for i in items if isinstance(i, PairRecord)]
+    assert [Path(p.image_uri).name for p in pairs] == ["000000_10.PNG"] * 2
+    assert cv2.imread(pairs[0].image_uri)[0, 0].tolist() == [40, 40, 40]
+    assert [(i.reason, i.input) for i in items if isinstance(i, Reject)] == [
+        ("duplicate_key", "training/image_2/000000_10.jpg")]
+    names = ["x.jpeg", "x.jpg", "x.JPG", "x.PNG", "x.png", unicodedata.normalize("NFD", "é.png")]
+    assert sorted(names, key=twin_rank) == ["x.png", "x.PNG", "x.jpg", "x.JPG", "x.jpeg",
+                                            unicodedata.normalize("NFD", "é.png")]

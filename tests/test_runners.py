@@ -500,3 +500,98 @@ def test_flags_of_beams_option_classes_and_its_runners_option_classes_are_taken(
     config = parse_config({"output": "out", "sources": [{"name": "web", "type": "laion", "path": "imgs"}],
                            "beam": {"options": list(flags)}})
     assert config.beam.options == flags and check_before_build(config) == []
+
+
+@pytest.mark.parametrize("runner", ["apache_beam.runners.direct.direct_runner.DirectRunner",
+                                    "apache_beam.runners.direct.DirectRunner",
+                                    "apache_beam.runners.portability.fn_api_runner.FnApiRunner",
+                                    "apache_beam.runners.direct.direct_runner.BundleBasedDirectRunner"])
+def test_a_local_runner_named_by_its_dotted_path_refuses_an_unknown_flag(runner: str, tmp_path: Path):
+    """rev56h A-1: the refusal of a flag Beam does not know tested the runner's short name only, so
+    Beam's DirectRunner named by its dotted path got a note ("given it as written, for its job
+    server") and the build ran without the flag, exit 0. A dotted path is resolved to its class:
+    one that is, or subclasses, a runner reading the options with Beam's parser alone is refused."""
+    from uvd_pipeline.build import check_before_build
+    from uvd_pipeline.config import ConfigError, parse_config
+
+    config = parse_config({"output": str(tmp_path / "out"), "sources": [{"name": "web", "type": "laion",
+                                                                          "path": "imgs"}],
+                           "beam": {"runner": runner, "options": ["--temp_locaton=/tmp/x"]}})
+    with pytest.raises(ConfigError, match=re.escape(
+            "beam.options: '--temp_locaton=/tmp/x': Beam knows no flag --temp_locaton (did you mean --temp_location?); "
+            f"{runner} parses the options with Beam's own parser")):
+        check_before_build(config)
+
+
+def test_which_runners_drop_a_flag_beam_does_not_know(tmp_path: Path, monkeypatch):
+    """InteractiveRunner runs on DirectRunner unless given another, so it drops them too; a class of
+    one's own that subclasses DirectRunner does; cluster runners and a path that does not load
+    (refused by `check_runner` after) do not."""
+    from uvd_pipeline.config_beam import drops_unknown_flags
+
+    (tmp_path / "my_runners.py").write_text(
+        "from apache_beam.runners.direct.direct_runner import DirectRunner\n"
+        "from apache_beam.runners.runner import PipelineRunner\n"
+        "class MyDirect(DirectRunner):\n    pass\n"
+        "class MyOwn(PipelineRunner):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    drops = {name: drops_unknown_flags(name) for name in (
+        "DirectRunner", "dask", "InteractiveRunner", "apache_beam.runners.interactive.interactive_runner.InteractiveRunner",
+        "my_runners.MyDirect", "FlinkRunner", "PrismRunner", "my_runners.MyOwn", "no_such_module.Runner")}
+    assert drops == {"DirectRunner": True, "dask": True, "InteractiveRunner": True,
+                     "apache_beam.runners.interactive.interactive_runner.InteractiveRunner": True,
+                     "my_runners.MyDirect": True, "FlinkRunner": False, "PrismRunner": False,
+                     "my_runners.MyOwn": False, "no_such_module.Runner": False}
+
+
+def test_a_dask_flag_without_the_dask_extra_names_the_missing_extra(tmp_path: Path):
+    """rev56h A-3: without the dask extra Dask's own flags are unknown to Beam's parser, so
+    `--dask_connection_timeout=30` with runner: dask was refused as a flag Beam does not know
+    (pointing at another flag) before anything said the extra was missing. Said now, with how to
+    install it. (A module set to None in sys.modules is one Python cannot import, as when absent.)"""
+    config = {"output": str(tmp_path / "out"), "sources": [{"name": "web", "type": "laion", "path": "imgs"}],
+              "beam": {"runner": "dask", "options": ["--dask_connection_timeout=30"]}}
+    code = ("import sys; sys.modules.update(dask=None, distributed=None)\n"
+            "from uvd_pipeline.build import check_before_build\n"
+            "from uvd_pipeline.config import ConfigError, parse_config\n"
+            f"try:\n    check_before_build(parse_config({config!r}))\n"
+            "except ConfigError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    said = done.stdout.strip()
+    assert said.startswith("beam.runner: dask needs the dask extra (") and "pip install -e '.[dask]'" in said, said
+    assert "Beam knows no flag" not in said and "did you mean" not in said, said
+
+
+def test_build_warns_of_a_flag_that_looks_like_a_typo_as_check_notes_it(tmp_path: Path, monkeypatch, caplog):
+    """rev56h A-2: the note on a cluster runner's flag that looks like a typo of Beam's was shown by
+    `check` only: `build` dropped what `check_before_build` returned. Build logs each as a warning,
+    as it does a source's notices (here a runner of one's own that hands the job to DirectRunner)."""
+    import logging
+
+    from PIL import Image
+
+    from uvd_pipeline.cli import main
+
+    (tmp_path / "handing_runner.py").write_text(
+        "from apache_beam.runners.direct.direct_runner import DirectRunner\n"
+        "from apache_beam.runners.runner import PipelineRunner\n"
+        "class Handing(PipelineRunner):\n"
+        "    def run_pipeline(self, pipeline, options):\n"
+        "        return DirectRunner().run_pipeline(pipeline, options)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "imgs" / "a.jpg", quality=90)
+    config_file = tmp_path / "my.yaml"
+    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
+                                           "tokenizer": {"enabled": False},
+                                           "beam": {"runner": "handing_runner.Handing",
+                                                    "options": ["--flink_mastr=flink-host:8081"]},
+                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    with caplog.at_level(logging.WARNING):
+        assert main(["build", str(config_file)]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "beam.options" in r.getMessage()]
+    assert warned == ["beam.options: '--flink_mastr=flink-host:8081': Beam's own option classes define no flag "
+                      "--flink_mastr (did you mean --flink_master?); handing_runner.Handing is given it as written, "
+                      "for its job server or its own options to take"], caplog.text

@@ -134,6 +134,13 @@ def _sweep_if_interrupted(output: str) -> Callable[..., bool]:
     return sweep
 
 
+def warn_of(notices: list[str]) -> None:
+    """Log the notes `check` prints of the runner's options (a flag that looks like a typo of one
+    Beam knows, given as written to a cluster runner): a build dropped them unsaid."""
+    for notice in notices:
+        log.warning("%s", notice)
+
+
 def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, retokenize: bool, verify: bool,
                lock) -> BuildResult:
     from uvd_pipeline.early_render import rendering_early
@@ -148,7 +155,7 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
 
         if not config.tokenizer.enabled:
             raise ConfigError("--retokenize needs tokenizer.enabled: true")
-        check_before_build(config)
+        warn_of(check_before_build(config))
         check_tokenizer(config)
         if not fsio.exists(config.output):  # a mistyped output: refused before its folder and lock are made
             raise ConfigError(f"--retokenize: {config.output} does not exist; build it first (without --retokenize)")
@@ -166,7 +173,7 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
                            distributions=run_distributions(result), metrics=metrics_reported(result),
                            workers_failed=workers_failed_to_start(result))
         return BuildResult(summary, fsio.join(config.output, SUMMARY_FILE))
-    check_before_build(config)
+    warn_of(check_before_build(config))  # what `check` notes of the runner's options
     with schemas_read_once():  # a parquet's footer read once by the units' planning and the notices
         units = list_units(config)  # source errors: they name the field the user wrote
         notices = source_notices(config)  # said now, and in the summary (the input read once for them)

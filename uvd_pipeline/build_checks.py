@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from sources import fsio
-from uvd_pipeline.build_runner import _dask_runner
+from uvd_pipeline.build_runner import _dask_runner, check_dask_extra
 from uvd_pipeline.config import BuildConfig, ConfigError
 
 
@@ -184,17 +184,19 @@ def check_before_build(config: BuildConfig) -> list[str]:
 
 def check_flags(config: BuildConfig) -> list[str]:
     """Options whose flag Beam's option classes do not define (`--runne=DataflowRunner`): refused
-    for a runner that drops them (`FLAG_DROPPING_RUNNERS`: the local runner, Dask's), a note for
+    for a runner that drops them (`drops_unknown_flags`: the local runner, Dask's, by name or path), a note for
     one close to a known flag elsewhere (a cluster runner takes its job server's own flags). Here,
     not in the config's check, since it imports Beam (a second), as the build does anyway."""
     if not config.beam.options:
         return []
-    from uvd_pipeline.config_beam import (FLAG_DROPPING_RUNNERS, beam_flag_names, typo_of, unknown_flag_problem,
+    from uvd_pipeline.config_beam import (beam_flag_names, drops_unknown_flags, typo_of, unknown_flag_problem,
                                           unknown_flags)
 
     runner = config.beam.runner
     unknown = unknown_flags(config.beam.options)
-    if runner in FLAG_DROPPING_RUNNERS and unknown:
+    if unknown and config.beam.is_dask:  # without the extra Dask's own flags are unknown too: say what is missing
+        check_dask_extra()
+    if unknown and drops_unknown_flags(runner):
         raise ConfigError(f"beam.options: {unknown_flag_problem(*unknown[0], runner)}")
     known = sorted(beam_flag_names())
     return [f"beam.options: {unknown_flag_problem(flag, guess, runner)}" for flag, guess in unknown

@@ -49,13 +49,18 @@ def make_runner(config: BuildConfig, options):
     return local_runner(options)
 
 
-def _dask_runner(shuffle_partitions: int, memory_limit: str | None = None):
+def check_dask_extra() -> None:
+    """Refuse `runner: dask` where the dask extra does not import, saying how to install it."""
     try:
         import apache_beam.runners.dask.dask_runner  # noqa: F401
         import distributed  # noqa: F401  (the runner imports it lazily and fails late without it)
     except ImportError as exc:
         raise ConfigError(f"beam.runner: dask needs the dask extra ({exc}); install it with "
                           "pip install -e '.[dask]'") from None
+
+
+def _dask_runner(shuffle_partitions: int, memory_limit: str | None = None):
+    check_dask_extra()
     from uvd_pipeline.dask_cluster import bounded_dask_runner
 
     return bounded_dask_runner(shuffle_partitions, memory_limit)

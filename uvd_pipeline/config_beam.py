@@ -114,8 +114,39 @@ _BEAM_FLAG_NAMES: frozenset[str] | None = None
 # (a "Discarding unparseable args" warning line) and runs without it. Every other runner keeps or passes
 # on such a flag: PortableRunner (Flink's, Spark's) adds its job server's flags to the parser when it runs
 # (`--checkpointing_interval`, `--object_reuse`), an uber jar, Prism and Dataflow forward unknown flags.
+# InteractiveRunner runs on DirectRunner unless given another (Beam makes it by name with none).
 FLAG_DROPPING_RUNNERS = frozenset({"DirectRunner", "dask", "BundleBasedDirectRunner", "SwitchingDirectRunner",
-                                   "FnApiRunner", "TestDirectRunner"})
+                                   "FnApiRunner", "TestDirectRunner", "InteractiveRunner"})
+
+
+def drops_unknown_flags(runner: str) -> bool:
+    """Whether `runner` (as `beam.runner` holds it) reads the options with Beam's parser alone: a name
+    of `FLAG_DROPPING_RUNNERS`, or a dotted path whose class is, or subclasses, one of theirs (Beam's
+    DirectRunner by its path `apache_beam.runners.direct.DirectRunner` got a cluster runner's note and
+    the build ran without the flag, exit 0). A path that does not load is `check_runner`'s to refuse."""
+    if runner in FLAG_DROPPING_RUNNERS:
+        return True
+    if runner in RUNNER_NAMES or not re.match(DOTTED_PATH, runner):
+        return False
+    paths = [RUNNER_NAMES[name] for name in sorted(FLAG_DROPPING_RUNNERS) if name in RUNNER_NAMES]
+    if runner in paths:  # InteractiveRunner's module needs pandas: known without loading it
+        return True
+    runner_class = _loaded_class(runner)
+    if not isinstance(runner_class, type):
+        return False
+    dropping = tuple(cls for cls in map(_loaded_class, paths) if isinstance(cls, type))
+    return issubclass(runner_class, dropping)
+
+
+def _loaded_class(path: str) -> object | None:
+    """The object a dotted path names, None where its module does not load or lacks it."""
+    import importlib
+
+    module_name, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name, None)
+    except Exception:  # noqa: BLE001 a missing extra or a misspelt module: check_runner says which
+        return None
 
 
 def unknown_flags(flags: Sequence[str]) -> list[tuple[str, str | None]]:
@@ -138,13 +169,13 @@ TYPO_CUTOFF = 0.85  # --flink_mastr / --flink_master 0.96, --object_reuse / --pr
 
 def unknown_flag_problem(flag: str, guess: str | None, runner: str) -> str:
     """What is said of an option whose flag Beam's option classes do not define: a refusal for a runner
-    of `FLAG_DROPPING_RUNNERS` (`--runne=DataflowRunner`: the build ran locally, exit 0), a note for
+    that drops it (`drops_unknown_flags`: `--runne=DataflowRunner`: the build ran locally, exit 0), a note for
     any other, which is given the flag as written (a job server's flag, or a typo of Beam's)."""
     name = flag.split("=", 1)[0]
     hint = f"did you mean {guess}?" if guess else "no flag Beam knows is close"
     if guess == "--runner":
         hint += " name the runner as beam.runner, with runner: NAME in the beam section or build --runner NAME"
-    if runner in FLAG_DROPPING_RUNNERS:
+    if drops_unknown_flags(runner):
         return (f"{flag!r}: Beam knows no flag {name} ({hint}); {runner} parses the options with Beam's own "
                 "parser, which sets a flag it does not know aside (a warning line in the log), and the build would "
                 "run without it")
