@@ -143,11 +143,7 @@ def test_readme_cluster_commands_name_the_runner_they_run_on(tmp_path: Path):
     from uvd_pipeline.build import check_runner, make_runner
     from uvd_pipeline.cli import build_overrides, parser
 
-    (tmp_path / "imgs").mkdir()
-    config_file = tmp_path / "my.yaml"
-    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
-                                           "tokenizer": {"enabled": False},
-                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    config_file = _empty_laion_config(tmp_path)
     commands = _readme_runner_commands()
     named = [next(word.split("=")[-1] for word in argv if word.endswith("Runner")) for argv in commands]
     assert sorted(named) == ["DataflowRunner", "FlinkRunner", "SparkRunner"]
@@ -186,6 +182,16 @@ SPACED = ("beam.options: '--project my-project': a flag and its value apart by a
           "Beam as no flag at all and dropped in silence; write '--project=my-project'")
 
 
+def _empty_laion_config(tmp_path: Path) -> Path:
+    """`my.yaml`: one laion source over an empty `imgs/`, tokenizer off, output `out/` (unwritten)."""
+    (tmp_path / "imgs").mkdir()
+    config_file = tmp_path / "my.yaml"
+    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
+                                           "tokenizer": {"enabled": False},
+                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    return config_file
+
+
 def _refused_in_config_and_on_the_command_line(flags: list[str], refusal: str, tmp_path: Path, capsys) -> str:
     """Beam options `flags` refused by the config's check (`refusal`) and by `build --beam-option`
     (exit 2): the command's stderr."""
@@ -195,11 +201,7 @@ def _refused_in_config_and_on_the_command_line(flags: list[str], refusal: str, t
     with pytest.raises(ConfigError, match=re.escape(refusal)):
         parse_config({"output": "out", "sources": [{"name": "web", "type": "laion", "path": "imgs"}],
                       "beam": {"options": flags}})
-    (tmp_path / "imgs").mkdir()
-    config_file = tmp_path / "my.yaml"
-    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
-                                           "tokenizer": {"enabled": False},
-                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    config_file = _empty_laion_config(tmp_path)
     assert main(["build", str(config_file), *(f"--beam-option={flag}" for flag in flags)]) == 2
     return capsys.readouterr().err
 
@@ -230,11 +232,7 @@ def test_runner_as_a_beam_option_flag_is_refused_before_the_build(tmp_path: Path
     """`build --beam-option=--runner=FlinkRunner` ran the build locally and exited 0."""
     from uvd_pipeline.cli import main
 
-    (tmp_path / "imgs").mkdir()
-    config_file = tmp_path / "my.yaml"
-    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
-                                           "tokenizer": {"enabled": False},
-                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    config_file = _empty_laion_config(tmp_path)
     code = main(["build", str(config_file), "--beam-option=--runner=FlinkRunner",
                  "--beam-option=--flink_master=flink-host:8081"])
     err = capsys.readouterr().err
@@ -302,11 +300,7 @@ def test_options_a_runner_refuses_are_one_error_line_before_anything_is_written(
     in Beam's 25-line "Pipeline has validations errors" traceback, exit 1."""
     from uvd_pipeline.cli import main
 
-    (tmp_path / "imgs").mkdir()
-    config_file = tmp_path / "my.yaml"
-    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
-                                           "tokenizer": {"enabled": False},
-                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    config_file = _empty_laion_config(tmp_path)
     code = main(["build", str(config_file), "--runner", "DataflowRunner", "--beam-option=--temp_location=gs://b/tmp",
                  "--beam-option=--region=europe-west4"])
     err = capsys.readouterr().err
@@ -403,11 +397,7 @@ def test_a_flag_beam_does_not_know_is_refused_naming_the_closest(flags: list[str
                                                                           "path": "imgs"}], "beam": {"options": flags}})
     with pytest.raises(ConfigError, match=re.escape(refusal)):
         check_before_build(config)
-    (tmp_path / "imgs").mkdir()
-    config_file = tmp_path / "my.yaml"
-    config_file.write_text(yaml.safe_dump({"version": 1, "output": str(tmp_path / "out"),
-                                           "tokenizer": {"enabled": False},
-                                           "sources": [{"name": "web", "type": "laion", "path": "imgs"}]}))
+    config_file = _empty_laion_config(tmp_path)
     assert main(["build", str(config_file), *(f"--beam-option={flag}" for flag in flags)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and refusal in err and err.count("error:") == 1, err
