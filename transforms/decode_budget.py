@@ -12,7 +12,7 @@ from PIL import Image
 
 from transforms import hdr
 from transforms.errors import DecodeError
-from transforms.exif_ifd import PILLOW_TIFF_FILE, STRICT_EXIF, TIFF_HEADS, ifd0_copied_bytes
+from transforms.exif_ifd import PILLOW_TIFF_FILE, STRICT_EXIF, ifd0_copied_bytes
 from transforms.headers import (
     avif_planes,
     AppSegments,
@@ -30,6 +30,7 @@ from transforms.icc_tables import held_bytes
 from transforms.pillow_open import check_exif_segments
 from transforms.image_colour import _wide_colour, hdr_colour
 from transforms.rgb_array import STRIP_PIXELS
+from transforms.tiff_head import tiff_head
 
 
 # bytes a pixel takes in Pillow's buffer, by mode (Pillow pads 3-channel and 2-channel modes to 4)
@@ -240,7 +241,7 @@ def check_header_held(data: bytes, budget: int, header: JpegHeader | None = None
         held = _segments_held(segments.segments, segments.payload)
         copied = ifd0_copied_bytes(header.exif)
         kind = "JPEG"
-    elif data[:4] in TIFF_HEADS:  # a TIFF or BigTIFF, by any header Pillow's open takes
+    elif tiff_head(data):  # a TIFF or BigTIFF, by any header Pillow's open takes
         held, copied, kind = Held(), 2 * ifd0_copied_bytes(data, PILLOW_TIFF_FILE), "TIFF"
     elif data[4:8] == b"ftyp":
         kind, held = _heif_exif_held(data, budget)

@@ -15,13 +15,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from transforms.tiff_head import TIFF_HEADS, first_ifd, tiff_head
+
 EXIF_ORIENTATION = 0x0112
 _EXIF_PREFIX = b"Exif\x00\x00"  # a JPEG's APP1 (and some PNGs' eXIf, WebPs' EXIF) before the TIFF header
-# the first bytes of a TIFF structure Pillow reads, and their byte order (TiffImagePlugin.PREFIXES:
-# MM*\0 and II\0* it takes as "invalid TIFF header, assume ..."); it walks one as a BigTIFF only where
-# the third byte is 0x2B (`ImageFileDirectory_v2`), so MM\0+ is walked as a classic TIFF
-TIFF_HEADS = {b"II*\x00": "little", b"MM\x00*": "big", b"MM*\x00": "big", b"II\x00*": "little",
-              b"MM\x00+": "big", b"II+\x00": "little"}
 # the ones browsers, libexif and libavif read an EXIF from (libavif refuses an AVIF whose Exif item
 # has another: "Invalid Exif payload", before Pillow loads anything)
 _STRICT_HEADS = {b"II*\x00": "little", b"MM\x00*": "big"}
@@ -65,11 +62,10 @@ def _ifd0(raw: bytes | bytearray, reader: IfdReader) -> _Ifd0 | None:
         raw = raw[len(_EXIF_PREFIX):]
         if not reader.prefixes:
             break
-    order = reader.heads.get(bytes(raw[:4]))
-    big = raw[2:3] == b"+"
-    if order is None or (big and not reader.bigtiff) or len(raw) < (16 if big else 10):
+    head = tiff_head(raw) if bytes(raw[:4]) in reader.heads else None
+    if head is None or (head.big and not reader.bigtiff) or len(raw) < (16 if head.big else 10):
         return None
-    ifd = int.from_bytes(raw[8:16] if big else raw[4:8], order)
+    order, big, ifd = head.order, head.big, first_ifd(raw, head)
     counted, entry = (8, 20) if big else (2, 12)
     if not 8 <= ifd <= len(raw) - counted:
         return None

@@ -27,6 +27,7 @@ from fractions import Fraction
 from typing import NamedTuple
 
 from transforms.deflate_strips import BoundedInflate
+from transforms.tiff_head import TiffHead, first_ifd, tiff_head, tiff_layout
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ICO_MAGIC = b"\x00\x00\x01\x00"
@@ -540,7 +541,6 @@ _PNM_FIELD = re.compile(rb"(?:\s|#[^\n]*\n)+(\d{1,9})")
 _PNM_HEAD = 4096  # bytes of a PGM's or PPM's header read, its comments included
 _PNM_MAXVAL = 65535
 _BMP_RLE = (1, 2)  # a BMP's biCompression: RLE8, RLE4
-_TIFF_ORDER = {b"II*\x00": "little", b"MM\x00*": "big"}
 
 
 def declared_length(data: bytes) -> int | None:
@@ -558,10 +558,11 @@ def declared_length(data: bytes) -> int | None:
         return 8 + int.from_bytes(data[4:8], "little")
     if data[4:8] == b"ftyp":
         return _boxes_end(data)
-    if data[:4] in _TIFF_ORDER and len(data) >= 8:
-        return _tiff_ifd_end(data, _TIFF_ORDER[data[:4]])
-    if data[:4] in _BIGTIFF_ORDER and data[4:8] in (b"\x08\x00\x00\x00", b"\x00\x08\x00\x00"):  # 8-byte offsets
-        return _tiff_ifd_end(data, _BIGTIFF_ORDER[data[:4]], big=True) if len(data) >= 16 else 16
+    tiff = tiff_layout(data)  # by every header Pillow's open takes, as the writer laid the file out
+    if tiff and tiff.big and len(data) >= 8:
+        return _tiff_ifd_end(data, tiff.order, big=True) if len(data) >= 16 else 16
+    if tiff and len(data) >= 8:
+        return _tiff_ifd_end(data, tiff.order)
     if data[:2] == b"BM" and int.from_bytes(data[14:18], "little") in _DIB_HEADERS:  # not a text "BM...":
         return _bmp_length(data)
     if data[:2] in (b"P5", b"P6"):
@@ -765,13 +766,10 @@ def tiff_ifd_in_zeros(data: bytes) -> int | None:
     (libtiff, Pillow, ImageMagick and GDAL write the IFD after the pixels: a download cut before
     it and padded with zeros to its length, as a failed one leaves it), else None; not one in a
     writer's last few zero bytes (an IFD offset damaged to point there)."""
-    order = _TIFF_ORDER.get(data[:4])
-    big = order is None and data[:4] in _BIGTIFF_ORDER
-    if big:
-        order = _BIGTIFF_ORDER[data[:4]]
-    if order is None or len(data) < 16:
+    head = tiff_layout(data)
+    if head is None or len(data) < 16:
         return None
-    ifd = int.from_bytes(data[8:16] if big else data[4:8], order)
+    ifd = first_ifd(data, head)
     return ifd if 8 <= ifd <= len(data) - 16 and not data[ifd:].strip(b"\x00") else None  # an IFD holds 18 or more
 
 
@@ -1174,9 +1172,10 @@ def camera_raw(data: bytes) -> str | None:
     for magic, name in _RAW_MAGICS:
         if data.startswith(magic):
             return name
-    order = _TIFF_ORDER.get(data[:4])
-    if order is None or len(data) < 8:
+    head = tiff_layout(data)
+    if head is None or head.big or len(data) < 8:
         return None
+    order = head.order
     if data[8:10] == b"CR" and data[10:11] == b"\x02":
         return "CR2 (Canon camera raw)"
     pending, seen, raw, make = [int.from_bytes(data[4:8], order)], set(), False, ""
@@ -1299,10 +1298,6 @@ def png_frames(data: bytes, steps: int = PAGE_WALK_STEPS) -> Pages:
     return Pages(max(frames + (1 if default_image and frames else 0), 1), steps > 0)
 
 
-# BigTIFF (Pillow reads it): its first IFD's offset, and the bytes of an IFD's entry count, one entry, its next offset
-_BIGTIFF_ORDER = {b"II+\x00": "little", b"MM\x00+": "big"}
-
-
 def _next_ifd(data: bytes, pos: int, order: str, big: bool) -> int:
     """The offset of the IFD after the one at `pos` in a TIFF's (or BigTIFF's) chain, by its entry
     count and next offset; 0 when the chain ends there (an offset of 0, or of no place an IFD's
@@ -1321,13 +1316,16 @@ def tiff_values(data: bytes) -> int:
     found; over 2**20 entries: their count). Pillow's `Image.open` parses each into a Python int of a tuple, and, for an
     uncompressed one, makes a tile of each strip: a 40 MB TIFF Pillow wrote of 2 x 4,000,000 pixels
     a row a strip (`tiffinfo={278: 1}`) took 1.59 GB and 14 CPU-s to open, no pixel budget
-    passed (8 Mpx). Read from the header alone, a few bytes an entry."""
-    order, big = _TIFF_ORDER.get(data[:4]), False
-    if order is None:
-        order, big = _BIGTIFF_ORDER.get(data[:4]), True
-    if order is None or len(data) < 16:
-        return 0
-    ifd = int.from_bytes(data[8:16] if big else data[4:8], order)
+    passed (8 Mpx). Read from the header alone, a few bytes an entry: as Pillow reads it (`tiff_head`:
+    behind any header it takes), or as the writer laid it out where that holds more (`tiff_layout`:
+    a big-endian BigTIFF's strips, weighed as before)."""
+    heads = {tiff_head(data), tiff_layout(data)} - {None}
+    return max((_ifd_numbers(data, head) for head in heads), default=0) if len(data) >= 16 else 0
+
+
+def _ifd_numbers(data: bytes, head: TiffHead) -> int:
+    """How many numbers the entries of the first IFD hold, the header read as `head` (`tiff_values`)."""
+    order, big, ifd = head.order, head.big, first_ifd(data, head)
     width, size = (8, 20) if big else (2, 12)
     if not 8 <= ifd <= len(data) - width:
         return 0
@@ -1347,12 +1345,10 @@ def tiff_pages(data: bytes, steps: int = PAGE_WALK_STEPS) -> Pages:
     offset: a loop back to an IFD seen before counts its distinct IFDs. Loops are found by Brent's
     algorithm, in constant memory (a set of the offsets seen took about 64 MiB for a 6 MiB chain
     of a million empty IFDs), at most `steps` IFDs read before the count is a lower bound."""
-    order, big = _TIFF_ORDER.get(data[:4]), False
-    if order is None:
-        order, big = _BIGTIFF_ORDER.get(data[:4]), True
-    if order is None or len(data) < 16:
+    head = tiff_layout(data)
+    if head is None or len(data) < 16:
         return Pages()
-    first = int.from_bytes(data[8:16] if big else data[4:8], order)
+    order, big, first = head.order, head.big, first_ifd(data, head)
     if not 8 <= first <= len(data) - (8 if big else 2):
         return Pages()
     tortoise, hare, walked, power, cycle = first, _next_ifd(data, first, order, big), 1, 1, 1
@@ -1386,10 +1382,11 @@ def tiff_samples(data: bytes) -> str | None:
     """What a TIFF's first page declares of its samples, in words ("32-bit floating-point RGB"):
     its BitsPerSample, SampleFormat (TIFF 6.0 section 19) and PhotometricInterpretation, for the
     reject of a layout Pillow cannot read. None when it is no TIFF or declares no bits."""
-    order = _TIFF_ORDER.get(data[:4])
-    if order is None or len(data) < 8:
+    head = tiff_layout(data)
+    if head is None or head.big or len(data) < 8:
         return None
-    entries, _ = _tiff_ifd(data, int.from_bytes(data[4:8], order), order)
+    order = head.order
+    entries, _ = _tiff_ifd(data, first_ifd(data, head), order)
     bits = _tiff_values(data, entries[_BITS_PER_SAMPLE], order)[:1] if _BITS_PER_SAMPLE in entries else []
     if not bits:
         return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from transforms.errors import DecodeError
 from transforms.headers import (JPEG_LS_SOF, camera_raw, coded_data_in_zeros, declared_length, jpeg_layout,
                                 tiff_ifd_in_zeros, tiff_samples)
+from transforms.tiff_head import tiff_layout
 
 
 _FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC",
@@ -119,7 +120,8 @@ def sniff_format(data: bytes) -> str | None:
     raw = camera_raw(data)
     if raw:
         return raw
-    if head[:4] in (b"II*\x00", b"MM\x00*"):  # the samples named: a float RGB TIFF's said nothing of float
+    tiff = tiff_layout(head)  # a classic TIFF, by every header Pillow's open takes (`tiff_layout`)
+    if tiff and not tiff.big:  # the samples named: a float RGB TIFF's said nothing of float
         samples = tiff_samples(data)
         return f"TIFF ({samples + ', ' if samples else ''}a sample layout Pillow cannot read)"
     if head[:2] == b"\xff\x0a" or head[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
