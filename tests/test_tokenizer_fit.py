@@ -1000,3 +1000,31 @@ def test_a_train_state_holding_nan_or_inf_is_refused_on_resume_naming_the_tensor
                                                       rf"\({named}: a diverged step's state\); move it away to "
                                                       r"train afresh", err), err
     assert (out / "log.jsonl").read_bytes() == log
+
+
+def test_a_lock_file_taken_back_by_a_refused_writer_is_not_held_by_the_next(tmp_path: Path, monkeypatch):
+    """A writer refused before its first step now removes the `.writer.lock` (and folder) it made.
+    A second writer that opened that file just before would then lock a file no one else can see,
+    and a third would lock a new one beside it: the second sees its file unlinked and starts over."""
+    import fcntl
+
+    from tokenizer import run_folder
+
+    folder = str(tmp_path / "run")
+    first = run_folder.sole_writer(folder, "tokenizer.fit")
+    first.__enter__()
+    opened, tries = run_folder._open_lock, []
+
+    def open_then_first_refused(path: str):
+        result = opened(path)
+        tries.append(path)
+        if len(tries) == 1:
+            assert first.__exit__(RuntimeError, RuntimeError("refused"), None) is False  # re-raised
+            assert not os.path.exists(folder)  # taken back: it held only the lock file
+        return result
+
+    monkeypatch.setattr(run_folder, "_open_lock", open_then_first_refused)
+    with run_folder.sole_writer(folder, "tokenizer.fit") as hold:
+        assert len(tries) == 2 and hold.locked and os.listdir(folder) == [run_folder.LOCK_NAME]
+        with open(os.path.join(folder, run_folder.LOCK_NAME), "rb") as third, pytest.raises(BlockingIOError):
+            fcntl.flock(third, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -68,28 +68,79 @@ class Hold:
 def sole_writer(folder: str, command: str) -> Iterator[Hold]:
     """Hold `folder`'s writer lock for the block (the folder is created when missing); raises
     `FolderInUse` naming the holder when another process has it, `FolderUnwritable` where the
-    folder or its lock file cannot be made. The lock file stays: removing it would let a third
-    process lock a new file while the second still holds the old one."""
-    _make_folder(folder)
-    handle, writable = _open_lock(folder)
-    try:
-        hold = _lock(handle, writable, folder, command)
-        if not os.access(folder, os.W_OK | os.X_OK):  # a lock file there already let it this far
-            raise _unwritable(folder, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
-        if hold.locked and writable:  # where it is read-only the holder stays unnamed
-            try:
-                os.ftruncate(handle, 0)
-                os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
-            except OSError as exc:  # a full disk: one reason on every rank, not a traceback on one
-                raise _unwritable(folder, exc) from None
+    folder or its lock file cannot be made. The lock file stays after a block that ends well. A
+    block that fails takes back what this call made: the lock file, and the folder and its parents
+    where they did not exist and it left them empty (a fit refused before its first step left an
+    `--out` holding only `.writer.lock`). A process that opened a lock file removed so before it
+    locked it sees that and starts over: otherwise it would hold a lock no later process sees."""
+    made = _missing_folders(folder)
+    lock_path = os.path.join(folder, LOCK_NAME)
+    for _ in range(_LOCK_TRIES):
+        new_lock = made or not os.path.lexists(lock_path)
+        _make_folder(folder)
+        handle, writable = _open_lock(folder)
         try:
-            yield hold
-        finally:
-            if hold.locked and writable:  # no stale pid to name after a clean exit
-                with contextlib.suppress(OSError):
+            hold = _lock(handle, writable, folder, command)
+            if hold.locked and not _still_linked(handle, lock_path):
+                continue  # a writer that failed removed it while we waited: lock the folder anew
+            if not os.access(folder, os.W_OK | os.X_OK):  # a lock file there already let it this far
+                raise _unwritable(folder, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
+            if hold.locked and writable:  # where it is read-only the holder stays unnamed
+                try:
                     os.ftruncate(handle, 0)
-    finally:
-        os.close(handle)  # drops the lock
+                    os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+                except OSError as exc:  # a full disk: one reason on every rank, not a traceback on one
+                    raise _unwritable(folder, exc) from None
+            try:
+                yield hold
+            except BaseException:
+                if hold.locked and new_lock:  # held: no other writer can be using what we remove
+                    _take_back(folder, made)
+                raise
+            finally:
+                if hold.locked and writable:  # no stale pid to name after a clean exit
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(handle, 0)
+            return
+        finally:
+            os.close(handle)  # drops the lock
+    raise FolderInUse(f"--out {folder}: its writer lock was removed {_LOCK_TRIES} times while this {command} "
+                      "waited for it (other fits refused on it?); try again, or give another --out")
+
+
+_LOCK_TRIES = 5
+
+
+def _missing_folders(folder: str) -> list[str]:
+    """`folder` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    path = os.path.abspath(folder)
+    while not os.path.lexists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def _still_linked(handle: int, lock_path: str) -> bool:
+    """Whether the lock file we hold is still the one at `lock_path` (not removed by `_take_back`)."""
+    try:
+        here, held = os.stat(lock_path), os.fstat(handle)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _take_back(folder: str, made: list[str]) -> None:
+    """Remove the lock file `sole_writer` made and the folders it made that a failed block left
+    empty; anything else is kept as it is. Safe while the lock is held: a process that opened the
+    file meanwhile finds it unlinked once it locks it (`_still_linked`) and starts over."""
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(folder, LOCK_NAME))
+        for path in made:
+            os.rmdir(path)  # one holding anything (a log of steps run) stops it here (OSError)
 
 
 def _unwritable(folder: str, exc: OSError) -> FolderUnwritable:

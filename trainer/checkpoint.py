@@ -10,8 +10,9 @@ Layout of `OUT/checkpoints/step-00001000/`:
 Files go into a temporary folder that is sealed and renamed into place only when complete, so a
 folder named `step-*` is always whole; only the newest `keep` folders are kept. Loading verifies
 every file against the manifest; on resume a damaged newest step is set aside (`step-*.damaged`)
-with a warning naming the file, and the newest intact one is used. Folders written before
-manifests existed (format 1) load with a warning.
+with a warning naming the file, and the newest intact one is used. A resume refuses a step holding
+a tensor in another dtype than the model and AdamW hold it in, or holding NaN or inf, naming it.
+Folders written before manifests existed (format 1) load with a warning.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from tokenizer.atomic import remove_folder
 from tokenizer.finite import first_non_finite, non_finite_phrase
 
-from .checkpoint_io import check_shapes, read_torch_file, write_config
+from .checkpoint_io import check_shapes, dtype_name, read_torch_file, write_config
 from .config import ModelConfig
 from .integrity import CheckpointDamaged, CheckpointError, reading, sealed_folder
 from .run_layout import (  # noqa: F401 - checkpoint_dir, list_checkpoints: re-exported for the fit loop
@@ -113,6 +114,12 @@ def load_newest_intact(out: str, map_location: str | torch.device = "cpu"
     return None, None, damaged
 
 
+# the dtype torch's optimizers keep a parameter's `step` count in (`optimizer._get_scalar_dtype`)
+STEP_DTYPE = torch.float32
+_UNUSABLE = ("this step cannot be trained on; resume from an earlier step (--resume OUT/checkpoints/step-N), or "
+             "train afresh in another --out")
+
+
 def check_finite_state(path: str, loaded: Mapping[str, Any]) -> None:
     """Refuse a step whose weights or optimizer moments hold NaN or inf, naming file and tensor: a
     resume loaded them as they were and trained on (every loss NaN, or a crash later). The fit's own
@@ -121,9 +128,36 @@ def check_finite_state(path: str, loaded: Mapping[str, Any]) -> None:
     for name in ("model.pt", "optimizer.pt"):
         found = first_non_finite(loaded[name.removesuffix(".pt")])
         if found:
-            raise CheckpointError(f"{os.path.join(path, name)}: {non_finite_phrase(*found)}: this step cannot be "
-                                  "trained on; resume from an earlier step (--resume OUT/checkpoints/step-N), or "
-                                  "train afresh in another --out")
+            raise CheckpointError(f"{os.path.join(path, name)}: {non_finite_phrase(*found)}: {_UNUSABLE}")
+
+
+def first_foreign_dtype(loaded: Mapping[str, Any], model_dtypes: Mapping[str, torch.dtype]
+                        ) -> tuple[str, str, torch.dtype, torch.dtype] | None:
+    """(file, tensor name, its dtype, the dtype the model or optimizer holds it in) of the first
+    tensor of a step that another dtype holds, or None. The fit saves each exactly as the model and
+    AdamW hold it (moments in their parameter's dtype, `step` in float32): anything else came from
+    elsewhere, and loading cast it in silence (int8 weights truncated to integers) or crashed inside
+    torch (float4, which has no copy kernel)."""
+    for name, tensor in loaded["model"].items():
+        if name in model_dtypes and isinstance(tensor, torch.Tensor) and tensor.dtype != model_dtypes[name]:
+            return "model.pt", name, tensor.dtype, model_dtypes[name]
+    for param, values in (loaded["optimizer"].get("state") or {}).items():
+        for key, tensor in values.items() if isinstance(values, Mapping) else ():
+            held = STEP_DTYPE if key == "step" else model_dtypes.get(param)
+            if held is not None and isinstance(tensor, torch.Tensor) and tensor.dtype != held:
+                return "optimizer.pt", f"state.{param}.{key}", tensor.dtype, held
+    return None
+
+
+def check_state_dtypes(path: str, loaded: Mapping[str, Any], model_dtypes: Mapping[str, torch.dtype]) -> None:
+    """Refuse a step holding a tensor in a dtype the model (or its optimizer) does not, naming the
+    file, the tensor and both dtypes (`first_foreign_dtype`)."""
+    found = first_foreign_dtype(loaded, model_dtypes)
+    if found:
+        name, tensor, dtype, held = found
+        owner = "model" if name == "model.pt" else "optimizer"
+        raise CheckpointError(f"{os.path.join(path, name)}: tensor {tensor} is {dtype_name(dtype)}, the {owner} "
+                              f"holds it in {dtype_name(held)}: {_UNUSABLE}")
 
 
 def check_state_shapes(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, torch.Tensor],

@@ -266,6 +266,7 @@ class Trainer:
         core.chunk_tokens = options.chunk_tokens
         core.activation_checkpointing = options.activation_checkpointing
         self.shapes = {k: tuple(v.shape) for k, v in core.state_dict().items()}
+        self.dtypes = {k: v.dtype for k, v in core.state_dict().items()}
         core.to(device)
         self.core = core
         self.runner: torch.nn.Module = core
@@ -340,6 +341,7 @@ class Trainer:
                 raise UsageError(f"{exc} (config: {detail})") from None
             raise UsageError(f"{path} was trained with another model config: {detail}")
         ckpt.check_state_shapes(self.shapes, loaded["model"], path)
+        ckpt.check_state_dtypes(path, loaded, self.dtypes)
         ckpt.check_finite_state(path, loaded)
         set_state_dict(self.core, self.optimizer, model_state_dict=loaded["model"],
                        optim_state_dict=loaded["optimizer"], options=StateDictOptions(full_state_dict=True))
