@@ -13,8 +13,8 @@ asked for (writers number them in the order they first meet them), the last few 
 they lie noted (one value a 64 KiB of page): a row pointing back (a photo repeated far later) reads
 from the nearest note, never the page again from its start. The Python snappy decoder's work is
 bounded (`Cost`): a run of one element repeated (zeros, flat colour) is decoded at once, and past
-one element a `STEP_BYTES` bytes read (a `REFUSED_STEP_BYTES` passed over) the chunk's values not
-yet read are `Refused` (`TooCostly`).
+one element a `STEP_BYTES` bytes decoded (read or passed over) the chunk's values not yet read are
+`Refused` (`TooCostly`); a row null by its definition levels is None still.
 """
 
 from __future__ import annotations
@@ -50,14 +50,16 @@ MAX_DICTIONARY_REREADS = 4
 
 
 # what the Python snappy decoder may spend on a chunk: elements (a literal or a copy; a run of one
-# repeated, as flat colour and zeros compress, counted once) at most one a STEP_BYTES bytes of the
-# values read, one a REFUSED_STEP_BYTES bytes of those passed over (`Refused`: no row's), and
-# STEP_SLACK more (~0.2 CPU-s at 0.76 us an element). Honest snappy (pyarrow's): a photo's (JPEG,
-# PNG) one element a 64 KiB literal, a flat-colour bitmap's (runs counted once) one a 296 bytes,
-# ImageMagick's `rose:` as a 800x600 BMP one a 11.6 bytes; a hostile page of 1-byte literals or
-# 4-byte copies took an element a byte or four (a 56 MB value 15.9 CPU-s)
-STEP_BYTES = 8
-REFUSED_STEP_BYTES = 256
+# repeated, as flat colour and zeros compress, counted once) at most one a STEP_BYTES bytes decoded,
+# of values read or passed over alike (`Refused`, too large: passing over one decodes it as reading
+# it would), and STEP_SLACK more (~0.2 CPU-s at 0.76 us an element): at most ~0.25 CPU-s a MB.
+# Honest snappy (pyarrow's): a photo's (JPEG) one element a 64 KiB literal, a flat-colour bitmap's
+# (runs counted once) one a 296 bytes, ImageMagick's `rose:` as a 800x600 BMP one a 11.6 bytes, but
+# raw images of noisy detail one a 4 to 8 bytes (a dithered palette BMP 4.8 to 8, a 16-bit TIFF 4.2
+# to 5.9, a PNG of compress_level=0 7.1, an SVG 6.0: a bound of one a 8 bytes refused 286 of 300
+# dithered BMPs); a hostile page of 1-byte literals, or 4-byte copies and 1-byte literals in turn,
+# takes an element a byte or 2.5 (a 56 MB value of 1-byte literals 15.9 CPU-s): still refused
+STEP_BYTES = 3
 STEP_SLACK = 1 << 18
 _RUN_BYTES = 1 << 20  # a run of one repeated element decoded at once: at most this many bytes
 
@@ -72,11 +74,11 @@ class Cost:
 
     def check(self) -> None:
         """`TooCostly` where the steps pass what the bytes decoded allow."""
-        self.limit = STEP_SLACK + self.decoded // STEP_BYTES + self.passed // REFUSED_STEP_BYTES
+        self.limit = STEP_SLACK + (self.decoded + self.passed) // STEP_BYTES
         if self.steps > self.limit:
             raise TooCostly(f"its column's snappy pages take over {self.steps} elements to decode {self.decoded} "
-                            f"bytes read and {self.passed} passed over (one a {STEP_BYTES} bytes read, a "
-                            f"{REFUSED_STEP_BYTES} passed over, and {STEP_SLACK} more), past what decoding them may cost")
+                            f"bytes read and {self.passed} passed over (one a {STEP_BYTES} bytes decoded, and "
+                            f"{STEP_SLACK} more), past what decoding them may cost")
 
     def passed_over(self, count: int) -> None:
         """`count` of the bytes decoded were a refused value's, passed over."""
@@ -505,7 +507,10 @@ class _Dictionary:
             length = int.from_bytes(self.stream.read(4), "little")
             self.next += 1
             if length > allowance:
-                self.stream.skip(length, refused=True)
+                try:
+                    self.stream.skip(length, refused=True)
+                except TooCostly as exc:  # its length known: too large still, the values after it too costly
+                    self.costly = str(exc)
                 return Refused(length)
             value = self.stream.read(length)
         except _Crossed:  # restarted at a block one of its copies reaches past: from its start only
@@ -615,6 +620,20 @@ def _page_values(source: Any, chunk, layout: pp.PageLayout, body: int, count: in
         stored = header.compressed_page_size - levels_bytes
         stream = _stream(source, body + levels_bytes, stored, size, compressed and layout.compressed, whole, cost)
     present = levels >= max_definition
+    given = 0
+    try:
+        for value in _present_values(stream, chunk, layout, present, allowance, dictionary):
+            yield value
+            given += 1
+    except TooCostly as exc:  # the rest of the page not decoded: None where null, else each row's reject
+        for here in present[given:]:
+            yield Refused(0, str(exc)) if here else None
+
+
+def _present_values(stream, chunk, layout: pp.PageLayout, present: np.ndarray, allowance: int,
+                    dictionary: _Dictionary | None) -> Iterator[bytes | None | Refused]:
+    """A data page's values from its `stream`, None where `present` says null."""
+    header = layout.header
     if layout.encoding == PLAIN:
         for here in present:
             if not here:

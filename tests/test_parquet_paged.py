@@ -365,9 +365,11 @@ def test_a_snappy_page_of_many_tiny_elements_costs_a_bounded_decoding(tmp_path: 
     """A hostile writer's snappy page (valid: pyarrow reads it) whose 2 MiB value is a 4-byte copy
     and a 1-byte literal in turn: the Python decoder took an element every 2.5 bytes, unbounded (a
     56 MB value of 1-byte literals: 15.9 CPU-s). A chunk's snappy decoding stops past one element
-    a 8 bytes read (a 256 passed over) and 2**18 more: the rows not yet read are
-    `parquet_value_too_costly` (nothing in them too large), the row before built; honest pages of
-    runs of one element (zeros, flat colour) are decoded a run at a time."""
+    a 3 bytes decoded (read or passed over) and its slack (2**18, here 2**16 to keep the value
+    small): the rows not yet read are `parquet_value_too_costly` (nothing in them too large), the
+    row before built; honest pages of runs of one element (zeros, flat colour) are decoded a run
+    at a time."""
+    monkeypatch.setattr(parquet_values, "STEP_SLACK", 1 << 16)
     small = [_photo(i, 16) for i in range(3)]
     rows = [small[0], np.random.default_rng(3).bytes(2 << 20), small[1], small[2]]
     path = tmp_path / "train.parquet"
@@ -408,3 +410,78 @@ def test_runs_of_one_element_are_decoded_at_once():
         stream = parquet_values._Snappy(parquet_values._Region(io.BytesIO(raw), 0, len(raw)), len(data))
         assert stream.read(len(data)) == data
         assert stream.cost.steps < 10 * (len(data) // parquet_values.SNAPPY_WINDOW + 1), stream.cost.steps
+
+
+def _dithered_bmps(count: int, size: int) -> list[bytes]:
+    """Palette BMPs (256 colours, Floyd-Steinberg dithered) of a noisy gradient, as GIF-like
+    renders and scans are: pyarrow's snappy codes them at ~6 bytes an element."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    out = []
+    for i in range(count):
+        a = np.stack([(xx * 0.37 + i) % 256, (yy * 0.45 + 2 * i) % 256, ((xx + yy) * 0.2) % 256], -1)
+        a = (a + rng.normal(0, 3, a.shape)).clip(0, 255).astype(np.uint8)
+        b = io.BytesIO()
+        Image.fromarray(a).convert("P", palette=Image.ADAPTIVE, dither=Image.FLOYDSTEINBERG).save(b, "BMP")
+        out.append(b.getvalue())
+    return out
+
+
+def _tiff16(size: int) -> bytes:
+    """An uncompressed 16-bit grayscale TIFF (a scanner's) of a noisy gradient."""
+    from PIL import Image
+    yy, xx = np.mgrid[0:size, 0:size]
+    rng = np.random.default_rng(1)
+    grey = (((xx + yy) * 0.3 + rng.normal(0, 3, (size, size))) % 256).astype(np.uint16)
+    a = (grey * 257).astype(np.uint16)
+    b = io.BytesIO()
+    Image.fromarray(a).save(b, "TIFF")
+    return b.getvalue()
+
+
+@pytest.mark.parametrize("dictionary", [True, False])
+def test_honest_raw_images_in_a_snappy_chunk_are_read_past_the_slack(monkeypatch, dictionary: bool):
+    """pyarrow's snappy of dithered palette BMPs takes an element every ~6 bytes: the bound of one
+    a 8 bytes refused the chunk's later rows once past its slack (300 such BMPs of 512x512: 286
+    `parquet_value_too_costly`). Here the slack is made small to reach the bound in a tiny chunk."""
+    monkeypatch.setattr(parquet_values, "STEP_SLACK", 1 << 10)
+    rows = _dithered_bmps(4, 256)
+    out = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), out, use_dictionary=dictionary)
+    chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
+    got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, len(rows), 1, True, 10 ** 7, whole=0))
+    assert got == rows, [type(g).__name__ for g in got]
+
+
+@pytest.mark.parametrize("dictionary", [True, False])
+def test_one_oversized_raw_image_is_refused_by_its_length_and_the_rows_after_it_read(monkeypatch, dictionary: bool):
+    """A 16-bit TIFF over what a row may hold among JPEGs: passing over it was charged one element
+    a 256 bytes though a raw image is ~6, so every later row of its group was too costly (300
+    JPEGs and a 72 MB TIFF: rows 100-299), and on a dictionary page the TIFF's own row came back
+    with no length. Now it is `Refused(its length)` and the rows after it are read."""
+    monkeypatch.setattr(parquet_values, "STEP_SLACK", 1 << 10)
+    rows = [_photo(i, 24) for i in range(8)]
+    rows[3] = _tiff16(200)
+    out = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), out, use_dictionary=dictionary)
+    chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
+    got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, len(rows), 1, True, 40000, whole=0))
+    assert got[3] == parquet_values.Refused(len(rows[3]))
+    assert got[:3] + got[4:] == rows[:3] + rows[4:], [type(g).__name__ for g in got]
+
+
+def test_null_rows_after_a_costly_stop_are_null(monkeypatch):
+    """Rows whose definition levels say null are None (a missing image), not too costly, after a
+    chunk's decoding is stopped as too costly."""
+    monkeypatch.setattr(parquet_values, "STEP_SLACK", 0)
+    monkeypatch.setattr(parquet_values, "STEP_BYTES", 1 << 30)
+    pictures = _dithered_bmps(3, 64)
+    rows = [pictures[0], None, pictures[1], None, pictures[2], None]
+    out = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), out, use_dictionary=False,
+                   data_page_version="2.0")  # its levels stored apart from its snappy values
+    chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
+    got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, len(rows), 1, True, 10 ** 7, whole=0))
+    assert [g is None for g in got] == [r is None for r in rows], got
+    assert all(isinstance(g, parquet_values.Refused) and g.why for g in got[::2]), got
