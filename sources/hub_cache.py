@@ -38,8 +38,14 @@ _MAX_REF_BYTES = 256  # a `refs/<branch>` file holds a commit hash
 # stray repo folder) is no cache
 _CACHE_ENTRY = re.compile(r"(?:datasets|models|spaces)--.+|version\.txt|\.locks|blobs|CACHEDIR\.TAG|"
                           + re.escape(SHARED_MARKER))
-# what HF_HOME (`~/.cache/huggingface`, the Hub cache its `hub/`) holds beside it
-_HOME_ENTRY = re.compile(r"hub|datasets|xet|assets|modules|accelerate|token|stored_tokens|\.locks")
+# what HF_HOME (`~/.cache/huggingface`, the Hub cache its `hub/`) holds beside it: huggingface_hub's
+# and datasets' own, and the caches of the libraries that keep theirs there (lerobot, transformers,
+# evaluate, diffusers) and a backup tool's CACHEDIR.TAG
+_HOME_ENTRY = re.compile(r"hub|datasets|xet|assets|modules|accelerate|token|stored_tokens|\.locks|lerobot|"
+                         r"transformers|evaluate|diffusers|CACHEDIR\.TAG")
+# what an operating system or a user leaves in any folder (Finder's .DS_Store and ._ files, Windows'
+# Thumbs.db and desktop.ini, dotfiles): passed over in judging what a cache folder holds
+_JUNK_ENTRY = re.compile(r"\..*|thumbs\.db|ehthumbs\.db|desktop\.ini", re.IGNORECASE)
 
 
 class Snapshot(NamedTuple):
@@ -114,9 +120,10 @@ def _cache_problem(root: str, real: str) -> str | None:
 
 
 def _only(real: str, entries: re.Pattern) -> bool:
-    """Whether folder `real` holds entries all of whose names `entries` matches."""
+    """Whether folder `real` holds entries all of whose names `entries` matches (or are an OS's
+    junk: a stray .DS_Store made a real cache read as a plain folder)."""
     try:
-        return all(entries.fullmatch(n) for n in os.listdir(real))
+        return all(entries.fullmatch(n) or _JUNK_ENTRY.fullmatch(n) for n in os.listdir(real))
     except (OSError, ValueError):
         return False
 

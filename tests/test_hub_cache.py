@@ -364,3 +364,27 @@ def test_a_dataset_folder_holding_a_stray_cache_repo_is_read_and_hf_home_is_refu
     assert repo_folder_problem(str(mine)) is None
     records = _read_all(LaionSource("zoo", str(mine)))
     assert _png(3) in [r.data for r in records if isinstance(r, ImageRecord)]
+
+
+@pytest.mark.parametrize("junk", [".DS_Store", "Thumbs.db", "desktop.ini", "._version.txt", ".gitignore"])
+def test_a_hub_cache_holding_an_os_junk_file_is_still_a_cache(tmp_path: Path, junk: str):
+    """A Finder `.DS_Store` (or Windows `Thumbs.db`/`desktop.ini`, a dotfile) beside a cache's
+    repos made it read as a plain folder: each revision's rows read as one dataset's. Such names
+    are passed over in judging what a cache (or HF_HOME) holds; a dataset's own files are not."""
+    from sources.hub_cache import repo_folder_problem
+
+    home = tmp_path / "huggingface"
+    _cache_file(home / "hub", "org/zoo", "data/train-00000-of-00001.parquet", _parquet([{"bytes": _png(1), "path": None}]))
+    (home / "hub" / "version.txt").write_text("1")
+    (home / "hub" / junk).write_bytes(b"\0\0\0\1Bud1")
+    (home / junk).write_bytes(b"")
+    for extra in ("lerobot", "transformers", "evaluate", "diffusers"):
+        (home / extra).mkdir()
+    (home / "CACHEDIR.TAG").write_text("Signature: 8a477f597d28d172789f06886806bc55\n")
+    snapshot = str(home / "hub" / "datasets--org--zoo" / "snapshots" / COMMIT)
+    problem = repo_folder_problem(str(home / "hub"))
+    assert problem is not None and snapshot in problem, problem
+    problem = repo_folder_problem(str(home))
+    assert problem is not None and problem.startswith(f"{home} is") and snapshot in problem, problem
+    (home / "hub" / "train.parquet").write_bytes(_parquet([{"bytes": _png(3), "path": None}]))
+    assert repo_folder_problem(str(home / "hub")) is None
