@@ -134,7 +134,16 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb", "layout_check"}
 # segment floods and EXIF IFD bombs judged before opening; a miscounted MPO read as its JPEG; X11
 # colour names in XPM; a width-0 PNG `no_pixels`; a video container read as an image names itself.
 # Parquet row groups over the budget read a few rows at a time; nested Image structs rejected.
-RENDER_REVISION = 19
+# 20 (2026-12-07): COCO/VOC objects that draw nothing (a box without area or outside the image, a
+# polygon of under 3 points, a mask painting nothing, a person wholly outside) counted in the
+# lineage and the image's other objects kept; an absolute name through a linked folder read; a
+# listed image not on disk `missing_image`. CO3D categories without frame annotations rejected,
+# frames naming one image one; Objaverse, Taskonomy and KITTI twins of one stem (case, Unicode
+# form) one read and the rest `duplicate_key`; a bad Objaverse camera loses its view only; KITTI
+# .jpeg and maps of any case. Parquet image columns read from their pages (a too-large row its
+# own reject); raw H.264 cut in its last slice; an H.264 SPS sent as new-extradata side data read;
+# TIFF IFD bombs behind every header Pillow takes and AVIF/HEIF Exif items judged before opening.
+RENDER_REVISION = 20
 
 
 class BuildConfig(Strict):
