@@ -39,6 +39,7 @@ also while they import): the signal is the build's, which stops them as above.""
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -92,10 +93,15 @@ class _WorkerSubprocess:
 
 def _logging_as_the_build(command: str) -> str:
     """A worker's command line with Beam's harness started through `sdk_worker_main`, which logs
-    in the build's format without Beam's start-up chatter; any other command as it is."""
+    in the build's format without Beam's start-up chatter, and the interpreter's path quoted for
+    the shell (Beam writes it bare: from a venv under `my env/` the shell ran `my`, "not found");
+    any other command as it is."""
     from uvd_pipeline.sdk_worker_main import HARNESS
 
-    return command.replace(f" -m {HARNESS}", " -m uvd_pipeline.sdk_worker_main", 1)
+    beams = f"{sys.executable} -m {HARNESS}"
+    if command != beams and not command.startswith(beams + " "):
+        return command
+    return f"{shlex.quote(sys.executable)} -m uvd_pipeline.sdk_worker_main{command[len(beams):]}"
 
 
 def watch_worker_processes() -> None:
