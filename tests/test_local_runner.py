@@ -408,3 +408,43 @@ def test_worker_processes_start_from_a_python_whose_path_has_a_space(spaced_pyth
     assert done.returncode == 0 and "RESULT [0, 7, 14, 21, 28, 35]" in done.stdout, done.stderr[-2000:]
     assert "return code 127" not in done.stderr and ": not found" not in done.stderr
 
+
+def test_a_worker_process_that_exits_before_it_connects_fails_the_build_in_one_line(tmp_path):
+    """A worker process that exited before it connected (its interpreter gone, the shell's return
+    code 127) left the build waiting for its bundle's output for good: only a connected worker's
+    data channel breaks when it dies. The build fails within seconds now, in one error line."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("needs the project's venv (sys.prefix is the base interpreter's)")
+    python = _python_at(tmp_path / "gone env")
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(images / f"im{i}.png")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "version": 1, "output": str(tmp_path / "out"), "image": {"size": 32},
+        "sources": [{"name": "web", "type": "laion", "path": str(images), "format": "folder", "num_shards": 1}],
+        "tokenizer": {"enabled": False},
+        "beam": {"direct_num_workers": 2, "direct_running_mode": "multi_processing"}}))
+    # `uvd build`, whose interpreter is removed once it runs (a venv rebuilt meanwhile)
+    gone = ("import os, runpy, sys; os.unlink(sys.argv[1]); sys.argv[:] = ['uvd', *sys.argv[2:]]; "
+            "runpy.run_module('uvd_pipeline', run_name='__main__')")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    started = time.monotonic()
+    try:
+        done = subprocess.run([python, "-c", gone, python, "build", str(config)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the build waited for a worker process that had exited before it connected")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert time.monotonic() - started < 30
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: Worker subprocess exited with return code 127 before it connected to the runner (the "
+                      f"shell found no program to run: is {python}, the Python this build started from, still "
+                      "there?)"], done.stderr[-3000:]
