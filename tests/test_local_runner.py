@@ -362,3 +362,89 @@ def test_a_builds_worker_processes_log_in_the_builds_format_without_beams_start_
         assert chatter not in log, log
     committed = re.findall(r"^\d\d:\d\d:\d\d INFO committed web-train-0000[01]: \d+ sentences", log, re.M)
     assert len(committed) == 2, log  # the worker processes' own lines, in the build's format
+
+
+AT_ANOTHER_PATH = textwrap.dedent("""
+    import os, sys
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from uvd_pipeline.local_runner import local_runner
+
+    if len(sys.argv) > 1:
+        os.unlink(sys.argv[1])  # the interpreter this run started from is gone (a venv rebuilt meanwhile)
+    options = PipelineOptions(["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    with beam.Pipeline(runner=local_runner(options), options=options) as pipeline:
+        (pipeline | beam.Create(range(6)) | beam.Reshuffle() | beam.Map(lambda x: x * 7) | beam.combiners.ToList()
+         | beam.Map(lambda got: print("RESULT", sorted(got), flush=True)))
+    print("FINISHED", flush=True)
+    """)
+
+
+def _python_at(folder) -> str:
+    """This test's Python as a venv at `folder` (a path with a space): its own `bin/python`, a
+    symlink to the interpreter, and the venv's `pyvenv.cfg` and `lib`, so it imports what this one does."""
+    venv = os.path.realpath(sys.prefix)
+    (folder / "bin").mkdir(parents=True)
+    (folder / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
+    (folder / "lib").symlink_to(os.path.join(venv, "lib"))
+    (folder / "pyvenv.cfg").write_bytes(open(os.path.join(venv, "pyvenv.cfg"), "rb").read())
+    return str(folder / "bin" / "python")
+
+
+@pytest.fixture(scope="module")
+def spaced_python(tmp_path_factory) -> str:
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("needs the project's venv (sys.prefix is the base interpreter's)")
+    return _python_at(tmp_path_factory.mktemp("venv") / "my env")
+
+
+def test_worker_processes_start_from_a_python_whose_path_has_a_space(spaced_python):
+    """Beam starts each worker process as `sh -c "PYTHON -m ..."` with the interpreter's path
+    unquoted: from a venv under a folder with a space the shell ran `/path/my` ("not found", return
+    code 127) and a multi_processing build waited forever (rev56g spacepy.sh). The path is quoted now."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([spaced_python, "-c", AT_ANOTHER_PATH], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "RESULT [0, 7, 14, 21, 28, 35]" in done.stdout, done.stderr[-2000:]
+    assert "return code 127" not in done.stderr and ": not found" not in done.stderr
+
+
+def test_a_worker_process_that_exits_before_it_connects_fails_the_build_in_one_line(tmp_path):
+    """A worker process that exited before it connected (its interpreter gone, the shell's return
+    code 127) left the build waiting for its bundle's output for good: only a connected worker's
+    data channel breaks when it dies. The build fails within seconds now, in one error line."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("needs the project's venv (sys.prefix is the base interpreter's)")
+    python = _python_at(tmp_path / "gone env")
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(images / f"im{i}.png")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "version": 1, "output": str(tmp_path / "out"), "image": {"size": 32},
+        "sources": [{"name": "web", "type": "laion", "path": str(images), "format": "folder", "num_shards": 1}],
+        "tokenizer": {"enabled": False},
+        "beam": {"direct_num_workers": 2, "direct_running_mode": "multi_processing"}}))
+    # `uvd build`, whose interpreter is removed once it runs (a venv rebuilt meanwhile)
+    gone = ("import os, runpy, sys; os.unlink(sys.argv[1]); sys.argv[:] = ['uvd', *sys.argv[2:]]; "
+            "runpy.run_module('uvd_pipeline', run_name='__main__')")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    started = time.monotonic()
+    try:
+        done = subprocess.run([python, "-c", gone, python, "build", str(config)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the build waited for a worker process that had exited before it connected")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert time.monotonic() - started < 30
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: Worker subprocess exited with return code 127 before it connected to the runner (the "
+                      f"shell found no program to run: is {python}, the Python this build started from, still "
+                      "there?)"], done.stderr[-3000:]

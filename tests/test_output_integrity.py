@@ -621,6 +621,40 @@ def test_lock_on_an_fsspec_output_and_force_unlock(tmp_path, caplog):
     assert "--force-unlock: removing the lock of host another-host" in caplog.text
 
 
+def test_an_interrupted_build_sweeps_only_while_it_still_holds_the_lock(tmp_path, caplog):
+    """A build that took the output with --force-unlock was mid-commit (`open_atomic`'s `.tmp-`
+    beside its shard) when the build it took the lock from was interrupted: that one's exit swept
+    every `.tmp-` in the output, the new holder's in-flight shard included (rev56g). An interrupted
+    run sweeps only while the lock is still its own; one that holds it sweeps its own commits."""
+    from tokenizer.atomic import open_atomic
+    from uvd_pipeline.build import lock_output
+    from uvd_pipeline.output_lock import read_holder
+
+    out = tmp_path / "out"
+    shard = out / "rendered/web/train/web-train-00000.tar"
+    caplog.set_level(logging.INFO)
+    first = contextlib.ExitStack()
+    lock_output(first, str(out))
+    with contextlib.ExitStack() as second:
+        taker = lock_output(second, str(out), force=True)
+        with open_atomic(str(shard)) as writing:
+            writing.write(b"the taker's shard, half written")
+            with pytest.raises(KeyboardInterrupt), first:
+                raise KeyboardInterrupt
+            assert os.path.exists(writing.temporary)
+            assert "temporary files of" not in caplog.text
+            assert "left the temporary files in %s as they are: its lock is no longer this run's" % out in caplog.text
+            writing.write(b", and finished")
+        assert shard.read_bytes() == b"the taker's shard, half written, and finished"
+        assert read_holder(str(out)).run_id == taker
+        (shard.parent / "web-train-00001.tar.tmp-0123abcd").write_bytes(b"its own, interrupted")
+        with pytest.raises(KeyboardInterrupt), second:
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in shard.parent.iterdir()) == ["web-train-00000.tar"]
+    assert "removed 1 temporary files of this run's interrupted commits" in caplog.text
+    assert read_holder(str(out)) is None
+
+
 def test_verify_and_report_say_why_a_path_is_no_output(tmp_path: Path, capsys):
     """A mistyped output folder read '... is not a build output (it has no build.json)', as if it
     were there; a file likewise. `report --sentences -1` was not refused."""

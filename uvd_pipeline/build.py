@@ -103,7 +103,7 @@ def lock_output(held: ExitStack, output: str, force: bool = False) -> str:
     from uvd_pipeline.output_lock import acquire, remove_dead_runs
 
     lock = held.enter_context(acquire(output, force=force))
-    held.push(_sweep_if_interrupted(output))  # left before the lock
+    held.push(_sweep_if_interrupted(output, lock.run_id))  # left before the lock
     files, size = remove_dead_runs(output, keep=lock.run_id)
     if files:
         log.info("removed %d temporary files (%.1f MB) of dead runs from %s", files, size / 1e6,
@@ -114,21 +114,29 @@ def lock_output(held: ExitStack, output: str, force: bool = False) -> str:
     return lock.run_id
 
 
-def _sweep_if_interrupted(output: str) -> Callable[..., bool]:
+def _sweep_if_interrupted(output: str, run_id: str) -> Callable[..., bool]:
     """An exit callback for the lock's holder: a run left by Ctrl-C or SIGTERM (a KeyboardInterrupt
     out of the runner, whose worker processes are stopped by then) removes the `.tmp-` files of
     the commits it interrupted while it still holds the lock, instead of leaving them to the next
-    run's start (README: an interrupted build "removes the run's temporaries"). A local output
-    only: an interrupted command lists nothing over the network (`cli.committed_so_far`); a remote
-    one's are swept by its next run. A worker thread of this process still inside a bundle may
-    write one after the sweep; the next run removes that."""
+    run's start (README: an interrupted build "removes the run's temporaries"). Only while
+    `_lock.json` still names `run_id`: a build that took the lock with --force-unlock may be
+    mid-commit, and its temporaries are not this run's (as `OutputLock.release` leaves its lock).
+    A local output only: an interrupted command lists nothing over the network
+    (`cli.committed_so_far`); a remote one's are swept by its next run. A worker thread of this
+    process still inside a bundle may write one after the sweep; the next run removes that."""
     from tokenizer.atomic import _local
+    from uvd_pipeline.output_lock import read_holder
 
     def sweep(kind: type[BaseException] | None, *_: Any) -> bool:
-        if kind is not None and issubclass(kind, KeyboardInterrupt) and _local(output) is not None:
-            removed = remove_temporaries(output)
-            if removed:
-                log.info("removed %d temporary files of the interrupted run's commits", removed)
+        if kind is None or not issubclass(kind, KeyboardInterrupt) or _local(output) is None:
+            return False
+        holder = read_holder(output)
+        if holder is None or holder.run_id != run_id:
+            log.info("left the temporary files in %s as they are: its lock is no longer this run's", output)
+            return False
+        removed = remove_temporaries(output)
+        if removed:
+            log.info("removed %d temporary files of this run's interrupted commits", removed)
         return False
 
     return sweep

@@ -17,6 +17,7 @@ from typing import Iterator, NoReturn
 from uvd_pipeline import startup_gc
 from uvd_pipeline.config import ConfigError, not_utf8
 from uvd_pipeline.dask_cluster import SchedulerLost, WorkersKilled
+from uvd_pipeline.local_runner import WorkerExited
 from uvd_pipeline.log_filters import LOG_DATEFMT, LOG_FORMAT, BeamRefusalNoise, quiet_handlers
 from uvd_pipeline.refusals import refusal
 from uvd_pipeline.shards import JsonlError, NotFound, ShardDamaged
@@ -474,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (SchedulerLost, WorkersKilled) as exc:  # a Dask scheduler gone, workers dying: the message says what to do
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except WorkerExited as exc:  # a local worker process gone; it may name the interpreter's path
+        print(shown(f"error: {exc}"), file=sys.stderr)
         return 2
     except ShardDamaged as exc:  # names a file of the output: whatever its name holds is shown as codes
         print(shown(f"error: damaged: {exc}"), file=sys.stderr)

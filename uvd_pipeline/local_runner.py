@@ -39,6 +39,7 @@ also while they import): the signal is the build's, which stops them as above.""
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -47,7 +48,12 @@ from typing import Any
 
 from uvd_pipeline.worker_parent import BUILD_PID_ENV
 
-__all__ = ["local_runner", "disable_timed_flushes", "watch_worker_processes"]
+__all__ = ["local_runner", "disable_timed_flushes", "watch_worker_processes", "WorkerExited"]
+
+
+class WorkerExited(RuntimeError):
+    """A worker process of the local runner exited while the run needed it (killed, or its
+    interpreter not found before it connected): the build fails with this one line."""
 
 
 def disable_timed_flushes() -> None:
@@ -92,10 +98,15 @@ class _WorkerSubprocess:
 
 def _logging_as_the_build(command: str) -> str:
     """A worker's command line with Beam's harness started through `sdk_worker_main`, which logs
-    in the build's format without Beam's start-up chatter; any other command as it is."""
+    in the build's format without Beam's start-up chatter, and the interpreter's path quoted for
+    the shell (Beam writes it bare: from a venv under `my env/` the shell ran `my`, "not found");
+    any other command as it is."""
     from uvd_pipeline.sdk_worker_main import HARNESS
 
-    return command.replace(f" -m {HARNESS}", " -m uvd_pipeline.sdk_worker_main", 1)
+    beams = f"{sys.executable} -m {HARNESS}"
+    if command != beams and not command.startswith(beams + " "):
+        return command
+    return f"{shlex.quote(sys.executable)} -m uvd_pipeline.sdk_worker_main{command[len(beams):]}"
 
 
 def watch_worker_processes() -> None:
@@ -122,9 +133,9 @@ def watch_worker_processes() -> None:
             except Exception as exc:  # exited with a return code other than 0: its requests fail
                 if self._uvd_stopped:  # stopped by `stop_worker`: the run is already ending
                     return
-                error = _death(_WORKER_PROCESSES.get(threading.get_ident())) or exc
+                error = _death(_WORKER_PROCESSES.get(threading.get_ident()), exc, self.control_conn)
+                # the run fails with it (no traceback from this thread above the build's one error line)
                 _fail_requests(self.control_conn, error)
-                raise error from None
             finally:
                 _WORKER_PROCESSES.pop(threading.get_ident(), None)
 
@@ -164,17 +175,27 @@ def _run_failing(exc: BaseException | None) -> bool:
     return False
 
 
-def _death(process: subprocess.Popen | None) -> RuntimeError | None:
-    """Beam's error for a worker killed by a signal, in the shell's words it had when a shell was
-    the worker's parent ("return code 137", not -9), naming the signal."""
+def _death(process: subprocess.Popen | None, exc: Exception, connection: Any) -> WorkerExited:
+    """Beam's error for a worker process that exited, in the shell's words it had when a shell was
+    the worker's parent ("return code 137", not -9), naming the signal; and said to have exited
+    before it connected where it never did (the shell's 127: the interpreter's path not found)."""
     code = process.returncode if process is not None else None
-    if code is None or code >= 0:
-        return None
-    try:
-        name = signal.Signals(-code).name
-    except ValueError:
-        name = f"signal {-code}"
-    return RuntimeError(f"Worker subprocess exited with return code {128 - code} (killed by {name})")
+    if code is None:
+        message = str(exc)
+    elif code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        message = f"Worker subprocess exited with return code {128 - code} (killed by {name})"
+    else:
+        message = f"Worker subprocess exited with return code {code}"
+    if connection._input is None:  # set by Beam's `ControlConnection.set_input`: the worker's first call
+        message += " before it connected to the runner"
+        if code == 127:
+            message += (f" (the shell found no program to run: is {sys.executable}, the Python this build "
+                        "started from, still there?)")
+    return WorkerExited(message)
 
 
 def _fail_requests(connection: Any, error: Exception) -> None:
@@ -185,14 +206,24 @@ def _fail_requests(connection: Any, error: Exception) -> None:
     def push_to_the_dead(request: Any) -> Any:
         future = push(request)
         if future is not None:
-            future.abort(error)
+            _fail(future, error)
         return future
 
     connection.push = push_to_the_dead
     # Beam's own `ControlConnection.abort` iterates the live dict, which a bundle thread pushing
     # at that moment changes ("dictionary changed size during iteration"): a copy of it here
     for future in list(connection._futures_by_id.values()):
-        future.abort(error)
+        _fail(future, error)
+
+
+def _fail(future: Any, error: Exception) -> None:
+    """Abort a `ControlFuture` (its `get()` raises `error`) and mark it done: a bundle's runner
+    thread waiting for the bundle's output data polls only `is_done()` (`BundleManager.process_bundle`'s
+    `abort_callback`), and a worker that never connected has no data stream to break."""
+    from apache_beam.portability.api import beam_fn_api_pb2
+
+    future.abort(error)
+    future._response = beam_fn_api_pb2.InstructionResponse(instruction_id=future.instruction_id, error=str(error))
 
 
 def local_runner(options: Any) -> Any:
