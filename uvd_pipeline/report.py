@@ -59,6 +59,8 @@ def tokenizer_section(output: str, report_dir: str,
     if usage is None:
         return None
     section, histograms, shards_of = usage
+    if not histograms:  # no tokens: nothing to plot, nor to decode
+        return section
     section["usage_plot"] = tokens_plot(histograms, report_dir)
     tok = build_tokenizer(output)
     if tok is None:

@@ -31,6 +31,9 @@ RECONSTRUCTION_PER_SENTENCE = 2
 # rounds otherwise, and all cores (as before) gave other sheets on every machine; 2 decodes the uvd-tiny
 # sample in 1.8 s a source here against 3.2 s on 1
 RECONSTRUCTION_THREADS = 2
+# the overall histogram's key among the per-source ones: a source name is lower_snake_case, so no
+# source can take it ("all" could: a source named `all` replaced the overall line of the plot)
+ALL_SOURCES = "all sources"
 
 
 def output_problems(output: str, summary: dict[str, Any], progress: Progress | None = None) -> list[tuple[str, str]]:
@@ -197,8 +200,9 @@ def _quality_data(summary: dict[str, Any], sentences_by_group: dict[str, int]) -
 
 def token_usage(output: str) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, list[str]]] | None:
     """Code statistics of the token shards (codebook usage, perplexity, entropy), overall and per
-    source: (section, code histograms with "all" first, token shard paths per source); None without
-    token shards or for a remote output (token shards are memory-mapped: local outputs only)."""
+    source: (section, code histograms with `ALL_SOURCES` first, token shard paths per source); None
+    without token shards or for a remote output (token shards are memory-mapped: local outputs
+    only). Token shards of no rows (every input rejected) give zero counts and no histogram."""
     from tokenizer.metrics import codebook_usage, entropy_bits, perplexity
     from uvd_pipeline.shards import ShardDamaged, find_shards, read_token_shard
 
@@ -226,7 +230,8 @@ def token_usage(output: str) -> tuple[dict[str, Any], dict[str, np.ndarray], dic
         histograms[source] = histograms.get(source, 0) + np.bincount(values, minlength=meta.codebook_size)
     assert meta is not None
     histograms = dict(sorted(histograms.items()))
-    total = sum(histograms.values())
+    # started from zeros: with every shard empty there is no source histogram to add (an int 0)
+    total = sum(histograms.values(), np.zeros(meta.codebook_size, dtype=np.int64))
 
     def stats(hist: np.ndarray) -> dict[str, float]:
         return {"tokens": int(hist.sum()), "codes_used": int((hist > 0).sum()),
@@ -237,7 +242,7 @@ def token_usage(output: str) -> tuple[dict[str, Any], dict[str, np.ndarray], dic
                                "codebook_size": meta.codebook_size, "all": stats(total),
                                "by_source": {k: stats(v) for k, v in histograms.items()},
                                "tokens_per_image": meta.tokens_per_image}
-    return section, {"all": total, **histograms}, dict(shards_of)
+    return section, ({ALL_SOURCES: total, **histograms} if histograms else {}), dict(shards_of)
 
 
 def build_tokenizer(output: str):

@@ -11,7 +11,7 @@ import numpy as np
 
 from uvd_pipeline.quality import bin_labels
 from uvd_pipeline.shown import shown
-from uvd_pipeline.report_data import RECONSTRUCTION_PER_SENTENCE
+from uvd_pipeline.report_data import ALL_SOURCES, RECONSTRUCTION_PER_SENTENCE
 from uvd_pipeline.tokenize_stage import arithmetic_label
 
 
@@ -64,7 +64,7 @@ def _tokenizer_html(section: dict[str, Any] | None) -> str:
     if not section:
         return "<h2>Tokenizer</h2><p>No token shards in this build.</p>"
     columns = ("tokens", "codes_used", "usage", "perplexity", "entropy_bits")
-    rows = [[k, *(v[c] for c in columns)] for k, v in [("all", section["all"]), *section["by_source"].items()]]
+    rows = [[k, *(v[c] for c in columns)] for k, v in [(ALL_SOURCES, section["all"]), *section["by_source"].items()]]
     html_rows = _table(["source", "tokens", "codes used", "usage", "perplexity", "entropy (bits/token)"], rows)
     sample = ""
     reconstruction = section.get("reconstruction") or {}
@@ -82,12 +82,12 @@ def _tokenizer_html(section: dict[str, Any] | None) -> str:
     elif section.get("reconstruction_skipped"):
         sample = f"<p>No reconstruction: {_text(section['reconstruction_skipped'])}.</p>"
     made_in = ", ".join(f"{t['shards']} in {arithmetic_label(t)}" for t in section.get("made_by", []))
+    plot = (f"<img src=\"{section['usage_plot']}\" alt=\"code frequencies and token histogram per source\">"
+            if section.get("usage_plot") else "<p>The token shards hold no tokens: no sentence was tokenized.</p>")
     return (f"<h2>Tokenizer</h2><p>{_text(section['tokenizer'])} (weights "
             f"{_text(section['weights_hash'][:16])}), codebook {section['codebook_size']} "
             f"(at most {np.log2(section['codebook_size']):.2f} bits/token); token shards computed: "
-            f"{_text(made_in)}.</p>{html_rows}"
-            f"<img src=\"{section['usage_plot']}\" alt=\"code frequencies and token histogram per source\">"
-            f"{sample}")
+            f"{_text(made_in)}.</p>{html_rows}{plot}{sample}")
 
 
 def _inputs_html(inputs: dict[str, Any], plot: str | None) -> str:
