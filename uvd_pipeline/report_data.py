@@ -39,14 +39,15 @@ ALL_SOURCES = "all sources"
 def output_problems(output: str, summary: dict[str, Any], progress: Progress | None = None) -> list[tuple[str, str]]:
     """(file, why) for everything that makes the summary's numbers untrue of the files now: a
     committed file missing or of another size (`verify --quick`: no file is read; the files the
-    report reads are hashed as it reads them), a build holding the output, committed shards of
+    report reads are hashed as it reads them, and `rejects.jsonl`'s lines are held to the shards'
+    rejects files, as a full verify does), a build holding the output, committed shards of
     this config that summary.json does not list (a build stopped before its summary). The unit
     store is left out: it is the build's cache, none of the report's numbers come from it.
     `progress` counts the shards checked."""
     from uvd_pipeline.output_lock import lock_uri
     from uvd_pipeline.verify import verify_output
 
-    result = verify_output(output, quick=True, units=False, mixture=False, progress=progress)
+    result = verify_output(output, quick=True, units=False, mixture=False, progress=progress, rejects=True)
     problems = list(result.damaged)
     if result.holder_gone:
         problems.append((lock_uri(output), f"the build that held this output ({result.holder}) is gone, killed or "
@@ -109,6 +110,18 @@ def _reject_lines(uri: str) -> Iterator[bytes]:
             yield line.rstrip(b"\n")
 
 
+def _reject_row(line: bytes) -> dict[str, Any] | None:
+    """A line of `rejects.jsonl` as the build writes it (a JSON object whose `reason`, `key` and
+    `detail` are text, and `source` where it names an `input`: what the page shows), or None."""
+    try:
+        row = json.loads(line)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return None
+    if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("reason", "key", "detail")):
+        return None
+    return row if not row.get("input") or isinstance(row.get("source"), str) else None
+
+
 def _reject_examples(output: str, expected: int) -> dict[str, list[dict[str, str]]]:
     """The first rejects of each reason; `ShardDamaged` when the file does not hold the `expected`
     number of rejects the summary counts (cut short or replaced since the build)."""
@@ -118,11 +131,14 @@ def _reject_examples(output: str, expected: int) -> dict[str, list[dict[str, str
     uri = fsio.join(output, REJECTS_FILE)
     found = 0
     if fsio.exists(uri):
-        for line in _reject_lines(uri):
+        for number, line in enumerate(_reject_lines(uri), 1):
             if not line:
                 continue
             found += 1
-            row = json.loads(line)
+            row = _reject_row(line)
+            if row is None:  # the shard's own file edited alike: no size or line digest tells
+                raise ShardDamaged(uri, f"line {number} is no reject the build wrote (not a JSON object with a "
+                                        "reason, key and detail); the build writes it again")
             if len(examples[row["reason"]]) < EXAMPLES_PER_REASON:
                 examples[row["reason"]].append(row)
     if found != expected:
