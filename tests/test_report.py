@@ -673,6 +673,22 @@ def test_a_reject_line_is_read_only_as_the_build_writes_it():
         assert _reject_row(bad) is None, bad
 
 
+def test_report_of_no_sentences_asked_for_in_a_folder_named_with_a_newline(report_build, tmp_path):
+    """`report --sentences 0` of a build of sentences said "No sentences in this build." under the
+    contact sheets; an output folder whose name holds a newline was written raw in the page's
+    header (shown as a space: a name no folder has). The page says none were asked for, and shows
+    the newline as its code, as it does in file names."""
+    config, summary = report_build
+    out = tmp_path / "odd\n dir"
+    shutil.copytree(config.output, out, ignore=shutil.ignore_patterns("report"))
+    page = Path(write_report(str(out), max_sentences_per_group=0)["html"]).read_text()
+    sheets = page[page.index("<h2>Contact sheets"):page.index("<h2>Tokenizer")]
+    assert summary["totals"]["sentences"] > 0 and "No sentences in this build." not in page
+    assert "No contact sheets: none were asked for (--sentences 0)." in sheets and "<img" not in sheets
+    assert f"<p>Output <code>{html.escape(str(tmp_path))}/odd\\n dir</code>, config" in page
+    assert "odd\n dir" not in page
+
+
 def test_report_of_an_output_whose_summary_is_cut_short_says_so(report_copy):
     """summary.json cut short: the report stopped with a JSONDecodeError traceback and left the
     earlier report's page in place."""

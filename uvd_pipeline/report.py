@@ -230,6 +230,6 @@ def _write_pages(output: str, summary: dict[str, Any], report_dir: str, max_sent
     json_uri = fsio.join(report_dir, "report.json")
     html_uri = fsio.join(report_dir, "report.html")
     write_bytes(json_uri, json.dumps(data, indent=1, sort_keys=True).encode())
-    write_bytes(html_uri, render_html(data, sheets).encode())
+    write_bytes(html_uri, render_html(data, sheets, sheets_asked=max_sentences_per_group > 0).encode())
     clear_report_dir(report_dir, {*PAGES, *_pictures(data)})
     return {"html": html_uri, "json": json_uri}
