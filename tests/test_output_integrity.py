@@ -986,11 +986,14 @@ def test_verify_names_the_counted_fields_deleted_from_the_summary(mini_corpus, m
     assert main(["verify", "--quick", str(out)]) == 0, capsys.readouterr().out
 
 
-def test_verify_names_a_token_shard_of_an_earlier_tar_stale(mini_corpus, tiny_tokenizer, tmp_path, capsys):
+def test_verify_names_a_token_shard_of_an_earlier_tar_stale(mini_corpus, tiny_tokenizer, tmp_path, capsys, caplog):
     """A rerun with --no-tokenize over grown input rewrote a rendered shard (another sha256, more
     sentences) and left its token shard of the old tar: `verify` said intact, and the trainer would
     train on the old sentences' codes. It is named stale with the command that tokenizes it again;
-    that build makes the output intact."""
+    that build makes the output intact. The rerun itself printed the old token count and said
+    nothing; it warns of the stale shard in its log as verify names it."""
+    import logging
+
     import yaml
 
     from uvd_pipeline.build import run_build
@@ -1012,7 +1015,9 @@ def test_verify_names_a_token_shard_of_an_earlier_tar_stale(mini_corpus, tiny_to
     train = sorted(p for p in (imagenet / "train").iterdir() if p.is_dir())[-1]
     for i, image in enumerate(sorted(train.iterdir())[:20]):
         shutil.copy(image, train / f"{train.name}_grown{i}.JPEG")
-    run_build(load_config(str(path), {"tokenizer.enabled": False}))  # as `build --no-tokenize`
+    with caplog.at_level(logging.WARNING):
+        run_build(load_config(str(path), {"tokenizer.enabled": False}))  # as `build --no-tokenize`
+    warned = [r.getMessage() for r in caplog.records if "stale" in r.getMessage()]
     shard = out / "tokens" / "inet" / "train" / "inet-train-00000.arrow"
     stats = json.loads(shard.with_name("inet-train-00000.stats.json").read_text())
     tar = json.loads((out / "rendered" / "inet" / "train" / "inet-train-00000.stats.json").read_text())["tar_sha256"]
@@ -1024,7 +1029,14 @@ def test_verify_names_a_token_shard_of_an_earlier_tar_stale(mini_corpus, tiny_to
             "trainer would take tokens of sentences the shard no longer holds; tokenize it again: run the same build "
             "command without --no-tokenize (it re-encodes every token shard of a rewritten tar), or python -m "
             "uvd_pipeline build CONFIG --retokenize\n") in printed, printed
+    assert warned == [f"{shard}: stale: made from a tar of sha256 {stats['rendered_sha256']}, rendered shard "
+                      f"inet/train/inet-train-00000 is now {tar} (rewritten by this build, which did not tokenize): "
+                      "the trainer would take tokens of sentences the shard no longer holds; tokenize it again: run "
+                      "the same build command without --no-tokenize (it re-encodes every token shard of a rewritten "
+                      "tar), or python -m uvd_pipeline build CONFIG --retokenize"]
+    caplog.clear()
     run_build(load_config(str(path)))
+    assert not [r for r in caplog.records if "stale" in r.getMessage()]
     assert main(["verify", str(out)]) == 0, capsys.readouterr().out
 
 

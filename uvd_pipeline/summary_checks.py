@@ -14,11 +14,9 @@ from typing import Any
 
 from uvd_pipeline.integrity import token_file
 from uvd_pipeline.summary import SUMMARY_FILE, CommittedShards
-from uvd_pipeline.tokenize_stage import TokenTotals
+from uvd_pipeline.tokenize_stage import STALE_HINT, TokenTotals
 
 REWRITE_HINT = "run the same build command again: it writes it anew from the committed shards"
-STALE_HINT = ("tokenize it again: run the same build command without --no-tokenize (it re-encodes every token shard "
-              "of a rewritten tar), or python -m uvd_pipeline build CONFIG --retokenize")
 FOREIGN_HINT = ("the trainer's mixture and the report would take it as this build's; move it out of tokens/ "
                 "(import into a folder of its own)")
 COUNTED = ("sentences", "images", "rejects", "shards", "by_split", "by_kind", "by_kind_task", "rejects_by_reason",
