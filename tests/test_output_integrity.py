@@ -955,6 +955,33 @@ def test_verify_holds_build_json_to_its_config_hash(mini_corpus, mini_build, tmp
     assert main(["verify", "--quick", str(out)]) == 0
 
 
+def test_verify_holds_input_sizes_lengths_and_duplicates_to_the_shards(mini_corpus, mini_build, tmp_path, capsys):
+    """A summary whose source's input-size histogram, pixel count, sentence lengths or duplicate
+    figures were edited passed `verify` (only the counts of COUNTED were held to the stats), and
+    the report showed the edited figures. Each is named with what the shards' stats hold."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    path = out / "summary.json"
+    name, source = next((n, s) for n, s in sorted(summary["sources"].items()) if s.get("duplicates"))
+    edited = json.loads(path.read_text())
+    entry = edited["sources"][name]
+    entry["inputs"]["short_side"] = list(reversed(entry["inputs"]["short_side"]))
+    entry["inputs"]["pixels"] = 10 ** 9
+    entry["sentence_lengths"] = {"image": {"7": 3}}
+    entry["duplicates"] = {**entry["duplicates"], "exact": entry["duplicates"]["exact"] + 3}
+    path.write_text(json.dumps(edited))
+    assert main(["verify", "--quick", str(out)]) == 1
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith(f"damaged: {path}: counts other than the committed shards', edited since the build: "), line
+    for field in ("inputs", "sentence_lengths", "duplicates"):
+        found = json.dumps(source[field])
+        assert f"; sources.{name}.{field} " in line or f": sources.{name}.{field} " in line, line
+        assert f"(the committed shards' stats hold {found[:40]}".replace('"', "'") in line, (field, line)
+    path.write_text(json.dumps(summary))
+    assert main(["verify", "--quick", str(out)]) == 0
+
+
 def test_verify_names_the_counted_fields_deleted_from_the_summary(mini_corpus, mini_build, tmp_path, capsys):
     """A summary whose `tokens` section was emptied and whose source lost by_split, by_kind and
     rejects_by_reason passed `verify` (a field was held to the stats only when present), then the
