@@ -172,14 +172,16 @@ def write_config(path: Path, corpus: Path, output: Path, tokenizer: Path | str, 
     return path
 
 
-def build_web_source(tmp_path: Path, name: str, path: Path, size: int = 32) -> dict:
-    """A whole in-process build (no tokenizer, no dedup, nothing in val by hash) of one `laion`
-    source reading `path` into `tmp_path/out`: its summary."""
+def build_web_source(tmp_path: Path, name: str, path: Path, size: int = 32, tokenizer: Path | None = None) -> dict:
+    """A whole in-process build (no tokenizer unless a `tokenizer` checkpoint is given, no dedup,
+    nothing in val by hash) of one `laion` source reading `path` into `tmp_path/out`: its summary."""
     from uvd_pipeline.build import run_build
     from uvd_pipeline.config import load_config
 
     config = {"version": 1, "output": str(tmp_path / "out"), "seed": 0, "image": {"size": size},
-              "split": {"val_fraction": 0.0}, "dedup": {"enabled": False}, "tokenizer": {"enabled": False},
+              "split": {"val_fraction": 0.0}, "dedup": {"enabled": False},
+              "tokenizer": ({"checkpoint": str(tokenizer), "batch_size": 8, "threads": 1, "compile": False}
+                            if tokenizer else {"enabled": False}),
               "sources": [{"name": name, "type": "laion", "path": str(path), "num_shards": 1}],
               "beam": {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))

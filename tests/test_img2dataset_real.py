@@ -295,13 +295,24 @@ def test_default_download_is_warned_about_and_sized_by_originals(default_build, 
 
     long_sides = source["inputs"]["long_side"]
     assert long_sides[bin_index(640, SIDE_EDGES)] == 1
+    # every picture the renderer got is img2dataset's 256 px copy, scaled down to the 64 canvas:
+    # none enlarged, though 4 originals are smaller (counted enlarged before: 'below canvas' judged
+    # the original), and the short-side histogram keeps them
+    members = [f["member"] for f in found.values()]
+    assert all((m["width"], m["height"]) == (256, 256) for m in members)
+    small = sorted(tuple(m["resized_from"]) for m in members if min(m["resized_from"]) < 64)
+    assert small == [(40, 40), (48, 32), (48, 48), (80, 40)]
+    assert sum(source["inputs"]["short_side"][:bin_index(64, SIDE_EDGES)]) == len(small)
+    assert source["inputs"]["below_canvas"] == 0
     # what img2dataset's defaults did: letterboxed white bars
     pixels = found["wide.jpg"]["pixels"]
     assert pixels.shape == (64, 64, 3)
     from uvd_pipeline.report import write_report
 
     paths = write_report(str(out), max_sentences_per_group=1)
-    assert json.loads(Path(paths["json"]).read_text())["warnings"] == {"default": [warning]}
+    data = json.loads(Path(paths["json"]).read_text())
+    assert data["warnings"] == {"default": [warning]}
+    assert data["inputs"]["by_source"]["default"]["below_canvas_share"] == 0.0
     page = Path(paths["html"]).read_text()
     assert "<h2>Warnings</h2>" in page and "img2dataset resized 8 of 8 images" in page
 

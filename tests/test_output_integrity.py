@@ -989,6 +989,33 @@ def test_verify_holds_build_json_to_its_config_hash(mini_corpus, mini_build, tmp
     assert main(["verify", "--quick", str(out)]) == 0
 
 
+def test_verify_holds_input_sizes_lengths_and_duplicates_to_the_shards(mini_corpus, mini_build, tmp_path, capsys):
+    """A summary whose source's input-size histogram, pixel count, sentence lengths or duplicate
+    figures were edited passed `verify` (only the counts of COUNTED were held to the stats), and
+    the report showed the edited figures. Each is named with what the shards' stats hold."""
+    from uvd_pipeline.cli import main
+
+    _, out, summary = _copy(mini_corpus, mini_build, tmp_path)
+    path = out / "summary.json"
+    name, source = next((n, s) for n, s in sorted(summary["sources"].items()) if s.get("duplicates"))
+    edited = json.loads(path.read_text())
+    entry = edited["sources"][name]
+    entry["inputs"]["short_side"] = list(reversed(entry["inputs"]["short_side"]))
+    entry["inputs"]["pixels"] = 10 ** 9
+    entry["sentence_lengths"] = {"image": {"7": 3}}
+    entry["duplicates"] = {**entry["duplicates"], "exact": entry["duplicates"]["exact"] + 3}
+    path.write_text(json.dumps(edited))
+    assert main(["verify", "--quick", str(out)]) == 1
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith(f"damaged: {path}: counts other than the committed shards', edited since the build: "), line
+    for field in ("inputs", "sentence_lengths", "duplicates"):
+        found = json.dumps(source[field])
+        assert f"; sources.{name}.{field} " in line or f": sources.{name}.{field} " in line, line
+        assert f"(the committed shards' stats hold {found[:40]}".replace('"', "'") in line, (field, line)
+    path.write_text(json.dumps(summary))
+    assert main(["verify", "--quick", str(out)]) == 0
+
+
 def test_verify_names_the_counted_fields_deleted_from_the_summary(mini_corpus, mini_build, tmp_path, capsys):
     """A summary whose `tokens` section was emptied and whose source lost by_split, by_kind and
     rejects_by_reason passed `verify` (a field was held to the stats only when present), then the
@@ -1020,11 +1047,14 @@ def test_verify_names_the_counted_fields_deleted_from_the_summary(mini_corpus, m
     assert main(["verify", "--quick", str(out)]) == 0, capsys.readouterr().out
 
 
-def test_verify_names_a_token_shard_of_an_earlier_tar_stale(mini_corpus, tiny_tokenizer, tmp_path, capsys):
+def test_verify_names_a_token_shard_of_an_earlier_tar_stale(mini_corpus, tiny_tokenizer, tmp_path, capsys, caplog):
     """A rerun with --no-tokenize over grown input rewrote a rendered shard (another sha256, more
     sentences) and left its token shard of the old tar: `verify` said intact, and the trainer would
     train on the old sentences' codes. It is named stale with the command that tokenizes it again;
-    that build makes the output intact."""
+    that build makes the output intact. The rerun itself printed the old token count and said
+    nothing; it warns of the stale shard in its log as verify names it."""
+    import logging
+
     import yaml
 
     from uvd_pipeline.build import run_build
@@ -1046,7 +1076,9 @@ def test_verify_names_a_token_shard_of_an_earlier_tar_stale(mini_corpus, tiny_to
     train = sorted(p for p in (imagenet / "train").iterdir() if p.is_dir())[-1]
     for i, image in enumerate(sorted(train.iterdir())[:20]):
         shutil.copy(image, train / f"{train.name}_grown{i}.JPEG")
-    run_build(load_config(str(path), {"tokenizer.enabled": False}))  # as `build --no-tokenize`
+    with caplog.at_level(logging.WARNING):
+        run_build(load_config(str(path), {"tokenizer.enabled": False}))  # as `build --no-tokenize`
+    warned = [r.getMessage() for r in caplog.records if "stale" in r.getMessage()]
     shard = out / "tokens" / "inet" / "train" / "inet-train-00000.arrow"
     stats = json.loads(shard.with_name("inet-train-00000.stats.json").read_text())
     tar = json.loads((out / "rendered" / "inet" / "train" / "inet-train-00000.stats.json").read_text())["tar_sha256"]
@@ -1058,7 +1090,14 @@ def test_verify_names_a_token_shard_of_an_earlier_tar_stale(mini_corpus, tiny_to
             "trainer would take tokens of sentences the shard no longer holds; tokenize it again: run the same build "
             "command without --no-tokenize (it re-encodes every token shard of a rewritten tar), or python -m "
             "uvd_pipeline build CONFIG --retokenize\n") in printed, printed
+    assert warned == [f"{shard}: stale: made from a tar of sha256 {stats['rendered_sha256']}, rendered shard "
+                      f"inet/train/inet-train-00000 is now {tar} (rewritten by this build, which did not tokenize): "
+                      "the trainer would take tokens of sentences the shard no longer holds; tokenize it again: run "
+                      "the same build command without --no-tokenize (it re-encodes every token shard of a rewritten "
+                      "tar), or python -m uvd_pipeline build CONFIG --retokenize"]
+    caplog.clear()
     run_build(load_config(str(path)))
+    assert not [r for r in caplog.records if "stale" in r.getMessage()]
     assert main(["verify", str(out)]) == 0, capsys.readouterr().out
 
 

@@ -623,6 +623,72 @@ def test_report_of_an_output_whose_rejects_file_lost_lines_says_so(report_copy):
     assert f"<li><code>{rejects}</code>: {html.escape(why)}" in _damage_page(out)
 
 
+def test_report_of_an_output_whose_rejects_file_was_edited_in_place_says_so(report_copy):
+    """rejects.jsonl edited in place, its size kept (the report's check held it to the shards'
+    rejects files by size alone): a garbled first byte stopped the report with a JSONDecodeError
+    traceback, an input renamed was shown as the build's. Its lines are held to the shards'."""
+    from uvd_pipeline.shards import ShardDamaged
+
+    out, _ = report_copy
+    rejects = out / "rejects.jsonl"
+    merged = rejects.read_bytes()
+    first = merged.split(b"\n", 1)[0]
+    for edited in (b"X" + merged[1:], merged.replace(first, first[:-3] + b'Z"}', 1)):  # a field's last letter
+        assert len(edited) == len(merged) and edited != merged
+        rejects.write_bytes(edited)
+        why = "its lines differ from the committed shards' rejects files (edited)"
+        with pytest.raises(ShardDamaged, match=re.escape(f"{rejects}: {why}")):
+            write_report(str(out))
+        assert f"<li><code>{rejects}</code>: {html.escape(why)}" in _damage_page(out)
+
+
+def test_report_of_rejects_that_are_no_build_lines_says_so(report_copy):
+    """A first line that is no JSON object with a reason, in rejects.jsonl and in the shard's
+    rejects file alike (what the shards' sizes and line digests cannot tell): the report stopped
+    with a JSONDecodeError traceback; it names the file and the line, and writes the damage page."""
+    from uvd_pipeline.shards import ShardDamaged
+
+    out, _ = report_copy
+    rejects = out / "rejects.jsonl"
+    first = rejects.read_bytes().split(b"\n", 1)[0]
+    holder = next(p for p in (out / "rendered").rglob("*.rejects.jsonl") if first in p.read_bytes().split(b"\n"))
+    for path in (rejects, holder):
+        path.write_bytes(path.read_bytes().replace(first, b"X" + first[1:], 1))
+    why = "line 1 is no reject the build wrote (not a JSON object with a reason, key and detail)"
+    with pytest.raises(ShardDamaged, match=re.escape(f"{rejects}: {why}")):
+        write_report(str(out))
+    assert f"<li><code>{rejects}</code>: {html.escape(why)}" in _damage_page(out)
+
+
+def test_a_reject_line_is_read_only_as_the_build_writes_it():
+    """The lines `_reject_examples` refuses rather than showing or stopping on (KeyError, TypeError)."""
+    from uvd_pipeline.report_data import _reject_row
+
+    good = {"detail": "d", "input": "x1.jpg", "key": "bad-x1", "reason": "not_an_image", "source": "bad"}
+    assert _reject_row(json.dumps(good).encode()) == good
+    assert _reject_row(json.dumps({k: v for k, v in good.items() if k not in ("input", "source")}).encode())
+    for bad in (b"X" + json.dumps(good).encode()[1:], b"[1]", b"\xff", json.dumps({**good, "reason": 3}).encode(),
+                json.dumps({k: v for k, v in good.items() if k != "detail"}).encode(),
+                json.dumps({k: v for k, v in good.items() if k != "source"}).encode()):
+        assert _reject_row(bad) is None, bad
+
+
+def test_report_of_no_sentences_asked_for_in_a_folder_named_with_a_newline(report_build, tmp_path):
+    """`report --sentences 0` of a build of sentences said "No sentences in this build." under the
+    contact sheets; an output folder whose name holds a newline was written raw in the page's
+    header (shown as a space: a name no folder has). The page says none were asked for, and shows
+    the newline as its code, as it does in file names."""
+    config, summary = report_build
+    out = tmp_path / "odd\n dir"
+    shutil.copytree(config.output, out, ignore=shutil.ignore_patterns("report"))
+    page = Path(write_report(str(out), max_sentences_per_group=0)["html"]).read_text()
+    sheets = page[page.index("<h2>Contact sheets"):page.index("<h2>Tokenizer")]
+    assert summary["totals"]["sentences"] > 0 and "No sentences in this build." not in page
+    assert "No contact sheets: none were asked for (--sentences 0)." in sheets and "<img" not in sheets
+    assert f"<p>Output <code>{html.escape(str(tmp_path))}/odd\\n dir</code>, config" in page
+    assert "odd\n dir" not in page
+
+
 def test_report_of_an_output_whose_summary_is_cut_short_says_so(report_copy):
     """summary.json cut short: the report stopped with a JSONDecodeError traceback and left the
     earlier report's page in place."""

@@ -1041,7 +1041,7 @@ def _build_counting_opens(tmp_path: Path, web: Path, counted: Path) -> tuple[dic
 
 
 def test_resized_input_is_detected_and_sized_by_its_original(tmp_path: Path):
-    from uvd_pipeline.quality import input_sizes
+    from uvd_pipeline.quality import SIDE_EDGES, ShardQuality, bin_index, input_sizes
 
     _img2dataset_shard(tmp_path, resized=True)
     source = LaionSource("web", str(tmp_path))
@@ -1052,6 +1052,13 @@ def test_resized_input_is_detected_and_sized_by_its_original(tmp_path: Path):
     assert record.lineage["resized_from"] == [40, 30]
     member = {"width": 32, "height": 32, **record.lineage}
     assert input_sizes("image", [member], {}) == [(40, 30)]
+    # on a 31 px canvas the renderer scales img2dataset's 32 px copy down: not enlarged, though the
+    # original's short side (30, kept for the histograms) is below the canvas (it was counted)
+    quality = ShardQuality(canvas=31)
+    quality.add("image", "image/caption", [member], {}, 1)
+    inputs = quality.stats()["inputs"]
+    assert (inputs["count"], inputs["below_canvas"], inputs["pixels"]) == (1, 0, 40 * 30)
+    assert inputs["short_side"][bin_index(30, SIDE_EDGES)] == 1
 
 
 @pytest.mark.parametrize("resized, full_at", [(True, "00000.parquet"), (False, "00000.tar")])

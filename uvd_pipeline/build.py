@@ -230,7 +230,9 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     committed = committed_shards(config.output, config.content_hash(), claimed=claimed, each=read)
     dropped = drop_stale(config, units, committed)
     settle_store(config.output, committed - dropped, read.tar_sha256)
-    tokens = summarize_tokens(config.output, config.content_hash(), claimed=claimed)  # after drop_stale's removals
+    tars = {(a.source, a.split, a.stem): sha for a, sha in read.tar_sha256.items() if a not in dropped}
+    # after drop_stale's removals; a token shard of an earlier tar (a --no-tokenize rerun) warned of
+    tokens = summarize_tokens(config.output, config.content_hash(), claimed=claimed, tars=tars)
     clear_strays(config.output, remove=verify, claimed=claimed)
     counters = run_counters(result)
     summary = finalize(config, phases(started, running, ran, time.perf_counter()), counters, resumed=len(done),

@@ -5,7 +5,10 @@ pictures *before* resizing, so the report never re-reads the inputs. An input is
 sentence image was made from: the image of a web, class, pair or multitask unit, each frame of
 a video or annotated video, each view of a multi-view object; annotation targets are not
 inputs. Renderers record the size (after EXIF orientation) as `width`/`height` in the member's
-lineage (web images that img2dataset resized first: its recorded original size, `resized_from`) (videos: once, in the sentence meta, for all their frames). An image a sentence holds
+lineage (web images that img2dataset resized first: its recorded original size, `resized_from`)
+(videos: once, in the sentence meta, for all their frames). `below_canvas` counts the inputs
+enlarged to the canvas, judged by the picture the renderer scaled (img2dataset's copy, not the
+original it was made from). An image a sentence holds
 twice (class sentences under `remainder: wrap`) counts twice: the histograms describe what the
 sentences are made of.
 
@@ -49,12 +52,21 @@ def bin_labels(edges: tuple) -> list[str]:
 
 def input_sizes(kind: str, members: Iterable[dict[str, Any]], meta: dict[str, Any]) -> list[tuple[int, int]]:
     """(width, height) of every input picture of a sentence or rendered unit (see above)."""
+    return [(width, height) for width, height, _ in _inputs(kind, members, meta)]
+
+
+def _inputs(kind: str, members: Iterable[dict[str, Any]], meta: dict[str, Any]) -> list[tuple[int, int, int]]:
+    """(width, height, short side as rendered) of every input picture: the picture's own size for
+    the histograms, and the short side of what the renderer scaled to the canvas, which tells an
+    enlargement (img2dataset's 256 px copy of a 40 px original is scaled down to a 64 canvas)."""
     members = list(members)
     if kind == "video":
         if meta.get("width") and meta.get("height"):
-            return [(int(meta["width"]), int(meta["height"]))] * len(members)
+            width, height = int(meta["width"]), int(meta["height"])
+            return [(width, height, min(width, height))] * len(members)
         return []
-    return [_original_size(m) for m in members if m.get("width") and m.get("height")]
+    return [(*_original_size(m), min(int(m["width"]), int(m["height"])))
+            for m in members if m.get("width") and m.get("height")]
 
 
 def _original_size(member: dict[str, Any]) -> tuple[int, int]:
@@ -71,10 +83,13 @@ def empty_inputs() -> dict[str, Any]:
             **{name: [0] * len(edges) for name, edges in INPUT_BINS.items()}}
 
 
-def add_input(hist: dict[str, Any], width: int, height: int, canvas: int) -> None:
+def add_input(hist: dict[str, Any], width: int, height: int, canvas: int, rendered_short: int | None = None) -> None:
+    """Count one input of `width` x `height`; `rendered_short`: the short side of the picture the
+    renderer scaled (img2dataset's resized copy), the original's when not given."""
     hist["count"] += 1
     hist["pixels"] += width * height
-    hist["below_canvas"] += int(min(width, height) < canvas)  # upscaled by a centre crop
+    short = min(width, height) if rendered_short is None else rendered_short
+    hist["below_canvas"] += int(short < canvas)  # upscaled by a centre crop
     hist["short_side"][bin_index(min(width, height), SIDE_EDGES)] += 1
     hist["long_side"][bin_index(max(width, height), SIDE_EDGES)] += 1
     hist["aspect"][bin_index(width / height, ASPECT_EDGES)] += 1
@@ -103,8 +118,8 @@ class ShardQuality:
 
     def add(self, kind: str, group: str, members: Iterable[dict[str, Any]], meta: dict[str, Any],
             n_images: int) -> None:
-        for width, height in input_sizes(kind, members, meta):
-            add_input(self.inputs, width, height, self.canvas)
+        for width, height, rendered_short in _inputs(kind, members, meta):
+            add_input(self.inputs, width, height, self.canvas, rendered_short)
         self.lengths.setdefault(kind, Counter())[n_images] += 1
         self.images_by_group[group] += n_images
 

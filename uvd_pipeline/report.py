@@ -59,6 +59,8 @@ def tokenizer_section(output: str, report_dir: str,
     if usage is None:
         return None
     section, histograms, shards_of = usage
+    if not histograms:  # no tokens: nothing to plot, nor to decode
+        return section
     section["usage_plot"] = tokens_plot(histograms, report_dir)
     tok = build_tokenizer(output)
     if tok is None:
@@ -228,6 +230,6 @@ def _write_pages(output: str, summary: dict[str, Any], report_dir: str, max_sent
     json_uri = fsio.join(report_dir, "report.json")
     html_uri = fsio.join(report_dir, "report.html")
     write_bytes(json_uri, json.dumps(data, indent=1, sort_keys=True).encode())
-    write_bytes(html_uri, render_html(data, sheets).encode())
+    write_bytes(html_uri, render_html(data, sheets, sheets_asked=max_sentences_per_group > 0).encode())
     clear_report_dir(report_dir, {*PAGES, *_pictures(data)})
     return {"html": html_uri, "json": json_uri}

@@ -31,19 +31,23 @@ RECONSTRUCTION_PER_SENTENCE = 2
 # rounds otherwise, and all cores (as before) gave other sheets on every machine; 2 decodes the uvd-tiny
 # sample in 1.8 s a source here against 3.2 s on 1
 RECONSTRUCTION_THREADS = 2
+# the overall histogram's key among the per-source ones: a source name is lower_snake_case, so no
+# source can take it ("all" could: a source named `all` replaced the overall line of the plot)
+ALL_SOURCES = "all sources"
 
 
 def output_problems(output: str, summary: dict[str, Any], progress: Progress | None = None) -> list[tuple[str, str]]:
     """(file, why) for everything that makes the summary's numbers untrue of the files now: a
     committed file missing or of another size (`verify --quick`: no file is read; the files the
-    report reads are hashed as it reads them), a build holding the output, committed shards of
+    report reads are hashed as it reads them, and `rejects.jsonl`'s lines are held to the shards'
+    rejects files, as a full verify does), a build holding the output, committed shards of
     this config that summary.json does not list (a build stopped before its summary). The unit
     store is left out: it is the build's cache, none of the report's numbers come from it.
     `progress` counts the shards checked."""
     from uvd_pipeline.output_lock import lock_uri
     from uvd_pipeline.verify import verify_output
 
-    result = verify_output(output, quick=True, units=False, mixture=False, progress=progress)
+    result = verify_output(output, quick=True, units=False, mixture=False, progress=progress, rejects=True)
     problems = list(result.damaged)
     if result.holder_gone:
         problems.append((lock_uri(output), f"the build that held this output ({result.holder}) is gone, killed or "
@@ -106,6 +110,18 @@ def _reject_lines(uri: str) -> Iterator[bytes]:
             yield line.rstrip(b"\n")
 
 
+def _reject_row(line: bytes) -> dict[str, Any] | None:
+    """A line of `rejects.jsonl` as the build writes it (a JSON object whose `reason`, `key` and
+    `detail` are text, and `source` where it names an `input`: what the page shows), or None."""
+    try:
+        row = json.loads(line)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return None
+    if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("reason", "key", "detail")):
+        return None
+    return row if not row.get("input") or isinstance(row.get("source"), str) else None
+
+
 def _reject_examples(output: str, expected: int) -> dict[str, list[dict[str, str]]]:
     """The first rejects of each reason; `ShardDamaged` when the file does not hold the `expected`
     number of rejects the summary counts (cut short or replaced since the build)."""
@@ -115,11 +131,14 @@ def _reject_examples(output: str, expected: int) -> dict[str, list[dict[str, str
     uri = fsio.join(output, REJECTS_FILE)
     found = 0
     if fsio.exists(uri):
-        for line in _reject_lines(uri):
+        for number, line in enumerate(_reject_lines(uri), 1):
             if not line:
                 continue
             found += 1
-            row = json.loads(line)
+            row = _reject_row(line)
+            if row is None:  # the shard's own file edited alike: no size or line digest tells
+                raise ShardDamaged(uri, f"line {number} is no reject the build wrote (not a JSON object with a "
+                                        "reason, key and detail); the build writes it again")
             if len(examples[row["reason"]]) < EXAMPLES_PER_REASON:
                 examples[row["reason"]].append(row)
     if found != expected:
@@ -197,8 +216,9 @@ def _quality_data(summary: dict[str, Any], sentences_by_group: dict[str, int]) -
 
 def token_usage(output: str) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, list[str]]] | None:
     """Code statistics of the token shards (codebook usage, perplexity, entropy), overall and per
-    source: (section, code histograms with "all" first, token shard paths per source); None without
-    token shards or for a remote output (token shards are memory-mapped: local outputs only)."""
+    source: (section, code histograms with `ALL_SOURCES` first, token shard paths per source); None
+    without token shards or for a remote output (token shards are memory-mapped: local outputs
+    only). Token shards of no rows (every input rejected) give zero counts and no histogram."""
     from tokenizer.metrics import codebook_usage, entropy_bits, perplexity
     from uvd_pipeline.shards import ShardDamaged, find_shards, read_token_shard
 
@@ -226,7 +246,8 @@ def token_usage(output: str) -> tuple[dict[str, Any], dict[str, np.ndarray], dic
         histograms[source] = histograms.get(source, 0) + np.bincount(values, minlength=meta.codebook_size)
     assert meta is not None
     histograms = dict(sorted(histograms.items()))
-    total = sum(histograms.values())
+    # started from zeros: with every shard empty there is no source histogram to add (an int 0)
+    total = sum(histograms.values(), np.zeros(meta.codebook_size, dtype=np.int64))
 
     def stats(hist: np.ndarray) -> dict[str, float]:
         return {"tokens": int(hist.sum()), "codes_used": int((hist > 0).sum()),
@@ -237,7 +258,7 @@ def token_usage(output: str) -> tuple[dict[str, Any], dict[str, np.ndarray], dic
                                "codebook_size": meta.codebook_size, "all": stats(total),
                                "by_source": {k: stats(v) for k, v in histograms.items()},
                                "tokens_per_image": meta.tokens_per_image}
-    return section, {"all": total, **histograms}, dict(shards_of)
+    return section, ({ALL_SOURCES: total, **histograms} if histograms else {}), dict(shards_of)
 
 
 def build_tokenizer(output: str):

@@ -11,7 +11,7 @@ import numpy as np
 
 from uvd_pipeline.quality import bin_labels
 from uvd_pipeline.shown import shown
-from uvd_pipeline.report_data import RECONSTRUCTION_PER_SENTENCE
+from uvd_pipeline.report_data import ALL_SOURCES, RECONSTRUCTION_PER_SENTENCE
 from uvd_pipeline.tokenize_stage import arithmetic_label
 
 
@@ -44,6 +44,7 @@ def _table(headers: list[str], rows: list[list[Any]], wrap: int | None = None) -
 
 
 NO_SENTENCES = "<p>No sentences in this build.</p>"
+NO_SHEETS_ASKED = "<p>No contact sheets: none were asked for (--sentences 0).</p>"
 
 
 def _table_or_none(headers: list[str], rows: list[list[Any]]) -> str:
@@ -64,7 +65,7 @@ def _tokenizer_html(section: dict[str, Any] | None) -> str:
     if not section:
         return "<h2>Tokenizer</h2><p>No token shards in this build.</p>"
     columns = ("tokens", "codes_used", "usage", "perplexity", "entropy_bits")
-    rows = [[k, *(v[c] for c in columns)] for k, v in [("all", section["all"]), *section["by_source"].items()]]
+    rows = [[k, *(v[c] for c in columns)] for k, v in [(ALL_SOURCES, section["all"]), *section["by_source"].items()]]
     html_rows = _table(["source", "tokens", "codes used", "usage", "perplexity", "entropy (bits/token)"], rows)
     sample = ""
     reconstruction = section.get("reconstruction") or {}
@@ -82,12 +83,12 @@ def _tokenizer_html(section: dict[str, Any] | None) -> str:
     elif section.get("reconstruction_skipped"):
         sample = f"<p>No reconstruction: {_text(section['reconstruction_skipped'])}.</p>"
     made_in = ", ".join(f"{t['shards']} in {arithmetic_label(t)}" for t in section.get("made_by", []))
+    plot = (f"<img src=\"{section['usage_plot']}\" alt=\"code frequencies and token histogram per source\">"
+            if section.get("usage_plot") else "<p>The token shards hold no tokens: no sentence was tokenized.</p>")
     return (f"<h2>Tokenizer</h2><p>{_text(section['tokenizer'])} (weights "
             f"{_text(section['weights_hash'][:16])}), codebook {section['codebook_size']} "
             f"(at most {np.log2(section['codebook_size']):.2f} bits/token); token shards computed: "
-            f"{_text(made_in)}.</p>{html_rows}"
-            f"<img src=\"{section['usage_plot']}\" alt=\"code frequencies and token histogram per source\">"
-            f"{sample}")
+            f"{_text(made_in)}.</p>{html_rows}{plot}{sample}")
 
 
 def _inputs_html(inputs: dict[str, Any], plot: str | None) -> str:
@@ -198,7 +199,7 @@ def damaged_html(output: str, problems: list[tuple[str, str]]) -> str:
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>UVD build report: damaged output</title><style>{WRAP_CSS}</style></head><body>
 <h1>UVD build report</h1>
-<p>Output <code>{_text(output)}</code> is damaged or unfinished: its summary's numbers no longer
+<p>Output <code>{_data_text(output)}</code> is damaged or unfinished: its summary's numbers no longer
 describe its files, so this page shows none. {len(problems)} problems:</p>
 <ul class="damaged">{items}</ul>
 <p><code>python -m uvd_pipeline verify OUT</code> lists every damaged file; a resumed build with
@@ -216,7 +217,9 @@ def _reject_example(row: dict[str, str]) -> str:
     return f"{where} ({row['detail'][:60]})"
 
 
-def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:
+def render_html(data: dict[str, Any], sheets: dict[str, str], sheets_asked: bool = True) -> str:
+    """The page; `sheets_asked`: False where the report was asked for no contact sheets
+    (`--sentences 0`), which a build of sentences must not read as "no sentences"."""
     source_rows = []
     for name, s in data["sources"].items():
         split = s["by_split"]
@@ -240,7 +243,7 @@ def render_html(data: dict[str, Any], sheets: dict[str, str]) -> str:
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100%;border:1px solid #ddd}}{WRAP_CSS}</style>
 </head><body>
 <h1>UVD build report</h1>
-<p>Output <code>{_text(data['output'])}</code>, config {_text(data['config_hash'])}, images {_text(data['image_size'])}px.
+<p>Output <code>{_data_text(data['output'])}</code>, config {_text(data['config_hash'])}, images {_text(data['image_size'])}px.
 {t['sentences']} sentences, {t['images']} images, {t['rejects']} rejects in {t['shards']} shards.</p>
 {_nothing_built(t)}
 {_warnings_html(data.get("warnings"))}
@@ -258,7 +261,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 {_inputs_html(data["inputs"], data.get("plots", {}).get("inputs"))}
 {_lengths_html(data["sentence_lengths"], data.get("plots", {}).get("sentence_lengths"))}
 <h2>Contact sheets (one row per sentence, one sheet per kind and task)</h2>
-{sections or NO_SENTENCES}
+{sections or (NO_SENTENCES if sheets_asked or not t["sentences"] else NO_SHEETS_ASKED)}
 {_tokenizer_html(data.get("tokenizer"))}
 {_throughput_html(data["throughput"], data.get("plots", {}).get("throughput"))}
 {_mixture_html(data.get("mixture"))}

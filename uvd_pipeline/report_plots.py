@@ -13,6 +13,7 @@ from sources import fsio
 from tokenizer.atomic import write_bytes
 from uvd_pipeline.quality import bin_labels
 from uvd_pipeline.render import decode_png
+from uvd_pipeline.report_data import ALL_SOURCES
 
 THUMB = 64
 LABEL_WIDTH = 260
@@ -130,7 +131,7 @@ def tokens_plot(histograms: dict[str, np.ndarray], report_dir: str) -> str:
         total = max(int(hist.sum()), 1)
         ranked = np.sort(hist)[::-1]
         ranked = ranked[ranked > 0]
-        style = {"color": "black", "linewidth": 1.6} if name == "all" else {"linewidth": 1}
+        style = {"color": "black", "linewidth": 1.6} if name == ALL_SOURCES else {"linewidth": 1}
         rank_axis.loglog(np.arange(1, ranked.size + 1), ranked / total, label=name, **style)
         step = -(-hist.size // 64)
         starts = np.arange(0, hist.size, step)

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from uvd_pipeline.dedup import duplicate_counts
 from uvd_pipeline.integrity import token_file
+from uvd_pipeline.quality import sorted_lengths
 from uvd_pipeline.summary import SUMMARY_FILE, CommittedShards
-from uvd_pipeline.tokenize_stage import TokenTotals
+from uvd_pipeline.tokenize_stage import STALE_HINT, TokenTotals
 
 REWRITE_HINT = "run the same build command again: it writes it anew from the committed shards"
-STALE_HINT = ("tokenize it again: run the same build command without --no-tokenize (it re-encodes every token shard "
-              "of a rewritten tar), or python -m uvd_pipeline build CONFIG --retokenize")
 FOREIGN_HINT = ("the trainer's mixture and the report would take it as this build's; move it out of tokens/ "
                 "(import into a folder of its own)")
 COUNTED = ("sentences", "images", "rejects", "shards", "by_split", "by_kind", "by_kind_task", "rejects_by_reason",
@@ -147,6 +147,14 @@ class SummaryTally:
             for key in COUNTED:  # each one: a field deleted passed, then the report stopped on a KeyError
                 found = {k: dict(v) for k, v in entry[key].items()} if key == "by_split" else entry[key]
                 held(f"sources.{name}.{key}", recorded.get(key, ABSENT), dict(found) if isinstance(found, dict) else found)
+            # the report's input sizes, sentence lengths and duplicate figures: edited ones were shown
+            held(f"sources.{name}.inputs", recorded.get("inputs", ABSENT), entry["inputs"])
+            held(f"sources.{name}.sentence_lengths", recorded.get("sentence_lengths", ABSENT),
+                 sorted_lengths(entry["sentence_lengths"]))
+            if "duplicates" in recorded:  # where the build's config deduplicates the source's type
+                held(f"sources.{name}.duplicates", recorded["duplicates"],
+                     duplicate_counts(entry["rejects_by_reason"], entry["images"], entry["rejects"],
+                                      entry["rejects_by_stage"].get("download", 0)))
         rows = {(r["source"], r["split"], r["shard"]): r for r in self.rendered.rows}
         for row in summary.get("shards") or []:
             found_row = rows.get((row.get("source"), row.get("split"), row.get("shard")))

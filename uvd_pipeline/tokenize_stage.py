@@ -336,13 +336,17 @@ def tokenize_shard(output: str, stats: dict[str, Any], tok, config_hash: str,
     return {**written, "skipped": False}
 
 
-def summarize_tokens(output: str, config_hash: str | None = None, claimed: set[str] | None = None) -> dict[str, Any]:
+def summarize_tokens(output: str, config_hash: str | None = None, claimed: set[str] | None = None,
+                     tars: dict[tuple[str, str, str], str | None] | None = None) -> dict[str, Any]:
     """Token totals per source (and per split) from the committed token stats, for the build
     summary; with `config_hash`, shards of another configuration are left out. `claimed`: gets
     every file the stats files name, the stats files included (`named_files`), for the stray
     check, which then reads none again. Runs in a build, lock held: an unreadable stats file is
     removed with a warning naming it (as `committed_shards` does with a rendered one), so that
-    its token shard is written again; its `.arrow` is a stray till then."""
+    its token shard is written again; its `.arrow` is a stray till then. `tars`: the committed
+    rendered shards' tar sha256 by (source, split, stem); a token shard made from another tar
+    (a --no-tokenize build rewrote it) is warned of as stale, as `verify` names it: the totals
+    count its old sentences."""
     files = token_stats_files(output)
     if not files and not fsio.exists(fsio.join(output, TOKENS_DIR)):
         return {}
@@ -359,8 +363,26 @@ def summarize_tokens(output: str, config_hash: str | None = None, claimed: set[s
             claimed.update(named_files(uri, stats, "token"))
         if config_hash is not None and stats.get("config_hash") not in (None, config_hash):
             continue
+        if tars is not None:
+            _warn_stale(uri, stats, tars)
         totals.add(uri, stats)
     return totals.summary()
+
+
+STALE_HINT = ("tokenize it again: run the same build command without --no-tokenize (it re-encodes every token shard "
+              "of a rewritten tar), or python -m uvd_pipeline build CONFIG --retokenize")
+
+
+def _warn_stale(uri: str, stats: dict[str, Any], tars: dict[tuple[str, str, str], str | None]) -> None:
+    """Warn of a token shard made from an earlier tar of its rendered shard (`tars`: as
+    `summarize_tokens` takes them)."""
+    source, split, name = uri.rstrip("/").rsplit("/", 3)[-3:]
+    place = (source, split, name.split(".", 1)[0])
+    tar = tars.get(place)
+    if tar is not None and stats.get("rendered_sha256") != tar:
+        log.warning("%s: stale: made from a tar of sha256 %s, rendered shard %s is now %s (rewritten by this build, "
+                    "which did not tokenize): the trainer would take tokens of sentences the shard no longer holds; "
+                    "%s", token_file(uri, stats).uri, stats.get("rendered_sha256"), "/".join(place), tar, STALE_HINT)
 
 
 class TokenTotals:

@@ -331,9 +331,11 @@ def absolute(output: str) -> str:
 
 def verify_output(output: str, quick: bool = False,
                   on_damage: Callable[[str, str], None] | None = None, units: bool = True,
-                  mixture: bool = True, progress: Progress | None = None) -> VerifyResult:
+                  mixture: bool = True, progress: Progress | None = None, rejects: bool = False) -> VerifyResult:
     """Check every committed file of `output`; `on_damage(file, why)` is told of each damaged one;
     `progress` counts the shards checked (their stats files: thousands on a big build).
+    `rejects`: `rejects.jsonl`'s lines held to the shards' even when `quick` (the report shows
+    them: an edit of its size passed a size check and was shown, or stopped it with a traceback).
     `units`: the unit store too (the build's cache: a mark read per input unit; the report, whose
     numbers do not come from it, leaves it out); `mixture`: that `mixture.yaml` is there (the
     trainer's file: the report shows the mix from the summary)."""
@@ -450,7 +452,7 @@ def verify_output(output: str, quick: bool = False,
         for shard, why in tally.foreign + tally.unlisted_damage() + (tally.stale if SUMMARY_FILE in read else []):
             damaged(shard, why)
         if SUMMARY_FILE in read:
-            _check_merged(output, read[SUMMARY_FILE], shard_rejects, quick, mixture, damaged)
+            _check_merged(output, read[SUMMARY_FILE], shard_rejects, quick and not rejects, mixture, damaged)
             if not result.damaged:  # a damaged output's counts are off by its damage, named already
                 if why := tally.count_problem():
                     damaged(fsio.join(output, SUMMARY_FILE), why)
