@@ -327,6 +327,29 @@ def test_a_run_started_inside_an_except_block_ends_its_workers_as_a_normal_run(t
 
 
 @pytest.mark.slow  # a whole build with worker processes, in a fresh process: about 15 s
+def _multi_processing_folder_build(tmp_path, images: int, shape: tuple[int, int], num_shards: int,
+                                   **settings) -> "os.PathLike[str]":
+    """`config.yaml`: a build of `images` noise PNGs of `shape` in a folder (laion source, 32 px, no
+    tokenizer) by Beam's multi_processing direct runner on 2 worker processes; `settings` added."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(images):
+        Image.fromarray(rng.integers(0, 255, (*shape, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "version": 1, "output": str(tmp_path / "out"), **settings, "image": {"size": 32},
+        "sources": [{"name": "web", "type": "laion", "path": str(folder), "format": "folder",
+                     "num_shards": num_shards}],
+        "tokenizer": {"enabled": False},
+        "beam": {"direct_num_workers": 2, "direct_running_mode": "multi_processing"}}))
+    return config
+
+
 def test_a_builds_worker_processes_log_in_the_builds_format_without_beams_start_up_chatter(tmp_path):
     """A multi_processing build printed, from each worker process, Beam's start-up lines ("apitools
     not found", "Logging handler created.", "No semi_persistent_directory found", "Discarding
@@ -335,21 +358,7 @@ def test_a_builds_worker_processes_log_in_the_builds_format_without_beams_start_
     A worker now logs as the build does, without the chatter."""
     import re
 
-    import numpy as np
-    import yaml
-    from PIL import Image
-
-    images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(images / f"im{i}.png")
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "version": 1, "output": str(tmp_path / "out"), "seed": 0, "image": {"size": 32},
-        "sources": [{"name": "web", "type": "laion", "path": str(images), "format": "folder", "num_shards": 2}],
-        "tokenizer": {"enabled": False},
-        "beam": {"direct_num_workers": 2, "direct_running_mode": "multi_processing"}}))
+    config = _multi_processing_folder_build(tmp_path, images=6, shape=(80, 96), num_shards=2, seed=0)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     done = subprocess.run([sys.executable, "-m", "uvd_pipeline", "build", str(config)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
@@ -413,24 +422,10 @@ def test_a_worker_process_that_exits_before_it_connects_fails_the_build_in_one_l
     """A worker process that exited before it connected (its interpreter gone, the shell's return
     code 127) left the build waiting for its bundle's output for good: only a connected worker's
     data channel breaks when it dies. The build fails within seconds now, in one error line."""
-    import numpy as np
-    import yaml
-    from PIL import Image
-
     if sys.prefix == sys.base_prefix:
         pytest.skip("needs the project's venv (sys.prefix is the base interpreter's)")
     python = _python_at(tmp_path / "gone env")
-    images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(images / f"im{i}.png")
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "version": 1, "output": str(tmp_path / "out"), "image": {"size": 32},
-        "sources": [{"name": "web", "type": "laion", "path": str(images), "format": "folder", "num_shards": 1}],
-        "tokenizer": {"enabled": False},
-        "beam": {"direct_num_workers": 2, "direct_running_mode": "multi_processing"}}))
+    config = _multi_processing_folder_build(tmp_path, images=3, shape=(40, 48), num_shards=1)
     # `uvd build`, whose interpreter is removed once it runs (a venv rebuilt meanwhile)
     gone = ("import os, runpy, sys; os.unlink(sys.argv[1]); sys.argv[:] = ['uvd', *sys.argv[2:]]; "
             "runpy.run_module('uvd_pipeline', run_name='__main__')")

@@ -696,25 +696,36 @@ def test_a_glob_against_the_shells_expansion_of_it_resumes_only_for_one_shard(sh
     ("optimizer.pt", lambda s: s["state"]["lm_head.weight"]["exp_avg_sq"].view(-1)[7].fill_(float("inf")),
      r"tensor state\.lm_head\.weight\.exp_avg_sq holds 1 of \d+ values that are not finite \(1 inf\)"),
 ])
-def test_a_resume_from_a_step_holding_nan_or_inf_is_refused_naming_file_and_tensor(shards, tmp_path: Path, capsys,
-                                                                                   file, edit, named):
+def test_a_resume_from_a_step_holding_nan_or_inf_is_refused_naming_file_and_tensor(
+        shards, two_step_run: Path, tmp_path: Path, capsys, file, edit, named):
     """stop 56 #2: a step checkpoint whose weights or AdamW moments hold NaN/inf (a step saved by an
     older version, a copy, an edit: manifest consistent) was loaded on resume and trained on. Refused
     now before any step, in one `error:` line naming the file and the tensor."""
-    fit(_options(shards, tmp_path / "run", max_steps=2))
-    step = tmp_path / "run" / "checkpoints" / "step-00000002"
+    _resume_of_an_edited_step_refused(shards, two_step_run, tmp_path / "run", file, edit, named, capsys)
+
+
+def _resume_of_an_edited_step_refused(shards, two_step_run: Path, out: Path, file: str, edit, named: str,
+                                      capsys) -> None:
+    """A copy of `two_step_run` at `out` whose step 2 `file` is edited by `edit` (its manifest
+    resealed): the resume exits 2 before any step, in one `error:` line naming the file and `named`."""
+    import shutil
+
+    shutil.copytree(two_step_run, out)
+    step = out / "checkpoints" / "step-00000002"
     state = torch.load(step / file, weights_only=True)
     edit(state)
     torch.save(state, step / file)
     write_manifest(step)
-    argv = ["--data", f"{shards}/a/*.arrow:2", "--data", f"{shards}/b/*.arrow:1", "--out", str(tmp_path / "run"),
+    before = (out / "losses.json").read_bytes()
+    argv = ["--data", f"{shards}/a/*.arrow:2", "--data", f"{shards}/b/*.arrow:1", "--out", str(out),
             "--preset", "tiny", "--seq-len", "64", "--batch-size", "2", "--max-steps", "4", "--lr", "3e-3",
             "--min-lr", "3e-4", "--warmup-steps", "2", "--quiet", "--threads", "1"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and re.fullmatch(rf"error: {re.escape(str(step / file))}: {named}: this step "
                                                       r"cannot be trained on; resume from an earlier step .*", err), err
-    assert [s for s, _ in ckpt.list_checkpoints(str(tmp_path / "run"))] == [2]
+    assert [s for s, _ in ckpt.list_checkpoints(str(out))] == [2]
+    assert (out / "losses.json").read_bytes() == before  # no step ran
 
 
 def test_a_glob_and_the_shells_expansion_of_it_resume_each_other(shards, tmp_path: Path):
@@ -791,25 +802,7 @@ def test_a_resume_from_a_step_holding_another_dtype_is_refused_naming_file_tenso
     implemented for Float4_e2m1fn_x2' traceback; float64 and int8 were cast in silence (an int8
     lm_head truncated every weight to an integer and trained on). Refused now before any step, in
     one `error:` line naming the file, the tensor and both dtypes."""
-    import shutil
-
-    out = tmp_path / "run"
-    shutil.copytree(two_step_run, out)
-    step = out / "checkpoints" / "step-00000002"
-    state = torch.load(step / file, weights_only=True)
-    edit(state)
-    torch.save(state, step / file)
-    write_manifest(step)
-    before = (out / "losses.json").read_bytes()
-    argv = ["--data", f"{shards}/a/*.arrow:2", "--data", f"{shards}/b/*.arrow:1", "--out", str(out),
-            "--preset", "tiny", "--seq-len", "64", "--batch-size", "2", "--max-steps", "4", "--lr", "3e-3",
-            "--min-lr", "3e-4", "--warmup-steps", "2", "--quiet", "--threads", "1"]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.splitlines() == [err] and re.fullmatch(rf"error: {re.escape(str(step / file))}: {named}: this step "
-                                                      r"cannot be trained on; resume from an earlier step .*", err), err
-    assert [s for s, _ in ckpt.list_checkpoints(str(out))] == [2]
-    assert (out / "losses.json").read_bytes() == before  # no step ran
+    _resume_of_an_edited_step_refused(shards, two_step_run, tmp_path / "run", file, edit, named, capsys)
 
 
 def test_a_run_refused_before_any_step_leaves_no_run_folder_behind(shards, two_step_run: Path, tmp_path: Path,
