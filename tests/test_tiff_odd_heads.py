@@ -138,3 +138,20 @@ def test_a_big_endian_bigtiff_is_judged_as_its_writer_laid_it_out():
     with pytest.raises(DecodeError) as refused:
         load_image(data, 32, "center_crop")
     assert refused.value.reason != "truncated", refused.value
+
+
+def test_a_big_endian_bigtiff_past_512_kib_is_not_weighed_by_the_pixels_a_classic_reading_lands_in():
+    """rev56k: read as Pillow reads it (a classic TIFF), a big-endian BigTIFF's first IFD lies at
+    524,288, inside the pixels of any file that long; their garbage entry counts said 12,143,742,926
+    numbers, and a whole 1000 x 1000 file tifffile wrote was `image_too_large` ("about 2316235 MiB
+    opening it"), where Pillow gives up on it in 0.08 s. A value the file cannot hold is not counted,
+    as Pillow skips it, so only what the file declares as the writer laid it out is weighed."""
+    out = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 255, (1000, 1000, 3), dtype=np.uint8)
+    tifffile.imwrite(out, noise, byteorder=">", bigtiff=True, photometric="rgb")
+    data = out.getvalue()
+    assert data[:8] == b"MM\x00+\x00\x08\x00\x00" and len(data) > 600_000
+    assert tiff_values(data) < 1000
+    with pytest.raises(DecodeError) as refused:
+        load_image(data, 32, "center_crop")
+    assert refused.value.reason not in ("image_too_large", "truncated"), refused.value

@@ -1308,7 +1308,8 @@ def _next_ifd(data: bytes, pos: int, order: str, big: bool) -> int:
     return following if 8 <= following <= len(data) - counted else 0
 
 
-_TIFF_NUMBERS = (3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18)  # SHORT ... DOUBLE, IFD, BigTIFF's LONG8s
+# the bytes of each number type's value: SHORT ... DOUBLE, IFD, BigTIFF's LONG8s
+_TIFF_NUMBERS = {3: 2, 4: 4, 5: 8, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
 
 
 def tiff_values(data: bytes) -> int:
@@ -1318,7 +1319,9 @@ def tiff_values(data: bytes) -> int:
     a row a strip (`tiffinfo={278: 1}`) took 1.59 GB and 14 CPU-s to open, no pixel budget
     passed (8 Mpx). Read from the header alone, a few bytes an entry: as Pillow reads it (`tiff_head`:
     behind any header it takes), or as the writer laid it out where that holds more (`tiff_layout`:
-    a big-endian BigTIFF's strips, weighed as before)."""
+    a big-endian BigTIFF's strips, weighed as before). A value the file's bytes cannot hold is not
+    counted, as Pillow skips it ("Possibly corrupt EXIF data ... Skipping tag"): read as a classic
+    TIFF, a big-endian BigTIFF's first IFD lies in its pixels, whose garbage counts said 12 G numbers."""
     heads = {tiff_head(data), tiff_layout(data)} - {None}
     return max((_ifd_numbers(data, head) for head in heads), default=0) if len(data) >= 16 else 0
 
@@ -1334,9 +1337,17 @@ def _ifd_numbers(data: bytes, head: TiffHead) -> int:
         return entries
     start = ifd + width
     total = 0
+    inline = 8 if big else 4
     for at in range(start, min(start + size * entries, len(data) - size + 1), size):
-        if int.from_bytes(data[at + 2 : at + 4], order) in _TIFF_NUMBERS:
-            total += int.from_bytes(data[at + 4 : at + (12 if big else 8)], order)
+        each = _TIFF_NUMBERS.get(int.from_bytes(data[at + 2 : at + 4], order))
+        if each is None:
+            continue
+        count = int.from_bytes(data[at + 4 : at + 4 + inline], order)
+        if count * each > inline:  # held at an offset: Pillow skips a value the file cannot hold
+            offset = int.from_bytes(data[at + 4 + inline : at + 4 + 2 * inline], order)
+            if offset + count * each > len(data):
+                continue
+        total += count
     return total
 
 
