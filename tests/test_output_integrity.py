@@ -1091,7 +1091,7 @@ def test_verify_names_a_token_shard_of_an_earlier_tar_stale(mini_corpus, tiny_to
             "command without --no-tokenize (it re-encodes every token shard of a rewritten tar), or python -m "
             "uvd_pipeline build CONFIG --retokenize\n") in printed, printed
     assert warned == [f"{shard}: stale: made from a tar of sha256 {stats['rendered_sha256']}, rendered shard "
-                      f"inet/train/inet-train-00000 is now {tar} (rewritten by this build, which did not tokenize): "
+                      f"inet/train/inet-train-00000 is now {tar} (rewritten since, by a build that did not tokenize): "
                       "the trainer would take tokens of sentences the shard no longer holds; tokenize it again: run "
                       "the same build command without --no-tokenize (it re-encodes every token shard of a rewritten "
                       "tar), or python -m uvd_pipeline build CONFIG --retokenize"]

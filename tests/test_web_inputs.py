@@ -1052,13 +1052,18 @@ def test_resized_input_is_detected_and_sized_by_its_original(tmp_path: Path):
     assert record.lineage["resized_from"] == [40, 30]
     member = {"width": 32, "height": 32, **record.lineage}
     assert input_sizes("image", [member], {}) == [(40, 30)]
-    # on a 31 px canvas the renderer scales img2dataset's 32 px copy down: not enlarged, though the
-    # original's short side (30, kept for the histograms) is below the canvas (it was counted)
-    quality = ShardQuality(canvas=31)
+    # enlarged is judged by the least detail in the chain: on a 31 px canvas the original's 30 px
+    # short side is below it, though the renderer scales img2dataset's 32 px copy down; on a 40 px
+    # canvas the 32 px copy itself is enlarged (hunt56d: judged by the original alone, it was not)
+    for canvas, original in ((31, (40, 30)), (40, (400, 300))):
+        quality = ShardQuality(canvas=canvas)
+        quality.add("image", "image/caption", [{**member, "resized_from": list(original)}], {}, 1)
+        inputs = quality.stats()["inputs"]
+        assert (inputs["count"], inputs["below_canvas"], inputs["pixels"]) == (1, 1, original[0] * original[1])
+        assert inputs["short_side"][bin_index(original[1], SIDE_EDGES)] == 1
+    quality = ShardQuality(canvas=30)
     quality.add("image", "image/caption", [member], {}, 1)
-    inputs = quality.stats()["inputs"]
-    assert (inputs["count"], inputs["below_canvas"], inputs["pixels"]) == (1, 0, 40 * 30)
-    assert inputs["short_side"][bin_index(30, SIDE_EDGES)] == 1
+    assert quality.stats()["inputs"]["below_canvas"] == 0
 
 
 @pytest.mark.parametrize("resized, full_at", [(True, "00000.parquet"), (False, "00000.tar")])

@@ -56,16 +56,18 @@ def input_sizes(kind: str, members: Iterable[dict[str, Any]], meta: dict[str, An
 
 
 def _inputs(kind: str, members: Iterable[dict[str, Any]], meta: dict[str, Any]) -> list[tuple[int, int, int]]:
-    """(width, height, short side as rendered) of every input picture: the picture's own size for
-    the histograms, and the short side of what the renderer scaled to the canvas, which tells an
-    enlargement (img2dataset's 256 px copy of a 40 px original is scaled down to a 64 canvas)."""
+    """(width, height, least short side) of every input picture: the picture's own size for the
+    histograms, and the least detail anywhere in its chain, which tells an enlargement: the short
+    side of what the renderer scaled to the canvas (img2dataset's 128 px keep_ratio copy of a
+    1200 px original, enlarged to a 256 canvas) or of the original where that is smaller (its
+    256 px copy of a 40 px original holds 40 px of detail on a 64 canvas, whoever enlarged it)."""
     members = list(members)
     if kind == "video":
         if meta.get("width") and meta.get("height"):
             width, height = int(meta["width"]), int(meta["height"])
             return [(width, height, min(width, height))] * len(members)
         return []
-    return [(*_original_size(m), min(int(m["width"]), int(m["height"])))
+    return [(*_original_size(m), min(*_original_size(m), int(m["width"]), int(m["height"])))
             for m in members if m.get("width") and m.get("height")]
 
 
@@ -84,8 +86,8 @@ def empty_inputs() -> dict[str, Any]:
 
 
 def add_input(hist: dict[str, Any], width: int, height: int, canvas: int, rendered_short: int | None = None) -> None:
-    """Count one input of `width` x `height`; `rendered_short`: the short side of the picture the
-    renderer scaled (img2dataset's resized copy), the original's when not given."""
+    """Count one input of `width` x `height`; `rendered_short`: the least short side of its chain
+    (the original's or the renderer's copy's, `_inputs`), the original's when not given."""
     hist["count"] += 1
     hist["pixels"] += width * height
     short = min(width, height) if rendered_short is None else rendered_short

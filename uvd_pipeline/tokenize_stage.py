@@ -380,8 +380,8 @@ def _warn_stale(uri: str, stats: dict[str, Any], tars: dict[tuple[str, str, str]
     place = (source, split, name.split(".", 1)[0])
     tar = tars.get(place)
     if tar is not None and stats.get("rendered_sha256") != tar:
-        log.warning("%s: stale: made from a tar of sha256 %s, rendered shard %s is now %s (rewritten by this build, "
-                    "which did not tokenize): the trainer would take tokens of sentences the shard no longer holds; "
+        log.warning("%s: stale: made from a tar of sha256 %s, rendered shard %s is now %s (rewritten since, by a build "
+                    "that did not tokenize): the trainer would take tokens of sentences the shard no longer holds; "
                     "%s", token_file(uri, stats).uri, stats.get("rendered_sha256"), "/".join(place), tar, STALE_HINT)
 
 
