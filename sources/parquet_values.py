@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -71,11 +72,23 @@ class Cost:
     def __init__(self) -> None:
         self.steps = self.decoded = self.passed = 0
         self.limit = STEP_SLACK  # the steps allowed, as last worked out
+        self.held = False  # the check held off (a page's levels: bounded, and needed to tell nulls)
+
+    @contextmanager
+    def unchecked(self) -> Iterator[None]:
+        """Decode without the check (still counted): a v1 page's levels, at most `levels_bound`
+        bytes, so that its null rows are None, not too costly, once decoding is stopped."""
+        self.held, self.limit = True, 1 << 62  # (`_Snappy._step` calls `check` only past `limit`)
+        try:
+            yield
+        finally:
+            self.held = False
+            self.limit = STEP_SLACK + (self.decoded + self.passed) // STEP_BYTES
 
     def check(self) -> None:
         """`TooCostly` where the steps pass what the bytes decoded allow."""
         self.limit = STEP_SLACK + (self.decoded + self.passed) // STEP_BYTES
-        if self.steps > self.limit:
+        if self.steps > self.limit and not self.held:
             raise TooCostly(f"its column's snappy pages take over {self.steps} elements to decode {self.decoded} "
                             f"bytes read and {self.passed} passed over (one a {STEP_BYTES} bytes decoded, and "
                             f"{STEP_SLACK} more), past what decoding them may cost")
@@ -608,7 +621,8 @@ def _page_values(source: Any, chunk, layout: pp.PageLayout, body: int, count: in
     if header.type == pp.DATA_PAGE:
         stream = _stream(source, body, header.compressed_page_size, header.uncompressed_page_size, compressed, whole,
                          cost)
-        levels = _levels(stream, header.uncompressed_page_size, width, count)
+        with cost.unchecked():  # levels inside the snappy stream: read even past a stop, to tell nulls
+            levels = _levels(stream, header.uncompressed_page_size, width, count)
     else:
         if layout.repetition_bytes:
             raise PagedValuesError("a flat column's page holds repetition levels")

@@ -471,16 +471,18 @@ def test_one_oversized_raw_image_is_refused_by_its_length_and_the_rows_after_it_
     assert got[:3] + got[4:] == rows[:3] + rows[4:], [type(g).__name__ for g in got]
 
 
-def test_null_rows_after_a_costly_stop_are_null(monkeypatch):
+@pytest.mark.parametrize("version", ["1.0", "2.0"])  # v1 (pyarrow's default): levels inside the snappy stream
+def test_null_rows_after_a_costly_stop_are_null(monkeypatch, version):
     """Rows whose definition levels say null are None (a missing image), not too costly, after a
-    chunk's decoding is stopped as too costly."""
+    chunk's decoding is stopped as too costly (a v1 page's levels decoded all the same: they are
+    bounded by `levels_bound`)."""
     monkeypatch.setattr(parquet_values, "STEP_SLACK", 0)
     monkeypatch.setattr(parquet_values, "STEP_BYTES", 1 << 30)
     pictures = _dithered_bmps(3, 64)
     rows = [pictures[0], None, pictures[1], None, pictures[2], None]
     out = io.BytesIO()
     pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), out, use_dictionary=False,
-                   data_page_version="2.0")  # its levels stored apart from its snappy values
+                   data_page_version=version)
     chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
     got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, len(rows), 1, True, 10 ** 7, whole=0))
     assert [g is None for g in got] == [r is None for r in rows], got
