@@ -20,6 +20,7 @@ from sources.video_decode import decode_frames
 from sources.video_index import MAX_EXTRADATA_BYTES, MAX_HELD_EXTRADATA_BYTES
 from sources.video_index_cache import IndexCache
 from sources.video_open import VideoError
+from sources.video_parameter_record import parameter_record
 from sources.video_packet_order import read_index
 
 FF = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y"]
@@ -141,3 +142,18 @@ def test_the_index_cache_counts_the_extradata_an_index_holds(parts, tmp_path):
     roomy = IndexCache(max_packets=20_000)
     roomy.put("alternating", index)
     assert roomy.get("alternating") is index
+
+
+@pytest.mark.parametrize("encoder, codec", [("libx264", "h264"), ("libx265", "hevc")])
+def test_a_padded_record_is_cut_back_to_the_record_the_encoder_wrote(tmp_path, encoder, codec):
+    """The avcC/hvcC record FFmpeg's MP4 muxer writes (x264 high profile with its chroma/bit depth
+    extension; x265's VPS/SPS/PPS arrays), padded with 70 KiB, is cut back to that record byte for
+    byte; one cut inside its first parameter set parses as none."""
+    video_zoo.require_ffmpeg()
+    path = tmp_path / f"{codec}.mp4"
+    subprocess.run(FF + ["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", "2", "-c:v", encoder,
+                         "-pix_fmt", "yuv420p", str(path)], check=True, capture_output=True)
+    with av.open(str(path)) as container:
+        record = bytes(container.streams.video[0].codec_context.extradata)
+    assert parameter_record(record + bytes(70 << 10), codec) == record
+    assert parameter_record(record[:30], codec) is None
