@@ -82,6 +82,13 @@ class JobUse:
     wall_s: float = 0.0
     cpu_s: float = 0.0
 
+    def spent(self, budget: Budget, spent_by: str) -> str:
+        """`decord used 59.97 of the 60 CPU-second budget`: what a job that failed used of the
+        budget another takes over, for the detail of a reject (`left`, and a retry that runs out)."""
+        if budget.cpu_s is None:
+            return f"{spent_by} used {self.wall_s:.3g} of the {budget.time_s:g} s budget"
+        return f"{spent_by} used {self.cpu_s:.3g} of the {budget.cpu_s:g} CPU-second budget"
+
     def left(self, budget: Budget, spent_by: str) -> Budget:
         """What is left of `budget` for a job that takes over the same work (PyAV finishing what
         decord could not): one video's decode stays within one budget, as `decode_time_s` says,
@@ -90,12 +97,9 @@ class JobUse:
         Raises `BudgetExceeded` (`decode_timeout`) when less than `RETRY_FLOOR_S` is left: the
         budget is spent, and a job given nothing (or a few ms) was killed at its first answer, a
         retry that could not succeed. `spent_by` names the job that spent it, for the detail."""
-        if budget.cpu_s is None:
-            whole, used, unit = budget.time_s, self.wall_s, "s"
-        else:
-            whole, used, unit = budget.cpu_s, self.cpu_s, "CPU-second"
+        whole, used = (budget.time_s, self.wall_s) if budget.cpu_s is None else (budget.cpu_s, self.cpu_s)
         if whole - used < RETRY_FLOOR_S:
-            raise BudgetExceeded("decode_timeout", f"{spent_by} used {used:.3g} of the {whole:g} {unit} budget "
+            raise BudgetExceeded("decode_timeout", f"{self.spent(budget, spent_by)} "
                                                    f"before it failed: too little is left for another decoder")
         if budget.cpu_s is None:
             return replace(budget, time_s=whole - used)

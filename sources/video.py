@@ -488,6 +488,7 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
     handed_to_pyav: dict[int, VideoClipRecord] = {}  # clip -> itself as PyAV finished it (decord failed mid-way)
     # the video's one budget: PyAV finishing what decord could not gets what decord left of it
     limits, used = record.limits, JobUse()
+    handoff = ""  # set once PyAV takes over from decord: what decord used and could not decode
 
     def as_decoded(c: int) -> VideoClipRecord:
         return handed_to_pyav.get(c, record.clips[c])
@@ -549,8 +550,12 @@ def clip_frames(record: VideoRecord, postprocess: Callable[[np.ndarray], np.ndar
                                                         lineage={**clip.lineage, "decoder_note": note})
                     wanted = sorted({i for c in handed_to_pyav for i in record.clips[c].frame_indices} - got)
                     decoder = "pyav"
+                    # a retry that runs out of what is left says so, and what decord spent and failed on
+                    handoff = f"PyAV's retry, after {used.spent(limits, 'decord')} and could not decode {exc.detail}"
                     limits, used = rest, JobUse()
                     continue
+                if handoff and isinstance(exc, BudgetExceeded) and exc.reason == "decode_timeout":
+                    exc = BudgetExceeded(exc.reason, f"{exc.detail} ({handoff})")
                 try:
                     failure = _job_error(exc)
                 except OSError as machine:  # too many open files in the decoder's process: as at planning

@@ -63,6 +63,7 @@ from fractions import Fraction
 
 from sources.video_alpha import alpha_decoder_name, carries_alpha
 from sources.video_mpeg4_vops import NotCodedVops
+from sources.video_parameter_record import parameter_record
 from sources.video_recovery import RecoveryPoints
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,9 @@ log = logging.getLogger(__name__)
 # the largest new extradata (`VideoIndex.new_extradata`) kept: an avcC/hvcC record with its
 # parameter sets is some tens to hundreds of bytes; 64 KiB leaves room for many
 MAX_EXTRADATA_BYTES = 64 << 10
+# the most bytes of new extradata one index holds where a larger payload parses as no avcC/hvcC
+# record to trim (`VideoIndex.new_extradata`): past it the file is refused, not its frames lost
+MAX_HELD_EXTRADATA_BYTES = 4 << 20
 
 
 class UnsupportedVideo(Exception):
@@ -149,10 +153,10 @@ class VideoIndex:
     # Kept only where it differs from the one before (the stream's extradata before the first): an
     # RTMP stream may re-send the same header before every frame
     new_extradata: tuple[tuple[int, bytes], ...] = ()
-    # new extradata payloads larger than `MAX_EXTRADATA_BYTES`, not kept: no real parameter set
-    # record is that large (a decoder reads the record and ignores the rest), and keeping each
-    # held 2 MB a frame of a padded one. Sent to the decoder with their packet all the same
-    extradata_ignored: int = 0
+    # new extradata payloads larger than `MAX_EXTRADATA_BYTES` cut to the avcC/hvcC record they
+    # start with (`parameter_record`): a decoder reads the record and ignores the rest, and keeping
+    # each whole held 2 MB a frame of a padded one. Sent to the decoder whole with their packet
+    extradata_trimmed: int = 0
 
     @property
     def presented(self) -> tuple[int, ...]:
@@ -175,6 +179,13 @@ class VideoIndex:
                 return True
             later = min(later, p)
         return False
+
+
+def _held_detail(label: str, held: int) -> str:
+    """Why a stream whose new parameter sets hold too many bytes is refused."""
+    return (f"{label}: new parameter sets sent mid-stream hold {held} bytes "
+            f"(payloads that parse as no avcC/hvcC record, kept whole), over the {MAX_HELD_EXTRADATA_BYTES} "
+            "an index keeps to restart decoding after them")
 
 
 def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int]], set[int]] | None = None,
@@ -201,7 +212,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
     not_coded: list[int] = []  # packets giving no frame by design (`VideoIndex.not_coded`)
     new_extradata: list[tuple[int, bytes]] = []  # only where it changes (`VideoIndex.new_extradata`)
     extradata = bytes(stream.codec_context.extradata or b"")
-    extradata_ignored = 0
+    held = 0  # bytes in `new_extradata`
+    extradata_trimmed = 0
     clean = True
     try:
         for packet in container.demux(stream):
@@ -219,9 +231,14 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
                 if recovery is not None:  # the decoder reads each, re-sent or padded
                     recovery.new_extradata(data)
                 if len(data) > MAX_EXTRADATA_BYTES:
-                    extradata_ignored += 1
-                elif data != (new_extradata[-1][1] if new_extradata else extradata):  # not re-sent as it was
+                    record = parameter_record(data, stream.codec_context.name)
+                    extradata_trimmed += record is not None
+                    data = data if record is None else record
+                if data != (new_extradata[-1][1] if new_extradata else extradata):  # not re-sent as it was
                     new_extradata.append((len(raw) - 1, data))
+                    held += len(data)
+                    if held > MAX_HELD_EXTRADATA_BYTES:
+                        raise UnsupportedVideo("unsupported_container", _held_detail(f"{container.format.name}/{stream.codec_context.name}", held))
             if recovery is not None:
                 recovery.add(len(raw) - 1, packet, keyframe[-1])
             if vops is not None and vops.add(packet, keyframe[-1]):
@@ -230,6 +247,8 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
             with_alpha += alpha_candidate and carries_alpha(packet)
             if chained and packet.is_keyframe and _theora_header(bytes(memoryview(packet)[:7])):
                 headers.append(len(raw) - 1)
+    except UnsupportedVideo:
+        raise
     except Exception as exc:  # a truncated file ends the index early; the tail check finds the rest
         if container.format.name == "ogg" and getattr(exc, "errno", None) == AVERROR_PATCHWELCOME:
             # only Theora is read again through its pages alone (`VideoPages` keeps Theora alone)
@@ -307,7 +326,7 @@ def build_index(container, stream, decoder_shows: Callable[[VideoIndex, list[int
                        headers=tuple(headers) if restamped == "chained" else (), video_pages=video_pages,
                        alpha=alpha_candidate and 0 < with_alpha == len(raw),
                        recovery=recovery.completed() if recovery is not None else (), not_coded=tuple(not_coded),
-                       new_extradata=tuple(new_extradata), extradata_ignored=extradata_ignored)
+                       new_extradata=tuple(new_extradata), extradata_trimmed=extradata_trimmed)
     partial = 0 if in_decode_order else _partial_shown_before(pts, corrupt)
     tail = [i for i in range(len(pts) - partial, len(pts)) if not discard[i]]
     if not tail:

@@ -8,8 +8,9 @@ that decode every time. Kept here, keyed by the file's identity, so a file chang
 anew: another size, modification or change time, or inode) is indexed afresh. Bounded in entries
 and in packets held (an index keeping the demuxer's stamps too costs about 136 bytes a packet,
 tracemalloc of a 100,000-packet one), least recently used dropped first. The new extradata an
-index keeps (`VideoIndex.new_extradata`, up to 64 KiB each) counts as packets of that size too:
-an FLV re-sending a different header before each frame holds more in those than in its packets.
+index keeps (`VideoIndex.new_extradata`: each whole up to 64 KiB, a larger one cut to its
+avcC/hvcC record or, parsing as none, kept whole up to 4 MiB in all) counts as packets of that
+size too: an FLV re-sending a different header before each frame holds more in those than in its packets.
 """
 
 from __future__ import annotations

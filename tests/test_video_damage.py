@@ -289,3 +289,33 @@ def test_a_fallback_with_too_little_budget_left_is_a_timeout_not_a_doomed_retry(
         assert isinstance(frames, Exception) and frames.reason == "decode_timeout", frames
         assert re.match(r"decord used [0-9.]+ of the 60 CPU-second budget", frames.detail), frames.detail
         assert re.search(r"; decord could not decode .*frames? \d+", frames.detail), frames.detail
+
+
+@pytest.mark.skipif(not decord_available(), reason="decord is not installed")
+@pytest.mark.parametrize("left_s", [0.002, 0.02])
+def test_a_retry_that_runs_out_of_what_decord_left_names_decords_use_and_failure(tmp_path, monkeypatch, left_s):
+    """decord fails on the damaged packet having used all but 2 or 20 ms of the video's budget,
+    above `RETRY_FLOOR_S`: PyAV's retry starts with that little and runs out. vid56's reject read
+    only `over the budget of 0.002 CPU-seconds`, naming neither the video's budget nor what decord
+    used or could not decode; each clip that times out now names both, as below the floor."""
+    from sources.budget import JobUse
+    from sources.video import video_budget
+
+    path = _damaged(tmp_path, "vp8.webm")
+    limits = video_budget(60.0, 1536)
+    (record,) = list(VideoSource("dmg", str(tmp_path), strides=(1,), decoder="decord", limits=limits)
+                     .read(str(path)))
+    real_left = JobUse.left
+
+    def left(self, whole, spent_by):  # as if decord had spent all but `left_s` before it failed
+        self.cpu_s = whole.cpu_s - left_s
+        return real_left(self, whole, spent_by)
+
+    monkeypatch.setattr(JobUse, "left", left)
+    results = list(clip_frames(record))
+    timeouts = [frames for _, frames in results if isinstance(frames, Exception)]
+    assert timeouts or left_s > 0.01  # 2 ms cannot decode 48 frames; 20 ms might, in a warm worker
+    for frames in timeouts:
+        assert frames.reason == "decode_timeout", frames
+        assert re.fullmatch(rf"over the budget of {left_s:g} CPU-seconds \(PyAV's retry, after decord used 60 of the "
+                            r"60 CPU-second budget and could not decode .*frames? \d+.*\)", frames.detail), frames.detail
