@@ -1028,3 +1028,49 @@ def test_a_lock_file_taken_back_by_a_refused_writer_is_not_held_by_the_next(tmp_
         assert len(tries) == 2 and hold.locked and os.listdir(folder) == [run_folder.LOCK_NAME]
         with open(os.path.join(folder, run_folder.LOCK_NAME), "rb") as third, pytest.raises(BlockingIOError):
             fcntl.flock(third, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_a_folder_taken_back_before_its_lock_file_is_opened_is_made_anew(tmp_path: Path, monkeypatch):
+    """A refused first writer may take back the folder between the second's making it and opening
+    its lock file (ENOENT there): that is the same race, so the second starts over and gets the
+    folder, rather than calling a writable folder unwritable."""
+    from tokenizer import run_folder
+
+    folder = str(tmp_path / "run")
+    first = run_folder.sole_writer(folder, "tokenizer.fit")
+    first.__enter__()
+    made = run_folder._make_folder
+
+    def make_then_first_refused(path: str) -> None:
+        made(path)
+        monkeypatch.setattr(run_folder, "_make_folder", made)
+        assert first.__exit__(RuntimeError, RuntimeError("refused"), None) is False
+        assert not os.path.exists(folder)
+
+    monkeypatch.setattr(run_folder, "_make_folder", make_then_first_refused)
+    with run_folder.sole_writer(folder, "tokenizer.fit") as hold:
+        assert hold.locked and os.listdir(folder) == [run_folder.LOCK_NAME]
+
+
+def test_a_writer_that_started_over_and_fails_takes_back_the_folder_it_made_again(tmp_path: Path, monkeypatch):
+    """The second writer found the folder made (by the first), so it was not its to remove; once the
+    first took it back the second made it again, and failing in turn it removes it: no empty --out."""
+    from tokenizer import run_folder
+
+    folder = str(tmp_path / "run")
+    first = run_folder.sole_writer(folder, "tokenizer.fit")
+    first.__enter__()
+    opened, tries = run_folder._open_lock, []
+
+    def open_then_first_refused(path: str):
+        result = opened(path)
+        tries.append(path)
+        if len(tries) == 1:
+            assert first.__exit__(RuntimeError, RuntimeError("refused"), None) is False
+        return result
+
+    monkeypatch.setattr(run_folder, "_open_lock", open_then_first_refused)
+    with pytest.raises(RuntimeError, match="second refused"):
+        with run_folder.sole_writer(folder, "tokenizer.fit"):
+            raise RuntimeError("second refused before its first step")
+    assert len(tries) == 2 and not os.path.exists(folder) and os.listdir(tmp_path) == []

@@ -72,13 +72,19 @@ def sole_writer(folder: str, command: str) -> Iterator[Hold]:
     block that fails takes back what this call made: the lock file, and the folder and its parents
     where they did not exist and it left them empty (a fit refused before its first step left an
     `--out` holding only `.writer.lock`). A process that opened a lock file removed so before it
-    locked it sees that and starts over: otherwise it would hold a lock no later process sees."""
-    made = _missing_folders(folder)
+    locked it sees that and starts over: otherwise it would hold a lock no later process sees; so
+    does one whose folder was taken back before it opened the lock file (ENOENT there), and a
+    folder made again on such a retry is this call's to take back too."""
+    made: list[str] = []
     lock_path = os.path.join(folder, LOCK_NAME)
     for _ in range(_LOCK_TRIES):
+        made = _deepest_first(made + _missing_folders(folder))
         new_lock = made or not os.path.lexists(lock_path)
         _make_folder(folder)
-        handle, writable = _open_lock(folder)
+        try:
+            handle, writable = _open_lock(folder)
+        except FileNotFoundError:  # a writer that failed took the folder back after we made it
+            continue
         try:
             hold = _lock(handle, writable, folder, command)
             if hold.locked and not _still_linked(handle, lock_path):
@@ -124,6 +130,11 @@ def _missing_folders(folder: str) -> list[str]:
     return missing
 
 
+def _deepest_first(paths: list[str]) -> list[str]:
+    """`paths` without repeats, deepest first (the order `_take_back` can remove them in)."""
+    return sorted(set(paths), key=lambda path: path.count(os.sep), reverse=True)
+
+
 def _still_linked(handle: int, lock_path: str) -> bool:
     """Whether the lock file we hold is still the one at `lock_path` (not removed by `_take_back`)."""
     try:
@@ -157,12 +168,15 @@ def _make_folder(folder: str) -> None:
 
 
 def _open_lock(folder: str) -> tuple[int, bool]:
-    """The lock file's descriptor and whether it is writable. Created 0o666 less the umask, so a
+    """The lock file's descriptor and whether it is writable (FileNotFoundError where the folder has
+    gone since it was made). Created 0o666 less the umask, so a
     group-shared run folder stays resumable by its group; a lock file another user made and we may
     not write is opened read-only (flock needs no write access), the pid then left unwritten."""
     path = os.path.join(folder, LOCK_NAME)
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+    except FileNotFoundError:  # the folder just made is gone: `sole_writer` starts over
+        raise
     except OSError as exc:
         if exc.errno not in (errno.EACCES, errno.EPERM):  # EROFS included: a fit could write nothing
             raise _unwritable(folder, exc) from None
