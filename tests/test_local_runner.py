@@ -168,6 +168,40 @@ def test_a_worker_process_killed_in_a_stage_that_sends_nothing_back_fails_the_ru
     assert time.monotonic() - started < 60
 
 
+DYING_MID_STREAM = textwrap.dedent("""
+    import os, signal, time
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from uvd_pipeline.local_runner import WorkerExited, local_runner
+
+    def render(x):  # a stage that sends its output back to the runner, as the build's render does
+        if x == 3:
+            time.sleep(0.3)
+            os.kill(os.getpid(), signal.SIGKILL)  # the OOM killer's pick
+        return x
+
+    options = PipelineOptions(["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    try:
+        with beam.Pipeline(runner=local_runner(options), options=options) as pipeline:
+            (pipeline | beam.Create(list(range(6))) | beam.Reshuffle() | beam.Map(render)
+             | beam.combiners.Count.Globally() | beam.Map(print))
+    except WorkerExited as exc:
+        print("EXITED", exc, flush=True)
+    """)
+
+
+def test_a_worker_process_killed_in_a_stage_that_sends_data_back_fails_the_run_naming_its_death():
+    """`kill -9` of a worker process inside a bundle whose output goes back to the runner: its data
+    channel breaks before the worker's thread sees the exit, and the run failed with Beam's bare
+    "RuntimeError: Channel closed prematurely." (rev56l: "return code 137" nowhere). The run now
+    fails with the worker's recorded death, in its words."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", DYING_MID_STREAM], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert "EXITED Worker subprocess exited with return code 137 (killed by SIGKILL)" in done.stdout, \
+        done.stdout[-1000:] + done.stderr[-3000:]
+
+
 BLOCKED_WORKER = textwrap.dedent("""
     import os, signal, sys, threading, time
     import apache_beam as beam

@@ -71,6 +71,8 @@ def disable_timed_flushes() -> None:
 
 # each local worker process, by the ident of the thread that started it and waits on it
 _WORKER_PROCESSES: dict[int, subprocess.Popen] = {}
+# each unexpected worker exit seen in this process, in order (`_NamingDeaths` reads those of its run)
+_DEATHS: list[WorkerExited] = []
 
 
 class _WorkerSubprocess:
@@ -134,6 +136,7 @@ def watch_worker_processes() -> None:
                 if self._uvd_stopped:  # stopped by `stop_worker`: the run is already ending
                     return
                 error = _death(_WORKER_PROCESSES.get(threading.get_ident()), exc, self.control_conn)
+                _DEATHS.append(error)  # the run's error where a broken data channel fails it first
                 # the run fails with it (no traceback from this thread above the build's one error line)
                 _fail_requests(self.control_conn, error)
             finally:
@@ -242,4 +245,27 @@ def local_runner(options: Any) -> Any:
     quiet_refused_bundles()  # worker threads of this process: no traceback of a refusal above its error: line
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-    return fn_runner.FnApiRunner(provision_info=provision)
+    return _naming_deaths(fn_runner.FnApiRunner)(provision_info=provision)
+
+
+def _naming_deaths(runner: type) -> type:
+    """`runner` whose run, failing after one of its worker processes exited unexpectedly, fails with
+    that exit (`WorkerExited`: "return code 137 (killed by SIGKILL)"): a worker killed inside a
+    bundle that sends data back breaks its data channel first, and the run failed with Beam's bare
+    "Channel closed prematurely." (rev56l). Its cleanup joins each worker's thread, so the exit is
+    recorded by the time the failure leaves `run_pipeline`."""
+
+    class NamingDeaths(runner):  # type: ignore[misc, valid-type]
+        def run_pipeline(self, *args: Any, **kwargs: Any) -> Any:
+            seen = len(_DEATHS)
+            try:
+                return super().run_pipeline(*args, **kwargs)
+            except WorkerExited:
+                raise
+            except Exception as exc:
+                if len(_DEATHS) == seen:
+                    raise
+                raise _DEATHS[seen] from exc
+
+    NamingDeaths.__name__ = NamingDeaths.__qualname__ = runner.__name__
+    return NamingDeaths
