@@ -21,7 +21,9 @@ stage that sends nothing back (the shard writers: `expect_reads` is empty, so no
 notices the loss) hung the build for good: Beam's `SubprocessSdkWorker.run` raises "Worker
 subprocess exited with return code 137" in its own thread, where nobody hears it, and the bundle's
 `ControlFuture` waits forever. Here that exit aborts the worker's outstanding requests with that
-error (`watch_worker_processes`), so the build fails at once, and its rerun finishes the job.
+error (`watch_worker_processes`), so the build fails at once, and its rerun finishes the job. In a
+stage that sends data back the worker's data channel breaks first ("Channel closed prematurely."):
+the run then fails with the worker's recorded exit all the same (`_naming_deaths`).
 
 A run that fails or is interrupted while a worker process is inside a bundle (SIGTERM to the
 build's own process, as `docker stop`, Kubernetes or `kill PID` send it; Ctrl-C reaches the
