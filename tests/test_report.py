@@ -692,6 +692,26 @@ def test_report_of_an_input_renamed_in_rejects_and_its_shard_file_says_so(report
     assert html.escape(renamed.decode()) not in page
 
 
+def test_report_check_opens_no_shard_rejects_file_its_stats_say_is_empty(report_build, monkeypatch):
+    """The report's check read every shard's rejects file, the empty ones too (21 opens on a
+    21-shard build, none before rejects.jsonl's lines were held to them): one whose stats record
+    0 bytes holds no line, and its size is checked without opening it."""
+    from sources import fsio
+    from uvd_pipeline.report_data import output_problems
+
+    config, summary = report_build
+    out = Path(config.output)
+    sides = {p.name: p.stat().st_size for p in out.glob("rendered/*/*/*.rejects.jsonl")}
+    empty = [n for n, size in sides.items() if size == 0]
+    assert empty and len(empty) < len(sides)  # some shards rejected inputs, some none
+    opened: list[str] = []
+    real = fsio.open_file
+    monkeypatch.setattr(fsio, "open_file", lambda uri, *a, **k: opened.append(uri) or real(uri, *a, **k))
+    assert output_problems(config.output, summary) == []
+    read = sorted(u.rsplit("/", 1)[-1] for u in opened if u.endswith(".rejects.jsonl"))
+    assert read == sorted(n for n, size in sides.items() if size > 0)
+
+
 def test_a_reject_line_is_read_only_as_the_build_writes_it():
     """The lines `_reject_examples` refuses rather than showing or stopping on (KeyError, TypeError)."""
     from uvd_pipeline.report_data import _reject_row

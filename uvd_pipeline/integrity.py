@@ -17,9 +17,10 @@ from sources import fsio
 from uvd_pipeline.shards import REBUILD_HINT, ShardDamaged
 
 __all__ = ["REBUILD_HINT", "ShardDamaged", "Recorded", "check_file", "rendered_files", "token_file",
-           "HashingReader", "confirm", "sha256_of", "SHA_DIFFERS"]
+           "HashingReader", "confirm", "sha256_of", "SHA_DIFFERS", "EMPTY_SHA256"]
 
 SHA_DIFFERS = "sha256 differs from its stats: the bytes changed after it was committed"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # an empty file's: checked without opening it
 
 
 class Recorded(NamedTuple):

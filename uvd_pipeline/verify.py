@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable
 
 from sources import fsio
 from tokenizer.progress import Progress
-from uvd_pipeline.integrity import SHA_DIFFERS, Recorded, check_file, named_files, rendered_files, token_file
+from uvd_pipeline.integrity import EMPTY_SHA256, SHA_DIFFERS, Recorded, check_file, named_files, rendered_files, token_file
 from uvd_pipeline.shards import NotFound
 from uvd_pipeline.shown import shown
 from uvd_pipeline.state_files import StateFileRefused, read_state_json
@@ -233,7 +233,10 @@ def _line_digest(lines: Iterable[bytes]) -> tuple[int, int]:
 def _shard_lines(recorded: Recorded) -> tuple[int, str | None]:
     """(order-free digest of a shard rejects file's lines, what is wrong with it: None, or a sha256
     other than its stats record), from one read: `verify --quick` checked its size alone, and an
-    input renamed in it and in `rejects.jsonl` alike passed the report."""
+    input renamed in it and in `rejects.jsonl` alike passed the report. One its stats record as
+    0 bytes (its size checked) holds no line and is not opened."""
+    if recorded.bytes == 0:
+        return 0, None if recorded.sha256 in (None, EMPTY_SHA256) else SHA_DIFFERS
     sha = hashlib.sha256()
 
     def hashed(handle: Iterable[bytes]) -> Iterable[bytes]:
