@@ -644,8 +644,11 @@ def test_report_of_an_output_whose_rejects_file_was_edited_in_place_says_so(repo
 
 def test_report_of_rejects_that_are_no_build_lines_says_so(report_copy):
     """A first line that is no JSON object with a reason, in rejects.jsonl and in the shard's
-    rejects file alike (what the shards' sizes and line digests cannot tell): the report stopped
-    with a JSONDecodeError traceback; it names the file and the line, and writes the damage page."""
+    rejects file alike, the shard's stats rewritten to its new sha256 (what the shards' sizes, line
+    digests and hashes cannot tell): the report stopped with a JSONDecodeError traceback; it names
+    the file and the line, and writes the damage page."""
+    import hashlib
+
     from uvd_pipeline.shards import ShardDamaged
 
     out, _ = report_copy
@@ -654,10 +657,59 @@ def test_report_of_rejects_that_are_no_build_lines_says_so(report_copy):
     holder = next(p for p in (out / "rendered").rglob("*.rejects.jsonl") if first in p.read_bytes().split(b"\n"))
     for path in (rejects, holder):
         path.write_bytes(path.read_bytes().replace(first, b"X" + first[1:], 1))
+    stats_file = holder.with_name(holder.name.replace(".rejects.jsonl", ".stats.json"))
+    stats = json.loads(stats_file.read_text())
+    stats["files"][holder.name]["sha256"] = hashlib.sha256(holder.read_bytes()).hexdigest()
+    stats_file.write_text(json.dumps(stats))
     why = "line 1 is no reject the build wrote (not a JSON object with a reason, key and detail)"
     with pytest.raises(ShardDamaged, match=re.escape(f"{rejects}: {why}")):
         write_report(str(out))
     assert f"<li><code>{rejects}</code>: {html.escape(why)}" in _damage_page(out)
+
+
+def test_report_of_an_input_renamed_in_rejects_and_its_shard_file_says_so(report_copy):
+    """An input renamed (its length kept) in rejects.jsonl and in its shard's rejects file alike:
+    their lines and sizes agree, and the report showed the renamed input as the build's while a
+    full verify said the shard file's sha256 differs from its stats. The report hashes each shard
+    rejects file as it reads it, names it and writes the damage page."""
+    from uvd_pipeline.shards import ShardDamaged
+
+    out, _ = report_copy
+    rejects = out / "rejects.jsonl"
+    first = rejects.read_bytes().split(b"\n", 1)[0]
+    row = json.loads(first)
+    old = json.dumps(row["input"])[1:-1].encode()
+    renamed = first.replace(old, b"Z" + old[1:], 1)
+    assert renamed != first and len(renamed) == len(first)
+    holder = next(p for p in (out / "rendered").rglob("*.rejects.jsonl") if first in p.read_bytes().split(b"\n"))
+    for path in (rejects, holder):
+        path.write_bytes(path.read_bytes().replace(first, renamed, 1))
+    why = "sha256 differs from its stats: the bytes changed after it was committed"
+    with pytest.raises(ShardDamaged, match=re.escape(f"{holder}: {why}")):
+        write_report(str(out))
+    page = _damage_page(out)
+    assert f"<li><code>{holder}</code>: {html.escape(why)}" in page
+    assert html.escape(renamed.decode()) not in page
+
+
+def test_report_check_opens_no_shard_rejects_file_its_stats_say_is_empty(report_build, monkeypatch):
+    """The report's check read every shard's rejects file, the empty ones too (21 opens on a
+    21-shard build, none before rejects.jsonl's lines were held to them): one whose stats record
+    0 bytes holds no line, and its size is checked without opening it."""
+    from sources import fsio
+    from uvd_pipeline.report_data import output_problems
+
+    config, summary = report_build
+    out = Path(config.output)
+    sides = {p.name: p.stat().st_size for p in out.glob("rendered/*/*/*.rejects.jsonl")}
+    empty = [n for n, size in sides.items() if size == 0]
+    assert empty and len(empty) < len(sides)  # some shards rejected inputs, some none
+    opened: list[str] = []
+    real = fsio.open_file
+    monkeypatch.setattr(fsio, "open_file", lambda uri, *a, **k: opened.append(uri) or real(uri, *a, **k))
+    assert output_problems(config.output, summary) == []
+    read = sorted(u.rsplit("/", 1)[-1] for u in opened if u.endswith(".rejects.jsonl"))
+    assert read == sorted(n for n, size in sides.items() if size > 0)
 
 
 def test_a_reject_line_is_read_only_as_the_build_writes_it():

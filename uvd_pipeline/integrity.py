@@ -17,7 +17,10 @@ from sources import fsio
 from uvd_pipeline.shards import REBUILD_HINT, ShardDamaged
 
 __all__ = ["REBUILD_HINT", "ShardDamaged", "Recorded", "check_file", "rendered_files", "token_file",
-           "HashingReader", "confirm", "sha256_of"]
+           "HashingReader", "confirm", "sha256_of", "SHA_DIFFERS", "EMPTY_SHA256"]
+
+SHA_DIFFERS = "sha256 differs from its stats: the bytes changed after it was committed"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # an empty file's: checked without opening it
 
 
 class Recorded(NamedTuple):
@@ -61,7 +64,7 @@ def check_file(recorded: Recorded, full: bool = False, sizes: dict[str, int] | N
         return _not_a_file(recorded.uri) or f"{size} bytes, its stats record {recorded.bytes} (truncated or rewritten)"
     try:
         if full and recorded.sha256 and sha256_of(recorded.uri) != recorded.sha256:
-            return "sha256 differs from its stats: the bytes changed after it was committed"
+            return SHA_DIFFERS
     except fsio.NotAFile as exc:  # its size (0) matched: a fifo says 0, /dev/zero too
         return f"{exc.kind}, not the file its stats record"
     return None

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable
 
 from sources import fsio
 from tokenizer.progress import Progress
-from uvd_pipeline.integrity import Recorded, check_file, named_files, rendered_files, token_file
+from uvd_pipeline.integrity import EMPTY_SHA256, SHA_DIFFERS, Recorded, check_file, named_files, rendered_files, token_file
 from uvd_pipeline.shards import NotFound
 from uvd_pipeline.shown import shown
 from uvd_pipeline.state_files import StateFileRefused, read_state_json
@@ -230,55 +230,84 @@ def _line_digest(lines: Iterable[bytes]) -> tuple[int, int]:
     return count, total
 
 
+def _shard_lines(recorded: Recorded) -> tuple[int, str | None]:
+    """(order-free digest of a shard rejects file's lines, what is wrong with it: None, or a sha256
+    other than its stats record), from one read: `verify --quick` checked its size alone, and an
+    input renamed in it and in `rejects.jsonl` alike passed the report. One its stats record as
+    0 bytes (its size checked) holds no line and is not opened."""
+    if recorded.bytes == 0:
+        return 0, None if recorded.sha256 in (None, EMPTY_SHA256) else SHA_DIFFERS
+    sha = hashlib.sha256()
+
+    def hashed(handle: Iterable[bytes]) -> Iterable[bytes]:
+        for line in handle:
+            sha.update(line)
+            yield line
+
+    with fsio.open_file(recorded.uri) as handle:
+        digest = _line_digest(hashed(handle))[1]
+    return digest, SHA_DIFFERS if recorded.sha256 and sha.hexdigest() != recorded.sha256 else None
+
+
 def merged_rejects(output: str, summary: dict[str, Any], shard_rejects: dict[str, Recorded | None],
-                   full: bool) -> str | None:
-    """What is wrong with `rejects.jsonl` (None: nothing), held to the rejects files of the shards
-    `summary.json` lists (`shard_rejects`: the intact ones' by stats file; None where a shard's
-    own files are damaged, reported already). The report reads it (the examples of each reason);
-    a trainer's data filter may too. Its size is the sum of theirs (one line each, merged in another
-    order); with `full`, its lines are theirs, read and compared order-free."""
+                   full: bool) -> list[tuple[str, str]]:
+    """(file, why) for what is wrong with `rejects.jsonl` (none: nothing), held to the rejects files
+    of the shards `summary.json` lists (`shard_rejects`: the intact ones' by stats file; None where a
+    shard's own files are damaged, reported already). The report reads it (the examples of each
+    reason); a trainer's data filter may too. Its size is the sum of theirs (one line each, merged in
+    another order); with `full`, its lines are theirs, read and compared order-free, and theirs are
+    hashed as they are read (a shard file whose sha256 its stats do not record is named instead)."""
     from uvd_pipeline.rendered_shards import RENDERED_DIR, STATS_SUFFIX, TAR_SUFFIX
     from uvd_pipeline.summary import REJECTS_FILE, SUMMARY_FILE
 
     uri = fsio.join(output, REJECTS_FILE)
+
+    def mine(why: str) -> list[tuple[str, str]]:
+        return [(uri, why)]
+
     try:
         listed = [fsio.join(output, RENDERED_DIR, str(s["source"]), str(s["split"]),
                             str(s["tar"])[: -len(TAR_SUFFIX)] + STATS_SUFFIX) for s in summary["shards"]]
         counted = int(summary["totals"]["rejects"])
     except (KeyError, TypeError, ValueError):
-        return None  # an unreadable summary is reported as such
+        return []  # an unreadable summary is reported as such
     files = [shard_rejects.get(stats) for stats in listed]
     if any(f is None or f.bytes is None for f in files) or not shard_rejects.keys() <= set(listed):
         # a shard of the list is damaged or missing (reported), or its stats predate sizes; or the
         # summary lists not every committed shard (another config's, or the report names them)
-        return None
+        return []
     expected = sum(f.bytes for f in files)
     kind = fsio.special_at(uri)  # a fifo's size is 0: say what it is, not that it was cut short
     if kind:
-        return f"{kind}, not the file the build wrote; {MERGED_HINT}"
+        return mine(f"{kind}, not the file the build wrote; {MERGED_HINT}")
     fs, path = fsio.filesystem(uri)
     if fs.isdir(path):  # its size is the folder's (4096), no file's: not 'cut short'
-        return f"a folder, not the file the build wrote: remove it, then {MERGED_HINT}"
+        return mine(f"a folder, not the file the build wrote: remove it, then {MERGED_HINT}")
     try:
         size = fs.size(path)
     except FileNotFoundError:
-        return None if expected == 0 else f"missing ({SUMMARY_FILE} counts {counted} rejects); {MERGED_HINT}"
+        return [] if expected == 0 else mine(f"missing ({SUMMARY_FILE} counts {counted} rejects); {MERGED_HINT}")
     if size != expected:
-        return (f"{size} bytes, the committed shards' rejects files hold {expected} ({SUMMARY_FILE} counts {counted} "
-                f"rejects): cut short or edited; {MERGED_HINT}")
+        return mine(f"{size} bytes, the committed shards' rejects files hold {expected} ({SUMMARY_FILE} counts "
+                    f"{counted} rejects): cut short or edited; {MERGED_HINT}")
     if not full:
-        return None
+        return []
     with fsio.open_file(uri) as handle:
         found, digest = _line_digest(handle)
     if found != counted:
-        return f"{found} rejects, {SUMMARY_FILE} counts {counted}; {MERGED_HINT}"
+        return mine(f"{found} rejects, {SUMMARY_FILE} counts {counted}; {MERGED_HINT}")
     wanted = 0
+    changed = []
     for f in files:
-        with fsio.open_file(f.uri) as handle:
-            wanted = (wanted + _line_digest(handle)[1]) % (1 << 256)
+        lines, why = _shard_lines(f)
+        wanted = (wanted + lines) % (1 << 256)
+        if why:
+            changed.append((f.uri, why))
+    if changed:  # the shard files are damaged: what rejects.jsonl is held to is not the build's
+        return changed
     if digest != wanted:
-        return f"its lines differ from the committed shards' rejects files (edited); {MERGED_HINT}"
-    return None
+        return mine(f"its lines differ from the committed shards' rejects files (edited); {MERGED_HINT}")
+    return []
 
 
 def unreadable(refusal: OSError | str) -> str:
@@ -479,11 +508,11 @@ def _check_merged(output: str, summary: dict[str, Any], shard_rejects: dict[str,
 
     uri = fsio.join(output, REJECTS_FILE)
     try:
-        why = merged_rejects(output, summary, shard_rejects, full=not quick)
+        problems = merged_rejects(output, summary, shard_rejects, full=not quick)
     except OSError as exc:
-        why = unreadable(exc)
-    if why:
-        damaged(uri, why)
+        problems = [(uri, unreadable(exc))]
+    for file, why in problems:
+        damaged(file, why)
     mixture_uri = fsio.join(output, MIXTURE_FILE)
     if mixture and summary.get("mixture") and _gone(mixture_uri):
         damaged(mixture_uri, f"missing: {SUMMARY_FILE} records a token mix, the trainer's --data file; {MERGED_HINT}")
