@@ -1002,15 +1002,12 @@ def test_a_train_state_holding_nan_or_inf_is_refused_on_resume_naming_the_tensor
     assert (out / "log.jsonl").read_bytes() == log
 
 
-def test_a_lock_file_taken_back_by_a_refused_writer_is_not_held_by_the_next(tmp_path: Path, monkeypatch):
-    """A writer refused before its first step now removes the `.writer.lock` (and folder) it made.
-    A second writer that opened that file just before would then lock a file no one else can see,
-    and a third would lock a new one beside it: the second sees its file unlinked and starts over."""
-    import fcntl
-
+def _first_writer_refused_at_the_seconds_open(monkeypatch, folder: str) -> list[str]:
+    """A first writer holds `folder`; the next writer's first open of its lock file is followed by
+    the first's refusal, which takes back the lock file and the folder it made. The paths that
+    writer opened are listed in the list returned, as it opens them."""
     from tokenizer import run_folder
 
-    folder = str(tmp_path / "run")
     first = run_folder.sole_writer(folder, "tokenizer.fit")
     first.__enter__()
     opened, tries = run_folder._open_lock, []
@@ -1024,6 +1021,19 @@ def test_a_lock_file_taken_back_by_a_refused_writer_is_not_held_by_the_next(tmp_
         return result
 
     monkeypatch.setattr(run_folder, "_open_lock", open_then_first_refused)
+    return tries
+
+
+def test_a_lock_file_taken_back_by_a_refused_writer_is_not_held_by_the_next(tmp_path: Path, monkeypatch):
+    """A writer refused before its first step now removes the `.writer.lock` (and folder) it made.
+    A second writer that opened that file just before would then lock a file no one else can see,
+    and a third would lock a new one beside it: the second sees its file unlinked and starts over."""
+    import fcntl
+
+    from tokenizer import run_folder
+
+    folder = str(tmp_path / "run")
+    tries = _first_writer_refused_at_the_seconds_open(monkeypatch, folder)
     with run_folder.sole_writer(folder, "tokenizer.fit") as hold:
         assert len(tries) == 2 and hold.locked and os.listdir(folder) == [run_folder.LOCK_NAME]
         with open(os.path.join(folder, run_folder.LOCK_NAME), "rb") as third, pytest.raises(BlockingIOError):
@@ -1058,18 +1068,7 @@ def test_a_writer_that_started_over_and_fails_takes_back_the_folder_it_made_agai
     from tokenizer import run_folder
 
     folder = str(tmp_path / "run")
-    first = run_folder.sole_writer(folder, "tokenizer.fit")
-    first.__enter__()
-    opened, tries = run_folder._open_lock, []
-
-    def open_then_first_refused(path: str):
-        result = opened(path)
-        tries.append(path)
-        if len(tries) == 1:
-            assert first.__exit__(RuntimeError, RuntimeError("refused"), None) is False
-        return result
-
-    monkeypatch.setattr(run_folder, "_open_lock", open_then_first_refused)
+    tries = _first_writer_refused_at_the_seconds_open(monkeypatch, folder)
     with pytest.raises(RuntimeError, match="second refused"):
         with run_folder.sole_writer(folder, "tokenizer.fit"):
             raise RuntimeError("second refused before its first step")
