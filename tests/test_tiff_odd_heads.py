@@ -155,3 +155,30 @@ def test_a_big_endian_bigtiff_past_512_kib_is_not_weighed_by_the_pixels_a_classi
     with pytest.raises(DecodeError) as refused:
         load_image(data, 32, "center_crop")
     assert refused.value.reason not in ("image_too_large", "truncated"), refused.value
+
+
+@pytest.mark.parametrize("writer", ["tifffile", "imagemagick"])
+def test_a_whole_big_endian_bigtiff_is_named_as_the_layout_pillow_cannot_read(tmp_path, writer):
+    """A whole big-endian BigTIFF (tifffile's bigtiff=True byteorder='>', ImageMagick's TIFF64: with
+    tiff:endian=msb) is a real picture Pillow cannot open (it reads MM\\0+ as a classic TIFF): it was
+    `not_an_image`, "no image format recognises these bytes" (rev56k #3); it is `unsupported_format`
+    naming the layout, as other TIFF layouts Pillow cannot read are."""
+    import shutil
+    import subprocess
+
+    if writer == "tifffile":
+        out = io.BytesIO()
+        tifffile.imwrite(out, np.zeros((32, 40, 3), np.uint8), byteorder=">", bigtiff=True, photometric="rgb")
+        data = out.getvalue()
+    else:
+        if shutil.which("convert") is None:
+            pytest.skip("ImageMagick's convert is not installed (make imagemagick)")
+        path = tmp_path / "msb.tif"
+        subprocess.run(["convert", "-size", "40x32", "gradient:red-blue", "-define", "tiff:endian=msb",
+                        f"TIFF64:{path}"], check=True)
+        data = path.read_bytes()
+    assert data[:8] == b"MM\x00+\x00\x08\x00\x00"
+    with pytest.raises(DecodeError) as refused:
+        load_image(data, 32, "center_crop")
+    assert refused.value.reason == "unsupported_format", refused.value
+    assert "BigTIFF, big-endian: a layout Pillow cannot read" in refused.value.detail, refused.value.detail

@@ -124,6 +124,8 @@ def sniff_format(data: bytes) -> str | None:
     if tiff and not tiff.big:  # the samples named: a float RGB TIFF's said nothing of float
         samples = tiff_samples(data)
         return f"TIFF ({samples + ', ' if samples else ''}a sample layout Pillow cannot read)"
+    if tiff and tiff.big and head[:4] == b"MM\x00+":  # Pillow reads its header as a classic TIFF's
+        return "TIFF (BigTIFF, big-endian: a layout Pillow cannot read)"
     if head[:2] == b"\xff\x0a" or head[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
         return "JPEG XL"
     if head[:5] == b"%PDF-":
