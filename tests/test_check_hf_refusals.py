@@ -134,8 +134,6 @@ def test_the_fields_beside_a_nested_image_ride_in_the_lineage_its_bytes_never_re
     `meta` column was left out, its label and score gone from the lineage without a word (they were
     there, the mask's bytes nulled, before the `nested_image_column` reject). Now they are, and the
     masks' bytes are neither read nor judged: a budget below them builds every row."""
-    from sources import hf_parquet
-    from sources.laion import LaionSource
     from sources.records import ImageRecord, Reject
 
     declared = {"image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"},
@@ -148,11 +146,7 @@ def test_the_fields_beside_a_nested_image_ride_in_the_lineage_its_bytes_never_re
     rows = [{"image": {"bytes": _png(i), "path": f"i{i}.png"}, "text": f"c{i}",
              "meta": {"mask": {"bytes": mask + bytes([i]), "path": "m.png"}, "label": f"cat{i}", "score": i / 2}}
             for i in range(4)]
-    (tmp_path / "data").mkdir()
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "data" / "train-00000-of-00001.parquet")
-    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", len(mask))  # under the masks' 800 KB, over the rest
-    source = LaionSource("web", str(tmp_path))
-    items = [i for unit in source.units() for i in source.read(unit)]
+    items = _read_with_a_budget_under_the_masks(tmp_path, monkeypatch, schema, rows, len(mask))
     built = [i for i in items if isinstance(i, ImageRecord)]
     assert [i.data for i in built] == [_png(i) for i in range(4)]
     assert [i.lineage["huggingface"] for i in built] == [
@@ -160,6 +154,20 @@ def test_the_fields_beside_a_nested_image_ride_in_the_lineage_its_bytes_never_re
     assert [i.lineage["caption"] for i in built] == [f"c{i}" for i in range(4)]
     assert [(r.reason, r.input) for r in items if isinstance(r, Reject)] == [
         ("nested_image_column", "data/train-00000-of-00001.parquet column meta")]
+
+
+def _read_with_a_budget_under_the_masks(tmp_path: Path, monkeypatch, schema, rows: list[dict], budget: int) -> list:
+    """`rows` written by pyarrow as `data/train-00000-of-00001.parquet` and read by a `laion`
+    source whose row-group budget is `budget` (under the nested masks' bytes, over the rest): every
+    item and reject it gives."""
+    from sources import hf_parquet
+    from sources.laion import LaionSource
+
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "data" / "train-00000-of-00001.parquet")
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", budget)
+    source = LaionSource("web", str(tmp_path))
+    return [i for unit in source.units() for i in source.read(unit)]
 
 
 @pytest.mark.parametrize("column, field, shown", [("meta", "mask.v1", "meta.'mask.v1'"),
@@ -171,8 +179,6 @@ def test_a_nested_image_under_a_name_with_a_dot_is_read_without_its_bytes(tmp_pa
     meta -> mask -> v1); a column `meta.v2` was taken for `meta`: its masks' bytes were read
     (a budget below them rejected every row) and the reject named column 'meta'. Now each path
     is its fields' names, shown quoted where a name holds a dot."""
-    from sources import hf_parquet
-    from sources.laion import LaionSource
     from sources.records import ImageRecord, Reject
 
     declared = {"image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"},
@@ -184,11 +190,7 @@ def test_a_nested_image_under_a_name_with_a_dot_is_read_without_its_bytes(tmp_pa
     rows = [{"image": {"bytes": _png(i), "path": f"i{i}.png"}, "text": f"c{i}",
              column: {field: {"bytes": mask + bytes([i]), "path": f"m{i}.png"}, "label": f"cat{i}"}}
             for i in range(3)]
-    (tmp_path / "data").mkdir()
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "data" / "train-00000-of-00001.parquet")
-    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", len(mask))  # under the masks' 600 KB, over the rest
-    source = LaionSource("web", str(tmp_path))
-    items = [i for unit in source.units() for i in source.read(unit)]
+    items = _read_with_a_budget_under_the_masks(tmp_path, monkeypatch, schema, rows, len(mask))
     built = [i for i in items if isinstance(i, ImageRecord)]
     assert [i.data for i in built] == [_png(i) for i in range(3)]
     assert [i.lineage["huggingface"] for i in built] == [
