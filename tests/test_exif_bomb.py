@@ -428,23 +428,35 @@ def test_a_jpeg_decode_walks_its_segments_once(monkeypatch):
 
 
 def _heif_with_exif(tmp_path, fmt: str, exif: bytes | None) -> bytes:
-    """`_picture()` as an AVIF (heif-enc `-A` from a Pillow JPEG carrying `exif`: libheif copies the
-    JPEG's EXIF into its Exif item as it is) or a HEIC (pillow-heif's writer: its Exif item is
-    `exif` as given)."""
+    """`_picture()` as an AVIF (heif-enc `-A` from a Pillow JPEG carrying `exif`, or from a Pillow
+    PNG's eXIf chunk where it is past a JPEG's 64 KB segment: libheif copies the EXIF into its Exif
+    item as it is) or a HEIC (pillow-heif's writer: its Exif item is `exif` as given)."""
     if fmt == "HEIF":
         out = io.BytesIO()
         _picture().save(out, "HEIF", exif=exif, quality=60)
         return out.getvalue()
-    jpeg, avif = tmp_path / "exif.jpg", tmp_path / "exif.avif"
-    _picture().save(jpeg, "JPEG", exif=exif or b"")
-    subprocess.run(["heif-enc", "-A", str(jpeg), "-o", str(avif)], check=True, capture_output=True)
+    source = tmp_path / ("exif.png" if exif and len(exif) > 65_000 else "exif.jpg")
+    avif = tmp_path / "exif.avif"
+    _picture().save(source, exif=exif or b"")
+    subprocess.run(["heif-enc", "-A", str(source), "-o", str(avif)], check=True, capture_output=True)
     return avif.read_bytes()
 
 
-@pytest.mark.parametrize("fmt, exif", [
+def _opens(monkeypatch) -> list:
+    """The calls of `Image.open` from now on, by any caller, each still opening."""
+    opened, image_open = [], Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a) or image_open(*a, **k))
+    return opened
+
+
+_BIG_EXIF_ITEM = b"Exif\x00\x00" + bytes(_exif("MM", 0, 0)) + bytes(12 << 20)  # a 12 MB Exif item, copied
+_HEIF_EXIF_BOMBS = [
     ("AVIF", b"Exif\x00\x00" + _exif("II", 300, 60_000, orientation=1)),  # 18 MB loaded, rewritten by Pillow
-    ("HEIF", b"Exif\x00\x00" + bytes(_exif("MM", 0, 0)) + bytes(12 << 20)),  # a 12 MB Exif item, copied
-])
+    ("HEIF", _BIG_EXIF_ITEM),
+]
+
+
+@pytest.mark.parametrize("fmt, exif", _HEIF_EXIF_BOMBS)
 def test_an_avif_or_heif_exif_item_is_judged_before_it_is_opened(tmp_path, monkeypatch, fmt, exif):
     """libavif and libheif read an AVIF's or HEIF's Exif item inside `Image.open`, and Pillow's AVIF
     open loads its IFD0 (and writes it again with the container's orientation): heif-enc's AVIF
@@ -456,8 +468,7 @@ def test_an_avif_or_heif_exif_item_is_judged_before_it_is_opened(tmp_path, monke
 
     bomb = _heif_with_exif(tmp_path, fmt, exif)
     assert bomb[4:8] == b"ftyp" and len(bomb) < len(exif) + 10_000  # the item as written, no larger
-    opened, image_open = [], Image.open
-    monkeypatch.setattr(decode.Image, "open", lambda *a, **k: opened.append(a) or image_open(*a, **k))
+    image_open, opened = Image.open, _opens(monkeypatch)
     with pytest.raises(DecodeError) as refused:
         load_image(bomb, 32, "squash", max_bytes=40 << 20)
     assert refused.value.reason == "image_too_large"
@@ -468,6 +479,58 @@ def test_an_avif_or_heif_exif_item_is_judged_before_it_is_opened(tmp_path, monke
     plain = load_image(_heif_with_exif(tmp_path, fmt, None), 32, "squash", max_bytes=40 << 20)
     assert (plain.format, plain.width, plain.height) == (fmt, 64, 48)
     assert plain.pixels[16, 4, 0] > 200 and plain.pixels[16, 28, 2] > 200  # red left, blue right
+
+
+@pytest.mark.parametrize("fmt, exif", _HEIF_EXIF_BOMBS)
+def test_a_map_avif_or_heif_exif_item_is_judged_before_it_is_opened(tmp_path, monkeypatch, fmt, exif):
+    """A label, depth or edge map is opened by Pillow for its declared size (`transforms.maps`) with
+    no header judgement before it: a HEIC map of a 200 MB Exif item raised the process's peak by
+    1,050 MiB inside `Image.open` before OpenCV refused the file. It is judged as an image's is
+    (`check_header_held`), `annotation_too_large` over the map's budget (scaled down here) before
+    any open; the same file without the EXIF opens to its size."""
+    from transforms import maps
+
+    bomb = _heif_with_exif(tmp_path, fmt, exif)
+    monkeypatch.setattr(maps, "DEFAULT_MAX_DECODE_BYTES", 40 << 20)
+    opened = _opens(monkeypatch)
+    for decoder in (maps.decode_gray, maps.decode_label_map, lambda data: maps.decode_depth(data, "png16")):
+        with pytest.raises(maps.MapError) as refused:
+            decoder(bomb)
+        assert refused.value.reason == "annotation_too_large"
+        assert refused.value.detail.startswith(f"an {fmt} needing about"), refused.value.detail
+        assert "Exif item" in refused.value.detail
+    assert not opened
+    assert maps._judged(_heif_with_exif(tmp_path, fmt, None)) == (64, 48, "RGB")
+    assert len(opened) == 1
+
+
+@pytest.mark.parametrize("fmt", ["AVIF", "HEIF"])
+def test_the_tokenizer_judges_an_avif_or_heif_exif_item_before_it_is_opened(tmp_path, monkeypatch, fmt):
+    """The tokenizer's `decode_image` opened any AVIF or HEIF (pillow-heif registered) unjudged: a HEIC
+    of a 200 MB Exif item raised its peak by 1,016 MiB. Its Exif items are found by the tokenizer's
+    own walk of iinf and iloc (`tokenizer.heif_exif`, which finds what the build's finds) and
+    judged before the open, `image_too_large` as the build says, over the budget (scaled down
+    here); the file decodes to its picture under the default budget, and without its EXIF."""
+    from tokenizer.data import UnreadableImage, decode_image
+    from tokenizer.heif_exif import heif_exif_bytes
+    from transforms.headers import heif_exif_extents
+
+    bomb = _heif_with_exif(tmp_path, fmt, _BIG_EXIF_ITEM)
+    item = sum(length for _, length in heif_exif_extents(bomb))
+    assert heif_exif_bytes(bomb) == item and abs(item - len(_BIG_EXIF_ITEM)) < 16  # the item as written
+    with pytest.raises(DecodeError) as built:
+        load_image(bomb, 32, "squash", max_bytes=40 << 20)
+    opened = _opens(monkeypatch)
+    with pytest.raises(UnreadableImage) as refused:
+        decode_image(bomb, max_bytes=40 << 20)
+    assert refused.value.reason == built.value.reason == "image_too_large"
+    assert f"its Exif item ({item:,} bytes)" in refused.value.detail, refused.value.detail
+    assert not opened
+    whole, built = decode_image(bomb), load_image(bomb, 64, "squash")  # the default budgets: both open it
+    assert whole.shape == (built.height, built.width, 3)  # pillow-heif turns the HEIC by its Orientation 6
+    assert whole[4, 4, 0] > 250 and whole[-4, -4, 2] > 250  # red at the top left, blue at the bottom right
+    plain = decode_image(_heif_with_exif(tmp_path, fmt, None), max_bytes=40 << 20)
+    assert plain.shape == (48, 64, 3) and plain[16, 4, 0] > 250 and plain[16, 60, 2] > 250  # red left, blue right
 
 
 def _tifffile_bomb(byteorder: str, entries: int, block: int) -> bytes:

@@ -22,6 +22,8 @@ import numpy as np
 from PIL import EpsImagePlugin, Image
 from PIL.JpegImagePlugin import MARKER as PILLOW_JPEG_MARKERS
 
+from tokenizer.heif_exif import EXIF_ITEM_COPIES, heif_exif_bytes
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
@@ -82,7 +84,8 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
 # uvd_pipeline/render.py's `unreadable_file`), so an evaluation's `skipped` counts compare with a
 # build's rejects. A mirror, not an import: tokenizer/ may not import transforms/ (DESIGN.md);
 # tests/test_tokenizer_fit.py feeds the same broken files to both and checks they agree. Not
-# mirrored: the build's own budgets (`image_too_large`, `too_many_scans`, `max_pixels`) and its
+# mirrored: the build's own budgets (`image_too_large`, `too_many_scans`, `max_pixels`), but for
+# an AVIF's or HEIF's Exif item, which `Image.open` itself copies (`tokenizer.heif_exif`), and its
 # sniffing of other formats Pillow cannot open (`unsupported_format`, here `not_an_image`); the
 # readers this loader never offers an input (EPS, IPTC: `_never_offered`) are mirrored, as the
 # build names them `unsupported_format` (an EPS was `not_an_image` here).
@@ -200,11 +203,23 @@ def exif_segments(data: bytes, stop_past: int = MAX_EXIF_SEGMENTS) -> int:
     return count
 
 
-def decode_image(data: bytes) -> np.ndarray:
+# The build's default decode budget (`transforms.decode.DEFAULT_MAX_DECODE_BYTES`), which an AVIF's
+# or HEIF's Exif items are judged on before `Image.open` (`heif_exif`): a 200 MB one in a HEIC took
+# the build 1,050 MiB opening it where it was not judged.
+DEFAULT_MAX_DECODE_BYTES = 768 << 20
+
+
+def decode_image(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
     """RGB uint8 pixels of an image file's bytes; `UnreadableImage` with the build's reason when
-    they are not a usable image."""
+    they are not a usable image. An AVIF or HEIF whose Exif items cost `Image.open` more than
+    `max_bytes` (`EXIF_ITEM_COPIES` times their size) is `image_too_large`, judged before the open."""
     if not data:
         raise UnreadableImage("empty_file", "0 bytes")
+    exif = heif_exif_bytes(data)
+    if exif * EXIF_ITEM_COPIES > max_bytes:
+        raise UnreadableImage("image_too_large", f"an AVIF or HEIF needing about {exif * EXIF_ITEM_COPIES >> 20} MiB "
+                                                 f"to open, over the budget of {max_bytes >> 20} MiB: its Exif item "
+                                                 f"({exif:,} bytes), copied by the reader")
     if exif_segments(data) > MAX_EXIF_SEGMENTS:
         raise UnreadableImage("too_many_exif_segments", f"a JPEG of more than {MAX_EXIF_SEGMENTS} APP1 Exif segments "
                                                         "before its first scan (a camera writes one): Pillow's open "

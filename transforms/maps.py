@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from transforms.decode import DEFAULT_MAX_DECODE_BYTES, pixels_judged_here
-from transforms.decode_budget import decode_cost
+from transforms.decode_budget import check_header_held, decode_cost
 from transforms.errors import DecodeError, Rejected
 from transforms.pillow_open import open_input
 from transforms.png_chunks import without_png_text
@@ -33,16 +33,23 @@ class MapError(Rejected):
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _open_map(data: bytes) -> Image.Image:
-    """Pillow's image of a map's bytes (`open_input`, its text chunks set aside); what `open_input`
-    refuses before opening (a JPEG of too many Exif segments) is the map's reject, under the same reason."""
+def _open_map(data: bytes, max_bytes: int | None = None) -> Image.Image:
+    """Pillow's image of a map's bytes (`open_input`, its text chunks set aside), its header judged
+    first as an image's is (`check_header_held`): an AVIF's or HEIF's Exif item, which libavif or
+    libheif copies inside `Image.open` (a 200 MB one in a HEIC map raised the process's peak by
+    1,050 MiB before OpenCV refused the file), a JPEG's segments and the IFD0 Pillow's open loads, a
+    TIFF's IFD0; over `max_bytes` (default `DEFAULT_MAX_DECODE_BYTES`) `annotation_too_large`. What
+    is refused before opening for any other reason (a JPEG of too many Exif segments) is the map's
+    reject under the image's reason."""
     try:
-        return open_input(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False)))
+        check_header_held(data, DEFAULT_MAX_DECODE_BYTES if max_bytes is None else max_bytes)
+        return open_input(io.BytesIO(without_png_text(data, refuse_pixel_chunks=False)), segments_counted=True)
     except DecodeError as exc:
-        raise MapError(exc.reason, exc.detail) from None
+        reason = "annotation_too_large" if exc.reason == "image_too_large" else exc.reason
+        raise MapError(reason, exc.detail) from None
 
 
-def _declared(data: bytes) -> tuple[int, int, str] | None:
+def _declared(data: bytes, max_bytes: int | None = None) -> tuple[int, int, str] | None:
     """(width, height, mode) from the header alone, or None when Pillow does not know the format;
     at any size (Pillow's own pixel limit lifted): `_imdecode` judges it on its memory budget.
     A PNG's text chunks are set aside first (`without_png_text`: a zTXt past Pillow's 1 MiB
@@ -50,7 +57,7 @@ def _declared(data: bytes) -> tuple[int, int, str] | None:
     no budget judged: +772 MiB); a PNG whose header Pillow still cannot read is refused, never
     decoded unjudged."""
     try:
-        with pixels_judged_here(), _open_map(data) as image:
+        with pixels_judged_here(), _open_map(data, max_bytes) as image:
             return image.size[0], image.size[1], image.mode
     except MapError:
         raise
@@ -60,11 +67,13 @@ def _declared(data: bytes) -> tuple[int, int, str] | None:
         return None
 
 
-def _judged(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> tuple[int, int, str] | None:
-    """What the header declares, after checking on it that the map fits the memory budget."""
+def _judged(data: bytes, max_bytes: int | None = None) -> tuple[int, int, str] | None:
+    """What the header declares, after checking on it that the map fits the memory budget
+    (`max_bytes`, default `DEFAULT_MAX_DECODE_BYTES` as it stands when called)."""
     if not data:
         raise MapError("empty_annotation")
-    declared = _declared(data)
+    max_bytes = DEFAULT_MAX_DECODE_BYTES if max_bytes is None else max_bytes
+    declared = _declared(data, max_bytes)
     if declared is not None:
         w, h, mode = declared
         cost = decode_cost(w, h, mode) + w * h * MAP_WORK_BYTES
@@ -74,7 +83,7 @@ def _judged(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> tuple[int
     return declared
 
 
-def _imdecode(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
+def _imdecode(data: bytes, max_bytes: int | None = None) -> np.ndarray:
     """Decode a map after checking, on its header, that it fits the memory budget."""
     _judged(data, max_bytes)
     return _opencv_decode(data)
