@@ -756,7 +756,7 @@ def _tiff_ifd_end(data: bytes, order: str, big: bool = False) -> int:
     if ifd + _ifd_widths(big)[0] > len(data):  # cut before its IFD (libtiff's layout: the IFD after the pixels)
         return ifd + _ifd_widths(big)[0]
     spans = _tiff_spans(data, ifd, order, big)
-    if _cut_at_end(data, spans) and _entries_in_order(data, ifd, order, big):
+    if _cut_at_end(data, spans, _later_ifds(data, ifd, order, big)) and _entries_in_order(data, ifd, order, big):
         return max(span_end for _, span_end, _ in spans)
     return max((span_end for _, span_end, _ in spans if span_end <= len(data)), default=len(data))
 
@@ -776,19 +776,45 @@ def tiff_ifd_in_zeros(data: bytes) -> int | None:
 _TIFF_GAP = 64  # bytes writers leave between an IFD's values (alignment, a value not listed here)
 
 
-def _cut_at_end(data: bytes, spans: list[tuple[int, int, bool]]) -> bool:
+def _cut_at_end(data: bytes, spans: list[tuple[int, int, bool]], later: tuple[int, int] = (0, 0)) -> bool:
     """Whether the (start, end, is text) byte spans a TIFF declares (its IFD first) are as a cut at
     the end of `data` leaves them: the IFD runs over the end, or another span does, starting where
     those read whole end (writers pack them, `_TIFF_GAP` bytes apart at most: a cut may lie
-    between two) and, a text value, holding no NUL before the end (TIFF 6.0: a text's last byte is
-    NUL). A span of a damaged file points past the end alone, overlaps the whole ones or leaves a
-    gap before it, or holds its whole text (its count or offset damaged)."""
+    between two), the later IFDs of its chain the data holds among them (`later`: `_later_ifds`),
+    and, a text value, holding no NUL before the end (TIFF 6.0: a text's last byte is NUL). Or a
+    text runs past the end starting after the chain's first IFD past the end, the layout of
+    tifffile's OME-TIFF (the first page's pixels, the other pages', their IFDs, then the OME-XML
+    the first IFD's ImageDescription points at): cut after its first page it was
+    `unsupported_format`. A span of a damaged file points past the end alone, overlaps the whole
+    ones or leaves a gap before it, or holds its whole text (its count or offset damaged)."""
     length = len(data)
     if spans[0][1] > length:  # cut in the IFD (the first span): what it points at is not all known
         return True
     inside = max((end for _, end, _ in spans if end <= length), default=0)
-    return any(inside <= start <= inside + _TIFF_GAP and length < end and not (text and 0 in data[start:length])
+    inside, past = max(inside, later[0]), later[1]
+    return any(length < end and not (text and 0 in data[start:length])
+               and (inside <= start <= inside + _TIFF_GAP or (text and inside < past <= start))
                for start, end, text in spans)
+
+
+def _later_ifds(data: bytes, ifd: int, order: str, big: bool = False) -> tuple[int, int]:
+    """Where the last IFD after the one at `ifd` in its chain that the data holds whole ends (0:
+    none), and the offset of the chain's first IFD past the end of the data (0: none, or the chain
+    ends, or loops, within `_HEADER_STEPS` IFDs: an OME-TIFF has one a plane)."""
+    counted, entry, width = _ifd_widths(big)
+    held, seen = 0, {ifd}
+    for _ in range(_HEADER_STEPS):
+        at = ifd + counted + entry * int.from_bytes(data[ifd : ifd + counted], order)
+        ifd = int.from_bytes(data[at : at + width], order) if at + width <= len(data) else 0
+        if ifd < 8 or ifd in seen:
+            return held, 0
+        if ifd + counted > len(data):
+            return held, ifd
+        end = ifd + counted + entry * int.from_bytes(data[ifd : ifd + counted], order) + width
+        if end > len(data):
+            return held, ifd
+        held, seen = end, seen | {ifd}
+    return held, 0
 
 
 def _entries_in_order(data: bytes, ifd: int, order: str, big: bool = False) -> bool:
