@@ -20,8 +20,8 @@ from sources import fsio
 from sources import coco_panoptic as panoptic
 from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
                                       numbers, where)
-from sources.paths import (ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under, relative_to_root,
-                           resolving, shown_name)
+from sources.paths import (ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under,
+                           relative_to_root, resolving, shown_name)
 from sources.records import PairRecord, Reject, SourceItem, folder_input, nfc, safe_key
 from transforms.annotations import COCO17, MAX_BOXES, MAX_CLASS_ID, MAX_POSE_STEPS
 

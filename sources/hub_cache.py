@@ -133,8 +133,9 @@ def _only(real: str, entries: re.Pattern) -> bool:
 
 def _hub_problem(root: str, real: str) -> str | None:
     """Why a root that is a Hub cache (a folder holding `datasets--ORG--NAME` repo folders as
-    huggingface_hub writes them, `_is_repo_folder`, and nothing but what a cache holds) is no dataset, naming each repo's
-    snapshot (`refs/main`'s commit, else its first); None for any other folder."""
+    huggingface_hub writes them, `_is_repo_folder`, and nothing but what a cache holds) is no
+    dataset, naming each repo's snapshot (`refs/main`'s commit, else its first); None for any
+    other folder."""
     try:
         names = sorted(n for n in os.listdir(real) if _is_repo_folder(os.path.join(real, n)))
     except (OSError, ValueError):

@@ -95,7 +95,7 @@ def twin_rank(name: str) -> tuple[bool, int, bool, str]:
     return layout_twin_order(name, VIEW_SUFFIXES)
 
 
-def split_twins(files: list[str], root: str = "", follow_links: bool = False) -> tuple[list[str], list[tuple[str, str]]]:
+def split_twins(files: list[str], root: str, follow_links: bool) -> tuple[list[str], list[tuple[str, str]]]:
     """Left views with one view a frame (in listing order), and (the one read, its twin) pairs. Of
     a frame's twins the first in `twin_rank` that can be read under `root` is read
     (`paths.twin_to_read`): by rank alone a `x.png` leading out of the root, or a fifo, was the
@@ -106,7 +106,7 @@ def split_twins(files: list[str], root: str = "", follow_links: bool = False) ->
     twins = []
     for uris in by_stem.values():
         uris.sort(key=lambda uri: twin_rank(fsio.basename(uri)))
-        kept = (twin_to_read(root, uris, follow_links) if root and len(uris) > 1 else None) or uris[0]
+        kept = (twin_to_read(root, uris, follow_links) if len(uris) > 1 else None) or uris[0]
         twins += [(kept, twin) for twin in uris if twin != kept]
     dropped = {twin for _, twin in twins}
     return [uri for uri in files if uri not in dropped], twins
