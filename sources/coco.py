@@ -20,7 +20,8 @@ from sources import fsio
 from sources import coco_panoptic as panoptic
 from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
                                       numbers, where)
-from sources.paths import ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under, relative_to_root, shown_name
+from sources.paths import (ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under,
+                           relative_to_root, resolving, shown_name)
 from sources.records import PairRecord, Reject, SourceItem, folder_input, nfc, safe_key
 from transforms.annotations import COCO17, MAX_BOXES, MAX_CLASS_ID, MAX_POSE_STEPS
 
@@ -176,8 +177,15 @@ def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
     merges (person_keypoints repeats instances' images and people); an id used twice within one
     file is ambiguous (which entry is the image, which the object?), so every pair of the images
     involved is rejected, naming the file and both entries, and the rest of the file is used.
-    File names are compared as the files `CocoSource.read` opens under `images_uri` (`_file_key`).
+    File names are compared as the files `CocoSource.read` opens under `images_uri` (`_file_key`),
+    each folder's links resolved once for this index (`paths.resolving`).
     """
+    with resolving():
+        return _merged_index(annotation_uris, images_uri)
+
+
+def _merged_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
+    """`load_index`'s merge, uncached."""
     images: dict[Id, dict[str, Any]] = {}
     image_at: dict[Id, str] = {}  # id -> "file images[i]" of the entry kept
     named_at: dict[Id, str] = {}  # image id -> "file annotations[i]" of the first annotation naming it

@@ -38,6 +38,9 @@ _MAX_REF_BYTES = 256  # a `refs/<branch>` file holds a commit hash
 # stray repo folder) is no cache
 _CACHE_ENTRY = re.compile(r"(?:datasets|models|spaces)--.+|version\.txt|\.locks|blobs|CACHEDIR\.TAG|"
                           + re.escape(SHARED_MARKER))
+# what a repo folder holds (huggingface_hub's `file_download`: its blobs, each branch's ref, each
+# revision's snapshot, and `.no_exist/` for files it found missing)
+_REPO_ENTRY = re.compile(r"blobs|refs|snapshots|\.no_exist")
 # what HF_HOME (`~/.cache/huggingface`, the Hub cache its `hub/`) holds beside it: huggingface_hub's
 # and datasets' own, and the caches of the libraries that keep theirs there (lerobot, transformers,
 # evaluate, diffusers) and a backup tool's CACHEDIR.TAG
@@ -87,9 +90,9 @@ def repo_folder_problem(root: str) -> str | None:
     if "://" in root:
         return None
     real = os.path.realpath(root)
-    if os.path.basename(real) == "snapshots" and _REPO_FOLDER.fullmatch(os.path.basename(os.path.dirname(real))):
+    if os.path.basename(real) == "snapshots" and _is_repo_folder(os.path.dirname(real)):
         repo, snapshots = os.path.dirname(real), root
-    elif _REPO_FOLDER.fullmatch(os.path.basename(real)) and os.path.isdir(os.path.join(real, "snapshots")):
+    elif _is_repo_folder(real):
         repo, snapshots = real, os.path.join(root, "snapshots")
     else:
         return _cache_problem(root, real)
@@ -129,12 +132,12 @@ def _only(real: str, entries: re.Pattern) -> bool:
 
 
 def _hub_problem(root: str, real: str) -> str | None:
-    """Why a root that is a Hub cache (a folder holding `datasets--ORG--NAME` repo folders, each
-    with its `snapshots/`, and nothing but what a cache holds) is no dataset, naming each repo's
-    snapshot (`refs/main`'s commit, else its first); None for any other folder."""
+    """Why a root that is a Hub cache (a folder holding `datasets--ORG--NAME` repo folders as
+    huggingface_hub writes them, `_is_repo_folder`, and nothing but what a cache holds) is no
+    dataset, naming each repo's snapshot (`refs/main`'s commit, else its first); None for any
+    other folder."""
     try:
-        names = sorted(n for n in os.listdir(real) if _REPO_FOLDER.fullmatch(n)
-                       and os.path.isdir(os.path.join(real, n, "snapshots")))
+        names = sorted(n for n in os.listdir(real) if _is_repo_folder(os.path.join(real, n)))
     except (OSError, ValueError):
         return None
     if not names or not _only(real, _CACHE_ENTRY):
@@ -149,6 +152,22 @@ def _hub_problem(root: str, real: str) -> str | None:
     return (f"{root} is a Hugging Face Hub cache (a folder of {len(names)} dataset repo folder"
             f"{'s' * (len(names) != 1)}, datasets--ORG--NAME, each of its revisions' files links into its blobs/), "
             f"not one dataset: set path to the snapshot of the one to build: {', '.join(shown)}{more}")
+
+
+def _is_repo_folder(real: str) -> bool:
+    """Whether `real` is a Hub cache repo folder as huggingface_hub writes it (`file_download`:
+    `datasets--ORG--NAME` holding `blobs/` and `snapshots/`, its `refs/` and `.no_exist/` where
+    written, nothing else; `snapshots/` holding commit folders only). By name and `snapshots/`
+    alone, a user's own project (`hub/datasets--me--cats/snapshots/v1/`, beside `datasets/`) was
+    refused as HF_HOME though no Hub client wrote it."""
+    if not _REPO_FOLDER.fullmatch(os.path.basename(real)) or not os.path.isdir(os.path.join(real, "blobs")) \
+            or not _only(real, _REPO_ENTRY):
+        return False
+    try:
+        return os.path.isdir(os.path.join(real, "snapshots")) and all(
+            _COMMIT.fullmatch(n) or _JUNK_ENTRY.fullmatch(n) for n in os.listdir(os.path.join(real, "snapshots")))
+    except (OSError, ValueError):
+        return False
 
 
 def _commits(repo: str) -> list[str]:

@@ -22,8 +22,8 @@ import numpy as np
 from sources import fsio
 from sources.annotation_files import (BAD_ANNOTATION, BAD_ANNOTATION_FILE, AnnotationFileError, as_int, is_number,
                                       iter_json_list, iter_json_object_lists, numbers)
-from sources.paths import (ConfiguredPathMissing, ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside,
-                           names_found, path_problem, set_aside, set_aside_problem)
+from sources.paths import (ConfiguredPathMissing, ConfiguredValueMismatch, OutsideRoot, PathProblem, check_inside,
+                           join_inside, names_found, path_problem, set_aside, set_aside_problem, twin_to_read)
 from sources.records import (MachineError, MultiViewRecord, PairRecord, Reject, SourceItem, nfc, read_input_bytes,
                              layout_twin_order, relative_input, safe_key, twin_detail, twin_order,
                              unicode_form)
@@ -245,8 +245,9 @@ def paired_views(files: list[str]) -> int:
 
 def _view_twins(files: list[str], suffix: str) -> dict[str, list[str]]:
     """An object's renders (or cameras) by stem in NFC, each stem's files in `layout_twin_order`
-    (NFC, then `.png` as Zero123 spells it): the first is read, each other (a stray `000.PNG` beside
-    `000.png`, NFD beside NFC) is a `duplicate_key` reject."""
+    (NFC, then `.png` as Zero123 spells it): the first that can be read is read (`paths.twin_to_read`),
+    each other (a stray `000.PNG` beside `000.png`, NFD beside NFC) is a `duplicate_key` reject, or
+    its own where it cannot be read."""
     stems: dict[str, list[str]] = {}
     for uri in files:
         if view_suffix(uri) == suffix:
@@ -351,18 +352,24 @@ class ObjaverseSource:
                              input=relative_input(uri, self.path))
             else:
                 files.append(uri)
-        outside = next(filter(None, (path_problem(self.path, f, self.follow_links) for f in files)), None)
+        pngs, npys = {}, {}
+        left: list[tuple[str, str]] = []  # (a twin not read, the one read)
+        for suffix, found in ((".png", pngs), (".npy", npys)):
+            for stem, twins in _view_twins(files, suffix).items():
+                # `000.PNG` beside `000.png`: `000.png` is read, unless it cannot be and `000.PNG` can
+                kept = (twin_to_read(self.path, twins, self.follow_links) if len(twins) > 1 else None) or twins[0]
+                found[stem] = kept
+                left += [(twin, kept) for twin in twins if twin != kept]
+        read_files = [*pngs.values(), *npys.values()]
+        outside = next(filter(None, (path_problem(self.path, f, self.follow_links) for f in read_files)), None)
         if outside:
             yield Reject(key, self.name, key, "read", outside.reason, outside.detail, input=at)
             return
-        pngs, npys = {}, {}
-        for suffix, found in ((".png", pngs), (".npy", npys)):
-            for stem, twins in _view_twins(files, suffix).items():
-                found[stem] = twins[0]
-                for twin in twins[1:]:  # `000.PNG` beside `000.png`: `000.png` is read
-                    yield Reject(safe_key(self.name, uid, fsio.basename(twin)), self.name, key, "read", "duplicate_key",
-                                 twin_detail(fsio.basename(twin), fsio.basename(twins[0]), _twin_how(twin, twins[0])),
-                                 input=relative_input(twin, self.path))
+        for twin, kept in left:  # one that cannot be read keeps its own reason, as a lone one would
+            problem = path_problem(self.path, twin, self.follow_links) or PathProblem(
+                "duplicate_key", twin_detail(fsio.basename(twin), fsio.basename(kept), _twin_how(twin, kept)))
+            yield Reject(safe_key(self.name, uid, fsio.basename(twin)), self.name, key, "read", problem.reason,
+                         problem.detail, input=relative_input(twin, self.path))
         yield from self._unpaired(key, pngs, npys, at)
         views = []
         bad: list[str] = []

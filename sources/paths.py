@@ -17,13 +17,14 @@ never opened.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import errno
-import functools
 import os
 import posixpath
 import stat
 import unicodedata
-from typing import NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 from sources import fsio, hub_cache
 
@@ -241,11 +242,57 @@ def _within(root: str, path: str, sep: str) -> bool:
     return path == root or path.startswith(root if root.endswith(sep) else root + sep)
 
 
-@functools.lru_cache(maxsize=4096)
+_RESOLVED_KEY = ("sources.paths.resolved",)  # the run memo's entry holding the run's resolved folders
+_RESOLVED_MAX = 4096  # folders kept per run or listing: an export names few; a bound, never a growing heap
+_NO_RUN: dict = {}  # `fsio.active_run_memo`'s answer outside a run
+_SCOPE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("uvd_paths_resolved", default=None)
+
+
+def _resolved() -> dict | None:
+    """The resolved folders of the open `resolving` block or run (`fsio.run_memo`), else None (a
+    folder is then resolved anew each time). Kept for one run or listing, never for the process:
+    kept for the process (lru_cache), a folder relinked between two builds in one process (a Dask
+    worker, a test session) was judged by the first build's links, so a name leading out now was
+    read and one leading in was refused."""
+    scope = _SCOPE.get()
+    if scope is not None:
+        return scope
+    memo = fsio.active_run_memo(_NO_RUN)
+    return None if memo is _NO_RUN else memo.setdefault(_RESOLVED_KEY, {})
+
+
+@contextlib.contextmanager
+def resolving() -> Iterator[None]:
+    """Inside the block each folder's links are resolved once (in the open run's memo where one is
+    open): for a listing outside a run that joins many absolute names (`coco.load_index`, every
+    source's `units` in `list_units`)."""
+    if _resolved() is not None:
+        yield
+        return
+    token = _SCOPE.set({})
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+def _kept(key: tuple, compute: Callable[[], Any]) -> Any:
+    """`compute()`, kept under `key` in the open run's or listing's resolved folders (`_resolved`)."""
+    kept = _resolved()
+    if kept is None:
+        return compute()
+    value = kept.get(key, _NO_RUN)
+    if value is _NO_RUN:
+        if len(kept) >= _RESOLVED_MAX:
+            kept.clear()
+        value = kept[key] = compute()
+    return value
+
+
 def _real(folder: str) -> str:
-    """`os.path.realpath(folder)`, kept: an export names few folders, and each resolve is a round
-    trip per component on NFS."""
-    return os.path.realpath(folder)
+    """`os.path.realpath(folder)`, kept for the run (`_kept`): an export names few folders, and
+    each resolve is a round trip per component on NFS."""
+    return _kept(("real", folder), lambda: os.path.realpath(folder))
 
 
 def _respelled_inside(root: str, path: str) -> str | None:
@@ -257,13 +304,16 @@ def _respelled_inside(root: str, path: str) -> str | None:
     return None if folder is None else os.path.join(folder, os.path.basename(path))
 
 
-@functools.lru_cache(maxsize=4096)
 def _respelled_folder(root: str, folder: str) -> str | None:
-    """`folder` spelled under `root`, or None; kept per folder: every absolute name not written
-    under the root asks (100,000 Label Studio `/data/upload/3/...` names took 8.7 s resolving
-    both anew each time). A folder that leads out through a link below an alias of the root
+    """`folder` spelled under `root`, or None; kept per folder for the run (`_kept`): every absolute
+    name not written under the root asks (100,000 Label Studio `/data/upload/3/...` names took 8.7 s
+    resolving both anew each time). A folder that leads out through a link below an alias of the root
     (`/alias/root/shared`, `shared` linked in, read with `follow_links`) is spelled resolving
     only up to the root, so `check_inside` judges that link as in the root's own spelling."""
+    return _kept(("respelled", root, folder), lambda: _respelling(root, folder))
+
+
+def _respelling(root: str, folder: str) -> str | None:
     real_root, real_folder = _real(root), _real(folder)
     if _within(real_root, real_folder, os.sep):
         return os.path.normpath(os.path.join(root, os.path.relpath(real_folder, real_root)))

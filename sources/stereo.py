@@ -36,7 +36,7 @@ from typing import Any, Iterator
 
 from sources import fsio
 from sources.paths import (PathProblem, missing_under, path_problem, relative_to_root, set_aside_problem,
-                           shown_name)
+                           shown_name, twin_to_read)
 from sources.records import PairRecord, Reject, SourceItem, layout_twin_order, nfc, safe_key, twin_detail
 
 STEREO_TASKS = ("stereo", "depth")
@@ -95,15 +95,19 @@ def twin_rank(name: str) -> tuple[bool, int, bool, str]:
     return layout_twin_order(name, VIEW_SUFFIXES)
 
 
-def split_twins(files: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Left views with one view a frame (in listing order), and (the one read, its twin) pairs."""
+def split_twins(files: list[str], root: str, follow_links: bool) -> tuple[list[str], list[tuple[str, str]]]:
+    """Left views with one view a frame (in listing order), and (the one read, its twin) pairs. Of
+    a frame's twins the first in `twin_rank` that can be read under `root` is read
+    (`paths.twin_to_read`): by rank alone a `x.png` leading out of the root, or a fifo, was the
+    frame's reject and the readable `x.PNG` beside it a `duplicate_key`, the frame lost."""
     by_stem: dict[str, list[str]] = {}
     for uri in files:
         by_stem.setdefault(nfc(_stem(fsio.basename(uri))), []).append(uri)
     twins = []
     for uris in by_stem.values():
         uris.sort(key=lambda uri: twin_rank(fsio.basename(uri)))
-        twins += [(uris[0], twin) for twin in uris[1:]]
+        kept = (twin_to_read(root, uris, follow_links) if len(uris) > 1 else None) or uris[0]
+        twins += [(kept, twin) for twin in uris if twin != kept]
     dropped = {twin for _, twin in twins}
     return [uri for uri in files if uri not in dropped], twins
 
@@ -170,7 +174,7 @@ class StereoSource:
                                 "; KITTI 2012 keeps its colour views in colored_0 and colored_1")
         self._check_right_folder()
         self._check_disparity_folder()
-        files, twins = split_twins(fsio.list_files(left, VIEW_SUFFIXES, links=True))
+        files, twins = split_twins(fsio.list_files(left, VIEW_SUFFIXES, links=True), self.path, self.follow_links)
         orphans = self._files_without_left_view(files)
         return [tuple(files[i : i + 256]) for i in range(0, len(files), 256)] + \
             [tuple(orphans[i : i + 256]) for i in range(0, len(orphans), 256)] + \
@@ -240,8 +244,11 @@ class StereoSource:
                 "with its extension in another case" if nfc(name).lower() == nfc(first).lower() else \
                 "with another image extension"
             key = safe_key(self.name, self.left_folder, name)
+            # a twin that cannot be read keeps its own reason, as a lone view would
+            problem = path_problem(self.path, twin, self.follow_links) or PathProblem(
+                "duplicate_key", twin_detail(name, first, how))
             yield Reject(key, self.name, safe_key(self.name, _scene(_stem(nfc(first)), self.kitti_folders)), "read",
-                         "duplicate_key", twin_detail(name, first, how), input=relative_to_root(self.path, twin))
+                         problem.reason, problem.detail, input=relative_to_root(self.path, twin))
             return
         memo = fsio.active_run_memo({})  # outside a run too, a folder is listed once for this unit's frames
         for left in files:

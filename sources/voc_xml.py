@@ -22,6 +22,7 @@ import zlib
 from typing import Any
 
 from transforms.annotations import PALETTE_SIZE
+from transforms.class_colours import SEPARATED_IDS, spread_ids
 from transforms.errors import Rejected
 
 MAX_VOC_XML_BYTES = 1 << 20
@@ -37,11 +38,25 @@ def class_id(name: str) -> int:
     """VOC's class index (1..20) of one of its names, whatever its case and surrounding blanks
     (LabelImg writes the label as typed: `Person` is VOC's person, index 15, the colour its
     SegmentationClass map draws, not a class of its own); another name (a VOC-format set of
-    classes of its own) a stable id past them, the same in every build."""
+    classes of its own) a stable id past the palette's picked colours, the same in every build:
+    what a name of one's own takes when more than `OWN_IDS` of them are drawn together
+    (`class_ids`)."""
     name = name.strip()
     if name.lower() in VOC_CLASSES:
         return VOC_CLASSES.index(name.lower()) + 1
-    return len(VOC_CLASSES) + 1 + zlib.crc32(name.encode("utf-8")) % (PALETTE_SIZE - len(VOC_CLASSES) - 1)
+    return SEPARATED_IDS + 1 + zlib.crc32(name.encode("utf-8")) % (PALETTE_SIZE - SEPARATED_IDS - 1)
+
+
+OWN_IDS = SEPARATED_IDS - len(VOC_CLASSES)  # ids 21..255: the picked colours after VOC's 20
+
+
+def class_ids(names: list[str]) -> list[int]:
+    """The ids of one file's object names: VOC's own (`class_id`), and for names of one's own the
+    palette's picked colours after VOC's (`class_colours.spread_ids`: apart from each other, from
+    VOC's 20 and from black, two names of the file never one colour)."""
+    own = spread_ids((n.strip() for n in names if n.strip().lower() not in VOC_CLASSES), len(VOC_CLASSES) + 1,
+                     OWN_IDS, class_id)
+    return [own[n.strip()] if n.strip() in own else class_id(n) for n in names]
 
 
 class _Prologue(Exception):
@@ -139,7 +154,7 @@ def parse_voc_xml(data: bytes) -> dict[str, Any]:
     for field in ("height", "width"):
         text = size.findtext(field) if size is not None else None
         declared[field] = int(text) if text is not None and text.strip().isdigit() and int(text) > 0 else None
-    boxes, categories, names = [], [], []
+    boxes, names = [], []
     for index, item in enumerate(root.findall("object")):
         name = (item.findtext("name") or "").strip()
         if not name:
@@ -151,6 +166,5 @@ def parse_voc_xml(data: bytes) -> dict[str, Any]:
         if x1 < x0 or y1 < y0:
             raise Rejected(BAD_ANNOTATION, f"object {index} ({name[:40]}): xmax < xmin or ymax < ymin")
         boxes.append([x0 - 1, y0 - 1, x1 - x0 + 1, y1 - y0 + 1])
-        categories.append(class_id(name))
         names.append(name)
-    return {**declared, "boxes": boxes, "categories": categories, "names": names}
+    return {**declared, "boxes": boxes, "categories": class_ids(names), "names": names}

@@ -23,7 +23,7 @@ from PIL import Image
 
 from sources.annotation_files import AnnotationFileError
 from sources.coco import CocoSource, load_index
-from sources.paths import OutsideRoot, check_inside, join_inside
+from sources.paths import OutsideRoot, check_inside, join_inside, resolving
 from sources.records import PairRecord, Reject
 from transforms.annotations import COCO17, colour_of, colourize_labels, joint_colours, limb_colours
 from transforms.resize import plan_resize
@@ -1735,18 +1735,20 @@ def test_absolute_names_outside_the_folder_resolve_each_folder_once(tmp_path: Pa
     """Each absolute name not written under the images folder (Label Studio's `/data/upload/...`,
     a linked parent's spelling) resolved the root's and its folder's links anew, twice per entry:
     100,000 Label Studio names took 8.7 s in `join_inside` (0.6 s before), a round trip per
-    folder per name on NFS. The real paths are kept per folder: 2,000 names in 2 folders resolve
-    a handful of folders, not 4,000, and are judged as before."""
+    folder per name on NFS. The real paths are kept per folder for one run or listing
+    (`resolving`): 2,000 names in 2 folders resolve a handful of folders, not 4,000, and are
+    judged as before."""
     real, alias = tmp_path / "real", tmp_path / "alias"
     (real / "sub").mkdir(parents=True)
     alias.symlink_to(real, target_is_directory=True)
     calls = []
     realpath = os.path.realpath
     monkeypatch.setattr(os.path, "realpath", lambda p, *a, **k: calls.append(p) or realpath(p, *a, **k))
-    for n in range(1000):
-        assert join_inside(str(real), f"{alias}/sub/{n}.png") == f"{real}/sub/{n}.png"
-        with pytest.raises(OutsideRoot):
-            join_inside(str(real), f"{tmp_path}/upload/3/{n}.png")
+    with resolving():
+        for n in range(1000):
+            assert join_inside(str(real), f"{alias}/sub/{n}.png") == f"{real}/sub/{n}.png"
+            with pytest.raises(OutsideRoot):
+                join_inside(str(real), f"{tmp_path}/upload/3/{n}.png")
     assert len(calls) < 20, len(calls)
 
 
@@ -1768,3 +1770,50 @@ def test_follow_links_name_through_an_alias_of_the_root_and_a_followed_link(tmp_
         check_inside(str(root), path, follow_links=True)
         with pytest.raises(OutsideRoot, match="link"):
             check_inside(str(root), path)
+
+
+@pytest.mark.parametrize("first, then", [("data", "other"), ("other", "data")])
+def test_an_absolute_name_through_a_parent_relinked_between_two_builds_in_one_process(tmp_path: Path, first: str,
+                                                                                       then: str):
+    """A Detectron2-style export names its images absolutely through a linked parent (`/alias/coco/
+    val2017/1.png`, `/alias -> /data`). The links' real paths were kept for the process's life:
+    relinked between two builds in one process (a Dask worker, a test session), the second build
+    judged the name by the first's links: leading out now, it rendered the root's image; leading in
+    now, it stayed `outside_root`. They are kept for one run or listing, so each build sees its own."""
+    from uvd_pipeline.config import parse_config
+    from uvd_pipeline.tagged import REJECTS
+    from uvd_pipeline.unit_render import list_units, unit_renderers
+
+    for folder, colour in (("data", (255, 0, 0)), ("other", (0, 0, 255))):
+        (tmp_path / folder / "coco" / "val2017").mkdir(parents=True)
+        Image.new("RGB", (W, H), colour).save(tmp_path / folder / "coco" / "val2017" / "1.png")
+    root, alias = tmp_path / "data" / "coco", tmp_path / "alias"
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(
+        {"images": [{"id": 1, "file_name": f"{alias}/coco/val2017/1.png", "width": W, "height": H}],
+         "categories": categories(1), "annotations": [obj(1, 1, 1)]}))
+
+    def build(output: str) -> tuple[list[str], list[tuple[int, ...]]]:
+        """The rejects' reasons and each rendered photo's mean colour of one build."""
+        config = parse_config({"version": 1, "output": str(tmp_path / output), "image": {"size": 16},
+                               "tokenizer": {"enabled": False},
+                               "sources": [{"name": "coco", "type": "coco", "path": str(root), "tasks": ["detection"]}]})
+        (unit,) = list_units(config)["coco"]
+        outputs, _ = unit_renderers(config)["coco"].render(unit)
+        reasons = [item.reason for tag, item in outputs if tag == REJECTS]
+        colours = []
+        for tag, item in outputs:
+            if tag != REJECTS:
+                ref = item.images[0]
+                with open(ref.path, "rb") as stored:
+                    stored.seek(ref.offset)
+                    photo = decode_png(stored.read(ref.length))
+                colours.append(tuple(int(c) for c in photo.reshape(-1, 3).mean(axis=0).round()))
+        return reasons, colours
+
+    expected = {"data": ([], [(255, 0, 0)]), "other": (["outside_root"], [])}
+    alias.symlink_to(tmp_path / first, target_is_directory=True)
+    assert build("out1") == expected[first]
+    alias.unlink()
+    alias.symlink_to(tmp_path / then, target_is_directory=True)
+    assert build("out2") == expected[then]

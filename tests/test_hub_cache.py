@@ -388,3 +388,40 @@ def test_a_hub_cache_holding_an_os_junk_file_is_still_a_cache(tmp_path: Path, ju
     assert problem is not None and problem.startswith(f"{home} is") and snapshot in problem, problem
     (home / "hub" / "train.parquet").write_bytes(_parquet([{"bytes": _png(3), "path": None}]))
     assert repo_folder_problem(str(home / "hub")) is None
+
+
+@pytest.mark.parametrize("made", ["huggingface_hub", "own v1", "own commit"])
+def test_a_project_folder_of_hub_and_datasets_is_refused_only_when_huggingface_hub_wrote_it(
+        tmp_path: Path, capsys, made: str):
+    """A user's own project folder holding `hub/` and `datasets/` was refused at `check` as HF_HOME
+    when `hub/` held a folder named like a repo's (`datasets--me--cats/snapshots/v1/`), though no
+    Hub client wrote it: its files are the user's, no link into a `blobs/`. Only what
+    huggingface_hub writes is a cache: a repo folder holding `blobs/` beside `snapshots/` of commit
+    hashes (`refs/`, `.no_exist/` may be there too), nothing else; such a folder is read."""
+    import yaml
+
+    from sources.hub_cache import repo_folder_problem
+    from uvd_pipeline.cli import main
+
+    home = tmp_path / "project"
+    if made == "huggingface_hub":
+        _cache_file(home / "hub", "me/cats", "images/cat.png", _png(1))
+    else:
+        snapshot = home / "hub" / "datasets--me--cats" / "snapshots" / ("v1" if made == "own v1" else COMMIT)
+        (snapshot / "images").mkdir(parents=True)
+        (snapshot / "images" / "cat.png").write_bytes(_png(1))
+    (home / "datasets" / "dogs").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(home / "datasets" / "dogs" / "dog.png")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"output": str(tmp_path / "out"), "tokenizer": {"enabled": False},
+                                      "sources": [{"name": "p", "type": "laion", "path": str(home)}]}))
+    problem = repo_folder_problem(str(home))
+    if made == "huggingface_hub":
+        assert problem is not None and problem.startswith(f"{home} is Hugging Face's home folder (HF_HOME)"), problem
+        assert str(home / "hub" / "datasets--me--cats" / "snapshots" / COMMIT) in problem, problem
+        assert main(["check", str(config)]) == 2
+        return
+    assert problem is None, problem
+    assert main(["check", str(config)]) == 0, capsys.readouterr().err
+    read = sorted(Path(r.uri).name for r in _read_all(LaionSource("p", str(home))) if isinstance(r, ImageRecord))
+    assert read == ["cat.png", "dog.png"], read

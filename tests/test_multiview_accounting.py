@@ -383,3 +383,58 @@ def test_kitti_left_view_png_in_upper_case_is_read_before_a_jpg(tmp_path: Path):
     names = ["x.jpeg", "x.jpg", "x.JPG", "x.PNG", "x.png", unicodedata.normalize("NFD", "é.png")]
     assert sorted(names, key=twin_rank) == ["x.png", "x.PNG", "x.jpg", "x.JPG", "x.jpeg",
                                             unicodedata.normalize("NFD", "é.png")]
+
+
+def _refuse(path: Path, how: str, elsewhere: Path) -> None:
+    """Make `path` a file no reader may open: a link leading out of the root to a copy of its
+    bytes at `elsewhere`, or a fifo (opening it would block)."""
+    import os
+
+    elsewhere.parent.mkdir(parents=True, exist_ok=True)
+    elsewhere.write_bytes(path.read_bytes())
+    path.unlink()
+    if how == "link out":
+        path.symlink_to(elsewhere)
+    else:
+        os.mkfifo(path)
+
+
+@pytest.mark.parametrize("how", ["link out", "fifo"])
+def test_objaverse_render_twin_read_where_the_preferred_one_cannot_be(tmp_path: Path, how: str):
+    """`001.png` beside its twin `001.PNG`: `.png` comes first (`layout_twin_order`), and where it
+    could not be read (a link leading out, a fifo) the whole object was that file's reject, the
+    readable `001.PNG` lost with it. The first twin that can be read is read; the other keeps its
+    own reason."""
+    root = tmp_path / "views_release"
+    _objaverse_object(root / "obj1")
+    (root / "obj1" / "001.png").link_to(root / "obj1" / "001.PNG")
+    _refuse(root / "obj1" / "001.png", how, tmp_path / "shared" / "001.png")
+    items = _read_all(ObjaverseSource("obj", str(root), views=4))
+    (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
+    assert sorted(Path(u).name for u in record.view_uris) == ["000.png", "001.PNG", "002.png", "003.png"]
+    reason = "outside_root" if how == "link out" else "not_a_file"
+    assert [(i.key, i.reason, i.input) for i in items if isinstance(i, Reject)] == [
+        ("obj-obj1-001_png_1b56b4f0", reason, "obj1/001.png")]
+
+
+@pytest.mark.parametrize("how", ["link out", "fifo"])
+def test_kitti_left_view_twin_read_where_the_preferred_one_cannot_be(tmp_path: Path, how: str):
+    """`000000_10.png` beside a `000000_10.PNG` copy: the `.png` one was kept by name alone, so
+    where it could not be read (a link leading out, a fifo) the frame was its reject and the
+    readable `.PNG` a `duplicate_key`: the frame lost. The first twin that can be read is read."""
+    split = tmp_path / "kitti" / "training"
+    for folder in ("image_2", "image_3", "disp_noc_0"):
+        (split / folder).mkdir(parents=True)
+    assert cv2.imwrite(str(split / "image_2" / "000000_10.png"), np.full((8, 12, 3), 40, np.uint8))
+    assert cv2.imwrite(str(split / "image_2" / "000000_10.PNG"), np.full((8, 12, 3), 40, np.uint8))
+    assert cv2.imwrite(str(split / "image_3" / "000000_10.png"), np.full((8, 12, 3), 45, np.uint8))
+    assert cv2.imwrite(str(split / "disp_noc_0" / "000000_10.png"), np.full((8, 12), 512, np.uint16))
+    _refuse(split / "image_2" / "000000_10.png", how, tmp_path / "shared" / "000000_10.png")
+    items = _read_all(StereoSource("k", str(tmp_path / "kitti")))
+    pairs = [i for i in items if isinstance(i, PairRecord)]
+    assert sorted(p.key for p in pairs) == ["k-000000_10-depth", "k-000000_10-stereo"]
+    assert {Path(p.image_uri).name for p in pairs} == {"000000_10.PNG"}
+    assert cv2.imread(pairs[0].image_uri)[0, 0].tolist() == [40, 40, 40]
+    reason = "outside_root" if how == "link out" else "not_a_file"
+    assert [(i.reason, i.input) for i in items if isinstance(i, Reject)] == [
+        (reason, "training/image_2/000000_10.png")]

@@ -359,6 +359,42 @@ def test_voc_class_names_as_labelimg_writes_them_are_voc_classes_whatever_their_
     assert (drawn[34, 34:60] == colour_of(11)).all()
 
 
+def test_voc_classes_of_ones_own_draw_in_colours_far_apart_whatever_their_order(tmp_path: Path):
+    """A VOC-format set of one's own classes (a fruit counter's `apple`, `corn`, `grape`, `tomato`,
+    `banana`): each name took a hashed id past 255, a seeded random colour, so `grape` and `tomato`
+    drew 8.3 Delta E apart (one colour, once tokenised), and any two names could hash to one id.
+    Names of one's own now take the palette's well-spread colours (ids 21..255, 14 Delta E apart at
+    the closest, and from VOC's 20), each its hashed one; two names of one image hashed to one
+    (`apple` and `corn`) are told apart, the later by name taking the next free one: the same
+    colours whatever order the file lists its objects in."""
+    from skimage.color import rgb2lab
+
+    from transforms.annotations import colour_of
+
+    names = ["apple", "corn", "grape", "tomato", "banana"]
+    images = {"2007_000032": names, "2007_000039": names[::-1]}
+    _write_voc(tmp_path, {i: PAIRS[i] for i in images}, {})
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    for image_id, order in images.items():
+        boxes = {name: (3 + 12 * names.index(name), 5, 11 + 12 * names.index(name), 55) for name in names}
+        _voc_xml(voc / "Annotations" / f"{image_id}.xml", image_id, [(name, boxes[name], 0) for name in order])
+    (voc / "ImageSets" / "Main").mkdir()
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("".join(f"{i}\n" for i in images))
+    records = [i for i in _read_all(SegmentationSource("voc", str(tmp_path), "voc", tasks=("detection",)))
+               if isinstance(i, PairRecord)]
+    assert len(records) == 2
+    drawn = []
+    for record in records:
+        target = _render_target(record)
+        colours = {name: tuple(int(c) for c in target[4, 5 + 12 * names.index(name)]) for name in names}
+        drawn.append(colours)
+        assert sorted(colour_of(i) for i in record.annotation["categories"]) == sorted(colours.values())
+    assert drawn[0] == drawn[1]
+    lab = rgb2lab(np.array([list(drawn[0].values()) + [colour_of(i) for i in range(21)]], np.float64) / 255)[0]
+    apart = np.sqrt(((lab[:, None] - lab[None]) ** 2).sum(axis=-1))[np.triu_indices(len(lab), 1)]
+    assert apart.min() > 14, apart.min()
+
+
 def test_a_voc_box_wholly_outside_its_image_is_counted_beside_the_drawn_ones(tmp_path: Path):
     """A VOC object whose box lies wholly outside the image (a box kept from a larger original)
     drew nothing beside the others and was not counted: the pair's member counts it
@@ -546,7 +582,7 @@ def test_voc_xml_in_a_multibyte_encoding_is_read_and_an_unknown_one_counted(tmp_
     written), the second one `bad_annotation` naming it."""
     import xml.etree.ElementTree as ET
 
-    from sources.voc_xml import class_id
+    from sources.voc_xml import class_ids
 
     _write_voc(tmp_path, {i: PAIRS[i] for i in ("2007_000032", "2007_000039", "2007_000063", "2008_000008")}, {})
     voc = tmp_path / "VOCdevkit" / "VOC2012"
@@ -565,7 +601,7 @@ def test_voc_xml_in_a_multibyte_encoding_is_read_and_an_unknown_one_counted(tmp_
     pairs = {i.key: i for i in items if isinstance(i, PairRecord)}
     assert sorted(pairs) == [f"voc-{i}-detection" for i in sorted(encodings)]
     for record in pairs.values():
-        assert record.lineage["classes"] == ["猫"] and record.annotation["categories"] == [class_id("猫")]
+        assert record.lineage["classes"] == ["猫"] and record.annotation["categories"] == class_ids(["猫"])
         assert record.annotation["boxes"] == [[2.0, 3.0, 28.0, 37.0]]
     (reject,) = [i for i in items if isinstance(i, Reject)]
     assert (reject.key, reject.reason) == ("voc-2012_000001-detection", "bad_annotation")

@@ -257,7 +257,7 @@ def list_units(config: BuildConfig) -> dict[str, list]:
     naming the config field."""
     from sources.annotation_files import AnnotationFileError
     from sources.layout_fit import misfit
-    from sources.paths import ConfiguredValueMismatch
+    from sources.paths import ConfiguredValueMismatch, resolving
     from uvd_pipeline.labelers import LabelerError, check_spec
 
     units = {}
@@ -274,7 +274,8 @@ def list_units(config: BuildConfig) -> dict[str, list]:
             raise ConfigError(f"sources[{index}].type ({source_config.name}): {problem}; set "
                               f"sources[{index}].layout_check: false if type: {source_config.type} is right")
         try:
-            units[source_config.name] = make_source(source_config, config.seed, config.image.max_pixels).units()
+            with resolving():  # each folder's links resolved once for this listing, anew for the next
+                units[source_config.name] = make_source(source_config, config.seed, config.image.max_pixels).units()
         except (FileNotFoundError, NotADirectoryError, AnnotationFileError, ConfiguredValueMismatch) as exc:
             field = getattr(exc, "field", "path")  # sources.paths.ConfiguredPathMissing names its own
             # a reader's message may start with the source's name, which the field's line names already
