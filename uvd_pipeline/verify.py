@@ -13,7 +13,9 @@ beside the committed ones, a folder no build wrote: a glob reader would take the
 these two need a finished build, so they are left out while a build holds the output; so is
 `summary.json` itself held to the stats (`summary_checks`: its counts, every committed shard of its
 config listed, and no token shard of another config or of no rendered shard in `tokens/`, nor one
-made from an earlier tar of its rendered shard: stale). Each damaged
+made from an earlier tar of its rendered shard: stale), as are its `sources.X.type` and `resize` to
+`build.json` and its `run` section to itself, and each listed shard's input digest (`_inputs/`) to
+the unit store's commit marks (`record_checks`). Each damaged
 file is printed with what is wrong, then one summary line; the exit code is 0 when the output is
 intact and its build finished, 1 when something is damaged, and `UNFINISHED` (3) when what is
 committed is intact but the build did not finish (no `summary.json`: killed or failed mid-build;
@@ -372,6 +374,7 @@ def verify_output(output: str, quick: bool = False,
     from uvd_pipeline.build_record import record_problem
     from uvd_pipeline.summary import SUMMARY_FILE
     from uvd_pipeline.output_lock import read_holder
+    from uvd_pipeline.record_checks import input_digest_problems, summary_field_problem
     from uvd_pipeline.rendered_shards import RENDERED_DIR, REJECTS_SUFFIX
     from uvd_pipeline.shards import TOKENS_DIR
     from uvd_pipeline.summary_checks import SummaryTally
@@ -429,8 +432,10 @@ def verify_output(output: str, quick: bool = False,
             except OSError as exc:
                 damaged(uri, unreadable(exc))
     build = read.get(BUILD_FILE)
-    if build is not None and (why := record_problem(build)):
+    why = record_problem(build) if build is not None else None
+    if why:
         damaged(fsio.join(output, BUILD_FILE), why)
+    trusted = build if build is not None and not why else None  # build.json, held to its config hash
     tally = SummaryTally(read.get(SUMMARY_FILE) if holder is None else None,
                          build.get("config_hash") if build else None)  # the summary held to the stats read below
     claimed: set[str] = set()  # the files the stats files name, for the strays: each is read once
@@ -485,16 +490,22 @@ def verify_output(output: str, quick: bool = False,
             if not result.damaged:  # a damaged output's counts are off by its damage, named already
                 if why := tally.count_problem():
                     damaged(fsio.join(output, SUMMARY_FILE), why)
+            if why := summary_field_problem(read[SUMMARY_FILE], trusted):
+                damaged(fsio.join(output, SUMMARY_FILE), why)
 
     def refused(folder: str, exc: OSError) -> None:  # a unit folder of a source
         damaged(folder, unreadable(exc))
 
     placed = functools.cache(lambda: pending_placements(output, intact_tars))
+    digests: dict[str, list[tuple[str, str]]] = {}  # source -> (unit id, input digest), each mark read once
     for uri in listed(lambda out: unit_marks(out, refused), UNITS_DIR) if units else []:
         result.files += 1
         result.units += 1
-        why = check_unit(output, uri, full=not quick, placed=placed)
+        why = check_unit(output, uri, full=not quick, placed=placed, digests=digests)
         if why:
+            damaged(uri, why)
+    if units and holder is None and tally.summary is not None and trusted is not None:
+        for uri, why in input_digest_problems(output, trusted, tally.listed, digests):  # what a rerun keeps
             damaged(uri, why)
     return result
 
