@@ -251,14 +251,29 @@ def _shard_lines(recorded: Recorded) -> tuple[int, str | None]:
     return digest, SHA_DIFFERS if recorded.sha256 and sha.hexdigest() != recorded.sha256 else None
 
 
+def _lines_read(recorded: Recorded, lines: dict[str, int]) -> str | None:
+    """A shard rejects file's check past its size, in the one read that also takes its lines'
+    digest for `rejects.jsonl`'s check (kept in `lines` when its sha256 is the recorded one): a full
+    `verify` read and hashed each one twice, once here and once for `rejects.jsonl`."""
+    kind = fsio.special_at(recorded.uri)  # a fifo's size is 0, as an empty file's: never opened
+    if kind:
+        return f"{kind}, not the file its stats record"
+    digest, why = _shard_lines(recorded)
+    if why is None:
+        lines[recorded.uri] = digest
+    return why
+
+
 def merged_rejects(output: str, summary: dict[str, Any], shard_rejects: dict[str, Recorded | None],
-                   full: bool) -> list[tuple[str, str]]:
+                   full: bool, lines: dict[str, int] | None = None) -> list[tuple[str, str]]:
     """(file, why) for what is wrong with `rejects.jsonl` (none: nothing), held to the rejects files
     of the shards `summary.json` lists (`shard_rejects`: the intact ones' by stats file; None where a
     shard's own files are damaged, reported already). The report reads it (the examples of each
     reason); a trainer's data filter may too. Its size is the sum of theirs (one line each, merged in
     another order); with `full`, its lines are theirs, read and compared order-free, and theirs are
-    hashed as they are read (a shard file whose sha256 its stats do not record is named instead)."""
+    hashed as they are read (a shard file whose sha256 its stats do not record is named instead).
+    `lines`: shard rejects file -> its lines' digest, where the shard's own check read it already
+    (and found its sha256 the recorded one): not read again."""
     from uvd_pipeline.rendered_shards import RENDERED_DIR, STATS_SUFFIX, TAR_SUFFIX
     from uvd_pipeline.summary import REJECTS_FILE, SUMMARY_FILE
 
@@ -301,8 +316,8 @@ def merged_rejects(output: str, summary: dict[str, Any], shard_rejects: dict[str
     wanted = 0
     changed = []
     for f in files:
-        lines, why = _shard_lines(f)
-        wanted = (wanted + lines) % (1 << 256)
+        digest_of, why = (lines[f.uri], None) if lines and f.uri in lines else _shard_lines(f)
+        wanted = (wanted + digest_of) % (1 << 256)
         if why:
             changed.append((f.uri, why))
     if changed:  # the shard files are damaged: what rejects.jsonl is held to is not the build's
@@ -400,10 +415,15 @@ def verify_output(output: str, quick: bool = False,
         if on_damage is not None:
             on_damage(uri, why)
 
+    lines: dict[str, int] = {}  # shard rejects file -> the order-free digest of its lines, from its one read
+
     def check(recorded: Recorded) -> None:
         result.files += 1
         try:
-            why = check_file(recorded, full=not quick) or (_refused(recorded.uri) if quick else None)
+            if not quick and recorded.uri.endswith(REJECTS_SUFFIX):  # hashed as its lines are read, once
+                why = check_file(recorded) or _lines_read(recorded, lines)
+            else:
+                why = check_file(recorded, full=not quick) or (_refused(recorded.uri) if quick else None)
         except OSError as exc:  # a refusal (mode 000, a failing disk): the other files are checked all the same
             why = unreadable(exc)
         if why:
@@ -486,7 +506,7 @@ def verify_output(output: str, quick: bool = False,
         for shard, why in tally.foreign + tally.unlisted_damage() + (tally.stale if SUMMARY_FILE in read else []):
             damaged(shard, why)
         if SUMMARY_FILE in read:
-            _check_merged(output, read[SUMMARY_FILE], shard_rejects, quick and not rejects, mixture, damaged)
+            _check_merged(output, read[SUMMARY_FILE], shard_rejects, quick and not rejects, mixture, damaged, lines)
             if not result.damaged:  # a damaged output's counts are off by its damage, named already
                 if why := tally.count_problem():
                     damaged(fsio.join(output, SUMMARY_FILE), why)
@@ -511,15 +531,16 @@ def verify_output(output: str, quick: bool = False,
 
 
 def _check_merged(output: str, summary: dict[str, Any], shard_rejects: dict[str, Recorded | None], quick: bool,
-                  mixture: bool, damaged: Callable[[str, str], None]) -> None:
+                  mixture: bool, damaged: Callable[[str, str], None], lines: dict[str, int] | None = None) -> None:
     """The files a finished build writes beside its summary from the shards: `rejects.jsonl`
-    (`merged_rejects`) and, where the summary records a token mix, the trainer's `mixture.yaml`."""
+    (`merged_rejects`; `lines`: as there) and, where the summary records a token mix, the trainer's
+    `mixture.yaml`."""
     from uvd_pipeline.mixture import MIXTURE_FILE
     from uvd_pipeline.summary import REJECTS_FILE, SUMMARY_FILE
 
     uri = fsio.join(output, REJECTS_FILE)
     try:
-        problems = merged_rejects(output, summary, shard_rejects, full=not quick)
+        problems = merged_rejects(output, summary, shard_rejects, full=not quick, lines=lines)
     except OSError as exc:
         problems = [(uri, unreadable(exc))]
     for file, why in problems:
