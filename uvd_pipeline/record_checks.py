@@ -15,6 +15,7 @@ import re
 from collections import Counter
 from typing import Any
 
+from uvd_pipeline.config_build import FORMAT_VERSION, RENDER_REVISION
 from uvd_pipeline.dedup import DEDUP_SOURCE_TYPES
 from uvd_pipeline.quality import stage_throughput
 from uvd_pipeline.shard_inputs import SHARD_INPUTS_MAX_BYTES, digest_group, group_digest, shard_inputs_uri
@@ -61,6 +62,8 @@ def input_digest_problems(output: str, build: dict[str, Any], listed: set[tuple[
     store's committed units (`units`: source -> (unit id, input digest), from their marks), or, where
     the store holds none of the group's (deleted to reclaim its space), what the group's other shards
     record."""
+    if build.get("format_version") != FORMAT_VERSION or build.get("render_revision") != RENDER_REVISION:
+        return []  # an earlier version's output: its rerun is refused or renders anew, whatever its digests
     try:
         groups = source_groups(build["config"])
     except (KeyError, TypeError, AttributeError):
