@@ -202,6 +202,23 @@ def test_a_worker_process_killed_in_a_stage_that_sends_data_back_fails_the_run_n
         done.stdout[-1000:] + done.stderr[-3000:]
 
 
+def test_a_worker_process_killed_mid_stream_prints_no_beam_traceback():
+    """The same death under the command's logging (`uvd build`'s handlers): the worker's broken gRPC
+    streams made the runner's threads print Beam's tracebacks above the build's one `error:` line,
+    in 3 of 4 real builds whose worker was killed (`Exception in thread beam_control_read`,
+    `read_grpc_client_inputs`, "Failed to read inputs in the data plane.", "Error closing
+    worker_handler": 5-6 tracebacks, 133-142 lines). The run fails with the worker's death and
+    stderr holds none of them."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    script = "from uvd_pipeline.cli import _setup_logging\n_setup_logging(False)\n" + DYING_MID_STREAM
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert "EXITED Worker subprocess exited with return code 137 (killed by SIGKILL)" in done.stdout, \
+        done.stdout[-1000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr, done.stderr[-3000:]
+    assert "RpcError" not in done.stderr, done.stderr[-3000:]
+
+
 BLOCKED_WORKER = textwrap.dedent("""
     import os, signal, sys, threading, time
     import apache_beam as beam

@@ -834,3 +834,26 @@ def test_a_run_refused_before_any_step_leaves_no_run_folder_behind(shards, two_s
     assert main([*base, "--out", str(tmp_path / "empty")]) == 2
     assert "matches no committed token shard" in capsys.readouterr().err
     assert os.listdir(tmp_path / "empty") == []
+
+
+def test_a_rank_refused_on_its_own_host_leaves_no_run_folder_behind(tmp_path: Path, monkeypatch):
+    """A torchrun rank other than 0 made `--out` itself after rank 0 took the lock (on another host,
+    its own disk, rank 0's folder is not there), and a refusal inside the run (a flag the model
+    refuses, a damaged shard) left that folder behind empty, parents and all; rank 0 takes back only
+    what it made. Each rank now takes back the folders it made, and keeps one that was there."""
+    from trainer import fit as fit_module
+
+    seen = []
+    monkeypatch.setattr(fit_module.dist, "broadcast_object_list", lambda box, src: seen.append(list(box)))
+    out = tmp_path / "host2" / "runs" / "a"
+    with pytest.raises(UsageError, match="--seq-len"):
+        with fit_module._sole_writer(str(out), Dist(rank=1, world_size=2)):
+            assert out.is_dir() and os.listdir(out) == []  # no lock of its own: rank 0 holds it
+            raise UsageError("--seq-len 99999 exceeds max_position_embeddings")
+    assert seen == [[None]]  # rank 0's answer: no refusal
+    assert os.listdir(tmp_path) == []
+    out.mkdir(parents=True)
+    with pytest.raises(UsageError):
+        with fit_module._sole_writer(str(out), Dist(rank=1, world_size=2)):
+            raise UsageError("refused")
+    assert out.is_dir()  # there before the run: left

@@ -117,6 +117,23 @@ def sole_writer(folder: str, command: str) -> Iterator[Hold]:
 _LOCK_TRIES = 5
 
 
+@contextlib.contextmanager
+def made_folder(folder: str) -> Iterator[None]:
+    """`folder` made, with its missing parents, for the block; a block that fails removes those this
+    call made that it left empty (`FolderUnwritable` where they cannot be made). For a process that
+    writes a run folder another holds the lock of (a torchrun rank other than 0): on another host,
+    its own disk, it made `--out` anew, and a refusal there left that folder behind empty."""
+    made = _missing_folders(folder)
+    _make_folder(folder)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            for path in made:
+                os.rmdir(path)  # one holding anything stops it here (OSError)
+        raise
+
+
 def _missing_folders(folder: str) -> list[str]:
     """`folder` and those of its parents that do not exist yet, deepest first."""
     missing = []

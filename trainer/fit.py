@@ -39,8 +39,8 @@ import torch.distributed as dist
 
 from tokenizer.atomic import write_bytes
 from tokenizer.dataclass_cli import add_flags, flag, options_from
-from tokenizer.run_folder import (RunFolderError, describe_leftovers, dropped_note, log_records, remove_leftovers,
-                                  sole_writer)
+from tokenizer.run_folder import (RunFolderError, describe_leftovers, dropped_note, log_records, made_folder,
+                                  remove_leftovers, sole_writer)
 from tokenizer.schedule import warmup_cosine
 from uvd_pipeline.shards import ShardDamaged
 
@@ -575,7 +575,9 @@ def _sole_writer(out: str, env: Dist) -> Iterator[None]:
     """Hold `out`'s writer lock (rank 0; `tokenizer.run_folder`) for the run, refusing on every rank
     a run folder another fit is writing or cannot write, then remove the temporaries killed fits
     left there: with the lock held no other writer can be mid-save in one of them. On a filesystem
-    that cannot lock, warn and remove nothing."""
+    that cannot lock, warn and remove nothing. A run refused inside the block leaves nothing any rank
+    made: rank 0's lock takes back its folder, and each other rank the folder it made on its own host
+    (`made_folder`: a rank on another host left an empty `--out` there)."""
     with contextlib.ExitStack() as stack:
         refusal, hold = None, None
         if env.main:
@@ -589,7 +591,10 @@ def _sole_writer(out: str, env: Dist) -> Iterator[None]:
             refusal = box[0]
         if refusal:
             raise UsageError(refusal)
-        os.makedirs(out, exist_ok=True)  # rank 0 made it (or refused); other hosts' ranks may not see it
+        try:  # rank 0 made it; a rank on another host may not see it, and a refusal there takes it back
+            stack.enter_context(made_folder(out))
+        except RunFolderError as exc:
+            raise UsageError(str(exc)) from None
         if hold is not None and not hold.locked:  # no sweep: a temporary may be a live fit's
             print(f"warning: {hold.warning}", file=sys.stderr, flush=True)
         elif hold is not None:

@@ -32,7 +32,7 @@ from uvd_pipeline.sentences import image_sentence
 from uvd_pipeline.source_factory import deduplicated, one_image_sentences, units_per_sentence
 from uvd_pipeline.tokenize_stage import committed_rendered, rendered_fields
 from uvd_pipeline.unit_render import UnitInputs, list_units, unit_renderers
-from uvd_pipeline.unit_store import group_digest
+from uvd_pipeline.shard_inputs import digest_group, group_digest
 from uvd_pipeline.write_steps import ShardRouter, WriteShard, _not_committed, add_tokenize
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,8 @@ def sentences_of_units(units, source_config, seed: int, mixed: bool = False):
 
 
 def digest_groups(config: BuildConfig) -> dict[str, str]:
-    """source -> the group whose units its shards depend on: deduplicated sources decide together
-    (a new image in one can make an image of another a duplicate), others alone."""
-    return {s.name: "dedup" if deduplicated(config, s) else f"source:{s.name}" for s in config.enabled_sources}
+    """source -> the group whose units its shards depend on (`shard_inputs.digest_group`)."""
+    return {s.name: digest_group(s.name, deduplicated(config, s)) for s in config.enabled_sources}
 
 
 def _source_digests(item: tuple[str, Iterable[UnitInputs]], members: dict[str, list[str]]) -> Iterator[tuple[str, str]]:

@@ -68,6 +68,34 @@ class BeamRefusalNoise(logging.Filter):
         return not _refused(error)
 
 
+def broken_channel(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it was raised from or while handling, is gRPC's `RpcError`: what
+    the runner's stream readers raise when a worker process's end of the stream goes away (killed:
+    `kill -9`, the OOM killer). The run fails with that death in one `error:` line
+    (`local_runner.WorkerExited`); grpc is not imported to judge it."""
+    seen = 0
+    while error is not None and seen < 16:
+        if any(cls.__name__ == "RpcError" and cls.__module__.split(".")[0] == "grpc" for cls in type(error).__mro__):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+class BeamChannelNoise(logging.Filter):
+    """A worker process killed inside a bundle breaks its gRPC streams, and Beam logs the break at
+    ERROR with its traceback: the runner's data-plane reader ("Failed to read inputs in the data
+    plane.") and its cleanup ("Error closing worker_handler", the same `RpcError` raised again), each
+    ~25 lines above the build's one `error:` line naming the death. Shown with --verbose. Never raises."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("apache_beam") or record.levelno < logging.ERROR:
+            return True
+        try:
+            return not broken_channel(record.exc_info[1] if record.exc_info else None)
+        except Exception:  # noqa: BLE001 - a filter's error escapes the logging call: show the record
+            return True
+
+
 def quiet_refused_bundles() -> None:
     """Make Beam's SDK harness answer a bundle failed by a refusal (`_refused`) without printing it.
     `SdkHarness._execute` prints every failed bundle's traceback straight to stderr (no logger, so
@@ -159,12 +187,13 @@ class DaskReconnectNoise(logging.Filter):
 
 def quiet_handlers(handlers: Iterable[logging.Handler]) -> None:
     """Give each of `handlers` the filters that keep Beam's import chatter and the tracebacks of an
-    error the command says in one line (`BeamImportNoise`, `BeamRefusalNoise`,
+    error the command says in one line (`BeamImportNoise`, `BeamRefusalNoise`, `BeamChannelNoise`,
     `DaskReconnectNoise`) off the terminal: the command's own handlers and a Beam worker process's
     stderr alike."""
     for handler in handlers:
         handler.addFilter(BeamImportNoise())
         handler.addFilter(BeamRefusalNoise())
+        handler.addFilter(BeamChannelNoise())
         handler.addFilter(DaskReconnectNoise())
 
 

@@ -17,6 +17,12 @@ def group_digest(units: Iterable[tuple[str, str]]) -> str:
     return hashlib.sha256("\n".join(sorted(f"{u} {d}" for u, d in units)).encode()).hexdigest()
 
 
+def digest_group(source: str, deduplicated: bool) -> str:
+    """The group whose units a source's shards depend on: deduplicated sources decide together (a
+    new image in one can make an image of another a duplicate), others alone."""
+    return "dedup" if deduplicated else f"source:{source}"
+
+
 SHARD_INPUTS_DIR = "_inputs"
 SHARD_INPUTS_MAX_BYTES = 4096  # a sha256 in hex, 64 bytes
 

@@ -297,17 +297,21 @@ def unit_marks(output: str, refused: Callable[[str, OSError], None] | None = Non
 
 
 def check_unit(output: str, mark_uri: str, full: bool,
-               placed: Callable[[], dict[str, Moved]] | None = None) -> str | None:
+               placed: Callable[[], dict[str, Moved]] | None = None,
+               digests: dict[str, list[tuple[str, str]]] | None = None) -> str | None:
     """What is wrong with one committed unit (None: intact): its mark, its results file (size and
     sha256), its image file (size; with `full`, each image still in it by sha256). Images already
     moved into committed shards are checked with those shards. `placed`: rendering -> images
     committed shards took (`unit_relocation.pending_placements`), asked for only when the unit
     fails without them (a build killed in its write phase freed their store copies, and its
-    `.moved` records come with the rerun)."""
+    `.moved` records come with the rerun). `digests`: source -> (unit id, input digest) of each
+    readable mark, gathered for the shards' input records (`record_checks`) from this one read."""
     try:
         mark = read_state_json(mark_uri)
         store = UnitStore(output, mark["source"], mark["config_hash"])
         uid = fsio.basename(mark_uri)[: -len(MARK_SUFFIX)]
+        if digests is not None and isinstance(mark.get("inputs_digest"), str):
+            digests.setdefault(str(mark["source"]), []).append((uid, mark["inputs_digest"]))
         try:
             store.stored_outputs(uid, mark, verify_images=full)
         except (OSError, ValueError) as exc:

@@ -13,7 +13,9 @@ beside the committed ones, a folder no build wrote: a glob reader would take the
 these two need a finished build, so they are left out while a build holds the output; so is
 `summary.json` itself held to the stats (`summary_checks`: its counts, every committed shard of its
 config listed, and no token shard of another config or of no rendered shard in `tokens/`, nor one
-made from an earlier tar of its rendered shard: stale). Each damaged
+made from an earlier tar of its rendered shard: stale), as are its `sources.X.type` and `resize` to
+`build.json` and its `run` section to itself, and each listed shard's input digest (`_inputs/`) to
+the unit store's commit marks (`record_checks`). Each damaged
 file is printed with what is wrong, then one summary line; the exit code is 0 when the output is
 intact and its build finished, 1 when something is damaged, and `UNFINISHED` (3) when what is
 committed is intact but the build did not finish (no `summary.json`: killed or failed mid-build;
@@ -249,14 +251,29 @@ def _shard_lines(recorded: Recorded) -> tuple[int, str | None]:
     return digest, SHA_DIFFERS if recorded.sha256 and sha.hexdigest() != recorded.sha256 else None
 
 
+def _lines_read(recorded: Recorded, lines: dict[str, int]) -> str | None:
+    """A shard rejects file's check past its size, in the one read that also takes its lines'
+    digest for `rejects.jsonl`'s check (kept in `lines` when its sha256 is the recorded one): a full
+    `verify` read and hashed each one twice, once here and once for `rejects.jsonl`."""
+    kind = fsio.special_at(recorded.uri)  # a fifo's size is 0, as an empty file's: never opened
+    if kind:
+        return f"{kind}, not the file its stats record"
+    digest, why = _shard_lines(recorded)
+    if why is None:
+        lines[recorded.uri] = digest
+    return why
+
+
 def merged_rejects(output: str, summary: dict[str, Any], shard_rejects: dict[str, Recorded | None],
-                   full: bool) -> list[tuple[str, str]]:
+                   full: bool, lines: dict[str, int] | None = None) -> list[tuple[str, str]]:
     """(file, why) for what is wrong with `rejects.jsonl` (none: nothing), held to the rejects files
     of the shards `summary.json` lists (`shard_rejects`: the intact ones' by stats file; None where a
     shard's own files are damaged, reported already). The report reads it (the examples of each
     reason); a trainer's data filter may too. Its size is the sum of theirs (one line each, merged in
     another order); with `full`, its lines are theirs, read and compared order-free, and theirs are
-    hashed as they are read (a shard file whose sha256 its stats do not record is named instead)."""
+    hashed as they are read (a shard file whose sha256 its stats do not record is named instead).
+    `lines`: shard rejects file -> its lines' digest, where the shard's own check read it already
+    (and found its sha256 the recorded one): not read again."""
     from uvd_pipeline.rendered_shards import RENDERED_DIR, STATS_SUFFIX, TAR_SUFFIX
     from uvd_pipeline.summary import REJECTS_FILE, SUMMARY_FILE
 
@@ -299,8 +316,8 @@ def merged_rejects(output: str, summary: dict[str, Any], shard_rejects: dict[str
     wanted = 0
     changed = []
     for f in files:
-        lines, why = _shard_lines(f)
-        wanted = (wanted + lines) % (1 << 256)
+        digest_of, why = (lines[f.uri], None) if lines and f.uri in lines else _shard_lines(f)
+        wanted = (wanted + digest_of) % (1 << 256)
         if why:
             changed.append((f.uri, why))
     if changed:  # the shard files are damaged: what rejects.jsonl is held to is not the build's
@@ -372,6 +389,7 @@ def verify_output(output: str, quick: bool = False,
     from uvd_pipeline.build_record import record_problem
     from uvd_pipeline.summary import SUMMARY_FILE
     from uvd_pipeline.output_lock import read_holder
+    from uvd_pipeline.record_checks import input_digest_problems, summary_field_problem
     from uvd_pipeline.rendered_shards import RENDERED_DIR, REJECTS_SUFFIX
     from uvd_pipeline.shards import TOKENS_DIR
     from uvd_pipeline.summary_checks import SummaryTally
@@ -397,10 +415,15 @@ def verify_output(output: str, quick: bool = False,
         if on_damage is not None:
             on_damage(uri, why)
 
+    lines: dict[str, int] = {}  # shard rejects file -> the order-free digest of its lines, from its one read
+
     def check(recorded: Recorded) -> None:
         result.files += 1
         try:
-            why = check_file(recorded, full=not quick) or (_refused(recorded.uri) if quick else None)
+            if not quick and recorded.uri.endswith(REJECTS_SUFFIX):  # hashed as its lines are read, once
+                why = check_file(recorded) or _lines_read(recorded, lines)
+            else:
+                why = check_file(recorded, full=not quick) or (_refused(recorded.uri) if quick else None)
         except OSError as exc:  # a refusal (mode 000, a failing disk): the other files are checked all the same
             why = unreadable(exc)
         if why:
@@ -429,8 +452,10 @@ def verify_output(output: str, quick: bool = False,
             except OSError as exc:
                 damaged(uri, unreadable(exc))
     build = read.get(BUILD_FILE)
-    if build is not None and (why := record_problem(build)):
+    why = record_problem(build) if build is not None else None
+    if why:
         damaged(fsio.join(output, BUILD_FILE), why)
+    trusted = build if build is not None and not why else None  # build.json, held to its config hash
     tally = SummaryTally(read.get(SUMMARY_FILE) if holder is None else None,
                          build.get("config_hash") if build else None)  # the summary held to the stats read below
     claimed: set[str] = set()  # the files the stats files name, for the strays: each is read once
@@ -481,34 +506,41 @@ def verify_output(output: str, quick: bool = False,
         for shard, why in tally.foreign + tally.unlisted_damage() + (tally.stale if SUMMARY_FILE in read else []):
             damaged(shard, why)
         if SUMMARY_FILE in read:
-            _check_merged(output, read[SUMMARY_FILE], shard_rejects, quick and not rejects, mixture, damaged)
+            _check_merged(output, read[SUMMARY_FILE], shard_rejects, quick and not rejects, mixture, damaged, lines)
             if not result.damaged:  # a damaged output's counts are off by its damage, named already
                 if why := tally.count_problem():
                     damaged(fsio.join(output, SUMMARY_FILE), why)
+            if why := summary_field_problem(read[SUMMARY_FILE], trusted):
+                damaged(fsio.join(output, SUMMARY_FILE), why)
 
     def refused(folder: str, exc: OSError) -> None:  # a unit folder of a source
         damaged(folder, unreadable(exc))
 
     placed = functools.cache(lambda: pending_placements(output, intact_tars))
+    digests: dict[str, list[tuple[str, str]]] = {}  # source -> (unit id, input digest), each mark read once
     for uri in listed(lambda out: unit_marks(out, refused), UNITS_DIR) if units else []:
         result.files += 1
         result.units += 1
-        why = check_unit(output, uri, full=not quick, placed=placed)
+        why = check_unit(output, uri, full=not quick, placed=placed, digests=digests)
         if why:
+            damaged(uri, why)
+    if units and holder is None and tally.summary is not None and trusted is not None:
+        for uri, why in input_digest_problems(output, trusted, tally.listed, digests):  # what a rerun keeps
             damaged(uri, why)
     return result
 
 
 def _check_merged(output: str, summary: dict[str, Any], shard_rejects: dict[str, Recorded | None], quick: bool,
-                  mixture: bool, damaged: Callable[[str, str], None]) -> None:
+                  mixture: bool, damaged: Callable[[str, str], None], lines: dict[str, int] | None = None) -> None:
     """The files a finished build writes beside its summary from the shards: `rejects.jsonl`
-    (`merged_rejects`) and, where the summary records a token mix, the trainer's `mixture.yaml`."""
+    (`merged_rejects`; `lines`: as there) and, where the summary records a token mix, the trainer's
+    `mixture.yaml`."""
     from uvd_pipeline.mixture import MIXTURE_FILE
     from uvd_pipeline.summary import REJECTS_FILE, SUMMARY_FILE
 
     uri = fsio.join(output, REJECTS_FILE)
     try:
-        problems = merged_rejects(output, summary, shard_rejects, full=not quick)
+        problems = merged_rejects(output, summary, shard_rejects, full=not quick, lines=lines)
     except OSError as exc:
         problems = [(uri, unreadable(exc))]
     for file, why in problems:

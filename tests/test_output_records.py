@@ -1,0 +1,87 @@
+"""`verify` holds the build's own records to the rest of its output: each committed shard's input
+digest (`_inputs/<source>/<shard>.txt`) to the unit store's commit marks, and the summary's
+`sources.X.type` and `run` section to `build.json` and to themselves. Each was taken as written:
+an edited one passed as intact (rev56: 'not held to anything')."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from uvd_pipeline.cli import main
+
+
+def _verify(capsys, out: Path, *flags: str) -> tuple[int, str]:
+    code = main(["verify", *flags, str(out)])
+    return code, capsys.readouterr().out
+
+
+def test_verify_holds_each_shard_input_digest_to_the_unit_store(mini_build_copy, capsys):
+    """A shard's `_inputs` digest decides whether a rerun keeps it: an edited one (another source's,
+    garbage) or a deleted one passed `verify`, and the next build wrote the shard again. Each is named
+    with the digest the unit store's committed units give; the store deleted (a user reclaiming its
+    space) leaves the digests held to one another only."""
+    config, summary = mini_build_copy
+    out = Path(config.output)
+    inputs = out / "_inputs"
+    assert _verify(capsys, out)[0] == 0
+    web, clips = inputs / "web" / "web-train-00000.txt", inputs / "clips" / "clips-val-00000.txt"
+    web_digest, clips_digest = web.read_text(), clips.read_text()
+    assert web_digest != clips_digest and len(web_digest) == 64
+    web.write_text(clips_digest)  # another group's digest: a rerun would build the shard again
+    (inputs / "inet" / "inet-val-00000.txt").unlink()
+    clips.write_text("not a digest\n")
+    for flags in ((), ("--quick",)):
+        code, printed = _verify(capsys, out, *flags)
+        assert code == 1 and "DAMAGED: 3 damaged files" in printed, printed
+        assert (f"damaged: {web}: input digest {clips_digest}, the unit store's committed units of inet, web give "
+                f"{web_digest}: edited since the build") in printed, printed
+        assert (f"damaged: {inputs / 'inet' / 'inet-val-00000.txt'}: missing: summary.json lists shard "
+                "inet-val-00000, the input digest it was built from is gone") in printed, printed
+        assert f"damaged: {clips}: 'not a digest' is no input digest (64 hex digits)" in printed, printed
+        assert "a rerun builds the shard again" in printed
+    clips.write_text(clips_digest)
+    (inputs / "inet" / "inet-val-00000.txt").write_text(web_digest)
+    shutil.rmtree(out / "_units")  # the store deleted: the digests are held to one another
+    code, printed = _verify(capsys, out)
+    assert code == 1 and printed.startswith(
+        f"damaged: {web}: input digest {clips_digest}, the other shards of inet, web record {web_digest}"), printed
+    web.write_text(web_digest)
+    code, printed = _verify(capsys, out)
+    assert code == 0 and "intact" in printed, printed
+
+
+def test_verify_holds_the_summary_source_types_and_run_section(mini_build_copy, capsys):
+    """`sources.X.type` (the report's source table) and the `run` section (the report's throughput:
+    seconds, stages, metrics) were held to nothing: edited ones passed `verify` and the report showed
+    them; a deleted `run.runner` stopped the summary's text with a KeyError. Each is named by its field,
+    with what the rest of the output says; the report refuses such an output as `verify` does."""
+    config, summary = mini_build_copy
+    out = Path(config.output)
+    path = out / "summary.json"
+    edited = json.loads(path.read_text())
+    edited["sources"]["web"]["type"] = "video"
+    run = edited["run"]
+    run["seconds"] = run["seconds"] + 100
+    run["stages"]["render"]["items_per_s"] = 1e6
+    run["metrics"] = {"reported": False, "not_reported": []}
+    run["shards_resumed"] = -1
+    del run["runner"]
+    path.write_text(json.dumps(edited))
+    code, printed = _verify(capsys, out, "--quick")
+    assert code == 1 and "DAMAGED: 1 damaged files" in printed, printed
+    line = printed.splitlines()[0]
+    assert line.startswith(f"damaged: {path}: fields other than the rest of the output says, edited since the build: "
+                           "sources.web.type 'video' (build.json's config gives 'laion'); "), line
+    phases = round(sum(summary["run"]["phases"].values()), 2)
+    for part in (f"run.seconds {run['seconds']!r} (its run.phases add up to {phases})",
+                 "run.stages {", "(its run.distributions give {",
+                 "run.metrics {'reported': False, 'not_reported': []} (reported False names what was not reported: [",
+                 "run.shards_resumed -1 (a count of shards)", "run.runner absent (a runner's name)"):
+        assert part in line, (part, line)
+    assert line.endswith("run the same build command again: it writes it anew from the committed shards"), line
+    assert main(["report", str(out)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: damaged: {path}: fields other than the rest of the output says")
+    path.write_text(json.dumps(summary))
+    assert _verify(capsys, out, "--quick")[0] == 0

@@ -1,0 +1,186 @@
+"""`verify` holds the records a build keeps beside its shards to the rest of the output.
+
+Each committed shard's input digest (`_inputs/<source>/<shard>.txt`, `shard_inputs`) decides
+whether a rerun keeps the shard: it is the digest of its source's digest group over the units'
+input digests, which the unit store's commit marks hold. The summary's `sources.X.type` is the
+build config's (`build.json`), and its `run` section (the report's throughput) holds itself
+together: `seconds` the sum of `phases`, `stages` what `distributions` give, `metrics` what a
+runner that did or did not report names. Edited ones passed `verify` as intact and the report
+showed them (rev56: 'not held to anything'); what the rest of the output cannot say (the runner's
+name, the worker count) is held to its kind only."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+from uvd_pipeline.config_build import FORMAT_VERSION, RENDER_REVISION
+from uvd_pipeline.dedup import DEDUP_SOURCE_TYPES
+from uvd_pipeline.quality import stage_throughput
+from uvd_pipeline.shard_inputs import SHARD_INPUTS_MAX_BYTES, digest_group, group_digest, shard_inputs_uri
+from uvd_pipeline.state_files import StateFileRefused, read_state
+from uvd_pipeline.summary import SUMMARY_FILE, UNREPORTED
+from uvd_pipeline.summary_checks import ABSENT, REWRITE_HINT, _short
+
+DIGEST = re.compile(r"[0-9a-f]{64}")
+INPUTS_HINT = ("a rerun builds the shard again from its input and records the digest anew: run the same build "
+               "command again")
+RUNNING_MODES = ("in_memory", "multi_threading", "multi_processing")
+
+
+def source_groups(config: Any) -> dict[str, str]:
+    """source -> its digest group (`graph.digest_groups`), from `build.json`'s saved config."""
+    dedup = bool((config.get("dedup") or {}).get("enabled"))
+    return {str(s["name"]): digest_group(str(s["name"]), dedup and s.get("type") in DEDUP_SOURCE_TYPES)
+            for s in config["sources"] if s.get("enabled", True)}
+
+
+def _read_digest(uri: str, stem: str) -> tuple[str | None, str | None]:
+    """(the digest a shard's input record holds, what is wrong with it)."""
+    from uvd_pipeline.verify import unreadable
+
+    try:
+        raw = read_state(uri, SHARD_INPUTS_MAX_BYTES)
+    except FileNotFoundError:
+        return None, (f"missing: {SUMMARY_FILE} lists shard {stem}, the input digest it was built from is gone; "
+                      f"{INPUTS_HINT}")
+    except StateFileRefused as exc:
+        return None, exc.why
+    except OSError as exc:
+        return None, unreadable(exc)
+    text = raw.decode(errors="replace").strip()
+    if not DIGEST.fullmatch(text):
+        return None, f"{_short(text[:80])} is no input digest (64 hex digits): edited since the build; {INPUTS_HINT}"
+    return text, None
+
+
+def input_digest_problems(output: str, build: dict[str, Any], listed: set[tuple[str, str, str]],
+                          units: dict[str, list[tuple[str, str]]]) -> list[tuple[str, str]]:
+    """(input record, why) for each shard `summary.json` lists (`listed`: source, split, stem) whose
+    input digest is missing, no digest, or not its digest group's: the group digest of the unit
+    store's committed units (`units`: source -> (unit id, input digest), from their marks), or, where
+    the store holds none of the group's (deleted to reclaim its space), what the group's other shards
+    record."""
+    if build.get("format_version") != FORMAT_VERSION or build.get("render_revision") != RENDER_REVISION:
+        return []  # an earlier version's output: its rerun is refused or renders anew, whatever its digests
+    try:
+        groups = source_groups(build["config"])
+    except (KeyError, TypeError, AttributeError):
+        return []  # an unreadable record is reported as such (`build_record.record_problem`)
+    problems: list[tuple[str, str]] = []
+    recorded: dict[str, list[tuple[str, str]]] = {}  # group -> (input record, its digest)
+    for source, _split, stem in sorted(listed):
+        if source not in groups:
+            continue
+        uri = shard_inputs_uri(output, source, stem)
+        digest, why = _read_digest(uri, stem)
+        if why:
+            problems.append((uri, why))
+        else:
+            recorded.setdefault(groups[source], []).append((uri, digest))
+    for group, shards in sorted(recorded.items()):
+        names = sorted(name for name, g in groups.items() if g == group)
+        pairs = [pair for name in names for pair in units.get(name, ())]
+        if pairs:
+            wanted = group_digest(pairs)
+            said = f"the unit store's committed units of {', '.join(names)} give {wanted}"
+        else:
+            wanted = Counter(digest for _, digest in shards).most_common(1)[0][0]
+            said = f"the other shards of {', '.join(names)} record {wanted}"
+        problems += [(uri, f"input digest {digest}, {said}: edited since the build; {INPUTS_HINT}")
+                     for uri, digest in shards if digest != wanted]
+    return problems
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def summary_field_problem(summary: dict[str, Any], build: dict[str, Any] | None) -> str | None:
+    """What `summary.json` says otherwise than the rest of the output, beside its counts
+    (`summary_checks`): each source's `type` and `resize` against `build.json`'s config (`build`:
+    None where that record is damaged, reported already), and the `run` section against itself."""
+    problems: list[str] = []
+
+    def held(field: str, recorded: Any, wanted: str) -> None:
+        problems.append(f"{field} {_short(recorded)} ({wanted})")
+
+    config = build.get("config") if isinstance(build, dict) else None
+    if isinstance(config, dict):
+        try:
+            types = {str(s["name"]): s.get("type") for s in config["sources"]}
+        except (KeyError, TypeError, AttributeError):
+            types = {}
+        sources = summary.get("sources") if isinstance(summary.get("sources"), dict) else {}
+        for name, entry in sorted(sources.items()):
+            found = entry.get("type", ABSENT) if isinstance(entry, dict) else ABSENT
+            if name in types and found != types[name]:
+                held(f"sources.{name}.type", found, f"build.json's config gives {_short(types[name])}")
+        resize = (config.get("image") or {}).get("resize") if isinstance(config.get("image"), dict) else None
+        if resize is not None and summary.get("resize", ABSENT) != resize:
+            held("resize", summary.get("resize", ABSENT), f"build.json's config gives {_short(resize)}")
+    run = summary.get("run", ABSENT)
+    if not isinstance(run, dict):
+        held("run", run, "the build's run section: its time, runner and metrics")
+    else:
+        problems += _run_problems(run)
+    if not problems:
+        return None
+    return f"fields other than the rest of the output says, edited since the build: {'; '.join(problems)}; {REWRITE_HINT}"
+
+
+def _run_problems(run: dict[str, Any]) -> list[str]:
+    """The `run` section held to itself (`summary.finalize` writes each field from the others) and
+    each field to its kind."""
+    problems: list[str] = []
+
+    def held(field: str, wanted: str) -> None:
+        problems.append(f"run.{field} {_short(run.get(field, ABSENT))} ({wanted})")
+
+    seconds, phases = run.get("seconds", ABSENT), run.get("phases")
+    if not _number(seconds) or seconds < 0:
+        held("seconds", "the build's time in seconds")
+    elif isinstance(phases, dict) and phases and all(_number(v) for v in phases.values()):
+        total = sum(phases.values())  # each rounded to 0.01 s, as the whole is
+        if abs(total - seconds) > 0.005 * (len(phases) + 1) + 1e-9:
+            held("seconds", f"its run.phases add up to {round(total, 2)}")
+    elif phases is not None:  # none in a summary written before phases were kept
+        held("phases", "seconds of each phase of the build")
+    distributions = run.get("distributions")
+    if "stages" in run or distributions is not None:
+        try:
+            wanted = stage_throughput(distributions or {})
+        except (KeyError, TypeError, AttributeError, ZeroDivisionError):
+            held("distributions", "Beam's distributions: count, sum, min, max of each")
+        else:
+            if run.get("stages", ABSENT) != wanted:
+                held("stages", f"its run.distributions give {_short(wanted)}")
+    metrics = run.get("metrics", ABSENT)
+    reported = metrics.get("reported") if isinstance(metrics, dict) else None
+    if not isinstance(reported, bool):
+        held("metrics", "whether the runner reported Beam metrics, and what it did not")
+    elif metrics != {"reported": reported, "not_reported": [] if reported else list(UNREPORTED)}:
+        said = "names nothing as not reported: []" if reported else f"names what was not reported: {list(UNREPORTED)}"
+        held("metrics", f"reported {reported} {said}")
+    if not _count(run.get("shards_resumed")):
+        held("shards_resumed", "a count of shards")
+    if not isinstance(run.get("runner"), str) or not run["runner"]:
+        held("runner", "a runner's name")
+    workers = run.get("workers", ABSENT)
+    if workers is not None and not (_count(workers) and workers > 0):
+        held("workers", "a count of workers, or null where the build did not choose them")
+    if run.get("worker_mode", ABSENT) not in (None, *RUNNING_MODES):
+        held("worker_mode", f"one of {', '.join(RUNNING_MODES)}, or null for a runner of its own workers")
+    failed = run.get("workers_failed_to_start", ABSENT)
+    if not isinstance(failed, list) or not all(isinstance(f, str) for f in failed) or (
+            _count(workers) and len(failed) > workers):
+        held("workers_failed_to_start", "why each worker that did not start failed, no more than run.workers")
+    counters = run.get("counters", ABSENT)
+    if not isinstance(counters, dict) or not all(isinstance(k, str) and _count(v) for k, v in counters.items()):
+        held("counters", "Beam's counters by name, each a count")
+    return problems
