@@ -810,6 +810,7 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
     budget = ROW_GROUP_BYTES if budget is None else budget
     key_columns = tuple(c for c in key_columns if c in parquet.schema_arrow.names)
     first, listing = 0, ListedRows()
+    spent = None  # what the Python snappy decoder has spent on the file's paged groups (`FileCost`)
     for index in range(meta.num_row_groups):
         group = checked_group(parquet, index, source)
         if image is not None and group.num_rows > listing.left and _all_null(parquet, group, image):
@@ -865,9 +866,10 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
                                  ROW_GROUP_TOO_LARGE, listing)
         else:
             if paged is not None:  # its image column a value at a time, the rest a few rows at a time
-                from sources import parquet_paged
+                from sources import parquet_paged, parquet_values
 
-                batches = parquet_paged.paged_batches(source, parquet, index, paged, columns)
+                spent = parquet_values.FileCost() if spent is None else spent
+                batches = parquet_paged.paged_batches(source, parquet, index, paged, columns, spent)
             elif table is not None:
                 batches = (table.slice(start, BATCH_ROWS) for start in range(0, table.num_rows, BATCH_ROWS))
             elif streamed is not None:  # over the budget whole: a few rows at a time, a page held at once
@@ -912,7 +914,7 @@ def _refused_row(refused, first: int, where: str, key_columns: tuple[str, ...], 
     keys = [c for c in key_columns if c in refused.row.schema.names]
     named = refused.row.select(keys).to_pylist() if keys else [{}]
     detail = f"{where}: row {row}: {parquet_paged.refused_detail(refused, paged, budget)}"
-    if refused.refused.why:  # nothing in it too large: reading it would cost past a bound
+    if refused.refused.why and not refused.refused.too_large:  # nothing in it too large: reading it costs past a bound
         return TooLarge(row, named, detail, VALUE_TOO_COSTLY)
     return TooLarge(row, named, detail, ROW_GROUP_TOO_LARGE)
 

@@ -17,11 +17,7 @@ from typing import Any, Iterator
 
 from sources import hf_parquet, parquet_values
 
-# What one value read so is held at its peak: the bytes read (snappy: decoded into its window,
-# then taken out), the batch's Arrow array built from them, the Python bytes handed on, and the
-# record holding them. Measured (pyarrow 25, pandas' `to_parquet` of 4 photos of 100 KB around one
-# of 58 MiB, one dictionary page, peak RSS over the process's before the read): 197 MiB, 3.4 times.
-VALUE_COPIES = 4
+VALUE_COPIES = parquet_values.VALUE_COPIES  # what one value read so is held at its peak, times over
 LEVEL_BYTES = 9  # a value's definition level or dictionary index decoded (an int64) and whether it is there
 KEPT_SHARE = 8  # of the budget, at most this share holds a dictionary's values kept for rows asking again
 
@@ -56,6 +52,8 @@ class RefusedRow:
 def refused_detail(refused: RefusedRow, plan: PagedRead, budget: int) -> str:
     """Why a row's value was not read: too large (the group's other rows are read), or reading it
     would cost past a bound (`Refused.why`: a later row's may too)."""
+    if refused.refused.why and refused.refused.too_large:  # past the room beside the page it lies in
+        return f"{refused.refused.why}: not read; the group's other rows are"
     if refused.refused.why:
         return f"{refused.refused.why}: not read (refused for the cost of reading it, not its size)"
     return (f"its {plan.column!r} holds {refused.refused.length} bytes, over the {plan.allowance} bytes one row's value "
@@ -108,18 +106,19 @@ def paged_read(parquet, group, columns: list[str] | None, budget: int) -> PagedR
     return PagedRead(name, position, struct, others, beside, allowance, kept)
 
 
-def paged_batches(source: Any, parquet, index: int, plan: PagedRead, columns: list[str] | None
-                  ) -> Iterator[Any]:
+def paged_batches(source: Any, parquet, index: int, plan: PagedRead, columns: list[str] | None,
+                  spent: parquet_values.FileCost | None = None) -> Iterator[Any]:
     """Row group `index` as record batches of `columns` (as pyarrow reads them: the same schema,
     the same values) and, for each row whose value passes `plan.allowance`, a `RefusedRow`. A
-    batch holds at most `hf_parquet.STREAM_BATCH_BYTES` of values (or one)."""
+    batch holds at most `hf_parquet.STREAM_BATCH_BYTES` of values (or one). `spent`: what the
+    Python snappy decoder has spent on the file's groups before it (`parquet_values.FileCost`)."""
     import pyarrow as pa
 
     group = parquet.metadata.row_group(index)
     chunk = group.column(plan.leaf)
     shape = parquet.read_row_groups([], columns=columns, use_threads=False).schema  # what a whole read gives
     values = parquet_values.chunk_values(source, chunk, group.num_rows, parquet.schema.column(plan.leaf).max_definition_level,
-                                         chunk.compression == "SNAPPY", plan.allowance, plan.kept)
+                                         chunk.compression, plan.allowance, plan.kept, spent=spent)
     rows = plan.beside.batch_rows() if plan.beside is not None else hf_parquet.BATCH_ROWS
     beside = hf_parquet._stream(source, parquet).iter_batches(batch_size=rows, row_groups=[index], columns=plan.others,
                                                               use_threads=False)

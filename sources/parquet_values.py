@@ -1,20 +1,25 @@
 """The values of one flat column chunk of byte strings, read page by page by its page headers and
-handed out one at a time, never a page decoded whole.
+handed out one at a time, never a page decoded whole beyond what a row may hold.
 
 pyarrow decodes a page whole, and a dictionary page whole, whichever rows are asked for: pyarrow's
 and pandas' writers put up to 1,024 values in a page (their page limit is checked a write batch at
 a time), so a group of 80 photos of 3 MB is one 240 MB dictionary page, read whole at 5 to 6 times
-its size. Here a page's bytes are read from the file as its values are asked for: stored plainly
-straight from the file, compressed with snappy (pyarrow's, pandas' and img2dataset's default)
-through a streaming decoder holding the 64 KiB a snappy copy may reach back. A value is judged by
-its length (its 4-byte prefix) before it is read: one over what a row may hold is passed over,
-unread (`Refused`), the values around it read. A dictionary's values are read forward as they are
-asked for (writers number them in the order they first meet them), the last few kept, and where
-they lie noted (one value a 64 KiB of page): a row pointing back (a photo repeated far later) reads
-from the nearest note, never the page again from its start. The Python snappy decoder's work is
-bounded (`Cost`): a run of one element repeated (zeros, flat colour) is decoded at once, and past
-one element a `STEP_BYTES` bytes decoded (read or passed over) the chunk's values not yet read are
-`Refused` (`TooCostly`); a row null by its definition levels is None still.
+its size. Here a page within a row's room (`VALUE_COPIES` times what one value may hold), with its
+stored bytes and each value beside it, is decompressed whole by pyarrow's C codecs
+(`parquet_codecs`: snappy, gzip, zstd, lz4, brotli); a larger one is read from the file as its
+values are asked for: stored plainly straight from the file, snappy (pyarrow's, pandas' and
+img2dataset's default) through a streaming decoder holding the 64 KiB a snappy copy may reach
+back, another codec's not at all (its rows `Refused`: those codecs have no streaming decoder
+here). A value is judged by its length (its 4-byte prefix) before it is read: one over what a row
+may hold is passed over, unread (`Refused`), the values around it read. A dictionary's values are
+read forward as they are asked for (writers number them in the order they first meet them), the
+last few kept, and where they lie noted (one value a 64 KiB of page): a row pointing back (a photo
+repeated far later) reads from the nearest note, never the page again from its start. The Python
+snappy decoder's work is bounded (`Cost`): a run of one element repeated (zeros, flat colour) is
+decoded at once, and past one element a `STEP_BYTES` bytes decoded (read or passed over) the
+chunk's values not yet read are `Refused` (`TooCostly`), and past `FILE_STEPS` elements in one
+file, its chunks together (`FileCost`), every later value it decodes; a row null by its
+definition levels is None still.
 """
 
 from __future__ import annotations
@@ -27,14 +32,15 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from sources import parquet_pages as pp
+from sources import parquet_codecs, parquet_pages as pp
 
 PLAIN, PLAIN_DICTIONARY, RLE, RLE_DICTIONARY = 0, 2, 3, 8
 _DICTIONARY_ENCODINGS = (PLAIN_DICTIONARY, RLE_DICTIONARY)
 # the chunk encodings (footer's names) and codecs read here; another (DELTA_*, BYTE_STREAM_SPLIT,
-# the deprecated BIT_PACKED levels, gzip, zstd, ...) is left to pyarrow
+# the deprecated BIT_PACKED levels, LZO, Hadoop's LZ4) is left to pyarrow. Snappy pages are
+# decoded as read where too large to decompress whole; the other codecs' only whole, a page at a time
 ENCODINGS = frozenset({"PLAIN", "PLAIN_DICTIONARY", "RLE", "RLE_DICTIONARY"})
-CODECS = frozenset({"UNCOMPRESSED", "SNAPPY"})
+CODECS = frozenset({"UNCOMPRESSED", *parquet_codecs.PYARROW_CODECS})
 # what a snappy copy may reach back: every snappy writer (C++, Java, Go, Rust) compresses 64 KiB
 # blocks on their own, so no copy of theirs reaches further
 SNAPPY_WINDOW = 1 << 16
@@ -65,14 +71,48 @@ STEP_SLACK = 1 << 18
 _RUN_BYTES = 1 << 20  # a run of one repeated element decoded at once: at most this many bytes
 
 
-class Cost:
-    """What the Python snappy decoder has spent on one chunk's pages: `steps` (elements decoded)
-    and the bytes decoded, of values read (`decoded`) or passed over (`passed`)."""
+# What the Python snappy decoder may spend on one file, its chunks together, judged before any of
+# its pages is read: each chunk's own bound (above) grows with the bytes it decodes, so a file of
+# many chunks of 4- and 5-byte copies in turn (an element a 4.5 bytes, within it) was decoded at
+# ~0.25 CPU-s a MB whatever its size. 2**26 elements (~50 CPU-s at 0.76 us an element, within the
+# 60 CPU-s one image's decode may take, `image.decode_time_s`): pages a row's room holds whole are
+# decompressed in C (`room`), never counted, so what Python decodes is a page of many rows over it;
+# photos' (JPEG) are one element a 64 KiB (a 256 MB page ~4,000), raw images of noisy detail one a
+# 4 to 8 bytes (a 256 MB page of dithered BMPs ~53 million: one such page a file reads).
+FILE_STEPS = 1 << 26
+ELEMENT_US = 0.76  # CPU-us the Python decoder takes an element (measured): what the detail says
+# What one value read so is held at its peak: the bytes read (snappy: decoded into its window,
+# then taken out), the batch's Arrow array built from them, the Python bytes handed on, and the
+# record holding them. Measured (pyarrow 25, pandas' `to_parquet` of 4 photos of 100 KB around one
+# of 58 MiB, one dictionary page, peak RSS over the process's before the read): 197 MiB, 3.4 times.
+# A row's room is this many times what one value may hold (`allowance`): a page decompressed whole
+# is held within it beside its values.
+VALUE_COPIES = 4
 
-    def __init__(self) -> None:
-        self.steps = self.decoded = self.passed = 0
-        self.limit = STEP_SLACK  # the steps allowed, as last worked out
+
+class FileCost:
+    """What the Python snappy decoder has spent on one file's chunks (`steps`), and the most it may
+    (`most`: `FILE_STEPS` when made, before any page is read)."""
+
+    def __init__(self, most: int | None = None) -> None:
+        self.steps = 0
+        self.most = FILE_STEPS if most is None else most
+
+
+class Cost:
+    """What the Python snappy decoder has spent on one chunk's pages: `steps` (elements decoded,
+    counted on from its file's `FileCost` before it: `start`) and the bytes decoded, of values read
+    (`decoded`) or passed over (`passed`)."""
+
+    def __init__(self, file: FileCost | None = None) -> None:
+        self.file = FileCost() if file is None else file
+        self.start = self.steps = self.file.steps
+        self.decoded = self.passed = 0
+        self.limit = self._limit()  # the steps allowed, as last worked out
         self.held = False  # the check held off (a page's levels: bounded, and needed to tell nulls)
+
+    def _limit(self) -> int:
+        return min(self.start + STEP_SLACK + (self.decoded + self.passed) // STEP_BYTES, self.file.most)
 
     @contextmanager
     def unchecked(self) -> Iterator[None]:
@@ -83,15 +123,20 @@ class Cost:
             yield
         finally:
             self.held = False
-            self.limit = STEP_SLACK + (self.decoded + self.passed) // STEP_BYTES
+            self.limit = self._limit()
 
     def check(self) -> None:
-        """`TooCostly` where the steps pass what the bytes decoded allow."""
-        self.limit = STEP_SLACK + (self.decoded + self.passed) // STEP_BYTES
-        if self.steps > self.limit and not self.held:
-            raise TooCostly(f"its column's snappy pages take over {self.steps} elements to decode {self.decoded} "
-                            f"bytes read and {self.passed} passed over (one a {STEP_BYTES} bytes decoded, and "
-                            f"{STEP_SLACK} more), past what decoding them may cost")
+        """`TooCostly` where the steps pass what the bytes decoded allow, or what the file may spend."""
+        self.limit = self._limit()
+        if self.steps <= self.limit or self.held:
+            return
+        if self.steps > self.file.most:
+            raise TooCostly(f"its file's snappy pages take over {self.file.most} elements to decode, its chunks "
+                            f"together (~{self.file.most * ELEMENT_US / 1e6:.0f} CPU-s), past what decoding one "
+                            "file may cost")
+        raise TooCostly(f"its column's snappy pages take over {self.steps - self.start} elements to decode "
+                        f"{self.decoded} bytes read and {self.passed} passed over (one a {STEP_BYTES} bytes decoded, "
+                        f"and {STEP_SLACK} more), past what decoding them may cost")
 
     def passed_over(self, count: int) -> None:
         """`count` of the bytes decoded were a refused value's, passed over."""
@@ -99,24 +144,69 @@ class Cost:
         self.passed += count
         self.check()
 
+    def done(self) -> None:
+        """The chunk read (or left): its steps counted to its file."""
+        self.file.steps = max(self.file.steps, self.steps)
+
 
 class TooCostly(Exception):
     """A chunk's snappy pages took more elements than `Cost` allows: the values not yet read are
     `Refused` (nothing in them too large), the next page's too."""
 
 
-class PagedValuesError(ValueError):
+class PagedValuesError(parquet_codecs.PageError):
     """A page that cannot be read as parquet lays it out (cut, a count past its bytes, an
     encoding not read here)."""
 
 
 @dataclass(frozen=True)
 class Refused:
-    """A value not read: its `length` passes what one row may hold (`allowance`), or `why` (reading
-    it would cost past a bound: nothing is too large)."""
+    """A value not read: its `length` passes what one row may hold (`allowance`), or `why`:
+    reading it would cost past a bound (nothing is too large), or, `too_large`, it would hold past
+    the row's room beside the page it lies in (a page of another codec than snappy decompressed
+    whole: `length` is the value's, or the page's where the page is over the room)."""
 
     length: int
     why: str = ""
+    too_large: bool = False
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """What a chunk's pages are read by: the file `source`, their `codec` (the footer's name), what
+    one value may hold (`allowance`, within a row's `room`, `VALUE_COPIES` times it), of the
+    dictionary's values kept (`kept`), a snappy page's most bytes stored and decompressed to be
+    decompressed whole (`whole`: None, judged by the room), and the Python decoder's `cost`."""
+
+    source: Any
+    codec: str
+    allowance: int
+    kept: int
+    whole: int | None
+    cost: Cost
+
+    @property
+    def room(self) -> int:
+        return VALUE_COPIES * self.allowance
+
+    def whole_page(self, codec: str, stored: int, size: int) -> bool:
+        """Whether a page of `codec` is decompressed whole: a compressed page held with its stored
+        bytes within the room (a snappy one within `whole`, where given)."""
+        if codec == "UNCOMPRESSED":
+            return False
+        if codec == "SNAPPY" and self.whole is not None:
+            return stored + size <= self.whole
+        return parquet_codecs.fits_whole(stored, size, self.room)
+
+    def beside(self, size: int) -> int:
+        """The most a value read from a page of `size` bytes held whole may hold: within the room
+        beside it, held `VALUE_COPIES` times over."""
+        return min(self.allowance, max(self.room - size, 0) // VALUE_COPIES)
+
+    def too_large(self, codec: str, stored: int, size: int) -> str:
+        """Why a page of another codec than snappy (decompressed only whole) is not read."""
+        return (f"its value lies in a {codec} page of {size} bytes ({stored} stored), over the {self.room} bytes a row "
+                "may hold with it: a page of that codec is only ever decompressed whole")
 
 
 class _Crossed(PagedValuesError):
@@ -358,47 +448,20 @@ class _Snappy:
                 self.cost.passed_over(self.end - end)
 
 
-class _Whole:
-    """A small snappy page decompressed whole (by pyarrow, in C: the Python decoder takes ~0.13 s a
-    MB of bytes that compress well, a raw bitmap's), read forward."""
-
-    def __init__(self, raw: _Region, size: int):
-        import pyarrow as pa
-
-        self.data = memoryview(pa.decompress(raw.read(raw.left), size, codec="snappy", asbytes=False))
-        self.at, self.left, self.size = 0, size, size
-
-    def tell(self) -> int:
-        return self.at
-
-    def seek(self, offset: int) -> int:
-        self.at, self.left = offset, self.size - offset
-        return 0
-
-    def read(self, count: int) -> bytes:
-        if count > self.left:
-            raise PagedValuesError(f"a page's value runs {count - self.left} bytes past its page")
-        self.at, self.left = self.at + count, self.left - count
-        return bytes(self.data[self.at - count: self.at])
-
-    def skip(self, count: int, refused: bool = False) -> None:
-        self.read(0)
-        if count > self.left:
-            raise PagedValuesError(f"a page's value runs {count - self.left} bytes past its page")
-        self.at, self.left = self.at + count, self.left - count
-
-
-def _stream(source: Any, start: int, stored: int, size: int, compressed: bool, whole: int = 0,
-            cost: Cost | None = None):
-    """A page's (or a v2 page's values') `size` bytes, stored as `stored` bytes from `start`;
-    compressed and within `whole` bytes stored and decompressed together, decompressed whole;
-    else decoded as read, charged to `cost`."""
-    region = _Region(source, start, stored)
-    if not compressed:
+def _stream(source: Any, start: int, stored: int, size: int, codec: str, whole: bool, cost: Cost | None = None,
+            releasing: bool = False):
+    """A page's (or a v2 page's values') `size` bytes, stored as `stored` bytes from `start` with
+    `codec`: stored plainly, read from the file; `whole`, decompressed whole (in C: `releasing`,
+    let go once read to its end); else snappy decoded as read, charged to `cost`."""
+    if codec == "UNCOMPRESSED":
         if stored != size:
             raise PagedValuesError(f"an uncompressed page stores {stored} bytes, its header says {size}")
-        return region
-    return _Whole(region, size) if stored + size <= whole else _Snappy(region, size, cost)
+        return _Region(source, start, stored)
+    if whole:
+        return parquet_codecs.WholePage(parquet_codecs.stored_bytes(source, start, stored), size, codec, releasing)
+    if codec != "SNAPPY":
+        raise PagedValuesError(f"a {codec} page can only be decompressed whole")
+    return _Snappy(_Region(source, start, stored), size, cost)
 
 
 def _hybrid(data: bytes, width: int, count: int) -> np.ndarray:
@@ -446,10 +509,17 @@ class _Dictionary:
     they lie noted (`marks`: a value's index and the offset of its length, one a 64 KiB at most)
     for the rows asking again."""
 
-    def __init__(self, source: Any, start: int, layout: pp.PageLayout, compressed: bool, kept: int, whole: int,
-                 cost: Cost):
-        self.source, self.start, self.layout, self.compressed, self.most = source, start, layout, compressed, kept
-        self.whole, self.cost = whole, cost
+    def __init__(self, reading: _Reading, start: int, layout: pp.PageLayout):
+        self.reading, self.source, self.start, self.layout = reading, reading.source, start, layout
+        self.most, self.cost = reading.kept, reading.cost
+        header = layout.header
+        stored, size = header.compressed_page_size, header.uncompressed_page_size
+        # held whole while the chunk is read, within the room a row's values are held in beside it
+        # (`beside`); another codec's page over it: each row pointing into it refused (`too_large`)
+        self.whole = reading.whole_page(reading.codec, stored, size)
+        self.too_large = "" if self.whole or reading.codec in ("UNCOMPRESSED", "SNAPPY") else \
+            reading.too_large(reading.codec, stored, size)
+        self.beside = reading.beside(size) if self.whole else reading.allowance
         self.count, self.decoded_again = layout.header.num_values, 0
         self.kept: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self.held = 0
@@ -457,12 +527,18 @@ class _Dictionary:
         self.seen = 0  # values whose place the first pass has passed
         self.blockwise = True  # a snappy page's decoding restarted at its blocks (till a copy reaches across)
         self.costly = ""  # why its decoding stopped (`TooCostly`)
-        self._open()
+        if not self.too_large:
+            self._open()
+        if self.whole and reading.codec == "SNAPPY" and reading.whole is None:
+            lengths = self.stream.lengths(self.count)
+            if any(self.beside < n <= reading.allowance for n in lengths):  # one would not fit beside it held
+                self.whole, self.beside = False, reading.allowance  # decoded as read, as it always was
+                self._open()
 
     def _open(self) -> None:
         header = self.layout.header
         self.stream = _stream(self.source, self.start + header.size, header.compressed_page_size,
-                              header.uncompressed_page_size, self.compressed, self.whole, self.cost)
+                              header.uncompressed_page_size, self.reading.codec, self.whole, self.cost)
         if isinstance(self.stream, _Snappy):
             self.stream.blockwise = self.blockwise
         self.next = 0
@@ -513,18 +589,22 @@ class _Dictionary:
             return self.kept[index]
         if self.costly:  # its decoding stopped part way: nothing more read from it
             raise TooCostly(self.costly)
+        if self.too_large:
+            return Refused(self.layout.header.uncompressed_page_size, self.too_large, too_large=True)
         try:
             why = self._reach(index)
             if why:
                 return Refused(0, why)
             length = int.from_bytes(self.stream.read(4), "little")
             self.next += 1
-            if length > allowance:
+            if length > min(allowance, self.beside):
                 try:
                     self.stream.skip(length, refused=True)
                 except TooCostly as exc:  # its length known: too large still, the values after it too costly
                     self.costly = str(exc)
-                return Refused(length)
+                return Refused(length) if length > allowance else \
+                    Refused(length, _held_why(length, self.beside, self.layout.header.uncompressed_page_size,
+                                              self.reading.codec), too_large=True)
             value = self.stream.read(length)
         except _Crossed:  # restarted at a block one of its copies reaches past: from its start only
             self.blockwise = False
@@ -567,76 +647,114 @@ def _levels(stream, size: int, width: int, count: int) -> np.ndarray:
     return _hybrid(stream.read(_checked_levels(length, width, count)), width, count)
 
 
-def chunk_values(source: Any, chunk, rows: int, max_definition: int, compressed: bool,
-                 allowance: int, kept: int = DICTIONARY_CACHE_BYTES, whole: int | None = None
-                 ) -> Iterator[bytes | None | Refused]:
+def codec_of(compressed: bool | str) -> str:
+    """A chunk's codec by its footer's name (`ColumnChunkMetaData.compression`), or True for snappy
+    and False for none."""
+    if isinstance(compressed, str):
+        return compressed.upper()
+    return "SNAPPY" if compressed else "UNCOMPRESSED"
+
+
+def chunk_values(source: Any, chunk, rows: int, max_definition: int, compressed: bool | str,
+                 allowance: int, kept: int = DICTIONARY_CACHE_BYTES, whole: int | None = None,
+                 spent: FileCost | None = None) -> Iterator[bytes | None | Refused]:
     """Each of the `rows` values of column chunk `chunk` (a flat byte-string leaf, its footer's
     `ColumnChunkMetaData`) of the file `source`: its bytes, None where it (or a struct above it)
     is null, or `Refused` where it is longer than `allowance` (passed over unread). `compressed`:
-    the chunk's pages are snappy (else stored plainly). `kept`: the most bytes of its dictionary's
-    values kept for rows that ask for them again. `whole`: the most a snappy page may hold stored
-    and decompressed together to be decompressed whole (by default half the allowance: it is held
-    beside its values); a larger one is decoded as its values are read."""
+    the chunk's codec (`codec_of`). `kept`: the most bytes of its dictionary's values kept for rows
+    that ask for them again. A page is decompressed whole (in C) where it and its stored bytes fit
+    a row's room (`VALUE_COPIES` times the allowance) and each value read from it fits beside it
+    (`parquet_codecs.held_limits`), a snappy dictionary page within half the allowance; a snappy
+    page otherwise is decoded as its values are read, another codec's page refused. `whole`: the
+    most a snappy page may hold stored and decompressed together to be decompressed whole, in place
+    of that judgement. `spent`: what the Python decoder has spent on the chunk's file before it."""
     width = int(max_definition).bit_length()
-    whole = allowance // 2 if whole is None else whole
     position = pp.chunk_start(chunk)
     end = position + chunk.total_compressed_size
     dictionary: _Dictionary | None = None
     seen = pages = 0
-    cost = Cost()
-    while seen < rows:
-        if position >= end or pages >= pp.MAX_PAGES:
-            raise PagedValuesError(f"column {chunk.path_in_schema}: its pages end after {seen} of {rows} values")
-        layout = pp.page_layout(source, position)
-        header = layout.header
-        body = position + header.size
-        position, pages = body + header.compressed_page_size, pages + 1
-        if header.type == pp.DICTIONARY_PAGE:
-            if layout.encoding not in (PLAIN, PLAIN_DICTIONARY):
-                raise PagedValuesError(f"a dictionary page of encoding {layout.encoding}")
-            dictionary = _Dictionary(source, body - header.size, layout, compressed, kept, whole, cost)
-            continue
-        if header.type not in (pp.DATA_PAGE, pp.DATA_PAGE_V2):
-            continue
-        count = header.num_values
-        if count > rows - seen:
-            raise PagedValuesError(f"column {chunk.path_in_schema}: a page of {count} values past the group's {rows} rows")
-        given = 0
-        try:
-            for value in _page_values(source, chunk, layout, body, count, width, max_definition, compressed,
-                                      allowance, whole, cost, dictionary):
-                yield value
-                given += 1
-        except TooCostly as exc:  # the rest of the page not decoded: each row's reject
-            for _ in range(count - given):
-                yield Refused(0, str(exc))
-        seen += count
+    cost = Cost(spent)
+    reading = _Reading(source, codec_of(compressed), allowance, kept, whole, cost)
+    try:
+        while seen < rows:
+            if position >= end or pages >= pp.MAX_PAGES:
+                raise PagedValuesError(f"column {chunk.path_in_schema}: its pages end after {seen} of {rows} values")
+            layout = pp.page_layout(source, position)
+            header = layout.header
+            body = position + header.size
+            position, pages = body + header.compressed_page_size, pages + 1
+            if header.type == pp.DICTIONARY_PAGE:
+                if layout.encoding not in (PLAIN, PLAIN_DICTIONARY):
+                    raise PagedValuesError(f"a dictionary page of encoding {layout.encoding}")
+                dictionary = _Dictionary(reading, body - header.size, layout)
+                continue
+            if header.type not in (pp.DATA_PAGE, pp.DATA_PAGE_V2):
+                continue
+            count = header.num_values
+            if count > rows - seen:
+                raise PagedValuesError(f"column {chunk.path_in_schema}: a page of {count} values past the group's "
+                                       f"{rows} rows")
+            given = 0
+            try:
+                for value in _page_values(reading, chunk, layout, body, count, width, max_definition, dictionary):
+                    yield value
+                    given += 1
+            except TooCostly as exc:  # the rest of the page not decoded: each row's reject
+                for _ in range(count - given):
+                    yield Refused(0, str(exc))
+            seen += count
+    finally:
+        cost.done()
 
 
-def _page_values(source: Any, chunk, layout: pp.PageLayout, body: int, count: int, width: int, max_definition: int,
-                 compressed: bool, allowance: int, whole: int, cost: Cost, dictionary: _Dictionary | None
-                 ) -> Iterator[bytes | None | Refused]:
+def _held_why(length: int, most: int, size: int, codec: str) -> str:
+    """Why a value is not read from a page held whole: beside it, it would pass the row's room."""
+    return (f"its value of {length} bytes lies in a {codec} page of {size} bytes decompressed whole, beside which a "
+            f"row's value may hold {most} bytes")
+
+
+def _page_values(reading: _Reading, chunk, layout: pp.PageLayout, body: int, count: int, width: int,
+                 max_definition: int, dictionary: _Dictionary | None) -> Iterator[bytes | None | Refused]:
     """The `count` values of one data page (its body at `body`), as `chunk_values` gives them."""
     header = layout.header
-    if header.type == pp.DATA_PAGE:
-        stream = _stream(source, body, header.compressed_page_size, header.uncompressed_page_size, compressed, whole,
-                         cost)
-        with cost.unchecked():  # levels inside the snappy stream: read even past a stop, to tell nulls
-            levels = _levels(stream, header.uncompressed_page_size, width, count)
+    v1 = header.type == pp.DATA_PAGE
+    if v1:
+        start, stored, size, codec = body, header.compressed_page_size, header.uncompressed_page_size, reading.codec
+        levels = None
     else:
         if layout.repetition_bytes:
             raise PagedValuesError("a flat column's page holds repetition levels")
         levels_bytes = layout.definition_bytes + layout.repetition_bytes
-        region = _Region(source, body, header.compressed_page_size)
+        region = _Region(reading.source, body, header.compressed_page_size)
         levels = _hybrid(region.read(_checked_levels(layout.definition_bytes, width, count)), width, count) \
             if width else np.zeros(count, np.int64)
-        size = header.uncompressed_page_size - levels_bytes
+        start, size = body + levels_bytes, header.uncompressed_page_size - levels_bytes
         stored = header.compressed_page_size - levels_bytes
-        stream = _stream(source, body + levels_bytes, stored, size, compressed and layout.compressed, whole, cost)
+        codec = reading.codec if layout.compressed else "UNCOMPRESSED"
+    whole = reading.whole_page(codec, stored, size)
+    if not whole and codec not in ("UNCOMPRESSED", "SNAPPY"):  # decompressed only whole: each row's reject
+        why = reading.too_large(codec, stored, size)
+        for here in (levels >= max_definition if levels is not None else np.ones(count, bool)):
+            yield Refused(size, why, too_large=True) if here else None
+        return
+    stream = _stream(reading.source, start, stored, size, codec, whole, reading.cost, releasing=True)
+    if v1:
+        with reading.cost.unchecked():  # levels inside the snappy stream: read even past a stop, to tell nulls
+            levels = _levels(stream, size, width, count)
     present = levels >= max_definition
+    limits = None
+    if isinstance(stream, parquet_codecs.WholePage) and layout.encoding == PLAIN and reading.whole is None:
+        lengths = stream.lengths(int(present.sum()))
+        limits = parquet_codecs.held_limits(lengths, size, reading.allowance, reading.room, VALUE_COPIES)
+        if codec == "SNAPPY" and any(most < n <= reading.allowance for n, most in zip(lengths, limits)):
+            # held whole a value would pass the row's room beside it: decoded as read, as it always was
+            stream, limits = _stream(reading.source, start, stored, size, codec, False, reading.cost), None
+            if v1:
+                with reading.cost.unchecked():
+                    _levels(stream, size, width, count)
     given = 0
     try:
-        for value in _present_values(stream, chunk, layout, present, allowance, dictionary):
+        for value in _present_values(stream, chunk, layout, present, reading, dictionary, limits):
             yield value
             given += 1
     except TooCostly as exc:  # the rest of the page not decoded: None where null, else each row's reject
@@ -644,23 +762,29 @@ def _page_values(source: Any, chunk, layout: pp.PageLayout, body: int, count: in
             yield Refused(0, str(exc)) if here else None
 
 
-def _present_values(stream, chunk, layout: pp.PageLayout, present: np.ndarray, allowance: int,
-                    dictionary: _Dictionary | None) -> Iterator[bytes | None | Refused]:
-    """A data page's values from its `stream`, None where `present` says null."""
-    header = layout.header
+def _present_values(stream, chunk, layout: pp.PageLayout, present: np.ndarray, reading: _Reading,
+                    dictionary: _Dictionary | None, limits: list[int] | None) -> Iterator[bytes | None | Refused]:
+    """A data page's values from its `stream`, None where `present` says null; each at most
+    `allowance`, or its `limits` (a page held whole: what each may hold beside it)."""
+    header, allowance = layout.header, reading.allowance
     if layout.encoding == PLAIN:
+        index = 0
         for here in present:
             if not here:
                 yield None
                 continue
             length = int.from_bytes(stream.read(4), "little")
-            if length > allowance:
+            most = limits[index] if limits is not None and index < len(limits) else allowance
+            index += 1
+            if length > most:
+                refused = Refused(length) if length > allowance else \
+                    Refused(length, _held_why(length, most, stream.size, reading.codec), too_large=True)
                 try:
                     stream.skip(length, refused=True)
                 except TooCostly:  # its length known: too large still, the rows after it too costly
-                    yield Refused(length)
+                    yield refused
                     raise
-                yield Refused(length)
+                yield refused
             else:
                 yield stream.read(length)
     elif layout.encoding in _DICTIONARY_ENCODINGS:

@@ -22,7 +22,7 @@ from sources import hf_parquet, parquet_values
 from sources.laion import LaionSource
 from sources.records import ImageRecord, Reject
 
-from parquet_makers import HF_METADATA, noise_photo as _photo
+from parquet_makers import HF_METADATA, noise_photo as _photo, snappy_length
 
 PANDAS_PYTHON = Path(__file__).resolve().parent.parent / ".venv-img2dataset" / "bin" / "python"
 
@@ -265,11 +265,7 @@ def _snappy_far(data: bytes, period: int, literal: int, target: int) -> bytes:
             copies.append(len(out))
             out.append((n, at))
             at += n
-    varint, n = bytearray(), len(data)
-    while n >= 0x80:
-        varint.append(n & 0x7F | 0x80)
-        n >>= 7
-    varint.append(n)
+    varint = snappy_length(len(data))
     size = len(varint) + sum(len(o) if isinstance(o, bytes) else 3 for o in out)
     extra = target - size
     assert extra >= 4, (size, target)
@@ -341,11 +337,7 @@ def _costly_snappy(page: bytes, start: int, length: int, target: int) -> bytes:
     head = b"".join(literal(page[i: min(i + 60, start + 1)]) for i in range(0, start + 1, 60))
     tail = b"".join(literal(page[i: i + 60]) for i in range(start + length, len(page), 60))
     pairs, rest = divmod(length - 1, 5)
-    varint, n = bytearray(), len(page)
-    while n >= 0x80:
-        varint.append(n & 0x7F | 0x80)
-        n >>= 7
-    varint.append(n)
+    varint = snappy_length(len(page))
     base = len(varint) + len(head) + 4 * pairs + 2 * rest + len(tail)
     deficit = target - base
     assert 0 <= deficit <= 4 * pairs, (base, target)

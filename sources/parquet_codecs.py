@@ -1,0 +1,94 @@
+"""A parquet page decompressed whole by pyarrow's C codecs, and what may be read from it while it
+is held.
+
+Snappy pages have a streaming decoder of their own (`parquet_values._Snappy`, in Python: ~0.13 s
+a MB of a raw bitmap's bytes); gzip, zstd, lz4 and brotli pages have none here, and each page is
+compressed alone, so a page is decompressed whole where it fits a row's room (`VALUE_COPIES`
+times what one value may hold), never its row group whole. A page so held beside the values read
+from it bounds each: a value read while its page is held is held beside it `VALUE_COPIES` times
+over, the page's last value only once before the page is let go (`held_limits`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# the footer's codec names pyarrow's `decompress` reads a page of, by its own codec names: pyarrow
+# names a file's LZ4_RAW chunk `LZ4` (the deprecated Hadoop-framed LZ4 it names `UNKNOWN`)
+PYARROW_CODECS = {"SNAPPY": "snappy", "GZIP": "gzip", "ZSTD": "zstd", "BROTLI": "brotli", "LZ4": "lz4_raw"}
+
+
+class PageError(ValueError):
+    """A page its codec cannot decompress to the size its header declares."""
+
+
+class WholePage:
+    """A page's `size` bytes decompressed whole from its `stored` bytes (pyarrow, in C), read
+    forward; `releasing`: let go once read to its end (a data page: its last value read, nothing
+    seeks back into it)."""
+
+    def __init__(self, stored: bytes, size: int, codec: str, releasing: bool = False):
+        import pyarrow as pa
+
+        try:
+            data = pa.decompress(stored, size, codec=PYARROW_CODECS[codec], asbytes=False)
+        except (OSError, ValueError) as exc:  # pyarrow's errors of a corrupt stream are both
+            raise PageError(f"a {codec} page cannot be decompressed to its declared {size} bytes: {exc}") from exc
+        if data.size != size:
+            raise PageError(f"a {codec} page decompresses to {data.size} bytes, its header says {size}")
+        self.data = memoryview(data)
+        self.at, self.left, self.size, self.releasing = 0, size, size, releasing
+
+    def tell(self) -> int:
+        return self.at
+
+    def seek(self, offset: int) -> int:
+        self.at, self.left = offset, self.size - offset
+        return 0
+
+    def read(self, count: int) -> bytes:
+        if count > self.left:
+            raise PageError(f"a page's value runs {count - self.left} bytes past its page")
+        self.at, self.left = self.at + count, self.left - count
+        value = bytes(self.data[self.at - count: self.at])
+        if self.releasing and not self.left:
+            self.data = memoryview(b"")
+        return value
+
+    def skip(self, count: int, refused: bool = False) -> None:
+        if count > self.left:
+            raise PageError(f"a page's value runs {count - self.left} bytes past its page")
+        self.at, self.left = self.at + count, self.left - count
+
+    def lengths(self, count: int) -> list[int]:
+        """The lengths of the next `count` PLAIN values (4-byte prefixes), read ahead, the page's
+        position kept; fewer where the page ends first (its reading then says where)."""
+        found, at = [], self.at
+        while len(found) < count and at + 4 <= self.size:
+            length = int.from_bytes(self.data[at: at + 4], "little")
+            found.append(length)
+            at += 4 + length
+        return found
+
+
+def held_limits(lengths: list[int], size: int, allowance: int, room: int, copies: int) -> list[int]:
+    """The most each value of a page of `size` bytes held whole may hold: `allowance`, and within
+    the row's `room` beside the page (`copies` times over while it is held; the page's last once,
+    the page let go as it is read)."""
+    beside = max(room - size, 0)
+    return [min(allowance, beside // copies if k < len(lengths) - 1 else beside) for k in range(len(lengths))]
+
+
+def fits_whole(stored: int, size: int, room: int) -> bool:
+    """Whether a page of `stored` bytes decompressing to `size` may be decompressed whole: both held
+    at once within the row's room."""
+    return stored + size <= room
+
+
+def stored_bytes(source: Any, start: int, count: int) -> bytes:
+    """`count` bytes of the file `source` from `start` (a page's, read whole)."""
+    source.seek(start)
+    data = source.read(count)
+    if len(data) != count:
+        raise PageError(f"a page is cut at byte {start + len(data)} (the file ends)")
+    return data

@@ -1,0 +1,124 @@
+"""What reading a parquet image column page by page may cost, a file at a time: the Python snappy
+decoder's elements across all of a file's chunks (`parquet_values.FileCost`), which pages are
+decompressed whole by pyarrow's C codecs (a page within the memory a row may take: snappy, and
+gzip, zstd, lz4 and brotli pages, which have no decoder of their own here), and the counted
+rejects past them. Files come from pyarrow's writer; the hostile one is pyarrow's, its pages'
+snappy rewritten in place as a hostile writer may (pyarrow still reads it)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sources import hf_parquet, parquet_values
+from sources.records import ImageRecord, Reject
+
+from parquet_makers import hostile_copies_file, noise_photo as _photo
+from test_parquet_paged import _dithered_bmps, _items
+
+
+def test_a_file_of_many_hostile_chunks_is_stopped_by_its_file_budget(tmp_path: Path, monkeypatch):
+    """Four row groups whose snappy pages are 4- and 5-byte copies in turn (an element a 4.5 bytes:
+    within each chunk's bound of one a 3 bytes), each page over what a row may hold so decoded in
+    Python: each chunk passed its own bound, so a file of many such groups decoded them all (~0.25
+    CPU-s a MB, unbounded in the file). The file's elements are counted across its chunks: past
+    `FILE_STEPS` its rows not yet read are `parquet_value_too_costly`, saying it is the file's
+    budget; a later group whose page is decompressed whole (in C) is still built."""
+    rows = hostile_copies_file(tmp_path / "train.parquet", 4, 6, 60_000, [_photo(900 + i, 24) for i in range(3)])
+    assert pq.read_table(tmp_path / "train.parquet").column("image").to_pylist() == rows  # pyarrow reads it
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 800_000)  # a row's allowance ~150 KB: a 360 KB page over it
+    per_group = 6 * 60_000 * 2 // 9  # its elements
+    monkeypatch.setattr(parquet_values, "FILE_STEPS", int(1.5 * per_group))
+    items = _items(tmp_path)
+    assert len(items) == len(rows)
+    reasons = [getattr(i, "reason", None) for i in items]
+    assert reasons[:6] == [None] * 6 and reasons[12:24] == ["parquet_value_too_costly"] * 12, reasons
+    assert reasons[24:] == [None] * 3 and [i.data for i in items[24:]] == rows[24:]
+    assert all(i.data == rows[k] for k, i in enumerate(items) if isinstance(i, ImageRecord))
+    costly = [i for i in items if isinstance(i, Reject)]
+    assert "its file's snappy pages" in costly[-1].detail and "not read" in costly[-1].detail, costly[-1].detail
+
+
+@pytest.mark.parametrize("place, share, dictionary", [(2, 1.3, False), (4, 1.01, False), (2, 1.3, True)])
+def test_an_honest_raw_image_over_half_a_rows_allowance_is_decompressed_in_c(place: int, share: float,
+                                                                            dictionary: bool):
+    """pyarrow's snappy page (or dictionary page: its defaults) of a dithered BMP among photos,
+    over half what a row's value may hold: it was decoded in Python (~0.13 s a MB). Held whole
+    beside its values within a row's room (4 times the allowance: the BMP held 4 times over beside
+    it, or as a data page's last value once, the page let go as it is read), it is decompressed by
+    pyarrow, no Python element decoded, the values the same."""
+    rows = [_photo(i, 24) for i in range(4)]
+    rows.insert(place, _dithered_bmps(1, 200)[0])
+    out = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), out, use_dictionary=dictionary)
+    chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
+    assert chunk.has_dictionary_page == dictionary
+    spent = parquet_values.FileCost()
+    allowance = int(share * len(rows[place]))
+    got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, len(rows), 1, True, allowance,
+                                           spent=spent))
+    assert got == rows
+    assert spent.steps == 0, spent.steps
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "lz4", "brotli"])
+@pytest.mark.parametrize("options", [{"use_dictionary": False}, {"use_dictionary": False, "data_page_version": "2.0"},
+                                     {}])
+def test_pages_of_other_codecs_are_read_page_by_page(compression: str, options: dict):
+    """A chunk of gzip, zstd, lz4 or brotli pages was read whole by pyarrow with its row group (up
+    to the group's size, 6 times over): its pages (each compressed alone) are decompressed one at a
+    time, the values pyarrow's own; a page over what a row may take is each of its rows' reject
+    (its size named; a v1 page's null rows too, their levels inside it), the group's other pages
+    read; a dictionary page so is each non-null row's reject."""
+    rng = np.random.default_rng(5)
+    values = [None if i % 9 == 4 else bytes(rng.integers(0, 6, int(rng.integers(100, 3000)), dtype=np.uint8))
+              for i in range(40)]
+    values[30] = bytes(60_000)  # alone in its page, which is over what a row may take
+    out = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array(values, pa.binary())}), out, compression=compression,
+                   write_batch_size=10, data_page_size=1, **options)
+    parquet = pq.ParquetFile(io.BytesIO(out.getvalue()))
+    chunk = parquet.metadata.row_group(0).column(0)
+    want = parquet.read().column("image").to_pylist()
+    assert want == values
+    got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, 40, 1, chunk.compression, 10 ** 6))
+    assert got == want
+    got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, 40, 1, chunk.compression, 10_000))
+    refused = [k for k, g in enumerate(got) if isinstance(g, parquet_values.Refused)]
+    if options.get("use_dictionary", True):  # all in one dictionary page, over the room
+        assert refused == [k for k, v in enumerate(values) if v is not None], refused
+    elif options.get("data_page_version") == "2.0":
+        assert refused == [k for k in range(30, 40) if values[k] is not None], refused
+    else:
+        assert refused == list(range(30, 40)), refused
+    assert all(g.why and "decompressed whole" in g.why for g in got if isinstance(g, parquet_values.Refused))
+    assert [g for k, g in enumerate(got) if k not in refused] == [v for k, v in enumerate(values) if k not in refused]
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip"])
+def test_a_row_group_of_zstd_photos_is_built_read_page_by_page(tmp_path: Path, monkeypatch, compression: str):
+    """pyarrow's zstd (or gzip) table of photos, one row group over what a whole read may hold: it
+    was read whole by pyarrow; now its image column is read a page at a time (the other columns a
+    few rows at a time), never the image column through pyarrow, every item as the whole read built
+    it."""
+    rows = [_photo(700 + i, 64) for i in range(24)]
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary()), "caption": [f"c{i}" for i in range(24)]}), path,
+                   compression=compression, write_batch_size=4, data_page_size=1)
+    whole = [(type(i).__name__, i.key, i.data) for i in _items(tmp_path)]
+    assert [w[2] for w in whole] == rows
+    with open(path, "rb") as handle:
+        size = hf_parquet.value_bytes(handle, pq.ParquetFile(handle), 0)
+    monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 3 * size)
+    read = []
+    for method in ("read_row_group", "iter_batches", "read"):
+        original = getattr(pq.ParquetFile, method)
+        monkeypatch.setattr(pq.ParquetFile, method, lambda self, *a, _o=original, **k:
+                            read.append(k.get("columns")) or _o(self, *a, **k))
+    assert [(type(i).__name__, i.key, i.data) for i in _items(tmp_path)] == whole
+    assert read and not [c for c in read if c is None or "image" in c], read
