@@ -155,8 +155,8 @@ class Twin:
         return (twin_dropped, self.reason != EXACT, self.distance, rank_of(self.twin_split, self.twin))
 
 
-def _twin(worse: Fingerprint, better: Fingerprint, reason: str, distance: int) -> Twin:
-    return Twin(worse.key, worse.source, worse.split, better.key, better.split, reason, distance, worse.sha256)
+def _twin(worse: Fingerprint, better: Fingerprint, reason: str, distance: int, sha256: str = "") -> Twin:
+    return Twin(worse.key, worse.source, worse.split, better.key, better.split, reason, distance, sha256)
 
 
 def unique_by_key(entries: Iterable[Fingerprint]) -> list[Fingerprint]:
@@ -171,7 +171,7 @@ def exact_group(entries: Iterable[Fingerprint]) -> tuple[Fingerprint, list[Twin]
     """One sha256 group: its best-ranked member, and a twin record for each other member."""
     ordered = unique_by_key(entries)
     best = ordered[0]
-    return best, [_twin(e, best, EXACT, hamming(e.phash, best.phash)) for e in ordered[1:]]
+    return best, [_twin(e, best, EXACT, hamming(e.phash, best.phash), e.sha256) for e in ordered[1:]]
 
 
 def near_bucket(members: Iterable[tuple[bool, Fingerprint]], threshold: int) -> Iterator[Twin]:

@@ -331,7 +331,6 @@ class Deduplicate(beam.PTransform):
 
     def expand(self, units):
         settings = self.settings
-        near = settings if settings.near else None
         if settings.exact:
             keyed = (
                 units
