@@ -34,8 +34,12 @@ Each image becomes an `ImageRecord` carrying its wnid; grouping 16 images of a c
 sentence happens later, after decoding, so that a broken file costs one image, not a sentence.
 The official split of the layout (train/ vs val/) is kept as the record's split.
 
-A key is the image's stem: a second image with a stem already taken (`x.JPEG` beside `x.png`) is
-a `duplicate_key` reject, and the unit cut keeps same-stem files together so the clash is seen.
+A key is the image's split, class and stem, joined one-to-one (`records.data_key`: a part holding
+'-', `t-shirt/1.jpg` beside `t/shirt-1.jpg`, adds a digest; ILSVRC's names hold none): a second
+image with a stem already taken (`x.JPEG` beside `x.png`) is a `duplicate_key` reject, and the unit
+cut keeps same-stem files together so the clash is seen. The lineage's `file` is the image's path
+under the splits' folder (`train/<wnid>/<name>`, as an archive's member extracts). An image lying
+directly in train/ is a `missing_label` reject: LOC_val_solution.csv labels val images alone.
 Class folders are read flat: a folder inside one (or a link to a folder) is an `unexpected_file`
 reject, never descended into and never skipped silently. What an operating system leaves in the
 folders it touches (`.DS_Store`, `Thumbs.db`, a Mac's AppleDouble `._x.JPEG` beside every image,
@@ -71,8 +75,8 @@ from sources import fsio
 from sources.annotation_files import MAX_ANNOTATION_BYTES, AnnotationFileError
 from sources.mat_files import MatTooLarge, MatUnreadable, read_mat_variable
 from sources.paths import NOT_A_FILE, path_problem, relative_to_root, set_aside, set_aside_problem, shown_name
-from sources.records import (MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, name_text, nfc, read_input_bytes,
-                             safe_key, units_cut_by_name)
+from sources.records import (MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, name_text, nfc,
+                             read_input_bytes, units_cut_by_name)
 from sources.tar_members import (DUPLICATE_MEMBER, MEMBER_TOO_LARGE, member_bytes, member_too_large, member_type,
                                  read_members)
 from sources.web_units import owns_key, tar_units
@@ -128,8 +132,9 @@ def _is_image_name(uri: str) -> bool:
 
 
 def _needs_labels(unit: Unit) -> bool:
-    """Whether the unit holds flat images, labelled by LOC_val_solution.csv."""
-    return unit.wnid is None and any(_is_image_name(uri) for uri in unit.uris)
+    """Whether the unit holds flat val images, labelled by LOC_val_solution.csv. The CSV labels no
+    train image: one lying directly in train/ is a `missing_label` reject, with or without it."""
+    return unit.split == "val" and unit.wnid is None and any(_is_image_name(uri) for uri in unit.uris)
 
 
 def _stem(uri: str) -> str:
@@ -362,7 +367,7 @@ class ImageNetSource:
         archives = [f for f in flat if split == "train" and _is_class_archive(f)]
         units.extend(u for uri in archives for u in _archive_units(split, uri, self.path))
         flat = [f for f in flat if f not in archives]
-        if any(_is_image_name(f) for f in flat) and not fsio.exists(self.val_labels_uri):
+        if split == "val" and any(_is_image_name(f) for f in flat) and not fsio.exists(self.val_labels_uri):
             shown = place or split
             raise FileNotFoundError(
                 f"{self.name}: {shown}/ holds images without class folders but {VAL_LABELS_FILE} "
@@ -431,7 +436,7 @@ class ImageNetSource:
         for uri in unit.uris:
             stem = _stem(uri)
             wnid = name_text(nfc(unit.wnid)) if unit.wnid else labels.get(stem)  # Beam groups by it as UTF-8
-            key = safe_key(self.name, unit.place, wnid or "unlabelled", stem)
+            key = data_key(self.name, unit.place, wnid or "unlabelled", stem)
             at = relative_to_root(self.path, uri)
             outside = path_problem(self.path, uri, self.follow_links)
             if outside:
@@ -442,7 +447,7 @@ class ImageNetSource:
                 yield self._not_an_image(unit, uri)
                 continue
             if key in taken:  # keyed by the whole name, like an unexpected file
-                other = safe_key(self.name, unit.place, wnid or "unlabelled", nfc(fsio.basename(uri)))
+                other = data_key(self.name, unit.place, wnid or "unlabelled", nfc(fsio.basename(uri)))
                 yield Reject(other, self.name, other, "read", "duplicate_key",
                              f"{_where(unit, fsio.basename(uri))}: key {key} already taken by "
                              f"{_where(unit, taken[key])}", split_hint=unit.split, input=at)
@@ -464,7 +469,8 @@ class ImageNetSource:
                 uri=uri,
                 split_hint=unit.split,
                 label=wnid,
-                lineage={"wnid": wnid, "class_name": synsets.get(wnid, wnid), "file": f"{unit.place}/{stem}"},
+                lineage={"wnid": wnid, "class_name": synsets.get(wnid, wnid),
+                         "file": _file(unit.place, unit.wnid and wnid, fsio.basename(uri))},
             )
 
     def _read_archive(self, unit: Unit) -> Iterator[SourceItem]:
@@ -472,9 +478,8 @@ class ImageNetSource:
         be extracted into `<split>/<wnid>/`, or a reject (`_member_problem`); a cut or unreadable tar
         is a `truncated_sample` for the member it cuts and one `corrupt_archive`. A part of a big
         tar reads every header and the bytes of its own images only (the caller drops the rest)."""
-        uri, split = unit.uris[0], unit.split
+        uri = unit.uris[0]
         shown = shown_name(nfc(relative_to_root(self.path, uri)))[1:-1]
-        wnid = name_text(nfc(unit.wnid or ""))
         problem = path_problem(self.path, uri, self.follow_links)
         if problem:  # a link out of the root, or a fifo: never opened; one reject for what it holds
             yield self._archive_reject(unit, problem.reason, problem.detail)
@@ -490,7 +495,7 @@ class ImageNetSource:
     def _shadowed_member(self, unit: Unit, shown: str, info: tarfile.TarInfo, detail: str) -> Iterator[Reject]:
         """A copy of a member that a later one of its name replaces (`tar -r`, `tar -u`), as on
         extraction (`tar_members.Layout`): its `duplicate_member` reject, keyed by its whole name."""
-        key = safe_key(self.name, unit.split, name_text(nfc(unit.wnid or "")), nfc(_member_name(info.name)))
+        key = data_key(self.name, unit.split, name_text(nfc(unit.wnid or "")), nfc(_member_name(info.name)))
         yield Reject(key, self.name, key, "read", DUPLICATE_MEMBER, f"{shown}: {detail}"[:300], split_hint=unit.split,
                      input=self._member_at(unit, info.name))
 
@@ -502,7 +507,7 @@ class ImageNetSource:
         split, wnid, name = unit.split, name_text(nfc(unit.wnid or "")), _member_name(info.name)
         if info.isdir() and name in ("", "."):  # `tar -C n0 .`'s `./`: the class folder itself
             return
-        key = safe_key(self.name, split, wnid, _stem(name))
+        key = data_key(self.name, split, wnid, _stem(name))
         rejected = self._member_problem(unit, shown, info, name, key, taken, synsets)
         if rejected is not None:
             yield rejected
@@ -514,14 +519,14 @@ class ImageNetSource:
         reading.pop()
         yield ImageRecord(key=key, source=self.name, group=key, data=data, split_hint=split, label=wnid,
                           lineage={"wnid": wnid, "class_name": synsets.get(wnid, wnid),
-                                   "file": f"{split}/{_stem(name)}"}, input=self._member_at(unit, info.name))
+                                   "file": _file(split, wnid, name)}, input=self._member_at(unit, info.name))
 
     def _archive_cut(self, unit: Unit, shown: str, reading: list[str], exc: BaseException) -> Iterator[Reject]:
         """A cut or unreadable class archive (`read_members`' cut): a `truncated_sample` for the
         member whose bytes it ends in, if any, and one `corrupt_archive`."""
         wnid = name_text(nfc(unit.wnid or ""))
         for name in reading:
-            key = safe_key(self.name, unit.split, wnid, _stem(name))
+            key = data_key(self.name, unit.split, wnid, _stem(name))
             yield Reject(key, self.name, key, "read", "truncated_sample",
                          f"{shown}: {name}: {exception_detail(exc)}"[:300], split_hint=unit.split,
                          input=self._member_at(unit, name))
@@ -529,7 +534,7 @@ class ImageNetSource:
 
     def _archive_reject(self, unit: Unit, reason: str, detail: str) -> Reject:
         """A reject of a whole class archive (what it holds is unknown), keyed by its file name."""
-        key = safe_key(self.name, unit.split, name_text(nfc(unit.wnid or "")), nfc(fsio.basename(unit.uris[0])))
+        key = data_key(self.name, unit.split, name_text(nfc(unit.wnid or "")), nfc(fsio.basename(unit.uris[0])))
         return Reject(key, self.name, key, "read", reason, detail[:300], split_hint=unit.split,
                       input=relative_to_root(self.path, unit.uris[0]))
 
@@ -543,7 +548,7 @@ class ImageNetSource:
         read): a folder, an OS's or tool's file, a member in a folder, a link or device, a
         non-image, one named for another class, a key already taken, an unknown class, too large."""
         split, wnid = unit.split, name_text(nfc(unit.wnid or ""))
-        whole = safe_key(self.name, split, wnid, nfc(name) + ("/" if info.isdir() else ""))  # keyed by the whole name
+        whole = data_key(self.name, split, wnid, nfc(name) + ("/" if info.isdir() else ""))  # keyed by the whole name
 
         def reject(item_key: str, reason: str, detail: str) -> Reject:
             return Reject(item_key, self.name, item_key, "read", reason, f"{shown}: {detail}"[:300], split_hint=split,
@@ -588,7 +593,7 @@ class ImageNetSource:
         at = relative_to_root(self.path, index)
         for image_id, wnid in sorted(read_val_labels(index).items()):
             if image_id not in present:
-                key = safe_key(self.name, split, wnid, image_id)
+                key = data_key(self.name, split, wnid, image_id)
                 yield Reject(key, self.name, key, "read", "missing_image", f"{image_id} is listed in "
                              f"{fsio.basename(index)}, but {split}/ holds no image of that name", split_hint=split,
                              input=f"{at} {image_id}")
@@ -600,7 +605,7 @@ class ImageNetSource:
         '/'): it may share its stem with an image."""
         folder = fsio.isdir(uri)
         name = fsio.basename(uri) + ("/" if folder else "")
-        key = safe_key(self.name, unit.place, nfc(unit.wnid or "unlabelled"), nfc(name))
+        key = data_key(self.name, unit.place, nfc(unit.wnid or "unlabelled"), nfc(name))
         aside = set_aside(fsio.basename(uri))
         if aside:
             detail = f"{_where(unit, name)}: {aside.detail}, {'not read' if folder else 'not an image'}"
@@ -653,6 +658,13 @@ def _member_name(name: str) -> str:
     while name.startswith("./"):
         name = name[2:]
     return name
+
+
+def _file(place: str, wnid: str | None, name: str) -> str:
+    """An image's lineage `file`: its path under the splits' folder, `train/<wnid>/<name>` (a class
+    archive's member as extracting it places it), `val/<name>` flat. It was `train/<stem>`, the
+    class and extension left out, so two classes' `1.jpg` read alike in a `duplicate_key` detail."""
+    return "/".join([place] + ([wnid] if wnid else []) + [name_text(nfc(name))])
 
 
 def _where(unit: Unit, name: str) -> str:

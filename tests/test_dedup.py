@@ -380,6 +380,45 @@ def test_the_dedup_decision_reads_and_splits_each_group_once():
     assert len(readers) == 1 and "/Decide/" in readers[0], readers
 
 
+@pytest.mark.parametrize("near", [False, True])
+def test_two_pictures_sharing_a_key_are_never_decided_as_one(near):
+    """A source that gave two different pictures one key (ImageNet's `t/shirt-1.jpg` and
+    `t-shirt/1.jpg` were both `cls-train-t-shirt-1`): the final join on the key dropped both when a
+    third unit was an exact copy of one, the unique picture lost as a false `duplicate_exact`. An
+    exact twin record drops the unit of its own pixels alone now; a near one cannot say whose pHash
+    it compared, so both units of the key are `duplicate_key` rejects saying so, none kept blind."""
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from uvd_pipeline.group_steps import Deduplicate
+    from uvd_pipeline.sentences import RenderedUnit
+
+    copied, unique, other = (cv2.resize(px, (SIZE, SIZE), interpolation=cv2.INTER_AREA) for px in _distinct_squares(3))
+    twin = _decode(_jpeg(copied, quality=40)) if near else copied  # a lossy re-encode, or a byte copy's pixels
+    units = [RenderedUnit(key, "cls", "train", key, (b"png",), ({"key": key, "file": at},), label=label,
+                          fingerprint=Fingerprint(key, "cls", "train", pixel_sha256(px), phash64(px)), input=at)
+             for key, px, label, at in (("cls-train-t-shirt-1", copied, "t", "train/t/shirt-1.jpg"),
+                                        ("cls-train-t-shirt-1", unique, "t-shirt", "train/t-shirt/1.jpg"),
+                                        ("cls-train-copies-c0", twin, "copies", "train/copies/c0.jpg"),
+                                        ("cls-train-other-0", other, "other", "train/other/0.jpg"))]
+    if near:
+        assert 0 < hamming(units[0].fingerprint.phash, units[2].fingerprint.phash) <= 6
+        expected_rejects = [("duplicate_key", "train/t-shirt/1.jpg"), ("duplicate_key", "train/t/shirt-1.jpg")]
+        expected_kept = ["train/copies/c0.jpg", "train/other/0.jpg"]
+    else:
+        expected_rejects = [("duplicate_exact", "train/t/shirt-1.jpg")]
+        expected_kept = ["train/copies/c0.jpg", "train/other/0.jpg", "train/t-shirt/1.jpg"]
+    with beam.Pipeline(runner=fn_runner.FnApiRunner()) as pipeline:
+        kept, rejects = pipeline | beam.Create(units) | Deduplicate(DedupSettings(True, True, 6, 4))
+        assert_that(kept | beam.Map(lambda u: u.input), equal_to(expected_kept), label="kept")
+        assert_that(rejects | beam.Map(lambda r: (r.reason, r.input)), equal_to(expected_rejects), label="rejects")
+        details = rejects | beam.Map(lambda r: r.detail)
+        assert_that(details | beam.Filter(lambda d: "2 units of different pixels share key cls-train-t-shirt-1" in d
+                                          or d.startswith("twin cls-train-copies-c0 (train), hamming 0")) | beam.combiners.Count.Globally(),
+                    equal_to([len(expected_rejects)]), label="details")
+
+
 # -- end to end ----------------------------------------------------------------------------------
 SIZE = 64  # the build's canvas in these tests
 

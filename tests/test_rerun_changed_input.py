@@ -87,7 +87,7 @@ def test_changed_imagenet_index_files_are_noticed_on_rerun(mini_corpus, tmp_path
     again = _build(path)
     assert _units_rendered(again) == 4
     members = _members(tmp_path / "out")
-    assert moved and all(members[f"val/{i}"][0] == "n04266014" for i in moved)
+    assert moved and all(members[f"val/{i}.JPEG"][0] == "n04266014" for i in moved)
     assert all(name.startswith("renamed: ") for wnid, name in members.values() if wnid == "n04266014")
     fresh = _build(path, tmp_path / "fresh")
     assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "fresh")

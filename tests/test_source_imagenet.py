@@ -422,10 +422,11 @@ def test_a_real_world_imagenet_folder_builds_every_file_accounted(tmp_path: Path
         for sentence in iter_shard(str(tar)):
             label = sentence.header["meta"]["label"]
             for member, png in zip(sentence.header["members"], sentence.images):
-                path = next(p for p in truth if p.rsplit(".", 1)[0] == member["file"])
+                place, *_, name = member["file"].split("/")  # the file's path: train/<wnid>/<name>, val/<name>
+                path = f"{place}/{name}"
                 assert truth[path] == member["wnid"] == label  # its own class, never another's
                 rendered[path] = label
-                original = root / path.split("/")[0] / (label if path.startswith("train") else "") / path.split("/")[1]
+                original = root / member["file"]
                 expected = cv2.cvtColor(cv2.imread(str(original), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
                 assert np.abs(decode_png(png).astype(int) - expected).max() <= 2, path
     rejects = [json.loads(line) for line in (tmp_path / "out" / REJECTS_FILE).read_text().splitlines()]
@@ -487,7 +488,7 @@ def test_a_class_folder_in_nfc_and_in_nfd_is_one_class_whose_shared_names_are_re
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     run_build(load_config(str(tmp_path / "c.yaml")))
     [sentence] = [s for tar in (tmp_path / "out" / "rendered").rglob("*.tar") for s in iter_shard(str(tar))]
-    assert sorted(m["file"] for m in sentence.header["members"]) == ["train/img0", "train/img1", "train/img2"]
+    assert sorted(m["file"] for m in sentence.header["members"]) == [f"train/{label}/img{i}.jpg" for i in range(3)]
     rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
     assert [r["reason"] for r in rejects] == ["duplicate_key"]
 
@@ -652,7 +653,8 @@ def test_a_build_of_class_archives_equals_the_build_of_the_extracted_folders_and
     assert rendered and rendered == _rendered_tars(tmp_path / "out-folders")
     sentences = [s for tar in (tmp_path / "out" / "rendered").rglob("*.tar") for s in iter_shard(str(tar))]
     members = [m for s in sentences for m in s.header["members"]]
-    assert {m["file"] for m in members} == {f"train/{p.stem}" for p in (extracted / "train").rglob("*.JPEG")}
+    assert {m["file"] for m in members} == {f"train/{p.parent.name}/{p.name}"
+                                               for p in (extracted / "train").rglob("*.JPEG")}
     assert Counter(m["wnid"] for m in members) == dict(zip(WNIDS, (6, 4, 6)))  # 5 and 6: wrapped to pairs
     assert all({m["wnid"] for m in s.header["members"]} == {s.header["meta"]["label"]} for s in sentences)
     with monkeypatch.context() as patch:  # each archive read as parts, as a big one is: the same bytes
@@ -716,10 +718,11 @@ def test_each_member_of_a_class_archive_is_an_image_of_its_class_or_a_reject(tmp
     path.write_bytes(whole[:end] + huge.tobuf(tarfile.PAX_FORMAT) + photos[6])  # cut: its bytes stop short
     records, rejects = _items_of(root)
     assert [(r.key, r.label, r.lineage["file"], r.data) for r in records] == [
-        (f"inet-train-{wnid}-{wnid}_1", wnid, f"train/{wnid}_1", photos[0]),
-        (f"inet-train-{wnid}-{wnid}_2", wnid, f"train/{wnid}_2", photos[1]),
-        (f"inet-train-{wnid}-{wnid}_5", wnid, f"train/{wnid}_5", photos[0]),  # a hard link: its target's bytes
-        (safe_key("inet", "train", wnid, f"{wnid}_caf\u00e9"), wnid, f"train/{wnid}_caf\u00e9", photos[5])]  # NFC
+        (f"inet-train-{wnid}-{wnid}_1", wnid, f"train/{wnid}/{wnid}_1.JPEG", photos[0]),
+        (f"inet-train-{wnid}-{wnid}_2", wnid, f"train/{wnid}/{wnid}_2.JPEG", photos[1]),
+        (f"inet-train-{wnid}-{wnid}_5", wnid, f"train/{wnid}/{wnid}_5.JPEG", photos[0]),  # a hard link: its target's
+        (safe_key("inet", "train", wnid, f"{wnid}_caf\u00e9"), wnid, f"train/{wnid}/{wnid}_caf\u00e9.JPEG",
+         photos[5])]  # NFC
     shown = f"train/{wnid}.tar: "
     assert [(r.reason, r.detail.removeprefix(shown)) for r in rejects] == [
         ("os_metadata", f"._{wnid}_1.JPEG: macOS AppleDouble metadata of {wnid}_1.JPEG, not read"),
@@ -769,7 +772,8 @@ def test_a_hard_linked_photo_in_a_class_archive_is_its_targets_image(tmp_path: P
     records, rejects = _items_of(tmp_path / "inet")
     assert rejects == []
     assert [(r.lineage["file"], r.data) for r in records] == [
-        (f"train/{wnid}_1", photos[0]), (f"train/{wnid}_2", photos[0]), (f"train/{wnid}_3", photos[1])]
+        (f"train/{wnid}/{wnid}_1.JPEG", photos[0]), (f"train/{wnid}/{wnid}_2.JPEG", photos[0]),
+        (f"train/{wnid}/{wnid}_3.JPEG", photos[1])]
 
 
 def _three_photo_tar(path: Path) -> bytes:
@@ -1015,7 +1019,8 @@ def test_flat_val_with_the_ilsvrc2012_devkit_reads_its_ground_truth(tmp_path: Pa
     truth = [wnid_of[int(line)] for line in (data / "ILSVRC2012_validation_ground_truth.txt").read_text().split()]
     source = ImageNetSource("inet", str(root), ("val",))
     items = [i for u in source.units() for i in source.read(u)]
-    records = {i.lineage["file"].rsplit("/", 1)[1]: i.label for i in items if isinstance(i, ImageRecord)}
+    records = {i.lineage["file"].removeprefix("val/").removesuffix(".JPEG"): i.label
+               for i in items if isinstance(i, ImageRecord)}
     assert records == {f"ILSVRC2012_val_{n:08d}": truth[n - 1] for n in (1, 2, 3)}
     assert records["ILSVRC2012_val_00000001"] == "n01751748"
     rejects = [(r.reason, r.detail) for r in items if isinstance(r, Reject)]
@@ -1073,3 +1078,94 @@ def test_devkit_ground_truth_naming_a_non_leaf_synset_or_a_cut_meta_mat_stops_ch
     (data / "meta.mat").write_bytes(whole[: len(whole) // 2])
     with pytest.raises(AnnotationFileError, match=r"meta.mat.*re-extract data/meta.mat from ILSVRC2012_devkit_t12.tar.gz"):
         ImageNetSource("inet2", str(root), ("val",)).units()
+
+
+# -- keys of names holding '-' (a Hugging Face ImageFolder's `t-shirt/`) ---------------------------
+
+DASHED = {"t": ("shirt-1", "shirt-2"), "t-shirt": ("1", "2")}  # each pair of t/shirt-N and t-shirt/N joined alike
+
+
+def _dashed_classes(root: Path, photos: tuple[bytes, ...]) -> dict[str, bytes]:
+    """`train/t/shirt-N.jpg` and `train/t-shirt/N.jpg` (and ILSVRC's own `n01440764_1000.JPEG`), a
+    photo each, as class folders; their bytes by path."""
+    files: dict[str, bytes] = {}
+    for index, (label, stems) in enumerate(list(DASHED.items()) + [(WNIDS[0], (f"{WNIDS[0]}_1000",))]):
+        for turn, stem in enumerate(stems):
+            path = f"train/{label}/{stem}" + (".JPEG" if label == WNIDS[0] else ".jpg")
+            files[path] = photos[2 * index + turn]
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_bytes(files[path])
+    return files
+
+
+def test_class_and_file_names_holding_a_dash_keep_one_key_each_in_folders_and_archives(tmp_path: Path):
+    """`t/shirt-1.jpg` and `t-shirt/1.jpg` both had key `inet-train-t-shirt-1` (parts joined by '-',
+    which a part keeps, without a digest): the build's later steps, joining on the key, merged two
+    pictures. Parts holding '-' take a digest now (`records.data_key`); ILSVRC's own names, which
+    hold none, keep the keys they had. As class archives (`t.tar`, `t-shirt.tar`, GNU tar from a
+    shell) the images keep the keys and lineage of their folders; the lineage names the file."""
+    files = _dashed_classes(tmp_path / "folders", _photos())
+    folders = _records(tmp_path / "folders")
+    assert len(folders) == 5 and len({r[0] for r in folders}) == 5
+    by_file = {json.loads(r[3])["file"]: r for r in folders}
+    assert set(by_file) == set(files) and all(by_file[f][4] == data for f, data in files.items())
+    assert by_file[f"train/{WNIDS[0]}/{WNIDS[0]}_1000.JPEG"][0] == f"inet-train-{WNIDS[0]}-{WNIDS[0]}_1000"
+    assert by_file["train/t/shirt-1.jpg"][0] != by_file["train/t-shirt/1.jpg"][0]
+    (tmp_path / "archived" / "train").mkdir(parents=True)
+    for folder in sorted((tmp_path / "folders" / "train").iterdir()):
+        _archive(tmp_path / "archived" / "train" / f"{folder.name}.tar", folder, "shell")
+    assert _records(tmp_path / "archived") == folders
+
+
+def test_a_copy_of_one_of_two_dashed_names_drops_that_picture_alone(tmp_path: Path):
+    """Through a real build with dedup on: byte copies of `t/shirt-1.jpg` in another class dropped
+    the key `t-shirt/1.jpg` shared with it, so the unique picture `t-shirt/1.jpg` was lost as a
+    `duplicate_exact` (and, its class left one image, `t-shirt/2.jpg` as `group_too_small`). Now
+    `t/shirt-1.jpg` and the copies after the first are the duplicates, every other picture built."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+    from uvd_pipeline.rendered_shards import iter_shard
+
+    root = tmp_path / "inet"
+    files = _dashed_classes(root, _photos())
+    (root / "train" / "copies").mkdir()
+    for i in range(3):
+        shutil.copy(root / "train" / "t" / "shirt-1.jpg", root / "train" / "copies" / f"c{i}.jpg")
+    (root / "train" / "copies" / "c3.jpg").write_bytes(_photos()[9])
+    config = {"version": 1, "output": str(tmp_path / "out"), "image": {"size": 32}, "split": {"val_fraction": 0.0},
+              "tokenizer": {"enabled": False}, "dedup": {"enabled": True},
+              "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
+              "sources": [{"name": "inet", "type": "imagenet", "path": str(root), "num_shards": 1,
+                           "splits": ["train"], "sentence_length": 1}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run_build(load_config(str(tmp_path / "c.yaml")))
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert sorted((r["reason"], r["input"]) for r in rejects) == [
+        ("duplicate_exact", "train/copies/c1.jpg"), ("duplicate_exact", "train/copies/c2.jpg"),
+        ("duplicate_exact", "train/t/shirt-1.jpg")]
+    built = [m["file"] for tar in (tmp_path / "out" / "rendered").rglob("*.tar") for s in iter_shard(str(tar))
+             for m in s.header["members"]]
+    assert sorted(built) == sorted(set(files) - {"train/t/shirt-1.jpg"} | {"train/copies/c0.jpg", "train/copies/c3.jpg"})
+
+
+def test_a_stray_train_image_is_a_missing_label_without_any_val_index(tmp_path: Path):
+    """A photo dropped directly in `train/` beside its class folders, no LOC_val_solution.csv (a
+    Hugging Face ImageFolder): the build stopped (exit 2) asking for the val CSV, val-only advice.
+    It is the image's `missing_label` now; and where the CSV is there, a train image named like a
+    val image it lists is not given that val image's class (the CSV labels val images only)."""
+    root = tmp_path / "inet"
+    for label in ("cat", "dog"):
+        _jpeg(root / "train" / label / "0.jpg", 40 if label == "cat" else 90)
+    _jpeg(root / "train" / "IMG_0001.jpg", 150)
+    items = _items(root, ("train",))
+    assert sorted((i.label, i.lineage["file"]) for i in items if isinstance(i, ImageRecord)) == [
+        ("cat", "train/cat/0.jpg"), ("dog", "train/dog/0.jpg")]
+    assert [(r.reason, r.input) for r in items if isinstance(r, Reject)] == [("missing_label", "train/IMG_0001.jpg")]
+    (root / "train" / "IMG_0001.jpg").rename(root / "train" / "ILSVRC2012_val_00000001.JPEG")
+    _val_solution(root / "LOC_val_solution.csv", [("ILSVRC2012_val_00000001", "n01751748")])
+    assert [(r.reason, r.input) for r in _items(root, ("train",)) if isinstance(r, Reject)] == [
+        ("missing_label", "train/ILSVRC2012_val_00000001.JPEG")]
+    with pytest.raises(FileNotFoundError, match="val/ holds images without class folders"):  # val: the CSV is needed
+        (root / "LOC_val_solution.csv").unlink()
+        _jpeg(root / "val" / "ILSVRC2012_val_00000001.JPEG", 30)
+        _items(root, ("val",))

@@ -43,6 +43,11 @@ that is; the records grow with the copies (20,000 copies of one hash: 80,000 rec
 over 6,800 hashes within 6 bits: 0.37 million, where every pair made 800 and 300 million; 18,000
 copies of a logo below 2,000 variants 1-3 bits off: 0.19 million).
 
+Keys. The decision joins on the unit key, so a source must give distinct pictures distinct keys.
+Where two units of different pixels share one anyway, they are not decided as one (a copy of either
+dropped both): an exact twin record drops the unit of its own pixels alone, and a near one, which
+names the key alone, makes each of them a `duplicate_key` reject (`key_clash_reject`).
+
 Resume. A unit committed to the unit store by an earlier run (see `uvd_pipeline.unit_store`) is
 not read again, but its stored results carry its fingerprint, so every run decides from every
 unit's fingerprint and a resumed build writes the bytes an uninterrupted one does. Each web
@@ -143,14 +148,15 @@ class Twin:
     twin_split: str
     reason: str  # duplicate_exact | duplicate_near
     distance: int
+    sha256: str = ""  # the dropped unit's pixels: known to an exact record, not to a near one (`from_probe_row`)
 
     def preference(self, twin_dropped: bool) -> tuple:
         """How good a reported twin is: kept first, exact first, closest, best-ranked."""
         return (twin_dropped, self.reason != EXACT, self.distance, rank_of(self.twin_split, self.twin))
 
 
-def _twin(worse: Fingerprint, better: Fingerprint, reason: str, distance: int) -> Twin:
-    return Twin(worse.key, worse.source, worse.split, better.key, better.split, reason, distance)
+def _twin(worse: Fingerprint, better: Fingerprint, reason: str, distance: int, sha256: str = "") -> Twin:
+    return Twin(worse.key, worse.source, worse.split, better.key, better.split, reason, distance, sha256)
 
 
 def unique_by_key(entries: Iterable[Fingerprint]) -> list[Fingerprint]:
@@ -165,7 +171,7 @@ def exact_group(entries: Iterable[Fingerprint]) -> tuple[Fingerprint, list[Twin]
     """One sha256 group: its best-ranked member, and a twin record for each other member."""
     ordered = unique_by_key(entries)
     best = ordered[0]
-    return best, [_twin(e, best, EXACT, hamming(e.phash, best.phash)) for e in ordered[1:]]
+    return best, [_twin(e, best, EXACT, hamming(e.phash, best.phash), e.sha256) for e in ordered[1:]]
 
 
 def near_bucket(members: Iterable[tuple[bool, Fingerprint]], threshold: int) -> Iterator[Twin]:
@@ -302,6 +308,15 @@ def duplicate_reject(unit_key: str, group: str, twin: Twin, twin_dropped: bool) 
     if twin_dropped:
         detail += "; the twin is itself a duplicate of another unit"
     return Reject(unit_key, twin.source, group, STAGE, twin.reason, detail, split_hint=twin.split)
+
+
+def key_clash_reject(unit_key: str, source: str, group: str, split: str, pixels: int) -> Reject:
+    """A unit whose key a unit of other pixels holds too (a source gave two pictures one key): a
+    near twin record names the key alone, so it cannot say which of them it compared."""
+    return Reject(unit_key, source, group, STAGE, "duplicate_key",
+                  f"{pixels} units of different pixels share key {unit_key}, and a near twin names that key: "
+                  "which of them it is cannot be told, so none is kept (the source gave two pictures one key)",
+                  split_hint=split)
 
 
 def duplicate_counts(rejects_by_reason: dict[str, int], images: int, rejects: int,

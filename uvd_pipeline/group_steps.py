@@ -24,6 +24,7 @@ from uvd_pipeline.dedup import (
     duplicate_reject,
     exact_group,
     from_probe_row,
+    key_clash_reject,
     near_bucket,
     probe_row,
 )
@@ -281,10 +282,33 @@ def _decide(item: tuple[str, Iterable[Any]]) -> Iterator[Any]:
         return
     if not units:
         raise IncompleteGroupError(f"unit {key} was fingerprinted but never arrived at the dedup decision")
+    if len({unit.fingerprint.sha256 for unit in units}) > 1:
+        yield from _decide_clash(units, candidates)
+        return
     twin, twin_dropped = choose_twin(candidates)
     for unit in units:
         count(unit.source, f"rejects.{twin.reason}")
         yield TaggedOutput(REJECTS, duplicate_reject(unit.key, unit.group, twin, twin_dropped).located(unit.input))
+
+
+def _decide_clash(units: list[RenderedUnit], candidates: list[tuple[Twin, bool]]) -> Iterator[Any]:
+    """The decision of a key that units of other pixels share (a source gave two pictures one
+    key): decided as one, a copy of either dropped both (a unique picture lost as a false
+    `duplicate_exact`). An exact twin record drops the unit of its own pixels alone; a near one
+    names the key alone, so the units it may be about are `duplicate_key` rejects, none kept blind."""
+    near = any(not twin.sha256 for twin, _ in candidates)
+    for unit in units:
+        own = [pair for pair in candidates if pair[0].sha256 == unit.fingerprint.sha256]
+        if own:
+            twin, twin_dropped = choose_twin(own)
+            count(unit.source, f"rejects.{twin.reason}")
+            yield TaggedOutput(REJECTS, duplicate_reject(unit.key, unit.group, twin, twin_dropped).located(unit.input))
+        elif near:
+            count(unit.source, "rejects.duplicate_key")
+            yield TaggedOutput(REJECTS, key_clash_reject(unit.key, unit.source, unit.group, unit.split,
+                                                         len(units)).located(unit.input))
+        else:
+            yield unit
 
 
 class Deduplicate(beam.PTransform):
@@ -307,7 +331,6 @@ class Deduplicate(beam.PTransform):
 
     def expand(self, units):
         settings = self.settings
-        near = settings if settings.near else None
         if settings.exact:
             keyed = (
                 units
