@@ -619,6 +619,40 @@ def test_a_resumed_files_download_builds_no_file_its_earlier_run_left(site, down
                for k in (keys[1], *keys[4:])), stale
     assert not any("not hash-checked" in n for n in source.notices())
 
+
+def test_a_sample_added_to_a_real_tar_that_its_listing_does_not_record_is_never_built(downloads, tmp_path: Path):
+    """img2dataset writes a shard's tar whole beside its listing, so a tar sample whose listed
+    row failed (the key of `gone.jpg`, a 404), or with a `.json` and no row, is none of that
+    download's: another run's sample added with GNU `tar -rf`. The failed key was built beside its
+    `failed_to_download` reject (its .json's `success` overriding the row), the unlisted one as a
+    sample of its own. Each is now one `stale_download` reject naming its members, never built;
+    every other sample is as in the tar untouched."""
+    _require_img2dataset()
+    shard = tmp_path / "raw"
+    shutil.copytree(downloads["raw"], shard)
+    alone = LaionSource("web", str(shard))
+    expected = [repr(i) for u in alone.units() for i in alone.read(u)]
+    rows = _parquet_rows(shard)
+    (gone,) = [r["key"] for r in rows if r["status"] != "success"]
+    unlisted = f"{max(int(r['key']) for r in rows) + 1:0{len(gone)}d}"
+    with tarfile.open(shard / "00000.tar") as tar:  # another download's sample, written under each key
+        members = {m.name.split(".", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers()
+                   if m.name.startswith(rows[0]["key"] + ".")}
+    for key in (gone, unlisted):
+        for ext, data in members.items():
+            (tmp_path / f"{key}.{ext}").write_bytes(data)
+        subprocess.run(["tar", "-rf", str(shard / "00000.tar"), "-C", str(tmp_path),
+                        *(f"{key}.{ext}" for ext in sorted(members))], check=True)
+    source = LaionSource("web", str(shard))
+    items = [i for u in source.units() for i in source.read(u)]
+    added = [i for i in items if repr(i) not in expected]
+    assert [(i.reason, i.key, i.input) for i in added] == [("stale_download", f"web-00000-{k}", f"00000.tar:{k}.jpg")
+                                                           for k in (gone, unlisted)]
+    assert f"{gone}.jpg, {gone}.json, {gone}.txt: put in the tar by hand" in added[0].detail
+    assert f"records key {gone} as failed_to_download" in added[0].detail
+    assert f"lists no key {unlisted} though its .json says img2dataset saved it" in added[1].detail
+    assert len(items) == len(expected) + 2
+
 _ANSWER_LATE = threading.Event()  # set by `_killed_download` while its download runs
 
 
