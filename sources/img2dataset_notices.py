@@ -10,6 +10,7 @@ from typing import Any
 
 from sources import fsio, hf_parquet
 from sources.img2dataset_listing import MAX_LISTING_BYTES, download_status, parse_json
+from sources.records import nfc
 from sources.tar_members import split_member
 from sources.web_samples import IMAGE_EXTENSIONS
 
@@ -40,7 +41,7 @@ def _rows(batch) -> list[dict[str, Any]]:
         return [dict(zip(batch.schema.names, values)) for values in zip(*columns)]
 
 
-LISTING_NOTICE_COLUMNS = ("status", "width", "height", "original_width", "original_height", "exif")
+LISTING_NOTICE_COLUMNS = ("status", "width", "height", "original_width", "original_height", "exif", "key")
 
 
 @dataclass
@@ -137,14 +138,19 @@ def rotation_clause(rotated: int) -> str:
 
 
 def unlisted_images(parquet_uri: str, rows: list[dict[str, Any]]) -> tuple[int, int] | None:
-    """(images, listed successes) when the `output_format=files` folder beside a listing holds
-    more images than it lists successes: img2dataset 1.47 writes a sample's file, then fails its
-    `.json` and its listing row on a caption of bytes (a Latin-1 URL list). Those images carry no
-    hash to check and no metadata. One listing of the folder; `rows` as `listing_rows` read them."""
+    """(unlisted, images) when the `output_format=files` folder beside a listing holds images
+    whose key it lists in no row and that have no `.json`: img2dataset 1.47 writes a sample's
+    file, then fails its `.json` and its listing row on a caption of bytes (a Latin-1 URL list).
+    Those images are built, with no hash to check and no metadata. An image with a `.json` and no
+    row, or whose row failed, an earlier, killed run left: never built (`img2dataset_stale`), so
+    not counted (they were: 'wrote no row nor .json' of images that had both). One listing of the
+    folder; `rows` as `listing_notes` read them."""
     folder = parquet_uri.removesuffix(".parquet")
     if not fsio.isdir(folder):
         return None
-    images = {split_member(fsio.basename(f))[0] for f in fsio.list_files(folder)
-              if split_member(fsio.basename(f))[1] in IMAGE_EXTENSIONS}
-    listed = sum(1 for r in rows if r.get("status") == "success")
-    return (len(images), listed) if len(images) > listed else None
+    members = [split_member(fsio.basename(f)) for f in fsio.list_files(folder)]
+    images = {key for key, ext in members if ext in IMAGE_EXTENSIONS}
+    described = {key for key, ext in members if ext == "json"}
+    listed = {nfc(str(r["key"])) for r in rows if r.get("key") is not None}
+    unlisted = images - listed - described
+    return (len(unlisted), len(images)) if unlisted else None

@@ -14,6 +14,7 @@ from sources import fsio, hf_parquet
 from sources.lineage_text import CAPTION_READ_BYTES, lineage_value
 from sources.img2dataset_listing import (CAPTION_CELLS, HASH_MISMATCH, ShardListing, download_status, hash_problem,
                                          listing_rejects, missing_rejects, parse_json, recorded_hash, shard_of)
+from sources.img2dataset_stale import LEFT_IN_FOLDER, PUT_IN_TAR, STALE_DOWNLOAD, stale_detail
 from sources.paths import collapse_set_aside, folder_link_problem, path_problem, relative_to_root
 from sources.records import MAX_INPUT_FILE_BYTES, ImageRecord, Reject, SourceItem, data_key, nfc, read_input_bytes
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, split_member,
@@ -54,6 +55,13 @@ class Img2datasetReader(WebReader):
         for item in samples(uri, self.name, shard, keep, lambda handle: _read_mode(handle, owns), tar):
             if not isinstance(item, Sample):
                 yield item
+                continue
+            stale = None if item.cut or item.dropped else \
+                stale_detail(listing, shard, item.key, [item.member_name(e) for e in item.members], PUT_IN_TAR)
+            if stale:  # not its listing's download: not built, nor counted as the listed sample it lacks
+                images = _image_members(item.members) or sorted(item.members)
+                yield self._reject(self._key(shard, item.key), "read", STALE_DOWNLOAD, stale,
+                                   where=f"{tar}:{item.member_name(images[0])}")
                 continue
             if not (item.cut or item.dropped) and (owns is None or owns(self._key(shard, item.key))):
                 yield from self._sample(shard, item.key, item.members, listing, tar, item.member_name,
@@ -166,10 +174,16 @@ class Img2datasetReader(WebReader):
                                    f"{relative}: key {key} already has a {ext} file", where=self._at(uri))
                 continue
             by_key[key][ext] = uri
+        stale: set[str] = set()  # samples an earlier, killed run left (`img2dataset_stale`)
         for sample_key in sorted(by_key):
             files = by_key[sample_key]
             key = self._key(shard, sample_key)
             images = _image_members(files)
+            left = stale_detail(listing, shard, sample_key, [fsio.basename(u) for u in files.values()], LEFT_IN_FOLDER)
+            if left:
+                yield self._reject(key, "read", STALE_DOWNLOAD, left, where=self._at(files[(images or sorted(files))[0]]))
+                stale.add(sample_key)
+                continue
             if not images:
                 if sample_key not in refused:  # else its image is the `outside_root` reject above
                     yield self._reject(key, "read", "missing_image", f"members: {', '.join(sorted(files))}",
@@ -200,7 +214,7 @@ class Img2datasetReader(WebReader):
                 yield ImageRecord(key=own, source=self.name, group=key, lineage=lineage,
                                   input=self._at(files[image_ext]),
                                   **({"data": data} if data is not None else {"uri": files[image_ext]}))
-        yield from missing_rejects(self.name, listing, shard, set(by_key) | refused, f"folder {shard}/",
+        yield from missing_rejects(self.name, listing, shard, (set(by_key) - stale) | refused, f"folder {shard}/",
                                    self._at(folder) + "/")
 
     def _checked_file(self, recorded: dict[str, Any], uri: str) -> tuple[bytes | None, str | None]:

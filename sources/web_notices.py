@@ -112,10 +112,10 @@ class Img2datasetNotices(WebReader):
         if bad:
             said.append(self._not_utf8_notice(name, bad, "a string column (txt, caption)"))
         if unlisted:
-            images, successes = unlisted
-            said.append(f"{self.name}: {images - successes} of the {images} images in {name.removesuffix('.parquet')}/ "
-                        f"are not hash-checked: {name} lists {successes} successes (img2dataset wrote no row nor "
-                        ".json for the others, as it does for a caption of bytes)")
+            count, images = unlisted
+            said.append(f"{self.name}: {count} of the {images} images in {name.removesuffix('.parquet')}/ "
+                        f"are not hash-checked: {name} lists no row for them and no .json is beside them "
+                        "(img2dataset wrote the image, then failed both, as it does on a caption of bytes)")
         return said
 
     def _kept_as_downloaded(self, parquet: str, row: dict[str, Any] | None) -> bool:

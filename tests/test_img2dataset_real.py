@@ -585,6 +585,74 @@ def test_samples_img2dataset_counted_but_wrote_nowhere_are_rejects(site, tmp_pat
     assert all("00000_stats.json counts 3 successes" in r.detail and "00000.parquet" in r.detail for r in lost)
 
 
+def test_a_resumed_files_download_builds_no_file_its_earlier_run_left(site, downloads, tmp_path: Path):
+    """img2dataset (`output_format=files`) stopped in shard 00000 before its `_stats.json` (as a
+    kill leaves it) and run again (`--incremental_mode incremental`, its default) downloads the
+    shard again and rewrites 00000.parquet, but never clears 00000/: where a URL it saved before
+    now fails (404), and past the end of a URL list that now ends sooner, the earlier run's
+    .jpg/.txt/.json stay. Each was built: key 1 both a `failed_to_download` reject and a sentence
+    (its old .json's status over the row's), the keys from 4 on sentences no listing row names, and a
+    warning that img2dataset 'wrote no row nor .json' for them. Now each such key is one
+    `stale_download` reject naming its files, never built; the keys the listing says it saved
+    are built, from this run's files."""
+    out = tmp_path / "files"
+    shutil.copytree(downloads["default"], out)  # the earlier run: 13 URLs, the images it saved in 00000/
+    (out / "00000_stats.json").unlink()  # shard 00000 not ended, as img2dataset killed in it leaves it
+    keys = sorted(p.stem for p in (out / "00000").glob("*.jpg"))
+    names = [URLS[0], "gone.jpg", *URLS[2:4]]  # the URL of key 1 now fails; the list ends at key 3
+    _download(_url_list(tmp_path / "four.csv", site[1], names), out, "--output_format", "files")
+    assert sorted(p.stem for p in (out / "00000").glob("*.jpg")) == keys and len(keys) > 5
+    listed = {row["key"]: row["status"] for row in _parquet_rows(out)}
+    assert listed == {keys[0]: "success", keys[1]: "failed_to_download", keys[2]: "success", keys[3]: "success"}
+
+    source = LaionSource("web", str(out))
+    items = [i for u in source.units() for i in source.read(u)]
+    records = [i for i in items if isinstance(i, ImageRecord)]
+    assert sorted(r.lineage["sample_key"] for r in records) == [keys[0], keys[2], keys[3]]
+    assert all(r.lineage["url"].endswith(names[int(r.lineage["sample_key"])]) for r in records)
+    rejects = sorted((i.reason, i.key) for i in items if isinstance(i, Reject))
+    assert rejects == [("failed_to_download", f"web-00000-{keys[1]}")] + \
+        [("stale_download", f"web-00000-{k}") for k in (keys[1], *keys[4:])]
+    stale = {i.key: i for i in items if isinstance(i, Reject) and i.reason == "stale_download"}
+    assert all(f"{k}.jpg, {k}.json, {k}.txt" in stale[f"web-00000-{k}"].detail and "earlier" in
+               stale[f"web-00000-{k}"].detail and stale[f"web-00000-{k}"].input == f"00000/{k}.jpg"
+               for k in (keys[1], *keys[4:])), stale
+    assert not any("not hash-checked" in n for n in source.notices())
+
+
+def test_a_sample_added_to_a_real_tar_that_its_listing_does_not_record_is_never_built(downloads, tmp_path: Path):
+    """img2dataset writes a shard's tar whole beside its listing, so a tar sample whose listed
+    row failed (the key of `gone.jpg`, a 404), or with a `.json` and no row, is none of that
+    download's: another run's sample added with GNU `tar -rf`. The failed key was built beside its
+    `failed_to_download` reject (its .json's `success` overriding the row), the unlisted one as a
+    sample of its own. Each is now one `stale_download` reject naming its members, never built;
+    every other sample is as in the tar untouched."""
+    _require_img2dataset()
+    shard = tmp_path / "raw"
+    shutil.copytree(downloads["raw"], shard)
+    alone = LaionSource("web", str(shard))
+    expected = [repr(i) for u in alone.units() for i in alone.read(u)]
+    rows = _parquet_rows(shard)
+    (gone,) = [r["key"] for r in rows if r["status"] != "success"]
+    unlisted = f"{max(int(r['key']) for r in rows) + 1:0{len(gone)}d}"
+    with tarfile.open(shard / "00000.tar") as tar:  # another download's sample, written under each key
+        members = {m.name.split(".", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers()
+                   if m.name.startswith(rows[0]["key"] + ".")}
+    for key in (gone, unlisted):
+        for ext, data in members.items():
+            (tmp_path / f"{key}.{ext}").write_bytes(data)
+        subprocess.run(["tar", "-rf", str(shard / "00000.tar"), "-C", str(tmp_path),
+                        *(f"{key}.{ext}" for ext in sorted(members))], check=True)
+    source = LaionSource("web", str(shard))
+    items = [i for u in source.units() for i in source.read(u)]
+    added = [i for i in items if repr(i) not in expected]
+    assert [(i.reason, i.key, i.input) for i in added] == [("stale_download", f"web-00000-{k}", f"00000.tar:{k}.jpg")
+                                                           for k in (gone, unlisted)]
+    assert f"{gone}.jpg, {gone}.json, {gone}.txt: put in the tar by hand" in added[0].detail
+    assert f"records key {gone} as failed_to_download" in added[0].detail
+    assert f"lists no key {unlisted} though its .json says img2dataset saved it" in added[1].detail
+    assert len(items) == len(expected) + 2
+
 _ANSWER_LATE = threading.Event()  # set by `_killed_download` while its download runs
 
 
