@@ -20,6 +20,7 @@ from transforms.headers import (
     coefficient_bytes,
     embedded_images,
     heif_exif_extents,
+    tiff_values,
     jpeg_header,
     marker_lossless,
     png_header,
@@ -224,6 +225,17 @@ def _heif_exif_held(data: bytes, budget: int) -> tuple[str, Held]:
     return kind, Held(held.bytes + copied, " and ".join(w for w in (held.what, what) if w))
 
 
+def _check_tiff_values(data: bytes, budget: int) -> None:
+    """Refuse a TIFF whose first IFD holds more numbers (`tiff_values`) than `budget` pays Pillow's
+    open for (`TIFF_VALUE_BYTES` each), before it parses each into an object."""
+    numbers = tiff_values(data)
+    if numbers * TIFF_VALUE_BYTES > budget:
+        raise DecodeError("image_too_large", f"a TIFF whose first IFD holds {numbers} numbers (strip or tile "
+                                             f"offsets and byte counts), about {numbers * TIFF_VALUE_BYTES >> 20} MiB "
+                                             f"opening it, over the budget of {budget >> 20} MiB: Pillow holds each "
+                                             "as an object and an uncompressed strip as a tile of its own")
+
+
 def check_header_held(data: bytes, budget: int, header: JpegHeader | None = None) -> None:
     """Refuse, before Pillow opens it, a JPEG or TIFF whose header alone costs Pillow's open more than
     `budget`: a JPEG's APPn and COM segments (`JPEG_SEGMENT_BYTES`: the open keeps every one before
@@ -233,7 +245,10 @@ def check_header_held(data: bytes, budget: int, header: JpegHeader | None = None
     loading it (300 entries of a 1 MB block: 575 MB), a BigTIFF's alike (its 20-byte entries). A JPEG of more than `pillow_open.MAX_EXIF_SEGMENTS`
     APP1 `Exif` segments too (`too_many_exif_segments`), whose joining is time no budget bounds.
     An AVIF's or HEIF's Exif item too, which its reader copies and Pillow's AVIF open loads
-    (`_heif_exif_held`). `header`: a JPEG's walk the caller has made (`jpeg_header`)."""
+    (`_heif_exif_held`). `header`: a JPEG's walk the caller has made (`jpeg_header`). And first a
+    TIFF's numbers (`_check_tiff_values`), for a map as for an image: a 1 x 2,000,000 map of a row a
+    strip took 659 MiB opening where only the image path counted them."""
+    _check_tiff_values(data, budget)
     if data[:3] == b"\xff\xd8\xff":
         header = header or jpeg_header(data) or _NO_JPEG
         segments = header.segments
