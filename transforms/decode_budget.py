@@ -14,6 +14,7 @@ from transforms import hdr
 from transforms.errors import DecodeError
 from transforms.exif_ifd import PILLOW_TIFF_FILE, STRICT_EXIF, ifd0_copied_bytes
 from transforms.headers import (
+    _BOX_LIMIT,
     avif_planes,
     AppSegments,
     JpegHeader,
@@ -206,9 +207,15 @@ _AVIF_BRANDS = (b"avif", b"avis", b"mif1", b"msf1")  # the major brands Pillow's
 def _heif_exif_held(data: bytes, budget: int) -> tuple[str, Held]:
     """The format ("AVIF" where Pillow's AVIF plugin takes the file, else "HEIF") and what opening
     it costs for its Exif items (`EXIF_ITEM_COPIES`, `AVIF_IFD0_COPIES`). Their IFD0 is walked only
-    where the items themselves fit `budget`: their extents may all point at one large block."""
+    where the items themselves fit `budget`: their extents may all point at one large block. One
+    whose boxes outrun the walk (`heif_exif_extents`: None) is `image_too_large` unopened: 5,000
+    empty `free` boxes before its `meta` hid a 200 MB Exif item (+602 MiB opening it)."""
     kind = "AVIF" if data[8:12] in _AVIF_BRANDS else "HEIF"
     extents = heif_exif_extents(data)
+    if extents is None:
+        raise DecodeError("image_too_large", f"an {kind} whose header holds more than {_BOX_LIMIT:,} boxes, items or "
+                                             "extents before its Exif items are all found (a real one holds a few "
+                                             "dozen): what opening it costs cannot be judged")
     size = sum(length for _, length in extents)
     held = Held(EXIF_ITEM_COPIES * size, f"its Exif item ({size:,} bytes), copied by the reader"
                                          if size >= 1 << 20 else "")

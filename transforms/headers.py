@@ -279,9 +279,13 @@ _CONTAINERS = {b"meta": 4, b"iprp": 0, b"ipco": 0}  # boxes holding the av1C pro
 
 
 def _boxes(data: bytes, start: int, end: int, budget: list[int]):
-    """(type, payload start, payload end) of the ISO boxes in data[start:end]."""
+    """(type, payload start, payload end) of the ISO boxes in data[start:end]; `budget[0]` boxes at
+    most, left at -1 where it ran out before the boxes did (what lay past it was not walked)."""
     pos = start
-    while pos + 8 <= end and budget[0] > 0:
+    while pos + 8 <= end and budget[0] >= 0:
+        if budget[0] == 0:
+            budget[0] = -1
+            return
         budget[0] -= 1
         size, kind, head = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8], 8
         if size == 1 and pos + 16 <= end:
@@ -950,15 +954,17 @@ ZEROS_AFTER_CUT = 16  # zero bytes ending an HEVC or AV1 item's coded data: a cu
 _CODED_ITEMS = (b"hvc1", b"av01")  # HEVC and AV1 coded image items (a grid's tiles, an alpha plane)
 
 
-def _items(data: bytes, idat: bool = False) -> list[tuple[bytes, int, int]]:
+def _items(data: bytes, idat: bool = False) -> list[tuple[bytes, int, int]] | None:
     """(item type, file offset, length) of each extent of an AVIF's or HEIF's items, by its `iinf`
     (item types) and `iloc` (where their data lies) boxes; with `idat`, also those held in its
     `idat` box and those of length 0 (to the end of their file or idat: `_iloc_extents`). [] when
-    the boxes are missing or malformed."""
+    the boxes are missing or malformed; None when the walk's budget (`_BOX_LIMIT` boxes, items
+    and extents) ran out before them: 5,000 empty `free` boxes before `meta` hid a 200 MB Exif
+    item, read as none."""
     budget = [_BOX_LIMIT]
     meta = next(((b + 4, e) for k, b, e in _boxes(data, 0, len(data), budget) if k == b"meta"), None)
     if meta is None:
-        return []
+        return None if budget[0] < 0 else []
     types: dict[int, bytes] = {}
     iloc: tuple[int, int] | None = None
     held: tuple[int, int] | None = None
@@ -975,31 +981,37 @@ def _items(data: bytes, idat: bool = False) -> list[tuple[bytes, int, int]]:
         elif kind == b"idat" and held is None:
             held = (begin, stop)
     extents = _iloc_extents(data, *iloc, (held or (0, 0)) if idat else None) if iloc else []
+    if budget[0] < 0 or extents is None:
+        return None
     return [(types[item], start, length) for item, start, length in extents if item in types]
 
 
 def _coded_items(data: bytes) -> list[tuple[bytes, int, int]]:
     """(item type, file offset, length) of each extent of an AVIF's or HEIF's coded image items
     (`_items`): not its Exif or XMP items, whose data may end in zeros."""
-    return [item for item in _items(data) if item[0] in _CODED_ITEMS]
+    return [item for item in _items(data) or [] if item[0] in _CODED_ITEMS]
 
 
-def heif_exif_extents(data: bytes) -> list[tuple[int, int]]:
+def heif_exif_extents(data: bytes) -> list[tuple[int, int]] | None:
     """(file offset, length) of each extent of an AVIF's or HEIF's `Exif` items, wherever they lie
     (the file, its `idat`), cut to the bytes there: what libavif and libheif read of them, and
-    Pillow's AVIF open then loads (`decode_budget.check_header_held`). [] for another file."""
+    Pillow's AVIF open then loads (`decode_budget.check_header_held`). [] for another file; None
+    for one whose boxes run past the walk's budget (`_items`): they cannot be judged."""
     if data[4:8] != b"ftyp":
         return []
-    return [(start, min(length, len(data) - start)) for kind, start, length in _items(data, idat=True)
+    items = _items(data, idat=True)
+    if items is None:
+        return None
+    return [(start, min(length, len(data) - start)) for kind, start, length in items
             if kind == b"Exif" and start < len(data)]
 
 
 def _iloc_extents(data: bytes, begin: int, end: int,
-                  idat: tuple[int, int] | None = None) -> list[tuple[int, int, int]]:
+                  idat: tuple[int, int] | None = None) -> list[tuple[int, int, int]] | None:
     """(item ID, file offset, length) of an `iloc` box's extents held in the file (construction
     method 0, a length given) (ISO/IEC 14496-12 8.11.3), in bounded steps. With `idat` (the `idat`
     box's payload start and end), also those held there (method 1), and those of length 0, which
-    run to the end of the file (the idat)."""
+    run to the end of the file (the idat). None where the steps ran out inside the box."""
     version, out = data[begin], []
     offset_size, length_size = data[begin + 4] >> 4, data[begin + 4] & 15
     base_size, index_size = data[begin + 5] >> 4, (data[begin + 5] & 15) if version in (1, 2) else 0
@@ -1014,23 +1026,27 @@ def _iloc_extents(data: bytes, begin: int, end: int,
 
     steps = _BOX_LIMIT  # items and extents read in all (of 0-byte fields, a walk that never ends)
     for _ in range(count):
+        if steps <= 0:
+            return None
+        steps -= 1
         item = field(id_size)
         method = field(2) & 15 if version in (1, 2) else 0
         field(2)  # data_reference_index
         base = field(base_size)
         for _ in range(field(2)):
+            if steps <= 0:
+                return None
+            steps -= 1
             field(index_size)
             offset, length = field(offset_size), field(length_size)
-            steps -= 1
-            if pos > end or steps < 0:
+            if pos > end:
                 return out
             if method == 0 and length:
                 out.append((item, base + offset, length))
             elif idat is not None and method in (0, 1):
                 start = base + offset + (idat[0] if method else 0)
                 out.append((item, start, length or max(0, (idat[1] if method else len(data)) - start)))
-        steps -= 1
-        if pos > end or steps < 0:
+        if pos > end:
             return out
     return out
 
