@@ -780,45 +780,80 @@ def tiff_ifd_in_zeros(data: bytes) -> int | None:
 _TIFF_GAP = 64  # bytes writers leave between an IFD's values (alignment, a value not listed here)
 
 
-def _cut_at_end(data: bytes, spans: list[tuple[int, int, bool]], later: tuple[int, int] = (0, 0)) -> bool:
+def _cut_at_end(data: bytes, spans: list[tuple[int, int, bool]], later: Later | None = None) -> bool:
     """Whether the (start, end, is text) byte spans a TIFF declares (its IFD first) are as a cut at
     the end of `data` leaves them: the IFD runs over the end, or another span does, starting where
     those read whole end (writers pack them, `_TIFF_GAP` bytes apart at most: a cut may lie
-    between two), the later IFDs of its chain the data holds among them (`later`: `_later_ifds`),
-    and, a text value, holding no NUL before the end (TIFF 6.0: a text's last byte is NUL). Or a
-    text runs past the end starting after the chain's first IFD past the end, the layout of
-    tifffile's OME-TIFF (the first page's pixels, the other pages', their IFDs, then the OME-XML
-    the first IFD's ImageDescription points at): cut after its first page it was
-    `unsupported_format`. A span of a damaged file points past the end alone, overlaps the whole
-    ones or leaves a gap before it, or holds its whole text (its count or offset damaged)."""
+    between two), the later IFDs of its chain and their SubIFDs among them, with their own values,
+    strips and tiles (`later`: `_later_ifds`), and, a text value, holding no NUL before the end
+    (TIFF 6.0: a text's last byte is NUL). Or a text runs past the end starting after the chain's
+    first IFD past the end, the layout of tifffile's OME-TIFF (the first page's pixels, the other
+    pages', their IFDs, then the OME-XML the first IFD's ImageDescription points at; a tiled one or
+    a pyramid has each page's IFD before its tiles, its SubIFDs after the pages): cut after its
+    first page it was `unsupported_format` or `not_an_image`. A span of a damaged file points past
+    the end alone, overlaps the whole ones or leaves a gap before it, or holds its whole text (its
+    count or offset damaged)."""
     length = len(data)
     if spans[0][1] > length:  # cut in the IFD (the first span): what it points at is not all known
         return True
-    inside = max((end for _, end, _ in spans if end <= length), default=0)
-    inside, past = max(inside, later[0]), later[1]
+    later = later or Later(0, 0, [])
+    inside = max(max((end for _, end, _ in spans if end <= length), default=0), later.held)
+    spans = spans + later.spans
+    # where all the spans read whole end, later pages' own included: judged only for a span the data
+    # holds a part of (a whole file's damaged offset a few bytes past its last page's data is no
+    # cut; nor, alike, a cut in a writer's few bytes of padding before a span)
+    held = max(inside, max((end for _, end, _ in later.spans if end <= length), default=0))
     return any(length < end and not (text and 0 in data[start:length])
-               and (inside <= start <= inside + _TIFF_GAP or (text and inside < past <= start))
+               and (_near(start, held if start < length else inside)
+                    or (text and 0 < later.past and inside <= later.past <= start))
                for start, end, text in spans)
 
 
-def _later_ifds(data: bytes, ifd: int, order: str, big: bool = False) -> tuple[int, int]:
-    """Where the last IFD after the one at `ifd` in its chain that the data holds whole ends (0:
-    none), and the offset of the chain's first IFD past the end of the data (0: none, or the chain
-    ends, or loops, within `_HEADER_STEPS` IFDs: an OME-TIFF has one a plane)."""
+def _near(start: int, held: int) -> bool:
+    """Whether a span starting at `start` follows those ending at `held` as a writer packs them."""
+    return held <= start <= held + _TIFF_GAP
+
+
+class Later(NamedTuple):
+    """What a TIFF's IFD chain after its first IFD declares (`_later_ifds`)."""
+
+    held: int  # where the last later IFD of the chain the data holds whole ends (0: none)
+    past: int  # the offset of the chain's first IFD past the end of the data, or a SubIFD's (0: none)
+    spans: list[tuple[int, int, bool]]  # the spans (`_tiff_spans`) of the later IFDs and SubIFDs nearest the end
+
+
+def _later_ifds(data: bytes, ifd: int, order: str, big: bool = False) -> Later:
+    """The IFDs after the one at `ifd` in its chain (within `_HEADER_STEPS`, one a plane of an
+    OME-TIFF; the chain ending or looping within them past none): where those the data holds whole
+    end, the first past the end (or the nearest SubIFD past it), and the spans (`_tiff_spans`) of the `_TIFF_IFDS` nearest its end
+    and of the SubIFDs of those and of the first (a pyramid's levels), `2 * _TIFF_IFDS` at most,
+    those nearest the end: where a cut in a later page or level lies."""
     counted, entry, width = _ifd_widths(big)
-    held, seen = 0, {ifd}
+    first, held, past, seen, chain = ifd, 0, 0, {ifd}, []
     for _ in range(_HEADER_STEPS):
         at = ifd + counted + entry * int.from_bytes(data[ifd : ifd + counted], order)
         ifd = int.from_bytes(data[at : at + width], order) if at + width <= len(data) else 0
         if ifd < 8 or ifd in seen:
-            return held, 0
-        if ifd + counted > len(data):
-            return held, ifd
+            break
+        if ifd < len(data):
+            chain.append(ifd)
         end = ifd + counted + entry * int.from_bytes(data[ifd : ifd + counted], order) + width
-        if end > len(data):
-            return held, ifd
+        if ifd + counted > len(data) or end > len(data):
+            past = ifd
+            break
         held, seen = end, seen | {ifd}
-    return held, 0
+    near = chain[-_TIFF_IFDS:]
+    subs = {sub for at in (first, *near) for sub in _sub_ifds(data, at, order, big)}
+    beyond = [sub for sub in subs if sub >= len(data)]  # a pyramid's levels: their IFDs follow their tiles
+    past = min((at for at in (past, *beyond) if at), default=0)
+    chosen = sorted({at for at in (*near, *subs) if 8 <= at < len(data)} - {first}, reverse=True)[: 2 * _TIFF_IFDS]
+    return Later(held, past, [span for at in chosen for span in _tiff_spans(data, at, order, big)])
+
+
+def _sub_ifds(data: bytes, ifd: int, order: str, big: bool = False) -> list[int]:
+    """The SubIFD offsets (tag 330) of the IFD at `ifd`, `_TIFF_IFDS` at most."""
+    entries, _ = _tiff_ifd(data, ifd, order, big)
+    return _tiff_values(data, entries[_SUB_IFDS], order, big) if _SUB_IFDS in entries else []
 
 
 def _entries_in_order(data: bytes, ifd: int, order: str, big: bool = False) -> bool:
