@@ -504,20 +504,22 @@ def test_a_map_avif_or_heif_exif_item_is_judged_before_it_is_opened(tmp_path, mo
     assert len(opened) == 1
 
 
-@pytest.mark.parametrize("fmt", ["AVIF", "HEIF"])
-def test_the_tokenizer_judges_an_avif_or_heif_exif_item_before_it_is_opened(tmp_path, monkeypatch, fmt):
+@pytest.mark.parametrize("fmt, exif", [("AVIF", _BIG_EXIF_ITEM), *_HEIF_EXIF_BOMBS])
+def test_the_tokenizer_judges_an_avif_or_heif_exif_item_before_it_is_opened(tmp_path, monkeypatch, fmt, exif):
     """The tokenizer's `decode_image` opened any AVIF or HEIF (pillow-heif registered) unjudged: a HEIC
     of a 200 MB Exif item raised its peak by 1,016 MiB. Its Exif items are found by the tokenizer's
     own walk of iinf and iloc (`tokenizer.heif_exif`, which finds what the build's finds) and
     judged before the open, `image_too_large` as the build says, over the budget (scaled down
-    here); the file decodes to its picture under the default budget, and without its EXIF."""
+    here); the file decodes to its picture under the default budget, and without its EXIF. An
+    AVIF's IFD0 is weighed as the build weighs it, which Pillow's AVIF open loads and rewrites:
+    the tokenizer opened heif-enc's AVIF of 3,000 entries of one 1 MB block at +2,865 MiB."""
     from tokenizer.data import UnreadableImage, decode_image
     from tokenizer.heif_exif import heif_exif_bytes
     from transforms.headers import heif_exif_extents
 
-    bomb = _heif_with_exif(tmp_path, fmt, _BIG_EXIF_ITEM)
+    bomb = _heif_with_exif(tmp_path, fmt, exif)
     item = sum(length for _, length in heif_exif_extents(bomb))
-    assert heif_exif_bytes(bomb) == item and abs(item - len(_BIG_EXIF_ITEM)) < 16  # the item as written
+    assert heif_exif_bytes(bomb) == item and abs(item - len(exif)) < 16  # the item as written
     with pytest.raises(DecodeError) as built:
         load_image(bomb, 32, "squash", max_bytes=40 << 20)
     opened = _opens(monkeypatch)
@@ -525,6 +527,8 @@ def test_the_tokenizer_judges_an_avif_or_heif_exif_item_before_it_is_opened(tmp_
         decode_image(bomb, max_bytes=40 << 20)
     assert refused.value.reason == built.value.reason == "image_too_large"
     assert f"its Exif item ({item:,} bytes)" in refused.value.detail, refused.value.detail
+    needing = [detail.split(" MiB")[0].split("about ")[1] for detail in (refused.value.detail, built.value.detail)]
+    assert needing[0] == needing[1], (refused.value.detail, built.value.detail)  # the same weight as the build's
     assert not opened
     whole, built = decode_image(bomb), load_image(bomb, 64, "squash")  # the default budgets: both open it
     assert whole.shape == (built.height, built.width, 3)  # pillow-heif turns the HEIC by its Orientation 6
@@ -613,3 +617,49 @@ def test_an_avif_exif_behind_a_header_libavif_refuses_is_not_judged(tmp_path):
     with pytest.raises(DecodeError) as refused:
         load_image(bytes(bomb), 32, "squash", max_bytes=40 << 20)
     assert refused.value.reason != "image_too_large", refused.value.detail
+
+
+def _meta_last(data: bytes, free: int) -> bytes:
+    """pillow-heif's HEIC (ftyp, meta, mdat) with its `meta` moved to the end behind `free` empty
+    `free` boxes, its old place a `free` box of its size: every iloc offset still holds."""
+    at = int.from_bytes(data[:4], "big")  # past the ftyp
+    end = at + int.from_bytes(data[at : at + 4], "big")
+    assert data[at + 4 : at + 8] == b"meta" and data[end + 4 : end + 8] == b"mdat"
+    hole = (end - at).to_bytes(4, "big") + b"free" + bytes(end - at - 8)
+    return data[:at] + hole + data[end:] + b"\0\0\0\x08free" * free + data[at:end]
+
+
+def test_an_exif_item_behind_more_boxes_than_the_walk_reads_is_refused_unopened(tmp_path, monkeypatch):
+    """The walks that find an AVIF's or HEIF's Exif items read at most 4,096 boxes: behind 5,000 empty
+    `free` boxes they found none, and a 200 MB item passed every check (the build's load_image
+    +602 MiB, a map +628, the tokenizer +603). Where the walk's budget runs out before the boxes
+    do, what the open costs cannot be judged: `image_too_large` unopened, under any budget, on
+    every path. Behind 4,000 such boxes the item is found and weighed as before; libheif reads
+    it whole behind either."""
+    from tokenizer.data import UnreadableImage, decode_image
+    from tokenizer.heif_exif import heif_exif_bytes
+    from transforms import maps
+    from transforms.headers import heif_exif_extents
+
+    plain = _heif_with_exif(tmp_path, "HEIF", _BIG_EXIF_ITEM)
+    item = sum(length for _, length in heif_exif_extents(plain))
+    fewer, hidden = _meta_last(plain, 4000), _meta_last(plain, 5000)
+    for data in (fewer, hidden):
+        with Image.open(io.BytesIO(data)) as image:
+            assert abs(len(image.info["exif"]) - item) < 16  # what the reader copies
+    assert sum(length for _, length in heif_exif_extents(fewer)) == heif_exif_bytes(fewer) == item
+    assert heif_exif_extents(hidden) is None and heif_exif_bytes(hidden) is None
+    opened = _opens(monkeypatch)
+    with pytest.raises(DecodeError) as refused:
+        load_image(hidden, 32, "squash")
+    assert refused.value.reason == "image_too_large" and "cannot be judged" in refused.value.detail
+    with pytest.raises(maps.MapError) as refused_map:
+        maps.decode_gray(hidden)
+    assert refused_map.value.reason == "annotation_too_large" and "cannot be judged" in refused_map.value.detail
+    with pytest.raises(UnreadableImage) as refused_tokens:
+        decode_image(hidden)
+    assert refused_tokens.value.reason == "image_too_large" and "cannot be judged" in refused_tokens.value.detail
+    assert not opened
+    decoded = load_image(fewer, 32, "squash")
+    assert (decoded.format, decoded.width, decoded.height) == ("HEIF", 48, 64)  # turned by its Orientation 6
+    assert decode_image(fewer).shape == (64, 48, 3) and opened

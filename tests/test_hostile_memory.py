@@ -790,6 +790,14 @@ def test_a_tiff_of_a_million_strips_is_refused_before_pillow_opens_it(tmp_path: 
         load_image(data, 64, "center_crop", max_bytes=budget)
     assert refused.value.reason == "image_too_large" and "1200007 numbers" in str(refused.value), refused.value
     assert not opened
+    from transforms import maps  # a map of it too: only `load_image` counted them (1 x 2,000,000: +659 MiB)
+
+    monkeypatch.setattr(maps, "DEFAULT_MAX_DECODE_BYTES", budget)
+    for decoder in (maps.decode_gray, maps.decode_label_map, lambda map_bytes: maps.decode_depth(map_bytes, "tiff")):
+        with pytest.raises(maps.MapError) as refused_map:
+            decoder(data)
+        assert refused_map.value.reason == "annotation_too_large" and "1200007 numbers" in refused_map.value.detail
+    assert not opened
     magick = subprocess.run(["convert", "-size", "600x400", "gradient:red-blue", "-depth", "8", "-define", "tiff:rows-per-strip=1",
                              "-compress", "none", "tiff:-"], capture_output=True, check=True).stdout
     assert 800 <= tiff_values(magick) < 1000

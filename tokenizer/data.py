@@ -22,7 +22,7 @@ import numpy as np
 from PIL import EpsImagePlugin, Image
 from PIL.JpegImagePlugin import MARKER as PILLOW_JPEG_MARKERS
 
-from tokenizer.heif_exif import EXIF_ITEM_COPIES, heif_exif_bytes
+from tokenizer.heif_exif import heif_exif_refusal
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -212,14 +212,13 @@ DEFAULT_MAX_DECODE_BYTES = 768 << 20
 def decode_image(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
     """RGB uint8 pixels of an image file's bytes; `UnreadableImage` with the build's reason when
     they are not a usable image. An AVIF or HEIF whose Exif items cost `Image.open` more than
-    `max_bytes` (`EXIF_ITEM_COPIES` times their size) is `image_too_large`, judged before the open."""
+    `max_bytes` (`heif_exif_refusal`: the items, an AVIF's IFD0), or whose boxes cannot be walked
+    to judge that, is `image_too_large`, judged before the open."""
     if not data:
         raise UnreadableImage("empty_file", "0 bytes")
-    exif = heif_exif_bytes(data)
-    if exif * EXIF_ITEM_COPIES > max_bytes:
-        raise UnreadableImage("image_too_large", f"an AVIF or HEIF needing about {exif * EXIF_ITEM_COPIES >> 20} MiB "
-                                                 f"to open, over the budget of {max_bytes >> 20} MiB: its Exif item "
-                                                 f"({exif:,} bytes), copied by the reader")
+    refusal = heif_exif_refusal(data, max_bytes)
+    if refusal:
+        raise UnreadableImage("image_too_large", refusal)
     if exif_segments(data) > MAX_EXIF_SEGMENTS:
         raise UnreadableImage("too_many_exif_segments", f"a JPEG of more than {MAX_EXIF_SEGMENTS} APP1 Exif segments "
                                                         "before its first scan (a camera writes one): Pillow's open "

@@ -88,7 +88,7 @@ from transforms.container_icc import container_profile
 from transforms.errors import DecodeError, exception_detail
 from transforms.deflate_strips import DEFLATE, deflate_damage
 from transforms.headers import (JpegHeader, Pages, camera_raw, gif_ends_whole, heif_size, jpeg_ends_whole, jpeg_header,
-                                png_ends_whole, png_size, tiff_samples, tiff_values)
+                                png_ends_whole, png_size, tiff_samples)
 from transforms.image_colour import WideColour, _srgb_array, _wide, hdr_colour
 from transforms.image_format import (_cut_short, _raise_if_cut_short, fits_misread, pillow_reads_psd, psd_header_cut,
                                      raise_if_zeros_after_cut, sniff_format, sniff_video)
@@ -210,13 +210,7 @@ def _open(data: bytes, max_pixels: int, max_bytes: int, header: JpegHeader | Non
     declared = heif_size(data)  # before Image.open: libavif's refusal read as "cannot decode AVIF"
     if declared and declared[0] * declared[1] > max_pixels:
         raise DecodeError("decompression_bomb", f"{declared[0]}x{declared[1]} exceeds max_pixels={max_pixels}")
-    numbers = tiff_values(data)  # before Image.open: Pillow parses each into an object there
-    if numbers * TIFF_VALUE_BYTES > max_bytes:
-        raise DecodeError("image_too_large", f"a TIFF whose first IFD holds {numbers} numbers (strip or tile "
-                                             f"offsets and byte counts), about {numbers * TIFF_VALUE_BYTES >> 20} MiB "
-                                             f"opening it, over the budget of {max_bytes >> 20} MiB: Pillow holds each "
-                                             "as an object and an uncompressed strip as a tile of its own")
-    check_header_held(data, max_bytes, header)  # before Image.open: it keeps every APPn and COM segment of a JPEG
+    check_header_held(data, max_bytes, header)  # before Image.open: a TIFF's numbers, a JPEG's APPn and COM segments
     opened = xpm_for_pillow(without_png_text(data))  # outside the try: its own `corrupt_header` stands as it is
     try:
         image = _opened(opened)

@@ -14,12 +14,14 @@ from transforms import hdr
 from transforms.errors import DecodeError
 from transforms.exif_ifd import PILLOW_TIFF_FILE, STRICT_EXIF, ifd0_copied_bytes
 from transforms.headers import (
+    _BOX_LIMIT,
     avif_planes,
     AppSegments,
     JpegHeader,
     coefficient_bytes,
     embedded_images,
     heif_exif_extents,
+    tiff_values,
     jpeg_header,
     marker_lossless,
     png_header,
@@ -205,9 +207,15 @@ _AVIF_BRANDS = (b"avif", b"avis", b"mif1", b"msf1")  # the major brands Pillow's
 def _heif_exif_held(data: bytes, budget: int) -> tuple[str, Held]:
     """The format ("AVIF" where Pillow's AVIF plugin takes the file, else "HEIF") and what opening
     it costs for its Exif items (`EXIF_ITEM_COPIES`, `AVIF_IFD0_COPIES`). Their IFD0 is walked only
-    where the items themselves fit `budget`: their extents may all point at one large block."""
+    where the items themselves fit `budget`: their extents may all point at one large block. One
+    whose boxes outrun the walk (`heif_exif_extents`: None) is `image_too_large` unopened: 5,000
+    empty `free` boxes before its `meta` hid a 200 MB Exif item (+602 MiB opening it)."""
     kind = "AVIF" if data[8:12] in _AVIF_BRANDS else "HEIF"
     extents = heif_exif_extents(data)
+    if extents is None:
+        raise DecodeError("image_too_large", f"an {kind} whose header holds more than {_BOX_LIMIT:,} boxes, items or "
+                                             "extents before its Exif items are all found (a real one holds a few "
+                                             "dozen): what opening it costs cannot be judged")
     size = sum(length for _, length in extents)
     held = Held(EXIF_ITEM_COPIES * size, f"its Exif item ({size:,} bytes), copied by the reader"
                                          if size >= 1 << 20 else "")
@@ -224,6 +232,17 @@ def _heif_exif_held(data: bytes, budget: int) -> tuple[str, Held]:
     return kind, Held(held.bytes + copied, " and ".join(w for w in (held.what, what) if w))
 
 
+def _check_tiff_values(data: bytes, budget: int) -> None:
+    """Refuse a TIFF whose first IFD holds more numbers (`tiff_values`) than `budget` pays Pillow's
+    open for (`TIFF_VALUE_BYTES` each), before it parses each into an object."""
+    numbers = tiff_values(data)
+    if numbers * TIFF_VALUE_BYTES > budget:
+        raise DecodeError("image_too_large", f"a TIFF whose first IFD holds {numbers} numbers (strip or tile "
+                                             f"offsets and byte counts), about {numbers * TIFF_VALUE_BYTES >> 20} MiB "
+                                             f"opening it, over the budget of {budget >> 20} MiB: Pillow holds each "
+                                             "as an object and an uncompressed strip as a tile of its own")
+
+
 def check_header_held(data: bytes, budget: int, header: JpegHeader | None = None) -> None:
     """Refuse, before Pillow opens it, a JPEG or TIFF whose header alone costs Pillow's open more than
     `budget`: a JPEG's APPn and COM segments (`JPEG_SEGMENT_BYTES`: the open keeps every one before
@@ -233,7 +252,10 @@ def check_header_held(data: bytes, budget: int, header: JpegHeader | None = None
     loading it (300 entries of a 1 MB block: 575 MB), a BigTIFF's alike (its 20-byte entries). A JPEG of more than `pillow_open.MAX_EXIF_SEGMENTS`
     APP1 `Exif` segments too (`too_many_exif_segments`), whose joining is time no budget bounds.
     An AVIF's or HEIF's Exif item too, which its reader copies and Pillow's AVIF open loads
-    (`_heif_exif_held`). `header`: a JPEG's walk the caller has made (`jpeg_header`)."""
+    (`_heif_exif_held`). `header`: a JPEG's walk the caller has made (`jpeg_header`). And first a
+    TIFF's numbers (`_check_tiff_values`), for a map as for an image: a 1 x 2,000,000 map of a row a
+    strip took 659 MiB opening where only the image path counted them."""
+    _check_tiff_values(data, budget)
     if data[:3] == b"\xff\xd8\xff":
         header = header or jpeg_header(data) or _NO_JPEG
         segments = header.segments

@@ -279,9 +279,13 @@ _CONTAINERS = {b"meta": 4, b"iprp": 0, b"ipco": 0}  # boxes holding the av1C pro
 
 
 def _boxes(data: bytes, start: int, end: int, budget: list[int]):
-    """(type, payload start, payload end) of the ISO boxes in data[start:end]."""
+    """(type, payload start, payload end) of the ISO boxes in data[start:end]; `budget[0]` boxes at
+    most, left at -1 where it ran out before the boxes did (what lay past it was not walked)."""
     pos = start
-    while pos + 8 <= end and budget[0] > 0:
+    while pos + 8 <= end and budget[0] >= 0:
+        if budget[0] == 0:
+            budget[0] = -1
+            return
         budget[0] -= 1
         size, kind, head = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8], 8
         if size == 1 and pos + 16 <= end:
@@ -776,45 +780,80 @@ def tiff_ifd_in_zeros(data: bytes) -> int | None:
 _TIFF_GAP = 64  # bytes writers leave between an IFD's values (alignment, a value not listed here)
 
 
-def _cut_at_end(data: bytes, spans: list[tuple[int, int, bool]], later: tuple[int, int] = (0, 0)) -> bool:
+def _cut_at_end(data: bytes, spans: list[tuple[int, int, bool]], later: Later | None = None) -> bool:
     """Whether the (start, end, is text) byte spans a TIFF declares (its IFD first) are as a cut at
     the end of `data` leaves them: the IFD runs over the end, or another span does, starting where
     those read whole end (writers pack them, `_TIFF_GAP` bytes apart at most: a cut may lie
-    between two), the later IFDs of its chain the data holds among them (`later`: `_later_ifds`),
-    and, a text value, holding no NUL before the end (TIFF 6.0: a text's last byte is NUL). Or a
-    text runs past the end starting after the chain's first IFD past the end, the layout of
-    tifffile's OME-TIFF (the first page's pixels, the other pages', their IFDs, then the OME-XML
-    the first IFD's ImageDescription points at): cut after its first page it was
-    `unsupported_format`. A span of a damaged file points past the end alone, overlaps the whole
-    ones or leaves a gap before it, or holds its whole text (its count or offset damaged)."""
+    between two), the later IFDs of its chain and their SubIFDs among them, with their own values,
+    strips and tiles (`later`: `_later_ifds`), and, a text value, holding no NUL before the end
+    (TIFF 6.0: a text's last byte is NUL). Or a text runs past the end starting after the chain's
+    first IFD past the end, the layout of tifffile's OME-TIFF (the first page's pixels, the other
+    pages', their IFDs, then the OME-XML the first IFD's ImageDescription points at; a tiled one or
+    a pyramid has each page's IFD before its tiles, its SubIFDs after the pages): cut after its
+    first page it was `unsupported_format` or `not_an_image`. A span of a damaged file points past
+    the end alone, overlaps the whole ones or leaves a gap before it, or holds its whole text (its
+    count or offset damaged)."""
     length = len(data)
     if spans[0][1] > length:  # cut in the IFD (the first span): what it points at is not all known
         return True
-    inside = max((end for _, end, _ in spans if end <= length), default=0)
-    inside, past = max(inside, later[0]), later[1]
+    later = later or Later(0, 0, [])
+    inside = max(max((end for _, end, _ in spans if end <= length), default=0), later.held)
+    spans = spans + later.spans
+    # where all the spans read whole end, later pages' own included: judged only for a span the data
+    # holds a part of (a whole file's damaged offset a few bytes past its last page's data is no
+    # cut; nor, alike, a cut in a writer's few bytes of padding before a span)
+    held = max(inside, max((end for _, end, _ in later.spans if end <= length), default=0))
     return any(length < end and not (text and 0 in data[start:length])
-               and (inside <= start <= inside + _TIFF_GAP or (text and inside < past <= start))
+               and (_near(start, held if start < length else inside)
+                    or (text and 0 < later.past and inside <= later.past <= start))
                for start, end, text in spans)
 
 
-def _later_ifds(data: bytes, ifd: int, order: str, big: bool = False) -> tuple[int, int]:
-    """Where the last IFD after the one at `ifd` in its chain that the data holds whole ends (0:
-    none), and the offset of the chain's first IFD past the end of the data (0: none, or the chain
-    ends, or loops, within `_HEADER_STEPS` IFDs: an OME-TIFF has one a plane)."""
+def _near(start: int, held: int) -> bool:
+    """Whether a span starting at `start` follows those ending at `held` as a writer packs them."""
+    return held <= start <= held + _TIFF_GAP
+
+
+class Later(NamedTuple):
+    """What a TIFF's IFD chain after its first IFD declares (`_later_ifds`)."""
+
+    held: int  # where the last later IFD of the chain the data holds whole ends (0: none)
+    past: int  # the offset of the chain's first IFD past the end of the data, or a SubIFD's (0: none)
+    spans: list[tuple[int, int, bool]]  # the spans (`_tiff_spans`) of the later IFDs and SubIFDs nearest the end
+
+
+def _later_ifds(data: bytes, ifd: int, order: str, big: bool = False) -> Later:
+    """The IFDs after the one at `ifd` in its chain (within `_HEADER_STEPS`, one a plane of an
+    OME-TIFF; the chain ending or looping within them past none): where those the data holds whole
+    end, the first past the end (or the nearest SubIFD past it), and the spans (`_tiff_spans`) of the `_TIFF_IFDS` nearest its end
+    and of the SubIFDs of those and of the first (a pyramid's levels), `2 * _TIFF_IFDS` at most,
+    those nearest the end: where a cut in a later page or level lies."""
     counted, entry, width = _ifd_widths(big)
-    held, seen = 0, {ifd}
+    first, held, past, seen, chain = ifd, 0, 0, {ifd}, []
     for _ in range(_HEADER_STEPS):
         at = ifd + counted + entry * int.from_bytes(data[ifd : ifd + counted], order)
         ifd = int.from_bytes(data[at : at + width], order) if at + width <= len(data) else 0
         if ifd < 8 or ifd in seen:
-            return held, 0
-        if ifd + counted > len(data):
-            return held, ifd
+            break
+        if ifd < len(data):
+            chain.append(ifd)
         end = ifd + counted + entry * int.from_bytes(data[ifd : ifd + counted], order) + width
-        if end > len(data):
-            return held, ifd
+        if ifd + counted > len(data) or end > len(data):
+            past = ifd
+            break
         held, seen = end, seen | {ifd}
-    return held, 0
+    near = chain[-_TIFF_IFDS:]
+    subs = {sub for at in (first, *near) for sub in _sub_ifds(data, at, order, big)}
+    beyond = [sub for sub in subs if sub >= len(data)]  # a pyramid's levels: their IFDs follow their tiles
+    past = min((at for at in (past, *beyond) if at), default=0)
+    chosen = sorted({at for at in (*near, *subs) if 8 <= at < len(data)} - {first}, reverse=True)[: 2 * _TIFF_IFDS]
+    return Later(held, past, [span for at in chosen for span in _tiff_spans(data, at, order, big)])
+
+
+def _sub_ifds(data: bytes, ifd: int, order: str, big: bool = False) -> list[int]:
+    """The SubIFD offsets (tag 330) of the IFD at `ifd`, `_TIFF_IFDS` at most."""
+    entries, _ = _tiff_ifd(data, ifd, order, big)
+    return _tiff_values(data, entries[_SUB_IFDS], order, big) if _SUB_IFDS in entries else []
 
 
 def _entries_in_order(data: bytes, ifd: int, order: str, big: bool = False) -> bool:
@@ -950,15 +989,17 @@ ZEROS_AFTER_CUT = 16  # zero bytes ending an HEVC or AV1 item's coded data: a cu
 _CODED_ITEMS = (b"hvc1", b"av01")  # HEVC and AV1 coded image items (a grid's tiles, an alpha plane)
 
 
-def _items(data: bytes, idat: bool = False) -> list[tuple[bytes, int, int]]:
+def _items(data: bytes, idat: bool = False) -> list[tuple[bytes, int, int]] | None:
     """(item type, file offset, length) of each extent of an AVIF's or HEIF's items, by its `iinf`
     (item types) and `iloc` (where their data lies) boxes; with `idat`, also those held in its
     `idat` box and those of length 0 (to the end of their file or idat: `_iloc_extents`). [] when
-    the boxes are missing or malformed."""
+    the boxes are missing or malformed; None when the walk's budget (`_BOX_LIMIT` boxes, items
+    and extents) ran out before them: 5,000 empty `free` boxes before `meta` hid a 200 MB Exif
+    item, read as none."""
     budget = [_BOX_LIMIT]
     meta = next(((b + 4, e) for k, b, e in _boxes(data, 0, len(data), budget) if k == b"meta"), None)
     if meta is None:
-        return []
+        return None if budget[0] < 0 else []
     types: dict[int, bytes] = {}
     iloc: tuple[int, int] | None = None
     held: tuple[int, int] | None = None
@@ -975,31 +1016,37 @@ def _items(data: bytes, idat: bool = False) -> list[tuple[bytes, int, int]]:
         elif kind == b"idat" and held is None:
             held = (begin, stop)
     extents = _iloc_extents(data, *iloc, (held or (0, 0)) if idat else None) if iloc else []
+    if budget[0] < 0 or extents is None:
+        return None
     return [(types[item], start, length) for item, start, length in extents if item in types]
 
 
 def _coded_items(data: bytes) -> list[tuple[bytes, int, int]]:
     """(item type, file offset, length) of each extent of an AVIF's or HEIF's coded image items
     (`_items`): not its Exif or XMP items, whose data may end in zeros."""
-    return [item for item in _items(data) if item[0] in _CODED_ITEMS]
+    return [item for item in _items(data) or [] if item[0] in _CODED_ITEMS]
 
 
-def heif_exif_extents(data: bytes) -> list[tuple[int, int]]:
+def heif_exif_extents(data: bytes) -> list[tuple[int, int]] | None:
     """(file offset, length) of each extent of an AVIF's or HEIF's `Exif` items, wherever they lie
     (the file, its `idat`), cut to the bytes there: what libavif and libheif read of them, and
-    Pillow's AVIF open then loads (`decode_budget.check_header_held`). [] for another file."""
+    Pillow's AVIF open then loads (`decode_budget.check_header_held`). [] for another file; None
+    for one whose boxes run past the walk's budget (`_items`): they cannot be judged."""
     if data[4:8] != b"ftyp":
         return []
-    return [(start, min(length, len(data) - start)) for kind, start, length in _items(data, idat=True)
+    items = _items(data, idat=True)
+    if items is None:
+        return None
+    return [(start, min(length, len(data) - start)) for kind, start, length in items
             if kind == b"Exif" and start < len(data)]
 
 
 def _iloc_extents(data: bytes, begin: int, end: int,
-                  idat: tuple[int, int] | None = None) -> list[tuple[int, int, int]]:
+                  idat: tuple[int, int] | None = None) -> list[tuple[int, int, int]] | None:
     """(item ID, file offset, length) of an `iloc` box's extents held in the file (construction
     method 0, a length given) (ISO/IEC 14496-12 8.11.3), in bounded steps. With `idat` (the `idat`
     box's payload start and end), also those held there (method 1), and those of length 0, which
-    run to the end of the file (the idat)."""
+    run to the end of the file (the idat). None where the steps ran out inside the box."""
     version, out = data[begin], []
     offset_size, length_size = data[begin + 4] >> 4, data[begin + 4] & 15
     base_size, index_size = data[begin + 5] >> 4, (data[begin + 5] & 15) if version in (1, 2) else 0
@@ -1014,23 +1061,27 @@ def _iloc_extents(data: bytes, begin: int, end: int,
 
     steps = _BOX_LIMIT  # items and extents read in all (of 0-byte fields, a walk that never ends)
     for _ in range(count):
+        if steps <= 0:
+            return None
+        steps -= 1
         item = field(id_size)
         method = field(2) & 15 if version in (1, 2) else 0
         field(2)  # data_reference_index
         base = field(base_size)
         for _ in range(field(2)):
+            if steps <= 0:
+                return None
+            steps -= 1
             field(index_size)
             offset, length = field(offset_size), field(length_size)
-            steps -= 1
-            if pos > end or steps < 0:
+            if pos > end:
                 return out
             if method == 0 and length:
                 out.append((item, base + offset, length))
             elif idat is not None and method in (0, 1):
                 start = base + offset + (idat[0] if method else 0)
                 out.append((item, start, length or max(0, (idat[1] if method else len(data)) - start)))
-        steps -= 1
-        if pos > end or steps < 0:
+        if pos > end:
             return out
     return out
 
