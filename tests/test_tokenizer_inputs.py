@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,52 @@ from PIL import Image
 from tokenizer import evaluate as evaluate_cli
 from tokenizer.checkpoint import CheckpointError, load, save
 from tokenizer.config import TINY
+from tokenizer.data import decode_image
 from tokenizer.model import build
+
+MAGICK = Path(__file__).resolve().parent / "fixtures" / "magick"
 
 
 def _photo(path: Path, seed: int = 0) -> np.ndarray:
     pixels = np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(path)
     return pixels
+
+
+# ImageMagick's files of 16-bit, 32-bit, signed and float grey samples (Pillow's modes "I;16", "I",
+# "F"), whose pixels `image.convert("RGB")` clipped at 255 (up to 252 levels off), and their 8-bit or
+# alpha neighbours, which were right already; none carries a colour curve (the build applies gAMA and
+# ICC profiles, the tokenizer does not)
+WIDE = ("png16_grey.png", "pgm16.pgm", "pgm16_dark.pgm", "pgm10.pgm", "tiff16_signed.tif", "tiff32_grey.tif",
+        "tiff32_signed.tif", "tiff_float_grey.tif")
+ALREADY_RIGHT = ("png16_rgb.png", "png16_rgba.png", "png16_greya.png", "ppm16.ppm", "png_palette_trns.png",
+                 "gif_trns.gif", "webp_lossless_alpha.webp", "tiff_rgba_assoc.tif", "bmp5_alpha.bmp")
+
+
+@pytest.mark.parametrize("name", WIDE + ALREADY_RIGHT)
+def test_wide_and_float_grey_pixels_are_the_builds(name):
+    from transforms.decode import decode_rgb
+
+    data = (MAGICK / name).read_bytes()
+    ours, build_s = decode_image(data), decode_rgb(data)
+    assert ours.dtype == np.uint8 and np.array_equal(ours, build_s), int(np.abs(ours.astype(int) - build_s).max())
+    if name in WIDE:
+        assert Image.open(MAGICK / name).mode in ("I;16", "I", "F")
+        assert ours.mean() < 250  # not all white, as the clip made them
+
+
+def test_a_16_bit_grey_png_is_scaled_not_clipped(tmp_path):
+    """ImageMagick's 16-bit grey gradient: 99.2% white before (mean 253.6); now each sample's top 8 bits,
+    within 1 of ImageMagick's own 8-bit reduction of the same file (which rounds)."""
+    wide, narrow = tmp_path / "g16.png", tmp_path / "g8.png"
+    subprocess.run(["convert", "-size", "64x256", "gradient:black-white", "-colorspace", "Gray", "-depth", "16",
+                    "-define", "png:bit-depth=16", "-define", "png:color-type=0", str(wide)], check=True)
+    subprocess.run(["convert", str(wide), "-depth", "8", str(narrow)], check=True)
+    assert Image.open(wide).mode == "I;16"
+    ours = decode_image(wide.read_bytes())
+    samples = np.asarray(Image.open(wide)).astype(np.uint16)
+    assert np.array_equal(ours[..., 0], (samples >> 8).astype(np.uint8)) and (ours == 255).mean() < 0.01
+    assert np.abs(ours.astype(int) - np.asarray(Image.open(narrow).convert("RGB")).astype(int)).max() <= 1
 
 
 def _safetensors(tensors: dict[str, torch.Tensor], odd: dict[str, dict]) -> bytes:

@@ -23,6 +23,7 @@ from PIL import EpsImagePlugin, Image
 from PIL.JpegImagePlugin import MARKER as PILLOW_JPEG_MARKERS
 
 from tokenizer.heif_exif import EXIF_ITEM_COPIES, heif_exif_bytes
+from tokenizer.pixels import to_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -70,14 +71,6 @@ def find_images(patterns: str | Sequence[str]) -> list[ImageRef]:
 def merge_refs(groups: Iterable[Sequence[ImageRef]]) -> list[ImageRef]:
     """The images of several `find_images` results, each once, in `find_images`'s order."""
     return sorted({r for group in groups for r in group}, key=lambda r: (r.path, r.member or ""))
-
-
-def _to_rgb(image: Image.Image) -> np.ndarray:
-    if image.mode in ("RGBA", "LA", "P"):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image)
-    return np.asarray(image.convert("RGB"))
 
 
 # Why an image cannot be read, in the build's reject reasons (transforms/decode.py `_open`, `_load`;
@@ -240,7 +233,7 @@ def decode_image(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.n
             image.load()
         except Exception as exc:
             raise UnreadableImage(load_reason(exc, image.format, data), _detail(exc)) from exc
-        return _to_rgb(image)
+        return to_rgb(image)
 
 
 class ImageReader:
