@@ -6,6 +6,8 @@ and checkpoints whose tensors the loader did not foresee. Every file is made by 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -16,18 +18,125 @@ import torch
 from PIL import Image
 
 from tokenizer import evaluate as evaluate_cli
+from tokenizer import fit as fit_cli
 from tokenizer.checkpoint import CheckpointError, load, save
 from tokenizer.config import TINY
-from tokenizer.data import decode_image
+from tokenizer.data import IMAGE_SUFFIXES, ImageRef, decode_image, find_images, iter_images
+from tokenizer.image_files import MAX_IMAGE_FILE_BYTES
 from tokenizer.model import build
 
 MAGICK = Path(__file__).resolve().parent / "fixtures" / "magick"
+CAP = MAX_IMAGE_FILE_BYTES
 
 
 def _photo(path: Path, seed: int = 0) -> np.ndarray:
     pixels = np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(path)
     return pixels
+
+
+def _hostile_folder(folder: Path) -> Path:
+    """One real PNG (and its caption, and a notes.md) beside a FIFO named pipe.png, a link to /dev/zero named zero.jpg, a sparse
+    file of the cap plus one byte named big.png, a FIFO named shard.tar and a GNU sparse tar
+    (`tar -S`) of a PNG and a member declaring 4 GiB."""
+    folder.mkdir()
+    _photo(folder / "one.png")
+    (folder / "one.txt").write_text("a caption")
+    (folder / "notes.md").write_text("not an image")
+    os.mkfifo(folder / "pipe.png")
+    os.mkfifo(folder / "shard.tar")
+    os.symlink("/dev/zero", folder / "zero.jpg")
+    with open(folder / "big.png", "wb") as handle:
+        handle.truncate(CAP + 1)
+    src = folder.parent / "src"
+    src.mkdir()
+    _photo(src / "small.png", seed=1)
+    with open(src / "huge.png", "wb") as handle:
+        handle.truncate(4 << 30)
+    subprocess.run(["tar", "-S", "-C", str(src), "-cf", str(folder / "sparse.tar"), "small.png", "huge.png"],
+                   check=True)
+    shutil.rmtree(src)
+    return folder
+
+
+@pytest.mark.timeout(60)
+def test_pipes_devices_and_files_over_the_cap_are_counted_never_read(tiny_tokenizer, tmp_path, capsys):
+    """A FIFO named pipe.png blocked `tokenizer.evaluate` and `fit` for good, a link to /dev/zero
+    was read until MemoryError, and a 4 GiB GNU sparse member in a 10 KB tar was inflated whole:
+    each is now a counted `skipped` with the build's reason, never opened or read."""
+    folder = _hostile_folder(tmp_path / "data")
+    assert os.path.getsize(folder / "sparse.tar") < 64 << 10
+    left_out: list = []
+    refs = find_images(str(folder), left_out)
+    assert refs == [ImageRef(str(folder / "one.png")), ImageRef(str(folder / "sparse.tar"), "small.png")]
+    assert {str(ref): reason for ref, reason, _ in left_out} == {
+        str(folder / "big.png"): "file_too_large", str(folder / "notes.md"): "unexpected_file",
+        str(folder / "pipe.png"): "not_a_file",
+        str(folder / "shard.tar"): "not_a_file", f"{folder / 'sparse.tar'}:huge.png": "member_too_large",
+        str(folder / "zero.jpg"): "not_a_file"}
+    out = tmp_path / "eval.json"
+    assert evaluate_cli.main(["--checkpoint", str(tiny_tokenizer), "--data", str(folder), "--out", str(out),
+                              "--device", "cpu"]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["images"] == 2
+    assert summary["skipped"] == {"file_too_large": 1, "member_too_large": 1, "not_a_file": 3, "unexpected_file": 1}
+    err = capsys.readouterr().err
+    assert f"skipped {folder / 'notes.md'}: unexpected_file: not an image or a tar by its name" in err
+    assert f"skipped {folder / 'pipe.png'}: not_a_file: a pipe, not an image file" in err
+    assert f"skipped {folder / 'zero.jpg'}: not_a_file: a character device, not an image file" in err
+    assert f"skipped {folder / 'sparse.tar'}:huge.png: member_too_large: {4 << 30} bytes, over the" in err
+    # the reader refuses them too when handed them (a path swapped after the listing)
+    skipped: list = []
+    assert list(iter_images([ImageRef(str(folder / "pipe.png")), ImageRef(str(folder / "big.png")),
+                             ImageRef(str(folder / "sparse.tar"), "huge.png")], 64, skipped)) == []
+    assert [reason for _, reason, _ in skipped] == ["not_a_file", "file_too_large", "member_too_large"]
+    # fit: the same files left out, each named on stderr and counted in its start record
+    run = tmp_path / "run"
+    assert fit_cli.main(["--data", str(folder), "--out", str(run), "--preset", "tiny", "--batch-size", "2",
+                         "--crop", "32", "--max-steps", "1", "--threads", "1", "--device", "cpu"]) == 0
+    start = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    assert start["event"] == "start" and start["images"] == 2
+    assert start["skipped"] == {"file_too_large": 1, "member_too_large": 1, "not_a_file": 3, "unexpected_file": 1}
+    assert f"skipped {folder / 'shard.tar'}: not_a_file: a pipe, not an image file" in capsys.readouterr().err
+
+
+def test_the_image_file_cap_is_the_builds():
+    import sources.records
+    import sources.web_samples
+
+    assert CAP == sources.records.MAX_INPUT_FILE_BYTES
+    assert IMAGE_SUFFIXES == tuple(f".{e}" for e in sources.web_samples.IMAGE_EXTENSIONS)
+
+
+def test_every_format_the_build_reads_is_offered_whatever_the_case_of_its_name(tmp_path):
+    """TIFF, GIF, HEIC, AVIF and JPEG 2000 files (and `.TAR`, `.PNG`) were passed over without a word:
+    they are read as the build reads them, and a file named as no image is counted `unexpected_file`
+    (a caption `.txt` beside an image is not; the CLIs' counts: the test above)."""
+    folder = tmp_path / "formats"
+    folder.mkdir()
+    pixels = _photo(folder / "a.PNG")
+    image = Image.fromarray(pixels)
+    for name, options in (("b.tif", {}), ("c.TIFF", {"compression": "tiff_lzw"}), ("d.gif", {}),
+                          ("e.avif", {"quality": 100}), ("f.jp2", {"irreversible": False}), ("g.heic", {"quality": -1})):
+        image.save(folder / name, **options)
+    shard = tmp_path / "shard"
+    shard.mkdir()
+    image.save(shard / "0.00.webp", lossless=True)
+    (shard / "0.json").write_text("{}")
+    subprocess.run(["tar", "-C", str(shard), "-cf", str(folder / "s.TAR"), "0.00.webp", "0.json"], check=True)
+    (folder / "a.txt").write_text("a caption")
+    (folder / "notes.md").write_text("not an image")
+    left_out: list = []
+    refs = find_images(str(folder), left_out)
+    assert [Path(ref.path).name + (f":{ref.member}" if ref.member else "") for ref in refs] == [
+        "a.PNG", "b.tif", "c.TIFF", "d.gif", "e.avif", "f.jp2", "g.heic", "s.TAR:0.00.webp"]
+    assert [(Path(ref.path).name, reason) for ref, reason, _ in left_out] == [("notes.md", "unexpected_file")]
+    decoded = {str(ref): image for ref, image in iter_images(refs, 64)}
+    lossless = [ref for ref in refs if Path(ref.path).suffix.lower() in (".png", ".tif", ".tiff", ".jp2", ".tar")]
+    for ref in lossless:  # the same pixels back, centre-cropped and resized alike
+        assert np.array_equal(decoded[str(ref)], decoded[str(refs[0])]), ref
+    assert len(decoded) == 8
+    assert find_images(str(folder / "*")) == refs  # a glob finds the same
 
 
 # ImageMagick's files of 16-bit, 32-bit, signed and float grey samples (Pillow's modes "I;16", "I",
