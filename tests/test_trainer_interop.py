@@ -172,6 +172,22 @@ def test_import_legacy_bin_with_rotary_buffers_and_tied_embeddings(tmp_path: Pat
     assert torch.equal(loaded.model.layers[1].self_attn.o_proj.weight, model.model.layers[1].self_attn.o_proj.weight)
 
 
+def test_a_sparse_tensor_in_a_bin_is_refused_naming_it(tmp_path: Path):
+    """A sparse tensor in pytorch_model.bin reached the finite check, whose reshape torch has no
+    kernel for: a RuntimeError traceback out of `trainer.evaluate`, not a refusal."""
+    model = _random_model()
+    save_pretrained(model, tmp_path / "sparse")
+    for name in ("model.safetensors", "manifest.json"):  # a .bin in their place, as Hugging Face's older ones
+        (tmp_path / "sparse" / name).unlink()
+    state = dict(model.state_dict(), **{"model.norm.weight": model.model.norm.weight.detach().to_sparse()})
+    torch.save(state, tmp_path / "sparse" / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"pytorch_model.bin: tensors not stored dense: model.norm.weight "
+                                              r"\(sparse_coo\)"):
+        load_pretrained(tmp_path / "sparse")
+    torch.save(model.state_dict(), tmp_path / "sparse" / "pytorch_model.bin")
+    assert torch.equal(load_pretrained(tmp_path / "sparse").model.norm.weight, model.model.norm.weight)
+
+
 def test_wrong_shape_and_missing_keys_are_named(tmp_path: Path):
     model = _random_model()
     save_pretrained(model, tmp_path / "ok")

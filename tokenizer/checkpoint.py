@@ -29,7 +29,7 @@ import torch
 
 from .atomic import atomic_path
 from .config import VQGANConfig, not_a_file
-from .finite import WITHOUT_NON_FINITE, non_finite_count, non_finite_phrase
+from .finite import WITHOUT_NON_FINITE, non_finite_count, non_finite_phrase, not_dense
 from .model import VQGAN, state_shapes
 from .safetensors_file import SafetensorsFileError, load_state
 
@@ -271,6 +271,9 @@ def check_state(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, obj
         problems.append(f"tensors that are not floating point: {_preview(not_float)}")
     unloadable = [f"{k} ({str(v.dtype).removeprefix('torch.')})" for k, v in state.items()
                   if isinstance(v, torch.Tensor) and v.dtype in WITHOUT_NON_FINITE]
+    sparse = not_dense(state)
+    if sparse:
+        problems.append(f"tensors not stored dense: {_preview(sparse)} (store them with .to_dense())")
     if unloadable:  # packed float4: torch widens it to float32 on no kernel, and its shape counts bytes
         problems.append(f"tensors in a dtype we do not load: {_preview(unloadable)} (store float32, bfloat16, "
                         "float16 or float8)")

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from . import checkpoint
+from .config import codebook_problem
 from .model import VQGAN, use_channel_statistics
 
 
@@ -142,8 +143,9 @@ class Tokenizer:
                  precision: str = "auto", threads: int | None = None, streams: int = 1,
                  pad_batches: bool | None = None, autotune: bool = False, tune_kernels: bool = False,
                  channel_statistics: bool | None = None, copy: bool = True) -> None:
-        if model.config.num_embeddings > 65536:
-            raise ValueError(f"codebook of {model.config.num_embeddings} codes does not fit uint16 tokens")
+        problem = codebook_problem(model.config.num_embeddings)
+        if problem:
+            raise ValueError(problem)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if threads is not None:
@@ -209,6 +211,9 @@ class Tokenizer:
         """Load a muse-format folder (the released LVM tokenizer or one `tokenizer.fit` wrote)."""
         folder = os.fspath(path)
         options.setdefault("copy", False)  # the loaded model is ours alone
+        problem = codebook_problem(checkpoint.read_config(folder).num_embeddings)
+        if problem:  # judged on the config, before the weights: a traceback of the constructor's ValueError was
+            raise checkpoint.CheckpointError(f"{folder}: {problem}")  # what tokenizer.evaluate said
         return cls(checkpoint.load(folder), name or os.path.basename(os.path.normpath(folder)), **options)
 
     def close(self) -> None:

@@ -74,6 +74,19 @@ def read_json(path: str | os.PathLike[str], max_bytes: int = CONFIG_MAX_BYTES, w
     return json.loads(data)
 
 
+# codes a uint16 token can hold: token shards store uint16 codes (`uvd_pipeline.shards.TOKEN_DTYPE_CODES`)
+TOKEN_CODES = 1 << 16
+
+
+def codebook_problem(num_embeddings: int) -> str | None:
+    """Why a tokenizer of this codebook cannot make tokens (None when it can): the build's words
+    (`uvd_pipeline.build_checks.tokenizer_fits`) and `tokenizer.evaluate`'s."""
+    if num_embeddings > TOKEN_CODES:
+        return (f"its codebook holds {num_embeddings} codes; token shards store uint16 codes "
+                f"(at most {TOKEN_CODES}): use a tokenizer with a smaller codebook")
+    return None
+
+
 class UsageError(ValueError):
     """A run refused for what its user gave it (a flag, or a file or folder a flag names): the
     command lines of `tokenizer.fit` and `tokenizer.evaluate` print it as one `error:` line and

@@ -23,8 +23,25 @@ from PIL import EpsImagePlugin, Image
 from PIL.JpegImagePlugin import MARKER as PILLOW_JPEG_MARKERS
 
 from tokenizer.heif_exif import heif_exif_refusal
+from tokenizer.image_files import FileRefused, member_refusal, read_image_file, read_member, refusal
+from tokenizer.pixels import to_rgb
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+# What the build takes for a picture by its name (`sources.web_samples.IMAGE_EXTENSIONS`, which
+# `tokenizer` may not import; a test keeps them equal), in any case: a TIFF, GIF, HEIC, AVIF or
+# JPEG 2000 was passed over without a word. The decoder sniffs the bytes; the name only picks.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif", ".heic", ".heif",
+                  ".svg", ".jxl", ".jp2", ".ico")
+try:  # HEIC/HEIF (phone photos), which the build reads through pillow-heif (`transforms.decode`) and
+    from pillow_heif import register_heif_opener  # this loader called `not_an_image`
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - a declared dependency
+    pass
+
+# a caption or metadata beside an image (img2dataset's, a rendered sentence's `{id}.json`): part of
+# the sample, never counted as left out
+SIDECAR_SUFFIXES = (".txt", ".json")
+UNEXPECTED_FILE = "unexpected_file"
 
 
 @dataclass(frozen=True)
@@ -38,32 +55,81 @@ class ImageRef:
         return f"{self.path}:{self.member}" if self.member else self.path
 
 
+# (image, the build's reason, detail) of an image or file that is not used
+Skipped = tuple[ImageRef, str, str]
+
+
 def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def _tar_images(path: str) -> list[ImageRef]:
-    with tarfile.open(path) as tar:
-        return [ImageRef(path, m.name) for m in tar.getmembers() if m.isfile() and _is_image(m.name)]
+def _is_tar(name: str) -> bool:
+    return name.lower().endswith(".tar")
 
 
-def find_images(patterns: str | Sequence[str]) -> list[ImageRef]:
+def _tar_images(path: str, left_out: list[Skipped]) -> list[ImageRef]:
+    """The image members of a tar; one no regular file or declaring more than the cap (judged on
+    its header, never read), or named as no image, is appended to `left_out` with its reason."""
+    refs = []
+    try:
+        with tarfile.open(path) as tar:
+            members = tar.getmembers()
+    except (OSError, tarfile.TarError) as exc:
+        left_out.append((ImageRef(path), "unreadable_file", _detail(exc)))
+        return []
+    for member in members:
+        if member.isdir() or member.name.lower().endswith(SIDECAR_SUFFIXES):
+            continue
+        ref = ImageRef(path, member.name)
+        refused = member_refusal(member)
+        if not _is_image(member.name):
+            left_out.append((ref, UNEXPECTED_FILE, f"not an image by its name (one of {', '.join(IMAGE_SUFFIXES)})"))
+        elif refused:
+            left_out.append((ref, refused.reason, refused.detail))
+        else:
+            refs.append(ref)
+    return refs
+
+
+def _file_images(path: str, left_out: list[Skipped]) -> list[ImageRef]:
+    """The image (or the images of the tar) at `path`, a file found by a pattern or in a folder. A
+    pipe, socket or device is judged by `stat` and never opened, a file over the cap by its size;
+    each is appended to `left_out` with its reason, as is a file named as no image."""
+    try:
+        refused = refusal(os.stat(path))
+    except OSError:  # a dangling link: its read says why
+        refused = None
+    if refused:
+        left_out.append((ImageRef(path), refused.reason, refused.detail))
+        return []
+    if _is_tar(path):
+        return _tar_images(path, left_out)
+    if _is_image(path):
+        return [ImageRef(path)]
+    if not path.lower().endswith(SIDECAR_SUFFIXES):
+        left_out.append((ImageRef(path), UNEXPECTED_FILE,
+                         f"not an image or a tar by its name (one of {', '.join(IMAGE_SUFFIXES)}, .tar)"))
+    return []
+
+
+def find_images(patterns: str | Sequence[str], left_out: list[Skipped] | None = None) -> list[ImageRef]:
     """Every image behind the given globs (tars, image files, folders searched recursively), in a
-    stable sorted order."""
+    stable sorted order. With `left_out`, each file or tar member found but not offered (a pipe or
+    device, one over the cap, one named as no image; not a `.txt`/`.json` beside them) is appended
+    to it as (ref, reason, detail), the reason the build's."""
     if isinstance(patterns, str):
         patterns = [patterns]
+    left_out = [] if left_out is None else left_out
     refs: list[ImageRef] = []
     for pattern in patterns:
-        matches = sorted(globlib.glob(pattern, recursive=True)) or ([pattern] if os.path.exists(pattern) else [])
+        matches = sorted(globlib.glob(pattern, recursive=True)) or ([pattern] if os.path.lexists(pattern) else [])
         for path in matches:
             if os.path.isdir(path):
                 for root, _, files in sorted(os.walk(path)):
-                    refs += [ImageRef(os.path.join(root, f)) for f in sorted(files) if _is_image(f)]
-                    refs += [r for f in sorted(files) if f.endswith(".tar") for r in _tar_images(os.path.join(root, f))]
-            elif path.endswith(".tar"):
-                refs += _tar_images(path)
-            elif _is_image(path):
-                refs.append(ImageRef(path))
+                    refs += [r for f in sorted(files) for r in _file_images(os.path.join(root, f), left_out)]
+            else:
+                refs += _file_images(path, left_out)
+    left_out[:] = merge_skipped(left_out)
     return merge_refs([refs])
 
 
@@ -72,12 +138,12 @@ def merge_refs(groups: Iterable[Sequence[ImageRef]]) -> list[ImageRef]:
     return sorted({r for group in groups for r in group}, key=lambda r: (r.path, r.member or ""))
 
 
-def _to_rgb(image: Image.Image) -> np.ndarray:
-    if image.mode in ("RGBA", "LA", "P"):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image)
-    return np.asarray(image.convert("RGB"))
+def merge_skipped(skipped: Iterable[Skipped]) -> list[Skipped]:
+    """Files left out by several `find_images` calls, each once (the first reason), in its order."""
+    seen: dict[ImageRef, Skipped] = {}
+    for entry in skipped:
+        seen.setdefault(entry[0], entry)
+    return sorted(seen.values(), key=lambda e: (e[0].path, e[0].member or ""))
 
 
 # Why an image cannot be read, in the build's reject reasons (transforms/decode.py `_open`, `_load`;
@@ -216,9 +282,9 @@ def decode_image(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.n
     to judge that, is `image_too_large`, judged before the open."""
     if not data:
         raise UnreadableImage("empty_file", "0 bytes")
-    refusal = heif_exif_refusal(data, max_bytes)
-    if refusal:
-        raise UnreadableImage("image_too_large", refusal)
+    too_large = heif_exif_refusal(data, max_bytes)
+    if too_large:
+        raise UnreadableImage("image_too_large", too_large)
     if exif_segments(data) > MAX_EXIF_SEGMENTS:
         raise UnreadableImage("too_many_exif_segments", f"a JPEG of more than {MAX_EXIF_SEGMENTS} APP1 Exif segments "
                                                         "before its first scan (a camera writes one): Pillow's open "
@@ -239,33 +305,36 @@ def decode_image(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.n
             image.load()
         except Exception as exc:
             raise UnreadableImage(load_reason(exc, image.format, data), _detail(exc)) from exc
-        return _to_rgb(image)
+        return to_rgb(image)
 
 
 class ImageReader:
     """Reads `ImageRef`s, keeping the tars it has opened open (random access into shards).
 
     `read` raises `UnreadableImage` with the build's reasons: `unreadable_file` when the bytes
-    cannot be read (a missing file or tar member, a broken tar), the decode reasons otherwise."""
+    cannot be read (a missing file or tar member, a broken tar), `not_a_file`, `file_too_large`
+    or `member_too_large` when they are never read (`tokenizer.image_files`), the decode reasons
+    otherwise."""
 
     def __init__(self) -> None:
         self._tars: dict[str, tarfile.TarFile] = {}
 
     def read_bytes(self, ref: ImageRef) -> bytes:
         if ref.member is None:
-            with open(ref.path, "rb") as handle:
-                return handle.read()
+            return read_image_file(ref.path)
         tar = self._tars.get(ref.path)
         if tar is None:
+            refused = refusal(os.stat(ref.path))  # a pipe named .tar: never opened
+            if refused:
+                raise refused
             tar = self._tars[ref.path] = tarfile.open(ref.path)
-        handle = tar.extractfile(ref.member)
-        if handle is None:
-            raise FileNotFoundError(str(ref))
-        return handle.read()
+        return read_member(tar, ref.member)
 
     def read(self, ref: ImageRef) -> np.ndarray:
         try:
             data = self.read_bytes(ref)
+        except FileRefused as exc:
+            raise UnreadableImage(exc.reason, exc.detail) from exc
         except (OSError, KeyError, tarfile.TarError) as exc:  # KeyError: no such tar member
             raise UnreadableImage("unreadable_file", _detail(exc)) from exc
         return decode_image(data)

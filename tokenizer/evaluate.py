@@ -53,7 +53,8 @@ class Evaluation:
     histogram: np.ndarray = field(repr=False)
     originals: np.ndarray = field(repr=False)
     reconstructions: np.ndarray = field(repr=False)
-    # Images that could not be read: (image, reason code, detail); counted, not fatal.
+    # Images that could not be read, and files found but never offered (`find_images`'s `left_out`,
+    # added by the command line): (image, reason code, detail); counted, not fatal.
     skipped: list[tuple[str, str, str]] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict:
@@ -163,7 +164,7 @@ def format_table(summary: dict) -> str:
                                f"({summary['codes_used']}/{summary['codebook_size']})"),
             ("perplexity", f"{summary['perplexity']:.1f}")]
     if summary.get("skipped"):
-        rows.append(("skipped (unreadable)", ", ".join(f"{n} {reason}" for reason, n in summary["skipped"].items())))
+        rows.append(("skipped", ", ".join(f"{n} {reason}" for reason, n in summary["skipped"].items())))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
@@ -197,10 +198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = output_problem(path, image=image) if path is not None else None
         if problem:  # judged before the work: a folder or a sheet without a format failed after it
             return _fail(f"{flag} {path}: {problem}")
-    refs = find_images(args.data)
+    left_out: list[tuple[ImageRef, str, str]] = []
+    refs = find_images(args.data, left_out)
     if not refs:
+        why = f"; {len(left_out)} left out: {left_out[0][0]}: {left_out[0][1]}, ..." if left_out else ""
         return _fail(f"--data {' '.join(args.data)}: no images there (image files {', '.join(IMAGE_SUFFIXES)}, "
-                     "folders of them, or tars)")
+                     f"folders of them, or tars){why}")
     try:
         tokenizer = Tokenizer.from_pretrained(args.checkpoint, device=device, batch_size=args.batch_size,
                                               compile=args.compile, tune_kernels=not args.no_tune_kernels)
@@ -211,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = evaluate(tokenizer, refs, limit=args.limit, batch_size=args.batch_size, progress=progress)
     except UsageError as exc:
         return _fail(f"--data {' '.join(args.data)}: {exc}")
+    result.skipped[:0] = [(str(ref), reason, detail) for ref, reason, detail in left_out]  # never offered: counted too
     progress.done(f"{result.images} measured, {len(result.skipped)} skipped")
     for ref, reason, detail in result.skipped:
         print(f"skipped {ref}: {reason}: {detail}", file=sys.stderr)

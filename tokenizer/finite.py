@@ -18,7 +18,7 @@ float4 e2m1 has no NaN or inf at all (and torch no kernel to widen it): finite b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 
@@ -34,6 +34,14 @@ FLOAT8_FIRST_NON_FINITE = {getattr(torch, name): first for name, first in (("flo
 # codes a finite number from -6 to 6), which torch cannot widen or reduce on any kernel
 WITHOUT_NON_FINITE = tuple(getattr(torch, name) for name in ("float4_e2m1fn_x2",) if hasattr(torch, name))
 BYTE_CHUNK = 1 << 20  # bytes per chunk of a float8 magnitude check (1 MiB masked at a time)
+
+
+def not_dense(tensors: Mapping[str, object]) -> list[str]:
+    """'name (sparse_coo)' of each tensor of `tensors` not stored dense (strided): a sparse one in a
+    state dict reached the finite check, whose reshape torch has no kernel for, a traceback where a
+    refusal belongs. Every weight of our models is dense."""
+    return [f"{name} ({str(value.layout).removeprefix('torch.')})" for name, value in tensors.items()
+            if isinstance(value, torch.Tensor) and value.layout != torch.strided]
 
 
 def _reducible_chunks(flat: torch.Tensor) -> Iterator[torch.Tensor]:

@@ -27,6 +27,7 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -41,7 +42,7 @@ import torch.nn.functional as F  # noqa: E402
 from . import checkpoint
 from .atomic import atomic_path, write_bytes
 from .config import PRESETS, UsageError, VQGANConfig, preset
-from .data import TrainBatches, find_images, merge_refs
+from .data import Skipped, TrainBatches, find_images, merge_refs, merge_skipped
 from .dataclass_cli import add_flags, flag, options_from
 from .devices import device_problem
 from .finite import first_non_finite, non_finite_count, non_finite_phrase
@@ -449,12 +450,16 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
     if crop % config.downsample_factor:
         raise UsageError(f"--crop {crop} is not a multiple of {config.downsample_factor}")
     groups = None
+    left_out: list[Skipped] = []  # files found but never offered: a pipe, one over the cap, a non-image
     if options.balance_data:  # each pattern's images listed once (listing reads every tar's headers)
-        groups = [find_images(pattern) for pattern in options.data]
+        groups = [find_images(pattern, left_out) for pattern in options.data]
         empty = [p for p, g in zip(options.data, groups) if not g]
         if empty:
             raise UsageError(f"--balance-data: no images behind --data {empty[0]!r}; drop it or fix the pattern")
-    refs = merge_refs(groups) if groups is not None else find_images(options.data)
+    refs = merge_refs(groups) if groups is not None else find_images(options.data, left_out)
+    left_out = merge_skipped(left_out)
+    for ref, reason, detail in left_out:
+        print(f"skipped {ref}: {reason}: {detail}", file=sys.stderr, flush=True)
     if not refs:
         raise UsageError(f"--data {' '.join(options.data)}: no images there (image files, folders of them, or tars)")
     batches = TrainBatches(refs, options.batch_size, crop, options.seed, groups=groups)
@@ -472,7 +477,9 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
         if resumed:
             _log(options.out, {"event": "resume", "step": trainer.step})
         else:
-            _log(options.out, {"event": "start", "images": len(refs), "config": config.to_dict(),
+            _log(options.out, {"event": "start", "images": len(refs),
+                               "skipped": dict(sorted(Counter(reason for _, reason, _ in left_out).items())),
+                               "config": config.to_dict(),
                                "options": dataclasses.asdict(options)})
         window: list[dict[str, float]] = []
         last: dict = {"step": trainer.step}

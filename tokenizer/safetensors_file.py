@@ -23,6 +23,9 @@ import torch
 
 HEADER_LIMIT = 100_000_000  # bytes of JSON header; the safetensors library's own limit
 _LENGTH = struct.Struct("<Q")
+# the largest size of one dimension torch holds (int64): a tensor of 0 elements passed the span check
+# with a dimension of 2**70, and its reshape failed in torch's C++ (a traceback, not a refusal)
+MAX_DIM = 2**63 - 1
 
 # safetensors' dtype names -> torch dtypes (little-endian on disk, as torch holds them on x86 and ARM)
 TORCH_DTYPES: dict[str, torch.dtype] = {
@@ -82,8 +85,9 @@ def _span(path: str | os.PathLike[str], name: str, entry: object, data_start: in
     if dtype not in TORCH_DTYPES:
         raise SafetensorsFileError(path, f"tensor {name!r} has dtype {dtype!r}, which we do not read "
                                          f"(we read {', '.join(TORCH_DTYPES)})")
-    if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
-        raise SafetensorsFileError(path, f"tensor {name!r} has shape {shape!r}, not a list of sizes")
+    if not isinstance(shape, list) or not all(type(n) is int and 0 <= n <= MAX_DIM for n in shape):
+        raise SafetensorsFileError(path, f"tensor {name!r} has shape {str(shape)[:200]}, not a list of sizes "
+                                         f"(each 0 to {MAX_DIM})")
     if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(n) is int for n in offsets)
             or not 0 <= offsets[0] <= offsets[1]):
         raise SafetensorsFileError(path, f"tensor {name!r} has data_offsets {offsets!r}, not [begin, end]")

@@ -30,7 +30,7 @@ import torch
 
 from tokenizer.atomic import new_file_mode
 from tokenizer.config import JSONFileRefused, read_json
-from tokenizer.finite import non_finite_count, non_finite_phrase
+from tokenizer.finite import non_finite_count, non_finite_phrase, not_dense
 
 from .config import BOS_ID, EOS_ID, PAD_ID, ModelConfig, UsageError
 from .integrity import (
@@ -408,6 +408,10 @@ def stored_tensors(weights: WeightFiles, folder: str | os.PathLike[str]
             entries = _headers(path)
         else:
             shard = _read_bin(path)
+            sparse = not_dense(shard.state)
+            if sparse:  # its finite check had no kernel for it: a traceback
+                raise CheckpointError(f"{path}: tensors not stored dense: {_preview(sparse)} (store them with "
+                                      ".to_dense())")
             entries = [(k, Stored(tuple(v.shape), dtype_name(v.dtype), path)) for k, v in shard.state.items()]
             if len(weights.files) == 1 or shard.identity is not None:
                 kept[path] = shard

@@ -22,7 +22,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from tokenizer.config import not_a_file
+from tokenizer.image_files import MAX_IMAGE_FILE_BYTES, FileRefused
+from tokenizer.image_files import read_image_file as read_file_capped
 from tokenizer.out_paths import make_parent, output_problem
 from tokenizer.progress import Progress
 
@@ -136,35 +137,21 @@ def generate_codes(model: LVMTransformer, prompt: np.ndarray, n: int = 1, *, tem
     return np.stack(generated).astype(np.uint16) if generated else np.zeros((0, tokens_per_image), np.uint16)
 
 
-# The build's cap on one input file read whole (`sources.records.MAX_INPUT_FILE_BYTES`, which
-# `trainer` may not import: tests/test_layering.py; a test keeps the two equal). A prompt image is
-# read whole before it is judged, so a 3 GB file of zeros held 3.4 GB before `not_an_image`.
-PROMPT_MAX_BYTES = 256 << 20
-
-
-def _refuse_special(path: str | os.PathLike[str], mode: int) -> None:
-    kind = not_a_file(mode)
-    if kind and kind != "a folder":  # a folder: reading it says so at once, as for any path
-        raise UsageError(f"prompt image {os.fspath(path)!r}: {kind}, not an image file")
+# The build's cap on one input file read whole (`tokenizer.image_files`, which a test holds equal
+# to `sources.records.MAX_INPUT_FILE_BYTES`). A prompt image is read whole before it is judged, so a
+# 3 GB file of zeros held 3.4 GB before `not_an_image`.
+PROMPT_MAX_BYTES = MAX_IMAGE_FILE_BYTES
 
 
 def read_image_file(path: str | os.PathLike[str], max_bytes: int = PROMPT_MAX_BYTES) -> bytes:
-    """The bytes of one image file, judged before it is read: a pipe, device or socket is refused
-    by its type unopened (a FIFO without a writer blocked forever, /dev/zero was read until the
-    kernel killed the process at 22 GB), a file over `max_bytes` by its size, and at most
-    `max_bytes` + 1 are read (a file that grows meanwhile, or a /proc file that says 0, stops
-    there). The open does not wait (O_NONBLOCK) and its own stat is judged again, so a path
-    swapped for a pipe after the first look is refused too. OSError for one that cannot be read,
-    a folder included."""
-    _refuse_special(path, os.stat(path).st_mode)
-    with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as handle:
-        info = os.fstat(handle.fileno())
-        _refuse_special(path, info.st_mode)
-        data = handle.read(max_bytes + 1) if info.st_size <= max_bytes else b""
-    if max(info.st_size, len(data)) > max_bytes:
-        raise UsageError(f"prompt image {os.fspath(path)!r}: {max(info.st_size, len(data))} bytes, over the "
-                         f"{max_bytes >> 20} MiB an input image file may have (the build's cap on one file)")
-    return data
+    """The bytes of one image file, judged before it is read (`tokenizer.image_files.read_image_file`:
+    a pipe, device or socket refused by its type unopened, a FIFO without a writer blocked forever
+    and /dev/zero was read until the kernel killed the process at 22 GB; a file over `max_bytes` by
+    its size): a `UsageError` naming it. OSError for one that cannot be read, a folder included."""
+    try:
+        return read_file_capped(path, max_bytes)
+    except FileRefused as exc:
+        raise UsageError(f"prompt image {os.fspath(path)!r}: {exc.detail}") from None
 
 
 def read_prompt(paths: Sequence[str | os.PathLike[str]], max_bytes: int = PROMPT_MAX_BYTES) -> list[bytes]:

@@ -234,14 +234,13 @@ def tokenizer_fits(model_config: Any, config: BuildConfig) -> str | None:
     """Why a loaded tokenizer cannot tokenize this build (None when it can): the checks that
     `tokenizer.codec.Tokenizer` and its `encode` make, which otherwise failed in every worker after
     all the rendering. The build renders RGB images of `image.size`."""
-    from uvd_pipeline.shards import TOKEN_DTYPE_CODES
+    from tokenizer.config import codebook_problem
 
     if model_config.num_channels != 3:
         return (f"it encodes images of {model_config.num_channels} channels; the build renders RGB images "
                 "(3 channels): use a tokenizer trained on RGB")
-    if model_config.num_embeddings > TOKEN_DTYPE_CODES:
-        return (f"its codebook holds {model_config.num_embeddings} codes; token shards store uint16 codes "
-                f"(at most {TOKEN_DTYPE_CODES}): use a tokenizer with a smaller codebook")
+    if problem := codebook_problem(model_config.num_embeddings):
+        return problem
     factor = model_config.downsample_factor
     if config.image.size % factor:
         return (f"it downsamples by {factor}; image.size {config.image.size} is not a multiple of it: set "
