@@ -92,6 +92,9 @@ class DecodeSession:
     _fell_at: int = 0  # packets sent up to and with the one where the outputs fell behind
     _empty_tail: int = 0  # the last packets sent that gave no output, counted back from the last
     _position_of: dict[int, int] | None = None  # stamp -> packet position, for a concealed frame
+    # called with the container and stream at the session's first open, before any packet (the probe
+    # reads what the stream declares there rather than opening the file again for it)
+    on_open: Callable[[object, object], None] | None = None
 
     def run(self, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
         self._shown = self.index.presented
@@ -120,6 +123,9 @@ class DecodeSession:
                 raise
             self._limit = fitting_pixels(stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert,
                                          self.index.alpha)
+        if self.on_open is not None:
+            inspect, self.on_open = self.on_open, None
+            inspect(container, stream)
         self._codec = frame_decoder(stream, self.index.alpha)
         self._codec.options = {"max_pixels": str(decoder_max_pixels(self._limit))}
         self._stream = stream
