@@ -28,7 +28,9 @@ def _rebuilt(data: bytes, start: int, end: int, samples: int, first_chunk: int) 
     at = start
     while at + 8 <= end:
         size, kind = struct.unpack(">I4s", data[at:at + 8])
-        body = _rebuilt(data, at + 8, at + size, samples, first_chunk) if kind in _CONTAINERS else data[at + 8:at + size]
+        body = data[at + 8:at + size]
+        if kind in _CONTAINERS:
+            body = _rebuilt(data, at + 8, at + size, samples, first_chunk)
         body = {b"stts": body[:4] + struct.pack(">III", 1, samples, 512),
                 b"stsz": body[:4] + struct.pack(">II", 1500, samples),
                 b"stsc": body[:4] + struct.pack(">IIII", 1, 1, samples, 1),
