@@ -7,7 +7,7 @@ declared 40,000,000 samples took 1.4 GiB and a CPU-s each time it was opened (fi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Iterator
 
 from sources import fsio
 from sources.video_memory import DECODER_BASE_MB
@@ -102,14 +102,19 @@ class _Walker:
             return None
         return kind, payload, at + size
 
-    def walk(self, start: int, end: int) -> None:
+    def children(self, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+        """(type, payload start, box end) of each box in [start, end), within the walk's budget."""
         at = start
         while self.budget > 0:
             self.budget -= 1
             box = self.header(at, end)
             if box is None:
                 return
-            kind, payload, stop = box
+            yield box
+            at = box[2]
+
+    def walk(self, start: int, end: int) -> None:
+        for kind, payload, stop in self.children(start, end):
             if kind == b"trak":
                 self._track(payload, stop)
             elif kind in _DESCENDED:
@@ -120,7 +125,6 @@ class _Walker:
                 self.entries += count
                 if not int.from_bytes(body[1:4], "big") & _TRUN_SIZES:
                     self.unlisted += count
-            at = stop
 
     def _track(self, start: int, end: int) -> None:
         """Counts one track's samples: its stsz/stz2 count, a PCM track FFmpeg demuxes by chunks
@@ -144,15 +148,8 @@ class _Walker:
 
     def _leaves(self, start: int, end: int, boxes: dict[bytes, bytes]) -> None:
         """The first 16 bytes of each leaf box of a track that `_track` reads, by type."""
-        at = start
-        while self.budget > 0:
-            self.budget -= 1
-            box = self.header(at, end)
-            if box is None:
-                return
-            kind, payload, stop = box
+        for kind, payload, stop in self.children(start, end):
             if kind in _DESCENDED:
                 self._leaves(payload, stop, boxes)
             elif kind in (b"stsz", b"stz2", b"stts", b"hdlr", b"stco", b"co64") and kind not in boxes:
                 boxes[kind] = self.read(payload, min(16, stop - payload))
-            at = stop
