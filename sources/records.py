@@ -394,7 +394,7 @@ class Reject:
     key: str
     source: str
     group: str
-    stage: str  # read | decode | plan | assemble
+    stage: str  # read, download, plan, decode, render, annotation, dedup, assemble, write: docs/rejects.md
     reason: str  # short stable code: truncated, not_an_image, too_few_frames, ...
     detail: str = ""
     split_hint: str | None = None  # the official split when the layout has one

@@ -13,6 +13,8 @@ from sources.video_index_cache import IndexCache, KeptIndex, file_identity
 from sources.video_memory import (DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB, decoder_max_pixels, fitting_pixels,
                                   judge_stream)
 from sources.video_open import VideoError, _raise_pages_refusal, open_stream
+from sources.video_sample_tables import judge_sample_tables
+from sources.video_y4m import judge_y4m_header
 from sources.video_session import DecodeSession
 
 log = logging.getLogger(__name__)
@@ -26,12 +28,16 @@ def read_index(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = 
     packets placed by the decoder's output order; a cut file's partial packets) is kept for the
     next read of the same local file in this process, keyed by its identity (`file_identity`).
     A chained Ogg whose links hold sound too, which FFmpeg's demuxer cannot read past its first
-    link, is indexed again through `VideoPages` (its video's pages alone: a chain FFmpeg reads)."""
+    link, is indexed again through `VideoPages` (its video's pages alone: a chain FFmpeg reads).
+    An MP4/MOV declaring more samples than its memory budget or its bytes hold is refused unopened
+    (`video_sample_tables`), a Y4M declaring frames over `max_pixels` too (`video_y4m`)."""
     key = _key(uri, max_pixels, memory_mb)
     path, identity = key[0], key[1]
     cached = _INDEXES.get(key) if identity else None
     if cached is not None:
         return cached
+    judge_y4m_header(uri, max_pixels)  # before FFmpeg refuses a size past its own limit as unreadable
+    judge_sample_tables(uri, memory_mb)  # before FFmpeg indexes every sample an MP4/MOV declares
     decoded = False
 
     def shows(index: VideoIndex, positions: list[int]) -> set[int]:

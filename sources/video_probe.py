@@ -13,7 +13,7 @@ from sources.video_index import RAW, Stretch, VideoIndex, decode_plan, key_of
 from sources.video_memory import (DECODER_BASE_MB, DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB, RGB_CONVERSION_BYTES,
                                   stream_hdr)
 from sources.video_alpha import decoded_format
-from sources.video_open import VideoError, open_stream
+from sources.video_open import VideoError
 from sources.video_index_cache import KeptIndex
 from sources.video_packet_order import keep_counted, kept_index, read_index
 from sources.video_session import DecodeSession
@@ -76,9 +76,14 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     if not shown:
         raise VideoError("too_few_frames", "no frames")
     n = len(shown)
+    declared: list[_Declared] = []  # read at the first decoding session's open, not by opening again
+
+    def read_declared(container, stream) -> None:
+        declared.append(_declared(container, stream, index))
+
     if index.decode_order_stamps:  # named by output order: count what a whole decode gives
         session = DecodeSession(uri, index, {p: i for i, p in enumerate(shown)}, None, False, 1 << 62, max_pixels,
-                           memory_mb, convert=False)
+                           memory_mb, convert=False, on_open=read_declared)
         ends = _shapes(session, decode_plan(index, list(range(n))))
         # every frame counts, those after outputs the decoder dropped without a word too (their clips
         # are rejects where the clips are decoded, `DecodeSession.outputs_named`): counted as what
@@ -90,7 +95,7 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     else:
         starts = key_of(index)
         session = DecodeSession(uri, index, {shown[0]: 0, shown[n - 1]: n - 1}, None, True, 1 << 62, max_pixels,
-                           memory_mb, convert=False)
+                           memory_mb, convert=False, on_open=read_declared)
         ends = _shapes(session, decode_plan(index, [0, n - 1], starts))
         if 0 not in ends:
             raise session.too_large or VideoError("decode_failed", "the first frame does not decode")
@@ -102,33 +107,49 @@ def probe(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, memory_mb: int = DEFAU
     judged = session.judgement
     full_size_fits = judged is not None and (judged.decoder_bytes + judged.width * judged.height * (
         RGB_CONVERSION_BYTES + 3)) <= (memory_mb - DECODER_BASE_MB) << 20
-    container, stream = open_stream(uri, index.video_pages)
-    claimed = int(stream.frames or 0)
-    declared_sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
-    sar_text = f"{declared_sar.numerator}:{declared_sar.denominator}" if declared_sar and declared_sar != 1 else ""
-    pixel_format = decoded_format(stream, index.alpha) or ""
-    transfer = stream_hdr(stream) or ""
-    rate = _declared_rate(stream, index, shown[:n])
+    (stated,) = declared  # the session opened the file before it raised or gave a frame
+    rate = _declared_rate(stated, index, shown[:n])
     fps = float(rate) if rate else 0.0
-    video_streams = len(container.streams.video)
-    interlaced = session.interlaced or stream.codec_context.field_order in INTERLACED_FIELD_ORDERS
-    container.close()
+    interlaced = session.interlaced or stated.field_order in INTERLACED_FIELD_ORDERS
     turns, mirrored = session.orientation or (0, False)
     base, num, den = shown[0], index.time_base.numerator, index.time_base.denominator
     times = tuple(round((p - base) * num / den, 6) for p in shown[:n])  # = float(Fraction): exactly rounded
     if index.codec == "gif":  # delays of 0 and 1 centiseconds shown for 10, as browsers do
         times = gif_times(shown[:n], index.time_base)
         fps = (n - 1) / times[-1] if n > 1 and times[-1] > 0 else fps
-    return Probe(n, len(index.pts), claimed, times, width, height, fps, index.container, index.codec,
-                 sum(index.keyframe), sum(index.discard) - index.partial, 90 * turns, mirrored, pixel_format,
-                 full_size_fits, sar_text,
-                 session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, transfer,
-                 video_streams, interlaced, size_changes, session.cropped_left,
+    return Probe(n, len(index.pts), stated.claimed, times, width, height, fps, index.container, index.codec,
+                 sum(index.keyframe), sum(index.discard) - index.partial, 90 * turns, mirrored, stated.pixel_format,
+                 full_size_fits, stated.sar_text,
+                 session.sar is not None, index.reordered, index.open_gop, index.decode_order_stamps, stated.transfer,
+                 stated.video_streams, interlaced, size_changes, session.cropped_left,
                  session.matrix_guessed, index.restamped, kept_index(uri, max_pixels, memory_mb),
                  gradual_refresh=len(index.recovery))
 
 
-def _declared_rate(stream, index: VideoIndex, shown: Sequence[int]) -> Fraction | None:
+@dataclass(frozen=True)
+class _Declared:
+    """What the video stream declares, as the probe reports it."""
+
+    claimed: int  # its frame count (0: none stored)
+    sar_text: str  # "num:den" when not 1:1
+    pixel_format: str
+    transfer: str  # "pq", "hlg" or ""
+    average_rate: Fraction | None
+    time_base: Fraction | None
+    guessed_rate: Fraction | None
+    video_streams: int
+    field_order: int
+
+
+def _declared(container, stream, index: VideoIndex) -> _Declared:
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    return _Declared(int(stream.frames or 0), f"{sar.numerator}:{sar.denominator}" if sar and sar != 1 else "",
+                     decoded_format(stream, index.alpha) or "", stream_hdr(stream) or "", stream.average_rate,
+                     stream.time_base, stream.guessed_rate, len(container.streams.video),
+                     stream.codec_context.field_order)
+
+
+def _declared_rate(stream: _Declared, index: VideoIndex, shown: Sequence[int]) -> Fraction | None:
     """The stream's frame rate: its declared average, else the mean over the frames shown. A raw
     elementary stream's is the rate its index stamps by (`video_index.raw_stream_rate`: the
     demuxer's average is its assumed 25 whatever the stream declares); an average that is the time

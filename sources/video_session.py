@@ -55,7 +55,10 @@ class DecodeSession:
     memory_mb: int = DEFAULT_MEMORY_MB
     convert: bool = True  # False: deliver each frame's display (height, width), no pixels (the probe)
     _container: object = None
-    orientation: tuple[int, bool] | None = None  # read from the first frame delivered
+    # the stream's first frame's (`_prime`), else the first frame delivered's: a player shows every
+    # frame so, an H.264 display-orientation SEI sent with the first key frame alone applying on
+    orientation: tuple[int, bool] | None = None
+    _delivered_one: bool = False
     judgement: Judgement | None = None
     _collect: bool = False
     _working: tuple[int, int] | None = None  # (w, h) frames are converted at, coded orientation
@@ -92,6 +95,9 @@ class DecodeSession:
     _fell_at: int = 0  # packets sent up to and with the one where the outputs fell behind
     _empty_tail: int = 0  # the last packets sent that gave no output, counted back from the last
     _position_of: dict[int, int] | None = None  # stamp -> packet position, for a concealed frame
+    # called with the container and stream at the session's first open, before any packet (the probe
+    # reads what the stream declares there rather than opening the file again for it)
+    on_open: Callable[[object, object], None] | None = None
 
     def run(self, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
         self._shown = self.index.presented
@@ -120,6 +126,9 @@ class DecodeSession:
                 raise
             self._limit = fitting_pixels(stream, self.max_pixels, self.memory_mb, self.postprocess, self.convert,
                                          self.index.alpha)
+        if self.on_open is not None:
+            inspect, self.on_open = self.on_open, None
+            inspect(container, stream)
         self._codec = frame_decoder(stream, self.index.alpha)
         self._codec.options = {"max_pixels": str(decoder_max_pixels(self._limit))}
         self._stream = stream
@@ -200,11 +209,12 @@ class DecodeSession:
                 except VideoError as exc:
                     self.too_large = exc
                     raise
-            if self.orientation is None:  # once: reading side data keeps the frame until a collection
-                self.orientation = orientation(frame)
+            if not self._delivered_one:  # once: reading side data keeps the frame until a collection
+                self._delivered_one = True
+                self.orientation = self.orientation or orientation(frame)  # or the stream's first frame's
                 self.cropped_left = cropped_off_alignment(frame)
                 # worth a full collection (10 ms in a decoding process) only for a large frame
-                self._collect = frame.width * frame.height >= COLLECT_PIXELS
+                self._collect = self._collect or frame.width * frame.height >= COLLECT_PIXELS
             turns, _ = self.orientation
             shown = sar_width(frame.width, self.sar)  # coded orientation, square pixels
             if not self.convert:
@@ -313,6 +323,31 @@ class DecodeSession:
             self._collect = False
             gc.collect()
 
+    def _prime(self, packets, position_of: dict[int | None, int], codec) -> bool:
+        """Decode the stream's first packet, its frame delivered to no one, where the plan starts
+        later: state FFmpeg hands over there alone is the decoder's, as in a player's decode from the
+        start (a pal8 AVI's palette, side data of its first packet; an H.264 display-orientation SEI
+        sent with the first key frame: `orientation` read from its frame). A session starting at
+        frame 30 gave a pal8 AVI's frame 30 a palette of zeros (63 off in mean), an SEI-turned H.264
+        clip's unturned. False where the first packet read is not the index's first (nothing sent)."""
+        for packet in packets:
+            if packet.size == 0 or packet.pts is None:
+                continue
+            if position_of.get(packet.pts) != 0 or self.index.size[0] != packet.size:
+                return False
+            codec.skip_frame = "DEFAULT"
+            try:
+                frames = list(codec.decode(packet)) + list(codec.decode(None))
+            except Exception as exc:  # a damaged first packet (a cut head): no state to take from it
+                log.debug("first packet not decoded: %s", exc)
+                frames = []
+            codec.flush_buffers()
+            if frames and self.orientation is None:
+                self.orientation = orientation(frames[0])
+                self._collect = frames[0].width * frames[0].height >= COLLECT_PIXELS
+            return True
+        return False
+
     def _run(self, stream, plan: list[Stretch]) -> Iterator[tuple[int, np.ndarray]]:
         index, codec = self.index, self._codec
         # not where the decode order gives the names: a skipped frame would shift them
@@ -331,6 +366,12 @@ class DecodeSession:
         counted = index.decode_order_stamps
         not_coded = set(index.not_coded)
         fed = False  # packets were sent to the decoder since it last started afresh
+        if plan and plan[0].first > 0 and not (restamped or counted or index.joins or index.headers or
+                                               index.new_extradata or index.video_pages):
+            if self._prime(packets, position_of, codec):
+                position = 0  # its frame held by no one: the gap to the first stretch flushes it
+            else:
+                packets, position, stream, codec = self._reopen()
         for stretch in plan:
             if not self.wanted:
                 break

@@ -252,12 +252,7 @@ def _emitted_reasons() -> dict[str, str]:
     scan (parsing every module) was seconds a call; the checker's own test changes only the doc."""
     import ast
 
-    trees = {path: ast.parse(path.read_text(encoding="utf-8")) for folder in ("sources", "transforms", "uvd_pipeline")
-             for path in sorted((REPO / folder).rglob("*.py")) if "sample" not in path.parts}
-    constants = {target.id: node.value.value for tree in trees.values() for node in ast.walk(tree)
-                 if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-                 and isinstance(node.value.value, str) for target in node.targets
-                 if isinstance(target, ast.Name) and target.id.isupper()}
+    trees, constants = _build_code()
     found: dict[str, str] = {}
     for path, tree in trees.items():
         for node in ast.walk(tree):
@@ -277,6 +272,87 @@ def _emitted_reasons() -> dict[str, str]:
             elif isinstance(argument, ast.Name) and argument.id in constants:
                 found.setdefault(constants[argument.id], path.relative_to(REPO).as_posix())
     return found
+
+
+@functools.lru_cache(maxsize=1)
+def _build_code() -> tuple[dict, dict[str, str]]:
+    """The build's modules parsed (path -> tree), and their upper-case string constants by name."""
+    import ast
+
+    trees = {path: ast.parse(path.read_text(encoding="utf-8")) for folder in ("sources", "transforms", "uvd_pipeline")
+             for path in sorted((REPO / folder).rglob("*.py")) if "sample" not in path.parts}
+    constants = {target.id: node.value.value for tree in trees.values() for node in ast.walk(tree)
+                 if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                 and isinstance(node.value.value, str) for target in node.targets
+                 if isinstance(target, ast.Name) and target.id.isupper()}
+    return trees, constants
+
+
+@functools.lru_cache(maxsize=1)
+def emitted_stages() -> dict[str, str]:
+    """Every reject stage the build's code spells out (a literal or a module constant as the
+    `stage` argument of `Reject` or of a function making one from its `stage` parameter: its own
+    module's def of that name first), with a file that writes it."""
+    import ast
+    import dataclasses
+
+    from sources.records import Reject
+
+    trees, constants = _build_code()
+
+    def makes_reject(definition) -> bool:
+        return any(isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Reject" for n in ast.walk(definition))
+
+    def parameters(tree) -> dict[str, list[str]]:
+        """The parameters of each function making a `Reject` (a step's metrics `add(stage)` makes none)."""
+        defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and makes_reject(n)]
+        return {d.name: [a.arg for a in d.args.args if a.arg != "self"] for d in defs}
+
+    staged = {name: params for tree in trees.values() for name, params in parameters(tree).items() if "stage" in params}
+    found: dict[str, str] = {}
+    for path, tree in trees.items():
+        local = parameters(tree)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            params = [f.name for f in dataclasses.fields(Reject)] if name == "Reject" else \
+                local.get(name, staged.get(name, []))
+            if "stage" not in params:
+                continue
+            at = params.index("stage")
+            argument = node.args[at] if len(node.args) > at else {k.arg: k.value for k in node.keywords}.get("stage")
+            value = argument.value if isinstance(argument, ast.Constant) else \
+                constants.get(argument.id) if isinstance(argument, ast.Name) else None
+            if isinstance(value, str):
+                found.setdefault(value, path.relative_to(REPO).as_posix())
+    return found
+
+
+def documented_stages() -> set[str]:
+    """The stages docs/rejects.md lists in its sentence "The stage is where the item stopped: ..."."""
+    text = " ".join(REJECTS_DOC.read_text(encoding="utf-8").split())
+    listed = text.split("The stage is where the item stopped:", 1)[1].split(".", 1)[0]
+    return set(re.findall(r"`([^`]+)`", re.sub(r"\([^)]*\)", "", listed)))  # not what a stage's note names
+
+
+def test_every_reject_stage_the_code_writes_is_documented_and_no_other():
+    """Videos' planning rejects were written at stage `plan`, which docs/rejects.md did not list."""
+    emitted, documented = emitted_stages(), documented_stages()
+    assert {"read", "decode", "dedup"} <= set(emitted)  # the scan finds stages, constants too
+    undocumented = {stage: where for stage, where in emitted.items() if stage not in documented}
+    assert not undocumented, f"written but not in docs/rejects.md: {undocumented}"
+    assert not documented - set(emitted), f"in docs/rejects.md but written nowhere: {documented - set(emitted)}"
+
+
+def test_the_stage_checker_sees_a_missing_stage(monkeypatch, tmp_path):
+    text = REJECTS_DOC.read_text(encoding="utf-8")
+    broken = re.sub(r"`plan` \([^)]*\), ", "", text, count=1)
+    assert broken != text
+    (tmp_path / "rejects.md").write_text(broken, encoding="utf-8")
+    monkeypatch.setattr(sys.modules[__name__], "REJECTS_DOC", tmp_path / "rejects.md")
+    with pytest.raises(AssertionError, match="'plan'"):
+        test_every_reject_stage_the_code_writes_is_documented_and_no_other()
 
 
 def documented_reasons() -> set[str]:

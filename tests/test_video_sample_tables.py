@@ -1,0 +1,105 @@
+"""An MP4/MOV whose sample tables declare far more samples than it holds is refused before FFmpeg
+indexes each of them on every open (`sources.video_sample_tables`); files the ffmpeg CLI writes,
+fragmented ones and ones with PCM sound too, are judged on what they hold."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import av
+import pytest
+import video_zoo
+
+from sources.records import Reject, VideoRecord
+from sources.video import VideoSource
+from sources.video_decode import probe
+from sources.video_memory import DECODER_BASE_MB
+from sources.video_open import VideoError
+from sources.video_sample_tables import INDEX_BYTES_PER_SAMPLE, declared_samples
+
+_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
+
+
+def _rebuilt(data: bytes, start: int, end: int, samples: int, first_chunk: int) -> bytes:
+    """The boxes of data[start:end] again, their sample tables declaring `samples` samples of one
+    chunk at `first_chunk` (one stts, stsc and constant stsz entry; no stss: each a key frame)."""
+    out = b""
+    at = start
+    while at + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[at:at + 8])
+        body = data[at + 8:at + size]
+        if kind in _CONTAINERS:
+            body = _rebuilt(data, at + 8, at + size, samples, first_chunk)
+        body = {b"stts": body[:4] + struct.pack(">III", 1, samples, 512),
+                b"stsz": body[:4] + struct.pack(">II", 1500, samples),
+                b"stsc": body[:4] + struct.pack(">IIII", 1, 1, samples, 1),
+                b"stco": body[:4] + struct.pack(">II", 1, first_chunk)}.get(kind, body)
+        if kind != b"stss":
+            out += struct.pack(">I4s", 8 + len(body), kind) + body
+        at += size
+    return out
+
+
+def _declaring(tmp_path: Path, samples: int) -> Path:
+    """A 1 s MJPEG .mov of the ffmpeg CLI (moov first) whose tables declare `samples` samples."""
+    made = tmp_path / "made.mov"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:d=1", "-c:v", "mjpeg", "-q:v", "5",
+                     "-movflags", "+faststart", str(made))
+    data = made.read_bytes()
+    tops, at = {}, 0
+    while at + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[at:at + 8])
+        tops[kind] = (at, at + size)
+        at += size
+    ftyp, mdat = data[slice(*tops[b"ftyp"])], data[slice(*tops[b"mdat"])]
+    moov_size = len(_rebuilt(data, *tops[b"moov"], samples, 0))
+    moov = _rebuilt(data, *tops[b"moov"], samples, len(ftyp) + moov_size + 8)
+    path = tmp_path / "many.mov"
+    path.write_bytes(ftyp + moov + mdat)
+    made.unlink()
+    return path
+
+
+def test_more_samples_than_the_file_holds_is_too_large_unopened(tmp_path, monkeypatch):
+    path = _declaring(tmp_path, 2_000_000)  # 37 KB: FFmpeg indexed each on its 5 opens, and it was planned
+    (reject,) = list(VideoSource("v", str(tmp_path), strides=(10,)).read(str(path)))
+    assert isinstance(reject, Reject) and reject.reason == "video_too_large", reject
+    assert "2,000,000 samples" in reject.detail and f"{path.stat().st_size:,} bytes" in reject.detail
+    opened = []
+    monkeypatch.setattr(av, "open", lambda *a, **k: opened.append(a))
+    with pytest.raises(VideoError, match="more than its"):
+        probe(str(path))
+    assert opened == []
+
+
+def test_an_index_past_the_memory_budget_is_too_large(tmp_path):
+    path = _declaring(tmp_path, 2_000_000)
+    budget = DECODER_BASE_MB + (2_000_000 * INDEX_BYTES_PER_SAMPLE >> 20) - 1
+    with pytest.raises(VideoError) as refused:
+        probe(str(path), memory_mb=budget)
+    assert refused.value.reason == "video_too_large" and f"memory budget of {budget} MiB" in refused.value.detail
+
+
+def test_a_file_declaring_a_cheap_index_is_still_probed(tmp_path):
+    """Under `CHEAP_SAMPLES` a file is not judged on its size: its frames are what FFmpeg reads."""
+    path = _declaring(tmp_path, 1000)
+    assert probe(str(path)).n_frames > 0
+
+
+@pytest.mark.parametrize("made", [
+    ["-c:v", "libx264", "-c:a", "aac"],
+    ["-c:v", "mjpeg", "-c:a", "pcm_s16le", "-f", "mov"],
+    ["-c:v", "libx264", "-c:a", "aac", "-movflags", "frag_keyframe+empty_moov", "-g", "10"],
+    ["-c:v", "rawvideo", "-pix_fmt", "rgb24", "-f", "mov"],
+])
+def test_files_the_cli_writes_declare_what_ffmpeg_indexes(tmp_path, made):
+    path = tmp_path / "made.mp4"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:d=2", "-f", "lavfi", "-i",
+                     "sine=d=2:sample_rate=48000", *made, str(path))
+    declared = declared_samples(str(path))
+    with av.open(str(path)) as container:
+        packets = sum(1 for packet in container.demux() if packet.size)
+    assert packets <= declared.entries <= packets + 100 and declared.unlisted <= declared.size
+    (record,) = list(VideoSource("v", str(tmp_path), strides=(10,)).read(str(path)))
+    assert isinstance(record, VideoRecord) and record.n_frames == 50, record
