@@ -268,14 +268,14 @@ def test_a_split_no_shard_holds_is_refused_before_the_model_loads(tmp_path: Path
     assert "1 sentences in " in capsys.readouterr().err  # the one test row, not the 3 of train
 
 
-def _trained_on(run: Path, meta: TokenShardMeta) -> Path:
-    """A fit run's step folder whose state.json records the tokenizer of shards of `meta` (what
-    `TokenWindows.fingerprint` writes), holding a tiny model."""
+def _trained_on(run: Path, meta: TokenShardMeta, mode: str = "paper") -> Path:
+    """A fit run's step folder whose state.json records the tokenizer of shards of `meta` and the
+    packing `mode` (what `TokenWindows.fingerprint` writes), holding a tiny model."""
     from trainer.checkpoint import save_checkpoint
     from trainer.data import tokenizer_record
 
     model = _tiny(max_positions=1100)
-    state = {"data": {"fingerprint": {"tokenizer": tokenizer_record(meta)}}}
+    state = {"data": {"fingerprint": {"mode": mode, "tokenizer": tokenizer_record(meta)}}}
     return Path(save_checkpoint(str(run), 1, model.state_dict(), {}, model.config, state))
 
 
@@ -378,3 +378,39 @@ def test_an_output_file_writable_in_place_is_taken_whatever_its_folder(tmp_path:
     assert output_problem(str(locked / "old.json")) is None
     assert output_problem("/dev/stdout") is None
     assert output_problem(str(locked / "new.json")) == f"the folder {locked} is not writable"
+
+
+def test_a_model_is_scored_in_the_mode_it_was_fitted_in(tmp_path: Path, capsys):
+    """hunt57 #2: a model fitted with --mode stream (state.json records it) was scored with a BOS
+    first unless told --stream, silently (4864 against 4491 on the hunter's run). The recorded
+    mode is the default now, kept by an export too; --mode against it is done as asked, with a
+    note; a model that records none (an HF download: the released LVM 7B) gets paper mode and a
+    note naming --stream."""
+    from trainer.interop import export_hf
+
+    run = tmp_path / "run"
+    _trained_on(run, META, mode="stream")
+    export_hf(run, tmp_path / "hf-export")
+    save_pretrained(_tiny(max_positions=1100), tmp_path / "hf")
+    data = str(_clips(tmp_path / "tokens"))
+
+    def scored(checkpoint: Path, *flags: str) -> tuple[dict, str]:
+        out = tmp_path / "e.json"
+        assert main(["--checkpoint", str(checkpoint), "--data", data, "--device", "cpu", "--out", str(out),
+                     *flags]) == 0
+        return json.loads(out.read_text()), capsys.readouterr().err
+
+    default, err = scored(run)
+    assert (default["bos"], default["mode"], default["mode_recorded"]) == (False, "stream", "stream")
+    assert "note:" not in err, err
+    stream, _ = scored(run, "--stream")
+    paper, err = scored(run, "--mode", "paper")
+    assert default["overall"] == stream["overall"] and paper["bos"] is True
+    assert [g["perplexity"] for g in paper["overall"]] != [g["perplexity"] for g in default["overall"]]
+    assert (f"note: {run} was trained in stream mode (no BOS), but --mode paper (BOS before each sentence) was "
+            "asked: done as asked" in err), err
+    exported, _ = scored(tmp_path / "hf-export")
+    assert exported["bos"] is False and exported["overall"] == default["overall"]
+    unrecorded, err = scored(tmp_path / "hf")
+    assert unrecorded["bos"] is True and unrecorded["mode_recorded"] is None
+    assert f"note: {tmp_path / 'hf'} records no packing mode" in err and "released LVM 7B, wants --stream" in err

@@ -340,13 +340,13 @@ def test_a_model_folder_that_is_not_there_is_named_as_such(tmp_path: Path, capsy
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'model.safetensors'} is a file; give the folder")
 
 
-def _trained_on(run: Path, tokenizer: dict, seed: int = 0) -> Path:
-    """A fit run's step folder whose state.json records `tokenizer` as its shards' (what
-    `TokenWindows.fingerprint` writes), holding a tiny model."""
+def _trained_on(run: Path, tokenizer: dict, seed: int = 0, mode: str = "paper") -> Path:
+    """A fit run's step folder whose state.json records `tokenizer` as its shards' and the packing
+    `mode` (what `TokenWindows.fingerprint` writes), holding a tiny model."""
     from trainer.checkpoint import save_checkpoint
 
     model = _tiny(seed=seed)
-    state = {"data": {"fingerprint": {"tokenizer": tokenizer}}}
+    state = {"data": {"fingerprint": {"mode": mode, "tokenizer": tokenizer}}}
     return Path(save_checkpoint(str(run), 1, model.state_dict(), {}, model.config, state))
 
 
@@ -500,3 +500,30 @@ def test_a_prompt_that_is_no_regular_file_or_too_large_is_refused_unread(tmp_pat
         patched.setattr(os, "stat", lambda path, *a, **k: real_stat(small if path == fifo else path, *a, **k))
         with pytest.raises(UsageError, match="a pipe, not an image file"):
             read_image_file(fifo)
+
+
+def test_a_model_is_prompted_in_the_mode_it_was_fitted_in(tmp_path: Path, tiny_tokenizer: Path, capsys):
+    """hunt57 #2: a model fitted with --mode stream was prompted with a BOS first unless told
+    --stream, silently. The recorded mode is the default now: the codes are those of --stream;
+    --mode paper against it samples with BOS, with a note; no prompt for such a model is refused
+    before it loads."""
+    run = tmp_path / "run"
+    _trained_on(run, _record_of(tiny_tokenizer), mode="stream")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    base = ["--checkpoint", str(run), "--tokenizer", str(tiny_tokenizer), "--n", "1", "--device", "cpu",
+            "--out", str(tmp_path / "strip.png"), "--temperature", "0"]
+
+    def codes(*flags: str) -> tuple[np.ndarray, str]:
+        assert main([*base, "--prompt", str(tmp_path / "p.png"), "--codes-out", str(tmp_path / "c.npy"), *flags]) == 0
+        return np.load(tmp_path / "c.npy"), capsys.readouterr().err
+
+    default, err = codes()
+    assert "note:" not in err, err
+    assert np.array_equal(default, codes("--stream")[0])
+    paper, err = codes("--mode", "paper")
+    assert not np.array_equal(default, paper)
+    assert f"note: {run} was trained in stream mode (no BOS), but --mode paper" in err, err
+    assert main(base) == 2
+    assert capsys.readouterr().err == (f"error: {run} was trained in stream mode (no BOS): give at least one --prompt "
+                                       "image to start the sequence (or --mode paper to start it with a BOS it never "
+                                       "saw)\n")

@@ -52,6 +52,7 @@ from uvd_pipeline.shards import (ARROW_SUFFIX, COMPRESSED_SHARD_BUDGET, REBUILD_
                                  read_token_shard, verify_token_shard)
 
 from .config import BOS_ID, EOS_ID, VOCAB_SIZE, UsageError
+from .data_overlap import EntryShards, overlap_note, shared_shards
 from .data_regroup import Named, regroup
 from .integrity import CheckpointError, CheckpointWarning
 from .mixture_spec import Mixture, MixtureEntry, meant_weight
@@ -358,13 +359,33 @@ def check_metadata(sources: Sequence[SentenceSource], vocab_size: int = VOCAB_SI
     return first
 
 
+SAME_TOKENIZER = ("codebook_size", "tokens_per_image", "tokenizer_hash")  # what makes codes mean the same images
+
+
 def check_same_tokenizer(path: str, meta: TokenShardMeta, first_path: str, first: TokenShardMeta) -> None:
-    """Refuse a shard of another tokenizer than the first one's: its codes mean other images."""
-    for name in ("codebook_size", "tokens_per_image", "tokenizer_name", "tokenizer_hash"):
+    """Refuse a shard of another tokenizer than the first one's: its codes mean other images. The
+    name is not compared (shards name their tokenizer's folder, and a copy of the same weights may
+    be named anything: `tokenizer_names` says where they differ), as `check_trained_tokenizer`."""
+    for name in SAME_TOKENIZER:
         if getattr(meta, name) != getattr(first, name):
             raise UsageError(
                 f"token shards disagree on {name}: {path} has {getattr(meta, name)!r}, {first_path} has "
                 f"{getattr(first, name)!r}; shards of different tokenizers cannot be mixed")
+
+
+def tokenizer_names(sources: Sequence[SentenceSource]) -> str | None:
+    """A note where shards of one tokenizer (`check_same_tokenizer`) record it under several names,
+    naming a shard of each: the codes mean the same images, so they are mixed, but a user who
+    meant two tokenizers learns it was one; None where they agree."""
+    first: dict[str, str] = {}
+    for source in sources:
+        for path, meta in zip(source.paths, source.metas):
+            first.setdefault(meta.tokenizer_name, path)
+    if len(first) < 2:
+        return None
+    named = ", ".join(f"{name!r} ({path})" for name, path in first.items())
+    return (f"token shards of one tokenizer (the same weights hash, codebook and tokens per image) record it "
+            f"under {len(first)} names: {named}; they are mixed as one, and checkpoints record the first name")
 
 
 
@@ -427,7 +448,7 @@ def _comparable_sources(saved: list[dict[str, Any]], now: list[dict[str, Any]]) 
         return now
     warnings.warn("this checkpoint's data state predates shard digests: the data is compared by glob and shard "
                   "and sentence counts only, so shards replaced by others of the same counts are not noticed",
-                  CheckpointWarning, stacklevel=4)
+                  CheckpointWarning, stacklevel=5)
     return [{k: v for k, v in source.items() if k != "sha256"} for source in now]
 
 
@@ -441,30 +462,36 @@ def _replaced_only(saved: list[dict[str, Any]], now: list[dict[str, Any]]) -> li
     return [b["glob"] for _, b in differing]
 
 
-def _same_shards_other_globs(saved: dict[str, Any], now: dict[str, Any]) -> bool:
-    """Whether `now` differs from `saved` only in how its globs are spelt, each naming shards of the
-    same counts and digest as before (a relative path against an absolute one, a link to the folder
-    or a copy of it, a glob against the name of the one shard it matches): the same sentences in the same
-    order, so the saved positions hold. Such a resume was refused as "the data changed". One glob
-    against the shell's expansion of it into several --data is another grouping (a source per
-    entry, each weighted), judged by `TokenWindows._regrouped`. A state without digests (older than them) cannot show
+def _same_shards(saved: list[dict[str, Any]], now: list[dict[str, Any]]) -> bool:
+    """Whether sources differ at most in how their globs are spelt, each naming shards of the same
+    counts and digest as before (a relative path against an absolute one, a link to the folder or a
+    copy of it, a glob against the name of the one shard it matches): the same sentences in the
+    same order, so the saved positions hold. A state without digests (older than them) cannot show
     the shards are the same: its globs must match as before."""
-    if {k for k in now if saved.get(k) != now.get(k)} != {"sources"} or len(saved["sources"]) != len(now["sources"]):
-        return False
-    return all("sha256" in a and "sha256" in b and {**a, "glob": None} == {**b, "glob": None}
-               for a, b in zip(saved["sources"], now["sources"]))
+    return len(saved) == len(now) and all("sha256" in a and "sha256" in b and {**a, "glob": None} == {**b, "glob": None}
+                                          for a, b in zip(saved, now))
+
+
+def _changed(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The fingerprint keys that differ, sources spelt otherwise over the same shards not among them."""
+    changed = sorted(k for k in now if saved.get(k) != now.get(k))
+    if "sources" in changed and _same_shards(saved.get("sources", []), now["sources"]):
+        changed.remove("sources")
+    return changed
 
 
 def _data_change(saved: dict[str, Any], now: dict[str, Any]) -> str:
     """The refusal of a resume whose data differs from the saved state's: sources whose shards hold
-    other bytes under the same counts are named as such, anything else shown saved against now."""
-    changed = sorted(k for k in now if saved.get(k) != now.get(k))
+    other bytes under the same counts are named as such, anything else shown saved against now
+    (`now` as the saved grouping reads it where the shell's expansion regroups: `_regrouped`)."""
+    changed = _changed(saved, now)
     replaced = _replaced_only(saved.get("sources", []), now["sources"]) if changed == ["sources"] else []
     if replaced:
         return (f"the data changed since this checkpoint: the shards of {', '.join(repr(g) for g in replaced)} hold "
                 "other bytes (the same shard and sentence counts, but the sha256 their stats record differ); "
                 "resume with the same data, or start a fresh run")
-    return (f"the data changed since this checkpoint ({', '.join(changed)} differ: saved "
+    verb = "differs" if len(changed) == 1 else "differ"
+    return (f"the data changed since this checkpoint ({', '.join(changed)} {verb}: saved "
             f"{ {k: saved.get(k) for k in changed} }, now { {k: now.get(k) for k in changed} }); "
             "resume with the same data, or start a fresh run")
 
@@ -506,22 +533,43 @@ class TokenWindows:
         self._cumulative = np.cumsum(weights / weights.sum())
         self._cumulative[-1] = 1.0
 
-    def _regrouped(self, saved: dict[str, Any]) -> bool:
+    def _comparable(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """This loader's fingerprint as `saved` can be compared with it: a key the saved state lacks
+        was not recorded yet when it was written, and is not compared."""
+        now = {k: v for k, v in self.fingerprint().items() if k in saved or k not in OPTIONAL_FINGERPRINT}
+        now["sources"] = _comparable_sources(saved.get("sources", []), now["sources"])
+        return now
+
+    def _regrouped(self, saved: dict[str, Any]) -> dict[str, Any] | None:
         """Take the saved entries' grouping where this run names the same shards as a shell expansion
-        regroups them (`data_regroup`): True when the fingerprint then matches the saved one."""
+        regroups them (`data_regroup`), and return the fingerprint under it: the run goes on where it
+        matches the saved one, and a refusal names only what else changed (a resume of the quoted
+        glob as the shell's expansion with another --mode was told as 'mode, sources, weights
+        differ'). None, with this run's grouping kept, where no regrouping fits."""
         named = [Named(tuple(s.paths), tuple(s.digests), s.entry.weight) for s in self.sources]
         groups = regroup(saved.get("sources", []), saved.get("weights", []), named)
         if groups is None:
-            return False
+            return None
         before = self.mixture, self.sources
         mixture = Mixture(tuple(MixtureEntry(glob, weight) for glob, weight, _ in groups), self.mixture.split)
         window = self.seq_len - self._extra
         self._use(mixture, [SentenceSource(entry, mixture.split, self._cache, window, paths)
                             for entry, (_, _, paths) in zip(mixture.entries, groups)])
-        if {k: v for k, v in self.fingerprint().items() if k in saved} == saved:
-            return True
-        self._use(*before)
-        return False
+        now = self._comparable(saved)
+        if now != saved:
+            self._use(*before)
+        return now
+
+    def notes(self) -> list[str]:
+        """What a user should know of the data that is not refused: one tokenizer recorded under
+        several names, shards named by more than one entry (`data_overlap`)."""
+        return [note for note in (tokenizer_names(self.sources), overlap_note(self.shared_shards())) if note]
+
+    def shared_shards(self) -> list[dict[str, Any]]:
+        """The shards more than one mixture entry names, each with its effective share of the
+        sentences drawn (`data_overlap.shared_shards`)."""
+        return shared_shards([EntryShards(s.entry.glob, s.entry.weight, tuple(s.paths),
+                                          tuple(shard.count for shard in s.shards)) for s in self.sources])
 
     # state ----------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -557,11 +605,11 @@ class TokenWindows:
         if state.get("version") != STATE_VERSION:
             raise CheckpointError(f"data-loader state version {state.get('version')} is not {STATE_VERSION}")
         saved = state["fingerprint"]
-        # a key the saved state lacks was not recorded yet when it was written: not compared
-        now = {k: v for k, v in self.fingerprint().items() if k in saved or k not in OPTIONAL_FINGERPRINT}
-        now["sources"] = _comparable_sources(saved.get("sources", []), now["sources"])
-        if saved != now and not _same_shards_other_globs(saved, now) and not self._regrouped(saved):
-            raise UsageError(_data_change(saved, now))
+        now = self._comparable(saved)
+        if _changed(saved, now):  # one glob against the shell's expansion of it: the saved grouping
+            now = self._regrouped(saved) or now
+            if _changed(saved, now):
+                raise UsageError(_data_change(saved, now))
         self.reset()
         self._rng.bit_generator.state = state["rng"]
         for source_state, saved_source in zip(self._source_states, state["sources"]):

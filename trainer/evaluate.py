@@ -8,7 +8,7 @@ Protocols, picked per sentence from its `kind` (see `uvd_pipeline/sentences.py`)
 - next_frame (video, multiview, category; the frames half of a separated annotated_video):
   frame c+1 given frames 1..c, for c in `contexts` (paper: 1, 3, 7, 11, 15).
 - unconditional (image): the image given only [BOS] (in stream mode the first token, having no
-  context, is not scored).
+  context, is not scored). The mode is the one the checkpoint was fitted in (`trainer.packing`).
 
 Every instance's context is a prefix of its sentence, so one causal forward over the longest
 prefix that fits scores all of a sentence's instances exactly (a position never sees later
@@ -44,6 +44,7 @@ from .data import (check_same_tokenizer, check_token_layout, check_token_values,
 from .devices import CHOICES, resolve_device
 from .checkpoint_io import recorded_tokenizer
 from .model import LVMTransformer
+from .packing import add_mode_flags, choose_mode, recorded_mode
 
 DEFAULT_CONTEXTS = (1, 3, 7, 11, 15)
 SEQUENCE_KINDS = ("video", "multiview", "category")
@@ -354,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shots", type=_ints, default=None, help="k values for k_shot (default 1..tuples-1)")
     parser.add_argument("--contexts", type=_ints, default=list(DEFAULT_CONTEXTS),
                         help=f"context frames for next_frame (default: {','.join(map(str, DEFAULT_CONTEXTS))})")
-    parser.add_argument("--stream", action="store_true", help="no BOS (the released code's stream mode)")
+    add_mode_flags(parser, "scored")
     parser.add_argument("--batch-size", type=int, default=4, help="sentences per forward (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many sentences per (source, kind, task)")
     parser.add_argument("--device", default="auto", help=f"{CHOICES} (default: %(default)s)")
@@ -374,22 +375,27 @@ def main(argv: list[str] | None = None) -> int:
         shards = shards_tokenizer(paths)
         check_split(paths, args.split)
         recorded = check_tokenizer(args.checkpoint, paths, shards)
+        trained_mode = recorded_mode(args.checkpoint)
+        mode, mode_note = choose_mode(args.checkpoint, args.mode, trained_mode)
         model = load_pretrained(args.checkpoint, device=device, dtype=dtype)
         progress = Progress("trainer evaluate", "sentences")
-        result = evaluate(model, paths, split=None if args.split == "all" else args.split, bos=not args.stream,
+        result = evaluate(model, paths, split=None if args.split == "all" else args.split, bos=mode == "paper",
                           shots=args.shots, contexts=args.contexts, batch_size=args.batch_size, limit=args.limit,
                           progress=progress)
     except (UsageError, CheckpointError, ShardDamaged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     progress.done(f"{len(paths)} shard(s), {sum(g['instances'] for g in result['groups'])} instances scored")
-    result.update(checkpoint=args.checkpoint, data=paths, split=args.split, dtype=dtype,
+    result.update(checkpoint=args.checkpoint, data=paths, split=args.split, dtype=dtype, mode=mode,
+                  mode_recorded=trained_mode,
                   tokenizer=shards, tokenizer_checked=recorded is not None)
     if args.out:
         make_parent(args.out)
         with open(args.out, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=1)
     print(format_table(result))
+    if mode_note:  # after the result, as the tokenizer's: an error line stays the only line
+        print(f"note: {mode_note}", file=sys.stderr)
     if recorded is None:
         print(f"note: {args.checkpoint} records no tokenizer (a model from elsewhere, or a fit from before it was "
               f"recorded): that it was trained on the shards' tokenizer {describe_tokenizer(result['tokenizer'])} "

@@ -655,6 +655,8 @@ def _run(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
               f"{f' (resumed from {resume_from})' if resume_from else ''}\n  data: {data}", flush=True)
     if env.main:
         _note_step_beyond_data(trainer.tokens_per_step, sum(d["tokens"] for d in trainer.data.describe()))
+        for note in trainer.data.notes():
+            print(f"note: {note}", file=sys.stderr, flush=True)
     losses: list[float] = []
     last_path = resume_from
     interval_started, interval_tokens = time.perf_counter(), 0
@@ -707,6 +709,7 @@ def _run(options: FitOptions, env: Dist, device: torch.device) -> dict[str, Any]
         "mfu": flops_per_token * tokens_per_s / (peak * env.world_size) if peak and tokens_per_s else None,
         "elapsed_s": elapsed, "checkpoint": last_path, "resumed_from": resume_from, "set_aside": set_aside_as,
         "loss_curve": os.path.join(options.out, LOSSES_NAME), "data": trainer.data.describe(),
+        "shared_shards": trainer.data.shared_shards(),
     }
     if env.main:
         _write_json(os.path.join(options.out, SUMMARY_NAME), summary)

@@ -30,6 +30,7 @@ from tokenizer.progress import Progress
 from .config import BOS_ID, CODEBOOK_SIZE, TOKENS_PER_IMAGE, UsageError
 from .devices import CHOICES, resolve_device
 from .model import KVCache, LVMTransformer
+from .packing import add_mode_flags, choose_mode, recorded_mode
 
 WINDOW_IMAGES = 15
 PROMPT_FRAME = (190, 190, 190)
@@ -243,7 +244,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-p", type=float, default=1.0,
                         help="nucleus mass in (0, 1]; 1.0: no top-p (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    parser.add_argument("--stream", action="store_true", help="no BOS (the released code's stream mode)")
+    add_mode_flags(parser, "prompted")
     parser.add_argument("--window", type=int, default=WINDOW_IMAGES,
                         help="context images kept (default: %(default)s, as LVM)")
     parser.add_argument("--resize", default="center_crop", choices=("squash", "center_crop", "pad"),
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         device, dtype = check_flags(args)
         # The prompt first, at the size the tokenizer's config.json names: a missing, unreadable or
         # broken file, or no image for --stream, fails in a second, before gigabytes are loaded.
-        if args.stream and not args.prompt:
+        if args.mode == "stream" and not args.prompt:
             raise UsageError("--stream (no BOS) needs at least one --prompt image to start the sequence")
         files = read_prompt(args.prompt)
         size = read_config(args.tokenizer).resolution if files else 0  # no prompt: no size needed yet
@@ -326,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         # copy of the same weights may be named anything.
         checked = checked_tensors(args.checkpoint)
         recorded = recorded_tokenizer(args.checkpoint)
+        mode, mode_note = choose_mode(args.checkpoint, args.mode, recorded_mode(args.checkpoint))
+        if mode == "stream" and not prompt.shape[0]:
+            raise UsageError(f"{args.checkpoint} was trained in stream mode (no BOS): give at least one --prompt "
+                             "image to start the sequence (or --mode paper to start it with a BOS it never saw)")
         what = f"--tokenizer {args.tokenizer}"
         if recorded is not None:
             config = read_config(args.tokenizer)
@@ -339,13 +344,15 @@ def main(argv: list[str] | None = None) -> int:
         progress = Progress("trainer generate", "tokens", args.n * tokenizer.tokens_per_image)
         codes, images = generate_pixels(model, tokenizer, prompt, args.n, temperature=args.temperature,
                                         top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                                        bos=not args.stream, window=args.window, progress=progress)
+                                        bos=mode == "paper", window=args.window, progress=progress)
     except (UsageError, CheckpointError, TokenizerCheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     progress.done(f"{len(images)} images")
     write_outputs(args, make_strip(prompt, images), codes)
     print(f"wrote {args.out}: {len(prompt)} prompt + {len(images)} generated images")
+    if mode_note:  # after the result, as the tokenizer's: an error line stays the only line
+        print(f"note: {mode_note}", file=sys.stderr)
     if recorded is None:
         print(f"note: {args.checkpoint} records no tokenizer (a model from elsewhere, or a fit from before it was "
               f"recorded): that it was trained on --tokenizer {describe_tokenizer(given_tokenizer(tokenizer))} "

@@ -38,6 +38,7 @@ from .checkpoint_io import (
     write_config,
 )
 from .integrity import sealed_folder
+from .packing import recorded_mode
 
 
 def convert(source: str | os.PathLike[str], out: str | os.PathLike[str], *, dtype: str | torch.dtype | None = None,
@@ -48,9 +49,11 @@ def convert(source: str | os.PathLike[str], out: str | os.PathLike[str], *, dtyp
     shard_bytes = parse_size(max_shard_size)  # a bad flag fails before the checkpoint is read
     config, raw, tensors = checked_tensors(source)
     target = parse_dtype(dtype) or stored_dtype(raw, source)
-    trained_on = recorded_tokenizer(source)
+    trained_on, mode = recorded_tokenizer(source), recorded_mode(source)
     if provenance is not None and trained_on is not None:  # evaluate and generate check it on the copy too
         provenance = {**provenance, "tokenizer": trained_on}
+    if provenance is not None and mode is not None:  # and score and prompt it in the mode it was fitted in
+        provenance = {**provenance, "mode": mode}
     count = 0
     with sealed_folder(out) as temporary:
         writer = ShardWriter(Path(temporary), shard_bytes)
