@@ -257,3 +257,16 @@ def test_replace_changed_rebuilds_over_a_damaged_build_record_byte_for_byte(mini
     prepare_output(mini_build[0].model_copy(update={"output": str(out)}), overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["build.json"]
     assert json.loads(record.read_text())["config_hash"] == whole["config_hash"]
+
+
+def test_check_refuses_an_output_of_another_configuration_as_the_build_does(mini_corpus, mini_build, tmp_path, capsys):
+    """`check` said "config OK" (exit 0) of an output holding another configuration's build (here
+    another seed), which `build` refused at once (exit 2): it now refuses it in the build's words."""
+    config, out = _copy(mini_corpus, mini_build, tmp_path)
+    check = _in_process(capsys, "check", str(config), "--set", "seed=5")
+    assert check.returncode == 2, check.stdout + check.stderr
+    said = f"error: output {out} holds a build of a different configuration (config hash "
+    assert said in check.stderr and "pass --overwrite (or --replace-changed) to replace it" in check.stderr, check.stderr
+    build = _in_process(capsys, "build", str(config), "--set", "seed=5")
+    assert build.returncode == 2 and build.stderr.strip() == check.stderr.strip(), build.stderr[-2000:]
+    assert _in_process(capsys, "check", str(config)).returncode == 0  # its own configuration: OK
