@@ -149,6 +149,27 @@ def test_a_read_only_output_is_one_line_naming_it(tiny_config: Path, mountable, 
     assert "Traceback" not in err
 
 
+def test_check_refuses_a_read_only_or_unwritable_output_as_the_build_does(tiny_config: Path, mountable, tmp_path: Path,
+                                                                        capsys):
+    """`check` said "config OK" (exit 0) of an output on a read-only file system, which the build
+    refused at once (exit 2): `check` now refuses it before any work, in the build's words; and
+    for a user (root's power over file modes dropped), a folder without write permission."""
+    from conftest import without_root_powers
+    from uvd_pipeline.cli import main
+
+    with tmpfs(tmp_path / "ro", "ro,size=64k") as ro:  # the build's own refusal: `test_a_read_only_output_is_one_...`
+        code = main(["check", str(tiny_config), "--set", f"output={ro / 'out'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert f"error: {ro / 'out'}: Read-only file system (EROFS); {ro} is mounted read-only" in err, err
+    shut = tmp_path / "shut"
+    shut.mkdir(mode=0o555)
+    check = subprocess.run([*without_root_powers(), sys.executable, "-m", "uvd_pipeline", "check", str(tiny_config),
+                            "--set", f"output={shut / 'out'}"], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 2 and f"error: {shut / 'out'}: Permission denied (EACCES); this user may not write " \
+        f"in {shut}" in check.stderr, check.stderr[-2000:]
+
+
 def test_verify_and_report_on_an_output_they_cannot_read(tiny_config: Path, tmp_path: Path):
     """A token shard that cannot be read ended verify and report in a PermissionError traceback;
     an output folder that cannot be listed was called 'not a build output' / 'run the build first'.

@@ -11,8 +11,8 @@ from conftest import REPO
 from uvd_pipeline.code_identity import BUILD_PACKAGES, code_identity
 
 
-def _digest_of(copy) -> str:
-    """The digest a process importing the project from `copy` reports (its own interpreter)."""
+def _identity_of(copy) -> dict:
+    """The `code_identity` a process importing the project from `copy` reports (its own interpreter)."""
     done = subprocess.run([sys.executable, "-c", "from uvd_pipeline.code_identity import code_identity; "
                            "import json; print(json.dumps(code_identity()))"],
                           cwd=copy, env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"},
@@ -21,15 +21,24 @@ def _digest_of(copy) -> str:
 
     identity = json.loads(done.stdout)
     assert identity["where"] == str(copy)
-    return identity["digest"]
+    return identity
+
+
+def _digest_of(copy) -> str:
+    return _identity_of(copy)["digest"]
+
+
+def _project_copy(copy):
+    """The build's packages copied into the folder `copy`."""
+    for package in BUILD_PACKAGES:
+        shutil.copytree(REPO / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
 
 
 def test_a_copy_differs_by_its_code_or_its_shipped_weights_never_by_where_it_lies(tmp_path):
     """A worker whose embedded tokenizer weights differ rendered other tokens while its code's digest
     matched (only .py files were hashed); the same code and weights at another path must pass."""
-    copy = tmp_path / "copy"
-    for package in BUILD_PACKAGES:
-        shutil.copytree(REPO / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
+    copy = _project_copy(tmp_path / "copy")
     ours = code_identity()["digest"]
     assert _digest_of(copy) == ours
     weights = sorted((copy / "tokenizer" / "weights").rglob("*.bin"))[0]
@@ -103,3 +112,32 @@ def test_a_worker_that_passed_one_build_is_checked_again_for_a_build_with_other_
         with pytest.raises(OtherProjectCode, match=rf"pillow {re.escape(ours['versions']['pillow'])} \(this build: 9\.0\.0\)"):
             client.submit(run_checked, other, "os:getpid", pure=False).result()
         assert client.submit(run_checked, ours, "os:getpid", pure=False).result() > 0  # and still passes ours
+
+
+def test_project_files_edited_mid_build_are_told_as_such_and_the_address_named_only_where_given(tmp_path):
+    """A project file edited 16 s into a `--runner dask` build (no address): the build stopped naming
+    `beam.dask.address` and "another version of the project (from P ...; this build's from P ...)",
+    asking to install this project's version there, though both read the same folder. It now says
+    the files there changed since the build started, and to run again; `beam.dask.address` is named
+    only where a scheduler was given (where another machine may hold another copy at that path)."""
+    from uvd_pipeline.code_identity import GIVEN, worker_problem
+
+    copy = _project_copy(tmp_path / "copy")
+    started = _identity_of(copy)
+    with open(copy / "uvd_pipeline" / "keys.py", "a") as handle:
+        handle.write("# edited\n")
+    now = _identity_of(copy)
+    worker = "tcp://127.0.0.1:43083"
+    local = worker_problem(worker, {**started, GIVEN: False}, now)
+    assert local == (f"the project's files under {copy} changed since this build started (the Dask worker {worker} "
+                     f"read them at code digest {now['digest'][:12]}, this build at {started['digest'][:12]}): its work "
+                     "could differ from this build's, so the build stops; run the same build command again (shards "
+                     "committed so far are kept)")
+    given = worker_problem(worker, {**started, GIVEN: True}, now)
+    assert given.startswith(f"beam.dask.address: the Dask worker {worker} reads the project from {copy}, as this "
+                            "build does, but at code digest ") and "changed since this build started" in given
+    # another folder is another copy: named as before, without the address where none was given
+    elsewhere = worker_problem(worker, {**code_identity(), GIVEN: False}, now)
+    assert elsewhere.startswith(f"the Dask worker {worker} runs another version of the project (from {copy}, ")
+    assert "install this project's version there" in elsewhere
+    assert worker_problem(worker, {**now, GIVEN: False}, now) is None

@@ -1087,6 +1087,32 @@ def test_a_number_written_as_text_names_the_number_to_write(tmp_path: Path, caps
     assert "tokenizer.batch_size: Input should be a valid integer (got 'many')" in err
 
 
+def test_the_number_a_text_hint_names_is_read_as_that_number(tmp_path: Path, capsys):
+    """`val_fraction: 1e-5` (text to YAML 1.1) was hinted "write 1e-05 without quotes", which PyYAML
+    reads as text again: following the hint gave the same error. The hinted spellings are written
+    into the config in place of the texts, and `check` then reads each as the number it meant."""
+    import re
+
+    texts = {"split.val_fraction": "1e-5", "mixture.groups.single_images": "2e20",
+             "mixture.groups.image_sequences": "5E-324"}
+    text = ("version: 1\noutput: OUT\nsplit: {val_fraction: 1e-5}\n"
+            "mixture: {groups: {single_images: 2e20, image_sequences: 5E-324}}\n"
+            "sources:\n  - {name: web, type: laion, path: IMGS}\n")
+    path = _yaml_config(tmp_path, text)
+    code, err = _cli(capsys, "check", str(path))
+    hints = dict(re.findall(r"  ([\w.]+): expects a number, got the text '[^']*'; write (\S+) without quotes", err))
+    assert code == 2 and set(hints) == set(texts), err
+    followed = path.read_text()
+    for field, written in texts.items():
+        followed = followed.replace(f": {written}", f": {hints[field]}", 1)
+    path.write_text(followed)
+    loaded = yaml.safe_load(followed)
+    assert (loaded["split"]["val_fraction"], loaded["mixture"]["groups"]) == (
+        1e-5, {"single_images": 2e20, "image_sequences": 5e-324})
+    code, err = _cli(capsys, "check", str(path))
+    assert code == 0 and "expects a number" not in err, err
+
+
 def test_an_output_path_with_bytes_that_are_not_utf8_names_the_field_and_the_fix(tmp_path: Path, capsys):
     """`--output` naming a folder whose name a latin-1 system wrote (`caf\\xe9`): refused with
     pydantic's own words ("Input should be a valid string, unable to parse raw data as a unicode

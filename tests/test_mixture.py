@@ -91,3 +91,24 @@ def test_the_trainer_realises_the_build_mixture(mini_build_copy):
     web = plan["sources"]["web"]
     assert (f"<tr><td>web</td><td>single_images</td><td>{web['tokens']:,}</td><td>{web['weight']:.4g}</td>"
             f"<td>{100 * web['effective_share']:.2f}%</td>") in table
+
+
+def test_finite_weights_whose_sum_overflows_give_the_shares_of_their_ratios(mini_build_copy):
+    """Group weights 1e308 + 1e308 (and two sources' within a group) summed to inf: every share came
+    out 0, `mixture.yaml` held `data: []` and the summary's mix all zeros, without a word. Any finite
+    weights now give the shares their ratios give: the same mixture.yaml as weights 1 and 1."""
+    from uvd_pipeline.config import MixtureConfig
+    from uvd_pipeline.summary import write_mixture
+
+    config, summary = mini_build_copy
+    kinds = {name: s["by_kind"] for name, s in summary["sources"].items()}
+    written = {}
+    for weight in (1.0, 1e308):
+        mixture = MixtureConfig(groups={"single_images": weight, "image_sequences": weight},
+                                sources={"inet": weight, "clips": 0.75 * weight})
+        plan = write_mixture(config.model_copy(update={"mixture": mixture}), summary["tokens"], kinds)
+        written[weight] = yaml.safe_load((Path(config.output) / "mixture.yaml").read_text())
+        assert plan["groups"]["single_images"]["asked"] == 0.5 and plan["groups"]["image_sequences"]["asked"] == 0.5
+        shares = {name: v["target_share"] for name, v in plan["sources"].items()}
+        assert shares == pytest.approx({"web": 0.5, "inet": 0.5 * 4 / 7, "clips": 0.5 * 3 / 7})
+    assert written[1e308] == written[1.0] and len(written[1.0]["data"]) == 3

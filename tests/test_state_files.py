@@ -212,3 +212,61 @@ def test_a_folder_in_place_of_summary_json_is_named_as_a_folder_with_its_fix(min
     report = _in_process(capsys, "report", str(out))
     assert report.returncode != 0 and "Traceback" not in report.stderr, report.stderr
     assert f"{out / 'summary.json'}: a folder in place of the file the build wrote" in report.stderr, report.stderr
+
+
+@pytest.mark.parametrize("damage", ["cut", "empty", "list"])
+def test_a_damaged_build_record_is_refused_naming_it_and_the_flag_that_replaces_it(
+        mini_corpus, mini_build, tmp_path, capsys, damage):
+    """`build.json` cut short, emptied or not a JSON object: `build` (plain, --verify as `verify`
+    advises, --overwrite) died in a traceback (JSONDecodeError; AttributeError 'list' object has no
+    'get') and `check` said "config OK". Which configuration the shards there are of is unknown:
+    `check` and `build` refuse naming the file and --replace-changed; `verify` reports build.json
+    alone (every token shard was blamed too: "another configuration ... this build's is None")."""
+    config, out = _copy(mini_corpus, mini_build, tmp_path)
+    record = out / "build.json"
+    whole = record.read_bytes()
+    record.write_bytes({"cut": whole[:300], "empty": b"", "list": b"[1]"}[damage])
+    said = {"cut": "is no JSON (cut short or overwritten: ", "empty": "is no JSON (cut short or overwritten: ",
+            "list": "holds a JSON list, not a build record"}[damage]
+    for command in (["check", str(config)], ["build", str(config)], ["build", str(config), "--verify"]):
+        run = _in_process(capsys, *command)
+        assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+        assert f"error: {record} {said}" in run.stderr and "pass --replace-changed (or --overwrite) to build it anew" \
+            in run.stderr, run.stderr[-2000:]
+    assert record.read_bytes() == {"cut": whole[:300], "empty": b"", "list": b"[1]"}[damage]  # refused untouched
+    verify = _in_process(capsys, "verify", str(out))
+    damaged = [line for line in verify.stdout.splitlines() if line.startswith("damaged: ")]
+    assert verify.returncode == 1 and len(damaged) == 1 and damaged[0].startswith(f"damaged: {record}: "), verify.stdout
+
+
+def test_replace_changed_rebuilds_over_a_damaged_build_record_byte_for_byte(mini_corpus, mini_build, tmp_path, capsys):
+    """--replace-changed (and --overwrite) replace an output whose `build.json` cannot be read: the
+    shards come out as the shared build's, the record is this config's again and `verify` passes."""
+    from uvd_pipeline.build_record import prepare_output
+
+    config, out = _copy(mini_corpus, mini_build, tmp_path)
+    record = out / "build.json"
+    whole = json.loads(record.read_text())
+    record.write_text("[1]")
+    run = _in_process(capsys, "build", str(config), "--replace-changed")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert shard_digests(out) == shard_digests(Path(mini_build[0].output))
+    assert json.loads(record.read_text())["config_hash"] == whole["config_hash"]
+    assert _in_process(capsys, "verify", str(out)).returncode == 0
+    record.write_bytes(b"")  # --overwrite: the output emptied before the build, the record written anew
+    prepare_output(mini_build[0].model_copy(update={"output": str(out)}), overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["build.json"]
+    assert json.loads(record.read_text())["config_hash"] == whole["config_hash"]
+
+
+def test_check_refuses_an_output_of_another_configuration_as_the_build_does(mini_corpus, mini_build, tmp_path, capsys):
+    """`check` said "config OK" (exit 0) of an output holding another configuration's build (here
+    another seed), which `build` refused at once (exit 2): it now refuses it in the build's words."""
+    config, out = _copy(mini_corpus, mini_build, tmp_path)
+    check = _in_process(capsys, "check", str(config), "--set", "seed=5")
+    assert check.returncode == 2, check.stdout + check.stderr
+    said = f"error: output {out} holds a build of a different configuration (config hash "
+    assert said in check.stderr and "pass --overwrite (or --replace-changed) to replace it" in check.stderr, check.stderr
+    build = _in_process(capsys, "build", str(config), "--set", "seed=5")
+    assert build.returncode == 2 and build.stderr.strip() == check.stderr.strip(), build.stderr[-2000:]
+    assert _in_process(capsys, "check", str(config)).returncode == 0  # its own configuration: OK

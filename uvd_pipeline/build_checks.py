@@ -24,6 +24,7 @@ def check_output(config: BuildConfig) -> None:
     if os.path.isdir(path):
         if path == os.path.abspath(local):
             _check_a_builds_folder(config.output, path)
+        _check_writable(config.output, path)
         return
     what = "is a file" if os.path.isfile(path) else "exists and is not a folder"
     if path == os.path.abspath(local):
@@ -31,6 +32,23 @@ def check_output(config: BuildConfig) -> None:
                           f"{config.output}.build")
     raise ConfigError(f"output: {path} {what}, so no folder can be made at {config.output}; name a folder "
                       "elsewhere")
+
+
+def _check_writable(output: str, folder: str) -> None:
+    """The output's nearest existing folder must take the build's files: on a read-only file
+    system (or in a folder this user may not write in) `check` said "config OK" and the build was
+    refused only when it took the lock. Said as the build's lock said it."""
+    if os.access(folder, os.W_OK):
+        return
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        raise ConfigError(f"{output}: Read-only file system (EROFS); {folder} is mounted read-only: remount it "
+                          "read-write, or name an `output` on a writable file system")
+    raise ConfigError(f"{output}: Permission denied (EACCES); this user may not write in {folder}: give this user "
+                      "access to it, or name another `output`")
 
 
 def _build_names() -> frozenset[str]:

@@ -15,6 +15,7 @@ from uvd_pipeline import unit_store
 from uvd_pipeline.config import FORMAT_VERSION, RENDER_REVISION, RUN_ONLY_FIELDS, BuildConfig, ConfigError
 from uvd_pipeline.config_build import saved_config_hash
 from uvd_pipeline.rendered_shards import RENDERED_DIR, read_json
+from uvd_pipeline.state_files import StateFileRefused
 from uvd_pipeline.summary import REJECTS_FILE, SUMMARY_FILE
 
 log = logging.getLogger(__name__)
@@ -134,46 +135,105 @@ def _named_after_moves(config: BuildConfig, moved: dict[str, str]) -> BuildConfi
     return config.with_output_roots(moved)
 
 
+def read_record(output: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(the output's `build.json`, None); (None, None) where there is none; (None, why) where it
+    cannot be read or is no build record (cut short, empty, a JSON list): a rerun read it unguarded
+    and died in a traceback (JSONDecodeError, AttributeError) even under --overwrite."""
+    uri = fsio.join(output, BUILD_FILE)
+    fs, path = fsio.filesystem(uri)
+    if not fs.exists(path):
+        return None, None
+    try:
+        record = read_json(uri)
+    except StateFileRefused as exc:
+        return None, f"is {exc.why}"
+    except ValueError as exc:
+        return None, f"is no JSON (cut short or overwritten: {exc})"
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    if not isinstance(record, dict):
+        return None, f"holds a JSON {type(record).__name__}, not a build record"
+    return record, None
+
+
+def unreadable_record(output: str, why: str) -> ConfigError:
+    """The refusal of an output whose `build.json` cannot be read (`read_record`): which
+    configuration its shards are of is unknown, so they are neither resumed nor replaced unasked."""
+    return ConfigError(f"{fsio.join(output, BUILD_FILE)} {why}, so which configuration output {output} holds a "
+                       "build of is unknown; pass --replace-changed (or --overwrite) to build it anew, or choose a "
+                       "new `output`")
+
+
+def check_record(config: BuildConfig) -> None:
+    """What `build` (without --overwrite or --replace-changed) refuses of the output's build record
+    before any work, for `check`: it said "config OK" of an output holding another configuration's
+    build, or a damaged record, where the build refused at once."""
+    existing, why = read_record(config.output)
+    if why is not None:
+        raise unreadable_record(config.output, why)
+    if existing is not None:
+        _judged(config, existing, overwrite=False, replace_changed=False)
+
+
+def _judged(config: BuildConfig, existing: dict[str, Any], overwrite: bool,
+            replace_changed: bool) -> tuple[BuildConfig, dict[str, Any], bool]:
+    """(the config the build goes on with, its record, whether the output is replaced) over an
+    output whose record is `existing`; ConfigError where it holds another configuration's build
+    and neither flag replaces it."""
+    moved, refused_moves = classified_moves(config, existing) if not overwrite else ({}, {})
+    config = _named_after_moves(config, moved)
+    record = _record_of(config)
+    changed = existing.get("config_hash") != record["config_hash"]
+    if changed and replace_changed:
+        log.info("output %s holds another configuration's build: replacing it", config.output)
+        overwrite = True
+    if changed and not overwrite:
+        earlier = existing.get("render_revision", 1)
+        if earlier != RENDER_REVISION and _same_config(existing.get("config"), record["config"]):
+            raise ConfigError(
+                f"output {config.output} holds a build of this configuration by an earlier version of the "
+                f"pipeline (render revision {earlier}, now {RENDER_REVISION}), whose renders differ from "
+                "this version's; pass --replace-changed to render it again, or choose a new `output`"
+            )
+        _refuse_nested_moves(config.output, config, refused_moves)
+        raise ConfigError(
+            f"output {config.output} holds a build of a different configuration "
+            f"(config hash {existing.get('config_hash')} vs {record['config_hash']}); "
+            "choose a new `output`, or pass --overwrite (or --replace-changed) to replace it"
+        )
+    return config, record, overwrite
+
+
+def _record_of(config: BuildConfig) -> dict[str, Any]:
+    record = {"format_version": FORMAT_VERSION, "render_revision": RENDER_REVISION,
+              "config_hash": config.content_hash(), "config": config.model_dump(mode="json", exclude={"beam": True})}
+    if config.output_roots:
+        record["source_roots"] = config.output_roots
+    return record
+
+
 def prepare_output(config: BuildConfig, overwrite: bool, replace_changed: bool = False) -> BuildConfig:
     """Make the output ready for this build; returns the config the build goes on with
     (`moved_inputs`)."""
     output = config.output
     fs, root = fsio.filesystem(output)
-    build_uri = fsio.join(output, BUILD_FILE)
-    exists = fs.exists(fsio.filesystem(build_uri)[1])
-    existing = read_json(build_uri) if exists else {}
-    moved, refused_moves = classified_moves(config, existing) if exists and not overwrite else ({}, {})
-    config = _named_after_moves(config, moved)
-    record = {"format_version": FORMAT_VERSION, "render_revision": RENDER_REVISION,
-              "config_hash": config.content_hash(), "config": config.model_dump(mode="json", exclude={"beam": True})}
-    if config.output_roots:
-        record["source_roots"] = config.output_roots
-    if exists:
-        changed = existing.get("config_hash") != record["config_hash"]
-        if changed and replace_changed:
-            log.info("output %s holds another configuration's build: replacing it", output)
-            overwrite = True
-        if changed and not overwrite:
-            earlier = existing.get("render_revision", 1)
-            if earlier != RENDER_REVISION and _same_config(existing.get("config"), record["config"]):
-                raise ConfigError(
-                    f"output {output} holds a build of this configuration by an earlier version of the "
-                    f"pipeline (render revision {earlier}, now {RENDER_REVISION}), whose renders differ from "
-                    "this version's; pass --replace-changed to render it again, or choose a new `output`"
-                )
-            _refuse_nested_moves(output, config, refused_moves)
-            raise ConfigError(
-                f"output {output} holds a build of a different configuration "
-                f"(config hash {existing.get('config_hash')} vs {record['config_hash']}); "
-                "choose a new `output`, or pass --overwrite (or --replace-changed) to replace it"
-            )
+    existing, why = read_record(output)
+    if why is not None:
+        if not (overwrite or replace_changed):
+            raise unreadable_record(output, why)
+        log.warning("output %s: its %s %s: replacing the build there", output, BUILD_FILE, why)
+        overwrite = True
+    if existing is not None:
+        config, record, overwrite = _judged(config, existing, overwrite, replace_changed)
+    else:
+        record = _record_of(config)
     if overwrite:
         for name in BUILD_OUTPUT_NAMES:
             path = fsio.filesystem(fsio.join(output, name))[1]
             if fs.exists(path):
                 fs.rm(path, recursive=True)
     fs.makedirs(root, exist_ok=True)
-    write_bytes(build_uri, json.dumps(record, indent=1, sort_keys=True).encode())
+    write_bytes(fsio.join(output, BUILD_FILE), json.dumps(record, indent=1, sort_keys=True).encode())
     unfinish(output)
     return config
 

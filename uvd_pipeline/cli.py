@@ -338,6 +338,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Everything a build checks before it starts: the config, every source's input, the tokenizer."""
     from uvd_pipeline.build import check_before_build, check_tokenizer
+    from uvd_pipeline.build_record import check_record
     from uvd_pipeline.config import config_summary, load_config, parse_set_options
     from uvd_pipeline.graph import list_units
     from uvd_pipeline.source_factory import source_notices
@@ -345,6 +346,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config, parse_set_options(args.set))
     print(config_summary(config))
     notices = check_before_build(config)
+    check_record(config)  # an output of another configuration's build: the build refuses it (flags replace it)
     for name, units in list_units(config).items():
         print(f"source {name}: {len(units)} input units")
     for warnings in source_notices(config).values():  # what the build would warn of, each naming its source

@@ -85,6 +85,37 @@ FIX = ("install this project's version there, in an environment with the same li
        "same PYTHONPATH), or leave those workers out of the cluster")
 
 
+# the key of a build's `code_identity` (`dask_cluster.bounded_dask_runner`) saying whether its scheduler was given
+# (`beam.dask.address`): a local cluster's workers are this machine's processes, importing the build's own folder
+GIVEN = "scheduler_given"
+
+
+def worker_problem(worker: str, ours: dict, theirs: dict) -> str | None:
+    """What the build says of a Dask worker whose `code_identity` is `theirs` (None: it runs ours).
+    A worker reading the project from the build's own folder, at another digest, reads its files
+    as they are now: they changed since the build started (an edit, a `git pull` mid-build). That
+    was told as "another version of the project (from P; this build's from P)", with
+    `beam.dask.address` and an install as the fix, where no address was given and nothing was to
+    install. `beam.dask.address` is named only where it was given."""
+    differs = difference(ours, theirs)
+    if differs is None:
+        return None
+    given = ours.get(GIVEN, True)
+    field = "beam.dask.address: " if given else ""
+    if theirs.get("where") == ours["where"] and theirs.get("digest") != ours["digest"]:
+        if not given:
+            return (f"the project's files under {ours['where']} changed since this build started (the Dask worker "
+                    f"{worker} read them at code digest {str(theirs.get('digest', ''))[:12]}, this build at "
+                    f"{ours['digest'][:12]}): its work could differ from this build's, so the build stops; run the "
+                    "same build command again (shards committed so far are kept)")
+        return (f"{field}the Dask worker {worker} reads the project from {ours['where']}, as this build does, but at "
+                f"code digest {str(theirs.get('digest', ''))[:12]} (this build: {ours['digest'][:12]}): the files "
+                "there changed since this build started, or that worker's machine holds another copy at that path; "
+                "its work could differ from this build's, so the build stops; run the same build command again "
+                f"once they are the same, or {FIX}")
+    return f"{field}the Dask worker {worker} {differs}: its work could differ from this build's, so the build stops; {FIX}"
+
+
 class OtherProjectCode(RuntimeError):
     """A task of the build met a worker that runs other code (`difference`): what it made could
     differ from what the build's config gives."""
@@ -99,11 +130,9 @@ def run_checked(ours: dict, target: str, *args):
     passed = getattr(worker, "uvd_code_passed", None)
     key = identity_key(ours)
     if passed is None or key not in passed:
-        differs = difference(ours, code_identity())
-        if differs is not None:
-            name = getattr(worker, "address", None) or f"process {os.getpid()}"
-            raise OtherProjectCode(f"beam.dask.address: the Dask worker {name} {differs}: its work could differ from "
-                                   f"this build's, so the build stops; {FIX}")
+        problem = worker_problem(getattr(worker, "address", None) or f"process {os.getpid()}", ours, code_identity())
+        if problem is not None:
+            raise OtherProjectCode(problem)
         if worker is not None:
             worker.uvd_code_passed = (passed or frozenset()) | {key}
     module, _, name = target.partition(":")

@@ -141,7 +141,16 @@ def _number_as_text(value: Any, whole: bool) -> str | None:
         return None
     if whole:
         return str(int(number)) if number.is_integer() else None
-    return repr(number)
+    return yaml_float(number)
+
+
+def yaml_float(number: float) -> str:
+    """`number` spelt so that YAML 1.1 (PyYAML) reads it as a float: an exponent needs a dot before
+    it and a sign (`1.0e-05`, `1.0e+20`); `repr`'s `1e-05`, hinted as the fix, was read as text again."""
+    mantissa, exponent, power = repr(number).partition("e")
+    if not exponent:
+        return mantissa
+    return f"{mantissa if '.' in mantissa else mantissa + '.0'}e{power if power[0] in '+-' else '+' + power}"
 
 
 SHAPES = {"model_type": "a section of fields", "model_attributes_type": "a section of fields",

@@ -562,7 +562,7 @@ def bounded_dask_runner(shuffle_partitions: int, memory_limit: str | None = None
     from apache_beam.runners.dask.overrides import _GroupByKeyOnly
     from apache_beam.runners.dask.transform_evaluator import GroupByKey
 
-    from uvd_pipeline.code_identity import code_identity
+    from uvd_pipeline.code_identity import GIVEN, code_identity
 
     class BoundedDaskRunner(DaskRunner):
         # Beam's Pipeline.run first rebuilds the graph from its protos, as a test that a portable
@@ -598,7 +598,8 @@ def bounded_dask_runner(shuffle_partitions: int, memory_limit: str | None = None
 
     runner = BoundedDaskRunner()
     runner.shuffle_partitions = shuffle_partitions
-    runner.code = code_identity()  # what every worker that runs the build's own code must run too
+    # what every worker that runs the build's own code must run too; memory_limit None: a given scheduler's workers
+    runner.code = {**code_identity(), GIVEN: memory_limit is None}
     return runner
 
 

@@ -16,6 +16,7 @@ are reported and the other groups scaled up to fill their share.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -47,6 +48,7 @@ class SourceTokens:
 def plan_mixture(available: list[SourceTokens], group_weights: Mapping[str, float],
                  source_weights: Mapping[str, float], bos_eos: bool = True) -> dict[str, Any]:
     """Trainer weights per source and the token mix they realise, next to the mix asked for."""
+    group_weights = _summable(group_weights)
     present = [s for s in available if s.sentences > 0 and s.tokens > 0]
     groups_present = {KIND_GROUPS.get(s.kind, "single_images") for s in present}
     asked_total = sum(w for w in group_weights.values() if w > 0)
@@ -59,7 +61,7 @@ def plan_mixture(available: list[SourceTokens], group_weights: Mapping[str, floa
         if not members or not reachable:
             continue
         share = asked[group] / reachable
-        weights = {s.name: source_weights.get(s.name, float(s.tokens)) for s in members}
+        weights = _summable({s.name: source_weights.get(s.name, float(s.tokens)) for s in members})
         within_total = sum(weights.values())
         for s in members:
             target = share * weights[s.name] / within_total if within_total else 0.0
@@ -83,6 +85,16 @@ def plan_mixture(available: list[SourceTokens], group_weights: Mapping[str, floa
                 for g in GROUPS}
     return {"groups": by_group, "sources": dict(sorted(sources.items())), "absent_groups": absent,
             "bos_eos": bos_eos}
+
+
+def _summable(weights: Mapping[str, float]) -> Mapping[str, float]:
+    """`weights`, scaled by the largest where their sum passes the largest float: two finite
+    weights of 1e308 summed to inf, every share came out 0 and `mixture.yaml` held `data: []`
+    without a word. Shares are ratios, so the scale changes none; a sum that fits is left as is."""
+    if math.isfinite(sum(w for w in weights.values() if w > 0)):
+        return weights
+    top = max(weights.values())
+    return {name: w / top for name, w in weights.items()}
 
 
 def mixture_spec(plan: dict[str, Any], tokens_dir: str = "tokens", split: str = "train") -> dict[str, Any]:

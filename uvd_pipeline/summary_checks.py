@@ -109,7 +109,7 @@ class SummaryTally:
         if self.summary is None:
             return
         made = stats.get("config_hash")
-        if made != self.config_hash:
+        if made != self.config_hash and self.config_hash is not None:  # None: build.json unread, reported as such
             self.foreign.append((shard, f"a token shard of another configuration (config hash {_short(made)}, this "
                                         f"build's is {self.config_hash}): an import or another build's; {FOREIGN_HINT}"))
         elif _place(uri) not in self.rendered_places:
