@@ -85,3 +85,48 @@ def test_verify_holds_the_summary_source_types_and_run_section(mini_build_copy, 
     assert capsys.readouterr().err.startswith(f"error: damaged: {path}: fields other than the rest of the output says")
     path.write_text(json.dumps(summary))
     assert _verify(capsys, out, "--quick")[0] == 0
+
+
+def test_verify_holds_mixture_yaml_to_the_summary_mix(mini_build_copy, capsys):
+    """`mixture.yaml` (the trainer's `--data` file) was checked for being there only: emptied, or with
+    other weights, it passed `verify` (exit 0) and trainer.fit then failed, or drew another mix than
+    summary.json records. Its split, globs and weights are held to that mix, by value (the same mix
+    written another way is intact); the same build command writes it again."""
+    from trainer.mixture_spec import load_mixture_file
+    from uvd_pipeline.build import run_build
+
+    config, summary = mini_build_copy
+    out = Path(config.output)
+    path = out / "mixture.yaml"
+    written = path.read_bytes()
+    weights = {f"tokens/{name}/train/*.arrow": round(v["weight"], 12)
+               for name, v in summary["mixture"]["sources"].items()}
+    assert len(weights) >= 2 and {e.glob: e.weight for e in load_mixture_file(str(path)).entries} == {
+        str(out / glob): weight for glob, weight in weights.items()}
+    swapped = dict(zip(weights, reversed(list(weights.values()))))
+    first, second = list(weights)[:2]
+    damage = {
+        b"": "empty",
+        json.dumps({"split": "train", "data": [{"glob": g, "weight": w} for g, w in swapped.items()]}).encode():
+            f"{first} weight {swapped[first]!r}, the summary's mix gives {weights[first]!r}",
+        json.dumps({"split": "train", "data": [{"glob": second, "weight": weights[second]}]}).encode():
+            f"no entry for {first} (weight {weights[first]!r})",
+        written.replace(b"split: train", b"split: val"): "split 'val', not 'train'",
+    }
+    for text, why in damage.items():
+        path.write_bytes(text)
+        for flags in ((), ("--quick",)):
+            code, printed = _verify(capsys, out, *flags)
+            assert code == 1 and "DAMAGED: 1 damaged files" in printed, printed
+            line = printed.splitlines()[0]
+            assert line.startswith(f"damaged: {path}: {why}") and line.endswith(
+                "not the token mix summary.json records (the trainer's --data file, edited since the build); run "
+                "the same build command again: it writes it anew from the committed shards"), line
+    path.write_text(json.dumps({"data": [{"weight": w, "glob": g} for g, w in reversed(weights.items())],
+                                "split": "train"}))  # the same mix, as JSON (YAML reads it) in another order
+    assert _verify(capsys, out)[0] == 0
+    path.write_bytes(b"")
+    run_build(config)
+    assert path.read_bytes() == written
+    assert _verify(capsys, out)[0] == 0
+

@@ -534,8 +534,10 @@ def _check_merged(output: str, summary: dict[str, Any], shard_rejects: dict[str,
                   mixture: bool, damaged: Callable[[str, str], None], lines: dict[str, int] | None = None) -> None:
     """The files a finished build writes beside its summary from the shards: `rejects.jsonl`
     (`merged_rejects`; `lines`: as there) and, where the summary records a token mix, the trainer's
-    `mixture.yaml`."""
+    `mixture.yaml`, held to that mix (`record_checks.mixture_problem`: read with `quick` too, a
+    small file as the summary is)."""
     from uvd_pipeline.mixture import MIXTURE_FILE
+    from uvd_pipeline.record_checks import mixture_problem
     from uvd_pipeline.summary import REJECTS_FILE, SUMMARY_FILE
 
     uri = fsio.join(output, REJECTS_FILE)
@@ -546,8 +548,12 @@ def _check_merged(output: str, summary: dict[str, Any], shard_rejects: dict[str,
     for file, why in problems:
         damaged(file, why)
     mixture_uri = fsio.join(output, MIXTURE_FILE)
-    if mixture and summary.get("mixture") and _gone(mixture_uri):
+    if not mixture or not summary.get("mixture"):
+        return
+    if _gone(mixture_uri):
         damaged(mixture_uri, f"missing: {SUMMARY_FILE} records a token mix, the trainer's --data file; {MERGED_HINT}")
+    elif why := mixture_problem(mixture_uri, summary["mixture"]):
+        damaged(mixture_uri, why)
 
 
 def placed_name(stats_uri: str, stats: dict[str, Any]) -> str:
