@@ -9,6 +9,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from uvd_pipeline.cli import main
 
 
@@ -85,3 +87,115 @@ def test_verify_holds_the_summary_source_types_and_run_section(mini_build_copy, 
     assert capsys.readouterr().err.startswith(f"error: damaged: {path}: fields other than the rest of the output says")
     path.write_text(json.dumps(summary))
     assert _verify(capsys, out, "--quick")[0] == 0
+
+
+def test_verify_holds_mixture_yaml_to_the_summary_mix(mini_build_copy, capsys):
+    """`mixture.yaml` (the trainer's `--data` file) was checked for being there only: emptied, or with
+    other weights, it passed `verify` (exit 0) and trainer.fit then failed, or drew another mix than
+    summary.json records. Its split, globs and weights are held to that mix, by value (the same mix
+    written another way is intact); the same build command writes it again."""
+    from trainer.mixture_spec import load_mixture_file
+    from uvd_pipeline.build import run_build
+
+    config, summary = mini_build_copy
+    out = Path(config.output)
+    path = out / "mixture.yaml"
+    written = path.read_bytes()
+    weights = {f"tokens/{name}/train/*.arrow": round(v["weight"], 12)
+               for name, v in summary["mixture"]["sources"].items()}
+    assert len(weights) >= 2 and {e.glob: e.weight for e in load_mixture_file(str(path)).entries} == {
+        str(out / glob): weight for glob, weight in weights.items()}
+    swapped = dict(zip(weights, reversed(list(weights.values()))))
+    first, second = list(weights)[:2]
+    damage = {
+        b"": "empty",
+        json.dumps({"split": "train", "data": [{"glob": g, "weight": w} for g, w in swapped.items()]}).encode():
+            f"{first} weight {swapped[first]!r}, the summary's mix gives {weights[first]!r}",
+        json.dumps({"split": "train", "data": [{"glob": second, "weight": weights[second]}]}).encode():
+            f"no entry for {first} (weight {weights[first]!r})",
+        written.replace(b"split: train", b"split: val"): "split 'val', not 'train'",
+    }
+    for text, why in damage.items():
+        path.write_bytes(text)
+        for flags in ((), ("--quick",)):
+            code, printed = _verify(capsys, out, *flags)
+            assert code == 1 and "DAMAGED: 1 damaged files" in printed, printed
+            line = printed.splitlines()[0]
+            assert line.startswith(f"damaged: {path}: {why}") and line.endswith(
+                "not the token mix summary.json records (the trainer's --data file, edited since the build); run "
+                "the same build command again: it writes it anew from the committed shards"), line
+    path.write_text(json.dumps({"data": [{"weight": w, "glob": g} for g, w in reversed(weights.items())],
+                                "split": "train"}))  # the same mix, as JSON (YAML reads it) in another order
+    assert _verify(capsys, out)[0] == 0
+    path.write_bytes(b"")
+    run_build(config)
+    assert path.read_bytes() == written
+    assert _verify(capsys, out)[0] == 0
+
+
+def test_verify_and_report_wait_out_an_empty_lock_as_build_does(mini_build_copy, capsys):
+    """An empty `_lock.json` (a build start killed between creating its lock and writing it, or one
+    starting now): `build` refuses for `UNREADABLE_GRACE_S`, while `verify` and `report` took it for
+    'nobody holds it' and called the output intact and finished (exit 0). Both now say a build may be
+    starting and exit `UNFINISHED`; past that age `verify` says the next build removes it, and judges
+    the output as it is."""
+    import os
+
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.output_lock import UNREADABLE_GRACE_S, OutputLocked
+    from uvd_pipeline.verify import UNFINISHED
+
+    config, _ = mini_build_copy
+    out = Path(config.output)
+    lock = out / "_lock.json"
+    for text, what in ((b"", "empty"), (b'{"host": ', "not readable as a lock (no host, pid and run id in it)")):
+        lock.write_bytes(text)
+        if not text:  # as build reads it (each refusal waits out its retries: once is enough)
+            with pytest.raises(OutputLocked):
+                run_build(config)
+        code, printed = _verify(capsys, out, "--quick")
+        assert code == UNFINISHED and "UNFINISHED: what is committed is intact" in printed, printed
+        assert printed.startswith(f"note: a build may be starting on this output: its lock file {lock} is {what}, "), \
+            printed
+        assert f"a build takes it over once it is {UNREADABLE_GRACE_S:.0f} s old" in printed
+        assert main(["report", str(out)]) == UNFINISHED
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {out}: UNFINISHED: a build may be starting on this output: its lock file "
+                              f"{lock} is {what}"), err
+    os.utime(lock, (lock.stat().st_atime - 2 * UNREADABLE_GRACE_S,) * 2)
+    code, printed = _verify(capsys, out)
+    assert code == 0 and printed.startswith(
+        f"note: this output is held by no build: its lock file {lock} is not readable as a lock (no host, pid and run "
+        "id in it), 1"), printed
+    assert "most likely a build was killed while writing it; it holds nothing, and the next build removes it" in printed
+    assert f"{out}: intact:" in printed
+    lock.write_bytes(b"")
+    code, printed = _verify(capsys, out)
+    assert code == UNFINISHED  # written again: young
+
+
+def test_a_committed_shard_replaced_by_a_link_is_damage_and_rebuilt(mini_build_copy, tmp_path, capsys):
+    """A committed tar replaced by a symbolic link to an identical copy outside the output passed
+    every check, sha256 included, though a copy or upload of the output may take the link alone and
+    the copy can change apart from the stats. It is damage, as a fifo in its place is: `verify` names
+    it with its target, and a resumed build (`--verify` or not) writes the shard again in its place."""
+    from uvd_pipeline.build import run_build
+
+    config, _ = mini_build_copy
+    out = Path(config.output)
+    tar = out / "rendered" / "web" / "train" / "web-train-00000.tar"
+    made = tar.read_bytes()
+    outside = tmp_path / "elsewhere.tar"
+    shutil.copyfile(tar, outside)
+    tar.unlink()
+    tar.symlink_to(outside)
+    for flags in ((), ("--quick",)):
+        code, printed = _verify(capsys, out, *flags)
+        assert code == 1 and "DAMAGED: 1 damaged files" in printed, printed
+        assert printed.startswith(f"damaged: {tar}: a symbolic link to {outside}, not the file the build wrote: an "
+                                  "output holds its own files"), printed
+    outside.unlink()
+    assert _verify(capsys, out)[1].startswith(f"damaged: {tar}: a symbolic link to {outside}, which is not there")
+    run_build(config)  # a resume checks each committed file's size: the link is found there too
+    assert not tar.is_symlink() and tar.read_bytes() == made
+    assert _verify(capsys, out)[0] == 0

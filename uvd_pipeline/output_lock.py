@@ -251,15 +251,60 @@ def acquire(output: str, force: bool = False) -> OutputLock:
     raise OutputLocked(f"could not take the lock {uri}: other builds keep taking it")
 
 
+def _unreadable_what(uri: str) -> str:
+    """What is wrong with a lock file `read_holder` could not read: empty, or no lock in it."""
+    fs, path = fsio.filesystem(uri)
+    try:
+        return "empty" if fs.size(path) == 0 else "not readable as a lock (no host, pid and run id in it)"
+    except (FileNotFoundError, OSError):
+        return "unreadable"
+
+
+@dataclass(frozen=True)
+class UnreadableLock:
+    """A lock file that is there but names no holder: a build starting (it writes its lock within a
+    moment of creating it) while younger than `UNREADABLE_GRACE_S`, a start killed in between after;
+    `acquire` waits the first out and removes the second, and the commands that read an output
+    judge it alike (`verify` and `report` took an empty one for 'nobody holds it')."""
+
+    uri: str
+    what: str  # "empty", "not readable as a lock (...)"
+    age: float  # seconds since it was written
+
+    @property
+    def starting(self) -> bool:
+        """Whether a build may still be writing it: `acquire` refuses to take it over yet."""
+        return self.age <= UNREADABLE_GRACE_S
+
+    def describe(self) -> str:
+        if self.starting:
+            return (f"its lock file {self.uri} is {self.what}, {self.age:.0f} s old: a build is starting, or one "
+                    f"was killed while writing it; a build takes it over once it is {UNREADABLE_GRACE_S:.0f} s old")
+        return (f"its lock file {self.uri} is {self.what}, {self.age:.0f} s old: most likely a build was killed "
+                f"while writing it; it holds nothing, and the next build removes it")
+
+
+def unreadable_lock(output: str) -> UnreadableLock | None:
+    """The output's lock file when it is there and `read_holder` names nobody from it (None: no
+    lock file, or a readable one). A file whose age cannot be told counts as just written."""
+    uri = lock_uri(output)
+    try:
+        if read_holder(output) is not None:
+            return None
+        what = _unreadable_what(uri)
+    except OSError as exc:  # the system refuses it (no permission, a failing disk)
+        what = f"unreadable ({exc.strerror or type(exc).__name__})"
+    age = _age_seconds(uri)
+    if age is None and not fsio.exists(uri):
+        return None
+    return UnreadableLock(uri, what, 0.0 if age is None else max(0.0, age))
+
+
 def _unreadable_lock_message(uri: str, age: float) -> str:
     """Why a young lock file that stays empty or unreadable blocks the build, and what to do: a
     build writes its lock within a moment of creating it, so one still unreadable after the
     retries most likely belongs to a start killed in between."""
-    fs, path = fsio.filesystem(uri)
-    try:
-        what = "empty" if fs.size(path) == 0 else "not readable as a lock (no host, pid and run id in it)"
-    except (FileNotFoundError, OSError):
-        what = "unreadable"
+    what = _unreadable_what(uri)
     wait = max(1, math.ceil(UNREADABLE_GRACE_S - age))
     return (f"could not take the lock {uri}: the lock file is {what}, {age:.0f} s old; most likely a build was "
             f"killed while writing it. A build takes such a file over once it is {UNREADABLE_GRACE_S:.0f} s old: "

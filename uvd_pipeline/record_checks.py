@@ -184,3 +184,78 @@ def _run_problems(run: dict[str, Any]) -> list[str]:
     if not isinstance(counters, dict) or not all(isinstance(k, str) and _count(v) for k, v in counters.items()):
         held("counters", "Beam's counters by name, each a count")
     return problems
+
+
+MIXTURE_MAX_BYTES = 1 << 20  # one {glob, weight} a source: ~60 bytes each
+
+
+def _entries(data: Any) -> tuple[dict[str, list[Any]], list[str]]:
+    """(glob -> the weights its entries give, what is not an entry) of a mixture file's `data`."""
+    weights: dict[str, list[Any]] = {}
+    odd: list[str] = []
+    for item in data:
+        if isinstance(item, dict) and set(item) == {"glob", "weight"} and isinstance(item["glob"], str):
+            weights.setdefault(item["glob"], []).append(item["weight"])
+        else:
+            odd.append(f"entry {_short(item)} is not {{glob, weight}}")
+    return weights, odd
+
+
+def _same_weight(found: Any, wanted: float) -> bool:
+    if not isinstance(found, (int, float)) or isinstance(found, bool):
+        return False
+    return abs(found - wanted) <= 1e-12 * max(1.0, abs(wanted))  # the file's weights are rounded to 12 places
+
+
+def mixture_problems(text: str, wanted: dict[str, Any]) -> list[str]:
+    """What a mixture file's text (`mixture.yaml`) says otherwise than `wanted` (`mixture.mixture_spec`
+    of the summary's mix): its split, and each glob with its weight."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        return [f"not YAML ({' '.join(str(exc).split())[:120]})"]
+    if spec is None:
+        return ["empty"]
+    if not isinstance(spec, dict) or not isinstance(spec.get("data"), list) or set(spec) != {"split", "data"}:
+        return [f"not the build's {{split, data: [{{glob, weight}}]}} ({_short(spec)})"]
+    problems = [] if spec["split"] == wanted["split"] else [f"split {_short(spec['split'])}, not {wanted['split']!r}"]
+    found, odd = _entries(spec["data"])
+    problems += odd
+    want = {entry["glob"]: entry["weight"] for entry in wanted["data"]}
+    for glob, weights in sorted(found.items()):
+        if glob not in want:
+            problems.append(f"{glob} weight {_short(weights[0])}: a glob the summary's mix has not")
+        elif len(weights) > 1:
+            problems.append(f"{glob} named {len(weights)} times (the trainer refuses that)")
+        elif not _same_weight(weights[0], want[glob]):
+            problems.append(f"{glob} weight {_short(weights[0])}, the summary's mix gives {want[glob]}")
+    problems += [f"no entry for {glob} (weight {weight})" for glob, weight in sorted(want.items()) if glob not in found]
+    return problems
+
+
+def mixture_problem(uri: str, plan: Any) -> str | None:
+    """What is wrong with the trainer's `mixture.yaml` (`python -m trainer.fit --data` reads it),
+    held to the token mix `summary.json` records (`plan`, which the build wrote it from): an emptied
+    one or one with other weights passed `verify` as intact, and trainer.fit then failed, or drew
+    another mix than the summary and the report say. None: it holds that mix (a missing one is
+    `verify`'s to name)."""
+    from uvd_pipeline.mixture import mixture_spec
+    from uvd_pipeline.verify import unreadable
+
+    try:
+        wanted = mixture_spec(plan)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return None  # a summary whose mix cannot be read: no mix to hold the file to
+    try:
+        raw = read_state(uri, MIXTURE_MAX_BYTES)
+    except StateFileRefused as exc:
+        return exc.why
+    except OSError as exc:
+        return unreadable(exc)
+    problems = mixture_problems(raw.decode(errors="replace"), wanted)
+    if not problems:
+        return None
+    return (f"{'; '.join(problems)}: not the token mix {SUMMARY_FILE} records (the trainer's --data file, edited "
+            f"since the build); {REWRITE_HINT}")

@@ -52,6 +52,8 @@ def output_problems(output: str, summary: dict[str, Any], progress: Progress | N
     if result.holder_gone:
         problems.append((lock_uri(output), f"the build that held this output ({result.holder}) is gone, killed or "
                                            "crashed before it finished: run the same build command again to finish it"))
+    elif result.lock_starting:  # an empty lock file, as `build` reads it
+        problems.append((lock_uri(output), f"a build may be starting on this output: {result.lock_unreadable}"))
     elif result.holder:
         problems.append((lock_uri(output), f"a build holds this output ({result.holder}): its summary is not final"))
     # compared by where they lie in the output: a listing names files by absolute paths, an output

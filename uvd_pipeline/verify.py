@@ -15,7 +15,10 @@ these two need a finished build, so they are left out while a build holds the ou
 config listed, and no token shard of another config or of no rendered shard in `tokens/`, nor one
 made from an earlier tar of its rendered shard: stale), as are its `sources.X.type` and `resize` to
 `build.json` and its `run` section to itself, and each listed shard's input digest (`_inputs/`) to
-the unit store's commit marks (`record_checks`). Each damaged
+the unit store's commit marks (`record_checks`), and the trainer's `mixture.yaml` to the summary's
+token mix. A committed file that is a symbolic link is damaged (`integrity.linked`), and a lock file
+that names nobody is read as `build` reads it: a build starting while it is young (unfinished), a
+dead start's leftover after (`output_lock.unreadable_lock`). Each damaged
 file is printed with what is wrong, then one summary line; the exit code is 0 when the output is
 intact and its build finished, 1 when something is damaged, and `UNFINISHED` (3) when what is
 committed is intact but the build did not finish (no `summary.json`: killed or failed mid-build;
@@ -54,6 +57,8 @@ class VerifyResult:
     damaged: list[tuple[str, str]] = field(default_factory=list)  # (file, what is wrong)
     holder: str | None = None  # the build holding the output's lock, if any
     holder_gone: bool = False  # that build's process is known to be gone (killed or crashed on this host)
+    lock_unreadable: str | None = None  # a lock file that names nobody (empty: a build starting, or killed doing so)
+    lock_starting: bool = False  # that lock file is young enough that a build may be writing it: held, as `build` says
     finished: bool = True  # summary.json is there: the last build finished (`build.unfinish`)
     stats: list[str] = field(default_factory=list)  # the rendered shards' stats files found (the report's listing)
 
@@ -388,7 +393,7 @@ def verify_output(output: str, quick: bool = False,
     from uvd_pipeline.build import BUILD_FILE
     from uvd_pipeline.build_record import record_problem
     from uvd_pipeline.summary import SUMMARY_FILE
-    from uvd_pipeline.output_lock import read_holder
+    from uvd_pipeline.output_lock import read_holder, unreadable_lock
     from uvd_pipeline.record_checks import input_digest_problems, summary_field_problem
     from uvd_pipeline.rendered_shards import RENDERED_DIR, REJECTS_SUFFIX
     from uvd_pipeline.shards import TOKENS_DIR
@@ -400,9 +405,18 @@ def verify_output(output: str, quick: bool = False,
         raise no_output(output, f"is not a build output (it has no {BUILD_FILE})")
     result = VerifyResult(output, full=not quick)  # named as given; its files by where they lie
     output = absolute(output)
-    holder = read_holder(output)
+    try:
+        holder = read_holder(output)
+    except OSError:  # one the system refuses is an unreadable lock (below)
+        holder = None
     result.holder = holder.describe() if holder else None
     result.holder_gone = holder is not None and holder.is_alive() is False
+    lock = unreadable_lock(output) if holder is None else None
+    if lock is not None:  # `build` waits a young one out (a build is starting) and takes an older one over
+        result.lock_unreadable, result.lock_starting = lock.describe(), lock.starting
+        if lock.starting:
+            result.holder = lock.describe()
+    held = result.holder is not None
     result.finished = fsio.exists(fsio.join(output, SUMMARY_FILE))
 
     named: set[tuple[str, str]] = set()
@@ -456,7 +470,7 @@ def verify_output(output: str, quick: bool = False,
     if why:
         damaged(fsio.join(output, BUILD_FILE), why)
     trusted = build if build is not None and not why else None  # build.json, held to its config hash
-    tally = SummaryTally(read.get(SUMMARY_FILE) if holder is None else None,
+    tally = SummaryTally(read.get(SUMMARY_FILE) if not held else None,
                          build.get("config_hash") if build else None)  # the summary held to the stats read below
     claimed: set[str] = set()  # the files the stats files name, for the strays: each is read once
     shard_rejects: dict[str, Recorded | None] = {}  # intact rendered shard's stats file -> its rejects file
@@ -499,7 +513,7 @@ def verify_output(output: str, quick: bool = False,
                     tally.add_rendered(uri, stats) if kind == "rendered" else tally.add_token(uri, stats)
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     damaged(uri, f"unreadable stats ({type(exc).__name__}: {exc})"[:200])
-    if holder is None:
+    if not held:
         strays = unclaimed_files(output, claimed, found[RENDERED_DIR] + found[TOKENS_DIR])
         for uri, why in missing_marks(output, read.get(SUMMARY_FILE, {})) + [(uri, _stray(uri)) for uri in strays]:
             damaged(uri, why)
@@ -524,7 +538,7 @@ def verify_output(output: str, quick: bool = False,
         why = check_unit(output, uri, full=not quick, placed=placed, digests=digests)
         if why:
             damaged(uri, why)
-    if units and holder is None and tally.summary is not None and trusted is not None:
+    if units and not held and tally.summary is not None and trusted is not None:
         for uri, why in input_digest_problems(output, trusted, tally.listed, digests):  # what a rerun keeps
             damaged(uri, why)
     return result
@@ -534,8 +548,10 @@ def _check_merged(output: str, summary: dict[str, Any], shard_rejects: dict[str,
                   mixture: bool, damaged: Callable[[str, str], None], lines: dict[str, int] | None = None) -> None:
     """The files a finished build writes beside its summary from the shards: `rejects.jsonl`
     (`merged_rejects`; `lines`: as there) and, where the summary records a token mix, the trainer's
-    `mixture.yaml`."""
+    `mixture.yaml`, held to that mix (`record_checks.mixture_problem`: read with `quick` too, a
+    small file as the summary is)."""
     from uvd_pipeline.mixture import MIXTURE_FILE
+    from uvd_pipeline.record_checks import mixture_problem
     from uvd_pipeline.summary import REJECTS_FILE, SUMMARY_FILE
 
     uri = fsio.join(output, REJECTS_FILE)
@@ -546,8 +562,12 @@ def _check_merged(output: str, summary: dict[str, Any], shard_rejects: dict[str,
     for file, why in problems:
         damaged(file, why)
     mixture_uri = fsio.join(output, MIXTURE_FILE)
-    if mixture and summary.get("mixture") and _gone(mixture_uri):
+    if not mixture or not summary.get("mixture"):
+        return
+    if _gone(mixture_uri):
         damaged(mixture_uri, f"missing: {SUMMARY_FILE} records a token mix, the trainer's --data file; {MERGED_HINT}")
+    elif why := mixture_problem(mixture_uri, summary["mixture"]):
+        damaged(mixture_uri, why)
 
 
 def placed_name(stats_uri: str, stats: dict[str, Any]) -> str:
@@ -566,10 +586,16 @@ def main(output: str, quick: bool = False) -> int:
         print(shown(f"note: the build that held this output ({result.holder}) is gone: it was killed or crashed "
                     "before it finished. Its uncommitted shards were not checked, nor were the shard folders held to "
                     "summary.json; run the same build command again to finish it (it takes the lock over)"))
+    elif result.lock_starting:
+        print(shown(f"note: a build may be starting on this output: {result.lock_unreadable}. As while a build "
+                    "holds it, the shard folders were not held to summary.json (strays, missing marks); verify again "
+                    "when that build is done (if none is starting, once the lock file is past that age)"))
     elif result.holder:
         print(shown(f"note: a build holds this output ({result.holder}); shards it is writing are not committed yet "
                     "and were not checked, nor were the shard folders held to summary.json (strays, missing marks)"))
-    elif not result.finished:
+    elif result.lock_unreadable:
+        print(shown(f"note: this output is held by no build: {result.lock_unreadable}"))
+    if not result.holder and not result.finished:
         print("note: the last build of this output did not finish (it has no summary.json: it failed or was "
               "stopped); what it committed was checked, the shard folders were not held to a summary; run the "
               "same build command again to finish it")
