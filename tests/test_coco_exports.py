@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -1750,6 +1751,28 @@ def test_absolute_names_outside_the_folder_resolve_each_folder_once(tmp_path: Pa
             with pytest.raises(OutsideRoot):
                 join_inside(str(real), f"{tmp_path}/upload/3/{n}.png")
     assert len(calls) < 20, len(calls)
+
+
+def test_names_through_an_alias_over_thousands_of_folders_resolve_each_folder_once(tmp_path: Path,
+                                                                                     monkeypatch: pytest.MonkeyPatch):
+    """The folders kept for a listing were all dropped when 4,096 entries (two a folder) were
+    kept: names in shuffled order over more than ~2,048 folders resolved their folders again and
+    again (4,000 folders, 100,000 names: 72,745 realpath calls, 5.2 CPU-s against 1.2 s). The
+    least recently used is dropped, one at a time, from a bound that holds tens of thousands of
+    folders: 2,500 folders, two names each in shuffled order, resolve each folder about once."""
+    real, alias = tmp_path / "real", tmp_path / "alias"
+    folders = 2500
+    for n in range(folders):
+        (real / f"d{n}").mkdir(parents=True)
+    alias.symlink_to(real, target_is_directory=True)
+    names = [f"d{n % folders}/{n}.png" for n in range(2 * folders)]
+    random.Random(0).shuffle(names)
+    calls = []
+    realpath = os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda p, *a, **k: calls.append(p) or realpath(p, *a, **k))
+    with resolving():
+        assert [join_inside(str(real), f"{alias}/{name}") for name in names] == [f"{real}/{name}" for name in names]
+    assert len(calls) < folders + 10, len(calls)
 
 
 def test_follow_links_name_through_an_alias_of_the_root_and_a_followed_link(tmp_path: Path):
