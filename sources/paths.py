@@ -302,10 +302,40 @@ def _kept(key: tuple, compute: Callable[[], Any]) -> Any:
     return value
 
 
+_LINKS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("uvd_paths_links", default=None)
+
+
+@contextlib.contextmanager
+def recording_links() -> Iterator[dict[str, str]]:
+    """Inside the block, each folder whose links a name was judged by is recorded with its real
+    path (folder -> real path): a parse kept for the process (`fsio.cached_input`) that judged
+    names so is still right only while they resolve the same (`links_unchanged`)."""
+    token = _LINKS.set({})
+    try:
+        yield _LINKS.get()  # type: ignore[misc]
+    finally:
+        _LINKS.reset(token)
+
+
+def links_unchanged(links: dict[str, str]) -> bool:
+    """Whether every folder recorded by `recording_links` still resolves to the real path it had
+    (once a run, in the open run's memo: a unit's check costs no filesystem call after the first)."""
+    with resolving():
+        return all(_real(folder) == real for folder, real in links.items())
+
+
+def _record(links: dict[str, str] | tuple[tuple[str, str], ...]) -> None:
+    recorded = _LINKS.get()
+    if recorded is not None:
+        recorded.update(links)
+
+
 def _real(folder: str) -> str:
     """`os.path.realpath(folder)`, kept for the run (`_kept`): an export names few folders, and
     each resolve is a round trip per component on NFS."""
-    return _kept(("real", folder), lambda: os.path.realpath(folder))
+    real = _kept(("real", folder), lambda: os.path.realpath(folder))
+    _record(((folder, real),))
+    return real
 
 
 def _respelled_inside(root: str, path: str) -> str | None:
@@ -323,10 +353,19 @@ def _respelled_folder(root: str, folder: str) -> str | None:
     resolving both anew each time). A folder that leads out through a link below an alias of the root
     (`/alias/root/shared`, `shared` linked in, read with `follow_links`) is spelled resolving
     only up to the root, so `check_inside` judges that link as in the root's own spelling."""
-    return _kept(("respelled", root, folder), lambda: _respelling(root, folder))
+    spelled, links = _kept(("respelled", root, folder), lambda: _respelling(root, folder))
+    _record(links)  # also when kept: what judged it
+    return spelled
 
 
-def _respelling(root: str, folder: str) -> str | None:
+def _respelling(root: str, folder: str) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """`_respelled_folder`'s answer, with the folders it resolved (`recording_links`)."""
+    with recording_links() as links:
+        spelled = _respelled(root, folder)
+    return spelled, tuple(links.items())
+
+
+def _respelled(root: str, folder: str) -> str | None:
     real_root, real_folder = _real(root), _real(folder)
     if _within(real_root, real_folder, os.sep):
         return os.path.normpath(os.path.join(root, os.path.relpath(real_folder, real_root)))

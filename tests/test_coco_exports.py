@@ -1802,7 +1802,11 @@ def test_an_absolute_name_through_a_parent_relinked_between_two_builds_in_one_pr
     val2017/1.png`, `/alias -> /data`). The links' real paths were kept for the process's life:
     relinked between two builds in one process (a Dask worker, a test session), the second build
     judged the name by the first's links: leading out now, it rendered the root's image; leading in
-    now, it stayed `outside_root`. They are kept for one run or listing, so each build sees its own."""
+    now, it stayed `outside_root`. They are kept for one run or listing, so each build sees its own.
+    The parsed index was still kept for the process by the JSON's state alone, and with it the
+    merge of names: the alias's name and a relative `1.png` stayed one file (both `bad_annotation`)
+    after the alias led out, or two images after it led in. A kept index is served only while the
+    folders its names were judged by resolve the same."""
     from uvd_pipeline.config import parse_config
     from uvd_pipeline.tagged import REJECTS
     from uvd_pipeline.unit_render import list_units, unit_renderers
@@ -1813,8 +1817,9 @@ def test_an_absolute_name_through_a_parent_relinked_between_two_builds_in_one_pr
     root, alias = tmp_path / "data" / "coco", tmp_path / "alias"
     (root / "annotations").mkdir()
     (root / "annotations" / "instances_val2017.json").write_text(json.dumps(
-        {"images": [{"id": 1, "file_name": f"{alias}/coco/val2017/1.png", "width": W, "height": H}],
-         "categories": categories(1), "annotations": [obj(1, 1, 1)]}))
+        {"images": [{"id": 1, "file_name": f"{alias}/coco/val2017/1.png", "width": W, "height": H},
+                    {"id": 2, "file_name": "1.png", "width": W, "height": H}],
+         "categories": categories(1), "annotations": [obj(1, 1, 1), obj(2, 2, 1)]}))
 
     def build(output: str) -> tuple[list[str], list[tuple[int, ...]]]:
         """The rejects' reasons and each rendered photo's mean colour of one build."""
@@ -1834,7 +1839,8 @@ def test_an_absolute_name_through_a_parent_relinked_between_two_builds_in_one_pr
                 colours.append(tuple(int(c) for c in photo.reshape(-1, 3).mean(axis=0).round()))
         return reasons, colours
 
-    expected = {"data": ([], [(255, 0, 0)]), "other": (["outside_root"], [])}
+    # through `data` both name the root's one file (which id is it?); through `other` the first leads out
+    expected = {"data": (["bad_annotation"] * 2, []), "other": (["outside_root"], [(255, 0, 0)])}
     alias.symlink_to(tmp_path / first, target_is_directory=True)
     assert build("out1") == expected[first]
     alias.unlink()
