@@ -482,11 +482,40 @@ def folder_link_problem(root: str, path: str, follow_links: bool = False) -> Pat
 
 def twin_to_read(root: str, twins: tuple[str, ...] | list[str], follow_links: bool = False) -> str | None:
     """Of files whose names one key takes, in `records.twin_order`, the one to read: the first that
-    is a file to read (not set aside, no `path_problem`, there and no folder), else None (each then
-    keeps its own reject). Taking the first by name alone read a dangling link or a fifo named in
-    NFC and made the real file beside it, named in NFD, a `duplicate_key` reject of it."""
-    return next((uri for uri in twins if not set_aside_problem(root, uri) and not path_problem(root, uri, follow_links)
-                 and fsio.exists(uri) and not fsio.isdir(uri)), None)
+    is a file to read (`twin_problem` None), else None (each then keeps its own reject). Taking the
+    first by name alone read a dangling link or a fifo named in NFC and made the real file beside
+    it, named in NFD, a `duplicate_key` reject of it."""
+    return next((uri for uri in twins if twin_problem(root, uri, follow_links) is None), None)
+
+
+def twin_problem(root: str, uri: str, follow_links: bool = False) -> PathProblem | None:
+    """Why `uri`, one of a key's twins, is no file to read (its own reject, never `duplicate_key`),
+    else None: set aside, a `path_problem`, a link to nothing, a folder, or, on a local disk, a
+    file this user may not open (mode 000, another user's). Judged by its mode alone, a mode-000
+    `x.png` was read, its frame `unreadable_file`, and the readable `x.PNG` beside it the
+    `duplicate_key`."""
+    problem = set_aside_problem(root, uri) or path_problem(root, uri, follow_links)
+    if problem is not None:
+        return problem
+    shown = shown_name(unicodedata.normalize("NFC", relative_to_root(root, uri)))
+    if not fsio.exists(uri):
+        return PathProblem("not_a_file", f"{shown} is a link to nothing (dangling), not a file: not read")
+    if fsio.isdir(uri):
+        return PathProblem("not_a_file", f"{shown} is a folder, not a file: not read")
+    refused = None if _is_url(uri) else _unopenable(_local(uri))
+    return None if refused is None else PathProblem(
+        "unreadable_file", f"{shown} cannot be opened by this user ({refused}): give read access to it (chmod a+r)")
+
+
+def _unopenable(path: str) -> str | None:
+    """Why this user cannot open a local file, else None. Opened and closed, never read (a fifo is
+    never opened: `path_problem` refuses it first); `os.access` is no test, as it answers yes to
+    root for a mode-000 file whatever the capabilities root runs without."""
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def relative_to_root(root: str, path: str) -> str:
