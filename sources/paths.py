@@ -512,7 +512,7 @@ def _unopenable(path: str) -> str | None:
     never opened: `path_problem` refuses it first); `os.access` is no test, as it answers yes to
     root for a mode-000 file whatever the capabilities root runs without."""
     try:
-        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)))
+        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)))
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
