@@ -20,8 +20,8 @@ from sources import fsio
 from sources import coco_panoptic as panoptic
 from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
                                       numbers, where)
-from sources.paths import (ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, missing_under,
-                           relative_to_root, resolving, shown_name)
+from sources.paths import (ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, links_unchanged,
+                           missing_under, recording_links, relative_to_root, resolving, shown_name)
 from sources.records import PairRecord, Reject, SourceItem, folder_input, nfc, safe_key
 from transforms.annotations import COCO17, MAX_BOXES, MAX_CLASS_ID, MAX_POSE_STEPS
 
@@ -64,6 +64,9 @@ class CocoIndex:
     twin_of: dict[Id, Id] = field(default_factory=dict)
     image_at: dict[Id, str] = field(default_factory=dict)  # image id -> "file images[i]" of its entry kept
     panoptic_files: tuple[str, ...] = ()  # the COCO panoptic files among the annotation files (`coco_panoptic`)
+    # folder -> its real path, of each folder whose links judged a name (`paths.recording_links`):
+    # the merge of two names of one file holds only while they resolve the same
+    links: dict[str, str] = field(default_factory=dict)
 
     @functools.cached_property
     def limbs_of(self) -> "Limbs":
@@ -167,7 +170,16 @@ class PanopticFile(AnnotationFileError):
     """A COCO panoptic file given beside instance annotation files: it is read alone."""
 
 
-@fsio.cached_input(maxsize=4, max_bytes=CACHED_INDEX_FILE_BYTES)
+def _links_unchanged(index: CocoIndex) -> bool:
+    """Whether a kept index still holds: the folders its names were judged by (an absolute name
+    through a linked parent) lead where they did. Kept for the process by the files' state alone,
+    a parent relinked between two builds in one process (a Dask worker, a test session) kept the
+    first build's merge: an alias leading out now still made its name one file with a relative
+    name of the root (both `bad_annotation`), one leading in now kept them two images."""
+    return links_unchanged(index.links)
+
+
+@fsio.cached_input(maxsize=4, max_bytes=CACHED_INDEX_FILE_BYTES, fresh=_links_unchanged)
 def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
     """Merge COCO JSON files (instances, person_keypoints...) by image id and annotation id.
 
@@ -180,8 +192,10 @@ def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
     File names are compared as the files `CocoSource.read` opens under `images_uri` (`_file_key`),
     each folder's links resolved once for this index (`paths.resolving`).
     """
-    with resolving():
-        return _merged_index(annotation_uris, images_uri)
+    with resolving(), recording_links() as links:
+        index = _merged_index(annotation_uris, images_uri)
+    index.links.update(links)
+    return index
 
 
 def _merged_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:

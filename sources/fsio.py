@@ -198,8 +198,8 @@ def rederive(key: tuple) -> Any:
         return CHANGED
 
 
-def cached_input(maxsize: int, max_bytes: int | None = None,
-                 weigh: Callable[[Any], int] | None = None) -> Callable[[Callable[..., Parsed]], Callable[..., Parsed]]:
+def cached_input(maxsize: int, max_bytes: int | None = None, weigh: Callable[[Any], int] | None = None,
+                 fresh: Callable[[Any], bool] | None = None) -> Callable[[Callable[..., Parsed]], Callable[..., Parsed]]:
     """A parse cache for index files a source reads whole (a class map, an annotation JSON) and
     every unit consults: `parse(uris, *args)`, `uris` one URL or a tuple of them.
 
@@ -215,7 +215,9 @@ def cached_input(maxsize: int, max_bytes: int | None = None,
     one whatever its size): a parse takes several times its file's size, and `maxsize` large files
     kept would hold gigabytes. Room is made before a file is parsed, so its parse never adds to a
     full cache. `weigh(parse)`, where given, is what a kept parse counts once made, when more than
-    its files' bytes (a parquet's rows kept as text outgrow its dictionary-encoded file)."""
+    its files' bytes (a parquet's rows kept as text outgrow its dictionary-encoded file).
+    `fresh(parse)`, where given, must also hold for a kept parse to be served: for one that
+    depends on more than its files (where the links of the folders it named lead)."""
 
     def wrap(parse: Callable[..., Parsed]) -> Callable[..., Parsed]:
         entries: OrderedDict[tuple, tuple[tuple, Parsed, int]] = OrderedDict()  # key -> (states, parse, weight)
@@ -235,9 +237,15 @@ def cached_input(maxsize: int, max_bytes: int | None = None,
                 _opened(uri, state)  # the state the cache judges by: one stat a file, not two
             with lock:
                 entry = entries.get(key)
-                if entry is not None and entry[0] == states:
+                if entry is not None and entry[0] == states and fresh is None:
                     entries.move_to_end(key)
                     return entry[1]
+            if entry is not None and entry[0] == states and fresh(entry[1]):  # type: ignore[misc]
+                with lock:  # judged outside the lock: it may ask the filesystem
+                    if key in entries:
+                        entries.move_to_end(key)
+                return entry[1]
+            with lock:
                 entries.pop(key, None)
                 evict(_weight(states), 1, 0)
             value = parse(uris, *args)

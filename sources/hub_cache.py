@@ -38,9 +38,6 @@ _MAX_REF_BYTES = 256  # a `refs/<branch>` file holds a commit hash
 # stray repo folder) is no cache
 _CACHE_ENTRY = re.compile(r"(?:datasets|models|spaces)--.+|version\.txt|\.locks|blobs|CACHEDIR\.TAG|"
                           + re.escape(SHARED_MARKER))
-# what a repo folder holds (huggingface_hub's `file_download`: its blobs, each branch's ref, each
-# revision's snapshot, and `.no_exist/` for files it found missing)
-_REPO_ENTRY = re.compile(r"blobs|refs|snapshots|\.no_exist")
 # what HF_HOME (`~/.cache/huggingface`, the Hub cache its `hub/`) holds beside it: huggingface_hub's
 # and datasets' own, and the caches of the libraries that keep theirs there (lerobot, transformers,
 # evaluate, diffusers) and a backup tool's CACHEDIR.TAG
@@ -156,12 +153,13 @@ def _hub_problem(root: str, real: str) -> str | None:
 
 def _is_repo_folder(real: str) -> bool:
     """Whether `real` is a Hub cache repo folder as huggingface_hub writes it (`file_download`:
-    `datasets--ORG--NAME` holding `blobs/` and `snapshots/`, its `refs/` and `.no_exist/` where
-    written, nothing else; `snapshots/` holding commit folders only). By name and `snapshots/`
-    alone, a user's own project (`hub/datasets--me--cats/snapshots/v1/`, beside `datasets/`) was
-    refused as HF_HOME though no Hub client wrote it."""
-    if not _REPO_FOLDER.fullmatch(os.path.basename(real)) or not os.path.isdir(os.path.join(real, "blobs")) \
-            or not _only(real, _REPO_ENTRY):
+    `datasets--ORG--NAME` holding `blobs/` and `snapshots/` of commit folders only). By name and
+    `snapshots/` alone, a user's own project (`hub/datasets--me--cats/snapshots/v1/`, beside
+    `datasets/`) was refused as HF_HOME though no Hub client wrote it. What else the repo folder
+    holds is not judged: each huggingface_hub version adds its own (`refs/`, `.no_exist/`, 2.4's
+    `trees/<commit>.json` from `snapshot_download`), and allowing only the names known once read
+    every real 2.4 cache as a plain folder, each blob an image of its own."""
+    if not _REPO_FOLDER.fullmatch(os.path.basename(real)) or not os.path.isdir(os.path.join(real, "blobs")):
         return False
     try:
         return os.path.isdir(os.path.join(real, "snapshots")) and all(

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from sources import fsio
-from sources.paths import names_below, path_problem, set_aside, set_aside_problem, shown_name, twin_to_read
+from sources.paths import (names_below, path_problem, set_aside, set_aside_problem, shown_name, twin_problem,
+                           twin_to_read)
 from sources.records import (Reject, SourceItem, TupleRecord, layout_twin_order, nfc, relative_input, safe_key,
                              twin_detail)
 
@@ -183,12 +184,13 @@ class MultiTaskSource:
         return kept, [uri for uri in uris if uri != kept]
 
     def _twin_reject(self, building: _Building, task: str, uri: str, kept: str) -> Reject:
-        """The `duplicate_key` reject of a twin of `kept` (`_twins`), naming the file read."""
+        """The `duplicate_key` reject of a twin of `kept` (`_twins`), naming the file read; a twin that
+        is no file to read (a fifo, a link to nothing, mode 000) keeps its own reason (`twin_problem`)."""
         name, first = fsio.basename(uri), fsio.basename(kept)
         how = "in another Unicode form" if nfc(name) == nfc(first) else "with its extension in another case"
         key = safe_key(self.name, *building.key_parts, TASKONOMY[task][0], name)
-        return Reject(key, self.name, key, "read", "duplicate_key", twin_detail(name, first, how),
-                      input=relative_input(uri, self.path))
+        reason, detail = twin_problem(self.path, uri, self.follow_links) or ("duplicate_key", twin_detail(name, first, how))
+        return Reject(key, self.name, key, "read", reason, detail, input=relative_input(uri, self.path))
 
     def _tuples(self, building: _Building) -> Iterator[SourceItem]:
         listed: dict[str, dict[str, list[str]]] = {}  # the stem in NFC -> task -> its files

@@ -23,7 +23,8 @@ from sources import fsio
 from sources.annotation_files import (BAD_ANNOTATION, BAD_ANNOTATION_FILE, AnnotationFileError, as_int, is_number,
                                       iter_json_list, iter_json_object_lists, numbers)
 from sources.paths import (ConfiguredPathMissing, ConfiguredValueMismatch, OutsideRoot, PathProblem, check_inside,
-                           join_inside, names_found, path_problem, set_aside, set_aside_problem, twin_to_read)
+                           join_inside, names_found, path_problem, set_aside, set_aside_problem, twin_problem,
+                           twin_to_read)
 from sources.records import (MachineError, MultiViewRecord, PairRecord, Reject, SourceItem, nfc, read_input_bytes,
                              layout_twin_order, relative_input, safe_key, twin_detail, twin_order,
                              unicode_form)
@@ -366,7 +367,7 @@ class ObjaverseSource:
             yield Reject(key, self.name, key, "read", outside.reason, outside.detail, input=at)
             return
         for twin, kept in left:  # one that cannot be read keeps its own reason, as a lone one would
-            problem = path_problem(self.path, twin, self.follow_links) or PathProblem(
+            problem = twin_problem(self.path, twin, self.follow_links) or PathProblem(
                 "duplicate_key", twin_detail(fsio.basename(twin), fsio.basename(kept), _twin_how(twin, kept)))
             yield Reject(safe_key(self.name, uid, fsio.basename(twin)), self.name, key, "read", problem.reason,
                          problem.detail, input=relative_input(twin, self.path))

@@ -36,7 +36,7 @@ from typing import Any, Iterator
 
 from sources import fsio
 from sources.paths import (PathProblem, missing_under, path_problem, relative_to_root, set_aside_problem,
-                           shown_name, twin_to_read)
+                           shown_name, twin_problem, twin_to_read)
 from sources.records import PairRecord, Reject, SourceItem, layout_twin_order, nfc, safe_key, twin_detail
 
 STEREO_TASKS = ("stereo", "depth")
@@ -53,15 +53,24 @@ MAP_SUFFIXES = (".png",)  # a disparity map is a 16-bit PNG, in any case
 TWIN_UNIT = ""  # the first element of a unit of a left view's twins (no path is empty)
 
 
-def file_of(folder: str, stem: str, suffixes: tuple[str, ...] = VIEW_SUFFIXES, first: str = "") -> str | None:
+def file_of(folder: str, stem: str, suffixes: tuple[str, ...] = VIEW_SUFFIXES, first: str = "", root: str = "",
+            follow_links: bool = False) -> str | None:
     """The file of frame `stem` in `folder` (`first` when it is there), its extension one of
     `suffixes` in any case, or None. The map's path was the stem + `.png` alone: a
-    `000001_10.PNG` was "no disparity for" its frame."""
+    `000001_10.PNG` was "no disparity for" its frame. With `root`, a local file there that cannot
+    be read (a fifo, a link leading out or to nothing, mode 000: `paths.twin_problem`) gives way to
+    the first twin of its stem that can (`x.PNG` beside it, in `twin_rank`): the first name there
+    was taken, and the frame's pair lost with it."""
     for name in (first,) * bool(first) + tuple(stem + suffix for suffix in suffixes):
-        if fsio.exists(fsio.join(folder, name)):
-            return fsio.join(folder, name)
-    names = stem_names(folder, " ".join(suffixes), stem)
-    return fsio.join(folder, names[0]) if names else None
+        uri = fsio.join(folder, name)
+        if fsio.exists(uri):  # (a link to nothing is not: its twins are listed)
+            if not root or "://" in uri or twin_problem(root, uri, follow_links) is None:
+                return uri
+            break
+    names = sorted(stem_names(folder, " ".join(suffixes), stem),
+                   key=lambda name: (name != first, layout_twin_order(name, suffixes)))
+    uris = [fsio.join(folder, name) for name in names]
+    return (twin_to_read(root, uris, follow_links) if root and len(uris) > 1 else None) or (uris[0] if uris else None)
 
 
 @fsio.derived_input
@@ -245,7 +254,7 @@ class StereoSource:
                 "with another image extension"
             key = safe_key(self.name, self.left_folder, name)
             # a twin that cannot be read keeps its own reason, as a lone view would
-            problem = path_problem(self.path, twin, self.follow_links) or PathProblem(
+            problem = twin_problem(self.path, twin, self.follow_links) or PathProblem(
                 "duplicate_key", twin_detail(name, first, how))
             yield Reject(key, self.name, safe_key(self.name, _scene(_stem(nfc(first)), self.kitti_folders)), "read",
                          problem.reason, problem.detail, input=relative_to_root(self.path, twin))
@@ -274,8 +283,10 @@ class StereoSource:
             right_folder, disparity_folder = fsio.join(root, self.right_folder), fsio.join(root, self.disparity_folder)
             stem = _stem(name)
             with fsio.run_memo(memo):
-                right = file_of(right_folder, stem, first=name) or fsio.join(right_folder, name)
-                disparity = file_of(disparity_folder, stem, MAP_SUFFIXES) or fsio.join(disparity_folder, stem + ".png")
+                right = file_of(right_folder, stem, first=name, root=self.path, follow_links=self.follow_links) \
+                    or fsio.join(right_folder, name)
+                disparity = file_of(disparity_folder, stem, MAP_SUFFIXES, root=self.path, follow_links=self.follow_links) \
+                    or fsio.join(disparity_folder, stem + ".png")
             planned = {task: self._annotation(task, right, disparity) for task in self.tasks}
             problems = {task: self._problem(left, annotation) for task, annotation in planned.items()}
             shared = set(problems.values())

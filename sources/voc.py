@@ -39,6 +39,7 @@ from typing import Callable, Iterator
 from sources import fsio
 from sources.paths import ConfiguredPathMissing, missing_under, path_problem, set_aside_problem, shown_name
 from sources.records import FILE_TOO_LARGE, PairRecord, Reject, SourceItem, read_input_bytes, relative_input, safe_key
+from sources.voc_classes import is_own, own_class_id
 from sources.voc_xml import MAX_VOC_XML_BYTES, parse_voc_xml
 from transforms.errors import Rejected
 
@@ -365,6 +366,10 @@ class VocSegmentation:
                 yield Reject(key, self.name, group, "read", boxes.reason, boxes.detail[:200], split_hint=split,
                              input=xml_at)
                 continue
+            # a class of the dataset's own draws the colour the whole dataset gives it (`voc_classes`)
+            voc_root = image.rsplit("/", 2)[0]
+            boxes["categories"] = [own_class_id(voc_root, name.strip()) if is_own(name) else category
+                                   for name, category in zip(boxes["names"], boxes["categories"])]
             if not boxes["boxes"] and list_name == VOC_TEST_LIST:  # VOC2012test.tar: sizes only, objects withheld
                 yield Reject(key, self.name, group, "read", "unlabeled_split",
                              f"VOC's test annotations are withheld ({folder}/{image_id}{suffix} holds no <object>)",

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import file_download, scan_cache_dir, try_to_load_from_cache
+from huggingface_hub._tree_cache import TreeCacheEntry, read_tree_cache, write_tree_cache
 from huggingface_hub.utils import _shared_blobs
 from PIL import Image
 
@@ -32,8 +33,10 @@ def _cache_file(cache: Path, repo_id: str, filename: str, data: bytes, commit: s
                 lfs: bool = True, revision: str = "main") -> Path:
     """`filename` of dataset `repo_id` at `commit` in the cache as `_hf_hub_download_to_cache_dir`
     leaves it: the blob named by its etag (sha256 for an LFS file, the git blob sha1 for a small
-    one), the ref of `revision`, the snapshot's relative link (`_create_symlink`); `shared`: the
-    blob then moved into the cache's shared store (`publish_blob_to_shared_store`, Xet files)."""
+    one), the ref of `revision`, the snapshot's relative link (`_create_symlink`), and the commit's
+    tree listing `trees/<commit>.json` that huggingface_hub 2.4's `snapshot_download` writes beside
+    them (`write_tree_cache`); `shared`: the blob then moved into the cache's shared store
+    (`publish_blob_to_shared_store`, Xet files)."""
     storage = cache / file_download.repo_folder_name(repo_id=repo_id, repo_type="dataset")
     etag = hashlib.sha256(data).hexdigest() if lfs else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
     blob = storage / "blobs" / etag
@@ -49,6 +52,10 @@ def _cache_file(cache: Path, repo_id: str, filename: str, data: bytes, commit: s
             assert _shared_blobs.publish_blob_to_shared_store(blob_path=str(blob), xet_hash=xet, cache_dir=cache,
                                                               expected_size=len(data))
     file_download._create_symlink(str(blob), str(pointer), new_blob=True)
+    tree = dict(read_tree_cache(str(storage), commit) or {})
+    tree[filename] = TreeCacheEntry(size=len(data), blob_id=hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(),
+                                    lfs_sha256=etag if lfs else None, lfs_size=len(data) if lfs else None)
+    write_tree_cache(str(storage), commit, tree)
     return pointer
 
 
@@ -293,7 +300,7 @@ def test_a_hub_cache_repo_folder_given_as_path_is_refused_naming_its_snapshot(tm
         _cache_file(cache, "org/zoo", "data/train-00000-of-00001.parquet",
                     _parquet([{"bytes": None, "path": "images/a.png"}]), commit=commit)
     repo = cache / "datasets--org--zoo"
-    assert sorted(p.name for p in repo.iterdir()) == ["blobs", "refs", "snapshots"]
+    assert sorted(p.name for p in repo.iterdir()) == ["blobs", "refs", "snapshots", "trees"]
     root = repo if given == "repo" else repo / "snapshots"
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"output": str(tmp_path / "out"), "tokenizer": {"enabled": False},
@@ -397,7 +404,8 @@ def test_a_project_folder_of_hub_and_datasets_is_refused_only_when_huggingface_h
     when `hub/` held a folder named like a repo's (`datasets--me--cats/snapshots/v1/`), though no
     Hub client wrote it: its files are the user's, no link into a `blobs/`. Only what
     huggingface_hub writes is a cache: a repo folder holding `blobs/` beside `snapshots/` of commit
-    hashes (`refs/`, `.no_exist/` may be there too), nothing else; such a folder is read."""
+    hashes (`refs/`, `.no_exist/`, `trees/` or what a later version adds beside them); a project
+    folder of the user's own is read."""
     import yaml
 
     from sources.hub_cache import repo_folder_problem

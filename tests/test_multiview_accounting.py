@@ -297,6 +297,23 @@ def test_kitti_views_and_maps_in_any_case_and_jpeg(tmp_path: Path):
     assert cv2.imread(left)[0, 0].tolist() == [120, 120, 120]  # the frame's own view, not the stray 250
 
 
+@pytest.mark.parametrize("how", ["fifo", "dangling"])
+def test_multitask_twin_that_is_no_file_keeps_its_own_reason(tmp_path: Path, how: str):
+    """`x_domain_rgb.png` a fifo or a link to nothing beside a readable `x_domain_rgb.PNG`: the
+    `.PNG` is read, and the `.png`, though never read, was called its `duplicate_key` ("that file
+    is read"); it is now its own reason's reject, as a lone one is (`paths.twin_problem`)."""
+    building = tmp_path / "tk" / "allensville"
+    _taskonomy_view(building, "point_0_view_0", 10)
+    rgb = building / "rgb" / "point_0_view_0_domain_rgb.png"
+    rgb.with_suffix(".PNG").write_bytes(rgb.read_bytes())
+    _refuse(rgb, how, tmp_path / "shared" / rgb.name)
+    items = _read_all(MultiTaskSource("tk", str(tmp_path / "tk")))
+    (image,) = [dict(i.uris)["image"] for i in items if isinstance(i, TupleRecord)]
+    assert Path(image).name == "point_0_view_0_domain_rgb.PNG" and cv2.imread(image)[0, 0].tolist() == [10, 10, 10]
+    assert [(i.reason, i.input) for i in items if isinstance(i, Reject)] == [
+        ("not_a_file", "allensville/rgb/point_0_view_0_domain_rgb.png")]
+
+
 def test_kitti_frames_without_a_map_list_the_map_folder_once_and_record_their_stem_alone(tmp_path: Path, monkeypatch):
     """Each frame without a map (every `_11`) listed the disparity folder to find its map in any
     case (rev56e's kitti_mv_time.py: 3881 listings where 1 was, 8.0 s not 2.5 s), each listing
@@ -387,7 +404,7 @@ def test_kitti_left_view_png_in_upper_case_is_read_before_a_jpg(tmp_path: Path):
 
 def _refuse(path: Path, how: str, elsewhere: Path) -> None:
     """Make `path` a file no reader may open: a link leading out of the root to a copy of its
-    bytes at `elsewhere`, or a fifo (opening it would block)."""
+    bytes at `elsewhere`, a fifo (opening it would block), or a link to nothing."""
     import os
 
     elsewhere.parent.mkdir(parents=True, exist_ok=True)
@@ -395,16 +412,21 @@ def _refuse(path: Path, how: str, elsewhere: Path) -> None:
     path.unlink()
     if how == "link out":
         path.symlink_to(elsewhere)
+    elif how == "dangling":
+        path.symlink_to(path.parent / "gone.png")
     else:
         os.mkfifo(path)
 
 
-@pytest.mark.parametrize("how", ["link out", "fifo"])
+REFUSED_REASON = {"link out": "outside_root", "fifo": "not_a_file", "dangling": "not_a_file"}
+
+
+@pytest.mark.parametrize("how", ["link out", "fifo", "dangling"])
 def test_objaverse_render_twin_read_where_the_preferred_one_cannot_be(tmp_path: Path, how: str):
     """`001.png` beside its twin `001.PNG`: `.png` comes first (`layout_twin_order`), and where it
     could not be read (a link leading out, a fifo) the whole object was that file's reject, the
     readable `001.PNG` lost with it. The first twin that can be read is read; the other keeps its
-    own reason."""
+    own reason (a link to nothing was called the read file's `duplicate_key`)."""
     root = tmp_path / "views_release"
     _objaverse_object(root / "obj1")
     (root / "obj1" / "001.png").link_to(root / "obj1" / "001.PNG")
@@ -412,29 +434,86 @@ def test_objaverse_render_twin_read_where_the_preferred_one_cannot_be(tmp_path: 
     items = _read_all(ObjaverseSource("obj", str(root), views=4))
     (record,) = [i for i in items if isinstance(i, MultiViewRecord)]
     assert sorted(Path(u).name for u in record.view_uris) == ["000.png", "001.PNG", "002.png", "003.png"]
-    reason = "outside_root" if how == "link out" else "not_a_file"
     assert [(i.key, i.reason, i.input) for i in items if isinstance(i, Reject)] == [
-        ("obj-obj1-001_png_1b56b4f0", reason, "obj1/001.png")]
+        ("obj-obj1-001_png_1b56b4f0", REFUSED_REASON[how], "obj1/001.png")]
 
 
-@pytest.mark.parametrize("how", ["link out", "fifo"])
+def _kitti_with_twin(base: Path, folder: str) -> Path:
+    """A KITTI frame (left view 40, right view 45, disparity 2.0 px) whose file in `folder` has a
+    `.PNG` twin, a copy of its bytes; the split folder."""
+    split = base / "kitti" / "training"
+    for each in ("image_2", "image_3", "disp_noc_0"):
+        (split / each).mkdir(parents=True)
+    assert cv2.imwrite(str(split / "image_2" / "000000_10.png"), np.full((8, 12, 3), 40, np.uint8))
+    assert cv2.imwrite(str(split / "image_3" / "000000_10.png"), np.full((8, 12, 3), 45, np.uint8))
+    assert cv2.imwrite(str(split / "disp_noc_0" / "000000_10.png"), np.full((8, 12), 512, np.uint16))
+    (split / folder / "000000_10.PNG").write_bytes((split / folder / "000000_10.png").read_bytes())
+    return split
+
+
+@pytest.mark.parametrize("how", ["link out", "fifo", "dangling"])
 def test_kitti_left_view_twin_read_where_the_preferred_one_cannot_be(tmp_path: Path, how: str):
     """`000000_10.png` beside a `000000_10.PNG` copy: the `.png` one was kept by name alone, so
     where it could not be read (a link leading out, a fifo) the frame was its reject and the
-    readable `.PNG` a `duplicate_key`: the frame lost. The first twin that can be read is read."""
-    split = tmp_path / "kitti" / "training"
-    for folder in ("image_2", "image_3", "disp_noc_0"):
-        (split / folder).mkdir(parents=True)
-    assert cv2.imwrite(str(split / "image_2" / "000000_10.png"), np.full((8, 12, 3), 40, np.uint8))
-    assert cv2.imwrite(str(split / "image_2" / "000000_10.PNG"), np.full((8, 12, 3), 40, np.uint8))
-    assert cv2.imwrite(str(split / "image_3" / "000000_10.png"), np.full((8, 12, 3), 45, np.uint8))
-    assert cv2.imwrite(str(split / "disp_noc_0" / "000000_10.png"), np.full((8, 12), 512, np.uint16))
+    readable `.PNG` a `duplicate_key`: the frame lost. The first twin that can be read is read;
+    the other keeps its own reason (a link to nothing was called the read file's `duplicate_key`)."""
+    split = _kitti_with_twin(tmp_path, "image_2")
     _refuse(split / "image_2" / "000000_10.png", how, tmp_path / "shared" / "000000_10.png")
     items = _read_all(StereoSource("k", str(tmp_path / "kitti")))
     pairs = [i for i in items if isinstance(i, PairRecord)]
     assert sorted(p.key for p in pairs) == ["k-000000_10-depth", "k-000000_10-stereo"]
     assert {Path(p.image_uri).name for p in pairs} == {"000000_10.PNG"}
     assert cv2.imread(pairs[0].image_uri)[0, 0].tolist() == [40, 40, 40]
-    reason = "outside_root" if how == "link out" else "not_a_file"
     assert [(i.reason, i.input) for i in items if isinstance(i, Reject)] == [
-        (reason, "training/image_2/000000_10.png")]
+        (REFUSED_REASON[how], "training/image_2/000000_10.png")]
+
+
+@pytest.mark.parametrize("folder", ["image_3", "disp_noc_0"])
+@pytest.mark.parametrize("how", ["link out", "fifo", "dangling"])
+def test_kitti_right_view_or_map_twin_read_where_the_preferred_one_cannot_be(tmp_path: Path, folder: str, how: str):
+    """A right view's or disparity map's `x.png` that cannot be read beside a readable `x.PNG`: the
+    first name there was taken, so the stereo (or depth) pair was that file's reject (a fifo, a
+    link leading out) or built from nothing; the pair reads the twin that can be read."""
+    split = _kitti_with_twin(tmp_path, folder)
+    _refuse(split / folder / "000000_10.png", how, tmp_path / "shared" / "000000_10.png")
+    items = _read_all(StereoSource("k", str(tmp_path / "kitti")))
+    assert [(i.reason, i.input) for i in items if isinstance(i, Reject)] == []
+    pairs = {i.key: i for i in items if isinstance(i, PairRecord)}
+    assert sorted(pairs) == ["k-000000_10-depth", "k-000000_10-stereo"]
+    right = pairs["k-000000_10-stereo"].annotation["right_uri"]
+    disparity = pairs["k-000000_10-depth"].annotation["disparity_uri"]
+    assert Path(right if folder == "image_3" else disparity).name == "000000_10.PNG"
+    assert cv2.imread(right)[0, 0].tolist() == [45, 45, 45]
+    assert cv2.imread(disparity, cv2.IMREAD_UNCHANGED)[0, 0] == 512
+
+
+_UNPRIVILEGED_KITTI = """
+import json, sys
+from sources.stereo import StereoSource
+source = StereoSource("k", sys.argv[1])
+items = [item for unit in source.units() for item in source.read(unit)]
+print(json.dumps(sorted([type(i).__name__, i.key, getattr(i, "image_uri", ""), getattr(i, "reason", ""),
+                         getattr(i, "input", "")] for i in items)))
+"""
+
+
+def test_kitti_left_view_twin_this_user_may_not_open_leaves_the_other_read(tmp_path: Path):
+    """`000000_10.png` of mode 000 beside a readable `000000_10.PNG`: judged by its mode alone
+    (stat), the `.png` was read, the frame an `unreadable_file` and the `.PNG` its `duplicate_key`.
+    The twin is opened (never read) to judge it. Root ignores file modes (and `os.access` says yes
+    to it), so the read runs with root's power over them dropped (`without_root_powers`)."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import without_root_powers
+
+    split = _kitti_with_twin(tmp_path, "image_2")
+    (split / "image_2" / "000000_10.png").chmod(0)
+    proc = subprocess.run([*without_root_powers(), sys.executable, "-c", _UNPRIVILEGED_KITTI, str(tmp_path / "kitti")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == [
+        ["PairRecord", "k-000000_10-depth", str(split / "image_2" / "000000_10.PNG"), "", ""],
+        ["PairRecord", "k-000000_10-stereo", str(split / "image_2" / "000000_10.PNG"), "", ""],
+        ["Reject", "k-image_2-000000_10_png_cc676385", "", "unreadable_file", "training/image_2/000000_10.png"]]

@@ -1017,3 +1017,44 @@ def test_a_bad_list_beside_vocdevkit_keeps_its_key_when_the_dataset_moves(tmp_pa
         keys += [(r.key, r.input) for r in items if isinstance(r, Reject) and r.reason == "bad_split_list"]
     assert len(keys) == 2 and keys[0] == keys[1], keys
     assert keys[0][1] == "train_aug.txt" and "data" not in keys[0][0] and "moved" not in keys[0][0]
+
+
+@pytest.mark.parametrize("listed", ["Annotations", "labelmap.txt"])
+def test_voc_own_classes_draw_one_colour_in_every_image(tmp_path: Path, listed: str):
+    """Classes of one's own (not VOC's 20) took their colours per file: `corn` and `apple` hash to
+    one slot, so `corn` drew id 90 beside `apple` and 89 (`apple`'s own) alone or beside `grape`:
+    one class two colours, one colour two classes across the dataset. The dataset's names are
+    settled once (CVAT's `labelmap.txt` where shipped, else every `Annotations/*.xml`), each name
+    one id in every image, names of one image still apart; each unit records the ids it drew, so
+    a class added that moves no slot leaves them as they were."""
+    from sources import fsio
+    from sources.voc_xml import class_ids
+
+    assert class_ids(["apple", "corn"])[1] != class_ids(["corn"])[0]  # the clash the old per-file ids met
+    files = {"2007_000032": ["apple", "corn"], "2007_000039": ["corn"], "2007_000063": ["corn", "grape", "Person"]}
+    _write_voc(tmp_path, {i: PAIRS[i] for i in files}, {})
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    for image_id, names in files.items():
+        _voc_xml(voc / "Annotations" / f"{image_id}.xml", image_id,
+                 [(name, (3 + 5 * n, 4, 30 + 5 * n, 40), 0) for n, name in enumerate(names)])
+    if listed == "labelmap.txt":  # CVAT's Pascal VOC 1.1 export: its labels, the XMLs not read for them
+        (voc / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\napple:250,50,83::\n"
+                                          "corn:51,221,255::\ngrape:245,147,49::\nperson:0,0,0::\n")
+    (voc / "ImageSets" / "Main").mkdir()
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("".join(f"{i}\n" for i in files))
+    source = SegmentationSource("voc", str(tmp_path), "voc", tasks=("detection",))
+    with fsio.recording_inputs() as recorded:
+        items = [i for unit in source.units() for i in source.read(unit)]
+    drawn: dict[str, set[int]] = {}
+    for record in items:
+        assert isinstance(record, PairRecord), record
+        for name, category in zip(files[record.key.split("-")[1]], record.annotation["categories"], strict=True):
+            drawn.setdefault(name, set()).add(category)
+    assert drawn["Person"] == {15}  # VOC's own person
+    ids = {name: ids.pop() for name, ids in drawn.items() if len(ids) == 1}
+    assert sorted(ids) == ["Person", "apple", "corn", "grape"], drawn
+    assert len({ids["apple"], ids["corn"], ids["grape"]}) == 3 and all(21 <= ids[n] <= 255 for n in ("apple", "corn"))
+    derived = {key[-1]: value for key, value in recorded.derived.items() if key[0].endswith("own_class_id")}
+    assert derived == {"apple": ids["apple"], "corn": ids["corn"], "grape": ids["grape"]}
+    _voc_xml(voc / "Annotations" / "2012_000001.xml", "2012_000001", [("zucchini", (3, 4, 30, 40), 0)])
+    assert all(fsio.rederive(key) == value for key, value in recorded.derived.items())
