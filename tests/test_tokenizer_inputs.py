@@ -21,7 +21,7 @@ from tokenizer import evaluate as evaluate_cli
 from tokenizer import fit as fit_cli
 from tokenizer.checkpoint import CheckpointError, load, save
 from tokenizer.config import TINY
-from tokenizer.data import IMAGE_SUFFIXES, ImageRef, decode_image, find_images, iter_images
+from tokenizer.data import IMAGE_SUFFIXES, ImageReader, ImageRef, decode_image, find_images, iter_images
 from tokenizer.image_files import MAX_IMAGE_FILE_BYTES
 from tokenizer.model import build
 
@@ -222,3 +222,27 @@ def test_tensors_the_loader_did_not_foresee_are_one_error_line(tmp_path, capsys)
             "with a smaller codebook") in evaluate(wide)
     with pytest.raises(CheckpointError, match="not stored dense"):
         load(sparse)
+
+
+def test_a_shard_over_the_image_cap_hard_links_and_labels_are_read_as_the_build_reads_them(tmp_path):
+    """The 256 MiB cap is on one image, never on a shard (rev57g: a 300 MB img2dataset-sized tar was
+    `file_too_large` whole, and `evaluate` found no image). GNU tar's hard link to an earlier member
+    is read as that member's bytes, as the build reads it; a webdataset `.cls` label beside an image
+    is part of its sample, never a skipped file."""
+    src = tmp_path / "src"
+    src.mkdir()
+    pixels = _photo(src / "a.png")
+    (src / "a.cls").write_text("3")
+    os.link(src / "a.png", src / "b.png")
+    shard = tmp_path / "big.tar"
+    subprocess.run(["tar", "-C", str(src), "-cf", str(shard), "a.png", "a.cls", "b.png"], check=True)
+    os.truncate(shard, CAP + (44 << 20))  # zero blocks past the archive's end: a shard of 300 MiB
+    left_out: list = []
+    refs = find_images(str(shard), left_out)
+    assert refs == [ImageRef(str(shard), "a.png"), ImageRef(str(shard), "b.png")] and left_out == []
+    reader = ImageReader()
+    try:
+        images = [reader.read(ref) for ref in refs]
+    finally:
+        reader.close()
+    assert len(images) == 2 and all(np.array_equal(image, pixels) for image in images)

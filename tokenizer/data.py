@@ -14,6 +14,7 @@ import glob as globlib
 import io
 import os
 import re
+import sys
 import tarfile
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
@@ -23,7 +24,7 @@ from PIL import EpsImagePlugin, Image
 from PIL.JpegImagePlugin import MARKER as PILLOW_JPEG_MARKERS
 
 from tokenizer.heif_exif import heif_exif_refusal
-from tokenizer.image_files import FileRefused, member_refusal, read_image_file, read_member, refusal
+from tokenizer.image_files import FileRefused, linked_member, member_refusal, read_image_file, read_member, refusal
 from tokenizer.pixels import to_rgb
 
 # What the build takes for a picture by its name (`sources.web_samples.IMAGE_EXTENSIONS`, which
@@ -40,7 +41,7 @@ except ImportError:  # pragma: no cover - a declared dependency
 
 # a caption or metadata beside an image (img2dataset's, a rendered sentence's `{id}.json`): part of
 # the sample, never counted as left out
-SIDECAR_SUFFIXES = (".txt", ".json")
+SIDECAR_SUFFIXES = (".txt", ".json", ".cls", ".cls2", ".class")
 UNEXPECTED_FILE = "unexpected_file"
 
 
@@ -77,11 +78,14 @@ def _tar_images(path: str, left_out: list[Skipped]) -> list[ImageRef]:
     except (OSError, tarfile.TarError) as exc:
         left_out.append((ImageRef(path), "unreadable_file", _detail(exc)))
         return []
+    earlier: dict[str, tarfile.TarInfo] = {}  # the regular members so far: what a hard link may name
     for member in members:
+        if member.isfile():
+            earlier[member.name] = member
         if member.isdir() or member.name.lower().endswith(SIDECAR_SUFFIXES):
             continue
         ref = ImageRef(path, member.name)
-        refused = member_refusal(member)
+        refused = member_refusal(linked_member(member, earlier))
         if not _is_image(member.name):
             left_out.append((ref, UNEXPECTED_FILE, f"not an image by its name (one of {', '.join(IMAGE_SUFFIXES)})"))
         elif refused:
@@ -91,12 +95,19 @@ def _tar_images(path: str, left_out: list[Skipped]) -> list[ImageRef]:
     return refs
 
 
+def _shard_or_file_refusal(path: str, info: os.stat_result) -> FileRefused | None:
+    """Why the file at `path` is never opened: a pipe, socket or device; over the cap when it is an
+    image file. A tar is judged by its kind alone: the cap is on each member it holds (an
+    img2dataset shard of 10,000 photos runs to a gigabyte)."""
+    return refusal(info, sys.maxsize) if _is_tar(path) else refusal(info)
+
+
 def _file_images(path: str, left_out: list[Skipped]) -> list[ImageRef]:
     """The image (or the images of the tar) at `path`, a file found by a pattern or in a folder. A
     pipe, socket or device is judged by `stat` and never opened, a file over the cap by its size;
     each is appended to `left_out` with its reason, as is a file named as no image."""
     try:
-        refused = refusal(os.stat(path))
+        refused = _shard_or_file_refusal(path, os.stat(path))
     except OSError:  # a dangling link: its read says why
         refused = None
     if refused:
@@ -324,7 +335,7 @@ class ImageReader:
             return read_image_file(ref.path)
         tar = self._tars.get(ref.path)
         if tar is None:
-            refused = refusal(os.stat(ref.path))  # a pipe named .tar: never opened
+            refused = _shard_or_file_refusal(ref.path, os.stat(ref.path))  # a pipe named .tar: never opened
             if refused:
                 raise refused
             tar = self._tars[ref.path] = tarfile.open(ref.path)

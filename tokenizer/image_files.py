@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+from typing import Mapping
 
 from tokenizer.config import not_a_file
 
@@ -82,10 +83,24 @@ def member_refusal(info: tarfile.TarInfo, max_bytes: int = MAX_IMAGE_FILE_BYTES)
     return None
 
 
+def linked_member(info: tarfile.TarInfo, earlier: Mapping[str, tarfile.TarInfo]) -> tarfile.TarInfo:
+    """The member whose bytes `info` holds: a hard link (`tar` of files linked on disk) holds those
+    of the earlier regular member it names, as the build reads it and as `extractfile` follows it;
+    any other member, or a link to no earlier regular member, is itself."""
+    if not info.islnk():
+        return info
+    target = earlier.get(info.linkname) or earlier.get(os.path.normpath(info.linkname))
+    return target if target is not None and target.isfile() else info
+
+
 def read_member(tar: tarfile.TarFile, name: str, max_bytes: int = MAX_IMAGE_FILE_BYTES) -> bytes:
-    """The bytes of the tar member `name` (`FileRefused` by `member_refusal`; KeyError when there
-    is none), at most `max_bytes` + 1 read."""
+    """The bytes of the tar member `name` (`FileRefused` by `member_refusal`, a hard link judged
+    by the member it names; KeyError when there is none), at most `max_bytes` + 1 read."""
     info = tar.getmember(name)
+    if info.islnk():
+        members = tar.getmembers()
+        earlier = {m.name: m for m in members[:members.index(info)] if m.isfile()}
+        info = linked_member(info, earlier)
     refused = member_refusal(info, max_bytes)
     if refused:
         raise refused
