@@ -143,7 +143,15 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb", "layout_check"}
 # .jpeg and maps of any case. Parquet image columns read from their pages (a too-large row its
 # own reject); raw H.264 cut in its last slice; an H.264 SPS sent as new-extradata side data read;
 # TIFF IFD bombs behind every header Pillow takes and AVIF/HEIF Exif items judged before opening.
-RENDER_REVISION = 20
+# 21 (2026-12-07): ImageNet-layout keys one per file (a `-` inside a class or file name gets a
+# digest: `t/shirt-1` and `t-shirt/1` shared one key and one was dropped as its twin's copy), their
+# lineage `file` the path under the split (`train/cat/1.jpg`, not `train/1`); units sharing a key
+# with different pixels never decided as one in dedup. VOC names of one's own drawn in one colour
+# per dataset, far from every other class's. img2dataset files left by an earlier, killed run
+# (`stale_download`) never built. MP4/MOV claiming more samples than the memory budget holds, and
+# Y4M frames over max_pixels, `video_too_large`; a decode starting past frame 0 keeps the stream's
+# palette and orientation. Parquet pages of every codec read one at a time within the budget.
+RENDER_REVISION = 21
 
 
 class BuildConfig(Strict):
