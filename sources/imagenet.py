@@ -367,6 +367,12 @@ class ImageNetSource:
         archives = [f for f in flat if split == "train" and _is_class_archive(f)]
         units.extend(u for uri in archives for u in _archive_units(split, uri, self.path))
         flat = [f for f in flat if f not in archives]
+        if split == "train" and any(_is_image_name(f) for f in flat) and not any(u.wnid for u in units):
+            # no class at all: every image a `missing_label` reject, a build of nothing that exits 0
+            raise FileNotFoundError(
+                f"{self.name}: train/ holds images but no class folders or <wnid>{ARCHIVE_SUFFIX} archives "
+                f"under {self.images_root}: sort train/ into train/<wnid>/ folders (the folder's name is "
+                f"the class), or leave train out of `splits`; LOC_val_solution.csv labels val images alone")
         if split == "val" and any(_is_image_name(f) for f in flat) and not fsio.exists(self.val_labels_uri):
             shown = place or split
             raise FileNotFoundError(

@@ -57,6 +57,22 @@ def test_a_train_image_outside_class_folders_says_so_not_that_the_val_index_lack
                                                              "(train/<wnid>/): its class is unknown")
 
 
+@pytest.mark.parametrize("with_csv", [False, True])
+def test_a_train_folder_of_flat_images_alone_is_refused_with_the_way_to_sort_it(tmp_path: Path, with_csv: bool):
+    """A train/ of flat images and no class folder or archive (a download never sorted) built
+    nothing and passed `check`: every image a `missing_label` reject, exit 0. It is refused up front
+    again, saying to sort it; a stray beside real class folders stays a reject (test above)."""
+    root = tmp_path / "inet"
+    for i in range(3):
+        _jpeg(root / "train" / f"IMG_{i:04d}.jpg", 40 * i)
+    _jpeg(root / "train" / "__MACOSX" / "._IMG_0000.jpg", 9)  # an OS folder is no class folder
+    if with_csv:
+        _val_solution(root / "LOC_val_solution.csv", [("IMG_0000", "n01440764")])
+    with pytest.raises(FileNotFoundError, match=r"train/ holds images but no class folder.*"
+                                                r"sort train/ into train/<wnid>/ folders"):
+        ImageNetSource("inet", str(root), ("train",)).units()
+
+
 def test_val_folders_per_class_and_unknown_labels(sample_corpus: Path, tmp_path: Path):
     root = tmp_path / "inet"
     (root / "train").mkdir(parents=True)
