@@ -21,7 +21,8 @@ A member is judged on its header before it is read: a folder or a member in one 
 read flat, as class folders are; `tar -C n0 .`'s leading `./` excepted), an OS's or tool's file,
 a link or device (`not_a_file`), a non-image (`unexpected_file`; a `.tar` one says to extract
 the outer tar only), a member named for another class (`wrong_class`: `n02_5.JPEG` in n01.tar,
-a mixed-up archive), a stem already taken (`duplicate_key`; the first in the archive is read), a copy of a name that
+a mixed-up archive), a stem already taken (`duplicate_key`; the first in the archive is read; by a
+file of the `train/<wnid>/` folder beside it, that file is read), a copy of a name that
 `tar -r`/`tar -u` appended again replaces (`duplicate_member`: the last copy is read, as
 extracting keeps it),
 more than 256 MiB (`member_too_large`, never read). A cut tar is a `truncated_sample` for the
@@ -37,9 +38,13 @@ The official split of the layout (train/ vs val/) is kept as the record's split.
 A key is the image's split, class and stem, joined one-to-one (`records.data_key`: a part holding
 '-', `t-shirt/1.jpg` beside `t/shirt-1.jpg`, adds a digest; ILSVRC's names hold none): a second
 image with a stem already taken (`x.JPEG` beside `x.png`) is a `duplicate_key` reject, and the unit
-cut keeps same-stem files together so the clash is seen. The lineage's `file` is the image's path
+cut keeps same-stem files together so the clash is seen; a labelled flat val image whose stem its
+class's `val/<wnid>/` folder holds too is one, that folder's file read. Keys are distinct up to
+hostile names: `train/a b/1.jpg` and `train/a_b/1_9ccafe8f.jpg` share one (`records.data_key`), and
+those units meet in dedup (each decided by its own pixels) and assembly. The lineage's `file` is the image's path
 under the splits' folder (`train/<wnid>/<name>`, as an archive's member extracts). An image lying
-directly in train/ is a `missing_label` reject: LOC_val_solution.csv labels val images alone.
+directly in train/ beside class folders is a `missing_label` reject: LOC_val_solution.csv labels
+val images alone; a train/ of images and no class folder or archive is refused (sort it first).
 Class folders are read flat: a folder inside one (or a link to a folder) is an `unexpected_file`
 reject, never descended into and never skipped silently. What an operating system leaves in the
 folders it touches (`.DS_Store`, `Thumbs.db`, a Mac's AppleDouble `._x.JPEG` beside every image,
@@ -367,6 +372,12 @@ class ImageNetSource:
         archives = [f for f in flat if split == "train" and _is_class_archive(f)]
         units.extend(u for uri in archives for u in _archive_units(split, uri, self.path))
         flat = [f for f in flat if f not in archives]
+        if split == "train" and any(_is_image_name(f) for f in flat) and not any(u.wnid for u in units):
+            # no class at all: every image a `missing_label` reject, a build of nothing that exits 0
+            raise FileNotFoundError(
+                f"{self.name}: train/ holds images but no class folders or <wnid>{ARCHIVE_SUFFIX} archives "
+                f"under {self.images_root}: sort train/ into train/<wnid>/ folders (the folder's name is "
+                f"the class), or leave train out of `splits`; LOC_val_solution.csv labels val images alone")
         if split == "val" and any(_is_image_name(f) for f in flat) and not fsio.exists(self.val_labels_uri):
             shown = place or split
             raise FileNotFoundError(
@@ -433,6 +444,7 @@ class ImageNetSource:
         synsets = read_synsets(self.synsets_uri) if fsio.exists(self.synsets_uri) else {}
         labels = read_val_labels(index) if _needs_labels(unit) else {}
         taken: dict[str, str] = {}  # key -> the file that has it
+        in_folders: dict[str, dict[str, str]] = {}  # a flat image's class -> its class folder's keys
         for uri in unit.uris:
             stem = _stem(uri)
             wnid = name_text(nfc(unit.wnid)) if unit.wnid else labels.get(stem)  # Beam groups by it as UTF-8
@@ -451,6 +463,13 @@ class ImageNetSource:
                 yield Reject(other, self.name, other, "read", "duplicate_key",
                              f"{_where(unit, fsio.basename(uri))}: key {key} already taken by "
                              f"{_where(unit, taken[key])}", split_hint=unit.split, input=at)
+                continue
+            kept = self._folder_keys(uri, unit.place, wnid, in_folders) if wnid and not unit.wnid else {}
+            if key in kept:  # a labelled flat image whose class folder beside it holds its stem
+                other = data_key(self.name, unit.place, wnid, nfc(fsio.basename(uri)))
+                yield Reject(other, self.name, other, "read", "duplicate_key",
+                             f"{_where(unit, fsio.basename(uri))}: key {key} already taken by "
+                             f"{unit.place}/{wnid}/{kept[key]}, which is read", split_hint=unit.split, input=at)
                 continue
             taken[key] = fsio.basename(uri)
             if wnid is None:  # a train image outside class folders: no index labels train images
@@ -473,6 +492,22 @@ class ImageNetSource:
                          "file": _file(unit.place, unit.wnid and wnid, fsio.basename(uri))},
             )
 
+    def _folder_keys(self, uri: str, place: str, wnid: str, known: dict[str, dict[str, str]]) -> dict[str, str]:
+        """The keys of the images in the class folder `wnid` beside `uri` (each to its file name, the
+        first by name of a stem), none where there is no such folder (`known`: each class listed once).
+        A flat val image or an archive member of one of them would share the key with a picture of
+        its own, in another unit, and the key's two pictures meet in dedup and assembly: the class
+        folder's file is read, the other a `duplicate_key` reject naming it."""
+        if wnid not in known:
+            folder = fsio.join(uri.rsplit("/", 1)[0], wnid)
+            names: dict[str, str] = {}
+            if fsio.isdir(folder) and not path_problem(self.path, folder, self.follow_links):
+                for file in sorted(fsio.list_files(folder, links=True)):
+                    if _is_image_name(file):
+                        names.setdefault(data_key(self.name, place, wnid, _stem(file)), fsio.basename(file))
+            known[wnid] = names
+        return known[wnid]
+
     def _read_archive(self, unit: Unit) -> Iterator[SourceItem]:
         """Each member of a class archive, in archive order: an image of the class keyed as it would
         be extracted into `<split>/<wnid>/`, or a reject (`_member_problem`); a cut or unreadable tar
@@ -486,7 +521,9 @@ class ImageNetSource:
             return
         synsets = read_synsets(self.synsets_uri) if fsio.exists(self.synsets_uri) else {}
         reading: list[str] = []  # the member whose bytes are being read
-        visit = functools.partial(self._archive_member, unit, shown, synsets, {}, reading)
+        beside = uri.rsplit("/", 1)[0] == self.split_dir(unit.split).rstrip("/")  # not at the top: no folder read
+        in_folder = self._folder_keys(uri, unit.split, name_text(nfc(unit.wnid or "")), {}) if beside else {}
+        visit = functools.partial(self._archive_member, unit, shown, synsets, {}, in_folder, reading)
         cut = functools.partial(self._archive_cut, unit, shown, reading)
         mode = "r:" if unit.parts > 1 else "r|"
         shadowed = functools.partial(self._shadowed_member, unit, shown)
@@ -500,15 +537,16 @@ class ImageNetSource:
                      input=self._member_at(unit, info.name))
 
     def _archive_member(self, unit: Unit, shown: str, synsets: dict[str, str], taken: dict[str, str],
-                        reading: list[str], tar: tarfile.TarFile, info: tarfile.TarInfo) -> Iterator[SourceItem]:
+                        in_folder: dict[str, str], reading: list[str], tar: tarfile.TarFile,
+                        info: tarfile.TarInfo) -> Iterator[SourceItem]:
         """A class archive's member (`tar_members.read_members`' visit): its image, or its reject
-        (`_member_problem`, `taken` the keys seen); nothing for another part's image, whose bytes
+        (`_member_problem`, `taken` the keys seen, `in_folder` those of its class folder beside it); nothing for another part's image, whose bytes
         are that part's to read. `reading` names the member while its bytes are read."""
         split, wnid, name = unit.split, name_text(nfc(unit.wnid or "")), _member_name(info.name)
         if info.isdir() and name in ("", "."):  # `tar -C n0 .`'s `./`: the class folder itself
             return
         key = data_key(self.name, split, wnid, _stem(name))
-        rejected = self._member_problem(unit, shown, info, name, key, taken, synsets)
+        rejected = self._member_problem(unit, shown, info, name, key, taken, synsets, in_folder)
         if rejected is not None:
             yield rejected
             return
@@ -543,7 +581,7 @@ class ImageNetSource:
         return f"{relative_to_root(self.path, unit.uris[0])}:{member}"
 
     def _member_problem(self, unit: Unit, shown: str, info: tarfile.TarInfo, name: str, key: str,
-                        taken: dict[str, str], synsets: dict[str, str]) -> Reject | None:
+                        taken: dict[str, str], synsets: dict[str, str], in_folder: dict[str, str]) -> Reject | None:
         """Why a class archive's member is no image of its class, judged on its header alone (never
         read): a folder, an OS's or tool's file, a member in a folder, a link or device, a
         non-image, one named for another class, a key already taken, an unknown class, too large."""
@@ -571,6 +609,8 @@ class ImageNetSource:
             return reject(key, WRONG_CLASS, f"{name} is named for class {named.group(1)}, not {wnid}")
         if key in taken:
             return reject(whole, "duplicate_key", _taken_twice(name, key, taken[key]))
+        if key in in_folder:  # `train/<wnid>/` beside the archive holds this key's file: that one is read
+            return reject(whole, "duplicate_key", _taken_twice(name, key, f"{split}/{wnid}/{in_folder[key]}, which is read"))
         taken[key] = name[:MAX_SHOWN_NAME]  # taken whatever comes next, as an extracted file's name is
         if synsets and wnid not in synsets:
             return reject(key, "unknown_label", f"{wnid} not in {SYNSET_FILE}")

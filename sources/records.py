@@ -179,8 +179,10 @@ def data_key(source: str, *parts: str) -> str:
     A key `safe_key` already marked with its digest, and a key whose parts hold no '-', is
     `safe_key`'s unchanged (those could not meet before). Clean parts holding a '-' get `--` and a
     64-bit digest of the parts: no other key holds `--` followed by 16 hex digits at its end
-    (unmarked keys hold no `--`, source names no '-'; `safe_key`'s digest is `_` and 8), so
-    distinct parts give distinct keys up to the digest. Parts are taken in NFC (`nfc`).
+    (unmarked keys hold no `--`, source names no '-'; `safe_key`'s digest is `_` and 8). Not fully
+    one-to-one: a clean name can spell `safe_key`'s digest (`a_b/1_9ccafe8f` is the key of `a b/1`),
+    so hostile names may share a key; a reader catches the clashes it can see, and dedup and
+    assembly handle the rest. Parts are taken in NFC (`nfc`).
     """
     parts = tuple(nfc(part) for part in parts)
     if not any("-" in part for part in parts) or _cleaned(parts) != list(parts):

@@ -385,8 +385,8 @@ def test_two_pictures_sharing_a_key_are_never_decided_as_one(near):
     """A source that gave two different pictures one key (ImageNet's `t/shirt-1.jpg` and
     `t-shirt/1.jpg` were both `cls-train-t-shirt-1`): the final join on the key dropped both when a
     third unit was an exact copy of one, the unique picture lost as a false `duplicate_exact`. An
-    exact twin record drops the unit of its own pixels alone now; a near one cannot say whose pHash
-    it compared, so both units of the key are `duplicate_key` rejects saying so, none kept blind."""
+    exact twin record drops the unit of its own pixels alone now, and a near one the unit of the
+    pHash it compared (it dropped both as `duplicate_key`, a unique picture lost)."""
     import apache_beam as beam
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.testing.util import assert_that, equal_to
@@ -403,20 +403,53 @@ def test_two_pictures_sharing_a_key_are_never_decided_as_one(near):
                                         ("cls-train-copies-c0", twin, "copies", "train/copies/c0.jpg"),
                                         ("cls-train-other-0", other, "other", "train/other/0.jpg"))]
     if near:
-        assert 0 < hamming(units[0].fingerprint.phash, units[2].fingerprint.phash) <= 6
-        expected_rejects = [("duplicate_key", "train/t-shirt/1.jpg"), ("duplicate_key", "train/t/shirt-1.jpg")]
-        expected_kept = ["train/copies/c0.jpg", "train/other/0.jpg"]
+        distance = hamming(units[0].fingerprint.phash, units[2].fingerprint.phash)
+        assert 0 < distance <= 6 and hamming(units[1].fingerprint.phash, units[2].fingerprint.phash) > 6
+        expected_rejects = [("duplicate_near", "train/t/shirt-1.jpg", f"twin cls-train-copies-c0 (train), hamming {distance}")]
     else:
-        expected_rejects = [("duplicate_exact", "train/t/shirt-1.jpg")]
-        expected_kept = ["train/copies/c0.jpg", "train/other/0.jpg", "train/t-shirt/1.jpg"]
+        expected_rejects = [("duplicate_exact", "train/t/shirt-1.jpg", "twin cls-train-copies-c0 (train), hamming 0")]
+    expected_kept = ["train/copies/c0.jpg", "train/other/0.jpg", "train/t-shirt/1.jpg"]
     with beam.Pipeline(runner=fn_runner.FnApiRunner()) as pipeline:
         kept, rejects = pipeline | beam.Create(units) | Deduplicate(DedupSettings(True, True, 6, 4))
         assert_that(kept | beam.Map(lambda u: u.input), equal_to(expected_kept), label="kept")
-        assert_that(rejects | beam.Map(lambda r: (r.reason, r.input)), equal_to(expected_rejects), label="rejects")
-        details = rejects | beam.Map(lambda r: r.detail)
-        assert_that(details | beam.Filter(lambda d: "2 units of different pixels share key cls-train-t-shirt-1" in d
-                                          or d.startswith("twin cls-train-copies-c0 (train), hamming 0")) | beam.combiners.Count.Globally(),
-                    equal_to([len(expected_rejects)]), label="details")
+        assert_that(rejects | beam.Map(lambda r: (r.reason, r.input, r.detail)), equal_to(expected_rejects), label="rejects")
+
+
+@pytest.mark.parametrize("few", [32, 0])
+@pytest.mark.parametrize("p2_first", [False, True])
+def test_two_pictures_of_one_key_in_one_bucket_are_both_compared_in_any_order(p2_first, few, monkeypatch):
+    """`near_bucket` kept one fingerprint per key, the last to arrive: with two pictures of key K
+    (P1, P2) in one bucket beside B near P1 alone, P1 first compared nothing (all 3 kept) and P2
+    first dropped both K units (`duplicate_key`), the outcome the runner's value order. Both are
+    compared now, and the near record carries the dropped pHash: P1's unit alone is dropped.
+    `few` 0: through `_many_hashes`."""
+    monkeypatch.setattr("uvd_pipeline.dedup.FEW_HASHES", few)
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from uvd_pipeline.group_steps import Deduplicate
+    from uvd_pipeline.sentences import RenderedUnit
+
+    first, second, third = (cv2.resize(px, (SIZE, SIZE), interpolation=cv2.INTER_AREA) for px in _distinct_squares(3))
+    p1 = phash64(first)
+    p2 = p1 ^ 0xFFFF_FFFF_FFFF  # one band (the top 16 bits) shared with P1 and B, 48 bits off: one bucket, far
+    b = p1 ^ 0b11 ^ (0b11 << 20) ^ (0b11 << 40)  # 6 bits off P1, the top band equal
+    assert hamming(p1, b) == 6 and hamming(p2, b) > 6
+    units = [RenderedUnit(key, "inet", "train", key, (b"png",), ({"file": at},), label="x",
+                          fingerprint=Fingerprint(key, "inet", "train", pixel_sha256(px), ph), input=at)
+             for key, px, ph, at in (("inet-train-n0-x", first, p1, "train/n0.tar:x.JPEG"),
+                                     ("inet-train-n0-x", second, p2, "train/n0/x.png"),
+                                     ("inet-train-aaa-0", third, b, "train/aaa/0.jpg"))]
+    if p2_first:
+        units = [units[1], units[0], units[2]]
+    with beam.Pipeline(runner=fn_runner.FnApiRunner()) as pipeline:
+        kept, rejects = (pipeline | beam.Create(units, reshuffle=False)
+                         | Deduplicate(DedupSettings(True, True, 6, 4)))
+        assert_that(kept | beam.Map(lambda u: u.input), equal_to(["train/aaa/0.jpg", "train/n0/x.png"]), label="kept")
+        assert_that(rejects | beam.Map(lambda r: (r.reason, r.input, r.detail)),
+                    equal_to([("duplicate_near", "train/n0.tar:x.JPEG", "twin inet-train-aaa-0 (train), hamming 6")]),
+                    label="rejects")
 
 
 # -- end to end ----------------------------------------------------------------------------------

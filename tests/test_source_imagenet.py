@@ -57,6 +57,22 @@ def test_a_train_image_outside_class_folders_says_so_not_that_the_val_index_lack
                                                              "(train/<wnid>/): its class is unknown")
 
 
+@pytest.mark.parametrize("with_csv", [False, True])
+def test_a_train_folder_of_flat_images_alone_is_refused_with_the_way_to_sort_it(tmp_path: Path, with_csv: bool):
+    """A train/ of flat images and no class folder or archive (a download never sorted) built
+    nothing and passed `check`: every image a `missing_label` reject, exit 0. It is refused up front
+    again, saying to sort it; a stray beside real class folders stays a reject (test above)."""
+    root = tmp_path / "inet"
+    for i in range(3):
+        _jpeg(root / "train" / f"IMG_{i:04d}.jpg", 40 * i)
+    _jpeg(root / "train" / "__MACOSX" / "._IMG_0000.jpg", 9)  # an OS folder is no class folder
+    if with_csv:
+        _val_solution(root / "LOC_val_solution.csv", [("IMG_0000", "n01440764")])
+    with pytest.raises(FileNotFoundError, match=r"train/ holds images but no class folder.*"
+                                                r"sort train/ into train/<wnid>/ folders"):
+        ImageNetSource("inet", str(root), ("train",)).units()
+
+
 def test_val_folders_per_class_and_unknown_labels(sample_corpus: Path, tmp_path: Path):
     root = tmp_path / "inet"
     (root / "train").mkdir(parents=True)
@@ -144,6 +160,39 @@ def test_a_stem_taken_twice_is_one_duplicate_key_reject(tmp_path: Path):
                           "train/n01440764/n01440764_0.JPEG"),
         ("duplicate_key", "val/ILSVRC2012_val_00000256.png: key inet-val-n01440764-ILSVRC2012_val_00000256 "
                           "already taken by val/ILSVRC2012_val_00000256.JPEG")]
+
+
+def test_a_key_taken_in_a_class_folder_is_a_duplicate_key_of_an_archive_member_and_a_flat_val_image(tmp_path: Path):
+    """Two units gave one key to two pictures: `train/n0.tar`'s `n0_1.JPEG` beside `train/n0/n0_1.png`,
+    and a CSV-labelled flat `val/X.JPEG` beside `val/<wnid>/X.JPEG`, both read, one key each pair
+    (dedup then had to decide the key as two). The class folder's file is read; the other is a
+    `duplicate_key` reject naming it."""
+    root = tmp_path / "inet"
+    wnid = "n01440764"
+    _jpeg(tmp_path / "member" / f"{wnid}_1.JPEG", 30)
+    (root / "train").mkdir(parents=True)
+    with tarfile.open(root / "train" / f"{wnid}.tar", "w") as tar:
+        tar.add(tmp_path / "member" / f"{wnid}_1.JPEG", arcname=f"{wnid}_1.JPEG")
+        tar.add(tmp_path / "member" / f"{wnid}_1.JPEG", arcname=f"{wnid}_2.JPEG")
+    _jpeg(root / "train" / wnid / f"{wnid}_1.png", 60, "PNG")
+    _jpeg(root / "val" / "ILSVRC2012_val_00000001.JPEG", 90)
+    _jpeg(root / "val" / "ILSVRC2012_val_00000002.JPEG", 100)
+    _jpeg(root / "val" / wnid / "ILSVRC2012_val_00000001.JPEG", 120)
+    _val_solution(root / "LOC_val_solution.csv", [("ILSVRC2012_val_00000001", wnid), ("ILSVRC2012_val_00000002", wnid)])
+    items = _items(root)
+    records = sorted((i.key, i.uri.rsplit("inet/", 1)[1] if i.uri else i.input) for i in items if isinstance(i, ImageRecord))
+    assert records == [("inet-train-n01440764-n01440764_1", "train/n01440764/n01440764_1.png"),
+                       ("inet-train-n01440764-n01440764_2", "train/n01440764.tar:n01440764_2.JPEG"),
+                       ("inet-val-n01440764-ILSVRC2012_val_00000001", "val/n01440764/ILSVRC2012_val_00000001.JPEG"),
+                       ("inet-val-n01440764-ILSVRC2012_val_00000002", "val/ILSVRC2012_val_00000002.JPEG")]
+    rejects = sorted((r.reason, r.input, r.detail) for r in items if isinstance(r, Reject))
+    assert rejects == [
+        ("duplicate_key", "train/n01440764.tar:n01440764_1.JPEG",
+         "train/n01440764.tar: n01440764_1.JPEG: key inet-train-n01440764-n01440764_1 already taken by "
+         "train/n01440764/n01440764_1.png, which is read"),
+        ("duplicate_key", "val/ILSVRC2012_val_00000001.JPEG",
+         "val/ILSVRC2012_val_00000001.JPEG: key inet-val-n01440764-ILSVRC2012_val_00000001 already taken by "
+         "val/n01440764/ILSVRC2012_val_00000001.JPEG, which is read")]
 
 
 def test_folders_inside_a_class_folder_are_rejects_not_skips(tmp_path: Path):

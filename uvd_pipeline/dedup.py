@@ -45,8 +45,9 @@ copies of a logo below 2,000 variants 1-3 bits off: 0.19 million).
 
 Keys. The decision joins on the unit key, so a source must give distinct pictures distinct keys.
 Where two units of different pixels share one anyway, they are not decided as one (a copy of either
-dropped both): an exact twin record drops the unit of its own pixels alone, and a near one, which
-names the key alone, makes each of them a `duplicate_key` reject (`key_clash_reject`).
+dropped both): an exact twin record drops the unit of its own pixels alone, and a near one the
+unit of the pHash it compared (`Twin.phash`); the near search keeps every pHash of a key it is sent,
+so what is compared never hangs on the order a runner hands a bucket's members over.
 
 Resume. A unit committed to the unit store by an earlier run (see `uvd_pipeline.unit_store`) is
 not read again, but its stored results carry its fingerprint, so every run decides from every
@@ -149,6 +150,7 @@ class Twin:
     reason: str  # duplicate_exact | duplicate_near
     distance: int
     sha256: str = ""  # the dropped unit's pixels: known to an exact record, not to a near one (`from_probe_row`)
+    phash: int | None = None  # the dropped unit's pHash (a near record): which unit of a shared key it is
 
     def preference(self, twin_dropped: bool) -> tuple:
         """How good a reported twin is: kept first, exact first, closest, best-ranked."""
@@ -156,7 +158,8 @@ class Twin:
 
 
 def _twin(worse: Fingerprint, better: Fingerprint, reason: str, distance: int, sha256: str = "") -> Twin:
-    return Twin(worse.key, worse.source, worse.split, better.key, better.split, reason, distance, sha256)
+    return Twin(worse.key, worse.source, worse.split, better.key, better.split, reason, distance, sha256,
+                None if sha256 else worse.phash)
 
 
 def unique_by_key(entries: Iterable[Fingerprint]) -> list[Fingerprint]:
@@ -191,10 +194,10 @@ def near_bucket(members: Iterable[tuple[bool, Fingerprint]], threshold: int) -> 
     copies a few bits apart), `_many_hashes` compares them by numpy rows and leaves out the
     records no unit would report.
     """
-    stored: dict[str, Fingerprint] = {}
-    probing: dict[str, Fingerprint] = {}
+    stored: dict[tuple[str, int], Fingerprint] = {}  # by key and pHash: two pictures one source gave one
+    probing: dict[tuple[str, int], Fingerprint] = {}  # key are both compared, whatever order they came in
     for is_stored, entry in members:
-        (stored if is_stored else probing)[entry.key] = entry
+        (stored if is_stored else probing)[entry.key, entry.phash] = entry
     if not stored:  # a value only probed (every copy of one hash probes the same empty neighbours)
         return
     stored_groups, probing_groups = _by_hash(stored.values()), _by_hash(probing.values())
@@ -209,9 +212,10 @@ HASH_ROWS = 256  # hashes whose distances `_many_hashes` takes at once (a block 
 
 
 def _by_hash(entries: Iterable[Fingerprint]) -> list[list[Fingerprint]]:
-    """Entries grouped by pHash, each group in rank order (its best-ranked member first)."""
+    """Entries grouped by pHash, each group in rank order (its best-ranked member first), the
+    groups in the order of their bests, then pHash (a key's two pictures: never arrival order)."""
     groups: dict[int, list[Fingerprint]] = {}
-    for entry in sorted(entries, key=lambda e: e.rank):
+    for entry in sorted(entries, key=lambda e: (e.rank, e.phash)):
         groups.setdefault(entry.phash, []).append(entry)
     return list(groups.values())
 
@@ -262,15 +266,18 @@ def _many_hashes(stored: list[list[Fingerprint]], probing: list[list[Fingerprint
     `HASH_ROWS` x hashes distances are held.
     """
     groups = stored + probing
-    order = np.array(sorted(range(len(groups)), key=lambda i: groups[i][0].rank), dtype=np.int64)
+    order = np.array(sorted(range(len(groups)), key=lambda i: (groups[i][0].rank, groups[i][0].phash)), dtype=np.int64)
     groups, is_stored = [groups[i] for i in order], order < len(stored)
     bests = [group[0] for group in groups]
     values = np.array([best.phash for best in bests], dtype=np.uint64)
+    # each best's place among distinct ranks: two hashes of one key (a key's two pictures) rank alike,
+    # and neither drops the other, as in `_across`
+    tiers = np.cumsum([0] + [a.rank != b.rank for a, b in zip(bests, bests[1:])])
     dropped = np.zeros(len(groups), dtype=bool)
     for start in range(0, len(groups), HASH_ROWS):
         stop = min(start + HASH_ROWS, len(groups))
         distances = hamming_rows(values[start:stop], values[:stop])
-        near = (distances <= threshold) & (np.arange(stop)[None, :] < np.arange(start, stop)[:, None])
+        near = (distances <= threshold) & (tiers[None, :stop] < tiers[start:stop, None])
         dropped[start:stop] = near.any(axis=1)
         met = near & (is_stored[None, :stop] | is_stored[start:stop, None])
         for i in range(start, stop):
@@ -308,15 +315,6 @@ def duplicate_reject(unit_key: str, group: str, twin: Twin, twin_dropped: bool) 
     if twin_dropped:
         detail += "; the twin is itself a duplicate of another unit"
     return Reject(unit_key, twin.source, group, STAGE, twin.reason, detail, split_hint=twin.split)
-
-
-def key_clash_reject(unit_key: str, source: str, group: str, split: str, pixels: int) -> Reject:
-    """A unit whose key a unit of other pixels holds too (a source gave two pictures one key): a
-    near twin record names the key alone, so it cannot say which of them it compared."""
-    return Reject(unit_key, source, group, STAGE, "duplicate_key",
-                  f"{pixels} units of different pixels share key {unit_key}, and a near twin names that key: "
-                  "which of them it is cannot be told, so none is kept (the source gave two pictures one key)",
-                  split_hint=split)
 
 
 def duplicate_counts(rejects_by_reason: dict[str, int], images: int, rejects: int,

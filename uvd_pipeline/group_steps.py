@@ -24,7 +24,6 @@ from uvd_pipeline.dedup import (
     duplicate_reject,
     exact_group,
     from_probe_row,
-    key_clash_reject,
     near_bucket,
     probe_row,
 )
@@ -294,21 +293,21 @@ def _decide(item: tuple[str, Iterable[Any]]) -> Iterator[Any]:
 def _decide_clash(units: list[RenderedUnit], candidates: list[tuple[Twin, bool]]) -> Iterator[Any]:
     """The decision of a key that units of other pixels share (a source gave two pictures one
     key): decided as one, a copy of either dropped both (a unique picture lost as a false
-    `duplicate_exact`). An exact twin record drops the unit of its own pixels alone; a near one
-    names the key alone, so the units it may be about are `duplicate_key` rejects, none kept blind."""
-    near = any(not twin.sha256 for twin, _ in candidates)
+    `duplicate_exact`). An exact twin record drops the unit of its own pixels alone, a near one
+    the unit of the pHash it compared (`Twin.phash`); a unit no record is about is kept."""
     for unit in units:
-        own = [pair for pair in candidates if pair[0].sha256 == unit.fingerprint.sha256]
+        own = [pair for pair in candidates if _about(pair[0], unit)]
         if own:
             twin, twin_dropped = choose_twin(own)
             count(unit.source, f"rejects.{twin.reason}")
             yield TaggedOutput(REJECTS, duplicate_reject(unit.key, unit.group, twin, twin_dropped).located(unit.input))
-        elif near:
-            count(unit.source, "rejects.duplicate_key")
-            yield TaggedOutput(REJECTS, key_clash_reject(unit.key, unit.source, unit.group, unit.split,
-                                                         len(units)).located(unit.input))
         else:
             yield unit
+
+
+def _about(twin: Twin, unit: RenderedUnit) -> bool:
+    """Whether a twin record drops this unit of its key: an exact one names its pixels, a near one its pHash."""
+    return twin.sha256 == unit.fingerprint.sha256 if twin.sha256 else twin.phash == unit.fingerprint.phash
 
 
 class Deduplicate(beam.PTransform):
