@@ -162,8 +162,11 @@ def _is_repo_folder(real: str) -> bool:
     if not _REPO_FOLDER.fullmatch(os.path.basename(real)) or not os.path.isdir(os.path.join(real, "blobs")):
         return False
     try:
-        return os.path.isdir(os.path.join(real, "snapshots")) and all(
-            _COMMIT.fullmatch(n) or _JUNK_ENTRY.fullmatch(n) for n in os.listdir(os.path.join(real, "snapshots")))
+        entries = os.listdir(os.path.join(real, "snapshots")) if os.path.isdir(os.path.join(real, "snapshots")) else None
+        # an empty snapshots/ is a cache's only with refs/ beside it (rev57i L3: a user's own
+        # datasets--me--cats/ of blobs/, an empty snapshots/ and images/ was refused)
+        return entries is not None and all(_COMMIT.fullmatch(n) or _JUNK_ENTRY.fullmatch(n) for n in entries) and (
+            any(_COMMIT.fullmatch(n) for n in entries) or os.path.isdir(os.path.join(real, "refs")))
     except (OSError, ValueError):
         return False
 

@@ -14,6 +14,7 @@ added to the dataset renders again only the units whose names' colours it moved.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from typing import Iterable
 
@@ -28,6 +29,9 @@ from transforms.errors import Rejected
 # parts:actions` lines) or in it (LabelImg's save folder: a name a line)
 LABEL_FILES = ("labelmap.txt", "classes.txt", "Annotations/classes.txt")
 MAX_LABEL_FILE_BYTES = 1 << 20
+# a `classes.txt` line that is no bare name: a YOLO converter's `0 apple`, a CSV's `apple,1`, a
+# labelmap's `apple:r,g,b` (rev57i: trusted, no name matched and every class took a fallback colour)
+_NOT_A_NAME_LINE = re.compile(r"^\d+\s|[:,\t]")
 _KEPT_NAMES = 4 * OWN_IDS  # names held at once while the smallest OWN_IDS are found: a bound, whatever the files
 
 
@@ -55,7 +59,8 @@ def own_class_table(voc_root: str) -> dict[str, int]:
 
 
 def _label_file_names(voc_root: str) -> list[str] | None:
-    """The own class names of the first label file there (None: none is there, or it cannot be read)."""
+    """The own class names of the first label file there that names classes in its tool's shape
+    (None: none is there, or none can be read, names a class or has that shape)."""
     for relative in LABEL_FILES:
         uri = fsio.join(voc_root, *relative.split("/"))
         if not fsio.exists(uri) or path_problem(voc_root, uri):
@@ -64,14 +69,22 @@ def _label_file_names(voc_root: str) -> list[str] | None:
             text = read_input_bytes(uri, MAX_LABEL_FILE_BYTES).decode("utf-8-sig")
         except (OSError, UnicodeError, fsio.FileTooLarge):
             continue
-        names = [line.split(":", 1)[0].strip() if relative == "labelmap.txt" else line.strip()
-                 for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-        return _smallest(n for n in names if n and is_own(n))
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        if relative == "labelmap.txt":
+            names = [line.split(":", 1)[0].strip() for line in lines]
+        elif any(_NOT_A_NAME_LINE.match(line) for line in lines):
+            continue  # another tool's shape (`0 apple`, `apple,1`): its names are not these lines
+        else:
+            names = lines
+        names = [n for n in names if n and n.lower() != "background"]  # CVAT's unlabelled pixels' label
+        if not names:
+            continue  # names no class (an empty file): the XMLs say what the dataset holds
+        return _smallest(n for n in names if is_own(n))
     return None
 
 
 def _annotation_names(voc_root: str) -> list[str]:
-    """The own class names that `Annotations/*.xml` use (one pass: ~0.8 CPU-s per 10,000 files); a
+    """The own class names that `Annotations/*.xml` use (one pass: ~0.8-1.2 CPU-s per 10,000 files); a
     file that cannot be read is passed over here (its pair's own reject says why)."""
     folder = fsio.join(voc_root, "Annotations")
     if not fsio.isdir(folder):

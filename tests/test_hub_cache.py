@@ -397,7 +397,7 @@ def test_a_hub_cache_holding_an_os_junk_file_is_still_a_cache(tmp_path: Path, ju
     assert repo_folder_problem(str(home / "hub")) is None
 
 
-@pytest.mark.parametrize("made", ["huggingface_hub", "own v1", "own commit"])
+@pytest.mark.parametrize("made", ["huggingface_hub", "own v1", "own commit", "own empty snapshots"])
 def test_a_project_folder_of_hub_and_datasets_is_refused_only_when_huggingface_hub_wrote_it(
         tmp_path: Path, capsys, made: str):
     """A user's own project folder holding `hub/` and `datasets/` was refused at `check` as HF_HOME
@@ -414,6 +414,11 @@ def test_a_project_folder_of_hub_and_datasets_is_refused_only_when_huggingface_h
     home = tmp_path / "project"
     if made == "huggingface_hub":
         _cache_file(home / "hub", "me/cats", "images/cat.png", _png(1))
+    elif made == "own empty snapshots":  # blobs/ and an empty snapshots/ of one's own: no refs/, no commit
+        repo = home / "hub" / "datasets--me--cats"
+        for folder in ("blobs", "snapshots", "images"):
+            (repo / folder).mkdir(parents=True)
+        (repo / "images" / "cat.png").write_bytes(_png(1))
     else:
         snapshot = home / "hub" / "datasets--me--cats" / "snapshots" / ("v1" if made == "own v1" else COMMIT)
         (snapshot / "images").mkdir(parents=True)

@@ -1019,7 +1019,7 @@ def test_a_bad_list_beside_vocdevkit_keeps_its_key_when_the_dataset_moves(tmp_pa
     assert keys[0][1] == "train_aug.txt" and "data" not in keys[0][0] and "moved" not in keys[0][0]
 
 
-@pytest.mark.parametrize("listed", ["Annotations", "labelmap.txt"])
+@pytest.mark.parametrize("listed", ["Annotations", "labelmap.txt", "empty classes.txt", "numbered classes.txt"])
 def test_voc_own_classes_draw_one_colour_in_every_image(tmp_path: Path, listed: str):
     """Classes of one's own (not VOC's 20) took their colours per file: `corn` and `apple` hash to
     one slot, so `corn` drew id 90 beside `apple` and 89 (`apple`'s own) alone or beside `grape`:
@@ -1040,6 +1040,12 @@ def test_voc_own_classes_draw_one_colour_in_every_image(tmp_path: Path, listed: 
     if listed == "labelmap.txt":  # CVAT's Pascal VOC 1.1 export: its labels, the XMLs not read for them
         (voc / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\napple:250,50,83::\n"
                                           "corn:51,221,255::\ngrape:245,147,49::\nperson:0,0,0::\n")
+    # a label file that names no class, or in another tool's shape (`0 apple`, YOLO converters'):
+    # not trusted, the XMLs read instead (rev57i M1: every own class took a fallback colour)
+    if listed == "empty classes.txt":
+        (voc / "classes.txt").write_text("\n")
+    if listed == "numbered classes.txt":
+        (voc / "Annotations" / "classes.txt").write_text("0 apple\n1 corn\n2 grape\n")
     (voc / "ImageSets" / "Main").mkdir()
     (voc / "ImageSets" / "Main" / "train.txt").write_text("".join(f"{i}\n" for i in files))
     source = SegmentationSource("voc", str(tmp_path), "voc", tasks=("detection",))
