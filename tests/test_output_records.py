@@ -173,29 +173,3 @@ def test_verify_and_report_wait_out_an_empty_lock_as_build_does(mini_build_copy,
     code, printed = _verify(capsys, out)
     assert code == UNFINISHED  # written again: young
 
-
-def test_a_committed_shard_replaced_by_a_link_is_damage_and_rebuilt(mini_build_copy, tmp_path, capsys):
-    """A committed tar replaced by a symbolic link to an identical copy outside the output passed
-    every check, sha256 included, though a copy or upload of the output may take the link alone and
-    the copy can change apart from the stats. It is damage, as a fifo in its place is: `verify` names
-    it with its target, and a resumed build (`--verify` or not) writes the shard again in its place."""
-    from uvd_pipeline.build import run_build
-
-    config, _ = mini_build_copy
-    out = Path(config.output)
-    tar = out / "rendered" / "web" / "train" / "web-train-00000.tar"
-    made = tar.read_bytes()
-    outside = tmp_path / "elsewhere.tar"
-    shutil.copyfile(tar, outside)
-    tar.unlink()
-    tar.symlink_to(outside)
-    for flags in ((), ("--quick",)):
-        code, printed = _verify(capsys, out, *flags)
-        assert code == 1 and "DAMAGED: 1 damaged files" in printed, printed
-        assert printed.startswith(f"damaged: {tar}: a symbolic link to {outside}, not the file the build wrote: an "
-                                  "output holds its own files"), printed
-    outside.unlink()
-    assert _verify(capsys, out)[1].startswith(f"damaged: {tar}: a symbolic link to {outside}, which is not there")
-    run_build(config)  # a resume checks each committed file's size: the link is found there too
-    assert not tar.is_symlink() and tar.read_bytes() == made
-    assert _verify(capsys, out)[0] == 0

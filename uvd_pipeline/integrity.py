@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from typing import IO, Any, NamedTuple
 
 from sources import fsio
@@ -54,9 +53,6 @@ def check_file(recorded: Recorded, full: bool = False, sizes: dict[str, int] | N
     """What is wrong with a committed file (None: nothing): missing, another size, or (with
     `full`) another sha256 than its stats recorded. `sizes`: a `file_sizes` listing to look the
     size up in, instead of asking the filesystem."""
-    link = linked(recorded.uri)
-    if link:
-        return link
     fs, path = fsio.filesystem(recorded.uri)
     try:
         size = sizes.get(path) if sizes is not None else fs.size(path)
@@ -72,23 +68,6 @@ def check_file(recorded: Recorded, full: bool = False, sizes: dict[str, int] | N
     except fsio.NotAFile as exc:  # its size (0) matched: a fifo says 0, /dev/zero too
         return f"{exc.kind}, not the file its stats record"
     return None
-
-
-def linked(uri: str) -> str | None:
-    """What a local symbolic link in place of a committed file is (None: no link), judged by
-    `lstat`: one to an identical copy outside the output passed every check, sha256 included,
-    though a copy or upload of the output may take the link alone, and the file it points to
-    changes or goes apart from the stats that record it. A rerun writes the file in its place."""
-    local = fsio.local_path(uri)
-    if local is None or not os.path.islink(local):
-        return None
-    try:
-        target = os.readlink(local)
-    except OSError:  # gone or replaced between the two calls
-        target = "?"
-    broken = "" if os.path.exists(local) else ", which is not there"
-    return (f"a symbolic link to {target}{broken}, not the file the build wrote: an output holds its own files (a "
-            "copy or upload may take the link alone, and what it points to can change apart from the stats)")
 
 
 def _not_a_file(uri: str) -> str | None:

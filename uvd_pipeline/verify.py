@@ -15,10 +15,7 @@ these two need a finished build, so they are left out while a build holds the ou
 config listed, and no token shard of another config or of no rendered shard in `tokens/`, nor one
 made from an earlier tar of its rendered shard: stale), as are its `sources.X.type` and `resize` to
 `build.json` and its `run` section to itself, and each listed shard's input digest (`_inputs/`) to
-the unit store's commit marks (`record_checks`), and the trainer's `mixture.yaml` to the summary's
-token mix. A committed file that is a symbolic link is damaged (`integrity.linked`), and a lock file
-that names nobody is read as `build` reads it: a build starting while it is young (unfinished), a
-dead start's leftover after (`output_lock.unreadable_lock`). Each damaged
+the unit store's commit marks (`record_checks`). Each damaged
 file is printed with what is wrong, then one summary line; the exit code is 0 when the output is
 intact and its build finished, 1 when something is damaged, and `UNFINISHED` (3) when what is
 committed is intact but the build did not finish (no `summary.json`: killed or failed mid-build;
