@@ -55,7 +55,7 @@ class DecodeSession:
     memory_mb: int = DEFAULT_MEMORY_MB
     convert: bool = True  # False: deliver each frame's display (height, width), no pixels (the probe)
     _container: object = None
-    # the stream's first frame's (`_prime`), else the first frame delivered's: a player shows every
+    # the stream's first frame's (`_prime`), else the decoder's first output's: a player shows every
     # frame so, an H.264 display-orientation SEI sent with the first key frame alone applying on
     orientation: tuple[int, bool] | None = None
     _delivered_one: bool = False
@@ -181,6 +181,11 @@ class DecodeSession:
     def _deliver(self, frames, trust: dict[int, int | None]) -> Iterator[tuple[int, np.ndarray]]:
         for frame in frames:
             pts = self._name(frame)
+            if self.orientation is None:  # once: reading side data keeps the frame until a collection
+                # the decoder's first output, wanted or not: an SEI sent with the first key frame turns
+                # the frames after it (frame 1 alone came out unturned when read off frame 1)
+                self.orientation = orientation(frame)
+                self._collect = self._collect or frame.width * frame.height >= COLLECT_PIXELS
             floor = trust.get(pts)
             if floor is not None and pts < floor:
                 continue  # a leading frame whose references were skipped: not trusted
@@ -209,9 +214,8 @@ class DecodeSession:
                 except VideoError as exc:
                     self.too_large = exc
                     raise
-            if not self._delivered_one:  # once: reading side data keeps the frame until a collection
+            if not self._delivered_one:
                 self._delivered_one = True
-                self.orientation = self.orientation or orientation(frame)  # or the stream's first frame's
                 self.cropped_left = cropped_off_alignment(frame)
                 # worth a full collection (10 ms in a decoding process) only for a large frame
                 self._collect = self._collect or frame.width * frame.height >= COLLECT_PIXELS

@@ -32,3 +32,16 @@ def test_an_h264_display_orientation_sei_turns_frames_decoded_from_a_later_key_f
     alone = dict(decode_frames(str(path), [25]))[25]
     assert alone.shape == (64, 48, 3)  # it was 48x64, unturned
     assert np.array_equal(alone, turned[25])
+
+
+def test_frames_of_the_first_gop_are_turned_by_its_key_frames_sei(tmp_path):
+    """No prime there (the decode starts at frame 0): the turn is the decoder's first output's, not
+    that of the first frame delivered (frame 1 or 5 alone came out 48x64, unturned)."""
+    made, path = tmp_path / "made.mp4", tmp_path / "turned.mp4"
+    video_zoo.ffmpeg(*_SOURCE, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "10", str(made))
+    video_zoo.ffmpeg("-i", str(made), "-c", "copy", "-bsf:v", "h264_metadata=display_orientation=insert:rotate=90",
+                     str(path))
+    turned = dict(decode_frames(str(path), [0, 1, 5]))
+    for k in (1, 5):
+        alone = dict(decode_frames(str(path), [k]))[k]
+        assert alone.shape == (64, 48, 3) and np.array_equal(alone, turned[k])
