@@ -27,6 +27,7 @@ CHEAP_SAMPLES = 1 << 20
 # 2 hours at 25 fps holds 1,260,000; 1,048,576 empty `free` boxes passed unjudged once this ran out
 BOX_LIMIT = 1 << 21
 DEPTH_LIMIT = 10  # FFmpeg's mov reader refuses boxes nested deeper ("Atoms too deeply nested")
+_PROBED_BINARY_BOX = b"\x82\x82\x7f\x7d"  # a first box type FFmpeg's probe takes, not printable
 _DESCENDED = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf"}
 _TABLES = (b"stsz", b"stz2", b"stts", b"hdlr", b"stco", b"co64", b"stsc")
 _TRUN_SIZES = 0x200  # a trun's flag: each sample's size is listed
@@ -53,7 +54,8 @@ def _is_box(head: bytes) -> bool:
     if len(head) < 8 or head.startswith(Y4M_MAGIC):
         return False
     size = int.from_bytes(head[:4], "big")
-    return (size in (0, 1) or size >= 8) and all(0x20 <= byte < 0x7F for byte in head[4:8])
+    return (size in (0, 1) or size >= 8) and (all(0x20 <= byte < 0x7F for byte in head[4:8]) or
+                                              head[4:8] == _PROBED_BINARY_BOX)
 
 
 def declared_samples(uri: str) -> DeclaredSamples | None:

@@ -123,6 +123,7 @@ def test_files_the_cli_writes_declare_what_ffmpeg_indexes(tmp_path, made):
 @pytest.mark.parametrize("layout", [
     {"prefix": _box(b"junk", b"")},  # FFmpeg's probe takes junk, udta, pict... before ftyp
     {"prefix": _box(b"udta", b"")},
+    {"prefix": _box(b"\x82\x82\x7f\x7d", b"")},
     {"stsz_before": True},  # two stsz boxes: FFmpeg keeps the last
     {"moov_last": True},  # FFmpeg cuts a moov running past the end to what is left
 ])
