@@ -85,7 +85,8 @@ one job each: `video_open` (open a file, pick its video stream, `VideoError`), `
 (memory judged from the declaration), `video_packet_order` (the index, with the decoder's output
 order where stamps are missing), `video_sample_tables` and `video_y4m` (an MP4/MOV judged on
 the samples it declares, a Y4M on its frame size, before either is opened), `video_session`
-(one decoding pass: packets sent, frames named and delivered), `video_display` (RGB as a player
+(one decoding pass: packets sent, frames named and delivered; `video_first_state`: whether it
+decodes the stream's first packet first), `video_display` (RGB as a player
 shows it: turn, colour matrix, HDR), `video_probe` (what planning needs), `video_frame_sizes`
 (`key_frame_sizes`), `video_decord` (the same frames through decord, where it reads them exactly).
 """

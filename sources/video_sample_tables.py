@@ -2,17 +2,20 @@
 opens it, and the file judged on them (`judge_sample_tables`). FFmpeg's mov demuxer builds an
 index entry for every sample its tables declare on every open: a 34 KB MOV whose stts/stsc/stsz
 declared 40,000,000 samples took 1.4 GiB and a CPU-s each time it was opened (five times a probe),
-60,000,000 the decoding process past its memory budget. Part of `sources.video_decode`."""
+60,000,000 the decoding process past its memory budget. The walk reads boxes as FFmpeg does: any
+file whose first box parses (its probe takes junk, udta, pict... first too), a box running past
+its parent cut to what is left, the last of a track's tables kept. Part of `sources.video_decode`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+import struct
 from typing import IO, Iterator
 
 from sources import fsio
 from sources.video_memory import DECODER_BASE_MB
 from sources.video_open import VideoError
-from sources.video_y4m import SNIFFED_BYTES
+from sources.video_y4m import SNIFFED_BYTES, Y4M_MAGIC
 
 # what FFmpeg (libavformat 62) holds a declared sample in: its AVIndexEntry (24 bytes) and the
 # time-to-sample entry it expands per sample; 40,000,000 declared took 1,404 MiB measured (36.8)
@@ -20,11 +23,19 @@ INDEX_BYTES_PER_SAMPLE = 36
 # samples whose index is cheap to build (36 MiB): a file declaring fewer is not judged on its size,
 # so a cut file whose tables declare the frames it lost keeps its count of those it holds
 CHEAP_SAMPLES = 1 << 20
-BOX_LIMIT = 1 << 20  # boxes walked (a fragmented MP4 of one fragment a second for 10 hours: 72,000)
-# the first box of an ISO media file or a QuickTime movie (an old .mov starts with moov, mdat or wide)
-_FIRST_BOXES = {b"ftyp", b"styp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot", b"sidx", b"moof", b"uuid"}
+# boxes walked before the file is refused: a fragmented MP4 of a fragment a frame (7 boxes each) for
+# 2 hours at 25 fps holds 1,260,000; 1,048,576 empty `free` boxes passed unjudged once this ran out
+BOX_LIMIT = 1 << 21
+DEPTH_LIMIT = 10  # FFmpeg's mov reader refuses boxes nested deeper ("Atoms too deeply nested")
+_PROBED_BINARY_BOX = b"\x82\x82\x7f\x7d"  # a first box type FFmpeg's probe takes, not printable
 _DESCENDED = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf"}
+_TABLES = (b"stsz", b"stz2", b"stts", b"hdlr", b"stco", b"co64", b"stsc")
 _TRUN_SIZES = 0x200  # a trun's flag: each sample's size is listed
+_HEAD, _LARGE = struct.Struct(">I4s"), struct.Struct(">Q")
+_WINDOW = 1 << 16  # bytes read at once: a moof and its children, or 8,192 empty boxes, in one read
+_STSC_ENTRY = 12
+_STSC_BLOCK = 1 << 16  # stsc entries read at once
+PCM_SAMPLES_PER_ENTRY = 1024  # FFmpeg's index of a chunk-demuxed PCM track: an entry per 1024 samples
 
 
 @dataclass(frozen=True)
@@ -37,17 +48,28 @@ class DeclaredSamples:
     # takes one byte at least, so a whole file holds at most its size of them
 
 
+def _is_box(head: bytes) -> bool:
+    """Whether a file starts as a box: a size of 0, 1 or 8 on and a type of four printable
+    characters (FFmpeg's probe takes a file of any such boxes as a MOV once one it knows follows)."""
+    if len(head) < 8 or head.startswith(Y4M_MAGIC):
+        return False
+    size = int.from_bytes(head[:4], "big")
+    return (size in (0, 1) or size >= 8) and (all(0x20 <= byte < 0x7F for byte in head[4:8]) or
+                                              head[4:8] == _PROBED_BINARY_BOX)
+
+
 def declared_samples(uri: str) -> DeclaredSamples | None:
-    """The samples the file's moov and moof boxes declare, from their headers (a few reads: no
-    table is read whole); None for a file that is no MP4/MOV."""
+    """The samples the file's moov and moof boxes declare, from their headers (a few reads: only a
+    PCM track's stsc is read whole); None for a file that is no MP4/MOV. Raises `video_too_large`
+    where the boxes pass `BOX_LIMIT`, `unsupported_container` for a compressed movie header."""
     try:
         # the bytes every open of a video sniffs (one ranged read a task): no other file is opened here
-        if fsio.head_bytes(uri, SNIFFED_BYTES)[4:8] not in _FIRST_BOXES:
+        if not _is_box(fsio.head_bytes(uri, SNIFFED_BYTES)):
             return None
         with fsio.open_file(uri, read_ahead=False) as handle:
             size = handle.seek(0, 2)
             walker = _Walker(handle)
-            walker.walk(0, size)
+            walker.walk(0, size, 0)
             return DeclaredSamples(size, walker.entries, walker.unlisted)
     except OSError:
         return None  # the open that follows says why
@@ -73,52 +95,63 @@ def judge_sample_tables(uri: str, memory_mb: int) -> None:
 
 
 class _Walker:
-    """Walks box headers through seeks, counting the samples of each track (`trak`) and fragment
-    run (`trun`) it passes; a box running past its parent ends the walk of that parent."""
+    """Walks box headers, counting the samples of each track (`trak`) and fragment run (`trun`) it
+    passes; reads a window of bytes at a time, so a fragment's boxes cost one read."""
 
     def __init__(self, handle: IO[bytes]) -> None:
         self.handle = handle
         self.budget = BOX_LIMIT
         self.entries = 0
         self.unlisted = 0
+        self.window, self.window_at = b"", 0
 
     def read(self, at: int, count: int) -> bytes:
-        self.handle.seek(at)
-        return self.handle.read(count)
-
-    def header(self, at: int, end: int) -> tuple[bytes, int, int] | None:
-        """(type, payload start, box end) of the box at `at`; None where none fits before `end`."""
-        head = self.read(at, 16) if at + 8 <= end else b""
-        if len(head) < 8:
-            return None
-        size, kind, payload = int.from_bytes(head[:4], "big"), head[4:8], at + 8
-        if size == 1:
-            if len(head) < 16:
-                return None
-            size, payload = int.from_bytes(head[8:16], "big"), at + 16
-        elif size == 0:
-            size = end - at
-        if size < payload - at or at + size > end:
-            return None
-        return kind, payload, at + size
+        offset = at - self.window_at
+        if offset < 0 or offset + count > len(self.window):
+            self.handle.seek(at)
+            self.window, self.window_at, offset = self.handle.read(max(count, _WINDOW)), at, 0
+        return self.window[offset:offset + count]
 
     def children(self, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-        """(type, payload start, box end) of each box in [start, end), within the walk's budget."""
+        """(type, payload start, box end) of each box in [start, end), a box running past `end` cut
+        to it as FFmpeg cuts one running past its parent; past `BOX_LIMIT` boxes the file is
+        refused (FFmpeg reads them all: its index would be judged on part of them)."""
         at = start
-        while self.budget > 0:
-            self.budget -= 1
-            box = self.header(at, end)
-            if box is None:
+        while at + 8 <= end:
+            offset = at - self.window_at
+            if offset < 0 or offset + 16 > len(self.window):
+                self.read(at, 16)
+                offset = 0
+            if offset + 8 > len(self.window):
                 return
-            yield box
-            at = box[2]
+            size, kind = _HEAD.unpack_from(self.window, offset)
+            payload = at + 8
+            if size == 1:
+                if offset + 16 > len(self.window):
+                    return
+                size, payload = _LARGE.unpack_from(self.window, offset + 8)[0], at + 16
+            elif size == 0:
+                size = end - at
+            if size < payload - at:
+                return
+            self.budget -= 1
+            if self.budget < 0:
+                raise VideoError("video_too_large", f"it holds over {BOX_LIMIT:,} boxes: its sample tables "
+                                                    f"are not judged on part of them")
+            at = min(at + size, end)
+            yield kind, payload, at
 
-    def walk(self, start: int, end: int) -> None:
+    def walk(self, start: int, end: int, depth: int) -> None:
+        if depth > DEPTH_LIMIT:
+            return
         for kind, payload, stop in self.children(start, end):
             if kind == b"trak":
-                self._track(payload, stop)
+                self._track(payload, stop, depth + 1)
+            elif kind == b"cmov":
+                raise VideoError("unsupported_container", "its movie header is compressed (cmov): its sample "
+                                                          "tables cannot be judged before FFmpeg indexes them")
             elif kind in _DESCENDED:
-                self.walk(payload, stop)
+                self.walk(payload, stop, depth + 1)
             elif kind == b"trun" and stop - payload >= 8:
                 body = self.read(payload, 8)
                 count = int.from_bytes(body[4:8], "big")
@@ -126,30 +159,64 @@ class _Walker:
                 if not int.from_bytes(body[1:4], "big") & _TRUN_SIZES:
                     self.unlisted += count
 
-    def _track(self, start: int, end: int) -> None:
-        """Counts one track's samples: its stsz/stz2 count, a PCM track FFmpeg demuxes by chunks
-        (a sound track of one stts entry of duration 1) an entry per 1024 samples and chunk."""
-        boxes: dict[bytes, bytes] = {}
-        self._leaves(start, end, boxes)
-        stsz, stz2 = boxes.get(b"stsz", b""), boxes.get(b"stz2", b"")
+    def _track(self, start: int, end: int, depth: int) -> None:
+        """Counts one track's samples: its stsz/stz2 count (the largest of several: FFmpeg keeps the
+        last), a PCM track FFmpeg demuxes by chunks (a sound track of one stts entry of duration 1)
+        an entry per 1024 samples of each chunk, from its stsc and chunk count."""
+        boxes: dict[bytes, tuple[bytes, int, int]] = {}
+        counts: list[int] = []
+        self._leaves(start, end, depth, boxes, counts)
+        stsz = boxes.get(b"stsz", (b"", 0, 0))[0]
         listed = len(stsz) < 8 or int.from_bytes(stsz[4:8], "big") == 0
-        count = int.from_bytes(stsz[8:12], "big") if len(stsz) >= 12 else \
-            int.from_bytes(stz2[8:12], "big") if len(stz2) >= 12 else 0
-        stts, hdlr = boxes.get(b"stts", b""), boxes.get(b"hdlr", b"")
+        count = max(counts, default=0)
+        stts, hdlr = boxes.get(b"stts", (b"",))[0], boxes.get(b"hdlr", (b"",))[0]
         by_chunks = hdlr[8:12] == b"soun" and len(stts) >= 16 and int.from_bytes(stts[4:8], "big") == 1 and \
             int.from_bytes(stts[12:16], "big") == 1
         if by_chunks:
-            chunks = boxes.get(b"stco") or boxes.get(b"co64") or b""
-            self.entries += count // 1024 + (int.from_bytes(chunks[4:8], "big") if len(chunks) >= 8 else 0)
+            self.entries += self._pcm_entries(boxes)
             return
         self.entries += count
         if not listed:
             self.unlisted += count
 
-    def _leaves(self, start: int, end: int, boxes: dict[bytes, bytes]) -> None:
-        """The first 16 bytes of each leaf box of a track that `_track` reads, by type."""
+    def _pcm_entries(self, boxes: dict[bytes, tuple[bytes, int, int]]) -> int:
+        """FFmpeg's index of a chunk-demuxed PCM track: ceil(samples / 1024) entries a chunk, the
+        chunk's samples those of the stsc entry it falls in (the table read in blocks)."""
+        chunks = 0
+        for kind, width in ((b"stco", 4), (b"co64", 8)):
+            head, payload, stop = boxes.get(kind, (b"", 0, 0))
+            if len(head) >= 8:
+                chunks = min(int.from_bytes(head[4:8], "big"), max(0, stop - payload - 8) // width)
+        head, payload, stop = boxes.get(b"stsc", (b"", 0, 0))
+        if len(head) < 8:
+            return chunks
+        # an entry past the chunk count covers none of them (FFmpeg makes their first chunks rise)
+        runs = min(int.from_bytes(head[4:8], "big"), max(0, stop - payload - 8) // _STSC_ENTRY, chunks)
+        total, first, per_chunk, started = 0, 1, 1, False
+        for index in range(0, runs, _STSC_BLOCK):
+            self.handle.seek(payload + 8 + index * _STSC_ENTRY)
+            block = self.handle.read(min(_STSC_BLOCK, runs - index) * _STSC_ENTRY)
+            for next_first, samples, _ in struct.iter_unpack(">III", block[:len(block) // 12 * 12]):
+                if started:  # the chunks before this entry's first are the previous entry's
+                    upto = max(first, min(next_first, chunks + 1))
+                    total += (upto - first) * -(-per_chunk // PCM_SAMPLES_PER_ENTRY)
+                    first = upto
+                per_chunk, started = max(samples, 1), True
+        self.window = b""  # the handle moved
+        return total + (chunks + 1 - first) * -(-per_chunk // PCM_SAMPLES_PER_ENTRY)
+
+    def _leaves(self, start: int, end: int, depth: int, boxes: dict[bytes, tuple[bytes, int, int]],
+                counts: list[int]) -> None:
+        """The first 16 bytes and extent of each leaf box of a track that `_track` reads, by type
+        (the last of a type, as FFmpeg keeps), and the sample count of each stsz/stz2."""
+        if depth > DEPTH_LIMIT:
+            return
         for kind, payload, stop in self.children(start, end):
             if kind in _DESCENDED:
-                self._leaves(payload, stop, boxes)
-            elif kind in (b"stsz", b"stz2", b"stts", b"hdlr", b"stco", b"co64") and kind not in boxes:
-                boxes[kind] = self.read(payload, min(16, stop - payload))
+                self._leaves(payload, stop, depth + 1, boxes, counts)
+            elif kind in _TABLES:
+                head = self.read(payload, min(16, stop - payload))
+                if kind != b"hdlr" or kind not in boxes:  # the media's handler, not its data's (minf)
+                    boxes[kind] = (head, payload, stop)
+                if kind in (b"stsz", b"stz2") and len(head) >= 12:
+                    counts.append(int.from_bytes(head[8:12], "big"))

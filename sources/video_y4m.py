@@ -22,9 +22,31 @@ def y4m_size(uri: str) -> tuple[int, int] | None:
         head = fsio.head_bytes(uri, HEADER_BYTES)
     except OSError:
         return None
-    tokens = head[len(Y4M_MAGIC):].split(b"\n", 1)[0].split(b" ")
-    size = {t[:1]: t[1:] for t in tokens if t[:1] in (b"W", b"H") and t[1:].isdigit()}
-    return (int(size[b"W"]), int(size[b"H"])) if len(size) == 2 else None
+    line = head[len(Y4M_MAGIC):].split(b"\n", 1)[0] + b"\n "  # FFmpeg's line keeps its newline, a space added
+    size = {}
+    at = 0
+    while at < len(line):  # FFmpeg's tokenizer: W and H read by strtol, the last of each kept
+        key, at = line[at:at + 1], at + 1
+        if key in (b"W", b"H"):
+            size[key], at = _strtol(line, at)
+        elif key != b" ":
+            at = line.find(b" ", at)
+        at += 1 if key != b" " else 0
+    return (size[b"W"], size[b"H"]) if len(size) == 2 else None
+
+
+def _strtol(line: bytes, at: int) -> tuple[int, int]:
+    """C's strtol at `at`: leading white space, a sign, digits; (value, where it stopped), (0, at)
+    without digits. "W+60000", "W60000x" and "H60000\\r" declare 60000."""
+    start = at
+    while at < len(line) and line[at:at + 1] in b" \t\n\v\f\r":
+        at += 1
+    sign = -1 if line[at:at + 1] == b"-" else 1
+    at += line[at:at + 1] in (b"+", b"-")
+    digits = at
+    while at < len(line) and line[at:at + 1].isdigit():
+        at += 1
+    return (sign * int(line[digits:at]), at) if at > digits else (0, start)
 
 
 def judge_y4m_header(uri: str, max_pixels: int) -> None:

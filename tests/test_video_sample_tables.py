@@ -5,6 +5,7 @@ fragmented ones and ones with PCM sound too, are judged on what they hold."""
 from __future__ import annotations
 
 import struct
+import zlib
 from pathlib import Path
 
 import av
@@ -13,6 +14,7 @@ import video_zoo
 
 from sources.records import Reject, VideoRecord
 from sources.video import VideoSource
+from sources import video_sample_tables
 from sources.video_decode import probe
 from sources.video_memory import DECODER_BASE_MB
 from sources.video_open import VideoError
@@ -21,28 +23,37 @@ from sources.video_sample_tables import INDEX_BYTES_PER_SAMPLE, declared_samples
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
 
 
-def _rebuilt(data: bytes, start: int, end: int, samples: int, first_chunk: int) -> bytes:
+def _rebuilt(data: bytes, start: int, end: int, samples: int, first_chunk: int, stsz_before: bool = False) -> bytes:
     """The boxes of data[start:end] again, their sample tables declaring `samples` samples of one
-    chunk at `first_chunk` (one stts, stsc and constant stsz entry; no stss: each a key frame)."""
+    chunk at `first_chunk` (one stts, stsc and constant stsz entry; no stss: each a key frame);
+    with `stsz_before`, an stsz of one sample before that one (FFmpeg keeps the last)."""
     out = b""
     at = start
     while at + 8 <= end:
         size, kind = struct.unpack(">I4s", data[at:at + 8])
         body = data[at + 8:at + size]
         if kind in _CONTAINERS:
-            body = _rebuilt(data, at + 8, at + size, samples, first_chunk)
+            body = _rebuilt(data, at + 8, at + size, samples, first_chunk, stsz_before)
         body = {b"stts": body[:4] + struct.pack(">III", 1, samples, 512),
                 b"stsz": body[:4] + struct.pack(">II", 1500, samples),
                 b"stsc": body[:4] + struct.pack(">IIII", 1, 1, samples, 1),
                 b"stco": body[:4] + struct.pack(">II", 1, first_chunk)}.get(kind, body)
+        if kind == b"stsz" and stsz_before:
+            out += _box(b"stsz", body[:4] + struct.pack(">II", 1500, 1))
         if kind != b"stss":
             out += struct.pack(">I4s", 8 + len(body), kind) + body
         at += size
     return out
 
 
-def _declaring(tmp_path: Path, samples: int) -> Path:
-    """A 1 s MJPEG .mov of the ffmpeg CLI (moov first) whose tables declare `samples` samples."""
+def _box(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(body), kind) + body
+
+
+def _declaring(tmp_path: Path, samples: int, prefix: bytes = b"", stsz_before: bool = False,
+               moov_last: bool = False) -> Path:
+    """A 1 s MJPEG .mov of the ffmpeg CLI (moov first) whose tables declare `samples` samples;
+    after boxes `prefix`, or its moov last with a size running 100,000 bytes past the file's end."""
     made = tmp_path / "made.mov"
     video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:d=1", "-c:v", "mjpeg", "-q:v", "5",
                      "-movflags", "+faststart", str(made))
@@ -53,10 +64,14 @@ def _declaring(tmp_path: Path, samples: int) -> Path:
         tops[kind] = (at, at + size)
         at += size
     ftyp, mdat = data[slice(*tops[b"ftyp"])], data[slice(*tops[b"mdat"])]
-    moov_size = len(_rebuilt(data, *tops[b"moov"], samples, 0))
-    moov = _rebuilt(data, *tops[b"moov"], samples, len(ftyp) + moov_size + 8)
+    moov_size = len(_rebuilt(data, *tops[b"moov"], samples, 0, stsz_before))
     path = tmp_path / "many.mov"
-    path.write_bytes(ftyp + moov + mdat)
+    if moov_last:
+        moov = _rebuilt(data, *tops[b"moov"], samples, len(prefix + ftyp) + 8, stsz_before)
+        path.write_bytes(prefix + ftyp + mdat + struct.pack(">I", len(moov) + 100_000) + moov[4:])
+    else:
+        moov = _rebuilt(data, *tops[b"moov"], samples, len(prefix + ftyp) + moov_size + 8, stsz_before)
+        path.write_bytes(prefix + ftyp + moov + mdat)
     made.unlink()
     return path
 
@@ -103,3 +118,60 @@ def test_files_the_cli_writes_declare_what_ffmpeg_indexes(tmp_path, made):
     assert packets <= declared.entries <= packets + 100 and declared.unlisted <= declared.size
     (record,) = list(VideoSource("v", str(tmp_path), strides=(10,)).read(str(path)))
     assert isinstance(record, VideoRecord) and record.n_frames == 50, record
+
+
+@pytest.mark.parametrize("layout", [
+    {"prefix": _box(b"junk", b"")},  # FFmpeg's probe takes junk, udta, pict... before ftyp
+    {"prefix": _box(b"udta", b"")},
+    {"prefix": _box(b"\x82\x82\x7f\x7d", b"")},
+    {"stsz_before": True},  # two stsz boxes: FFmpeg keeps the last
+    {"moov_last": True},  # FFmpeg cuts a moov running past the end to what is left
+])
+def test_layouts_ffmpeg_reads_are_judged_too(tmp_path, layout):
+    path = _declaring(tmp_path, 2_000_000, **layout)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 2_000_000  # what FFmpeg indexes
+    (reject,) = list(VideoSource("v", str(tmp_path), strides=(10,)).read(str(path)))
+    assert isinstance(reject, Reject) and reject.reason == "video_too_large", reject
+    assert "2,000,000 samples" in reject.detail
+
+
+def test_a_compressed_movie_header_is_refused(tmp_path):
+    path = _declaring(tmp_path, 1000, moov_last=True)
+    data = path.read_bytes()
+    moov_at = data.rindex(b"moov") - 4
+    inner = _box(b"moov", data[moov_at + 8:])
+    packed = _box(b"moov", _box(b"cmov", _box(b"dcom", b"zlib") + _box(b"cmvd", struct.pack(">I", len(inner))
+                                                                        + zlib.compress(inner))))
+    path.write_bytes(data[:moov_at] + packed)
+    (reject,) = list(VideoSource("v", str(tmp_path), strides=(10,)).read(str(path)))
+    assert isinstance(reject, Reject) and reject.reason == "unsupported_container" and "cmov" in reject.detail
+
+
+def test_boxes_past_the_limit_are_refused_and_deep_nesting_is_left_to_ffmpeg(tmp_path, monkeypatch):
+    monkeypatch.setattr(video_sample_tables, "BOX_LIMIT", 1000)
+    path = _declaring(tmp_path, 2_000_000, prefix=_box(b"free", b"") * 1000)
+    with pytest.raises(VideoError, match="over 1,000 boxes") as refused:
+        probe(str(path))
+    assert refused.value.reason == "video_too_large"
+    nested = b""
+    for _ in range(5000):  # RecursionError, read as decode_failed, before the depth limit
+        nested = _box(b"moov", nested)
+    path.write_bytes(_box(b"ftyp", b"qt  \0\0\2\0qt  ") + nested)
+    assert declared_samples(str(path)).entries == 0
+
+
+def test_a_pcm_tracks_index_counts_the_samples_of_each_chunk(tmp_path):
+    """FFmpeg indexes a chunk-demuxed PCM track an entry per 1024 samples of each chunk (its stsc)."""
+    path = tmp_path / "made.mov"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:d=2", "-f", "lavfi", "-i",
+                     "sine=d=2:sample_rate=48000", "-c:v", "mjpeg", "-c:a", "pcm_s16le", str(path))
+    data = bytearray(path.read_bytes())
+    stsc = data.rindex(b"stsc")  # the sound track's (the second): each chunk said to hold 4e8 samples
+    for entry in range(int.from_bytes(data[stsc + 8:stsc + 12], "big")):
+        struct.pack_into(">I", data, stsc + 12 + 12 * entry + 4, 400_000_000)
+    path.write_bytes(bytes(data))
+    chunks = int.from_bytes(data[data.rindex(b"stco") + 8:data.rindex(b"stco") + 12], "big")
+    assert declared_samples(str(path)).entries == 50 + chunks * 390_625
+    with pytest.raises(VideoError, match="passes the memory budget"):
+        probe(str(path), memory_mb=DECODER_BASE_MB + 10)

@@ -4,6 +4,7 @@ with EBUSY, which read as an `unreadable` file."""
 
 from __future__ import annotations
 
+import pytest
 import video_zoo
 
 from sources.records import Reject, VideoRecord
@@ -35,3 +36,22 @@ def test_a_y4m_within_max_pixels_is_read(tmp_path):
     assert isinstance(record, VideoRecord) and record.n_frames == 25
     (reject,) = _read(tmp_path / "clip.y4m", max_pixels=3071)
     assert isinstance(reject, Reject) and reject.reason == "video_too_large" and "64x48" in reject.detail
+
+
+@pytest.mark.parametrize("declared", [b"W+60000 H+60000 ", b"W60000x H60000x ", b"W 60000  H60000 "])
+def test_sizes_ffmpeg_reads_with_strtol_are_judged_too(tmp_path, declared):
+    """FFmpeg reads W and H with strtol (a sign, white space, trailing junk): these slipped past
+    the judge to FFmpeg's EBUSY, an `unreadable` file."""
+    path = _y4m(tmp_path, 64, 48)
+    path.write_bytes(path.read_bytes().replace(b"W64 H48 ", declared, 1))
+    (reject,) = _read(path)
+    assert isinstance(reject, Reject) and reject.reason == "video_too_large", reject
+    assert "60000x60000" in reject.detail
+
+
+def test_a_size_last_on_a_crlf_line_is_judged(tmp_path):
+    path = _y4m(tmp_path, 64, 48)
+    head, rest = path.read_bytes().split(b"\n", 1)
+    path.write_bytes(head.replace(b"W64 H48 ", b"") + b" W60000 H60000\r\n" + rest)
+    (reject,) = _read(path)
+    assert isinstance(reject, Reject) and reject.reason == "video_too_large" and "60000x60000" in reject.detail
