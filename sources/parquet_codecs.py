@@ -36,6 +36,7 @@ class WholePage:
             raise PageError(f"a {codec} page cannot be decompressed to its declared {size} bytes: {exc}") from exc
         if data.size != size:
             raise PageError(f"a {codec} page decompresses to {data.size} bytes, its header says {size}")
+        _check_whole(stored, size, codec)
         self.data = memoryview(data)
         self.at, self.left, self.size, self.releasing = 0, size, size, releasing
 
@@ -69,6 +70,31 @@ class WholePage:
             found.append(length)
             at += 4 + length
         return found
+
+
+def _check_whole(stored: bytes, size: int, codec: str) -> None:
+    """`PageError` where a page decompresses to fewer bytes than its header's `size`: pyarrow's
+    `decompress` hands back a buffer of the size asked for, its tail never written (gzip, brotli,
+    lz4, snappy: only zstd refuses), so a value reaching into it would carry freed heap memory.
+    Snappy says its length at its head; another codec's stream must not fit one byte less."""
+    import pyarrow as pa
+
+    if codec == "SNAPPY":
+        length = 0
+        for at, byte in enumerate(stored[:5]):
+            length |= (byte & 0x7F) << (7 * at)
+            if byte < 0x80:
+                break
+        if length != size:
+            raise PageError(f"a SNAPPY page says {length} bytes decompressed, its header {size}")
+        return
+    if codec == "ZSTD" or not size:
+        return
+    try:
+        pa.decompress(stored, size - 1, codec=PYARROW_CODECS[codec], asbytes=False)
+    except (OSError, ValueError):
+        return  # it needs all `size` bytes
+    raise PageError(f"a {codec} page decompresses to fewer bytes than the {size} its header says")
 
 
 def held_limits(lengths: list[int], size: int, allowance: int, room: int, copies: int) -> list[int]:
