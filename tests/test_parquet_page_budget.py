@@ -72,7 +72,8 @@ def test_an_honest_raw_image_over_half_a_rows_allowance_is_decompressed_in_c(pla
 def test_pages_of_other_codecs_are_read_page_by_page(compression: str, options: dict):
     """A chunk of gzip, zstd, lz4 or brotli pages was read whole by pyarrow with its row group (up
     to the group's size, 6 times over): its pages (each compressed alone) are decompressed one at a
-    time, the values pyarrow's own; a page over what a row may take is each of its rows' reject
+    time, the values pyarrow's own; gzip, zstd and brotli as they are read (a value over what a row
+    may hold its own reject, the rest read); an lz4 page over what a row may take is each of its rows' reject
     (its size named; a v1 page's null rows too, their levels inside it), the group's other pages
     read; a dictionary page so is each non-null row's reject."""
     rng = np.random.default_rng(5)
@@ -90,6 +91,9 @@ def test_pages_of_other_codecs_are_read_page_by_page(compression: str, options: 
     assert got == want
     got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, 40, 1, chunk.compression, 10_000))
     refused = [k for k, g in enumerate(got) if isinstance(g, parquet_values.Refused)]
+    if compression != "lz4":  # decompressed as read (never whole): only the value over the allowance refused
+        assert got == [parquet_values.Refused(60_000) if k == 30 else v for k, v in enumerate(values)]
+        return
     if options.get("use_dictionary", True):  # all in one dictionary page, over the room
         assert refused == [k for k, v in enumerate(values) if v is not None], refused
     elif options.get("data_page_version") == "2.0":
@@ -122,3 +126,49 @@ def test_a_row_group_of_zstd_photos_is_built_read_page_by_page(tmp_path: Path, m
                             read.append(k.get("columns")) or _o(self, *a, **k))
     assert [(type(i).__name__, i.key, i.data) for i in _items(tmp_path)] == whole
     assert read and not [c for c in read if c is None or "image" in c], read
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip", "brotli"])
+def test_a_dictionary_page_over_the_room_is_read_as_its_values_are_asked_for(compression: str):
+    """pyarrow's zstd (gzip, brotli) table of photos in one dictionary page over a row's room (a
+    126.5 MB one of 130 photos was refused whole, each row): its page decompressed as read, each
+    value pyarrow's."""
+    rows = [_photo(900 + i, 64) for i in range(12)]
+    out = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), out, compression=compression)
+    chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
+    assert chunk.has_dictionary_page
+    allowance = max(len(r) for r in rows) + 10  # a row's room: 4 values, the page 12
+    got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, len(rows), 1, chunk.compression,
+                                           allowance))
+    assert got == rows
+
+
+@pytest.mark.parametrize("compression", ["brotli", "zstd", "gzip"])
+def test_pages_of_zeros_over_the_allowance_are_never_decompressed(compression: str, monkeypatch):
+    """A bomb as pyarrow writes it (row groups of pages of one value of zeros each, within a row's
+    room, over what a value may hold): each page was decompressed whole in C before its value's
+    length was looked at (a 38 KB brotli file took 29 CPU-s); its length is read from the page's
+    stream head, the page's last value never decompressed. Bytes decompressed are charged to the
+    file (`FileCost.c_bytes`): past `c_most` the rest are `Refused`, costly."""
+    value = 3_000_000
+    table = pa.table({"image": pa.array([bytes(value)] * 3, pa.binary())})
+    out = io.BytesIO()
+    with pq.ParquetWriter(out, table.schema, compression=compression, use_dictionary=False, write_batch_size=1,
+                          data_page_size=1) as writer:
+        for _ in range(4):
+            writer.write_table(table)
+    meta = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata
+    spent = parquet_values.FileCost(stored=len(out.getvalue()))
+    for group in range(4):
+        got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), meta.row_group(group).column(0), 3, 1,
+                                               compression, 1_000_000, spent=spent))
+        assert got == [parquet_values.Refused(value)] * 3
+    assert spent.c_bytes < 1000, spent.c_bytes
+    monkeypatch.setattr(parquet_values, "C_BYTES_FLOOR", 7_000_000)
+    monkeypatch.setattr(parquet_values, "C_BYTES_PER_STORED", 0)
+    spent = parquet_values.FileCost(stored=len(out.getvalue()))
+    got = [v for group in range(4) for v in parquet_values.chunk_values(
+        io.BytesIO(out.getvalue()), meta.row_group(group).column(0), 3, 1, compression, 4_000_000, spent=spent)]
+    assert got[:2] == [bytes(value)] * 2
+    assert all(isinstance(v, parquet_values.Refused) and "decompress" in v.why for v in got[2:]), got[2:]
