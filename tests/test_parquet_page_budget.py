@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sources import hf_parquet, parquet_values
+from sources import hf_parquet, parquet_codecs, parquet_values
 from sources.records import ImageRecord, Reject
 
 from parquet_makers import hostile_copies_file, noise_photo as _photo
@@ -172,3 +172,33 @@ def test_pages_of_zeros_over_the_allowance_are_never_decompressed(compression: s
         io.BytesIO(out.getvalue()), meta.row_group(group).column(0), 3, 1, compression, 4_000_000, spent=spent)]
     assert got[:2] == [bytes(value)] * 2
     assert all(isinstance(v, parquet_values.Refused) and "decompress" in v.why for v in got[2:]), got[2:]
+
+
+def test_a_page_is_held_whole_only_within_the_room_its_held_dictionary_leaves(monkeypatch):
+    """A snappy chunk of a dictionary page then pages of PLAIN values (pyarrow's fallback past its
+    dictionary page limit; 2,000 values of 100 KB: 437 MiB peak against 256 MiB): its dictionary
+    page, held whole while the chunk is read, was not counted when a data page was judged, both held
+    whole at once. Now each page held whole fits the room with the dictionary page beside it; the
+    values pyarrow's."""
+    rng = np.random.default_rng(3)
+    words = [rng.bytes(16) for _ in range(256)]
+    rows = [b"".join(words[i] for i in rng.integers(0, 256, 3000)) for _ in range(40)]  # snappy: a third
+    out = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), out, write_batch_size=20,
+                   dictionary_pagesize_limit=500_000)
+    chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
+    assert chunk.has_dictionary_page and "PLAIN" in chunk.encodings
+    held = []
+    made = parquet_codecs.WholePage
+
+    class Counted(made):
+        def __init__(self, stored, size, codec, releasing=False):
+            held.append((len(stored), size))
+            super().__init__(stored, size, codec, releasing)
+
+    monkeypatch.setattr(parquet_codecs, "WholePage", Counted)
+    allowance = 350_000
+    got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, 40, 1, True, allowance))
+    assert got == rows
+    assert held and held[0][1] > 900_000, held  # its dictionary page, held whole
+    assert all(held[0][1] + stored + size <= 4 * allowance for stored, size in held[1:]), held
