@@ -75,13 +75,15 @@ _RUN_BYTES = 1 << 20  # a run of one repeated element decoded at once: at most t
 # What the Python snappy decoder may spend on one file, its chunks together, judged before any of
 # its pages is read: each chunk's own bound (above) grows with the bytes it decodes, so a file of
 # many chunks of 4- and 5-byte copies in turn (an element a 4.5 bytes, within it) was decoded at
-# ~0.25 CPU-s a MB whatever its size. 2**26 elements (~50 CPU-s at 0.76 us an element, within the
-# 60 CPU-s one image's decode may take, `image.decode_time_s`): pages a row's room holds whole are
-# decompressed in C (`room`), never counted, so what Python decodes is a page of many rows over it;
-# photos' (JPEG) are one element a 64 KiB (a 256 MB page ~4,000), raw images of noisy detail one a
-# 4 to 8 bytes (a 256 MB page of dithered BMPs ~53 million: one such page a file reads).
-FILE_STEPS = 1 << 26
-ELEMENT_US = 0.76  # CPU-us the Python decoder takes an element (measured): what the detail says
+# ~0.25 CPU-s a MB whatever its size. FILE_STEPS elements, and one more a STORED_BYTES_PER_STEP
+# bytes the file stores (`FileCost`): an absolute 2**26 refused 107 of 360 honest 16-bit TIFFs of a
+# 372 MB file (one element a 3.9 stored bytes). A snappy element takes 2 stored bytes at least (a
+# run of one repeated counted once), so a hostile file is bounded by its size: ~0.64 CPU-s a stored
+# MB at 1.28 us an element, past the floor. Pages a row's room holds whole are decompressed in C,
+# never counted; photos' (JPEG) are one element a 64 KiB.
+FILE_STEPS = 1 << 25
+STORED_BYTES_PER_STEP = 2
+ELEMENT_US = 1.28  # CPU-us the Python decoder takes an element (measured, a file's pages): what the detail says
 # What one value read so is held at its peak: the bytes read (snappy: decoded into its window,
 # then taken out), the batch's Arrow array built from them, the Python bytes handed on, and the
 # record holding them. Measured (pyarrow 25, pandas' `to_parquet` of 4 photos of 100 KB around one
@@ -112,12 +114,13 @@ def file_size(source: Any) -> int:
 
 class FileCost:
     """What the Python snappy decoder has spent on one file's chunks (`steps`), and the most it may
-    (`most`: `FILE_STEPS` when made, before any page is read); the bytes pyarrow's C decoders have
+    (`most`: `FILE_STEPS` and one a `STORED_BYTES_PER_STEP` of its `stored` bytes, when made,
+    before any page is read); the bytes pyarrow's C decoders have
     decompressed of them (`c_bytes`), and the most they may (`c_most`: by the file's `stored` bytes)."""
 
     def __init__(self, most: int | None = None, stored: int = 0) -> None:
         self.steps = 0
-        self.most = FILE_STEPS if most is None else most
+        self.most = FILE_STEPS + stored // STORED_BYTES_PER_STEP if most is None else most
         self.c_bytes = 0
         self.c_most = C_BYTES_FLOOR + C_BYTES_PER_STORED * stored
 
@@ -244,7 +247,12 @@ class _Reading:
     def too_large(self, codec: str, stored: int, size: int) -> str:
         """Why a page of LZ4 (decompressed only whole) is not read."""
         return (f"its value lies in a {codec} page of {size} bytes ({stored} stored), over the {self.room} bytes a row "
-                "may hold with it: a page of that codec is only ever decompressed whole")
+                f"may hold with it: a page of that codec is only ever decompressed whole, so {PAGE_REFUSED}; write it "
+                "with smaller row groups (pyarrow.parquet.write_table(..., row_group_size=100)) or another codec")
+
+
+# what a page refused whole says of its rows (`parquet_paged.refused_detail`: not "the group's other rows are")
+PAGE_REFUSED = "none of the rows in its page is read"
 
 
 class _Crossed(PagedValuesError):

@@ -34,6 +34,7 @@ def test_a_file_of_many_hostile_chunks_is_stopped_by_its_file_budget(tmp_path: P
     monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 800_000)  # a row's allowance ~150 KB: a 360 KB page over it
     per_group = 6 * 60_000 * 2 // 9  # its elements
     monkeypatch.setattr(parquet_values, "FILE_STEPS", int(1.5 * per_group))
+    monkeypatch.setattr(parquet_values, "STORED_BYTES_PER_STEP", 1 << 40)  # the floor alone (a file so small)
     items = _items(tmp_path)
     assert len(items) == len(rows)
     reasons = [getattr(i, "reason", None) for i in items]
@@ -100,7 +101,8 @@ def test_pages_of_other_codecs_are_read_page_by_page(compression: str, options: 
         assert refused == [k for k in range(30, 40) if values[k] is not None], refused
     else:
         assert refused == list(range(30, 40)), refused
-    assert all(g.why and "decompressed whole" in g.why for g in got if isinstance(g, parquet_values.Refused))
+    assert all(g.why and "decompressed whole" in g.why and parquet_values.PAGE_REFUSED in g.why
+               and "row_group_size" in g.why for g in got if isinstance(g, parquet_values.Refused))
     assert [g for k, g in enumerate(got) if k not in refused] == [v for k, v in enumerate(values) if k not in refused]
 
 

@@ -446,6 +446,23 @@ def test_honest_raw_images_in_a_snappy_chunk_are_read_past_the_slack(monkeypatch
     assert got == rows, [type(g).__name__ for g in got]
 
 
+def test_a_files_honest_raw_images_are_read_past_the_floor_of_its_budget(monkeypatch):
+    """A file's elements decoded in Python were bounded by an absolute 2**26 (`FILE_STEPS`): a
+    372 MB file of 360 16-bit TIFFs (one element a 3.9 stored bytes) had 107 rows refused. The
+    bound grows with the bytes the file stores (one element a `STORED_BYTES_PER_STEP`, as a
+    snappy element takes at least 2): here the floor is made tiny to reach it in a small file."""
+    monkeypatch.setattr(parquet_values, "FILE_STEPS", 1000)
+    rows = [_tiff16(120 + i) for i in range(4)]
+    out = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), out, use_dictionary=False)
+    chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
+    spent = parquet_values.FileCost(stored=len(out.getvalue()))
+    got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, len(rows), 1, True, 10 ** 7, whole=0,
+                                           spent=spent))
+    assert got == rows, [type(g).__name__ for g in got]
+    assert spent.steps > 1000
+
+
 @pytest.mark.parametrize("dictionary", [True, False])
 def test_one_oversized_raw_image_is_refused_by_its_length_and_the_rows_after_it_read(monkeypatch, dictionary: bool):
     """A 16-bit TIFF over what a row may hold among JPEGs: passing over it was charged one element
