@@ -107,7 +107,8 @@ def file_size(source: Any) -> int:
     """The bytes the file `source` stores (its position kept)."""
     here = source.tell()
     try:
-        return source.seek(0, 2)
+        source.seek(0, 2)
+        return source.tell()
     finally:
         source.seek(here)
 
