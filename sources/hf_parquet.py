@@ -868,7 +868,7 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
             if paged is not None:  # its image column a value at a time, the rest a few rows at a time
                 from sources import parquet_paged, parquet_values
 
-                spent = parquet_values.FileCost() if spent is None else spent
+                spent = parquet_values.FileCost(stored=parquet_values.file_size(source)) if spent is None else spent
                 batches = parquet_paged.paged_batches(source, parquet, index, paged, columns, spent)
             elif table is not None:
                 batches = (table.slice(start, BATCH_ROWS) for start in range(0, table.num_rows, BATCH_ROWS))

@@ -1,9 +1,10 @@
 """A parquet page decompressed whole by pyarrow's C codecs, and what may be read from it while it
 is held.
 
-Snappy pages have a streaming decoder of their own (`parquet_values._Snappy`, in Python: ~0.13 s
-a MB of a raw bitmap's bytes); gzip, zstd, lz4 and brotli pages have none here, and each page is
-compressed alone, so a page is decompressed whole where it fits a row's room (`VALUE_COPIES`
+Gzip, zstd and brotli pages are decompressed as they are read by pyarrow's C streaming decoders
+(`StreamedPage`), never held whole. Snappy pages have a streaming decoder of their own
+(`parquet_values._Snappy`, in Python: ~0.13 s a MB of a raw bitmap's bytes); lz4 pages have none
+here, and each page is compressed alone, so a snappy or lz4 page is decompressed whole where it fits a row's room (`VALUE_COPIES`
 times what one value may hold), never its row group whole. A page so held beside the values read
 from it bounds each: a value read while its page is held is held beside it `VALUE_COPIES` times
 over, the page's last value only once before the page is let go (`held_limits`).
@@ -11,7 +12,11 @@ over, the page's last value only once before the page is let go (`held_limits`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
+
+# the codecs pyarrow decodes a stream of as it is read (`StreamedPage`): never held whole
+STREAMED = frozenset({"GZIP", "ZSTD", "BROTLI"})
+_PIECE = 1 << 20  # decompressed bytes passed over at a time
 
 # the footer's codec names pyarrow's `decompress` reads a page of, by its own codec names: pyarrow
 # names a file's LZ4_RAW chunk `LZ4` (the deprecated Hadoop-framed LZ4 it names `UNKNOWN`)
@@ -36,6 +41,7 @@ class WholePage:
             raise PageError(f"a {codec} page cannot be decompressed to its declared {size} bytes: {exc}") from exc
         if data.size != size:
             raise PageError(f"a {codec} page decompresses to {data.size} bytes, its header says {size}")
+        _check_whole(stored, size, codec)
         self.data = memoryview(data)
         self.at, self.left, self.size, self.releasing = 0, size, size, releasing
 
@@ -69,6 +75,112 @@ class WholePage:
             found.append(length)
             at += 4 + length
         return found
+
+
+class _Window:
+    """`count` bytes of the file `source` from `start`, as a raw file pyarrow reads (each read
+    seeks first: the file is shared with pyarrow's reads of the other columns)."""
+
+    closed = False
+
+    def __init__(self, source: Any, start: int, count: int):
+        self.source, self.start, self.count, self.at = source, start, count, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, count: int = -1) -> bytes:
+        count = self.count - self.at if count is None or count < 0 else min(count, self.count - self.at)
+        self.source.seek(self.start + self.at)
+        data = self.source.read(count)
+        self.at += len(data)
+        return data
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class StreamedPage:
+    """A gzip, zstd or brotli page's `size` bytes, decompressed (by pyarrow's C streaming
+    decoders) as they are read from its `stored` bytes at `start` of `source`, never held whole: a
+    dictionary page of 126 MB is read at ~71 MiB. Each byte decompressed is `charge`d (its file's
+    budget of bytes decompressed in C); one read back is decompressed again from the page's start.
+    Its stream must end at its header's `size`, neither before nor after."""
+
+    def __init__(self, source: Any, start: int, stored: int, size: int, codec: str,
+                 charge: Callable[[int], None] = lambda count: None):
+        self.source, self.start, self.stored, self.size, self.codec = source, start, stored, size, codec
+        self.charge = charge
+        self._open()
+
+    def _open(self) -> None:
+        import pyarrow as pa
+
+        raw = pa.PythonFile(_Window(self.source, self.start, self.stored), mode="r")
+        self.stream = pa.CompressedInputStream(raw, PYARROW_CODECS[self.codec])
+        self.at, self.left = 0, self.size
+
+    def tell(self) -> int:
+        return self.at
+
+    def seek(self, offset: int) -> int:
+        """Go to byte `offset` (back: from the page's start again); the bytes so decompressed."""
+        if offset < self.at:
+            self._open()
+        passed = offset - self.at
+        self.skip(passed)
+        return passed
+
+    def _take(self, count: int) -> bytes:
+        if count > self.left:
+            raise PageError(f"a page's value runs {count - self.left} bytes past its page")
+        self.charge(count)
+        try:
+            data = self.stream.read(count)
+            extra = self.stream.read(1) if count == self.left else b""
+        except (OSError, ValueError) as exc:
+            raise PageError(f"a {self.codec} page cannot be decompressed: {exc}") from exc
+        if len(data) != count:
+            raise PageError(f"a {self.codec} page decompresses to {self.at + len(data)} bytes, its header says "
+                            f"{self.size}")
+        if extra:
+            raise PageError(f"a {self.codec} page decompresses past the {self.size} bytes its header says")
+        self.at, self.left = self.at + count, self.left - count
+        return data
+
+    def read(self, count: int) -> bytes:
+        return bytes(self._take(count))
+
+    def skip(self, count: int, refused: bool = False) -> None:
+        while count:
+            piece = min(count, _PIECE)
+            self._take(piece)
+            count -= piece
+
+
+def _check_whole(stored: bytes, size: int, codec: str) -> None:
+    """`PageError` where a page decompresses to fewer bytes than its header's `size`: pyarrow's
+    `decompress` hands back a buffer of the size asked for, its tail never written (gzip, brotli,
+    lz4, snappy: only zstd refuses), so a value reaching into it would carry freed heap memory.
+    Snappy says its length at its head; another codec's stream must not fit one byte less."""
+    import pyarrow as pa
+
+    if codec == "SNAPPY":
+        length = 0
+        for at, byte in enumerate(stored[:5]):
+            length |= (byte & 0x7F) << (7 * at)
+            if byte < 0x80:
+                break
+        if length != size:
+            raise PageError(f"a SNAPPY page says {length} bytes decompressed, its header {size}")
+        return
+    if codec == "ZSTD" or not size:
+        return
+    try:
+        pa.decompress(stored, size - 1, codec=PYARROW_CODECS[codec], asbytes=False)
+    except (OSError, ValueError):
+        return  # it needs all `size` bytes
+    raise PageError(f"a {codec} page decompresses to fewer bytes than the {size} its header says")
 
 
 def held_limits(lengths: list[int], size: int, allowance: int, room: int, copies: int) -> list[int]:

@@ -52,6 +52,8 @@ class RefusedRow:
 def refused_detail(refused: RefusedRow, plan: PagedRead, budget: int) -> str:
     """Why a row's value was not read: too large (the group's other rows are read), or reading it
     would cost past a bound (`Refused.why`: a later row's may too)."""
+    if refused.refused.why and refused.refused.too_large and parquet_values.PAGE_REFUSED in refused.refused.why:
+        return f"{refused.refused.why}: not read"  # its page refused whole: its other rows too
     if refused.refused.why and refused.refused.too_large:  # past the room beside the page it lies in
         return f"{refused.refused.why}: not read; the group's other rows are"
     if refused.refused.why:

@@ -6,11 +6,12 @@ and pandas' writers put up to 1,024 values in a page (their page limit is checke
 a time), so a group of 80 photos of 3 MB is one 240 MB dictionary page, read whole at 5 to 6 times
 its size. Here a page within a row's room (`VALUE_COPIES` times what one value may hold), with its
 stored bytes and each value beside it, is decompressed whole by pyarrow's C codecs
-(`parquet_codecs`: snappy, gzip, zstd, lz4, brotli); a larger one is read from the file as its
-values are asked for: stored plainly straight from the file, snappy (pyarrow's, pandas' and
-img2dataset's default) through a streaming decoder holding the 64 KiB a snappy copy may reach
-back, another codec's not at all (its rows `Refused`: those codecs have no streaming decoder
-here). A value is judged by its length (its 4-byte prefix) before it is read: one over what a row
+(`parquet_codecs`: snappy, lz4); a larger one is read from the file as its values are asked
+for: stored plainly straight from the file, snappy (pyarrow's, pandas' and img2dataset's default)
+through a streaming decoder holding the 64 KiB a snappy copy may reach back, an lz4 one not at
+all (its rows `Refused`: it has no streaming decoder here). Gzip, zstd and brotli pages are always
+decompressed as read (pyarrow's C streaming decoders, `parquet_codecs.StreamedPage`), every byte
+decompressed in C charged to the file (`FileCost.c_bytes`). A value is judged by its length (its 4-byte prefix) before it is read: one over what a row
 may hold is passed over, unread (`Refused`), the values around it read. A dictionary's values are
 read forward as they are asked for (writers number them in the order they first meet them), the
 last few kept, and where they lie noted (one value a 64 KiB of page): a row pointing back (a photo
@@ -74,13 +75,15 @@ _RUN_BYTES = 1 << 20  # a run of one repeated element decoded at once: at most t
 # What the Python snappy decoder may spend on one file, its chunks together, judged before any of
 # its pages is read: each chunk's own bound (above) grows with the bytes it decodes, so a file of
 # many chunks of 4- and 5-byte copies in turn (an element a 4.5 bytes, within it) was decoded at
-# ~0.25 CPU-s a MB whatever its size. 2**26 elements (~50 CPU-s at 0.76 us an element, within the
-# 60 CPU-s one image's decode may take, `image.decode_time_s`): pages a row's room holds whole are
-# decompressed in C (`room`), never counted, so what Python decodes is a page of many rows over it;
-# photos' (JPEG) are one element a 64 KiB (a 256 MB page ~4,000), raw images of noisy detail one a
-# 4 to 8 bytes (a 256 MB page of dithered BMPs ~53 million: one such page a file reads).
-FILE_STEPS = 1 << 26
-ELEMENT_US = 0.76  # CPU-us the Python decoder takes an element (measured): what the detail says
+# ~0.25 CPU-s a MB whatever its size. FILE_STEPS elements, and one more a STORED_BYTES_PER_STEP
+# bytes the file stores (`FileCost`): an absolute 2**26 refused 107 of 360 honest 16-bit TIFFs of a
+# 372 MB file (one element a 3.9 stored bytes). A snappy element takes 2 stored bytes at least (a
+# run of one repeated counted once), so a hostile file is bounded by its size: ~0.64 CPU-s a stored
+# MB at 1.28 us an element, past the floor. Pages a row's room holds whole are decompressed in C,
+# never counted; photos' (JPEG) are one element a 64 KiB.
+FILE_STEPS = 1 << 25
+STORED_BYTES_PER_STEP = 2
+ELEMENT_US = 1.28  # CPU-us the Python decoder takes an element (measured, a file's pages): what the detail says
 # What one value read so is held at its peak: the bytes read (snappy: decoded into its window,
 # then taken out), the batch's Arrow array built from them, the Python bytes handed on, and the
 # record holding them. Measured (pyarrow 25, pandas' `to_parquet` of 4 photos of 100 KB around one
@@ -88,15 +91,39 @@ ELEMENT_US = 0.76  # CPU-us the Python decoder takes an element (measured): what
 # A row's room is this many times what one value may hold (`allowance`): a page decompressed whole
 # is held within it beside its values.
 VALUE_COPIES = 4
+# a snappy page whose stored bytes are at least 7/8 of its size (photos: 1.00005) hardly compresses
+HARDLY_COMPRESSED = (7, 8)
+
+
+# What pyarrow's C decoders may decompress of one file's paged chunks, its pages decompressed whole
+# or streamed (read or passed over) together: C_BYTES_FLOOR, and C_BYTES_PER_STORED a byte the file
+# stores. Brotli decompresses ~165 MB a CPU-s: a 38 KB file of pages of zeros declaring 4.8 GB took
+# 29 CPU-s decompressed whole; photos (JPEG) compress to about their size, raw images 2 to 10 times.
+C_BYTES_FLOOR = 1 << 30
+C_BYTES_PER_STORED = 64
+
+
+def file_size(source: Any) -> int:
+    """The bytes the file `source` stores (its position kept)."""
+    here = source.tell()
+    try:
+        source.seek(0, 2)
+        return source.tell()
+    finally:
+        source.seek(here)
 
 
 class FileCost:
     """What the Python snappy decoder has spent on one file's chunks (`steps`), and the most it may
-    (`most`: `FILE_STEPS` when made, before any page is read)."""
+    (`most`: `FILE_STEPS` and one a `STORED_BYTES_PER_STEP` of its `stored` bytes, when made,
+    before any page is read); the bytes pyarrow's C decoders have
+    decompressed of them (`c_bytes`), and the most they may (`c_most`: by the file's `stored` bytes)."""
 
-    def __init__(self, most: int | None = None) -> None:
+    def __init__(self, most: int | None = None, stored: int = 0) -> None:
         self.steps = 0
-        self.most = FILE_STEPS if most is None else most
+        self.most = FILE_STEPS + stored // STORED_BYTES_PER_STEP if most is None else most
+        self.c_bytes = 0
+        self.c_most = C_BYTES_FLOOR + C_BYTES_PER_STORED * stored
 
 
 class Cost:
@@ -137,6 +164,15 @@ class Cost:
         raise TooCostly(f"its column's snappy pages take over {self.steps - self.start} elements to decode "
                         f"{self.decoded} bytes read and {self.passed} passed over (one a {STEP_BYTES} bytes decoded, "
                         f"and {STEP_SLACK} more), past what decoding them may cost")
+
+    def charge(self, count: int) -> None:
+        """`count` bytes more decompressed in C (a page whole, or a streamed page's read or passed
+        over): `TooCostly` past what its file may (`FileCost.c_most`)."""
+        file = self.file
+        file.c_bytes += count
+        if file.c_bytes > file.c_most and not self.held:
+            raise TooCostly(f"its file's pages decompress to over {file.c_most} bytes, its chunks together (read or "
+                            "passed over), past what decompressing one file may cost")
 
     def passed_over(self, count: int) -> None:
         """`count` of the bytes decoded were a refused value's, passed over."""
@@ -189,14 +225,20 @@ class _Reading:
     def room(self) -> int:
         return VALUE_COPIES * self.allowance
 
-    def whole_page(self, codec: str, stored: int, size: int) -> bool:
+    def whole_page(self, codec: str, stored: int, size: int, held: int = 0) -> bool:
         """Whether a page of `codec` is decompressed whole: a compressed page held with its stored
-        bytes within the room (a snappy one within `whole`, where given)."""
-        if codec == "UNCOMPRESSED":
+        bytes within the room less what is `held` beside it (its chunk's dictionary page held whole;
+        a snappy one within `whole`, where given). A snappy page over a MiB that hardly compresses
+        (photos: one element a 64 KiB, cheap to decode as read) gains nothing held whole: decoded
+        as read (img2dataset's shape, 100 photos of 1.15 MB: 300 MiB peak held whole, 144 so)."""
+        if codec == "UNCOMPRESSED" or codec in parquet_codecs.STREAMED:
             return False
         if codec == "SNAPPY" and self.whole is not None:
             return stored + size <= self.whole
-        return parquet_codecs.fits_whole(stored, size, self.room)
+        hardly = stored * HARDLY_COMPRESSED[1] >= size * HARDLY_COMPRESSED[0]
+        if codec == "SNAPPY" and size > _INPUT_BYTES and hardly:
+            return False
+        return parquet_codecs.fits_whole(stored, size, self.room - held)
 
     def beside(self, size: int) -> int:
         """The most a value read from a page of `size` bytes held whole may hold: within the room
@@ -204,9 +246,14 @@ class _Reading:
         return min(self.allowance, max(self.room - size, 0) // VALUE_COPIES)
 
     def too_large(self, codec: str, stored: int, size: int) -> str:
-        """Why a page of another codec than snappy (decompressed only whole) is not read."""
+        """Why a page of LZ4 (decompressed only whole) is not read."""
         return (f"its value lies in a {codec} page of {size} bytes ({stored} stored), over the {self.room} bytes a row "
-                "may hold with it: a page of that codec is only ever decompressed whole")
+                f"may hold with it: a page of that codec is only ever decompressed whole, so {PAGE_REFUSED}; write it "
+                "with smaller row groups (pyarrow.parquet.write_table(..., row_group_size=100)) or another codec")
+
+
+# what a page refused whole says of its rows (`parquet_paged.refused_detail`: not "the group's other rows are")
+PAGE_REFUSED = "none of the rows in its page is read"
 
 
 class _Crossed(PagedValuesError):
@@ -453,11 +500,15 @@ def _stream(source: Any, start: int, stored: int, size: int, codec: str, whole: 
     """A page's (or a v2 page's values') `size` bytes, stored as `stored` bytes from `start` with
     `codec`: stored plainly, read from the file; `whole`, decompressed whole (in C: `releasing`,
     let go once read to its end); else snappy decoded as read, charged to `cost`."""
+    cost = Cost() if cost is None else cost
     if codec == "UNCOMPRESSED":
         if stored != size:
             raise PagedValuesError(f"an uncompressed page stores {stored} bytes, its header says {size}")
         return _Region(source, start, stored)
+    if codec in parquet_codecs.STREAMED:
+        return parquet_codecs.StreamedPage(source, start, stored, size, codec, cost.charge)
     if whole:
+        cost.charge(2 * size if codec == "LZ4" else size)  # (LZ4's length checked by a second decompression)
         return parquet_codecs.WholePage(parquet_codecs.stored_bytes(source, start, stored), size, codec, releasing)
     if codec != "SNAPPY":
         raise PagedValuesError(f"a {codec} page can only be decompressed whole")
@@ -517,7 +568,7 @@ class _Dictionary:
         # held whole while the chunk is read, within the room a row's values are held in beside it
         # (`beside`); another codec's page over it: each row pointing into it refused (`too_large`)
         self.whole = reading.whole_page(reading.codec, stored, size)
-        self.too_large = "" if self.whole or reading.codec in ("UNCOMPRESSED", "SNAPPY") else \
+        self.too_large = "" if self.whole or reading.codec != "LZ4" else \
             reading.too_large(reading.codec, stored, size)
         self.beside = reading.beside(size) if self.whole else reading.allowance
         self.count, self.decoded_again = layout.header.num_values, 0
@@ -528,12 +579,20 @@ class _Dictionary:
         self.blockwise = True  # a snappy page's decoding restarted at its blocks (till a copy reaches across)
         self.costly = ""  # why its decoding stopped (`TooCostly`)
         if not self.too_large:
-            self._open()
+            try:
+                self._open()
+            except TooCostly as exc:
+                self.costly = str(exc)
+                return
         if self.whole and reading.codec == "SNAPPY" and reading.whole is None:
             lengths = self.stream.lengths(self.count)
             if any(self.beside < n <= reading.allowance for n in lengths):  # one would not fit beside it held
                 self.whole, self.beside = False, reading.allowance  # decoded as read, as it always was
                 self._open()
+
+    def held_whole(self) -> int:
+        """The bytes this page holds while its chunk is read: decompressed whole, its size."""
+        return self.layout.header.uncompressed_page_size if self.whole and not self.too_large else 0
 
     def _open(self) -> None:
         header = self.layout.header
@@ -599,7 +658,8 @@ class _Dictionary:
             self.next += 1
             if length > min(allowance, self.beside):
                 try:
-                    self.stream.skip(length, refused=True)
+                    if self.next < self.count:  # (the page's last value: nothing after it to reach, never decoded)
+                        self.stream.skip(length, refused=True)
                 except TooCostly as exc:  # its length known: too large still, the values after it too costly
                     self.costly = str(exc)
                 return Refused(length) if length > allowance else \
@@ -731,8 +791,9 @@ def _page_values(reading: _Reading, chunk, layout: pp.PageLayout, body: int, cou
         start, size = body + levels_bytes, header.uncompressed_page_size - levels_bytes
         stored = header.compressed_page_size - levels_bytes
         codec = reading.codec if layout.compressed else "UNCOMPRESSED"
-    whole = reading.whole_page(codec, stored, size)
-    if not whole and codec not in ("UNCOMPRESSED", "SNAPPY"):  # decompressed only whole: each row's reject
+    held = dictionary.held_whole() if dictionary is not None else 0  # held beside this page all the while
+    whole = reading.whole_page(codec, stored, size, held)
+    if not whole and codec == "LZ4":  # decompressed only whole: each row's reject
         why = reading.too_large(codec, stored, size)
         for here in (levels >= max_definition if levels is not None else np.ones(count, bool)):
             yield Refused(size, why, too_large=True) if here else None
@@ -745,7 +806,7 @@ def _page_values(reading: _Reading, chunk, layout: pp.PageLayout, body: int, cou
     limits = None
     if isinstance(stream, parquet_codecs.WholePage) and layout.encoding == PLAIN and reading.whole is None:
         lengths = stream.lengths(int(present.sum()))
-        limits = parquet_codecs.held_limits(lengths, size, reading.allowance, reading.room, VALUE_COPIES)
+        limits = parquet_codecs.held_limits(lengths, size, reading.allowance, reading.room - held, VALUE_COPIES)
         if codec == "SNAPPY" and any(most < n <= reading.allowance for n, most in zip(lengths, limits)):
             # held whole a value would pass the row's room beside it: decoded as read, as it always was
             stream, limits = _stream(reading.source, start, stored, size, codec, False, reading.cost), None
@@ -768,7 +829,7 @@ def _present_values(stream, chunk, layout: pp.PageLayout, present: np.ndarray, r
     `allowance`, or its `limits` (a page held whole: what each may hold beside it)."""
     header, allowance = layout.header, reading.allowance
     if layout.encoding == PLAIN:
-        index = 0
+        index, last, unread = 0, int(present.sum()), False
         for here in present:
             if not here:
                 yield None
@@ -780,13 +841,17 @@ def _present_values(stream, chunk, layout: pp.PageLayout, present: np.ndarray, r
                 refused = Refused(length) if length > allowance else \
                     Refused(length, _held_why(length, most, stream.size, reading.codec), too_large=True)
                 try:
-                    stream.skip(length, refused=True)
+                    if index < last:  # (the page's last value: nothing after it read, never decoded: a bomb's)
+                        stream.skip(length, refused=True)
+                    unread = index == last
                 except TooCostly:  # its length known: too large still, the rows after it too costly
                     yield refused
                     raise
                 yield refused
             else:
                 yield stream.read(length)
+        if not unread and isinstance(stream, parquet_codecs.StreamedPage) and stream.left:
+            stream.skip(stream.left)  # its stream ends where its header says (else `PageError`), as pyarrow's read checks
     elif layout.encoding in _DICTIONARY_ENCODINGS:
         if dictionary is None:
             raise PagedValuesError(f"column {chunk.path_in_schema}: a dictionary-encoded page without a dictionary page")

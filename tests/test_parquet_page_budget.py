@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sources import hf_parquet, parquet_values
+from sources import hf_parquet, parquet_codecs, parquet_values
 from sources.records import ImageRecord, Reject
 
 from parquet_makers import hostile_copies_file, noise_photo as _photo
@@ -34,6 +34,7 @@ def test_a_file_of_many_hostile_chunks_is_stopped_by_its_file_budget(tmp_path: P
     monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 800_000)  # a row's allowance ~150 KB: a 360 KB page over it
     per_group = 6 * 60_000 * 2 // 9  # its elements
     monkeypatch.setattr(parquet_values, "FILE_STEPS", int(1.5 * per_group))
+    monkeypatch.setattr(parquet_values, "STORED_BYTES_PER_STEP", 1 << 40)  # the floor alone (a file so small)
     items = _items(tmp_path)
     assert len(items) == len(rows)
     reasons = [getattr(i, "reason", None) for i in items]
@@ -72,7 +73,8 @@ def test_an_honest_raw_image_over_half_a_rows_allowance_is_decompressed_in_c(pla
 def test_pages_of_other_codecs_are_read_page_by_page(compression: str, options: dict):
     """A chunk of gzip, zstd, lz4 or brotli pages was read whole by pyarrow with its row group (up
     to the group's size, 6 times over): its pages (each compressed alone) are decompressed one at a
-    time, the values pyarrow's own; a page over what a row may take is each of its rows' reject
+    time, the values pyarrow's own; gzip, zstd and brotli as they are read (a value over what a row
+    may hold its own reject, the rest read); an lz4 page over what a row may take is each of its rows' reject
     (its size named; a v1 page's null rows too, their levels inside it), the group's other pages
     read; a dictionary page so is each non-null row's reject."""
     rng = np.random.default_rng(5)
@@ -90,13 +92,17 @@ def test_pages_of_other_codecs_are_read_page_by_page(compression: str, options: 
     assert got == want
     got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, 40, 1, chunk.compression, 10_000))
     refused = [k for k, g in enumerate(got) if isinstance(g, parquet_values.Refused)]
+    if compression != "lz4":  # decompressed as read (never whole): only the value over the allowance refused
+        assert got == [parquet_values.Refused(60_000) if k == 30 else v for k, v in enumerate(values)]
+        return
     if options.get("use_dictionary", True):  # all in one dictionary page, over the room
         assert refused == [k for k, v in enumerate(values) if v is not None], refused
     elif options.get("data_page_version") == "2.0":
         assert refused == [k for k in range(30, 40) if values[k] is not None], refused
     else:
         assert refused == list(range(30, 40)), refused
-    assert all(g.why and "decompressed whole" in g.why for g in got if isinstance(g, parquet_values.Refused))
+    assert all(g.why and "decompressed whole" in g.why and parquet_values.PAGE_REFUSED in g.why
+               and "row_group_size" in g.why for g in got if isinstance(g, parquet_values.Refused))
     assert [g for k, g in enumerate(got) if k not in refused] == [v for k, v in enumerate(values) if k not in refused]
 
 
@@ -122,3 +128,79 @@ def test_a_row_group_of_zstd_photos_is_built_read_page_by_page(tmp_path: Path, m
                             read.append(k.get("columns")) or _o(self, *a, **k))
     assert [(type(i).__name__, i.key, i.data) for i in _items(tmp_path)] == whole
     assert read and not [c for c in read if c is None or "image" in c], read
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip", "brotli"])
+def test_a_dictionary_page_over_the_room_is_read_as_its_values_are_asked_for(compression: str):
+    """pyarrow's zstd (gzip, brotli) table of photos in one dictionary page over a row's room (a
+    126.5 MB one of 130 photos was refused whole, each row): its page decompressed as read, each
+    value pyarrow's."""
+    rows = [_photo(900 + i, 64) for i in range(12)]
+    out = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), out, compression=compression)
+    chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
+    assert chunk.has_dictionary_page
+    allowance = max(len(r) for r in rows) + 10  # a row's room: 4 values, the page 12
+    got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, len(rows), 1, chunk.compression,
+                                           allowance))
+    assert got == rows
+
+
+@pytest.mark.parametrize("compression", ["brotli", "zstd", "gzip"])
+def test_pages_of_zeros_over_the_allowance_are_never_decompressed(compression: str, monkeypatch):
+    """A bomb as pyarrow writes it (row groups of pages of one value of zeros each, within a row's
+    room, over what a value may hold): each page was decompressed whole in C before its value's
+    length was looked at (a 38 KB brotli file took 29 CPU-s); its length is read from the page's
+    stream head, the page's last value never decompressed. Bytes decompressed are charged to the
+    file (`FileCost.c_bytes`): past `c_most` the rest are `Refused`, costly."""
+    value = 3_000_000
+    table = pa.table({"image": pa.array([bytes(value)] * 3, pa.binary())})
+    out = io.BytesIO()
+    with pq.ParquetWriter(out, table.schema, compression=compression, use_dictionary=False, write_batch_size=1,
+                          data_page_size=1) as writer:
+        for _ in range(4):
+            writer.write_table(table)
+    meta = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata
+    spent = parquet_values.FileCost(stored=len(out.getvalue()))
+    for group in range(4):
+        got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), meta.row_group(group).column(0), 3, 1,
+                                               compression, 1_000_000, spent=spent))
+        assert got == [parquet_values.Refused(value)] * 3
+    assert spent.c_bytes < 1000, spent.c_bytes
+    monkeypatch.setattr(parquet_values, "C_BYTES_FLOOR", 7_000_000)
+    monkeypatch.setattr(parquet_values, "C_BYTES_PER_STORED", 0)
+    spent = parquet_values.FileCost(stored=len(out.getvalue()))
+    got = [v for group in range(4) for v in parquet_values.chunk_values(
+        io.BytesIO(out.getvalue()), meta.row_group(group).column(0), 3, 1, compression, 4_000_000, spent=spent)]
+    assert got[:2] == [bytes(value)] * 2
+    assert all(isinstance(v, parquet_values.Refused) and "decompress" in v.why for v in got[2:]), got[2:]
+
+
+def test_a_page_is_held_whole_only_within_the_room_its_held_dictionary_leaves(monkeypatch):
+    """A snappy chunk of a dictionary page then pages of PLAIN values (pyarrow's fallback past its
+    dictionary page limit; 2,000 values of 100 KB: 437 MiB peak against 256 MiB): its dictionary
+    page, held whole while the chunk is read, was not counted when a data page was judged, both held
+    whole at once. Now each page held whole fits the room with the dictionary page beside it; the
+    values pyarrow's."""
+    rng = np.random.default_rng(3)
+    words = [rng.bytes(16) for _ in range(256)]
+    rows = [b"".join(words[i] for i in rng.integers(0, 256, 3000)) for _ in range(40)]  # snappy: a third
+    out = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), out, write_batch_size=20,
+                   dictionary_pagesize_limit=500_000)
+    chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
+    assert chunk.has_dictionary_page and "PLAIN" in chunk.encodings
+    held = []
+    made = parquet_codecs.WholePage
+
+    class Counted(made):
+        def __init__(self, stored, size, codec, releasing=False):
+            held.append((len(stored), size))
+            super().__init__(stored, size, codec, releasing)
+
+    monkeypatch.setattr(parquet_codecs, "WholePage", Counted)
+    allowance = 350_000
+    got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, 40, 1, True, allowance))
+    assert got == rows
+    assert held and held[0][1] > 900_000, held  # its dictionary page, held whole
+    assert all(held[0][1] + stored + size <= 4 * allowance for stored, size in held[1:]), held

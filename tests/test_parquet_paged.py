@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sources import hf_parquet, parquet_values
+from sources import hf_parquet, parquet_codecs, parquet_values
 from sources.laion import LaionSource
 from sources.records import ImageRecord, Reject
 
@@ -446,6 +446,23 @@ def test_honest_raw_images_in_a_snappy_chunk_are_read_past_the_slack(monkeypatch
     assert got == rows, [type(g).__name__ for g in got]
 
 
+def test_a_files_honest_raw_images_are_read_past_the_floor_of_its_budget(monkeypatch):
+    """A file's elements decoded in Python were bounded by an absolute 2**26 (`FILE_STEPS`): a
+    372 MB file of 360 16-bit TIFFs (one element a 3.9 stored bytes) had 107 rows refused. The
+    bound grows with the bytes the file stores (one element a `STORED_BYTES_PER_STEP`, as a
+    snappy element takes at least 2): here the floor is made tiny to reach it in a small file."""
+    monkeypatch.setattr(parquet_values, "FILE_STEPS", 1000)
+    rows = [_tiff16(120 + i) for i in range(4)]
+    out = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), out, use_dictionary=False)
+    chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
+    spent = parquet_values.FileCost(stored=len(out.getvalue()))
+    got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, len(rows), 1, True, 10 ** 7, whole=0,
+                                           spent=spent))
+    assert got == rows, [type(g).__name__ for g in got]
+    assert spent.steps > 1000
+
+
 @pytest.mark.parametrize("dictionary", [True, False])
 def test_one_oversized_raw_image_is_refused_by_its_length_and_the_rows_after_it_read(monkeypatch, dictionary: bool):
     """A 16-bit TIFF over what a row may hold among JPEGs: passing over it was charged one element
@@ -479,3 +496,29 @@ def test_null_rows_after_a_costly_stop_are_null(monkeypatch, version):
     got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, len(rows), 1, True, 10 ** 7, whole=0))
     assert [g is None for g in got] == [r is None for r in rows], got
     assert all(isinstance(g, parquet_values.Refused) and g.why for g in got[::2]), got
+
+
+@pytest.mark.parametrize("compression", ["snappy", "gzip", "brotli", "lz4", "zstd"])
+def test_a_page_decompressing_shorter_than_its_header_says_is_a_paged_values_error(compression):
+    """A page whose header says 2,900 bytes more than its stream decompresses to (pyarrow refuses
+    it: 'Page didn't decompress to expected size') is a `PageError` (its file's `bad_parquet`),
+    never a value carrying the unwritten tail of pyarrow's buffer."""
+    from sources import parquet_pages
+
+    value = np.random.default_rng(1).bytes(1000)
+    out = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array([value], pa.binary())},
+                            schema=pa.schema([pa.field("image", pa.binary(), nullable=False)])),
+                   out, compression=compression, use_dictionary=False)
+    data = bytearray(out.getvalue())
+    chunk = pq.ParquetFile(io.BytesIO(bytes(data))).metadata.row_group(0).column(0)
+    header = parquet_pages.page_layout(io.BytesIO(bytes(data)), chunk.data_page_offset).header
+    said, more = header.uncompressed_page_size * 2, (header.uncompressed_page_size + 2900) * 2  # zigzag i32 varints
+    old, new = bytes([said & 0x7F | 0x80, said >> 7]), bytes([more & 0x7F | 0x80, more >> 7])
+    at = chunk.data_page_offset + bytes(data[chunk.data_page_offset:]).index(b"\x15" + old) + 1
+    data[at: at + 2] = new  # its uncompressed_page_size (field 2, after field 1)
+    damaged = io.BytesIO(bytes(data))
+    with pytest.raises(OSError):  # "Page didn't decompress to expected size" (zstd: "Corrupt ZSTD")
+        pq.read_table(io.BytesIO(bytes(data)))
+    with pytest.raises(parquet_codecs.PageError):
+        list(parquet_values.chunk_values(damaged, chunk, 1, 0, chunk.compression, 10 ** 6))
