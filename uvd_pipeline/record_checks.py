@@ -55,6 +55,13 @@ def _read_digest(uri: str, stem: str) -> tuple[str | None, str | None]:
     return text, None
 
 
+def earlier_output(build: dict[str, Any]) -> bool:
+    """Whether `build` (`build.json`) is an earlier format's or render revision's record: its rerun is
+    refused or renders anew, and its summary may lack fields added since (`run.workers_failed_to_start`
+    before revision 20), so neither its digests nor its `run` section are held to today's rules."""
+    return build.get("format_version") != FORMAT_VERSION or build.get("render_revision") != RENDER_REVISION
+
+
 def input_digest_problems(output: str, build: dict[str, Any], listed: set[tuple[str, str, str]],
                           units: dict[str, list[tuple[str, str]]]) -> list[tuple[str, str]]:
     """(input record, why) for each shard `summary.json` lists (`listed`: source, split, stem) whose
@@ -62,7 +69,7 @@ def input_digest_problems(output: str, build: dict[str, Any], listed: set[tuple[
     store's committed units (`units`: source -> (unit id, input digest), from their marks), or, where
     the store holds none of the group's (deleted to reclaim its space), what the group's other shards
     record."""
-    if build.get("format_version") != FORMAT_VERSION or build.get("render_revision") != RENDER_REVISION:
+    if earlier_output(build):
         return []  # an earlier version's output: its rerun is refused or renders anew, whatever its digests
     try:
         groups = source_groups(build["config"])
@@ -104,7 +111,8 @@ def _number(value: Any) -> bool:
 def summary_field_problem(summary: dict[str, Any], build: dict[str, Any] | None) -> str | None:
     """What `summary.json` says otherwise than the rest of the output, beside its counts
     (`summary_checks`): each source's `type` and `resize` against `build.json`'s config (`build`:
-    None where that record is damaged, reported already), and the `run` section against itself."""
+    None where that record is damaged, reported already), and the `run` section against itself (not
+    an earlier revision's: `earlier_output`; a rerun of it is refused, so 'damaged' had no way out)."""
     problems: list[str] = []
 
     def held(field: str, recorded: Any, wanted: str) -> None:
@@ -125,7 +133,9 @@ def summary_field_problem(summary: dict[str, Any], build: dict[str, Any] | None)
         if resize is not None and summary.get("resize", ABSENT) != resize:
             held("resize", summary.get("resize", ABSENT), f"build.json's config gives {_short(resize)}")
     run = summary.get("run", ABSENT)
-    if not isinstance(run, dict):
+    if isinstance(build, dict) and earlier_output(build):
+        pass  # its run section was written by that revision's rules
+    elif not isinstance(run, dict):
         held("run", run, "the build's run section: its time, runner and metrics")
     else:
         problems += _run_problems(run)
