@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
+from typing import Any, Collection
 
 from uvd_pipeline.config_build import FORMAT_VERSION, RENDER_REVISION
 from uvd_pipeline.dedup import DEDUP_SOURCE_TYPES
@@ -63,12 +63,15 @@ def earlier_output(build: dict[str, Any]) -> bool:
 
 
 def input_digest_problems(output: str, build: dict[str, Any], listed: set[tuple[str, str, str]],
-                          units: dict[str, list[tuple[str, str]]]) -> list[tuple[str, str]]:
+                          units: dict[str, list[tuple[str, str]]],
+                          unread: Collection[str] = ()) -> list[tuple[str, str]]:
     """(input record, why) for each shard `summary.json` lists (`listed`: source, split, stem) whose
     input digest is missing, no digest, or not its digest group's: the group digest of the unit
     store's committed units (`units`: source -> (unit id, input digest), from their marks), or, where
-    the store holds none of the group's (deleted to reclaim its space), what the group's other shards
-    record."""
+    the store cannot give it, what the group's other shards record (`_disagreeing`). It cannot where
+    a source of the group has no marks (its store folder deleted to reclaim space) or one not read
+    (`unread`: a damaged or refused mark, named already): a digest over part of the group's units
+    called every shard of the group edited."""
     if earlier_output(build):
         return []  # an earlier version's output: its rerun is refused or renders anew, whatever its digests
     try:
@@ -88,16 +91,30 @@ def input_digest_problems(output: str, build: dict[str, Any], listed: set[tuple[
             recorded.setdefault(groups[source], []).append((uri, digest))
     for group, shards in sorted(recorded.items()):
         names = sorted(name for name, g in groups.items() if g == group)
-        pairs = [pair for name in names for pair in units.get(name, ())]
-        if pairs:
-            wanted = group_digest(pairs)
-            said = f"the unit store's committed units of {', '.join(names)} give {wanted}"
-        else:
-            wanted = Counter(digest for _, digest in shards).most_common(1)[0][0]
-            said = f"the other shards of {', '.join(names)} record {wanted}"
+        if any(name in unread or not units.get(name) for name in names):
+            problems += _disagreeing(shards, names)
+            continue
+        wanted = group_digest([pair for name in names for pair in units[name]])
+        said = f"the unit store's committed units of {', '.join(names)} give {wanted}"
         problems += [(uri, f"input digest {digest}, {said}: edited since the build; {INPUTS_HINT}")
                      for uri, digest in shards if digest != wanted]
     return problems
+
+
+def _disagreeing(shards: list[tuple[str, str]], names: list[str]) -> list[tuple[str, str]]:
+    """(input record, why) for the shards of one digest group (`names`) held to one another: those
+    whose digest is not the one most of them record; where no digest is recorded most (2 shards, one
+    edited), no verdict: each is named, since which one was edited cannot be told."""
+    counts = Counter(digest for _, digest in shards).most_common()
+    if len(counts) < 2:
+        return []
+    if counts[0][1] > counts[1][1]:
+        wanted = counts[0][0]
+        said = f"the other shards of {', '.join(names)} record {wanted}: edited since the build"
+        return [(uri, f"input digest {digest}, {said}; {INPUTS_HINT}") for uri, digest in shards if digest != wanted]
+    said = (f"the shards of {', '.join(names)} record {len(counts)} input digests, none by most of them, where "
+            f"all record one: one or more edited since the build, which cannot be told (the unit store gives none)")
+    return [(uri, f"input digest {digest}; {said}; {INPUTS_HINT}") for uri, digest in shards]
 
 
 def _count(value: Any) -> bool:
