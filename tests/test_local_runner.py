@@ -219,6 +219,54 @@ def test_a_worker_process_killed_mid_stream_prints_no_beam_traceback():
     assert "RpcError" not in done.stderr, done.stderr[-3000:]
 
 
+NO_DEATH = textwrap.dedent("""
+    import logging, sys, threading
+    import apache_beam as beam
+    import grpc
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from uvd_pipeline.cli import _setup_logging
+    from uvd_pipeline.local_runner import local_runner, quiet_broken_streams
+
+    _setup_logging(False)
+    before = threading.excepthook
+    options = PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    with beam.Pipeline(runner=local_runner(options), options=options) as pipeline:
+        pipeline | beam.Create([1, 2]) | beam.combiners.Count.Globally() | beam.Map(print)
+    print("HOOK_AFTER_RUN", threading.excepthook is before, flush=True)
+
+    class Exhausted(grpc.RpcError):  # a data-plane message past gRPC's size limit: no worker died
+        def __str__(self):
+            return "RESOURCE_EXHAUSTED: Received message larger than max (2147483700 vs. 2147483647)"
+
+    restore = quiet_broken_streams()
+    try:
+        raise Exhausted()
+    except Exhausted:
+        logging.getLogger("apache_beam.runners.worker.data_plane").exception("Failed to read inputs in the data plane.")
+    def reader():
+        raise Exhausted()
+    thread = threading.Thread(target=reader, name="read_grpc_client_inputs")
+    thread.start(); thread.join()
+    restore()
+    print("HOOK_RESTORED", threading.excepthook is before, flush=True)
+    """)
+
+
+def test_a_grpc_error_with_no_worker_death_is_shown_and_the_hook_is_put_back():
+    """The filters that leave a killed worker's broken streams off stderr hid every `grpc.RpcError`,
+    with no worker dead (a message past gRPC's size limit, a portable job failed: the build's error
+    line then said nothing of it), and the thread hook stayed replaced after the run returned. Both
+    are shown now where no death is recorded; the run puts the hook back."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", NO_DEATH], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert "HOOK_AFTER_RUN True" in done.stdout and "HOOK_RESTORED True" in done.stdout, \
+        done.stdout[-1000:] + done.stderr[-3000:]
+    assert "Failed to read inputs in the data plane." in done.stderr, done.stderr[-3000:]
+    assert "Exception in thread read_grpc_client_inputs" in done.stderr, done.stderr[-3000:]
+    assert done.stderr.count("Received message larger than max") == 2, done.stderr[-3000:]
+
+
 BLOCKED_WORKER = textwrap.dedent("""
     import os, signal, sys, threading, time
     import apache_beam as beam

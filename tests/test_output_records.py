@@ -54,6 +54,46 @@ def test_verify_holds_each_shard_input_digest_to_the_unit_store(mini_build_copy,
     assert code == 0 and "intact" in printed, printed
 
 
+def test_a_store_that_cannot_give_a_group_digest_holds_the_shards_to_one_another(mini_build_copy, capsys):
+    """The store's group digest is over every unit of the group: one damaged mark (its digest not
+    read) or one source's store folder deleted (web and inet are one dedup group) made it a digest
+    of part of the group, and every shard of the group was called edited since the build, though
+    a rerun keeps them byte for byte. Such a group's shards are held to one another; the damaged
+    mark alone is named."""
+    config, summary = mini_build_copy
+    out = Path(config.output)
+    mark = sorted((out / "_units" / "clips").glob("*.json"))[0]
+    kept = mark.read_bytes()
+    mark.write_bytes(kept[:20])  # truncated
+    code, printed = _verify(capsys, out)
+    assert code == 1 and "DAMAGED: 1 damaged files" in printed and f"damaged: {mark}: JSONDecodeError" in printed, \
+        printed
+    mark.write_bytes(kept)
+    shutil.rmtree(out / "_units" / "inet")
+    code, printed = _verify(capsys, out)
+    assert code == 0 and ": intact: " in printed, printed
+
+
+def test_shards_that_disagree_without_a_store_and_no_majority_are_all_named(mini_build_copy, capsys):
+    """With the unit store deleted, a group's shards are held to one another: on a tie the most
+    common digest was whichever shard came first, so an edited shard was the verdict and the honest
+    one was named edited. Each is named now, without a verdict."""
+    config, summary = mini_build_copy
+    out = Path(config.output)
+    shutil.rmtree(out / "_units")
+    clips = sorted((out / "_inputs" / "clips").glob("*.txt"))
+    assert len(clips) == 3, clips
+    honest = clips[2].read_text()
+    clips[0].write_text("0" * 64)
+    clips[1].write_text("1" * 64)  # three digests, one each
+    code, printed = _verify(capsys, out)
+    assert code == 1 and "DAMAGED: 3 damaged files" in printed, printed
+    for path, digest in zip(clips, ("0" * 64, "1" * 64, honest)):
+        assert (f"damaged: {path}: input digest {digest}; the shards of clips record 3 input digests, none by "
+                "most of them") in printed, printed
+    assert "which cannot be told" in printed
+
+
 def test_verify_holds_the_summary_source_types_and_run_section(mini_build_copy, capsys):
     """`sources.X.type` (the report's source table) and the `run` section (the report's throughput:
     seconds, stages, metrics) were held to nothing: edited ones passed `verify` and the report showed
@@ -87,6 +127,31 @@ def test_verify_holds_the_summary_source_types_and_run_section(mini_build_copy, 
     assert capsys.readouterr().err.startswith(f"error: damaged: {path}: fields other than the rest of the output says")
     path.write_text(json.dumps(summary))
     assert _verify(capsys, out, "--quick")[0] == 0
+
+
+def test_an_earlier_revisions_summary_is_not_held_to_todays_run_fields(mini_build_copy, capsys):
+    """An output of an earlier render revision (built before `run.workers_failed_to_start` was kept)
+    was 'damaged' for that absent field, though its rerun is refused (--replace-changed asked): no
+    way out but rendering it all again. Its `run` section is not held to today's fields, as its input
+    digests are not; today's output missing that field is still named."""
+    from uvd_pipeline.config_build import RENDER_REVISION
+
+    config, summary = mini_build_copy
+    out = Path(config.output)
+    path, record_path = out / "summary.json", out / "build.json"
+    edited = json.loads(path.read_text())
+    del edited["run"]["workers_failed_to_start"]
+    path.write_text(json.dumps(edited))
+    code, printed = _verify(capsys, out)
+    assert code == 1 and "run.workers_failed_to_start absent" in printed, printed
+    record = json.loads(record_path.read_text())
+    record["render_revision"] = RENDER_REVISION - 1  # what the earlier version wrote
+    record_path.write_text(json.dumps(record))
+    for flags in ((), ("--quick",)):
+        code, printed = _verify(capsys, out, *flags)
+        assert code == 0 and ": intact: " in printed.splitlines()[-1], printed
+    assert main(["report", str(out)]) == 0
+    assert (out / "report" / "report.json").stat().st_size > 0
 
 
 def test_verify_holds_mixture_yaml_to_the_summary_mix(mini_build_copy, capsys):

@@ -53,7 +53,7 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from uvd_pipeline.worker_parent import BUILD_PID_ENV
 
@@ -82,6 +82,18 @@ def disable_timed_flushes() -> None:
 _WORKER_PROCESSES: dict[int, subprocess.Popen] = {}
 # each unexpected worker exit seen in this process, in order (`_NamingDeaths` reads those of its run)
 _DEATHS: list[WorkerExited] = []
+_DIED = threading.Condition()  # notified as a death is recorded (`worker_died` waits on it)
+# a killed worker's streams break as it dies, its exit is recorded a moment later (its thread's wait)
+DEATH_GRACE_S = 2.0
+
+
+def worker_died(grace_s: float = DEATH_GRACE_S) -> bool:
+    """Whether a local worker process of this process exited unexpectedly (`_DEATHS`), waiting up to
+    `grace_s` for one: a broken gRPC stream is left off stderr only then (`quiet_broken_streams`,
+    `log_filters.BeamChannelNoise`), where its death is the build's one `error:` line; any other
+    (a message past gRPC's size limit, a portable job failed) is shown as it comes."""
+    with _DIED:
+        return _DIED.wait_for(lambda: bool(_DEATHS), timeout=grace_s)
 
 
 class _WorkerSubprocess:
@@ -145,7 +157,9 @@ def watch_worker_processes() -> None:
                 if self._uvd_stopped:  # stopped by `stop_worker`: the run is already ending
                     return
                 error = _death(_WORKER_PROCESSES.get(threading.get_ident()), exc, self.control_conn)
-                _DEATHS.append(error)  # the run's error where a broken data channel fails it first
+                with _DIED:
+                    _DEATHS.append(error)  # the run's error where a broken data channel fails it first
+                    _DIED.notify_all()
                 # the run fails with it (no traceback from this thread above the build's one error line)
                 _fail_requests(self.control_conn, error)
             finally:
@@ -251,7 +265,6 @@ def local_runner(options: Any) -> Any:
 
     disable_timed_flushes()
     watch_worker_processes()
-    quiet_broken_streams()
     quiet_refused_bundles()  # worker threads of this process: no traceback of a refusal above its error: line
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
@@ -263,26 +276,33 @@ def local_runner(options: Any) -> Any:
 STREAM_READERS = ("beam_control_read", "read_grpc_client_inputs")
 
 
-def quiet_broken_streams() -> None:
+def quiet_broken_streams() -> Callable[[], None]:
     """Keep the stream readers' uncaught `RpcError` of a killed worker process off stderr: Python
     printed "Exception in thread beam_control_read" and "... read_grpc_client_inputs" with their
     tracebacks above the build's one `error:` line (the run fails with the death: `WorkerExited`).
-    Shown where Beam logs at DEBUG (`--verbose`); any other thread's error as Python prints it.
-    Idempotent; holds for this process."""
+    Only once a worker's death is recorded (`worker_died`): any other `RpcError` (a message past
+    gRPC's limit) was hidden as well. Shown where Beam logs at DEBUG (`--verbose`); any other
+    thread's error as Python prints it. Returns what puts the previous hook back (a run's end:
+    it stayed replaced after the build returned); nothing to put back where it is in place."""
     from uvd_pipeline.log_filters import broken_channel
 
     hook = threading.excepthook
     if getattr(hook, "_uvd_quiet", False):
-        return
+        return lambda: None
 
     def quiet(args: Any) -> None:
         if (args.thread is not None and args.thread.name in STREAM_READERS and broken_channel(args.exc_value)
-                and not logging.getLogger("apache_beam").isEnabledFor(logging.DEBUG)):
+                and not logging.getLogger("apache_beam").isEnabledFor(logging.DEBUG) and worker_died()):
             return
         hook(args)
 
+    def restore() -> None:
+        if threading.excepthook is quiet:  # one set since is left as it is
+            threading.excepthook = hook
+
     quiet._uvd_quiet = True  # type: ignore[attr-defined]
     threading.excepthook = quiet
+    return restore
 
 
 def _naming_deaths(runner: type) -> type:
@@ -295,6 +315,7 @@ def _naming_deaths(runner: type) -> type:
     class NamingDeaths(runner):  # type: ignore[misc, valid-type]
         def run_pipeline(self, *args: Any, **kwargs: Any) -> Any:
             seen = len(_DEATHS)
+            restore = quiet_broken_streams()  # for this run's stream readers only
             try:
                 return super().run_pipeline(*args, **kwargs)
             except WorkerExited:
@@ -303,6 +324,8 @@ def _naming_deaths(runner: type) -> type:
                 if len(_DEATHS) == seen:
                     raise
                 raise _DEATHS[seen] from exc
+            finally:
+                restore()
 
     NamingDeaths.__name__ = NamingDeaths.__qualname__ = runner.__name__
     return NamingDeaths

@@ -85,13 +85,20 @@ class BeamChannelNoise(logging.Filter):
     """A worker process killed inside a bundle breaks its gRPC streams, and Beam logs the break at
     ERROR with its traceback: the runner's data-plane reader ("Failed to read inputs in the data
     plane.") and its cleanup ("Error closing worker_handler", the same `RpcError` raised again), each
-    ~25 lines above the build's one `error:` line naming the death. Shown with --verbose. Never raises."""
+    ~25 lines above the build's one `error:` line naming the death. Only once a local worker's death
+    is recorded (`local_runner.worker_died`): any `RpcError` was left out, one with no death too (a
+    message past gRPC's size limit, a portable job failed), for every runner. Shown with --verbose.
+    Never raises."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith("apache_beam") or record.levelno < logging.ERROR:
             return True
         try:
-            return not broken_channel(record.exc_info[1] if record.exc_info else None)
+            if not broken_channel(record.exc_info[1] if record.exc_info else None):
+                return True
+            from uvd_pipeline.local_runner import worker_died
+
+            return not worker_died()
         except Exception:  # noqa: BLE001 - a filter's error escapes the logging call: show the record
             return True
 

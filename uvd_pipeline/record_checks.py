@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
+from typing import Any, Collection
 
 from uvd_pipeline.config_build import FORMAT_VERSION, RENDER_REVISION
 from uvd_pipeline.dedup import DEDUP_SOURCE_TYPES
@@ -55,14 +55,24 @@ def _read_digest(uri: str, stem: str) -> tuple[str | None, str | None]:
     return text, None
 
 
+def earlier_output(build: dict[str, Any]) -> bool:
+    """Whether `build` (`build.json`) is an earlier format's or render revision's record: its rerun is
+    refused or renders anew, and its summary may lack fields added since (`run.workers_failed_to_start`
+    before revision 20), so neither its digests nor its `run` section are held to today's rules."""
+    return build.get("format_version") != FORMAT_VERSION or build.get("render_revision") != RENDER_REVISION
+
+
 def input_digest_problems(output: str, build: dict[str, Any], listed: set[tuple[str, str, str]],
-                          units: dict[str, list[tuple[str, str]]]) -> list[tuple[str, str]]:
+                          units: dict[str, list[tuple[str, str]]],
+                          unread: Collection[str] = ()) -> list[tuple[str, str]]:
     """(input record, why) for each shard `summary.json` lists (`listed`: source, split, stem) whose
     input digest is missing, no digest, or not its digest group's: the group digest of the unit
     store's committed units (`units`: source -> (unit id, input digest), from their marks), or, where
-    the store holds none of the group's (deleted to reclaim its space), what the group's other shards
-    record."""
-    if build.get("format_version") != FORMAT_VERSION or build.get("render_revision") != RENDER_REVISION:
+    the store cannot give it, what the group's other shards record (`_disagreeing`). It cannot where
+    a source of the group has no marks (its store folder deleted to reclaim space) or one not read
+    (`unread`: a damaged or refused mark, named already): a digest over part of the group's units
+    called every shard of the group edited."""
+    if earlier_output(build):
         return []  # an earlier version's output: its rerun is refused or renders anew, whatever its digests
     try:
         groups = source_groups(build["config"])
@@ -81,16 +91,30 @@ def input_digest_problems(output: str, build: dict[str, Any], listed: set[tuple[
             recorded.setdefault(groups[source], []).append((uri, digest))
     for group, shards in sorted(recorded.items()):
         names = sorted(name for name, g in groups.items() if g == group)
-        pairs = [pair for name in names for pair in units.get(name, ())]
-        if pairs:
-            wanted = group_digest(pairs)
-            said = f"the unit store's committed units of {', '.join(names)} give {wanted}"
-        else:
-            wanted = Counter(digest for _, digest in shards).most_common(1)[0][0]
-            said = f"the other shards of {', '.join(names)} record {wanted}"
+        if any(name in unread or not units.get(name) for name in names):
+            problems += _disagreeing(shards, names)
+            continue
+        wanted = group_digest([pair for name in names for pair in units[name]])
+        said = f"the unit store's committed units of {', '.join(names)} give {wanted}"
         problems += [(uri, f"input digest {digest}, {said}: edited since the build; {INPUTS_HINT}")
                      for uri, digest in shards if digest != wanted]
     return problems
+
+
+def _disagreeing(shards: list[tuple[str, str]], names: list[str]) -> list[tuple[str, str]]:
+    """(input record, why) for the shards of one digest group (`names`) held to one another: those
+    whose digest is not the one most of them record; where no digest is recorded most (2 shards, one
+    edited), no verdict: each is named, since which one was edited cannot be told."""
+    counts = Counter(digest for _, digest in shards).most_common()
+    if len(counts) < 2:
+        return []
+    if counts[0][1] > counts[1][1]:
+        wanted = counts[0][0]
+        said = f"the other shards of {', '.join(names)} record {wanted}: edited since the build"
+        return [(uri, f"input digest {digest}, {said}; {INPUTS_HINT}") for uri, digest in shards if digest != wanted]
+    said = (f"the shards of {', '.join(names)} record {len(counts)} input digests, none by most of them, where "
+            f"all record one: one or more edited since the build, which cannot be told (the unit store gives none)")
+    return [(uri, f"input digest {digest}; {said}; {INPUTS_HINT}") for uri, digest in shards]
 
 
 def _count(value: Any) -> bool:
@@ -104,7 +128,8 @@ def _number(value: Any) -> bool:
 def summary_field_problem(summary: dict[str, Any], build: dict[str, Any] | None) -> str | None:
     """What `summary.json` says otherwise than the rest of the output, beside its counts
     (`summary_checks`): each source's `type` and `resize` against `build.json`'s config (`build`:
-    None where that record is damaged, reported already), and the `run` section against itself."""
+    None where that record is damaged, reported already), and the `run` section against itself (not
+    an earlier revision's: `earlier_output`; a rerun of it is refused, so 'damaged' had no way out)."""
     problems: list[str] = []
 
     def held(field: str, recorded: Any, wanted: str) -> None:
@@ -125,7 +150,9 @@ def summary_field_problem(summary: dict[str, Any], build: dict[str, Any] | None)
         if resize is not None and summary.get("resize", ABSENT) != resize:
             held("resize", summary.get("resize", ABSENT), f"build.json's config gives {_short(resize)}")
     run = summary.get("run", ABSENT)
-    if not isinstance(run, dict):
+    if isinstance(build, dict) and earlier_output(build):
+        pass  # its run section was written by that revision's rules
+    elif not isinstance(run, dict):
         held("run", run, "the build's run section: its time, runner and metrics")
     else:
         problems += _run_problems(run)

@@ -524,7 +524,10 @@ def verify_output(output: str, quick: bool = False,
             if why := summary_field_problem(read[SUMMARY_FILE], trusted):
                 damaged(fsio.join(output, SUMMARY_FILE), why)
 
+    unread: set[str] = set()  # sources of a mark or unit folder not read: their store gives no group digest
+
     def refused(folder: str, exc: OSError) -> None:  # a unit folder of a source
+        unread.add(fsio.basename(folder))
         damaged(folder, unreadable(exc))
 
     placed = functools.cache(lambda: pending_placements(output, intact_tars))
@@ -532,11 +535,14 @@ def verify_output(output: str, quick: bool = False,
     for uri in listed(lambda out: unit_marks(out, refused), UNITS_DIR) if units else []:
         result.files += 1
         result.units += 1
+        taken = sum(map(len, digests.values()))
         why = check_unit(output, uri, full=not quick, placed=placed, digests=digests)
+        if sum(map(len, digests.values())) == taken:  # a mark damaged or refused: named, its digest unknown
+            unread.add(fsio.basename(uri.rsplit("/", 1)[0]))
         if why:
             damaged(uri, why)
     if units and not held and tally.summary is not None and trusted is not None:
-        for uri, why in input_digest_problems(output, trusted, tally.listed, digests):  # what a rerun keeps
+        for uri, why in input_digest_problems(output, trusted, tally.listed, digests, unread):  # what a rerun keeps
             damaged(uri, why)
     return result
 
