@@ -75,7 +75,9 @@ def listing_notes(parquet_uri: str, captions: tuple[str, ...] = ()) -> ListingNo
             raise ValueError(f"its notice columns hold {held} bytes of values, over {MAX_LISTING_BYTES}")
         table = parquet.read(columns=columns + text, use_threads=False)
         bad = captions_not_utf8(table, text)
-        rows = table.select(columns).to_pylist()
+        # a key that is not UTF-8 (its writer did not check it) None in its row alone: its
+        # UnicodeDecodeError lost every notice of the shard (`key` read for `unlisted_images`)
+        rows = [row for batch in table.select(columns).to_batches() for row in _rows(batch)]
         table = None
         caption = schema.field("caption").type if "caption" in schema.names else None
         binary = caption is not None and hf_parquet.is_binary(caption)
