@@ -521,21 +521,13 @@ def test_a_class_folder_in_nfc_and_in_nfd_is_one_class_whose_shared_names_are_re
     so `img0.jpg` in both has one key. The build crashed (TypeError: StoredRef < StoredRef, ranking
     the two units, whose lineage is the same); now the one whose image sorts first is kept, the
     other is a `duplicate_key` reject."""
-    from uvd_pipeline.build import run_build
-    from uvd_pipeline.config import load_config
     from uvd_pipeline.rendered_shards import iter_shard
 
     root, label = tmp_path / "inet", "caf\u00e9"
     for form, names, shade in (("NFC", ("img0", "img1"), 40), ("NFD", ("img0", "img2"), 200)):
         for i, name in enumerate(names):
             _jpeg(root / "train" / unicodedata.normalize(form, label) / f"{name}.jpg", shade + 30 * i)
-    config = {"version": 1, "output": str(tmp_path / "out"), "image": {"size": 16}, "split": {"val_fraction": 0.0},
-              "tokenizer": {"enabled": False}, "dedup": {"enabled": False},
-              "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
-              "sources": [{"name": "inet", "type": "imagenet", "path": str(root), "num_shards": 1,
-                           "splits": ["train"], "sentence_length": 3}]}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    run_build(load_config(str(tmp_path / "c.yaml")))
+    _build_train(tmp_path, root, size=16, dedup=False, sentence_length=3)
     [sentence] = [s for tar in (tmp_path / "out" / "rendered").rglob("*.tar") for s in iter_shard(str(tar))]
     assert sorted(m["file"] for m in sentence.header["members"]) == [f"train/{label}/img{i}.jpg" for i in range(3)]
     rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
@@ -1171,8 +1163,6 @@ def test_a_copy_of_one_of_two_dashed_names_drops_that_picture_alone(tmp_path: Pa
     the key `t-shirt/1.jpg` shared with it, so the unique picture `t-shirt/1.jpg` was lost as a
     `duplicate_exact` (and, its class left one image, `t-shirt/2.jpg` as `group_too_small`). Now
     `t/shirt-1.jpg` and the copies after the first are the duplicates, every other picture built."""
-    from uvd_pipeline.build import run_build
-    from uvd_pipeline.config import load_config
     from uvd_pipeline.rendered_shards import iter_shard
 
     root = tmp_path / "inet"
@@ -1181,13 +1171,7 @@ def test_a_copy_of_one_of_two_dashed_names_drops_that_picture_alone(tmp_path: Pa
     for i in range(3):
         shutil.copy(root / "train" / "t" / "shirt-1.jpg", root / "train" / "copies" / f"c{i}.jpg")
     (root / "train" / "copies" / "c3.jpg").write_bytes(_photos()[9])
-    config = {"version": 1, "output": str(tmp_path / "out"), "image": {"size": 32}, "split": {"val_fraction": 0.0},
-              "tokenizer": {"enabled": False}, "dedup": {"enabled": True},
-              "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
-              "sources": [{"name": "inet", "type": "imagenet", "path": str(root), "num_shards": 1,
-                           "splits": ["train"], "sentence_length": 1}]}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    run_build(load_config(str(tmp_path / "c.yaml")))
+    _build_train(tmp_path, root, size=32, dedup=True, sentence_length=1)
     rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
     assert sorted((r["reason"], r["input"]) for r in rejects) == [
         ("duplicate_exact", "train/copies/c1.jpg"), ("duplicate_exact", "train/copies/c2.jpg"),
@@ -1218,3 +1202,17 @@ def test_a_stray_train_image_is_a_missing_label_without_any_val_index(tmp_path: 
         (root / "LOC_val_solution.csv").unlink()
         _jpeg(root / "val" / "ILSVRC2012_val_00000001.JPEG", 30)
         _items(root, ("val",))
+
+
+def _build_train(tmp_path: Path, root: Path, size: int, dedup: bool, sentence_length: int) -> None:
+    """One in-process build of `root`'s train split into tmp_path/out (no tokens, one shard)."""
+    from uvd_pipeline.build import run_build
+    from uvd_pipeline.config import load_config
+
+    config = {"version": 1, "output": str(tmp_path / "out"), "image": {"size": size}, "split": {"val_fraction": 0.0},
+              "tokenizer": {"enabled": False}, "dedup": {"enabled": dedup},
+              "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
+              "sources": [{"name": "inet", "type": "imagenet", "path": str(root), "num_shards": 1,
+                           "splits": ["train"], "sentence_length": sentence_length}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run_build(load_config(str(tmp_path / "c.yaml")))
