@@ -157,7 +157,7 @@ def _is_repo_folder(real: str) -> bool:
     `snapshots/` alone, a user's own project (`hub/datasets--me--cats/snapshots/v1/`, beside
     `datasets/`) was refused as HF_HOME though no Hub client wrote it. What else the repo folder
     holds is not judged: each huggingface_hub version adds its own (`refs/`, `.no_exist/`, 2.4's
-    `trees/<commit>.json` from `snapshot_download`), and allowing only the names known once read
+    `trees/<commit>.json`, its tree listing), and allowing only the names known once read
     every real 2.4 cache as a plain folder, each blob an image of its own."""
     if not _REPO_FOLDER.fullmatch(os.path.basename(real)) or not os.path.isdir(os.path.join(real, "blobs")):
         return False

@@ -34,7 +34,7 @@ def _cache_file(cache: Path, repo_id: str, filename: str, data: bytes, commit: s
     """`filename` of dataset `repo_id` at `commit` in the cache as `_hf_hub_download_to_cache_dir`
     leaves it: the blob named by its etag (sha256 for an LFS file, the git blob sha1 for a small
     one), the ref of `revision`, the snapshot's relative link (`_create_symlink`), and the commit's
-    tree listing `trees/<commit>.json` that huggingface_hub 2.4's `snapshot_download` writes beside
+    tree listing `trees/<commit>.json` that huggingface_hub 2.4 writes beside
     them (`write_tree_cache`); `shared`: the blob then moved into the cache's shared store
     (`publish_blob_to_shared_store`, Xet files)."""
     storage = cache / file_download.repo_folder_name(repo_id=repo_id, repo_type="dataset")
