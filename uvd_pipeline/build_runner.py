@@ -159,8 +159,9 @@ def heap_frozen() -> Iterator[None]:
     back on here, after the freeze."""
     import gc
 
-    from uvd_pipeline import startup_gc
+    from uvd_pipeline import lazy_modules, startup_gc
 
+    lazy_modules.settle()  # before the run's worker threads weigh side inputs (see lazy_modules)
     if gc.get_freeze_count():
         startup_gc.resume()
         yield

@@ -50,6 +50,8 @@ from importlib import import_module
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from uvd_pipeline import lazy_modules
+
 # What a build's tasks import as they are unpickled: Beam (its DaskRunner's bag steps) and the
 # build's graph, which imports every step's module.
 WARM_MODULES = ("apache_beam", "apache_beam.runners.dask.transform_evaluator", "uvd_pipeline.graph",
@@ -73,6 +75,7 @@ def import_ahead(modules: tuple[str, ...] = WARM_MODULES) -> None:
             except Exception as exc:  # noqa: BLE001 - the task that needs it fails with it, naming it
                 log.debug("importing %s ahead of the tasks failed: %s", name, exc)
                 return
+        lazy_modules.settle()  # before the worker's task threads (see lazy_modules)
     finally:
         gc.freeze()  # what the imports made (modules; ~1k objects already garbage, <1 MiB) is never scanned again
         if collecting:

@@ -31,6 +31,18 @@ def log_as_the_build() -> None:
     logging.getLogger().addHandler(handler)
 
 
+def settled_harness() -> None:
+    """Import what Beam's harness runs on (Beam imports cryptography's cffi bindings) and build the
+    lazy module attributes its worker threads would otherwise build at once (`lazy_modules`)."""
+    from importlib import import_module
+
+    from uvd_pipeline import lazy_modules
+
+    import_module("apache_beam.runners.worker.sdk_worker")
+    lazy_modules.settle()
+
+
 if __name__ == "__main__":
     log_as_the_build()
+    settled_harness()
     runpy.run_module(HARNESS, run_name="__main__", alter_sys=True)
