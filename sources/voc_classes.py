@@ -9,6 +9,8 @@ where they met: `corn` drew one colour beside `apple` and another alone, and one
 `classes.txt`), else from one pass over `Annotations/*.xml`, collisions taken by sort order.
 Each unit records the id of each name it draws (`own_class_id`, a derived input), so a class
 added to the dataset renders again only the units whose names' colours it moved.
+CVAT's `labelmap.txt` also gives each class the colour its RGB SegmentationClass maps are painted
+in (`labelmap_colour_ids`): each colour stands for the id that class's boxes draw.
 """
 
 from __future__ import annotations
@@ -58,18 +60,61 @@ def own_class_table(voc_root: str) -> dict[str, int]:
     return spread_ids(names, len(VOC_CLASSES) + 1, OWN_IDS, class_id)
 
 
+def _label_lines(voc_root: str, relative: str) -> list[str] | None:
+    """The lines of label file `relative` there, blank and `#` ones left out (None: not there, or
+    unreadable)."""
+    uri = fsio.join(voc_root, *relative.split("/"))
+    if not fsio.exists(uri) or path_problem(voc_root, uri):
+        return None
+    try:
+        text = read_input_bytes(uri, MAX_LABEL_FILE_BYTES).decode("utf-8-sig")
+    except (OSError, UnicodeError, fsio.FileTooLarge):
+        return None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+@fsio.derived_input
+def labelmap_colour_ids(voc_root: str) -> list[list[int]]:
+    """`[r, g, b, id]` for each colour CVAT's `labelmap.txt` gives a class (`name:r,g,b:parts:actions`,
+    as datumaro's VOC converter writes it and paints SegmentationClass/ in): `background` (and VOC's
+    `ignored`) 0, VOC's names their ids, the dataset's own the ids its boxes draw (`own_class_id`), so
+    a class's mask and box draw one colour. A colour two lines give is the first's; no file, or none
+    with a colour (`name:::`), is `[]`: the maps are read as their indices."""
+    return fsio.once_per_run(("sources.voc_classes.labelmap_colour_ids", voc_root), lambda: _colour_rows(voc_root))
+
+
+def _colour_rows(voc_root: str) -> list[list[int]]:
+    """`labelmap_colour_ids`, taken from the file."""
+    rows: list[list[int]] = []
+    taken: set[tuple[int, ...]] = set()
+    for line in _label_lines(voc_root, "labelmap.txt") or ():
+        fields = line.split(":")
+        name, colour = fields[0].strip(), _colour(fields[1] if len(fields) > 1 else "")
+        if colour is None or colour in taken:
+            continue
+        taken.add(colour)
+        if name.lower() in ("background", "ignored"):
+            rows.append([*colour, 0])
+        else:
+            rows.append([*colour, own_class_id(voc_root, name) if is_own(name) else class_id(name)])
+    return rows
+
+
+def _colour(text: str) -> tuple[int, int, int] | None:
+    """`r,g,b` of 0..255 each (None: no colour, or not one)."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3 or not all(p.isdigit() and int(p) <= 255 for p in parts):
+        return None
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
 def _label_file_names(voc_root: str) -> list[str] | None:
     """The own class names of the first label file there that names classes in its tool's shape
     (None: none is there, or none can be read, names a class or has that shape)."""
     for relative in LABEL_FILES:
-        uri = fsio.join(voc_root, *relative.split("/"))
-        if not fsio.exists(uri) or path_problem(voc_root, uri):
+        lines = _label_lines(voc_root, relative)
+        if lines is None:
             continue
-        try:
-            text = read_input_bytes(uri, MAX_LABEL_FILE_BYTES).decode("utf-8-sig")
-        except (OSError, UnicodeError, fsio.FileTooLarge):
-            continue
-        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
         if relative == "labelmap.txt":
             names = [line.split(":", 1)[0].strip() for line in lines]
         elif any(_NOT_A_NAME_LINE.match(line) for line in lines):

@@ -1064,3 +1064,86 @@ def test_voc_own_classes_draw_one_colour_in_every_image(tmp_path: Path, listed: 
     assert derived == {"apple": ids["apple"], "corn": ids["corn"], "grape": ids["grape"]}
     _voc_xml(voc / "Annotations" / "2012_000001.xml", "2012_000001", [("zucchini", (3, 4, 30, 40), 0)])
     assert all(fsio.rederive(key) == value for key, value in recorded.derived.items())
+
+
+# a CVAT task's labels in its order, each with the colour CVAT gave it (hex in its label editor)
+CVAT_LABELS = {"corn": (51, 221, 255), "apple": (250, 50, 83), "person": (255, 204, 51)}
+
+
+def _cvat_voc_export(root: Path, export: str) -> dict[str, dict[str, tuple[int, int, int]]]:
+    """CVAT 2.x's VOC exports as datumaro's VocConverter writes them: `segmentation_mask` ("Segmentation
+    mask 1.1": `label_map` its labels' own colours, background #000000 added, sorted by name) or
+    `pascal_voc` ("PASCAL VOC 1.1": `label_map='source'`, no colours, so background first and
+    VOC's bit colour map by line). labelmap.txt as `VocLabelMap.dump_to_file`, SegmentationClass/
+    RGB PNGs painted in its colours (`paint_mask`, saved by OpenCV), ImageSets/Segmentation/default.txt;
+    "PASCAL VOC 1.1" also its boxes (Annotations/, ImageSets/Main/default.txt). Returns each image's
+    painted colour of each class."""
+    from test_sources_annotated import _voc_colormap
+
+    if export == "segmentation_mask":
+        labelmap = dict(sorted({**CVAT_LABELS, "background": (0, 0, 0)}.items()))
+    else:
+        flat = _voc_colormap()
+        labelmap = {name: tuple(flat[3 * i: 3 * i + 3]) for i, name in enumerate(["background", *CVAT_LABELS])}
+    lines = "".join(f"{name}:{','.join(map(str, colour))}::\n" for name, colour in labelmap.items())
+    (root / "labelmap.txt").write_text("# label:color_rgb:parts:actions\n" + lines)
+    objects = {"frame_000000": ["apple", "corn"], "frame_000001": ["person", "corn"]}
+    tasks = ("Main", "Segmentation") if export == "pascal_voc" else ("Segmentation",)
+    for folder in ("JPEGImages", "SegmentationClass", "SegmentationObject", "Annotations", "ImageSets/Main",
+                   "ImageSets/Segmentation"):  # `make_dirs` makes them all, whatever the tasks
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for n, (image_id, names) in enumerate(objects.items()):
+        cv2.imwrite(str(root / "JPEGImages" / f"{image_id}.jpg"), _photo(("chelsea", "coffee")[n])[..., ::-1])
+        painted = np.zeros((*SIZE, 3), np.uint8)
+        boxes = []
+        for turn, name in enumerate(names):
+            y0, x0 = 6 + 28 * turn, 8 + 20 * turn
+            painted[y0: y0 + 20, x0: x0 + 24] = labelmap[name]
+            boxes.append((name, (x0, y0, x0 + 24, y0 + 20), 0))
+        cv2.imwrite(str(root / "SegmentationClass" / f"{image_id}.png"), painted[..., ::-1])
+        if export == "pascal_voc":
+            _voc_xml(root / "Annotations" / f"{image_id}.xml", image_id, boxes)
+    for task in tasks:
+        (root / "ImageSets" / task / "default.txt").write_text("".join(f"{i}\n" for i in objects))
+    return {i: {name: labelmap[name] for name in names} for i, names in objects.items()}
+
+
+@pytest.mark.parametrize("export", ["segmentation_mask", "pascal_voc"])
+def test_a_cvat_export_draws_its_maps_by_its_labelmap_colours_and_boxes_alike(tmp_path: Path, export: str):
+    """CVAT's VOC exports paint SegmentationClass/ in RGB, each class in labelmap.txt's colour (its
+    own task colours, or VOC's bit colours in its label order): every pair was `bad_label_map`
+    ('expected one channel, got 3'), the labelmap read for names alone. Each colour is now the class
+    labelmap.txt gives it, drawn in the id its boxes draw (`apple` and `corn` the dataset's own
+    colours, `person` VOC's 15), so a class's mask and box are one colour; a colour the file lists
+    for no class is a `bad_label_map` reject naming it."""
+    from sources.voc_classes import own_class_id
+    from transforms.annotations import palette
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.render_annotated import render_pair
+
+    painted = _cvat_voc_export(tmp_path, export)
+    tasks = ("segmentation", "detection") if export == "pascal_voc" else ("segmentation",)
+    for task in ("Main", "Segmentation")[2 - len(tasks):]:  # CVAT's subset list, renamed as `check`'s refusal says
+        (tmp_path / "ImageSets" / task / "default.txt").rename(tmp_path / "ImageSets" / task / "trainval.txt")
+    ids = {"apple": own_class_id(str(tmp_path), "apple"), "corn": own_class_id(str(tmp_path), "corn"), "person": 15}
+    assert len(set(ids.values())) == 3
+    source = SegmentationSource("cvat", str(tmp_path), "voc", tasks=tasks)
+    records = {(r.key, r.task): r for r in _read_all(source)}
+    assert len(records) == 2 * len(tasks) and all(isinstance(r, PairRecord) for r in records.values()), records
+    for image_id, colours in painted.items():
+        if export == "pascal_voc":
+            boxes = records[f"cvat-{image_id}-detection", "detection"].annotation["categories"]
+            assert boxes == [ids[name] for name in colours]  # the XML's names, in its order
+        target = _render_target(records[f"cvat-{image_id}-segmentation", "segmentation"])
+        painted_map = cv2.cvtColor(cv2.imread(str(tmp_path / "SegmentationClass" / f"{image_id}.png")), cv2.COLOR_BGR2RGB)
+        expected = np.zeros_like(painted_map)
+        for name, colour in colours.items():
+            expected[(painted_map == colour).all(axis=2)] = palette()[ids[name]]
+        assert np.array_equal(target, expected), image_id
+    stray = cv2.imread(str(tmp_path / "SegmentationClass" / "frame_000001.png"))
+    stray[0, 0] = (7, 8, 9)  # BGR: the colour (9, 8, 7), no line of labelmap.txt
+    cv2.imwrite(str(tmp_path / "SegmentationClass" / "frame_000001.png"), stray)
+    rejected = render_pair(records["cvat-frame_000001-segmentation", "segmentation"],
+                           RenderSettings(SIZE[1], "squash", 0, 10**9, 1, 0, 0.0))
+    assert isinstance(rejected, Reject) and rejected.reason == "bad_label_map", rejected
+    assert "1 pixels of colours no label file line gives ((9, 8, 7))" in rejected.detail
