@@ -1147,3 +1147,34 @@ def test_a_cvat_export_draws_its_maps_by_its_labelmap_colours_and_boxes_alike(tm
                            RenderSettings(SIZE[1], "squash", 0, 10**9, 1, 0, 0.0))
     assert isinstance(rejected, Reject) and rejected.reason == "bad_label_map", rejected
     assert "1 pixels of colours no label file line gives ((9, 8, 7))" in rejected.detail
+
+
+def test_three_hundred_own_classes_draw_three_hundred_colours_whatever_the_line_order(tmp_path: Path):
+    """Past the 235 picked colours a class took its hashed id of the wider palette: of 300 classes
+    (a CVAT labelmap.txt's), `zz266` and `zz714` drew one id, `zz1098` and `zz9873` one colour at two
+    ids (the seeded palette repeats colours). Each name past them now takes, by name order, the next
+    id whose colour no class drew: 300 colours, none of ids 0..255's, the same for the file's lines
+    in any order; boxes and the labelmap's colours draw those ids."""
+    import random
+
+    from sources.voc_classes import own_class_id
+    from sources.voc_xml import class_id
+    from transforms.annotations import palette
+
+    names = [f"a{i:03d}" for i in range(296)] + ["zz266", "zz714", "zz1098", "zz9873"]
+    assert class_id("zz266") == class_id("zz714")  # the clashes the hashed ids met
+    assert (palette()[class_id("zz1098")] == palette()[class_id("zz9873")]).all()
+    drawn = []
+    for order in (names, random.Random(7).sample(names, len(names))):
+        (tmp_path / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\n" + "".join(
+            f"{name}:{n % 256},{n // 256},9::\n" for n, name in enumerate(order)))
+        drawn.append({name: own_class_id(str(tmp_path), name) for name in names})
+    assert drawn[0] == drawn[1]
+    assert len({tuple(palette()[i]) for i in drawn[0].values()}) == 300
+    wider = {tuple(palette()[i]) for i in drawn[0].values() if i > 255}
+    assert len(wider) == 65 and not wider & {tuple(c) for c in palette()[:256]}
+    from sources.voc_classes import labelmap_colour_ids
+
+    by_colour = {tuple(row[:3]): row[3] for row in labelmap_colour_ids(str(tmp_path))}
+    assert by_colour[0, 0, 0] == 0 and len(by_colour) == 301
+    assert sorted(by_colour.values())[1:] == sorted(drawn[0].values())
