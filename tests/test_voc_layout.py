@@ -1178,3 +1178,20 @@ def test_three_hundred_own_classes_draw_three_hundred_colours_whatever_the_line_
     by_colour = {tuple(row[:3]): row[3] for row in labelmap_colour_ids(str(tmp_path))}
     assert by_colour[0, 0, 0] == 0 and len(by_colour) == 301
     assert sorted(by_colour.values())[1:] == sorted(drawn[0].values())
+
+
+def test_a_grey_map_stored_as_rgb_beside_a_labelmap_is_read_as_its_greys(tmp_path: Path):
+    """A class map of greys written as RGB (OpenCV's `imwrite` of a 3-channel index map) beside a
+    labelmap.txt of colours: greys the file lists for no class are the map's classes, as they were
+    before the file's colours were read (VOC's bit colours: car is (128, 128, 128), grey 7 none)."""
+    from transforms.annotations import palette
+
+    _cvat_voc_export(tmp_path, "pascal_voc")
+    grey = np.zeros(SIZE, np.uint8)
+    grey[10:30, 10:30] = 7
+    cv2.imwrite(str(tmp_path / "SegmentationClass" / "frame_000000.png"), np.stack([grey] * 3, axis=2))
+    (tmp_path / "ImageSets" / "Segmentation" / "default.txt").rename(tmp_path / "ImageSets" / "Segmentation" / "train.txt")
+    record = next(r for r in _read_all(SegmentationSource("g", str(tmp_path), "voc"))
+                  if r.key == "g-frame_000000-segmentation")
+    assert record.annotation["colour_ids"][0] == [0, 0, 0, 0]
+    assert np.array_equal(_render_target(record), palette()[grey])

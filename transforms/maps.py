@@ -197,7 +197,11 @@ def decode_label_map(data: bytes, encoding: str = "ids", colour_ids: Sequence[Se
         return _bilevel_labels(data)
     array = _opencv_decode(data)
     if array.ndim == 3 and array.shape[2] >= 3 and len(colour_ids):
-        return _colour_labels(array, colour_ids)
+        try:
+            return _colour_labels(array, colour_ids)
+        except MapError:
+            if not (np.ptp(array[..., :3], axis=2) == 0).all():
+                raise  # else a grey map stored as RGB, its greys no colours of the file: read as before
     if array.ndim == 3:
         if array.shape[2] >= 3 and (np.ptp(array[..., :3], axis=2) == 0).all():
             array = array[..., 0]  # grey stored as RGB
