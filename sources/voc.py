@@ -39,7 +39,7 @@ from typing import Callable, Iterator
 from sources import fsio
 from sources.paths import ConfiguredPathMissing, missing_under, path_problem, set_aside_problem, shown_name
 from sources.records import FILE_TOO_LARGE, PairRecord, Reject, SourceItem, read_input_bytes, relative_input, safe_key
-from sources.voc_classes import is_own, own_class_id
+from sources.voc_classes import is_own, labelmap_colour_ids, own_class_id
 from sources.voc_xml import MAX_VOC_XML_BYTES, parse_voc_xml
 from transforms.errors import Rejected
 
@@ -349,9 +349,12 @@ class VocSegmentation:
                 continue
             lineage = {"file": f"{VOC_IMAGES}/{image_id}.jpg", "voc_list": listed_as}
             if task == "segmentation":
+                # an export's RGB maps (CVAT's) painted in its labelmap.txt's colours: each colour its class
+                colours = labelmap_colour_ids(image.rsplit("/", 2)[0])
                 yield PairRecord(key=key, source=self.name, group=group, task=task, image_uri=image,
-                                 annotation={"label_uri": annotation, "unlabeled_ids": (VOC_VOID,)}, split_hint=split,
-                                 lineage=lineage)
+                                 annotation={"label_uri": annotation, "unlabeled_ids": (VOC_VOID,),
+                                             **({"colour_ids": colours} if colours else {})},
+                                 split_hint=split, lineage=lineage)
                 continue
             try:
                 boxes = parse_voc_xml(read_input_bytes(annotation, MAX_VOC_XML_BYTES))

@@ -8,7 +8,11 @@ where they met: `corn` drew one colour beside `apple` and another alone, and one
 (`own_class_table`): from the label file its export ships (CVAT's `labelmap.txt`, LabelImg's
 `classes.txt`), else from one pass over `Annotations/*.xml`, collisions taken by sort order.
 Each unit records the id of each name it draws (`own_class_id`, a derived input), so a class
-added to the dataset renders again only the units whose names' colours it moved.
+added to the dataset renders again only the units whose names' colours it moved. Past the 235
+picked colours a name takes a hashed id of the wider palette, moved by sort order to the next one
+whose colour no class drew (`_colours_apart`): up to `MAX_OWN_CLASSES` names, as many colours.
+CVAT's `labelmap.txt` also gives each class the colour its RGB SegmentationClass maps are painted
+in (`labelmap_colour_ids`): each colour stands for the id that class's boxes draw.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from sources import fsio
 from sources.paths import path_problem
 from sources.records import raise_machine_error, read_input_bytes
 from sources.voc_xml import MAX_VOC_XML_BYTES, OWN_IDS, VOC_CLASSES, class_id, parse_voc_xml
-from transforms.class_colours import spread_ids
+from transforms.annotations import PALETTE_SIZE, palette
+from transforms.class_colours import SEPARATED_IDS, spread_ids
 from transforms.errors import Rejected
 
 # where a VOC export ships its class list, beside Annotations/ (CVAT's Pascal VOC export: `name:r,g,b:
@@ -32,7 +37,10 @@ MAX_LABEL_FILE_BYTES = 1 << 20
 # a `classes.txt` line that is no bare name: a YOLO converter's `0 apple`, a CSV's `apple,1`, a
 # labelmap's `apple:r,g,b` (rev57i: trusted, no name matched and every class took a fallback colour)
 _NOT_A_NAME_LINE = re.compile(r"^\d+\s|[:,\t]")
-_KEPT_NAMES = 4 * OWN_IDS  # names held at once while the smallest OWN_IDS are found: a bound, whatever the files
+# the names a dataset's table holds, each a colour of its own (`_colours_apart`); a name past them (by
+# sort order), or one the shipped label file lacks, takes its hashed colour, which another may draw
+MAX_OWN_CLASSES = 4096
+_KEPT_NAMES = 4 * MAX_OWN_CLASSES  # names held at once while the smallest are found: a bound, whatever the files
 
 
 def is_own(name: str) -> bool:
@@ -55,21 +63,83 @@ def own_class_table(voc_root: str) -> dict[str, int]:
     names = _label_file_names(voc_root)
     if names is None:
         names = _annotation_names(voc_root)
-    return spread_ids(names, len(VOC_CLASSES) + 1, OWN_IDS, class_id)
+    return _colours_apart(spread_ids(names, len(VOC_CLASSES) + 1, OWN_IDS, class_id))
+
+
+def _colours_apart(table: dict[str, int]) -> dict[str, int]:
+    """`table` with each name past the picked colours (its hashed id, `class_id`) moved, by name
+    order, to the next id of the wider palette whose colour neither ids 0..255 nor a name before it
+    draws: of 300 names, the 65 hashed ones drew 64 ids (`zz266` and `zz714` one) and could draw
+    one colour at two ids (the seeded palette repeats colours: `zz1098`, `zz9873`)."""
+    colours = palette()
+    ids = set(range(SEPARATED_IDS + 1))
+    drawn = {tuple(c) for c in colours[: SEPARATED_IDS + 1].tolist()}
+    apart: dict[str, int] = {}
+    for name in sorted(table):
+        ident = table[name]
+        while ident > SEPARATED_IDS and (ident in ids or tuple(colours[ident].tolist()) in drawn):
+            ident = SEPARATED_IDS + 1 + (ident - SEPARATED_IDS) % (PALETTE_SIZE - SEPARATED_IDS - 1)
+        ids.add(ident)
+        drawn.add(tuple(colours[ident].tolist()))
+        apart[name] = ident
+    return apart
+
+
+def _label_lines(voc_root: str, relative: str) -> list[str] | None:
+    """The lines of label file `relative` there, blank and `#` ones left out (None: not there, or
+    unreadable)."""
+    uri = fsio.join(voc_root, *relative.split("/"))
+    if not fsio.exists(uri) or path_problem(voc_root, uri):
+        return None
+    try:
+        text = read_input_bytes(uri, MAX_LABEL_FILE_BYTES).decode("utf-8-sig")
+    except (OSError, UnicodeError, fsio.FileTooLarge):
+        return None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+@fsio.derived_input
+def labelmap_colour_ids(voc_root: str) -> list[list[int]]:
+    """`[r, g, b, id]` for each colour CVAT's `labelmap.txt` gives a class (`name:r,g,b:parts:actions`,
+    as datumaro's VOC converter writes it and paints SegmentationClass/ in): `background` (and VOC's
+    `ignored`) 0, VOC's names their ids, the dataset's own the ids its boxes draw (`own_class_id`), so
+    a class's mask and box draw one colour. A colour two lines give is the first's; no file, or none
+    with a colour (`name:::`), is `[]`: the maps are read as their indices."""
+    return fsio.once_per_run(("sources.voc_classes.labelmap_colour_ids", voc_root), lambda: _colour_rows(voc_root))
+
+
+def _colour_rows(voc_root: str) -> list[list[int]]:
+    """`labelmap_colour_ids`, taken from the file."""
+    rows: list[list[int]] = []
+    taken: set[tuple[int, ...]] = set()
+    for line in _label_lines(voc_root, "labelmap.txt") or ():
+        fields = line.split(":")
+        name, colour = fields[0].strip(), _colour(fields[1] if len(fields) > 1 else "")
+        if colour is None or colour in taken:
+            continue
+        taken.add(colour)
+        if name.lower() in ("background", "ignored"):
+            rows.append([*colour, 0])
+        else:
+            rows.append([*colour, own_class_id(voc_root, name) if is_own(name) else class_id(name)])
+    return rows
+
+
+def _colour(text: str) -> tuple[int, int, int] | None:
+    """`r,g,b` of 0..255 each (None: no colour, or not one)."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3 or not all(p.isdigit() and int(p) <= 255 for p in parts):
+        return None
+    return int(parts[0]), int(parts[1]), int(parts[2])
 
 
 def _label_file_names(voc_root: str) -> list[str] | None:
     """The own class names of the first label file there that names classes in its tool's shape
     (None: none is there, or none can be read, names a class or has that shape)."""
     for relative in LABEL_FILES:
-        uri = fsio.join(voc_root, *relative.split("/"))
-        if not fsio.exists(uri) or path_problem(voc_root, uri):
+        lines = _label_lines(voc_root, relative)
+        if lines is None:
             continue
-        try:
-            text = read_input_bytes(uri, MAX_LABEL_FILE_BYTES).decode("utf-8-sig")
-        except (OSError, UnicodeError, fsio.FileTooLarge):
-            continue
-        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
         if relative == "labelmap.txt":
             names = [line.split(":", 1)[0].strip() for line in lines]
         elif any(_NOT_A_NAME_LINE.match(line) for line in lines):
@@ -123,11 +193,11 @@ def _xml_bytes(voc_root: str, uri: str) -> bytes | None:
 
 
 def _smallest(names: Iterable[str]) -> list[str]:
-    """The first `OWN_IDS` distinct names by sort order (the only ones `spread_ids` gives a picked
-    colour), held within `_KEPT_NAMES` whatever the dataset holds."""
+    """The first `MAX_OWN_CLASSES` distinct names by sort order (the first `OWN_IDS` of them take a
+    picked colour), held within `_KEPT_NAMES` whatever the dataset holds."""
     kept: set[str] = set()
     for name in names:
         kept.add(name)
         if len(kept) > _KEPT_NAMES:
-            kept = set(sorted(kept)[:OWN_IDS])
-    return sorted(kept)[:OWN_IDS]
+            kept = set(sorted(kept)[:MAX_OWN_CLASSES])
+    return sorted(kept)[:MAX_OWN_CLASSES]

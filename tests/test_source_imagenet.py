@@ -1216,3 +1216,29 @@ def _build_train(tmp_path: Path, root: Path, size: int, dedup: bool, sentence_le
                            "splits": ["train"], "sentence_length": sentence_length}]}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     run_build(load_config(str(tmp_path / "c.yaml")))
+
+
+def test_a_name_spelling_another_names_digest_shares_its_key_and_loses_no_picture(tmp_path: Path):
+    """`train/a b/1.jpg` and `train/a_b/1_<digest>.jpg` (a clean name spelling `safe_key`'s digest of
+    the first) share one key (`records.data_key`: made injective, every clean name ending in `_` and
+    8 hex digits, as `IMG_20230101.jpg`, would change its key). Through a real build with dedup on,
+    each picture is still a sentence of its own class, and a byte copy of one is one
+    `duplicate_exact` reject naming its own file: nothing is merged or lost without a reject."""
+    from uvd_pipeline.rendered_shards import iter_shard
+
+    root, photos = tmp_path / "inet", _photos()
+    twin = safe_key("inet", "train", "a b", "1").rsplit("_", 1)[1]
+    files = {"train/a b/1.jpg": photos[0], f"train/a_b/1_{twin}.jpg": photos[1], "train/copies/c.jpg": photos[0]}
+    for path, data in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+    keys = sorted(r.key for r in _items(root, ("train",)) if isinstance(r, ImageRecord))
+    assert keys[0] == keys[1] == "inet-train-a_b-1_" + twin, keys  # the clash is real
+    _build_train(tmp_path, root, size=32, dedup=True, sentence_length=1)
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    built = {m["file"]: s.header["meta"]["label"] for tar in (tmp_path / "out" / "rendered").rglob("*.tar")
+             for s in iter_shard(str(tar)) for m in s.header["members"]}
+    assert len(built) + len(rejects) == len(files), (built, rejects)
+    assert [(r["reason"], r["input"]) for r in rejects] in (
+        [("duplicate_exact", "train/copies/c.jpg")], [("duplicate_exact", "train/a b/1.jpg")])
+    assert {f"train/a_b/1_{twin}.jpg": "a_b"}.items() <= built.items()

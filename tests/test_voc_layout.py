@@ -1064,3 +1064,134 @@ def test_voc_own_classes_draw_one_colour_in_every_image(tmp_path: Path, listed: 
     assert derived == {"apple": ids["apple"], "corn": ids["corn"], "grape": ids["grape"]}
     _voc_xml(voc / "Annotations" / "2012_000001.xml", "2012_000001", [("zucchini", (3, 4, 30, 40), 0)])
     assert all(fsio.rederive(key) == value for key, value in recorded.derived.items())
+
+
+# a CVAT task's labels in its order, each with the colour CVAT gave it (hex in its label editor)
+CVAT_LABELS = {"corn": (51, 221, 255), "apple": (250, 50, 83), "person": (255, 204, 51)}
+
+
+def _cvat_voc_export(root: Path, export: str) -> dict[str, dict[str, tuple[int, int, int]]]:
+    """CVAT 2.x's VOC exports as datumaro's VocConverter writes them: `segmentation_mask` ("Segmentation
+    mask 1.1": `label_map` its labels' own colours, background #000000 added, sorted by name) or
+    `pascal_voc` ("PASCAL VOC 1.1": `label_map='source'`, no colours, so background first and
+    VOC's bit colour map by line). labelmap.txt as `VocLabelMap.dump_to_file`, SegmentationClass/
+    RGB PNGs painted in its colours (`paint_mask`, saved by OpenCV), ImageSets/Segmentation/default.txt;
+    "PASCAL VOC 1.1" also its boxes (Annotations/, ImageSets/Main/default.txt). Returns each image's
+    painted colour of each class."""
+    from test_sources_annotated import _voc_colormap
+
+    if export == "segmentation_mask":
+        labelmap = dict(sorted({**CVAT_LABELS, "background": (0, 0, 0)}.items()))
+    else:
+        flat = _voc_colormap()
+        labelmap = {name: tuple(flat[3 * i: 3 * i + 3]) for i, name in enumerate(["background", *CVAT_LABELS])}
+    lines = "".join(f"{name}:{','.join(map(str, colour))}::\n" for name, colour in labelmap.items())
+    (root / "labelmap.txt").write_text("# label:color_rgb:parts:actions\n" + lines)
+    objects = {"frame_000000": ["apple", "corn"], "frame_000001": ["person", "corn"]}
+    tasks = ("Main", "Segmentation") if export == "pascal_voc" else ("Segmentation",)
+    for folder in ("JPEGImages", "SegmentationClass", "SegmentationObject", "Annotations", "ImageSets/Main",
+                   "ImageSets/Segmentation"):  # `make_dirs` makes them all, whatever the tasks
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for n, (image_id, names) in enumerate(objects.items()):
+        cv2.imwrite(str(root / "JPEGImages" / f"{image_id}.jpg"), _photo(("chelsea", "coffee")[n])[..., ::-1])
+        painted = np.zeros((*SIZE, 3), np.uint8)
+        boxes = []
+        for turn, name in enumerate(names):
+            y0, x0 = 6 + 28 * turn, 8 + 20 * turn
+            painted[y0: y0 + 20, x0: x0 + 24] = labelmap[name]
+            boxes.append((name, (x0, y0, x0 + 24, y0 + 20), 0))
+        cv2.imwrite(str(root / "SegmentationClass" / f"{image_id}.png"), painted[..., ::-1])
+        if export == "pascal_voc":
+            _voc_xml(root / "Annotations" / f"{image_id}.xml", image_id, boxes)
+    for task in tasks:
+        (root / "ImageSets" / task / "default.txt").write_text("".join(f"{i}\n" for i in objects))
+    return {i: {name: labelmap[name] for name in names} for i, names in objects.items()}
+
+
+@pytest.mark.parametrize("export", ["segmentation_mask", "pascal_voc"])
+def test_a_cvat_export_draws_its_maps_by_its_labelmap_colours_and_boxes_alike(tmp_path: Path, export: str):
+    """CVAT's VOC exports paint SegmentationClass/ in RGB, each class in labelmap.txt's colour (its
+    own task colours, or VOC's bit colours in its label order): every pair was `bad_label_map`
+    ('expected one channel, got 3'), the labelmap read for names alone. Each colour is now the class
+    labelmap.txt gives it, drawn in the id its boxes draw (`apple` and `corn` the dataset's own
+    colours, `person` VOC's 15), so a class's mask and box are one colour; a colour the file lists
+    for no class is a `bad_label_map` reject naming it."""
+    from sources.voc_classes import own_class_id
+    from transforms.annotations import palette
+    from uvd_pipeline.render import RenderSettings
+    from uvd_pipeline.render_annotated import render_pair
+
+    painted = _cvat_voc_export(tmp_path, export)
+    tasks = ("segmentation", "detection") if export == "pascal_voc" else ("segmentation",)
+    for task in ("Main", "Segmentation")[2 - len(tasks):]:  # CVAT's subset list, renamed as `check`'s refusal says
+        (tmp_path / "ImageSets" / task / "default.txt").rename(tmp_path / "ImageSets" / task / "trainval.txt")
+    ids = {"apple": own_class_id(str(tmp_path), "apple"), "corn": own_class_id(str(tmp_path), "corn"), "person": 15}
+    assert len(set(ids.values())) == 3
+    source = SegmentationSource("cvat", str(tmp_path), "voc", tasks=tasks)
+    records = {(r.key, r.task): r for r in _read_all(source)}
+    assert len(records) == 2 * len(tasks) and all(isinstance(r, PairRecord) for r in records.values()), records
+    for image_id, colours in painted.items():
+        if export == "pascal_voc":
+            boxes = records[f"cvat-{image_id}-detection", "detection"].annotation["categories"]
+            assert boxes == [ids[name] for name in colours]  # the XML's names, in its order
+        target = _render_target(records[f"cvat-{image_id}-segmentation", "segmentation"])
+        painted_map = cv2.cvtColor(cv2.imread(str(tmp_path / "SegmentationClass" / f"{image_id}.png")), cv2.COLOR_BGR2RGB)
+        expected = np.zeros_like(painted_map)
+        for name, colour in colours.items():
+            expected[(painted_map == colour).all(axis=2)] = palette()[ids[name]]
+        assert np.array_equal(target, expected), image_id
+    stray = cv2.imread(str(tmp_path / "SegmentationClass" / "frame_000001.png"))
+    stray[0, 0] = (7, 8, 9)  # BGR: the colour (9, 8, 7), no line of labelmap.txt
+    cv2.imwrite(str(tmp_path / "SegmentationClass" / "frame_000001.png"), stray)
+    rejected = render_pair(records["cvat-frame_000001-segmentation", "segmentation"],
+                           RenderSettings(SIZE[1], "squash", 0, 10**9, 1, 0, 0.0))
+    assert isinstance(rejected, Reject) and rejected.reason == "bad_label_map", rejected
+    assert "1 pixels of colours no label file line gives ((9, 8, 7))" in rejected.detail
+
+
+def test_three_hundred_own_classes_draw_three_hundred_colours_whatever_the_line_order(tmp_path: Path):
+    """Past the 235 picked colours a class took its hashed id of the wider palette: of 300 classes
+    (a CVAT labelmap.txt's), `zz266` and `zz714` drew one id, `zz1098` and `zz9873` one colour at two
+    ids (the seeded palette repeats colours). Each name past them now takes, by name order, the next
+    id whose colour no class drew: 300 colours, none of ids 0..255's, the same for the file's lines
+    in any order; boxes and the labelmap's colours draw those ids."""
+    import random
+
+    from sources.voc_classes import own_class_id
+    from sources.voc_xml import class_id
+    from transforms.annotations import palette
+
+    names = [f"a{i:03d}" for i in range(296)] + ["zz266", "zz714", "zz1098", "zz9873"]
+    assert class_id("zz266") == class_id("zz714")  # the clashes the hashed ids met
+    assert (palette()[class_id("zz1098")] == palette()[class_id("zz9873")]).all()
+    drawn = []
+    for order in (names, random.Random(7).sample(names, len(names))):
+        (tmp_path / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\n" + "".join(
+            f"{name}:{n % 256},{n // 256},9::\n" for n, name in enumerate(order)))
+        drawn.append({name: own_class_id(str(tmp_path), name) for name in names})
+    assert drawn[0] == drawn[1]
+    assert len({tuple(palette()[i]) for i in drawn[0].values()}) == 300
+    wider = {tuple(palette()[i]) for i in drawn[0].values() if i > 255}
+    assert len(wider) == 65 and not wider & {tuple(c) for c in palette()[:256]}
+    from sources.voc_classes import labelmap_colour_ids
+
+    by_colour = {tuple(row[:3]): row[3] for row in labelmap_colour_ids(str(tmp_path))}
+    assert by_colour[0, 0, 0] == 0 and len(by_colour) == 301
+    assert sorted(by_colour.values())[1:] == sorted(drawn[0].values())
+
+
+def test_a_grey_map_stored_as_rgb_beside_a_labelmap_is_read_as_its_greys(tmp_path: Path):
+    """A class map of greys written as RGB (OpenCV's `imwrite` of a 3-channel index map) beside a
+    labelmap.txt of colours: greys the file lists for no class are the map's classes, as they were
+    before the file's colours were read (VOC's bit colours: car is (128, 128, 128), grey 7 none)."""
+    from transforms.annotations import palette
+
+    _cvat_voc_export(tmp_path, "pascal_voc")
+    grey = np.zeros(SIZE, np.uint8)
+    grey[10:30, 10:30] = 7
+    cv2.imwrite(str(tmp_path / "SegmentationClass" / "frame_000000.png"), np.stack([grey] * 3, axis=2))
+    (tmp_path / "ImageSets" / "Segmentation" / "default.txt").rename(tmp_path / "ImageSets" / "Segmentation" / "train.txt")
+    record = next(r for r in _read_all(SegmentationSource("g", str(tmp_path), "voc"))
+                  if r.key == "g-frame_000000-segmentation")
+    assert record.annotation["colour_ids"][0] == [0, 0, 0, 0]
+    assert np.array_equal(_render_target(record), palette()[grey])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Literal
+from typing import Literal, Sequence
 
 import cv2
 import numpy as np
@@ -20,6 +20,9 @@ from transforms.errors import DecodeError, Rejected
 from transforms.pillow_open import open_input
 from transforms.png_chunks import without_png_text
 
+# per pixel while an RGB map's colours become ids (`_colour_labels`): the packed int32 colours, the
+# int64 positions and their int64 look-up, the mask and the int32 ids
+COLOUR_MAP_WORK_BYTES = 25
 MAP_WORK_BYTES = 8  # per pixel beyond the decoded buffer: the float32 / int32 copies a map goes through
 
 DepthFormat = Literal["png16", "npy", "pfm", "tiff", "co3d"]
@@ -68,16 +71,17 @@ def _declared(data: bytes, max_bytes: int | None = None) -> tuple[int, int, str]
         return None
 
 
-def _judged(data: bytes, max_bytes: int | None = None) -> tuple[int, int, str] | None:
+def _judged(data: bytes, max_bytes: int | None = None, work_bytes: int = MAP_WORK_BYTES) -> tuple[int, int, str] | None:
     """What the header declares, after checking on it that the map fits the memory budget
-    (`max_bytes`, default `DEFAULT_MAX_DECODE_BYTES` as it stands when called)."""
+    (`max_bytes`, default `DEFAULT_MAX_DECODE_BYTES` as it stands when called), `work_bytes` a pixel
+    beyond the decoded buffer."""
     if not data:
         raise MapError("empty_annotation")
     max_bytes = DEFAULT_MAX_DECODE_BYTES if max_bytes is None else max_bytes
     declared = _declared(data, max_bytes)
     if declared is not None:
         w, h, mode = declared
-        cost = decode_cost(w, h, mode) + w * h * MAP_WORK_BYTES
+        cost = decode_cost(w, h, mode) + w * h * work_bytes
         if cost > max_bytes:
             raise MapError("annotation_too_large", f"{w}x{h} {mode} map needs about {cost >> 20} MiB, "
                                                    f"over the budget of {max_bytes >> 20} MiB")
@@ -169,9 +173,11 @@ def decode_ade20k_full_classes(data: bytes) -> np.ndarray:
     return classes
 
 
-def decode_label_map(data: bytes, encoding: str = "ids") -> np.ndarray:
+def decode_label_map(data: bytes, encoding: str = "ids", colour_ids: Sequence[Sequence[int]] = ()) -> np.ndarray:
     """A single-channel 8- or 16-bit label PNG -> int32 class (or panoptic) ids; with `encoding`
-    `ade20k_full`, a full ADE20K release's colour-coded `_seg.png` (`decode_ade20k_full_classes`).
+    `ade20k_full`, a full ADE20K release's colour-coded `_seg.png` (`decode_ade20k_full_classes`);
+    with `colour_ids` (`[r, g, b, id]` rows: a VOC export's `labelmap.txt`), an RGB map as the
+    export painted it, each colour its class (`_colour_labels`).
 
     A palette (P) PNG, as PASCAL VOC and many converted ADE20K or LIP copies store labels, holds
     the class ids as its indices (what Pillow, and so mmseg and torchvision, read); its palette
@@ -181,6 +187,8 @@ def decode_label_map(data: bytes, encoding: str = "ids") -> np.ndarray:
     if encoding not in LABEL_ENCODINGS:
         raise ValueError(f"unknown label map encoding {encoding!r}; allowed: {', '.join(LABEL_ENCODINGS)}")
     declared = _judged(data)
+    if len(colour_ids) and declared is not None and declared[2] in ("RGB", "RGBA"):
+        _judged(data, work_bytes=COLOUR_MAP_WORK_BYTES)  # its colours looked up: judged again for that
     if encoding == ADE_FULL_ENCODING:
         return decode_ade20k_full_classes(data)
     if declared is not None and declared[2] == "P":
@@ -188,12 +196,42 @@ def decode_label_map(data: bytes, encoding: str = "ids") -> np.ndarray:
     if declared is not None and declared[2] == "1":
         return _bilevel_labels(data)
     array = _opencv_decode(data)
+    if array.ndim == 3 and array.shape[2] >= 3 and len(colour_ids):
+        try:
+            return _colour_labels(array, colour_ids)
+        except MapError:
+            if not (np.ptp(array[..., :3], axis=2) == 0).all():
+                raise  # else a grey map stored as RGB, its greys no colours of the file: read as before
     if array.ndim == 3:
         if array.shape[2] >= 3 and (np.ptp(array[..., :3], axis=2) == 0).all():
             array = array[..., 0]  # grey stored as RGB
         else:
             raise MapError("bad_label_map", f"expected one channel, got {array.shape[2]}")
     return array.astype(np.int32)
+
+
+def _colour_labels(array: np.ndarray, colour_ids: Sequence[Sequence[int]]) -> np.ndarray:
+    """An RGB map painted in a label file's colours (CVAT's VOC exports: datumaro's `paint_mask` of
+    `labelmap.txt`'s colours) -> the ids those colours stand for, as datumaro's `unpaint_mask` reads
+    it. A colour the file does not list is `bad_label_map`, naming it and its pixels: a map of
+    another label file, whose classes cannot be told (black, CVAT's background, is listed as such)."""
+    if array.dtype != np.uint8:
+        raise MapError("bad_label_map", f"a {array.dtype} RGB map; a label file's colours are 8-bit")
+    table = np.asarray(colour_ids, np.int64).reshape(-1, 4)
+    listed = (table[:, 0] << 16) | (table[:, 1] << 8) | table[:, 2]
+    order = np.argsort(listed, kind="stable")
+    listed, ids = listed[order], table[order, 3].astype(np.int32)
+    packed = array[..., 2].astype(np.int32) << 16  # OpenCV's BGR: R is [..., 2]
+    packed |= array[..., 1].astype(np.int32) << 8
+    packed |= array[..., 0]
+    at = np.minimum(np.searchsorted(listed, packed), len(listed) - 1)
+    unlisted = listed[at] != packed
+    if unlisted.any():
+        shown = np.unique(packed[unlisted])[:3]
+        named = ", ".join(f"({c >> 16}, {c >> 8 & 255}, {c & 255})" for c in shown.tolist())
+        raise MapError("bad_label_map", f"{int(unlisted.sum())} pixels of colours no label file line gives "
+                                        f"({named}{' ...' if len(shown) == 3 else ''})")
+    return ids[at]
 
 
 # per pixel beyond the decoded buffer while a panoptic PNG becomes class ids: its int32 ids, the

@@ -396,7 +396,7 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
                   right: np.ndarray | None) -> np.ndarray:
     """Polygons or RLE (`segments`), a binary mask (`mask_uri`) or a label/panoptic map (`label_uri`,
     its `unlabeled_ids` drawn as 0; with `value_ids`, value i stands for id `value_ids[i]` and any
-    other value, an ignore mark, is drawn as 0)."""
+    other value, an ignore mark, is drawn as 0; with `colour_ids`, an RGB map's colours stand for ids)."""
     if "segments" in annotation:
         labels = _labels_from_segments(annotation, plan)
     elif "panoptic_uri" in annotation:
@@ -408,7 +408,7 @@ def _segmentation(annotation: dict[str, Any], canvas: np.ndarray, plan: ResizePl
         labels = _sbd_class_map(annotation["label_mat_uri"])
     else:
         labels = decode_map("decode_label_map", _read(annotation["label_uri"]), settings.decode_time_s,
-                            annotation.get("encoding", "ids"))
+                            annotation.get("encoding", "ids"), annotation.get("colour_ids", ()))
         if annotation.get("unlabeled_ids"):  # a dataset's void ids, drawn as its unlabeled (0)
             labels = np.where(np.isin(labels, annotation["unlabeled_ids"]), 0, labels)
         if annotation.get("value_ids"):  # a map of train ids (Cityscapes' 0..18, 255 ignore): the ids they stand for
