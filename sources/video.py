@@ -711,6 +711,10 @@ class VideoSource:
         if video_shards.is_shard_input(uri):  # a video2dataset tar, or a files-layout listing
             yield from video_shards.read_input(self, uri, owns)
             return
+        stale = video_shards.stale_file(self, uri)
+        if stale:  # a killed video2dataset run's video its rerun's listing records as failed, or not at all
+            yield Reject(video, self.name, video, "read", video_shards.STALE_DOWNLOAD, stale, input=self.relative(uri))
+            return
         yield from self.planned(video, uri, {"file": nfc(fsio.basename(uri))})  # the name as the key takes it
 
     def planned(self, video: str, uri: str, named: dict[str, Any],
