@@ -54,7 +54,8 @@ import numpy as np
 from sources import budget, fsio, video_shards
 from sources.budget import Budget, BudgetExceeded, JobError, JobUse, cpu_budget
 from sources.web_units import Unit
-from sources.paths import collapse_set_aside, path_problem, relative_to_root, set_aside_problem, twin_to_read
+from sources.paths import (PathProblem, collapse_set_aside, path_problem, relative_to_root, set_aside_problem,
+                           twin_problem, twin_to_read)
 from sources.records import (MachineError, Reject, SourceItem, TarMember, VideoClipRecord, VideoRecord,
                              is_machine_error, nfc, safe_key, twin_detail, twin_groups)
 from sources.video_webp import WEBP_CONTAINER
@@ -609,7 +610,9 @@ def read_clip_frames(clip: VideoClipRecord, limits: Budget = Budget()) -> np.nda
 class UnicodeTwins:
     """A unit of videos whose paths below the root are one name in different Unicode forms, so one
     key, in `records.twin_order`: the first that is a file to read (`paths.twin_to_read`) is read, each
-    other is a `duplicate_key` reject; when none is, each is its own reject."""
+    other that is a file too is a `duplicate_key` reject, each that is none (a fifo, a link to nothing:
+    `paths.twin_problem`) its own reason's, as an image twin's is; when none is read, each is its own
+    reject. A fifo twin was a `duplicate_key` saying "that file is read" of a file that is none."""
 
     uris: tuple[str, ...]
 
@@ -681,17 +684,14 @@ class VideoSource:
             yield from self._read(unit)
             return
         uri = twin_to_read(self.path, unit.uris, self.follow_links)
-        if uri is None:  # none is a file to read (a dangling link, a fifo): each is its own reject
-            for each in unit.uris:
-                yield from self._read(each)
-            return
-        for other in unit.uris:  # never opened: the one read has its key
+        for other in unit.uris:  # never opened (a fifo never is: `twin_problem`); the one read has its key
             if other != uri:
                 key = self.video_key(other)
-                yield Reject(key, self.name, key, "read", "duplicate_key",
-                             twin_detail(self.relative(other), self.relative(uri)),
-                             input=self.relative(other))
-        yield from self._read(uri)
+                problem = twin_problem(self.path, other, self.follow_links) or PathProblem(
+                    "duplicate_key", twin_detail(self.relative(other), self.relative(uri or other)))
+                yield Reject(key, self.name, key, "read", problem.reason, problem.detail, input=self.relative(other))
+        if uri is not None:
+            yield from self._read(uri)
 
     def _read(self, uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
         video = self.video_key(uri)
@@ -710,6 +710,10 @@ class VideoSource:
             return
         if video_shards.is_shard_input(uri):  # a video2dataset tar, or a files-layout listing
             yield from video_shards.read_input(self, uri, owns)
+            return
+        stale = video_shards.stale_file(self, uri)
+        if stale:  # a killed video2dataset run's video its rerun's listing records as failed, or not at all
+            yield Reject(video, self.name, video, "read", video_shards.STALE_DOWNLOAD, stale, input=self.relative(uri))
             return
         yield from self.planned(video, uri, {"file": nfc(fsio.basename(uri))})  # the name as the key takes it
 

@@ -18,7 +18,9 @@ for each job and removed after it (`video._worker_uri`); a member over `MAX_INPU
 Failed downloads the parquet lists are rejects (`download` stage, video2dataset's status as the
 reason: `failed_to_download`, `failed_to_subsample`); successes it lists that the tar (or the
 files layout's folder) lacks are
-`missing_from_archive`; a cut tar is `truncated_sample` for the sample it cuts and one
+`missing_from_archive`; a video for a key it records as failed, or does not list though a `.json`
+is beside it, is no download of its run (a killed run's left in the files layout's folder, one put
+in a tar afterwards): one `stale_download` reject, never built (`stale_file`, `_sample`); a cut tar is `truncated_sample` for the sample it cuts and one
 `corrupt_archive` for the shard, never a crash (too many open files or no memory reading it is
 the machine's `MachineError`: the unit fails uncommitted, the shard is not blamed). A member of a sample beside its video that is none
 of its sidecars (`.txt`, `.json`) nor audio video2dataset wrote (`AUDIO`) is an `unexpected_file`
@@ -40,6 +42,7 @@ from sources.lineage_text import lineage_value
 from sources.lineage_text import CAPTION_READ_BYTES, caption_lineage
 from sources.img2dataset_listing import (ShardListing, download_status, listing_rejects, missing_rejects,
                                          parse_json)
+from sources.img2dataset_stale import STALE_DOWNLOAD, stale_detail
 from sources.records import MAX_INPUT_FILE_BYTES, Reject, SourceItem, TarMember, data_key, nfc
 from sources.paths import relative_to_root
 from sources.tar_members import (MEMBER_TOO_LARGE, Sample, member_bytes, member_too_large, samples, shard_reject,
@@ -62,6 +65,11 @@ AUDIO = ("m4a", "mp3", "wav", "flac", "ogg", "opus")
 VIDEO_PART_BYTES = 512 << 20
 MAX_VIDEO_PARTS = 64
 UNEXPECTED_FILE = "unexpected_file"  # as the laion source names a file that is no input of its layout
+# why a video its shard's listing records as no download of this run is there (`stale_detail`), by layout
+LEFT_IN_FOLDER = ("left by an earlier, killed run of video2dataset (its rerun, --incremental_mode incremental, "
+                  "redoes a shard without its _stats.json: it rewrites the listing and a failed sample's "
+                  ".txt/.json, never clears the folder)")
+PUT_IN_TAR = "put in the tar by hand or from another download (video2dataset writes a tar whole, with its listing)"
 
 
 def is_shard_input(uri: str) -> bool:
@@ -133,6 +141,30 @@ def _read_listing(source: "VideoSource", uri: str) -> Iterator[SourceItem]:
                                relative_to_root(source.path, base) + "/")
 
 
+def stale_file(source: "VideoSource", uri: str) -> str | None:
+    """Why the video file `uri` in a files-layout shard folder (`NNNNN/key.mp4`, `NNNNN.parquet`
+    beside the folder) is no download its listing records (`stale_detail`), else None. A killed
+    video2dataset run leaves its videos in the folder; the rerun lists a URL that now fails as
+    failed (and rewrites that key's .txt/.json), so the old video was built beside its row's
+    `failed_to_download`: one URL both a reject and a sentence. The listing is read once per
+    process while unchanged (`_folder_listing`); the files beside are judged by name, never read."""
+    folder, _, name = uri.rpartition("/")
+    parquet = folder + LISTING_SUFFIX
+    if uri == source.path or not folder or folder == source.path.rstrip("/") or not fsio.exists(parquet):
+        return None
+    listing = _folder_listing(parquet, source.path, source.follow_links)
+    sample_key = nfc(split_member(name)[0])
+    sidecars = [f"{sample_key}.{ext}" for ext in SIDECARS if fsio.exists(f"{folder}/{sample_key}.{ext}")]
+    return stale_detail(listing, shard_name(source, parquet)[0], sample_key, [nfc(name), *sidecars], LEFT_IN_FOLDER,
+                        "video2dataset")
+
+
+@fsio.cached_input(maxsize=4)
+def _folder_listing(parquet: str, root: str, follow_links: bool) -> ShardListing:
+    """A files-layout shard's listing, which each video of its folder consults (`stale_file`)."""
+    return ShardListing.read(parquet, parquet[: -len(LISTING_SUFFIX)] + "_stats.json", root, follow_links)
+
+
 def _read_tar(source: "VideoSource", uri: str, owns: Callable[[str], bool] | None = None) -> Iterator[SourceItem]:
     """Every sample of a video2dataset tar, in archive order (see the module's docstring); with
     `owns` (a part of the tar), a video whose key it does not own is not probed (the caller drops
@@ -188,6 +220,10 @@ def _sample(source: "VideoSource", uri: str, shard: str, sample_key: str, member
     meta = parse_json(members.get("json"))
     if not videos:
         yield from _without_video(source, key, sample_key, members, meta, listing, at)
+        return
+    stale = stale_detail(listing, shard, sample_key, [named(e) for e in members], PUT_IN_TAR, "video2dataset")
+    if stale:  # not its listing's download: never built, nor counted as a listed sample the tar holds
+        yield shard_reject(source.name, key, "read", STALE_DOWNLOAD, stale, f"{tar}:{named(videos[0])}")
         return
     seen.add(sample_key)
     for extra in videos[1:]:

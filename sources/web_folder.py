@@ -8,13 +8,14 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Iterator
 
-from sources import fsio, hf_parquet, imagefolder
+from sources import hf_parquet, imagefolder
 from sources.img2dataset_listing import parse_json
 from sources.lineage_text import caption_lineage, metadata_lineage
 from sources.lineage_text import lineage_value
 from sources.imagefolder import EXTRA_IMAGE, UNLISTED_IMAGE
 from sources.parquet_columns import unread_parquet_detail
-from sources.paths import PathProblem, folder_link_problem, path_problem, relative_to_root, shown_name, twin_to_read
+from sources.paths import (PathProblem, folder_link_problem, path_problem, relative_to_root, shown_name, twin_problem,
+                           twin_to_read)
 from sources.records import ImageRecord, Reject, SourceItem, nfc, path_key, twin_detail
 from sources.web_card import CardAnswer, CardSplits
 from sources.web_samples import (METADATA_SIDECAR, SIDECARS, TOOL_SIDECARS, TAKEOUT_JSON as _TAKEOUT_JSON,
@@ -189,17 +190,21 @@ class FolderReader(CardSplits):
 
     def _unread_twin(self, root: str, uri: str) -> Reject:
         """The reject of a folder file of a key none of whose files is one to read (`twin_to_read`):
-        its path's problem (a fifo, a link leading out), or that no file is there."""
+        why it is none (`paths.twin_problem`: a fifo, a link leading out or to nothing, a folder), as
+        for any source's twins. A link to nothing was `unreadable_file` here, `not_a_file` elsewhere."""
         relative = relative_to_root(root, uri)
-        what = "a folder" if fsio.isdir(uri) else "not there (a link to nothing)"
-        problem = path_problem(root, uri, self.follow_links) or PathProblem(
-            "unreadable_file", f"{shown_name(nfc(relative))} is {what}")
+        problem = twin_problem(root, uri, self.follow_links) or PathProblem(
+            "unreadable_file", f"{shown_name(nfc(relative))} cannot be read")
         return self._reject(path_key(self.name, relative), "read", problem.reason, problem.detail,
                             where=self._at(uri))
 
     def _twin(self, root: str, uri: str, kept: str) -> Reject:
-        """The `duplicate_key` reject of a folder file whose name is the one `kept` has, once both are
-        in NFC and extensions in lower case: the two would share a key (a sidecar, its one slot)."""
+        """The reject of a folder file whose name is the one `kept` has, once both are in NFC and
+        extensions in lower case (the two would share a key; a sidecar, its one slot): `duplicate_key`
+        for a file, its own reason for one that is none (`_unread_twin`: a link to nothing, a fifo),
+        never opened. Such a twin was a `duplicate_key` saying "that file is read" of no file."""
+        if twin_problem(root, uri, self.follow_links) is not None:
+            return self._unread_twin(root, uri)
         relative = relative_to_root(root, uri)
         return self._reject(path_key(self.name, relative), "read", "duplicate_key",
                             twin_detail(relative, relative_to_root(root, kept), "in another Unicode form or case"),

@@ -648,6 +648,107 @@ def test_video2dataset_shards_render_the_bytes_their_files_layout_renders(v2d_ou
     assert _copies(spill) == []
 
 
+def _killed_then_resumed(out: Path, first: list[list[str]], killed_after: int, again: list[list[str]]) -> None:
+    """Shard 00000 of `first` written by `video2dataset_writer` (video2dataset's files writer), the
+    process SIGKILLed once `killed_after` samples are written, then `again` written over the same
+    folder to its end, as video2dataset's rerun (`--incremental_mode incremental`) redoes a shard
+    without its `_stats.json`."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    script = str(Path(__file__).parent / "video2dataset_writer.py")
+    for n, urls in enumerate((first, again)):
+        listed = out.parent / f"urls{n}.json"
+        listed.write_text(json.dumps(urls))
+        writer = subprocess.Popen([sys.executable, script, str(out), "0", str(listed), str(killed_after) if n == 0 else "0"],
+                                  stdout=subprocess.PIPE, text=True)
+        if n == 0:
+            written = [writer.stdout.readline().strip() for _ in range(killed_after)]
+            writer.send_signal(signal.SIGKILL)  # while it waits before its next sample
+            assert writer.wait(timeout=10) == -signal.SIGKILL and len(written) == killed_after
+            assert not (out / "00000_stats.json").exists()
+        else:
+            assert writer.wait(timeout=60) == 0
+        writer.stdout.close()
+
+
+def test_a_resumed_video2dataset_files_download_builds_no_video_its_killed_run_left(tmp_path: Path):
+    """video2dataset (`output_format=files`) killed in shard 00000 after its 4 samples, before its end, then run
+    again (its rerun redoes a shard without `_stats.json`, rewriting its parquet, never clearing
+    its folder) over a list whose URL of key 1 now fails and that ends at key 2. Key 1's old
+    `.mp4` stays beside the `.txt`/`.json` the rerun wrote for its failure, key 3's files stay with
+    no row. Both were built (4 videos for the listing's 2 successes): key 1 a sentence and a
+    `failed_to_download` reject at once. Now each is one `stale_download` reject naming its files,
+    never built; keys 0 and 2 are built, each to its own ffmpeg frames."""
+    video_zoo.require_ffmpeg()
+    work, out = tmp_path / "work", tmp_path / "v2d"
+    work.mkdir()
+    clips = [work / f"{n}.mp4" for n in range(4)]
+    for n, clip in enumerate(clips):
+        _v2d_video(clip, 16, 60 * n, ["-c:v", "libx264", "-preset", "veryfast"])
+    first = [[str(c), f"clip {n}"] for n, c in enumerate(clips)]
+    again = [first[0], [str(work / "gone.mp4"), "clip 1"], first[2]]
+    _killed_then_resumed(out, first, 4, again)
+    assert sorted(p.name for p in (out / "00000").iterdir()) == sorted(
+        f"00000000{k}.{e}" for k in range(4) for e in ("mp4", "txt", "json"))
+    import pyarrow.parquet as pq
+    assert [(r["key"], r["status"]) for r in pq.read_table(out / "00000.parquet").to_pylist()] == [
+        ("000000000", "success"), ("000000001", "failed_to_download"), ("000000002", "success")]
+
+    source = VideoSource("v2d", str(out), strides=(1,))
+    items = _read_all(source)
+    records = {os.path.basename(i.uri): i for i in items if isinstance(i, VideoRecord)}
+    assert sorted(records) == ["000000000.mp4", "000000002.mp4"]
+    for name, record in records.items():
+        (clip,) = record.clips
+        expected = _ffmpeg_frames(clips[int(name[-5])], tuple(range(16)))
+        assert np.abs(read_clip_frames(clip).astype(int) - expected).mean() < 3
+    rejects = sorted((r.reason, r.input) for r in items if isinstance(r, Reject))
+    assert rejects == [("failed_to_download", f"00000.parquet key 000000001: {work / 'gone.mp4'}"),
+                       ("stale_download", "00000/000000001.mp4"), ("stale_download", "00000/000000003.mp4")]
+    stale = {r.input: r for r in items if isinstance(r, Reject) and r.reason == "stale_download"}
+    one, three = stale["00000/000000001.mp4"], stale["00000/000000003.mp4"]
+    assert one.detail.startswith("000000001.json, 000000001.mp4, 000000001.txt: left by an earlier, killed run")
+    assert one.detail.endswith("00000.parquet records key 000000001 as failed_to_download: not built")
+    assert three.detail.endswith("00000.parquet lists no key 000000003 though its .json says video2dataset "
+                                 "saved it: not built")
+    assert one.key == source.video_key(str(out / "00000" / "000000001.mp4"))
+
+
+def test_a_video_added_to_a_video2dataset_tar_for_a_failed_key_is_never_built(v2d_output: dict[str, Path],
+                                                                              tmp_path: Path):
+    """video2dataset writes a tar whole beside its listing, so a video in it for the key whose row
+    failed (`000000002`, a 404), or with a `.json` and no row, came from elsewhere (`tar -rf`, GNU
+    tar). The failed key's video was built beside its `failed_to_download` reject, the unlisted one
+    as a sample of its own. Each is now one `stale_download` reject, never built."""
+    import json
+    import shutil
+    import subprocess
+
+    from sources.records import data_key
+
+    shard = tmp_path / "shard"
+    shutil.copytree(v2d_output["webdataset"], shard)
+    before = [repr(i) for i in _read_all(VideoSource("web", str(shard), strides=(1,)))]
+    added = tmp_path / "added"
+    added.mkdir()
+    for key in ("000000002", "000000009"):  # the failed key's .txt/.json are in the tar already
+        shutil.copy(v2d_output["work"] / "000000000.mp4", added / f"{key}.mp4")
+    (added / "000000009.txt").write_text("another download")
+    (added / "000000009.json").write_text(json.dumps({"key": "000000009", "status": "success"}, indent=4))
+    subprocess.run(["tar", "-rf", str(shard / "00000.tar"), "-C", str(added), "000000002.mp4",
+                    *(f"000000009.{e}" for e in ("json", "mp4", "txt"))], check=True)
+    items = _read_all(VideoSource("web", str(shard), strides=(1,)))
+    new = [i for i in items if repr(i) not in before]
+    assert [(i.reason, i.key, i.input) for i in new] == [
+        ("stale_download", data_key("web", "00000", k), f"00000.tar:{k}.mp4") for k in ("000000002", "000000009")]
+    assert "records key 000000002 as failed_to_download" in new[0].detail
+    assert "lists no key 000000009 though its .json says video2dataset saved it" in new[1].detail
+    assert len(items) == len(before) + 2
+
+
 def test_a_big_video2dataset_tar_is_read_in_parts_that_together_read_it_once(v2d_output: dict[str, Path],
                                                                              monkeypatch):
     """A video2dataset shard holds 10000 videos by default: as one unit, a build killed near its
@@ -1074,8 +1175,10 @@ def test_a_twin_in_nfc_that_is_no_file_leaves_its_nfd_twin_read(tmp_path: Path, 
     """`café.mp4` in NFC is a dangling link or a fifo, in NFD a real video. The NFC name, first in
     `twin_order`, was always the one read: the real video became a `duplicate_key` reject saying
     "that file is read" of a file then rejected itself, and the video was lost. Now the first twin
-    that is a file to read is read, and only then are the others `duplicate_key`; when none is,
-    each keeps its own reject."""
+    that is a file to read is read, and the other keeps its own reason (`not_a_file`, as an image
+    twin's: it was `duplicate_key` "is the name of ... that file is read" of a fifo); when none
+    is, each keeps its own reject (a link to nothing `not_a_file` too, not `unreadable`). The fifo
+    is never opened (the read would block)."""
     import unicodedata
 
     video_zoo.require_ffmpeg()
@@ -1087,13 +1190,14 @@ def test_a_twin_in_nfc_that_is_no_file_leaves_its_nfd_twin_read(tmp_path: Path, 
     items = [item for unit in source.units() for item in source.read(unit)]
     (record,) = [i for i in items if isinstance(i, VideoRecord)]
     assert os.path.basename(record.uri) == nfd and _shown_indices(record, tmp_path / nfd) == [list(range(16))]
-    assert [(r.key, r.reason, r.detail) for r in items if isinstance(r, Reject)] == [
-        (record.key, "duplicate_key", f"{name} (NFC) is the name of {name} (NFD) in another Unicode form: "
-                                      "that file is read")]
+    what = "a link to nothing (dangling), not a file: not read" if kind == "dangling" else \
+        "a fifo (named pipe), not a file (never opened)"
+    assert [(r.key, r.reason, r.detail, r.input) for r in items if isinstance(r, Reject)] == [
+        (record.key, "not_a_file", f"'{name}' is {what}", nfc)]
     (tmp_path / nfd).unlink()
     os.symlink("gone.mp4", tmp_path / nfd)  # now neither can be read: each its own reject
     items = [item for unit in source.units() for item in source.read(unit)]
-    assert sorted(r.reason for r in items) == sorted(["unreadable", "unreadable" if kind == "dangling" else "not_a_file"])
+    assert [r.reason for r in items] == ["not_a_file", "not_a_file"]
 
 
 @pytest.mark.parametrize("follow_links", [False, True])
