@@ -24,6 +24,7 @@ from PIL import EpsImagePlugin, Image
 from PIL.JpegImagePlugin import MARKER as PILLOW_JPEG_MARKERS
 
 from tokenizer.heif_exif import heif_exif_refusal
+from tokenizer.image_shown import colour, orientation, oriented
 from tokenizer.image_files import FileRefused, linked_member, member_refusal, read_image_file, read_member, refusal
 from tokenizer.pixels import to_rgb
 
@@ -316,7 +317,8 @@ def decode_image(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.n
             image.load()
         except Exception as exc:
             raise UnreadableImage(load_reason(exc, image.format, data), _detail(exc)) from exc
-        return to_rgb(image)
+        to_srgb, wide = colour(image)  # judged on the opened image: a turned copy has no `format`
+        return to_rgb(oriented(image, orientation(image)), to_srgb, wide)
 
 
 class ImageReader:
