@@ -18,7 +18,7 @@ from test_icc_tables import _desc, _lut16_bomb, _wtpt
 from tokenizer import image_shown
 from tokenizer.data import decode_image, find_images, iter_images
 from transforms import colour_profile
-from transforms.decode import decode_rgb
+from transforms.decode import DecodeError, decode_rgb
 from transforms.exif_ifd import exif_orientation
 
 MAGICK = Path(__file__).resolve().parent / "fixtures" / "magick"
@@ -151,3 +151,26 @@ def test_a_folder_of_such_photos_reads_as_the_build_renders_it(tmp_path):
         side = min(build.shape[:2])
         top, left = (build.shape[0] - side) // 2, (build.shape[1] - side) // 2
         assert np.array_equal(image, build[top : top + side, left : left + side]), ref
+
+
+def test_svg_and_jpeg_xl_are_skipped_with_the_builds_reason(tmp_path):
+    """An SVG (as Inkscape and a web page write it, text) and a JPEG XL (ffmpeg's libjxl) were
+    `not_an_image` to the tokenizer, junk, where the build says `unsupported_format`."""
+    Image.fromarray(_photo()).save(tmp_path / "photo.png")
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(tmp_path / "photo.png"), "-c:v", "libjxl",
+                    str(tmp_path / "photo.jxl")], check=True)
+    (tmp_path / "drawing.svg").write_text('<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n'
+                                          '<!-- Created with Inkscape (http://www.inkscape.org/) -->\n'
+                                          '<svg width="64" height="48" xmlns="http://www.w3.org/2000/svg">'
+                                          '<rect width="64" height="48" fill="#c00"/></svg>\n')
+    (tmp_path / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 8 8"/>\n')
+    (tmp_path / "photo.png").unlink()
+    skipped: list = []
+    assert list(iter_images(find_images(str(tmp_path)), 48, skipped)) == []
+    reasons = {Path(ref.path).name: reason for ref, reason, _ in skipped}
+    build = {}
+    for name in reasons:
+        with pytest.raises(DecodeError) as rejected:
+            decode_rgb((tmp_path / name).read_bytes())
+        build[name] = rejected.value.reason
+    assert reasons == build == dict.fromkeys(("drawing.svg", "logo.svg", "photo.jxl"), "unsupported_format")

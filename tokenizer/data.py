@@ -164,7 +164,8 @@ def merge_skipped(skipped: Iterable[Skipped]) -> list[Skipped]:
 # tests/test_tokenizer_fit.py feeds the same broken files to both and checks they agree. Not
 # mirrored: the build's own budgets (`image_too_large`, `too_many_scans`, `max_pixels`), but for
 # an AVIF's or HEIF's Exif item, which `Image.open` itself copies (`tokenizer.heif_exif`), and its
-# sniffing of other formats Pillow cannot open (`unsupported_format`, here `not_an_image`); the
+# sniffing of other formats Pillow cannot open (`unsupported_format`) but for SVG, JPEG XL and PDF
+# (`_undecodable`: they were `not_an_image` here, a folder's logo.svg counted as junk); the
 # readers this loader never offers an input (EPS, IPTC: `_never_offered`) are mirrored, as the
 # build names them `unsupported_format` (an EPS was `not_an_image` here).
 
@@ -238,6 +239,21 @@ def _never_offered(data: bytes) -> str | None:
     return None
 
 
+def _undecodable(data: bytes) -> str | None:
+    """A real image format Pillow does not open, by its first bytes as the build's
+    `image_format.sniff_format` tells them (the ones a photo folder holds: SVG, JPEG XL, PDF): the
+    build rejects them `unsupported_format`, this loader said `not_an_image` (junk)."""
+    head = data[:512]
+    if head[:2] == b"\xff\x0a" or head[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
+        return "JPEG XL"
+    if head[:5] == b"%PDF-":
+        return "PDF"
+    text, lowered = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower(), head.lower()
+    if text.startswith((b"<svg", b"<!doctype svg")) or (text.startswith((b"<?xml", b"<!-- ")) and b"<svg" in lowered):
+        return "SVG (vector graphics)"
+    return None
+
+
 def _formats() -> list[str]:
     Image.init()
     return [name for name in Image.ID if name not in _NEVER_OFFERED]
@@ -308,6 +324,9 @@ def decode_image(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.n
         if known:
             raise UnreadableImage("unsupported_format", f"{known}: a real image format that is never opened here "
                                                         "(its reader runs Ghostscript, or opens what it wraps with every reader)") from exc
+        known = _undecodable(data)
+        if known:
+            raise UnreadableImage("unsupported_format", f"{known}: a real image format this loader cannot decode") from exc
         raise UnreadableImage(open_reason(exc), f"{type(exc).__name__}: no image format recognises these "
                                                 f"{len(data)} bytes") from exc
     except Exception as exc:
