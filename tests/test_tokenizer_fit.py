@@ -422,6 +422,54 @@ def test_evaluate_skips_with_the_reasons_the_build_rejects_the_same_files_with(t
     assert [reason for _, reason, _ in gone] == ["unreadable_file"]  # the build's read failure
 
 
+def _bad_crc_png() -> bytes:
+    """A Pillow PNG whose IHDR CRC is wrong (a bit flipped on a disk or in a transfer)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[29] ^= 0xFF  # the last byte of IHDR's CRC (8 signature + 4 length + 4 type + 13 data)
+    return bytes(data)
+
+
+def test_fit_skips_corrupt_images_counting_them_and_goes_on(tmp_path, capsys):
+    """A truncated JPEG, a PNG with a bad CRC or an empty file met while drawing a batch stopped
+    `tokenizer.fit` with a traceback (UnreadableImage): each is now named on stderr, counted by the
+    build's reason in the logged records and the summary line, and the next readable image of the
+    stream is drawn instead; a folder of nothing readable is one `error:` line."""
+    from transforms.decode import DecodeError, decode_rgb
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("astronaut.png", "coffee.png"):
+        Image.open(SKIMAGE_DATA / name).convert("RGB").save(folder / name.replace(".png", ".jpg"), quality=90)
+    broken = {"cut.jpg": _broken_images()["cut.jpg"], "crc.png": _bad_crc_png(), "empty.png": b""}
+    build = {}
+    for name, data in broken.items():
+        (folder / name).write_bytes(data)
+        with pytest.raises(DecodeError) as rejected:
+            decode_rgb(data)
+        build[name] = rejected.value.reason
+    out = tmp_path / "run"
+    args = ["--data", str(folder), "--preset", "tiny", "--batch-size", "5", "--crop", "32", "--max-steps", "2",
+            "--log-every", "1", "--seed", "7"]
+    assert fit_cli.main(args + ["--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    for name, reason in build.items():
+        assert f"skipped {folder / name}: {reason}: " in err, err
+    counts = dict(sorted({r: list(build.values()).count(r) for r in build.values()}.items()))
+    assert counts == {"corrupt_header": 1, "empty_file": 1, "truncated": 1}
+    assert _log(out)[-1]["unreadable"] == counts and _log(out)[-1]["step"] == 2
+    assert "3 unreadable image(s) skipped (1 corrupt_header, 1 empty_file, 1 truncated)" in err
+    # the batches are still a function of (seed, step): a second run draws the same
+    again = TrainBatches(find_images(str(folder)), 5, 32, seed=7)
+    assert np.array_equal(again.batch(1), TrainBatches(find_images(str(folder)), 5, 32, seed=7).batch(1))
+    for name in ("astronaut.jpg", "coffee.jpg"):
+        (folder / name).unlink()
+    assert fit_cli.main(args + ["--out", str(tmp_path / "none")]) == 2
+    assert "error: --data: none of the 3 images it draws from can be read (1 corrupt_header, 1 empty_file, " \
+           "1 truncated)" in capsys.readouterr().err
+
+
 def test_evaluate_mistakes_are_one_error_line_naming_the_flag(tiny_tokenizer, tmp_path, capsys):
     """A missing checkpoint, --data matching nothing or only unreadable files, --batch-size 0:
     tracebacks before (exit 1), now one `error:` line and exit 2."""
