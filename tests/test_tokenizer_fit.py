@@ -397,20 +397,26 @@ def _broken_images() -> dict[str, bytes]:
             "header.bmp": b"BM" + bytes(12) + (7).to_bytes(4, "little") + bytes(40)}  # a header size no BMP has
 
 
+def _written_with_build_reasons(folder: Path, files: dict[str, bytes]) -> dict[str, str]:
+    """Each file written into `folder`, by name the reason the build (`decode_rgb`) rejects it with."""
+    from transforms.decode import DecodeError, decode_rgb
+
+    build = {}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+        with pytest.raises(DecodeError) as rejected:
+            decode_rgb(data)
+        build[name] = rejected.value.reason
+    return build
+
+
 def test_evaluate_skips_with_the_reasons_the_build_rejects_the_same_files_with(tmp_path):
     """The tokenizer called a damaged compressed stream `decode_error` where the build says
     `truncated` (and an empty file `not_an_image`, a broken header `decode_error`): an evaluation's
     skipped counts now use the build's reasons (transforms.decode) for the same bytes."""
     from tokenizer.data import iter_images
-    from transforms.decode import DecodeError, decode_rgb
 
-    files = _broken_images()
-    build = {}
-    for name, data in files.items():
-        (tmp_path / name).write_bytes(data)
-        with pytest.raises(DecodeError) as rejected:
-            decode_rgb(data)
-        build[name] = rejected.value.reason
+    build = _written_with_build_reasons(tmp_path, _broken_images())
     # a whole PNG (its IEND) whose zlib stream is damaged: `decode_error` 'damaged', a cut one `truncated`
     assert build["stream.png"] == "decode_error" and build["half.png"] == "truncated"
     assert len(set(build.values())) == 5  # the cases differ
@@ -436,19 +442,12 @@ def test_fit_skips_corrupt_images_counting_them_and_goes_on(tmp_path, capsys):
     `tokenizer.fit` with a traceback (UnreadableImage): each is now named on stderr, counted by the
     build's reason in the logged records and the summary line, and the next readable image of the
     stream is drawn instead; a folder of nothing readable is one `error:` line."""
-    from transforms.decode import DecodeError, decode_rgb
-
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("astronaut.png", "coffee.png"):
         Image.open(SKIMAGE_DATA / name).convert("RGB").save(folder / name.replace(".png", ".jpg"), quality=90)
     broken = {"cut.jpg": _broken_images()["cut.jpg"], "crc.png": _bad_crc_png(), "empty.png": b""}
-    build = {}
-    for name, data in broken.items():
-        (folder / name).write_bytes(data)
-        with pytest.raises(DecodeError) as rejected:
-            decode_rgb(data)
-        build[name] = rejected.value.reason
+    build = _written_with_build_reasons(folder, broken)
     out = tmp_path / "run"
     args = ["--data", str(folder), "--preset", "tiny", "--batch-size", "5", "--crop", "32", "--max-steps", "2",
             "--log-every", "1", "--seed", "7"]

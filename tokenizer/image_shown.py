@@ -26,9 +26,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageCms
 
+from tokenizer.heif_exif import strict_ifd0
+
 EXIF_ORIENTATION = 0x0112
-_EXIF_PREFIX = b"Exif\x00\x00"
-_HEADS = {b"II*\x00": "little", b"MM\x00*": "big"}  # the TIFF headers browsers read an orientation behind
 _NUMBERS = {3: (2, False), 4: (4, False), 8: (2, True), 9: (4, True)}  # SHORT, LONG, SSHORT, SLONG
 _TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -39,17 +39,9 @@ def exif_orientation(raw: bytes) -> int:
     """The Orientation (1-8) IFD0 of an EXIF block declares, 1 for none or one unreadable: a walk
     of 12-byte entries, nothing copied (Pillow's `getexif` copies every entry's data, 1 GB for a
     1 MB hostile block). The last entry of the tag wins, as Pillow reads it (`exif_ifd`)."""
-    if raw[:6] == _EXIF_PREFIX:
-        raw = raw[6:]
-    order = _HEADS.get(bytes(raw[:4]))
-    if order is None or len(raw) < 10:
-        return 1
-    ifd = int.from_bytes(raw[4:8], order)
-    if not 8 <= ifd <= len(raw) - 2:
-        return 1
-    first = ifd + 2
+    raw, order, entries = strict_ifd0(raw)
     value = 1
-    for at in range(first, min(first + 12 * int.from_bytes(raw[ifd:first], order), len(raw) - 11), 12):
+    for at in entries:
         kind = int.from_bytes(raw[at + 2 : at + 4], order)
         if int.from_bytes(raw[at : at + 2], order) != EXIF_ORIENTATION or kind not in _NUMBERS:
             continue
