@@ -20,7 +20,9 @@ through OpenCV).
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
+from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
@@ -144,8 +146,23 @@ def _grid() -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(cube), "RGB")
 
 
-@functools.lru_cache(maxsize=32)
+_built: OrderedDict[str, ImageCms.ImageCmsTransform | None] = OrderedDict()  # by the profile's sha256
+_CACHE_SIZE = 32
+
+
 def _transform(icc: bytes) -> ImageCms.ImageCmsTransform | None:
+    """`_build`'s transform for `icc`, kept for the last `_CACHE_SIZE` profiles by their digest
+    (never by their bytes: a profile may be megabytes; the build's `colour_profile.by_digest`)."""
+    key = hashlib.sha256(icc).hexdigest()
+    if key not in _built:
+        _built[key] = _build(icc)
+        while len(_built) > _CACHE_SIZE:
+            _built.popitem(last=False)
+    _built.move_to_end(key)
+    return _built[key]
+
+
+def _build(icc: bytes) -> ImageCms.ImageCmsTransform | None:
     if not plain_profile(icc):
         return None
     try:
