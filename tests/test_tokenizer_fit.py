@@ -397,20 +397,26 @@ def _broken_images() -> dict[str, bytes]:
             "header.bmp": b"BM" + bytes(12) + (7).to_bytes(4, "little") + bytes(40)}  # a header size no BMP has
 
 
+def _written_with_build_reasons(folder: Path, files: dict[str, bytes]) -> dict[str, str]:
+    """Each file written into `folder`, by name the reason the build (`decode_rgb`) rejects it with."""
+    from transforms.decode import DecodeError, decode_rgb
+
+    build = {}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+        with pytest.raises(DecodeError) as rejected:
+            decode_rgb(data)
+        build[name] = rejected.value.reason
+    return build
+
+
 def test_evaluate_skips_with_the_reasons_the_build_rejects_the_same_files_with(tmp_path):
     """The tokenizer called a damaged compressed stream `decode_error` where the build says
     `truncated` (and an empty file `not_an_image`, a broken header `decode_error`): an evaluation's
     skipped counts now use the build's reasons (transforms.decode) for the same bytes."""
     from tokenizer.data import iter_images
-    from transforms.decode import DecodeError, decode_rgb
 
-    files = _broken_images()
-    build = {}
-    for name, data in files.items():
-        (tmp_path / name).write_bytes(data)
-        with pytest.raises(DecodeError) as rejected:
-            decode_rgb(data)
-        build[name] = rejected.value.reason
+    build = _written_with_build_reasons(tmp_path, _broken_images())
     # a whole PNG (its IEND) whose zlib stream is damaged: `decode_error` 'damaged', a cut one `truncated`
     assert build["stream.png"] == "decode_error" and build["half.png"] == "truncated"
     assert len(set(build.values())) == 5  # the cases differ
@@ -420,6 +426,47 @@ def test_evaluate_skips_with_the_reasons_the_build_rejects_the_same_files_with(t
     gone: list = []
     assert list(iter_images([ImageRef(str(tmp_path / "gone.png"))], 64, gone)) == []
     assert [reason for _, reason, _ in gone] == ["unreadable_file"]  # the build's read failure
+
+
+def _bad_crc_png() -> bytes:
+    """A Pillow PNG whose IHDR CRC is wrong (a bit flipped on a disk or in a transfer)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[29] ^= 0xFF  # the last byte of IHDR's CRC (8 signature + 4 length + 4 type + 13 data)
+    return bytes(data)
+
+
+def test_fit_skips_corrupt_images_counting_them_and_goes_on(tmp_path, capsys):
+    """A truncated JPEG, a PNG with a bad CRC or an empty file met while drawing a batch stopped
+    `tokenizer.fit` with a traceback (UnreadableImage): each is now named on stderr, counted by the
+    build's reason in the logged records and the summary line, and the next readable image of the
+    stream is drawn instead; a folder of nothing readable is one `error:` line."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("astronaut.png", "coffee.png"):
+        Image.open(SKIMAGE_DATA / name).convert("RGB").save(folder / name.replace(".png", ".jpg"), quality=90)
+    broken = {"cut.jpg": _broken_images()["cut.jpg"], "crc.png": _bad_crc_png(), "empty.png": b""}
+    build = _written_with_build_reasons(folder, broken)
+    out = tmp_path / "run"
+    args = ["--data", str(folder), "--preset", "tiny", "--batch-size", "5", "--crop", "32", "--max-steps", "2",
+            "--log-every", "1", "--seed", "7"]
+    assert fit_cli.main(args + ["--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    for name, reason in build.items():
+        assert f"skipped {folder / name}: {reason}: " in err, err
+    counts = dict(sorted({r: list(build.values()).count(r) for r in build.values()}.items()))
+    assert counts == {"corrupt_header": 1, "empty_file": 1, "truncated": 1}
+    assert _log(out)[-1]["unreadable"] == counts and _log(out)[-1]["step"] == 2
+    assert "3 unreadable image(s) skipped (1 corrupt_header, 1 empty_file, 1 truncated)" in err
+    # the batches are still a function of (seed, step): a second run draws the same
+    again = TrainBatches(find_images(str(folder)), 5, 32, seed=7)
+    assert np.array_equal(again.batch(1), TrainBatches(find_images(str(folder)), 5, 32, seed=7).batch(1))
+    for name in ("astronaut.jpg", "coffee.jpg"):
+        (folder / name).unlink()
+    assert fit_cli.main(args + ["--out", str(tmp_path / "none")]) == 2
+    assert "error: --data: none of the 3 images it draws from can be read (1 corrupt_header, 1 empty_file, " \
+           "1 truncated)" in capsys.readouterr().err
 
 
 def test_evaluate_mistakes_are_one_error_line_naming_the_flag(tiny_tokenizer, tmp_path, capsys):

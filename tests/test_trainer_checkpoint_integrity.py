@@ -187,6 +187,20 @@ def test_checkpoints_without_a_manifest_load_with_a_warning(runs, shards, tmp_pa
     assert summary["resumed_from"] == str(_step(out, 2)) and summary["losses"] == runs["whole"]["losses"][2:4]
 
 
+def test_a_checkpoint_without_a_manifest_warns_once_per_command(runs, shards, tmp_path):
+    """`trainer.evaluate` of a pre-manifest checkpoint printed its CheckpointWarning 3 times (the
+    state, the packing and the weights each verify the folder): once now."""
+    out = _copy(runs, tmp_path)
+    _make_legacy(out)
+    done = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--checkpoint", str(out), "--data",
+                           f"{shards}/a/*.arrow", "--split", "all", "--limit", "1", "--device", "cpu"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("CheckpointWarning") == 1, done.stderr
+    assert f"{_step(out, 3)}: no manifest.json" in done.stderr
+
+
 def test_a_sealed_checkpoint_that_lost_its_manifest_is_damaged(runs, tmp_path):
     out = _copy(runs, tmp_path)
     os.remove(_step(out, 3) / MANIFEST)

@@ -17,13 +17,15 @@ import re
 import sys
 import tarfile
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-from PIL import EpsImagePlugin, Image
+from PIL import EpsImagePlugin, Image, PngImagePlugin
 from PIL.JpegImagePlugin import MARKER as PILLOW_JPEG_MARKERS
 
+from tokenizer.config import UsageError
 from tokenizer.heif_exif import heif_exif_refusal
+from tokenizer.image_shown import colour, orientation, oriented
 from tokenizer.image_files import FileRefused, linked_member, member_refusal, read_image_file, read_member, refusal
 from tokenizer.pixels import to_rgb
 
@@ -163,7 +165,8 @@ def merge_skipped(skipped: Iterable[Skipped]) -> list[Skipped]:
 # tests/test_tokenizer_fit.py feeds the same broken files to both and checks they agree. Not
 # mirrored: the build's own budgets (`image_too_large`, `too_many_scans`, `max_pixels`), but for
 # an AVIF's or HEIF's Exif item, which `Image.open` itself copies (`tokenizer.heif_exif`), and its
-# sniffing of other formats Pillow cannot open (`unsupported_format`, here `not_an_image`); the
+# sniffing of other formats Pillow cannot open (`unsupported_format`) but for SVG, JPEG XL and PDF
+# (`_undecodable`: they were `not_an_image` here, a folder's logo.svg counted as junk); the
 # readers this loader never offers an input (EPS, IPTC: `_never_offered`) are mirrored, as the
 # build names them `unsupported_format` (an EPS was `not_an_image` here).
 
@@ -237,6 +240,39 @@ def _never_offered(data: bytes) -> str | None:
     return None
 
 
+def _undecodable(data: bytes) -> str | None:
+    """A real image format Pillow does not open, by its first bytes as the build's
+    `image_format.sniff_format` tells them (the ones a photo folder holds: SVG, JPEG XL, PDF): the
+    build rejects them `unsupported_format`, this loader said `not_an_image` (junk)."""
+    head = data[:512]
+    if head[:2] == b"\xff\x0a" or head[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
+        return "JPEG XL"
+    if head[:5] == b"%PDF-":
+        return "PDF"
+    text, lowered = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower(), head.lower()
+    if text.startswith((b"<svg", b"<!doctype svg")) or (text.startswith((b"<?xml", b"<!-- ")) and b"<svg" in lowered):
+        return "SVG (vector graphics)"
+    return None
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_refusal(data: bytes) -> tuple[str, str]:
+    """(reason, detail) of a PNG Pillow's reader refuses, as the build gives them: an IHDR of 0
+    pixels is `no_pixels`; anything else (a critical chunk's bad CRC: a flipped bit) is
+    `corrupt_header`, where it was `not_an_image` here, junk."""
+    if data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        if min(width, height) == 0:
+            return "no_pixels", f"{width}x{height}"
+    try:
+        PngImagePlugin.PngImageFile(io.BytesIO(data)).close()
+    except Exception as exc:
+        return "corrupt_header", "PNG: " + _detail(exc)
+    return "corrupt_header", "PNG: Pillow cannot open it"
+
+
 def _formats() -> list[str]:
     Image.init()
     return [name for name in Image.ID if name not in _NEVER_OFFERED]
@@ -307,6 +343,11 @@ def decode_image(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.n
         if known:
             raise UnreadableImage("unsupported_format", f"{known}: a real image format that is never opened here "
                                                         "(its reader runs Ghostscript, or opens what it wraps with every reader)") from exc
+        known = _undecodable(data)
+        if known:
+            raise UnreadableImage("unsupported_format", f"{known}: a real image format this loader cannot decode") from exc
+        if data.startswith(_PNG_SIGNATURE):  # Pillow's PNG reader refused it: the build's reasons
+            raise UnreadableImage(*_png_refusal(data)) from exc
         raise UnreadableImage(open_reason(exc), f"{type(exc).__name__}: no image format recognises these "
                                                 f"{len(data)} bytes") from exc
     except Exception as exc:
@@ -316,7 +357,8 @@ def decode_image(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.n
             image.load()
         except Exception as exc:
             raise UnreadableImage(load_reason(exc, image.format, data), _detail(exc)) from exc
-        return to_rgb(image)
+        to_srgb, wide = colour(image)  # judged on the opened image: a turned copy has no `format`
+        return to_rgb(oriented(image, orientation(image)), to_srgb, wide)
 
 
 class ImageReader:
@@ -399,9 +441,18 @@ class _Shuffled:
         return self.items[int(self._perm[1][offset])]
 
 
+class NoReadableImages(UsageError):
+    """Every image a training stream could draw is unreadable: `--data` names no usable image."""
+
+
 class TrainBatches:
     """Batch `step` (0-based) of an endless shuffled stream: epoch e is a permutation seeded by
     (seed, e); sample i of step s is cropped with a generator seeded by (seed, s, i).
+
+    An image that cannot be read (a truncated JPEG, a PNG with a bad CRC, an empty file) is met
+    when first drawn: it is counted in `unreadable` with the build's reason, `on_skip` is told,
+    and the next readable image of the same stream is drawn in its place, so a batch stays a pure
+    function of (seed, step) and the files (such a file stopped `tokenizer.fit` with a traceback).
 
     With `groups` (one list of refs per --data pattern, say), every group is drawn equally often
     however many images it has: positions come in rounds of one draw per group (the order within
@@ -410,7 +461,8 @@ class TrainBatches:
     included, to that source, at the cost of the natural photos it is judged on."""
 
     def __init__(self, refs: Sequence[ImageRef], batch_size: int, crop: int, seed: int,
-                 groups: Sequence[Sequence[ImageRef]] | None = None) -> None:
+                 groups: Sequence[Sequence[ImageRef]] | None = None,
+                 on_skip: Callable[[ImageRef, str, str], None] | None = None) -> None:
         if not refs:
             raise ValueError("no training images found")
         self.refs = list(refs)
@@ -418,6 +470,8 @@ class TrainBatches:
         self.crop = crop
         self.seed = seed
         self.reader = ImageReader()
+        self.unreadable: dict[ImageRef, tuple[str, str]] = {}  # met so far: (reason, detail)
+        self.on_skip = on_skip
         self._stream = _Shuffled(self.refs, [seed])
         self._groups = None
         if groups is not None:
@@ -427,19 +481,47 @@ class TrainBatches:
             self._groups = [_Shuffled(group, [seed, 1, g]) for g, group in enumerate(groups)]
             self._group_order = _Shuffled(range(len(groups)), [seed, 2])  # round r: permutation (seed, 2, r)
 
+    def _where(self, position: int) -> tuple[_Shuffled, int]:
+        """The stream `position` draws from, and its place in it."""
+        if self._groups is None:
+            return self._stream, position
+        return self._groups[self._group_order[position]], position // len(self._groups)
+
     def ref_at(self, position: int) -> ImageRef:
         """The image drawn at `position` of the stream (sample i of step s is at s * batch_size + i)."""
-        if self._groups is None:
-            return self._stream[position]
-        return self._groups[self._group_order[position]][position // len(self._groups)]
+        stream, index = self._where(position)
+        return stream[index]
+
+    def image_at(self, position: int) -> np.ndarray:
+        """The pixels drawn at `position`: of `ref_at`, or of the next readable image of its stream
+        when that one cannot be read (counted in `unreadable`); `NoReadableImages` when none can."""
+        stream, index = self._where(position)
+        for later in range(len(stream.items)):
+            ref = stream[index + later]
+            if ref in self.unreadable:
+                continue
+            try:
+                return self.reader.read(ref)
+            except UnreadableImage as exc:
+                self.unreadable[ref] = (exc.reason, exc.detail)
+                if self.on_skip is not None:
+                    self.on_skip(ref, exc.reason, exc.detail)
+        counts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.unreadable_counts().items()))
+        raise NoReadableImages(f"--data: none of the {len(stream.items)} images it draws from can be read ({counts})")
+
+    def unreadable_counts(self) -> dict[str, int]:
+        """The unreadable images met so far, by the build's reason."""
+        counts: dict[str, int] = {}
+        for reason, _ in self.unreadable.values():
+            counts[reason] = counts.get(reason, 0) + 1
+        return dict(sorted(counts.items()))
 
     def batch(self, step: int) -> np.ndarray:
         """(batch_size, crop, crop, 3) uint8."""
         out = []
         for i in range(self.batch_size):
-            ref = self.ref_at(step * self.batch_size + i)
             rng = np.random.default_rng([self.seed, step, i])
-            out.append(random_crop(self.reader.read(ref), self.crop, rng))
+            out.append(random_crop(self.image_at(step * self.batch_size + i), self.crop, rng))
         return np.stack(out)
 
 

@@ -462,7 +462,7 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
         print(f"skipped {ref}: {reason}: {detail}", file=sys.stderr, flush=True)
     if not refs:
         raise UsageError(f"--data {' '.join(options.data)}: no images there (image files, folders of them, or tars)")
-    batches = TrainBatches(refs, options.batch_size, crop, options.seed, groups=groups)
+    batches = TrainBatches(refs, options.batch_size, crop, options.seed, groups=groups, on_skip=_skipped_note)
     with _sole_writer(options.out):
         trainer = Trainer(options, config, device)
         if init is not None:
@@ -505,6 +505,8 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
                         "usage": round(codebook_usage(hist), 5), "perplexity": round(perplexity(hist), 2),
                         "seconds": round(time.perf_counter() - started, 2)}
                 last["restarted"] = int(sum(w["restarted"] for w in window))
+                if batches.unreadable:  # met while drawing, this run: skipped, drawn past
+                    last["unreadable"] = batches.unreadable_counts()
                 _log(options.out, last)
                 trainer.used_since_log.zero_()
                 window = []
@@ -517,12 +519,21 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
         return last
 
 
+def _skipped_note(ref, reason: str, detail: str) -> None:
+    """An image found unreadable while drawing a batch: named on stderr as a left-out file is."""
+    print(f"skipped {ref}: {reason}: {detail}", file=sys.stderr, flush=True)
+
+
 def summary_line(options: FitOptions, last: dict) -> str:
-    """The run's last words: how its last logged step went and where the tokenizer is. On stderr,
-    since stdout carries the JSON log records."""
+    """The run's last words: how its last logged step went, the unreadable images it drew past,
+    and where the tokenizer is. On stderr, since stdout carries the JSON log records."""
     how = f"done: step {last.get('step', 0)}/{options.max_steps}"
     if "loss" in last:
         how += f", loss {last['loss']:.4f}" + (f", PSNR {last['psnr']:.2f} dB" if "psnr" in last else "")
+    if last.get("unreadable"):
+        counts = last["unreadable"]
+        how += (f", {sum(counts.values())} unreadable image(s) skipped ("
+                + ", ".join(f"{n} {reason}" for reason, n in counts.items()) + ")")
     where = f"tokenizer (config.json + pytorch_model.bin) in {options.out}"
     return f"{how}; {where}" + (f", exported to {options.export}" if options.export else "")
 

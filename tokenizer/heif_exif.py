@@ -138,21 +138,27 @@ def heif_exif_bytes(data: bytes) -> int | None:
     return None if extents is None else sum(length for _, length in extents)
 
 
+def strict_ifd0(raw: bytes | memoryview) -> tuple[bytes | memoryview, str, range]:
+    """IFD0 of an EXIF block as browsers and libavif take it (one `Exif\0\0` skipped, II*\0 or
+    MM\0* only): (the TIFF structure, its byte order, the offsets of its whole 12-byte entries),
+    no entries where there is none (the build's `exif_ifd._ifd0` with `STRICT_EXIF`)."""
+    if bytes(raw[:6]) == b"Exif\x00\x00":
+        raw = raw[6:]
+    order = _STRICT_HEADS.get(bytes(raw[:4]))
+    ifd = int.from_bytes(raw[4:8], order) if order is not None and len(raw) >= 10 else 0
+    if not 8 <= ifd <= len(raw) - 2:
+        return raw, "big", range(0)
+    order, first = order or "big", ifd + 2
+    return raw, order, range(first, min(first + 12 * int.from_bytes(raw[ifd:first], order), len(raw) - 11), 12)
+
+
 def _ifd0_copied_bytes(raw: bytes | memoryview) -> int:
     """What Pillow's load of an Exif item's IFD0 copies, the item taken as libavif takes it (one
     `Exif\0\0` skipped, II*\0 or MM\0* only): each entry's data held outside the entry, read wherever it
     points (the build's `exif_ifd.ifd0_copied_bytes` with `STRICT_EXIF`)."""
-    if bytes(raw[:6]) == b"Exif\x00\x00":
-        raw = raw[6:]
-    order = _STRICT_HEADS.get(bytes(raw[:4]))
-    if order is None or len(raw) < 10:
-        return 0
-    ifd = int.from_bytes(raw[4:8], order)
-    if not 8 <= ifd <= len(raw) - 2:
-        return 0
-    first = ifd + 2
+    raw, order, entries = strict_ifd0(raw)
     total = 0
-    for at in range(first, min(first + 12 * int.from_bytes(raw[ifd : ifd + 2], order), len(raw) - 11), 12):
+    for at in entries:
         size = int.from_bytes(raw[at + 4 : at + 8], order) * _TYPE_BYTES.get(int.from_bytes(raw[at + 2 : at + 4], order), 0)
         if size > 4:
             total += max(0, min(size, len(raw) - int.from_bytes(raw[at + 8 : at + 12], order)))

@@ -1,6 +1,7 @@
 """A loaded Pillow image of any mode as (H, W, 3) uint8 RGB, as the build makes it
 (`transforms.rgb_array.to_rgb_array`, which `tokenizer` may not import; tests/test_tokenizer_inputs.py
-feeds real files to both and checks the pixels agree), without its colour curves (gAMA, ICC).
+feeds real files to both and checks the pixels agree), its colour taken to sRGB (`colour`, from
+`tokenizer.image_shown`: a gAMA, an RGB ICC profile) before alpha is composited, as the build does.
 
 `image.convert("RGB")` clips a 16-bit grey image ("I;16", "I") at 255 rather than scaling it: an
 ImageMagick 16-bit grey PNG came out 99.2% white (mean 253.6 of an image of mean 127). Wide
@@ -9,6 +10,8 @@ a tRNS key included, is composited on white with the build's rounding.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -61,16 +64,26 @@ def _grey(image: Image.Image) -> np.ndarray:
     return _top_8_bits(values, *_integer_depth(image))
 
 
-def to_rgb(image: Image.Image) -> np.ndarray:
-    """A loaded Pillow image of any mode as an (H, W, 3) uint8 array (see the module)."""
+def to_rgb(image: Image.Image, colour: Callable[[np.ndarray], np.ndarray] | None = None,
+           wide: Callable[[int], np.ndarray | None] | None = None) -> np.ndarray:
+    """A loaded Pillow image of any mode as an (H, W, 3) uint8 array (see the module). `colour`
+    takes 8-bit samples to sRGB before alpha is composited on white; `wide` (a gAMA's table by
+    sample bits) maps 16-bit grey samples from their 16 bits, as the build's `to_rgb_array` does."""
     if image.mode in (*_WIDE_GREY, "F"):
-        grey = _grey(image)
-        rgb = np.repeat(grey[:, :, None], 3, axis=2)
+        table = wide(16) if wide is not None and image.mode != "F" else None
+        if table is not None and (image.mode != "I" or _integer_depth(image) == (16, False)):
+            values = np.asarray(image)
+            rgb = np.repeat(table[values if image.mode != "I" else values.clip(0, 0xFFFF)][:, :, None], 3, axis=2)
+        else:
+            rgb = np.repeat(_grey(image)[:, :, None], 3, axis=2)
+            rgb = rgb if colour is None else colour(rgb)
         if _has_alpha(image):  # a tRNS key (16-bit grey PNG): its pixels are the background, white
             rgb[np.asarray(image) == image.info["transparency"]] = WHITE
         return rgb
     if not _has_alpha(image):
-        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        return rgb if colour is None else colour(rgb)
     rgba = np.asarray(image.convert("RGBA"))
+    rgb = rgba[..., :3] if colour is None else colour(rgba[..., :3])
     alpha = rgba[..., 3:4].astype(np.uint16)
-    return ((rgba[..., :3].astype(np.uint16) * alpha + WHITE * (255 - alpha) + 127) // 255).astype(np.uint8)
+    return ((rgb.astype(np.uint16) * alpha + WHITE * (255 - alpha) + 127) // 255).astype(np.uint8)

@@ -131,9 +131,12 @@ def verify_folder(folder: str | os.PathLike[str], names: Iterable[str] | None = 
 
 
 def warn_unverified(folder: str | os.PathLike[str]) -> None:
+    """Say once per command that `folder` is read unverified. Attributed to this line, not to its
+    caller: Python shows a warning once per message and place, and the three places that verify a
+    folder (the state, the packing, the weights) each showed it, 3 times for one `trainer.evaluate`."""
     warnings.warn(f"{folder}: no {MANIFEST} (written before checkpoints carried digests): read without "
                   f"verification; if you trust it, seal it: python -m trainer.integrity --seal {folder}",
-                  CheckpointWarning, stacklevel=3)
+                  CheckpointWarning, stacklevel=1)
 
 
 @contextlib.contextmanager

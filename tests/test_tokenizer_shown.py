@@ -1,0 +1,176 @@
+"""The tokenizer reads a photo folder as the build renders it: EXIF orientation, a PNG's gAMA and
+an RGB ICC profile applied (`tokenizer.image_shown`, a mirror of pieces of `transforms.decode`).
+Files are made by Pillow, ImageMagick and exiftool (tests/fixtures/magick), and the tokenizer's
+pixels are compared with the build's `decode_rgb` of the same bytes."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from icc_forge import icc_profile, s15
+from PIL import Image
+from test_icc_tables import _desc, _lut16_bomb, _wtpt
+
+from tokenizer import image_shown
+from tokenizer.data import decode_image, find_images, iter_images
+from transforms import colour_profile
+from transforms.decode import DecodeError, decode_rgb
+from transforms.exif_ifd import exif_orientation
+
+MAGICK = Path(__file__).resolve().parent / "fixtures" / "magick"
+GHOSTSCRIPT = Path("/usr/share/color/icc/ghostscript")
+P3 = (0.3127, 0.3290, 0.680, 0.320, 0.265, 0.690, 0.150, 0.060)  # white, red, green, blue x, y (SMPTE EG 432-1)
+
+
+def _photo(h: int = 48, w: int = 64) -> np.ndarray:
+    """A smooth photo-like picture: gradients and saturated corners (what a profile moves most)."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), (x + y) * 255 // (w + h - 2)], -1).astype(np.uint8)
+
+
+def _saved(pixels: np.ndarray, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _display_p3() -> bytes:
+    """Display P3 as Apple's profile lays it out: P3 colorants adapted to D50, sRGB's curve (para 3)."""
+    columns = colour_profile.primaries_to_xyz_d50(P3)
+    xyz = [b"XYZ \0\0\0\0" + b"".join(map(s15, columns[:, i])) for i in range(3)]
+    curve = b"para\0\0\0\0" + bytes([0, 3, 0, 0]) + b"".join(map(s15, (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92,
+                                                                          0.04045)))
+    return icc_profile([(b"desc", _desc("Display P3")), (b"wtpt", _wtpt()), (b"rXYZ", xyz[0]), (b"gXYZ", xyz[1]),
+                        (b"bXYZ", xyz[2]), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)])
+
+
+def _plain_read(data: bytes) -> np.ndarray:
+    """What the tokenizer read before: Pillow's pixels as stored, no turn, no colour."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _magick(tmp_path: Path, name: str, *args: str) -> bytes:
+    source = tmp_path / "photo.png"
+    Image.fromarray(_photo()).save(source)
+    subprocess.run(["convert", str(source), *args, str(tmp_path / name)], check=True)
+    return (tmp_path / name).read_bytes()
+
+
+@pytest.mark.parametrize("turn", [3, 6, 8])
+def test_a_phone_photo_taken_turned_is_turned_as_the_build_turns_it(turn: int):
+    """A phone writes a portrait photo landscape with EXIF Orientation 6: the tokenizer read it
+    lying on its side, 64x48 where the build renders 48x64."""
+    exif = Image.Exif()
+    exif[image_shown.EXIF_ORIENTATION] = turn
+    data = _saved(_photo(), "JPEG", quality=92, exif=exif.tobytes())
+    build = decode_rgb(data)
+    assert np.array_equal(decode_image(data), build)
+    assert build.shape == ((64, 48, 3) if turn in (6, 8) else (48, 64, 3))
+    assert not np.array_equal(build, _plain_read(data)) and _plain_read(data).shape == (48, 64, 3)
+
+
+def test_exiftool_and_imagemagick_files_decode_as_the_build_decodes_them():
+    """exiftool's Orientation 6 JPEG, ImageMagick's TIFF of orientation RightTop, gAMA PNGs (with
+    sRGB's cHRM, grey, 0.45455), an Adobe RGB iCCP PNG (and one with a gAMA the iCCP overrides)."""
+    for name in ("jpeg_orient6.jpg", "tiff_orient6.tif", "png_gama_chrm.png", "png_gama1_grey.png",
+                 "png_gama45455.png", "png_icc_a98.png", "png_iccp_gama1.png", "png_srgb_gama1.png",
+                 "png16_grey.png", "webp_lossless_alpha.webp"):
+        data = (MAGICK / name).read_bytes()
+        assert np.array_equal(decode_image(data), decode_rgb(data)), name
+
+
+def test_a_gamma_png_from_imagemagick_is_shown_as_the_build_shows_it(tmp_path):
+    """A linear PNG (gAMA 1.0, ImageMagick): read as stored it was up to 73 levels dark (mean 49.9)."""
+    for gamma in ("1.0", "0.8"):
+        data = _magick(tmp_path, f"g{gamma}.png", "-set", "gamma", gamma, "-define",
+                       "png:exclude-chunk=sRGB,iCCP,cHRM")
+        build = decode_rgb(data)
+        assert np.array_equal(decode_image(data), build)
+        assert np.abs(build.astype(int) - _plain_read(data)).max() > 20
+
+
+@pytest.mark.parametrize("made", ["adobe_jpeg_magick", "p3_jpeg_pillow", "p3_png_alpha_pillow"])
+def test_a_wide_gamut_photo_is_converted_to_srgb_as_the_build_converts_it(made: str, tmp_path):
+    """A JPEG given Adobe RGB by ImageMagick (`-profile a98.icc`), a Pillow JPEG and an RGBA PNG
+    carrying Display P3: the profile was ignored (the JPEGs up to 116 and 141 levels off the build's)."""
+    if made == "adobe_jpeg_magick":
+        data = _magick(tmp_path, "adobe.jpg", "-profile", str(GHOSTSCRIPT / "srgb.icc"), "-profile",
+                       str(GHOSTSCRIPT / "a98.icc"), "-quality", "92")
+    elif made == "p3_jpeg_pillow":
+        data = _saved(_photo(), "JPEG", quality=92, icc_profile=_display_p3())
+    else:
+        rgba = np.concatenate([_photo(), np.full((48, 64, 1), 128, np.uint8)], -1)
+        data = _saved(rgba, "PNG", icc_profile=_display_p3())
+    build = decode_rgb(data)
+    assert np.array_equal(decode_image(data), build)
+    plain = _plain_read(data)
+    if plain.shape == build.shape and made != "p3_png_alpha_pillow":
+        assert np.abs(build.astype(int) - plain).max() > 10  # the profile moved the colours
+
+
+def test_a_profile_declaring_tables_it_does_not_hold_is_never_given_to_littlecms():
+    """The build ignores a profile whose LUT declares 255^3 points it does not hold (LittleCMS
+    would allocate ~475 MB first): the tokenizer does not convert it either, and the pixels agree."""
+    data = _saved(_photo(), "JPEG", quality=92, icc_profile=_lut16_bomb())
+    assert not image_shown.plain_profile(_lut16_bomb()) and image_shown.plain_profile(_display_p3())
+    assert np.array_equal(decode_image(data), decode_rgb(data))
+    short_curve = icc_profile([(b"wtpt", _wtpt()), (b"rTRC", b"curv\0\0\0\0" + (1 << 30).to_bytes(4, "big"))])
+    assert not image_shown.plain_profile(short_curve)
+
+
+def test_the_mirrored_pieces_equal_the_builds():
+    assert image_shown.SRGB_CHROMATICITIES == colour_profile.SRGB_CHROMATICITIES
+    assert image_shown.CHROMATICITY_TOLERANCE == colour_profile.CHROMATICITY_TOLERANCE
+    assert image_shown.GAMMA_THRESHOLD == colour_profile.GAMMA_THRESHOLD
+    for gamma in (1.0, 0.8, 0.45455, 0.4, 2.2):
+        for bits in (8, 16):
+            ours, build = image_shown.gamma_table(gamma, bits), colour_profile.gamma_table(gamma, bits)
+            assert (ours is None and build is None) or np.array_equal(ours, build), (gamma, bits)
+    for turn in range(0, 10):
+        exif = Image.Exif()
+        exif[image_shown.EXIF_ORIENTATION] = turn
+        raw = b"Exif\0\0" + exif.tobytes()
+        assert image_shown.exif_orientation(raw) == exif_orientation(raw), turn
+    assert image_shown.exif_orientation(b"Exif\0\0MM\0*" + b"\xff" * 20) == exif_orientation(b"Exif\0\0MM\0*" + b"\xff" * 20)
+
+
+def test_a_folder_of_such_photos_reads_as_the_build_renders_it(tmp_path):
+    """Through the loader `tokenizer.evaluate` and `fit` use: the turned photo is 48 wide."""
+    exif = Image.Exif()
+    exif[image_shown.EXIF_ORIENTATION] = 6
+    (tmp_path / "portrait.jpg").write_bytes(_saved(_photo(), "JPEG", quality=92, exif=exif.tobytes()))
+    (tmp_path / "p3.jpg").write_bytes(_saved(_photo(), "JPEG", quality=92, icc_profile=_display_p3()))
+    images = dict(iter_images(find_images(str(tmp_path)), 48))
+    for ref, image in images.items():
+        build = decode_rgb(Path(ref.path).read_bytes())
+        side = min(build.shape[:2])
+        top, left = (build.shape[0] - side) // 2, (build.shape[1] - side) // 2
+        assert np.array_equal(image, build[top : top + side, left : left + side]), ref
+
+
+def test_svg_and_jpeg_xl_are_skipped_with_the_builds_reason(tmp_path):
+    """An SVG (as Inkscape and a web page write it, text) and a JPEG XL (ffmpeg's libjxl) were
+    `not_an_image` to the tokenizer, junk, where the build says `unsupported_format`."""
+    Image.fromarray(_photo()).save(tmp_path / "photo.png")
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(tmp_path / "photo.png"), "-c:v", "libjxl",
+                    str(tmp_path / "photo.jxl")], check=True)
+    (tmp_path / "drawing.svg").write_text('<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n'
+                                          '<!-- Created with Inkscape (http://www.inkscape.org/) -->\n'
+                                          '<svg width="64" height="48" xmlns="http://www.w3.org/2000/svg">'
+                                          '<rect width="64" height="48" fill="#c00"/></svg>\n')
+    (tmp_path / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 8 8"/>\n')
+    (tmp_path / "photo.png").unlink()
+    skipped: list = []
+    assert list(iter_images(find_images(str(tmp_path)), 48, skipped)) == []
+    reasons = {Path(ref.path).name: reason for ref, reason, _ in skipped}
+    build = {}
+    for name in reasons:
+        with pytest.raises(DecodeError) as rejected:
+            decode_rgb((tmp_path / name).read_bytes())
+        build[name] = rejected.value.reason
+    assert reasons == build == dict.fromkeys(("drawing.svg", "logo.svg", "photo.jxl"), "unsupported_format")
