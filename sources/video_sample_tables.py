@@ -4,7 +4,8 @@ index entry for every sample its tables declare on every open: a 34 KB MOV whose
 declared 40,000,000 samples took 1.4 GiB and a CPU-s each time it was opened (five times a probe),
 60,000,000 the decoding process past its memory budget. The walk reads boxes as FFmpeg does: any
 file whose first box parses (its probe takes junk, udta, pict... first too), a box running past
-its parent cut to what is left, the last of a track's tables kept. Part of `sources.video_decode`."""
+its parent cut to what is left, the last of a track's tables kept, the first moov read and any later
+one skipped (two files joined byte for byte hold two). Part of `sources.video_decode`."""
 
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ class _Walker:
         self.entries = 0
         self.unlisted = 0
         self.window, self.window_at = b"", 0
+        self.moov_read = False  # FFmpeg reads the first moov and skips any later ("duplicated MOOV")
 
     def read(self, at: int, count: int) -> bytes:
         offset = at - self.window_at
@@ -150,6 +152,10 @@ class _Walker:
             elif kind == b"cmov":
                 raise VideoError("unsupported_container", "its movie header is compressed (cmov): its sample "
                                                           "tables cannot be judged before FFmpeg indexes them")
+            elif kind == b"moov":
+                if not self.moov_read:
+                    self.walk(payload, stop, depth + 1)
+                    self.moov_read = True
             elif kind in _DESCENDED:
                 self.walk(payload, stop, depth + 1)
             elif kind == b"trun" and stop - payload >= 8:

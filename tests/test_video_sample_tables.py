@@ -175,3 +175,38 @@ def test_a_pcm_tracks_index_counts_the_samples_of_each_chunk(tmp_path):
     assert declared_samples(str(path)).entries == 50 + chunks * 390_625
     with pytest.raises(VideoError, match="passes the memory budget"):
         probe(str(path), memory_mb=DECODER_BASE_MB + 10)
+
+
+def _two_moovs(tmp_path: Path, first: str, second: str) -> Path:
+    """Two files run together byte for byte (`cat a.mp4 b.mp4 > joined.mp4`, a common way to join
+    clips that does not): two ftyp, moov and mdat boxes, of which FFmpeg reads the first moov and
+    skips the second ("Found duplicated MOOV Atom"). `honest` is a 2 s H.264/AAC MP4 of the ffmpeg
+    CLI, `declaring` one whose tables declare 2,000,000 samples (`_declaring`)."""
+    honest = tmp_path / "honest.mp4"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:d=2", "-f", "lavfi", "-i",
+                     "sine=d=2:sample_rate=48000", "-c:v", "libx264", "-c:a", "aac", str(honest))
+    parts = {"honest": honest.read_bytes()}
+    if "declaring" in (first, second):
+        parts["declaring"] = _declaring(tmp_path, 2_000_000).read_bytes()
+    joined = tmp_path / "joined.mp4"
+    joined.write_bytes(parts[first] + parts[second])
+    return joined
+
+
+@pytest.mark.parametrize("second", ["honest", "declaring"])
+def test_a_second_moov_is_skipped_as_ffmpeg_skips_it(tmp_path, second):
+    path = _two_moovs(tmp_path, "honest", second)
+    with av.open(str(path)) as container:
+        assert [stream.frames for stream in container.streams] == [50, 95]  # the first moov's
+        packets = sum(1 for packet in container.demux() if packet.size)
+    assert declared_samples(str(path)).entries == packets == 145  # was 290 and 2,000,145
+    (record,) = list(VideoSource("v", str(tmp_path), strides=(10,)).read(str(path)))
+    assert isinstance(record, VideoRecord) and record.n_frames == 50, record
+
+
+def test_a_first_moov_declaring_too_many_is_judged_before_a_second(tmp_path):
+    path = _two_moovs(tmp_path, "declaring", "honest")
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 2_000_000
+    (reject,) = list(VideoSource("v", str(tmp_path), strides=(10,)).read(str(path)))
+    assert isinstance(reject, Reject) and reject.reason == "video_too_large" and "2,000,000 samples" in reject.detail
