@@ -210,3 +210,25 @@ def test_a_first_moov_declaring_too_many_is_judged_before_a_second(tmp_path):
         assert container.streams.video[0].frames == 2_000_000
     (reject,) = list(VideoSource("v", str(tmp_path), strides=(10,)).read(str(path)))
     assert isinstance(reject, Reject) and reject.reason == "video_too_large" and "2,000,000 samples" in reject.detail
+
+
+@pytest.mark.parametrize("tracks", [1000, 1001, 3000])
+def test_tracks_past_ffmpegs_stream_limit_are_not_walked(tmp_path, tracks):
+    """FFmpeg opens 1,000 streams (max_streams) and fails the open at the next trak, having indexed
+    those before: the walk stops there too (2,097,142 empty traks cost it 4 CPU-s, FFmpeg 0.01)."""
+    made = tmp_path / "made.mov"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:d=1", "-c:v", "mjpeg", "-q:v", "5",
+                     "-movflags", "+faststart", str(made))
+    data = made.read_bytes()
+    moov, trak = data.index(b"moov") - 4, data.index(b"trak") - 4
+    moov_end, trak_end = (at + int.from_bytes(data[at:at + 4], "big") for at in (moov, trak))
+    path = tmp_path / "tracks.mov"  # its one track repeated (their chunk offsets now short of the mdat)
+    path.write_bytes(data[:moov] + _box(b"moov", data[moov + 8:trak] + data[trak:trak_end] * tracks
+                                        + data[trak_end:moov_end]) + data[moov_end:])
+    if tracks <= 1000:
+        with av.open(str(path)) as container:
+            assert len(container.streams) == tracks
+    else:
+        with pytest.raises(MemoryError):
+            av.open(str(path))
+    assert declared_samples(str(path)).entries == 25 * min(tracks, 1000)
