@@ -21,9 +21,11 @@ from sources.video_y4m import SNIFFED_BYTES, Y4M_MAGIC
 # what FFmpeg (libavformat 62) holds a declared sample in: its AVIndexEntry (24 bytes) and the
 # time-to-sample entry it expands per sample; 40,000,000 declared took 1,404 MiB measured (36.8)
 INDEX_BYTES_PER_SAMPLE = 36
-# samples whose index is cheap to build (36 MiB): a file declaring fewer is not judged on its size,
-# so a cut file whose tables declare the frames it lost keeps its count of those it holds
-CHEAP_SAMPLES = 1 << 20
+# samples whose index is cheap to build (2.25 MiB): a file declaring fewer is not judged on its
+# size, so a cut file whose tables declare the frames it lost keeps its count of those it holds
+# (only samples of one constant size count, a cut file refused holds fewer bytes than samples: of
+# 65,536 64x48 RGB frames, under 8). At 1,048,576 a 37 KB file cost FFmpeg 36 MiB an open.
+CHEAP_SAMPLES = 1 << 16
 # boxes walked before the file is refused: a fragmented MP4 of a fragment a frame (7 boxes each) for
 # 2 hours at 25 fps holds 1,260,000; 1,048,576 empty `free` boxes passed unjudged once this ran out.
 # The walk skips a box it does not read at a header's cost: at the limit 0.4-0.9 CPU-s (free, trun,

@@ -96,6 +96,17 @@ def test_an_index_past_the_memory_budget_is_too_large(tmp_path):
     assert refused.value.reason == "video_too_large" and f"memory budget of {budget} MiB" in refused.value.detail
 
 
+def test_a_few_hundred_thousand_samples_more_than_the_file_holds_are_too_large(tmp_path):
+    """Under 1,048,576 samples (the floor was, 36 MiB an open) a 37 KB file declaring 200,000 was
+    probed, FFmpeg indexing each (7 MiB) on each of its opens; the floor is now 65,536 (2.25 MiB)."""
+    path = _declaring(tmp_path, 200_000)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 200_000
+    (reject,) = list(VideoSource("v", str(tmp_path), strides=(10,)).read(str(path)))
+    assert isinstance(reject, Reject) and reject.reason == "video_too_large", reject
+    assert "200,000 samples" in reject.detail and f"{path.stat().st_size:,} bytes" in reject.detail
+
+
 def test_a_file_declaring_a_cheap_index_is_still_probed(tmp_path):
     """Under `CHEAP_SAMPLES` a file is not judged on its size: its frames are what FFmpeg reads."""
     path = _declaring(tmp_path, 1000)
@@ -107,6 +118,8 @@ def test_a_file_declaring_a_cheap_index_is_still_probed(tmp_path):
     ["-c:v", "mjpeg", "-c:a", "pcm_s16le", "-f", "mov"],
     ["-c:v", "libx264", "-c:a", "aac", "-movflags", "frag_keyframe+empty_moov", "-g", "10"],
     ["-c:v", "rawvideo", "-pix_fmt", "rgb24", "-f", "mov"],
+    ["-c:v", "mpeg4", "-c:a", "aac", "-f", "3gp"],
+    ["-c:v", "mjpeg", "-c:a", "pcm_s16le", "-f", "mov", "-movflags", "frag_keyframe+empty_moov"],
 ])
 def test_files_the_cli_writes_declare_what_ffmpeg_indexes(tmp_path, made):
     path = tmp_path / "made.mp4"
