@@ -4,7 +4,8 @@ index entry for every sample its tables declare on every open: a 34 KB MOV whose
 declared 40,000,000 samples took 1.4 GiB and a CPU-s each time it was opened (five times a probe),
 60,000,000 the decoding process past its memory budget. The walk reads boxes as FFmpeg does: any
 file whose first box parses (its probe takes junk, udta, pict... first too), a box running past
-its parent cut to what is left, the last of a track's tables kept. Part of `sources.video_decode`."""
+its parent cut to what is left, the last of a track's tables kept, the first moov read and any later
+one skipped (two files joined byte for byte hold two). Part of `sources.video_decode`."""
 
 from __future__ import annotations
 
@@ -20,18 +21,29 @@ from sources.video_y4m import SNIFFED_BYTES, Y4M_MAGIC
 # what FFmpeg (libavformat 62) holds a declared sample in: its AVIndexEntry (24 bytes) and the
 # time-to-sample entry it expands per sample; 40,000,000 declared took 1,404 MiB measured (36.8)
 INDEX_BYTES_PER_SAMPLE = 36
-# samples whose index is cheap to build (36 MiB): a file declaring fewer is not judged on its size,
-# so a cut file whose tables declare the frames it lost keeps its count of those it holds
-CHEAP_SAMPLES = 1 << 20
+# samples whose index is cheap to build (2.25 MiB): a file declaring fewer is not judged on its
+# size, so a cut file whose tables declare the frames it lost keeps its count of those it holds
+# (only samples of one constant size count, a cut file refused holds fewer bytes than samples: of
+# 65,536 64x48 RGB frames, under 8). At 1,048,576 a 37 KB file cost FFmpeg 36 MiB an open.
+CHEAP_SAMPLES = 1 << 16
 # boxes walked before the file is refused: a fragmented MP4 of a fragment a frame (7 boxes each) for
-# 2 hours at 25 fps holds 1,260,000; 1,048,576 empty `free` boxes passed unjudged once this ran out
+# 2 hours at 25 fps holds 1,260,000; 1,048,576 empty `free` boxes passed unjudged once this ran out.
+# The walk skips a box it does not read at a header's cost: at the limit 0.4-0.9 CPU-s (free, trun,
+# stsz boxes repeated), FFmpeg's own open of 2,097,142 free or stsz boxes 0.5 CPU-s
 BOX_LIMIT = 1 << 21
+# tracks FFmpeg opens (AVFormatContext.max_streams): it fails the open at the next `trak`, the
+# index of those before built; 2,097,142 empty traks cost this walk 4 CPU-s, FFmpeg 0.01
+MAX_STREAMS = 1000
 DEPTH_LIMIT = 10  # FFmpeg's mov reader refuses boxes nested deeper ("Atoms too deeply nested")
 _PROBED_BINARY_BOX = b"\x82\x82\x7f\x7d"  # a first box type FFmpeg's probe takes, not printable
-_DESCENDED = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf"}
-_TABLES = (b"stsz", b"stz2", b"stts", b"hdlr", b"stco", b"co64", b"stsc")
+_DESCENDED = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf"})
+_TABLES = frozenset((b"stsz", b"stz2", b"stts", b"hdlr", b"stco", b"co64", b"stsc"))
+_WALKED = _DESCENDED | {b"trak", b"cmov", b"trun"}  # the boxes `walk` reads; the rest are skipped
+_LEAVES = _DESCENDED | _TABLES  # those `_leaves` reads in a track
 _TRUN_SIZES = 0x200  # a trun's flag: each sample's size is listed
-_HEAD, _LARGE = struct.Struct(">I4s"), struct.Struct(">Q")
+_unpack_head, _unpack_large = struct.Struct(">I4s").unpack_from, struct.Struct(">Q").unpack_from
+_unpack_count = struct.Struct(">I").unpack_from
+_unpack_trun = struct.Struct(">II").unpack_from  # its version and flags, its sample count
 _WINDOW = 1 << 16  # bytes read at once: a moof and its children, or 8,192 empty boxes, in one read
 _STSC_ENTRY = 12
 _STSC_BLOCK = 1 << 16  # stsc entries read at once
@@ -69,7 +81,10 @@ def declared_samples(uri: str) -> DeclaredSamples | None:
         with fsio.open_file(uri, read_ahead=False) as handle:
             size = handle.seek(0, 2)
             walker = _Walker(handle)
-            walker.walk(0, size, 0)
+            try:
+                walker.walk(0, size, 0)
+            except _Unopened:
+                pass  # FFmpeg's open fails there, after indexing what was counted before
             return DeclaredSamples(size, walker.entries, walker.unlisted)
     except OSError:
         return None  # the open that follows says why
@@ -94,6 +109,10 @@ def judge_sample_tables(uri: str, memory_mb: int) -> None:
                                             f"build an index of them ({mib}) on each open")
 
 
+class _Unopened(Exception):
+    """FFmpeg fails the open where the walk stands: what follows is never indexed."""
+
+
 class _Walker:
     """Walks box headers, counting the samples of each track (`trak`) and fragment run (`trun`) it
     passes; reads a window of bytes at a time, so a fragment's boxes cost one read."""
@@ -104,6 +123,8 @@ class _Walker:
         self.entries = 0
         self.unlisted = 0
         self.window, self.window_at = b"", 0
+        self.tracks = 0
+        self.moov_read = False  # FFmpeg reads the first moov and skips any later ("duplicated MOOV")
 
     def read(self, at: int, count: int) -> bytes:
         offset = at - self.window_at
@@ -112,63 +133,84 @@ class _Walker:
             self.window, self.window_at, offset = self.handle.read(max(count, _WINDOW)), at, 0
         return self.window[offset:offset + count]
 
-    def children(self, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-        """(type, payload start, box end) of each box in [start, end), a box running past `end` cut
-        to it as FFmpeg cuts one running past its parent; past `BOX_LIMIT` boxes the file is
-        refused (FFmpeg reads them all: its index would be judged on part of them)."""
-        at = start
+    def children(self, start: int, end: int, wanted: frozenset[bytes]) -> Iterator[tuple[bytes, int, int]]:
+        """(type, payload start, box end) of each box in [start, end) of a type in `wanted` (the
+        rest are only counted: a hostile file's millions of empty boxes cost a header each; a
+        wanted trun's samples are counted here, not yielded: it is as cheap to repeat), a box
+        running past `end` cut to it as FFmpeg cuts one running past its parent; past `BOX_LIMIT`
+        boxes the file is refused (FFmpeg reads them all: its index would be judged on part)."""
+        at, budget = start, self.budget
+        window, window_at = self.window, self.window_at
         while at + 8 <= end:
-            offset = at - self.window_at
-            if offset < 0 or offset + 16 > len(self.window):
+            offset = at - window_at
+            if offset < 0 or offset + 16 > len(window):
                 self.read(at, 16)
-                offset = 0
-            if offset + 8 > len(self.window):
-                return
-            size, kind = _HEAD.unpack_from(self.window, offset)
+                window, window_at, offset = self.window, self.window_at, 0
+                if len(window) < 8:
+                    break
+            size, kind = _unpack_head(window, offset)
             payload = at + 8
             if size == 1:
-                if offset + 16 > len(self.window):
-                    return
-                size, payload = _LARGE.unpack_from(self.window, offset + 8)[0], at + 16
+                if offset + 16 > len(window):
+                    break
+                size, payload = _unpack_large(window, offset + 8)[0], at + 16
             elif size == 0:
                 size = end - at
             if size < payload - at:
-                return
-            self.budget -= 1
-            if self.budget < 0:
+                break
+            budget -= 1
+            if budget < 0:
                 raise VideoError("video_too_large", f"it holds over {BOX_LIMIT:,} boxes: its sample tables "
                                                     f"are not judged on part of them")
-            at = min(at + size, end)
-            yield kind, payload, at
+            at += size
+            if at > end:
+                at = end
+            if kind == b"trun" and kind in wanted:  # counted here: a box a hostile file repeats millions of times
+                if at - payload >= 8:
+                    if payload - window_at + 8 > len(window):
+                        self.read(payload, 8)
+                        window, window_at = self.window, self.window_at
+                    flags, count = _unpack_trun(window, payload - window_at)
+                    self.entries += count
+                    if not flags & _TRUN_SIZES:
+                        self.unlisted += count
+            elif kind in wanted:
+                self.budget = budget
+                yield kind, payload, at
+                budget, window, window_at = self.budget, self.window, self.window_at  # what it read
+        self.budget = budget
 
     def walk(self, start: int, end: int, depth: int) -> None:
         if depth > DEPTH_LIMIT:
             return
-        for kind, payload, stop in self.children(start, end):
+        for kind, payload, stop in self.children(start, end, _WALKED):
             if kind == b"trak":
+                self.tracks += 1
+                if self.tracks > MAX_STREAMS:
+                    raise _Unopened
                 self._track(payload, stop, depth + 1)
             elif kind == b"cmov":
                 raise VideoError("unsupported_container", "its movie header is compressed (cmov): its sample "
                                                           "tables cannot be judged before FFmpeg indexes them")
-            elif kind in _DESCENDED:
+            elif kind == b"moov":
+                if not self.moov_read:
+                    self.walk(payload, stop, depth + 1)
+                    self.moov_read = True
+            else:
                 self.walk(payload, stop, depth + 1)
-            elif kind == b"trun" and stop - payload >= 8:
-                body = self.read(payload, 8)
-                count = int.from_bytes(body[4:8], "big")
-                self.entries += count
-                if not int.from_bytes(body[1:4], "big") & _TRUN_SIZES:
-                    self.unlisted += count
 
     def _track(self, start: int, end: int, depth: int) -> None:
         """Counts one track's samples: its stsz/stz2 count (the largest of several: FFmpeg keeps the
         last), a PCM track FFmpeg demuxes by chunks (a sound track of one stts entry of duration 1)
         an entry per 1024 samples of each chunk, from its stsc and chunk count."""
-        boxes: dict[bytes, tuple[bytes, int, int]] = {}
-        counts: list[int] = []
-        self._leaves(start, end, depth, boxes, counts)
+        extents: dict[bytes, tuple[int, int]] = {}
+        counts = [0]  # the largest stsz/stz2 count
+        self._leaves(start, end, depth, extents, counts)
+        boxes = {kind: (self.read(payload, min(16, stop - payload)), payload, stop)
+                 for kind, (payload, stop) in extents.items()}
         stsz = boxes.get(b"stsz", (b"", 0, 0))[0]
         listed = len(stsz) < 8 or int.from_bytes(stsz[4:8], "big") == 0
-        count = max(counts, default=0)
+        count = counts[0]
         stts, hdlr = boxes.get(b"stts", (b"",))[0], boxes.get(b"hdlr", (b"",))[0]
         by_chunks = hdlr[8:12] == b"soun" and len(stts) >= 16 and int.from_bytes(stts[4:8], "big") == 1 and \
             int.from_bytes(stts[12:16], "big") == 1
@@ -205,18 +247,22 @@ class _Walker:
         self.window = b""  # the handle moved
         return total + (chunks + 1 - first) * -(-per_chunk // PCM_SAMPLES_PER_ENTRY)
 
-    def _leaves(self, start: int, end: int, depth: int, boxes: dict[bytes, tuple[bytes, int, int]],
+    def _leaves(self, start: int, end: int, depth: int, extents: dict[bytes, tuple[int, int]],
                 counts: list[int]) -> None:
-        """The first 16 bytes and extent of each leaf box of a track that `_track` reads, by type
-        (the last of a type, as FFmpeg keeps), and the sample count of each stsz/stz2."""
+        """The extent of each leaf box of a track that `_track` reads, by type (the last of a type,
+        as FFmpeg keeps), and the largest sample count of its stsz/stz2 boxes."""
         if depth > DEPTH_LIMIT:
             return
-        for kind, payload, stop in self.children(start, end):
+        for kind, payload, stop in self.children(start, end, _LEAVES):
             if kind in _DESCENDED:
-                self._leaves(payload, stop, depth + 1, boxes, counts)
-            elif kind in _TABLES:
-                head = self.read(payload, min(16, stop - payload))
-                if kind != b"hdlr" or kind not in boxes:  # the media's handler, not its data's (minf)
-                    boxes[kind] = (head, payload, stop)
-                if kind in (b"stsz", b"stz2") and len(head) >= 12:
-                    counts.append(int.from_bytes(head[8:12], "big"))
+                self._leaves(payload, stop, depth + 1, extents, counts)
+                continue
+            if kind != b"hdlr" or kind not in extents:  # the media's handler, not its data's (minf)
+                extents[kind] = (payload, stop)
+            if (kind == b"stsz" or kind == b"stz2") and stop - payload >= 12:
+                window, at = self.window, payload + 8 - self.window_at  # in the window but at its end
+                if at < 0 or at + 4 > len(window):
+                    window, at = self.read(payload + 8, 4), 0
+                count = _unpack_count(window, at)[0]
+                if count > counts[0]:
+                    counts[0] = count

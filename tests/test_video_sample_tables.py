@@ -96,6 +96,17 @@ def test_an_index_past_the_memory_budget_is_too_large(tmp_path):
     assert refused.value.reason == "video_too_large" and f"memory budget of {budget} MiB" in refused.value.detail
 
 
+def test_a_few_hundred_thousand_samples_more_than_the_file_holds_are_too_large(tmp_path):
+    """Under 1,048,576 samples (the floor was, 36 MiB an open) a 37 KB file declaring 200,000 was
+    probed, FFmpeg indexing each (7 MiB) on each of its opens; the floor is now 65,536 (2.25 MiB)."""
+    path = _declaring(tmp_path, 200_000)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 200_000
+    (reject,) = list(VideoSource("v", str(tmp_path), strides=(10,)).read(str(path)))
+    assert isinstance(reject, Reject) and reject.reason == "video_too_large", reject
+    assert "200,000 samples" in reject.detail and f"{path.stat().st_size:,} bytes" in reject.detail
+
+
 def test_a_file_declaring_a_cheap_index_is_still_probed(tmp_path):
     """Under `CHEAP_SAMPLES` a file is not judged on its size: its frames are what FFmpeg reads."""
     path = _declaring(tmp_path, 1000)
@@ -107,6 +118,8 @@ def test_a_file_declaring_a_cheap_index_is_still_probed(tmp_path):
     ["-c:v", "mjpeg", "-c:a", "pcm_s16le", "-f", "mov"],
     ["-c:v", "libx264", "-c:a", "aac", "-movflags", "frag_keyframe+empty_moov", "-g", "10"],
     ["-c:v", "rawvideo", "-pix_fmt", "rgb24", "-f", "mov"],
+    ["-c:v", "mpeg4", "-c:a", "aac", "-f", "3gp"],
+    ["-c:v", "mjpeg", "-c:a", "pcm_s16le", "-f", "mov", "-movflags", "frag_keyframe+empty_moov"],
 ])
 def test_files_the_cli_writes_declare_what_ffmpeg_indexes(tmp_path, made):
     path = tmp_path / "made.mp4"
@@ -175,3 +188,60 @@ def test_a_pcm_tracks_index_counts_the_samples_of_each_chunk(tmp_path):
     assert declared_samples(str(path)).entries == 50 + chunks * 390_625
     with pytest.raises(VideoError, match="passes the memory budget"):
         probe(str(path), memory_mb=DECODER_BASE_MB + 10)
+
+
+def _two_moovs(tmp_path: Path, first: str, second: str) -> Path:
+    """Two files run together byte for byte (`cat a.mp4 b.mp4 > joined.mp4`, a common way to join
+    clips that does not): two ftyp, moov and mdat boxes, of which FFmpeg reads the first moov and
+    skips the second ("Found duplicated MOOV Atom"). `honest` is a 2 s H.264/AAC MP4 of the ffmpeg
+    CLI, `declaring` one whose tables declare 2,000,000 samples (`_declaring`)."""
+    honest = tmp_path / "honest.mp4"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:d=2", "-f", "lavfi", "-i",
+                     "sine=d=2:sample_rate=48000", "-c:v", "libx264", "-c:a", "aac", str(honest))
+    parts = {"honest": honest.read_bytes()}
+    if "declaring" in (first, second):
+        parts["declaring"] = _declaring(tmp_path, 2_000_000).read_bytes()
+    joined = tmp_path / "joined.mp4"
+    joined.write_bytes(parts[first] + parts[second])
+    return joined
+
+
+@pytest.mark.parametrize("second", ["honest", "declaring"])
+def test_a_second_moov_is_skipped_as_ffmpeg_skips_it(tmp_path, second):
+    path = _two_moovs(tmp_path, "honest", second)
+    with av.open(str(path)) as container:
+        assert [stream.frames for stream in container.streams] == [50, 95]  # the first moov's
+        packets = sum(1 for packet in container.demux() if packet.size)
+    assert declared_samples(str(path)).entries == packets == 145  # was 290 and 2,000,145
+    (record,) = list(VideoSource("v", str(tmp_path), strides=(10,)).read(str(path)))
+    assert isinstance(record, VideoRecord) and record.n_frames == 50, record
+
+
+def test_a_first_moov_declaring_too_many_is_judged_before_a_second(tmp_path):
+    path = _two_moovs(tmp_path, "declaring", "honest")
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 2_000_000
+    (reject,) = list(VideoSource("v", str(tmp_path), strides=(10,)).read(str(path)))
+    assert isinstance(reject, Reject) and reject.reason == "video_too_large" and "2,000,000 samples" in reject.detail
+
+
+@pytest.mark.parametrize("tracks", [1000, 1001, 3000])
+def test_tracks_past_ffmpegs_stream_limit_are_not_walked(tmp_path, tracks):
+    """FFmpeg opens 1,000 streams (max_streams) and fails the open at the next trak, having indexed
+    those before: the walk stops there too (2,097,142 empty traks cost it 4 CPU-s, FFmpeg 0.01)."""
+    made = tmp_path / "made.mov"
+    video_zoo.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:d=1", "-c:v", "mjpeg", "-q:v", "5",
+                     "-movflags", "+faststart", str(made))
+    data = made.read_bytes()
+    moov, trak = data.index(b"moov") - 4, data.index(b"trak") - 4
+    moov_end, trak_end = (at + int.from_bytes(data[at:at + 4], "big") for at in (moov, trak))
+    path = tmp_path / "tracks.mov"  # its one track repeated (their chunk offsets now short of the mdat)
+    path.write_bytes(data[:moov] + _box(b"moov", data[moov + 8:trak] + data[trak:trak_end] * tracks
+                                        + data[trak_end:moov_end]) + data[moov_end:])
+    if tracks <= 1000:
+        with av.open(str(path)) as container:
+            assert len(container.streams) == tracks
+    else:
+        with pytest.raises(MemoryError):
+            av.open(str(path))
+    assert declared_samples(str(path)).entries == 25 * min(tracks, 1000)
