@@ -176,6 +176,48 @@ def test_pages_of_zeros_over_the_allowance_are_never_decompressed(compression: s
     assert all(isinstance(v, parquet_values.Refused) and "decompress" in v.why for v in got[2:]), got[2:]
 
 
+def _held_whole(monkeypatch) -> list[tuple[int, int]]:
+    """(stored, size) of each page decompressed whole (`parquet_codecs.WholePage`) from here on."""
+    held = []
+    made = parquet_codecs.WholePage
+
+    class Counted(made):
+        def __init__(self, stored, size, *args, **kwargs):
+            held.append((len(stored), size))
+            super().__init__(stored, size, *args, **kwargs)
+
+    monkeypatch.setattr(parquet_codecs, "WholePage", Counted)
+    return held
+
+
+def test_a_snappy_page_of_photos_is_decoded_as_read_not_held_whole(monkeypatch):
+    """The photo rule: a snappy page over a MiB whose stored bytes are most of its size (photos:
+    one element a 64 KiB, cheap to decode as read) is decoded as read though the row's room holds
+    it whole: held whole it gains nothing and holds the page beside its values (img2dataset's
+    shape, 100 photos of 1.15 MB: 300 MiB peak held whole, 144 so). pyarrow's page of 16 JPEGs;
+    a page of gradient BMPs (Pillow's) as large is held whole."""
+    from PIL import Image
+
+    def gradient(i: int) -> bytes:
+        out = io.BytesIO()
+        Image.fromarray(np.tile((np.arange(300) * (i + 1)) % 256, (300, 1)).astype(np.uint8)).save(out, "BMP")
+        return out.getvalue()
+
+    held = _held_whole(monkeypatch)
+    for rows, whole in [([_photo(40 + i, 300) for i in range(16)], False), ([gradient(i) for i in range(16)], True)]:
+        out = io.BytesIO()
+        pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), out, use_dictionary=False)
+        chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
+        size = chunk.total_uncompressed_size
+        assert size > 1 << 20 and (chunk.total_compressed_size * 8 >= size * 7) != whole
+        spent = parquet_values.FileCost()
+        got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, len(rows), 1, True, size,
+                                               spent=spent))
+        assert got == rows
+        assert bool(held) == whole and (spent.steps == 0) == whole, (held, spent.steps, whole)
+        held.clear()
+
+
 def test_a_page_is_held_whole_only_within_the_room_its_held_dictionary_leaves(monkeypatch):
     """A snappy chunk of a dictionary page then pages of PLAIN values (pyarrow's fallback past its
     dictionary page limit; 2,000 values of 100 KB: 437 MiB peak against 256 MiB): its dictionary
@@ -190,15 +232,7 @@ def test_a_page_is_held_whole_only_within_the_room_its_held_dictionary_leaves(mo
                    dictionary_pagesize_limit=500_000)
     chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
     assert chunk.has_dictionary_page and "PLAIN" in chunk.encodings
-    held = []
-    made = parquet_codecs.WholePage
-
-    class Counted(made):
-        def __init__(self, stored, size, codec, releasing=False):
-            held.append((len(stored), size))
-            super().__init__(stored, size, codec, releasing)
-
-    monkeypatch.setattr(parquet_codecs, "WholePage", Counted)
+    held = _held_whole(monkeypatch)
     allowance = 350_000
     got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, 40, 1, True, allowance))
     assert got == rows
