@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import io
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -508,7 +509,7 @@ def _stream(source: Any, start: int, stored: int, size: int, codec: str, whole: 
     if codec in parquet_codecs.STREAMED:
         return parquet_codecs.StreamedPage(source, start, stored, size, codec, cost.charge)
     if whole:
-        cost.charge(2 * size if codec == "LZ4" else size)  # (LZ4's length checked by a second decompression)
+        cost.charge(parquet_codecs.whole_cost(stored, size, codec))
         return parquet_codecs.WholePage(parquet_codecs.stored_bytes(source, start, stored), size, codec, releasing)
     if codec != "SNAPPY":
         raise PagedValuesError(f"a {codec} page can only be decompressed whole")
@@ -793,6 +794,11 @@ def _page_values(reading: _Reading, chunk, layout: pp.PageLayout, body: int, cou
         codec = reading.codec if layout.compressed else "UNCOMPRESSED"
     held = dictionary.held_whole() if dictionary is not None else 0  # held beside this page all the while
     whole = reading.whole_page(codec, stored, size, held)
+    unmade = _refused_unmade(reading, layout, start, stored, size, codec, levels, width, count, max_definition,
+                             held) if whole else None
+    if unmade is not None:
+        yield from unmade
+        return
     if not whole and codec == "LZ4":  # decompressed only whole: each row's reject
         why = reading.too_large(codec, stored, size)
         for here in (levels >= max_definition if levels is not None else np.ones(count, bool)):
@@ -821,6 +827,39 @@ def _page_values(reading: _Reading, chunk, layout: pp.PageLayout, body: int, cou
     except TooCostly as exc:  # the rest of the page not decoded: None where null, else each row's reject
         for here in present[given:]:
             yield Refused(0, str(exc)) if here else None
+
+
+def _refused_unmade(reading: _Reading, layout: pp.PageLayout, start: int, stored: int, size: int, codec: str,
+                    levels: np.ndarray | None, width: int, count: int, max_definition: int,
+                    held: int) -> list[None | Refused] | None:
+    """The rows of a PLAIN snappy or lz4 page to be decompressed whole whose one value is refused
+    (over what it may hold beside the page; snappy: over the allowance, else decoded as read), read
+    from the page's head alone (its levels and the value's length, decoded in Python): its page is
+    never decompressed (a bomb's, one value of zeros a page, was, ~150 MB a page). None where the
+    page is read (its head says more than one value, or one that fits)."""
+    if layout.encoding != PLAIN or codec not in ("SNAPPY", "LZ4") or reading.whole is not None:
+        return None
+    inside = levels is None and width > 0  # a v1 page's levels: inside its stream, before its values
+    if (levels is None and not width and count != 1) or (levels is not None and (levels >= max_definition).sum() != 1):
+        return None
+    want = min(size, (4 + levels_bound(width, count) if inside else 0) + 4)
+    if codec == "SNAPPY":
+        head = _Snappy(_Region(reading.source, start, stored), size).read(want)
+    else:
+        head = parquet_codecs.lz4_head(parquet_codecs.stored_bytes(reading.source, start, stored), want)
+    stream = _Region(io.BytesIO(head), 0, len(head))
+    if inside:
+        levels = _levels(stream, size, width, count)
+    present = levels >= max_definition if levels is not None else np.ones(count, bool)
+    if present.sum() != 1 or stream.left < 4:
+        return None
+    length = int.from_bytes(stream.read(4), "little")
+    most = parquet_codecs.held_limits([length], size, reading.allowance, reading.room - held, VALUE_COPIES)[0]
+    if length <= most or (codec == "SNAPPY" and length <= reading.allowance):
+        return None
+    refused = Refused(length) if length > reading.allowance else \
+        Refused(length, _held_why(length, most, size, codec), too_large=True)
+    return [refused if here else None for here in present]
 
 
 def _present_values(stream, chunk, layout: pp.PageLayout, present: np.ndarray, reading: _Reading,

@@ -19,7 +19,7 @@ from sources import hf_parquet, parquet_codecs, parquet_values
 from sources.records import ImageRecord, Reject
 
 from parquet_makers import hostile_copies_file, noise_photo as _photo
-from test_parquet_paged import _dithered_bmps, _items
+from test_parquet_paged import _dithered_bmps, _items, _tiff16
 
 
 def test_a_file_of_many_hostile_chunks_is_stopped_by_its_file_budget(tmp_path: Path, monkeypatch):
@@ -146,32 +146,45 @@ def test_a_dictionary_page_over_the_room_is_read_as_its_values_are_asked_for(com
     assert got == rows
 
 
-@pytest.mark.parametrize("compression", ["brotli", "zstd", "gzip"])
+def _zeros_file(compression: str, value: int, tail: bytes | None = None) -> bytes:
+    """A bomb as pyarrow writes it: 4 row groups of 3 pages of one value of `value` zeros each
+    (each then `tail`, in the same page, where given)."""
+    rows = [bytes(value)] * 3 if tail is None else [v for _ in range(3) for v in (bytes(value), tail)]
+    table = pa.table({"image": pa.array(rows, pa.binary())})
+    out = io.BytesIO()
+    with pq.ParquetWriter(out, table.schema, compression=compression, use_dictionary=False,
+                          write_batch_size=1 if tail is None else 2, data_page_size=1) as writer:
+        for _ in range(4):
+            writer.write_table(table)
+    return out.getvalue()
+
+
+def _file_values(data: bytes, spent: parquet_values.FileCost, allowance: int) -> list:
+    """Each value of the image column of every row group of the file `data`, read page by page,
+    the file's cost `spent`."""
+    meta = pq.ParquetFile(io.BytesIO(data)).metadata
+    groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+    return [v for g in groups for v in parquet_values.chunk_values(io.BytesIO(data), g.column(0), g.num_rows, 1,
+                                                                    g.column(0).compression, allowance, spent=spent)]
+
+
+@pytest.mark.parametrize("compression", ["brotli", "zstd", "gzip", "snappy", "lz4"])
 def test_pages_of_zeros_over_the_allowance_are_never_decompressed(compression: str, monkeypatch):
     """A bomb as pyarrow writes it (row groups of pages of one value of zeros each, within a row's
     room, over what a value may hold): each page was decompressed whole in C before its value's
-    length was looked at (a 38 KB brotli file took 29 CPU-s); its length is read from the page's
-    stream head, the page's last value never decompressed. Bytes decompressed are charged to the
-    file (`FileCost.c_bytes`): past `c_most` the rest are `Refused`, costly."""
+    length was looked at (a 38 KB brotli file took 29 CPU-s; a snappy or lz4 page within the room
+    still was, 9 MB of a 100 KB file); its length is read from the page's stream head (snappy and
+    lz4: its head alone decoded, in Python), the page's last value never decompressed. Bytes
+    decompressed are charged to the file (`FileCost.c_bytes`): past `c_most` the rest are
+    `Refused`, costly."""
     value = 3_000_000
-    table = pa.table({"image": pa.array([bytes(value)] * 3, pa.binary())})
-    out = io.BytesIO()
-    with pq.ParquetWriter(out, table.schema, compression=compression, use_dictionary=False, write_batch_size=1,
-                          data_page_size=1) as writer:
-        for _ in range(4):
-            writer.write_table(table)
-    meta = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata
-    spent = parquet_values.FileCost(stored=len(out.getvalue()))
-    for group in range(4):
-        got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), meta.row_group(group).column(0), 3, 1,
-                                               compression, 1_000_000, spent=spent))
-        assert got == [parquet_values.Refused(value)] * 3
+    data = _zeros_file(compression, value)
+    spent = parquet_values.FileCost(stored=len(data))
+    assert _file_values(data, spent, 1_000_000) == [parquet_values.Refused(value)] * 12
     assert spent.c_bytes < 1000, spent.c_bytes
     monkeypatch.setattr(parquet_values, "C_BYTES_FLOOR", 7_000_000)
     monkeypatch.setattr(parquet_values, "C_BYTES_PER_STORED", 0)
-    spent = parquet_values.FileCost(stored=len(out.getvalue()))
-    got = [v for group in range(4) for v in parquet_values.chunk_values(
-        io.BytesIO(out.getvalue()), meta.row_group(group).column(0), 3, 1, compression, 4_000_000, spent=spent)]
+    got = _file_values(data, parquet_values.FileCost(stored=len(data)), 4_000_000)
     assert got[:2] == [bytes(value)] * 2
     assert all(isinstance(v, parquet_values.Refused) and "decompress" in v.why for v in got[2:]), got[2:]
 
@@ -238,3 +251,34 @@ def test_a_page_is_held_whole_only_within_the_room_its_held_dictionary_leaves(mo
     assert got == rows
     assert held and held[0][1] > 900_000, held  # its dictionary page, held whole
     assert all(held[0][1] + stored + size <= 4 * allowance for stored, size in held[1:]), held
+
+
+@pytest.mark.parametrize("codec", ["SNAPPY", "LZ4"])
+@pytest.mark.parametrize("off", [1, -1])
+def test_a_page_whose_stream_says_another_length_is_refused_before_it_is_decompressed(codec: str, off: int,
+                                                                                      monkeypatch):
+    """A snappy or lz4 page (pyarrow's, of 8 MB of zeros) whose header says a byte more or less
+    than its stream holds: it was decompressed (8 MB made; lz4 twice) before its length was
+    checked. Its length is read first (snappy's head; an lz4 stream so compressed, its sequences
+    walked, nothing made): a `PageError`, pyarrow's `decompress` never called."""
+    size = 8 << 20
+    stored = pa.compress(bytes(size), parquet_codecs.PYARROW_CODECS[codec], asbytes=True)
+    assert parquet_codecs.WholePage(stored, size, codec).read(size) == bytes(size)
+    called = []
+    monkeypatch.setattr(pa, "decompress", lambda *a, **k: called.append(a[1]))
+    with pytest.raises(parquet_codecs.PageError):
+        parquet_codecs.WholePage(stored, size + off, codec)
+    assert not called, called
+
+
+def test_an_lz4_page_is_walked_to_pyarrows_length_and_head():
+    """pyarrow's lz4 of a photo, a 16-bit TIFF (Pillow's) and zeros between them: its sequences
+    walked (nothing made) give the length pyarrow decompresses it to, and its first bytes decoded
+    alone are pyarrow's (a match overlapping what it makes too); a stream cut is a `PageError`."""
+    data = _photo(5, 64) + bytes(100_000) + _tiff16(64)
+    stored = pa.compress(data, "lz4_raw", asbytes=True)
+    assert parquet_codecs.lz4_length(stored) == len(data)
+    for count in (0, 1, 5, len(_photo(5, 64)) + 3, 60_000, len(data), len(data) + 9):
+        assert parquet_codecs.lz4_head(stored, count) == data[:count]
+    with pytest.raises(parquet_codecs.PageError):
+        parquet_codecs.lz4_length(stored[:-1])
