@@ -9,7 +9,8 @@ times what one value may hold), never its row group whole. A page so held beside
 from it bounds each: a value read while its page is held is held beside it `VALUE_COPIES` times
 over, the page's last value only once before the page is let go (`held_limits`). Its stream's
 length is read before a byte is made (snappy's head; an lz4 stream compressed over
-`LZ4_WALKED_RATIO` times, its sequences walked: `_declared`).
+`LZ4_WALKED_RATIO` times, its sequences walked: `_declared`), and each of its bytes read is handed
+back to its file's budget (`credit`: what is charged is what no value is read from).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class WholePage:
     forward; `releasing`: let go once read to its end (a data page: its last value read, nothing
     seeks back into it)."""
 
-    def __init__(self, stored: bytes, size: int, codec: str, releasing: bool = False):
+    def __init__(self, stored: bytes, size: int, codec: str, releasing: bool = False,
+                 credit: Callable[[int], None] = lambda count: None):
         import pyarrow as pa
 
         walked = _declared(stored, size, codec)
@@ -56,6 +58,7 @@ class WholePage:
             _check_whole(stored, size, codec)
         self.data = memoryview(data)
         self.at, self.left, self.size, self.releasing = 0, size, size, releasing
+        self.credit, self.owed = credit, size  # its bytes read handed back to its file's budget, once each
 
     def tell(self) -> int:
         return self.at
@@ -69,6 +72,10 @@ class WholePage:
             raise PageError(f"a page's value runs {count - self.left} bytes past its page")
         self.at, self.left = self.at + count, self.left - count
         value = bytes(self.data[self.at - count: self.at])
+        given = min(count, self.owed)
+        if given:
+            self.owed -= given
+            self.credit(given)
         if self.releasing and not self.left:
             self.data = memoryview(b"")
         return value
@@ -115,8 +122,9 @@ class _Window:
 class StreamedPage:
     """A gzip, zstd or brotli page's `size` bytes, decompressed (by pyarrow's C streaming
     decoders) as they are read from its `stored` bytes at `start` of `source`, never held whole: a
-    dictionary page of 126 MB is read at ~71 MiB. Each byte decompressed is `charge`d (its file's
-    budget of bytes decompressed in C); one read back is decompressed again from the page's start.
+    dictionary page of 126 MB is read at ~71 MiB. Each byte decompressed and passed over (not a
+    value read) is `charge`d (its file's budget of bytes decompressed in C); one read back is
+    decompressed again from the page's start.
     Its stream must end at its header's `size`, neither before nor after."""
 
     def __init__(self, source: Any, start: int, stored: int, size: int, codec: str,
@@ -143,10 +151,11 @@ class StreamedPage:
         self.skip(passed)
         return passed
 
-    def _take(self, count: int) -> bytes:
+    def _take(self, count: int, charged: bool) -> bytes:
         if count > self.left:
             raise PageError(f"a page's value runs {count - self.left} bytes past its page")
-        self.charge(count)
+        if charged:
+            self.charge(count)
         try:
             data = self.stream.read(count)
             extra = self.stream.read(1) if count == self.left else b""
@@ -161,12 +170,12 @@ class StreamedPage:
         return data
 
     def read(self, count: int) -> bytes:
-        return bytes(self._take(count))
+        return bytes(self._take(count, False))
 
     def skip(self, count: int, refused: bool = False) -> None:
         while count:
             piece = min(count, _PIECE)
-            self._take(piece)
+            self._take(piece, True)
             count -= piece
 
 

@@ -11,7 +11,7 @@ for: stored plainly straight from the file, snappy (pyarrow's, pandas' and img2d
 through a streaming decoder holding the 64 KiB a snappy copy may reach back, an lz4 one not at
 all (its rows `Refused`: it has no streaming decoder here). Gzip, zstd and brotli pages are always
 decompressed as read (pyarrow's C streaming decoders, `parquet_codecs.StreamedPage`), every byte
-decompressed in C charged to the file (`FileCost.c_bytes`). A value is judged by its length (its 4-byte prefix) before it is read: one over what a row
+decompressed in C and not handed on as a value charged to the file (`FileCost.c_bytes`). A value is judged by its length (its 4-byte prefix) before it is read: one over what a row
 may hold is passed over, unread (`Refused`), the values around it read. A dictionary's values are
 read forward as they are asked for (writers number them in the order they first meet them), the
 last few kept, and where they lie noted (one value a 64 KiB of page): a row pointing back (a photo
@@ -96,10 +96,13 @@ VALUE_COPIES = 4
 HARDLY_COMPRESSED = (7, 8)
 
 
-# What pyarrow's C decoders may decompress of one file's paged chunks, its pages decompressed whole
-# or streamed (read or passed over) together: C_BYTES_FLOOR, and C_BYTES_PER_STORED a byte the file
-# stores. Brotli decompresses ~165 MB a CPU-s: a 38 KB file of pages of zeros declaring 4.8 GB took
-# 29 CPU-s decompressed whole; photos (JPEG) compress to about their size, raw images 2 to 10 times.
+# What pyarrow's C decoders may decompress of one file's paged chunks and not hand on as values, its
+# pages decompressed whole or streamed together (values passed over, a page's bytes no value is read
+# from): C_BYTES_FLOOR, and C_BYTES_PER_STORED a byte the file stores. Brotli decompresses ~165 MB a
+# CPU-s: a 38 KB file of pages of zeros declaring 4.8 GB took 29 CPU-s decompressed whole; photos
+# (JPEG) compress to about their size, raw images 2 to 10 times, but flat-colour bitmaps 10,000 times
+# under zstd: a value handed on is not counted (a group within the budget read whole by pyarrow
+# decompresses it alike), else an honest file of 200 such 2048x2048 BMPs (2.5 GB from 250 KB) lost 114 rows.
 C_BYTES_FLOOR = 1 << 30
 C_BYTES_PER_STORED = 64
 
@@ -118,7 +121,8 @@ class FileCost:
     """What the Python snappy decoder has spent on one file's chunks (`steps`), and the most it may
     (`most`: `FILE_STEPS` and one a `STORED_BYTES_PER_STEP` of its `stored` bytes, when made,
     before any page is read); the bytes pyarrow's C decoders have
-    decompressed of them (`c_bytes`), and the most they may (`c_most`: by the file's `stored` bytes)."""
+    decompressed of them and not handed on as values (`c_bytes`), and the most they may (`c_most`:
+    by the file's `stored` bytes)."""
 
     def __init__(self, most: int | None = None, stored: int = 0) -> None:
         self.steps = 0
@@ -167,13 +171,18 @@ class Cost:
                         f"and {STEP_SLACK} more), past what decoding them may cost")
 
     def charge(self, count: int) -> None:
-        """`count` bytes more decompressed in C (a page whole, or a streamed page's read or passed
-        over): `TooCostly` past what its file may (`FileCost.c_most`)."""
+        """`count` bytes more decompressed in C (a page whole, or a streamed page's passed over):
+        `TooCostly` past what its file may (`FileCost.c_most`)."""
         file = self.file
         file.c_bytes += count
         if file.c_bytes > file.c_most and not self.held:
             raise TooCostly(f"its file's pages decompress to over {file.c_most} bytes, its chunks together (read or "
                             "passed over), past what decompressing one file may cost")
+
+    def credit(self, count: int) -> None:
+        """`count` bytes decompressed in C handed on as values: no longer charged to the file (a
+        whole read of a group within the budget decompresses them alike)."""
+        self.file.c_bytes -= count
 
     def passed_over(self, count: int) -> None:
         """`count` of the bytes decoded were a refused value's, passed over."""
@@ -509,8 +518,9 @@ def _stream(source: Any, start: int, stored: int, size: int, codec: str, whole: 
     if codec in parquet_codecs.STREAMED:
         return parquet_codecs.StreamedPage(source, start, stored, size, codec, cost.charge)
     if whole:
-        cost.charge(parquet_codecs.whole_cost(stored, size, codec))
-        return parquet_codecs.WholePage(parquet_codecs.stored_bytes(source, start, stored), size, codec, releasing)
+        cost.charge(parquet_codecs.whole_cost(stored, size, codec))  # (its values read handed back: `credit`)
+        return parquet_codecs.WholePage(parquet_codecs.stored_bytes(source, start, stored), size, codec, releasing,
+                                        cost.credit)
     if codec != "SNAPPY":
         raise PagedValuesError(f"a {codec} page can only be decompressed whole")
     return _Snappy(_Region(source, start, stored), size, cost)
