@@ -11,7 +11,7 @@ for: stored plainly straight from the file, snappy (pyarrow's, pandas' and img2d
 through a streaming decoder holding the 64 KiB a snappy copy may reach back, an lz4 one not at
 all (its rows `Refused`: it has no streaming decoder here). Gzip, zstd and brotli pages are always
 decompressed as read (pyarrow's C streaming decoders, `parquet_codecs.StreamedPage`), every byte
-decompressed in C charged to the file (`FileCost.c_bytes`). A value is judged by its length (its 4-byte prefix) before it is read: one over what a row
+decompressed in C and not handed on as a value charged to the file (`FileCost.c_bytes`). A value is judged by its length (its 4-byte prefix) before it is read: one over what a row
 may hold is passed over, unread (`Refused`), the values around it read. A dictionary's values are
 read forward as they are asked for (writers number them in the order they first meet them), the
 last few kept, and where they lie noted (one value a 64 KiB of page): a row pointing back (a photo
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import io
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -95,10 +96,13 @@ VALUE_COPIES = 4
 HARDLY_COMPRESSED = (7, 8)
 
 
-# What pyarrow's C decoders may decompress of one file's paged chunks, its pages decompressed whole
-# or streamed (read or passed over) together: C_BYTES_FLOOR, and C_BYTES_PER_STORED a byte the file
-# stores. Brotli decompresses ~165 MB a CPU-s: a 38 KB file of pages of zeros declaring 4.8 GB took
-# 29 CPU-s decompressed whole; photos (JPEG) compress to about their size, raw images 2 to 10 times.
+# What pyarrow's C decoders may decompress of one file's paged chunks and not hand on as values, its
+# pages decompressed whole or streamed together (values passed over, a page's bytes no value is read
+# from): C_BYTES_FLOOR, and C_BYTES_PER_STORED a byte the file stores. Brotli decompresses ~165 MB a
+# CPU-s: a 38 KB file of pages of zeros declaring 4.8 GB took 29 CPU-s decompressed whole; photos
+# (JPEG) compress to about their size, raw images 2 to 10 times, but flat-colour bitmaps 10,000 times
+# under zstd: a value handed on is not counted (a group within the budget read whole by pyarrow
+# decompresses it alike), else an honest file of 200 such 2048x2048 BMPs (2.5 GB from 250 KB) lost 114 rows.
 C_BYTES_FLOOR = 1 << 30
 C_BYTES_PER_STORED = 64
 
@@ -117,7 +121,8 @@ class FileCost:
     """What the Python snappy decoder has spent on one file's chunks (`steps`), and the most it may
     (`most`: `FILE_STEPS` and one a `STORED_BYTES_PER_STEP` of its `stored` bytes, when made,
     before any page is read); the bytes pyarrow's C decoders have
-    decompressed of them (`c_bytes`), and the most they may (`c_most`: by the file's `stored` bytes)."""
+    decompressed of them and not handed on as values (`c_bytes`), and the most they may (`c_most`:
+    by the file's `stored` bytes)."""
 
     def __init__(self, most: int | None = None, stored: int = 0) -> None:
         self.steps = 0
@@ -166,13 +171,18 @@ class Cost:
                         f"and {STEP_SLACK} more), past what decoding them may cost")
 
     def charge(self, count: int) -> None:
-        """`count` bytes more decompressed in C (a page whole, or a streamed page's read or passed
-        over): `TooCostly` past what its file may (`FileCost.c_most`)."""
+        """`count` bytes more decompressed in C (a page whole, or a streamed page's passed over):
+        `TooCostly` past what its file may (`FileCost.c_most`)."""
         file = self.file
         file.c_bytes += count
         if file.c_bytes > file.c_most and not self.held:
             raise TooCostly(f"its file's pages decompress to over {file.c_most} bytes, its chunks together (read or "
                             "passed over), past what decompressing one file may cost")
+
+    def credit(self, count: int) -> None:
+        """`count` bytes decompressed in C handed on as values: no longer charged to the file (a
+        whole read of a group within the budget decompresses them alike)."""
+        self.file.c_bytes -= count
 
     def passed_over(self, count: int) -> None:
         """`count` of the bytes decoded were a refused value's, passed over."""
@@ -508,8 +518,9 @@ def _stream(source: Any, start: int, stored: int, size: int, codec: str, whole: 
     if codec in parquet_codecs.STREAMED:
         return parquet_codecs.StreamedPage(source, start, stored, size, codec, cost.charge)
     if whole:
-        cost.charge(2 * size if codec == "LZ4" else size)  # (LZ4's length checked by a second decompression)
-        return parquet_codecs.WholePage(parquet_codecs.stored_bytes(source, start, stored), size, codec, releasing)
+        cost.charge(parquet_codecs.whole_cost(stored, size, codec))  # (its values read handed back: `credit`)
+        return parquet_codecs.WholePage(parquet_codecs.stored_bytes(source, start, stored), size, codec, releasing,
+                                        cost.credit)
     if codec != "SNAPPY":
         raise PagedValuesError(f"a {codec} page can only be decompressed whole")
     return _Snappy(_Region(source, start, stored), size, cost)
@@ -793,6 +804,11 @@ def _page_values(reading: _Reading, chunk, layout: pp.PageLayout, body: int, cou
         codec = reading.codec if layout.compressed else "UNCOMPRESSED"
     held = dictionary.held_whole() if dictionary is not None else 0  # held beside this page all the while
     whole = reading.whole_page(codec, stored, size, held)
+    unmade = _refused_unmade(reading, layout, start, stored, size, codec, levels, width, count, max_definition,
+                             held) if whole else None
+    if unmade is not None:
+        yield from unmade
+        return
     if not whole and codec == "LZ4":  # decompressed only whole: each row's reject
         why = reading.too_large(codec, stored, size)
         for here in (levels >= max_definition if levels is not None else np.ones(count, bool)):
@@ -821,6 +837,39 @@ def _page_values(reading: _Reading, chunk, layout: pp.PageLayout, body: int, cou
     except TooCostly as exc:  # the rest of the page not decoded: None where null, else each row's reject
         for here in present[given:]:
             yield Refused(0, str(exc)) if here else None
+
+
+def _refused_unmade(reading: _Reading, layout: pp.PageLayout, start: int, stored: int, size: int, codec: str,
+                    levels: np.ndarray | None, width: int, count: int, max_definition: int,
+                    held: int) -> list[None | Refused] | None:
+    """The rows of a PLAIN snappy or lz4 page to be decompressed whole whose one value is refused
+    (over what it may hold beside the page; snappy: over the allowance, else decoded as read), read
+    from the page's head alone (its levels and the value's length, decoded in Python): its page is
+    never decompressed (a bomb's, one value of zeros a page, was, ~150 MB a page). None where the
+    page is read (its head says more than one value, or one that fits)."""
+    if layout.encoding != PLAIN or codec not in ("SNAPPY", "LZ4") or reading.whole is not None:
+        return None
+    inside = levels is None and width > 0  # a v1 page's levels: inside its stream, before its values
+    if (levels is None and not width and count != 1) or (levels is not None and (levels >= max_definition).sum() != 1):
+        return None
+    want = min(size, (4 + levels_bound(width, count) if inside else 0) + 4)
+    if codec == "SNAPPY":
+        head = _Snappy(_Region(reading.source, start, stored), size).read(want)
+    else:
+        head = parquet_codecs.lz4_head(parquet_codecs.stored_bytes(reading.source, start, stored), want)
+    stream = _Region(io.BytesIO(head), 0, len(head))
+    if inside:
+        levels = _levels(stream, size, width, count)
+    present = levels >= max_definition if levels is not None else np.ones(count, bool)
+    if present.sum() != 1 or stream.left < 4:
+        return None
+    length = int.from_bytes(stream.read(4), "little")
+    most = parquet_codecs.held_limits([length], size, reading.allowance, reading.room - held, VALUE_COPIES)[0]
+    if length <= most or (codec == "SNAPPY" and length <= reading.allowance):
+        return None
+    refused = Refused(length) if length > reading.allowance else \
+        Refused(length, _held_why(length, most, size, codec), too_large=True)
+    return [refused if here else None for here in present]
 
 
 def _present_values(stream, chunk, layout: pp.PageLayout, present: np.ndarray, reading: _Reading,

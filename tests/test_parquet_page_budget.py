@@ -19,7 +19,7 @@ from sources import hf_parquet, parquet_codecs, parquet_values
 from sources.records import ImageRecord, Reject
 
 from parquet_makers import hostile_copies_file, noise_photo as _photo
-from test_parquet_paged import _dithered_bmps, _items
+from test_parquet_paged import _dithered_bmps, _items, _tiff16
 
 
 def test_a_file_of_many_hostile_chunks_is_stopped_by_its_file_budget(tmp_path: Path, monkeypatch):
@@ -146,34 +146,120 @@ def test_a_dictionary_page_over_the_room_is_read_as_its_values_are_asked_for(com
     assert got == rows
 
 
-@pytest.mark.parametrize("compression", ["brotli", "zstd", "gzip"])
-def test_pages_of_zeros_over_the_allowance_are_never_decompressed(compression: str, monkeypatch):
-    """A bomb as pyarrow writes it (row groups of pages of one value of zeros each, within a row's
-    room, over what a value may hold): each page was decompressed whole in C before its value's
-    length was looked at (a 38 KB brotli file took 29 CPU-s); its length is read from the page's
-    stream head, the page's last value never decompressed. Bytes decompressed are charged to the
-    file (`FileCost.c_bytes`): past `c_most` the rest are `Refused`, costly."""
-    value = 3_000_000
-    table = pa.table({"image": pa.array([bytes(value)] * 3, pa.binary())})
+def _zeros_file(compression: str, value: int, tail: bytes | None = None) -> bytes:
+    """A bomb as pyarrow writes it: 4 row groups of 3 pages of one value of `value` zeros each
+    (each then `tail`, in the same page, where given)."""
+    rows = [bytes(value)] * 3 if tail is None else [v for _ in range(3) for v in (bytes(value), tail)]
+    table = pa.table({"image": pa.array(rows, pa.binary())})
     out = io.BytesIO()
-    with pq.ParquetWriter(out, table.schema, compression=compression, use_dictionary=False, write_batch_size=1,
-                          data_page_size=1) as writer:
+    with pq.ParquetWriter(out, table.schema, compression=compression, use_dictionary=False,
+                          write_batch_size=1 if tail is None else 2, data_page_size=1) as writer:
         for _ in range(4):
             writer.write_table(table)
-    meta = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata
-    spent = parquet_values.FileCost(stored=len(out.getvalue()))
-    for group in range(4):
-        got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), meta.row_group(group).column(0), 3, 1,
-                                               compression, 1_000_000, spent=spent))
-        assert got == [parquet_values.Refused(value)] * 3
+    return out.getvalue()
+
+
+def _file_values(data: bytes, spent: parquet_values.FileCost, allowance: int) -> list:
+    """Each value of the image column of every row group of the file `data`, read page by page,
+    the file's cost `spent`."""
+    meta = pq.ParquetFile(io.BytesIO(data)).metadata
+    groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+    return [v for g in groups for v in parquet_values.chunk_values(io.BytesIO(data), g.column(0), g.num_rows, 1,
+                                                                    g.column(0).compression, allowance, spent=spent)]
+
+
+@pytest.mark.parametrize("compression", ["brotli", "zstd", "gzip", "snappy", "lz4"])
+def test_pages_of_zeros_over_the_allowance_are_never_decompressed(compression: str):
+    """A bomb as pyarrow writes it (row groups of pages of one value of zeros each, within a row's
+    room, over what a value may hold): each page was decompressed whole in C before its value's
+    length was looked at (a 38 KB brotli file took 29 CPU-s; a snappy or lz4 page within the room
+    still was, 9 MB of a 100 KB file); its length is read from the page's stream head (snappy and
+    lz4: its head alone decoded, in Python), the page's last value never decompressed."""
+    value = 3_000_000
+    data = _zeros_file(compression, value)
+    spent = parquet_values.FileCost(stored=len(data))
+    assert _file_values(data, spent, 1_000_000) == [parquet_values.Refused(value)] * 12
     assert spent.c_bytes < 1000, spent.c_bytes
+
+
+@pytest.mark.parametrize("compression", ["zstd", "lz4"])
+def test_the_file_budget_bounds_bytes_passed_over_not_values_handed_on(compression: str, monkeypatch):
+    """Bytes decompressed in C are charged to the file (`FileCost.c_bytes`) where nothing is handed
+    on from them: a value over what a row may hold passed over (its page's next value read), past
+    `c_most` the rest `Refused`, costly. A value handed on is not: the whole read of a row group
+    within the budget decompresses it alike (an honest zstd file of 200 flat-colour 2048x2048 BMPs
+    in 10 row groups: 2.5 GB from 250 KB, 114 rows were refused)."""
     monkeypatch.setattr(parquet_values, "C_BYTES_FLOOR", 7_000_000)
     monkeypatch.setattr(parquet_values, "C_BYTES_PER_STORED", 0)
-    spent = parquet_values.FileCost(stored=len(out.getvalue()))
-    got = [v for group in range(4) for v in parquet_values.chunk_values(
-        io.BytesIO(out.getvalue()), meta.row_group(group).column(0), 3, 1, compression, 4_000_000, spent=spent)]
-    assert got[:2] == [bytes(value)] * 2
-    assert all(isinstance(v, parquet_values.Refused) and "decompress" in v.why for v in got[2:]), got[2:]
+    value = 3_000_000
+    data = _zeros_file(compression, value)
+    assert _file_values(data, parquet_values.FileCost(stored=len(data)), 4_000_000) == [bytes(value)] * 12
+    data = _zeros_file(compression, value, tail=b"tail")
+    got = _file_values(data, parquet_values.FileCost(stored=len(data)), 1_000_000)
+    assert got[:4] == [parquet_values.Refused(value), b"tail"] * 2, got[:4]
+    assert all(isinstance(v, parquet_values.Refused) for v in got[4:]), got[4:]  # too large, or costly
+    assert all("decompress" in v.why for v in got[5::2]), got[5::2]  # each tail: past the file's budget
+
+
+def test_an_honest_file_of_flat_colour_bitmaps_is_read_whole_in_its_file_budget(monkeypatch):
+    """pyarrow's zstd file of flat-colour BMPs (Pillow's; zstd shrinks each 5,700 times), row
+    groups of several: the file's C budget (1 GiB, and 64 bytes a stored byte: here scaled down)
+    counted every value handed on, refusing the rows past it; each value is pyarrow's."""
+    from PIL import Image
+
+    def bmp(i: int) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", (512, 512), (i, 255 - i, 40)).save(out, "BMP")
+        return out.getvalue()
+
+    rows = [bmp(i) for i in range(20)]
+    out = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), out, compression="zstd", row_group_size=5)
+    monkeypatch.setattr(parquet_values, "C_BYTES_FLOOR", 4 * len(rows[0]))
+    assert pq.read_table(io.BytesIO(out.getvalue())).column("image").to_pylist() == rows
+    assert _file_values(out.getvalue(), parquet_values.FileCost(stored=len(out.getvalue())), 1 << 20) == rows
+
+
+def _held_whole(monkeypatch) -> list[tuple[int, int]]:
+    """(stored, size) of each page decompressed whole (`parquet_codecs.WholePage`) from here on."""
+    held = []
+    made = parquet_codecs.WholePage
+
+    class Counted(made):
+        def __init__(self, stored, size, *args, **kwargs):
+            held.append((len(stored), size))
+            super().__init__(stored, size, *args, **kwargs)
+
+    monkeypatch.setattr(parquet_codecs, "WholePage", Counted)
+    return held
+
+
+def test_a_snappy_page_of_photos_is_decoded_as_read_not_held_whole(monkeypatch):
+    """The photo rule: a snappy page over a MiB whose stored bytes are most of its size (photos:
+    one element a 64 KiB, cheap to decode as read) is decoded as read though the row's room holds
+    it whole: held whole it gains nothing and holds the page beside its values (img2dataset's
+    shape, 100 photos of 1.15 MB: 300 MiB peak held whole, 144 so). pyarrow's page of 16 JPEGs;
+    a page of gradient BMPs (Pillow's) as large is held whole."""
+    from PIL import Image
+
+    def gradient(i: int) -> bytes:
+        out = io.BytesIO()
+        Image.fromarray(np.tile((np.arange(300) * (i + 1)) % 256, (300, 1)).astype(np.uint8)).save(out, "BMP")
+        return out.getvalue()
+
+    held = _held_whole(monkeypatch)
+    for rows, whole in [([_photo(40 + i, 300) for i in range(16)], False), ([gradient(i) for i in range(16)], True)]:
+        out = io.BytesIO()
+        pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), out, use_dictionary=False)
+        chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
+        size = chunk.total_uncompressed_size
+        assert size > 1 << 20 and (chunk.total_compressed_size * 8 >= size * 7) != whole
+        spent = parquet_values.FileCost()
+        got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, len(rows), 1, True, size,
+                                               spent=spent))
+        assert got == rows
+        assert bool(held) == whole and (spent.steps == 0) == whole, (held, spent.steps, whole)
+        held.clear()
 
 
 def test_a_page_is_held_whole_only_within_the_room_its_held_dictionary_leaves(monkeypatch):
@@ -190,17 +276,40 @@ def test_a_page_is_held_whole_only_within_the_room_its_held_dictionary_leaves(mo
                    dictionary_pagesize_limit=500_000)
     chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
     assert chunk.has_dictionary_page and "PLAIN" in chunk.encodings
-    held = []
-    made = parquet_codecs.WholePage
-
-    class Counted(made):
-        def __init__(self, stored, size, codec, releasing=False):
-            held.append((len(stored), size))
-            super().__init__(stored, size, codec, releasing)
-
-    monkeypatch.setattr(parquet_codecs, "WholePage", Counted)
+    held = _held_whole(monkeypatch)
     allowance = 350_000
     got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, 40, 1, True, allowance))
     assert got == rows
     assert held and held[0][1] > 900_000, held  # its dictionary page, held whole
     assert all(held[0][1] + stored + size <= 4 * allowance for stored, size in held[1:]), held
+
+
+@pytest.mark.parametrize("codec", ["SNAPPY", "LZ4"])
+@pytest.mark.parametrize("off", [1, -1])
+def test_a_page_whose_stream_says_another_length_is_refused_before_it_is_decompressed(codec: str, off: int,
+                                                                                      monkeypatch):
+    """A snappy or lz4 page (pyarrow's, of 8 MB of zeros) whose header says a byte more or less
+    than its stream holds: it was decompressed (8 MB made; lz4 twice) before its length was
+    checked. Its length is read first (snappy's head; an lz4 stream so compressed, its sequences
+    walked, nothing made): a `PageError`, pyarrow's `decompress` never called."""
+    size = 8 << 20
+    stored = pa.compress(bytes(size), parquet_codecs.PYARROW_CODECS[codec], asbytes=True)
+    assert parquet_codecs.WholePage(stored, size, codec).read(size) == bytes(size)
+    called = []
+    monkeypatch.setattr(pa, "decompress", lambda *a, **k: called.append(a[1]))
+    with pytest.raises(parquet_codecs.PageError):
+        parquet_codecs.WholePage(stored, size + off, codec)
+    assert not called, called
+
+
+def test_an_lz4_page_is_walked_to_pyarrows_length_and_head():
+    """pyarrow's lz4 of a photo, a 16-bit TIFF (Pillow's) and zeros between them: its sequences
+    walked (nothing made) give the length pyarrow decompresses it to, and its first bytes decoded
+    alone are pyarrow's (a match overlapping what it makes too); a stream cut is a `PageError`."""
+    data = _photo(5, 64) + bytes(100_000) + _tiff16(64)
+    stored = pa.compress(data, "lz4_raw", asbytes=True)
+    assert parquet_codecs.lz4_length(stored) == len(data)
+    for count in (0, 1, 5, len(_photo(5, 64)) + 3, 60_000, len(data), len(data) + 9):
+        assert parquet_codecs.lz4_head(stored, count) == data[:count]
+    with pytest.raises(parquet_codecs.PageError):
+        parquet_codecs.lz4_length(stored[:-1])
