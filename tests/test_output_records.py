@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import lock_being_written
 from uvd_pipeline.cli import main
 
 
@@ -198,43 +199,37 @@ def test_verify_holds_mixture_yaml_to_the_summary_mix(mini_build_copy, capsys):
     assert _verify(capsys, out)[0] == 0
 
 
-def test_verify_and_report_wait_out_an_empty_lock_as_build_does(mini_build_copy, capsys):
-    """An empty `_lock.json` (a build start killed between creating its lock and writing it, or one
-    starting now): `build` refuses for `UNREADABLE_GRACE_S`, while `verify` and `report` took it for
-    'nobody holds it' and called the output intact and finished (exit 0). Both now say a build may be
-    starting and exit `UNFINISHED`; past that age `verify` says the next build removes it, and judges
-    the output as it is."""
-    import os
+def test_verify_and_report_wait_out_an_empty_lock_as_build_does(mini_build_copy, capsys, tmp_path):
+    """An empty `_lock.json`: `verify` and `report` took it for 'nobody holds it' (exit 0) while
+    `build` refused it. A build starting has it open (one before the linked lock write, between its
+    O_EXCL and its write): both say a build may be starting and exit `UNFINISHED`. One no process has
+    open was judged by its age, which `cp -r` refreshes: a copied output's stale lock read as a build
+    starting for a minute (L2); such a one holds nothing, whatever its age, and the output is judged."""
+    import subprocess
 
-    from uvd_pipeline.build import run_build
-    from uvd_pipeline.output_lock import UNREADABLE_GRACE_S, OutputLocked
     from uvd_pipeline.verify import UNFINISHED
 
     config, _ = mini_build_copy
     out = Path(config.output)
     lock = out / "_lock.json"
     for text, what in ((b"", "empty"), (b'{"host": ', "not readable as a lock (no host, pid and run id in it)")):
-        lock.write_bytes(text)
-        if not text:  # as build reads it (each refusal waits out its retries: once is enough)
-            with pytest.raises(OutputLocked):
-                run_build(config)
-        code, printed = _verify(capsys, out, "--quick")
-        assert code == UNFINISHED and "UNFINISHED: what is committed is intact" in printed, printed
-        assert printed.startswith(f"note: a build may be starting on this output: its lock file {lock} is {what}, "), \
-            printed
-        assert f"a build takes it over once it is {UNREADABLE_GRACE_S:.0f} s old" in printed
-        assert main(["report", str(out)]) == UNFINISHED
-        err = capsys.readouterr().err
-        assert err.startswith(f"error: {out}: UNFINISHED: a build may be starting on this output: its lock file "
-                              f"{lock} is {what}"), err
-    os.utime(lock, (lock.stat().st_atime - 2 * UNREADABLE_GRACE_S,) * 2)
-    code, printed = _verify(capsys, out)
-    assert code == 0 and printed.startswith(
-        f"note: this output is held by no build: its lock file {lock} is not readable as a lock (no host, pid and run "
-        "id in it), 1"), printed
-    assert "most likely a build was killed while writing it; it holds nothing, and the next build removes it" in printed
-    assert f"{out}: intact:" in printed
-    lock.write_bytes(b"")
-    code, printed = _verify(capsys, out)
-    assert code == UNFINISHED  # written again: young
-
+        lock.unlink(missing_ok=True)
+        with lock_being_written(lock):
+            lock.write_bytes(text)
+            code, printed = _verify(capsys, out, "--quick")
+            assert code == UNFINISHED and "UNFINISHED: what is committed is intact" in printed, printed
+            assert printed.startswith(f"note: a build may be starting on this output: its lock file {lock} is {what} "
+                                      "and a process of this host has it open: a build is starting"), printed
+            assert main(["report", str(out)]) == UNFINISHED
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: {out}: UNFINISHED: a build may be starting on this output: its lock file "
+                                  f"{lock} is {what}"), err
+        code, printed = _verify(capsys, out)  # open in no process now, a moment old
+        assert code == 0 and printed.startswith(
+            f"note: this output is held by no build: its lock file {lock} is {what}, and no process of this host has "
+            "it open"), printed
+        assert f"{out}: intact:" in printed
+    copied = tmp_path / "copied"
+    subprocess.run(["cp", "-r", str(out), str(copied)], check=True)  # the copy's lock: young again
+    code, printed = _verify(capsys, copied)
+    assert code == 0 and "held by no build" in printed and f"{copied}: intact:" in printed, printed

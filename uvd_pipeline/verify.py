@@ -409,6 +409,11 @@ def verify_output(output: str, quick: bool = False,
     result.holder = holder.describe() if holder else None
     result.holder_gone = holder is not None and holder.is_alive() is False
     lock = unreadable_lock(output) if holder is None else None
+    if holder is None and lock is None:  # written between the two reads (a build that just took it)
+        with contextlib.suppress(OSError):
+            holder = read_holder(output)
+            result.holder = holder.describe() if holder else None
+            result.holder_gone = holder is not None and holder.is_alive() is False
     if lock is not None:  # `build` waits a young one out (a build is starting) and takes an older one over
         result.lock_unreadable, result.lock_starting = lock.describe(), lock.starting
         if lock.starting:
