@@ -75,6 +75,33 @@ def test_a_store_that_cannot_give_a_group_digest_holds_the_shards_to_one_another
     assert code == 0 and ": intact: " in printed, printed
 
 
+def test_a_deleted_commit_mark_is_named_and_its_unit_rendered_again(mini_build_copy, capsys):
+    """One unit's commit mark deleted among the others of its source (its stored files left): the
+    store's group digest was over the other units, and every shard of the group was called edited
+    since the build (clips: 3 input records named, the mark not at all), though the rerun keeps
+    them. The mark is named, the group's shards are held to one another, and the same build
+    command renders the unit again and commits it, its shards kept byte for byte."""
+    from conftest import shard_digests
+    from uvd_pipeline.build import run_build
+
+    config, summary = mini_build_copy
+    out = Path(config.output)
+    before = shard_digests(out)
+    mark = sorted((out / "_units" / "clips").glob("*.json"))[0]
+    left = sorted(p.name for p in mark.parent.glob(mark.stem + ".*") if p != mark)
+    mark.unlink()
+    for flags in ((), ("--quick",)):
+        code, printed = _verify(capsys, out, *flags)
+        assert code == 1 and "DAMAGED: 1 damaged files" in printed, printed
+        assert printed.startswith(f"damaged: {mark}: missing: the unit's commit mark is gone, its {len(left)} stored "
+                                  f"files are there ({', '.join(left)}): the unit is not committed"), printed
+    again = run_build(config).summary
+    assert again["run"]["shards_resumed"] == summary["totals"]["shards"] and mark.exists()
+    assert again["run"]["counters"]["clips.units_rendered"] == 1
+    assert shard_digests(out) == before
+    assert _verify(capsys, out)[0] == 0
+
+
 def test_shards_that_disagree_without_a_store_and_no_majority_are_all_named(mini_build_copy, capsys):
     """With the unit store deleted, a group's shards are held to one another: on a tie the most
     common digest was whichever shard came first, so an edited shard was the verdict and the honest

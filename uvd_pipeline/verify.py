@@ -40,7 +40,7 @@ from uvd_pipeline.integrity import EMPTY_SHA256, SHA_DIFFERS, Recorded, check_fi
 from uvd_pipeline.shards import NotFound
 from uvd_pipeline.shown import shown
 from uvd_pipeline.state_files import StateFileRefused, read_state_json
-from uvd_pipeline.unit_store import check_unit, unit_marks
+from uvd_pipeline.unit_store import check_unit, store_listing
 
 
 @dataclass
@@ -220,6 +220,7 @@ def missing_marks(output: str, summary: Any = None) -> list[tuple[str, str]]:
     return missing
 
 
+UNIT_HINT = "the same build command renders the unit again and commits it (its shards are kept if their input is the same)"
 MERGED_HINT = "run the same build command again: it writes it anew from the committed shards"
 
 
@@ -537,7 +538,14 @@ def verify_output(output: str, quick: bool = False,
 
     placed = functools.cache(lambda: pending_placements(output, intact_tars))
     digests: dict[str, list[tuple[str, str]]] = {}  # source -> (unit id, input digest), each mark read once
-    for uri in listed(lambda out: unit_marks(out, refused), UNITS_DIR) if units else []:
+    marks, unmarked = (listed(lambda out: store_listing(out, refused), UNITS_DIR) if units else None) or ([], {})
+    for mark, files in sorted(unmarked.items()):
+        unread.add(fsio.basename(mark.rsplit("/", 1)[0]))  # its source's store gives no whole group digest
+        if not held and result.finished:  # a finished build commits each unit it stored (a mark each)
+            damaged(mark, f"missing: the unit's commit mark is gone, its {len(files)} stored files are there "
+                          f"({', '.join(fsio.basename(f) for f in files)}): the unit is not committed, so the "
+                          f"shards' input digests cannot be held to its source's units; {UNIT_HINT}")
+    for uri in marks:
         result.files += 1
         result.units += 1
         taken = sum(map(len, digests.values()))
