@@ -157,6 +157,46 @@ def test_verify_holds_the_summary_source_types_and_run_section(mini_build_copy, 
     assert _verify(capsys, out, "--quick")[0] == 0
 
 
+def test_verify_holds_the_run_counters_and_runner_fields_to_the_output(mini_build_copy, capsys):
+    """`run.counters`, `runner` and `workers` were held to their kind only: a shard count or a
+    sentence count edited, the runner renamed beside its local worker mode, workers nulled passed
+    `verify` (exit 0) and the report's summary line showed them. A build that resumed nothing wrote
+    every listed shard: its counters are held to them; the runner's fields to one another."""
+    from uvd_pipeline.build import run_build
+
+    config, summary = mini_build_copy
+    out = Path(config.output)
+    path = out / "summary.json"
+    run = summary["run"]
+    assert run["shards_resumed"] == 0 and run["runner"] == "DirectRunner" and run["worker_mode"]
+    web_shards = sum(1 for row in summary["shards"] if row["source"] == "web")
+    assert run["counters"]["web.shards_written"] == web_shards
+    assert run["counters"]["inet.sentences_written"] == summary["sources"]["inet"]["sentences"]
+    edits = {
+        ("counters", "web.shards_written", web_shards + 1):
+            f"run.counters['web.shards_written'] {web_shards + 1} (the summary lists {web_shards} shards of web",
+        ("counters", "inet.sentences_written", 96): "run.counters['inet.sentences_written'] 96 (the summary lists "
+                                                    f"{summary['sources']['inet']['sentences']} sentences of inet",
+        ("runner", None, "FlinkRunner"): f"run.runner 'FlinkRunner' (its run.worker_mode {run['worker_mode']!r} is "
+                                         "the DirectRunner's alone)",
+        ("workers", None, None): "run.workers None (run.runner 'DirectRunner' runs the count of workers",
+    }
+    for (field, key, value), why in edits.items():
+        edited = json.loads(json.dumps(summary))
+        if key is None:
+            edited["run"][field] = value
+        else:
+            edited["run"][field][key] = value
+        path.write_text(json.dumps(edited))
+        code, printed = _verify(capsys, out, "--quick")
+        assert code == 1 and "DAMAGED: 1 damaged files" in printed and why in printed, (why, printed)
+    path.write_text(json.dumps(summary))
+    assert _verify(capsys, out)[0] == 0
+    again = run_build(config).summary["run"]  # resumed: its counters count what it wrote, none
+    assert again["shards_resumed"] == summary["totals"]["shards"] and "web.shards_written" not in again["counters"]
+    assert _verify(capsys, out)[0] == 0
+
+
 def test_an_earlier_revisions_summary_is_not_held_to_todays_run_fields(mini_build_copy, capsys):
     """An output of an earlier render revision (built before `run.workers_failed_to_start` was kept)
     was 'damaged' for that absent field, though its rerun is refused (--replace-changed asked): no
