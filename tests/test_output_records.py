@@ -9,7 +9,6 @@ import json
 import shutil
 from pathlib import Path
 
-
 from conftest import lock_being_written
 from uvd_pipeline.cli import main
 
