@@ -1,7 +1,8 @@
 """One writer per build output: a lock file, and the run's temporary folder inside the output.
 
 `OUT/_lock.json` names the build holding the output (host, pid, the process's start, the run's
-start time and id). It is created exclusively: `O_CREAT | O_EXCL` on a local disk; elsewhere
+start time and id). It is created exclusively, whole: on a local disk written beside and
+hard-linked into place (`_link_exclusive`: no reader sees it empty); elsewhere
 fsspec's write-if-absent mode (`"xb"`), which object stores implement with a conditional write
 (s3fs and gcsfs: If-None-Match / ifGenerationMatch=0); a filesystem without it falls back to
 "check, write, read back", which two builds starting within the same moment can both pass.

@@ -6,7 +6,7 @@ unreadable stats files and an unreadable `build.json`/`summary.json` count as da
 `build.json` whose config does not give the config hash it records: `build_record.record_problem`), and so
 do files and folders the system refuses to read (no permission, a failing disk: named with its
 reason; one refusal does not end the check) and unit store files (`OUT/_units/`) that differ from
-their commit marks (the next build renders such a unit again). The shard folders are held to
+their commit marks, or whose mark is gone (the next build renders such a unit again). The shard folders are held to
 `summary.json` and the stats files both: a shard `summary.json` lists whose stats file (its commit
 mark) is gone, and any file in `rendered/` or `tokens/` that no stats file names (a stray tar
 beside the committed ones, a folder no build wrote: a glob reader would take them) are damage too;
