@@ -23,6 +23,7 @@ writer can be alive. The folder needs room for one shard per worker writing at o
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -148,7 +149,8 @@ def _link_exclusive(local: str, data: bytes) -> bool:
     except OSError:  # no hard links here (some network and FUSE disks)
         pass
     finally:
-        os.unlink(temporary)
+        with contextlib.suppress(FileNotFoundError):  # swept by the holder's start (its `.tmp-` sweep)
+            os.unlink(temporary)
     try:
         fd = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
