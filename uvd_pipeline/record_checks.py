@@ -126,11 +126,14 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def summary_field_problem(summary: dict[str, Any], build: dict[str, Any] | None) -> str | None:
+def summary_field_problem(summary: dict[str, Any], build: dict[str, Any] | None, counted: bool = False) -> str | None:
     """What `summary.json` says otherwise than the rest of the output, beside its counts
     (`summary_checks`): each source's `type` and `resize` against `build.json`'s config (`build`:
     None where that record is damaged, reported already), and the `run` section against itself (not
-    an earlier revision's: `earlier_output`; a rerun of it is refused, so 'damaged' had no way out)."""
+    an earlier revision's: `earlier_output`; a rerun of it is refused, so 'damaged' had no way out).
+    `counted`: the summary's counts and shard list are found the committed shards' own
+    (`SummaryTally`), so its counters are held to them (otherwise the edited count is named, not
+    the counter that disagrees with it)."""
     problems: list[str] = []
 
     def held(field: str, recorded: Any, wanted: str) -> None:
@@ -156,7 +159,7 @@ def summary_field_problem(summary: dict[str, Any], build: dict[str, Any] | None)
     elif not isinstance(run, dict):
         held("run", run, "the build's run section: its time, runner and metrics")
     else:
-        problems += _run_problems(run) + _runner_problems(run) + _counter_problems(run, summary)
+        problems += _run_problems(run) + _runner_problems(run) + (_counter_problems(run, summary) if counted else [])
     if not problems:
         return None
     return f"fields other than the rest of the output says, edited since the build: {'; '.join(problems)}; {REWRITE_HINT}"

@@ -220,7 +220,8 @@ def missing_marks(output: str, summary: Any = None) -> list[tuple[str, str]]:
     return missing
 
 
-UNIT_HINT = "the same build command renders the unit again and commits it (its shards are kept if their input is the same)"
+UNIT_HINT = ("the same build command renders the unit again and commits it (its shards are kept if their input is "
+             "the same)")
 MERGED_HINT = "run the same build command again: it writes it anew from the committed shards"
 
 
@@ -524,10 +525,13 @@ def verify_output(output: str, quick: bool = False,
             damaged(shard, why)
         if SUMMARY_FILE in read:
             _check_merged(output, read[SUMMARY_FILE], shard_rejects, quick and not rejects, mixture, damaged, lines)
+            counted = False  # the summary's counts are the committed shards' own (the counters are held to them)
             if not result.damaged:  # a damaged output's counts are off by its damage, named already
                 if why := tally.count_problem():
                     damaged(fsio.join(output, SUMMARY_FILE), why)
-            if why := summary_field_problem(read[SUMMARY_FILE], trusted):
+                else:
+                    counted = True
+            if why := summary_field_problem(read[SUMMARY_FILE], trusted, counted):
                 damaged(fsio.join(output, SUMMARY_FILE), why)
 
     unread: set[str] = set()  # sources of a mark or unit folder not read: their store gives no group digest
