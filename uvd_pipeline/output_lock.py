@@ -137,17 +137,18 @@ def _link_exclusive(local: str, data: bytes) -> bool:
     moment (`verify`, another build) took it for a lock that names nobody. A disk without hard links
     gets `O_EXCL` and a write, as before."""
     temporary = temporary_name(local)
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    try:
-        os.link(temporary, local)
-        return True
-    except FileExistsError:
-        return False
-    except OSError:  # no hard links here (some network and FUSE disks)
-        pass
+    try:  # a full disk fails the write: nothing is left behind (an O_EXCL lock stayed there empty)
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, local)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here (some network and FUSE disks)
+            pass
     finally:
         with contextlib.suppress(FileNotFoundError):  # swept by the holder's start (its `.tmp-` sweep)
             os.unlink(temporary)
