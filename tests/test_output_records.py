@@ -9,8 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
+from conftest import lock_being_written
 from uvd_pipeline.cli import main
 
 
@@ -74,6 +73,33 @@ def test_a_store_that_cannot_give_a_group_digest_holds_the_shards_to_one_another
     assert code == 0 and ": intact: " in printed, printed
 
 
+def test_a_deleted_commit_mark_is_named_and_its_unit_rendered_again(mini_build_copy, capsys):
+    """One unit's commit mark deleted among the others of its source (its stored files left): the
+    store's group digest was over the other units, and every shard of the group was called edited
+    since the build (clips: 3 input records named, the mark not at all), though the rerun keeps
+    them. The mark is named, the group's shards are held to one another, and the same build
+    command renders the unit again and commits it, its shards kept byte for byte."""
+    from conftest import shard_digests
+    from uvd_pipeline.build import run_build
+
+    config, summary = mini_build_copy
+    out = Path(config.output)
+    before = shard_digests(out)
+    mark = sorted((out / "_units" / "clips").glob("*.json"))[0]
+    left = sorted(p.name for p in mark.parent.glob(mark.stem + ".*") if p != mark)
+    mark.unlink()
+    for flags in ((), ("--quick",)):
+        code, printed = _verify(capsys, out, *flags)
+        assert code == 1 and "DAMAGED: 1 damaged files" in printed, printed
+        assert printed.startswith(f"damaged: {mark}: missing: the unit's commit mark is gone, its {len(left)} stored "
+                                  f"files are there ({', '.join(left)}): the unit is not committed"), printed
+    again = run_build(config).summary
+    assert again["run"]["shards_resumed"] == summary["totals"]["shards"] and mark.exists()
+    assert again["run"]["counters"]["clips.units_rendered"] == 1
+    assert shard_digests(out) == before
+    assert _verify(capsys, out)[0] == 0
+
+
 def test_shards_that_disagree_without_a_store_and_no_majority_are_all_named(mini_build_copy, capsys):
     """With the unit store deleted, a group's shards are held to one another: on a tie the most
     common digest was whichever shard came first, so an edited shard was the verdict and the honest
@@ -127,6 +153,46 @@ def test_verify_holds_the_summary_source_types_and_run_section(mini_build_copy, 
     assert capsys.readouterr().err.startswith(f"error: damaged: {path}: fields other than the rest of the output says")
     path.write_text(json.dumps(summary))
     assert _verify(capsys, out, "--quick")[0] == 0
+
+
+def test_verify_holds_the_run_counters_and_runner_fields_to_the_output(mini_build_copy, capsys):
+    """`run.counters`, `runner` and `workers` were held to their kind only: a shard count or a
+    sentence count edited, the runner renamed beside its local worker mode, workers nulled passed
+    `verify` (exit 0) and the report's summary line showed them. A build that resumed nothing wrote
+    every listed shard: its counters are held to them; the runner's fields to one another."""
+    from uvd_pipeline.build import run_build
+
+    config, summary = mini_build_copy
+    out = Path(config.output)
+    path = out / "summary.json"
+    run = summary["run"]
+    assert run["shards_resumed"] == 0 and run["runner"] == "DirectRunner" and run["worker_mode"]
+    web_shards = sum(1 for row in summary["shards"] if row["source"] == "web")
+    assert run["counters"]["web.shards_written"] == web_shards
+    assert run["counters"]["inet.sentences_written"] == summary["sources"]["inet"]["sentences"]
+    edits = {
+        ("counters", "web.shards_written", web_shards + 1):
+            f"run.counters['web.shards_written'] {web_shards + 1} (the summary lists {web_shards} shards of web",
+        ("counters", "inet.sentences_written", 96): "run.counters['inet.sentences_written'] 96 (the summary lists "
+                                                    f"{summary['sources']['inet']['sentences']} sentences of inet",
+        ("runner", None, "FlinkRunner"): f"run.runner 'FlinkRunner' (its run.worker_mode {run['worker_mode']!r} is "
+                                         "the DirectRunner's alone)",
+        ("workers", None, None): "run.workers None (run.runner 'DirectRunner' runs the count of workers",
+    }
+    for (field, key, value), why in edits.items():
+        edited = json.loads(json.dumps(summary))
+        if key is None:
+            edited["run"][field] = value
+        else:
+            edited["run"][field][key] = value
+        path.write_text(json.dumps(edited))
+        code, printed = _verify(capsys, out, "--quick")
+        assert code == 1 and "DAMAGED: 1 damaged files" in printed and why in printed, (why, printed)
+    path.write_text(json.dumps(summary))
+    assert _verify(capsys, out)[0] == 0
+    again = run_build(config).summary["run"]  # resumed: its counters count what it wrote, none
+    assert again["shards_resumed"] == summary["totals"]["shards"] and "web.shards_written" not in again["counters"]
+    assert _verify(capsys, out)[0] == 0
 
 
 def test_an_earlier_revisions_summary_is_not_held_to_todays_run_fields(mini_build_copy, capsys):
@@ -198,43 +264,37 @@ def test_verify_holds_mixture_yaml_to_the_summary_mix(mini_build_copy, capsys):
     assert _verify(capsys, out)[0] == 0
 
 
-def test_verify_and_report_wait_out_an_empty_lock_as_build_does(mini_build_copy, capsys):
-    """An empty `_lock.json` (a build start killed between creating its lock and writing it, or one
-    starting now): `build` refuses for `UNREADABLE_GRACE_S`, while `verify` and `report` took it for
-    'nobody holds it' and called the output intact and finished (exit 0). Both now say a build may be
-    starting and exit `UNFINISHED`; past that age `verify` says the next build removes it, and judges
-    the output as it is."""
-    import os
+def test_verify_and_report_wait_out_an_empty_lock_as_build_does(mini_build_copy, capsys, tmp_path):
+    """An empty `_lock.json`: `verify` and `report` took it for 'nobody holds it' (exit 0) while
+    `build` refused it. A build starting has it open (one before the linked lock write, between its
+    O_EXCL and its write): both say a build may be starting and exit `UNFINISHED`. One no process has
+    open was judged by its age, which `cp -r` refreshes: a copied output's stale lock read as a build
+    starting for a minute (L2); such a one holds nothing, whatever its age, and the output is judged."""
+    import subprocess
 
-    from uvd_pipeline.build import run_build
-    from uvd_pipeline.output_lock import UNREADABLE_GRACE_S, OutputLocked
     from uvd_pipeline.verify import UNFINISHED
 
     config, _ = mini_build_copy
     out = Path(config.output)
     lock = out / "_lock.json"
     for text, what in ((b"", "empty"), (b'{"host": ', "not readable as a lock (no host, pid and run id in it)")):
-        lock.write_bytes(text)
-        if not text:  # as build reads it (each refusal waits out its retries: once is enough)
-            with pytest.raises(OutputLocked):
-                run_build(config)
-        code, printed = _verify(capsys, out, "--quick")
-        assert code == UNFINISHED and "UNFINISHED: what is committed is intact" in printed, printed
-        assert printed.startswith(f"note: a build may be starting on this output: its lock file {lock} is {what}, "), \
-            printed
-        assert f"a build takes it over once it is {UNREADABLE_GRACE_S:.0f} s old" in printed
-        assert main(["report", str(out)]) == UNFINISHED
-        err = capsys.readouterr().err
-        assert err.startswith(f"error: {out}: UNFINISHED: a build may be starting on this output: its lock file "
-                              f"{lock} is {what}"), err
-    os.utime(lock, (lock.stat().st_atime - 2 * UNREADABLE_GRACE_S,) * 2)
-    code, printed = _verify(capsys, out)
-    assert code == 0 and printed.startswith(
-        f"note: this output is held by no build: its lock file {lock} is not readable as a lock (no host, pid and run "
-        "id in it), 1"), printed
-    assert "most likely a build was killed while writing it; it holds nothing, and the next build removes it" in printed
-    assert f"{out}: intact:" in printed
-    lock.write_bytes(b"")
-    code, printed = _verify(capsys, out)
-    assert code == UNFINISHED  # written again: young
-
+        lock.unlink(missing_ok=True)
+        with lock_being_written(lock):
+            lock.write_bytes(text)
+            code, printed = _verify(capsys, out, "--quick")
+            assert code == UNFINISHED and "UNFINISHED: what is committed is intact" in printed, printed
+            assert printed.startswith(f"note: a build may be starting on this output: its lock file {lock} is {what} "
+                                      "and a process of this host has it open: a build is starting"), printed
+            assert main(["report", str(out)]) == UNFINISHED
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: {out}: UNFINISHED: a build may be starting on this output: its lock file "
+                                  f"{lock} is {what}"), err
+        code, printed = _verify(capsys, out)  # open in no process now, a moment old
+        assert code == 0 and printed.startswith(
+            f"note: this output is held by no build: its lock file {lock} is {what}, and no process of this host has "
+            "it open"), printed
+        assert f"{out}: intact:" in printed
+    copied = tmp_path / "copied"
+    subprocess.run(["cp", "-r", str(out), str(copied)], check=True)  # the copy's lock: young again
+    code, printed = _verify(capsys, copied)
+    assert code == 0 and "held by no build" in printed and f"{copied}: intact:" in printed, printed

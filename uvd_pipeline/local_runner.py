@@ -53,6 +53,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import Any, Callable
 
 from uvd_pipeline.worker_parent import BUILD_PID_ENV
@@ -87,13 +88,42 @@ _DIED = threading.Condition()  # notified as a death is recorded (`worker_died` 
 DEATH_GRACE_S = 2.0
 
 
+# a killed worker's sockets close a moment before the kernel makes it a zombie: how long to look
+EXIT_PEEK_S = 0.1
+
+
 def worker_died(grace_s: float = DEATH_GRACE_S) -> bool:
     """Whether a local worker process of this process exited unexpectedly (`_DEATHS`), waiting up to
-    `grace_s` for one: a broken gRPC stream is left off stderr only then (`quiet_broken_streams`,
+    `grace_s` for one where a worker process has exited (`_worker_exited`, looked for `EXIT_PEEK_S`):
+    a broken gRPC stream is left off stderr only then (`quiet_broken_streams`,
     `log_filters.BeamChannelNoise`), where its death is the build's one `error:` line; any other
-    (a message past gRPC's size limit, a portable job failed) is shown as it comes."""
+    (a message past gRPC's size limit, a portable job failed) is shown as it comes. Every such error
+    waited the whole grace before (2 s each: a logged one and a thread's, 4 s late)."""
+    deadline = time.monotonic() + EXIT_PEEK_S
+    while not _worker_exited():
+        if _DEATHS:  # recorded meanwhile (its process reaped and forgotten)
+            return True
+        if not _WORKER_PROCESSES or time.monotonic() >= deadline:
+            return bool(_DEATHS)
+        time.sleep(0.005)
     with _DIED:
         return _DIED.wait_for(lambda: bool(_DEATHS), timeout=grace_s)
+
+
+def _worker_exited() -> bool:
+    """Whether a local worker process has exited, reaped or not (`waitid` with `WNOWAIT` leaves the
+    reaping to Beam's thread, whose exit code the death record names)."""
+    for process in list(_WORKER_PROCESSES.values()):
+        if process.returncode is not None:
+            return True
+        try:
+            if os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:  # reaped already
+            return True
+        except (OSError, AttributeError):  # no waitid here: taken as not exited
+            continue
+    return False
 
 
 class _WorkerSubprocess:

@@ -1,7 +1,8 @@
 """One writer per build output: a lock file, and the run's temporary folder inside the output.
 
 `OUT/_lock.json` names the build holding the output (host, pid, the process's start, the run's
-start time and id). It is created exclusively: `O_CREAT | O_EXCL` on a local disk; elsewhere
+start time and id). It is created exclusively, whole: on a local disk written beside and
+hard-linked into place (`_link_exclusive`: no reader sees it empty); elsewhere
 fsspec's write-if-absent mode (`"xb"`), which object stores implement with a conditional write
 (s3fs and gcsfs: If-None-Match / ifGenerationMatch=0); a filesystem without it falls back to
 "check, write, read back", which two builds starting within the same moment can both pass.
@@ -22,6 +23,7 @@ writer can be alive. The folder needs room for one shard per worker writing at o
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -36,6 +38,7 @@ from typing import Any
 
 from sources import fsio
 from uvd_pipeline.config import ConfigError
+from tokenizer.atomic import temporary_name
 from uvd_pipeline.state_files import read_state_json
 
 log = logging.getLogger(__name__)
@@ -111,15 +114,7 @@ def _create_exclusive(uri: str, data: bytes) -> bool:
     """Write `data` to `uri` unless it exists; True if this call made the file."""
     local = fsio.local_path(uri)
     if local is not None:
-        try:
-            fd = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        return True
+        return _link_exclusive(local, data)
     fs, path = fsio.filesystem(uri)
     try:
         with fs.open(path, "xb") as handle:
@@ -133,6 +128,39 @@ def _create_exclusive(uri: str, data: bytes) -> bool:
         return False
     fs.pipe_file(path, data)
     return fs.cat_file(path) == data
+
+
+def _link_exclusive(local: str, data: bytes) -> bool:
+    """`_create_exclusive` on a local disk: the lock is written whole to a temporary beside it, then
+    hard-linked into place (which fails if a lock is there, as `O_EXCL` does), so it is never seen
+    empty or half-written: an `O_EXCL` file was there empty until its write, and a reader of that
+    moment (`verify`, another build) took it for a lock that names nobody. A disk without hard links
+    gets `O_EXCL` and a write, as before."""
+    temporary = temporary_name(local)
+    try:  # a full disk fails the write: nothing is left behind (an O_EXCL lock stayed there empty)
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, local)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here (some network and FUSE disks)
+            pass
+    finally:
+        with contextlib.suppress(FileNotFoundError):  # swept by the holder's start (its `.tmp-` sweep)
+            os.unlink(temporary)
+    try:
+        fd = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
 
 
 def _age_seconds(uri: str) -> float | None:
@@ -216,21 +244,22 @@ def acquire(output: str, force: bool = False) -> OutputLock:
     uri = lock_uri(output)
     mine = LockHolder.this_process()
     data = (json.dumps(asdict(mine), indent=1, sort_keys=True) + "\n").encode()
-    unreadable_age: float | None = None  # of a young unreadable lock seen last
+    starting: UnreadableLock | None = None  # an unreadable lock a build may be writing, seen last
     for _ in range(5):
-        unreadable_age = None
+        starting = None
         if _create_exclusive(uri, data):
             return OutputLock(output, mine)
         holder = read_holder(output)
         if holder is None:
-            age = _age_seconds(uri)
-            if age is None:
-                continue  # gone between the two calls: try again
-            if force or age > UNREADABLE_GRACE_S:
-                log.warning("removing the unreadable lock file %s (%.0f s old)", uri, age)
+            unreadable = unreadable_lock(output)
+            if unreadable is None:
+                continue  # gone, or written, between the two calls: try again
+            if force or not unreadable.starting:
+                log.warning("removing the unreadable lock file %s (%.0f s old%s)", uri, unreadable.age,
+                            ", open in no process" if unreadable.open_now is False else "")
                 _remove_lock(output, None)
                 continue
-            unreadable_age = age
+            starting = unreadable
             time.sleep(0.5)  # a build may be writing it right now
             continue
         alive = holder.is_alive()
@@ -246,8 +275,8 @@ def acquire(output: str, force: bool = False) -> OutputLock:
                         f"run again with --force-unlock, or delete {uri}")
             raise OutputLocked(f"output {output} is locked by another build ({holder.describe()}); {hint}")
         _remove_lock(output, holder)
-    if unreadable_age is not None:
-        raise OutputLocked(_unreadable_lock_message(uri, unreadable_age))
+    if starting is not None:
+        raise OutputLocked(_unreadable_lock_message(starting))
     raise OutputLocked(f"could not take the lock {uri}: other builds keep taking it")
 
 
@@ -260,23 +289,60 @@ def _unreadable_what(uri: str) -> str:
         return "unreadable"
 
 
+def _held_open(local: str) -> bool | None:
+    """Whether a process of this host that this user may inspect has the file `local` open (by
+    device and inode, through `/proc/<pid>/fd`); None where that cannot be asked (no `/proc`)."""
+    try:
+        target = os.stat(local)
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:  # gone, or another user's
+            continue
+        for fd in fds:
+            try:
+                found = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino):
+                return True
+    return False
+
+
 @dataclass(frozen=True)
 class UnreadableLock:
-    """A lock file that is there but names no holder: a build starting (it writes its lock within a
-    moment of creating it) while younger than `UNREADABLE_GRACE_S`, a start killed in between after;
-    `acquire` waits the first out and removes the second, and the commands that read an output
-    judge it alike (`verify` and `report` took an empty one for 'nobody holds it')."""
+    """A lock file that is there but names no holder: a build starting, or a start killed between
+    creating it and writing it; `acquire` waits the first out and removes the second, and the
+    commands that read an output judge it alike (`verify` and `report` took an empty one for
+    'nobody holds it'). On a local disk a build of this version never shows its lock unwritten
+    (`_link_exclusive`); an earlier version's writes it through the descriptor it created it with,
+    so such a file is a start only while a process has it open (`open_now`). Its age alone (the
+    judge elsewhere) is what `cp -r` makes young again: a copied output's stale empty lock held it
+    for `UNREADABLE_GRACE_S` more."""
 
     uri: str
     what: str  # "empty", "not readable as a lock (...)"
     age: float  # seconds since it was written
+    open_now: bool | None = None  # whether a process of this host has it open (None: not asked, not local)
 
     @property
     def starting(self) -> bool:
         """Whether a build may still be writing it: `acquire` refuses to take it over yet."""
+        if self.open_now is not None:
+            return self.open_now
         return self.age <= UNREADABLE_GRACE_S
 
     def describe(self) -> str:
+        if self.starting and self.open_now:
+            return (f"its lock file {self.uri} is {self.what} and a process of this host has it open: a build is "
+                    f"starting; a build takes it over once no process has it open")
+        if self.open_now is False:
+            return (f"its lock file {self.uri} is {self.what}, and no process of this host has it open: a build "
+                    f"was killed while writing it, or it was copied so; it holds nothing, and the next build "
+                    f"removes it")
         if self.starting:
             return (f"its lock file {self.uri} is {self.what}, {self.age:.0f} s old: a build is starting, or one "
                     f"was killed while writing it; a build takes it over once it is {UNREADABLE_GRACE_S:.0f} s old")
@@ -297,14 +363,21 @@ def unreadable_lock(output: str) -> UnreadableLock | None:
     age = _age_seconds(uri)
     if age is None and not fsio.exists(uri):
         return None
-    return UnreadableLock(uri, what, 0.0 if age is None else max(0.0, age))
+    local = fsio.local_path(uri)
+    open_now = _held_open(local) if local is not None else None
+    return UnreadableLock(uri, what, 0.0 if age is None else max(0.0, age), open_now)
 
 
-def _unreadable_lock_message(uri: str, age: float) -> str:
-    """Why a young lock file that stays empty or unreadable blocks the build, and what to do: a
-    build writes its lock within a moment of creating it, so one still unreadable after the
-    retries most likely belongs to a start killed in between."""
-    what = _unreadable_what(uri)
+def _unreadable_lock_message(lock: UnreadableLock) -> str:
+    """Why a lock file that stays empty or unreadable blocks the build, and what to do: open in a
+    process of this host (an earlier version's build writing it), or, where that cannot be asked,
+    young (a build writes its lock within a moment of creating it, so one still unreadable after
+    the retries most likely belongs to a start killed in between)."""
+    uri, what, age = lock.uri, lock.what, lock.age
+    if lock.open_now:
+        return (f"could not take the lock {uri}: the lock file is {what} and a process of this host has it open "
+                f"(a build starting, or stopped while writing it); run again once it has closed it, or, if no "
+                f"other build is starting on this output, run again with --force-unlock (or delete {uri})")
     wait = max(1, math.ceil(UNREADABLE_GRACE_S - age))
     return (f"could not take the lock {uri}: the lock file is {what}, {age:.0f} s old; most likely a build was "
             f"killed while writing it. A build takes such a file over once it is {UNREADABLE_GRACE_S:.0f} s old: "

@@ -7,7 +7,8 @@ build config's (`build.json`), and its `run` section (the report's throughput) h
 together: `seconds` the sum of `phases`, `stages` what `distributions` give, `metrics` what a
 runner that did or did not report names. Edited ones passed `verify` as intact and the report
 showed them (rev56: 'not held to anything'); what the rest of the output cannot say (the runner's
-name, the worker count) is held to its kind only."""
+name, the worker count) is held to its kind and to the other run fields (`_runner_problems`), and
+the counters of a run that resumed nothing to the shards it lists (`_counter_problems`)."""
 
 from __future__ import annotations
 
@@ -125,11 +126,14 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def summary_field_problem(summary: dict[str, Any], build: dict[str, Any] | None) -> str | None:
+def summary_field_problem(summary: dict[str, Any], build: dict[str, Any] | None, counted: bool = False) -> str | None:
     """What `summary.json` says otherwise than the rest of the output, beside its counts
     (`summary_checks`): each source's `type` and `resize` against `build.json`'s config (`build`:
     None where that record is damaged, reported already), and the `run` section against itself (not
-    an earlier revision's: `earlier_output`; a rerun of it is refused, so 'damaged' had no way out)."""
+    an earlier revision's: `earlier_output`; a rerun of it is refused, so 'damaged' had no way out).
+    `counted`: the summary's counts and shard list are found the committed shards' own
+    (`SummaryTally`), so its counters are held to them (otherwise the edited count is named, not
+    the counter that disagrees with it)."""
     problems: list[str] = []
 
     def held(field: str, recorded: Any, wanted: str) -> None:
@@ -155,7 +159,7 @@ def summary_field_problem(summary: dict[str, Any], build: dict[str, Any] | None)
     elif not isinstance(run, dict):
         held("run", run, "the build's run section: its time, runner and metrics")
     else:
-        problems += _run_problems(run)
+        problems += _run_problems(run) + _runner_problems(run) + (_counter_problems(run, summary) if counted else [])
     if not problems:
         return None
     return f"fields other than the rest of the output says, edited since the build: {'; '.join(problems)}; {REWRITE_HINT}"
@@ -210,6 +214,60 @@ def _run_problems(run: dict[str, Any]) -> list[str]:
     counters = run.get("counters", ABSENT)
     if not isinstance(counters, dict) or not all(isinstance(k, str) and _count(v) for k, v in counters.items()):
         held("counters", "Beam's counters by name, each a count")
+    return problems
+
+
+LOCAL_RUNNER, DASK = "DirectRunner", "dask"  # `config_beam`: the runners whose workers the build chooses
+
+
+def _runner_problems(run: dict[str, Any]) -> list[str]:
+    """The runner's fields held to one another, as `summary.finalize` writes them from one config:
+    a worker mode is the local runner's alone, workers are counted where the build chose them (the
+    local runner, a local Dask cluster) and none failed to start but a local Dask cluster's. Each
+    was held to its kind only: runner 'DirectRunner' edited to 'FlinkRunner' beside its mode passed."""
+    runner, mode, workers = run.get("runner"), run.get("worker_mode"), run.get("workers")
+    failed = run.get("workers_failed_to_start")
+    if not isinstance(runner, str) or mode not in (None, *RUNNING_MODES):
+        return []  # named by its kind already
+    problems: list[str] = []
+    if runner == LOCAL_RUNNER and mode is None:
+        problems.append(f"run.worker_mode None (run.runner {runner!r} runs its workers in one of "
+                        f"{', '.join(RUNNING_MODES)})")
+    elif runner != LOCAL_RUNNER and mode is not None:
+        problems.append(f"run.runner {_short(runner)} (its run.worker_mode {mode!r} is the {LOCAL_RUNNER}'s alone)")
+    elif runner == LOCAL_RUNNER and workers is None:
+        problems.append(f"run.workers None (run.runner {runner!r} runs the count of workers the build gave it)")
+    elif runner not in (LOCAL_RUNNER, DASK) and workers is not None:
+        problems.append(f"run.workers {_short(workers)} (run.runner {_short(runner)} chooses its own workers: null)")
+    if runner != DASK and isinstance(failed, list) and failed:
+        problems.append(f"run.workers_failed_to_start {_short(failed)} (only a local Dask cluster's workers fail "
+                        f"to start; run.runner is {_short(runner)})")
+    return problems
+
+
+def _counter_problems(run: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    """`run.counters` held to the committed shards the summary lists, where this run wrote them all:
+    the local runner's committed counters (a bundle counts once), none resumed (`shards_resumed` 0:
+    each listed shard is this run's) and shards written (a `--retokenize` run writes none). Each
+    source's `shards_written` is its listed shards, `sentences_written` its sentences. An edited
+    count passed `verify` and the report's summary line showed it."""
+    counters, sources, rows = run.get("counters"), summary.get("sources"), summary.get("shards")
+    local = run.get("runner") == LOCAL_RUNNER or run.get("worker_mode") in RUNNING_MODES  # either, if one edited
+    if (not local or run.get("shards_resumed") != 0 or not isinstance(counters, dict)
+            or not isinstance(sources, dict) or not isinstance(rows, list)
+            or not any(str(k).endswith(".shards_written") for k in counters)):
+        return []
+    listed = Counter(str(row.get("source")) for row in rows if isinstance(row, dict))
+    problems: list[str] = []
+    for name, entry in sorted(sources.items()):
+        wanted = {f"{name}.shards_written": listed.get(name, 0)}
+        if isinstance(entry, dict) and _count(entry.get("sentences")):
+            wanted[f"{name}.sentences_written"] = entry["sentences"]
+        for key, count in wanted.items():
+            if counters.get(key, 0) != count:
+                what = "shards" if key.endswith(".shards_written") else "sentences"
+                problems.append(f"run.counters[{key!r}] {_short(counters.get(key, ABSENT))} (the summary lists "
+                                f"{count} {what} of {name}, all written by this run: run.shards_resumed 0)")
     return problems
 
 

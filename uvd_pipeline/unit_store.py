@@ -281,19 +281,37 @@ def unit_marks(output: str, refused: Callable[[str, OSError], None] | None = Non
     """The commit marks of every unit in the store, all sources. `refused(folder, error)`: told of
     each source's folder the system refuses to list (skipped then; raised without it), so that
     `verify` checks the other sources' units."""
+    return store_listing(output, refused)[0]
+
+
+def store_listing(output: str, refused: Callable[[str, OSError], None] | None = None
+                  ) -> tuple[list[str], dict[str, list[str]]]:
+    """(`unit_marks`, the mark each unit with files but no mark lacks -> those files), from one
+    listing of each source's folder. A unit's files without its mark (written last) are a commit
+    under way or killed before its mark, or a mark deleted since: the unit is not committed, and a
+    rerun renders it again."""
     root = fsio.join(output, UNITS_DIR)
     if not fsio.exists(root):
-        return []
-    marks = []
+        return [], {}
+    marks: list[str] = []
+    unmarked: dict[str, list[str]] = {}
     for folder in fsio.list_dirs(root):
         try:
             # `links`: a link or fifo in a mark's place is listed too, and its check names it
-            marks += [f for f in fsio.list_files(folder, (MARK_SUFFIX,), links=True) if not is_temporary(f)]
+            files = [f for f in fsio.list_files(folder, links=True) if not is_temporary(f)]
         except OSError as exc:
             if refused is None:
                 raise
             refused(folder, exc)
-    return marks
+            continue
+        found = [f for f in files if f.lower().endswith(MARK_SUFFIX)]
+        marks += found
+        named = {f[: -len(MARK_SUFFIX)] for f in found}
+        for uri in files:
+            stem = uri.rsplit("/", 1)[0] + "/" + fsio.basename(uri).split(".", 1)[0]
+            if uri not in found and stem not in named:
+                unmarked.setdefault(stem + MARK_SUFFIX, []).append(uri)
+    return marks, unmarked
 
 
 def check_unit(output: str, mark_uri: str, full: bool,

@@ -6,7 +6,7 @@ unreadable stats files and an unreadable `build.json`/`summary.json` count as da
 `build.json` whose config does not give the config hash it records: `build_record.record_problem`), and so
 do files and folders the system refuses to read (no permission, a failing disk: named with its
 reason; one refusal does not end the check) and unit store files (`OUT/_units/`) that differ from
-their commit marks (the next build renders such a unit again). The shard folders are held to
+their commit marks, or whose mark is gone (the next build renders such a unit again). The shard folders are held to
 `summary.json` and the stats files both: a shard `summary.json` lists whose stats file (its commit
 mark) is gone, and any file in `rendered/` or `tokens/` that no stats file names (a stray tar
 beside the committed ones, a folder no build wrote: a glob reader would take them) are damage too;
@@ -40,7 +40,7 @@ from uvd_pipeline.integrity import EMPTY_SHA256, SHA_DIFFERS, Recorded, check_fi
 from uvd_pipeline.shards import NotFound
 from uvd_pipeline.shown import shown
 from uvd_pipeline.state_files import StateFileRefused, read_state_json
-from uvd_pipeline.unit_store import check_unit, unit_marks
+from uvd_pipeline.unit_store import check_unit, store_listing
 
 
 @dataclass
@@ -220,6 +220,8 @@ def missing_marks(output: str, summary: Any = None) -> list[tuple[str, str]]:
     return missing
 
 
+UNIT_HINT = ("the same build command renders the unit again and commits it (its shards are kept if their input is "
+             "the same)")
 MERGED_HINT = "run the same build command again: it writes it anew from the committed shards"
 
 
@@ -409,6 +411,11 @@ def verify_output(output: str, quick: bool = False,
     result.holder = holder.describe() if holder else None
     result.holder_gone = holder is not None and holder.is_alive() is False
     lock = unreadable_lock(output) if holder is None else None
+    if holder is None and lock is None:  # written between the two reads (a build that just took it)
+        with contextlib.suppress(OSError):
+            holder = read_holder(output)
+            result.holder = holder.describe() if holder else None
+            result.holder_gone = holder is not None and holder.is_alive() is False
     if lock is not None:  # `build` waits a young one out (a build is starting) and takes an older one over
         result.lock_unreadable, result.lock_starting = lock.describe(), lock.starting
         if lock.starting:
@@ -518,10 +525,13 @@ def verify_output(output: str, quick: bool = False,
             damaged(shard, why)
         if SUMMARY_FILE in read:
             _check_merged(output, read[SUMMARY_FILE], shard_rejects, quick and not rejects, mixture, damaged, lines)
+            counted = False  # the summary's counts are the committed shards' own (the counters are held to them)
             if not result.damaged:  # a damaged output's counts are off by its damage, named already
                 if why := tally.count_problem():
                     damaged(fsio.join(output, SUMMARY_FILE), why)
-            if why := summary_field_problem(read[SUMMARY_FILE], trusted):
+                else:
+                    counted = True
+            if why := summary_field_problem(read[SUMMARY_FILE], trusted, counted):
                 damaged(fsio.join(output, SUMMARY_FILE), why)
 
     unread: set[str] = set()  # sources of a mark or unit folder not read: their store gives no group digest
@@ -532,7 +542,14 @@ def verify_output(output: str, quick: bool = False,
 
     placed = functools.cache(lambda: pending_placements(output, intact_tars))
     digests: dict[str, list[tuple[str, str]]] = {}  # source -> (unit id, input digest), each mark read once
-    for uri in listed(lambda out: unit_marks(out, refused), UNITS_DIR) if units else []:
+    marks, unmarked = (listed(lambda out: store_listing(out, refused), UNITS_DIR) if units else None) or ([], {})
+    for mark, files in sorted(unmarked.items()):
+        unread.add(fsio.basename(mark.rsplit("/", 1)[0]))  # its source's store gives no whole group digest
+        if not held and result.finished:  # a finished build commits each unit it stored (a mark each)
+            damaged(mark, f"missing: the unit's commit mark is gone, its {len(files)} stored files are there "
+                          f"({', '.join(fsio.basename(f) for f in files)}): the unit is not committed, so the "
+                          f"shards' input digests cannot be held to its source's units; {UNIT_HINT}")
+    for uri in marks:
         result.files += 1
         result.units += 1
         taken = sum(map(len, digests.values()))
