@@ -12,6 +12,7 @@ import io
 import json
 import os
 import posixpath
+import re
 import stat
 import threading
 from collections import OrderedDict
@@ -21,11 +22,49 @@ from typing import IO, Any, Callable, Iterator, TypeVar
 import fsspec
 import fsspec.caching
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import make_path_posix
+
+
+# `scheme://` (two letters or more: `C://x` is a Windows drive, a relative name here), or a chain
+# spelled from its start (`simplecache::s3://`); and a chain's next link after a path (`zip://m::s3://`)
+_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+(?:::[A-Za-z][A-Za-z0-9+.-]*)*://")
+_CHAIN_LINK = re.compile(r"::[A-Za-z][A-Za-z0-9+.-]+://")
+_LOCAL_SCHEMES = ("file://", "local://")
 
 
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem and the path inside it for a URL or local path."""
-    return url_to_fs(uri)
+    """The filesystem and the path inside it for a URL or local path.
+
+    A name is never split at `::` (fsspec's URL chaining: `a::b` opens `a` through `b`) unless a
+    URL scheme follows it: `::` is a legal character of a file or object name, and `cam::1.png`
+    was read as `cam`, a link out of the root that no check had judged (they judge the full name).
+    A local path (no `scheme://`, or `file://`) is that exact name, absolute as fsspec makes it."""
+    local = _local_name(uri)
+    if local is not None:
+        return fsspec.filesystem("file"), local
+    if _CHAIN_LINK.search(uri) or "::" in uri.split("://", 1)[0]:
+        return url_to_fs(uri)
+    protocol = uri.split("://", 1)[0]
+    cls = fsspec.get_filesystem_class(protocol)
+    return fsspec.filesystem(protocol, **cls._get_kwargs_from_urls(uri)), cls._strip_protocol(uri)
+
+
+def _local_name(uri: str) -> str | None:
+    """The exact local path `uri` names (absolute, no trailing separator), or None for a URL."""
+    for scheme in _LOCAL_SCHEMES:
+        if uri.startswith(scheme):
+            uri = uri[len(scheme):]
+            break
+    else:
+        if _URL_START.match(uri):
+            return None
+    return make_path_posix(uri).rstrip("/") or "/"
+
+
+def _open(uri: str, mode: str, **text: str) -> IO[Any]:
+    """`uri` opened by its exact name (`filesystem`), never through `fsspec.open`'s URL parsing."""
+    fs, path = filesystem(uri)
+    return fs.open(path, mode, **text)
 
 
 def _unstrip(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
@@ -651,7 +690,7 @@ def open_file(uri: str, mode: str = "rb", read_ahead: bool = True) -> IO[bytes]:
     if "r" in mode:
         refuse_special(uri)
     if read_ahead:
-        return fsspec.open(uri, mode).open()
+        return _open(uri, mode)
     fs, path = filesystem(uri)
     # an open's keywords, not the filesystem's (`fsspec.open`); a local file takes none of them
     return fs.open(path, mode, block_size=SEEKING_BLOCK_BYTES, cache_type=TailFirstCache.name,
@@ -668,7 +707,7 @@ def read_bytes(uri: str, limit: int | None = None) -> bytes:
     `NotAFile` unopened."""
     _opened(uri)
     refuse_special(uri)
-    with fsspec.open(uri, "rb") as handle:
+    with _open(uri, "rb") as handle:
         if limit is None:
             return handle.read()
         size = _known_size(handle)
@@ -685,7 +724,7 @@ def read_head(uri: str, count: int, limit: int | None = None) -> tuple[bytes, in
     (its size then `count` + 1, at least what it holds)."""
     _opened(uri)
     refuse_special(uri)
-    with fsspec.open(uri, "rb") as handle:
+    with _open(uri, "rb") as handle:
         size = _known_size(handle)
         if limit is not None and size is not None and size > limit:
             raise FileTooLarge(f"{basename(uri)} is larger than {limit} bytes")
@@ -734,7 +773,7 @@ def read_text(uri: str) -> str:
 def iter_lines(uri: str) -> Iterator[str]:
     _opened(uri)
     refuse_special(uri)
-    with fsspec.open(uri, "rt", encoding="utf-8") as handle:
+    with _open(uri, "rt", encoding="utf-8") as handle:
         for line in handle:
             yield line.rstrip("\n")
 

@@ -395,7 +395,8 @@ def join_inside(root: str, name: str) -> str:
         if respelled is None:
             raise OutsideRoot(f"{shown_name(name)} is an absolute name outside the source root")
         return respelled
-    if _is_url(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+    # a `file://` URL too (`_is_url` takes it for a local path): joined, it named `<root>/file:/x`
+    if _is_url(name) or name.startswith(("/", "\\", "file://")) or (len(name) > 1 and name[1] == ":"):
         raise OutsideRoot(f"{shown_name(name)} is an absolute name")
     if _is_url(root):
         joined = posixpath.normpath(posixpath.join(root.split("://", 1)[1], name))

@@ -25,7 +25,9 @@ import uuid
 from pathlib import Path
 from typing import IO, Iterator
 
-from fsspec.core import url_to_fs
+import fsspec
+from fsspec.core import url_to_fs as _url_to_fs
+from fsspec.implementations.local import make_path_posix
 
 TMP_MARK = ".tmp-"
 
@@ -62,6 +64,15 @@ def folder_temporary_target(name: str) -> tuple[str, str] | None:
     else None."""
     match = _FOLDER_TEMPORARY.fullmatch(name)
     return (match["target"], match["kind"]) if match else None
+
+
+def url_to_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """fsspec's `url_to_fs`, but a local path (no `scheme://`, or `file://`) is its exact name:
+    fsspec reads `::` as URL chaining, and wrote `out::1/x` as `out/x` (`::` is a legal name)."""
+    name = uri[len("file://"):] if uri.startswith("file://") else uri
+    if name is uri and re.match(r"[A-Za-z][A-Za-z0-9+.:-]+://", uri):
+        return _url_to_fs(uri)
+    return fsspec.filesystem("file"), make_path_posix(name).rstrip("/") or "/"
 
 
 def _local(uri: str) -> str | None:

@@ -1,0 +1,110 @@
+"""`::` is a legal character of a file name, and fsspec reads it as URL chaining (`a::b`: file `a`
+opened through `b`): a local `cam::1.png` was read as `cam`, a link out of the root the checks never
+judged (they judge the full name). Every file is read under its exact name; remote URLs keep fsspec."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import fsspec
+from PIL import Image
+
+from sources import fsio
+from sources.coco import CocoSource, load_index
+from sources.records import PairRecord, Reject
+from test_hostile_sources import _items, _rejects
+from test_rerun_changed_input import _build, _config
+from tokenizer.atomic import write_bytes
+from uvd_pipeline.render import RenderSettings, decode_png
+from uvd_pipeline.render_annotated import render_pair
+from uvd_pipeline.rendered_shards import iter_shard
+
+RED, BLUE, LIME = (255, 0, 0), (0, 0, 255), (0, 255, 0)
+
+
+def _png(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def _secret(tmp_path: Path) -> Path:
+    """An image outside every root (a size of its own: its file state differs from any inside)."""
+    secret = tmp_path / "secret" / "s.png"
+    _png(secret, RED, (24, 18))
+    return secret
+
+
+def test_coco_names_with_colons_render_their_own_file_never_the_link_before_the_colons(tmp_path: Path):
+    secret = _secret(tmp_path)
+    root = tmp_path / "ds"
+    _png(root / "imgs" / "cam::1.png", BLUE)
+    _png(root / "imgs" / "only::2.png", LIME)  # nothing named `only`: was missing_image 'only'
+    (root / "imgs" / "cam").symlink_to(secret)  # a link out of the root: was read for cam::1.png
+    names = ["cam::1.png", "only::2.png", "cam", "cam::9.png", "file://" + str(secret)]
+    images = [{"id": i, "file_name": n, "width": 40, "height": 30} for i, n in enumerate(names, 1)]
+    anns = [{"id": i, "image_id": i, "category_id": 1, "iscrowd": 0, "bbox": [1, 1, 10, 10], "area": 100}
+            for i in range(1, len(names) + 1)]
+    (root / "ann.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                               "categories": [{"id": 1, "name": "a"}]}))
+    load_index.cache_clear()
+    with fsio.recording_inputs() as opened:
+        items = _items(CocoSource("coco", str(root), ("ann.json",), "imgs", ("detection",)))
+        rendered = {i.key: render_pair(i, RenderSettings(64, "squash", 0, 10**9, 1, 0, 0.0))
+                    for i in items if isinstance(i, PairRecord)}
+    pixels = {k: decode_png(r.images[0])[40, 50].tolist() for k, r in rendered.items() if not isinstance(r, Reject)}
+    assert pixels == {"coco-1-detection": list(BLUE), "coco-2-detection": list(LIME)}
+    reasons = {**_rejects(items), **{k: r.reason for k, r in rendered.items() if isinstance(r, Reject)}}
+    # the link itself and a file URL are outside the root; a `::` name not on disk is missing
+    assert reasons == {"coco-3-detection": "outside_root", "coco-4-detection": "missing_image",
+                       "coco-5-detection": "outside_root"}
+    assert not [f for f in opened.files if os.path.realpath(f).startswith(str(secret.parent))]
+    exact = str(root / "imgs" / "cam::1.png")
+    st = os.stat(exact)
+    assert opened.states[exact] == [st.st_size, st.st_mtime_ns, st.st_ctime_ns]  # the file read, not `cam`
+
+
+def test_a_folder_build_reads_colon_names_and_a_colon_root_as_named(tmp_path: Path):
+    """Type laion, format folder, through a whole build: `shot::1.png` beside a link `shot` leading
+    out, `pipe::2.png` beside a fifo `pipe`, and a second source whose root `ds::v1` sits beside `ds`."""
+    secret = _secret(tmp_path)
+    ds, v1 = tmp_path / "ds", tmp_path / "ds::v1"
+    _png(ds / "shot::1.png", BLUE, (64, 64))
+    _png(ds / "pipe::2.png", LIME, (64, 64))
+    (ds / "shot").symlink_to(secret)
+    os.mkfifo(ds / "pipe")
+    _png(v1 / "own.png", (255, 255, 0), (64, 64))
+    path = _config(tmp_path / "c.yaml", tmp_path / "out", [
+        {"name": name, "type": "laion", "path": str(root), "format": "folder", "num_shards": 1, "num_val_shards": 1}
+        for name, root in (("web", ds), ("v1", v1))], direct_num_workers=1, direct_running_mode="in_memory")
+    _build(path)
+    built = {}
+    for tar in sorted((tmp_path / "out" / "rendered").rglob("*.tar")):
+        for s in iter_shard(str(tar)):
+            for m, png in zip(s.header["members"], s.images):
+                built[m["path"]] = decode_png(png)[16, 16].tolist()
+    assert built == {"shot::1.png": list(BLUE), "pipe::2.png": list(LIME), "own.png": [255, 255, 0]}
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert sorted((r["input"], r["reason"]) for r in rejects) == [("pipe", "not_a_file"), ("shot", "outside_root")]
+    manifests = [json.loads(p.read_text())["inputs"]["files"] for p in (tmp_path / "out" / "_units").rglob("*.json")]
+    recorded = {uri: state for files in manifests for uri, state in files.items()}
+    st = os.stat(ds / "shot::1.png")
+    assert recorded[str(ds / "shot::1.png")] == [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def test_remote_names_with_colons_and_local_writes_are_exact(tmp_path: Path):
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/colons/cam::1.png", b"own")
+    memory.pipe("/colons/cam", b"other")
+    try:
+        # as a listing names them (`memory:///x`): fsspec's memory store reads `memory://x::y` as a chain itself
+        assert fsio.read_bytes("memory:///colons/cam::1.png") == b"own"
+        assert fsio.read_head("memory:///colons/cam::1.png", 2) == (b"ow", 3)
+    finally:
+        memory.rm("/colons", recursive=True)
+    (tmp_path / "out").mkdir()
+    write_bytes(str(tmp_path / "out::1"), b"written")  # an output name with `::`: was written to `out`
+    assert (tmp_path / "out::1").read_bytes() == b"written" and not list((tmp_path / "out").iterdir())
+    assert fsio.read_text(f"file://{tmp_path}/out::1") == "written"
+    assert list(fsio.iter_lines(str(tmp_path / "out::1"))) == ["written"]
