@@ -1,9 +1,11 @@
 """The store's copy of an image goes only when no shard of the run can still read it: an image two
-sentences share (`remainder: wrap` reuses a class's first images) (`uvd_pipeline.unit_relocation`)."""
+sentences share (`remainder: wrap` reuses a class's first images) and a shard killed between its
+commit and its placement record (`uvd_pipeline.unit_relocation`)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,36 @@ def test_an_image_two_shards_hold_is_read_by_the_second_after_the_first_commits(
     assert sum(s["images"] for s in summary["shards"]) == (3 + 2 + 2) * 4
     assert _left_in_store(out) == 0, "every image is in a shard: the store keeps no copy at the end"
 
+
+def test_a_kill_between_commit_and_placement_record_leaves_no_second_copy(tmp_path, corpus, monkeypatch):
+    """Killed right after the first shard's stats file is written: the rerun keeps that shard, and
+    its images' store copies still go (the placement record was lost with the kill, and with it
+    every later release: the units' image files stayed, each image on disk twice)."""
+    from uvd_pipeline import rendered_shards
+    from uvd_pipeline.build import run_build
+
+    config = _config(tmp_path, corpus)
+    out = Path(config.output)
+    real_write = rendered_shards.write_bytes
+
+    class Killed(Exception):
+        pass
+
+    def write_then_die(uri, data, *args, **kwargs):
+        real_write(uri, data, *args, **kwargs)
+        if str(uri).endswith(rendered_shards.STATS_SUFFIX):
+            raise Killed(f"killed after committing {uri}")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rendered_shards, "write_bytes", write_then_die)
+        with pytest.raises(Exception, match="killed after committing"):
+            run_build(config)
+    committed = sorted(p.name[: -len(".stats.json")] for p in out.rglob("*.stats.json"))
+    assert len(committed) == 1
+    run_build(config)
+    placed = sorted(p.name[: -len(".placed.json")] for p in (out / "_inputs").rglob("*.placed.json"))
+    stems = sorted(p.name[: -len(".stats.json")] for p in out.rglob("*.stats.json"))
+    assert placed == stems and len(stems) == 2, "every committed shard has its placement record"
+    records = [json.loads(p.read_text()) for p in (out / "_inputs").rglob("*.placed.json")]
+    assert sum(len(r["images"]) for r in records) == (3 + 2 + 2) * 4
+    assert _left_in_store(out) == 0, "no image is kept twice"

@@ -4,7 +4,7 @@ The unit store (`uvd_pipeline.unit_store`) keeps every rendered PNG so that a re
 what changed; the output shards hold the same PNGs. Two full copies would double the disk a build
 needs, so the store gives up its copy as soon as a shard that holds the image is committed:
 
-    OUT/_inputs/<source>/<shard>.placed.json   written by the shard's writer right after the shard
+    OUT/_inputs/<source>/<shard>.placed.json   written by the shard's writer right before the shard
                                                commits: for each image it took from the store, the
                                                rendering and offset it came from, its length and
                                                sha256, and its offset in the shard's tar
@@ -72,8 +72,11 @@ def tar_relative(address: ShardAddress) -> str:
 
 
 def record_placement(output: str, address: ShardAddress, tar_sha256: str, placed: list[tuple[Any, int]]) -> None:
-    """Where the store's images landed in a just committed shard (written after its stats: a
-    record always describes a committed tar, whose sha256 it names)."""
+    """Where the store's images landed in a shard about to commit: written once its tar is in
+    place, before its stats file (`write_shard`'s `before_commit`), so a committed shard always has
+    its record. A record names its tar's sha256: `relocate` trusts it only when the shard's stats
+    name the same (a kill before the stats leaves a record of no committed tar: not trusted, and
+    nothing of it was released)."""
     images = sorted([ref.unit, ref.unit_offset, ref.length, ref.sha256, at]
                     for ref, at in placed if isinstance(ref, StoredRef) and ref.unit)
     uri = placement_uri(output, address.source, address.stem)
