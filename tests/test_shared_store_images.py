@@ -4,8 +4,8 @@ commit and its placement record (`uvd_pipeline.unit_relocation`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -42,8 +42,9 @@ def corpus(tmp_path: Path) -> Path:
     return root
 
 
-def _image_digests_per_shard(out: Path) -> dict[str, set[str]]:
-    return {tar.name: {hashlib.sha256(png).hexdigest() for s in iter_shard(str(tar)) for png in s.images}
+def _sentence_images(out: Path) -> dict[str, list[bytes]]:
+    """Each shard's images, one entry per sentence that holds one."""
+    return {tar.name: [png for s in iter_shard(str(tar)) for png in s.images]
             for tar in sorted((out / "rendered").rglob("*.tar"))}
 
 
@@ -72,10 +73,14 @@ def test_an_image_two_shards_hold_is_read_by_the_second_after_the_first_commits(
     config = _config(tmp_path, corpus)
     summary = run_build(config).summary  # raised StoredImageError ("does not match its sha256")
     out = Path(config.output)
-    per_shard = _image_digests_per_shard(out)
+    per_shard = _sentence_images(out)
     assert len(per_shard) == 2
-    both = set.intersection(*per_shard.values())
+    both = set.intersection(*(set(images) for images in per_shard.values()))
     assert both, "the wrapped sentences share images across the two shards (the case under test)"
+    held = Counter(png for images in per_shard.values() for png in images)
+    # the writers released exactly the images one sentence holds; the rest went at the end
+    released = summary["run"]["counters"]["cls.store_bytes_released"]
+    assert released == sum(len(png) for png, n in held.items() if n == 1) < sum(map(len, held))
     assert sum(s["sentences"] for s in summary["shards"]) == 3 + 2 + 2
     assert sum(s["images"] for s in summary["shards"]) == (3 + 2 + 2) * 4
     assert _left_in_store(out) == 0, "every image is in a shard: the store keeps no copy at the end"
