@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 import time
 import zlib
+from collections import Counter
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
@@ -28,6 +29,7 @@ from uvd_pipeline.dedup import (
     probe_row,
 )
 from uvd_pipeline.sentences import RenderedUnit, Slot, assemble, place_units, plan_group_sentences
+from uvd_pipeline.unit_images import held_by_several
 from uvd_pipeline.step_metrics import PROGRESS, count, distribution
 from uvd_pipeline.tagged import REJECTS, of_type
 
@@ -76,7 +78,10 @@ def _place(item: tuple[str, Iterable[Any]]) -> Iterator[Any]:
     for reject in rejects:
         count(reject.source, f"rejects.{reject.reason}")
         yield TaggedOutput(REJECTS, reject)
+    uses = Counter(id(unit) for _, _, unit in placements)
     for kind, slot, unit in placements:
+        if uses[id(unit)] > 1:  # its images' store copies must outlive the first shard holding them
+            unit = held_by_several(unit)
         yield slot.sentence_id, (kind, slot, unit)
 
 

@@ -233,13 +233,17 @@ def write_shard(
     expected_items: int | None = None,
     read_image: Callable[[Any], bytes] | None = None,
     run_id: str | None = None,
+    before_commit: Callable[[str, list[tuple[Any, int]]], None] | None = None,
 ) -> ShardWriteResult:
     """Write one shard (tar, rejects, then stats) unless an earlier run already committed it.
 
     A sentence's images are bytes, or references that `read_image` reads as the tar is written
     (a shard's sentences wait in the sort spill as references, not pixels); the result lists where
     in the tar each referenced image landed (`placed`), so its other copy can be released.
-    `run_id`: nothing is committed once that run no longer holds the output's lock (`LockLost`)."""
+    `run_id`: nothing is committed once that run no longer holds the output's lock (`LockLost`).
+    `before_commit(tar_sha256, placed)`: called once the tar is in place, before the stats file
+    commits the shard (the placement record: a kill between a commit and that record kept the
+    store's copies of the shard's images for good, its rerun keeping the shard)."""
     stats_uri = address.path(output, STATS_SUFFIX)
     if fsio.exists(stats_uri):
         existing = read_json(stats_uri)
@@ -301,6 +305,8 @@ def write_shard(
         }
         if fingerprints:
             stats["fingerprints"] = len(fingerprints)
+        if before_commit is not None:
+            before_commit(digest, tally.placed)
         write_bytes(stats_uri, json.dumps(stats, indent=1, sort_keys=True).encode())
         return ShardWriteResult(address, stats, skipped=False, placed=tally.placed)
     finally:

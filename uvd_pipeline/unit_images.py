@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator
 
 from sources import fsio
@@ -29,7 +29,10 @@ class StoredRef:
     """One rendered PNG of a unit: where its bytes lie now (the unit's image file, or the tar of
     the committed shard it was moved into: `uvd_pipeline.unit_relocation`), and which image it is
     (the rendering it belongs to and its offset in that rendering's image file). Every read checks
-    the sha256, so a damaged store or shard is found before its bytes reach a shard."""
+    the sha256, so a damaged store or shard is found before its bytes reach a shard.
+    `shared`: set for this run only, never stored (`held_by_several`): more than one sentence holds
+    the image, so another shard's writer may still read it from the store once a shard holding it
+    commits (`unit_relocation.release` leaves it to the end of the run)."""
 
     path: str
     offset: int
@@ -37,6 +40,7 @@ class StoredRef:
     sha256: str = ""
     unit: str = ""  # "<source>/<unit id>/<render id>"
     unit_offset: int = 0
+    shared: bool = field(default=False, compare=False, repr=False)
 
 
 class StoredImageError(IOError):
@@ -58,6 +62,16 @@ def read_moved(uri: str, render: str) -> Moved:
     if not isinstance(images, dict) or not all(isinstance(v, list) and len(v) == 4 for v in images.values()):
         raise ValueError(f"{uri}: damaged (its `images` is no object of 4-item lists)")
     return {int(offset): (tar, int(at), int(length), sha) for offset, (tar, at, length, sha) in images.items()}
+
+
+def held_by_several(item: Any) -> Any:
+    """The item with its refs marked `shared`: it is placed into more than one sentence (`remainder:
+    wrap` reuses a group's first units), and those may land in different shards."""
+    images = getattr(item, "images", None)
+    if not images or not any(isinstance(i, StoredRef) for i in images):
+        return item
+    return dataclasses.replace(item, images=tuple(dataclasses.replace(i, shared=True) if isinstance(i, StoredRef)
+                                                  else i for i in images))
 
 
 def _refs(item: Any) -> list[StoredRef]:

@@ -4,23 +4,25 @@ The unit store (`uvd_pipeline.unit_store`) keeps every rendered PNG so that a re
 what changed; the output shards hold the same PNGs. Two full copies would double the disk a build
 needs, so the store gives up its copy as soon as a shard that holds the image is committed:
 
-    OUT/_inputs/<source>/<shard>.placed.json   written by the shard's writer right after the shard
+    OUT/_inputs/<source>/<shard>.placed.json   written by the shard's writer right before the shard
                                                commits: for each image it took from the store, the
                                                rendering and offset it came from, its length and
                                                sha256, and its offset in the shard's tar
     OUT/_units/<source>/<unit id>.moved        the same facts per unit (written by `relocate` on the
                                                driver, at the start and end of a build)
 
-Right after writing the placement record the writer hands the images' byte ranges to a thread
-that punches them out of the units' image files (`fallocate(PUNCH_HOLE)` on a local Linux disk: the
-file keeps its size and its offsets, the blocks are freed), one shard at a time
-(`BackgroundRelease`). A unit whose images all moved loses its image file at the next
-`relocate`. A later run's refs to moved images point into the tars; every read checks the image's
-sha256. So the disk a build needs is the output, plus the images dedup dropped (kept for a rerun
-that may decide otherwise), plus the store's small files, plus what is in flight: the units being
-rendered and, during the write phase, the shards being written and the store copies of one
-committed shard being punched (on an object store, where nothing
-can be punched, the store's copy goes at the end of the build instead: peak twice the output).
+Once the shard commits the writer hands the images' byte ranges to a thread that punches them
+out of the units' image files (`fallocate(PUNCH_HOLE)` on a local Linux disk: the file keeps its
+size and its offsets, the blocks are freed), one shard at a time (`BackgroundRelease`); an image
+several sentences hold (`remainder: wrap`: `StoredRef.shared`) stays until the run's last
+`relocate`, since another shard's writer may still read it. A unit whose images all moved loses
+its image file at the next `relocate`. A later run's refs to moved images point into the tars;
+every read checks the image's sha256. So the disk a build needs is the output, plus the images
+dedup dropped (kept for a rerun that may decide otherwise), plus the store's small files, plus
+what is in flight: the units being rendered and, during the write phase, the shards being written,
+the store copies of one committed shard being punched and those of the images several sentences
+hold (on an object store, where nothing can be punched, the store's copy goes at the end of the
+build instead: peak twice the output).
 
 When a shard is rewritten (its source's input changed), other shards of the run may still need
 images from its old tar: the old tar is kept (a hard link, no copy on a local disk) under
@@ -70,8 +72,11 @@ def tar_relative(address: ShardAddress) -> str:
 
 
 def record_placement(output: str, address: ShardAddress, tar_sha256: str, placed: list[tuple[Any, int]]) -> None:
-    """Where the store's images landed in a just committed shard (written after its stats: a
-    record always describes a committed tar, whose sha256 it names)."""
+    """Where the store's images landed in a shard about to commit: written once its tar is in
+    place, before its stats file (`write_shard`'s `before_commit`), so a committed shard always has
+    its record. A record names its tar's sha256: `relocate` trusts it only when the shard's stats
+    name the same (a kill before the stats leaves a record of no committed tar: not trusted, and
+    nothing of it was released)."""
     images = sorted([ref.unit, ref.unit_offset, ref.length, ref.sha256, at]
                     for ref, at in placed if isinstance(ref, StoredRef) and ref.unit)
     uri = placement_uri(output, address.source, address.stem)
@@ -86,10 +91,13 @@ def record_placement(output: str, address: ShardAddress, tar_sha256: str, placed
 
 
 def _ranges_by_file(placed: list[tuple[Any, int]]) -> dict[str, list[tuple[int, int]]]:
-    """The store's byte ranges of the placed images, per unit image file, in file order."""
+    """The store's byte ranges of the placed images, per unit image file, in file order. An image
+    several sentences hold (`StoredRef.shared`) is left out: another shard's writer of this run may
+    still read it from the store (it read zeros: 2 of 6 fresh `remainder: wrap` builds failed), and
+    the driver's `relocate` frees it once the run's shards are written."""
     by_file: dict[str, list[tuple[int, int]]] = {}
     for ref, _ in placed:
-        if isinstance(ref, StoredRef) and ref.path.endswith(BIN_SUFFIX):
+        if isinstance(ref, StoredRef) and ref.path.endswith(BIN_SUFFIX) and not ref.shared:
             by_file.setdefault(ref.path, []).append((ref.offset, ref.length))
     return {path: sorted(ranges) for path, ranges in by_file.items()}
 

@@ -87,11 +87,11 @@ class WriteShard(beam.DoFn):
                 format_version=FORMAT_VERSION,
                 read_image=reader.read,
                 run_id=self.run_id,
+                before_commit=lambda sha, placed: record_placement(self.output, address, sha, placed),
             )
         finally:
             reader.close()
         if not result.skipped:  # the store's copy of each image goes, now that the shard holds it
-            record_placement(self.output, address, result.stats["tar_sha256"], result.placed)
             count(source, "store_bytes_released", background_release().submit(result.placed))
         count(source, "shards_skipped" if result.skipped else "shards_written")
         if not result.skipped:
