@@ -796,6 +796,10 @@ def person_limbs(ann: dict[str, Any], categories: dict[int, dict[str, Any]]) -> 
     if problem:
         return problem
     limbs = [[as_int(a) - 1, as_int(b) - 1] for a, b in skeleton]
+    order = coco_order(names) if isinstance(names, list) and names else None
+    if order is not None:  # the points are drawn in COCO's order (`person_points`): the skeleton follows them
+        moved_to = {at: i for i, at in enumerate(order)}
+        limbs = [[moved_to[a], moved_to[b]] for a, b in limbs]
     if points == len(COCO17.joints) and {frozenset(limb) for limb in limbs} == {frozenset(l) for l in COCO17.limbs} \
             and len(limbs) == len(COCO17.limbs):
         return None
@@ -813,12 +817,14 @@ def coco_order(names: list[Any]) -> list[int] | None:
 
 
 def person_points(ann: dict[str, Any], categories: dict[int, dict[str, Any]]) -> list[Any]:
-    """A person's x, y, v triples in COCO's order where its category has no skeleton and names
-    COCO's points in another order (Label Studio writes them in its labels' `model_index` order):
-    drawn as written, the person's joints took other joints' colours."""
+    """A person's x, y, v triples in COCO's order where its category names COCO's points in another
+    order (Label Studio writes them in its labels' `model_index` order, CVAT a template's): drawn as
+    written, the person's joints took other joints' colours. With a skeleton too (`person_limbs`
+    renumbers it alike): only without one were the points reordered, so one person took two sets
+    of colours, with and without it."""
     category = categories.get(as_int(ann.get("category_id")), {}) if as_int(ann.get("category_id")) is not None else {}
     names, values = category.get("keypoints"), ann["keypoints"]
-    if category.get("skeleton") or not isinstance(names, list) or len(names) * 3 != len(values):
+    if not isinstance(names, list) or len(names) * 3 != len(values):
         return values
     order = coco_order(names)
     return values if order is None else [v for i in order for v in values[3 * i : 3 * i + 3]]
