@@ -3,7 +3,7 @@ COCO panoptic files (their PNGs' segments, `coco_panoptic`).
 
 One `PairRecord` per (image, task). The annotation files are parsed once per worker process
 (COCO train's instances JSON is large) and every unit is a slice of image ids. What a parse
-takes is judged from the files' sizes before any (`CocoSource.check_index_memory`), and the
+takes is judged from what the files hold before any (`CocoSource.check_index_memory`, `coco_memory`), and the
 parses a worker keeps are bounded in bytes (`CACHED_INDEX_FILE_BYTES`).
 """
 
@@ -17,9 +17,10 @@ from typing import Any, Callable, Collection, Iterator
 from urllib.parse import urlsplit
 
 from sources import fsio
+from sources import coco_memory
 from sources import coco_panoptic as panoptic
-from sources.annotation_files import (BAD_ANNOTATION, AnnotationFileError, as_int, is_number, load_json,
-                                      numbers, where)
+from sources.annotation_files import (BAD_ANNOTATION, MAX_ANNOTATION_BYTES, AnnotationFileError, as_int, is_number,
+                                      load_json, numbers, where)
 from sources.paths import (ConfiguredValueMismatch, OutsideRoot, check_inside, join_inside, links_unchanged,
                            missing_under, recording_links, relative_to_root, resolving, shown_name)
 from sources.records import PairRecord, Reject, SourceItem, folder_input, nfc, safe_key
@@ -35,10 +36,11 @@ IMAGES_PER_UNIT = 256
 # a CVAT export of tall brush masks (uncompressed RLE counts of 3 digits) peaked at 10.2x (peak
 # RSS), polygons of short numbers (`12.5`) at 8.1x, keypoints at 8.2x; kept as arrays
 # (`compact_lists`) they peak at 2.4x, 5.4x and 4.2x. A detection file of 300k float boxes (two
-# decimals, no spaces) peaked at 8.1x with boxes as lists, 7.1x as arrays
+# decimals, no spaces) peaked at 8.1x with boxes as lists, 7.1x as arrays. Only the parse cache's
+# bound goes by it now: what a source's files take is judged from what they hold (`coco_memory`),
+# since a file of empty objects took 25.1x
 INDEX_BYTES_PER_FILE_BYTE = 9
-# what one source's index may take, judged from its files' sizes before any parse (`CocoSource.units`):
-# COCO train2017's instances and person_keypoints (676 MiB) take ~5.9 GiB by that factor
+# what one source's index may take, judged from what its files hold before any parse (`CocoSource.units`)
 INDEX_MEMORY_MB = 6144
 # a worker keeps parses standing for at most this many bytes of files (~1 GiB parsed; one larger
 # index alone): four kept without a bound held 1.2 GB for two 102 MB files, and up to 4 budgets
@@ -796,6 +798,10 @@ def person_limbs(ann: dict[str, Any], categories: dict[int, dict[str, Any]]) -> 
     if problem:
         return problem
     limbs = [[as_int(a) - 1, as_int(b) - 1] for a, b in skeleton]
+    order = coco_order(names) if isinstance(names, list) and names else None
+    if order is not None:  # the points are drawn in COCO's order (`person_points`): the skeleton follows them
+        moved_to = {at: i for i, at in enumerate(order)}
+        limbs = [[moved_to[a], moved_to[b]] for a, b in limbs]
     if points == len(COCO17.joints) and {frozenset(limb) for limb in limbs} == {frozenset(l) for l in COCO17.limbs} \
             and len(limbs) == len(COCO17.limbs):
         return None
@@ -813,12 +819,14 @@ def coco_order(names: list[Any]) -> list[int] | None:
 
 
 def person_points(ann: dict[str, Any], categories: dict[int, dict[str, Any]]) -> list[Any]:
-    """A person's x, y, v triples in COCO's order where its category has no skeleton and names
-    COCO's points in another order (Label Studio writes them in its labels' `model_index` order):
-    drawn as written, the person's joints took other joints' colours."""
+    """A person's x, y, v triples in COCO's order where its category names COCO's points in another
+    order (Label Studio writes them in its labels' `model_index` order, CVAT a template's): drawn as
+    written, the person's joints took other joints' colours. With a skeleton too (`person_limbs`
+    renumbers it alike): only without one were the points reordered, so one person took two sets
+    of colours, with and without it."""
     category = categories.get(as_int(ann.get("category_id")), {}) if as_int(ann.get("category_id")) is not None else {}
     names, values = category.get("keypoints"), ann["keypoints"]
-    if category.get("skeleton") or not isinstance(names, list) or len(names) * 3 != len(values):
+    if not isinstance(names, list) or len(names) * 3 != len(values):
         return values
     order = coco_order(names)
     return values if order is None else [v for i in order for v in values[3 * i : 3 * i + 3]]
@@ -964,17 +972,20 @@ class CocoSource:
 
     def check_index_memory(self) -> None:
         """Refuse, before any process parses them, annotation files whose index would take more
-        than `index_memory_mb` (their sizes times `INDEX_BYTES_PER_FILE_BYTE`): every worker
-        process holds one, and past its memory a worker is killed mid-build, not told why."""
-        sizes = [fsio.file_state(uri)[0] for uri in self._uris()]
-        total = sum(size for size in sizes if isinstance(size, int))
-        estimate_mb = -(-total * INDEX_BYTES_PER_FILE_BYTE // (1 << 20))
+        than `index_memory_mb`: every worker process holds one, and past its memory a worker is
+        killed mid-build, not told why. Judged from what the files hold (`coco_memory.scan`: one
+        pass counting their objects, strings and numbers), not their sizes: 9x a file's size let
+        one of empty objects (25.1x) through."""
+        counts = [coco_memory.scan(uri, MAX_ANNOTATION_BYTES) for uri in self._uris()]
+        total = sum(c.size for c in counts)
+        estimate_mb = -(-sum(c.parsed_bytes() for c in counts) // (1 << 20))
         if estimate_mb > self.index_memory_mb:
+            ratio = estimate_mb / max(total / (1 << 20), 1 / (1 << 20))
             raise ConfiguredValueMismatch(
                 "index_memory_mb", f"COCO: {', '.join(self.annotation_files)} ({total >> 20} MiB) would take about "
-                f"{estimate_mb} MiB parsed ({INDEX_BYTES_PER_FILE_BYTE}x their size) in every worker process, over "
-                f"index_memory_mb: {self.index_memory_mb}; raise it where each worker has that memory, or split "
-                f"the images over sources with smaller annotation files")
+                f"{estimate_mb} MiB parsed ({ratio:.1f}x their size: the objects, strings and numbers they hold) in "
+                f"every worker process, over index_memory_mb: {self.index_memory_mb}; raise it where each worker has "
+                f"that memory, or split the images over sources with smaller annotation files")
 
     def group(self, image_id: Id, index: CocoIndex) -> str:
         """The key of an image id's pairs: made of its text; for an id whose text another id has

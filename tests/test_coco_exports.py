@@ -622,6 +622,27 @@ def test_seventeen_points_without_a_skeleton_are_a_person_only_when_named_as_coc
     assert np.array_equal(targets["shuffled"], targets["coco"])
 
 
+@pytest.mark.parametrize("limbs", [len(COCO17.limbs), 5], ids=["cocos-skeleton", "part-of-it"])
+def test_cocos_points_in_another_order_draw_alike_with_or_without_a_skeleton(tmp_path: Path, limbs: int):
+    """COCO's 17 named points written in another order (a CVAT template's) were put in COCO's order
+    only where the category had no skeleton: with its skeleton written in the file's order the same
+    person drew 672 of 40,000 pixels otherwise (hunt58 pose_order.py), its joints in other joints'
+    colours. The points now follow COCO's order whenever the names are COCO's, and the skeleton is
+    renumbered with them: the target is the one of the person written in COCO's order."""
+    where = {name: (4.0 + 4 * i, 6.0 + 3 * i) for i, name in enumerate(COCO17.joints)}
+    order = list(COCO17.joints)[::-1]
+    skeleton = [list(limb) for limb in COCO17.limbs[:limbs]]
+    for name, names, skeleton_of in (("coco", list(COCO17.joints), skeleton),
+                                     ("file", order, [[order.index(COCO17.joints[a]), order.index(COCO17.joints[b])]
+                                                      for a, b in skeleton])):
+        data = label_studio_keypoints(names, where)
+        data["categories"][0]["skeleton"] = [[a + 1, b + 1] for a, b in skeleton_of]
+        write_dataset(tmp_path / name, data)
+    targets = {name: rendered(read(tmp_path / name, ("pose",))["coco-0-pose"], "squash", 160)[1] for name in ("coco", "file")}
+    assert np.array_equal(targets["file"], targets["coco"])
+    assert len({tuple(int(c) for c in pixel) for pixel in targets["coco"].reshape(-1, 3)}) > 5
+
+
 def _rainbow3() -> list[tuple[int, int, int]]:
     from transforms.annotations import Skeleton
 
@@ -1442,7 +1463,7 @@ def test_annotation_files_past_the_index_memory_budget_stop_the_build_before_any
     root = write_dataset(tmp_path / "data", {"images": images(1), "categories": categories(1),
                                               "annotations": [obj(1, 1)]})
     text = (root / "ann.json").read_text()
-    (root / "ann.json").write_text(text[:-1] + " " * ((9 << 20) - len(text)) + "}")  # 9 MiB: ~81 MiB parsed
+    (root / "ann.json").write_text(text[:-1] + ',"extra":[' + "0," * (2 << 20) + "0]}")  # 4 MiB of 2M+1 numbers
 
     def config(**fields):
         return parse_config({"output": str(tmp_path / "out"), "sources": [
@@ -1458,13 +1479,53 @@ def test_annotation_files_past_the_index_memory_budget_stop_the_build_before_any
         with pytest.raises(ConfigError) as info:
             list_units(config(index_memory_mb=64))
     assert str(info.value) == (
-        "sources[0].index_memory_mb (s): COCO: ann.json (9 MiB) would take about 81 MiB parsed (9x their size) in "
-        "every worker process, over index_memory_mb: 64; raise it where each worker has that memory, or split the "
-        "images over sources with smaller annotation files")
-    assert len(list_units(config(index_memory_mb=81))["s"]) == 1
+        "sources[0].index_memory_mb (s): COCO: ann.json (4 MiB) would take about 89 MiB parsed (22.2x their size: "
+        "the objects, strings and numbers they hold) in every worker process, over index_memory_mb: 64; raise it "
+        "where each worker has that memory, or split the images over sources with smaller annotation files")
+    assert len(list_units(config(index_memory_mb=89))["s"]) == 1
     assert config().sources[0].index_memory_mb == coco.INDEX_MEMORY_MB
     assert config().content_hash() == config(index_memory_mb=coco.INDEX_MEMORY_MB).content_hash() == config(
-        index_memory_mb=81).content_hash()
+        index_memory_mb=89).content_hash()
+
+
+def judged(folder: Path) -> float:
+    """What `check_index_memory` judges `folder`'s ann.json will take parsed, per byte of the file."""
+    from sources.annotation_files import MAX_ANNOTATION_BYTES
+    from sources.coco_memory import scan
+
+    return scan(str(folder / "ann.json"), MAX_ANNOTATION_BYTES).parsed_bytes() / (folder / "ann.json").stat().st_size
+
+
+@pytest.mark.parametrize("filler", ["[]", "{}"])
+def test_a_file_of_empty_containers_is_judged_by_what_it_holds(tmp_path: Path, filler: str):
+    """The index was judged as 9 times its files' size: an image with a field of empty lists or
+    objects (`[],`: 3 bytes of JSON, a 56-byte list and its slot parsed) peaked at 25.1x (a 40 MiB
+    file judged 360 MiB took 1003 MiB more), and at the default budget a 512 MiB file could take
+    ~12.5 GB in every worker. The files are judged now by what they hold (`coco_memory`): their
+    parse peaks within the judgment, and a 3 MiB file of them, judged 27 MiB before (under the
+    least budget, 64 MiB), stops the build before any parse, naming `index_memory_mb`."""
+    from uvd_pipeline.config import ConfigError, parse_config
+    from uvd_pipeline.unit_render import list_units
+
+    def with_extra(count: int) -> dict:
+        return {"images": [{"id": 1, "file_name": "1.jpg", "width": 640, "height": 480,
+                            "extra": [json.loads(filler)] * count}],
+                "categories": categories(1), "annotations": [obj(1, 1)]}
+
+    small, root = tmp_path / "small", tmp_path / "data"
+    small.mkdir()
+    root.mkdir()
+    peak = parse_peak(small, with_extra(1 << 16), 1)  # writes ann.json compact, as json.dump(separators=(",", ":"))
+    assert 9 * 1.1 < peak <= judged(small)  # tracemalloc reads 6-10% below the peak RSS
+    (root / "ann.json").write_text(json.dumps(with_extra(1 << 20), separators=(",", ":")))
+    size = (root / "ann.json").stat().st_size
+    assert 9 * size < 64 << 20 < peak * size <= judged(root) * size
+    config = parse_config({"output": str(tmp_path / "out"), "sources": [
+        {"name": "s", "type": "coco", "path": str(root), "annotation_files": ["ann.json"], "images_dir": ".",
+         "index_memory_mb": 64}]})
+    with pytest.raises(ConfigError, match=r"^sources\[0\]\.index_memory_mb \(s\): COCO: ann\.json \(3 MiB\) would take "
+                                          r"about \d+ MiB parsed"):
+        list_units(config)
 
 
 def parse_peak(folder: Path, data: dict, count: int) -> float:
@@ -1485,14 +1546,12 @@ def parse_peak(folder: Path, data: dict, count: int) -> float:
 
 
 def test_a_file_of_many_small_boxes_parses_within_the_judged_memory(tmp_path: Path):
-    """The index's memory is judged as `INDEX_BYTES_PER_FILE_BYTE` times the files' size, from a
-    file of 12-point polygons (7.2x); a file of many small boxes written without spaces (as
-    `json.dump(..., separators=(",", ":"))` writes one) peaked at 11.5x, past the judgment: each
-    annotation was copied while the parsed file stood, the file's bytes kept beside its text. Its
-    parse now peaks within the factor by 10% (Python's allocations, `tracemalloc`, read 6-10% below
-    the peak RSS; 8.2x while the first index and image id of each annotation id were held as a tuple)."""
-    from sources.coco import INDEX_BYTES_PER_FILE_BYTE
-
+    """A file of many small boxes written without spaces (as `json.dump(..., separators=(",", ":"))`
+    writes one) peaked at 11.5x its size, past the judgment of 9x: each annotation was copied while
+    the parsed file stood, the file's bytes kept beside its text. Its parse now peaks within what
+    the file is judged to hold (`coco_memory`) by 10% (Python's allocations, `tracemalloc`, read
+    6-10% below the peak RSS; 8.2x while the first index and image id of each annotation id were
+    held as a tuple), a judgment of about 11x (7.6x peak RSS for 36 MiB of them)."""
     rng = np.random.default_rng(3)
     count = 4000
     boxes = rng.integers(0, 600, (count, 2)).tolist()
@@ -1500,7 +1559,8 @@ def test_a_file_of_many_small_boxes_parses_within_the_judged_memory(tmp_path: Pa
             "annotations": [{"id": i + 1, "image_id": i // 20 + 1, "category_id": 1 + i % 80, "bbox": [x, y, 12, 10],
                              "area": 120, "iscrowd": 0} for i, (x, y) in enumerate(boxes)],
             "categories": categories(*range(1, 81))}
-    assert parse_peak(tmp_path, data, count) <= INDEX_BYTES_PER_FILE_BYTE / 1.1
+    assert parse_peak(tmp_path, data, count) <= judged(tmp_path) / 1.1
+    assert judged(tmp_path) < 12
 
 
 def tall_mask_counts(rng: np.random.Generator, h: int = 1080, w: int = 1920) -> list[int]:
@@ -1517,11 +1577,10 @@ def tall_mask_counts(rng: np.random.Generator, h: int = 1080, w: int = 1920) -> 
 def test_a_cvat_export_of_tall_brush_masks_parses_well_within_the_judged_memory(tmp_path: Path):
     """CVAT's "COCO 1.0" export (Datumaro: compact JSON) writes a brush mask as uncompressed RLE
     `counts`: runs of 3 digits, each a 32-byte int and an 8-byte list slot for 4 characters,
-    peaked at 10.2x the file's size (RSS), past `INDEX_BYTES_PER_FILE_BYTE`: a 680 MB export passed
-    the default `index_memory_mb` and took ~7 GB in every worker. The counts are kept as arrays.
-    `tracemalloc` reads 6-10% below the process's peak RSS, hence the margin."""
-    from sources.coco import INDEX_BYTES_PER_FILE_BYTE
-
+    peaked at 10.2x the file's size (RSS), past the judgment of 9x: a 680 MB export passed the
+    default `index_memory_mb` and took ~7 GB in every worker. The counts are kept as arrays, and
+    judged as arrays (`coco_memory`: about 4.5x; 2.5x peak RSS for 19 MiB of them). `tracemalloc`
+    reads 6-10% below the process's peak RSS, hence the margin."""
     rng = np.random.default_rng(5)
     masks = [tall_mask_counts(rng) for _ in range(8)]
     count = 200
@@ -1532,7 +1591,8 @@ def test_a_cvat_export_of_tall_brush_masks_parses_well_within_the_judged_memory(
                              "area": 1.0, "bbox": [1.0, 2.0, 3.0, 4.0], "attributes": {"occluded": False}}
                             for i in range(count)],
             "categories": categories(1, 2, 3)}
-    assert parse_peak(tmp_path, data, count) <= INDEX_BYTES_PER_FILE_BYTE / 2
+    assert parse_peak(tmp_path, data, count) <= judged(tmp_path) / 1.5
+    assert judged(tmp_path) < 5
 
 
 @pytest.mark.parametrize("values, compact", [

@@ -255,6 +255,25 @@ def test_imagemagick_palette_resave_is_read_through_its_palette(release: Path, t
     assert (_target(again) == _target(pair)).all()
 
 
+def test_an_rgb_png_with_a_transparent_colour_is_read_as_rgb(release: Path, tmp_path: Path):
+    """ImageMagick's `convert pan.png -define png:color-type=2 -transparent black out.png` keeps the
+    PNG 8-bit RGB (colour type 2) with a tRNS chunk naming black: OpenCV read that as 4 channels,
+    and the pair was bad_panoptic_png ("got uint8 4 channel(s)"), while Pillow, panopticapi and
+    detectron2 read it as RGB with the same ids. The transparency is now dropped: the target is the
+    plain PNG's byte for byte."""
+    import subprocess
+
+    pair = _pairs(release, (PANOPTIC,), ("segmentation",))["segmentation"]
+    resaved = tmp_path / "trns.png"
+    subprocess.run(["convert", pair.annotation["panoptic_uri"], "-define", "png:color-type=2", "-transparent",
+                    "black", str(resaved)], check=True)
+    data = resaved.read_bytes()
+    assert data[24:26] == bytes([8, 2]) and b"tRNS" in data  # IHDR: 8-bit truecolour, a transparent colour
+    assert (maps.decode_panoptic_ids(data, 64, 64) == rgb2id(np.asarray(Image.open(resaved).convert("RGB")))).all()
+    again = dataclasses.replace(pair, annotation={**pair.annotation, "panoptic_uri": str(resaved)})
+    assert (_target(again) == _target(pair)).all()
+
+
 def test_a_16_bit_rgb_png_is_refused_on_its_header(release: Path, tmp_path: Path, monkeypatch):
     """ImageMagick's `-depth 16 PNG48:` (Pillow calls it "RGB" too): refused from IHDR's bit depth,
     never decoded, as docs/rejects.md says."""

@@ -271,6 +271,10 @@ def decode_panoptic_ids(data: bytes, height: int, width: int) -> np.ndarray:
     if mode == "P":
         return _palette_panoptic_ids(data)
     array = _opencv_decode(data)
+    if colour_type == _PNG_RGB and array.ndim == 3 and array.shape[2] == 4:
+        # a tRNS colour (ImageMagick's `-transparent black`) that OpenCV made an alpha channel of:
+        # Pillow, panopticapi and detectron2 read the PNG as the RGB it is
+        array = array[..., :3]
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:  # a header that lied
         raise MapError("bad_panoptic_png", f"a panoptic PNG is 8-bit RGB, got {array.dtype} "
                                            f"{array.shape[2] if array.ndim == 3 else 1} channel(s)")

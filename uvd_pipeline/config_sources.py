@@ -178,9 +178,9 @@ class CocoSourceConfig(SourceBase, LinkOptions, PairSource):
     panoptic_dir: str | None = Field(None, description="a COCO panoptic file's PNG folder; default: beside the JSON, "
                                      "its name without .json (annotations/panoptic_<split>/)")
     index_memory_mb: StrictInt = Field(INDEX_MEMORY_MB, ge=64, le=1_048_576, description="memory the parsed annotation files "
-                                 "may take in each worker process, judged before any parse from their sizes (about "
-                                 "9x; over it the build stops naming the files): COCO train2017's two files take "
-                                 "~5.9 GiB")
+                                 "may take in each worker process, judged before any parse from what they hold (one "
+                                 "pass counting their objects, strings and numbers; about 5x a COCO-like file of "
+                                 "polygons, 11x one of small boxes; over it the build stops naming the files)")
 
 
 class MpiiSourceConfig(SourceBase, LinkOptions, PairSource):

@@ -1,0 +1,86 @@
+"""What a COCO annotation file's index will take, judged from its bytes before any parse.
+
+`CocoSource.check_index_memory` once charged 9 bytes a byte of file: a file whose images carry a
+field of empty objects or lists (`{},`: 3 bytes of JSON, a 64-byte dict and an 8-byte slot parsed)
+took 25.1x its size (a 40 MiB file judged 360 MiB peaked 1003 MiB higher), and at the default
+budget a 512 MiB file could take ~12.5 GB in every worker. What a parse takes is what the file
+holds: its containers, strings, numbers and dict entries, each a Python object of a known size.
+One streaming pass counts them with `bytes.count` (outside or inside strings alike: a comma in a
+caption counts as a value, which only errs high) and charges each its object's bytes. The numbers
+of a polygon, RLE counts, keypoints or a box are charged as the 8-byte array items
+`coco.compact_lists` keeps them as; such a list it leaves a list (ints beside floats) takes up to
+40 bytes a number, so there the judgment can read low, by at most ~5x those numbers' share.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sources import fsio
+
+SCAN_STEP = 16 << 20  # bytes read at a time: the scan holds one step (and its compact spans' copy)
+
+# bytes charged for each thing the parse makes (CPython 3.11, 64-bit; a slot is the 8 bytes of a
+# list or array holding a value):
+DICT_BYTES = 192  # `{`: a dict of up to 5 entries is 184 bytes, and its slot
+EMPTY_DICT_BYTES = 72  # `{}`: 64 bytes and its slot, no entry in the index
+INDEX_ENTRY_BYTES = 128  # `{`: an annotation's place in the merged index and its `_at` text
+ENTRY_BYTES = 32  # `":` (a key): a dict entry (a table of 11 took 464 bytes); the key text is shared
+LIST_BYTES = 64  # `[`: an empty list is 56 bytes, and its slot
+VALUE_BYTES = 40  # `,` outside a compact span: a slot and its value (an int past 256: 32 bytes)
+STRING_BYTES = 64  # a value's `""`: a string of up to 7 characters (56 bytes) and its slot
+ARRAY_ITEM_BYTES = 8  # `,` in a span `compact_lists` keeps as an array: one 8-byte item
+# the number lists `compact_lists` keeps as arrays (segmentation polygons and RLE counts,
+# keypoints, boxes): a key, then brackets and numbers only
+_COMPACT_SPAN = re.compile(rb'"(?:segmentation|counts|keypoints|bbox)"\s*:\s*\[[-+.0-9eE,\s\[\]]*\]')
+_WIDE = re.compile(rb"[\xc4-\xef]")  # a UTF-8 lead byte of a character past Latin-1 (2 bytes a char)
+_ASTRAL = re.compile(rb"[\xf0-\xf4]")  # a lead byte of a character past the BMP (4 bytes a char)
+
+
+@dataclass
+class Counts:
+    """What one pass over a file found (`scan`)."""
+    size: int = 0
+    dicts: int = 0
+    empty_dicts: int = 0
+    lists: int = 0
+    keys: int = 0
+    commas: int = 0
+    compact_commas: int = 0
+    quotes: int = 0
+    char_bytes: int = 1  # bytes a character of the file's text takes as one Python str
+
+    def add(self, block: bytes) -> None:
+        self.size += len(block)
+        self.dicts += block.count(b"{")
+        self.empty_dicts += block.count(b"{}")
+        self.lists += block.count(b"[")
+        self.keys += block.count(b'":')
+        self.commas += block.count(b",")
+        self.quotes += block.count(b'"')
+        # a span cut by the step's end is charged as plain values: only errs high
+        self.compact_commas += b"".join(_COMPACT_SPAN.findall(block)).count(b",")
+        if not block.isascii():
+            wide = 4 if _ASTRAL.search(block) else 2 if _WIDE.search(block) else 1
+            self.char_bytes = max(self.char_bytes, wide)
+
+    def parsed_bytes(self) -> int:
+        """The peak of parsing and indexing the file: its bytes beside its text while it is decoded,
+        then its text beside every object the parse makes, strings' characters included."""
+        strings = max(0, self.quotes - 2 * self.keys) // 2
+        objects = ((self.dicts - self.empty_dicts) * (DICT_BYTES + INDEX_ENTRY_BYTES) + self.empty_dicts * EMPTY_DICT_BYTES
+                   + self.keys * ENTRY_BYTES + self.lists * LIST_BYTES
+                   + (self.commas - self.compact_commas) * VALUE_BYTES + self.compact_commas * ARRAY_ITEM_BYTES
+                   + strings * STRING_BYTES)
+        return 2 * self.size * self.char_bytes + objects
+
+
+def scan(uri: str, limit: int) -> Counts:
+    """One streaming pass over an annotation file, a step at a time, at most `limit` bytes and one
+    more read (a larger file is refused when it is parsed: `annotation_files.load_json`)."""
+    counts = Counts()
+    with fsio.open_file(uri) as handle:
+        while counts.size <= limit and (block := handle.read(SCAN_STEP)):
+            counts.add(block)
+    return counts
