@@ -125,10 +125,12 @@ def _sweep_if_interrupted(output: str, run_id: str) -> Callable[..., bool]:
     (`cli.committed_so_far`); a remote one's are swept by its next run. A worker thread of this
     process still inside a bundle may write one after the sweep; the next run removes that."""
     from tokenizer.atomic import _local
+    from uvd_pipeline.interrupts import interruption
     from uvd_pipeline.output_lock import read_holder
 
-    def sweep(kind: type[BaseException] | None, *_: Any) -> bool:
-        if kind is None or not issubclass(kind, KeyboardInterrupt) or _local(output) is None:
+    def sweep(kind: type[BaseException] | None, error: BaseException | None, *_: Any) -> bool:
+        # the interrupt may come wrapped: Beam's RuntimeError of the step it stopped (`interrupts`)
+        if interruption(error) is None or _local(output) is None:
             return False
         holder = read_holder(output)
         if holder is None or holder.run_id != run_id:
