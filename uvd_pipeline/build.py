@@ -30,7 +30,8 @@ from uvd_pipeline.build_record import (BUILD_FILE, _build_record, _same_config, 
 from uvd_pipeline.build_runner import (WORKER_ENVIRON, _dask_runner, heap_frozen, make_runner,  # noqa: F401
                                        new_pipeline, one_thread_numerics, open_runner, pipeline_options,
                                        run_pipeline, tokenizes_in_process, worker_numerics)
-from uvd_pipeline.build_settle import StatsRead, clear_strays, committed_inputs, drop_stale, settle_store
+from uvd_pipeline.build_settle import (StatsRead, clear_strays, committed_inputs, drop_stale, kept_shards,
+                                       settle_store)
 from uvd_pipeline.config import BuildConfig, ConfigError
 from tokenizer.host_memory import freed_memory_kept
 from uvd_pipeline.rendered_shards import committed_shards, remove_temporaries, stats_files
@@ -197,7 +198,8 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     read = StatsRead(rendered=[] if config.tokenizer.enabled else None)
     done = committed_inputs(config, verify=verify, each=read)
     if done:
-        log.info("resuming: %d shards committed earlier (kept where their input is unchanged)", len(done))
+        log.info("resuming: %d shards committed earlier (kept where their input is unchanged, else written "
+                 "again)", len(done))
     settle_store(config.output, done, read.tar_sha256)
     most = sum(s.num_shards + s.num_val_shards for s in config.enabled_sources)
     # local threads only: units render while Beam is imported and the graph is built (`early_render`)
@@ -231,13 +233,16 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     read = StatsRead(shards=CommittedShards())
     committed = committed_shards(config.output, config.content_hash(), claimed=claimed, each=read)
     dropped = drop_stale(config, units, committed)
+    resumed = kept_shards(config, done, committed - dropped) if done else 0
+    if done:
+        log.info("kept %d of the %d shards committed earlier (their input unchanged)", resumed, len(done))
     settle_store(config.output, committed - dropped, read.tar_sha256)
     tars = {(a.source, a.split, a.stem): sha for a, sha in read.tar_sha256.items() if a not in dropped}
     # after drop_stale's removals; a token shard of an earlier tar (a --no-tokenize rerun) warned of
     tokens = summarize_tokens(config.output, config.content_hash(), claimed=claimed, tars=tars)
     clear_strays(config.output, remove=verify, claimed=claimed)
     counters = run_counters(result)
-    summary = finalize(config, phases(started, running, ran, time.perf_counter()), counters, resumed=len(done),
+    summary = finalize(config, phases(started, running, ran, time.perf_counter()), counters, resumed=resumed,
                        distributions=run_distributions(result), metrics=metrics_reported(result), tokens=tokens,
                        shards=None if dropped else read.shards,  # shards dropped: their sums are in it, read again
                        workers_failed=workers_failed_to_start(result), notices=notices)
