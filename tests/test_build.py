@@ -766,8 +766,9 @@ def test_sigterm_is_handled_like_ctrl_c(mini_corpus, mini_build, tmp_path):
     assert shard_digests(out) == rendered
 
 
-@pytest.mark.parametrize("signal_name, workers, mode", [("SIGINT", 1, "in_memory"), ("SIGTERM", 1, "in_memory"),
-                                                         ("SIGTERM", 2, "multi_threading")])
+@pytest.mark.parametrize("signal_name, workers, mode", [
+    pytest.param("SIGINT", 1, "in_memory", marks=pytest.mark.slow), ("SIGTERM", 1, "in_memory"),
+    ("SIGTERM", 2, "multi_threading")])
 def test_a_signal_while_shards_are_written_is_one_line(mini_corpus, mini_build, tmp_path, signal_name, workers,
                                                        mode):
     """Ctrl-C or SIGTERM right after the first rendered shard commits, a write bundle in flight in

@@ -124,7 +124,8 @@ def _sweep_if_interrupted(output: str, run_id: str) -> Callable[..., bool]:
     mid-commit, and its temporaries are not this run's (as `OutputLock.release` leaves its lock).
     A local output only: an interrupted command lists nothing over the network
     (`cli.committed_so_far`); a remote one's are swept by its next run. A worker thread of this
-    process still inside a bundle may write one after the sweep; the next run removes that."""
+    process still inside a bundle may write one after the sweep, the next run removes that; or
+    fail to commit one the sweep took (FileNotFoundError), kept off the log (`interrupts`)."""
     from tokenizer.atomic import _local
     from uvd_pipeline.interrupts import interruption
     from uvd_pipeline.output_lock import read_holder
