@@ -228,10 +228,10 @@ def _rerun(path: Path, **overrides) -> dict:
     return run_build(load_config(str(path), overrides or None)).summary
 
 
-def _signalled_cli(signal_name: str, after: int, flags: Path, *args: str, **kw) -> subprocess.Popen:
+def _signalled_cli(signal_name: str, after: int | str, flags: Path, *args: str, **kw) -> subprocess.Popen:
     """The command, sent `signal_name` by its own build right after its `after`th unit commit
-    (`tests/signal_at_commit.py`): a signal from the test, on seeing a mark, came too late on a
-    fast machine, after the whole build."""
+    (`tests/signal_at_commit.py`; "shard:N": its Nth rendered shard): a signal from the test, on
+    seeing a mark, came too late on a fast machine, after the whole build."""
     return subprocess.Popen([sys.executable, str(REPO / "tests" / "signal_at_commit.py"), signal_name, str(after),
                              str(flags), *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, **kw)
@@ -764,6 +764,46 @@ def test_sigterm_is_handled_like_ctrl_c(mini_corpus, mini_build, tmp_path):
     _rerun(path, **{"tokenizer.enabled": False})  # as `--no-tokenize`
     rendered = {k: v for k, v in shard_digests(Path(config.output)).items() if k.startswith("rendered")}
     assert shard_digests(out) == rendered
+
+
+@pytest.mark.parametrize("signal_name, workers, mode", [
+    pytest.param("SIGINT", 1, "in_memory", marks=pytest.mark.slow), ("SIGTERM", 1, "in_memory"),
+    ("SIGTERM", 2, "multi_threading")])
+def test_a_signal_while_shards_are_written_is_one_line(mini_corpus, mini_build, tmp_path, signal_name, workers,
+                                                       mode):
+    """Ctrl-C or SIGTERM right after the first rendered shard commits, a write bundle in flight in
+    this process. One in-process worker runs it in the build's own thread, and Beam re-raised the
+    interrupt as `RuntimeError: KeyboardInterrupt [while running 'Write shards']`: exit 1 and 3
+    tracebacks (113-119 lines), lock released but temporaries left. Thread workers exited right but
+    printed Beam's `KeyError: 'bundle_42'` twice (2-4 tracebacks) of the bundle its cleanup dropped
+    (hunt58b). Now: 130/143, the one last line counting the shards on disk, nothing of Beam's."""
+    import re
+
+    config, _ = mini_build
+    out = tmp_path / "out"
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, config.tokenizer.checkpoint,
+                        direct_num_workers=workers, direct_running_mode=mode)
+    written = yaml.safe_load(path.read_text())
+    written["sources"] = [s for s in written["sources"] if s["type"] != "video"]  # 5 image shards do
+    path.write_text(yaml.safe_dump(written, sort_keys=False))
+    proc = _signalled_cli(signal_name, "shard:1", tmp_path / "flags", "build", str(path), "--no-tokenize",
+                          start_new_session=True)
+    log, _ = proc.communicate(timeout=300)
+    assert (tmp_path / "flags" / "sent").exists(), log[-3000:]
+    assert proc.returncode == (130 if signal_name == "SIGINT" else 143), log[-3000:]
+    assert "Traceback" not in log and "Error" not in log, log[-3000:]
+    last = log.strip().splitlines()[-1]
+    how = "interrupted" if signal_name == "SIGINT" else r"terminated \(SIGTERM\)"
+    kept = re.fullmatch(how + r": the units and shards committed so far are kept \((\d+) input units, (\d+) rendered "
+                        r"shards\); run the same command again .*", last)
+    assert kept, last
+    committed = sorted(out.glob("rendered/*/*/*.stats.json"))
+    assert len(committed) == int(kept[2]) >= 1
+    for stats in committed:  # each committed shard whole: its tar read back holds what its stats count
+        tar = stats.with_name(stats.name.replace(".stats.json", ".tar"))
+        assert sum(1 for _ in iter_shard(str(tar))) == json.loads(stats.read_text())["sentences"]
+    assert not (out / "_lock.json").exists() and not list(out.rglob("*.tmp-*"))
+    assert not (out / "summary.json").exists()
 
 
 @pytest.mark.parametrize("verbose", [False, True])

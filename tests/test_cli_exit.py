@@ -302,6 +302,66 @@ def test_an_exception_chain_that_loops_is_walked_once():
     assert machine_error(second).startswith("planning a.mp4: [Errno 24]")
 
 
+def test_an_interrupt_retold_by_beam_is_found_and_its_aftermath_kept_off_the_log(monkeypatch):
+    """Beam re-raises a KeyboardInterrupt that stops a step in the build's own thread (one
+    in-memory worker) as a RuntimeError tagged with the step, raised while handling it: the command
+    took it for a crash (exit 1, three tracebacks). `interruption` finds the interrupt there, and a
+    SIGTERM's `Terminated`; not in a bug raised while one unwound. Once one is under way, Beam's
+    ERROR records and a worker thread's failed bundle are left out, unless Beam logs at DEBUG."""
+    import logging
+
+    from uvd_pipeline import interrupts
+    from uvd_pipeline.cli import Terminated
+    from types import SimpleNamespace
+
+    from uvd_pipeline.log_filters import BeamInterruptNoise, _answered
+
+    def retold(stop: KeyboardInterrupt) -> BaseException:
+        try:
+            try:
+                raise stop
+            except BaseException as exc:  # as `DoFnRunner._reraise_augmented` does
+                error = RuntimeError(f"{type(exc).__name__} [while running 'Write shards']")
+                error._tagged_with_step = True
+                raise error
+        except RuntimeError as error:
+            return error
+
+    assert isinstance(interrupts.interruption(retold(KeyboardInterrupt())), KeyboardInterrupt)
+    assert isinstance(interrupts.interruption(retold(Terminated())), Terminated)
+    bug = retold(KeyboardInterrupt())
+    bug._tagged_with_step = False  # a bug of ours in a `finally` as Ctrl-C unwound: not an interrupt
+    assert interrupts.interruption(bug) is None and interrupts.interruption(ValueError("x")) is None
+
+    record = logging.LogRecord("apache_beam.runners.common", logging.ERROR, __file__, 1, "KeyboardInterrupt", (),
+                               None)
+    ours = logging.LogRecord("uvd_pipeline.build", logging.ERROR, __file__, 1, "ours", (), None)
+    dropped = lambda: KeyError("bundle_42")  # noqa: E731
+    request = SimpleNamespace(instruction_id="bundle_42")
+
+    def failing():
+        raise dropped()
+
+    answer = lambda **kw: kw  # noqa: E731
+    monkeypatch.setattr(interrupts, "_UNDER_WAY", type(interrupts._UNDER_WAY)())
+    assert BeamInterruptNoise().filter(record)
+    with pytest.raises(KeyError):
+        _answered(failing, request, answer)
+    interrupts.mark()
+    assert not BeamInterruptNoise().filter(record) and BeamInterruptNoise().filter(ours)
+    assert _answered(failing, request, answer)["error"].rstrip().endswith("KeyError: 'bundle_42'")
+    beam, level = logging.getLogger("apache_beam"), logging.getLogger("apache_beam").level
+    beam.setLevel(logging.DEBUG)  # --verbose
+    try:
+        assert BeamInterruptNoise().filter(record)
+        with pytest.raises(KeyError):
+            _answered(failing, request, answer)
+    finally:
+        beam.setLevel(level)
+    interrupts.begin()  # the next run of this process
+    assert BeamInterruptNoise().filter(record)
+
+
 def _raised(act) -> BaseException:
     try:
         act()

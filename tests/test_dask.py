@@ -1433,3 +1433,46 @@ def test_ctrl_c_while_the_local_clusters_workers_start_is_one_line(mini_corpus, 
     assert len(said) == 1, log[-3000:]
     assert "Traceback" not in log and "KeyboardInterrupt" not in log and "Nanny failed" not in log, log[-5000:]
     assert not [worker for worker in workers if worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_fetch_from_a_killed_worker_is_left_out_of_a_workers_log_unless_verbose(monkeypatch):
+    """A local cluster's worker killed mid-build (`kill -9`) while another fetched a result from it:
+    the fetching worker logged "Worker stream died during communication" at ERROR with its chained
+    tracebacks, 27-33 lines above a build that then finished (hunt58b), though distributed fetches
+    or computes the data again. The build's workers (`BuildWorker.setup` adds `PeerLost` to this
+    logger) leave it out where distributed logs at WARNING (the command without --verbose), keep
+    it at INFO, and keep every other error."""
+    from distributed.comm.core import CommClosedError
+
+    from uvd_pipeline.dask_worker import PeerLost
+
+    logger, shown = logging.getLogger("distributed.worker"), []
+    handler = logging.Handler()
+    handler.emit = shown.append
+    monkeypatch.setattr(logger, "filters", [PeerLost()])
+    monkeypatch.setattr(logger, "handlers", [handler])
+    monkeypatch.setattr(logger, "propagate", False)
+    top = logging.getLogger("distributed")
+    level = top.level
+
+    def gather_from_the_dead() -> None:  # as `Worker.gather_dep` meets and logs it
+        try:
+            try:
+                raise ConnectionResetError(104, "Connection reset by peer")
+            except OSError as exc:
+                raise CommClosedError(f"in <TCP (closed) Ephemeral Worker->Worker>: {exc}") from exc
+        except OSError:
+            logger.exception("Worker stream died during communication: %s", "tcp://127.0.0.1:33775")
+        logger.error("Compute Failed: a bug of ours")
+
+    try:
+        top.setLevel(logging.WARNING)  # DASK_LOGGING__DISTRIBUTED=warning: the command without --verbose
+        gather_from_the_dead()
+        assert [r.getMessage() for r in shown] == ["Compute Failed: a bug of ours"]
+        shown.clear()
+        top.setLevel(logging.INFO)  # distributed's own default: --verbose
+        gather_from_the_dead()
+        assert [r.getMessage().split(":")[0] for r in shown] == ["Worker stream died during communication",
+                                                                  "Compute Failed"]
+    finally:
+        top.setLevel(level)

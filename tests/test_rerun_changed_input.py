@@ -209,6 +209,41 @@ def test_a_rewrite_with_the_same_size_and_mtime_is_noticed(mini_corpus, tmp_path
     assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "fresh") != before
 
 
+def test_shards_resumed_counts_only_the_shards_kept(mini_corpus, tmp_path, caplog):
+    """Two class-folder sources, deduplication off (its sources' shards share one input digest),
+    one val image of the second replaced by Pillow: the rerun writes the second's shards again (its
+    input digest changed) and keeps the first's. summary.json's
+    `run.shards_resumed` said 4, every shard committed before the run, the 2 rewritten with the
+    2 kept (hunt58b: 5 of 5 rewritten, "resumed" 5); it counts the kept ones, as the log says."""
+    import logging
+
+    from PIL import Image
+
+    sources = []
+    for name in ("a", "b"):
+        shutil.copytree(mini_corpus / "imagenet", tmp_path / name)
+        sources.append({"name": name, "type": "imagenet", "path": str(tmp_path / name), "num_shards": 1,
+                        "sentence_length": 4, "remainder": "wrap"})
+    path = _config(tmp_path / "c.yaml", tmp_path / "out", sources, direct_num_workers=1,
+                   direct_running_mode="in_memory")
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "dedup": {"enabled": False}}, sort_keys=False))
+    first = _build(path)
+    assert sorted((row["source"], row["split"]) for row in first["shards"]) == [
+        ("a", "train"), ("a", "val"), ("b", "train"), ("b", "val")]
+    image = sorted((tmp_path / "b" / "val").glob("*.JPEG"))[0]
+    Image.open(image).convert("RGB").rotate(90).save(image, "JPEG", quality=90)
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out" / "rendered").rglob("*.tar")}
+    caplog.set_level(logging.INFO)
+    again = _build(path)
+    rewritten = sorted(p.name for p in (tmp_path / "out" / "rendered").rglob("*.tar")
+                       if p.stat().st_mtime_ns != before[p.name])
+    assert rewritten == ["b-train-00000.tar", "b-val-00000.tar"]
+    written = {k: v for k, v in again["run"]["counters"].items() if k.endswith(".shards_written")}
+    assert written == {"b.shards_written": 2}
+    assert again["run"]["shards_resumed"] == 2
+    assert "kept 2 of the 4 shards committed earlier" in caplog.text
+
+
 def _vipseg_tree(root: Path, videos: list[str]) -> None:
     """VIPSeg as released: imgs/<video>/<frame>.jpg (every third frame of a clip, named by its
     number, as VIPSeg's 00000976.jpg), extracted by ffmpeg, and panomasks/<video>/<frame>.png

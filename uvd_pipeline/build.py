@@ -30,7 +30,8 @@ from uvd_pipeline.build_record import (BUILD_FILE, _build_record, _same_config, 
 from uvd_pipeline.build_runner import (WORKER_ENVIRON, _dask_runner, heap_frozen, make_runner,  # noqa: F401
                                        new_pipeline, one_thread_numerics, open_runner, pipeline_options,
                                        run_pipeline, tokenizes_in_process, worker_numerics)
-from uvd_pipeline.build_settle import StatsRead, clear_strays, committed_inputs, drop_stale, settle_store
+from uvd_pipeline.build_settle import (StatsRead, clear_strays, committed_inputs, drop_stale, kept_shards,
+                                       settle_store)
 from uvd_pipeline.config import BuildConfig, ConfigError
 from tokenizer.host_memory import freed_memory_kept
 from uvd_pipeline.rendered_shards import committed_shards, remove_temporaries, stats_files
@@ -123,12 +124,15 @@ def _sweep_if_interrupted(output: str, run_id: str) -> Callable[..., bool]:
     mid-commit, and its temporaries are not this run's (as `OutputLock.release` leaves its lock).
     A local output only: an interrupted command lists nothing over the network
     (`cli.committed_so_far`); a remote one's are swept by its next run. A worker thread of this
-    process still inside a bundle may write one after the sweep; the next run removes that."""
+    process still inside a bundle may write one after the sweep, the next run removes that; or
+    fail to commit one the sweep took (FileNotFoundError), kept off the log (`interrupts`)."""
     from tokenizer.atomic import _local
+    from uvd_pipeline.interrupts import interruption
     from uvd_pipeline.output_lock import read_holder
 
-    def sweep(kind: type[BaseException] | None, *_: Any) -> bool:
-        if kind is None or not issubclass(kind, KeyboardInterrupt) or _local(output) is None:
+    def sweep(kind: type[BaseException] | None, error: BaseException | None, *_: Any) -> bool:
+        # the interrupt may come wrapped: Beam's RuntimeError of the step it stopped (`interrupts`)
+        if interruption(error) is None or _local(output) is None:
             return False
         holder = read_holder(output)
         if holder is None or holder.run_id != run_id:
@@ -195,7 +199,8 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     read = StatsRead(rendered=[] if config.tokenizer.enabled else None)
     done = committed_inputs(config, verify=verify, each=read)
     if done:
-        log.info("resuming: %d shards committed earlier (kept where their input is unchanged)", len(done))
+        log.info("resuming: %d shards committed earlier (kept where their input is unchanged, else written "
+                 "again)", len(done))
     settle_store(config.output, done, read.tar_sha256)
     most = sum(s.num_shards + s.num_val_shards for s in config.enabled_sources)
     # local threads only: units render while Beam is imported and the graph is built (`early_render`)
@@ -229,13 +234,16 @@ def _run_build(config: BuildConfig, overwrite: bool, replace_changed: bool, reto
     read = StatsRead(shards=CommittedShards())
     committed = committed_shards(config.output, config.content_hash(), claimed=claimed, each=read)
     dropped = drop_stale(config, units, committed)
+    resumed = kept_shards(config, done, committed - dropped) if done else 0
+    if done:
+        log.info("kept %d of the %d shards committed earlier (their input unchanged)", resumed, len(done))
     settle_store(config.output, committed - dropped, read.tar_sha256)
     tars = {(a.source, a.split, a.stem): sha for a, sha in read.tar_sha256.items() if a not in dropped}
     # after drop_stale's removals; a token shard of an earlier tar (a --no-tokenize rerun) warned of
     tokens = summarize_tokens(config.output, config.content_hash(), claimed=claimed, tars=tars)
     clear_strays(config.output, remove=verify, claimed=claimed)
     counters = run_counters(result)
-    summary = finalize(config, phases(started, running, ran, time.perf_counter()), counters, resumed=len(done),
+    summary = finalize(config, phases(started, running, ran, time.perf_counter()), counters, resumed=resumed,
                        distributions=run_distributions(result), metrics=metrics_reported(result), tokens=tokens,
                        shards=None if dropped else read.shards,  # shards dropped: their sums are in it, read again
                        workers_failed=workers_failed_to_start(result), notices=notices)

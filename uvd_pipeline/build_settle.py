@@ -76,6 +76,15 @@ def committed_inputs(config: BuildConfig, verify: bool = False, committed: set[S
             for address in committed}
 
 
+def kept_shards(config: BuildConfig, done: dict[ShardAddress, str | None], committed: set[ShardAddress]) -> int:
+    """How many of `done` (the shards committed before the run, with the input digest each was
+    built from) the run kept: still committed (in `committed`) from that same input. One whose
+    input changed was written again, and counted as resumed as well (hunt58b: 5 shards rewritten,
+    `shards_resumed` 5)."""
+    now = committed_inputs(config, committed=committed & done.keys())
+    return sum(1 for address, digest in now.items() if digest is not None and digest == done[address])
+
+
 def drop_stale(config: BuildConfig, units: dict[str, list], committed: set[ShardAddress]) -> set[ShardAddress]:
     """After a finished run: forget units no longer in the input, and remove the shards (of
     `committed`, the shards committed now) still built from another input than their source's

@@ -14,10 +14,11 @@ import traceback
 from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
-from uvd_pipeline import startup_gc
+from uvd_pipeline import interrupts, startup_gc
 from uvd_pipeline.config import ConfigError, not_utf8
 from uvd_pipeline.dask_cluster import SchedulerLost, WorkersKilled
 from uvd_pipeline.local_runner import WorkerExited
+from uvd_pipeline.interrupts import interruption
 from uvd_pipeline.log_filters import LOG_DATEFMT, LOG_FORMAT, BeamRefusalNoise, quiet_handlers
 from uvd_pipeline.refusals import refusal
 from uvd_pipeline.shards import JsonlError, NotFound, ShardDamaged
@@ -73,7 +74,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         with terminate_as_interrupt():
             result = run_build(config, overwrite=args.overwrite, replace_changed=args.replace_changed,
                                retokenize=args.retokenize, verify=args.verify, force_unlock=args.force_unlock)
-    except KeyboardInterrupt as stop:
+    except BaseException as error:  # noqa: BLE001 - Ctrl-C may come wrapped by Beam (`interrupts`)
+        stop = interruption(error)
+        if stop is None:
+            raise
         interrupted(stop, config.output)
     print(format_summary(result.summary))
     print(f"summary: {result.summary_path}")
@@ -99,19 +103,32 @@ class Terminated(KeyboardInterrupt):
 def terminate_as_interrupt() -> Iterator[None]:
     """While the block runs, SIGTERM raises `Terminated` in the main thread, as SIGINT raises
     KeyboardInterrupt (Python's default for SIGTERM ends the process at once: lock and temporaries
-    left behind). Elsewhere than the main thread nothing is installed."""
+    left behind); each marks the interrupt under way first (`interrupts.mark`: Beam's errors of
+    worker threads it leaves behind are kept off the log). Elsewhere than the main thread nothing
+    is installed; an ignored SIGINT (`nohup`) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    interrupts.begin()
 
     def terminate(signum, frame) -> NoReturn:
+        interrupts.mark()
         raise Terminated()
 
+    def interrupt(signum, frame) -> NoReturn:
+        interrupts.mark()
+        raise KeyboardInterrupt()
+
     previous = signal.signal(signal.SIGTERM, terminate)
+    ctrl_c = signal.getsignal(signal.SIGINT)
+    if ctrl_c is signal.default_int_handler:
+        signal.signal(signal.SIGINT, interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if ctrl_c is signal.default_int_handler:
+            signal.signal(signal.SIGINT, ctrl_c)
 
 
 def interrupted(stop: BaseException | None = None, output: str | None = None) -> NoReturn:

@@ -30,6 +30,11 @@ plugin, `uvd_pipeline.dask_cluster.scheduler`): imported only where the dask ext
   logged "Async instruction for <Task cancelled ...> ended with CancelledError" (a warning that
   distributed says happens only in `Worker.close`) around the command's "interrupted:" line. A
   worker of the build's cluster that is closing leaves it out (`CancelledAtClose`).
+- A worker killed mid-build (the OOM killer, `kill -9`) that another worker was fetching a result
+  from: that worker logged "Worker stream died during communication" at ERROR with its chained
+  tracebacks (27-33 lines, hunt58b) though the cluster recovers as designed (the scheduler runs
+  the lost tasks again, the nanny restarts the worker, the build finishes). Left out unless
+  `--verbose` (`PeerLost`); the scheduler's one warning of the lost worker stays.
 - A closed worker whose closing then fails (the process's target raising after the teardown, or
   an exit function raising) ends with status 1 and one line saying why: the fast exit's status 0
   hid such failures from the nanny.
@@ -105,6 +110,7 @@ class BuildWorker(WorkerPlugin):
 
         logging.getLogger().addFilter(BeamImportNoise())  # the record is made on the root logger itself
         logging.getLogger("distributed.worker.state_machine").addFilter(CancelledAtClose(worker))
+        logging.getLogger("distributed.worker").addFilter(PeerLost())
         quiet_refused_tasks()  # a refusal's "Compute Failed" traceback: the command says it in one line
         if multiprocessing.parent_process() is not None:  # after the filter: Beam's import warns
             import_ahead()  # before the worker joins: no task is unpickled meanwhile
@@ -159,5 +165,21 @@ class CancelledAtClose(logging.Filter):
         try:
             closing = self.worker.status in (Status.closing, Status.closing_gracefully, Status.closed)
             return not (closing and self.CANCELLED in record.getMessage())
+        except Exception:  # noqa: BLE001 - a filter's error escapes the logging call: show the record
+            return True
+
+
+class PeerLost(logging.Filter):
+    """Drops distributed's ERROR record of a fetch from a worker whose connection broke (it died):
+    distributed handles it (the data is fetched elsewhere or computed again), and the scheduler's
+    warning "Removing worker ... lose already computed task(s)" says it in one line. Kept where
+    distributed logs at INFO, as with `--verbose` (the command sets `DASK_LOGGING__DISTRIBUTED` to
+    warning otherwise, inherited by the local cluster's workers)."""
+
+    DIED = "Worker stream died during communication"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            return logging.getLogger("distributed").isEnabledFor(logging.INFO) or not str(record.msg).startswith(self.DIED)
         except Exception:  # noqa: BLE001 - a filter's error escapes the logging call: show the record
             return True

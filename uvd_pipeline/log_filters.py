@@ -9,6 +9,7 @@ import logging
 import traceback
 from typing import Any, Callable, Iterable
 
+from uvd_pipeline.interrupts import under_way
 from uvd_pipeline.refusals import refusal
 
 
@@ -103,6 +104,26 @@ class BeamChannelNoise(logging.Filter):
             return True
 
 
+def _interrupted() -> bool:
+    """Whether this process's run is being interrupted (`interrupts.under_way`) and Beam's errors
+    are left out of its log: not with --verbose (Beam's logger at DEBUG)."""
+    return under_way() and not logging.getLogger("apache_beam").isEnabledFor(logging.DEBUG)
+
+
+class BeamInterruptNoise(logging.Filter):
+    """Once Ctrl-C or SIGTERM is under way (`interrupts`), Beam's ERROR records are the interrupt's
+    doing: the step it stopped in the build's own thread ("KeyboardInterrupt [while running 'Write
+    shards']", with its traceback), a worker thread's bundle failing as the run is let go (its
+    temporaries swept under its commit: FileNotFoundError). The command's one `interrupted:` or
+    `terminated` line says what happened. Shown with --verbose. Never raises."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            return not (record.name.startswith("apache_beam") and record.levelno >= logging.ERROR and _interrupted())
+        except Exception:  # noqa: BLE001 - a filter's error escapes the logging call: show the record
+            return True
+
+
 def quiet_refused_bundles() -> None:
     """Make Beam's SDK harness answer a bundle failed by a refusal (`_refused`) without printing it.
     `SdkHarness._execute` prints every failed bundle's traceback straight to stderr (no logger, so
@@ -127,13 +148,16 @@ def quiet_refused_bundles() -> None:
 
 
 def _answered(task: Callable[[], Any], request: Any, response: Callable[..., Any]) -> Any:
-    """`task`'s response, or for a refusal the error `response` Beam's `_execute` makes of it.
-    Anything else (a bug, or an error met judging) is raised on to Beam's `_execute` as it came,
-    which prints it and answers the bundle: the runner always gets its answer."""
+    """`task`'s response, or for a refusal the error `response` Beam's `_execute` makes of it; so
+    too for any error once the run is being interrupted (`_interrupted`: Beam's cleanup dropped
+    the bundle a worker thread was finishing, `KeyError: 'bundle_42'`, printed twice, 47 lines,
+    above the command's `terminated` line, hunt58b). Anything else (a bug, or an error met
+    judging) is raised on to Beam's `_execute` as it came, which prints it and answers the bundle:
+    the runner always gets its answer."""
     try:
         return task()
     except Exception as exc:
-        if not _refused(exc):
+        if not (_refused(exc) or _interrupted()):
             raise
         return response(instruction_id=request.instruction_id, error=traceback.format_exc())
 
@@ -195,13 +219,14 @@ class DaskReconnectNoise(logging.Filter):
 def quiet_handlers(handlers: Iterable[logging.Handler]) -> None:
     """Give each of `handlers` the filters that keep Beam's import chatter and the tracebacks of an
     error the command says in one line (`BeamImportNoise`, `BeamRefusalNoise`, `BeamChannelNoise`,
-    `DaskReconnectNoise`) off the terminal: the command's own handlers and a Beam worker process's
-    stderr alike."""
+    `DaskReconnectNoise`, `BeamInterruptNoise`) off the terminal: the command's own handlers and a
+    Beam worker process's stderr alike."""
     for handler in handlers:
         handler.addFilter(BeamImportNoise())
         handler.addFilter(BeamRefusalNoise())
         handler.addFilter(BeamChannelNoise())
         handler.addFilter(DaskReconnectNoise())
+        handler.addFilter(BeamInterruptNoise())
 
 
 def quiet_refused_tasks() -> None:
