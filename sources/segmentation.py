@@ -99,6 +99,10 @@ class SegmentationSource:
     def _voc(self) -> VocSegmentation:
         return VocSegmentation(self.name, self.path, self.follow_links, self.tasks)
 
+    def notices(self) -> list[str]:
+        """Warnings about the input as a whole, once a build: a VOC export's (`VocSegmentation.notices`)."""
+        return self._voc().notices() if self.layout == "voc" else []
+
     def units(self) -> list[tuple[str, tuple[str, ...]]]:
         if self.layout == "voc":
             return self._voc().units()

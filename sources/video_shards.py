@@ -146,22 +146,40 @@ def stale_file(source: "VideoSource", uri: str) -> str | None:
     beside the folder) is no download its listing records (`stale_detail`), else None. A killed
     video2dataset run leaves its videos in the folder; the rerun lists a URL that now fails as
     failed (and rewrites that key's .txt/.json), so the old video was built beside its row's
-    `failed_to_download`: one URL both a reject and a sentence. The listing is read once per
-    process while unchanged (`_folder_listing`); the files beside are judged by name, never read."""
+    `failed_to_download`: one URL both a reject and a sentence. The verdict, not the listing, is
+    what the video's unit records (`listed_state`)."""
     folder, _, name = uri.rpartition("/")
     parquet = folder + LISTING_SUFFIX
     if uri == source.path or not folder or folder == source.path.rstrip("/") or not fsio.exists(parquet):
         return None
-    listing = _folder_listing(parquet, source.path, source.follow_links)
+    return listed_state(parquet, source.path, source.follow_links, shard_name(source, parquet)[0], name)
+
+
+@fsio.derived_input
+def listed_state(parquet: str, root: str, follow_links: bool, shard: str, name: str) -> str | None:
+    """`stale_file`'s verdict on the video `name` of the folder beside `parquet`: a derived input,
+    so that a unit records this one value, not the listing every video of the shard consults (its
+    parquet's and `_stats.json`'s states were in each video's manifest: a chmod of `00000.parquet`,
+    or a column a user added to it, rendered all of the shard's videos again, 10,000 by default;
+    and the `_stats.json` stood in the manifest of whichever unit parsed the listing first). The
+    listing is read once per process while unchanged (`_folder_listing`); the files beside are
+    judged by name, never read. Only video2dataset's listing is judged: a digit-named shard
+    (`{shard_id:05d}`) whose parquet has a `status` column (a user's `clips.parquet` of YouTube
+    ids beside `clips/` made every video there `stale_download`)."""
+    folder = parquet[: -len(LISTING_SUFFIX)]
+    if not fsio.basename(folder).isdigit():
+        return None
+    listing = _folder_listing(parquet, root, follow_links)
+    if listing.rows and not any("status" in row for row in listing.rows.values()):
+        return None  # no video2dataset listing (it always writes `status`)
     sample_key = nfc(split_member(name)[0])
     sidecars = [f"{sample_key}.{ext}" for ext in SIDECARS if fsio.exists(f"{folder}/{sample_key}.{ext}")]
-    return stale_detail(listing, shard_name(source, parquet)[0], sample_key, [nfc(name), *sidecars], LEFT_IN_FOLDER,
-                        "video2dataset")
+    return stale_detail(listing, shard, sample_key, [nfc(name), *sidecars], LEFT_IN_FOLDER, "video2dataset")
 
 
 @fsio.cached_input(maxsize=4)
 def _folder_listing(parquet: str, root: str, follow_links: bool) -> ShardListing:
-    """A files-layout shard's listing, which each video of its folder consults (`stale_file`)."""
+    """A files-layout shard's listing, which each video of its folder consults (`listed_state`)."""
     return ShardListing.read(parquet, parquet[: -len(LISTING_SUFFIX)] + "_stats.json", root, follow_links)
 
 

@@ -39,7 +39,7 @@ from typing import Callable, Iterator
 from sources import fsio
 from sources.paths import ConfiguredPathMissing, missing_under, path_problem, set_aside_problem, shown_name
 from sources.records import FILE_TOO_LARGE, PairRecord, Reject, SourceItem, read_input_bytes, relative_input, safe_key
-from sources.voc_classes import is_own, labelmap_colour_ids, own_class_id
+from sources.voc_classes import is_own, labelmap_colour_ids, own_class_id, shared_colour_notices
 from sources.voc_xml import MAX_VOC_XML_BYTES, parse_voc_xml
 from transforms.errors import Rejected
 
@@ -191,6 +191,13 @@ class VocSegmentation:
             if found:
                 return found[0]
         return self.path
+
+    def notices(self) -> list[str]:
+        """Warnings about the set as a whole: each colour its labelmap.txt gives two classes, whose
+        maps' pixels are drawn as the first (`voc_classes.shared_colour_notices`)."""
+        if "segmentation" not in self.tasks:
+            return []
+        return [f"{self.name}: {notice}" for notice in shared_colour_notices(self.root())]
 
     def _check(self, root: str) -> None:
         """The set's images, and for each task asked its annotation folder and a train or val list,

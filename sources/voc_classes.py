@@ -8,11 +8,13 @@ where they met: `corn` drew one colour beside `apple` and another alone, and one
 (`own_class_table`): from the label file its export ships (CVAT's `labelmap.txt`, LabelImg's
 `classes.txt`), else from one pass over `Annotations/*.xml`, collisions taken by sort order.
 Each unit records the id of each name it draws (`own_class_id`, a derived input), so a class
-added to the dataset renders again only the units whose names' colours it moved. Past the 235
+added to the dataset renders again only the detection units whose names' colours it moved. Past the 235
 picked colours a name takes a hashed id of the wider palette, moved by sort order to the next one
 whose colour no class drew (`_colours_apart`): up to `MAX_OWN_CLASSES` names, as many colours.
 CVAT's `labelmap.txt` also gives each class the colour its RGB SegmentationClass maps are painted
-in (`labelmap_colour_ids`): each colour stands for the id that class's boxes draw.
+in (`labelmap_colour_ids`): each colour stands for the id that class's boxes draw, black for none.
+A segmentation unit of such an export records that whole colour table (its maps' colours are
+known only once decoded): a class added to labelmap.txt renders every segmentation unit again.
 """
 
 from __future__ import annotations
@@ -53,8 +55,12 @@ def own_class_id(voc_root: str, name: str) -> int:
     """The id (colour) of class `name` of the dataset's own at `voc_root` (the folder holding
     `Annotations/`): its slot in the dataset's table, once a run (`once_per_run`); a name past the
     picked colours, or missing from the shipped label file, its stable hashed id (`class_id`)."""
-    table = fsio.once_per_run(("sources.voc_classes.own_class_table", voc_root), lambda: own_class_table(voc_root))
-    return table.get(name, class_id(name))
+    return _run_table(voc_root).get(name, class_id(name))
+
+
+def _run_table(voc_root: str) -> dict[str, int]:
+    """`own_class_table`, once per run (`once_per_run`; each call outside one)."""
+    return fsio.once_per_run(("sources.voc_classes.own_class_table", voc_root), lambda: own_class_table(voc_root))
 
 
 def own_class_table(voc_root: str) -> dict[str, int]:
@@ -101,28 +107,63 @@ def _label_lines(voc_root: str, relative: str) -> list[str] | None:
 @fsio.derived_input
 def labelmap_colour_ids(voc_root: str) -> list[list[int]]:
     """`[r, g, b, id]` for each colour CVAT's `labelmap.txt` gives a class (`name:r,g,b:parts:actions`,
-    as datumaro's VOC converter writes it and paints SegmentationClass/ in): `background` (and VOC's
-    `ignored`) 0, VOC's names their ids, the dataset's own the ids its boxes draw (`own_class_id`), so
-    a class's mask and box draw one colour. A colour two lines give is the first's; no file, or none
-    with a colour (`name:::`), is `[]`: the maps are read as their indices."""
+    as datumaro's VOC converter writes it and paints SegmentationClass/ in): black, and `background`
+    (and VOC's `ignored`), 0; VOC's names their ids, the dataset's own the ids its boxes draw
+    (`own_class_id`), so a class's mask and box draw one colour. A colour two lines give is the
+    first's (`shared_colour_notices` says so); no file, or none with a colour (`name:::`), is `[]`:
+    the maps are read as their indices."""
     return fsio.once_per_run(("sources.voc_classes.labelmap_colour_ids", voc_root), lambda: _colour_rows(voc_root))
 
 
 def _colour_rows(voc_root: str) -> list[list[int]]:
-    """`labelmap_colour_ids`, taken from the file."""
-    rows: list[list[int]] = []
-    taken: set[tuple[int, ...]] = set()
-    for line in _label_lines(voc_root, "labelmap.txt") or ():
-        fields = line.split(":")
-        name, colour = fields[0].strip(), _colour(fields[1] if len(fields) > 1 else "")
-        if colour is None or colour in taken:
+    """`labelmap_colour_ids`, taken from the file. Black is 0, unlabelled, whatever line names it:
+    datumaro moves the first black label to index 0, its background, and paints unlabelled pixels
+    black. A black `_background_` (labelme's) or `Void` drew every unlabelled pixel as that class;
+    a file without a black line (hand-trimmed) made every map `bad_label_map`. The dataset's table
+    is taken once here: each name's `own_class_id` outside a run took it again (68.7 CPU-s at
+    5,000 classes)."""
+    colours = _labelmap_colours(voc_root)
+    if not colours:
+        return []
+    rows: list[list[int]] = [[0, 0, 0, 0]]
+    taken = {(0, 0, 0)}
+    table: dict[str, int] | None = None
+    for name, colour in colours:
+        if colour in taken:
             continue
         taken.add(colour)
         if name.lower() in ("background", "ignored"):
             rows.append([*colour, 0])
+        elif is_own(name):
+            table = _run_table(voc_root) if table is None else table
+            rows.append([*colour, table.get(name, class_id(name))])
         else:
-            rows.append([*colour, own_class_id(voc_root, name) if is_own(name) else class_id(name)])
+            rows.append([*colour, class_id(name)])
     return rows
+
+
+def _labelmap_colours(voc_root: str) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, colour) of each labelmap.txt line that gives a colour, in the file's order."""
+    found = []
+    for line in _label_lines(voc_root, "labelmap.txt") or ():
+        fields = line.split(":")
+        colour = _colour(fields[1] if len(fields) > 1 else "")
+        if colour is not None:
+            found.append((fields[0].strip(), colour))
+    return found
+
+
+def shared_colour_notices(voc_root: str) -> list[str]:
+    """A sentence for each colour labelmap.txt gives two or more classes (CVAT lets two labels take
+    one colour; datumaro paints both alike): their pixels cannot be told apart, and are drawn as the
+    first line's class. Black is left out: it is unlabelled whatever names it (`_colour_rows`)."""
+    named: dict[tuple[int, int, int], list[str]] = {}
+    for name, colour in _labelmap_colours(voc_root):
+        if colour != (0, 0, 0) and name not in named.setdefault(colour, []):
+            named[colour].append(name)
+    return [f"labelmap.txt gives {', '.join(names)} one colour {colour}: their SegmentationClass/ pixels "
+            f"cannot be told apart and are all drawn as {names[0]} (the first line's)"
+            for colour, names in named.items() if len(names) > 1]
 
 
 def _colour(text: str) -> tuple[int, int, int] | None:

@@ -717,6 +717,75 @@ def test_a_resumed_video2dataset_files_download_builds_no_video_its_killed_run_l
     assert one.key == source.video_key(str(out / "00000" / "000000001.mp4"))
 
 
+def test_a_files_layout_video_records_its_listing_verdict_not_the_listing(tmp_path: Path):
+    """Each video of a video2dataset files-layout shard consults its `00000.parquet`: its state (and
+    `_stats.json`'s, for whichever video parsed the listing first) stood in every video's manifest, so
+    a chmod of the parquet, or a column a user added to it, rendered all the shard's videos again (6
+    videos: 7 units of 7; 10,000 a shard by default). Each now records its verdict alone
+    (`video_shards.listed_state`): those edits keep every verdict, a row turned failed moves its own."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from video2dataset_writer import write_shard
+
+    from sources import fsio
+
+    video_zoo.require_ffmpeg()
+    work, out = tmp_path / "work", tmp_path / "v2d"
+    work.mkdir()
+    clips = [work / f"{n}.mp4" for n in range(3)]
+    for n, clip in enumerate(clips):
+        _v2d_video(clip, 16, 60 * n, ["-c:v", "libx264", "-preset", "veryfast"])
+    write_shard(str(out), 0, [[str(c), f"clip {n}"] for n, c in enumerate(clips)], 0)
+    source = VideoSource("v2d", str(out), strides=(1,))
+    videos = sorted(str(p) for p in (out / "00000").glob("*.mp4"))
+    assert len(videos) == 3
+    recorded = {}
+    for uri in reversed(videos):  # the first parses the listing, the others hit its cache: all record alike
+        with fsio.recording_inputs() as record:
+            items = list(source.read(uri))
+        assert [type(i).__name__ for i in items] == ["VideoRecord"], items
+        assert [f for f in record.files if f.endswith((".parquet", "_stats.json"))] == []
+        (key,) = [k for k in record.derived if k[0].endswith("video_shards.listed_state")]
+        recorded[uri] = (key, record.derived[key])
+    assert [value for _, value in recorded.values()] == [None] * 3
+    parquet = out / "00000.parquet"
+    os.chmod(parquet, 0o600)
+    table = pq.read_table(parquet)
+    pq.write_table(table.append_column("aesthetic", pa.array([5.0] * table.num_rows)), parquet)
+    assert all(fsio.rederive(key) == value for key, value in recorded.values())
+    failed = pc.if_else(pc.equal(table["key"], "000000001"), "failed_to_download", table["status"])
+    pq.write_table(table.set_column(table.schema.get_field_index("status"), "status", failed), parquet)
+    moved = {os.path.basename(uri): fsio.rederive(key) for uri, (key, value) in recorded.items()
+             if fsio.rederive(key) != value}
+    assert list(moved) == ["000000001.mp4"]
+    assert moved["000000001.mp4"].endswith("00000.parquet records key 000000001 as failed_to_download: not built")
+
+
+@pytest.mark.parametrize("folder", ["clips", "00000"])
+def test_videos_beside_a_users_own_parquet_are_built(tmp_path: Path, folder: str):
+    """Not a video2dataset output: yt-dlp downloads named by title, each with its metadata `.json`,
+    and the user's index `clips.parquet` (key = YouTube id, no `status` column) beside the folder.
+    Both videos were `stale_download` (no row for their names, a `.json` beside each), none built.
+    Only video2dataset's listing is judged (a digit-named shard, a `status` column): both are built."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    video_zoo.require_ffmpeg()
+    (tmp_path / folder).mkdir()
+    for n, (title, youtube_id) in enumerate([("cat_video", "dQw4w9WgXcQ"), ("dog_video", "9bZkp7q19f0")]):
+        _v2d_video(tmp_path / folder / f"{title}.mp4", 16, 90 * n, ["-c:v", "libx264", "-preset", "veryfast"])
+        (tmp_path / folder / f"{title}.json").write_text(json.dumps({"id": youtube_id, "title": title}))
+    pq.write_table(pa.Table.from_pylist([{"key": "dQw4w9WgXcQ", "caption": "a cat"},
+                                         {"key": "9bZkp7q19f0", "caption": "a dog"}]), tmp_path / f"{folder}.parquet")
+    items = _read_all(VideoSource("v", str(tmp_path), strides=(1,)))
+    assert sorted(os.path.basename(i.uri) for i in items if isinstance(i, VideoRecord)) == ["cat_video.mp4",
+                                                                                             "dog_video.mp4"]
+    assert [r for r in items if isinstance(r, Reject) and r.reason == "stale_download"] == []
+
+
 def test_a_video_added_to_a_video2dataset_tar_for_a_failed_key_is_never_built(v2d_output: dict[str, Path],
                                                                               tmp_path: Path):
     """video2dataset writes a tar whole beside its listing, so a video in it for the key whose row

@@ -1070,9 +1070,12 @@ def test_voc_own_classes_draw_one_colour_in_every_image(tmp_path: Path, listed: 
 CVAT_LABELS = {"corn": (51, 221, 255), "apple": (250, 50, 83), "person": (255, 204, 51)}
 
 
-def _cvat_voc_export(root: Path, export: str) -> dict[str, dict[str, tuple[int, int, int]]]:
+def _cvat_voc_export(root: Path, export: str, labels: dict[str, tuple[int, int, int]] = CVAT_LABELS
+                     ) -> dict[str, dict[str, tuple[int, int, int]]]:
     """CVAT 2.x's VOC exports as datumaro's VocConverter writes them: `segmentation_mask` ("Segmentation
-    mask 1.1": `label_map` its labels' own colours, background #000000 added, sorted by name) or
+    mask 1.1": `label_map` its `labels`' own colours, background #000000 added where no label has that
+    name (CVAT's `make_colormap`), sorted by name, the first black label moved to index 0, its
+    background, whose colour paints unlabelled pixels) or
     `pascal_voc` ("PASCAL VOC 1.1": `label_map='source'`, no colours, so background first and
     VOC's bit colour map by line). labelmap.txt as `VocLabelMap.dump_to_file`, SegmentationClass/
     RGB PNGs painted in its colours (`paint_mask`, saved by OpenCV), ImageSets/Segmentation/default.txt;
@@ -1081,7 +1084,9 @@ def _cvat_voc_export(root: Path, export: str) -> dict[str, dict[str, tuple[int, 
     from test_sources_annotated import _voc_colormap
 
     if export == "segmentation_mask":
-        labelmap = dict(sorted({**CVAT_LABELS, "background": (0, 0, 0)}.items()))
+        labelmap = dict(sorted(({"background": (0, 0, 0)} | labels).items()))
+        black = next(name for name, colour in labelmap.items() if colour == (0, 0, 0))
+        labelmap = {black: labelmap.pop(black), **labelmap}
     else:
         flat = _voc_colormap()
         labelmap = {name: tuple(flat[3 * i: 3 * i + 3]) for i, name in enumerate(["background", *CVAT_LABELS])}
@@ -1108,20 +1113,32 @@ def _cvat_voc_export(root: Path, export: str) -> dict[str, dict[str, tuple[int, 
     return {i: {name: labelmap[name] for name in names} for i, names in objects.items()}
 
 
-@pytest.mark.parametrize("export", ["segmentation_mask", "pascal_voc"])
-def test_a_cvat_export_draws_its_maps_by_its_labelmap_colours_and_boxes_alike(tmp_path: Path, export: str):
+@pytest.mark.parametrize("export,black", [("segmentation_mask", ""), ("pascal_voc", ""),
+                                          ("segmentation_mask", "_background_"), ("segmentation_mask", "Void"),
+                                          ("segmentation_mask", "no line")])
+def test_a_cvat_export_draws_its_maps_by_its_labelmap_colours_and_boxes_alike(tmp_path: Path, export: str,
+                                                                             black: str):
     """CVAT's VOC exports paint SegmentationClass/ in RGB, each class in labelmap.txt's colour (its
     own task colours, or VOC's bit colours in its label order): every pair was `bad_label_map`
     ('expected one channel, got 3'), the labelmap read for names alone. Each colour is now the class
     labelmap.txt gives it, drawn in the id its boxes draw (`apple` and `corn` the dataset's own
     colours, `person` VOC's 15), so a class's mask and box are one colour; a colour the file lists
-    for no class is a `bad_label_map` reject naming it."""
+    for no class is a `bad_label_map` reject naming it. Black is unlabelled whatever names it: a
+    label coloured black (labelme's `_background_`, a `Void`: datumaro's index 0) drew every
+    unlabelled pixel as its class, and a labelmap.txt without its black line (hand-trimmed) made
+    every map `bad_label_map`."""
     from sources.voc_classes import own_class_id
     from transforms.annotations import palette
     from uvd_pipeline.render import RenderSettings
     from uvd_pipeline.render_annotated import render_pair
 
-    painted = _cvat_voc_export(tmp_path, export)
+    named = black and black != "no line"
+    painted = _cvat_voc_export(tmp_path, export, {**CVAT_LABELS, black: (0, 0, 0)} if named else CVAT_LABELS)
+    labelmap = (tmp_path / "labelmap.txt").read_text().splitlines()
+    if black == "no line":
+        (tmp_path / "labelmap.txt").write_text("\n".join(line for line in labelmap if ":0,0,0:" not in line) + "\n")
+    elif named:
+        assert labelmap[1] == f"{black}:0,0,0::"  # datumaro's index 0
     tasks = ("segmentation", "detection") if export == "pascal_voc" else ("segmentation",)
     for task in ("Main", "Segmentation")[2 - len(tasks):]:  # CVAT's subset list, renamed as `check`'s refusal says
         (tmp_path / "ImageSets" / task / "default.txt").rename(tmp_path / "ImageSets" / task / "trainval.txt")
@@ -1178,6 +1195,45 @@ def test_three_hundred_own_classes_draw_three_hundred_colours_whatever_the_line_
     by_colour = {tuple(row[:3]): row[3] for row in labelmap_colour_ids(str(tmp_path))}
     assert by_colour[0, 0, 0] == 0 and len(by_colour) == 301
     assert sorted(by_colour.values())[1:] == sorted(drawn[0].values())
+
+
+def test_a_labelmaps_colours_take_the_class_table_once(tmp_path: Path, monkeypatch):
+    """`labelmap_colour_ids` outside a run (a script, `check`) took the dataset's class table again for
+    each own class (each `own_class_id` its own `once_per_run` with no memo): 68.7 CPU-s at 5,000
+    classes. It takes the table once, and draws each class as `own_class_id` does."""
+    from sources import voc_classes
+
+    (tmp_path / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\n" + "".join(
+        f"c{n:03d}:{n},9,9::\n" for n in range(1, 201)))
+    real, calls = voc_classes.own_class_table, []
+    monkeypatch.setattr(voc_classes, "own_class_table", lambda root: calls.append(root) or real(root))
+    rows = voc_classes.labelmap_colour_ids(str(tmp_path))
+    assert len(calls) == 1 and len(rows) == 201
+    table = real(str(tmp_path))
+    assert {(r, i) for r, _, _, i in rows[1:]} == {(n, table[f"c{n:03d}"]) for n in range(1, 201)}
+
+
+def test_two_classes_of_one_labelmap_colour_are_a_notice_naming_both(tmp_path: Path):
+    """CVAT lets two labels take one colour; datumaro paints both alike, so a map cannot tell them
+    apart and both were drawn as the first line's class without a word. The build's notices (and
+    `check`'s) now name both and the class they are drawn as."""
+    import yaml
+
+    from uvd_pipeline.config import load_config
+    from uvd_pipeline.source_factory import source_notices
+
+    (tmp_path / "cvat").mkdir()
+    _cvat_voc_export(tmp_path / "cvat", "segmentation_mask", {**CVAT_LABELS, "apple": CVAT_LABELS["corn"]})
+    (tmp_path / "cvat" / "ImageSets" / "Segmentation" / "default.txt").rename(
+        tmp_path / "cvat" / "ImageSets" / "Segmentation" / "trainval.txt")
+    config = {"output": str(tmp_path / "out"), "image": {"size": 64}, "split": {"val_fraction": 0.0},
+              "sources": [{"name": "cvat", "type": "segmentation", "layout": "voc", "path": str(tmp_path / "cvat"),
+                           "num_shards": 1, "pairs_per_sentence": 2, "remainder": "wrap"}],
+              "tokenizer": {"enabled": False}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    assert source_notices(load_config(str(tmp_path / "c.yaml")))["cvat"] == [
+        "cvat: labelmap.txt gives apple, corn one colour (51, 221, 255): their SegmentationClass/ pixels cannot be "
+        "told apart and are all drawn as apple (the first line's)"]
 
 
 def test_a_grey_map_stored_as_rgb_beside_a_labelmap_is_read_as_its_greys(tmp_path: Path):

@@ -75,14 +75,16 @@ def overlap_notices(config) -> dict[str, list[str]]:
 
 def source_notices(config) -> dict[str, list[str]]:
     """Warnings about each enabled source's input as a whole (img2dataset-resized images, a
-    folder another source of its type reads too), once per source; a source that cannot tell says
+    folder another source of its type reads too, a VOC export's labelmap.txt giving two classes
+    one colour), once per source; a source that cannot tell says
     nothing (its own errors surface while listing)."""
     notices = overlap_notices(config)
     for c in config.enabled_sources:
-        if c.type != "laion":
+        voc = c.type == "segmentation" and c.layout == "voc"  # its labelmap.txt's shared colours
+        if c.type != "laion" and not voc:
             continue
         try:
-            found = _web_images(c).notices()
+            found = (make_source(c) if voc else _web_images(c)).notices()
         except (OSError, ValueError):
             continue
         if found:
