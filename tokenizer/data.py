@@ -462,7 +462,8 @@ class TrainBatches:
 
     def __init__(self, refs: Sequence[ImageRef], batch_size: int, crop: int, seed: int,
                  groups: Sequence[Sequence[ImageRef]] | None = None,
-                 on_skip: Callable[[ImageRef, str, str], None] | None = None) -> None:
+                 on_skip: Callable[[ImageRef, str, str], None] | None = None,
+                 names: Sequence[str] = ()) -> None:
         if not refs:
             raise ValueError("no training images found")
         self.refs = list(refs)
@@ -472,6 +473,7 @@ class TrainBatches:
         self.reader = ImageReader()
         self.unreadable: dict[ImageRef, tuple[str, str]] = {}  # met so far: (reason, detail)
         self.on_skip = on_skip
+        self.names = list(names)  # the --data patterns (one per group with `groups`): named when none can be read
         self._stream = _Shuffled(self.refs, [seed])
         self._groups = None
         if groups is not None:
@@ -494,9 +496,14 @@ class TrainBatches:
 
     def image_at(self, position: int) -> np.ndarray:
         """The pixels drawn at `position`: of `ref_at`, or of the next readable image of its stream
-        when that one cannot be read (counted in `unreadable`); `NoReadableImages` when none can."""
+        when that one cannot be read (counted in `unreadable`); `NoReadableImages` when none can.
+
+        The walk runs over the rest of this epoch and the whole next one, so it meets every image
+        of the stream: it looked `len(items)` positions on, which across an epoch's end are the
+        tail of one permutation and the head of the next, and with 3 images of which 1 readable
+        it stopped fit with a false "none can be read" in 100 of 100 seeds."""
         stream, index = self._where(position)
-        for later in range(len(stream.items)):
+        for later in range(2 * len(stream.items)):
             ref = stream[index + later]
             if ref in self.unreadable:
                 continue
@@ -506,8 +513,19 @@ class TrainBatches:
                 self.unreadable[ref] = (exc.reason, exc.detail)
                 if self.on_skip is not None:
                     self.on_skip(ref, exc.reason, exc.detail)
-        counts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.unreadable_counts().items()))
-        raise NoReadableImages(f"--data: none of the {len(stream.items)} images it draws from can be read ({counts})")
+        raise NoReadableImages(self._none_readable(stream))
+
+    def _none_readable(self, stream: _Shuffled) -> str:
+        """Why `stream` gives nothing: its --data pattern, its image count and their reasons (of
+        its own images, so they add up to the count)."""
+        counts: dict[str, int] = {}
+        for ref in set(stream.items):
+            reason = self.unreadable[ref][0]
+            counts[reason] = counts.get(reason, 0) + 1
+        names = self.names[self._groups.index(stream):][:1] if self._groups is not None else self.names
+        how = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+        return (f"--data{''.join(' ' + name for name in names)}: none of the {len(stream.items)} images it draws "
+                f"from can be read ({how})")
 
     def unreadable_counts(self) -> dict[str, int]:
         """The unreadable images met so far, by the build's reason."""
