@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from icc_forge import icc_profile, s15
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from test_icc_tables import _desc, _lut16_bomb, _wtpt
 
 from tokenizer import image_shown
 from tokenizer.data import decode_image, find_images, iter_images
-from transforms import colour_profile
+from transforms import coded_colour, colour_profile, hdr
 from transforms.decode import DecodeError, decode_rgb
 from transforms.exif_ifd import exif_orientation
 
@@ -137,6 +137,9 @@ def test_the_mirrored_pieces_equal_the_builds():
         raw = b"Exif\0\0" + exif.tobytes()
         assert image_shown.exif_orientation(raw) == exif_orientation(raw), turn
     assert image_shown.exif_orientation(b"Exif\0\0MM\0*" + b"\xff" * 20) == exif_orientation(b"Exif\0\0MM\0*" + b"\xff" * 20)
+    assert image_shown.CICP_PRIMARIES == set(coded_colour.PRIMARIES)
+    assert image_shown.CICP_SDR_TRANSFERS == set(coded_colour.SDR_TRANSFERS)
+    assert image_shown.CICP_HDR_TRANSFERS == set(hdr.TRANSFER_NAMES)
 
 
 def test_a_folder_of_such_photos_reads_as_the_build_renders_it(tmp_path):
@@ -174,3 +177,42 @@ def test_svg_and_jpeg_xl_are_skipped_with_the_builds_reason(tmp_path):
             decode_rgb((tmp_path / name).read_bytes())
         build[name] = rejected.value.reason
     assert reasons == build == dict.fromkeys(("drawing.svg", "logo.svg", "photo.jxl"), "unsupported_format")
+
+
+def _png_with_chunks(*chunks: tuple[bytes, bytes, bool], **options) -> bytes:
+    """A Pillow PNG of `_photo` carrying the chunks (type, body, after IDAT): Pillow writes a public
+    chunk before IDAT, so one meant after it is moved there, whole, to just before IEND."""
+    info = PngImagePlugin.PngInfo()
+    for kind, body, _ in chunks:
+        info.add(kind, body)
+    data = _saved(_photo(), "PNG", pnginfo=info, **options)
+    for kind, body, after_idat in chunks:
+        if after_idat:
+            start = data.index(kind) - 4
+            whole = data[start : start + 12 + len(body)]
+            data = data[:start] + data[start + len(whole):]
+            data = data[:-12] + whole + data[-12:]
+    return data
+
+
+def test_a_png_whose_cicp_chunk_the_build_shows_gets_no_gamma_or_icc_conversion():
+    """The build lets an understood cICP chunk win over the iCCP and gAMA (ffmpeg 6.1+ writes cICP
+    beside cHRM and gAMA); the tokenizer applied the Adobe RGB iCCP or the gAMA 1.0 (up to 132
+    levels off the build's pixels). A cICP after IDAT, or one of code points not understood, is not
+    read by the build: the gAMA applies in both."""
+    a98 = (GHOSTSCRIPT / "a98.icc").read_bytes()
+    srgb_cicp, linear_gamma = (b"cICP", bytes([1, 13, 0, 1]), False), (b"gAMA", (100000).to_bytes(4, "big"), False)
+    for data in (_png_with_chunks(srgb_cicp, icc_profile=a98), _png_with_chunks(srgb_cicp, linear_gamma)):
+        build = decode_rgb(data)
+        assert np.array_equal(build, _plain_read(data))  # sRGB declared: the samples as stored
+        assert np.array_equal(decode_image(data), build)
+    p3 = _png_with_chunks((b"cICP", bytes([12, 13, 0, 1]), False), linear_gamma)  # converted by the build alone
+    assert np.array_equal(decode_image(p3), _plain_read(p3))
+    for transfer in (4, 5, 8):  # BT.709 primaries, a power curve (ffmpeg's linear frame: 8), the gAMA unread
+        data = _png_with_chunks((b"cICP", bytes([1, transfer, 0, 1]), False), (b"gAMA", (80000).to_bytes(4, "big"), False))
+        assert np.abs(decode_image(data).astype(int) - decode_rgb(data)).max() <= (transfer != 8), transfer
+    for ignored in ((b"cICP", bytes([1, 13, 0, 1]), True), (b"cICP", bytes([3, 13, 0, 1]), False)):
+        data = _png_with_chunks(ignored, linear_gamma)
+        build = decode_rgb(data)
+        assert np.array_equal(decode_image(data), build)
+        assert np.abs(build.astype(int) - _plain_read(data)).max() > 20  # the gAMA applied

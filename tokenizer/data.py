@@ -357,7 +357,7 @@ def decode_image(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.n
             image.load()
         except Exception as exc:
             raise UnreadableImage(load_reason(exc, image.format, data), _detail(exc)) from exc
-        to_srgb, wide = colour(image)  # judged on the opened image: a turned copy has no `format`
+        to_srgb, wide = colour(image, data)  # judged on the opened image: a turned copy has no `format`
         return to_rgb(oriented(image, orientation(image)), to_srgb, wide)
 
 

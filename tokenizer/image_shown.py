@@ -11,7 +11,9 @@ up to 116 levels off (mean 9.3), an Adobe RGB one from ImageMagick 141 (mean 10.
 73 (mean 49.9), each against the build's `decode_rgb` of the same bytes.
 
 Not mirrored (the tokenizer reads these as before, stated, not hidden): a PNG's non-sRGB cHRM,
-cICP, an AVIF/HEIF's nclx box, a CMYK or grey ICC profile, a profile of LUT tables (its tables are
+the conversion a PNG's cICP chunk asks for (but a PNG with one the build understands gets no gAMA
+or ICC conversion here either, as the build lets the cICP win: `cicp_declared`; but for BT.709
+primaries with a power curve, applied here), an AVIF/HEIF's nclx box, a CMYK or grey ICC profile, a profile of LUT tables (its tables are
 not walked here, so LittleCMS is never given one), a matrix profile with a black point, and the
 16-bit samples of a gAMA or profiled RGB PNG that Pillow cuts to 8 bits (the build reads those
 through OpenCV).
@@ -178,12 +180,75 @@ def _build(icc: bytes) -> ImageCms.ImageCmsTransform | None:
     return None if moved <= _IDENTITY_TOLERANCE else transform
 
 
+# --- a PNG's cICP chunk, which the build lets win over its iCCP, sRGB, cHRM and gAMA
+# (`image_colour.declared_colour`, `png_chunks.png_cicp`, `coded_colour.coded_colour`) ---
+CICP_UNSPECIFIED = 2
+CICP_PRIMARIES = frozenset({1, 4, 5, 6, 7, 8, 9, 11, 12, 22})  # `coded_colour.PRIMARIES`
+CICP_SDR_TRANSFERS = frozenset({1, 4, 5, 6, 8, 13, 14, 15})  # `coded_colour.SDR_TRANSFERS`
+CICP_HDR_TRANSFERS = frozenset({16, 18})  # PQ, HLG (`hdr.TRANSFER_NAMES`)
+
+
+def png_cicp(data: bytes) -> tuple[int, int] | None:
+    """(primaries, transfer) of a PNG's cICP chunk among those before PLTE and IDAT, None for none
+    or one PNG does not allow (not 4 bytes, a matrix, narrow range): the build's `png_cicp`."""
+    if data.find(b"cICP") < 0:
+        return None
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if kind in (b"PLTE", b"IDAT", b"IEND") or end > len(data):
+            return None
+        if kind == b"cICP":
+            body = data[pos + 8 : end - 4]
+            return (body[0], body[1]) if length == 4 and body[2] == 0 and body[3] == 1 else None
+        pos = end
+    return None
+
+
+_CICP_POWERS = {4: 1 / 2.2, 5: 1 / 2.8, 8: 1.0}  # the power curves of `coded_colour.SDR_TRANSFERS`
+
+
+@functools.lru_cache(maxsize=8)
+def power_table(gamma: float) -> np.ndarray:
+    """The sRGB level of each 8-bit sample of a power curve (light = sample ** (1 / gamma)) with
+    BT.709 primaries: the build's conversion of such a cICP, within a level of it."""
+    table = np.round(_srgb_encode(np.power(np.arange(256) / 255, 1 / gamma)) * 255).astype(np.uint8)
+    table.flags.writeable = False
+    return table
+
+
+def cicp_declared(image: Image.Image, data: bytes) -> tuple[bool, float | None]:
+    """(whether the build shows this colour PNG as its cICP chunk declares, code points it
+    understands, its gAMA and ICC profile unread; the power of the curve when that is all its
+    conversion is: BT.709 primaries, a power transfer). The tokenizer then applies neither gAMA
+    nor ICC (it applied them, up to 132 levels from the build, where before both read the samples
+    as stored) and converts only such a power curve (ffmpeg's linear frames)."""
+    if image.format != "PNG" or image.mode not in _RGB_PROFILED_MODES:
+        return False, None
+    cicp = png_cicp(data)
+    if cicp is None:
+        return False, None
+    primaries, transfer = cicp
+    if transfer in CICP_HDR_TRANSFERS:
+        return True, None
+    primaries = 1 if primaries == CICP_UNSPECIFIED else primaries
+    transfer = 13 if transfer == CICP_UNSPECIFIED else transfer
+    if primaries not in CICP_PRIMARIES or transfer not in CICP_SDR_TRANSFERS:
+        return False, None
+    return True, _CICP_POWERS.get(transfer) if primaries == 1 else None
+
+
 Colour = Callable[[np.ndarray], np.ndarray]  # (H, W, 3) uint8 samples -> sRGB, before alpha is composited
 
 
-def colour(image: Image.Image) -> tuple[Colour | None, Callable[[int], np.ndarray | None] | None]:
-    """How an opened image's samples are taken to sRGB: (a conversion of 8-bit RGB samples, the
-    gAMA table by sample bits for wide grey ones), (None, None) for nothing to do."""
+def colour(image: Image.Image, data: bytes = b"") -> tuple[Colour | None, Callable[[int], np.ndarray | None] | None]:
+    """How an opened image (of the file's bytes `data`) has its samples taken to sRGB: (a
+    conversion of 8-bit RGB samples, the gAMA table by sample bits for wide grey ones), (None,
+    None) for nothing to do (none declared, or a cICP chunk the build shows instead)."""
+    declared, power = cicp_declared(image, data)
+    if declared:
+        return (None, None) if power is None else ((lambda rgb: power_table(power)[rgb]), None)
     gamma = png_gamma(image)
     if gamma is not None:
         return (lambda rgb: gamma_table(gamma)[rgb]), functools.partial(gamma_table, gamma)
