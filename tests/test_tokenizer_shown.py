@@ -258,3 +258,32 @@ def test_a_training_crop_converts_only_the_pixels_it_keeps(tmp_path, monkeypatch
             assert sum(converted) <= (2 * 64 * 64 if name != "small.jpg" else 2 * 24 * 32), (name, converted)
             expected = [random_crop(whole, 64, np.random.default_rng([step, step, i])) for i in range(2)]
             assert np.array_equal(drawn, np.stack(expected)), (name, step)
+
+
+def _latin1_named(path: Path) -> bytes:
+    """A Ghostscript profile whose v2 `desc` name starts with a Latin-1 byte ('\xc9', a localised
+    'Écran'): Pillow's `profile_description` raises ValueError on it."""
+    icc = bytearray(path.read_bytes())
+    tags = {bytes(icc[132 + 12 * i : 136 + 12 * i]): int.from_bytes(icc[136 + 12 * i : 140 + 12 * i], "big")
+            for i in range(int.from_bytes(icc[128:132], "big"))}
+    assert icc[tags[b"desc"] : tags[b"desc"] + 4] == b"desc"
+    icc[tags[b"desc"] + 12] = 0xC9
+    return bytes(icc)
+
+
+def test_a_profile_whose_name_pillow_cannot_decode_is_still_converted():
+    """The build read the profile's name inside the conversion's `try`: a name Pillow cannot decode
+    dropped the whole conversion (an Adobe RGB JPEG read as sRGB, 130+ levels off, where the
+    tokenizer converted it). Both readers convert it now, as the same profile named in ASCII."""
+    for name in ("a98.icc", "rommrgb.icc"):
+        icc = _latin1_named(GHOSTSCRIPT / name)
+        with pytest.raises(ValueError):
+            image_shown.ImageCms.ImageCmsProfile(io.BytesIO(icc)).profile.profile_description
+        data = _saved(_photo(), "JPEG", quality=95, icc_profile=icc)
+        named = _saved(_photo(), "JPEG", quality=95, icc_profile=(GHOSTSCRIPT / name).read_bytes())
+        build = decode_rgb(data)
+        assert np.array_equal(build, decode_rgb(named)), name
+        assert np.array_equal(decode_image(data), build), name
+        assert np.abs(build.astype(int) - _plain_read(data)).max() > 20, name
+    grey = _latin1_named(GHOSTSCRIPT / "sgray.icc")
+    assert colour_profile._grey_description(grey) == "unnamed"
