@@ -17,7 +17,7 @@ from test_icc_tables import _desc, _lut16_bomb, _wtpt
 
 from tokenizer import image_shown
 from tokenizer import pixels as tokenizer_pixels
-from tokenizer.data import ImageRef, TrainBatches, decode_image, find_images, iter_images, random_crop
+from tokenizer.data import ImageRef, TrainBatches, UnreadableImage, decode_image, find_images, iter_images, random_crop
 from transforms import coded_colour, colour_profile, hdr, rgb_array
 from transforms.decode import DecodeError, decode_rgb
 from transforms.exif_ifd import exif_orientation
@@ -287,3 +287,38 @@ def test_a_profile_whose_name_pillow_cannot_decode_is_still_converted():
         assert np.abs(build.astype(int) - _plain_read(data)).max() > 20, name
     grey = _latin1_named(GHOSTSCRIPT / "sgray.icc")
     assert colour_profile._grey_description(grey) == "unnamed"
+
+
+def _exif_of(turn: int) -> bytes:
+    exif = Image.Exif()
+    exif[image_shown.EXIF_ORIENTATION] = turn
+    return exif.tobytes()
+
+
+def test_a_png_with_exif_chunks_after_its_pixels_is_turned_by_the_first_as_the_build_turns_it():
+    """The build reads a PNG's orientation before the load (its first eXIf, `_png_exif`); the
+    tokenizer read it after, when Pillow's info holds the last one after IDAT: eXIf 6 then 3 after
+    the pixels was turned 180 degrees (48x64) where the build turns it 90 (64x48)."""
+    def pillows_exif(turn: int) -> bytes:  # the whole eXIf chunk Pillow writes (once, before IDAT)
+        data = _saved(_photo(), "PNG", exif=_exif_of(turn))
+        start = data.index(b"eXIf") - 4
+        return data[start : start + 12 + int.from_bytes(data[start : start + 4], "big")]
+
+    plain, turned = _saved(_photo(), "PNG"), _saved(_photo(), "PNG", exif=_exif_of(6))
+    for data in (plain[:-12] + pillows_exif(6) + pillows_exif(3) + plain[-12:],
+                 turned[:-12] + pillows_exif(3) + turned[-12:]):
+        build = decode_rgb(data)
+        assert build.shape == (64, 48, 3)
+        assert np.array_equal(decode_image(data), build)
+
+
+def test_a_png_cut_before_its_pixels_is_truncated_as_the_build_says():
+    """A Pillow PNG cut in its signature or IHDR (a partial download) was `not_an_image` (2-7
+    bytes) or `corrupt_header` (8-40) to the tokenizer, `truncated` to the build."""
+    data = _saved(_photo(), "PNG", icc_profile=_display_p3())
+    for cut in (*range(2, 61), len(data) // 2):
+        with pytest.raises(DecodeError) as build:
+            decode_rgb(data[:cut])
+        with pytest.raises(UnreadableImage) as ours:
+            decode_image(data[:cut])
+        assert ours.value.reason == build.value.reason == "truncated", cut

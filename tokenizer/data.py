@@ -258,6 +258,31 @@ def _undecodable(data: bytes) -> str | None:
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+_HEADER_CHUNKS = 4096  # the build's `headers._HEADER_STEPS`: chunks walked before the pixels
+
+
+def _png_cut_in_header(data: bytes) -> bool:
+    """Whether these bytes are a PNG cut before its pixels (a partial download): a part of the
+    signature, or a chunk before the first IDAT (IHDR, its CRC, an iCCP) running past the end, as
+    the build's `headers.declared_length` finds it `truncated` (here such a cut was
+    `corrupt_header` or `not_an_image`)."""
+    if len(data) < len(_PNG_SIGNATURE):
+        return len(data) >= 2 and _PNG_SIGNATURE.startswith(data)
+    if not data.startswith(_PNG_SIGNATURE):
+        return False
+    pos = len(_PNG_SIGNATURE)
+    for _ in range(_HEADER_CHUNKS):
+        if pos + 8 > len(data):
+            return True
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        if length > 0x7FFFFFFF or not kind.isalpha() or kind in (b"IDAT", b"IEND"):
+            return False
+        if pos + 12 + length > len(data):
+            return True
+        pos += 12 + length
+    return False
+
+
 def _png_refusal(data: bytes) -> tuple[str, str]:
     """(reason, detail) of a PNG Pillow's reader refuses, as the build gives them: an IHDR of 0
     pixels is `no_pixels`; anything else (a critical chunk's bad CRC: a flipped bit) is
@@ -371,27 +396,34 @@ def decode_shown(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> Show
                                                         "joins each to all those before it")
     try:
         image = Image.open(io.BytesIO(data), formats=_formats())
-    except Image.UnidentifiedImageError as exc:  # its message names a BytesIO object; never quote the bytes
-        known = _never_offered(data)
-        if known:
-            raise UnreadableImage("unsupported_format", f"{known}: a real image format that is never opened here "
-                                                        "(its reader runs Ghostscript, or opens what it wraps with every reader)") from exc
-        known = _undecodable(data)
-        if known:
-            raise UnreadableImage("unsupported_format", f"{known}: a real image format this loader cannot decode") from exc
-        if data.startswith(_PNG_SIGNATURE):  # Pillow's PNG reader refused it: the build's reasons
-            raise UnreadableImage(*_png_refusal(data)) from exc
-        raise UnreadableImage(open_reason(exc), f"{type(exc).__name__}: no image format recognises these "
-                                                f"{len(data)} bytes") from exc
     except Exception as exc:
-        raise UnreadableImage(open_reason(exc), _detail(exc)) from exc
+        if _png_cut_in_header(data):
+            raise UnreadableImage("truncated", f"a PNG cut short before its pixels: {len(data)} bytes") from exc
+        raise _open_refusal(exc, data) from exc
+    turn = orientation(image, data)  # before the load, as the build reads it: a PNG's first eXIf, not its last
     try:
         image.load()
     except Exception as exc:
         image.close()
         raise UnreadableImage(load_reason(exc, image.format, data), _detail(exc)) from exc
     to_srgb, wide = colour(image, data)  # judged on the opened image: a turned copy has no `format`
-    return Shown(oriented(image, orientation(image)), to_srgb, wide)
+    return Shown(oriented(image, turn), to_srgb, wide)
+
+
+def _open_refusal(exc: Exception, data: bytes) -> UnreadableImage:
+    """Why `Image.open` refused these bytes, in the build's reasons."""
+    if not isinstance(exc, Image.UnidentifiedImageError):  # Pillow raises many types on a broken header
+        return UnreadableImage(open_reason(exc), _detail(exc))
+    known = _never_offered(data)  # an unidentified image's message names a BytesIO object; never quote the bytes
+    if known:
+        return UnreadableImage("unsupported_format", f"{known}: a real image format that is never opened here "
+                                                     "(its reader runs Ghostscript, or opens what it wraps with every reader)")
+    known = _undecodable(data)
+    if known:
+        return UnreadableImage("unsupported_format", f"{known}: a real image format this loader cannot decode")
+    if data.startswith(_PNG_SIGNATURE):  # Pillow's PNG reader refused it: the build's reasons
+        return UnreadableImage(*_png_refusal(data))
+    return UnreadableImage(open_reason(exc), f"{type(exc).__name__}: no image format recognises these {len(data)} bytes")
 
 
 class ImageReader:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import zlib
 from collections import OrderedDict
 from typing import Callable
 
@@ -55,13 +56,32 @@ def exif_orientation(raw: bytes) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def orientation(image: Image.Image) -> int:
-    """The EXIF orientation to apply to an opened image: its EXIF block's (a JPEG's, WebP's, PNG's;
-    an AVIF's irot/imir, which Pillow writes there), 1 for a HEIF (libheif turns it and resets the
-    tag) and a TIFF (Pillow turns it by its tag as it loads it)."""
+def png_exif(data: bytes) -> bytes | None:
+    """A PNG's first eXIf chunk, by a walk of chunk headers to IEND; None for one whose CRC fails
+    (the build's `png_chunks._png_exif`)."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        if kind == b"eXIf":
+            end = pos + 12 + length
+            whole = zlib.crc32(data[pos + 4 : end - 4]) == int.from_bytes(data[end - 4 : end], "big")
+            return data[pos + 8 : end - 4] if whole and end <= len(data) else None
+        if kind == b"IEND":
+            return None
+        pos += 12 + length
+    return None
+
+
+def orientation(image: Image.Image, data: bytes = b"") -> int:
+    """The EXIF orientation to apply to an image opened, not yet loaded, from `data`: its EXIF
+    block's (a JPEG's, WebP's; an AVIF's irot/imir, which Pillow writes there; a PNG's eXIf before
+    IDAT, else its first after it), 1 for a HEIF (libheif turns it and resets the tag) and a TIFF
+    (Pillow turns it by its tag as it loads it). Read before the load as the build reads it
+    (`image_orientation._orientation`): after it, Pillow's info held a PNG's last eXIf after
+    IDAT (one of Orientation 6 and then 3: the build turned it 90 degrees, this 180)."""
     if image.format in ("HEIF", "TIFF"):
         return 1
-    raw = image.info.get("exif")
+    raw = image.info.get("exif") or (png_exif(data) if image.format == "PNG" else None)
     return exif_orientation(raw) if isinstance(raw, (bytes, bytearray)) else 1
 
 
