@@ -25,7 +25,7 @@ from PIL.JpegImagePlugin import MARKER as PILLOW_JPEG_MARKERS
 
 from tokenizer.config import UsageError
 from tokenizer.heif_exif import heif_exif_refusal
-from tokenizer.image_shown import colour, orientation, oriented
+from tokenizer.image_shown import Colour, colour, orientation, oriented
 from tokenizer.image_files import FileRefused, linked_member, member_refusal, read_image_file, read_member, refusal
 from tokenizer.pixels import to_rgb
 
@@ -258,6 +258,31 @@ def _undecodable(data: bytes) -> str | None:
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+_HEADER_CHUNKS = 4096  # the build's `headers._HEADER_STEPS`: chunks walked before the pixels
+
+
+def _png_cut_in_header(data: bytes) -> bool:
+    """Whether these bytes are a PNG cut before its pixels (a partial download): a part of the
+    signature, or a chunk before the first IDAT (IHDR, its CRC, an iCCP) running past the end, as
+    the build's `headers.declared_length` finds it `truncated` (here such a cut was
+    `corrupt_header` or `not_an_image`)."""
+    if len(data) < len(_PNG_SIGNATURE):
+        return len(data) >= 2 and _PNG_SIGNATURE.startswith(data)
+    if not data.startswith(_PNG_SIGNATURE):
+        return False
+    pos = len(_PNG_SIGNATURE)
+    for _ in range(_HEADER_CHUNKS):
+        if pos + 8 > len(data):
+            return True
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        if length > 0x7FFFFFFF or not kind.isalpha() or kind in (b"IDAT", b"IEND"):
+            return False
+        if pos + 12 + length > len(data):
+            return True
+        pos += 12 + length
+    return False
+
+
 def _png_refusal(data: bytes) -> tuple[str, str]:
     """(reason, detail) of a PNG Pillow's reader refuses, as the build gives them: an IHDR of 0
     pixels is `no_pixels`; anything else (a critical chunk's bad CRC: a flipped bit) is
@@ -322,11 +347,44 @@ def exif_segments(data: bytes, stop_past: int = MAX_EXIF_SEGMENTS) -> int:
 DEFAULT_MAX_DECODE_BYTES = 768 << 20
 
 
+class Shown:
+    """A loaded image turned as the build shows it, its colour (`image_shown.colour`) not yet
+    applied: all its pixels, or a box of them converted alone. Why: fit converted a whole 24 MP
+    Display P3 photo with LittleCMS to keep a 256 crop of it (5.04 s a draw against 0.91 for a
+    plain one). Every conversion is of each pixel alone (a LittleCMS transform, a table, alpha on
+    white), so a box of the converted image is the converted box; not so a wide grey or float
+    image's (`_WHOLE_ONLY`: its depth may be judged on all its samples), which is converted whole."""
+
+    _WHOLE_ONLY = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+    def __init__(self, image: Image.Image, to_srgb: Colour | None, wide: Callable[[int], np.ndarray | None] | None):
+        self.image, self._colour, self._wide = image, to_srgb, wide
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) as shown."""
+        return self.image.height, self.image.width
+
+    def pixels(self, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 sRGB of the whole image, or of `box` (left, top, right, bottom)."""
+        if box is None:
+            return to_rgb(self.image, self._colour, self._wide)
+        if self.image.mode in self._WHOLE_ONLY:
+            left, top, right, bottom = box
+            return np.ascontiguousarray(self.pixels()[top:bottom, left:right])
+        return to_rgb(self.image.crop(box), self._colour, self._wide)
+
+
 def decode_image(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.ndarray:
     """RGB uint8 pixels of an image file's bytes; `UnreadableImage` with the build's reason when
     they are not a usable image. An AVIF or HEIF whose Exif items cost `Image.open` more than
     `max_bytes` (`heif_exif_refusal`: the items, an AVIF's IFD0), or whose boxes cannot be walked
     to judge that, is `image_too_large`, judged before the open."""
+    return decode_shown(data, max_bytes).pixels()
+
+
+def decode_shown(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> Shown:
+    """`decode_image`'s image, loaded and turned, its colour applied when its pixels are taken."""
     if not data:
         raise UnreadableImage("empty_file", "0 bytes")
     too_large = heif_exif_refusal(data, max_bytes)
@@ -338,27 +396,34 @@ def decode_image(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> np.n
                                                         "joins each to all those before it")
     try:
         image = Image.open(io.BytesIO(data), formats=_formats())
-    except Image.UnidentifiedImageError as exc:  # its message names a BytesIO object; never quote the bytes
-        known = _never_offered(data)
-        if known:
-            raise UnreadableImage("unsupported_format", f"{known}: a real image format that is never opened here "
-                                                        "(its reader runs Ghostscript, or opens what it wraps with every reader)") from exc
-        known = _undecodable(data)
-        if known:
-            raise UnreadableImage("unsupported_format", f"{known}: a real image format this loader cannot decode") from exc
-        if data.startswith(_PNG_SIGNATURE):  # Pillow's PNG reader refused it: the build's reasons
-            raise UnreadableImage(*_png_refusal(data)) from exc
-        raise UnreadableImage(open_reason(exc), f"{type(exc).__name__}: no image format recognises these "
-                                                f"{len(data)} bytes") from exc
     except Exception as exc:
-        raise UnreadableImage(open_reason(exc), _detail(exc)) from exc
-    with image:
-        try:
-            image.load()
-        except Exception as exc:
-            raise UnreadableImage(load_reason(exc, image.format, data), _detail(exc)) from exc
-        to_srgb, wide = colour(image)  # judged on the opened image: a turned copy has no `format`
-        return to_rgb(oriented(image, orientation(image)), to_srgb, wide)
+        if _png_cut_in_header(data):
+            raise UnreadableImage("truncated", f"a PNG cut short before its pixels: {len(data)} bytes") from exc
+        raise _open_refusal(exc, data) from exc
+    turn = orientation(image, data)  # before the load, as the build reads it: a PNG's first eXIf, not its last
+    try:
+        image.load()
+    except Exception as exc:
+        image.close()
+        raise UnreadableImage(load_reason(exc, image.format, data), _detail(exc)) from exc
+    to_srgb, wide = colour(image, data)  # judged on the opened image: a turned copy has no `format`
+    return Shown(oriented(image, turn), to_srgb, wide)
+
+
+def _open_refusal(exc: Exception, data: bytes) -> UnreadableImage:
+    """Why `Image.open` refused these bytes, in the build's reasons."""
+    if not isinstance(exc, Image.UnidentifiedImageError):  # Pillow raises many types on a broken header
+        return UnreadableImage(open_reason(exc), _detail(exc))
+    known = _never_offered(data)  # an unidentified image's message names a BytesIO object; never quote the bytes
+    if known:
+        return UnreadableImage("unsupported_format", f"{known}: a real image format that is never opened here "
+                                                     "(its reader runs Ghostscript, or opens what it wraps with every reader)")
+    known = _undecodable(data)
+    if known:
+        return UnreadableImage("unsupported_format", f"{known}: a real image format this loader cannot decode")
+    if data.startswith(_PNG_SIGNATURE):  # Pillow's PNG reader refused it: the build's reasons
+        return UnreadableImage(*_png_refusal(data))
+    return UnreadableImage(open_reason(exc), f"{type(exc).__name__}: no image format recognises these {len(data)} bytes")
 
 
 class ImageReader:
@@ -384,13 +449,17 @@ class ImageReader:
         return read_member(tar, ref.member)
 
     def read(self, ref: ImageRef) -> np.ndarray:
+        return self.read_shown(ref).pixels()
+
+    def read_shown(self, ref: ImageRef) -> Shown:
+        """`read`'s image, its colour applied when its pixels (or a box of them) are taken."""
         try:
             data = self.read_bytes(ref)
         except FileRefused as exc:
             raise UnreadableImage(exc.reason, exc.detail) from exc
         except (OSError, KeyError, tarfile.TarError) as exc:  # KeyError: no such tar member
             raise UnreadableImage("unreadable_file", _detail(exc)) from exc
-        return decode_image(data)
+        return decode_shown(data)
 
     def close(self) -> None:
         for tar in self._tars.values():
@@ -409,17 +478,22 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     return image
 
 
-def random_crop(image: np.ndarray, size: int, rng: np.random.Generator, flip: bool = True) -> np.ndarray:
-    """A random `size` x `size` crop (upscaling first when the image is smaller), maybe mirrored."""
+def random_crop(image: np.ndarray | Shown, size: int, rng: np.random.Generator, flip: bool = True) -> np.ndarray:
+    """A random `size` x `size` crop (upscaling first when the image is smaller), maybe mirrored.
+    Of a `Shown` image big enough, only the crop's pixels are converted (the same pixels)."""
     h, w = image.shape[:2]
     if min(h, w) < size:
+        pixels = image.pixels() if isinstance(image, Shown) else image
         scale = size / min(h, w)
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BICUBIC))
+        image = np.asarray(Image.fromarray(pixels).resize((nw, nh), Image.BICUBIC))
         h, w = nh, nw
     top = int(rng.integers(0, h - size + 1))
     left = int(rng.integers(0, w - size + 1))
-    crop = image[top:top + size, left:left + size]
+    if isinstance(image, Shown):
+        crop = image.pixels((left, top, left + size, top + size))
+    else:
+        crop = image[top:top + size, left:left + size]
     if flip and rng.random() < 0.5:
         crop = crop[:, ::-1]
     return np.ascontiguousarray(crop)
@@ -462,7 +536,8 @@ class TrainBatches:
 
     def __init__(self, refs: Sequence[ImageRef], batch_size: int, crop: int, seed: int,
                  groups: Sequence[Sequence[ImageRef]] | None = None,
-                 on_skip: Callable[[ImageRef, str, str], None] | None = None) -> None:
+                 on_skip: Callable[[ImageRef, str, str], None] | None = None,
+                 names: Sequence[str] = ()) -> None:
         if not refs:
             raise ValueError("no training images found")
         self.refs = list(refs)
@@ -472,6 +547,7 @@ class TrainBatches:
         self.reader = ImageReader()
         self.unreadable: dict[ImageRef, tuple[str, str]] = {}  # met so far: (reason, detail)
         self.on_skip = on_skip
+        self.names = list(names)  # the --data patterns (one per group with `groups`): named when none can be read
         self._stream = _Shuffled(self.refs, [seed])
         self._groups = None
         if groups is not None:
@@ -493,21 +569,41 @@ class TrainBatches:
         return stream[index]
 
     def image_at(self, position: int) -> np.ndarray:
+        """The pixels drawn at `position` (`shown_at`'s, all of them)."""
+        return self.shown_at(position).pixels()
+
+    def shown_at(self, position: int) -> Shown:
         """The pixels drawn at `position`: of `ref_at`, or of the next readable image of its stream
-        when that one cannot be read (counted in `unreadable`); `NoReadableImages` when none can."""
+        when that one cannot be read (counted in `unreadable`); `NoReadableImages` when none can.
+
+        The walk runs over the rest of this epoch and the whole next one, so it meets every image
+        of the stream: it looked `len(items)` positions on, which across an epoch's end are the
+        tail of one permutation and the head of the next, and with 3 images of which 1 readable
+        it stopped fit with a false "none can be read" in 100 of 100 seeds."""
         stream, index = self._where(position)
-        for later in range(len(stream.items)):
+        for later in range(2 * len(stream.items)):
             ref = stream[index + later]
             if ref in self.unreadable:
                 continue
             try:
-                return self.reader.read(ref)
+                return self.reader.read_shown(ref)
             except UnreadableImage as exc:
                 self.unreadable[ref] = (exc.reason, exc.detail)
                 if self.on_skip is not None:
                     self.on_skip(ref, exc.reason, exc.detail)
-        counts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.unreadable_counts().items()))
-        raise NoReadableImages(f"--data: none of the {len(stream.items)} images it draws from can be read ({counts})")
+        raise NoReadableImages(self._none_readable(stream))
+
+    def _none_readable(self, stream: _Shuffled) -> str:
+        """Why `stream` gives nothing: its --data pattern, its image count and their reasons (of
+        its own images, so they add up to the count)."""
+        counts: dict[str, int] = {}
+        for ref in set(stream.items):
+            reason = self.unreadable[ref][0]
+            counts[reason] = counts.get(reason, 0) + 1
+        names = self.names[self._groups.index(stream):][:1] if self._groups is not None else self.names
+        how = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+        return (f"--data{''.join(' ' + name for name in names)}: none of the {len(stream.items)} images it draws "
+                f"from can be read ({how})")
 
     def unreadable_counts(self) -> dict[str, int]:
         """The unreadable images met so far, by the build's reason."""
@@ -521,7 +617,7 @@ class TrainBatches:
         out = []
         for i in range(self.batch_size):
             rng = np.random.default_rng([self.seed, step, i])
-            out.append(random_crop(self.image_at(step * self.batch_size + i), self.crop, rng))
+            out.append(random_crop(self.shown_at(step * self.batch_size + i), self.crop, rng))
         return np.stack(out)
 
 

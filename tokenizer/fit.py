@@ -462,7 +462,8 @@ def _fit(options: FitOptions, device: torch.device) -> dict:
         print(f"skipped {ref}: {reason}: {detail}", file=sys.stderr, flush=True)
     if not refs:
         raise UsageError(f"--data {' '.join(options.data)}: no images there (image files, folders of them, or tars)")
-    batches = TrainBatches(refs, options.batch_size, crop, options.seed, groups=groups, on_skip=_skipped_note)
+    batches = TrainBatches(refs, options.batch_size, crop, options.seed, groups=groups, on_skip=_skipped_note,
+                           names=options.data)
     with _sole_writer(options.out):
         trainer = Trainer(options, config, device)
         if init is not None:

@@ -11,7 +11,9 @@ up to 116 levels off (mean 9.3), an Adobe RGB one from ImageMagick 141 (mean 10.
 73 (mean 49.9), each against the build's `decode_rgb` of the same bytes.
 
 Not mirrored (the tokenizer reads these as before, stated, not hidden): a PNG's non-sRGB cHRM,
-cICP, an AVIF/HEIF's nclx box, a CMYK or grey ICC profile, a profile of LUT tables (its tables are
+the conversion a PNG's cICP chunk asks for (but a PNG with one the build understands gets no gAMA
+or ICC conversion here either, as the build lets the cICP win: `cicp_declared`; but for BT.709
+primaries with a power curve, applied here), an AVIF/HEIF's nclx box, a CMYK or grey ICC profile, a profile of LUT tables (its tables are
 not walked here, so LittleCMS is never given one), a matrix profile with a black point, and the
 16-bit samples of a gAMA or profiled RGB PNG that Pillow cuts to 8 bits (the build reads those
 through OpenCV).
@@ -22,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import zlib
 from collections import OrderedDict
 from typing import Callable
 
@@ -53,13 +56,32 @@ def exif_orientation(raw: bytes) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def orientation(image: Image.Image) -> int:
-    """The EXIF orientation to apply to an opened image: its EXIF block's (a JPEG's, WebP's, PNG's;
-    an AVIF's irot/imir, which Pillow writes there), 1 for a HEIF (libheif turns it and resets the
-    tag) and a TIFF (Pillow turns it by its tag as it loads it)."""
+def png_exif(data: bytes) -> bytes | None:
+    """A PNG's first eXIf chunk, by a walk of chunk headers to IEND; None for one whose CRC fails
+    (the build's `png_chunks._png_exif`)."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        if kind == b"eXIf":
+            end = pos + 12 + length
+            whole = zlib.crc32(data[pos + 4 : end - 4]) == int.from_bytes(data[end - 4 : end], "big")
+            return data[pos + 8 : end - 4] if whole and end <= len(data) else None
+        if kind == b"IEND":
+            return None
+        pos += 12 + length
+    return None
+
+
+def orientation(image: Image.Image, data: bytes = b"") -> int:
+    """The EXIF orientation to apply to an image opened, not yet loaded, from `data`: its EXIF
+    block's (a JPEG's, WebP's; an AVIF's irot/imir, which Pillow writes there; a PNG's eXIf before
+    IDAT, else its first after it), 1 for a HEIF (libheif turns it and resets the tag) and a TIFF
+    (Pillow turns it by its tag as it loads it). Read before the load as the build reads it
+    (`image_orientation._orientation`): after it, Pillow's info held a PNG's last eXIf after
+    IDAT (one of Orientation 6 and then 3: the build turned it 90 degrees, this 180)."""
     if image.format in ("HEIF", "TIFF"):
         return 1
-    raw = image.info.get("exif")
+    raw = image.info.get("exif") or (png_exif(data) if image.format == "PNG" else None)
     return exif_orientation(raw) if isinstance(raw, (bytes, bytearray)) else 1
 
 
@@ -178,12 +200,75 @@ def _build(icc: bytes) -> ImageCms.ImageCmsTransform | None:
     return None if moved <= _IDENTITY_TOLERANCE else transform
 
 
+# --- a PNG's cICP chunk, which the build lets win over its iCCP, sRGB, cHRM and gAMA
+# (`image_colour.declared_colour`, `png_chunks.png_cicp`, `coded_colour.coded_colour`) ---
+CICP_UNSPECIFIED = 2
+CICP_PRIMARIES = frozenset({1, 4, 5, 6, 7, 8, 9, 11, 12, 22})  # `coded_colour.PRIMARIES`
+CICP_SDR_TRANSFERS = frozenset({1, 4, 5, 6, 8, 13, 14, 15})  # `coded_colour.SDR_TRANSFERS`
+CICP_HDR_TRANSFERS = frozenset({16, 18})  # PQ, HLG (`hdr.TRANSFER_NAMES`)
+
+
+def png_cicp(data: bytes) -> tuple[int, int] | None:
+    """(primaries, transfer) of a PNG's cICP chunk among those before PLTE and IDAT, None for none
+    or one PNG does not allow (not 4 bytes, a matrix, narrow range): the build's `png_cicp`."""
+    if data.find(b"cICP") < 0:
+        return None
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if kind in (b"PLTE", b"IDAT", b"IEND") or end > len(data):
+            return None
+        if kind == b"cICP":
+            body = data[pos + 8 : end - 4]
+            return (body[0], body[1]) if length == 4 and body[2] == 0 and body[3] == 1 else None
+        pos = end
+    return None
+
+
+_CICP_POWERS = {4: 1 / 2.2, 5: 1 / 2.8, 8: 1.0}  # the power curves of `coded_colour.SDR_TRANSFERS`
+
+
+@functools.lru_cache(maxsize=8)
+def power_table(gamma: float) -> np.ndarray:
+    """The sRGB level of each 8-bit sample of a power curve (light = sample ** (1 / gamma)) with
+    BT.709 primaries: the build's conversion of such a cICP, within a level of it."""
+    table = np.round(_srgb_encode(np.power(np.arange(256) / 255, 1 / gamma)) * 255).astype(np.uint8)
+    table.flags.writeable = False
+    return table
+
+
+def cicp_declared(image: Image.Image, data: bytes) -> tuple[bool, float | None]:
+    """(whether the build shows this colour PNG as its cICP chunk declares, code points it
+    understands, its gAMA and ICC profile unread; the power of the curve when that is all its
+    conversion is: BT.709 primaries, a power transfer). The tokenizer then applies neither gAMA
+    nor ICC (it applied them, up to 132 levels from the build, where before both read the samples
+    as stored) and converts only such a power curve (ffmpeg's linear frames)."""
+    if image.format != "PNG" or image.mode not in _RGB_PROFILED_MODES:
+        return False, None
+    cicp = png_cicp(data)
+    if cicp is None:
+        return False, None
+    primaries, transfer = cicp
+    if transfer in CICP_HDR_TRANSFERS:
+        return True, None
+    primaries = 1 if primaries == CICP_UNSPECIFIED else primaries
+    transfer = 13 if transfer == CICP_UNSPECIFIED else transfer
+    if primaries not in CICP_PRIMARIES or transfer not in CICP_SDR_TRANSFERS:
+        return False, None
+    return True, _CICP_POWERS.get(transfer) if primaries == 1 else None
+
+
 Colour = Callable[[np.ndarray], np.ndarray]  # (H, W, 3) uint8 samples -> sRGB, before alpha is composited
 
 
-def colour(image: Image.Image) -> tuple[Colour | None, Callable[[int], np.ndarray | None] | None]:
-    """How an opened image's samples are taken to sRGB: (a conversion of 8-bit RGB samples, the
-    gAMA table by sample bits for wide grey ones), (None, None) for nothing to do."""
+def colour(image: Image.Image, data: bytes = b"") -> tuple[Colour | None, Callable[[int], np.ndarray | None] | None]:
+    """How an opened image (of the file's bytes `data`) has its samples taken to sRGB: (a
+    conversion of 8-bit RGB samples, the gAMA table by sample bits for wide grey ones), (None,
+    None) for nothing to do (none declared, or a cICP chunk the build shows instead)."""
+    declared, power = cicp_declared(image, data)
+    if declared:
+        return (None, None) if power is None else ((lambda rgb: power_table(power)[rgb]), None)
     gamma = png_gamma(image)
     if gamma is not None:
         return (lambda rgb: gamma_table(gamma)[rgb]), functools.partial(gamma_table, gamma)
@@ -191,4 +276,20 @@ def colour(image: Image.Image) -> tuple[Colour | None, Callable[[int], np.ndarra
     transform = _transform(icc) if isinstance(icc, bytes) and image.mode in _RGB_PROFILED_MODES else None
     if transform is None:
         return None, None
-    return (lambda rgb: np.asarray(transform.apply(Image.fromarray(np.ascontiguousarray(rgb), "RGB")))), None
+    return functools.partial(_by_strips, transform), None
+
+
+STRIP_PIXELS = 1 << 20  # the build's (`rgb_array.STRIP_PIXELS`)
+
+
+def _by_strips(transform: ImageCms.ImageCmsTransform, rgb: np.ndarray) -> np.ndarray:
+    """`rgb` converted by `transform` a strip of `STRIP_PIXELS` at a time into one array, as the
+    build converts: converted whole, a Pillow copy, LittleCMS's output and its array copy were
+    each the image's size (a 24 MP Adobe RGB JPEG peaked 433 MiB, a plain one 268)."""
+    h, w = rgb.shape[:2]
+    out = np.empty((h, w, 3), np.uint8)
+    rows = max(1, STRIP_PIXELS // max(1, w))
+    for y in range(0, h, rows):
+        strip = Image.fromarray(np.ascontiguousarray(rgb[y : y + rows]), "RGB")
+        out[y : y + rows] = np.asarray(transform.apply(strip))
+    return out

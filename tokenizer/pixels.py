@@ -16,6 +16,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from tokenizer.image_shown import STRIP_PIXELS
+
 WHITE = 255
 _WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -83,7 +85,12 @@ def to_rgb(image: Image.Image, colour: Callable[[np.ndarray], np.ndarray] | None
     if not _has_alpha(image):
         rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
         return rgb if colour is None else colour(rgb)
-    rgba = np.asarray(image.convert("RGBA"))
-    rgb = rgba[..., :3] if colour is None else colour(rgba[..., :3])
-    alpha = rgba[..., 3:4].astype(np.uint16)
-    return ((rgb.astype(np.uint16) * alpha + WHITE * (255 - alpha) + 127) // 255).astype(np.uint8)
+    rgba = np.asarray(image if image.mode == "RGBA" else image.convert("RGBA"))
+    out = np.empty(rgba.shape[:2] + (3,), np.uint8)
+    rows = max(1, STRIP_PIXELS // max(1, rgba.shape[1]))
+    for y in range(0, rgba.shape[0], rows):  # a strip at a time: whole, the uint16 temporaries were 4x the image
+        strip = rgba[y : y + rows]
+        rgb = strip[..., :3] if colour is None else colour(np.ascontiguousarray(strip[..., :3]))
+        alpha = strip[..., 3:4].astype(np.uint16)
+        out[y : y + rows] = (rgb.astype(np.uint16) * alpha + WHITE * (255 - alpha) + 127) // 255
+    return out

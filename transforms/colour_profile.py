@@ -125,10 +125,19 @@ def _conversion(icc: bytes, space: str) -> SrgbConversion:
         if space == "RGB":
             grid = _grid()
             moved = np.abs(np.asarray(transform.apply(grid), np.int16) - np.asarray(grid, np.int16)).max()
-        description = (profile.profile.profile_description or "").strip()
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         return _NOTHING  # unreadable: read the pixels as sRGB (or CMYK as Pillow converts it), as a browser does
-    return _NOTHING if moved <= _IDENTITY_TOLERANCE else SrgbConversion(transform, description or "unnamed")
+    return _NOTHING if moved <= _IDENTITY_TOLERANCE else SrgbConversion(transform, profile_name(profile))
+
+
+def profile_name(profile: ImageCms.ImageCmsProfile) -> str:
+    """A profile's description, "unnamed" for none or one Pillow cannot decode: a v2 `desc` name
+    with a byte over 127 (a localised 'Écran') raises ValueError, and read inside the conversion's
+    `try` it dropped the whole conversion (an Adobe RGB photo shown 130+ levels off its colours)."""
+    try:
+        return (profile.profile.profile_description or "").strip() or "unnamed"
+    except (ImageCms.PyCMSError, ValueError, TypeError):
+        return "unnamed"
 
 
 def srgb_conversion(icc: bytes | None, space: str = "RGB") -> SrgbConversion:
@@ -200,9 +209,9 @@ def _grey_description(icc: bytes) -> str | None:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         if profile.profile.xcolor_space.strip() != "GRAY":
             return None
-        return (profile.profile.profile_description or "").strip() or "unnamed"
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         return None
+    return profile_name(profile)
 
 
 # A table is built once per profile: LittleCMS's unoptimised transform costs nothing there, where its
