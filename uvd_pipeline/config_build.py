@@ -151,7 +151,13 @@ RUN_ONLY_FIELDS: set[str] = {"index_memory_mb", "layout_check"}
 # (`stale_download`) never built. MP4/MOV claiming more samples than the memory budget holds, and
 # Y4M frames over max_pixels, `video_too_large`; a decode starting past frame 0 keeps the stream's
 # palette and orientation. Parquet pages of every codec read one at a time within the budget.
-RENDER_REVISION = 21
+# 22 (2026-12-07): a local name holding `::` read as itself (fsspec read the name before the `::`,
+# even a link leading out of the root); CVAT VOC exports' RGB masks read by their labelmap.txt
+# colours (black always unlabelled), own classes past 235 one distinct colour each; COCO-named
+# keypoints in another order drawn by their names with or without a skeleton; an ICC profile whose
+# name is not ASCII converted (it was ignored whole); a panoptic RGB PNG with tRNS read as RGB;
+# video2dataset files left by a killed run `stale_download`; a second moov skipped as FFmpeg does.
+RENDER_REVISION = 22
 
 
 class BuildConfig(Strict):
