@@ -220,6 +220,45 @@ def test_an_honest_file_of_flat_colour_bitmaps_is_read_whole_in_its_file_budget(
     assert _file_values(out.getvalue(), parquet_values.FileCost(stored=len(out.getvalue())), 1 << 20) == rows
 
 
+@pytest.mark.parametrize("path", ["whole", "paged"])
+def test_a_files_groups_decompress_within_its_budget_of_its_stored_bytes(tmp_path: Path, monkeypatch, path: str):
+    """pyarrow's brotli file of 4 groups of a page of four 1 MB values of zeros (20,700 times its
+    773 bytes), each group within the memory budget: every value was handed on whatever the file
+    (an 18,793-byte one 3.58 GiB, 8.2 CPU-s), read whole or page by page. The file's groups may
+    decompress `INFLATED_PER_STORED` a stored byte (here 10,000, no floor): its first group is
+    read, the rest `parquet_value_too_costly`; an honest zstd file of flat-colour BMPs (4,500 times
+    its bytes) is read whole."""
+    from PIL import Image
+    from sources import parquet_inflation, parquet_paged
+
+    def bmp(i: int) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", (512, 512), (i, 255 - i, 40)).save(out, "BMP")
+        return out.getvalue()
+
+    monkeypatch.setattr(parquet_inflation, "INFLATED_FLOOR", 0)
+    monkeypatch.setattr(parquet_inflation, "INFLATED_PER_STORED", 10_000)
+    paged = []
+    if path == "paged":  # a group over a quarter of it read whole: its image column a value at a time
+        monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 10_000_000)
+        made = parquet_paged.paged_batches
+        monkeypatch.setattr(parquet_paged, "paged_batches", lambda *a, **k: paged.append(1) or made(*a, **k))
+    table = pa.table({"image": pa.array([bytes(1_000_000)] * 4, pa.binary())})
+    with pq.ParquetWriter(tmp_path / "train.parquet", table.schema, compression="brotli", use_dictionary=False,
+                          write_batch_size=4) as writer:
+        for _ in range(4):
+            writer.write_table(table)
+    items = _items(tmp_path)
+    assert [getattr(i, "data", None) for i in items[:4]] == [bytes(1_000_000)] * 4
+    assert [getattr(i, "reason", None) for i in items[4:]] == ["parquet_value_too_costly"] * 12, items[4:]
+    assert "not read, nor any later group" in items[-1].detail, items[-1].detail
+    assert len(paged) == (path == "paged")
+    rows = [bmp(i) for i in range(20)]
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), tmp_path / "train.parquet",
+                   compression="zstd", row_group_size=5)
+    assert [i.data for i in _items(tmp_path)] == rows
+
+
 def _held_whole(monkeypatch) -> list[tuple[int, int]]:
     """(stored, size) of each page decompressed whole (`parquet_codecs.WholePage`) from here on."""
     held = []
