@@ -27,7 +27,10 @@ INDEX_BYTES_PER_SAMPLE = 36
 # samples whose index is cheap to build (2.25 MiB): a file declaring fewer is not judged on its
 # size, so a cut file whose tables declare the frames it lost keeps its count of those it holds
 # (only samples of one constant size count, a cut file refused holds fewer bytes than samples: of
-# 65,536 64x48 RGB frames, under 8). At 1,048,576 a 37 KB file cost FFmpeg 36 MiB an open.
+# 65,536 64x48 RGB frames, under 8). At 1,048,576 a 37 KB file cost FFmpeg 36 MiB an open. Tiny
+# frames are refused so sooner: an honest 16x16 gray rawvideo MOV of 70,000 (256 bytes each) cut to
+# 50,000 bytes is refused, though FFmpeg plays the 193 it holds (a rule of a constant stsz's own size
+# a sample would keep them; no writer but a raw one makes frames that small).
 CHEAP_SAMPLES = 1 << 16
 # boxes walked before the file is refused: a fragmented MP4 of a fragment a frame (7 boxes each) for
 # 2 hours at 25 fps holds 1,260,000; 1,048,576 empty `free` boxes passed unjudged once this ran out.
