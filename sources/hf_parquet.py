@@ -783,6 +783,13 @@ def streamed_bytes(parquet, group, columns: list[str] | None = None) -> Streamed
     return Streamed(held, row, lists, tuple(shared), tuple(flat))
 
 
+def _inflation(source: Any) -> Any:
+    """The file `source`'s `parquet_inflation.Inflation` (imported here: only a file read needs it)."""
+    from sources import parquet_inflation, parquet_values
+
+    return parquet_inflation.Inflation(parquet_values.file_size(source))
+
+
 def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: list[str] | None = None,
                 source: Any = None, image: str | None = None, captions: tuple[str, ...] = (),
                 budget: int | None = None) -> Iterator[tuple[int, list[dict]] | TooLarge]:
@@ -811,6 +818,7 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
     key_columns = tuple(c for c in key_columns if c in parquet.schema_arrow.names)
     first, listing = 0, ListedRows()
     spent = None  # what the Python snappy decoder has spent on the file's paged groups (`FileCost`)
+    inflation = None if source is None else _inflation(source)
     for index in range(meta.num_row_groups):
         group = checked_group(parquet, index, source)
         if image is not None and group.num_rows > listing.left and _all_null(parquet, group, image):
@@ -821,6 +829,12 @@ def row_batches(parquet, name: str, key_columns: tuple[str, ...] = (), columns: 
             first += group.num_rows
             continue
         declared = declared_bytes(group, columns)
+        if inflation is not None and not inflation.take(declared):
+            keys = tuple(c for c in key_columns if inflation.spare(declared_bytes(group, [c])))
+            yield from too_large(parquet, index, first, keys, source, f"{name}: row group {index}: "
+                                 f"{inflation.detail(declared)}", VALUE_TOO_COSTLY, listing)
+            first += group.num_rows
+            continue
         size = declared + item_bytes(group, columns)
         table = streamed = None
         judged = size <= budget and source is not None and bool(_dictionary_chunks(group, columns)

@@ -852,11 +852,17 @@ def _refused_unmade(reading: _Reading, layout: pp.PageLayout, start: int, stored
     inside = levels is None and width > 0  # a v1 page's levels: inside its stream, before its values
     if (levels is None and not width and count != 1) or (levels is not None and (levels >= max_definition).sum() != 1):
         return None
-    want = min(size, (4 + levels_bound(width, count) if inside else 0) + 4)
     if codec == "SNAPPY":
-        head = _Snappy(_Region(reading.source, start, stored), size).read(want)
+        snappy = _Snappy(_Region(reading.source, start, stored), size)
+        read, made = (lambda more: snappy.read(more)), b""
     else:
-        head = parquet_codecs.lz4_head(parquet_codecs.stored_bytes(reading.source, start, stored), want)
+        block = parquet_codecs.stored_bytes(reading.source, start, stored)
+        read, made = (lambda more: parquet_codecs.lz4_head(block, len(made) + more)[len(made):]), b""
+    want = min(size, 4)
+    if inside:  # its levels' length first, then those bytes alone (a page of a million rows' bound: 0.4 MB)
+        made = read(want)
+        want = min(size, 4 + min(levels_bound(width, count), int.from_bytes(made, "little")) + 4)
+    head = made + read(want - len(made))
     stream = _Region(io.BytesIO(head), 0, len(head))
     if inside:
         levels = _levels(stream, size, width, count)

@@ -5,7 +5,10 @@ declared 40,000,000 samples took 1.4 GiB and a CPU-s each time it was opened (fi
 60,000,000 the decoding process past its memory budget. The walk reads boxes as FFmpeg does: any
 file whose first box parses (its probe takes junk, udta, pict... first too), a box running past
 its parent cut to what is left, the last of a track's tables kept, the first moov read and any later
-one skipped (two files joined byte for byte hold two). Part of `sources.video_decode`."""
+one skipped (two files joined byte for byte hold two). FFmpeg also reads a `hoov` box whose first child
+is mvhd or cmov as a moov, and where a whole pass finds no moov reads the file again taking a `free`
+box so too (its moov_retry): so does the walk (a 34,708-byte file of a hoov declaring 30,000,000
+samples passed, and each PyAV open took 1,125 MiB). Part of `sources.video_decode`."""
 
 from __future__ import annotations
 
@@ -24,7 +27,10 @@ INDEX_BYTES_PER_SAMPLE = 36
 # samples whose index is cheap to build (2.25 MiB): a file declaring fewer is not judged on its
 # size, so a cut file whose tables declare the frames it lost keeps its count of those it holds
 # (only samples of one constant size count, a cut file refused holds fewer bytes than samples: of
-# 65,536 64x48 RGB frames, under 8). At 1,048,576 a 37 KB file cost FFmpeg 36 MiB an open.
+# 65,536 64x48 RGB frames, under 8). At 1,048,576 a 37 KB file cost FFmpeg 36 MiB an open. Tiny
+# frames are refused so sooner: an honest 16x16 gray rawvideo MOV of 70,000 (256 bytes each) cut to
+# 50,000 bytes is refused, though FFmpeg plays the 193 it holds (a rule of a constant stsz's own size
+# a sample would keep them; no writer but a raw one makes frames that small).
 CHEAP_SAMPLES = 1 << 16
 # boxes walked before the file is refused: a fragmented MP4 of a fragment a frame (7 boxes each) for
 # 2 hours at 25 fps holds 1,260,000; 1,048,576 empty `free` boxes passed unjudged once this ran out.
@@ -38,8 +44,11 @@ DEPTH_LIMIT = 10  # FFmpeg's mov reader refuses boxes nested deeper ("Atoms too 
 _PROBED_BINARY_BOX = b"\x82\x82\x7f\x7d"  # a first box type FFmpeg's probe takes, not printable
 _DESCENDED = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf"})
 _TABLES = frozenset((b"stsz", b"stz2", b"stts", b"hdlr", b"stco", b"co64", b"stsc"))
-_WALKED = _DESCENDED | {b"trak", b"cmov", b"trun"}  # the boxes `walk` reads; the rest are skipped
+_WALKED = _DESCENDED | {b"trak", b"cmov", b"trun", b"hoov"}  # the boxes `walk` reads; the rest are skipped
+_RETRY_WALKED = _WALKED | {b"free"}  # and on its second pass, where the first found no moov
+_MOVIE_FIRST = (b"mvhd", b"cmov")  # the first child that makes FFmpeg read a hoov (or free) as a moov
 _LEAVES = _DESCENDED | _TABLES  # those `_leaves` reads in a track
+_MOVIES = {_WALKED: _LEAVES | {b"hoov"}, _RETRY_WALKED: _LEAVES | {b"hoov", b"free"}}  # and a moov there
 _TRUN_SIZES = 0x200  # a trun's flag: each sample's size is listed
 _unpack_head, _unpack_large = struct.Struct(">I4s").unpack_from, struct.Struct(">Q").unpack_from
 _unpack_count = struct.Struct(">I").unpack_from
@@ -83,6 +92,9 @@ def declared_samples(uri: str) -> DeclaredSamples | None:
             walker = _Walker(handle)
             try:
                 walker.walk(0, size, 0)
+                if not walker.moov_read:  # FFmpeg reads the file again, a free box that holds one a moov
+                    walker.wanted = _RETRY_WALKED
+                    walker.walk(0, size, 0)
             except _Unopened:
                 pass  # FFmpeg's open fails there, after indexing what was counted before
             return DeclaredSamples(size, walker.entries, walker.unlisted)
@@ -125,6 +137,8 @@ class _Walker:
         self.window, self.window_at = b"", 0
         self.tracks = 0
         self.moov_read = False  # FFmpeg reads the first moov and skips any later ("duplicated MOOV")
+        self.wanted = _WALKED  # the boxes `walk` reads on this pass
+        self.box_at = 0  # where the box `children` last yielded starts (its header's size field)
 
     def read(self, at: int, count: int) -> bytes:
         offset = at - self.window_at
@@ -142,6 +156,7 @@ class _Walker:
         at, budget = start, self.budget
         window, window_at = self.window, self.window_at
         while at + 8 <= end:
+            head = at
             offset = at - window_at
             if offset < 0 or offset + 16 > len(window):
                 self.read(at, 16)
@@ -175,7 +190,7 @@ class _Walker:
                     if not flags & _TRUN_SIZES:
                         self.unlisted += count
             elif kind in wanted:
-                self.budget = budget
+                self.budget, self.box_at = budget, head
                 yield kind, payload, at
                 budget, window, window_at = self.budget, self.window, self.window_at  # what it read
         self.budget = budget
@@ -183,7 +198,9 @@ class _Walker:
     def walk(self, start: int, end: int, depth: int) -> None:
         if depth > DEPTH_LIMIT:
             return
-        for kind, payload, stop in self.children(start, end, _WALKED):
+        for kind, payload, stop in self.children(start, end, self.wanted):
+            if (kind == b"hoov" or kind == b"free") and self._holds_movie(payload):
+                kind = b"moov"
             if kind == b"trak":
                 self.tracks += 1
                 if self.tracks > MAX_STREAMS:
@@ -196,8 +213,15 @@ class _Walker:
                 if not self.moov_read:
                     self.walk(payload, stop, depth + 1)
                     self.moov_read = True
-            else:
+            elif kind != b"hoov" and kind != b"free":
                 self.walk(payload, stop, depth + 1)
+
+    def _holds_movie(self, payload: int) -> bool:
+        """Whether FFmpeg reads the hoov or free box at `payload` as a moov: its size field 8 or more
+        (not 0 or 1) and the type of the 8 bytes after its header mvhd or cmov, read even where the
+        box is shorter (FFmpeg peeks there; a moov of nothing is then read, and later ones skipped)."""
+        size = self.read(self.box_at, 4)
+        return len(size) == 4 and _unpack_count(size)[0] >= 8 and self.read(payload + 4, 4) in _MOVIE_FIRST
 
     def _track(self, start: int, end: int, depth: int) -> None:
         """Counts one track's samples: its stsz/stz2 count (the largest of several: FFmpeg keeps the
@@ -253,7 +277,12 @@ class _Walker:
         as FFmpeg keeps), and the largest sample count of its stsz/stz2 boxes."""
         if depth > DEPTH_LIMIT:
             return
-        for kind, payload, stop in self.children(start, end, _LEAVES):
+        for kind, payload, stop in self.children(start, end, _MOVIES[self.wanted]):
+            if kind == b"hoov" or kind == b"free":  # FFmpeg reads a moov here too, its traks streams
+                if self._holds_movie(payload) and not self.moov_read:
+                    self.walk(payload, stop, depth + 1)
+                    self.moov_read = True
+                continue
             if kind in _DESCENDED:
                 self._leaves(payload, stop, depth + 1, extents, counts)
                 continue

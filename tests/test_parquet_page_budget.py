@@ -220,6 +220,45 @@ def test_an_honest_file_of_flat_colour_bitmaps_is_read_whole_in_its_file_budget(
     assert _file_values(out.getvalue(), parquet_values.FileCost(stored=len(out.getvalue())), 1 << 20) == rows
 
 
+@pytest.mark.parametrize("path", ["whole", "paged"])
+def test_a_files_groups_decompress_within_its_budget_of_its_stored_bytes(tmp_path: Path, monkeypatch, path: str):
+    """pyarrow's brotli file of 4 groups of a page of four 1 MB values of zeros (20,700 times its
+    773 bytes), each group within the memory budget: every value was handed on whatever the file
+    (an 18,793-byte one 3.58 GiB, 8.2 CPU-s), read whole or page by page. The file's groups may
+    decompress `INFLATED_PER_STORED` a stored byte (here 10,000, no floor): its first group is
+    read, the rest `parquet_value_too_costly`; an honest zstd file of flat-colour BMPs (4,500 times
+    its bytes) is read whole."""
+    from PIL import Image
+    from sources import parquet_inflation, parquet_paged
+
+    def bmp(i: int) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", (512, 512), (i, 255 - i, 40)).save(out, "BMP")
+        return out.getvalue()
+
+    monkeypatch.setattr(parquet_inflation, "INFLATED_FLOOR", 0)
+    monkeypatch.setattr(parquet_inflation, "INFLATED_PER_STORED", 10_000)
+    paged = []
+    if path == "paged":  # a group over a quarter of it read whole: its image column a value at a time
+        monkeypatch.setattr(hf_parquet, "ROW_GROUP_BYTES", 10_000_000)
+        made = parquet_paged.paged_batches
+        monkeypatch.setattr(parquet_paged, "paged_batches", lambda *a, **k: paged.append(1) or made(*a, **k))
+    table = pa.table({"image": pa.array([bytes(1_000_000)] * 4, pa.binary())})
+    with pq.ParquetWriter(tmp_path / "train.parquet", table.schema, compression="brotli", use_dictionary=False,
+                          write_batch_size=4) as writer:
+        for _ in range(4):
+            writer.write_table(table)
+    items = _items(tmp_path)
+    assert [getattr(i, "data", None) for i in items[:4]] == [bytes(1_000_000)] * 4
+    assert [getattr(i, "reason", None) for i in items[4:]] == ["parquet_value_too_costly"] * 12, items[4:]
+    assert "not read, nor any later group" in items[-1].detail, items[-1].detail
+    assert len(paged) == (path == "paged")
+    rows = [bmp(i) for i in range(20)]
+    pq.write_table(pa.table({"image": pa.array(rows, pa.binary())}), tmp_path / "train.parquet",
+                   compression="zstd", row_group_size=5)
+    assert [i.data for i in _items(tmp_path)] == rows
+
+
 def _held_whole(monkeypatch) -> list[tuple[int, int]]:
     """(stored, size) of each page decompressed whole (`parquet_codecs.WholePage`) from here on."""
     held = []
@@ -313,3 +352,30 @@ def test_an_lz4_page_is_walked_to_pyarrows_length_and_head():
         assert parquet_codecs.lz4_head(stored, count) == data[:count]
     with pytest.raises(parquet_codecs.PageError):
         parquet_codecs.lz4_length(stored[:-1])
+
+
+def test_an_lz4_heads_overlapping_match_is_copied_at_once_and_a_v1_pages_levels_read_to_their_length(monkeypatch):
+    """An lz4 match overlapping what it makes (pyarrow's lz4 of zeros: offset 1) was copied a byte
+    a Python turn (8 MiB of zeros' head 3.5 CPU-s); and a v1 page's head (its levels, then its one
+    value's length) was decoded to what a million levels may take (7 MB) whatever its levels' own
+    length said: pyarrow's lz4 page of a million rows, one a 3 MB value over the allowance, the rest
+    null, took 1.6 CPU-s. Its levels' length is read first, then those bytes alone."""
+    import time
+
+    zeros = bytes(8 << 20)
+    spent = time.process_time()
+    assert parquet_codecs.lz4_head(pa.compress(zeros, "lz4_raw", asbytes=True), len(zeros)) == zeros
+    assert time.process_time() - spent < 0.5  # was 3.5 CPU-s
+    rows = 1_000_000
+    values = [None] * rows
+    values[rows // 2] = bytes(3_000_000)
+    out = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array(values, pa.binary())}), out, compression="lz4", use_dictionary=False,
+                   write_batch_size=rows, data_page_size=1 << 30, data_page_version="1.0")
+    asked, head = [], parquet_codecs.lz4_head
+    monkeypatch.setattr(parquet_codecs, "lz4_head", lambda data, count: asked.append(count) or head(data, count))
+    chunk = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.row_group(0).column(0)
+    got = list(parquet_values.chunk_values(io.BytesIO(out.getvalue()), chunk, rows, 1, chunk.compression,
+                                           1_000_000, spent=parquet_values.FileCost(stored=len(out.getvalue()))))
+    assert got[rows // 2] == parquet_values.Refused(3_000_000) and got.count(None) == rows - 1
+    assert asked and max(asked) < 100, asked  # the levels' length (4), then it and its bytes and the value's 4

@@ -217,6 +217,57 @@ def test_a_second_moov_is_skipped_as_ffmpeg_skips_it(tmp_path, second):
     assert isinstance(record, VideoRecord) and record.n_frames == 50, record
 
 
+def _renamed_moov(path: Path, kind: bytes) -> bytes:
+    """The file's bytes, its (one, top-level) moov box renamed `kind`."""
+    data = path.read_bytes()
+    moov = data.index(b"moov") - 4
+    return data[:moov + 4] + kind + data[moov + 8:]
+
+
+@pytest.mark.parametrize("layout", ["hoov, then a moov", "free, no moov", "hoov in a track"])
+def test_a_hoov_or_free_box_ffmpeg_reads_as_the_moov_is_judged(tmp_path, layout):
+    """FFmpeg reads a hoov box whose first child is mvhd as a moov (the later honest moov skipped as
+    a second), a free one so on the pass it makes again where none was found, and a hoov nested
+    in a track too: the 2,000,000 samples it indexes on every open were never counted."""
+    joined = _two_moovs(tmp_path, "declaring", "honest")
+    declaring = (tmp_path / "many.mov").read_bytes()
+    path = tmp_path / "hoov.mp4"
+    if layout == "hoov, then a moov":
+        path.write_bytes(_renamed_moov(joined, b"hoov"))
+    elif layout == "free, no moov":
+        path.write_bytes(_renamed_moov(tmp_path / "many.mov", b"free"))
+    else:  # the honest file's first track holding the declaring moov, renamed hoov
+        honest = (tmp_path / "honest.mp4").read_bytes()
+        trak = honest.index(b"trak") - 4
+        trak_end = trak + int.from_bytes(honest[trak:trak + 4], "big")
+        moov = declaring.index(b"moov") - 4
+        hoov = b"hoov" + declaring[moov + 8:moov + int.from_bytes(declaring[moov:moov + 4], "big")]
+        grown = _box(b"trak", honest[trak + 8:trak_end] + struct.pack(">I", len(hoov) + 4) + hoov)
+        moov = honest.index(b"moov") - 4
+        moov_end = moov + int.from_bytes(honest[moov:moov + 4], "big")
+        path.write_bytes(honest[:moov] + _box(b"moov", honest[moov + 8:trak] + grown + honest[trak_end:moov_end])
+                         + honest[moov_end:])
+    with av.open(str(path)) as container:
+        assert 2_000_000 in [stream.frames for stream in container.streams]
+    assert declared_samples(str(path)).entries >= 2_000_000  # was 145 (hoov), 0 (free), 145 (in a track)
+    (reject,) = list(VideoSource("v", str(tmp_path), strides=(10,)).read(str(path)))
+    assert isinstance(reject, Reject) and reject.reason == "video_too_large" and "2,000,000" in reject.detail
+
+
+def test_a_hoov_of_no_movie_header_is_skipped_as_ffmpeg_skips_it(tmp_path):
+    """A hoov whose first child is no mvhd is a box FFmpeg skips: the honest moov after it is read."""
+    joined = _two_moovs(tmp_path, "honest", "honest")
+    data = joined.read_bytes()
+    moov = data.index(b"moov") - 4
+    mvhd = moov + 8 + int.from_bytes(data[moov + 8:moov + 12], "big")  # the moov's second child first
+    first = data[moov + 8:mvhd]
+    body = data[mvhd:moov + int.from_bytes(data[moov:moov + 4], "big")]
+    joined.write_bytes(data[:moov] + _box(b"hoov", body + first) + data[moov + 8 + len(first) + len(body):])
+    with av.open(str(joined)) as container:
+        assert [stream.frames for stream in container.streams] == [50, 95]  # the second file's
+    assert declared_samples(str(joined)).entries == 145
+
+
 def test_a_first_moov_declaring_too_many_is_judged_before_a_second(tmp_path):
     path = _two_moovs(tmp_path, "declaring", "honest")
     with av.open(str(path)) as container:
