@@ -4,7 +4,7 @@ COCO panoptic files (their PNGs' segments, `coco_panoptic`).
 One `PairRecord` per (image, task). The annotation files are parsed once per worker process
 (COCO train's instances JSON is large) and every unit is a slice of image ids. What a parse
 takes is judged from what the files hold before any (`CocoSource.check_index_memory`, `coco_memory`), and the
-parses a worker keeps are bounded in bytes (`CACHED_INDEX_FILE_BYTES`).
+parses a worker keeps are bounded by the same judgment (`CACHED_INDEX_BYTES`).
 """
 
 from __future__ import annotations
@@ -36,15 +36,14 @@ IMAGES_PER_UNIT = 256
 # a CVAT export of tall brush masks (uncompressed RLE counts of 3 digits) peaked at 10.2x (peak
 # RSS), polygons of short numbers (`12.5`) at 8.1x, keypoints at 8.2x; kept as arrays
 # (`compact_lists`) they peak at 2.4x, 5.4x and 4.2x. A detection file of 300k float boxes (two
-# decimals, no spaces) peaked at 8.1x with boxes as lists, 7.1x as arrays. Only the parse cache's
-# bound goes by it now: what a source's files take is judged from what they hold (`coco_memory`),
-# since a file of empty objects took 25.1x
-INDEX_BYTES_PER_FILE_BYTE = 9
+# decimals, no spaces) peaked at 8.1x with boxes as lists, 7.1x as arrays. Nothing goes by one ratio
+# now: a file of empty objects took 25.1x, so what files take is judged from what they hold (`coco_memory`)
 # what one source's index may take, judged from what its files hold before any parse (`CocoSource.units`)
 INDEX_MEMORY_MB = 6144
-# a worker keeps parses standing for at most this many bytes of files (~1 GiB parsed; one larger
-# index alone): four kept without a bound held 1.2 GB for two 102 MB files, and up to 4 budgets
-CACHED_INDEX_FILE_BYTES = (1 << 30) // INDEX_BYTES_PER_FILE_BYTE
+# a worker keeps parses standing for at most this many bytes, as `coco_memory` judges their files
+# (one larger index alone): four kept without a bound held 1.2 GB for two 102 MB files, and up to 4
+# budgets; bounded by 9x their files' bytes, four sources of 16 MiB files of empty objects held 1541 MiB
+CACHED_INDEX_BYTES = 1 << 30
 
 
 # an image's or annotation's id as pycocotools keys it: an integer (1.0 read as 1), or a text, as
@@ -108,7 +107,7 @@ def compact_lists(entry: dict[str, Any]) -> dict[str, Any]:
     """`load_json`'s object hook: an object's segmentation (RLE counts, polygons) and keypoints
     kept as arrays, as each object is parsed. A CVAT brush mask's uncompressed counts (3-digit runs:
     a 32-byte int and an 8-byte list slot for 4 characters of JSON) took 10.2x its file's size, past
-    `INDEX_BYTES_PER_FILE_BYTE`, had the index held them as lists; `expanded` makes them lists again."""
+    the 9x it was judged by then, had the index held them as lists; `expanded` makes them lists again."""
     seg = entry.get("segmentation")
     if isinstance(seg, dict) and isinstance(seg.get("counts"), list):
         seg["counts"] = _compact(seg["counts"])
@@ -181,7 +180,20 @@ def _links_unchanged(index: CocoIndex) -> bool:
     return links_unchanged(index.links)
 
 
-@fsio.cached_input(maxsize=4, max_bytes=CACHED_INDEX_FILE_BYTES, fresh=_links_unchanged)
+def _judged_bytes(annotation_uris: tuple[str, ...], states: tuple) -> int:
+    """What a parse of the files will take, as `check_index_memory` judged them (the same pass,
+    kept by their state: `coco_memory.judged`). A file that cannot be read counts its bytes: its
+    parse meets the error and reports it (`load_json`)."""
+    total = 0
+    for uri, state in zip(annotation_uris, states):
+        try:
+            total += coco_memory.judged(uri, MAX_ANNOTATION_BYTES, state).parsed_bytes()
+        except OSError:
+            total += state[0] if isinstance(state[0], int) else 0
+    return total
+
+
+@fsio.cached_input(maxsize=4, max_bytes=CACHED_INDEX_BYTES, fresh=_links_unchanged, weigh_files=_judged_bytes)
 def load_index(annotation_uris: tuple[str, ...], images_uri: str) -> CocoIndex:
     """Merge COCO JSON files (instances, person_keypoints...) by image id and annotation id.
 
@@ -973,10 +985,11 @@ class CocoSource:
     def check_index_memory(self) -> None:
         """Refuse, before any process parses them, annotation files whose index would take more
         than `index_memory_mb`: every worker process holds one, and past its memory a worker is
-        killed mid-build, not told why. Judged from what the files hold (`coco_memory.scan`: one
-        pass counting their objects, strings and numbers), not their sizes: 9x a file's size let
-        one of empty objects (25.1x) through."""
-        counts = [coco_memory.scan(uri, MAX_ANNOTATION_BYTES) for uri in self._uris()]
+        killed mid-build, not told why. Judged from what the files hold (`coco_memory.judged`: one
+        pass counting their objects, strings and numbers, kept by the files' state for the parse
+        cache's weight, `load_index`), not their sizes: 9x a file's size let one of empty objects
+        (25.1x) through."""
+        counts = [coco_memory.judged(uri, MAX_ANNOTATION_BYTES) for uri in self._uris()]
         total = sum(c.size for c in counts)
         estimate_mb = -(-sum(c.parsed_bytes() for c in counts) // (1 << 20))
         if estimate_mb > self.index_memory_mb:

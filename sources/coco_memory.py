@@ -15,10 +15,13 @@ of a polygon, RLE counts, keypoints or a box are charged as the 8-byte array ite
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from sources import fsio
 
+JUDGED_FILES = 64  # files whose counts a process keeps (`judged`): a few hundred bytes each
 SCAN_STEP = 16 << 20  # bytes read at a time: the scan holds one step (and its compact spans' copy)
 
 # bytes charged for each thing the parse makes (CPython 3.11, 64-bit; a slot is the 8 bytes of a
@@ -83,4 +86,25 @@ def scan(uri: str, limit: int) -> Counts:
     with fsio.open_file(uri) as handle:
         while counts.size <= limit and (block := handle.read(SCAN_STEP)):
             counts.add(block)
+    return counts
+
+
+_judged: OrderedDict[tuple[str, tuple, int], Counts] = OrderedDict()  # (uri, file state, limit) -> its counts
+_judged_lock = threading.Lock()
+
+
+def judged(uri: str, limit: int, state: tuple | None = None) -> Counts:
+    """`scan(uri, limit)`, kept by the file's state (`fsio.file_state`, or `state` where the
+    caller has just taken it): `check_index_memory` and the parse cache's weight of the same
+    file (`coco.load_index`) share one pass a process, not one each, nor one a unit."""
+    state = tuple(fsio.file_state(uri)) if state is None else tuple(state)
+    with _judged_lock:
+        counts = _judged.get((uri, state, limit))
+    if counts is None:
+        counts = scan(uri, limit)
+        if tuple(fsio.file_state(uri)) == state:  # not rewritten while it was read
+            with _judged_lock:
+                _judged[(uri, state, limit)] = counts
+                while len(_judged) > JUDGED_FILES:
+                    _judged.popitem(last=False)
     return counts

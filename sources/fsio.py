@@ -238,7 +238,9 @@ def rederive(key: tuple) -> Any:
 
 
 def cached_input(maxsize: int, max_bytes: int | None = None, weigh: Callable[[Any], int] | None = None,
-                 fresh: Callable[[Any], bool] | None = None) -> Callable[[Callable[..., Parsed]], Callable[..., Parsed]]:
+                 fresh: Callable[[Any], bool] | None = None,
+                 weigh_files: Callable[[tuple[str, ...], tuple], int] | None = None,
+                 ) -> Callable[[Callable[..., Parsed]], Callable[..., Parsed]]:
     """A parse cache for index files a source reads whole (a class map, an annotation JSON) and
     every unit consults: `parse(uris, *args)`, `uris` one URL or a tuple of them.
 
@@ -256,7 +258,9 @@ def cached_input(maxsize: int, max_bytes: int | None = None, weigh: Callable[[An
     full cache. `weigh(parse)`, where given, is what a kept parse counts once made, when more than
     its files' bytes (a parquet's rows kept as text outgrow its dictionary-encoded file).
     `fresh(parse)`, where given, must also hold for a kept parse to be served: for one that
-    depends on more than its files (where the links of the folders it named lead)."""
+    depends on more than its files (where the links of the folders it named lead).
+    `weigh_files(uris, states)`, where given, is what a parse of those files will take, judged
+    before it is made (not their bytes): room is made for that, and a kept parse counts it."""
 
     def wrap(parse: Callable[..., Parsed]) -> Callable[..., Parsed]:
         entries: OrderedDict[tuple, tuple[tuple, Parsed, int]] = OrderedDict()  # key -> (states, parse, weight)
@@ -284,12 +288,13 @@ def cached_input(maxsize: int, max_bytes: int | None = None, weigh: Callable[[An
                     if key in entries:
                         entries.move_to_end(key)
                 return entry[1]
+            room = _weight(states) if weigh_files is None else weigh_files(names, states)  # may read the files
             with lock:
                 entries.pop(key, None)
-                evict(_weight(states), 1, 0)
+                evict(room, 1, 0)
             value = parse(uris, *args)
             if _states(names) == states:  # not rewritten while it was parsed
-                weight = max(_weight(states), weigh(value) if weigh is not None else 0)
+                weight = max(room, weigh(value) if weigh is not None else 0)
                 with lock:
                     entries[key] = (states, value, weight)
                     entries.move_to_end(key)

@@ -1489,11 +1489,12 @@ def test_annotation_files_past_the_index_memory_budget_stop_the_build_before_any
 
 
 def judged(folder: Path) -> float:
-    """What `check_index_memory` judges `folder`'s ann.json will take parsed, per byte of the file."""
+    """What `check_index_memory` judges `folder`'s ann.json will take parsed, per byte of the file
+    (kept for the parse cache's weight: `coco_memory.judged`)."""
     from sources.annotation_files import MAX_ANNOTATION_BYTES
-    from sources.coco_memory import scan
+    from sources.coco_memory import judged as judged_counts
 
-    return scan(str(folder / "ann.json"), MAX_ANNOTATION_BYTES).parsed_bytes() / (folder / "ann.json").stat().st_size
+    return judged_counts(str(folder / "ann.json"), MAX_ANNOTATION_BYTES).parsed_bytes() / (folder / "ann.json").stat().st_size
 
 
 @pytest.mark.parametrize("filler", ["[]", "{}"])
@@ -1530,11 +1531,14 @@ def test_a_file_of_empty_containers_is_judged_by_what_it_holds(tmp_path: Path, f
 
 def parse_peak(folder: Path, data: dict, count: int) -> float:
     """`data` written as compact JSON (as `json.dump(..., separators=(",", ":"))` and Datumaro write
-    it), indexed: the peak of Python's allocations (`tracemalloc`) per byte of the file."""
+    it), indexed: the peak of Python's allocations (`tracemalloc`) per byte of the file. Judged
+    first, as `check_index_memory` judges it before any parse: the parse's peak, not the scan's
+    (a step's buffer, `coco_memory.SCAN_STEP`, freed before the parse)."""
     import tracemalloc
 
     (folder / "ann.json").write_text(json.dumps(data, separators=(",", ":")))
     load_index.cache_clear()
+    judged(folder)
     tracemalloc.start()
     try:
         index = load_index((str(folder / "ann.json"),), str(folder))
@@ -1632,26 +1636,83 @@ def test_the_index_memory_limit_leaves_only_coco_sources_of_a_mixed_list_in_the_
 
 def test_the_parse_cache_keeps_large_indexes_of_two_sources_one_at_a_time(tmp_path: Path, monkeypatch):
     """Four parses were kept whatever their size: two sources of 102 MB files held 1.2 GB in one
-    worker. Parses are weighed by their files' bytes (`CACHED_INDEX_FILE_BYTES`, ~1 GiB parsed):
-    two that together pass it are not kept side by side, two small ones are."""
+    worker. Parses are weighed by what their files hold (`coco_memory`, as `check_index_memory`
+    judges them) against `CACHED_INDEX_BYTES`: two that together pass it are not kept side by
+    side, two small ones are."""
     import sources.coco as coco
-    from sources import fsio
+    from sources import coco_memory
 
-    roots = [write_dataset(tmp_path / name, {"images": images(1), "categories": categories(1),
+    roots = [write_dataset(tmp_path / name, {"images": images(1, extra=[{}] * 512), "categories": categories(1),
                                              "annotations": [obj(1, 1)]}) for name in ("a", "b")]
     uris = [((str(root / "ann.json"),), str(root)) for root in roots]
     load_index.cache_clear()
     first = load_index(*uris[0])
     load_index(*uris[1])
     assert load_index(*uris[0]) is first  # small files: both kept
-    real = fsio.file_state
-    large = coco.CACHED_INDEX_FILE_BYTES // 2 + 1
-    monkeypatch.setattr(fsio, "file_state", lambda uri: [large, *real(uri)[1:]] if uri.endswith("ann.json")
-                        else real(uri))
+    # each `{}` judged to take so much that each file is judged past half the bound
+    monkeypatch.setattr(coco_memory, "EMPTY_DICT_BYTES", coco.CACHED_INDEX_BYTES // 2 // 512 + 1)
     load_index.cache_clear()
     first = load_index(*uris[0])
     load_index(*uris[1])
     assert load_index(*uris[0]) is not first  # parsed again: the other source's index took its room
+
+
+def test_a_kept_index_of_empty_containers_counts_what_it_holds(tmp_path: Path):
+    """The parse cache weighed a kept index as 9 times its files' size (`CACHED_INDEX_FILE_BYTES`,
+    113 MiB of files for ~1 GiB parsed): an image with a field of empty objects holds ~24x its
+    file, so four sources of 16 MiB such files held 1541 MiB in one worker. A kept index now
+    counts what `check_index_memory` judges its files hold, at least what it holds (`tracemalloc`)."""
+    import tracemalloc
+
+    from sources.annotation_files import MAX_ANNOTATION_BYTES
+    from sources.coco_memory import scan
+
+    root = tmp_path / "data"
+    root.mkdir()
+    data = {"images": [{"id": 1, "file_name": "1.jpg", "width": 640, "height": 480, "extra": [{}] * (1 << 16)}],
+            "categories": categories(1), "annotations": [obj(1, 1)]}
+    (root / "ann.json").write_text(json.dumps(data, separators=(",", ":")))
+    uris = (str(root / "ann.json"),)
+    load_index.cache_clear()
+    tracemalloc.start()
+    try:
+        index = load_index(uris, str(root))
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(index.images[1]["extra"]) == 1 << 16
+    size = (root / "ann.json").stat().st_size
+    assert held > 20 * size
+    assert held <= load_index.weight(uris, str(root)) == scan(uris[0], MAX_ANNOTATION_BYTES).parsed_bytes()
+
+
+def test_each_annotation_file_is_scanned_once_a_build_not_once_a_unit(tmp_path: Path, monkeypatch):
+    """The parse cache weighs an index by a scan of its files (`coco_memory`): that scan is the one
+    `check_index_memory` made, kept by the files' state, so a build opens each annotation file
+    twice (its scan, its parse) whatever its units; a parse made again (another worker's) scans
+    nothing more, and a file rewritten since is scanned again."""
+    import sources.coco as coco
+    from sources import fsio
+
+    root = write_dataset(tmp_path / "data", {"images": images(1, 2, 3), "categories": categories(1),
+                                              "annotations": [obj(1, 1), obj(2, 2), obj(3, 3)]})
+    ann = str(root / "ann.json")
+    opened: list[str] = []
+    real = fsio.open_file
+    monkeypatch.setattr(fsio, "open_file", lambda uri, *a, **k: (opened.append(uri), real(uri, *a, **k))[1])
+    monkeypatch.setattr(coco, "IMAGES_PER_UNIT", 1)
+    load_index.cache_clear()
+    source = CocoSource("coco", str(root), ("ann.json",), ".", ("detection",))
+    units = source.units()
+    items = [item for unit in units for item in source.read(unit)]
+    assert len(units) == 3 and sorted(item.lineage["image_id"] for item in items) == [1, 2, 3]
+    assert opened.count(ann) == 2
+    load_index.cache_clear()
+    assert [item.lineage["image_id"] for item in source.read(units[0])] == [1]
+    assert opened.count(ann) == 3  # parsed again, not scanned again
+    (root / "ann.json").write_text((root / "ann.json").read_text() + " ")
+    assert [item.lineage["image_id"] for item in source.read(units[1])] == [2]
+    assert opened.count(ann) == 5  # rewritten: scanned and parsed again
 
 
 def test_boxes_are_held_compact_and_read_back_as_pycocotools_reads_them(tmp_path: Path):
