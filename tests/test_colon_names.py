@@ -193,3 +193,31 @@ def test_writes_and_reads_resolve_every_name_alike(tmp_path: Path):
     with pytest.raises(OSError, match="chained URL"):
         write_bytes("simplecache::memory://mo/a::b.png", b"x")
     assert not [k for k in fsspec.filesystem("memory").store if k.strip("/").startswith("mo/a")]
+
+
+def test_a_root_spelled_local_url_refuses_a_link_out_of_it_as_file_and_plain_roots_do(tmp_path: Path):
+    """`sources.paths` took `local:///x/ds` (fsspec's other name for the local disk) for a remote
+    URL, judged by its name alone: the link `imgs/link.png` out of the root rendered the outside
+    image (pixel [255, 0, 0]) where `/x/ds` and `file:///x/ds` reject it `outside_root`."""
+    secret = _secret(tmp_path)
+    root = tmp_path / "ds"
+    _png(root / "imgs" / "ok.png", BLUE)
+    (root / "imgs" / "link.png").symlink_to(secret)
+    names = ["ok.png", "link.png", "/etc/hostname", f"local://{secret}"]
+    images = [{"id": i, "file_name": n, "width": 40, "height": 30} for i, n in enumerate(names, 1)]
+    anns = [{"id": i, "image_id": i, "category_id": 1, "iscrowd": 0, "bbox": [1, 1, 10, 10], "area": 100}
+            for i in range(1, len(names) + 1)]
+    (root / "ann.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                               "categories": [{"id": 1, "name": "a"}]}))
+    seen = {}
+    for spelled in (str(root), f"file://{root}", f"local://{root}"):
+        load_index.cache_clear()
+        items = _items(CocoSource("coco", spelled, ("ann.json",), "imgs", ("detection",)))
+        rendered = {i.key: render_pair(i, RenderSettings(64, "squash", 0, 10**9, 1, 0, 0.0))
+                    for i in items if isinstance(i, PairRecord)}
+        seen[spelled.split("/")[0]] = {
+            **_rejects(items), **{k: r.reason if isinstance(r, Reject) else decode_png(r.images[0])[40, 50].tolist()
+                                  for k, r in rendered.items()}}
+    expected = {"coco-1-detection": list(BLUE), "coco-2-detection": "outside_root",
+                "coco-3-detection": "outside_root", "coco-4-detection": "outside_root"}
+    assert seen == {"": expected, "file:": expected, "local:": expected}
