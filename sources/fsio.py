@@ -29,6 +29,7 @@ from fsspec.implementations.local import make_path_posix
 # spelled from its start (`simplecache::s3://`); and a chain's next link after a path (`zip://m::s3://`)
 _URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+(?:::[A-Za-z][A-Za-z0-9+.-]*)*://")
 _CHAIN_LINK = re.compile(r"::[A-Za-z][A-Za-z0-9+.-]+://")
+_CHAIN_START = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*::)+")  # `simplecache::`, `blockcache::filecache::`
 _LOCAL_SCHEMES = ("file://", "local://")
 
 
@@ -43,10 +44,21 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     if local is not None:
         return fsspec.filesystem("file"), local
     if _CHAIN_LINK.search(uri) or "::" in uri.split("://", 1)[0]:
+        _refuse_stray_colons(uri)
         return url_to_fs(uri)
     protocol = uri.split("://", 1)[0]
     cls = fsspec.get_filesystem_class(protocol)
     return fsspec.filesystem(protocol, **cls._get_kwargs_from_urls(uri)), cls._strip_protocol(uri)
+
+
+def _refuse_stray_colons(uri: str) -> None:
+    """Refuse a chained URL with a `::` that starts no link (neither a leading `word::` nor one
+    before a `scheme://`): fsspec splits every `::`, so `simplecache::gs://b/out::1` named `b/out`
+    (a write there lost the object beside the one named) and `zip://m::/abs/a.zip` a folder."""
+    start = _CHAIN_START.match(uri)
+    if "::" in _CHAIN_LINK.sub("", uri[start.end():] if start else uri):
+        raise OSError(errno.EINVAL, "a chained URL whose name holds '::' (fsspec would open the name "
+                      "before it), or a link without its own scheme:// (write file:///abs/a.zip)", uri)
 
 
 def _local_name(uri: str) -> str | None:

@@ -230,12 +230,26 @@ class PathProblem(NamedTuple):
     detail: str
 
 
+# local paths spelled as URLs (fsspec's LocalFileSystem takes both): `local://` was taken for a remote
+# URL, judged by its name alone, so a root `local:///x/ds` followed a link out of it (read the outside
+# file) where `/x/ds` and `file:///x/ds` refused it `outside_root`
+LOCAL_SCHEMES = ("file://", "local://")
+
+
 def _is_url(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
+    return "://" in path and not path.startswith(LOCAL_SCHEMES)
+
+
+def _unscheme(path: str) -> str:
+    """`path` without its `file://` or `local://` (normpath would make `file:///x` `file:/x`)."""
+    for scheme in LOCAL_SCHEMES:
+        if path.startswith(scheme):
+            return path[len(scheme):]
+    return path
 
 
 def _local(path: str) -> str:
-    return os.path.abspath(path[len("file://"):] if path.startswith("file://") else path)
+    return os.path.abspath(_unscheme(path))
 
 
 def _within(root: str, path: str, sep: str) -> bool:
@@ -395,8 +409,8 @@ def join_inside(root: str, name: str) -> str:
         if respelled is None:
             raise OutsideRoot(f"{shown_name(name)} is an absolute name outside the source root")
         return respelled
-    # a `file://` URL too (`_is_url` takes it for a local path): joined, it named `<root>/file:/x`
-    if _is_url(name) or name.startswith(("/", "\\", "file://")) or (len(name) > 1 and name[1] == ":"):
+    # a `file://` or `local://` URL too (`_is_url` takes it for a local path): joined, it named `<root>/file:/x`
+    if _is_url(name) or name.startswith(("/", "\\", *LOCAL_SCHEMES)) or (len(name) > 1 and name[1] == ":"):
         raise OutsideRoot(f"{shown_name(name)} is an absolute name")
     if _is_url(root):
         joined = posixpath.normpath(posixpath.join(root.split("://", 1)[1], name))
@@ -404,7 +418,7 @@ def join_inside(root: str, name: str) -> str:
         if not _within(base, joined, "/"):
             raise OutsideRoot(f"{shown_name(name)} climbs out of the source root")
         return f"{root.split('://', 1)[0]}://{joined}"
-    local_root = root[len("file://"):] if root.startswith("file://") else root  # normpath makes file:///x file:/x
+    local_root = _unscheme(root)
     joined = os.path.normpath(os.path.join(local_root, name))
     if not _within(_local(root), _local(joined), os.sep):
         raise OutsideRoot(f"{shown_name(name)} climbs out of the source root")

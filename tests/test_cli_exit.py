@@ -871,4 +871,5 @@ def test_an_interrupted_builds_counts_read_a_file_url_output_as_the_local_folder
     assert marks > 0 and stats > 0
     assert committed_so_far(str(out)) == (marks, stats)
     assert committed_so_far(f"file://{out}") == (marks, stats)
+    assert committed_so_far(f"local://{out}") == (marks, stats)  # fsspec's other name for the local disk: was None
     assert committed_so_far("s3://bucket/out") is None

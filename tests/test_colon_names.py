@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import fsspec
+import pytest
 from PIL import Image
 
 from sources import fsio
@@ -108,3 +109,115 @@ def test_remote_names_with_colons_and_local_writes_are_exact(tmp_path: Path):
     assert (tmp_path / "out::1").read_bytes() == b"written" and not list((tmp_path / "out").iterdir())
     assert fsio.read_text(f"file://{tmp_path}/out::1") == "written"
     assert list(fsio.iter_lines(str(tmp_path / "out::1"))) == ["written"]
+
+
+def _shard_pixels(output: str) -> dict[str, list[int]]:
+    """member path -> pixel [16, 16] of every image in the rendered tars under `output`."""
+    built = {}
+    for tar in fsio.list_files(fsio.join(output, "rendered"), (".tar",), recursive=True):
+        for s in iter_shard(tar):
+            for m, png in zip(s.header["members"], s.images):
+                built[m["path"]] = decode_png(png)[16, 16].tolist()
+    return built
+
+
+def test_a_build_whose_output_name_holds_colons_never_writes_over_the_file_beside_it(tmp_path: Path):
+    """The writer (`tokenizer.atomic`) split `local:///x/exp::2` and `memory://mo/out::1` (any
+    remote URL: gs://, s3://) at `::`, as fsspec does, while the reader took the exact name: every
+    file of the build was written over `exp` / `mo/out` beside the output (a neighbour's bytes
+    lost, 64 bytes of a digest left there) and the build failed with a StoredImageError."""
+    ds = tmp_path / "ds"
+    _png(ds / "a.png", BLUE, (64, 64))
+    _png(ds / "b.png", LIME, (64, 64))
+    (tmp_path / "exp").write_bytes(b"precious local file")
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/mo/out", b"precious object")
+    source = [{"name": "web", "type": "laion", "path": str(ds), "format": "folder", "num_shards": 1,
+               "num_val_shards": 1}]
+    try:
+        for output in (f"local://{tmp_path}/exp::2", "memory://mo/out::1"):
+            _build(_config(tmp_path / "c.yaml", output, source, direct_num_workers=1,
+                           direct_running_mode="in_memory"))
+            assert _shard_pixels(output) == {"a.png": list(BLUE), "b.png": list(LIME)}, output
+        assert (tmp_path / "exp").read_bytes() == b"precious local file"
+        assert (tmp_path / "exp::2" / "summary.json").is_file()
+        assert memory.cat("/mo/out") == b"precious object"
+    finally:
+        memory.rm("/mo", recursive=True)
+        for key in [k for k in memory.store if k.startswith("mo/out::1")]:
+            memory.store.pop(key)
+
+
+def test_writes_and_reads_resolve_every_name_alike(tmp_path: Path):
+    """`tokenizer.atomic.url_to_fs` (writes) keeps its own copy of `sources.fsio.filesystem`'s rule
+    (reads): the rooms forbid either importing the other. Both must name one file for every kind of
+    name, and that file is the exact name unless a `scheme://` follows the `::`."""
+    import zipfile
+
+    from tokenizer.atomic import url_to_fs
+
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as z:
+        z.writestr("m.txt", "member")
+    cwd = os.getcwd()
+    expected = {  # name -> (protocol, path) both give
+        f"local://{tmp_path}/x::1": ("file", f"{tmp_path}/x::1"),
+        f"file://{tmp_path}/x::1": ("file", f"{tmp_path}/x::1"),
+        f"{tmp_path}/x::1": ("file", f"{tmp_path}/x::1"),
+        "x::1": ("file", f"{cwd}/x::1"),
+        f"local://{tmp_path}/d/": ("file", f"{tmp_path}/d"),
+        "memory://x/a::b": ("memory", "x/a::b"),
+        "memory:///x/a::b": ("memory", "/x/a::b"),
+        "simplecache::memory://mo/a.png": ("simplecache", "/mo/a.png"),
+        f"zip://m.txt::file://{tmp_path}/a.zip": ("zip", "m.txt"),
+        # fsspec cannot open these by their exact names (it splits every `::` of a chain): refused,
+        # never the name before the `::` (`mo/a`, a write over the object beside) nor a folder
+        "simplecache::memory://mo/a::b.png": "refused",
+        f"zip://m.txt::{tmp_path}/a.zip": "refused",
+    }
+    got = {}
+    for name in expected:
+        pair = []
+        for resolve in (fsio.filesystem, url_to_fs):
+            try:
+                fs, path = resolve(name)
+            except OSError:
+                pair.append("refused")
+                continue
+            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+            pair.append((protocol, path))
+        assert pair[0] == pair[1], name
+        got[name] = pair[0]
+    assert got == expected
+    fs, path = url_to_fs(f"zip://m.txt::file://{tmp_path}/a.zip")
+    assert fs.cat(path) == b"member"
+    with pytest.raises(OSError, match="chained URL"):
+        write_bytes("simplecache::memory://mo/a::b.png", b"x")
+    assert not [k for k in fsspec.filesystem("memory").store if k.strip("/").startswith("mo/a")]
+
+
+def test_a_root_spelled_local_url_refuses_a_link_out_of_it_as_file_and_plain_roots_do(tmp_path: Path):
+    """`sources.paths` took `local:///x/ds` (fsspec's other name for the local disk) for a remote
+    URL, judged by its name alone: the link `imgs/link.png` out of the root rendered the outside
+    image (pixel [255, 0, 0]) where `/x/ds` and `file:///x/ds` reject it `outside_root`."""
+    secret = _secret(tmp_path)
+    root = tmp_path / "ds"
+    _png(root / "imgs" / "ok.png", BLUE)
+    (root / "imgs" / "link.png").symlink_to(secret)
+    names = ["ok.png", "link.png", "/etc/hostname", f"local://{secret}"]
+    images = [{"id": i, "file_name": n, "width": 40, "height": 30} for i, n in enumerate(names, 1)]
+    anns = [{"id": i, "image_id": i, "category_id": 1, "iscrowd": 0, "bbox": [1, 1, 10, 10], "area": 100}
+            for i in range(1, len(names) + 1)]
+    (root / "ann.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                               "categories": [{"id": 1, "name": "a"}]}))
+    seen = {}
+    for spelled in (str(root), f"file://{root}", f"local://{root}"):
+        load_index.cache_clear()
+        items = _items(CocoSource("coco", spelled, ("ann.json",), "imgs", ("detection",)))
+        rendered = {i.key: render_pair(i, RenderSettings(64, "squash", 0, 10**9, 1, 0, 0.0))
+                    for i in items if isinstance(i, PairRecord)}
+        seen[spelled.split("/")[0]] = {
+            **_rejects(items), **{k: r.reason if isinstance(r, Reject) else decode_png(r.images[0])[40, 50].tolist()
+                                  for k, r in rendered.items()}}
+    expected = {"coco-1-detection": list(BLUE), "coco-2-detection": "outside_root",
+                "coco-3-detection": "outside_root", "coco-4-detection": "outside_root"}
+    assert seen == {"": expected, "file:": expected, "local:": expected}

@@ -16,6 +16,7 @@ fsspec (no torch, nothing of ours): a leaf, so it can never take part in an impo
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
 import re
@@ -66,13 +67,52 @@ def folder_temporary_target(name: str) -> tuple[str, str] | None:
     return (match["target"], match["kind"]) if match else None
 
 
+# The rule `sources.fsio.filesystem` reads names by, kept here too (the rooms of DESIGN.md let
+# neither package import the other): a name is split at `::` only before another `scheme://`.
+# tests/test_colon_names.py holds the two to the same answer for every kind of name.
+_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+(?:::[A-Za-z][A-Za-z0-9+.-]*)*://")
+_CHAIN_LINK = re.compile(r"::[A-Za-z][A-Za-z0-9+.-]+://")
+_CHAIN_START = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*::)+")  # `simplecache::`, `blockcache::filecache::`
+_LOCAL_SCHEMES = ("file://", "local://")
+
+
 def url_to_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """fsspec's `url_to_fs`, but a local path (no `scheme://`, or `file://`) is its exact name:
-    fsspec reads `::` as URL chaining, and wrote `out::1/x` as `out/x` (`::` is a legal name)."""
-    name = uri[len("file://"):] if uri.startswith("file://") else uri
-    if name is uri and re.match(r"[A-Za-z][A-Za-z0-9+.:-]+://", uri):
+    """The filesystem and path a write of `uri` goes to: the exact name a build reads back
+    (`sources.fsio.filesystem`). fsspec's `url_to_fs` reads every `::` as URL chaining, so an
+    output `local:///x/out::1` or `gs://b/out::1` wrote each of its files over `/x/out` (a file or
+    object beside it, lost); a local path (none, `file://` or `local://`) is its exact name, and a
+    URL is split at `::` only where another `scheme://` follows (`zip://m::s3://b/a.zip`)."""
+    local = _local_name(uri)
+    if local is not None:
+        return fsspec.filesystem("file"), local
+    if _CHAIN_LINK.search(uri) or "::" in uri.split("://", 1)[0]:
+        _refuse_stray_colons(uri)
         return _url_to_fs(uri)
-    return fsspec.filesystem("file"), make_path_posix(name).rstrip("/") or "/"
+    protocol = uri.split("://", 1)[0]
+    cls = fsspec.get_filesystem_class(protocol)
+    return fsspec.filesystem(protocol, **cls._get_kwargs_from_urls(uri)), cls._strip_protocol(uri)
+
+
+def _refuse_stray_colons(uri: str) -> None:
+    """Refuse a chained URL with a `::` that starts no link (neither a leading `word::` nor one
+    before a `scheme://`): fsspec splits every `::`, so `simplecache::gs://b/out::1` named `b/out`
+    (a write there lost the object beside the one named) and `zip://m::/abs/a.zip` a folder."""
+    start = _CHAIN_START.match(uri)
+    if "::" in _CHAIN_LINK.sub("", uri[start.end():] if start else uri):
+        raise OSError(errno.EINVAL, "a chained URL whose name holds '::' (fsspec would open the name "
+                      "before it), or a link without its own scheme:// (write file:///abs/a.zip)", uri)
+
+
+def _local_name(uri: str) -> str | None:
+    """The exact local path `uri` names (absolute, no trailing separator), or None for a URL."""
+    for scheme in _LOCAL_SCHEMES:
+        if uri.startswith(scheme):
+            uri = uri[len(scheme):]
+            break
+    else:
+        if _URL_START.match(uri):
+            return None
+    return make_path_posix(uri).rstrip("/") or "/"
 
 
 def _local(uri: str) -> str | None:

@@ -148,14 +148,14 @@ def interrupted(stop: BaseException | None = None, output: str | None = None) ->
 
 def committed_so_far(output: str) -> tuple[int, int] | None:
     """(input units, rendered shards) committed in a local `output` (this run's and earlier runs'),
-    for the interrupted build's last line (a file:// URL is the local folder it names); None for a
+    for the interrupted build's last line (a file:// or local:// URL is the local folder it names); None for a
     remote output (no listing over the network after Ctrl-C) or one that cannot be listed."""
     from tokenizer.atomic import is_temporary
     from uvd_pipeline.rendered_shards import RENDERED_DIR, STATS_SUFFIX
     from uvd_pipeline.unit_store import MARK_SUFFIX, UNITS_DIR
 
-    if output.startswith("file://"):
-        output = output[len("file://"):]
+    if output.startswith(("file://", "local://")):
+        output = output.split("://", 1)[1]
     elif "://" in output:
         return None
     try:
