@@ -26,6 +26,7 @@ from PIL.JpegImagePlugin import MARKER as PILLOW_JPEG_MARKERS
 from tokenizer.config import UsageError
 from tokenizer.heif_exif import heif_exif_refusal
 from tokenizer.image_shown import Colour, colour, orientation, oriented
+from tokenizer.image_kinds import broken_tiff, fits_misread, unopened_kind
 from tokenizer.image_files import FileRefused, linked_member, member_refusal, read_image_file, read_member, refusal
 from tokenizer.pixels import to_rgb
 
@@ -166,7 +167,9 @@ def merge_skipped(skipped: Iterable[Skipped]) -> list[Skipped]:
 # mirrored: the build's own budgets (`image_too_large`, `too_many_scans`, `max_pixels`), but for
 # an AVIF's or HEIF's Exif item, which `Image.open` itself copies (`tokenizer.heif_exif`), and its
 # sniffing of other formats Pillow cannot open (`unsupported_format`) but for SVG, JPEG XL and PDF
-# (`_undecodable`: they were `not_an_image` here, a folder's logo.svg counted as junk); the
+# (`_undecodable`: they were `not_an_image` here, a folder's logo.svg counted as junk) and
+# ImageMagick's EXR, HDR, PFM, PAM, DPX, MIFF, 16-bit PSD, float TIFF and 16-bit FITS
+# (`tokenizer.image_kinds`); the
 # readers this loader never offers an input (EPS, IPTC: `_never_offered`) are mirrored, as the
 # build names them `unsupported_format` (an EPS was `not_an_image` here).
 
@@ -400,6 +403,10 @@ def decode_shown(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> Show
         if _png_cut_in_header(data):
             raise UnreadableImage("truncated", f"a PNG cut short before its pixels: {len(data)} bytes") from exc
         raise _open_refusal(exc, data) from exc
+    misread = fits_misread(data) if image.format == "FITS" else None
+    if misread:
+        image.close()
+        raise UnreadableImage("unsupported_format", f"{misread}: a real image format this loader cannot decode")
     turn = orientation(image, data)  # before the load, as the build reads it: a PNG's first eXIf, not its last
     try:
         image.load()
@@ -413,6 +420,8 @@ def decode_shown(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> Show
 def _open_refusal(exc: Exception, data: bytes) -> UnreadableImage:
     """Why `Image.open` refused these bytes, in the build's reasons."""
     if not isinstance(exc, Image.UnidentifiedImageError):  # Pillow raises many types on a broken header
+        if broken_tiff(data) and open_reason(exc) == "corrupt_header":  # the build's: a layout Pillow lacks
+            return UnreadableImage("unsupported_format", "TIFF: " + _detail(exc))
         return UnreadableImage(open_reason(exc), _detail(exc))
     known = _never_offered(data)  # an unidentified image's message names a BytesIO object; never quote the bytes
     if known:
@@ -421,6 +430,9 @@ def _open_refusal(exc: Exception, data: bytes) -> UnreadableImage:
     known = _undecodable(data)
     if known:
         return UnreadableImage("unsupported_format", f"{known}: a real image format this loader cannot decode")
+    kind = unopened_kind(data)  # EXR, HDR, PFM, PAM, DPX, MIFF, a 16-bit PSD, a float TIFF: the build's names
+    if kind:
+        return UnreadableImage(*kind)
     if data.startswith(_PNG_SIGNATURE):  # Pillow's PNG reader refused it: the build's reasons
         return UnreadableImage(*_png_refusal(data))
     return UnreadableImage(open_reason(exc), f"{type(exc).__name__}: no image format recognises these {len(data)} bytes")
