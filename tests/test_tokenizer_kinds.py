@@ -5,6 +5,7 @@ build's `decode_rgb` of the same bytes. `tokenizer.image_kinds` is a mirror, hel
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +63,31 @@ def test_the_fixtures_the_build_decodes_are_not_refused_here():
     for name in ("psd8.psd", "tiff_lzw.tif", "pgm16.pgm"):
         build, ours = _both((MAGICK / name).read_bytes())
         assert isinstance(build, np.ndarray) and np.array_equal(build, ours), name
+
+
+@pytest.mark.parametrize("name", ["xpm16.xpm", "gif_outside.gif"])
+def test_a_16_bit_xpm_and_a_gif_frame_past_its_screen_read_as_the_build_shows_them(name):
+    """ImageMagick's 16-bit XPM was up to 249 levels off the build's pixels; the GIF whose first
+    frame lies at +10+6 of its 32x24 screen was 42x30 here, 32x24 to the build."""
+    build, ours = _both((MAGICK / name).read_bytes())
+    assert isinstance(build, np.ndarray) and isinstance(ours, np.ndarray)
+    assert ours.shape == build.shape and np.array_equal(ours, build)
+
+
+def test_the_mirrored_xpm_and_gif_pieces_equal_the_builds():
+    from PIL import Image
+
+    from tokenizer import xpm_gif
+    from transforms import headers, image_orientation, xpm_colours
+
+    assert xpm_gif.XPM_COLOUR.pattern == xpm_colours._COLOUR.pattern
+    assert (xpm_gif.GIF_SIGNATURES, xpm_gif.GIF_SCREEN) == (headers.GIF_SIGNATURES, headers.GIF_SCREEN)
+    xpm = (MAGICK / "xpm16.xpm").read_bytes()
+    twelve = xpm_colours._COLOUR.sub(lambda m: m.group(1) + b"".join(m.group(2)[i:i + 3] for i in (0, 4, 8)), xpm)
+    for data in (xpm, twelve, xpm_colours.xpm_for_pillow(xpm)):
+        assert xpm_gif.xpm_for_pillow(data) == xpm_colours.xpm_for_pillow(data)
+    gif = (MAGICK / "gif_outside.gif").read_bytes()
+    for screen in (b"\x20\x00\x18\x00", b"\x00\x00\x00\x00", b"\x40\x00\x40\x00", b"\x08\x00\x40\x00"):
+        data = gif[:6] + screen + gif[10:]
+        with Image.open(io.BytesIO(data)) as image:
+            assert xpm_gif.gif_screen_box(image.size, data) == image_orientation._gif_screen_box(image, data)

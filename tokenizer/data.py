@@ -29,6 +29,7 @@ from tokenizer.image_shown import Colour, colour, orientation, oriented
 from tokenizer.image_kinds import broken_tiff, fits_misread, unopened_kind
 from tokenizer.image_files import FileRefused, linked_member, member_refusal, read_image_file, read_member, refusal
 from tokenizer.pixels import to_rgb
+from tokenizer.xpm_gif import gif_screen_box, xpm_for_pillow
 
 # What the build takes for a picture by its name (`sources.web_samples.IMAGE_EXTENSIONS`, which
 # `tokenizer` may not import; a test keeps them equal), in any case: a TIFF, GIF, HEIC, AVIF or
@@ -398,7 +399,7 @@ def decode_shown(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> Show
                                                         "before its first scan (a camera writes one): Pillow's open "
                                                         "joins each to all those before it")
     try:
-        image = Image.open(io.BytesIO(data), formats=_formats())
+        image = Image.open(io.BytesIO(xpm_for_pillow(data)), formats=_formats())  # a 16-bit XPM's colours mended
     except Exception as exc:
         if _png_cut_in_header(data):
             raise UnreadableImage("truncated", f"a PNG cut short before its pixels: {len(data)} bytes") from exc
@@ -414,7 +415,8 @@ def decode_shown(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> Show
         image.close()
         raise UnreadableImage(load_reason(exc, image.format, data), _detail(exc)) from exc
     to_srgb, wide = colour(image, data)  # judged on the opened image: a turned copy has no `format`
-    return Shown(oriented(image, turn), to_srgb, wide)
+    box = gif_screen_box(image.size, data) if image.format == "GIF" else None
+    return Shown(oriented(image if box is None else image.crop(box), turn), to_srgb, wide)
 
 
 def _open_refusal(exc: Exception, data: bytes) -> UnreadableImage:
