@@ -6,12 +6,13 @@ build's `decode_rgb` of the same bytes. `tokenizer.image_kinds` is a mirror, hel
 from __future__ import annotations
 
 import io
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tokenizer import image_kinds
+from tokenizer import image_kinds, png_chunks
 from tokenizer.data import UnreadableImage, decode_image
 from transforms import image_format, tiff_head
 from transforms.decode import DecodeError, decode_rgb
@@ -91,3 +92,60 @@ def test_the_mirrored_xpm_and_gif_pieces_equal_the_builds():
         data = gif[:6] + screen + gif[10:]
         with Image.open(io.BytesIO(data)) as image:
             assert xpm_gif.gif_screen_box(image.size, data) == image_orientation._gif_screen_box(image, data)
+
+
+A98 = Path("/usr/share/color/icc/ghostscript/a98.icc")
+
+
+def _with_crc(data: bytes, kind: bytes, crc: int) -> bytes:
+    """`data` with the CRC of its first `kind` chunk replaced by `crc` (a flipped bit in transit)."""
+    start = data.index(kind) - 4
+    end = start + 8 + int.from_bytes(data[start : start + 4], "big")
+    return data[:end] + crc.to_bytes(4, "big") + data[end + 4 :]
+
+
+def test_a_png_whose_profile_inflates_past_a_mib_is_converted_as_the_build_converts_it():
+    """Pillow refuses an iCCP inflating past 1 MiB: it was `corrupt_header` here, decoded (its
+    Adobe RGB converted) by the build."""
+    from test_tokenizer_shown import _photo, _saved
+
+    data = _saved(_photo(), "PNG", icc_profile=A98.read_bytes() + bytes(4 << 20))
+    build, ours = _both(data)
+    assert isinstance(build, np.ndarray) and np.array_equal(ours, build)
+    assert np.abs(build.astype(int) - _photo()).max() > 10  # converted, not read as sRGB
+    past = _saved(_photo(), "PNG", icc_profile=A98.read_bytes() + bytes(png_chunks.MAX_PNG_PROFILE))
+    assert _both(past) == ("image_too_large", "image_too_large")
+
+
+def test_a_bad_crc_exif_after_the_pixels_is_refused_and_a_bad_crc_text_dropped_as_the_build_does():
+    from test_tokenizer_shown import _exif_of, _photo, _png_with_chunks, _saved
+
+    turned = _saved(_photo(), "PNG", exif=_exif_of(6))  # Pillow's eXIf, moved whole after IDAT, its CRC flipped
+    start = turned.index(b"eXIf") - 4
+    chunk = turned[start : start + 12 + int.from_bytes(turned[start : start + 4], "big")]
+    plain = turned[:start] + turned[start + len(chunk):]
+    exif_after = _with_crc(plain[:-12] + chunk + plain[-12:], b"eXIf", 5)
+    assert _both(exif_after) == ("corrupt_header", "corrupt_header")
+    text_before = _with_crc(_png_with_chunks((b"tEXt", b"Comment\0made by a camera", False)), b"tEXt", 5)
+    build, ours = _both(text_before)
+    assert isinstance(build, np.ndarray) and np.array_equal(ours, build)
+
+
+def test_the_mirrored_png_pieces_equal_the_builds():
+    from test_tokenizer_shown import _exif_of, _photo, _png_with_chunks, _saved
+
+    from transforms import png_chunks as build_png
+
+    ours = png_chunks
+    assert (ours.PNG_PIXEL_CHUNKS, ours.PNG_ANIMATION_CHUNKS, ours.PNG_TEXT) == (
+        build_png._PNG_PIXEL_CHUNKS, build_png._PNG_ANIMATION_CHUNKS, build_png._PNG_TEXT)
+    assert (ours.PILLOW_PROFILE, ours.MAX_PNG_PROFILE, ours.PLAIN_TEXT_KEPT) == (
+        build_png._PILLOW_PROFILE, build_png.MAX_PNG_PROFILE, build_png._PLAIN_TEXT_KEPT)
+    big = A98.read_bytes() + bytes(2 << 20)
+    for data in (_saved(_photo(), "PNG"), _saved(_photo(), "PNG", icc_profile=big),
+                 _png_with_chunks((b"zTXt", b"Comment\0\0" + zlib.compress(bytes(2 << 20)), False)),
+                 _with_crc(_png_with_chunks((b"tEXt", b"Comment\0x", False)), b"tEXt", 5),
+                 _png_with_chunks((b"prVt", b"private", False), (b"tEXt", b"Comment\0y", True)),
+                 _saved(_photo(), "PNG", exif=_exif_of(6))[:200]):
+        assert ours.without_png_text(data) == build_png.without_png_text(data)
+        assert ours.png_profile_past_pillow(data) == build_png.png_profile_past_pillow(data)

@@ -29,6 +29,7 @@ from tokenizer.image_shown import Colour, colour, orientation, oriented
 from tokenizer.image_kinds import broken_tiff, fits_misread, unopened_kind
 from tokenizer.image_files import FileRefused, linked_member, member_refusal, read_image_file, read_member, refusal
 from tokenizer.pixels import to_rgb
+from tokenizer.png_chunks import PngRefused, png_profile_past_pillow, without_png_text
 from tokenizer.xpm_gif import gif_screen_box, xpm_for_pillow
 
 # What the build takes for a picture by its name (`sources.web_samples.IMAGE_EXTENSIONS`, which
@@ -398,8 +399,12 @@ def decode_shown(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> Show
         raise UnreadableImage("too_many_exif_segments", f"a JPEG of more than {MAX_EXIF_SEGMENTS} APP1 Exif segments "
                                                         "before its first scan (a camera writes one): Pillow's open "
                                                         "joins each to all those before it")
+    try:  # a PNG's chunks as the build gives them to Pillow: text and a profile past 1 MiB out, a bad-CRC eXIf refused
+        opened, big_profile = without_png_text(data), data.startswith(_PNG_SIGNATURE) and png_profile_past_pillow(data)
+    except PngRefused as exc:
+        raise UnreadableImage(exc.reason, exc.detail) from exc
     try:
-        image = Image.open(io.BytesIO(xpm_for_pillow(data)), formats=_formats())  # a 16-bit XPM's colours mended
+        image = Image.open(io.BytesIO(xpm_for_pillow(opened)), formats=_formats())  # a 16-bit XPM's colours mended
     except Exception as exc:
         if _png_cut_in_header(data):
             raise UnreadableImage("truncated", f"a PNG cut short before its pixels: {len(data)} bytes") from exc
@@ -408,6 +413,8 @@ def decode_shown(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> Show
     if misread:
         image.close()
         raise UnreadableImage("unsupported_format", f"{misread}: a real image format this loader cannot decode")
+    if image.format == "PNG" and big_profile and "icc_profile" not in image.info:
+        image.info["icc_profile"] = big_profile
     turn = orientation(image, data)  # before the load, as the build reads it: a PNG's first eXIf, not its last
     try:
         image.load()
