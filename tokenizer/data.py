@@ -26,8 +26,11 @@ from PIL.JpegImagePlugin import MARKER as PILLOW_JPEG_MARKERS
 from tokenizer.config import UsageError
 from tokenizer.heif_exif import heif_exif_refusal
 from tokenizer.image_shown import Colour, colour, orientation, oriented
+from tokenizer.image_kinds import broken_tiff, fits_misread, unopened_kind
 from tokenizer.image_files import FileRefused, linked_member, member_refusal, read_image_file, read_member, refusal
 from tokenizer.pixels import to_rgb
+from tokenizer.png_chunks import PngRefused, png_profile_past_pillow, without_png_text
+from tokenizer.xpm_gif import gif_screen_box, xpm_for_pillow
 
 # What the build takes for a picture by its name (`sources.web_samples.IMAGE_EXTENSIONS`, which
 # `tokenizer` may not import; a test keeps them equal), in any case: a TIFF, GIF, HEIC, AVIF or
@@ -166,7 +169,9 @@ def merge_skipped(skipped: Iterable[Skipped]) -> list[Skipped]:
 # mirrored: the build's own budgets (`image_too_large`, `too_many_scans`, `max_pixels`), but for
 # an AVIF's or HEIF's Exif item, which `Image.open` itself copies (`tokenizer.heif_exif`), and its
 # sniffing of other formats Pillow cannot open (`unsupported_format`) but for SVG, JPEG XL and PDF
-# (`_undecodable`: they were `not_an_image` here, a folder's logo.svg counted as junk); the
+# (`_undecodable`: they were `not_an_image` here, a folder's logo.svg counted as junk) and
+# ImageMagick's EXR, HDR, PFM, PAM, DPX, MIFF, 16-bit PSD, float TIFF and 16-bit FITS
+# (`tokenizer.image_kinds`); the
 # readers this loader never offers an input (EPS, IPTC: `_never_offered`) are mirrored, as the
 # build names them `unsupported_format` (an EPS was `not_an_image` here).
 
@@ -394,12 +399,22 @@ def decode_shown(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> Show
         raise UnreadableImage("too_many_exif_segments", f"a JPEG of more than {MAX_EXIF_SEGMENTS} APP1 Exif segments "
                                                         "before its first scan (a camera writes one): Pillow's open "
                                                         "joins each to all those before it")
+    try:  # a PNG's chunks as the build gives them to Pillow: text and a profile past 1 MiB out, a bad-CRC eXIf refused
+        opened, big_profile = without_png_text(data), data.startswith(_PNG_SIGNATURE) and png_profile_past_pillow(data)
+    except PngRefused as exc:
+        raise UnreadableImage(exc.reason, exc.detail) from exc
     try:
-        image = Image.open(io.BytesIO(data), formats=_formats())
+        image = Image.open(io.BytesIO(xpm_for_pillow(opened)), formats=_formats())  # a 16-bit XPM's colours mended
     except Exception as exc:
         if _png_cut_in_header(data):
             raise UnreadableImage("truncated", f"a PNG cut short before its pixels: {len(data)} bytes") from exc
         raise _open_refusal(exc, data) from exc
+    misread = fits_misread(data) if image.format == "FITS" else None
+    if misread:
+        image.close()
+        raise UnreadableImage("unsupported_format", f"{misread}: a real image format this loader cannot decode")
+    if image.format == "PNG" and big_profile and "icc_profile" not in image.info:
+        image.info["icc_profile"] = big_profile
     turn = orientation(image, data)  # before the load, as the build reads it: a PNG's first eXIf, not its last
     try:
         image.load()
@@ -407,12 +422,15 @@ def decode_shown(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> Show
         image.close()
         raise UnreadableImage(load_reason(exc, image.format, data), _detail(exc)) from exc
     to_srgb, wide = colour(image, data)  # judged on the opened image: a turned copy has no `format`
-    return Shown(oriented(image, turn), to_srgb, wide)
+    box = gif_screen_box(image.size, data) if image.format == "GIF" else None
+    return Shown(oriented(image if box is None else image.crop(box), turn), to_srgb, wide)
 
 
 def _open_refusal(exc: Exception, data: bytes) -> UnreadableImage:
     """Why `Image.open` refused these bytes, in the build's reasons."""
     if not isinstance(exc, Image.UnidentifiedImageError):  # Pillow raises many types on a broken header
+        if broken_tiff(data) and open_reason(exc) == "corrupt_header":  # the build's: a layout Pillow lacks
+            return UnreadableImage("unsupported_format", "TIFF: " + _detail(exc))
         return UnreadableImage(open_reason(exc), _detail(exc))
     known = _never_offered(data)  # an unidentified image's message names a BytesIO object; never quote the bytes
     if known:
@@ -421,6 +439,9 @@ def _open_refusal(exc: Exception, data: bytes) -> UnreadableImage:
     known = _undecodable(data)
     if known:
         return UnreadableImage("unsupported_format", f"{known}: a real image format this loader cannot decode")
+    kind = unopened_kind(data)  # EXR, HDR, PFM, PAM, DPX, MIFF, a 16-bit PSD, a float TIFF: the build's names
+    if kind:
+        return UnreadableImage(*kind)
     if data.startswith(_PNG_SIGNATURE):  # Pillow's PNG reader refused it: the build's reasons
         return UnreadableImage(*_png_refusal(data))
     return UnreadableImage(open_reason(exc), f"{type(exc).__name__}: no image format recognises these {len(data)} bytes")
