@@ -291,8 +291,8 @@ def test_verify_and_report_wait_out_an_empty_lock_as_build_does(mini_build_copy,
                                   f"{lock} is {what}"), err
         code, printed = _verify(capsys, out)  # open in no process now, a moment old
         assert code == 0 and printed.startswith(
-            f"note: this output is held by no build: its lock file {lock} is {what}, and no process of this host has "
-            "it open"), printed
+            f"note: this output is held by no build: its lock file {lock} is {what}, and no process of this user on "
+            "this host has it open"), printed
         assert f"{out}: intact:" in printed
     copied = tmp_path / "copied"
     subprocess.run(["cp", "-r", str(out), str(copied)], check=True)  # the copy's lock: young again

@@ -256,7 +256,7 @@ def acquire(output: str, force: bool = False) -> OutputLock:
                 continue  # gone, or written, between the two calls: try again
             if force or not unreadable.starting:
                 log.warning("removing the unreadable lock file %s (%.0f s old%s)", uri, unreadable.age,
-                            ", open in no process" if unreadable.open_now is False else "")
+                            ", open in no process of this user" if unreadable.open_now is False else "")
                 _remove_lock(output, None)
                 continue
             starting = unreadable
@@ -289,18 +289,50 @@ def _unreadable_what(uri: str) -> str:
         return "unreadable"
 
 
+# filesystems whose files processes of other hosts (or of another kernel) may hold open, unseen in
+# this host's /proc: statfs's f_type (linux/magic.h; virtiofs and the FUSE ones share FUSE's)
+REMOTE_FILESYSTEMS = {
+    0x6969: "nfs", 0x517B: "smb", 0xFF534D42: "cifs", 0xFE534D42: "smb2", 0x65735546: "fuse",
+    0x01021997: "9p", 0x00C36400: "ceph", 0x5346414F: "afs", 0x6B414653: "afs", 0x73757245: "coda",
+    0x7461636F: "ocfs2", 0x01161970: "gfs2", 0x0BD00BD0: "lustre", 0x47504653: "gpfs", 0x786F4256: "vboxsf",
+}
+
+
+def _filesystem_type(local: str) -> int | None:
+    """statfs's f_type of the filesystem holding `local` (None: not asked here)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        buffer = ctypes.create_string_buffer(256)  # struct statfs: f_type (a long) first, < 128 bytes in all
+        if libc.statfs(os.fsencode(local), buffer) != 0:
+            return None
+    except (OSError, AttributeError):
+        return None
+    return ctypes.c_ulong.from_buffer(buffer).value & 0xFFFFFFFF
+
+
 def _held_open(local: str) -> bool | None:
-    """Whether a process of this host that this user may inspect has the file `local` open (by
-    device and inode, through `/proc/<pid>/fd`); None where that cannot be asked (no `/proc`)."""
+    """Whether a process of this host has the file `local` open (by device and inode, through
+    `/proc/<pid>/fd`); None where that cannot be told, and the age rule judges the file: no `/proc`,
+    a file of another user (whose build's descriptors this user cannot list), a process whose
+    descriptors this user may not list, or a network or FUSE disk (a process of another host holds
+    it unseen). Skipping what it could not list answered 'open in no process' for another user's
+    build starting, and a build took its lock over at once (rev58d M1)."""
     try:
         target = os.stat(local)
         pids = [name for name in os.listdir("/proc") if name.isdigit()]
     except OSError:
         return None
+    if target.st_uid != os.geteuid() or _filesystem_type(local) in (None, *REMOTE_FILESYSTEMS):
+        return None
     for pid in pids:
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:  # gone, or another user's
+        except PermissionError:
+            return None
+        except OSError:  # gone
             continue
         for fd in fds:
             try:
@@ -326,7 +358,7 @@ class UnreadableLock:
     uri: str
     what: str  # "empty", "not readable as a lock (...)"
     age: float  # seconds since it was written
-    open_now: bool | None = None  # whether a process of this host has it open (None: not asked, not local)
+    open_now: bool | None = None  # whether a process of this host has it open (None: cannot be told here)
 
     @property
     def starting(self) -> bool:
@@ -340,7 +372,8 @@ class UnreadableLock:
             return (f"its lock file {self.uri} is {self.what} and a process of this host has it open: a build is "
                     f"starting; a build takes it over once no process has it open")
         if self.open_now is False:
-            return (f"its lock file {self.uri} is {self.what}, and no process of this host has it open: a build "
+            return (f"its lock file {self.uri} is {self.what}, and no process of this user on this host has it "
+                    f"open: a build "
                     f"was killed while writing it, or it was copied so; it holds nothing, and the next build "
                     f"removes it")
         if self.starting:
