@@ -674,6 +674,32 @@ def test_an_empty_lock_on_a_network_disk_is_judged_by_its_age(tmp_path, monkeypa
     assert seen.open_now is None and seen.starting, "closed, still young: a build may be writing it from another host"
 
 
+def test_an_empty_lock_a_reader_has_open_is_taken_over(tmp_path, caplog):
+    """A copied output's stale empty lock that a viewer (`tail -f`) has open: only a writer's
+    descriptor is a build starting, but every one was counted, and builds were refused for as long as
+    the viewer ran (rev58d L2)."""
+    import time
+
+    from uvd_pipeline.output_lock import acquire, read_holder, unreadable_lock
+
+    lock = tmp_path / "_lock.json"
+    lock.write_bytes(b"")
+    viewer = subprocess.Popen(["tail", "-f", str(lock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while str(lock) not in {os.path.realpath(f"/proc/{viewer.pid}/fd/{fd}")
+                                for fd in os.listdir(f"/proc/{viewer.pid}/fd")} and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert unreadable_lock(str(tmp_path)).open_now is False
+        caplog.set_level(logging.WARNING)
+        with acquire(str(tmp_path)) as taken:
+            assert read_holder(str(tmp_path)) == taken.holder
+        assert "open in no process of this user" in caplog.text
+    finally:
+        viewer.kill()
+        viewer.wait()
+
+
 def test_no_reader_sees_a_lock_before_it_is_written(tmp_path):
     """A lock made by `O_EXCL` was there empty until its write: a reader of that moment (`verify`,
     another build's `acquire`) found a lock that names nobody (rev57h L1; 144 of 27,736 reads while

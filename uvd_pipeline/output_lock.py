@@ -314,7 +314,7 @@ def _filesystem_type(local: str) -> int | None:
 
 
 def _held_open(local: str) -> bool | None:
-    """Whether a process of this host has the file `local` open (by device and inode, through
+    """Whether a process of this host has the file `local` open for writing (by device and inode, through
     `/proc/<pid>/fd`); None where that cannot be told, and the age rule judges the file: no `/proc`,
     a file of another user (whose build's descriptors this user cannot list), a process whose
     descriptors this user may not list, or a network or FUSE disk (a process of another host holds
@@ -339,9 +339,28 @@ def _held_open(local: str) -> bool | None:
                 found = os.stat(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
-            if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino):
+            if (found.st_dev, found.st_ino) != (target.st_dev, target.st_ino):
+                continue
+            try:
+                writing = _open_for_writing(pid, fd)
+            except PermissionError:
+                return None
+            except OSError:  # closed since
+                continue
+            if writing:
                 return True
     return False
+
+
+def _open_for_writing(pid: str, fd: str) -> bool:
+    """Whether descriptor `fd` of `pid` was opened for writing (`/proc/<pid>/fdinfo/<fd>`'s flags):
+    a build writes its lock through such a one; a reader (`tail -f`, `less`) held an empty lock
+    'open' and kept every build off the output for as long as it ran (rev58d L2)."""
+    with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as handle:
+        for line in handle.read(4096).decode(errors="replace").splitlines():
+            if line.startswith("flags:"):
+                return int(line.split()[1], 8) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+    return True  # no flags told: counted, as before
 
 
 @dataclass(frozen=True)
