@@ -730,6 +730,21 @@ def test_no_reader_sees_a_lock_before_it_is_written(tmp_path):
     assert not list(out.iterdir()), "no temporary is left beside the lock"
 
 
+def test_the_lock_file_mode_does_not_follow_the_umask(tmp_path):
+    """The lock written beside and linked was made by open(), 0o666 less the umask: under umask 000
+    anybody could rewrite it (rev58d L4; the O_EXCL lock before was 0o644)."""
+    import stat
+
+    from uvd_pipeline.output_lock import acquire
+
+    before = os.umask(0)
+    try:
+        with acquire(str(tmp_path)):
+            assert stat.S_IMODE((tmp_path / "_lock.json").stat().st_mode) == 0o644
+    finally:
+        os.umask(before)
+
+
 def test_lock_on_an_fsspec_output_and_force_unlock(tmp_path, caplog):
     from uvd_pipeline.output_lock import OutputLocked, acquire, read_holder
 

@@ -138,7 +138,8 @@ def _link_exclusive(local: str, data: bytes) -> bool:
     gets `O_EXCL` and a write, as before."""
     temporary = temporary_name(local)
     try:  # a full disk fails the write: nothing is left behind (an O_EXCL lock stayed there empty)
-        with open(temporary, "wb") as handle:
+        # 0o644 whatever the umask, as the O_EXCL lock was (open()'s 0o666 made it writable by all)
+        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
