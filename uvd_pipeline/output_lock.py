@@ -390,7 +390,8 @@ class UnreadableLock:
     commands that read an output judge it alike (`verify` and `report` took an empty one for
     'nobody holds it'). On a local disk a build of this version never shows its lock unwritten
     (`_link_exclusive`); an earlier version's writes it through the descriptor it created it with,
-    so such a file is a start only while a process has it open (`open_now`). Its age alone (the
+    so such a file is a start only while a process has it open for writing (`open_now`; where that
+    cannot be told, its age judges it). Its age alone (the
     judge elsewhere) is what `cp -r` makes young again: a copied output's stale empty lock held it
     for `UNREADABLE_GRACE_S` more."""
 
