@@ -338,13 +338,15 @@ def never_read(monkeypatch):
 
 
 @contextmanager
-def lock_being_written(lock: Path) -> Iterator[subprocess.Popen]:
+def lock_being_written(lock: Path, user: int | None = None) -> Iterator[subprocess.Popen]:
     """A process that has created `lock` exclusively and not written it yet, as a build before
-    output_lock's linked write did (O_EXCL, then its write): held open until the block ends."""
+    output_lock's linked write did (O_EXCL, then its write): held open until the block ends.
+    `user`: run it as that uid (through `setpriv`), another user's build."""
     code = ("import os, sys; os.open(sys.argv[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644); "
             "print('open', flush=True); sys.stdin.read()")
-    process = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               text=True)
+    become = [] if user is None else ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+    process = subprocess.Popen([*become, sys.executable, "-c", code, str(lock)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout.readline() == "open\n"
         yield process

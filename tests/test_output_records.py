@@ -100,6 +100,26 @@ def test_a_deleted_commit_mark_is_named_and_its_unit_rendered_again(mini_build_c
     assert _verify(capsys, out)[0] == 0
 
 
+def test_files_other_programs_leave_in_the_unit_store_are_no_units(mini_build_copy, capsys):
+    """Finder's `.DS_Store` (or SMB's browsing, or NFS's `.nfsXXXX` of a file open while removed) in a
+    source's store folder was counted as a unit's file whose mark is gone: `verify` called a finished
+    output damaged, naming a unit `.json` with an empty id (rev58d L1). Only the files the store
+    writes (a unit id and its suffixes) are the store's; a unit's deleted mark is still named."""
+    config, _ = mini_build_copy
+    out = Path(config.output)
+    folder = out / "_units" / "clips"
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(2042))
+    (folder / ".nfs000000000123456700000001").write_bytes(b"x")
+    (folder / "notes.json").write_text("{}")
+    for flags in ((), ("--quick",)):
+        code, printed = _verify(capsys, out, *flags)
+        assert code == 0 and f"{out}: intact:" in printed, printed
+    mark = sorted(folder.glob("[0-9a-f]*.json"))[0]
+    mark.unlink()
+    code, printed = _verify(capsys, out)
+    assert code == 1 and "DAMAGED: 1 damaged files" in printed and f"damaged: {mark}: missing" in printed, printed
+
+
 def test_shards_that_disagree_without_a_store_and_no_majority_are_all_named(mini_build_copy, capsys):
     """With the unit store deleted, a group's shards are held to one another: on a tie the most
     common digest was whichever shard came first, so an edited shard was the verdict and the honest
@@ -291,8 +311,8 @@ def test_verify_and_report_wait_out_an_empty_lock_as_build_does(mini_build_copy,
                                   f"{lock} is {what}"), err
         code, printed = _verify(capsys, out)  # open in no process now, a moment old
         assert code == 0 and printed.startswith(
-            f"note: this output is held by no build: its lock file {lock} is {what}, and no process of this host has "
-            "it open"), printed
+            f"note: this output is held by no build: its lock file {lock} is {what}, and no process of this user on "
+            "this host has it open"), printed
         assert f"{out}: intact:" in printed
     copied = tmp_path / "copied"
     subprocess.run(["cp", "-r", str(out), str(copied)], check=True)  # the copy's lock: young again

@@ -66,6 +66,8 @@ STORE_VERSION = 2
 DERIVED_STORE_VERSION = 3
 READ_VERSIONS = (STORE_VERSION, DERIVED_STORE_VERSION)
 MOVED_SUFFIX = ".moved"
+UNIT_SUFFIXES = (MARK_SUFFIX, RESULTS_SUFFIX, BIN_SUFFIX, MOVED_SUFFIX)
+UNIT_ID_LENGTH = 24  # `unit_id`'s hex digits
 
 
 class UnitStoreError(OSError):
@@ -74,7 +76,7 @@ class UnitStoreError(OSError):
 
 def unit_id(source: str, unit: Any) -> str:
     """A stable name for one input unit of a source (its repr names every file or id it covers)."""
-    return hashlib.sha256(f"{source}\n{unit!r}".encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    return hashlib.sha256(f"{source}\n{unit!r}".encode("utf-8", "surrogateescape")).hexdigest()[:UNIT_ID_LENGTH]
 
 
 def committed_digests(output: str, source: str, uids: Iterable[str]) -> list[tuple[str, str]] | None:
@@ -304,6 +306,7 @@ def store_listing(output: str, refused: Callable[[str, OSError], None] | None = 
                 raise
             refused(folder, exc)
             continue
+        files = [f for f in files if _is_unit_file(fsio.basename(f))]
         found = [f for f in files if f.lower().endswith(MARK_SUFFIX)]
         marks += found
         named = {f[: -len(MARK_SUFFIX)] for f in found}
@@ -312,6 +315,16 @@ def store_listing(output: str, refused: Callable[[str, OSError], None] | None = 
             if uri not in found and stem not in named:
                 unmarked.setdefault(stem + MARK_SUFFIX, []).append(uri)
     return marks, unmarked
+
+
+def _is_unit_file(name: str) -> bool:
+    """Whether `name` is one the store writes (a unit id, then a suffix of its): a file another
+    program leaves in a source's folder (Finder's `.DS_Store`, NFS's `.nfsXXXX`) was counted as a
+    unit's file whose mark is gone, and `verify` called the output damaged naming a unit `.json`
+    with an empty id (rev58d L1)."""
+    uid, _, suffix = name.partition(".")
+    return len(uid) == UNIT_ID_LENGTH and all(c in "0123456789abcdef" for c in uid) and \
+        "." + suffix.lower() in UNIT_SUFFIXES
 
 
 def check_unit(output: str, mark_uri: str, full: bool,
