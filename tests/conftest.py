@@ -28,6 +28,15 @@ MINI_LAION_SHARD = 1  # the one img2dataset shard of the sample corpus that the 
 MINI_WEB_NEAR_DUPLICATES = 3
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Test files longest first (`file_order`): `make test`'s workers take whole files in this
+    order, so the long ones start first instead of running alone at the end."""
+    from file_order import longest_first, measured_seconds
+
+    paths = [item.nodeid.split("::")[0] for item in items]
+    items[:] = [items[index] for index in longest_first(paths, measured_seconds())]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """In a pytest-xdist worker, torch's intra-op pool gets the worker's share of the cores (one
     each under `make test`'s two workers on two cores): torch sizes it to every core per process,
