@@ -393,6 +393,18 @@ def test_a_failed_units_reject_names_its_files_inside_the_dataset_wherever_it_li
 V2D_FRAMES = {"000000000": 20, "000000001": 18, "000000003": 17}  # sample key -> frames; 000000002 failed
 
 
+def _v2d_clips(tmp_path: Path, count: int) -> tuple[Path, Path, list[Path]]:
+    """`count` ffmpeg-made H.264 clips (`work/N.mp4`, each 16 frames of its own start) to download,
+    and the folder a video2dataset run writes into: (work, out, clips)."""
+    video_zoo.require_ffmpeg()
+    work, out = tmp_path / "work", tmp_path / "v2d"
+    work.mkdir()
+    clips = [work / f"{n}.mp4" for n in range(count)]
+    for n, clip in enumerate(clips):
+        _v2d_video(clip, 16, 60 * n, ["-c:v", "libx264", "-preset", "veryfast"])
+    return work, out, clips
+
+
 def _v2d_video(path: Path, frames: int, hue: int, codec: list[str]) -> bytes:
     """A tiny clip as a download gives it: ffmpeg's testsrc2, 64x48, a key frame every 8 frames."""
     video_zoo.ffmpeg("-f", "lavfi", "-i", f"testsrc2=size=64x48:rate=25,hue=h={hue}", "-frames:v", str(frames),
@@ -682,12 +694,7 @@ def test_a_resumed_video2dataset_files_download_builds_no_video_its_killed_run_l
     no row. Both were built (4 videos for the listing's 2 successes): key 1 a sentence and a
     `failed_to_download` reject at once. Now each is one `stale_download` reject naming its files,
     never built; keys 0 and 2 are built, each to its own ffmpeg frames."""
-    video_zoo.require_ffmpeg()
-    work, out = tmp_path / "work", tmp_path / "v2d"
-    work.mkdir()
-    clips = [work / f"{n}.mp4" for n in range(4)]
-    for n, clip in enumerate(clips):
-        _v2d_video(clip, 16, 60 * n, ["-c:v", "libx264", "-preset", "veryfast"])
+    work, out, clips = _v2d_clips(tmp_path, 4)
     first = [[str(c), f"clip {n}"] for n, c in enumerate(clips)]
     again = [first[0], [str(work / "gone.mp4"), "clip 1"], first[2]]
     _killed_then_resumed(out, first, 4, again)
@@ -730,12 +737,7 @@ def test_a_files_layout_video_records_its_listing_verdict_not_the_listing(tmp_pa
 
     from sources import fsio
 
-    video_zoo.require_ffmpeg()
-    work, out = tmp_path / "work", tmp_path / "v2d"
-    work.mkdir()
-    clips = [work / f"{n}.mp4" for n in range(3)]
-    for n, clip in enumerate(clips):
-        _v2d_video(clip, 16, 60 * n, ["-c:v", "libx264", "-preset", "veryfast"])
+    work, out, clips = _v2d_clips(tmp_path, 3)
     write_shard(str(out), 0, [[str(c), f"clip {n}"] for n, c in enumerate(clips)], 0)
     source = VideoSource("v2d", str(out), strides=(1,))
     videos = sorted(str(p) for p in (out / "00000").glob("*.mp4"))
