@@ -322,3 +322,31 @@ def test_a_png_cut_before_its_pixels_is_truncated_as_the_build_says():
         with pytest.raises(UnreadableImage) as ours:
             decode_image(data[:cut])
         assert ours.value.reason == build.value.reason == "truncated", cut
+
+
+@pytest.mark.parametrize("made", [("-interlace", "PNG"), ("-depth", "16", "-define", "png:bit-depth=16"),
+                                  ("-depth", "16", "-define", "png:bit-depth=16", "-interlace", "PNG")],
+                         ids=["8_bit_interlaced", "16_bit", "16_bit_interlaced"])
+def test_an_imagemagick_png_cut_in_its_chunks_after_the_pixels_is_truncated_as_the_build_says(made, tmp_path):
+    """ImageMagick writes its tEXt dates after IDAT; cut there (a partial download), Pillow's load
+    says "Truncated File Read" (a capital T) and the build, walking the chunks, `truncated`: the
+    tokenizer said `decode_error` (74 of each file's cuts, those in its last 17-102 bytes)."""
+    data = _magick(tmp_path, "photo_magick.png", *made)
+    after = data.index(b"tEXt", data.rindex(b"IDAT")) - 4  # the first chunk after the pixels
+    texts = [at - 4 for at in range(after, len(data)) if data[at : at + 4] == b"tEXt"]
+    assert len(texts) >= 2 and data.endswith(b"IEND\xaeB`\x82")  # the layout this test is about
+    in_text = {cut for at in texts for cut in range(at + 8, at + 8 + int.from_bytes(data[at : at + 4], "big"))}
+    for cut in (60, len(data) // 2, *range(after, len(data))):
+        build, ours = _outcome(decode_rgb, data[:cut]), _outcome(decode_image, data[:cut])
+        assert ours == build, cut
+        if cut >= after:  # Pillow keeps the pixels of a cut in a chunk's length, type or CRC: the build too
+            assert (build == "truncated") == (cut in in_text), cut
+
+
+def _outcome(decode, data: bytes) -> str:
+    """A decoder's reject reason for these bytes, "ok" when it decodes them."""
+    try:
+        decode(data)
+    except (DecodeError, UnreadableImage) as exc:
+        return exc.reason
+    return "ok"

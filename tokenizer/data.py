@@ -212,10 +212,14 @@ def load_reason(exc: BaseException, image_format: str | None = None, data: bytes
     """The build's reason (transforms/decode.py `_load`) for an exception of `Image.load` after a
     good header: Pillow's "image file is truncated" and "broken data stream" (a damaged compressed
     stream) are both `truncated`, unless the PNG or GIF ends whole (`decode_error`: damaged, not
-    cut); a TIFF that opens but will not load is `unsupported_format`."""
+    cut); any other failure of a PNG cut short (`_png_cut_short`: Pillow's "Truncated File Read" of
+    a cut tEXt after the pixels) is `truncated`, as the build's `_raise_if_cut_short` finds it; a
+    TIFF that opens but will not load is `unsupported_format`."""
     text = str(exc)
     if isinstance(exc, OSError) and ("truncated" in text or "broken data stream" in text):
         return "decode_error" if _ends_whole(data, image_format) else "truncated"
+    if _png_cut_short(data):  # the build's `_raise_if_cut_short` after any other failure
+        return "truncated"
     return "unsupported_format" if image_format == "TIFF" else "decode_error"
 
 
@@ -264,24 +268,30 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 _HEADER_CHUNKS = 4096  # the build's `headers._HEADER_STEPS`: chunks walked before the pixels
+_PIXEL_CHUNKS = 1 << 16  # the build's `headers._CHUNK_STEPS`: chunks walked from the first IDAT on
 
 
-def _png_cut_in_header(data: bytes) -> bool:
-    """Whether these bytes are a PNG cut before its pixels (a partial download): a part of the
-    signature, or a chunk before the first IDAT (IHDR, its CRC, an iCCP) running past the end, as
-    the build's `headers.declared_length` finds it `truncated` (here such a cut was
-    `corrupt_header` or `not_an_image`)."""
+def _png_cut_short(data: bytes) -> bool:
+    """Whether these bytes are a PNG cut short (a partial download): a part of the signature, or a
+    chunk (IHDR, an iCCP before the pixels, an IDAT, ImageMagick's tEXt dates after them) running
+    past the end, as the build's `headers.declared_length` (`_png_header_end`) finds it
+    `truncated`; no cut at IEND or at a chunk no writer makes (damaged). Before the pixels such a
+    cut was `corrupt_header` or `not_an_image` here; after them, where Pillow says "Truncated File
+    Read" (a capital T), `decode_error`."""
     if len(data) < len(_PNG_SIGNATURE):
         return len(data) >= 2 and _PNG_SIGNATURE.startswith(data)
-    if not data.startswith(_PNG_SIGNATURE):
+    if not data.startswith(_PNG_SIGNATURE) or b"IEND" in data[-12:]:
         return False
-    pos = len(_PNG_SIGNATURE)
-    for _ in range(_HEADER_CHUNKS):
+    pos, steps, pixels = len(_PNG_SIGNATURE), _HEADER_CHUNKS, False
+    while steps:
+        steps -= 1
         if pos + 8 > len(data):
             return True
         length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
-        if length > 0x7FFFFFFF or not kind.isalpha() or kind in (b"IDAT", b"IEND"):
+        if length > 0x7FFFFFFF or not kind.isalpha() or kind == b"IEND":
             return False
+        if kind == b"IDAT" and not pixels:
+            steps, pixels = _PIXEL_CHUNKS, True
         if pos + 12 + length > len(data):
             return True
         pos += 12 + length
@@ -406,8 +416,8 @@ def decode_shown(data: bytes, max_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> Show
     try:
         image = Image.open(io.BytesIO(xpm_for_pillow(opened)), formats=_formats())  # a 16-bit XPM's colours mended
     except Exception as exc:
-        if _png_cut_in_header(data):
-            raise UnreadableImage("truncated", f"a PNG cut short before its pixels: {len(data)} bytes") from exc
+        if _png_cut_short(data):
+            raise UnreadableImage("truncated", f"a PNG cut short: {len(data)} bytes") from exc
         raise _open_refusal(exc, data) from exc
     misread = fits_misread(data) if image.format == "FITS" else None
     if misread:
