@@ -180,17 +180,19 @@ def _links_unchanged(index: CocoIndex) -> bool:
     return links_unchanged(index.links)
 
 
-def _judged_bytes(annotation_uris: tuple[str, ...], states: tuple) -> int:
-    """What a parse of the files will take, as `check_index_memory` judged them (the same pass,
-    kept by their state: `coco_memory.judged`). A file that cannot be read counts its bytes: its
-    parse meets the error and reports it (`load_json`)."""
-    total = 0
+def _judged_bytes(annotation_uris: tuple[str, ...], states: tuple) -> tuple[int, int]:
+    """What a parse of the files will take at its peak and hold once made, as `check_index_memory`
+    judged them (the same pass, kept by their state: `coco_memory.judged`). A file that cannot be
+    read counts its bytes: its parse meets the error and reports it (`load_json`)."""
+    peak = held = 0
     for uri, state in zip(annotation_uris, states):
         try:
-            total += coco_memory.judged(uri, MAX_ANNOTATION_BYTES, state).parsed_bytes()
+            counts = coco_memory.judged(uri, MAX_ANNOTATION_BYTES, state)
+            peak, held = peak + counts.parsed_bytes(), held + counts.held_bytes()
         except OSError:
-            total += state[0] if isinstance(state[0], int) else 0
-    return total
+            size = state[0] if isinstance(state[0], int) else 0
+            peak, held = peak + size, held + size
+    return peak, held
 
 
 @fsio.cached_input(maxsize=4, max_bytes=CACHED_INDEX_BYTES, fresh=_links_unchanged, weigh_files=_judged_bytes)

@@ -251,7 +251,7 @@ def rederive(key: tuple) -> Any:
 
 def cached_input(maxsize: int, max_bytes: int | None = None, weigh: Callable[[Any], int] | None = None,
                  fresh: Callable[[Any], bool] | None = None,
-                 weigh_files: Callable[[tuple[str, ...], tuple], int] | None = None,
+                 weigh_files: Callable[[tuple[str, ...], tuple], tuple[int, int]] | None = None,
                  ) -> Callable[[Callable[..., Parsed]], Callable[..., Parsed]]:
     """A parse cache for index files a source reads whole (a class map, an annotation JSON) and
     every unit consults: `parse(uris, *args)`, `uris` one URL or a tuple of them.
@@ -271,8 +271,11 @@ def cached_input(maxsize: int, max_bytes: int | None = None, weigh: Callable[[An
     its files' bytes (a parquet's rows kept as text outgrow its dictionary-encoded file).
     `fresh(parse)`, where given, must also hold for a kept parse to be served: for one that
     depends on more than its files (where the links of the folders it named lead).
-    `weigh_files(uris, states)`, where given, is what a parse of those files will take, judged
-    before it is made (not their bytes): room is made for that, and a kept parse counts it."""
+    `weigh_files(uris, states)`, where given, is (peak, held): what a parse of those files will
+    take while it is made and what it holds once made, judged before it is made (not their bytes):
+    room is made for the peak, and a kept parse counts what it holds. Kept at its peak (a COCO
+    file's text beside its objects), two 50.8 MiB files of alternating units were parsed again at
+    every switch, 6 of 6 times (22.9 s against 6.6 s)."""
 
     def wrap(parse: Callable[..., Parsed]) -> Callable[..., Parsed]:
         entries: OrderedDict[tuple, tuple[tuple, Parsed, int]] = OrderedDict()  # key -> (states, parse, weight)
@@ -300,13 +303,15 @@ def cached_input(maxsize: int, max_bytes: int | None = None, weigh: Callable[[An
                     if key in entries:
                         entries.move_to_end(key)
                 return entry[1]
-            room = _weight(states) if weigh_files is None else weigh_files(names, states)  # may read the files
+            room = held = _weight(states)
+            if weigh_files is not None:
+                room, held = weigh_files(names, states)  # may read the files
             with lock:
                 entries.pop(key, None)
                 evict(room, 1, 0)
             value = parse(uris, *args)
             if _states(names) == states:  # not rewritten while it was parsed
-                weight = max(room, weigh(value) if weigh is not None else 0)
+                weight = max(held, weigh(value) if weigh is not None else 0)
                 with lock:
                     entries[key] = (states, value, weight)
                     entries.move_to_end(key)
