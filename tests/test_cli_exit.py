@@ -307,7 +307,8 @@ def test_an_interrupt_retold_by_beam_is_found_and_its_aftermath_kept_off_the_log
     in-memory worker) as a RuntimeError tagged with the step, raised while handling it: the command
     took it for a crash (exit 1, three tracebacks). `interruption` finds the interrupt there, and a
     SIGTERM's `Terminated`; not in a bug raised while one unwound. Once one is under way, Beam's
-    ERROR records and a worker thread's failed bundle are left out, unless Beam logs at DEBUG."""
+    ERROR records and a worker thread's failed bundle that are the interrupt's doing are left out,
+    unless Beam logs at DEBUG; a bug's are not (rev58f M1)."""
     import logging
 
     from uvd_pipeline import interrupts
@@ -350,6 +351,19 @@ def test_an_interrupt_retold_by_beam_is_found_and_its_aftermath_kept_off_the_log
     interrupts.mark()
     assert not BeamInterruptNoise().filter(record) and BeamInterruptNoise().filter(ours)
     assert _answered(failing, request, answer)["error"].rstrip().endswith("KeyError: 'bundle_42'")
+    # only the interrupt's own aftermath: a bug met after the signal was hidden too (rev58f M1)
+    for error in (ZeroDivisionError("a bug"), KeyError("bundle_7"), FileNotFoundError(2, "gone", "/out/a.tar")):
+        def buggy(error=error):
+            raise error
+        with pytest.raises(type(error)):
+            _answered(buggy, request, answer)
+        bug_record = logging.LogRecord("apache_beam.runners.common", logging.ERROR, __file__, 1, "bug", (),
+                                       (type(error), error, None))
+        # a logged record names no bundle: a KeyError of any `bundle_<n>` is taken for the interrupt's
+        assert BeamInterruptNoise().filter(bug_record) is not isinstance(error, KeyError)
+    swept = FileNotFoundError(2, "gone", "/out/_tmp/run1/a.tar.tmp-1f2e")
+    assert _answered(lambda: (_ for _ in ()).throw(swept), request, answer)["error"]
+    assert interrupts.aftermath(KeyError("bundle_9")) and not interrupts.aftermath(KeyError("caption"))
     beam, level = logging.getLogger("apache_beam"), logging.getLogger("apache_beam").level
     beam.setLevel(logging.DEBUG)  # --verbose
     try:
