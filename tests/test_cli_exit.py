@@ -887,3 +887,40 @@ def test_an_interrupted_builds_counts_read_a_file_url_output_as_the_local_folder
     assert committed_so_far(f"file://{out}") == (marks, stats)
     assert committed_so_far(f"local://{out}") == (marks, stats)  # fsspec's other name for the local disk: was None
     assert committed_so_far("s3://bucket/out") is None
+
+
+def test_sigterm_then_ctrl_c_exits_as_terminated_and_a_second_ctrl_c_while_counting_still_says_the_line(
+        monkeypatch, capsys, tmp_path):
+    """SIGTERM then SIGINT at once: the command met the Ctrl-C raised while the SIGTERM unwound and
+    exited 130 with one in-memory worker, 143 with threads (rev58f L4): a Terminated anywhere in the
+    chain now decides, 143. A second Ctrl-C while the last line counts what is on disk printed
+    Beam's tracebacks (3, 122 lines) and no `interrupted:` line (rev58f L2): the line comes, without
+    counts, and the exit is 130."""
+    from uvd_pipeline import cli
+    from uvd_pipeline.cli import Terminated, _terminated_first
+
+    try:
+        try:
+            raise Terminated()
+        except Terminated:
+            raise KeyboardInterrupt()
+    except KeyboardInterrupt as late:
+        assert isinstance(_terminated_first(late, late), Terminated)
+    plain = KeyboardInterrupt()
+    assert _terminated_first(plain, plain) is plain
+
+    codes = []
+
+    def counting(output):
+        raise KeyboardInterrupt()
+
+    def leave(code):
+        codes.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(cli, "committed_so_far", counting)
+    monkeypatch.setattr(cli, "_flush_and_exit", leave)
+    with pytest.raises(SystemExit):
+        cli.interrupted(KeyboardInterrupt(), str(tmp_path))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert codes == [130] and err[-1].startswith("interrupted: the units and shards committed so far are kept; run")
