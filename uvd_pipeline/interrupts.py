@@ -69,9 +69,12 @@ def aftermath(error: BaseException | None, bundle: str | None = None) -> bool:
         return False
     if interruption(error) is not None:
         return True
-    if isinstance(error, KeyError) and len(error.args) == 1 and isinstance(error.args[0], str):
-        return error.args[0] == bundle if bundle is not None else bool(_BUNDLE.fullmatch(error.args[0]))
-    if isinstance(error, FileNotFoundError):
-        names = [str(name) for name in (error.filename, error.filename2) if name]
-        return bool(names) and all(TMP_MARK in name or _RUN_TMP in name.split(os.sep) for name in names)
+    for link in exception_chain(error):  # Beam's retelling of a step's error, then the error
+        if isinstance(link, KeyError) and len(link.args) == 1 and isinstance(link.args[0], str):
+            if link.args[0] == bundle if bundle is not None else _BUNDLE.fullmatch(link.args[0]):
+                return True
+        if isinstance(link, FileNotFoundError):  # a rename names the temporary first, its target second
+            names = [str(name) for name in (link.filename, link.filename2) if name] or [str(link)]
+            if any(TMP_MARK in name or f"{os.sep}{_RUN_TMP}{os.sep}" in name for name in names):
+                return True
     return False
