@@ -1337,3 +1337,21 @@ def test_a_new_starting_lock_in_a_removed_ones_inode_is_still_looked_for(tmp_pat
     lock.unlink()  # that build is gone; another starts
     with lock_being_written(lock):
         assert unreadable_lock(str(tmp_path), seen).open_now is True, (first, lock.stat().st_ino)
+
+
+def test_a_temporary_gone_between_the_sweeps_listing_and_its_removal_is_no_crash(tmp_path, monkeypatch):
+    """After SIGTERM a worker thread still inside a bundle may rename its temporary under the
+    sweep: its FileNotFoundError made the interrupted build a crash (exit 1, 1 of 4 runs with
+    thread workers). The sweep removes what is still there and counts it."""
+    from sources import fsio
+    from uvd_pipeline import rendered_shards
+
+    (tmp_path / "a.tar.tmp-0001").write_bytes(b"x")
+    listing = fsio.list_files
+
+    def listed_then_renamed(uri, recursive=False):
+        return [*listing(uri, recursive=recursive), str(tmp_path / "b.placed.json.tmp-0002")]
+
+    monkeypatch.setattr(fsio, "list_files", listed_then_renamed)
+    assert rendered_shards.remove_temporaries(str(tmp_path)) == 1
+    assert not list(tmp_path.iterdir())
