@@ -17,6 +17,8 @@ its workers are threads or the build's own thread.
 SIGINT goes to the whole process group (a terminal's Ctrl-C), any other signal to the build's
 own process (`docker stop`, a scheduler). FLAG_DIR counts the commits across the render
 processes the build forks (they inherit the hook); `FLAG_DIR/sent` says the signal went.
+With SIGNAL_AT_COMMIT_BUG=1 in the environment every commit after the signal raises
+ZeroDivisionError("a bug after the signal"): a bug a worker meets while the interrupt unwinds.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ def _then_signal(commit, after: int, flags: str, send):
     os.makedirs(commits, exist_ok=True)
 
     def commit_then_signal(*args, **kwargs):
+        if os.environ.get("SIGNAL_AT_COMMIT_BUG") == "1" and os.path.exists(os.path.join(flags, "sent")):
+            raise ZeroDivisionError("a bug after the signal")
         done = commit(*args, **kwargs)
         open(os.path.join(commits, uuid.uuid4().hex), "wb").close()
         if len(os.listdir(commits)) >= after:

@@ -808,6 +808,30 @@ def test_a_signal_while_shards_are_written_is_one_line(mini_corpus, mini_build, 
     assert not (out / "summary.json").exists()
 
 
+def test_a_bug_met_after_a_signal_shows_its_traceback(mini_corpus, mini_build, tmp_path):
+    """SIGTERM after the first rendered shard, thread workers, and every shard write after it
+    raising ZeroDivisionError (a bug met as the interrupt unwinds): every error of Beam's was left
+    out once an interrupt was under way, so the bug was never mentioned (0 tracebacks; 10 before
+    the interrupt handling came, rev58f M1). Now its traceback shows, above the one `terminated`
+    line, and the exit is still 143."""
+    config, _ = mini_build
+    out = tmp_path / "out"
+    path = write_config(tmp_path / "c.yaml", mini_corpus, out, config.tokenizer.checkpoint,
+                        direct_num_workers=2, direct_running_mode="multi_threading")
+    written = yaml.safe_load(path.read_text())
+    written["sources"] = [s for s in written["sources"] if s["type"] != "video"]
+    path.write_text(yaml.safe_dump(written, sort_keys=False))
+    proc = _signalled_cli("SIGTERM", "shard:1", tmp_path / "flags", "build", str(path), "--no-tokenize",
+                          start_new_session=True, env={**os.environ, "SIGNAL_AT_COMMIT_BUG": "1"})
+    log, _ = proc.communicate(timeout=300)
+    assert (tmp_path / "flags" / "sent").exists(), log[-3000:]
+    assert proc.returncode == 143, log[-3000:]
+    assert "ZeroDivisionError: a bug after the signal" in log and "Traceback" in log, log[-3000:]
+    assert "KeyError: 'bundle_" not in log, log[-3000:]
+    assert log.strip().splitlines()[-1].startswith("terminated (SIGTERM): the units and shards committed"), log[-3000:]
+    assert not (out / "_lock.json").exists()
+
+
 @pytest.mark.parametrize("verbose", [False, True])
 def test_the_command_line_hides_beams_bigquery_warning_unless_verbose(verbose):
     """Importing Beam logs "apitools not found, ..." on the root logger: the command's log keeps it

@@ -1322,3 +1322,38 @@ def test_verify_shows_a_tab_in_a_name_as_a_shell_writes_it(mini_corpus, mini_bui
     (folder / "a\tb\n\x07.tar").write_bytes(b"")
     assert main(["verify", "--quick", str(out)]) == 1
     assert f"damaged: {folder}/a\\tb\\n\\u0007.tar: {STRAY_WHY}\n" in capsys.readouterr().out
+
+
+def test_a_new_starting_lock_in_a_removed_ones_inode_is_still_looked_for(tmp_path):
+    """`acquire` remembers who writes an empty lock by its inode and asks only them again: ext4 and
+    tmpfs give a freed inode number to the next file at once, so a new build's starting lock in the
+    old one's place was judged by the dead writer's pid, 'open in no process', and removed under it
+    (rev58f L1, 4 of 4 on ext4). The memo is keyed by change time too: the new writer is found."""
+    from uvd_pipeline.output_lock import unreadable_lock
+
+    lock = tmp_path / "_lock.json"
+    seen: dict = {}
+    with lock_being_written(lock):
+        first = lock.stat().st_ino
+        assert unreadable_lock(str(tmp_path), seen).open_now is True
+    lock.unlink()  # that build is gone; another starts
+    with lock_being_written(lock):
+        assert unreadable_lock(str(tmp_path), seen).open_now is True, (first, lock.stat().st_ino)
+
+
+def test_a_temporary_gone_between_the_sweeps_listing_and_its_removal_is_no_crash(tmp_path, monkeypatch):
+    """After SIGTERM a worker thread still inside a bundle may rename its temporary under the
+    sweep: its FileNotFoundError made the interrupted build a crash (exit 1, 1 of 4 runs with
+    thread workers). The sweep removes what is still there and counts it."""
+    from sources import fsio
+    from uvd_pipeline import rendered_shards
+
+    (tmp_path / "a.tar.tmp-0001").write_bytes(b"x")
+    listing = fsio.list_files
+
+    def listed_then_renamed(uri, recursive=False):
+        return [*listing(uri, recursive=recursive), str(tmp_path / "b.placed.json.tmp-0002")]
+
+    monkeypatch.setattr(fsio, "list_files", listed_then_renamed)
+    assert rendered_shards.remove_temporaries(str(tmp_path)) == 1
+    assert not list(tmp_path.iterdir())

@@ -78,7 +78,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         stop = interruption(error)
         if stop is None:
             raise
-        interrupted(stop, config.output)
+        interrupted(_terminated_first(error, stop), config.output)
     print(format_summary(result.summary))
     print(f"summary: {result.summary_path}")
     if args.report:
@@ -131,6 +131,21 @@ def terminate_as_interrupt() -> Iterator[None]:
             signal.signal(signal.SIGINT, ctrl_c)
 
 
+def _terminated_first(error: BaseException, stop: KeyboardInterrupt) -> KeyboardInterrupt:
+    """The SIGTERM (`Terminated`) in `error`'s chain, or the interrupt found (`stop`): SIGTERM then
+    SIGINT at once reached the command as the Ctrl-C raised while the SIGTERM unwound, and exited
+    130 where thread workers (Beam's re-raise, the SIGTERM first in its chain) exited 143 (rev58f
+    L4). A SIGTERM asked the process to end: it is what the exit says."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:  # every link, what each was raised while handling too
+        seen.add(id(link))
+        if isinstance(link, Terminated):
+            return link
+        link = link.__cause__ if link.__cause__ is not None else link.__context__
+    return stop
+
+
 def interrupted(stop: BaseException | None = None, output: str | None = None) -> NoReturn:
     """Ctrl-C or SIGTERM: say what is kept and leave at once (130, or 143 for SIGTERM). The output's
     lock is already released (the interrupt came through `run_build`); the local runner's workers
@@ -139,7 +154,10 @@ def interrupted(stop: BaseException | None = None, output: str | None = None) ->
     under them aborts the process. Nothing is lost by not waiting: what they did not commit is
     redone by the next run."""
     how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
-    counts = committed_so_far(output) if output else None
+    try:
+        counts = committed_so_far(output) if output else None
+    except KeyboardInterrupt:  # a second Ctrl-C while counting (a slow disk): the line without counts, not
+        counts = None  # Beam's tracebacks of the first one and no line at all (rev58f L2)
     kept = f" ({counts[0]} input units, {counts[1]} rendered shards)" if counts else ""
     print(f"\n{how}: the units and shards committed so far are kept{kept}; run the same command again "
           "to finish the build (it redoes only the rest)", file=sys.stderr)

@@ -9,7 +9,7 @@ import logging
 import traceback
 from typing import Any, Callable, Iterable
 
-from uvd_pipeline.interrupts import under_way
+from uvd_pipeline.interrupts import aftermath, under_way
 from uvd_pipeline.refusals import refusal
 
 
@@ -115,11 +115,16 @@ class BeamInterruptNoise(logging.Filter):
     doing: the step it stopped in the build's own thread ("KeyboardInterrupt [while running 'Write
     shards']", with its traceback), a worker thread's bundle failing as the run is let go (its
     temporaries swept under its commit: FileNotFoundError). The command's one `interrupted:` or
-    `terminated` line says what happened. Shown with --verbose. Never raises."""
+    `terminated` line says what happened. A record carrying an error that is not the interrupt's
+    (`interrupts.aftermath`: a bug met after the signal) is shown. Shown with --verbose. Never
+    raises."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
-            return not (record.name.startswith("apache_beam") and record.levelno >= logging.ERROR and _interrupted())
+            if not (record.name.startswith("apache_beam") and record.levelno >= logging.ERROR and _interrupted()):
+                return True
+            error = record.exc_info[1] if record.exc_info else None
+            return error is not None and not aftermath(error)
         except Exception:  # noqa: BLE001 - a filter's error escapes the logging call: show the record
             return True
 
@@ -149,15 +154,16 @@ def quiet_refused_bundles() -> None:
 
 def _answered(task: Callable[[], Any], request: Any, response: Callable[..., Any]) -> Any:
     """`task`'s response, or for a refusal the error `response` Beam's `_execute` makes of it; so
-    too for any error once the run is being interrupted (`_interrupted`: Beam's cleanup dropped
-    the bundle a worker thread was finishing, `KeyError: 'bundle_42'`, printed twice, 47 lines,
-    above the command's `terminated` line, hunt58b). Anything else (a bug, or an error met
-    judging) is raised on to Beam's `_execute` as it came, which prints it and answers the bundle:
-    the runner always gets its answer."""
+    too for the interrupt's own aftermath once the run is being interrupted (`_interrupted`,
+    `interrupts.aftermath`: Beam's cleanup dropped this bundle, `KeyError: 'bundle_42'`, printed
+    twice, 47 lines, above the command's `terminated` line, hunt58b). Anything else (a bug, even
+    one met after the signal: rev58f M1, or an error met judging) is raised on to Beam's
+    `_execute` as it came, which prints it and answers the bundle: the runner always gets its
+    answer."""
     try:
         return task()
     except Exception as exc:
-        if not (_refused(exc) or _interrupted()):
+        if not (_refused(exc) or (_interrupted() and aftermath(exc, request.instruction_id))):
             raise
         return response(instruction_id=request.instruction_id, error=traceback.format_exc())
 

@@ -246,7 +246,7 @@ def acquire(output: str, force: bool = False) -> OutputLock:
     mine = LockHolder.this_process()
     data = (json.dumps(asdict(mine), indent=1, sort_keys=True) + "\n").encode()
     starting: UnreadableLock | None = None  # an unreadable lock a build may be writing, seen last
-    seen: dict[tuple[int, int], list[str]] = {}  # the processes found writing it: asked again alone
+    seen: dict[tuple[int, ...], list[str]] = {}  # the processes found writing it: asked again alone
     for _ in range(5):
         starting = None
         if _create_exclusive(uri, data):
@@ -315,7 +315,7 @@ def _filesystem_type(local: str) -> int | None:
     return ctypes.c_ulong.from_buffer(buffer).value & 0xFFFFFFFF
 
 
-def _held_open(local: str, seen: dict[tuple[int, int], list[str]] | None = None) -> bool | None:
+def _held_open(local: str, seen: dict[tuple[int, ...], list[str]] | None = None) -> bool | None:
     """Whether a process of this host has the file `local` open for writing (by device and inode,
     through `/proc/<pid>/fd`); None where that cannot be told, and the age rule judges the file: no
     `/proc`, a file of another user (whose build's descriptors this user cannot list), a process
@@ -324,8 +324,8 @@ def _held_open(local: str, seen: dict[tuple[int, int], list[str]] | None = None)
     user's build starting, and a build took its lock over at once (rev58d M1).
 
     Only the processes of the file's owner are looked at (the build that created it is one), and
-    `seen` (device and inode -> the pids found holding it) lets a caller asking again look at those
-    alone: a scan of every process cost 1.08 s on a host of 6,150, and `acquire` asked up to 5 times
+    `seen` (device, inode and change times -> the pids found holding it) lets a caller asking again
+    look at those alone: a scan of every process cost 1.08 s on a host of 6,150, and `acquire` asked up to 5 times
     (rev58d L3). No other process can come to write an existing lock: only its creator writes it."""
     try:
         target = os.stat(local)
@@ -333,7 +333,10 @@ def _held_open(local: str, seen: dict[tuple[int, int], list[str]] | None = None)
         return None
     if target.st_uid != os.geteuid() or _filesystem_type(local) in (None, *REMOTE_FILESYSTEMS):
         return None
-    key = (target.st_dev, target.st_ino)
+    # with its change time: ext4 and tmpfs give a freed inode number to the next file at once, and a
+    # new build's starting lock in the old one's place was taken for it (its writer never looked
+    # for) and removed under it (rev58f L1, 4 of 4 on ext4)
+    key = (target.st_dev, target.st_ino, target.st_ctime_ns, target.st_mtime_ns)
     if seen is not None and key in seen:
         pids = seen[key]
     else:
@@ -356,7 +359,7 @@ def _held_open(local: str, seen: dict[tuple[int, int], list[str]] | None = None)
                 found = os.stat(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
-            if (found.st_dev, found.st_ino) != key:
+            if (found.st_dev, found.st_ino) != key[:2]:
                 continue
             try:
                 writing = _open_for_writing(pid, fd)
@@ -423,7 +426,7 @@ class UnreadableLock:
                 f"while writing it; it holds nothing, and the next build removes it")
 
 
-def unreadable_lock(output: str, seen: dict[tuple[int, int], list[str]] | None = None) -> UnreadableLock | None:
+def unreadable_lock(output: str, seen: dict[tuple[int, ...], list[str]] | None = None) -> UnreadableLock | None:
     """The output's lock file when it is there and `read_holder` names nobody from it (None: no
     lock file, or a readable one). A file whose age cannot be told counts as just written. `seen`:
     `_held_open`'s, kept by a caller that asks again."""

@@ -148,14 +148,20 @@ def remove_temporaries(output: str) -> int:
     """Delete leftovers of an interrupted run or of a retried bundle whose worker was lost: every
     file with the temporary mark anywhere in the output (rendered and token shards, the unit
     store, the shard input records, the output's own files such as `summary.json`): only while no
-    writer runs. Returns how many went."""
+    writer runs. Returns how many went. One gone between the listing and its removal is gone: after
+    Ctrl-C/SIGTERM a worker thread still inside a bundle may rename or drop its temporary under
+    the sweep, whose FileNotFoundError made the interrupted build a crash (exit 1, a traceback; 1
+    of 4 SIGTERM runs with thread workers)."""
     if not fsio.exists(output):
         return 0
     fs, _ = fsio.filesystem(output)
     leftovers = [f for f in fsio.list_files(output, recursive=True) if is_temporary(f)]
+    removed = 0
     for uri in leftovers:
-        fs.rm(fsio.filesystem(uri)[1])
-    return len(leftovers)
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(fsio.filesystem(uri)[1])
+            removed += 1
+    return removed
 
 
 class _SpillSorter:
