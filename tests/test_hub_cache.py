@@ -31,7 +31,7 @@ HF_METADATA = {b"huggingface": b'{"info": {"features": {"image": {"_type": "Imag
 
 def _cache_file(cache: Path, repo_id: str, filename: str, data: bytes, commit: str = COMMIT, shared: bool = False,
                 lfs: bool = True, revision: str = "main") -> Path:
-    """`filename` of dataset `repo_id` at `commit` in the cache as `_hf_hub_download_to_cache_dir`
+    """`filename` of dataset `repo_id` at `commit` in the cache as huggingface_hub 2.4
     leaves it: the blob named by its etag (sha256 for an LFS file, the git blob sha1 for a small
     one), the ref of `revision`, the snapshot's relative link (`_create_symlink`), and the commit's
     tree listing `trees/<commit>.json` that huggingface_hub 2.4 writes beside
